@@ -1,0 +1,844 @@
+"""The access gateway: the one module that reads and writes personal data.
+
+Given *who* (a ``Principal``), *why* (a ``Purpose``) and *what* (a lab, objects), a ``Unit`` of
+work authorises, encrypts or decrypts through ``labvault.crypto``, reads or writes through
+``labvault.store`` and appends an audit event, all in one database transaction: a failure
+anywhere leaves nothing half-written. Services never commit; the unit does.
+
+Faces (CLI, later HTTP and MLLP) and domains hold a ``Gateway`` and open units; none of them
+touches the personal-data tables or key material.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from hashlib import sha256
+
+from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from labvault.access import codec
+from labvault.access.principal import Principal, Purpose
+from labvault.crypto.blind import BlindIndex, normalise_nir
+from labvault.crypto.fields import FieldCipher
+from labvault.crypto.keys import PLATFORM, KeyProvider
+from labvault.crypto.signing import Signer
+from labvault.domain.models import (
+    Identity,
+    IdentityStatus,
+    Prescriber,
+    Request,
+    Result,
+    ResultStatus,
+    Specimen,
+    Tenant,
+)
+from labvault.domain.sensitivity import sensitivity_of
+from labvault.errors import (
+    AccessDenied,
+    InvalidInput,
+    NotFound,
+    TenantExists,
+    TenantShredded,
+    UnknownTenant,
+)
+from labvault.ids import new_id, utcnow
+from labvault.store import schema as t
+from labvault.store.engine import bulk_insert
+
+TENANT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+
+
+@dataclass(frozen=True)
+class TenantCrypto:
+    """A lab's unwrapped keys, held in memory only."""
+
+    cipher: FieldCipher
+    index: BlindIndex
+
+
+# The encrypted columns of each personal table, with the column naming the row id.
+ENCRYPTED: dict[str, tuple[str, tuple[str, ...]]] = {
+    tbl.name: (
+        [c.name for c in tbl.primary_key.columns if c.name != "tenant_id"][0],
+        tuple(c.name for c in tbl.columns if c.name.endswith("_enc")),
+    )
+    for tbl in (t.patient_identity, t.prescriber, t.request, t.specimen, t.result)
+}
+
+
+def _luhn_ok(digits: str) -> bool:
+    from stdnum import luhn
+
+    return luhn.is_valid(digits)
+
+
+def validate_finess(finess: str) -> str:
+    """A FINESS number: 9 characters, digits (Corsica: 2A/2B in place of the department)."""
+    value = finess.strip().upper()
+    if not re.fullmatch(r"(\d{2}|2A|2B)\d{7}", value):
+        raise InvalidInput("a FINESS number has 9 characters: 2-digit department (or 2A/2B) and 7 digits")
+    return value
+
+
+def validate_nir(nir: str) -> str:
+    """A NIR with its key (15 characters); the error never repeats the value."""
+    from stdnum.exceptions import ValidationError
+    from stdnum.fr import nir as stdnir
+
+    value = normalise_nir(nir)
+    try:
+        stdnir.validate(value)
+    except ValidationError:
+        raise InvalidInput("invalid NIR: expected 13 digits and a valid 2-digit key") from None
+    return value
+
+
+class Gateway:
+    """Holds the engine and the key provider; opens units of work."""
+
+    def __init__(self, engine: Engine, keys: KeyProvider) -> None:
+        self.engine = engine
+        self.keys = keys
+        self._crypto: dict[str, TenantCrypto] = {}
+
+    @contextmanager
+    def unit(self, principal: Principal, purpose: Purpose) -> Iterator[Unit]:
+        """One transaction: commits when the block ends, rolls back on any error."""
+        with self.engine.begin() as conn:
+            yield Unit(self, conn, principal, purpose)
+
+    @contextmanager
+    def bootstrap(self, principal: Principal) -> Iterator[Unit]:
+        """The unit ``init`` uses to record the first platform account (nobody to check against yet)."""
+        with self.engine.begin() as conn:
+            yield Unit(self, conn, principal, Purpose.ADMINISTRATION, check_principal=False)
+
+    def platform_operator(self, email: str | None = None) -> Principal:
+        """The platform account operating the CLI: the one ``init`` recorded first, or the named one."""
+        q = select(t.account).where(t.account.c.tenant_id == PLATFORM, t.account.c.active == 1)
+        if email:
+            q = q.where(t.account.c.email == email)
+        with self.engine.connect() as conn:
+            row = conn.execute(q.order_by(t.account.c.created_at)).first()
+        if row is None:
+            raise NotFound("no such active platform account: run 'labvault init'")
+        return Principal(row.account_id, row.name, PLATFORM, frozenset(filter(None, row.roles.split(","))))
+
+    def forget_keys(self, tenant_id: str | None = None) -> None:
+        if tenant_id is None:
+            self._crypto.clear()
+        else:
+            self._crypto.pop(tenant_id, None)
+
+    # -- key rotation: many transactions, resumable ------------------------------------------------
+    def rotate_keys(
+        self,
+        principal: Principal,
+        tenant_id: str,
+        *,
+        batch_size: int = 2000,
+        max_batches: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, int]:
+        """Re-encrypt a lab's data under a new data key version, in resumable batches.
+
+        Starts a new version unless a rotation is already under way (a version in state
+        ``retiring``), in which case it resumes. Each batch commits on its own, so an
+        interruption loses at most one batch of work and leaves every row readable.
+        """
+        if batch_size < 1:
+            raise InvalidInput("the batch size must be at least 1")
+        with self.unit(principal, Purpose.ADMINISTRATION) as u:
+            new_version, resumed = u._start_rotation(tenant_id)
+        self.forget_keys(tenant_id)
+        with self.unit(principal, Purpose.ADMINISTRATION) as u:
+            total = u._rows_below(tenant_id, new_version)
+        done = batches = 0
+        finished = False
+        while max_batches is None or batches < max_batches:
+            with self.unit(principal, Purpose.ADMINISTRATION) as u:
+                n = u._reencrypt_batch(tenant_id, new_version, batch_size)
+            if n == 0:
+                finished = True
+                break
+            done += n
+            batches += 1
+            if progress:
+                progress(done, total)
+        if finished:
+            with self.unit(principal, Purpose.ADMINISTRATION) as u:
+                u._finish_rotation(tenant_id)
+        return {"version": new_version, "resumed": int(resumed), "rows": done, "finished": int(finished)}
+
+
+class Unit:
+    """One unit of work for one principal and purpose. Every public method is audited."""
+
+    def __init__(
+        self, gateway: Gateway, conn: Connection, principal: Principal, purpose: Purpose, *, check_principal: bool = True
+    ) -> None:
+        self._gw = gateway
+        self.conn = conn
+        self.principal = principal
+        self.purpose = purpose
+        self._seq: dict[str, int] = {}
+        if check_principal:
+            self._check_principal()
+
+    # -- authorisation and audit (the access-control and audit issues build on these two) ---------
+    def _check_principal(self) -> None:
+        row = self.conn.execute(
+            select(t.account.c.active).where(
+                t.account.c.tenant_id == self.principal.tenant_id,
+                t.account.c.account_id == self.principal.account_id,
+            )
+        ).first()
+        if row is None or not row.active:
+            raise AccessDenied("no active account for this principal")
+
+    def _authorise(self, tenant_id: str, action: str) -> None:
+        if not self.principal.is_platform and self.principal.tenant_id != tenant_id:
+            self._record(tenant_id, action, "tenant", 0, outcome="denied")
+            raise AccessDenied(f"account of lab '{self.principal.tenant_id}' cannot act on lab '{tenant_id}'")
+
+    def _record(self, tenant_id: str, action: str, object_type: str, count: int, *, outcome: str = "allowed") -> None:
+        seq = self._seq.get(tenant_id)
+        if seq is None:
+            seq = self.conn.execute(
+                select(func.coalesce(func.max(t.audit_event.c.seq), 0)).where(t.audit_event.c.tenant_id == tenant_id)
+            ).scalar_one()
+        seq += 1
+        self._seq[tenant_id] = seq
+        self.conn.execute(
+            insert(t.audit_event).values(
+                tenant_id=tenant_id,
+                seq=seq,
+                at=utcnow(),
+                actor=self.principal.account_id,
+                action=action,
+                object_type=object_type,
+                record_count=count,
+                purpose=str(self.purpose),
+                outcome=outcome,
+            )
+        )
+
+    # -- tenants --------------------------------------------------------------------------------
+    def create_tenant(self, tenant_id: str, name: str, finess: str) -> Tenant:
+        if not TENANT_ID_RE.match(tenant_id) or tenant_id == PLATFORM:
+            raise InvalidInput(
+                "a lab id is 2-63 characters: lower-case letters, digits and '-', starting with a letter or digit"
+            )
+        if not name.strip():
+            raise InvalidInput("a lab needs a name")
+        finess = validate_finess(finess)
+        if self.conn.execute(select(t.tenant.c.tenant_id).where(t.tenant.c.tenant_id == tenant_id)).first():
+            raise TenantExists(f"lab '{tenant_id}' already exists")
+        now = utcnow()
+        self.conn.execute(
+            insert(t.tenant).values(tenant_id=tenant_id, name=name.strip(), finess=finess, status="active", created_at=now)
+        )
+        keys = self._gw.keys
+        keys.create_scope(tenant_id)
+        for purpose in ("data", "index"):
+            secret = secrets.token_bytes(32)
+            self.conn.execute(
+                insert(t.tenant_key).values(
+                    tenant_id=tenant_id,
+                    purpose=purpose,
+                    version=1,
+                    wrapped=keys.wrap(tenant_id, secret, f"{purpose}:v1".encode()),
+                    state="active",
+                    created_at=now,
+                )
+            )
+        self._record(tenant_id, "tenant:create", "tenant", 1)
+        return Tenant(tenant_id, name.strip(), finess, "active", now)
+
+    def list_tenants(self) -> list[Tenant]:
+        rows = self.conn.execute(select(t.tenant).order_by(t.tenant.c.tenant_id)).all()
+        if not self.principal.is_platform:
+            rows = [r for r in rows if r.tenant_id == self.principal.tenant_id]
+        return [Tenant(r.tenant_id, r.name, r.finess, r.status, r.created_at) for r in rows]
+
+    def tenant(self, tenant_id: str) -> Tenant:
+        row = self.conn.execute(select(t.tenant).where(t.tenant.c.tenant_id == tenant_id)).first()
+        if row is None:
+            raise UnknownTenant(f"unknown lab '{tenant_id}' (see 'labvault tenant list')")
+        return Tenant(row.tenant_id, row.name, row.finess, row.status, row.created_at)
+
+    def _crypto(self, tenant_id: str) -> TenantCrypto:
+        tenant = self.tenant(tenant_id)
+        if tenant.status == "shredded":
+            raise TenantShredded(f"lab '{tenant_id}' was crypto-shredded: its data can no longer be read")
+        cached = self._gw._crypto.get(tenant_id)
+        if cached is not None:
+            return cached
+        rows = self.conn.execute(
+            select(t.tenant_key).where(t.tenant_key.c.tenant_id == tenant_id, t.tenant_key.c.purpose.in_(["data", "index"]))
+        ).all()
+        keys = self._gw.keys
+        data: dict[int, bytes] = {}
+        current = 0
+        index_key = None
+        for r in rows:
+            secret = keys.unwrap(tenant_id, r.wrapped, f"{r.purpose}:v{r.version}".encode())
+            if r.purpose == "data":
+                data[r.version] = secret
+                if r.state == "active":
+                    current = r.version
+            else:
+                index_key = secret
+        if not data or index_key is None or current == 0:
+            raise TenantShredded(f"lab '{tenant_id}' has no usable keys")
+        crypto = TenantCrypto(FieldCipher(tenant_id, data, current), BlindIndex(tenant_id, index_key))
+        self._gw._crypto[tenant_id] = crypto
+        return crypto
+
+    def shred_tenant(self, tenant_id: str) -> dict:
+        """Destroy a lab's keys: all its data, in every backup, becomes unreadable. Signed record."""
+        self._authorise(tenant_id, "tenant:shred")
+        tenant = self.tenant(tenant_id)
+        if tenant.status == "shredded":
+            raise TenantShredded(f"lab '{tenant_id}' was already crypto-shredded")
+        rows = self.conn.execute(select(t.tenant_key).where(t.tenant_key.c.tenant_id == tenant_id)).all()
+        now = utcnow()
+        body = {
+            "kind": "tenant-shred",
+            "tenant": tenant_id,
+            "finess": tenant.finess,
+            "at": now.isoformat(),
+            "actor": self.principal.account_id,
+            "actor_name": self.principal.name,
+            "key_provider": self._gw.keys.name,
+            "keys_destroyed": [
+                {"purpose": r.purpose, "version": r.version, "wrapped_sha256": sha256(r.wrapped).hexdigest()} for r in rows
+            ],
+        }
+        signer, public = self._platform_signer()
+        record = {"record_id": new_id(), "body": body, "signature": signer.sign(body), "public_key": public.hex()}
+        self.conn.execute(t.tenant_key.delete().where(t.tenant_key.c.tenant_id == tenant_id))
+        self.conn.execute(
+            update(t.tenant).where(t.tenant.c.tenant_id == tenant_id).values(status="shredded", shredded_at=now)
+        )
+        self.conn.execute(
+            insert(t.signed_record).values(
+                tenant_id=tenant_id,
+                record_id=record["record_id"],
+                kind="tenant-shred",
+                body=json.dumps(body, sort_keys=True),
+                signature=record["signature"],
+                signer_public_key=record["public_key"],
+                created_at=now,
+            )
+        )
+        self._record(tenant_id, "tenant:shred", "tenant", 1)
+        # Last, once the database changes are in this transaction: destroy the KEK itself.
+        # Should the commit then fail, the lab is unreadable but not marked: a retry marks it.
+        self._gw.keys.destroy_scope(tenant_id)
+        self._gw.forget_keys(tenant_id)
+        return record
+
+    def signed_records(self, tenant_id: str, kind: str | None = None) -> list[dict]:
+        q = select(t.signed_record).where(t.signed_record.c.tenant_id == tenant_id)
+        if kind:
+            q = q.where(t.signed_record.c.kind == kind)
+        return [
+            {"record_id": r.record_id, "body": json.loads(r.body), "signature": r.signature, "public_key": r.signer_public_key}
+            for r in self.conn.execute(q.order_by(t.signed_record.c.created_at)).all()
+        ]
+
+    # -- platform signing key ---------------------------------------------------------------------
+    def ensure_platform_keys(self) -> bytes:
+        """Create the platform's Ed25519 signing key if absent; return its public key."""
+        keys = self._gw.keys
+        keys.create_scope(PLATFORM)
+        row = self.conn.execute(
+            select(t.tenant_key).where(t.tenant_key.c.tenant_id == PLATFORM, t.tenant_key.c.purpose == "signing")
+        ).first()
+        if row is not None:
+            return row.public
+        priv, pub = Signer.generate()
+        self.conn.execute(
+            insert(t.tenant_key).values(
+                tenant_id=PLATFORM,
+                purpose="signing",
+                version=1,
+                wrapped=keys.wrap(PLATFORM, priv, b"signing:v1"),
+                public=pub,
+                state="active",
+                created_at=utcnow(),
+            )
+        )
+        return pub
+
+    def _platform_signer(self) -> tuple[Signer, bytes]:
+        row = self.conn.execute(
+            select(t.tenant_key).where(
+                t.tenant_key.c.tenant_id == PLATFORM, t.tenant_key.c.purpose == "signing", t.tenant_key.c.state == "active"
+            )
+        ).first()
+        if row is None:
+            raise NotFound("no platform signing key: run 'labvault init'")
+        return Signer(self._gw.keys.unwrap(PLATFORM, row.wrapped, f"signing:v{row.version}".encode())), row.public
+
+    # -- accounts (named actors; the access-control issue adds authentication and roles) -------
+    def ensure_account(self, tenant_id: str, account_id: str, name: str, email: str, roles: Iterable[str]) -> bool:
+        """Record a named account; returns False when it already existed."""
+        exists = self.conn.execute(
+            select(t.account.c.account_id).where(t.account.c.tenant_id == tenant_id, t.account.c.account_id == account_id)
+        ).first()
+        if exists:
+            return False
+        self.conn.execute(
+            insert(t.account).values(
+                tenant_id=tenant_id,
+                account_id=account_id,
+                name=name,
+                email=email,
+                kind="person",
+                roles=",".join(sorted(roles)),
+                active=1,
+                created_at=utcnow(),
+            )
+        )
+        return True
+
+    # -- writes ---------------------------------------------------------------------------------
+    def add_prescribers(self, tenant_id: str, prescribers: Sequence[Prescriber]) -> int:
+        self._authorise(tenant_id, "prescriber:create")
+        c = self._crypto(tenant_id)
+        v = c.cipher.current_version
+        rpps, name = (c.cipher.column("prescriber", col) for col in ("rpps_enc", "name_enc"))
+        rows = []
+        for p in prescribers:
+            i = p.prescriber_id
+            rows.append(
+                (tenant_id, i, v, c.index.rpps(p.rpps), rpps.seal(i, p.rpps.encode()),
+                 name.seal(i, codec.pack((p.family_name, p.given_name))))
+            )
+        self._insert(t.prescriber, ("tenant_id", "prescriber_id", "key_version", "rpps_bidx", "rpps_enc", "name_enc"), rows)
+        self._record(tenant_id, "prescriber:create", "prescriber", len(rows))
+        return len(rows)
+
+    def add_patients(self, tenant_id: str, identities: Sequence[Identity]) -> int:
+        self._authorise(tenant_id, "patient:identity:create")
+        c = self._crypto(tenant_id)
+        v = c.cipher.current_version
+        col = {n: c.cipher.column("patient_identity", n) for n in ENCRYPTED["patient_identity"][1]}
+
+        def opt(name: str, pid: str, value: str | None) -> bytes | None:
+            return None if value is None else col[name].seal(pid, value.encode())
+
+        rows = []
+        for p in identities:
+            i = p.patient_id
+            nir = validate_nir(p.nir) if p.ins_oid.endswith(".8") else normalise_nir(p.nir)
+            rows.append(
+                (
+                    tenant_id, i, str(IdentityStatus(p.identity_status)), p.ins_oid, v,
+                    c.index.nir(nir), c.index.name(p.family_name, p.given_names, p.birth_date),
+                    col["nir_enc"].seal(i, nir.encode()),
+                    col["family_name_enc"].seal(i, p.family_name.encode()),
+                    opt("birth_name_enc", i, p.birth_name),
+                    col["given_names_enc"].seal(i, p.given_names.encode()),
+                    col["birth_date_enc"].seal(i, p.birth_date.isoformat().encode()),
+                    col["sex_enc"].seal(i, p.sex.encode()),
+                    opt("birthplace_enc", i, p.birthplace_code),
+                    opt("address_enc", i, p.address),
+                    opt("phone_enc", i, p.phone),
+                    opt("email_enc", i, p.email),
+                )
+            )
+        self._insert(
+            t.patient_identity,
+            ("tenant_id", "patient_id", "identity_status", "ins_oid", "key_version", "nir_bidx", "name_bidx")
+            + ENCRYPTED["patient_identity"][1],
+            rows,
+        )
+        self._record(tenant_id, "patient:identity:create", "patient", len(rows))
+        return len(rows)
+
+    def add_requests(self, tenant_id: str, requests: Sequence[Request]) -> int:
+        self._authorise(tenant_id, "patient:request:create")
+        c = self._crypto(tenant_id)
+        v = c.cipher.current_version
+        acc, req_at, rep_at = (c.cipher.column("request", n) for n in ENCRYPTED["request"][1])
+        rows = []
+        for r in requests:
+            i = r.request_id
+            rows.append(
+                (
+                    tenant_id, i, c.index.pseudonym(r.patient_id), r.prescriber_id, v,
+                    None if r.accession is None else acc.seal(i, r.accession.encode()),
+                    req_at.seal(i, r.requested_at.isoformat().encode()),
+                    None if r.reported_at is None else rep_at.seal(i, r.reported_at.isoformat().encode()),
+                )
+            )
+        self._insert(t.request, ("tenant_id", "request_id", "pseudonym", "prescriber_id", "key_version")
+                     + ENCRYPTED["request"][1], rows)
+        self._record(tenant_id, "patient:request:create", "request", len(rows))
+        return len(rows)
+
+    def add_specimens(self, tenant_id: str, specimens: Sequence[Specimen]) -> int:
+        self._authorise(tenant_id, "patient:specimen:create")
+        c = self._crypto(tenant_id)
+        v = c.cipher.current_version
+        typ, col_at, rec_at = (c.cipher.column("specimen", n) for n in ENCRYPTED["specimen"][1])
+        rows = [
+            (
+                tenant_id, s.specimen_id, s.request_id, v,
+                typ.seal(s.specimen_id, s.type.encode()),
+                col_at.seal(s.specimen_id, s.collected_at.isoformat().encode()),
+                None if s.received_at is None else rec_at.seal(s.specimen_id, s.received_at.isoformat().encode()),
+            )
+            for s in specimens
+        ]
+        self._insert(t.specimen, ("tenant_id", "specimen_id", "request_id", "key_version") + ENCRYPTED["specimen"][1], rows)
+        self._record(tenant_id, "patient:specimen:create", "specimen", len(rows))
+        return len(rows)
+
+    def pseudonym_of(self, tenant_id: str, patient_id: str) -> str:
+        """The pseudonym a patient's medical rows carry (computing it needs the lab's identity key)."""
+        self._authorise(tenant_id, "patient:link")
+        return self._crypto(tenant_id).index.pseudonym(patient_id)
+
+    def _pseudonyms_of_requests(self, tenant_id: str, request_ids: set[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        ids = list(request_ids)
+        for k in range(0, len(ids), 500):
+            chunk = ids[k : k + 500]
+            found.update(
+                self.conn.execute(
+                    select(t.request.c.request_id, t.request.c.pseudonym).where(
+                        t.request.c.tenant_id == tenant_id, t.request.c.request_id.in_(chunk)
+                    )
+                ).tuples()
+            )
+        return found
+
+    def add_results(self, tenant_id: str, results: Sequence[Result], *, pseudonyms: dict[str, str] | None = None) -> int:
+        """Store results; each names a request already stored (or in ``pseudonyms``)."""
+        self._authorise(tenant_id, "patient:result:create")
+        c = self._crypto(tenant_id)
+        v = c.cipher.current_version
+        code, value, validation, comment = (c.cipher.column("result", n) for n in ENCRYPTED["result"][1])
+        known = dict(pseudonyms or {})
+        missing = {r.request_id for r in results} - known.keys()
+        if missing:
+            known.update(self._pseudonyms_of_requests(tenant_id, missing))
+            if missing - known.keys():
+                raise InvalidInput(f"{len(missing - known.keys())} result(s) name a request that is not stored")
+        pack, num = codec.pack, codec.num
+        rows = []
+        append = rows.append
+        for r in results:
+            i = r.result_id
+            append(
+                (
+                    tenant_id, i, r.request_id, r.specimen_id, known[r.request_id], str(r.status), v,
+                    code.seal(i, pack((r.code_system, r.code, r.label))),
+                    value.seal(i, pack((num(r.value_num), r.value_text, r.unit, num(r.ref_low), num(r.ref_high),
+                                        r.ref_text, r.flag))),
+                    None if r.validated_by is None and r.validated_at is None
+                    else validation.seal(i, pack((r.validated_by, codec.dt(r.validated_at)))),
+                    None if r.comment is None else comment.seal(i, r.comment.encode()),
+                )
+            )
+        self._insert(
+            t.result,
+            ("tenant_id", "result_id", "request_id", "specimen_id", "pseudonym", "status", "key_version")
+            + ENCRYPTED["result"][1],
+            rows,
+        )
+        self._record(tenant_id, "patient:result:create", "result", len(rows))
+        return len(rows)
+
+    def _insert(self, table, columns: Sequence[str], rows: list[tuple]) -> None:
+        try:
+            bulk_insert(self.conn, table, columns, rows)
+        except IntegrityError:
+            raise InvalidInput(f"a {table.name} with the same id is already stored") from None
+        except Exception as exc:  # sqlite3 / psycopg integrity errors raised below SQLAlchemy
+            if type(exc).__name__ in ("IntegrityError", "UniqueViolation"):
+                raise InvalidInput(f"a {table.name} with the same id is already stored") from None
+            raise
+
+    # -- reads ----------------------------------------------------------------------------------
+    def _identity(self, c: TenantCrypto, row) -> Identity:
+        col = c.cipher.column
+        i = row.patient_id
+
+        def o(name: str) -> str | None:
+            blob = getattr(row, name)
+            return None if blob is None else col("patient_identity", name).open(i, blob).decode()
+
+        return Identity(
+            patient_id=i,
+            nir=o("nir_enc"),
+            identity_status=IdentityStatus(row.identity_status),
+            family_name=o("family_name_enc"),
+            given_names=o("given_names_enc"),
+            birth_date=date.fromisoformat(o("birth_date_enc")),
+            sex=o("sex_enc"),
+            birth_name=o("birth_name_enc"),
+            birthplace_code=o("birthplace_enc"),
+            address=o("address_enc"),
+            phone=o("phone_enc"),
+            email=o("email_enc"),
+            ins_oid=row.ins_oid,
+        )
+
+    def find_patients_by_nir(self, tenant_id: str, nir: str) -> list[Identity]:
+        """Exact match on the NIR/INS through the blind index."""
+        self._authorise(tenant_id, "patient:identity:search")
+        value = validate_nir(nir)
+        c = self._crypto(tenant_id)
+        rows = self.conn.execute(
+            select(t.patient_identity).where(
+                t.patient_identity.c.tenant_id == tenant_id, t.patient_identity.c.nir_bidx == c.index.nir(value)
+            )
+        ).all()
+        found = [self._identity(c, r) for r in rows]
+        self._record(tenant_id, "patient:identity:search", "patient", len(found))
+        return found
+
+    def find_patients_by_name(self, tenant_id: str, family_name: str, given_name: str, birth_date: date) -> list[Identity]:
+        """Exact match on normalised family name + first given name + birth date."""
+        self._authorise(tenant_id, "patient:identity:search")
+        if not family_name.strip() or not given_name.strip():
+            raise InvalidInput("a name search needs a family name, a given name and a birth date")
+        c = self._crypto(tenant_id)
+        rows = self.conn.execute(
+            select(t.patient_identity).where(
+                t.patient_identity.c.tenant_id == tenant_id,
+                t.patient_identity.c.name_bidx == c.index.name(family_name, given_name, birth_date),
+            )
+        ).all()
+        found = [self._identity(c, r) for r in rows]
+        self._record(tenant_id, "patient:identity:search", "patient", len(found))
+        return found
+
+    def get_patient(self, tenant_id: str, patient_id: str) -> Identity:
+        self._authorise(tenant_id, "patient:identity:read")
+        c = self._crypto(tenant_id)
+        row = self.conn.execute(
+            select(t.patient_identity).where(
+                t.patient_identity.c.tenant_id == tenant_id, t.patient_identity.c.patient_id == patient_id
+            )
+        ).first()
+        if row is None:
+            self._record(tenant_id, "patient:identity:read", "patient", 0, outcome="error")
+            raise NotFound("no such patient in this lab")
+        self._record(tenant_id, "patient:identity:read", "patient", 1)
+        return self._identity(c, row)
+
+    def requests_of(self, tenant_id: str, patient_id: str) -> list[Request]:
+        self._authorise(tenant_id, "patient:request:read")
+        c = self._crypto(tenant_id)
+        col = c.cipher.column
+        rows = self.conn.execute(
+            select(t.request).where(t.request.c.tenant_id == tenant_id, t.request.c.pseudonym == c.index.pseudonym(patient_id))
+        ).all()
+        out = []
+        for r in rows:
+            i = r.request_id
+            out.append(
+                Request(
+                    request_id=i,
+                    patient_id=patient_id,
+                    prescriber_id=r.prescriber_id,
+                    requested_at=codec.to_dt(col("request", "requested_at_enc").open(i, r.requested_at_enc).decode()),
+                    accession=None if r.accession_enc is None else col("request", "accession_enc").open(i, r.accession_enc).decode(),
+                    reported_at=None if r.reported_at_enc is None
+                    else codec.to_dt(col("request", "reported_at_enc").open(i, r.reported_at_enc).decode()),
+                )
+            )
+        out.sort(key=lambda q: q.requested_at)
+        self._record(tenant_id, "patient:request:read", "request", len(out))
+        return out
+
+    def results_of(self, tenant_id: str, patient_id: str) -> list[Result]:
+        """A patient's results, decrypted, oldest request first."""
+        self._authorise(tenant_id, "patient:result:read")
+        c = self._crypto(tenant_id)
+        rows = self.conn.execute(
+            select(t.result).where(t.result.c.tenant_id == tenant_id, t.result.c.pseudonym == c.index.pseudonym(patient_id))
+        ).all()
+        out = [self._result(c, r) for r in rows]
+        self._record(tenant_id, "patient:result:read", "result", len(out))
+        return out
+
+    def _result(self, c: TenantCrypto, r) -> Result:
+        col = c.cipher.column
+        i = r.result_id
+        system, code, label = codec.unpack(col("result", "code_enc").open(i, r.code_enc))
+        vnum, vtext, unit, lo, hi, rtext, flag = codec.unpack(col("result", "value_enc").open(i, r.value_enc))
+        by = at = None
+        if r.validation_enc is not None:
+            by, at = codec.unpack(col("result", "validation_enc").open(i, r.validation_enc))
+        return Result(
+            result_id=i,
+            request_id=r.request_id,
+            code=code,
+            label=label,
+            code_system=system,
+            specimen_id=r.specimen_id,
+            value_num=codec.to_num(vnum),
+            value_text=vtext,
+            unit=unit,
+            ref_low=codec.to_num(lo),
+            ref_high=codec.to_num(hi),
+            ref_text=rtext,
+            flag=flag,
+            status=ResultStatus(r.status),
+            validated_by=by,
+            validated_at=codec.to_dt(at),
+            comment=None if r.comment_enc is None else col("result", "comment_enc").open(i, r.comment_enc).decode(),
+            sensitivity=sensitivity_of(system, code),
+        )
+
+    def iter_results(self, tenant_id: str, *, batch: int = 5000) -> Iterator[Result]:
+        """Every result of a lab, decrypted, in batches (for checks and exports)."""
+        self._authorise(tenant_id, "patient:result:read")
+        c = self._crypto(tenant_id)
+        n = 0
+        for r in self.conn.execution_options(yield_per=batch).execute(
+            select(t.result).where(t.result.c.tenant_id == tenant_id)
+        ):
+            n += 1
+            yield self._result(c, r)
+        self._record(tenant_id, "patient:result:read", "result", n)
+
+    def drop_tenant_rows(self, tenant_id: str) -> None:
+        """Delete every row of a scratch lab (benchmarks); a real lab is shredded, not dropped."""
+        self._authorise(tenant_id, "tenant:drop")
+        if not tenant_id.startswith("bench-"):
+            raise AccessDenied("only scratch benchmark labs can be dropped")
+        for tbl in reversed(t.metadata.sorted_tables):
+            self.conn.execute(tbl.delete().where(tbl.c.tenant_id == tenant_id))
+
+    def raw_identity_row(self, tenant_id: str, patient_id: str) -> dict[str, object]:
+        """What the database holds for one identity, as stored (ciphertexts in hex): for demos and checks."""
+        self._authorise(tenant_id, "patient:identity:raw")
+        row = self.conn.execute(
+            select(t.patient_identity).where(
+                t.patient_identity.c.tenant_id == tenant_id, t.patient_identity.c.patient_id == patient_id
+            )
+        ).first()
+        if row is None:
+            raise NotFound("no such patient in this lab")
+        self._record(tenant_id, "patient:identity:raw", "patient", 1)
+        return {k: (v.hex() if isinstance(v, bytes) else v) for k, v in row._mapping.items()}
+
+    def counts(self, tenant_id: str) -> dict[str, int]:
+        """How many rows a lab has per table (no personal value)."""
+        self._authorise(tenant_id, "tenant:counts")
+        self.tenant(tenant_id)
+        out = {}
+        for tbl in (t.patient_identity, t.prescriber, t.request, t.specimen, t.result):
+            out[tbl.name] = self.conn.execute(
+                select(func.count()).select_from(tbl).where(tbl.c.tenant_id == tenant_id)
+            ).scalar_one()
+        return out
+
+    def key_versions(self, tenant_id: str) -> dict[str, object]:
+        """Data key versions with their states, and how many rows each version still seals."""
+        self.tenant(tenant_id)
+        keys = self.conn.execute(
+            select(t.tenant_key.c.version, t.tenant_key.c.state).where(
+                t.tenant_key.c.tenant_id == tenant_id, t.tenant_key.c.purpose == "data"
+            ).order_by(t.tenant_key.c.version)
+        ).all()
+        rows: dict[int, int] = {}
+        for name in ENCRYPTED:
+            tbl = t.metadata.tables[name]
+            for version, n in self.conn.execute(
+                select(tbl.c.key_version, func.count()).where(tbl.c.tenant_id == tenant_id).group_by(tbl.c.key_version)
+            ).all():
+                rows[version] = rows.get(version, 0) + n
+        return {"keys": [{"version": k.version, "state": k.state} for k in keys], "rows_by_version": rows}
+
+    # -- rotation steps (driven by Gateway.rotate_keys) -------------------------------------------
+    def _start_rotation(self, tenant_id: str) -> tuple[int, bool]:
+        self._authorise(tenant_id, "keys:rotate")
+        self._crypto(tenant_id)  # refuses shredded or unknown labs
+        tk = t.tenant_key
+        rows = self.conn.execute(
+            select(tk.c.version, tk.c.state).where(tk.c.tenant_id == tenant_id, tk.c.purpose == "data")
+        ).all()
+        if any(r.state == "retiring" for r in rows):
+            current = max(r.version for r in rows if r.state == "active")
+            self._record(tenant_id, "keys:rotate:resume", "key", 1)
+            return current, True
+        new = max(r.version for r in rows) + 1
+        self.conn.execute(
+            update(tk).where(tk.c.tenant_id == tenant_id, tk.c.purpose == "data", tk.c.state == "active").values(state="retiring")
+        )
+        self.conn.execute(
+            insert(tk).values(
+                tenant_id=tenant_id,
+                purpose="data",
+                version=new,
+                wrapped=self._gw.keys.wrap(tenant_id, secrets.token_bytes(32), f"data:v{new}".encode()),
+                state="active",
+                created_at=utcnow(),
+            )
+        )
+        self._record(tenant_id, "keys:rotate:start", "key", 1)
+        return new, False
+
+    def _rows_below(self, tenant_id: str, version: int) -> int:
+        total = 0
+        for name in ENCRYPTED:
+            tbl = t.metadata.tables[name]
+            total += self.conn.execute(
+                select(func.count()).select_from(tbl).where(tbl.c.tenant_id == tenant_id, tbl.c.key_version < version)
+            ).scalar_one()
+        return total
+
+    def _reencrypt_batch(self, tenant_id: str, version: int, batch_size: int) -> int:
+        c = self._crypto(tenant_id)
+        assert c.cipher.current_version == version
+        for name, (pk, enc_cols) in ENCRYPTED.items():
+            tbl = t.metadata.tables[name]
+            rows = self.conn.execute(
+                select(tbl.c[pk], *[tbl.c[col] for col in enc_cols])
+                .where(tbl.c.tenant_id == tenant_id, tbl.c.key_version < version)
+                .limit(batch_size)
+            ).all()
+            if not rows:
+                continue
+            ciphers = [c.cipher.column(name, col) for col in enc_cols]
+            params = []
+            for row in rows:
+                rid = row[0]
+                p = {"_id": rid, "key_version": version}
+                for cipher, col, blob in zip(ciphers, enc_cols, row[1:], strict=True):
+                    p[col] = None if blob is None else cipher.seal(rid, cipher.open(rid, blob))
+                params.append(p)
+            from sqlalchemy import bindparam
+
+            stmt = (
+                update(tbl)
+                .where(and_(tbl.c.tenant_id == tenant_id, tbl.c[pk] == bindparam("_id")))
+                .values({col: bindparam(col) for col in (*enc_cols, "key_version")})
+            )
+            self.conn.execute(stmt, params)
+            self._record(tenant_id, "keys:rotate:batch", name, len(rows))
+            return len(rows)
+        return 0
+
+    def _finish_rotation(self, tenant_id: str) -> None:
+        tk = t.tenant_key
+        self.conn.execute(
+            update(tk).where(tk.c.tenant_id == tenant_id, tk.c.purpose == "data", tk.c.state == "retiring").values(state="retired")
+        )
+        self._record(tenant_id, "keys:rotate:done", "key", 1)

@@ -1,0 +1,31 @@
+"""Who acts (a named principal) and why (a purpose): the gateway needs both for every access."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from labvault.crypto.keys import PLATFORM
+
+
+class Purpose(enum.StrEnum):
+    CARE = "care"  # a lab reading or writing its patients' results
+    INGEST = "ingest"  # feeds from analysers, middleware, other systems
+    GENERATE = "generate"  # synthetic data
+    ADMINISTRATION = "administration"  # tenants, keys, accounts
+    BENCHMARK = "benchmark"
+    DEMO = "demo"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A named account acting: ``tenant_id`` is its lab, or ``'platform'`` for vendor staff."""
+
+    account_id: str
+    name: str
+    tenant_id: str = PLATFORM
+    roles: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def is_platform(self) -> bool:
+        return self.tenant_id == PLATFORM

@@ -1,0 +1,134 @@
+"""Ingest benchmark: N generated results through the encrypted gateway path, and in clear.
+
+Both paths do the same work but for encryption: the same batches, the same value packing, the
+same bulk insert (executemany on SQLite, COPY on PostgreSQL), one transaction per batch. The clear
+rows go to a scratch table that is dropped afterwards. Generation time is not counted.
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from itertools import islice
+from pathlib import Path
+
+from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table
+
+from labvault.access import Gateway, Principal, Purpose
+from labvault.access import codec
+from labvault.crypto.keys import PLATFORM, LocalKeyring
+from labvault.ids import new_id
+from labvault.store.engine import bulk_insert, make_engine, migrate
+
+_clear_md = MetaData()
+clear_result = Table(
+    "bench_clear_result",
+    _clear_md,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("result_id", String(64), primary_key=True),
+    Column("request_id", String(64), nullable=False),
+    Column("specimen_id", String(64)),
+    Column("pseudonym", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("key_version", Integer, nullable=False),
+    Column("code_enc", LargeBinary, nullable=False),
+    Column("value_enc", LargeBinary, nullable=False),
+    Column("validation_enc", LargeBinary),
+    Column("comment_enc", LargeBinary),
+)
+CLEAR_COLUMNS = tuple(c.name for c in clear_result.columns)
+
+
+def _batches(it: Iterator, size: int) -> Iterator[list]:
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_ingest(
+    n: int,
+    *,
+    database_url: str | None = None,
+    batch: int = 5000,
+    seed: int = 7,
+    on_progress: Callable[[str, int], None] | None = None,
+) -> dict[str, object]:
+    from labvault.synth import results_stream
+
+    with tempfile.TemporaryDirectory(prefix="labvault-bench-") as tmp:
+        url = database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
+        engine = make_engine(url)
+        migrate(engine)
+        keys = LocalKeyring.create(Path(tmp) / "keyring.json", "bench-passphrase", scrypt_n=2**14)
+        gw = Gateway(engine, keys)
+        tenant = "bench-" + new_id()[-10:]
+        who = Principal("bench-" + tenant, "Benchmark runner", PLATFORM, frozenset({"platform_admin"}))
+        try:
+            with gw.bootstrap(who) as u:
+                u.ensure_account(PLATFORM, who.account_id, who.name, f"{who.account_id}@bench.invalid", who.roles)
+            with gw.unit(who, Purpose.BENCHMARK) as u:
+                u.create_tenant(tenant, "Benchmark lab", "690000000")
+                pseudo = {f"p{k}": u.pseudonym_of(tenant, f"p{k}") for k in range(1000)}
+            _clear_md.create_all(engine)
+
+            # Encrypted path, through the gateway.
+            enc_s = 0.0
+            done = 0
+            for chunk in _batches(results_stream(tenant, seed, n), batch):
+                names = {r.request_id: pseudo[f"p{hash(r.request_id) % 1000}"] for r in chunk}
+                t0 = time.perf_counter()
+                with gw.unit(who, Purpose.BENCHMARK) as u:
+                    u.add_results(tenant, chunk, pseudonyms=names)
+                enc_s += time.perf_counter() - t0
+                done += len(chunk)
+                if on_progress:
+                    on_progress("encrypted", len(chunk))
+
+            # Clear path: same rows, same packing, no encryption.
+            clear_s = 0.0
+            pack, num = codec.pack, codec.num
+            for chunk in _batches(results_stream(tenant, seed, n), batch):
+                names = {r.request_id: pseudo[f"p{hash(r.request_id) % 1000}"] for r in chunk}
+                t0 = time.perf_counter()
+                rows = [
+                    (
+                        tenant, r.result_id, r.request_id, r.specimen_id, names[r.request_id], str(r.status), 1,
+                        pack((r.code_system, r.code, r.label)),
+                        pack((num(r.value_num), r.value_text, r.unit, num(r.ref_low), num(r.ref_high), r.ref_text, r.flag)),
+                        None if r.validated_by is None and r.validated_at is None
+                        else pack((r.validated_by, codec.dt(r.validated_at))),
+                        None if r.comment is None else r.comment.encode(),
+                    )
+                    for r in chunk
+                ]
+                with engine.begin() as conn:
+                    bulk_insert(conn, clear_result, CLEAR_COLUMNS, rows)
+                clear_s += time.perf_counter() - t0
+                if on_progress:
+                    on_progress("clear", len(chunk))
+        finally:
+            _clear_md.drop_all(engine)
+            if database_url:
+                with gw.unit(who, Purpose.BENCHMARK) as u:
+                    u.drop_tenant_rows(tenant)
+            engine.dispose()
+            keys.close()
+    enc_rate = done / enc_s if enc_s else 0.0
+    clear_rate = done / clear_s if clear_s else 0.0
+    return {
+        "bench": "ingest",
+        "database": engine.dialect.name,
+        "results": done,
+        "batch": batch,
+        "encrypted_s": round(enc_s, 3),
+        "clear_s": round(clear_s, 3),
+        "encrypted_per_s": round(enc_rate),
+        "clear_per_s": round(clear_rate),
+        "ratio": round(enc_rate / clear_rate, 3) if clear_rate else None,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }

@@ -1,0 +1,37 @@
+"""The root Typer app and ``labvault init``."""
+
+from __future__ import annotations
+
+import typer
+
+from labvault.cli import bench, demo, generate, keys, patient, tenant
+from labvault.cli.common import console, settings
+from labvault.runtime import init_home
+
+app = typer.Typer(
+    name="labvault",
+    help="Medical biology lab data, encrypted per lab, reached through one access gateway.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(tenant.app, name="tenant")
+app.add_typer(keys.app, name="keys")
+app.add_typer(patient.app, name="patient")
+app.add_typer(bench.app, name="bench")
+app.command("generate")(generate.generate)
+app.command("demo")(demo.demo)
+
+
+@app.command()
+def init(
+    admin_name: str = typer.Option(None, "--admin-name", help="Name of the person operating this CLI."),
+    admin_email: str = typer.Option(None, "--admin-email", help="Their e-mail address."),
+) -> None:
+    """Create a home (keyring + database), or check an existing one. Running it twice does no harm."""
+    info = init_home(settings(), admin_name, admin_email)
+    console.print(f"home      {info['home']}")
+    console.print(f"database  {info['database']}")
+    console.print(f"keyring   {'created' if info['keyring_created'] else 'opened'}")
+    console.print(f"admin     {info['admin']} ({'created' if info['admin_created'] else 'already recorded'})")
+    console.print(f"signing   ed25519:{info['signing_key']}")

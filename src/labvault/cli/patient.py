@@ -1,0 +1,80 @@
+"""``labvault patient``: look a patient up through the blind indexes; show them decrypted."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import typer
+from rich.table import Table
+
+from labvault.access import Purpose
+from labvault.cli.common import console, runtime
+from labvault.domain.models import Identity, Result
+from labvault.errors import InvalidInput
+
+app = typer.Typer(help="Patients: exact-match lookup by NIR/INS or by name and birth date.", no_args_is_help=True)
+
+
+def identity_table(p: Identity) -> Table:
+    table = Table("field", "value", show_header=False)
+    for label, value in [
+        ("patient id", p.patient_id),
+        ("INS/NIR", f"{p.nir} ({p.identity_status})"),
+        ("family name", p.family_name),
+        ("birth name", p.birth_name or ""),
+        ("given names", p.given_names),
+        ("birth date", p.birth_date.isoformat()),
+        ("sex", p.sex),
+        ("birthplace", p.birthplace_code or ""),
+        ("address", p.address or ""),
+        ("phone", p.phone or ""),
+        ("e-mail", p.email or ""),
+    ]:
+        table.add_row(label, value)
+    return table
+
+
+def results_table(results: list[Result], limit: int) -> Table:
+    table = Table("code", "label", "value", "unit", "range", "flag", "status", "sensitivity")
+    for r in results[:limit]:
+        value = r.value_text if r.value_num is None else f"{r.value_num:g}"
+        rng = r.ref_text or ("" if r.ref_low is None and r.ref_high is None else f"{r.ref_low:g}-{r.ref_high:g}"
+                              if r.ref_low is not None and r.ref_high is not None else "")
+        table.add_row(r.code, r.label[:48], value or "", r.unit or "", rng, r.flag or "", str(r.status), str(r.sensitivity))
+    return table
+
+
+@app.command("find")
+def find(
+    tenant: str = typer.Option(..., "--tenant", help="The lab."),
+    nir: str = typer.Option(None, "--nir", help="NIR/INS with its key (15 characters)."),
+    family_name: str = typer.Option(None, "--family-name"),
+    given_name: str = typer.Option(None, "--given-name"),
+    birth_date: str = typer.Option(None, "--birth-date", help="YYYY-MM-DD"),
+    results: bool = typer.Option(False, "--results", help="Also show the patient's results."),
+    limit: int = typer.Option(20, "--limit", min=1, help="At most this many results shown."),
+) -> None:
+    """Find a patient by NIR, or by family name + given name + birth date (exact match)."""
+    if nir is None and not (family_name and given_name and birth_date):
+        raise InvalidInput("give --nir, or --family-name, --given-name and --birth-date")
+    born = None
+    if nir is None:
+        try:
+            born = date.fromisoformat(birth_date)
+        except ValueError:
+            raise InvalidInput("--birth-date must be YYYY-MM-DD") from None
+    with runtime() as rt, rt.unit(Purpose.CARE) as u:
+        found = (
+            u.find_patients_by_nir(tenant, nir)
+            if nir is not None
+            else u.find_patients_by_name(tenant, family_name, given_name, born)
+        )
+        shown = [(p, u.results_of(tenant, p.patient_id) if results else []) for p in found]
+    if not found:
+        console.print(f"no patient matches in lab {tenant}")
+        raise typer.Exit(1)
+    for p, rs in shown:
+        console.print(identity_table(p))
+        if results:
+            console.print(f"{len(rs)} results")
+            console.print(results_table(rs, limit))

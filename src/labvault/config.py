@@ -1,0 +1,76 @@
+"""Settings from the environment and an optional TOML file: one object, passed down, no globals.
+
+Precedence: environment variables, then ``$LABVAULT_CONFIG`` (or ``$LABVAULT_HOME/labvault.toml``),
+then defaults. The passphrase is never read from the TOML file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labvault.errors import ConfigError
+
+_KEYS = {
+    "database_url": "LABVAULT_DATABASE_URL",
+    "key_provider": "LABVAULT_KEY_PROVIDER",
+    "pkcs11_module": "LABVAULT_PKCS11_MODULE",
+    "pkcs11_token": "LABVAULT_PKCS11_TOKEN",
+    "pkcs11_pin": "LABVAULT_PKCS11_PIN",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default_factory=lambda: Path(".labvault"))
+    database_url: str | None = None
+    passphrase: str | None = field(default=None, repr=False)
+    key_provider: str = "local"  # "local" (keyring file) or "pkcs11" (HSM)
+    pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    pkcs11_token: str = "labvault"
+    pkcs11_pin: str | None = field(default=None, repr=False)
+
+    @property
+    def keyring_path(self) -> Path:
+        return self.home / "keyring.json"
+
+    @property
+    def url(self) -> str:
+        """The database URL; by default a SQLite file in the home."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'labvault.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        home = Path(env.get("LABVAULT_HOME") or ".labvault")
+        values: dict[str, object] = {"home": home}
+        cfg_path = Path(env["LABVAULT_CONFIG"]) if env.get("LABVAULT_CONFIG") else home / "labvault.toml"
+        if cfg_path.is_file():
+            try:
+                data = tomllib.loads(cfg_path.read_text("utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{cfg_path}: not valid TOML ({exc})") from None
+            section = data.get("labvault", data)
+            unknown = set(section) - set(_KEYS)
+            if unknown:
+                raise ConfigError(f"{cfg_path}: unknown setting(s) {', '.join(sorted(unknown))}")
+            values.update(section)
+        elif env.get("LABVAULT_CONFIG"):
+            raise ConfigError(f"LABVAULT_CONFIG names {cfg_path}, which does not exist")
+        for attr, var in _KEYS.items():
+            if env.get(var):
+                values[attr] = env[var]
+        if env.get("LABVAULT_PASSPHRASE"):
+            values["passphrase"] = env["LABVAULT_PASSPHRASE"]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if values.get("key_provider", "local") not in ("local", "pkcs11"):
+            raise ConfigError("LABVAULT_KEY_PROVIDER must be 'local' or 'pkcs11'")
+        return cls(**values)  # type: ignore[arg-type]

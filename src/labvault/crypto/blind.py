@@ -1,0 +1,77 @@
+"""Blind indexes: exact-match search over encrypted identifiers, and patient pseudonyms.
+
+A tenant's index root key (random, stored wrapped like a DEK but never rotated with them) is
+split by HKDF-SHA256 into one key per use, so the NIR index, the name index and the pseudonym
+link never share a key with each other or with the data keys. Each blind value is
+HMAC-SHA256(use key, normalised value) truncated to 16 bytes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import unicodedata
+from datetime import date
+from hashlib import sha256
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+_NOT_LETTER = re.compile(r"[^A-Z]+")
+
+
+def normalise_nir(nir: str) -> str:
+    """Spaces, dots and dashes dropped, upper case (Corsica: 2A, 2B)."""
+    return re.sub(r"[\s.\-]", "", nir).upper()
+
+
+def normalise_name(name: str) -> str:
+    """Accents and punctuation dropped, upper case, letters only: 'Lefèvre-d'Orgeval' -> 'LEFEVREDORGEVAL'."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return _NOT_LETTER.sub("", stripped.upper())
+
+
+def first_given_name(given_names: str) -> str:
+    parts = given_names.replace(",", " ").split()
+    return parts[0] if parts else ""
+
+
+class BlindIndex:
+    """Per-tenant keyed hashes of identifiers."""
+
+    def __init__(self, tenant: str, root_key: bytes) -> None:
+        if len(root_key) != 32:
+            raise ValueError("the index root key must be 256 bits")
+        self.tenant = tenant
+        self._keys = {
+            use: HKDF(
+                algorithm=hashes.SHA256(),
+                length=32,
+                salt=None,
+                info=b"labvault/blind/v1\x00" + tenant.encode() + b"\x00" + use.encode(),
+            ).derive(root_key)
+            for use in ("nir", "name", "link", "rpps")
+        }
+
+    def _mac(self, use: str, text: str) -> bytes:
+        return hmac.new(self._keys[use], text.encode(), sha256).digest()[:16]
+
+    def nir(self, nir: str) -> bytes:
+        return self._mac("nir", normalise_nir(nir))
+
+    def rpps(self, rpps: str) -> bytes:
+        return self._mac("rpps", rpps.strip())
+
+    def name(self, family_name: str, given_names: str, birth_date: date) -> bytes:
+        text = "|".join(
+            [normalise_name(family_name), normalise_name(first_given_name(given_names)), birth_date.isoformat()]
+        )
+        return self._mac("name", text)
+
+    def pseudonym(self, patient_id: str) -> str:
+        """The patient's pseudonym on medical rows; only the lab's identity key re-links it."""
+        return self._mac("link", patient_id).hex()
+
+    def __reduce__(self):
+        raise TypeError("a blind index holds key material and cannot be pickled")

@@ -1,0 +1,119 @@
+"""Wiring: settings -> key provider + engine -> gateway. Nothing happens at import."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import pwd
+import re
+import sys
+from dataclasses import dataclass
+
+from labvault.access import Gateway, Principal, Purpose
+from labvault.config import Settings
+from labvault.crypto.keys import PLATFORM, KeyProvider, LocalKeyring
+from labvault.errors import ConfigError, KeyringError, NotFound
+from labvault.store.engine import check_schema, make_engine, migrate
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+def passphrase(settings: Settings, *, confirm: bool = False) -> str:
+    """The keyring passphrase: LABVAULT_PASSPHRASE, else a prompt when a terminal is there."""
+    if settings.passphrase:
+        return settings.passphrase
+    if not sys.stdin.isatty():
+        raise KeyringError("no keyring passphrase: set LABVAULT_PASSPHRASE (no terminal to ask on)")
+    first = getpass.getpass("Keyring passphrase: ")
+    if confirm and getpass.getpass("Repeat the passphrase: ") != first:
+        raise KeyringError("the two passphrases differ")
+    return first
+
+
+def open_keys(settings: Settings, *, create: bool = False) -> KeyProvider:
+    if settings.key_provider == "pkcs11":
+        from labvault.crypto.pkcs11 import Pkcs11Keyring
+
+        pin = settings.pkcs11_pin
+        if not pin:
+            raise ConfigError("the PKCS#11 provider needs LABVAULT_PKCS11_PIN")
+        return Pkcs11Keyring(settings.pkcs11_module, settings.pkcs11_token, pin)
+    if create and not settings.keyring_path.exists():
+        return LocalKeyring.create(settings.keyring_path, passphrase(settings, confirm=True))
+    return LocalKeyring(settings.keyring_path, passphrase(settings))
+
+
+def system_user() -> tuple[str, str]:
+    """(name, email) of the person running the CLI, from the system account."""
+    try:
+        entry = pwd.getpwuid(os.getuid())
+        login = entry.pw_name
+        name = entry.pw_gecos.split(",")[0].strip() or login
+    except KeyError:
+        login = name = getpass.getuser()
+    return name, f"{login}@localhost"
+
+
+def account_id_for(email: str) -> str:
+    return re.sub(r"[^a-z0-9._-]", "-", email.lower())[:64]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    gateway: Gateway
+    operator: Principal
+
+    def unit(self, purpose: Purpose):
+        return self.gateway.unit(self.operator, purpose)
+
+    def close(self) -> None:
+        self.gateway.keys.close()
+        self.gateway.engine.dispose()
+
+
+def init_home(settings: Settings, admin_name: str | None, admin_email: str | None) -> dict[str, object]:
+    """Create (or check) the home: keyring, database schema, platform signing key, named admin."""
+    default_name, default_email = system_user()
+    name = (admin_name or default_name).strip()
+    email = (admin_email or default_email).strip()
+    if not name:
+        raise ConfigError("the admin account needs a name (--admin-name)")
+    if not _EMAIL.match(email):
+        raise ConfigError("the admin e-mail address is not valid (--admin-email)")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    created_keyring = settings.key_provider == "local" and not settings.keyring_path.exists()
+    keys = open_keys(settings, create=True)
+    engine = make_engine(settings.url)
+    try:
+        migrate(engine)
+        gw = Gateway(engine, keys)
+        admin = Principal(account_id_for(email), name, PLATFORM, frozenset({"platform_admin"}))
+        with gw.bootstrap(admin) as u:
+            new_account = u.ensure_account(PLATFORM, admin.account_id, name, email, admin.roles)
+            public = u.ensure_platform_keys()
+    finally:
+        engine.dispose()
+        keys.close()
+    return {
+        "home": str(settings.home),
+        "database": settings.url if not settings.is_sqlite else str(settings.home / "labvault.db"),
+        "keyring_created": created_keyring,
+        "admin": admin.account_id,
+        "admin_created": new_account,
+        "signing_key": public.hex(),
+    }
+
+
+def open_runtime(settings: Settings, operator_email: str | None = None) -> Runtime:
+    """Open an initialised home as its operator (the account ``init`` recorded, or a named one)."""
+    engine = make_engine(settings.url)
+    check_schema(engine)
+    keys = open_keys(settings)
+    gw = Gateway(engine, keys)
+    try:
+        operator = gw.platform_operator(operator_email)
+    except BaseException:
+        keys.close()
+        raise
+    return Runtime(settings, gw, operator)

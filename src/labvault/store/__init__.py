@@ -1,0 +1,1 @@
+"""SQLAlchemy tables, engines, Alembic migrations. Knows nothing of keys or of HTTP."""

@@ -1,0 +1,94 @@
+"""Engines, migrations and bulk inserts. Knows nothing of keys or of HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+from labvault.errors import ConfigError, NotInitialised, SchemaOutdated, StoreError
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite files get WAL mode, PostgreSQL uses psycopg 3."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    try:
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[1] if "///" in url else ""
+            if path and not Path(path).parent.is_dir():
+                raise NotInitialised(f"no database directory {Path(path).parent}: run 'labvault init' first")
+            engine = create_engine(url)
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise ConfigError(f"invalid database URL: {exc.args[0] if exc.args else exc}") from None
+    return engine
+
+
+def _alembic_config(conn: Connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.attributes["connection"] = conn
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (harmless when it already is)."""
+    try:
+        with engine.begin() as conn:
+            command.upgrade(_alembic_config(conn), "head")
+    except OperationalError as exc:
+        raise StoreError(f"cannot reach the database: {exc.orig}") from None
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise unless the database exists and is at the newest revision."""
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+            head = ScriptDirectory.from_config(_alembic_config(conn)).get_current_head()
+    except OperationalError as exc:
+        raise StoreError(f"cannot reach the database: {str(exc.orig).strip()}") from None
+    if current is None:
+        raise NotInitialised("the database has no Labvault schema: run 'labvault init' first")
+    if current != head:
+        raise SchemaOutdated(f"the database schema is at {current}, this Labvault needs {head}: run 'labvault init'")
+
+
+def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple]) -> None:
+    """Insert many rows fast: executemany on SQLite, binary COPY on PostgreSQL."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        raw = conn.connection.driver_connection
+        cols = ", ".join(columns)
+        with raw.cursor() as cur:
+            with cur.copy(f"COPY {table.name} ({cols}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        return
+    placeholders = ", ".join("?" * len(columns))
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({placeholders})"
+    conn.connection.driver_connection.executemany(sql, rows)
+
+

@@ -1,0 +1,188 @@
+"""The tables. Every primary key starts with ``tenant_id`` (ready to shard by lab, e.g. Citus).
+
+Columns ending in ``_enc`` hold AES-256-GCM ciphertexts (see ``labvault.crypto.fields``); columns
+ending in ``_bidx`` hold blind indexes. Medical rows (request, specimen, result) carry the patient's
+per-lab pseudonym, never ``patient_id``: re-linking them to an identity needs the lab's identity
+key. Only ``labvault.access`` reads or writes the personal-data tables (``PERSONAL_TABLES``).
+Vendor-side rows (platform accounts, the platform signing key) use ``tenant_id = 'platform'``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TENANT_ID = 64
+ID = 64
+
+
+def _tenant_col() -> Column:
+    return Column("tenant_id", String(TENANT_ID), primary_key=True)
+
+
+tenant = Table(
+    "tenant",
+    metadata,
+    _tenant_col(),
+    Column("name", String(200), nullable=False),
+    Column("finess", String(9), nullable=False),
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("shredded_at", DateTime(timezone=True)),
+)
+
+account = Table(
+    "account",
+    metadata,
+    _tenant_col(),
+    Column("account_id", String(ID), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("kind", String(16), nullable=False, server_default="person"),
+    Column("roles", String(200), nullable=False, server_default=""),
+    Column("active", Integer, nullable=False, server_default="1"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_account_email", "email", unique=True),
+)
+
+tenant_key = Table(
+    "tenant_key",
+    metadata,
+    _tenant_col(),
+    Column("purpose", String(16), primary_key=True),  # "data", "index", "signing"
+    Column("version", Integer, primary_key=True),
+    Column("wrapped", LargeBinary, nullable=False),
+    Column("public", LargeBinary),  # public half of a signing key
+    Column("state", String(16), nullable=False),  # active, retiring, retired
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+patient_identity = Table(
+    "patient_identity",
+    metadata,
+    _tenant_col(),
+    Column("patient_id", String(ID), primary_key=True),
+    Column("identity_status", String(16), nullable=False),
+    Column("ins_oid", String(64), nullable=False),
+    Column("key_version", Integer, nullable=False),
+    Column("nir_bidx", LargeBinary(16), nullable=False),
+    Column("name_bidx", LargeBinary(16), nullable=False),
+    Column("nir_enc", LargeBinary, nullable=False),
+    Column("family_name_enc", LargeBinary, nullable=False),
+    Column("birth_name_enc", LargeBinary),
+    Column("given_names_enc", LargeBinary, nullable=False),
+    Column("birth_date_enc", LargeBinary, nullable=False),
+    Column("sex_enc", LargeBinary, nullable=False),
+    Column("birthplace_enc", LargeBinary),
+    Column("address_enc", LargeBinary),
+    Column("phone_enc", LargeBinary),
+    Column("email_enc", LargeBinary),
+    Index("ix_patient_identity_nir", "tenant_id", "nir_bidx"),
+    Index("ix_patient_identity_name", "tenant_id", "name_bidx"),
+)
+
+prescriber = Table(
+    "prescriber",
+    metadata,
+    _tenant_col(),
+    Column("prescriber_id", String(ID), primary_key=True),
+    Column("key_version", Integer, nullable=False),
+    Column("rpps_bidx", LargeBinary(16), nullable=False),
+    Column("rpps_enc", LargeBinary, nullable=False),
+    Column("name_enc", LargeBinary, nullable=False),
+    Index("ix_prescriber_rpps", "tenant_id", "rpps_bidx"),
+)
+
+request = Table(
+    "request",
+    metadata,
+    _tenant_col(),
+    Column("request_id", String(ID), primary_key=True),
+    Column("pseudonym", String(32), nullable=False),
+    Column("prescriber_id", String(ID)),
+    Column("key_version", Integer, nullable=False),
+    Column("accession_enc", LargeBinary),
+    Column("requested_at_enc", LargeBinary, nullable=False),
+    Column("reported_at_enc", LargeBinary),
+    Index("ix_request_pseudonym", "tenant_id", "pseudonym"),
+)
+
+specimen = Table(
+    "specimen",
+    metadata,
+    _tenant_col(),
+    Column("specimen_id", String(ID), primary_key=True),
+    Column("request_id", String(ID), nullable=False),
+    Column("key_version", Integer, nullable=False),
+    Column("type_enc", LargeBinary, nullable=False),
+    Column("collected_at_enc", LargeBinary, nullable=False),
+    Column("received_at_enc", LargeBinary),
+    Index("ix_specimen_request", "tenant_id", "request_id"),
+)
+
+result = Table(
+    "result",
+    metadata,
+    _tenant_col(),
+    Column("result_id", String(ID), primary_key=True),
+    Column("request_id", String(ID), nullable=False),
+    Column("specimen_id", String(ID)),
+    Column("pseudonym", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("key_version", Integer, nullable=False),
+    Column("code_enc", LargeBinary, nullable=False),  # system, code, label
+    Column("value_enc", LargeBinary, nullable=False),  # value, unit, reference range, flag
+    Column("validation_enc", LargeBinary),  # validating biologist, time
+    Column("comment_enc", LargeBinary),
+    Index("ix_result_pseudonym", "tenant_id", "pseudonym"),
+    Index("ix_result_request", "tenant_id", "request_id"),
+)
+
+signed_record = Table(
+    "signed_record",
+    metadata,
+    _tenant_col(),
+    Column("record_id", String(ID), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("body", Text, nullable=False),  # canonical JSON, no personal value
+    Column("signature", String(128), nullable=False),
+    Column("signer_public_key", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+audit_event = Table(
+    "audit_event",
+    metadata,
+    _tenant_col(),
+    Column("seq", BigInteger, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(ID), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("object_type", String(32), nullable=False),
+    Column("record_count", Integer, nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("outcome", String(16), nullable=False),
+)
+
+# Tables holding personal or health data (ciphertexts, blind indexes, pseudonyms) and keys.
+PERSONAL_TABLES = frozenset(
+    {"patient_identity", "prescriber", "request", "specimen", "result", "tenant_key"}
+)

@@ -1,0 +1,81 @@
+"""Shared fixtures: real SQLite files, a real throwaway PostgreSQL 15 cluster, real keyrings.
+
+PostgreSQL tests skip with a one-line reason where the server binaries are missing, except when
+CI=true, where they fail instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+
+from labvault.access import Gateway, Principal, Purpose
+from labvault.crypto.keys import PLATFORM, LocalKeyring
+from labvault.store.engine import make_engine, migrate
+from labvault.testing.pg import PgCluster, pg_bindir
+
+IN_CI = os.environ.get("CI") == "true"
+PASSPHRASE = "correct horse battery staple"
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip a test whose real dependency is missing; under CI=true, fail instead."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{reason} (required under CI=true)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    need(pg_bindir() is not None, "PostgreSQL server binaries not found: apt-get install postgresql-15")
+    cluster = PgCluster()
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+_dbs = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'labvault.db'}"
+    cluster = request.getfixturevalue("pg_cluster")
+    return cluster.createdb(f"t{os.getpid()}_{next(_dbs)}")
+
+
+@pytest.fixture
+def keyring(tmp_path) -> LocalKeyring:
+    ring = LocalKeyring.create(tmp_path / "keyring.json", PASSPHRASE, scrypt_n=2**14)
+    yield ring
+    ring.close()
+
+
+ADMIN = Principal("admin-test", "Test Admin", PLATFORM, frozenset({"platform_admin"}))
+
+
+@pytest.fixture
+def gateway(db_url, keyring) -> Gateway:
+    engine = make_engine(db_url)
+    migrate(engine)
+    gw = Gateway(engine, keyring)
+    with gw.bootstrap(ADMIN) as u:
+        u.ensure_account(PLATFORM, ADMIN.account_id, ADMIN.name, "admin@test.invalid", ADMIN.roles)
+        u.ensure_platform_keys()
+    yield gw
+    engine.dispose()
+
+
+def make_lab(gw: Gateway, tenant_id: str, finess: str = "690000017") -> None:
+    with gw.unit(ADMIN, Purpose.ADMINISTRATION) as u:
+        u.create_tenant(tenant_id, f"Lab {tenant_id}", finess)
+
+
+def sqlite_path(url: str) -> Path | None:
+    return Path(url.split("///", 1)[1]) if url.startswith("sqlite") else None
