@@ -4,7 +4,7 @@ Key hierarchy::
 
     passphrase --scrypt--> unlock key --AES-GCM--> master KEK          (LocalKeyring)
                                                    └─> tenant KEK, one per lab
-    HSM token object "labvault-tenant-<id>" (AES-256, not extractable) (Pkcs11Keyring)
+    HSM token object "labvault-kek-<scope>" (AES-256, not extractable) (Pkcs11Keyring)
 
     tenant KEK --wrap--> data keys (DEKs, versioned) and the index root key, stored in the database
     platform KEK --wrap--> the platform's Ed25519 signing key, stored in the database

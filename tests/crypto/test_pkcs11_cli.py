@@ -1,0 +1,56 @@
+"""The whole path on the HSM: init, a generated lab, lookup, rotation and shredding with SoftHSM2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from labvault.synth import LabGenerator
+
+pytestmark = pytest.mark.hsm
+
+
+def cli(env, *args):
+    return subprocess.run([sys.executable, "-m", "labvault.cli", *args], env=env, capture_output=True, text=True)
+
+
+def test_store_on_pkcs11(softhsm_token, tmp_path):
+    env = {
+        **os.environ,
+        "LABVAULT_HOME": str(tmp_path / "home"),
+        "LABVAULT_KEY_PROVIDER": "pkcs11",
+        "LABVAULT_PKCS11_MODULE": softhsm_token.module,
+        "LABVAULT_PKCS11_TOKEN": softhsm_token.label,
+        "LABVAULT_PKCS11_PIN": softhsm_token.pin,
+        "SOFTHSM2_CONF": str(softhsm_token.conf),
+    }
+    env.pop("LABVAULT_PASSPHRASE", None)
+    env.pop("LABVAULT_DATABASE_URL", None)
+    assert cli(env, "init").returncode == 0
+    assert not (tmp_path / "home" / "keyring.json").exists()  # keys live on the token
+    assert cli(env, "generate", "--labs", "2", "--patients", "15", "--seed", "3").returncode == 0
+    labs = [json.loads(x)["id"] for x in cli(env, "tenant", "list", "--json").stdout.splitlines() if x.startswith("{")]
+    p = LabGenerator(labs[0], 3).patient(2).identity
+    found = cli(env, "patient", "find", "--tenant", labs[0], "--nir", p.nir)
+    assert found.returncode == 0 and p.family_name in found.stdout
+    assert cli(env, "keys", "rotate", "--tenant", labs[0]).returncode == 0
+    assert p.family_name in cli(env, "patient", "find", "--tenant", labs[0], "--nir", p.nir).stdout
+    assert cli(env, "tenant", "shred", labs[0], "--yes").returncode == 0
+    objects = subprocess.run(
+        ["pkcs11-tool", "--module", softhsm_token.module, "--token-label", softhsm_token.label,
+         "--login", "--pin", softhsm_token.pin, "--list-objects"],
+        env=env, capture_output=True, text=True,
+    )
+    if objects.returncode == 0:  # pkcs11-tool (opensc) is optional: when present, look on the token
+        assert f"labvault-kek-{labs[0]}" not in objects.stdout
+        assert f"labvault-kek-{labs[1]}" in objects.stdout
+    gone = cli(env, "patient", "find", "--tenant", labs[0], "--nir", p.nir)
+    assert gone.returncode != 0 and "crypto-shredded" in gone.stderr and "Traceback" not in gone.stderr
+    q = LabGenerator(labs[1], 3).patient(0).identity
+    assert cli(env, "patient", "find", "--tenant", labs[1], "--nir", q.nir).returncode == 0
+    wrong = cli({**env, "LABVAULT_PKCS11_PIN": "9999"}, "tenant", "list")
+    assert wrong.returncode != 0 and "PIN" in wrong.stderr and "Traceback" not in wrong.stderr
