@@ -100,6 +100,8 @@ def init_home(settings: Settings, admin_name: str | None, admin_email: str | Non
         "database": settings.url if not settings.is_sqlite else str(settings.home / "labvault.db"),
         "keyring_created": created_keyring,
         "admin": admin.account_id,
+        "admin_name": name,
+        "admin_email": email,
         "admin_created": new_account,
         "signing_key": public.hex(),
     }

@@ -520,7 +520,7 @@ class Unit:
                     select(t.request.c.request_id, t.request.c.pseudonym).where(
                         t.request.c.tenant_id == tenant_id, t.request.c.request_id.in_(chunk)
                     )
-                ).tuples()
+                ).all()
             )
         return found
 
@@ -710,8 +710,8 @@ class Unit:
         self._authorise(tenant_id, "patient:result:read")
         c = self._crypto(tenant_id)
         n = 0
-        for r in self.conn.execution_options(yield_per=batch).execute(
-            select(t.result).where(t.result.c.tenant_id == tenant_id)
+        for r in self.conn.execute(
+            select(t.result).where(t.result.c.tenant_id == tenant_id).execution_options(yield_per=batch)
         ):
             n += 1
             yield self._result(c, r)
@@ -805,14 +805,19 @@ class Unit:
         return total
 
     def _reencrypt_batch(self, tenant_id: str, version: int, batch_size: int) -> int:
+        """Re-encrypt up to ``batch_size`` rows still sealed under an older version; 0 when none is left."""
+        from sqlalchemy import bindparam
+
         c = self._crypto(tenant_id)
-        assert c.cipher.current_version == version
+        if c.cipher.current_version != version:
+            raise InvalidInput("another rotation changed the lab's key version meanwhile; run it again")
+        left = batch_size
         for name, (pk, enc_cols) in ENCRYPTED.items():
             tbl = t.metadata.tables[name]
             rows = self.conn.execute(
                 select(tbl.c[pk], *[tbl.c[col] for col in enc_cols])
                 .where(tbl.c.tenant_id == tenant_id, tbl.c.key_version < version)
-                .limit(batch_size)
+                .limit(left)
             ).all()
             if not rows:
                 continue
@@ -824,8 +829,6 @@ class Unit:
                 for cipher, col, blob in zip(ciphers, enc_cols, row[1:], strict=True):
                     p[col] = None if blob is None else cipher.seal(rid, cipher.open(rid, blob))
                 params.append(p)
-            from sqlalchemy import bindparam
-
             stmt = (
                 update(tbl)
                 .where(and_(tbl.c.tenant_id == tenant_id, tbl.c[pk] == bindparam("_id")))
@@ -833,8 +836,10 @@ class Unit:
             )
             self.conn.execute(stmt, params)
             self._record(tenant_id, "keys:rotate:batch", name, len(rows))
-            return len(rows)
-        return 0
+            left -= len(rows)
+            if left == 0:
+                break
+        return batch_size - left
 
     def _finish_rotation(self, tenant_id: str) -> None:
         tk = t.tenant_key

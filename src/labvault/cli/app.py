@@ -33,5 +33,6 @@ def init(
     console.print(f"home      {info['home']}")
     console.print(f"database  {info['database']}")
     console.print(f"keyring   {'created' if info['keyring_created'] else 'opened'}")
-    console.print(f"admin     {info['admin']} ({'created' if info['admin_created'] else 'already recorded'})")
+    state = "created" if info["admin_created"] else "already recorded"
+    console.print(f"admin     {info['admin_name']} <{info['admin_email']}>, account {info['admin']} ({state})")
     console.print(f"signing   ed25519:{info['signing_key']}")

@@ -39,4 +39,4 @@ def rotate(
 def status(tenant: str = typer.Option(..., "--tenant")) -> None:
     """Key versions of a lab and how many rows each still seals."""
     with runtime() as rt, rt.unit(Purpose.ADMINISTRATION) as u:
-        console.print_json(json.dumps(u.key_versions(tenant)))
+        print(json.dumps(u.key_versions(tenant)))

@@ -32,7 +32,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="One JSON object pe
         tenants = u.list_tenants()
     if as_json:
         for t in tenants:
-            console.print_json(json.dumps({"id": t.id, "name": t.name, "finess": t.finess, "status": t.status}))
+            print(json.dumps({"id": t.id, "name": t.name, "finess": t.finess, "status": t.status}))
         return
     table = Table("id", "name", "FINESS", "status", "created")
     for t in tenants:

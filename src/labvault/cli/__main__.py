@@ -1,0 +1,3 @@
+from labvault.cli import entry
+
+entry()
