@@ -1,43 +1,28 @@
 """Turning field values into bytes for sealing, and back.
 
-Compound fields (a result's code, its value) pack several scalars: each present item is written
-as ``=text``, a missing one as empty, joined by the unit separator 0x1F; an item that itself
-contains 0x1F makes the whole field fall back to JSON (first byte ``[``).
+Compound fields (a prescriber's name, a result's observation) are msgpack arrays: a documented,
+language-neutral format that keeps floats as IEEE 754 doubles (exact round trip), ``None`` as
+nil, and is several times faster than JSON on the hottest path of every ingest. Times are
+ISO 8601 strings.
 """
 
 from __future__ import annotations
 
-import json
-from datetime import date, datetime
+from collections.abc import Callable
+from datetime import datetime
 
-_US = "\x1f"
-
-
-def pack(items: tuple[str | None, ...]) -> bytes:
-    parts = []
-    for item in items:
-        if item is None:
-            parts.append("")
-        elif _US in item:
-            return json.dumps(list(items), ensure_ascii=False).encode()
-        else:
-            parts.append("=" + item)
-    return _US.join(parts).encode()
+import msgpack
 
 
-def unpack(data: bytes) -> list[str | None]:
-    text = data.decode()
-    if text.startswith("["):
-        return json.loads(text)
-    return [p[1:] if p else None for p in text.split(_US)]
+def pack(items: tuple[object, ...]) -> bytes:
+    return msgpack.packb(items, use_bin_type=True)
 
 
-def num(value: float | None) -> str | None:
-    return None if value is None else repr(float(value))
-
-
-def to_num(text: str | None) -> float | None:
-    return None if text is None else float(text)
+def unpack(data: bytes) -> list:
+    items = msgpack.unpackb(data, use_list=True)
+    if not isinstance(items, list):
+        raise ValueError("a packed field is an array")
+    return items
 
 
 def dt(value: datetime | None) -> str | None:
@@ -48,9 +33,43 @@ def to_dt(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
-def d(value: date | None) -> str | None:
-    return None if value is None else value.isoformat()
+def _float(value: float | None) -> float | None:
+    return value if value is None or value.__class__ is float else float(value)
 
 
-def to_d(text: str | None) -> date | None:
-    return None if text is None else date.fromisoformat(text)
+# The items of a result's ``observation_enc``, in order.
+RESULT_ITEMS = (
+    "code_system", "code", "label", "value_num", "value_text", "unit", "ref_low", "ref_high", "ref_text",
+    "flag", "validated_by", "validated_at", "comment",
+)
+
+
+def result_packer() -> Callable[[object], bytes]:
+    """A function packing a ``Result``'s personal and health fields (an array of ``RESULT_ITEMS``).
+
+    Each call returns a function with its own msgpack ``Packer`` (reused across rows, which is
+    faster than ``packb``; a packer is not shared between threads).
+    """
+    pack = msgpack.Packer(use_bin_type=True).pack
+
+    def pack_result(r) -> bytes:
+        at = r.validated_at
+        return pack(
+            (
+                r.code_system, r.code, r.label, _float(r.value_num), r.value_text, r.unit, _float(r.ref_low),
+                _float(r.ref_high), r.ref_text, r.flag, r.validated_by, None if at is None else at.isoformat(),
+                r.comment,
+            )
+        )
+
+    return pack_result
+
+
+def unpack_result(data: bytes) -> dict[str, object]:
+    items = unpack(data)
+    if len(items) != len(RESULT_ITEMS):
+        raise ValueError("observation has the wrong shape")
+    out: dict[str, object] = dict(zip(RESULT_ITEMS, items, strict=True))
+    out["validated_at"] = to_dt(out["validated_at"])  # type: ignore[arg-type]
+    return out
+

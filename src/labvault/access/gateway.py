@@ -15,6 +15,7 @@ import json
 import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -52,6 +53,8 @@ from labvault.ids import new_id, utcnow
 from labvault.store import schema as t
 from labvault.store.engine import bulk_insert
 
+_STATUSES = {s.value for s in ResultStatus}
+_PART = 1000  # rows per pipelined insert
 TENANT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 
 
@@ -107,6 +110,7 @@ class Gateway:
         self.engine = engine
         self.keys = keys
         self._crypto: dict[str, TenantCrypto] = {}
+        self._writer: ThreadPoolExecutor | None = None
 
     @contextmanager
     def unit(self, principal: Principal, purpose: Purpose) -> Iterator[Unit]:
@@ -119,6 +123,17 @@ class Gateway:
         """The unit ``init`` uses to record the first platform account (nobody to check against yet)."""
         with self.engine.begin() as conn:
             yield Unit(self, conn, principal, Purpose.ADMINISTRATION, check_principal=False)
+
+    def writer(self) -> ThreadPoolExecutor:
+        """The one thread that runs pipelined bulk inserts (see ``Unit._insert_pipelined``)."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labvault-writer")
+        return self._writer
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown()
+            self._writer = None
 
     def platform_operator(self, email: str | None = None) -> Principal:
         """The platform account operating the CLI: the one ``init`` recorded first, or the named one."""
@@ -529,37 +544,49 @@ class Unit:
         self._authorise(tenant_id, "patient:result:create")
         c = self._crypto(tenant_id)
         v = c.cipher.current_version
-        code, value, validation, comment = (c.cipher.column("result", n) for n in ENCRYPTED["result"][1])
+        observation = c.cipher.column("result", "observation_enc")
         known = dict(pseudonyms or {})
         missing = {r.request_id for r in results} - known.keys()
         if missing:
             known.update(self._pseudonyms_of_requests(tenant_id, missing))
             if missing - known.keys():
                 raise InvalidInput(f"{len(missing - known.keys())} result(s) name a request that is not stored")
-        pack, num = codec.pack, codec.num
-        rows = []
-        append = rows.append
-        for r in results:
-            i = r.result_id
-            append(
-                (
-                    tenant_id, i, r.request_id, r.specimen_id, known[r.request_id], str(r.status), v,
-                    code.seal(i, pack((r.code_system, r.code, r.label))),
-                    value.seal(i, pack((num(r.value_num), r.value_text, r.unit, num(r.ref_low), num(r.ref_high),
-                                        r.ref_text, r.flag))),
-                    None if r.validated_by is None and r.validated_at is None
-                    else validation.seal(i, pack((r.validated_by, codec.dt(r.validated_at)))),
-                    None if r.comment is None else comment.seal(i, r.comment.encode()),
-                )
-            )
-        self._insert(
-            t.result,
-            ("tenant_id", "result_id", "request_id", "specimen_id", "pseudonym", "status", "key_version")
-            + ENCRYPTED["result"][1],
-            rows,
-        )
-        self._record(tenant_id, "patient:result:create", "result", len(rows))
-        return len(rows)
+        if {str(r.status) for r in results} - _STATUSES:
+            raise InvalidInput("a result status must be preliminary, final or corrected")
+        pack_result = codec.result_packer()
+
+        def sealed(part: Sequence[Result]) -> list[tuple]:
+            blobs = observation.seal_many([r.result_id for r in part], [pack_result(r) for r in part])
+            return [
+                (tenant_id, r.result_id, r.request_id, r.specimen_id, known[r.request_id], str(r.status), v, blob)
+                for r, blob in zip(part, blobs, strict=True)
+            ]
+
+        columns = ("tenant_id", "result_id", "request_id", "specimen_id", "pseudonym", "status", "key_version",
+                   "observation_enc")
+        self._insert_pipelined(t.result, columns, (sealed(results[k : k + _PART]) for k in range(0, len(results), _PART)))
+        self._record(tenant_id, "patient:result:create", "result", len(results))
+        return len(results)
+
+    def _insert_pipelined(self, table, columns: Sequence[str], parts: Iterator[list[tuple]]) -> None:
+        """Insert parts of rows while the next part is being encrypted.
+
+        The database driver releases the GIL while the engine writes, so one writer thread
+        inserting part k while this thread seals part k+1 puts both cores to work. Only one
+        thread uses the connection at any time; the caller's transaction is unchanged.
+        """
+        pending = None
+        try:
+            for rows in parts:
+                if pending is not None:
+                    pending.result()
+                pending = self._gw.writer().submit(self._insert, table, columns, rows)
+            if pending is not None:
+                pending.result()
+                pending = None
+        finally:
+            if pending is not None:  # an error while sealing: let the write finish before rollback
+                pending.exception()
 
     def _insert(self, table, columns: Sequence[str], rows: list[tuple]) -> None:
         try:
@@ -666,43 +693,32 @@ class Unit:
         return out
 
     def results_of(self, tenant_id: str, patient_id: str) -> list[Result]:
-        """A patient's results, decrypted, oldest request first."""
+        """A patient's results, decrypted (found through the patient's requests)."""
         self._authorise(tenant_id, "patient:result:read")
         c = self._crypto(tenant_id)
+        requests = (
+            select(t.request.c.request_id)
+            .where(t.request.c.tenant_id == tenant_id, t.request.c.pseudonym == c.index.pseudonym(patient_id))
+            .scalar_subquery()
+        )
         rows = self.conn.execute(
-            select(t.result).where(t.result.c.tenant_id == tenant_id, t.result.c.pseudonym == c.index.pseudonym(patient_id))
+            select(t.result)
+            .where(t.result.c.tenant_id == tenant_id, t.result.c.request_id.in_(requests))
+            .order_by(t.result.c.request_id, t.result.c.result_id)
         ).all()
         out = [self._result(c, r) for r in rows]
         self._record(tenant_id, "patient:result:read", "result", len(out))
         return out
 
     def _result(self, c: TenantCrypto, r) -> Result:
-        col = c.cipher.column
-        i = r.result_id
-        system, code, label = codec.unpack(col("result", "code_enc").open(i, r.code_enc))
-        vnum, vtext, unit, lo, hi, rtext, flag = codec.unpack(col("result", "value_enc").open(i, r.value_enc))
-        by = at = None
-        if r.validation_enc is not None:
-            by, at = codec.unpack(col("result", "validation_enc").open(i, r.validation_enc))
+        fields = codec.unpack_result(c.cipher.column("result", "observation_enc").open(r.result_id, r.observation_enc))
         return Result(
-            result_id=i,
+            result_id=r.result_id,
             request_id=r.request_id,
-            code=code,
-            label=label,
-            code_system=system,
             specimen_id=r.specimen_id,
-            value_num=codec.to_num(vnum),
-            value_text=vtext,
-            unit=unit,
-            ref_low=codec.to_num(lo),
-            ref_high=codec.to_num(hi),
-            ref_text=rtext,
-            flag=flag,
             status=ResultStatus(r.status),
-            validated_by=by,
-            validated_at=codec.to_dt(at),
-            comment=None if r.comment_enc is None else col("result", "comment_enc").open(i, r.comment_enc).decode(),
-            sensitivity=sensitivity_of(system, code),
+            sensitivity=sensitivity_of(fields["code_system"], fields["code"]),
+            **fields,
         )
 
     def iter_results(self, tenant_id: str, *, batch: int = 5000) -> Iterator[Result]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
 
-from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table
+from sqlalchemy import Column, Index, Integer, LargeBinary, MetaData, String, Table
 
 from labvault.access import Gateway, Principal, Purpose
 from labvault.access import codec
@@ -33,10 +33,9 @@ clear_result = Table(
     Column("pseudonym", String(32), nullable=False),
     Column("status", String(16), nullable=False),
     Column("key_version", Integer, nullable=False),
-    Column("code_enc", LargeBinary, nullable=False),
-    Column("value_enc", LargeBinary, nullable=False),
-    Column("validation_enc", LargeBinary),
-    Column("comment_enc", LargeBinary),
+    Column("observation_enc", LargeBinary, nullable=False),
+    Index("ix_bench_clear_result_request", "tenant_id", "request_id"),  # as on the real table
+    sqlite_with_rowid=False,
 )
 CLEAR_COLUMNS = tuple(c.name for c in clear_result.columns)
 
@@ -91,19 +90,13 @@ def run_ingest(
 
             # Clear path: same rows, same packing, no encryption.
             clear_s = 0.0
-            pack, num = codec.pack, codec.num
+            pack_result = codec.result_packer()
             for chunk in _batches(results_stream(tenant, seed, n), batch):
                 names = {r.request_id: pseudo[f"p{hash(r.request_id) % 1000}"] for r in chunk}
                 t0 = time.perf_counter()
                 rows = [
-                    (
-                        tenant, r.result_id, r.request_id, r.specimen_id, names[r.request_id], str(r.status), 1,
-                        pack((r.code_system, r.code, r.label)),
-                        pack((num(r.value_num), r.value_text, r.unit, num(r.ref_low), num(r.ref_high), r.ref_text, r.flag)),
-                        None if r.validated_by is None and r.validated_at is None
-                        else pack((r.validated_by, codec.dt(r.validated_at))),
-                        None if r.comment is None else r.comment.encode(),
-                    )
+                    (tenant, r.result_id, r.request_id, r.specimen_id, names[r.request_id], str(r.status), 1,
+                     pack_result(r))
                     for r in chunk
                 ]
                 with engine.begin() as conn:

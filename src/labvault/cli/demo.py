@@ -7,7 +7,6 @@ import subprocess
 import time
 
 import typer
-from rich.panel import Panel
 
 from labvault.access import Purpose
 from labvault.cli.common import console, progress, settings
@@ -103,8 +102,8 @@ def demo(
             console.print(identity_table(p))
         console.print(f"{len(results)} results (first 8 shown)")
         console.print(results_table(results, 8))
-        console.print(Panel(
-            "Every personal and health value above was stored encrypted with the lab's own key and read back "
-            "through the access gateway, which recorded who asked and why.", title="done"))
+        console.rule("[bold]done")
+        console.print("Every personal and health value above was stored encrypted with its lab's own key, and read")
+        console.print("back through the access gateway, which recorded who asked and why.")
     finally:
         rt.close()

@@ -34,13 +34,24 @@ def identity_table(p: Identity) -> Table:
     return table
 
 
+def _range(r: Result) -> str:
+    if r.ref_text:
+        return r.ref_text
+    if r.ref_low is not None and r.ref_high is not None:
+        return f"{r.ref_low:g}-{r.ref_high:g}"
+    if r.ref_high is not None:
+        return f"<{r.ref_high:g}"
+    if r.ref_low is not None:
+        return f">{r.ref_low:g}"
+    return ""
+
+
 def results_table(results: list[Result], limit: int) -> Table:
-    table = Table("code", "label", "value", "unit", "range", "flag", "status", "sensitivity")
+    table = Table("code", "label", "value", "unit", "range", "flag", "status", "category")
     for r in results[:limit]:
         value = r.value_text if r.value_num is None else f"{r.value_num:g}"
-        rng = r.ref_text or ("" if r.ref_low is None and r.ref_high is None else f"{r.ref_low:g}-{r.ref_high:g}"
-                              if r.ref_low is not None and r.ref_high is not None else "")
-        table.add_row(r.code, r.label[:48], value or "", r.unit or "", rng, r.flag or "", str(r.status), str(r.sensitivity))
+        label = r.label if len(r.label) <= 22 else r.label[:21] + "…"
+        table.add_row(r.code, label, value or "", r.unit or "", _range(r), r.flag or "", str(r.status), str(r.sensitivity))
     return table
 
 

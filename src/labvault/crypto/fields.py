@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -69,6 +70,19 @@ class ColumnCipher:
         nonce = self._nonces.take()
         aad = self._prefix + row_id.encode() + self._suffix[self._current]
         return self._header + nonce + self._aead[self._current].encrypt(nonce, value, aad)
+
+    def seal_many(self, row_ids: Sequence[str], values: Sequence[bytes]) -> list[bytes]:
+        """``seal`` for many rows at once: one random draw for all nonces, no per-value calls."""
+        if len(row_ids) != len(values):
+            raise ValueError("one row id per value")
+        buf = os.urandom(12 * len(values))
+        nonces = [buf[k : k + 12] for k in range(0, len(buf), 12)]
+        encrypt = self._aead[self._current].encrypt
+        header, prefix, suffix = self._header, self._prefix, self._suffix[self._current]
+        return [
+            header + nonce + encrypt(nonce, value, prefix + rid.encode() + suffix)
+            for nonce, rid, value in zip(nonces, row_ids, values, strict=True)
+        ]
 
     def open(self, row_id: str, blob: bytes) -> bytes:
         if len(blob) < _OVERHEAD:

@@ -5,6 +5,8 @@ ending in ``_bidx`` hold blind indexes. Medical rows (request, specimen, result)
 per-lab pseudonym, never ``patient_id``: re-linking them to an identity needs the lab's identity
 key. Only ``labvault.access`` reads or writes the personal-data tables (``PERSONAL_TABLES``).
 Vendor-side rows (platform accounts, the platform signing key) use ``tenant_id = 'platform'``.
+On SQLite the tables are WITHOUT ROWID: the composite primary key is the table's own B-tree,
+which saves one index write per row.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ account = Table(
     Column("active", Integer, nullable=False, server_default="1"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_account_email", "email", unique=True),
+    sqlite_with_rowid=False,
 )
 
 tenant_key = Table(
@@ -73,6 +76,7 @@ tenant_key = Table(
     Column("public", LargeBinary),  # public half of a signing key
     Column("state", String(16), nullable=False),  # active, retiring, retired
     Column("created_at", DateTime(timezone=True), nullable=False),
+    sqlite_with_rowid=False,
 )
 
 patient_identity = Table(
@@ -97,6 +101,7 @@ patient_identity = Table(
     Column("email_enc", LargeBinary),
     Index("ix_patient_identity_nir", "tenant_id", "nir_bidx"),
     Index("ix_patient_identity_name", "tenant_id", "name_bidx"),
+    sqlite_with_rowid=False,
 )
 
 prescriber = Table(
@@ -109,6 +114,7 @@ prescriber = Table(
     Column("rpps_enc", LargeBinary, nullable=False),
     Column("name_enc", LargeBinary, nullable=False),
     Index("ix_prescriber_rpps", "tenant_id", "rpps_bidx"),
+    sqlite_with_rowid=False,
 )
 
 request = Table(
@@ -123,6 +129,7 @@ request = Table(
     Column("requested_at_enc", LargeBinary, nullable=False),
     Column("reported_at_enc", LargeBinary),
     Index("ix_request_pseudonym", "tenant_id", "pseudonym"),
+    sqlite_with_rowid=False,
 )
 
 specimen = Table(
@@ -136,6 +143,7 @@ specimen = Table(
     Column("collected_at_enc", LargeBinary, nullable=False),
     Column("received_at_enc", LargeBinary),
     Index("ix_specimen_request", "tenant_id", "request_id"),
+    sqlite_with_rowid=False,
 )
 
 result = Table(
@@ -148,12 +156,14 @@ result = Table(
     Column("pseudonym", String(32), nullable=False),
     Column("status", String(16), nullable=False),
     Column("key_version", Integer, nullable=False),
-    Column("code_enc", LargeBinary, nullable=False),  # system, code, label
-    Column("value_enc", LargeBinary, nullable=False),  # value, unit, reference range, flag
-    Column("validation_enc", LargeBinary),  # validating biologist, time
-    Column("comment_enc", LargeBinary),
-    Index("ix_result_pseudonym", "tenant_id", "pseudonym"),
+    # One sealed value per result: code system, code, label, value (numeric or text), unit,
+    # reference range, flag, validating biologist and time, comment (see access/codec.py).
+    # One AES-GCM operation per row instead of four: this is the hot path of every ingest.
+    Column("observation_enc", LargeBinary, nullable=False),
+    # A patient's results are found through their requests (indexed by pseudonym); an index on
+    # the result's own pseudonym would put a random-order B-tree write on every ingested row.
     Index("ix_result_request", "tenant_id", "request_id"),
+    sqlite_with_rowid=False,
 )
 
 signed_record = Table(
@@ -166,6 +176,7 @@ signed_record = Table(
     Column("signature", String(128), nullable=False),
     Column("signer_public_key", String(64), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    sqlite_with_rowid=False,
 )
 
 audit_event = Table(
@@ -180,6 +191,7 @@ audit_event = Table(
     Column("record_count", Integer, nullable=False),
     Column("purpose", String(32), nullable=False),
     Column("outcome", String(16), nullable=False),
+    sqlite_with_rowid=False,
 )
 
 # Tables holding personal or health data (ciphertexts, blind indexes, pseudonyms) and keys.
