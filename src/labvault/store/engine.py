@@ -10,7 +10,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import BigInteger, Connection, DateTime, Engine, Integer, LargeBinary, Table, create_engine, event
+from sqlalchemy.types import TypeEngine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from labvault.errors import ConfigError, NotInitialised, SchemaOutdated, StoreError
@@ -80,6 +81,18 @@ def check_schema(engine: Engine) -> None:
         raise SchemaOutdated(f"the database schema is at {current}, this Labvault needs {head}: run 'labvault init'")
 
 
+def _pg_type(sa_type: TypeEngine) -> str:
+    if isinstance(sa_type, LargeBinary):
+        return "bytea"
+    if isinstance(sa_type, BigInteger):
+        return "int8"
+    if isinstance(sa_type, Integer):
+        return "int4"
+    if isinstance(sa_type, DateTime):
+        return "timestamptz"
+    return "text"
+
+
 def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple]) -> None:
     """Insert many rows fast: executemany on SQLite, binary COPY on PostgreSQL."""
     if not rows:
@@ -88,9 +101,11 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Se
         raw = conn.connection.driver_connection
         cols = ", ".join(columns)
         with raw.cursor() as cur:
-            with cur.copy(f"COPY {table.name} ({cols}) FROM STDIN") as copy:
+            with cur.copy(f"COPY {table.name} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types([_pg_type(table.c[name].type) for name in columns])
+                write = copy.write_row
                 for row in rows:
-                    copy.write_row(row)
+                    write(row)
         return
     placeholders = ", ".join("?" * len(columns))
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({placeholders})"

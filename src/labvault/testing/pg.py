@@ -29,7 +29,8 @@ def pg_bindir() -> Path | None:
 
 
 class PgCluster:
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable  # tests run with fsync off; benchmarks keep the server's defaults
         bindir = pg_bindir()
         if bindir is None:
             raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql-15)")
@@ -51,13 +52,13 @@ class PgCluster:
         return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd="/")
 
     def start(self) -> str:
-        out = self._run("initdb", "-D", str(self.data), "-U", self.user, "-A", "trust", "-E", "UTF8", "--no-sync")
+        out = self._run("initdb", "-D", str(self.data), "-U", self.user, "-A", "trust", "-E", "UTF8", "--no-sync",
+                        "--locale=C.UTF-8")
         if out.returncode:
             raise RuntimeError(f"initdb failed: {out.stderr.strip()[:300]}")
-        opts = (
-            f"-c listen_addresses='' -c unix_socket_directories='{self.dir}' -c fsync=off "
-            "-c full_page_writes=off -c shared_buffers=256MB -c max_connections=50"
-        )
+        opts = f"-c listen_addresses='' -c unix_socket_directories='{self.dir}' -c shared_buffers=256MB"
+        if not self.durable:
+            opts += " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
         out = self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.dir / "log"), "-w", "start")
         if out.returncode:
             log = (self.dir / "log").read_text(errors="replace")[-500:] if (self.dir / "log").exists() else ""
@@ -92,7 +93,7 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] != "--" or len(argv) < 2:
         print("usage: python -m labvault.testing.pg -- CMD ... ({url} is replaced)", file=sys.stderr)
         return 2
-    cluster = PgCluster()
+    cluster = PgCluster(durable=True)
     try:
         cluster.start()
         url = cluster.createdb("labvault")

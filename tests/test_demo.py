@@ -1,0 +1,32 @@
+"""`make demo`'s command, end to end on a small scale, as a new user would run it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def test_demo_end_to_end(tmp_path):
+    env = {**os.environ, "LABVAULT_HOME": str(tmp_path / "demo"), "LABVAULT_PASSPHRASE": "demo passphrase here"}
+    env.pop("LABVAULT_DATABASE_URL", None)
+    env.pop("LABVAULT_KEY_PROVIDER", None)
+    args = [sys.executable, "-m", "labvault.cli", "demo", "--labs", "2", "--patients", "60"]
+    for _ in range(2):  # a second run rebuilds the demo home
+        out = subprocess.run(args, env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout
+    assert "total: 2 labs, 120 patients" in text
+    assert text.count("not found") == 3 and "FOUND" not in text
+    assert "nothing in clear" in text
+    assert "INS/NIR" in text and "results (first 8 shown)" in text
+
+
+def test_demo_refuses_a_real_home(tmp_path):
+    home = tmp_path / "real"
+    home.mkdir()
+    (home / "keyring.json").write_text("{}")
+    env = {**os.environ, "LABVAULT_HOME": str(home), "LABVAULT_PASSPHRASE": "demo passphrase here"}
+    out = subprocess.run([sys.executable, "-m", "labvault.cli", "demo"], env=env, capture_output=True, text=True)
+    assert out.returncode == 2 and "not a demo home" in out.stderr
+    assert (home / "keyring.json").read_text() == "{}"
