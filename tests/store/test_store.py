@@ -230,9 +230,14 @@ def test_events_recorded_without_personal_values(loaded):
     assert leaks(repr(rows).encode(), plaintexts()) == []
 
 
-def test_sqlite_file_is_wal(loaded, db_url):
-    path = sqlite_path(db_url)
-    if path is None:
-        pytest.skip("SQLite only")
+def test_sqlite_file_is_wal(tmp_path):
+    from labvault.store.engine import make_engine, migrate
+
+    path = tmp_path / "wal.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate(engine)
+    engine.dispose()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE sql LIKE '%WITHOUT ROWID%'")}
+    assert {"result", "patient_identity", "request"} <= tables

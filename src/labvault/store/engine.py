@@ -32,7 +32,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite files get WAL mode, PostgreSQL uses psycopg 3."""
+    """An engine for ``url``; SQLite files get WAL mode, PostgreSQL uses psycopg 3.
+
+    ``hide_parameters``: SQL errors and logs never show bound values (ciphertexts, but also
+    blind indexes and pseudonyms have no business in a log).
+    """
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     try:
@@ -42,10 +46,10 @@ def make_engine(url: str) -> Engine:
                 raise NotInitialised(f"no database directory {Path(path).parent}: run 'labvault init' first")
             # The gateway's pipelined bulk writes hand the connection to one writer thread while
             # the caller's thread encrypts the next batch; never two threads at once.
-            engine = create_engine(url, connect_args={"check_same_thread": False})
+            engine = create_engine(url, connect_args={"check_same_thread": False}, hide_parameters=True)
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
-            engine = create_engine(url, pool_pre_ping=True)
+            engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
     except (ArgumentError, NoSuchModuleError) as exc:
         raise ConfigError(f"invalid database URL: {exc.args[0] if exc.args else exc}") from None
     return engine

@@ -1,0 +1,17 @@
+from labvault.store import schema as t
+
+
+def test_every_primary_key_starts_with_the_tenant():
+    for table in t.metadata.sorted_tables:
+        assert list(table.primary_key.columns)[0].name == "tenant_id", table.name
+
+
+def test_personal_tables_hold_no_clear_personal_column():
+    allowed_clear = {
+        "tenant_id", "patient_id", "prescriber_id", "request_id", "specimen_id", "result_id", "pseudonym",
+        "key_version", "identity_status", "ins_oid", "status", "purpose", "version", "state", "created_at",
+        "wrapped", "public",
+    }
+    for name in t.PERSONAL_TABLES:
+        for col in t.metadata.tables[name].columns:
+            assert col.name.endswith(("_enc", "_bidx")) or col.name in allowed_clear, f"{name}.{col.name}"
