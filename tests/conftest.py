@@ -51,6 +51,18 @@ def db_url(request, tmp_path):
 
 
 @pytest.fixture
+def raw_engine(db_url, request):
+    """The same database with no gateway in the way (superuser on PostgreSQL: bypasses RLS),
+    for tests that play an attacker or a broken backup."""
+    if db_url.startswith("sqlite"):
+        engine = make_engine(db_url)
+    else:
+        engine = make_engine(request.getfixturevalue("pg_cluster").superuser_url(db_url))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
 def keyring(tmp_path) -> LocalKeyring:
     ring = LocalKeyring.create(tmp_path / "keyring.json", PASSPHRASE, scrypt_n=2**14)
     yield ring
@@ -66,10 +78,20 @@ def gateway(db_url, keyring) -> Gateway:
     migrate(engine)
     gw = Gateway(engine, keyring)
     with gw.bootstrap(ADMIN) as u:
-        u.ensure_account(PLATFORM, ADMIN.account_id, ADMIN.name, "admin@test.invalid", ADMIN.roles)
+        u.ensure_account(PLATFORM, ADMIN.account_id, ADMIN.name, "admin@test.invalid", ADMIN.roles, commitment="test")
         u.ensure_platform_keys()
     yield gw
     engine.dispose()
+
+
+def lab_user(gw: Gateway, tenant_id: str, *roles: str, name: str = "Bio") -> Principal:
+    """A lab account with its confidentiality commitment recorded (no password: used in-process)."""
+    roles = roles or ("biologist",)
+    account_id = f"{name.lower()}-{tenant_id}-{'-'.join(roles)}"[:64]
+    with gw.unit(ADMIN, Purpose.ADMINISTRATION) as u:
+        u.ensure_account(tenant_id, account_id, f"{name} {tenant_id}", f"{account_id}@lab.invalid", roles,
+                         commitment="test")
+    return Principal(account_id, f"{name} {tenant_id}", tenant_id, frozenset(roles))
 
 
 def make_lab(gw: Gateway, tenant_id: str, finess: str = "690000017") -> None:

@@ -90,7 +90,10 @@ def init_home(settings: Settings, admin_name: str | None, admin_email: str | Non
         gw = Gateway(engine, keys)
         admin = Principal(account_id_for(email), name, PLATFORM, frozenset({"platform_admin"}))
         with gw.bootstrap(admin) as u:
-            new_account = u.ensure_account(PLATFORM, admin.account_id, name, email, admin.roles)
+            new_account = u.ensure_account(
+                PLATFORM, admin.account_id, name, email, admin.roles,
+                commitment="confidentiality commitment recorded by 'labvault init' for the CLI operator",
+            )
             public = u.ensure_platform_keys()
     finally:
         engine.dispose()

@@ -17,6 +17,7 @@ from labvault.cli import main
 from labvault.config import Settings
 from labvault.runtime import open_runtime
 from labvault.synth import LabGenerator
+from tests.cli.helpers import PASSWORD, enrolled_account
 
 PW = "cli test passphrase"
 VALID_NIR = "1800175000001" + f"{97 - int('1800175000001') % 97:02d}"
@@ -106,7 +107,7 @@ def test_no_passphrase_without_terminal(home, capsys, monkeypatch):
     assert not (home / "keyring.json").exists()
 
 
-def test_generate_find_rotate_shred(home, capsys):
+def test_generate_find_rotate_shred(home, capsys, monkeypatch):
     run(capsys, "init")
     code, out, _ = run(capsys, "generate", "--labs", "2", "--patients", "30", "--seed", "5")
     assert code == 0 and "60 patients" in out
@@ -114,9 +115,17 @@ def test_generate_find_rotate_shred(home, capsys):
     labs = [json.loads(line)["id"] for line in out.strip().splitlines() if line.startswith("{")]
     assert len(labs) == 2
     p = LabGenerator(labs[0], 5).patient(3).identity
-    code, out, _ = run(capsys, "patient", "find", "--tenant", labs[0], "--nir", p.nir, "--results")
+    # The CLI operator is vendor staff: no standing access to lab data.
+    code, _, err = run(capsys, "patient", "find", "--tenant", labs[0], "--nir", p.nir)
+    assert code != 0 and "grant" in one_line_error(err)
+    bio0 = enrolled_account(lambda *a: run(capsys, *a), monkeypatch, "bio0@lab.invalid", "biologist", labs[0])
+    bio1 = enrolled_account(lambda *a: run(capsys, *a), monkeypatch, "bio1@lab.invalid", "biologist", labs[1])
+    monkeypatch.setenv("LABVAULT_AS_PASSWORD", PASSWORD)
+    code, out, _ = run(capsys, "patient", "find", "--tenant", labs[0], "--nir", p.nir, "--results", "--as", bio0)
     assert code == 0 and p.family_name in out and "results" in out
-    code, out, _ = run(capsys, "patient", "find", "--tenant", labs[1], "--nir", p.nir)
+    code, _, err = run(capsys, "patient", "find", "--tenant", labs[1], "--nir", p.nir, "--as", bio0)
+    assert code != 0 and "cannot act on lab" in one_line_error(err)
+    code, out, _ = run(capsys, "patient", "find", "--tenant", labs[1], "--nir", p.nir, "--as", bio1)
     assert code == 1 and "no patient" in out
     code, out, _ = run(capsys, "keys", "rotate", "--tenant", labs[0], "--batch-size", "20", "--max-batches", "1")
     assert code == 0 and "interrupted" in out
@@ -124,13 +133,13 @@ def test_generate_find_rotate_shred(home, capsys):
     assert code == 0 and "resumed" in out and "done" in out
     code, out, _ = run(capsys, "tenant", "shred", labs[0], "--yes")
     assert code == 0 and "crypto-shredded" in out and '"signature"' in out
-    code, _, err = run(capsys, "patient", "find", "--tenant", labs[0], "--nir", p.nir)
+    code, _, err = run(capsys, "patient", "find", "--tenant", labs[0], "--nir", p.nir, "--as", bio0)
     assert code != 0 and "crypto-shredded" in one_line_error(err)
     q = LabGenerator(labs[1], 5).patient(0).identity
-    assert run(capsys, "patient", "find", "--tenant", labs[1], "--nir", q.nir)[0] == 0
+    assert run(capsys, "patient", "find", "--tenant", labs[1], "--nir", q.nir, "--as", bio1)[0] == 0
 
 
-def test_rotation_killed_mid_way_resumes(home, capsys):
+def test_rotation_killed_mid_way_resumes(home, capsys, monkeypatch):
     """A real process killed during rotation: every row stays readable and the next run resumes."""
     run(capsys, "init")
     run(capsys, "generate", "--labs", "1", "--patients", "120", "--seed", "9")
@@ -162,7 +171,9 @@ def test_rotation_killed_mid_way_resumes(home, capsys):
     status = json.loads(out)
     assert set(status["rows_by_version"]) == {str(max(k["version"] for k in status["keys"]))}
     p = LabGenerator(lab, 9).patient(7).identity
-    assert run(capsys, "patient", "find", "--tenant", lab, "--nir", p.nir)[0] == 0
+    bio = enrolled_account(lambda *a: run(capsys, *a), monkeypatch, "bio@lab.invalid", "technician", lab)
+    monkeypatch.setenv("LABVAULT_AS_PASSWORD", PASSWORD)
+    assert run(capsys, "patient", "find", "--tenant", lab, "--nir", p.nir, "--as", bio)[0] == 0
 
 
 def test_shred_asks_for_confirmation(home, capsys, monkeypatch):

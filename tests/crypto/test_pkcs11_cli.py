@@ -43,11 +43,21 @@ def test_store_on_pkcs11(softhsm_token, tmp_path):
     assert cli(env, "generate", "--labs", "2", "--patients", "15", "--seed", "3").returncode == 0
     labs = [json.loads(x)["id"] for x in cli(env, "tenant", "list", "--json").stdout.splitlines() if x.startswith("{")]
     p = LabGenerator(labs[0], 3).patient(2).identity
+    for k, lab in enumerate(labs):
+        out = cli(env, "user", "add", "--name", "Bio Logist", "--email", f"bio{k}@lab.invalid", "--role", "biologist",
+                  "--tenant", lab)
+        lines = out.stdout.splitlines()
+        token = lines[[i for i, x in enumerate(lines) if x.startswith("one-time")][0] + 1]
+        enrolled = cli({**env, "LABVAULT_ENROL_PASSWORD": "hsm test passw0rd long"}, "user", "enrol", "--token", token,
+                       "--accept-commitment")
+        assert enrolled.returncode == 0, enrolled.stderr
+    env["LABVAULT_AS_PASSWORD"] = "hsm test passw0rd long"
+    env["LABVAULT_AS"] = "bio0@lab.invalid"
     found = cli(env, "patient", "find", "--tenant", labs[0], "--nir", p.nir)
     assert found.returncode == 0 and p.family_name in found.stdout
-    assert cli(env, "keys", "rotate", "--tenant", labs[0]).returncode == 0
+    assert cli({**env, "LABVAULT_AS": ""}, "keys", "rotate", "--tenant", labs[0]).returncode == 0
     assert p.family_name in cli(env, "patient", "find", "--tenant", labs[0], "--nir", p.nir).stdout
-    assert cli(env, "tenant", "shred", labs[0], "--yes").returncode == 0
+    assert cli({**env, "LABVAULT_AS": ""}, "tenant", "shred", labs[0], "--yes").returncode == 0
     labels = subprocess.run(
         [sys.executable, "-c", LIST_LABELS, softhsm_token.module, softhsm_token.label, softhsm_token.pin],
         env=env, capture_output=True, text=True, check=True,
@@ -57,6 +67,7 @@ def test_store_on_pkcs11(softhsm_token, tmp_path):
     gone = cli(env, "patient", "find", "--tenant", labs[0], "--nir", p.nir)
     assert gone.returncode != 0 and "crypto-shredded" in gone.stderr and "Traceback" not in gone.stderr
     q = LabGenerator(labs[1], 3).patient(0).identity
-    assert cli(env, "patient", "find", "--tenant", labs[1], "--nir", q.nir).returncode == 0
-    wrong = cli({**env, "LABVAULT_PKCS11_PIN": "9999"}, "tenant", "list")
+    assert cli({**env, "LABVAULT_AS": "bio1@lab.invalid"}, "patient", "find", "--tenant", labs[1], "--nir",
+               q.nir).returncode == 0
+    wrong = cli({**env, "LABVAULT_PKCS11_PIN": "9999", "LABVAULT_AS": ""}, "tenant", "list")
     assert wrong.returncode != 0 and "PIN" in wrong.stderr and "Traceback" not in wrong.stderr

@@ -12,11 +12,11 @@ from sqlalchemy import select, update
 from labvault.access import Gateway, Purpose
 from labvault.crypto.signing import verify
 from labvault.domain.models import Sensitivity
-from labvault.errors import AccessDenied, DecryptionError, InvalidInput, NotFound, TenantShredded, UnknownTenant
+from labvault.errors import AccessDenied, DecryptionError, InvalidInput, NotFound, TenantShredded
 from labvault.store import schema as t
 from labvault.synth import LabGenerator
 from labvault.synth.load import load_lab
-from tests.conftest import ADMIN, make_lab, need, sqlite_path
+from tests.conftest import ADMIN, lab_user, make_lab, need, sqlite_path
 
 SEED = 11
 LABS = ("lab-a", "lab-b")
@@ -85,14 +85,14 @@ def test_dump_reveals_no_personal_or_health_value(loaded, db_url, request):
         assert b"COPY public.result" in dump
         assert leaks(dump, values) == []
     # The check can fail: the same values are found once decrypted.
-    with loaded.unit(ADMIN, Purpose.CARE) as u:
+    with loaded.unit(lab_user(loaded, "lab-a"), Purpose.CARE) as u:
         clear = repr([u.get_patient("lab-a", r.identity.patient_id) for r in generated("lab-a")[:3]]).encode()
     assert leaks(clear, values)
 
 
 def test_lookups_and_read_back(loaded):
     recs = generated("lab-a")
-    with loaded.unit(ADMIN, Purpose.CARE) as u:
+    with loaded.unit(lab_user(loaded, "lab-a"), Purpose.CARE) as u:
         for rec in recs[:8]:
             i = rec.identity
             assert u.find_patients_by_nir("lab-a", i.nir) == [i]
@@ -112,15 +112,15 @@ def test_lookups_and_read_back(loaded):
             u.get_patient("lab-a", "no-such-id")
 
 
-def test_tenant_isolation(loaded):
+def test_tenant_isolation(loaded, raw_engine):
     a = generated("lab-a")[0].identity
-    with loaded.unit(ADMIN, Purpose.CARE) as u:
+    with loaded.unit(lab_user(loaded, "lab-b"), Purpose.CARE) as u:
         assert u.find_patients_by_nir("lab-b", a.nir) == []
-        with pytest.raises(UnknownTenant):
+        with pytest.raises(AccessDenied):
             u.find_patients_by_nir("lab-zz", a.nir)
     # A ciphertext copied from lab A's row into lab B's row does not open.
     b = generated("lab-b")[0].identity
-    with loaded.engine.begin() as conn:
+    with raw_engine.begin() as conn:
         blob = conn.execute(
             select(t.patient_identity.c.family_name_enc).where(
                 t.patient_identity.c.tenant_id == "lab-a", t.patient_identity.c.patient_id == a.patient_id
@@ -131,7 +131,7 @@ def test_tenant_isolation(loaded):
             .where(t.patient_identity.c.tenant_id == "lab-b", t.patient_identity.c.patient_id == b.patient_id)
             .values(family_name_enc=blob)
         )
-    with loaded.unit(ADMIN, Purpose.CARE) as u, pytest.raises(DecryptionError):
+    with loaded.unit(lab_user(loaded, "lab-b"), Purpose.CARE) as u, pytest.raises(DecryptionError):
         u.get_patient("lab-b", b.patient_id)
 
 
@@ -146,14 +146,14 @@ def test_lab_account_cannot_reach_another_lab(loaded):
         u.find_patients_by_nir("lab-b", b.nir)
 
 
-def test_crypto_shredding(loaded, keyring):
+def test_crypto_shredding(loaded, keyring, raw_engine):
     with loaded.unit(ADMIN, Purpose.ADMINISTRATION) as u:
         record = u.shred_tenant("lab-a")
     verify(record["body"], record["signature"], bytes.fromhex(record["public_key"]))
     assert record["body"]["tenant"] == "lab-a" and len(record["body"]["keys_destroyed"]) == 2
     assert not keyring.has_scope("lab-a")
     a = generated("lab-a")[0].identity
-    with loaded.unit(ADMIN, Purpose.CARE) as u:
+    with loaded.unit(lab_user(loaded, "lab-a"), Purpose.CARE) as u:
         for read in (
             lambda: u.find_patients_by_nir("lab-a", a.nir),
             lambda: u.get_patient("lab-a", a.patient_id),
@@ -161,15 +161,17 @@ def test_crypto_shredding(loaded, keyring):
         ):
             with pytest.raises(TenantShredded):
                 read()
+    with loaded.unit(lab_user(loaded, "lab-b"), Purpose.CARE) as u:
         b = generated("lab-b")[0]
         assert u.find_patients_by_nir("lab-b", b.identity.nir) == [b.identity]
         assert len(u.results_of("lab-b", b.identity.patient_id)) == len(b.results)
+    with loaded.unit(ADMIN, Purpose.ADMINISTRATION) as u:
         assert u.signed_records("lab-a", "tenant-shred")[0]["signature"] == record["signature"]
     # A restored backup (status flipped back, wrapped keys put back) still reads nothing: the KEK is gone.
-    with loaded.engine.begin() as conn:
+    with raw_engine.begin() as conn:
         conn.execute(update(t.tenant).where(t.tenant.c.tenant_id == "lab-a").values(status="active"))
     loaded.forget_keys()
-    with loaded.unit(ADMIN, Purpose.CARE) as u, pytest.raises((TenantShredded, DecryptionError)):
+    with loaded.unit(lab_user(loaded, "lab-a"), Purpose.CARE) as u, pytest.raises((TenantShredded, DecryptionError)):
         u.get_patient("lab-a", a.patient_id)
 
 
@@ -185,17 +187,18 @@ def test_rotation_and_resume(loaded):
     assert _versions(loaded, "lab-a") == {1: total - 100, 2: 100}
     rec = generated("lab-a")[0]
     loaded.forget_keys()  # as a new process would
-    with loaded.unit(ADMIN, Purpose.CARE) as u:  # mid-rotation, everything reads
+    with loaded.unit(lab_user(loaded, "lab-a"), Purpose.CARE) as u:  # mid-rotation, everything reads
         assert u.find_patients_by_nir("lab-a", rec.identity.nir) == [rec.identity]
         assert len(list(u.iter_results("lab-a"))) == sum(1 for r in generated("lab-a") for _ in r.results)
     out = loaded.rotate_keys(ADMIN, "lab-a", batch_size=500)
     assert out["resumed"] == 1 and out["finished"] == 1 and out["version"] == 2
     assert _versions(loaded, "lab-a") == {2: total}
     assert _versions(loaded, "lab-b") == {1: sum(_versions(loaded, "lab-b").values())}
-    with loaded.unit(ADMIN, Purpose.CARE) as u:
+    with loaded.unit(lab_user(loaded, "lab-a"), Purpose.CARE) as u:
         assert sorted(u.results_of("lab-a", rec.identity.patient_id), key=lambda r: r.result_id) == sorted(
             rec.results, key=lambda r: r.result_id
         )
+    with loaded.unit(ADMIN, Purpose.ADMINISTRATION) as u:
         states = {k["version"]: k["state"] for k in u.key_versions("lab-a")["keys"]}
     assert states == {1: "retired", 2: "active"}
     out = loaded.rotate_keys(ADMIN, "lab-a")
@@ -209,24 +212,24 @@ def test_nothing_half_written(loaded):
         before = u.counts("lab-a")
     bad = extra.results[0]
     bad.request_id = "not-stored"
-    with pytest.raises(InvalidInput), loaded.unit(ADMIN, Purpose.INGEST) as u:
+    with pytest.raises(InvalidInput), loaded.unit(lab_user(loaded, "lab-a"), Purpose.INGEST) as u:
         u.add_patients("lab-a", [extra.identity])
         u.add_requests("lab-a", extra.requests)
         u.add_results("lab-a", [bad])
-    with pytest.raises(InvalidInput), loaded.unit(ADMIN, Purpose.INGEST) as u:
+    with pytest.raises(InvalidInput), loaded.unit(lab_user(loaded, "lab-a"), Purpose.INGEST) as u:
         u.add_patients("lab-a", [generated("lab-a")[0].identity])  # already stored
     with loaded.unit(ADMIN, Purpose.CARE) as u:
         assert u.counts("lab-a") == before
 
 
-def test_events_recorded_without_personal_values(loaded):
+def test_events_recorded_without_personal_values(loaded, raw_engine):
     a = generated("lab-a")[0].identity
-    with loaded.unit(ADMIN, Purpose.CARE) as u:
+    with loaded.unit(lab_user(loaded, "lab-a"), Purpose.CARE) as u:
         u.find_patients_by_nir("lab-a", a.nir)
-    with loaded.engine.connect() as conn:
+    with raw_engine.connect() as conn:
         rows = conn.execute(select(t.audit_event).where(t.audit_event.c.tenant_id == "lab-a")).all()
     assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
-    assert rows[-1].action == "patient:identity:search" and rows[-1].actor == ADMIN.account_id
+    assert rows[-1].action == "patient:identity:search" and rows[-1].actor == "bio-lab-a-biologist"
     assert leaks(repr(rows).encode(), plaintexts()) == []
 
 

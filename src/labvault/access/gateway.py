@@ -11,6 +11,7 @@ touches the personal-data tables or key material.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import secrets
@@ -20,11 +21,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from hashlib import sha256
+from typing import NoReturn
 
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, select, true, update
 from sqlalchemy.exc import IntegrityError
 
-from labvault.access import codec
+from labvault.access import codec, policy
 from labvault.access.principal import Principal, Purpose
 from labvault.crypto.blind import BlindIndex, normalise_nir
 from labvault.crypto.fields import FieldCipher
@@ -34,6 +36,7 @@ from labvault.domain.models import (
     Identity,
     IdentityStatus,
     Prescriber,
+    Sensitivity,
     Request,
     Result,
     ResultStatus,
@@ -106,9 +109,12 @@ def validate_nir(nir: str) -> str:
 class Gateway:
     """Holds the engine and the key provider; opens units of work."""
 
-    def __init__(self, engine: Engine, keys: KeyProvider) -> None:
+    def __init__(self, engine: Engine, keys: KeyProvider, *, tenant_filter: bool = True) -> None:
         self.engine = engine
         self.keys = keys
+        # Tests turn the application's own tenant filter off to prove that row-level security
+        # alone keeps labs apart on PostgreSQL. Never off in production.
+        self.tenant_filter = tenant_filter
         self._crypto: dict[str, TenantCrypto] = {}
         self._writer: ThreadPoolExecutor | None = None
 
@@ -123,6 +129,14 @@ class Gateway:
         """The unit ``init`` uses to record the first platform account (nobody to check against yet)."""
         with self.engine.begin() as conn:
             yield Unit(self, conn, principal, Purpose.ADMINISTRATION, check_principal=False)
+
+    @contextmanager
+    def auth_unit(self, *, source_addr: str | None = None, user_agent: str | None = None) -> Iterator[Unit]:
+        """The unit authentication runs in, before anyone is authenticated (login, enrolment, sessions)."""
+        who = Principal("system:authentication", "Authentication", PLATFORM, frozenset(), "system", source_addr,
+                        user_agent)
+        with self.engine.begin() as conn:
+            yield Unit(self, conn, who, Purpose.AUTHENTICATION, check_principal=False)
 
     def writer(self) -> ThreadPoolExecutor:
         """The one thread that runs pipelined bulk inserts (see ``Unit._insert_pipelined``)."""
@@ -204,26 +218,100 @@ class Unit:
         self.principal = principal
         self.purpose = purpose
         self._seq: dict[str, int] = {}
+        self._scoped: str | None = None
+        self._grant = None
+        self._committed = True
+        self._service_purpose: str | None = None
+        self._check = check_principal
         if check_principal:
             self._check_principal()
 
-    # -- authorisation and audit (the access-control and audit issues build on these two) ---------
+    # -- scoping, authorisation and audit ----------------------------------------------------------
+    def _tf(self, table, tenant_id: str):
+        """The application's tenant filter on ``table`` (row-level security is the second wall)."""
+        return table.c.tenant_id == tenant_id if self._gw.tenant_filter else true()
+
+    def _scope(self, tenant_id: str) -> None:
+        """Name the lab this transaction works on for PostgreSQL's row-level security policies."""
+        if self._scoped == tenant_id or self.conn.dialect.name != "postgresql":
+            self._scoped = tenant_id
+            return
+        self.conn.execute(select(func.set_config("labvault.tenant", tenant_id, True)))
+        self._scoped = tenant_id
+
     def _check_principal(self) -> None:
+        """The account must exist and be active; its roles are read from the store, not trusted."""
+        p = self.principal
+        self._scope(p.tenant_id)
         row = self.conn.execute(
-            select(t.account.c.active).where(
-                t.account.c.tenant_id == self.principal.tenant_id,
-                t.account.c.account_id == self.principal.account_id,
-            )
+            select(t.account).where(t.account.c.tenant_id == p.tenant_id, t.account.c.account_id == p.account_id)
         ).first()
         if row is None or not row.active:
             raise AccessDenied("no active account for this principal")
+        roles = frozenset(filter(None, row.roles.split(",")))
+        self.principal = dataclasses.replace(p, roles=roles)
+        self._committed = row.commitment_at is not None
+        self._service_purpose = row.service_purpose
+
+    def _deny(self, tenant_id: str, action: str, reason: str) -> NoReturn:
+        self._record(tenant_id, action, action.split(":")[0], 0, outcome="denied")
+        raise AccessDenied(reason)
 
     def _authorise(self, tenant_id: str, action: str) -> None:
-        if not self.principal.is_platform and self.principal.tenant_id != tenant_id:
-            self._record(tenant_id, action, "tenant", 0, outcome="denied")
-            raise AccessDenied(f"account of lab '{self.principal.tenant_id}' cannot act on lab '{tenant_id}'")
+        """Deny by default: the policy table, lab isolation, grants for vendor support."""
+        self._scope(tenant_id)
+        if not self._check:
+            return
+        p = self.principal
+        if p.is_platform and tenant_id != PLATFORM:
+            self.tenant(tenant_id)  # vendor staff may list labs anyway: an unknown one is a 404
+        personal = action in policy.READ_PERSONAL or action in policy.WRITE_PERSONAL
+        if personal and not self._committed and p.kind == "person":
+            self._deny(tenant_id, action, "this account has not recorded its confidentiality commitment")
+        if p.is_platform:
+            if action in policy.READ_PERSONAL:
+                grant = self._active_grant(tenant_id)
+                if grant is None or action not in grant.actions:
+                    self._deny(tenant_id, action, "vendor accounts reach lab data only through a grant the lab approved")
+                self._grant = grant
+                return
+            if action in policy.WRITE_PERSONAL:
+                if self.purpose in (Purpose.GENERATE, Purpose.BENCHMARK) and policy.allowed(p.roles, "generate"):
+                    return
+                self._deny(tenant_id, action, "vendor accounts do not write lab data")
+            if not policy.allowed(p.roles, action):
+                self._deny(tenant_id, action, f"'{action}' is not allowed for roles {', '.join(sorted(p.roles)) or 'none'}")
+            return
+        if p.tenant_id != tenant_id:
+            self._deny(tenant_id, action, f"account of lab '{p.tenant_id}' cannot act on lab '{tenant_id}'")
+        if self._service_purpose and self._service_purpose != str(self.purpose):
+            self._deny(tenant_id, action, f"this service account acts for '{self._service_purpose}' only")
+        if not policy.allowed(p.roles, action):
+            self._deny(tenant_id, action, f"'{action}' is not allowed for roles {', '.join(sorted(p.roles)) or 'none'}")
 
-    def _record(self, tenant_id: str, action: str, object_type: str, count: int, *, outcome: str = "allowed") -> None:
+    def _active_grant(self, tenant_id: str):
+        from labvault.access.grants import active_grant
+
+        return active_grant(self, tenant_id, self.principal.account_id)
+
+    def _in_grant_scope(self, patient_id: str) -> bool:
+        return self._grant is None or self._grant.patients is None or patient_id in self._grant.patients
+
+    def _readable_categories(self, tenant_id: str) -> frozenset[str] | None:
+        """Sensitive categories this principal may read in this lab (None: all)."""
+        if not self._check:
+            return None
+        if self._grant is not None:
+            return frozenset()  # support under a grant never sees sensitive categories
+        row = self.conn.execute(select(t.tenant.c.sensitive_access).where(t.tenant.c.tenant_id == tenant_id)).first()
+        access = json.loads(row.sensitive_access) if row and row.sensitive_access else policy.DEFAULT_SENSITIVE_ACCESS
+        return frozenset(cat for cat, roles in access.items() if self.principal.roles & set(roles))
+
+    def _record(
+        self, tenant_id: str, action: str, object_type: str, count: int, *, outcome: str = "allowed",
+        refs: Sequence[str] | None = None,
+    ) -> None:
+        self._scope(tenant_id)
         seq = self._seq.get(tenant_id)
         if seq is None:
             seq = self.conn.execute(
@@ -231,22 +319,30 @@ class Unit:
             ).scalar_one()
         seq += 1
         self._seq[tenant_id] = seq
+        p = self.principal
         self.conn.execute(
             insert(t.audit_event).values(
                 tenant_id=tenant_id,
                 seq=seq,
                 at=utcnow(),
-                actor=self.principal.account_id,
+                actor=p.account_id,
+                actor_roles=",".join(sorted(p.roles)),
                 action=action,
                 object_type=object_type,
+                object_refs=json.dumps(list(refs)) if refs else None,
                 record_count=count,
                 purpose=str(self.purpose),
+                grant_id=self._grant.grant_id if self._grant is not None else None,
+                source_addr=p.source_addr,
+                user_agent=p.user_agent,
                 outcome=outcome,
             )
         )
 
     # -- tenants --------------------------------------------------------------------------------
     def create_tenant(self, tenant_id: str, name: str, finess: str) -> Tenant:
+        if self._check and not policy.allowed(self.principal.roles, "tenant:create"):
+            raise AccessDenied("creating labs is not allowed for this account")
         if not TENANT_ID_RE.match(tenant_id) or tenant_id == PLATFORM:
             raise InvalidInput(
                 "a lab id is 2-63 characters: lower-case letters, digits and '-', starting with a letter or digit"
@@ -254,7 +350,8 @@ class Unit:
         if not name.strip():
             raise InvalidInput("a lab needs a name")
         finess = validate_finess(finess)
-        if self.conn.execute(select(t.tenant.c.tenant_id).where(t.tenant.c.tenant_id == tenant_id)).first():
+        self._scope(tenant_id)
+        if self.conn.execute(select(t.tenant.c.tenant_id).where(self._tf(t.tenant, tenant_id))).first():
             raise TenantExists(f"lab '{tenant_id}' already exists")
         now = utcnow()
         self.conn.execute(
@@ -278,13 +375,19 @@ class Unit:
         return Tenant(tenant_id, name.strip(), finess, "active", now)
 
     def list_tenants(self) -> list[Tenant]:
-        rows = self.conn.execute(select(t.tenant).order_by(t.tenant.c.tenant_id)).all()
         if not self.principal.is_platform:
-            rows = [r for r in rows if r.tenant_id == self.principal.tenant_id]
+            self._authorise(self.principal.tenant_id, "tenant:read")
+            rows = self.conn.execute(select(t.tenant).where(t.tenant.c.tenant_id == self.principal.tenant_id)).all()
+        else:
+            if self._check and not policy.allowed(self.principal.roles, "tenant:list"):
+                raise AccessDenied("listing labs is not allowed for this account")
+            self._scope("*")
+            rows = self.conn.execute(select(t.tenant).order_by(t.tenant.c.tenant_id)).all()
         return [Tenant(r.tenant_id, r.name, r.finess, r.status, r.created_at) for r in rows]
 
     def tenant(self, tenant_id: str) -> Tenant:
-        row = self.conn.execute(select(t.tenant).where(t.tenant.c.tenant_id == tenant_id)).first()
+        self._scope(tenant_id)
+        row = self.conn.execute(select(t.tenant).where(self._tf(t.tenant, tenant_id))).first()
         if row is None:
             raise UnknownTenant(f"unknown lab '{tenant_id}' (see 'labvault tenant list')")
         return Tenant(row.tenant_id, row.name, row.finess, row.status, row.created_at)
@@ -297,7 +400,7 @@ class Unit:
         if cached is not None:
             return cached
         rows = self.conn.execute(
-            select(t.tenant_key).where(t.tenant_key.c.tenant_id == tenant_id, t.tenant_key.c.purpose.in_(["data", "index"]))
+            select(t.tenant_key).where(self._tf(t.tenant_key, tenant_id), t.tenant_key.c.purpose.in_(["data", "index"]))
         ).all()
         keys = self._gw.keys
         data: dict[int, bytes] = {}
@@ -323,7 +426,7 @@ class Unit:
         tenant = self.tenant(tenant_id)
         if tenant.status == "shredded":
             raise TenantShredded(f"lab '{tenant_id}' was already crypto-shredded")
-        rows = self.conn.execute(select(t.tenant_key).where(t.tenant_key.c.tenant_id == tenant_id)).all()
+        rows = self.conn.execute(select(t.tenant_key).where(self._tf(t.tenant_key, tenant_id))).all()
         now = utcnow()
         body = {
             "kind": "tenant-shred",
@@ -339,9 +442,9 @@ class Unit:
         }
         signer, public = self._platform_signer()
         record = {"record_id": new_id(), "body": body, "signature": signer.sign(body), "public_key": public.hex()}
-        self.conn.execute(t.tenant_key.delete().where(t.tenant_key.c.tenant_id == tenant_id))
+        self.conn.execute(t.tenant_key.delete().where(self._tf(t.tenant_key, tenant_id)))
         self.conn.execute(
-            update(t.tenant).where(t.tenant.c.tenant_id == tenant_id).values(status="shredded", shredded_at=now)
+            update(t.tenant).where(self._tf(t.tenant, tenant_id)).values(status="shredded", shredded_at=now)
         )
         self.conn.execute(
             insert(t.signed_record).values(
@@ -362,7 +465,8 @@ class Unit:
         return record
 
     def signed_records(self, tenant_id: str, kind: str | None = None) -> list[dict]:
-        q = select(t.signed_record).where(t.signed_record.c.tenant_id == tenant_id)
+        self._authorise(tenant_id, "tenant:read")
+        q = select(t.signed_record).where(self._tf(t.signed_record, tenant_id))
         if kind:
             q = q.where(t.signed_record.c.kind == kind)
         return [
@@ -375,6 +479,7 @@ class Unit:
         """Create the platform's Ed25519 signing key if absent; return its public key."""
         keys = self._gw.keys
         keys.create_scope(PLATFORM)
+        self._scope(PLATFORM)
         row = self.conn.execute(
             select(t.tenant_key).where(t.tenant_key.c.tenant_id == PLATFORM, t.tenant_key.c.purpose == "signing")
         ).first()
@@ -395,20 +500,28 @@ class Unit:
         return pub
 
     def _platform_signer(self) -> tuple[Signer, bytes]:
+        previous = self._scoped
+        self._scope(PLATFORM)
         row = self.conn.execute(
             select(t.tenant_key).where(
                 t.tenant_key.c.tenant_id == PLATFORM, t.tenant_key.c.purpose == "signing", t.tenant_key.c.state == "active"
             )
         ).first()
+        if previous is not None:
+            self._scope(previous)
         if row is None:
             raise NotFound("no platform signing key: run 'labvault init'")
         return Signer(self._gw.keys.unwrap(PLATFORM, row.wrapped, f"signing:v{row.version}".encode())), row.public
 
     # -- accounts (named actors; the access-control issue adds authentication and roles) -------
-    def ensure_account(self, tenant_id: str, account_id: str, name: str, email: str, roles: Iterable[str]) -> bool:
+    def ensure_account(
+        self, tenant_id: str, account_id: str, name: str, email: str, roles: Iterable[str], *,
+        commitment: str | None = None,
+    ) -> bool:
         """Record a named account; returns False when it already existed."""
+        self._scope(tenant_id)
         exists = self.conn.execute(
-            select(t.account.c.account_id).where(t.account.c.tenant_id == tenant_id, t.account.c.account_id == account_id)
+            select(t.account.c.account_id).where(self._tf(t.account, tenant_id), t.account.c.account_id == account_id)
         ).first()
         if exists:
             return False
@@ -422,6 +535,8 @@ class Unit:
                 roles=",".join(sorted(roles)),
                 active=1,
                 created_at=utcnow(),
+                commitment_at=utcnow() if commitment else None,
+                commitment_ref=commitment,
             )
         )
         return True
@@ -522,7 +637,7 @@ class Unit:
 
     def pseudonym_of(self, tenant_id: str, patient_id: str) -> str:
         """The pseudonym a patient's medical rows carry (computing it needs the lab's identity key)."""
-        self._authorise(tenant_id, "patient:link")
+        self._authorise(tenant_id, "patient:request:create")
         return self._crypto(tenant_id).index.pseudonym(patient_id)
 
     def _pseudonyms_of_requests(self, tenant_id: str, request_ids: set[str]) -> dict[str, str]:
@@ -533,7 +648,7 @@ class Unit:
             found.update(
                 self.conn.execute(
                     select(t.request.c.request_id, t.request.c.pseudonym).where(
-                        t.request.c.tenant_id == tenant_id, t.request.c.request_id.in_(chunk)
+                        self._tf(t.request, tenant_id), t.request.c.request_id.in_(chunk)
                     )
                 ).all()
             )
@@ -625,16 +740,16 @@ class Unit:
 
     def find_patients_by_nir(self, tenant_id: str, nir: str) -> list[Identity]:
         """Exact match on the NIR/INS through the blind index."""
+        value = validate_nir(nir)  # bad input first: it says nothing about the lab
         self._authorise(tenant_id, "patient:identity:search")
-        value = validate_nir(nir)
         c = self._crypto(tenant_id)
         rows = self.conn.execute(
             select(t.patient_identity).where(
-                t.patient_identity.c.tenant_id == tenant_id, t.patient_identity.c.nir_bidx == c.index.nir(value)
+                self._tf(t.patient_identity, tenant_id), t.patient_identity.c.nir_bidx == c.index.nir(value)
             )
         ).all()
-        found = [self._identity(c, r) for r in rows]
-        self._record(tenant_id, "patient:identity:search", "patient", len(found))
+        found = [self._identity(c, r) for r in rows if self._in_grant_scope(r.patient_id)]
+        self._record(tenant_id, "patient:identity:search", "patient", len(found), refs=[p.patient_id for p in found])
         return found
 
     def find_patients_by_name(self, tenant_id: str, family_name: str, given_name: str, birth_date: date) -> list[Identity]:
@@ -645,12 +760,12 @@ class Unit:
         c = self._crypto(tenant_id)
         rows = self.conn.execute(
             select(t.patient_identity).where(
-                t.patient_identity.c.tenant_id == tenant_id,
+                self._tf(t.patient_identity, tenant_id),
                 t.patient_identity.c.name_bidx == c.index.name(family_name, given_name, birth_date),
             )
         ).all()
-        found = [self._identity(c, r) for r in rows]
-        self._record(tenant_id, "patient:identity:search", "patient", len(found))
+        found = [self._identity(c, r) for r in rows if self._in_grant_scope(r.patient_id)]
+        self._record(tenant_id, "patient:identity:search", "patient", len(found), refs=[p.patient_id for p in found])
         return found
 
     def get_patient(self, tenant_id: str, patient_id: str) -> Identity:
@@ -658,21 +773,23 @@ class Unit:
         c = self._crypto(tenant_id)
         row = self.conn.execute(
             select(t.patient_identity).where(
-                t.patient_identity.c.tenant_id == tenant_id, t.patient_identity.c.patient_id == patient_id
+                self._tf(t.patient_identity, tenant_id), t.patient_identity.c.patient_id == patient_id
             )
         ).first()
-        if row is None:
+        if row is None or not self._in_grant_scope(patient_id):
             self._record(tenant_id, "patient:identity:read", "patient", 0, outcome="error")
             raise NotFound("no such patient in this lab")
-        self._record(tenant_id, "patient:identity:read", "patient", 1)
+        self._record(tenant_id, "patient:identity:read", "patient", 1, refs=[patient_id])
         return self._identity(c, row)
 
     def requests_of(self, tenant_id: str, patient_id: str) -> list[Request]:
         self._authorise(tenant_id, "patient:request:read")
+        if not self._in_grant_scope(patient_id):
+            self._deny(tenant_id, "patient:request:read", "this patient is outside the grant's scope")
         c = self._crypto(tenant_id)
         col = c.cipher.column
         rows = self.conn.execute(
-            select(t.request).where(t.request.c.tenant_id == tenant_id, t.request.c.pseudonym == c.index.pseudonym(patient_id))
+            select(t.request).where(self._tf(t.request, tenant_id), t.request.c.pseudonym == c.index.pseudonym(patient_id))
         ).all()
         out = []
         for r in rows:
@@ -689,25 +806,77 @@ class Unit:
                 )
             )
         out.sort(key=lambda q: q.requested_at)
-        self._record(tenant_id, "patient:request:read", "request", len(out))
+        self._record(tenant_id, "patient:request:read", "request", len(out), refs=[patient_id])
         return out
 
-    def results_of(self, tenant_id: str, patient_id: str) -> list[Result]:
-        """A patient's results, decrypted (found through the patient's requests)."""
+    def results_of(
+        self, tenant_id: str, patient_id: str, *, code: str | None = None,
+        collected_from: date | None = None, collected_to: date | None = None,
+    ) -> list[Result]:
+        """A patient's results, decrypted, without the sensitive categories this principal may not read."""
+        self._authorise(tenant_id, "patient:result:read")
+        if not self._in_grant_scope(patient_id):
+            self._deny(tenant_id, "patient:result:read", "this patient is outside the grant's scope")
+        c = self._crypto(tenant_id)
+        req = t.request
+        q = select(req.c.request_id).where(self._tf(req, tenant_id), req.c.pseudonym == c.index.pseudonym(patient_id))
+        request_ids = [r.request_id for r in self.conn.execute(q).all()]
+        if collected_from or collected_to:
+            request_ids = self._requests_collected_between(c, tenant_id, request_ids, collected_from, collected_to)
+        out = self._results_of_requests(c, tenant_id, request_ids, code)
+        self._record(tenant_id, "patient:result:read", "result", len(out), refs=[patient_id])
+        return out
+
+    def results_of_request(self, tenant_id: str, request_id: str) -> list[Result]:
+        """One request's results (the patient must be within a support grant's scope)."""
         self._authorise(tenant_id, "patient:result:read")
         c = self._crypto(tenant_id)
-        requests = (
-            select(t.request.c.request_id)
-            .where(t.request.c.tenant_id == tenant_id, t.request.c.pseudonym == c.index.pseudonym(patient_id))
-            .scalar_subquery()
-        )
+        row = self.conn.execute(
+            select(t.request.c.pseudonym).where(self._tf(t.request, tenant_id), t.request.c.request_id == request_id)
+        ).first()
+        if row is None:
+            self._record(tenant_id, "patient:result:read", "request", 0, outcome="error")
+            raise NotFound("no such request in this lab")
+        if self._grant is not None and self._grant.patients is not None:
+            if row.pseudonym not in {c.index.pseudonym(pid) for pid in self._grant.patients}:
+                self._deny(tenant_id, "patient:result:read", "this request is outside the grant's scope")
+        out = self._results_of_requests(c, tenant_id, [request_id], None)
+        self._record(tenant_id, "patient:result:read", "result", len(out), refs=[request_id])
+        return out
+
+    def _requests_collected_between(self, c, tenant_id, request_ids, start, end) -> list[str]:
+        if not request_ids:
+            return []
+        rows = self.conn.execute(
+            select(t.request.c.request_id, t.request.c.requested_at_enc).where(
+                self._tf(t.request, tenant_id), t.request.c.request_id.in_(request_ids)
+            )
+        ).all()
+        col = c.cipher.column("request", "requested_at_enc")
+        keep = []
+        for r in rows:
+            day = codec.to_dt(col.open(r.request_id, r.requested_at_enc).decode()).date()
+            if (start is None or day >= start) and (end is None or day <= end):
+                keep.append(r.request_id)
+        return keep
+
+    def _results_of_requests(self, c, tenant_id: str, request_ids: list[str], code: str | None) -> list[Result]:
+        if not request_ids:
+            return []
         rows = self.conn.execute(
             select(t.result)
-            .where(t.result.c.tenant_id == tenant_id, t.result.c.request_id.in_(requests))
+            .where(self._tf(t.result, tenant_id), t.result.c.request_id.in_(request_ids))
             .order_by(t.result.c.request_id, t.result.c.result_id)
         ).all()
-        out = [self._result(c, r) for r in rows]
-        self._record(tenant_id, "patient:result:read", "result", len(out))
+        readable = self._readable_categories(tenant_id)
+        out = []
+        for r in rows:
+            res = self._result(c, r)
+            if code is not None and res.code != code:
+                continue
+            if readable is not None and res.sensitivity is not Sensitivity.OTHER and res.sensitivity not in readable:
+                continue
+            out.append(res)
         return out
 
     def _result(self, c: TenantCrypto, r) -> Result:
@@ -726,11 +895,17 @@ class Unit:
         self._authorise(tenant_id, "patient:result:read")
         c = self._crypto(tenant_id)
         n = 0
+        readable = self._readable_categories(tenant_id)
+        if self._grant is not None:
+            raise AccessDenied("a support grant does not cover whole-lab result scans")
         for r in self.conn.execute(
-            select(t.result).where(t.result.c.tenant_id == tenant_id).execution_options(yield_per=batch)
+            select(t.result).where(self._tf(t.result, tenant_id)).execution_options(yield_per=batch)
         ):
+            res = self._result(c, r)
+            if readable is not None and res.sensitivity is not Sensitivity.OTHER and res.sensitivity not in readable:
+                continue
             n += 1
-            yield self._result(c, r)
+            yield res
         self._record(tenant_id, "patient:result:read", "result", n)
 
     def drop_tenant_rows(self, tenant_id: str) -> None:
@@ -739,14 +914,16 @@ class Unit:
         if not tenant_id.startswith("bench-"):
             raise AccessDenied("only scratch benchmark labs can be dropped")
         for tbl in reversed(t.metadata.sorted_tables):
-            self.conn.execute(tbl.delete().where(tbl.c.tenant_id == tenant_id))
+            self.conn.execute(tbl.delete().where(self._tf(tbl, tenant_id)))
 
     def raw_identity_row(self, tenant_id: str, patient_id: str) -> dict[str, object]:
         """What the database holds for one identity, as stored (ciphertexts in hex): for demos and checks."""
-        self._authorise(tenant_id, "patient:identity:raw")
+        if self.purpose is not Purpose.DEMO:
+            raise AccessDenied("raw rows are shown by the demo only")
+        self._authorise(tenant_id, "tenant:read")
         row = self.conn.execute(
             select(t.patient_identity).where(
-                t.patient_identity.c.tenant_id == tenant_id, t.patient_identity.c.patient_id == patient_id
+                self._tf(t.patient_identity, tenant_id), t.patient_identity.c.patient_id == patient_id
             )
         ).first()
         if row is None:
@@ -756,28 +933,29 @@ class Unit:
 
     def counts(self, tenant_id: str) -> dict[str, int]:
         """How many rows a lab has per table (no personal value)."""
-        self._authorise(tenant_id, "tenant:counts")
+        self._authorise(tenant_id, "tenant:read")
         self.tenant(tenant_id)
         out = {}
         for tbl in (t.patient_identity, t.prescriber, t.request, t.specimen, t.result):
             out[tbl.name] = self.conn.execute(
-                select(func.count()).select_from(tbl).where(tbl.c.tenant_id == tenant_id)
+                select(func.count()).select_from(tbl).where(self._tf(tbl, tenant_id))
             ).scalar_one()
         return out
 
     def key_versions(self, tenant_id: str) -> dict[str, object]:
         """Data key versions with their states, and how many rows each version still seals."""
+        self._authorise(tenant_id, "keys:rotate")
         self.tenant(tenant_id)
         keys = self.conn.execute(
             select(t.tenant_key.c.version, t.tenant_key.c.state).where(
-                t.tenant_key.c.tenant_id == tenant_id, t.tenant_key.c.purpose == "data"
+                self._tf(t.tenant_key, tenant_id), t.tenant_key.c.purpose == "data"
             ).order_by(t.tenant_key.c.version)
         ).all()
         rows: dict[int, int] = {}
         for name in ENCRYPTED:
             tbl = t.metadata.tables[name]
             for version, n in self.conn.execute(
-                select(tbl.c.key_version, func.count()).where(tbl.c.tenant_id == tenant_id).group_by(tbl.c.key_version)
+                select(tbl.c.key_version, func.count()).where(self._tf(tbl, tenant_id)).group_by(tbl.c.key_version)
             ).all():
                 rows[version] = rows.get(version, 0) + n
         return {"keys": [{"version": k.version, "state": k.state} for k in keys], "rows_by_version": rows}
@@ -812,11 +990,12 @@ class Unit:
         return new, False
 
     def _rows_below(self, tenant_id: str, version: int) -> int:
+        self._authorise(tenant_id, "keys:rotate")
         total = 0
         for name in ENCRYPTED:
             tbl = t.metadata.tables[name]
             total += self.conn.execute(
-                select(func.count()).select_from(tbl).where(tbl.c.tenant_id == tenant_id, tbl.c.key_version < version)
+                select(func.count()).select_from(tbl).where(self._tf(tbl, tenant_id), tbl.c.key_version < version)
             ).scalar_one()
         return total
 
@@ -824,6 +1003,7 @@ class Unit:
         """Re-encrypt up to ``batch_size`` rows still sealed under an older version; 0 when none is left."""
         from sqlalchemy import bindparam
 
+        self._authorise(tenant_id, "keys:rotate")
         c = self._crypto(tenant_id)
         if c.cipher.current_version != version:
             raise InvalidInput("another rotation changed the lab's key version meanwhile; run it again")
@@ -832,7 +1012,7 @@ class Unit:
             tbl = t.metadata.tables[name]
             rows = self.conn.execute(
                 select(tbl.c[pk], *[tbl.c[col] for col in enc_cols])
-                .where(tbl.c.tenant_id == tenant_id, tbl.c.key_version < version)
+                .where(self._tf(tbl, tenant_id), tbl.c.key_version < version)
                 .limit(left)
             ).all()
             if not rows:
@@ -847,7 +1027,7 @@ class Unit:
                 params.append(p)
             stmt = (
                 update(tbl)
-                .where(and_(tbl.c.tenant_id == tenant_id, tbl.c[pk] == bindparam("_id")))
+                .where(and_(self._tf(tbl, tenant_id), tbl.c[pk] == bindparam("_id")))
                 .values({col: bindparam(col) for col in (*enc_cols, "key_version")})
             )
             self.conn.execute(stmt, params)
@@ -858,6 +1038,7 @@ class Unit:
         return batch_size - left
 
     def _finish_rotation(self, tenant_id: str) -> None:
+        self._authorise(tenant_id, "keys:rotate")
         tk = t.tenant_key
         self.conn.execute(
             update(tk).where(tk.c.tenant_id == tenant_id, tk.c.purpose == "data", tk.c.state == "retiring").values(state="retired")

@@ -15,6 +15,8 @@ class Purpose(enum.StrEnum):
     ADMINISTRATION = "administration"  # tenants, keys, accounts
     BENCHMARK = "benchmark"
     DEMO = "demo"
+    SUPPORT = "support"  # vendor support under a lab-approved grant
+    AUTHENTICATION = "authentication"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,9 @@ class Principal:
     name: str
     tenant_id: str = PLATFORM
     roles: frozenset[str] = field(default_factory=frozenset)
+    kind: str = "person"  # or "service"
+    source_addr: str | None = None  # where the request came from (audit)
+    user_agent: str | None = None
 
     @property
     def is_platform(self) -> bool:

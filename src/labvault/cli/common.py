@@ -39,3 +39,39 @@ def progress() -> Progress:
         console=err_console,
         transient=False,
     )
+
+
+AS_OPTION_HELP = "Act as this account (its password from LABVAULT_AS_PASSWORD or a prompt; TOTP from LABVAULT_AS_TOTP)."
+
+
+def actor(rt: Runtime, as_email: str | None):
+    """The principal a command acts for: the CLI operator, or the named account after it logs in."""
+    import getpass
+    import os
+    import sys
+
+    from labvault.accounts import service
+
+    email = as_email or os.environ.get("LABVAULT_AS")
+    if not email:
+        return rt.operator
+    password = os.environ.get("LABVAULT_AS_PASSWORD")
+    if password is None:
+        if not sys.stdin.isatty():
+            from labvault.errors import ConfigError
+
+            raise ConfigError("acting as an account needs its password: set LABVAULT_AS_PASSWORD")
+        password = getpass.getpass(f"Password for {email}: ")
+    with rt.gateway.auth_unit(source_addr="cli", user_agent="labvault-cli") as u:
+        login = service.login(u, email, password, addr="cli", user_agent="labvault-cli")
+    if not login.mfa_pending:
+        return login.principal
+    code = os.environ.get("LABVAULT_AS_TOTP")
+    if code is None:
+        if not sys.stdin.isatty():
+            from labvault.errors import ConfigError
+
+            raise ConfigError("this account needs a TOTP code: set LABVAULT_AS_TOTP")
+        code = input("TOTP code: ")
+    with rt.gateway.auth_unit(source_addr="cli", user_agent="labvault-cli") as u:
+        return service.verify_mfa(u, login.session, code, addr="cli", user_agent="labvault-cli").principal

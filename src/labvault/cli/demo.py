@@ -11,11 +11,34 @@ import typer
 from labvault.access import Purpose
 from labvault.cli.common import console, progress, settings
 from labvault.cli.patient import identity_table, results_table
-from labvault.errors import ConfigError
+from labvault.accounts import service
+from labvault.crypto.keys import PLATFORM
+from labvault.errors import AccessDenied, ConfigError
 from labvault.runtime import init_home, open_runtime
 from labvault.synth.load import ensure_labs, load_lab
 
 MARKER = ".labvault-demo-home"
+
+
+DEMO_PASSWORD = "Labvault-demo-{k:02d}!"
+
+
+def make_demo_accounts(rt, lab_ids: list[str]) -> list[dict[str, str | None]]:
+    """A biologist and a lab admin per lab, an operator and a security officer: named, enrolled."""
+    wanted = [(lab, role, f"{role.replace('_', '-')}@{lab}.demo.invalid", name)
+              for lab in lab_ids
+              for role, name in (("biologist", f"Dr Claire Moreau ({lab})"), ("lab_admin", f"Paul Lefebvre ({lab})"))]
+    wanted += [(PLATFORM, "operator", "operator@vendor.demo.invalid", "Sami Haddad"),
+               (PLATFORM, "security_officer", "security@vendor.demo.invalid", "Ines Roussel")]
+    out = []
+    for k, (tenant, role, email, name) in enumerate(wanted, start=1):
+        password = DEMO_PASSWORD.format(k=k)
+        with rt.unit(Purpose.ADMINISTRATION) as u:
+            service.create_account(u, tenant_id=tenant, name=name, email=email, roles=[role])
+        with rt.gateway.auth_unit(source_addr="demo", user_agent="labvault-demo") as u:
+            secret = service.enrol_directly(u, email, password)
+        out.append({"tenant": tenant, "role": role, "email": email, "password": password, "totp": secret})
+    return out
 
 
 def demo(
@@ -94,8 +117,23 @@ def demo(
                       f"table, column, row, key v{stored['key_version']})")
         console.print(f"  stored NIR index:   {stored['nir_bidx']} (HMAC-SHA256, per-lab key)")
 
-        console.rule("[bold]5. The lab looks its patient up by NIR, through the blind index")
-        with rt.unit(Purpose.DEMO) as u:
+        console.rule("[bold]5. Named accounts, no shared ones; vendor staff without standing access")
+        accounts = make_demo_accounts(rt, ids)
+        for a in accounts:
+            mfa = f"  TOTP secret {a['totp']}" if a["totp"] else ""
+            console.print(f"  {a['email']:<32} {a['role']:<17} {a['tenant']:<12} password {a['password']}{mfa}")
+        console.print("  (demo credentials, printed because this is a demo; real accounts enrol with a one-time link)")
+        try:
+            with rt.unit(Purpose.DEMO) as u:
+                u.find_patients_by_nir(ids[0], sample.identity.nir)
+        except AccessDenied as exc:
+            console.print(f"  the vendor's operator asks for a patient of {ids[0]}: refused ({exc})")
+
+        console.rule("[bold]6. The lab's biologist logs in and looks the patient up by NIR, through the blind index")
+        bio = next(a for a in accounts if a["tenant"] == ids[0] and a["role"] == "biologist")
+        with rt.gateway.auth_unit(source_addr="demo", user_agent="labvault-demo") as u:
+            biologist = service.login(u, bio["email"], bio["password"], addr="demo", user_agent="labvault-demo").principal
+        with rt.gateway.unit(biologist, Purpose.CARE) as u:
             found = u.find_patients_by_nir(ids[0], sample.identity.nir)
             results = u.results_of(ids[0], found[0].patient_id) if found else []
         for p in found:
@@ -105,5 +143,11 @@ def demo(
         console.rule("[bold]done")
         console.print("Every personal and health value above was stored encrypted with its lab's own key, and read")
         console.print("back through the access gateway, which recorded who asked and why.")
+        console.print("To use the API on this home (nothing was left running):")
+        console.print(f"  LABVAULT_HOME={s.home} LABVAULT_PASSPHRASE=… labvault serve --port 8000")
+        console.print(f"  curl -c jar -H 'content-type: application/json' -d '{{\"email\": \"{bio['email']}\", "
+                      f"\"password\": \"{bio['password']}\"}}' http://127.0.0.1:8000/api/v1/auth/login")
+        console.print(f"  curl -b jar 'http://127.0.0.1:8000/api/v1/tenants/{ids[0]}/patients?nir={sample.identity.nir}'")
+        console.print("  accounts with a TOTP secret answer POST /api/v1/auth/mfa {\"code\": …} after the login step")
     finally:
         rt.close()

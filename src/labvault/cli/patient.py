@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from labvault.access import Purpose
-from labvault.cli.common import console, runtime
+from labvault.cli.common import AS_OPTION_HELP, actor, console, runtime
 from labvault.domain.models import Identity, Result
 from labvault.errors import InvalidInput
 
@@ -64,6 +64,7 @@ def find(
     birth_date: str = typer.Option(None, "--birth-date", help="YYYY-MM-DD"),
     results: bool = typer.Option(False, "--results", help="Also show the patient's results."),
     limit: int = typer.Option(20, "--limit", min=1, help="At most this many results shown."),
+    as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Find a patient by NIR, or by family name + given name + birth date (exact match)."""
     if nir is None and not (family_name and given_name and birth_date):
@@ -74,7 +75,7 @@ def find(
             born = date.fromisoformat(birth_date)
         except ValueError:
             raise InvalidInput("--birth-date must be YYYY-MM-DD") from None
-    with runtime() as rt, rt.unit(Purpose.CARE) as u:
+    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.CARE) as u:
         found = (
             u.find_patients_by_nir(tenant, nir)
             if nir is not None

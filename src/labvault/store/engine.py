@@ -98,18 +98,22 @@ def _pg_type(sa_type: TypeEngine) -> str:
 
 
 def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple]) -> None:
-    """Insert many rows fast: executemany on SQLite, binary COPY on PostgreSQL."""
+    """Insert many rows fast: executemany on SQLite, INSERT ... unnest() on PostgreSQL."""
     if not rows:
         return
     if conn.dialect.name == "postgresql":
+        # COPY FROM is refused on tables under row-level security, so one INSERT ... SELECT
+        # FROM unnest() of one array per column: a single statement and round trip per batch.
         raw = conn.connection.driver_connection
-        cols = ", ".join(columns)
+        types = [_pg_type(table.c[name].type) for name in columns]
+        arrays = [list(col) for col in zip(*rows, strict=True)]
+        select_list = ", ".join(f"%s::{typ}[]" for typ in types)
         with raw.cursor() as cur:
-            with cur.copy(f"COPY {table.name} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types([_pg_type(table.c[name].type) for name in columns])
-                write = copy.write_row
-                for row in rows:
-                    write(row)
+            cur.execute(
+                f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({select_list})",
+                arrays,
+                prepare=False,
+            )
         return
     placeholders = ", ".join("?" * len(columns))
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({placeholders})"

@@ -49,6 +49,8 @@ tenant = Table(
     Column("status", String(16), nullable=False, server_default="active"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("shredded_at", DateTime(timezone=True)),
+    # Which lab roles may read each sensitive category, as the lab decided (JSON object).
+    Column("sensitive_access", Text),
 )
 
 account = Table(
@@ -62,7 +64,84 @@ account = Table(
     Column("roles", String(200), nullable=False, server_default=""),
     Column("active", Integer, nullable=False, server_default="1"),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("password_hash", String(200)),  # argon2id
+    Column("totp_secret_wrapped", LargeBinary),  # wrapped by the platform KEK
+    Column("mfa_enabled", Integer, nullable=False, server_default="0"),
+    Column("enrolment_hash", String(64)),  # sha256 of the one-time enrolment token
+    Column("enrolment_expires", DateTime(timezone=True)),
+    Column("commitment_at", DateTime(timezone=True)),  # confidentiality commitment, Art. 28(3)(b)
+    Column("commitment_ref", String(200)),
+    Column("service_purpose", String(32)),  # service accounts: the one purpose they act for
+    Column("failed_logins", Integer, nullable=False, server_default="0"),
+    Column("locked_until", DateTime(timezone=True)),
+    Column("deactivated_at", DateTime(timezone=True)),
     Index("ix_account_email", "email", unique=True),
+    sqlite_with_rowid=False,
+)
+
+# Sessions and API tokens are found by the sha256 of their secret; the secret itself is never stored.
+login_session = Table(
+    "login_session",
+    metadata,
+    _tenant_col(),
+    Column("session_hash", String(64), primary_key=True),
+    Column("account_id", String(ID), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+    Column("mfa_passed", Integer, nullable=False),
+    Column("source_addr", String(64)),
+    Column("user_agent", String(300)),
+    Column("revoked_at", DateTime(timezone=True)),
+    Index("ix_login_session_account", "tenant_id", "account_id"),
+    sqlite_with_rowid=False,
+)
+
+api_token = Table(
+    "api_token",
+    metadata,
+    _tenant_col(),
+    Column("token_id", String(ID), primary_key=True),
+    Column("account_id", String(ID), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("scopes", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("last_used", DateTime(timezone=True)),
+    sqlite_with_rowid=False,
+)
+
+# Break-glass access of vendor support to one lab's personal data, approved by that lab.
+access_grant = Table(
+    "access_grant",
+    metadata,
+    _tenant_col(),
+    Column("grant_id", String(ID), primary_key=True),
+    Column("account_id", String(ID), nullable=False),  # the support account it is for
+    Column("ticket", String(100), nullable=False),
+    Column("reason", String(500), nullable=False),
+    Column("scope_patients", Text),  # JSON list of patient ids; NULL = the whole lab
+    Column("scope_fields", Text, nullable=False),  # JSON list: identity, results, requests
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("hours", Integer, nullable=False),
+    Column("approved_by", String(ID)),
+    Column("approved_at", DateTime(timezone=True)),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("revoked_by", String(ID)),
+    sqlite_with_rowid=False,
+)
+
+# Failed logins per source address (per account: on the account row).
+login_throttle = Table(
+    "login_throttle",
+    metadata,
+    _tenant_col(),
+    Column("source_addr", String(64), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("locked_until", DateTime(timezone=True)),
     sqlite_with_rowid=False,
 )
 
@@ -191,6 +270,11 @@ audit_event = Table(
     Column("record_count", Integer, nullable=False),
     Column("purpose", String(32), nullable=False),
     Column("outcome", String(16), nullable=False),
+    Column("actor_roles", String(200)),
+    Column("object_refs", Text),  # pseudonymous ids only (JSON list)
+    Column("grant_id", String(ID)),
+    Column("source_addr", String(64)),
+    Column("user_agent", String(300)),
     sqlite_with_rowid=False,
 )
 

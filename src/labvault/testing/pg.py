@@ -39,6 +39,7 @@ class PgCluster:
         self.data = self.dir / "data"
         self.user = "postgres"
         self._as_root = os.geteuid() == 0
+        self._app_role = False
         if self._as_root:
             pw = pwd.getpwnam("postgres")
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
@@ -69,14 +70,27 @@ class PgCluster:
             time.sleep(0.1)
         return self.url("postgres")
 
+    APP_ROLE = "labvault"  # what the application connects as: no superuser, no BYPASSRLS
+
     def createdb(self, name: str) -> str:
-        out = self._run("createdb", "-h", str(self.dir), "-U", self.user, name)
+        """A database owned by the application role; its URL uses that role."""
+        if not self._app_role:
+            out = self._run("psql", "-h", str(self.dir), "-U", self.user, "-d", "postgres", "-c",
+                            f"CREATE ROLE {self.APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE")
+            if out.returncode and "already exists" not in out.stderr:
+                raise RuntimeError(f"create role failed: {out.stderr.strip()[:300]}")
+            self._app_role = True
+        out = self._run("createdb", "-h", str(self.dir), "-U", self.user, "-O", self.APP_ROLE, name)
         if out.returncode:
             raise RuntimeError(f"createdb failed: {out.stderr.strip()[:300]}")
-        return self.url(name)
+        return self.url(name, self.APP_ROLE)
 
-    def url(self, db: str) -> str:
-        return f"postgresql+psycopg://{self.user}@/{db}?host={self.dir}"
+    def url(self, db: str, user: str | None = None) -> str:
+        return f"postgresql+psycopg://{user or self.user}@/{db}?host={self.dir}"
+
+    def superuser_url(self, app_url: str) -> str:
+        """The same database as a superuser (bypasses row-level security: for tampering tests)."""
+        return app_url.replace(f"//{self.APP_ROLE}@", f"//{self.user}@", 1)
 
     def pg_dump(self, db: str) -> bytes:
         cmd = [str(self.bindir / "pg_dump"), "-h", str(self.dir), "-U", self.user, db]

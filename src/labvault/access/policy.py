@@ -1,0 +1,89 @@
+"""The one policy table: which role may do which action. Enforced in the gateway, not in routes.
+
+Deny by default: an action not listed for any of a principal's roles is refused. Lab roles act
+on their own lab only; vendor roles never read personal data (``patient:*:read``/``search``)
+except ``support`` through an approved, unexpired grant of that lab (see ``grants``).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from labvault.domain.models import Sensitivity
+
+
+class Role(enum.StrEnum):
+    # lab side (one tenant)
+    BIOLOGIST = "biologist"
+    TECHNICIAN = "technician"
+    LAB_ADMIN = "lab_admin"
+    LAB_DPO = "lab_dpo"
+    SERVICE = "service"  # machine feeds: token-only, one tenant, one purpose
+    # vendor side (platform)
+    OPERATOR = "operator"
+    SUPPORT = "support"
+    SECURITY_OFFICER = "security_officer"
+    PLATFORM_ADMIN = "platform_admin"
+
+
+LAB_ROLES = frozenset({Role.BIOLOGIST, Role.TECHNICIAN, Role.LAB_ADMIN, Role.LAB_DPO, Role.SERVICE})
+VENDOR_ROLES = frozenset({Role.OPERATOR, Role.SUPPORT, Role.SECURITY_OFFICER, Role.PLATFORM_ADMIN})
+MFA_REQUIRED = VENDOR_ROLES | {Role.LAB_ADMIN}
+
+READ_PERSONAL = frozenset({
+    "patient:identity:search", "patient:identity:read", "patient:request:read", "patient:result:read",
+})
+WRITE_PERSONAL = frozenset({
+    "patient:identity:create", "patient:request:create", "patient:specimen:create", "patient:result:create",
+    "prescriber:create",
+})
+
+POLICY: dict[Role, frozenset[str]] = {
+    Role.BIOLOGIST: READ_PERSONAL | WRITE_PERSONAL | {"tenant:read"},
+    Role.TECHNICIAN: READ_PERSONAL | WRITE_PERSONAL | {"tenant:read"},
+    Role.LAB_ADMIN: READ_PERSONAL | {
+        "tenant:read", "tenant:settings", "account:manage", "account:list", "grant:approve", "grant:revoke",
+        "grant:list", "token:manage",
+    },
+    Role.LAB_DPO: frozenset({"tenant:read", "account:list", "grant:list", "grant:revoke"}),
+    Role.SERVICE: WRITE_PERSONAL | {"tenant:read"},
+    Role.OPERATOR: frozenset({"tenant:create", "tenant:list", "tenant:read", "keys:rotate", "account:list",
+                              "generate"}),
+    # support reads personal data only under a grant: those actions are added per grant, not here
+    Role.SUPPORT: frozenset({"tenant:list", "tenant:read", "grant:request", "grant:list"}),
+    Role.SECURITY_OFFICER: frozenset({"tenant:list", "tenant:read", "account:list", "grant:list",
+                                      "grant:revoke", "account:deactivate"}),
+    Role.PLATFORM_ADMIN: frozenset({
+        "tenant:create", "tenant:list", "tenant:read", "tenant:shred", "tenant:drop", "keys:rotate", "account:manage",
+        "account:list", "account:deactivate", "token:manage", "generate", "grant:list",
+    }),
+}
+
+# Actions a support grant adds, by the fields it names.
+GRANT_FIELDS: dict[str, frozenset[str]] = {
+    "identity": frozenset({"patient:identity:search", "patient:identity:read"}),
+    "requests": frozenset({"patient:request:read"}),
+    "results": frozenset({"patient:result:read"}),
+}
+
+# Who may read each sensitive category unless the lab decides otherwise (tenant.sensitive_access).
+DEFAULT_SENSITIVE_ACCESS: dict[str, list[str]] = {
+    Sensitivity.HIV: ["biologist"],
+    Sensitivity.VIRAL_HEPATITIS: ["biologist", "technician"],
+    Sensitivity.GENETICS: ["biologist"],
+    Sensitivity.PREGNANCY: ["biologist", "technician"],
+    Sensitivity.ONCOLOGY: ["biologist", "technician"],
+}
+
+
+def allowed(roles: frozenset[str], action: str) -> bool:
+    return any(action in POLICY.get(Role(r), frozenset()) for r in roles if r in Role.__members__.values())
+
+
+def valid_role(role: str) -> Role:
+    try:
+        return Role(role)
+    except ValueError:
+        from labvault.errors import InvalidInput
+
+        raise InvalidInput(f"unknown role '{role}': one of {', '.join(r.value for r in Role)}") from None

@@ -1,0 +1,1 @@
+"""Accounts: individual named people and service accounts, passwords, MFA, sessions, API tokens."""

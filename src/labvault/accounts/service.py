@@ -1,0 +1,513 @@
+"""Account services: creation, enrolment, login with MFA, sessions, API tokens, lockout.
+
+Each function takes a gateway ``Unit`` (keyword ``u``): the unit's transaction holds the account
+change and its audit event together. Secrets (passwords, enrolment links, session cookies, API
+tokens) are stored as hashes only; TOTP secrets are wrapped by the platform key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, insert, select, update
+
+from labvault.access import policy
+from labvault.access.principal import Principal
+from labvault.accounts import passwords, totp
+from labvault.crypto.keys import PLATFORM
+from labvault.errors import AccessDenied, InvalidInput, LabvaultError, NotFound
+from labvault.ids import new_id, utcnow
+from labvault.store import schema as t
+
+ENROLMENT_TTL = timedelta(hours=72)
+SESSION_TTL = timedelta(hours=8)
+SESSION_IDLE = timedelta(minutes=30)
+PREAUTH_TTL = timedelta(minutes=5)
+ACCOUNT_LOCK_AFTER = 5  # failures in a row
+ADDR_LOCK_AFTER = 20  # failures per address per window
+FAILURE_WINDOW = timedelta(minutes=15)
+LOCK_FOR = timedelta(minutes=15)
+SHARED_USE_WINDOW = timedelta(minutes=10)
+TOKEN_MAX_DAYS = 365
+TOKEN_SCOPES = ("read", "ingest")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class AuthenticationFailed(LabvaultError):
+    """Wrong credentials (the message never says which part was wrong)."""
+
+
+class LockedOut(LabvaultError):
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _account_by_email(u, email: str):
+    u._scope("*")
+    return u.conn.execute(select(t.account).where(func.lower(t.account.c.email) == email.strip().lower())).first()
+
+
+def _account(u, tenant_id: str, account_id: str):
+    u._scope(tenant_id)
+    return u.conn.execute(
+        select(t.account).where(t.account.c.tenant_id == tenant_id, t.account.c.account_id == account_id)
+    ).first()
+
+
+def principal_of(row, *, source_addr: str | None = None, user_agent: str | None = None) -> Principal:
+    return Principal(
+        row.account_id, row.name, row.tenant_id, frozenset(filter(None, row.roles.split(","))), row.kind,
+        source_addr, (user_agent or "")[:300] or None,
+    )
+
+
+# -- creation and enrolment -------------------------------------------------------------------
+@dataclass(frozen=True)
+class NewAccount:
+    account_id: str
+    tenant_id: str
+    email: str
+    enrolment_token: str | None  # person accounts: a one-time link secret; service accounts: None
+
+
+def create_account(
+    u, *, tenant_id: str, name: str, email: str, roles: list[str], kind: str = "person", purpose: str | None = None
+) -> NewAccount:
+    """A named account for one natural person (or a service account for one feed)."""
+    roles_ = sorted({policy.valid_role(r).value for r in roles})
+    if not roles_:
+        raise InvalidInput("an account needs at least one role")
+    lab_roles = set(roles_) & policy.LAB_ROLES
+    vendor_roles = set(roles_) & policy.VENDOR_ROLES
+    if lab_roles and vendor_roles:
+        raise InvalidInput("an account is either a lab's or the vendor's, not both")
+    if lab_roles and tenant_id == PLATFORM:
+        raise InvalidInput("lab roles need --tenant")
+    if vendor_roles and tenant_id != PLATFORM:
+        raise InvalidInput("vendor roles belong to the platform, not to a lab: drop --tenant")
+    if kind == "service":
+        if roles_ != ["service"] or tenant_id == PLATFORM or not purpose:
+            raise InvalidInput("a service account has the role 'service', one lab and one purpose")
+    elif "service" in roles_:
+        raise InvalidInput("the role 'service' is for service accounts")
+    if not name.strip() or not _EMAIL.match(email.strip()):
+        raise InvalidInput("an account needs a person's name and a valid e-mail address")
+    if tenant_id != PLATFORM:
+        u.tenant(tenant_id)
+    u._authorise(tenant_id, "account:manage")
+    if _account_by_email(u, email) is not None:
+        raise InvalidInput("an account with this e-mail address already exists")
+    account_id = new_id()
+    token = None if kind == "service" else secrets.token_urlsafe(32)
+    u._scope(tenant_id)
+    u.conn.execute(
+        insert(t.account).values(
+            tenant_id=tenant_id, account_id=account_id, name=name.strip(), email=email.strip().lower(), kind=kind,
+            roles=",".join(roles_), active=1, created_at=utcnow(), service_purpose=purpose,
+            enrolment_hash=None if token is None else digest(token),
+            enrolment_expires=None if token is None else utcnow() + ENROLMENT_TTL,
+            commitment_at=utcnow() if kind == "service" else None,
+            commitment_ref="service account: bound to one lab and one purpose" if kind == "service" else None,
+        )
+    )
+    u._record(tenant_id, "account:create", "account", 1, refs=[account_id])
+    return NewAccount(account_id, tenant_id, email.strip().lower(), token)
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    account_id: str
+    mfa_required: bool
+    totp_uri: str | None = None
+    qr_svg: str | None = None
+
+
+def _by_enrolment(u, token: str):
+    u._scope("*")
+    row = u.conn.execute(select(t.account).where(t.account.c.enrolment_hash == digest(token))).first()
+    if row is None or not row.active or _aware(row.enrolment_expires) < utcnow():
+        raise AuthenticationFailed("this enrolment link is invalid or has expired")
+    return row
+
+
+def enrol(u, token: str, password: str, *, accept_commitment: bool) -> Enrolment:
+    """Set the password, record the confidentiality commitment, start TOTP enrolment if required."""
+    row = _by_enrolment(u, token)
+    if not accept_commitment:
+        raise InvalidInput("the confidentiality commitment must be accepted to use Labvault")
+    passwords.check_policy(password, email=row.email, name=row.name)
+    needs_mfa = bool(set(row.roles.split(",")) & policy.MFA_REQUIRED)
+    values = {
+        "password_hash": passwords.hash_password(password),
+        "commitment_at": utcnow(),
+        "commitment_ref": "confidentiality commitment accepted at enrolment (GDPR Art. 28(3)(b))",
+    }
+    uri = svg = None
+    if needs_mfa:
+        secret = totp.new_secret()
+        values["totp_secret_wrapped"] = u._gw.keys.wrap(PLATFORM, secret.encode(), f"totp:{row.account_id}".encode())
+        uri = totp.provisioning_uri(secret, row.email)
+        svg = totp.qr_svg(uri)
+    else:
+        values["enrolment_hash"] = None
+        values["enrolment_expires"] = None
+    u._scope(row.tenant_id)
+    u.conn.execute(update(t.account).where(t.account.c.account_id == row.account_id,
+                                           t.account.c.tenant_id == row.tenant_id).values(**values))
+    u._record(row.tenant_id, "account:enrol", "account", 1, refs=[row.account_id])
+    return Enrolment(row.account_id, needs_mfa, uri, svg)
+
+
+def _totp_secret(u, row) -> str:
+    return u._gw.keys.unwrap(PLATFORM, row.totp_secret_wrapped, f"totp:{row.account_id}".encode()).decode()
+
+
+def confirm_enrolment(u, token: str, code: str) -> None:
+    """Prove the authenticator works: MFA is on, the enrolment link is spent."""
+    row = _by_enrolment(u, token)
+    if row.totp_secret_wrapped is None or row.password_hash is None:
+        raise InvalidInput("set a password first")
+    if not totp.verify(_totp_secret(u, row), code):
+        u._record(row.tenant_id, "account:mfa:failure", "account", 1, outcome="denied", refs=[row.account_id])
+        raise AuthenticationFailed("the code does not match")
+    u._scope(row.tenant_id)
+    u.conn.execute(
+        update(t.account)
+        .where(t.account.c.account_id == row.account_id, t.account.c.tenant_id == row.tenant_id)
+        .values(mfa_enabled=1, enrolment_hash=None, enrolment_expires=None)
+    )
+    u._record(row.tenant_id, "account:mfa:enable", "account", 1, refs=[row.account_id])
+
+
+# -- login --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Login:
+    session: str  # the cookie secret
+    mfa_pending: bool
+    principal: Principal
+
+
+def _throttle(u, addr: str | None) -> None:
+    if not addr:
+        return
+    u._scope(PLATFORM)
+    row = u.conn.execute(
+        select(t.login_throttle).where(t.login_throttle.c.tenant_id == PLATFORM, t.login_throttle.c.source_addr == addr)
+    ).first()
+    if row is not None and row.locked_until is not None and _aware(row.locked_until) > utcnow():
+        raise LockedOut("too many failed logins from this address: try again later",
+                        int((_aware(row.locked_until) - utcnow()).total_seconds()) + 1)
+
+
+def _fail(u, row, addr: str | None) -> None:
+    """Count a failure against the address and the account; lock either past its threshold."""
+    now = utcnow()
+    if addr:
+        u._scope(PLATFORM)
+        th = u.conn.execute(
+            select(t.login_throttle).where(t.login_throttle.c.tenant_id == PLATFORM,
+                                           t.login_throttle.c.source_addr == addr)
+        ).first()
+        if th is None:
+            u.conn.execute(insert(t.login_throttle).values(tenant_id=PLATFORM, source_addr=addr, failures=1,
+                                                           window_start=now))
+        else:
+            fresh = _aware(th.window_start) + FAILURE_WINDOW < now
+            failures = 1 if fresh else th.failures + 1
+            u.conn.execute(
+                update(t.login_throttle)
+                .where(t.login_throttle.c.tenant_id == PLATFORM, t.login_throttle.c.source_addr == addr)
+                .values(failures=failures, window_start=now if fresh else th.window_start,
+                        locked_until=now + LOCK_FOR if failures >= ADDR_LOCK_AFTER else th.locked_until)
+            )
+    tenant = row.tenant_id if row is not None else PLATFORM
+    if row is not None:
+        failures = row.failed_logins + 1
+        u._scope(row.tenant_id)
+        u.conn.execute(
+            update(t.account)
+            .where(t.account.c.tenant_id == row.tenant_id, t.account.c.account_id == row.account_id)
+            .values(failed_logins=failures, locked_until=now + LOCK_FOR if failures >= ACCOUNT_LOCK_AFTER else row.locked_until)
+        )
+    u._record(tenant, "account:login:failure", "account", 1, outcome="denied",
+              refs=[row.account_id] if row is not None else None)
+
+
+def login(u, email: str, password: str, *, addr: str | None, user_agent: str | None) -> Login:
+    """Check a password. Locked accounts and addresses are refused before any check."""
+    _throttle(u, addr)
+    row = _account_by_email(u, email)
+    if row is not None and row.locked_until is not None and _aware(row.locked_until) > utcnow():
+        _fail(u, row, addr)
+        raise LockedOut("this account is locked after repeated failures: try again later",
+                        int((_aware(row.locked_until) - utcnow()).total_seconds()) + 1)
+    ok = passwords.verify_password(row.password_hash if row is not None else None, password)
+    if row is None or not ok or not row.active or row.kind != "person":
+        _fail(u, row if row is not None and row.kind == "person" else None, addr)
+        raise AuthenticationFailed("wrong e-mail address or password")
+    needs_mfa = bool(set(row.roles.split(",")) & policy.MFA_REQUIRED)
+    if needs_mfa and not row.mfa_enabled:
+        raise AccessDenied("this account must finish its MFA enrolment before logging in")
+    u._scope(row.tenant_id)
+    u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
+                                           t.account.c.account_id == row.account_id).values(failed_logins=0))
+    session = _new_session(u, row, mfa_passed=not needs_mfa, addr=addr, user_agent=user_agent)
+    principal = principal_of(row, source_addr=addr, user_agent=user_agent)
+    if not needs_mfa:
+        u._record(row.tenant_id, "account:login", "account", 1, refs=[row.account_id])
+        _detect_shared_use(u, row, addr, user_agent)
+    return Login(session, needs_mfa, principal)
+
+
+def _new_session(u, row, *, mfa_passed: bool, addr, user_agent) -> str:
+    secret = secrets.token_urlsafe(32)
+    now = utcnow()
+    u._scope(row.tenant_id)
+    u.conn.execute(
+        insert(t.login_session).values(
+            tenant_id=row.tenant_id, session_hash=digest(secret), account_id=row.account_id, created_at=now,
+            expires_at=now + (SESSION_TTL if mfa_passed else PREAUTH_TTL), last_seen=now, mfa_passed=int(mfa_passed),
+            source_addr=addr, user_agent=(user_agent or "")[:300] or None,
+        )
+    )
+    return secret
+
+
+def _session_row(u, secret: str):
+    u._scope("*")
+    return u.conn.execute(select(t.login_session).where(t.login_session.c.session_hash == digest(secret))).first()
+
+
+def verify_mfa(u, pre_session: str, code: str, *, addr: str | None, user_agent: str | None) -> Login:
+    """Second step of a login: the TOTP code turns the short pre-session into a full one."""
+    _throttle(u, addr)
+    s = _session_row(u, pre_session)
+    if s is None or s.mfa_passed or s.revoked_at is not None or _aware(s.expires_at) < utcnow():
+        raise AuthenticationFailed("no login in progress: start again")
+    row = _account(u, s.tenant_id, s.account_id)
+    if row is None or not row.active or row.totp_secret_wrapped is None:
+        raise AuthenticationFailed("no login in progress: start again")
+    if not totp.verify(_totp_secret(u, row), code):
+        _fail(u, row, addr)
+        u._record(row.tenant_id, "account:mfa:failure", "account", 1, outcome="denied", refs=[row.account_id])
+        raise AuthenticationFailed("the code does not match")
+    u.conn.execute(update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
+                                                 t.login_session.c.session_hash == s.session_hash)
+                   .values(revoked_at=utcnow()))
+    u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
+                                           t.account.c.account_id == row.account_id).values(failed_logins=0))
+    session = _new_session(u, row, mfa_passed=True, addr=addr, user_agent=user_agent)
+    u._record(row.tenant_id, "account:login", "account", 1, refs=[row.account_id])
+    _detect_shared_use(u, row, addr, user_agent)
+    return Login(session, False, principal_of(row, source_addr=addr, user_agent=user_agent))
+
+
+def _detect_shared_use(u, row, addr: str | None, user_agent: str | None) -> None:
+    """Another live session of the same account from elsewhere within minutes: a security event."""
+    since = utcnow() - SHARED_USE_WINDOW
+    u._scope(row.tenant_id)
+    others = u.conn.execute(
+        select(t.login_session.c.source_addr, t.login_session.c.user_agent).where(
+            t.login_session.c.tenant_id == row.tenant_id,
+            t.login_session.c.account_id == row.account_id,
+            t.login_session.c.revoked_at.is_(None),
+            t.login_session.c.mfa_passed == 1,
+            t.login_session.c.last_seen >= since,
+        )
+    ).all()
+    ua = (user_agent or "")[:300] or None
+    if any(o.source_addr != addr or o.user_agent != ua for o in others):
+        u._record(row.tenant_id, "account:concurrent-use", "account", 1, outcome="alert", refs=[row.account_id])
+
+
+def principal_for_session(u, secret: str, *, addr: str | None, user_agent: str | None) -> Principal:
+    """The principal behind a session cookie; expired, idle, revoked or deactivated: refused."""
+    s = _session_row(u, secret)
+    now = utcnow()
+    if (s is None or not s.mfa_passed or s.revoked_at is not None or _aware(s.expires_at) < now
+            or _aware(s.last_seen) + SESSION_IDLE < now):
+        raise AuthenticationFailed("not logged in, or the session has ended")
+    row = _account(u, s.tenant_id, s.account_id)
+    if row is None or not row.active:
+        raise AuthenticationFailed("not logged in, or the session has ended")
+    if _aware(s.last_seen) + timedelta(seconds=30) < now:  # keep writes rare on the hot path
+        u.conn.execute(update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
+                                                     t.login_session.c.session_hash == s.session_hash)
+                       .values(last_seen=now))
+    return principal_of(row, source_addr=addr, user_agent=user_agent)
+
+
+def logout(u, secret: str) -> None:
+    s = _session_row(u, secret)
+    if s is None:
+        return
+    u._scope(s.tenant_id)
+    u.conn.execute(update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
+                                                 t.login_session.c.session_hash == s.session_hash)
+                   .values(revoked_at=utcnow()))
+    u._record(s.tenant_id, "account:logout", "account", 1, refs=[s.account_id])
+
+
+def csrf_token(secret: str) -> str:
+    """The CSRF token that goes with a session (double submit: a readable cookie and a header)."""
+    return hmac.new(secret.encode(), b"labvault-csrf", hashlib.sha256).hexdigest()
+
+
+# -- API tokens ---------------------------------------------------------------------------------
+def create_token(u, email: str, *, scopes: list[str], days: int) -> tuple[str, str]:
+    """A bearer token for an account: (token id, the token, shown once)."""
+    row = _account_by_email(u, email)
+    if row is None or not row.active:
+        raise NotFound("no active account with this e-mail address")
+    return _create_token(u, row, scopes=scopes, days=days)
+
+
+def create_token_for(u, principal: Principal, *, scopes: list[str], days: int) -> tuple[str, str]:
+    """A bearer token for the calling account itself."""
+    row = _account(u, principal.tenant_id, principal.account_id)
+    if row is None or not row.active:
+        raise NotFound("no active account")
+    return _create_token(u, row, scopes=scopes, days=days)
+
+
+def _create_token(u, row, *, scopes: list[str], days: int) -> tuple[str, str]:
+    if not 1 <= days <= TOKEN_MAX_DAYS:
+        raise InvalidInput(f"a token lasts from 1 to {TOKEN_MAX_DAYS} days")
+    bad = set(scopes) - set(TOKEN_SCOPES)
+    if not scopes or bad:
+        raise InvalidInput(f"token scopes are among: {', '.join(TOKEN_SCOPES)}")
+    if u.principal.account_id != row.account_id:
+        u._authorise(row.tenant_id, "token:manage")
+    token_id = new_id()
+    secret = secrets.token_urlsafe(32)
+    u._scope(row.tenant_id)
+    u.conn.execute(
+        insert(t.api_token).values(
+            tenant_id=row.tenant_id, token_id=token_id, account_id=row.account_id, secret_hash=digest(secret),
+            scopes=",".join(sorted(set(scopes))), created_at=utcnow(), expires_at=utcnow() + timedelta(days=days),
+        )
+    )
+    u._record(row.tenant_id, "token:create", "token", 1, refs=[token_id])
+    return token_id, f"lvt_{token_id}_{secret}"
+
+
+def principal_for_token(u, token: str, *, addr: str | None, user_agent: str | None) -> tuple[Principal, frozenset[str]]:
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != "lvt":
+        raise AuthenticationFailed("invalid token")
+    u._scope("*")
+    tok = u.conn.execute(select(t.api_token).where(t.api_token.c.token_id == parts[1])).first()
+    if (tok is None or not hmac.compare_digest(tok.secret_hash, digest(parts[2])) or tok.revoked_at is not None
+            or _aware(tok.expires_at) < utcnow()):
+        raise AuthenticationFailed("invalid, expired or revoked token")
+    row = _account(u, tok.tenant_id, tok.account_id)
+    if row is None or not row.active:
+        raise AuthenticationFailed("invalid, expired or revoked token")
+    return principal_of(row, source_addr=addr, user_agent=user_agent), frozenset(tok.scopes.split(","))
+
+
+def revoke_token(u, token_id: str) -> None:
+    u._scope("*")
+    tok = u.conn.execute(select(t.api_token).where(t.api_token.c.token_id == token_id)).first()
+    if tok is None:
+        raise NotFound("no such token")
+    if tok.account_id != u.principal.account_id:
+        u._authorise(tok.tenant_id, "token:manage")
+    u._scope(tok.tenant_id)
+    u.conn.execute(update(t.api_token).where(t.api_token.c.tenant_id == tok.tenant_id,
+                                             t.api_token.c.token_id == token_id).values(revoked_at=utcnow()))
+    u._record(tok.tenant_id, "token:revoke", "token", 1, refs=[token_id])
+
+
+# -- administration -----------------------------------------------------------------------------
+def deactivate(u, email: str) -> None:
+    """Deactivate an account: every session and token of it stops working at once."""
+    row = _account_by_email(u, email)
+    if row is None:
+        raise NotFound("no account with this e-mail address")
+    if not u.principal.is_platform or "security_officer" not in u.principal.roles:
+        u._authorise(row.tenant_id, "account:manage")
+    else:
+        u._authorise(row.tenant_id, "account:deactivate")
+    now = utcnow()
+    u._scope(row.tenant_id)
+    u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
+                                           t.account.c.account_id == row.account_id)
+                   .values(active=0, deactivated_at=now))
+    u.conn.execute(update(t.login_session).where(t.login_session.c.tenant_id == row.tenant_id,
+                                                 t.login_session.c.account_id == row.account_id,
+                                                 t.login_session.c.revoked_at.is_(None)).values(revoked_at=now))
+    u.conn.execute(update(t.api_token).where(t.api_token.c.tenant_id == row.tenant_id,
+                                             t.api_token.c.account_id == row.account_id,
+                                             t.api_token.c.revoked_at.is_(None)).values(revoked_at=now))
+    u._record(row.tenant_id, "account:deactivate", "account", 1, refs=[row.account_id])
+
+
+def set_roles(u, email: str, roles: list[str]) -> None:
+    row = _account_by_email(u, email)
+    if row is None:
+        raise NotFound("no account with this e-mail address")
+    roles_ = sorted({policy.valid_role(r).value for r in roles})
+    scope = policy.LAB_ROLES if row.tenant_id != PLATFORM else policy.VENDOR_ROLES
+    if not roles_ or not set(roles_) <= scope:
+        raise InvalidInput("roles must all belong to the account's side (lab or vendor)")
+    u._authorise(row.tenant_id, "account:manage")
+    u._scope(row.tenant_id)
+    u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
+                                           t.account.c.account_id == row.account_id).values(roles=",".join(roles_)))
+    u._record(row.tenant_id, "account:roles:change", "account", 1, refs=[row.account_id])
+
+
+def list_accounts(u, tenant_id: str | None) -> list[dict]:
+    if tenant_id is None:
+        if not u.principal.is_platform:
+            tenant_id = u.principal.tenant_id
+        elif u._check and not policy.allowed(u.principal.roles, "account:list"):
+            raise AccessDenied("listing accounts is not allowed for this account")
+    if tenant_id is not None:
+        u._authorise(tenant_id, "account:list")
+        q = select(t.account).where(t.account.c.tenant_id == tenant_id)
+    else:
+        u._scope("*")
+        q = select(t.account)
+    rows = u.conn.execute(q.order_by(t.account.c.tenant_id, t.account.c.email)).all()
+    return [
+        {"account_id": r.account_id, "tenant": r.tenant_id, "name": r.name, "email": r.email, "kind": r.kind,
+         "roles": r.roles, "active": bool(r.active), "mfa": bool(r.mfa_enabled),
+         "commitment": r.commitment_at is not None}
+        for r in rows
+    ]
+
+
+def enrol_directly(u, email: str, password: str) -> str | None:
+    """For demos and tests: complete an account's enrolment at once; returns its TOTP secret if any."""
+    row = _account_by_email(u, email)
+    if row is None or row.enrolment_hash is None:
+        raise NotFound("no account awaiting enrolment with this e-mail address")
+    token = secrets.token_urlsafe(32)
+    u._scope(row.tenant_id)
+    u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
+                                           t.account.c.account_id == row.account_id).values(enrolment_hash=digest(token)))
+    e = enrol(u, token, password, accept_commitment=True)
+    if not e.mfa_required:
+        return None
+    secret = _totp_secret(u, _account(u, row.tenant_id, row.account_id))
+    import pyotp
+
+    confirm_enrolment(u, token, pyotp.TOTP(secret).now())
+    return secret
+

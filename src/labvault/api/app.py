@@ -1,0 +1,36 @@
+"""The app factory."""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+
+from labvault import __version__
+from labvault.api import errors, routes
+from labvault.api.deps import authenticated
+from labvault.api.middleware import SecurityMiddleware
+from labvault.config import Settings
+
+
+def create_app(settings: Settings | None = None, *, runtime=None) -> FastAPI:
+    """Build the app on an initialised home (or on a given runtime, for tests and benchmarks)."""
+    from labvault.runtime import open_runtime
+
+    rt = runtime or open_runtime(settings or Settings.from_env())
+    app = FastAPI(title="Labvault", version=__version__, openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.gateway = rt.gateway
+    app.state.runtime = rt
+    errors.install(app)
+    app.include_router(routes.public)
+    app.include_router(routes.private)
+
+    @app.get("/api/v1/openapi.json", include_in_schema=False, dependencies=[Depends(authenticated)])
+    def openapi() -> dict:
+        return app.openapi()
+
+    @app.get("/api/v1/docs", include_in_schema=False, dependencies=[Depends(authenticated)])
+    def docs(request: Request):
+        return get_swagger_ui_html(openapi_url="/api/v1/openapi.json", title="Labvault API")
+
+    app.add_middleware(SecurityMiddleware)
+    return app

@@ -1,0 +1,67 @@
+"""Errors become HTTP in this one place: a 4xx with a one-line reason, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from labvault.accounts.service import AuthenticationFailed, LockedOut
+from labvault.errors import (
+    AccessDenied,
+    DecryptionError,
+    InvalidInput,
+    LabvaultError,
+    NotFound,
+    TenantShredded,
+    UnknownTenant,
+)
+
+log = logging.getLogger("labvault.api")
+
+STATUS: list[tuple[type[LabvaultError], int]] = [
+    (AuthenticationFailed, 401),
+    (LockedOut, 429),
+    (AccessDenied, 403),
+    (UnknownTenant, 404),
+    (NotFound, 404),
+    (TenantShredded, 410),
+    (InvalidInput, 400),
+    (DecryptionError, 500),
+]
+
+
+def _json(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(LabvaultError)
+    async def labvault_error(_request: Request, exc: LabvaultError) -> JSONResponse:
+        status = next((code for cls, code in STATUS if isinstance(exc, cls)), 400)
+        if status == 500:  # integrity failure of stored data: say so, without details
+            log.error("stored data failed an integrity check (%s)", type(exc).__name__)
+            return _json(500, "stored data failed its integrity check")
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, LockedOut) else None
+        if status == 401:
+            headers = {"WWW-Authenticate": 'Bearer realm="labvault"'}
+        return _json(status, exc.diagnostics(), headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "request"
+        # The offending value is not echoed back: it may be personal data.
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _json(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error: %s", type(exc).__name__)
+        return _json(500, "internal error")

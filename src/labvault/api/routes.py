@@ -1,0 +1,232 @@
+"""Routes. Public: health, login, MFA, enrolment. Everything else requires ``authenticated``."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from labvault.access import Purpose, grants
+from labvault.accounts import service
+from labvault.api import schemas
+from labvault.api.deps import (
+    CSRF_COOKIE,
+    PREAUTH_COOKIE,
+    SESSION_COOKIE,
+    Caller,
+    authenticated,
+    client,
+    gateway,
+)
+from labvault.errors import InvalidInput
+
+public = APIRouter()
+private = APIRouter(dependencies=[Depends(authenticated)])
+Auth = Annotated[Caller, Depends(authenticated)]
+
+
+def _cookie(response: Response, request: Request, name: str, value: str, *, http_only: bool, max_age: int) -> None:
+    response.set_cookie(name, value, max_age=max_age, httponly=http_only, samesite="strict",
+                        secure=request.url.scheme == "https", path="/")
+
+
+@public.get("/health", tags=["public"])
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@public.post("/api/v1/auth/login", response_model=schemas.LoginOut, tags=["public"])
+def login(body: schemas.LoginIn, request: Request, response: Response) -> schemas.LoginOut:
+    addr, ua = client(request)
+    with gateway(request).auth_unit(source_addr=addr, user_agent=ua) as u:
+        result = service.login(u, body.email, body.password, addr=addr, user_agent=ua)
+    if result.mfa_pending:
+        _cookie(response, request, PREAUTH_COOKIE, result.session, http_only=True, max_age=300)
+        return schemas.LoginOut(mfa_required=True)
+    return _start_session(request, response, result.session)
+
+
+def _start_session(request: Request, response: Response, secret: str) -> schemas.LoginOut:
+    csrf = service.csrf_token(secret)
+    _cookie(response, request, SESSION_COOKIE, secret, http_only=True, max_age=int(service.SESSION_TTL.total_seconds()))
+    _cookie(response, request, CSRF_COOKIE, csrf, http_only=False, max_age=int(service.SESSION_TTL.total_seconds()))
+    response.delete_cookie(PREAUTH_COOKIE, path="/")
+    return schemas.LoginOut(mfa_required=False, csrf_token=csrf)
+
+
+@public.post("/api/v1/auth/mfa", response_model=schemas.LoginOut, tags=["public"])
+def mfa(body: schemas.MfaIn, request: Request, response: Response) -> schemas.LoginOut:
+    pre = request.cookies.get(PREAUTH_COOKIE)
+    if not pre:
+        raise service.AuthenticationFailed("no login in progress: start again")
+    addr, ua = client(request)
+    with gateway(request).auth_unit(source_addr=addr, user_agent=ua) as u:
+        result = service.verify_mfa(u, pre, body.code, addr=addr, user_agent=ua)
+    return _start_session(request, response, result.session)
+
+
+@public.post("/api/v1/auth/enrol", response_model=schemas.EnrolOut, tags=["public"])
+def enrol(body: schemas.EnrolIn, request: Request) -> schemas.EnrolOut:
+    addr, ua = client(request)
+    with gateway(request).auth_unit(source_addr=addr, user_agent=ua) as u:
+        e = service.enrol(u, body.token, body.password, accept_commitment=body.accept_commitment)
+    return schemas.EnrolOut(mfa_required=e.mfa_required, totp_uri=e.totp_uri, qr_svg=e.qr_svg)
+
+
+@public.post("/api/v1/auth/enrol/confirm", status_code=204, tags=["public"])
+def enrol_confirm(body: schemas.EnrolConfirmIn, request: Request) -> Response:
+    addr, ua = client(request)
+    with gateway(request).auth_unit(source_addr=addr, user_agent=ua) as u:
+        service.confirm_enrolment(u, body.token, body.code)
+    return Response(status_code=204)
+
+
+@private.post("/api/v1/auth/logout", status_code=204)
+def logout(caller: Auth, request: Request, response: Response) -> Response:
+    if caller.session:
+        with gateway(request).auth_unit() as u:
+            service.logout(u, caller.session)
+    out = Response(status_code=204)
+    out.delete_cookie(SESSION_COOKIE, path="/")
+    out.delete_cookie(CSRF_COOKIE, path="/")
+    return out
+
+
+@private.get("/api/v1/me", response_model=schemas.MeOut)
+def me(caller: Auth) -> schemas.MeOut:
+    p = caller.principal
+    return schemas.MeOut(account_id=p.account_id, name=p.name, tenant=p.tenant_id, roles=sorted(p.roles))
+
+
+@private.get("/api/v1/tenants", response_model=list[schemas.TenantOut])
+def tenants(caller: Auth, request: Request) -> list[schemas.TenantOut]:
+    with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
+        return [schemas.TenantOut(id=t.id, name=t.name, finess=t.finess, status=t.status) for t in u.list_tenants()]
+
+
+def _purpose(caller: Caller) -> Purpose:
+    return Purpose.SUPPORT if caller.principal.is_platform else Purpose.CARE
+
+
+@private.get("/api/v1/tenants/{tenant}/patients", response_model=list[schemas.PatientOut])
+def search_patients(
+    caller: Auth,
+    request: Request,
+    tenant: str,
+    nir: Annotated[str | None, Query(max_length=32)] = None,
+    family_name: Annotated[str | None, Query(max_length=200)] = None,
+    given_name: Annotated[str | None, Query(max_length=200)] = None,
+    birth_date: date | None = None,
+) -> list[schemas.PatientOut]:
+    """Exact match on NIR/INS, or on family name + given name + birth date (blind indexes)."""
+    if nir is None and not (family_name and given_name and birth_date):
+        raise InvalidInput("search by nir, or by family_name, given_name and birth_date")
+    with gateway(request).unit(caller.principal, _purpose(caller)) as u:
+        found = (
+            u.find_patients_by_nir(tenant, nir)
+            if nir is not None
+            else u.find_patients_by_name(tenant, family_name, given_name, birth_date)
+        )
+    return [schemas.PatientOut(**dataclasses.asdict(p)) for p in found]
+
+
+@private.get("/api/v1/tenants/{tenant}/patients/{patient_id}", response_model=schemas.PatientOut)
+def patient(caller: Auth, request: Request, tenant: str, patient_id: str) -> schemas.PatientOut:
+    with gateway(request).unit(caller.principal, _purpose(caller)) as u:
+        return schemas.PatientOut(**dataclasses.asdict(u.get_patient(tenant, patient_id)))
+
+
+def _result_out(r) -> schemas.ResultOut:
+    d = dataclasses.asdict(r)
+    d["status"] = str(r.status)
+    d["sensitivity"] = str(r.sensitivity)
+    return schemas.ResultOut(**d)
+
+
+@private.get("/api/v1/tenants/{tenant}/patients/{patient_id}/results", response_model=list[schemas.ResultOut])
+def patient_results(
+    caller: Auth,
+    request: Request,
+    tenant: str,
+    patient_id: str,
+    code: Annotated[str | None, Query(max_length=64)] = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+) -> list[schemas.ResultOut]:
+    """A patient's results, optionally one code and a range of request dates."""
+    if date_from and date_to and date_from > date_to:
+        raise InvalidInput("date_from is after date_to")
+    with gateway(request).unit(caller.principal, _purpose(caller)) as u:
+        results = u.results_of(tenant, patient_id, code=code, collected_from=date_from, collected_to=date_to)
+    return [_result_out(r) for r in results]
+
+
+@private.get("/api/v1/tenants/{tenant}/patients/{patient_id}/requests", response_model=list[schemas.RequestOut])
+def patient_requests(caller: Auth, request: Request, tenant: str, patient_id: str) -> list[schemas.RequestOut]:
+    with gateway(request).unit(caller.principal, _purpose(caller)) as u:
+        return [
+            schemas.RequestOut(request_id=q.request_id, prescriber_id=q.prescriber_id, requested_at=q.requested_at,
+                               accession=q.accession, reported_at=q.reported_at)
+            for q in u.requests_of(tenant, patient_id)
+        ]
+
+
+@private.get("/api/v1/tenants/{tenant}/requests/{request_id}/results", response_model=list[schemas.ResultOut])
+def request_results(caller: Auth, request: Request, tenant: str, request_id: str) -> list[schemas.ResultOut]:
+    with gateway(request).unit(caller.principal, _purpose(caller)) as u:
+        return [_result_out(r) for r in u.results_of_request(tenant, request_id)]
+
+
+def _grant_out(g: grants.Grant) -> schemas.GrantOut:
+    return schemas.GrantOut(grant_id=g.grant_id, tenant=g.tenant_id, account=g.account_id, ticket=g.ticket,
+                            state=g.state, fields=list(g.fields),
+                            patients=None if g.patients is None else sorted(g.patients), hours=g.hours,
+                            expires_at=g.expires_at)
+
+
+@private.get("/api/v1/tenants/{tenant}/grants", response_model=list[schemas.GrantOut])
+def list_grants(caller: Auth, request: Request, tenant: str) -> list[schemas.GrantOut]:
+    with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
+        return [_grant_out(g) for g in grants.list_grants(u, tenant)]
+
+
+@private.post("/api/v1/tenants/{tenant}/grants", response_model=schemas.GrantOut, status_code=201)
+def request_grant(caller: Auth, request: Request, tenant: str, body: schemas.GrantIn) -> schemas.GrantOut:
+    with gateway(request).unit(caller.principal, Purpose.SUPPORT) as u:
+        return _grant_out(grants.request_grant(u, tenant, ticket=body.ticket, reason=body.reason, hours=body.hours,
+                                               fields=body.fields, patients=body.patients))
+
+
+@private.post("/api/v1/tenants/{tenant}/grants/{grant_id}/approve", response_model=schemas.GrantOut)
+def approve_grant(caller: Auth, request: Request, tenant: str, grant_id: str) -> schemas.GrantOut:
+    with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
+        return _grant_out(grants.approve_grant(u, tenant, grant_id))
+
+
+@private.post("/api/v1/tenants/{tenant}/grants/{grant_id}/revoke", response_model=schemas.GrantOut)
+def revoke_grant(caller: Auth, request: Request, tenant: str, grant_id: str) -> schemas.GrantOut:
+    with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
+        return _grant_out(grants.revoke_grant(u, tenant, grant_id))
+
+
+@private.get("/api/v1/tenants/{tenant}/accounts", response_model=list[schemas.AccountOut])
+def accounts(caller: Auth, request: Request, tenant: str) -> list[schemas.AccountOut]:
+    with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
+        return [schemas.AccountOut(**a) for a in service.list_accounts(u, tenant)]
+
+
+@private.post("/api/v1/tokens", response_model=schemas.TokenOut, status_code=201)
+def create_token(caller: Auth, request: Request, body: schemas.TokenIn) -> schemas.TokenOut:
+    """A bearer token for yourself (shown once)."""
+    with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
+        token_id, token = service.create_token_for(u, caller.principal, scopes=body.scopes, days=body.days)
+    return schemas.TokenOut(token_id=token_id, token=token)
+
+
+@private.delete("/api/v1/tokens/{token_id}", status_code=204)
+def revoke_token(caller: Auth, request: Request, token_id: str) -> Response:
+    with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
+        service.revoke_token(u, token_id)
+    return Response(status_code=204)

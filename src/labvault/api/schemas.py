@@ -1,0 +1,143 @@
+"""Request and response bodies (they make the OpenAPI schema that clients and tests read)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginIn(Strict):
+    email: str = Field(min_length=3, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class LoginOut(BaseModel):
+    mfa_required: bool
+    csrf_token: str | None = None
+
+
+class MfaIn(Strict):
+    code: str = Field(min_length=6, max_length=8, pattern=r"^[0-9 ]+$")
+
+
+class EnrolIn(Strict):
+    token: str = Field(min_length=10, max_length=200)
+    password: str = Field(min_length=1, max_length=1024)
+    accept_commitment: bool
+
+
+class EnrolOut(BaseModel):
+    mfa_required: bool
+    totp_uri: str | None = None
+    qr_svg: str | None = None
+
+
+class EnrolConfirmIn(Strict):
+    token: str = Field(min_length=10, max_length=200)
+    code: str = Field(min_length=6, max_length=8, pattern=r"^[0-9 ]+$")
+
+
+class MeOut(BaseModel):
+    account_id: str
+    name: str
+    tenant: str
+    roles: list[str]
+
+
+class TenantOut(BaseModel):
+    id: str
+    name: str
+    finess: str
+    status: str
+
+
+class PatientOut(BaseModel):
+    patient_id: str
+    nir: str
+    ins_oid: str
+    identity_status: str
+    family_name: str
+    birth_name: str | None
+    given_names: str
+    birth_date: date
+    sex: str
+    birthplace_code: str | None
+    address: str | None
+    phone: str | None
+    email: str | None
+
+
+class ResultOut(BaseModel):
+    result_id: str
+    request_id: str
+    specimen_id: str | None
+    code_system: str
+    code: str
+    label: str
+    value_num: float | None
+    value_text: str | None
+    unit: str | None
+    ref_low: float | None
+    ref_high: float | None
+    ref_text: str | None
+    flag: str | None
+    status: str
+    validated_by: str | None
+    validated_at: datetime | None
+    comment: str | None
+    sensitivity: str
+
+
+class RequestOut(BaseModel):
+    request_id: str
+    prescriber_id: str | None
+    requested_at: datetime
+    accession: str | None
+    reported_at: datetime | None
+
+
+class GrantIn(Strict):
+    ticket: str = Field(min_length=1, max_length=100)
+    reason: str = Field(min_length=1, max_length=500)
+    hours: int = Field(ge=1, le=8)
+    fields: list[str] = Field(min_length=1, max_length=3)
+    patients: list[str] | None = Field(default=None, max_length=1000)
+
+
+class GrantOut(BaseModel):
+    grant_id: str
+    tenant: str
+    account: str
+    ticket: str
+    state: str
+    fields: list[str]
+    patients: list[str] | None
+    hours: int
+    expires_at: datetime | None
+
+
+class AccountOut(BaseModel):
+    account_id: str
+    tenant: str
+    name: str
+    email: str
+    kind: str
+    roles: str
+    active: bool
+    mfa: bool
+    commitment: bool
+
+
+class TokenIn(Strict):
+    scopes: list[str] = Field(min_length=1, max_length=2)
+    days: int = Field(ge=1, le=365)
+
+
+class TokenOut(BaseModel):
+    token_id: str
+    token: str

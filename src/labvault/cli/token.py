@@ -1,0 +1,35 @@
+"""``labvault token``: bearer tokens for the API (stored hashed, scoped, expiring, revocable)."""
+
+from __future__ import annotations
+
+import typer
+
+from labvault.access import Purpose
+from labvault.accounts import service
+from labvault.cli.common import AS_OPTION_HELP, actor, console, runtime
+
+app = typer.Typer(help="API tokens: create, revoke.", no_args_is_help=True)
+
+
+@app.command("create")
+def create(
+    email: str = typer.Option(..., "--email", help="The account the token acts for."),
+    scope: list[str] = typer.Option(["read"], "--scope", help="read, ingest"),
+    days: int = typer.Option(30, "--days"),
+    as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
+) -> None:
+    """Create a token; it is printed once and stored only as a hash."""
+    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+        token_id, token = service.create_token(u, email, scopes=scope, days=days)
+    console.print(f"token {token_id} for {email}, scopes {', '.join(scope)}, valid {days} days (shown once):")
+    print(token)
+
+
+@app.command("revoke")
+def revoke(
+    token_id: str = typer.Argument(...),
+    as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
+) -> None:
+    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+        service.revoke_token(u, token_id)
+    console.print(f"token {token_id} revoked")
