@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_HOME ?= .labvault-demo
 
-.PHONY: help demo test bench system-deps clean
+.PHONY: help demo serve-demo test bench system-deps clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -23,6 +23,10 @@ system-deps: ## Install the real services the tests use (PostgreSQL 15, SoftHSM2
 demo: $(STAMP) ## Fresh demo home, 3 labs x 2,000 generated patients, proof that the store is encrypted
 	LABVAULT_HOME=$(DEMO_HOME) LABVAULT_PASSPHRASE=$${LABVAULT_PASSPHRASE:-demo-passphrase-not-for-production} \
 		$(BIN)/labvault demo --labs 3 --patients 2000
+
+serve-demo: $(STAMP) ## Serve the demo home's API on http://127.0.0.1:8000 (after make demo)
+	LABVAULT_HOME=$(DEMO_HOME) LABVAULT_PASSPHRASE=$${LABVAULT_PASSPHRASE:-demo-passphrase-not-for-production} \
+		$(BIN)/labvault serve --port 8000
 
 test: $(STAMP) system-deps ## Every test (SQLite, a throwaway PostgreSQL 15, SoftHSM2)
 	$(BIN)/python -m pytest -n 2 -q

@@ -144,7 +144,7 @@ def demo(
         console.print("Every personal and health value above was stored encrypted with its lab's own key, and read")
         console.print("back through the access gateway, which recorded who asked and why.")
         console.print("To use the API on this home (nothing was left running):")
-        console.print(f"  LABVAULT_HOME={s.home} LABVAULT_PASSPHRASE=… labvault serve --port 8000")
+        console.print(f"  make serve-demo        (or: LABVAULT_HOME={s.home} LABVAULT_PASSPHRASE=… labvault serve --port 8000)")
         console.print(f"  curl -c jar -H 'content-type: application/json' -d '{{\"email\": \"{bio['email']}\", "
                       f"\"password\": \"{bio['password']}\"}}' http://127.0.0.1:8000/api/v1/auth/login")
         console.print(f"  curl -b jar 'http://127.0.0.1:8000/api/v1/tenants/{ids[0]}/patients?nir={sample.identity.nir}'")

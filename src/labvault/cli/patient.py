@@ -47,11 +47,14 @@ def _range(r: Result) -> str:
 
 
 def results_table(results: list[Result], limit: int) -> Table:
-    table = Table("code", "label", "value", "unit", "range", "flag", "status", "category")
+    table = Table("code", "label", "value", "range", "flag", "category")
     for r in results[:limit]:
         value = r.value_text if r.value_num is None else f"{r.value_num:g}"
-        label = r.label if len(r.label) <= 22 else r.label[:21] + "…"
-        table.add_row(r.code, label, value or "", r.unit or "", _range(r), r.flag or "", str(r.status), str(r.sensitivity))
+        if r.unit:
+            value = f"{value} {r.unit}"
+        label = r.label if len(r.label) <= 24 else r.label[:23] + "…"
+        category = "" if str(r.sensitivity) == "other" else str(r.sensitivity)
+        table.add_row(r.code, label, value or "", _range(r), r.flag or "", category)
     return table
 
 
