@@ -58,6 +58,7 @@ from labvault.store.engine import bulk_insert
 
 _STATUSES = {s.value for s in ResultStatus}
 _PART = 1000  # rows per pipelined insert
+OBJECT_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 TENANT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 
 
@@ -106,6 +107,16 @@ def validate_nir(nir: str) -> str:
     return value
 
 
+def _valid_id(value: str) -> bool:
+    """Ids are short tokens; anything else (NUL bytes, 10 kB strings) cannot name a row."""
+    return isinstance(value, str) and OBJECT_ID_RE.match(value) is not None
+
+
+def _check_id(value: str, kind: str) -> None:
+    if not _valid_id(value):
+        raise NotFound(f"no such {kind} in this lab")
+
+
 class Gateway:
     """Holds the engine and the key provider; opens units of work."""
 
@@ -120,9 +131,24 @@ class Gateway:
 
     @contextmanager
     def unit(self, principal: Principal, purpose: Purpose) -> Iterator[Unit]:
-        """One transaction: commits when the block ends, rolls back on any error."""
-        with self.engine.begin() as conn:
-            yield Unit(self, conn, principal, purpose)
+        """One transaction: commits when the block ends, rolls back on any error.
+
+        Refusals and failed attempts are recorded too: their events are written after the
+        unit's own transaction ends, in a transaction of their own, so that the rollback of
+        the refused work does not erase the trace of the attempt.
+        """
+        unit = None
+        try:
+            with self.engine.begin() as conn:
+                unit = Unit(self, conn, principal, purpose)
+                yield unit
+        finally:
+            if unit is not None and unit._side_events:
+                with self.engine.begin() as conn:
+                    side = Unit(self, conn, unit.principal, purpose, check_principal=False)
+                    side._grant = None
+                    for tenant_id, kwargs in unit._side_events:
+                        side._write_event(tenant_id, **kwargs)
 
     @contextmanager
     def bootstrap(self, principal: Principal) -> Iterator[Unit]:
@@ -208,7 +234,11 @@ class Gateway:
 
 
 class Unit:
-    """One unit of work for one principal and purpose. Every public method is audited."""
+    """One unit of work for one principal and purpose.
+
+    Every operation on personal data (and every refusal) is audited; reads of a lab's own
+    settings (``tenant``, ``list_tenants``, ``key_versions``) are not personal data and are not.
+    """
 
     def __init__(
         self, gateway: Gateway, conn: Connection, principal: Principal, purpose: Purpose, *, check_principal: bool = True
@@ -220,6 +250,7 @@ class Unit:
         self._seq: dict[str, int] = {}
         self._scoped: str | None = None
         self._grant = None
+        self._side_events: list[tuple[str, dict]] = []
         self._committed = True
         self._service_purpose: str | None = None
         self._check = check_principal
@@ -260,6 +291,7 @@ class Unit:
     def _authorise(self, tenant_id: str, action: str) -> None:
         """Deny by default: the policy table, lab isolation, grants for vendor support."""
         self._scope(tenant_id)
+        self._grant = None  # a grant covers the operation that found it, not the ones after
         if not self._check:
             return
         p = self.principal
@@ -270,7 +302,7 @@ class Unit:
             self._deny(tenant_id, action, "this account has not recorded its confidentiality commitment")
         if p.is_platform:
             if action in policy.READ_PERSONAL:
-                grant = self._active_grant(tenant_id)
+                grant = self._active_grant(tenant_id) if "support" in p.roles else None
                 if grant is None or action not in grant.actions:
                     self._deny(tenant_id, action, "vendor accounts reach lab data only through a grant the lab approved")
                 self._grant = grant
@@ -311,6 +343,29 @@ class Unit:
         self, tenant_id: str, action: str, object_type: str, count: int, *, outcome: str = "allowed",
         refs: Sequence[str] | None = None,
     ) -> None:
+        """Append an audit event. Allowed operations: in this transaction, so no data change
+        commits without its event. Refusals and errors: after this unit, in their own."""
+        p = self.principal
+        event = {
+            "actor": p.account_id,
+            "actor_roles": ",".join(sorted(p.roles)),
+            "action": action,
+            "object_type": object_type,
+            "object_refs": json.dumps(list(refs)) if refs else None,
+            "record_count": count,
+            "purpose": str(self.purpose),
+            "grant_id": self._grant.grant_id if self._grant is not None else None,
+            "source_addr": p.source_addr,
+            "user_agent": p.user_agent,
+            "outcome": outcome,
+        }
+        if outcome in ("denied", "error"):
+            self._side_events.append((tenant_id, event))
+            return
+        self._write_event(tenant_id, **event)
+
+    def _write_event(self, tenant_id: str, **event: object) -> None:
+        previous = self._scoped
         self._scope(tenant_id)
         seq = self._seq.get(tenant_id)
         if seq is None:
@@ -319,25 +374,9 @@ class Unit:
             ).scalar_one()
         seq += 1
         self._seq[tenant_id] = seq
-        p = self.principal
-        self.conn.execute(
-            insert(t.audit_event).values(
-                tenant_id=tenant_id,
-                seq=seq,
-                at=utcnow(),
-                actor=p.account_id,
-                actor_roles=",".join(sorted(p.roles)),
-                action=action,
-                object_type=object_type,
-                object_refs=json.dumps(list(refs)) if refs else None,
-                record_count=count,
-                purpose=str(self.purpose),
-                grant_id=self._grant.grant_id if self._grant is not None else None,
-                source_addr=p.source_addr,
-                user_agent=p.user_agent,
-                outcome=outcome,
-            )
-        )
+        self.conn.execute(insert(t.audit_event).values(tenant_id=tenant_id, seq=seq, at=utcnow(), **event))
+        if previous is not None:
+            self._scope(previous)
 
     # -- tenants --------------------------------------------------------------------------------
     def create_tenant(self, tenant_id: str, name: str, finess: str) -> Tenant:
@@ -770,6 +809,7 @@ class Unit:
 
     def get_patient(self, tenant_id: str, patient_id: str) -> Identity:
         self._authorise(tenant_id, "patient:identity:read")
+        _check_id(patient_id, "patient")
         c = self._crypto(tenant_id)
         row = self.conn.execute(
             select(t.patient_identity).where(
@@ -784,6 +824,8 @@ class Unit:
 
     def requests_of(self, tenant_id: str, patient_id: str) -> list[Request]:
         self._authorise(tenant_id, "patient:request:read")
+        if not _valid_id(patient_id):
+            return []
         if not self._in_grant_scope(patient_id):
             self._deny(tenant_id, "patient:request:read", "this patient is outside the grant's scope")
         c = self._crypto(tenant_id)
@@ -815,6 +857,8 @@ class Unit:
     ) -> list[Result]:
         """A patient's results, decrypted, without the sensitive categories this principal may not read."""
         self._authorise(tenant_id, "patient:result:read")
+        if not _valid_id(patient_id):
+            return []
         if not self._in_grant_scope(patient_id):
             self._deny(tenant_id, "patient:result:read", "this patient is outside the grant's scope")
         c = self._crypto(tenant_id)
@@ -830,6 +874,7 @@ class Unit:
     def results_of_request(self, tenant_id: str, request_id: str) -> list[Result]:
         """One request's results (the patient must be within a support grant's scope)."""
         self._authorise(tenant_id, "patient:result:read")
+        _check_id(request_id, "request")
         c = self._crypto(tenant_id)
         row = self.conn.execute(
             select(t.request.c.pseudonym).where(self._tf(t.request, tenant_id), t.request.c.request_id == request_id)
@@ -940,6 +985,7 @@ class Unit:
             out[tbl.name] = self.conn.execute(
                 select(func.count()).select_from(tbl).where(self._tf(tbl, tenant_id))
             ).scalar_one()
+        self._record(tenant_id, "tenant:counts", "tenant", 1)
         return out
 
     def key_versions(self, tenant_id: str) -> dict[str, object]:

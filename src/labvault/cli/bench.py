@@ -26,3 +26,24 @@ def ingest(
             results, database_url=database_url, batch=batch, on_progress=lambda k, n: bar.advance(tasks[k], n)
         )
     print(json.dumps(out))
+
+
+@app.command("api")
+def api(
+    seconds: float = typer.Option(15.0, "--seconds", min=0.1, max=3600, help="Length of each load phase."),
+    connections: int = typer.Option(8, "--connections", min=1, max=256, help="Concurrent keep-alive connections."),
+    patients: int = typer.Option(200, "--patients", min=1, help="Generated patients in the scratch lab."),
+) -> None:
+    """Serve a scratch home on loopback and read patients' results through the API from a second process."""
+    from labvault.bench.api import run_api
+
+    with progress() as bar:
+        tasks: dict[str, object] = {}
+
+        def on_progress(phase: str, done: float, total: float, note: str) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(note, total=total)
+            bar.update(tasks[phase], completed=done, description=note)
+
+        out = run_api(seconds, connections=connections, patients=patients, on_progress=on_progress)
+    print(json.dumps(out))
