@@ -143,12 +143,18 @@ class Gateway:
                 unit = Unit(self, conn, principal, purpose)
                 yield unit
         finally:
-            if unit is not None and unit._side_events:
-                with self.engine.begin() as conn:
-                    side = Unit(self, conn, unit.principal, purpose, check_principal=False)
-                    side._grant = None
-                    for tenant_id, kwargs in unit._side_events:
-                        side._write_event(tenant_id, **kwargs)
+            self._after(unit, purpose)
+
+    def _after(self, unit: Unit | None, purpose: Purpose) -> None:
+        """Run what must outlive the unit's transaction (refusal events, failed-login counters)."""
+        if unit is None or not (unit._side_events or unit._side_actions):
+            return
+        with self.engine.begin() as conn:
+            side = Unit(self, conn, unit.principal, purpose, check_principal=False)
+            for action in unit._side_actions:
+                action(side)
+            for tenant_id, kwargs in unit._side_events:
+                side._write_event(tenant_id, **kwargs)
 
     @contextmanager
     def bootstrap(self, principal: Principal) -> Iterator[Unit]:
@@ -161,8 +167,13 @@ class Gateway:
         """The unit authentication runs in, before anyone is authenticated (login, enrolment, sessions)."""
         who = Principal("system:authentication", "Authentication", PLATFORM, frozenset(), "system", source_addr,
                         user_agent)
-        with self.engine.begin() as conn:
-            yield Unit(self, conn, who, Purpose.AUTHENTICATION, check_principal=False)
+        unit = None
+        try:
+            with self.engine.begin() as conn:
+                unit = Unit(self, conn, who, Purpose.AUTHENTICATION, check_principal=False)
+                yield unit
+        finally:
+            self._after(unit, Purpose.AUTHENTICATION)
 
     def writer(self) -> ThreadPoolExecutor:
         """The one thread that runs pipelined bulk inserts (see ``Unit._insert_pipelined``)."""
@@ -251,6 +262,7 @@ class Unit:
         self._scoped: str | None = None
         self._grant = None
         self._side_events: list[tuple[str, dict]] = []
+        self._side_actions: list[Callable[[Unit], None]] = []
         self._committed = True
         self._service_purpose: str | None = None
         self._check = check_principal
@@ -364,11 +376,18 @@ class Unit:
             return
         self._write_event(tenant_id, **event)
 
+    def after(self, action: Callable[[Unit], None]) -> None:
+        """Run ``action`` in a transaction of its own once this unit ends, committed or not."""
+        self._side_actions.append(action)
+
     def _write_event(self, tenant_id: str, **event: object) -> None:
         previous = self._scoped
         self._scope(tenant_id)
         seq = self._seq.get(tenant_id)
         if seq is None:
+            if self.conn.dialect.name == "postgresql":
+                # one appender per lab at a time: the next sequence number is read under the lock
+                self.conn.execute(select(func.pg_advisory_xact_lock(func.hashtext("labvault.audit." + tenant_id))))
             seq = self.conn.execute(
                 select(func.coalesce(func.max(t.audit_event.c.seq), 0)).where(t.audit_event.c.tenant_id == tenant_id)
             ).scalar_one()

@@ -213,8 +213,18 @@ def _throttle(u, addr: str | None) -> None:
                         int((_aware(row.locked_until) - utcnow()).total_seconds()) + 1)
 
 
-def _fail(u, row, addr: str | None) -> None:
-    """Count a failure against the address and the account; lock either past its threshold."""
+def _fail(u, row, addr: str | None, action: str = "account:login:failure") -> None:
+    """Count a failure against the address and the account, and lock either past its threshold.
+
+    The caller is about to raise, which rolls its transaction back: the counting runs after it,
+    in a transaction of its own, so that failures do add up.
+    """
+    tenant_id = row.tenant_id if row is not None else None
+    account_id = row.account_id if row is not None else None
+    u.after(lambda side: _count_failure(side, tenant_id, account_id, addr, action))
+
+
+def _count_failure(u, tenant_id: str | None, account_id: str | None, addr: str | None, action: str) -> None:
     now = utcnow()
     if addr:
         u._scope(PLATFORM)
@@ -234,17 +244,21 @@ def _fail(u, row, addr: str | None) -> None:
                 .values(failures=failures, window_start=now if fresh else th.window_start,
                         locked_until=now + LOCK_FOR if failures >= ADDR_LOCK_AFTER else th.locked_until)
             )
-    tenant = row.tenant_id if row is not None else PLATFORM
-    if row is not None:
-        failures = row.failed_logins + 1
-        u._scope(row.tenant_id)
-        u.conn.execute(
-            update(t.account)
-            .where(t.account.c.tenant_id == row.tenant_id, t.account.c.account_id == row.account_id)
-            .values(failed_logins=failures, locked_until=now + LOCK_FOR if failures >= ACCOUNT_LOCK_AFTER else row.locked_until)
-        )
-    u._record(tenant, "account:login:failure", "account", 1, outcome="denied",
-              refs=[row.account_id] if row is not None else None)
+    if tenant_id is not None:
+        u._scope(tenant_id)
+        where = (t.account.c.tenant_id == tenant_id, t.account.c.account_id == account_id)
+        u.conn.execute(update(t.account).where(*where).values(failed_logins=t.account.c.failed_logins + 1))
+        failures = u.conn.execute(select(t.account.c.failed_logins).where(*where)).scalar_one()
+        if failures >= ACCOUNT_LOCK_AFTER:
+            u.conn.execute(update(t.account).where(*where).values(locked_until=now + LOCK_FOR))
+            # a login half-way through MFA ends with the lock
+            u.conn.execute(update(t.login_session).where(
+                t.login_session.c.tenant_id == tenant_id, t.login_session.c.account_id == account_id,
+                t.login_session.c.mfa_passed == 0, t.login_session.c.revoked_at.is_(None)).values(revoked_at=now))
+    u._write_event(tenant_id or PLATFORM, actor=u.principal.account_id, actor_roles="", action=action,
+                   object_type="account", object_refs=None if account_id is None else f'["{account_id}"]',
+                   record_count=1, purpose=str(u.purpose), grant_id=None, source_addr=addr,
+                   user_agent=u.principal.user_agent, outcome="denied")
 
 
 def login(u, email: str, password: str, *, addr: str | None, user_agent: str | None) -> Login:
@@ -301,9 +315,11 @@ def verify_mfa(u, pre_session: str, code: str, *, addr: str | None, user_agent: 
     row = _account(u, s.tenant_id, s.account_id)
     if row is None or not row.active or row.totp_secret_wrapped is None:
         raise AuthenticationFailed("no login in progress: start again")
+    if row.locked_until is not None and _aware(row.locked_until) > utcnow():
+        raise LockedOut("this account is locked after repeated failures: try again later",
+                        int((_aware(row.locked_until) - utcnow()).total_seconds()) + 1)
     if not totp.verify(_totp_secret(u, row), code):
-        _fail(u, row, addr)
-        u._record(row.tenant_id, "account:mfa:failure", "account", 1, outcome="denied", refs=[row.account_id])
+        _fail(u, row, addr, "account:mfa:failure")
         raise AuthenticationFailed("the code does not match")
     u.conn.execute(update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
                                                  t.login_session.c.session_hash == s.session_hash)

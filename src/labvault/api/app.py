@@ -30,7 +30,14 @@ def create_app(settings: Settings | None = None, *, runtime=None) -> FastAPI:
 
     @app.get("/api/v1/docs", include_in_schema=False, dependencies=[Depends(authenticated)])
     def docs(request: Request):
-        return get_swagger_ui_html(openapi_url="/api/v1/openapi.json", title="Labvault API")
+        page = get_swagger_ui_html(openapi_url="/api/v1/openapi.json", title="Labvault API")
+        # Swagger UI loads its script and style from a CDN: this page alone allows that origin.
+        page.headers["content-security-policy"] = (
+            "default-src 'none'; script-src https://cdn.jsdelivr.net 'unsafe-inline'; "
+            "style-src https://cdn.jsdelivr.net; img-src data: https://fastapi.tiangolo.com; connect-src 'self'; "
+            "frame-ancestors 'none'"
+        )
+        return page
 
     app.add_middleware(SecurityMiddleware)
     return app

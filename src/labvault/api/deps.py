@@ -43,7 +43,9 @@ def authenticated(request: Request) -> Caller:
         with gw.auth_unit(source_addr=addr, user_agent=ua) as u:
             principal, scopes = service.principal_for_token(u, auth[7:].strip(), addr=addr, user_agent=ua)
         if request.method not in SAFE_METHODS and "ingest" not in scopes:
-            raise AuthenticationFailed("this token is read-only")
+            from labvault.errors import AccessDenied
+
+            raise AccessDenied("this token is read-only")
         return Caller(principal, None, scopes)
     secret = request.cookies.get(SESSION_COOKIE)
     if not secret:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+
+log = logging.getLogger("labvault.api")
 
 MAX_BODY = 64 * 1024
 
@@ -42,22 +45,43 @@ class SecurityMiddleware:
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             return await self._reject(send_with_headers)
         received = 0
-        too_big = False
+        started = False
+        rejected = False
 
         async def limited_receive():
-            nonlocal received, too_big
+            # A body without Content-Length is counted as it arrives; past the limit we answer
+            # 413 ourselves and tell the app the client went away.
+            nonlocal received, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
-                    too_big = True
-                    raise _TooLarge()
+                    rejected = True
+                    if not started:
+                        await self._reject(send_with_headers)
+                    return {"type": "http.disconnect"}
             return message
 
+        async def guarded_send(message):
+            nonlocal started
+            if rejected:
+                return  # the 413 went out already; whatever the app says now is dropped
+            if message["type"] == "http.response.start":
+                started = True
+            await send_with_headers(message)
+
         try:
-            await self.app(scope, limited_receive, send_with_headers)
-        except _TooLarge:
-            await self._reject(send_with_headers)
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception as exc:  # answered here, so the server keeps the connection and logs no traceback
+            log.error("internal error: %s", type(exc).__name__)
+            if not started and not rejected:
+                body = json.dumps({"error": "internal error"}).encode()
+                await send_with_headers({"type": "http.response.start", "status": 500,
+                                         "headers": [(b"content-type", b"application/json"),
+                                                     (b"content-length", str(len(body)).encode())]})
+                await send_with_headers({"type": "http.response.body", "body": body})
 
     async def _reject(self, send):
         body = json.dumps({"error": f"request body larger than {self.max_body} bytes"}).encode()
@@ -65,6 +89,3 @@ class SecurityMiddleware:
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
-
-class _TooLarge(Exception):
-    pass

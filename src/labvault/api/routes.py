@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
@@ -20,10 +21,16 @@ from labvault.api.deps import (
     client,
     gateway,
 )
-from labvault.errors import InvalidInput
+from labvault.errors import AccessDenied, InvalidInput
 
-public = APIRouter()
-private = APIRouter(dependencies=[Depends(authenticated)])
+ERRORS = {
+    code: {"model": schemas.ErrorOut, "description": text}
+    for code, text in ((400, "Bad input"), (401, "Not authenticated"), (403, "Refused"), (404, "Unknown"),
+                       (410, "Lab crypto-shredded"), (413, "Body too large"), (422, "Malformed request"),
+                       (429, "Locked after repeated failures"))
+}
+public = APIRouter(responses=ERRORS)
+private = APIRouter(dependencies=[Depends(authenticated)], responses=ERRORS)
 Auth = Annotated[Caller, Depends(authenticated)]
 
 
@@ -138,11 +145,23 @@ def patient(caller: Auth, request: Request, tenant: str, patient_id: str) -> sch
         return schemas.PatientOut(**dataclasses.asdict(u.get_patient(tenant, patient_id)))
 
 
+LAB_TIME = ZoneInfo("Europe/Paris")
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """Lab times without an offset are the lab's local time (France); the API always gives one."""
+    return value.replace(tzinfo=LAB_TIME) if value is not None and value.tzinfo is None else value
+
+
+_RESULT_FIELDS = tuple(schemas.ResultOut.model_fields)
+
+
 def _result_out(r) -> schemas.ResultOut:
-    d = dataclasses.asdict(r)
+    d = {name: getattr(r, name) for name in _RESULT_FIELDS}  # not asdict(): no deep copies
     d["status"] = str(r.status)
     d["sensitivity"] = str(r.sensitivity)
-    return schemas.ResultOut(**d)
+    d["validated_at"] = _aware(r.validated_at)
+    return schemas.ResultOut.model_construct(**d)
 
 
 @private.get("/api/v1/tenants/{tenant}/patients/{patient_id}/results", response_model=list[schemas.ResultOut])
@@ -167,8 +186,9 @@ def patient_results(
 def patient_requests(caller: Auth, request: Request, tenant: str, patient_id: str) -> list[schemas.RequestOut]:
     with gateway(request).unit(caller.principal, _purpose(caller)) as u:
         return [
-            schemas.RequestOut(request_id=q.request_id, prescriber_id=q.prescriber_id, requested_at=q.requested_at,
-                               accession=q.accession, reported_at=q.reported_at)
+            schemas.RequestOut(request_id=q.request_id, prescriber_id=q.prescriber_id,
+                               requested_at=_aware(q.requested_at), accession=q.accession,
+                               reported_at=_aware(q.reported_at))
             for q in u.requests_of(tenant, patient_id)
         ]
 
@@ -219,7 +239,9 @@ def accounts(caller: Auth, request: Request, tenant: str) -> list[schemas.Accoun
 
 @private.post("/api/v1/tokens", response_model=schemas.TokenOut, status_code=201)
 def create_token(caller: Auth, request: Request, body: schemas.TokenIn) -> schemas.TokenOut:
-    """A bearer token for yourself (shown once)."""
+    """A bearer token for yourself (shown once). Needs a logged-in session: a token cannot mint tokens."""
+    if caller.session is None:
+        raise AccessDenied("tokens are created from a logged-in session, not with another token")
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
         token_id, token = service.create_token_for(u, caller.principal, scopes=body.scopes, days=body.days)
     return schemas.TokenOut(token_id=token_id, token=token)
@@ -227,6 +249,8 @@ def create_token(caller: Auth, request: Request, body: schemas.TokenIn) -> schem
 
 @private.delete("/api/v1/tokens/{token_id}", status_code=204)
 def revoke_token(caller: Auth, request: Request, token_id: str) -> Response:
+    if caller.session is None:
+        raise AccessDenied("tokens are revoked from a logged-in session")
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
         service.revoke_token(u, token_id)
     return Response(status_code=204)

@@ -3,13 +3,15 @@
 The parent process builds a scratch home (one generated lab, one enrolled biologist), starts
 ``labvault serve`` on loopback as a child process, logs in once and makes a read-only bearer
 token, then runs the load generator as a second child process (``python -m labvault.bench.api
---drive``): C connections, each a thread with its own keep-alive ``httpx.Client``, asking for the
+--drive``): C connections, each a thread with its own keep-alive httpx transport, asking for the
 results of random patients for S seconds. Each request is authenticated (bearer token), checked
 by the gateway, decrypted with the lab's key and recorded in the audit trail by the server.
 
 The same loop against ``/health`` (no authentication, no database) runs first, in the same run,
 as the baseline of what the HTTP stack alone costs. Latency is measured by the load generator,
-per request, from sending to the full response body. The server is always terminated.
+per request, from sending to the full response body. The load generator shares the machine with
+the server: its CPU time per request is reported beside the server's. The server is always
+terminated.
 """
 
 from __future__ import annotations
@@ -288,38 +290,37 @@ def _cpu_s(pid: int) -> float:
 def _run_driver(job: dict[str, object], env: dict[str, str], phase: str, on_progress: Progress | None) -> dict:
     """The load generator as a child process; its progress lines and result come on its stdout."""
     seconds = float(job["seconds"])  # type: ignore[arg-type]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "labvault.bench.api", "--drive"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, env=env, text=True,
-    )
-    watchdog = threading.Timer(seconds + 90, proc.kill)
-    watchdog.daemon = True
-    watchdog.start()
     result = None
-    try:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(json.dumps(job))
-        proc.stdin.close()
-        for line in proc.stdout:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            if "progress" in msg and on_progress:
-                on_progress(phase, min(float(msg["elapsed"]), seconds), seconds, f"{phase}: {msg['progress']:,} requests")
-            elif "result" in msg:
-                result = msg["result"]
-        proc.wait(timeout=30)
-    finally:
-        watchdog.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if result is None:
-        err = proc.stderr.read()[-2000:] if proc.stderr else ""
-        raise RuntimeError(f"the load generator failed (exit {proc.returncode}): {err.strip()}")
-    if proc.stderr:
-        proc.stderr.close()
+    with tempfile.TemporaryFile("w+") as err, subprocess.Popen(
+        [sys.executable, "-m", "labvault.bench.api", "--drive"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=err, env=env, text=True,
+    ) as proc:
+        watchdog = threading.Timer(seconds + 90, proc.kill)  # the loop stops by itself; this is the backstop
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(json.dumps(job))
+            proc.stdin.close()
+            for line in proc.stdout:
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue
+                if "progress" in msg and on_progress:
+                    on_progress(phase, min(float(msg["elapsed"]), seconds), seconds,
+                                f"{phase}: {msg['progress']:,} requests")
+                elif "result" in msg:
+                    result = msg["result"]
+            proc.wait(timeout=30)
+        finally:
+            watchdog.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if result is None:
+            err.seek(0)
+            raise RuntimeError(f"the load generator failed (exit {proc.returncode}): {err.read()[-2000:].strip()}")
     if on_progress:
         on_progress(phase, seconds, seconds, f"{phase}: {result['requests']:,} requests")
     return result

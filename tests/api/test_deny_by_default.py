@@ -1,0 +1,131 @@
+"""Deny by default: every route the app serves, found by walking ``app.routes``, needs credentials,
+except an explicit allow-list; and a lab's routes refuse the accounts of another lab."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from labvault.accounts import service
+from tests.api.conftest import LAB_A, LAB_B
+
+# The only routes anyone may call without credentials. Adding a route that answers without
+# authentication makes test_routes_deny_by_default fail until it is listed here, on purpose.
+PUBLIC = frozenset({
+    ("GET", "/health"),
+    ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/auth/mfa"),
+    ("POST", "/api/v1/auth/enrol"),
+    ("POST", "/api/v1/auth/enrol/confirm"),
+})
+
+# Plausible bodies, so that a 401 is not a side effect of a body the route would reject anyway.
+BODIES = {
+    ("POST", "/api/v1/tokens"): {"scopes": ["read"], "days": 1},
+    ("POST", "/api/v1/tenants/{tenant}/grants"): {
+        "ticket": "SUP-1", "reason": "investigate a report", "hours": 1, "fields": ["identity"],
+    },
+}
+_PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
+
+
+def served_routes(app) -> list[tuple[str, str]]:
+    """(method, path template) of every route of the app, included routers flattened."""
+    try:  # FastAPI >= 0.12x keeps included routers as lazy groups in app.routes
+        from fastapi.routing import iter_route_contexts
+
+        routes = list(iter_route_contexts(app.routes))
+    except ImportError:  # pragma: no cover - older FastAPI: app.routes is already flat
+        routes = list(app.routes)
+    out = []
+    for r in routes:
+        path = getattr(r, "path_format", None) or getattr(r, "path", None)
+        assert path, f"a route without a path ({r!r}): teach this test how to reach it"
+        for method in sorted(getattr(r, "methods", None) or {"GET", "POST"}):
+            out.append((method, path))
+    return sorted(set(out))
+
+
+def fill(path: str, values: dict[str, str]) -> str:
+    def one(m: re.Match) -> str:
+        assert m.group(1) in values, f"no plausible value for path parameter {m.group(1)!r}: add one"
+        return values[m.group(1)]
+
+    return _PARAM.sub(one, path)
+
+
+@pytest.fixture
+def lab_a_ids(api, bio_a, support):
+    """Real ids of lab A's objects: a patient, a request, a grant (requested by support), a token."""
+    r = support.post(f"/api/v1/tenants/{LAB_A}/grants", json=BODIES[("POST", "/api/v1/tenants/{tenant}/grants")])
+    assert r.status_code == 201, r.text
+    token_id, _ = api.token(bio_a, ["read"])
+    return {
+        "tenant": LAB_A,
+        "patient_id": api.patients[LAB_A][0],
+        "request_id": api.requests[LAB_A][0],
+        "grant_id": r.json()["grant_id"],
+        "token_id": token_id,
+    }
+
+
+def _call(c, method: str, template: str, ids: dict[str, str], api):
+    params = {"nir": api.nirs[LAB_A][0]} if template.endswith("/patients") else None
+    return c.request(method, fill(template, ids), json=BODIES.get((method, template)), params=params)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+def test_routes_deny_by_default(api, lab_a_ids, bio_a, admin_a, bio_b, admin_b):
+    routes = served_routes(api.app)
+    assert len(routes) >= 20, routes
+    assert PUBLIC <= set(routes), f"stale allow-list entries: {sorted(PUBLIC - set(routes))}"
+    private = [r for r in routes if r not in PUBLIC]
+    assert ("GET", "/api/v1/openapi.json") in private and ("GET", "/api/v1/docs") in private
+
+    anonymous = api.client()
+    forged_cookie = api.client()
+    forged_cookie.cookies.set("lv_session", "not-a-session")
+    forged_cookie.headers["x-csrf-token"] = service.csrf_token("not-a-session")  # passes CSRF, not the session
+    forged_token = api.bearer("lvt_00000000000000000000000000000000_forged")
+    for method, template in private:
+        for c in (anonymous, forged_cookie, forged_token):
+            r = _call(c, method, template, lab_a_ids, api)
+            assert r.status_code == 401, (method, template, r.status_code, r.text)
+            assert r.headers["content-type"].startswith("application/json") and r.json()["error"]
+            assert "www-authenticate" in r.headers
+
+    # Another lab's accounts, biologist and lab admin, reach nothing of lab A by naming its ids.
+    lab_a_nirs = api.nirs[LAB_A]
+    tenant_routes = [(m, t) for m, t in routes if "{tenant}" in t]
+    assert len(tenant_routes) >= 10
+    for other in (bio_b, admin_b):
+        assert other.get("/api/v1/me").json()["tenant"] == LAB_B
+        for method, template in tenant_routes:
+            r = _call(other, method, template, lab_a_ids, api)
+            assert r.status_code in (403, 404), (method, template, r.status_code, r.text)
+            assert not any(nir in r.text for nir in lab_a_nirs)
+
+    # The same requests from lab A's own accounts succeed: the ids above are real ones.
+    for method, template in tenant_routes:
+        if method != "GET":
+            continue
+        statuses = [_call(c, method, template, lab_a_ids, api).status_code for c in (bio_a, admin_a)]
+        assert 200 in statuses, (template, statuses)
+
+
+def test_api_description_needs_login(api, bio_a):
+    anonymous = api.client()
+    for path in ("/api/v1/openapi.json", "/api/v1/docs"):
+        assert anonymous.get(path).status_code == 401
+    for path in ("/openapi.json", "/docs", "/redoc", "/api/v1/redoc"):  # FastAPI's defaults stay off
+        assert anonymous.get(path).status_code == 404
+        assert bio_a.get(path).status_code == 404
+    r = bio_a.get("/api/v1/openapi.json")
+    assert r.status_code == 200
+    paths = r.json()["paths"]
+    assert "/api/v1/tenants/{tenant}/patients/{patient_id}/results" in paths
+    assert "/api/v1/openapi.json" not in paths and "/api/v1/docs" not in paths
+    r = bio_a.get("/api/v1/docs")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    assert "/api/v1/openapi.json" in r.text
