@@ -36,6 +36,7 @@ bench: $(STAMP) system-deps ## The figures recorded in BENCHMARKS.md
 	$(BIN)/labvault bench ingest --results 1000000
 	$(BIN)/python -m labvault.testing.pg -- $(BIN)/labvault bench ingest --results 100000 --database-url {url}
 	$(BIN)/python -m labvault.testing.pg -- $(BIN)/labvault bench ingest --results 1000000 --database-url {url}
+	$(BIN)/labvault bench api --seconds 15
 
 clean: ## Remove the virtual environment and the demo home
 	rm -rf $(VENV) $(DEMO_HOME)

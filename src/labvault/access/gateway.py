@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from labvault.access import codec, policy
 from labvault.access.principal import Principal, Purpose
+from labvault.audit import chain
 from labvault.crypto.blind import BlindIndex, normalise_nir
 from labvault.crypto.fields import FieldCipher
 from labvault.crypto.keys import PLATFORM, KeyProvider
@@ -258,7 +259,7 @@ class Unit:
         self.conn = conn
         self.principal = principal
         self.purpose = purpose
-        self._seq: dict[str, int] = {}
+        self._seq: dict[str, tuple[int, bytes]] = {}  # per lab: (last sequence number, its hash)
         self._scoped: str | None = None
         self._grant = None
         self._side_events: list[tuple[str, dict]] = []
@@ -383,17 +384,23 @@ class Unit:
     def _write_event(self, tenant_id: str, **event: object) -> None:
         previous = self._scoped
         self._scope(tenant_id)
-        seq = self._seq.get(tenant_id)
-        if seq is None:
+        head = self._seq.get(tenant_id)
+        if head is None:
             if self.conn.dialect.name == "postgresql":
-                # one appender per lab at a time: the next sequence number is read under the lock
+                # one appender per lab at a time: the chain's head is read under the lock
                 self.conn.execute(select(func.pg_advisory_xact_lock(func.hashtext("labvault.audit." + tenant_id))))
-            seq = self.conn.execute(
-                select(func.coalesce(func.max(t.audit_event.c.seq), 0)).where(t.audit_event.c.tenant_id == tenant_id)
-            ).scalar_one()
-        seq += 1
-        self._seq[tenant_id] = seq
-        self.conn.execute(insert(t.audit_event).values(tenant_id=tenant_id, seq=seq, at=utcnow(), **event))
+            last = self.conn.execute(
+                select(t.audit_event.c.seq, t.audit_event.c.hash)
+                .where(t.audit_event.c.tenant_id == tenant_id)
+                .order_by(t.audit_event.c.seq.desc())
+                .limit(1)
+            ).first()
+            head = (0, chain.GENESIS) if last is None else (last.seq, last.hash)
+        seq = head[0] + 1
+        row = {"tenant_id": tenant_id, "seq": seq, "at": utcnow(), **event}
+        digest = chain.event_hash(head[1], row)
+        self._seq[tenant_id] = (seq, digest)
+        self.conn.execute(insert(t.audit_event).values(prev_hash=head[1], hash=digest, **row))
         if previous is not None:
             self._scope(previous)
 
@@ -978,7 +985,8 @@ class Unit:
         if not tenant_id.startswith("bench-"):
             raise AccessDenied("only scratch benchmark labs can be dropped")
         for tbl in reversed(t.metadata.sorted_tables):
-            self.conn.execute(tbl.delete().where(self._tf(tbl, tenant_id)))
+            if tbl.name not in ("audit_event", "audit_checkpoint"):  # append-only, even for a scratch lab
+                self.conn.execute(tbl.delete().where(self._tf(tbl, tenant_id)))
 
     def raw_identity_row(self, tenant_id: str, patient_id: str) -> dict[str, object]:
         """What the database holds for one identity, as stored (ciphertexts in hex): for demos and checks."""

@@ -69,7 +69,8 @@ def run_ingest(
         who = Principal("bench-" + tenant, "Benchmark runner", PLATFORM, frozenset({"platform_admin"}))
         try:
             with gw.bootstrap(who) as u:
-                u.ensure_account(PLATFORM, who.account_id, who.name, f"{who.account_id}@bench.invalid", who.roles)
+                u.ensure_account(PLATFORM, who.account_id, who.name, f"{who.account_id}@bench.invalid", who.roles,
+                                 commitment="benchmark runner")
             with gw.unit(who, Purpose.BENCHMARK) as u:
                 u.create_tenant(tenant, "Benchmark lab", "690000000")
                 pseudo = {f"p{k}": u.pseudonym_of(tenant, f"p{k}") for k in range(1000)}

@@ -275,6 +275,23 @@ audit_event = Table(
     Column("grant_id", String(ID)),
     Column("source_addr", String(64)),
     Column("user_agent", String(300)),
+    Column("prev_hash", LargeBinary(32)),  # the chain: see labvault.audit.chain
+    Column("hash", LargeBinary(32)),
+    sqlite_with_rowid=False,
+)
+
+# Signed Merkle roots (RFC 6962) over a lab's audit events 1..size; each lab can export and keep them.
+audit_checkpoint = Table(
+    "audit_checkpoint",
+    metadata,
+    _tenant_col(),
+    Column("size", BigInteger, primary_key=True),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("head", LargeBinary(32), nullable=False),  # hash of event `size`
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("body", Text, nullable=False),  # the signed canonical JSON
+    Column("signature", String(128), nullable=False),
+    Column("signer_public_key", String(64), nullable=False),
     sqlite_with_rowid=False,
 )
 

@@ -1,0 +1,1 @@
+"""The tamper-evident audit trail: a hash chain per lab, signed Merkle checkpoints, verification."""

@@ -1,0 +1,45 @@
+"""The hash chain of a lab's audit events.
+
+    hash(event) = SHA-256("labvault/audit/v1" || prev_hash || len-prefixed fields)
+
+Fields, in order: tenant, seq, at (UTC, microseconds), actor, actor_roles, action, object_type,
+object_refs, record_count, purpose, grant_id, source_addr, user_agent, outcome. Each is UTF-8,
+prefixed by its length (4 bytes, big-endian), absent ones as length 0xFFFFFFFF, so that no
+choice of values can shift a boundary. The first event of a lab chains from 32 zero bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from datetime import UTC, datetime
+from hashlib import sha256
+
+GENESIS = bytes(32)
+FIELDS = (
+    "tenant_id", "seq", "at", "actor", "actor_roles", "action", "object_type", "object_refs", "record_count",
+    "purpose", "grant_id", "source_addr", "user_agent", "outcome",
+)
+_NONE = b"\xff\xff\xff\xff"
+_LEN = struct.Struct(">I").pack
+
+
+def at_text(at: datetime) -> str:
+    """The canonical text of an event time: UTC, naive form, microseconds (as SQLite returns it)."""
+    if at.tzinfo is not None:
+        at = at.astimezone(UTC).replace(tzinfo=None)
+    return at.isoformat(sep=" ", timespec="microseconds")
+
+
+def event_hash(prev_hash: bytes, event: dict) -> bytes:
+    parts = [b"labvault/audit/v1", prev_hash]
+    for name in FIELDS:
+        value = event.get(name)
+        if value is None:
+            parts.append(_NONE)
+            continue
+        if name == "at":
+            value = at_text(value) if isinstance(value, datetime) else value
+        data = str(value).encode()
+        parts.append(_LEN(len(data)))
+        parts.append(data)
+    return sha256(b"".join(parts)).digest()
