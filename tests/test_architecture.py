@@ -34,17 +34,17 @@ def test_only_the_gateway_and_store_reach_the_tables():
     offenders = [
         rel
         for rel, tree in modules()
-        if not rel.startswith(("access/", "store/", "accounts/"))
+        if not rel.startswith(("access/", "store/", "accounts/", "audit/"))
         and any(n == "labvault.store.schema" or n.startswith("labvault.store.schema.") for n in imported(tree))
     ]
     assert offenders == []
 
 
-def test_accounts_never_touch_personal_data_tables():
+def test_accounts_and_audit_never_touch_personal_data_tables():
     from labvault.store.schema import PERSONAL_TABLES
 
     for rel, tree in modules():
-        if not rel.startswith("accounts/"):
+        if not rel.startswith(("accounts/", "audit/")):
             continue
         used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
         assert not used & PERSONAL_TABLES, rel

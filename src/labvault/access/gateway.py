@@ -386,9 +386,13 @@ class Unit:
         self._scope(tenant_id)
         head = self._seq.get(tenant_id)
         if head is None:
+            # One appender per lab at a time: the chain's head is read under a write lock.
             if self.conn.dialect.name == "postgresql":
-                # one appender per lab at a time: the chain's head is read under the lock
                 self.conn.execute(select(func.pg_advisory_xact_lock(func.hashtext("labvault.audit." + tenant_id))))
+            else:
+                # Python's sqlite3 opens its transaction at the first write: this write (of no row)
+                # takes SQLite's write lock before the head is read.
+                self.conn.exec_driver_sql("UPDATE audit_event SET seq = seq WHERE 0")
             last = self.conn.execute(
                 select(t.audit_event.c.seq, t.audit_event.c.hash)
                 .where(t.audit_event.c.tenant_id == tenant_id)
@@ -832,6 +836,19 @@ class Unit:
         found = [self._identity(c, r) for r in rows if self._in_grant_scope(r.patient_id)]
         self._record(tenant_id, "patient:identity:search", "patient", len(found), refs=[p.patient_id for p in found])
         return found
+
+    def patient_id_for_nir(self, tenant_id: str, nir: str) -> str | None:
+        """The pseudonymous id behind a NIR, through the blind index, nothing decrypted (for the
+        DPO's answer to a patient's access request: 'who looked at my results')."""
+        value = validate_nir(nir)
+        self._authorise(tenant_id, "audit:read")
+        c = self._crypto(tenant_id)
+        row = self.conn.execute(
+            select(t.patient_identity.c.patient_id).where(
+                self._tf(t.patient_identity, tenant_id), t.patient_identity.c.nir_bidx == c.index.nir(value)
+            )
+        ).first()
+        return None if row is None else row.patient_id
 
     def get_patient(self, tenant_id: str, patient_id: str) -> Identity:
         self._authorise(tenant_id, "patient:identity:read")

@@ -43,19 +43,22 @@ POLICY: dict[Role, frozenset[str]] = {
     Role.TECHNICIAN: READ_PERSONAL | WRITE_PERSONAL | {"tenant:read"},
     Role.LAB_ADMIN: READ_PERSONAL | {
         "tenant:read", "tenant:settings", "account:manage", "account:list", "grant:approve", "grant:revoke",
-        "grant:list", "token:manage",
+        "grant:list", "token:manage", "audit:read", "audit:verify",
     },
-    Role.LAB_DPO: frozenset({"tenant:read", "account:list", "grant:list", "grant:revoke"}),
+    Role.LAB_DPO: frozenset({"tenant:read", "account:list", "grant:list", "grant:revoke", "audit:read",
+                             "audit:verify"}),
     Role.SERVICE: WRITE_PERSONAL | {"tenant:read"},
     Role.OPERATOR: frozenset({"tenant:create", "tenant:list", "tenant:read", "keys:rotate", "account:list",
-                              "generate"}),
+                              "generate", "audit:checkpoint", "audit:verify"}),
     # support reads personal data only under a grant: those actions are added per grant, not here
     Role.SUPPORT: frozenset({"tenant:list", "tenant:read", "grant:request", "grant:list"}),
     Role.SECURITY_OFFICER: frozenset({"tenant:list", "tenant:read", "account:list", "grant:list",
-                                      "grant:revoke", "account:deactivate"}),
+                                      "grant:revoke", "account:deactivate", "audit:read", "audit:verify",
+                                      "audit:checkpoint"}),
     Role.PLATFORM_ADMIN: frozenset({
         "tenant:create", "tenant:list", "tenant:read", "tenant:shred", "tenant:drop", "keys:rotate", "account:manage",
-        "account:list", "account:deactivate", "token:manage", "generate", "grant:list",
+        "account:list", "account:deactivate", "token:manage", "generate", "grant:list", "audit:checkpoint",
+        "audit:verify",
     }),
 }
 

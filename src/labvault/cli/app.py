@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from labvault.cli import bench, demo, generate, grant, keys, patient, serve, tenant, token, user
+from labvault.cli import audit, bench, demo, generate, grant, keys, patient, serve, tenant, token, user
 from labvault.cli.common import console, settings
 from labvault.runtime import init_home
 
@@ -20,6 +20,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(patient.app, name="patient")
 app.add_typer(bench.app, name="bench")
 app.add_typer(user.app, name="user")
+app.add_typer(audit.app, name="audit")
 app.add_typer(grant.app, name="grant")
 app.add_typer(token.app, name="token")
 app.command("serve")(serve.serve)

@@ -20,10 +20,6 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    # Python's sqlite3 would open a transaction only before the first write, so a unit's reads
-    # (the last audit sequence number, a failure counter) would not be isolated from another
-    # unit's writes. We take over: no implicit transactions, and BEGIN IMMEDIATE below.
-    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
@@ -53,9 +49,6 @@ def make_engine(url: str) -> Engine:
             engine = create_engine(url, connect_args={"check_same_thread": False}, hide_parameters=True,
                                    pool_size=10, max_overflow=30)
             event.listen(engine, "connect", _sqlite_pragmas)
-            # Every unit writes (at least its audit event): take the write lock at BEGIN, so that
-            # units run one after the other instead of failing on a lock upgrade.
-            event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         else:
             engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, pool_size=10, max_overflow=30)
     except (ArgumentError, NoSuchModuleError) as exc:

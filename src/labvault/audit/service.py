@@ -1,0 +1,245 @@
+"""Checkpoints, verification, export and search of a lab's audit trail.
+
+Each function takes a gateway ``Unit`` (``u``): authorisation and the audit of the audit (every
+query is itself an event) happen there. See ``chain`` for the event hash and ``merkle`` for the
+checkpoint roots.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import insert, select
+
+from labvault.audit import chain, merkle
+from labvault.crypto.signing import SignatureInvalid, verify
+from labvault.errors import InvalidInput
+from labvault.ids import utcnow
+from labvault.store import schema as t
+
+LOG = "labvault-audit/v1"
+_EVENT_COLS = [t.audit_event.c[name] for name in chain.FIELDS] + [t.audit_event.c.prev_hash, t.audit_event.c.hash]
+
+
+def _events(u, tenant_id: str, batch: int = 10_000) -> Iterator:
+    u._scope(tenant_id)
+    yield from u.conn.execute(
+        select(*_EVENT_COLS)
+        .where(t.audit_event.c.tenant_id == tenant_id)
+        .order_by(t.audit_event.c.seq)
+        .execution_options(yield_per=batch)
+    )
+
+
+def _checkpoints(u, tenant_id: str) -> list:
+    u._scope(tenant_id)
+    return u.conn.execute(
+        select(t.audit_checkpoint).where(t.audit_checkpoint.c.tenant_id == tenant_id).order_by(t.audit_checkpoint.c.size)
+    ).all()
+
+
+def checkpoint(u, tenant_id: str) -> dict:
+    """Sign the Merkle root of the lab's events 1..n (n: the events so far)."""
+    u._authorise(tenant_id, "audit:checkpoint")
+    cr = merkle.CompactRange()
+    head = chain.GENESIS
+    for row in _events(u, tenant_id):
+        cr.append(merkle.leaf_hash(row.hash))
+        head = row.hash
+    if cr.size == 0:
+        raise InvalidInput(f"lab '{tenant_id}' has no audit events yet")
+    existing = {c.size: c for c in _checkpoints(u, tenant_id)}
+    if cr.size in existing:
+        return _checkpoint_record(existing[cr.size])
+    body = {"log": LOG, "tenant": tenant_id, "size": cr.size, "root": cr.root().hex(), "head": head.hex(),
+            "at": utcnow().isoformat()}
+    signer, public = u._platform_signer()
+    signature = signer.sign(body)
+    u._scope(tenant_id)
+    u.conn.execute(insert(t.audit_checkpoint).values(
+        tenant_id=tenant_id, size=cr.size, root=cr.root(), head=head, at=utcnow(), body=json.dumps(body, sort_keys=True),
+        signature=signature, signer_public_key=public.hex()))
+    u._record(tenant_id, "audit:checkpoint", "audit", 1)
+    return {"body": body, "signature": signature, "public_key": public.hex()}
+
+
+def _checkpoint_record(row) -> dict:
+    return {"body": json.loads(row.body), "signature": row.signature, "public_key": row.signer_public_key}
+
+
+def last_checkpoint(u, tenant_id: str) -> dict | None:
+    u._authorise(tenant_id, "audit:verify")
+    rows = _checkpoints(u, tenant_id)
+    return _checkpoint_record(rows[-1]) if rows else None
+
+
+@dataclass
+class Report:
+    tenant: str
+    events: int = 0
+    checkpoints: int = 0
+    first_bad_seq: int | None = None
+    problem: str | None = None
+    last_root: str | None = None
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def fail(self, seq: int, problem: str) -> None:
+        if self.problem is None or seq < (self.first_bad_seq or seq + 1):
+            self.first_bad_seq, self.problem = seq, problem
+
+    def as_dict(self) -> dict:
+        return {"tenant": self.tenant, "ok": self.ok, "events": self.events, "checkpoints": self.checkpoints,
+                "first_bad_seq": self.first_bad_seq, "problem": self.problem, "last_root": self.last_root}
+
+
+def _check_signature(cp: dict, report: Report, pinned_key: str | None = None) -> bool:
+    try:
+        key = pinned_key or cp["public_key"]
+        verify(cp["body"], cp["signature"], bytes.fromhex(key))
+        return True
+    except (SignatureInvalid, ValueError, KeyError, TypeError):
+        report.fail(int(cp.get("body", {}).get("size", 1) or 1), "a checkpoint's signature does not verify")
+        return False
+
+
+def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None) -> Report:
+    """Re-derive the chain and the checkpoint roots; compare with what the lab kept, if given.
+
+    ``kept``: the lines of a lab's export (``export``): its events' hashes and its signed
+    checkpoints, whose public key is pinned from the export's header.
+    """
+    u._authorise(tenant_id, "audit:verify")
+    report = Report(tenant_id)
+    stored = {c.size: _checkpoint_record(c) for c in _checkpoints(u, tenant_id)}
+    kept_events: dict[int, str] = {}
+    kept_checkpoints: dict[int, dict] = {}
+    pinned = None
+    for line in kept or ():
+        kind = line.get("type")
+        if kind == "header":
+            pinned = line.get("public_key")
+        elif kind == "event":
+            kept_events[int(line["seq"])] = line["hash"]
+        elif kind == "checkpoint":
+            kept_checkpoints[int(line["body"]["size"])] = line
+    for cp in kept_checkpoints.values():
+        _check_signature(cp, report, pinned)
+    for cp in stored.values():
+        _check_signature(cp, report)
+    wanted = sorted(set(stored) | set(kept_checkpoints))
+    cr = merkle.CompactRange()
+    head = chain.GENESIS
+    expected = 1
+    for row in _events(u, tenant_id):
+        ev = row._mapping
+        seq = ev["seq"]
+        if seq != expected:
+            report.fail(expected, f"event {expected} is missing (next stored event is {seq})" if seq > expected
+                        else f"event {seq} is out of order")
+            break
+        if ev["prev_hash"] != head:
+            report.fail(seq, f"event {seq} does not chain to event {seq - 1}")
+            break
+        digest = chain.event_hash(head, {k: ev[k] for k in chain.FIELDS})
+        if digest != ev["hash"]:
+            report.fail(seq, f"event {seq} was altered (its hash does not match its content)")
+            break
+        if seq in kept_events and kept_events[seq] != digest.hex():
+            report.fail(seq, f"event {seq} differs from the lab's exported copy")
+            break
+        head = digest
+        cr.append(merkle.leaf_hash(digest))
+        expected += 1
+        if wanted and cr.size == wanted[0]:
+            wanted.pop(0)
+            root = cr.root().hex()
+            for source, cps in (("stored", stored), ("lab's", kept_checkpoints)):
+                cp = cps.get(cr.size)
+                if cp is not None and (cp["body"].get("root") != root or cp["body"].get("head") != head.hex()):
+                    report.fail(seq if source == "stored" else _first_divergence(kept_events, seq),
+                                f"the log up to event {seq} does not match the {source} signed checkpoint")
+            report.checkpoints += 1
+    report.events = cr.size
+    report.last_root = cr.root().hex() if cr.size else None
+    if report.ok:
+        beyond = [s for s in sorted(set(stored) | set(kept_checkpoints)) if s > cr.size]
+        if beyond:
+            report.fail(cr.size + 1, f"the log ends at event {cr.size} but a signed checkpoint covers {beyond[0]} "
+                                     "events: it was truncated")
+        beyond_events = [s for s in kept_events if s > cr.size]
+        if beyond_events:
+            report.fail(cr.size + 1, f"the lab's export holds events up to {max(beyond_events)}; the log stops at "
+                                     f"{cr.size}")
+    u._record(tenant_id, "audit:verify", "audit", report.events, outcome="allowed" if report.ok else "alert")
+    return report
+
+
+def _first_divergence(kept_events: dict[int, str], seq: int) -> int:
+    return 1 if not kept_events else min(kept_events)
+
+
+def consistency(u, tenant_id: str, old_size: int) -> dict:
+    """A proof that the lab's log of ``old_size`` events is a prefix of today's log."""
+    u._authorise(tenant_id, "audit:verify")
+    leaves = [merkle.leaf_hash(r.hash) for r in _events(u, tenant_id)]
+    if not 0 < old_size <= len(leaves):
+        raise InvalidInput(f"the log has {len(leaves)} events; a proof needs 1 <= old size <= that")
+    proof = merkle.consistency_proof(leaves, old_size)
+    u._record(tenant_id, "audit:consistency", "audit", 1)
+    return {"old_size": old_size, "new_size": len(leaves), "old_root": merkle.root(leaves[:old_size]).hex(),
+            "new_root": merkle.root(leaves).hex(), "proof": [p.hex() for p in proof]}
+
+
+def _event_json(ev) -> dict:
+    out = {k: ev[k] for k in chain.FIELDS}
+    out["at"] = chain.at_text(ev["at"]) if isinstance(ev["at"], datetime) else ev["at"]
+    out["seq"] = int(out.pop("seq"))
+    out["prev_hash"] = ev["prev_hash"].hex() if ev["prev_hash"] else None
+    out["hash"] = ev["hash"].hex() if ev["hash"] else None
+    return out
+
+
+def export(u, tenant_id: str) -> Iterator[dict]:
+    """The lab's events and checkpoints as JSON-able lines, for the lab to keep."""
+    u._authorise(tenant_id, "audit:read")
+    signer_key = u._platform_signer()[1].hex()
+    rows = list(_events(u, tenant_id))
+    checkpoints = _checkpoints(u, tenant_id)
+    u._record(tenant_id, "audit:export", "audit", len(rows))
+    yield {"type": "header", "log": LOG, "tenant": tenant_id, "public_key": signer_key,
+           "exported_at": utcnow().isoformat()}
+    for row in rows:
+        yield {"type": "event", **_event_json(row._mapping)}
+    for cp in checkpoints:
+        yield {"type": "checkpoint", **_checkpoint_record(cp)}
+
+
+def search(
+    u, tenant_id: str, *, actor: str | None = None, action: str | None = None, since: datetime | None = None,
+    until: datetime | None = None, patient_id: str | None = None, limit: int = 1000,
+) -> list[dict]:
+    """Events of a lab by actor, action (prefix), time range and patient; the query is audited."""
+    u._authorise(tenant_id, "audit:read")
+    ae = t.audit_event
+    q = select(*_EVENT_COLS).where(ae.c.tenant_id == tenant_id)
+    if actor:
+        q = q.where(ae.c.actor == actor)
+    if action:
+        q = q.where(ae.c.action.startswith(action))
+    if since:
+        q = q.where(ae.c.at >= since)
+    if until:
+        q = q.where(ae.c.at <= until)
+    if patient_id:
+        q = q.where(ae.c.object_refs.contains(json.dumps(patient_id)))
+    u._scope(tenant_id)
+    rows = u.conn.execute(q.order_by(ae.c.seq).limit(limit)).all()
+    u._record(tenant_id, "audit:search", "audit", len(rows), refs=[patient_id] if patient_id else None)
+    return [_event_json(r._mapping) for r in rows]

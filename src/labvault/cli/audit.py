@@ -1,0 +1,141 @@
+"""``labvault audit``: checkpoints, verification, export, search and a patient's access history."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import typer
+
+from labvault.access import Purpose
+from labvault.audit import service
+from labvault.cli.common import AS_OPTION_HELP, actor, console, runtime
+from labvault.errors import InvalidInput, NotFound
+
+app = typer.Typer(help="The tamper-evident audit trail: checkpoint, verify, export, search, history.",
+                  no_args_is_help=True)
+
+
+def _labs(u, tenant: str | None) -> list[str]:
+    if tenant:
+        return [u.tenant(tenant).id]
+    from labvault.crypto.keys import PLATFORM
+
+    return [PLATFORM] + [t.id for t in u.list_tenants()]
+
+
+@app.command("checkpoint")
+def checkpoint(
+    tenant: str = typer.Option(None, "--tenant", help="One lab; every lab and the platform when absent."),
+    as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
+) -> None:
+    """Sign a Merkle root over each lab's events so far."""
+    with runtime() as rt:
+        who = actor(rt, as_email)
+        with rt.gateway.unit(who, Purpose.ADMINISTRATION) as u:
+            labs = _labs(u, tenant)
+        for lab in labs:
+            try:
+                with rt.gateway.unit(who, Purpose.ADMINISTRATION) as u:
+                    cp = service.checkpoint(u, lab)
+            except InvalidInput as exc:
+                console.print(f"{lab}: {exc}")
+                continue
+            console.print(f"{lab}: checkpoint of {cp['body']['size']} events, root {cp['body']['root']}")
+
+
+def _read_kept(path: Path) -> list[dict]:
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        lines = [json.loads(x) for x in text.splitlines() if x.strip()]
+    except json.JSONDecodeError:
+        raise InvalidInput(f"{path} is not a Labvault audit export (JSON lines)") from None
+    if not lines or not all(isinstance(x, dict) for x in lines):
+        raise InvalidInput(f"{path} is not a Labvault audit export (JSON lines)")
+    if lines[0].get("type") != "header":  # a bare checkpoint, as printed by 'audit checkpoint'
+        lines = [dict(x, type=x.get("type", "checkpoint")) for x in lines]
+    return lines
+
+
+@app.command("verify")
+def verify(
+    tenant: str = typer.Option(None, "--tenant", help="One lab; every lab and the platform when absent."),
+    checkpoint_file: Path = typer.Option(None, "--checkpoint", help="A lab's kept export or checkpoint (JSON lines)."),
+    as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
+) -> None:
+    """Re-derive the chains and the signed roots; exit 1 naming the first bad sequence number."""
+    kept = _read_kept(checkpoint_file) if checkpoint_file else None
+    if kept and not tenant:
+        tenant = next((x.get("tenant") or x.get("body", {}).get("tenant") for x in kept
+                       if x.get("tenant") or x.get("body")), None)
+    bad = 0
+    with runtime() as rt:
+        who = actor(rt, as_email)
+        with rt.gateway.unit(who, Purpose.ADMINISTRATION) as u:
+            labs = _labs(u, tenant)
+        for lab in labs:
+            with rt.gateway.unit(who, Purpose.ADMINISTRATION) as u:
+                report = service.verify_log(u, lab, kept if kept and lab == tenant else None)
+            if report.ok:
+                console.print(f"{lab}: OK, {report.events} events, {report.checkpoints} checkpoints verified")
+            else:
+                bad += 1
+                console.print(f"{lab}: TAMPERED at sequence number {report.first_bad_seq}: {report.problem}")
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export(
+    tenant: str = typer.Option(..., "--tenant"),
+    output: Path = typer.Option(None, "--output", help="File to write (JSON lines); stdout when absent."),
+    as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
+) -> None:
+    """The lab's events and signed checkpoints, for the lab to keep (JSON lines)."""
+    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+        lines = [json.dumps(x, sort_keys=True) for x in service.export(u, tenant)]
+    text = "\n".join(lines) + "\n"
+    if output:
+        from labvault.crypto.keys import atomic_write
+
+        atomic_write(output, text.encode(), mode=0o640)
+        console.print(f"{len(lines) - 1} lines written to {output}")
+    else:
+        print(text, end="")
+
+
+def _when(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{name} must be an ISO date or date-time") from None
+
+
+@app.command("search")
+def search(
+    tenant: str = typer.Option(..., "--tenant"),
+    actor_id: str = typer.Option(None, "--actor", help="Account id."),
+    action: str = typer.Option(None, "--action", help="Action or prefix, e.g. patient:result"),
+    since: str = typer.Option(None, "--since"),
+    until: str = typer.Option(None, "--until"),
+    patient_nir: str = typer.Option(None, "--patient-nir", help="A patient's NIR (through the blind index)."),
+    limit: int = typer.Option(1000, "--limit", min=1, max=100_000),
+    as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
+) -> None:
+    """Search a lab's events (security officer, the lab's DPO or admin); the search is audited."""
+    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+        patient_id = None
+        if patient_nir:
+            patient_id = u.patient_id_for_nir(tenant, patient_nir)
+            if patient_id is None:
+                raise NotFound("no patient with this NIR in this lab")
+        events = service.search(u, tenant, actor=actor_id, action=action, since=_when(since, "--since"),
+                                until=_when(until, "--until"), patient_id=patient_id, limit=limit)
+    for e in events:
+        print(json.dumps(e, sort_keys=True))
