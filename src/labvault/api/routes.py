@@ -237,6 +237,55 @@ def accounts(caller: Auth, request: Request, tenant: str) -> list[schemas.Accoun
         return [schemas.AccountOut(**a) for a in service.list_accounts(u, tenant)]
 
 
+@private.get("/api/v1/tenants/{tenant}/audit/events", response_model=list[dict])
+def audit_events(
+    caller: Auth,
+    request: Request,
+    tenant: str,
+    actor: Annotated[str | None, Query(max_length=64)] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    patient_nir: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[dict]:
+    """Search a lab's audit events (security officer; the lab's DPO and admin); audited itself.
+    With ``patient_nir``: a patient's access history, for an answer under GDPR Art. 15."""
+    from labvault.audit import service as audit
+
+    with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
+        patient_id = None
+        if patient_nir is not None:
+            patient_id = u.patient_id_for_nir(tenant, patient_nir)
+            if patient_id is None:
+                from labvault.errors import NotFound
+
+                raise NotFound("no patient with this NIR in this lab")
+        return audit.search(u, tenant, actor=actor, action=action, since=since, until=until, patient_id=patient_id,
+                            limit=limit)
+
+
+@private.get("/api/v1/tenants/{tenant}/audit/verify")
+def audit_verify(caller: Auth, request: Request, tenant: str) -> dict:
+    """Re-derive the lab's chain and signed roots now."""
+    from labvault.audit import service as audit
+
+    with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
+        return audit.verify_log(u, tenant).as_dict()
+
+
+@private.get("/api/v1/tenants/{tenant}/audit/export")
+def audit_export(caller: Auth, request: Request, tenant: str) -> Response:
+    """The lab's events and signed checkpoints (JSON lines), for the lab to keep."""
+    import json
+
+    from labvault.audit import service as audit
+
+    with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
+        body = "\n".join(json.dumps(x, sort_keys=True) for x in audit.export(u, tenant)) + "\n"
+    return Response(body, media_type="application/x-ndjson")
+
+
 @private.post("/api/v1/tokens", response_model=schemas.TokenOut, status_code=201)
 def create_token(caller: Auth, request: Request, body: schemas.TokenIn) -> schemas.TokenOut:
     """A bearer token for yourself (shown once). Needs a logged-in session: a token cannot mint tokens."""

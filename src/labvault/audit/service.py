@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -24,14 +25,20 @@ LOG = "labvault-audit/v1"
 _EVENT_COLS = [t.audit_event.c[name] for name in chain.FIELDS] + [t.audit_event.c.prev_hash, t.audit_event.c.hash]
 
 
-def _events(u, tenant_id: str, batch: int = 10_000) -> Iterator:
+@contextmanager
+def _events(u, tenant_id: str, batch: int = 10_000) -> Iterator[Iterator]:
+    """The lab's events in order, streamed; the cursor is closed even if the reader stops early."""
     u._scope(tenant_id)
-    yield from u.conn.execute(
+    result = u.conn.execute(
         select(*_EVENT_COLS)
         .where(t.audit_event.c.tenant_id == tenant_id)
         .order_by(t.audit_event.c.seq)
         .execution_options(yield_per=batch)
     )
+    try:
+        yield iter(result)
+    finally:
+        result.close()
 
 
 def _checkpoints(u, tenant_id: str) -> list:
@@ -46,9 +53,10 @@ def checkpoint(u, tenant_id: str) -> dict:
     u._authorise(tenant_id, "audit:checkpoint")
     cr = merkle.CompactRange()
     head = chain.GENESIS
-    for row in _events(u, tenant_id):
-        cr.append(merkle.leaf_hash(row.hash))
-        head = row.hash
+    with _events(u, tenant_id) as rows:
+        for row in rows:
+            cr.append(merkle.leaf_hash(row.hash))
+            head = row.hash
     if cr.size == 0:
         raise InvalidInput(f"lab '{tenant_id}' has no audit events yet")
     existing = {c.size: c for c in _checkpoints(u, tenant_id)}
@@ -91,6 +99,7 @@ class Report:
         return self.problem is None
 
     def fail(self, seq: int, problem: str) -> None:
+        self.details.append(f"{seq}: {problem}")
         if self.problem is None or seq < (self.first_bad_seq or seq + 1):
             self.first_bad_seq, self.problem = seq, problem
 
@@ -129,43 +138,43 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None) -> Report:
             kept_events[int(line["seq"])] = line["hash"]
         elif kind == "checkpoint":
             kept_checkpoints[int(line["body"]["size"])] = line
-    for cp in kept_checkpoints.values():
-        _check_signature(cp, report, pinned)
-    for cp in stored.values():
-        _check_signature(cp, report)
+    # A checkpoint whose signature fails is reported, and not trusted for anything else.
+    kept_checkpoints = {k: cp for k, cp in kept_checkpoints.items() if _check_signature(cp, report, pinned)}
+    stored = {k: cp for k, cp in stored.items() if _check_signature(cp, report)}
     wanted = sorted(set(stored) | set(kept_checkpoints))
     cr = merkle.CompactRange()
     head = chain.GENESIS
     expected = 1
-    for row in _events(u, tenant_id):
-        ev = row._mapping
-        seq = ev["seq"]
-        if seq != expected:
-            report.fail(expected, f"event {expected} is missing (next stored event is {seq})" if seq > expected
-                        else f"event {seq} is out of order")
-            break
-        if ev["prev_hash"] != head:
-            report.fail(seq, f"event {seq} does not chain to event {seq - 1}")
-            break
-        digest = chain.event_hash(head, {k: ev[k] for k in chain.FIELDS})
-        if digest != ev["hash"]:
-            report.fail(seq, f"event {seq} was altered (its hash does not match its content)")
-            break
-        if seq in kept_events and kept_events[seq] != digest.hex():
-            report.fail(seq, f"event {seq} differs from the lab's exported copy")
-            break
-        head = digest
-        cr.append(merkle.leaf_hash(digest))
-        expected += 1
-        if wanted and cr.size == wanted[0]:
-            wanted.pop(0)
-            root = cr.root().hex()
-            for source, cps in (("stored", stored), ("lab's", kept_checkpoints)):
-                cp = cps.get(cr.size)
-                if cp is not None and (cp["body"].get("root") != root or cp["body"].get("head") != head.hex()):
-                    report.fail(seq if source == "stored" else _first_divergence(kept_events, seq),
-                                f"the log up to event {seq} does not match the {source} signed checkpoint")
-            report.checkpoints += 1
+    with _events(u, tenant_id) as rows:
+        for row in rows:
+            ev = row._mapping
+            seq = ev["seq"]
+            if seq != expected:
+                report.fail(expected, f"event {expected} is missing (next stored event is {seq})" if seq > expected
+                            else f"event {seq} is out of order")
+                break
+            if ev["prev_hash"] != head:
+                report.fail(seq, f"event {seq} does not chain to event {seq - 1}")
+                break
+            digest = chain.event_hash(head, {k: ev[k] for k in chain.FIELDS})
+            if digest != ev["hash"]:
+                report.fail(seq, f"event {seq} was altered (its hash does not match its content)")
+                break
+            if seq in kept_events and kept_events[seq] != digest.hex():
+                report.fail(seq, f"event {seq} differs from the lab's exported copy")
+                break
+            head = digest
+            cr.append(merkle.leaf_hash(digest))
+            expected += 1
+            if wanted and cr.size == wanted[0]:
+                wanted.pop(0)
+                root = cr.root().hex()
+                for source, cps in (("stored", stored), ("lab's", kept_checkpoints)):
+                    cp = cps.get(cr.size)
+                    if cp is not None and (cp["body"].get("root") != root or cp["body"].get("head") != head.hex()):
+                        report.fail(seq if source == "stored" else _first_divergence(kept_events, seq),
+                                    f"the log up to event {seq} does not match the {source} signed checkpoint")
+                report.checkpoints += 1
     report.events = cr.size
     report.last_root = cr.root().hex() if cr.size else None
     if report.ok:
@@ -188,7 +197,8 @@ def _first_divergence(kept_events: dict[int, str], seq: int) -> int:
 def consistency(u, tenant_id: str, old_size: int) -> dict:
     """A proof that the lab's log of ``old_size`` events is a prefix of today's log."""
     u._authorise(tenant_id, "audit:verify")
-    leaves = [merkle.leaf_hash(r.hash) for r in _events(u, tenant_id)]
+    with _events(u, tenant_id) as rows:
+        leaves = [merkle.leaf_hash(r.hash) for r in rows]
     if not 0 < old_size <= len(leaves):
         raise InvalidInput(f"the log has {len(leaves)} events; a proof needs 1 <= old size <= that")
     proof = merkle.consistency_proof(leaves, old_size)
@@ -210,7 +220,8 @@ def export(u, tenant_id: str) -> Iterator[dict]:
     """The lab's events and checkpoints as JSON-able lines, for the lab to keep."""
     u._authorise(tenant_id, "audit:read")
     signer_key = u._platform_signer()[1].hex()
-    rows = list(_events(u, tenant_id))
+    with _events(u, tenant_id) as events:
+        rows = list(events)
     checkpoints = _checkpoints(u, tenant_id)
     u._record(tenant_id, "audit:export", "audit", len(rows))
     yield {"type": "header", "log": LOG, "tenant": tenant_id, "public_key": signer_key,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -140,6 +141,22 @@ def demo(
             console.print(identity_table(p))
         console.print(f"{len(results)} results (first 8 shown)")
         console.print(results_table(results, 8))
+        console.rule("[bold]7. The audit trail: every access above, chained, checkpointed, verified")
+        from labvault.audit import service as audit
+
+        for lab in [PLATFORM, *ids]:
+            with rt.unit(Purpose.ADMINISTRATION) as u:
+                last = audit.checkpoint(u, lab)
+        reports = []
+        for lab in [PLATFORM, *ids]:
+            with rt.unit(Purpose.ADMINISTRATION) as u:
+                reports.append(audit.verify_log(u, lab))
+        for r in reports:
+            state = "OK" if r.ok else f"TAMPERED at {r.first_bad_seq}: {r.problem}"
+            console.print(f"  labvault audit verify --tenant {r.tenant}: {state} ({r.events} events)")
+        console.print("  last signed checkpoint:")
+        console.print_json(json.dumps(last))
+
         console.rule("[bold]done")
         console.print("Every personal and health value above was stored encrypted with its lab's own key, and read")
         console.print("back through the access gateway, which recorded who asked and why.")

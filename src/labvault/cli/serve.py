@@ -12,6 +12,8 @@ def serve(
     port: int = typer.Option(8000, "--port", min=1, max=65535),
     tls_cert: str = typer.Option(None, "--tls-cert", help="PEM certificate (enables HTTPS and HSTS)."),
     tls_key: str = typer.Option(None, "--tls-key"),
+    checkpoint_every: int = typer.Option(3600, "--checkpoint-every", min=0,
+                                         help="Seconds between signed audit checkpoints (0: none)."),
 ) -> None:
     """Serve the JSON API (and its OpenAPI schema, to authenticated users) on HOST:PORT."""
     import uvicorn
@@ -22,5 +24,39 @@ def serve(
     if bool(tls_cert) != bool(tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
     app = create_app(settings())
-    uvicorn.run(app, host=host, port=port, ssl_certfile=tls_cert, ssl_keyfile=tls_key, log_level="warning",
-                server_header=False, proxy_headers=False)
+    stop = _checkpoints_every(app.state.runtime, checkpoint_every)
+    try:
+        uvicorn.run(app, host=host, port=port, ssl_certfile=tls_cert, ssl_keyfile=tls_key, log_level="warning",
+                    server_header=False, proxy_headers=False)
+    finally:
+        stop.set()
+
+
+def _checkpoints_every(rt, seconds: int):
+    """A daemon thread that signs a checkpoint of every lab's audit trail every ``seconds``."""
+    import threading
+
+    from labvault.access import Purpose
+    from labvault.audit import service as audit
+    from labvault.crypto.keys import PLATFORM
+    from labvault.errors import LabvaultError
+
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(seconds):
+            try:
+                with rt.unit(Purpose.ADMINISTRATION) as u:
+                    labs = [PLATFORM] + [t.id for t in u.list_tenants() if t.status == "active"]
+                for lab in labs:
+                    try:
+                        with rt.unit(Purpose.ADMINISTRATION) as u:
+                            audit.checkpoint(u, lab)
+                    except LabvaultError:
+                        continue
+            except Exception:  # keep serving; the next round tries again
+                continue
+
+    if seconds > 0:
+        threading.Thread(target=run, name="labvault-checkpoints", daemon=True).start()
+    return stop
