@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,7 @@ ADMIN = Principal("admin-test", "Test Admin", PLATFORM, frozenset({"platform_adm
 
 
 @pytest.fixture
-def gateway(db_url, keyring) -> Gateway:
+def gateway(db_url, keyring, request) -> Gateway:
     engine = make_engine(db_url)
     migrate(engine)
     gw = Gateway(engine, keyring)
@@ -82,6 +83,35 @@ def gateway(db_url, keyring) -> Gateway:
         u.ensure_platform_keys()
     yield gw
     engine.dispose()
+    scan_audit_events(db_url if db_url.startswith("sqlite") else request.getfixturevalue("pg_cluster").superuser_url(db_url))
+
+
+_NIR_LIKE = re.compile(r"(?<![0-9a-f])[12][0-9]{4}(?:[0-9]{2}|2[AB])[0-9]{8}(?![0-9a-f])")
+_DATE_LIKE = re.compile(r"(?:19|20)[0-9]{2}-[01][0-9]-[0-3][0-9]")
+_ID_LIST = re.compile(r'^\[("[A-Za-z0-9_.:-]{1,64}"(, )?)*\]$')
+
+
+def scan_audit_events(url: str) -> None:
+    """After every test that used a store: its audit events hold no NIR, no date but their own
+    time, and object references that are ids only (never a personal value)."""
+    from sqlalchemy import select
+
+    from labvault.store import schema as t
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(t.audit_event)).all()
+    finally:
+        engine.dispose()
+    for row in rows:
+        for name, value in row._mapping.items():
+            if not isinstance(value, str) or name == "at":
+                continue
+            assert not _NIR_LIKE.search(value), f"audit_event.{name} holds a NIR-like value"
+            assert not _DATE_LIKE.search(value), f"audit_event.{name} holds a date"
+        if row.object_refs is not None:
+            assert _ID_LIST.match(row.object_refs), "audit_event.object_refs holds more than ids"
 
 
 def lab_user(gw: Gateway, tenant_id: str, *roles: str, name: str = "Bio") -> Principal:

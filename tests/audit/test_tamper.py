@@ -3,6 +3,7 @@ with the right sequence number."""
 
 from __future__ import annotations
 
+import json
 import pytest
 from sqlalchemy import text
 
@@ -169,3 +170,41 @@ def test_every_event_has_the_fields_and_no_personal_value(audited, raw_engine):
         i = rec.identity
         for value in (i.nir, i.family_name, i.birth_date.isoformat(), *(r.label for r in rec.results)):
             assert value not in blob
+
+
+def test_one_event_per_operation(gateway, raw_engine):
+    make_lab(gateway, LAB)
+    load_lab(gateway, ADMIN, LAB, patients=2, seed=4, batch=2)
+    bio = lab_user(gateway, LAB)
+    from labvault.synth import LabGenerator
+
+    rec = LabGenerator(LAB, 4).patient(0)
+    before = len(events(raw_engine))
+    with gateway.unit(bio, Purpose.CARE) as u:
+        u.find_patients_by_nir(LAB, rec.identity.nir)
+        u.get_patient(LAB, rec.identity.patient_id)
+        u.requests_of(LAB, rec.identity.patient_id)
+        u.results_of(LAB, rec.identity.patient_id)
+    with pytest.raises(Exception), gateway.unit(bio, Purpose.CARE) as u:
+        u.get_patient(LAB, "no-such-patient")
+    rows = events(raw_engine)[before:]
+    assert [r.action for r in rows] == ["patient:identity:search", "patient:identity:read", "patient:request:read",
+                                        "patient:result:read", "patient:identity:read"]
+    assert [r.outcome for r in rows] == ["allowed"] * 4 + ["error"]
+    assert all(r.actor == bio.account_id and r.purpose == "care" for r in rows)
+    assert json.loads(rows[1].object_refs) == [rec.identity.patient_id]
+
+
+def test_only_audit_roles_query_and_queries_are_audited(audited, raw_engine):
+    from labvault.errors import AccessDenied
+
+    for role in ("biologist", "technician"):
+        with pytest.raises(AccessDenied), audited.unit(lab_user(audited, LAB, role), Purpose.ADMINISTRATION) as u:
+            service.search(u, LAB)
+    dpo = lab_user(audited, LAB, "lab_dpo", name="Dpo")
+    with audited.unit(dpo, Purpose.ADMINISTRATION) as u:
+        pid = u.patient_id_for_nir(LAB, __import__("labvault.synth", fromlist=["x"]).LabGenerator(LAB, 4)
+                                   .patient(1).identity.nir)
+        history = service.search(u, LAB, patient_id=pid)
+    assert history and {e["action"] for e in history} >= {"patient:identity:search", "patient:result:read"}
+    assert events(raw_engine)[-1].action == "audit:search" and events(raw_engine)[-1].actor == dpo.account_id
