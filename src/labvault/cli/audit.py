@@ -89,6 +89,38 @@ def verify(
         raise typer.Exit(1)
 
 
+@app.command("prove")
+def prove(
+    checkpoint_file: Path = typer.Option(..., "--checkpoint", help="An older checkpoint the lab kept."),
+    tenant: str = typer.Option(None, "--tenant"),
+    as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
+) -> None:
+    """Prove that today's log only grew since a kept checkpoint (RFC 6962 consistency proof)."""
+    from labvault.audit import merkle
+    from labvault.crypto.signing import SignatureInvalid
+    from labvault.crypto.signing import verify as verify_signature
+
+    kept = [x for x in _read_kept(checkpoint_file) if x.get("type") == "checkpoint"]
+    if not kept:
+        raise InvalidInput(f"{checkpoint_file} holds no checkpoint")
+    old = kept[-1]
+    try:
+        verify_signature(old["body"], old["signature"], bytes.fromhex(old["public_key"]))
+    except (SignatureInvalid, KeyError, ValueError):
+        raise InvalidInput("the kept checkpoint's signature does not verify") from None
+    tenant = tenant or old["body"]["tenant"]
+    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+        proof = service.consistency(u, tenant, int(old["body"]["size"]))
+    ok = merkle.verify_consistency(
+        proof["old_size"], proof["new_size"], bytes.fromhex(old["body"]["root"]), bytes.fromhex(proof["new_root"]),
+        [bytes.fromhex(p) for p in proof["proof"]],
+    )
+    print(json.dumps({**proof, "verified": ok}))
+    if not ok:
+        console.print(f"the log of {tenant} is NOT an extension of the kept checkpoint of {proof['old_size']} events")
+        raise typer.Exit(1)
+
+
 @app.command("export")
 def export(
     tenant: str = typer.Option(..., "--tenant"),
