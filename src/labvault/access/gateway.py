@@ -58,6 +58,7 @@ from labvault.store import schema as t
 from labvault.store.engine import bulk_insert
 
 _STATUSES = {s.value for s in ResultStatus}
+_EVENT_COLUMNS = (*chain.FIELDS, "prev_hash", "hash")
 _PART = 1000  # rows per pipelined insert
 OBJECT_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 TENANT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
@@ -143,6 +144,7 @@ class Gateway:
             with self.engine.begin() as conn:
                 unit = Unit(self, conn, principal, purpose)
                 yield unit
+                unit._flush_events()
         finally:
             self._after(unit, purpose)
 
@@ -156,12 +158,15 @@ class Gateway:
                 action(side)
             for tenant_id, kwargs in unit._side_events:
                 side._write_event(tenant_id, **kwargs)
+            side._flush_events()
 
     @contextmanager
     def bootstrap(self, principal: Principal) -> Iterator[Unit]:
         """The unit ``init`` uses to record the first platform account (nobody to check against yet)."""
         with self.engine.begin() as conn:
-            yield Unit(self, conn, principal, Purpose.ADMINISTRATION, check_principal=False)
+            unit = Unit(self, conn, principal, Purpose.ADMINISTRATION, check_principal=False)
+            yield unit
+            unit._flush_events()
 
     @contextmanager
     def auth_unit(self, *, source_addr: str | None = None, user_agent: str | None = None) -> Iterator[Unit]:
@@ -173,6 +178,7 @@ class Gateway:
             with self.engine.begin() as conn:
                 unit = Unit(self, conn, who, Purpose.AUTHENTICATION, check_principal=False)
                 yield unit
+                unit._flush_events()
         finally:
             self._after(unit, Purpose.AUTHENTICATION)
 
@@ -264,6 +270,7 @@ class Unit:
         self._grant = None
         self._side_events: list[tuple[str, dict]] = []
         self._side_actions: list[Callable[[Unit], None]] = []
+        self._pending_events: list[dict] = []
         self._committed = True
         self._service_purpose: str | None = None
         self._check = check_principal
@@ -404,7 +411,24 @@ class Unit:
         row = {"tenant_id": tenant_id, "seq": seq, "at": utcnow(), **event}
         digest = chain.event_hash(head[1], row)
         self._seq[tenant_id] = (seq, digest)
-        self.conn.execute(insert(t.audit_event).values(prev_hash=head[1], hash=digest, **row))
+        row["prev_hash"], row["hash"] = head[1], digest
+        self._pending_events.append(row)
+
+    def _flush_events(self) -> None:
+        """Insert the events chained so far, in one batch, inside this unit's transaction."""
+        if not self._pending_events:
+            return
+        rows, self._pending_events = self._pending_events, []
+        previous = self._scoped
+        for tenant_id in {r["tenant_id"] for r in rows}:
+            self._scope(tenant_id)
+            mine = [r for r in rows if r["tenant_id"] == tenant_id]
+            if self.conn.dialect.name == "sqlite":  # stored as SQLAlchemy stores times there: UTC text
+                for r in mine:
+                    r["at"] = chain.at_text(r["at"])
+            bulk_insert(self.conn, t.audit_event, _EVENT_COLUMNS, [tuple(r[c] for c in _EVENT_COLUMNS) for r in mine])
+        if previous is not None:
+            self._scope(previous)
         if previous is not None:
             self._scope(previous)
 

@@ -28,6 +28,7 @@ _EVENT_COLS = [t.audit_event.c[name] for name in chain.FIELDS] + [t.audit_event.
 @contextmanager
 def _events(u, tenant_id: str, batch: int = 10_000) -> Iterator[Iterator]:
     """The lab's events in order, streamed; the cursor is closed even if the reader stops early."""
+    u._flush_events()
     u._scope(tenant_id)
     result = u.conn.execute(
         select(*_EVENT_COLS)
@@ -254,6 +255,7 @@ def search(
         q = q.where(ae.c.at <= until)
     if patient_id:
         q = q.where(ae.c.object_refs.contains(json.dumps(patient_id)))
+    u._flush_events()
     u._scope(tenant_id)
     rows = u.conn.execute(q.order_by(ae.c.seq).limit(limit)).all()
     u._record(tenant_id, "audit:search", "audit", len(rows), refs=[patient_id] if patient_id else None)

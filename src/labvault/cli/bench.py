@@ -47,3 +47,19 @@ def api(
 
         out = run_api(seconds, connections=connections, patients=patients, on_progress=on_progress)
     print(json.dumps(out))
+
+
+@app.command("audit")
+def audit(
+    events: int = typer.Option(100_000, "--events", min=1, help="How many audit events to append."),
+    database_url: str = typer.Option(None, "--database-url", help="Default: a scratch SQLite file."),
+    ingest_results: int = typer.Option(100_000, "--ingest-results", min=5000),
+) -> None:
+    """Append N audit events, verify them, and measure the audit trail's cost on encrypted ingest."""
+    from labvault.bench.audit import run_audit
+
+    with progress() as bar:
+        tasks = {k: bar.add_task(k, total=events) for k in ("append", "verify")}
+        out = run_audit(events, database_url=database_url, ingest_results=ingest_results,
+                        on_progress=lambda k, n: bar.advance(tasks[k], n))
+    print(json.dumps(out))

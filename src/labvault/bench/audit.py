@@ -1,0 +1,95 @@
+"""Audit benchmark: append N events (batched by unit, as ingest does), verify them, and measure
+what the audit trail costs encrypted ingest (audit on vs off, same run)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from labvault.access import Gateway, Principal, Purpose
+from labvault.access.gateway import Unit
+from labvault.audit import service
+from labvault.bench.ingest import peak_rss_mb
+from labvault.crypto.keys import PLATFORM, LocalKeyring
+from labvault.store.engine import make_engine, migrate
+
+
+def run_audit(events: int, *, database_url: str | None = None, batch: int = 5000, ingest_results: int = 100_000,
+              on_progress: Callable[[str, int], None] | None = None) -> dict[str, object]:
+    from labvault.synth import results_stream
+
+    with tempfile.TemporaryDirectory(prefix="labvault-bench-") as tmp:
+        url = database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
+        engine = make_engine(url)
+        migrate(engine)
+        keys = LocalKeyring.create(Path(tmp) / "keyring.json", "bench-passphrase", scrypt_n=2**14)
+        gw = Gateway(engine, keys)
+        who = Principal("bench-audit", "Benchmark runner", PLATFORM, frozenset({"platform_admin"}))
+        with gw.bootstrap(who) as u:
+            u.ensure_account(PLATFORM, who.account_id, who.name, "bench-audit@bench.invalid", who.roles,
+                             commitment="benchmark runner")
+            u.ensure_platform_keys()
+        lab = "bench-audit-lab"
+        with gw.unit(who, Purpose.BENCHMARK) as u:
+            u.create_tenant(lab, "Benchmark lab", "690000000")
+
+        t0 = time.perf_counter()
+        done = 0
+        while done < events:
+            n = min(batch, events - done)
+            with gw.unit(who, Purpose.BENCHMARK) as u:
+                for _ in range(n):
+                    u._record(lab, "patient:result:read", "result", 1, refs=["0123456789abcdef0123456789abcdef"])
+            done += n
+            if on_progress:
+                on_progress("append", n)
+        append_s = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        with gw.unit(who, Purpose.BENCHMARK) as u:
+            report = service.verify_log(u, lab)
+        verify_s = time.perf_counter() - t0
+        if on_progress:
+            on_progress("verify", events)
+
+        # Encrypted ingest with the audit trail on, then off (one event per 5,000-result batch).
+        def ingest(tenant: str) -> float:
+            with gw.unit(who, Purpose.BENCHMARK) as u:
+                u.create_tenant(tenant, "Benchmark lab", "690000000")
+                names = {f"p{k}": u.pseudonym_of(tenant, f"p{k}") for k in range(100)}
+            spent = 0.0
+            stream = results_stream(tenant, 7, ingest_results)
+            while chunk := [r for _, r in zip(range(5000), stream, strict=False)]:
+                pseudo = {r.request_id: names[f"p{len(r.request_id) % 100}"] for r in chunk}
+                start = time.perf_counter()
+                with gw.unit(who, Purpose.BENCHMARK) as u:
+                    u.add_results(tenant, chunk, pseudonyms=pseudo)
+                spent += time.perf_counter() - start
+            return spent
+
+        on_s = ingest("bench-audit-on")
+        original = Unit._record
+        Unit._record = lambda self, *a, **k: None  # the same ingest, no event written
+        try:
+            off_s = ingest("bench-audit-off")
+        finally:
+            Unit._record = original
+        engine.dispose()
+        keys.close()
+    return {
+        "bench": "audit",
+        "database": "sqlite" if url.startswith("sqlite") else "postgresql",
+        "events": events,
+        "append_s": round(append_s, 3),
+        "append_per_s": round(events / append_s),
+        "verify_s": round(verify_s, 3),
+        "verify_per_s": round(report.events / verify_s),
+        "verified_ok": report.ok,
+        "ingest_results": ingest_results,
+        "ingest_audit_on_per_s": round(ingest_results / on_s),
+        "ingest_audit_off_per_s": round(ingest_results / off_s),
+        "ingest_overhead": round(on_s / off_s - 1, 4),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
