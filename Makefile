@@ -23,6 +23,8 @@ system-deps: ## Install the real services the tests use (PostgreSQL 15, SoftHSM2
 demo: $(STAMP) ## Fresh demo home, 3 labs x 2,000 generated patients, proof that the store is encrypted
 	LABVAULT_HOME=$(DEMO_HOME) LABVAULT_PASSPHRASE=$${LABVAULT_PASSPHRASE:-demo-passphrase-not-for-production} \
 		$(BIN)/labvault demo --labs 3 --patients 2000
+	LABVAULT_HOME=$(DEMO_HOME) LABVAULT_PASSPHRASE=$${LABVAULT_PASSPHRASE:-demo-passphrase-not-for-production} \
+		$(BIN)/labvault audit verify
 
 serve-demo: $(STAMP) ## Serve the demo home's API on http://127.0.0.1:8000 (after make demo)
 	LABVAULT_HOME=$(DEMO_HOME) LABVAULT_PASSPHRASE=$${LABVAULT_PASSPHRASE:-demo-passphrase-not-for-production} \
