@@ -208,3 +208,33 @@ def test_only_audit_roles_query_and_queries_are_audited(audited, raw_engine):
         history = service.search(u, LAB, patient_id=pid)
     assert history and {e["action"] for e in history} >= {"patient:identity:search", "patient:result:read"}
     assert events(raw_engine)[-1].action == "audit:search" and events(raw_engine)[-1].actor == dpo.account_id
+
+
+def test_retention_cut_keeps_verification(audited, raw_engine):
+    from datetime import timedelta
+
+    from labvault.errors import InvalidInput
+    from labvault.ids import utcnow
+
+    admin = lab_user(audited, LAB, "lab_admin", name="Adm")
+    with pytest.raises(InvalidInput), audited.unit(admin, Purpose.ADMINISTRATION) as u:
+        service.set_retention(u, LAB, 400, None)  # longer than a year: needs a reason
+    with audited.unit(admin, Purpose.ADMINISTRATION) as u:
+        service.set_retention(u, LAB, 180, None)
+    with audited.unit(ADMIN, Purpose.ADMINISTRATION) as u:
+        first_cp = service.checkpoint(u, LAB)["body"]["size"]
+    total_before = len(events(raw_engine))
+    with audited.unit(ADMIN, Purpose.ADMINISTRATION) as u:
+        out = service.purge(u, LAB)  # nothing is 180 days old yet
+    assert out["deleted"] == 0
+    with audited.unit(ADMIN, Purpose.ADMINISTRATION) as u:
+        out = service.purge(u, LAB, now=utcnow() + timedelta(days=181))
+    assert out["cut"] == first_cp and out["deleted"] == first_cp
+    remaining = events(raw_engine)
+    assert remaining[0].seq == first_cp + 1 and len(remaining) == total_before - first_cp + 2
+    report = verify(audited)
+    assert report.ok, report.problem
+    tamper(raw_engine, ("UPDATE audit_event SET actor = 'x' WHERE tenant_id = :t AND seq = :s",
+                        {"t": LAB, "s": first_cp + 1}))
+    report = verify(audited)
+    assert not report.ok and report.first_bad_seq == first_cp + 1

@@ -43,13 +43,13 @@ POLICY: dict[Role, frozenset[str]] = {
     Role.TECHNICIAN: READ_PERSONAL | WRITE_PERSONAL | {"tenant:read"},
     Role.LAB_ADMIN: READ_PERSONAL | {
         "tenant:read", "tenant:settings", "account:manage", "account:list", "grant:approve", "grant:revoke",
-        "grant:list", "token:manage", "audit:read", "audit:verify",
+        "grant:list", "token:manage", "audit:read", "audit:verify", "audit:retention",
     },
     Role.LAB_DPO: frozenset({"tenant:read", "account:list", "grant:list", "grant:revoke", "audit:read",
-                             "audit:verify"}),
+                             "audit:verify", "audit:retention"}),
     Role.SERVICE: WRITE_PERSONAL | {"tenant:read"},
     Role.OPERATOR: frozenset({"tenant:create", "tenant:list", "tenant:read", "keys:rotate", "account:list",
-                              "generate", "audit:checkpoint", "audit:verify"}),
+                              "generate", "audit:checkpoint", "audit:verify", "audit:purge"}),
     # support reads personal data only under a grant: those actions are added per grant, not here
     Role.SUPPORT: frozenset({"tenant:list", "tenant:read", "grant:request", "grant:list"}),
     Role.SECURITY_OFFICER: frozenset({"tenant:list", "tenant:read", "account:list", "grant:list",
@@ -58,7 +58,7 @@ POLICY: dict[Role, frozenset[str]] = {
     Role.PLATFORM_ADMIN: frozenset({
         "tenant:create", "tenant:list", "tenant:read", "tenant:shred", "tenant:drop", "keys:rotate", "account:manage",
         "account:list", "account:deactivate", "token:manage", "generate", "grant:list", "audit:checkpoint",
-        "audit:verify",
+        "audit:verify", "audit:purge",
     }),
 }
 

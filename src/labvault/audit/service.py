@@ -142,10 +142,23 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None) -> Report:
     # A checkpoint whose signature fails is reported, and not trusted for anything else.
     kept_checkpoints = {k: cp for k, cp in kept_checkpoints.items() if _check_signature(cp, report, pinned)}
     stored = {k: cp for k, cp in stored.items() if _check_signature(cp, report)}
+    cut = _last_cut(u, tenant_id, report)
+    cr = merkle.CompactRange() if cut is None else merkle.CompactRange.from_state(json.loads(cut.frontier))
+    head = chain.GENESIS if cut is None else cut.head
+    expected = cr.size + 1
+    if cut is not None:  # roots of checkpoints older than the cut can no longer be recomputed
+        for source in (stored, kept_checkpoints):
+            for size, cp in list(source.items()):
+                if size < cr.size:
+                    source.pop(size)
+                    report.checkpoints += 1
+                elif size == cr.size:
+                    source.pop(size)
+                    report.checkpoints += 1
+                    if cp["body"].get("root") != cr.root().hex():
+                        report.fail(size, "the retention cut does not match the signed checkpoint at its size")
+        kept_events = {k: v for k, v in kept_events.items() if k > cr.size}
     wanted = sorted(set(stored) | set(kept_checkpoints))
-    cr = merkle.CompactRange()
-    head = chain.GENESIS
-    expected = 1
     with _events(u, tenant_id) as rows:
         for row in rows:
             ev = row._mapping
@@ -189,6 +202,90 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None) -> Report:
                                      f"{cr.size}")
     u._record(tenant_id, "audit:verify", "audit", report.events, outcome="allowed" if report.ok else "alert")
     return report
+
+
+def _last_cut(u, tenant_id: str, report: Report):
+    u._scope(tenant_id)
+    row = u.conn.execute(
+        select(t.audit_cut).where(t.audit_cut.c.tenant_id == tenant_id).order_by(t.audit_cut.c.size.desc()).limit(1)
+    ).first()
+    if row is not None:
+        _check_signature({"body": json.loads(row.body), "signature": row.signature,
+                          "public_key": row.signer_public_key}, report)
+    return row
+
+
+DEFAULT_RETENTION_DAYS = 365
+
+
+def set_retention(u, tenant_id: str, days: int, reason: str | None) -> dict:
+    """The lab decides how long its audit trail is kept; past 365 days only with a recorded reason."""
+    u._authorise(tenant_id, "audit:retention")
+    if not 30 <= days <= 3650:
+        raise InvalidInput("audit retention is from 30 to 3,650 days")
+    if days > DEFAULT_RETENTION_DAYS and not (reason or "").strip():
+        raise InvalidInput("keeping the audit trail longer than 365 days needs a recorded justification (--reason)")
+    from sqlalchemy import update
+
+    u.conn.execute(update(t.tenant).where(t.tenant.c.tenant_id == tenant_id).values(
+        audit_retention_days=days, audit_retention_reason=(reason or "").strip()[:1000] or None))
+    u._record(tenant_id, "audit:retention", "tenant", 1)
+    return {"tenant": tenant_id, "days": days, "reason": (reason or "").strip() or None}
+
+
+def purge(u, tenant_id: str, *, now: datetime | None = None) -> dict:
+    """Delete the events older than the lab's retention, cut at a checkpoint boundary.
+
+    The cut keeps what verification needs to go on (the head hash and the Merkle compact range
+    at the cut) in a signed record; the signed checkpoints all stay.
+    """
+    from datetime import timedelta
+
+    u._authorise(tenant_id, "audit:purge")
+    days = DEFAULT_RETENTION_DAYS
+    if tenant_id != "platform":
+        row = u.conn.execute(select(t.tenant.c.audit_retention_days).where(t.tenant.c.tenant_id == tenant_id)).first()
+        days = (row.audit_retention_days if row is not None else None) or DEFAULT_RETENTION_DAYS
+    limit = (now or utcnow()) - timedelta(days=days)
+    report = Report(tenant_id)
+    cut = _last_cut(u, tenant_id, report)
+    start = 0 if cut is None else cut.size
+    cr = merkle.CompactRange() if cut is None else merkle.CompactRange.from_state(json.loads(cut.frontier))
+    sizes = [c.size for c in _checkpoints(u, tenant_id) if c.size > start]
+    best, best_state, best_head = None, None, None
+    head = chain.GENESIS if cut is None else cut.head
+    with _events(u, tenant_id) as rows:
+        for row in rows:
+            if row.seq <= start:
+                continue
+            at = row.at if row.at.tzinfo else row.at.replace(tzinfo=limit.tzinfo)
+            if at >= limit:
+                break
+            cr.append(merkle.leaf_hash(row.hash))
+            head = row.hash
+            if cr.size in sizes:
+                best, best_state, best_head = cr.size, cr.state(), head
+    if best is None:
+        u._record(tenant_id, "audit:purge", "audit", 0)
+        return {"tenant": tenant_id, "cut": start, "deleted": 0, "retention_days": days}
+    body = {"log": LOG, "kind": "retention-cut", "tenant": tenant_id, "size": best, "head": best_head.hex(),
+            "root": merkle.CompactRange.from_state(best_state).root().hex(), "retention_days": days,
+            "at": utcnow().isoformat()}
+    signer, public = u._platform_signer()
+    u._scope(tenant_id)
+    u.conn.execute(insert(t.audit_cut).values(
+        tenant_id=tenant_id, size=best, head=best_head, frontier=json.dumps(best_state), at=utcnow(),
+        body=json.dumps(body, sort_keys=True), signature=signer.sign(body), signer_public_key=public.hex()))
+    deleted = _delete_events(u, tenant_id, start, best)
+    u._record(tenant_id, "audit:purge", "audit", deleted)
+    return {"tenant": tenant_id, "cut": best, "deleted": deleted, "retention_days": days}
+
+
+def _delete_events(u, tenant_id: str, after: int, upto: int) -> int:
+    from labvault.store.engine import delete_audit_range
+
+    u._scope(tenant_id)
+    return delete_audit_range(u.conn, tenant_id, after, upto)
 
 
 def _first_divergence(kept_events: dict[int, str], seq: int) -> int:

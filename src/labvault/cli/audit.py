@@ -121,6 +121,36 @@ def prove(
         raise typer.Exit(1)
 
 
+@app.command("retention")
+def retention(
+    tenant: str = typer.Option(..., "--tenant"),
+    days: int = typer.Option(..., "--days", help="30 to 3,650; past 365 only with --reason."),
+    reason: str = typer.Option(None, "--reason", help="The recorded justification for keeping longer."),
+    as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
+) -> None:
+    """Set how long the lab's audit trail is kept (the lab's admin or DPO)."""
+    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+        out = service.set_retention(u, tenant, days, reason)
+    console.print(f"{tenant}: audit events kept {out['days']} days")
+
+
+@app.command("purge")
+def purge(
+    tenant: str = typer.Option(None, "--tenant", help="One lab; every lab and the platform when absent."),
+    as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
+) -> None:
+    """Delete events past each lab's retention, cut at a signed checkpoint; verification goes on."""
+    with runtime() as rt:
+        who = actor(rt, as_email)
+        with rt.gateway.unit(who, Purpose.ADMINISTRATION) as u:
+            labs = _labs(u, tenant)
+        for lab in labs:
+            with rt.gateway.unit(who, Purpose.ADMINISTRATION) as u:
+                out = service.purge(u, lab)
+            console.print(f"{lab}: {out['deleted']} events purged (cut at {out['cut']}, "
+                          f"retention {out['retention_days']} days)")
+
+
 @app.command("export")
 def export(
     tenant: str = typer.Option(..., "--tenant"),

@@ -124,3 +124,27 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Se
     conn.connection.driver_connection.executemany(sql, rows)
 
 
+
+
+def delete_audit_range(conn: Connection, tenant_id: str, after: int, upto: int) -> int:
+    """Delete a lab's audit events ``after`` < seq <= ``upto`` (retention only).
+
+    The append-only guards (trigger, and on PostgreSQL the revoked privilege) are lifted for
+    this one statement inside the caller's transaction and restored before it commits.
+    """
+    from sqlalchemy import text
+
+    where = "tenant_id = :t AND seq > :a AND seq <= :b"
+    params = {"t": tenant_id, "a": after, "b": upto}
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("ALTER TABLE audit_event DISABLE TRIGGER audit_event_no_update"))
+        conn.execute(text("GRANT DELETE ON audit_event TO CURRENT_USER"))
+        n = conn.execute(text(f"DELETE FROM audit_event WHERE {where}"), params).rowcount
+        conn.execute(text("REVOKE DELETE ON audit_event FROM CURRENT_USER"))
+        conn.execute(text("ALTER TABLE audit_event ENABLE TRIGGER audit_event_no_update"))
+        return n
+    conn.execute(text("DROP TRIGGER audit_event_no_delete"))
+    n = conn.execute(text(f"DELETE FROM audit_event WHERE {where}"), params).rowcount
+    conn.execute(text("CREATE TRIGGER audit_event_no_delete BEFORE DELETE ON audit_event "
+                      "BEGIN SELECT RAISE(ABORT, 'labvault: audit records are append-only'); END"))
+    return n

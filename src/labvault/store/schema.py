@@ -51,6 +51,9 @@ tenant = Table(
     Column("shredded_at", DateTime(timezone=True)),
     # Which lab roles may read each sensitive category, as the lab decided (JSON object).
     Column("sensitive_access", Text),
+    # Rolling retention of the lab's audit trail (NULL: 365 days); longer needs a recorded reason.
+    Column("audit_retention_days", Integer),
+    Column("audit_retention_reason", Text),
 )
 
 account = Table(
@@ -290,6 +293,22 @@ audit_checkpoint = Table(
     Column("head", LargeBinary(32), nullable=False),  # hash of event `size`
     Column("at", DateTime(timezone=True), nullable=False),
     Column("body", Text, nullable=False),  # the signed canonical JSON
+    Column("signature", String(128), nullable=False),
+    Column("signer_public_key", String(64), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# Where a lab's audit trail was cut by retention: events 1..size are gone; what verification
+# needs to go on from there (the head hash and the Merkle compact range at the cut) is kept, signed.
+audit_cut = Table(
+    "audit_cut",
+    metadata,
+    _tenant_col(),
+    Column("size", BigInteger, primary_key=True),
+    Column("head", LargeBinary(32), nullable=False),
+    Column("frontier", Text, nullable=False),  # JSON: merkle.CompactRange.state()
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("body", Text, nullable=False),
     Column("signature", String(128), nullable=False),
     Column("signer_public_key", String(64), nullable=False),
     sqlite_with_rowid=False,
