@@ -88,6 +88,8 @@ def gateway(db_url, keyring, request) -> Gateway:
 
 _NIR_LIKE = re.compile(r"(?<![0-9a-f])[12][0-9]{4}(?:[0-9]{2}|2[AB])[0-9]{8}(?![0-9a-f])")
 _DATE_LIKE = re.compile(r"(?:19|20)[0-9]{2}-[01][0-9]-[0-3][0-9]")
+_TOKEN = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
+_ACTION = re.compile(r"^[a-z]+(:[a-z-]+)+$")
 _ID_LIST = re.compile(r'^\[("[A-Za-z0-9_.:-]{1,64}"(, )?)*\]$')
 
 
@@ -112,6 +114,11 @@ def scan_audit_events(url: str) -> None:
             assert not _DATE_LIKE.search(value), f"audit_event.{name} holds a date"
         if row.object_refs is not None:
             assert _ID_LIST.match(row.object_refs), "audit_event.object_refs holds more than ids"
+        assert _TOKEN.match(row.actor) and _ACTION.match(row.action), "actor and action are ids and tags"
+        for name in ("object_type", "purpose", "outcome", "grant_id"):
+            value = getattr(row, name)
+            assert value is None or _TOKEN.match(value), f"audit_event.{name} is not a plain tag"
+        assert row.actor_roles is None or re.fullmatch(r"[a-z_,]*", row.actor_roles)
 
 
 def lab_user(gw: Gateway, tenant_id: str, *roles: str, name: str = "Bio") -> Principal:
