@@ -25,23 +25,34 @@ def _labs(u, tenant: str | None) -> list[str]:
     return [PLATFORM] + [t.id for t in u.list_tenants()]
 
 
+def _per_lab(tenant: str | None, as_email: str | None, step):
+    """Run ``step(unit, lab)`` for one lab or for every lab and the platform, one unit each."""
+    with runtime() as rt:
+        who = actor(rt, as_email)
+        with rt.gateway.unit(who, Purpose.ADMINISTRATION) as u:
+            labs = _labs(u, tenant)
+        for lab in labs:
+            with rt.gateway.unit(who, Purpose.ADMINISTRATION) as u:
+                yield lab, step(u, lab)
+
+
 @app.command("checkpoint")
 def checkpoint(
     tenant: str = typer.Option(None, "--tenant", help="One lab; every lab and the platform when absent."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Sign a Merkle root over each lab's events so far."""
-    with runtime() as rt:
-        who = actor(rt, as_email)
-        with rt.gateway.unit(who, Purpose.ADMINISTRATION) as u:
-            labs = _labs(u, tenant)
-        for lab in labs:
-            try:
-                with rt.gateway.unit(who, Purpose.ADMINISTRATION) as u:
-                    cp = service.checkpoint(u, lab)
-            except InvalidInput as exc:
-                console.print(f"{lab}: {exc}")
-                continue
+
+    def step(u, lab):
+        try:
+            return service.checkpoint(u, lab)
+        except InvalidInput as exc:  # a lab with no event yet
+            return str(exc)
+
+    for lab, cp in _per_lab(tenant, as_email, step):
+        if isinstance(cp, str):
+            console.print(f"{lab}: {cp}")
+        else:
             console.print(f"{lab}: checkpoint of {cp['body']['size']} events, root {cp['body']['root']}")
 
 
@@ -73,18 +84,13 @@ def verify(
         tenant = next((x.get("tenant") or x.get("body", {}).get("tenant") for x in kept
                        if x.get("tenant") or x.get("body")), None)
     bad = 0
-    with runtime() as rt:
-        who = actor(rt, as_email)
-        with rt.gateway.unit(who, Purpose.ADMINISTRATION) as u:
-            labs = _labs(u, tenant)
-        for lab in labs:
-            with rt.gateway.unit(who, Purpose.ADMINISTRATION) as u:
-                report = service.verify_log(u, lab, kept if kept and lab == tenant else None)
-            if report.ok:
-                console.print(f"{lab}: OK, {report.events} events, {report.checkpoints} checkpoints verified")
-            else:
-                bad += 1
-                console.print(f"{lab}: TAMPERED at sequence number {report.first_bad_seq}: {report.problem}")
+    step = lambda u, lab: service.verify_log(u, lab, kept if kept and lab == tenant else None)  # noqa: E731
+    for lab, report in _per_lab(tenant, as_email, step):
+        if report.ok:
+            console.print(f"{lab}: OK, {report.events} events, {report.checkpoints} checkpoints verified")
+        else:
+            bad += 1
+            console.print(f"{lab}: TAMPERED at sequence number {report.first_bad_seq}: {report.problem}")
     if bad:
         raise typer.Exit(1)
 
@@ -140,15 +146,9 @@ def purge(
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Delete events past each lab's retention, cut at a signed checkpoint; verification goes on."""
-    with runtime() as rt:
-        who = actor(rt, as_email)
-        with rt.gateway.unit(who, Purpose.ADMINISTRATION) as u:
-            labs = _labs(u, tenant)
-        for lab in labs:
-            with rt.gateway.unit(who, Purpose.ADMINISTRATION) as u:
-                out = service.purge(u, lab)
-            console.print(f"{lab}: {out['deleted']} events purged (cut at {out['cut']}, "
-                          f"retention {out['retention_days']} days)")
+    for lab, out in _per_lab(tenant, as_email, service.purge):
+        console.print(f"{lab}: {out['deleted']} events purged (cut at {out['cut']}, "
+                      f"retention {out['retention_days']} days)")
 
 
 @app.command("export")
