@@ -1,0 +1,818 @@
+"""HL7 v2 lab messages: a pure parser and a mapper to domain objects (bytes in, dataclasses out).
+
+No database, no socket, no network. Every failure a sender can cause is an ``Hl7Error`` (an
+``InvalidInput``) whose one-line message says *where* (message, segment, field) and *what* is
+wrong, never the personal value that was found there.
+
+- ``split_messages(data)``: UTF-8 BOM, MLLP frames (0x0B ... 0x1C 0x0D), FHS/BHS/BTS/FTS batches,
+  CR / LF / CRLF segment ends; input larger than ``MAX_INPUT_BYTES`` is refused.
+- ``parse(message)``: MSH-1/MSH-2 encoding characters (any), repetitions, components,
+  subcomponents, escape sequences, MSH-18 character set; Z-segments kept aside.
+- ``to_domain(message)``: ORU^R01 and OUL^R22, v2.3 to v2.5.1, into ``Mapped``.
+
+``Message.get('PID-3')`` returns the first component of the first repetition of the field in the
+first segment of that name, unescaped; ``'PID-3.4'`` a component, ``'PID-3.4.2'`` a subcomponent,
+``'PID-3[2].1'`` a given repetition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from urllib.parse import quote
+
+from labvault.domain.models import (
+    LOINC,
+    Identity,
+    IdentityStatus,
+    Prescriber,
+    Request,
+    Result,
+    ResultStatus,
+    Specimen,
+)
+from labvault.domain.sensitivity import sensitivity_of
+from labvault.errors import InvalidInput
+
+MAX_INPUT_BYTES = 16 * 1024 * 1024
+MAX_MESSAGES = 10_000
+MAX_SEGMENTS = 5_000
+MAX_SEGMENT_LENGTH = 1024 * 1024
+MAX_FIELDS = 1_000
+MAX_REPETITIONS = 1_000
+
+OID_NIR = "1.2.250.1.213.1.4.8"
+OID_NIA = "1.2.250.1.213.1.4.9"
+OID_INS_TEST = "1.2.250.1.213.1.4.10"
+OID_RPPS = "1.2.250.1.71.4.2.1"
+SUPPORTED_TYPES = {("ORU", "R01"), ("OUL", "R22")}
+SUPPORTED_VERSIONS = {"2.3", "2.3.1", "2.4", "2.5", "2.5.1"}
+
+_BOM = b"\xef\xbb\xbf"
+_SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}\Z")
+_OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+\Z")
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)\Z")
+_TS = re.compile(
+    r"(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,4}))?)?)?)?)?)?([+-]\d{4})?\Z"
+)
+# A lone LF ends a segment only when a segment name follows; otherwise it is a line break in the data
+# (seen in real files wrapped by an editor).
+_LF_END = re.compile(r"\n+(?=[ \t]*(?:[A-Z][A-Z0-9]{2}(?:[^A-Za-z0-9\s]|\s*\Z))|\s*\Z)")
+_LF_END_B = re.compile(rb"\n+(?=[ \t]*(?:[A-Z][A-Z0-9]{2}(?:[^A-Za-z0-9\s]|\s*\Z))|\s*\Z)")
+_SAFE_CODE = re.compile(r"[A-Za-z0-9_.\-^/ ]{1,20}\Z")
+
+
+class Hl7Error(InvalidInput):
+    """An HL7 v2 input that cannot be read or mapped; ``str()`` is one line without personal values."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        file: str | None = None,
+        message_index: int | None = None,
+        segment: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.reason = reason.replace("\r", " ").replace("\n", " ")
+        self.file = file
+        self.message_index = message_index
+        self.segment = segment
+        self.field = field
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = []
+        if self.file:
+            where.append(self.file)
+        if self.message_index is not None:
+            where.append(f"message {self.message_index}")
+        if self.segment:
+            where.append(self.segment)
+        if self.field:
+            where.append(self.field)
+        return f"{', '.join(where)}: {self.reason}" if where else self.reason
+
+    def __str__(self) -> str:
+        return self._render()
+
+    def located(self, *, file: str | None = None, message_index: int | None = None) -> Hl7Error:
+        if file is not None and self.file is None:
+            self.file = file
+        if message_index is not None and self.message_index is None:
+            self.message_index = message_index
+        self.args = (self._render(),)
+        return self
+
+
+def _safe(code: str) -> str:
+    """A code (message type, status, charset) fit to appear in an error message."""
+    return code if _SAFE_CODE.match(code) else "(unprintable)"
+
+
+# ---------------------------------------------------------------------------------------- splitting
+
+
+def split_messages(data: bytes, *, file: str | None = None) -> list[bytes]:
+    """Cut a file or stream into HL7 messages (each ending segments with CR)."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise Hl7Error("input is not bytes", file=file)
+    data = bytes(data)
+    if len(data) > MAX_INPUT_BYTES:
+        raise Hl7Error(f"input of {len(data)} bytes exceeds the limit of {MAX_INPUT_BYTES} bytes", file=file)
+    if data.lstrip(b"\r\n \t").startswith(b"\x0b"):
+        chunks: list[bytes] = []
+        pos = 0
+        while (start := data.find(b"\x0b", pos)) >= 0:
+            end = data.find(b"\x1c", start + 1)
+            if end < 0 and not data[start + 1 :].strip():
+                break  # a lone start block at the very end: nothing was sent
+            if end < 0:
+                raise Hl7Error("truncated MLLP frame: start block without end block", file=file,
+                               message_index=len(chunks) + 1)
+            chunks.append(data[start + 1 : end])
+            pos = end + 1
+    else:
+        chunks = [data]
+    messages: list[list[bytes]] = []
+    for chunk in chunks:
+        if chunk.startswith(_BOM):
+            chunk = chunk[3:]
+        current: list[bytes] | None = None
+        for line in _LF_END_B.sub(b"\r", chunk.replace(b"\r\n", b"\r")).split(b"\r"):
+            line = line.lstrip(b" \t")
+            if not line.strip():
+                continue
+            head = line[:3]
+            if head in (b"FHS", b"BHS", b"BTS", b"FTS"):
+                current = None
+                continue
+            if head == b"MSH":
+                current = [line]
+                messages.append(current)
+                if len(messages) > MAX_MESSAGES:
+                    raise Hl7Error(f"more than {MAX_MESSAGES} messages in one input", file=file)
+            elif current is not None:
+                current.append(line)
+    if not messages:
+        raise Hl7Error("not HL7 v2: no MSH segment found", file=file)
+    return [b"\r".join(m) + b"\r" for m in messages]
+
+
+# ------------------------------------------------------------------------------------------ parsing
+
+
+@dataclass(frozen=True, slots=True)
+class Encoding:
+    field: str = "|"
+    component: str = "^"
+    repetition: str = "~"
+    escape: str = "\\"
+    subcomponent: str = "&"
+    truncation: str = ""
+
+
+@dataclass(slots=True)
+class Segment:
+    name: str
+    fields: list[str]  # fields[n] is NAME-n, raw (escaped); fields[0] is the name
+    position: int  # 1-based position in the message
+    occurrence: int  # 1-based among segments of this name
+    message: Message = field(repr=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}[{self.occurrence}]"
+
+    def raw(self, n: int) -> str:
+        return self.fields[n] if 0 <= n < len(self.fields) else ""
+
+    def repetitions(self, n: int) -> list[list[list[str]]]:
+        """Repetitions -> components -> subcomponents, each leaf unescaped."""
+        raw = self.raw(n)
+        if not raw:
+            return []
+        enc = self.message.encoding
+        if self.name == "MSH" and n in (1, 2):
+            return [[[raw]]]
+        reps = raw.split(enc.repetition)[:MAX_REPETITIONS]
+        return [
+            [[self.message.unescape(s) for s in c.split(enc.subcomponent)] for c in r.split(enc.component)]
+            for r in reps
+        ]
+
+    def value(self, n: int, component: int = 1, sub: int = 1, rep: int = 1) -> str:
+        reps = self.repetitions(n)
+        if rep > len(reps):
+            return ""
+        comps = reps[rep - 1]
+        if component > len(comps):
+            return ""
+        subs = comps[component - 1]
+        return subs[sub - 1] if sub <= len(subs) else ""
+
+    def field_text(self, n: int, rep: int = 1) -> str:
+        """A whole repetition unescaped, components joined back with the component separator."""
+        reps = self.repetitions(n)
+        if rep > len(reps):
+            return ""
+        enc = self.message.encoding
+        return enc.component.join(enc.subcomponent.join(c) for c in reps[rep - 1])
+
+    def err(self, n: int | None, reason: str) -> Hl7Error:
+        return Hl7Error(
+            reason,
+            file=self.message.file,
+            message_index=self.message.index,
+            segment=self.label,
+            field=f"{self.name}-{n}" if n is not None else None,
+        )
+
+
+_PATH = re.compile(r"([A-Z][A-Z0-9]{2})-(\d{1,3})(?:\[(\d{1,3})\])?(?:\.(\d{1,3}))?(?:\.(\d{1,3}))?\Z")
+
+
+@dataclass(slots=True)
+class Message:
+    encoding: Encoding
+    charset: str
+    index: int = 1
+    file: str | None = None
+    all_segments: list[Segment] = field(default_factory=list)
+
+    def segments(self, name: str) -> list[Segment]:
+        return [s for s in self.all_segments if s.name == name]
+
+    @property
+    def z_segments(self) -> list[Segment]:
+        return [s for s in self.all_segments if s.name.startswith("Z")]
+
+    def get(self, path: str) -> str:
+        m = _PATH.match(path)
+        if not m:
+            raise Hl7Error(f"bad field path {path!r}")
+        name, n, rep, comp, sub = m.groups()
+        segs = self.segments(name)
+        if not segs:
+            return ""
+        return segs[0].value(int(n), int(comp or 1), int(sub or 1), int(rep or 1))
+
+    @property
+    def control_id(self) -> str:
+        return self.get("MSH-10")
+
+    @property
+    def sending_facility(self) -> str:
+        return self.get("MSH-4") or self.get("MSH-4.2")
+
+    @property
+    def message_type(self) -> str:
+        return "^".join(p for p in (self.get("MSH-9.1"), self.get("MSH-9.2")) if p)
+
+    @property
+    def version(self) -> str:
+        return self.get("MSH-12")
+
+    def err(self, reason: str, segment: str | None = None, field: str | None = None) -> Hl7Error:
+        return Hl7Error(reason, file=self.file, message_index=self.index, segment=segment, field=field)
+
+    # escape sequences ---------------------------------------------------------------------------
+    def unescape(self, s: str) -> str:
+        esc = self.encoding.escape
+        if not esc or esc not in s:
+            return s
+        pattern = _escape_pattern(esc)
+        return pattern.sub(self._escape_one, s)
+
+    def _escape_one(self, m: re.Match[str]) -> str:
+        body = m.group(1)
+        enc = self.encoding
+        simple = {"F": enc.field, "S": enc.component, "T": enc.subcomponent, "R": enc.repetition,
+                  "E": enc.escape, "P": enc.truncation, "H": "", "N": "", ".br": "\n", ".sp": "\n",
+                  ".fi": "", ".nf": "", ".ce": ""}
+        if body in simple:
+            return simple[body]
+        if body.startswith((".sp", ".in", ".ti", ".sk")):
+            return "\n" if body.startswith(".sp") else ""
+        if body[:1] == "X" and len(body) > 1 and len(body) % 2 == 1:
+            try:
+                raw = bytes.fromhex(body[1:])
+            except ValueError:
+                return m.group(0)
+            try:
+                return raw.decode(self.charset if self.charset != "ascii" else "latin-1")
+            except (UnicodeDecodeError, LookupError):
+                return raw.decode("latin-1")
+        return m.group(0)
+
+
+_PATTERNS: dict[str, re.Pattern[str]] = {}
+
+
+def _escape_pattern(esc: str) -> re.Pattern[str]:
+    if esc not in _PATTERNS:
+        e = re.escape(esc)
+        _PATTERNS[esc] = re.compile(f"{e}([^{e}\\r]{{1,200}}){e}")
+    return _PATTERNS[esc]
+
+
+_CHARSETS = {
+    "ASCII": "ascii",
+    "8859/1": "latin-1",
+    "ISO-8859-1": "latin-1",
+    "ISO8859-1": "latin-1",
+    "ISO IR100": "latin-1",
+    "ISO_IR 100": "latin-1",
+    "8859/15": "iso-8859-15",
+    "UNICODE UTF-8": "utf-8",
+    "UTF-8": "utf-8",
+    "UTF8": "utf-8",
+}
+
+
+def parse(message: bytes, *, index: int = 1, file: str | None = None) -> Message:
+    """Parse one HL7 v2 message. Every failure is an ``Hl7Error``."""
+    try:
+        return _parse(message, index, file)
+    except Hl7Error as exc:
+        raise exc.located(file=file, message_index=index) from None
+    except Exception as exc:  # a parser bug must still surface as a refusal, not a crash
+        raise Hl7Error(f"unreadable message ({type(exc).__name__})", file=file, message_index=index) from exc
+
+
+def _parse(data: bytes, index: int, file: str | None) -> Message:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise Hl7Error("input is not bytes")
+    data = bytes(data)
+    if len(data) > MAX_INPUT_BYTES:
+        raise Hl7Error(f"message of {len(data)} bytes exceeds the limit of {MAX_INPUT_BYTES} bytes")
+    data = data.strip(b"\x0b\x1c\r\n \t")
+    if data.startswith(_BOM):
+        data = data[3:]
+    if not data.startswith(b"MSH"):
+        raise Hl7Error("not HL7 v2: the message does not start with an MSH segment")
+    if len(data) < 8:
+        raise Hl7Error("truncated: MSH segment too short", segment="MSH[1]")
+    sep = chr(data[3])
+    if not (0x21 <= data[3] <= 0x7E) or sep.isalnum() or sep == "\\":
+        raise Hl7Error("invalid field separator", segment="MSH[1]", field="MSH-1")
+    enc_end = data.find(data[3:4], 4)
+    head_end = min(x for x in (data.find(b"\r"), data.find(b"\n"), len(data)) if x >= 0)
+    if enc_end < 0 or enc_end > head_end:
+        enc_end = head_end
+    enc_raw = data[4:enc_end].decode("latin-1")
+    if not enc_raw:
+        raise Hl7Error("encoding characters missing", segment="MSH[1]", field="MSH-2")
+    if len(enc_raw) not in (3, 4, 5):
+        raise Hl7Error(f"expected 4 encoding characters, found {len(enc_raw)}", segment="MSH[1]", field="MSH-2")
+    chars = [sep, *enc_raw]
+    if len(set(chars)) != len(chars) or any(c.isalnum() or not (" " < c <= "~") for c in enc_raw):
+        raise Hl7Error("encoding characters are not distinct printable symbols", segment="MSH[1]",
+                       field="MSH-2")
+    if len(enc_raw) == 3:  # seen in the wild: "^~&", the escape character left out
+        encoding = Encoding(sep, enc_raw[0], enc_raw[1], "", enc_raw[2])
+    else:
+        encoding = Encoding(sep, enc_raw[0], enc_raw[1], enc_raw[2], enc_raw[3], enc_raw[4:5])
+
+    # MSH-18 from the header (delimiters are ASCII in every supported charset)
+    header = data[:head_end].decode("latin-1").split(sep)
+    declared = header[17].split(encoding.component)[0].split(encoding.repetition)[0].strip() if len(header) > 17 else ""
+    if declared:
+        codec = _CHARSETS.get(declared.upper())
+        if codec is None:
+            raise Hl7Error(f"unsupported character set {_safe(declared)!r}", segment="MSH[1]", field="MSH-18")
+        try:
+            text = data.decode(codec)
+        except UnicodeDecodeError:
+            raise Hl7Error(f"bytes are not valid {_safe(declared)}", segment="MSH[1]", field="MSH-18") from None
+    else:
+        codec = "utf-8"
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            codec = "latin-1"
+            text = data.decode("latin-1")
+
+    msg = Message(encoding=encoding, charset=codec, index=index, file=file)
+    lines = [ln for ln in _LF_END.sub("\r", text.replace("\r\n", "\r")).split("\r") if ln.strip()]
+    if len(lines) > MAX_SEGMENTS:
+        raise Hl7Error(f"too many segments ({len(lines)}, limit {MAX_SEGMENTS})")
+    counts: dict[str, int] = {}
+    for pos, line in enumerate(lines, start=1):
+        line = line.lstrip(" \t")
+        name = line[:3]
+        if not _SEGMENT_NAME.match(name) or (len(line) > 3 and line[3] != sep):
+            raise Hl7Error(f"segment {pos}: invalid segment name")
+        counts[name] = counts.get(name, 0) + 1
+        label = f"{name}[{counts[name]}]"
+        if len(line) > MAX_SEGMENT_LENGTH:
+            raise Hl7Error(f"segment too long ({len(line)} characters, limit {MAX_SEGMENT_LENGTH})",
+                           segment=label)
+        parts = line.split(sep)
+        if len(parts) > MAX_FIELDS:
+            raise Hl7Error(f"too many fields ({len(parts) - 1}, limit {MAX_FIELDS})", segment=label)
+        if name == "MSH":
+            if pos != 1:
+                raise Hl7Error("MSH segment inside a message (missing segment end?)", segment=label)
+            fields = ["MSH", sep, *parts[1:]]
+        else:
+            fields = parts
+        msg.all_segments.append(Segment(name, fields, pos, counts[name], msg))
+
+    msh = msg.all_segments[0]
+    if len(msg.all_segments) == 1:
+        raise Hl7Error("truncated: the message has no segment after MSH", segment="MSH[1]")
+    for n, what in ((9, "message type"), (10, "message control id"), (12, "version id")):
+        if not msh.value(n):
+            raise Hl7Error(f"{what} missing", segment="MSH[1]", field=f"MSH-{n}")
+    return msg
+
+
+# -------------------------------------------------------------------------------------------- dates
+
+
+def parse_ts(value: str, seg: Segment, n: int) -> datetime:
+    """HL7 TS: YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]."""
+    m = _TS.match(value.strip())
+    if not m:
+        raise seg.err(n, "date/time not in HL7 TS format YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ]")
+    y, mo, d, h, mi, s, frac, tz = m.groups()
+    try:
+        tzinfo = None
+        if tz:
+            hours, minutes = int(tz[1:3]), int(tz[3:5])
+            if hours > 14 or minutes > 59:
+                raise ValueError
+            delta = timedelta(hours=hours, minutes=minutes)
+            tzinfo = timezone(delta if tz[0] == "+" else -delta)
+        micro = int((frac or "0").ljust(6, "0")[:6])
+        return datetime(int(y), int(mo or 1), int(d or 1), int(h or 0), int(mi or 0), int(s or 0), micro,
+                        tzinfo=tzinfo)
+    except ValueError:
+        raise seg.err(n, "date/time out of range") from None
+
+
+def _ts_opt(seg: Segment, n: int) -> datetime | None:
+    v = seg.value(n)
+    return parse_ts(v, seg, n) if v.strip() else None
+
+
+# ------------------------------------------------------------------------------------------ mapping
+
+
+@dataclass(slots=True)
+class Mapped:
+    identity: Identity
+    prescribers: list[Prescriber]
+    requests: list[Request]
+    specimens: list[Specimen]
+    results: list[Result]
+    other_identifiers: list[tuple[str, str]]
+    z_segments: list[str]
+    control_id: str
+    sending_facility: str
+
+
+def _id(msg: Message, what: str) -> str:
+    material = "\x1f".join((msg.sending_facility, msg.control_id, what))
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
+
+
+def to_domain(message: Message, *, test_mode: bool = False) -> Mapped:
+    """Map an ORU^R01 or OUL^R22 (v2.3 to 2.5.1) to domain objects. Every failure is an ``Hl7Error``."""
+    try:
+        return _Mapper(message, test_mode).run()
+    except Hl7Error as exc:
+        raise exc.located(file=message.file, message_index=message.index) from None
+    except Exception as exc:
+        raise Hl7Error(f"unmappable message ({type(exc).__name__})", file=getattr(message, "file", None),
+                       message_index=getattr(message, "index", None)) from exc
+
+
+def _authority_oid(hd_subs: list[str]) -> tuple[str, str]:
+    """(oid, namespace) of an HD given as subcomponents namespace&universal id&type."""
+    ns = hd_subs[0] if hd_subs else ""
+    uid = hd_subs[1] if len(hd_subs) > 1 else ""
+    if _OID.match(uid):
+        return uid, ns
+    if _OID.match(ns):
+        return ns, ns
+    return "", ns
+
+
+class _Mapper:
+    def __init__(self, msg: Message, test_mode: bool) -> None:
+        self.msg = msg
+        self.test_mode = test_mode
+        self.prescribers: dict[tuple[str, str], Prescriber] = {}
+
+    def run(self) -> Mapped:
+        msg = self.msg
+        msh = msg.all_segments[0]
+        mtype = (msg.get("MSH-9.1"), msg.get("MSH-9.2"))
+        if mtype not in SUPPORTED_TYPES:
+            shown = _safe("^".join(p for p in mtype if p))
+            raise msh.err(9, f"unsupported message type {shown!r} (expected ORU^R01 or OUL^R22)")
+        if msg.version not in SUPPORTED_VERSIONS:
+            raise msh.err(12, f"unsupported version {_safe(msg.version)!r} (expected 2.3 to 2.5.1)")
+        pids = msg.segments("PID")
+        if not pids:
+            raise msg.err("PID segment missing")
+        pid = pids[0]
+        patient_id = _id(msg, "PID[1]")
+        oul = mtype == ("OUL", "R22")
+
+        requests: list[Request] = []
+        specimens: list[Specimen] = []
+        results: list[Result] = []
+        request: Request | None = None
+        obr: Segment | None = None
+        orc_prescriber: str | None = None
+        specimen: Specimen | None = None
+        pending_spm: list[Segment] = []
+        last_result: Result | None = None
+        for seg in msg.all_segments:
+            if seg.name == "ORC":
+                orc_prescriber = self._prescriber(seg, 12)
+                last_result = None
+            elif seg.name == "OBR":
+                obr = seg
+                when = _ts_opt(seg, 7) or _ts_opt(seg, 6) or _ts_opt(msh, 7)
+                if when is None:
+                    raise seg.err(7, "observation date/time missing")
+                request = Request(
+                    request_id=_id(msg, seg.label),
+                    patient_id=patient_id,
+                    prescriber_id=self._prescriber(seg, 16) or orc_prescriber,
+                    requested_at=when,
+                    accession=seg.value(3) or seg.value(2) or None,
+                    reported_at=_ts_opt(seg, 22),
+                )
+                requests.append(request)
+                specimen = None
+                for spm in pending_spm:
+                    specimen = self._specimen(spm, request)
+                    specimens.append(specimen)
+                pending_spm = []
+                if not msg.segments("SPM") and (seg.value(15) or seg.value(7)):
+                    specimen = Specimen(
+                        specimen_id=_id(msg, seg.label + "/specimen"),
+                        request_id=request.request_id,
+                        type=seg.value(15) or "UNK",
+                        collected_at=when,
+                        received_at=_ts_opt(seg, 14),
+                    )
+                    specimens.append(specimen)
+                last_result = None
+            elif seg.name == "SPM":
+                if oul or request is None:
+                    pending_spm.append(seg)
+                else:
+                    specimen = self._specimen(seg, request)
+                    specimens.append(specimen)
+                last_result = None
+            elif seg.name == "OBX":
+                if request is None or obr is None:
+                    raise seg.err(None, "OBX before any OBR (observation without an order)")
+                if seg.value(11).upper() in _NO_RESULT:
+                    last_result = None
+                    continue
+                last_result = self._result(seg, request, specimen)
+                results.append(last_result)
+            elif seg.name == "NTE" and last_result is not None:
+                note = "\n".join(seg.field_text(3, r + 1) for r in range(len(seg.repetitions(3))))
+                if note:
+                    last_result.comment = f"{last_result.comment}\n{note}" if last_result.comment else note
+        if not requests:
+            raise msg.err("truncated: no OBR segment (no order in the message)")
+        first_specimen: dict[str, str] = {}
+        for sp in specimens:
+            first_specimen.setdefault(sp.request_id, sp.specimen_id)
+        for res in results:  # v2.5 puts SPM after the order's OBX: link them to the order's specimen
+            if res.specimen_id is None:
+                res.specimen_id = first_specimen.get(res.request_id)
+        identity, others = self._identity(pid, patient_id)
+        return Mapped(
+            identity=identity,
+            prescribers=list(self.prescribers.values()),
+            requests=requests,
+            specimens=specimens,
+            results=results,
+            other_identifiers=others,
+            z_segments=[msg.encoding.field.join(s.fields if s.name != "MSH" else s.fields[1:])
+                        for s in msg.z_segments],
+            control_id=msg.control_id,
+            sending_facility=msg.sending_facility,
+        )
+
+    # identity -----------------------------------------------------------------------------------
+    def _identity(self, pid: Segment, patient_id: str) -> tuple[Identity, list[tuple[str, str]]]:
+        ins: tuple[str, str] | None = None
+        others: list[tuple[str, str]] = []
+        for rep in pid.repetitions(3):
+            value = rep[0][0] if rep and rep[0] else ""
+            if not value:
+                continue
+            oid, ns = _authority_oid(rep[3] if len(rep) > 3 else [])
+            if oid in (OID_NIR, OID_NIA) or (oid == OID_INS_TEST and self.test_mode):
+                if ins is None:
+                    ins = (value, oid)
+                continue
+            if oid == OID_INS_TEST:
+                raise pid.err(3, "test INS (OID 1.2.250.1.213.1.4.10) refused outside test mode")
+            id_type = rep[4][0] if len(rep) > 4 and rep[4] else ""
+            if oid:
+                system = f"urn:oid:{oid}"
+            elif ns:
+                system = f"urn:hl7v2:assigner:{quote(ns, safe='')}"
+            else:
+                system = f"urn:hl7v2:idtype:{quote(id_type or 'unknown', safe='')}"
+            others.append((system, value))
+        if ins is None:
+            raise pid.err(3, "INS missing: no identifier with assigning authority OID "
+                             f"{OID_NIR} (NIR) or {OID_NIA} (NIA)")
+        family = given = ""
+        birth_name: str | None = None
+        legal: tuple[str, str] | None = None
+        for rep in pid.repetitions(5):
+            fam = rep[0][0] if rep and rep[0] else ""
+            giv = rep[1][0] if len(rep) > 1 and rep[1] else ""
+            ntype = rep[6][0] if len(rep) > 6 and rep[6] else ""
+            if ntype in ("L", "M"):
+                birth_name = birth_name or fam or None
+                legal = legal or (fam, giv)
+            elif ntype == "D" or not family:
+                if fam and (ntype == "D" or not family):
+                    family, given = fam, giv or given
+        if legal is not None:
+            family = family or legal[0]
+            given = legal[1] or given
+        if not family:
+            raise pid.err(5, "patient family name missing")
+        bd = pid.value(7)
+        if not bd.strip():
+            raise pid.err(7, "birth date missing")
+        born = parse_ts(bd, pid, 7)
+        sex = pid.value(8).upper()
+        addr = pid.repetitions(11)
+        address = ", ".join(c[0] for c in addr[0][:6] if c and c[0]) if addr else ""
+        phone = ""
+        tel = pid.repetitions(13)
+        if tel:
+            t = tel[0]
+
+            def comp(i: int) -> str:
+                return t[i][0] if len(t) > i and t[i] else ""
+
+            phone = comp(0) or comp(11) or (comp(5) + comp(6)) or comp(3)
+        status = IdentityStatus.QUALIFIED if pid.value(32) == "VALI" else IdentityStatus.PROVISIONAL
+        identity = Identity(
+            patient_id=patient_id,
+            nir=ins[0],
+            identity_status=status,
+            family_name=family,
+            given_names=given,
+            birth_date=date(born.year, born.month, born.day),
+            sex=sex if sex in ("M", "F") else "U",
+            birth_name=birth_name,
+            address=address or None,
+            phone=phone or None,
+            ins_oid=ins[1],
+        )
+        return identity, others
+
+    # prescriber ---------------------------------------------------------------------------------
+    def _prescriber(self, seg: Segment, n: int) -> str | None:
+        reps = seg.repetitions(n)
+        if not reps:
+            return None
+        xcn = reps[0]
+
+        def sub(i: int, j: int = 0) -> str:
+            return xcn[i][j] if len(xcn) > i and len(xcn[i]) > j else ""
+
+        number = sub(0)
+        if not number and not sub(1):
+            return None
+        oid, ns = _authority_oid(xcn[8] if len(xcn) > 8 else [])
+        is_rpps = oid == OID_RPPS or ns.upper() == "RPPS"
+        key = (oid or ns, number or f"{sub(1)}^{sub(2)}")
+        if key not in self.prescribers:
+            self.prescribers[key] = Prescriber(
+                prescriber_id=_id(self.msg, f"prescriber/{key[0]}/{key[1]}"),
+                rpps=number if is_rpps else "",
+                family_name=sub(1),
+                given_name=sub(2),
+            )
+        return self.prescribers[key].prescriber_id
+
+    # specimen -----------------------------------------------------------------------------------
+    def _specimen(self, spm: Segment, request: Request) -> Specimen:
+        collected = _ts_opt(spm, 17) or request.requested_at
+        return Specimen(
+            specimen_id=_id(self.msg, spm.label),
+            request_id=request.request_id,
+            type=(spm.value(4, 4) if spm.value(4, 6).upper() == "HL70487" and spm.value(4, 3).upper() != "HL70487"
+                  else spm.value(4)) or "UNK",
+            collected_at=collected,
+            received_at=_ts_opt(spm, 18),
+        )
+
+    # result -------------------------------------------------------------------------------------
+    def _result(self, obx: Segment, request: Request, specimen: Specimen | None) -> Result:
+        code, label, system_name = obx.value(3, 1), obx.value(3, 2), obx.value(3, 3)
+        if system_name.upper() != "LN" and obx.value(3, 6).upper() == "LN" and obx.value(3, 4):
+            code, label, system_name = obx.value(3, 4), obx.value(3, 5) or label, "LN"
+        if not code and obx.value(3, 4):
+            code, label, system_name = obx.value(3, 4), obx.value(3, 5) or label, obx.value(3, 6)
+        if not code:
+            raise obx.err(3, "observation code missing")
+        if system_name.upper() == "LN":
+            system = LOINC
+        else:
+            system = f"urn:hl7v2:codesystem:{quote(system_name or 'local', safe='')}"
+        vtype = obx.value(2).upper()
+        value_num: float | None = None
+        value_text: str | None = None
+        reps = obx.repetitions(5)
+        if vtype == "NM":
+            raw = obx.value(5).strip()
+            if raw:
+                if not _NUMBER.match(raw):
+                    raise obx.err(5, "value is not numeric for value type NM")
+                value_num = float(raw)
+        elif vtype == "SN":
+            comparator, n1, sep, n2 = (obx.value(5, i).strip() for i in (1, 2, 3, 4))
+            if comparator in ("", "=") and not sep and _NUMBER.match(n1):
+                value_num = float(n1)
+            elif reps:
+                value_text = f"{comparator}{n1}{sep}{n2}" or None
+        elif vtype in ("CE", "CWE", "CNE", "CF"):
+            value_text = "\n".join(obx.value(5, 2, rep=i + 1) or obx.value(5, 1, rep=i + 1)
+                                   for i in range(len(reps))) or None
+        elif reps:
+            value_text = "\n".join(obx.field_text(5, i + 1) for i in range(len(reps))) or None
+        ref_low, ref_high, ref_text = _ref_range(obx.value(7))
+        status_code = obx.value(11).upper()
+        status = _STATUS.get(status_code)
+        if status is None:
+            if not status_code:
+                raise obx.err(11, "result status missing")
+            raise obx.err(11, f"result status {_safe(status_code)!r} cannot be imported")
+        observer = obx.value(16, 1) or " ".join(p for p in (obx.value(16, 2), obx.value(16, 3)) if p)
+        return Result(
+            result_id=_id(self.msg, obx.label),
+            request_id=request.request_id,
+            code=code,
+            label=label,
+            code_system=system,
+            specimen_id=specimen.specimen_id if specimen else None,
+            value_num=value_num,
+            value_text=value_text,
+            unit=obx.value(6, 1) or None,
+            ref_low=ref_low,
+            ref_high=ref_high,
+            ref_text=ref_text,
+            flag=obx.value(8) or None,
+            status=status,
+            validated_by=observer or None,
+            validated_at=_ts_opt(obx, 19) or _ts_opt(obx, 14),
+            sensitivity=sensitivity_of(system, code),
+        )
+
+
+_NO_RESULT = {"I", "O", "N"}  # pending, order detail only, not asked: no result to import
+_STATUS = {
+    "F": ResultStatus.FINAL,
+    "U": ResultStatus.FINAL,
+    "C": ResultStatus.CORRECTED,
+    "P": ResultStatus.PRELIMINARY,
+    "R": ResultStatus.PRELIMINARY,
+    "S": ResultStatus.PRELIMINARY,
+    "A": ResultStatus.PRELIMINARY,
+}
+
+_RANGE = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*-\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*\Z")
+_BOUND = re.compile(r"\s*(<=|>=|<|>)\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*\Z")
+
+
+def _ref_range(raw: str) -> tuple[float | None, float | None, str | None]:
+    """'3.5-5.1' -> (3.5, 5.1); '<10' -> (None, 10); '>2' -> (2, None); anything else is text."""
+    if not raw.strip():
+        return None, None, None
+    if m := _RANGE.match(raw):
+        return float(m.group(1)), float(m.group(2)), None
+    if m := _BOUND.match(raw):
+        bound = float(m.group(2))
+        return (None, bound, raw.strip()) if m.group(1).startswith("<") else (bound, None, raw.strip())
+    return None, None, raw.strip()
+
+
+def read(data: bytes, *, file: str | None = None, test_mode: bool = False) -> list[Mapped]:
+    """Split, parse and map every message of an input; the first failure is raised."""
+    out = []
+    for i, raw in enumerate(split_messages(data, file=file), start=1):
+        out.append(to_domain(parse(raw, index=i, file=file), test_mode=test_mode))
+    return out
