@@ -31,15 +31,21 @@ def at_text(at: datetime) -> str:
 
 
 def event_hash(prev_hash: bytes, event: dict) -> bytes:
+    at = event.get("at")
+    values = [event.get(name) for name in FIELDS]
+    values[2] = at_text(at) if isinstance(at, datetime) else at
+    return event_hash_values(prev_hash, values)
+
+
+def event_hash_values(prev_hash: bytes, values) -> bytes:
+    """``event_hash`` over the field values in ``FIELDS`` order, the time already as text."""
     parts = [b"labvault/audit/v1", prev_hash]
-    for name in FIELDS:
-        value = event.get(name)
+    append = parts.append
+    for value in values:
         if value is None:
-            parts.append(_NONE)
+            append(_NONE)
             continue
-        if name == "at":
-            value = at_text(value) if isinstance(value, datetime) else value
-        data = str(value).encode()
-        parts.append(_LEN(len(data)))
-        parts.append(data)
+        data = (value if value.__class__ is str else str(value)).encode()
+        append(_LEN(len(data)))
+        append(data)
     return sha256(b"".join(parts)).digest()

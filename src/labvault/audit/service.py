@@ -159,36 +159,43 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None) -> Report:
                         report.fail(size, "the retention cut does not match the signed checkpoint at its size")
         kept_events = {k: v for k, v in kept_events.items() if k > cr.size}
     wanted = sorted(set(stored) | set(kept_checkpoints))
-    with _events(u, tenant_id) as rows:
-        for row in rows:
-            ev = row._mapping
-            seq = ev["seq"]
-            if seq != expected:
-                report.fail(expected, f"event {expected} is missing (next stored event is {seq})" if seq > expected
-                            else f"event {seq} is out of order")
-                break
-            if ev["prev_hash"] != head:
-                report.fail(seq, f"event {seq} does not chain to event {seq - 1}")
-                break
-            digest = chain.event_hash(head, {k: ev[k] for k in chain.FIELDS})
-            if digest != ev["hash"]:
-                report.fail(seq, f"event {seq} was altered (its hash does not match its content)")
-                break
-            if seq in kept_events and kept_events[seq] != digest.hex():
-                report.fail(seq, f"event {seq} differs from the lab's exported copy")
-                break
-            head = digest
-            cr.append(merkle.leaf_hash(digest))
-            expected += 1
-            if wanted and cr.size == wanted[0]:
-                wanted.pop(0)
-                root = cr.root().hex()
-                for source, cps in (("stored", stored), ("lab's", kept_checkpoints)):
-                    cp = cps.get(cr.size)
-                    if cp is not None and (cp["body"].get("root") != root or cp["body"].get("head") != head.hex()):
-                        report.fail(seq if source == "stored" else _first_divergence(kept_events, seq),
-                                    f"the log up to event {seq} does not match the {source} signed checkpoint")
-                report.checkpoints += 1
+    from labvault.store.engine import iter_audit_rows
+
+    u._flush_events()
+    u._scope(tenant_id)
+    leaf, event_hash_values, at_text = merkle.leaf_hash, chain.event_hash_values, chain.at_text
+    kept_hex = kept_events
+    for row in iter_audit_rows(u.conn, tenant_id, (*chain.FIELDS, "prev_hash", "hash")):
+        values = list(row[:-2])
+        seq, prev, stored_hash = values[1], bytes(row[-2]) if row[-2] is not None else None, row[-1]
+        if seq != expected:
+            report.fail(expected, f"event {expected} is missing (next stored event is {seq})" if seq > expected
+                        else f"event {seq} is out of order")
+            break
+        if prev != head:
+            report.fail(seq, f"event {seq} does not chain to event {seq - 1}")
+            break
+        if values[2].__class__ is not str:
+            values[2] = at_text(values[2])
+        digest = event_hash_values(head, values)
+        if stored_hash is None or digest != bytes(stored_hash):
+            report.fail(seq, f"event {seq} was altered (its hash does not match its content)")
+            break
+        if kept_hex and seq in kept_hex and kept_hex[seq] != digest.hex():
+            report.fail(seq, f"event {seq} differs from the lab's exported copy")
+            break
+        head = digest
+        cr.append(leaf(digest))
+        expected += 1
+        if wanted and cr.size == wanted[0]:
+            wanted.pop(0)
+            root = cr.root().hex()
+            for source, cps in (("stored", stored), ("lab's", kept_checkpoints)):
+                cp = cps.get(cr.size)
+                if cp is not None and (cp["body"].get("root") != root or cp["body"].get("head") != head.hex()):
+                    report.fail(seq if source == "stored" else _first_divergence(kept_events, seq),
+                                f"the log up to event {seq} does not match the {source} signed checkpoint")
+            report.checkpoints += 1
     report.events = cr.size
     report.last_root = cr.root().hex() if cr.size else None
     if report.ok:

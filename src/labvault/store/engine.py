@@ -148,3 +148,21 @@ def delete_audit_range(conn: Connection, tenant_id: str, after: int, upto: int) 
     conn.execute(text("CREATE TRIGGER audit_event_no_delete BEFORE DELETE ON audit_event "
                       "BEGIN SELECT RAISE(ABORT, 'labvault: audit records are append-only'); END"))
     return n
+
+
+def iter_audit_rows(conn: Connection, tenant_id: str, columns: Sequence[str], batch: int = 20_000):
+    """A lab's audit rows in sequence order as plain tuples, straight from the driver (no row
+    objects, no date parsing): verification reads millions of them. Times come as stored."""
+    cols = ", ".join(columns)
+    raw = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql":
+        sql = f"SELECT {cols} FROM audit_event WHERE tenant_id = %s ORDER BY seq"
+    else:
+        sql = f"SELECT {cols} FROM audit_event WHERE tenant_id = ? ORDER BY seq"
+    cur = raw.cursor()
+    try:
+        cur.execute(sql, (tenant_id,))
+        while rows := cur.fetchmany(batch):
+            yield from rows
+    finally:
+        cur.close()
