@@ -1,0 +1,392 @@
+"""HPRIM Santé parser and mapper: unit tests, every real file under ../shared/realdata/hprim, fuzz tests."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from labvault.domain.models import LOINC, ResultStatus
+from labvault.errors import InvalidInput
+from labvault.interop.hl7v2 import OID_INS_TEST, OID_NIA, OID_NIR, Mapped
+from labvault.interop.hprim import MAX_INPUT_BYTES, HprimError, parse, to_domain
+
+REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "hprim"
+IN_CI = os.environ.get("CI") == "true"
+REAL_FILES = sorted(p for p in REALDATA.rglob("*") if p.is_file()) if REALDATA.is_dir() else []
+
+
+def need_realdata() -> None:
+    if REALDATA.is_dir():
+        return
+    reason = f"real HPRIM test data absent: {REALDATA}"
+    if IN_CI:
+        pytest.fail(f"{reason} (required under CI=true)")
+    pytest.skip(reason)
+
+
+NIR = "1850775123456"  # made-up structure-only value
+
+
+def hpr(*, ins: str | None = None, obx: list[str] | None = None, end: str = "\r\n", delims: str = "~^\\&",
+        tail: str | None = "L|1||1|{n}", name: str | None = None, extra: list[str] | None = None,
+        encoding: str = "latin-1") -> bytes:
+    c, r = delims[0], delims[1]
+    ins = ins if ins is not None else f"{NIR}{c}INS-NIR"
+    name = name if name is not None else f"DUPONT{c}Jean"
+    obx = obx if obx is not None else [
+        f"OBX|1|NM|2823-3{c}Potassium{c}LN||4.2|mmol/L|3.5 - 5.1|N|||F|||202401011030|BIOCH",
+        "C|1|L|Hémolyse légère",
+        f"OBX|2|NM|GLY{c}Glycémie{c}L||5,4|mmol/L|<6.1||||F",
+        f"OBX|3|ST|ABO{c}Groupe{c}L||A+||||||F",
+    ]
+    lines = [
+        f"H|{delims}|RES0001.HPR||LAB01{c}LABO TEST||ORU|||CAB01{c}CABINET||P|H2.2{c}C|202401011200",
+        f"P|1|PAT1|L001|{ins}|{name}|MARTIN|19850704|M||1 RUE X{c}{c}PARIS{c}{c}75001||0102030405",
+        f"OBR|1|P1|ACC1|GLY{c}Glycémie{c}L{r}K{c}Potassium{c}L|R||202401010830|||||||202401010900|SER|"
+        f"12345678901{c}DR HOUSE{c}L",
+        *obx,
+        *(extra or []),
+    ]
+    if tail is not None:
+        lines.append(tail.replace("{n}", str(len(lines) + 1)))
+    return (end.join(lines) + end).encode(encoding)
+
+
+# ------------------------------------------------------------------------------------------ parsing
+
+
+def test_parse_minimal_file():
+    f = parse(hpr())
+    assert [r.name for r in f.records] == ["H", "P", "OBR", "OBX", "C", "OBX", "OBX", "L"]
+    assert f.complete and f.warnings == []
+    assert (f.version, f.message_type, f.sender, f.receiver, f.message_name) == ("H2.2", "ORU", "LAB01", "CAB01",
+                                                                                 "RES0001.HPR")
+    assert f.delimiters.component == "~" and f.delimiters.repetition == "^"
+
+
+@pytest.mark.parametrize("end", ["\r", "\n", "\r\n"])
+def test_line_ends(end):
+    f = parse(hpr(end=end))
+    assert [r.line for r in f.records] == list(range(1, 9))
+    [m] = to_domain(f)
+    assert len(m.results) == 3
+
+
+def test_mixed_line_ends_and_indentation():
+    raw = hpr().replace(b"\r\nP|", b"\n   P|").replace(b"\r\nOBR|", b"\rOBR|")
+    assert [r.name for r in parse(raw).records][:3] == ["H", "P", "OBR"]
+
+
+def test_continuation_lines_are_joined_without_separator():
+    raw = hpr().replace(b"Potassium~L|R|", b"Potas\r\nA|sium~L|R|")
+    f = parse(raw)
+    obr = f.records_named("OBR")[0]
+    assert obr.continued == 1 and obr.line == 3
+    assert obr.value(4, 2, rep=2) == "Potassium" and obr.value(5) == "R"
+    assert f.records_named("OBX")[0].line == 5  # physical numbering kept
+
+
+def test_continuation_of_the_header_and_leading_a_line():
+    f = parse(b"H|~^\\&|F||S||ORU|||R||P|H2\rA|.2|2024\rP|1\rL|1\r")
+    assert f.version == "H2.2" and f.header.continued == 1 and f.records_named("P")[0].line == 3
+    with pytest.raises(HprimError, match="does not start with an H record"):
+        parse(b"A|x\rH|~^\\&|F||S||ORU|||R||P|H2.2|2024\r")
+
+
+def test_other_delimiters_are_taken_from_h():
+    f = parse(hpr(delims="^~\\&"))  # HL7 order: component ^, repetition ~
+    [m] = to_domain(f)
+    assert m.identity.family_name == "DUPONT" and m.identity.given_names == "Jean"
+    assert {r.code for r in m.results} == {"2823-3", "GLY", "ABO"}
+
+
+def test_escape_sequences():
+    f = parse(hpr(obx=["OBX|1|ST|X~Lbl~L||a\\F\\b\\S\\c||||||F"]))
+    assert f.records_named("OBX")[0].value(5) == "a|b~c"
+
+
+def test_iso_8859_1_and_utf8():
+    for enc in ("latin-1", "utf-8"):
+        [m] = to_domain(parse(hpr(encoding=enc, name="LÉGER~Zoé")))
+        assert m.identity.family_name == "LÉGER" and m.identity.given_names == "Zoé"
+        assert m.results[0].comment == "Hémolyse légère"
+
+
+def test_missing_l_is_parsed_but_not_mapped():
+    f = parse(hpr(tail=None))
+    assert not f.complete and f.warnings
+    with pytest.raises(HprimError, match="truncated: no L record") as e:
+        to_domain(f)
+    assert e.value.line is not None and e.value.record
+
+
+def test_wrong_counts_in_l_are_warnings():
+    f = parse(hpr(tail="L|1||7|99"))
+    assert any("L-3" in w for w in f.warnings) and any("L-4" in w for w in f.warnings)
+    assert len(to_domain(f)) == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "no H record"),
+        (b"\r\n\r\n", "no H record"),
+        (b"MSH|^~\\&|x", "does not start with an H record"),
+        (b"H||~^\\&|x\r", "delimiters missing"),
+        (b"HA~^\\&|x\r", "invalid field delimiter"),
+        (b"H|~~\\&|x\r", "not distinct"),
+        (b"H|~^\\&|F||S||ORU|||R||P|H2.2|2024\r", "no record after H"),
+        (b"H|~^\\&|F||S||ORU|||R||P||2024\rP|1\rL|1\r", "version missing"),
+        (b"H|~^\\&|F||S||ORU|||R||P|H2.2|2024\rp q|1\rL|1\r", "invalid record name"),
+        (b"H|~^\\&|F||S||ORU|||R||P|H2.2|2024\rL|1\rP|1\r", "after the L record"),
+        (b"H|~^\\&|F||S||ORU|||R||P|H2.2|2024\rP|1\rH|~^\\&\r", "second H record"),
+    ],
+)
+def test_parse_refusals(raw, reason):
+    with pytest.raises(HprimError, match=re.escape(reason)):
+        parse(raw)
+
+
+def test_oversized_and_non_bytes_input():
+    with pytest.raises(HprimError, match="exceeds the limit"):
+        parse(b"H" * (MAX_INPUT_BYTES + 1))
+    with pytest.raises(HprimError, match="not bytes"):
+        parse("H|~^\\&")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------ mapping
+
+
+def test_mapping_values_ranges_flags_comments():
+    [m] = to_domain(parse(hpr()))
+    assert isinstance(m, Mapped)
+    assert m.identity.nir == NIR and m.identity.ins_oid == OID_NIR
+    assert m.identity.birth_date == date(1985, 7, 4) and m.identity.sex == "M"
+    assert m.identity.birth_name == "MARTIN" and m.identity.address == "1 RUE X, PARIS, 75001"
+    assert ("urn:hprim:patient-id:practice", "PAT1") in m.other_identifiers
+    [req] = m.requests
+    assert req.requested_at == datetime(2024, 1, 1, 8, 30) and req.accession == "ACC1"
+    assert m.specimens[0].type == "SER" and m.specimens[0].received_at == datetime(2024, 1, 1, 9, 0)
+    [pr] = m.prescribers
+    assert pr.rpps == "12345678901" and req.prescriber_id == pr.prescriber_id
+    k, gly, abo = m.results
+    assert (k.code, k.code_system, k.value_num, k.unit, k.ref_low, k.ref_high, k.flag) == (
+        "2823-3", LOINC, 4.2, "mmol/L", 3.5, 5.1, "N")
+    assert k.comment == "Hémolyse légère" and k.status is ResultStatus.FINAL
+    assert k.validated_at == datetime(2024, 1, 1, 10, 30)
+    assert (gly.code_system, gly.value_num, gly.ref_high, gly.ref_low) == ("urn:hprim:codesystem:LAB01", 5.4, 6.1,
+                                                                           None)
+    assert abo.value_text == "A+" and abo.value_num is None
+    assert m.control_id == "RES0001.HPR" and m.sending_facility == "LAB01"
+
+
+def test_ids_are_deterministic_and_distinct():
+    a, b = to_domain(parse(hpr())), to_domain(parse(hpr(end="\n")))
+    assert a[0].identity.patient_id == b[0].identity.patient_id
+    ids = [r.result_id for r in a[0].results]
+    assert len(set(ids)) == len(ids)
+
+
+def test_two_patients():
+    second = ["P|2|PAT2||2850775123456~INS-NIR|DURAND~Anne||19900101|F",
+              "OBR|1|P2||X|R||202401020800", "OBX|1|NM|X~X~L||1|g/L|||||C"]
+    ms = to_domain(parse(hpr(extra=second, tail="L|1||2")))
+    assert [m.identity.family_name for m in ms] == ["DUPONT", "DURAND"]
+    assert ms[1].results[0].status is ResultStatus.CORRECTED
+    assert ms[0].identity.patient_id != ms[1].identity.patient_id
+
+
+@pytest.mark.parametrize(
+    ("ins", "oid"),
+    [(f"{NIR}~INS-NIR", OID_NIR), (f"{NIR}~NIR", OID_NIR), (f"{NIR}~~{OID_NIR}", OID_NIR), (f"{NIR}~NIA", OID_NIA)],
+)
+def test_ins_markers(ins, oid):
+    [m] = to_domain(parse(hpr(ins=ins)))
+    assert (m.identity.nir, m.identity.ins_oid) == (NIR, oid)
+
+
+def test_ins_missing_and_test_ins():
+    with pytest.raises(HprimError, match="INS missing") as e:
+        to_domain(parse(hpr(ins="123456")))
+    assert e.value.record == "P[1]" and e.value.line == 2 and NIR not in str(e.value)
+    with pytest.raises(HprimError, match="test INS"):
+        to_domain(parse(hpr(ins=f"{NIR}~{OID_INS_TEST}")))
+    [m] = to_domain(parse(hpr(ins=f"{NIR}~{OID_INS_TEST}")), test_mode=True)
+    assert m.identity.ins_oid == OID_INS_TEST
+
+
+@pytest.mark.parametrize(
+    ("obx", "reason"),
+    [
+        ("OBX|1|NM|K~K~L||abc|mmol/L|||||F", "OBX-5: value is not numeric"),
+        ("OBX|1|NM|~K~L||1|mmol/L|||||F", "OBX-3: observation code missing"),
+        ("OBX|1|NM|K~K~L||1|mmol/L", "OBX-11: result status missing"),
+        ("OBX|1|NM|K~K~L||1|mmol/L|||||Z", "OBX-11: result status 'Z' cannot be imported"),
+        ("OBX|1|NM|K~K~L||1|mmol/L|||||F|||2024-01-01", "OBX-14: date/time not in HPRIM format"),
+    ],
+)
+def test_result_refusals_name_the_record(obx, reason):
+    with pytest.raises(HprimError, match=re.escape(reason)) as e:
+        to_domain(parse(hpr(obx=[obx])))
+    assert e.value.line == 4 and e.value.record == "OBX[1]"
+
+
+def test_pending_and_file_reference_results_are_skipped_and_ranges_kept_as_text():
+    obx = ["OBX|1|NM|K~K~L||||||||I", "OBX|2|FIC|T~~L||GALAXIE~A.j1~TXT",
+           "OBX|3|NM|GR~GR~L||3.98|/mm3|7 - 5.7|L|||F", "OBX|4|NM|X~X~L||<5|mg/L|voir note||||P"]
+    [m] = to_domain(parse(hpr(obx=obx)))
+    gr, x = m.results
+    assert (gr.ref_low, gr.ref_high, gr.ref_text, gr.flag) == (None, None, "7 - 5.7", "L")
+    assert (x.value_text, x.ref_text, x.status) == ("<5", "voir note", ResultStatus.PRELIMINARY)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (hpr().replace(b"|H2.2~C|", b"|H3.0|"), "unsupported version"),
+        (hpr().replace(b"|ORU|", b"|ADM|"), "unsupported message type 'ADM'"),
+        (b"H|~^\\&|F||S||ORU|||R||P|H2.2|2024\rC|1|L|x\rL|1\r", "no P record"),
+        (hpr(obx=["OBX|1|NM|K~K~L||1|mmol/L|||||F"]).replace(b"\r\nOBR|", b"\r\nXBR|"), "OBX before any OBR"),
+        (hpr(name="~Jean"), "family name missing"),
+        (hpr().replace(b"|19850704|", b"|1985-07-04|"), "P-7: date/time not in HPRIM format"),
+        (hpr().replace(b"|19850704|", b"|19851304|"), "P-7: date/time out of range"),
+    ],
+)
+def test_mapping_refusals(raw, reason):
+    with pytest.raises(HprimError, match=re.escape(reason)):
+        to_domain(parse(raw))
+
+
+def test_error_is_invalid_input_and_one_line():
+    with pytest.raises(InvalidInput) as e:
+        to_domain(parse(hpr(ins="SECRET\\.br\\VALUE")))
+    assert "\n" not in str(e.value) and "SECRET" not in str(e.value)
+
+
+# ----------------------------------------------------------------------------------------- real data
+
+
+def _ids(p: Path | None) -> str:
+    return p.relative_to(REALDATA).as_posix() if p else "absent"
+
+
+def with_ins(raw: bytes) -> bytes:
+    """The same file with a made-up INS in P-4 of every P record (the real files carry none)."""
+    m = re.match(rb"\s*H(.)(.)", raw)
+    if not m:
+        return raw
+    sep, comp = re.escape(m.group(1)), m.group(2)
+    pat = rb"(?:^|(?<=[\r\n]))([ \t]*P" + sep + rb"(?:[^\r\n" + sep + rb"]*" + sep + rb"){3})[^\r\n" + sep + rb"]*"
+    return re.sub(pat, lambda x: x.group(1) + NIR.encode() + comp + b"INS-NIR", raw)
+
+
+def _outcome(raw: bytes, name: str) -> list[Mapped] | HprimError:
+    try:
+        return to_domain(parse(raw, file=name))
+    except HprimError as exc:
+        return exc
+
+
+@pytest.mark.parametrize("path", REAL_FILES or [None], ids=[_ids(p) for p in REAL_FILES] or ["absent"])
+def test_real_file_maps_or_is_rejected_precisely(path):
+    need_realdata()
+    raw = path.read_bytes()
+    for o in (_outcome(raw, _ids(path)), _outcome(with_ins(raw), _ids(path))):
+        if isinstance(o, HprimError):
+            msg = str(o)
+            assert "\n" not in msg and msg.startswith(_ids(path))
+            assert o.line is not None and (o.record or "") != "" or "no H record" in msg
+            assert NIR not in msg
+        else:
+            assert o and all(m.requests for m in o)
+
+
+def test_real_files_known_outcomes():
+    need_realdata()
+    expected = {
+        "akarah/hprim22_ORU_acide_urique_A_continuation.hpr": "INS missing",
+        "akarah/nonconformant_H_empty_delims_ISO_dates_indented.hpr": "H-2: delimiters missing",
+        "libhprim/hprim21_ORU_with_A_continuation_C_comment_FIC.hpr": "INS missing",
+        "libhprim/hprim22_ORU_truncated_no_L_record_CR_only.hpr": "truncated: no L record",
+    }
+    for name, reason in expected.items():
+        path = REALDATA / name
+        if not path.is_file():
+            continue
+        o = _outcome(path.read_bytes(), name)
+        assert isinstance(o, HprimError) and reason in str(o), name
+
+
+def test_real_file_with_continuation_and_comment_maps_once_ins_is_present():
+    need_realdata()
+    path = REALDATA / "libhprim" / "hprim21_ORU_with_A_continuation_C_comment_FIC.hpr"
+    if not path.is_file():
+        pytest.skip(f"file absent: {path.name}")
+    raw = with_ins(path.read_bytes())
+    f = parse(raw)
+    assert f.records_named("OBR")[0].continued == 1
+    assert f.records_named("OBR")[0].value(16, 4) == "TESTHP"  # field split across the A line
+    [m] = to_domain(f)
+    by_code = {r.code: r for r in m.results}
+    assert set(by_code) == {"OT1", "HT"}  # the FIC (file reference) OBX is not a result
+    assert (by_code["OT1"].value_num, by_code["OT1"].unit, by_code["OT1"].ref_low, by_code["OT1"].ref_high) == (
+        16.0, "UI/l", 10.0, 40.0)
+    assert by_code["OT1"].comment == "Anemie macrocytaire"
+    assert by_code["HT"].value_num == 38.2 and by_code["HT"].label == "Hematocrite"
+
+
+# ------------------------------------------------------------------------------------------ fuzz
+
+
+def _seeds() -> list[bytes]:
+    return [hpr(), hpr(end="\r", delims="^~\\&"), *(p.read_bytes() for p in REAL_FILES if p.stat().st_size < 20_000)]
+
+
+def _run_any(raw: bytes) -> None:
+    try:
+        f = parse(raw)
+    except HprimError as e:
+        assert "\n" not in str(e)
+        return
+    for tm in (False, True):
+        try:
+            to_domain(f, test_mode=tm)
+        except HprimError as e:
+            assert "\n" not in str(e)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=2000))
+def test_fuzz_arbitrary_bytes(raw):
+    _run_any(raw)
+    _run_any(b"H|~^\\&|" + raw)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fuzz_mutated_files(data):
+    seed = bytearray(data.draw(st.sampled_from(_seeds())))
+    for _ in range(data.draw(st.integers(1, 8))):
+        if not seed:
+            break
+        op = data.draw(st.sampled_from(["flip", "delete", "insert", "truncate", "dup"]))
+        i = data.draw(st.integers(0, len(seed) - 1))
+        if op == "flip":
+            seed[i] = data.draw(st.sampled_from(list(b"|~^\\&\r\nA0Z9 \xe9\xff")))
+        elif op == "delete":
+            del seed[i : i + data.draw(st.integers(1, 20))]
+        elif op == "insert":
+            seed[i:i] = data.draw(st.binary(max_size=20))
+        elif op == "truncate":
+            del seed[i:]
+        else:
+            j = data.draw(st.integers(i, min(len(seed), i + 200)))
+            seed[i:i] = seed[i:j]
+    _run_any(bytes(seed))
+    _run_any(with_ins(bytes(seed)))
