@@ -34,7 +34,7 @@ from labvault.domain.models import (
     Specimen,
 )
 from labvault.domain.sensitivity import sensitivity_of
-from labvault.errors import InvalidInput
+from labvault.interop._common import FieldAccess, LocatedInputError
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 MAX_MESSAGES = 10_000
@@ -64,39 +64,10 @@ _LF_END_B = re.compile(rb"\n+(?=[ \t]*(?:[A-Z][A-Z0-9]{2}(?:[^A-Za-z0-9\s]|\s*\Z
 _SAFE_CODE = re.compile(r"[A-Za-z0-9_.\-^/ ]{1,20}\Z")
 
 
-class Hl7Error(InvalidInput):
+class Hl7Error(LocatedInputError):
     """An HL7 v2 input that cannot be read or mapped; ``str()`` is one line without personal values."""
 
-    def __init__(
-        self,
-        reason: str,
-        *,
-        file: str | None = None,
-        message_index: int | None = None,
-        segment: str | None = None,
-        field: str | None = None,
-    ) -> None:
-        self.reason = reason.replace("\r", " ").replace("\n", " ")
-        self.file = file
-        self.message_index = message_index
-        self.segment = segment
-        self.field = field
-        super().__init__(self._render())
-
-    def _render(self) -> str:
-        where = []
-        if self.file:
-            where.append(self.file)
-        if self.message_index is not None:
-            where.append(f"message {self.message_index}")
-        if self.segment:
-            where.append(self.segment)
-        if self.field:
-            where.append(self.field)
-        return f"{', '.join(where)}: {self.reason}" if where else self.reason
-
-    def __str__(self) -> str:
-        return self._render()
+    _LOCATION = (("message_index", "message "), ("segment", ""))
 
     def located(self, *, file: str | None = None, message_index: int | None = None) -> Hl7Error:
         if file is not None and self.file is None:
@@ -175,19 +146,12 @@ class Encoding:
 
 
 @dataclass(slots=True)
-class Segment:
+class Segment(FieldAccess):
     name: str
     fields: list[str]  # fields[n] is NAME-n, raw (escaped); fields[0] is the name
     position: int  # 1-based position in the message
     occurrence: int  # 1-based among segments of this name
     message: Message = field(repr=False)
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}[{self.occurrence}]"
-
-    def raw(self, n: int) -> str:
-        return self.fields[n] if 0 <= n < len(self.fields) else ""
 
     def repetitions(self, n: int) -> list[list[list[str]]]:
         """Repetitions -> components -> subcomponents, each leaf unescaped."""
@@ -202,16 +166,6 @@ class Segment:
             [[self.message.unescape(s) for s in c.split(enc.subcomponent)] for c in r.split(enc.component)]
             for r in reps
         ]
-
-    def value(self, n: int, component: int = 1, sub: int = 1, rep: int = 1) -> str:
-        reps = self.repetitions(n)
-        if rep > len(reps):
-            return ""
-        comps = reps[rep - 1]
-        if component > len(comps):
-            return ""
-        subs = comps[component - 1]
-        return subs[sub - 1] if sub <= len(subs) else ""
 
     def field_text(self, n: int, rep: int = 1) -> str:
         """A whole repetition unescaped, components joined back with the component separator."""

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.domain.sensitivity import sensitivity_of
-from labvault.errors import InvalidInput
+from labvault.interop._common import FieldAccess, LocatedInputError
 from labvault.interop.hl7v2 import OID_INS_TEST, OID_NIA, OID_NIR, Mapped
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
@@ -52,39 +52,10 @@ _NIA_MARKERS = {"INS-NIA", "NIA", "INSNIA", "INS_NIA", OID_NIA}
 _TEST_MARKERS = {"INS-TEST", "INSTEST", OID_INS_TEST}
 
 
-class HprimError(InvalidInput):
+class HprimError(LocatedInputError):
     """An HPRIM input that cannot be read or mapped; ``str()`` is one line without personal values."""
 
-    def __init__(
-        self,
-        reason: str,
-        *,
-        file: str | None = None,
-        line: int | None = None,
-        record: str | None = None,
-        field: str | None = None,
-    ) -> None:
-        self.reason = reason.replace("\r", " ").replace("\n", " ")
-        self.file = file
-        self.line = line
-        self.record = record
-        self.field = field
-        super().__init__(self._render())
-
-    def _render(self) -> str:
-        where = []
-        if self.file:
-            where.append(self.file)
-        if self.line is not None:
-            where.append(f"line {self.line}")
-        if self.record:
-            where.append(self.record)
-        if self.field:
-            where.append(self.field)
-        return f"{', '.join(where)}: {self.reason}" if where else self.reason
-
-    def __str__(self) -> str:
-        return self._render()
+    _LOCATION = (("line", "line "), ("record", ""))
 
     def located(self, *, file: str | None = None) -> HprimError:
         if file is not None and self.file is None:
@@ -110,20 +81,13 @@ class Delimiters:
 
 
 @dataclass(slots=True)
-class Record:
+class Record(FieldAccess):
     name: str
     fields: list[str]  # fields[n] is field n, raw; fields[0] is the name
     line: int  # 1-based physical line where the record starts
     occurrence: int  # 1-based among records of this name
     delimiters: Delimiters = field(repr=False)
     continued: int = 0  # number of A lines joined into this record
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}[{self.occurrence}]"
-
-    def raw(self, n: int) -> str:
-        return self.fields[n] if 0 <= n < len(self.fields) else ""
 
     def repetitions(self, n: int) -> list[list[list[str]]]:
         """Repetitions -> components -> subcomponents, each leaf unescaped."""
@@ -135,16 +99,6 @@ class Record:
             return [[[raw]]]
         reps = raw.split(d.repetition)[:MAX_REPETITIONS]
         return [[[_unescape(s, d) for s in c.split(d.subcomponent)] for c in r.split(d.component)] for r in reps]
-
-    def value(self, n: int, component: int = 1, sub: int = 1, rep: int = 1) -> str:
-        reps = self.repetitions(n)
-        if rep > len(reps):
-            return ""
-        comps = reps[rep - 1]
-        if component > len(comps):
-            return ""
-        subs = comps[component - 1]
-        return subs[sub - 1] if sub <= len(subs) else ""
 
     def field_string(self, n: int, rep: int = 1) -> str:
         """A whole repetition unescaped, components joined back with the component delimiter."""
