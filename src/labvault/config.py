@@ -19,6 +19,7 @@ _KEYS = {
     "pkcs11_module": "LABVAULT_PKCS11_MODULE",
     "pkcs11_token": "LABVAULT_PKCS11_TOKEN",
     "pkcs11_pin": "LABVAULT_PKCS11_PIN",
+    "test_mode": "LABVAULT_TEST_MODE",
 }
 
 
@@ -31,6 +32,8 @@ class Settings:
     pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
     pkcs11_token: str = "labvault"
     pkcs11_pin: str | None = field(default=None, repr=False)
+    # Test mode accepts the INS test OID (1.2.250.1.213.1.4.10) at ingest; never set in production.
+    test_mode: bool = False
 
     @property
     def keyring_path(self) -> Path:
@@ -71,6 +74,13 @@ class Settings:
         if env.get("LABVAULT_PASSPHRASE"):
             values["passphrase"] = env["LABVAULT_PASSPHRASE"]
         values.update({k: v for k, v in overrides.items() if v is not None})
+        mode = values.get("test_mode", False)
+        if isinstance(mode, str):
+            if mode.strip().lower() not in ("0", "1", "true", "false", "yes", "no", ""):
+                raise ConfigError("LABVAULT_TEST_MODE must be 1/true/yes or 0/false/no")
+            values["test_mode"] = mode.strip().lower() in ("1", "true", "yes")
+        elif not isinstance(mode, bool):
+            raise ConfigError("test_mode must be true or false")
         if values.get("key_provider", "local") not in ("local", "pkcs11"):
             raise ConfigError("LABVAULT_KEY_PROVIDER must be 'local' or 'pkcs11'")
         return cls(**values)  # type: ignore[arg-type]

@@ -78,7 +78,7 @@ ENCRYPTED: dict[str, tuple[str, tuple[str, ...]]] = {
         [c.name for c in tbl.primary_key.columns if c.name != "tenant_id"][0],
         tuple(c.name for c in tbl.columns if c.name.endswith("_enc")),
     )
-    for tbl in (t.patient_identity, t.prescriber, t.request, t.specimen, t.result)
+    for tbl in (t.patient_identity, t.prescriber, t.request, t.specimen, t.result, t.quarantine)
 }
 
 
@@ -317,7 +317,7 @@ class Unit:
         p = self.principal
         if p.is_platform and tenant_id != PLATFORM:
             self.tenant(tenant_id)  # vendor staff may list labs anyway: an unknown one is a 404
-        personal = action in policy.READ_PERSONAL or action in policy.WRITE_PERSONAL
+        personal = action in policy.READ_PERSONAL or action in policy.WRITE_PERSONAL or action in policy.MANAGE_PERSONAL
         if personal and not self._committed and p.kind == "person":
             self._deny(tenant_id, action, "this account has not recorded its confidentiality commitment")
         if p.is_platform:

@@ -32,16 +32,19 @@ MFA_REQUIRED = VENDOR_ROLES | {Role.LAB_ADMIN}
 
 READ_PERSONAL = frozenset({
     "patient:identity:search", "patient:identity:read", "patient:request:read", "patient:result:read",
+    "quarantine:read",  # refused messages hold whole identities and results, encrypted
 })
 WRITE_PERSONAL = frozenset({
     "patient:identity:create", "patient:request:create", "patient:specimen:create", "patient:result:create",
     "prescriber:create",
 })
+# Replaying or dropping a refused message: lab staff only, never a feed's service account.
+MANAGE_PERSONAL = frozenset({"quarantine:manage"})
 
 POLICY: dict[Role, frozenset[str]] = {
-    Role.BIOLOGIST: READ_PERSONAL | WRITE_PERSONAL | {"tenant:read"},
-    Role.TECHNICIAN: READ_PERSONAL | WRITE_PERSONAL | {"tenant:read"},
-    Role.LAB_ADMIN: READ_PERSONAL | {
+    Role.BIOLOGIST: READ_PERSONAL | WRITE_PERSONAL | MANAGE_PERSONAL | {"tenant:read"},
+    Role.TECHNICIAN: READ_PERSONAL | WRITE_PERSONAL | MANAGE_PERSONAL | {"tenant:read"},
+    Role.LAB_ADMIN: READ_PERSONAL | MANAGE_PERSONAL | {
         "tenant:read", "tenant:settings", "account:manage", "account:list", "grant:approve", "grant:revoke",
         "grant:list", "token:manage", "audit:read", "audit:verify", "audit:retention",
     },

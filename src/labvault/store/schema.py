@@ -314,7 +314,43 @@ audit_cut = Table(
     sqlite_with_rowid=False,
 )
 
+# Messages already stored, by idempotency key (a hash of sending facility + control id, or of a
+# FHIR bundle's id): the same message received twice creates nothing new.
+ingest_message = Table(
+    "ingest_message",
+    metadata,
+    _tenant_col(),
+    Column("message_key", String(64), primary_key=True),
+    Column("format", String(16), nullable=False),
+    Column("feed", String(16), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("requests", Integer, nullable=False),
+    Column("results", Integer, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# Messages refused at ingest, kept encrypted (raw bytes and the reason, which names the file) for
+# the lab to inspect, replay or drop. Dropping erases the ciphertexts, not the row.
+quarantine = Table(
+    "quarantine",
+    metadata,
+    _tenant_col(),
+    Column("quarantine_id", String(ID), primary_key=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("format", String(16), nullable=False),
+    Column("feed", String(16), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # held, replayed, dropped
+    Column("key_version", Integer, nullable=False),
+    Column("raw_enc", LargeBinary),
+    Column("reason_enc", LargeBinary),
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("resolved_by", String(ID)),
+    Index("ix_quarantine_status", "tenant_id", "status"),
+    sqlite_with_rowid=False,
+)
+
 # Tables holding personal or health data (ciphertexts, blind indexes, pseudonyms) and keys.
 PERSONAL_TABLES = frozenset(
-    {"patient_identity", "prescriber", "request", "specimen", "result", "tenant_key"}
+    {"patient_identity", "prescriber", "request", "specimen", "result", "tenant_key", "quarantine"}
 )

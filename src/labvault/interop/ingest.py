@@ -1,0 +1,290 @@
+"""Ingest: from bytes in any supported format to stored messages, or to the quarantine.
+
+``detect`` names the format; ``read`` cuts the input into messages and maps each (HL7 v2: one
+message; HPRIM: one file; FHIR: one bundle or resource; Bulk Data ndjson: one patient of the
+export), giving ``Piece``s that either carry an envelope to store or the one-line reason of their
+refusal. ``Ingestor`` stores the pieces through the gateway, a group of messages per transaction
+(``group=1``: one transaction per message), each message whole or not at all, and keeps refused
+ones in the lab's encrypted quarantine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labvault.access import intake
+from labvault.access.gateway import Gateway
+from labvault.access.principal import Principal, Purpose
+from labvault.errors import AccessDenied, InvalidInput, LabvaultError, TenantShredded, UnknownTenant
+from labvault.interop import hl7v2, hprim
+
+MAX_FILE_BYTES = 256 * 1024 * 1024
+FORMATS = ("hl7v2", "hprim", "fhir-json", "fhir-ndjson")
+_HPRIM_SEPARATORS = frozenset(b"|^~\\&!;:#$%*+/?@")
+_LEAD = b"\xef\xbb\xbf\x0b \t\r\n"
+
+
+def detect(data: bytes) -> str | None:
+    """The format of an input from its first bytes, or None."""
+    head = bytes(data[:4096]).lstrip(_LEAD)
+    if head.startswith(b"\xef\xbb\xbf"):
+        head = head[3:].lstrip(_LEAD)
+    if head[:3] in (b"MSH", b"FHS", b"BHS"):
+        return "hl7v2"
+    if head[:1] == b"H" and len(head) > 1 and head[1] in _HPRIM_SEPARATORS:
+        return "hprim"
+    from labvault.interop import fhir
+
+    return fhir.detect(bytes(data))
+
+
+@dataclass(slots=True)
+class Piece:
+    """One message of an input: an envelope to store, or the reason it is refused (with its bytes)."""
+
+    index: int
+    format: str
+    raw: bytes
+    envelope: intake.Envelope | None = None
+    reason: str | None = None
+
+
+def _envelope(fmt: str, mapped: list[hl7v2.Mapped]) -> intake.Envelope:
+    first = mapped[0]
+    return intake.Envelope(intake.message_key(f"{fmt}:{first.sending_facility}", first.control_id), fmt, mapped)
+
+
+def read(data: bytes, *, file: str, fmt: str | None = None, test_mode: bool = False) -> list[Piece]:
+    """Cut and map one input. Never raises for bad content: a bad message becomes a refused piece."""
+    fmt = fmt or detect(data)
+    if fmt is None:
+        return [Piece(1, "unknown", bytes(data), reason=f"{file}: not HL7 v2, HPRIM or FHIR JSON (format not recognised)")]
+    if len(data) > MAX_FILE_BYTES:
+        return [Piece(1, fmt, b"", reason=f"{file}: input of {len(data)} bytes exceeds the limit of {MAX_FILE_BYTES}")]
+    if fmt == "hl7v2":
+        return _read_hl7(bytes(data), file, test_mode)
+    if fmt == "hprim":
+        try:
+            mapped = hprim.to_domain(hprim.parse(bytes(data), file=file), test_mode=test_mode)
+        except hprim.HprimError as exc:
+            return [Piece(1, fmt, bytes(data), reason=str(exc))]
+        return [_checked(Piece(1, fmt, bytes(data), envelope=_envelope(fmt, mapped)), file)]
+    from labvault.interop import fhir
+
+    try:
+        if fmt == "fhir-ndjson":
+            mapped = fhir.read_ndjson({file: bytes(data)}, test_mode=test_mode)
+            return [_checked(Piece(i, fmt, bytes(data), envelope=_envelope(fmt, [m])), file)
+                    for i, m in enumerate(mapped, 1)]
+        mapped = fhir.read(bytes(data), file=file, test_mode=test_mode)
+    except fhir.FhirError as exc:
+        return [Piece(1, fmt, bytes(data), reason=str(exc))]
+    return [_checked(Piece(1, fmt, bytes(data), envelope=_envelope(fmt, mapped)), file)]
+
+
+def read_bulk(files: dict[str, bytes], *, test_mode: bool = False) -> list[Piece]:
+    """A Bulk Data export: several ndjson files read together (references cross files)."""
+    from labvault.interop import fhir
+
+    joined = b"".join(files.values())
+    name = ", ".join(files)
+    try:
+        mapped = fhir.read_ndjson(files, test_mode=test_mode)
+    except fhir.FhirError as exc:
+        return [Piece(1, "fhir-ndjson", joined, reason=str(exc))]
+    return [_checked(Piece(i, "fhir-ndjson", b"", envelope=_envelope("fhir-ndjson", [m])), name)
+            for i, m in enumerate(mapped, 1)]
+
+
+def _read_hl7(data: bytes, file: str, test_mode: bool) -> list[Piece]:
+    try:
+        messages = hl7v2.split_messages(data, file=file)
+    except hl7v2.Hl7Error as exc:
+        return [Piece(1, "hl7v2", data, reason=str(exc))]
+    pieces = []
+    for i, raw in enumerate(messages, 1):
+        try:
+            mapped = hl7v2.to_domain(hl7v2.parse(raw, index=i, file=file), test_mode=test_mode)
+        except hl7v2.Hl7Error as exc:
+            pieces.append(Piece(i, "hl7v2", raw, reason=str(exc)))
+            continue
+        pieces.append(_checked(Piece(i, "hl7v2", raw, envelope=_envelope("hl7v2", [mapped])), file, i))
+    return pieces
+
+
+def _checked(piece: Piece, file: str, index: int | None = None) -> Piece:
+    try:
+        intake.check(piece.envelope)
+    except InvalidInput as exc:
+        where = f"{file}, message {index}" if index is not None else file
+        piece.envelope, piece.reason = None, f"{where}: {exc}"
+    return piece
+
+
+@dataclass(slots=True)
+class Summary:
+    """What became of one input's messages (no personal value: counts and one-line reasons)."""
+
+    file: str
+    format: str
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    results: int = 0
+    reasons: list[str] = field(default_factory=list)
+    quarantine_ids: list[str] = field(default_factory=list)
+
+    def add(self, other: Summary) -> None:
+        self.accepted += other.accepted
+        self.duplicates += other.duplicates
+        self.rejected += other.rejected
+        self.results += other.results
+        self.reasons += other.reasons
+        self.quarantine_ids += other.quarantine_ids
+
+
+class Ingestor:
+    """Stores pieces for one lab as one principal; ``group`` messages per transaction."""
+
+    def __init__(
+        self, gateway: Gateway, principal: Principal, tenant_id: str, *, feed: str = "file", group: int = 1,
+        test_mode: bool = False, purpose: Purpose = Purpose.INGEST,
+    ) -> None:
+        if group < 1:
+            raise InvalidInput("the group size must be at least 1")
+        self.gw, self.principal, self.tenant_id = gateway, principal, tenant_id
+        self.feed, self.group, self.test_mode, self.purpose = feed, group, test_mode, purpose
+
+    def preflight(self) -> None:
+        """Fail early, before reading any file, if this principal may not ingest into this lab."""
+        with self.gw.unit(self.principal, self.purpose) as u:
+            u._authorise(self.tenant_id, "patient:result:create")
+            u.tenant(self.tenant_id)
+
+    def ingest_pieces(self, pieces: Sequence[Piece], summary: Summary,
+                      on_progress: Callable[[int], None] | None = None) -> list[str]:
+        """Store or quarantine each piece; returns per piece ``accepted``, ``duplicate`` or ``rejected``."""
+        outcomes: list[str] = [""] * len(pieces)
+        for k in range(0, len(pieces), self.group):
+            part = list(range(k, min(k + self.group, len(pieces))))
+            good = [i for i in part if pieces[i].envelope is not None]
+            refused = {i: pieces[i].reason or "refused" for i in part if pieces[i].envelope is None}
+            if good:
+                try:
+                    self._store(pieces, good, outcomes)
+                except (AccessDenied, UnknownTenant, TenantShredded):
+                    raise
+                except LabvaultError:
+                    for i in good:  # find the message the store refused: one transaction each
+                        try:
+                            self._store(pieces, [i], outcomes)
+                        except (AccessDenied, UnknownTenant, TenantShredded):
+                            raise
+                        except LabvaultError as exc:
+                            refused[i] = f"{summary.file}, message {pieces[i].index}: {exc}"
+            if refused:
+                ids = self._quarantine(pieces, refused)
+                for i, qid in zip(refused, ids, strict=True):
+                    outcomes[i] = "rejected"
+                    summary.reasons.append(refused[i])
+                    summary.quarantine_ids.append(qid)
+            for i in part:
+                if outcomes[i] == "accepted":
+                    summary.accepted += 1
+                    summary.results += pieces[i].envelope.results
+                elif outcomes[i] == "duplicate":
+                    summary.duplicates += 1
+                else:
+                    summary.rejected += 1
+            if on_progress is not None:
+                on_progress(len(part))
+        return outcomes
+
+    def _store(self, pieces: Sequence[Piece], idx: list[int], outcomes: list[str]) -> None:
+        with self.gw.unit(self.principal, self.purpose) as u:
+            got = intake.store(u, self.tenant_id, [pieces[i].envelope for i in idx], feed=self.feed)
+        for i, o in zip(idx, got, strict=True):
+            outcomes[i] = o
+
+    def _quarantine(self, pieces: Sequence[Piece], refused: dict[int, str]) -> list[str]:
+        with self.gw.unit(self.principal, self.purpose) as u:
+            return [
+                intake.put(u, self.tenant_id, pieces[i].raw, reason, fmt=pieces[i].format, feed=self.feed)
+                for i, reason in refused.items()
+            ]
+
+    def ingest_files(self, paths: Iterable[Path], *, progress: Callable[[str, int, int], None] | None = None
+                     ) -> list[Summary]:
+        """Each file in turn (Bulk Data ndjson files together, as one export)."""
+        summaries: list[Summary] = []
+        bulk: dict[str, bytes] = {}
+        inputs: list[tuple[str, list[Piece]]] = []
+        for path in paths:
+            name = str(path)
+            try:
+                data = _read_file(path)
+            except InvalidInput as exc:
+                summaries.append(Summary(name, "unknown", rejected=1, reasons=[str(exc)]))
+                continue
+            fmt = detect(data)
+            if fmt == "fhir-ndjson":
+                bulk[name] = data
+                continue
+            inputs.append((name, read(data, file=name, fmt=fmt, test_mode=self.test_mode)))
+        if bulk:
+            inputs.append((", ".join(bulk), read_bulk(bulk, test_mode=self.test_mode)))
+        for name, pieces in inputs:
+            summary = Summary(name, pieces[0].format if pieces else "unknown")
+            total = len(pieces)
+            done = 0
+
+            def step(n: int, name: str = name, total: int = total) -> None:
+                nonlocal done
+                done += n
+                if progress is not None:
+                    progress(name, done, total)
+
+            self.ingest_pieces(pieces, summary, step)
+            summaries.append(summary)
+        return summaries
+
+    def replay(self, quarantine_id: str) -> Summary:
+        """Read a quarantined message again with the current readers; store it if it now passes."""
+        with self.gw.unit(self.principal, self.purpose) as u:
+            item, raw = intake.get(u, self.tenant_id, quarantine_id)
+        if raw is None or item.status != intake.HELD:
+            raise InvalidInput(f"this message was already {item.status}")
+        name = f"quarantine:{quarantine_id}"
+        fmt = item.format if item.format in FORMATS else None
+        pieces = read(raw, file=name, fmt=fmt, test_mode=self.test_mode)
+        summary = Summary(name, item.format)
+        refused = [p.reason for p in pieces if p.envelope is None]
+        if refused:
+            with self.gw.unit(self.principal, self.purpose) as u:
+                intake.update_reason(u, self.tenant_id, quarantine_id, refused[0] or "refused")
+            summary.rejected = len(refused)
+            summary.reasons = [r or "refused" for r in refused]
+            return summary
+        with self.gw.unit(self.principal, self.purpose) as u:
+            got = intake.store(u, self.tenant_id, [p.envelope for p in pieces], feed=self.feed)
+            intake.resolve(u, self.tenant_id, quarantine_id, intake.REPLAYED)
+        summary.accepted = got.count("accepted")
+        summary.duplicates = got.count("duplicate")
+        summary.results = sum(p.envelope.results for p, o in zip(pieces, got, strict=True) if o == "accepted")
+        return summary
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise InvalidInput(f"{path}: {size} bytes exceeds the limit of {MAX_FILE_BYTES} bytes")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InvalidInput(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{path}: is a directory") from None
+    except PermissionError:
+        raise InvalidInput(f"{path}: permission denied") from None
