@@ -110,9 +110,9 @@ def init_home(settings: Settings, admin_name: str | None, admin_email: str | Non
     }
 
 
-def open_runtime(settings: Settings, operator_email: str | None = None) -> Runtime:
+def open_runtime(settings: Settings, operator_email: str | None = None, *, durable: bool = False) -> Runtime:
     """Open an initialised home as its operator (the account ``init`` recorded, or a named one)."""
-    engine = make_engine(settings.url)
+    engine = make_engine(settings.url, durable=durable)
     check_schema(engine)
     keys = open_keys(settings)
     gw = Gateway(engine, keys)

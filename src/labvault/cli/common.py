@@ -20,8 +20,8 @@ def settings() -> Settings:
 
 
 @contextmanager
-def runtime() -> Iterator[Runtime]:
-    rt = open_runtime(settings())
+def runtime(*, durable: bool = False) -> Iterator[Runtime]:
+    rt = open_runtime(settings(), durable=durable)
     try:
         yield rt
     finally:

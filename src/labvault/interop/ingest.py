@@ -123,6 +123,15 @@ def _checked(piece: Piece, file: str, index: int | None = None) -> Piece:
     return piece
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one piece: ``accepted``, ``duplicate`` or ``rejected`` (with reason, quarantine id)."""
+
+    status: str
+    reason: str | None = None
+    quarantine_id: str | None = None
+
+
 @dataclass(slots=True)
 class Summary:
     """What became of one input's messages (no personal value: counts and one-line reasons)."""
@@ -164,9 +173,10 @@ class Ingestor:
             u.tenant(self.tenant_id)
 
     def ingest_pieces(self, pieces: Sequence[Piece], summary: Summary,
-                      on_progress: Callable[[int], None] | None = None) -> list[str]:
-        """Store or quarantine each piece; returns per piece ``accepted``, ``duplicate`` or ``rejected``."""
+                      on_progress: Callable[[int], None] | None = None) -> list[Outcome]:
+        """Store or quarantine each piece; returns what became of each."""
         outcomes: list[str] = [""] * len(pieces)
+        result: list[Outcome] = [Outcome("")] * len(pieces)
         for k in range(0, len(pieces), self.group):
             part = list(range(k, min(k + self.group, len(pieces))))
             good = [i for i in part if pieces[i].envelope is not None]
@@ -188,9 +198,12 @@ class Ingestor:
                 ids = self._quarantine(pieces, refused)
                 for i, qid in zip(refused, ids, strict=True):
                     outcomes[i] = "rejected"
+                    result[i] = Outcome("rejected", refused[i], qid)
                     summary.reasons.append(refused[i])
                     summary.quarantine_ids.append(qid)
             for i in part:
+                if outcomes[i] != "rejected":
+                    result[i] = Outcome(outcomes[i])
                 if outcomes[i] == "accepted":
                     summary.accepted += 1
                     summary.results += pieces[i].envelope.results
@@ -200,7 +213,7 @@ class Ingestor:
                     summary.rejected += 1
             if on_progress is not None:
                 on_progress(len(part))
-        return outcomes
+        return result
 
     def _store(self, pieces: Sequence[Piece], idx: list[int], outcomes: list[str]) -> None:
         with self.gw.unit(self.principal, self.purpose) as u:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,12 @@ from labvault.errors import ConfigError, NotInitialised, SchemaOutdated, StoreEr
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, *, durable: bool = False) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
+    # NORMAL: a commit survives the process dying, not a power cut; FULL (``durable``) syncs the
+    # WAL at every commit, for feeds whose senders forget a message once it is acknowledged.
+    cur.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache per connection
@@ -31,8 +34,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, durable: bool = False) -> Engine:
     """An engine for ``url``; SQLite files get WAL mode, PostgreSQL uses psycopg 3.
+
+    ``durable``: on SQLite, every commit is synced to disk before it returns (PostgreSQL always
+    does, with its default ``synchronous_commit``).
 
     ``hide_parameters``: SQL errors and logs never show bound values (ciphertexts, but also
     blind indexes and pseudonyms have no business in a log).
@@ -48,7 +54,7 @@ def make_engine(url: str) -> Engine:
             # the caller's thread encrypts the next batch; never two threads at once.
             engine = create_engine(url, connect_args={"check_same_thread": False}, hide_parameters=True,
                                    pool_size=10, max_overflow=30)
-            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "connect", functools.partial(_sqlite_pragmas, durable=durable))
         else:
             engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, pool_size=10, max_overflow=30)
     except (ArgumentError, NoSuchModuleError) as exc:
