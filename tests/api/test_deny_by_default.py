@@ -18,6 +18,7 @@ PUBLIC = frozenset({
     ("POST", "/api/v1/auth/mfa"),
     ("POST", "/api/v1/auth/enrol"),
     ("POST", "/api/v1/auth/enrol/confirm"),
+    ("GET", "/fhir/R4/metadata"),  # the CapabilityStatement: no data, public as FHIR servers do
 })
 
 # Plausible bodies, so that a 401 is not a side effect of a body the route would reject anyway.

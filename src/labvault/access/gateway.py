@@ -896,27 +896,26 @@ class Unit:
         if not self._in_grant_scope(patient_id):
             self._deny(tenant_id, "patient:request:read", "this patient is outside the grant's scope")
         c = self._crypto(tenant_id)
-        col = c.cipher.column
         rows = self.conn.execute(
             select(t.request).where(self._tf(t.request, tenant_id), t.request.c.pseudonym == c.index.pseudonym(patient_id))
         ).all()
-        out = []
-        for r in rows:
-            i = r.request_id
-            out.append(
-                Request(
-                    request_id=i,
-                    patient_id=patient_id,
-                    prescriber_id=r.prescriber_id,
-                    requested_at=codec.to_dt(col("request", "requested_at_enc").open(i, r.requested_at_enc).decode()),
-                    accession=None if r.accession_enc is None else col("request", "accession_enc").open(i, r.accession_enc).decode(),
-                    reported_at=None if r.reported_at_enc is None
-                    else codec.to_dt(col("request", "reported_at_enc").open(i, r.reported_at_enc).decode()),
-                )
-            )
+        out = [self._request(c, r, patient_id) for r in rows]
         out.sort(key=lambda q: q.requested_at)
         self._record(tenant_id, "patient:request:read", "request", len(out), refs=[patient_id])
         return out
+
+    def _request(self, c: TenantCrypto, r, patient_id: str) -> Request:
+        col = c.cipher.column
+        i = r.request_id
+        return Request(
+            request_id=i,
+            patient_id=patient_id,
+            prescriber_id=r.prescriber_id,
+            requested_at=codec.to_dt(col("request", "requested_at_enc").open(i, r.requested_at_enc).decode()),
+            accession=None if r.accession_enc is None else col("request", "accession_enc").open(i, r.accession_enc).decode(),
+            reported_at=None if r.reported_at_enc is None
+            else codec.to_dt(col("request", "reported_at_enc").open(i, r.reported_at_enc).decode()),
+        )
 
     def results_of(
         self, tenant_id: str, patient_id: str, *, code: str | None = None,

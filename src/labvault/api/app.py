@@ -6,7 +6,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 
 from labvault import __version__
-from labvault.api import errors, routes
+from labvault.api import errors, fhir, routes
 from labvault.api.deps import authenticated
 from labvault.api.middleware import SecurityMiddleware
 from labvault.config import Settings
@@ -23,6 +23,7 @@ def create_app(settings: Settings | None = None, *, runtime=None) -> FastAPI:
     errors.install(app)
     app.include_router(routes.public)
     app.include_router(routes.private)
+    app.include_router(fhir.router)
 
     @app.get("/api/v1/openapi.json", include_in_schema=False, dependencies=[Depends(authenticated)])
     def openapi() -> dict:

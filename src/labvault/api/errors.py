@@ -34,34 +34,40 @@ STATUS: list[tuple[type[LabvaultError], int]] = [
 ]
 
 
-def _json(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def _json(status: int, reason: str, headers: dict[str, str] | None = None, request: Request | None = None) -> JSONResponse:
+    if request is not None and request.url.path.startswith("/fhir/"):
+        from labvault.api.fhir import ISSUE_CODES, outcome
+
+        response = outcome(status, ISSUE_CODES.get(status, "processing"), reason)
+        response.headers.update(headers or {})
+        return response
     return JSONResponse({"error": reason}, status_code=status, headers=headers)
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(LabvaultError)
-    async def labvault_error(_request: Request, exc: LabvaultError) -> JSONResponse:
+    async def labvault_error(request: Request, exc: LabvaultError) -> JSONResponse:
         status = next((code for cls, code in STATUS if isinstance(exc, cls)), 400)
         if status == 500:  # integrity failure of stored data: say so, without details
             log.error("stored data failed an integrity check (%s)", type(exc).__name__)
-            return _json(500, "stored data failed its integrity check")
+            return _json(500, "stored data failed its integrity check", request=request)
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, LockedOut) else None
         if status == 401:
             headers = {"WWW-Authenticate": 'Bearer realm="labvault"'}
-        return _json(status, exc.diagnostics(), headers)
+        return _json(status, exc.diagnostics(), headers, request)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "request"
         # The offending value is not echoed back: it may be personal data.
-        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
+        return _json(422, f"{where}: {first.get('msg', 'invalid')}", request=request)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _json(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _json(exc.status_code, str(exc.detail), getattr(exc, "headers", None), request)
 
     @app.exception_handler(Exception)
-    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("internal error: %s", type(exc).__name__)
-        return _json(500, "internal error")
+        return _json(500, "internal error", request=request)

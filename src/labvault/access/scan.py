@@ -1,0 +1,106 @@
+"""Whole-lab reads, streamed in batches, for exports: every identity, prescriber, request,
+specimen and result of one lab, decrypted through the gateway.
+
+Patients are named by their per-lab pseudonym in everything these iterators yield (an
+``Identity``'s ``patient_id`` and a ``Request``'s ``patient_id`` are the pseudonym), so that an
+export links a patient's rows without ever carrying the internal patient id. Results come with
+the pseudonym of their patient, read from the result row itself (no join).
+
+A support grant never covers a whole-lab scan. Each scan writes one audit event with its count
+when it has been read to the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from labvault.access import codec
+from labvault.domain.models import Prescriber, Result, Sensitivity, Specimen
+from labvault.errors import AccessDenied
+from labvault.store import schema as t
+
+if TYPE_CHECKING:
+    from labvault.access.gateway import Unit
+    from labvault.domain.models import Identity, Request
+
+BATCH = 5000
+
+
+def _start(u: Unit, tenant_id: str, action: str):
+    u._authorise(tenant_id, action)
+    if u._grant is not None:
+        raise AccessDenied("a support grant does not cover whole-lab scans")
+    return u._crypto(tenant_id)
+
+
+def _rows(u: Unit, table, tenant_id: str, order=None):
+    stmt = select(table).where(u._tf(table, tenant_id))
+    if order is not None:
+        stmt = stmt.order_by(*order)
+    return u.conn.execute(stmt.execution_options(yield_per=BATCH))
+
+
+def patients(u: Unit, tenant_id: str) -> Iterator[Identity]:
+    c = _start(u, tenant_id, "patient:identity:read")
+    n = 0
+    for row in _rows(u, t.patient_identity, tenant_id):
+        ident = u._identity(c, row)
+        ident.patient_id = c.index.pseudonym(ident.patient_id)
+        n += 1
+        yield ident
+    u._record(tenant_id, "patient:identity:read", "patient", n)
+
+
+def prescribers(u: Unit, tenant_id: str) -> Iterator[Prescriber]:
+    c = _start(u, tenant_id, "patient:request:read")
+    rpps, name = (c.cipher.column("prescriber", col) for col in ("rpps_enc", "name_enc"))
+    n = 0
+    for row in _rows(u, t.prescriber, tenant_id):
+        i = row.prescriber_id
+        family, given = codec.unpack(name.open(i, row.name_enc))
+        n += 1
+        yield Prescriber(i, rpps.open(i, row.rpps_enc).decode(), family, given)
+    u._record(tenant_id, "patient:request:read", "prescriber", n)
+
+
+def requests(u: Unit, tenant_id: str) -> Iterator[Request]:
+    c = _start(u, tenant_id, "patient:request:read")
+    n = 0
+    for row in _rows(u, t.request, tenant_id):
+        n += 1
+        yield u._request(c, row, row.pseudonym)
+    u._record(tenant_id, "patient:request:read", "request", n)
+
+
+def specimens(u: Unit, tenant_id: str) -> Iterator[Specimen]:
+    c = _start(u, tenant_id, "patient:request:read")
+    typ, col_at, rec_at = (c.cipher.column("specimen", n) for n in ("type_enc", "collected_at_enc", "received_at_enc"))
+    n = 0
+    for row in _rows(u, t.specimen, tenant_id):
+        i = row.specimen_id
+        n += 1
+        yield Specimen(
+            specimen_id=i, request_id=row.request_id, type=typ.open(i, row.type_enc).decode(),
+            collected_at=codec.to_dt(col_at.open(i, row.collected_at_enc).decode()),
+            received_at=None if row.received_at_enc is None else codec.to_dt(rec_at.open(i, row.received_at_enc).decode()),
+        )
+    u._record(tenant_id, "patient:request:read", "specimen", n)
+
+
+def results(u: Unit, tenant_id: str, *, by_request: bool = False) -> Iterator[tuple[str, Result]]:
+    """(patient pseudonym, result) for every result the principal may read; ``by_request``: in
+    request order, so that a consumer can group a request's results without holding them all."""
+    c = _start(u, tenant_id, "patient:result:read")
+    readable = u._readable_categories(tenant_id)
+    order = (t.result.c.request_id, t.result.c.result_id) if by_request else None
+    n = 0
+    for row in _rows(u, t.result, tenant_id, order):
+        res = u._result(c, row)
+        if readable is not None and res.sensitivity is not Sensitivity.OTHER and res.sensitivity not in readable:
+            continue
+        n += 1
+        yield row.pseudonym, res
+    u._record(tenant_id, "patient:result:read", "result", n)
