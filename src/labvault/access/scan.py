@@ -36,6 +36,12 @@ def _start(u: Unit, tenant_id: str, action: str):
     return u._crypto(tenant_id)
 
 
+def _bytewise(u: Unit, column):
+    """``column`` ordered by code point, the order Python compares strings in (PostgreSQL's
+    default collation would not be), so two streams sorted on it can be merged in Python."""
+    return column.collate("C") if u.conn.dialect.name == "postgresql" else column
+
+
 def _rows(u: Unit, table, tenant_id: str, order=None):
     stmt = select(table).where(u._tf(table, tenant_id))
     if order is not None:
@@ -66,10 +72,12 @@ def prescribers(u: Unit, tenant_id: str) -> Iterator[Prescriber]:
     u._record(tenant_id, "patient:request:read", "prescriber", n)
 
 
-def requests(u: Unit, tenant_id: str) -> Iterator[Request]:
+def requests(u: Unit, tenant_id: str, *, by_id: bool = False) -> Iterator[Request]:
+    """Every request; ``by_id``: in request id order (the order of ``results(by_request=True)``)."""
     c = _start(u, tenant_id, "patient:request:read")
     n = 0
-    for row in _rows(u, t.request, tenant_id):
+    order = (_bytewise(u, t.request.c.request_id),) if by_id else None
+    for row in _rows(u, t.request, tenant_id, order):
         n += 1
         yield u._request(c, row, row.pseudonym)
     u._record(tenant_id, "patient:request:read", "request", n)
@@ -95,7 +103,7 @@ def results(u: Unit, tenant_id: str, *, by_request: bool = False) -> Iterator[tu
     request order, so that a consumer can group a request's results without holding them all."""
     c = _start(u, tenant_id, "patient:result:read")
     readable = u._readable_categories(tenant_id)
-    order = (t.result.c.request_id, t.result.c.result_id) if by_request else None
+    order = (_bytewise(u, t.result.c.request_id), _bytewise(u, t.result.c.result_id)) if by_request else None
     n = 0
     for row in _rows(u, t.result, tenant_id, order):
         res = u._result(c, row)

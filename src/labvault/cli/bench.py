@@ -63,3 +63,35 @@ def audit(
         out = run_audit(events, database_url=database_url, ingest_results=ingest_results,
                         on_progress=lambda k, n: bar.advance(tasks[k], n))
     print(json.dumps(out))
+
+
+@app.command("mllp")
+def mllp(
+    messages: int = typer.Option(20_000, "--messages", min=1, help="How many ORU^R01 messages to send."),
+    connections: int = typer.Option(4, "--connections", min=1, max=64, help="Client connections (one process each)."),
+    window: int = typer.Option(100, "--window", min=1, max=10_000, help="Un-ACKed messages in flight per connection."),
+    group: int = typer.Option(500, "--group", min=1, max=10_000, help="Most messages stored per commit."),
+    database_url: str = typer.Option(None, "--database-url", help="Default: a scratch SQLite file."),
+) -> None:
+    """Send N messages over loopback MLLP; each ACK follows the durable commit of its group."""
+    from labvault.bench.mllp import run_mllp
+
+    with progress() as bar:
+        task = bar.add_task("mllp", total=None)
+        out = run_mllp(messages, connections=connections, window=window, group=group, database_url=database_url,
+                       on_progress=lambda phase: bar.update(task, description=phase))
+    print(json.dumps(out))
+
+
+@app.command("export")
+def export(
+    results: int = typer.Option(100_000, "--results", min=1, help="How many results the lab holds."),
+    database_url: str = typer.Option(None, "--database-url", help="Default: a scratch SQLite file."),
+) -> None:
+    """Export a lab of N results from the encrypted store as FHIR R4 Bulk Data ndjson."""
+    from labvault.bench.export import run_export
+
+    with progress() as bar:
+        tasks = {k: bar.add_task(k, total=results) for k in ("load", "baseline", "export")}
+        out = run_export(results, database_url=database_url, on_progress=lambda k, n: bar.advance(tasks[k], n))
+    print(json.dumps(out))

@@ -1,0 +1,147 @@
+"""Export benchmark: N results in a lab's encrypted store, exported as FHIR R4 Bulk Data ndjson.
+
+Measured in the same run:
+- ``observations_per_s``: the whole export (Patient, Practitioner, ServiceRequest, Specimen,
+  Observation, DiagnosticReport files) read and decrypted through the gateway, per Observation;
+- ``baseline_per_s``: the same Observations written by the same writer from results already in
+  memory in clear (no store, no decryption): the writer's own ceiling;
+- ``json_dumps_per_s``: the library way, ``json.dumps`` of each Observation dict.
+Memory: RSS sampled during the export, reported as growth over the RSS before it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+import time
+from datetime import datetime
+from collections.abc import Callable
+from itertools import islice
+from pathlib import Path
+
+import psutil
+
+from labvault.access import Gateway, Principal, Purpose
+from labvault.bench.ingest import peak_rss_mb
+from labvault.crypto.keys import PLATFORM, LocalKeyring
+from labvault.domain.models import Request
+from labvault.interop import fhir_out
+from labvault.interop.export import export_fhir
+from labvault.store.engine import make_engine, migrate
+
+LAB = "bench-export"
+_NO_DATE = datetime(2020, 1, 1, 8, 0)
+PATIENTS = 500
+
+
+def run_export(n: int, *, database_url: str | None = None, seed: int = 7,
+               on_progress: Callable[[str, int], None] | None = None) -> dict[str, object]:
+    from labvault.synth import LabGenerator, results_stream
+
+    proc = psutil.Process()
+    with tempfile.TemporaryDirectory(prefix="labvault-bench-") as tmp:
+        url = database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
+        engine = make_engine(url)
+        migrate(engine)
+        keys = LocalKeyring.create(Path(tmp) / "keyring.json", "bench-passphrase", scrypt_n=2**14)
+        gw = Gateway(engine, keys)
+        admin = Principal("bench-export-admin", "Benchmark runner", PLATFORM, frozenset({"platform_admin"}))
+        with gw.bootstrap(admin) as u:
+            u.ensure_account(PLATFORM, admin.account_id, admin.name, "bench-export@bench.invalid", admin.roles,
+                             commitment="benchmark runner")
+            u.ensure_platform_keys()
+        with gw.unit(admin, Purpose.BENCHMARK) as u:
+            if LAB in {t.id for t in u.list_tenants()}:
+                u.drop_tenant_rows(LAB)
+            else:
+                u.create_tenant(LAB, "Benchmark lab", "690000000")
+            u.ensure_account(LAB, "bench-export-bio", "Benchmark biologist", "bio@bench-export.invalid",
+                             ("biologist",), commitment="benchmark")
+        bio = Principal("bench-export-bio", "Benchmark biologist", LAB, frozenset({"biologist"}))
+        try:
+            gen = LabGenerator(LAB, seed)
+            identities = [gen.patient(i).identity for i in range(PATIENTS)]
+            with gw.unit(bio, Purpose.CARE) as u:
+                u.add_patients(LAB, identities)
+            pids = [i.patient_id for i in identities]
+            stream = results_stream(LAB, seed, n)
+            loaded = 0
+            stored_last: str | None = None  # a request's results are consecutive: one may span two chunks
+            k = 0
+            while chunk := list(islice(stream, 5000)):
+                new: dict[str, Request] = {}
+                for r in chunk:
+                    if r.request_id not in new and r.request_id != stored_last:
+                        k += 1
+                        new[r.request_id] = Request(r.request_id, pids[k * 7919 % PATIENTS], None,
+                                                    r.validated_at or _NO_DATE)
+                stored_last = chunk[-1].request_id
+                with gw.unit(bio, Purpose.CARE) as u:
+                    u.add_requests(LAB, list(new.values()))
+                    u.add_results(LAB, chunk)
+                loaded += len(chunk)
+                if on_progress:
+                    on_progress("load", len(chunk))
+
+            # Baselines: the same Observations from memory, in clear.
+            sink = io.BytesIO()
+            t0 = time.perf_counter()
+            with fhir_out.NdjsonWriter(streams={"Observation": _Null()}) as w:
+                for r in results_stream(LAB, seed, n):
+                    w.write_observation(r, "p")
+            base_s = time.perf_counter() - t0
+            sample = min(n, 100_000)
+            t0 = time.perf_counter()
+            for r in results_stream(LAB, seed, sample):
+                sink.write(json.dumps(fhir_out.observation(r, "p"), separators=(",", ":")).encode())
+            dumps_s = time.perf_counter() - t0
+            if on_progress:
+                on_progress("baseline", n)
+
+            out = Path(tmp) / "export"
+            out.mkdir()
+            rss0 = proc.memory_info().rss
+            rss_max = rss0
+
+            def sample_rss(_rtype: str, done: int) -> None:
+                nonlocal rss_max
+                rss_max = max(rss_max, proc.memory_info().rss)
+                if on_progress and done:
+                    on_progress("export", done)
+
+            t0 = time.perf_counter()
+            with gw.unit(bio, Purpose.CARE) as u, fhir_out.NdjsonWriter(out) as w:
+                counts = export_fhir(u, LAB, w, on_progress=sample_rss)
+            export_s = time.perf_counter() - t0
+            sample_rss("done", 0)
+            size = sum(f.stat().st_size for f in out.iterdir())
+        finally:
+            dialect = engine.dialect.name
+            with gw.unit(admin, Purpose.BENCHMARK) as u:
+                u.drop_tenant_rows(LAB)
+            gw.close()
+            engine.dispose()
+            keys.close()
+    return {
+        "bench": "export",
+        "database": dialect,
+        "results": n,
+        "loaded": loaded,
+        "counts": counts,
+        "bytes": size,
+        "seconds": round(export_s, 3),
+        "observations_per_s": round(counts.get("Observation", 0) / export_s) if export_s else 0,
+        "baseline_per_s": round(n / base_s) if base_s else 0,
+        "json_dumps_per_s": round(sample / dumps_s) if dumps_s else 0,
+        "export_rss_growth_mb": round((rss_max - rss0) / 2**20, 1),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+class _Null(io.RawIOBase):
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:  # noqa: ANN001
+        return len(b)

@@ -1,0 +1,158 @@
+"""MLLP benchmark: synthetic ORU^R01 messages sent over loopback by a client process, each ACKed
+only after its group is committed (SQLite with a sync at every commit, or PostgreSQL).
+
+Baseline in the same run: the same client against the same server with a committer that ACKs
+every frame at once without parsing or storing it (the ceiling of framing, sockets and ACKs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from labvault.access import Gateway, Principal, Purpose
+from labvault.bench.ingest import peak_rss_mb
+from labvault.crypto.keys import PLATFORM, LocalKeyring
+from labvault.interop import mllp
+from labvault.interop.ingest import Ingestor
+from labvault.store.engine import make_engine, migrate
+
+LAB = "bench-mllp"
+
+
+def _client(port: int, frames: list[bytes], window: int, out) -> None:
+    """One connection: keep ``window`` frames in flight; count AA replies."""
+    ok = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as s:
+        buf = bytearray()
+        sent = received = 0
+        while received < len(frames):
+            burst = []
+            while sent < len(frames) and sent - received < window:
+                burst.append(frames[sent])
+                sent += 1
+            if burst:
+                s.sendall(b"".join(burst))
+            while b"\x1c\r" not in buf:
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    raise ConnectionError("server closed the connection")
+                buf += chunk
+            while (end := buf.find(b"\x1c\r")) >= 0:
+                ack = bytes(buf[:end])
+                del buf[: end + 2]
+                received += 1
+                ok += b"\rMSA|AA|" in ack
+    out.put(ok)
+
+
+def _clients(port: int, frames: list[bytes], connections: int, window: int) -> tuple[float, int]:
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    parts = [frames[k::connections] for k in range(connections)]
+    procs = [ctx.Process(target=_client, args=(port, p, window, out)) for p in parts if p]
+    t0 = time.perf_counter()
+    for p in procs:
+        p.start()
+    ok = sum(out.get(timeout=600) for _ in procs)
+    elapsed = time.perf_counter() - t0
+    for p in procs:
+        p.join(30)
+    return elapsed, ok
+
+
+class _EchoCommitter(mllp.Committer):
+    """The baseline: ACK AA at once, nothing parsed, nothing stored."""
+
+    def _process(self, batch):  # noqa: ANN001
+        for job in batch:
+            job.done(mllp.ack(job.frame, "AA"))
+
+
+def _serve(server: mllp.Server, frames: list[bytes], connections: int, window: int) -> tuple[float, int]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        _, port = asyncio.run_coroutine_threadsafe(server.start(), loop).result(30)
+        serving = asyncio.run_coroutine_threadsafe(server.serve_forever(), loop)
+        try:
+            return _clients(port, frames, connections, window)
+        finally:
+            serving.cancel()
+            asyncio.run_coroutine_threadsafe(server.close(), loop).result(60)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def run_mllp(messages: int, *, connections: int = 4, window: int = 100, group: int = mllp.MAX_GROUP,
+             database_url: str | None = None, on_progress: Callable[[str], None] | None = None) -> dict[str, object]:
+    from labvault.synth.hl7 import messages as synth_messages
+
+    frames = [b"\x0b" + m + b"\x1c\r" for m in synth_messages(LAB, 17, messages)]
+    obx = sum(f.count(b"\rOBX|") for f in frames)
+    with tempfile.TemporaryDirectory(prefix="labvault-bench-") as tmp:
+        url = database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
+        engine = make_engine(url, durable=True)
+        migrate(engine)
+        keys = LocalKeyring.create(Path(tmp) / "keyring.json", "bench-passphrase", scrypt_n=2**14)
+        gw = Gateway(engine, keys)
+        admin = Principal("bench-mllp-admin", "Benchmark runner", PLATFORM, frozenset({"platform_admin"}))
+        with gw.bootstrap(admin) as u:
+            u.ensure_account(PLATFORM, admin.account_id, admin.name, "bench-mllp@bench.invalid", admin.roles,
+                             commitment="benchmark runner")
+            u.ensure_platform_keys()
+        with gw.unit(admin, Purpose.BENCHMARK) as u:
+            if LAB not in {t.id for t in u.list_tenants()}:
+                u.create_tenant(LAB, "Benchmark lab", "690000000")
+            else:
+                u.drop_tenant_rows(LAB)
+            u.ensure_account(LAB, "bench-mllp-feed", "Benchmark feed", "feed@bench-mllp.invalid",
+                             ("technician",), commitment="benchmark feed")
+        feed = Principal("bench-mllp-feed", "Benchmark feed", LAB, frozenset({"technician"}))
+        try:
+            ing = Ingestor(gw, feed, LAB, feed="mllp", group=group)
+            base = mllp.Server(ing, port=0)
+            base.committer = _EchoCommitter(ing, base.stats)
+            if on_progress:
+                on_progress("baseline: ACK without storing")
+            base_s, base_ok = _serve(base, frames, connections, window)
+            if on_progress:
+                on_progress("stored: ACK after the group commit")
+            server = mllp.Server(ing, port=0, max_group=group)
+            real_s, real_ok = _serve(server, frames, connections, window)
+            with gw.unit(admin, Purpose.BENCHMARK) as u:
+                stored = u.counts(LAB)["request"]
+        finally:
+            dialect = engine.dialect.name
+            with gw.unit(admin, Purpose.BENCHMARK) as u:
+                u.drop_tenant_rows(LAB)
+            gw.close()
+            engine.dispose()
+            keys.close()
+    return {
+        "bench": "mllp",
+        "database": dialect,
+        "durable_commit": True,
+        "messages": messages,
+        "obx_per_message_avg": round(obx / messages, 1) if messages else 0,
+        "connections": connections,
+        "window": window,
+        "group_max": group,
+        "acked_aa": real_ok,
+        "stored_requests": stored,
+        "groups": server.stats.groups,
+        "seconds": round(real_s, 3),
+        "messages_per_s": round(real_ok / real_s) if real_s else 0,
+        "baseline_per_s": round(base_ok / base_s) if base_s else 0,
+        "ratio": round((real_ok / real_s) / (base_ok / base_s), 3) if real_s and base_s and base_ok else None,
+        "peak_rss_mb": peak_rss_mb(),
+    }
