@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import typer
 
@@ -40,6 +42,71 @@ def make_demo_accounts(rt, lab_ids: list[str]) -> list[dict[str, str | None]]:
             secret = service.enrol_directly(u, email, password)
         out.append({"tenant": tenant, "role": role, "email": email, "password": password, "totp": secret})
     return out
+
+
+REAL_FILES = (
+    "hl7v2/nist/ORU_R01_2.5.1_SampleTestCase1.hl7",
+    "hl7v2/ms-fhir-converter/LAB-ORU-1_bom.hl7",
+    "hl7v2/elr-realm/realm-batch.hl7",
+    "hl7v2/malformed/cdc-ti_msh-12_has_value_2_3.hl7",
+    "hprim/libhprim",
+    "fhir/r4-official/Bundle-lri-example.json",
+    "fhir/r4-official/Observation-f001.json",
+)
+
+
+def _realdata() -> Path | None:
+    root = Path(os.environ.get("LABVAULT_REALDATA", "../shared/realdata"))
+    return root if root.is_dir() else None
+
+
+def show_feeds(rt, tenant: str, seed: int) -> None:
+    """A service account's feed: generated messages accepted, real-world files read as they are
+    (accepted, or refused with a precise reason and kept in the encrypted quarantine), a resend
+    that creates nothing."""
+    from labvault.access.principal import Principal
+    from labvault.cli.ingest import _table
+    from labvault.interop import ingest
+    from labvault.synth.hl7 import messages
+
+    with rt.unit(Purpose.ADMINISTRATION) as u:
+        acct = service.create_account(u, tenant_id=tenant, name="Analyser middleware feed",
+                                      email=f"feed@{tenant}.demo.invalid", roles=["service"], kind="service",
+                                      purpose="ingest")
+    feed = Principal(acct.account_id, "Analyser middleware feed", tenant, frozenset({"service"}), "service")
+    ing = ingest.Ingestor(rt.gateway, feed, tenant, feed="file", group=50, test_mode=rt.settings.test_mode)
+    generated = b"".join(messages(tenant, seed + 1, 200))
+    summaries = []
+    s = ingest.Summary("analyser-feed.hl7", "hl7v2")
+    ing.ingest_pieces(ingest.read(generated, file="analyser-feed.hl7"), s)
+    summaries.append(s)
+    root = _realdata()
+    if root is None:
+        console.print("  (../shared/realdata is absent: real-world files skipped; set LABVAULT_REALDATA)")
+    else:
+        paths = []
+        for rel in REAL_FILES:
+            p = root / rel
+            paths += sorted(x for x in p.iterdir() if x.is_file()) if p.is_dir() else [p] if p.is_file() else []
+        for got in ing.ingest_files(paths):
+            got.file = Path(got.file).name
+            summaries.append(got)
+    again = ingest.Summary("analyser-feed.hl7 again", "hl7v2")
+    ing.ingest_pieces(ingest.read(generated, file="analyser-feed.hl7"), again)
+    summaries.append(again)
+    console.print(_table(summaries))
+    shown = 0
+    for s in summaries:
+        for reason in s.reasons[:1]:
+            if shown < 6:
+                console.print(f"  refused: {reason.replace(str(root) + '/', '') if root else reason}",
+                              highlight=False, markup=False)
+                shown += 1
+    held = sum(s.rejected for s in summaries)
+    console.print(f"  {held} refused message(s) kept encrypted in the lab's quarantine "
+                  f"(labvault quarantine list --tenant {tenant}); the resend stored nothing new "
+                  f"({again.duplicates} duplicates skipped)")
+    console.print("  the real files carry no INS (they are US or test messages): Labvault refuses to guess an identity")
 
 
 def demo(
@@ -130,7 +197,10 @@ def demo(
         except AccessDenied as exc:
             console.print(f"  the vendor's operator asks for a patient of {ids[0]}: refused ({exc})")
 
-        console.rule("[bold]6. The lab's biologist logs in and looks the patient up by NIR, through the blind index")
+        console.rule("[bold]6. Results arrive from the lab's feeds: HL7 v2, HPRIM Santé, FHIR")
+        show_feeds(rt, ids[0], seed)
+
+        console.rule("[bold]7. The lab's biologist logs in and looks the patient up by NIR, through the blind index")
         bio = next(a for a in accounts if a["tenant"] == ids[0] and a["role"] == "biologist")
         with rt.gateway.auth_unit(source_addr="demo", user_agent="labvault-demo") as u:
             biologist = service.login(u, bio["email"], bio["password"], addr="demo", user_agent="labvault-demo").principal
@@ -141,7 +211,7 @@ def demo(
             console.print(identity_table(p))
         console.print(f"{len(results)} results (first 8 shown)")
         console.print(results_table(results, 8))
-        console.rule("[bold]7. The audit trail: every access above, chained, checkpointed, verified")
+        console.rule("[bold]8. The audit trail: every access above, chained, checkpointed, verified")
         from labvault.audit import service as audit
 
         for lab in [PLATFORM, *ids]:

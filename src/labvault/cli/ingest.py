@@ -42,9 +42,10 @@ def feed_actor(rt, as_email: str | None, token_file: Path | None):
 def _table(summaries: list[Summary]) -> Table:
     table = Table(title="Ingest summary")
     for col in ("file", "format", "accepted", "duplicates", "rejected", "results"):
-        table.add_column(col, justify="left" if col in ("file", "format") else "right")
+        table.add_column(col, justify="left" if col in ("file", "format") else "right",
+                         overflow="fold" if col == "file" else "ellipsis")
     for s in summaries:
-        table.add_row(s.file, s.format, str(s.accepted), str(s.duplicates), str(s.rejected), str(s.results))
+        table.add_row(", ".join(Path(f).name for f in s.file.split(", ")), s.format, str(s.accepted), str(s.duplicates), str(s.rejected), str(s.results))
     return table
 
 
@@ -93,18 +94,21 @@ app = typer.Typer(help="Refused messages, kept encrypted: list, show, replay, dr
 def list_(
     tenant: str = typer.Option(..., "--tenant"),
     all_: bool = typer.Option(False, "--all", help="Also replayed and dropped ones."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per message."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
-    """The lab's quarantined messages (id, when, format, size, reason)."""
+    """The lab's quarantined messages: id, when, format, feed, size, status, reason."""
     with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.CARE) as u:
         items = intake.listing(u, tenant, status=None if all_ else intake.HELD)
-    table = Table(title=f"Quarantine of {tenant}")
-    for col in ("id", "received", "format", "feed", "bytes", "status", "reason"):
-        table.add_column(col)
+    if as_json:
+        for i in items:
+            print(json.dumps({"id": i.quarantine_id, "received_at": i.received_at.isoformat(), "format": i.format,
+                              "feed": i.feed, "bytes": i.size, "status": i.status, "reason": i.reason},
+                             ensure_ascii=False))
+        return
     for i in items:
-        table.add_row(i.quarantine_id, i.received_at.strftime("%Y-%m-%d %H:%M:%S"), i.format, i.feed, str(i.size),
-                      i.status, i.reason or "")
-    console.print(table)
+        console.print(f"{i.quarantine_id}  {i.received_at:%Y-%m-%d %H:%M:%S}  {i.format:<11} {i.feed:<6} "
+                      f"{i.size:>9} B  {i.status:<8}  {i.reason or ''}", highlight=False, markup=False)
     if not items:
         console.print("nothing held")
 
