@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from stdnum.fr import nir as stdnum_nir
 
@@ -46,6 +46,8 @@ def new_labs(gw) -> tuple[str, str, object, object]:
 def store(gw, who, lab: str, pieces: list[ingest.Piece]) -> ingest.Summary:
     s = ingest.Summary("test", "test")
     ingest.Ingestor(gw, who, lab, group=50).ingest_pieces(pieces, s)
+    if any("is not a code" in r for r in s.reasons):
+        assume(False)  # refused at the door (a code no export format can carry): nothing to compare
     assert s.rejected == 0, s.reasons
     return s
 

@@ -15,6 +15,7 @@ reason names the file, whose name may be personal), for the lab to inspect, repl
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from labvault.interop.hl7v2 import Mapped
 
 _CHUNK = 500
+_CODE = re.compile(r"[^\s]+( [^\s]+)*\Z")  # a FHIR code: what every export format can carry
+_SYSTEM = re.compile(r"\S+\Z")
 HELD, REPLAYED, DROPPED = "held", "replayed", "dropped"
 
 
@@ -68,6 +71,10 @@ def check(envelope: Envelope) -> None:
                 raise InvalidInput("PID/P: INS-NIR is not a valid NIR (bad length, format or key)") from None
         elif not normalise_nir(ident.nir):
             raise InvalidInput("PID/P: INS-NIA is empty")
+        for r in m.results:
+            if not _CODE.match(r.code) or not _SYSTEM.match(r.code_system):
+                raise InvalidInput("result code or code system is not a code (empty, control characters or "
+                                   "stray whitespace)")
 
 
 def store(u: Unit, tenant_id: str, envelopes: Sequence[Envelope], *, feed: str) -> list[str]:
