@@ -93,7 +93,11 @@ def test_routes_deny_by_default(api, lab_a_ids, bio_a, admin_a, bio_b, admin_b):
         for c in (anonymous, forged_cookie, forged_token):
             r = _call(c, method, template, lab_a_ids, api)
             assert r.status_code == 401, (method, template, r.status_code, r.text)
-            assert r.headers["content-type"].startswith("application/json") and r.json()["error"]
+            if template.startswith("/fhir/"):  # FHIR's own error body
+                assert r.headers["content-type"].startswith("application/fhir+json")
+                assert r.json()["resourceType"] == "OperationOutcome" and r.json()["issue"][0]["diagnostics"]
+            else:
+                assert r.headers["content-type"].startswith("application/json") and r.json()["error"]
             assert "www-authenticate" in r.headers
 
     # Another lab's accounts, biologist and lab admin, reach nothing of lab A by naming its ids.
