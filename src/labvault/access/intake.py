@@ -100,7 +100,7 @@ def store(u: Unit, tenant_id: str, envelopes: Sequence[Envelope], *, feed: str) 
         outcomes.append("accepted")
     duplicates = len(envelopes) - len(fresh)
     if duplicates:
-        u._record(tenant_id, "ingest:duplicate", "message", duplicates)
+        u._record(tenant_id, "ingest:duplicate", "message", duplicates, refs=[f"feed:{feed}"])
     if not fresh:
         return outcomes
     mapped = [m for e in fresh for m in e.mapped]
@@ -141,7 +141,7 @@ def store(u: Unit, tenant_id: str, envelopes: Sequence[Envelope], *, feed: str) 
             for e in fresh
         ],
     )
-    u._record(tenant_id, "ingest:message", "message", len(fresh))
+    u._record(tenant_id, "ingest:message", "message", len(fresh), refs=[f"feed:{feed}"])
     return outcomes
 
 
@@ -219,7 +219,7 @@ def put(u: Unit, tenant_id: str, raw: bytes, reason: str, *, fmt: str, feed: str
         tenant_id=tenant_id, quarantine_id=qid, received_at=utcnow(), format=fmt[:16], feed=feed[:16], size=len(raw),
         status=HELD, key_version=version, raw_enc=raw_enc, reason_enc=reason_enc,
     ))
-    u._record(tenant_id, "quarantine:create", "quarantine", 1, refs=[qid])
+    u._record(tenant_id, "quarantine:create", "quarantine", 1, refs=[qid, f"feed:{feed[:16]}"])
     return qid
 
 

@@ -95,3 +95,17 @@ def export(
         tasks = {k: bar.add_task(k, total=results) for k in ("load", "baseline", "export")}
         out = run_export(results, database_url=database_url, on_progress=lambda k, n: bar.advance(tasks[k], n))
     print(json.dumps(out))
+
+
+@app.command("hl7")
+def hl7(
+    messages: int = typer.Option(20_000, "--messages", min=1, max=1_000_000, help="How many ORU^R01 messages."),
+    seed: int = typer.Option(7, "--seed", help="Seed of the generated messages."),
+) -> None:
+    """Parse + map N generated HL7 v2.5 ORU^R01 messages, against python-hl7's parser on the same bytes."""
+    from labvault.bench.hl7 import run_hl7
+
+    with progress() as bar:
+        tasks = {k: bar.add_task(k, total=messages) for k in ("generate", "labvault", "python-hl7")}
+        out = run_hl7(messages, seed=seed, on_progress=lambda k, n: bar.advance(tasks[k], n))
+    print(json.dumps(out))

@@ -10,6 +10,13 @@ wrong, never the personal value that was found there.
   subcomponents, escape sequences, MSH-18 character set; Z-segments kept aside.
 - ``to_domain(message)``: ORU^R01 and OUL^R22, v2.3 to v2.5.1, into ``Mapped``.
 
+Speed (``labvault bench hl7``): segments are split into fields once; a leaf is reached by cutting only
+what leads to it, and unescaped only when the escape character is in it; the common time stamp shapes
+are read without the regular expression; the mapping of an OBX field's raw text (code, type, unit,
+range, flag, status, observer, time stamps, numeric value) is remembered per encoding and charset in
+bounded tables, which only ever hold successful mappings (a new text goes through the ordinary code,
+errors included), so the output is the same as without them.
+
 ``Message.get('PID-3')`` returns the first component of the first repetition of the field in the
 first segment of that name, unescaped; ``'PID-3.4'`` a component, ``'PID-3.4.2'`` a subcomponent,
 ``'PID-3[2].1'`` a given repetition.
@@ -17,6 +24,8 @@ first segment of that name, unescaped; ``'PID-3.4'`` a component, ``'PID-3.4.2'`
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -62,6 +71,7 @@ _TS = re.compile(
 _LF_END = re.compile(r"\n+(?=[ \t]*(?:[A-Z][A-Z0-9]{2}(?:[^A-Za-z0-9\s]|\s*\Z))|\s*\Z)")
 _LF_END_B = re.compile(rb"\n+(?=[ \t]*(?:[A-Z][A-Z0-9]{2}(?:[^A-Za-z0-9\s]|\s*\Z))|\s*\Z)")
 _SAFE_CODE = re.compile(r"[A-Za-z0-9_.\-^/ ]{1,20}\Z")
+_NAMES_OK: set[str] = set()  # segment names already checked against _SEGMENT_NAME (bounded)
 
 
 class Hl7Error(LocatedInputError):
@@ -155,17 +165,75 @@ class Segment(FieldAccess):
 
     def repetitions(self, n: int) -> list[list[list[str]]]:
         """Repetitions -> components -> subcomponents, each leaf unescaped."""
-        raw = self.raw(n)
+        fields = self.fields
+        raw = fields[n] if 0 <= n < len(fields) else ""
         if not raw:
             return []
-        enc = self.message.encoding
         if self.name == "MSH" and n in (1, 2):
             return [[[raw]]]
-        reps = raw.split(enc.repetition)[:MAX_REPETITIONS]
-        return [
-            [[self.message.unescape(s) for s in c.split(enc.subcomponent)] for c in r.split(enc.component)]
-            for r in reps
-        ]
+        enc = self.message.encoding
+        reps = raw.split(enc.repetition)
+        if len(reps) > MAX_REPETITIONS:
+            reps = reps[:MAX_REPETITIONS]
+        comp, subc, esc = enc.component, enc.subcomponent, enc.escape
+        if esc and esc in raw:
+            unescape = self.message.unescape
+            return [[[unescape(s) for s in c.split(subc)] for c in r.split(comp)] for r in reps]
+        return [[c.split(subc) for c in r.split(comp)] for r in reps]
+
+    def value(self, n: int, component: int = 1, sub: int = 1, rep: int = 1) -> str:
+        """One leaf, unescaped (as ``FieldAccess.value``), splitting only what leads to it."""
+        if rep != 1 or component < 1 or sub < 1 or (0 < n < 3 and self.name == "MSH"):
+            return FieldAccess.value(self, n, component, sub, rep)
+        fields = self.fields
+        raw = fields[n] if 0 <= n < len(fields) else ""
+        if not raw:
+            return ""
+        enc = self.message.encoding
+        sep = enc.repetition
+        r = raw[: raw.index(sep)] if sep in raw else raw
+        sep = enc.component
+        if component == 1:
+            c = r[: r.index(sep)] if sep in r else r
+        else:
+            comps = r.split(sep)
+            if component > len(comps):
+                return ""
+            c = comps[component - 1]
+        sep = enc.subcomponent
+        if sub == 1:
+            s = c[: c.index(sep)] if sep in c else c
+        else:
+            subs = c.split(enc.subcomponent)
+            if sub > len(subs):
+                return ""
+            s = subs[sub - 1]
+        esc = enc.escape
+        if esc and esc in s:
+            return self.message.unescape(s)
+        return s
+
+    def leaves(self, n: int, width: int) -> list[str]:
+        """``[value(n, 1), value(n, 2), ...]``: the first subcomponent of each component of the first
+        repetition, unescaped, padded with "" to at least ``width`` items."""
+        fields = self.fields
+        raw = fields[n] if 0 <= n < len(fields) else ""
+        if not raw:
+            return [""] * width
+        if 0 < n < 3 and self.name == "MSH":
+            return [raw] + [""] * (width - 1)
+        enc = self.message.encoding
+        rep_sep, subc = enc.repetition, enc.subcomponent
+        if rep_sep in raw:
+            raw = raw[: raw.index(rep_sep)]
+        out = [c[: c.index(subc)] if subc in c else c for c in raw.split(enc.component)]
+        esc = enc.escape
+        if esc and esc in raw:
+            unescape = self.message.unescape
+            out = [unescape(c) for c in out]
+        if len(out) < width:
+            out += [""] * (width - len(out))
+        return out
 
     def field_text(self, n: int, rep: int = 1) -> str:
         """A whole repetition unescaped, components joined back with the component separator."""
@@ -199,6 +267,13 @@ class Message:
     def segments(self, name: str) -> list[Segment]:
         return [s for s in self.all_segments if s.name == name]
 
+    def first(self, name: str) -> Segment | None:
+        """The first segment of that name, or None."""
+        for s in self.all_segments:
+            if s.name == name:
+                return s
+        return None
+
     @property
     def z_segments(self) -> list[Segment]:
         return [s for s in self.all_segments if s.name.startswith("Z")]
@@ -208,26 +283,30 @@ class Message:
         if not m:
             raise Hl7Error(f"bad field path {path!r}")
         name, n, rep, comp, sub = m.groups()
-        segs = self.segments(name)
-        if not segs:
+        seg = self.first(name)
+        if seg is None:
             return ""
-        return segs[0].value(int(n), int(comp or 1), int(sub or 1), int(rep or 1))
+        return seg.value(int(n), int(comp or 1), int(sub or 1), int(rep or 1))
+
+    def _msh(self, n: int, component: int = 1) -> str:
+        seg = self.first("MSH")
+        return seg.value(n, component) if seg is not None else ""
 
     @property
     def control_id(self) -> str:
-        return self.get("MSH-10")
+        return self._msh(10)
 
     @property
     def sending_facility(self) -> str:
-        return self.get("MSH-4") or self.get("MSH-4.2")
+        return self._msh(4) or self._msh(4, 2)
 
     @property
     def message_type(self) -> str:
-        return "^".join(p for p in (self.get("MSH-9.1"), self.get("MSH-9.2")) if p)
+        return "^".join(p for p in (self._msh(9, 1), self._msh(9, 2)) if p)
 
     @property
     def version(self) -> str:
-        return self.get("MSH-12")
+        return self._msh(12)
 
     def err(self, reason: str, segment: str | None = None, field: str | None = None) -> Hl7Error:
         return Hl7Error(reason, file=self.file, message_index=self.index, segment=segment, field=field)
@@ -242,10 +321,7 @@ class Message:
 
     def _escape_one(self, m: re.Match[str]) -> str:
         body = m.group(1)
-        enc = self.encoding
-        simple = {"F": enc.field, "S": enc.component, "T": enc.subcomponent, "R": enc.repetition,
-                  "E": enc.escape, "P": enc.truncation, "H": "", "N": "", ".br": "\n", ".sp": "\n",
-                  ".fi": "", ".nf": "", ".ce": ""}
+        simple = _simple_escapes(self.encoding)
         if body in simple:
             return simple[body]
         if body.startswith((".sp", ".in", ".ti", ".sk")):
@@ -260,6 +336,13 @@ class Message:
             except (UnicodeDecodeError, LookupError):
                 return raw.decode("latin-1")
         return m.group(0)
+
+
+@functools.lru_cache(maxsize=64)
+def _simple_escapes(enc: Encoding) -> dict[str, str]:
+    return {"F": enc.field, "S": enc.component, "T": enc.subcomponent, "R": enc.repetition,
+            "E": enc.escape, "P": enc.truncation, "H": "", "N": "", ".br": "\n", ".sp": "\n",
+            ".fi": "", ".nf": "", ".ce": ""}
 
 
 _PATTERNS: dict[str, re.Pattern[str]] = {}
@@ -296,10 +379,15 @@ def parse(message: bytes, *, index: int = 1, file: str | None = None) -> Message
         raise Hl7Error(f"unreadable message ({type(exc).__name__})", file=file, message_index=index) from exc
 
 
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+_ENCODINGS: dict[tuple[str, str], Encoding] = {}  # (field separator, MSH-2) -> Encoding, bounded
+
+
 def _parse(data: bytes, index: int, file: str | None) -> Message:
-    if not isinstance(data, bytes | bytearray | memoryview):
+    if not isinstance(data, _BYTES_LIKE):
         raise Hl7Error("input is not bytes")
-    data = bytes(data)
+    if type(data) is not bytes:
+        data = bytes(data)
     if len(data) > MAX_INPUT_BYTES:
         raise Hl7Error(f"message of {len(data)} bytes exceeds the limit of {MAX_INPUT_BYTES} bytes")
     data = data.strip(b"\x0b\x1c\r\n \t")
@@ -313,7 +401,12 @@ def _parse(data: bytes, index: int, file: str | None) -> Message:
     if not (0x21 <= data[3] <= 0x7E) or sep.isalnum() or sep == "\\":
         raise Hl7Error("invalid field separator", segment="MSH[1]", field="MSH-1")
     enc_end = data.find(data[3:4], 4)
-    head_end = min(x for x in (data.find(b"\r"), data.find(b"\n"), len(data)) if x >= 0)
+    head_end = data.find(b"\r")
+    if head_end < 0:
+        head_end = len(data)
+    lf = data.find(b"\n", 0, head_end)
+    if lf >= 0:
+        head_end = lf
     if enc_end < 0 or enc_end > head_end:
         enc_end = head_end
     enc_raw = data[4:enc_end].decode("latin-1")
@@ -321,14 +414,18 @@ def _parse(data: bytes, index: int, file: str | None) -> Message:
         raise Hl7Error("encoding characters missing", segment="MSH[1]", field="MSH-2")
     if len(enc_raw) not in (3, 4, 5):
         raise Hl7Error(f"expected 4 encoding characters, found {len(enc_raw)}", segment="MSH[1]", field="MSH-2")
-    chars = [sep, *enc_raw]
-    if len(set(chars)) != len(chars) or any(c.isalnum() or not (" " < c <= "~") for c in enc_raw):
-        raise Hl7Error("encoding characters are not distinct printable symbols", segment="MSH[1]",
-                       field="MSH-2")
-    if len(enc_raw) == 3:  # seen in the wild: "^~&", the escape character left out
-        encoding = Encoding(sep, enc_raw[0], enc_raw[1], "", enc_raw[2])
-    else:
-        encoding = Encoding(sep, enc_raw[0], enc_raw[1], enc_raw[2], enc_raw[3], enc_raw[4:5])
+    encoding = _ENCODINGS.get((sep, enc_raw))
+    if encoding is None:
+        chars = [sep, *enc_raw]
+        if len(set(chars)) != len(chars) or any(c.isalnum() or not (" " < c <= "~") for c in enc_raw):
+            raise Hl7Error("encoding characters are not distinct printable symbols", segment="MSH[1]",
+                           field="MSH-2")
+        if len(enc_raw) == 3:  # seen in the wild: "^~&", the escape character left out
+            encoding = Encoding(sep, enc_raw[0], enc_raw[1], "", enc_raw[2])
+        else:
+            encoding = Encoding(sep, enc_raw[0], enc_raw[1], enc_raw[2], enc_raw[3], enc_raw[4:5])
+        if len(_ENCODINGS) < 256:
+            _ENCODINGS[(sep, enc_raw)] = encoding
 
     # MSH-18 from the header (delimiters are ASCII in every supported charset)
     header = data[:head_end].decode("latin-1").split(sep)
@@ -350,30 +447,40 @@ def _parse(data: bytes, index: int, file: str | None) -> Message:
             text = data.decode("latin-1")
 
     msg = Message(encoding=encoding, charset=codec, index=index, file=file)
-    lines = [ln for ln in _LF_END.sub("\r", text.replace("\r\n", "\r")).split("\r") if ln.strip()]
+    if "\n" in text:
+        text = _LF_END.sub("\r", text.replace("\r\n", "\r"))
+    # "not ln.isspace()" is "ln.strip()" without building the stripped copy
+    lines = [ln for ln in text.split("\r") if ln and not ln.isspace()]
     if len(lines) > MAX_SEGMENTS:
         raise Hl7Error(f"too many segments ({len(lines)}, limit {MAX_SEGMENTS})")
     counts: dict[str, int] = {}
+    segments = msg.all_segments
+    append = segments.append
+    names_ok = _NAMES_OK
     for pos, line in enumerate(lines, start=1):
-        line = line.lstrip(" \t")
+        if line[0] in " \t":
+            line = line.lstrip(" \t")
         name = line[:3]
-        if not _SEGMENT_NAME.match(name) or (len(line) > 3 and line[3] != sep):
+        if name not in names_ok:
+            if not _SEGMENT_NAME.match(name):
+                raise Hl7Error(f"segment {pos}: invalid segment name")
+            if len(names_ok) < 4096:
+                names_ok.add(name)
+        if len(line) > 3 and line[3] != sep:
             raise Hl7Error(f"segment {pos}: invalid segment name")
-        counts[name] = counts.get(name, 0) + 1
-        label = f"{name}[{counts[name]}]"
+        occurrence = counts[name] = counts.get(name, 0) + 1
         if len(line) > MAX_SEGMENT_LENGTH:
             raise Hl7Error(f"segment too long ({len(line)} characters, limit {MAX_SEGMENT_LENGTH})",
-                           segment=label)
+                           segment=f"{name}[{occurrence}]")
         parts = line.split(sep)
         if len(parts) > MAX_FIELDS:
-            raise Hl7Error(f"too many fields ({len(parts) - 1}, limit {MAX_FIELDS})", segment=label)
+            raise Hl7Error(f"too many fields ({len(parts) - 1}, limit {MAX_FIELDS})",
+                           segment=f"{name}[{occurrence}]")
         if name == "MSH":
             if pos != 1:
-                raise Hl7Error("MSH segment inside a message (missing segment end?)", segment=label)
-            fields = ["MSH", sep, *parts[1:]]
-        else:
-            fields = parts
-        msg.all_segments.append(Segment(name, fields, pos, counts[name], msg))
+                raise Hl7Error("MSH segment inside a message (missing segment end?)", segment=f"{name}[{occurrence}]")
+            parts[0:1] = ["MSH", sep]
+        append(Segment(name, parts, pos, occurrence, msg))
 
     msh = msg.all_segments[0]
     if len(msg.all_segments) == 1:
@@ -387,9 +494,40 @@ def _parse(data: bytes, index: int, file: str | None) -> Message:
 # -------------------------------------------------------------------------------------------- dates
 
 
+_TS_CACHE: dict[str, datetime] = {}  # text -> parsed value (immutable), bounded
+_TS_CACHE_SIZE = 4096
+
+
 def parse_ts(value: str, seg: Segment, n: int) -> datetime:
     """HL7 TS: YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]."""
-    m = _TS.match(value.strip())
+    value = value.strip()
+    known = _TS_CACHE.get(value)
+    if known is not None:
+        return known
+    parsed = _parse_ts(value, seg, n)
+    if len(_TS_CACHE) >= _TS_CACHE_SIZE:
+        _TS_CACHE.clear()
+    _TS_CACHE[value] = parsed
+    return parsed
+
+
+def _parse_ts(value: str, seg: Segment, n: int) -> datetime:
+    size = len(value)
+    if (size == 14 or size == 12 or size == 8) and value.isascii() and value.isdigit():
+        # the common shapes YYYYMMDD[HHMM[SS]], read without the regular expression
+        try:
+            if size == 8:
+                return datetime(int(value[:4]), int(value[4:6]), int(value[6:]))
+            x = int(value) if size == 14 else int(value) * 100
+            x, second = divmod(x, 100)
+            x, minute = divmod(x, 100)
+            x, hour = divmod(x, 100)
+            x, day = divmod(x, 100)
+            year, month = divmod(x, 100)
+            return datetime(year, month, day, hour, minute, second)
+        except ValueError:
+            raise seg.err(n, "date/time out of range") from None
+    m = _TS.match(value)
     if not m:
         raise seg.err(n, "date/time not in HL7 TS format YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ]")
     y, mo, d, h, mi, s, frac, tz = m.groups()
@@ -408,9 +546,26 @@ def parse_ts(value: str, seg: Segment, n: int) -> datetime:
         raise seg.err(n, "date/time out of range") from None
 
 
+def _plain_ts(raw: str) -> datetime | None:
+    """A raw field of exactly 14 ASCII digits (YYYYMMDDHHMMSS, no separator, no escape, so it is its own
+    value) as ``parse_ts`` reads it; None for any other shape or a date out of range, which the caller
+    then reads through ``_ts_opt`` (and its located errors)."""
+    if len(raw) != 14 or not raw.isascii() or not raw.isdigit():
+        return None
+    x, second = divmod(int(raw), 100)
+    x, minute = divmod(x, 100)
+    x, hour = divmod(x, 100)
+    x, day = divmod(x, 100)
+    year, month = divmod(x, 100)
+    try:
+        return datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        return None
+
+
 def _ts_opt(seg: Segment, n: int) -> datetime | None:
     v = seg.value(n)
-    return parse_ts(v, seg, n) if v.strip() else None
+    return parse_ts(v, seg, n) if v and not v.isspace() else None
 
 
 # ------------------------------------------------------------------------------------------ mapping
@@ -427,6 +582,9 @@ class Mapped:
     z_segments: list[str]
     control_id: str
     sending_facility: str
+
+
+_sha256 = hashlib.sha256
 
 
 def _id(msg: Message, what: str) -> str:
@@ -456,27 +614,76 @@ def _authority_oid(hd_subs: list[str]) -> tuple[str, str]:
     return "", ns
 
 
+class _Memo:
+    """What an OBX field's raw text maps to, per encoding and charset (the only other inputs of the
+    mapping). Only successful mappings are stored; a miss runs the ordinary code, which raises the
+    located error. Each table is bounded."""
+
+    __slots__ = ("code", "vtype", "number", "unit", "ref", "flag", "status", "observer", "ts")
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, {})
+
+    def put(self, table: dict, raw: str, value: object) -> object:
+        if len(table) >= self.LIMIT:
+            table.clear()
+        table[raw] = value
+        return value
+
+
+_MEMOS: dict[tuple[Encoding, str], _Memo] = {}
+
+
+def _memo_for(msg: Message) -> _Memo:
+    try:
+        key = (msg.encoding, msg.charset)
+        memo = _MEMOS.get(key)
+    except TypeError:  # an unhashable hand-built encoding: no sharing
+        return _Memo()
+    if memo is None:
+        if len(_MEMOS) >= 64:
+            _MEMOS.clear()
+        memo = _MEMOS[key] = _Memo()
+    return memo
+
+
+_MISSING = object()
+
+
 class _Mapper:
     def __init__(self, msg: Message, test_mode: bool) -> None:
         self.msg = msg
         self.test_mode = test_mode
         self.prescribers: dict[tuple[str, str], Prescriber] = {}
+        self.memo = _memo_for(msg)
+
+    def _id(self, what: str) -> str:
+        """``_id(self.msg, what)``, the message's part of the material joined once."""
+        return _sha256((self.id_prefix + what).encode("utf-8")).hexdigest()[:32]
 
     def run(self) -> Mapped:
         msg = self.msg
         msh = msg.all_segments[0]
-        mtype = (msg.get("MSH-9.1"), msg.get("MSH-9.2"))
+        first_msh = msg.first("MSH")
+        mtype = (first_msh.value(9, 1), first_msh.value(9, 2)) if first_msh is not None else ("", "")
         if mtype not in SUPPORTED_TYPES:
             shown = _safe("^".join(p for p in mtype if p))
             raise msh.err(9, f"unsupported message type {shown!r} (expected ORU^R01 or OUL^R22)")
-        if msg.version not in SUPPORTED_VERSIONS:
-            raise msh.err(12, f"unsupported version {_safe(msg.version)!r} (expected 2.3 to 2.5.1)")
-        pids = msg.segments("PID")
-        if not pids:
+        version = msg.version
+        if version not in SUPPORTED_VERSIONS:
+            raise msh.err(12, f"unsupported version {_safe(version)!r} (expected 2.3 to 2.5.1)")
+        pid = msg.first("PID")
+        if pid is None:
             raise msg.err("PID segment missing")
-        pid = pids[0]
-        patient_id = _id(msg, "PID[1]")
+        control_id, sending_facility = msg.control_id, msg.sending_facility
+        self.id_prefix = f"{sending_facility}\x1f{control_id}\x1f"
+        new_id = self._id
+        patient_id = new_id("PID[1]")
         oul = mtype == ("OUL", "R22")
+        has_spm: bool | None = None
+        status_memo = self.memo.status
 
         requests: list[Request] = []
         specimens: list[Specimen] = []
@@ -488,16 +695,30 @@ class _Mapper:
         pending_spm: list[Segment] = []
         last_result: Result | None = None
         for seg in msg.all_segments:
-            if seg.name == "ORC":
+            name = seg.name
+            if name == "OBX":
+                if request is None or obr is None:
+                    raise seg.err(None, "OBX before any OBR (observation without an order)")
+                f = seg.fields
+                raw = f[11] if len(f) > 11 else ""
+                status_code = status_memo.get(raw)
+                if status_code is None:
+                    status_code = self.memo.put(status_memo, raw, seg.value(11).upper())
+                if status_code in _NO_RESULT:
+                    last_result = None
+                    continue
+                last_result = self._result(seg, request, specimen, status_code)
+                results.append(last_result)
+            elif name == "ORC":
                 orc_prescriber = self._prescriber(seg, 12)
                 last_result = None
-            elif seg.name == "OBR":
+            elif name == "OBR":
                 obr = seg
                 when = _ts_opt(seg, 7) or _ts_opt(seg, 6) or _ts_opt(msh, 7)
                 if when is None:
                     raise seg.err(7, "observation date/time missing")
                 request = Request(
-                    request_id=_id(msg, seg.label),
+                    request_id=new_id(seg.label),
                     patient_id=patient_id,
                     prescriber_id=self._prescriber(seg, 16) or orc_prescriber,
                     requested_at=when,
@@ -510,9 +731,11 @@ class _Mapper:
                     specimen = self._specimen(spm, request)
                     specimens.append(specimen)
                 pending_spm = []
-                if not msg.segments("SPM") and (seg.value(15) or seg.value(7)):
+                if has_spm is None:
+                    has_spm = msg.first("SPM") is not None
+                if not has_spm and (seg.value(15) or seg.value(7)):
                     specimen = Specimen(
-                        specimen_id=_id(msg, seg.label + "/specimen"),
+                        specimen_id=new_id(seg.label + "/specimen"),
                         request_id=request.request_id,
                         type=seg.value(15) or "UNK",
                         collected_at=when,
@@ -520,22 +743,14 @@ class _Mapper:
                     )
                     specimens.append(specimen)
                 last_result = None
-            elif seg.name == "SPM":
+            elif name == "SPM":
                 if oul or request is None:
                     pending_spm.append(seg)
                 else:
                     specimen = self._specimen(seg, request)
                     specimens.append(specimen)
                 last_result = None
-            elif seg.name == "OBX":
-                if request is None or obr is None:
-                    raise seg.err(None, "OBX before any OBR (observation without an order)")
-                if seg.value(11).upper() in _NO_RESULT:
-                    last_result = None
-                    continue
-                last_result = self._result(seg, request, specimen)
-                results.append(last_result)
-            elif seg.name == "NTE" and last_result is not None:
+            elif name == "NTE" and last_result is not None:
                 note = "\n".join(seg.field_text(3, r + 1) for r in range(len(seg.repetitions(3))))
                 if note:
                     last_result.comment = f"{last_result.comment}\n{note}" if last_result.comment else note
@@ -557,8 +772,8 @@ class _Mapper:
             other_identifiers=others,
             z_segments=[msg.encoding.field.join(s.fields if s.name != "MSH" else s.fields[1:])
                         for s in msg.z_segments],
-            control_id=msg.control_id,
-            sending_facility=msg.sending_facility,
+            control_id=control_id,
+            sending_facility=sending_facility,
         )
 
     # identity -----------------------------------------------------------------------------------
@@ -655,7 +870,7 @@ class _Mapper:
         key = (oid or ns, number or f"{sub(1)}^{sub(2)}")
         if key not in self.prescribers:
             self.prescribers[key] = Prescriber(
-                prescriber_id=_id(self.msg, f"prescriber/{key[0]}/{key[1]}"),
+                prescriber_id=self._id(f"prescriber/{key[0]}/{key[1]}"),
                 rpps=number if is_rpps else "",
                 family_name=sub(1),
                 given_name=sub(2),
@@ -666,7 +881,7 @@ class _Mapper:
     def _specimen(self, spm: Segment, request: Request) -> Specimen:
         collected = _ts_opt(spm, 17) or request.requested_at
         return Specimen(
-            specimen_id=_id(self.msg, spm.label),
+            specimen_id=self._id(spm.label),
             request_id=request.request_id,
             type=(spm.value(4, 4) if spm.value(4, 6).upper() == "HL70487" and spm.value(4, 3).upper() != "HL70487"
                   else spm.value(4)) or "UNK",
@@ -675,49 +890,124 @@ class _Mapper:
         )
 
     # result -------------------------------------------------------------------------------------
-    def _result(self, obx: Segment, request: Request, specimen: Specimen | None) -> Result:
-        code, label, system_name = obx.value(3, 1), obx.value(3, 2), obx.value(3, 3)
-        if system_name.upper() != "LN" and obx.value(3, 6).upper() == "LN" and obx.value(3, 4):
-            code, label, system_name = obx.value(3, 4), obx.value(3, 5) or label, "LN"
-        if not code and obx.value(3, 4):
-            code, label, system_name = obx.value(3, 4), obx.value(3, 5) or label, obx.value(3, 6)
+    # Each OBX field is read through ``self.memo`` (raw text -> mapped value); on a miss, the method
+    # named after the field maps it from the segment and may raise the located error. The order in
+    # which fields are checked (3, 5, 11, 19, 14) is the order in which errors are reported.
+
+    def _code(self, obx: Segment) -> tuple[str, str, str, object]:
+        code, label, system_name, code2, label2, system2 = obx.leaves(3, 6)[:6]
+        if system_name.upper() != "LN" and system2.upper() == "LN" and code2:
+            code, label, system_name = code2, label2 or label, "LN"
+        if not code and code2:
+            code, label, system_name = code2, label2 or label, system2
         if not code:
             raise obx.err(3, "observation code missing")
         if system_name.upper() == "LN":
             system = LOINC
         else:
             system = f"urn:hl7v2:codesystem:{quote(system_name or 'local', safe='')}"
-        vtype = obx.value(2).upper()
+        return code, label, system, sensitivity_of(system, code)
+
+    def _number(self, obx: Segment) -> float | None:
+        raw = obx.value(5).strip()
+        if not raw:
+            return None
+        if not _NUMBER.match(raw):
+            raise obx.err(5, "value is not numeric for value type NM")
+        return float(raw)
+
+    def _text_value(self, obx: Segment, vtype: str) -> tuple[float | None, str | None]:
+        value = obx.value
         value_num: float | None = None
         value_text: str | None = None
         reps = obx.repetitions(5)
-        if vtype == "NM":
-            raw = obx.value(5).strip()
-            if raw:
-                if not _NUMBER.match(raw):
-                    raise obx.err(5, "value is not numeric for value type NM")
-                value_num = float(raw)
-        elif vtype == "SN":
-            comparator, n1, sep, n2 = (obx.value(5, i).strip() for i in (1, 2, 3, 4))
+        if vtype == "SN":
+            comparator, n1, sep, n2 = (value(5, i).strip() for i in (1, 2, 3, 4))
             if comparator in ("", "=") and not sep and _NUMBER.match(n1):
                 value_num = float(n1)
             elif reps:
                 value_text = f"{comparator}{n1}{sep}{n2}" or None
         elif vtype in ("CE", "CWE", "CNE", "CF"):
-            value_text = "\n".join(obx.value(5, 2, rep=i + 1) or obx.value(5, 1, rep=i + 1)
+            value_text = "\n".join(value(5, 2, rep=i + 1) or value(5, 1, rep=i + 1)
                                    for i in range(len(reps))) or None
         elif reps:
             value_text = "\n".join(obx.field_text(5, i + 1) for i in range(len(reps))) or None
-        ref_low, ref_high, ref_text = _ref_range(obx.value(7))
-        status_code = obx.value(11).upper()
+        return value_num, value_text
+
+    def _plain_text(self, obx: Segment, raw: str) -> str | None:
+        """``_text_value`` of a text type (not SN nor coded) for a field without any separator."""
+        return self.msg.unescape(raw) or None
+
+    def _observer(self, obx: Segment) -> str | None:
+        observer, given, family = obx.leaves(16, 3)[:3]
+        if not observer:
+            observer = " ".join(p for p in (given, family) if p)
+        return observer or None
+
+    def _result(self, obx: Segment, request: Request, specimen: Specimen | None, status_code: str) -> Result:
+        memo = self.memo
+        put = memo.put
+        enc = self.msg.encoding
+        f = obx.fields
+        nf = len(f)
+        raw = f[3] if nf > 3 else ""
+        hit = memo.code.get(raw)
+        if hit is None:
+            hit = put(memo.code, raw, self._code(obx))
+        code, label, system, sensitivity = hit
+        raw = f[2] if nf > 2 else ""
+        vtype = memo.vtype.get(raw)
+        if vtype is None:
+            vtype = put(memo.vtype, raw, obx.value(2).upper())
+        raw = f[5] if nf > 5 else ""
+        if vtype == "NM":
+            value_text = None
+            value_num = memo.number.get(raw, _MISSING)
+            if value_num is _MISSING:
+                value_num = put(memo.number, raw, self._number(obx))
+        elif vtype in _PLAIN_TEXT_TYPES and not (enc.repetition in raw or enc.component in raw
+                                                 or enc.subcomponent in raw):
+            value_num, value_text = None, self._plain_text(obx, raw)
+        else:
+            value_num, value_text = self._text_value(obx, vtype)
+        raw = f[7] if nf > 7 else ""
+        ref = memo.ref.get(raw)
+        if ref is None:
+            ref = put(memo.ref, raw, _ref_range(obx.value(7)))
         status = _STATUS.get(status_code)
         if status is None:
             if not status_code:
                 raise obx.err(11, "result status missing")
             raise obx.err(11, f"result status {_safe(status_code)!r} cannot be imported")
-        observer = obx.value(16, 1) or " ".join(p for p in (obx.value(16, 2), obx.value(16, 3)) if p)
-        return Result(
-            result_id=_id(self.msg, obx.label),
+        raw = f[6] if nf > 6 else ""
+        unit = memo.unit.get(raw, _MISSING)
+        if unit is _MISSING:
+            unit = put(memo.unit, raw, obx.value(6, 1) or None)
+        raw = f[8] if nf > 8 else ""
+        flag = memo.flag.get(raw, _MISSING)
+        if flag is _MISSING:
+            flag = put(memo.flag, raw, obx.value(8) or None)
+        raw = f[16] if nf > 16 else ""
+        observer = memo.observer.get(raw, _MISSING)
+        if observer is _MISSING:
+            observer = put(memo.observer, raw, self._observer(obx))
+        ts = memo.ts
+        raw = f[19] if nf > 19 else ""
+        validated_at = ts.get(raw, _MISSING)
+        if validated_at is _MISSING:
+            validated_at = put(ts, raw, _plain_ts(raw) or _ts_opt(obx, 19))
+        if validated_at is None:
+            raw = f[14] if nf > 14 else ""
+            validated_at = ts.get(raw, _MISSING)
+            if validated_at is _MISSING:
+                validated_at = put(ts, raw, _plain_ts(raw) or _ts_opt(obx, 14))
+        result_id = _sha256(f"{self.id_prefix}OBX[{obx.occurrence}]".encode()).hexdigest()[:32]
+        if _RESULT_POSITIONAL:
+            return Result(result_id, request.request_id, code, label, system,
+                          specimen.specimen_id if specimen else None, value_num, value_text, unit, ref[0], ref[1],
+                          ref[2], flag, status, observer, validated_at, None, sensitivity)
+        return Result(  # pragma: no cover - only if models.Result's fields change order
+            result_id=result_id,
             request_id=request.request_id,
             code=code,
             label=label,
@@ -725,18 +1015,22 @@ class _Mapper:
             specimen_id=specimen.specimen_id if specimen else None,
             value_num=value_num,
             value_text=value_text,
-            unit=obx.value(6, 1) or None,
-            ref_low=ref_low,
-            ref_high=ref_high,
-            ref_text=ref_text,
-            flag=obx.value(8) or None,
+            unit=unit,
+            ref_low=ref[0],
+            ref_high=ref[1],
+            ref_text=ref[2],
+            flag=flag,
             status=status,
-            validated_by=observer or None,
-            validated_at=_ts_opt(obx, 19) or _ts_opt(obx, 14),
-            sensitivity=sensitivity_of(system, code),
+            validated_by=observer,
+            validated_at=validated_at,
+            sensitivity=sensitivity,
         )
 
 
+_RESULT_POSITIONAL = [f.name for f in dataclasses.fields(Result)] == [
+    "result_id", "request_id", "code", "label", "code_system", "specimen_id", "value_num", "value_text", "unit",
+    "ref_low", "ref_high", "ref_text", "flag", "status", "validated_by", "validated_at", "comment", "sensitivity"]
+_PLAIN_TEXT_TYPES = frozenset({"ST", "TX", "FT"})
 _NO_RESULT = {"I", "O", "N"}  # pending, order detail only, not asked: no result to import
 _STATUS = {
     "F": ResultStatus.FINAL,
@@ -752,8 +1046,21 @@ _RANGE = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*-\s*([+-]?(?:\d+(?:\.\
 _BOUND = re.compile(r"\s*(<=|>=|<|>)\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*\Z")
 
 
+_RANGE_CACHE: dict[str, tuple[float | None, float | None, str | None]] = {}  # bounded
+
+
 def _ref_range(raw: str) -> tuple[float | None, float | None, str | None]:
     """'3.5-5.1' -> (3.5, 5.1); '<10' -> (None, 10); '>2' -> (2, None); anything else is text."""
+    known = _RANGE_CACHE.get(raw)
+    if known is None:
+        known = _ref_range_of(raw)
+        if len(_RANGE_CACHE) >= 4096:
+            _RANGE_CACHE.clear()
+        _RANGE_CACHE[raw] = known
+    return known
+
+
+def _ref_range_of(raw: str) -> tuple[float | None, float | None, str | None]:
     if not raw.strip():
         return None, None, None
     if m := _RANGE.match(raw):
