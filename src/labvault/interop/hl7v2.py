@@ -825,17 +825,23 @@ class _Mapper:
             raise pid.err(7, "birth date missing")
         born = parse_ts(bd, pid, 7)
         sex = pid.value(8).upper()
-        addr = pid.repetitions(11)
-        address = ", ".join(c[0] for c in addr[0][:6] if c and c[0]) if addr else ""
-        phone = ""
-        tel = pid.repetitions(13)
-        if tel:
-            t = tel[0]
+        address = birthplace = ""
+        for rep in pid.repetitions(11):  # XAD; type BDL (XAD-7) is the birthplace, its INSEE code in XAD-9
+            kind = rep[6][0] if len(rep) > 6 and rep[6] else ""
+            if kind == "BDL":
+                birthplace = birthplace or (rep[8][0] if len(rep) > 8 and rep[8] else "")
+            elif not address:
+                address = ", ".join(c[0] for c in rep[:6] if c and c[0])
+        phone = email = ""
+        for t in pid.repetitions(13):  # XTN; use code NET (XTN-2): an e-mail address in XTN-4
 
-            def comp(i: int) -> str:
+            def comp(i: int, t: list = t) -> str:
                 return t[i][0] if len(t) > i and t[i] else ""
 
-            phone = comp(0) or comp(11) or (comp(5) + comp(6)) or comp(3)
+            if comp(1) == "NET" or comp(2) == "Internet":
+                email = email or comp(3)
+            elif not phone:
+                phone = comp(0) or comp(11) or (comp(5) + comp(6)) or comp(3)
         status = IdentityStatus.QUALIFIED if pid.value(32) == "VALI" else IdentityStatus.PROVISIONAL
         identity = Identity(
             patient_id=patient_id,
@@ -846,8 +852,10 @@ class _Mapper:
             birth_date=date(born.year, born.month, born.day),
             sex=sex if sex in ("M", "F") else "U",
             birth_name=birth_name,
+            birthplace_code=birthplace or None,
             address=address or None,
             phone=phone or None,
+            email=email or None,
             ins_oid=ins[1],
         )
         return identity, others

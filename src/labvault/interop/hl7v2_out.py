@@ -36,8 +36,6 @@ Where the values go
 
 What cannot come back identical (the writer writes the reader's normal form)
 ----------------------------------------------------------------------------
-- ``Identity.birthplace_code`` and ``Identity.email`` are written (PID-11 BDL, PID-13 XTN-4), but
-  the reader maps neither: they come back ``None``.
 - Empty optional strings come back ``None`` (birth_name, address, phone, accession, unit, flag,
   value_text, ref_text, validated_by, comment); an empty specimen type comes back ``"UNK"``.
 - ``sex`` is upper-cased; anything but ``M``/``F`` is written ``U``.
