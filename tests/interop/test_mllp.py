@@ -249,3 +249,57 @@ def test_kill_minus_9_mid_stream_then_resend_stores_every_acked_message_once(tmp
     finally:
         rt.close()
     assert keys == N and c["request"] == N and c["result"] == 2 * N and c["patient_identity"] == 1
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_mllp_over_tls(gateway, tmp_path):
+    import ssl
+
+    from labvault.interop.mllp import server_ssl_context
+
+    make_lab(gateway, "lab-a")
+    feed = lab_user(gateway, "lab-a", "technician", name="Feed")
+    cert, key = _self_signed(tmp_path)
+    r = Running(Server(Ingestor(gateway, feed, "lab-a", feed="mllp"), port=0,
+                       ssl_context=server_ssl_context(str(cert), str(key))))
+    try:
+        ctx = ssl.create_default_context(cafile=str(cert))
+        with socket.create_connection((r.host, r.port), timeout=20) as raw, \
+                ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            buf = bytearray()
+            s.sendall(framed(oru("TLS1")))
+            assert msa(read_ack(s, buf))[:3] == ["MSA", "AA", "TLS1"]
+        with socket.create_connection((r.host, r.port), timeout=20) as plain:  # no TLS: no ACK, no store
+            plain.sendall(framed(oru("PLAIN1")))
+            answer = b""
+            try:
+                while chunk := plain.recv(4096):
+                    answer += chunk
+            except OSError:
+                pass
+            assert b"MSA|" not in answer
+    finally:
+        r.close()
+    assert counts(gateway)["request"] == 1
