@@ -94,7 +94,7 @@ def _serve(server: mllp.Server, frames: list[bytes], connections: int, window: i
 
 
 def run_mllp(messages: int, *, connections: int = 4, window: int = 100, group: int = mllp.MAX_GROUP,
-             database_url: str | None = None, on_progress: Callable[[str], None] | None = None) -> dict[str, object]:
+             parsers: int = 1, database_url: str | None = None, on_progress: Callable[[str], None] | None = None) -> dict[str, object]:
     from labvault.synth.hl7 import messages as synth_messages
 
     frames = [b"\x0b" + m + b"\x1c\r" for m in synth_messages(LAB, 17, messages)]
@@ -127,7 +127,7 @@ def run_mllp(messages: int, *, connections: int = 4, window: int = 100, group: i
             base_s, base_ok = _serve(base, frames, connections, window)
             if on_progress:
                 on_progress("stored: ACK after the group commit")
-            server = mllp.Server(ing, port=0, max_group=group)
+            server = mllp.Server(ing, port=0, max_group=group, parsers=parsers)
             real_s, real_ok = _serve(server, frames, connections, window)
             with gw.unit(admin, Purpose.BENCHMARK) as u:
                 stored = u.counts(LAB)["request"]
@@ -147,6 +147,7 @@ def run_mllp(messages: int, *, connections: int = 4, window: int = 100, group: i
         "connections": connections,
         "window": window,
         "group_max": group,
+        "parser_processes": parsers,
         "acked_aa": real_ok,
         "stored_requests": stored,
         "groups": server.stats.groups,

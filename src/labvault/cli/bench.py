@@ -71,6 +71,7 @@ def mllp(
     connections: int = typer.Option(4, "--connections", min=1, max=64, help="Client connections (one process each)."),
     window: int = typer.Option(100, "--window", min=1, max=10_000, help="Un-ACKed messages in flight per connection."),
     group: int = typer.Option(500, "--group", min=1, max=10_000, help="Most messages stored per commit."),
+    parsers: int = typer.Option(1, "--parsers", min=0, max=16, help="Parser processes beside the committer."),
     database_url: str = typer.Option(None, "--database-url", help="Default: a scratch SQLite file."),
 ) -> None:
     """Send N messages over loopback MLLP; each ACK follows the durable commit of its group."""
@@ -78,7 +79,8 @@ def mllp(
 
     with progress() as bar:
         task = bar.add_task("mllp", total=None)
-        out = run_mllp(messages, connections=connections, window=window, group=group, database_url=database_url,
+        out = run_mllp(messages, connections=connections, window=window, group=group, parsers=parsers,
+                       database_url=database_url,
                        on_progress=lambda phase: bar.update(task, description=phase))
     print(json.dumps(out))
 

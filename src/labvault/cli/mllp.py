@@ -35,6 +35,8 @@ def mllp(
                                          help="Accept a non-loopback --host without TLS (a private network)."),
     max_frame: int = typer.Option(MAX_FRAME, "--max-frame", min=1024, help="Largest message accepted, in bytes."),
     group: int = typer.Option(MAX_GROUP, "--group", min=1, max=10000, help="Most messages stored per commit."),
+    parsers: int = typer.Option(1, "--parsers", min=0, max=16,
+                                help="Processes parsing while the store writes (0: parse in the committer)."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
     token_file: Path = typer.Option(None, "--token-file", help=TOKEN_HELP),
 ) -> None:
@@ -48,7 +50,8 @@ def mllp(
         principal = feed_actor(rt, as_email, token_file)
         ing = Ingestor(rt.gateway, principal, tenant, feed="mllp", group=group, test_mode=rt.settings.test_mode)
         ing.preflight()
-        server = Server(ing, host=host, port=port, ssl_context=ctx, max_frame=max_frame, max_group=group)
+        server = Server(ing, host=host, port=port, ssl_context=ctx, max_frame=max_frame, max_group=group,
+                        parsers=parsers)
         asyncio.run(_run(server, tenant))
         s = server.stats
     console.print(f"stopped: {s.frames} frames, {s.accepted} stored, {s.duplicates} duplicates, {s.rejected} refused")

@@ -20,10 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
+import os
 import queue
 import ssl
 import threading
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -102,14 +105,39 @@ class _Job:
     done: Callable[[bytes], None]
 
 
-class Committer(threading.Thread):
-    """The one thread that parses, maps and stores frames in groups, then releases their ACKs."""
+def _watch_parent(parent: int) -> None:
+    """In a parser process: exit as soon as the listener is gone (even killed with SIGKILL)."""
+    import os
+    import time
 
-    def __init__(self, ingestor: ingest.Ingestor, stats: Stats, *, max_group: int = MAX_GROUP) -> None:
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="labvault-parent-watch").start()
+
+
+def _read_frames(frames: list[bytes], test_mode: bool) -> list[list[ingest.Piece]]:
+    """Parse and map frames (run in the parser process)."""
+    return [ingest.read(f, file="mllp", fmt="hl7v2", test_mode=test_mode) for f in frames]
+
+
+class Committer(threading.Thread):
+    """The one thread that stores frames in groups, then releases their ACKs.
+
+    With ``parsers`` (a process pool), group k+1 is parsed and mapped in another process while
+    group k is being stored here: the two halves of the work use both cores. Without, this
+    thread parses too.
+    """
+
+    def __init__(self, ingestor: ingest.Ingestor, stats: Stats, *, max_group: int = MAX_GROUP,
+                 parsers: Executor | None = None) -> None:
         super().__init__(name="labvault-mllp-committer", daemon=True)
         self.ing = ingestor
         self.stats = stats
         self.max_group = max_group
+        self.parsers = parsers
         self.jobs: queue.Queue[_Job | None] = queue.Queue()
         self.fatal: BaseException | None = None
 
@@ -119,28 +147,59 @@ class Committer(threading.Thread):
     def stop(self) -> None:
         self.jobs.put(None)
 
-    def run(self) -> None:
-        while True:
-            job = self.jobs.get()
-            if job is None:
-                return
-            batch = [job]
-            while len(batch) < self.max_group:
-                try:
-                    nxt = self.jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._process(batch)
-                    return
-                batch.append(nxt)
-            self._process(batch)
+    def _take(self, block: bool) -> list[_Job] | None:
+        """The next group: every job waiting, up to ``max_group``; None once stopped."""
+        try:
+            job = self.jobs.get(block=block)
+        except queue.Empty:
+            return []
+        if job is None:
+            return None
+        batch = [job]
+        while len(batch) < self.max_group:
+            try:
+                nxt = self.jobs.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                self.jobs.put(None)  # seen again at the next take, after this group
+                break
+            batch.append(nxt)
+        return batch
 
-    def _process(self, batch: list[_Job]) -> None:
+    def _parse(self, batch: list[_Job]) -> Future:
+        frames = [j.frame for j in batch]
+        if self.parsers is not None:
+            return self.parsers.submit(_read_frames, frames, self.ing.test_mode)
+        done: Future = Future()
+        done.set_result(_read_frames(frames, self.ing.test_mode))
+        return done
+
+    def run(self) -> None:
+        pending: tuple[list[_Job], Future] | None = None
+        while True:
+            batch = self._take(block=pending is None)
+            parsing = (batch, self._parse(batch)) if batch else None
+            if pending is not None:
+                self._finish(*pending)
+            pending = parsing
+            if batch is None:
+                return
+
+    def _finish(self, batch: list[_Job], parsed: Future) -> None:
+        try:
+            got = parsed.result()
+        except Exception as exc:  # the parser process died: nothing stored, nothing acknowledged positively
+            log.error("group of %d frames not parsed: %s", len(batch), type(exc).__name__)
+            for job in batch:
+                job.done(ack(job.frame, "AE", "temporary failure; send again"))
+            return
+        self._process(batch, got)
+
+    def _process(self, batch: list[_Job], parsed: list[list[ingest.Piece]]) -> None:
         pieces: list[ingest.Piece] = []
         spans: list[tuple[int, int]] = []
-        for job in batch:
-            got = ingest.read(job.frame, file="mllp", fmt="hl7v2", test_mode=self.ing.test_mode)
+        for got in parsed:
             spans.append((len(pieces), len(pieces) + len(got)))
             pieces.extend(got)
         summary = ingest.Summary("mllp", "hl7v2")
@@ -179,15 +238,23 @@ class Server:
     def __init__(
         self, ingestor: ingest.Ingestor, *, host: str = "127.0.0.1", port: int = 2575, ssl_context: ssl.SSLContext | None = None,
         max_frame: int = MAX_FRAME, max_group: int = MAX_GROUP, idle_timeout: float = 300.0, max_connections: int = 64,
+        parsers: int = 0,
     ) -> None:
         self.host, self.port, self.ssl = host, port, ssl_context
         self.max_frame, self.idle_timeout, self.max_connections = max_frame, idle_timeout, max_connections
         self.stats = Stats()
-        self.committer = Committer(ingestor, self.stats, max_group=max_group)
+        # Parser processes are spawned, not forked: this process has threads (the committer, the
+        # database pool) whose locks a fork would copy in whatever state they are.
+        self._pool = ProcessPoolExecutor(parsers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_watch_parent, initargs=(os.getpid(),)) if parsers else None
+        self.committer = Committer(ingestor, self.stats, max_group=max_group, parsers=self._pool)
         self._server: asyncio.base_events.Server | None = None
         self._open = 0
+        self._clients: set[asyncio.Task] = set()
 
     async def start(self) -> tuple[str, int]:
+        if self._pool is not None:  # start the parser processes now, not on the first message
+            await asyncio.wrap_future(self._pool.submit(_read_frames, [], False))
         self.committer.start()
         self._server = await asyncio.start_server(self._client, self.host, self.port, ssl=self.ssl,
                                                   limit=self.max_frame + 16)
@@ -202,9 +269,16 @@ class Server:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        for task in list(self._clients):  # connections still open: their frames are dropped, unacknowledged
+            task.cancel()
+        if self._clients:
+            await asyncio.gather(*self._clients, return_exceptions=True)
+        if self._server is not None:
             await self._server.wait_closed()
         self.committer.stop()
         await asyncio.to_thread(self.committer.join, 30)
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
 
     def _submit(self, frame: bytes) -> asyncio.Future[bytes]:
         loop = asyncio.get_running_loop()
@@ -222,6 +296,9 @@ class Server:
             return
         self._open += 1
         self.stats.connections += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._clients.add(task)
         pending: asyncio.Queue[asyncio.Future[bytes] | bytes | None] = asyncio.Queue()
         sender = asyncio.create_task(self._send_acks(pending, writer))
         try:
@@ -232,10 +309,11 @@ class Server:
             await pending.put(None)
             with contextlib.suppress(Exception):
                 await sender
-            with contextlib.suppress(Exception):
-                writer.close()
+            writer.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await writer.wait_closed()
             self._open -= 1
+            self._clients.discard(task)
 
     async def _read_frames(self, reader: asyncio.StreamReader, pending: asyncio.Queue) -> None:
         buf = bytearray()
