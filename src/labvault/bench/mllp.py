@@ -28,7 +28,14 @@ LAB = "bench-mllp"
 
 def _client(port: int, frames: list[bytes], window: int, out) -> None:
     """One connection: keep ``window`` frames in flight; count AA replies."""
-    ok = 0
+    counter = [0]
+    try:
+        _send_all(port, frames, window, counter)
+    finally:
+        out.put(counter[0])  # even after an error: the runner never waits for a dead client
+
+
+def _send_all(port: int, frames: list[bytes], window: int, counter: list[int]) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=120) as s:
         buf = bytearray()
         sent = received = 0
@@ -48,8 +55,7 @@ def _client(port: int, frames: list[bytes], window: int, out) -> None:
                 ack = bytes(buf[:end])
                 del buf[: end + 2]
                 received += 1
-                ok += b"\rMSA|AA|" in ack
-    out.put(ok)
+                counter[0] += b"\rMSA|AA|" in ack
 
 
 def _clients(port: int, frames: list[bytes], connections: int, window: int) -> tuple[float, int]:
@@ -70,7 +76,12 @@ def _clients(port: int, frames: list[bytes], connections: int, window: int) -> t
 class _EchoCommitter(mllp.Committer):
     """The baseline: ACK AA at once, nothing parsed, nothing stored."""
 
-    def _process(self, batch):  # noqa: ANN001
+    def _parse(self, batch):  # noqa: ANN001
+        done = mllp.Future()
+        done.set_result(None)
+        return done
+
+    def _finish(self, batch, parsed):  # noqa: ANN001
         for job in batch:
             job.done(mllp.ack(job.frame, "AA"))
 
@@ -120,7 +131,7 @@ def run_mllp(messages: int, *, connections: int = 4, window: int = 100, group: i
         feed = Principal("bench-mllp-feed", "Benchmark feed", LAB, frozenset({"technician"}))
         try:
             ing = Ingestor(gw, feed, LAB, feed="mllp", group=group)
-            base = mllp.Server(ing, port=0)
+            base = mllp.Server(ing, port=0)  # its committer is replaced below: no parser processes
             base.committer = _EchoCommitter(ing, base.stats)
             if on_progress:
                 on_progress("baseline: ACK without storing")
