@@ -149,47 +149,33 @@ def _match_patients(u: Unit, tenant_id: str, mapped: Sequence[Mapped]) -> dict[s
     """Mapped patient id -> the id to store under: the lab's existing patient with the same INS,
     or the first patient of this batch with it, or the mapped id itself."""
     c = u._crypto(tenant_id)
-    by_bidx: dict[bytes, list[str]] = {}
-    for m in mapped:
-        by_bidx.setdefault(c.index.nir(normalise_nir(m.identity.nir)), []).append(m.identity.patient_id)
     pi = t.patient_identity
-    existing: dict[bytes, str] = {}
-    bidxs = list(by_bidx)
-    for k in range(0, len(bidxs), _CHUNK):
-        for row in u.conn.execute(
-            select(pi.c.nir_bidx, pi.c.patient_id).where(u._tf(pi, tenant_id), pi.c.nir_bidx.in_(bidxs[k : k + _CHUNK]))
-        ):
-            existing.setdefault(bytes(row.nir_bidx), row.patient_id)
-    out = {}
-    for bidx, ids in by_bidx.items():
-        target = existing.get(bidx, ids[0])
-        for i in ids:
-            out[i] = target
-    return out
+    return _match(u, tenant_id, pi, pi.c.nir_bidx, pi.c.patient_id,
+                  [(c.index.nir(normalise_nir(m.identity.nir)), m.identity.patient_id) for m in mapped])
 
 
 def _match_prescribers(u: Unit, tenant_id: str, mapped: Sequence[Mapped]) -> dict[str, str]:
+    """The same for prescribers, by RPPS."""
     c = u._crypto(tenant_id)
-    by_bidx: dict[bytes, list[str]] = {}
-    for m in mapped:
-        for p in m.prescribers:
-            by_bidx.setdefault(c.index.rpps(p.rpps), []).append(p.prescriber_id)
-    if not by_bidx:
-        return {}
     pr = t.prescriber
+    return _match(u, tenant_id, pr, pr.c.rpps_bidx, pr.c.prescriber_id,
+                  [(c.index.rpps(p.rpps), p.prescriber_id) for m in mapped for p in m.prescribers])
+
+
+def _match(u: Unit, tenant_id: str, table, bidx_col, id_col, pairs: list[tuple[bytes, str]]) -> dict[str, str]:
+    """(blind index, mapped id) pairs -> {mapped id: stored id}: the stored row with the same blind
+    index if there is one, else the first mapped id with it."""
+    by_bidx: dict[bytes, list[str]] = {}
+    for bidx, i in pairs:
+        by_bidx.setdefault(bidx, []).append(i)
     existing: dict[bytes, str] = {}
     bidxs = list(by_bidx)
     for k in range(0, len(bidxs), _CHUNK):
-        for row in u.conn.execute(
-            select(pr.c.rpps_bidx, pr.c.prescriber_id).where(u._tf(pr, tenant_id), pr.c.rpps_bidx.in_(bidxs[k : k + _CHUNK]))
+        for bidx, stored in u.conn.execute(
+            select(bidx_col, id_col).where(u._tf(table, tenant_id), bidx_col.in_(bidxs[k : k + _CHUNK]))
         ):
-            existing.setdefault(bytes(row.rpps_bidx), row.prescriber_id)
-    out = {}
-    for bidx, ids in by_bidx.items():
-        target = existing.get(bidx, ids[0])
-        for i in ids:
-            out[i] = target
-    return out
+            existing.setdefault(bytes(bidx), stored)
+    return {i: existing.get(bidx, ids[0]) for bidx, ids in by_bidx.items() for i in ids}
 
 
 # -- the quarantine ----------------------------------------------------------------------------

@@ -13,24 +13,20 @@ from __future__ import annotations
 
 import io
 import json
-import tempfile
 import time
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 from itertools import islice
-from pathlib import Path
 
 import psutil
 
-from labvault.access import Gateway, Principal, Purpose
+from labvault.access import Purpose
 from labvault.bench.ingest import peak_rss_mb
-from labvault.crypto.keys import PLATFORM, LocalKeyring
+from labvault.bench.scratch import scratch
 from labvault.domain.models import Request
 from labvault.interop import fhir_out
 from labvault.interop.export import export_fhir
-from labvault.store.engine import make_engine, migrate
 
-LAB = "bench-export"
 _NO_DATE = datetime(2020, 1, 1, 8, 0)
 PATIENTS = 500
 
@@ -40,89 +36,65 @@ def run_export(n: int, *, database_url: str | None = None, seed: int = 7,
     from labvault.synth import LabGenerator, results_stream
 
     proc = psutil.Process()
-    with tempfile.TemporaryDirectory(prefix="labvault-bench-") as tmp:
-        url = database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
-        engine = make_engine(url)
-        migrate(engine)
-        keys = LocalKeyring.create(Path(tmp) / "keyring.json", "bench-passphrase", scrypt_n=2**14)
-        gw = Gateway(engine, keys)
-        admin = Principal("bench-export-admin", "Benchmark runner", PLATFORM, frozenset({"platform_admin"}))
-        with gw.bootstrap(admin) as u:
-            u.ensure_account(PLATFORM, admin.account_id, admin.name, "bench-export@bench.invalid", admin.roles,
-                             commitment="benchmark runner")
-            u.ensure_platform_keys()
-        with gw.unit(admin, Purpose.BENCHMARK) as u:
-            if LAB in {t.id for t in u.list_tenants()}:
-                u.drop_tenant_rows(LAB)
-            else:
-                u.create_tenant(LAB, "Benchmark lab", "690000000")
-            u.ensure_account(LAB, "bench-export-bio", "Benchmark biologist", "bio@bench-export.invalid",
-                             ("biologist",), commitment="benchmark")
-        bio = Principal("bench-export-bio", "Benchmark biologist", LAB, frozenset({"biologist"}))
-        try:
-            gen = LabGenerator(LAB, seed)
-            identities = [gen.patient(i).identity for i in range(PATIENTS)]
+    with scratch("export", roles=("biologist",), database_url=database_url) as sc:
+        gw, bio, lab = sc.gateway, sc.user, sc.lab
+        gen = LabGenerator(lab, seed)
+        identities = [gen.patient(i).identity for i in range(PATIENTS)]
+        with gw.unit(bio, Purpose.CARE) as u:
+            u.add_patients(lab, identities)
+        pids = [i.patient_id for i in identities]
+        stream = results_stream(lab, seed, n)
+        loaded = 0
+        stored_last: str | None = None  # a request's results are consecutive: one may span two chunks
+        k = 0
+        while chunk := list(islice(stream, 5000)):
+            new: dict[str, Request] = {}
+            for r in chunk:
+                if r.request_id not in new and r.request_id != stored_last:
+                    k += 1
+                    new[r.request_id] = Request(r.request_id, pids[k * 7919 % PATIENTS], None,
+                                                r.validated_at or _NO_DATE)
+            stored_last = chunk[-1].request_id
             with gw.unit(bio, Purpose.CARE) as u:
-                u.add_patients(LAB, identities)
-            pids = [i.patient_id for i in identities]
-            stream = results_stream(LAB, seed, n)
-            loaded = 0
-            stored_last: str | None = None  # a request's results are consecutive: one may span two chunks
-            k = 0
-            while chunk := list(islice(stream, 5000)):
-                new: dict[str, Request] = {}
-                for r in chunk:
-                    if r.request_id not in new and r.request_id != stored_last:
-                        k += 1
-                        new[r.request_id] = Request(r.request_id, pids[k * 7919 % PATIENTS], None,
-                                                    r.validated_at or _NO_DATE)
-                stored_last = chunk[-1].request_id
-                with gw.unit(bio, Purpose.CARE) as u:
-                    u.add_requests(LAB, list(new.values()))
-                    u.add_results(LAB, chunk)
-                loaded += len(chunk)
-                if on_progress:
-                    on_progress("load", len(chunk))
-
-            # Baselines: the same Observations from memory, in clear.
-            sink = io.BytesIO()
-            t0 = time.perf_counter()
-            with fhir_out.NdjsonWriter(streams={"Observation": _Null()}) as w:
-                for r in results_stream(LAB, seed, n):
-                    w.write_observation(r, "p")
-            base_s = time.perf_counter() - t0
-            sample = min(n, 100_000)
-            t0 = time.perf_counter()
-            for r in results_stream(LAB, seed, sample):
-                sink.write(json.dumps(fhir_out.observation(r, "p"), separators=(",", ":")).encode())
-            dumps_s = time.perf_counter() - t0
+                u.add_requests(lab, list(new.values()))
+                u.add_results(lab, chunk)
+            loaded += len(chunk)
             if on_progress:
-                on_progress("baseline", n)
+                on_progress("load", len(chunk))
 
-            out = Path(tmp) / "export"
-            out.mkdir()
-            rss0 = proc.memory_info().rss
-            rss_max = rss0
+        # Baselines: the same Observations from memory, in clear.
+        sink = io.BytesIO()
+        t0 = time.perf_counter()
+        with fhir_out.NdjsonWriter(streams={"Observation": _Null()}) as w:
+            for r in results_stream(lab, seed, n):
+                w.write_observation(r, "p")
+        base_s = time.perf_counter() - t0
+        sample = min(n, 100_000)
+        t0 = time.perf_counter()
+        for r in results_stream(lab, seed, sample):
+            sink.write(json.dumps(fhir_out.observation(r, "p"), separators=(",", ":")).encode())
+        dumps_s = time.perf_counter() - t0
+        if on_progress:
+            on_progress("baseline", n)
 
-            def sample_rss(_rtype: str, done: int) -> None:
-                nonlocal rss_max
-                rss_max = max(rss_max, proc.memory_info().rss)
-                if on_progress and done:
-                    on_progress("export", done)
+        out = sc.folder / "export"
+        out.mkdir()
+        rss0 = proc.memory_info().rss
+        rss_max = rss0
 
-            t0 = time.perf_counter()
-            with gw.unit(bio, Purpose.CARE) as u, fhir_out.NdjsonWriter(out) as w:
-                counts = export_fhir(u, LAB, w, on_progress=sample_rss)
-            export_s = time.perf_counter() - t0
-            sample_rss("done", 0)
-            size = sum(f.stat().st_size for f in out.iterdir())
-        finally:
-            dialect = engine.dialect.name
-            with gw.unit(admin, Purpose.BENCHMARK) as u:
-                u.drop_tenant_rows(LAB)
-            gw.close()
-            engine.dispose()
-            keys.close()
+        def sample_rss(_rtype: str, done: int) -> None:
+            nonlocal rss_max
+            rss_max = max(rss_max, proc.memory_info().rss)
+            if on_progress and done:
+                on_progress("export", done)
+
+        t0 = time.perf_counter()
+        with gw.unit(bio, Purpose.CARE) as u, fhir_out.NdjsonWriter(out) as w:
+            counts = export_fhir(u, lab, w, on_progress=sample_rss)
+        export_s = time.perf_counter() - t0
+        sample_rss("done", 0)
+        size = sum(f.stat().st_size for f in out.iterdir())
+        dialect = sc.dialect
     return {
         "bench": "export",
         "database": dialect,

@@ -10,20 +10,16 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from labvault.access import Gateway, Principal, Purpose
+from labvault.access import Purpose
 from labvault.bench.ingest import peak_rss_mb
-from labvault.crypto.keys import PLATFORM, LocalKeyring
+from labvault.bench.scratch import scratch
 from labvault.interop import mllp
 from labvault.interop.ingest import Ingestor
-from labvault.store.engine import make_engine, migrate
 
-LAB = "bench-mllp"
 
 
 def _client(port: int, frames: list[bytes], window: int, out) -> None:
@@ -108,47 +104,22 @@ def run_mllp(messages: int, *, connections: int = 4, window: int = 100, group: i
              parsers: int = 1, database_url: str | None = None, on_progress: Callable[[str], None] | None = None) -> dict[str, object]:
     from labvault.synth.hl7 import messages as synth_messages
 
-    frames = [b"\x0b" + m + b"\x1c\r" for m in synth_messages(LAB, 17, messages)]
+    frames = [b"\x0b" + m + b"\x1c\r" for m in synth_messages("bench-mllp", 17, messages)]
     obx = sum(f.count(b"\rOBX|") for f in frames)
-    with tempfile.TemporaryDirectory(prefix="labvault-bench-") as tmp:
-        url = database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
-        engine = make_engine(url, durable=True)
-        migrate(engine)
-        keys = LocalKeyring.create(Path(tmp) / "keyring.json", "bench-passphrase", scrypt_n=2**14)
-        gw = Gateway(engine, keys)
-        admin = Principal("bench-mllp-admin", "Benchmark runner", PLATFORM, frozenset({"platform_admin"}))
-        with gw.bootstrap(admin) as u:
-            u.ensure_account(PLATFORM, admin.account_id, admin.name, "bench-mllp@bench.invalid", admin.roles,
-                             commitment="benchmark runner")
-            u.ensure_platform_keys()
-        with gw.unit(admin, Purpose.BENCHMARK) as u:
-            if LAB not in {t.id for t in u.list_tenants()}:
-                u.create_tenant(LAB, "Benchmark lab", "690000000")
-            else:
-                u.drop_tenant_rows(LAB)
-            u.ensure_account(LAB, "bench-mllp-feed", "Benchmark feed", "feed@bench-mllp.invalid",
-                             ("technician",), commitment="benchmark feed")
-        feed = Principal("bench-mllp-feed", "Benchmark feed", LAB, frozenset({"technician"}))
-        try:
-            ing = Ingestor(gw, feed, LAB, feed="mllp", group=group)
-            base = mllp.Server(ing, port=0)  # its committer is replaced below: no parser processes
-            base.committer = _EchoCommitter(ing, base.stats)
-            if on_progress:
-                on_progress("baseline: ACK without storing")
-            base_s, base_ok = _serve(base, frames, connections, window)
-            if on_progress:
-                on_progress("stored: ACK after the group commit")
-            server = mllp.Server(ing, port=0, max_group=group, parsers=parsers)
-            real_s, real_ok = _serve(server, frames, connections, window)
-            with gw.unit(admin, Purpose.BENCHMARK) as u:
-                stored = u.counts(LAB)["request"]
-        finally:
-            dialect = engine.dialect.name
-            with gw.unit(admin, Purpose.BENCHMARK) as u:
-                u.drop_tenant_rows(LAB)
-            gw.close()
-            engine.dispose()
-            keys.close()
+    with scratch("mllp", roles=("technician",), database_url=database_url, durable=True) as sc:
+        ing = Ingestor(sc.gateway, sc.user, sc.lab, feed="mllp", group=group)
+        base = mllp.Server(ing, port=0)  # its committer is replaced below: no parser processes
+        base.committer = _EchoCommitter(ing, base.stats)
+        if on_progress:
+            on_progress("baseline: ACK without storing")
+        base_s, base_ok = _serve(base, frames, connections, window)
+        if on_progress:
+            on_progress("stored: ACK after the group commit")
+        server = mllp.Server(ing, port=0, max_group=group, parsers=parsers)
+        real_s, real_ok = _serve(server, frames, connections, window)
+        with sc.gateway.unit(sc.admin, Purpose.BENCHMARK) as u:
+            stored = u.counts(sc.lab)["request"]
+        dialect = sc.dialect
     return {
         "bench": "mllp",
         "database": dialect,
