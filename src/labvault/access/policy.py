@@ -47,21 +47,23 @@ POLICY: dict[Role, frozenset[str]] = {
     Role.LAB_ADMIN: READ_PERSONAL | MANAGE_PERSONAL | {
         "tenant:read", "tenant:settings", "account:manage", "account:list", "grant:approve", "grant:revoke",
         "grant:list", "token:manage", "audit:read", "audit:verify", "audit:retention",
+        "signer:manage", "signer:list", "instruction:receive", "instruction:read",
     },
     Role.LAB_DPO: frozenset({"tenant:read", "account:list", "grant:list", "grant:revoke", "audit:read",
-                             "audit:verify", "audit:retention"}),
+                             "audit:verify", "audit:retention", "signer:list", "instruction:read"}),
     Role.SERVICE: WRITE_PERSONAL | {"tenant:read"},
     Role.OPERATOR: frozenset({"tenant:create", "tenant:list", "tenant:read", "keys:rotate", "account:list",
-                              "generate", "audit:checkpoint", "audit:verify", "audit:purge"}),
+                              "generate", "audit:checkpoint", "audit:verify", "audit:purge",
+                              "signer:list", "instruction:receive", "instruction:read"}),
     # support reads personal data only under a grant: those actions are added per grant, not here
     Role.SUPPORT: frozenset({"tenant:list", "tenant:read", "grant:request", "grant:list"}),
     Role.SECURITY_OFFICER: frozenset({"tenant:list", "tenant:read", "account:list", "grant:list",
                                       "grant:revoke", "account:deactivate", "audit:read", "audit:verify",
-                                      "audit:checkpoint"}),
+                                      "audit:checkpoint", "signer:list", "instruction:read"}),
     Role.PLATFORM_ADMIN: frozenset({
         "tenant:create", "tenant:list", "tenant:read", "tenant:shred", "tenant:drop", "keys:rotate", "account:manage",
         "account:list", "account:deactivate", "token:manage", "generate", "grant:list", "audit:checkpoint",
-        "audit:verify", "audit:purge",
+        "audit:verify", "audit:purge", "signer:list", "instruction:receive", "instruction:read",
     }),
 }
 

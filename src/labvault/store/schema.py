@@ -350,6 +350,40 @@ quarantine = Table(
     sqlite_with_rowid=False,
 )
 
+# The people a lab authorises to sign its instructions (GDPR Art. 28(3)(a)), with their Ed25519
+# public keys; registered and revoked by the lab's lab_admin. Revoked keys stay, for verification
+# of what they signed before.
+instruction_signer = Table(
+    "instruction_signer",
+    metadata,
+    _tenant_col(),
+    Column("signer_id", String(ID), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("public_key", String(64), nullable=False),  # hex of the 32-byte Ed25519 key
+    Column("added_by", String(ID), nullable=False),
+    Column("added_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_by", String(ID)),
+    Column("revoked_at", DateTime(timezone=True)),
+    sqlite_with_rowid=False,
+)
+
+# Signed instructions received from a lab, as signed (canonical JSON and signature).
+instruction = Table(
+    "instruction",
+    metadata,
+    _tenant_col(),
+    Column("instruction_id", String(ID), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("signer_id", String(ID), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("signature", String(128), nullable=False),
+    Column("valid_until", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("received_by", String(ID), nullable=False),
+    sqlite_with_rowid=False,
+)
+
 # Tables holding personal or health data (ciphertexts, blind indexes, pseudonyms) and keys.
 PERSONAL_TABLES = frozenset(
     {"patient_identity", "prescriber", "request", "specimen", "result", "tenant_key", "quarantine"}

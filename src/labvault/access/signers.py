@@ -1,0 +1,140 @@
+"""Who may sign a lab's instructions, and the signed instructions the platform has received.
+
+A lab's ``lab_admin`` registers signers: named, active accounts of the lab, each with an Ed25519
+public key whose private half never reaches the platform. Revoking a signer keeps its key (what
+it signed before stays verifiable) but stops new instructions signed with it. Received
+instructions are stored as signed (canonical body and signature), for the processor's record of
+documented instructions (GDPR Art. 28(3)(a)).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import insert, select, update
+
+from labvault.errors import InvalidInput, NotFound
+from labvault.ids import new_id, utcnow
+from labvault.store import schema as t
+
+if TYPE_CHECKING:
+    from labvault.access.gateway import Unit
+
+
+@dataclass(frozen=True)
+class SignerKey:
+    signer_id: str
+    tenant_id: str
+    name: str
+    email: str
+    public_key: str  # hex
+    added_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+def _key_hex(public_key: str) -> str:
+    value = public_key.strip().lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise InvalidInput("a signer's public key is 64 hexadecimal characters (an Ed25519 key)")
+    return value
+
+
+def add_signer(u: Unit, tenant_id: str, *, email: str, public_key: str) -> SignerKey:
+    """Register a named account of the lab as a signer of its instructions."""
+    key = _key_hex(public_key)
+    u._authorise(tenant_id, "signer:manage")
+    acct = u.conn.execute(
+        select(t.account).where(u._tf(t.account, tenant_id), t.account.c.email == email.strip().lower())
+    ).first()
+    if acct is None or not acct.active or acct.kind != "person":
+        raise InvalidInput("a signer is an active, named person's account of this lab")
+    existing = u.conn.execute(
+        select(t.instruction_signer.c.signer_id).where(
+            u._tf(t.instruction_signer, tenant_id), t.instruction_signer.c.public_key == key)
+    ).first()
+    if existing is not None:
+        raise InvalidInput("this public key is already registered for this lab")
+    row = {"tenant_id": tenant_id, "signer_id": new_id(), "name": acct.name, "email": acct.email,
+           "public_key": key, "added_by": u.principal.account_id, "added_at": utcnow()}
+    u.conn.execute(insert(t.instruction_signer).values(**row))
+    u._record(tenant_id, "signer:add", "signer", 1, refs=[row["signer_id"]])
+    return SignerKey(row["signer_id"], tenant_id, acct.name, acct.email, key, row["added_at"], None)
+
+
+def revoke_signer(u: Unit, tenant_id: str, signer_id: str) -> None:
+    u._authorise(tenant_id, "signer:manage")
+    s = t.instruction_signer
+    row = u.conn.execute(select(s).where(u._tf(s, tenant_id), s.c.signer_id == signer_id)).first()
+    if row is None:
+        raise NotFound("no such signer in this lab (see 'labvault signer list')")
+    if row.revoked_at is not None:
+        raise InvalidInput("this signer is already revoked")
+    u.conn.execute(update(s).where(u._tf(s, tenant_id), s.c.signer_id == signer_id)
+                   .values(revoked_at=utcnow(), revoked_by=u.principal.account_id))
+    u._record(tenant_id, "signer:revoke", "signer", 1, refs=[signer_id])
+
+
+def list_signers(u: Unit, tenant_id: str) -> list[SignerKey]:
+    u._authorise(tenant_id, "signer:list")
+    u.tenant(tenant_id)
+    s = t.instruction_signer
+    rows = u.conn.execute(select(s).where(u._tf(s, tenant_id)).order_by(s.c.added_at, s.c.signer_id)).all()
+    return [SignerKey(r.signer_id, tenant_id, r.name, r.email, r.public_key, r.added_at, r.revoked_at) for r in rows]
+
+
+def active_keys(u: Unit, tenant_id: str) -> dict[str, bytes]:
+    """Public keys (raw bytes) of the lab's signers not revoked, by signer id."""
+    return {k.signer_id: bytes.fromhex(k.public_key) for k in list_signers(u, tenant_id) if k.active}
+
+
+@dataclass(frozen=True)
+class Received:
+    instruction_id: str
+    tenant_id: str
+    kind: str
+    signer_id: str
+    body: dict
+    signature: str
+    valid_until: datetime
+    received_at: datetime
+
+
+def record_instruction(u: Unit, tenant_id: str, *, instruction_id: str, kind: str, signer_id: str, body: dict,
+                       signature: str, valid_until: datetime) -> Received:
+    """Keep a verified, signed instruction (the caller has checked it against ``active_keys``)."""
+    u._authorise(tenant_id, "instruction:receive")
+    i = t.instruction
+    if u.conn.execute(select(i.c.instruction_id).where(u._tf(i, tenant_id), i.c.instruction_id == instruction_id)).first():
+        raise InvalidInput(f"instruction '{instruction_id}' was already received for this lab")
+    now = utcnow()
+    u.conn.execute(insert(i).values(
+        tenant_id=tenant_id, instruction_id=instruction_id, kind=kind, signer_id=signer_id,
+        body=json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False), signature=signature,
+        valid_until=valid_until, received_at=now, received_by=u.principal.account_id,
+    ))
+    u._record(tenant_id, "instruction:receive", "instruction", 1, refs=[instruction_id, signer_id])
+    return Received(instruction_id, tenant_id, kind, signer_id, body, signature, valid_until, now)
+
+
+def list_instructions(u: Unit, tenant_id: str) -> list[Received]:
+    u._authorise(tenant_id, "instruction:read")
+    u.tenant(tenant_id)
+    i = t.instruction
+    rows = u.conn.execute(select(i).where(u._tf(i, tenant_id)).order_by(i.c.received_at, i.c.instruction_id)).all()
+    u._record(tenant_id, "instruction:list", "instruction", len(rows))
+    return [Received(r.instruction_id, tenant_id, r.kind, r.signer_id, json.loads(r.body), r.signature,
+                     r.valid_until, r.received_at) for r in rows]
+
+
+def get_instruction(u: Unit, tenant_id: str, instruction_id: str) -> Received:
+    for r in list_instructions(u, tenant_id):
+        if r.instruction_id == instruction_id:
+            return r
+    raise NotFound("no such instruction for this lab (see 'labvault instruction list')")
