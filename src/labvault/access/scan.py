@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from labvault.access import codec
-from labvault.domain.models import Prescriber, Result, Sensitivity, Specimen
+from labvault.domain.models import Prescriber, Result, ResultStatus, Sensitivity, Specimen
+from labvault.domain.sensitivity import sensitivity_of
 from labvault.errors import AccessDenied
 from labvault.store import schema as t
+from labvault.store.engine import iter_tenant_rows
 
 if TYPE_CHECKING:
     from labvault.access.gateway import Unit
@@ -100,15 +102,25 @@ def specimens(u: Unit, tenant_id: str) -> Iterator[Specimen]:
 
 def results(u: Unit, tenant_id: str, *, by_request: bool = False) -> Iterator[tuple[str, Result]]:
     """(patient pseudonym, result) for every result the principal may read; ``by_request``: in
-    request order, so that a consumer can group a request's results without holding them all."""
+    request order, so that a consumer can group a request's results without holding them all.
+
+    The hot loop of every export: rows come as plain tuples from the driver, and each result is
+    built positionally from its unsealed items (the layout of ``codec.RESULT_ITEMS``)."""
     c = _start(u, tenant_id, "patient:result:read")
     readable = u._readable_categories(tenant_id)
-    order = (_bytewise(u, t.result.c.request_id), _bytewise(u, t.result.c.result_id)) if by_request else None
+    observation = c.cipher.column("result", "observation_enc")
+    unpack, to_dt, other = codec.unpack, codec.to_dt, Sensitivity.OTHER
+    order = ("request_id", "result_id") if by_request else ()
+    rows = iter_tenant_rows(u.conn, "result", ("result_id", "request_id", "specimen_id", "pseudonym", "status",
+                                               "observation_enc"), tenant_id, order=order)
     n = 0
-    for row in _rows(u, t.result, tenant_id, order):
-        res = u._result(c, row)
-        if readable is not None and res.sensitivity is not Sensitivity.OTHER and res.sensitivity not in readable:
+    for rid, req, spec, pseudonym, status, blob in rows:
+        (system, code, label, vnum, vtext, unit, low, high, rtext, flag, v_by, v_at, comment) = \
+            unpack(observation.open(rid, bytes(blob)))
+        sensitivity = sensitivity_of(system, code)
+        if readable is not None and sensitivity is not other and sensitivity not in readable:
             continue
         n += 1
-        yield row.pseudonym, res
+        yield pseudonym, Result(rid, req, code, label, system, spec, vnum, vtext, unit, low, high, rtext, flag,
+                                ResultStatus(status), v_by, to_dt(v_at), comment, sensitivity)
     u._record(tenant_id, "patient:result:read", "result", n)

@@ -172,3 +172,32 @@ def iter_audit_rows(conn: Connection, tenant_id: str, columns: Sequence[str], ba
             yield from rows
     finally:
         cur.close()
+
+
+_NAME = frozenset("abcdefghijklmnopqrstuvwxyz_0123456789")
+
+
+def iter_tenant_rows(conn: Connection, table: str, columns: Sequence[str], tenant_id: str, *,
+                     order: Sequence[str] = (), batch: int = 5000):
+    """One lab's rows of ``table`` as plain tuples straight from the driver (no row objects), in
+    ``order`` (code point order on PostgreSQL too), streamed: a server-side cursor on PostgreSQL,
+    ``fetchmany`` on SQLite. For whole-lab scans through the gateway, which has authorised them
+    and scoped the transaction to the lab (row-level security applies as usual)."""
+    for name in (table, *columns, *order):
+        if not name or not set(name) <= _NAME:
+            raise ValueError("table and column names are identifiers of the schema")
+    cols = ", ".join(columns)
+    raw = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql":
+        by = ", ".join(f'{c} COLLATE "C"' for c in order)
+        sql = f"SELECT {cols} FROM {table} WHERE tenant_id = %s" + (f" ORDER BY {by}" if order else "")
+        cur = raw.cursor(name=f"labvault_scan_{table}")
+    else:
+        sql = f"SELECT {cols} FROM {table} WHERE tenant_id = ?" + (f" ORDER BY {', '.join(order)}" if order else "")
+        cur = raw.cursor()
+    try:
+        cur.execute(sql, (tenant_id,))
+        while rows := cur.fetchmany(batch):
+            yield from rows
+    finally:
+        cur.close()
