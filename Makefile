@@ -39,6 +39,12 @@ bench: $(STAMP) system-deps ## The figures recorded in BENCHMARKS.md
 	$(BIN)/python -m labvault.testing.pg -- $(BIN)/labvault bench ingest --results 100000 --database-url {url}
 	$(BIN)/python -m labvault.testing.pg -- $(BIN)/labvault bench ingest --results 1000000 --database-url {url}
 	$(BIN)/labvault bench api --seconds 15
+	$(BIN)/labvault bench audit --events 1000000
+	$(BIN)/labvault bench hl7 --messages 20000
+	$(BIN)/labvault bench mllp --messages 20000
+	$(BIN)/python -m labvault.testing.pg -- $(BIN)/labvault bench mllp --messages 20000 --database-url {url}
+	$(BIN)/labvault bench export --results 100000
+	$(BIN)/labvault bench export --results 1000000
 
 clean: ## Remove the virtual environment and the demo home
 	rm -rf $(VENV) $(DEMO_HOME)
