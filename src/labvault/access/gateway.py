@@ -379,7 +379,7 @@ class Unit:
             "user_agent": p.user_agent,
             "outcome": outcome,
         }
-        if outcome in ("denied", "error"):
+        if outcome in ("denied", "error", "alert"):  # kept even when the work is rolled back
             self._side_events.append((tenant_id, event))
             return
         self._write_event(tenant_id, **event)

@@ -1,0 +1,55 @@
+"""Work done under a lab's instruction: the instruction re-checked at the moment of use, and every
+demand compared with it before anything is read.
+
+``instruction_in_force`` takes a received instruction from the store and checks it again now (its
+signer still current, its signature, its lab, its validity window, its deletion deadline): a
+revoked signer or an expired instruction stops the work at the next operation. ``demand``
+compares what an operation asks (fields, period, patients, codes, sensitive categories, volume)
+with the instruction; asking for more is refused with an error naming the excess, audited as a
+refusal, and raised as a security alert (``outcome="alert"``), both kept even though the refused
+work is rolled back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
+from typing import TYPE_CHECKING
+
+from labvault.access import signers
+from labvault.errors import AccessDenied
+from labvault.ids import utcnow
+from labvault.instructions import document
+
+if TYPE_CHECKING:
+    from labvault.access.gateway import Unit
+
+
+class ScopeExceeded(AccessDenied):
+    """A demand beyond the instruction; the message names the excess, never a value."""
+
+
+def instruction_in_force(u: Unit, tenant_id: str, instruction_id: str, *, now: datetime | None = None
+                         ) -> document.Instruction:
+    received = signers.get_instruction(u, tenant_id, instruction_id)
+    keys = {k.signer_id: k.public_key for k in signers.list_signers(u, tenant_id)}
+    doc = {"instruction": received.body, "signature": received.signature,
+           "signer_public_key": keys.get(received.signer_id, "00" * 32)}
+    return document.verify_signed(doc, public_keys=signers.active_keys(u, tenant_id), tenant=tenant_id,
+                                  now=now or utcnow())
+
+
+def demand(u: Unit, instruction: document.Instruction, *, fields: Mapping[str, Iterable[str]],
+           collected_from: date | None, collected_to: date | None, patients: Iterable[str] | None = None,
+           codes: Iterable[tuple[str, str]] | None = None, sensitive: Iterable[str] = (),
+           volume: int | None = None) -> None:
+    """Refuse (audited, alerted) a demand beyond ``instruction``; return quietly when covered."""
+    excess = document.excess(instruction, fields, collected_from, collected_to, patients, codes=codes,
+                             sensitive=sensitive, volume=volume)
+    if not excess:
+        u._record(instruction.tenant, "instruction:use", "instruction", 1, refs=[instruction.id])
+        return
+    u._record(instruction.tenant, "instruction:excess", "instruction", len(excess), outcome="alert",
+              refs=[instruction.id])
+    u._record(instruction.tenant, "instruction:use", "instruction", 0, outcome="denied", refs=[instruction.id])
+    raise ScopeExceeded(f"beyond instruction '{instruction.id}': " + "; ".join(excess))
