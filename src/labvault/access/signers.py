@@ -123,18 +123,26 @@ def record_instruction(u: Unit, tenant_id: str, *, instruction_id: str, kind: st
     return Received(instruction_id, tenant_id, kind, signer_id, body, signature, valid_until, now)
 
 
+def _received(tenant_id: str, r) -> Received:
+    return Received(r.instruction_id, tenant_id, r.kind, r.signer_id, json.loads(r.body), r.signature,
+                    r.valid_until, r.received_at)
+
+
 def list_instructions(u: Unit, tenant_id: str) -> list[Received]:
     u._authorise(tenant_id, "instruction:read")
     u.tenant(tenant_id)
     i = t.instruction
     rows = u.conn.execute(select(i).where(u._tf(i, tenant_id)).order_by(i.c.received_at, i.c.instruction_id)).all()
     u._record(tenant_id, "instruction:list", "instruction", len(rows))
-    return [Received(r.instruction_id, tenant_id, r.kind, r.signer_id, json.loads(r.body), r.signature,
-                     r.valid_until, r.received_at) for r in rows]
+    return [_received(tenant_id, r) for r in rows]
 
 
 def get_instruction(u: Unit, tenant_id: str, instruction_id: str) -> Received:
-    for r in list_instructions(u, tenant_id):
-        if r.instruction_id == instruction_id:
-            return r
-    raise NotFound("no such instruction for this lab (see 'labvault instruction list')")
+    u._authorise(tenant_id, "instruction:read")
+    u.tenant(tenant_id)
+    i = t.instruction
+    row = u.conn.execute(select(i).where(u._tf(i, tenant_id), i.c.instruction_id == instruction_id)).first()
+    if row is None:
+        raise NotFound("no such instruction for this lab (see 'labvault instruction list')")
+    u._record(tenant_id, "instruction:read", "instruction", 1, refs=[instruction_id])
+    return _received(tenant_id, row)

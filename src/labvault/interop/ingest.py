@@ -88,12 +88,11 @@ def read_bulk(files: dict[str, bytes], *, test_mode: bool = False) -> list[Piece
     """A Bulk Data export: several ndjson files read together (references cross files)."""
     from labvault.interop import fhir
 
-    joined = b"".join(files.values())
     name = ", ".join(files)
     try:
         mapped = fhir.read_ndjson(files, test_mode=test_mode)
     except fhir.FhirError as exc:
-        return [Piece(1, "fhir-ndjson", joined, reason=str(exc))]
+        return [Piece(1, "fhir-ndjson", b"".join(files.values()), reason=str(exc))]
     return [_checked(Piece(i, "fhir-ndjson", b"", envelope=_envelope("fhir-ndjson", [m])), name)
             for i, m in enumerate(mapped, 1)]
 
@@ -175,7 +174,6 @@ class Ingestor:
     def ingest_pieces(self, pieces: Sequence[Piece], summary: Summary,
                       on_progress: Callable[[int], None] | None = None) -> list[Outcome]:
         """Store or quarantine each piece; returns what became of each."""
-        outcomes: list[str] = [""] * len(pieces)
         result: list[Outcome] = [Outcome("")] * len(pieces)
         for k in range(0, len(pieces), self.group):
             part = list(range(k, min(k + self.group, len(pieces))))
@@ -183,31 +181,28 @@ class Ingestor:
             refused = {i: pieces[i].reason or "refused" for i in part if pieces[i].envelope is None}
             if good:
                 try:
-                    self._store(pieces, good, outcomes)
+                    self._store(pieces, good, result)
                 except (AccessDenied, UnknownTenant, TenantShredded):
                     raise
                 except LabvaultError:
                     for i in good:  # find the message the store refused: one transaction each
                         try:
-                            self._store(pieces, [i], outcomes)
+                            self._store(pieces, [i], result)
                         except (AccessDenied, UnknownTenant, TenantShredded):
                             raise
                         except LabvaultError as exc:
                             refused[i] = f"{summary.file}, message {pieces[i].index}: {exc}"
             if refused:
-                ids = self._quarantine(pieces, refused)
-                for i, qid in zip(refused, ids, strict=True):
-                    outcomes[i] = "rejected"
+                for i, qid in zip(refused, self._quarantine(pieces, refused), strict=True):
                     result[i] = Outcome("rejected", refused[i], qid)
                     summary.reasons.append(refused[i])
                     summary.quarantine_ids.append(qid)
             for i in part:
-                if outcomes[i] != "rejected":
-                    result[i] = Outcome(outcomes[i])
-                if outcomes[i] == "accepted":
+                status = result[i].status
+                if status == "accepted":
                     summary.accepted += 1
                     summary.results += pieces[i].envelope.results
-                elif outcomes[i] == "duplicate":
+                elif status == "duplicate":
                     summary.duplicates += 1
                 else:
                     summary.rejected += 1
@@ -215,11 +210,11 @@ class Ingestor:
                 on_progress(len(part))
         return result
 
-    def _store(self, pieces: Sequence[Piece], idx: list[int], outcomes: list[str]) -> None:
+    def _store(self, pieces: Sequence[Piece], idx: list[int], result: list[Outcome]) -> None:
         with self.gw.unit(self.principal, self.purpose) as u:
             got = intake.store(u, self.tenant_id, [pieces[i].envelope for i in idx], feed=self.feed)
-        for i, o in zip(idx, got, strict=True):
-            outcomes[i] = o
+        for i, status in zip(idx, got, strict=True):
+            result[i] = Outcome(status)
 
     def _quarantine(self, pieces: Sequence[Piece], refused: dict[int, str]) -> list[str]:
         with self.gw.unit(self.principal, self.purpose) as u:

@@ -165,9 +165,13 @@ def iter_audit_rows(conn: Connection, tenant_id: str, columns: Sequence[str], ba
         sql = f"SELECT {cols} FROM audit_event WHERE tenant_id = %s ORDER BY seq"
     else:
         sql = f"SELECT {cols} FROM audit_event WHERE tenant_id = ? ORDER BY seq"
-    cur = raw.cursor()
+    yield from _fetch(raw.cursor(), sql, (tenant_id,), batch)
+
+
+def _fetch(cur, sql: str, params: tuple, batch: int):
+    """Rows of ``sql`` from a driver cursor, ``batch`` at a time; the cursor is closed after."""
     try:
-        cur.execute(sql, (tenant_id,))
+        cur.execute(sql, params)
         while rows := cur.fetchmany(batch):
             yield from rows
     finally:
@@ -195,9 +199,4 @@ def iter_tenant_rows(conn: Connection, table: str, columns: Sequence[str], tenan
     else:
         sql = f"SELECT {cols} FROM {table} WHERE tenant_id = ?" + (f" ORDER BY {', '.join(order)}" if order else "")
         cur = raw.cursor()
-    try:
-        cur.execute(sql, (tenant_id,))
-        while rows := cur.fetchmany(batch):
-            yield from rows
-    finally:
-        cur.close()
+    yield from _fetch(cur, sql, (tenant_id,), batch)
