@@ -39,6 +39,19 @@ def instruction_in_force(u: Unit, tenant_id: str, instruction_id: str, *, now: d
                                   now=now or utcnow())
 
 
+def enter(u: Unit, tenant_id: str, instruction_id: str, *, kinds: Iterable[str], now: datetime | None = None
+          ) -> document.Instruction:
+    """Work under an instruction for the rest of this unit: checked in force now, of one of
+    ``kinds``; a vendor operator may then read the lab's data within its scope, and nothing else
+    (the gateway reads ``u._instruction``)."""
+    instr = instruction_in_force(u, tenant_id, instruction_id, now=now)
+    if instr.kind not in tuple(kinds):
+        raise document.InstructionInvalid(
+            f"instruction: kind {instr.kind} is not one of {', '.join(kinds)} for this operation")
+    u._instruction = instr
+    return instr
+
+
 def demand(u: Unit, instruction: document.Instruction, *, fields: Mapping[str, Iterable[str]],
            collected_from: date | None, collected_to: date | None, patients: Iterable[str] | None = None,
            codes: Iterable[tuple[str, str]] | None = None, sensitive: Iterable[str] = (),

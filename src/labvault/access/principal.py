@@ -16,6 +16,7 @@ class Purpose(enum.StrEnum):
     BENCHMARK = "benchmark"
     DEMO = "demo"
     SUPPORT = "support"  # vendor support under a lab-approved grant
+    EXPORT = "export"  # an export, migration or return under a lab's signed instruction
     AUTHENTICATION = "authentication"
 
 

@@ -85,17 +85,21 @@ def requests(u: Unit, tenant_id: str, *, by_id: bool = False) -> Iterator[Reques
     u._record(tenant_id, "patient:request:read", "request", n)
 
 
-def specimens(u: Unit, tenant_id: str) -> Iterator[Specimen]:
+def specimens(u: Unit, tenant_id: str, *, by_request: bool = False) -> Iterator[Specimen]:
+    """Every specimen; ``by_request``: in (request id, specimen id) order, to merge with requests."""
     c = _start(u, tenant_id, "patient:request:read")
     typ, col_at, rec_at = (c.cipher.column("specimen", n) for n in ("type_enc", "collected_at_enc", "received_at_enc"))
+    to_dt = codec.to_dt
+    order = ("request_id", "specimen_id") if by_request else ()
+    rows = iter_tenant_rows(u.conn, "specimen", ("specimen_id", "request_id", "type_enc", "collected_at_enc",
+                                                 "received_at_enc"), tenant_id, order=order)
     n = 0
-    for row in _rows(u, t.specimen, tenant_id):
-        i = row.specimen_id
+    for i, req, type_enc, col_enc, rec_enc in rows:
         n += 1
         yield Specimen(
-            specimen_id=i, request_id=row.request_id, type=typ.open(i, row.type_enc).decode(),
-            collected_at=codec.to_dt(col_at.open(i, row.collected_at_enc).decode()),
-            received_at=None if row.received_at_enc is None else codec.to_dt(rec_at.open(i, row.received_at_enc).decode()),
+            specimen_id=i, request_id=req, type=typ.open(i, bytes(type_enc)).decode(),
+            collected_at=to_dt(col_at.open(i, bytes(col_enc)).decode()),
+            received_at=None if rec_enc is None else to_dt(rec_at.open(i, bytes(rec_enc)).decode()),
         )
     u._record(tenant_id, "patient:request:read", "specimen", n)
 

@@ -1,0 +1,222 @@
+"""An instruction compiled to a read plan, and the plan run over a lab's store.
+
+``compile_plan`` turns a lab's instruction into the exact output of an export: which record
+types, and in each which fields (the instruction's allow-list; free text only if listed). ``run``
+streams the lab's requests, specimens and results in request order, merged (memory stays flat
+in the size of the lab), keeps only what the selection names (collection period, patients,
+codes, sensitive categories), and yields flat records holding the plan's fields and the links
+between records, nothing else. Identities and prescribers follow, only those the selected
+records refer to.
+
+Every id in a record is derived with the export's fingerprint key
+(``labvault.instructions.fingerprint``), so the output never carries an internal id and a leaked
+copy can be traced to its export. Records are plain dicts; ``run`` with ``count_only`` builds no
+record at all and only counts (the plan's dry run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from labvault.access import scan
+from labvault.domain.models import Sensitivity
+from labvault.instructions import document
+
+if TYPE_CHECKING:
+    from labvault.access.gateway import Unit
+
+# Record types of a package, in the order they come, and the instruction category of each.
+TYPES = ("request", "specimen", "result", "identity", "prescriber")
+# Links between records: always present (they are derived ids, not personal values).
+LINKS = {"identity": (), "prescriber": (), "request": ("patient", "prescriber"),
+         "specimen": ("request",), "result": ("request", "specimen", "patient")}
+COMMENT = "result.comment"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What an instruction lets out: fields per record type, and the selection."""
+
+    instruction: document.Instruction
+    fields: dict[str, tuple[str, ...]]  # record type -> fields, in FIELDS order ("comment" for free text)
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        """Record types written: those with at least one field; results always (they are the point)."""
+        return tuple(t for t in TYPES if self.fields[t] or t == "result")
+
+    def describe(self) -> dict[str, list[str]]:
+        return {t: list(self.fields[t]) for t in self.types}
+
+
+def compile_plan(instruction: document.Instruction) -> Plan:
+    if instruction.kind not in document.OUTBOUND:
+        raise document.InstructionInvalid(f"instruction: kind {instruction.kind} does not send data out")
+    fields = {t: tuple(f for f in document.FIELDS[t] if instruction.allows(t, f)) for t in TYPES}
+    if instruction.allows(document.FREE_TEXT, COMMENT):
+        fields["result"] = (*fields["result"], "comment")
+    return Plan(instruction, fields)
+
+
+@dataclass
+class Counts:
+    """Records and non-empty fields per record type: the plan's figures and the manifest's."""
+
+    records: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TYPES, 0))
+    fields: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def add(self, rtype: str, record: dict[str, Any]) -> None:
+        self.records[rtype] += 1
+        per = self.fields.setdefault(rtype, {})
+        for k, v in record.items():
+            if v is not None and k != "record" and k != "id" and k not in LINKS[rtype]:
+                per[k] = per.get(k, 0) + 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"records": dict(self.records), "fields": {t: dict(sorted(f.items())) for t, f in sorted(self.fields.items())}}
+
+
+def _value(obj: Any, name: str) -> Any:
+    """A field as JSON: dates in ISO 8601, enumerations by their value."""
+    v = getattr(obj, name)
+    if isinstance(v, (date, datetime)):
+        return v.isoformat()
+    return v.value if isinstance(v, Enum) else v
+
+
+@dataclass
+class Tally:
+    """What a run selected, known once its stream has been read to the end."""
+
+    results: int = 0
+    requests: int = 0
+    specimens: int = 0
+    patients: int = 0
+    prescribers: int = 0
+
+
+def run(u: Unit, plan: Plan, id_map: Callable[[str, str], str], *, tally: Tally | None = None,
+        count_only: bool = False, on_result: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
+    """The plan's records, streamed (see the module's docstring); with ``count_only``, nothing is
+    yielded, only ``tally`` is filled. ``on_result`` is called with the number of results selected
+    since its last call (every 10,000, then the rest)."""
+    instr = plan.instruction
+    tenant = instr.tenant
+    lo, hi = instr.collected_from, instr.collected_to
+    codes = None if instr.codes is None else frozenset(instr.codes)
+    allowed_sensitive = frozenset(instr.sensitive)
+    other = Sensitivity.OTHER
+    wanted = None
+    if instr.patients is not None:
+        index = u._crypto(tenant).index
+        wanted = frozenset(index.pseudonym(p) for p in instr.patients)
+    f_req, f_spec, f_res = plan.fields["request"], plan.fields["specimen"], plan.fields["result"]
+    patients: set[str] = set()
+    prescribers: set[str] = set()
+    n = n_req = n_spec = 0
+    step = 0
+
+    specimens = scan.specimens(u, tenant, by_request=True)
+    results = scan.results(u, tenant, by_request=True)
+    spec = next(specimens, None)
+    res = next(results, None)
+    for request in scan.requests(u, tenant, by_id=True):
+        rid = request.request_id
+        in_period: dict[str, Any] = {}
+        while spec is not None and spec.request_id < rid:
+            spec = next(specimens, None)
+        while spec is not None and spec.request_id == rid:
+            if lo <= spec.collected_at.date() <= hi:
+                in_period[spec.specimen_id] = spec
+            spec = next(specimens, None)
+        while res is not None and res[1].request_id < rid:
+            res = next(results, None)
+        chosen = []
+        request_day = request.requested_at.date()
+        while res is not None and res[1].request_id == rid:
+            pseudonym, r = res
+            res = next(results, None)
+            if r.specimen_id is not None:
+                if r.specimen_id not in in_period:
+                    continue
+            elif not lo <= request_day <= hi:  # no specimen: the request's date stands for it
+                continue
+            if wanted is not None and pseudonym not in wanted:
+                continue
+            if codes is not None and (r.code_system, r.code) not in codes:
+                continue
+            if r.sensitivity is not other and r.sensitivity.value not in allowed_sensitive:
+                continue
+            chosen.append((pseudonym, r))
+        if not chosen:
+            continue
+        n += len(chosen)
+        n_req += 1
+        used = {r.specimen_id for _, r in chosen}
+        n_spec += sum(1 for sid in in_period if sid in used)
+        if on_result is not None and n - step >= 10_000:
+            on_result(n - step)
+            step = n
+        patients.add(request.patient_id)
+        if request.prescriber_id is not None:
+            prescribers.add(request.prescriber_id)
+        if count_only:
+            continue
+        req_id = id_map("request", rid)
+        rec = {"record": "request", "id": req_id, "patient": id_map("patient", request.patient_id),
+               "prescriber": None if request.prescriber_id is None else id_map("prescriber", request.prescriber_id)}
+        for f in f_req:
+            rec[f] = _value(request, f)
+        yield rec
+        for sid, s in in_period.items():
+            if sid in used:
+                rec = {"record": "specimen", "id": id_map("specimen", sid), "request": req_id}
+                for f in f_spec:
+                    rec[f] = _value(s, f)
+                yield rec
+        for pseudonym, r in chosen:
+            rec = {"record": "result", "id": id_map("result", r.result_id), "request": req_id,
+                   "specimen": None if r.specimen_id is None else id_map("specimen", r.specimen_id),
+                   "patient": id_map("patient", pseudonym)}
+            for f in f_res:
+                v = getattr(r, f)
+                rec[f] = v.isoformat() if isinstance(v, datetime) else (v.value if isinstance(v, Enum) else v)
+            yield rec
+    for _ in results:  # read to the end: each scan is audited with its count when finished
+        pass
+    for _ in specimens:
+        pass
+    if on_result is not None and n > step:
+        on_result(n - step)
+    if tally is not None:
+        tally.results, tally.requests, tally.specimens = n, n_req, n_spec
+        tally.patients, tally.prescribers = len(patients), len(prescribers)
+    if count_only:
+        return
+    f_id, f_pr = plan.fields["identity"], plan.fields["prescriber"]
+    if f_id:
+        for ident in scan.patients(u, tenant):
+            if ident.patient_id in patients:
+                rec = {"record": "identity", "id": id_map("patient", ident.patient_id)}
+                for f in f_id:
+                    rec[f] = _value(ident, f)
+                yield rec
+    if f_pr:
+        for p in scan.prescribers(u, tenant):
+            if p.prescriber_id in prescribers:
+                rec = {"record": "prescriber", "id": id_map("prescriber", p.prescriber_id)}
+                for f in f_pr:
+                    rec[f] = _value(p, f)
+                yield rec
+
+
+def count(u: Unit, plan: Plan) -> Tally:
+    """What the plan selects, without building any record (the dry run)."""
+    tally = Tally()
+    for _ in run(u, plan, lambda t, i: i, tally=tally, count_only=True):
+        pass
+    return tally

@@ -1,0 +1,674 @@
+"""The migration procedure: a state machine kept in the database, each step leaving evidence.
+
+    planned -> approved -> running -> packaged -> verified -> received -> purged -> closed
+                                                             (deadline) -> purged -> closed
+
+- **plan** (vendor operator): the lab's instruction, re-checked in force, compiles to a read plan;
+  a dry run counts what it selects per record type and field (no personal value is shown). A
+  demand wider than the instruction is refused naming the excess, audited and alerted; a
+  selection above the expected volume (plus tolerance) stops here, and again before writing.
+- **approve**: two distinct people, a vendor operator (logged in) and a lab signer (an Ed25519
+  signature of the plan with the key the lab registered). One person cannot give both.
+- **run**: streams the selection straight into an age package (``labvault.crypto.packages``)
+  encrypted to the recipient's key and to a package key of this run, held by the key provider.
+  No clear byte touches the disk; the file gets its name only when complete. A ``kill -9``
+  leaves nothing but a ``running`` state; running again starts a new attempt from scratch. The
+  manifest (counts per record type and field, SHA-256 of the file, fingerprint key id) is signed
+  by the platform.
+- **verify**: the platform decrypts its package with the package key, in memory, recounts and
+  checks every record against the plan and the manifest.
+- **receipt**: the recipient's acknowledgement (``acknowledge`` makes it from the package, the
+  manifest and the recipient's age identity) carries a MAC under a key that only the package
+  holds: it proves the package was opened. Importing it purges at once.
+- **purge**: package file deleted and the package key's scope destroyed in the key provider
+  (crypto-shredding: no copy of the file, in any backup, opens again); at receipt or at the
+  deadline, whichever comes first (``enforce_deadlines``, run by ``labvault retention run`` and
+  the scheduler of ``labvault serve``).
+- **close**: a closure certificate signed by the platform: what was extracted, hashes, who
+  approved and when, when each copy was destroyed.
+
+Exports and end-of-contract returns (kinds ``export`` and ``return``) run the same steps: the
+lab's signed instruction stands for the lab's approval, the operator who runs it for the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import insert, select, update
+
+from labvault.access import instructed, policy
+from labvault.crypto import packages
+from labvault.crypto.keys import atomic_write
+from labvault.crypto.signing import SignatureInvalid, canonical, verify
+from labvault.errors import AccessDenied, InvalidInput, LabvaultError, NotFound
+from labvault.ids import new_id, utcnow
+from labvault.instructions import document, fingerprint
+from labvault.migration import select as sel
+from labvault.store import schema as t
+
+if TYPE_CHECKING:
+    from labvault.access.gateway import Gateway, Unit
+    from labvault.access.principal import Principal
+
+FORMAT = "labvault-package/1"
+PACKAGE = "package.ndjson.age"
+MANIFEST = "manifest.json"
+CERTIFICATE = "certificate.json"
+STATES = ("planned", "approved", "running", "packaged", "verified", "received", "purged", "closed")
+OUT_KINDS = ("migration_out",)
+ONE_STEP_KINDS = ("export", "return")
+
+
+class StateError(InvalidInput):
+    """A step asked in the wrong state (the message says the state and the next step)."""
+
+
+class VolumeExceeded(instructed.ScopeExceeded):
+    """The selection is far above the instruction's expected volume: stopped before writing."""
+
+
+class ReceiptInvalid(InvalidInput):
+    pass
+
+
+class ReconciliationFailed(LabvaultError):
+    """The package does not match its manifest or its plan (counts and names only)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    tenant_id: str
+    migration_id: str
+    instruction_id: str
+    kind: str
+    state: str
+    plan: dict[str, Any]
+    deadline: datetime
+    approvals: list[dict[str, Any]]
+    attempts: int
+    manifest: dict[str, Any] | None
+    receipt: dict[str, Any] | None
+    destroyed: list[dict[str, Any]]
+    planned_at: datetime
+    purged_at: datetime | None
+    closed_at: datetime | None
+
+    def public(self) -> dict[str, Any]:
+        """What ``status`` shows: state, figures, approvals, dates; never a personal value."""
+        return {
+            "migration": self.migration_id, "tenant": self.tenant_id, "instruction": self.instruction_id,
+            "kind": self.kind, "state": self.state, "attempts": self.attempts, "plan": self.plan,
+            "approvals": self.approvals, "deadline": self.deadline.isoformat(),
+            "planned_at": self.planned_at.isoformat(),
+            "package": None if self.manifest is None else self.manifest["files"],
+            "destroyed": self.destroyed,
+            "purged_at": self.purged_at and self.purged_at.isoformat(),
+            "closed_at": self.closed_at and self.closed_at.isoformat(),
+        }
+
+
+def _aware(v: datetime | None) -> datetime | None:
+    from datetime import UTC
+
+    if v is None or v.tzinfo is not None:
+        return v
+    return v.replace(tzinfo=UTC)  # SQLite keeps no time zone; every time stored is UTC
+
+
+def _job(row) -> Job:
+    return Job(
+        row.tenant_id, row.migration_id, row.instruction_id, row.kind, row.state, json.loads(row.plan),
+        _aware(row.deadline), json.loads(row.approvals), row.attempts,
+        json.loads(row.manifest) if row.manifest else None, json.loads(row.receipt) if row.receipt else None,
+        json.loads(row.destroyed) if row.destroyed else [], _aware(row.planned_at), _aware(row.purged_at),
+        _aware(row.closed_at),
+    )
+
+
+def _row(u: Unit, tenant_id: str, migration_id: str):
+    m = t.migration_job
+    row = u.conn.execute(select(m).where(u._tf(m, tenant_id), m.c.migration_id == migration_id)).first()
+    if row is None:
+        raise NotFound(f"no migration '{migration_id}' for lab '{tenant_id}' (see 'labvault migrate status')")
+    return row
+
+
+def _set(u: Unit, tenant_id: str, migration_id: str, **values: Any) -> None:
+    m = t.migration_job
+    u.conn.execute(update(m).where(u._tf(m, tenant_id), m.c.migration_id == migration_id).values(**values))
+
+
+def _expect(job: Job, *states: str, hint: str) -> None:
+    if job.state not in states:
+        raise StateError(f"migration {job.migration_id} is {job.state}; {hint}")
+
+
+def get(u: Unit, tenant_id: str, migration_id: str) -> Job:
+    u._authorise(tenant_id, "migration:read")
+    return _job(_row(u, tenant_id, migration_id))
+
+
+def status(u: Unit, tenant_id: str) -> list[Job]:
+    u._authorise(tenant_id, "migration:read")
+    m = t.migration_job
+    rows = u.conn.execute(select(m).where(u._tf(m, tenant_id)).order_by(m.c.planned_at)).all()
+    return [_job(r) for r in rows]
+
+
+def _ev(u: Unit, tenant_id: str, action: str, count: int, job_id: str, instruction_id: str) -> None:
+    u._record(tenant_id, action, "migration", count, refs=[job_id, instruction_id])
+
+
+# --- plan -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Ask:
+    """What an operator explicitly asks for, compared with the instruction (None: as instructed)."""
+
+    fields: dict[str, tuple[str, ...]] | None = None
+    collected_from: date | None = None
+    collected_to: date | None = None
+
+    @property
+    def explicit(self) -> bool:
+        return self.fields is not None or self.collected_from is not None or self.collected_to is not None
+
+
+ALL_FIELDS = {c: tuple(n) for c, n in document.FIELDS.items()}
+
+
+def _check_ask(u: Unit, instr: document.Instruction, ask: Ask | None) -> None:
+    if ask is None or not ask.explicit:
+        return
+    instructed.demand(u, instr, fields=ask.fields if ask.fields is not None else instr.fields,
+                      collected_from=ask.collected_from or instr.collected_from,
+                      collected_to=ask.collected_to or instr.collected_to,
+                      patients=instr.patients, codes=instr.codes, sensitive=instr.sensitive)
+
+
+def _volume(u: Unit, instr: document.Instruction, results: int, job_id: str | None) -> None:
+    if instr.max_volume is None or results <= instr.max_volume:
+        return
+    u._record(instr.tenant, "instruction:volume", "instruction", results, outcome="alert",
+              refs=[instr.id] + ([job_id] if job_id else []))
+    u._record(instr.tenant, "migration:run", "migration", 0, outcome="denied", refs=[instr.id])
+    raise VolumeExceeded(
+        f"instruction '{instr.id}': {results} results selected, above the expected volume "
+        f"{instr.expected_volume} (+{instr.tolerance:.0%} allows {instr.max_volume}); nothing was written")
+
+
+def _tally(u: Unit, plan: sel.Plan) -> dict[str, Any]:
+    tally = sel.count(u, plan)
+    return {"results": tally.results, "requests": tally.requests, "specimens": tally.specimens,
+            "patients": tally.patients, "prescribers": tally.prescribers}
+
+
+def plan(u: Unit, tenant_id: str, instruction_id: str, *, ask: Ask | None = None,
+         kinds: Iterable[str] = OUT_KINDS, now: datetime | None = None) -> Job:
+    """Dry run: the instruction's read plan and its figures, kept as a new ``planned`` job."""
+    kinds = tuple(kinds)
+    u._authorise(tenant_id, "migration:plan")
+    instr = instructed.enter(u, tenant_id, instruction_id, kinds=kinds, now=now)
+    _check_ask(u, instr, ask)
+    read_plan = sel.compile_plan(instr)
+    counts = _tally(u, read_plan)
+    _volume(u, instr, counts["results"], None)
+    job_id = new_id()
+    figures = {"fields": read_plan.describe(), "counts": counts,
+               "expected_volume": instr.expected_volume, "max_volume": instr.max_volume,
+               "period": [instr.collected_from.isoformat(), instr.collected_to.isoformat()],
+               "destination": {"name": instr.destination.name, "country": instr.destination.country}
+               if instr.destination else None}
+    assert instr.deletion_deadline is not None  # outbound kinds require one
+    u.conn.execute(insert(t.migration_job).values(
+        tenant_id=tenant_id, migration_id=job_id, instruction_id=instr.id, kind=instr.kind, state="planned",
+        plan=json.dumps(figures, sort_keys=True), planned_by=u.principal.account_id, planned_at=now or utcnow(),
+        deadline=instr.deletion_deadline, approvals="[]", attempts=0,
+    ))
+    _ev(u, tenant_id, "migration:plan", counts["results"], job_id, instr.id)
+    return _job(_row(u, tenant_id, job_id))
+
+
+# --- approvals --------------------------------------------------------------------------------
+
+def approval_record(job: Job) -> dict[str, Any]:
+    """What a lab signer signs to approve: the job, its instruction and the plan's digest."""
+    return {"approve": "migration", "migration": job.migration_id, "tenant": job.tenant_id,
+            "instruction": job.instruction_id,
+            "plan_sha256": hashlib.sha256(canonical(job.plan)).hexdigest()}
+
+
+def _person_email(u: Unit, tenant_id: str, account_id: str) -> str | None:
+    a = t.account
+    row = u.conn.execute(select(a.c.email).where(a.c.tenant_id == tenant_id, a.c.account_id == account_id)).first()
+    return None if row is None else row.email.lower()
+
+
+def _same_person(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """One human behind both approvals: the same account, e-mail, or full name (a vendor employee
+    who also holds a lab account under another address is still one person)."""
+    def norm(name: object) -> str:
+        return " ".join(str(name or "").casefold().split())
+
+    return a["account"] == b["account"] or (a.get("email") or "") == (b.get("email") or "-") \
+        or (norm(a.get("name")) != "" and norm(a.get("name")) == norm(b.get("name")))
+
+
+def _add_approval(u: Unit, job: Job, approval: dict[str, Any]) -> Job:
+    others = [a for a in job.approvals if a["side"] != approval["side"]]
+    if any(a["side"] == approval["side"] for a in job.approvals):
+        raise StateError(f"migration {job.migration_id} already has its {approval['side']} approval")
+    for a in others:
+        if _same_person(a, approval):
+            u._record(job.tenant_id, "migration:approve", "migration", 0, outcome="denied",
+                      refs=[job.migration_id, job.instruction_id])
+            raise AccessDenied("the two approvals must come from two different people")
+    approvals = [*job.approvals, approval]
+    state = "approved" if {a["side"] for a in approvals} == {"operator", "lab"} else job.state
+    _set(u, job.tenant_id, job.migration_id, approvals=json.dumps(approvals), state=state)
+    _ev(u, job.tenant_id, "migration:approve", 1, job.migration_id, job.instruction_id)
+    return _job(_row(u, job.tenant_id, job.migration_id))
+
+
+def approve_operator(u: Unit, tenant_id: str, migration_id: str) -> Job:
+    """The vendor side's approval: a logged-in person with the operator role."""
+    u._authorise(tenant_id, "migration:approve")
+    p = u.principal
+    if not p.is_platform or policy.Role.OPERATOR not in p.roles:
+        u._deny(tenant_id, "migration:approve", "the vendor's approval is given by an operator")
+    job = _job(_row(u, tenant_id, migration_id))
+    _expect(job, "planned", hint="only a planned migration is approved")
+    return _add_approval(u, job, {"side": "operator", "account": p.account_id, "name": p.name,
+                                  "email": _person_email(u, p.tenant_id, p.account_id), "at": utcnow().isoformat()})
+
+
+def approve_lab(u: Unit, tenant_id: str, migration_id: str, *, public_key: str, signature: str) -> Job:
+    """The lab side's approval: a current signer's signature of ``approval_record``."""
+    from labvault.access import signers
+
+    u._authorise(tenant_id, "migration:approve")
+    job = _job(_row(u, tenant_id, migration_id))
+    _expect(job, "planned", hint="only a planned migration is approved")
+    key = public_key.strip().lower()
+    signer = next((s for s in signers.list_signers(u, tenant_id) if s.public_key == key and s.active), None)
+    if signer is None:
+        u._record(tenant_id, "migration:approve", "migration", 0, outcome="denied", refs=[migration_id])
+        raise document.UnknownSigner("approval: the key is not a current signer of this lab (unknown or revoked)")
+    try:
+        verify(approval_record(job), signature, bytes.fromhex(key))
+    except SignatureInvalid:
+        u._record(tenant_id, "migration:approve", "migration", 0, outcome="denied", refs=[migration_id])
+        raise document.InstructionSignatureInvalid("approval: the signature does not match this plan") from None
+    a = t.account
+    acct = u.conn.execute(select(a.c.account_id).where(a.c.tenant_id == tenant_id,
+                                                       a.c.email == signer.email.lower())).first()
+    return _add_approval(u, job, {"side": "lab", "account": acct.account_id if acct else signer.signer_id,
+                                  "signer": signer.signer_id, "name": signer.name, "email": signer.email.lower(),
+                                  "signature": signature, "at": utcnow().isoformat()})
+
+
+# --- run --------------------------------------------------------------------------------------
+
+def package_dir(store: Path, job: Job | tuple[str, str]) -> Path:
+    tenant, mid = (job.tenant_id, job.migration_id) if isinstance(job, Job) else job
+    return store / tenant / mid
+
+
+def _scope(migration_id: str) -> str:
+    return f"package-{migration_id}"
+
+
+def _destroy_attempt(gw: Gateway, store: Path, job: Job) -> None:
+    d = package_dir(store, job)
+    packages.shred(d / PACKAGE)
+    packages.discard_partial(d / PACKAGE)
+    gw.keys.destroy_scope(_scope(job.migration_id))
+
+
+def _start(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, store: Path,
+           now: datetime | None) -> None:
+    from labvault.access import Purpose
+
+    with gw.unit(principal, Purpose.EXPORT) as u:
+        u._authorise(tenant_id, "migration:run")
+        job = _job(_row(u, tenant_id, migration_id))
+        _expect(job, "approved", "running", hint="a run needs both approvals (see 'labvault migrate approve')")
+        if (now or utcnow()) >= job.deadline:
+            raise StateError(f"migration {migration_id}: its deletion deadline has passed; nothing is run")
+        # A new attempt: whatever an interrupted one left is destroyed first (file and key).
+        _destroy_attempt(gw, store, job)
+        scope = _scope(migration_id)
+        gw.keys.create_scope(scope)
+        identity, _ = packages.new_identity()
+        fp_key = fingerprint.new_key()
+        _set(u, tenant_id, migration_id, state="running", attempts=job.attempts + 1, started_at=utcnow(),
+             package_scope=scope, package_key_wrapped=gw.keys.wrap(scope, identity.encode(), b"package-key"),
+             receipt_key_wrapped=gw.keys.wrap(scope, secrets.token_bytes(32), b"receipt-key"),
+             fingerprint_key_wrapped=gw.keys.wrap(tenant_id, fp_key, f"fingerprint:{migration_id}".encode()),
+             fingerprint_key_id=fingerprint.key_id(fp_key))
+
+
+def _records(header: dict[str, Any], records: Iterator[dict[str, Any]], counts: sel.Counts) -> Iterator[bytes]:
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+    yield dumps(header).encode() + b"\n"
+    for rec in records:
+        counts.add(rec["record"], rec)
+        yield dumps(rec).encode() + b"\n"
+
+
+def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, store: Path, *,
+        now: datetime | None = None, on_progress: Callable[[int], None] | None = None) -> Job:
+    """Write the package (a new attempt each call), then the signed manifest."""
+    from labvault.access import Purpose
+
+    _start(gw, principal, tenant_id, migration_id, store, now)
+    with gw.unit(principal, Purpose.EXPORT) as u:
+        u._authorise(tenant_id, "migration:run")
+        row = _row(u, tenant_id, migration_id)
+        job = _job(row)
+        instr = instructed.enter(u, tenant_id, job.instruction_id, kinds=(job.kind,), now=now)
+        read_plan = sel.compile_plan(instr)
+        counts0 = _tally(u, read_plan)  # counted before anything is written
+        _volume(u, instr, counts0["results"], migration_id)
+        package_identity = gw.keys.unwrap(row.package_scope, row.package_key_wrapped, b"package-key").decode()
+        receipt_key = gw.keys.unwrap(row.package_scope, row.receipt_key_wrapped, b"receipt-key")
+        fp_key = gw.keys.unwrap(tenant_id, row.fingerprint_key_wrapped, f"fingerprint:{migration_id}".encode())
+        assert instr.destination is not None
+        recipients = [instr.destination.recipient_age_key, str(packages.identity(package_identity).to_public())]
+        header = {"record": "header", "format": FORMAT, "migration": migration_id, "tenant": tenant_id,
+                  "instruction": instr.id, "fields": read_plan.describe(), "receipt_key": receipt_key.hex()}
+        counts = sel.Counts()
+        records = sel.run(u, read_plan, fingerprint.id_map(fp_key), on_result=on_progress)
+        d = package_dir(store, job)
+        written = packages.write(d / PACKAGE, packages.lines(_records(header, records, counts)), recipients)
+    with gw.unit(principal, Purpose.EXPORT) as u:
+        u._authorise(tenant_id, "migration:run")
+        job = _job(_row(u, tenant_id, migration_id))
+        received = _instruction_sha(u, tenant_id, job.instruction_id)
+        body = {
+            "format": FORMAT, "migration": migration_id, "tenant": tenant_id, "kind": job.kind,
+            "instruction": job.instruction_id, "instruction_sha256": received, "created_at": utcnow().isoformat(),
+            "recipient": instr.destination.recipient_age_key,
+            "destination": {"name": instr.destination.name, "country": instr.destination.country},
+            "fields": read_plan.describe(), "counts": counts.as_dict(),
+            "files": [{"name": PACKAGE, "sha256": written.sha256, "bytes": written.size}],
+            "fingerprint_key_id": _row(u, tenant_id, migration_id).fingerprint_key_id,
+            "deletion_deadline": job.deadline.isoformat(),
+            "approvals": [{k: a[k] for k in ("side", "name", "at")} for a in job.approvals],
+        }
+        signer, public = u._platform_signer()
+        manifest = {"manifest": body, "signature": signer.sign(body), "public_key": public.hex()}
+        atomic_write(d / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode(), mode=0o644)
+        _set(u, tenant_id, migration_id, state="packaged", manifest=json.dumps(manifest, sort_keys=True),
+             manifest_signature=manifest["signature"])
+        _ev(u, tenant_id, "migration:run", counts.records["result"], migration_id, job.instruction_id)
+        return _job(_row(u, tenant_id, migration_id))
+
+
+def _instruction_sha(u: Unit, tenant_id: str, instruction_id: str) -> str:
+    i = t.instruction
+    row = u.conn.execute(select(i.c.body, i.c.signature).where(
+        u._tf(i, tenant_id), i.c.instruction_id == instruction_id)).first()
+    return hashlib.sha256(row.body.encode() + b"\n" + row.signature.encode()).hexdigest()
+
+
+# --- reading a package back -------------------------------------------------------------------
+
+class _Reader:
+    """Clear lines pushed by ``packages.read``, parsed one by one (memory: one chunk)."""
+
+    def __init__(self, on_record: Callable[[dict[str, Any]], None]) -> None:
+        self._tail = b""
+        self._on = on_record
+
+    def push(self, data: bytes) -> None:
+        data = self._tail + data
+        *whole, self._tail = data.split(b"\n")
+        for line in whole:
+            if line:
+                self._on(json.loads(line))
+
+    def end(self) -> None:
+        if self._tail:
+            raise ReconciliationFailed("the package ends in the middle of a record")
+
+
+def reconcile(path: Path, identity_text: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Decrypt a package in memory and check it against its manifest: the SHA-256 of the file,
+    the header, every record's type and fields within the manifest's, and the counts per record
+    type and field. Returns the package's header; raises ``ReconciliationFailed`` naming the first
+    mismatch (names and counts, never a value)."""
+    body = manifest["manifest"]
+    (entry,) = body["files"]
+    if packages.sha256_of(path) != entry["sha256"]:
+        raise ReconciliationFailed(f"{entry['name']}: SHA-256 differs from the manifest's")
+    allowed = {rtype: {"record", "id", *sel.LINKS[rtype], *fields} for rtype, fields in body["fields"].items()}
+    counts = sel.Counts()
+    header: dict[str, Any] = {}
+
+    def on(rec: dict[str, Any]) -> None:
+        rtype = rec.get("record")
+        if rtype == "header" and not header and counts.records["result"] == 0:
+            header.update(rec)
+            return
+        if rtype not in allowed:
+            raise ReconciliationFailed(f"a record of type {sel_name(rtype)} is not in the manifest")
+        extra = set(rec) - allowed[rtype]
+        if extra:
+            raise ReconciliationFailed(f"{rtype} records hold fields outside the manifest: {', '.join(sorted(extra))}")
+        counts.add(rtype, rec)
+
+    reader = _Reader(on)
+    packages.read(path, identity_text, reader.push)
+    reader.end()
+    if header.get("migration") != body["migration"]:
+        raise ReconciliationFailed("the package's header does not name this migration")
+    got = counts.as_dict()
+    if got != body["counts"]:
+        diffs = [f"{k}: {got['records'].get(k, 0)} in the package, {body['counts']['records'].get(k, 0)} in the manifest"
+                 for k in sorted(set(got["records"]) | set(body["counts"]["records"]))
+                 if got["records"].get(k, 0) != body["counts"]["records"].get(k, 0)]
+        raise ReconciliationFailed("counts differ from the manifest: " + ("; ".join(diffs) or "per field"))
+    return header
+
+
+def sel_name(v: object) -> str:
+    return v if isinstance(v, str) and v.isidentifier() else "(unnamed)"
+
+
+def verify_package(u: Unit, tenant_id: str, migration_id: str, store: Path) -> Job:
+    """The platform's reconciliation of its own package (with the package key), then ``verified``."""
+    u._authorise(tenant_id, "migration:verify")
+    row = _row(u, tenant_id, migration_id)
+    job = _job(row)
+    _expect(job, "packaged", "verified", hint="verify follows a complete run")
+    assert job.manifest is not None
+    _check_manifest_signature(u, job.manifest)
+    identity = u._gw.keys.unwrap(row.package_scope, row.package_key_wrapped, b"package-key").decode()
+    reconcile(package_dir(store, job) / PACKAGE, identity, job.manifest)
+    if job.manifest["manifest"]["counts"]["records"]["result"] != job.plan["counts"]["results"] \
+            and job.plan["counts"]["results"] is not None:
+        u._record(tenant_id, "migration:verify", "migration", 0, outcome="alert", refs=[migration_id])
+    _set(u, tenant_id, migration_id, state="verified", verified_at=utcnow())
+    _ev(u, tenant_id, "migration:verify", job.manifest["manifest"]["counts"]["records"]["result"],
+        migration_id, job.instruction_id)
+    return _job(_row(u, tenant_id, migration_id))
+
+
+def _check_manifest_signature(u: Unit, manifest: dict[str, Any]) -> None:
+    _, public = u._platform_signer()
+    if manifest.get("public_key") != public.hex():
+        raise ReconciliationFailed("the manifest is not signed by this platform")
+    try:
+        verify(manifest["manifest"], manifest["signature"], public)
+    except SignatureInvalid:
+        raise ReconciliationFailed("the manifest's signature does not verify") from None
+
+
+# --- receipt, purge, close --------------------------------------------------------------------
+
+def acknowledge(package: Path, manifest: dict[str, Any], identity_text: str) -> dict[str, Any]:
+    """The recipient's side (no store needed): open the package with its age identity, check it
+    against the manifest, and write the receipt, MACed with the key found inside the package."""
+    header = reconcile(package, identity_text, manifest)
+    body = manifest["manifest"]
+    receipt = {"receipt": "migration", "migration": body["migration"], "tenant": body["tenant"],
+               "package_sha256": body["files"][0]["sha256"], "records": body["counts"]["records"],
+               "received_at": utcnow().isoformat()}
+    mac = hmac.new(bytes.fromhex(header["receipt_key"]), canonical(receipt), hashlib.sha256).hexdigest()
+    return {"receipt": receipt, "mac": mac}
+
+
+def import_receipt(u: Unit, tenant_id: str, migration_id: str, doc: object, store: Path) -> Job:
+    """Check the recipient's receipt and record it; the package is purged at once."""
+    u._authorise(tenant_id, "migration:receipt")
+    row = _row(u, tenant_id, migration_id)
+    job = _job(row)
+    _expect(job, "packaged", "verified", hint="a receipt follows a run")
+    assert job.manifest is not None
+    if not isinstance(doc, dict) or set(doc) != {"receipt", "mac"} or not isinstance(doc["receipt"], dict) \
+            or not isinstance(doc["mac"], str):
+        raise ReceiptInvalid("receipt: must hold receipt and mac only")
+    body = doc["receipt"]
+    m = job.manifest["manifest"]
+    if body.get("migration") != migration_id or body.get("tenant") != tenant_id:
+        raise ReceiptInvalid("receipt: it is for another migration")
+    if body.get("package_sha256") != m["files"][0]["sha256"]:
+        raise ReceiptInvalid("receipt: its SHA-256 is not the package's")
+    if body.get("records") != m["counts"]["records"]:
+        raise ReceiptInvalid("receipt: its counts are not the manifest's")
+    key = u._gw.keys.unwrap(row.package_scope, row.receipt_key_wrapped, b"receipt-key")
+    want = hmac.new(key, canonical(body), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(want, doc["mac"]):
+        u._record(tenant_id, "migration:receipt", "migration", 0, outcome="denied", refs=[migration_id])
+        raise ReceiptInvalid("receipt: its MAC does not verify (not made from this package)")
+    _set(u, tenant_id, migration_id, state="received", receipt=json.dumps(doc, sort_keys=True), received_at=utcnow())
+    _ev(u, tenant_id, "migration:receipt", 1, migration_id, job.instruction_id)
+    return purge(u, tenant_id, migration_id, store, reason="receipt")
+
+
+def purge(u: Unit, tenant_id: str, migration_id: str, store: Path, *, reason: str) -> Job:
+    """Destroy every copy: the package file, any partial attempt, and the package key's scope."""
+    u._authorise(tenant_id, "migration:purge")
+    row = _row(u, tenant_id, migration_id)
+    job = _job(row)
+    if job.state in ("purged", "closed"):
+        return job
+    now = utcnow()
+    d = package_dir(store, job)
+    destroyed = list(job.destroyed)
+    had_file = (d / PACKAGE).exists()
+    packages.shred(d / PACKAGE)
+    packages.discard_partial(d / PACKAGE)
+    if had_file:
+        destroyed.append({"copy": f"package file {PACKAGE}", "where": "package store",
+                          "sha256": job.manifest["manifest"]["files"][0]["sha256"] if job.manifest else None,
+                          "destroyed_at": now.isoformat()})
+    if row.package_scope:
+        destroyed.append({"copy": "package key", "where": f"key provider scope {row.package_scope}",
+                          "destroyed_at": now.isoformat()})
+    _set(u, tenant_id, migration_id, state="purged", purged_at=now, purge_reason=reason,
+         destroyed=json.dumps(destroyed), package_key_wrapped=None, receipt_key_wrapped=None)
+    _ev(u, tenant_id, "migration:purge", len(destroyed), migration_id, job.instruction_id)
+    if row.package_scope:  # last, once the database says so: the key itself
+        u._gw.keys.destroy_scope(row.package_scope)
+    return _job(_row(u, tenant_id, migration_id))
+
+
+def close(u: Unit, tenant_id: str, migration_id: str, store: Path) -> dict[str, Any]:
+    """The signed closure certificate of a purged migration (stored, and written beside the manifest)."""
+    u._authorise(tenant_id, "migration:close")
+    row = _row(u, tenant_id, migration_id)
+    job = _job(row)
+    _expect(job, "purged", hint="close follows the purge (at receipt or at the deadline)")
+    now = utcnow()
+    m = job.manifest["manifest"] if job.manifest else None
+    body = {
+        "kind": "migration-closure", "migration": migration_id, "tenant": tenant_id, "type": job.kind,
+        "instruction": job.instruction_id, "instruction_sha256": _instruction_sha(u, tenant_id, job.instruction_id),
+        "extracted": None if m is None else {"fields": m["fields"], "counts": m["counts"], "files": m["files"]},
+        "manifest_sha256": None if job.manifest is None else hashlib.sha256(canonical(job.manifest)).hexdigest(),
+        "fingerprint_key_id": row.fingerprint_key_id,
+        "approvals": [{k: a.get(k) for k in ("side", "account", "name", "signer", "at")} for a in job.approvals],
+        "received_at": row.received_at and _aware(row.received_at).isoformat(),
+        "purged_at": job.purged_at and job.purged_at.isoformat(), "purge_reason": row.purge_reason,
+        "destroyed": job.destroyed,
+        "staging": "none: packages are written unnamed (O_TMPFILE) and encrypted as they are produced",
+        "deletion_deadline": job.deadline.isoformat(), "closed_at": now.isoformat(),
+    }
+    signer, public = u._platform_signer()
+    record = {"record_id": new_id(), "body": body, "signature": signer.sign(body), "public_key": public.hex()}
+    u.conn.execute(insert(t.signed_record).values(
+        tenant_id=tenant_id, record_id=record["record_id"], kind="migration-closure",
+        body=json.dumps(body, sort_keys=True), signature=record["signature"],
+        signer_public_key=record["public_key"], created_at=now))
+    _set(u, tenant_id, migration_id, state="closed", closed_at=now)
+    _ev(u, tenant_id, "migration:close", 1, migration_id, job.instruction_id)
+    d = package_dir(store, job)
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write(d / CERTIFICATE, json.dumps(record, indent=1, sort_keys=True).encode(), mode=0o644)
+    return record
+
+
+def check_certificate(record: object, public_keys: Iterable[bytes]) -> dict[str, Any]:
+    """The certificate's body if its signature verifies with one of the platform's keys."""
+    if not isinstance(record, dict) or not {"body", "signature", "public_key"} <= set(record):
+        raise InvalidInput("certificate: must hold body, signature and public_key")
+    key = record["public_key"]
+    if not isinstance(key, str) or key not in {k.hex() for k in public_keys}:
+        raise SignatureInvalid("certificate: not signed by this platform's key")
+    verify(record["body"], record["signature"], bytes.fromhex(key))
+    return record["body"]
+
+
+def enforce_deadlines(u: Unit, tenant_id: str, now: datetime, store: Path) -> dict[str, int]:
+    """Purge every package of the lab whose deletion deadline has come (a retention hook)."""
+    u._authorise(tenant_id, "migration:purge")
+    m = t.migration_job
+    due = u.conn.execute(select(m.c.migration_id).where(
+        u._tf(m, tenant_id), m.c.state.not_in(("purged", "closed")), m.c.deadline <= now)).scalars().all()
+    for mid in due:
+        purge(u, tenant_id, mid, store, reason="deadline")
+    return {"packages_purged": len(due)}
+
+
+def destroy_all(u: Unit, tenant_id: str, store: Path) -> dict[str, int]:
+    """End of contract: purge every package of the lab still held (a tenant-end hook)."""
+    m = t.migration_job
+    u._authorise(tenant_id, "migration:purge")
+    held = u.conn.execute(select(m.c.migration_id).where(
+        u._tf(m, tenant_id), m.c.state.not_in(("purged", "closed")))).scalars().all()
+    for mid in held:
+        purge(u, tenant_id, mid, store, reason="end-of-contract")
+    return {"packages_destroyed": len(held)}
+
+
+# --- one-step exports (kinds export and return) -----------------------------------------------
+
+def export(gw: Gateway, principal: Principal, tenant_id: str, instruction_id: str, store: Path, *,
+           ask: Ask | None = None, now: datetime | None = None,
+           on_progress: Callable[[int], None] | None = None) -> Job:
+    """Plan, approve, run and verify an export or a return in one go. The lab's approval is the
+    signature on its instruction; the operator who runs it gives the other (a different person)."""
+    from labvault.access import Purpose, signers
+
+    with gw.unit(principal, Purpose.EXPORT) as u:
+        job = plan(u, tenant_id, instruction_id, ask=ask, kinds=ONE_STEP_KINDS, now=now)
+        received = signers.get_instruction(u, tenant_id, instruction_id)
+        signer = next(s for s in signers.list_signers(u, tenant_id) if s.signer_id == received.signer_id)
+        job = _add_approval(u, job, {"side": "lab", "account": signer.signer_id, "signer": signer.signer_id,
+                                     "name": signer.name, "email": signer.email.lower(),
+                                     "signature": received.signature, "at": _aware(received.received_at).isoformat()})
+        job = approve_operator(u, tenant_id, job.migration_id)
+    run(gw, principal, tenant_id, job.migration_id, store, now=now, on_progress=on_progress)
+    with gw.unit(principal, Purpose.EXPORT) as u:
+        return verify_package(u, tenant_id, job.migration_id, store)

@@ -1,0 +1,287 @@
+"""The migration scenario: a lab instructs the migration of its 2019-2020 results without free-text
+comments; the operator first asks for everything (refused, audited, alerted); two people approve;
+the package opens with the real ``age`` CLI and holds exactly the instructed fields and counts;
+after the receipt nothing of it remains readable and the closure certificate verifies.
+
+The oracle is the generator: what the lab holds is computed from ``LabGenerator`` alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pyrage import x25519
+from sqlalchemy import text as sql
+
+from labvault.access import Purpose, signers
+from labvault.access.instructed import ScopeExceeded
+from labvault.crypto.keys import PLATFORM
+from labvault.crypto.signing import Signer
+from labvault.domain.models import Sensitivity
+from labvault.errors import AccessDenied, TenantKeyMissing
+from labvault.instructions import document
+from labvault.migration import service
+from labvault.synth import LabGenerator
+from labvault.synth.load import load_lab
+from tests.conftest import ADMIN, lab_user, make_lab
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+SEED, PATIENTS = 5, 40
+FIELDS = {"identity": ["nir", "family_name", "given_names", "birth_date", "sex"],
+          "request": ["requested_at"], "specimen": ["type", "collected_at"],
+          "result": ["code", "code_system", "label", "value_num", "value_text", "unit", "flag", "status"]}
+LO, HI = date(2019, 1, 1), date(2020, 12, 31)
+
+
+def z(d: datetime) -> str:
+    return d.isoformat().replace("+00:00", "Z")
+
+
+def expected_results() -> dict[str, object]:
+    """Result id -> result, for what the instruction selects (2019-2020, no sensitive category)."""
+    out = {}
+    for rec in LabGenerator("lab-a", SEED).patients(PATIENTS):
+        spec = {s.specimen_id: s for s in rec.specimens}
+        req = {r.request_id: r for r in rec.requests}
+        for r in rec.results:
+            when = spec[r.specimen_id].collected_at if r.specimen_id else req[r.request_id].requested_at
+            if LO <= when.date() <= HI and r.sensitivity is Sensitivity.OTHER:
+                out[r.result_id] = r
+    return out
+
+
+def instruction(recipient: str, volume: int, **over) -> dict:
+    rec = {
+        "id": "MIG-2021", "tenant": "lab-a", "kind": "migration_out", "purpose": "Move 2019-2020 results to NewLIS",
+        "fields": FIELDS, "selection": {"collected_from": LO.isoformat(), "collected_to": HI.isoformat()},
+        "destination": {"name": "NewLIS SAS", "country": "FR", "recipient_age_key": recipient},
+        "expected_volume": volume, "deletion_deadline": z(NOW + timedelta(days=30)),
+        "valid_from": z(NOW - timedelta(hours=1)), "valid_until": z(NOW + timedelta(days=7)),
+    }
+    rec.update(over)
+    return rec
+
+
+@pytest.fixture
+def world(gateway, tmp_path):
+    make_lab(gateway, "lab-a")
+    load_lab(gateway, ADMIN, "lab-a", patients=PATIENTS, seed=SEED)
+    admin = lab_user(gateway, "lab-a", "lab_admin", name="Admin")
+    bio = lab_user(gateway, "lab-a", "biologist", name="Signer")
+    private, public = Signer.generate()
+    with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
+        signers.add_signer(u, "lab-a", email=f"{bio.account_id}@lab.invalid", public_key=public.hex())
+    ident = x25519.Identity.generate()
+    expected = expected_results()
+    signed = document.sign(document.from_record(instruction(str(ident.to_public()), len(expected))), Signer(private))
+    with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
+        v = document.check_signed(signed, public_keys=signers.active_keys(u, "lab-a"), tenant="lab-a", now=NOW)
+        signers.record_instruction(u, "lab-a", instruction_id=v.instruction.id, kind=v.instruction.kind,
+                                   signer_id=v.signer_id, body=v.record, signature=v.signature,
+                                   valid_until=v.instruction.valid_until)
+    operator = lab_user(gateway, PLATFORM, "operator", name="Op")
+    return {"gw": gateway, "operator": operator, "signer": Signer(private), "public": public.hex(),
+            "identity": ident, "expected": expected, "store": tmp_path / "packages", "tmp": tmp_path}
+
+
+def audit(gw, outcome: str) -> list[str]:
+    with gw.engine.connect() as c:
+        if c.dialect.name == "postgresql":
+            c.execute(sql("SELECT set_config('labvault.tenant', 'lab-a', false)"))
+        return [r[0] for r in c.execute(sql("SELECT action FROM audit_event WHERE tenant_id = 'lab-a' "
+                                            "AND outcome = :o ORDER BY seq"), {"o": outcome})]
+
+
+def planned(w):
+    with w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
+        return service.plan(u, "lab-a", "MIG-2021")
+
+
+def approve_both(w, job):
+    with w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
+        service.approve_operator(u, "lab-a", job.migration_id)
+    sig = w["signer"].sign(service.approval_record(job))
+    with w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
+        return service.approve_lab(u, "lab-a", job.migration_id, public_key=w["public"], signature=sig)
+
+
+def test_the_migration_scenario(world):
+    w = world
+    gw, op, expected = w["gw"], w["operator"], w["expected"]
+    # 1. The operator first asks for everything, from 2015: refused, naming the excess; audited; alerted.
+    everything = service.Ask(fields=service.ALL_FIELDS, collected_from=date(2015, 1, 1))
+    with pytest.raises(ScopeExceeded) as caught, gw.unit(op, Purpose.EXPORT) as u:
+        service.plan(u, "lab-a", "MIG-2021", ask=everything)
+    assert "free_text.result.comment is not in the instruction" in str(caught.value)
+    assert "period starts before the instruction's collected_from 2019-01-01" in str(caught.value)
+    assert "instruction:excess" in audit(gw, "alert")
+    # Reading the lab's data outside an instruction stays refused for the operator.
+    with pytest.raises(AccessDenied), gw.unit(op, Purpose.EXPORT) as u:
+        u.results_of("lab-a", next(iter(LabGenerator("lab-a", SEED).patients(1))).identity.patient_id)
+
+    # 2. The plan: figures only, equal to the oracle's.
+    job = planned(w)
+    assert job.state == "planned" and job.plan["counts"]["results"] == len(expected)
+    assert job.plan["fields"]["result"] == FIELDS["result"] and "comment" not in json.dumps(job.plan)
+
+    # 3. Two people approve; running before is refused.
+    with pytest.raises(service.StateError):
+        service.run(gw, op, "lab-a", job.migration_id, w["store"])
+    job = approve_both(w, job)
+    assert job.state == "approved" and {a["side"] for a in job.approvals} == {"operator", "lab"}
+
+    # 4. Run: an age package; the platform's reconciliation passes.
+    job = service.run(gw, op, "lab-a", job.migration_id, w["store"])
+    assert job.state == "packaged"
+    pkg = service.package_dir(w["store"], job) / service.PACKAGE
+    manifest = json.loads((pkg.parent / service.MANIFEST).read_text())
+    with gw.unit(op, Purpose.EXPORT) as u:
+        assert service.verify_package(u, "lab-a", job.migration_id, w["store"]).state == "verified"
+
+    # 5. The recipient decrypts with the age CLI: exactly the instructed fields and counts.
+    idfile = w["tmp"] / "recipient.txt"
+    idfile.write_text(str(w["identity"]) + "\n")
+    out = subprocess.run(["age", "--decrypt", "-i", str(idfile), str(pkg)], capture_output=True, check=True).stdout
+    recs = [json.loads(line) for line in out.splitlines()]
+    assert recs[0]["record"] == "header"
+    by_type: dict[str, list[dict]] = {}
+    for r in recs[1:]:
+        by_type.setdefault(r["record"], []).append(r)
+    assert {k: len(v) for k, v in by_type.items()} == {k: v for k, v in manifest["manifest"]["counts"]["records"].items() if v}
+    assert len(by_type["result"]) == len(expected)
+    assert len({r["id"] for r in by_type["result"]}) == len(expected)  # no duplicate
+    for rtype, rows in by_type.items():
+        allowed = {"record", "id", *service.sel.LINKS[rtype], *FIELDS.get(rtype, ())}
+        assert all(set(r) <= allowed for r in rows), rtype
+    assert all("comment" not in r for r in by_type["result"])
+    got = sorted((r["code"], r["value_num"]) for r in by_type["result"])
+    assert got == sorted((r.code, r.value_num) for r in expected.values())
+    internal = set(expected)
+    assert not internal & {r["id"] for r in by_type["result"]}  # fingerprinted ids, never internal ones
+
+    # 6. Receipt: made by the recipient from the package, imported; the package is purged at once.
+    receipt = service.acknowledge(pkg, manifest, str(w["identity"]))
+    forged = {"receipt": dict(receipt["receipt"]), "mac": "00" * 32}
+    with pytest.raises(service.ReceiptInvalid), gw.unit(op, Purpose.EXPORT) as u:
+        service.import_receipt(u, "lab-a", job.migration_id, forged, w["store"])
+    with gw.unit(op, Purpose.EXPORT) as u:
+        job = service.import_receipt(u, "lab-a", job.migration_id, receipt, w["store"])
+    assert job.state == "purged" and not pkg.exists()
+    assert not gw.keys.has_scope(f"package-{job.migration_id}")
+    with gw.unit(op, Purpose.EXPORT) as u:
+        u._authorise("lab-a", "migration:read")
+        row = service._row(u, "lab-a", job.migration_id)
+        assert row.package_key_wrapped is None
+        with pytest.raises(TenantKeyMissing):
+            gw.keys.unwrap(row.package_scope, b"\0" * 40, b"package-key")
+
+    # 7. Close: the certificate verifies, and says what was destroyed and who approved.
+    with gw.unit(op, Purpose.EXPORT) as u:
+        cert = service.close(u, "lab-a", job.migration_id, w["store"])
+        public = u._platform_signer()[1]
+    body = service.check_certificate(cert, [public])
+    assert body["extracted"]["counts"]["records"]["result"] == len(expected)
+    assert {d["copy"] for d in body["destroyed"]} == {"package file package.ndjson.age", "package key"}
+    assert {a["side"] for a in body["approvals"]} == {"operator", "lab"}
+    tampered = json.loads(json.dumps(cert))
+    tampered["body"]["destroyed"] = []
+    with pytest.raises(Exception, match="signature"):
+        service.check_certificate(tampered, [public])
+    actions = audit(gw, "allowed")
+    for step in ("migration:plan", "migration:approve", "migration:run", "migration:verify", "migration:receipt",
+                 "migration:purge", "migration:close"):
+        assert step in actions
+
+
+def test_one_person_cannot_give_both_approvals(world, gateway):
+    w = world
+    job = planned(w)
+    with w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
+        service.approve_operator(u, "lab-a", job.migration_id)
+    with pytest.raises(service.StateError), w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
+        service.approve_operator(u, "lab-a", job.migration_id)
+    # The operator also holds a lab account (another address, same person) registered as a signer.
+    with gateway.unit(ADMIN, Purpose.ADMINISTRATION) as u:
+        u.ensure_account("lab-a", "twin-lab-a", w["operator"].name, "twin@lab.invalid", ("biologist",),
+                         commitment="test")
+    admin = lab_user(gateway, "lab-a", "lab_admin", name="Admin")
+    private, public = Signer.generate()
+    with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
+        signers.add_signer(u, "lab-a", email="twin@lab.invalid", public_key=public.hex())
+    sig = Signer(private).sign(service.approval_record(job))
+    with pytest.raises(AccessDenied, match="two different people"), w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
+        service.approve_lab(u, "lab-a", job.migration_id, public_key=public.hex(), signature=sig)
+    # A signature of another plan, or by a key that is not a signer, is refused.
+    other = Signer(Signer.generate()[0])
+    with pytest.raises(document.UnknownSigner), w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
+        service.approve_lab(u, "lab-a", job.migration_id, public_key=other.public_key.hex(),
+                            signature=other.sign(service.approval_record(job)))
+    bad = w["signer"].sign({**service.approval_record(job), "plan_sha256": "0" * 64})
+    with pytest.raises(document.InstructionSignatureInvalid), w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
+        service.approve_lab(u, "lab-a", job.migration_id, public_key=w["public"], signature=bad)
+    assert "migration:approve" in audit(w["gw"], "denied")
+
+
+def test_volume_far_above_the_expected_stops_before_writing(gateway, tmp_path):
+    make_lab(gateway, "lab-a")
+    load_lab(gateway, ADMIN, "lab-a", patients=PATIENTS, seed=SEED)
+    admin = lab_user(gateway, "lab-a", "lab_admin", name="Admin")
+    private, public = Signer.generate()
+    with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
+        signers.add_signer(u, "lab-a", email=f"{admin.account_id}@lab.invalid", public_key=public.hex())
+    n = len(expected_results())
+    rec = instruction(str(x25519.Identity.generate().to_public()), n // 2, tolerance=0.1)
+    signed = document.sign(document.from_record(rec), Signer(private))
+    with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
+        v = document.check_signed(signed, public_keys=signers.active_keys(u, "lab-a"), tenant="lab-a", now=NOW)
+        signers.record_instruction(u, "lab-a", instruction_id=v.instruction.id, kind=v.instruction.kind,
+                                   signer_id=v.signer_id, body=v.record, signature=v.signature,
+                                   valid_until=v.instruction.valid_until)
+    op = lab_user(gateway, PLATFORM, "operator", name="Op")
+    with pytest.raises(service.VolumeExceeded, match=f"{n} results selected, above the expected volume {n // 2}"), \
+            gateway.unit(op, Purpose.EXPORT) as u:
+        service.plan(u, "lab-a", "MIG-2021")
+    assert "instruction:volume" in audit(gateway, "alert")
+    assert not (tmp_path / "packages").exists()
+
+
+def test_deadline_purges_an_unreceived_package(world):
+    w = world
+    job = approve_both(w, planned(w))
+    job = service.run(w["gw"], w["operator"], "lab-a", job.migration_id, w["store"])
+    pkg = service.package_dir(w["store"], job) / service.PACKAGE
+    assert pkg.exists()
+    with w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
+        assert service.enforce_deadlines(u, "lab-a", NOW + timedelta(days=29), w["store"]) == {"packages_purged": 0}
+    assert pkg.exists()
+    with w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
+        assert service.enforce_deadlines(u, "lab-a", NOW + timedelta(days=31), w["store"]) == {"packages_purged": 1}
+    assert not pkg.exists() and not w["gw"].keys.has_scope(f"package-{job.migration_id}")
+    with w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
+        assert service.get(u, "lab-a", job.migration_id).state == "purged"
+    idfile = w["tmp"] / "recipient.txt"
+    idfile.write_text(str(w["identity"]) + "\n")
+    assert shutil.which("age")
+
+
+def test_a_second_run_replaces_the_first_without_duplicates(world):
+    w = world
+    job = approve_both(w, planned(w))
+    first = service.run(w["gw"], w["operator"], "lab-a", job.migration_id, w["store"])
+    # As after a crash: the state is put back to running; running again starts a new attempt.
+    with w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
+        u._authorise("lab-a", "migration:run")
+        service._set(u, "lab-a", job.migration_id, state="running")
+    second = service.run(w["gw"], w["operator"], "lab-a", job.migration_id, w["store"])
+    assert second.attempts == 2
+    assert second.manifest["manifest"]["files"][0]["sha256"] != first.manifest["manifest"]["files"][0]["sha256"]
+    assert not w["gw"].keys.has_scope("nothing")  # sanity of the probe below
+    files = sorted(p.name for p in service.package_dir(w["store"], job).iterdir())
+    assert files == [service.MANIFEST, service.PACKAGE]
+    with w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
+        assert service.verify_package(u, "lab-a", job.migration_id, w["store"]).state == "verified"
+    Path(w["tmp"]).exists()
