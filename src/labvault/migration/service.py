@@ -109,7 +109,7 @@ class Job:
             "kind": self.kind, "state": self.state, "attempts": self.attempts, "plan": self.plan,
             "approvals": self.approvals, "deadline": self.deadline.isoformat(),
             "planned_at": self.planned_at.isoformat(),
-            "package": None if self.manifest is None else self.manifest["files"],
+            "package": None if self.manifest is None else self.manifest["manifest"]["files"],
             "destroyed": self.destroyed,
             "purged_at": self.purged_at and self.purged_at.isoformat(),
             "closed_at": self.closed_at and self.closed_at.isoformat(),
@@ -295,7 +295,8 @@ def approve_lab(u: Unit, tenant_id: str, migration_id: str, *, public_key: str, 
     """The lab side's approval: a current signer's signature of ``approval_record``."""
     from labvault.access import signers
 
-    u._authorise(tenant_id, "migration:approve")
+    # The signature is the lab's approval; whoever hands it in receives a signed document of the lab.
+    u._authorise(tenant_id, "instruction:receive")
     job = _job(_row(u, tenant_id, migration_id))
     _expect(job, "planned", hint="only a planned migration is approved")
     key = public_key.strip().lower()
