@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
-system-deps: ## Install the real services the tests use (PostgreSQL 15, SoftHSM2, sqlite3), where possible
+system-deps: ## Install the real services the tests use (PostgreSQL 15, SoftHSM2, sqlite3, age), where possible
 	@bash scripts/system-deps.sh
 
 demo: $(STAMP) ## Fresh demo home, 3 labs x 2,000 generated patients, proof that the store is encrypted

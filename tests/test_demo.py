@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
+from tests.conftest import need
+
 
 def test_demo_end_to_end(tmp_path):
+    need(shutil.which("age") is not None, "the age CLI is missing: apt-get install age")
     env = {**os.environ, "LABVAULT_HOME": str(tmp_path / "demo"), "LABVAULT_PASSPHRASE": "demo passphrase here"}
     env.pop("LABVAULT_DATABASE_URL", None)
     env.pop("LABVAULT_KEY_PROVIDER", None)
@@ -17,9 +21,14 @@ def test_demo_end_to_end(tmp_path):
         assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
     assert "total: 2 labs, 120 patients" in text
-    assert text.count("not found") == 3 and "FOUND" not in text
+    assert text.count("not found") == 4 and "FOUND" not in text
     assert "nothing in clear" in text
     assert "INS/NIR" in text and "results (first 8 shown)" in text
+    # The migration scenario: everything refused, the instructed package opened by the age CLI.
+    assert "the operator asks for every field since 2015: REFUSED (beyond instruction 'MIG-2021-NEWLIS'" in text
+    assert "(= the manifest); free-text comments in it: none" in text
+    assert "package still on disk: no; package key in the key provider: no" in text
+    assert "signature verifies" in text
 
 
 def test_demo_refuses_a_real_home(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 from pyrage import x25519
 
 from tests.cli.helpers import PASSWORD
+from tests.conftest import need
 from tests.cli.test_cli import home, one_line_error, run  # noqa: F401  (home is a fixture)
 from tests.cli.test_instruction_cli import instruction, register
 
@@ -98,6 +100,7 @@ def _plan(capsys, op: str) -> dict:
 
 
 def _decrypt(tmp_path: Path, package: Path) -> list[dict]:
+    need(shutil.which("age") is not None, "the age CLI is missing: apt-get install age")
     out = subprocess.run(["age", "-d", "-i", str(tmp_path / "newlis.key"), str(package)], capture_output=True,
                          check=True).stdout
     return [json.loads(x) for x in out.splitlines()]

@@ -27,7 +27,7 @@ from labvault.instructions import document
 from labvault.migration import service
 from labvault.synth import LabGenerator
 from labvault.synth.load import load_lab
-from tests.conftest import ADMIN, lab_user, make_lab
+from tests.conftest import ADMIN, lab_user, make_lab, need
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 SEED, PATIENTS = 5, 40
@@ -142,6 +142,7 @@ def test_the_migration_scenario(world):
     with gw.unit(op, Purpose.EXPORT) as u:
         assert service.verify_package(u, "lab-a", job.migration_id, w["store"]).state == "verified"
 
+    need(shutil.which("age") is not None, "the age CLI is missing: apt-get install age")
     # 5. The recipient decrypts with the age CLI: exactly the instructed fields and counts.
     idfile = w["tmp"] / "recipient.txt"
     idfile.write_text(str(w["identity"]) + "\n")

@@ -99,6 +99,20 @@ def export(
     print(json.dumps(out))
 
 
+@app.command("migrate")
+def migrate(
+    results: int = typer.Option(100_000, "--results", min=1, help="How many results the lab holds."),
+    database_url: str = typer.Option(None, "--database-url", help="Default: a scratch SQLite file."),
+) -> None:
+    """Plan + run + verify an instructed migration of a lab of N results (age package)."""
+    from labvault.bench.migrate import run_migrate
+
+    with progress() as bar:
+        tasks = {k: bar.add_task(k, total=results) for k in ("load", "migrate")}
+        out = run_migrate(results, database_url=database_url, on_progress=lambda k, n: bar.advance(tasks[k], n))
+    print(json.dumps(out))
+
+
 @app.command("hl7")
 def hl7(
     messages: int = typer.Option(20_000, "--messages", min=1, max=1_000_000, help="How many ORU^R01 messages."),

@@ -16,6 +16,7 @@ record at all and only counts (the plan's dry run).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -67,17 +68,20 @@ class Counts:
     """Records and non-empty fields per record type: the plan's figures and the manifest's."""
 
     records: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TYPES, 0))
-    fields: dict[str, dict[str, int]] = field(default_factory=dict)
+    fields: dict[str, Counter[str]] = field(default_factory=dict)
 
     def add(self, rtype: str, record: dict[str, Any]) -> None:
         self.records[rtype] += 1
-        per = self.fields.setdefault(rtype, {})
-        for k, v in record.items():
-            if v is not None and k != "record" and k != "id" and k not in LINKS[rtype]:
-                per[k] = per.get(k, 0) + 1
+        per = self.fields.get(rtype)
+        if per is None:
+            per = self.fields[rtype] = Counter()
+        per.update([k for k, v in record.items() if v is not None])  # Counter counts in C
 
     def as_dict(self) -> dict[str, Any]:
-        return {"records": dict(self.records), "fields": {t: dict(sorted(f.items())) for t, f in sorted(self.fields.items())}}
+        structural = {"record", "id"}
+        return {"records": dict(self.records),
+                "fields": {t: {k: n for k, n in sorted(f.items()) if k not in structural and k not in LINKS[t]}
+                           for t, f in sorted(self.fields.items())}}
 
 
 def _value(obj: Any, name: str) -> Any:
@@ -117,6 +121,14 @@ def run(u: Unit, plan: Plan, id_map: Callable[[str, str], str], *, tally: Tally 
     f_req, f_spec, f_res = plan.fields["request"], plan.fields["specimen"], plan.fields["result"]
     patients: set[str] = set()
     prescribers: set[str] = set()
+    patient_ids: dict[str, str] = {}  # pseudonym -> this export's id (a few thousand at most)
+
+    def patient_id(pseudonym: str) -> str:
+        pid = patient_ids.get(pseudonym)
+        if pid is None:
+            pid = patient_ids[pseudonym] = id_map("patient", pseudonym)
+        return pid
+
     n = n_req = n_spec = 0
     step = 0
 
@@ -167,21 +179,21 @@ def run(u: Unit, plan: Plan, id_map: Callable[[str, str], str], *, tally: Tally 
         if count_only:
             continue
         req_id = id_map("request", rid)
-        rec = {"record": "request", "id": req_id, "patient": id_map("patient", request.patient_id),
+        rec = {"record": "request", "id": req_id, "patient": patient_id(request.patient_id),
                "prescriber": None if request.prescriber_id is None else id_map("prescriber", request.prescriber_id)}
         for f in f_req:
             rec[f] = _value(request, f)
         yield rec
-        for sid, s in in_period.items():
-            if sid in used:
-                rec = {"record": "specimen", "id": id_map("specimen", sid), "request": req_id}
-                for f in f_spec:
-                    rec[f] = _value(s, f)
-                yield rec
+        spec_ids = {sid: id_map("specimen", sid) for sid in in_period if sid in used}
+        for sid, sp_id in spec_ids.items():
+            rec = {"record": "specimen", "id": sp_id, "request": req_id}
+            for f in f_spec:
+                rec[f] = _value(in_period[sid], f)
+            yield rec
         for pseudonym, r in chosen:
             rec = {"record": "result", "id": id_map("result", r.result_id), "request": req_id,
-                   "specimen": None if r.specimen_id is None else id_map("specimen", r.specimen_id),
-                   "patient": id_map("patient", pseudonym)}
+                   "specimen": None if r.specimen_id is None else spec_ids[r.specimen_id],
+                   "patient": patient_id(pseudonym)}
             for f in f_res:
                 v = getattr(r, f)
                 rec[f] = v.isoformat() if isinstance(v, datetime) else (v.value if isinstance(v, Enum) else v)
@@ -201,7 +213,7 @@ def run(u: Unit, plan: Plan, id_map: Callable[[str, str], str], *, tally: Tally 
     if f_id:
         for ident in scan.patients(u, tenant):
             if ident.patient_id in patients:
-                rec = {"record": "identity", "id": id_map("patient", ident.patient_id)}
+                rec = {"record": "identity", "id": patient_id(ident.patient_id)}
                 for f in f_id:
                     rec[f] = _value(ident, f)
                 yield rec
