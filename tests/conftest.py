@@ -131,9 +131,13 @@ def lab_user(gw: Gateway, tenant_id: str, *roles: str, name: str = "Bio") -> Pri
     return Principal(account_id, f"{name} {tenant_id}", tenant_id, frozenset(roles))
 
 
-def make_lab(gw: Gateway, tenant_id: str, finess: str = "690000017") -> None:
+# The retention rule test labs are created with (a lab cannot be created without one).
+TEST_RETENTION = {"results": (3650, "test rule: CSP art. R.1112-7 (test only)")}
+
+
+def make_lab(gw: Gateway, tenant_id: str, finess: str = "690000017", *, retention=None) -> None:
     with gw.unit(ADMIN, Purpose.ADMINISTRATION) as u:
-        u.create_tenant(tenant_id, f"Lab {tenant_id}", finess)
+        u.create_tenant(tenant_id, f"Lab {tenant_id}", finess, retention=retention or TEST_RETENTION)
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -27,6 +27,13 @@ BODIES = {
     ("POST", "/api/v1/tenants/{tenant}/grants"): {
         "ticket": "SUP-1", "reason": "investigate a report", "hours": 1, "fields": ["identity"],
     },
+    ("POST", "/api/v1/tenants/{tenant}/instructions"): {
+        "instruction": {"id": "X-1"}, "signature": "AA==", "signer_public_key": "00" * 32,
+    },
+    ("POST", "/api/v1/tenants/{tenant}/migrations/{migration_id}/approvals"): {
+        "public_key": "00" * 32, "signature": "AA==",
+    },
+    ("POST", "/api/v1/tenants/{tenant}/migrations/{migration_id}/receipt"): {"receipt": {}, "mac": "00"},
 }
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
 
@@ -58,7 +65,11 @@ def fill(path: str, values: dict[str, str]) -> str:
 
 @pytest.fixture
 def lab_a_ids(api, bio_a, support):
-    """Real ids of lab A's objects: a patient, a request, a grant (requested by support), a token."""
+    """Real ids of lab A's objects: a patient, a request, a grant (requested by support), a token,
+    a received instruction and a migration planned under it."""
+    from tests.api.test_instructions_api import planned_migration
+
+    planned = planned_migration(api.gateway, LAB_A)
     r = support.post(f"/api/v1/tenants/{LAB_A}/grants", json=BODIES[("POST", "/api/v1/tenants/{tenant}/grants")])
     assert r.status_code == 201, r.text
     token_id, _ = api.token(bio_a, ["read"])
@@ -68,6 +79,8 @@ def lab_a_ids(api, bio_a, support):
         "request_id": api.requests[LAB_A][0],
         "grant_id": r.json()["grant_id"],
         "token_id": token_id,
+        "instruction_id": planned.instruction_id,
+        "migration_id": planned.migration_id,
     }
 
 

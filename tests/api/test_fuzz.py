@@ -18,6 +18,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from labvault.crypto.blind import normalise_nir
 from labvault.synth import LabGenerator
 from tests.api.conftest import LAB_A, LAB_B, PATIENTS, SEED
+from tests.api.test_instructions_api import planned_migration
 
 SKIP = {("POST", "/api/v1/auth/logout")}  # would end the session under test
 PUBLIC = {"/health", "/api/v1/auth/login", "/api/v1/auth/mfa", "/api/v1/auth/enrol", "/api/v1/auth/enrol/confirm"}
@@ -51,6 +52,7 @@ def pools(api, bio_a, bio_b, support):
     own_token_id, _ = api.token(bio_a, ["read"])  # fuzzing may revoke it: harmless
     other_token_id, other_token = api.token(bio_b, ["read"])
     tokens = {LAB_A: own_token_id, LAB_B: other_token_id}
+    planned = {lab: planned_migration(api.gateway, lab) for lab in (LAB_A, LAB_B)}
     return {
         "labs": {
             lab: {
@@ -59,6 +61,8 @@ def pools(api, bio_a, bio_b, support):
                 "request_id": api.requests[lab][:3],
                 "grant_id": [grants[lab]],
                 "token_id": [tokens[lab]],
+                "instruction_id": [planned[lab].instruction_id],
+                "migration_id": [planned[lab].migration_id],
             }
             for lab in (LAB_A, LAB_B)
         },
@@ -138,7 +142,9 @@ SCHEMA_BUG = ("src bug: RequestOut.requested_at/reported_at and ResultOut.valida
 def test_successful_answers_match_the_schema(api, bio_a, admin_a):
     """Every GET operation, on real ids of lab A, answers lab A's biologist or admin as its schema says."""
     ops = [op for op in load_operations(bio_a) if op.method.upper() == "GET"]
-    ids = {"tenant": LAB_A, "patient_id": api.patients[LAB_A][0], "request_id": api.requests[LAB_A][0]}
+    planned = planned_migration(api.gateway, LAB_A)
+    ids = {"tenant": LAB_A, "patient_id": api.patients[LAB_A][0], "request_id": api.requests[LAB_A][0],
+           "instruction_id": planned.instruction_id, "migration_id": planned.migration_id}
     failures, checked = [], []
     for op in ops:
         names = _PARAM.findall(op.path)

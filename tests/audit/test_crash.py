@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent(
     with gw.bootstrap(admin) as u:
         u.ensure_account("platform", "admin", "Admin", "a@x.invalid", admin.roles, commitment="test")
     with gw.unit(admin, Purpose.ADMINISTRATION) as u:
-        u.create_tenant("lab-a", "Lab A", "690000017")
+        u.create_tenant("lab-a", "Lab A", "690000017", retention={"results": (3650, "test rule")})
     bio = Principal("bio", "Bio", "lab-a", frozenset({"biologist"}))
     with gw.unit(admin, Purpose.ADMINISTRATION) as u:
         u.ensure_account("lab-a", "bio", "Bio", "b@x.invalid", bio.roles, commitment="test")

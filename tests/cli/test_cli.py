@@ -54,7 +54,7 @@ def test_init_twice_and_tenants(home, capsys):
     code, out, _ = run(capsys, "init", "--admin-name", "Alice Martin", "--admin-email", "alice@vendor.invalid")
     assert code == 0 and "keyring   opened" in out and "already recorded" in out
     assert (home / "keyring.json").read_bytes() == ring
-    assert run(capsys, "tenant", "add", "bio-lyon", "--name", "Bio Lyon", "--finess", "690000123")[0] == 0
+    assert run(capsys, "tenant", "add", "bio-lyon", "--name", "Bio Lyon", "--finess", "690000123", "--retention", "results=10y", "--retention-ref", "test rule")[0] == 0
     code, out, _ = run(capsys, "tenant", "list", "--json")
     assert code == 0 and json.loads(out.strip().splitlines()[0])["id"] == "bio-lyon" or '"bio-lyon"' in out
 
@@ -62,8 +62,8 @@ def test_init_twice_and_tenants(home, capsys):
 @pytest.mark.parametrize(
     ("args", "expect"),
     [
-        (["tenant", "add", "Bad_Id", "--name", "X", "--finess", "690000123"], "lab id"),
-        (["tenant", "add", "bio-x", "--name", "X", "--finess", "12"], "FINESS"),
+        (["tenant", "add", "Bad_Id", "--name", "X", "--finess", "690000123", "--retention", "results=10y", "--retention-ref", "test rule"], "lab id"),
+        (["tenant", "add", "bio-x", "--name", "X", "--finess", "12", "--retention", "results=10y", "--retention-ref", "test rule"], "FINESS"),
         (["patient", "find", "--tenant", "nope", "--nir", VALID_NIR], "unknown lab"),
         (["patient", "find", "--tenant", "bio-lyon", "--nir", "180017500000199"], "invalid NIR"),
         (["patient", "find", "--tenant", "bio-lyon", "--family-name", "X"], "give --nir"),
@@ -73,7 +73,7 @@ def test_init_twice_and_tenants(home, capsys):
 )
 def test_bad_input_one_line_error(home, capsys, args, expect):
     run(capsys, "init")
-    run(capsys, "tenant", "add", "bio-lyon", "--name", "Bio Lyon", "--finess", "690000123")
+    run(capsys, "tenant", "add", "bio-lyon", "--name", "Bio Lyon", "--finess", "690000123", "--retention", "results=10y", "--retention-ref", "test rule")
     code, _, err = run(capsys, *args)
     assert code != 0
     line = one_line_error(err)
@@ -178,7 +178,7 @@ def test_rotation_killed_mid_way_resumes(home, capsys, monkeypatch):
 
 def test_shred_asks_for_confirmation(home, capsys, monkeypatch):
     run(capsys, "init")
-    run(capsys, "tenant", "add", "bio-x", "--name", "X", "--finess", "690000123")
+    run(capsys, "tenant", "add", "bio-x", "--name", "X", "--finess", "690000123", "--retention", "results=10y", "--retention-ref", "test rule")
     monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
     code, _, err = run(capsys, "tenant", "shred", "bio-x")
     assert code != 0

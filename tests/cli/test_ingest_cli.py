@@ -18,7 +18,7 @@ from tests.interop.messages import NIR, oru
 @pytest.fixture
 def lab(home, capsys, monkeypatch, tmp_path):  # noqa: F811
     run(capsys, "init")
-    run(capsys, "tenant", "add", "bio-lyon", "--name", "Bio Lyon", "--finess", "690000123")
+    run(capsys, "tenant", "add", "bio-lyon", "--name", "Bio Lyon", "--finess", "690000123", "--retention", "results=10y", "--retention-ref", "test rule")
     tech = enrolled_account(lambda *a: run(capsys, *a), monkeypatch, "tech@lab.invalid", "technician", "bio-lyon")
     monkeypatch.setenv("LABVAULT_AS_PASSWORD", PASSWORD)
     good = tmp_path / "good.hl7"

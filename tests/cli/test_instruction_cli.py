@@ -62,8 +62,8 @@ def revoke(signer_id: str) -> None:
 
 def test_write_sign_verify_receive_then_refusals(home, capsys, tmp_path):  # noqa: F811
     run(capsys, "init")
-    run(capsys, "tenant", "add", "bio-lyon", "--name", "Bio Lyon", "--finess", "690000123")
-    run(capsys, "tenant", "add", "bio-nord", "--name", "Bio Nord", "--finess", "590000123")
+    run(capsys, "tenant", "add", "bio-lyon", "--name", "Bio Lyon", "--finess", "690000123", "--retention", "results=10y", "--retention-ref", "test rule")
+    run(capsys, "tenant", "add", "bio-nord", "--name", "Bio Nord", "--finess", "590000123", "--retention", "results=10y", "--retention-ref", "test rule")
     code, out, _ = run(capsys, "instruction", "new", "--kind", "migration_out", "--tenant", "bio-lyon")
     assert code == 0 and "recipient_age_key" in out and "free_text" in out
     key = tmp_path / "signer.key"

@@ -21,7 +21,7 @@ def test_keygen_writes_a_private_key_only_its_owner_reads(home, capsys, tmp_path
 
 def test_list_and_refusals(home, capsys):  # noqa: F811
     run(capsys, "init")
-    run(capsys, "tenant", "add", "bio-lyon", "--name", "Bio Lyon", "--finess", "690000123")
+    run(capsys, "tenant", "add", "bio-lyon", "--name", "Bio Lyon", "--finess", "690000123", "--retention", "results=10y", "--retention-ref", "test rule")
     code, out, err = run(capsys, "signer", "list", "--tenant", "bio-lyon")
     assert code == 0 and out.strip() == "", err
     code, _, err = run(capsys, "signer", "list", "--tenant", "nope")

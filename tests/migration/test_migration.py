@@ -140,7 +140,7 @@ def test_the_migration_scenario(world):
     pkg = service.package_dir(w["store"], job) / service.PACKAGE
     manifest = json.loads((pkg.parent / service.MANIFEST).read_text())
     with gw.unit(op, Purpose.EXPORT) as u:
-        assert service.verify_package(u, "lab-a", job.migration_id, w["store"]).state == "verified"
+        assert service.verify_package(u, "lab-a", job.migration_id).state == "verified"
 
     need(shutil.which("age") is not None, "the age CLI is missing: apt-get install age")
     # 5. The recipient decrypts with the age CLI: exactly the instructed fields and counts.
@@ -168,9 +168,9 @@ def test_the_migration_scenario(world):
     receipt = service.acknowledge(pkg, manifest, str(w["identity"]))
     forged = {"receipt": dict(receipt["receipt"]), "mac": "00" * 32}
     with pytest.raises(service.ReceiptInvalid), gw.unit(op, Purpose.EXPORT) as u:
-        service.import_receipt(u, "lab-a", job.migration_id, forged, w["store"])
+        service.import_receipt(u, "lab-a", job.migration_id, forged)
     with gw.unit(op, Purpose.EXPORT) as u:
-        job = service.import_receipt(u, "lab-a", job.migration_id, receipt, w["store"])
+        job = service.import_receipt(u, "lab-a", job.migration_id, receipt)
     assert job.state == "purged" and not pkg.exists()
     assert not gw.keys.has_scope(f"package-{job.migration_id}")
     with gw.unit(op, Purpose.EXPORT) as u:
@@ -182,7 +182,7 @@ def test_the_migration_scenario(world):
 
     # 7. Close: the certificate verifies, and says what was destroyed and who approved.
     with gw.unit(op, Purpose.EXPORT) as u:
-        cert = service.close(u, "lab-a", job.migration_id, w["store"])
+        cert = service.close(u, "lab-a", job.migration_id)
         public = u._platform_signer()[1]
     body = service.check_certificate(cert, [public])
     assert body["extracted"]["counts"]["records"]["result"] == len(expected)
@@ -257,10 +257,10 @@ def test_deadline_purges_an_unreceived_package(world):
     pkg = service.package_dir(w["store"], job) / service.PACKAGE
     assert pkg.exists()
     with w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
-        assert service.enforce_deadlines(u, "lab-a", NOW + timedelta(days=29), w["store"]) == {"packages_purged": 0}
+        assert service.enforce_deadlines(u, "lab-a", NOW + timedelta(days=29)) == {"packages_purged": 0}
     assert pkg.exists()
     with w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
-        assert service.enforce_deadlines(u, "lab-a", NOW + timedelta(days=31), w["store"]) == {"packages_purged": 1}
+        assert service.enforce_deadlines(u, "lab-a", NOW + timedelta(days=31)) == {"packages_purged": 1}
     assert not pkg.exists() and not w["gw"].keys.has_scope(f"package-{job.migration_id}")
     with w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
         assert service.get(u, "lab-a", job.migration_id).state == "purged"
@@ -284,5 +284,78 @@ def test_a_second_run_replaces_the_first_without_duplicates(world):
     files = sorted(p.name for p in service.package_dir(w["store"], job).iterdir())
     assert files == [service.MANIFEST, service.PACKAGE]
     with w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
-        assert service.verify_package(u, "lab-a", job.migration_id, w["store"]).state == "verified"
+        assert service.verify_package(u, "lab-a", job.migration_id).state == "verified"
     Path(w["tmp"]).exists()
+
+
+def test_a_retention_run_purges_packages_past_their_deadline(world):
+    from labvault.retention import purge as retention
+
+    w = world
+    job = approve_both(w, planned(w))
+    job = service.run(w["gw"], w["operator"], "lab-a", job.migration_id, w["store"])
+    assert job.package is not None and job.package.exists()
+    reports, failed = retention.run_all(w["gw"], ADMIN, now=NOW + timedelta(days=29))
+    assert failed == {} and reports[0].hooks == {"packages_purged": 0} and job.package.exists()
+    reports, failed = retention.run_all(w["gw"], ADMIN, now=NOW + timedelta(days=31))
+    assert failed == {} and reports[0].hooks == {"packages_purged": 1}
+    assert not job.package.exists() and not w["gw"].keys.has_scope(f"package-{job.migration_id}")
+    assert "migration:purge" in audit(w["gw"], "allowed")
+
+
+def test_the_scheduler_of_serve_purges_at_the_deadline(gateway, tmp_path):
+    """A deadline a few seconds ahead, the scheduler's first round after it: the package is gone."""
+    import time
+
+    from labvault.cli.serve import retention_every_
+
+    make_lab(gateway, "lab-a")
+    load_lab(gateway, ADMIN, "lab-a", patients=5, seed=SEED)
+    admin = lab_user(gateway, "lab-a", "lab_admin", name="Admin")
+    private, public = Signer.generate()
+    with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
+        signers.add_signer(u, "lab-a", email=f"{admin.account_id}@lab.invalid", public_key=public.hex())
+    now = datetime.now(UTC).replace(microsecond=0)
+    deadline = now + timedelta(seconds=4)
+    rec = instruction(str(x25519.Identity.generate().to_public()), 10_000, id="EXP-SOON", kind="export",
+                      deletion_deadline=z(deadline))
+    signed = document.sign(document.from_record(rec), Signer(private))
+    with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
+        v = document.check_signed(signed, public_keys=signers.active_keys(u, "lab-a"), tenant="lab-a", now=now)
+        signers.record_instruction(u, "lab-a", instruction_id=v.instruction.id, kind=v.instruction.kind,
+                                   signer_id=v.signer_id, body=v.record, signature=v.signature,
+                                   valid_until=v.instruction.valid_until)
+    op = lab_user(gateway, PLATFORM, "operator", name="Op")
+    job = service.export(gateway, op, "lab-a", "EXP-SOON", tmp_path / "packages")
+    assert job.package is not None and job.package.exists()
+
+    class Rt:  # what the scheduler uses of a runtime
+        def __init__(self) -> None:
+            self.gateway, self.operator = gateway, ADMIN
+
+    time.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()) + 0.2)
+    stop = retention_every_(Rt(), 3600, first_after=0.0)
+    try:
+        for _ in range(100):
+            if not job.package.exists():
+                break
+            time.sleep(0.1)
+    finally:
+        stop.set()
+    assert not job.package.exists()
+    with gateway.unit(op, Purpose.EXPORT) as u:
+        assert service.get(u, "lab-a", job.migration_id).state == "purged"
+
+
+def test_the_end_of_a_contract_destroys_the_packages_still_held(world):
+    from labvault.retention import purge as retention
+
+    w = world
+    job = approve_both(w, planned(w))
+    job = service.run(w["gw"], w["operator"], "lab-a", job.migration_id, w["store"])
+    assert job.package is not None and job.package.exists()
+    with w["gw"].unit(ADMIN, Purpose.ADMINISTRATION) as u:
+        record = retention.end_delete(u, "lab-a")
+    assert not job.package.exists() and not w["gw"].keys.has_scope(f"package-{job.migration_id}")
+    stores = {s["store"]: s for s in record["body"]["stores"]}
+    assert stores["packages"]["destroyed"] == {"packages_destroyed": 1}

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import re
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -268,6 +268,9 @@ class Unit:
         self._seq: dict[str, tuple[int, bytes]] = {}  # per lab: (last sequence number, its hash)
         self._scoped: str | None = None
         self._grant = None
+        # A lab's signed instruction this unit works under (see labvault.access.instructed.enter):
+        # the only way a vendor operator reads lab data, within that instruction's scope.
+        self._instruction = None
         self._side_events: list[tuple[str, dict]] = []
         self._side_actions: list[Callable[[Unit], None]] = []
         self._pending_events: list[dict] = []
@@ -322,6 +325,10 @@ class Unit:
             self._deny(tenant_id, action, "this account has not recorded its confidentiality commitment")
         if p.is_platform:
             if action in policy.READ_PERSONAL:
+                instr = self._instruction
+                if instr is not None and instr.tenant == tenant_id and action in policy.INSTRUCTED_READS \
+                        and policy.Role.OPERATOR in p.roles:
+                    return
                 grant = self._active_grant(tenant_id) if "support" in p.roles else None
                 if grant is None or action not in grant.actions:
                     self._deny(tenant_id, action, "vendor accounts reach lab data only through a grant the lab approved")
@@ -355,6 +362,8 @@ class Unit:
             return None
         if self._grant is not None:
             return frozenset()  # support under a grant never sees sensitive categories
+        if self._instruction is not None and self.principal.is_platform:
+            return frozenset(self._instruction.sensitive)  # only what the lab listed
         row = self.conn.execute(select(t.tenant.c.sensitive_access).where(t.tenant.c.tenant_id == tenant_id)).first()
         access = json.loads(row.sensitive_access) if row and row.sensitive_access else policy.DEFAULT_SENSITIVE_ACCESS
         return frozenset(cat for cat, roles in access.items() if self.principal.roles & set(roles))
@@ -433,7 +442,13 @@ class Unit:
             self._scope(previous)
 
     # -- tenants --------------------------------------------------------------------------------
-    def create_tenant(self, tenant_id: str, name: str, finess: str) -> Tenant:
+    def create_tenant(
+        self, tenant_id: str, name: str, finess: str, *, retention: Mapping[str, tuple[int, str]]
+    ) -> Tenant:
+        """A lab with its own keys and its retention rules (category -> (days, legal reference),
+        ``results`` at least), all in this transaction: no lab exists without its rules."""
+        from labvault.access import retention as ret
+
         if self._check and not policy.allowed(self.principal.roles, "tenant:create"):
             raise AccessDenied("creating labs is not allowed for this account")
         if not TENANT_ID_RE.match(tenant_id) or tenant_id == PLATFORM:
@@ -443,6 +458,7 @@ class Unit:
         if not name.strip():
             raise InvalidInput("a lab needs a name")
         finess = validate_finess(finess)
+        rules = ret.check_rules(retention)
         self._scope(tenant_id)
         if self.conn.execute(select(t.tenant.c.tenant_id).where(self._tf(t.tenant, tenant_id))).first():
             raise TenantExists(f"lab '{tenant_id}' already exists")
@@ -465,6 +481,7 @@ class Unit:
                 )
             )
         self._record(tenant_id, "tenant:create", "tenant", 1)
+        ret.write_rules(self, tenant_id, rules)
         return Tenant(tenant_id, name.strip(), finess, "active", now)
 
     def list_tenants(self) -> list[Tenant]:

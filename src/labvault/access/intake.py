@@ -77,9 +77,12 @@ def check(envelope: Envelope) -> None:
                                    "stray whitespace)")
 
 
-def store(u: Unit, tenant_id: str, envelopes: Sequence[Envelope], *, feed: str) -> list[str]:
-    """Store each envelope not stored before; returns ``accepted`` or ``duplicate`` for each."""
+def store(u: Unit, tenant_id: str, envelopes: Sequence[Envelope], *, feed: str, instruction: str | None = None
+          ) -> list[str]:
+    """Store each envelope not stored before; returns ``accepted`` or ``duplicate`` for each.
+    ``instruction``: the id of the lab's instruction the messages come in under (named in the audit)."""
     u._authorise(tenant_id, "patient:result:create")
+    refs = [f"feed:{feed}"] + ([instruction] if instruction else [])
     keys = [e.key for e in envelopes]
     known: set[str] = set()
     im = t.ingest_message
@@ -100,7 +103,7 @@ def store(u: Unit, tenant_id: str, envelopes: Sequence[Envelope], *, feed: str) 
         outcomes.append("accepted")
     duplicates = len(envelopes) - len(fresh)
     if duplicates:
-        u._record(tenant_id, "ingest:duplicate", "message", duplicates, refs=[f"feed:{feed}"])
+        u._record(tenant_id, "ingest:duplicate", "message", duplicates, refs=refs)
     if not fresh:
         return outcomes
     mapped = [m for e in fresh for m in e.mapped]
@@ -141,7 +144,7 @@ def store(u: Unit, tenant_id: str, envelopes: Sequence[Envelope], *, feed: str) 
             for e in fresh
         ],
     )
-    u._record(tenant_id, "ingest:message", "message", len(fresh), refs=[f"feed:{feed}"])
+    u._record(tenant_id, "ingest:message", "message", len(fresh), refs=refs)
     return outcomes
 
 

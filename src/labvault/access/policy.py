@@ -38,8 +38,16 @@ WRITE_PERSONAL = frozenset({
     "patient:identity:create", "patient:request:create", "patient:specimen:create", "patient:result:create",
     "prescriber:create",
 })
+# Whole-lab reads a vendor operator may do while working under a lab's signed instruction
+# (an export or a migration), and never otherwise.
+INSTRUCTED_READS = frozenset({"patient:identity:read", "patient:request:read", "patient:result:read"})
 # Replaying or dropping a refused message: lab staff only, never a feed's service account.
 MANAGE_PERSONAL = frozenset({"quarantine:manage"})
+
+# The migration procedure (labvault.migration): the vendor's operator plans, approves (one of the
+# two approvals; the other is a lab signer's signature), runs and closes; the lab reads its state.
+MIGRATION_WORK = frozenset({"migration:plan", "migration:approve", "migration:run", "migration:verify",
+                            "migration:receipt", "migration:purge", "migration:close", "migration:read"})
 
 POLICY: dict[Role, frozenset[str]] = {
     Role.BIOLOGIST: READ_PERSONAL | WRITE_PERSONAL | MANAGE_PERSONAL | {"tenant:read"},
@@ -47,23 +55,28 @@ POLICY: dict[Role, frozenset[str]] = {
     Role.LAB_ADMIN: READ_PERSONAL | MANAGE_PERSONAL | {
         "tenant:read", "tenant:settings", "account:manage", "account:list", "grant:approve", "grant:revoke",
         "grant:list", "token:manage", "audit:read", "audit:verify", "audit:retention",
-        "signer:manage", "signer:list", "instruction:receive", "instruction:read",
+        "signer:manage", "signer:list", "instruction:receive", "instruction:read", "migration:read",
+        "retention:manage", "retention:read",
     },
     Role.LAB_DPO: frozenset({"tenant:read", "account:list", "grant:list", "grant:revoke", "audit:read",
-                             "audit:verify", "audit:retention", "signer:list", "instruction:read"}),
+                             "audit:verify", "audit:retention", "signer:list", "instruction:read",
+                             "migration:read", "retention:read"}),
     Role.SERVICE: WRITE_PERSONAL | {"tenant:read"},
     Role.OPERATOR: frozenset({"tenant:create", "tenant:list", "tenant:read", "keys:rotate", "account:list",
                               "generate", "audit:checkpoint", "audit:verify", "audit:purge",
-                              "signer:list", "instruction:receive", "instruction:read"}),
+                              "signer:list", "instruction:receive", "instruction:read",
+                              "retention:read", "retention:run"}) | MIGRATION_WORK,
     # support reads personal data only under a grant: those actions are added per grant, not here
     Role.SUPPORT: frozenset({"tenant:list", "tenant:read", "grant:request", "grant:list"}),
     Role.SECURITY_OFFICER: frozenset({"tenant:list", "tenant:read", "account:list", "grant:list",
                                       "grant:revoke", "account:deactivate", "audit:read", "audit:verify",
-                                      "audit:checkpoint", "signer:list", "instruction:read"}),
+                                      "audit:checkpoint", "signer:list", "instruction:read",
+                                      "migration:read"}),
     Role.PLATFORM_ADMIN: frozenset({
         "tenant:create", "tenant:list", "tenant:read", "tenant:shred", "tenant:drop", "keys:rotate", "account:manage",
         "account:list", "account:deactivate", "token:manage", "generate", "grant:list", "audit:checkpoint",
         "audit:verify", "audit:purge", "signer:list", "instruction:receive", "instruction:read",
+        "migration:read", "migration:purge", "retention:read", "retention:run", "tenant:end",
     }),
 }
 

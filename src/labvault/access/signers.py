@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import insert, select, update
 
-from labvault.errors import InvalidInput, NotFound
+from labvault.errors import InvalidInput, LabvaultError, NotFound
 from labvault.ids import new_id, utcnow
+from labvault.instructions import document
 from labvault.store import schema as t
 
 if TYPE_CHECKING:
@@ -121,6 +122,20 @@ def record_instruction(u: Unit, tenant_id: str, *, instruction_id: str, kind: st
     ))
     u._record(tenant_id, "instruction:receive", "instruction", 1, refs=[instruction_id, signer_id])
     return Received(instruction_id, tenant_id, kind, signer_id, body, signature, valid_until, now)
+
+
+def receive(u: Unit, tenant_id: str, doc: object, now: datetime) -> Received:
+    """Verify a signed instruction (signature, current signer, lab, validity, deadline) and keep it.
+    A refusal is audited (without any value of the document) and nothing is kept."""
+    u._authorise(tenant_id, "instruction:receive")
+    try:
+        v = document.check_signed(doc, public_keys=active_keys(u, tenant_id), tenant=tenant_id, now=now)
+    except LabvaultError:
+        u._record(tenant_id, "instruction:receive", "instruction", 0, outcome="denied")
+        raise
+    return record_instruction(u, tenant_id, instruction_id=v.instruction.id, kind=v.instruction.kind,
+                              signer_id=v.signer_id, body=v.record, signature=v.signature,
+                              valid_until=v.instruction.valid_until)
 
 
 def _received(tenant_id: str, r) -> Received:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from labvault.access import Purpose, grants
+from labvault.access import Purpose, grants, signers
 from labvault.accounts import service
 from labvault.api import schemas
 from labvault.api.deps import (
@@ -22,6 +22,7 @@ from labvault.api.deps import (
     gateway,
 )
 from labvault.errors import AccessDenied, InvalidInput
+from labvault.migration import service as migration
 
 ERRORS = {
     code: {"model": schemas.ErrorOut, "description": text}
@@ -303,3 +304,88 @@ def revoke_token(caller: Auth, request: Request, token_id: str) -> Response:
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
         service.revoke_token(u, token_id)
     return Response(status_code=204)
+
+
+# --- a lab's signed instructions and the migration procedure (no endpoint streams data out) ---
+
+def _utc(value: datetime) -> datetime:
+    """Times the platform stores are UTC (SQLite keeps no offset): the API always gives one."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _instruction_out(r: signers.Received) -> schemas.InstructionOut:
+    return schemas.InstructionOut(id=r.instruction_id, kind=r.kind, signer=r.signer_id,
+                                  valid_until=_utc(r.valid_until), received_at=_utc(r.received_at))
+
+
+@private.post("/api/v1/tenants/{tenant}/instructions", response_model=schemas.InstructionOut, status_code=201)
+def receive_instruction(caller: Auth, request: Request, tenant: str,
+                        body: schemas.SignedInstructionIn) -> schemas.InstructionOut:
+    """Verify a signed instruction (signature, current signer, lab, validity, deadline) and keep it."""
+    with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
+        return _instruction_out(signers.receive(u, tenant, body.model_dump(exclude_none=True), datetime.now(UTC)))
+
+
+@private.get("/api/v1/tenants/{tenant}/instructions", response_model=list[schemas.InstructionOut])
+def list_instructions(caller: Auth, request: Request, tenant: str) -> list[schemas.InstructionOut]:
+    with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
+        return [_instruction_out(r) for r in signers.list_instructions(u, tenant)]
+
+
+@private.get("/api/v1/tenants/{tenant}/instructions/{instruction_id}", response_model=schemas.SignedInstructionOut)
+def get_instruction(caller: Auth, request: Request, tenant: str, instruction_id: str) -> schemas.SignedInstructionOut:
+    with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
+        r = signers.get_instruction(u, tenant, instruction_id)
+        key = next((k.public_key for k in signers.list_signers(u, tenant) if k.signer_id == r.signer_id), None)
+    return schemas.SignedInstructionOut(instruction=r.body, signature=r.signature, signer=r.signer_id,
+                                        signer_public_key=key, received_at=_utc(r.received_at))
+
+
+def _migration_out(job: migration.Job) -> schemas.MigrationOut:
+    return schemas.MigrationOut(**job.public())
+
+
+@private.get("/api/v1/tenants/{tenant}/migrations", response_model=list[schemas.MigrationOut])
+def list_migrations(caller: Auth, request: Request, tenant: str) -> list[schemas.MigrationOut]:
+    with gateway(request).unit(caller.principal, Purpose.EXPORT) as u:
+        return [_migration_out(j) for j in migration.status(u, tenant)]
+
+
+@private.get("/api/v1/tenants/{tenant}/migrations/{migration_id}", response_model=schemas.MigrationOut)
+def get_migration(caller: Auth, request: Request, tenant: str, migration_id: str) -> schemas.MigrationOut:
+    with gateway(request).unit(caller.principal, Purpose.EXPORT) as u:
+        return _migration_out(migration.get(u, tenant, migration_id))
+
+
+@private.get("/api/v1/tenants/{tenant}/migrations/{migration_id}/approval", response_model=schemas.ApprovalRecordOut)
+def migration_approval_record(caller: Auth, request: Request, tenant: str, migration_id: str) -> schemas.ApprovalRecordOut:
+    """What a lab signer signs, with their own key on their own machine, to approve the plan."""
+    with gateway(request).unit(caller.principal, Purpose.EXPORT) as u:
+        return schemas.ApprovalRecordOut(**migration.approval_record(migration.get(u, tenant, migration_id)))
+
+
+@private.post("/api/v1/tenants/{tenant}/migrations/{migration_id}/approvals", response_model=schemas.MigrationOut)
+def approve_migration_lab(caller: Auth, request: Request, tenant: str, migration_id: str,
+                          body: schemas.LabApprovalIn) -> schemas.MigrationOut:
+    """The lab's approval: a current signer's signature of the approval record."""
+    with gateway(request).unit(caller.principal, Purpose.EXPORT) as u:
+        return _migration_out(migration.approve_lab(u, tenant, migration_id, public_key=body.public_key,
+                                                    signature=body.signature))
+
+
+@private.post("/api/v1/tenants/{tenant}/migrations/{migration_id}/approvals/operator",
+              response_model=schemas.MigrationOut)
+def approve_migration_operator(caller: Auth, request: Request, tenant: str, migration_id: str) -> schemas.MigrationOut:
+    """The vendor's approval: an operator, logged in (a person, not a token)."""
+    if caller.session is None:
+        raise AccessDenied("an operator approves from a logged-in session, not with a token")
+    with gateway(request).unit(caller.principal, Purpose.EXPORT) as u:
+        return _migration_out(migration.approve_operator(u, tenant, migration_id))
+
+
+@private.post("/api/v1/tenants/{tenant}/migrations/{migration_id}/receipt", response_model=schemas.MigrationOut)
+def migration_receipt(caller: Auth, request: Request, tenant: str, migration_id: str,
+                      body: schemas.ReceiptIn) -> schemas.MigrationOut:
+    """The recipient's receipt: checked, recorded, and the package and its key destroyed at once."""
+    with gateway(request).unit(caller.principal, Purpose.EXPORT) as u:
+        return _migration_out(migration.import_receipt(u, tenant, migration_id, body.model_dump()))

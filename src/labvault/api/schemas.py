@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -145,3 +146,70 @@ class TokenIn(Strict):
 class TokenOut(BaseModel):
     token_id: str
     token: str
+
+
+class SignedInstructionIn(Strict):
+    """A lab's signed instruction, as ``labvault instruction sign`` writes it."""
+
+    instruction: dict[str, Any]
+    signature: str | None = Field(default=None, max_length=200)
+    signer_public_key: str | None = Field(default=None, max_length=200)
+
+
+class InstructionOut(BaseModel):
+    id: str
+    kind: str
+    signer: str
+    valid_until: datetime
+    received_at: datetime
+
+
+class SignedInstructionOut(BaseModel):
+    """A received instruction as kept: its signed body and signature, re-verifiable by anyone."""
+
+    instruction: dict[str, Any]
+    signature: str
+    signer: str
+    signer_public_key: str | None
+    received_at: datetime
+
+
+class MigrationOut(BaseModel):
+    """A migration's state and figures (``Job.public()``): never a personal value."""
+
+    migration: str
+    tenant: str
+    instruction: str
+    kind: str
+    state: str
+    attempts: int
+    plan: dict[str, Any]
+    approvals: list[dict[str, Any]]
+    deadline: datetime
+    planned_at: datetime
+    package: list[dict[str, Any]] | None
+    destroyed: list[dict[str, Any]]
+    purged_at: datetime | None
+    closed_at: datetime | None
+
+
+class ApprovalRecordOut(BaseModel):
+    """What a lab signer signs (Ed25519 over its canonical JSON) to approve a planned migration."""
+
+    approve: str
+    migration: str
+    tenant: str
+    instruction: str
+    plan_sha256: str
+
+
+class LabApprovalIn(Strict):
+    public_key: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    signature: str = Field(min_length=1, max_length=200)
+
+
+class ReceiptIn(Strict):
+    """The recipient's receipt, as ``labvault migrate acknowledge`` writes it."""
+
+    receipt: dict[str, Any]
+    mac: str = Field(min_length=1, max_length=128)

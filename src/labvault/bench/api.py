@@ -191,13 +191,13 @@ def _prepare_home(env: dict[str, str], patients: int, on_progress: Progress | No
     from labvault.config import Settings
     from labvault.runtime import init_home, open_runtime
     from labvault.synth import LabGenerator
-    from labvault.synth.load import ensure_labs, load_lab
+    from labvault.synth.load import SYNTHETIC_RETENTION, ensure_labs, load_lab
 
     settings = Settings.from_env(env)
     init_home(settings, "Bench Operator", "operator@bench.invalid")
     rt = open_runtime(settings)
     try:
-        (lab,) = ensure_labs(rt.gateway, rt.operator, 1)
+        (lab,) = ensure_labs(rt.gateway, rt.operator, 1, retention=SYNTHETIC_RETENTION)
         done = [0]
 
         def batch(n: int) -> None:

@@ -14,6 +14,7 @@ from labvault.audit import service
 from labvault.bench.ingest import peak_rss_mb
 from labvault.crypto.keys import PLATFORM, LocalKeyring
 from labvault.store.engine import make_engine, migrate
+from labvault.synth.load import SYNTHETIC_RETENTION
 
 
 def run_audit(events: int, *, database_url: str | None = None, batch: int = 5000, ingest_results: int = 100_000,
@@ -33,7 +34,7 @@ def run_audit(events: int, *, database_url: str | None = None, batch: int = 5000
             u.ensure_platform_keys()
         lab = "bench-audit-lab"
         with gw.unit(who, Purpose.BENCHMARK) as u:
-            u.create_tenant(lab, "Benchmark lab", "690000000")
+            u.create_tenant(lab, "Benchmark lab", "690000000", retention=SYNTHETIC_RETENTION)
 
         t0 = time.perf_counter()
         done = 0
@@ -57,7 +58,7 @@ def run_audit(events: int, *, database_url: str | None = None, batch: int = 5000
         # Encrypted ingest with the audit trail on, then off (one event per 5,000-result batch).
         def ingest(tenant: str) -> float:
             with gw.unit(who, Purpose.BENCHMARK) as u:
-                u.create_tenant(tenant, "Benchmark lab", "690000000")
+                u.create_tenant(tenant, "Benchmark lab", "690000000", retention=SYNTHETIC_RETENTION)
                 names = {f"p{k}": u.pseudonym_of(tenant, f"p{k}") for k in range(100)}
             spent = 0.0
             stream = results_stream(tenant, 7, ingest_results)

@@ -21,6 +21,7 @@ from labvault.access import codec
 from labvault.crypto.keys import PLATFORM, LocalKeyring
 from labvault.ids import new_id
 from labvault.store.engine import bulk_insert, make_engine, migrate
+from labvault.synth.load import SYNTHETIC_RETENTION
 
 _clear_md = MetaData()
 clear_result = Table(
@@ -72,7 +73,7 @@ def run_ingest(
                 u.ensure_account(PLATFORM, who.account_id, who.name, f"{who.account_id}@bench.invalid", who.roles,
                                  commitment="benchmark runner")
             with gw.unit(who, Purpose.BENCHMARK) as u:
-                u.create_tenant(tenant, "Benchmark lab", "690000000")
+                u.create_tenant(tenant, "Benchmark lab", "690000000", retention=SYNTHETIC_RETENTION)
                 pseudo = {f"p{k}": u.pseudonym_of(tenant, f"p{k}") for k in range(1000)}
             _clear_md.create_all(engine)
 

@@ -172,7 +172,7 @@ def run_migrate(n: int, *, database_url: str | None = None, seed: int = 7,
             run_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             with gw.unit(operator, Purpose.EXPORT) as u:
-                job = service.verify_package(u, lab, job.migration_id, store)
+                job = service.verify_package(u, lab, job.migration_id)
             verify_s = time.perf_counter() - t0
         finally:
             stop.set()
@@ -188,7 +188,7 @@ def run_migrate(n: int, *, database_url: str | None = None, seed: int = 7,
         line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
         pyrage_per_s, json_per_s = _baselines(line, n, record)
         with gw.unit(operator, Purpose.EXPORT) as u:  # the scratch lab's package goes with it
-            service.purge(u, lab, job.migration_id, store, reason="benchmark")
+            service.purge(u, lab, job.migration_id, reason="benchmark")
         dialect = sc.dialect
     total = plan_s + run_s + verify_s
     return {

@@ -12,6 +12,7 @@ from pathlib import Path
 from labvault.access import Gateway, Principal, Purpose
 from labvault.crypto.keys import PLATFORM, LocalKeyring
 from labvault.store.engine import make_engine, migrate
+from labvault.synth.load import SYNTHETIC_RETENTION
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def scratch(name: str, *, roles: tuple[str, ...], database_url: str | None = Non
                 if lab in {t.id for t in u.list_tenants()}:
                     u.drop_tenant_rows(lab)
                 else:
-                    u.create_tenant(lab, "Benchmark lab", "690000000")
+                    u.create_tenant(lab, "Benchmark lab", "690000000", retention=SYNTHETIC_RETENTION)
                 u.ensure_account(lab, user.account_id, user.name, f"{user.account_id}@bench.invalid", roles,
                                  commitment="benchmark account")
             yield Scratch(Path(tmp), gw, admin, lab, user)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from labvault.cli import audit, bench, demo, generate, grant, ingest, instruction, keys, mllp, patient, serve, signer, tenant, token, user
+from labvault.cli import audit, bench, demo, generate, grant, ingest, instruction, keys, migrate, mllp, patient, retention, serve, signer, tenant, token, user
 from labvault.cli.common import console, settings
 from labvault.runtime import init_home
 
@@ -25,7 +25,10 @@ app.add_typer(grant.app, name="grant")
 app.add_typer(token.app, name="token")
 app.add_typer(ingest.app, name="quarantine")
 app.add_typer(signer.app, name="signer")
+app.add_typer(retention.app, name="retention")
 app.add_typer(instruction.app, name="instruction")
+app.add_typer(migrate.app, name="migrate")
+app.command("export")(migrate.export)
 app.command("ingest")(ingest.ingest)
 app.command("mllp")(mllp.mllp)
 app.command("serve")(serve.serve)

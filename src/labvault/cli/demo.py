@@ -18,7 +18,7 @@ from labvault.accounts import service
 from labvault.crypto.keys import PLATFORM
 from labvault.errors import AccessDenied, ConfigError
 from labvault.runtime import init_home, open_runtime
-from labvault.synth.load import ensure_labs, load_lab
+from labvault.synth.load import SYNTHETIC_RETENTION, ensure_labs, load_lab
 
 MARKER = ".labvault-demo-home"
 
@@ -132,7 +132,7 @@ def demo(
     rt = open_runtime(s)
     try:
         console.rule("[bold]2. Synthetic labs, written through the access gateway")
-        ids = ensure_labs(rt.gateway, rt.operator, labs)
+        ids = ensure_labs(rt.gateway, rt.operator, labs, retention=SYNTHETIC_RETENTION)
         t0 = time.perf_counter()
         totals = {"patients": 0, "requests": 0, "results": 0}
         with progress() as bar:
@@ -211,7 +211,12 @@ def demo(
             console.print(identity_table(p))
         console.print(f"{len(results)} results (first 8 shown)")
         console.print(results_table(results, 8))
-        console.rule("[bold]8. The audit trail: every access above, chained, checkpointed, verified")
+        console.rule("[bold]8. The migration the lab asked for: exactly its instruction, then nothing left")
+        from labvault.cli.demo_migration import show_migration
+
+        show_migration(rt, ids[0], accounts)
+
+        console.rule("[bold]9. The audit trail: every access above, chained, checkpointed, verified")
         from labvault.audit import service as audit
 
         for lab in [PLATFORM, *ids]:

@@ -101,7 +101,7 @@ def show_migration(rt, tenant: str, demo_accounts: list[dict]) -> None:
     console.print("  approved by " + " and ".join(f"{a['name']} ({a['side']})" for a in job.approvals))
     job = service.run(rt.gateway, operator, tenant, job.migration_id, store)
     with rt.gateway.unit(operator, Purpose.EXPORT) as u:
-        job = service.verify_package(u, tenant, job.migration_id, store)
+        job = service.verify_package(u, tenant, job.migration_id)
     d = service.package_dir(store, job)
     m = job.manifest["manifest"] if job.manifest else {}
     console.print(f"  package {d / service.PACKAGE} ({m['files'][0]['bytes']:,} bytes, age to NewLIS and to a "
@@ -127,8 +127,8 @@ def show_migration(rt, tenant: str, demo_accounts: list[dict]) -> None:
         console.print("  (the age CLI is not installed: the recipient's decryption is skipped)")
     receipt = service.acknowledge(d / service.PACKAGE, json.loads((d / service.MANIFEST).read_text()), identity)
     with rt.gateway.unit(operator, Purpose.EXPORT) as u:
-        job = service.import_receipt(u, tenant, job.migration_id, receipt, store)
-        cert = service.close(u, tenant, job.migration_id, store)
+        job = service.import_receipt(u, tenant, job.migration_id, receipt)
+        cert = service.close(u, tenant, job.migration_id)
         public_platform = u._platform_signer()[1]
     for x in job.destroyed:
         console.print(f"  receipt imported: destroyed {x['copy']} ({x['where']}) at {x['destroyed_at']}")

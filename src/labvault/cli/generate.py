@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from labvault.cli.common import console, progress, runtime
-from labvault.synth.load import ensure_labs, load_lab
+from labvault.synth.load import SYNTHETIC_RETENTION, ensure_labs, load_lab
 
 
 def generate(
@@ -15,7 +15,7 @@ def generate(
 ) -> None:
     """Generate labs, patients, prescribers, requests, specimens and results (encrypted on the way in)."""
     with runtime() as rt:
-        ids = ensure_labs(rt.gateway, rt.operator, labs)
+        ids = ensure_labs(rt.gateway, rt.operator, labs, retention=SYNTHETIC_RETENTION)
         totals = {"patients": 0, "requests": 0, "specimens": 0, "results": 0}
         with progress() as bar:
             for tid in ids:

@@ -13,9 +13,11 @@ from rich.table import Table
 from labvault.access import Purpose, intake
 from labvault.cli.common import AS_OPTION_HELP, actor, console, err_console, progress, runtime
 from labvault.errors import AccessDenied, ConfigError, InvalidInput
-from labvault.interop.ingest import Ingestor, Summary
+from labvault.interop.ingest import Ingestor, Summary, instruction_for_ingest
 
 TOKEN_HELP = "A file holding a bearer token (scope 'ingest') of the lab's service account; or LABVAULT_TOKEN."
+INSTRUCTION_HELP = ("A received migration_in instruction of the lab, in force: only the results and fields it "
+                    "names are stored; refused messages are reported, not quarantined.")
 
 
 def feed_actor(rt, as_email: str | None, token_file: Path | None):
@@ -49,6 +51,10 @@ def _table(summaries: list[Summary]) -> Table:
     return table
 
 
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {n}" for k, n in counts.items()) or "none"
+
+
 def ingest(
     files: list[Path] = typer.Argument(..., help="HL7 v2, HPRIM Santé, FHIR JSON or Bulk Data ndjson files."),
     tenant: str = typer.Option(..., "--tenant", help="The lab the results belong to."),
@@ -57,11 +63,14 @@ def ingest(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
     token_file: Path = typer.Option(None, "--token-file", help=TOKEN_HELP),
+    instruction: str = typer.Option(None, "--instruction", help=INSTRUCTION_HELP),
 ) -> None:
     """Read result files, store each message whole, quarantine the refused ones (exit 1 if any)."""
     with runtime() as rt:
         principal = feed_actor(rt, as_email, token_file)
-        ing = Ingestor(rt.gateway, principal, tenant, feed="file", group=group, test_mode=rt.settings.test_mode)
+        instr = None if instruction is None else instruction_for_ingest(rt.gateway, rt.operator, tenant, instruction)
+        ing = Ingestor(rt.gateway, principal, tenant, feed="file", group=group, test_mode=rt.settings.test_mode,
+                       instruction=instr)
         ing.preflight()
         with progress() as bar:
             tasks: dict[str, int] = {}
@@ -74,12 +83,19 @@ def ingest(
             summaries = ing.ingest_files(files, progress=step)
     if as_json:
         for s in summaries:
+            extra = {} if instr is None else {
+                "instruction": instr.id, "outside_instruction": s.outside, "results_dropped": s.results_dropped,
+                "dropped_by": s.dropped, "cleared": s.cleared}
             print(json.dumps({"file": s.file, "format": s.format, "accepted": s.accepted, "duplicates": s.duplicates,
                               "rejected": s.rejected, "results": s.results, "reasons": s.reasons,
-                              "quarantine_ids": s.quarantine_ids}, ensure_ascii=False))
+                              "quarantine_ids": s.quarantine_ids, **extra}, ensure_ascii=False))
     else:
         console.print(_table(summaries))
         for s in summaries:
+            if instr is not None:
+                console.print(f"instruction {instr.id}: {Path(s.file.split(', ')[0]).name}: {s.outside} message(s) "
+                              f"outside it, {s.results_dropped} result(s) left out ({_counts(s.dropped)}); "
+                              f"cleared: {_counts(s.cleared)}", highlight=False, markup=False)
             for reason, qid in zip(s.reasons, s.quarantine_ids + [None] * len(s.reasons), strict=False):
                 where = f" (quarantine {qid})" if qid else ""
                 console.print(f"rejected: {reason}{where}", highlight=False, markup=False)

@@ -90,11 +90,8 @@ def receive(
 ) -> None:
     """Verify a signed instruction and keep it (the processor's record of documented instructions)."""
     with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
-        v = _check(u, tenant, file)
-        signers.record_instruction(u, tenant, instruction_id=v.instruction.id, kind=v.instruction.kind,
-                                   signer_id=v.signer_id, body=v.record, signature=v.signature,
-                                   valid_until=v.instruction.valid_until)
-    console.print(f"received instruction {v.instruction.id} ({v.instruction.kind}) for {tenant}")
+        r = signers.receive(u, tenant, _signed(file), datetime.now(UTC))
+    console.print(f"received instruction {r.instruction_id} ({r.kind}) for {tenant}")
 
 
 @app.command("list")

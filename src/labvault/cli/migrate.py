@@ -166,7 +166,7 @@ def verify(migration: str = typer.Argument(..., metavar="MIGRATION"), tenant: st
     with runtime() as rt:
         who = actor(rt, as_email)
         with rt.gateway.unit(who, Purpose.EXPORT) as u:
-            job = service.verify_package(u, tenant, migration, store())
+            job = service.verify_package(u, tenant, migration)
     m = job.manifest["manifest"] if job.manifest else {}
     console.print(f"migration {migration}: verified; counts per record type and field match the manifest: "
                   f"{json.dumps(m['counts']['records'])}")
@@ -183,7 +183,7 @@ def receipt(
     with runtime() as rt:
         who = actor(rt, as_email)
         with rt.gateway.unit(who, Purpose.EXPORT) as u:
-            job = service.import_receipt(u, tenant, migration, doc, store())
+            job = service.import_receipt(u, tenant, migration, doc)
     console.print(f"migration {migration}: receipt accepted; state {job.state}")
     for d in job.destroyed:
         console.print(f"  destroyed: {d['copy']} ({d['where']}) at {d['destroyed_at']}")
@@ -195,7 +195,7 @@ def close(migration: str = typer.Argument(..., metavar="MIGRATION"), tenant: str
     with runtime() as rt:
         who = actor(rt, as_email)
         with rt.gateway.unit(who, Purpose.EXPORT) as u:
-            record = service.close(u, tenant, migration, store())
+            record = service.close(u, tenant, migration)
     console.print(f"migration {migration}: closed; certificate "
                   f"{service.package_dir(store(), (tenant, migration)) / service.CERTIFICATE}")
     console.print_json(json.dumps(record))

@@ -14,6 +14,9 @@ def serve(
     tls_key: str = typer.Option(None, "--tls-key"),
     checkpoint_every: int = typer.Option(3600, "--checkpoint-every", min=0,
                                          help="Seconds between signed audit checkpoints (0: none)."),
+    retention_every: int = typer.Option(3600, "--retention-every", min=0,
+                                        help="Seconds between retention runs: data past each lab's periods, "
+                                             "packages past their deadline (0: none; then run it from cron)."),
 ) -> None:
     """Serve the JSON API (and its OpenAPI schema, to authenticated users) on HOST:PORT."""
     import uvicorn
@@ -25,11 +28,13 @@ def serve(
         raise ConfigError("--tls-cert and --tls-key go together")
     app = create_app(settings())
     stop = _checkpoints_every(app.state.runtime, checkpoint_every)
+    stop_retention = retention_every_(app.state.runtime, retention_every)
     try:
         uvicorn.run(app, host=host, port=port, ssl_certfile=tls_cert, ssl_keyfile=tls_key, log_level="warning",
                     server_header=False, proxy_headers=False)
     finally:
         stop.set()
+        stop_retention.set()
 
 
 def _checkpoints_every(rt, seconds: int):
@@ -59,4 +64,28 @@ def _checkpoints_every(rt, seconds: int):
 
     if seconds > 0:
         threading.Thread(target=run, name="labvault-checkpoints", daemon=True).start()
+    return stop
+
+
+def retention_every_(rt, seconds: int, *, first_after: float | None = None):
+    """A daemon thread running ``retention run`` for every lab every ``seconds`` (the first run
+    after ``first_after`` seconds, by default ``seconds``); returns the event that stops it."""
+    import threading
+
+    from labvault.ids import utcnow
+    from labvault.retention import purge
+
+    stop = threading.Event()
+
+    def loop() -> None:
+        wait = seconds if first_after is None else first_after
+        while not stop.wait(wait):
+            wait = seconds
+            try:
+                purge.run_all(rt.gateway, rt.operator, now=utcnow())
+            except Exception:  # keep serving; each lab's run is audited, the next round tries again
+                continue
+
+    if seconds > 0:
+        threading.Thread(target=loop, name="labvault-retention", daemon=True).start()
     return stop

@@ -8,9 +8,9 @@ import typer
 from rich.table import Table
 
 from labvault.access import Purpose
-from labvault.cli.common import console, runtime
+from labvault.cli.common import AS_OPTION_HELP, actor, console, runtime
 
-app = typer.Typer(help="Labs (tenants): add, list, crypto-shred.", no_args_is_help=True)
+app = typer.Typer(help="Labs (tenants): add, list, crypto-shred, end a contract.", no_args_is_help=True)
 
 
 @app.command("add")
@@ -18,10 +18,19 @@ def add(
     tenant_id: str = typer.Argument(..., metavar="ID", help="Slug id, e.g. bio-lyon."),
     name: str = typer.Option(..., "--name", help="The lab's name."),
     finess: str = typer.Option(..., "--finess", help="The lab's FINESS number (9 characters)."),
+    retention: list[str] = typer.Option(
+        None, "--retention", metavar="CATEGORY=DURATION",
+        help="How long the lab keeps a category (results=10y, hiv=30y, quarantine=90d; y = 365 days); "
+             "repeatable; results is required.",
+    ),
+    retention_ref: str = typer.Option(None, "--retention-ref", help="The legal reference of these periods (required)."),
 ) -> None:
-    """Add a lab, with its own keys."""
+    """Add a lab, with its own keys and its retention rules."""
+    from labvault.retention import parse_rules
+
+    rules = parse_rules(retention or [], retention_ref or "")
     with runtime() as rt, rt.unit(Purpose.ADMINISTRATION) as u:
-        t = u.create_tenant(tenant_id, name, finess)
+        t = u.create_tenant(tenant_id, name, finess, retention=rules)
     console.print(f"lab {t.id} added ({t.name}, FINESS {t.finess}); its keys are in the {rt.gateway.keys.name} key provider")
 
 
@@ -57,3 +66,70 @@ def shred(
             record = u.shred_tenant(tenant_id)
     console.print(f"lab {tenant_id} crypto-shredded; signed record {record['record_id']}:")
     console.print_json(json.dumps(record))
+
+
+@app.command("end")
+def end(
+    tenant_id: str = typer.Argument(..., metavar="ID"),
+    return_to: str = typer.Option(None, "--return", metavar="INSTRUCTION",
+                                  help="Return the data as the lab's signed instruction says (migration)."),
+    delete: bool = typer.Option(False, "--delete", help="Delete the lab's data, shred its keys, sign a certificate."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+    as_email: str = typer.Option(None, "--as", help="For --return: the vendor operator running it. " + AS_OPTION_HELP),
+) -> None:
+    """End a lab's contract: return its data (--return) or delete it for good (--delete)."""
+    from labvault.errors import InvalidInput
+
+    if (return_to is None) == (not delete):
+        raise InvalidInput("tenant end needs exactly one of --return INSTRUCTION or --delete")
+    if return_to is not None:
+        _end_return(tenant_id, return_to, as_email)
+        return
+    from labvault.retention import end_delete
+
+    with runtime() as rt:
+        with rt.unit(Purpose.ADMINISTRATION) as u:
+            u.tenant(tenant_id)  # unknown lab: fail before asking
+        if not yes:
+            typer.confirm(f"Delete every row of lab '{tenant_id}' and destroy its keys? Irreversible", abort=True)
+        with rt.unit(Purpose.ADMINISTRATION) as u:
+            record = end_delete(u, tenant_id)
+    console.print(f"lab {tenant_id}: data deleted, keys crypto-shredded; signed certificate {record['record_id']}:")
+    print(json.dumps(record, sort_keys=True))
+
+
+def _end_return(tenant_id: str, instruction_id: str, as_email: str | None) -> None:
+    from labvault.cli.migrate import store
+    from labvault.migration import service
+
+    with runtime() as rt:
+        out = service.tenant_return(rt.gateway, actor(rt, as_email), tenant_id, instruction_id, store())
+    console.print(f"lab {tenant_id}: returned under instruction {instruction_id}: "
+                  f"{out['plan']['counts']['results']:,} results in {out['package'][0]['name']} "
+                  f"({out['results_left_out']:,} of the lab's results left out by the instruction)")
+    console.print(f"  next: the recipient acknowledges ('labvault migrate acknowledge'), 'labvault migrate receipt "
+                  f"{out['migration']} RECEIPT --tenant {tenant_id}', then 'labvault tenant end {tenant_id} --delete'")
+    print(json.dumps(out, sort_keys=True))
+
+
+@app.command("certificate")
+def certificate(tenant_id: str = typer.Argument(..., metavar="ID")) -> None:
+    """Show a lab's end-of-contract certificates and check their platform signatures (exit 1 if one fails)."""
+    from labvault.crypto.signing import SignatureInvalid
+    from labvault.errors import NotFound
+    from labvault.retention.purge import certificates, verify_certificate
+
+    bad = 0
+    with runtime() as rt, rt.unit(Purpose.ADMINISTRATION) as u:
+        records = certificates(u, tenant_id)
+        if not records:
+            raise NotFound(f"lab '{tenant_id}' has no end-of-contract certificate")
+        for record in records:
+            try:
+                verify_certificate(u, record)
+                state = "valid"
+            except SignatureInvalid:
+                state, bad = "INVALID", bad + 1
+            print(json.dumps({**record, "signature_check": state}, sort_keys=True))
+    if bad:
+        raise typer.Exit(1)

@@ -10,6 +10,7 @@ ones in the lab's encrypted quarantine.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from labvault.access import intake
 from labvault.access.gateway import Gateway
 from labvault.access.principal import Principal, Purpose
 from labvault.errors import AccessDenied, InvalidInput, LabvaultError, TenantShredded, UnknownTenant
+from labvault.instructions import intake_filter
+from labvault.instructions.document import Instruction
 from labvault.interop import hl7v2, hprim
 
 MAX_FILE_BYTES = 256 * 1024 * 1024
@@ -143,6 +146,11 @@ class Summary:
     results: int = 0
     reasons: list[str] = field(default_factory=list)
     quarantine_ids: list[str] = field(default_factory=list)
+    # Under an instruction: messages left with no result (skipped), results left out by reason,
+    # values cleared by field name.
+    outside: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    cleared: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: Summary) -> None:
         self.accepted += other.accepted
@@ -151,19 +159,48 @@ class Summary:
         self.results += other.results
         self.reasons += other.reasons
         self.quarantine_ids += other.quarantine_ids
+        self.outside += other.outside
+        for mine, theirs in ((self.dropped, other.dropped), (self.cleared, other.cleared)):
+            for k, n in theirs.items():
+                mine[k] = mine.get(k, 0) + n
+
+    @property
+    def results_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+
+def instruction_for_ingest(gateway: Gateway, checker: Principal, tenant_id: str, instruction_id: str
+                           ) -> Instruction:
+    """The lab's received ``migration_in`` instruction, in force now (signer still current, signature,
+    validity), checked by ``checker``: a platform account that reads the lab's instructions (the
+    lab's writing roles do not). Refusals are one line naming the reason, the kind or field names."""
+    from labvault.access.instructed import instruction_in_force
+
+    with gateway.unit(checker, Purpose.ADMINISTRATION) as u:
+        instr = instruction_in_force(u, tenant_id, instruction_id)
+    intake_filter.check(instr, tenant_id)
+    return instr
 
 
 class Ingestor:
-    """Stores pieces for one lab as one principal; ``group`` messages per transaction."""
+    """Stores pieces for one lab as one principal; ``group`` messages per transaction.
+
+    With an ``instruction`` (a ``migration_in`` instruction in force, see ``instruction_for_ingest``),
+    ``ingest_files`` keeps of each message only what it names (``labvault.instructions.intake_filter``),
+    skips the messages left with no result, and keeps no refused message in the quarantine: its
+    bytes hold what the instruction may leave out."""
 
     def __init__(
         self, gateway: Gateway, principal: Principal, tenant_id: str, *, feed: str = "file", group: int = 1,
-        test_mode: bool = False, purpose: Purpose = Purpose.INGEST,
+        test_mode: bool = False, purpose: Purpose = Purpose.INGEST, instruction: Instruction | None = None,
     ) -> None:
         if group < 1:
             raise InvalidInput("the group size must be at least 1")
+        if instruction is not None:
+            intake_filter.check(instruction, tenant_id)
         self.gw, self.principal, self.tenant_id = gateway, principal, tenant_id
         self.feed, self.group, self.test_mode, self.purpose = feed, group, test_mode, purpose
+        self.instruction = instruction
 
     def preflight(self) -> None:
         """Fail early, before reading any file, if this principal may not ingest into this lab."""
@@ -192,7 +229,11 @@ class Ingestor:
                             raise
                         except LabvaultError as exc:
                             refused[i] = f"{summary.file}, message {pieces[i].index}: {exc}"
-            if refused:
+            if refused and self.instruction is not None:  # reported, not kept: see the class
+                for i, reason in refused.items():
+                    result[i] = Outcome("rejected", reason)
+                    summary.reasons.append(reason)
+            elif refused:
                 for i, qid in zip(refused, self._quarantine(pieces, refused), strict=True):
                     result[i] = Outcome("rejected", refused[i], qid)
                     summary.reasons.append(refused[i])
@@ -212,7 +253,8 @@ class Ingestor:
 
     def _store(self, pieces: Sequence[Piece], idx: list[int], result: list[Outcome]) -> None:
         with self.gw.unit(self.principal, self.purpose) as u:
-            got = intake.store(u, self.tenant_id, [pieces[i].envelope for i in idx], feed=self.feed)
+            under = {} if self.instruction is None else {"instruction": self.instruction.id}
+            got = intake.store(u, self.tenant_id, [pieces[i].envelope for i in idx], feed=self.feed, **under)
         for i, status in zip(idx, got, strict=True):
             result[i] = Outcome(status)
 
@@ -245,6 +287,8 @@ class Ingestor:
             inputs.append((", ".join(bulk), read_bulk(bulk, test_mode=self.test_mode)))
         for name, pieces in inputs:
             summary = Summary(name, pieces[0].format if pieces else "unknown")
+            if self.instruction is not None:
+                pieces = self.within_instruction(pieces, summary)
             total = len(pieces)
             done = 0
 
@@ -255,8 +299,30 @@ class Ingestor:
                     progress(name, done, total)
 
             self.ingest_pieces(pieces, summary, step)
+            if self.instruction is not None:
+                with self.gw.unit(self.principal, self.purpose) as u:
+                    u._record(self.tenant_id, "instruction:use", "instruction", summary.results,
+                              refs=[self.instruction.id])
             summaries.append(summary)
         return summaries
+
+    def within_instruction(self, pieces: Sequence[Piece], summary: Summary) -> list[Piece]:
+        """The pieces with only what the instruction names; those left with no result are skipped
+        (counted in ``summary.outside``, not refused)."""
+        assert self.instruction is not None
+        tally = intake_filter.Tally()
+        kept: list[Piece] = []
+        for p in pieces:
+            if p.envelope is not None:
+                mapped = [m for m in (intake_filter.apply(self.instruction, m, tally) for m in p.envelope.mapped)
+                          if m is not None]
+                if not mapped:
+                    summary.outside += 1
+                    continue
+                p = dataclasses.replace(p, envelope=intake.Envelope(p.envelope.key, p.envelope.format, mapped))
+            kept.append(p)
+        summary.dropped, summary.cleared = dict(tally.dropped), dict(sorted(tally.cleared.items()))
+        return kept
 
     def replay(self, quarantine_id: str) -> Summary:
         """Read a quarantined message again with the current readers; store it if it now passes."""

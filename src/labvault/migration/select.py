@@ -36,6 +36,7 @@ TYPES = ("request", "specimen", "result", "identity", "prescriber")
 LINKS = {"identity": (), "prescriber": (), "request": ("patient", "prescriber"),
          "specimen": ("request",), "result": ("request", "specimen", "patient")}
 COMMENT = "result.comment"
+ALWAYS = ("request", "specimen", "result")
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,9 @@ class Plan:
 
     @property
     def types(self) -> tuple[str, ...]:
-        """Record types written: those with at least one field; results always (they are the point)."""
-        return tuple(t for t in TYPES if self.fields[t] or t == "result")
+        """Record types written: requests, specimens and results always (links at least),
+        identities and prescribers only when the instruction names some of their fields."""
+        return tuple(t for t in TYPES if self.fields[t] or t in ALWAYS)
 
     def describe(self) -> dict[str, list[str]]:
         return {t: list(self.fields[t]) for t in self.types}

@@ -43,17 +43,16 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select, update
-
 from labvault.access import instructed, policy
+from labvault.access import migration_jobs as jobs
+from labvault.access.retention import store_signed_record
 from labvault.crypto import packages
 from labvault.crypto.keys import atomic_write
 from labvault.crypto.signing import SignatureInvalid, canonical, verify
-from labvault.errors import AccessDenied, InvalidInput, LabvaultError, NotFound
+from labvault.errors import AccessDenied, InvalidInput, LabvaultError
 from labvault.ids import new_id, utcnow
 from labvault.instructions import document, fingerprint
 from labvault.migration import select as sel
-from labvault.store import schema as t
 
 if TYPE_CHECKING:
     from labvault.access.gateway import Gateway, Unit
@@ -101,6 +100,7 @@ class Job:
     planned_at: datetime
     purged_at: datetime | None
     closed_at: datetime | None
+    package: Path | None = None  # where the package is (or was) written
 
     def public(self) -> dict[str, Any]:
         """What ``status`` shows: state, figures, approvals, dates; never a personal value."""
@@ -130,21 +130,12 @@ def _job(row) -> Job:
         _aware(row.deadline), json.loads(row.approvals), row.attempts,
         json.loads(row.manifest) if row.manifest else None, json.loads(row.receipt) if row.receipt else None,
         json.loads(row.destroyed) if row.destroyed else [], _aware(row.planned_at), _aware(row.purged_at),
-        _aware(row.closed_at),
+        _aware(row.closed_at), Path(row.package_path) if row.package_path else None,
     )
 
 
-def _row(u: Unit, tenant_id: str, migration_id: str):
-    m = t.migration_job
-    row = u.conn.execute(select(m).where(u._tf(m, tenant_id), m.c.migration_id == migration_id)).first()
-    if row is None:
-        raise NotFound(f"no migration '{migration_id}' for lab '{tenant_id}' (see 'labvault migrate status')")
-    return row
-
-
-def _set(u: Unit, tenant_id: str, migration_id: str, **values: Any) -> None:
-    m = t.migration_job
-    u.conn.execute(update(m).where(u._tf(m, tenant_id), m.c.migration_id == migration_id).values(**values))
+_row = jobs.get
+_set = jobs.set_
 
 
 def _expect(job: Job, *states: str, hint: str) -> None:
@@ -159,9 +150,7 @@ def get(u: Unit, tenant_id: str, migration_id: str) -> Job:
 
 def status(u: Unit, tenant_id: str) -> list[Job]:
     u._authorise(tenant_id, "migration:read")
-    m = t.migration_job
-    rows = u.conn.execute(select(m).where(u._tf(m, tenant_id)).order_by(m.c.planned_at)).all()
-    return [_job(r) for r in rows]
+    return [_job(r) for r in jobs.all_of(u, tenant_id)]
 
 
 def _ev(u: Unit, tenant_id: str, action: str, count: int, job_id: str, instruction_id: str) -> None:
@@ -229,11 +218,11 @@ def plan(u: Unit, tenant_id: str, instruction_id: str, *, ask: Ask | None = None
                "destination": {"name": instr.destination.name, "country": instr.destination.country}
                if instr.destination else None}
     assert instr.deletion_deadline is not None  # outbound kinds require one
-    u.conn.execute(insert(t.migration_job).values(
-        tenant_id=tenant_id, migration_id=job_id, instruction_id=instr.id, kind=instr.kind, state="planned",
+    jobs.put(
+        u, tenant_id=tenant_id, migration_id=job_id, instruction_id=instr.id, kind=instr.kind, state="planned",
         plan=json.dumps(figures, sort_keys=True), planned_by=u.principal.account_id, planned_at=now or utcnow(),
         deadline=instr.deletion_deadline, approvals="[]", attempts=0,
-    ))
+    )
     _ev(u, tenant_id, "migration:plan", counts["results"], job_id, instr.id)
     return _job(_row(u, tenant_id, job_id))
 
@@ -245,12 +234,6 @@ def approval_record(job: Job) -> dict[str, Any]:
     return {"approve": "migration", "migration": job.migration_id, "tenant": job.tenant_id,
             "instruction": job.instruction_id,
             "plan_sha256": hashlib.sha256(canonical(job.plan)).hexdigest()}
-
-
-def _person_email(u: Unit, tenant_id: str, account_id: str) -> str | None:
-    a = t.account
-    row = u.conn.execute(select(a.c.email).where(a.c.tenant_id == tenant_id, a.c.account_id == account_id)).first()
-    return None if row is None else row.email.lower()
 
 
 def _same_person(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -288,7 +271,7 @@ def approve_operator(u: Unit, tenant_id: str, migration_id: str) -> Job:
     job = _job(_row(u, tenant_id, migration_id))
     _expect(job, "planned", hint="only a planned migration is approved")
     return _add_approval(u, job, {"side": "operator", "account": p.account_id, "name": p.name,
-                                  "email": _person_email(u, p.tenant_id, p.account_id), "at": utcnow().isoformat()})
+                                  "email": jobs.account_email(u, p.tenant_id, p.account_id), "at": utcnow().isoformat()})
 
 
 def approve_lab(u: Unit, tenant_id: str, migration_id: str, *, public_key: str, signature: str) -> Job:
@@ -309,10 +292,8 @@ def approve_lab(u: Unit, tenant_id: str, migration_id: str, *, public_key: str, 
     except SignatureInvalid:
         u._record(tenant_id, "migration:approve", "migration", 0, outcome="denied", refs=[migration_id])
         raise document.InstructionSignatureInvalid("approval: the signature does not match this plan") from None
-    a = t.account
-    acct = u.conn.execute(select(a.c.account_id).where(a.c.tenant_id == tenant_id,
-                                                       a.c.email == signer.email.lower())).first()
-    return _add_approval(u, job, {"side": "lab", "account": acct.account_id if acct else signer.signer_id,
+    account = jobs.account_of_email(u, tenant_id, signer.email)
+    return _add_approval(u, job, {"side": "lab", "account": account or signer.signer_id,
                                   "signer": signer.signer_id, "name": signer.name, "email": signer.email.lower(),
                                   "signature": signature, "at": utcnow().isoformat()})
 
@@ -328,10 +309,10 @@ def _scope(migration_id: str) -> str:
     return f"package-{migration_id}"
 
 
-def _destroy_attempt(gw: Gateway, store: Path, job: Job) -> None:
-    d = package_dir(store, job)
-    packages.shred(d / PACKAGE)
-    packages.discard_partial(d / PACKAGE)
+def _destroy_attempt(gw: Gateway, job: Job) -> None:
+    if job.package is not None:
+        packages.shred(job.package)
+        packages.discard_partial(job.package)
     gw.keys.destroy_scope(_scope(job.migration_id))
 
 
@@ -346,12 +327,13 @@ def _start(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str,
         if (now or utcnow()) >= job.deadline:
             raise StateError(f"migration {migration_id}: its deletion deadline has passed; nothing is run")
         # A new attempt: whatever an interrupted one left is destroyed first (file and key).
-        _destroy_attempt(gw, store, job)
+        _destroy_attempt(gw, job)
         scope = _scope(migration_id)
         gw.keys.create_scope(scope)
         identity, _ = packages.new_identity()
         fp_key = fingerprint.new_key()
         _set(u, tenant_id, migration_id, state="running", attempts=job.attempts + 1, started_at=utcnow(),
+             package_path=str(package_dir(store, job).resolve() / PACKAGE),
              package_scope=scope, package_key_wrapped=gw.keys.wrap(scope, identity.encode(), b"package-key"),
              receipt_key_wrapped=gw.keys.wrap(scope, secrets.token_bytes(32), b"receipt-key"),
              fingerprint_key_wrapped=gw.keys.wrap(tenant_id, fp_key, f"fingerprint:{migration_id}".encode()),
@@ -389,8 +371,9 @@ def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, st
                   "instruction": instr.id, "fields": read_plan.describe(), "receipt_key": receipt_key.hex()}
         counts = sel.Counts()
         records = sel.run(u, read_plan, fingerprint.id_map(fp_key), on_result=on_progress)
-        d = package_dir(store, job)
-        written = packages.write(d / PACKAGE, packages.lines(_records(header, records, counts)), recipients)
+        assert job.package is not None
+        d = job.package.parent
+        written = packages.write(job.package, packages.lines(_records(header, records, counts)), recipients)
     with gw.unit(principal, Purpose.EXPORT) as u:
         u._authorise(tenant_id, "migration:run")
         job = _job(_row(u, tenant_id, migration_id))
@@ -416,10 +399,8 @@ def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, st
 
 
 def _instruction_sha(u: Unit, tenant_id: str, instruction_id: str) -> str:
-    i = t.instruction
-    row = u.conn.execute(select(i.c.body, i.c.signature).where(
-        u._tf(i, tenant_id), i.c.instruction_id == instruction_id)).first()
-    return hashlib.sha256(row.body.encode() + b"\n" + row.signature.encode()).hexdigest()
+    body, signature = jobs.instruction_as_signed(u, tenant_id, instruction_id)
+    return hashlib.sha256(body.encode() + b"\n" + signature.encode()).hexdigest()
 
 
 # --- reading a package back -------------------------------------------------------------------
@@ -486,7 +467,7 @@ def sel_name(v: object) -> str:
     return v if isinstance(v, str) and v.isidentifier() else "(unnamed)"
 
 
-def verify_package(u: Unit, tenant_id: str, migration_id: str, store: Path) -> Job:
+def verify_package(u: Unit, tenant_id: str, migration_id: str) -> Job:
     """The platform's reconciliation of its own package (with the package key), then ``verified``."""
     u._authorise(tenant_id, "migration:verify")
     row = _row(u, tenant_id, migration_id)
@@ -495,7 +476,8 @@ def verify_package(u: Unit, tenant_id: str, migration_id: str, store: Path) -> J
     assert job.manifest is not None
     _check_manifest_signature(u, job.manifest)
     identity = u._gw.keys.unwrap(row.package_scope, row.package_key_wrapped, b"package-key").decode()
-    reconcile(package_dir(store, job) / PACKAGE, identity, job.manifest)
+    assert job.package is not None
+    reconcile(job.package, identity, job.manifest)
     if job.manifest["manifest"]["counts"]["records"]["result"] != job.plan["counts"]["results"] \
             and job.plan["counts"]["results"] is not None:
         u._record(tenant_id, "migration:verify", "migration", 0, outcome="alert", refs=[migration_id])
@@ -529,7 +511,7 @@ def acknowledge(package: Path, manifest: dict[str, Any], identity_text: str) -> 
     return {"receipt": receipt, "mac": mac}
 
 
-def import_receipt(u: Unit, tenant_id: str, migration_id: str, doc: object, store: Path) -> Job:
+def import_receipt(u: Unit, tenant_id: str, migration_id: str, doc: object) -> Job:
     """Check the recipient's receipt and record it; the package is purged at once."""
     u._authorise(tenant_id, "migration:receipt")
     row = _row(u, tenant_id, migration_id)
@@ -554,10 +536,10 @@ def import_receipt(u: Unit, tenant_id: str, migration_id: str, doc: object, stor
         raise ReceiptInvalid("receipt: its MAC does not verify (not made from this package)")
     _set(u, tenant_id, migration_id, state="received", receipt=json.dumps(doc, sort_keys=True), received_at=utcnow())
     _ev(u, tenant_id, "migration:receipt", 1, migration_id, job.instruction_id)
-    return purge(u, tenant_id, migration_id, store, reason="receipt")
+    return purge(u, tenant_id, migration_id, reason="receipt")
 
 
-def purge(u: Unit, tenant_id: str, migration_id: str, store: Path, *, reason: str) -> Job:
+def purge(u: Unit, tenant_id: str, migration_id: str, *, reason: str) -> Job:
     """Destroy every copy: the package file, any partial attempt, and the package key's scope."""
     u._authorise(tenant_id, "migration:purge")
     row = _row(u, tenant_id, migration_id)
@@ -565,11 +547,10 @@ def purge(u: Unit, tenant_id: str, migration_id: str, store: Path, *, reason: st
     if job.state in ("purged", "closed"):
         return job
     now = utcnow()
-    d = package_dir(store, job)
     destroyed = list(job.destroyed)
-    had_file = (d / PACKAGE).exists()
-    packages.shred(d / PACKAGE)
-    packages.discard_partial(d / PACKAGE)
+    had_file = job.package is not None and packages.shred(job.package)
+    if job.package is not None:
+        packages.discard_partial(job.package)
     if had_file:
         destroyed.append({"copy": f"package file {PACKAGE}", "where": "package store",
                           "sha256": job.manifest["manifest"]["files"][0]["sha256"] if job.manifest else None,
@@ -585,7 +566,7 @@ def purge(u: Unit, tenant_id: str, migration_id: str, store: Path, *, reason: st
     return _job(_row(u, tenant_id, migration_id))
 
 
-def close(u: Unit, tenant_id: str, migration_id: str, store: Path) -> dict[str, Any]:
+def close(u: Unit, tenant_id: str, migration_id: str) -> dict[str, Any]:
     """The signed closure certificate of a purged migration (stored, and written beside the manifest)."""
     u._authorise(tenant_id, "migration:close")
     row = _row(u, tenant_id, migration_id)
@@ -606,17 +587,12 @@ def close(u: Unit, tenant_id: str, migration_id: str, store: Path) -> dict[str, 
         "staging": "none: packages are written unnamed (O_TMPFILE) and encrypted as they are produced",
         "deletion_deadline": job.deadline.isoformat(), "closed_at": now.isoformat(),
     }
-    signer, public = u._platform_signer()
-    record = {"record_id": new_id(), "body": body, "signature": signer.sign(body), "public_key": public.hex()}
-    u.conn.execute(insert(t.signed_record).values(
-        tenant_id=tenant_id, record_id=record["record_id"], kind="migration-closure",
-        body=json.dumps(body, sort_keys=True), signature=record["signature"],
-        signer_public_key=record["public_key"], created_at=now))
+    record = store_signed_record(u, tenant_id, "migration-closure", body)
     _set(u, tenant_id, migration_id, state="closed", closed_at=now)
     _ev(u, tenant_id, "migration:close", 1, migration_id, job.instruction_id)
-    d = package_dir(store, job)
-    d.mkdir(parents=True, exist_ok=True)
-    atomic_write(d / CERTIFICATE, json.dumps(record, indent=1, sort_keys=True).encode(), mode=0o644)
+    if job.package is not None and job.package.parent.is_dir():
+        atomic_write(job.package.parent / CERTIFICATE, json.dumps(record, indent=1, sort_keys=True).encode(),
+                     mode=0o644)
     return record
 
 
@@ -631,25 +607,21 @@ def check_certificate(record: object, public_keys: Iterable[bytes]) -> dict[str,
     return record["body"]
 
 
-def enforce_deadlines(u: Unit, tenant_id: str, now: datetime, store: Path) -> dict[str, int]:
+def enforce_deadlines(u: Unit, tenant_id: str, now: datetime) -> dict[str, int]:
     """Purge every package of the lab whose deletion deadline has come (a retention hook)."""
     u._authorise(tenant_id, "migration:purge")
-    m = t.migration_job
-    due = u.conn.execute(select(m.c.migration_id).where(
-        u._tf(m, tenant_id), m.c.state.not_in(("purged", "closed")), m.c.deadline <= now)).scalars().all()
+    due = jobs.holding(u, tenant_id, due_at=now)
     for mid in due:
-        purge(u, tenant_id, mid, store, reason="deadline")
+        purge(u, tenant_id, mid, reason="deadline")
     return {"packages_purged": len(due)}
 
 
-def destroy_all(u: Unit, tenant_id: str, store: Path) -> dict[str, int]:
+def destroy_all(u: Unit, tenant_id: str) -> dict[str, int]:
     """End of contract: purge every package of the lab still held (a tenant-end hook)."""
-    m = t.migration_job
     u._authorise(tenant_id, "migration:purge")
-    held = u.conn.execute(select(m.c.migration_id).where(
-        u._tf(m, tenant_id), m.c.state.not_in(("purged", "closed")))).scalars().all()
+    held = jobs.holding(u, tenant_id)
     for mid in held:
-        purge(u, tenant_id, mid, store, reason="end-of-contract")
+        purge(u, tenant_id, mid, reason="end-of-contract")
     return {"packages_destroyed": len(held)}
 
 
@@ -672,4 +644,39 @@ def export(gw: Gateway, principal: Principal, tenant_id: str, instruction_id: st
         job = approve_operator(u, tenant_id, job.migration_id)
     run(gw, principal, tenant_id, job.migration_id, store, now=now, on_progress=on_progress)
     with gw.unit(principal, Purpose.EXPORT) as u:
-        return verify_package(u, tenant_id, job.migration_id, store)
+        return verify_package(u, tenant_id, job.migration_id)
+
+
+def tenant_return(gw: Gateway, principal: Principal, tenant_id: str, instruction_id: str, store: Path, *,
+                  now: datetime | None = None) -> dict[str, Any]:
+    """End of contract by return: the lab's data exported under its ``return`` instruction.
+    Says how many of the lab's results the instruction leaves out (a full return leaves none)."""
+    from labvault.access import Purpose
+
+    job = export(gw, principal, tenant_id, instruction_id, store, now=now)
+    if job.kind != "return":
+        raise StateError(f"instruction '{instruction_id}' is of kind {job.kind}; an end of contract needs kind return")
+    with gw.unit(principal, Purpose.EXPORT) as u:
+        held = u.counts(tenant_id).get("result", 0)
+    out = job.public()
+    out["results_in_lab"] = held
+    out["results_left_out"] = held - job.plan["counts"]["results"]
+    return out
+
+
+def _register_retention_hooks() -> None:
+    """Packages die at their deadline in every retention run, and with the lab at the end of a contract."""
+    from labvault.retention import purge as retention
+
+    if not any(getattr(h, "__name__", "") == "_deadline_hook" for h in retention.HOOKS):
+        def _deadline_hook(u: Unit, tenant_id: str, now: datetime) -> dict[str, int]:
+            return enforce_deadlines(u, tenant_id, now)
+
+        def _end_hook(u: Unit, tenant_id: str, now: datetime) -> dict[str, int]:
+            return destroy_all(u, tenant_id)
+
+        retention.HOOKS.append(_deadline_hook)
+        retention.END_HOOKS.append(_end_hook)
+
+
+_register_retention_hooks()

@@ -384,6 +384,73 @@ instruction = Table(
     sqlite_with_rowid=False,
 )
 
+# How long a lab keeps each category of its data (``results``, a sensitive category, ``quarantine``),
+# as the lab decided, with the legal reference it relies on. No default: a lab cannot be created
+# without its ``results`` rule (see labvault.retention).
+retention_rule = Table(
+    "retention_rule",
+    metadata,
+    _tenant_col(),
+    Column("category", String(32), primary_key=True),
+    Column("days", Integer, nullable=False),
+    Column("legal_reference", Text, nullable=False),
+    Column("set_by", String(ID), nullable=False),
+    Column("set_at", DateTime(timezone=True), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# Legal holds: while one is active (not released), retention deletes nothing in its scope (a
+# category, or '*' for everything). A hold is placed only with its recorded basis.
+legal_hold = Table(
+    "legal_hold",
+    metadata,
+    _tenant_col(),
+    Column("hold_id", String(ID), primary_key=True),
+    Column("basis", Text, nullable=False),
+    Column("scope", String(32), nullable=False),
+    Column("set_by", String(ID), nullable=False),
+    Column("set_at", DateTime(timezone=True), nullable=False),
+    Column("released_by", String(ID)),
+    Column("released_at", DateTime(timezone=True)),
+    sqlite_with_rowid=False,
+)
+
+# Exports and migrations out of a lab (labvault.migration): one row per procedure, its state and
+# the evidence of each step (plan figures, approvals, manifest, receipt, purge, certificate). No
+# personal value: figures, field names, hashes, ids, and keys wrapped by the key provider.
+migration_job = Table(
+    "migration_job",
+    metadata,
+    _tenant_col(),
+    Column("migration_id", String(ID), primary_key=True),
+    Column("instruction_id", String(ID), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("plan", Text, nullable=False),  # JSON: fields per record type, counts
+    Column("planned_by", String(ID), nullable=False),
+    Column("planned_at", DateTime(timezone=True), nullable=False),
+    Column("deadline", DateTime(timezone=True), nullable=False),
+    Column("approvals", Text, nullable=False, server_default="[]"),  # JSON list
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("started_at", DateTime(timezone=True)),
+    Column("package_path", String(1000)),  # where the package is written (ciphertext only)
+    Column("package_scope", String(100)),  # key-provider scope of the package key
+    Column("package_key_wrapped", LargeBinary),
+    Column("receipt_key_wrapped", LargeBinary),
+    Column("fingerprint_key_wrapped", LargeBinary),  # kept after the purge: traces a leaked copy
+    Column("fingerprint_key_id", String(64)),
+    Column("manifest", Text),  # JSON, signed by the platform
+    Column("manifest_signature", String(128)),
+    Column("verified_at", DateTime(timezone=True)),
+    Column("receipt", Text),
+    Column("received_at", DateTime(timezone=True)),
+    Column("purged_at", DateTime(timezone=True)),
+    Column("purge_reason", String(32)),
+    Column("destroyed", Text),  # JSON: each copy and when it was destroyed
+    Column("closed_at", DateTime(timezone=True)),
+    sqlite_with_rowid=False,
+)
+
 # Tables holding personal or health data (ciphertexts, blind indexes, pseudonyms) and keys.
 PERSONAL_TABLES = frozenset(
     {"patient_identity", "prescriber", "request", "specimen", "result", "tenant_key", "quarantine"}

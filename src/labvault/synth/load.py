@@ -70,14 +70,23 @@ def load_lab(
     return counts
 
 
-def ensure_labs(gateway: Gateway, principal: Principal, count: int) -> list[str]:
-    """Create the first ``count`` generated labs where they do not exist yet."""
+# The retention rule the fictional labs chose (a real lab gives its own: 'labvault tenant add
+# --retention ... --retention-ref ...'); not a default for anyone else.
+SYNTHETIC_RETENTION: dict[str, tuple[int, str]] = {
+    "results": (3650, "fictional lab's records policy (synthetic data)"),
+}
+
+
+def ensure_labs(
+    gateway: Gateway, principal: Principal, count: int, *, retention: dict[str, tuple[int, str]]
+) -> list[str]:
+    """Create the first ``count`` generated labs where they do not exist yet, with ``retention``."""
     ids = []
     for k in range(count):
         tid, name, finess = lab_spec(k)
         try:
             with gateway.unit(principal, Purpose.ADMINISTRATION) as u:
-                u.create_tenant(tid, name, finess)
+                u.create_tenant(tid, name, finess, retention=retention)
         except TenantExists:
             pass
         ids.append(tid)

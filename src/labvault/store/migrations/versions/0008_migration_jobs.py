@@ -29,6 +29,7 @@ def upgrade() -> None:
     sa.Column('approvals', sa.Text(), server_default='[]', nullable=False),
     sa.Column('attempts', sa.Integer(), server_default='0', nullable=False),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('package_path', sa.String(length=1000), nullable=True),
     sa.Column('package_scope', sa.String(length=100), nullable=True),
     sa.Column('package_key_wrapped', sa.LargeBinary(), nullable=True),
     sa.Column('receipt_key_wrapped', sa.LargeBinary(), nullable=True),
