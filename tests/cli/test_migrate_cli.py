@@ -190,3 +190,31 @@ def test_export_under_an_export_instruction(home, capsys, tmp_path, monkeypatch)
     code, _, err = lv(capsys, "migrate", "plan", "--tenant", "bio-lyon", "--instruction", "MIG-2026-01", "--as", op)
     assert code != 0 and "kind export is not one of migration_out" in one_line_error(err)
     time.sleep(0)
+
+
+def test_end_of_contract_by_return_then_deletion(home, capsys, tmp_path, monkeypatch):  # noqa: F811
+    _, op = _lab(capsys, tmp_path, monkeypatch, kind="return", patients=25,
+                 selection={"collected_from": "2010-01-01", "collected_to": "2025-12-31",
+                            "sensitive": ["hiv", "viral_hepatitis", "genetics", "pregnancy", "oncology"]})
+    code, out, err = lv(capsys, "tenant", "end", "bio-lyon", "--return", "MIG-2026-01", "--as", op)
+    assert code == 0, err
+    job = json.loads(out.strip().splitlines()[-1])
+    assert job["state"] == "verified" and job["results_left_out"] == 0 and job["results_in_lab"] > 0
+    pkg = home / "packages" / "bio-lyon" / job["migration"] / "package.ndjson.age"
+    assert sum(r["record"] == "result" for r in _decrypt(tmp_path, pkg)) == job["results_in_lab"]
+    receipt = tmp_path / "receipt.json"
+    assert run(capsys, "migrate", "acknowledge", str(pkg), "--identity", str(tmp_path / "newlis.key"),
+               "--out", str(receipt))[0] == 0
+    assert lv(capsys, "migrate", "receipt", job["migration"], str(receipt), "--tenant", "bio-lyon", "--as", op)[0] == 0
+    code, out, err = run(capsys, "tenant", "end", "bio-lyon", "--delete", "--yes")
+    assert code == 0, err
+    cert = json.loads(out.strip().splitlines()[-1])
+    assert cert["body"]["kind"] == "tenant-end" and not pkg.exists()
+    code, out, _ = run(capsys, "tenant", "certificate", "bio-lyon")
+    assert code == 0
+
+
+def test_a_return_needs_a_return_instruction(home, capsys, tmp_path, monkeypatch):  # noqa: F811
+    _, op = _lab(capsys, tmp_path, monkeypatch, kind="migration_out", patients=5)
+    code, _, err = lv(capsys, "tenant", "end", "bio-lyon", "--return", "MIG-2026-01", "--as", op)
+    assert code != 0 and "kind migration_out is not one of return" in one_line_error(err)

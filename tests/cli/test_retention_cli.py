@@ -189,17 +189,3 @@ def test_tenant_end_delete_and_certificate(home, capsys):  # noqa: F811
         rt.close()
     code, out, _ = run(capsys, "tenant", "certificate", LAB)
     assert code == 1 and json.loads(out)["signature_check"] == "INVALID"
-
-
-def test_tenant_end_return_needs_the_migration_service(home, capsys):  # noqa: F811
-    try:
-        from labvault.migration import service as migration
-    except ImportError:
-        migration = None
-    if migration is not None and hasattr(migration, "tenant_return"):
-        pytest.skip("the migration service provides tenant_return: tested with it")
-    run(capsys, "init")
-    run(capsys, "tenant", "add", "bio-lyon", "--name", "Bio Lyon", "--finess", "690000123", *RULE)
-    code, _, err = run(capsys, "tenant", "end", "bio-lyon", "--return", "RET-1")
-    assert code == 2 and one_line_error(err) == "labvault: error: tenant end --return: not available"
-    assert _labs(capsys) == ["bio-lyon"]
