@@ -359,3 +359,15 @@ def test_the_end_of_a_contract_destroys_the_packages_still_held(world):
     assert not job.package.exists() and not w["gw"].keys.has_scope(f"package-{job.migration_id}")
     stores = {s["store"]: s for s in record["body"]["stores"]}
     assert stores["packages"]["destroyed"] == {"packages_destroyed": 1}
+
+
+def test_data_grown_since_the_plan_stops_the_run_before_any_package_exists(world):
+    w = world
+    job = approve_both(w, planned(w))
+    load_lab(w["gw"], ADMIN, "lab-a", patients=30, seed=SEED + 1)  # new results in the period since the plan
+    with pytest.raises(service.VolumeExceeded, match="at least .* results selected, above the expected volume"):
+        service.run(w["gw"], w["operator"], "lab-a", job.migration_id, w["store"])
+    d = service.package_dir(w["store"], job)
+    assert not d.exists() or list(d.iterdir()) == []
+    assert audit(w["gw"], "alert").count("instruction:volume") == 1
+    assert "migration:run" in audit(w["gw"], "denied")

@@ -9,7 +9,6 @@ made. The manifest of an export records ``key_id`` (a hash of the key), never th
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 from collections.abc import Callable, Iterable
 
@@ -27,15 +26,17 @@ def key_id(key: bytes) -> str:
 
 
 def id_map(key: bytes) -> Callable[[str, str], str]:
-    """The ``id_map`` of the writers: (resource type, internal id) -> this export's id."""
+    """The ``id_map`` of the writers: (resource type, internal id) -> this export's id.
+
+    Keyed BLAKE2b (a MAC, RFC 7693) truncated to 128 bits: one call into C per id, which matters
+    at a million ids per export."""
     if len(key) != KEY_BYTES:
         raise ValueError("an export key has 32 bytes")
-    base = hmac.new(key, digestmod=hashlib.sha256)
+    blake = hashlib.blake2b
 
     def derive(resource_type: str, domain_id: str) -> str:
-        mac = base.copy()
-        mac.update(f"{resource_type}\x1f{domain_id}".encode())
-        return mac.hexdigest()[:ID_CHARS]
+        return blake(f"{resource_type}\x1f{domain_id}".encode(), key=key, digest_size=ID_CHARS // 2,
+                     person=b"labvault-fp-id").hexdigest()
 
     return derive
 

@@ -184,14 +184,17 @@ def _check_ask(u: Unit, instr: document.Instruction, ask: Ask | None) -> None:
                       patients=instr.patients, codes=instr.codes, sensitive=instr.sensitive)
 
 
-def _volume(u: Unit, instr: document.Instruction, results: int, job_id: str | None) -> None:
+def _volume(u: Unit, instr: document.Instruction, results: int, job_id: str | None, *,
+            during_run: bool = False) -> None:
     if instr.max_volume is None or results <= instr.max_volume:
         return
     u._record(instr.tenant, "instruction:volume", "instruction", results, outcome="alert",
               refs=[instr.id] + ([job_id] if job_id else []))
-    u._record(instr.tenant, "migration:run", "migration", 0, outcome="denied", refs=[instr.id])
+    u._record(instr.tenant, "migration:run" if during_run else "migration:plan", "migration", 0, outcome="denied",
+              refs=[instr.id])
+    seen = f"at least {results}" if during_run else str(results)
     raise VolumeExceeded(
-        f"instruction '{instr.id}': {results} results selected, above the expected volume "
+        f"instruction '{instr.id}': {seen} results selected, above the expected volume "
         f"{instr.expected_volume} (+{instr.tolerance:.0%} allows {instr.max_volume}); nothing was written")
 
 
@@ -341,7 +344,7 @@ def _start(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str,
 
 
 def _records(header: dict[str, Any], records: Iterator[dict[str, Any]], counts: sel.Counts) -> Iterator[bytes]:
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+    dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
     yield dumps(header).encode() + b"\n"
     for rec in records:
         counts.add(rec["record"], rec)
@@ -360,8 +363,15 @@ def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, st
         job = _job(row)
         instr = instructed.enter(u, tenant_id, job.instruction_id, kinds=(job.kind,), now=now)
         read_plan = sel.compile_plan(instr)
-        counts0 = _tally(u, read_plan)  # counted before anything is written
-        _volume(u, instr, counts0["results"], migration_id)
+        seen = [0]
+
+        def guard(k: int) -> None:
+            # The plan counted; should the lab's data have grown since, the run stops as soon as it
+            # selects more than the instruction allows, before the package is ever linked.
+            seen[0] += k
+            _volume(u, instr, seen[0], migration_id, during_run=True)
+            if on_progress is not None:
+                on_progress(k)
         package_identity = gw.keys.unwrap(row.package_scope, row.package_key_wrapped, b"package-key").decode()
         receipt_key = gw.keys.unwrap(row.package_scope, row.receipt_key_wrapped, b"receipt-key")
         fp_key = gw.keys.unwrap(tenant_id, row.fingerprint_key_wrapped, f"fingerprint:{migration_id}".encode())
@@ -370,7 +380,7 @@ def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, st
         header = {"record": "header", "format": FORMAT, "migration": migration_id, "tenant": tenant_id,
                   "instruction": instr.id, "fields": read_plan.describe(), "receipt_key": receipt_key.hex()}
         counts = sel.Counts()
-        records = sel.run(u, read_plan, fingerprint.id_map(fp_key), on_result=on_progress)
+        records = sel.run(u, read_plan, fingerprint.id_map(fp_key), on_result=guard)
         assert job.package is not None
         d = job.package.parent
         written = packages.write(job.package, packages.lines(_records(header, records, counts)), recipients)
