@@ -27,3 +27,10 @@ def test_bench_export():
     assert f["counts"]["DiagnosticReport"] == f["counts"]["ServiceRequest"] > 0
     assert f["observations_per_s"] > 0 and f["baseline_per_s"] > 0 and f["json_dumps_per_s"] > 0
     assert f["export_rss_growth_mb"] < 100
+
+
+def test_bench_migrate():
+    f = last_json(["bench", "migrate", "--results", "3000"])
+    assert f["loaded"] == f["selected"] == 3000  # the instruction covers the whole scratch lab
+    assert f["results_per_s"] > 0 and f["pyrage_per_s"] > 0 and f["json_per_s"] > 0 and f["peak_rss_mb"] > 0
+    assert f["package_bytes"] > 3000 * 100 and f["plan_s"] > 0 and f["run_s"] > 0 and f["verify_s"] > 0

@@ -66,6 +66,12 @@ def instruction(recipient: str, volume: int, **over) -> dict:
     return rec
 
 
+def receive(gw, admin, record: dict, private: bytes, *, now: datetime = NOW) -> None:
+    """The lab's signer signs ``record``; the platform receives it (verified against the lab's signers)."""
+    with gw.unit(admin, Purpose.ADMINISTRATION) as u:
+        signers.receive(u, "lab-a", document.sign(document.from_record(record), Signer(private)), now)
+
+
 @pytest.fixture
 def world(gateway, tmp_path):
     make_lab(gateway, "lab-a")
@@ -77,12 +83,7 @@ def world(gateway, tmp_path):
         signers.add_signer(u, "lab-a", email=f"{bio.account_id}@lab.invalid", public_key=public.hex())
     ident = x25519.Identity.generate()
     expected = expected_results()
-    signed = document.sign(document.from_record(instruction(str(ident.to_public()), len(expected))), Signer(private))
-    with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
-        v = document.check_signed(signed, public_keys=signers.active_keys(u, "lab-a"), tenant="lab-a", now=NOW)
-        signers.record_instruction(u, "lab-a", instruction_id=v.instruction.id, kind=v.instruction.kind,
-                                   signer_id=v.signer_id, body=v.record, signature=v.signature,
-                                   valid_until=v.instruction.valid_until)
+    receive(gateway, admin, instruction(str(ident.to_public()), len(expected)), private)
     operator = lab_user(gateway, PLATFORM, "operator", name="Op")
     return {"gw": gateway, "operator": operator, "signer": Signer(private), "public": public.hex(),
             "identity": ident, "expected": expected, "store": tmp_path / "packages", "tmp": tmp_path}
@@ -235,13 +236,7 @@ def test_volume_far_above_the_expected_stops_before_writing(gateway, tmp_path):
     with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
         signers.add_signer(u, "lab-a", email=f"{admin.account_id}@lab.invalid", public_key=public.hex())
     n = len(expected_results())
-    rec = instruction(str(x25519.Identity.generate().to_public()), n // 2, tolerance=0.1)
-    signed = document.sign(document.from_record(rec), Signer(private))
-    with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
-        v = document.check_signed(signed, public_keys=signers.active_keys(u, "lab-a"), tenant="lab-a", now=NOW)
-        signers.record_instruction(u, "lab-a", instruction_id=v.instruction.id, kind=v.instruction.kind,
-                                   signer_id=v.signer_id, body=v.record, signature=v.signature,
-                                   valid_until=v.instruction.valid_until)
+    receive(gateway, admin, instruction(str(x25519.Identity.generate().to_public()), n // 2, tolerance=0.1), private)
     op = lab_user(gateway, PLATFORM, "operator", name="Op")
     with pytest.raises(service.VolumeExceeded, match=f"{n} results selected, above the expected volume {n // 2}"), \
             gateway.unit(op, Purpose.EXPORT) as u:
@@ -319,12 +314,7 @@ def test_the_scheduler_of_serve_purges_at_the_deadline(gateway, tmp_path):
     deadline = now + timedelta(seconds=4)
     rec = instruction(str(x25519.Identity.generate().to_public()), 10_000, id="EXP-SOON", kind="export",
                       deletion_deadline=z(deadline))
-    signed = document.sign(document.from_record(rec), Signer(private))
-    with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
-        v = document.check_signed(signed, public_keys=signers.active_keys(u, "lab-a"), tenant="lab-a", now=now)
-        signers.record_instruction(u, "lab-a", instruction_id=v.instruction.id, kind=v.instruction.kind,
-                                   signer_id=v.signer_id, body=v.record, signature=v.signature,
-                                   valid_until=v.instruction.valid_until)
+    receive(gateway, admin, rec, private, now=now)
     op = lab_user(gateway, PLATFORM, "operator", name="Op")
     job = service.export(gateway, op, "lab-a", "EXP-SOON", tmp_path / "packages")
     assert job.package is not None and job.package.exists()

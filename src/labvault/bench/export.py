@@ -15,52 +15,23 @@ import io
 import json
 import time
 from collections.abc import Callable
-from datetime import datetime
-from itertools import islice
 
 import psutil
 
 from labvault.access import Purpose
 from labvault.bench.ingest import peak_rss_mb
-from labvault.bench.scratch import scratch
-from labvault.domain.models import Request
+from labvault.bench.scratch import load_results, scratch
 from labvault.interop import fhir_out
 from labvault.interop.export import export_fhir
 
-_NO_DATE = datetime(2020, 1, 1, 8, 0)
-PATIENTS = 500
-
-
 def run_export(n: int, *, database_url: str | None = None, seed: int = 7,
                on_progress: Callable[[str, int], None] | None = None) -> dict[str, object]:
-    from labvault.synth import LabGenerator, results_stream
+    from labvault.synth import results_stream
 
     proc = psutil.Process()
     with scratch("export", roles=("biologist",), database_url=database_url) as sc:
         gw, bio, lab = sc.gateway, sc.user, sc.lab
-        gen = LabGenerator(lab, seed)
-        identities = [gen.patient(i).identity for i in range(PATIENTS)]
-        with gw.unit(bio, Purpose.CARE) as u:
-            u.add_patients(lab, identities)
-        pids = [i.patient_id for i in identities]
-        stream = results_stream(lab, seed, n)
-        loaded = 0
-        stored_last: str | None = None  # a request's results are consecutive: one may span two chunks
-        k = 0
-        while chunk := list(islice(stream, 5000)):
-            new: dict[str, Request] = {}
-            for r in chunk:
-                if r.request_id not in new and r.request_id != stored_last:
-                    k += 1
-                    new[r.request_id] = Request(r.request_id, pids[k * 7919 % PATIENTS], None,
-                                                r.validated_at or _NO_DATE)
-            stored_last = chunk[-1].request_id
-            with gw.unit(bio, Purpose.CARE) as u:
-                u.add_requests(lab, list(new.values()))
-                u.add_results(lab, chunk)
-            loaded += len(chunk)
-            if on_progress:
-                on_progress("load", len(chunk))
+        loaded = load_results(sc, n, seed, on_progress)
 
         # Baselines: the same Observations from memory, in clear.
         sink = _Null()  # the bytes are made and dropped: the library's cost, not memory's

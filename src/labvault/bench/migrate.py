@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from itertools import islice
 
 import psutil
 import pyrage
@@ -29,52 +28,12 @@ from pyrage import x25519
 
 from labvault.access import Purpose, signers
 from labvault.bench.ingest import peak_rss_mb
-from labvault.bench.scratch import scratch
+from labvault.bench.scratch import load_results, scratch
 from labvault.crypto import packages
 from labvault.crypto.keys import PLATFORM
 from labvault.crypto.signing import Signer
-from labvault.domain.models import Request, Specimen
 from labvault.instructions import document
 from labvault.migration import service
-
-_NO_DATE = datetime(2020, 1, 1, 8, 0)
-PATIENTS = 500
-
-
-def _load(sc, n: int, seed: int, on_progress) -> int:
-    from labvault.synth import LabGenerator, results_stream
-
-    gw, bio, lab = sc.gateway, sc.user, sc.lab
-    gen = LabGenerator(lab, seed)
-    identities = [gen.patient(i).identity for i in range(PATIENTS)]
-    with gw.unit(bio, Purpose.CARE) as u:
-        u.add_patients(lab, identities)
-    pids = [i.patient_id for i in identities]
-    stream = results_stream(lab, seed, n)
-    loaded = k = 0
-    seen_req: str | None = None
-    seen_spec: set[str] = set()
-    while chunk := list(islice(stream, 5000)):
-        reqs: dict[str, Request] = {}
-        specs: dict[str, Specimen] = {}
-        for r in chunk:
-            when = r.validated_at or _NO_DATE
-            if r.request_id not in reqs and r.request_id != seen_req:
-                k += 1
-                reqs[r.request_id] = Request(r.request_id, pids[k * 7919 % PATIENTS], None, when)
-            if r.specimen_id and r.specimen_id not in seen_spec and r.specimen_id not in specs:
-                specs[r.specimen_id] = Specimen(r.specimen_id, r.request_id, "SER", when)
-        seen_req = chunk[-1].request_id
-        seen_spec = set(specs)  # a specimen's results are consecutive too
-        with gw.unit(bio, Purpose.CARE) as u:
-            u.add_requests(lab, list(reqs.values()))
-            u.add_specimens(lab, list(specs.values()))
-            u.add_results(lab, chunk)
-        loaded += len(chunk)
-        if on_progress:
-            on_progress("load", len(chunk))
-    return loaded
-
 
 def _instruction(sc, n: int, recipient: str):
     """A lab admin registers a signer; the signer signs; the platform receives. Returns the signer."""
@@ -104,12 +63,8 @@ def _instruction(sc, n: int, recipient: str):
         "valid_from": z(now - timedelta(hours=1)), "valid_until": z(now + timedelta(hours=12)),
     }
     signer = Signer(private)
-    signed = document.sign(document.from_record(record), signer)
     with gw.unit(admin, Purpose.ADMINISTRATION) as u:
-        v = document.check_signed(signed, public_keys=signers.active_keys(u, lab), tenant=lab, now=now)
-        signers.record_instruction(u, lab, instruction_id=v.instruction.id, kind=v.instruction.kind,
-                                   signer_id=v.signer_id, body=v.record, signature=v.signature,
-                                   valid_until=v.instruction.valid_until)
+        signers.receive(u, lab, document.sign(document.from_record(record), signer), now)
     return operator, signer
 
 
@@ -142,7 +97,7 @@ def run_migrate(n: int, *, database_url: str | None = None, seed: int = 7,
                 on_progress: Callable[[str, int], None] | None = None) -> dict[str, object]:
     proc = psutil.Process()
     with scratch("migrate", roles=("biologist",), database_url=database_url) as sc:
-        loaded = _load(sc, n, seed, on_progress)
+        loaded = load_results(sc, n, seed, on_progress, specimens=True)
         gw, lab = sc.gateway, sc.lab
         recipient = x25519.Identity.generate()
         operator, signer = _instruction(sc, n, str(recipient.to_public()))

@@ -69,12 +69,8 @@ def show_migration(rt, tenant: str, demo_accounts: list[dict]) -> None:
         "deletion_deadline": z(now + timedelta(days=30)),
         "valid_from": z(now - timedelta(minutes=5)), "valid_until": z(now + timedelta(days=7)),
     }
-    signed = document.sign(document.from_record(record), Signer(private))
     with rt.gateway.unit(lab_admin, Purpose.ADMINISTRATION) as u:
-        v = document.check_signed(signed, public_keys=signers.active_keys(u, tenant), tenant=tenant, now=now)
-        signers.record_instruction(u, tenant, instruction_id=v.instruction.id, kind=v.instruction.kind,
-                                   signer_id=v.signer_id, body=v.record, signature=v.signature,
-                                   valid_until=v.instruction.valid_until)
+        signers.receive(u, tenant, document.sign(document.from_record(record), Signer(private)), now)
     console.print(f"  {who['biologist']['email']} signed instruction MIG-2021-NEWLIS (Ed25519): {tenant}'s 2019-2020 "
                   f"results, {sum(map(len, fields.values()))} named fields, no free text, to NewLIS SAS (FR), "
                   f"about {record['expected_volume']:,} results, copies deleted within 30 days")
