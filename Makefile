@@ -45,6 +45,9 @@ bench: $(STAMP) system-deps ## The figures recorded in BENCHMARKS.md
 	$(BIN)/python -m labvault.testing.pg -- $(BIN)/labvault bench mllp --messages 20000 --database-url {url}
 	$(BIN)/labvault bench export --results 100000
 	$(BIN)/labvault bench export --results 1000000
+	$(BIN)/labvault bench migrate --results 100000
+	$(BIN)/labvault bench migrate --results 1000000
+	$(BIN)/python -m labvault.testing.pg -- $(BIN)/labvault bench migrate --results 100000 --database-url {url}
 
 clean: ## Remove the virtual environment and the demo home
 	rm -rf $(VENV) $(DEMO_HOME)
