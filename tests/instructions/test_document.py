@@ -138,6 +138,17 @@ def test_bad_age_key_is_refused(bad):
     assert bad not in msg
 
 
+def test_the_recipients_receipt_key_is_an_ed25519_key_kept_in_the_signed_record():
+    dest = {"name": "NewLIS SAS", "country": "FR", "recipient_age_key": KEY, "receipt_key": "AB" * 32}
+    ok = d.parse(as_json(doc(destination=dest)))
+    assert ok.destination.receipt_key == "ab" * 32
+    assert d.to_record(ok)["destination"]["receipt_key"] == "ab" * 32
+    assert d.from_record(d.to_record(ok)) == ok
+    for bad in ("ab" * 31, "zz" * 32, 12):
+        msg = refused(doc(destination={**dest, "receipt_key": bad}), "destination.receipt_key")
+        assert str(bad) not in msg
+
+
 def test_outside_eea_needs_a_transfer_basis():
     dest = {"name": "Cloud Inc", "country": "US", "recipient_age_key": KEY}
     refused(doc(destination=dest), "destination.transfer_basis")

@@ -54,11 +54,15 @@ def expected_results() -> dict[str, object]:
     return out
 
 
+RECEIPT_PRIVATE, RECEIPT_PUBLIC = Signer.generate()  # the recipient's own Ed25519 key, for its receipts
+
+
 def instruction(recipient: str, volume: int, **over) -> dict:
     rec = {
         "id": "MIG-2021", "tenant": "lab-a", "kind": "migration_out", "purpose": "Move 2019-2020 results to NewLIS",
         "fields": FIELDS, "selection": {"collected_from": LO.isoformat(), "collected_to": HI.isoformat()},
-        "destination": {"name": "NewLIS SAS", "country": "FR", "recipient_age_key": recipient},
+        "destination": {"name": "NewLIS SAS", "country": "FR", "recipient_age_key": recipient,
+                        "receipt_key": RECEIPT_PUBLIC.hex()},
         "expected_volume": volume, "deletion_deadline": z(NOW + timedelta(days=30)),
         "valid_from": z(NOW - timedelta(hours=1)), "valid_until": z(NOW + timedelta(days=7)),
     }
@@ -166,10 +170,15 @@ def test_the_migration_scenario(world):
     assert not internal & {r["id"] for r in by_type["result"]}  # fingerprinted ids, never internal ones
 
     # 6. Receipt: made by the recipient from the package, imported; the package is purged at once.
-    receipt = service.acknowledge(pkg, manifest, str(w["identity"]))
-    forged = {"receipt": dict(receipt["receipt"]), "mac": "00" * 32}
-    with pytest.raises(service.ReceiptInvalid), gw.unit(op, Purpose.EXPORT) as u:
-        service.import_receipt(u, "lab-a", job.migration_id, forged)
+    receipt = service.acknowledge(pkg, manifest, str(w["identity"]), signing_key=RECEIPT_PRIVATE)
+    forged = {**receipt, "mac": "00" * 32}
+    unsigned = service.acknowledge(pkg, manifest, str(w["identity"]))
+    other_key = service.acknowledge(pkg, manifest, str(w["identity"]), signing_key=Signer.generate()[0])
+    for bad, why in ((forged, "MAC does not verify"), (unsigned, "not signed with the recipient's receipt key"),
+                     (other_key, "not signed with the recipient's receipt key")):
+        with pytest.raises(service.ReceiptInvalid, match=why), gw.unit(op, Purpose.EXPORT) as u:
+            service.import_receipt(u, "lab-a", job.migration_id, bad)
+    assert pkg.exists()
     with gw.unit(op, Purpose.EXPORT) as u:
         job = service.import_receipt(u, "lab-a", job.migration_id, receipt)
     assert job.state == "purged" and not pkg.exists()

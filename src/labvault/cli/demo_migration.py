@@ -53,6 +53,7 @@ def show_migration(rt, tenant: str, demo_accounts: list[dict]) -> None:
     # The recipient's side: NewLIS makes its age key pair and gives the lab its public key.
     identity, recipient = packages.new_identity()
     atomic_write(home / "newlis" / "newlis.key", f"# NewLIS SAS\n{identity}\n".encode())
+    receipt_private, receipt_public = Signer.generate()  # and the Ed25519 key that signs its receipts
     now = datetime.now(UTC).replace(microsecond=0)
     z = lambda d: d.isoformat().replace("+00:00", "Z")  # noqa: E731
     fields = {"identity": ["nir", "family_name", "given_names", "birth_date", "sex"],
@@ -64,7 +65,8 @@ def show_migration(rt, tenant: str, demo_accounts: list[dict]) -> None:
         "id": "MIG-2021-NEWLIS", "tenant": tenant, "kind": "migration_out",
         "purpose": "Migrate the 2019-2020 results to the lab's new LIS (NewLIS)",
         "fields": fields, "selection": {"collected_from": "2019-01-01", "collected_to": "2020-12-31"},
-        "destination": {"name": "NewLIS SAS", "country": "FR", "recipient_age_key": recipient},
+        "destination": {"name": "NewLIS SAS", "country": "FR", "recipient_age_key": recipient,
+                        "receipt_key": receipt_public.hex()},
         "expected_volume": _volume(rt, tenant, biologist), "tolerance": 0.05,
         "deletion_deadline": z(now + timedelta(days=30)),
         "valid_from": z(now - timedelta(minutes=5)), "valid_until": z(now + timedelta(days=7)),
@@ -121,11 +123,14 @@ def show_migration(rt, tenant: str, demo_accounts: list[dict]) -> None:
                       f"free-text comments in it: {'yes' if 'comment' in keys else 'none'}", highlight=False)
     else:
         console.print("  (the age CLI is not installed: the recipient's decryption is skipped)")
-    receipt = service.acknowledge(d / service.PACKAGE, json.loads((d / service.MANIFEST).read_text()), identity)
+    receipt = service.acknowledge(d / service.PACKAGE, json.loads((d / service.MANIFEST).read_text()), identity,
+                                  signing_key=receipt_private)
     with rt.gateway.unit(operator, Purpose.EXPORT) as u:
         job = service.import_receipt(u, tenant, job.migration_id, receipt)
         cert = service.close(u, tenant, job.migration_id)
         public_platform = u._platform_signer()[1]
+    console.print("  NewLIS's receipt (MAC with the key inside the package, Ed25519 signature with the receipt key "
+                  "the instruction names) imported:")
     for x in job.destroyed:
         console.print(f"  receipt imported: destroyed {x['copy']} ({x['where']}) at {x['destroyed_at']}")
     console.print(f"  package still on disk: {'yes' if (d / service.PACKAGE).exists() else 'no'}; package key in "

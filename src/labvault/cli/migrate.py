@@ -223,6 +223,9 @@ def acknowledge(
     identity: Path = typer.Option(..., "--identity", help="The recipient's age identity file (AGE-SECRET-KEY-1...)."),
     manifest: Path = typer.Option(None, "--manifest", help="Default: manifest.json beside the package."),
     out: Path = typer.Option(..., "--out", help="Where to write the receipt (JSON)."),
+    signing_key: Path = typer.Option(None, "--signing-key", help="The recipient's Ed25519 private key file "
+                                     "('labvault signer keygen'): signs the receipt (needed when the "
+                                     "instruction names a receipt_key)."),
 ) -> None:
     """The recipient's side: open the package, check it against the manifest, write the receipt."""
     m = _read_json(manifest or package.with_name(service.MANIFEST), "a manifest")
@@ -234,7 +237,17 @@ def acknowledge(
         raise ConfigError(f"{identity}: cannot read ({exc.strerror})") from None
     except StopIteration:
         raise ConfigError(f"{identity}: no age identity (AGE-SECRET-KEY-1...) in it") from None
-    doc = service.acknowledge(package, m, key_text)
+    private = None
+    if signing_key is not None:
+        try:
+            private = bytes.fromhex(signing_key.read_text().strip())
+        except OSError as exc:
+            raise ConfigError(f"{signing_key}: cannot read ({exc.strerror})") from None
+        except ValueError:
+            raise ConfigError(f"{signing_key}: not an Ed25519 private key (64 hexadecimal characters)") from None
+        if len(private) != 32:
+            raise ConfigError(f"{signing_key}: not an Ed25519 private key (64 hexadecimal characters)")
+    doc = service.acknowledge(package, m, key_text, signing_key=private)
     if out.exists():
         raise ConfigError(f"{out} exists; not overwritten")
     out.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")

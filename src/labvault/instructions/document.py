@@ -28,6 +28,7 @@ The document (``template(kind, tenant)`` writes a commented one)::
       country: FR                   # ISO 3166-1 alpha-2
       transfer_basis: "..."         # required when the country is outside the EEA
       recipient_age_key: age1...    # the recipient's age X25519 public key
+      receipt_key: 64 hex digits    # optional: the recipient's Ed25519 key; its receipt must be signed
     source:                         # kind migration_in only: where the data comes from
       name: "..."
       country: FR                   # optional
@@ -165,6 +166,7 @@ class Destination:
     country: str
     recipient_age_key: str
     transfer_basis: str | None = None
+    receipt_key: str | None = None  # hex of the recipient's Ed25519 public key, if it signs receipts
 
 
 @dataclass(frozen=True)
@@ -501,6 +503,14 @@ def _sensitive(v: object, path: str) -> tuple[str, ...]:
     return tuple(s for s in SENSITIVE if s in seen)
 
 
+def _ed25519_hex(v: object, path: str) -> str | None:
+    if v is None:
+        return None
+    if not isinstance(v, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", v):
+        raise _err(path, "must be an Ed25519 public key: 64 hexadecimal characters")
+    return v.lower()
+
+
 def _country(v: object, path: str) -> str:
     if not isinstance(v, str) or v not in ISO_COUNTRIES:
         raise _err(path, "must be an ISO 3166-1 alpha-2 code in capitals (e.g. FR)")
@@ -525,7 +535,7 @@ def from_record(record: object) -> Instruction:
     dest = top.get("destination")
     destination = None
     if dest is not None:
-        d = _Obj(dest, "destination", ("name", "country", "transfer_basis", "recipient_age_key"))
+        d = _Obj(dest, "destination", ("name", "country", "transfer_basis", "recipient_age_key", "receipt_key"))
         key = d.get("recipient_age_key", required=True)
         if not is_age_recipient(key):
             raise _err("destination.recipient_age_key", "must be an age X25519 recipient (age1..., 62 characters)")
@@ -534,6 +544,7 @@ def from_record(record: object) -> Instruction:
             country=_country(d.get("country", required=True), d.at("country")),
             recipient_age_key=key,  # type: ignore[arg-type]
             transfer_basis=_opt_text(d.get("transfer_basis"), d.at("transfer_basis")),
+            receipt_key=_ed25519_hex(d.get("receipt_key"), d.at("receipt_key")),
         )
     src = top.get("source")
     source = None
@@ -605,6 +616,8 @@ def to_record(i: Instruction) -> dict[str, Any]:
         rec["destination"] = {"name": d.name, "country": d.country, "recipient_age_key": d.recipient_age_key}
         if d.transfer_basis is not None:
             rec["destination"]["transfer_basis"] = d.transfer_basis
+        if d.receipt_key is not None:
+            rec["destination"]["receipt_key"] = d.receipt_key
     if i.source is not None:
         rec["source"] = {"name": i.source.name}
         if i.source.country is not None:
@@ -778,6 +791,7 @@ def template(kind: str, tenant: str) -> str:
             "  country: null           # ISO 3166-1 alpha-2, e.g. FR",
             "  transfer_basis: null    # required outside the EEA: adequacy decision, SCCs, ...",
             "  recipient_age_key: null # the recipient's age public key: age1...",
+            "  # receipt_key: null     # optional: the recipient's Ed25519 public key (hex) signing its receipt",
         ]
     if kind == "migration_in":
         lines += ["source:", "  name: null              # where the data comes from", "  country: null           # optional"]

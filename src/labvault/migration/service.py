@@ -509,16 +509,33 @@ def _check_manifest_signature(u: Unit, manifest: dict[str, Any]) -> None:
 
 # --- receipt, purge, close --------------------------------------------------------------------
 
-def acknowledge(package: Path, manifest: dict[str, Any], identity_text: str) -> dict[str, Any]:
+def acknowledge(package: Path, manifest: dict[str, Any], identity_text: str, *,
+                signing_key: bytes | None = None) -> dict[str, Any]:
     """The recipient's side (no store needed): open the package with its age identity, check it
-    against the manifest, and write the receipt, MACed with the key found inside the package."""
+    against the manifest, and write the receipt: MACed with the key found inside the package
+    (proof that it was opened) and, with ``signing_key`` (the recipient's Ed25519 private key),
+    signed (required when the instruction names the recipient's ``receipt_key``)."""
+    from labvault.crypto.signing import Signer
+
     header = reconcile(package, identity_text, manifest)
     body = manifest["manifest"]
     receipt = {"receipt": "migration", "migration": body["migration"], "tenant": body["tenant"],
                "package_sha256": body["files"][0]["sha256"], "records": body["counts"]["records"],
                "received_at": utcnow().isoformat()}
-    mac = hmac.new(bytes.fromhex(header["receipt_key"]), canonical(receipt), hashlib.sha256).hexdigest()
-    return {"receipt": receipt, "mac": mac}
+    doc: dict[str, Any] = {"receipt": receipt,
+                           "mac": hmac.new(bytes.fromhex(header["receipt_key"]), canonical(receipt),
+                                           hashlib.sha256).hexdigest()}
+    if signing_key is not None:
+        signer = Signer(signing_key)
+        doc["signature"] = signer.sign(receipt)
+        doc["public_key"] = signer.public_key.hex()
+    return doc
+
+
+def _receipt_key(u: Unit, tenant_id: str, instruction_id: str) -> str | None:
+    """The recipient's Ed25519 key named by the instruction, if any (read as signed, even expired)."""
+    body, _ = jobs.instruction_as_signed(u, tenant_id, instruction_id)
+    return (json.loads(body).get("destination") or {}).get("receipt_key")
 
 
 def import_receipt(u: Unit, tenant_id: str, migration_id: str, doc: object) -> Job:
@@ -528,9 +545,10 @@ def import_receipt(u: Unit, tenant_id: str, migration_id: str, doc: object) -> J
     job = _job(row)
     _expect(job, "packaged", "verified", hint="a receipt follows a run")
     assert job.manifest is not None
-    if not isinstance(doc, dict) or set(doc) != {"receipt", "mac"} or not isinstance(doc["receipt"], dict) \
-            or not isinstance(doc["mac"], str):
-        raise ReceiptInvalid("receipt: must hold receipt and mac only")
+    if not isinstance(doc, dict) or not {"receipt", "mac"} <= set(doc) \
+            or not set(doc) <= {"receipt", "mac", "signature", "public_key"} \
+            or not isinstance(doc["receipt"], dict) or not isinstance(doc["mac"], str):
+        raise ReceiptInvalid("receipt: must hold receipt and mac (and, when signed, signature and public_key)")
     body = doc["receipt"]
     m = job.manifest["manifest"]
     if body.get("migration") != migration_id or body.get("tenant") != tenant_id:
@@ -539,11 +557,22 @@ def import_receipt(u: Unit, tenant_id: str, migration_id: str, doc: object) -> J
         raise ReceiptInvalid("receipt: its SHA-256 is not the package's")
     if body.get("records") != m["counts"]["records"]:
         raise ReceiptInvalid("receipt: its counts are not the manifest's")
-    key = u._gw.keys.unwrap(row.package_scope, row.receipt_key_wrapped, b"receipt-key")
-    want = hmac.new(key, canonical(body), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(want, doc["mac"]):
+
+    def refuse(reason: str) -> ReceiptInvalid:
         u._record(tenant_id, "migration:receipt", "migration", 0, outcome="denied", refs=[migration_id])
-        raise ReceiptInvalid("receipt: its MAC does not verify (not made from this package)")
+        return ReceiptInvalid(f"receipt: {reason}")
+
+    key = u._gw.keys.unwrap(row.package_scope, row.receipt_key_wrapped, b"receipt-key")
+    if not hmac.compare_digest(hmac.new(key, canonical(body), hashlib.sha256).hexdigest(), doc["mac"]):
+        raise refuse("its MAC does not verify (not made from this package)")
+    expected = _receipt_key(u, tenant_id, job.instruction_id)
+    if expected is not None:
+        if doc.get("public_key") != expected or not isinstance(doc.get("signature"), str):
+            raise refuse("it is not signed with the recipient's receipt key named in the instruction")
+        try:
+            verify(body, doc["signature"], bytes.fromhex(expected))
+        except SignatureInvalid:
+            raise refuse("its signature does not verify with the recipient's receipt key") from None
     _set(u, tenant_id, migration_id, state="received", receipt=json.dumps(doc, sort_keys=True), received_at=utcnow())
     _ev(u, tenant_id, "migration:receipt", 1, migration_id, job.instruction_id)
     return purge(u, tenant_id, migration_id, reason="receipt")
