@@ -388,4 +388,4 @@ def migration_receipt(caller: Auth, request: Request, tenant: str, migration_id:
                       body: schemas.ReceiptIn) -> schemas.MigrationOut:
     """The recipient's receipt: checked, recorded, and the package and its key destroyed at once."""
     with gateway(request).unit(caller.principal, Purpose.EXPORT) as u:
-        return _migration_out(migration.import_receipt(u, tenant, migration_id, body.model_dump()))
+        return _migration_out(migration.import_receipt(u, tenant, migration_id, body.model_dump(exclude_none=True)))

@@ -213,3 +213,5 @@ class ReceiptIn(Strict):
 
     receipt: dict[str, Any]
     mac: str = Field(min_length=1, max_length=128)
+    signature: str | None = Field(default=None, min_length=1, max_length=128)  # when the recipient signs
+    public_key: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
