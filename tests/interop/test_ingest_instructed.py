@@ -263,6 +263,22 @@ def test_only_the_instructed_period_is_stored_without_free_text(world, tmp_path)
     assert sum(n for a, n, _ in ev if a == "ingest:message") == kept_messages
 
 
+def test_pieces_handed_in_directly_are_cut_down_too(world):
+    """Not only files: whatever hands an instructed Ingestor its messages gets them filtered."""
+    from labvault.interop.ingest import Summary, read
+
+    gw, _, bio, tech, operator, _, receive = world
+    receive(body())
+    instr = instruction_for_ingest(gw, operator, "lab-a", "MIG-IN-1")
+    pieces = read(b"".join(hl7(c) for c in EXPORT), file="feed")
+    summary = Summary("feed", "hl7v2")
+    outcomes = Ingestor(gw, tech, "lab-a", instruction=instr).ingest_pieces(pieces, summary)
+    want = expected(EXPORT)
+    assert stored(gw, bio)["kept"] == want["kept"]
+    assert [o.status for o in outcomes].count("outside") == len(want["outside"]) == summary.outside
+    assert [o.status for o in outcomes].count("accepted") == len(EXPORT) - len(want["outside"])
+
+
 def test_codes_patients_and_sensitive_categories(world, tmp_path):
     gw, _, bio, _, _, _, receive = world
     sel = {"collected_from": FROM.isoformat(), "collected_to": TO.isoformat()}

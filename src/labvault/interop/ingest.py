@@ -127,7 +127,8 @@ def _checked(piece: Piece, file: str, index: int | None = None) -> Piece:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What became of one piece: ``accepted``, ``duplicate`` or ``rejected`` (with reason, quarantine id)."""
+    """What became of one piece: ``accepted``, ``duplicate``, ``rejected`` (with reason, quarantine
+    id) or, under an instruction, ``outside`` (nothing in it that the instruction names)."""
 
     status: str
     reason: str | None = None
@@ -210,10 +211,16 @@ class Ingestor:
 
     def ingest_pieces(self, pieces: Sequence[Piece], summary: Summary,
                       on_progress: Callable[[int], None] | None = None) -> list[Outcome]:
-        """Store or quarantine each piece; returns what became of each."""
-        result: list[Outcome] = [Outcome("")] * len(pieces)
-        for k in range(0, len(pieces), self.group):
-            part = list(range(k, min(k + self.group, len(pieces))))
+        """Store or quarantine each piece; returns what became of each. Under an instruction, each
+        piece is first cut down to what the instruction names (``within_instruction``)."""
+        result: list[Outcome] = [Outcome("outside")] * len(pieces)
+        keep = range(len(pieces))
+        if self.instruction is not None:
+            pieces, keep = self.within_instruction(pieces, summary)
+            if on_progress is not None and len(pieces) - len(keep):
+                on_progress(len(pieces) - len(keep))
+        for k in range(0, len(keep), self.group):
+            part = list(keep[k : k + self.group])
             good = [i for i in part if pieces[i].envelope is not None]
             refused = {i: pieces[i].reason or "refused" for i in part if pieces[i].envelope is None}
             if good:
@@ -287,8 +294,6 @@ class Ingestor:
             inputs.append((", ".join(bulk), read_bulk(bulk, test_mode=self.test_mode)))
         for name, pieces in inputs:
             summary = Summary(name, pieces[0].format if pieces else "unknown")
-            if self.instruction is not None:
-                pieces = self.within_instruction(pieces, summary)
             total = len(pieces)
             done = 0
 
@@ -306,23 +311,28 @@ class Ingestor:
             summaries.append(summary)
         return summaries
 
-    def within_instruction(self, pieces: Sequence[Piece], summary: Summary) -> list[Piece]:
-        """The pieces with only what the instruction names; those left with no result are skipped
-        (counted in ``summary.outside``, not refused)."""
+    def within_instruction(self, pieces: Sequence[Piece], summary: Summary) -> tuple[list[Piece], list[int]]:
+        """The pieces cut down to what the instruction names, and the indexes of those that still
+        hold a result (the others are skipped: counted in ``summary.outside``, not refused)."""
         assert self.instruction is not None
         tally = intake_filter.Tally()
-        kept: list[Piece] = []
-        for p in pieces:
+        out: list[Piece] = list(pieces)
+        keep: list[int] = []
+        for i, p in enumerate(pieces):
             if p.envelope is not None:
                 mapped = [m for m in (intake_filter.apply(self.instruction, m, tally) for m in p.envelope.mapped)
                           if m is not None]
                 if not mapped:
                     summary.outside += 1
                     continue
-                p = dataclasses.replace(p, envelope=intake.Envelope(p.envelope.key, p.envelope.format, mapped))
-            kept.append(p)
-        summary.dropped, summary.cleared = dict(tally.dropped), dict(sorted(tally.cleared.items()))
-        return kept
+                out[i] = dataclasses.replace(p, envelope=intake.Envelope(p.envelope.key, p.envelope.format, mapped))
+            keep.append(i)
+        for reason, n in tally.dropped.items():
+            summary.dropped[reason] = summary.dropped.get(reason, 0) + n
+        for name, n in tally.cleared.items():
+            summary.cleared[name] = summary.cleared.get(name, 0) + n
+        summary.cleared = dict(sorted(summary.cleared.items()))
+        return out, keep
 
     def replay(self, quarantine_id: str) -> Summary:
         """Read a quarantined message again with the current readers; store it if it now passes."""
