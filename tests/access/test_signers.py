@@ -89,3 +89,49 @@ def test_received_instructions_are_kept_per_lab(labs):
         assert signers.list_instructions(u, "lab-b") == []
     with pytest.raises(AccessDenied), gw.unit(other_admin, Purpose.ADMINISTRATION) as u:
         signers.list_instructions(u, "lab-a")
+
+
+def test_a_received_instruction_is_sealed_at_rest_and_follows_key_rotation(gateway, db_url):
+    """It may name patients by INS and its purpose is free text: neither is in the database in clear."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import text as sql
+
+    from labvault.crypto.signing import Signer
+    from labvault.instructions import document
+    from tests.conftest import ADMIN, lab_user, make_lab
+
+    make_lab(gateway, "lab-a")
+    admin = lab_user(gateway, "lab-a", "lab_admin", name="Admin")
+    private, public = Signer.generate()
+    with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
+        signers.add_signer(u, "lab-a", email=f"{admin.account_id}@lab.invalid", public_key=public.hex())
+    now = datetime.now(UTC).replace(microsecond=0)
+    z = lambda d: d.isoformat().replace("+00:00", "Z")  # noqa: E731
+    nir, purpose = "185057800608491", "Import of Mme Zéphyrine Quintal-Brébeuf's file from OldLIS"
+    rec = {"id": "IN-1", "tenant": "lab-a", "kind": "migration_in", "purpose": purpose,
+           "fields": {"identity": ["nir", "family_name", "given_names", "birth_date", "sex"],
+                      "request": ["requested_at"], "result": ["code", "code_system", "label", "status"]},
+           "selection": {"collected_from": "2019-01-01", "collected_to": "2020-12-31", "patients": [nir]},
+           "source": {"name": "OldLIS"}, "valid_from": z(now - timedelta(hours=1)),
+           "valid_until": z(now + timedelta(days=1))}
+    with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
+        signers.receive(u, "lab-a", document.sign(document.from_record(rec), Signer(private)), now)
+    with gateway.engine.connect() as c:
+        if c.dialect.name == "postgresql":
+            c.execute(sql("SELECT set_config('labvault.tenant', 'lab-a', false)"))
+        rows = [tuple(r) for r in c.execute(sql("SELECT * FROM instruction"))]
+    dump = repr(rows).encode()
+    assert nir.encode() not in dump and b"Quintal" not in dump and len(rows) == 1
+    gateway.rotate_keys(ADMIN, "lab-a")
+    with gateway.engine.connect() as c:
+        if c.dialect.name == "postgresql":
+            c.execute(sql("SELECT set_config('labvault.tenant', 'lab-a', false)"))
+        assert c.execute(sql("SELECT key_version FROM instruction")).scalar_one() == 2  # re-sealed
+    with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
+        got = signers.get_instruction(u, "lab-a", "IN-1")
+    assert got.body["selection"]["patients"] == [nir] and got.body["purpose"] == purpose
+    from labvault.access.instructed import instruction_in_force
+
+    with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
+        assert instruction_in_force(u, "lab-a", "IN-1").patients == (nir,)

@@ -78,7 +78,7 @@ ENCRYPTED: dict[str, tuple[str, tuple[str, ...]]] = {
         [c.name for c in tbl.primary_key.columns if c.name != "tenant_id"][0],
         tuple(c.name for c in tbl.columns if c.name.endswith("_enc")),
     )
-    for tbl in (t.patient_identity, t.prescriber, t.request, t.specimen, t.result, t.quarantine)
+    for tbl in (t.patient_identity, t.prescriber, t.request, t.specimen, t.result, t.quarantine, t.instruction)
 }
 
 

@@ -9,6 +9,7 @@ documented instructions (GDPR Art. 28(3)(a)).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -115,9 +116,12 @@ def record_instruction(u: Unit, tenant_id: str, *, instruction_id: str, kind: st
     if u.conn.execute(select(i.c.instruction_id).where(u._tf(i, tenant_id), i.c.instruction_id == instruction_id)).first():
         raise InvalidInput(f"instruction '{instruction_id}' was already received for this lab")
     now = utcnow()
+    cipher = u._crypto(tenant_id).cipher
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     u.conn.execute(insert(i).values(
         tenant_id=tenant_id, instruction_id=instruction_id, kind=kind, signer_id=signer_id,
-        body=json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False), signature=signature,
+        body_enc=cipher.column("instruction", "body_enc").seal(instruction_id, text),
+        key_version=cipher.current_version, body_sha256=hashlib.sha256(text).hexdigest(), signature=signature,
         valid_until=valid_until, received_at=now, received_by=u.principal.account_id,
     ))
     u._record(tenant_id, "instruction:receive", "instruction", 1, refs=[instruction_id, signer_id])
@@ -138,9 +142,17 @@ def receive(u: Unit, tenant_id: str, doc: object, now: datetime) -> Received:
                               valid_until=v.instruction.valid_until)
 
 
-def _received(tenant_id: str, r) -> Received:
-    return Received(r.instruction_id, tenant_id, r.kind, r.signer_id, json.loads(r.body), r.signature,
-                    r.valid_until, r.received_at)
+def body_text(u: Unit, tenant_id: str, r) -> str:
+    """The canonical JSON of a received instruction's record (sealed with the lab's key, or, if
+    received before sealing existed, as it was kept)."""
+    if r.body_enc is None:
+        return r.body
+    return u._crypto(tenant_id).cipher.column("instruction", "body_enc").open(r.instruction_id, bytes(r.body_enc)).decode()
+
+
+def _received(u: Unit, tenant_id: str, r) -> Received:
+    return Received(r.instruction_id, tenant_id, r.kind, r.signer_id, json.loads(body_text(u, tenant_id, r)),
+                    r.signature, r.valid_until, r.received_at)
 
 
 def list_instructions(u: Unit, tenant_id: str) -> list[Received]:
@@ -149,7 +161,7 @@ def list_instructions(u: Unit, tenant_id: str) -> list[Received]:
     i = t.instruction
     rows = u.conn.execute(select(i).where(u._tf(i, tenant_id)).order_by(i.c.received_at, i.c.instruction_id)).all()
     u._record(tenant_id, "instruction:list", "instruction", len(rows))
-    return [_received(tenant_id, r) for r in rows]
+    return [_received(u, tenant_id, r) for r in rows]
 
 
 def get_instruction(u: Unit, tenant_id: str, instruction_id: str) -> Received:
@@ -160,4 +172,4 @@ def get_instruction(u: Unit, tenant_id: str, instruction_id: str) -> Received:
     if row is None:
         raise NotFound("no such instruction for this lab (see 'labvault instruction list')")
     u._record(tenant_id, "instruction:read", "instruction", 1, refs=[instruction_id])
-    return _received(tenant_id, row)
+    return _received(u, tenant_id, row)

@@ -376,7 +376,12 @@ instruction = Table(
     Column("instruction_id", String(ID), primary_key=True),
     Column("kind", String(32), nullable=False),
     Column("signer_id", String(ID), nullable=False),
-    Column("body", Text, nullable=False),
+    # The signed record, sealed with the lab's data key: it may name patients (by INS, for an
+    # import) and its purpose is free text. ``body`` held it in clear before revision 0009.
+    Column("body", Text),
+    Column("body_enc", LargeBinary),
+    Column("key_version", Integer),
+    Column("body_sha256", String(64)),  # of the canonical record: evidence that survives the lab's keys
     Column("signature", String(128), nullable=False),
     Column("valid_until", DateTime(timezone=True), nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
