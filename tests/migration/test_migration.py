@@ -370,3 +370,38 @@ def test_data_grown_since_the_plan_stops_the_run_before_any_package_exists(world
     assert not d.exists() or list(d.iterdir()) == []
     assert audit(w["gw"], "alert").count("instruction:volume") == 1
     assert "migration:run" in audit(w["gw"], "denied")
+
+
+def test_the_read_plan_selects_listed_patients_codes_and_sensitive_categories(gateway, tmp_path):
+    """Patients (by their Labvault id), codes and an Art. 9 category listed: exactly their results."""
+    make_lab(gateway, "lab-a")
+    load_lab(gateway, ADMIN, "lab-a", patients=PATIENTS, seed=SEED)
+    records = list(LabGenerator("lab-a", SEED).patients(PATIENTS))
+    chosen = [r.identity.patient_id for r in records[:12]]
+    in_period = [(rec, r) for rec in records if rec.identity.patient_id in chosen for r in rec.results
+                 if LO <= {s.specimen_id: s for s in rec.specimens}[r.specimen_id].collected_at.date() <= HI]
+    codes = sorted({(r.code_system, r.code) for _, r in in_period})[:6]
+    sensitive = sorted({r.sensitivity.value for _, r in in_period} - {"other"})[:1]
+    want = {r.result_id for _, r in in_period if (r.code_system, r.code) in codes
+            and (r.sensitivity is Sensitivity.OTHER or r.sensitivity.value in sensitive)}
+    assert want
+    admin = lab_user(gateway, "lab-a", "lab_admin", name="Admin")
+    private, public = Signer.generate()
+    with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
+        signers.add_signer(u, "lab-a", email=f"{admin.account_id}@lab.invalid", public_key=public.hex())
+    ident = x25519.Identity.generate()
+    sel = {"collected_from": LO.isoformat(), "collected_to": HI.isoformat(), "patients": chosen,
+           "codes": [f"{s}|{c}" for s, c in codes], "sensitive": sensitive}
+    receive(gateway, admin, instruction(str(ident.to_public()), len(want), selection=sel, kind="export"), private)
+    op = lab_user(gateway, PLATFORM, "operator", name="Op")
+    job = service.export(gateway, op, "lab-a", "MIG-2021", tmp_path / "packages")
+    assert job.plan["counts"]["results"] == len(want)
+    lines: list[bytes] = []
+    from labvault.crypto import packages
+
+    packages.read(job.package, str(ident), lines.append)
+    recs = [json.loads(x) for x in b"".join(lines).splitlines()[1:]]
+    got = sorted((r["code_system"], r["code"]) for r in recs if r["record"] == "result")
+    assert got == sorted((r.code_system, r.code) for _, r in in_period if r.result_id in want)
+    assert sum(r["record"] == "identity" for r in recs) == len({p.identity.patient_id for p, r in in_period
+                                                                  if r.result_id in want})
