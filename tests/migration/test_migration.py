@@ -405,3 +405,39 @@ def test_the_read_plan_selects_listed_patients_codes_and_sensitive_categories(ga
     assert got == sorted((r.code_system, r.code) for _, r in in_period if r.result_id in want)
     assert sum(r["record"] == "identity" for r in recs) == len({p.identity.patient_id for p, r in in_period
                                                                   if r.result_id in want})
+    # Asking for a patient or a test the instruction does not name: refused, naming the excess.
+    other = records[20].identity.patient_id
+    with pytest.raises(ScopeExceeded, match="1 patient\\(s\\) not named in the instruction"):
+        service.export(gateway, op, "lab-a", "MIG-2021", tmp_path / "packages", ask=service.Ask(patients=(other,)))
+    with pytest.raises(ScopeExceeded, match="1 code\\(s\\) not named in the instruction"):
+        service.export(gateway, op, "lab-a", "MIG-2021", tmp_path / "packages",
+                       ask=service.Ask(codes=(("http://loinc.org", "0000-0"),)))
+
+
+def test_an_ask_within_the_instruction_narrows_the_plan_and_the_run_keeps_to_it(world):
+    w = world
+    gw, op = w["gw"], w["operator"]
+    records = list(LabGenerator("lab-a", SEED).patients(PATIENTS))
+    two = tuple(r.identity.patient_id for r in records[:2])
+    ask = service.Ask(fields={"result": ("code", "value_num")}, patients=two)
+    with gw.unit(op, Purpose.EXPORT) as u:
+        job = service.plan(u, "lab-a", "MIG-2021", ask=ask)
+    want = [r for rid, r in w["expected"].items()
+            if any(rid in {x.result_id for x in rec.results} for rec in records[:2])]
+    assert job.plan["counts"]["results"] == len(want) and job.plan["fields"]["result"] == ["code", "value_num"]
+    assert "identity" not in job.plan["fields"]
+    job = approve_both(w, job)
+    job = service.run(gw, op, "lab-a", job.migration_id, w["store"])
+    lines: list[bytes] = []
+    from labvault.crypto import packages
+
+    packages.read(job.package, str(w["identity"]), lines.append)
+    recs = [json.loads(x) for x in b"".join(lines).splitlines()[1:]]
+    results = [r for r in recs if r["record"] == "result"]
+    assert sorted((r["code"], r["value_num"]) for r in results) == sorted((r.code, r.value_num) for r in want)
+    assert all(set(r) == {"record", "id", "request", "specimen", "patient", "code", "value_num"} for r in results)
+    # A patient the instruction does not name (it names none: all are covered), a code outside a
+    # narrower instruction's: see the excess test; here, asking a field it does not name is refused.
+    with pytest.raises(ScopeExceeded, match="field identity.phone is not in the instruction"), \
+            gw.unit(op, Purpose.EXPORT) as u:
+        service.plan(u, "lab-a", "MIG-2021", ask=service.Ask(fields={"identity": ("phone",)}, patients=two))

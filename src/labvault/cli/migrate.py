@@ -49,7 +49,8 @@ def _day(value: str | None, option: str) -> date | None:
         raise InvalidInput(f"{option}: a date is YYYY-MM-DD") from None
 
 
-def _ask(fields: list[str] | None, all_fields: bool, since: str | None, until: str | None) -> service.Ask:
+def _ask(fields: list[str] | None, all_fields: bool, since: str | None, until: str | None,
+         patients: list[str] | None = None, codes: list[str] | None = None) -> service.Ask:
     asked: dict[str, tuple[str, ...]] | None = None
     if all_fields:
         asked = dict(service.ALL_FIELDS)
@@ -61,13 +62,24 @@ def _ask(fields: list[str] | None, all_fields: bool, since: str | None, until: s
                 raise InvalidInput("--field is CATEGORY.NAME, e.g. result.code or free_text.result.comment")
             out.setdefault(cat, []).append(name)
         asked = {k: tuple(v) for k, v in out.items()}
-    return service.Ask(asked, _day(since, "--from"), _day(until, "--to"))
+    pairs = None
+    if codes:
+        pairs = []
+        for c in codes:
+            system, sep, code = c.partition("|")
+            if not sep or not system or not code:
+                raise InvalidInput("--code is SYSTEM|CODE, e.g. 'http://loinc.org|718-7'")
+            pairs.append((system, code))
+    return service.Ask(asked, _day(since, "--from"), _day(until, "--to"), tuple(patients) if patients else None,
+                       tuple(pairs) if pairs else None)
 
 
 FIELD = typer.Option(None, "--field", help="Ask for this field (CATEGORY.NAME; repeatable). Default: the instruction's.")
 ALL = typer.Option(False, "--all-fields", help="Ask for every field (refused unless the instruction lists them all).")
 FROM = typer.Option(None, "--from", help="Ask from this collection day (default: the instruction's).")
 TO = typer.Option(None, "--to", help="Ask up to this collection day (default: the instruction's).")
+PATIENT = typer.Option(None, "--patient", help="Ask for this patient only (Labvault id; repeatable).")
+CODE = typer.Option(None, "--code", help="Ask for this test only (SYSTEM|CODE; repeatable).")
 
 
 def _show(job: service.Job, as_json: bool) -> None:
@@ -98,11 +110,12 @@ def plan(
     tenant: str = TENANT,
     instruction: str = typer.Option(..., "--instruction", help="The received instruction's id."),
     field: list[str] = FIELD, all_fields: bool = ALL, since: str = FROM, until: str = TO,
+    patient: list[str] = PATIENT, code: list[str] = CODE,
     as_email: str = AS, as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Dry run: counts per record type and the exact field list, no personal data. Anything asked
     beyond the instruction is refused, naming the excess (and raises a security alert)."""
-    ask = _ask(field, all_fields, since, until)
+    ask = _ask(field, all_fields, since, until, patient, code)
     with runtime() as rt:
         who = actor(rt, as_email)
         with rt.gateway.unit(who, Purpose.EXPORT) as u:
@@ -270,11 +283,12 @@ def export(
     tenant: str = TENANT,
     instruction: str = typer.Option(..., "--instruction", help="The lab's received instruction (kind export or return)."),
     field: list[str] = FIELD, all_fields: bool = ALL, since: str = FROM, until: str = TO,
+    patient: list[str] = PATIENT, code: list[str] = CODE,
     as_email: str = AS, as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Export under a lab's signed instruction: exactly its fields and records, into an age package
     for its recipient (plan, run and verification in one go; then receipt and close as for migrations)."""
-    ask = _ask(field, all_fields, since, until)
+    ask = _ask(field, all_fields, since, until, patient, code)
     with runtime() as rt:
         who = actor(rt, as_email)
         job = service.export(rt.gateway, who, tenant, instruction, store(), ask=ask)

@@ -33,6 +33,7 @@ lab's signed instruction stands for the lab's approval, the operator who runs it
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -161,27 +162,54 @@ def _ev(u: Unit, tenant_id: str, action: str, count: int, job_id: str, instructi
 
 @dataclass(frozen=True)
 class Ask:
-    """What an operator explicitly asks for, compared with the instruction (None: as instructed)."""
+    """What an operator explicitly asks for (None: as instructed). Anything beyond the instruction
+    is refused (``instructed.demand``); what is within narrows the plan, and the run keeps to it."""
 
     fields: dict[str, tuple[str, ...]] | None = None
     collected_from: date | None = None
     collected_to: date | None = None
+    patients: tuple[str, ...] | None = None  # Labvault patient ids
+    codes: tuple[tuple[str, str], ...] | None = None  # (system, code)
 
     @property
     def explicit(self) -> bool:
-        return self.fields is not None or self.collected_from is not None or self.collected_to is not None
+        return any(v is not None for v in (self.fields, self.collected_from, self.collected_to, self.patients,
+                                           self.codes))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fields": self.fields and {k: list(v) for k, v in self.fields.items()},
+                "collected_from": self.collected_from and self.collected_from.isoformat(),
+                "collected_to": self.collected_to and self.collected_to.isoformat(),
+                "patients": self.patients and list(self.patients),
+                "codes": self.codes and [list(c) for c in self.codes]}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Ask:
+        return cls(fields=d["fields"] and {k: tuple(v) for k, v in d["fields"].items()},
+                   collected_from=d["collected_from"] and date.fromisoformat(d["collected_from"]),
+                   collected_to=d["collected_to"] and date.fromisoformat(d["collected_to"]),
+                   patients=d["patients"] and tuple(d["patients"]),
+                   codes=d["codes"] and tuple((s, c) for s, c in d["codes"]))
 
 
 ALL_FIELDS = {c: tuple(n) for c, n in document.FIELDS.items()}
 
 
-def _check_ask(u: Unit, instr: document.Instruction, ask: Ask | None) -> None:
+def _within(u: Unit, instr: document.Instruction, ask: Ask | None) -> document.Instruction:
+    """The instruction narrowed to what is asked, once ``demand`` has found nothing beyond it
+    (refused, audited and alerted otherwise)."""
     if ask is None or not ask.explicit:
-        return
+        return instr
     instructed.demand(u, instr, fields=ask.fields if ask.fields is not None else instr.fields,
                       collected_from=ask.collected_from or instr.collected_from,
                       collected_to=ask.collected_to or instr.collected_to,
-                      patients=instr.patients, codes=instr.codes, sensitive=instr.sensitive)
+                      patients=ask.patients if ask.patients is not None else instr.patients,
+                      codes=ask.codes if ask.codes is not None else instr.codes, sensitive=instr.sensitive)
+    return dataclasses.replace(
+        instr, fields=instr.fields if ask.fields is None else {k: tuple(v) for k, v in ask.fields.items() if v},
+        collected_from=ask.collected_from or instr.collected_from, collected_to=ask.collected_to or instr.collected_to,
+        patients=instr.patients if ask.patients is None else ask.patients,
+        codes=instr.codes if ask.codes is None else ask.codes)
 
 
 def _volume(u: Unit, instr: document.Instruction, results: int, job_id: str | None, *,
@@ -209,8 +237,7 @@ def plan(u: Unit, tenant_id: str, instruction_id: str, *, ask: Ask | None = None
     """Dry run: the instruction's read plan and its figures, kept as a new ``planned`` job."""
     kinds = tuple(kinds)
     u._authorise(tenant_id, "migration:plan")
-    instr = instructed.enter(u, tenant_id, instruction_id, kinds=kinds, now=now)
-    _check_ask(u, instr, ask)
+    instr = _within(u, instructed.enter(u, tenant_id, instruction_id, kinds=kinds, now=now), ask)
     read_plan = sel.compile_plan(instr)
     counts = _tally(u, read_plan)
     _volume(u, instr, counts["results"], None)
@@ -219,7 +246,8 @@ def plan(u: Unit, tenant_id: str, instruction_id: str, *, ask: Ask | None = None
                "expected_volume": instr.expected_volume, "max_volume": instr.max_volume,
                "period": [instr.collected_from.isoformat(), instr.collected_to.isoformat()],
                "destination": {"name": instr.destination.name, "country": instr.destination.country}
-               if instr.destination else None}
+               if instr.destination else None,
+               "ask": ask.to_json() if ask is not None and ask.explicit else None}
     assert instr.deletion_deadline is not None  # outbound kinds require one
     jobs.put(
         u, tenant_id=tenant_id, migration_id=job_id, instruction_id=instr.id, kind=instr.kind, state="planned",
@@ -362,6 +390,8 @@ def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, st
         row = _row(u, tenant_id, migration_id)
         job = _job(row)
         instr = instructed.enter(u, tenant_id, job.instruction_id, kinds=(job.kind,), now=now)
+        asked = job.plan.get("ask")
+        instr = _within(u, instr, Ask.from_json(asked) if asked else None)  # what was planned and approved
         read_plan = sel.compile_plan(instr)
         seen = [0]
 
