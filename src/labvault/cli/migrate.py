@@ -9,6 +9,8 @@ recipient's age identity, checks it against the manifest and writes the receipt 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import typer
 
 from labvault.access import Purpose
 from labvault.cli.common import AS_OPTION_HELP, actor, console, err_console, runtime, settings
-from labvault.errors import ConfigError, InvalidInput
+from labvault.errors import AccessDenied, ConfigError, InvalidInput
 from labvault.migration import service
 
 app = typer.Typer(help="Migrations out of a lab: plan, approve, run, verify, receipt, close, status.",
@@ -24,6 +26,17 @@ app = typer.Typer(help="Migrations out of a lab: plan, approve, run, verify, rec
 
 TENANT = typer.Option(..., "--tenant", help="The lab.")
 AS = typer.Option(None, "--as", help=AS_OPTION_HELP)
+
+
+@contextmanager
+def as_operator(as_email: str | None) -> Iterator[None]:
+    """Refusals for want of the operator role get a hint: the CLI's own account is an administrator."""
+    try:
+        yield
+    except AccessDenied as exc:
+        if as_email is None and "not allowed for roles" in str(exc):
+            raise AccessDenied(f"{exc} (migrations are run by a vendor operator: --as EMAIL)") from None
+        raise
 
 
 def store() -> Path:
@@ -116,7 +129,7 @@ def plan(
     """Dry run: counts per record type and the exact field list, no personal data. Anything asked
     beyond the instruction is refused, naming the excess (and raises a security alert)."""
     ask = _ask(field, all_fields, since, until, patient, code)
-    with runtime() as rt:
+    with as_operator(as_email), runtime() as rt:
         who = actor(rt, as_email)
         with rt.gateway.unit(who, Purpose.EXPORT) as u:
             job = service.plan(u, tenant, instruction, ask=ask)
@@ -134,7 +147,7 @@ def approve(
     """Approve a plan: once by a vendor operator (--as), once by a lab signer (--signer-key)."""
     from labvault.crypto.signing import Signer
 
-    with runtime() as rt:
+    with as_operator(as_email), runtime() as rt:
         who = actor(rt, as_email)
         with rt.gateway.unit(who, Purpose.EXPORT) as u:
             if signer_key is None:
@@ -157,7 +170,7 @@ def approve(
 def run(migration: str = typer.Argument(..., metavar="MIGRATION"), tenant: str = TENANT, as_email: str = AS) -> None:
     """Write the age package (encrypted as it is produced; no clear file) and the signed manifest.
     After an interruption, run again: a new attempt replaces whatever the last one left."""
-    with runtime() as rt:
+    with as_operator(as_email), runtime() as rt:
         who = actor(rt, as_email)
         done = [0]
 
@@ -176,7 +189,7 @@ def run(migration: str = typer.Argument(..., metavar="MIGRATION"), tenant: str =
 @app.command("verify")
 def verify(migration: str = typer.Argument(..., metavar="MIGRATION"), tenant: str = TENANT, as_email: str = AS) -> None:
     """Reconcile the package with its manifest and plan (decrypted in memory with the package key)."""
-    with runtime() as rt:
+    with as_operator(as_email), runtime() as rt:
         who = actor(rt, as_email)
         with rt.gateway.unit(who, Purpose.EXPORT) as u:
             job = service.verify_package(u, tenant, migration)
@@ -193,7 +206,7 @@ def receipt(
 ) -> None:
     """Import the recipient's receipt; the package and its key are destroyed at once."""
     doc = _read_json(file, "a receipt")
-    with runtime() as rt:
+    with as_operator(as_email), runtime() as rt:
         who = actor(rt, as_email)
         with rt.gateway.unit(who, Purpose.EXPORT) as u:
             job = service.import_receipt(u, tenant, migration, doc)
@@ -205,7 +218,7 @@ def receipt(
 @app.command("close")
 def close(migration: str = typer.Argument(..., metavar="MIGRATION"), tenant: str = TENANT, as_email: str = AS) -> None:
     """Write the signed closure certificate of a purged migration."""
-    with runtime() as rt:
+    with as_operator(as_email), runtime() as rt:
         who = actor(rt, as_email)
         with rt.gateway.unit(who, Purpose.EXPORT) as u:
             record = service.close(u, tenant, migration)
@@ -220,7 +233,7 @@ def status(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """One migration, or every migration of the lab."""
-    with runtime() as rt:
+    with as_operator(as_email), runtime() as rt:
         who = actor(rt, as_email)
         with rt.gateway.unit(who, Purpose.EXPORT) as u:
             jobs = [service.get(u, tenant, migration)] if migration else service.status(u, tenant)
@@ -241,6 +254,8 @@ def acknowledge(
                                      "instruction names a receipt_key)."),
 ) -> None:
     """The recipient's side: open the package, check it against the manifest, write the receipt."""
+    if not package.is_file():
+        raise ConfigError(f"{package}: no such package file")
     m = _read_json(manifest or package.with_name(service.MANIFEST), "a manifest")
     if not isinstance(m, dict) or "manifest" not in m:
         raise InvalidInput("the manifest is not one written by 'labvault migrate run'")
@@ -289,7 +304,7 @@ def export(
     """Export under a lab's signed instruction: exactly its fields and records, into an age package
     for its recipient (plan, run and verification in one go; then receipt and close as for migrations)."""
     ask = _ask(field, all_fields, since, until, patient, code)
-    with runtime() as rt:
+    with as_operator(as_email), runtime() as rt:
         who = actor(rt, as_email)
         job = service.export(rt.gateway, who, tenant, instruction, store(), ask=ask)
     _show(job, as_json)
