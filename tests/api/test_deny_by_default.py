@@ -30,6 +30,7 @@ BODIES = {
     ("POST", "/api/v1/tenants/{tenant}/instructions"): {
         "instruction": {"id": "X-1"}, "signature": "AA==", "signer_public_key": "00" * 32,
     },
+    ("POST", "/api/v1/tenants/{tenant}/instructions/draft"): {"instruction": {"id": "X-1"}},
     ("POST", "/api/v1/tenants/{tenant}/migrations/{migration_id}/approvals"): {
         "public_key": "00" * 32, "signature": "AA==",
     },

@@ -132,6 +132,30 @@ def test_a_lab_admin_posts_a_signed_instruction(api, admin_a):
     assert admin_a.get(f"{URL}/NO-SUCH").status_code == 404
 
 
+def test_a_signer_signs_through_the_api_with_their_own_key(api, admin_a, bio_a):
+    """Draft -> the exact bytes to sign -> signed on the signer's side -> received."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    signer = add_signer(api.gateway, LAB_A)
+    draft = record(LAB_A, str(x25519.Identity.generate().to_public()), id="MIG-API-DRAFT")
+    r = bio_a.post(f"{URL}/draft", json={"instruction": draft})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    raw = base64.b64decode(out["canonical"])
+    private = Ed25519PrivateKey.from_private_bytes(signer._key.private_bytes_raw())  # the signer's own key
+    doc = {"instruction": out["record"], "signature": base64.b64encode(private.sign(raw)).decode(),
+           "signer_public_key": signer.public_key.hex()}
+    r = admin_a.post(URL, json=doc)
+    assert r.status_code == 201 and r.json()["id"] == "MIG-API-DRAFT", r.text
+    # A malformed draft, or one for another lab: 4xx with the reason.
+    r = bio_a.post(f"{URL}/draft", json={"instruction": {**draft, "kind": "dump-everything"}})
+    assert r.status_code == 400 and "kind" in r.json()["error"]
+    r = bio_a.post(f"{URL}/draft", json={"instruction": {**draft, "tenant": LAB_B}})
+    assert r.status_code == 403 and "another lab" in r.json()["error"]
+
+
 def test_refused_instructions_say_why_and_nothing_is_kept(api, admin_a):
     signer = add_signer(api.gateway, LAB_A)
     other = add_signer(api.gateway, LAB_B)

@@ -318,6 +318,29 @@ def _instruction_out(r: signers.Received) -> schemas.InstructionOut:
                                   valid_until=_utc(r.valid_until), received_at=_utc(r.received_at))
 
 
+@private.post("/api/v1/tenants/{tenant}/instructions/draft", response_model=schemas.InstructionDraftOut)
+def draft_instruction(caller: Auth, request: Request, tenant: str,
+                      body: schemas.InstructionDraftIn) -> schemas.InstructionDraftOut:
+    """Check an instruction before it is signed, and give the exact bytes a lab signer signs with
+    their own key (on their own machine: the private key never reaches the platform)."""
+    import base64
+
+    from labvault.crypto.signing import canonical
+    from labvault.instructions import document
+
+    with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
+        u._authorise(tenant, "tenant:read")
+        u.tenant(tenant)
+    instr = document.from_record(body.instruction)
+    if instr.tenant != tenant:
+        raise document.WrongTenant("instruction: it is for another lab")
+    record = document.to_record(instr)
+    return schemas.InstructionDraftOut(
+        record=record, canonical=base64.b64encode(canonical(record)).decode(),
+        next=f"sign the canonical bytes (Ed25519), then POST {{instruction: record, signature: base64, "
+             f"signer_public_key: hex}} to /api/v1/tenants/{tenant}/instructions")
+
+
 @private.post("/api/v1/tenants/{tenant}/instructions", response_model=schemas.InstructionOut, status_code=201)
 def receive_instruction(caller: Auth, request: Request, tenant: str,
                         body: schemas.SignedInstructionIn) -> schemas.InstructionOut:

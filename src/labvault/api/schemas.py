@@ -156,6 +156,18 @@ class SignedInstructionIn(Strict):
     signer_public_key: str | None = Field(default=None, max_length=200)
 
 
+class InstructionDraftIn(Strict):
+    """An instruction to sign: the fields of ``labvault instruction new``'s template, as JSON."""
+
+    instruction: dict[str, Any]
+
+
+class InstructionDraftOut(BaseModel):
+    record: dict[str, Any]  # the instruction as it will be signed and kept
+    canonical: str  # base64 of the exact bytes to sign (Ed25519)
+    next: str
+
+
 class InstructionOut(BaseModel):
     id: str
     kind: str
