@@ -104,27 +104,34 @@ def specimens(u: Unit, tenant_id: str, *, by_request: bool = False) -> Iterator[
     u._record(tenant_id, "patient:request:read", "specimen", n)
 
 
-def results(u: Unit, tenant_id: str, *, by_request: bool = False) -> Iterator[tuple[str, Result]]:
-    """(patient pseudonym, result) for every result the principal may read; ``by_request``: in
-    request order, so that a consumer can group a request's results without holding them all.
-
-    The hot loop of every export: rows come as plain tuples from the driver, and each result is
-    built positionally from its unsealed items (the layout of ``codec.RESULT_ITEMS``)."""
+def result_rows(u: Unit, tenant_id: str, *, by_request: bool = False
+                ) -> Iterator[tuple[str, str, str, str | None, str, list, Sensitivity]]:
+    """Every result the principal may read, unsealed but not built: (patient pseudonym, result
+    id, request id, specimen id, status, items in ``codec.RESULT_ITEMS`` order (dates as ISO text),
+    sensitivity). The hot loop of every export: rows come as plain tuples from the driver."""
     c = _start(u, tenant_id, "patient:result:read")
     readable = u._readable_categories(tenant_id)
     observation = c.cipher.column("result", "observation_enc")
-    unpack, to_dt, other = codec.unpack, codec.to_dt, Sensitivity.OTHER
+    unpack, other = codec.unpack, Sensitivity.OTHER
     order = ("request_id", "result_id") if by_request else ()
     rows = iter_tenant_rows(u.conn, "result", ("result_id", "request_id", "specimen_id", "pseudonym", "status",
                                                "observation_enc"), tenant_id, order=order)
     n = 0
     for rid, req, spec, pseudonym, status, blob in rows:
-        (system, code, label, vnum, vtext, unit, low, high, rtext, flag, v_by, v_at, comment) = \
-            unpack(observation.open(rid, bytes(blob)))
-        sensitivity = sensitivity_of(system, code)
+        items = unpack(observation.open(rid, bytes(blob)))
+        sensitivity = sensitivity_of(items[0], items[1])
         if readable is not None and sensitivity is not other and sensitivity not in readable:
             continue
         n += 1
+        yield pseudonym, rid, req, spec, status, items, sensitivity
+    u._record(tenant_id, "patient:result:read", "result", n)
+
+
+def results(u: Unit, tenant_id: str, *, by_request: bool = False) -> Iterator[tuple[str, Result]]:
+    """(patient pseudonym, result) for every result the principal may read; ``by_request``: in
+    request order, so that a consumer can group a request's results without holding them all."""
+    to_dt = codec.to_dt
+    for pseudonym, rid, req, spec, status, items, sensitivity in result_rows(u, tenant_id, by_request=by_request):
+        (system, code, label, vnum, vtext, unit, low, high, rtext, flag, v_by, v_at, comment) = items
         yield pseudonym, Result(rid, req, code, label, system, spec, vnum, vtext, unit, low, high, rtext, flag,
                                 ResultStatus(status), v_by, to_dt(v_at), comment, sensitivity)
-    u._record(tenant_id, "patient:result:read", "result", n)

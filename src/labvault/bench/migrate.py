@@ -4,12 +4,12 @@ The lab is loaded through the gateway (requests, one specimen per synthetic spec
 its lab signer signs a ``migration_out`` instruction for every field but free text, a vendor
 operator and the signer approve, and the timed part is the procedure itself:
 - ``plan``: the dry run (every row read and decrypted, the selection counted);
-- ``run``: the volume re-count, then the selection streamed into the age package;
+- ``run``: the selection streamed into the age package (the volume checked as it goes);
 - ``verify``: the package decrypted in memory with the package key and reconciled.
 ``results_per_s`` is N over the three. Same-run baselines: ``pyrage_per_s``, the same number of
 record lines (of the same size) encrypted by pyrage from memory, in clear: the library's own
-ceiling; ``json_per_s``: encoding the same records with the standard library's JSON encoder.
-Memory: ``peak_rss_mb`` is the process's peak (load included); ``migrate_rss_growth_mb`` the growth
+ceiling; ``json_per_s``: encoding the same records with the standard library's JSON encoder,
+and ``orjson_per_s`` with orjson, which the package writer uses. Memory: ``peak_rss_mb`` is the process's peak (load included); ``migrate_rss_growth_mb`` the growth
 of RSS during the procedure over the RSS before it.
 """
 
@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import psutil
 import pyrage
 from pyrage import x25519
@@ -76,7 +77,7 @@ class _Null(io.RawIOBase):
         return len(b)
 
 
-def _baselines(line: bytes, n: int, record: dict) -> tuple[float, float]:
+def _baselines(line: bytes, n: int, record: dict) -> tuple[float, float, float]:
     recipient = x25519.Identity.generate().to_public()
     chunk = line * max(1, (1 << 16) // len(line))
     per = (1 << 16) // len(line)
@@ -90,7 +91,12 @@ def _baselines(line: bytes, n: int, record: dict) -> tuple[float, float]:
     for _ in range(sample):
         enc(record)
     json_s = time.perf_counter() - t0
-    return blocks * per / age_s, sample / json_s
+    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    t0 = time.perf_counter()
+    for _ in range(sample):
+        dumps(record, option=newline)
+    orjson_s = time.perf_counter() - t0
+    return blocks * per / age_s, sample / json_s, sample / orjson_s
 
 
 def run_migrate(n: int, *, database_url: str | None = None, seed: int = 7,
@@ -141,7 +147,7 @@ def run_migrate(n: int, *, database_url: str | None = None, seed: int = 7,
                   "unit": "g/dL", "ref_low": 12.0, "ref_high": 16.0, "flag": "N", "status": "final",
                   "validated_by": "Dr X", "validated_at": "2020-01-01T08:00:00"}
         line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
-        pyrage_per_s, json_per_s = _baselines(line, n, record)
+        pyrage_per_s, json_per_s, orjson_per_s = _baselines(line, n, record)
         with gw.unit(operator, Purpose.EXPORT) as u:  # the scratch lab's package goes with it
             service.purge(u, lab, job.migration_id, reason="benchmark")
         dialect = sc.dialect
@@ -162,6 +168,7 @@ def run_migrate(n: int, *, database_url: str | None = None, seed: int = 7,
         "verify_per_s": round(selected / verify_s) if verify_s else 0,
         "pyrage_per_s": round(pyrage_per_s),
         "json_per_s": round(json_per_s),
+        "orjson_per_s": round(orjson_per_s),
         "migrate_rss_growth_mb": round((rss_max[0] - rss0) / 2**20, 1),
         "peak_rss_mb": peak_rss_mb(),
     }

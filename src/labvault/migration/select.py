@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from itertools import repeat
-from operator import attrgetter, is_not
+from operator import is_not, itemgetter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -26,6 +26,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from labvault.access import scan
+from labvault.access.codec import RESULT_ITEMS
 from labvault.domain.models import Sensitivity
 from labvault.instructions import document
 
@@ -76,19 +77,28 @@ class Counts:
 
     def __init__(self) -> None:
         self.records: dict[str, int] = dict.fromkeys(TYPES, 0)
-        self._patterns: dict[tuple[str, tuple[str, ...]], Counter[tuple[bool, ...]]] = {}
+        # (type, number of keys) -> the keys, and the count of each pattern of empty fields
+        self._patterns: dict[tuple[str, int], tuple[tuple[str, ...], Counter[tuple[bool, ...]]]] = {}
 
-    def add(self, rtype: str, record: dict[str, Any]) -> None:
+    def add(self, rtype: str, record: dict[str, Any], *, built: bool = False) -> None:
+        """Count a record. ``built``: made by ``run``, whose records of one type all have the same
+        keys in the same order (so they are compared once, not for every record)."""
         self.records[rtype] += 1
-        key = (rtype, tuple(record))
-        per = self._patterns.get(key)
-        if per is None:
-            per = self._patterns[key] = Counter()
-        per[tuple(map(is_not, record.values(), repeat(None)))] += 1
+        shape = self._patterns.get((rtype, len(record)))
+        if shape is None or (not built and shape[0] != tuple(record)):
+            shape = self._shape(rtype, record)
+        shape[1][tuple(map(is_not, record.values(), repeat(None)))] += 1
+
+    def _shape(self, rtype: str, record: dict[str, Any]) -> tuple[tuple[str, ...], Counter[tuple[bool, ...]]]:
+        key = (rtype, len(record))
+        if key in self._patterns:
+            raise ValueError(f"{rtype} records differ in their fields")
+        self._patterns[key] = (tuple(record), Counter())
+        return self._patterns[key]
 
     def as_dict(self) -> dict[str, Any]:
         fields: dict[str, dict[str, int]] = {}
-        for (rtype, keys), patterns in self._patterns.items():
+        for (rtype, _), (keys, patterns) in self._patterns.items():
             per = fields.setdefault(rtype, {})
             skip = {"record", "id", *LINKS[rtype]}
             for pattern, n in patterns.items():
@@ -134,10 +144,10 @@ def run(u: Unit, plan: Plan, id_map: Callable[[str, str], str], *, tally: Tally 
         index = u._crypto(tenant).index
         wanted = frozenset(index.pseudonym(p) for p in instr.patients)
     f_req, f_spec, f_res = plan.fields["request"], plan.fields["specimen"], plan.fields["result"]
-    # A result's fields in one C call; its datetimes (validated_at) made ISO 8601 by position.
-    # Its status is a StrEnum: JSON writes it as its value.
-    res_values = _getter(f_res)
-    res_dates = tuple(i for i, f in enumerate(f_res) if f == "validated_at") or None
+    # A result's fields straight from its unsealed items, in one C call (dates are ISO text there).
+    item_fields = tuple(f for f in f_res if f != "status")
+    item_values = _picker(tuple(RESULT_ITEMS.index(f) for f in item_fields))
+    with_status = "status" in f_res
     patients: set[str] = set()
     prescribers: set[str] = set()
     patient_ids: dict[str, str] = {}  # pseudonym -> this export's id (a few thousand at most)
@@ -152,7 +162,7 @@ def run(u: Unit, plan: Plan, id_map: Callable[[str, str], str], *, tally: Tally 
     step = 0
 
     specimens = scan.specimens(u, tenant, by_request=True)
-    results = scan.results(u, tenant, by_request=True)
+    results = scan.result_rows(u, tenant, by_request=True)  # (pseudonym, id, request, specimen, status, items, sensitivity)
     spec = next(specimens, None)
     res = next(results, None)
     for request in scan.requests(u, tenant, by_id=True):
@@ -164,30 +174,31 @@ def run(u: Unit, plan: Plan, id_map: Callable[[str, str], str], *, tally: Tally 
             if lo <= spec.collected_at.date() <= hi:
                 in_period[spec.specimen_id] = spec
             spec = next(specimens, None)
-        while res is not None and res[1].request_id < rid:
+        while res is not None and res[2] < rid:
             res = next(results, None)
         chosen = []
         request_day = request.requested_at.date()
-        while res is not None and res[1].request_id == rid:
-            pseudonym, r = res
+        while res is not None and res[2] == rid:
+            row = res
             res = next(results, None)
-            if r.specimen_id is not None:
-                if r.specimen_id not in in_period:
+            if row[3] is not None:
+                if row[3] not in in_period:
                     continue
             elif not lo <= request_day <= hi:  # no specimen: the request's date stands for it
                 continue
-            if wanted is not None and pseudonym not in wanted:
+            if wanted is not None and row[0] not in wanted:
                 continue
-            if codes is not None and (r.code_system, r.code) not in codes:
+            items = row[5]
+            if codes is not None and (items[0], items[1]) not in codes:
                 continue
-            if r.sensitivity is not other and r.sensitivity.value not in allowed_sensitive:
+            if row[6] is not other and row[6].value not in allowed_sensitive:
                 continue
-            chosen.append((pseudonym, r))
+            chosen.append(row)
         if not chosen:
             continue
         n += len(chosen)
         n_req += 1
-        used = {r.specimen_id for _, r in chosen}
+        used = {row[3] for row in chosen}
         n_spec += sum(1 for sid in in_period if sid in used)
         if on_result is not None and n - step >= 10_000:
             on_result(n - step)
@@ -209,12 +220,12 @@ def run(u: Unit, plan: Plan, id_map: Callable[[str, str], str], *, tally: Tally 
             for f in f_spec:
                 rec[f] = _value(in_period[sid], f)
             yield rec
-        for pseudonym, r in chosen:
-            rec = {"record": "result", "id": id_map("result", r.result_id), "request": req_id,
-                   "specimen": None if r.specimen_id is None else spec_ids[r.specimen_id],
-                   "patient": patient_id(pseudonym)}
-            values = res_values(r)
-            rec.update(zip(f_res, values if res_dates is None else _dates(values, res_dates)))
+        for pseudonym, res_id, _, spec_id, status, items, _ in chosen:
+            rec = {"record": "result", "id": id_map("result", res_id), "request": req_id,
+                   "specimen": None if spec_id is None else spec_ids[spec_id], "patient": patient_id(pseudonym)}
+            rec.update(zip(item_fields, item_values(items)))
+            if with_status:
+                rec["status"] = status
             yield rec
     for _ in results:  # read to the end: each scan is audited with its count when finished
         pass
@@ -244,22 +255,14 @@ def run(u: Unit, plan: Plan, id_map: Callable[[str, str], str], *, tally: Tally 
                 yield rec
 
 
-def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple]:
-    """``attrgetter`` that always returns a tuple (even of one or no name)."""
-    if len(names) > 1:
-        return attrgetter(*names)
-    if names:
-        one = attrgetter(names[0])
-        return lambda obj: (one(obj),)
-    return lambda obj: ()
-
-
-def _dates(values: tuple, at: tuple[int, ...]) -> list:
-    out = list(values)
-    for i in at:
-        if out[i] is not None:
-            out[i] = out[i].isoformat()
-    return out
+def _picker(positions: tuple[int, ...]) -> Callable[[Any], tuple]:
+    """``itemgetter`` that always returns a tuple (even of one position or none)."""
+    if len(positions) > 1:
+        return itemgetter(*positions)
+    if positions:
+        one = itemgetter(positions[0])
+        return lambda seq: (one(seq),)
+    return lambda seq: ()
 
 
 def count(u: Unit, plan: Plan) -> Tally:

@@ -44,6 +44,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from labvault.access import instructed, policy
 from labvault.access import migration_jobs as jobs
 from labvault.access.retention import store_signed_record
@@ -372,11 +374,12 @@ def _start(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str,
 
 
 def _records(header: dict[str, Any], records: Iterator[dict[str, Any]], counts: sel.Counts) -> Iterator[bytes]:
-    dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
-    yield dumps(header).encode() + b"\n"
+    """One JSON line per record (orjson: the encoding is a tenth of the standard library's cost)."""
+    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    yield dumps(header, option=newline)
     for rec in records:
-        counts.add(rec["record"], rec)
-        yield dumps(rec).encode() + b"\n"
+        counts.add(rec["record"], rec, built=True)
+        yield dumps(rec, option=newline)
 
 
 def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, store: Path, *,
@@ -457,7 +460,7 @@ class _Reader:
         *whole, self._tail = data.split(b"\n")
         for line in whole:
             if line:
-                self._on(json.loads(line))
+                self._on(orjson.loads(line))
 
     def end(self) -> None:
         if self._tail:
@@ -487,7 +490,10 @@ def reconcile(path: Path, identity_text: str, manifest: dict[str, Any]) -> dict[
         extra = set(rec) - allowed[rtype]
         if extra:
             raise ReconciliationFailed(f"{rtype} records hold fields outside the manifest: {', '.join(sorted(extra))}")
-        counts.add(rtype, rec)
+        try:
+            counts.add(rtype, rec)
+        except ValueError:
+            raise ReconciliationFailed(f"{rtype} records differ in their fields") from None
 
     reader = _Reader(on)
     packages.read(path, identity_text, reader.push)
