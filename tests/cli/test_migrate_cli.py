@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from pyrage import x25519
@@ -189,7 +188,6 @@ def test_export_under_an_export_instruction(home, capsys, tmp_path, monkeypatch)
     # A migration_out instruction is not an export: refused with the reason.
     code, _, err = lv(capsys, "migrate", "plan", "--tenant", "bio-lyon", "--instruction", "MIG-2026-01", "--as", op)
     assert code != 0 and "kind export is not one of migration_out" in one_line_error(err)
-    time.sleep(0)
 
 
 def test_end_of_contract_by_return_then_deletion(home, capsys, tmp_path, monkeypatch):  # noqa: F811

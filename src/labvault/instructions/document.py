@@ -56,7 +56,7 @@ from typing import Any
 
 import yaml
 
-from labvault.crypto.signing import SignatureInvalid, Signer, canonical, verify
+from labvault.crypto.signing import SignatureInvalid, Signer, verify
 from labvault.domain.models import Sensitivity
 from labvault.errors import AccessDenied, InvalidInput
 
