@@ -75,6 +75,22 @@ def receive(gw, admin, record: dict, private: bytes, *, now: datetime = NOW) -> 
         signers.receive(u, "lab-a", document.sign(document.from_record(record), Signer(private)), now)
 
 
+def admin_signer(gateway) -> tuple:
+    """lab-a's lab admin, registered as a signer of its instructions; (admin, private key)."""
+    admin = lab_user(gateway, "lab-a", "lab_admin", name="Admin")
+    private, public = Signer.generate()
+    with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
+        signers.add_signer(u, "lab-a", email=f"{admin.account_id}@lab.invalid", public_key=public.hex())
+    return admin, private
+
+
+def packaged(w) -> service.Job:
+    """The world's migration planned, approved and run: its package on disk."""
+    job = service.run(w["gw"], w["operator"], "lab-a", approve_both(w, planned(w)).migration_id, w["store"])
+    assert job.package is not None and job.package.exists()
+    return job
+
+
 @pytest.fixture
 def world(gateway, tmp_path):
     make_lab(gateway, "lab-a")
@@ -239,10 +255,7 @@ def test_one_person_cannot_give_both_approvals(world, gateway):
 def test_volume_far_above_the_expected_stops_before_writing(gateway, tmp_path):
     make_lab(gateway, "lab-a")
     load_lab(gateway, ADMIN, "lab-a", patients=PATIENTS, seed=SEED)
-    admin = lab_user(gateway, "lab-a", "lab_admin", name="Admin")
-    private, public = Signer.generate()
-    with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
-        signers.add_signer(u, "lab-a", email=f"{admin.account_id}@lab.invalid", public_key=public.hex())
+    admin, private = admin_signer(gateway)
     n = len(expected_results())
     receive(gateway, admin, instruction(str(x25519.Identity.generate().to_public()), n // 2, tolerance=0.1), private)
     op = lab_user(gateway, PLATFORM, "operator", name="Op")
@@ -293,9 +306,7 @@ def test_a_retention_run_purges_packages_past_their_deadline(world):
     from labvault.retention import purge as retention
 
     w = world
-    job = approve_both(w, planned(w))
-    job = service.run(w["gw"], w["operator"], "lab-a", job.migration_id, w["store"])
-    assert job.package is not None and job.package.exists()
+    job = packaged(w)
     reports, failed = retention.run_all(w["gw"], ADMIN, now=NOW + timedelta(days=29))
     assert failed == {} and reports[0].hooks == {"packages_purged": 0} and job.package.exists()
     reports, failed = retention.run_all(w["gw"], ADMIN, now=NOW + timedelta(days=31))
@@ -312,10 +323,7 @@ def test_the_scheduler_of_serve_purges_at_the_deadline(gateway, tmp_path):
 
     make_lab(gateway, "lab-a")
     load_lab(gateway, ADMIN, "lab-a", patients=5, seed=SEED)
-    admin = lab_user(gateway, "lab-a", "lab_admin", name="Admin")
-    private, public = Signer.generate()
-    with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
-        signers.add_signer(u, "lab-a", email=f"{admin.account_id}@lab.invalid", public_key=public.hex())
+    admin, private = admin_signer(gateway)
     now = datetime.now(UTC).replace(microsecond=0)
     deadline = now + timedelta(seconds=4)
     rec = instruction(str(x25519.Identity.generate().to_public()), 10_000, id="EXP-SOON", kind="export",
@@ -347,9 +355,7 @@ def test_the_end_of_a_contract_destroys_the_packages_still_held(world):
     from labvault.retention import purge as retention
 
     w = world
-    job = approve_both(w, planned(w))
-    job = service.run(w["gw"], w["operator"], "lab-a", job.migration_id, w["store"])
-    assert job.package is not None and job.package.exists()
+    job = packaged(w)
     with w["gw"].unit(ADMIN, Purpose.ADMINISTRATION) as u:
         record = retention.end_delete(u, "lab-a")
     assert not job.package.exists() and not w["gw"].keys.has_scope(f"package-{job.migration_id}")
@@ -382,10 +388,7 @@ def test_the_read_plan_selects_listed_patients_codes_and_sensitive_categories(ga
     want = {r.result_id for _, r in in_period if (r.code_system, r.code) in codes
             and (r.sensitivity is Sensitivity.OTHER or r.sensitivity.value in sensitive)}
     assert want
-    admin = lab_user(gateway, "lab-a", "lab_admin", name="Admin")
-    private, public = Signer.generate()
-    with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
-        signers.add_signer(u, "lab-a", email=f"{admin.account_id}@lab.invalid", public_key=public.hex())
+    admin, private = admin_signer(gateway)
     ident = x25519.Identity.generate()
     sel = {"collected_from": LO.isoformat(), "collected_to": HI.isoformat(), "patients": chosen,
            "codes": [f"{s}|{c}" for s, c in codes], "sensitive": sensitive}
