@@ -56,7 +56,7 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 def ingest(
-    files: list[Path] = typer.Argument(..., help="HL7 v2, HPRIM Santé, FHIR JSON or Bulk Data ndjson files."),
+    files: list[Path] = typer.Argument(..., help="HL7 v2, HPRIM Santé, FHIR JSON, Bulk Data ndjson or CSV files."),
     tenant: str = typer.Option(..., "--tenant", help="The lab the results belong to."),
     group: int = typer.Option(1, "--group", min=1, max=10000,
                               help="Messages per transaction (1: one transaction per message)."),

@@ -2,7 +2,7 @@
 
 ``detect`` names the format; ``read`` cuts the input into messages and maps each (HL7 v2: one
 message; HPRIM: one file; FHIR: one bundle or resource; Bulk Data ndjson: one patient of the
-export), giving ``Piece``s that either carry an envelope to store or the one-line reason of their
+export; CSV: one request), giving ``Piece``s that either carry an envelope to store or the one-line reason of their
 refusal. ``Ingestor`` stores the pieces through the gateway, a group of messages per transaction
 (``group=1``: one transaction per message), each message whole or not at all, and keeps refused
 ones in the lab's encrypted quarantine.
@@ -24,7 +24,7 @@ from labvault.instructions.document import Instruction
 from labvault.interop import hl7v2, hprim
 
 MAX_FILE_BYTES = 256 * 1024 * 1024
-FORMATS = ("hl7v2", "hprim", "fhir-json", "fhir-ndjson")
+FORMATS = ("hl7v2", "hprim", "fhir-json", "fhir-ndjson", "csv")
 _HPRIM_SEPARATORS = frozenset(b"|^~\\&!;:#$%*+/?@")
 _LEAD = b"\xef\xbb\xbf\x0b \t\r\n"
 
@@ -38,8 +38,10 @@ def detect(data: bytes) -> str | None:
         return "hl7v2"
     if head[:1] == b"H" and len(head) > 1 and head[1] in _HPRIM_SEPARATORS:
         return "hprim"
-    from labvault.interop import fhir
+    from labvault.interop import csv_in, fhir
 
+    if csv_in.is_header(head.split(b"\n", 1)[0].decode("utf-8", "replace")):
+        return "csv"
     return fhir.detect(bytes(data))
 
 
@@ -63,7 +65,8 @@ def read(data: bytes, *, file: str, fmt: str | None = None, test_mode: bool = Fa
     """Cut and map one input. Never raises for bad content: a bad message becomes a refused piece."""
     fmt = fmt or detect(data)
     if fmt is None:
-        return [Piece(1, "unknown", bytes(data), reason=f"{file}: not HL7 v2, HPRIM or FHIR JSON (format not recognised)")]
+        return [Piece(1, "unknown", bytes(data),
+                      reason=f"{file}: not HL7 v2, HPRIM, FHIR JSON or CSV (format not recognised)")]
     if len(data) > MAX_FILE_BYTES:
         return [Piece(1, fmt, b"", reason=f"{file}: input of {len(data)} bytes exceeds the limit of {MAX_FILE_BYTES}")]
     if fmt == "hl7v2":
@@ -74,6 +77,12 @@ def read(data: bytes, *, file: str, fmt: str | None = None, test_mode: bool = Fa
         except hprim.HprimError as exc:
             return [Piece(1, fmt, bytes(data), reason=str(exc))]
         return [_checked(Piece(1, fmt, bytes(data), envelope=_envelope(fmt, mapped)), file)]
+    if fmt == "csv":
+        from labvault.interop import csv_in
+
+        return [_checked(Piece(m.index, fmt, m.raw, envelope=_envelope(fmt, [m.mapped])), file, m.index)
+                if m.mapped is not None else Piece(m.index, fmt, m.raw, reason=m.reason)
+                for m in csv_in.read(bytes(data), file=file, test_mode=test_mode)]
     from labvault.interop import fhir
 
     try:

@@ -1,0 +1,387 @@
+"""CSV result files: a reader to domain objects (bytes in, ``Mapped`` out), the inverse of
+``labvault.interop.writers.CsvWriter``.
+
+No database, no socket; every failure a sender can cause is a ``CsvError`` (an ``InvalidInput``)
+whose one-line message names file, row and column, never a value found there.
+
+- UTF-8 (BOM allowed), ``csv`` excel dialect; the delimiter, comma or semicolon, is taken from the
+  header line only. Rows are numbered as in a spreadsheet: the header is row 1.
+- The header names columns of ``CSV_FIELDS`` (``section.attribute``, what ``CsvWriter`` writes),
+  each once. ``REQUIRED`` must be there, and one of ``REQUEST_KEYS``; a ``specimen.*`` column needs
+  ``specimen.type`` and ``specimen.collected_at``. Id columns (``*.patient_id``, ``*.result_id``...,
+  except the request and specimen keys) and ``result.sensitivity`` are read but not used: ids and
+  sensitivity are derived, as the other readers do.
+- One row per result; rows are grouped into one message per request: same INS (spaces, dots and
+  dashes ignored) and same request key (``request.request_id``, else ``request.accession``), rows
+  adjacent or not. The patient, prescriber and request columns must agree on every row of a request.
+- Values: dates ``YYYY-MM-DD``, date/times ``YYYY-MM-DDTHH:MM[:SS[.ffffff]]`` with an optional
+  ``Z`` or offset (a bare date is midnight); numbers with a point or a comma; an apostrophe before
+  ``= + - @``, tab or CR is dropped (``CsvWriter``'s formula guard). INS: ``patient.ins_oid``, NIR
+  by default, a NIR's key checked, the test OID only with ``test_mode``; sex ``M``/``F``/``U``;
+  ``result.code_system`` LOINC and ``result.status`` final when empty; ``prescriber.rpps`` 11 digits
+  (no prescriber without one). Empty text is None.
+- A bad row refuses its request; a file that is not such a CSV (encoding, header, quoting, a row
+  with another number of cells than the header, no data row) is refused whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from hashlib import sha256
+
+from labvault.access.gateway import validate_nir
+from labvault.access.intake import _CODE, _SYSTEM
+from labvault.crypto.blind import normalise_nir
+from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
+from labvault.domain.sensitivity import sensitivity_of
+from labvault.errors import InvalidInput
+from labvault.interop._common import LocatedInputError
+from labvault.interop.fhir import _id
+from labvault.interop.hl7v2 import OID_INS_TEST, OID_NIA, OID_NIR, Mapped
+from labvault.interop.writers import _INJECTION_START, CSV_FIELDS
+
+REQUIRED = ("patient.nir", "patient.family_name", "patient.given_names", "patient.birth_date", "patient.sex",
+            "request.requested_at", "result.code", "result.label")
+REQUEST_KEYS = ("request.request_id", "request.accession")
+SPECIMEN = ("specimen.type", "specimen.collected_at")
+_SHARED = ("patient.", "prescriber.", "request.")  # the same on every row of a request
+_KNOWN = frozenset(CSV_FIELDS)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}(?:\.[A-Za-z0-9_]{1,40})?\Z")  # a name fit for an error
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z", re.ASCII)
+_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:\d{2})?)?\Z",
+                       re.ASCII)
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d{1,3})?\Z", re.ASCII)
+_RPPS = re.compile(r"\d{11}\Z", re.ASCII)
+_BOM = "\ufeff"
+_FIRST_LINE = re.compile(r"\s*([^\r\n]*)")
+
+
+class CsvError(LocatedInputError):
+    """A CSV input that cannot be read or mapped; ``str()`` is one line without personal values."""
+
+    _LOCATION = (("row", "row "),)
+
+    def located(self, file: str) -> CsvError:
+        if self.file is None:
+            self.file = file
+        self.args = (self._render(),)
+        return self
+
+
+@dataclass(slots=True)
+class Message:
+    """One request of the file: what it maps to, or why it is refused. ``raw``: the header and the
+    request's rows (the whole file when the file is refused), what the quarantine keeps."""
+
+    index: int
+    raw: bytes
+    mapped: Mapped | None = None
+    reason: str | None = None
+
+
+def is_header(line: str) -> bool:
+    """Whether a first line looks like a header of this format (``patient.nir`` and ``result.code``)."""
+    line = line.lstrip(_BOM)
+    names = {c.strip().strip('"').strip() for c in line.split(_delimiter(line))}
+    return {"patient.nir", "result.code"} <= names
+
+
+def read(data: bytes, *, file: str, test_mode: bool = False) -> list[Message]:
+    """One ``Message`` per request. Never raises for bad content."""
+    try:
+        header, rows, delimiter = _table(bytes(data))
+        cols = _columns(header)
+        groups: dict[tuple[str, str], list[_Row]] = {}
+        for n, cells in rows:
+            row = _Row(n, cells, cols)
+            groups.setdefault(row.group_key(), []).append(row)
+    except CsvError as exc:
+        return [Message(1, bytes(data), reason=str(exc.located(file)))]
+    except Exception as exc:  # a reader bug must still surface as a refusal, not a crash
+        return [Message(1, bytes(data), reason=str(CsvError(f"unreadable file ({type(exc).__name__})", file=file)))]
+    out = []
+    for i, (key, members) in enumerate(groups.items(), 1):
+        raw = _serialise(header, members, delimiter)
+        try:
+            out.append(Message(i, raw, mapped=_map(key, members, test_mode)))
+        except CsvError as exc:
+            out.append(Message(i, raw, reason=str(exc.located(file))))
+        except Exception as exc:
+            out.append(Message(i, raw, reason=str(CsvError(f"unmappable request ({type(exc).__name__})",
+                                                           file=file, row=members[0].n))))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the table
+
+
+def _delimiter(header: str) -> str:
+    return ";" if header.count(";") > header.count(",") else ","
+
+
+def _table(data: bytes) -> tuple[list[str], list[tuple[int, list[str]]], str]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CsvError(f"not UTF-8 (byte {exc.start})") from None
+    text = text.removeprefix(_BOM)
+    first = _FIRST_LINE.match(text)
+    delimiter = _delimiter(first.group(1) if first else "")
+    reader = csv.reader(io.StringIO(text, newline=""), dialect="excel", delimiter=delimiter)
+    rows: list[tuple[int, list[str]]] = []
+    header: list[str] | None = None
+    n = 0
+    try:
+        for cells in reader:
+            n += 1
+            if not any(c.strip() for c in cells):
+                continue  # a blank line
+            if header is None:
+                header = [c.strip() for c in cells]
+                continue
+            if len(cells) != len(header):
+                raise CsvError(f"{len(cells)} cell(s) where the header has {len(header)}", row=n)
+            rows.append((n, cells))
+    except csv.Error as exc:
+        raise CsvError(f"not well-formed CSV ({str(exc).split(':')[0]})", row=n + 1) from None
+    if header is None:
+        raise CsvError("empty input: no header row")
+    if not rows:
+        raise CsvError("no data row after the header")
+    return header, rows, delimiter
+
+
+def _columns(header: list[str]) -> dict[str, int]:
+    cols: dict[str, int] = {}
+    for i, name in enumerate(header, 1):
+        if name not in _KNOWN:
+            raise CsvError("unknown column (expected a name of CSV_FIELDS, such as patient.nir)", row=1,
+                           field=f"column {name if _NAME.match(name) else i}")
+        if name in cols:
+            raise CsvError("column given twice", row=1, field=f"column {name}")
+        cols[name] = i - 1
+    missing = [c for c in REQUIRED if c not in cols]
+    if not any(k in cols for k in REQUEST_KEYS):
+        missing.append(" or ".join(REQUEST_KEYS))
+    if any(c.startswith("specimen.") for c in cols):
+        missing += [c for c in SPECIMEN if c not in cols]
+    if missing:
+        raise CsvError(f"required column(s) missing: {', '.join(missing)}", row=1)
+    return cols
+
+
+def _serialise(header: list[str], rows: list[_Row], delimiter: str) -> bytes:
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, dialect="excel", delimiter=delimiter, lineterminator="\r\n")
+    w.writerow(header)
+    w.writerows(r.cells for r in rows)
+    return buf.getvalue().encode("utf-8")
+
+
+# ------------------------------------------------------------------------------------------ values
+
+
+class _Row:
+    __slots__ = ("n", "cells", "cols")
+
+    def __init__(self, n: int, cells: list[str], cols: dict[str, int]) -> None:
+        self.n, self.cells, self.cols = n, cells, cols
+
+    def err(self, column: str, reason: str) -> CsvError:
+        return CsvError(reason, row=self.n, field=f"column {column}")
+
+    def get(self, name: str) -> str:
+        """The cell, without the apostrophe ``CsvWriter`` puts before a formula-like text; "" if absent."""
+        i = self.cols.get(name)
+        if i is None:
+            return ""
+        v = self.cells[i]
+        return v[1:] if v[:1] == "'" and v[1:2] in _INJECTION_START else v
+
+    def optional(self, name: str) -> str | None:
+        return self.get(name) or None
+
+    def required(self, name: str) -> str:
+        v = self.get(name).strip()
+        if not v:
+            raise self.err(name, "empty, a value is required")
+        return v
+
+    def group_key(self) -> tuple[str, str]:
+        for k in REQUEST_KEYS:
+            if v := self.get(k).strip():
+                return normalise_nir(self.get("patient.nir").strip()), f"{k}\x1f{v}"
+        return normalise_nir(self.get("patient.nir").strip()), ""
+
+    def date(self, name: str) -> date:
+        v = self.required(name)
+        if not _DATE.match(v):
+            raise self.err(name, "not an ISO 8601 date (YYYY-MM-DD)")
+        try:
+            return date.fromisoformat(v)
+        except ValueError:
+            raise self.err(name, "date out of range") from None
+
+    def when(self, name: str) -> datetime:
+        v = self.required(name)
+        if not _DATETIME.match(v):
+            raise self.err(name, "not an ISO 8601 date or date/time (YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS])")
+        try:
+            return datetime.fromisoformat(v)
+        except ValueError:
+            raise self.err(name, "date/time out of range") from None
+
+    def when_opt(self, name: str) -> datetime | None:
+        return self.when(name) if self.get(name).strip() else None
+
+    def number(self, name: str) -> float | None:
+        v = self.get(name).strip()
+        if not v:
+            return None
+        if not _NUMBER.match(v):
+            raise self.err(name, "not a number")
+        x = float(v.replace(",", "."))
+        if not math.isfinite(x):
+            raise self.err(name, "number out of range")
+        return x
+
+    def code(self, name: str) -> str:
+        v = self.get(name).strip()
+        if v and not (_CODE if name == "result.code" else _SYSTEM).match(v):
+            raise self.err(name, "not a code (control characters or stray whitespace)")
+        return v
+
+
+# ------------------------------------------------------------------------------------------ mapping
+
+
+def _map(key: tuple[str, str], rows: list[_Row], test_mode: bool) -> Mapped:
+    first = rows[0]
+    if not key[1]:
+        raise first.err(" or ".join(k for k in REQUEST_KEYS if k in first.cols), "empty: rows are grouped into "
+                        "requests by this key")
+    control = sha256("\x1f".join(key).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+    def new_id(what: str) -> str:
+        return _id("csv", control, what)
+
+    identity = _identity(first, new_id("patient"), test_mode)
+    prescribers: list[Prescriber] = []
+    if rpps := first.get("prescriber.rpps").strip():
+        if not _RPPS.match(rpps):
+            raise first.err("prescriber.rpps", "not an RPPS number (11 digits)")
+        prescribers.append(Prescriber(new_id(f"prescriber/{rpps}"), rpps, first.get("prescriber.family_name"),
+                                      first.get("prescriber.given_name")))
+    request = Request(
+        request_id=new_id("request"),
+        patient_id=identity.patient_id,
+        prescriber_id=prescribers[0].prescriber_id if prescribers else None,
+        requested_at=first.when("request.requested_at"),
+        accession=first.optional("request.accession"),
+        reported_at=first.when_opt("request.reported_at"),
+    )
+    shared = [(name, i) for name, i in first.cols.items() if name.startswith(_SHARED)]
+    for row in rows[1:]:  # the first row's values are good: the others must be the same
+        for name, i in shared:
+            if row.cells[i] != first.cells[i]:
+                raise row.err(name, f"differs from row {first.n}, the first row of the same request")
+    specimens: dict[str, Specimen] = {}
+    results = [_result(row, request, _specimen(row, request, specimens, new_id), new_id(f"result/{k}"))
+               for k, row in enumerate(rows, 1)]
+    return Mapped(identity=identity, prescribers=prescribers, requests=[request], specimens=list(specimens.values()),
+                  results=results, other_identifiers=[], z_segments=[], control_id=control, sending_facility="")
+
+
+def _identity(row: _Row, patient_id: str, test_mode: bool) -> Identity:
+    nir = row.required("patient.nir")
+    oid = row.get("patient.ins_oid").strip() or OID_NIR
+    if oid == OID_NIR:
+        try:
+            validate_nir(nir)
+        except InvalidInput:
+            raise row.err("patient.nir", "not a valid NIR (bad length, format or key)") from None
+    elif oid == OID_INS_TEST and not test_mode:
+        raise row.err("patient.ins_oid", f"test INS (OID {OID_INS_TEST}) refused outside test mode")
+    elif oid not in (OID_NIA, OID_INS_TEST):
+        raise row.err("patient.ins_oid", f"not an INS OID ({OID_NIR} for an INS-NIR, {OID_NIA} for an INS-NIA)")
+    elif not normalise_nir(nir):
+        raise row.err("patient.nir", "empty INS")
+    status = row.get("patient.identity_status").strip() or IdentityStatus.PROVISIONAL
+    if status not in set(IdentityStatus):
+        raise row.err("patient.identity_status", "not provisional or qualified")
+    sex = row.required("patient.sex").upper()
+    if sex not in ("M", "F", "U"):
+        raise row.err("patient.sex", "not M, F or U")
+    if not row.get("patient.family_name").strip():
+        raise row.err("patient.family_name", "empty, a value is required")
+    return Identity(
+        patient_id=patient_id,
+        nir=nir,
+        identity_status=IdentityStatus(status),
+        family_name=row.get("patient.family_name"),
+        given_names=row.get("patient.given_names"),
+        birth_date=row.date("patient.birth_date"),
+        sex=sex,
+        birth_name=row.optional("patient.birth_name"),
+        birthplace_code=row.optional("patient.birthplace_code"),
+        address=row.optional("patient.address"),
+        phone=row.optional("patient.phone"),
+        email=row.optional("patient.email"),
+        ins_oid=oid,
+    )
+
+
+def _specimen(row: _Row, request: Request, seen: dict[str, Specimen], new_id: Callable[[str], str]
+              ) -> Specimen | None:
+    names = [n for n in row.cols if n.startswith("specimen.")]
+    if not any(row.get(n).strip() for n in names):
+        return None
+    kind = row.required("specimen.type")
+    collected = row.when("specimen.collected_at")
+    received = row.when_opt("specimen.received_at")
+    key = row.get("specimen.specimen_id").strip() or f"{kind}\x1f{collected.isoformat()}"
+    sp = seen.get(key)
+    if sp is None:
+        sp = seen[key] = Specimen(new_id(f"specimen/{len(seen) + 1}"), request.request_id, kind, collected, received)
+    for name, mine, theirs in (("specimen.type", sp.type, kind), ("specimen.collected_at", sp.collected_at, collected),
+                               ("specimen.received_at", sp.received_at, received)):
+        if mine != theirs:
+            raise row.err(name, "differs from an earlier row of the same specimen")
+    return sp
+
+
+def _result(row: _Row, request: Request, specimen: Specimen | None, result_id: str) -> Result:
+    code = row.code("result.code")
+    if not code:
+        raise row.err("result.code", "empty, a value is required")
+    system = row.code("result.code_system") or LOINC
+    status = row.get("result.status").strip() or ResultStatus.FINAL
+    if status not in set(ResultStatus):
+        raise row.err("result.status", "not preliminary, final or corrected")
+    return Result(
+        result_id=result_id,
+        request_id=request.request_id,
+        code=code,
+        label=row.get("result.label"),
+        code_system=system,
+        specimen_id=specimen.specimen_id if specimen else None,
+        value_num=row.number("result.value_num"),
+        value_text=row.optional("result.value_text"),
+        unit=row.optional("result.unit"),
+        ref_low=row.number("result.ref_low"),
+        ref_high=row.number("result.ref_high"),
+        ref_text=row.optional("result.ref_text"),
+        flag=row.optional("result.flag"),
+        status=ResultStatus(status),
+        validated_by=row.optional("result.validated_by"),
+        validated_at=row.when_opt("result.validated_at"),
+        comment=row.optional("result.comment"),
+        sensitivity=sensitivity_of(system, code),
+    )
+
