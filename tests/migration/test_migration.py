@@ -99,13 +99,15 @@ def world(gateway, tmp_path):
     bio = lab_user(gateway, "lab-a", "biologist", name="Signer")
     private, public = Signer.generate()
     with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
-        signers.add_signer(u, "lab-a", email=f"{bio.account_id}@lab.invalid", public_key=public.hex())
+        signer_id = signers.add_signer(u, "lab-a", email=f"{bio.account_id}@lab.invalid",
+                                       public_key=public.hex()).signer_id
     ident = x25519.Identity.generate()
     expected = expected_results()
     receive(gateway, admin, instruction(str(ident.to_public()), len(expected)), private)
     operator = lab_user(gateway, PLATFORM, "operator", name="Op")
     return {"gw": gateway, "operator": operator, "signer": Signer(private), "public": public.hex(),
-            "identity": ident, "expected": expected, "store": tmp_path / "packages", "tmp": tmp_path}
+            "identity": ident, "expected": expected, "store": tmp_path / "packages", "tmp": tmp_path,
+            "admin": admin, "signer_id": signer_id}
 
 
 def audit(gw, outcome: str) -> list[str]:
@@ -441,3 +443,19 @@ def test_an_ask_within_the_instruction_narrows_the_plan_and_the_run_keeps_to_it(
     with pytest.raises(ScopeExceeded, match="field identity.phone is not in the instruction"), \
             gw.unit(op, Purpose.EXPORT) as u:
         service.plan(u, "lab-a", "MIG-2021", ask=service.Ask(fields={"identity": ("phone",)}, patients=two))
+
+
+def test_an_instruction_no_longer_in_force_stops_the_run(world):
+    """Its signer revoked after the approvals, or its validity past: the run stops with the reason."""
+    from labvault.instructions.document import Expired, UnknownSigner
+
+    w = world
+    job = approve_both(w, planned(w))
+    with pytest.raises(Expired):
+        service.run(w["gw"], w["operator"], "lab-a", job.migration_id, w["store"], now=NOW + timedelta(days=8))
+    with w["gw"].unit(w["admin"], Purpose.ADMINISTRATION) as u:
+        signers.revoke_signer(u, "lab-a", w["signer_id"])
+    with pytest.raises(UnknownSigner, match="not a current signer"):
+        service.run(w["gw"], w["operator"], "lab-a", job.migration_id, w["store"])
+    d = service.package_dir(w["store"], job)
+    assert not d.exists() or list(d.iterdir()) == []
