@@ -362,7 +362,11 @@ def test_the_end_of_a_contract_destroys_the_packages_still_held(world):
         record = retention.end_delete(u, "lab-a")
     assert not job.package.exists() and not w["gw"].keys.has_scope(f"package-{job.migration_id}")
     stores = {s["store"]: s for s in record["body"]["stores"]}
-    assert stores["packages"]["destroyed"] == {"packages_destroyed": 1}
+    destroyed = stores["packages"]["destroyed"]
+    assert destroyed["packages_destroyed"] == 1
+    assert {c["copy"] for c in destroyed["copies"]} == {"package file package.ndjson.age", "package key"}
+    assert all(c["migration"] == job.migration_id for c in destroyed["copies"])
+    assert [c["sha256"] for c in destroyed["copies"] if "sha256" in c] == [job.manifest["manifest"]["files"][0]["sha256"]]
 
 
 def test_data_grown_since_the_plan_stops_the_run_before_any_package_exists(world):

@@ -396,7 +396,8 @@ def test_end_delete(world, keyring):
     assert stores["key provider"]["provider"] == "local" and stores["key provider"]["scope_destroyed"]
     assert {k["purpose"] for k in stores["key provider"]["keys_destroyed"]} == {"data", "index"}
     # The test's hook, and the migration procedure's (this lab made no package).
-    assert stores["packages"]["destroyed"] == {"packages": ["pkg-1"], "files_destroyed": 3, "packages_destroyed": 0}
+    assert stores["packages"]["destroyed"] == {"packages": ["pkg-1"], "files_destroyed": 3, "packages_destroyed": 0,
+                                               "copies": []}
     tampered = json.loads(json.dumps(record["body"]))
     tampered["stores"][0]["rows_deleted"]["result"] -= 1
     with pytest.raises(SignatureInvalid):

@@ -691,13 +691,17 @@ def enforce_deadlines(u: Unit, tenant_id: str, now: datetime) -> dict[str, int]:
     return {"packages_purged": len(due)}
 
 
-def destroy_all(u: Unit, tenant_id: str) -> dict[str, int]:
-    """End of contract: purge every package of the lab still held (a tenant-end hook)."""
+def destroy_all(u: Unit, tenant_id: str) -> dict[str, Any]:
+    """End of contract: purge every package of the lab still held (a tenant-end hook); says which
+    copies were destroyed (migration, file and its SHA-256, key scope), for the certificate."""
     u._authorise(tenant_id, "migration:purge")
     held = jobs.holding(u, tenant_id)
+    copies = []
     for mid in held:
-        purge(u, tenant_id, mid, reason="end-of-contract")
-    return {"packages_destroyed": len(held)}
+        job = purge(u, tenant_id, mid, reason="end-of-contract")
+        copies += [{"migration": mid, **{k: d[k] for k in ("copy", "where", "destroyed_at") if k in d},
+                    **({"sha256": d["sha256"]} if d.get("sha256") else {})} for d in job.destroyed]
+    return {"packages_destroyed": len(held), "copies": copies}
 
 
 # --- one-step exports (kinds export and return) -----------------------------------------------
