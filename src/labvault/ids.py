@@ -17,3 +17,11 @@ def utcnow():
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
+
+
+def stored_utc(value):
+    """A time read back from the store, with its zone: SQLite keeps none, and every time the
+    platform stores is UTC. None stays None; an aware time is returned as it is."""
+    from datetime import UTC
+
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value

@@ -15,7 +15,7 @@ from sqlalchemy import insert, select, update
 
 from labvault.access import policy
 from labvault.errors import AccessDenied, InvalidInput, NotFound
-from labvault.ids import new_id, utcnow
+from labvault.ids import new_id, stored_utc, utcnow
 from labvault.store import schema as t
 
 MAX_HOURS = 8
@@ -41,17 +41,9 @@ class Grant:
         return frozenset().union(*(policy.GRANT_FIELDS[f] for f in self.fields))
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:  # SQLite returns naive UTC
-        from datetime import UTC
-
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def _grant(row) -> Grant:
     now = utcnow()
-    expires = _aware(row.expires_at)
+    expires = stored_utc(row.expires_at)
     if row.revoked_at is not None:
         state = "revoked"
     elif row.approved_at is None:

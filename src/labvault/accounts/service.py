@@ -12,7 +12,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import func, insert, select, update
 
@@ -21,7 +21,7 @@ from labvault.access.principal import Principal
 from labvault.accounts import passwords, totp
 from labvault.crypto.keys import PLATFORM
 from labvault.errors import AccessDenied, InvalidInput, LabvaultError, NotFound
-from labvault.ids import new_id, utcnow
+from labvault.ids import new_id, stored_utc, utcnow
 from labvault.store import schema as t
 
 ENROLMENT_TTL = timedelta(hours=72)
@@ -50,10 +50,6 @@ class LockedOut(LabvaultError):
 
 def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def _account_by_email(u, email: str):
@@ -139,7 +135,7 @@ class Enrolment:
 def _by_enrolment(u, token: str):
     u._scope("*")
     row = u.conn.execute(select(t.account).where(t.account.c.enrolment_hash == digest(token))).first()
-    if row is None or not row.active or _aware(row.enrolment_expires) < utcnow():
+    if row is None or not row.active or stored_utc(row.enrolment_expires) < utcnow():
         raise AuthenticationFailed("this enrolment link is invalid or has expired")
     return row
 
@@ -208,9 +204,9 @@ def _throttle(u, addr: str | None) -> None:
     row = u.conn.execute(
         select(t.login_throttle).where(t.login_throttle.c.tenant_id == PLATFORM, t.login_throttle.c.source_addr == addr)
     ).first()
-    if row is not None and row.locked_until is not None and _aware(row.locked_until) > utcnow():
+    if row is not None and row.locked_until is not None and stored_utc(row.locked_until) > utcnow():
         raise LockedOut("too many failed logins from this address: try again later",
-                        int((_aware(row.locked_until) - utcnow()).total_seconds()) + 1)
+                        int((stored_utc(row.locked_until) - utcnow()).total_seconds()) + 1)
 
 
 def _fail(u, row, addr: str | None, action: str = "account:login:failure") -> None:
@@ -236,7 +232,7 @@ def _count_failure(u, tenant_id: str | None, account_id: str | None, addr: str |
             u.conn.execute(insert(t.login_throttle).values(tenant_id=PLATFORM, source_addr=addr, failures=1,
                                                            window_start=now))
         else:
-            fresh = _aware(th.window_start) + FAILURE_WINDOW < now
+            fresh = stored_utc(th.window_start) + FAILURE_WINDOW < now
             failures = 1 if fresh else th.failures + 1
             u.conn.execute(
                 update(t.login_throttle)
@@ -265,10 +261,10 @@ def login(u, email: str, password: str, *, addr: str | None, user_agent: str | N
     """Check a password. Locked accounts and addresses are refused before any check."""
     _throttle(u, addr)
     row = _account_by_email(u, email)
-    if row is not None and row.locked_until is not None and _aware(row.locked_until) > utcnow():
+    if row is not None and row.locked_until is not None and stored_utc(row.locked_until) > utcnow():
         _fail(u, row, addr)
         raise LockedOut("this account is locked after repeated failures: try again later",
-                        int((_aware(row.locked_until) - utcnow()).total_seconds()) + 1)
+                        int((stored_utc(row.locked_until) - utcnow()).total_seconds()) + 1)
     ok = passwords.verify_password(row.password_hash if row is not None else None, password)
     if row is None or not ok or not row.active or row.kind != "person":
         _fail(u, row if row is not None and row.kind == "person" else None, addr)
@@ -310,14 +306,14 @@ def verify_mfa(u, pre_session: str, code: str, *, addr: str | None, user_agent: 
     """Second step of a login: the TOTP code turns the short pre-session into a full one."""
     _throttle(u, addr)
     s = _session_row(u, pre_session)
-    if s is None or s.mfa_passed or s.revoked_at is not None or _aware(s.expires_at) < utcnow():
+    if s is None or s.mfa_passed or s.revoked_at is not None or stored_utc(s.expires_at) < utcnow():
         raise AuthenticationFailed("no login in progress: start again")
     row = _account(u, s.tenant_id, s.account_id)
     if row is None or not row.active or row.totp_secret_wrapped is None:
         raise AuthenticationFailed("no login in progress: start again")
-    if row.locked_until is not None and _aware(row.locked_until) > utcnow():
+    if row.locked_until is not None and stored_utc(row.locked_until) > utcnow():
         raise LockedOut("this account is locked after repeated failures: try again later",
-                        int((_aware(row.locked_until) - utcnow()).total_seconds()) + 1)
+                        int((stored_utc(row.locked_until) - utcnow()).total_seconds()) + 1)
     if not totp.verify(_totp_secret(u, row), code):
         _fail(u, row, addr, "account:mfa:failure")
         raise AuthenticationFailed("the code does not match")
@@ -354,13 +350,13 @@ def principal_for_session(u, secret: str, *, addr: str | None, user_agent: str |
     """The principal behind a session cookie; expired, idle, revoked or deactivated: refused."""
     s = _session_row(u, secret)
     now = utcnow()
-    if (s is None or not s.mfa_passed or s.revoked_at is not None or _aware(s.expires_at) < now
-            or _aware(s.last_seen) + SESSION_IDLE < now):
+    if (s is None or not s.mfa_passed or s.revoked_at is not None or stored_utc(s.expires_at) < now
+            or stored_utc(s.last_seen) + SESSION_IDLE < now):
         raise AuthenticationFailed("not logged in, or the session has ended")
     row = _account(u, s.tenant_id, s.account_id)
     if row is None or not row.active:
         raise AuthenticationFailed("not logged in, or the session has ended")
-    if _aware(s.last_seen) + timedelta(seconds=30) < now:  # keep writes rare on the hot path
+    if stored_utc(s.last_seen) + timedelta(seconds=30) < now:  # keep writes rare on the hot path
         u.conn.execute(update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
                                                      t.login_session.c.session_hash == s.session_hash)
                        .values(last_seen=now))
@@ -428,7 +424,7 @@ def principal_for_token(u, token: str, *, addr: str | None, user_agent: str | No
     u._scope("*")
     tok = u.conn.execute(select(t.api_token).where(t.api_token.c.token_id == parts[1])).first()
     if (tok is None or not hmac.compare_digest(tok.secret_hash, digest(parts[2])) or tok.revoked_at is not None
-            or _aware(tok.expires_at) < utcnow()):
+            or stored_utc(tok.expires_at) < utcnow()):
         raise AuthenticationFailed("invalid, expired or revoked token")
     row = _account(u, tok.tenant_id, tok.account_id)
     if row is None or not row.active:

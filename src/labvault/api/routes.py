@@ -22,6 +22,7 @@ from labvault.api.deps import (
     gateway,
 )
 from labvault.errors import AccessDenied, InvalidInput
+from labvault.ids import stored_utc
 from labvault.migration import service as migration
 
 ERRORS = {
@@ -308,14 +309,9 @@ def revoke_token(caller: Auth, request: Request, token_id: str) -> Response:
 
 # --- a lab's signed instructions and the migration procedure (no endpoint streams data out) ---
 
-def _utc(value: datetime) -> datetime:
-    """Times the platform stores are UTC (SQLite keeps no offset): the API always gives one."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _instruction_out(r: signers.Received) -> schemas.InstructionOut:
     return schemas.InstructionOut(id=r.instruction_id, kind=r.kind, signer=r.signer_id,
-                                  valid_until=_utc(r.valid_until), received_at=_utc(r.received_at))
+                                  valid_until=stored_utc(r.valid_until), received_at=stored_utc(r.received_at))
 
 
 @private.post("/api/v1/tenants/{tenant}/instructions/draft", response_model=schemas.InstructionDraftOut)
@@ -361,7 +357,7 @@ def get_instruction(caller: Auth, request: Request, tenant: str, instruction_id:
         r = signers.get_instruction(u, tenant, instruction_id)
         key = next((k.public_key for k in signers.list_signers(u, tenant) if k.signer_id == r.signer_id), None)
     return schemas.SignedInstructionOut(instruction=r.body, signature=r.signature, signer=r.signer_id,
-                                        signer_public_key=key, received_at=_utc(r.received_at))
+                                        signer_public_key=key, received_at=stored_utc(r.received_at))
 
 
 def _migration_out(job: migration.Job) -> schemas.MigrationOut:

@@ -53,7 +53,7 @@ from labvault.crypto import packages
 from labvault.crypto.keys import atomic_write
 from labvault.crypto.signing import SignatureInvalid, canonical, verify
 from labvault.errors import AccessDenied, InvalidInput, LabvaultError
-from labvault.ids import new_id, utcnow
+from labvault.ids import new_id, stored_utc, utcnow
 from labvault.instructions import document, fingerprint
 from labvault.migration import select as sel
 
@@ -119,21 +119,13 @@ class Job:
         }
 
 
-def _aware(v: datetime | None) -> datetime | None:
-    from datetime import UTC
-
-    if v is None or v.tzinfo is not None:
-        return v
-    return v.replace(tzinfo=UTC)  # SQLite keeps no time zone; every time stored is UTC
-
-
 def _job(row) -> Job:
     return Job(
         row.tenant_id, row.migration_id, row.instruction_id, row.kind, row.state, json.loads(row.plan),
-        _aware(row.deadline), json.loads(row.approvals), row.attempts,
+        stored_utc(row.deadline), json.loads(row.approvals), row.attempts,
         json.loads(row.manifest) if row.manifest else None, json.loads(row.receipt) if row.receipt else None,
-        json.loads(row.destroyed) if row.destroyed else [], _aware(row.planned_at), _aware(row.purged_at),
-        _aware(row.closed_at), Path(row.package_path) if row.package_path else None,
+        json.loads(row.destroyed) if row.destroyed else [], stored_utc(row.planned_at), stored_utc(row.purged_at),
+        stored_utc(row.closed_at), Path(row.package_path) if row.package_path else None,
     )
 
 
@@ -419,7 +411,8 @@ def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, st
         written = packages.write(job.package, packages.lines(_records(header, records, counts)), recipients)
     with gw.unit(principal, Purpose.EXPORT) as u:
         u._authorise(tenant_id, "migration:run")
-        job = _job(_row(u, tenant_id, migration_id))
+        row = _row(u, tenant_id, migration_id)
+        job = _job(row)
         received = _instruction_sha(u, tenant_id, job.instruction_id)
         body = {
             "format": FORMAT, "migration": migration_id, "tenant": tenant_id, "kind": job.kind,
@@ -428,7 +421,7 @@ def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, st
             "destination": {"name": instr.destination.name, "country": instr.destination.country},
             "fields": read_plan.describe(), "counts": counts.as_dict(),
             "files": [{"name": PACKAGE, "sha256": written.sha256, "bytes": written.size}],
-            "fingerprint_key_id": _row(u, tenant_id, migration_id).fingerprint_key_id,
+            "fingerprint_key_id": row.fingerprint_key_id,
             "deletion_deadline": job.deadline.isoformat(),
             "approvals": [{k: a[k] for k in ("side", "name", "at")} for a in job.approvals],
         }
@@ -656,7 +649,7 @@ def close(u: Unit, tenant_id: str, migration_id: str) -> dict[str, Any]:
         "manifest_sha256": None if job.manifest is None else hashlib.sha256(canonical(job.manifest)).hexdigest(),
         "fingerprint_key_id": row.fingerprint_key_id,
         "approvals": [{k: a.get(k) for k in ("side", "account", "name", "signer", "at")} for a in job.approvals],
-        "received_at": row.received_at and _aware(row.received_at).isoformat(),
+        "received_at": row.received_at and stored_utc(row.received_at).isoformat(),
         "purged_at": job.purged_at and job.purged_at.isoformat(), "purge_reason": row.purge_reason,
         "destroyed": job.destroyed,
         "staging": "none: packages are written unnamed (O_TMPFILE) and encrypted as they are produced",
@@ -719,7 +712,7 @@ def export(gw: Gateway, principal: Principal, tenant_id: str, instruction_id: st
         signer = next(s for s in signers.list_signers(u, tenant_id) if s.signer_id == received.signer_id)
         job = _add_approval(u, job, {"side": "lab", "account": signer.signer_id, "signer": signer.signer_id,
                                      "name": signer.name, "email": signer.email.lower(),
-                                     "signature": received.signature, "at": _aware(received.received_at).isoformat()})
+                                     "signature": received.signature, "at": stored_utc(received.received_at).isoformat()})
         job = approve_operator(u, tenant_id, job.migration_id)
     run(gw, principal, tenant_id, job.migration_id, store, now=now, on_progress=on_progress)
     with gw.unit(principal, Purpose.EXPORT) as u:
@@ -741,19 +734,11 @@ def tenant_return(gw: Gateway, principal: Principal, tenant_id: str, instruction
     return out
 
 
-def _register_retention_hooks() -> None:
-    """Packages die at their deadline in every retention run, and with the lab at the end of a contract."""
-    from labvault.retention import purge as retention
-
-    if not any(getattr(h, "__name__", "") == "_deadline_hook" for h in retention.HOOKS):
-        def _deadline_hook(u: Unit, tenant_id: str, now: datetime) -> dict[str, int]:
-            return enforce_deadlines(u, tenant_id, now)
-
-        def _end_hook(u: Unit, tenant_id: str, now: datetime) -> dict[str, int]:
-            return destroy_all(u, tenant_id)
-
-        retention.HOOKS.append(_deadline_hook)
-        retention.END_HOOKS.append(_end_hook)
+def deadline_hook(u: Unit, tenant_id: str, now: datetime) -> dict[str, int]:
+    """For ``labvault.retention.purge.HOOKS``: packages die at their deadline in every retention run."""
+    return enforce_deadlines(u, tenant_id, now)
 
 
-_register_retention_hooks()
+def end_hook(u: Unit, tenant_id: str, now: datetime) -> dict[str, Any]:
+    """For ``labvault.retention.purge.END_HOOKS``: packages die with the lab at the end of a contract."""
+    return destroy_all(u, tenant_id)

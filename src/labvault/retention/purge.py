@@ -190,6 +190,8 @@ def verify_certificate(u: Unit, record: dict) -> None:
     verify(record["body"], record["signature"], bytes.fromhex(record["public_key"]))
 
 
-# Packages made under a lab's instructions follow its deadlines: the migration procedure
-# registers its hooks (deadline purge, destruction at the end of a contract) on import.
-import labvault.migration.service  # noqa: E402,F401
+# Packages made under a lab's instructions follow its deadlines and die with it.
+from labvault.migration import service as _packages  # noqa: E402
+
+HOOKS.append(_packages.deadline_hook)
+END_HOOKS.append(_packages.end_hook)
