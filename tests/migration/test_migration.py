@@ -341,16 +341,19 @@ def test_the_scheduler_of_serve_purges_at_the_deadline(gateway, tmp_path):
 
     time.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()) + 0.2)
     stop = retention_every_(Rt(), 3600, first_after=0.0)
-    try:
-        for _ in range(100):
-            if not job.package.exists():
+    def state() -> str:
+        with gateway.unit(op, Purpose.EXPORT) as u:
+            return service.get(u, "lab-a", job.migration_id).state
+
+    try:  # the round deletes the file, then commits the state: wait for the commit, not the file
+        for _ in range(300):
+            if state() == "purged":
                 break
             time.sleep(0.1)
     finally:
         stop.set()
     assert not job.package.exists()
-    with gateway.unit(op, Purpose.EXPORT) as u:
-        assert service.get(u, "lab-a", job.migration_id).state == "purged"
+    assert state() == "purged"
 
 
 def test_the_end_of_a_contract_destroys_the_packages_still_held(world):
