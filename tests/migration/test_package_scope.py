@@ -225,3 +225,63 @@ def test_the_output_schema_is_the_allow_list(lab, tmp_path, fields, comment, kin
         return  # an instruction names at least one field (refused otherwise)
     job, ident = _package(lab, kind, fields, tmp_path / "packages" / str(next(_ids)))
     _check(job, ident, fields)
+
+
+def test_reconciliation_checks_links_and_their_counts(gateway, tmp_path):
+    """B4: the recipient's reconciliation (``acknowledge``) against a manifest that differs from
+    the package in its links: a link the manifest does not list, a link to a record type it does
+    not list, or a link count changed: each refused, naming the mismatch."""
+    w = _lab(gateway)
+    job, ident = _package(w, "migration_out", NO_PRESCRIBER, tmp_path / "packages")
+    manifest = json.loads((job.package.parent / service.MANIFEST).read_text())
+    assert service.acknowledge(job.package, manifest, str(ident))["receipt"]["records"]["request"] > 0
+
+    def changed(edit) -> dict:
+        m = json.loads(json.dumps(manifest))
+        edit(m["manifest"])
+        return m
+
+    def no_patient_link(m: dict) -> None:
+        m["links"]["request"] = []
+        del m["counts"]["links"]["request"]["patient"]
+
+    cases = [
+        (no_patient_link, "request records hold fields outside the manifest: patient"),
+        (lambda m: m["links"].__setitem__("request", ["patient", "prescriber"]),
+         "links of request records name record types it does not list: prescriber"),
+        (lambda m: m["counts"]["links"]["result"].__setitem__("patient", 1), "counts differ from the manifest: result links"),
+        (lambda m: m.pop("links"), "does not name the links"),
+    ]
+    for edit, why in cases:
+        with pytest.raises(service.ReconciliationFailed, match=why):
+            service.acknowledge(job.package, changed(edit), str(ident))
+
+
+def test_reconciliation_refuses_a_link_naming_no_record_of_the_package(gateway, tmp_path):
+    """B4: a package re-made with one link pointing elsewhere (a result's specimen, a request's
+    patient, a specimen's request), its manifest's hash updated: reconciliation refuses it."""
+    import hashlib
+
+    import pyrage
+
+    w = _lab(gateway)
+    job, ident = _package(w, "migration_out", NO_PRESCRIBER, tmp_path / "packages")
+    manifest = json.loads((job.package.parent / service.MANIFEST).read_text())
+    lines = _age_decrypt(ident, job.package)
+
+    def remade(rtype: str, link: str, why: str) -> None:
+        recs = json.loads(json.dumps(lines))
+        target = next(r for r in recs if r["record"] == rtype and r.get(link) is not None)
+        target[link] = "0" * len(target[link])
+        data = pyrage.encrypt(b"".join(json.dumps(r).encode() + b"\n" for r in recs), [ident.to_public()])
+        forged = tmp_path / "forged.age"
+        forged.write_bytes(data)
+        m = json.loads(json.dumps(manifest))
+        m["manifest"]["files"][0].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+        with pytest.raises(service.ReconciliationFailed, match=why):
+            service.acknowledge(forged, m, str(ident))
+
+    remade("result", "specimen", "specimen link names no specimen")
+    remade("result", "request", "request link names no request")
+    remade("specimen", "request", "request link names no request")
+    remade("request", "patient", "identity id\\(s\\) linked to are not records of the package")
