@@ -192,11 +192,14 @@ def test_verify_refuses_a_manifest_whose_links_differ_from_the_plan(gateway, tmp
     job, _ = _package(w, "migration_out", NO_PRESCRIBER, tmp_path / "packages")
     gw, op = w["gw"], w["operator"]
     with gw.unit(op, Purpose.EXPORT) as u:
+        u._authorise(LAB, "migration:read")
         body = dict(job.manifest["manifest"])
         body["links"] = {**body["links"], "request": [*body["links"]["request"], "prescriber"]}
         signer, public = u._platform_signer()
         forged = {"manifest": body, "signature": signer.sign(body), "public_key": public.hex()}
         service._set(u, LAB, job.migration_id, state="packaged", manifest=json.dumps(forged, sort_keys=True))
+    with gw.unit(op, Purpose.EXPORT) as u:
+        assert service.get(u, LAB, job.migration_id).manifest == forged
     with pytest.raises(service.ReconciliationFailed, match="links"), gw.unit(op, Purpose.EXPORT) as u:
         service.verify_package(u, LAB, job.migration_id)
 
