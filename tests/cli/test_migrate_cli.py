@@ -190,6 +190,32 @@ def test_export_under_an_export_instruction(home, capsys, tmp_path, monkeypatch)
     assert code != 0 and "kind export is not one of migration_out" in one_line_error(err)
 
 
+def test_an_export_holds_no_field_and_no_link_outside_its_instruction(home, capsys, tmp_path, monkeypatch):  # noqa: F811
+    """A2, A4, B4: ``labvault export --instruction`` under an instruction naming no prescriber field
+    (the lab's requests have prescribers): the package, opened with the age CLI, holds no
+    prescriber link and no prescriber record, no free text, nothing but the instruction's fields
+    and links between the record types it names; the manifest counts those links."""
+    _, op = _lab(capsys, tmp_path, monkeypatch, kind="export", patients=30)
+    code, out, err = lv(capsys, "export", "--tenant", "bio-lyon", "--instruction", "MIG-2026-01", "--as", op, "--json")
+    assert code == 0, err
+    job = json.loads(out.strip().splitlines()[-1])
+    assert job["plan"]["counts"]["prescribers"] > 0  # the selected requests do have prescribers
+    pkg = home / "packages" / "bio-lyon" / job["migration"] / "package.ndjson.age"
+    header, *recs = _decrypt(tmp_path, pkg)
+    links = {"identity": set(), "request": {"patient"}, "specimen": {"request"},
+             "result": {"request", "specimen", "patient"}}
+    assert {r["record"] for r in recs} == set(FIELDS)
+    outside = {(r["record"], k) for r in recs for k in set(r) - {"record", "id", *FIELDS[r["record"]],
+                                                                 *links[r["record"]]}}
+    assert outside == set()
+    manifest = json.loads((pkg.parent / "manifest.json").read_text())["manifest"]
+    assert header["links"] == manifest["links"] == {t: sorted(v, key=["request", "specimen", "patient"].index)
+                                                    for t, v in links.items()}
+    n_req = sum(r["record"] == "request" for r in recs)
+    assert manifest["counts"]["links"]["request"] == {"patient": n_req}
+    assert manifest["counts"]["links"]["result"]["request"] == sum(r["record"] == "result" for r in recs)
+
+
 def test_end_of_contract_by_return_then_deletion(home, capsys, tmp_path, monkeypatch):  # noqa: F811
     _, op = _lab(capsys, tmp_path, monkeypatch, kind="return", patients=25,
                  selection={"collected_from": "2010-01-01", "collected_to": "2025-12-31",

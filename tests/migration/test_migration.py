@@ -177,8 +177,12 @@ def test_the_migration_scenario(world):
     assert {k: len(v) for k, v in by_type.items()} == {k: v for k, v in manifest["manifest"]["counts"]["records"].items() if v}
     assert len(by_type["result"]) == len(expected)
     assert len({r["id"] for r in by_type["result"]}) == len(expected)  # no duplicate
+    # Links to the record types the instruction names, and to no other (it names no prescriber).
+    links = {"request": {"patient"}, "specimen": {"request"}, "result": {"request", "specimen", "patient"},
+             "identity": set()}
+    assert set(by_type) == set(FIELDS)
     for rtype, rows in by_type.items():
-        allowed = {"record", "id", *service.sel.LINKS[rtype], *FIELDS.get(rtype, ())}
+        allowed = {"record", "id", *links[rtype], *FIELDS.get(rtype, ())}
         assert all(set(r) <= allowed for r in rows), rtype
     assert all("comment" not in r for r in by_type["result"])
     got = sorted((r["code"], r["value_num"]) for r in by_type["result"])
@@ -426,13 +430,15 @@ def test_the_read_plan_selects_listed_patients_codes_and_sensitive_categories(ga
 def test_an_ask_within_the_instruction_narrows_the_plan_and_the_run_keeps_to_it(world):
     w = world
     gw, op = w["gw"], w["operator"]
-    records = list(LabGenerator("lab-a", SEED).patients(PATIENTS))
-    two = tuple(r.identity.patient_id for r in records[:2])
+    # Two patients with results in the instruction's period (the first two have none).
+    records = [rec for rec in LabGenerator("lab-a", SEED).patients(PATIENTS)
+               if any(r.result_id in w["expected"] for r in rec.results)][:2]
+    two = tuple(r.identity.patient_id for r in records)
     ask = service.Ask(fields={"result": ("code", "value_num")}, patients=two)
     with gw.unit(op, Purpose.EXPORT) as u:
         job = service.plan(u, "lab-a", "MIG-2021", ask=ask)
     want = [r for rid, r in w["expected"].items()
-            if any(rid in {x.result_id for x in rec.results} for rec in records[:2])]
+            if any(rid in {x.result_id for x in rec.results} for rec in records)]
     assert job.plan["counts"]["results"] == len(want) and job.plan["fields"]["result"] == ["code", "value_num"]
     assert "identity" not in job.plan["fields"]
     job = approve_both(w, job)
@@ -444,7 +450,9 @@ def test_an_ask_within_the_instruction_narrows_the_plan_and_the_run_keeps_to_it(
     recs = [json.loads(x) for x in b"".join(lines).splitlines()[1:]]
     results = [r for r in recs if r["record"] == "result"]
     assert sorted((r["code"], r["value_num"]) for r in results) == sorted((r.code, r.value_num) for r in want)
-    assert all(set(r) == {"record", "id", "request", "specimen", "patient", "code", "value_num"} for r in results)
+    # Only result fields asked: no request, specimen or patient record, and no link to one (A2).
+    assert results and all(set(r) == {"record", "id", "code", "value_num"} for r in results)
+    assert {r["record"] for r in recs} == {"result"}
     # A patient the instruction does not name (it names none: all are covered), a code outside a
     # narrower instruction's: see the excess test; here, asking a field it does not name is refused.
     with pytest.raises(ScopeExceeded, match="field identity.phone is not in the instruction"), \

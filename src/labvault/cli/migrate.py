@@ -107,7 +107,8 @@ def _show(job: service.Job, as_json: bool) -> None:
                   f"{c['specimens']} specimens, {c['patients']} patients, {c['prescribers']} prescribers "
                   f"(expected {p['expected_volume']}, at most {p['max_volume']})")
     for rtype, names in p["fields"].items():
-        console.print(f"  {rtype:<10} {', '.join(names) or '(links only)'}")
+        links = (p.get("links") or {}).get(rtype)
+        console.print(f"  {rtype:<10} {', '.join(names)}" + (f"; links to {', '.join(links)}" if links else ""))
     for a in job.approvals:
         console.print(f"  approved by {a['name']} ({a['side']}) at {a['at']}")
     if job.manifest:
@@ -194,8 +195,8 @@ def verify(migration: str = typer.Argument(..., metavar="MIGRATION"), tenant: st
         with rt.gateway.unit(who, Purpose.EXPORT) as u:
             job = service.verify_package(u, tenant, migration)
     m = job.manifest["manifest"] if job.manifest else {}
-    console.print(f"migration {migration}: verified; counts per record type and field match the manifest: "
-                  f"{json.dumps(m['counts']['records'])}")
+    console.print(f"migration {migration}: verified; counts per record type, field and link match the manifest: "
+                  f"{json.dumps(m['counts']['records'])}; links {json.dumps(m['counts'].get('links', {}))}")
 
 
 @app.command("receipt")

@@ -8,6 +8,12 @@ codes, sensitive categories), and yields flat records holding the plan's fields 
 between records, nothing else. Identities and prescribers follow, only those the selected
 records refer to.
 
+A record type is written only when the instruction names some of its fields, and a link (a
+request's patient or prescriber, a specimen's request, a result's request, specimen or patient)
+only when the record type it points to is written too: the output schema is the allow-list
+(requirement A2). A request's prescriber is not in a package whose instruction names no
+prescriber field, nor a result's patient in one that names no identity field.
+
 Every id in a record is derived with the export's fingerprint key
 (``labvault.instructions.fingerprint``), so the output never carries an internal id and a leaked
 copy can be traced to its export. Records are plain dicts; ``run`` with ``count_only`` builds no
@@ -35,11 +41,12 @@ if TYPE_CHECKING:
 
 # Record types of a package, in the order they come, and the instruction category of each.
 TYPES = ("request", "specimen", "result", "identity", "prescriber")
-# Links between records: always present (they are derived ids, not personal values).
+# Every link a record may hold (a derived id of another record), in the order written.
 LINKS = {"identity": (), "prescriber": (), "request": ("patient", "prescriber"),
          "specimen": ("request",), "result": ("request", "specimen", "patient")}
+# The record type each link points to: a link is written only when that type is written.
+TARGET = {"patient": "identity", "prescriber": "prescriber", "request": "request", "specimen": "specimen"}
 COMMENT = "result.comment"
-ALWAYS = ("request", "specimen", "result")
 
 
 @dataclass(frozen=True)
@@ -51,12 +58,20 @@ class Plan:
 
     @property
     def types(self) -> tuple[str, ...]:
-        """Record types written: requests, specimens and results always (links at least),
-        identities and prescribers only when the instruction names some of their fields."""
-        return tuple(t for t in TYPES if self.fields[t] or t in ALWAYS)
+        """Record types written: those the instruction names some fields of (A2), no other."""
+        return tuple(t for t in TYPES if self.fields[t])
+
+    @property
+    def links(self) -> dict[str, tuple[str, ...]]:
+        """Record type written -> the links it holds: those to a record type written too."""
+        types = self.types
+        return {t: tuple(k for k in LINKS[t] if TARGET[k] in types) for t in types}
 
     def describe(self) -> dict[str, list[str]]:
         return {t: list(self.fields[t]) for t in self.types}
+
+    def describe_links(self) -> dict[str, list[str]]:
+        return {t: list(ks) for t, ks in self.links.items()}
 
 
 def compile_plan(instruction: document.Instruction) -> Plan:
@@ -69,14 +84,17 @@ def compile_plan(instruction: document.Instruction) -> Plan:
 
 
 class Counts:
-    """Records and non-empty fields per record type: the plan's figures and the manifest's.
+    """Records, non-empty fields and links per record type: the plan's figures and the manifest's
+    (requirement B4: a link, e.g. request->patient or result->request, is counted like a field).
 
     A record is counted by its type and the pattern of its empty fields (a tuple of booleans made
     in C); the patterns are few, and turn into per-field counts only when asked. A million
-    records cost a million dictionary increments, not fifteen million."""
+    records cost a million dictionary increments, not fifteen million. ``links``: the links the
+    plan declares per record type, counted (zero included) even when no record holds one."""
 
-    def __init__(self) -> None:
+    def __init__(self, links: dict[str, Any] | None = None) -> None:
         self.records: dict[str, int] = dict.fromkeys(TYPES, 0)
+        self._links = {t: tuple(ks) for t, ks in (links or {}).items()}
         # (type, number of keys) -> the keys, and the count of each pattern of empty fields
         self._patterns: dict[tuple[str, int], tuple[tuple[str, ...], Counter[tuple[bool, ...]]]] = {}
 
@@ -98,15 +116,20 @@ class Counts:
 
     def as_dict(self) -> dict[str, Any]:
         fields: dict[str, dict[str, int]] = {}
+        links: dict[str, dict[str, int]] = {t: dict.fromkeys(ks, 0) for t, ks in self._links.items()}
         for (rtype, _), (keys, patterns) in self._patterns.items():
             per = fields.setdefault(rtype, {})
-            skip = {"record", "id", *LINKS[rtype]}
+            per_link = links.setdefault(rtype, {})
+            link_names = LINKS.get(rtype, ())
             for pattern, n in patterns.items():
                 for k, present in zip(keys, pattern):
-                    if present and k not in skip:
-                        per[k] = per.get(k, 0) + n
+                    if not present or k in ("record", "id"):
+                        continue
+                    into = per_link if k in link_names else per
+                    into[k] = into.get(k, 0) + n
         return {"records": dict(self.records),
-                "fields": {t: dict(sorted(f.items())) for t, f in sorted(fields.items())}}
+                "fields": {t: dict(sorted(f.items())) for t, f in sorted(fields.items())},
+                "links": {t: dict(sorted(f.items())) for t, f in sorted(links.items())}}
 
 
 def _value(obj: Any, name: str) -> Any:
@@ -158,6 +181,15 @@ def run(u: Unit, plan: Plan, id_map: Callable[[str, str], str], *, tally: Tally 
             pid = patient_ids[pseudonym] = id_map("patient", pseudonym)
         return pid
 
+    # What is written: record types named by the instruction, links to those types only (A2).
+    links = plan.links
+    w_req, w_spec, w_res = "request" in links, "specimen" in links, "result" in links
+    req_patient, req_prescriber = w_req and "patient" in links["request"], w_req and "prescriber" in links["request"]
+    spec_request = w_spec and "request" in links["specimen"]
+    res_request = w_res and "request" in links["result"]
+    res_specimen = w_res and "specimen" in links["result"]
+    res_patient = w_res and "patient" in links["result"]
+
     n = n_req = n_spec = 0
     step = 0
 
@@ -208,21 +240,36 @@ def run(u: Unit, plan: Plan, id_map: Callable[[str, str], str], *, tally: Tally 
             prescribers.add(request.prescriber_id)
         if count_only:
             continue
-        req_id = id_map("request", rid)
-        rec = {"record": "request", "id": req_id, "patient": patient_id(request.patient_id),
-               "prescriber": None if request.prescriber_id is None else id_map("prescriber", request.prescriber_id)}
-        for f in f_req:
-            rec[f] = _value(request, f)
-        yield rec
-        spec_ids = {sid: id_map("specimen", sid) for sid in in_period if sid in used}
-        for sid, sp_id in spec_ids.items():
-            rec = {"record": "specimen", "id": sp_id, "request": req_id}
-            for f in f_spec:
-                rec[f] = _value(in_period[sid], f)
+        req_id = id_map("request", rid) if w_req else None  # linked to only when requests are written
+        if w_req:
+            rec = {"record": "request", "id": req_id}
+            if req_patient:
+                rec["patient"] = patient_id(request.patient_id)
+            if req_prescriber:
+                rec["prescriber"] = None if request.prescriber_id is None \
+                    else id_map("prescriber", request.prescriber_id)
+            for f in f_req:
+                rec[f] = _value(request, f)
             yield rec
+        if w_spec:  # likewise for specimens
+            spec_ids = {sid: id_map("specimen", sid) for sid in in_period if sid in used}
+            for sid, sp_id in spec_ids.items():
+                rec = {"record": "specimen", "id": sp_id}
+                if spec_request:
+                    rec["request"] = req_id
+                for f in f_spec:
+                    rec[f] = _value(in_period[sid], f)
+                yield rec
+        if not w_res:
+            continue
         for pseudonym, res_id, _, spec_id, status, items, _ in chosen:
-            rec = {"record": "result", "id": id_map("result", res_id), "request": req_id,
-                   "specimen": None if spec_id is None else spec_ids[spec_id], "patient": patient_id(pseudonym)}
+            rec = {"record": "result", "id": id_map("result", res_id)}
+            if res_request:
+                rec["request"] = req_id
+            if res_specimen:
+                rec["specimen"] = None if spec_id is None else spec_ids[spec_id]
+            if res_patient:
+                rec["patient"] = patient_id(pseudonym)
             rec.update(zip(item_fields, item_values(items)))
             if with_status:
                 rec["status"] = status

@@ -13,10 +13,13 @@
   encrypted to the recipient's key and to a package key of this run, held by the key provider.
   No clear byte touches the disk; the file gets its name only when complete. A ``kill -9``
   leaves nothing but a ``running`` state; running again starts a new attempt from scratch. The
-  manifest (counts per record type and field, SHA-256 of the file, fingerprint key id) is signed
-  by the platform.
+  manifest (counts per record type, field and link, SHA-256 of the file, fingerprint key id) is
+  signed by the platform. A record type is written only when the instruction names some of its
+  fields, a link only to a record type written too (a request's prescriber only when prescriber
+  fields are named): the package's schema is the instruction's allow-list.
 - **verify**: the platform decrypts its package with the package key, in memory, recounts and
-  checks every record against the plan and the manifest.
+  checks every record against the plan and the manifest: fields, links (each names a record of
+  the package), counts per record type, field and link.
 - **receipt**: the recipient's acknowledgement (``acknowledge`` makes it from the package, the
   manifest and the recipient's age identity) carries a MAC under a key that only the package
   holds: it proves the package was opened. Importing it purges at once.
@@ -61,7 +64,8 @@ if TYPE_CHECKING:
     from labvault.access.gateway import Gateway, Unit
     from labvault.access.principal import Principal
 
-FORMAT = "labvault-package/1"
+FORMAT = "labvault-package/2"  # /2: links only to record types written, and counted
+LEGACY_FORMATS = ("labvault-package/1",)  # every link always written, links not counted
 PACKAGE = "package.ndjson.age"
 MANIFEST = "manifest.json"
 CERTIFICATE = "certificate.json"
@@ -236,7 +240,7 @@ def plan(u: Unit, tenant_id: str, instruction_id: str, *, ask: Ask | None = None
     counts = _tally(u, read_plan)
     _volume(u, instr, counts["results"], None)
     job_id = new_id()
-    figures = {"fields": read_plan.describe(), "counts": counts,
+    figures = {"fields": read_plan.describe(), "links": read_plan.describe_links(), "counts": counts,
                "expected_volume": instr.expected_volume, "max_volume": instr.max_volume,
                "period": [instr.collected_from.isoformat(), instr.collected_to.isoformat()],
                "destination": {"name": instr.destination.name, "country": instr.destination.country}
@@ -403,8 +407,9 @@ def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, st
         assert instr.destination is not None
         recipients = [instr.destination.recipient_age_key, str(packages.identity(package_identity).to_public())]
         header = {"record": "header", "format": FORMAT, "migration": migration_id, "tenant": tenant_id,
-                  "instruction": instr.id, "fields": read_plan.describe(), "receipt_key": receipt_key.hex()}
-        counts = sel.Counts()
+                  "instruction": instr.id, "fields": read_plan.describe(), "links": read_plan.describe_links(),
+                  "receipt_key": receipt_key.hex()}
+        counts = sel.Counts(read_plan.links)
         records = sel.run(u, read_plan, fingerprint.id_map(fp_key), on_result=guard)
         assert job.package is not None
         d = job.package.parent
@@ -419,7 +424,7 @@ def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, st
             "instruction": job.instruction_id, "instruction_sha256": received, "created_at": utcnow().isoformat(),
             "recipient": instr.destination.recipient_age_key,
             "destination": {"name": instr.destination.name, "country": instr.destination.country},
-            "fields": read_plan.describe(), "counts": counts.as_dict(),
+            "fields": read_plan.describe(), "links": read_plan.describe_links(), "counts": counts.as_dict(),
             "files": [{"name": PACKAGE, "sha256": written.sha256, "bytes": written.size}],
             "fingerprint_key_id": row.fingerprint_key_id,
             "deletion_deadline": job.deadline.isoformat(),
@@ -460,29 +465,88 @@ class _Reader:
             raise ReconciliationFailed("the package ends in the middle of a record")
 
 
+class _LinkCheck:
+    """Every link of a package names a record of that package (requirement B4).
+
+    Records come as ``select.run`` writes them: each request, then its specimens, then its
+    results; identities and prescribers last. A specimen's or result's request is the request
+    just written; a result's specimen is one of its group's. Patients and prescribers named by
+    links are kept (a few thousand ids, as the run keeps them) and looked up at the end: memory
+    stays flat in the number of results."""
+
+    def __init__(self) -> None:
+        self.request: str | None = None
+        self.specimens: set[str] = set()
+        self.after_result = False
+        self.named: dict[str, set[str]] = {"identity": set(), "prescriber": set()}
+        self.seen: dict[str, set[str]] = {"identity": set(), "prescriber": set()}
+
+    def on(self, rtype: str, rec: dict[str, Any]) -> None:
+        if rtype in self.seen:
+            self.seen[rtype].add(rec["id"])
+            return
+        if rtype == "request":
+            self.request, self.specimens, self.after_result = rec["id"], set(), False
+        elif rtype == "specimen":
+            if self.after_result:  # requests not written: a new request's specimens begin
+                self.specimens, self.after_result = set(), False
+            self.specimens.add(rec["id"])
+        elif rtype == "result":
+            self.after_result = True
+            spec = rec.get("specimen")
+            if spec is not None and spec not in self.specimens:
+                raise ReconciliationFailed("a result's specimen link names no specimen of its request in the package")
+        if "request" in rec and (rec["request"] is None or rec["request"] != self.request):
+            raise ReconciliationFailed(f"a {rtype} record's request link names no request record before it")
+        for link, target in (("patient", "identity"), ("prescriber", "prescriber")):
+            v = rec.get(link)
+            if v is not None:
+                self.named[target].add(v)
+
+    def end(self) -> None:
+        for target, named in self.named.items():
+            missing = len(named - self.seen[target])
+            if missing:
+                raise ReconciliationFailed(f"{missing} {target} id(s) linked to are not records of the package")
+
+
 def reconcile(path: Path, identity_text: str, manifest: dict[str, Any]) -> dict[str, Any]:
     """Decrypt a package in memory and check it against its manifest: the SHA-256 of the file,
-    the header, every record's type and fields within the manifest's, and the counts per record
-    type and field. Returns the package's header; raises ``ReconciliationFailed`` naming the first
-    mismatch (names and counts, never a value)."""
+    the header, every record's type, fields and links within the manifest's (a link only to a
+    record type the manifest lists, and naming a record of the package), and the counts per record
+    type, field and link (A2, B4). Returns the package's header; raises ``ReconciliationFailed``
+    naming the first mismatch (names and counts, never a value)."""
     body = manifest["manifest"]
     (entry,) = body["files"]
     if packages.sha256_of(path) != entry["sha256"]:
         raise ReconciliationFailed(f"{entry['name']}: SHA-256 differs from the manifest's")
-    allowed = {rtype: {"record", "id", *sel.LINKS[rtype], *fields} for rtype, fields in body["fields"].items()}
-    counts = sel.Counts()
+    legacy = body.get("format") in LEGACY_FORMATS
+    links = {t: sel.LINKS[t] for t in body["fields"]} if legacy else body.get("links")
+    if not isinstance(links, dict) or set(links) != set(body["fields"]):
+        raise ReconciliationFailed("the manifest does not name the links of each record type")
+    for rtype, names in links.items():
+        bad = [k for k in names if k not in sel.LINKS.get(rtype, ()) or sel.TARGET[k] not in body["fields"]]
+        if bad and not legacy:
+            raise ReconciliationFailed(f"the manifest's links of {sel_name(rtype)} records name record types "
+                                       f"it does not list: {', '.join(map(sel_name, bad))}")
+    allowed = {rtype: {"record", "id", *links[rtype], *fields} for rtype, fields in body["fields"].items()}
+    counts = sel.Counts(None if legacy else links)
+    check = None if legacy else _LinkCheck()
     header: dict[str, Any] = {}
 
     def on(rec: dict[str, Any]) -> None:
         rtype = rec.get("record")
-        if rtype == "header" and not header and counts.records["result"] == 0:
+        if rtype == "header" and not header and not any(counts.records.values()):
             header.update(rec)
             return
         if rtype not in allowed:
             raise ReconciliationFailed(f"a record of type {sel_name(rtype)} is not in the manifest")
         extra = set(rec) - allowed[rtype]
         if extra:
-            raise ReconciliationFailed(f"{rtype} records hold fields outside the manifest: {', '.join(sorted(extra))}")
+            raise ReconciliationFailed(f"{rtype} records hold fields outside the manifest: "
+                                       f"{', '.join(sorted(map(sel_name, extra)))}")
+        if check is not None:
+            check.on(rtype, rec)
         try:
             counts.add(rtype, rec)
         except ValueError:
@@ -491,13 +555,25 @@ def reconcile(path: Path, identity_text: str, manifest: dict[str, Any]) -> dict[
     reader = _Reader(on)
     packages.read(path, identity_text, reader.push)
     reader.end()
+    if check is not None:
+        check.end()
     if header.get("migration") != body["migration"]:
         raise ReconciliationFailed("the package's header does not name this migration")
+    if not legacy and (header.get("fields") != body["fields"] or header.get("links") != body["links"]):
+        raise ReconciliationFailed("the package's header does not name the manifest's fields and links")
     got = counts.as_dict()
-    if got != body["counts"]:
-        diffs = [f"{k}: {got['records'].get(k, 0)} in the package, {body['counts']['records'].get(k, 0)} in the manifest"
-                 for k in sorted(set(got["records"]) | set(body["counts"]["records"]))
-                 if got["records"].get(k, 0) != body["counts"]["records"].get(k, 0)]
+    if legacy:
+        got.pop("links")
+    want = body["counts"]
+    if got != want:
+        diffs = [f"{k}: {got['records'].get(k, 0)} in the package, {want['records'].get(k, 0)} in the manifest"
+                 for k in sorted(set(got["records"]) | set(want["records"]))
+                 if got["records"].get(k, 0) != want["records"].get(k, 0)]
+        if not diffs and got.get("links") != want.get("links"):
+            diffs = [f"{t} links: {json.dumps(got['links'].get(t, {}), sort_keys=True)} in the package, "
+                     f"{json.dumps((want.get('links') or {}).get(t, {}), sort_keys=True)} in the manifest"
+                     for t in sorted(set(got["links"]) | set(want.get("links") or {}))
+                     if got["links"].get(t) != (want.get("links") or {}).get(t)]
         raise ReconciliationFailed("counts differ from the manifest: " + ("; ".join(diffs) or "per field"))
     return header
 
@@ -507,17 +583,23 @@ def sel_name(v: object) -> str:
 
 
 def verify_package(u: Unit, tenant_id: str, migration_id: str) -> Job:
-    """The platform's reconciliation of its own package (with the package key), then ``verified``."""
+    """The platform's reconciliation of its own package (with the package key), then ``verified``:
+    the manifest's fields and links are the approved plan's, and the package is the manifest's
+    (``reconcile``: record types, fields, links and their counts; A2, B4)."""
     u._authorise(tenant_id, "migration:verify")
     row = _row(u, tenant_id, migration_id)
     job = _job(row)
     _expect(job, "packaged", "verified", hint="verify follows a complete run")
     assert job.manifest is not None
     _check_manifest_signature(u, job.manifest)
+    m = job.manifest["manifest"]
+    if m["fields"] != job.plan["fields"] or ("links" in job.plan and m.get("links") != job.plan["links"]):
+        what = "fields" if m["fields"] != job.plan["fields"] else "links"
+        raise ReconciliationFailed(f"the manifest's {what} are not the approved plan's")
     identity = u._gw.keys.unwrap(row.package_scope, row.package_key_wrapped, b"package-key").decode()
     assert job.package is not None
     reconcile(job.package, identity, job.manifest)
-    if job.manifest["manifest"]["counts"]["records"]["result"] != job.plan["counts"]["results"] \
+    if "result" in m["fields"] and m["counts"]["records"]["result"] != job.plan["counts"]["results"] \
             and job.plan["counts"]["results"] is not None:
         u._record(tenant_id, "migration:verify", "migration", 0, outcome="alert", refs=[migration_id])
     _set(u, tenant_id, migration_id, state="verified", verified_at=utcnow())
