@@ -100,7 +100,11 @@ def _run(ing: ingest.Ingestor, tenant: str, data: bytes, fmt: str | None) -> JSO
     return JSONResponse(out.model_dump(exclude_none=True), status_code=status)
 
 
-@router.post("/api/v1/tenants/{tenant}/ingest", response_model=schemas.IngestOut)
+_BODY = {"requestBody": {"required": True, "description": "One result file (HL7 v2, HPRIM Santé, FHIR R4, CSV)",
+                         "content": {ct: {"schema": {"type": "string", "format": "binary"}} for ct in CONTENT_TYPES}}}
+
+
+@router.post("/api/v1/tenants/{tenant}/ingest", response_model=schemas.IngestOut, openapi_extra=_BODY)
 async def ingest_file(caller: Ingester, request: Request, tenant: str) -> Response:
     """Store the messages of one result file (or quarantine the refused ones); see the module."""
     declared = formats_of(request.headers.get("content-type"))
