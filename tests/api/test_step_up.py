@@ -12,7 +12,10 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+from contextlib import contextmanager
+
 import pyotp
+import pytest
 from sqlalchemy import func, select, update
 
 from labvault.access import Purpose
@@ -42,10 +45,19 @@ def wrong_code(acct: Account) -> str:
     return next(c for c in ("000000", "111111", "222222", "333333", "444444") if c not in near)
 
 
+@contextmanager
+def store(api):
+    """A transaction on the store seeing every lab's administrative rows (PostgreSQL: RLS '*')."""
+    with api.gateway.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(func.set_config("labvault.tenant", "*", True)))
+        yield conn
+
+
 def checked_ago(api, key: str, age: timedelta) -> None:
     """Record that the TOTP code of every session of ``key`` was last checked ``age`` ago."""
     email = api.accounts[key].email
-    with api.gateway.engine.begin() as conn:
+    with store(api) as conn:
         account_id = conn.execute(select(t.account.c.account_id).where(t.account.c.email == email)).scalar_one()
         conn.execute(update(t.login_session).where(t.login_session.c.account_id == account_id)
                      .values(totp_at=utcnow() - age))
@@ -56,13 +68,13 @@ STALE = service.STEP_UP_WINDOW + timedelta(minutes=1)
 
 def events(api, action: str, outcome: str) -> int:
     e = t.audit_event
-    with api.gateway.engine.connect() as conn:
+    with store(api) as conn:
         return conn.execute(select(func.count()).select_from(e).where(e.c.action == action,
                                                                      e.c.outcome == outcome)).scalar_one()
 
 
 def failed_logins(api, key: str) -> int:
-    with api.gateway.engine.connect() as conn:
+    with store(api) as conn:
         return conn.execute(select(t.account.c.failed_logins)
                             .where(t.account.c.email == api.accounts[key].email)).scalar_one()
 
@@ -73,6 +85,7 @@ def pending_grant(support) -> str:
     return r.json()["grant_id"]
 
 
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 def test_a_grant_approval_needs_a_fresh_step_up(api, admin_a, support):
     """F2, E2, G1: a lab admin's token is refused; a session whose TOTP check is older than the
     window is refused with a reason naming the step-up (recorded, nothing changed); a step-up with

@@ -349,27 +349,6 @@ def _detect_shared_use(u, row, addr: str | None, user_agent: str | None) -> None
         u._record(row.tenant_id, "account:concurrent-use", "account", 1, outcome="alert", refs=[row.account_id])
 
 
-def principal_for_session(u, secret: str, *, addr: str | None, user_agent: str | None) -> Principal:
-    """The principal behind a session cookie; expired, idle, revoked or deactivated: refused."""
-    s = _session_row(u, secret)
-    now = utcnow()
-    if (s is None or not s.mfa_passed or s.revoked_at is not None or stored_utc(s.expires_at) < now
-            or stored_utc(s.last_seen) + SESSION_IDLE < now):
-        raise AuthenticationFailed("not logged in, or the session has ended")
-    row = _account(u, s.tenant_id, s.account_id)
-    if row is None or not row.active:
-        raise AuthenticationFailed("not logged in, or the session has ended")
-    if stored_utc(s.last_seen) + timedelta(seconds=30) < now:  # keep writes rare on the hot path
-        u.conn.execute(update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
-                                                     t.login_session.c.session_hash == s.session_hash)
-                       .values(last_seen=now))
-    return principal_of(row, source_addr=addr, user_agent=user_agent)
-
-
-class StepUpRequired(AccessDenied):
-    """An approval asked for without a TOTP code checked within ``STEP_UP_WINDOW`` on this session."""
-
-
 def _live_session(u, secret: str):
     """The session row and its account for a session cookie, or refused (as ``principal_for_session``)."""
     s = _session_row(u, secret)
@@ -381,6 +360,21 @@ def _live_session(u, secret: str):
     if row is None or not row.active:
         raise AuthenticationFailed("not logged in, or the session has ended")
     return s, row
+
+
+def principal_for_session(u, secret: str, *, addr: str | None, user_agent: str | None) -> Principal:
+    """The principal behind a session cookie; expired, idle, revoked or deactivated: refused."""
+    s, row = _live_session(u, secret)
+    now = utcnow()
+    if stored_utc(s.last_seen) + timedelta(seconds=30) < now:  # keep writes rare on the hot path
+        u.conn.execute(update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
+                                                     t.login_session.c.session_hash == s.session_hash)
+                       .values(last_seen=now))
+    return principal_of(row, source_addr=addr, user_agent=user_agent)
+
+
+class StepUpRequired(AccessDenied):
+    """An approval asked for without a TOTP code checked within ``STEP_UP_WINDOW`` on this session."""
 
 
 def step_up(u, secret: str, code: str, *, addr: str | None, user_agent: str | None) -> None:
