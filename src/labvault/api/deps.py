@@ -22,7 +22,7 @@ import enum
 import hmac
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 from fastapi import Depends, Request
 
@@ -85,10 +85,11 @@ def authenticated(request: Request) -> Caller:
     return Caller(principal, secret, None)
 
 
-def _refuse(request: Request, caller: Caller, action: str, reason: str) -> None:
+def _refuse(request: Request, caller: Caller, action: str, reason: str) -> NoReturn:
     """Record the refusal under the caller's own account (in its lab's trail), then refuse."""
     with gateway(request).unit(caller.principal, Purpose.AUTHENTICATION) as u:
         u._deny(caller.principal.tenant_id, action, reason)
+    raise AccessDenied(reason)  # not reached: _deny raises
 
 
 def _declares(access: Access) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
