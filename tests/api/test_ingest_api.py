@@ -13,6 +13,7 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from labvault.access import Purpose, intake
@@ -106,6 +107,7 @@ def test_each_format_is_stored_then_found_a_duplicate(api, bio_a):
         assert (again.json()["format"], again.json()["duplicates"], again.json()["accepted"]) == (fmt, n, 0)
 
 
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 def test_a_refused_message_is_kept_in_the_quarantine_with_its_reason(api, tech_a):
     """M2, G2: in a batch, the message with a bad NIR is refused with a precise reason that holds
     no value of it, kept in the lab's encrypted quarantine; the others are stored; the answer is
