@@ -44,7 +44,7 @@ ADDR, UA = "203.0.113.10", "pytest-api/1.0"
 LOGIN, MFA = "/api/v1/auth/login", "/api/v1/auth/mfa"
 
 ROLES_PER_LAB = ("biologist", "technician", "lab_admin")
-PLATFORM_ROLES = ("support", "operator", "security_officer")
+PLATFORM_ROLES = ("support", "operator", "security_officer", "platform_admin")
 ACCOUNT_KEYS = tuple(f"{role}@{lab}" for lab in (LAB_A, LAB_B) for role in ROLES_PER_LAB) + PLATFORM_ROLES
 NAMES = ("Claire Moreau", "Paul Lefebvre", "Ines Roussel", "Sami Haddad", "Lea Garnier")
 

@@ -148,7 +148,7 @@ def test_bearer_tokens(api, bio_a):
     assert r.status_code == 204
     assert reader.get("/api/v1/me").status_code == 401
     assert reader.get(patient).status_code == 401
-    # an ingest token may use unsafe methods, until it too is revoked
+    # an ingest token ingests and nothing else (see test_scopes), until it too is revoked
     ingest_id, ingest = api.token(bio_a, ["read", "ingest"])
     writer = api.bearer(ingest)
     assert writer.delete(f"/api/v1/tokens/{token_id}").status_code == 403  # tokens are managed from a session

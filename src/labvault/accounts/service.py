@@ -28,6 +28,9 @@ ENROLMENT_TTL = timedelta(hours=72)
 SESSION_TTL = timedelta(hours=8)
 SESSION_IDLE = timedelta(minutes=30)
 PREAUTH_TTL = timedelta(minutes=5)
+# Approvals (a grant, a migration, a received instruction) need a session whose TOTP code was
+# checked this recently: at its login, or again by a step-up (``step_up``).
+STEP_UP_WINDOW = timedelta(minutes=5)
 ACCOUNT_LOCK_AFTER = 5  # failures in a row
 ADDR_LOCK_AFTER = 20  # failures per address per window
 FAILURE_WINDOW = timedelta(minutes=15)
@@ -283,7 +286,7 @@ def login(u, email: str, password: str, *, addr: str | None, user_agent: str | N
     return Login(session, needs_mfa, principal)
 
 
-def _new_session(u, row, *, mfa_passed: bool, addr, user_agent) -> str:
+def _new_session(u, row, *, mfa_passed: bool, addr, user_agent, totp_checked: bool = False) -> str:
     secret = secrets.token_urlsafe(32)
     now = utcnow()
     u._scope(row.tenant_id)
@@ -291,7 +294,7 @@ def _new_session(u, row, *, mfa_passed: bool, addr, user_agent) -> str:
         insert(t.login_session).values(
             tenant_id=row.tenant_id, session_hash=digest(secret), account_id=row.account_id, created_at=now,
             expires_at=now + (SESSION_TTL if mfa_passed else PREAUTH_TTL), last_seen=now, mfa_passed=int(mfa_passed),
-            source_addr=addr, user_agent=(user_agent or "")[:300] or None,
+            source_addr=addr, user_agent=(user_agent or "")[:300] or None, totp_at=now if totp_checked else None,
         )
     )
     return secret
@@ -322,7 +325,7 @@ def verify_mfa(u, pre_session: str, code: str, *, addr: str | None, user_agent: 
                    .values(revoked_at=utcnow()))
     u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
                                            t.account.c.account_id == row.account_id).values(failed_logins=0))
-    session = _new_session(u, row, mfa_passed=True, addr=addr, user_agent=user_agent)
+    session = _new_session(u, row, mfa_passed=True, addr=addr, user_agent=user_agent, totp_checked=True)
     u._record(row.tenant_id, "account:login", "account", 1, refs=[row.account_id])
     _detect_shared_use(u, row, addr, user_agent)
     return Login(session, False, principal_of(row, source_addr=addr, user_agent=user_agent))
@@ -346,8 +349,8 @@ def _detect_shared_use(u, row, addr: str | None, user_agent: str | None) -> None
         u._record(row.tenant_id, "account:concurrent-use", "account", 1, outcome="alert", refs=[row.account_id])
 
 
-def principal_for_session(u, secret: str, *, addr: str | None, user_agent: str | None) -> Principal:
-    """The principal behind a session cookie; expired, idle, revoked or deactivated: refused."""
+def _live_session(u, secret: str):
+    """The session row and its account for a session cookie, or refused (as ``principal_for_session``)."""
     s = _session_row(u, secret)
     now = utcnow()
     if (s is None or not s.mfa_passed or s.revoked_at is not None or stored_utc(s.expires_at) < now
@@ -356,11 +359,60 @@ def principal_for_session(u, secret: str, *, addr: str | None, user_agent: str |
     row = _account(u, s.tenant_id, s.account_id)
     if row is None or not row.active:
         raise AuthenticationFailed("not logged in, or the session has ended")
+    return s, row
+
+
+def principal_for_session(u, secret: str, *, addr: str | None, user_agent: str | None) -> Principal:
+    """The principal behind a session cookie; expired, idle, revoked or deactivated: refused."""
+    s, row = _live_session(u, secret)
+    now = utcnow()
     if stored_utc(s.last_seen) + timedelta(seconds=30) < now:  # keep writes rare on the hot path
         u.conn.execute(update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
                                                      t.login_session.c.session_hash == s.session_hash)
                        .values(last_seen=now))
     return principal_of(row, source_addr=addr, user_agent=user_agent)
+
+
+class StepUpRequired(AccessDenied):
+    """An approval asked for without a TOTP code checked within ``STEP_UP_WINDOW`` on this session."""
+
+
+def step_up(u, secret: str, code: str, *, addr: str | None, user_agent: str | None) -> None:
+    """Check a TOTP code again for a live session and record when (the session may then approve
+    for ``STEP_UP_WINDOW``). A wrong code counts as a failed login: the account and the address
+    lock after as many failures as a login's."""
+    _throttle(u, addr)
+    s, row = _live_session(u, secret)
+    if row.locked_until is not None and stored_utc(row.locked_until) > utcnow():
+        _fail(u, row, addr, "account:step-up:failure")
+        raise LockedOut("this account is locked after repeated failures: try again later",
+                        int((stored_utc(row.locked_until) - utcnow()).total_seconds()) + 1)
+    if not row.mfa_enabled or row.totp_secret_wrapped is None:
+        u._record(row.tenant_id, "account:step-up", "account", 1, outcome="denied", refs=[row.account_id])
+        raise AccessDenied("this account has no TOTP authenticator: a step-up needs one (enrol it first)")
+    if not totp.verify(_totp_secret(u, row), code):
+        _fail(u, row, addr, "account:step-up:failure")
+        raise AuthenticationFailed("the code does not match")
+    u._scope(s.tenant_id)
+    now = utcnow()
+    u.conn.execute(update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
+                                                 t.login_session.c.session_hash == s.session_hash)
+                   .values(totp_at=now, last_seen=now))
+    u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
+                                           t.account.c.account_id == row.account_id).values(failed_logins=0))
+    u._record(row.tenant_id, "account:step-up", "account", 1, refs=[row.account_id])
+
+
+def require_step_up(u, secret: str) -> None:
+    """Refuse (and record the refusal) unless this session's TOTP code was checked within
+    ``STEP_UP_WINDOW``. ``u`` is a unit of the session's own principal."""
+    s, row = _live_session(u, secret)
+    if s.totp_at is not None and stored_utc(s.totp_at) + STEP_UP_WINDOW >= utcnow():
+        return
+    minutes = int(STEP_UP_WINDOW.total_seconds() // 60)
+    u._record(row.tenant_id, "account:step-up:required", "account", 0, outcome="denied", refs=[row.account_id])
+    raise StepUpRequired(f"step-up required: this approval needs your TOTP code checked in the last {minutes} "
+                         "minutes; send it to POST /api/v1/auth/step-up, then retry")
 
 
 def logout(u, secret: str) -> None:

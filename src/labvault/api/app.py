@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 
 from labvault import __version__
-from labvault.api import errors, fhir, routes
-from labvault.api.deps import authenticated
+from labvault.api import errors, fhir, ingest, routes
+from labvault.api.deps import Reader, check_declared
 from labvault.api.middleware import SecurityMiddleware
 from labvault.config import Settings
 
@@ -23,14 +23,15 @@ def create_app(settings: Settings | None = None, *, runtime=None) -> FastAPI:
     errors.install(app)
     app.include_router(routes.public)
     app.include_router(routes.private)
+    app.include_router(ingest.router)
     app.include_router(fhir.router)
 
-    @app.get("/api/v1/openapi.json", include_in_schema=False, dependencies=[Depends(authenticated)])
-    def openapi() -> dict:
+    @app.get("/api/v1/openapi.json", include_in_schema=False)
+    def openapi(caller: Reader) -> dict:
         return app.openapi()
 
-    @app.get("/api/v1/docs", include_in_schema=False, dependencies=[Depends(authenticated)])
-    def docs(request: Request):
+    @app.get("/api/v1/docs", include_in_schema=False)
+    def docs(caller: Reader):
         page = get_swagger_ui_html(openapi_url="/api/v1/openapi.json", title="Labvault API")
         # Swagger UI loads its script and style from a CDN: this page alone allows that origin.
         page.headers["content-security-policy"] = (
@@ -41,4 +42,6 @@ def create_app(settings: Settings | None = None, *, runtime=None) -> FastAPI:
         return page
 
     app.add_middleware(SecurityMiddleware)
+    # Every route declares the access it needs (deps.Access): an app with an undeclared one is not built.
+    app.state.access = check_declared(app.routes)
     return app

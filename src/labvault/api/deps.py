@@ -1,21 +1,49 @@
-"""Authentication: the only dependency routes get. Authorisation happens in the gateway."""
+"""Authentication and the access each route declares. Authorisation happens in the gateway.
+
+Every route declares, in its signature, the one kind of access it needs (``Access``): a route
+handler takes ``caller: Reader`` (or ``Ingester``, ``SessionOnly``, ``SteppedUp``), or a public
+route lists ``Depends(no_credentials)``. ``check_declared`` refuses to build an app holding a route
+without exactly one such declaration, so an undeclared route cannot be served.
+
+    public    no credentials (health, login, MFA, enrolment, the FHIR CapabilityStatement)
+    read      safe methods: a session, or a bearer token with the ``read`` scope
+    ingest    results in: a session, or a bearer token with the ``ingest`` scope
+    session   any other change: a logged-in session only (with its CSRF header), never a token
+    step-up   approvals: a session whose TOTP code was checked in the last
+              ``service.STEP_UP_WINDOW`` (at login, or ``POST /api/v1/auth/step-up``)
+
+A token used outside its scope, or an approval without a recent step-up, is refused (403, with
+the reason) and the refusal recorded in the audit trail.
+"""
 
 from __future__ import annotations
 
+import enum
 import hmac
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Annotated, Any, NoReturn
 
-from fastapi import Request
+from fastapi import Depends, Request
 
-from labvault.access import Gateway, Principal
+from labvault.access import Gateway, Principal, Purpose
 from labvault.accounts import service
 from labvault.accounts.service import AuthenticationFailed
+from labvault.errors import AccessDenied
 
 SESSION_COOKIE = "lv_session"
 PREAUTH_COOKIE = "lv_preauth"
 CSRF_COOKIE = "lv_csrf"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class Access(enum.StrEnum):
+    PUBLIC = "public"
+    READ = "read"
+    INGEST = "ingest"
+    SESSION = "session"
+    STEP_UP = "step-up"
 
 
 @dataclass(frozen=True)
@@ -35,17 +63,14 @@ def client(request: Request) -> tuple[str | None, str | None]:
 
 
 def authenticated(request: Request) -> Caller:
-    """A session cookie (with CSRF check on unsafe methods) or a bearer token; else 401."""
+    """A session cookie (with CSRF check on unsafe methods) or a bearer token; else 401.
+    What the credential may do on this route is the route's declared ``Access``."""
     addr, ua = client(request)
     gw = gateway(request)
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         with gw.auth_unit(source_addr=addr, user_agent=ua) as u:
             principal, scopes = service.principal_for_token(u, auth[7:].strip(), addr=addr, user_agent=ua)
-        if request.method not in SAFE_METHODS and "ingest" not in scopes:
-            from labvault.errors import AccessDenied
-
-            raise AccessDenied("this token is read-only")
         return Caller(principal, None, scopes)
     secret = request.cookies.get(SESSION_COOKIE)
     if not secret:
@@ -53,10 +78,113 @@ def authenticated(request: Request) -> Caller:
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(sent, service.csrf_token(secret)):
-            from labvault.errors import AccessDenied
-
             raise AccessDenied("missing or wrong CSRF token (send the lv_csrf cookie's value in X-CSRF-Token)")
     with gw.auth_unit(source_addr=addr, user_agent=ua) as u:
         principal = service.principal_for_session(u, secret, addr=addr, user_agent=ua)
     request.state.principal = principal
     return Caller(principal, secret, None)
+
+
+def _refuse(request: Request, caller: Caller, action: str, reason: str) -> NoReturn:
+    """Record the refusal under the caller's own account (in its lab's trail), then refuse."""
+    with gateway(request).unit(caller.principal, Purpose.AUTHENTICATION) as u:
+        u._deny(caller.principal.tenant_id, action, reason)
+    raise AccessDenied(reason)  # not reached: _deny raises
+
+
+def _declares(access: Access) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.access = access  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+@_declares(Access.PUBLIC)
+def no_credentials() -> None:
+    """A public route: answers without credentials, and uses none it is sent."""
+
+
+@_declares(Access.READ)
+def reading(request: Request, caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
+    if request.method not in SAFE_METHODS:  # check_declared keeps this from happening
+        raise AccessDenied("this route is declared read-only")
+    if caller.scopes is not None and "read" not in caller.scopes:
+        _refuse(request, caller, "token:scope",
+                f"this token's scope ({', '.join(sorted(caller.scopes))}) does not include 'read'")
+    return caller
+
+
+@_declares(Access.INGEST)
+def ingesting(request: Request, caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
+    if caller.scopes is not None and "ingest" not in caller.scopes:
+        _refuse(request, caller, "token:scope",
+                f"this token's scope ({', '.join(sorted(caller.scopes))}) does not include 'ingest'")
+    return caller
+
+
+@_declares(Access.SESSION)
+def session_only(request: Request, caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
+    if caller.session is None:
+        _refuse(request, caller, "token:scope",
+                "this route needs a logged-in session: a bearer token only reads ('read') or ingests ('ingest')")
+    return caller
+
+
+@_declares(Access.STEP_UP)
+def stepped_up(request: Request, caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
+    if caller.session is None:
+        _refuse(request, caller, "token:scope",
+                "approvals need a logged-in session with a recent TOTP step-up, not a bearer token")
+    with gateway(request).unit(caller.principal, Purpose.AUTHENTICATION) as u:
+        service.require_step_up(u, caller.session)
+    return caller
+
+
+Reader = Annotated[Caller, Depends(reading)]
+Ingester = Annotated[Caller, Depends(ingesting)]
+SessionOnly = Annotated[Caller, Depends(session_only)]
+SteppedUp = Annotated[Caller, Depends(stepped_up)]
+Public = Depends(no_credentials)
+
+
+def declared_access(route: Any) -> set[Access]:
+    """The access kinds a route declares (in its dependencies, router-level ones included)."""
+    found: set[Access] = set()
+    stack = list(getattr(getattr(route, "dependant", None), "dependencies", None) or [])
+    while stack:
+        dep = stack.pop()
+        access = getattr(dep.call, "access", None)
+        if isinstance(access, Access):
+            found.add(access)
+        stack.extend(dep.dependencies)
+    return found
+
+
+def flat_routes(routes: Iterable[Any]) -> list[Any]:
+    """Every route of an app, included routers flattened (FastAPI keeps them as lazy groups)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # pragma: no cover - older FastAPI: app.routes is already flat
+        return list(routes)
+    return [getattr(rc, "_effective_route", rc) for rc in iter_route_contexts(list(routes))]
+
+
+def check_declared(routes: Iterable[Any]) -> dict[tuple[str, str], Access]:
+    """(method, path) -> declared access of every route; refuses a route without exactly one
+    declaration, a read-only one on an unsafe method, or one that is not an API route at all."""
+    out: dict[tuple[str, str], Access] = {}
+    for route in flat_routes(routes):
+        path = getattr(route, "path_format", None) or getattr(route, "path", None) or repr(route)
+        methods = sorted(getattr(route, "methods", None) or ())
+        found = declared_access(route)
+        if len(found) != 1 or not methods:
+            raise RuntimeError(
+                f"route {', '.join(methods) or '?'} {path} declares {len(found)} kinds of access: each route "
+                "takes exactly one of Reader, Ingester, SessionOnly, SteppedUp, or lists Depends(no_credentials)")
+        (access,) = found
+        if access is Access.READ and set(methods) - SAFE_METHODS:
+            raise RuntimeError(f"route {', '.join(methods)} {path} changes state: it cannot be declared read-only")
+        for m in methods:
+            out[(m, path)] = access
+    return out

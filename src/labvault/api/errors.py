@@ -22,6 +22,11 @@ from labvault.errors import (
 
 log = logging.getLogger("labvault.api")
 
+
+class UnsupportedMediaType(InvalidInput):
+    """A body whose Content-Type the route does not take, or that its content contradicts."""
+
+
 STATUS: list[tuple[type[LabvaultError], int]] = [
     (AuthenticationFailed, 401),
     (LockedOut, 429),
@@ -29,6 +34,7 @@ STATUS: list[tuple[type[LabvaultError], int]] = [
     (UnknownTenant, 404),
     (NotFound, 404),
     (TenantShredded, 410),
+    (UnsupportedMediaType, 415),
     (InvalidInput, 400),
     (DecryptionError, 500),
 ]

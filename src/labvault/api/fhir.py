@@ -13,15 +13,14 @@ import calendar
 import re
 from collections.abc import Callable
 from datetime import date
-from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from labvault import __version__
 from labvault.access import Purpose
-from labvault.api.deps import Caller, authenticated, gateway
+from labvault.api.deps import Caller, Public, Reader, gateway
 from labvault.errors import AccessDenied, InvalidInput, NotFound
 from labvault.interop import fhir_out
 from labvault.interop.hl7v2 import OID_NIA, OID_NIR
@@ -40,7 +39,6 @@ _SEARCH = {
 _COMMON = {"_count", "_offset", "_format"}
 
 router = APIRouter(prefix=BASE, include_in_schema=False)
-Auth = Annotated[Caller, Depends(authenticated)]
 
 
 def outcome(status: int, code: str, text: str) -> JSONResponse:
@@ -65,7 +63,7 @@ def _lab(caller: Caller) -> str:
     return p.tenant_id
 
 
-@router.get("/metadata")
+@router.get("/metadata", dependencies=[Public])
 def metadata(request: Request) -> JSONResponse:
     """The CapabilityStatement (public, as FHIR servers do: it holds no data)."""
     def res(rtype: str, params: list[tuple[str, str]], read: bool) -> dict:
@@ -194,12 +192,12 @@ def _read(request: Request, caller: Caller, work: Callable) -> JSONResponse:
 
 
 @router.get("/Patient/{patient_id}")
-def read_patient(patient_id: str, request: Request, caller: Auth) -> JSONResponse:
+def read_patient(patient_id: str, request: Request, caller: Reader) -> JSONResponse:
     return _read(request, caller, lambda u, lab: _fhir(fhir_out.patient(u.get_patient(lab, patient_id), lab)))
 
 
 @router.get("/Patient")
-def search_patient(request: Request, caller: Auth) -> JSONResponse:
+def search_patient(request: Request, caller: Reader) -> JSONResponse:
     _check_params(request, "Patient")
     q = request.query_params
 
@@ -236,7 +234,7 @@ def _code(value: str | None) -> str | None:
 
 
 @router.get("/Observation")
-def search_observation(request: Request, caller: Auth) -> JSONResponse:
+def search_observation(request: Request, caller: Reader) -> JSONResponse:
     _check_params(request, "Observation")
     patient = _patient_param(request)
     lo, hi = _date_range(request.query_params.getlist("date"))
@@ -250,7 +248,7 @@ def search_observation(request: Request, caller: Auth) -> JSONResponse:
 
 
 @router.get("/ServiceRequest")
-def search_service_request(request: Request, caller: Auth) -> JSONResponse:
+def search_service_request(request: Request, caller: Reader) -> JSONResponse:
     _check_params(request, "ServiceRequest")
     patient = _patient_param(request)
     return _read(request, caller, lambda u, lab: _bundle(
@@ -258,7 +256,7 @@ def search_service_request(request: Request, caller: Auth) -> JSONResponse:
 
 
 @router.get("/DiagnosticReport")
-def search_diagnostic_report(request: Request, caller: Auth) -> JSONResponse:
+def search_diagnostic_report(request: Request, caller: Reader) -> JSONResponse:
     _check_params(request, "DiagnosticReport")
     patient = _patient_param(request)
 

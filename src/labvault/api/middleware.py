@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 log = logging.getLogger("labvault.api")
 
 MAX_BODY = 64 * 1024
+# Result files posted to POST /api/v1/tenants/{tenant}/ingest: one file of a feed, read whole in
+# memory (its body is read only once the caller is authenticated and allowed to ingest there).
+INGEST_MAX_BODY = 8 * 1024 * 1024
+_INGEST_PATH = re.compile(r"^/api/v1/tenants/[^/]+/ingest$")
 
 _HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -22,9 +27,15 @@ _HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 
 
 class SecurityMiddleware:
-    def __init__(self, app, *, max_body: int = MAX_BODY) -> None:
+    def __init__(self, app, *, max_body: int = MAX_BODY, ingest_max_body: int = INGEST_MAX_BODY) -> None:
         self.app = app
         self.max_body = max_body
+        self.ingest_max_body = ingest_max_body
+
+    def limit(self, scope) -> int:
+        if scope.get("method") == "POST" and _INGEST_PATH.match(scope.get("path", "")):
+            return self.ingest_max_body
+        return self.max_body
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -41,9 +52,10 @@ class SecurityMiddleware:
                 message["headers"] = headers
             await send(message)
 
+        limit = self.limit(scope)
         length = dict(scope.get("headers", [])).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            return await self._reject(send_with_headers)
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return await self._reject(send_with_headers, limit)
         received = 0
         started = False
         rejected = False
@@ -57,10 +69,10 @@ class SecurityMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
+                if received > limit:
                     rejected = True
                     if not started:
-                        await self._reject(send_with_headers)
+                        await self._reject(send_with_headers, limit)
                     return {"type": "http.disconnect"}
             return message
 
@@ -83,8 +95,8 @@ class SecurityMiddleware:
                                                      (b"content-length", str(len(body)).encode())]})
                 await send_with_headers({"type": "http.response.body", "body": body})
 
-    async def _reject(self, send):
-        body = json.dumps({"error": f"request body larger than {self.max_body} bytes"}).encode()
+    async def _reject(self, send, limit: int):
+        body = json.dumps({"error": f"request body larger than {limit} bytes"}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})

@@ -1,4 +1,6 @@
-"""Routes. Public: health, login, MFA, enrolment. Everything else requires ``authenticated``."""
+"""Routes. Public: health, login, MFA, enrolment. Everything else requires ``authenticated``, and
+each route declares the access it needs in its signature (``Reader``, ``SessionOnly``,
+``SteppedUp``; see ``deps``): a bearer token only reads or ingests, approvals need a recent step-up."""
 
 from __future__ import annotations
 
@@ -17,11 +19,15 @@ from labvault.api.deps import (
     PREAUTH_COOKIE,
     SESSION_COOKIE,
     Caller,
+    Public,
+    Reader,
+    SessionOnly,
+    SteppedUp,
     authenticated,
     client,
     gateway,
 )
-from labvault.errors import AccessDenied, InvalidInput
+from labvault.errors import InvalidInput
 from labvault.ids import stored_utc
 from labvault.migration import service as migration
 
@@ -33,7 +39,6 @@ ERRORS = {
 }
 public = APIRouter(responses=ERRORS)
 private = APIRouter(dependencies=[Depends(authenticated)], responses=ERRORS)
-Auth = Annotated[Caller, Depends(authenticated)]
 
 
 def _cookie(response: Response, request: Request, name: str, value: str, *, http_only: bool, max_age: int) -> None:
@@ -41,12 +46,12 @@ def _cookie(response: Response, request: Request, name: str, value: str, *, http
                         secure=request.url.scheme == "https", path="/")
 
 
-@public.get("/health", tags=["public"])
+@public.get("/health", tags=["public"], dependencies=[Public])
 def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@public.post("/api/v1/auth/login", response_model=schemas.LoginOut, tags=["public"])
+@public.post("/api/v1/auth/login", response_model=schemas.LoginOut, tags=["public"], dependencies=[Public])
 def login(body: schemas.LoginIn, request: Request, response: Response) -> schemas.LoginOut:
     addr, ua = client(request)
     with gateway(request).auth_unit(source_addr=addr, user_agent=ua) as u:
@@ -65,7 +70,7 @@ def _start_session(request: Request, response: Response, secret: str) -> schemas
     return schemas.LoginOut(mfa_required=False, csrf_token=csrf)
 
 
-@public.post("/api/v1/auth/mfa", response_model=schemas.LoginOut, tags=["public"])
+@public.post("/api/v1/auth/mfa", response_model=schemas.LoginOut, tags=["public"], dependencies=[Public])
 def mfa(body: schemas.MfaIn, request: Request, response: Response) -> schemas.LoginOut:
     pre = request.cookies.get(PREAUTH_COOKIE)
     if not pre:
@@ -76,7 +81,7 @@ def mfa(body: schemas.MfaIn, request: Request, response: Response) -> schemas.Lo
     return _start_session(request, response, result.session)
 
 
-@public.post("/api/v1/auth/enrol", response_model=schemas.EnrolOut, tags=["public"])
+@public.post("/api/v1/auth/enrol", response_model=schemas.EnrolOut, tags=["public"], dependencies=[Public])
 def enrol(body: schemas.EnrolIn, request: Request) -> schemas.EnrolOut:
     addr, ua = client(request)
     with gateway(request).auth_unit(source_addr=addr, user_agent=ua) as u:
@@ -84,7 +89,7 @@ def enrol(body: schemas.EnrolIn, request: Request) -> schemas.EnrolOut:
     return schemas.EnrolOut(mfa_required=e.mfa_required, totp_uri=e.totp_uri, qr_svg=e.qr_svg)
 
 
-@public.post("/api/v1/auth/enrol/confirm", status_code=204, tags=["public"])
+@public.post("/api/v1/auth/enrol/confirm", status_code=204, tags=["public"], dependencies=[Public])
 def enrol_confirm(body: schemas.EnrolConfirmIn, request: Request) -> Response:
     addr, ua = client(request)
     with gateway(request).auth_unit(source_addr=addr, user_agent=ua) as u:
@@ -92,11 +97,20 @@ def enrol_confirm(body: schemas.EnrolConfirmIn, request: Request) -> Response:
     return Response(status_code=204)
 
 
+@private.post("/api/v1/auth/step-up", status_code=204)
+def step_up(caller: SessionOnly, request: Request, body: schemas.MfaIn) -> Response:
+    """Check this session's TOTP code again: approvals are accepted for the next few minutes
+    (``service.STEP_UP_WINDOW``). A wrong code counts as a failed login."""
+    addr, ua = client(request)
+    with gateway(request).auth_unit(source_addr=addr, user_agent=ua) as u:
+        service.step_up(u, caller.session, body.code, addr=addr, user_agent=ua)
+    return Response(status_code=204)
+
+
 @private.post("/api/v1/auth/logout", status_code=204)
-def logout(caller: Auth, request: Request, response: Response) -> Response:
-    if caller.session:
-        with gateway(request).auth_unit() as u:
-            service.logout(u, caller.session)
+def logout(caller: SessionOnly, request: Request, response: Response) -> Response:
+    with gateway(request).auth_unit() as u:
+        service.logout(u, caller.session)
     out = Response(status_code=204)
     out.delete_cookie(SESSION_COOKIE, path="/")
     out.delete_cookie(CSRF_COOKIE, path="/")
@@ -104,13 +118,13 @@ def logout(caller: Auth, request: Request, response: Response) -> Response:
 
 
 @private.get("/api/v1/me", response_model=schemas.MeOut)
-def me(caller: Auth) -> schemas.MeOut:
+def me(caller: Reader) -> schemas.MeOut:
     p = caller.principal
     return schemas.MeOut(account_id=p.account_id, name=p.name, tenant=p.tenant_id, roles=sorted(p.roles))
 
 
 @private.get("/api/v1/tenants", response_model=list[schemas.TenantOut])
-def tenants(caller: Auth, request: Request) -> list[schemas.TenantOut]:
+def tenants(caller: Reader, request: Request) -> list[schemas.TenantOut]:
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
         return [schemas.TenantOut(id=t.id, name=t.name, finess=t.finess, status=t.status) for t in u.list_tenants()]
 
@@ -121,7 +135,7 @@ def _purpose(caller: Caller) -> Purpose:
 
 @private.get("/api/v1/tenants/{tenant}/patients", response_model=list[schemas.PatientOut])
 def search_patients(
-    caller: Auth,
+    caller: Reader,
     request: Request,
     tenant: str,
     nir: Annotated[str | None, Query(max_length=32)] = None,
@@ -142,7 +156,7 @@ def search_patients(
 
 
 @private.get("/api/v1/tenants/{tenant}/patients/{patient_id}", response_model=schemas.PatientOut)
-def patient(caller: Auth, request: Request, tenant: str, patient_id: str) -> schemas.PatientOut:
+def patient(caller: Reader, request: Request, tenant: str, patient_id: str) -> schemas.PatientOut:
     with gateway(request).unit(caller.principal, _purpose(caller)) as u:
         return schemas.PatientOut(**dataclasses.asdict(u.get_patient(tenant, patient_id)))
 
@@ -168,7 +182,7 @@ def _result_out(r) -> schemas.ResultOut:
 
 @private.get("/api/v1/tenants/{tenant}/patients/{patient_id}/results", response_model=list[schemas.ResultOut])
 def patient_results(
-    caller: Auth,
+    caller: Reader,
     request: Request,
     tenant: str,
     patient_id: str,
@@ -185,7 +199,7 @@ def patient_results(
 
 
 @private.get("/api/v1/tenants/{tenant}/patients/{patient_id}/requests", response_model=list[schemas.RequestOut])
-def patient_requests(caller: Auth, request: Request, tenant: str, patient_id: str) -> list[schemas.RequestOut]:
+def patient_requests(caller: Reader, request: Request, tenant: str, patient_id: str) -> list[schemas.RequestOut]:
     with gateway(request).unit(caller.principal, _purpose(caller)) as u:
         return [
             schemas.RequestOut(request_id=q.request_id, prescriber_id=q.prescriber_id,
@@ -196,7 +210,7 @@ def patient_requests(caller: Auth, request: Request, tenant: str, patient_id: st
 
 
 @private.get("/api/v1/tenants/{tenant}/requests/{request_id}/results", response_model=list[schemas.ResultOut])
-def request_results(caller: Auth, request: Request, tenant: str, request_id: str) -> list[schemas.ResultOut]:
+def request_results(caller: Reader, request: Request, tenant: str, request_id: str) -> list[schemas.ResultOut]:
     with gateway(request).unit(caller.principal, _purpose(caller)) as u:
         return [_result_out(r) for r in u.results_of_request(tenant, request_id)]
 
@@ -209,39 +223,39 @@ def _grant_out(g: grants.Grant) -> schemas.GrantOut:
 
 
 @private.get("/api/v1/tenants/{tenant}/grants", response_model=list[schemas.GrantOut])
-def list_grants(caller: Auth, request: Request, tenant: str) -> list[schemas.GrantOut]:
+def list_grants(caller: Reader, request: Request, tenant: str) -> list[schemas.GrantOut]:
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
         return [_grant_out(g) for g in grants.list_grants(u, tenant)]
 
 
 @private.post("/api/v1/tenants/{tenant}/grants", response_model=schemas.GrantOut, status_code=201)
-def request_grant(caller: Auth, request: Request, tenant: str, body: schemas.GrantIn) -> schemas.GrantOut:
+def request_grant(caller: SessionOnly, request: Request, tenant: str, body: schemas.GrantIn) -> schemas.GrantOut:
     with gateway(request).unit(caller.principal, Purpose.SUPPORT) as u:
         return _grant_out(grants.request_grant(u, tenant, ticket=body.ticket, reason=body.reason, hours=body.hours,
                                                fields=body.fields, patients=body.patients))
 
 
 @private.post("/api/v1/tenants/{tenant}/grants/{grant_id}/approve", response_model=schemas.GrantOut)
-def approve_grant(caller: Auth, request: Request, tenant: str, grant_id: str) -> schemas.GrantOut:
+def approve_grant(caller: SteppedUp, request: Request, tenant: str, grant_id: str) -> schemas.GrantOut:
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
         return _grant_out(grants.approve_grant(u, tenant, grant_id))
 
 
 @private.post("/api/v1/tenants/{tenant}/grants/{grant_id}/revoke", response_model=schemas.GrantOut)
-def revoke_grant(caller: Auth, request: Request, tenant: str, grant_id: str) -> schemas.GrantOut:
+def revoke_grant(caller: SessionOnly, request: Request, tenant: str, grant_id: str) -> schemas.GrantOut:
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
         return _grant_out(grants.revoke_grant(u, tenant, grant_id))
 
 
 @private.get("/api/v1/tenants/{tenant}/accounts", response_model=list[schemas.AccountOut])
-def accounts(caller: Auth, request: Request, tenant: str) -> list[schemas.AccountOut]:
+def accounts(caller: Reader, request: Request, tenant: str) -> list[schemas.AccountOut]:
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
         return [schemas.AccountOut(**a) for a in service.list_accounts(u, tenant)]
 
 
 @private.get("/api/v1/tenants/{tenant}/audit/events", response_model=list[dict])
 def audit_events(
-    caller: Auth,
+    caller: Reader,
     request: Request,
     tenant: str,
     actor: Annotated[str | None, Query(max_length=64)] = None,
@@ -268,7 +282,7 @@ def audit_events(
 
 
 @private.get("/api/v1/tenants/{tenant}/audit/verify")
-def audit_verify(caller: Auth, request: Request, tenant: str) -> dict:
+def audit_verify(caller: Reader, request: Request, tenant: str) -> dict:
     """Re-derive the lab's chain and signed roots now."""
     from labvault.audit import service as audit
 
@@ -277,7 +291,7 @@ def audit_verify(caller: Auth, request: Request, tenant: str) -> dict:
 
 
 @private.get("/api/v1/tenants/{tenant}/audit/export")
-def audit_export(caller: Auth, request: Request, tenant: str) -> Response:
+def audit_export(caller: Reader, request: Request, tenant: str) -> Response:
     """The lab's events and signed checkpoints (JSON lines), for the lab to keep."""
     import json
 
@@ -289,19 +303,15 @@ def audit_export(caller: Auth, request: Request, tenant: str) -> Response:
 
 
 @private.post("/api/v1/tokens", response_model=schemas.TokenOut, status_code=201)
-def create_token(caller: Auth, request: Request, body: schemas.TokenIn) -> schemas.TokenOut:
+def create_token(caller: SessionOnly, request: Request, body: schemas.TokenIn) -> schemas.TokenOut:
     """A bearer token for yourself (shown once). Needs a logged-in session: a token cannot mint tokens."""
-    if caller.session is None:
-        raise AccessDenied("tokens are created from a logged-in session, not with another token")
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
         token_id, token = service.create_token_for(u, caller.principal, scopes=body.scopes, days=body.days)
     return schemas.TokenOut(token_id=token_id, token=token)
 
 
 @private.delete("/api/v1/tokens/{token_id}", status_code=204)
-def revoke_token(caller: Auth, request: Request, token_id: str) -> Response:
-    if caller.session is None:
-        raise AccessDenied("tokens are revoked from a logged-in session")
+def revoke_token(caller: SessionOnly, request: Request, token_id: str) -> Response:
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
         service.revoke_token(u, token_id)
     return Response(status_code=204)
@@ -315,7 +325,7 @@ def _instruction_out(r: signers.Received) -> schemas.InstructionOut:
 
 
 @private.post("/api/v1/tenants/{tenant}/instructions/draft", response_model=schemas.InstructionDraftOut)
-def draft_instruction(caller: Auth, request: Request, tenant: str,
+def draft_instruction(caller: SessionOnly, request: Request, tenant: str,
                       body: schemas.InstructionDraftIn) -> schemas.InstructionDraftOut:
     """Check an instruction before it is signed, and give the exact bytes a lab signer signs with
     their own key (on their own machine: the private key never reaches the platform)."""
@@ -338,7 +348,7 @@ def draft_instruction(caller: Auth, request: Request, tenant: str,
 
 
 @private.post("/api/v1/tenants/{tenant}/instructions", response_model=schemas.InstructionOut, status_code=201)
-def receive_instruction(caller: Auth, request: Request, tenant: str,
+def receive_instruction(caller: SteppedUp, request: Request, tenant: str,
                         body: schemas.SignedInstructionIn) -> schemas.InstructionOut:
     """Verify a signed instruction (signature, current signer, lab, validity, deadline) and keep it."""
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
@@ -346,13 +356,13 @@ def receive_instruction(caller: Auth, request: Request, tenant: str,
 
 
 @private.get("/api/v1/tenants/{tenant}/instructions", response_model=list[schemas.InstructionOut])
-def list_instructions(caller: Auth, request: Request, tenant: str) -> list[schemas.InstructionOut]:
+def list_instructions(caller: Reader, request: Request, tenant: str) -> list[schemas.InstructionOut]:
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
         return [_instruction_out(r) for r in signers.list_instructions(u, tenant)]
 
 
 @private.get("/api/v1/tenants/{tenant}/instructions/{instruction_id}", response_model=schemas.SignedInstructionOut)
-def get_instruction(caller: Auth, request: Request, tenant: str, instruction_id: str) -> schemas.SignedInstructionOut:
+def get_instruction(caller: Reader, request: Request, tenant: str, instruction_id: str) -> schemas.SignedInstructionOut:
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
         r = signers.get_instruction(u, tenant, instruction_id)
         key = next((k.public_key for k in signers.list_signers(u, tenant) if k.signer_id == r.signer_id), None)
@@ -365,26 +375,26 @@ def _migration_out(job: migration.Job) -> schemas.MigrationOut:
 
 
 @private.get("/api/v1/tenants/{tenant}/migrations", response_model=list[schemas.MigrationOut])
-def list_migrations(caller: Auth, request: Request, tenant: str) -> list[schemas.MigrationOut]:
+def list_migrations(caller: Reader, request: Request, tenant: str) -> list[schemas.MigrationOut]:
     with gateway(request).unit(caller.principal, Purpose.EXPORT) as u:
         return [_migration_out(j) for j in migration.status(u, tenant)]
 
 
 @private.get("/api/v1/tenants/{tenant}/migrations/{migration_id}", response_model=schemas.MigrationOut)
-def get_migration(caller: Auth, request: Request, tenant: str, migration_id: str) -> schemas.MigrationOut:
+def get_migration(caller: Reader, request: Request, tenant: str, migration_id: str) -> schemas.MigrationOut:
     with gateway(request).unit(caller.principal, Purpose.EXPORT) as u:
         return _migration_out(migration.get(u, tenant, migration_id))
 
 
 @private.get("/api/v1/tenants/{tenant}/migrations/{migration_id}/approval", response_model=schemas.ApprovalRecordOut)
-def migration_approval_record(caller: Auth, request: Request, tenant: str, migration_id: str) -> schemas.ApprovalRecordOut:
+def migration_approval_record(caller: Reader, request: Request, tenant: str, migration_id: str) -> schemas.ApprovalRecordOut:
     """What a lab signer signs, with their own key on their own machine, to approve the plan."""
     with gateway(request).unit(caller.principal, Purpose.EXPORT) as u:
         return schemas.ApprovalRecordOut(**migration.approval_record(migration.get(u, tenant, migration_id)))
 
 
 @private.post("/api/v1/tenants/{tenant}/migrations/{migration_id}/approvals", response_model=schemas.MigrationOut)
-def approve_migration_lab(caller: Auth, request: Request, tenant: str, migration_id: str,
+def approve_migration_lab(caller: SteppedUp, request: Request, tenant: str, migration_id: str,
                           body: schemas.LabApprovalIn) -> schemas.MigrationOut:
     """The lab's approval: a current signer's signature of the approval record."""
     with gateway(request).unit(caller.principal, Purpose.EXPORT) as u:
@@ -394,16 +404,14 @@ def approve_migration_lab(caller: Auth, request: Request, tenant: str, migration
 
 @private.post("/api/v1/tenants/{tenant}/migrations/{migration_id}/approvals/operator",
               response_model=schemas.MigrationOut)
-def approve_migration_operator(caller: Auth, request: Request, tenant: str, migration_id: str) -> schemas.MigrationOut:
-    """The vendor's approval: an operator, logged in (a person, not a token)."""
-    if caller.session is None:
-        raise AccessDenied("an operator approves from a logged-in session, not with a token")
+def approve_migration_operator(caller: SteppedUp, request: Request, tenant: str, migration_id: str) -> schemas.MigrationOut:
+    """The vendor's approval: an operator, logged in (a person, not a token), stepped up."""
     with gateway(request).unit(caller.principal, Purpose.EXPORT) as u:
         return _migration_out(migration.approve_operator(u, tenant, migration_id))
 
 
 @private.post("/api/v1/tenants/{tenant}/migrations/{migration_id}/receipt", response_model=schemas.MigrationOut)
-def migration_receipt(caller: Auth, request: Request, tenant: str, migration_id: str,
+def migration_receipt(caller: SessionOnly, request: Request, tenant: str, migration_id: str,
                       body: schemas.ReceiptIn) -> schemas.MigrationOut:
     """The recipient's receipt: checked, recorded, and the package and its key destroyed at once."""
     with gateway(request).unit(caller.principal, Purpose.EXPORT) as u:

@@ -227,3 +227,30 @@ class ReceiptIn(Strict):
     mac: str = Field(min_length=1, max_length=128)
     signature: str | None = Field(default=None, min_length=1, max_length=128)  # when the recipient signs
     public_key: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+
+
+class IngestOutcomeOut(BaseModel):
+    """What became of one message of an ingested body: ``accepted`` (stored), ``duplicate`` (stored
+    before: nothing created), ``rejected`` (the reason; kept in the lab's encrypted quarantine)."""
+
+    message: int
+    status: str
+    reason: str | None = None
+    quarantine_id: str | None = None
+
+
+class IngestOut(BaseModel):
+    """The answer to ``POST /api/v1/tenants/{tenant}/ingest``: the fields of ``labvault ingest
+    --json``, and each message's outcome. With a refused message the answer is 422 and adds ``error``."""
+
+    tenant: str
+    format: str
+    messages: int
+    accepted: int
+    duplicates: int
+    rejected: int
+    results: int
+    reasons: list[str]
+    quarantine_ids: list[str]
+    outcomes: list[IngestOutcomeOut]
+    error: str | None = None

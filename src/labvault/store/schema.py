@@ -96,6 +96,8 @@ login_session = Table(
     Column("source_addr", String(64)),
     Column("user_agent", String(300)),
     Column("revoked_at", DateTime(timezone=True)),
+    # when this session's account last proved its TOTP code (at login, or POST /api/v1/auth/step-up)
+    Column("totp_at", DateTime(timezone=True)),
     Index("ix_login_session_account", "tenant_id", "account_id"),
     sqlite_with_rowid=False,
 )

@@ -1,0 +1,27 @@
+"""login sessions record when their TOTP code was last checked (step-up before approvals)
+
+Revision ID: 0012
+Revises: 0009
+Create Date: 2026-12-06 23:50:00
+
+Sessions opened before this revision have no time: they must step up before an approval.
+"""
+
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0012'
+down_revision = '0009'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('login_session') as batch:
+        batch.add_column(sa.Column('totp_at', sa.DateTime(timezone=True), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('login_session') as batch:
+        batch.drop_column('totp_at')
