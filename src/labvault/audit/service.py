@@ -286,6 +286,7 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None, *, now: da
     leaf, event_hash_values, at_text = merkle.leaf_hash, chain.event_hash_values, chain.at_text
     kept_hex = kept_events
     first_unsigned_at = None
+    last_good = cr.size  # the last checkpoint size every source agreed on
     for row in iter_audit_rows(u.conn, tenant_id, (*chain.FIELDS, "prev_hash", "hash")):
         values = list(row[:-2])
         seq, prev, stored_hash = values[1], bytes(row[-2]) if row[-2] is not None else None, row[-1]
@@ -313,11 +314,15 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None, *, now: da
         if wanted and cr.size == wanted[0]:
             wanted.pop(0)
             root = cr.root().hex()
+            matched = True
             for source, cps in sources:
                 cp = cps.get(cr.size)
                 if cp is not None and (cp["body"].get("root") != root or cp["body"].get("head") != head.hex()):
-                    report.fail(seq if source != "lab's" else _first_divergence(kept_events, seq),
-                                f"the log up to event {seq} does not match the {source} signed checkpoint")
+                    matched = False
+                    report.fail(seq if source == "stored" else _first_divergence(kept_events, last_good + 1),
+                                f"the log up to event {seq} does not match the {source} signed checkpoint"
+                                + (f" (it matched up to event {last_good})" if last_good else ""))
+            last_good = seq if matched else last_good
             report.checkpoints += 1
     report.events = cr.size
     report.last_root = cr.root().hex() if cr.size else None
@@ -427,7 +432,7 @@ def _delete_events(u, tenant_id: str, after: int, upto: int) -> int:
 
 
 def _first_divergence(kept_events: dict[int, str], seq: int) -> int:
-    return 1 if not kept_events else min(kept_events)
+    return seq if not kept_events else min(kept_events)
 
 
 def consistency(u, tenant_id: str, old_size: int) -> dict:

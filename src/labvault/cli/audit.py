@@ -170,19 +170,18 @@ def prove(
 ) -> None:
     """Prove that today's log only grew since a kept checkpoint (RFC 6962 consistency proof)."""
     from labvault.audit import merkle
-    from labvault.crypto.signing import SignatureInvalid
-    from labvault.crypto.signing import verify as verify_signature
 
     kept = [x for x in _read_kept(checkpoint_file) if x.get("type") == "checkpoint"]
     if not kept:
         raise InvalidInput(f"{checkpoint_file} holds no checkpoint")
     old = kept[-1]
-    try:
-        verify_signature(old["body"], old["signature"], bytes.fromhex(old["public_key"]))
-    except (SignatureInvalid, KeyError, ValueError):
-        raise InvalidInput("the kept checkpoint's signature does not verify") from None
-    tenant = tenant or old["body"]["tenant"]
+    if not isinstance(old.get("body"), dict) or not isinstance(old.get("signature"), str):
+        raise InvalidInput(f"{checkpoint_file} holds no signed checkpoint")
+    tenant = tenant or old["body"].get("tenant")
     with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+        # G4: the kept checkpoint is checked against the platform's pinned keys, not the key it names
+        if not service._signed_by(old["body"], old["signature"], u.platform_keys()):
+            raise InvalidInput("the kept checkpoint is not signed by the platform's pinned key")
         proof = service.consistency(u, tenant, int(old["body"]["size"]))
     ok = merkle.verify_consistency(
         proof["old_size"], proof["new_size"], bytes.fromhex(old["body"]["root"]), bytes.fromhex(proof["new_root"]),
