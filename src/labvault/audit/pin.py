@@ -74,8 +74,8 @@ class PinStore:
         try:
             doc = json.loads(self.path.read_bytes())
         except FileNotFoundError:
-            raise PinInvalid(f"no pinned platform key at {self.path} (deleted? run 'labvault init' on a new "
-                             "home only)") from None
+            raise PinInvalid(f"no pinned platform key at {self.path}: deleted, or a home made before keys were "
+                             "pinned ('labvault init' pins it there)") from None
         except (OSError, ValueError):
             raise PinInvalid(f"the pinned platform key at {self.path} is unreadable") from None
         try:
