@@ -274,3 +274,41 @@ def test_vendor_roles_cannot_pull_a_labs_checkpoints(audited, raw_engine, role):
     assert [(e.action, e.outcome, e.actor) for e in after] == [("audit:pull", "denied", vendor.account_id)]
     with audited.unit(lab_account(audited, "lab_admin"), Purpose.ADMINISTRATION) as u:
         assert any(x["type"] == "checkpoint" for x in service.pull_checkpoints(u, LAB))
+
+
+def test_identity_search_by_a_vendor_only_under_a_lab_approved_grant(audited, raw_engine):
+    """G5: a security officer's audit search by NIR is refused the same way for a patient and a
+    stranger; under a grant the lab approved naming identity (and within its patients) it
+    answers. The grant row is written as the lab's approval leaves it (requests for grants are
+    the support procedure's, not this test's)."""
+    from sqlalchemy import insert
+
+    from labvault.access import Principal
+    from labvault.crypto.keys import PLATFORM
+    from labvault.store import schema as t
+    from labvault.synth import LabGenerator
+
+    so = Principal("so-vendor", "Sam Officer", PLATFORM, frozenset({"security_officer"}))
+    with audited.unit(ADMIN, Purpose.ADMINISTRATION) as u:
+        u.ensure_account(PLATFORM, so.account_id, so.name, "so@vendor.invalid", so.roles, commitment="test")
+    patient = LabGenerator(LAB, 4).patient(1).identity
+    other = LabGenerator(LAB, 4).patient(2).identity
+    stranger = LabGenerator("lab-z", 9).patient(0).identity.nir
+    answers = []
+    for nir in (patient.nir, stranger):
+        with pytest.raises(AccessDenied) as err, audited.unit(so, Purpose.ADMINISTRATION) as u:
+            u.patient_id_for_nir(LAB, nir)
+        answers.append(str(err.value))
+    assert answers[0] == answers[1] and "grant the lab approved" in answers[0]
+    now = utcnow()
+    with audited.unit(lab_account(audited, "lab_admin"), Purpose.ADMINISTRATION) as u:
+        u._scope(LAB)
+        u.conn.execute(insert(t.access_grant).values(
+            tenant_id=LAB, grant_id="g-identity-1", account_id=so.account_id, ticket="SEC-7",
+            reason="access review", scope_patients=json.dumps([patient.patient_id]),
+            scope_fields=json.dumps(["identity"]), requested_at=now, hours=2, approved_by="admin",
+            approved_at=now, expires_at=now + timedelta(hours=2)))
+    with audited.unit(so, Purpose.ADMINISTRATION) as u:
+        assert u.patient_id_for_nir(LAB, patient.nir) == patient.patient_id
+        assert u.patient_id_for_nir(LAB, other.nir) is None  # outside the grant's patients
+        assert service.search(u, LAB, patient_id=patient.patient_id)
