@@ -74,10 +74,10 @@ ADMIN = Principal("admin-test", "Test Admin", PLATFORM, frozenset({"platform_adm
 
 
 @pytest.fixture
-def gateway(db_url, keyring, request) -> Gateway:
+def gateway(db_url, keyring, request, tmp_path) -> Gateway:
     engine = make_engine(db_url)
     migrate(engine)
-    gw = Gateway(engine, keyring)
+    gw = Gateway(engine, keyring, pin_path=tmp_path / "platform-pin.json")  # G4: pinned as 'init' does
     with gw.bootstrap(ADMIN) as u:
         u.ensure_account(PLATFORM, ADMIN.account_id, ADMIN.name, "admin@test.invalid", ADMIN.roles, commitment="test")
         u.ensure_platform_keys()

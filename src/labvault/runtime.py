@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 
 from labvault.access import Gateway, Principal, Purpose
+from labvault.audit.pin import FILE_NAME as PIN_FILE
 from labvault.config import Settings
 from labvault.crypto.keys import PLATFORM, KeyProvider, LocalKeyring
 from labvault.errors import ConfigError, KeyringError, NotFound
@@ -41,6 +42,11 @@ def open_keys(settings: Settings, *, create: bool = False) -> KeyProvider:
     if create and not settings.keyring_path.exists():
         return LocalKeyring.create(settings.keyring_path, passphrase(settings, confirm=True))
     return LocalKeyring(settings.keyring_path, passphrase(settings))
+
+
+def pin_path(settings: Settings):
+    """G4: where the platform key pinned at ``init`` lives (sealed under the platform KEK)."""
+    return settings.home / PIN_FILE
 
 
 def system_user() -> tuple[str, str]:
@@ -87,7 +93,7 @@ def init_home(settings: Settings, admin_name: str | None, admin_email: str | Non
     engine = make_engine(settings.url)
     try:
         migrate(engine)
-        gw = Gateway(engine, keys)
+        gw = Gateway(engine, keys, pin_path=pin_path(settings))
         admin = Principal(account_id_for(email), name, PLATFORM, frozenset({"platform_admin"}))
         with gw.bootstrap(admin) as u:
             new_account = u.ensure_account(
@@ -95,6 +101,10 @@ def init_home(settings: Settings, admin_name: str | None, admin_email: str | Non
                 commitment="confidentiality commitment recorded by 'labvault init' for the CLI operator",
             )
             public = u.ensure_platform_keys()
+        pinned = gw.pin.read()["keys"]  # G4: the key pinned at the first init, checked at every one
+        if pinned[0]["public"] != public.hex():
+            raise ConfigError(f"the platform key pinned in {gw.pin.path} is not this database's signing key: "
+                              "the database or the pin was replaced")
     finally:
         engine.dispose()
         keys.close()
@@ -107,6 +117,8 @@ def init_home(settings: Settings, admin_name: str | None, admin_email: str | Non
         "admin_email": email,
         "admin_created": new_account,
         "signing_key": public.hex(),
+        "fingerprint": pinned[-1]["fingerprint"],
+        "pin": str(settings.home / PIN_FILE),
     }
 
 
@@ -115,7 +127,7 @@ def open_runtime(settings: Settings, operator_email: str | None = None, *, durab
     engine = make_engine(settings.url, durable=durable)
     check_schema(engine)
     keys = open_keys(settings)
-    gw = Gateway(engine, keys)
+    gw = Gateway(engine, keys, pin_path=pin_path(settings))
     try:
         operator = gw.platform_operator(operator_email)
     except BaseException:

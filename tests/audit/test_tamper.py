@@ -54,6 +54,14 @@ def tamper(raw, *statements):
             conn.execute(text(sql), params)
 
 
+def forget_pinned_checkpoints(gw, lab=LAB):
+    """What only someone holding the keyring passphrase (the platform KEK) can do: re-seal the pin
+    without the lab's last checkpoint."""
+    pin = gw.pin.read()
+    pin["labs"].pop(lab, None)
+    gw.pin._write(pin)
+
+
 def test_intact_log_verifies(audited):
     report = verify(audited)
     assert report.ok and report.events > 20 and report.checkpoints == 1
@@ -125,6 +133,10 @@ def test_rehashed_forgery_caught_by_the_labs_export(audited, raw_engine):
                            {"actor": ev["actor"], "p": prev, "h": digest, "t": LAB, "s": row.seq}))
         prev = digest
     tamper(raw_engine, *statements)
+    report = verify(audited)  # the pin outside the database still holds the deleted checkpoint
+    assert not report.ok and "pinned outside the database" in report.problem
+    # Someone with the keyring passphrase as well re-writes the pin without it:
+    forget_pinned_checkpoints(audited)
     assert verify(audited).ok  # internally consistent...
     report = verify(audited, kept)  # ...but not what the lab kept
     assert not report.ok and report.first_bad_seq == 3

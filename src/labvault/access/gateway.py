@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from hashlib import sha256
+from pathlib import Path
 from typing import NoReturn
 
 from sqlalchemy import Connection, Engine, and_, func, insert, select, true, update
@@ -122,9 +123,15 @@ def _check_id(value: str, kind: str) -> None:
 class Gateway:
     """Holds the engine and the key provider; opens units of work."""
 
-    def __init__(self, engine: Engine, keys: KeyProvider, *, tenant_filter: bool = True) -> None:
+    def __init__(self, engine: Engine, keys: KeyProvider, *, tenant_filter: bool = True,
+                 pin_path: Path | None = None) -> None:
         self.engine = engine
         self.keys = keys
+        # G4: the platform key pinned at init and each lab's last checkpoint, sealed, outside the
+        # database (labvault.audit.pin). None: checkpoints are checked against the keys the KEK opens.
+        from labvault.audit.pin import PinStore
+
+        self.pin = PinStore(pin_path, keys) if pin_path is not None else None
         # Tests turn the application's own tenant filter off to prove that row-level security
         # alone keeps labs apart on PostgreSQL. Never off in production.
         self.tenant_filter = tenant_filter
@@ -145,6 +152,7 @@ class Gateway:
                 unit = Unit(self, conn, principal, purpose)
                 yield unit
                 unit._flush_events()
+            unit._committed_hooks()
         finally:
             self._after(unit, purpose)
 
@@ -167,6 +175,7 @@ class Gateway:
             unit = Unit(self, conn, principal, Purpose.ADMINISTRATION, check_principal=False)
             yield unit
             unit._flush_events()
+        unit._committed_hooks()
 
     @contextmanager
     def auth_unit(self, *, source_addr: str | None = None, user_agent: str | None = None) -> Iterator[Unit]:
@@ -274,6 +283,7 @@ class Unit:
         self._side_events: list[tuple[str, dict]] = []
         self._side_actions: list[Callable[[Unit], None]] = []
         self._pending_events: list[dict] = []
+        self._on_commit: list[Callable[[], None]] = []
         self._committed = True
         self._service_purpose: str | None = None
         self._check = check_principal
@@ -397,18 +407,31 @@ class Unit:
         """Run ``action`` in a transaction of its own once this unit ends, committed or not."""
         self._side_actions.append(action)
 
+    def on_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once this unit's transaction has committed (never if it rolls back)."""
+        self._on_commit.append(action)
+
+    def _committed_hooks(self) -> None:
+        actions, self._on_commit = self._on_commit, []
+        for action in actions:
+            action()
+
+    def _chain_lock(self, tenant_id: str) -> None:
+        """One appender (or checkpoint signer) per lab at a time: a write lock until the unit ends."""
+        if self.conn.dialect.name == "postgresql":
+            self.conn.execute(select(func.pg_advisory_xact_lock(func.hashtext("labvault.audit." + tenant_id))))
+        else:
+            # Python's sqlite3 opens its transaction at the first write: this write (of no row)
+            # takes SQLite's write lock before the head is read.
+            self.conn.exec_driver_sql("UPDATE audit_event SET seq = seq WHERE 0")
+
     def _write_event(self, tenant_id: str, **event: object) -> None:
         previous = self._scoped
         self._scope(tenant_id)
         head = self._seq.get(tenant_id)
         if head is None:
             # One appender per lab at a time: the chain's head is read under a write lock.
-            if self.conn.dialect.name == "postgresql":
-                self.conn.execute(select(func.pg_advisory_xact_lock(func.hashtext("labvault.audit." + tenant_id))))
-            else:
-                # Python's sqlite3 opens its transaction at the first write: this write (of no row)
-                # takes SQLite's write lock before the head is read.
-                self.conn.exec_driver_sql("UPDATE audit_event SET seq = seq WHERE 0")
+            self._chain_lock(tenant_id)
             last = self.conn.execute(
                 select(t.audit_event.c.seq, t.audit_event.c.hash)
                 .where(t.audit_event.c.tenant_id == tenant_id)
@@ -586,27 +609,35 @@ class Unit:
 
     # -- platform signing key ---------------------------------------------------------------------
     def ensure_platform_keys(self) -> bytes:
-        """Create the platform's Ed25519 signing key if absent; return its public key."""
+        """Create the platform's Ed25519 signing key if absent, and pin it (G4); return its public key.
+
+        The public key pinned is the one derived from the private key the KEK opens, never the
+        ``public`` column of the row."""
         keys = self._gw.keys
         keys.create_scope(PLATFORM)
         self._scope(PLATFORM)
         row = self.conn.execute(
             select(t.tenant_key).where(t.tenant_key.c.tenant_id == PLATFORM, t.tenant_key.c.purpose == "signing")
+            .order_by(t.tenant_key.c.version)
         ).first()
         if row is not None:
-            return row.public
-        priv, pub = Signer.generate()
-        self.conn.execute(
-            insert(t.tenant_key).values(
-                tenant_id=PLATFORM,
-                purpose="signing",
-                version=1,
-                wrapped=keys.wrap(PLATFORM, priv, b"signing:v1"),
-                public=pub,
-                state="active",
-                created_at=utcnow(),
+            pub = Signer(keys.unwrap(PLATFORM, row.wrapped, f"signing:v{row.version}".encode())).public_key
+        else:
+            priv, pub = Signer.generate()
+            self.conn.execute(
+                insert(t.tenant_key).values(
+                    tenant_id=PLATFORM,
+                    purpose="signing",
+                    version=1,
+                    wrapped=keys.wrap(PLATFORM, priv, b"signing:v1"),
+                    public=pub,
+                    state="active",
+                    created_at=utcnow(),
+                )
             )
-        )
+        pin = self._gw.pin
+        if pin is not None and not pin.exists():
+            self.on_commit(lambda: pin.create(pub))
         return pub
 
     def _platform_signer(self) -> tuple[Signer, bytes]:
@@ -615,13 +646,99 @@ class Unit:
         row = self.conn.execute(
             select(t.tenant_key).where(
                 t.tenant_key.c.tenant_id == PLATFORM, t.tenant_key.c.purpose == "signing", t.tenant_key.c.state == "active"
-            )
+            ).order_by(t.tenant_key.c.version.desc())
         ).first()
         if previous is not None:
             self._scope(previous)
         if row is None:
             raise NotFound("no platform signing key: run 'labvault init'")
-        return Signer(self._gw.keys.unwrap(PLATFORM, row.wrapped, f"signing:v{row.version}".encode())), row.public
+        signer = Signer(self._gw.keys.unwrap(PLATFORM, row.wrapped, f"signing:v{row.version}".encode()))
+        return signer, signer.public_key  # derived from the private key, not read from the row
+
+    def platform_keys(self) -> list[bytes]:
+        """G4: the platform's signing keys a checkpoint may be verified with, oldest first.
+
+        The first is the key pinned at ``init`` (the sealed pin file; without one, the first key the
+        KEK opens); each later one only through a rotation record signed by the key before it
+        (``rotate_platform_key``). Nothing here is taken from a checkpoint's row."""
+        from labvault.audit.pin import fingerprint
+        from labvault.crypto.signing import SignatureInvalid, verify
+
+        previous = self._scoped
+        self._scope(PLATFORM)
+        if self._gw.pin is not None:
+            trusted = [bytes.fromhex(k["public"]) for k in self._gw.pin.read()["keys"]]
+        else:
+            row = self.conn.execute(
+                select(t.tenant_key).where(t.tenant_key.c.tenant_id == PLATFORM, t.tenant_key.c.purpose == "signing")
+                .order_by(t.tenant_key.c.version)
+            ).first()
+            if row is None:
+                raise NotFound("no platform signing key: run 'labvault init'")
+            trusted = [Signer(self._gw.keys.unwrap(PLATFORM, row.wrapped, f"signing:v{row.version}".encode())).public_key]
+        records = self.conn.execute(
+            select(t.signed_record).where(t.signed_record.c.tenant_id == PLATFORM,
+                                          t.signed_record.c.kind == "platform-key")
+            .order_by(t.signed_record.c.created_at)
+        ).all()
+        if previous is not None:
+            self._scope(previous)
+        for r in records:  # a rotation counts only when the key before it signed it
+            body = json.loads(r.body)
+            try:
+                new = bytes.fromhex(body["public"])
+                prev = next(k for k in trusted if fingerprint(k) == body["previous"])
+                verify(body, r.signature, prev)
+            except (StopIteration, KeyError, ValueError, TypeError, SignatureInvalid):
+                continue
+            if new not in trusted:
+                trusted.append(new)
+        return trusted
+
+    def platform_key_records(self) -> list[dict]:
+        """The platform's key rotation records (each signed by the key before it), for a lab's file."""
+        previous = self._scoped
+        self._scope(PLATFORM)
+        rows = self.conn.execute(
+            select(t.signed_record).where(t.signed_record.c.tenant_id == PLATFORM,
+                                          t.signed_record.c.kind == "platform-key")
+            .order_by(t.signed_record.c.created_at)
+        ).all()
+        if previous is not None:
+            self._scope(previous)
+        return [{"type": "platform-key", "body": json.loads(r.body), "signature": r.signature} for r in rows]
+
+    def rotate_platform_key(self) -> dict:
+        """A new platform signing key; the rotation record is signed by the key it replaces (G4)."""
+        from labvault.audit.pin import fingerprint
+
+        self._authorise(PLATFORM, "keys:rotate")
+        old_signer, old_public = self._platform_signer()
+        self._scope(PLATFORM)
+        version = (self.conn.execute(
+            select(func.max(t.tenant_key.c.version)).where(t.tenant_key.c.tenant_id == PLATFORM,
+                                                           t.tenant_key.c.purpose == "signing")
+        ).scalar() or 0) + 1
+        priv, pub = Signer.generate()
+        now = utcnow()
+        body = {"kind": "platform-key", "version": version, "public": pub.hex(), "fingerprint": fingerprint(pub),
+                "previous": fingerprint(old_public), "at": now.isoformat()}
+        signature = old_signer.sign(body)
+        self.conn.execute(update(t.tenant_key).where(
+            t.tenant_key.c.tenant_id == PLATFORM, t.tenant_key.c.purpose == "signing").values(state="retired"))
+        self.conn.execute(insert(t.tenant_key).values(
+            tenant_id=PLATFORM, purpose="signing", version=version,
+            wrapped=self._gw.keys.wrap(PLATFORM, priv, f"signing:v{version}".encode()), public=pub, state="active",
+            created_at=now))
+        self.conn.execute(insert(t.signed_record).values(
+            tenant_id=PLATFORM, record_id=new_id(), kind="platform-key", body=json.dumps(body, sort_keys=True),
+            signature=signature, signer_public_key=old_public.hex(), created_at=now))
+        self._record(PLATFORM, "keys:platform:rotate", "key", 1)
+        pin = self._gw.pin
+        if pin is not None:
+            self.on_commit(lambda: pin.add_key(version, pub))
+        return {"version": version, "fingerprint": fingerprint(pub), "previous": fingerprint(old_public),
+                "record": {"body": body, "signature": signature}}
 
     # -- accounts (named actors; the access-control issue adds authentication and roles) -------
     def ensure_account(
@@ -878,18 +995,35 @@ class Unit:
         self._record(tenant_id, "patient:identity:search", "patient", len(found), refs=[p.patient_id for p in found])
         return found
 
+    def _authorise_identity_search(self, tenant_id: str) -> None:
+        """G5, G6: searching the audit trail by a patient's identity (NIR, INS) is for the lab's own
+        ``lab_admin`` and ``lab_dpo``; a vendor account only under a grant the lab approved that
+        names identity search. Decided before the identity is even read, so that a refusal says
+        the same thing whether or not the person is a patient of the lab (no oracle)."""
+        p = self.principal
+        if self._check and p.is_platform:
+            self._authorise(tenant_id, "audit:read")
+            grant = self._active_grant(tenant_id)
+            if grant is None or "patient:identity:search" not in grant.actions:
+                self._deny(tenant_id, "audit:identity", "vendor accounts search the audit trail by pseudonymous "
+                                                        "reference (--ref), by identity only under a grant the lab "
+                                                        "approved")
+            self._grant = grant  # the patients it names bound the answer
+            return
+        self._authorise(tenant_id, "audit:identity")
+
     def patient_id_for_nir(self, tenant_id: str, nir: str) -> str | None:
         """The pseudonymous id behind a NIR, through the blind index, nothing decrypted (for the
         DPO's answer to a patient's access request: 'who looked at my results')."""
+        self._authorise_identity_search(tenant_id)
         value = validate_nir(nir)
-        self._authorise(tenant_id, "audit:read")
         c = self._crypto(tenant_id)
         row = self.conn.execute(
             select(t.patient_identity.c.patient_id).where(
                 self._tf(t.patient_identity, tenant_id), t.patient_identity.c.nir_bidx == c.index.nir(value)
             )
         ).first()
-        return None if row is None else row.patient_id
+        return None if row is None or not self._in_grant_scope(row.patient_id) else row.patient_id
 
     def get_patient(self, tenant_id: str, patient_id: str) -> Identity:
         self._authorise(tenant_id, "patient:identity:read")

@@ -263,14 +263,17 @@ def audit_events(
     since: datetime | None = None,
     until: datetime | None = None,
     patient_nir: Annotated[str | None, Query(max_length=32)] = None,
+    ref: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[dict]:
     """Search a lab's audit events (security officer; the lab's DPO and admin); audited itself.
-    With ``patient_nir``: a patient's access history, for an answer under GDPR Art. 15."""
+    With ``patient_nir``: a patient's access history, for an answer under GDPR Art. 15 (the lab's
+    admin and DPO only: a vendor account gets the same 403 whether or not the NIR is a patient's,
+    G5). With ``ref``: events naming that pseudonymous reference (a patient or object id)."""
     from labvault.audit import service as audit
 
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
-        patient_id = None
+        patient_id = ref
         if patient_nir is not None:
             patient_id = u.patient_id_for_nir(tenant, patient_nir)
             if patient_id is None:
@@ -279,6 +282,23 @@ def audit_events(
                 raise NotFound("no patient with this NIR in this lab")
         return audit.search(u, tenant, actor=actor, action=action, since=since, until=until, patient_id=patient_id,
                             limit=limit)
+
+
+@private.get("/api/v1/tenants/{tenant}/audit/checkpoints")
+def audit_checkpoints(
+    caller: Auth, request: Request, tenant: str, since: Annotated[int, Query(ge=0, le=2**62)] = 0,
+) -> Response:
+    """G4, G6: the lab's signed checkpoints after number ``since`` and the platform key's rotation
+    records (JSON lines), for the lab's own cron to keep (``labvault audit verify --checkpoint``).
+    The lab's admin and DPO only; vendor accounts are refused (and the refusal audited)."""
+    import json
+
+    from labvault.audit import service as audit
+
+    with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
+        lines = audit.pull_checkpoints(u, tenant, since)
+    body = "".join(json.dumps(x, sort_keys=True) + "\n" for x in lines)
+    return Response(body, media_type="application/x-ndjson")
 
 
 @private.get("/api/v1/tenants/{tenant}/audit/verify")

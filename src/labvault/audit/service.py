@@ -11,11 +11,12 @@ import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert, select
 
 from labvault.audit import chain, merkle
+from labvault.audit.pin import PinInvalid, fingerprint
 from labvault.crypto.signing import SignatureInvalid, verify
 from labvault.errors import InvalidInput
 from labvault.ids import utcnow
@@ -50,8 +51,18 @@ def _checkpoints(u, tenant_id: str) -> list:
 
 
 def checkpoint(u, tenant_id: str) -> dict:
-    """Sign the Merkle root of the lab's events 1..n (n: the events so far)."""
+    """G4: sign the Merkle root of the lab's events 1..n (n: the events so far).
+
+    The signed body names the checkpoint before it (``prev``: its index, size and root) and the
+    signing key's fingerprint, so a missing, deleted or reordered checkpoint shows; the lab's
+    last checkpoint is also recorded in the sealed pin outside the database (``pin``) once the
+    transaction commits. Refused while the database lacks a checkpoint the pin records: signing
+    over a rewritten log would launder it."""
     u._authorise(tenant_id, "audit:checkpoint")
+    pin = u._gw.pin
+    pinned = pin.read()["labs"].get(tenant_id) if pin is not None else None
+    u._scope(tenant_id)
+    u._chain_lock(tenant_id)  # one signer per lab at a time: indexes stay a chain
     cr = merkle.CompactRange()
     head = chain.GENESIS
     with _events(u, tenant_id) as rows:
@@ -60,18 +71,27 @@ def checkpoint(u, tenant_id: str) -> dict:
             head = row.hash
     if cr.size == 0:
         raise InvalidInput(f"lab '{tenant_id}' has no audit events yet")
-    existing = {c.size: c for c in _checkpoints(u, tenant_id)}
-    if cr.size in existing:
-        return _checkpoint_record(existing[cr.size])
-    body = {"log": LOG, "tenant": tenant_id, "size": cr.size, "root": cr.root().hex(), "head": head.hex(),
-            "at": utcnow().isoformat()}
+    existing = _checkpoints(u, tenant_id)
+    for c in existing:
+        if c.size == cr.size:
+            return _checkpoint_record(c)
+    last = json.loads(existing[-1].body) if existing else None
+    last_index = int(last.get("index", len(existing))) if last else 0
+    if pinned is not None and int(pinned["index"]) > last_index:
+        raise InvalidInput(f"lab '{tenant_id}': the database lacks signed checkpoint {pinned['index']} recorded in "
+                           "the pin; no checkpoint is signed until 'labvault audit verify' is clean")
+    prev = None if last is None else {"index": last_index, "size": int(last["size"]), "root": last["root"]}
     signer, public = u._platform_signer()
+    body = {"log": LOG, "tenant": tenant_id, "index": last_index + 1, "size": cr.size, "root": cr.root().hex(),
+            "head": head.hex(), "at": utcnow().isoformat(), "key": fingerprint(public), "prev": prev}
     signature = signer.sign(body)
     u._scope(tenant_id)
     u.conn.execute(insert(t.audit_checkpoint).values(
         tenant_id=tenant_id, size=cr.size, root=cr.root(), head=head, at=utcnow(), body=json.dumps(body, sort_keys=True),
         signature=signature, signer_public_key=public.hex()))
     u._record(tenant_id, "audit:checkpoint", "audit", 1)
+    if pin is not None:
+        u.on_commit(lambda: pin.record_checkpoint(tenant_id, body["index"], body["size"], body["root"], body["head"]))
     return {"body": body, "signature": signature, "public_key": public.hex()}
 
 
@@ -83,6 +103,23 @@ def last_checkpoint(u, tenant_id: str) -> dict | None:
     u._authorise(tenant_id, "audit:verify")
     rows = _checkpoints(u, tenant_id)
     return _checkpoint_record(rows[-1]) if rows else None
+
+
+def pull_checkpoints(u, tenant_id: str, since: int = 0) -> list[dict]:
+    """G4, G6: the lab's signed checkpoints after index ``since``, with the platform key's rotation
+    records, for the lab to keep out of the vendor's reach (its own cron pulls them). The lab's
+    ``lab_admin`` and ``lab_dpo`` only: the vendor keeps no copy it could rewrite with the log."""
+    if since < 0:
+        raise InvalidInput("since is a checkpoint number, 0 or more")
+    u._authorise(tenant_id, "audit:pull")
+    keys = [{**r, "fingerprint": r["body"].get("fingerprint")} for r in u.platform_key_records()]
+    lines = []
+    for cp in _checkpoints(u, tenant_id):
+        record = _checkpoint_record(cp)
+        if int(record["body"].get("index", 0)) > since:
+            lines.append({"type": "checkpoint", **record})
+    u._record(tenant_id, "audit:pull", "audit", len(lines))
+    return keys + lines
 
 
 @dataclass
@@ -106,48 +143,131 @@ class Report:
 
     def as_dict(self) -> dict:
         return {"tenant": self.tenant, "ok": self.ok, "events": self.events, "checkpoints": self.checkpoints,
-                "first_bad_seq": self.first_bad_seq, "problem": self.problem, "last_root": self.last_root}
+                "first_bad_seq": self.first_bad_seq, "problem": self.problem, "last_root": self.last_root,
+                "details": self.details}
 
 
-def _check_signature(cp: dict, report: Report, pinned_key: str | None = None) -> bool:
-    try:
-        key = pinned_key or cp["public_key"]
-        verify(cp["body"], cp["signature"], bytes.fromhex(key))
+def _signed_by(body: dict, signature: str, trusted: list[bytes]) -> bool:
+    """Is ``body`` signed by one of the trusted platform keys (the one it names, if it names one)?"""
+    named = body.get("key") if isinstance(body, dict) else None
+    for key in trusted:
+        if named is not None and fingerprint(key) != named:
+            continue
+        try:
+            verify(body, signature, key)
+            return True
+        except (SignatureInvalid, ValueError, TypeError):
+            continue
+    return False
+
+
+def _check_signature(cp: dict, report: Report, trusted: list[bytes], whose: str = "stored") -> bool:
+    body = cp.get("body") if isinstance(cp, dict) else None
+    size = int(body.get("size", 1) or 1) if isinstance(body, dict) else 1
+    if isinstance(body, dict) and _signed_by(body, cp.get("signature", ""), trusted):
         return True
-    except (SignatureInvalid, ValueError, KeyError, TypeError):
-        report.fail(int(cp.get("body", {}).get("size", 1) or 1), "a checkpoint's signature does not verify")
-        return False
+    index = body.get("index") if isinstance(body, dict) else None
+    name = f"checkpoint {index} ({size} events)" if index else f"the checkpoint of {size} events"
+    report.fail(size, f"the {whose} {name} is not signed by the platform's pinned key "
+                      "(a checkpoint's signature does not verify)")
+    return False
 
 
-def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None) -> Report:
-    """Re-derive the chain and the checkpoint roots; compare with what the lab kept, if given.
+def _check_links(stored: dict[int, dict], report: Report) -> None:
+    """G4: each checkpoint names the one before it; a gap or a wrong link is a deleted, replaced
+    or reordered checkpoint."""
+    before = None
+    for size in sorted(stored):
+        body = stored[size]["body"]
+        index = body.get("index")
+        if index is None:  # signed before checkpoints were chained
+            before = None
+            continue
+        index = int(index)
+        expected = 1 if before is None else int(before["index"]) + 1
+        if index != expected and (before is not None or index > 1):
+            lo = 0 if before is None else int(before["size"])
+            report.fail(lo + 1, f"signed checkpoint{'s' if index - expected > 1 else ''} "
+                                f"{expected}{'..' + str(index - 1) if index - expected > 1 else ''} "
+                                f"between events {lo} and {size} {'are' if index - expected > 1 else 'is'} missing "
+                                "(deleted or reordered)" if index > expected else
+                                f"checkpoint {index} (of {size} events) is out of order (reordered or replaced)")
+        elif before is not None and body.get("prev") != {"index": int(before["index"]), "size": int(before["size"]),
+                                                          "root": before["root"]}:
+            report.fail(int(before["size"]) + 1, f"checkpoint {index} (of {size} events) does not name checkpoint "
+                                                 f"{before['index']} before it (replaced or reordered)")
+        before = body
 
-    ``kept``: the lines of a lab's export (``export``): its events' hashes and its signed
-    checkpoints, whose public key is pinned from the export's header.
+
+def _when(value) -> datetime:
+    at = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+UNSIGNED_AGE = timedelta(hours=2)  # twice the default interval of serve's checkpoint scheduler
+
+
+def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None, *, now: datetime | None = None,
+               max_unsigned_age: timedelta | None = UNSIGNED_AGE) -> Report:
+    """G4: re-derive the chain and the checkpoint roots; check every checkpoint against the
+    platform's pinned keys, their links, the pinned last checkpoint; compare with what the lab
+    kept, if given.
+
+    ``kept``: the lines of a lab's pulled checkpoints (``pull_checkpoints``) or of its export
+    (``export``): signed checkpoints (and event hashes). Every kept checkpoint must verify under
+    the pinned keys and match the log at its size; a log shorter than one is truncated.
+    ``max_unsigned_age``: events older than this that no checkpoint covers are reported (every
+    checkpoint deleted, or the scheduler stopped); None: not checked.
     """
     u._authorise(tenant_id, "audit:verify")
     report = Report(tenant_id)
+    try:
+        trusted = u.platform_keys()
+        pin = u._gw.pin.read() if u._gw.pin is not None else None
+    except PinInvalid as exc:
+        report.fail(1, str(exc))
+        trusted, pin = [], None
     stored = {c.size: _checkpoint_record(c) for c in _checkpoints(u, tenant_id)}
     kept_events: dict[int, str] = {}
     kept_checkpoints: dict[int, dict] = {}
-    pinned = None
     for line in kept or ():
         kind = line.get("type")
-        if kind == "header":
-            pinned = line.get("public_key")
-        elif kind == "event":
+        if kind == "event":
             kept_events[int(line["seq"])] = line["hash"]
-        elif kind == "checkpoint":
+        elif kind == "checkpoint" and isinstance(line.get("body"), dict):
             kept_checkpoints[int(line["body"]["size"])] = line
     # A checkpoint whose signature fails is reported, and not trusted for anything else.
-    kept_checkpoints = {k: cp for k, cp in kept_checkpoints.items() if _check_signature(cp, report, pinned)}
-    stored = {k: cp for k, cp in stored.items() if _check_signature(cp, report)}
-    cut = _last_cut(u, tenant_id, report)
+    kept_checkpoints = {k: cp for k, cp in kept_checkpoints.items()
+                        if _check_signature(cp, report, trusted, "lab's")}
+    stored = {k: cp for k, cp in stored.items() if _check_signature(cp, report, trusted)}
+    _check_links(stored, report)
+    by_index = {int(cp["body"]["index"]): cp["body"] for cp in stored.values() if "index" in cp["body"]}
+    for cp in kept_checkpoints.values():  # the lab's copy and the database's must be the same checkpoint
+        body = cp["body"]
+        mine = by_index.get(int(body.get("index", 0)))
+        if mine is not None and (mine["size"], mine["root"]) != (body["size"], body["root"]):
+            report.fail(min(int(mine["size"]), int(body["size"])),
+                        f"signed checkpoint {body['index']} in the database differs from the lab's copy")
+    pinned = {}
+    last_pinned = (pin or {}).get("labs", {}).get(tenant_id)
+    if last_pinned is not None:
+        index, size = int(last_pinned["index"]), int(last_pinned["size"])
+        if index not in by_index:
+            lo = max([s for s in stored if s < size], default=0)
+            report.fail(lo + 1, f"signed checkpoint {index} (of {size} events), pinned outside the database, is "
+                                "missing from it: checkpoints were deleted")
+        elif (int(by_index[index]["size"]), by_index[index]["root"]) != (size, last_pinned["root"]):
+            report.fail(min(size, int(by_index[index]["size"])),
+                        f"signed checkpoint {index} differs from the one pinned outside the database")
+        pinned[size] = {"body": {"size": size, "root": last_pinned["root"], "head": last_pinned["head"]}}
+    cut = _last_cut(u, tenant_id, report, trusted)
     cr = merkle.CompactRange() if cut is None else merkle.CompactRange.from_state(json.loads(cut.frontier))
     head = chain.GENESIS if cut is None else cut.head
     expected = cr.size + 1
+    sources = (("stored", stored), ("lab's", kept_checkpoints), ("pinned", pinned))
+    covered = max([0 if cut is None else cut.size, *stored, *pinned])
     if cut is not None:  # roots of checkpoints older than the cut can no longer be recomputed
-        for source in (stored, kept_checkpoints):
+        for _, source in sources:
             for size, cp in list(source.items()):
                 if size < cr.size:
                     source.pop(size)
@@ -158,13 +278,15 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None) -> Report:
                     if cp["body"].get("root") != cr.root().hex():
                         report.fail(size, "the retention cut does not match the signed checkpoint at its size")
         kept_events = {k: v for k, v in kept_events.items() if k > cr.size}
-    wanted = sorted(set(stored) | set(kept_checkpoints))
+    wanted = sorted(set(stored) | set(kept_checkpoints) | set(pinned))
     from labvault.store.engine import iter_audit_rows
 
     u._flush_events()
     u._scope(tenant_id)
     leaf, event_hash_values, at_text = merkle.leaf_hash, chain.event_hash_values, chain.at_text
     kept_hex = kept_events
+    first_unsigned_at = None
+    last_good = cr.size  # the last checkpoint size every source agreed on
     for row in iter_audit_rows(u.conn, tenant_id, (*chain.FIELDS, "prev_hash", "hash")):
         values = list(row[:-2])
         seq, prev, stored_hash = values[1], bytes(row[-2]) if row[-2] is not None else None, row[-1]
@@ -175,6 +297,8 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None) -> Report:
         if prev != head:
             report.fail(seq, f"event {seq} does not chain to event {seq - 1}")
             break
+        if seq == covered + 1:
+            first_unsigned_at = values[2]
         if values[2].__class__ is not str:
             values[2] = at_text(values[2])
         digest = event_hash_values(head, values)
@@ -190,35 +314,47 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None) -> Report:
         if wanted and cr.size == wanted[0]:
             wanted.pop(0)
             root = cr.root().hex()
-            for source, cps in (("stored", stored), ("lab's", kept_checkpoints)):
+            matched = True
+            for source, cps in sources:
                 cp = cps.get(cr.size)
                 if cp is not None and (cp["body"].get("root") != root or cp["body"].get("head") != head.hex()):
-                    report.fail(seq if source == "stored" else _first_divergence(kept_events, seq),
-                                f"the log up to event {seq} does not match the {source} signed checkpoint")
+                    matched = False
+                    report.fail(seq if source == "stored" else _first_divergence(kept_events, last_good + 1),
+                                f"the log up to event {seq} does not match the {source} signed checkpoint"
+                                + (f" (it matched up to event {last_good})" if last_good else ""))
+            last_good = seq if matched else last_good
             report.checkpoints += 1
     report.events = cr.size
     report.last_root = cr.root().hex() if cr.size else None
     if report.ok:
-        beyond = [s for s in sorted(set(stored) | set(kept_checkpoints)) if s > cr.size]
-        if beyond:
-            report.fail(cr.size + 1, f"the log ends at event {cr.size} but a signed checkpoint covers {beyond[0]} "
-                                     "events: it was truncated")
+        for source, cps in sources:
+            beyond = [s for s in sorted(cps) if s > cr.size]
+            if beyond:
+                report.fail(cr.size + 1, f"the log ends at event {cr.size} but a {source} signed checkpoint covers "
+                                         f"{beyond[0]} events: it was truncated")
+                break
         beyond_events = [s for s in kept_events if s > cr.size]
         if beyond_events:
             report.fail(cr.size + 1, f"the lab's export holds events up to {max(beyond_events)}; the log stops at "
                                      f"{cr.size}")
+    if max_unsigned_age is not None and first_unsigned_at is not None \
+            and _when(first_unsigned_at) < (now or utcnow()) - max_unsigned_age:
+        hours = max_unsigned_age.total_seconds() / 3600
+        report.fail(covered + 1, f"events from {covered + 1} on are older than {hours:g} h and no signed checkpoint "
+                                 "covers them: checkpoints were deleted, or none is being signed (run 'labvault "
+                                 "serve' or 'labvault audit checkpoint')")
     u._record(tenant_id, "audit:verify", "audit", report.events, outcome="allowed" if report.ok else "alert")
     return report
 
 
-def _last_cut(u, tenant_id: str, report: Report):
+def _last_cut(u, tenant_id: str, report: Report, trusted: list[bytes] | None = None):
     u._scope(tenant_id)
     row = u.conn.execute(
         select(t.audit_cut).where(t.audit_cut.c.tenant_id == tenant_id).order_by(t.audit_cut.c.size.desc()).limit(1)
     ).first()
-    if row is not None:
-        _check_signature({"body": json.loads(row.body), "signature": row.signature,
-                          "public_key": row.signer_public_key}, report)
+    if row is not None and trusted is not None:
+        _check_signature({"body": json.loads(row.body), "signature": row.signature}, report, trusted,
+                         "retention cut at")
     return row
 
 
@@ -296,7 +432,7 @@ def _delete_events(u, tenant_id: str, after: int, upto: int) -> int:
 
 
 def _first_divergence(kept_events: dict[int, str], seq: int) -> int:
-    return 1 if not kept_events else min(kept_events)
+    return seq if not kept_events else min(kept_events)
 
 
 def consistency(u, tenant_id: str, old_size: int) -> dict:

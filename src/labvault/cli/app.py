@@ -49,3 +49,5 @@ def init(
     state = "created" if info["admin_created"] else "already recorded"
     console.print(f"admin     {info['admin_name']} <{info['admin_email']}>, account {info['admin']} ({state})")
     console.print(f"signing   ed25519:{info['signing_key']}")
+    console.print(f"pinned    {info['pin']}")
+    console.print(f"platform key fingerprint (SHA-256; each lab pins it):\n  {info['fingerprint']}")

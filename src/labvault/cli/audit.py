@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -75,24 +76,90 @@ def _read_kept(path: Path) -> list[dict]:
 @app.command("verify")
 def verify(
     tenant: str = typer.Option(None, "--tenant", help="One lab; every lab and the platform when absent."),
-    checkpoint_file: Path = typer.Option(None, "--checkpoint", help="A lab's kept export or checkpoint (JSON lines)."),
+    checkpoint_file: Path = typer.Option(
+        None, "--checkpoint", help="The lab's pulled checkpoints ('audit checkpoints'), export or checkpoint "
+                                   "(JSON lines): the log must be consistent with every one."),
+    max_unsigned_age: int = typer.Option(
+        int(service.UNSIGNED_AGE.total_seconds()), "--max-unsigned-age", min=0,
+        help="Seconds events may wait for a signed checkpoint before it is reported (0: not checked)."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
-    """Re-derive the chains and the signed roots; exit 1 naming the first bad sequence number."""
+    """Re-derive the chains and the signed roots, against the platform key pinned at init; exit 1
+    naming the first bad sequence number."""
+    from datetime import timedelta
+
     kept = _read_kept(checkpoint_file) if checkpoint_file else None
-    if kept and not tenant:
-        tenant = next((x.get("tenant") or x.get("body", {}).get("tenant") for x in kept
-                       if x.get("tenant") or x.get("body")), None)
+    if kept:
+        named = {x.get("tenant") or (x.get("body") or {}).get("tenant") for x in kept if x.get("type") != "platform-key"}
+        named.discard(None)
+        if len(named) > 1 or (tenant and named and tenant not in named):
+            raise InvalidInput(f"{checkpoint_file} holds another lab's checkpoints")
+        tenant = tenant or next(iter(named), None)
+    age = timedelta(seconds=max_unsigned_age) if max_unsigned_age else None
     bad = 0
-    step = lambda u, lab: service.verify_log(u, lab, kept if kept and lab == tenant else None)  # noqa: E731
+    step = lambda u, lab: service.verify_log(u, lab, kept if kept and lab == tenant else None,  # noqa: E731
+                                             max_unsigned_age=age)
     for lab, report in _per_lab(tenant, as_email, step):
         if report.ok:
             console.print(f"{lab}: OK, {report.events} events, {report.checkpoints} checkpoints verified")
         else:
             bad += 1
             console.print(f"{lab}: TAMPERED at sequence number {report.first_bad_seq}: {report.problem}")
+            for line in report.details[:20]:
+                if not line.endswith(report.problem):
+                    console.print(f"  also at {line}")
     if bad:
         raise typer.Exit(1)
+
+
+@app.command("checkpoints")
+def checkpoints(
+    tenant: str = typer.Option(..., "--tenant"),
+    since: int = typer.Option(None, "--since", min=0,
+                              help="Checkpoint number to start after; by default the last one in --output."),
+    output: Path = typer.Option(None, "--output", help="File the lab keeps (JSON lines, appended); stdout when absent."),
+    as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
+) -> None:
+    """G4, G6: pull the lab's signed checkpoints for the lab to keep (its admin or DPO; a cron job)."""
+    old: list[str] = []
+    if output is not None and output.exists():
+        old = [x for x in _read_text(output).splitlines() if x.strip()]
+        parsed = [_json_line(x, output) for x in old]
+        if since is None:
+            try:
+                since = max((int((x.get("body") or {}).get("index", 0) or 0) for x in parsed
+                             if x.get("type") == "checkpoint"), default=0)
+            except (TypeError, ValueError, AttributeError):
+                raise InvalidInput(f"{output} is not a file of Labvault checkpoints (JSON lines)") from None
+    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+        lines = service.pull_checkpoints(u, tenant, since or 0)
+    new = [json.dumps(x, sort_keys=True) for x in lines]
+    fresh = [x for x in new if x not in set(old)]
+    if output is None:
+        print("".join(x + "\n" for x in new), end="")
+        return
+    from labvault.crypto.keys import atomic_write
+
+    atomic_write(output, "".join(x + "\n" for x in old + fresh).encode(), mode=0o600)
+    count = sum(1 for x in fresh if '"type": "checkpoint"' in x)
+    console.print(f"{tenant}: {count} new signed checkpoints written to {output}")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError):
+        raise InvalidInput(f"cannot read {path}") from None
+
+
+def _json_line(text: str, path: Path) -> dict:
+    try:
+        line = json.loads(text)
+    except json.JSONDecodeError:
+        line = None
+    if not isinstance(line, dict):
+        raise InvalidInput(f"{path} is not a file of Labvault checkpoints (JSON lines)")
+    return line
 
 
 @app.command("prove")
@@ -103,19 +170,18 @@ def prove(
 ) -> None:
     """Prove that today's log only grew since a kept checkpoint (RFC 6962 consistency proof)."""
     from labvault.audit import merkle
-    from labvault.crypto.signing import SignatureInvalid
-    from labvault.crypto.signing import verify as verify_signature
 
     kept = [x for x in _read_kept(checkpoint_file) if x.get("type") == "checkpoint"]
     if not kept:
         raise InvalidInput(f"{checkpoint_file} holds no checkpoint")
     old = kept[-1]
-    try:
-        verify_signature(old["body"], old["signature"], bytes.fromhex(old["public_key"]))
-    except (SignatureInvalid, KeyError, ValueError):
-        raise InvalidInput("the kept checkpoint's signature does not verify") from None
-    tenant = tenant or old["body"]["tenant"]
+    if not isinstance(old.get("body"), dict) or not isinstance(old.get("signature"), str):
+        raise InvalidInput(f"{checkpoint_file} holds no signed checkpoint")
+    tenant = tenant or old["body"].get("tenant")
     with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+        # G4: the kept checkpoint is checked against the platform's pinned keys, not the key it names
+        if not service._signed_by(old["body"], old["signature"], u.platform_keys()):
+            raise InvalidInput("the kept checkpoint is not signed by the platform's pinned key")
         proof = service.consistency(u, tenant, int(old["body"]["size"]))
     ok = merkle.verify_consistency(
         proof["old_size"], proof["new_size"], bytes.fromhex(old["body"]["root"]), bytes.fromhex(proof["new_root"]),
@@ -186,13 +252,19 @@ def search(
     action: str = typer.Option(None, "--action", help="Action or prefix, e.g. patient:result"),
     since: str = typer.Option(None, "--since"),
     until: str = typer.Option(None, "--until"),
-    patient_nir: str = typer.Option(None, "--patient-nir", help="A patient's NIR (through the blind index)."),
+    patient_nir: str = typer.Option(None, "--patient-nir", help="A patient's NIR (INS matricule), through the "
+                                                                 "blind index: the lab's admin and DPO only."),
+    ref: str = typer.Option(None, "--ref", help="A pseudonymous reference (patient or object id) the events name."),
     limit: int = typer.Option(1000, "--limit", min=1, max=100_000),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
-    """Search a lab's events (security officer, the lab's DPO or admin); the search is audited."""
+    """Search a lab's events (security officer, the lab's DPO or admin); the search is audited.
+    By identity (--patient-nir) only the lab's admin and DPO, or a vendor account under a grant the
+    lab approved (G5); vendor staff search by pseudonymous reference (--ref)."""
+    if ref is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", ref):
+        raise InvalidInput("--ref is a pseudonymous id (letters, digits, '_.:-', at most 64)")
     with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
-        patient_id = None
+        patient_id = ref
         if patient_nir:
             patient_id = u.patient_id_for_nir(tenant, patient_nir)
             if patient_id is None:

@@ -40,3 +40,15 @@ def status(tenant: str = typer.Option(..., "--tenant")) -> None:
     """Key versions of a lab and how many rows each still seals."""
     with runtime() as rt, rt.unit(Purpose.ADMINISTRATION) as u:
         print(json.dumps(u.key_versions(tenant)))
+
+
+@app.command("rotate-platform")
+def rotate_platform() -> None:
+    """G4: a new platform signing key; the rotation record is signed by the key it replaces, so a
+    lab that pinned the old fingerprint can follow it (its pulled checkpoints carry the record)."""
+    from labvault.audit.pin import show
+
+    with runtime() as rt, rt.unit(Purpose.ADMINISTRATION) as u:
+        out = u.rotate_platform_key()
+    console.print(f"platform signing key version {out['version']}, signed over by {show(out['previous'])}")
+    console.print(f"platform key fingerprint (SHA-256), for the labs:\n  {out['fingerprint']}")

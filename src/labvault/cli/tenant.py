@@ -31,7 +31,13 @@ def add(
     rules = parse_rules(retention or [], retention_ref or "")
     with runtime() as rt, rt.unit(Purpose.ADMINISTRATION) as u:
         t = u.create_tenant(tenant_id, name, finess, retention=rules)
+        from labvault.audit.pin import fingerprint
+
+        platform_key = fingerprint(u.platform_keys()[-1])
     console.print(f"lab {t.id} added ({t.name}, FINESS {t.finess}); its keys are in the {rt.gateway.keys.name} key provider")
+    # G4: the lab pins this key; its pulled checkpoints ('audit checkpoints') are signed by it or by
+    # a key its rotation records lead to.
+    console.print(f"platform key fingerprint (SHA-256), for the lab to pin:\n  {platform_key}")
 
 
 @app.command("list")
