@@ -286,7 +286,7 @@ def audit_events(
 
 @private.get("/api/v1/tenants/{tenant}/audit/checkpoints")
 def audit_checkpoints(
-    caller: Auth, request: Request, tenant: str, since: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    caller: Reader, request: Request, tenant: str, since: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> Response:
     """G4, G6: the lab's signed checkpoints after number ``since`` and the platform key's rotation
     records (JSON lines), for the lab's own cron to keep (``labvault audit verify --checkpoint``).
