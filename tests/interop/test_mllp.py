@@ -181,16 +181,18 @@ def test_a_huge_frame_is_refused_and_the_server_lives_on(listener):
 N = 10_000
 
 
-def _start(env: dict[str, str], pki: dict[str, Pair]) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "labvault.cli", "mllp", "--tenant", "lab-a", "--port", "0",
-         "--tls-cert", str(pki["server"].cert), "--tls-key", str(pki["server"].key)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+def _start(env: dict[str, str], pki: dict[str, Pair], log: Path) -> tuple[subprocess.Popen, int]:
+    """The listener process; its log (stderr) goes to ``log``."""
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "labvault.cli", "mllp", "--tenant", "lab-a", "--port", "0",
+             "--tls-cert", str(pki["server"].cert), "--tls-key", str(pki["server"].key)],
+            env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+        )
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
         proc.kill()
-        raise AssertionError(f"server did not start: {line!r} {proc.stderr.read()!r}")
+        raise AssertionError(f"server did not start: {line!r} {log.read_text()!r}")
     assert "(TLS, client certificates pinned" in line and ": 1 pinned" in line, line
     return proc, int(line.split()[2].rsplit(":", 1)[1])
 
@@ -246,7 +248,7 @@ def test_kill_minus_9_mid_stream_then_resend_stores_every_acked_message_once(tmp
     messages = {f"K{k:05d}": oru(f"K{k:05d}") for k in range(N)}
     facility = hl7v2.to_domain(hl7v2.parse(messages["K00000"])).sending_facility
     acked: set[str] = set()
-    proc, port = _start(env, pki)
+    proc, port = _start(env, pki, tmp_path / "first.log")
     try:
         _send(port, pki, messages, acked, kill_after=3000, proc=proc)
     finally:
@@ -263,12 +265,13 @@ def test_kill_minus_9_mid_stream_then_resend_stores_every_acked_message_once(tmp
         rt.close()
 
     remaining = {k: v for k, v in messages.items() if k not in acked}
-    proc, port = _start(env, pki)
+    proc, port = _start(env, pki, tmp_path / "second.log")
     try:
         _send(port, pki, remaining, acked)
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        proc.communicate(timeout=60)
+    err = (tmp_path / "second.log").read_text()
     assert proc.returncode == 0, err
     assert len(acked) == N
     # The access log: one line per message with the peer, the feed's account, the ACK code.
@@ -294,12 +297,15 @@ def test_kill_minus_9_mid_stream_then_resend_stores_every_acked_message_once(tmp
 
 # ---------------------------------------------------------------- authentication and connection limits
 def _events(gw, tenant: str, action: str) -> list[tuple[str, str]]:
-    with gw.engine.connect() as c:
+    """The lab's audit events of ``action`` (read in the lab's row-level-security scope)."""
+    from sqlalchemy import func, select
+
+    with gw.engine.begin() as c:
+        if c.dialect.name == "postgresql":
+            c.execute(select(func.set_config("labvault.tenant", tenant, True)))
         return [tuple(r) for r in c.exec_driver_sql(
-            "SELECT outcome, object_refs FROM audit_event WHERE tenant_id = ? AND action = ? ORDER BY seq",
-            (tenant, action)).all()] if gw.engine.dialect.name == "sqlite" else [tuple(r) for r in c.exec_driver_sql(
-            "SELECT outcome, object_refs FROM audit_event WHERE tenant_id = %s AND action = %s ORDER BY seq",
-            (tenant, action)).all()]
+            "SELECT outcome, object_refs FROM audit_event WHERE tenant_id = '%s' AND action = '%s' ORDER BY seq"
+            % (tenant, action)).all()]
 
 
 def test_a_client_without_a_pinned_certificate_gets_no_ack_and_stores_nothing(listener, tmp_path):

@@ -8,7 +8,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from labvault import __version__
 from labvault.api import errors, fhir, routes
 from labvault.api.deps import authenticated
-from labvault.api.middleware import SecurityMiddleware
+from labvault.api.middleware import AccessLogMiddleware, SecurityMiddleware
 from labvault.config import Settings
 
 
@@ -41,4 +41,5 @@ def create_app(settings: Settings | None = None, *, runtime=None) -> FastAPI:
         return page
 
     app.add_middleware(SecurityMiddleware)
+    app.add_middleware(AccessLogMiddleware)  # added last: outermost
     return app

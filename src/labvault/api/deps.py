@@ -46,6 +46,7 @@ def authenticated(request: Request) -> Caller:
             from labvault.errors import AccessDenied
 
             raise AccessDenied("this token is read-only")
+        request.state.principal = principal  # the access log names the actor
         return Caller(principal, None, scopes)
     secret = request.cookies.get(SESSION_COOKIE)
     if not secret:
