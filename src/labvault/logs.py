@@ -4,7 +4,7 @@ access log, and internal errors with their traceback, through a filter that drop
 
 ``PersonalDataFilter`` rewrites every record before it is written:
 
-- an exception is replaced by its frames (file, line, function, source line) and the *type names*
+- an exception is replaced by its frames (file, line, function; no source text) and the *type names*
   of the exception and its causes: never its message or arguments (a ``KeyError`` raised by data
   code holds the key that was missing, a ``ValueError`` the value it refused), never locals;
 - the arguments of records from other libraries' loggers are dropped when they are text (a web
@@ -50,7 +50,7 @@ def sanitized_traceback(exc: BaseException) -> str:
         frames = traceback.extract_tb(e.__traceback__)
         if frames:
             parts.append("Traceback (most recent call last):\n")
-            parts.extend(traceback.format_list(frames))
+            parts.extend(f'  File "{f.filename}", line {f.lineno}, in {f.name}\n' for f in frames)
         kind = type(e)
         parts.append(f"{kind.__module__}.{kind.__qualname__}: [message removed]\n")
     return "".join(parts).rstrip("\n")
