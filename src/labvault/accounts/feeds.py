@@ -11,13 +11,14 @@ action only).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
 
 from labvault.access.principal import Principal
 from labvault.accounts.service import _account_by_email, principal_of
+from labvault.crypto import certificates
+from labvault.crypto.certificates import fingerprint
 from labvault.errors import AccessDenied, InvalidInput, NotFound
 from labvault.ids import utcnow
 from labvault.store import schema as t
@@ -30,27 +31,9 @@ class Pinned:
     fingerprint: str
 
 
-def fingerprint(der: bytes) -> str:
-    """The pin of a certificate: SHA-256 of its DER encoding, lower-case hex."""
-    return hashlib.sha256(der).hexdigest()
-
-
 def read_certificate(data: bytes) -> tuple[str, str]:
-    """(fingerprint, PEM) of one X.509 certificate given as PEM or DER; refused when it is not one
-    or is no longer (or not yet) valid."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    try:
-        cert = x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
-    except ValueError:
-        raise InvalidInput("not an X.509 certificate (PEM or DER)") from None
-    now = utcnow()
-    if cert.not_valid_after_utc < now:
-        raise InvalidInput(f"the certificate expired on {cert.not_valid_after_utc:%Y-%m-%d}")
-    if cert.not_valid_before_utc > now:
-        raise InvalidInput(f"the certificate is valid only from {cert.not_valid_before_utc:%Y-%m-%d}")
-    return fingerprint(cert.public_bytes(Encoding.DER)), cert.public_bytes(Encoding.PEM).decode("ascii")
+    """(fingerprint, PEM) of a feed's certificate, refused when it is not one or not valid now."""
+    return certificates.read_certificate(data, now=utcnow())
 
 
 def _service_account(u, tenant_id: str, email: str):

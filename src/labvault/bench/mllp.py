@@ -24,35 +24,10 @@ from pathlib import Path
 from labvault.access import Principal, Purpose
 from labvault.bench.ingest import peak_rss_mb
 from labvault.bench.scratch import Scratch, scratch
+from labvault.crypto.certificates import self_signed
 from labvault.interop import mllp
 
 TLS = dict[str, Path]
-
-
-def _self_signed(folder: Path, name: str, *, server: bool) -> tuple[Path, Path]:
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost" if server else name)])
-    now = dt.datetime.now(dt.UTC)
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-               .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
-               .not_valid_after(now + dt.timedelta(days=1)))
-    builder = builder.add_extension(
-        x509.SubjectAlternativeName([x509.DNSName("localhost")]) if server
-        else x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-    cert = builder.sign(key, hashes.SHA256())
-    cert_path, key_path = folder / f"{name}.pem", folder / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    key_path.chmod(0o600)
-    return cert_path, key_path
 
 
 def _pinned_feed(sc: Scratch) -> TLS:
@@ -60,8 +35,8 @@ def _pinned_feed(sc: Scratch) -> TLS:
     service account of the scratch lab."""
     from labvault.accounts import feeds, service
 
-    server_cert, server_key = _self_signed(sc.folder, "listener", server=True)
-    feed_cert, feed_key = _self_signed(sc.folder, "feed", server=False)
+    server_cert, server_key = self_signed(sc.folder, "listener", server=True)
+    feed_cert, feed_key = self_signed(sc.folder, "feed", server=False)
     admin = Principal(f"{sc.lab}-lab-admin", "Benchmark lab admin", sc.lab, frozenset({"lab_admin"}))
     with sc.gateway.unit(sc.admin, Purpose.BENCHMARK) as u:
         u.ensure_account(sc.lab, admin.account_id, admin.name, f"{admin.account_id}@bench.invalid", admin.roles,

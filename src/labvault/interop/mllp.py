@@ -479,6 +479,15 @@ class Server:
         self._by_addr[addr] += 1
         task = asyncio.get_running_loop().create_task(self._client(transport, addr, peer, started))
         self._pending[task] = addr
+        # Released when the task ends, however it ends (even cancelled before its first step).
+        task.add_done_callback(lambda _t: self._release(addr, transport))
+
+    def _release(self, addr: str, transport: asyncio.BaseTransport) -> None:
+        self._by_addr[addr] -= 1
+        if self._by_addr[addr] <= 0:
+            del self._by_addr[addr]
+        with contextlib.suppress(Exception):
+            transport.abort()  # a no-op once closed
 
     async def _client(self, transport: asyncio.Transport, addr: str, peer: str, started: float) -> None:
         limits = self.limits
@@ -498,6 +507,8 @@ class Server:
                 return self._refuse(transport, peer, "handshake-timeout", started)
             except AccessDenied:
                 return self._refuse(transport, peer, "certificate-not-pinned", started)
+            except LabvaultError:  # the lab cannot take data now (shredded, ...): nothing stored
+                return self._refuse(transport, peer, "not-accepted", started)
             except ssl.SSLError as exc:
                 text = str(exc)
                 reason = "no-certificate" if "CERTIFICATE_REQUIRED" in text or "PEER_DID_NOT_RETURN" in text \
@@ -505,6 +516,9 @@ class Server:
                 return self._refuse(transport, peer, reason, started)
             except (ConnectionError, OSError, asyncio.IncompleteReadError, RuntimeError):
                 return self._refuse(transport, peer, "closed-during-handshake", started)
+            except Exception:  # the store is unreachable, say: logged (no personal value), refused
+                log.exception("connection from %s not authenticated: internal error", peer)
+                return self._refuse(transport, peer, "internal-error", started)
             finally:
                 self._pending.pop(task, None)
             if self._open >= limits.max_connections:
@@ -533,9 +547,6 @@ class Server:
                     await writer.wait_closed()
             else:
                 transport.abort()
-            self._by_addr[addr] -= 1
-            if self._by_addr[addr] <= 0:
-                del self._by_addr[addr]
             if counted:
                 self._open -= 1
             self._clients.discard(task)
