@@ -42,6 +42,13 @@ def pinned_feed(gw, platform: Principal, tenant: str, cert: Pair, *, email: str 
     return Principal(new.account_id, "Analyser feed", tenant, frozenset({"service"}))
 
 
+def feed_token(gw, tenant: str, email: str) -> str:
+    """An ``ingest`` token of the lab's feed account, minted by the lab's lab_admin."""
+    admin = Principal(f"admin-{tenant}", "Lab Admin", tenant, frozenset({"lab_admin"}))
+    with gw.unit(admin, Purpose.ADMINISTRATION) as u:
+        return service.create_token(u, email, scopes=["ingest"], days=1)[1]
+
+
 class Running:
     """A Server on a free loopback port, its event loop in a thread; ``connect`` as the pinned feed."""
 
@@ -439,3 +446,39 @@ def test_an_incomplete_frame_times_out_within_seconds(gateway, tmp_path):
         r.close()
     assert r.server.stats.frame_timeouts == 2
     assert counts(gateway)["request"] == 1
+
+
+def test_insecure_plaintext_on_loopback_ingests_as_the_token_account(tmp_path):
+    """C2, E1: ``--insecure-plaintext`` (loopback only) says so when it starts, and ingests as the
+    service account of ``--token-file``; its access log names that account."""
+    home = tmp_path / "home"
+    env = {**os.environ, "LABVAULT_HOME": str(home), "LABVAULT_PASSPHRASE": "mllp test passphrase"}
+    env.pop("LABVAULT_DATABASE_URL", None)
+    env.pop("LABVAULT_KEY_PROVIDER", None)
+    init_home(Settings.from_env(env), "Test Operator", "operator@vendor.invalid")
+    rt = open_runtime(Settings.from_env(env))
+    try:
+        with rt.gateway.unit(rt.operator, Purpose.ADMINISTRATION) as u:
+            u.create_tenant("lab-a", "Lab A", "690000017", retention=TEST_RETENTION)
+        feed = pinned_feed(rt.gateway, rt.operator, "lab-a", self_signed(tmp_path / "pki", "feed"))
+        (tmp_path / "token").write_text(feed_token(rt.gateway, "lab-a", "feed@lab-a.invalid"))
+    finally:
+        rt.close()
+    log = tmp_path / "mllp.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "labvault.cli", "mllp", "--tenant", "lab-a", "--port", "0", "--insecure-plaintext",
+             "--token-file", str(tmp_path / "token")], env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("listening on 127.0.0.1:") and "plain TCP, no TLS (--insecure-plaintext)" in line, \
+            (line, log.read_text())
+        with socket.create_connection(("127.0.0.1", int(line.split()[2].rsplit(":", 1)[1])), timeout=20) as s:
+            s.sendall(framed(oru("PLAIN1")))
+            assert msa(read_ack(s, bytearray()))[:3] == ["MSA", "AA", "PLAIN1"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    text = log.read_text()
+    assert f"account={feed.account_id}" in text and "ack=AA" in text and "tls=False" in text
