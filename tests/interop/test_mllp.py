@@ -399,7 +399,7 @@ def test_a_hundred_idle_connections_from_one_address_do_not_stop_a_certified_fee
         s = tls_connect(r.port, r.server_pair, feed, timeout=10)
         s.sendall(framed(oru("FLOOD1")))
         assert msa(read_ack(s, bytearray()))[:3] == ["MSA", "AA", "FLOOD1"]
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 10  # at once, not after the flood times out (60 s)
         s.close()
         stats = r.server.stats
         assert stats.refused["per-address-cap"] >= 92, stats.refused
