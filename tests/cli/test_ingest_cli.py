@@ -124,7 +124,17 @@ def test_service_token_feed(lab, capsys, tmp_path):
 
 
 def test_mllp_refuses_plaintext_off_loopback(lab, capsys):
+    """C2: TLS with client certificates, or plain TCP on loopback only, said in one line."""
     code, _, err = run(capsys, "mllp", "--tenant", "bio-lyon", "--host", "0.0.0.0")
-    assert code == 2 and "without TLS" in one_line_error(err)
+    assert code == 2 and "needs TLS with client certificates" in one_line_error(err)
+    code, _, err = run(capsys, "mllp", "--tenant", "bio-lyon")  # loopback too: TLS unless said otherwise
+    assert code == 2 and "needs TLS with client certificates" in one_line_error(err)
+    code, _, err = run(capsys, "mllp", "--tenant", "bio-lyon", "--host", "0.0.0.0", "--insecure-plaintext")
+    assert code == 2 and "loopback address only" in one_line_error(err)
+    code, _, err = run(capsys, "mllp", "--tenant", "bio-lyon", "--host", "10.1.2.3", "--insecure-plaintext")
+    assert code == 2 and "loopback address only" in one_line_error(err)
     code, _, err = run(capsys, "mllp", "--tenant", "bio-lyon", "--tls-cert", "x.pem")
     assert code == 2 and "go together" in one_line_error(err)
+    code, _, err = run(capsys, "mllp", "--tenant", "bio-lyon", "--tls-cert", "x.pem", "--tls-key", "x.key",
+                       "--token-file", "t")
+    assert code == 2 and "--insecure-plaintext only" in one_line_error(err)

@@ -57,6 +57,7 @@ POLICY: dict[Role, frozenset[str]] = {
         "grant:list", "token:manage", "audit:read", "audit:verify", "audit:retention", "audit:pull", "audit:identity",
         "signer:manage", "signer:list", "instruction:receive", "instruction:read", "migration:read",
         "retention:manage", "retention:read",
+        "feed:manage",  # pin a feed's client certificate on a service account of the lab
     },
     Role.LAB_DPO: frozenset({"tenant:read", "account:list", "grant:list", "grant:revoke", "audit:read",
                              "audit:verify", "audit:pull", "audit:identity", "audit:retention", "signer:list", "instruction:read",

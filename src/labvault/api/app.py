@@ -8,7 +8,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from labvault import __version__
 from labvault.api import errors, fhir, ingest, routes
 from labvault.api.deps import Reader, check_declared
-from labvault.api.middleware import SecurityMiddleware
+from labvault.api.middleware import AccessLogMiddleware, SecurityMiddleware
 from labvault.config import Settings
 
 
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, *, runtime=None) -> FastAPI:
         return page
 
     app.add_middleware(SecurityMiddleware)
+    app.add_middleware(AccessLogMiddleware)  # added last: outermost
     # Every route declares the access it needs (deps.Access): an app with an undeclared one is not built.
     app.state.access = check_declared(app.routes)
     return app

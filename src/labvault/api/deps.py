@@ -71,6 +71,7 @@ def authenticated(request: Request) -> Caller:
     if auth[:7].lower() == "bearer ":
         with gw.auth_unit(source_addr=addr, user_agent=ua) as u:
             principal, scopes = service.principal_for_token(u, auth[7:].strip(), addr=addr, user_agent=ua)
+        request.state.principal = principal  # the access log names the actor
         return Caller(principal, None, scopes)
     secret = request.cookies.get(SESSION_COOKIE)
     if not secret:

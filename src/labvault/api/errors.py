@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from labvault.accounts.service import AuthenticationFailed, LockedOut
+from labvault.api.middleware import route_template
 from labvault.errors import (
     AccessDenied,
     DecryptionError,
@@ -55,7 +56,9 @@ def install(app: FastAPI) -> None:
     async def labvault_error(request: Request, exc: LabvaultError) -> JSONResponse:
         status = next((code for cls, code in STATUS if isinstance(exc, cls)), 400)
         if status == 500:  # integrity failure of stored data: say so, without details
-            log.error("stored data failed an integrity check (%s)", type(exc).__name__)
+            request.scope["labvault.error_logged"] = True
+            log.error("stored data failed an integrity check in %s %s", request.method,
+                      route_template(request.scope), exc_info=exc)
             return _json(500, "stored data failed its integrity check", request=request)
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, LockedOut) else None
         if status == 401:
@@ -75,5 +78,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("internal error: %s", type(exc).__name__)
+        # The traceback goes to the log through labvault.logs' filter: frames and type names,
+        # never the exception's message or arguments (they may hold personal values).
+        request.scope["labvault.error_logged"] = True
+        log.error("internal error in %s %s", request.method, route_template(request.scope), exc_info=exc)
         return _json(500, "internal error", request=request)

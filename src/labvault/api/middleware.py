@@ -1,10 +1,18 @@
-"""Security headers and request size limits (pure ASGI, so they also cover error responses)."""
+"""Security headers and request size limits (pure ASGI, so they also cover error responses), and
+the access log.
+
+``AccessLogMiddleware`` writes one line per request (G2): method, route *template* (never the raw
+path, never the query), status, duration and the actor's account id, nothing else.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
+import time
+
+from labvault import logs
 
 log = logging.getLogger("labvault.api")
 
@@ -86,8 +94,9 @@ class SecurityMiddleware:
 
         try:
             await self.app(scope, limited_receive, guarded_send)
-        except Exception as exc:  # answered here, so the server keeps the connection and logs no traceback
-            log.error("internal error: %s", type(exc).__name__)
+        except Exception as exc:  # answered here, so the server keeps the connection
+            if not scope.get("labvault.error_logged"):  # the traceback, without the exception's message
+                log.error("internal error in %s %s", scope.get("method"), route_template(scope), exc_info=exc)
             if not started and not rejected:
                 body = json.dumps({"error": "internal error"}).encode()
                 await send_with_headers({"type": "http.response.start", "status": 500,
@@ -101,3 +110,36 @@ class SecurityMiddleware:
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
+
+
+def route_template(scope) -> str:
+    """The route's template (``/api/v1/tenants/{tenant_id}/patients``), or ``-`` when none matched."""
+    route = scope.get("route")
+    return getattr(route, "path", None) or "-"
+
+
+class AccessLogMiddleware:
+    """One access-log line per HTTP request (outermost, so it sees every answer)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.monotonic()
+        status = 500
+
+        async def watch(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            principal = (scope.get("state") or {}).get("principal")
+            logs.access("http", method=scope.get("method"), route=route_template(scope), status=status,
+                        ms=(time.monotonic() - started) * 1000,
+                        actor=getattr(principal, "account_id", None))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from labvault.cli import audit, bench, demo, generate, grant, ingest, instruction, keys, migrate, mllp, patient, retention, serve, signer, tenant, token, user
+from labvault.cli import audit, bench, demo, feed, generate, grant, ingest, instruction, keys, migrate, mllp, patient, retention, serve, signer, tenant, token, user
 from labvault.cli.common import console, settings
 from labvault.runtime import init_home
 
@@ -28,6 +28,7 @@ app.add_typer(signer.app, name="signer")
 app.add_typer(retention.app, name="retention")
 app.add_typer(instruction.app, name="instruction")
 app.add_typer(migrate.app, name="migrate")
+app.add_typer(feed.app, name="feed")
 app.command("export")(migrate.export)
 app.command("ingest")(ingest.ingest)
 app.command("mllp")(mllp.mllp)

@@ -1,15 +1,27 @@
-"""``labvault serve``: the HTTP API under uvicorn."""
+"""``labvault serve``: the HTTP API under uvicorn, with the purge and checkpoint schedulers.
+
+It says where it listens (address, port, TLS or not), writes an access log and its errors to
+stderr through ``labvault.logs`` (no personal value: G2), and never swallows a scheduler failure:
+each one is logged with its traceback (frames and type names only), counted, and recorded in the
+audit trail as an event of outcome ``error`` (G1).
+"""
 
 from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
 
 import typer
 
 from labvault.errors import ConfigError
 
+log = logging.getLogger("labvault.serve")
+
 
 def serve(
     host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="0: any free port (printed)."),
     tls_cert: str = typer.Option(None, "--tls-cert", help="PEM certificate (enables HTTPS and HSTS)."),
     tls_key: str = typer.Option(None, "--tls-key"),
     checkpoint_every: int = typer.Option(3600, "--checkpoint-every", min=0,
@@ -19,72 +31,114 @@ def serve(
                                              "packages past their deadline (0: none; then run it from cron)."),
 ) -> None:
     """Serve the JSON API (and its OpenAPI schema, to authenticated users) on HOST:PORT."""
+    import socket
+
     import uvicorn
 
+    from labvault import logs
     from labvault.api import create_app
     from labvault.cli.common import settings
 
     if bool(tls_cert) != bool(tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
+    logs.configure()
     app = create_app(settings())
-    stop = _checkpoints_every(app.state.runtime, checkpoint_every)
-    stop_retention = retention_every_(app.state.runtime, retention_every)
     try:
-        uvicorn.run(app, host=host, port=port, ssl_certfile=tls_cert, ssl_keyfile=tls_key, log_level="warning",
-                    server_header=False, proxy_headers=False)
+        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    bound = sock.getsockname()
+    failures = app.state.scheduler_failures = Counter()
+    stop = _checkpoints_every(app.state.runtime, checkpoint_every, failures=failures)
+    stop_retention = retention_every_(app.state.runtime, retention_every, failures=failures)
+    config = uvicorn.Config(app, ssl_certfile=tls_cert, ssl_keyfile=tls_key, log_level="warning", log_config=None,
+                            access_log=False, server_header=False, proxy_headers=False)
+    scheme = "https" if tls_cert else "http"
+    where = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    print(f"listening on {scheme}://{where}:{bound[1]} ({'TLS' if tls_cert else 'plain HTTP, no TLS'}); "
+          f"checkpoints every {checkpoint_every or '-'} s, retention every {retention_every or '-'} s", flush=True)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
         stop.set()
         stop_retention.set()
+        sock.close()
 
 
-def _checkpoints_every(rt, seconds: int):
+def scheduler_failed(rt, failures: Counter, which: str, lab: str | None, exc: BaseException | None,
+                     reason: str | None = None) -> None:
+    """A scheduler round that failed: logged (with the traceback, through the personal-data filter),
+    counted, and recorded as an audit event ``scheduler:<which>`` of outcome ``error`` in the lab's
+    trail (the platform's when no lab is named)."""
+    from labvault.access import Purpose
+    from labvault.crypto.keys import PLATFORM
+
+    failures[which] += 1
+    kind = type(exc).__name__ if exc is not None else "LabvaultError"
+    log.error("scheduler %s failed for %s: %s%s (%d failures of this scheduler since start)", which,
+              lab or "every lab", kind, f" ({reason})" if reason else "", failures[which], exc_info=exc)
+    try:
+        with rt.unit(Purpose.ADMINISTRATION) as u:
+            u._record(lab or PLATFORM, f"scheduler:{which}", "scheduler", 0, outcome="error", refs=[kind[:64]])
+    except Exception as again:
+        failures[f"{which}:audit"] += 1
+        log.error("scheduler %s: its failure could not be recorded in the audit trail", which, exc_info=again)
+
+
+def _checkpoints_every(rt, seconds: int, *, failures: Counter | None = None):
     """A daemon thread that signs a checkpoint of every lab's audit trail every ``seconds``."""
-    import threading
-
     from labvault.access import Purpose
     from labvault.audit import service as audit
     from labvault.crypto.keys import PLATFORM
-    from labvault.errors import LabvaultError
+    from labvault.errors import InvalidInput, LabvaultError
 
     stop = threading.Event()
+    failures = Counter() if failures is None else failures
 
     def run() -> None:
         while not stop.wait(seconds):
             try:
                 with rt.unit(Purpose.ADMINISTRATION) as u:
                     labs = [PLATFORM] + [t.id for t in u.list_tenants() if t.status == "active"]
-                for lab in labs:
-                    try:
-                        with rt.unit(Purpose.ADMINISTRATION) as u:
-                            audit.checkpoint(u, lab)
-                    except LabvaultError:
-                        continue
-            except Exception:  # keep serving; the next round tries again
+            except Exception as exc:  # logged, counted, audited; the next round tries again
+                scheduler_failed(rt, failures, "checkpoint", None, exc)
                 continue
+            for lab in labs:
+                try:
+                    with rt.unit(Purpose.ADMINISTRATION) as u:
+                        audit.checkpoint(u, lab)
+                except InvalidInput:
+                    continue  # no audit event yet: nothing to sign
+                except LabvaultError as exc:
+                    scheduler_failed(rt, failures, "checkpoint", lab, None, exc.diagnostics())
+                except Exception as exc:
+                    scheduler_failed(rt, failures, "checkpoint", lab, exc)
 
     if seconds > 0:
         threading.Thread(target=run, name="labvault-checkpoints", daemon=True).start()
     return stop
 
 
-def retention_every_(rt, seconds: int, *, first_after: float | None = None):
+def retention_every_(rt, seconds: int, *, first_after: float | None = None, failures: Counter | None = None):
     """A daemon thread running ``retention run`` for every lab every ``seconds`` (the first run
     after ``first_after`` seconds, by default ``seconds``); returns the event that stops it."""
-    import threading
-
     from labvault.ids import utcnow
     from labvault.retention import purge
 
     stop = threading.Event()
+    failures = Counter() if failures is None else failures
 
     def loop() -> None:
         wait = seconds if first_after is None else first_after
         while not stop.wait(wait):
             wait = seconds
             try:
-                purge.run_all(rt.gateway, rt.operator, now=utcnow())
-            except Exception:  # keep serving; each lab's run is audited, the next round tries again
+                _, failed = purge.run_all(rt.gateway, rt.operator, now=utcnow())
+            except Exception as exc:  # logged, counted, audited; the next round tries again
+                scheduler_failed(rt, failures, "retention", None, exc)
                 continue
+            for lab, reason in failed.items():
+                scheduler_failed(rt, failures, "retention", lab, None, reason)
 
     if seconds > 0:
         threading.Thread(target=loop, name="labvault-retention", daemon=True).start()

@@ -13,6 +13,22 @@ second copy a no-op that is acknowledged AA too.
 
 ACK codes: AA stored (or already stored); AE refused by validation or mapping, kept in the
 lab's quarantine (ERR names where, MSA-3 the reason); AR unreadable as HL7 or too large.
+
+Authentication (C2, E1): over TLS the client must present a certificate pinned by the lab's
+``lab_admin`` on one of the lab's service accounts (``labvault feed pin``); the listener trusts
+exactly the pinned certificates (``PinnedFeeds``), maps the one presented to its account and
+ingests as that account. A client without one, or with another, gets no ACK and stores nothing.
+Plain TCP (``--insecure-plaintext``, loopback only) ingests as the one account the command names.
+
+Connections (``Limits``): connections not yet authenticated (TLS handshake and pin check) have
+``handshake_timeout`` seconds and a pool of their own (``max_pending``; when it is full, the
+oldest from the address holding most of it is dropped), so a flood of them never takes the
+slots of authenticated feeds (``max_connections``). Each address holds at most
+``max_per_address`` connections; a frame once begun must be complete within ``frame_timeout``
+seconds; an idle authenticated connection is closed after ``idle_timeout``.
+
+Access log (G2): one line per connection refused and per message (peer, account, ACK code,
+duration), never anything the sender wrote.
 """
 
 from __future__ import annotations
@@ -25,11 +41,14 @@ import os
 import queue
 import ssl
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from labvault import logs
 from labvault.errors import AccessDenied, LabvaultError, TenantShredded, UnknownTenant
 from labvault.interop import ingest
 
@@ -49,6 +68,8 @@ class Stats:
     groups: int = 0
     connections: int = 0
     oversized: int = 0
+    refused: Counter = field(default_factory=Counter)  # connections refused, by reason
+    frame_timeouts: int = 0
 
 
 def _msh_fields(frame: bytes) -> tuple[str, list[str]]:
@@ -103,6 +124,7 @@ def ack(frame: bytes, code: str, reason: str | None = None, *, control_id: str =
 class _Job:
     frame: bytes
     done: Callable[[bytes], None]
+    ing: ingest.Ingestor | None = None  # the account the frame is stored as (None: the committer's)
 
 
 def _watch_parent(parent: int) -> None:
@@ -131,10 +153,11 @@ class Committer(threading.Thread):
     thread parses too.
     """
 
-    def __init__(self, ingestor: ingest.Ingestor, stats: Stats, *, max_group: int = MAX_GROUP,
-                 parsers: Executor | None = None) -> None:
+    def __init__(self, ingestor: ingest.Ingestor | None, stats: Stats, *, max_group: int = MAX_GROUP,
+                 parsers: Executor | None = None, test_mode: bool = False) -> None:
         super().__init__(name="labvault-mllp-committer", daemon=True)
         self.ing = ingestor
+        self.test_mode = ingestor.test_mode if ingestor is not None else test_mode
         self.stats = stats
         self.max_group = max_group
         self.parsers = parsers
@@ -170,9 +193,9 @@ class Committer(threading.Thread):
     def _parse(self, batch: list[_Job]) -> Future:
         frames = [j.frame for j in batch]
         if self.parsers is not None:
-            return self.parsers.submit(_read_frames, frames, self.ing.test_mode)
+            return self.parsers.submit(_read_frames, frames, self.test_mode)
         done: Future = Future()
-        done.set_result(_read_frames(frames, self.ing.test_mode))
+        done.set_result(_read_frames(frames, self.test_mode))
         return done
 
     def run(self) -> None:
@@ -194,9 +217,19 @@ class Committer(threading.Thread):
             for job in batch:
                 job.done(ack(job.frame, "AE", "temporary failure; send again"))
             return
-        self._process(batch, got)
+        by_account: dict[int, tuple[ingest.Ingestor, list[_Job], list[list[ingest.Piece]]]] = {}
+        for job, pieces in zip(batch, got, strict=True):  # each account's frames stored as that account
+            ing = job.ing or self.ing
+            assert ing is not None
+            by_account.setdefault(id(ing), (ing, [], []))
+            by_account[id(ing)][1].append(job)
+            by_account[id(ing)][2].append(pieces)
+        for ing, jobs, parsed in by_account.values():
+            self._process(jobs, parsed, ing)
 
-    def _process(self, batch: list[_Job], parsed: list[list[ingest.Piece]]) -> None:
+    def _process(self, batch: list[_Job], parsed: list[list[ingest.Piece]], ing: ingest.Ingestor | None = None
+                 ) -> None:
+        ing = ing or self.ing
         pieces: list[ingest.Piece] = []
         spans: list[tuple[int, int]] = []
         for got in parsed:
@@ -204,14 +237,14 @@ class Committer(threading.Thread):
             pieces.extend(got)
         summary = ingest.Summary("mllp", "hl7v2")
         try:
-            outcomes = self.ing.ingest_pieces(pieces, summary)
+            outcomes = ing.ingest_pieces(pieces, summary)
         except (AccessDenied, UnknownTenant, TenantShredded) as exc:
             self.fatal = exc
             for job in batch:
                 job.done(ack(job.frame, "AE", f"not accepted: {exc}"))
             return
-        except Exception as exc:  # the store is unreachable: say so, store nothing, ACK nothing positive
-            log.error("group of %d frames not stored: %s", len(batch), type(exc).__name__)
+        except Exception:  # the store is unreachable: say so, store nothing, ACK nothing positive
+            log.exception("group of %d frames not stored", len(batch))
             for job in batch:
                 job.done(ack(job.frame, "AE", "temporary storage failure; send again"))
             return
@@ -232,34 +265,124 @@ class Committer(threading.Thread):
             job.done(ack(job.frame, "AR" if unreadable else "AE", note))
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Connection limits (see the module's docstring)."""
+
+    max_connections: int = 64  # authenticated connections, in all
+    max_per_address: int = 8  # connections from one address, authenticated or not
+    max_pending: int = 32  # connections not yet authenticated, in all
+    handshake_timeout: float = 5.0  # seconds to complete TLS and be matched to a pinned certificate
+    frame_timeout: float = 10.0  # seconds for a frame, once begun, to be complete
+    idle_timeout: float = 300.0  # seconds an authenticated connection may stay silent
+
+
+class PinnedFeeds:
+    """The lab's pinned feed certificates: the listener's trust store, and a presented certificate
+    mapped to the lab's service account it is pinned on (one ``Ingestor`` per account and address)."""
+
+    def __init__(self, gateway, tenant_id: str, *, group: int = MAX_GROUP, test_mode: bool = False) -> None:
+        self.gw, self.tenant_id, self.group, self.test_mode = gateway, tenant_id, group, test_mode
+        self._ingestors: dict[tuple[str, str], ingest.Ingestor] = {}
+        self._trusted: set[str] = set()
+        self._lock = threading.Lock()
+
+    def trust(self, ctx: ssl.SSLContext) -> int:
+        """Add the lab's newly pinned certificates to ``ctx``'s trust store; returns how many it trusts.
+        (An unpinned certificate stays in the store until restart, but ``authenticate`` refuses it.)"""
+        from labvault.accounts import feeds
+
+        with self.gw.auth_unit(source_addr="mllp", user_agent="mllp") as u:
+            pems = feeds.pinned_certificates(u, self.tenant_id)
+        with self._lock:
+            new = [p for p in pems if p not in self._trusted]
+            if new:
+                ctx.load_verify_locations(cadata="".join(new))
+                self._trusted.update(new)
+            return len(self._trusted)
+
+    @property
+    def trusted(self) -> int:
+        """How many pinned certificates the listener trusts."""
+        return len(self._trusted)
+
+    def authenticate(self, der: bytes, addr: str) -> ingest.Ingestor:
+        """The ingestor of the active service account whose pinned certificate ``der`` is; else
+        AccessDenied (audited in the lab's trail)."""
+        from labvault.accounts import feeds
+
+        with self.gw.auth_unit(source_addr=addr, user_agent="mllp") as u:
+            principal = feeds.principal_for_certificate(u, self.tenant_id, der, addr=addr)
+        key = (principal.account_id, addr)
+        with self._lock:
+            ing = self._ingestors.get(key)
+        if ing is None:
+            ing = ingest.Ingestor(self.gw, principal, self.tenant_id, feed="mllp", group=self.group,
+                                  test_mode=self.test_mode)
+            ing.preflight()
+            with self._lock:
+                ing = self._ingestors.setdefault(key, ing)
+        return ing
+
+
 class Server:
-    """An asyncio MLLP server feeding one ``Committer``."""
+    """An asyncio MLLP server feeding one ``Committer``.
+
+    Over TLS (``ssl_context`` from ``server_ssl_context``), ``feeds`` maps each client certificate
+    to the lab's service account it is pinned on; in plain TCP, every connection ingests as
+    ``ingestor`` (loopback only: the CLI refuses anything else).
+    """
 
     def __init__(
-        self, ingestor: ingest.Ingestor, *, host: str = "127.0.0.1", port: int = 2575, ssl_context: ssl.SSLContext | None = None,
-        max_frame: int = MAX_FRAME, max_group: int = MAX_GROUP, idle_timeout: float = 300.0, max_connections: int = 64,
-        parsers: int = 0,
+        self, ingestor: ingest.Ingestor | None, *, host: str = "127.0.0.1", port: int = 2575,
+        ssl_context: ssl.SSLContext | None = None, feeds: PinnedFeeds | None = None, max_frame: int = MAX_FRAME,
+        max_group: int = MAX_GROUP, limits: Limits | None = None, parsers: int = 0, refresh_every: float = 10.0,
     ) -> None:
-        self.host, self.port, self.ssl = host, port, ssl_context
-        self.max_frame, self.idle_timeout, self.max_connections = max_frame, idle_timeout, max_connections
+        if ssl_context is not None and feeds is None:
+            raise ValueError("over TLS, the listener maps client certificates to accounts: give feeds")
+        if ssl_context is None and ingestor is None:
+            raise ValueError("in plain TCP, the listener ingests as one account: give an ingestor")
+        self.host, self.port, self.ssl, self.feeds, self.ingestor = host, port, ssl_context, feeds, ingestor
+        self.max_frame = max_frame
+        self.limits = limits or Limits()
+        self.refresh_every = refresh_every
         self.stats = Stats()
         # Parser processes are spawned, not forked: this process has threads (the committer, the
         # database pool) whose locks a fork would copy in whatever state they are.
         self._pool = ProcessPoolExecutor(parsers, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_watch_parent, initargs=(os.getpid(),)) if parsers else None
-        self.committer = Committer(ingestor, self.stats, max_group=max_group, parsers=self._pool)
+        test_mode = ingestor.test_mode if ingestor is not None else bool(feeds and feeds.test_mode)
+        self.committer = Committer(ingestor, self.stats, max_group=max_group, parsers=self._pool, test_mode=test_mode)
         self._server: asyncio.base_events.Server | None = None
-        self._open = 0
+        self._open = 0  # authenticated connections
+        self._by_addr: Counter[str] = Counter()  # connections per address, authenticated or not
+        self._pending: dict[asyncio.Task, str] = {}  # connections not yet authenticated (oldest first)
         self._clients: set[asyncio.Task] = set()
+        self._refresher: asyncio.Task | None = None
 
     async def start(self) -> tuple[str, int]:
         if self._pool is not None:  # start the parser processes now, not on the first message
             await asyncio.wrap_future(self._pool.submit(_read_frames, [], False))
+        if self.ssl is not None and self.feeds is not None:
+            await asyncio.to_thread(self.feeds.trust, self.ssl)
+            self._refresher = asyncio.create_task(self._refresh())
         self.committer.start()
-        self._server = await asyncio.start_server(self._client, self.host, self.port, ssl=self.ssl,
-                                                  limit=self.max_frame + 16)
+        # TLS is started per connection (``_authenticate``), after the address checks and under
+        # the handshake timeout: the server itself listens in plain TCP, each new connection held
+        # (not read) by a ``_Gate`` until then.
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Gate(self), self.host, self.port)
         sock = self._server.sockets[0].getsockname()
         return sock[0], sock[1]
+
+    async def _refresh(self) -> None:
+        """Certificates pinned while the listener runs are trusted within ``refresh_every`` seconds."""
+        while True:
+            await asyncio.sleep(self.refresh_every)
+            try:
+                await asyncio.to_thread(self.feeds.trust, self.ssl)
+            except Exception:  # the store is unreachable for now: try again at the next round
+                log.exception("could not read the lab's pinned certificates")
 
     async def serve_forever(self) -> None:
         assert self._server is not None
@@ -267,12 +390,15 @@ class Server:
             await self._server.serve_forever()
 
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
         if self._server is not None:
             self._server.close()
-        for task in list(self._clients):  # connections still open: their frames are dropped, unacknowledged
+        for task in list(self._clients) + list(self._pending):  # their frames are dropped, unacknowledged
             task.cancel()
-        if self._clients:
-            await asyncio.gather(*self._clients, return_exceptions=True)
+        waiting = self._clients | set(self._pending)
+        if waiting:
+            await asyncio.gather(*waiting, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
         self.committer.stop()
@@ -290,35 +416,170 @@ class Server:
         self.committer.submit(_Job(frame, done))
         return fut
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._open >= self.max_connections:
-            writer.close()
-            return
-        self._open += 1
-        self.stats.connections += 1
-        task = asyncio.current_task()
-        if task is not None:
-            self._clients.add(task)
-        pending: asyncio.Queue[asyncio.Future[bytes] | bytes | None] = asyncio.Queue()
-        sender = asyncio.create_task(self._send_acks(pending, writer))
+    def _refuse(self, transport: asyncio.BaseTransport, peer: str, reason: str, started: float) -> None:
+        self.stats.refused[reason] += 1
+        logs.access("mllp", event="refused", peer=peer, reason=reason, ms=(time.monotonic() - started) * 1000)
+        with contextlib.suppress(Exception):
+            transport.abort()
+
+    def _evict(self) -> bool:
+        """Make room among connections not yet authenticated: drop the oldest one of the address
+        that holds most of them."""
+        if not self._pending:
+            return False
+        worst = Counter(self._pending.values()).most_common(1)[0][0]
+        victim = next(task for task, addr in self._pending.items() if addr == worst)
+        del self._pending[victim]
+        victim.cancel()
+        return True
+
+    def _streams(self, transport: asyncio.BaseTransport, protocol: asyncio.StreamReaderProtocol,
+                 reader: asyncio.StreamReader) -> asyncio.StreamWriter:
+        protocol.connection_made(transport)
+        return asyncio.StreamWriter(transport, protocol, reader, asyncio.get_running_loop())
+
+    async def _authenticate(self, transport: asyncio.Transport, addr: str
+                            ) -> tuple[ingest.Ingestor, asyncio.StreamReader, asyncio.StreamWriter]:
+        reader = asyncio.StreamReader(limit=self.max_frame + 16)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        if self.ssl is None:
+            assert self.ingestor is not None
+            transport.set_protocol(protocol)
+            writer = self._streams(transport, protocol, reader)
+            transport.resume_reading()
+            return self.ingestor, reader, writer
+        loop = asyncio.get_running_loop()
+        # CERT_REQUIRED: no certificate, or one the store does not trust, fails here.
+        tls = await loop.start_tls(transport, protocol, self.ssl, server_side=True,
+                                   ssl_handshake_timeout=self.limits.handshake_timeout)
+        writer = self._streams(tls, protocol, reader)
+        sslobj = tls.get_extra_info("ssl_object")
+        der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+        if not der:
+            tls.abort()
+            raise AccessDenied("no client certificate")
+        assert self.feeds is not None
         try:
-            await self._read_frames(reader, pending)
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, ssl.SSLError, OSError):
-            pass
+            ing = await asyncio.to_thread(self.feeds.authenticate, der, addr)
+        except BaseException:
+            tls.abort()
+            raise
+        return ing, reader, writer
+
+    def _accept(self, transport: asyncio.Transport) -> None:
+        """A new connection, not read yet: refused at once over a cap, else handled in a task."""
+        started = time.monotonic()
+        peername = transport.get_extra_info("peername") or ("?", 0)
+        addr = str(peername[0])
+        peer = f"{addr}:{peername[1]}" if len(peername) > 1 else addr
+        if self._by_addr[addr] >= self.limits.max_per_address:
+            return self._refuse(transport, peer, "per-address-cap", started)
+        if len(self._pending) >= self.limits.max_pending and not self._evict():
+            return self._refuse(transport, peer, "pending-cap", started)
+        self._by_addr[addr] += 1
+        task = asyncio.get_running_loop().create_task(self._client(transport, addr, peer, started))
+        self._pending[task] = addr
+        # Released when the task ends, however it ends (even cancelled before its first step).
+        task.add_done_callback(lambda _t: self._release(addr, transport))
+
+    def _release(self, addr: str, transport: asyncio.BaseTransport) -> None:
+        self._by_addr[addr] -= 1
+        if self._by_addr[addr] <= 0:
+            del self._by_addr[addr]
+        with contextlib.suppress(Exception):
+            transport.abort()  # a no-op once closed
+
+    async def _client(self, transport: asyncio.Transport, addr: str, peer: str, started: float) -> None:
+        limits = self.limits
+        task = asyncio.current_task()
+        assert task is not None
+        counted = False
+        writer: asyncio.StreamWriter | None = None
+        try:
+            try:
+                ing, reader, writer = await asyncio.wait_for(self._authenticate(transport, addr),
+                                                             limits.handshake_timeout)
+            except asyncio.CancelledError:
+                if task in self._pending:  # the listener is closing
+                    raise
+                return self._refuse(transport, peer, "evicted", started)
+            except TimeoutError:
+                return self._refuse(transport, peer, "handshake-timeout", started)
+            except AccessDenied:
+                return self._refuse(transport, peer, "certificate-not-pinned", started)
+            except LabvaultError:  # the lab cannot take data now (shredded, ...): nothing stored
+                return self._refuse(transport, peer, "not-accepted", started)
+            except ssl.SSLError as exc:
+                text = str(exc)
+                reason = "no-certificate" if "CERTIFICATE_REQUIRED" in text or "PEER_DID_NOT_RETURN" in text \
+                    else "certificate-refused" if "CERTIFICATE_VERIFY_FAILED" in text else "tls-failed"
+                return self._refuse(transport, peer, reason, started)
+            except (ConnectionError, OSError, asyncio.IncompleteReadError, RuntimeError):
+                return self._refuse(transport, peer, "closed-during-handshake", started)
+            except Exception:  # the store is unreachable, say: logged (no personal value), refused
+                log.exception("connection from %s not authenticated: internal error", peer)
+                return self._refuse(transport, peer, "internal-error", started)
+            finally:
+                self._pending.pop(task, None)
+            if self._open >= limits.max_connections:
+                return self._refuse(writer.transport, peer, "connection-cap", started)
+            self._open += 1
+            counted = True
+            self.stats.connections += 1
+            self._clients.add(task)
+            account = ing.principal.account_id
+            logs.access("mllp", event="connected", peer=peer, account=account, tls=self.ssl is not None,
+                        ms=(time.monotonic() - started) * 1000)
+            pending: asyncio.Queue = asyncio.Queue()
+            sender = asyncio.create_task(self._send_acks(pending, writer, peer, account))
+            try:
+                await self._read_frames(reader, pending, ing, peer, account)
+            except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, ssl.SSLError, OSError):
+                pass
+            finally:
+                await pending.put(None)
+                with contextlib.suppress(Exception):
+                    await sender
         finally:
-            await pending.put(None)
-            with contextlib.suppress(Exception):
-                await sender
-            writer.close()
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await writer.wait_closed()
-            self._open -= 1
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await writer.wait_closed()
+            else:
+                transport.abort()
+            if counted:
+                self._open -= 1
             self._clients.discard(task)
 
-    async def _read_frames(self, reader: asyncio.StreamReader, pending: asyncio.Queue) -> None:
+    def _submit(self, frame: bytes, ing: ingest.Ingestor) -> asyncio.Future[bytes]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bytes] = loop.create_future()
+
+        def done(reply: bytes) -> None:
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(reply))
+
+        self.committer.submit(_Job(frame, done, ing))
+        return fut
+
+    async def _read_frames(self, reader: asyncio.StreamReader, pending: asyncio.Queue, ing: ingest.Ingestor,
+                           peer: str, account: str) -> None:
+        loop = asyncio.get_running_loop()
         buf = bytearray()
+        deadline: float | None = None  # when the frame begun in ``buf`` must be complete
         while True:
-            chunk = await asyncio.wait_for(reader.read(65536), self.idle_timeout)
+            if buf:
+                deadline = deadline or loop.time() + self.limits.frame_timeout
+                wait = max(0.0, deadline - loop.time())
+            else:
+                deadline, wait = None, self.limits.idle_timeout
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), wait)
+            except TimeoutError:
+                if buf:
+                    self.stats.frame_timeouts += 1
+                    logs.access("mllp", event="frame-timeout", peer=peer, account=account,
+                                seconds=self.limits.frame_timeout)
+                raise
             if not chunk:
                 return  # the client left; a partial frame in ``buf`` is dropped, never acknowledged
             buf += chunk
@@ -333,29 +594,40 @@ class Server:
                 if end < 0:
                     if len(buf) > self.max_frame:
                         self.stats.oversized += 1
-                        await pending.put(ack(bytes(buf[:4096]), "AR", f"frame exceeds {self.max_frame} bytes"))
+                        await pending.put((ack(bytes(buf[:4096]), "AR", f"frame exceeds {self.max_frame} bytes"),
+                                           time.monotonic()))
                         return
                     break
                 frame = bytes(buf[1:end])
                 cut = end + 2 if end + 1 < len(buf) and buf[end + 1] == CR else end + 1
                 del buf[:cut]
+                deadline = None  # a frame completed: the next one gets its own time
                 if len(frame) > self.max_frame:
                     self.stats.oversized += 1
-                    await pending.put(ack(frame[:4096], "AR", f"frame exceeds {self.max_frame} bytes"))
+                    await pending.put((ack(frame[:4096], "AR", f"frame exceeds {self.max_frame} bytes"),
+                                       time.monotonic()))
                     return
                 if not frame.strip():
                     continue
                 self.stats.frames += 1
-                await pending.put(self._submit(frame))
+                await pending.put((self._submit(frame, ing), time.monotonic()))
 
-    async def _send_acks(self, pending: asyncio.Queue, writer: asyncio.StreamWriter) -> None:
+    async def _send_acks(self, pending: asyncio.Queue, writer: asyncio.StreamWriter, peer: str, account: str
+                         ) -> None:
         """ACKs leave in the order the frames came, each once its frame is stored (or refused)."""
         broken = False
+        logging_on = logging.getLogger(f"{logs.ACCESS}.mllp").isEnabledFor(logging.INFO)
         while True:
             item = await pending.get()
             if item is None:
                 return
-            reply = item if isinstance(item, bytes) else await item
+            got, received = item
+            reply = got if isinstance(got, bytes) else await got
+            if logging_on:
+                at = reply.find(b"\rMSA")
+                code = reply[at + 5 : at + 7].decode("ascii", "replace") if at >= 0 else "?"
+                logs.access("mllp", event="message", peer=peer, account=account, ack=code,
+                            ms=(time.monotonic() - received) * 1000, sent=not broken)
             if broken:
                 continue  # the client is gone: its stored messages stay stored, it will resend
             try:
@@ -365,11 +637,39 @@ class Server:
                 broken = True
 
 
-def server_ssl_context(cert: str, key: str) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+class _Gate(asyncio.Protocol):
+    """Holds a new connection unread until the server has checked its address and started TLS."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.pause_reading()  # type: ignore[attr-defined]
+        self.server._accept(transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:  # not while paused; the protocol is replaced after
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+
+def server_ssl_context(cert: str, key: str, *, client_ca: str | None = None) -> ssl.SSLContext:
+    """The listener's TLS: TLS 1.2 or later, a client certificate required (C2). The trust store
+    holds the lab's pinned feed certificates (added by ``PinnedFeeds.trust``; a pinned certificate
+    is a trust anchor of its own, self-signed or not) and, with ``client_ca``, a CA's certificates;
+    never the system's CAs. Whatever verifies, only a pinned certificate maps to an account."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     try:
         ctx.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
         raise LabvaultError(f"cannot load the TLS certificate or key: {getattr(exc, 'strerror', None) or exc}") from None
+    if client_ca:
+        try:
+            ctx.load_verify_locations(cafile=client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise LabvaultError(f"cannot load --client-ca: {getattr(exc, 'strerror', None) or exc}") from None
     return ctx

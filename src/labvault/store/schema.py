@@ -78,7 +78,11 @@ account = Table(
     Column("failed_logins", Integer, nullable=False, server_default="0"),
     Column("locked_until", DateTime(timezone=True)),
     Column("deactivated_at", DateTime(timezone=True)),
+    # Service accounts of a feed: the pinned client certificate (SHA-256 of its DER, and its PEM).
+    Column("feed_cert_sha256", String(64)),
+    Column("feed_cert_pem", Text),
     Index("ix_account_email", "email", unique=True),
+    Index("ix_account_feed_cert_sha256", "feed_cert_sha256", unique=True),
     sqlite_with_rowid=False,
 )
 
