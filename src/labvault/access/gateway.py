@@ -318,8 +318,9 @@ class Unit:
         if not self._check:
             return
         p = self.principal
+        known = None
         if p.is_platform and tenant_id != PLATFORM:
-            self.tenant(tenant_id)  # vendor staff may list labs anyway: an unknown one is a 404
+            known = self.tenant(tenant_id)  # vendor staff may list labs anyway: an unknown one is a 404
         personal = action in policy.READ_PERSONAL or action in policy.WRITE_PERSONAL or action in policy.MANAGE_PERSONAL
         if personal and not self._committed and p.kind == "person":
             self._deny(tenant_id, action, "this account has not recorded its confidentiality commitment")
@@ -335,8 +336,13 @@ class Unit:
                 self._grant = grant
                 return
             if action in policy.WRITE_PERSONAL:
+                # Generated data, into a lab created synthetic only: the purpose the caller names
+                # never unlocks anything on a real lab.
                 if self.purpose in (Purpose.GENERATE, Purpose.BENCHMARK) and policy.allowed(p.roles, "generate"):
-                    return
+                    if known is not None and known.synthetic:
+                        return
+                    self._deny(tenant_id, action, f"lab '{tenant_id}' is not a synthetic lab: "
+                                                  "vendor accounts do not write generated data into a real lab")
                 self._deny(tenant_id, action, "vendor accounts do not write lab data")
             if not policy.allowed(p.roles, action):
                 self._deny(tenant_id, action, f"'{action}' is not allowed for roles {', '.join(sorted(p.roles)) or 'none'}")
@@ -443,10 +449,15 @@ class Unit:
 
     # -- tenants --------------------------------------------------------------------------------
     def create_tenant(
-        self, tenant_id: str, name: str, finess: str, *, retention: Mapping[str, tuple[int, str]]
+        self, tenant_id: str, name: str, finess: str, *, retention: Mapping[str, tuple[int, str]],
+        synthetic: bool = False,
     ) -> Tenant:
         """A lab with its own keys and its retention rules (category -> (days, legal reference),
-        ``results`` at least), all in this transaction: no lab exists without its rules."""
+        ``results`` at least), all in this transaction: no lab exists without its rules.
+
+        ``synthetic``: a lab for generated data only (the demo, ``generate``, the benchmarks). Only
+        such a lab may be generated into by vendor accounts, or deleted without the lab's signed
+        deletion instruction; the mark is set here, once, and never changed afterwards."""
         from labvault.access import retention as ret
 
         if self._check and not policy.allowed(self.principal.roles, "tenant:create"):
@@ -464,7 +475,8 @@ class Unit:
             raise TenantExists(f"lab '{tenant_id}' already exists")
         now = utcnow()
         self.conn.execute(
-            insert(t.tenant).values(tenant_id=tenant_id, name=name.strip(), finess=finess, status="active", created_at=now)
+            insert(t.tenant).values(tenant_id=tenant_id, name=name.strip(), finess=finess, status="active",
+                                    created_at=now, synthetic=int(bool(synthetic)))
         )
         keys = self._gw.keys
         keys.create_scope(tenant_id)
@@ -480,9 +492,9 @@ class Unit:
                     created_at=now,
                 )
             )
-        self._record(tenant_id, "tenant:create", "tenant", 1)
+        self._record(tenant_id, "tenant:create", "synthetic-tenant" if synthetic else "tenant", 1)
         ret.write_rules(self, tenant_id, rules)
-        return Tenant(tenant_id, name.strip(), finess, "active", now)
+        return Tenant(tenant_id, name.strip(), finess, "active", now, bool(synthetic))
 
     def list_tenants(self) -> list[Tenant]:
         if not self.principal.is_platform:
@@ -493,14 +505,14 @@ class Unit:
                 raise AccessDenied("listing labs is not allowed for this account")
             self._scope("*")
             rows = self.conn.execute(select(t.tenant).order_by(t.tenant.c.tenant_id)).all()
-        return [Tenant(r.tenant_id, r.name, r.finess, r.status, r.created_at) for r in rows]
+        return [Tenant(r.tenant_id, r.name, r.finess, r.status, r.created_at, bool(r.synthetic)) for r in rows]
 
     def tenant(self, tenant_id: str) -> Tenant:
         self._scope(tenant_id)
         row = self.conn.execute(select(t.tenant).where(self._tf(t.tenant, tenant_id))).first()
         if row is None:
             raise UnknownTenant(f"unknown lab '{tenant_id}' (see 'labvault tenant list')")
-        return Tenant(row.tenant_id, row.name, row.finess, row.status, row.created_at)
+        return Tenant(row.tenant_id, row.name, row.finess, row.status, row.created_at, bool(row.synthetic))
 
     def _crypto(self, tenant_id: str) -> TenantCrypto:
         tenant = self.tenant(tenant_id)
@@ -530,12 +542,21 @@ class Unit:
         self._gw._crypto[tenant_id] = crypto
         return crypto
 
-    def shred_tenant(self, tenant_id: str) -> dict:
-        """Destroy a lab's keys: all its data, in every backup, becomes unreadable. Signed record."""
+    def shred_tenant(self, tenant_id: str, *, instruction_id: str | None = None, deletion: dict | None = None) -> dict:
+        """Destroy a lab's keys: all its data, in every backup, becomes unreadable. Signed record.
+
+        A real lab only under its signed deletion instruction (``instruction_id``), re-checked now;
+        a synthetic lab without one (see ``labvault.access.instructed.authorise_deletion``).
+        ``deletion``: that check's answer, when the caller (the end of a contract) made it already
+        in this unit."""
+        from labvault.access import instructed
+
         self._authorise(tenant_id, "tenant:shred")
         tenant = self.tenant(tenant_id)
         if tenant.status == "shredded":
             raise TenantShredded(f"lab '{tenant_id}' was already crypto-shredded")
+        if deletion is None:
+            deletion = instructed.authorise_deletion(self, tenant_id, instruction_id, action="tenant:shred")
         rows = self.conn.execute(select(t.tenant_key).where(self._tf(t.tenant_key, tenant_id))).all()
         now = utcnow()
         body = {
@@ -546,6 +567,8 @@ class Unit:
             "actor": self.principal.account_id,
             "actor_name": self.principal.name,
             "key_provider": self._gw.keys.name,
+            "synthetic": deletion["synthetic"],
+            "instruction": deletion["instruction"],
             "keys_destroyed": [
                 {"purpose": r.purpose, "version": r.version, "wrapped_sha256": sha256(r.wrapped).hexdigest()} for r in rows
             ],
@@ -567,7 +590,8 @@ class Unit:
                 created_at=now,
             )
         )
-        self._record(tenant_id, "tenant:shred", "tenant", 1)
+        self._record(tenant_id, "tenant:shred", "tenant", 1,
+                     refs=[deletion["instruction"]["id"]] if deletion["instruction"] else None)
         # Last, once the database changes are in this transaction: destroy the KEK itself.
         # Should the commit then fail, the lab is unreadable but not marked: a retry marks it.
         self._gw.keys.destroy_scope(tenant_id)
@@ -1039,8 +1063,8 @@ class Unit:
     def drop_tenant_rows(self, tenant_id: str) -> None:
         """Delete every row of a scratch lab (benchmarks); a real lab is shredded, not dropped."""
         self._authorise(tenant_id, "tenant:drop")
-        if not tenant_id.startswith("bench-"):
-            raise AccessDenied("only scratch benchmark labs can be dropped")
+        if not tenant_id.startswith("bench-") or not self.tenant(tenant_id).synthetic:
+            self._deny(tenant_id, "tenant:drop", "only synthetic scratch benchmark labs can be dropped")
         for tbl in reversed(t.metadata.sorted_tables):
             if tbl.name not in ("audit_event", "audit_checkpoint"):  # append-only, even for a scratch lab
                 self.conn.execute(tbl.delete().where(self._tf(tbl, tenant_id)))

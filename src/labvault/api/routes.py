@@ -112,7 +112,7 @@ def me(caller: Auth) -> schemas.MeOut:
 @private.get("/api/v1/tenants", response_model=list[schemas.TenantOut])
 def tenants(caller: Auth, request: Request) -> list[schemas.TenantOut]:
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
-        return [schemas.TenantOut(id=t.id, name=t.name, finess=t.finess, status=t.status) for t in u.list_tenants()]
+        return [schemas.TenantOut(id=t.id, name=t.name, finess=t.finess, status=t.status, synthetic=t.synthetic) for t in u.list_tenants()]
 
 
 def _purpose(caller: Caller) -> Purpose:

@@ -59,6 +59,7 @@ class TenantOut(BaseModel):
     name: str
     finess: str
     status: str
+    synthetic: bool  # generated data only (may be deleted without the lab's deletion instruction)
 
 
 class PatientOut(BaseModel):
