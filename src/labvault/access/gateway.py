@@ -359,8 +359,21 @@ class Unit:
 
         return active_grant(self, tenant_id, self.principal.account_id)
 
-    def _in_grant_scope(self, patient_id: str) -> bool:
-        return self._grant is None or self._grant.patients is None or patient_id in self._grant.patients
+    def _in_grant_scope(self, patient_id: str, tenant_id: str | None = None) -> bool:
+        """Whether a support grant (if one is in use) covers this patient: named in it, and, for a
+        grant bounded to a period, with a request dated in that period."""
+        g = self._grant
+        if g is None:
+            return True
+        if g.patients is not None and patient_id not in g.patients:
+            return False
+        if g.has_period:
+            c = self._crypto(tenant_id)
+            q = t.request
+            ids = [r.request_id for r in self.conn.execute(select(q.c.request_id).where(
+                self._tf(q, tenant_id), q.c.pseudonym == c.index.pseudonym(patient_id))).all()]
+            return bool(self._requests_collected_between(c, tenant_id, ids, g.period_from, g.period_to))
+        return True
 
     def _readable_categories(self, tenant_id: str) -> frozenset[str] | None:
         """Sensitive categories this principal may read in this lab (None: all)."""
@@ -882,7 +895,7 @@ class Unit:
                 self._tf(t.patient_identity, tenant_id), t.patient_identity.c.nir_bidx == c.index.nir(value)
             )
         ).all()
-        found = [self._identity(c, r) for r in rows if self._in_grant_scope(r.patient_id)]
+        found = [self._identity(c, r) for r in rows if self._in_grant_scope(r.patient_id, tenant_id)]
         self._record(tenant_id, "patient:identity:search", "patient", len(found), refs=[p.patient_id for p in found])
         return found
 
@@ -898,7 +911,7 @@ class Unit:
                 t.patient_identity.c.name_bidx == c.index.name(family_name, given_name, birth_date),
             )
         ).all()
-        found = [self._identity(c, r) for r in rows if self._in_grant_scope(r.patient_id)]
+        found = [self._identity(c, r) for r in rows if self._in_grant_scope(r.patient_id, tenant_id)]
         self._record(tenant_id, "patient:identity:search", "patient", len(found), refs=[p.patient_id for p in found])
         return found
 
@@ -924,7 +937,7 @@ class Unit:
                 self._tf(t.patient_identity, tenant_id), t.patient_identity.c.patient_id == patient_id
             )
         ).first()
-        if row is None or not self._in_grant_scope(patient_id):
+        if row is None or not self._in_grant_scope(patient_id, tenant_id):
             self._record(tenant_id, "patient:identity:read", "patient", 0, outcome="error")
             raise NotFound("no such patient in this lab")
         self._record(tenant_id, "patient:identity:read", "patient", 1, refs=[patient_id])
@@ -934,13 +947,15 @@ class Unit:
         self._authorise(tenant_id, "patient:request:read")
         if not _valid_id(patient_id):
             return []
-        if not self._in_grant_scope(patient_id):
+        if not self._in_grant_scope(patient_id, tenant_id):
             self._deny(tenant_id, "patient:request:read", "this patient is outside the grant's scope")
         c = self._crypto(tenant_id)
         rows = self.conn.execute(
             select(t.request).where(self._tf(t.request, tenant_id), t.request.c.pseudonym == c.index.pseudonym(patient_id))
         ).all()
         out = [self._request(c, r, patient_id) for r in rows]
+        if self._grant is not None and self._grant.has_period:
+            out = [q for q in out if self._grant.in_period(q.requested_at.date())]
         out.sort(key=lambda q: q.requested_at)
         self._record(tenant_id, "patient:request:read", "request", len(out), refs=[patient_id])
         return out
@@ -966,7 +981,7 @@ class Unit:
         self._authorise(tenant_id, "patient:result:read")
         if not _valid_id(patient_id):
             return []
-        if not self._in_grant_scope(patient_id):
+        if not self._in_grant_scope(patient_id, tenant_id):
             self._deny(tenant_id, "patient:result:read", "this patient is outside the grant's scope")
         c = self._crypto(tenant_id)
         req = t.request
@@ -974,6 +989,9 @@ class Unit:
         request_ids = [r.request_id for r in self.conn.execute(q).all()]
         if collected_from or collected_to:
             request_ids = self._requests_collected_between(c, tenant_id, request_ids, collected_from, collected_to)
+        if self._grant is not None and self._grant.has_period:
+            request_ids = self._requests_collected_between(c, tenant_id, request_ids, self._grant.period_from,
+                                                           self._grant.period_to)
         out = self._results_of_requests(c, tenant_id, request_ids, code)
         self._record(tenant_id, "patient:result:read", "result", len(out), refs=[patient_id])
         return out
@@ -992,6 +1010,10 @@ class Unit:
         if self._grant is not None and self._grant.patients is not None:
             if row.pseudonym not in {c.index.pseudonym(pid) for pid in self._grant.patients}:
                 self._deny(tenant_id, "patient:result:read", "this request is outside the grant's scope")
+        if self._grant is not None and self._grant.has_period:
+            if not self._requests_collected_between(c, tenant_id, [request_id], self._grant.period_from,
+                                                    self._grant.period_to):
+                self._deny(tenant_id, "patient:result:read", "this request is outside the grant's period")
         out = self._results_of_requests(c, tenant_id, [request_id], None)
         self._record(tenant_id, "patient:result:read", "result", len(out), refs=[request_id])
         return out
