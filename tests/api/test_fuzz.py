@@ -46,7 +46,8 @@ def pools(api, bio_a, bio_b, support):
     grants = {}
     for lab in (LAB_A, LAB_B):
         r = support.post(f"/api/v1/tenants/{lab}/grants",
-                         json={"ticket": "SUP-7", "reason": "fuzz", "hours": 1, "fields": ["identity"]})
+                         json={"ticket": "SUP-7", "reason": "fuzz", "hours": 1, "fields": ["identity"],
+                               "period_from": "2024-01-01", "period_to": "2024-06-30"})
         assert r.status_code == 201
         grants[lab] = r.json()["grant_id"]
     own_token_id, _ = api.token(bio_a, ["read"])  # fuzzing may revoke it: harmless
