@@ -427,7 +427,7 @@ def test_grant_id_only_on_events_of_its_lab(world):
 
 # -- what the lab's admin sees, and a named scope ------------------------------------------------------
 def test_lab_admin_sees_who_asks_ticket_reason_scope_and_duration(world):
-    """C3, C4: before approving, the lab's admin sees the requester's name and e-mail (not a hex
+    """F2: before approving, the lab's admin sees the requester's name and e-mail (not a hex
     id), the ticket, the reason, the exact scope (patients, period, fields) and the duration."""
     sup = support_account(world)
     pid = next(iter(DATA["lab-a"].identities))
@@ -452,7 +452,7 @@ def test_lab_admin_sees_who_asks_ticket_reason_scope_and_duration(world):
 
 
 def test_a_grant_for_the_whole_lab_is_refused_with_the_reason(world):
-    """C4: no patients and no period: refused, and nothing is kept."""
+    """F2: no patients and no period: refused, and nothing is kept."""
     sup = support_account(world)
     with pytest.raises(InvalidInput, match="never the whole lab"):
         request_grant(world, sup, patients=None)
@@ -462,7 +462,7 @@ def test_a_grant_for_the_whole_lab_is_refused_with_the_reason(world):
 
 
 def test_a_period_grant_reads_only_requests_dated_in_it(world):
-    """C4: a grant bounded to a period reads the requests dated in it, their results, and the
+    """F2: a grant bounded to a period reads the requests dated in it, their results, and the
     identities of patients with such a request; nothing outside, enforced at each read."""
     a = DATA["lab-a"]
     days = sorted({q.requested_at.date() for q in a.requests.values()})

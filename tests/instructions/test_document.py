@@ -257,7 +257,7 @@ def test_kind_rules():
 
 
 def test_deletion_of_the_whole_lab():
-    """E3: a deletion instruction with scope lab covers the whole lab and has no selection; the
+    """D2, A1: a deletion instruction with scope lab covers the whole lab and has no selection; the
     scope is refused on other kinds and beside a selection; its record round-trips and signs."""
     whole = doc(kind="deletion", fields=None, destination=None, expected_volume=None, selection=None, scope="lab")
     i = d.parse(as_json(whole))
