@@ -271,6 +271,8 @@ class Unit:
         # A lab's signed instruction this unit works under (see labvault.access.instructed.enter):
         # the only way a vendor operator reads lab data, within that instruction's scope.
         self._instruction = None
+        # Per lab, the ground on which this unit may delete it (set by instructed.authorise_deletion).
+        self._deletion_ground: dict[str, dict] = {}
         self._side_events: list[tuple[str, dict]] = []
         self._side_actions: list[Callable[[Unit], None]] = []
         self._pending_events: list[dict] = []
@@ -555,20 +557,20 @@ class Unit:
         self._gw._crypto[tenant_id] = crypto
         return crypto
 
-    def shred_tenant(self, tenant_id: str, *, instruction_id: str | None = None, deletion: dict | None = None) -> dict:
+    def shred_tenant(self, tenant_id: str, *, instruction_id: str | None = None) -> dict:
         """Destroy a lab's keys: all its data, in every backup, becomes unreadable. Signed record.
 
         A real lab only under its signed deletion instruction (``instruction_id``), re-checked now;
-        a synthetic lab without one (see ``labvault.access.instructed.authorise_deletion``).
-        ``deletion``: that check's answer, when the caller (the end of a contract) made it already
-        in this unit."""
+        a synthetic lab without one (see ``labvault.access.instructed.authorise_deletion``). Inside
+        the end of a contract, the ground that unit checked before deleting the rows is used."""
         from labvault.access import instructed
 
         self._authorise(tenant_id, "tenant:shred")
         tenant = self.tenant(tenant_id)
         if tenant.status == "shredded":
             raise TenantShredded(f"lab '{tenant_id}' was already crypto-shredded")
-        if deletion is None:
+        deletion = self._deletion_ground.get(tenant_id)
+        if deletion is None or (deletion["instruction"] or {}).get("id") != instruction_id:
             deletion = instructed.authorise_deletion(self, tenant_id, instruction_id, action="tenant:shred")
         rows = self.conn.execute(select(t.tenant_key).where(self._tf(t.tenant_key, tenant_id))).all()
         now = utcnow()

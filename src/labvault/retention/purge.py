@@ -163,7 +163,7 @@ def end_delete(u: Unit, tenant_id: str, *, instruction_id: str | None = None) ->
     packages: dict[str, object] = {}
     for hook in END_HOOKS:
         packages.update(hook(u, tenant_id, now))
-    shred = u.shred_tenant(tenant_id, deletion=deletion)
+    shred = u.shred_tenant(tenant_id, instruction_id=instruction_id)  # on the ground checked above
     body = {
         "kind": "tenant-end",
         "tenant": tenant_id,
