@@ -127,7 +127,7 @@ access_grant = Table(
     Column("account_id", String(ID), nullable=False),  # the support account it is for
     Column("ticket", String(100), nullable=False),
     Column("reason", String(500), nullable=False),
-    Column("scope_patients", Text),  # JSON list of patient ids; NULL = the whole lab
+    Column("scope_patients", Text),  # JSON list of patient ids; NULL: not bounded by patients (then by a period)
     Column("scope_fields", Text, nullable=False),  # JSON list: identity, results, requests
     # The period the grant covers (ISO dates, inclusive): requests dated in it, their results, and
     # the identities of their patients. A grant names patients, or a period, or both.
