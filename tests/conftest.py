@@ -135,9 +135,12 @@ def lab_user(gw: Gateway, tenant_id: str, *roles: str, name: str = "Bio") -> Pri
 TEST_RETENTION = {"results": (3650, "test rule: CSP art. R.1112-7 (test only)")}
 
 
-def make_lab(gw: Gateway, tenant_id: str, finess: str = "690000017", *, retention=None) -> None:
+def make_lab(gw: Gateway, tenant_id: str, finess: str = "690000017", *, retention=None, synthetic: bool = True) -> None:
+    """A test lab. Synthetic by default (test labs hold generated data: vendor accounts may load
+    them, and delete them without a deletion instruction); ``synthetic=False``: a real lab."""
     with gw.unit(ADMIN, Purpose.ADMINISTRATION) as u:
-        u.create_tenant(tenant_id, f"Lab {tenant_id}", finess, retention=retention or TEST_RETENTION)
+        u.create_tenant(tenant_id, f"Lab {tenant_id}", finess, retention=retention or TEST_RETENTION,
+                        synthetic=synthetic)
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -21,6 +21,7 @@ def test_demo_end_to_end(tmp_path):
         assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
     assert "total: 2 labs, 120 patients" in text
+    assert "2 of 2 labs synthetic" in text and text.count(" synthetic ") >= 2  # each lab marked
     assert text.count("not found") == 4 and "FOUND" not in text
     assert "nothing in clear" in text
     assert "INS/NIR" in text and "results (first 8 shown)" in text

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import text, update
@@ -43,10 +43,17 @@ def admin_of(world, lab: str) -> Principal:
     return world.principal(lab, "lab_admin")
 
 
-def request_grant(world, sup, lab="lab-a", *, hours=2, fields=ALL_FIELDS, patients=None):
+FIRST = object()  # the lab's first patient: a grant's scope is always named
+
+
+def request_grant(world, sup, lab="lab-a", *, hours=2, fields=ALL_FIELDS, patients=FIRST, period=None):
+    if patients is FIRST:
+        patients = [next(iter(DATA[lab].identities))]
     with world.gw.unit(sup, Purpose.SUPPORT) as u:
         return grants.request_grant(u, lab, ticket="INC-1234", reason="lab reports a wrong display",
-                                    hours=hours, fields=list(fields), patients=patients)
+                                    hours=hours, fields=list(fields), patients=patients,
+                                    period_from=period[0] if period else None,
+                                    period_to=period[1] if period else None)
 
 
 def approve(world, approver, lab, grant_id):
@@ -224,7 +231,7 @@ def test_sensitive_categories_never_under_a_grant(world, lab):
     sup = support_account(world)
     d = DATA[lab]
     pid = patient_with_sensitive_results(lab)
-    granted(world, sup, lab, patients=None, fields=ALL_FIELDS)  # the widest grant there is
+    granted(world, sup, lab, patients=[pid], fields=ALL_FIELDS)  # the widest grant there is
     sensitive = {r for r in d.results_of[pid] if d.results[r].sensitivity is not Sensitivity.OTHER}
     plain = set(d.results_of[pid]) - sensitive
     assert sensitive
@@ -262,6 +269,10 @@ def test_hours_bounds_accepted(world, hours):
 
 @pytest.mark.parametrize("kw", [
     {"fields": []}, {"fields": ["identity", "address"]}, {"patients": []},
+    {"patients": None},  # the whole lab: never
+    {"patients": None, "period": (date(2024, 2, 1), date(2024, 1, 1))},
+    {"patients": None, "period": (date(2020, 1, 1), date(2024, 1, 1))},
+    {"patients": None, "period": (None, date(2024, 1, 1))},
 ])
 def test_malformed_requests_refused(world, kw):
     sup = support_account(world)
@@ -407,8 +418,82 @@ def test_grant_id_only_on_events_of_its_lab(world):
     with world.gw.unit(sup, Purpose.SUPPORT) as u:
         u.get_patient("lab-a", pid)
         grants.request_grant(u, "lab-b", ticket="INC-2", reason="other lab", hours=1, fields=["identity"],
-                             patients=None)
+                             patients=[next(iter(DATA["lab-b"].identities))])
     with world.raw.connect() as conn:
         rows = conn.execute(text("SELECT tenant_id, action FROM audit_event WHERE grant_id = :g"),
                             {"g": g.grant_id}).all()
     assert [(r.tenant_id, r.action) for r in rows] == [("lab-a", "patient:identity:read")]
+
+
+# -- what the lab's admin sees, and a named scope ------------------------------------------------------
+def test_lab_admin_sees_who_asks_ticket_reason_scope_and_duration(world):
+    """F2: before approving, the lab's admin sees the requester's name and e-mail (not a hex
+    id), the ticket, the reason, the exact scope (patients, period, fields) and the duration."""
+    sup = support_account(world)
+    pid = next(iter(DATA["lab-a"].identities))
+    g = request_grant(world, sup, patients=[pid], fields=["identity", "results"], hours=3,
+                      period=(date(2024, 1, 1), date(2024, 6, 30)))
+    with world.gw.unit(admin_of(world, "lab-a"), Purpose.ADMINISTRATION) as u:
+        shown = grants.show_grant(u, "lab-a", g.grant_id)
+        listed = [x for x in grants.list_grants(u, "lab-a") if x.grant_id == g.grant_id]
+    for x in (shown, *listed):
+        assert x.requester_name == sup.name and x.requester_email == f"{sup.account_id}@vendor.invalid"
+        assert (x.ticket, x.reason, x.hours, x.state) == ("INC-1234", "lab reports a wrong display", 3, "pending")
+        assert x.patients == frozenset({pid}) and x.fields == ("identity", "results")
+        assert (x.period_from, x.period_to) == (date(2024, 1, 1), date(2024, 6, 30))
+        assert x.scope_text() == ("1 named patient(s); requests dated 2024-01-01 to 2024-06-30; "
+                                  "fields identity, results; no sensitive category")
+    assert len(listed) == 1
+    # another support account does not see it; another lab's admin neither
+    with pytest.raises(NotFound), world.gw.unit(support_account(world), Purpose.SUPPORT) as u:
+        grants.show_grant(u, "lab-a", g.grant_id)
+    with pytest.raises(AccessDenied), world.gw.unit(admin_of(world, "lab-b"), Purpose.ADMINISTRATION) as u:
+        grants.show_grant(u, "lab-a", g.grant_id)
+
+
+def test_a_grant_for_the_whole_lab_is_refused_with_the_reason(world):
+    """F2: no patients and no period: refused, and nothing is kept."""
+    sup = support_account(world)
+    with pytest.raises(InvalidInput, match="never the whole lab"):
+        request_grant(world, sup, patients=None)
+    with world.raw.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM access_grant WHERE account_id = :a"),
+                            {"a": sup.account_id}).scalar_one() == 0
+
+
+def test_a_period_grant_reads_only_requests_dated_in_it(world):
+    """F2: a grant bounded to a period reads the requests dated in it, their results, and the
+    identities of patients with such a request; nothing outside, enforced at each read."""
+    a = DATA["lab-a"]
+    days = sorted({q.requested_at.date() for q in a.requests.values()})
+    assert len(days) > 4, "the generated lab should span several days"
+    start = days[len(days) // 2]
+    end = start + timedelta(days=365)
+    inside = {rid for rid, q in a.requests.items() if start <= q.requested_at.date() <= end}
+    outside = set(a.requests) - inside
+    with_inside = {pid for pid, rids in a.requests_of.items() if set(rids) & inside}
+    without = set(a.identities) - with_inside
+    assert inside and outside and with_inside and without, "change SEED: the period must split the lab"
+    sup = support_account(world)
+    g = granted(world, sup, patients=None, period=(start, end))
+    assert g.patients is None and g.has_period
+    for pid in with_inside:
+        assert read(world, sup, "get_patient", "lab-a", pid) == a.identities[pid]
+        got = {q.request_id for q in read(world, sup, "requests_of", "lab-a", pid)}
+        assert got == set(a.requests_of[pid]) & inside
+        res = {r.result_id for r in read(world, sup, "results_of", "lab-a", pid)}
+        expected = {r.result_id for r in visible((a.results[x] for x in a.results_of[pid]), frozenset())
+                    if r.request_id in inside}
+        assert res == expected
+    for pid in without:
+        with pytest.raises(NotFound):
+            read(world, sup, "get_patient", "lab-a", pid)
+        assert read(world, sup, "find_patients_by_nir", "lab-a", a.identities[pid].nir) == []
+        with pytest.raises(AccessDenied):
+            read(world, sup, "results_of", "lab-a", pid)
+    rid = next(iter(outside))
+    with pytest.raises(AccessDenied, match="period"):
+        read(world, sup, "results_of_request", "lab-a", rid)
+    assert read(world, sup, "results_of_request", "lab-a", next(iter(inside))) is not None
+    with pytest.raises(AccessDenied):  # no whole-lab scans under a grant
+        read(world, sup, "iter_results", "lab-a")

@@ -26,6 +26,7 @@ BODIES = {
     ("POST", "/api/v1/tokens"): {"scopes": ["read"], "days": 1},
     ("POST", "/api/v1/tenants/{tenant}/grants"): {
         "ticket": "SUP-1", "reason": "investigate a report", "hours": 1, "fields": ["identity"],
+        "period_from": "2024-01-01", "period_to": "2024-06-30",
     },
     ("POST", "/api/v1/tenants/{tenant}/instructions"): {
         "instruction": {"id": "X-1"}, "signature": "AA==", "signer_public_key": "00" * 32,

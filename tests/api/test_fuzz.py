@@ -46,7 +46,8 @@ def pools(api, bio_a, bio_b, support):
     grants = {}
     for lab in (LAB_A, LAB_B):
         r = support.post(f"/api/v1/tenants/{lab}/grants",
-                         json={"ticket": "SUP-7", "reason": "fuzz", "hours": 1, "fields": ["identity"]})
+                         json={"ticket": "SUP-7", "reason": "fuzz", "hours": 1, "fields": ["identity"],
+                               "period_from": "2024-01-01", "period_to": "2024-06-30"})
         assert r.status_code == 201
         grants[lab] = r.json()["grant_id"]
     own_token_id, _ = api.token(bio_a, ["read"])  # fuzzing may revoke it: harmless
@@ -139,12 +140,17 @@ SCHEMA_BUG = ("src bug: RequestOut.requested_at/reported_at and ResultOut.valida
               "(e.g. '2016-11-23T04:02:59'), which the schema's format: date-time (RFC 3339) does not allow")
 
 
-def test_successful_answers_match_the_schema(api, bio_a, admin_a):
+def test_successful_answers_match_the_schema(api, bio_a, admin_a, support):
     """Every GET operation, on real ids of lab A, answers lab A's biologist or admin as its schema says."""
     ops = [op for op in load_operations(bio_a) if op.method.upper() == "GET"]
     planned = planned_migration(api.gateway, LAB_A)
+    grant = support.post(f"/api/v1/tenants/{LAB_A}/grants", json={
+        "ticket": "SUP-8", "reason": "schema", "hours": 1, "fields": ["identity"],
+        "patients": [api.patients[LAB_A][0]], "period_from": "2024-01-01", "period_to": "2024-06-30"})
+    assert grant.status_code == 201, grant.text
     ids = {"tenant": LAB_A, "patient_id": api.patients[LAB_A][0], "request_id": api.requests[LAB_A][0],
-           "instruction_id": planned.instruction_id, "migration_id": planned.migration_id}
+           "instruction_id": planned.instruction_id, "migration_id": planned.migration_id,
+           "grant_id": grant.json()["grant_id"]}
     failures, checked = [], []
     for op in ops:
         names = _PARAM.findall(op.path)

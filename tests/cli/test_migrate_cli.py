@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pyrage import x25519
 
-from tests.cli.helpers import PASSWORD
+from tests.cli.helpers import PASSWORD, deletion_instruction, load_as_lab
 from tests.conftest import need
 from tests.cli.test_cli import home, one_line_error, run  # noqa: F401  (home is a fixture)
 from tests.cli.test_instruction_cli import instruction, register
@@ -30,15 +30,7 @@ def _lab(capsys, tmp_path, monkeypatch, *, kind: str = "migration_out", patients
     code, _, err = run(capsys, "tenant", "add", "bio-lyon", "--name", "Bio Lyon", "--finess", "690000123",
                        "--retention", "results=10y", "--retention-ref", "CSP art. R6211-24")
     assert code == 0, err
-    from labvault.config import Settings
-    from labvault.runtime import open_runtime
-    from labvault.synth.load import load_lab
-
-    rt = open_runtime(Settings.from_env())
-    try:
-        load_lab(rt.gateway, rt.operator, "bio-lyon", patients=patients, seed=11)
-    finally:
-        rt.close()
+    load_as_lab("bio-lyon", patients=patients, seed=11)  # a real lab: its own account writes
     key = tmp_path / "signer.key"
     code, out, _ = run(capsys, "signer", "keygen", "--out", str(key))
     register(out.strip().splitlines()[-1])
@@ -217,7 +209,8 @@ def test_an_export_holds_no_field_and_no_link_outside_its_instruction(home, caps
 
 
 def test_end_of_contract_by_return_then_deletion(home, capsys, tmp_path, monkeypatch):  # noqa: F811
-    _, op = _lab(capsys, tmp_path, monkeypatch, kind="return", patients=25,
+    """D2, A1: a return, then the lab's signed deletion instruction; without it nothing is deleted."""
+    key, op = _lab(capsys, tmp_path, monkeypatch, kind="return", patients=25,
                  selection={"collected_from": "2010-01-01", "collected_to": "2025-12-31",
                             "sensitive": ["hiv", "viral_hepatitis", "genetics", "pregnancy", "oncology"]})
     code, out, err = lv(capsys, "tenant", "end", "bio-lyon", "--return", "MIG-2026-01", "--as", op)
@@ -230,10 +223,16 @@ def test_end_of_contract_by_return_then_deletion(home, capsys, tmp_path, monkeyp
     assert run(capsys, "migrate", "acknowledge", str(pkg), "--identity", str(tmp_path / "newlis.key"),
                "--out", str(receipt))[0] == 0
     assert lv(capsys, "migrate", "receipt", job["migration"], str(receipt), "--tenant", "bio-lyon", "--as", op)[0] == 0
-    code, out, err = run(capsys, "tenant", "end", "bio-lyon", "--delete", "--yes")
+    code, _, err = run(capsys, "tenant", "end", "bio-lyon", "--delete", "--yes")  # the return is no deletion
+    assert code == 2 and "signed deletion instruction" in one_line_error(err)
+    code, _, err = run(capsys, "tenant", "end", "bio-lyon", "--delete", "--instruction", "MIG-2026-01", "--yes")
+    assert code == 2 and "kind return" in one_line_error(err)
+    deletion = deletion_instruction(lambda *a: run(capsys, *a), tmp_path, key, "bio-lyon")
+    code, out, err = run(capsys, "tenant", "end", "bio-lyon", "--delete", "--instruction", deletion, "--yes")
     assert code == 0, err
     cert = json.loads(out.strip().splitlines()[-1])
     assert cert["body"]["kind"] == "tenant-end" and not pkg.exists()
+    assert cert["body"]["instruction"]["id"] == deletion and cert["body"]["synthetic"] is False
     code, out, _ = run(capsys, "tenant", "certificate", "bio-lyon")
     assert code == 0
 

@@ -165,6 +165,7 @@ def test_tenant_end_delete_and_certificate(home, capsys):  # noqa: F811
     assert code == 0, err
     record = json.loads(out.strip().splitlines()[-1])
     verify(record["body"], record["signature"], platform_key)
+    assert record["body"]["synthetic"] is True and record["body"]["instruction"] is None  # generated labs
     assert {s["store"] for s in record["body"]["stores"]} == {"database", "key provider", "packages"}
     assert record["body"]["stores"][0]["rows_deleted"]["result"] == results
     for name in t.PERSONAL_TABLES:

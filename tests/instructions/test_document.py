@@ -256,6 +256,23 @@ def test_kind_rules():
     assert d.parse(as_json(support)).destination is None
 
 
+def test_deletion_of_the_whole_lab():
+    """D2, A1: a deletion instruction with scope lab covers the whole lab and has no selection; the
+    scope is refused on other kinds and beside a selection; its record round-trips and signs."""
+    whole = doc(kind="deletion", fields=None, destination=None, expected_volume=None, selection=None, scope="lab")
+    i = d.parse(as_json(whole))
+    assert i.scope == d.SCOPE_LAB and i.patients is None and i.codes is None and i.sensitive == d.SENSITIVE
+    assert d.excess(i, {}, date(1900, 1, 1), date(2100, 1, 1), None, sensitive=d.SENSITIVE) == []
+    record = d.to_record(i)
+    assert record["scope"] == "lab" and "selection" not in record and d.from_record(record) == i
+    refused({**whole, "selection": doc()["selection"]}, "selection")
+    refused({**whole, "scope": "everything"}, "scope")
+    refused({**doc(), "scope": "lab"}, "scope")
+    refused(doc(kind="deletion", fields=None, destination=None, expected_volume=None, selection=None), "selection")
+    assert d.parse(as_json(doc(kind="deletion", fields=None, destination=None, expected_volume=None))).scope \
+        == d.SCOPE_SELECTION
+
+
 # --- round trip (property) --------------------------------------------------------------------------
 
 ident = st.from_regex(r"[A-Za-z0-9._:-]{1,64}", fullmatch=True)
@@ -469,7 +486,10 @@ def test_template_fills_into_a_valid_instruction(kind):
     for k, v in FILL.items():
         if k in data:
             data[k] = v
-    data["selection"].update(collected_from="2024-01-01", collected_to="2024-12-31")
+    if kind == "deletion":  # the whole lab by default: no selection to fill
+        assert data["scope"] == "lab" and "selection" not in data
+    else:
+        data["selection"].update(collected_from="2024-01-01", collected_to="2024-12-31")
     if "destination" in data:
         data["destination"].update(name="Recipient", country="FR", transfer_basis=None, recipient_age_key=KEY)
     if "source" in data:

@@ -280,6 +280,8 @@ class Unit:
         # A lab's signed instruction this unit works under (see labvault.access.instructed.enter):
         # the only way a vendor operator reads lab data, within that instruction's scope.
         self._instruction = None
+        # Per lab, the ground on which this unit may delete it (set by instructed.authorise_deletion).
+        self._deletion_ground: dict[str, dict] = {}
         self._side_events: list[tuple[str, dict]] = []
         self._side_actions: list[Callable[[Unit], None]] = []
         self._pending_events: list[dict] = []
@@ -328,8 +330,9 @@ class Unit:
         if not self._check:
             return
         p = self.principal
+        known = None
         if p.is_platform and tenant_id != PLATFORM:
-            self.tenant(tenant_id)  # vendor staff may list labs anyway: an unknown one is a 404
+            known = self.tenant(tenant_id)  # vendor staff may list labs anyway: an unknown one is a 404
         personal = action in policy.READ_PERSONAL or action in policy.WRITE_PERSONAL or action in policy.MANAGE_PERSONAL
         if personal and not self._committed and p.kind == "person":
             self._deny(tenant_id, action, "this account has not recorded its confidentiality commitment")
@@ -345,8 +348,13 @@ class Unit:
                 self._grant = grant
                 return
             if action in policy.WRITE_PERSONAL:
+                # Generated data, into a lab created synthetic only: the purpose the caller names
+                # never unlocks anything on a real lab.
                 if self.purpose in (Purpose.GENERATE, Purpose.BENCHMARK) and policy.allowed(p.roles, "generate"):
-                    return
+                    if known is not None and known.synthetic:
+                        return
+                    self._deny(tenant_id, action, f"lab '{tenant_id}' is not a synthetic lab: "
+                                                  "vendor accounts do not write generated data into a real lab")
                 self._deny(tenant_id, action, "vendor accounts do not write lab data")
             if not policy.allowed(p.roles, action):
                 self._deny(tenant_id, action, f"'{action}' is not allowed for roles {', '.join(sorted(p.roles)) or 'none'}")
@@ -363,8 +371,21 @@ class Unit:
 
         return active_grant(self, tenant_id, self.principal.account_id)
 
-    def _in_grant_scope(self, patient_id: str) -> bool:
-        return self._grant is None or self._grant.patients is None or patient_id in self._grant.patients
+    def _in_grant_scope(self, patient_id: str, tenant_id: str | None = None) -> bool:
+        """Whether a support grant (if one is in use) covers this patient: named in it, and, for a
+        grant bounded to a period, with a request dated in that period."""
+        g = self._grant
+        if g is None:
+            return True
+        if g.patients is not None and patient_id not in g.patients:
+            return False
+        if g.has_period:
+            c = self._crypto(tenant_id)
+            q = t.request
+            ids = [r.request_id for r in self.conn.execute(select(q.c.request_id).where(
+                self._tf(q, tenant_id), q.c.pseudonym == c.index.pseudonym(patient_id))).all()]
+            return bool(self._requests_collected_between(c, tenant_id, ids, g.period_from, g.period_to))
+        return True
 
     def _readable_categories(self, tenant_id: str) -> frozenset[str] | None:
         """Sensitive categories this principal may read in this lab (None: all)."""
@@ -466,10 +487,15 @@ class Unit:
 
     # -- tenants --------------------------------------------------------------------------------
     def create_tenant(
-        self, tenant_id: str, name: str, finess: str, *, retention: Mapping[str, tuple[int, str]]
+        self, tenant_id: str, name: str, finess: str, *, retention: Mapping[str, tuple[int, str]],
+        synthetic: bool = False,
     ) -> Tenant:
         """A lab with its own keys and its retention rules (category -> (days, legal reference),
-        ``results`` at least), all in this transaction: no lab exists without its rules."""
+        ``results`` at least), all in this transaction: no lab exists without its rules.
+
+        ``synthetic``: a lab for generated data only (the demo, ``generate``, the benchmarks). Only
+        such a lab may be generated into by vendor accounts, or deleted without the lab's signed
+        deletion instruction; the mark is set here, once, and never changed afterwards."""
         from labvault.access import retention as ret
 
         if self._check and not policy.allowed(self.principal.roles, "tenant:create"):
@@ -487,7 +513,8 @@ class Unit:
             raise TenantExists(f"lab '{tenant_id}' already exists")
         now = utcnow()
         self.conn.execute(
-            insert(t.tenant).values(tenant_id=tenant_id, name=name.strip(), finess=finess, status="active", created_at=now)
+            insert(t.tenant).values(tenant_id=tenant_id, name=name.strip(), finess=finess, status="active",
+                                    created_at=now, synthetic=int(bool(synthetic)))
         )
         keys = self._gw.keys
         keys.create_scope(tenant_id)
@@ -503,9 +530,9 @@ class Unit:
                     created_at=now,
                 )
             )
-        self._record(tenant_id, "tenant:create", "tenant", 1)
+        self._record(tenant_id, "tenant:create", "synthetic-tenant" if synthetic else "tenant", 1)
         ret.write_rules(self, tenant_id, rules)
-        return Tenant(tenant_id, name.strip(), finess, "active", now)
+        return Tenant(tenant_id, name.strip(), finess, "active", now, bool(synthetic))
 
     def list_tenants(self) -> list[Tenant]:
         if not self.principal.is_platform:
@@ -516,14 +543,14 @@ class Unit:
                 raise AccessDenied("listing labs is not allowed for this account")
             self._scope("*")
             rows = self.conn.execute(select(t.tenant).order_by(t.tenant.c.tenant_id)).all()
-        return [Tenant(r.tenant_id, r.name, r.finess, r.status, r.created_at) for r in rows]
+        return [Tenant(r.tenant_id, r.name, r.finess, r.status, r.created_at, bool(r.synthetic)) for r in rows]
 
     def tenant(self, tenant_id: str) -> Tenant:
         self._scope(tenant_id)
         row = self.conn.execute(select(t.tenant).where(self._tf(t.tenant, tenant_id))).first()
         if row is None:
             raise UnknownTenant(f"unknown lab '{tenant_id}' (see 'labvault tenant list')")
-        return Tenant(row.tenant_id, row.name, row.finess, row.status, row.created_at)
+        return Tenant(row.tenant_id, row.name, row.finess, row.status, row.created_at, bool(row.synthetic))
 
     def _crypto(self, tenant_id: str) -> TenantCrypto:
         tenant = self.tenant(tenant_id)
@@ -553,12 +580,21 @@ class Unit:
         self._gw._crypto[tenant_id] = crypto
         return crypto
 
-    def shred_tenant(self, tenant_id: str) -> dict:
-        """Destroy a lab's keys: all its data, in every backup, becomes unreadable. Signed record."""
+    def shred_tenant(self, tenant_id: str, *, instruction_id: str | None = None) -> dict:
+        """Destroy a lab's keys: all its data, in every backup, becomes unreadable. Signed record.
+
+        A real lab only under its signed deletion instruction (``instruction_id``), re-checked now;
+        a synthetic lab without one (see ``labvault.access.instructed.authorise_deletion``). Inside
+        the end of a contract, the ground that unit checked before deleting the rows is used."""
+        from labvault.access import instructed
+
         self._authorise(tenant_id, "tenant:shred")
         tenant = self.tenant(tenant_id)
         if tenant.status == "shredded":
             raise TenantShredded(f"lab '{tenant_id}' was already crypto-shredded")
+        deletion = self._deletion_ground.get(tenant_id)
+        if deletion is None or (deletion["instruction"] or {}).get("id") != instruction_id:
+            deletion = instructed.authorise_deletion(self, tenant_id, instruction_id, action="tenant:shred")
         rows = self.conn.execute(select(t.tenant_key).where(self._tf(t.tenant_key, tenant_id))).all()
         now = utcnow()
         body = {
@@ -569,6 +605,8 @@ class Unit:
             "actor": self.principal.account_id,
             "actor_name": self.principal.name,
             "key_provider": self._gw.keys.name,
+            "synthetic": deletion["synthetic"],
+            "instruction": deletion["instruction"],
             "keys_destroyed": [
                 {"purpose": r.purpose, "version": r.version, "wrapped_sha256": sha256(r.wrapped).hexdigest()} for r in rows
             ],
@@ -590,7 +628,8 @@ class Unit:
                 created_at=now,
             )
         )
-        self._record(tenant_id, "tenant:shred", "tenant", 1)
+        self._record(tenant_id, "tenant:shred", "tenant", 1,
+                     refs=[deletion["instruction"]["id"]] if deletion["instruction"] else None)
         # Last, once the database changes are in this transaction: destroy the KEK itself.
         # Should the commit then fail, the lab is unreadable but not marked: a retry marks it.
         self._gw.keys.destroy_scope(tenant_id)
@@ -975,7 +1014,7 @@ class Unit:
                 self._tf(t.patient_identity, tenant_id), t.patient_identity.c.nir_bidx == c.index.nir(value)
             )
         ).all()
-        found = [self._identity(c, r) for r in rows if self._in_grant_scope(r.patient_id)]
+        found = [self._identity(c, r) for r in rows if self._in_grant_scope(r.patient_id, tenant_id)]
         self._record(tenant_id, "patient:identity:search", "patient", len(found), refs=[p.patient_id for p in found])
         return found
 
@@ -991,7 +1030,7 @@ class Unit:
                 t.patient_identity.c.name_bidx == c.index.name(family_name, given_name, birth_date),
             )
         ).all()
-        found = [self._identity(c, r) for r in rows if self._in_grant_scope(r.patient_id)]
+        found = [self._identity(c, r) for r in rows if self._in_grant_scope(r.patient_id, tenant_id)]
         self._record(tenant_id, "patient:identity:search", "patient", len(found), refs=[p.patient_id for p in found])
         return found
 
@@ -1034,7 +1073,7 @@ class Unit:
                 self._tf(t.patient_identity, tenant_id), t.patient_identity.c.patient_id == patient_id
             )
         ).first()
-        if row is None or not self._in_grant_scope(patient_id):
+        if row is None or not self._in_grant_scope(patient_id, tenant_id):
             self._record(tenant_id, "patient:identity:read", "patient", 0, outcome="error")
             raise NotFound("no such patient in this lab")
         self._record(tenant_id, "patient:identity:read", "patient", 1, refs=[patient_id])
@@ -1044,13 +1083,15 @@ class Unit:
         self._authorise(tenant_id, "patient:request:read")
         if not _valid_id(patient_id):
             return []
-        if not self._in_grant_scope(patient_id):
+        if not self._in_grant_scope(patient_id, tenant_id):
             self._deny(tenant_id, "patient:request:read", "this patient is outside the grant's scope")
         c = self._crypto(tenant_id)
         rows = self.conn.execute(
             select(t.request).where(self._tf(t.request, tenant_id), t.request.c.pseudonym == c.index.pseudonym(patient_id))
         ).all()
         out = [self._request(c, r, patient_id) for r in rows]
+        if self._grant is not None and self._grant.has_period:
+            out = [q for q in out if self._grant.in_period(q.requested_at.date())]
         out.sort(key=lambda q: q.requested_at)
         self._record(tenant_id, "patient:request:read", "request", len(out), refs=[patient_id])
         return out
@@ -1076,7 +1117,7 @@ class Unit:
         self._authorise(tenant_id, "patient:result:read")
         if not _valid_id(patient_id):
             return []
-        if not self._in_grant_scope(patient_id):
+        if not self._in_grant_scope(patient_id, tenant_id):
             self._deny(tenant_id, "patient:result:read", "this patient is outside the grant's scope")
         c = self._crypto(tenant_id)
         req = t.request
@@ -1084,6 +1125,9 @@ class Unit:
         request_ids = [r.request_id for r in self.conn.execute(q).all()]
         if collected_from or collected_to:
             request_ids = self._requests_collected_between(c, tenant_id, request_ids, collected_from, collected_to)
+        if self._grant is not None and self._grant.has_period:
+            request_ids = self._requests_collected_between(c, tenant_id, request_ids, self._grant.period_from,
+                                                           self._grant.period_to)
         out = self._results_of_requests(c, tenant_id, request_ids, code)
         self._record(tenant_id, "patient:result:read", "result", len(out), refs=[patient_id])
         return out
@@ -1102,6 +1146,10 @@ class Unit:
         if self._grant is not None and self._grant.patients is not None:
             if row.pseudonym not in {c.index.pseudonym(pid) for pid in self._grant.patients}:
                 self._deny(tenant_id, "patient:result:read", "this request is outside the grant's scope")
+        if self._grant is not None and self._grant.has_period:
+            if not self._requests_collected_between(c, tenant_id, [request_id], self._grant.period_from,
+                                                    self._grant.period_to):
+                self._deny(tenant_id, "patient:result:read", "this request is outside the grant's period")
         out = self._results_of_requests(c, tenant_id, [request_id], None)
         self._record(tenant_id, "patient:result:read", "result", len(out), refs=[request_id])
         return out
@@ -1173,8 +1221,8 @@ class Unit:
     def drop_tenant_rows(self, tenant_id: str) -> None:
         """Delete every row of a scratch lab (benchmarks); a real lab is shredded, not dropped."""
         self._authorise(tenant_id, "tenant:drop")
-        if not tenant_id.startswith("bench-"):
-            raise AccessDenied("only scratch benchmark labs can be dropped")
+        if not tenant_id.startswith("bench-") or not self.tenant(tenant_id).synthetic:
+            self._deny(tenant_id, "tenant:drop", "only synthetic scratch benchmark labs can be dropped")
         for tbl in reversed(t.metadata.sorted_tables):
             if tbl.name not in ("audit_event", "audit_checkpoint"):  # append-only, even for a scratch lab
                 self.conn.execute(tbl.delete().where(self._tf(tbl, tenant_id)))

@@ -31,12 +31,19 @@ class ScopeExceeded(AccessDenied):
 
 def instruction_in_force(u: Unit, tenant_id: str, instruction_id: str, *, now: datetime | None = None
                          ) -> document.Instruction:
+    return _in_force(u, tenant_id, instruction_id, now=now)[0]
+
+
+def _in_force(u: Unit, tenant_id: str, instruction_id: str, *, now: datetime | None = None
+              ) -> tuple[document.Instruction, signers.Received, str]:
+    """The instruction checked in force now, as received, and its signer's public key (hex)."""
     received = signers.get_instruction(u, tenant_id, instruction_id)
     keys = {k.signer_id: k.public_key for k in signers.list_signers(u, tenant_id)}
     doc = {"instruction": received.body, "signature": received.signature,
            "signer_public_key": keys.get(received.signer_id, "00" * 32)}
-    return document.verify_signed(doc, public_keys=signers.active_keys(u, tenant_id), tenant=tenant_id,
-                                  now=now or utcnow())
+    instr = document.verify_signed(doc, public_keys=signers.active_keys(u, tenant_id), tenant=tenant_id,
+                                   now=now or utcnow())
+    return instr, received, doc["signer_public_key"]
 
 
 def enter(u: Unit, tenant_id: str, instruction_id: str, *, kinds: Iterable[str], now: datetime | None = None
@@ -66,3 +73,60 @@ def demand(u: Unit, instruction: document.Instruction, *, fields: Mapping[str, I
               refs=[instruction.id])
     u._record(instruction.tenant, "instruction:use", "instruction", 0, outcome="denied", refs=[instruction.id])
     raise ScopeExceeded(f"beyond instruction '{instruction.id}': " + "; ".join(excess))
+
+
+# -- deleting a lab: its signed deletion instruction, or a synthetic lab ------------------------------
+def authorise_deletion(u: Unit, tenant_id: str, instruction_id: str | None, *, action: str,
+                       use: bool = True) -> dict:
+    """Whether this unit may delete the whole lab now (``tenant:end`` or ``tenant:shred``), and on
+    what ground, as the certificate states it: ``{"synthetic": bool, "instruction": {...} | None}``.
+
+    A real lab's data is deleted only under the lab's signed instruction of kind ``deletion`` with
+    ``scope: lab``, received for it and re-checked here, at the moment of use (signer current,
+    signature, lab, validity window, deadline); the certificate names it by id, the SHA-256 of its
+    signed record, its signer and signature. A lab created synthetic may go without one. Every
+    refusal is audited (``denied``) before anything is changed. No value of the lab's data is read.
+    ``use`` False: a check before asking for confirmation (no ``instruction:use`` event).
+    """
+    import hashlib
+
+    from labvault.crypto.signing import canonical
+    from labvault.errors import LabvaultError
+
+    u._authorise(tenant_id, action)
+    tenant = u.tenant(tenant_id)
+    if instruction_id is None:
+        if tenant.synthetic:
+            u._deletion_ground[tenant_id] = {"synthetic": True, "instruction": None}
+            return u._deletion_ground[tenant_id]
+        u._deny(tenant_id, action,
+                f"lab '{tenant_id}' is not a synthetic lab: deleting its data needs the lab's signed deletion "
+                "instruction (kind deletion, scope lab), received for it ('labvault instruction receive'): "
+                "give --instruction ID")
+    try:
+        instr, received, signer_key = _in_force(u, tenant_id, instruction_id)
+        if instr.kind != "deletion" or instr.scope != document.SCOPE_LAB:
+            raise document.InstructionRefused(
+                f"instruction '{instr.id}' is of kind {instr.kind}"
+                + (" with scope selection" if instr.kind == "deletion" else "")
+                + ": deleting a whole lab needs a deletion instruction with scope lab")
+    except LabvaultError:
+        u._record(tenant_id, action, "tenant", 0, outcome="denied", refs=[instruction_id]
+                  if document.ID_RE.fullmatch(instruction_id or "") else None)
+        raise
+    if use:
+        u._record(tenant_id, "instruction:use", "instruction", 1, refs=[instr.id])
+    ground = {"synthetic": tenant.synthetic, "instruction": {
+        "id": instr.id,
+        "kind": instr.kind,
+        "scope": instr.scope,
+        "sha256": hashlib.sha256(canonical(received.body)).hexdigest(),
+        "signer_id": received.signer_id,
+        "signer_public_key": signer_key,
+        "signature": received.signature,
+        "valid_until": instr.valid_until.isoformat(),
+        "deletion_deadline": instr.deletion_deadline.isoformat() if instr.deletion_deadline else None,
+    }}
+    if use:  # the unit that deletes: its shred uses this ground rather than reading the instruction again
+        u._deletion_ground[tenant_id] = ground
+    return ground

@@ -126,7 +126,7 @@ def me(caller: Reader) -> schemas.MeOut:
 @private.get("/api/v1/tenants", response_model=list[schemas.TenantOut])
 def tenants(caller: Reader, request: Request) -> list[schemas.TenantOut]:
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
-        return [schemas.TenantOut(id=t.id, name=t.name, finess=t.finess, status=t.status) for t in u.list_tenants()]
+        return [schemas.TenantOut(id=t.id, name=t.name, finess=t.finess, status=t.status, synthetic=t.synthetic) for t in u.list_tenants()]
 
 
 def _purpose(caller: Caller) -> Purpose:
@@ -216,10 +216,13 @@ def request_results(caller: Reader, request: Request, tenant: str, request_id: s
 
 
 def _grant_out(g: grants.Grant) -> schemas.GrantOut:
-    return schemas.GrantOut(grant_id=g.grant_id, tenant=g.tenant_id, account=g.account_id, ticket=g.ticket,
-                            state=g.state, fields=list(g.fields),
-                            patients=None if g.patients is None else sorted(g.patients), hours=g.hours,
-                            expires_at=g.expires_at)
+    return schemas.GrantOut(
+        grant_id=g.grant_id, tenant=g.tenant_id, account=g.account_id,
+        requested_by=schemas.PersonOut(name=g.requester_name, email=g.requester_email, account=g.account_id),
+        ticket=g.ticket, reason=g.reason, state=g.state, fields=list(g.fields),
+        patients=None if g.patients is None else sorted(g.patients),
+        period=schemas.GrantPeriodOut(start=g.period_from, end=g.period_to) if g.has_period else None,
+        scope=g.scope_text(), hours=g.hours, requested_at=g.requested_at, expires_at=g.expires_at)
 
 
 @private.get("/api/v1/tenants/{tenant}/grants", response_model=list[schemas.GrantOut])
@@ -228,11 +231,18 @@ def list_grants(caller: Reader, request: Request, tenant: str) -> list[schemas.G
         return [_grant_out(g) for g in grants.list_grants(u, tenant)]
 
 
+@private.get("/api/v1/tenants/{tenant}/grants/{grant_id}", response_model=schemas.GrantOut)
+def show_grant(caller: Reader, request: Request, tenant: str, grant_id: str) -> schemas.GrantOut:
+    with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
+        return _grant_out(grants.show_grant(u, tenant, grant_id))
+
+
 @private.post("/api/v1/tenants/{tenant}/grants", response_model=schemas.GrantOut, status_code=201)
 def request_grant(caller: SessionOnly, request: Request, tenant: str, body: schemas.GrantIn) -> schemas.GrantOut:
     with gateway(request).unit(caller.principal, Purpose.SUPPORT) as u:
         return _grant_out(grants.request_grant(u, tenant, ticket=body.ticket, reason=body.reason, hours=body.hours,
-                                               fields=body.fields, patients=body.patients))
+                                               fields=body.fields, patients=body.patients,
+                                               period_from=body.period_from, period_to=body.period_to))
 
 
 @private.post("/api/v1/tenants/{tenant}/grants/{grant_id}/approve", response_model=schemas.GrantOut)

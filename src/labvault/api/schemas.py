@@ -59,6 +59,7 @@ class TenantOut(BaseModel):
     name: str
     finess: str
     status: str
+    synthetic: bool  # generated data only (may be deleted without the lab's deletion instruction)
 
 
 class PatientOut(BaseModel):
@@ -112,17 +113,36 @@ class GrantIn(Strict):
     hours: int = Field(ge=1, le=8)
     fields: list[str] = Field(min_length=1, max_length=3)
     patients: list[str] | None = Field(default=None, max_length=1000)
+    # The scope is named: patients, or a period (requests dated in it, inclusive), or both.
+    period_from: date | None = None
+    period_to: date | None = None
+
+
+class PersonOut(BaseModel):
+    name: str | None
+    email: str | None
+    account: str
+
+
+class GrantPeriodOut(BaseModel):
+    start: date | None = Field(serialization_alias="from")
+    end: date | None = Field(serialization_alias="to")
 
 
 class GrantOut(BaseModel):
     grant_id: str
     tenant: str
     account: str
+    requested_by: PersonOut  # who asks, as the lab's admin sees it before approving
     ticket: str
+    reason: str
     state: str
     fields: list[str]
     patients: list[str] | None
+    period: GrantPeriodOut | None
+    scope: str  # the exact scope in words
     hours: int
+    requested_at: datetime | None
     expires_at: datetime | None
 
 

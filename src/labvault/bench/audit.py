@@ -34,7 +34,7 @@ def run_audit(events: int, *, database_url: str | None = None, batch: int = 5000
             u.ensure_platform_keys()
         lab = "bench-audit-lab"
         with gw.unit(who, Purpose.BENCHMARK) as u:
-            u.create_tenant(lab, "Benchmark lab", "690000000", retention=SYNTHETIC_RETENTION)
+            u.create_tenant(lab, "Benchmark lab", "690000000", retention=SYNTHETIC_RETENTION, synthetic=True)
 
         t0 = time.perf_counter()
         done = 0
@@ -58,7 +58,7 @@ def run_audit(events: int, *, database_url: str | None = None, batch: int = 5000
         # Encrypted ingest with the audit trail on, then off (one event per 5,000-result batch).
         def ingest(tenant: str) -> float:
             with gw.unit(who, Purpose.BENCHMARK) as u:
-                u.create_tenant(tenant, "Benchmark lab", "690000000", retention=SYNTHETIC_RETENTION)
+                u.create_tenant(tenant, "Benchmark lab", "690000000", retention=SYNTHETIC_RETENTION, synthetic=True)
                 names = {f"p{k}": u.pseudonym_of(tenant, f"p{k}") for k in range(100)}
             spent = 0.0
             stream = results_stream(tenant, 7, ingest_results)

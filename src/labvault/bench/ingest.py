@@ -73,7 +73,7 @@ def run_ingest(
                 u.ensure_account(PLATFORM, who.account_id, who.name, f"{who.account_id}@bench.invalid", who.roles,
                                  commitment="benchmark runner")
             with gw.unit(who, Purpose.BENCHMARK) as u:
-                u.create_tenant(tenant, "Benchmark lab", "690000000", retention=SYNTHETIC_RETENTION)
+                u.create_tenant(tenant, "Benchmark lab", "690000000", retention=SYNTHETIC_RETENTION, synthetic=True)
                 pseudo = {f"p{k}": u.pseudonym_of(tenant, f"p{k}") for k in range(1000)}
             _clear_md.create_all(engine)
 

@@ -52,7 +52,7 @@ def scratch(name: str, *, roles: tuple[str, ...], database_url: str | None = Non
                 if lab in {t.id for t in u.list_tenants()}:
                     u.drop_tenant_rows(lab)
                 else:
-                    u.create_tenant(lab, "Benchmark lab", "690000000", retention=SYNTHETIC_RETENTION)
+                    u.create_tenant(lab, "Benchmark lab", "690000000", retention=SYNTHETIC_RETENTION, synthetic=True)
                 u.ensure_account(lab, user.account_id, user.name, f"{user.account_id}@bench.invalid", roles,
                                  commitment="benchmark account")
             yield Scratch(Path(tmp), gw, admin, lab, user)

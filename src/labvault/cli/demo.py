@@ -151,11 +151,13 @@ def demo(
             per_lab = {t.id: u.counts(t.id) for t in tenants}
         for t in tenants:
             n = per_lab[t.id]
-            console.print(f"  {t.id:<12} {t.name:<34} FINESS {t.finess}  {n['patient_identity']:>6,} patients "
-                          f"{n['result']:>8,} results")
+            console.print(f"  {t.id:<12} {t.name:<34} FINESS {t.finess}  {'synthetic' if t.synthetic else 'REAL':<9} "
+                          f"{n['patient_identity']:>6,} patients {n['result']:>8,} results")
         db = s.home / "labvault.db"
         console.print(f"  total: {len(tenants)} labs, {totals['patients']:,} patients, {totals['requests']:,} requests, "
                       f"{totals['results']:,} results in {elapsed:.1f} s")
+        console.print(f"  {sum(t.synthetic for t in tenants)} of {len(tenants)} labs synthetic (generated data only: "
+                      "never a real lab's; deleted without a deletion instruction)")
         console.print(f"  data: {db} ({db.stat().st_size / 1e6:.1f} MB, SQLite WAL); keys: {s.keyring_path} "
                       "(passphrase-wrapped, one key per lab)")
 

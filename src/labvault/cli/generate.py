@@ -5,17 +5,25 @@ from __future__ import annotations
 import typer
 
 from labvault.cli.common import console, progress, runtime
-from labvault.synth.load import SYNTHETIC_RETENTION, ensure_labs, load_lab
+from labvault.synth.load import SYNTHETIC_RETENTION, check_synthetic, ensure_labs, load_lab
 
 
 def generate(
-    labs: int = typer.Option(3, "--labs", min=1, max=500, help="How many labs."),
+    labs: int = typer.Option(3, "--labs", min=1, max=500, help="How many labs (created synthetic)."),
+    tenant: str = typer.Option(None, "--tenant", metavar="ID",
+                               help="Fill this existing synthetic lab ('tenant add --synthetic') instead; "
+                                    "refused on a real lab."),
     patients: int = typer.Option(2000, "--patients", min=1, help="Patients per lab."),
     seed: int = typer.Option(2021, "--seed", help="Same seed, same data."),
 ) -> None:
-    """Generate labs, patients, prescribers, requests, specimens and results (encrypted on the way in)."""
+    """Generate synthetic labs (or fill one, --tenant): patients, prescribers, requests, specimens and
+    results, encrypted on the way in. Generated data goes only into labs created synthetic."""
     with runtime() as rt:
-        ids = ensure_labs(rt.gateway, rt.operator, labs, retention=SYNTHETIC_RETENTION)
+        if tenant is not None:
+            check_synthetic(rt.gateway, rt.operator, tenant)
+            ids = [tenant]
+        else:
+            ids = ensure_labs(rt.gateway, rt.operator, labs, retention=SYNTHETIC_RETENTION)
         totals = {"patients": 0, "requests": 0, "specimens": 0, "results": 0}
         with progress() as bar:
             for tid in ids:
@@ -27,6 +35,6 @@ def generate(
                 for k in totals:
                     totals[k] += getattr(counts, k)
     console.print(
-        f"generated {len(ids)} labs: {totals['patients']:,} patients, {totals['requests']:,} requests, "
+        f"generated {len(ids)} synthetic lab{'s' if len(ids) != 1 else ''} ({', '.join(ids)}): {totals['patients']:,} patients, {totals['requests']:,} requests, "
         f"{totals['specimens']:,} specimens, {totals['results']:,} results (seed {seed})"
     )

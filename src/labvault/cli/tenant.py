@@ -24,17 +24,21 @@ def add(
              "repeatable; results is required.",
     ),
     retention_ref: str = typer.Option(None, "--retention-ref", help="The legal reference of these periods (required)."),
+    synthetic: bool = typer.Option(False, "--synthetic",
+                                   help="A lab for generated data only ('labvault generate --tenant ID'); it may be "
+                                        "deleted without a signed deletion instruction. Marked for good."),
 ) -> None:
     """Add a lab, with its own keys and its retention rules."""
     from labvault.retention import parse_rules
 
     rules = parse_rules(retention or [], retention_ref or "")
     with runtime() as rt, rt.unit(Purpose.ADMINISTRATION) as u:
-        t = u.create_tenant(tenant_id, name, finess, retention=rules)
+        t = u.create_tenant(tenant_id, name, finess, retention=rules, synthetic=synthetic)
         from labvault.audit.pin import fingerprint
 
         platform_key = fingerprint(u.platform_keys()[-1])
-    console.print(f"lab {t.id} added ({t.name}, FINESS {t.finess}); its keys are in the {rt.gateway.keys.name} key provider")
+    kind = "synthetic lab" if t.synthetic else "lab"
+    console.print(f"{kind} {t.id} added ({t.name}, FINESS {t.finess}); its keys are in the {rt.gateway.keys.name} key provider")
     # G4: the lab pins this key; its pulled checkpoints ('audit checkpoints') are signed by it or by
     # a key its rotation records lead to.
     console.print(f"platform key fingerprint (SHA-256), for the lab to pin:\n  {platform_key}")
@@ -47,29 +51,41 @@ def list_(as_json: bool = typer.Option(False, "--json", help="One JSON object pe
         tenants = u.list_tenants()
     if as_json:
         for t in tenants:
-            print(json.dumps({"id": t.id, "name": t.name, "finess": t.finess, "status": t.status}))
+            print(json.dumps({"id": t.id, "name": t.name, "finess": t.finess, "status": t.status,
+                              "synthetic": t.synthetic}))
         return
-    table = Table("id", "name", "FINESS", "status", "created")
+    table = Table("id", "name", "FINESS", "status", "data", "created")
     for t in tenants:
-        table.add_row(t.id, t.name, t.finess, t.status, t.created_at.strftime("%Y-%m-%d") if t.created_at else "")
+        table.add_row(t.id, t.name, t.finess, t.status, "synthetic" if t.synthetic else "real",
+                      t.created_at.strftime("%Y-%m-%d") if t.created_at else "")
     console.print(table)
+
+
+INSTRUCTION_HELP = ("The lab's signed deletion instruction (kind deletion, scope lab), received for it: "
+                    "re-checked now. Needed for every lab not created --synthetic.")
 
 
 @app.command("shred")
 def shred(
     tenant_id: str = typer.Argument(..., metavar="ID"),
+    instruction: str = typer.Option(None, "--instruction", metavar="ID", help=INSTRUCTION_HELP),
     yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+    as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Destroy a lab's keys: all its data, in backups too, becomes unreadable. Irreversible."""
+    from labvault.access.instructed import authorise_deletion
+
     with runtime() as rt:
-        with rt.unit(Purpose.ADMINISTRATION) as u:
-            u.tenant(tenant_id)  # unknown lab: fail before asking
+        who = actor(rt, as_email)
+        with rt.gateway.unit(who, Purpose.ADMINISTRATION) as u:
+            # Unknown lab, no instruction, or one not in force: refused (audited) before asking.
+            authorise_deletion(u, tenant_id, instruction, action="tenant:shred", use=False)
         if not yes:
             typer.confirm(
                 f"Destroy every key of lab '{tenant_id}'? Its data becomes unreadable for good", abort=True
             )
-        with rt.unit(Purpose.ADMINISTRATION) as u:
-            record = u.shred_tenant(tenant_id)
+        with rt.gateway.unit(who, Purpose.ADMINISTRATION) as u:
+            record = u.shred_tenant(tenant_id, instruction_id=instruction)
     console.print(f"lab {tenant_id} crypto-shredded; signed record {record['record_id']}:")
     console.print_json(json.dumps(record))
 
@@ -80,26 +96,33 @@ def end(
     return_to: str = typer.Option(None, "--return", metavar="INSTRUCTION",
                                   help="Return the data as the lab's signed instruction says (migration)."),
     delete: bool = typer.Option(False, "--delete", help="Delete the lab's data, shred its keys, sign a certificate."),
+    instruction: str = typer.Option(None, "--instruction", metavar="ID", help="With --delete: " + INSTRUCTION_HELP),
     yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
-    as_email: str = typer.Option(None, "--as", help="For --return: the vendor operator running it. " + AS_OPTION_HELP),
+    as_email: str = typer.Option(None, "--as", help="The vendor account running it. " + AS_OPTION_HELP),
 ) -> None:
-    """End a lab's contract: return its data (--return) or delete it for good (--delete)."""
+    """End a lab's contract: return its data (--return) or delete it for good (--delete, under the
+    lab's signed deletion instruction unless the lab is synthetic)."""
     from labvault.errors import InvalidInput
 
     if (return_to is None) == (not delete):
         raise InvalidInput("tenant end needs exactly one of --return INSTRUCTION or --delete")
     if return_to is not None:
+        if instruction is not None:
+            raise InvalidInput("--instruction goes with --delete (the deletion instruction); --return names its own")
         _end_return(tenant_id, return_to, as_email)
         return
+    from labvault.access.instructed import authorise_deletion
     from labvault.retention import end_delete
 
     with runtime() as rt:
-        with rt.unit(Purpose.ADMINISTRATION) as u:
-            u.tenant(tenant_id)  # unknown lab: fail before asking
+        who = actor(rt, as_email)
+        with rt.gateway.unit(who, Purpose.ADMINISTRATION) as u:
+            # Unknown lab, no instruction, or one not in force: refused (audited) before asking.
+            authorise_deletion(u, tenant_id, instruction, action="tenant:end", use=False)
         if not yes:
             typer.confirm(f"Delete every row of lab '{tenant_id}' and destroy its keys? Irreversible", abort=True)
-        with rt.unit(Purpose.ADMINISTRATION) as u:
-            record = end_delete(u, tenant_id)
+        with rt.gateway.unit(who, Purpose.ADMINISTRATION) as u:
+            record = end_delete(u, tenant_id, instruction_id=instruction)
     console.print(f"lab {tenant_id}: data deleted, keys crypto-shredded; signed certificate {record['record_id']}:")
     print(json.dumps(record, sort_keys=True))
 
@@ -114,7 +137,8 @@ def _end_return(tenant_id: str, instruction_id: str, as_email: str | None) -> No
                   f"{out['plan']['counts']['results']:,} results in {out['package'][0]['name']} "
                   f"({out['results_left_out']:,} of the lab's results left out by the instruction)")
     console.print(f"  next: the recipient acknowledges ('labvault migrate acknowledge'), 'labvault migrate receipt "
-                  f"{out['migration']} RECEIPT --tenant {tenant_id}', then 'labvault tenant end {tenant_id} --delete'")
+                  f"{out['migration']} RECEIPT --tenant {tenant_id}', then, under the lab's signed deletion instruction, "
+                  f"'labvault tenant end {tenant_id} --delete --instruction DELETION-ID'")
     print(json.dumps(out, sort_keys=True))
 
 

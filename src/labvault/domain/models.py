@@ -43,6 +43,7 @@ class Tenant:
     finess: str
     status: str = "active"
     created_at: datetime | None = None
+    synthetic: bool = False  # generated data only: may be generated into, deleted without an instruction
 
 
 @dataclass(slots=True)

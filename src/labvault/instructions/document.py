@@ -11,6 +11,7 @@ The document (``template(kind, tenant)`` writes a commented one)::
     id: exp-2025-001                # 1-64 of [A-Za-z0-9._:-]
     tenant: lab-a
     kind: export                    # one of KINDS
+    scope: selection                # kind deletion only: lab (the whole lab, no selection) or selection
     purpose: "..."                  # 1-500 characters
     legal_basis: "..."              # optional
     fields:                         # category -> fields, from FIELDS (not used by kind deletion)
@@ -37,6 +38,9 @@ The document (``template(kind, tenant)`` writes a commented one)::
     deletion_deadline: 2025-06-30T00:00:00Z   # required for export, migration_out, return, deletion
     valid_from: 2025-01-01T00:00:00Z
     valid_until: 2025-03-31T00:00:00Z
+
+A ``deletion`` with ``scope: lab`` covers the whole lab: every record, every package, then its
+keys (``labvault tenant end --delete``, ``labvault tenant shred``); it has no ``selection``.
 
 ``migration_in`` names a ``source`` (a separate section, not a reused destination) and has no
 destination: nothing leaves. Errors are one line, ``instruction: <path>: <reason>``, and never
@@ -69,6 +73,10 @@ KINDS = ("export", "migration_out", "migration_in", "support_access", "return", 
 OUTBOUND = ("export", "migration_out", "return")
 NEEDS_VOLUME = OUTBOUND
 NEEDS_DEADLINE = (*OUTBOUND, "deletion")
+# What a deletion covers: the records its selection names, or the whole lab (then its keys too).
+SCOPE_SELECTION = "selection"
+SCOPE_LAB = "lab"
+SCOPES = (SCOPE_SELECTION, SCOPE_LAB)
 
 FREE_TEXT = "free_text"
 FIELDS: dict[str, tuple[str, ...]] = {
@@ -195,6 +203,7 @@ class Instruction:
     expected_volume: int | None = None
     tolerance: float = 0.10
     deletion_deadline: datetime | None = None
+    scope: str = SCOPE_SELECTION  # SCOPE_LAB: a deletion of the whole lab (no selection)
 
     def __post_init__(self) -> None:
         _cross_check(self)
@@ -213,6 +222,14 @@ class Instruction:
 def _cross_check(i: Instruction) -> None:
     if i.kind not in KINDS:
         raise _err("kind", f"must be one of {', '.join(KINDS)}")
+    if i.scope not in SCOPES:
+        raise _err("scope", f"must be one of {', '.join(SCOPES)}")
+    if i.scope == SCOPE_LAB:
+        if i.kind != "deletion":
+            raise _err("scope", "lab (the whole lab) is only for kind deletion")
+        if (i.collected_from, i.collected_to, i.patients, i.codes, i.sensitive) != (
+                date.min, date.max, None, None, SENSITIVE):
+            raise _err("selection", "is not used with scope lab (the whole lab)")
     if i.collected_from > i.collected_to:
         raise _err("selection.collected_from", "is after selection.collected_to")
     for name in ("valid_from", "valid_until", "deletion_deadline"):
@@ -518,7 +535,7 @@ def _country(v: object, path: str) -> str:
 
 
 _TOP = ("version", "id", "tenant", "kind", "purpose", "legal_basis", "fields", "selection", "destination",
-        "source", "expected_volume", "tolerance", "deletion_deadline", "valid_from", "valid_until")
+        "source", "expected_volume", "tolerance", "deletion_deadline", "valid_from", "valid_until", "scope")
 
 
 def from_record(record: object) -> Instruction:
@@ -530,8 +547,21 @@ def from_record(record: object) -> Instruction:
     kind = top.get("kind", required=True)
     if not isinstance(kind, str) or kind not in KINDS:
         raise _err("kind", f"must be one of {', '.join(KINDS)}")
-    sel = _Obj(top.get("selection", required=True), "selection",
-               ("collected_from", "collected_to", "patients", "codes", "sensitive"))
+    scope = top.get("scope")
+    if scope is None:
+        scope = SCOPE_SELECTION
+    elif scope not in SCOPES:
+        raise _err("scope", f"must be one of {', '.join(SCOPES)}")
+    elif kind != "deletion":
+        raise _err("scope", "is only used by kind deletion")
+    if scope == SCOPE_LAB:
+        if top.get("selection") is not None:
+            raise _err("selection", "is not used with scope lab (the whole lab)")
+        whole = {"collected_from": date.min, "collected_to": date.max, "sensitive": list(SENSITIVE)}
+        sel = _Obj(whole, "selection", ("collected_from", "collected_to", "sensitive"))
+    else:
+        sel = _Obj(top.get("selection", required=True), "selection",
+                   ("collected_from", "collected_to", "patients", "codes", "sensitive"))
     dest = top.get("destination")
     destination = None
     if dest is not None:
@@ -581,6 +611,7 @@ def from_record(record: object) -> Instruction:
         deletion_deadline=None if deadline is None else _datetime(deadline, "deletion_deadline"),
         valid_from=_datetime(top.get("valid_from", required=True), "valid_from"),
         valid_until=_datetime(top.get("valid_until", required=True), "valid_until"),
+        scope=scope,  # type: ignore[arg-type]
     )
 
 
@@ -609,6 +640,9 @@ def to_record(i: Instruction) -> dict[str, Any]:
         "fields": {c: list(f) for c, f in i.fields.items()}, "selection": sel,
         "tolerance": i.tolerance, "valid_from": _ts(i.valid_from), "valid_until": _ts(i.valid_until),
     }
+    if i.scope == SCOPE_LAB:
+        del rec["selection"]
+        rec["scope"] = SCOPE_LAB
     if i.legal_basis is not None:
         rec["legal_basis"] = i.legal_basis
     if i.destination is not None:
@@ -766,7 +800,12 @@ def template(kind: str, tenant: str) -> str:
         "legal_basis: null         # optional",
     ]
     if kind == "deletion":
-        lines += ["# fields: not used; everything collected in the selection's period is deleted."]
+        lines += [
+            "# fields: not used. scope lab: the whole lab is deleted (every record, every package, then its",
+            "# keys: 'labvault tenant end --delete', 'labvault tenant shred'); no selection then.",
+            "# scope selection: what the selection below names (uncomment it).",
+            "scope: lab",
+        ]
     else:
         lines += ["fields:                   # only what is listed is included; remove what is not needed"]
         for cat, names in FIELDS.items():
@@ -775,7 +814,7 @@ def template(kind: str, tenant: str) -> str:
                           f"  # {cat}: [{', '.join(names)}]"]
             else:
                 lines += [f"  {cat}: [{', '.join(names)}]"]
-    lines += [
+    selection = [
         "selection:",
         "  collected_from: null    # YYYY-MM-DD, specimens collected from this day",
         "  collected_to: null      # YYYY-MM-DD, up to and including this day",
@@ -783,6 +822,7 @@ def template(kind: str, tenant: str) -> str:
         "  # codes: ['http://loinc.org|718-7']  # optional: only these tests",
         f"  # sensitive: [{', '.join(SENSITIVE)}]  # results in these categories are left out unless listed",
     ]
+    lines += ["# " + x for x in selection] if kind == "deletion" else selection
     if kind in (*OUTBOUND, "support_access"):
         opt = "  # optional for support_access" if kind == "support_access" else ""
         lines += [
@@ -798,8 +838,10 @@ def template(kind: str, tenant: str) -> str:
     if kind in NEEDS_VOLUME:
         lines += ["expected_volume: null     # number of results expected", "tolerance: 0.10           # allowed excess, 0..1"]
     deadline = "null" if kind in NEEDS_DEADLINE else "null  # optional"
+    what = ("by when the deletion is done (afterwards this instruction is refused)" if kind == "deletion"
+            else "when every copy made under this instruction is deleted")
     lines += [
-        f"deletion_deadline: {deadline}   # when every copy made under this instruction is deleted",
+        f"deletion_deadline: {deadline}   # {what}",
         "valid_from: null",
         "valid_until: null",
     ]

@@ -13,9 +13,11 @@ Contracts other modules rely on:
 - ``HOOKS``: functions ``hook(u, tenant_id, now) -> Mapping[str, int]`` called at the end of every
   run not under a ``*`` hold, in the same transaction; their counts are added to ``Report.hooks``
   (e.g. migration packages past their deletion deadline). A hook audits its own work.
-- ``end_delete(u, tenant_id) -> dict``: the end of a contract by deletion: every personal row
-  deleted, ``END_HOOKS`` called, keys crypto-shredded, and a platform-signed certificate
-  (``signed_record`` of kind ``tenant-end``) listing each store and what was destroyed there.
+- ``end_delete(u, tenant_id, *, instruction_id=None) -> dict``: the end of a contract by deletion,
+  under the lab's signed deletion instruction (scope lab; re-checked now) unless the lab is
+  synthetic: every personal row deleted, ``END_HOOKS`` called, keys crypto-shredded, and a
+  platform-signed certificate (``signed_record`` of kind ``tenant-end``) naming the instruction (id,
+  SHA-256, signer, signature) and listing each store and what was destroyed there.
 - ``END_HOOKS``: functions ``hook(u, tenant_id, now) -> Mapping[str, object]`` (JSON values, no
   personal value) reporting what they destroyed in a store of their own (e.g. packages); called
   after the rows are deleted and before the keys are shredded, merged into the certificate's
@@ -140,12 +142,18 @@ def run_all(gateway: Gateway, principal: Principal, *, now: datetime, tenant_id:
     return reports, failed
 
 
-def end_delete(u: Unit, tenant_id: str) -> dict:
-    """End a contract by deletion; returns the signed certificate (record id, body, signature, key)."""
+def end_delete(u: Unit, tenant_id: str, *, instruction_id: str | None = None) -> dict:
+    """End a contract by deletion; returns the signed certificate (record id, body, signature, key).
+
+    A real lab only under its signed deletion instruction (``instruction_id``, kind ``deletion``,
+    scope ``lab``), re-checked now; a synthetic lab without one. The certificate names the ground."""
+    from labvault.access import instructed
+
     u._authorise(tenant_id, "tenant:end")
     tenant = u.tenant(tenant_id)
     if tenant.status == "shredded":
         raise TenantShredded(f"lab '{tenant_id}' was already crypto-shredded")
+    deletion = instructed.authorise_deletion(u, tenant_id, instruction_id, action="tenant:end")
     active = [h.hold_id for h in store.holds(u, tenant_id, action=None) if h.active]
     if active:
         raise InvalidInput(f"lab '{tenant_id}' is under {len(active)} legal hold(s) ({', '.join(active)}): "
@@ -155,11 +163,13 @@ def end_delete(u: Unit, tenant_id: str) -> dict:
     packages: dict[str, object] = {}
     for hook in END_HOOKS:
         packages.update(hook(u, tenant_id, now))
-    shred = u.shred_tenant(tenant_id)
+    shred = u.shred_tenant(tenant_id, instruction_id=instruction_id)  # on the ground checked above
     body = {
         "kind": "tenant-end",
         "tenant": tenant_id,
         "finess": tenant.finess,
+        "synthetic": deletion["synthetic"],
+        "instruction": deletion["instruction"],
         "at": now.isoformat(),
         "actor": u.principal.account_id,
         "actor_name": u.principal.name,

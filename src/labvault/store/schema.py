@@ -54,6 +54,9 @@ tenant = Table(
     # Rolling retention of the lab's audit trail (NULL: 365 days); longer needs a recorded reason.
     Column("audit_retention_days", Integer),
     Column("audit_retention_reason", Text),
+    # 1: created with generated data only (tenant add --synthetic, demo, generate, benchmarks): may be
+    # generated into, and deleted without the lab's signed deletion instruction. 0: a real lab.
+    Column("synthetic", Integer, nullable=False, server_default="0"),
 )
 
 account = Table(
@@ -130,8 +133,12 @@ access_grant = Table(
     Column("account_id", String(ID), nullable=False),  # the support account it is for
     Column("ticket", String(100), nullable=False),
     Column("reason", String(500), nullable=False),
-    Column("scope_patients", Text),  # JSON list of patient ids; NULL = the whole lab
+    Column("scope_patients", Text),  # JSON list of patient ids; NULL: not bounded by patients (then by a period)
     Column("scope_fields", Text, nullable=False),  # JSON list: identity, results, requests
+    # The period the grant covers (ISO dates, inclusive): requests dated in it, their results, and
+    # the identities of their patients. A grant names patients, or a period, or both.
+    Column("scope_from", String(10)),
+    Column("scope_to", String(10)),
     Column("requested_at", DateTime(timezone=True), nullable=False),
     Column("hours", Integer, nullable=False),
     Column("approved_by", String(ID)),

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from labvault.access import Gateway, Principal, Purpose
-from labvault.errors import TenantExists
+from labvault.errors import TenantExists, TenantShredded
 
 # Fictional labs: (id, name, department) — FINESS numbers are made from the department.
 LABS = [
@@ -80,14 +80,27 @@ SYNTHETIC_RETENTION: dict[str, tuple[int, str]] = {
 def ensure_labs(
     gateway: Gateway, principal: Principal, count: int, *, retention: dict[str, tuple[int, str]]
 ) -> list[str]:
-    """Create the first ``count`` generated labs where they do not exist yet, with ``retention``."""
+    """Create the first ``count`` generated labs where they do not exist yet, with ``retention``,
+    as synthetic labs. A lab of the same id that exists already must be synthetic too: generated
+    data never goes into a real lab (``InvalidInput`` naming it, before anything is written)."""
     ids = []
     for k in range(count):
         tid, name, finess = lab_spec(k)
         try:
             with gateway.unit(principal, Purpose.ADMINISTRATION) as u:
-                u.create_tenant(tid, name, finess, retention=retention)
+                u.create_tenant(tid, name, finess, retention=retention, synthetic=True)
         except TenantExists:
-            pass
+            check_synthetic(gateway, principal, tid)
         ids.append(tid)
     return ids
+
+
+def check_synthetic(gateway: Gateway, principal: Principal, tenant_id: str) -> None:
+    """Refuse (audited) to generate into ``tenant_id`` unless it was created synthetic."""
+    with gateway.unit(principal, Purpose.GENERATE) as u:
+        tenant = u.tenant(tenant_id)
+        if tenant.status == "shredded":
+            raise TenantShredded(f"lab '{tenant_id}' was crypto-shredded: nothing can be generated into it")
+        if not tenant.synthetic:
+            u._deny(tenant_id, "tenant:generate", f"lab '{tenant_id}' is not a synthetic lab: generated data goes only into "
+                                           "labs created with 'labvault tenant add --synthetic'")
