@@ -50,6 +50,7 @@ from labvault.errors import (
     InvalidInput,
     NotFound,
     TenantExists,
+    TenantKeyMissing,
     TenantShredded,
     UnknownTenant,
 )
@@ -508,7 +509,12 @@ class Unit:
             raise TenantShredded(f"lab '{tenant_id}' was crypto-shredded: its data can no longer be read")
         cached = self._gw._crypto.get(tenant_id)
         if cached is not None:
-            return cached
+            # C3: another process may have shredded the lab since these keys were unwrapped (and
+            # this database may be a copy taken before): the KEK must still be there to use them.
+            if self._gw.keys.has_scope(tenant_id):
+                return cached
+            self._gw.forget_keys(tenant_id)
+            raise TenantKeyMissing(f"no key for '{tenant_id}' in the key provider (destroyed)")
         rows = self.conn.execute(
             select(t.tenant_key).where(self._tf(t.tenant_key, tenant_id), t.tenant_key.c.purpose.in_(["data", "index"]))
         ).all()
@@ -533,9 +539,15 @@ class Unit:
     def shred_tenant(self, tenant_id: str) -> dict:
         """Destroy a lab's keys: all its data, in every backup, becomes unreadable. Signed record."""
         self._authorise(tenant_id, "tenant:shred")
+        # The lab's row locked first (PostgreSQL; SQLite has one writer): a concurrent shred of the
+        # same lab waits here, then finds it shredded.
+        self.conn.execute(select(t.tenant.c.status).where(self._tf(t.tenant, tenant_id)).with_for_update()).first()
         tenant = self.tenant(tenant_id)
         if tenant.status == "shredded":
             raise TenantShredded(f"lab '{tenant_id}' was already crypto-shredded")
+        # An earlier attempt may have destroyed the KEK and then failed to commit: this one marks the
+        # lab (and says so in the record) instead of failing on a key that is gone (C3).
+        kek_present = self._gw.keys.has_scope(tenant_id)
         rows = self.conn.execute(select(t.tenant_key).where(self._tf(t.tenant_key, tenant_id))).all()
         now = utcnow()
         body = {
@@ -550,6 +562,8 @@ class Unit:
                 {"purpose": r.purpose, "version": r.version, "wrapped_sha256": sha256(r.wrapped).hexdigest()} for r in rows
             ],
         }
+        if not kek_present:
+            body["kek_destroyed_earlier"] = True
         signer, public = self._platform_signer()
         record = {"record_id": new_id(), "body": body, "signature": signer.sign(body), "public_key": public.hex()}
         self.conn.execute(t.tenant_key.delete().where(self._tf(t.tenant_key, tenant_id)))
@@ -570,8 +584,9 @@ class Unit:
         self._record(tenant_id, "tenant:shred", "tenant", 1)
         # Last, once the database changes are in this transaction: destroy the KEK itself.
         # Should the commit then fail, the lab is unreadable but not marked: a retry marks it.
-        self._gw.keys.destroy_scope(tenant_id)
         self._gw.forget_keys(tenant_id)
+        if kek_present:
+            self._gw.keys.destroy_scope(tenant_id)  # TenantKeyMissing if another process did meanwhile
         return record
 
     def signed_records(self, tenant_id: str, kind: str | None = None) -> list[dict]:

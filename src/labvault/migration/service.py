@@ -338,7 +338,8 @@ def _destroy_attempt(gw: Gateway, job: Job) -> None:
     if job.package is not None:
         packages.shred(job.package)
         packages.discard_partial(job.package)
-    gw.keys.destroy_scope(_scope(job.migration_id))
+    if gw.keys.has_scope(_scope(job.migration_id)):  # none before the first attempt
+        gw.keys.destroy_scope(_scope(job.migration_id))
 
 
 def _start(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, store: Path,
@@ -629,7 +630,9 @@ def purge(u: Unit, tenant_id: str, migration_id: str, *, reason: str) -> Job:
     _set(u, tenant_id, migration_id, state="purged", purged_at=now, purge_reason=reason,
          destroyed=json.dumps(destroyed), package_key_wrapped=None, receipt_key_wrapped=None)
     _ev(u, tenant_id, "migration:purge", len(destroyed), migration_id, job.instruction_id)
-    if row.package_scope:  # last, once the database says so: the key itself
+    # Last, once the database says so: the key itself (gone already if an earlier purge destroyed
+    # it and then failed to commit).
+    if row.package_scope and u._gw.keys.has_scope(row.package_scope):
         u._gw.keys.destroy_scope(row.package_scope)
     return _job(_row(u, tenant_id, migration_id))
 
