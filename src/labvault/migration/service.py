@@ -428,7 +428,7 @@ def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, st
         }
         signer, public = u._platform_signer()
         manifest = {"manifest": body, "signature": signer.sign(body), "public_key": public.hex()}
-        atomic_write(d / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode(), mode=0o644)
+        atomic_write(d / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode(), mode=0o600)
         _set(u, tenant_id, migration_id, state="packaged", manifest=json.dumps(manifest, sort_keys=True),
              manifest_signature=manifest["signature"])
         _ev(u, tenant_id, "migration:run", counts.records["result"], migration_id, job.instruction_id)
@@ -663,7 +663,7 @@ def close(u: Unit, tenant_id: str, migration_id: str) -> dict[str, Any]:
     _ev(u, tenant_id, "migration:close", 1, migration_id, job.instruction_id)
     if job.package is not None and job.package.parent.is_dir():
         atomic_write(job.package.parent / CERTIFICATE, json.dumps(record, indent=1, sort_keys=True).encode(),
-                     mode=0o644)
+                     mode=0o600)
     return record
 
 
