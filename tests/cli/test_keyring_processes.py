@@ -229,6 +229,21 @@ def test_a_lab_created_while_another_process_runs_keeps_its_key(env):
     assert readable(env, "lab-z") == "0"
 
 
+def test_a_process_with_a_labs_keys_in_memory_follows_a_rotation_by_another(env):
+    """C3: process A has lab R's data keys in memory; B rotates R's keys (``keys rotate``), so every
+    row is sealed under a version A never saw: A reloads R's keys and still opens every value."""
+    add_lab(env, "lab-r")
+    fill_lab(env, "lab-r")
+    a = Holder(env)
+    try:
+        before = int(a.ask("read lab-r"))
+        assert before > 0
+        lv(env, "keys", "rotate", "--tenant", "lab-r")
+        assert a.ask("read lab-r") == str(before)
+    finally:
+        a.close()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -71,6 +71,9 @@ class TenantCrypto:
 
     cipher: FieldCipher
     index: BlindIndex
+    # (purpose, version, state) of the lab's wrapped keys these were unwrapped from: a cached copy
+    # is used only while the database still says the same (another process may have rotated).
+    versions: tuple[tuple[str, int, str], ...] = ()
 
 
 # The encrypted columns of each personal table, with the column naming the row id.
@@ -507,8 +510,16 @@ class Unit:
         tenant = self.tenant(tenant_id)
         if tenant.status == "shredded":
             raise TenantShredded(f"lab '{tenant_id}' was crypto-shredded: its data can no longer be read")
+        tk = t.tenant_key
+        versions = tuple(
+            tuple(r) for r in self.conn.execute(
+                select(tk.c.purpose, tk.c.version, tk.c.state)
+                .where(self._tf(tk, tenant_id), tk.c.purpose.in_(["data", "index"]))
+                .order_by(tk.c.purpose, tk.c.version)
+            )
+        )
         cached = self._gw._crypto.get(tenant_id)
-        if cached is not None:
+        if cached is not None and cached.versions == versions:  # else another process rotated: reload
             # C3: another process may have shredded the lab since these keys were unwrapped (and
             # this database may be a copy taken before): the KEK must still be there to use them.
             if self._gw.keys.has_scope(tenant_id):
@@ -532,7 +543,7 @@ class Unit:
                 index_key = secret
         if not data or index_key is None or current == 0:
             raise TenantShredded(f"lab '{tenant_id}' has no usable keys")
-        crypto = TenantCrypto(FieldCipher(tenant_id, data, current), BlindIndex(tenant_id, index_key))
+        crypto = TenantCrypto(FieldCipher(tenant_id, data, current), BlindIndex(tenant_id, index_key), versions)
         self._gw._crypto[tenant_id] = crypto
         return crypto
 
