@@ -120,8 +120,9 @@ def _private_home(settings: Settings) -> None:
     if settings.is_sqlite and not settings.database_url:
         db = home / "labvault.db"
         os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        if db.stat().st_uid == os.getuid():
-            os.chmod(db, 0o600)
+        for f in (db, home / "labvault.db-wal", home / "labvault.db-shm"):  # a home made before: tightened
+            if f.exists() and f.stat().st_uid == os.getuid():
+                os.chmod(f, 0o600)
 
 
 def open_runtime(settings: Settings, operator_email: str | None = None, *, durable: bool = False) -> Runtime:
