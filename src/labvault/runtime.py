@@ -87,7 +87,8 @@ def init_home(settings: Settings, admin_name: str | None, admin_email: str | Non
         raise ConfigError("the admin account needs a name (--admin-name)")
     if not _EMAIL.match(email):
         raise ConfigError("the admin e-mail address is not valid (--admin-email)")
-    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _private_home(settings)
     created_keyring = settings.key_provider == "local" and not settings.keyring_path.exists()
     keys = open_keys(settings, create=True)
     engine = make_engine(settings.url)
@@ -120,6 +121,20 @@ def init_home(settings: Settings, admin_name: str | None, admin_email: str | Non
         "fingerprint": pinned[-1]["fingerprint"],
         "pin": str(settings.home / PIN_FILE),
     }
+
+
+def _private_home(settings: Settings) -> None:
+    """C1: the home is 0700 and its database file 0600 from the start (SQLite creates -wal and
+    -shm with the database file's mode), whatever the umask of the process."""
+    home = settings.home
+    if home.stat().st_uid == os.getuid():
+        os.chmod(home, 0o700)
+    if settings.is_sqlite and not settings.database_url:
+        db = home / "labvault.db"
+        os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        for f in (db, home / "labvault.db-wal", home / "labvault.db-shm"):  # a home made before: tightened
+            if f.exists() and f.stat().st_uid == os.getuid():
+                os.chmod(f, 0o600)
 
 
 def open_runtime(settings: Settings, operator_email: str | None = None, *, durable: bool = False) -> Runtime:

@@ -26,7 +26,9 @@ def test_create_reopen_wrap_unwrap(tmp_path):
     with pytest.raises(DecryptionError):
         again.unwrap("lab-a", blob, b"data:v2")
     assert oct(path.stat().st_mode & 0o777) == "0o600"
-    assert [p.name for p in tmp_path.iterdir()] == ["keyring.json"]  # no temp file left behind
+    # no temp file left behind; the lock file changes take is private too
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keyring.json", "keyring.json.lock"]
+    assert oct((tmp_path / "keyring.json.lock").stat().st_mode & 0o777) == "0o600"
     assert b"k" * 32 not in path.read_bytes()
 
 

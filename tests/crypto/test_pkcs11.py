@@ -103,7 +103,10 @@ def test_destroy_scope_shreds_only_that_scope(open_keyring):
         kr.wrap("lab-a", DEK, CTX)
     assert kr.has_scope("lab-b")
     assert kr.unwrap("lab-b", blob_b, CTX) == DEK
-    kr.destroy_scope("lab-a")  # destroying twice is a no-op
+    with pytest.raises(TenantKeyMissing, match="lab-a"):  # C3: destroying twice is an error, not a no-op
+        kr.destroy_scope("lab-a")
+    with pytest.raises(TenantKeyMissing, match="never-made"):
+        kr.destroy_scope("never-made")
     kr.create_scope("lab-a")  # a new key: the old blobs stay unopenable
     with pytest.raises(DecryptionError):
         kr.unwrap("lab-a", blob_a, CTX)
@@ -218,6 +221,8 @@ def test_destroy_in_another_process_is_seen(open_keyring, softhsm_token):
     with pytest.raises(TenantKeyMissing):
         kr.unwrap("lab-a", blob, CTX)
     assert not kr.has_scope("lab-a")
+    with pytest.raises(TenantKeyMissing):  # C3: destroyed by another process, so this destroy fails
+        kr.destroy_scope("lab-a")
 
 
 @pytest.mark.hsm

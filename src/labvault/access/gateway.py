@@ -51,6 +51,7 @@ from labvault.errors import (
     InvalidInput,
     NotFound,
     TenantExists,
+    TenantKeyMissing,
     TenantShredded,
     UnknownTenant,
 )
@@ -71,6 +72,9 @@ class TenantCrypto:
 
     cipher: FieldCipher
     index: BlindIndex
+    # (purpose, version, state) of the lab's wrapped keys these were unwrapped from: a cached copy
+    # is used only while the database still says the same (another process may have rotated).
+    versions: tuple[tuple[str, int, str], ...] = ()
 
 
 # The encrypted columns of each personal table, with the column naming the row id.
@@ -556,9 +560,22 @@ class Unit:
         tenant = self.tenant(tenant_id)
         if tenant.status == "shredded":
             raise TenantShredded(f"lab '{tenant_id}' was crypto-shredded: its data can no longer be read")
+        tk = t.tenant_key
+        versions = tuple(
+            tuple(r) for r in self.conn.execute(
+                select(tk.c.purpose, tk.c.version, tk.c.state)
+                .where(self._tf(tk, tenant_id), tk.c.purpose.in_(["data", "index"]))
+                .order_by(tk.c.purpose, tk.c.version)
+            )
+        )
         cached = self._gw._crypto.get(tenant_id)
-        if cached is not None:
-            return cached
+        if cached is not None and cached.versions == versions:  # else another process rotated: reload
+            # C3: another process may have shredded the lab since these keys were unwrapped (and
+            # this database may be a copy taken before): the KEK must still be there to use them.
+            if self._gw.keys.has_scope(tenant_id):
+                return cached
+            self._gw.forget_keys(tenant_id)
+            raise TenantKeyMissing(f"no key for '{tenant_id}' in the key provider (destroyed)")
         rows = self.conn.execute(
             select(t.tenant_key).where(self._tf(t.tenant_key, tenant_id), t.tenant_key.c.purpose.in_(["data", "index"]))
         ).all()
@@ -576,7 +593,7 @@ class Unit:
                 index_key = secret
         if not data or index_key is None or current == 0:
             raise TenantShredded(f"lab '{tenant_id}' has no usable keys")
-        crypto = TenantCrypto(FieldCipher(tenant_id, data, current), BlindIndex(tenant_id, index_key))
+        crypto = TenantCrypto(FieldCipher(tenant_id, data, current), BlindIndex(tenant_id, index_key), versions)
         self._gw._crypto[tenant_id] = crypto
         return crypto
 
@@ -589,12 +606,18 @@ class Unit:
         from labvault.access import instructed
 
         self._authorise(tenant_id, "tenant:shred")
+        # The lab's row locked first (PostgreSQL; SQLite has one writer): a concurrent shred of the
+        # same lab waits here, then finds it shredded.
+        self.conn.execute(select(t.tenant.c.status).where(self._tf(t.tenant, tenant_id)).with_for_update()).first()
         tenant = self.tenant(tenant_id)
         if tenant.status == "shredded":
             raise TenantShredded(f"lab '{tenant_id}' was already crypto-shredded")
         deletion = self._deletion_ground.get(tenant_id)
         if deletion is None or (deletion["instruction"] or {}).get("id") != instruction_id:
             deletion = instructed.authorise_deletion(self, tenant_id, instruction_id, action="tenant:shred")
+        # An earlier attempt may have destroyed the KEK and then failed to commit: this one marks the
+        # lab (and says so in the record) instead of failing on a key that is gone (C3).
+        kek_present = self._gw.keys.has_scope(tenant_id)
         rows = self.conn.execute(select(t.tenant_key).where(self._tf(t.tenant_key, tenant_id))).all()
         now = utcnow()
         body = {
@@ -611,6 +634,8 @@ class Unit:
                 {"purpose": r.purpose, "version": r.version, "wrapped_sha256": sha256(r.wrapped).hexdigest()} for r in rows
             ],
         }
+        if not kek_present:
+            body["kek_destroyed_earlier"] = True
         signer, public = self._platform_signer()
         record = {"record_id": new_id(), "body": body, "signature": signer.sign(body), "public_key": public.hex()}
         self.conn.execute(t.tenant_key.delete().where(self._tf(t.tenant_key, tenant_id)))
@@ -632,8 +657,9 @@ class Unit:
                      refs=[deletion["instruction"]["id"]] if deletion["instruction"] else None)
         # Last, once the database changes are in this transaction: destroy the KEK itself.
         # Should the commit then fail, the lab is unreadable but not marked: a retry marks it.
-        self._gw.keys.destroy_scope(tenant_id)
         self._gw.forget_keys(tenant_id)
+        if kek_present:
+            self._gw.keys.destroy_scope(tenant_id)  # TenantKeyMissing if another process did meanwhile
         return record
 
     def signed_records(self, tenant_id: str, kind: str | None = None) -> list[dict]:

@@ -10,6 +10,9 @@ def main(argv: list[str] | None = None) -> int:
     from labvault.cli.app import app
     from labvault.errors import LabvaultError
 
+    # C1: every file the CLI (and ``serve``, ``mllp`` under it) creates is private to its user:
+    # database, -wal/-shm, keyring, locks, temp files, packages, certificates.
+    umask = os.umask(0o077)
     try:
         # Typer handles usage errors itself (one message, exit 2) and raises SystemExit.
         app(args=argv, prog_name="labvault")
@@ -30,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 70
+    finally:
+        os.umask(umask)
     return 0
 
 

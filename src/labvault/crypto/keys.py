@@ -17,10 +17,15 @@ crypto-shredding. A provider never hands out a KEK; it only wraps and unwraps.
 from __future__ import annotations
 
 import base64
+import copy
+import fcntl
 import json
 import os
 import secrets
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -101,21 +106,45 @@ class LocalKeyring:
          "master": b64(nonce12 || AES-GCM(unlock key, master KEK, aad="labvault/keyring/master")),
          "scopes": {"<scope>": {"kek": b64(nonce12 || AES-GCM(master KEK, KEK, aad=scope)),
                                 "created": iso8601}}}
+
+    Concurrency (C1, C3): many processes (``serve``, ``mllp``, the CLI) open one keyring file and
+    keep it open. So that none undoes another's change:
+
+    * every change (``create_scope``, ``destroy_scope``) takes an exclusive ``flock`` on the lock
+      file beside the keyring (``<name>.lock``, mode 0600), re-reads the file, applies the change
+      to that fresh copy and writes it atomically (temp file in the same directory, fsync,
+      ``os.replace``, fsync of the directory); nothing is ever written from the copy in memory;
+    * destroying a scope that is not in the fresh copy raises ``TenantKeyMissing``;
+    * the process holds the file it read open, so ``stat`` tells exactly whether the file was
+      replaced since (the held inode cannot be reused): every use of a KEK, and ``has_scope``,
+      re-read the file first when it was, and a KEK destroyed (or re-made) by another process is
+      dropped from memory before it is used again; a scope not in memory is always re-read.
     """
 
     name = "local"
 
     def __init__(self, path: Path, passphrase: str) -> None:
         self.path = Path(path)
-        self._doc = self._load()
-        self._master = self._unlock(passphrase)
-        self._keks: dict[str, AESGCM] = {}
+        self._mutex = threading.RLock()  # one change or re-read at a time within the process
+        self._fd: int | None = None  # the file version ``_doc`` was read from, held open
+        self._doc, self._fd, self._seen = self._read()
+        try:
+            self._master = self._unlock(passphrase)
+        except BaseException:
+            self._release_fd()
+            raise
+        self._keks: dict[str, tuple[str, AESGCM]] = {}  # scope -> (sealed entry, KEK)
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
 
     # -- creation -------------------------------------------------------------------------------
     @classmethod
     def create(cls, path: Path, passphrase: str, *, scrypt_n: int = 2**15) -> LocalKeyring:
         if len(passphrase) < 8:
             raise KeyringError("the keyring passphrase must have at least 8 characters")
+        path = Path(path)
         salt = secrets.token_bytes(16)
         unlock = Scrypt(salt=salt, length=32, n=scrypt_n, r=8, p=1).derive(passphrase.encode())
         master = AESGCM.generate_key(256)
@@ -126,19 +155,39 @@ class LocalKeyring:
             "master": _b64(nonce + AESGCM(unlock).encrypt(nonce, master, b"labvault/keyring/master")),
             "scopes": {},
         }
-        atomic_write(Path(path), json.dumps(doc, indent=1).encode())
+        with _file_lock(path.with_name(path.name + ".lock")):
+            if path.exists():  # another process made one meanwhile: never overwrite a keyring
+                raise KeyringError(f"a keyring already exists at {path}")
+            atomic_write(path, json.dumps(doc, indent=1).encode())
         return cls(path, passphrase)
 
     # -- loading --------------------------------------------------------------------------------
-    def _load(self) -> dict:
+    def _read(self) -> tuple[dict, int, tuple[int, ...]]:
+        """Open the keyring file, read and check it; returns the document, the open descriptor
+        (kept open: its inode cannot be reused while held) and the file's identity."""
         try:
-            raw = self.path.read_bytes()
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise KeyringMissing(
                 f"no keyring at {self.path}: run 'labvault init' first (or set LABVAULT_HOME)"
             ) from None
         except OSError as exc:
             raise KeyringError(f"cannot read the keyring at {self.path}: {exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            chunks = []
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+            doc = self._parse(b"".join(chunks))
+        except OSError as exc:
+            os.close(fd)
+            raise KeyringError(f"cannot read the keyring at {self.path}: {exc.strerror}") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        return doc, fd, _identity(st)
+
+    def _parse(self, raw: bytes) -> dict:
         try:
             doc = json.loads(raw)
             if doc.get("format") != KEYRING_FORMAT:
@@ -153,6 +202,39 @@ class LocalKeyring:
         except (ValueError, KeyError, TypeError, AttributeError):
             raise KeyringCorrupt(f"the keyring at {self.path} is corrupt or not a Labvault keyring") from None
         return doc
+
+    def _release_fd(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def _changed(self) -> bool:
+        """Whether the file was replaced (or edited) since this process last read it."""
+        try:
+            return _identity(os.stat(self.path)) != self._seen
+        except OSError:
+            return True
+
+    def _reload(self) -> None:
+        """Re-read the file; forget every KEK that is gone or no longer the same."""
+        doc, fd, seen = self._read()
+        if doc["master"] != self._doc["master"] or doc["kdf"] != self._doc["kdf"]:
+            os.close(fd)
+            raise KeyringError(
+                f"the keyring at {self.path} was replaced by another keyring since this process opened it:"
+                " restart the process"
+            )
+        self._release_fd()
+        self._doc, self._fd, self._seen = doc, fd, seen
+        scopes = doc["scopes"]
+        for scope, (sealed, _) in list(self._keks.items()):
+            entry = scopes.get(scope)
+            if entry is None or entry["kek"] != sealed:
+                del self._keks[scope]
+
+    def _refresh(self) -> None:
+        if self._changed():
+            self._reload()
 
     def _unlock(self, passphrase: str) -> bytes:
         kdf = self._doc["kdf"]
@@ -171,36 +253,50 @@ class LocalKeyring:
             raise KeyringCorrupt(f"the keyring at {self.path} is corrupt")
         return master
 
-    def _save(self) -> None:
-        atomic_write(self.path, json.dumps(self._doc, indent=1).encode())
+    @contextmanager
+    def _change(self) -> Iterator[dict]:
+        """Exclusive lock, fresh copy; the block edits it; written atomically when it ends."""
+        with self._mutex, _file_lock(self.lock_path):
+            self._reload()
+            doc = copy.deepcopy(self._doc)
+            yield doc
+            atomic_write(self.path, json.dumps(doc, indent=1).encode())
+            self._reload()  # still under the lock: exactly the file just written
 
     # -- KeyProvider ----------------------------------------------------------------------------
     def has_scope(self, scope: str) -> bool:
-        return scope in self._doc["scopes"]
+        with self._mutex:
+            self._refresh()
+            return scope in self._doc["scopes"]
 
     def create_scope(self, scope: str) -> None:
-        if self.has_scope(scope):
-            return
-        kek = AESGCM.generate_key(256)
-        nonce = secrets.token_bytes(12)
-        sealed = nonce + AESGCM(self._master).encrypt(nonce, kek, _aad(scope, b"kek"))
-        self._doc["scopes"][scope] = {"kek": _b64(sealed), "created": datetime.now(UTC).isoformat()}
-        self._save()
+        with self._change() as doc:
+            if scope in doc["scopes"]:
+                return
+            kek = AESGCM.generate_key(256)
+            nonce = secrets.token_bytes(12)
+            sealed = nonce + AESGCM(self._master).encrypt(nonce, kek, _aad(scope, b"kek"))
+            doc["scopes"][scope] = {"kek": _b64(sealed), "created": datetime.now(UTC).isoformat()}
 
     def _kek(self, scope: str) -> AESGCM:
-        cached = self._keks.get(scope)
-        if cached is not None:
-            return cached
-        entry = self._doc["scopes"].get(scope)
-        if entry is None:
-            raise TenantKeyMissing(f"no key for '{scope}' in the keyring (destroyed or never created)")
-        blob = _unb64(entry["kek"])
-        try:
-            kek = AESGCM(AESGCM(self._master).decrypt(blob[:12], blob[12:], _aad(scope, b"kek")))
-        except InvalidTag:
-            raise KeyringCorrupt(f"the keyring entry for '{scope}' is corrupt") from None
-        self._keks[scope] = kek
-        return kek
+        with self._mutex:
+            self._refresh()
+            cached = self._keks.get(scope)
+            if cached is not None:
+                return cached[1]
+            entry = self._doc["scopes"].get(scope)
+            if entry is None:  # not in memory: read the file again before saying so
+                self._reload()
+                entry = self._doc["scopes"].get(scope)
+            if entry is None:
+                raise TenantKeyMissing(f"no key for '{scope}' in the keyring (destroyed or never created)")
+            blob = _unb64(entry["kek"])
+            try:
+                kek = AESGCM(AESGCM(self._master).decrypt(blob[:12], blob[12:], _aad(scope, b"kek")))
+            except InvalidTag:
+                raise KeyringCorrupt(f"the keyring entry for '{scope}' is corrupt") from None
+            self._keks[scope] = (entry["kek"], kek)
+            return kek
 
     def wrap(self, scope: str, secret: bytes, context: bytes) -> bytes:
         nonce = secrets.token_bytes(12)
@@ -215,12 +311,42 @@ class LocalKeyring:
             raise DecryptionError(f"a wrapped key of '{scope}' does not open (tampered or moved)") from None
 
     def destroy_scope(self, scope: str) -> None:
-        self._keks.pop(scope, None)
-        if self._doc["scopes"].pop(scope, None) is not None:
-            self._save()
+        """Destroy the scope's KEK; ``TenantKeyMissing`` if the keyring file has none (C3)."""
+        with self._change() as doc:
+            self._keks.pop(scope, None)
+            if doc["scopes"].pop(scope, None) is None:
+                raise TenantKeyMissing(
+                    f"no key for '{scope}' in the keyring to destroy (destroyed already, or never created)"
+                )
 
     def close(self) -> None:
-        self._keks.clear()
+        with self._mutex:
+            self._keks.clear()
+            self._release_fd()
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def __reduce__(self):  # key material must not travel through pickle
         raise TypeError("a keyring cannot be pickled")
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created mode 0600), held for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

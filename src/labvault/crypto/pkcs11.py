@@ -347,18 +347,27 @@ class Pkcs11Keyring:
         return secret
 
     def destroy_scope(self, scope: str) -> None:
+        """Destroy the scope's KEK objects on the token; ``TenantKeyMissing`` if there is none
+        (never made, or destroyed already, by this process or another one): never a silent success (C3)."""
         with self._lock:
             self._keys.pop(scope, None)
+            destroyed = 0
             for key in self._find(scope):
                 try:
                     key.destroy()
+                    destroyed += 1
                 except _HANDLE_GONE:
-                    pass  # destroyed concurrently
+                    pass  # destroyed concurrently: that destruction was not this call's
                 except p11e.PKCS11Error as exc:
                     raise KeyringError(
                         f"cannot destroy the key of '{scope}' on PKCS#11 token '{self.token_label}'"
                         f" ({type(exc).__name__})"
                     ) from None
+            if not destroyed:
+                raise TenantKeyMissing(
+                    f"no key for '{scope}' on PKCS#11 token '{self.token_label}' to destroy"
+                    " (destroyed already, or never created)"
+                )
 
     def close(self) -> None:
         with self._lock:

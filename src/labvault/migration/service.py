@@ -342,7 +342,8 @@ def _destroy_attempt(gw: Gateway, job: Job) -> None:
     if job.package is not None:
         packages.shred(job.package)
         packages.discard_partial(job.package)
-    gw.keys.destroy_scope(_scope(job.migration_id))
+    if gw.keys.has_scope(_scope(job.migration_id)):  # none before the first attempt
+        gw.keys.destroy_scope(_scope(job.migration_id))
 
 
 def _start(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, store: Path,
@@ -432,7 +433,7 @@ def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, st
         }
         signer, public = u._platform_signer()
         manifest = {"manifest": body, "signature": signer.sign(body), "public_key": public.hex()}
-        atomic_write(d / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode(), mode=0o644)
+        atomic_write(d / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode(), mode=0o600)
         _set(u, tenant_id, migration_id, state="packaged", manifest=json.dumps(manifest, sort_keys=True),
              manifest_signature=manifest["signature"])
         _ev(u, tenant_id, "migration:run", counts.records["result"], migration_id, job.instruction_id)
@@ -711,7 +712,9 @@ def purge(u: Unit, tenant_id: str, migration_id: str, *, reason: str) -> Job:
     _set(u, tenant_id, migration_id, state="purged", purged_at=now, purge_reason=reason,
          destroyed=json.dumps(destroyed), package_key_wrapped=None, receipt_key_wrapped=None)
     _ev(u, tenant_id, "migration:purge", len(destroyed), migration_id, job.instruction_id)
-    if row.package_scope:  # last, once the database says so: the key itself
+    # Last, once the database says so: the key itself (gone already if an earlier purge destroyed
+    # it and then failed to commit).
+    if row.package_scope and u._gw.keys.has_scope(row.package_scope):
         u._gw.keys.destroy_scope(row.package_scope)
     return _job(_row(u, tenant_id, migration_id))
 
@@ -742,7 +745,7 @@ def close(u: Unit, tenant_id: str, migration_id: str) -> dict[str, Any]:
     _ev(u, tenant_id, "migration:close", 1, migration_id, job.instruction_id)
     if job.package is not None and job.package.parent.is_dir():
         atomic_write(job.package.parent / CERTIFICATE, json.dumps(record, indent=1, sort_keys=True).encode(),
-                     mode=0o644)
+                     mode=0o600)
     return record
 
 
