@@ -334,6 +334,8 @@ class Unit:
                     self._deny(tenant_id, action, "vendor accounts reach lab data only through a grant the lab approved")
                 self._grant = grant
                 return
+            if action in policy.LAB_PEOPLE and tenant_id != PLATFORM:
+                self._deny(tenant_id, action, "only the lab's own lab_admin manages its accounts, roles and tokens")
             if action in policy.WRITE_PERSONAL:
                 if self.purpose in (Purpose.GENERATE, Purpose.BENCHMARK) and policy.allowed(p.roles, "generate"):
                     return

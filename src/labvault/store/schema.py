@@ -78,6 +78,11 @@ account = Table(
     Column("failed_logins", Integer, nullable=False, server_default="0"),
     Column("locked_until", DateTime(timezone=True)),
     Column("deactivated_at", DateTime(timezone=True)),
+    Column("totp_last_step", BigInteger),  # the last TOTP time step accepted: a code works once
+    # a vendor's security suspension: who, when, why (shown to the lab; only the lab re-enables)
+    Column("suspended_at", DateTime(timezone=True)),
+    Column("suspended_by", String(ID)),
+    Column("suspended_reason", String(500)),
     Index("ix_account_email", "email", unique=True),
     sqlite_with_rowid=False,
 )
