@@ -179,7 +179,7 @@ def totp_clock(monkeypatch) -> TotpClock:
     from labvault.accounts import totp
 
     clock = TotpClock()
-    monkeypatch.setattr(totp, "clock", clock.now)
+    monkeypatch.setattr(totp, "clock", clock.now, raising=False)
     return clock
 
 
@@ -206,10 +206,11 @@ def first_lab_admin(gw: Gateway, platform: Principal, tenant_id: str, *, email: 
     from labvault.accounts import service
     from labvault.store import schema as t
 
-    with gw.engine.connect() as conn:
-        rows = conn.execute(select(t.account).where(t.account.c.tenant_id == tenant_id,
-                                                    t.account.c.kind == "person",
-                                                    t.account.c.active == 1)).all()
+    with gw.unit(platform, Purpose.ADMINISTRATION) as u:
+        u._scope(tenant_id)  # row-level security on PostgreSQL: this lab's rows
+        rows = u.conn.execute(select(t.account).where(t.account.c.tenant_id == tenant_id,
+                                                      t.account.c.kind == "person",
+                                                      t.account.c.active == 1)).all()
     for r in rows:
         if "lab_admin" in r.roles.split(","):
             return Principal(r.account_id, r.name, tenant_id, frozenset(r.roles.split(",")))
