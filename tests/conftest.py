@@ -196,6 +196,17 @@ def totp_code(secret: str) -> str:
     return pyotp.TOTP(secret).now()
 
 
+def totp_real_code(secret: str) -> str:
+    """A code for a process of its own (which checks codes at the real time), and the test clock
+    moved past it, so that the codes given in this process after it are not replays."""
+    import pyotp
+
+    from labvault.accounts import totp
+
+    clock = getattr(totp.clock, "__self__", None)
+    return clock.real_code(secret) if isinstance(clock, TotpClock) else pyotp.TOTP(secret).now()
+
+
 def first_lab_admin(gw: Gateway, platform: Principal, tenant_id: str, *, email: str | None = None,
                     name: str = "Paul Lefebvre") -> Principal:
     """The lab's lab_admin, in process (no login: MFA login is tested elsewhere). The platform

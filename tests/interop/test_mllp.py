@@ -22,7 +22,7 @@ from labvault.interop import hl7v2
 from labvault.interop.ingest import Ingestor
 from labvault.interop.mllp import Server
 from labvault.runtime import init_home, open_runtime
-from tests.conftest import ADMIN, TEST_RETENTION, lab_user, make_lab
+from tests.conftest import ADMIN, TEST_RETENTION, first_lab_admin, lab_user, make_lab
 from tests.interop.messages import framed, oru
 
 
@@ -204,6 +204,8 @@ def test_kill_minus_9_mid_stream_then_resend_stores_every_acked_message_once(tmp
     try:
         with rt.gateway.unit(rt.operator, Purpose.ADMINISTRATION) as u:
             u.create_tenant("lab-a", "Lab A", "690000017", retention=TEST_RETENTION)
+        admin = first_lab_admin(rt.gateway, rt.operator, "lab-a")  # the lab adds its feed and mints its token
+        with rt.gateway.unit(admin, Purpose.ADMINISTRATION) as u:
             service.create_account(u, tenant_id="lab-a", name="Analyser feed", email="feed@lab-a.invalid",
                                    roles=["service"], kind="service", purpose="ingest")
             _, token = service.create_token(u, "feed@lab-a.invalid", scopes=["ingest"], days=1)
