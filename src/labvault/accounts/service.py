@@ -134,6 +134,11 @@ def _lab_admins(u, tenant_id: str) -> list:
     return [r for r in rows if "lab_admin" in r.roles.split(",")]
 
 
+def _enrolled(row) -> bool:
+    """A person who completed (or began) enrolment: password set or commitment recorded."""
+    return row.password_hash is not None or row.commitment_at is not None
+
+
 def _authorise_first_admin(u, tenant_id: str, roles: list[str], kind: str) -> None:
     """The platform invites a lab's first ``lab_admin``, and nothing else about a lab's accounts.
 
@@ -147,7 +152,7 @@ def _authorise_first_admin(u, tenant_id: str, roles: list[str], kind: str) -> No
     now = utcnow()
     for r in _lab_admins(u, tenant_id):
         live_invitation = r.enrolment_hash is not None and stored_utc(r.enrolment_expires) > now
-        if r.password_hash is not None or not r.active or live_invitation:
+        if _enrolled(r) or not r.active or live_invitation:
             u._deny(tenant_id, action, "this lab already has its lab_admin: only the lab's own lab_admin adds its "
                                        "accounts")
 
@@ -565,7 +570,7 @@ def _keep_a_lab_admin(u, row, action: str) -> None:
     if row.tenant_id == PLATFORM:
         return
     others = [r for r in _lab_admins(u, row.tenant_id)
-              if r.account_id != row.account_id and r.active and r.password_hash is not None]
+              if r.account_id != row.account_id and r.active and _enrolled(r)]
     if not others:
         u._deny(row.tenant_id, action, "this is the lab's last active lab_admin: add another lab_admin first")
 
