@@ -59,17 +59,11 @@ def make_demo_accounts(rt, lab_ids: list[str]) -> list[dict[str, str | None]]:
 
 def lab_admin_of(rt, tenant: str):
     """The lab's (first) lab_admin, acting in this demo process."""
-    from sqlalchemy import select
-
     from labvault.access.principal import Principal
-    from labvault.store import schema as t
 
     with rt.unit(Purpose.ADMINISTRATION) as u:
-        u._scope(tenant)
-        rows = u.conn.execute(select(t.account).where(t.account.c.tenant_id == tenant, t.account.c.active == 1)
-                              .order_by(t.account.c.created_at)).all()
-    row = next(r for r in rows if "lab_admin" in r.roles.split(","))
-    return Principal(row.account_id, row.name, tenant, frozenset(row.roles.split(",")))
+        a = next(a for a in service.list_accounts(u, tenant) if a["active"] and "lab_admin" in a["roles"].split(","))
+    return Principal(a["account_id"], a["name"], tenant, frozenset(a["roles"].split(",")))
 
 
 REAL_FILES = (
