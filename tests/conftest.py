@@ -145,3 +145,90 @@ def make_lab(gw: Gateway, tenant_id: str, finess: str = "690000017", *, retentio
 
 def sqlite_path(url: str) -> Path | None:
     return Path(url.split("///", 1)[1]) if url.startswith("sqlite") else None
+
+
+class TotpClock:
+    """The time TOTP codes are checked at, for tests that log in with MFA many times a minute:
+    a code is accepted once per time step, so each code this clock gives moves it one step on.
+    It starts far in the past, so a real process checking a code at the real time (a CLI run as a
+    subprocess) still finds its step unused; ``real_code`` gives such a code and moves past it."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.t = float(int(time.time() // 30) * 30 - 30 * 100_000)
+
+    def now(self) -> float:
+        return self.t
+
+    def code(self, secret: str) -> str:
+        import pyotp
+
+        self.t += 30
+        return pyotp.TOTP(secret).at(self.t)
+
+    def real_code(self, secret: str) -> str:
+        import time
+
+        import pyotp
+
+        now = time.time()
+        self.t = max(self.t, now) + 60
+        return pyotp.TOTP(secret).at(now)
+
+
+@pytest.fixture(autouse=True)
+def totp_clock(monkeypatch) -> TotpClock:
+    from labvault.accounts import totp
+
+    clock = TotpClock()
+    monkeypatch.setattr(totp, "clock", clock.now, raising=False)
+    return clock
+
+
+def totp_code(secret: str) -> str:
+    """A code of a time step this account has not used: with ``totp_clock`` installed, the next
+    step; otherwise the current one (a second call within 30 seconds is then a replay)."""
+    import pyotp
+
+    from labvault.accounts import totp
+
+    clock = getattr(totp.clock, "__self__", None)
+    if isinstance(clock, TotpClock):
+        return clock.code(secret)
+    return pyotp.TOTP(secret).now()
+
+
+def totp_real_code(secret: str) -> str:
+    """A code for a process of its own (which checks codes at the real time), and the test clock
+    moved past it, so that the codes given in this process after it are not replays."""
+    import pyotp
+
+    from labvault.accounts import totp
+
+    clock = getattr(totp.clock, "__self__", None)
+    return clock.real_code(secret) if isinstance(clock, TotpClock) else pyotp.TOTP(secret).now()
+
+
+def first_lab_admin(gw: Gateway, platform: Principal, tenant_id: str, *, email: str | None = None,
+                    name: str = "Paul Lefebvre") -> Principal:
+    """The lab's lab_admin, in process (no login: MFA login is tested elsewhere). The platform
+    invites the lab's first lab_admin (the only lab account it may create); once it exists, it is
+    the one returned, and it is that admin who adds the lab's other accounts."""
+    from sqlalchemy import select
+
+    from labvault.accounts import service
+    from labvault.store import schema as t
+
+    with gw.unit(platform, Purpose.ADMINISTRATION) as u:
+        u._scope(tenant_id)  # row-level security on PostgreSQL: this lab's rows
+        rows = u.conn.execute(select(t.account).where(t.account.c.tenant_id == tenant_id,
+                                                      t.account.c.kind == "person",
+                                                      t.account.c.active == 1)).all()
+    for r in rows:
+        if "lab_admin" in r.roles.split(","):
+            return Principal(r.account_id, r.name, tenant_id, frozenset(r.roles.split(",")))
+    with gw.unit(platform, Purpose.ADMINISTRATION) as u:
+        new = service.create_account(u, tenant_id=tenant_id, name=name, email=email or f"admin@{tenant_id}.invalid",
+                                     roles=["lab_admin"])
+    return Principal(new.account_id, name, tenant_id, frozenset({"lab_admin"}))

@@ -379,7 +379,7 @@ def test_deactivated_lab_admin_cannot_approve(world):
     adm = lab_user(world.gw, "lab-a", "lab_admin", name="Leaving")
     sup = support_account(world)
     g = request_grant(world, sup)
-    with world.gw.unit(ADMIN, Purpose.ADMINISTRATION) as u:
+    with world.gw.unit(admin_of(world, "lab-a"), Purpose.ADMINISTRATION) as u:  # the lab's other admin
         accounts.deactivate(u, f"{adm.account_id}@lab.invalid")
     with pytest.raises(AccessDenied):
         approve(world, adm, "lab-a", g.grant_id)

@@ -9,7 +9,7 @@ from labvault.access import Principal, Purpose
 from labvault.accounts import service
 from labvault.errors import AccessDenied, InvalidInput
 from labvault.store import schema as t
-from tests.conftest import ADMIN, make_lab
+from tests.conftest import ADMIN, first_lab_admin, make_lab
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 PW = "Correct-horse-battery-9"
@@ -22,7 +22,7 @@ def lab(gateway):
 
 
 def test_no_personal_data_before_commitment(lab):
-    with lab.unit(ADMIN, Purpose.ADMINISTRATION) as u:
+    with lab.unit(first_lab_admin(lab, ADMIN, "lab-a"), Purpose.ADMINISTRATION) as u:
         new = service.create_account(u, tenant_id="lab-a", name="Marie Curie", email="m@lab.example",
                                      roles=["biologist"])
     who = Principal(new.account_id, "Marie Curie", "lab-a", frozenset({"biologist"}))
@@ -47,13 +47,14 @@ def test_no_personal_data_before_commitment(lab):
     ],
 )
 def test_account_shapes_refused(lab, tenant, roles, kind, purpose):
-    with pytest.raises(InvalidInput), lab.unit(ADMIN, Purpose.ADMINISTRATION) as u:
+    who = ADMIN if tenant == "platform" else first_lab_admin(lab, ADMIN, "lab-a")
+    with pytest.raises(InvalidInput), lab.unit(who, Purpose.ADMINISTRATION) as u:
         service.create_account(u, tenant_id=tenant, name="Some One", email="s@x.example", roles=roles, kind=kind,
                                purpose=purpose)
 
 
 def test_service_account_token_only_and_one_purpose(lab):
-    with lab.unit(ADMIN, Purpose.ADMINISTRATION) as u:
+    with lab.unit(first_lab_admin(lab, ADMIN, "lab-a"), Purpose.ADMINISTRATION) as u:
         service.create_account(u, tenant_id="lab-a", name="Analyser feed", email="feed@lab.example",
                                roles=["service"], kind="service", purpose="ingest")
         _, token = service.create_token(u, "feed@lab.example", scopes=["ingest"], days=1)
@@ -74,7 +75,7 @@ def test_role_changes_and_mfa_are_audited(lab, raw_engine):
     with lab.auth_unit() as u:
         secret = service.enrol_directly(u, "pa@lab.example", PW)
     assert secret  # lab_admin must enrol TOTP
-    with lab.unit(ADMIN, Purpose.ADMINISTRATION) as u:
+    with lab.unit(first_lab_admin(lab, ADMIN, "lab-a"), Purpose.ADMINISTRATION) as u:
         service.set_roles(u, "pa@lab.example", ["lab_admin", "biologist"])
     with raw_engine.connect() as conn:
         actions = [r.action for r in conn.execute(select(t.audit_event).where(t.audit_event.c.tenant_id == "lab-a"))]

@@ -39,8 +39,9 @@ def test_totp_round_trip_and_qr():
     secret = totp.new_secret()
     uri = totp.provisioning_uri(secret, "a@b.example")
     assert uri.startswith("otpauth://totp/Labvault:a%40b.example?") and "issuer=Labvault" in uri
-    assert totp.verify(secret, pyotp.TOTP(secret).now())
-    assert not totp.verify(secret, "000000" if pyotp.TOTP(secret).now() != "000000" else "111111")
+    now = pyotp.TOTP(secret).at(totp.clock())
+    assert totp.verify(secret, now)
+    assert not totp.verify(secret, "000000" if now != "000000" else "111111")
     assert not totp.verify(secret, "12ab56")
     svg = totp.qr_svg(uri)
     assert svg.lstrip().startswith("<svg") and "</svg>" in svg

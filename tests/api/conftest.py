@@ -4,7 +4,8 @@ Every fixture here is function-scoped (each test gets a fresh database), and the
 SQLite only unless a test asks for PostgreSQL too, with
 ``pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)``.
 
-Accounts are real: created by the platform admin, enrolled (argon2 password, TOTP for the roles
+Accounts are real: the platform admin creates the vendor's and invites each lab's first
+lab_admin, who adds the lab's other accounts; enrolled (argon2 password, TOTP for the roles
 that need MFA), and logged in over HTTP (``POST /api/v1/auth/login``, then ``/auth/mfa``).
 """
 
@@ -16,7 +17,6 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-import pyotp
 import pytest
 from fastapi import FastAPI
 
@@ -28,7 +28,7 @@ from labvault.crypto.keys import PLATFORM
 from labvault.runtime import Runtime
 from labvault.synth import LabGenerator
 from labvault.synth.load import load_lab
-from tests.conftest import ADMIN, make_lab
+from tests.conftest import ADMIN, first_lab_admin, make_lab, totp_code
 
 # starlette warns, when its test client is imported, that it would rather use ``httpx2`` (not
 # installed here). The filter covers this one import only, never a test.
@@ -88,8 +88,9 @@ class Account:
         return self.totp is not None
 
     def code(self) -> str:
+        """A code of a time step this account has not used yet (codes are single-use)."""
         assert self.totp is not None
-        return pyotp.TOTP(self.totp).now()
+        return totp_code(self.totp)
 
 
 class Accounts(Mapping[str, Account]):
@@ -113,13 +114,21 @@ class Accounts(Mapping[str, Account]):
     def __len__(self) -> int:
         return len(ACCOUNT_KEYS)
 
+    def creator(self, lab: str, role: str = "biologist"):
+        """Who adds an account: the platform admin for vendor accounts and for a lab's first
+        lab_admin (an invitation); the lab's own lab_admin for the lab's other accounts."""
+        if not lab or role == "lab_admin" and f"lab_admin@{lab}" not in self._made:
+            return ADMIN
+        self[f"lab_admin@{lab}"]  # noqa: B018  (made first: it adds the others)
+        return first_lab_admin(self._gw, ADMIN, lab)
+
     def _enrol(self, key: str) -> Account:
         role, _, lab = key.partition("@")
         tenant = lab or PLATFORM
         k = ACCOUNT_KEYS.index(key) + 1
         email = f"{role.replace('_', '-')}@{lab or 'vendor'}.api.invalid"
         password = f"Api-tests-pass-{k:02d}!"
-        with self._gw.unit(ADMIN, Purpose.ADMINISTRATION) as u:
+        with self._gw.unit(self.creator(lab, role), Purpose.ADMINISTRATION) as u:
             service.create_account(u, tenant_id=tenant, name=NAMES[k % len(NAMES)], email=email, roles=[role])
         with self._gw.auth_unit(source_addr="setup", user_agent="setup") as u:
             secret = service.enrol_directly(u, email, password)
@@ -172,8 +181,9 @@ class Api:
         return c
 
     def deactivate(self, key: str) -> None:
-        email = self.accounts[key].email  # enrols first if needed: units do not nest
-        with self.gateway.unit(ADMIN, Purpose.ADMINISTRATION) as u:
+        acct = self.accounts[key]  # enrols first if needed: units do not nest
+        email, who = acct.email, self.accounts.creator("" if acct.tenant == PLATFORM else acct.tenant)
+        with self.gateway.unit(who, Purpose.ADMINISTRATION) as u:
             service.deactivate(u, email)
 
 

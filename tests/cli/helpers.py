@@ -1,22 +1,94 @@
-"""Creating a named, enrolled lab account through the CLI, as a lab would."""
+"""Creating named, enrolled lab accounts through the CLI, as a lab would: the platform invites the
+lab's first lab_admin, who enrols (password, then TOTP in a second call, as a script would) and
+adds the lab's other accounts with ``--as``."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlparse
+
+from tests.conftest import totp_code
 
 PASSWORD = "a Long enough test passw0rd"
 
 
-def enrolled_account(run: Callable[..., tuple[int, str, str]], monkeypatch, email: str, role: str, tenant: str) -> str:
-    """``labvault user add`` then ``labvault user enrol``; returns the e-mail. ``run`` is the CLI."""
-    code, out, err = run("user", "add", "--name", "Camille Durand", "--email", email, "--role", role,
-                         "--tenant", tenant)
-    assert code == 0, err
+@dataclass(frozen=True)
+class LabAdmin:
+    email: str
+    password: str
+    totp: str  # the TOTP secret (lab_admin enrols MFA)
+
+
+_ADMINS: dict[tuple[str, str], LabAdmin] = {}  # (LABVAULT_HOME, lab) -> its lab_admin
+
+
+def _token(out: str) -> str:
     lines = out.splitlines()
-    token = lines[lines.index(next(x for x in lines if x.startswith("one-time enrolment token"))) + 1].strip()
-    monkeypatch.setenv("LABVAULT_ENROL_PASSWORD", PASSWORD)
-    code, out, err = run("user", "enrol", "--token", token, "--accept-commitment")
+    return lines[lines.index(next(x for x in lines if x.startswith("one-time enrolment token"))) + 1].strip()
+
+
+def _enrol(run: Callable[..., tuple[int, str, str]], token: str) -> str | None:
+    """``labvault user enrol`` without a terminal: one call, or two when a TOTP is needed (the
+    second with --totp). Returns the TOTP secret, if any."""
+    saved = os.environ.get("LABVAULT_ENROL_PASSWORD")
+    os.environ["LABVAULT_ENROL_PASSWORD"] = PASSWORD
+    try:
+        code, out, err = run("user", "enrol", "--token", token, "--accept-commitment")
+    finally:
+        if saved is None:
+            os.environ.pop("LABVAULT_ENROL_PASSWORD", None)
+        else:
+            os.environ["LABVAULT_ENROL_PASSWORD"] = saved
     assert code == 0, err
+    uri = next((x for x in out.splitlines() if x.startswith("otpauth://")), None)
+    if uri is None:
+        return None
+    secret = parse_qs(urlparse(uri).query)["secret"][0]
+    code, out, err = run("user", "enrol", "--token", token, "--totp", totp_code(secret))
+    assert code == 0 and "enrolment complete" in out, err
+    return secret
+
+
+def as_admin(run: Callable[..., tuple[int, str, str]], admin: LabAdmin, *args: str) -> tuple[int, str, str]:
+    """Run a command as the lab's lab_admin: ``--as`` with its password and a fresh TOTP code."""
+    keep = {k: os.environ.get(k) for k in ("LABVAULT_AS_PASSWORD", "LABVAULT_AS_TOTP")}
+    os.environ["LABVAULT_AS_PASSWORD"] = admin.password
+    os.environ["LABVAULT_AS_TOTP"] = totp_code(admin.totp)
+    try:
+        return run(*args, "--as", admin.email)
+    finally:
+        for k, v in keep.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def lab_admin(run: Callable[..., tuple[int, str, str]], tenant: str, email: str | None = None) -> LabAdmin:
+    """The lab's lab_admin: invited by the platform (the CLI operator) the first time, enrolled."""
+    key = (os.environ.get("LABVAULT_HOME", ""), tenant)
+    if key not in _ADMINS:
+        email = email or f"admin@{tenant}.invalid"
+        code, out, err = run("user", "add", "--name", "Paul Lefebvre", "--email", email, "--role", "lab_admin",
+                             "--tenant", tenant)
+        assert code == 0, err
+        secret = _enrol(run, _token(out))
+        assert secret is not None
+        _ADMINS[key] = LabAdmin(email, PASSWORD, secret)
+    return _ADMINS[key]
+
+
+def enrolled_account(run: Callable[..., tuple[int, str, str]], monkeypatch, email: str, role: str, tenant: str) -> str:
+    """The lab's lab_admin adds the account (``labvault user add --as``), the person enrols
+    (``labvault user enrol``); returns the e-mail. ``run`` is the CLI."""
+    admin = lab_admin(run, tenant)
+    code, out, err = as_admin(run, admin, "user", "add", "--name", "Camille Durand", "--email", email, "--role",
+                              role, "--tenant", tenant)
+    assert code == 0, err
+    _enrol(run, _token(out))
+    monkeypatch.setenv("LABVAULT_ENROL_PASSWORD", PASSWORD)
     return email
 
 

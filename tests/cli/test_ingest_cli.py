@@ -12,6 +12,7 @@ from labvault.config import Settings
 from labvault.runtime import open_runtime
 from tests.cli.helpers import PASSWORD, enrolled_account
 from tests.cli.test_cli import home, one_line_error, run  # noqa: F401  (home is a fixture)
+from tests.conftest import first_lab_admin
 from tests.interop.messages import NIR, oru
 
 
@@ -105,7 +106,8 @@ def test_service_token_feed(lab, capsys, tmp_path):
     _, good, _ = lab
     rt = open_runtime(Settings.from_env())
     try:
-        with rt.gateway.unit(rt.operator, Purpose.ADMINISTRATION) as u:
+        admin = first_lab_admin(rt.gateway, rt.operator, "bio-lyon")  # the lab adds its feed and mints its tokens
+        with rt.gateway.unit(admin, Purpose.ADMINISTRATION) as u:
             service.create_account(u, tenant_id="bio-lyon", name="Analyser feed", email="feed@lab.invalid",
                                    roles=["service"], kind="service", purpose="ingest")
             _, ingest_token = service.create_token(u, "feed@lab.invalid", scopes=["ingest"], days=1)

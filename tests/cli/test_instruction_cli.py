@@ -11,6 +11,7 @@ from labvault.accounts import service
 from labvault.config import Settings
 from labvault.runtime import open_runtime
 from tests.cli.test_cli import home, one_line_error, run  # noqa: F401  (home is a fixture)
+from tests.conftest import first_lab_admin
 
 AGE = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"  # the age README's example recipient
 
@@ -36,12 +37,10 @@ def register(public_hex: str) -> str:
     """A lab admin of bio-lyon registers signer@bio-lyon (in process: MFA login is tested elsewhere)."""
     rt = open_runtime(Settings.from_env())
     try:
-        with rt.gateway.unit(rt.operator, Purpose.ADMINISTRATION) as u:
+        admin = first_lab_admin(rt.gateway, rt.operator, "bio-lyon")  # invited by the platform
+        with rt.gateway.unit(admin, Purpose.ADMINISTRATION) as u:  # who adds the lab's biologist
             service.create_account(u, tenant_id="bio-lyon", name="Claire Moreau", email="signer@bio-lyon.invalid",
                                    roles=["biologist"])
-            adm = service.create_account(u, tenant_id="bio-lyon", name="Paul Lefebvre", email="admin@bio-lyon.invalid",
-                                         roles=["lab_admin"])
-        admin = Principal(adm.account_id, "Paul Lefebvre", "bio-lyon", frozenset({"lab_admin"}))
         with rt.gateway.unit(admin, Purpose.ADMINISTRATION) as u:
             return signers.add_signer(u, "bio-lyon", email="signer@bio-lyon.invalid", public_key=public_hex).signer_id
     finally:

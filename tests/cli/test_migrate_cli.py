@@ -16,7 +16,7 @@ from pathlib import Path
 from pyrage import x25519
 
 from tests.cli.helpers import PASSWORD, deletion_instruction, load_as_lab
-from tests.conftest import need
+from tests.conftest import need, totp_code, totp_real_code
 from tests.cli.test_cli import home, one_line_error, run  # noqa: F401  (home is a fixture)
 from tests.cli.test_instruction_cli import instruction, register
 
@@ -49,8 +49,6 @@ def _lab(capsys, tmp_path, monkeypatch, *, kind: str = "migration_out", patients
 
 def operator(monkeypatch) -> str:
     """A named, enrolled vendor operator with MFA; its password and a current TOTP code in the env."""
-    import pyotp
-
     from labvault.access import Purpose
     from labvault.accounts import service
     from labvault.config import Settings
@@ -68,18 +66,18 @@ def operator(monkeypatch) -> str:
         rt.close()
     monkeypatch.setenv("LABVAULT_AS_PASSWORD", PASSWORD)
     assert secret, "vendor accounts enrol with MFA"
-    monkeypatch.setenv("LABVAULT_AS_TOTP", pyotp.TOTP(secret).now())
-    monkeypatch.setattr(sys.modules[__name__], "TOTP", pyotp.TOTP(secret))
+    monkeypatch.setenv("LABVAULT_AS_TOTP", totp_code(secret))
+    monkeypatch.setattr(sys.modules[__name__], "TOTP", secret)
     return "op@vendor.invalid"
 
 
-TOTP = None
+TOTP = None  # the operator's TOTP secret
 
 
 def lv(capsys, *args: str) -> tuple[int, str, str]:
-    """The CLI, with a current TOTP code for the operator (codes change every 30 s)."""
+    """The CLI, with a fresh TOTP code for the operator (a code is accepted once)."""
     if TOTP is not None:
-        os.environ["LABVAULT_AS_TOTP"] = TOTP.now()
+        os.environ["LABVAULT_AS_TOTP"] = totp_code(TOTP)
     return run(capsys, *args)
 
 
@@ -119,7 +117,7 @@ def test_migration_end_to_end_with_a_kill_during_the_run(home, capsys, tmp_path,
     assert code == 0 and "state approved" in out, err
 
     # kill -9 in the middle of writing the package.
-    env = {**os.environ, "LABVAULT_AS_PASSWORD": PASSWORD, "LABVAULT_AS_TOTP": TOTP.now()}
+    env = {**os.environ, "LABVAULT_AS_PASSWORD": PASSWORD, "LABVAULT_AS_TOTP": totp_real_code(TOTP)}
     proc = subprocess.Popen([sys.executable, "-m", "labvault.cli", "migrate", "run", mid, "--tenant", "bio-lyon",
                              "--as", op], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stderr is not None

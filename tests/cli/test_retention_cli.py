@@ -10,7 +10,7 @@ from datetime import UTC, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from labvault.access import Principal, Purpose
+from labvault.access import Purpose
 from labvault.accounts import service
 from labvault.config import Settings
 from labvault.crypto.signing import verify
@@ -20,6 +20,7 @@ from labvault.store import schema as t
 from labvault.synth import LabGenerator
 from labvault.synth.load import SYNTHETIC_RETENTION, lab_spec
 from tests.cli.test_cli import home, one_line_error, run  # noqa: F401  (home is a fixture)
+from tests.conftest import first_lab_admin
 from tests.retention.test_retention import Lab
 
 LAB = lab_spec(0)[0]
@@ -78,10 +79,7 @@ def _admin_unit(fn) -> None:
     """The lab's lab_admin acting in process (MFA login is tested elsewhere)."""
     rt = open_runtime(Settings.from_env())
     try:
-        with rt.gateway.unit(rt.operator, Purpose.ADMINISTRATION) as u:
-            acct = service.create_account(u, tenant_id=LAB, name="Paul Lefebvre", email=f"admin@{LAB}.invalid",
-                                          roles=["lab_admin"])
-        admin = Principal(acct.account_id, "Paul Lefebvre", LAB, frozenset({"lab_admin"}))
+        admin = first_lab_admin(rt.gateway, rt.operator, LAB)  # invited by the platform
         with rt.gateway.unit(admin, Purpose.ADMINISTRATION) as u:
             fn(u)
     finally:

@@ -22,7 +22,7 @@ from labvault.interop.ingest import Ingestor, instruction_for_ingest
 from labvault.runtime import open_runtime
 from tests.cli.helpers import PASSWORD, enrolled_account
 from tests.cli.test_cli import home, one_line_error, run  # noqa: F401  (home is a fixture)
-from tests.conftest import ADMIN, lab_user, make_lab
+from tests.conftest import ADMIN, first_lab_admin, lab_user, make_lab
 from tests.interop.messages import NIR
 
 NIR2 = "2850775123456" + f"{97 - int('2850775123456') % 97:02d}"
@@ -344,7 +344,6 @@ def test_refused_messages_are_reported_not_quarantined(world, tmp_path):
 
 @pytest.fixture
 def cli_lab(home, capsys, monkeypatch, tmp_path):  # noqa: F811
-    from labvault.access import Principal
     from labvault.accounts import service
 
     assert run(capsys, "init")[0] == 0
@@ -356,12 +355,10 @@ def cli_lab(home, capsys, monkeypatch, tmp_path):  # noqa: F811
     private, public = Signer.generate()
     rt = open_runtime(Settings.from_env())
     try:
-        with rt.gateway.unit(rt.operator, Purpose.ADMINISTRATION) as u:
+        admin = first_lab_admin(rt.gateway, rt.operator, "lab-a")  # invited by the platform
+        with rt.gateway.unit(admin, Purpose.ADMINISTRATION) as u:  # who adds the lab's biologist
             service.create_account(u, tenant_id="lab-a", name="Claire Moreau", email="signer@lab.invalid",
                                    roles=["biologist"])
-            adm = service.create_account(u, tenant_id="lab-a", name="Paul Lefebvre", email="admin@lab.invalid",
-                                         roles=["lab_admin"])
-        admin = Principal(adm.account_id, "Paul Lefebvre", "lab-a", frozenset({"lab_admin"}))
         with rt.gateway.unit(admin, Purpose.ADMINISTRATION) as u:
             signers.add_signer(u, "lab-a", email="signer@lab.invalid", public_key=public.hex())
     finally:

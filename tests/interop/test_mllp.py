@@ -22,7 +22,7 @@ from labvault.config import Settings
 from labvault.interop import hl7v2
 from labvault.interop.mllp import Limits, PinnedFeeds, Server, server_ssl_context
 from labvault.runtime import init_home, open_runtime
-from tests.conftest import ADMIN, TEST_RETENTION, make_lab
+from tests.conftest import ADMIN, TEST_RETENTION, first_lab_admin, make_lab
 from tests.interop.messages import NIR, framed, oru
 from tests.interop.tls import Pair, no_ack, self_signed, tls_connect
 
@@ -30,10 +30,7 @@ from tests.interop.tls import Pair, no_ack, self_signed, tls_connect
 def pinned_feed(gw, platform: Principal, tenant: str, cert: Pair, *, email: str | None = None) -> Principal:
     """The feed of a lab: its lab_admin creates the service account and pins the feed's client
     certificate on it (the one place these tests make a feed's account)."""
-    admin = Principal(f"admin-{tenant}", "Lab Admin", tenant, frozenset({"lab_admin"}))
-    with gw.unit(platform, Purpose.ADMINISTRATION) as u:
-        u.ensure_account(tenant, admin.account_id, admin.name, f"admin@{tenant}.invalid", admin.roles,
-                         commitment="test")
+    admin = first_lab_admin(gw, platform, tenant)
     email = email or f"feed@{tenant}.invalid"
     with gw.unit(admin, Purpose.ADMINISTRATION) as u:
         new = service.create_account(u, tenant_id=tenant, name="Analyser feed", email=email, roles=["service"],
@@ -44,7 +41,7 @@ def pinned_feed(gw, platform: Principal, tenant: str, cert: Pair, *, email: str 
 
 def feed_token(gw, tenant: str, email: str) -> str:
     """An ``ingest`` token of the lab's feed account, minted by the lab's lab_admin."""
-    admin = Principal(f"admin-{tenant}", "Lab Admin", tenant, frozenset({"lab_admin"}))
+    admin = first_lab_admin(gw, ADMIN, tenant)
     with gw.unit(admin, Purpose.ADMINISTRATION) as u:
         return service.create_token(u, email, scopes=["ingest"], days=1)[1]
 

@@ -351,6 +351,8 @@ class Unit:
                     self._deny(tenant_id, action, "vendor accounts reach lab data only through a grant the lab approved")
                 self._grant = grant
                 return
+            if action in policy.LAB_PEOPLE and tenant_id != PLATFORM:
+                self._deny(tenant_id, action, "only the lab's own lab_admin manages its accounts, roles and tokens")
             if action in policy.WRITE_PERSONAL:
                 # Generated data, into a lab created synthetic only: the purpose the caller names
                 # never unlocks anything on a real lab.

@@ -64,22 +64,29 @@ POLICY: dict[Role, frozenset[str]] = {
                              "migration:read", "retention:read"}),
     Role.SERVICE: WRITE_PERSONAL | {"tenant:read"},
     Role.OPERATOR: frozenset({"tenant:create", "tenant:list", "tenant:read", "keys:rotate", "account:list",
+                              "account:invite-admin",
                               "generate", "audit:checkpoint", "audit:verify", "audit:purge",
                               "signer:list", "instruction:receive", "instruction:read",
                               "retention:read", "retention:run"}) | MIGRATION_WORK,
     # support reads personal data only under a grant: those actions are added per grant, not here
     Role.SUPPORT: frozenset({"tenant:list", "tenant:read", "grant:request", "grant:list"}),
     Role.SECURITY_OFFICER: frozenset({"tenant:list", "tenant:read", "account:list", "grant:list",
-                                      "grant:revoke", "account:deactivate", "audit:read", "audit:verify",
+                                      "grant:revoke", "account:suspend", "audit:read", "audit:verify",
                                       "audit:checkpoint", "signer:list", "instruction:read",
                                       "migration:read"}),
     Role.PLATFORM_ADMIN: frozenset({
         "tenant:create", "tenant:list", "tenant:read", "tenant:shred", "tenant:drop", "keys:rotate", "account:manage",
-        "account:list", "account:deactivate", "token:manage", "generate", "grant:list", "audit:checkpoint",
+        "account:list", "account:suspend", "account:invite-admin", "token:manage", "generate", "grant:list", "audit:checkpoint",
         "audit:verify", "audit:purge", "signer:list", "instruction:receive", "instruction:read",
         "migration:read", "migration:purge", "retention:read", "retention:run", "tenant:end",
     }),
 }
+
+# A lab's people are the lab's: on a lab, these are its own lab_admin's alone, whatever a vendor
+# role holds them for (``account:manage`` and ``token:manage`` name the vendor's own accounts when
+# the platform admin holds them). The vendor invites a lab's first lab_admin (``account:invite-admin``)
+# and may suspend an account for security (``account:suspend``); nothing else.
+LAB_PEOPLE = frozenset({"account:manage", "token:manage"})
 
 # Actions a support grant adds, by the fields it names.
 GRANT_FIELDS: dict[str, frozenset[str]] = {

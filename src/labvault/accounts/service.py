@@ -107,7 +107,10 @@ def create_account(
         raise InvalidInput("an account needs a person's name and a valid e-mail address")
     if tenant_id != PLATFORM:
         u.tenant(tenant_id)
-    u._authorise(tenant_id, "account:manage")
+    if tenant_id != PLATFORM and u.principal.is_platform and u._check:
+        _authorise_first_admin(u, tenant_id, roles_, kind)
+    else:
+        u._authorise(tenant_id, "account:manage")
     if _account_by_email(u, email) is not None:
         raise InvalidInput("an account with this e-mail address already exists")
     account_id = new_id()
@@ -125,6 +128,36 @@ def create_account(
     )
     u._record(tenant_id, "account:create", "account", 1, refs=[account_id])
     return NewAccount(account_id, tenant_id, email.strip().lower(), token)
+
+
+def _lab_admins(u, tenant_id: str) -> list:
+    u._scope(tenant_id)
+    rows = u.conn.execute(select(t.account).where(t.account.c.tenant_id == tenant_id,
+                                                  t.account.c.kind == "person")).all()
+    return [r for r in rows if "lab_admin" in r.roles.split(",")]
+
+
+def _enrolled(row) -> bool:
+    """A person who completed (or began) enrolment: password set or commitment recorded."""
+    return row.password_hash is not None or row.commitment_at is not None
+
+
+def _authorise_first_admin(u, tenant_id: str, roles: list[str], kind: str) -> None:
+    """The platform invites a lab's first ``lab_admin``, and nothing else about a lab's accounts.
+
+    "First": the lab has no lab_admin account that enrolled, is suspended or deactivated, or holds
+    a live invitation (an invitation that expired unused may be sent again)."""
+    action = "account:invite-admin"
+    if roles != ["lab_admin"] or kind != "person":
+        u._deny(tenant_id, "account:manage",
+                "only the lab's own lab_admin adds its accounts: the platform invites the lab's first lab_admin only")
+    u._authorise(tenant_id, action)
+    now = utcnow()
+    for r in _lab_admins(u, tenant_id):
+        live_invitation = r.enrolment_hash is not None and stored_utc(r.enrolment_expires) > now
+        if _enrolled(r) or not r.active or live_invitation:
+            u._deny(tenant_id, action, "this lab already has its lab_admin: only the lab's own lab_admin adds its "
+                                       "accounts")
 
 
 @dataclass(frozen=True)
@@ -157,8 +190,13 @@ def enrol(u, token: str, password: str, *, accept_commitment: bool) -> Enrolment
     }
     uri = svg = None
     if needs_mfa:
-        secret = totp.new_secret()
-        values["totp_secret_wrapped"] = u._gw.keys.wrap(PLATFORM, secret.encode(), f"totp:{row.account_id}".encode())
+        if row.totp_secret_wrapped is not None and not row.mfa_enabled:
+            secret = _totp_secret(u, row)  # the same secret for this whole enrolment
+        else:
+            secret = totp.new_secret()
+            values["totp_secret_wrapped"] = u._gw.keys.wrap(PLATFORM, secret.encode(),
+                                                            f"totp:{row.account_id}".encode())
+            values["totp_last_step"] = None
         uri = totp.provisioning_uri(secret, row.email)
         svg = totp.qr_svg(uri)
     else:
@@ -175,14 +213,54 @@ def _totp_secret(u, row) -> str:
     return u._gw.keys.unwrap(PLATFORM, row.totp_secret_wrapped, f"totp:{row.account_id}".encode()).decode()
 
 
+def _consume_totp(u, row, code: str) -> bool:
+    """Whether ``code`` is right and its time step later than the last one this account used.
+
+    The step is recorded by a conditional update, so of two uses of one code (two sessions, two
+    processes) exactly one succeeds."""
+    step = totp.match(_totp_secret(u, row), code)
+    if step is None:
+        return False
+    u._scope(row.tenant_id)
+    done = u.conn.execute(
+        update(t.account)
+        .where(t.account.c.tenant_id == row.tenant_id, t.account.c.account_id == row.account_id,
+               (t.account.c.totp_last_step.is_(None)) | (t.account.c.totp_last_step < step))
+        .values(totp_last_step=step)
+    )
+    return done.rowcount == 1
+
+
+def verify_totp(u, principal: Principal, code: str) -> bool:
+    """Check a TOTP code of an account that enrolled its authenticator (single use, like every
+    check of a code); a wrong or replayed code is recorded as an MFA failure."""
+    row = _account(u, principal.tenant_id, principal.account_id)
+    if row is None or not row.active or row.totp_secret_wrapped is None or not row.mfa_enabled:
+        return False
+    if _consume_totp(u, row, code):
+        return True
+    u._record(row.tenant_id, "account:mfa:failure", "account", 1, outcome="denied", refs=[row.account_id])
+    return False
+
+
+def pending_enrolment(u, token: str) -> Enrolment | None:
+    """An enrolment whose password is set and whose authenticator awaits its first code (the
+    same secret as shown before), or None."""
+    row = _by_enrolment(u, token)
+    if row.password_hash is None or row.totp_secret_wrapped is None or row.mfa_enabled:
+        return None
+    uri = totp.provisioning_uri(_totp_secret(u, row), row.email)
+    return Enrolment(row.account_id, True, uri, totp.qr_svg(uri))
+
+
 def confirm_enrolment(u, token: str, code: str) -> None:
     """Prove the authenticator works: MFA is on, the enrolment link is spent."""
     row = _by_enrolment(u, token)
     if row.totp_secret_wrapped is None or row.password_hash is None:
         raise InvalidInput("set a password first")
-    if not totp.verify(_totp_secret(u, row), code):
+    if not _consume_totp(u, row, code):
         u._record(row.tenant_id, "account:mfa:failure", "account", 1, outcome="denied", refs=[row.account_id])
-        raise AuthenticationFailed("the code does not match")
+        raise AuthenticationFailed("the code does not match, or was already used")
     u._scope(row.tenant_id)
     u.conn.execute(
         update(t.account)
@@ -317,9 +395,9 @@ def verify_mfa(u, pre_session: str, code: str, *, addr: str | None, user_agent: 
     if row.locked_until is not None and stored_utc(row.locked_until) > utcnow():
         raise LockedOut("this account is locked after repeated failures: try again later",
                         int((stored_utc(row.locked_until) - utcnow()).total_seconds()) + 1)
-    if not totp.verify(_totp_secret(u, row), code):
+    if not _consume_totp(u, row, code):
         _fail(u, row, addr, "account:mfa:failure")
-        raise AuthenticationFailed("the code does not match")
+        raise AuthenticationFailed("the code does not match, or was already used")
     u.conn.execute(update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
                                                  t.login_session.c.session_hash == s.session_hash)
                    .values(revoked_at=utcnow()))
@@ -432,16 +510,37 @@ def csrf_token(secret: str) -> str:
 
 
 # -- API tokens ---------------------------------------------------------------------------------
-def create_token(u, email: str, *, scopes: list[str], days: int) -> tuple[str, str]:
-    """A bearer token for an account: (token id, the token, shown once)."""
-    row = _account_by_email(u, email)
+def create_token(u, email: str | None, *, scopes: list[str], days: int, authenticated: bool = True) -> tuple[str, str]:
+    """A bearer token: (token id, the token, shown once).
+
+    Nobody mints a token for another person. An account mints its own (``email`` None or its
+    own), from a session it authenticated itself (``authenticated``: a password and, where the
+    role needs it, TOTP login); a lab's ``lab_admin`` mints tokens for its lab's service accounts."""
+    me = u.principal
+    row = _account(u, me.tenant_id, me.account_id) if email is None else _account_by_email(u, email)
     if row is None or not row.active:
         raise NotFound("no active account with this e-mail address")
+    if row.account_id == me.account_id and row.tenant_id == me.tenant_id:
+        if u._check and not authenticated:
+            u._deny(row.tenant_id, "token:create",
+                    "a token is minted from your own logged-in session: log in (CLI: --as EMAIL, with your password "
+                    "and TOTP code)")
+        return _create_token(u, row, scopes=scopes, days=days)
+    if u._check:
+        if me.is_platform:
+            u._deny(row.tenant_id, "token:create",
+                    "nobody mints a token for another account: vendor accounts mint tokens for themselves only")
+        if row.kind != "service":
+            u._deny(row.tenant_id, "token:create",
+                    "nobody mints a token for another person: each person mints their own from their own session")
+        u._authorise(row.tenant_id, "token:manage")  # the lab's own lab_admin, for its service accounts
+        if not authenticated:
+            u._deny(row.tenant_id, "token:create", "tokens are minted from a logged-in session (CLI: --as EMAIL)")
     return _create_token(u, row, scopes=scopes, days=days)
 
 
 def create_token_for(u, principal: Principal, *, scopes: list[str], days: int) -> tuple[str, str]:
-    """A bearer token for the calling account itself."""
+    """A bearer token for the calling account itself (from its logged-in session)."""
     row = _account(u, principal.tenant_id, principal.account_id)
     if row is None or not row.active:
         raise NotFound("no active account")
@@ -498,38 +597,109 @@ def revoke_token(u, token_id: str) -> None:
 
 
 # -- administration -----------------------------------------------------------------------------
-def deactivate(u, email: str) -> None:
-    """Deactivate an account: every session and token of it stops working at once."""
+# A lab's accounts are the lab's: only its own lab_admin adds, changes, deactivates and re-enables
+# them (the gateway refuses ``account:manage`` and ``token:manage`` on a lab to vendor accounts).
+# The vendor may only suspend one for security, with a reason the lab's admins see.
+
+def _target(u, email: str):
     row = _account_by_email(u, email)
     if row is None:
         raise NotFound("no account with this e-mail address")
-    if not u.principal.is_platform or "security_officer" not in u.principal.roles:
-        u._authorise(row.tenant_id, "account:manage")
-    else:
-        u._authorise(row.tenant_id, "account:deactivate")
-    now = utcnow()
-    u._scope(row.tenant_id)
-    u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
-                                           t.account.c.account_id == row.account_id)
-                   .values(active=0, deactivated_at=now))
+    return row
+
+
+def _revoke_all(u, row, now) -> None:
     u.conn.execute(update(t.login_session).where(t.login_session.c.tenant_id == row.tenant_id,
                                                  t.login_session.c.account_id == row.account_id,
                                                  t.login_session.c.revoked_at.is_(None)).values(revoked_at=now))
     u.conn.execute(update(t.api_token).where(t.api_token.c.tenant_id == row.tenant_id,
                                              t.api_token.c.account_id == row.account_id,
                                              t.api_token.c.revoked_at.is_(None)).values(revoked_at=now))
+
+
+def _keep_a_lab_admin(u, row, action: str) -> None:
+    """A lab never loses its last active lab_admin (nobody else may manage its accounts)."""
+    if row.tenant_id == PLATFORM:
+        return
+    others = [r for r in _lab_admins(u, row.tenant_id)
+              if r.account_id != row.account_id and r.active and _enrolled(r)]
+    if not others:
+        u._deny(row.tenant_id, action, "this is the lab's last active lab_admin: add another lab_admin first")
+
+
+def deactivate(u, email: str) -> None:
+    """Deactivate an account: every session and token of it stops working at once."""
+    row = _target(u, email)
+    if u.principal.is_platform and row.tenant_id != PLATFORM and u._check:
+        u._deny(row.tenant_id, "account:manage",
+                "only the lab's own lab_admin deactivates its accounts: the vendor may only suspend one for security "
+                "(labvault user suspend EMAIL --reason ...)")
+    u._authorise(row.tenant_id, "account:manage")
+    if "lab_admin" in row.roles.split(",") and row.active:
+        _keep_a_lab_admin(u, row, "account:manage")
+    now = utcnow()
+    u._scope(row.tenant_id)
+    u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
+                                           t.account.c.account_id == row.account_id)
+                   .values(active=0, deactivated_at=now))
+    _revoke_all(u, row, now)
     u._record(row.tenant_id, "account:deactivate", "account", 1, refs=[row.account_id])
 
 
+SUSPEND_REASON_MAX = 500
+
+
+def suspend(u, email: str, reason: str) -> None:
+    """A vendor's security suspension of an account (a lab's or the vendor's own): it stops
+    working at once (sessions and tokens revoked); the reason is kept on the account for the lab's
+    admins, and the event goes to the account's own audit trail (the lab's, for a lab account).
+    Only the lab's lab_admin re-enables a lab account."""
+    reason = " ".join(reason.split())
+    if not reason or len(reason) > SUSPEND_REASON_MAX:
+        raise InvalidInput(f"a suspension needs a reason (1 to {SUSPEND_REASON_MAX} characters)")
+    row = _target(u, email)
+    u._authorise(row.tenant_id, "account:suspend")
+    if row.account_id == u.principal.account_id:
+        u._deny(row.tenant_id, "account:suspend", "an account cannot suspend itself")
+    now = utcnow()
+    u._scope(row.tenant_id)
+    u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
+                                           t.account.c.account_id == row.account_id)
+                   .values(active=0, suspended_at=now, suspended_by=u.principal.account_id, suspended_reason=reason))
+    _revoke_all(u, row, now)
+    u._record(row.tenant_id, "account:suspend", "account", 1, outcome="alert", refs=[row.account_id])
+
+
+def reactivate(u, email: str) -> None:
+    """Re-enable a deactivated or suspended account: a lab's by its own lab_admin only (a vendor
+    never re-enables a lab account); a vendor account by the platform admin."""
+    row = _target(u, email)
+    if u.principal.is_platform and row.tenant_id != PLATFORM and u._check:
+        u._deny(row.tenant_id, "account:manage", "only the lab's own lab_admin re-enables its accounts")
+    u._authorise(row.tenant_id, "account:manage")
+    if row.active:
+        raise InvalidInput("this account is active")
+    u._scope(row.tenant_id)
+    u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
+                                           t.account.c.account_id == row.account_id)
+                   .values(active=1, deactivated_at=None, suspended_at=None, suspended_by=None,
+                           suspended_reason=None, failed_logins=0, locked_until=None))
+    u._record(row.tenant_id, "account:reactivate", "account", 1, refs=[row.account_id])
+
+
 def set_roles(u, email: str, roles: list[str]) -> None:
-    row = _account_by_email(u, email)
-    if row is None:
-        raise NotFound("no account with this e-mail address")
+    row = _target(u, email)
     roles_ = sorted({policy.valid_role(r).value for r in roles})
     scope = policy.LAB_ROLES if row.tenant_id != PLATFORM else policy.VENDOR_ROLES
     if not roles_ or not set(roles_) <= scope:
         raise InvalidInput("roles must all belong to the account's side (lab or vendor)")
+    if (row.kind == "service") != (roles_ == ["service"]):
+        raise InvalidInput("the role 'service' is for service accounts, and theirs only")
+    if u.principal.is_platform and row.tenant_id != PLATFORM and u._check:
+        u._deny(row.tenant_id, "account:manage", "only the lab's own lab_admin changes the roles of its accounts")
     u._authorise(row.tenant_id, "account:manage")
+    if "lab_admin" in row.roles.split(",") and "lab_admin" not in roles_ and row.active:
+        _keep_a_lab_admin(u, row, "account:manage")
     u._scope(row.tenant_id)
     u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
                                            t.account.c.account_id == row.account_id).values(roles=",".join(roles_)))
@@ -552,7 +722,9 @@ def list_accounts(u, tenant_id: str | None) -> list[dict]:
     return [
         {"account_id": r.account_id, "tenant": r.tenant_id, "name": r.name, "email": r.email, "kind": r.kind,
          "roles": r.roles, "active": bool(r.active), "mfa": bool(r.mfa_enabled),
-         "commitment": r.commitment_at is not None}
+         "commitment": r.commitment_at is not None,
+         "suspended": None if r.suspended_at is None else {
+             "at": stored_utc(r.suspended_at).isoformat(), "by": r.suspended_by, "reason": r.suspended_reason}}
         for r in rows
     ]
 
@@ -572,6 +744,6 @@ def enrol_directly(u, email: str, password: str) -> str | None:
     secret = _totp_secret(u, _account(u, row.tenant_id, row.account_id))
     import pyotp
 
-    confirm_enrolment(u, token, pyotp.TOTP(secret).now())
+    confirm_enrolment(u, token, pyotp.TOTP(secret).at(totp.clock()))
     return secret
 

@@ -334,9 +334,12 @@ def audit_export(caller: Reader, request: Request, tenant: str) -> Response:
 
 @private.post("/api/v1/tokens", response_model=schemas.TokenOut, status_code=201)
 def create_token(caller: SessionOnly, request: Request, body: schemas.TokenIn) -> schemas.TokenOut:
-    """A bearer token for yourself (shown once). Needs a logged-in session: a token cannot mint tokens."""
+    """A bearer token for yourself (shown once), or, for a lab_admin, for one of its lab's service
+    accounts (``email``). Needs a logged-in session: a token cannot mint tokens. Nobody mints a
+    token for another person."""
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
-        token_id, token = service.create_token_for(u, caller.principal, scopes=body.scopes, days=body.days)
+        token_id, token = service.create_token(u, body.email, scopes=body.scopes, days=body.days,
+                                               authenticated=caller.session is not None)
     return schemas.TokenOut(token_id=token_id, token=token)
 
 

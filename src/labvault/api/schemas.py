@@ -156,11 +156,14 @@ class AccountOut(BaseModel):
     active: bool
     mfa: bool
     commitment: bool
+    suspended: dict[str, str | None] | None = None  # a vendor's security suspension: at, by, reason
 
 
 class TokenIn(Strict):
     scopes: list[str] = Field(min_length=1, max_length=2)
     days: int = Field(ge=1, le=365)
+    # a lab_admin minting for one of its lab's service accounts; otherwise the token is the caller's own
+    email: str | None = Field(default=None, min_length=3, max_length=320)
 
 
 class TokenOut(BaseModel):

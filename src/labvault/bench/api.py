@@ -186,7 +186,7 @@ def _child_env(home: Path, passphrase: str) -> dict[str, str]:
 
 def _prepare_home(env: dict[str, str], patients: int, on_progress: Progress | None) -> tuple[str, str, str, list[str]]:
     """Init the home, one lab of generated patients, one enrolled biologist (no MFA for that role)."""
-    from labvault.access import Purpose
+    from labvault.access import Principal, Purpose
     from labvault.accounts import service
     from labvault.config import Settings
     from labvault.runtime import init_home, open_runtime
@@ -208,7 +208,12 @@ def _prepare_home(env: dict[str, str], patients: int, on_progress: Progress | No
         load_lab(rt.gateway, rt.operator, lab, patients=patients, seed=LAB_SEED, on_batch=batch)
         email = f"biologist@{lab}.bench.invalid"
         password = "Bench-" + secrets.token_urlsafe(18)
+        # the platform invites the lab's first lab_admin, who adds the lab's biologist
         with rt.unit(Purpose.ADMINISTRATION) as u:
+            admin = service.create_account(u, tenant_id=lab, name="Benchmark Lab Admin",
+                                           email=f"lab-admin@{lab}.bench.invalid", roles=["lab_admin"])
+        lab_admin = Principal(admin.account_id, "Benchmark Lab Admin", lab, frozenset({"lab_admin"}))
+        with rt.gateway.unit(lab_admin, Purpose.ADMINISTRATION) as u:
             service.create_account(u, tenant_id=lab, name="Benchmark Biologist", email=email, roles=["biologist"])
         with rt.gateway.auth_unit(source_addr="bench", user_agent="labvault-bench") as u:
             if service.enrol_directly(u, email, password) is not None:

@@ -27,21 +27,43 @@ DEMO_PASSWORD = "Labvault-demo-{k:02d}!"
 
 
 def make_demo_accounts(rt, lab_ids: list[str]) -> list[dict[str, str | None]]:
-    """A biologist and a lab admin per lab, an operator and a security officer: named, enrolled."""
-    wanted = [(lab, role, f"{role.replace('_', '-')}@{lab}.demo.invalid", name)
-              for lab in lab_ids
-              for role, name in (("biologist", f"Dr Claire Moreau ({lab})"), ("lab_admin", f"Paul Lefebvre ({lab})"))]
-    wanted += [(PLATFORM, "operator", "operator@vendor.demo.invalid", "Sami Haddad"),
-               (PLATFORM, "security_officer", "security@vendor.demo.invalid", "Ines Roussel")]
+    """A lab admin and a biologist per lab, an operator and a security officer: named, enrolled.
+
+    As in production: the platform invites each lab's first lab_admin (nothing else of the lab's),
+    who enrols and adds the lab's biologist; the platform adds its own staff."""
+    from labvault.access.principal import Principal
+
     out = []
-    for k, (tenant, role, email, name) in enumerate(wanted, start=1):
+    k = 0
+
+    def enrol(tenant: str, role: str, email: str, name: str, by) -> str:
+        nonlocal k
+        k += 1
         password = DEMO_PASSWORD.format(k=k)
-        with rt.unit(Purpose.ADMINISTRATION) as u:
-            service.create_account(u, tenant_id=tenant, name=name, email=email, roles=[role])
+        with rt.gateway.unit(by, Purpose.ADMINISTRATION) as u:
+            acct = service.create_account(u, tenant_id=tenant, name=name, email=email, roles=[role])
         with rt.gateway.auth_unit(source_addr="demo", user_agent="labvault-demo") as u:
             secret = service.enrol_directly(u, email, password)
         out.append({"tenant": tenant, "role": role, "email": email, "password": password, "totp": secret})
+        return acct.account_id
+
+    for lab in lab_ids:
+        admin_name = f"Paul Lefebvre ({lab})"
+        admin_id = enrol(lab, "lab_admin", f"lab-admin@{lab}.demo.invalid", admin_name, rt.operator)
+        admin = Principal(admin_id, admin_name, lab, frozenset({"lab_admin"}))
+        enrol(lab, "biologist", f"biologist@{lab}.demo.invalid", f"Dr Claire Moreau ({lab})", admin)
+    enrol(PLATFORM, "operator", "operator@vendor.demo.invalid", "Sami Haddad", rt.operator)
+    enrol(PLATFORM, "security_officer", "security@vendor.demo.invalid", "Ines Roussel", rt.operator)
     return out
+
+
+def lab_admin_of(rt, tenant: str):
+    """The lab's (first) lab_admin, acting in this demo process."""
+    from labvault.access.principal import Principal
+
+    with rt.unit(Purpose.ADMINISTRATION) as u:
+        a = next(a for a in service.list_accounts(u, tenant) if a["active"] and "lab_admin" in a["roles"].split(","))
+    return Principal(a["account_id"], a["name"], tenant, frozenset(a["roles"].split(",")))
 
 
 REAL_FILES = (
@@ -69,7 +91,7 @@ def show_feeds(rt, tenant: str, seed: int) -> None:
     from labvault.interop import ingest
     from labvault.synth.hl7 import messages
 
-    with rt.unit(Purpose.ADMINISTRATION) as u:
+    with rt.gateway.unit(lab_admin_of(rt, tenant), Purpose.ADMINISTRATION) as u:  # the lab adds its feed
         acct = service.create_account(u, tenant_id=tenant, name="Analyser middleware feed",
                                       email=f"feed@{tenant}.demo.invalid", roles=["service"], kind="service",
                                       purpose="ingest")

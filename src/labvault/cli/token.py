@@ -13,15 +13,20 @@ app = typer.Typer(help="API tokens: create, revoke.", no_args_is_help=True)
 
 @app.command("create")
 def create(
-    email: str = typer.Option(..., "--email", help="The account the token acts for."),
+    email: str = typer.Option(None, "--email", help="A service account of your lab (lab_admin); default: yourself."),
     scope: list[str] = typer.Option(["read"], "--scope", help="read, ingest"),
     days: int = typer.Option(30, "--days"),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
-    """Create a token; it is printed once and stored only as a hash."""
+    """Create a token, printed once and stored only as a hash: your own, after logging in (--as),
+    or, as a lab_admin, one for a service account of your lab. Never one for another person."""
+    import os
+
+    logged_in = bool(as_email or os.environ.get("LABVAULT_AS"))
     with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
-        token_id, token = service.create_token(u, email, scopes=scope, days=days)
-    console.print(f"token {token_id} for {email}, scopes {', '.join(scope)}, valid {days} days (shown once):")
+        token_id, token = service.create_token(u, email, scopes=scope, days=days, authenticated=logged_in)
+        who = email or u.principal.name
+    console.print(f"token {token_id} for {who}, scopes {', '.join(scope)}, valid {days} days (shown once):")
     print(token)
 
 

@@ -11,12 +11,12 @@ import typer
 from rich.table import Table
 
 from labvault.access import Purpose
-from labvault.accounts import service
+from labvault.accounts import service, totp
 from labvault.cli.common import AS_OPTION_HELP, actor, console, runtime
 from labvault.crypto.keys import PLATFORM
 from labvault.errors import InvalidInput
 
-app = typer.Typer(help="Accounts: add, enrol, list, roles, deactivate.", no_args_is_help=True)
+app = typer.Typer(help="Accounts: add, enrol, list, roles, deactivate, enable, suspend.", no_args_is_help=True)
 
 
 @app.command("add")
@@ -28,7 +28,10 @@ def add(
     service_purpose: str = typer.Option(None, "--service", help="Make a token-only service account for this purpose."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
-    """Add an account; prints a one-time enrolment token (never a password)."""
+    """Add an account; prints a one-time enrolment token (never a password).
+
+    A lab's accounts are added by the lab's own lab_admin (--as); the platform invites a new lab's
+    first lab_admin only."""
     with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
         new = service.create_account(
             u, tenant_id=tenant or PLATFORM, name=name, email=email, roles=role,
@@ -40,44 +43,58 @@ def add(
         print(new.enrolment_token)
         console.print("the person completes it with 'labvault user enrol --token TOKEN' or POST /api/v1/auth/enrol")
     else:
-        console.print("service account: create its token with 'labvault token create --email ...'")
+        console.print("service account: its lab_admin creates its token with "
+                      "'labvault token create --email ... --as LAB_ADMIN'")
 
 
 @app.command("enrol")
 def enrol(
     token: str = typer.Option(..., "--token", help="The enrolment token."),
     accept_commitment: bool = typer.Option(False, "--accept-commitment", help="Accept the confidentiality commitment."),
+    code: str = typer.Option(None, "--totp", help="The authenticator's code (or LABVAULT_ENROL_TOTP)."),
 ) -> None:
     """Set your password, accept the confidentiality commitment, enrol your authenticator.
 
-    The password comes from LABVAULT_ENROL_PASSWORD or a prompt; a TOTP code, where the role
-    requires MFA, from LABVAULT_ENROL_TOTP or a prompt.
+    The password comes from LABVAULT_ENROL_PASSWORD or a prompt. Where the role requires MFA, the
+    otpauth URI and a QR code are shown, and the first code is taken from --totp,
+    LABVAULT_ENROL_TOTP or a prompt; without a terminal, a second call
+    'labvault user enrol --token TOKEN --totp CODE' confirms it (the same secret until then).
     """
     tty = sys.stdin.isatty()
-    console.print("You commit to keep confidential all personal data you may access (GDPR Art. 28(3)(b)).")
-    if not accept_commitment:
-        if not tty or not typer.confirm("Do you accept this commitment?"):
-            raise InvalidInput("the confidentiality commitment must be accepted (--accept-commitment)")
-    password = os.environ.get("LABVAULT_ENROL_PASSWORD")
-    if password is None:
-        if not tty:
-            raise InvalidInput("no password: set LABVAULT_ENROL_PASSWORD or run on a terminal")
-        password = getpass.getpass("New password (12+ characters): ")
-        if getpass.getpass("Repeat it: ") != password:
-            raise InvalidInput("the two passwords differ")
+    code = code or os.environ.get("LABVAULT_ENROL_TOTP")
     with runtime() as rt:
-        with rt.gateway.auth_unit(source_addr="cli", user_agent="labvault-cli") as u:
-            e = service.enrol(u, token, password, accept_commitment=True)
-        if e.mfa_required:
-            console.print("Add this account to your authenticator app (otpauth URI below), then give its code:")
+        pending = None
+        if code is not None:
+            with rt.gateway.auth_unit(source_addr="cli", user_agent="labvault-cli") as u:
+                pending = service.pending_enrolment(u, token)
+        if pending is None:
+            console.print("You commit to keep confidential all personal data you may access (GDPR Art. 28(3)(b)).")
+            if not accept_commitment:
+                if not tty or not typer.confirm("Do you accept this commitment?"):
+                    raise InvalidInput("the confidentiality commitment must be accepted (--accept-commitment)")
+            password = os.environ.get("LABVAULT_ENROL_PASSWORD")
+            if password is None:
+                if not tty:
+                    raise InvalidInput("no password: set LABVAULT_ENROL_PASSWORD or run on a terminal")
+                password = getpass.getpass("New password (12+ characters): ")
+                if getpass.getpass("Repeat it: ") != password:
+                    raise InvalidInput("the two passwords differ")
+            with rt.gateway.auth_unit(source_addr="cli", user_agent="labvault-cli") as u:
+                e = service.enrol(u, token, password, accept_commitment=True)
+            if not e.mfa_required:
+                console.print("enrolment complete")
+                return
+            console.print("Add this account to your authenticator app (scan the QR code or use the otpauth URI):")
+            print(totp.qr_terminal(e.totp_uri))
             print(e.totp_uri)
-            code = os.environ.get("LABVAULT_ENROL_TOTP")
             if code is None:
                 if not tty:
-                    raise InvalidInput("MFA enrolment needs a code: set LABVAULT_ENROL_TOTP or run on a terminal")
+                    console.print("then confirm with: labvault user enrol --token TOKEN --totp CODE "
+                                  "(or LABVAULT_ENROL_TOTP)")
+                    return
                 code = input("6-digit code: ")
-            with rt.gateway.auth_unit(source_addr="cli", user_agent="labvault-cli") as u:
-                service.confirm_enrolment(u, token, code)
+        with rt.gateway.auth_unit(source_addr="cli", user_agent="labvault-cli") as u:
+            service.confirm_enrolment(u, token, code)
     console.print("enrolment complete")
 
 
@@ -94,10 +111,12 @@ def list_(
         for a in accounts:
             print(json.dumps(a))
         return
-    table = Table("tenant", "name", "e-mail", "roles", "active", "MFA", "commitment")
+    table = Table("tenant", "name", "e-mail", "roles", "active", "MFA", "commitment", "suspended")
     for a in accounts:
+        s = a["suspended"]
         table.add_row(a["tenant"], a["name"], a["email"], a["roles"], "yes" if a["active"] else "no",
-                      "yes" if a["mfa"] else "no", "yes" if a["commitment"] else "no")
+                      "yes" if a["mfa"] else "no", "yes" if a["commitment"] else "no",
+                      "" if s is None else f"{s['at']} by {s['by']}: {s['reason']}")
     console.print(table)
 
 
@@ -122,3 +141,27 @@ def deactivate(
     with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
         service.deactivate(u, email)
     console.print(f"{email} deactivated; its sessions and tokens are revoked")
+
+
+@app.command("enable")
+def enable(
+    email: str = typer.Argument(...),
+    as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
+) -> None:
+    """Re-enable a deactivated or suspended account (a lab's: by its own lab_admin only)."""
+    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+        service.reactivate(u, email)
+    console.print(f"{email} enabled")
+
+
+@app.command("suspend")
+def suspend(
+    email: str = typer.Argument(...),
+    reason: str = typer.Option(..., "--reason", help="Why (kept on the account; the lab's admins see it)."),
+    as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
+) -> None:
+    """Suspend an account for security (vendor security officer, platform admin): its sessions and
+    tokens stop at once; the lab's audit trail records it; only the lab's lab_admin re-enables it."""
+    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+        service.suspend(u, email, reason)
+    console.print(f"{email} suspended; its sessions and tokens are revoked; the lab's admins see the reason")

@@ -84,6 +84,11 @@ account = Table(
     # Service accounts of a feed: the pinned client certificate (SHA-256 of its DER, and its PEM).
     Column("feed_cert_sha256", String(64)),
     Column("feed_cert_pem", Text),
+    Column("totp_last_step", BigInteger),  # the last TOTP time step accepted: a code works once
+    # a vendor's security suspension: who, when, why (shown to the lab; only the lab re-enables)
+    Column("suspended_at", DateTime(timezone=True)),
+    Column("suspended_by", String(ID)),
+    Column("suspended_reason", String(500)),
     Index("ix_account_email", "email", unique=True),
     Index("ix_account_feed_cert_sha256", "feed_cert_sha256", unique=True),
     sqlite_with_rowid=False,

@@ -1,7 +1,7 @@
 """synthetic labs; a support grant's period scope
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-06 23:45:00
 
 ``tenant.synthetic`` marks a lab created with generated data only (``tenant add --synthetic``,
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 
 revision = '0011'
-down_revision = '0014'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """login sessions record when their TOTP code was last checked (step-up before approvals)
 
 Revision ID: 0012
-Revises: 0009
+Revises: 0011
 Create Date: 2026-12-06 23:50:00
 
 Sessions opened before this revision have no time: they must step up before an approval.
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 
 revision = '0012'
-down_revision = '0009'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """feed client certificates pinned on service accounts
 
-Revision ID: 0014
-Revises: 0009
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-06 23:45:00
 
 A lab's ``lab_admin`` pins the client certificate of a feed (``labvault feed pin``) on the lab's
@@ -13,7 +13,7 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0014'
+revision = '0013'
 down_revision = '0012'
 branch_labels = None
 depends_on = None
