@@ -468,7 +468,7 @@ def step_up(u, secret: str, code: str, *, addr: str | None, user_agent: str | No
     if not row.mfa_enabled or row.totp_secret_wrapped is None:
         u._record(row.tenant_id, "account:step-up", "account", 1, outcome="denied", refs=[row.account_id])
         raise AccessDenied("this account has no TOTP authenticator: a step-up needs one (enrol it first)")
-    if not totp.verify(_totp_secret(u, row), code):
+    if not _consume_totp(u, row, code):  # single use, like every check of a code
         _fail(u, row, addr, "account:step-up:failure")
         raise AuthenticationFailed("the code does not match")
     u._scope(s.tenant_id)
