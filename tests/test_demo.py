@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,11 @@ def test_demo_end_to_end(tmp_path):
     assert "(= the manifest); free-text comments in it: none" in text
     assert "package still on disk: no; package key in the key provider: no" in text
     assert "signature verifies" in text
+    # the vendor's own administrator: each attempt refused with its reason, none let through (E1, F2, D2, A8)
+    assert "ALLOWED" not in text
+    for attempt in ("add its own account to", "mint a token for", "demote", "fill bio-reelle with generated data",
+                    "crypto-shred bio-reelle without its signed deletion instruction"):
+        assert re.search(re.escape(attempt) + r"[^\n]*: refused \(", text), attempt
 
 
 def test_demo_refuses_a_real_home(tmp_path):

@@ -221,6 +221,11 @@ def demo(
         except AccessDenied as exc:
             console.print(f"  the vendor's operator asks for a patient of {ids[0]}: refused ({exc})")
 
+        console.rule("[bold]5b. The vendor's own administrator tries what the 2021 vendor could do: refused, audited")
+        from labvault.cli.demo_vendor import show_vendor_refused
+
+        real_lab = show_vendor_refused(rt, ids[0], accounts)
+
         console.rule("[bold]6. Results arrive from the lab's feeds: HL7 v2, HPRIM Santé, FHIR")
         show_feeds(rt, ids[0], seed)
 
@@ -243,11 +248,11 @@ def demo(
         console.rule("[bold]9. The audit trail: every access above, chained, checkpointed, verified")
         from labvault.audit import service as audit
 
-        for lab in [PLATFORM, *ids]:
+        for lab in [PLATFORM, *ids, real_lab]:
             with rt.unit(Purpose.ADMINISTRATION) as u:
                 last = audit.checkpoint(u, lab)
         reports = []
-        for lab in [PLATFORM, *ids]:
+        for lab in [PLATFORM, *ids, real_lab]:
             with rt.unit(Purpose.ADMINISTRATION) as u:
                 reports.append(audit.verify_log(u, lab))
         for r in reports:
