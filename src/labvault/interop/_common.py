@@ -1,8 +1,39 @@
-"""Pieces shared by the HL7 v2 and HPRIM readers: the located error, and field access."""
+"""Pieces shared by the readers: the located error, field access, and the check of a number."""
 
 from __future__ import annotations
 
+import math
+
 from labvault.errors import InvalidInput
+
+# A numeric value is at most this many characters (sign, digits, separator, exponent): a double
+# holds 17 significant digits, a lab value far fewer. Longer is refused, never rounded.
+MAX_NUMBER_CHARS = 40
+NUMBER_TOO_LONG = f"number of more than {MAX_NUMBER_CHARS} characters refused"
+NUMBER_NOT_FINITE = "number out of range (not finite once read: overflow, infinity or NaN)"
+
+
+def number_fault(text: str) -> str | None:
+    """Why a numeric text a sender wrote cannot be stored, or None. The text already matched
+    the reader's number pattern; this refuses what is absurdly long, and what reads as infinity
+    or NaN (an overflow such as a 900,000-digit value). The reason names no value."""
+    if len(text) > MAX_NUMBER_CHARS:
+        return NUMBER_TOO_LONG
+    try:
+        x = float(text.replace(",", "."))
+    except (ValueError, OverflowError):
+        return NUMBER_NOT_FINITE
+    return None if math.isfinite(x) else NUMBER_NOT_FINITE
+
+
+def is_finite(x: object) -> bool:
+    """True for a finite int or float (a bool is not a number here)."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 class LocatedInputError(InvalidInput):
