@@ -75,7 +75,8 @@ def check(reader: str, data: bytes) -> list[str]:
     the FHIR reader, the names of what was skipped); raises whatever else a reader raised."""
     out: list[str] = []
     _DIRECT[reader](data, out)
-    for fmt in (_FORMAT[reader], None):
+    detected = ingest.detect(data)
+    for fmt in (_FORMAT[reader], None) if detected != _FORMAT[reader] else (None,):
         pieces = ingest.read(data, file="f", fmt=fmt)
         assert pieces, "ingest.read gave no piece"
         for p in pieces:
