@@ -93,7 +93,7 @@ def test_900000_digit_value_refused_at_ingest_and_search_answers(api, bio_a):
     Ingestor(api.gateway, tech, LAB_A).ingest_pieces(ingest.read(message, file="feed.hl7"), summary)
     assert (summary.accepted, summary.rejected) == (0, 1)
     [reason] = summary.reasons
-    assert reason.startswith("feed.hl7, message 1, OBX[1], OBX-5: number of more than 40 characters"), reason
+    assert reason.startswith("feed.hl7, message 1, OBX[1], OBX-5: number of more than 400 characters"), reason
     assert "9999" not in reason and rec.identity.nir not in reason
     with api.gateway.unit(lab_user(api.gateway, LAB_A, "biologist"), Purpose.CARE) as u:
         [held] = intake.listing(u, LAB_A)

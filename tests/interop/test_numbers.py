@@ -18,8 +18,8 @@ from tests.interop.test_fhir import lab_bundle
 from tests.interop.test_hprim import hpr
 
 HUGE = "9" * 900_000  # stored as infinity before: float("9" * 900_000) == inf
-LONG = "0." + "1" * 60  # finite, but no lab value is 62 characters long
-SHORT_OK = "0.000123456789012345678901234567"  # 32 characters: still read
+LONG = "0." + "1" * 60  # finite, but no lab value has 60 significant digits
+SHORT_OK = "0.000123456789012345678901234567"  # 27 significant digits: still read
 
 
 def _only_refusal(pieces: list[ingest.Piece]) -> str:
@@ -61,7 +61,7 @@ def test_hprim_nm_value_and_range_refused_with_their_position():
     reason = _only_refusal(ingest.read(hpr(obx=[obx]), file="res.hpr"))
     assert reason.startswith("res.hpr, line 4, OBX[1], OBX-7: number "), reason
     obx = f"OBX|1|NM|2823-3~Potassium~LN||{LONG}|mmol/L||N|||F"
-    assert "OBX-5: number of more than" in _only_refusal(ingest.read(hpr(obx=[obx]), file="res.hpr"))
+    assert "OBX-5: number of more than 40 significant digits" in _only_refusal(ingest.read(hpr(obx=[obx]), file="res.hpr"))
 
 
 def _fhir_with_value(raw_number: str) -> bytes:
@@ -145,3 +145,16 @@ def test_hprim_declared_counts_of_any_length_are_no_crash():
     assert any("L-3" in w for w in f.warnings) and not any("7777" in w for w in f.warnings)
     f = hprim.parse(hpr(tail="L|1||\u00b2|9"))  # a superscript two is a digit to str.isdigit, not to int()
     assert hprim.to_domain(f)
+
+
+def test_extreme_but_exact_numbers_still_read_and_underflow_is_refused():
+    """What the writers of this package write for any finite double (no exponent: 1e300 is 301
+    digits) still reads back; a non-zero value that would read as 0 is refused."""
+    big, tiny = "1" + "0" * 300, "0." + "0" * 320 + "5"
+    for text, value in ((big, 1e300), (tiny, 5e-321)):
+        [m] = hl7v2.read(oru(value=text))
+        assert m.results[0].value_num == value
+    under = "0." + "0" * 350 + "1"
+    assert "OBX-5: number out of range (too close to zero" in _only_refusal(ingest.read(oru(value=under), file="f"))
+    reason = _only_refusal(ingest.read(_fhir_with_value("1e-400"), file="b.json"))
+    assert "Observation.valueQuantity.value: number out of range (too close to zero" in reason

@@ -6,24 +6,37 @@ import math
 
 from labvault.errors import InvalidInput
 
-# A numeric value is at most this many characters (sign, digits, separator, exponent): a double
-# holds 17 significant digits, a lab value far fewer. Longer is refused, never rounded.
-MAX_NUMBER_CHARS = 40
+# A numeric value: at most MAX_SIGNIFICANT_DIGITS significant digits (a double holds 17, a lab value
+# far fewer) and MAX_NUMBER_CHARS characters in all (any finite double written out without an
+# exponent, as the writers of this package do, fits). More is refused, never rounded.
+MAX_NUMBER_CHARS = 400
+MAX_SIGNIFICANT_DIGITS = 40
 NUMBER_TOO_LONG = f"number of more than {MAX_NUMBER_CHARS} characters refused"
+NUMBER_TOO_PRECISE = f"number of more than {MAX_SIGNIFICANT_DIGITS} significant digits refused"
 NUMBER_NOT_FINITE = "number out of range (not finite once read: overflow, infinity or NaN)"
+NUMBER_UNDERFLOW = "number out of range (too close to zero: it would read as 0)"
 
 
 def number_fault(text: str) -> str | None:
-    """Why a numeric text a sender wrote cannot be stored, or None. The text already matched
-    the reader's number pattern; this refuses what is absurdly long, and what reads as infinity
-    or NaN (an overflow such as a 900,000-digit value). The reason names no value."""
+    """Why a numeric text a sender wrote cannot be stored, or None. The text already matched the
+    reader's number pattern (digits, one separator, an optional exponent); this refuses what is
+    absurdly long or precise, what reads as infinity or NaN (an overflow such as a 900,000-digit
+    value) and a non-zero value that reads as 0. The reason names no value."""
     if len(text) > MAX_NUMBER_CHARS:
         return NUMBER_TOO_LONG
+    mantissa = text.replace(",", ".").lower().partition("e")[0]
+    digits = "".join(c for c in mantissa if c.isdigit()).strip("0")
+    if len(digits) > MAX_SIGNIFICANT_DIGITS:
+        return NUMBER_TOO_PRECISE
     try:
         x = float(text.replace(",", "."))
     except (ValueError, OverflowError):
         return NUMBER_NOT_FINITE
-    return None if math.isfinite(x) else NUMBER_NOT_FINITE
+    if not math.isfinite(x):
+        return NUMBER_NOT_FINITE
+    if x == 0 and digits:
+        return NUMBER_UNDERFLOW
+    return None
 
 
 def is_finite(x: object) -> bool:

@@ -17,8 +17,8 @@ of the reader and escapes.
   dashes ignored) and same request key (``request.request_id``, else ``request.accession``), rows
   adjacent or not. The patient, prescriber and request columns must agree on every row of a request.
 - Values: dates ``YYYY-MM-DD``, date/times ``YYYY-MM-DDTHH:MM[:SS[.ffffff]]`` with an optional
-  ``Z`` or offset (a bare date is midnight); numbers with a point or a comma, at most
-  ``MAX_NUMBER_CHARS`` characters and finite once read (no overflow to infinity); an apostrophe before
+  ``Z`` or offset (a bare date is midnight); numbers with a point or a comma, that
+  ``_common.number_fault`` accepts (not too long or precise, finite once read); an apostrophe before
   ``= + - @``, tab or CR is dropped (``CsvWriter``'s formula guard). INS: ``patient.ins_oid``, NIR
   by default, a NIR's key checked, the test OID only with ``test_mode``; sex ``M``/``F``/``U``;
   ``result.code_system`` LOINC and ``result.status`` final when empty; ``prescriber.rpps`` 11 digits

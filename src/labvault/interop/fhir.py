@@ -6,7 +6,7 @@ message says *where* (file, bundle entry or ndjson line, resource type, element 
 ``Observation.valueQuantity.value``) and *what* is wrong, never a value the sender wrote: not a
 resource id (a NIR is sometimes used as one: M3, G2), a code, a status or a reference. Any other
 exception is a bug of the reader and escapes; only nesting too deep is turned into a refusal.
-A JSON number longer than ``MAX_NUMBER_CHARS`` or not finite once read (``1e400``, a
+A JSON number that ``number_fault`` refuses (too long or too precise, ``1e400``, ``1e-400``, a
 900,000-digit value) is refused at its element.
 
 - ``read(data)``: one JSON document, a Bundle (collection, transaction, batch, searchset, message,
@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
-from labvault.interop._common import MAX_NUMBER_CHARS, NUMBER_NOT_FINITE, NUMBER_TOO_LONG, LocatedInputError
+from labvault.interop._common import NUMBER_NOT_FINITE, LocatedInputError, number_fault
 from labvault.interop.hl7v2 import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS, Mapped
 
 MAX_INPUT_BYTES = 32 * 1024 * 1024  # one JSON document
@@ -175,19 +175,24 @@ def _type_name(rtype: str) -> str:
     return rtype if rtype in R4_TYPES else "resource"
 
 
-class _LongNumber(float):
-    """A JSON number whose text is longer than ``MAX_NUMBER_CHARS``: never read as a value (``_Res.num``
-    refuses it at its element). Its float value is derived from the text, so that two documents
-    differing only there still hash apart (``_canonical``)."""
+class _BadNumber(float):
+    """A JSON number that is no value to store (``number_fault``: too long, too precise, overflowing
+    or underflowing): never read as one, ``_Res.num`` refuses it at its element with ``reason``. Its
+    float value is derived from the text, so that two documents differing only there still hash
+    apart (``_canonical``)."""
 
-    def __new__(cls, text: str) -> _LongNumber:
+    reason: str
+
+    def __new__(cls, text: str, reason: str) -> _BadNumber:
         digest = hashlib.sha256(text.encode("ascii", "replace")).digest()
-        return super().__new__(cls, float(int.from_bytes(digest[:6], "big")))
+        self = super().__new__(cls, float(int.from_bytes(digest[:6], "big")))
+        self.reason = reason
+        return self
 
 
 def _parse_number(text: str) -> int | float:
-    if len(text) > MAX_NUMBER_CHARS:
-        return _LongNumber(text)
+    if fault := number_fault(text):
+        return _BadNumber(text, fault)
     return float(text) if any(c in text for c in ".eE") else int(text)
 
 
@@ -288,8 +293,8 @@ class _Res:
             return None
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise self.err(f"{path}.{key}", f"expected a number, found {_kind(v)}")
-        if isinstance(v, _LongNumber):
-            raise self.err(f"{path}.{key}", NUMBER_TOO_LONG)
+        if isinstance(v, _BadNumber):
+            raise self.err(f"{path}.{key}", v.reason)
         try:
             ok = math.isfinite(float(v))
         except OverflowError:
@@ -415,7 +420,7 @@ def _not_json_reason(text: str, exc: Exception) -> str:
 
 
 def _loads(text: str) -> object:
-    """JSON, without NaN or Infinity; a number too long to be a value is kept as a ``_LongNumber``
+    """JSON, without NaN or Infinity; a number that is no value to store is kept as a ``_BadNumber``
     (refused where it is read, with its path; never converted, so never an overflow or a slow ``int``)."""
     return json.loads(text, parse_constant=_no_constant, parse_float=_parse_number, parse_int=_parse_number)
 

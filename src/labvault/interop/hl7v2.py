@@ -4,8 +4,8 @@ No database, no socket, no network. Every failure a sender can cause is an ``Hl7
 ``InvalidInput``) whose one-line message says *where* (message, segment, field) and *what* is
 wrong, never a value the sender wrote (M3, G2: no NIR, name, code or type echoed). Any other
 exception is a bug of the reader and escapes: it is never dressed up as a refusal. A number (NM,
-SN, a reference range bound) that is longer than ``MAX_NUMBER_CHARS`` or does not read as a finite
-double (a 900,000-digit value overflows to infinity) is refused at its field.
+SN, a reference range bound) that ``_common.number_fault`` refuses (too long, too precise, not a finite
+double once read: a 900,000-digit value overflows to infinity) is refused at its field.
 
 - ``split_messages(data)``: UTF-8 BOM, MLLP frames (0x0B ... 0x1C 0x0D), FHS/BHS/BTS/FTS batches,
   CR / LF / CRLF segment ends; input larger than ``MAX_INPUT_BYTES`` is refused.

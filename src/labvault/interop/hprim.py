@@ -3,8 +3,8 @@
 No database, no socket, no network; mirrors ``labvault.interop.hl7v2``. Every failure a sender can cause
 is an ``HprimError`` (an ``InvalidInput``) whose one-line message says *where* (line, record, field) and
 *what* is wrong, never a value the sender wrote (M3, G2); any other exception is a bug of the reader and
-escapes. Records H, P, OBR, OBX, C, L (M5). A number (NM value, reference range bound) longer than
-``MAX_NUMBER_CHARS`` or not finite once read is refused at its field.
+escapes. Records H, P, OBR, OBX, C, L (M5). A number (NM value, reference range bound) that
+``_common.number_fault`` refuses (too long, too precise, not finite once read) is refused at its field.
 
 - ``parse(data)``: records H, P, OBR, OBX, C, A (continuation, joined to the previous record with no
   separator added), L and any other well-formed record name (kept); separators from the H record
