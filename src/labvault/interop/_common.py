@@ -22,6 +22,8 @@ def number_fault(text: str) -> str | None:
     reader's number pattern (digits, one separator, an optional exponent); this refuses what is
     absurdly long or precise, what reads as infinity or NaN (an overflow such as a 900,000-digit
     value) and a non-zero value that reads as 0. The reason names no value."""
+    if len(text) < 18 and "e" not in text and "E" not in text:
+        return None  # the common case: at most 17 digits and no exponent is always a finite double
     if len(text) > MAX_NUMBER_CHARS:
         return NUMBER_TOO_LONG
     mantissa = text.replace(",", ".").lower().partition("e")[0]
