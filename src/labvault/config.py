@@ -7,6 +7,7 @@ then defaults. The passphrase is never read from the TOML file.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,12 @@ _KEYS = {
     "pkcs11_token": "LABVAULT_PKCS11_TOKEN",
     "pkcs11_pin": "LABVAULT_PKCS11_PIN",
     "test_mode": "LABVAULT_TEST_MODE",
+    "public_base_url": "LABVAULT_PUBLIC_BASE_URL",
 }
+DEFAULT_PUBLIC_BASE_URL = "http://127.0.0.1:8000"  # what `labvault serve` listens on by default
+# scheme://host[:port][/path]: no user info, query, fragment or whitespace
+_BASE_URL = re.compile(r"https?://[A-Za-z0-9.\-]+(?::\d{1,5})?(?:/[A-Za-z0-9._~\-/%]*)?\Z|"
+                       r"https?://\[[0-9A-Fa-f:.]+\](?::\d{1,5})?(?:/[A-Za-z0-9._~\-/%]*)?\Z")
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,9 @@ class Settings:
     pkcs11_pin: str | None = field(default=None, repr=False)
     # Test mode accepts the INS test OID (1.2.250.1.213.1.4.10) at ingest; never set in production.
     test_mode: bool = False
+    # The address clients reach the API at: every link the API writes (FHIR fullUrl, Bundle.link) is
+    # built on it, never on the Host header of a request (which a client chooses).
+    public_base_url: str = DEFAULT_PUBLIC_BASE_URL
 
     @property
     def keyring_path(self) -> Path:
@@ -83,4 +92,15 @@ class Settings:
             raise ConfigError("test_mode must be true or false")
         if values.get("key_provider", "local") not in ("local", "pkcs11"):
             raise ConfigError("LABVAULT_KEY_PROVIDER must be 'local' or 'pkcs11'")
+        if "public_base_url" in values:
+            values["public_base_url"] = check_public_base_url(values["public_base_url"])
         return cls(**values)  # type: ignore[arg-type]
+
+
+def check_public_base_url(value: object) -> str:
+    """The public base URL without its trailing slash; ``ConfigError`` unless it is an http(s) URL
+    made of scheme, host, optional port and path."""
+    if not isinstance(value, str) or not _BASE_URL.match(value.strip()):
+        raise ConfigError("LABVAULT_PUBLIC_BASE_URL must be an http:// or https:// URL: scheme, host, optional "
+                          "port and path (e.g. https://labvault.example.org), no query or fragment")
+    return value.strip().rstrip("/")

@@ -3,6 +3,7 @@ real FHIR client (fhirclient) against a real server."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
@@ -162,7 +163,10 @@ def live(api):
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{port}"
+    rt = api.app.state.runtime  # the server's public address: its links (paging) point back to it
+    api.app.state.runtime = dataclasses.replace(rt, settings=dataclasses.replace(rt.settings, public_base_url=base))
+    yield base
     server.should_exit = True
     thread.join(10)
 

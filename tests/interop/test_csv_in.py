@@ -268,7 +268,7 @@ def test_a_quarantined_request_replays_as_csv(lab):
     ([h for h in HEAD if h != "request.accession"],
      "export.csv, row 1: required column(s) missing: request.request_id or request.accession"),
     ([h for h in HEAD if h != "specimen.type"], "export.csv, row 1: required column(s) missing: specimen.type"),
-    (HEAD + ["patient.shoe_size"], "export.csv, row 1, column patient.shoe_size: unknown column"),
+    (HEAD + ["patient.shoe_size"], "export.csv, row 1, column 15: unknown column"),
     (HEAD + ["DUPONT Jean!"], "export.csv, row 1, column 15: unknown column"),
     (HEAD + ["result.code"], "export.csv, row 1, column result.code: column given twice"),
 ])

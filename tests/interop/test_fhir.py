@@ -334,7 +334,7 @@ def test_specimen_of_another_patient_is_refused():
                      {"resource": {"resourceType": "Observation", "id": "o2", "status": "final",
                                    "subject": {"reference": "Patient/p2"}, "issued": "2024-01-01T00:00:00Z",
                                    "code": {"coding": [{"code": "x"}]}, "specimen": {"reference": "Specimen/s1"}}}]
-    with pytest.raises(FhirError, match="Observation/o2, Observation.specimen: the specimen belongs to another"):
+    with pytest.raises(FhirError, match="Observation, Observation.specimen: the specimen belongs to another"):
         read(jbytes(doc))
 
 
@@ -349,7 +349,7 @@ def test_unzoned_marker_gives_a_naive_datetime():
 @pytest.mark.parametrize(
     ("doc", "where", "reason"),
     [
-        (lab_bundle(patient=None), "ServiceRequest.subject", "INS missing: the patient Patient/p1 is not in"),
+        (lab_bundle(patient=None), "ServiceRequest.subject", "INS missing: the patient named here is not in"),
         (lab_bundle(patient=made_up_patient("p1") | {"identifier": []}), "Patient.identifier", "INS missing"),
         (lab_bundle(patient=made_up_patient("p1") | {"identifier": [ins_identifier(OID_INS_TEST)]}),
          "Patient.identifier[0].system", "test INS"),
@@ -378,7 +378,7 @@ def test_unzoned_marker_gives_a_naive_datetime():
          "Observation.effective[x]", "effective date"),
         (lab_bundle(order=lab_bundle()["entry"][2]["resource"] | {"authoredOn": None}, report=None, crp=None),
          "ServiceRequest.authoredOn", "order date missing"),
-        (lab_bundle(org={"resourceType": "Observation", "id": "k"}), None, "duplicate resource Observation/k"),
+        (lab_bundle(org={"resourceType": "Observation", "id": "k"}), None, "duplicate resource: the same type and id as the one at entry"),
         ({"resourceType": "Bundle", "type": "history", "entry": []}, "Bundle.type", "refused"),
         ({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": "Patient"}}]},
          None, "nothing to map"),
@@ -509,7 +509,7 @@ def test_ndjson_errors_name_file_and_line():
                "code": {"coding": [{"code": "x"}]}, "issued": "2024-01-01T00:00:00Z", "valueInteger": 1.5}
     with pytest.raises(FhirError) as info:
         read_ndjson({"Patient.ndjson": good, "Observation.ndjson": _ndjson(bad_obs, bad_obs | {"id": "p"})})
-    assert str(info.value) == ("Observation.ndjson, line 1, Observation/o, Observation.valueInteger: "
+    assert str(info.value) == ("Observation.ndjson, line 1, Observation, Observation.valueInteger: "
                                "expected an integer")
     with pytest.raises(FhirError, match="no resourceType"):
         read_ndjson({"log.ndjson": b'{"exportId": "x"}\n'})

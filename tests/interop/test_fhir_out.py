@@ -308,11 +308,30 @@ def test_id_map_is_applied_to_ids_and_references():
 
 def test_values_fhir_cannot_carry_are_refused():
     base = Result("a" * 32, "b" * 32, "2823-3", "K")
-    for bad in (dict(code=" K"), dict(code_system="not a uri"), dict(value_num=float("nan"))):
+    for bad in (dict(code=" K"), dict(code_system="not a uri")):
         with pytest.raises(ValueError):
             fhir_out.observation(dataclasses.replace(base, **bad), "d" * 32)
         with pytest.raises(ValueError), NdjsonWriter(streams={"Observation": io.BytesIO()}) as w:
             w.write_observation(dataclasses.replace(base, **bad), "d" * 32)
+
+
+def test_a_number_stored_non_finite_is_left_out_with_its_reason():
+    """Rows stored before the readers refused them: no NaN or Infinity written, no failure; the
+    value is absent with dataAbsentReason error, a bound is left out; both writers agree."""
+    base = Result("a" * 32, "b" * 32, "2823-3", "K", unit="mmol/L", ref_high=5.1)
+    for bad in (dict(value_num=float("nan")), dict(value_num=float("inf")), dict(value_num=1.0, ref_low=float("-inf"))):
+        res = dataclasses.replace(base, **bad)
+        o = fhir_out.observation(res, "d" * 32)
+        out = io.BytesIO()
+        with NdjsonWriter(streams={"Observation": out}) as w:
+            w.write_observation(res, "d" * 32)
+        assert json.loads(out.getvalue()) == o
+        assert "NaN" not in out.getvalue().decode() and "Infinity" not in out.getvalue().decode()
+        if bad["value_num"] == 1.0:
+            assert o["valueQuantity"]["value"] == 1.0 and o["referenceRange"] == [
+                {"high": {"value": 5.1, "unit": "mmol/L", "system": fhir_out.UCUM, "code": "mmol/L"}}]
+        else:
+            assert "valueQuantity" not in o and o["dataAbsentReason"]["coding"][0]["code"] == "error"
 
 
 def test_writer_files_and_counts(tmp_path):

@@ -61,6 +61,7 @@ def check(envelope: Envelope) -> None:
     """What the store would refuse, found before any write, so that one bad message does not
     roll back the others of its group. Raises ``InvalidInput`` naming no value."""
     from labvault.access.gateway import validate_nir
+    from labvault.interop._common import is_finite
 
     for m in envelope.mapped:
         ident = m.identity
@@ -71,10 +72,13 @@ def check(envelope: Envelope) -> None:
                 raise InvalidInput("PID/P: INS-NIR is not a valid NIR (bad length, format or key)") from None
         elif not normalise_nir(ident.nir):
             raise InvalidInput("PID/P: INS-NIA is empty")
-        for r in m.results:
+        for k, r in enumerate(m.results, 1):
             if not _CODE.match(r.code) or not _SYSTEM.match(r.code_system):
                 raise InvalidInput("result code or code system is not a code (empty, control characters or "
                                    "stray whitespace)")
+            for x in (r.value_num, r.ref_low, r.ref_high):
+                if x is not None and not is_finite(x):  # every reader refuses these first, at their field
+                    raise InvalidInput(f"result {k}: a number is not finite (NaN or infinity)")
 
 
 def store(u: Unit, tenant_id: str, envelopes: Sequence[Envelope], *, feed: str, instruction: str | None = None

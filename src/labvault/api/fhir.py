@@ -5,6 +5,10 @@ resources are written by ``labvault.interop.fhir_out``. Searches are exact match
 blind indexes (INS, or family + given name + birth date) or a patient's own rows; there is no
 lab-wide search. Paging: ``_count`` (default 50, at most 500) and ``_offset``, with ``next`` and
 ``previous`` links. Errors are ``OperationOutcome`` bodies with the HTTP status of ``/api/v1``.
+
+Every link written (``fullUrl``, ``Bundle.link``, the CapabilityStatement's url) is built on the
+configured public base URL (``LABVAULT_PUBLIC_BASE_URL``), never on the request's ``Host`` header,
+which the client chooses: a forged Host cannot make the API hand out links to another server.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from fastapi.responses import JSONResponse
 from labvault import __version__
 from labvault.access import Purpose
 from labvault.api.deps import Caller, Public, Reader, gateway
+from labvault.config import DEFAULT_PUBLIC_BASE_URL
 from labvault.errors import AccessDenied, InvalidInput, NotFound
 from labvault.interop import fhir_out
 from labvault.interop.hl7v2 import OID_NIA, OID_NIR
@@ -56,6 +61,13 @@ def _fhir(body: dict, status: int = 200) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=FHIR_JSON)
 
 
+def base_url(request: Request) -> str:
+    """The FHIR base every link is built on: the configured public base URL + ``/fhir/R4``."""
+    runtime = getattr(request.app.state, "runtime", None)
+    settings = getattr(runtime, "settings", None)
+    return (getattr(settings, "public_base_url", None) or DEFAULT_PUBLIC_BASE_URL).rstrip("/") + BASE
+
+
 def _lab(caller: Caller) -> str:
     p = caller.principal
     if p.is_platform:
@@ -77,7 +89,7 @@ def metadata(request: Request) -> JSONResponse:
         "date": "2026-11-24",
         "kind": "instance",
         "software": {"name": "Labvault", "version": __version__},
-        "implementation": {"description": "Labvault FHIR R4 read API", "url": str(request.base_url).rstrip("/") + BASE},
+        "implementation": {"description": "Labvault FHIR R4 read API", "url": base_url(request)},
         "fhirVersion": "4.0.1",
         "format": ["json"],
         "rest": [{
@@ -120,7 +132,7 @@ def _paging(request: Request) -> tuple[int, int]:
 def _bundle(request: Request, rtype: str, resources: list[dict]) -> JSONResponse:
     count, offset = _paging(request)
     page = resources[offset : offset + count] if count else []
-    base = str(request.base_url).rstrip("/") + BASE
+    base = base_url(request)
     params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("_count", "_offset")]
 
     def link(relation: str, off: int) -> dict:

@@ -2,7 +2,9 @@
 ``labvault.interop.writers.CsvWriter``.
 
 No database, no socket; every failure a sender can cause is a ``CsvError`` (an ``InvalidInput``)
-whose one-line message names file, row and column, never a value found there.
+whose one-line message names file, row and column, never a value found there (M3, G2: an unknown
+column is named by its position, not by the text of its header cell). Any other exception is a bug
+of the reader and escapes.
 
 - UTF-8 (BOM allowed), ``csv`` excel dialect; the delimiter, comma or semicolon, is taken from the
   header line only. Rows are numbered as in a spreadsheet: the header is row 1.
@@ -15,7 +17,8 @@ whose one-line message names file, row and column, never a value found there.
   dashes ignored) and same request key (``request.request_id``, else ``request.accession``), rows
   adjacent or not. The patient, prescriber and request columns must agree on every row of a request.
 - Values: dates ``YYYY-MM-DD``, date/times ``YYYY-MM-DDTHH:MM[:SS[.ffffff]]`` with an optional
-  ``Z`` or offset (a bare date is midnight); numbers with a point or a comma; an apostrophe before
+  ``Z`` or offset (a bare date is midnight); numbers with a point or a comma, that
+  ``_common.number_fault`` accepts (not too long or precise, finite once read); an apostrophe before
   ``= + - @``, tab or CR is dropped (``CsvWriter``'s formula guard). INS: ``patient.ins_oid``, NIR
   by default, a NIR's key checked, the test OID only with ``test_mode``; sex ``M``/``F``/``U``;
   ``result.code_system`` LOINC and ``result.status`` final when empty; ``prescriber.rpps`` 11 digits
@@ -28,7 +31,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +43,7 @@ from labvault.crypto.blind import normalise_nir
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.domain.sensitivity import sensitivity_of
 from labvault.errors import InvalidInput
-from labvault.interop._common import LocatedInputError
+from labvault.interop._common import LocatedInputError, number_fault
 from labvault.interop.fhir import _id
 from labvault.interop.hl7v2 import OID_INS_TEST, OID_NIA, OID_NIR, Mapped
 from labvault.interop.writers import _INJECTION_START, CSV_FIELDS
@@ -52,7 +54,6 @@ REQUEST_KEYS = ("request.request_id", "request.accession")
 SPECIMEN = ("specimen.type", "specimen.collected_at")
 _SHARED = ("patient.", "prescriber.", "request.")  # the same on every row of a request
 _KNOWN = frozenset(CSV_FIELDS)
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}(?:\.[A-Za-z0-9_]{1,40})?\Z")  # a name fit for an error
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z", re.ASCII)
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:\d{2})?)?\Z",
                        re.ASCII)
@@ -93,7 +94,8 @@ def is_header(line: str) -> bool:
 
 
 def read(data: bytes, *, file: str, test_mode: bool = False) -> list[Message]:
-    """One ``Message`` per request. Never raises for bad content."""
+    """One ``Message`` per request. Never raises for bad content (a ``CsvError`` becomes the refused
+    message's reason); any other exception is a bug of the reader and escapes."""
     try:
         header, rows, delimiter = _table(bytes(data))
         cols = _columns(header)
@@ -103,8 +105,6 @@ def read(data: bytes, *, file: str, test_mode: bool = False) -> list[Message]:
             groups.setdefault(row.group_key(), []).append(row)
     except CsvError as exc:
         return [Message(1, bytes(data), reason=str(exc.located(file)))]
-    except Exception as exc:  # a reader bug must still surface as a refusal, not a crash
-        return [Message(1, bytes(data), reason=str(CsvError(f"unreadable file ({type(exc).__name__})", file=file)))]
     out = []
     for i, (key, members) in enumerate(groups.items(), 1):
         raw = _serialise(header, members, delimiter)
@@ -112,9 +112,6 @@ def read(data: bytes, *, file: str, test_mode: bool = False) -> list[Message]:
             out.append(Message(i, raw, mapped=_map(key, members, test_mode)))
         except CsvError as exc:
             out.append(Message(i, raw, reason=str(exc.located(file))))
-        except Exception as exc:
-            out.append(Message(i, raw, reason=str(CsvError(f"unmappable request ({type(exc).__name__})",
-                                                           file=file, row=members[0].n))))
     return out
 
 
@@ -162,7 +159,7 @@ def _columns(header: list[str]) -> dict[str, int]:
     for i, name in enumerate(header, 1):
         if name not in _KNOWN:
             raise CsvError("unknown column (expected a name of CSV_FIELDS, such as patient.nir)", row=1,
-                           field=f"column {name if _NAME.match(name) else i}")
+                           field=f"column {i}")
         if name in cols:
             raise CsvError("column given twice", row=1, field=f"column {name}")
         cols[name] = i - 1
@@ -246,10 +243,9 @@ class _Row:
             return None
         if not _NUMBER.match(v):
             raise self.err(name, "not a number")
-        x = float(v.replace(",", "."))
-        if not math.isfinite(x):
-            raise self.err(name, "number out of range")
-        return x
+        if fault := number_fault(v):
+            raise self.err(name, fault)
+        return float(v.replace(",", "."))
 
     def code(self, name: str) -> str:
         v = self.get(name).strip()

@@ -2,8 +2,12 @@
 
 No database, no socket, no network; mirrors ``labvault.interop.hl7v2`` and produces the same
 ``Mapped``. Every failure a sender can cause is a ``FhirError`` (an ``InvalidInput``) whose one-line
-message says *where* (file, bundle entry or ndjson line, resource ``Type/id``, element path such as
-``Observation.valueQuantity.value``) and *what* is wrong, never the personal value found there.
+message says *where* (file, bundle entry or ndjson line, resource type, element path such as
+``Observation.valueQuantity.value``) and *what* is wrong, never a value the sender wrote: not a
+resource id (a NIR is sometimes used as one: M3, G2), a code, a status or a reference. Any other
+exception is a bug of the reader and escapes; only nesting too deep is turned into a refusal.
+A JSON number that ``number_fault`` refuses (too long or too precise, ``1e400``, ``1e-400``, a
+900,000-digit value) is refused at its element.
 
 - ``read(data)``: one JSON document, a Bundle (collection, transaction, batch, searchset, message,
   document) or a single resource. References are resolved inside the document: ``fullUrl``
@@ -59,7 +63,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
-from labvault.interop._common import LocatedInputError
+from labvault.interop._common import NUMBER_NOT_FINITE, LocatedInputError, number_fault
 from labvault.interop.hl7v2 import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS, Mapped
 
 MAX_INPUT_BYTES = 32 * 1024 * 1024  # one JSON document
@@ -111,7 +115,31 @@ _SNOMED = "http://snomed.info/sct"
 
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}\Z")
 _RTYPE = re.compile(r"[A-Z][A-Za-z]{1,63}\Z")
-_SAFE = re.compile(r"[A-Za-z0-9_.\-/:#^| ]{1,64}\Z")
+# The resource types of FHIR R4 (4.0.1): a type outside this list is named "resource" in a message.
+R4_TYPES = frozenset("""
+Account ActivityDefinition AdverseEvent AllergyIntolerance Appointment AppointmentResponse AuditEvent Basic
+Binary BiologicallyDerivedProduct BodyStructure Bundle CapabilityStatement CarePlan CareTeam CatalogEntry
+ChargeItem ChargeItemDefinition Claim ClaimResponse ClinicalImpression CodeSystem Communication
+CommunicationRequest CompartmentDefinition Composition ConceptMap Condition Consent Contract Coverage
+CoverageEligibilityRequest CoverageEligibilityResponse DetectedIssue Device DeviceDefinition DeviceMetric
+DeviceRequest DeviceUseStatement DiagnosticReport DocumentManifest DocumentReference EffectEvidenceSynthesis
+Encounter Endpoint EnrollmentRequest EnrollmentResponse EpisodeOfCare EventDefinition Evidence
+EvidenceVariable ExampleScenario ExplanationOfBenefit FamilyMemberHistory Flag Goal GraphDefinition Group
+GuidanceResponse HealthcareService ImagingStudy Immunization ImmunizationEvaluation ImmunizationRecommendation
+ImplementationGuide InsurancePlan Invoice Library Linkage List Location Measure MeasureReport Media Medication
+MedicationAdministration MedicationDispense MedicationKnowledge MedicationRequest MedicationStatement
+MedicinalProduct MedicinalProductAuthorization MedicinalProductContraindication MedicinalProductIndication
+MedicinalProductIngredient MedicinalProductInteraction MedicinalProductManufactured MedicinalProductPackaged
+MedicinalProductPharmaceutical MedicinalProductUndesirableEffect MessageDefinition MessageHeader
+MolecularSequence NamingSystem NutritionOrder Observation ObservationDefinition OperationDefinition
+OperationOutcome Organization OrganizationAffiliation Parameters Patient PaymentNotice PaymentReconciliation
+Person PlanDefinition Practitioner PractitionerRole Procedure Provenance Questionnaire QuestionnaireResponse
+RelatedPerson RequestGroup ResearchDefinition ResearchElementDefinition ResearchStudy ResearchSubject
+RiskAssessment RiskEvidenceSynthesis Schedule SearchParameter ServiceRequest Slot Specimen SpecimenDefinition
+StructureDefinition StructureMap Subscription Substance SubstanceNucleicAcid SubstancePolymer SubstanceProtein
+SubstanceReferenceInformation SubstanceSourceMaterial SubstanceSpecification SupplyDelivery SupplyRequest Task
+TerminologyCapabilities TestReport TestScript ValueSet VerificationResult VisionPrescription
+""".split())
 _OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+\Z")
 _REF = re.compile(r"(?:(.*)/)?([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?\Z")
 _DT = re.compile(
@@ -142,9 +170,30 @@ class FhirError(LocatedInputError):
         return self
 
 
-def _safe(text: object) -> str:
-    """An id, code or reference fit to appear in an error message."""
-    return text if isinstance(text, str) and _SAFE.match(text) else "(unprintable)"
+def _type_name(rtype: str) -> str:
+    """A resource type fit to appear in a message: an R4 type name, else "resource" (a sender's own text)."""
+    return rtype if rtype in R4_TYPES else "resource"
+
+
+class _BadNumber(float):
+    """A JSON number that is no value to store (``number_fault``: too long, too precise, overflowing
+    or underflowing): never read as one, ``_Res.num`` refuses it at its element with ``reason``. Its
+    float value is derived from the text, so that two documents differing only there still hash
+    apart (``_canonical``)."""
+
+    reason: str
+
+    def __new__(cls, text: str, reason: str) -> _BadNumber:
+        digest = hashlib.sha256(text.encode("ascii", "replace")).digest()
+        self = super().__new__(cls, float(int.from_bytes(digest[:6], "big")))
+        self.reason = reason
+        return self
+
+
+def _parse_number(text: str) -> int | float:
+    if fault := number_fault(text):
+        return _BadNumber(text, fault)
+    return float(text) if any(c in text for c in ".eE") else int(text)
 
 
 def _kind(v: object) -> str:
@@ -244,12 +293,14 @@ class _Res:
             return None
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise self.err(f"{path}.{key}", f"expected a number, found {_kind(v)}")
+        if isinstance(v, _BadNumber):
+            raise self.err(f"{path}.{key}", v.reason)
         try:
             ok = math.isfinite(float(v))
         except OverflowError:
             ok = False
         if not ok:
-            raise self.err(f"{path}.{key}", "number out of range")
+            raise self.err(f"{path}.{key}", NUMBER_NOT_FINITE)
         return v
 
     def dt(self, d: dict, key: str, path: str) -> datetime | None:
@@ -369,7 +420,9 @@ def _not_json_reason(text: str, exc: Exception) -> str:
 
 
 def _loads(text: str) -> object:
-    return json.loads(text, parse_constant=_no_constant)
+    """JSON, without NaN or Infinity; a number that is no value to store is kept as a ``_BadNumber``
+    (refused where it is read, with its path; never converted, so never an overflow or a slow ``int``)."""
+    return json.loads(text, parse_constant=_no_constant, parse_float=_parse_number, parse_int=_parse_number)
 
 
 _BLANK = re.compile(rb"[ \t\r\n]*")
@@ -412,11 +465,11 @@ class _Graph:
             reason = "resourceType missing" if rtype is None else "resourceType is not a resource type name"
             raise FhirError(f"not a FHIR resource: {reason}", **where)
         rid = data.get("id")
+        label = _type_name(rtype)
         if rid is not None and (not isinstance(rid, str) or not _ID.match(rid)):
-            raise FhirError("not a valid FHIR id (1 to 64 of A-Z a-z 0-9 - .)", resource=rtype,
-                            field=f"{rtype}.id", **where)
-        label = f"{rtype}/{rid}" if rid else rtype
-        key = label if rid else fallback_key
+            raise FhirError("not a valid FHIR id (1 to 64 of A-Z a-z 0-9 - .)", resource=label,
+                            field=f"{label}.id", **where)
+        key = f"{rtype}/{rid}" if rid else fallback_key
         res = _Res(rtype, rid, data, key, label, file, entry, line, full_url, order=len(self.roots))
         self._count(res)
         for path, c in res.objs(data, "contained", rtype):
@@ -427,9 +480,9 @@ class _Graph:
             if not isinstance(cid, str) or not _ID.match(cid):
                 raise res.err(f"{path}.id", "contained resource without a valid id")
             if cid in res.contained:
-                raise res.err(f"{path}.id", f"duplicate contained id {cid!r}")
-            child = _Res(ctype, cid, c, f"{key}#{cid}", f"{label}#{cid}", file, entry, line, parent=res,
-                         order=res.order)
+                raise res.err(f"{path}.id", "duplicate contained id")
+            child = _Res(ctype, cid, c, f"{key}#{cid}", f"{path} ({_type_name(ctype)})", file, entry, line,
+                         parent=res, order=res.order)
             self._count(child)
             res.contained[cid] = child
         return res
@@ -444,7 +497,7 @@ class _Graph:
             other = self.by_type_id.get((res.rtype, res.rid))
             if other is not None:
                 at = f"entry {other.entry}" if other.entry else f"line {other.line}" if other.line else "elsewhere"
-                raise res.err(None, f"duplicate resource {res.label} (also at {at})")
+                raise res.err(None, f"duplicate resource: the same type and id as the one at {at}")
             self.by_type_id[(res.rtype, res.rid)] = res
         if res.full_url is not None:
             if res.full_url in self.by_url:
@@ -545,7 +598,7 @@ class _Linker:
             elif r.rtype == "Specimen":
                 specs.append(r)
             elif r.rtype not in _RESOLVED_ONLY:
-                g.skipped[r.rtype] += 1
+                g.skipped[_type_name(r.rtype)] += 1
         for sr in srs:
             self._service_request(sr)
         for dr in drs:
@@ -589,7 +642,7 @@ class _Linker:
             return None
         target, rtype, rid = self.g.resolve(r, ref, f"{path}.subject")
         if target is not None:
-            return (target.key, target, target.label) if target.rtype == "Patient" else _NOT_PATIENT
+            return (target.key, target, "Patient") if target.rtype == "Patient" else _NOT_PATIENT
         if rtype is not None and rtype != "Patient":
             return _NOT_PATIENT
         if rid is not None:
@@ -683,7 +736,7 @@ class _Linker:
         if status is None:
             raise o.err("Observation.status", "status missing")
         if status not in _OBS_STATUS:
-            raise o.err("Observation.status", f"status {_safe(status)!r} cannot be imported "
+            raise o.err("Observation.status", "status cannot be imported "
                                               "(expected final, preliminary, amended or corrected)")
         has_value = any(k in d for k in _VALUE_KEYS)
         components = o.lst(d, "component", P)
@@ -817,7 +870,7 @@ class _Builder:
     def run(self) -> Mapped:
         grp = self.grp
         if grp.patient is None:
-            raise grp.referrer.err(grp.referrer_path, f"INS missing: the patient {_safe(grp.label)} is not in the "
+            raise grp.referrer.err(grp.referrer_path, "INS missing: the patient named here is not in the "
                                                       "input (no Patient resource to read the INS from)")
         patient_id = self.id(grp.patient.key)
         identity, others = self._identity(grp.patient, patient_id)
@@ -1208,7 +1261,7 @@ class _Builder:
         present = [k for k in _VALUE_KEYS if k in d and d[k] is not None]
         unknown = next((k for k in d if k.startswith("value") and k not in _VALUE_KEYS), None)
         if unknown is not None:
-            raise o.err(f"{path}.{_safe(unknown)}", "unknown value[x] type")
+            raise o.err(f"{path}.value[x]", "unknown value[x] type")
         if len(present) > 1:
             raise o.err(f"{path}.value[x]", "more than one value[x]")
         value_num = value_text = unit = None
@@ -1231,7 +1284,7 @@ class _Builder:
             unit = qcode if qcode and qsystem in (None, UCUM) else o.str(q, "unit", vp) or qcode
             if comparator is not None and number is not None:
                 if comparator not in ("<", "<=", ">=", ">"):
-                    raise o.err(f"{vp}.comparator", f"comparator {_safe(comparator)!r} is not <, <=, >= or >")
+                    raise o.err(f"{vp}.comparator", "comparator is not <, <=, >= or >")
                 value_text = comparator + (str(number) if isinstance(number, int) else repr(number))
             elif number is not None:
                 value_num = float(number)
@@ -1308,14 +1361,14 @@ def _nothing(g: _Graph, file: str | None) -> FhirError:
 
 
 def _guard(fn, file: str | None):  # noqa: ANN001, ANN202 - internal
+    """The located ``FhirError``; nesting too deep (a fault of the input) as one. Any other
+    exception is a bug of the reader and escapes."""
     try:
         return fn()
     except FhirError as exc:
         raise exc.located(file=file) from None
     except RecursionError:
         raise FhirError("not readable: structure nested too deeply", file=file) from None
-    except Exception as exc:  # a mapper bug must still surface as a refusal, not a crash
-        raise FhirError(f"unmappable input ({type(exc).__name__})", file=file) from exc
 
 
 def map_document(data: bytes, *, file: str | None = None, test_mode: bool = False) -> Outcome:
@@ -1342,7 +1395,7 @@ def _map_document(data: bytes, file: str | None, test_mode: bool) -> Outcome:
             raise root.err("Bundle.type", f"Bundle of type {btype!r} refused: a server's response or history, "
                                           "not data to import")
         if btype not in BUNDLE_TYPES:
-            raise root.err("Bundle.type", f"Bundle type {_safe(btype)!r} unknown (expected one of "
+            raise root.err("Bundle.type", "Bundle type unknown (expected one of "
                                           f"{', '.join(BUNDLE_TYPES)})")
         for i, entry in enumerate(root.lst(doc, "entry", "Bundle"), start=1):
             if not isinstance(entry, dict):

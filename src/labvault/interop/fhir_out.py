@@ -102,6 +102,15 @@ def _uri(value: str, what: str) -> str:
     return value
 
 
+CS_DATA_ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+_NOT_FINITE = {"coding": [{"system": CS_DATA_ABSENT, "code": "error"}],
+               "text": "the stored value is not a finite number"}
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and value - value == 0  # False for inf and NaN
+
+
 def _num(value: float, what: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{what} is not a finite number")
@@ -287,9 +296,13 @@ def _quantity(value: float | None, unit: str | None) -> dict:
 
 
 def observation(res: Result, patient_id: str, *, id_map: IdMap | None = None) -> dict:
-    """Observation of one result: subject Patient/<patient_id>, basedOn its ServiceRequest, its Specimen."""
+    """Observation of one result: subject Patient/<patient_id>, basedOn its ServiceRequest, its Specimen.
+
+    A number stored before the readers refused them (NaN, infinity) is never written: the value is
+    left out with ``dataAbsentReason`` ``error``, a reference bound is left out; the rest is served."""
     o: dict = {"resourceType": "Observation", "id": _rid("Observation", res.result_id, id_map)}
-    quantity = res.value_num is not None or bool(res.unit)
+    broken = res.value_num is not None and not _finite(res.value_num)
+    quantity = not broken and (res.value_num is not None or bool(res.unit))
     if quantity and res.value_text:
         o["extension"] = [{"url": EXT_VALUE_TEXT, "valueString": res.value_text}]
     o["basedOn"] = [{"reference": "ServiceRequest/" + _rid("ServiceRequest", res.request_id, id_map)}]
@@ -305,6 +318,8 @@ def observation(res: Result, patient_id: str, *, id_map: IdMap | None = None) ->
         o["performer"] = [{"display": res.validated_by}]
     if quantity:
         o["valueQuantity"] = _quantity(res.value_num, res.unit)
+    elif broken:
+        o["dataAbsentReason"] = _NOT_FINITE
     elif res.value_text:
         o["valueString"] = res.value_text
     if res.flag:
@@ -316,12 +331,14 @@ def observation(res: Result, patient_id: str, *, id_map: IdMap | None = None) ->
         o["note"] = [{"text": res.comment}]
     if res.specimen_id:
         o["specimen"] = {"reference": "Specimen/" + _rid("Specimen", res.specimen_id, id_map)}
-    if res.ref_low is not None or res.ref_high is not None or res.ref_text:
+    low = res.ref_low if _finite(res.ref_low) else None
+    high = res.ref_high if _finite(res.ref_high) else None
+    if low is not None or high is not None or res.ref_text:
         rr: dict = {}
-        if res.ref_low is not None:
-            rr["low"] = _quantity(res.ref_low, res.unit)
-        if res.ref_high is not None:
-            rr["high"] = _quantity(res.ref_high, res.unit)
+        if low is not None:
+            rr["low"] = _quantity(low, res.unit)
+        if high is not None:
+            rr["high"] = _quantity(high, res.unit)
         if res.ref_text:
             rr["text"] = res.ref_text
         o["referenceRange"] = [rr]
@@ -512,6 +529,9 @@ class NdjsonWriter:
     def write_observation(self, res: Result, patient_id: str) -> None:
         """Fast path: the line of ``observation(res, patient_id, id_map=...)`` without building the dict."""
         rid = res.result_id
+        if not all(x is None or x - x == 0 for x in (res.value_num, res.ref_low, res.ref_high)):
+            self.write(observation(res, patient_id, id_map=self._id_map))  # a number stored non-finite
+            return
         if self._id_map is not None or not (rid.isalnum() and rid.isascii() and len(rid) <= 64):
             rid = _rid("Observation", rid, self._id_map)
         unit = res.unit

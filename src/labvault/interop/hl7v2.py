@@ -2,7 +2,10 @@
 
 No database, no socket, no network. Every failure a sender can cause is an ``Hl7Error`` (an
 ``InvalidInput``) whose one-line message says *where* (message, segment, field) and *what* is
-wrong, never the personal value that was found there.
+wrong, never a value the sender wrote (M3, G2: no NIR, name, code or type echoed). Any other
+exception is a bug of the reader and escapes: it is never dressed up as a refusal. A number (NM,
+SN, a reference range bound) that ``_common.number_fault`` refuses (too long, too precise, not a finite
+double once read: a 900,000-digit value overflows to infinity) is refused at its field.
 
 - ``split_messages(data)``: UTF-8 BOM, MLLP frames (0x0B ... 0x1C 0x0D), FHS/BHS/BTS/FTS batches,
   CR / LF / CRLF segment ends; input larger than ``MAX_INPUT_BYTES`` is refused.
@@ -43,7 +46,7 @@ from labvault.domain.models import (
     Specimen,
 )
 from labvault.domain.sensitivity import sensitivity_of
-from labvault.interop._common import FieldAccess, LocatedInputError
+from labvault.interop._common import FieldAccess, LocatedInputError, number_fault
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 MAX_MESSAGES = 10_000
@@ -70,7 +73,6 @@ _TS = re.compile(
 # (seen in real files wrapped by an editor).
 _LF_END = re.compile(r"\n+(?=[ \t]*(?:[A-Z][A-Z0-9]{2}(?:[^A-Za-z0-9\s]|\s*\Z))|\s*\Z)")
 _LF_END_B = re.compile(rb"\n+(?=[ \t]*(?:[A-Z][A-Z0-9]{2}(?:[^A-Za-z0-9\s]|\s*\Z))|\s*\Z)")
-_SAFE_CODE = re.compile(r"[A-Za-z0-9_.\-^/ ]{1,20}\Z")
 _NAMES_OK: set[str] = set()  # segment names already checked against _SEGMENT_NAME (bounded)
 
 
@@ -86,11 +88,6 @@ class Hl7Error(LocatedInputError):
             self.message_index = message_index
         self.args = (self._render(),)
         return self
-
-
-def _safe(code: str) -> str:
-    """A code (message type, status, charset) fit to appear in an error message."""
-    return code if _SAFE_CODE.match(code) else "(unprintable)"
 
 
 # ---------------------------------------------------------------------------------------- splitting
@@ -370,13 +367,11 @@ _CHARSETS = {
 
 
 def parse(message: bytes, *, index: int = 1, file: str | None = None) -> Message:
-    """Parse one HL7 v2 message. Every failure is an ``Hl7Error``."""
+    """Parse one HL7 v2 message. Every fault of the input is an ``Hl7Error``; anything else is a bug."""
     try:
         return _parse(message, index, file)
     except Hl7Error as exc:
         raise exc.located(file=file, message_index=index) from None
-    except Exception as exc:  # a parser bug must still surface as a refusal, not a crash
-        raise Hl7Error(f"unreadable message ({type(exc).__name__})", file=file, message_index=index) from exc
 
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
@@ -433,11 +428,13 @@ def _parse(data: bytes, index: int, file: str | None) -> Message:
     if declared:
         codec = _CHARSETS.get(declared.upper())
         if codec is None:
-            raise Hl7Error(f"unsupported character set {_safe(declared)!r}", segment="MSH[1]", field="MSH-18")
+            raise Hl7Error("unsupported character set (expected ASCII, 8859/1, 8859/15 or UNICODE UTF-8)",
+                           segment="MSH[1]", field="MSH-18")
         try:
             text = data.decode(codec)
         except UnicodeDecodeError:
-            raise Hl7Error(f"bytes are not valid {_safe(declared)}", segment="MSH[1]", field="MSH-18") from None
+            raise Hl7Error("bytes are not valid in the declared character set", segment="MSH[1]",
+                           field="MSH-18") from None
     else:
         codec = "utf-8"
         try:
@@ -593,14 +590,12 @@ def _id(msg: Message, what: str) -> str:
 
 
 def to_domain(message: Message, *, test_mode: bool = False) -> Mapped:
-    """Map an ORU^R01 or OUL^R22 (v2.3 to 2.5.1) to domain objects. Every failure is an ``Hl7Error``."""
+    """Map an ORU^R01 or OUL^R22 (v2.3 to 2.5.1) to domain objects. Every fault of the input is an
+    ``Hl7Error``; anything else is a bug and escapes."""
     try:
         return _Mapper(message, test_mode).run()
     except Hl7Error as exc:
         raise exc.located(file=message.file, message_index=message.index) from None
-    except Exception as exc:
-        raise Hl7Error(f"unmappable message ({type(exc).__name__})", file=getattr(message, "file", None),
-                       message_index=getattr(message, "index", None)) from exc
 
 
 def _authority_oid(hd_subs: list[str]) -> tuple[str, str]:
@@ -669,11 +664,10 @@ class _Mapper:
         first_msh = msg.first("MSH")
         mtype = (first_msh.value(9, 1), first_msh.value(9, 2)) if first_msh is not None else ("", "")
         if mtype not in SUPPORTED_TYPES:
-            shown = _safe("^".join(p for p in mtype if p))
-            raise msh.err(9, f"unsupported message type {shown!r} (expected ORU^R01 or OUL^R22)")
+            raise msh.err(9, "unsupported message type (expected ORU^R01 or OUL^R22)")
         version = msg.version
         if version not in SUPPORTED_VERSIONS:
-            raise msh.err(12, f"unsupported version {_safe(version)!r} (expected 2.3 to 2.5.1)")
+            raise msh.err(12, "unsupported version (expected 2.3 to 2.5.1)")
         pid = msg.first("PID")
         if pid is None:
             raise msg.err("PID segment missing")
@@ -922,6 +916,8 @@ class _Mapper:
             return None
         if not _NUMBER.match(raw):
             raise obx.err(5, "value is not numeric for value type NM")
+        if fault := number_fault(raw):
+            raise obx.err(5, fault)
         return float(raw)
 
     def _text_value(self, obx: Segment, vtype: str) -> tuple[float | None, str | None]:
@@ -932,6 +928,8 @@ class _Mapper:
         if vtype == "SN":
             comparator, n1, sep, n2 = (value(5, i).strip() for i in (1, 2, 3, 4))
             if comparator in ("", "=") and not sep and _NUMBER.match(n1):
+                if fault := number_fault(n1):
+                    raise obx.err(5, fault)
                 value_num = float(n1)
             elif reps:
                 value_text = f"{comparator}{n1}{sep}{n2}" or None
@@ -981,12 +979,15 @@ class _Mapper:
         raw = f[7] if nf > 7 else ""
         ref = memo.ref.get(raw)
         if ref is None:
-            ref = put(memo.ref, raw, _ref_range(obx.value(7)))
+            try:
+                ref = put(memo.ref, raw, _ref_range(obx.value(7)))
+            except _NumberFault as exc:
+                raise obx.err(7, exc.reason) from None
         status = _STATUS.get(status_code)
         if status is None:
             if not status_code:
                 raise obx.err(11, "result status missing")
-            raise obx.err(11, f"result status {_safe(status_code)!r} cannot be imported")
+            raise obx.err(11, "result status cannot be imported (expected F, U, C, P, R, S or A)")
         raw = f[6] if nf > 6 else ""
         unit = memo.unit.get(raw, _MISSING)
         if unit is _MISSING:
@@ -1057,8 +1058,23 @@ _BOUND = re.compile(r"\s*(<=|>=|<|>)\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*\Z")
 _RANGE_CACHE: dict[str, tuple[float | None, float | None, str | None]] = {}  # bounded
 
 
+class _NumberFault(Exception):
+    """A bound of a reference range that is no number to store (see ``number_fault``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _bound(text: str) -> float:
+    if fault := number_fault(text):
+        raise _NumberFault(fault)
+    return float(text)
+
+
 def _ref_range(raw: str) -> tuple[float | None, float | None, str | None]:
-    """'3.5-5.1' -> (3.5, 5.1); '<10' -> (None, 10); '>2' -> (2, None); anything else is text."""
+    """'3.5-5.1' -> (3.5, 5.1); '<10' -> (None, 10); '>2' -> (2, None); anything else is text.
+    A bound too long or not finite raises ``_NumberFault``."""
     known = _RANGE_CACHE.get(raw)
     if known is None:
         known = _ref_range_of(raw)
@@ -1072,9 +1088,9 @@ def _ref_range_of(raw: str) -> tuple[float | None, float | None, str | None]:
     if not raw.strip():
         return None, None, None
     if m := _RANGE.match(raw):
-        return float(m.group(1)), float(m.group(2)), None
+        return _bound(m.group(1)), _bound(m.group(2)), None
     if m := _BOUND.match(raw):
-        bound = float(m.group(2))
+        bound = _bound(m.group(2))
         return (None, bound, raw.strip()) if m.group(1).startswith("<") else (bound, None, raw.strip())
     return None, None, raw.strip()
 

@@ -2,7 +2,9 @@
 
 No database, no socket, no network; mirrors ``labvault.interop.hl7v2``. Every failure a sender can cause
 is an ``HprimError`` (an ``InvalidInput``) whose one-line message says *where* (line, record, field) and
-*what* is wrong, never the personal value found there.
+*what* is wrong, never a value the sender wrote (M3, G2); any other exception is a bug of the reader and
+escapes. Records H, P, OBR, OBX, C, L (M5). A number (NM value, reference range bound) that
+``_common.number_fault`` refuses (too long, too precise, not finite once read) is refused at its field.
 
 - ``parse(data)``: records H, P, OBR, OBX, C, A (continuation, joined to the previous record with no
   separator added), L and any other well-formed record name (kept); separators from the H record
@@ -24,7 +26,7 @@ from urllib.parse import quote
 
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.domain.sensitivity import sensitivity_of
-from labvault.interop._common import FieldAccess, LocatedInputError
+from labvault.interop._common import FieldAccess, LocatedInputError, number_fault
 from labvault.interop.hl7v2 import OID_INS_TEST, OID_NIA, OID_NIR, Mapped
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
@@ -42,7 +44,6 @@ _COMPARED = re.compile(r"(<=|>=|<|>)\s*[+-]?(\d+([.,]\d*)?|[.,]\d+)\Z")
 _TS = re.compile(r"(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2}))?)?)?)?)?\Z")
 _RANGE = re.compile(r"\s*([+-]?\d+(?:[.,]\d*)?)\s*(?:-|à|a|to)\s*([+-]?\d+(?:[.,]\d*)?)\s*\Z")
 _ONE_SIDED = re.compile(r"\s*(<=|>=|<|>)\s*([+-]?\d+(?:[.,]\d*)?)\s*\Z")
-_SAFE_CODE = re.compile(r"[A-Za-z0-9_.\-~^/ ]{1,20}\Z")
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 # Markers, in a patient-identifier field, saying that the value is an INS (as a component after the
@@ -62,10 +63,6 @@ class HprimError(LocatedInputError):
             self.file = file
         self.args = (self._render(),)
         return self
-
-
-def _safe(code: str) -> str:
-    return code if _SAFE_CODE.match(code) else "(unprintable)"
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -174,13 +171,11 @@ class HprimFile:
 
 
 def parse(data: bytes, *, file: str | None = None) -> HprimFile:
-    """Parse one HPRIM Santé file. Every failure is an ``HprimError``."""
+    """Parse one HPRIM Santé file. Every fault of the input is an ``HprimError``; anything else is a bug."""
     try:
         return _parse(data, file)
     except HprimError as exc:
         raise exc.located(file=file) from None
-    except Exception as exc:  # a parser bug must still surface as a refusal, not a crash
-        raise HprimError(f"unreadable file ({type(exc).__name__})", file=file) from exc
 
 
 def _parse(data: bytes, file: str | None) -> HprimFile:
@@ -284,15 +279,23 @@ def _parse(data: bytes, file: str | None) -> HprimFile:
         lrec = hf.records[-1]
         n_p = len(hf.records_named("P"))
         declared = lrec.value(3).strip()
-        if declared.isdigit() and int(declared) != n_p:
-            hf.warnings.append(f"L-3 declares {int(declared)} patient record(s), found {n_p}")
+        if _declared_count(declared) not in (None, n_p):
+            hf.warnings.append(f"L-3 declares another count of patient records than the {n_p} found")
         declared_lines = lrec.value(4).strip()
         n_lines = sum(1 + r.continued for r in hf.records)
-        if declared_lines.isdigit() and int(declared_lines) != n_lines:
-            hf.warnings.append(f"L-4 declares {int(declared_lines)} line(s), found {n_lines}")
+        if _declared_count(declared_lines) not in (None, n_lines):
+            hf.warnings.append(f"L-4 declares another count of lines than the {n_lines} found")
     else:
         hf.warnings.append("no L record: the file may be truncated")
     return hf
+
+
+def _declared_count(text: str) -> int | None:
+    """A count written in the L record: None if it is no count (not ASCII digits), -1 if it is too
+    long to be a real one (more than 9 digits; never read with ``int``), else the count."""
+    if not (text and text.isascii() and text.isdigit()):
+        return None
+    return int(text) if len(text) <= 9 else -1
 
 
 # -------------------------------------------------------------------------------------------- dates
@@ -319,19 +322,35 @@ def _num(s: str) -> float:
     return float(s.replace(",", "."))
 
 
+class _NumberFault(Exception):
+    """A bound of a reference range that is no number to store (see ``number_fault``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _bound(s: str) -> float:
+    if fault := number_fault(s):
+        raise _NumberFault(fault)
+    return _num(s)
+
+
 def _ref_range(raw: str) -> tuple[float | None, float | None, str | None]:
+    """'3.5 - 5.1', '3,5 à 5,1' -> (3.5, 5.1); '<6.1' -> (None, 6.1); anything else is text. A bound
+    too long or not finite raises ``_NumberFault``."""
     raw = raw.strip()
     if not raw:
         return None, None, None
     m = _RANGE.match(raw)
     if m:
-        low, high = _num(m.group(1)), _num(m.group(2))
+        low, high = _bound(m.group(1)), _bound(m.group(2))
         if low <= high:
             return low, high, None
         return None, None, raw  # inverted bounds: kept as sent, not trusted as numbers
     m = _ONE_SIDED.match(raw)
     if m:
-        v = _num(m.group(2))
+        v = _bound(m.group(2))
         return (v, None, None) if m.group(1).startswith(">") else (None, v, None)
     return None, None, raw
 
@@ -354,13 +373,12 @@ _TEXT_TYPES = {"ST", "TX", "FT", "CE", "CWE", "TS", "DT", "SN", ""}
 
 
 def to_domain(f: HprimFile, *, test_mode: bool = False) -> list[Mapped]:
-    """Map an HPRIM ORU file to one ``Mapped`` per P record. Every failure is an ``HprimError``."""
+    """Map an HPRIM ORU file to one ``Mapped`` per P record. Every fault of the input is an
+    ``HprimError``; anything else is a bug and escapes."""
     try:
         return _Mapper(f, test_mode).run()
     except HprimError as exc:
         raise exc.located(file=getattr(f, "file", None)) from None
-    except Exception as exc:
-        raise HprimError(f"unmappable file ({type(exc).__name__})", file=getattr(f, "file", None)) from exc
 
 
 class _Mapper:
@@ -379,9 +397,9 @@ class _Mapper:
         f = self.f
         h = f.header
         if not f.version.upper().startswith(SUPPORTED_VERSIONS):
-            raise h.err(12, f"unsupported version {_safe(f.version)!r} (expected H2.0 to H2.4)")
+            raise h.err(12, "unsupported version (expected H2.0 to H2.4)")
         if f.message_type.upper() != "ORU":
-            raise h.err(6, f"unsupported message type {_safe(f.message_type)!r} (expected ORU)")
+            raise h.err(6, "unsupported message type (expected ORU)")
         if not f.complete:
             raise HprimError("truncated: no L record at the end of the file", line=f.records[-1].line,
                              record=f.records[-1].label)
@@ -539,6 +557,8 @@ class _Mapper:
         if vtype == "NM":
             if raw:
                 if _NUMBER.match(raw):
+                    if fault := number_fault(raw):
+                        raise obx.err(5, fault)
                     value_num = _num(raw)
                 elif _COMPARED.match(raw):
                     value_text = raw
@@ -549,13 +569,16 @@ class _Mapper:
                                    for i in range(len(reps))) or None
         elif vtype in _TEXT_TYPES or reps:
             value_text = "\n".join(obx.field_string(5, i + 1) for i in range(len(reps))) or None
-        ref_low, ref_high, ref_text = _ref_range(obx.field_string(7))
+        try:
+            ref_low, ref_high, ref_text = _ref_range(obx.field_string(7))
+        except _NumberFault as exc:
+            raise obx.err(7, exc.reason) from None
         status_code = obx.value(11).strip().upper()
         status = _STATUS.get(status_code)
         if status is None:
             if not status_code:
                 raise obx.err(11, "result status missing")
-            raise obx.err(11, f"result status {_safe(status_code)!r} cannot be imported")
+            raise obx.err(11, "result status cannot be imported (expected F, U, C, M, P, R, S or A)")
         return Result(
             result_id=self._id(obx.label),
             request_id=request.request_id,
