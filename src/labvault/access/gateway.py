@@ -120,6 +120,14 @@ def _check_id(value: str, kind: str) -> None:
         raise NotFound(f"no such {kind} in this lab")
 
 
+# A synthetic lab's mark: a tenant_key row of this purpose, sealed under the lab's KEK at creation.
+SYNTHETIC_MARK = "synthetic"
+
+
+def _synthetic_secret(tenant_id: str) -> bytes:
+    return f"labvault synthetic lab {tenant_id}".encode()
+
+
 class Gateway:
     """Holds the engine and the key provider; opens units of work."""
 
@@ -136,6 +144,7 @@ class Gateway:
         # alone keeps labs apart on PostgreSQL. Never off in production.
         self.tenant_filter = tenant_filter
         self._crypto: dict[str, TenantCrypto] = {}
+        self._synthetic: set[str] = set()  # labs whose sealed synthetic mark opened (see Unit.is_synthetic)
         self._writer: ThreadPoolExecutor | None = None
 
     @contextmanager
@@ -216,8 +225,10 @@ class Gateway:
     def forget_keys(self, tenant_id: str | None = None) -> None:
         if tenant_id is None:
             self._crypto.clear()
+            self._synthetic.clear()
         else:
             self._crypto.pop(tenant_id, None)
+            self._synthetic.discard(tenant_id)
 
     # -- key rotation: many transactions, resumable ------------------------------------------------
     def rotate_keys(
@@ -351,7 +362,7 @@ class Unit:
                 # Generated data, into a lab created synthetic only: the purpose the caller names
                 # never unlocks anything on a real lab.
                 if self.purpose in (Purpose.GENERATE, Purpose.BENCHMARK) and policy.allowed(p.roles, "generate"):
-                    if known is not None and known.synthetic:
+                    if known is not None and known.synthetic and self.is_synthetic(tenant_id):
                         return
                     self._deny(tenant_id, action, f"lab '{tenant_id}' is not a synthetic lab: "
                                                   "vendor accounts do not write generated data into a real lab")
@@ -530,9 +541,38 @@ class Unit:
                     created_at=now,
                 )
             )
+        if synthetic:  # the mark sealed under the lab's own KEK: an UPDATE of tenant.synthetic cannot make one
+            self.conn.execute(insert(t.tenant_key).values(
+                tenant_id=tenant_id, purpose=SYNTHETIC_MARK, version=1, state="active", created_at=now,
+                wrapped=keys.wrap(tenant_id, _synthetic_secret(tenant_id), f"{SYNTHETIC_MARK}:v1".encode())))
         self._record(tenant_id, "tenant:create", "synthetic-tenant" if synthetic else "tenant", 1)
         ret.write_rules(self, tenant_id, rules)
         return Tenant(tenant_id, name.strip(), finess, "active", now, bool(synthetic))
+
+    def is_synthetic(self, tenant_id: str) -> bool:
+        """Whether ``tenant_id`` was created synthetic, as the decisions it unlocks need it proved:
+        ``tenant.synthetic`` set AND the mark ``create_tenant`` sealed under the lab's own KEK opens.
+        Someone who sets the column on a real lab (an UPDATE in the database) has no such mark and
+        cannot make one without the lab's KEK. ``Tenant.synthetic`` is the column, for display."""
+        from labvault.errors import LabvaultError
+
+        if tenant_id in self._gw._synthetic:
+            return True
+        self._scope(tenant_id)
+        flagged = self.conn.execute(select(t.tenant.c.synthetic).where(self._tf(t.tenant, tenant_id))).scalar()
+        row = self.conn.execute(select(t.tenant_key.c.wrapped).where(
+            self._tf(t.tenant_key, tenant_id), t.tenant_key.c.purpose == SYNTHETIC_MARK,
+            t.tenant_key.c.version == 1)).first()
+        if not flagged or row is None:
+            return False
+        try:
+            sealed = self._gw.keys.unwrap(tenant_id, row.wrapped, f"{SYNTHETIC_MARK}:v1".encode())
+        except LabvaultError:
+            return False
+        if sealed != _synthetic_secret(tenant_id):
+            return False
+        self._gw._synthetic.add(tenant_id)
+        return True
 
     def list_tenants(self) -> list[Tenant]:
         if not self.principal.is_platform:
@@ -609,6 +649,7 @@ class Unit:
             "instruction": deletion["instruction"],
             "keys_destroyed": [
                 {"purpose": r.purpose, "version": r.version, "wrapped_sha256": sha256(r.wrapped).hexdigest()} for r in rows
+                if r.purpose != SYNTHETIC_MARK  # a mark, not a key (gone with the rows and the KEK)
             ],
         }
         signer, public = self._platform_signer()
@@ -1221,7 +1262,7 @@ class Unit:
     def drop_tenant_rows(self, tenant_id: str) -> None:
         """Delete every row of a scratch lab (benchmarks); a real lab is shredded, not dropped."""
         self._authorise(tenant_id, "tenant:drop")
-        if not tenant_id.startswith("bench-") or not self.tenant(tenant_id).synthetic:
+        if not tenant_id.startswith("bench-") or not self.is_synthetic(tenant_id):
             self._deny(tenant_id, "tenant:drop", "only synthetic scratch benchmark labs can be dropped")
         for tbl in reversed(t.metadata.sorted_tables):
             if tbl.name not in ("audit_event", "audit_checkpoint"):  # append-only, even for a scratch lab
