@@ -1103,7 +1103,7 @@ class Unit:
                 self._tf(t.patient_identity, tenant_id), t.patient_identity.c.nir_bidx == c.index.nir(value)
             )
         ).first()
-        return None if row is None or not self._in_grant_scope(row.patient_id) else row.patient_id
+        return None if row is None or not self._in_grant_scope(row.patient_id, tenant_id) else row.patient_id
 
     def get_patient(self, tenant_id: str, patient_id: str) -> Identity:
         self._authorise(tenant_id, "patient:identity:read")
