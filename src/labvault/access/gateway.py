@@ -649,7 +649,7 @@ class Unit:
             "instruction": deletion["instruction"],
             "keys_destroyed": [
                 {"purpose": r.purpose, "version": r.version, "wrapped_sha256": sha256(r.wrapped).hexdigest()} for r in rows
-                if r.purpose != SYNTHETIC_MARK  # a mark, not a key (gone with the rows and the KEK)
+                if r.purpose not in (SYNTHETIC_MARK, "signer")  # seals, not keys (gone with the rows and the KEK)
             ],
         }
         signer, public = self._platform_signer()
