@@ -371,7 +371,11 @@ class Unit:
                 self._deny(tenant_id, action, f"'{action}' is not allowed for roles {', '.join(sorted(p.roles)) or 'none'}")
             return
         if p.tenant_id != tenant_id:
-            self._deny(tenant_id, action, f"account of lab '{p.tenant_id}' cannot act on lab '{tenant_id}'")
+            # In the named lab's trail when it exists; else in the caller's own (what the caller
+            # wrote in a path, a NIR say, never opens an audit chain of its own).
+            known_lab = self.conn.execute(select(t.tenant.c.tenant_id).where(self._tf(t.tenant, tenant_id))).first()
+            self._deny(tenant_id if known_lab is not None else p.tenant_id, action,
+                       f"account of lab '{p.tenant_id}' cannot act on lab '{tenant_id}'")
         if self._service_purpose and self._service_purpose != str(self.purpose):
             self._deny(tenant_id, action, f"this service account acts for '{self._service_purpose}' only")
         if not policy.allowed(p.roles, action):
