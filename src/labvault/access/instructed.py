@@ -94,7 +94,7 @@ def authorise_deletion(u: Unit, tenant_id: str, instruction_id: str | None, *, a
     from labvault.errors import LabvaultError
 
     u._authorise(tenant_id, action)
-    tenant = u.tenant(tenant_id)
+    u.tenant(tenant_id)  # an unknown lab: UnknownTenant
     if instruction_id is None:
         if u.is_synthetic(tenant_id):  # the sealed mark, not the column alone
             u._deletion_ground[tenant_id] = {"synthetic": True, "instruction": None}
