@@ -124,6 +124,14 @@ def _check_id(value: str, kind: str) -> None:
         raise NotFound(f"no such {kind} in this lab")
 
 
+# A synthetic lab's mark: a tenant_key row of this purpose, sealed under the lab's KEK at creation.
+SYNTHETIC_MARK = "synthetic"
+
+
+def _synthetic_secret(tenant_id: str) -> bytes:
+    return f"labvault synthetic lab {tenant_id}".encode()
+
+
 class Gateway:
     """Holds the engine and the key provider; opens units of work."""
 
@@ -140,6 +148,7 @@ class Gateway:
         # alone keeps labs apart on PostgreSQL. Never off in production.
         self.tenant_filter = tenant_filter
         self._crypto: dict[str, TenantCrypto] = {}
+        self._synthetic: set[str] = set()  # labs whose sealed synthetic mark opened (see Unit.is_synthetic)
         self._writer: ThreadPoolExecutor | None = None
 
     @contextmanager
@@ -220,8 +229,10 @@ class Gateway:
     def forget_keys(self, tenant_id: str | None = None) -> None:
         if tenant_id is None:
             self._crypto.clear()
+            self._synthetic.clear()
         else:
             self._crypto.pop(tenant_id, None)
+            self._synthetic.discard(tenant_id)
 
     # -- key rotation: many transactions, resumable ------------------------------------------------
     def rotate_keys(
@@ -357,7 +368,7 @@ class Unit:
                 # Generated data, into a lab created synthetic only: the purpose the caller names
                 # never unlocks anything on a real lab.
                 if self.purpose in (Purpose.GENERATE, Purpose.BENCHMARK) and policy.allowed(p.roles, "generate"):
-                    if known is not None and known.synthetic:
+                    if known is not None and known.synthetic and self.is_synthetic(tenant_id):
                         return
                     self._deny(tenant_id, action, f"lab '{tenant_id}' is not a synthetic lab: "
                                                   "vendor accounts do not write generated data into a real lab")
@@ -366,7 +377,11 @@ class Unit:
                 self._deny(tenant_id, action, f"'{action}' is not allowed for roles {', '.join(sorted(p.roles)) or 'none'}")
             return
         if p.tenant_id != tenant_id:
-            self._deny(tenant_id, action, f"account of lab '{p.tenant_id}' cannot act on lab '{tenant_id}'")
+            # In the named lab's trail when it exists; else in the caller's own (what the caller
+            # wrote in a path, a NIR say, never opens an audit chain of its own).
+            known_lab = self.conn.execute(select(t.tenant.c.tenant_id).where(self._tf(t.tenant, tenant_id))).first()
+            self._deny(tenant_id if known_lab is not None else p.tenant_id, action,
+                       f"account of lab '{p.tenant_id}' cannot act on lab '{tenant_id}'")
         if self._service_purpose and self._service_purpose != str(self.purpose):
             self._deny(tenant_id, action, f"this service account acts for '{self._service_purpose}' only")
         if not policy.allowed(p.roles, action):
@@ -536,9 +551,38 @@ class Unit:
                     created_at=now,
                 )
             )
+        if synthetic:  # the mark sealed under the lab's own KEK: an UPDATE of tenant.synthetic cannot make one
+            self.conn.execute(insert(t.tenant_key).values(
+                tenant_id=tenant_id, purpose=SYNTHETIC_MARK, version=1, state="active", created_at=now,
+                wrapped=keys.wrap(tenant_id, _synthetic_secret(tenant_id), f"{SYNTHETIC_MARK}:v1".encode())))
         self._record(tenant_id, "tenant:create", "synthetic-tenant" if synthetic else "tenant", 1)
         ret.write_rules(self, tenant_id, rules)
         return Tenant(tenant_id, name.strip(), finess, "active", now, bool(synthetic))
+
+    def is_synthetic(self, tenant_id: str) -> bool:
+        """Whether ``tenant_id`` was created synthetic, as the decisions it unlocks need it proved:
+        ``tenant.synthetic`` set AND the mark ``create_tenant`` sealed under the lab's own KEK opens.
+        Someone who sets the column on a real lab (an UPDATE in the database) has no such mark and
+        cannot make one without the lab's KEK. ``Tenant.synthetic`` is the column, for display."""
+        from labvault.errors import LabvaultError
+
+        if tenant_id in self._gw._synthetic:
+            return True
+        self._scope(tenant_id)
+        flagged = self.conn.execute(select(t.tenant.c.synthetic).where(self._tf(t.tenant, tenant_id))).scalar()
+        row = self.conn.execute(select(t.tenant_key.c.wrapped).where(
+            self._tf(t.tenant_key, tenant_id), t.tenant_key.c.purpose == SYNTHETIC_MARK,
+            t.tenant_key.c.version == 1)).first()
+        if not flagged or row is None:
+            return False
+        try:
+            sealed = self._gw.keys.unwrap(tenant_id, row.wrapped, f"{SYNTHETIC_MARK}:v1".encode())
+        except LabvaultError:
+            return False
+        if sealed != _synthetic_secret(tenant_id):
+            return False
+        self._gw._synthetic.add(tenant_id)
+        return True
 
     def list_tenants(self) -> list[Tenant]:
         if not self.principal.is_platform:
@@ -634,6 +678,7 @@ class Unit:
             "instruction": deletion["instruction"],
             "keys_destroyed": [
                 {"purpose": r.purpose, "version": r.version, "wrapped_sha256": sha256(r.wrapped).hexdigest()} for r in rows
+                if r.purpose not in (SYNTHETIC_MARK, "signer")  # seals, not keys (gone with the rows and the KEK)
             ],
         }
         if not kek_present:
@@ -1090,7 +1135,7 @@ class Unit:
                 self._tf(t.patient_identity, tenant_id), t.patient_identity.c.nir_bidx == c.index.nir(value)
             )
         ).first()
-        return None if row is None or not self._in_grant_scope(row.patient_id) else row.patient_id
+        return None if row is None or not self._in_grant_scope(row.patient_id, tenant_id) else row.patient_id
 
     def get_patient(self, tenant_id: str, patient_id: str) -> Identity:
         self._authorise(tenant_id, "patient:identity:read")
@@ -1249,7 +1294,7 @@ class Unit:
     def drop_tenant_rows(self, tenant_id: str) -> None:
         """Delete every row of a scratch lab (benchmarks); a real lab is shredded, not dropped."""
         self._authorise(tenant_id, "tenant:drop")
-        if not tenant_id.startswith("bench-") or not self.tenant(tenant_id).synthetic:
+        if not tenant_id.startswith("bench-") or not self.is_synthetic(tenant_id):
             self._deny(tenant_id, "tenant:drop", "only synthetic scratch benchmark labs can be dropped")
         for tbl in reversed(t.metadata.sorted_tables):
             if tbl.name not in ("audit_event", "audit_checkpoint"):  # append-only, even for a scratch lab

@@ -94,9 +94,9 @@ def authorise_deletion(u: Unit, tenant_id: str, instruction_id: str | None, *, a
     from labvault.errors import LabvaultError
 
     u._authorise(tenant_id, action)
-    tenant = u.tenant(tenant_id)
+    u.tenant(tenant_id)  # an unknown lab: UnknownTenant
     if instruction_id is None:
-        if tenant.synthetic:
+        if u.is_synthetic(tenant_id):  # the sealed mark, not the column alone
             u._deletion_ground[tenant_id] = {"synthetic": True, "instruction": None}
             return u._deletion_ground[tenant_id]
         u._deny(tenant_id, action,
@@ -116,7 +116,7 @@ def authorise_deletion(u: Unit, tenant_id: str, instruction_id: str | None, *, a
         raise
     if use:
         u._record(tenant_id, "instruction:use", "instruction", 1, refs=[instr.id])
-    ground = {"synthetic": tenant.synthetic, "instruction": {
+    ground = {"synthetic": u.is_synthetic(tenant_id), "instruction": {
         "id": instr.id,
         "kind": instr.kind,
         "scope": instr.scope,

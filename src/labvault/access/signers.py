@@ -66,6 +66,7 @@ def add_signer(u: Unit, tenant_id: str, *, email: str, public_key: str) -> Signe
     row = {"tenant_id": tenant_id, "signer_id": new_id(), "name": acct.name, "email": acct.email,
            "public_key": key, "added_by": u.principal.account_id, "added_at": utcnow()}
     u.conn.execute(insert(t.instruction_signer).values(**row))
+    _seal(u, tenant_id, row["signer_id"], key, row["added_at"])
     u._record(tenant_id, "signer:add", "signer", 1, refs=[row["signer_id"]])
     return SignerKey(row["signer_id"], tenant_id, acct.name, acct.email, key, row["added_at"], None)
 
@@ -92,8 +93,45 @@ def list_signers(u: Unit, tenant_id: str) -> list[SignerKey]:
 
 
 def active_keys(u: Unit, tenant_id: str) -> dict[str, bytes]:
-    """Public keys (raw bytes) of the lab's signers not revoked, by signer id."""
-    return {k.signer_id: bytes.fromhex(k.public_key) for k in list_signers(u, tenant_id) if k.active}
+    """Public keys (raw bytes) of the lab's signers not revoked, by signer id: only those whose
+    registration is sealed under the lab's KEK (a signer row written into the database by other
+    means than ``add_signer`` verifies nothing)."""
+    sealed = _sealed(u, tenant_id)
+    return {k.signer_id: bytes.fromhex(k.public_key) for k in list_signers(u, tenant_id)
+            if k.active and (k.signer_id, k.public_key) in sealed}
+
+
+# Each registration sealed under the lab's own KEK: a tenant_key row of this purpose (one version
+# per signer) whose wrapped secret names the signer and its key. Whoever can only write to the
+# database cannot make one that opens.
+SIGNER_SEAL = "signer"
+
+
+def _seal(u: Unit, tenant_id: str, signer_id: str, key: str, now: datetime) -> None:
+    from sqlalchemy import func
+
+    tk = t.tenant_key
+    version = (u.conn.execute(select(func.max(tk.c.version)).where(
+        u._tf(tk, tenant_id), tk.c.purpose == SIGNER_SEAL)).scalar() or 0) + 1
+    text = json.dumps({"tenant": tenant_id, "signer_id": signer_id, "public_key": key}, sort_keys=True)
+    u.conn.execute(insert(tk).values(
+        tenant_id=tenant_id, purpose=SIGNER_SEAL, version=version, state="active", created_at=now,
+        wrapped=u._gw.keys.wrap(tenant_id, text.encode(), f"{SIGNER_SEAL}:v{version}".encode())))
+
+
+def _sealed(u: Unit, tenant_id: str) -> set[tuple[str, str]]:
+    """(signer id, public key hex) of every registration sealed under the lab's KEK."""
+    tk = t.tenant_key
+    out = set()
+    for r in u.conn.execute(select(tk.c.version, tk.c.wrapped).where(
+            u._tf(tk, tenant_id), tk.c.purpose == SIGNER_SEAL)).all():
+        try:
+            body = json.loads(u._gw.keys.unwrap(tenant_id, r.wrapped, f"{SIGNER_SEAL}:v{r.version}".encode()))
+        except (LabvaultError, ValueError):
+            continue
+        if isinstance(body, dict) and body.get("tenant") == tenant_id:
+            out.add((str(body.get("signer_id")), str(body.get("public_key"))))
+    return out
 
 
 @dataclass(frozen=True)

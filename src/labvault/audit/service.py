@@ -230,12 +230,16 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None, *, now: da
     stored = {c.size: _checkpoint_record(c) for c in _checkpoints(u, tenant_id)}
     kept_events: dict[int, str] = {}
     kept_checkpoints: dict[int, dict] = {}
-    for line in kept or ():
+    for n, line in enumerate(kept or (), 1):
         kind = line.get("type")
-        if kind == "event":
-            kept_events[int(line["seq"])] = line["hash"]
-        elif kind == "checkpoint" and isinstance(line.get("body"), dict):
-            kept_checkpoints[int(line["body"]["size"])] = line
+        try:
+            if kind == "event":
+                kept_events[int(line["seq"])] = str(line["hash"])
+            elif kind == "checkpoint" and isinstance(line.get("body"), dict):
+                kept_checkpoints[int(line["body"]["size"])] = line
+        except (KeyError, TypeError, ValueError):
+            what = "an event without a sequence number and hash" if kind == "event" else "a checkpoint without a size"
+            raise InvalidInput(f"the lab's checkpoint file, line {n}: {what}") from None
     # A checkpoint whose signature fails is reported, and not trusted for anything else.
     kept_checkpoints = {k: cp for k, cp in kept_checkpoints.items()
                         if _check_signature(cp, report, trusted, "lab's")}
