@@ -31,6 +31,7 @@ def imported(tree: ast.AST) -> set[str]:
 
 
 def test_only_the_gateway_and_store_reach_the_tables():
+    """F1: only the gateway and store reach the tables."""
     offenders = [
         rel
         for rel, tree in modules()
@@ -62,6 +63,7 @@ def test_no_raw_sql_outside_the_store():
 
 
 def test_only_crypto_touches_primitives():
+    """C1: only crypto touches primitives."""
     offenders = [
         rel
         for rel, tree in modules()

@@ -114,6 +114,7 @@ def patient_with_sensitive_results(lab: str) -> str:
 
 # -- tests -----------------------------------------------------------------------------------------
 def test_support_without_grant_reads_nothing(world):
+    """F2: support without grant reads nothing."""
     sup = support_account(world)
     for lab in LABS:
         assert_no_personal_read(world, sup, lab)
@@ -122,6 +123,7 @@ def test_support_without_grant_reads_nothing(world):
 
 
 def test_pending_grant_gives_nothing(world):
+    """F2: pending grant gives nothing."""
     sup = support_account(world)
     g = request_grant(world, sup)
     assert g.state == "pending" and g.expires_at is None and g.approved_by is None
@@ -130,6 +132,7 @@ def test_pending_grant_gives_nothing(world):
 
 
 def test_only_the_labs_own_lab_admin_approves(world):
+    """F2: only the labs own lab admin approves."""
     sup = support_account(world)
     g = request_grant(world, sup, "lab-a", hours=3)
     refusals = [
@@ -167,6 +170,7 @@ def test_only_the_labs_own_lab_admin_approves(world):
 
 
 def test_grant_reads_only_its_patients(world):
+    """F2: grant reads only its patients."""
     sup = support_account(world)
     a = DATA["lab-a"]
     p1, p2 = list(a.identities)[:2]
@@ -206,6 +210,7 @@ def test_grant_reads_only_its_patients(world):
 
 
 def test_grant_reads_only_its_fields(world):
+    """F2, A2: grant reads only its fields."""
     sup = support_account(world)
     a = DATA["lab-a"]
     p1 = next(iter(a.identities))
@@ -228,6 +233,7 @@ def test_grant_reads_only_its_fields(world):
 
 @pytest.mark.parametrize("lab", ["lab-a", "lab-b"])
 def test_sensitive_categories_never_under_a_grant(world, lab):
+    """F2: sensitive categories never under a grant."""
     sup = support_account(world)
     d = DATA[lab]
     pid = patient_with_sensitive_results(lab)
@@ -292,6 +298,7 @@ def test_only_support_requests_grants(world):
 
 
 def test_expiry_stops_reads_at_once(world):
+    """F2: expiry stops reads at once."""
     sup = support_account(world)
     pid = next(iter(DATA["lab-a"].identities))
     g = granted(world, sup, patients=[pid])
@@ -311,6 +318,7 @@ def test_expiry_stops_reads_at_once(world):
 
 @pytest.mark.parametrize("revoker", ["lab_admin", "lab_dpo"])
 def test_revoke_stops_reads_at_once(world, revoker):
+    """F2: revoke stops reads at once."""
     sup = support_account(world)
     pid = next(iter(DATA["lab-a"].identities))
     g = granted(world, sup, patients=[pid])
@@ -336,6 +344,7 @@ def test_security_officer_revokes(world):
 
 
 def test_every_read_under_a_grant_is_audited_with_its_id(world):
+    """F2, G1, G2: every read under a grant is audited with its id."""
     sup = support_account(world)
     a = DATA["lab-a"]
     p1, p2 = list(a.identities)[:2]
@@ -376,6 +385,7 @@ def test_every_read_under_a_grant_is_audited_with_its_id(world):
 
 
 def test_deactivated_lab_admin_cannot_approve(world):
+    """E4, F2: deactivated lab admin cannot approve."""
     adm = lab_user(world.gw, "lab-a", "lab_admin", name="Leaving")
     sup = support_account(world)
     g = request_grant(world, sup)
@@ -390,6 +400,7 @@ def test_deactivated_lab_admin_cannot_approve(world):
 
 
 def test_deactivated_support_loses_its_grant(world):
+    """E4, F2: deactivated support loses its grant."""
     sup = support_account(world)
     pid = next(iter(DATA["lab-a"].identities))
     granted(world, sup, patients=[pid])
@@ -412,6 +423,7 @@ def test_account_no_longer_support_loses_its_grant(world):
 
 
 def test_grant_id_only_on_events_of_its_lab(world):
+    """G2, F1: grant id only on events of its lab."""
     sup = support_account(world)
     pid = next(iter(DATA["lab-a"].identities))
     g = granted(world, sup, patients=[pid])

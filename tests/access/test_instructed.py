@@ -67,6 +67,7 @@ def test_the_instructed_scope_passes(world):
 
 
 def test_asking_for_everything_is_refused_audited_and_alerted(world):
+    """A1, A3: asking for everything is refused audited and alerted."""
     gw, _, operator, _ = world
     everything = {cat: list(names) for cat, names in document.FIELDS.items()}
     with pytest.raises(ScopeExceeded) as caught, gw.unit(operator, Purpose.SUPPORT) as u:
@@ -79,6 +80,7 @@ def test_asking_for_everything_is_refused_audited_and_alerted(world):
 
 
 def test_revoked_signer_or_expiry_stops_the_work(world):
+    """A1: revoked signer or expiry stops the work."""
     gw, admin, operator, signer = world
     with pytest.raises(document.Expired), gw.unit(operator, Purpose.SUPPORT) as u:
         instruction_in_force(u, "lab-a", "MIG-1", now=NOW + timedelta(days=8))

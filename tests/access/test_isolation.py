@@ -221,13 +221,14 @@ def gw_under_test(request, world):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=scenarios())
 def test_no_principal_reads_another_labs_data(world, gw_under_test, case):
+    """F1: no principal reads another labs data."""
     lab, role, target, op, args = case
     check_call(gw_under_test, world.principal(lab, role), target, op, args)
 
 
 @pytest.mark.parametrize("op", ["get_patient", "requests_of", "results_of", "results_of_request"])
 def test_every_lab_role_on_every_foreign_object(world, gw_under_test, op):
-    """Deterministic sweep next to the property: each lab role of lab-a, on lab-a and on the
+    """F1: Deterministic sweep next to the property: each lab role of lab-a, on lab-a and on the
     other labs, with one patient/request of every lab."""
     for role in LAB_ROLES:
         p = world.principal("lab-a", role)
@@ -240,7 +241,7 @@ def test_every_lab_role_on_every_foreign_object(world, gw_under_test, op):
 
 
 def test_vendor_roles_get_no_personal_field(world):
-    """Every vendor role, every personal read, every lab, real objects of that lab: refused."""
+    """F2, F1: Every vendor role, every personal read, every lab, real objects of that lab: refused."""
     for role in VENDOR_ROLES:
         p = world.principal(PLATFORM, role)
         for lab in LABS:
@@ -268,7 +269,7 @@ def _pg_only(world):
 
 
 def test_rls_alone_stops_crafted_cross_lab_reads(world):
-    """Tenant filter off: a lab-a biologist naming lab-b objects under 'lab-a' sees nothing of lab-b."""
+    """F1: Tenant filter off: a lab-a biologist naming lab-b objects under 'lab-a' sees nothing of lab-b."""
     _pg_only(world)
     gw = world.unfiltered()
     assert gw.tenant_filter is False
@@ -330,7 +331,7 @@ def test_control_sqlite_without_the_app_filter_nothing_stops_the_query(world):
 
 
 def test_app_role_sql_session_sees_and_writes_only_the_named_lab(world):
-    """Plain SQL as the application's role (no gateway): the RLS policies alone."""
+    """F1: Plain SQL as the application's role (no gateway): the RLS policies alone."""
     _pg_only(world)
     engine = world.gw.engine
     with engine.connect() as conn:
@@ -398,6 +399,7 @@ def test_nul_in_an_object_id_is_not_found_not_a_driver_error(world, request):
 
 
 def test_a_refused_cross_lab_read_is_audited(world):
+    """F1, G1: a refused cross lab read is audited."""
     bio = world.principal("lab-a", "biologist")
     pid_b = next(iter(DATA["lab-b"].identities))
     with pytest.raises(AccessDenied):

@@ -44,6 +44,7 @@ def test_lab_admin_registers_and_revokes(labs):
 
 
 def test_who_may_register(labs):
+    """A1: who may register."""
     gw, admin, bio = labs
     email = f"{bio.account_id}@lab.invalid"
     with pytest.raises(AccessDenied), gw.unit(bio, Purpose.ADMINISTRATION) as u:
@@ -92,7 +93,7 @@ def test_received_instructions_are_kept_per_lab(labs):
 
 
 def test_a_received_instruction_is_sealed_at_rest_and_follows_key_rotation(gateway, db_url):
-    """It may name patients by INS and its purpose is free text: neither is in the database in clear."""
+    """C1, C3: It may name patients by INS and its purpose is free text: neither is in the database in clear."""
     from datetime import UTC, datetime, timedelta
 
     from sqlalchemy import text as sql

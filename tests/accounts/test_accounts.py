@@ -22,6 +22,7 @@ def lab(gateway):
 
 
 def test_no_personal_data_before_commitment(lab):
+    """F3: no personal data before commitment."""
     with lab.unit(first_lab_admin(lab, ADMIN, "lab-a"), Purpose.ADMINISTRATION) as u:
         new = service.create_account(u, tenant_id="lab-a", name="Marie Curie", email="m@lab.example",
                                      roles=["biologist"])
@@ -54,6 +55,7 @@ def test_account_shapes_refused(lab, tenant, roles, kind, purpose):
 
 
 def test_service_account_token_only_and_one_purpose(lab):
+    """E1: service account token only and one purpose."""
     with lab.unit(first_lab_admin(lab, ADMIN, "lab-a"), Purpose.ADMINISTRATION) as u:
         service.create_account(u, tenant_id="lab-a", name="Analyser feed", email="feed@lab.example",
                                roles=["service"], kind="service", purpose="ingest")
@@ -70,6 +72,7 @@ def test_service_account_token_only_and_one_purpose(lab):
 
 
 def test_role_changes_and_mfa_are_audited(lab, raw_engine):
+    """G1: role changes and mfa are audited."""
     with lab.unit(ADMIN, Purpose.ADMINISTRATION) as u:
         service.create_account(u, tenant_id="lab-a", name="Paul Admin", email="pa@lab.example", roles=["lab_admin"])
     with lab.auth_unit() as u:

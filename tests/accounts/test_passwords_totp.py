@@ -16,6 +16,7 @@ from labvault.errors import InvalidInput
     ],
 )
 def test_policy_refuses(password, why):
+    """E3: policy refuses."""
     with pytest.raises(InvalidInput) as err:
         passwords.check_policy(password, email="claire.moreau@lab.example", name="Claire Moreau")
     assert why in str(err.value)
@@ -23,6 +24,7 @@ def test_policy_refuses(password, why):
 
 
 def test_hash_is_argon2id_and_verifies():
+    """E3: hash is argon2id and verifies."""
     h = passwords.hash_password("a perfectly fine passphrase")
     assert h.startswith("$argon2id$")
     assert passwords.verify_password(h, "a perfectly fine passphrase")

@@ -48,6 +48,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_kill_between_data_and_event(tmp_path):
+    """G1, G4: kill between data and event."""
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == -9, out.stderr[-2000:]
     assert "rows written, dying" in out.stdout and "not reached" not in out.stdout

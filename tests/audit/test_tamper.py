@@ -68,18 +68,21 @@ def test_intact_log_verifies(audited):
 
 
 def test_edit_one_field(audited, raw_engine):
+    """G4: edit one field."""
     tamper(raw_engine, ("UPDATE audit_event SET actor = 'someone-else' WHERE tenant_id = :t AND seq = 7", {"t": LAB}))
     report = verify(audited)
     assert not report.ok and report.first_bad_seq == 7 and "altered" in report.problem
 
 
 def test_delete_one(audited, raw_engine):
+    """G4: delete one."""
     tamper(raw_engine, ("DELETE FROM audit_event WHERE tenant_id = :t AND seq = 9", {"t": LAB}))
     report = verify(audited)
     assert not report.ok and report.first_bad_seq == 9 and "missing" in report.problem
 
 
 def test_insert_a_forged_one(audited, raw_engine):
+    """G4: insert a forged one."""
     rows = events(raw_engine)
     last = rows[-1]
     forged = {"tenant_id": LAB, "seq": last.seq + 1, "at": last.at, "actor": "ghost", "actor_roles": "",
@@ -97,6 +100,7 @@ def test_insert_a_forged_one(audited, raw_engine):
 
 
 def test_swap_two(audited, raw_engine):
+    """G4: swap two."""
     tamper(
         raw_engine,
         ("UPDATE audit_event SET seq = -1 WHERE tenant_id = :t AND seq = 5", {"t": LAB}),
@@ -108,6 +112,7 @@ def test_swap_two(audited, raw_engine):
 
 
 def test_truncate_the_tail(audited, raw_engine):
+    """G4: truncate the tail."""
     with audited.unit(ADMIN, Purpose.ADMINISTRATION) as u:
         size = service.checkpoint(u, LAB)["body"]["size"]
     tamper(raw_engine, ("DELETE FROM audit_event WHERE tenant_id = :t AND seq > :s", {"t": LAB, "s": size - 3}))
@@ -116,6 +121,7 @@ def test_truncate_the_tail(audited, raw_engine):
 
 
 def test_rehashed_forgery_caught_by_the_labs_export(audited, raw_engine):
+    """G4, G6: rehashed forgery caught by the labs export."""
     with audited.unit(lab_user(audited, LAB, "lab_dpo", name="Dpo"), Purpose.ADMINISTRATION) as u:
         kept = list(service.export(u, LAB))  # what the lab keeps
     rows = events(raw_engine)
@@ -146,6 +152,7 @@ def test_rehashed_forgery_caught_by_the_labs_export(audited, raw_engine):
 
 
 def test_forged_checkpoint_signature(audited, raw_engine):
+    """G4: forged checkpoint signature."""
     with audited.unit(lab_user(audited, LAB, "lab_dpo", name="Dpo"), Purpose.ADMINISTRATION) as u:
         kept = list(service.export(u, LAB))
     cp = next(line for line in kept if line["type"] == "checkpoint")
@@ -155,6 +162,7 @@ def test_forged_checkpoint_signature(audited, raw_engine):
 
 
 def test_application_role_cannot_update_or_delete_audit_rows(audited, db_url):
+    """G4: application role cannot update or delete audit rows."""
     from sqlalchemy.exc import DBAPIError
 
     for sql in ("UPDATE audit_event SET actor = 'x' WHERE tenant_id = 'lab-a' AND seq = 1",
@@ -171,6 +179,7 @@ def test_application_role_cannot_update_or_delete_audit_rows(audited, db_url):
 
 
 def test_every_event_has_the_fields_and_no_personal_value(audited, raw_engine):
+    """G2: every event has the fields and no personal value."""
     from labvault.synth import LabGenerator
 
     rows = events(raw_engine)
@@ -185,6 +194,7 @@ def test_every_event_has_the_fields_and_no_personal_value(audited, raw_engine):
 
 
 def test_one_event_per_operation(gateway, raw_engine):
+    """G1: one event per operation."""
     make_lab(gateway, LAB)
     load_lab(gateway, ADMIN, LAB, patients=2, seed=4, batch=2)
     bio = lab_user(gateway, LAB)
@@ -208,6 +218,7 @@ def test_one_event_per_operation(gateway, raw_engine):
 
 
 def test_only_audit_roles_query_and_queries_are_audited(audited, raw_engine):
+    """G5, G1: only audit roles query and queries are audited."""
     from labvault.errors import AccessDenied
 
     for role in ("biologist", "technician"):
@@ -223,6 +234,7 @@ def test_only_audit_roles_query_and_queries_are_audited(audited, raw_engine):
 
 
 def test_retention_cut_keeps_verification(audited, raw_engine):
+    """G3, G4: retention cut keeps verification."""
     from datetime import timedelta
 
     from labvault.errors import InvalidInput

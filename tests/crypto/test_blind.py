@@ -12,6 +12,7 @@ def test_name_normalisation():
 
 
 def test_indexes_are_per_tenant_and_per_use():
+    """M3, F1: indexes are per tenant and per use."""
     a, b = BlindIndex("lab-a", b"\x07" * 32), BlindIndex("lab-b", b"\x07" * 32)
     nir = "180017500000146"
     assert a.nir(nir) == a.nir("1 80 01 75 000 001 46")

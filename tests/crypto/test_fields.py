@@ -57,6 +57,7 @@ def test_tampered_nonce_ciphertext_and_version_fail():
     ],
 )
 def test_moved_ciphertext_fails(where):
+    """C1: moved ciphertext fails."""
     c = cipher()
     blob = c.seal(b"HIV positive", table="result", column="value_enc", row_id="r1")
     with pytest.raises(DecryptionError):
@@ -64,6 +65,7 @@ def test_moved_ciphertext_fails(where):
 
 
 def test_ciphertext_moved_to_another_tenant_fails_even_with_same_key():
+    """C1, F1: ciphertext moved to another tenant fails even with same key."""
     a, b = cipher("lab-a"), cipher("lab-b")  # same key bytes: only the associated data differs
     blob = a.seal(b"x", table="t", column="c", row_id="r")
     with pytest.raises(DecryptionError):
@@ -71,6 +73,7 @@ def test_ciphertext_moved_to_another_tenant_fails_even_with_same_key():
 
 
 def test_old_versions_open_new_seals_use_current():
+    """C3: old versions open new seals use current."""
     old = cipher(keys={1: K1}, current=1)
     blob = old.seal(b"v", table="t", column="c", row_id="r")
     new = cipher(keys={1: K1, 2: K2}, current=2)

@@ -59,6 +59,7 @@ def test_flipped_master_is_not_a_wrong_passphrase_silently(tmp_path):
 
 
 def test_destroy_scope_is_final_and_scoped(tmp_path):
+    """C3: destroy scope is final and scoped."""
     path = tmp_path / "k.json"
     ring = LocalKeyring.create(path, PW, scrypt_n=2**14)
     ring.create_scope("lab-a")

@@ -90,6 +90,7 @@ def test_tampered_blob_fails(open_keyring):
 
 @pytest.mark.hsm
 def test_destroy_scope_shreds_only_that_scope(open_keyring):
+    """C3: destroy scope shreds only that scope."""
     kr = open_keyring()
     kr.create_scope("lab-a")
     kr.create_scope("lab-b")
@@ -138,6 +139,7 @@ def test_wrong_pin(open_keyring, softhsm_token):
 
 @pytest.mark.hsm
 def test_kek_is_not_extractable(open_keyring, softhsm_token):
+    """C1: kek is not extractable."""
     import pkcs11
     from pkcs11 import Attribute, KeyType, MechanismFlag
 

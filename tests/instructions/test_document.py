@@ -150,6 +150,7 @@ def test_the_recipients_receipt_key_is_an_ed25519_key_kept_in_the_signed_record(
 
 
 def test_outside_eea_needs_a_transfer_basis():
+    """A6, M1: outside eea needs a transfer basis."""
     dest = {"name": "Cloud Inc", "country": "US", "recipient_age_key": KEY}
     refused(doc(destination=dest), "destination.transfer_basis")
     ok = d.parse(as_json(doc(destination={**dest, "transfer_basis": "SCCs 2021/914 module 2"})))
@@ -169,6 +170,7 @@ def test_unknown_category_and_field_are_named():
 
 
 def test_free_text_is_excluded_unless_listed():
+    """A4: free text is excluded unless listed."""
     i = d.parse(as_json(doc(fields={"result": list(d.FIELDS["result"])})))
     assert not i.allows("free_text", "result.comment")
     assert "comment" not in d.FIELDS["result"]
@@ -216,6 +218,7 @@ def test_each_wrong_document_is_refused_where(over, where):
 
 
 def test_refusals_never_echo_values():
+    """G2: refusals never echo values."""
     secret = "Dupont-1-85-05-78-006-084-36"
     for over in ({"purpose": secret * 30}, {"id": secret + " "}, {"kind": secret},
                  {"destination": {"name": "X", "country": secret, "recipient_age_key": KEY}},
@@ -373,6 +376,7 @@ def test_malformed(signer):
 
 
 def test_tampered_body(signer):
+    """A1: tampered body."""
     signed = signed_doc(signer)
     body = json.loads(json.dumps(signed["instruction"]))
     body["fields"]["identity"].append("address")
@@ -382,6 +386,7 @@ def test_tampered_body(signer):
 
 
 def test_other_key(signer):
+    """A1: other key."""
     other = Signer(Signer.generate()[0])
     signed = signed_doc(signer)
     # Signed by a key the lab does not know.
@@ -395,6 +400,7 @@ def test_other_key(signer):
 
 
 def test_revoked_key(signer):
+    """A1: revoked key."""
     signed = signed_doc(signer)
     keys = {"s": signer.public_key}
     d.verify_signed(signed, public_keys=keys, tenant="lab-a", now=NOW)
@@ -404,6 +410,7 @@ def test_revoked_key(signer):
 
 
 def test_wrong_tenant(signer):
+    """A1, F1: wrong tenant."""
     signed = signed_doc(signer)
     with pytest.raises(d.WrongTenant, match="another lab") as e:
         d.verify_signed(signed, public_keys={"s": signer.public_key}, tenant="lab-b", now=NOW)
@@ -416,6 +423,7 @@ def test_wrong_tenant(signer):
     (datetime(2025, 1, 1, tzinfo=UTC), None),
 ])
 def test_validity_period(signer, now, error):
+    """A1: validity period."""
     signed = signed_doc(signer)
     if error is None:
         d.verify_signed(signed, public_keys={"s": signer.public_key}, tenant="lab-a", now=now)
@@ -440,6 +448,7 @@ def test_a_signed_but_invalid_record_is_refused(signer):
 # --- excess --------------------------------------------------------------------------------------
 
 def test_excess_names_what_is_beyond():
+    """A1, A2: excess names what is beyond."""
     sel = {"collected_from": "2024-01-01", "collected_to": "2024-12-31", "patients": ["p1", "p2"],
            "codes": ["http://loinc.org|718-7"]}
     i = d.parse(as_json(doc(selection=sel)))

@@ -36,6 +36,7 @@ def test_key_id_says_nothing_of_the_key():
 
 
 def test_a_leaked_file_points_to_its_export():
+    """H3: a leaked file points to its export."""
     results = list(results_stream("lab-a", 3, 300))
     exports = {name: fingerprint.new_key() for name in ("exp-1", "exp-2", "exp-3")}
     written = {}

@@ -59,6 +59,7 @@ def test_a_known_patient_keeps_one_identity(lab):
 
 
 def test_refused_messages_go_to_the_encrypted_quarantine(lab):
+    """C1: refused messages go to the encrypted quarantine."""
     gw, who = lab
     bad_nir = NIR[:-2] + "00"
     data = oru("OK1") + oru("BAD1", nir=bad_nir) + oru("BAD2").replace(b"ORU^R01^ORU_R01", b"ADT^A01^ADT_A01") + oru("OK2")
@@ -102,6 +103,7 @@ def test_replay_and_drop(lab, monkeypatch):
 
 
 def test_quarantine_is_per_lab_and_needs_lab_roles(lab):
+    """F1: quarantine is per lab and needs lab roles."""
     gw, who = lab
     s = _ingest(gw, who, b"MSH|^~\\&|broken")
     make_lab(gw, "lab-b", "690000025")
@@ -116,6 +118,7 @@ def test_quarantine_is_per_lab_and_needs_lab_roles(lab):
 
 
 def test_vendor_accounts_cannot_ingest(lab):
+    """F2: vendor accounts cannot ingest."""
     gw, _ = lab
     with pytest.raises(AccessDenied):
         Ingestor(gw, ADMIN, "lab-a").preflight()
@@ -141,6 +144,7 @@ def test_a_failing_store_leaves_the_group_whole(lab, monkeypatch):
 
 
 def test_audit_records_the_ingest_without_values(lab):
+    """G1, G2: audit records the ingest without values."""
     gw, who = lab
     _ingest(gw, who, oru("A") + oru("A") + b"MSH|^~\\&|broken\r", group=5)
     with gw.engine.connect() as c:

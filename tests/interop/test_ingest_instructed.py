@@ -170,6 +170,7 @@ def events(gw) -> list[tuple[str, int, list[str]]]:
 # -- the pure filter --------------------------------------------------------------------------------
 
 def test_the_filter_keeps_only_what_is_named():
+    """A1, A2: the filter keeps only what is named."""
     instr = document.from_record(body(fields={**ALLOWED, "identity": ALLOWED["identity"] + ["phone"],
                                               "free_text": ["result.comment"]}))
     mapped = hl7v2.to_domain(hl7v2.parse(hl7("A")))
@@ -211,6 +212,7 @@ def test_collection_day_is_the_specimens_else_the_requests():
 
 
 def test_patients_are_matched_on_their_ins():
+    """M2: patients are matched on their ins."""
     instr = document.from_record(body(selection={"collected_from": "2019-01-01", "collected_to": "2020-12-31",
                                                  "patients": [NIR2]}))
     ident = Identity("p", NIR2[:5] + "-" + NIR2[5:], "provisional", "X", "Y", date(1985, 7, 4), "F")
@@ -239,6 +241,7 @@ def test_fields_the_store_needs_must_be_allowed(drop, named):
 # -- through the store ------------------------------------------------------------------------------
 
 def test_only_the_instructed_period_is_stored_without_free_text(world, tmp_path):
+    """A2, A4: only the instructed period is stored without free text."""
     gw, _, bio, _, _, _, receive = world
     receive(body())
     s = ingest(tmp_path, world, "MIG-IN-1")

@@ -132,6 +132,7 @@ def approve_both(w, job):
 
 
 def test_the_migration_scenario(world):
+    """B1, B2, B3, B4, A1, A2: the migration scenario."""
     w = world
     gw, op, expected = w["gw"], w["operator"], w["expected"]
     # 1. The operator first asks for everything, from 2015: refused, naming the excess; audited; alerted.
@@ -230,6 +231,7 @@ def test_the_migration_scenario(world):
 
 
 def test_one_person_cannot_give_both_approvals(world, gateway):
+    """B1, B5: one person cannot give both approvals."""
     w = world
     job = planned(w)
     with w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
@@ -259,6 +261,7 @@ def test_one_person_cannot_give_both_approvals(world, gateway):
 
 
 def test_volume_far_above_the_expected_stops_before_writing(gateway, tmp_path):
+    """A5: volume far above the expected stops before writing."""
     make_lab(gateway, "lab-a")
     load_lab(gateway, ADMIN, "lab-a", patients=PATIENTS, seed=SEED)
     admin, private = admin_signer(gateway)
@@ -273,6 +276,7 @@ def test_volume_far_above_the_expected_stops_before_writing(gateway, tmp_path):
 
 
 def test_deadline_purges_an_unreceived_package(world):
+    """B3: deadline purges an unreceived package."""
     w = world
     job = approve_both(w, planned(w))
     job = service.run(w["gw"], w["operator"], "lab-a", job.migration_id, w["store"])
@@ -309,6 +313,7 @@ def test_a_second_run_replaces_the_first_without_duplicates(world):
 
 
 def test_a_retention_run_purges_packages_past_their_deadline(world):
+    """B3: a retention run purges packages past their deadline."""
     from labvault.retention import purge as retention
 
     w = world
@@ -322,7 +327,7 @@ def test_a_retention_run_purges_packages_past_their_deadline(world):
 
 
 def test_the_scheduler_of_serve_purges_at_the_deadline(gateway, tmp_path):
-    """A deadline a few seconds ahead, the scheduler's first round after it: the package is gone."""
+    """B3: A deadline a few seconds ahead, the scheduler's first round after it: the package is gone."""
     import time
 
     from labvault.cli.serve import retention_every_
@@ -361,6 +366,7 @@ def test_the_scheduler_of_serve_purges_at_the_deadline(gateway, tmp_path):
 
 
 def test_the_end_of_a_contract_destroys_the_packages_still_held(world):
+    """D2, B3: the end of a contract destroys the packages still held."""
     from labvault.retention import purge as retention
 
     w = world
@@ -377,6 +383,7 @@ def test_the_end_of_a_contract_destroys_the_packages_still_held(world):
 
 
 def test_data_grown_since_the_plan_stops_the_run_before_any_package_exists(world):
+    """A5: data grown since the plan stops the run before any package exists."""
     w = world
     job = approve_both(w, planned(w))
     load_lab(w["gw"], ADMIN, "lab-a", patients=30, seed=SEED + 1)  # new results in the period since the plan
@@ -389,7 +396,7 @@ def test_data_grown_since_the_plan_stops_the_run_before_any_package_exists(world
 
 
 def test_the_read_plan_selects_listed_patients_codes_and_sensitive_categories(gateway, tmp_path):
-    """Patients (by their Labvault id), codes and an Art. 9 category listed: exactly their results."""
+    """A1, A2: Patients (by their Labvault id), codes and an Art. 9 category listed: exactly their results."""
     make_lab(gateway, "lab-a")
     load_lab(gateway, ADMIN, "lab-a", patients=PATIENTS, seed=SEED)
     records = list(LabGenerator("lab-a", SEED).patients(PATIENTS))
@@ -461,7 +468,7 @@ def test_an_ask_within_the_instruction_narrows_the_plan_and_the_run_keeps_to_it(
 
 
 def test_an_instruction_no_longer_in_force_stops_the_run(world):
-    """Its signer revoked after the approvals, or its validity past: the run stops with the reason."""
+    """A1: Its signer revoked after the approvals, or its validity past: the run stops with the reason."""
     from labvault.instructions.document import Expired, UnknownSigner
 
     w = world

@@ -163,6 +163,7 @@ def _all(lab: Lab) -> dict[str, set[str]]:
 
 
 def test_purge_removes_exactly_the_expired_data(world):
+    """D1: purge removes exactly the expired data."""
     gw, raw, admin, a, b = world
     want = a.expected(NOW, RULES)
     # The data exercises every branch, or this test proves less than it says.
@@ -208,6 +209,7 @@ def test_moving_the_clock_further_deletes_more(world):
 
 
 def test_a_hold_keeps_its_category_whole(world):
+    """D3: a hold keeps its category whole."""
     gw, raw, admin, a, _ = world
     with gw.unit(admin, Purpose.ADMINISTRATION) as u:
         policy.set_rule(u, "lab-a", "hiv", 30, "short, to show the hold")
@@ -247,6 +249,7 @@ def test_a_hold_on_everything_or_on_results_deletes_no_result(world, scope):
 
 
 def test_a_hold_needs_a_basis_and_the_lab_admin(world):
+    """D3: a hold needs a basis and the lab admin."""
     gw, raw, admin, _, _ = world
     for basis in ("", "   "):
         with pytest.raises(InvalidInput, match="basis"), gw.unit(admin, Purpose.ADMINISTRATION) as u:
@@ -262,6 +265,7 @@ def test_a_hold_needs_a_basis_and_the_lab_admin(world):
 
 
 def test_who_sets_reads_and_runs(world):
+    """D1, M4: who sets reads and runs."""
     gw, raw, admin, _, _ = world
     dpo = lab_user(gw, "lab-a", "lab_dpo")
     with gw.unit(dpo, Purpose.ADMINISTRATION) as u:
@@ -322,6 +326,7 @@ def test_quarantine_rule_and_hooks(world):
     {"results": (3650.5, "ref")},
 ])
 def test_a_lab_cannot_be_created_without_a_valid_results_rule(gateway, raw_engine, keyring, retention):
+    """D1, M4: a lab cannot be created without a valid results rule."""
     with pytest.raises(InvalidInput), gateway.unit(ADMIN, Purpose.ADMINISTRATION) as u:
         u.create_tenant("lab-new", "Lab New", "690000017", retention=retention)
     with raw_engine.connect() as conn:
@@ -352,6 +357,7 @@ PERSONAL = sorted(t.PERSONAL_TABLES)
 
 
 def test_end_delete(world, keyring):
+    """D2: end delete."""
     gw, raw, admin, a, b = world
     with raw.connect() as conn:
         wrapped = conn.execute(select(t.tenant_key).where(t.tenant_key.c.tenant_id == "lab-a")).first()

@@ -78,6 +78,7 @@ def leaks(blob: bytes, values: set[str]) -> list[str]:
 
 
 def test_dump_reveals_no_personal_or_health_value(loaded, db_url, request):
+    """C1: dump reveals no personal or health value."""
     values = plaintexts()
     assert len(values) > 300  # the probe set is real
     path = sqlite_path(db_url)
@@ -128,6 +129,7 @@ def test_lookups_and_read_back(loaded):
 
 
 def test_tenant_isolation(loaded, raw_engine):
+    """F1: tenant isolation."""
     a = generated("lab-a")[0].identity
     with loaded.unit(lab_user(loaded, "lab-b"), Purpose.CARE) as u:
         assert u.find_patients_by_nir("lab-b", a.nir) == []
@@ -162,6 +164,7 @@ def test_lab_account_cannot_reach_another_lab(loaded):
 
 
 def test_crypto_shredding(loaded, keyring, raw_engine):
+    """C3: crypto shredding."""
     with loaded.unit(ADMIN, Purpose.ADMINISTRATION) as u:
         record = u.shred_tenant("lab-a")
     verify(record["body"], record["signature"], bytes.fromhex(record["public_key"]))
@@ -196,6 +199,7 @@ def _versions(gw: Gateway, lab: str) -> dict[int, int]:
 
 
 def test_rotation_and_resume(loaded):
+    """C3: rotation and resume."""
     total = sum(_versions(loaded, "lab-a").values())
     out = loaded.rotate_keys(ADMIN, "lab-a", batch_size=50, max_batches=2)
     assert out == {"version": 2, "resumed": 0, "rows": 100, "finished": 0}
@@ -238,6 +242,7 @@ def test_nothing_half_written(loaded):
 
 
 def test_events_recorded_without_personal_values(loaded, raw_engine):
+    """G2, M3: events recorded without personal values."""
     a = generated("lab-a")[0].identity
     with loaded.unit(lab_user(loaded, "lab-a"), Purpose.CARE) as u:
         u.find_patients_by_nir("lab-a", a.nir)
