@@ -8,7 +8,6 @@ import hashlib
 import json
 import ssl
 
-import pyotp
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -22,6 +21,7 @@ from labvault.crypto.keys import PLATFORM
 from labvault.runtime import open_runtime
 from tests.cli.helpers import PASSWORD
 from tests.cli.test_cli import home, one_line_error, run  # noqa: F401  (home is a fixture)
+from tests.conftest import first_lab_admin, totp_code
 from tests.interop.tls import self_signed
 
 VENDOR_ROLES = ("platform_admin", "operator", "support", "security_officer")
@@ -47,8 +47,15 @@ def account(tenant: str, email: str, role: str, *, by: str | None = None) -> str
                 service.create_account(u, tenant_id=tenant, name="Analyser feed", email=email, roles=["service"],
                                        kind="service", purpose="ingest")
             return None
-        with rt.unit(Purpose.ADMINISTRATION) as u:
-            service.create_account(u, tenant_id=tenant, name="Camille Durand", email=email, roles=[role])
+        if tenant == PLATFORM:  # the vendor's own accounts: the platform adds them
+            with rt.unit(Purpose.ADMINISTRATION) as u:
+                service.create_account(u, tenant_id=tenant, name="Camille Durand", email=email, roles=[role])
+        elif role == "lab_admin":  # the platform invites the lab's first lab_admin
+            first_lab_admin(rt.gateway, rt.operator, tenant, email=email, name="Camille Durand")
+        else:  # the lab's other accounts: added by the lab's own lab_admin
+            admin = first_lab_admin(rt.gateway, rt.operator, tenant)
+            with rt.gateway.unit(admin, Purpose.ADMINISTRATION) as u:
+                service.create_account(u, tenant_id=tenant, name="Camille Durand", email=email, roles=[role])
         with rt.gateway.auth_unit(source_addr="test", user_agent="test") as u:
             return service.enrol_directly(u, email, PASSWORD)
     finally:
@@ -58,7 +65,7 @@ def account(tenant: str, email: str, role: str, *, by: str | None = None) -> str
 def as_(monkeypatch, secret: str | None) -> None:
     monkeypatch.setenv("LABVAULT_AS_PASSWORD", PASSWORD)
     if secret:
-        monkeypatch.setenv("LABVAULT_AS_TOTP", pyotp.TOTP(secret).now())
+        monkeypatch.setenv("LABVAULT_AS_TOTP", totp_code(secret))
     else:
         monkeypatch.delenv("LABVAULT_AS_TOTP", raising=False)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 
-import pyotp
-
 from tests.cli.helpers import PASSWORD, load_as_lab
 from tests.cli.test_cli import home, one_line_error, run  # noqa: F401  (home is a fixture)
+from tests.conftest import totp_code
 
 LAB = "bio-lyon"
 
@@ -33,8 +32,9 @@ def account(tenant: str, name: str, email: str, role: str) -> str:
 
 
 def as_(monkeypatch, secret: str) -> None:
+    """The --as password and a fresh TOTP code (a code logs in once): call it before each call."""
     monkeypatch.setenv("LABVAULT_AS_PASSWORD", PASSWORD)
-    monkeypatch.setenv("LABVAULT_AS_TOTP", pyotp.TOTP(secret).now())
+    monkeypatch.setenv("LABVAULT_AS_TOTP", totp_code(secret))
 
 
 def test_grant_scope_named_and_shown_to_the_lab_admin(home, capsys, monkeypatch):  # noqa: F811
@@ -54,8 +54,10 @@ def test_grant_scope_named_and_shown_to_the_lab_admin(home, capsys, monkeypatch)
     as_(monkeypatch, sup)
     code, _, err = run(capsys, *ask)
     assert code == 2 and "never the whole lab" in one_line_error(err)
+    as_(monkeypatch, sup)
     code, _, err = run(capsys, *ask[:-2], "--from", "2024-01-01", "--as", "nadia@vendor.invalid")
     assert code == 2 and "both ends" in one_line_error(err)
+    as_(monkeypatch, sup)
     code, out, err = run(capsys, *ask, "--patient", pid, "--from", "2024-01-01", "--to", "2024-03-31")
     assert code == 0, err
     gid = json.loads(out)["grant_id"]

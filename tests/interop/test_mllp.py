@@ -39,9 +39,9 @@ def pinned_feed(gw, platform: Principal, tenant: str, cert: Pair, *, email: str 
     return Principal(new.account_id, "Analyser feed", tenant, frozenset({"service"}))
 
 
-def feed_token(gw, tenant: str, email: str) -> str:
+def feed_token(gw, platform: Principal, tenant: str, email: str) -> str:
     """An ``ingest`` token of the lab's feed account, minted by the lab's lab_admin."""
-    admin = first_lab_admin(gw, ADMIN, tenant)
+    admin = first_lab_admin(gw, platform, tenant)
     with gw.unit(admin, Purpose.ADMINISTRATION) as u:
         return service.create_token(u, email, scopes=["ingest"], days=1)[1]
 
@@ -334,8 +334,7 @@ def test_a_client_without_a_pinned_certificate_gets_no_ack_and_stores_nothing(li
     s.sendall(framed(oru("LATER1")))
     assert msa(read_ack(s, bytearray()))[:3] == ["MSA", "AA", "LATER1"]
     s.close()
-    with gw.unit(Principal("admin-lab-a", "Lab Admin", "lab-a", frozenset({"lab_admin"})),
-                 Purpose.ADMINISTRATION) as u:
+    with gw.unit(first_lab_admin(gw, ADMIN, "lab-a"), Purpose.ADMINISTRATION) as u:
         feeds.unpin(u, "lab-a", "later@lab-a.invalid")
     s = tls_connect(r.port, r.server_pair, later)
     assert b"MSA|" not in no_ack(s, framed(oru("LATER2")))
@@ -458,7 +457,7 @@ def test_insecure_plaintext_on_loopback_ingests_as_the_token_account(tmp_path):
         with rt.gateway.unit(rt.operator, Purpose.ADMINISTRATION) as u:
             u.create_tenant("lab-a", "Lab A", "690000017", retention=TEST_RETENTION)
         feed = pinned_feed(rt.gateway, rt.operator, "lab-a", self_signed(tmp_path / "pki", "feed"))
-        (tmp_path / "token").write_text(feed_token(rt.gateway, "lab-a", "feed@lab-a.invalid"))
+        (tmp_path / "token").write_text(feed_token(rt.gateway, rt.operator, "lab-a", "feed@lab-a.invalid"))
     finally:
         rt.close()
     log = tmp_path / "mllp.log"

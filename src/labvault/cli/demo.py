@@ -187,6 +187,10 @@ def demo(
         from labvault.synth import LabGenerator
 
         sample = LabGenerator(ids[0], seed).patient(0)  # regenerated in memory, never read from a file
+        # No SQLite connection of this process stays open while the file is read as a thief would:
+        # closing any other handle on the file drops the process's locks on it, and 'sqlite3 .dump'
+        # would then take itself for the last connection and delete the WAL under the open ones.
+        rt.gateway.engine.dispose()
         raw = db.read_bytes()
         wal = db.with_name(db.name + "-wal")
         if wal.exists():

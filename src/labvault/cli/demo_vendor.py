@@ -21,10 +21,13 @@ def show_vendor_refused(rt, lab: str, accounts: list[dict]) -> str:
     admin = next(a for a in accounts if a["tenant"] == lab and a["role"] == "lab_admin")
     op = rt.operator
 
-    def attempt(what: str, action: Callable[[object], object]) -> None:
+    def attempt(what: str, action: Callable[[object], object], *, own_unit: bool = False) -> None:
         try:
-            with rt.gateway.unit(op, Purpose.ADMINISTRATION) as u:
-                action(u)
+            if own_unit:  # the action opens its own unit of work
+                action(None)
+            else:
+                with rt.gateway.unit(op, Purpose.ADMINISTRATION) as u:
+                    action(u)
         except LabvaultError as exc:
             console.print(f"  {what}: [bold]refused[/bold] ({exc.diagnostics()})")
         else:  # the demo must not pretend: say so loudly if the platform let it through
@@ -39,6 +42,7 @@ def show_vendor_refused(rt, lab: str, accounts: list[dict]) -> str:
     with rt.gateway.unit(op, Purpose.ADMINISTRATION) as u:
         u.create_tenant(REAL_LAB, "Laboratoire réel (sans données)", "690000131", retention=SYNTHETIC_RETENTION)
     console.print(f"  a real lab, {REAL_LAB}, created without --synthetic (no data yet):")
-    attempt(f"fill {REAL_LAB} with generated data", lambda u: check_synthetic(rt.gateway, op, REAL_LAB))
+    attempt(f"fill {REAL_LAB} with generated data", lambda _: check_synthetic(rt.gateway, op, REAL_LAB),
+            own_unit=True)
     attempt(f"crypto-shred {REAL_LAB} without its signed deletion instruction", lambda u: u.shred_tenant(REAL_LAB))
     return REAL_LAB
