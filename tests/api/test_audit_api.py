@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pyotp
 import pytest
 
 from labvault.access import Purpose
@@ -13,19 +12,19 @@ from labvault.accounts import service
 from labvault.synth import LabGenerator
 from tests.api.conftest import LAB_A, LAB_B, SEED
 from tests.audit.test_tamper import events
-from tests.conftest import ADMIN
+from tests.conftest import ADMIN, totp_code
 
 VENDOR_ROLES = ("platform_admin", "operator", "support", "security_officer")
 
 
 def extra_account(api, role: str, tenant: str):
     """A logged-in client for an account the shared fixture does not make (platform_admin,
-    lab_dpo): created and enrolled in one place, as the other API tests do."""
-    from labvault.crypto.keys import PLATFORM
-
+    lab_dpo): created and enrolled in one place, as the other API tests do. A vendor account is
+    added by the platform admin, a lab account by the lab's own lab_admin."""
     email = f"{role.replace('_', '-')}-extra@{tenant}.api.invalid"
     password = f"Extra-{role}-pass-01!"
-    with api.gateway.unit(ADMIN, Purpose.ADMINISTRATION) as u:
+    creator = ADMIN if tenant == PLATFORM_TENANT else api.accounts.creator(tenant, role)
+    with api.gateway.unit(creator, Purpose.ADMINISTRATION) as u:
         service.create_account(u, tenant_id=tenant, name="Nora Petit", email=email, roles=[role])
     with api.gateway.auth_unit(source_addr="setup", user_agent="setup") as u:
         secret = service.enrol_directly(u, email, password)
@@ -33,7 +32,7 @@ def extra_account(api, role: str, tenant: str):
     r = c.post("/api/v1/auth/login", json={"email": email, "password": password})
     assert r.status_code == 200, r.text
     if r.json()["mfa_required"]:
-        r = c.post("/api/v1/auth/mfa", json={"code": pyotp.TOTP(secret).now()})
+        r = c.post("/api/v1/auth/mfa", json={"code": totp_code(secret)})
         assert r.status_code == 200, r.text
     c.headers["x-csrf-token"] = r.json()["csrf_token"]
     c.account_id = service_account_id(api, email)

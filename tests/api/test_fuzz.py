@@ -78,8 +78,11 @@ def fuzz(app, ops, pools, *, headers: dict[str, str], cookies: dict[str, str], f
     for op in ops:
         if (op.method.upper(), op.path) in SKIP or (op.path in PUBLIC and not include_public):
             continue
-        # invalid data only where there is something to get wrong beyond a free-form path segment
-        modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if len(op.query) or len(op.body) else [])
+        # invalid data only where there is something to get wrong beyond a free-form path segment: a
+        # query, or a body whose schema can be violated (any bytes are a valid binary body, such as
+        # an ingested file's: its positive cases already send arbitrary bytes)
+        negatable = len(op.query) or any(body.is_negatable for body in op.body)
+        modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if negatable else [])
         for mode in modes:
             fuzz_operation(app, op, mode, pools, headers=headers, cookies=cookies, forbidden=forbidden,
                            statuses=statuses)

@@ -71,8 +71,15 @@ def test_lab_admin_mints_for_its_service_accounts_only(api, feed):
     admin = api.login(f"lab_admin@{LAB_A}")
     r = admin.post(TOKENS, json={"scopes": ["ingest"], "days": 1, "email": feed})
     assert r.status_code == 201, r.text
-    who = api.bearer(r.json()["token"]).get("/api/v1/me").json()
-    assert who["roles"] == ["service"] and who["tenant"] == LAB_A
+    with api.gateway.engine.connect() as conn:
+        row = conn.execute(select(t.api_token.c.tenant_id, t.api_token.c.scopes, t.account.c.email,
+                                  t.account.c.roles, t.account.c.kind)
+                           .join(t.account, t.account.c.account_id == t.api_token.c.account_id)
+                           .where(t.api_token.c.token_id == r.json()["token_id"])).one()
+    assert tuple(row) == (LAB_A, "ingest", feed, "service", "service")  # the feed's token, nobody else's
+    # a live token of the feed (an 'ingest' token only ingests: /me, a read, is refused for its scope)
+    me = api.bearer(r.json()["token"]).get("/api/v1/me")
+    assert me.status_code == 403 and "does not include 'read'" in me.json()["error"]
     _refused(api, lambda: admin.post(TOKENS, json={"scopes": ["read"], "days": 1,
                                                    "email": api.accounts[f"biologist@{LAB_A}"].email}),
              "nobody mints a token for another person")

@@ -3,23 +3,21 @@ operator's approval) and receiving a signed instruction need a logged-in session
 was checked within ``service.STEP_UP_WINDOW`` (at its login, or by ``POST /api/v1/auth/step-up``).
 
 A session is made stale by moving its recorded check back in time in the store (the clock of the
-server is not touched); the code sent to step up is the next time step's, so that it is never the
-code the login itself used.
+server is not touched); the code sent to step up is of a time step the account has not used yet
+(``Account.code()``), so that it is never the code the login itself used.
 """
 
 from __future__ import annotations
 
-import time
-from datetime import timedelta
-
 from contextlib import contextmanager
+from datetime import timedelta
 
 import pyotp
 import pytest
 from sqlalchemy import func, select, update
 
 from labvault.access import Purpose
-from labvault.accounts import service
+from labvault.accounts import service, totp
 from labvault.ids import utcnow
 from labvault.migration import service as migration
 from labvault.store import schema as t
@@ -34,14 +32,16 @@ INSTRUCTIONS = f"/api/v1/tenants/{LAB_A}/instructions"
 
 
 def later_code(acct: Account) -> str:
-    """A code of the next time step: accepted now, and not the one the login used."""
+    """A code of a time step this account has not used yet: never the one the login used (codes
+    are single-use, and a step-up consumes its code like a login)."""
     assert acct.totp is not None
-    return pyotp.TOTP(acct.totp).at(time.time() + 30)
+    return acct.code()
 
 
 def wrong_code(acct: Account) -> str:
-    totp = pyotp.TOTP(acct.totp)
-    near = {totp.at(time.time() + d) for d in range(-90, 91, 30)}
+    """A well-formed code matching none of the time steps around the time codes are checked at."""
+    now = totp.clock()
+    near = {pyotp.TOTP(acct.totp).at(now + d) for d in range(-90, 91, 30)}
     return next(c for c in ("000000", "111111", "222222", "333333", "444444") if c not in near)
 
 
@@ -197,3 +197,27 @@ def test_vendor_accounts_stepped_up_still_cannot_approve_a_grant(api, support):
     admin = api.login(f"lab_admin@{LAB_A}")
     assert admin.get(GRANTS).json()[0]["state"] == "pending"
     assert admin.post(f"{GRANTS}/{grant}/approve").json()["state"] == "active"
+
+
+def test_the_code_a_login_used_cannot_step_up(api, support):
+    """E2, E3, G1: a step-up consumes its code like a login does: the very code the login just used
+    (still inside its time window) is refused as a replay, counted as a failure and recorded, the
+    approval stays refused; a code of a time step not used yet steps up."""
+    key = f"lab_admin@{LAB_A}"
+    acct = api.accounts[key]
+    grant = pending_grant(support)
+    c = api.client()
+    assert c.post("/api/v1/auth/login", json={"email": acct.email, "password": acct.password}).json()["mfa_required"]
+    used = acct.code()
+    r = c.post("/api/v1/auth/mfa", json={"code": used})
+    assert r.status_code == 200, r.text
+    c.headers["x-csrf-token"] = r.json()["csrf_token"]
+    checked_ago(api, key, STALE)
+    before = events(api, "account:step-up:failure", "denied")
+    r = c.post(STEP_UP, json={"code": used})
+    assert r.status_code == 401 and "does not match" in r.json()["error"], r.text
+    assert failed_logins(api, key) == 1
+    assert events(api, "account:step-up:failure", "denied") == before + 1
+    assert c.post(f"{GRANTS}/{grant}/approve").status_code == 403
+    assert c.post(STEP_UP, json={"code": later_code(acct)}).status_code == 204
+    assert c.post(f"{GRANTS}/{grant}/approve").json()["state"] == "active"
