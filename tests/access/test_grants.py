@@ -175,8 +175,8 @@ def test_grant_reads_only_its_patients(world):
     a = DATA["lab-a"]
     p1, p2 = list(a.identities)[:2]
     pid_b = next(iter(DATA["lab-b"].identities))
-    g = granted(world, sup, patients=[p1, pid_b], fields=ALL_FIELDS)
-    assert g.patients == frozenset({p1, pid_b})
+    g = granted(world, sup, patients=[p1], fields=ALL_FIELDS)  # a lab-b id is refused at the request
+    assert g.patients == frozenset({p1})
 
     # in scope
     assert read(world, sup, "get_patient", "lab-a", p1) == a.identities[p1]
@@ -202,10 +202,11 @@ def test_grant_reads_only_its_patients(world):
         read(world, sup, "results_of_request", "lab-a", a.requests_of[p2][0])
     with pytest.raises(AccessDenied):  # no whole-lab scans under a grant
         read(world, sup, "iter_results", "lab-a")
-    # a lab-b patient named in a lab-a grant: still nothing of lab-b
+    # a lab-b patient's id under a lab-a grant: still nothing of lab-b
     with pytest.raises(NotFound):
         read(world, sup, "get_patient", "lab-a", pid_b)
-    assert read(world, sup, "results_of", "lab-a", pid_b) == []
+    with pytest.raises(AccessDenied):
+        read(world, sup, "results_of", "lab-a", pid_b)
     assert_no_personal_read(world, sup, "lab-b")
 
 
@@ -509,3 +510,22 @@ def test_a_period_grant_reads_only_requests_dated_in_it(world):
     assert read(world, sup, "results_of_request", "lab-a", next(iter(inside))) is not None
     with pytest.raises(AccessDenied):  # no whole-lab scans under a grant
         read(world, sup, "iter_results", "lab-a")
+
+
+def test_a_grant_names_patients_by_id_never_by_identity(world):
+    """F2, M3, C1: a NIR typed where a patient id is expected is refused before it is stored (it
+    would sit in clear in the grant row), and the refusal does not repeat it; another lab's
+    patient id is refused too; nothing is stored."""
+    sup = support_account(world)
+    ident = next(iter(DATA["lab-a"].identities.values()))
+    other_lab_patient = next(iter(DATA["lab-b"].identities))
+    for patients in ([ident.nir], [ident.patient_id, other_lab_patient]):
+        with pytest.raises(InvalidInput) as exc:
+            request_grant(world, sup, patients=patients)
+        assert "not patients of this lab" in str(exc.value)
+        assert ident.nir not in str(exc.value) and other_lab_patient not in str(exc.value)
+    with world.raw.connect() as conn:
+        stored = conn.execute(text("SELECT scope_patients FROM access_grant WHERE account_id = :a"),
+                              {"a": sup.account_id}).scalars().all()
+    assert stored == []
+    assert request_grant(world, sup, patients=[ident.patient_id]).grant_id  # its id is accepted

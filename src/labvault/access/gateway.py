@@ -788,11 +788,7 @@ class Unit:
             if row is None:
                 raise NotFound("no platform signing key: run 'labvault init'")
             trusted = [Signer(self._gw.keys.unwrap(PLATFORM, row.wrapped, f"signing:v{row.version}".encode())).public_key]
-        records = self.conn.execute(
-            select(t.signed_record).where(t.signed_record.c.tenant_id == PLATFORM,
-                                          t.signed_record.c.kind == "platform-key")
-            .order_by(t.signed_record.c.created_at)
-        ).all()
+        records = self._platform_key_rows()
         if previous is not None:
             self._scope(previous)
         for r in records:  # a rotation counts only when the key before it signed it
@@ -811,14 +807,18 @@ class Unit:
         """The platform's key rotation records (each signed by the key before it), for a lab's file."""
         previous = self._scoped
         self._scope(PLATFORM)
-        rows = self.conn.execute(
+        rows = self._platform_key_rows()
+        if previous is not None:
+            self._scope(previous)
+        return [{"type": "platform-key", "body": json.loads(r.body), "signature": r.signature} for r in rows]
+
+    def _platform_key_rows(self) -> list:
+        """The platform key's rotation records, oldest first (the caller has scoped to the platform)."""
+        return self.conn.execute(
             select(t.signed_record).where(t.signed_record.c.tenant_id == PLATFORM,
                                           t.signed_record.c.kind == "platform-key")
             .order_by(t.signed_record.c.created_at)
         ).all()
-        if previous is not None:
-            self._scope(previous)
-        return [{"type": "platform-key", "body": json.loads(r.body), "signature": r.signature} for r in rows]
 
     def rotate_platform_key(self) -> dict:
         """A new platform signing key; the rotation record is signed by the key it replaces (G4)."""

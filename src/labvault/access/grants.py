@@ -23,6 +23,7 @@ from labvault.errors import AccessDenied, InvalidInput, NotFound
 from labvault.ids import new_id, stored_utc, utcnow
 from labvault.store import schema as t
 
+MAX_PATIENTS = 1000  # a grant is for one ticket: a few patients, not a cohort
 MAX_HOURS = 8
 MAX_PERIOD_DAYS = 366  # a ticket's period, not the lab's history
 FIELDS = tuple(policy.GRANT_FIELDS)
@@ -168,6 +169,8 @@ def request_grant(
             raise InvalidInput("a grant's period starts after it ends")
         if (period_to - period_from).days > MAX_PERIOD_DAYS:
             raise InvalidInput(f"a grant's period is at most {MAX_PERIOD_DAYS} days: name the patients instead")
+    if patients:
+        _check_patients(u, tenant_id, patients)
     grant_id = new_id()
     u.conn.execute(
         insert(t.access_grant).values(
@@ -180,6 +183,22 @@ def request_grant(
     )
     u._record(tenant_id, "grant:request", "grant", 1, refs=[grant_id])
     return get_grant(u, tenant_id, grant_id)
+
+
+def _check_patients(u, tenant_id: str, patients: list[str]) -> None:
+    """A grant names patients by their Labvault id, never by an identity: anything else (a NIR
+    typed in by mistake, a name) is refused before it is stored, without being repeated."""
+    wanted = set(patients)
+    if len(wanted) > MAX_PATIENTS:
+        raise InvalidInput(f"a grant names at most {MAX_PATIENTS} patients: name a period instead")
+    pi = t.patient_identity
+    found = set(u.conn.execute(
+        select(pi.c.patient_id).where(u._tf(pi, tenant_id), pi.c.patient_id.in_(sorted(wanted)))
+    ).scalars())
+    missing = len(wanted - found)
+    if missing:
+        raise InvalidInput(f"a grant names patients by their Labvault id: {missing} of the {len(wanted)} given "
+                           "are not patients of this lab")
 
 
 def get_grant(u, tenant_id: str, grant_id: str) -> Grant:
