@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from labvault.access import Gateway, Principal, Purpose
 from labvault.accounts import service
@@ -102,32 +103,32 @@ def _declares(access: Access) -> Callable[[Callable[..., Any]], Callable[..., An
 
 
 @_declares(Access.PUBLIC)
-def no_credentials() -> None:
+async def no_credentials() -> None:
     """A public route: answers without credentials, and uses none it is sent."""
 
 
 @_declares(Access.READ)
-def reading(request: Request, caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
+async def reading(request: Request, caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
     if request.method not in SAFE_METHODS:  # check_declared keeps this from happening
         raise AccessDenied("this route is declared read-only")
     if caller.scopes is not None and "read" not in caller.scopes:
-        _refuse(request, caller, "token:scope",
+        await run_in_threadpool(_refuse, request, caller, "token:scope",
                 f"this token's scope ({', '.join(sorted(caller.scopes))}) does not include 'read'")
     return caller
 
 
 @_declares(Access.INGEST)
-def ingesting(request: Request, caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
+async def ingesting(request: Request, caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
     if caller.scopes is not None and "ingest" not in caller.scopes:
-        _refuse(request, caller, "token:scope",
+        await run_in_threadpool(_refuse, request, caller, "token:scope",
                 f"this token's scope ({', '.join(sorted(caller.scopes))}) does not include 'ingest'")
     return caller
 
 
 @_declares(Access.SESSION)
-def session_only(request: Request, caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
+async def session_only(request: Request, caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
     if caller.session is None:
-        _refuse(request, caller, "token:scope",
+        await run_in_threadpool(_refuse, request, caller, "token:scope",
                 "this route needs a logged-in session: a bearer token only reads ('read') or ingests ('ingest')")
     return caller
 
