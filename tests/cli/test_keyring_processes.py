@@ -19,7 +19,14 @@ import sys
 import time
 from pathlib import Path
 
+import pyotp
 import pytest
+from pyrage import x25519
+
+from tests.cli import test_migrate_cli as mig
+from tests.cli.helpers import load_as_lab
+from tests.cli.test_instruction_cli import instruction, register
+from tests.conftest import totp_real_code
 
 PW = "keyring processes passphrase"
 TIMEOUT = 300
@@ -313,6 +320,137 @@ def test_serve_running_while_the_cli_adds_shreds_and_rotates_labs(env):
 
     scopes = set(json.loads((Path(env["LABVAULT_HOME"]) / "keyring.json").read_text())["scopes"])
     assert scopes == set(live) | {"platform"}
+
+
+def _scopes(env: dict[str, str]) -> set[str]:
+    return set(json.loads((Path(env["LABVAULT_HOME"]) / "keyring.json").read_text())["scopes"])
+
+
+def _instructed_lab(env: dict[str, str], tmp_path: Path, monkeypatch) -> tuple[Path, str, str]:
+    """bio-lyon, a lab filled by its own account, with a signer it registered and its signed
+    ``migration_out`` instruction MIG-2026-01 received (the recipient's age identity in
+    ``tmp_path/newlis.key``); a named vendor operator with MFA. Returns the signer's key file,
+    the operator's e-mail and TOTP secret. The helpers of ``test_migrate_cli`` that open the home
+    in this process are pointed at ``env``'s home."""
+    for k in ("LABVAULT_DATABASE_URL", "LABVAULT_KEY_PROVIDER", "LABVAULT_CONFIG"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("LABVAULT_HOME", env["LABVAULT_HOME"])
+    monkeypatch.setenv("LABVAULT_PASSPHRASE", env["LABVAULT_PASSPHRASE"])
+    add_lab(env, "bio-lyon")
+    load_as_lab("bio-lyon", patients=40, seed=11)
+    key = tmp_path / "signer.key"
+    register(lv(env, "signer", "keygen", "--out", str(key)).stdout.strip().splitlines()[-1])
+    ident = x25519.Identity.generate()
+    (tmp_path / "newlis.key").write_text(f"# recipient\n{ident}\n")
+    draft = tmp_path / "mig.json"
+    draft.write_text(json.dumps(instruction(
+        kind="migration_out", fields=mig.FIELDS, expected_volume=100_000,
+        destination={"name": "NewLIS SAS", "country": "FR", "recipient_age_key": str(ident.to_public())})))
+    lv(env, "instruction", "sign", str(draft), "--key", str(key))
+    lv(env, "instruction", "receive", str(tmp_path / "mig.signed.json"), "--tenant", "bio-lyon")
+    op = mig.operator(monkeypatch)
+    return key, op, mig.TOTP
+
+
+def _as_operator(env: dict[str, str], secret: str, used: list[int]) -> dict[str, str]:
+    """``env`` with the operator's password and a TOTP code for a process of its own: a code of a
+    time step not used yet (a code is accepted once; the current step, else the next one)."""
+    now = int(time.time() // 30)
+    step = max(now, used[-1] + 1 if used else now)
+    while step > int(time.time() // 30) + 1:  # two steps ahead would be refused: wait for the clock
+        time.sleep(1)
+    used.append(step)
+    totp_real_code(secret)  # this process's test clock moves past the real time (no replay here)
+    return {**env, "LABVAULT_AS_PASSWORD": mig.PASSWORD, "LABVAULT_AS_TOTP": pyotp.TOTP(secret).at(step * 30)}
+
+
+def test_serve_running_while_the_cli_migrates_a_lab_shreds_another_and_rotates_keys(env, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """C3, B3: ``labvault serve`` runs (checkpoints and retention every second) while the CLI
+    runs a complete instructed migration of bio-lyon (plan, two approvals, run, verify, the
+    recipient's receipt). While ``migrate run`` runs, other CLI processes shred a lab, add two and
+    rotate a lab's keys, and a process that keeps the keyring open (as ``mllp`` does) adds labs for
+    as long as the run lasts. The run's package key (key scope ``package-<id>``) is in the keyring
+    from the run until the receipt; the package opens with the ``age`` CLI; the receipt destroys
+    the package file and its key scope. At the end bio-lyon and every live lab decrypt, the
+    shredded lab does not, and the keyring holds exactly the live labs' scopes and ``platform``."""
+    key, op, secret = _instructed_lab(env, tmp_path, monkeypatch)
+    used: list[int] = []
+    live = {"bio-lyon"}
+    for k in range(3):
+        add_lab(env, f"lab-{k}")
+        fill_lab(env, f"lab-{k}", 6)
+        live.add(f"lab-{k}")
+    filled = set(live)
+    assert int(readable(env, "bio-lyon")) > 0
+    home = Path(env["LABVAULT_HOME"])
+    server = _serve(env)
+    holder = Holder(env)
+    try:
+        # Plan and the operator's approval (this process, the CLI's own entry point), the lab's
+        # approval with its signer key.
+        mid = mig._plan(capsys, op)["migration"]
+        assert mig.lv(capsys, "migrate", "approve", mid, "--tenant", "bio-lyon", "--as", op)[0] == 0
+        code, out, err = mig.run(capsys, "migrate", "approve", mid, "--tenant", "bio-lyon", "--signer-key", str(key))
+        assert code == 0 and "state approved" in out, err
+
+        # The run (it makes the package key's scope) while a lab is shredded, two are added, a
+        # lab's keys rotate and the holder adds labs until the run ends. The run makes its scope
+        # outside any database write, so only the keyring's lock orders it against the others'
+        # changes (made inside their write transactions): the holder keeps such changes coming.
+        runner = subprocess.Popen([sys.executable, "-m", "labvault.cli", "migrate", "run", mid, "--tenant", "bio-lyon",
+                                   "--as", op], env=_as_operator(env, secret, used), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, preexec_fn=_umask022)
+        procs = [shred_lab(env, "lab-0", wait=False), add_lab(env, "lab-3", wait=False),
+                 add_lab(env, "lab-4", wait=False),
+                 subprocess.Popen([sys.executable, "-m", "labvault.cli", "keys", "rotate", "--tenant", "lab-1"],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  preexec_fn=_umask022)]
+        added = []
+        while runner.poll() is None or len(added) < 5:
+            lab = f"lab-h{len(added)}"
+            assert holder.ask(f"add {lab}") == "ok", lab
+            added.append(lab)
+            time.sleep(0.003)  # leaves the database's write lock to the others now and then
+        out, err = runner.communicate(timeout=TIMEOUT)
+        errs = [p.communicate(timeout=TIMEOUT)[1] for p in procs]
+        assert runner.returncode == 0 and "packaged" in out, err
+        assert [p.returncode for p in procs] == [0] * len(procs), errs
+        live |= {"lab-3", "lab-4", *added}
+        live.discard("lab-0")
+        filled.discard("lab-0")
+        assert f"package-{mid}" in _scopes(env)  # the package key lives until the purge
+
+        done = lv(_as_operator(env, secret, used), "migrate", "verify", mid, "--tenant", "bio-lyon", "--as", op)
+        assert "verified" in done.stdout, done.stdout
+        package = home / "packages" / "bio-lyon" / mid / "package.ndjson.age"
+        manifest = json.loads((package.parent / "manifest.json").read_text())["manifest"]
+        results = [r for r in mig._decrypt(tmp_path, package) if r["record"] == "result"]
+        assert 0 < len(results) == manifest["counts"]["records"]["result"]
+        fill_lab(env, "lab-3", 4)  # a lab added during the run takes data
+        filled.add("lab-3")
+
+        # The recipient acknowledges; its receipt purges the package and destroys its key.
+        receipt = tmp_path / "receipt.json"
+        lv(env, "migrate", "acknowledge", str(package), "--identity", str(tmp_path / "newlis.key"), "--out",
+           str(receipt))
+        done = lv(_as_operator(env, secret, used), "migrate", "receipt", mid, str(receipt), "--tenant", "bio-lyon",
+                  "--as", op)
+        assert "state purged" in done.stdout, done.stdout
+        assert not package.exists()
+        assert server.poll() is None, server.stderr.read()
+    finally:
+        holder.close()
+        server.terminate()
+        _, serr = server.communicate(timeout=60)
+    assert "Traceback" not in serr, serr
+    state = readable_all(env, [*sorted(live), "lab-0"])
+    assert all(state[lab].isdigit() for lab in live), state
+    assert all(int(state[lab]) > 0 for lab in filled), state
+    assert int(state["bio-lyon"]) > 0  # the migrated lab (less its results past retention, purged by serve)
+    assert state["lab-0"] == "refused TenantShredded", state
+    assert _scopes(env) == live | {"platform"}  # no package key left, the shredded lab's gone
+    assert f"package-{mid}" not in _scopes(env)
 
 
 def test_every_file_of_the_home_is_private(env, tmp_path):
