@@ -13,27 +13,11 @@ from hashlib import sha256
 import pytest
 
 from labvault.audit import chain, merkle
-from labvault.cli import main
 from labvault.crypto.signing import Signer
 from tests.cli.helpers import PASSWORD, enrolled_account
+from tests.cli.test_audit_cli import home, run  # noqa: F401  (the same home fixture and runner)
 
 LAB = "bio-pin"
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    h = tmp_path / "home"
-    monkeypatch.setenv("LABVAULT_HOME", str(h))
-    monkeypatch.setenv("LABVAULT_PASSPHRASE", "audit pin passphrase")
-    for var in ("LABVAULT_DATABASE_URL", "LABVAULT_KEY_PROVIDER", "LABVAULT_AS"):
-        monkeypatch.delenv(var, raising=False)
-    return h
-
-
-def run(capsys, *args):
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def add_lab(capsys, lab: str = LAB) -> str:
