@@ -31,6 +31,24 @@ VALUES = st.one_of(
 )
 
 
+def _shuffle_records(draw, records: list[list[str]], extra_names: list[str]) -> None:
+    """Up to three structural edits of a message's records after the first (the header): one
+    dropped, duplicated, moved, or a record of one of ``extra_names`` inserted."""
+    for _ in range(draw(st.integers(0, 3))):
+        op = draw(st.sampled_from(["drop", "dup", "move", "extra"]))
+        i = draw(st.integers(1, len(records) - 1))
+        if op == "drop" and len(records) > 2:
+            del records[i]
+        elif op == "dup":
+            records.insert(draw(st.integers(1, len(records))), list(records[i]))
+        elif op == "move":
+            rec = records.pop(i)
+            records.insert(draw(st.integers(1, len(records))), rec)
+        else:
+            name = draw(st.sampled_from(extra_names))
+            records.insert(draw(st.integers(1, len(records))), [name, *draw(st.lists(VALUES, max_size=14))])
+
+
 @st.composite
 def hl7_messages(draw, plant: str | None = None) -> bytes:
     """An HL7 v2 message near ``harness.hl7_message()``: fields replaced, segments moved about."""
@@ -44,19 +62,7 @@ def hl7_messages(draw, plant: str | None = None) -> bytes:
         if i == 0 and n < 2 and draw(st.booleans()):
             continue  # MSH-1/MSH-2 too, but not always: the rest of the message is worth reaching
         seg[n] = plant if plant is not None else draw(VALUES)
-    for _ in range(draw(st.integers(0, 3))):
-        op = draw(st.sampled_from(["drop", "dup", "move", "extra"]))
-        i = draw(st.integers(1, len(segments) - 1))
-        if op == "drop" and len(segments) > 2:
-            del segments[i]
-        elif op == "dup":
-            segments.insert(draw(st.integers(1, len(segments))), list(segments[i]))
-        elif op == "move":
-            seg = segments.pop(i)
-            segments.insert(draw(st.integers(1, len(segments))), seg)
-        else:
-            name = draw(st.sampled_from(["OBR", "OBX", "SPM", "NTE", "ORC", "PID", "ZXX", "MSH"]))
-            segments.insert(draw(st.integers(1, len(segments))), [name, *draw(st.lists(VALUES, max_size=14))])
+    _shuffle_records(draw, segments, ["OBR", "OBX", "SPM", "NTE", "ORC", "PID", "ZXX", "MSH"])
     end = draw(st.sampled_from(["\r", "\n", "\r\n"]))
     return (end.join("|".join(s) for s in segments) + end).encode("utf-8", "surrogatepass")
 
@@ -72,19 +78,7 @@ def hprim_files(draw) -> bytes:
         if i == 0 and n == 1 and draw(st.booleans()):
             continue
         rec[n] = draw(VALUES).replace("^", "~") if draw(st.booleans()) else draw(VALUES)
-    for _ in range(draw(st.integers(0, 3))):
-        op = draw(st.sampled_from(["drop", "dup", "move", "extra"]))
-        i = draw(st.integers(1, len(lines) - 1))
-        if op == "drop" and len(lines) > 2:
-            del lines[i]
-        elif op == "dup":
-            lines.insert(draw(st.integers(1, len(lines))), list(lines[i]))
-        elif op == "move":
-            rec = lines.pop(i)
-            lines.insert(draw(st.integers(1, len(lines))), rec)
-        else:
-            name = draw(st.sampled_from(["P", "OBR", "OBX", "C", "A", "L", "H", "ZZ"]))
-            lines.insert(draw(st.integers(1, len(lines))), [name, *draw(st.lists(VALUES, max_size=14))])
+    _shuffle_records(draw, lines, ["P", "OBR", "OBX", "C", "A", "L", "H", "ZZ"])
     end = draw(st.sampled_from(["\r", "\n", "\r\n"]))
     return (end.join("|".join(r) for r in lines) + end).encode(draw(st.sampled_from(["utf-8", "latin-1"])),
                                                                  "replace")
