@@ -31,6 +31,14 @@ def need(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def wired_hooks():
+    """The domains' hooks, installed as ``labvault.runtime.open_runtime`` installs them at start-up."""
+    from labvault.runtime import install_hooks
+
+    install_hooks()
+
+
 @pytest.fixture(scope="session")
 def pg_cluster():
     need(pg_bindir() is not None, "PostgreSQL server binaries not found: apt-get install postgresql-15")

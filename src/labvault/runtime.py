@@ -137,8 +137,21 @@ def _private_home(settings: Settings) -> None:
                 os.chmod(f, 0o600)
 
 
+def install_hooks() -> None:
+    """Wire the domains together once, at start-up (never by an import's side effect): packages
+    made under a lab's instructions die at their deadline in every retention run, and with the lab
+    at the end of its contract."""
+    from labvault.migration import service as packages
+    from labvault.retention import purge
+
+    for registry, hook in ((purge.HOOKS, packages.deadline_hook), (purge.END_HOOKS, packages.end_hook)):
+        if hook not in registry:
+            registry.append(hook)
+
+
 def open_runtime(settings: Settings, operator_email: str | None = None, *, durable: bool = False) -> Runtime:
     """Open an initialised home as its operator (the account ``init`` recorded, or a named one)."""
+    install_hooks()
     engine = make_engine(settings.url, durable=durable)
     check_schema(engine)
     keys = open_keys(settings)

@@ -15,7 +15,8 @@ import pytest
 
 from labvault.access import Gateway, Principal, Purpose
 from labvault.access import policy
-from labvault.crypto.blind import first_given_name, normalise_name, normalise_nir
+from labvault.crypto.blind import first_given_name, normalise_name
+from labvault.domain.identifiers import normalise_nir
 from labvault.crypto.keys import PLATFORM, LocalKeyring
 from labvault.domain.models import Identity, Request, Result, Sensitivity
 from labvault.store.engine import make_engine, migrate

@@ -8,7 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import text as sql
 
-from labvault.access import Purpose, signers
+from labvault.access import Purpose
+from labvault.instructions import signers
 from labvault.access.instructed import ScopeExceeded, demand, instruction_in_force
 from labvault.crypto.keys import PLATFORM
 from labvault.crypto.signing import Signer

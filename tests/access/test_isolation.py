@@ -22,7 +22,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.exc import DBAPIError
 
 from labvault.access import Principal, Purpose
-from labvault.crypto.blind import normalise_nir
+from labvault.domain.identifiers import normalise_nir
 from labvault.crypto.keys import PLATFORM
 from labvault.errors import AccessDenied, DecryptionError, InvalidInput, NotFound, UnknownTenant
 from tests.access.conftest import (

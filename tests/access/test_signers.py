@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from labvault.access import Purpose, signers
+from labvault.access import Purpose
+from labvault.instructions import signers
 from labvault.crypto.signing import Signer
 from labvault.errors import AccessDenied, InvalidInput, NotFound
 from tests.conftest import ADMIN, lab_user, make_lab

@@ -11,11 +11,12 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.observation import Observation
 
-from labvault.access import Purpose, intake
+from labvault.access import Purpose
+from labvault.ingest import intake
 from labvault.config import Settings
 from labvault.errors import ConfigError
-from labvault.interop import ingest
-from labvault.interop.ingest import Ingestor, Summary
+from labvault.ingest import service as ingest
+from labvault.ingest.service import Ingestor, Summary
 from labvault.synth import LabGenerator
 from tests.api.conftest import LAB_A, PATIENTS, SEED
 from tests.conftest import ADMIN, lab_user

@@ -15,7 +15,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from labvault.crypto.blind import normalise_nir
+from labvault.domain.identifiers import normalise_nir
 from labvault.synth import LabGenerator
 from tests.api.conftest import LAB_A, LAB_B, PATIENTS, SEED
 from tests.api.test_instructions_api import planned_migration

@@ -1,5 +1,5 @@
 """``POST /api/v1/tenants/{tenant}/ingest``: one result file over HTTP, read and stored by the same
-service as ``labvault ingest`` (``labvault.interop.ingest``), with the same outcomes.
+service as ``labvault ingest`` (``labvault.ingest.service``), with the same outcomes.
 
 Bodies are written from the synthetic generator in each format (HL7 v2 batch, HPRIM Santé, FHIR
 bundle, FHIR ndjson, CSV) and read from ../shared/realdata; callers are a lab's feed (service
@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from labvault.access import Purpose, intake
+from labvault.access import Purpose
+from labvault.ingest import intake
 from labvault.api.middleware import INGEST_MAX_BODY
-from labvault.interop import fhir_out, ingest
+from labvault.interop import fhir_out
+from labvault.ingest import service as ingest
 from labvault.interop.writers import CSV_FIELDS, CsvWriter, HprimWriter, PatientReport
 from labvault.store import schema as t
 from labvault.synth.generator import LabGenerator

@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 from pyrage import x25519
 
-from labvault.access import Principal, Purpose, signers
+from labvault.access import Principal, Purpose
+from labvault.instructions import signers
 from labvault.crypto.keys import PLATFORM
 from labvault.crypto.signing import Signer
 from labvault.instructions import document

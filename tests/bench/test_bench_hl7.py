@@ -6,7 +6,8 @@ from typer.testing import CliRunner
 
 from labvault.bench.hl7 import build_messages
 from labvault.cli.app import app
-from labvault.interop.hl7v2 import OID_NIR, parse, to_domain
+from labvault.interop.hl7v2 import parse, to_domain
+from labvault.domain.identifiers import OID_NIR
 
 
 def test_bench_hl7_prints_its_json_last():

@@ -126,7 +126,8 @@ def test_shred_under_the_instruction_refused_when_its_signer_is_revoked(home, ca
     assert {k: v for k, v in after.items() if k != "denied"} == {k: v for k, v in before.items() if k != "denied"}
     key2 = tmp_path / "signer2.key"
     code, out, _ = run(capsys, "signer", "keygen", "--out", str(key2))
-    from labvault.access import Principal, Purpose, signers
+    from labvault.access import Principal, Purpose
+    from labvault.instructions import signers
     from labvault.accounts import service
 
     rt = open_runtime(Settings.from_env())

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from labvault.access import Principal, Purpose, signers
+from labvault.access import Principal, Purpose
+from labvault.instructions import signers
 from labvault.accounts import service
 from labvault.config import Settings
 from labvault.runtime import open_runtime

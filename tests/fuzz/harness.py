@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from labvault.interop import csv_in, fhir, hl7v2, hprim, ingest
+from labvault.interop import csv_in, fhir, hl7v2, hprim
 
+from labvault.ingest import service as ingest
 READERS = ("hl7v2", "hprim", "fhir", "csv")
 NIR = "185077512345608"  # structure-only, valid key (tests.interop.messages)
 OTHER_NIR = "269059913800167"  # a second valid-looking NIR, planted where it does not belong

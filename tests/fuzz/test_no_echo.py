@@ -13,9 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from labvault.access import Purpose, intake
-from labvault.interop import ingest
-from labvault.interop.ingest import Ingestor, Summary
+from labvault.access import Purpose
+from labvault.ingest import intake
+from labvault.ingest import service as ingest
+from labvault.ingest.service import Ingestor, Summary
 from tests.conftest import lab_user, make_lab
 from tests.fuzz import harness
 from tests.fuzz.strategies import GENERATORS, _paths, put

@@ -13,11 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from labvault.access import Purpose, intake, scan
+from labvault.access import Purpose, scan
+from labvault.ingest import intake
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
-from labvault.interop import csv_in, ingest
-from labvault.interop.hl7v2 import OID_INS_TEST, OID_NIA
-from labvault.interop.ingest import Ingestor, Summary, detect, instruction_for_ingest
+from labvault.interop import csv_in
+from labvault.ingest import service as ingest
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA
+from labvault.ingest.service import Ingestor, Summary, detect, instruction_for_ingest
 from labvault.interop.writers import CSV_FIELDS, CsvWriter, PatientReport
 from labvault.synth.generator import LabGenerator
 from tests.cli.helpers import PASSWORD, enrolled_account

@@ -18,7 +18,7 @@ from labvault.domain.models import LOINC, IdentityStatus, ResultStatus
 from labvault.errors import InvalidInput
 from labvault.interop import fhir
 from labvault.interop.fhir import FhirError, detect, map_document, map_ndjson, read, read_ndjson
-from labvault.interop.hl7v2 import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
 
 REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "fhir"
 IN_CI = os.environ.get("CI") == "true"

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.interop import fhir, fhir_out
 from labvault.interop.fhir_out import NdjsonWriter
-from labvault.interop.hl7v2 import OID_INS_TEST, OID_NIA, OID_NIR
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
 
 SCHEMA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "fhir" / "schema" / "fhir.schema.r4.json"
 IN_CI = os.environ.get("CI") == "true"

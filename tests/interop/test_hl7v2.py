@@ -13,16 +13,8 @@ from hypothesis import strategies as st
 
 from labvault.domain.models import LOINC, IdentityStatus, ResultStatus
 from labvault.errors import InvalidInput
-from labvault.interop.hl7v2 import (
-    MAX_INPUT_BYTES,
-    MAX_SEGMENT_LENGTH,
-    MAX_SEGMENTS,
-    OID_NIR,
-    Hl7Error,
-    parse,
-    split_messages,
-    to_domain,
-)
+from labvault.interop.hl7v2 import MAX_INPUT_BYTES, MAX_SEGMENT_LENGTH, MAX_SEGMENTS, Hl7Error, parse, split_messages, to_domain
+from labvault.domain.identifiers import OID_NIR
 
 REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "hl7v2"
 IN_CI = os.environ.get("CI") == "true"

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stdnum.fr import nir as stdnum_nir
 
+from labvault.domain.mapped import Mapped
 from labvault.domain.models import (
     LOINC,
     Identity,
@@ -49,7 +50,7 @@ def write(case: Case, **kw) -> bytes:
     return oru_r01(case.identity, case.requests, case.specimens, case.results, case.prescribers, **kw)
 
 
-def read(raw: bytes) -> hl7v2.Mapped:
+def read(raw: bytes) -> Mapped:
     return hl7v2.to_domain(hl7v2.parse(raw))
 
 
@@ -85,7 +86,7 @@ def same_num(a: float | None, b: float | None) -> bool:
     return a == b and math.copysign(1, a) == math.copysign(1, b)
 
 
-def check_round_trip(case: Case, got: hl7v2.Mapped) -> None:
+def check_round_trip(case: Case, got: Mapped) -> None:
     """Every value the reader maps, field by field (ids aside), in the writer's documented order."""
     ident, gi = case.identity, got.identity
     assert gi.nir == ident.nir and gi.ins_oid == ident.ins_oid

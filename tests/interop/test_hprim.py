@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from labvault.domain.models import LOINC, ResultStatus
 from labvault.errors import InvalidInput
-from labvault.interop.hl7v2 import OID_INS_TEST, OID_NIA, OID_NIR, Mapped
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
+from labvault.domain.mapped import Mapped
 from labvault.interop.hprim import MAX_INPUT_BYTES, HprimError, parse, to_domain
 
 REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "hprim"

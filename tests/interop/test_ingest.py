@@ -7,10 +7,11 @@ import sqlite3
 import pytest
 from sqlalchemy import text as sql
 
-from labvault.access import Purpose, intake
+from labvault.access import Purpose
+from labvault.ingest import intake
 from labvault.errors import AccessDenied, InvalidInput
-from labvault.interop import ingest
-from labvault.interop.ingest import Ingestor, Summary, detect
+from labvault.ingest import service as ingest
+from labvault.ingest.service import Ingestor, Summary, detect
 from tests.conftest import ADMIN, lab_user, make_lab, sqlite_path
 from tests.interop.messages import NIR, oru
 

@@ -10,7 +10,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import text as sql
 
-from labvault.access import Purpose, signers
+from labvault.access import Purpose
+from labvault.instructions import signers
 from labvault.config import Settings
 from labvault.crypto.keys import PLATFORM
 from labvault.crypto.signing import Signer
@@ -18,7 +19,7 @@ from labvault.domain.models import LOINC, Identity, Request, Result, Sensitivity
 from labvault.domain.sensitivity import codes_in
 from labvault.instructions import document, intake_filter
 from labvault.interop import hl7v2
-from labvault.interop.ingest import Ingestor, instruction_for_ingest
+from labvault.ingest.service import Ingestor, instruction_for_ingest
 from labvault.runtime import open_runtime
 from tests.cli.helpers import PASSWORD, enrolled_account
 from tests.cli.test_cli import home, one_line_error, run  # noqa: F401  (home is a fixture)
@@ -268,7 +269,7 @@ def test_only_the_instructed_period_is_stored_without_free_text(world, tmp_path)
 
 def test_pieces_handed_in_directly_are_cut_down_too(world):
     """Not only files: whatever hands an instructed Ingestor its messages gets them filtered."""
-    from labvault.interop.ingest import Summary, read
+    from labvault.ingest.service import Summary, read
 
     gw, _, bio, tech, operator, _, receive = world
     receive(body())
@@ -338,8 +339,7 @@ def test_refused_messages_are_reported_not_quarantined(world, tmp_path):
     assert (s.accepted, s.rejected, s.quarantine_ids) == (1, 1, [])
     assert "not a valid NIR" in s.reasons[0]
     with gw.unit(bio, Purpose.CARE) as u:
-        from labvault.access import intake
-
+        from labvault.ingest import intake
         assert intake.listing(u, "lab-a") == []
 
 

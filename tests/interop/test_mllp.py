@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from labvault.access import Principal, Purpose, intake
+from labvault.access import Principal, Purpose
+from labvault.ingest import intake
 from labvault.accounts import feeds, service
 from labvault.config import Settings
 from labvault.interop import hl7v2
-from labvault.interop.mllp import Limits, PinnedFeeds, Server, server_ssl_context
+from labvault.mllp.listener import Limits, PinnedFeeds, Server, server_ssl_context
 from labvault.runtime import init_home, open_runtime
 from tests.conftest import ADMIN, TEST_RETENTION, first_lab_admin, make_lab
 from tests.interop.messages import NIR, framed, oru

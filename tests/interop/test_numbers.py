@@ -8,10 +8,11 @@ import json
 
 import pytest
 
-from labvault.access import intake
+from labvault.ingest import intake
 from labvault.domain.models import LOINC
 from labvault.errors import InvalidInput
-from labvault.interop import csv_in, fhir, hl7v2, hprim, ingest
+from labvault.interop import csv_in, fhir, hl7v2, hprim
+from labvault.ingest import service as ingest
 from tests.interop.messages import NIR, oru
 from tests.interop.test_csv_in import row, table
 from tests.interop.test_fhir import lab_bundle

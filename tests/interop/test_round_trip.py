@@ -18,8 +18,8 @@ from stdnum.fr import nir as stdnum_nir
 
 from labvault.access import Purpose, scan
 from labvault.domain.models import LOINC
-from labvault.interop import ingest
-from labvault.interop.export import RESOURCE_TYPES, export_fhir
+from labvault.ingest import service as ingest
+from labvault.migration.export import RESOURCE_TYPES, export_fhir
 from labvault.interop.fhir_out import NdjsonWriter
 from labvault.interop.hl7v2_out import oru_r01
 from labvault.synth.hl7 import messages

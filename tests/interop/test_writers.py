@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.domain.sensitivity import sensitivity_of
 from labvault.interop import hprim
-from labvault.interop.hl7v2 import OID_INS_TEST, OID_NIA, OID_NIR
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
 from labvault.interop.writers import CSV_FIELDS, CSV_NUMBER_FIELDS, CsvWriter, HprimWriter, PatientReport
 
 SENDER = "LAB01"

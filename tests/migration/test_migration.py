@@ -16,7 +16,8 @@ import pytest
 from pyrage import x25519
 from sqlalchemy import text as sql
 
-from labvault.access import Purpose, signers
+from labvault.access import Purpose
+from labvault.instructions import signers
 from labvault.access.instructed import ScopeExceeded
 from labvault.crypto.keys import PLATFORM
 from labvault.crypto.signing import Signer

@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from labvault.access import Principal, Purpose, instructed, signers
+from labvault.access import Principal, Purpose, instructed
+from labvault.instructions import signers
 from labvault.crypto.keys import PLATFORM
 from labvault.crypto.signing import Signer, canonical
 from labvault.errors import AccessDenied, NotFound

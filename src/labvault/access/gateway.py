@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from labvault.access import codec, policy
 from labvault.access.principal import Principal, Purpose
 from labvault.audit import chain
-from labvault.crypto.blind import BlindIndex, normalise_nir
+from labvault.crypto.blind import BlindIndex
 from labvault.crypto.fields import FieldCipher
 from labvault.crypto.keys import PLATFORM, KeyProvider
 from labvault.crypto.signing import Signer
@@ -45,6 +45,7 @@ from labvault.domain.models import (
     Specimen,
     Tenant,
 )
+from labvault.domain.identifiers import OBJECT_ID_RE, TENANT_ID_RE, normalise_nir, validate_finess, validate_nir
 from labvault.domain.sensitivity import sensitivity_of
 from labvault.errors import (
     AccessDenied,
@@ -62,8 +63,6 @@ from labvault.store.engine import bulk_insert
 _STATUSES = {s.value for s in ResultStatus}
 _EVENT_COLUMNS = (*chain.FIELDS, "prev_hash", "hash")
 _PART = 1000  # rows per pipelined insert
-OBJECT_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-TENANT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 
 
 @dataclass(frozen=True)
@@ -85,33 +84,6 @@ ENCRYPTED: dict[str, tuple[str, tuple[str, ...]]] = {
     )
     for tbl in (t.patient_identity, t.prescriber, t.request, t.specimen, t.result, t.quarantine, t.instruction)
 }
-
-
-def _luhn_ok(digits: str) -> bool:
-    from stdnum import luhn
-
-    return luhn.is_valid(digits)
-
-
-def validate_finess(finess: str) -> str:
-    """A FINESS number: 9 characters, digits (Corsica: 2A/2B in place of the department)."""
-    value = finess.strip().upper()
-    if not re.fullmatch(r"(\d{2}|2A|2B)\d{7}", value):
-        raise InvalidInput("a FINESS number has 9 characters: 2-digit department (or 2A/2B) and 7 digits")
-    return value
-
-
-def validate_nir(nir: str) -> str:
-    """A NIR with its key (15 characters); the error never repeats the value."""
-    from stdnum.exceptions import ValidationError
-    from stdnum.fr import nir as stdnir
-
-    value = normalise_nir(nir)
-    try:
-        stdnir.validate(value)
-    except ValidationError:
-        raise InvalidInput("invalid NIR: expected 13 digits and a valid 2-digit key") from None
-    return value
 
 
 def _valid_id(value: str) -> bool:
@@ -334,6 +306,43 @@ class Unit:
         self._committed = row.commitment_at is not None
         self._service_purpose = row.service_purpose
 
+    # -- the public interface domains use (everything else on a unit is the gateway's own) ----------
+    @property
+    def checked(self) -> bool:
+        """Whether this unit checks its principal (False only in ``bootstrap`` and ``auth_unit``)."""
+        return self._check
+
+    def authorise(self, tenant_id: str, action: str) -> None:
+        """Allow ``action`` on ``tenant_id`` for this unit's principal, or record a refusal and raise."""
+        self._authorise(tenant_id, action)
+
+    def refuse(self, tenant_id: str, action: str, reason: str) -> NoReturn:
+        """A refusal a domain's state rule decides (not a role: roles are the policy table's): it is
+        recorded in the lab's trail, then ``AccessDenied(reason)`` is raised."""
+        self._deny(tenant_id, action, reason)
+
+    def audit(
+        self, tenant_id: str, action: str, object_type: str, count: int, *, outcome: str = "allowed",
+        refs: Sequence[str] | None = None,
+    ) -> None:
+        """Append an audit event to the lab's chain (refusals and alerts outlive a rollback)."""
+        self._record(tenant_id, action, object_type, count, outcome=outcome, refs=refs)
+
+    def execute(self, tenant_id: str, statement):  # noqa: ANN001, ANN201 - SQLAlchemy statement and result
+        """Run a statement on a domain's own records (settings, jobs, accounts), scoped to one lab for
+        row-level security ('*': a lookup across labs, where the store's policies allow it).
+        Personal-data tables are refused here: they are read and written only by the gateway's
+        typed methods, which seal, open and audit."""
+        from labvault.store.schema import PERSONAL_TABLES
+
+        touched = {getattr(f, "name", None) for f in getattr(statement, "get_final_froms", lambda: [])()}
+        table = getattr(statement, "table", None)
+        touched.add(getattr(table, "name", None))
+        if touched & PERSONAL_TABLES:
+            raise AccessDenied("personal-data tables are reached only through the gateway's typed methods")
+        self._scope(tenant_id)
+        return self.conn.execute(statement)
+
     def _deny(self, tenant_id: str, action: str, reason: str) -> NoReturn:
         self._record(tenant_id, action, action.split(":")[0], 0, outcome="denied")
         raise AccessDenied(reason)
@@ -517,8 +526,7 @@ class Unit:
         ``synthetic``: a lab for generated data only (the demo, ``generate``, the benchmarks). Only
         such a lab may be generated into by vendor accounts, or deleted without the lab's signed
         deletion instruction; the mark is set here, once, and never changed afterwards."""
-        from labvault.access import retention as ret
-
+        from labvault.retention import records as ret
         if self._check and not policy.allowed(self.principal.roles, "tenant:create"):
             raise AccessDenied("creating labs is not allowed for this account")
         if not TENANT_ID_RE.match(tenant_id) or tenant_id == PLATFORM:

@@ -28,7 +28,7 @@ from labvault.api.deps import Caller, Public, Reader, gateway
 from labvault.config import DEFAULT_PUBLIC_BASE_URL
 from labvault.errors import AccessDenied, InvalidInput, NotFound
 from labvault.interop import fhir_out
-from labvault.interop.hl7v2 import OID_NIA, OID_NIR
+from labvault.domain.identifiers import OID_NIA, OID_NIR
 
 FHIR_JSON = "application/fhir+json"
 BASE = "/fhir/R4"

@@ -2,7 +2,7 @@
 
 The body is one HL7 v2 file (ORU^R01 / OUL^R22, batches too), one HPRIM Santé file, one FHIR R4
 bundle, resource or Bulk Data ndjson file, or one CSV file. Its format is read from its content
-(``labvault.interop.ingest.detect``, as the CLI does); a Content-Type naming a format must agree
+(``labvault.ingest.service.detect``, as the CLI does); a Content-Type naming a format must agree
 with the content (415 otherwise), and when the content alone says nothing it names the reader that
 explains the refusal. Each message is stored whole, found a duplicate, or refused with a one-line
 reason and kept in the lab's encrypted quarantine, by the same ``Ingestor`` the CLI and MLLP use.
@@ -25,8 +25,7 @@ from labvault.api.deps import Ingester, authenticated, gateway
 from labvault.api.errors import UnsupportedMediaType
 from labvault.api.routes import ERRORS
 from labvault.errors import InvalidInput
-from labvault.interop import ingest
-
+from labvault.ingest import service as ingest
 router = APIRouter(dependencies=[Depends(authenticated)], responses={
     **ERRORS, 415: {"model": schemas.ErrorOut, "description": "Content-Type not taken, or contradicted by the body"},
     422: {"model": schemas.IngestOut, "description": "Some message refused (kept in quarantine), or malformed"},

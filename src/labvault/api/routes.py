@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from labvault.access import Purpose, grants, signers
+from labvault.access import Purpose, grants
+from labvault.instructions import signers
 from labvault.accounts import service
 from labvault.api import schemas
 from labvault.api.deps import (

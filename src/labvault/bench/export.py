@@ -22,7 +22,7 @@ from labvault.access import Purpose
 from labvault.bench.ingest import peak_rss_mb
 from labvault.bench.scratch import load_results, scratch
 from labvault.interop import fhir_out
-from labvault.interop.export import export_fhir
+from labvault.migration.export import export_fhir
 
 def run_export(n: int, *, database_url: str | None = None, seed: int = 7,
                on_progress: Callable[[str, int], None] | None = None) -> dict[str, object]:

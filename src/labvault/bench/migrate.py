@@ -27,7 +27,8 @@ import psutil
 import pyrage
 from pyrage import x25519
 
-from labvault.access import Purpose, signers
+from labvault.access import Purpose
+from labvault.instructions import signers
 from labvault.bench.ingest import peak_rss_mb
 from labvault.bench.scratch import load_results, scratch
 from labvault.crypto import packages

@@ -25,8 +25,7 @@ from labvault.access import Principal, Purpose
 from labvault.bench.ingest import peak_rss_mb
 from labvault.bench.scratch import Scratch, scratch
 from labvault.crypto.certificates import self_signed
-from labvault.interop import mllp
-
+from labvault.mllp import listener as mllp
 TLS = dict[str, Path]
 
 

@@ -88,7 +88,7 @@ def show_feeds(rt, tenant: str, seed: int) -> None:
     that creates nothing."""
     from labvault.access.principal import Principal
     from labvault.cli.ingest import _table
-    from labvault.interop import ingest
+    from labvault.ingest import service as ingest
     from labvault.synth.hl7 import messages
 
     with rt.gateway.unit(lab_admin_of(rt, tenant), Purpose.ADMINISTRATION) as u:  # the lab adds its feed

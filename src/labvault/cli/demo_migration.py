@@ -15,7 +15,8 @@ from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from labvault.access import Principal, Purpose, signers
+from labvault.access import Principal, Purpose
+from labvault.instructions import signers
 from labvault.accounts import service as accounts
 from labvault.cli.common import console
 from labvault.crypto import packages

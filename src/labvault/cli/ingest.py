@@ -10,10 +10,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from labvault.access import Purpose, intake
+from labvault.access import Purpose
+from labvault.ingest import intake
 from labvault.cli.common import AS_OPTION_HELP, actor, console, err_console, progress, runtime
 from labvault.errors import AccessDenied, ConfigError, InvalidInput
-from labvault.interop.ingest import Ingestor, Summary, instruction_for_ingest
+from labvault.ingest.service import Ingestor, Summary, instruction_for_ingest
 
 TOKEN_HELP = "A file holding a bearer token (scope 'ingest') of the lab's service account; or LABVAULT_TOKEN."
 INSTRUCTION_HELP = ("A received migration_in instruction of the lab, in force: only the results and fields it "

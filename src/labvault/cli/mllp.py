@@ -19,8 +19,8 @@ import typer
 from labvault.cli.common import AS_OPTION_HELP, console, runtime
 from labvault.cli.ingest import TOKEN_HELP, feed_actor
 from labvault.errors import ConfigError
-from labvault.interop.ingest import Ingestor
-from labvault.interop.mllp import MAX_FRAME, MAX_GROUP, Limits, PinnedFeeds, Server, server_ssl_context
+from labvault.ingest.service import Ingestor
+from labvault.mllp.listener import MAX_FRAME, MAX_GROUP, Limits, PinnedFeeds, Server, server_ssl_context
 
 _D = Limits()
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from labvault.access import Purpose, signers
+from labvault.access import Purpose
+from labvault.instructions import signers
 from labvault.cli.common import AS_OPTION_HELP, actor, console, runtime
 from labvault.errors import ConfigError
 

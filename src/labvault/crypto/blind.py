@@ -13,16 +13,12 @@ import re
 import unicodedata
 from datetime import date
 from hashlib import sha256
+from labvault.domain.identifiers import normalise_nir  # noqa: F401 - the blind index normalises as the domain does
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 _NOT_LETTER = re.compile(r"[^A-Z]+")
-
-
-def normalise_nir(nir: str) -> str:
-    """Spaces, dots and dashes dropped, upper case (Corsica: 2A, 2B)."""
-    return re.sub(r"[\s.\-]", "", nir).upper()
 
 
 def normalise_name(name: str) -> str:

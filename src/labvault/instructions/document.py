@@ -107,7 +107,7 @@ YT ZA ZM ZW
 """.split())
 
 ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")  # as labvault.access.gateway.TENANT_ID_RE
+TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")  # as labvault.domain.identifiers.TENANT_ID_RE
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 _BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 AGE_KEY_LEN = 62  # "age1" + 58 bech32 characters (52 data + 6 checksum)
@@ -690,7 +690,7 @@ def check_signed(doc: object, *, public_keys: KeySource, tenant: str, now: datet
     """Verify a document from ``sign``: shape, signature, signer, tenant, validity period, deadline.
 
     ``public_keys`` are the lab's current (not revoked) signer keys by signer id, as
-    ``labvault.access.signers.active_keys`` returns, or a function of the tenant returning them.
+    ``labvault.instructions.signers.active_keys`` returns, or a function of the tenant returning them.
     """
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be an aware datetime")

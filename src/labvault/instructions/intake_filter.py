@@ -5,7 +5,7 @@ Pure: functions over the core model and an ``Instruction``; no database, no file
 ``check`` refuses an instruction that cannot govern an import (another lab, another kind, or an
 allow-list without the fields the store cannot do without, ``REQUIRED``). ``apply`` takes one
 patient's part of a message (anything with ``identity``, ``prescribers``, ``requests``,
-``specimens`` and ``results``, such as ``labvault.interop.hl7v2.Mapped``) and returns a copy
+``specimens`` and ``results``, such as ``labvault.domain.mapped.Mapped``) and returns a copy
 holding only:
 
 - the results inside the selection: collected within ``collected_from``..``collected_to``
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol, TypeVar
 
-from labvault.crypto.blind import normalise_nir
+from labvault.domain.identifiers import normalise_nir
 from labvault.domain.models import Identity, Prescriber, Request, Result, Sensitivity, Specimen
 from labvault.domain.sensitivity import sensitivity_of
 from labvault.instructions.document import FREE_TEXT, Instruction, InstructionRefused, WrongTenant

@@ -37,15 +37,16 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from hashlib import sha256
 
-from labvault.access.gateway import validate_nir
-from labvault.access.intake import _CODE, _SYSTEM
-from labvault.crypto.blind import normalise_nir
+from labvault.domain.identifiers import validate_nir
+from labvault.ingest.intake import _CODE, _SYSTEM
+from labvault.domain.identifiers import normalise_nir
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.domain.sensitivity import sensitivity_of
 from labvault.errors import InvalidInput
 from labvault.interop._common import LocatedInputError, number_fault
 from labvault.interop.fhir import _id
-from labvault.interop.hl7v2 import OID_INS_TEST, OID_NIA, OID_NIR, Mapped
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
+from labvault.domain.mapped import Mapped
 from labvault.interop.writers import _INJECTION_START, CSV_FIELDS
 
 REQUIRED = ("patient.nir", "patient.family_name", "patient.given_names", "patient.birth_date", "patient.sex",

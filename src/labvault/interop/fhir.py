@@ -64,7 +64,8 @@ from datetime import date, datetime, timedelta, timezone
 
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.interop._common import NUMBER_NOT_FINITE, LocatedInputError, number_fault
-from labvault.interop.hl7v2 import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS, Mapped
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
+from labvault.domain.mapped import Mapped
 
 MAX_INPUT_BYTES = 32 * 1024 * 1024  # one JSON document
 MAX_NDJSON_BYTES = 512 * 1024 * 1024  # all files of one Bulk Data export together

@@ -61,7 +61,7 @@ from labvault.interop.fhir import (
     EXT_VALUE_TEXT,
     UCUM,
 )
-from labvault.interop.hl7v2 import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
 
 IdMap = Callable[[str, str], str]
 

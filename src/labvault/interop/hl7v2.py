@@ -45,6 +45,8 @@ from labvault.domain.models import (
     ResultStatus,
     Specimen,
 )
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
+from labvault.domain.mapped import Mapped
 from labvault.domain.sensitivity import sensitivity_of
 from labvault.interop._common import FieldAccess, LocatedInputError, number_fault
 
@@ -55,10 +57,6 @@ MAX_SEGMENT_LENGTH = 1024 * 1024
 MAX_FIELDS = 1_000
 MAX_REPETITIONS = 1_000
 
-OID_NIR = "1.2.250.1.213.1.4.8"
-OID_NIA = "1.2.250.1.213.1.4.9"
-OID_INS_TEST = "1.2.250.1.213.1.4.10"
-OID_RPPS = "1.2.250.1.71.4.2.1"
 SUPPORTED_TYPES = {("ORU", "R01"), ("OUL", "R22")}
 SUPPORTED_VERSIONS = {"2.3", "2.3.1", "2.4", "2.5", "2.5.1"}
 
@@ -568,17 +566,6 @@ def _ts_opt(seg: Segment, n: int) -> datetime | None:
 # ------------------------------------------------------------------------------------------ mapping
 
 
-@dataclass(slots=True)
-class Mapped:
-    identity: Identity
-    prescribers: list[Prescriber]
-    requests: list[Request]
-    specimens: list[Specimen]
-    results: list[Result]
-    other_identifiers: list[tuple[str, str]]
-    z_segments: list[str]
-    control_id: str
-    sending_facility: str
 
 
 _sha256 = hashlib.sha256

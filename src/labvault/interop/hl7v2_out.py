@@ -88,7 +88,8 @@ from labvault.domain.models import (
     ResultStatus,
     Specimen,
 )
-from labvault.interop.hl7v2 import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS, SUPPORTED_VERSIONS
+from labvault.interop.hl7v2 import SUPPORTED_VERSIONS
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
 
 __all__ = ["oru_r01"]
 

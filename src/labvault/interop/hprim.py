@@ -27,7 +27,8 @@ from urllib.parse import quote
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.domain.sensitivity import sensitivity_of
 from labvault.interop._common import FieldAccess, LocatedInputError, number_fault
-from labvault.interop.hl7v2 import OID_INS_TEST, OID_NIA, OID_NIR, Mapped
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
+from labvault.domain.mapped import Mapped
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 MAX_LINES = 200_000

@@ -4,7 +4,7 @@ Both writers take *patient reports* one at a time (``write_one``) or from any it
 generator (``write``), and write each as soon as it is given: memory stays constant however many
 reports are written. A patient report is any object with the attributes ``identity``,
 ``requests``, ``specimens`` and ``results`` and, optionally, ``prescribers``: ``PatientReport``
-below, ``labvault.interop.hl7v2.Mapped`` (what the readers return) and
+below, ``labvault.domain.mapped.Mapped`` (what the readers return) and
 ``labvault.synth.PatientRecord`` all qualify. Prescribers named by ``Request.prescriber_id`` are
 looked up in the report's ``prescribers``, then in the ``prescribers`` given to the writer.
 
@@ -83,7 +83,7 @@ from urllib.parse import quote, unquote
 from zoneinfo import ZoneInfo
 
 from labvault.domain.models import LOINC, Identity, Prescriber, Request, Result, ResultStatus, Specimen
-from labvault.interop.hl7v2 import OID_INS_TEST, OID_NIA, OID_NIR
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
 
 __all__ = ["CSV_FIELDS", "CSV_NUMBER_FIELDS", "CsvWriter", "HprimWriter", "PatientReport"]
 

@@ -50,8 +50,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from labvault.access import instructed, policy
-from labvault.access import migration_jobs as jobs
-from labvault.access.retention import store_signed_record
+from labvault.migration import jobs
+from labvault.retention.records import store_signed_record
 from labvault.crypto import packages
 from labvault.crypto.keys import atomic_write
 from labvault.crypto.signing import SignatureInvalid, canonical, verify
@@ -305,9 +305,7 @@ def approve_operator(u: Unit, tenant_id: str, migration_id: str) -> Job:
 
 def approve_lab(u: Unit, tenant_id: str, migration_id: str, *, public_key: str, signature: str) -> Job:
     """The lab side's approval: a current signer's signature of ``approval_record``."""
-    from labvault.access import signers
-
-    # The signature is the lab's approval; whoever hands it in receives a signed document of the lab.
+    from labvault.instructions import signers
     u._authorise(tenant_id, "instruction:receive")
     job = _job(_row(u, tenant_id, migration_id))
     _expect(job, "planned", hint="only a planned migration is approved")
@@ -789,8 +787,9 @@ def export(gw: Gateway, principal: Principal, tenant_id: str, instruction_id: st
            on_progress: Callable[[int], None] | None = None) -> Job:
     """Plan, approve, run and verify an export or a return in one go. The lab's approval is the
     signature on its instruction; the operator who runs it gives the other (a different person)."""
-    from labvault.access import Purpose, signers
+    from labvault.access import Purpose
 
+    from labvault.instructions import signers
     with gw.unit(principal, Purpose.EXPORT) as u:
         job = plan(u, tenant_id, instruction_id, ask=ask, kinds=kinds, now=now)
         received = signers.get_instruction(u, tenant_id, instruction_id)

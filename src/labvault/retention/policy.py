@@ -10,8 +10,8 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from labvault.access import retention as store
-from labvault.access.retention import CATEGORIES, EVERYTHING, Hold, Rule
+from labvault.retention import records as store
+from labvault.retention.records import CATEGORIES, EVERYTHING, Hold, Rule
 from labvault.errors import InvalidInput
 
 if TYPE_CHECKING:

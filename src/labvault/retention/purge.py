@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from labvault.access import retention as store
-from labvault.access.retention import CATEGORIES, EVERYTHING, QUARANTINE, RESULTS
+from labvault.retention import records as store
+from labvault.retention.records import CATEGORIES, EVERYTHING, QUARANTINE, RESULTS
 from labvault.crypto.signing import SignatureInvalid, verify
 from labvault.errors import InvalidInput, TenantShredded
 from labvault.ids import utcnow
@@ -199,9 +199,3 @@ def verify_certificate(u: Unit, record: dict) -> None:
         raise SignatureInvalid("the certificate was not signed by this platform's key")
     verify(record["body"], record["signature"], bytes.fromhex(record["public_key"]))
 
-
-# Packages made under a lab's instructions follow its deadlines and die with it.
-from labvault.migration import service as _packages  # noqa: E402
-
-HOOKS.append(_packages.deadline_hook)
-END_HOOKS.append(_packages.end_hook)

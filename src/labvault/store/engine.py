@@ -17,7 +17,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from labvault.errors import ConfigError, NotInitialised, SchemaOutdated, StoreError
 
-_MIGRATIONS = Path(__file__).parent / "migrations"
+_REVISIONS = Path(__file__).parent / "revisions"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any, *, durable: bool = False) -> None:
@@ -64,7 +64,7 @@ def make_engine(url: str, *, durable: bool = False) -> Engine:
 
 def _alembic_config(conn: Connection) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.set_main_option("script_location", str(_REVISIONS))
     cfg.attributes["connection"] = conn
     return cfg
 

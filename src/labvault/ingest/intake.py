@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import insert, select, update
 
-from labvault.crypto.blind import normalise_nir
+from labvault.domain.identifiers import normalise_nir
 from labvault.errors import InvalidInput, NotFound
 from labvault.ids import new_id, utcnow
 from labvault.store import schema as t
 
 if TYPE_CHECKING:
     from labvault.access.gateway import Unit
-    from labvault.interop.hl7v2 import Mapped
+    from labvault.domain.mapped import Mapped
 
 _CHUNK = 500
 _CODE = re.compile(r"[^\s]+( [^\s]+)*\Z")  # a FHIR code: what every export format can carry
@@ -60,7 +60,7 @@ class Envelope:
 def check(envelope: Envelope) -> None:
     """What the store would refuse, found before any write, so that one bad message does not
     roll back the others of its group. Raises ``InvalidInput`` naming no value."""
-    from labvault.access.gateway import validate_nir
+    from labvault.domain.identifiers import validate_nir
     from labvault.interop._common import is_finite
 
     for m in envelope.mapped:
@@ -245,7 +245,7 @@ def _row(u: Unit, tenant_id: str, qid: str):
 
 def get(u: Unit, tenant_id: str, qid: str) -> tuple[Quarantined, bytes | None]:
     """The item and its raw bytes (None once replayed or dropped)."""
-    from labvault.access.gateway import OBJECT_ID_RE
+    from labvault.domain.identifiers import OBJECT_ID_RE
 
     if not OBJECT_ID_RE.match(qid):
         raise InvalidInput("a quarantine id is 1 to 64 letters, digits, '.', '_', ':' or '-'")

@@ -50,8 +50,7 @@ from datetime import UTC, datetime
 
 from labvault import logs
 from labvault.errors import AccessDenied, LabvaultError, TenantShredded, UnknownTenant
-from labvault.interop import ingest
-
+from labvault.ingest import service as ingest
 log = logging.getLogger("labvault.mllp")
 
 VT, FS, CR = 0x0B, 0x1C, 0x0D

@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labvault.access import intake
+from labvault.ingest import intake
 from labvault.access.gateway import Gateway
 from labvault.access.principal import Principal, Purpose
+from labvault.domain.mapped import Mapped
 from labvault.errors import AccessDenied, InvalidInput, LabvaultError, TenantShredded, UnknownTenant
 from labvault.instructions import intake_filter
 from labvault.instructions.document import Instruction
@@ -56,7 +57,7 @@ class Piece:
     reason: str | None = None
 
 
-def _envelope(fmt: str, mapped: list[hl7v2.Mapped]) -> intake.Envelope:
+def _envelope(fmt: str, mapped: list[Mapped]) -> intake.Envelope:
     first = mapped[0]
     return intake.Envelope(intake.message_key(f"{fmt}:{first.sending_facility}", first.control_id), fmt, mapped)
 

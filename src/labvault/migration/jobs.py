@@ -67,7 +67,7 @@ def account_of_email(u: Unit, tenant_id: str, email: str) -> str | None:
 
 def instruction_as_signed(u: Unit, tenant_id: str, instruction_id: str) -> tuple[str, str]:
     """(canonical body, signature) of a received instruction, as signed."""
-    from labvault.access.signers import body_text
+    from labvault.instructions.signers import body_text
 
     i = t.instruction
     row = u.conn.execute(select(i).where(u._tf(i, tenant_id), i.c.instruction_id == instruction_id)).first()
