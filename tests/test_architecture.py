@@ -243,3 +243,20 @@ def test_a_planted_cycle_is_printed(tree, lines):
     assert len(new) == 1, new
     assert new[0].startswith("cycle config -> errors -> config: config -> errors (config.py:"), new[0]
     assert f"errors -> config (errors.py:{numbers[-1]}); tangle: config, errors" in new[0]
+
+
+def test_the_map_in_the_docs_gives_every_folder_its_layer():
+    """docs/dev/application.md has one line per folder and module of src/labvault, in its layer."""
+    doc = (SRC.parents[1] / "docs" / "dev" / "application.md").read_text("utf-8")
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0].startswith("`src/labvault/"):
+            rows[cells[0].strip("`").removeprefix("src/labvault/")] = cells[1]
+    on_disk = [p.name + "/" if p.is_dir() else p.name for p in SRC.iterdir() if p.name != "__pycache__"]
+    for key in on_disk:
+        if key in ("__init__.py", "py.typed"):
+            continue
+        assert key in rows, f"{key} has no line in docs/dev/application.md"
+        layers = {rules.LAYERS[k] for k in rules.LAYERS if k == key or (k.startswith(key) and key.endswith("/"))}
+        assert set(rows[key].replace(" ", "").split("/")) == layers, key
