@@ -227,26 +227,24 @@ def _module_bound_names(root: Path, module: Module) -> set[str]:
 
 
 def _defined_here(module: Module) -> set[str]:
-    """Members this module defines itself (``self._x = ...``, ``def _x``, class attributes): a class
-    may use its own private members on another instance (``other._x``). Assigning ``Unit._x = ...``
-    defines nothing: it reaches into the class."""
+    """Members the classes of this module define (``self._x = ...`` in a method, ``def _x`` or
+    ``_x = ...`` in a class body): a class may use its own private members on another instance
+    (``other._x``). A module-level ``def _x`` is no member; ``Unit._x = ...`` reaches into a class."""
     names = set()
-    for node in module.nodes:
-        if (
-            isinstance(node, ast.Attribute)
-            and isinstance(node.ctx, ast.Store)
-            and isinstance(node.value, ast.Name)
-            and node.value.id in ("self", "cls")
-        ):
-            names.add(node.attr)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
     for cls in (n for n in module.nodes if isinstance(n, ast.ClassDef)):
         for stmt in cls.body:
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(stmt.name)
             targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
-            for target in targets:
-                if isinstance(target, ast.Name):
-                    names.add(target.id)
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        for node in ast.walk(cls):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.ctx, ast.Store)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in ("self", "cls")
+            ):
+                names.add(node.attr)
     return names
 
 
@@ -265,6 +263,17 @@ def private_member_use(root: Path) -> list[str]:
         modules_here = _module_bound_names(root, module)
         own = _defined_here(module)
         for node in module.nodes:
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "setattr", "hasattr")
+                and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant)
+                and isinstance(node.args[1].value, str)
+                and (node.args[1].value == "conn" or _private(node.args[1].value))
+                and not (isinstance(node.args[0], ast.Name) and node.args[0].id in ("self", "cls"))
+            ):
+                offences.append(f"{module.rel}:{node.lineno}: {ast.unparse(node)}")
             if not isinstance(node, ast.Attribute):
                 continue
             receiver = node.value
