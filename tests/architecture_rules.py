@@ -58,6 +58,7 @@ LAYERS: dict[str, str] = {
     "audit/chain.py": KERNEL,
     "audit/merkle.py": KERNEL,
     "audit/pin.py": KERNEL,
+    "audit/errors.py": KERNEL,  # audit's exceptions: pin.py raises them
     "errors.py": KERNEL,
     "ids.py": KERNEL,
     "config.py": KERNEL,
