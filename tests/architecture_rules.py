@@ -225,7 +225,7 @@ def _module_bound_names(root: Path, module: Module) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             for alias in node.names:
                 rel = resolve(root, f"{node.module}.{alias.name}")
-                if rel and rel.removesuffix(".py").removesuffix("/__init__").endswith(alias.name):
+                if rel and _dotted(rel) == f"{node.module}.{alias.name}":
                     names.add(alias.asname or alias.name)
     return names
 
