@@ -15,6 +15,7 @@ reason names the file, whose name may be personal), for the lab to inspect, repl
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,8 +24,6 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import insert, select, update
 
-from labvault.domain.identifiers import CODE_RE as _CODE
-from labvault.domain.identifiers import CODE_SYSTEM_RE as _SYSTEM
 from labvault.domain.identifiers import normalise_nir
 from labvault.errors import InvalidInput, NotFound
 from labvault.ids import new_id, utcnow
@@ -35,6 +34,8 @@ if TYPE_CHECKING:
     from labvault.domain.mapped import Mapped
 
 _CHUNK = 500
+_CODE = re.compile(r"[^\s]+( [^\s]+)*\Z")  # a FHIR code: what every export format can carry
+_SYSTEM = re.compile(r"\S+\Z")
 HELD, REPLAYED, DROPPED = "held", "replayed", "dropped"
 
 
