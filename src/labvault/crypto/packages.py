@@ -21,11 +21,15 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyrage
 from pyrage import x25519
 
 from labvault.errors import InvalidInput, LabvaultError
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 
 class PackageError(LabvaultError):
@@ -70,7 +74,8 @@ class _Pull(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        b = memoryview(buffer).cast("B")
         while not self._buf:
             try:
                 nxt = next(self._chunks, None)
@@ -95,7 +100,7 @@ class _HashingSink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:  # type: ignore[override]
+    def write(self, b: ReadableBuffer, /) -> int:
         data = bytes(b)
         self.hash.update(data)
         view = memoryview(data)
@@ -112,9 +117,10 @@ class _PushSink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:  # type: ignore[override]
-        self._push(bytes(b))
-        return len(b)
+    def write(self, b: ReadableBuffer, /) -> int:
+        data = bytes(b)
+        self._push(data)
+        return len(data)
 
 
 def _open_unnamed(directory: Path) -> int:
