@@ -87,6 +87,13 @@ class FieldAccess:
     """``raw``/``value`` over ``fields`` and ``repetitions(n)`` (repetitions -> components -> subs)."""
 
     __slots__ = ()
+    # Given by each reader's segment or record class (slots there).
+    name: str
+    occurrence: int
+    fields: list[str]
+
+    def repetitions(self, n: int) -> list[list[list[str]]]:
+        raise NotImplementedError
 
     @property
     def label(self) -> str:

@@ -53,6 +53,7 @@ in the input (``domain_id``).
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import math
@@ -60,7 +61,9 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, cast
 from datetime import date, datetime, timedelta, timezone
+from datetime import date as date_type  # the name ``date`` is a method of _Res below
 
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.interop._common import NUMBER_NOT_FINITE, LocatedInputError, number_fault
@@ -275,7 +278,7 @@ class _Res:
             raise self.err(f"{path}.{key}", "string is not valid Unicode (lone surrogate)")
         return v or None  # FHIR has no empty strings: "" is read as absent
 
-    def strs(self, d: dict, key: str, path: str) -> list[str]:
+    def strs(self, d: dict, key: builtins.str, path: builtins.str) -> list[builtins.str]:
         out = []
         for i, v in enumerate(self.lst(d, key, path)):
             if v is None:
@@ -288,7 +291,7 @@ class _Res:
                 out.append(v)
         return out
 
-    def num(self, d: dict, key: str, path: str) -> int | float | None:
+    def num(self, d: dict, key: builtins.str, path: builtins.str) -> int | float | None:
         v = d.get(key)
         if v is None:
             return None
@@ -304,7 +307,7 @@ class _Res:
             raise self.err(f"{path}.{key}", NUMBER_NOT_FINITE)
         return v
 
-    def dt(self, d: dict, key: str, path: str) -> datetime | None:
+    def dt(self, d: dict, key: builtins.str, path: builtins.str) -> datetime | None:
         s = self.str(d, key, path)
         if s is None:
             return None
@@ -318,7 +321,7 @@ class _Res:
             value = value.replace(tzinfo=None)
         return value
 
-    def date(self, d: dict, key: str, path: str) -> date | None:
+    def date(self, d: dict, key: builtins.str, path: builtins.str) -> date_type | None:
         value = self.dt(d, key, path)
         return None if value is None else value.date()
 
@@ -429,18 +432,23 @@ def _loads(text: str) -> object:
 _BLANK = re.compile(rb"[ \t\r\n]*")
 
 
+def _after_blanks(data: bytes, pos: int) -> int:
+    m = _BLANK.match(data, pos)  # matches at every position (possibly empty)
+    return m.end() if m is not None else pos
+
+
 def detect(data: bytes) -> str | None:
     """``"fhir-json"``, ``"fhir-ndjson"`` or ``None``; looks at the first non-blank byte and ``resourceType``."""
     if not isinstance(data, bytes | bytearray | memoryview):
         return None
     data = bytes(data)
-    start = _BLANK.match(data, 3 if data.startswith(_BOM) else 0).end()
+    start = _after_blanks(data, 3 if data.startswith(_BOM) else 0)
     if data[start : start + 1] != b"{":
         return None
     nl = data.find(b"\n", start)
     if nl != -1:
         first = data[start:nl].rstrip()
-        after = _BLANK.match(data, nl).end()
+        after = _after_blanks(data, nl)
         if first.endswith(b"}") and data[after : after + 1] == b"{":
             return "fhir-ndjson" if b'"resourceType"' in first else None
     return "fhir-json" if b'"resourceType"' in data else None
@@ -458,7 +466,7 @@ class _Graph:
 
     def make(self, data: object, *, file: str | None, entry: int | None, line: int | None,
              full_url: str | None, fallback_key: str) -> _Res:
-        where = dict(file=file, entry=entry, line=line)
+        where: dict[str, Any] = dict(file=file, entry=entry, line=line)
         if not isinstance(data, dict):
             raise FhirError(f"not a FHIR resource: expected an object, found {_kind(data)}", **where)
         rtype = data.get("resourceType")
@@ -801,7 +809,7 @@ class _Linker:
         if own is None and subject is None:
             raise o.err("Observation.subject", "subject missing: neither the observation nor its report "
                                                "names a patient")
-        grp = self._group(own or subject, dr, "DiagnosticReport.subject")
+        grp = self._group(cast(tuple[str, "_Res | None", str], own or subject), dr, "DiagnosticReport.subject")
         anchor = _Anchor("dr", dr, grp, f"{dr.key}/request", reports=[dr])
         grp.anchors.append(anchor)
         self.dr_anchor[dr.key] = anchor
@@ -990,7 +998,7 @@ class _Builder:
             patient_id=patient_id,
             nir=ins[0],
             identity_status=status,
-            family_name=family,
+            family_name=cast(str, family),  # checked above: a patient without a family name is refused
             given_names=given,
             birth_date=born,
             sex=_GENDER.get(gender or "", "U"),
@@ -1134,7 +1142,7 @@ class _Builder:
                            requested_at=effective, accession=self._accession(dr, "DiagnosticReport"),
                            reported_at=reported)
         return Request(request_id=self.id(anchor.key), patient_id=patient_id, prescriber_id=None,
-                       requested_at=anchor.when, accession=None, reported_at=None)
+                       requested_at=cast(datetime, anchor.when), accession=None, reported_at=None)
 
     # specimens ----------------------------------------------------------------------------------
     def _specimen(self, s: _Res, request: Request) -> Specimen:
@@ -1176,7 +1184,7 @@ class _Builder:
     def _results(self, o: _Res, request_id: str, specimen_id: str | None) -> list[Result]:
         d = o.data
         P = "Observation"
-        status = _OBS_STATUS[o.str(d, "status", P)]
+        status = _OBS_STATUS[cast(str, o.str(d, "status", P))]
         issued = o.dt(d, "issued", P)
         validated_by = None
         fallback = None
@@ -1277,7 +1285,7 @@ class _Builder:
             raise o.err(vp, f"{key} is not supported (expected Quantity, CodeableConcept, string, boolean, "
                             "integer, time or dateTime)")
         if key == "valueQuantity":
-            q = o.obj(d, key, path)
+            q = o.obj(d, key, path) or {}
             number = o.num(q, "value", vp)
             comparator = o.str(q, "comparator", vp)
             qsystem = o.str(q, "system", vp)
@@ -1290,7 +1298,7 @@ class _Builder:
             elif number is not None:
                 value_num = float(number)
         elif key == "valueCodeableConcept":
-            cc = o.obj(d, key, path)
+            cc = o.obj(d, key, path) or {}
             value_text = o.str(cc, "text", vp)
             for cp, c in o.objs(cc, "coding", vp):
                 value_text = value_text or o.str(c, "display", cp) or o.str(c, "code", cp)

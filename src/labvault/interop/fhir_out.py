@@ -41,7 +41,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime, timedelta, timezone
-from typing import IO
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 from labvault.domain.models import Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
@@ -144,7 +144,8 @@ def _datetime(value: datetime) -> tuple[str, bool]:
         if text is None:
             if len(_NAIVE_OFFSETS) > 65536:
                 _NAIVE_OFFSETS.clear()
-            text = _offset_text(LAB_TIME.utcoffset(value.replace(fold=0))) or "+00:00"
+            lab_offset = LAB_TIME.utcoffset(value.replace(fold=0))
+            text = (_offset_text(lab_offset) if lab_offset is not None else None) or "+00:00"
             _NAIVE_OFFSETS[iso[:13]] = text
         return iso + text, True
     if off in _OFFSETS or _offset_text(off) is not None:
@@ -199,7 +200,7 @@ def patient(identity: Identity, tenant_id: str, *, id_map: IdMap | None = None) 
     }]
     if i.birthplace_code:
         if _CODE.match(i.birthplace_code):
-            place = {"extension": [{"url": EXT_FR_INSEE_CODE,
+            place: dict[str, Any] = {"extension": [{"url": EXT_FR_INSEE_CODE,
                                     "valueCoding": {"system": CS_INSEE_COMMUNE, "code": i.birthplace_code}}]}
         else:
             place = {"district": i.birthplace_code}
@@ -558,7 +559,7 @@ class NdjsonWriter:
         unit_frag = (self._unit_frags.get(unit) or self._unit_frag(unit)) if unit else None
         if quantity:
             if value is None:
-                line += ',"valueQuantity":{' + unit_frag + "}"
+                line += ',"valueQuantity":{' + (unit_frag or "") + "}"
             elif value - value != 0:  # inf or nan
                 raise ValueError("Result value is not a finite number")
             elif unit_frag:

@@ -34,6 +34,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from urllib.parse import quote
+from typing import Any
 
 from labvault.domain.models import (
     LOINC,
@@ -78,6 +79,8 @@ class Hl7Error(LocatedInputError):
     """An HL7 v2 input that cannot be read or mapped; ``str()`` is one line without personal values."""
 
     _LOCATION = (("message_index", "message "), ("segment", ""))
+    message_index: int | None
+    segment: str | None
 
     def located(self, *, file: str | None = None, message_index: int | None = None) -> Hl7Error:
         if file is not None and self.file is None:
@@ -602,13 +605,22 @@ class _Memo:
     located error. Each table is bounded."""
 
     __slots__ = ("code", "vtype", "number", "unit", "ref", "flag", "status", "observer", "ts")
+    code: dict[str, Any]
+    vtype: dict[str, Any]
+    number: dict[str, Any]
+    unit: dict[str, Any]
+    ref: dict[str, Any]
+    flag: dict[str, Any]
+    status: dict[str, Any]
+    observer: dict[str, Any]
+    ts: dict[str, Any]
     LIMIT = 4096
 
     def __init__(self) -> None:
         for name in self.__slots__:
             setattr(self, name, {})
 
-    def put(self, table: dict, raw: str, value: object) -> object:
+    def put(self, table: dict[str, Any], raw: str, value: Any) -> Any:
         if len(table) >= self.LIMIT:
             table.clear()
         table[raw] = value

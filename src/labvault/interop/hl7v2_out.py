@@ -182,7 +182,9 @@ def _ref(low: float | None, high: float | None, text: str | None, what: str) -> 
         if b is not None and ((b[0] == "<" and low is None and b[1] == high)
                               or (b[0] == ">" and high is None and b[1] == low)):
             return _e(text.strip())
-    return f"<={_num(high, what)}" if low is None else f">={_num(low, what)}"
+    if low is not None:
+        return f">={_num(low, what)}"
+    return f"<={_num(high, what)}" if high is not None else ""
 
 
 def _code_system(system: str, cache: dict[str, str]) -> str:

@@ -104,6 +104,14 @@ def _pg_type(sa_type: TypeEngine) -> str:
     return "text"
 
 
+def _driver(conn: Connection) -> Any:
+    """The DB-API connection under SQLAlchemy's (psycopg or sqlite3): bulk paths talk to it directly."""
+    raw = conn.connection.driver_connection
+    if raw is None:
+        raise RuntimeError("the database connection is closed")
+    return raw
+
+
 def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple]) -> None:
     """Insert many rows fast: executemany on SQLite, binary COPY through a staging table on PostgreSQL."""
     if not rows:
@@ -112,7 +120,7 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Se
         # COPY FROM is refused on tables under row-level security: rows are copied (binary COPY)
         # into a temporary table of the same shape, which has no policies, then moved with one
         # INSERT ... SELECT, which the policies check row by row as for any insert.
-        raw = conn.connection.driver_connection
+        raw = _driver(conn)
         cols = ", ".join(columns)
         stage = f"_lv_stage_{table.name}"
         with raw.cursor() as cur:
@@ -127,7 +135,7 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Se
         return
     placeholders = ", ".join("?" * len(columns))
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({placeholders})"
-    conn.connection.driver_connection.executemany(sql, rows)
+    _driver(conn).executemany(sql, rows)
 
 
 
@@ -160,7 +168,7 @@ def iter_audit_rows(conn: Connection, tenant_id: str, columns: Sequence[str], ba
     """A lab's audit rows in sequence order as plain tuples, straight from the driver (no row
     objects, no date parsing): verification reads millions of them. Times come as stored."""
     cols = ", ".join(columns)
-    raw = conn.connection.driver_connection
+    raw = _driver(conn)
     if conn.dialect.name == "postgresql":
         sql = f"SELECT {cols} FROM audit_event WHERE tenant_id = %s ORDER BY seq"
     else:
@@ -191,7 +199,7 @@ def iter_tenant_rows(conn: Connection, table: str, columns: Sequence[str], tenan
         if not name or not set(name) <= _NAME:
             raise ValueError("table and column names are identifiers of the schema")
     cols = ", ".join(columns)
-    raw = conn.connection.driver_connection
+    raw = _driver(conn)
     if conn.dialect.name == "postgresql":
         by = ", ".join(f'{c} COLLATE "C"' for c in order)
         sql = f"SELECT {cols} FROM {table} WHERE tenant_id = %s" + (f" ORDER BY {by}" if order else "")
