@@ -74,9 +74,7 @@ ONE_STEP_KINDS = ("export", "return")
 
 
 class StateError(InvalidInput):
-    """A step asked in the wrong state (the message says the state and the next step), or a job
-    whose rows do not hold what its state says they hold (raised, never asserted: these checks
-    hold under ``python -O`` too)."""
+    """A step asked in the wrong state (the message says the state and the next step)."""
 
 
 class VolumeExceeded(instructed.ScopeExceeded):
@@ -143,6 +141,7 @@ def _expect(job: Job, *states: str, hint: str) -> None:
         raise StateError(f"migration {job.migration_id} is {job.state}; {hint}")
 
 
+# The state checks below raise (StateError), never assert: they hold under ``python -O`` too.
 def _manifest(job: Job) -> dict[str, Any]:
     """The job's signed manifest, which every state after a complete run holds."""
     if job.manifest is None:
