@@ -23,12 +23,11 @@ def package_keys(u: Unit, tenant_id: str, action: str) -> PackageKeys:
     return PackageKeys(u._gw.keys, tenant_id)
 
 
-def platform_sign(u: Unit, tenant_id: str, action: str, body: dict[str, Any]) -> dict[str, str]:
-    """The platform's signature of ``body`` (no personal value in it) for ``action`` on the lab:
-    ``{"signature": base64, "public_key": hex}``."""
-    u._authorise(tenant_id, action)
+def sign_as_platform(u: Unit, body: dict[str, Any]) -> tuple[str, bytes]:
+    """Sign ``body`` (a record without personal value) with the platform's active signing key:
+    the signature (base64) and the public key it verifies with."""
     signer, public = u._platform_signer()
-    return {"signature": signer.sign(body), "public_key": public.hex()}
+    return signer.sign(body), public
 
 
 def platform_public_key(u: Unit) -> bytes:

@@ -447,8 +447,8 @@ def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, st
             "deletion_deadline": job.deadline.isoformat(),
             "approvals": [{k: a[k] for k in ("side", "name", "at")} for a in job.approvals],
         }
-        signed = recipes.platform_sign(u, tenant_id, "migration:run", body)
-        manifest = {"manifest": body, "signature": signed["signature"], "public_key": signed["public_key"]}
+        signature, public = recipes.sign_as_platform(u, body)
+        manifest = {"manifest": body, "signature": signature, "public_key": public.hex()}
         atomic_write(d / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode(), mode=0o600)
         _set(u, tenant_id, migration_id, state="packaged", manifest=json.dumps(manifest, sort_keys=True),
              manifest_signature=manifest["signature"])
