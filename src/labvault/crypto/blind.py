@@ -13,6 +13,7 @@ import re
 import unicodedata
 from datetime import date
 from hashlib import sha256
+from typing import NoReturn
 from labvault.domain.identifiers import normalise_nir  # noqa: F401 - the blind index normalises as the domain does
 
 from cryptography.hazmat.primitives import hashes
@@ -69,5 +70,5 @@ class BlindIndex:
         """The patient's pseudonym on medical rows; only the lab's identity key re-links it."""
         return self._mac("link", patient_id).hex()
 
-    def __reduce__(self):
+    def __reduce__(self) -> NoReturn:
         raise TypeError("a blind index holds key material and cannot be pickled")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Sequence
+from typing import NoReturn
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -134,7 +135,8 @@ class FieldCipher:
         """The key version a sealed value names (not authenticated until it is opened)."""
         if len(blob) < _OVERHEAD:
             raise DecryptionError("ciphertext too short")
-        return _HEADER.unpack_from(blob)[1]
+        version: int = _HEADER.unpack_from(blob)[1]
+        return version
 
-    def __reduce__(self):
+    def __reduce__(self) -> NoReturn:
         raise TypeError("a field cipher holds key material and cannot be pickled")

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -162,7 +162,7 @@ class LocalKeyring:
         return cls(path, passphrase)
 
     # -- loading --------------------------------------------------------------------------------
-    def _read(self) -> tuple[dict, int, tuple[int, ...]]:
+    def _read(self) -> tuple[dict[str, Any], int, tuple[int, ...]]:
         """Open the keyring file, read and check it; returns the document, the open descriptor
         (kept open: its inode cannot be reused while held) and the file's identity."""
         try:
@@ -187,9 +187,9 @@ class LocalKeyring:
             raise
         return doc, fd, _identity(st)
 
-    def _parse(self, raw: bytes) -> dict:
+    def _parse(self, raw: bytes) -> dict[str, Any]:
         try:
-            doc = json.loads(raw)
+            doc: dict[str, Any] = json.loads(raw)
             if doc.get("format") != KEYRING_FORMAT:
                 raise ValueError("format")
             kdf = doc["kdf"]
@@ -254,7 +254,7 @@ class LocalKeyring:
         return master
 
     @contextmanager
-    def _change(self) -> Iterator[dict]:
+    def _change(self) -> Iterator[dict[str, Any]]:
         """Exclusive lock, fresh copy; the block edits it; written atomically when it ends."""
         with self._mutex, _file_lock(self.lock_path):
             self._reload()
@@ -332,7 +332,7 @@ class LocalKeyring:
             except OSError:
                 pass
 
-    def __reduce__(self):  # key material must not travel through pickle
+    def __reduce__(self) -> NoReturn:  # key material must not travel through pickle
         raise TypeError("a keyring cannot be pickled")
 
 

@@ -31,7 +31,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pyrage
@@ -41,6 +41,9 @@ from labvault.crypto import fingerprint
 from labvault.crypto.keys import KeyProvider
 from labvault.crypto.signing import canonical
 from labvault.errors import InvalidInput, LabvaultError
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 
 class PackageError(LabvaultError):
@@ -85,7 +88,8 @@ class _Pull(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        b = memoryview(buffer).cast("B")
         while not self._buf:
             try:
                 nxt = next(self._chunks, None)
@@ -110,7 +114,7 @@ class _HashingSink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:  # type: ignore[override]
+    def write(self, b: ReadableBuffer, /) -> int:
         data = bytes(b)
         self.hash.update(data)
         view = memoryview(data)
@@ -127,9 +131,10 @@ class _PushSink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:  # type: ignore[override]
-        self._push(bytes(b))
-        return len(b)
+    def write(self, b: ReadableBuffer, /) -> int:
+        data = bytes(b)
+        self._push(data)
+        return len(data)
 
 
 def _open_unnamed(directory: Path) -> int:

@@ -41,7 +41,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import pkcs11
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
@@ -311,7 +311,8 @@ class Pkcs11Keyring:
         param = GCMParams(iv, _aad(scope, context), TAG_LEN * 8)
 
         def encrypt(keys: list[Any]) -> bytes:
-            return keys[0].encrypt(secret, mechanism=Mechanism.AES_GCM, mechanism_param=param)
+            sealed: bytes = keys[0].encrypt(secret, mechanism=Mechanism.AES_GCM, mechanism_param=param)
+            return sealed
 
         with self._lock:
             try:
@@ -332,7 +333,8 @@ class Pkcs11Keyring:
         def decrypt(keys: list[Any]) -> bytes | None:
             for key in keys:
                 try:
-                    return key.decrypt(body, mechanism=Mechanism.AES_GCM, mechanism_param=param)
+                    opened: bytes = key.decrypt(body, mechanism=Mechanism.AES_GCM, mechanism_param=param)
+                    return opened
                 except _OPEN_FAILED:
                     continue
             return None
@@ -393,5 +395,5 @@ class Pkcs11Keyring:
         state = "closed" if self._session is None else "open"
         return f"<Pkcs11Keyring token={self.token_label!r} module={self.module_path!r} {state}>"
 
-    def __reduce__(self):  # key handles and the login must not travel through pickle
+    def __reduce__(self) -> NoReturn:  # key handles and the login must not travel through pickle
         raise TypeError("a keyring cannot be pickled")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -41,7 +41,7 @@ class Signer:
     def sign(self, record: dict[str, Any]) -> str:
         return base64.b64encode(self._key.sign(canonical(record))).decode()
 
-    def __reduce__(self):
+    def __reduce__(self) -> NoReturn:
         raise TypeError("a signer holds key material and cannot be pickled")
 
 

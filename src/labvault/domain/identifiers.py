@@ -15,6 +15,10 @@ OID_RPPS = "1.2.250.1.71.4.2.1"
 
 OBJECT_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 TENANT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+# A result's code and code system: what every export format can carry (a FHIR code: words
+# separated by single spaces; a system: one token). Checked at intake and by the CSV reader.
+CODE_RE = re.compile(r"[^\s]+( [^\s]+)*\Z")
+CODE_SYSTEM_RE = re.compile(r"\S+\Z")
 
 
 def normalise_nir(nir: str) -> str:

@@ -38,7 +38,8 @@ from datetime import date, datetime
 from hashlib import sha256
 
 from labvault.domain.identifiers import validate_nir
-from labvault.ingest.intake import _CODE, _SYSTEM
+from labvault.domain.identifiers import CODE_RE as _CODE
+from labvault.domain.identifiers import CODE_SYSTEM_RE as _SYSTEM
 from labvault.domain.identifiers import normalise_nir
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.domain.sensitivity import sensitivity_of
