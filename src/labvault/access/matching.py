@@ -8,9 +8,9 @@ and only stored ids come back. Each lookup is authorised as the creation it prep
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Column, Table, select
 
 from labvault.domain.identifiers import normalise_nir
 from labvault.domain.models import Identity, Prescriber
@@ -28,8 +28,14 @@ def match_patients(u: Unit, tenant_id: str, identities: Sequence[Identity]) -> d
     u._authorise(tenant_id, "patient:identity:create")
     c = u._crypto(tenant_id)
     pi = t.patient_identity
-    return _match(u, tenant_id, pi, pi.c.nir_bidx, pi.c.patient_id,
-                  [(c.index.nir(normalise_nir(i.nir)), i.patient_id) for i in identities])
+    return _match(
+        u,
+        tenant_id,
+        pi,
+        pi.c.nir_bidx,
+        pi.c.patient_id,
+        [(c.index.nir(normalise_nir(i.nir)), i.patient_id) for i in identities],
+    )
 
 
 def match_prescribers(u: Unit, tenant_id: str, prescribers: Sequence[Prescriber]) -> dict[str, str]:
@@ -37,12 +43,19 @@ def match_prescribers(u: Unit, tenant_id: str, prescribers: Sequence[Prescriber]
     u._authorise(tenant_id, "prescriber:create")
     c = u._crypto(tenant_id)
     pr = t.prescriber
-    return _match(u, tenant_id, pr, pr.c.rpps_bidx, pr.c.prescriber_id,
-                  [(c.index.rpps(p.rpps), p.prescriber_id) for p in prescribers])
+    return _match(
+        u,
+        tenant_id,
+        pr,
+        pr.c.rpps_bidx,
+        pr.c.prescriber_id,
+        [(c.index.rpps(p.rpps), p.prescriber_id) for p in prescribers],
+    )
 
 
-def _match(u: Unit, tenant_id: str, table, bidx_col, id_col,  # noqa: ANN001 - SQLAlchemy table and columns
-           pairs: list[tuple[bytes, str]]) -> dict[str, str]:
+def _match(
+    u: Unit, tenant_id: str, table: Table, bidx_col: Column[Any], id_col: Column[Any], pairs: list[tuple[bytes, str]]
+) -> dict[str, str]:
     """(blind index, mapped id) pairs -> {mapped id: stored id}: the stored row with the same blind
     index if there is one, else the first mapped id with it."""
     by_bidx: dict[bytes, list[str]] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
 
@@ -46,15 +46,25 @@ def put(u: Unit, tenant_id: str, raw: bytes, reason: str, *, fmt: str, feed: str
     qid = new_id()
     raw_enc, version = _seal(u, tenant_id, "raw_enc", qid, raw)
     reason_enc, _ = _seal(u, tenant_id, "reason_enc", qid, reason.encode())
-    u.conn.execute(insert(t.quarantine).values(
-        tenant_id=tenant_id, quarantine_id=qid, received_at=utcnow(), format=fmt[:16], feed=feed[:16], size=len(raw),
-        status=HELD, key_version=version, raw_enc=raw_enc, reason_enc=reason_enc,
-    ))
+    u.conn.execute(
+        insert(t.quarantine).values(
+            tenant_id=tenant_id,
+            quarantine_id=qid,
+            received_at=utcnow(),
+            format=fmt[:16],
+            feed=feed[:16],
+            size=len(raw),
+            status=HELD,
+            key_version=version,
+            raw_enc=raw_enc,
+            reason_enc=reason_enc,
+        )
+    )
     u._record(tenant_id, "quarantine:create", "quarantine", 1, refs=[qid, f"feed:{feed[:16]}"])
     return qid
 
 
-def _item(u: Unit, tenant_id: str, row) -> Quarantined:  # noqa: ANN001 - a quarantine row
+def _item(u: Unit, tenant_id: str, row: Any) -> Quarantined:
     reason = None
     if row.reason_enc is not None:
         cipher = u._crypto(tenant_id).cipher.column("quarantine", "reason_enc")
@@ -73,7 +83,7 @@ def listing(u: Unit, tenant_id: str, *, status: str | None = HELD) -> list[Quara
     return items
 
 
-def _row(u: Unit, tenant_id: str, qid: str):  # noqa: ANN202 - a quarantine row
+def _row(u: Unit, tenant_id: str, qid: str) -> Any:
     q = t.quarantine
     row = u.conn.execute(select(q).where(u._tf(q, tenant_id), q.c.quarantine_id == qid)).first()
     if row is None:
@@ -106,8 +116,14 @@ def resolve(u: Unit, tenant_id: str, qid: str, status: str) -> None:
         raise InvalidInput(f"this message was already {row.status}")
     q = t.quarantine
     u.conn.execute(
-        update(q).where(u._tf(q, tenant_id), q.c.quarantine_id == qid).values(
-            status=status, raw_enc=None, reason_enc=None, resolved_at=utcnow(), resolved_by=u.principal.account_id,
+        update(q)
+        .where(u._tf(q, tenant_id), q.c.quarantine_id == qid)
+        .values(
+            status=status,
+            raw_enc=None,
+            reason_enc=None,
+            resolved_at=utcnow(),
+            resolved_by=u.principal.account_id,
         )
     )
     u._record(tenant_id, f"quarantine:{'replay' if status == REPLAYED else 'drop'}", "quarantine", 1, refs=[qid])

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from enum import Enum
 from itertools import chain
 from operator import itemgetter
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -227,7 +227,7 @@ def _value(obj: Any, name: str) -> Any:
     return v.value if isinstance(v, Enum) else v
 
 
-def _picker(positions: tuple[int, ...]) -> Callable[[Any], tuple]:
+def _picker(positions: tuple[int, ...]) -> Callable[[Any], tuple[Any, ...]]:
     """``itemgetter`` that always returns a tuple (even of one position or none)."""
     if len(positions) > 1:
         return itemgetter(*positions)
@@ -285,7 +285,8 @@ def export(u: Unit, plan: ExportPlan, id_map: Callable[[str, str], str], *, tall
     step = 0
 
     spec_rows = specimens(u, tenant, by_request=True)
-    result_stream = result_rows(u, tenant, by_request=True)  # (pseudonym, id, request, specimen, status, items, sensitivity)
+    # (pseudonym, id, request, specimen, status, items, sensitivity)
+    result_stream = result_rows(u, tenant, by_request=True)
     spec = next(spec_rows, None)
     res = next(result_stream, None)
     for request in requests(u, tenant, by_id=True):
@@ -363,7 +364,7 @@ def export(u: Unit, plan: ExportPlan, id_map: Callable[[str, str], str], *, tall
                 rec["specimen"] = None if spec_id is None else spec_ids[spec_id]
             if res_patient:
                 rec["patient"] = patient_id(pseudonym)
-            rec.update(zip(item_fields, item_values(items)))
+            rec.update(zip(item_fields, item_values(items), strict=True))
             if with_status:
                 rec["status"] = status
             yield rec

@@ -33,12 +33,21 @@ def seal_signer(u: Unit, tenant_id: str, signer_id: str, public_key: str, now: d
     """Seal a signer's registration (its id and public key, hex) under the lab's KEK."""
     u._authorise(tenant_id, "signer:manage")
     tk = t.tenant_key
-    version = (u.conn.execute(select(func.max(tk.c.version)).where(
-        u._tf(tk, tenant_id), tk.c.purpose == SIGNER_SEAL)).scalar() or 0) + 1
+    version = (
+        u.conn.execute(select(func.max(tk.c.version)).where(u._tf(tk, tenant_id), tk.c.purpose == SIGNER_SEAL)).scalar()
+        or 0
+    ) + 1
     record = {"tenant": tenant_id, "signer_id": signer_id, "public_key": public_key}
-    u.conn.execute(insert(tk).values(
-        tenant_id=tenant_id, purpose=SIGNER_SEAL, version=version, state="active", created_at=now,
-        wrapped=RecordSeal(u._gw.keys, SIGNER_SEAL).seal(tenant_id, version, record)))
+    u.conn.execute(
+        insert(tk).values(
+            tenant_id=tenant_id,
+            purpose=SIGNER_SEAL,
+            version=version,
+            state="active",
+            created_at=now,
+            wrapped=RecordSeal(u._gw.keys, SIGNER_SEAL).seal(tenant_id, version, record),
+        )
+    )
 
 
 def sealed_signers(u: Unit, tenant_id: str) -> set[tuple[str, str]]:
@@ -47,26 +56,31 @@ def sealed_signers(u: Unit, tenant_id: str) -> set[tuple[str, str]]:
     tk = t.tenant_key
     seal = RecordSeal(u._gw.keys, SIGNER_SEAL)
     out = set()
-    for r in u.conn.execute(select(tk.c.version, tk.c.wrapped).where(
-            u._tf(tk, tenant_id), tk.c.purpose == SIGNER_SEAL)).all():
+    for r in u.conn.execute(
+        select(tk.c.version, tk.c.wrapped).where(u._tf(tk, tenant_id), tk.c.purpose == SIGNER_SEAL)
+    ).all():
         body = seal.open(tenant_id, r.version, r.wrapped)
         if body is not None and body.get("tenant") == tenant_id:
             out.add((str(body.get("signer_id")), str(body.get("public_key"))))
     return out
 
 
-def store_instruction(u: Unit, tenant_id: str, instruction_id: str, body: Mapping[str, Any],
-                      **values: Any) -> None:
+def store_instruction(u: Unit, tenant_id: str, instruction_id: str, body: Mapping[str, Any], **values: Any) -> None:
     """Keep a received instruction: its canonical body sealed with the lab's data key, with its
     SHA-256, and ``values`` (kind, signer, signature, dates) as they are."""
     u._authorise(tenant_id, "instruction:receive")
     cipher = u._crypto(tenant_id).cipher
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    u.conn.execute(insert(t.instruction).values(
-        tenant_id=tenant_id, instruction_id=instruction_id,
-        body_enc=cipher.column("instruction", "body_enc").seal(instruction_id, text),
-        key_version=cipher.current_version, body_sha256=sha256_hex(text), **values,
-    ))
+    u.conn.execute(
+        insert(t.instruction).values(
+            tenant_id=tenant_id,
+            instruction_id=instruction_id,
+            body_enc=cipher.column("instruction", "body_enc").seal(instruction_id, text),
+            key_version=cipher.current_version,
+            body_sha256=sha256_hex(text),
+            **values,
+        )
+    )
 
 
 def instruction_body(u: Unit, tenant_id: str, row: Any) -> str:
@@ -74,6 +88,7 @@ def instruction_body(u: Unit, tenant_id: str, row: Any) -> str:
     with the lab's key, or, if received before sealing existed, as it was kept)."""
     u._authorise(tenant_id, "instruction:read")
     if row.body_enc is None:
-        return row.body
+        kept: str = row.body
+        return kept
     cipher = u._crypto(tenant_id).cipher.column("instruction", "body_enc")
     return cipher.open(row.instruction_id, bytes(row.body_enc)).decode()

@@ -164,7 +164,8 @@ def get_instruction(u: Unit, tenant_id: str, instruction_id: str) -> Received:
     u.authorise(tenant_id, "instruction:read")
     u.tenant(tenant_id)
     i = t.instruction
-    row = u.execute(tenant_id, select(i).where(i.c.tenant_id == tenant_id, i.c.instruction_id == instruction_id)).first()
+    row = u.execute(tenant_id, select(i).where(i.c.tenant_id == tenant_id,
+                                               i.c.instruction_id == instruction_id)).first()
     if row is None:
         raise NotFound("no such instruction for this lab (see 'labvault instruction list')")
     u.audit(tenant_id, "instruction:read", "instruction", 1, refs=[instruction_id])
