@@ -313,6 +313,19 @@ def test_a_second_run_replaces_the_first_without_duplicates(world):
         assert service.verify_package(u, "lab-a", job.migration_id).state == "verified"
 
 
+def test_a_job_whose_rows_contradict_its_state_is_refused_with_a_state_error(world):
+    """A state check is raised, not asserted, so that it holds under ``python -O`` too: a job marked
+    packaged without its manifest (as an edit of the database would leave it) is not verified."""
+    w = world
+    job = approve_both(w, planned(w))
+    with w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
+        u.authorise("lab-a", "migration:run")
+        service._set(u, "lab-a", job.migration_id, state="packaged")
+    with pytest.raises(service.StateError, match="packaged but holds no manifest"), \
+            w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
+        service.verify_package(u, "lab-a", job.migration_id)
+
+
 def test_a_retention_run_purges_packages_past_their_deadline(world):
     """B3: a retention run purges packages past their deadline."""
     from labvault.retention import purge as retention

@@ -8,25 +8,36 @@ the pseudonym of their patient, read from the result row itself (no join).
 
 A support grant never covers a whole-lab scan. Each scan writes one audit event with its count
 when it has been read to the end.
+
+``export`` reads a lab under a compiled plan (``ExportPlan``: the collection period, patients,
+codes and sensitive categories selected, and the fields and links written per record type) and
+yields only what the plan lets out, as flat records; the plan's dry run (``count_only``) yields
+nothing and only counts. A complete export is audited (``export:records``) with the number of
+records it yielded, besides the events of the scans it reads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import Enum
+from itertools import chain
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from labvault.access import codec
-from labvault.domain.models import Prescriber, Result, ResultStatus, Sensitivity, Specimen
+from labvault.domain.models import Identity, Prescriber, Request, Result, ResultStatus, Sensitivity, Specimen
 from labvault.domain.sensitivity import sensitivity_of
-from labvault.errors import AccessDenied
+from labvault.errors import AccessDenied, InvalidInput
 from labvault.store import schema as t
 from labvault.store.engine import iter_tenant_rows
 
 if TYPE_CHECKING:
     from labvault.access.gateway import Unit
-    from labvault.domain.models import Identity, Request
 
 BATCH = 5000
 
@@ -135,3 +146,253 @@ def results(u: Unit, tenant_id: str, *, by_request: bool = False) -> Iterator[tu
         (system, code, label, vnum, vtext, unit, low, high, rtext, flag, v_by, v_at, comment) = items
         yield pseudonym, Result(rid, req, code, label, system, spec, vnum, vtext, unit, low, high, rtext, flag,
                                 ResultStatus(status), v_by, to_dt(v_at), comment, sensitivity)
+
+
+# -- exports under a compiled plan ----------------------------------------------------------------
+# Record types of an export, in the order they come.
+TYPES = ("request", "specimen", "result", "identity", "prescriber")
+# Every link a record may hold (a derived id of another record), in the order written.
+LINKS: dict[str, tuple[str, ...]] = {"identity": (), "prescriber": (), "request": ("patient", "prescriber"),
+                                     "specimen": ("request",), "result": ("request", "specimen", "patient")}
+# The record type each link points to: a link is written only when that type is written.
+TARGET = {"patient": "identity", "prescriber": "prescriber", "request": "request", "specimen": "specimen"}
+
+
+def _attributes(cls: type, *, without: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.name not in without)
+
+
+# What the gateway can write of each record type (ids and links are the plan's links, not fields).
+EXPORTABLE: dict[str, frozenset[str]] = {
+    "identity": _attributes(Identity, without=("patient_id",)),
+    "prescriber": _attributes(Prescriber, without=("prescriber_id",)),
+    "request": _attributes(Request, without=("request_id", "patient_id", "prescriber_id")),
+    "specimen": _attributes(Specimen, without=("specimen_id", "request_id")),
+    "result": frozenset((*codec.RESULT_ITEMS, "status")),
+}
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """What an export lets out of one lab: the selection (results collected in the period, of the
+    patients and codes named, of the sensitive categories listed) and, per record type, the
+    fields written (a type with none is not written; a link only to a type written)."""
+
+    tenant: str
+    collected_from: date
+    collected_to: date
+    fields: Mapping[str, tuple[str, ...]]
+    patients: frozenset[str] | None = None  # Labvault patient ids (None: every patient)
+    codes: frozenset[tuple[str, str]] | None = None  # (code system, code) (None: every code)
+    sensitive: frozenset[str] = frozenset()  # sensitive categories let out ("other" always is)
+    ref: str | None = None  # what the export is done under (an instruction id), named in its audit event
+
+    def __post_init__(self) -> None:
+        unknown = set(self.fields) - set(TYPES)
+        if unknown:
+            raise InvalidInput(f"an export plan names unknown record types: {', '.join(sorted(unknown))}")
+        for rtype, names in self.fields.items():
+            extra = set(names) - EXPORTABLE[rtype]
+            if extra:
+                raise InvalidInput(f"an export plan names fields no {rtype} record has: {', '.join(sorted(extra))}")
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        """Record types written: those the plan names some fields of, no other."""
+        return tuple(t for t in TYPES if self.fields.get(t))
+
+    @property
+    def links(self) -> dict[str, tuple[str, ...]]:
+        """Record type written -> the links it holds: those to a record type written too."""
+        types = self.types
+        return {t: tuple(k for k in LINKS[t] if TARGET[k] in types) for t in types}
+
+
+@dataclass
+class Tally:
+    """What an export selected, known once its stream has been read to the end."""
+
+    results: int = 0
+    requests: int = 0
+    specimens: int = 0
+    patients: int = 0
+    prescribers: int = 0
+
+
+def _value(obj: Any, name: str) -> Any:
+    """A field as JSON: dates in ISO 8601, enumerations by their value."""
+    v = getattr(obj, name)
+    if isinstance(v, (date, datetime)):
+        return v.isoformat()
+    return v.value if isinstance(v, Enum) else v
+
+
+def _picker(positions: tuple[int, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """``itemgetter`` that always returns a tuple (even of one position or none)."""
+    if len(positions) > 1:
+        return itemgetter(*positions)
+    if positions:
+        one = itemgetter(positions[0])
+        return lambda seq: (one(seq),)
+    return lambda seq: ()
+
+
+def export(u: Unit, plan: ExportPlan, id_map: Callable[[str, str], str], *, tally: Tally | None = None,
+           count_only: bool = False, on_result: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
+    """The plan's records, streamed: each selected request, then its specimens, then its results
+    (requests, specimens and results are read in request order and merged, so memory stays flat in
+    the size of the lab); identities and prescribers last, only those the selected records refer
+    to. Each record holds ``record`` (its type), ``id`` (``id_map(type, internal id)``: never an
+    internal id), the plan's links and the plan's fields, nothing else. With ``count_only`` nothing
+    is yielded, only ``tally`` is filled. ``on_result`` is called with the number of results
+    selected since its last call (every 10,000, then the rest)."""
+    tenant = plan.tenant
+    lo, hi = plan.collected_from, plan.collected_to
+    codes = plan.codes
+    allowed_sensitive = plan.sensitive
+    other = Sensitivity.OTHER
+    wanted = None
+    if plan.patients is not None:
+        u._authorise(tenant, "patient:result:read")
+        index = u._crypto(tenant).index
+        wanted = frozenset(index.pseudonym(p) for p in plan.patients)
+    f_req, f_spec, f_res = (tuple(plan.fields.get(t, ())) for t in ("request", "specimen", "result"))
+    # A result's fields straight from its unsealed items, in one C call (dates are ISO text there).
+    item_fields = tuple(f for f in f_res if f != "status")
+    item_values = _picker(tuple(codec.RESULT_ITEMS.index(f) for f in item_fields))
+    with_status = "status" in f_res
+    seen_patients: set[str] = set()
+    seen_prescribers: set[str] = set()
+    patient_ids: dict[str, str] = {}  # pseudonym -> this export's id (a few thousand at most)
+
+    def patient_id(pseudonym: str) -> str:
+        pid = patient_ids.get(pseudonym)
+        if pid is None:
+            pid = patient_ids[pseudonym] = id_map("patient", pseudonym)
+        return pid
+
+    # What is written: record types the plan names fields of, links to those types only.
+    links = plan.links
+    w_req, w_spec, w_res = "request" in links, "specimen" in links, "result" in links
+    req_patient, req_prescriber = w_req and "patient" in links["request"], w_req and "prescriber" in links["request"]
+    spec_request = w_spec and "request" in links["specimen"]
+    res_request = w_res and "request" in links["result"]
+    res_specimen = w_res and "specimen" in links["result"]
+    res_patient = w_res and "patient" in links["result"]
+
+    n = n_req = n_spec = 0
+    written = 0
+    step = 0
+
+    spec_rows = specimens(u, tenant, by_request=True)
+    # (pseudonym, id, request, specimen, status, items, sensitivity)
+    result_stream = result_rows(u, tenant, by_request=True)
+    spec = next(spec_rows, None)
+    res = next(result_stream, None)
+    for request in requests(u, tenant, by_id=True):
+        rid = request.request_id
+        in_period: dict[str, Any] = {}
+        while spec is not None and spec.request_id < rid:
+            spec = next(spec_rows, None)
+        while spec is not None and spec.request_id == rid:
+            if lo <= spec.collected_at.date() <= hi:
+                in_period[spec.specimen_id] = spec
+            spec = next(spec_rows, None)
+        while res is not None and res[2] < rid:
+            res = next(result_stream, None)
+        chosen = []
+        request_day = request.requested_at.date()
+        while res is not None and res[2] == rid:
+            row = res
+            res = next(result_stream, None)
+            if row[3] is not None:
+                if row[3] not in in_period:
+                    continue
+            elif not lo <= request_day <= hi:  # no specimen: the request's date stands for it
+                continue
+            if wanted is not None and row[0] not in wanted:
+                continue
+            items = row[5]
+            if codes is not None and (items[0], items[1]) not in codes:
+                continue
+            if row[6] is not other and row[6].value not in allowed_sensitive:
+                continue
+            chosen.append(row)
+        if not chosen:
+            continue
+        n += len(chosen)
+        n_req += 1
+        used = {row[3] for row in chosen}
+        n_spec += sum(1 for sid in in_period if sid in used)
+        if on_result is not None and n - step >= 10_000:
+            on_result(n - step)
+            step = n
+        seen_patients.add(request.patient_id)
+        if request.prescriber_id is not None:
+            seen_prescribers.add(request.prescriber_id)
+        if count_only:
+            continue
+        req_id = id_map("request", rid) if w_req else None  # linked to only when requests are written
+        if w_req:
+            rec = {"record": "request", "id": req_id}
+            if req_patient:
+                rec["patient"] = patient_id(request.patient_id)
+            if req_prescriber:
+                rec["prescriber"] = None if request.prescriber_id is None \
+                    else id_map("prescriber", request.prescriber_id)
+            for f in f_req:
+                rec[f] = _value(request, f)
+            written += 1
+            yield rec
+        if w_spec:  # likewise for specimens
+            spec_ids = {sid: id_map("specimen", sid) for sid in in_period if sid in used}
+            for sid, sp_id in spec_ids.items():
+                rec = {"record": "specimen", "id": sp_id}
+                if spec_request:
+                    rec["request"] = req_id
+                for f in f_spec:
+                    rec[f] = _value(in_period[sid], f)
+                written += 1
+                yield rec
+        if not w_res:
+            continue
+        for pseudonym, res_id, _, spec_id, status, items, _ in chosen:
+            rec = {"record": "result", "id": id_map("result", res_id)}
+            if res_request:
+                rec["request"] = req_id
+            if res_specimen:
+                rec["specimen"] = None if spec_id is None else spec_ids[spec_id]
+            if res_patient:
+                rec["patient"] = patient_id(pseudonym)
+            rec.update(zip(item_fields, item_values(items), strict=True))
+            if with_status:
+                rec["status"] = status
+            yield rec
+        written += len(chosen)
+    for _ in chain(result_stream, spec_rows):  # read to the end: each scan is audited with its count when finished
+        pass
+    if on_result is not None and n > step:
+        on_result(n - step)
+    if tally is not None:
+        tally.results, tally.requests, tally.specimens = n, n_req, n_spec
+        tally.patients, tally.prescribers = len(seen_patients), len(seen_prescribers)
+    if count_only:
+        return
+    f_id, f_pr = tuple(plan.fields.get("identity", ())), tuple(plan.fields.get("prescriber", ()))
+    if f_id:
+        for ident in patients(u, tenant):
+            if ident.patient_id in seen_patients:
+                rec = {"record": "identity", "id": patient_id(ident.patient_id)}
+                for f in f_id:
+                    rec[f] = _value(ident, f)
+                written += 1
+                yield rec
+    if f_pr:
+        for p in prescribers(u, tenant):
+            if p.prescriber_id in seen_prescribers:
+                rec = {"record": "prescriber", "id": id_map("prescriber", p.prescriber_id)}
+                for f in f_pr:
+                    rec[f] = _value(p, f)
+                written += 1
+                yield rec
+    u._record(tenant, "export:records", "record", written, refs=[plan.ref] if plan.ref else None)

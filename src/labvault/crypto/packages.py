@@ -11,21 +11,35 @@ removes it before a retry.
 ``read`` decrypts a package with an age identity and pushes the clear bytes to a callback, in
 memory only: for the platform's own reconciliation (with the package key) and for a recipient's
 acknowledgement (with its identity).
+
+``PackageKeys`` holds a migration's keys through the key provider: the package key (an age
+identity the platform reads its own package back with), the receipt key (a MAC key that travels
+inside the package, in its header, to the recipient: its receipt MAC proves the package was
+opened) and the export's fingerprint key (``labvault.crypto.fingerprint``). Callers get wrapped
+blobs to store, the age recipient, a written package, the clear bytes of a read, a MAC check and
+an id derivation: never a key's bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
+import itertools
 import os
-from collections.abc import Callable, Iterable, Iterator
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import orjson
 import pyrage
 from pyrage import x25519
 
+from labvault.crypto import fingerprint
+from labvault.crypto.keys import KeyProvider
+from labvault.crypto.signing import canonical
 from labvault.errors import InvalidInput, LabvaultError
 
 if TYPE_CHECKING:
@@ -200,7 +214,10 @@ def sha256_of(path: Path) -> str:
 
 def read(path: Path, identity_text: str, push: Callable[[bytes], None]) -> None:
     """Decrypt ``path`` with an age identity, pushing the clear bytes to ``push`` (never to disk)."""
-    ident = identity(identity_text)
+    _decrypt(path, identity(identity_text), push)
+
+
+def _decrypt(path: Path, ident: x25519.Identity, push: Callable[[bytes], None]) -> None:
     try:
         with open(path, "rb") as f:
             pyrage.decrypt_io(f, _PushSink(push), [ident])
@@ -231,3 +248,94 @@ def shred(path: Path) -> bool:
         return True
     except FileNotFoundError:
         return False
+
+
+# -- a migration's keys, through the key provider -------------------------------------------------
+_PACKAGE_KEY = b"package-key"
+_RECEIPT_KEY = b"receipt-key"
+RECEIPT_KEY_FIELD = "receipt_key"  # the package header's field carrying the receipt key (hex)
+
+
+@dataclass(frozen=True)
+class SealedKeys:
+    """One attempt's keys as the store keeps them: wrapped by the key provider (opaque bytes),
+    in the attempt's own scope (the fingerprint key in the lab's), and the fingerprint key's id."""
+
+    scope: str
+    package_key: bytes
+    receipt_key: bytes
+    fingerprint_key: bytes
+    fingerprint_key_id: str
+
+
+def receipt_mac(header: Mapping[str, Any], receipt: dict[str, Any]) -> str:
+    """The recipient's side: the MAC of ``receipt`` under the receipt key found in the header of
+    the package it opened (HMAC-SHA256 over the canonical JSON, hex)."""
+    key = bytes.fromhex(str(header[RECEIPT_KEY_FIELD]))
+    return hmac.new(key, canonical(receipt), hashlib.sha256).hexdigest()
+
+
+class PackageKeys:
+    """The package keys of one lab's migrations, held by ``provider`` (see the module docstring)."""
+
+    def __init__(self, provider: KeyProvider, tenant_id: str) -> None:
+        self._keys = provider
+        self._tenant = tenant_id
+
+    @staticmethod
+    def scope(migration_id: str) -> str:
+        """The key provider scope of a migration's package and receipt keys."""
+        return f"package-{migration_id}"
+
+    def destroy(self, scope: str) -> bool:
+        """Destroy a package scope (crypto-shredding every copy of its package); False when it was
+        not there (never made, or destroyed already)."""
+        if not self._keys.has_scope(scope):
+            return False
+        self._keys.destroy_scope(scope)
+        return True
+
+    def start(self, migration_id: str) -> SealedKeys:
+        """New keys for a new attempt (whatever scope an earlier attempt left is destroyed first)."""
+        scope = self.scope(migration_id)
+        self.destroy(scope)
+        self._keys.create_scope(scope)
+        package_identity, _ = new_identity()
+        fp_key = fingerprint.new_key()
+        return SealedKeys(
+            scope=scope,
+            package_key=self._keys.wrap(scope, package_identity.encode(), _PACKAGE_KEY),
+            receipt_key=self._keys.wrap(scope, secrets.token_bytes(32), _RECEIPT_KEY),
+            fingerprint_key=self._keys.wrap(self._tenant, fp_key, self._fingerprint_context(migration_id)),
+            fingerprint_key_id=fingerprint.key_id(fp_key),
+        )
+
+    def _fingerprint_context(self, migration_id: str) -> bytes:
+        return f"fingerprint:{migration_id}".encode()
+
+    def _identity(self, sealed: SealedKeys) -> x25519.Identity:
+        return identity(self._keys.unwrap(sealed.scope, sealed.package_key, _PACKAGE_KEY).decode())
+
+    def ids(self, migration_id: str, sealed: SealedKeys) -> Callable[[str, str], str]:
+        """The export's id derivation (``fingerprint.id_map``) under its fingerprint key."""
+        key = self._keys.unwrap(self._tenant, sealed.fingerprint_key, self._fingerprint_context(migration_id))
+        return fingerprint.id_map(key)
+
+    def write(self, sealed: SealedKeys, path: Path, header: dict[str, Any], records: Iterable[bytes],
+              recipient: str) -> Written:
+        """Write the package: ``header`` (with the receipt key added as its last field) as its first
+        line, then ``records`` (JSON lines), encrypted to ``recipient`` and to the package key."""
+        receipt = self._keys.unwrap(sealed.scope, sealed.receipt_key, _RECEIPT_KEY)
+        head = orjson.dumps({**header, RECEIPT_KEY_FIELD: receipt.hex()}, option=orjson.OPT_APPEND_NEWLINE)
+        own = str(self._identity(sealed).to_public())
+        return write(path, lines(itertools.chain((head,), records)), [recipient, own])
+
+    def read(self, sealed: SealedKeys, path: Path, push: Callable[[bytes], None]) -> None:
+        """Decrypt the platform's own package with its package key (``read``: memory only)."""
+        ident = self._identity(sealed)
+        _decrypt(path, ident, push)
+
+    def receipt_valid(self, sealed: SealedKeys, receipt: dict[str, Any], mac: str) -> bool:
+        """Whether ``mac`` is the receipt key's MAC of ``receipt`` (compared in constant time)."""
+        key = self._keys.unwrap(sealed.scope, sealed.receipt_key, _RECEIPT_KEY)
+        return hmac.compare_digest(hmac.new(key, canonical(receipt), hashlib.sha256).hexdigest(), mac)

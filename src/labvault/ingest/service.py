@@ -216,7 +216,7 @@ class Ingestor:
     def preflight(self) -> None:
         """Fail early, before reading any file, if this principal may not ingest into this lab."""
         with self.gw.unit(self.principal, self.purpose) as u:
-            u._authorise(self.tenant_id, "patient:result:create")
+            u.authorise(self.tenant_id, "patient:result:create")
             u.tenant(self.tenant_id)
 
     def ingest_pieces(self, pieces: Sequence[Piece], summary: Summary,
@@ -316,8 +316,8 @@ class Ingestor:
             self.ingest_pieces(pieces, summary, step)
             if self.instruction is not None:
                 with self.gw.unit(self.principal, self.purpose) as u:
-                    u._record(self.tenant_id, "instruction:use", "instruction", summary.results,
-                              refs=[self.instruction.id])
+                    u.audit(self.tenant_id, "instruction:use", "instruction", summary.results,
+                            refs=[self.instruction.id])
             summaries.append(summary)
         return summaries
 

@@ -9,7 +9,6 @@ documented instructions (GDPR Art. 28(3)(a)).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import insert, select, update
 
+from labvault.access import sealed
 from labvault.errors import InvalidInput, LabvaultError, NotFound
 from labvault.ids import new_id, utcnow
 from labvault.instructions import document
@@ -51,44 +51,41 @@ def _key_hex(public_key: str) -> str:
 def add_signer(u: Unit, tenant_id: str, *, email: str, public_key: str) -> SignerKey:
     """Register a named account of the lab as a signer of its instructions."""
     key = _key_hex(public_key)
-    u._authorise(tenant_id, "signer:manage")
-    acct = u.conn.execute(
-        select(t.account).where(u._tf(t.account, tenant_id), t.account.c.email == email.strip().lower())
-    ).first()
+    u.authorise(tenant_id, "signer:manage")
+    acct = u.execute(tenant_id, select(t.account).where(
+        t.account.c.tenant_id == tenant_id, t.account.c.email == email.strip().lower())).first()
     if acct is None or not acct.active or acct.kind != "person":
         raise InvalidInput("a signer is an active, named person's account of this lab")
-    existing = u.conn.execute(
-        select(t.instruction_signer.c.signer_id).where(
-            u._tf(t.instruction_signer, tenant_id), t.instruction_signer.c.public_key == key)
-    ).first()
+    existing = u.execute(tenant_id, select(t.instruction_signer.c.signer_id).where(
+        t.instruction_signer.c.tenant_id == tenant_id, t.instruction_signer.c.public_key == key)).first()
     if existing is not None:
         raise InvalidInput("this public key is already registered for this lab")
     row = {"tenant_id": tenant_id, "signer_id": new_id(), "name": acct.name, "email": acct.email,
            "public_key": key, "added_by": u.principal.account_id, "added_at": utcnow()}
-    u.conn.execute(insert(t.instruction_signer).values(**row))
-    _seal(u, tenant_id, row["signer_id"], key, row["added_at"])
-    u._record(tenant_id, "signer:add", "signer", 1, refs=[row["signer_id"]])
+    u.execute(tenant_id, insert(t.instruction_signer).values(**row))
+    sealed.seal_signer(u, tenant_id, row["signer_id"], key, row["added_at"])
+    u.audit(tenant_id, "signer:add", "signer", 1, refs=[row["signer_id"]])
     return SignerKey(row["signer_id"], tenant_id, acct.name, acct.email, key, row["added_at"], None)
 
 
 def revoke_signer(u: Unit, tenant_id: str, signer_id: str) -> None:
-    u._authorise(tenant_id, "signer:manage")
+    u.authorise(tenant_id, "signer:manage")
     s = t.instruction_signer
-    row = u.conn.execute(select(s).where(u._tf(s, tenant_id), s.c.signer_id == signer_id)).first()
+    row = u.execute(tenant_id, select(s).where(s.c.tenant_id == tenant_id, s.c.signer_id == signer_id)).first()
     if row is None:
         raise NotFound("no such signer in this lab (see 'labvault signer list')")
     if row.revoked_at is not None:
         raise InvalidInput("this signer is already revoked")
-    u.conn.execute(update(s).where(u._tf(s, tenant_id), s.c.signer_id == signer_id)
-                   .values(revoked_at=utcnow(), revoked_by=u.principal.account_id))
-    u._record(tenant_id, "signer:revoke", "signer", 1, refs=[signer_id])
+    u.execute(tenant_id, update(s).where(s.c.tenant_id == tenant_id, s.c.signer_id == signer_id)
+              .values(revoked_at=utcnow(), revoked_by=u.principal.account_id))
+    u.audit(tenant_id, "signer:revoke", "signer", 1, refs=[signer_id])
 
 
 def list_signers(u: Unit, tenant_id: str) -> list[SignerKey]:
-    u._authorise(tenant_id, "signer:list")
+    u.authorise(tenant_id, "signer:list")
     u.tenant(tenant_id)
     s = t.instruction_signer
-    rows = u.conn.execute(select(s).where(u._tf(s, tenant_id)).order_by(s.c.added_at, s.c.signer_id)).all()
+    rows = u.execute(tenant_id, select(s).where(s.c.tenant_id == tenant_id).order_by(s.c.added_at, s.c.signer_id)).all()
     return [SignerKey(r.signer_id, tenant_id, r.name, r.email, r.public_key, r.added_at, r.revoked_at) for r in rows]
 
 
@@ -96,42 +93,9 @@ def active_keys(u: Unit, tenant_id: str) -> dict[str, bytes]:
     """Public keys (raw bytes) of the lab's signers not revoked, by signer id: only those whose
     registration is sealed under the lab's KEK (a signer row written into the database by other
     means than ``add_signer`` verifies nothing)."""
-    sealed = _sealed(u, tenant_id)
+    registered = sealed.sealed_signers(u, tenant_id)
     return {k.signer_id: bytes.fromhex(k.public_key) for k in list_signers(u, tenant_id)
-            if k.active and (k.signer_id, k.public_key) in sealed}
-
-
-# Each registration sealed under the lab's own KEK: a tenant_key row of this purpose (one version
-# per signer) whose wrapped secret names the signer and its key. Whoever can only write to the
-# database cannot make one that opens.
-SIGNER_SEAL = "signer"
-
-
-def _seal(u: Unit, tenant_id: str, signer_id: str, key: str, now: datetime) -> None:
-    from sqlalchemy import func
-
-    tk = t.tenant_key
-    version = (u.conn.execute(select(func.max(tk.c.version)).where(
-        u._tf(tk, tenant_id), tk.c.purpose == SIGNER_SEAL)).scalar() or 0) + 1
-    text = json.dumps({"tenant": tenant_id, "signer_id": signer_id, "public_key": key}, sort_keys=True)
-    u.conn.execute(insert(tk).values(
-        tenant_id=tenant_id, purpose=SIGNER_SEAL, version=version, state="active", created_at=now,
-        wrapped=u._gw.keys.wrap(tenant_id, text.encode(), f"{SIGNER_SEAL}:v{version}".encode())))
-
-
-def _sealed(u: Unit, tenant_id: str) -> set[tuple[str, str]]:
-    """(signer id, public key hex) of every registration sealed under the lab's KEK."""
-    tk = t.tenant_key
-    out = set()
-    for r in u.conn.execute(select(tk.c.version, tk.c.wrapped).where(
-            u._tf(tk, tenant_id), tk.c.purpose == SIGNER_SEAL)).all():
-        try:
-            body = json.loads(u._gw.keys.unwrap(tenant_id, r.wrapped, f"{SIGNER_SEAL}:v{r.version}".encode()))
-        except (LabvaultError, ValueError):
-            continue
-        if isinstance(body, dict) and body.get("tenant") == tenant_id:
-            out.add((str(body.get("signer_id")), str(body.get("public_key"))))
-    return out
+            if k.active and (k.signer_id, k.public_key) in registered}
 
 
 @dataclass(frozen=True)
@@ -149,31 +113,26 @@ class Received:
 def record_instruction(u: Unit, tenant_id: str, *, instruction_id: str, kind: str, signer_id: str, body: dict,
                        signature: str, valid_until: datetime) -> Received:
     """Keep a verified, signed instruction (the caller has checked it against ``active_keys``)."""
-    u._authorise(tenant_id, "instruction:receive")
+    u.authorise(tenant_id, "instruction:receive")
     i = t.instruction
-    if u.conn.execute(select(i.c.instruction_id).where(u._tf(i, tenant_id), i.c.instruction_id == instruction_id)).first():
+    if u.execute(tenant_id, select(i.c.instruction_id).where(i.c.tenant_id == tenant_id,
+                                                             i.c.instruction_id == instruction_id)).first():
         raise InvalidInput(f"instruction '{instruction_id}' was already received for this lab")
     now = utcnow()
-    cipher = u._crypto(tenant_id).cipher
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    u.conn.execute(insert(i).values(
-        tenant_id=tenant_id, instruction_id=instruction_id, kind=kind, signer_id=signer_id,
-        body_enc=cipher.column("instruction", "body_enc").seal(instruction_id, text),
-        key_version=cipher.current_version, body_sha256=hashlib.sha256(text).hexdigest(), signature=signature,
-        valid_until=valid_until, received_at=now, received_by=u.principal.account_id,
-    ))
-    u._record(tenant_id, "instruction:receive", "instruction", 1, refs=[instruction_id, signer_id])
+    sealed.store_instruction(u, tenant_id, instruction_id, body, kind=kind, signer_id=signer_id, signature=signature,
+                             valid_until=valid_until, received_at=now, received_by=u.principal.account_id)
+    u.audit(tenant_id, "instruction:receive", "instruction", 1, refs=[instruction_id, signer_id])
     return Received(instruction_id, tenant_id, kind, signer_id, body, signature, valid_until, now)
 
 
 def receive(u: Unit, tenant_id: str, doc: object, now: datetime) -> Received:
     """Verify a signed instruction (signature, current signer, lab, validity, deadline) and keep it.
     A refusal is audited (without any value of the document) and nothing is kept."""
-    u._authorise(tenant_id, "instruction:receive")
+    u.authorise(tenant_id, "instruction:receive")
     try:
         v = document.check_signed(doc, public_keys=active_keys(u, tenant_id), tenant=tenant_id, now=now)
     except LabvaultError:
-        u._record(tenant_id, "instruction:receive", "instruction", 0, outcome="denied")
+        u.audit(tenant_id, "instruction:receive", "instruction", 0, outcome="denied")
         raise
     return record_instruction(u, tenant_id, instruction_id=v.instruction.id, kind=v.instruction.kind,
                               signer_id=v.signer_id, body=v.record, signature=v.signature,
@@ -183,9 +142,7 @@ def receive(u: Unit, tenant_id: str, doc: object, now: datetime) -> Received:
 def body_text(u: Unit, tenant_id: str, r) -> str:
     """The canonical JSON of a received instruction's record (sealed with the lab's key, or, if
     received before sealing existed, as it was kept)."""
-    if r.body_enc is None:
-        return r.body
-    return u._crypto(tenant_id).cipher.column("instruction", "body_enc").open(r.instruction_id, bytes(r.body_enc)).decode()
+    return sealed.instruction_body(u, tenant_id, r)
 
 
 def _received(u: Unit, tenant_id: str, r) -> Received:
@@ -194,20 +151,22 @@ def _received(u: Unit, tenant_id: str, r) -> Received:
 
 
 def list_instructions(u: Unit, tenant_id: str) -> list[Received]:
-    u._authorise(tenant_id, "instruction:read")
+    u.authorise(tenant_id, "instruction:read")
     u.tenant(tenant_id)
     i = t.instruction
-    rows = u.conn.execute(select(i).where(u._tf(i, tenant_id)).order_by(i.c.received_at, i.c.instruction_id)).all()
-    u._record(tenant_id, "instruction:list", "instruction", len(rows))
+    rows = u.execute(tenant_id, select(i).where(i.c.tenant_id == tenant_id)
+                     .order_by(i.c.received_at, i.c.instruction_id)).all()
+    u.audit(tenant_id, "instruction:list", "instruction", len(rows))
     return [_received(u, tenant_id, r) for r in rows]
 
 
 def get_instruction(u: Unit, tenant_id: str, instruction_id: str) -> Received:
-    u._authorise(tenant_id, "instruction:read")
+    u.authorise(tenant_id, "instruction:read")
     u.tenant(tenant_id)
     i = t.instruction
-    row = u.conn.execute(select(i).where(u._tf(i, tenant_id), i.c.instruction_id == instruction_id)).first()
+    row = u.execute(tenant_id, select(i).where(i.c.tenant_id == tenant_id,
+                                               i.c.instruction_id == instruction_id)).first()
     if row is None:
         raise NotFound("no such instruction for this lab (see 'labvault instruction list')")
-    u._record(tenant_id, "instruction:read", "instruction", 1, refs=[instruction_id])
+    u.audit(tenant_id, "instruction:read", "instruction", 1, refs=[instruction_id])
     return _received(u, tenant_id, row)

@@ -37,10 +37,7 @@ lab's signed instruction stands for the lab's approval, the operator who runs it
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import json
-import secrets
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -49,15 +46,17 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from labvault.access import instructed, policy
+from labvault.access import instructed, policy, recipes
 from labvault.migration import jobs
 from labvault.retention.records import store_signed_record
 from labvault.crypto import packages
+from labvault.crypto.digest import sha256_hex
 from labvault.crypto.keys import atomic_write
+from labvault.crypto.packages import PackageKeys
 from labvault.crypto.signing import SignatureInvalid, canonical, verify
 from labvault.errors import AccessDenied, InvalidInput, LabvaultError
 from labvault.ids import new_id, stored_utc, utcnow
-from labvault.instructions import document, fingerprint
+from labvault.instructions import document
 from labvault.migration import select as sel
 
 if TYPE_CHECKING:
@@ -142,18 +141,48 @@ def _expect(job: Job, *states: str, hint: str) -> None:
         raise StateError(f"migration {job.migration_id} is {job.state}; {hint}")
 
 
+# The state checks below raise (StateError), never assert: they hold under ``python -O`` too.
+def _manifest(job: Job) -> dict[str, Any]:
+    """The job's signed manifest, which every state after a complete run holds."""
+    if job.manifest is None:
+        raise StateError(f"migration {job.migration_id} is {job.state} but holds no manifest")
+    return job.manifest
+
+
+def _package(job: Job) -> Path:
+    """Where the job's package is written, which every state from a run on holds."""
+    if job.package is None:
+        raise StateError(f"migration {job.migration_id} is {job.state} but names no package file")
+    return job.package
+
+
+def _outbound(instr: document.Instruction) -> tuple[datetime, document.Destination]:
+    """The deletion deadline and the destination every outbound instruction names (its parsing
+    requires both)."""
+    if instr.deletion_deadline is None or instr.destination is None:
+        raise document.InstructionInvalid(f"instruction '{instr.id}': an outbound instruction names a "
+                                          "destination and a deletion deadline")
+    return instr.deletion_deadline, instr.destination
+
+
+def _sealed(row: Any) -> packages.SealedKeys:
+    """The package keys of a job's current attempt, as its row keeps them (wrapped)."""
+    return packages.SealedKeys(row.package_scope, row.package_key_wrapped, row.receipt_key_wrapped,
+                               row.fingerprint_key_wrapped, row.fingerprint_key_id)
+
+
 def get(u: Unit, tenant_id: str, migration_id: str) -> Job:
-    u._authorise(tenant_id, "migration:read")
+    u.authorise(tenant_id, "migration:read")
     return _job(_row(u, tenant_id, migration_id))
 
 
 def status(u: Unit, tenant_id: str) -> list[Job]:
-    u._authorise(tenant_id, "migration:read")
+    u.authorise(tenant_id, "migration:read")
     return [_job(r) for r in jobs.all_of(u, tenant_id)]
 
 
 def _ev(u: Unit, tenant_id: str, action: str, count: int, job_id: str, instruction_id: str) -> None:
-    u._record(tenant_id, action, "migration", count, refs=[job_id, instruction_id])
+    u.audit(tenant_id, action, "migration", count, refs=[job_id, instruction_id])
 
 
 # --- plan -------------------------------------------------------------------------------------
@@ -214,9 +243,9 @@ def _volume(u: Unit, instr: document.Instruction, results: int, job_id: str | No
             during_run: bool = False) -> None:
     if instr.max_volume is None or results <= instr.max_volume:
         return
-    u._record(instr.tenant, "instruction:volume", "instruction", results, outcome="alert",
+    u.audit(instr.tenant, "instruction:volume", "instruction", results, outcome="alert",
               refs=[instr.id] + ([job_id] if job_id else []))
-    u._record(instr.tenant, "migration:run" if during_run else "migration:plan", "migration", 0, outcome="denied",
+    u.audit(instr.tenant, "migration:run" if during_run else "migration:plan", "migration", 0, outcome="denied",
               refs=[instr.id])
     seen = f"at least {results}" if during_run else str(results)
     raise VolumeExceeded(
@@ -234,7 +263,7 @@ def plan(u: Unit, tenant_id: str, instruction_id: str, *, ask: Ask | None = None
          kinds: Iterable[str] = OUT_KINDS, now: datetime | None = None) -> Job:
     """Dry run: the instruction's read plan and its figures, kept as a new ``planned`` job."""
     kinds = tuple(kinds)
-    u._authorise(tenant_id, "migration:plan")
+    u.authorise(tenant_id, "migration:plan")
     instr = _within(u, instructed.enter(u, tenant_id, instruction_id, kinds=kinds, now=now), ask)
     read_plan = sel.compile_plan(instr)
     counts = _tally(u, read_plan)
@@ -246,11 +275,11 @@ def plan(u: Unit, tenant_id: str, instruction_id: str, *, ask: Ask | None = None
                "destination": {"name": instr.destination.name, "country": instr.destination.country}
                if instr.destination else None,
                "ask": ask.to_json() if ask is not None and ask.explicit else None}
-    assert instr.deletion_deadline is not None  # outbound kinds require one
+    deadline, _ = _outbound(instr)
     jobs.put(
         u, tenant_id=tenant_id, migration_id=job_id, instruction_id=instr.id, kind=instr.kind, state="planned",
         plan=json.dumps(figures, sort_keys=True), planned_by=u.principal.account_id, planned_at=now or utcnow(),
-        deadline=instr.deletion_deadline, approvals="[]", attempts=0,
+        deadline=deadline, approvals="[]", attempts=0,
     )
     _ev(u, tenant_id, "migration:plan", counts["results"], job_id, instr.id)
     return _job(_row(u, tenant_id, job_id))
@@ -262,7 +291,7 @@ def approval_record(job: Job) -> dict[str, Any]:
     """What a lab signer signs to approve: the job, its instruction and the plan's digest."""
     return {"approve": "migration", "migration": job.migration_id, "tenant": job.tenant_id,
             "instruction": job.instruction_id,
-            "plan_sha256": hashlib.sha256(canonical(job.plan)).hexdigest()}
+            "plan_sha256": sha256_hex(canonical(job.plan))}
 
 
 def _same_person(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -281,7 +310,7 @@ def _add_approval(u: Unit, job: Job, approval: dict[str, Any]) -> Job:
         raise StateError(f"migration {job.migration_id} already has its {approval['side']} approval")
     for a in others:
         if _same_person(a, approval):
-            u._record(job.tenant_id, "migration:approve", "migration", 0, outcome="denied",
+            u.audit(job.tenant_id, "migration:approve", "migration", 0, outcome="denied",
                       refs=[job.migration_id, job.instruction_id])
             raise AccessDenied("the two approvals must come from two different people")
     approvals = [*job.approvals, approval]
@@ -293,10 +322,10 @@ def _add_approval(u: Unit, job: Job, approval: dict[str, Any]) -> Job:
 
 def approve_operator(u: Unit, tenant_id: str, migration_id: str) -> Job:
     """The vendor side's approval: a logged-in person with the operator role."""
-    u._authorise(tenant_id, "migration:approve")
+    u.authorise(tenant_id, "migration:approve")
     p = u.principal
     if not p.is_platform or policy.Role.OPERATOR not in p.roles:
-        u._deny(tenant_id, "migration:approve", "the vendor's approval is given by an operator")
+        u.refuse(tenant_id, "migration:approve", "the vendor's approval is given by an operator")
     job = _job(_row(u, tenant_id, migration_id))
     _expect(job, "planned", hint="only a planned migration is approved")
     return _add_approval(u, job, {"side": "operator", "account": p.account_id, "name": p.name,
@@ -306,18 +335,18 @@ def approve_operator(u: Unit, tenant_id: str, migration_id: str) -> Job:
 def approve_lab(u: Unit, tenant_id: str, migration_id: str, *, public_key: str, signature: str) -> Job:
     """The lab side's approval: a current signer's signature of ``approval_record``."""
     from labvault.instructions import signers
-    u._authorise(tenant_id, "instruction:receive")
+    u.authorise(tenant_id, "instruction:receive")
     job = _job(_row(u, tenant_id, migration_id))
     _expect(job, "planned", hint="only a planned migration is approved")
     key = public_key.strip().lower()
     signer = next((s for s in signers.list_signers(u, tenant_id) if s.public_key == key and s.active), None)
     if signer is None:
-        u._record(tenant_id, "migration:approve", "migration", 0, outcome="denied", refs=[migration_id])
+        u.audit(tenant_id, "migration:approve", "migration", 0, outcome="denied", refs=[migration_id])
         raise document.UnknownSigner("approval: the key is not a current signer of this lab (unknown or revoked)")
     try:
         verify(approval_record(job), signature, bytes.fromhex(key))
     except SignatureInvalid:
-        u._record(tenant_id, "migration:approve", "migration", 0, outcome="denied", refs=[migration_id])
+        u.audit(tenant_id, "migration:approve", "migration", 0, outcome="denied", refs=[migration_id])
         raise document.InstructionSignatureInvalid("approval: the signature does not match this plan") from None
     account = jobs.account_of_email(u, tenant_id, signer.email)
     return _add_approval(u, job, {"side": "lab", "account": account or signer.signer_id,
@@ -332,16 +361,11 @@ def package_dir(store: Path, job: Job | tuple[str, str]) -> Path:
     return store / tenant / mid
 
 
-def _scope(migration_id: str) -> str:
-    return f"package-{migration_id}"
-
-
-def _destroy_attempt(gw: Gateway, job: Job) -> None:
+def _destroy_attempt(keys: PackageKeys, job: Job) -> None:
     if job.package is not None:
         packages.shred(job.package)
         packages.discard_partial(job.package)
-    if gw.keys.has_scope(_scope(job.migration_id)):  # none before the first attempt
-        gw.keys.destroy_scope(_scope(job.migration_id))
+    keys.destroy(PackageKeys.scope(job.migration_id))  # none before the first attempt
 
 
 def _start(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, store: Path,
@@ -349,29 +373,26 @@ def _start(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str,
     from labvault.access import Purpose
 
     with gw.unit(principal, Purpose.EXPORT) as u:
-        u._authorise(tenant_id, "migration:run")
+        u.authorise(tenant_id, "migration:run")
         job = _job(_row(u, tenant_id, migration_id))
         _expect(job, "approved", "running", hint="a run needs both approvals (see 'labvault migrate approve')")
         if (now or utcnow()) >= job.deadline:
             raise StateError(f"migration {migration_id}: its deletion deadline has passed; nothing is run")
         # A new attempt: whatever an interrupted one left is destroyed first (file and key).
-        _destroy_attempt(gw, job)
-        scope = _scope(migration_id)
-        gw.keys.create_scope(scope)
-        identity, _ = packages.new_identity()
-        fp_key = fingerprint.new_key()
+        keys = recipes.package_keys(u, tenant_id, "migration:run")
+        _destroy_attempt(keys, job)
+        sealed = keys.start(migration_id)
         _set(u, tenant_id, migration_id, state="running", attempts=job.attempts + 1, started_at=utcnow(),
              package_path=str(package_dir(store, job).resolve() / PACKAGE),
-             package_scope=scope, package_key_wrapped=gw.keys.wrap(scope, identity.encode(), b"package-key"),
-             receipt_key_wrapped=gw.keys.wrap(scope, secrets.token_bytes(32), b"receipt-key"),
-             fingerprint_key_wrapped=gw.keys.wrap(tenant_id, fp_key, f"fingerprint:{migration_id}".encode()),
-             fingerprint_key_id=fingerprint.key_id(fp_key))
+             package_scope=sealed.scope, package_key_wrapped=sealed.package_key,
+             receipt_key_wrapped=sealed.receipt_key, fingerprint_key_wrapped=sealed.fingerprint_key,
+             fingerprint_key_id=sealed.fingerprint_key_id)
 
 
-def _records(header: dict[str, Any], records: Iterator[dict[str, Any]], counts: sel.Counts) -> Iterator[bytes]:
-    """One JSON line per record (orjson: the encoding is a tenth of the standard library's cost)."""
+def _records(records: Iterator[dict[str, Any]], counts: sel.Counts) -> Iterator[bytes]:
+    """One JSON line per record (orjson: the encoding is a tenth of the standard library's cost);
+    the header line comes first, written with the package keys (``PackageKeys.write``)."""
     dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-    yield dumps(header, option=newline)
     for rec in records:
         counts.add(rec["record"], rec, built=True)
         yield dumps(rec, option=newline)
@@ -384,7 +405,7 @@ def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, st
 
     _start(gw, principal, tenant_id, migration_id, store, now)
     with gw.unit(principal, Purpose.EXPORT) as u:
-        u._authorise(tenant_id, "migration:run")
+        u.authorise(tenant_id, "migration:run")
         row = _row(u, tenant_id, migration_id)
         job = _job(row)
         instr = instructed.enter(u, tenant_id, job.instruction_id, kinds=(job.kind,), now=now)
@@ -400,37 +421,34 @@ def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, st
             _volume(u, instr, seen[0], migration_id, during_run=True)
             if on_progress is not None:
                 on_progress(k)
-        package_identity = gw.keys.unwrap(row.package_scope, row.package_key_wrapped, b"package-key").decode()
-        receipt_key = gw.keys.unwrap(row.package_scope, row.receipt_key_wrapped, b"receipt-key")
-        fp_key = gw.keys.unwrap(tenant_id, row.fingerprint_key_wrapped, f"fingerprint:{migration_id}".encode())
-        assert instr.destination is not None
-        recipients = [instr.destination.recipient_age_key, str(packages.identity(package_identity).to_public())]
+        keys, sealed = recipes.package_keys(u, tenant_id, "migration:run"), _sealed(row)
+        _, destination = _outbound(instr)
+        # The header's last field, the receipt key, is added by the package keys (PackageKeys.write).
         header = {"record": "header", "format": FORMAT, "migration": migration_id, "tenant": tenant_id,
-                  "instruction": instr.id, "fields": read_plan.describe(), "links": read_plan.describe_links(),
-                  "receipt_key": receipt_key.hex()}
+                  "instruction": instr.id, "fields": read_plan.describe(), "links": read_plan.describe_links()}
         counts = sel.Counts(read_plan.links)
-        records = sel.run(u, read_plan, fingerprint.id_map(fp_key), on_result=guard)
-        assert job.package is not None
-        d = job.package.parent
-        written = packages.write(job.package, packages.lines(_records(header, records, counts)), recipients)
+        records = sel.run(u, read_plan, keys.ids(migration_id, sealed), on_result=guard)
+        package = _package(job)
+        d = package.parent
+        written = keys.write(sealed, package, header, _records(records, counts), destination.recipient_age_key)
     with gw.unit(principal, Purpose.EXPORT) as u:
-        u._authorise(tenant_id, "migration:run")
+        u.authorise(tenant_id, "migration:run")
         row = _row(u, tenant_id, migration_id)
         job = _job(row)
         received = _instruction_sha(u, tenant_id, job.instruction_id)
         body = {
             "format": FORMAT, "migration": migration_id, "tenant": tenant_id, "kind": job.kind,
             "instruction": job.instruction_id, "instruction_sha256": received, "created_at": utcnow().isoformat(),
-            "recipient": instr.destination.recipient_age_key,
-            "destination": {"name": instr.destination.name, "country": instr.destination.country},
+            "recipient": destination.recipient_age_key,
+            "destination": {"name": destination.name, "country": destination.country},
             "fields": read_plan.describe(), "links": read_plan.describe_links(), "counts": counts.as_dict(),
             "files": [{"name": PACKAGE, "sha256": written.sha256, "bytes": written.size}],
             "fingerprint_key_id": row.fingerprint_key_id,
             "deletion_deadline": job.deadline.isoformat(),
             "approvals": [{k: a[k] for k in ("side", "name", "at")} for a in job.approvals],
         }
-        signer, public = u._platform_signer()
-        manifest = {"manifest": body, "signature": signer.sign(body), "public_key": public.hex()}
+        signature, public = recipes.sign_as_platform(u, body)
+        manifest = {"manifest": body, "signature": signature, "public_key": public.hex()}
         atomic_write(d / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode(), mode=0o600)
         _set(u, tenant_id, migration_id, state="packaged", manifest=json.dumps(manifest, sort_keys=True),
              manifest_signature=manifest["signature"])
@@ -440,7 +458,7 @@ def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, st
 
 def _instruction_sha(u: Unit, tenant_id: str, instruction_id: str) -> str:
     body, signature = jobs.instruction_as_signed(u, tenant_id, instruction_id)
-    return hashlib.sha256(body.encode() + b"\n" + signature.encode()).hexdigest()
+    return sha256_hex(body.encode() + b"\n" + signature.encode())
 
 
 # --- reading a package back -------------------------------------------------------------------
@@ -509,8 +527,10 @@ class _LinkCheck:
                 raise ReconciliationFailed(f"{missing} {target} id(s) linked to are not records of the package")
 
 
-def reconcile(path: Path, identity_text: str, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Decrypt a package in memory and check it against its manifest: the SHA-256 of the file,
+def reconcile(path: Path, read: Callable[[Path, Callable[[bytes], None]], None], manifest: dict[str, Any]
+              ) -> dict[str, Any]:
+    """Decrypt a package in memory (``read``: the recipient's identity or the platform's package
+    key, through ``labvault.crypto.packages``) and check it against its manifest: the SHA-256 of the file,
     the header, every record's type, fields and links within the manifest's (a link only to a
     record type the manifest lists, and naming a record of the package), and the counts per record
     type, field and link (A2, B4). Returns the package's header; raises ``ReconciliationFailed``
@@ -552,7 +572,7 @@ def reconcile(path: Path, identity_text: str, manifest: dict[str, Any]) -> dict[
             raise ReconciliationFailed(f"{rtype} records differ in their fields") from None
 
     reader = _Reader(on)
-    packages.read(path, identity_text, reader.push)
+    read(path, reader.push)
     reader.end()
     if check is not None:
         check.end()
@@ -585,30 +605,29 @@ def verify_package(u: Unit, tenant_id: str, migration_id: str) -> Job:
     """The platform's reconciliation of its own package (with the package key), then ``verified``:
     the manifest's fields and links are the approved plan's, and the package is the manifest's
     (``reconcile``: record types, fields, links and their counts; A2, B4)."""
-    u._authorise(tenant_id, "migration:verify")
+    u.authorise(tenant_id, "migration:verify")
     row = _row(u, tenant_id, migration_id)
     job = _job(row)
     _expect(job, "packaged", "verified", hint="verify follows a complete run")
-    assert job.manifest is not None
-    _check_manifest_signature(u, job.manifest)
-    m = job.manifest["manifest"]
+    manifest = _manifest(job)
+    _check_manifest_signature(u, manifest)
+    m = manifest["manifest"]
     if m["fields"] != job.plan["fields"] or ("links" in job.plan and m.get("links") != job.plan["links"]):
         what = "fields" if m["fields"] != job.plan["fields"] else "links"
         raise ReconciliationFailed(f"the manifest's {what} are not the approved plan's")
-    identity = u._gw.keys.unwrap(row.package_scope, row.package_key_wrapped, b"package-key").decode()
-    assert job.package is not None
-    reconcile(job.package, identity, job.manifest)
+    keys, sealed = recipes.package_keys(u, tenant_id, "migration:verify"), _sealed(row)
+    reconcile(_package(job), lambda path, push: keys.read(sealed, path, push), manifest)
     if "result" in m["fields"] and m["counts"]["records"]["result"] != job.plan["counts"]["results"] \
             and job.plan["counts"]["results"] is not None:
-        u._record(tenant_id, "migration:verify", "migration", 0, outcome="alert", refs=[migration_id])
+        u.audit(tenant_id, "migration:verify", "migration", 0, outcome="alert", refs=[migration_id])
     _set(u, tenant_id, migration_id, state="verified", verified_at=utcnow())
-    _ev(u, tenant_id, "migration:verify", job.manifest["manifest"]["counts"]["records"]["result"],
+    _ev(u, tenant_id, "migration:verify", m["counts"]["records"]["result"],
         migration_id, job.instruction_id)
     return _job(_row(u, tenant_id, migration_id))
 
 
 def _check_manifest_signature(u: Unit, manifest: dict[str, Any]) -> None:
-    _, public = u._platform_signer()
+    public = recipes.platform_public_key(u)
     if manifest.get("public_key") != public.hex():
         raise ReconciliationFailed("the manifest is not signed by this platform")
     try:
@@ -627,14 +646,12 @@ def acknowledge(package: Path, manifest: dict[str, Any], identity_text: str, *,
     signed (required when the instruction names the recipient's ``receipt_key``)."""
     from labvault.crypto.signing import Signer
 
-    header = reconcile(package, identity_text, manifest)
+    header = reconcile(package, lambda path, push: packages.read(path, identity_text, push), manifest)
     body = manifest["manifest"]
     receipt = {"receipt": "migration", "migration": body["migration"], "tenant": body["tenant"],
                "package_sha256": body["files"][0]["sha256"], "records": body["counts"]["records"],
                "received_at": utcnow().isoformat()}
-    doc: dict[str, Any] = {"receipt": receipt,
-                           "mac": hmac.new(bytes.fromhex(header["receipt_key"]), canonical(receipt),
-                                           hashlib.sha256).hexdigest()}
+    doc: dict[str, Any] = {"receipt": receipt, "mac": packages.receipt_mac(header, receipt)}
     if signing_key is not None:
         signer = Signer(signing_key)
         doc["signature"] = signer.sign(receipt)
@@ -650,17 +667,17 @@ def _receipt_key(u: Unit, tenant_id: str, instruction_id: str) -> str | None:
 
 def import_receipt(u: Unit, tenant_id: str, migration_id: str, doc: object) -> Job:
     """Check the recipient's receipt and record it; the package is purged at once."""
-    u._authorise(tenant_id, "migration:receipt")
+    u.authorise(tenant_id, "migration:receipt")
     row = _row(u, tenant_id, migration_id)
     job = _job(row)
     _expect(job, "packaged", "verified", hint="a receipt follows a run")
-    assert job.manifest is not None
+    manifest = _manifest(job)
     if not isinstance(doc, dict) or not {"receipt", "mac"} <= set(doc) \
             or not set(doc) <= {"receipt", "mac", "signature", "public_key"} \
             or not isinstance(doc["receipt"], dict) or not isinstance(doc["mac"], str):
         raise ReceiptInvalid("receipt: must hold receipt and mac (and, when signed, signature and public_key)")
     body = doc["receipt"]
-    m = job.manifest["manifest"]
+    m = manifest["manifest"]
     if body.get("migration") != migration_id or body.get("tenant") != tenant_id:
         raise ReceiptInvalid("receipt: it is for another migration")
     if body.get("package_sha256") != m["files"][0]["sha256"]:
@@ -669,11 +686,11 @@ def import_receipt(u: Unit, tenant_id: str, migration_id: str, doc: object) -> J
         raise ReceiptInvalid("receipt: its counts are not the manifest's")
 
     def refuse(reason: str) -> ReceiptInvalid:
-        u._record(tenant_id, "migration:receipt", "migration", 0, outcome="denied", refs=[migration_id])
+        u.audit(tenant_id, "migration:receipt", "migration", 0, outcome="denied", refs=[migration_id])
         return ReceiptInvalid(f"receipt: {reason}")
 
-    key = u._gw.keys.unwrap(row.package_scope, row.receipt_key_wrapped, b"receipt-key")
-    if not hmac.compare_digest(hmac.new(key, canonical(body), hashlib.sha256).hexdigest(), doc["mac"]):
+    keys = recipes.package_keys(u, tenant_id, "migration:receipt")
+    if not keys.receipt_valid(_sealed(row), body, doc["mac"]):
         raise refuse("its MAC does not verify (not made from this package)")
     expected = _receipt_key(u, tenant_id, job.instruction_id)
     if expected is not None:
@@ -690,7 +707,7 @@ def import_receipt(u: Unit, tenant_id: str, migration_id: str, doc: object) -> J
 
 def purge(u: Unit, tenant_id: str, migration_id: str, *, reason: str) -> Job:
     """Destroy every copy: the package file, any partial attempt, and the package key's scope."""
-    u._authorise(tenant_id, "migration:purge")
+    u.authorise(tenant_id, "migration:purge")
     row = _row(u, tenant_id, migration_id)
     job = _job(row)
     if job.state in ("purged", "closed"):
@@ -712,14 +729,14 @@ def purge(u: Unit, tenant_id: str, migration_id: str, *, reason: str) -> Job:
     _ev(u, tenant_id, "migration:purge", len(destroyed), migration_id, job.instruction_id)
     # Last, once the database says so: the key itself (gone already if an earlier purge destroyed
     # it and then failed to commit).
-    if row.package_scope and u._gw.keys.has_scope(row.package_scope):
-        u._gw.keys.destroy_scope(row.package_scope)
+    if row.package_scope:
+        recipes.package_keys(u, tenant_id, "migration:purge").destroy(row.package_scope)
     return _job(_row(u, tenant_id, migration_id))
 
 
 def close(u: Unit, tenant_id: str, migration_id: str) -> dict[str, Any]:
     """The signed closure certificate of a purged migration (stored, and written beside the manifest)."""
-    u._authorise(tenant_id, "migration:close")
+    u.authorise(tenant_id, "migration:close")
     row = _row(u, tenant_id, migration_id)
     job = _job(row)
     _expect(job, "purged", hint="close follows the purge (at receipt or at the deadline)")
@@ -729,7 +746,7 @@ def close(u: Unit, tenant_id: str, migration_id: str) -> dict[str, Any]:
         "kind": "migration-closure", "migration": migration_id, "tenant": tenant_id, "type": job.kind,
         "instruction": job.instruction_id, "instruction_sha256": _instruction_sha(u, tenant_id, job.instruction_id),
         "extracted": None if m is None else {"fields": m["fields"], "counts": m["counts"], "files": m["files"]},
-        "manifest_sha256": None if job.manifest is None else hashlib.sha256(canonical(job.manifest)).hexdigest(),
+        "manifest_sha256": None if job.manifest is None else sha256_hex(canonical(job.manifest)),
         "fingerprint_key_id": row.fingerprint_key_id,
         "approvals": [{k: a.get(k) for k in ("side", "account", "name", "signer", "at")} for a in job.approvals],
         "received_at": row.received_at and stored_utc(row.received_at).isoformat(),
@@ -760,7 +777,7 @@ def check_certificate(record: object, public_keys: Iterable[bytes]) -> dict[str,
 
 def enforce_deadlines(u: Unit, tenant_id: str, now: datetime) -> dict[str, int]:
     """Purge every package of the lab whose deletion deadline has come (a retention hook)."""
-    u._authorise(tenant_id, "migration:purge")
+    u.authorise(tenant_id, "migration:purge")
     due = jobs.holding(u, tenant_id, due_at=now)
     for mid in due:
         purge(u, tenant_id, mid, reason="deadline")
@@ -770,7 +787,7 @@ def enforce_deadlines(u: Unit, tenant_id: str, now: datetime) -> dict[str, int]:
 def destroy_all(u: Unit, tenant_id: str) -> dict[str, Any]:
     """End of contract: purge every package of the lab still held (a tenant-end hook); says which
     copies were destroyed (migration, file and its SHA-256, key scope), for the certificate."""
-    u._authorise(tenant_id, "migration:purge")
+    u.authorise(tenant_id, "migration:purge")
     held = jobs.holding(u, tenant_id)
     copies = []
     for mid in held:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from labvault.instructions import fingerprint
+from labvault.crypto import fingerprint
 from labvault.interop.fhir_out import NdjsonWriter
 from labvault.synth import results_stream
 

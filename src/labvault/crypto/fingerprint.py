@@ -4,6 +4,9 @@ The same patient, request or result gets different ids in two exports, and the i
 say nothing about the internal ids without its key. A leaked file can then be traced to the
 export it came from: ``matches`` counts how many of the leaked ids each export's key would have
 made. The manifest of an export records ``key_id`` (a hash of the key), never the key.
+
+Outside ``labvault.crypto`` the key itself is never handled: a migration's key is made, wrapped
+and turned into its ``id_map`` by ``labvault.crypto.packages.PackageKeys``.
 """
 
 from __future__ import annotations
