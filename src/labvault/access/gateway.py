@@ -496,6 +496,8 @@ class Unit:
         self._seq[tenant_id] = (seq, digest)
         row["prev_hash"], row["hash"] = head[1], digest
         self._pending_events.append(row)
+        if previous is not None:  # back to the lab this unit works on (its reads rely on the scope)
+            self._scope(previous)
 
     def _flush_events(self) -> None:
         """Insert the events chained so far, in one batch, inside this unit's transaction."""
@@ -510,8 +512,6 @@ class Unit:
                 for r in mine:
                     r["at"] = chain.at_text(r["at"])
             bulk_insert(self.conn, t.audit_event, _EVENT_COLUMNS, [tuple(r[c] for c in _EVENT_COLUMNS) for r in mine])
-        if previous is not None:
-            self._scope(previous)
         if previous is not None:
             self._scope(previous)
 
