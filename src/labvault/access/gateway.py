@@ -30,6 +30,7 @@ from labvault.access.records import ENCRYPTED, Records
 from labvault.access.rotation import Rotation, rotate_keys
 from labvault.access.tenants import SYNTHETIC_MARK, TenantCrypto, Tenants
 from labvault.access.trail import AuditAppend
+from labvault.audit.pin import PinStore
 from labvault.crypto.keys import PLATFORM, KeyProvider
 from labvault.errors import AccessDenied, NotFound
 from labvault.store import schema as t
@@ -40,15 +41,12 @@ __all__ = ["ENCRYPTED", "SYNTHETIC_MARK", "Gateway", "TenantCrypto", "Unit"]
 class Gateway:
     """Holds the engine and the key provider; opens units of work."""
 
-
     def __init__(self, engine: Engine, keys: KeyProvider, *, tenant_filter: bool = True,
                  pin_path: Path | None = None) -> None:
         self.engine = engine
         self.keys = keys
         # G4: the platform key pinned at init and each lab's last checkpoint, sealed, outside the
         # database (labvault.audit.pin). None: checkpoints are checked against the keys the KEK opens.
-        from labvault.audit.pin import PinStore
-
         self.pin = PinStore(pin_path, keys) if pin_path is not None else None
         # Tests turn the application's own tenant filter off to prove that row-level security
         # alone keeps labs apart on PostgreSQL. Never off in production.
@@ -81,6 +79,7 @@ class Gateway:
             return
         with self.engine.begin() as conn:
             side = Unit(self, conn, unit.principal, purpose, check_principal=False)
+            side._final = True  # its refusals are written at once: nothing after it rolls back
             for action in unit._side_actions:
                 action(side)
             for tenant_id, kwargs in unit._side_events:
@@ -185,6 +184,7 @@ class Unit(Authorisation, AuditAppend, Tenants, Records, Rotation):
         self._committed = True
         self._service_purpose: str | None = None
         self._check = check_principal
+        self._final = False
         if check_principal:
             self._check_principal()
 
@@ -223,8 +223,20 @@ class Unit(Authorisation, AuditAppend, Tenants, Records, Rotation):
         touched.add(getattr(table, "name", None))
         if touched & PERSONAL_TABLES:
             raise AccessDenied("personal-data tables are reached only through the gateway's typed methods")
+        if "audit_event" in touched:  # a read of the trail sees this unit's own events
+            self._flush_events()
         self._scope(tenant_id)
         return self.conn.execute(statement)
+
+    @property
+    def dialect(self) -> str:
+        """The database's kind (``sqlite``, ``postgresql``), as certificates name the store."""
+        return str(self.conn.dialect.name)
+
+    @property
+    def pin(self) -> PinStore | None:
+        """G4: the platform key and each lab's last checkpoint, sealed outside the database (or None)."""
+        return self._gw.pin
 
     def after(self, action: Callable[[Unit], None]) -> None:
         """Run ``action`` in a transaction of its own once this unit ends, committed or not."""

@@ -2,11 +2,12 @@
 and opened on the way out, each operation authorised and audited."""
 
 from __future__ import annotations
-from collections.abc import Iterator, Sequence
-from datetime import date
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from labvault.access import codec
@@ -26,7 +27,7 @@ from labvault.domain.models import (
 from labvault.domain.sensitivity import sensitivity_of
 from labvault.errors import AccessDenied, InvalidInput, NotFound
 from labvault.store import schema as t
-from labvault.store.engine import bulk_insert
+from labvault.store.engine import bulk_insert, iter_tenant_rows
 
 if TYPE_CHECKING:
     from labvault.access.tenants import TenantCrypto
@@ -46,6 +47,25 @@ ENCRYPTED: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+# Retention categories of results: each sensitive category, and ``results`` for every other result.
+RESULTS = "results"
+SENSITIVE = tuple(s.value for s in Sensitivity if s is not Sensitivity.OTHER)
+# Personal tables emptied at the end of a contract, children first; tenant_key goes by shredding.
+END_TABLES = ("result", "specimen", "request", "prescriber", "patient_identity", "quarantine")
+_PURGE_BATCH = 500  # requests per purge batch (ids per IN list stay well under SQLite's limit)
+_CHUNK = 500
+
+
+def _utc(value: datetime) -> datetime:
+    """Times without a zone were stored as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _chunks(ids: list[str]) -> Iterable[list[str]]:
+    for k in range(0, len(ids), _CHUNK):
+        yield ids[k : k + _CHUNK]
+
+
 def _valid_id(value: str) -> bool:
     """Ids are short tokens; anything else (NUL bytes, 10 kB strings) cannot name a row."""
     return isinstance(value, str) and OBJECT_ID_RE.match(value) is not None
@@ -58,7 +78,6 @@ def _check_id(value: str, kind: str) -> None:
 
 class Records(UnitState):
     """Typed reads and writes of personal records: mixed into ``Unit``."""
-
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -479,3 +498,109 @@ class Records(UnitState):
             raise NotFound("no such patient in this lab")
         self._record(tenant_id, "patient:identity:raw", "patient", 1)
         return {k: (v.hex() if isinstance(v, bytes) else v) for k, v in row._mapping.items()}
+
+    # -- deletions retention decides (labvault.retention: what is due, holds, reports) -------------
+    def purge_results(
+        self, tenant_id: str, cutoffs: Mapping[str, datetime], *, request_cutoff: datetime | None,
+        batch: int = _PURGE_BATCH,
+    ) -> dict[str, int]:
+        """Delete the results collected before their category's cutoff (a category absent from
+        ``cutoffs`` is kept), then the requests left without a result (with their specimens), then the
+        identities left without a request by this run.
+
+        A result's time is its specimen's collection; without a specimen, the earliest collection of
+        its request, else the request's own time. A request that never had a result goes when its time
+        is before ``request_cutoff`` (None: kept). Streams the lab by batches of ``batch`` requests
+        (keyset order); returns counts per category and for ``request``, ``specimen``, ``patient``.
+        """
+        self._authorise(tenant_id, "retention:run")
+        c = self._crypto(tenant_id)
+        collected_col = c.cipher.column("specimen", "collected_at_enc")
+        requested_col = c.cipher.column("request", "requested_at_enc")
+        observation = c.cipher.column("result", "observation_enc")
+        cut = {k: _utc(v) for k, v in cutoffs.items()}
+        request_cut = None if request_cutoff is None else _utc(request_cutoff)
+        counts = dict.fromkeys((RESULTS, *SENSITIVE, "request", "specimen", "patient"), 0)
+        q, s, r = t.request, t.specimen, t.result
+        orphans: set[str] = set()
+        last: str | None = None
+        while True:
+            stmt = select(q.c.request_id, q.c.pseudonym, q.c.requested_at_enc).where(self._tf(q, tenant_id))
+            if last is not None:
+                stmt = stmt.where(q.c.request_id > last)
+            reqs = self.conn.execute(stmt.order_by(q.c.request_id).limit(batch)).all()
+            if not reqs:
+                break
+            last = reqs[-1].request_id
+            ids = [x.request_id for x in reqs]
+            collected: dict[str, datetime] = {}
+            first: dict[str, datetime] = {}
+            for sp in self.conn.execute(select(s.c.specimen_id, s.c.request_id, s.c.collected_at_enc).where(
+                    self._tf(s, tenant_id), s.c.request_id.in_(ids))).all():
+                at = _utc(codec.to_dt(collected_col.open(sp.specimen_id, sp.collected_at_enc).decode()))
+                collected[sp.specimen_id] = at
+                if sp.request_id not in first or at < first[sp.request_id]:
+                    first[sp.request_id] = at
+            for x in reqs:
+                if x.request_id not in first:
+                    first[x.request_id] = _utc(codec.to_dt(requested_col.open(x.request_id, x.requested_at_enc).decode()))
+            expired: list[str] = []
+            had: set[str] = set()
+            kept: set[str] = set()
+            for res in self.conn.execute(select(r.c.result_id, r.c.request_id, r.c.specimen_id, r.c.observation_enc).where(
+                    self._tf(r, tenant_id), r.c.request_id.in_(ids))).all():
+                had.add(res.request_id)
+                system, code = codec.unpack(observation.open(res.result_id, bytes(res.observation_enc)))[:2]
+                sensitivity = sensitivity_of(system, code)
+                category = RESULTS if sensitivity is Sensitivity.OTHER else sensitivity.value
+                at = collected.get(res.specimen_id) if res.specimen_id else None
+                cutoff = cut.get(category)
+                if cutoff is not None and (at or first[res.request_id]) < cutoff:
+                    expired.append(res.result_id)
+                    counts[category] += 1
+                else:
+                    kept.add(res.request_id)
+            for part in _chunks(expired):
+                self.conn.execute(delete(r).where(self._tf(r, tenant_id), r.c.result_id.in_(part)))
+            gone = [x for x in reqs if x.request_id not in kept and (
+                x.request_id in had or (request_cut is not None and first[x.request_id] < request_cut))]
+            if not gone:
+                continue
+            gone_ids = [x.request_id for x in gone]
+            counts["specimen"] += self.conn.execute(
+                delete(s).where(self._tf(s, tenant_id), s.c.request_id.in_(gone_ids))).rowcount
+            counts["request"] += self.conn.execute(
+                delete(q).where(self._tf(q, tenant_id), q.c.request_id.in_(gone_ids))).rowcount
+            candidates = {x.pseudonym for x in gone}
+            left = set(self.conn.execute(select(q.c.pseudonym).distinct().where(
+                self._tf(q, tenant_id), q.c.pseudonym.in_(sorted(candidates)))).scalars())
+            orphans |= candidates - left
+        if orphans:
+            # Identities carry no pseudonym (re-linking needs the lab's key): compute it for each.
+            pseudonym = c.index.pseudonym
+            doomed = [pid for (pid,) in iter_tenant_rows(self.conn, "patient_identity", ("patient_id",), tenant_id)
+                      if pseudonym(pid) in orphans]
+            pi = t.patient_identity
+            for part in _chunks(doomed):
+                counts["patient"] += self.conn.execute(
+                    delete(pi).where(self._tf(pi, tenant_id), pi.c.patient_id.in_(part))).rowcount
+        return counts
+
+    def purge_quarantine(self, tenant_id: str, cutoff: datetime) -> int:
+        """Delete the refused messages received before ``cutoff``, whatever became of them."""
+        self._authorise(tenant_id, "retention:run")
+        qt = t.quarantine
+        return self.conn.execute(delete(qt).where(self._tf(qt, tenant_id), qt.c.received_at < _utc(cutoff))).rowcount
+
+    def delete_lab_rows(self, tenant_id: str) -> dict[str, int]:
+        """Delete every row of the lab in every personal table but its keys; counts per table."""
+        self._authorise(tenant_id, "tenant:end")
+        self.tenant(tenant_id)
+        missing = t.PERSONAL_TABLES - {*END_TABLES, "tenant_key"}
+        if missing:  # a personal table added later must be listed above, not silently left behind
+            raise RuntimeError(f"tenant end does not know the personal tables {sorted(missing)}")
+        out = {}
+        for name in END_TABLES:
+            tbl = t.metadata.tables[name]
+            out[name] = self.conn.execute(delete(tbl).where(self._tf(tbl, tenant_id))).rowcount
+        return out

@@ -31,3 +31,4 @@ class UnitState:
     _committed: bool
     _service_purpose: str | None
     _check: bool
+    _final: bool  # the unit run after another ended (``Unit.after``): nothing left to roll back

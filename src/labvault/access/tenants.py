@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterable, Mapping
+from typing import Any
 from dataclasses import dataclass
 from hashlib import sha256
 
@@ -55,7 +56,6 @@ def _synthetic_secret(tenant_id: str) -> bytes:
 
 class Tenants(UnitState):
     """Labs, their keys and the platform key: mixed into ``Unit``."""
-
 
     def create_tenant(
         self, tenant_id: str, name: str, finess: str, *, retention: Mapping[str, tuple[int, str]],
@@ -347,6 +347,26 @@ class Tenants(UnitState):
         signer = Signer(self._gw.keys.unwrap(PLATFORM, row.wrapped, f"signing:v{row.version}".encode()))
         return signer, signer.public_key  # derived from the private key, not read from the row
 
+    def sign_as_platform(self, body: dict[str, Any]) -> tuple[str, bytes]:
+        """Sign ``body`` (a record without personal value) with the platform's active signing key:
+        the signature and the public key it verifies with."""
+        signer, public = self._platform_signer()
+        return signer.sign(body), public
+
+    def platform_public_key(self) -> bytes:
+        """The platform's active signing public key (derived from the private key the KEK opens)."""
+        return self._platform_signer()[1]
+
+    def platform_public_keys(self) -> set[str]:
+        """Hex of every platform signing public key, retired ones too (they verify older records)."""
+        previous = self._scoped
+        self._scope(PLATFORM)
+        tk = t.tenant_key
+        rows = self.conn.execute(select(tk.c.public).where(tk.c.tenant_id == PLATFORM, tk.c.purpose == "signing")).all()
+        if previous is not None:
+            self._scope(previous)
+        return {bytes(x.public).hex() for x in rows if x.public}
+
     def platform_keys(self) -> list[bytes]:
         """G4: the platform's signing keys a checkpoint may be verified with, oldest first.
 
@@ -431,6 +451,15 @@ class Tenants(UnitState):
             self.on_commit(lambda: pin.add_key(version, pub))
         return {"version": version, "fingerprint": fingerprint(pub), "previous": fingerprint(old_public),
                 "record": {"body": body, "signature": signature}}
+
+    # -- account secrets sealed under the platform's KEK (TOTP seeds) ------------------------------
+    def seal_totp_secret(self, account_id: str, secret: str) -> bytes:
+        """An account's TOTP secret sealed under the platform's KEK, bound to the account."""
+        return self._gw.keys.wrap(PLATFORM, secret.encode(), f"totp:{account_id}".encode())
+
+    def open_totp_secret(self, account_id: str, sealed: bytes) -> str:
+        """The TOTP secret ``seal_totp_secret`` sealed for this account."""
+        return self._gw.keys.unwrap(PLATFORM, sealed, f"totp:{account_id}".encode()).decode()
 
     # -- accounts (named actors; the access-control issue adds authentication and roles) -------
 

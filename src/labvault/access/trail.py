@@ -4,7 +4,8 @@ written in the unit's transaction (allowed work) or after it (refusals, errors, 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -12,7 +13,7 @@ from labvault.access.state import UnitState
 from labvault.audit import chain
 from labvault.ids import utcnow
 from labvault.store import schema as t
-from labvault.store.engine import bulk_insert
+from labvault.store.engine import bulk_insert, delete_audit_range, iter_audit_rows
 
 
 _EVENT_COLUMNS = (*chain.FIELDS, "prev_hash", "hash")
@@ -20,7 +21,6 @@ _EVENT_COLUMNS = (*chain.FIELDS, "prev_hash", "hash")
 
 class AuditAppend(UnitState):
     """The chain head, the event, the flush: mixed into ``Unit``."""
-
 
     def _record(
         self, tenant_id: str, action: str, object_type: str, count: int, *, outcome: str = "allowed",
@@ -42,7 +42,7 @@ class AuditAppend(UnitState):
             "user_agent": p.user_agent,
             "outcome": outcome,
         }
-        if outcome in ("denied", "error", "alert"):  # kept even when the work is rolled back
+        if outcome in ("denied", "error", "alert") and not self._final:  # kept even when the work is rolled back
             self._side_events.append((tenant_id, event))
             return
         self._write_event(tenant_id, **event)
@@ -94,3 +94,25 @@ class AuditAppend(UnitState):
             bulk_insert(self.conn, t.audit_event, _EVENT_COLUMNS, [tuple(r[c] for c in _EVENT_COLUMNS) for r in mine])
         if previous is not None:
             self._scope(previous)
+
+    # -- what the audit domain reads, deletes and locks (it authorises, the policy table decides) ---
+    def lock_trail(self, tenant_id: str) -> None:
+        """Hold the lab's trail until this unit ends: one appender or checkpoint signer at a time."""
+        self._scope(tenant_id)
+        self._chain_lock(tenant_id)
+
+    def trail_rows(self, tenant_id: str, columns: Sequence[str]) -> Iterator[tuple[Any, ...]]:
+        """The lab's events as stored (``columns`` of ``audit_event``), in order, streamed; this
+        unit's own events are written first."""
+        self._authorise(tenant_id, "audit:verify")
+        self._flush_events()
+        self._scope(tenant_id)
+        rows: Iterator[tuple[Any, ...]] = iter_audit_rows(self.conn, tenant_id, columns)
+        return rows
+
+    def delete_trail(self, tenant_id: str, after: int, upto: int) -> int:
+        """Delete the lab's events ``after`` < seq <= ``upto`` (a retention cut signed before); how many."""
+        self._authorise(tenant_id, "audit:purge")
+        self._flush_events()
+        self._scope(tenant_id)
+        return delete_audit_range(self.conn, tenant_id, after, upto)

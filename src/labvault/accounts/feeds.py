@@ -50,7 +50,7 @@ def _service_account(u, tenant_id: str, email: str):
 def pin(u, tenant_id: str, email: str, certificate: bytes) -> Pinned:
     """Pin ``certificate`` on the lab's service account ``email`` (replacing an earlier pin)."""
     u.tenant(tenant_id)
-    u._authorise(tenant_id, "feed:manage")
+    u.authorise(tenant_id, "feed:manage")
     fp, pem = read_certificate(certificate)
     row = _service_account(u, tenant_id, email)
     u._scope("*")
@@ -61,14 +61,14 @@ def pin(u, tenant_id: str, email: str, certificate: bytes) -> Pinned:
     u.conn.execute(update(t.account).where(t.account.c.tenant_id == tenant_id,
                                            t.account.c.account_id == row.account_id)
                    .values(feed_cert_sha256=fp, feed_cert_pem=pem))
-    u._record(tenant_id, "feed:pin", "account", 1, refs=[row.account_id, fp])
+    u.audit(tenant_id, "feed:pin", "account", 1, refs=[row.account_id, fp])
     return Pinned(row.account_id, row.email, fp)
 
 
 def unpin(u, tenant_id: str, email: str) -> Pinned:
     """Remove the pinned certificate of a service account: its feed is refused from the next connection."""
     u.tenant(tenant_id)
-    u._authorise(tenant_id, "feed:manage")
+    u.authorise(tenant_id, "feed:manage")
     row = _service_account(u, tenant_id, email)
     if row.feed_cert_sha256 is None:
         raise InvalidInput("no certificate is pinned on this service account")
@@ -76,14 +76,14 @@ def unpin(u, tenant_id: str, email: str) -> Pinned:
     u.conn.execute(update(t.account).where(t.account.c.tenant_id == tenant_id,
                                            t.account.c.account_id == row.account_id)
                    .values(feed_cert_sha256=None, feed_cert_pem=None))
-    u._record(tenant_id, "feed:unpin", "account", 1, refs=[row.account_id, row.feed_cert_sha256])
+    u.audit(tenant_id, "feed:unpin", "account", 1, refs=[row.account_id, row.feed_cert_sha256])
     return Pinned(row.account_id, row.email, row.feed_cert_sha256)
 
 
 def listing(u, tenant_id: str) -> list[Pinned]:
     """The lab's service accounts with a pinned certificate."""
     u.tenant(tenant_id)
-    u._authorise(tenant_id, "feed:manage")
+    u.authorise(tenant_id, "feed:manage")
     rows = u.conn.execute(select(t.account).where(t.account.c.tenant_id == tenant_id,
                                                   t.account.c.feed_cert_sha256.is_not(None))
                           .order_by(t.account.c.email)).all()
@@ -107,6 +107,6 @@ def principal_for_certificate(u, tenant_id: str, der: bytes, *, addr: str | None
     row = u.conn.execute(select(t.account).where(t.account.c.feed_cert_sha256 == fp)).first()
     if row is None or row.tenant_id != tenant_id or row.kind != "service" or not row.active:
         u._scope(tenant_id)
-        u._record(tenant_id, "feed:connect", "feed", 0, outcome="denied", refs=[fp])
+        u.audit(tenant_id, "feed:connect", "feed", 0, outcome="denied", refs=[fp])
         raise AccessDenied("this client certificate is not pinned on an active service account of the lab")
     return principal_of(row, source_addr=addr, user_agent="mllp")

@@ -107,10 +107,10 @@ def create_account(
         raise InvalidInput("an account needs a person's name and a valid e-mail address")
     if tenant_id != PLATFORM:
         u.tenant(tenant_id)
-    if tenant_id != PLATFORM and u.principal.is_platform and u._check:
+    if tenant_id != PLATFORM and u.principal.is_platform and u.checked:
         _authorise_first_admin(u, tenant_id, roles_, kind)
     else:
-        u._authorise(tenant_id, "account:manage")
+        u.authorise(tenant_id, "account:manage")
     if _account_by_email(u, email) is not None:
         raise InvalidInput("an account with this e-mail address already exists")
     account_id = new_id()
@@ -126,7 +126,7 @@ def create_account(
             commitment_ref="service account: bound to one lab and one purpose" if kind == "service" else None,
         )
     )
-    u._record(tenant_id, "account:create", "account", 1, refs=[account_id])
+    u.audit(tenant_id, "account:create", "account", 1, refs=[account_id])
     return NewAccount(account_id, tenant_id, email.strip().lower(), token)
 
 
@@ -149,14 +149,14 @@ def _authorise_first_admin(u, tenant_id: str, roles: list[str], kind: str) -> No
     a live invitation (an invitation that expired unused may be sent again)."""
     action = "account:invite-admin"
     if roles != ["lab_admin"] or kind != "person":
-        u._deny(tenant_id, "account:manage",
+        u.refuse(tenant_id, "account:manage",
                 "only the lab's own lab_admin adds its accounts: the platform invites the lab's first lab_admin only")
-    u._authorise(tenant_id, action)
+    u.authorise(tenant_id, action)
     now = utcnow()
     for r in _lab_admins(u, tenant_id):
         live_invitation = r.enrolment_hash is not None and stored_utc(r.enrolment_expires) > now
         if _enrolled(r) or not r.active or live_invitation:
-            u._deny(tenant_id, action, "this lab already has its lab_admin: only the lab's own lab_admin adds its "
+            u.refuse(tenant_id, action, "this lab already has its lab_admin: only the lab's own lab_admin adds its "
                                        "accounts")
 
 
@@ -205,7 +205,7 @@ def enrol(u, token: str, password: str, *, accept_commitment: bool) -> Enrolment
     u._scope(row.tenant_id)
     u.conn.execute(update(t.account).where(t.account.c.account_id == row.account_id,
                                            t.account.c.tenant_id == row.tenant_id).values(**values))
-    u._record(row.tenant_id, "account:enrol", "account", 1, refs=[row.account_id])
+    u.audit(row.tenant_id, "account:enrol", "account", 1, refs=[row.account_id])
     return Enrolment(row.account_id, needs_mfa, uri, svg)
 
 
@@ -239,7 +239,7 @@ def verify_totp(u, principal: Principal, code: str) -> bool:
         return False
     if _consume_totp(u, row, code):
         return True
-    u._record(row.tenant_id, "account:mfa:failure", "account", 1, outcome="denied", refs=[row.account_id])
+    u.audit(row.tenant_id, "account:mfa:failure", "account", 1, outcome="denied", refs=[row.account_id])
     return False
 
 
@@ -259,7 +259,7 @@ def confirm_enrolment(u, token: str, code: str) -> None:
     if row.totp_secret_wrapped is None or row.password_hash is None:
         raise InvalidInput("set a password first")
     if not _consume_totp(u, row, code):
-        u._record(row.tenant_id, "account:mfa:failure", "account", 1, outcome="denied", refs=[row.account_id])
+        u.audit(row.tenant_id, "account:mfa:failure", "account", 1, outcome="denied", refs=[row.account_id])
         raise AuthenticationFailed("the code does not match, or was already used")
     u._scope(row.tenant_id)
     u.conn.execute(
@@ -267,7 +267,7 @@ def confirm_enrolment(u, token: str, code: str) -> None:
         .where(t.account.c.account_id == row.account_id, t.account.c.tenant_id == row.tenant_id)
         .values(mfa_enabled=1, enrolment_hash=None, enrolment_expires=None)
     )
-    u._record(row.tenant_id, "account:mfa:enable", "account", 1, refs=[row.account_id])
+    u.audit(row.tenant_id, "account:mfa:enable", "account", 1, refs=[row.account_id])
 
 
 # -- login --------------------------------------------------------------------------------------
@@ -359,7 +359,7 @@ def login(u, email: str, password: str, *, addr: str | None, user_agent: str | N
     session = _new_session(u, row, mfa_passed=not needs_mfa, addr=addr, user_agent=user_agent)
     principal = principal_of(row, source_addr=addr, user_agent=user_agent)
     if not needs_mfa:
-        u._record(row.tenant_id, "account:login", "account", 1, refs=[row.account_id])
+        u.audit(row.tenant_id, "account:login", "account", 1, refs=[row.account_id])
         _detect_shared_use(u, row, addr, user_agent)
     return Login(session, needs_mfa, principal)
 
@@ -404,7 +404,7 @@ def verify_mfa(u, pre_session: str, code: str, *, addr: str | None, user_agent: 
     u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
                                            t.account.c.account_id == row.account_id).values(failed_logins=0))
     session = _new_session(u, row, mfa_passed=True, addr=addr, user_agent=user_agent, totp_checked=True)
-    u._record(row.tenant_id, "account:login", "account", 1, refs=[row.account_id])
+    u.audit(row.tenant_id, "account:login", "account", 1, refs=[row.account_id])
     _detect_shared_use(u, row, addr, user_agent)
     return Login(session, False, principal_of(row, source_addr=addr, user_agent=user_agent))
 
@@ -424,7 +424,7 @@ def _detect_shared_use(u, row, addr: str | None, user_agent: str | None) -> None
     ).all()
     ua = (user_agent or "")[:300] or None
     if any(o.source_addr != addr or o.user_agent != ua for o in others):
-        u._record(row.tenant_id, "account:concurrent-use", "account", 1, outcome="alert", refs=[row.account_id])
+        u.audit(row.tenant_id, "account:concurrent-use", "account", 1, outcome="alert", refs=[row.account_id])
 
 
 def _live_session(u, secret: str):
@@ -466,7 +466,7 @@ def step_up(u, secret: str, code: str, *, addr: str | None, user_agent: str | No
         raise LockedOut("this account is locked after repeated failures: try again later",
                         int((stored_utc(row.locked_until) - utcnow()).total_seconds()) + 1)
     if not row.mfa_enabled or row.totp_secret_wrapped is None:
-        u._record(row.tenant_id, "account:step-up", "account", 1, outcome="denied", refs=[row.account_id])
+        u.audit(row.tenant_id, "account:step-up", "account", 1, outcome="denied", refs=[row.account_id])
         raise AccessDenied("this account has no TOTP authenticator: a step-up needs one (enrol it first)")
     if not _consume_totp(u, row, code):  # single use, like every check of a code
         _fail(u, row, addr, "account:step-up:failure")
@@ -478,7 +478,7 @@ def step_up(u, secret: str, code: str, *, addr: str | None, user_agent: str | No
                    .values(totp_at=now, last_seen=now))
     u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
                                            t.account.c.account_id == row.account_id).values(failed_logins=0))
-    u._record(row.tenant_id, "account:step-up", "account", 1, refs=[row.account_id])
+    u.audit(row.tenant_id, "account:step-up", "account", 1, refs=[row.account_id])
 
 
 def require_step_up(u, secret: str) -> None:
@@ -488,7 +488,7 @@ def require_step_up(u, secret: str) -> None:
     if s.totp_at is not None and stored_utc(s.totp_at) + STEP_UP_WINDOW >= utcnow():
         return
     minutes = int(STEP_UP_WINDOW.total_seconds() // 60)
-    u._record(row.tenant_id, "account:step-up:required", "account", 0, outcome="denied", refs=[row.account_id])
+    u.audit(row.tenant_id, "account:step-up:required", "account", 0, outcome="denied", refs=[row.account_id])
     raise StepUpRequired(f"step-up required: this approval needs your TOTP code checked in the last {minutes} "
                          "minutes; send it to POST /api/v1/auth/step-up, then retry")
 
@@ -501,7 +501,7 @@ def logout(u, secret: str) -> None:
     u.conn.execute(update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
                                                  t.login_session.c.session_hash == s.session_hash)
                    .values(revoked_at=utcnow()))
-    u._record(s.tenant_id, "account:logout", "account", 1, refs=[s.account_id])
+    u.audit(s.tenant_id, "account:logout", "account", 1, refs=[s.account_id])
 
 
 def csrf_token(secret: str) -> str:
@@ -521,21 +521,21 @@ def create_token(u, email: str | None, *, scopes: list[str], days: int, authenti
     if row is None or not row.active:
         raise NotFound("no active account with this e-mail address")
     if row.account_id == me.account_id and row.tenant_id == me.tenant_id:
-        if u._check and not authenticated:
-            u._deny(row.tenant_id, "token:create",
+        if u.checked and not authenticated:
+            u.refuse(row.tenant_id, "token:create",
                     "a token is minted from your own logged-in session: log in (CLI: --as EMAIL, with your password "
                     "and TOTP code)")
         return _create_token(u, row, scopes=scopes, days=days)
-    if u._check:
+    if u.checked:
         if me.is_platform:
-            u._deny(row.tenant_id, "token:create",
+            u.refuse(row.tenant_id, "token:create",
                     "nobody mints a token for another account: vendor accounts mint tokens for themselves only")
         if row.kind != "service":
-            u._deny(row.tenant_id, "token:create",
+            u.refuse(row.tenant_id, "token:create",
                     "nobody mints a token for another person: each person mints their own from their own session")
-        u._authorise(row.tenant_id, "token:manage")  # the lab's own lab_admin, for its service accounts
+        u.authorise(row.tenant_id, "token:manage")  # the lab's own lab_admin, for its service accounts
         if not authenticated:
-            u._deny(row.tenant_id, "token:create", "tokens are minted from a logged-in session (CLI: --as EMAIL)")
+            u.refuse(row.tenant_id, "token:create", "tokens are minted from a logged-in session (CLI: --as EMAIL)")
     return _create_token(u, row, scopes=scopes, days=days)
 
 
@@ -554,7 +554,7 @@ def _create_token(u, row, *, scopes: list[str], days: int) -> tuple[str, str]:
     if not scopes or bad:
         raise InvalidInput(f"token scopes are among: {', '.join(TOKEN_SCOPES)}")
     if u.principal.account_id != row.account_id:
-        u._authorise(row.tenant_id, "token:manage")
+        u.authorise(row.tenant_id, "token:manage")
     token_id = new_id()
     secret = secrets.token_urlsafe(32)
     u._scope(row.tenant_id)
@@ -564,7 +564,7 @@ def _create_token(u, row, *, scopes: list[str], days: int) -> tuple[str, str]:
             scopes=",".join(sorted(set(scopes))), created_at=utcnow(), expires_at=utcnow() + timedelta(days=days),
         )
     )
-    u._record(row.tenant_id, "token:create", "token", 1, refs=[token_id])
+    u.audit(row.tenant_id, "token:create", "token", 1, refs=[token_id])
     return token_id, f"lvt_{token_id}_{secret}"
 
 
@@ -589,11 +589,11 @@ def revoke_token(u, token_id: str) -> None:
     if tok is None:
         raise NotFound("no such token")
     if tok.account_id != u.principal.account_id:
-        u._authorise(tok.tenant_id, "token:manage")
+        u.authorise(tok.tenant_id, "token:manage")
     u._scope(tok.tenant_id)
     u.conn.execute(update(t.api_token).where(t.api_token.c.tenant_id == tok.tenant_id,
                                              t.api_token.c.token_id == token_id).values(revoked_at=utcnow()))
-    u._record(tok.tenant_id, "token:revoke", "token", 1, refs=[token_id])
+    u.audit(tok.tenant_id, "token:revoke", "token", 1, refs=[token_id])
 
 
 # -- administration -----------------------------------------------------------------------------
@@ -624,17 +624,17 @@ def _keep_a_lab_admin(u, row, action: str) -> None:
     others = [r for r in _lab_admins(u, row.tenant_id)
               if r.account_id != row.account_id and r.active and _enrolled(r)]
     if not others:
-        u._deny(row.tenant_id, action, "this is the lab's last active lab_admin: add another lab_admin first")
+        u.refuse(row.tenant_id, action, "this is the lab's last active lab_admin: add another lab_admin first")
 
 
 def deactivate(u, email: str) -> None:
     """Deactivate an account: every session and token of it stops working at once."""
     row = _target(u, email)
-    if u.principal.is_platform and row.tenant_id != PLATFORM and u._check:
-        u._deny(row.tenant_id, "account:manage",
+    if u.principal.is_platform and row.tenant_id != PLATFORM and u.checked:
+        u.refuse(row.tenant_id, "account:manage",
                 "only the lab's own lab_admin deactivates its accounts: the vendor may only suspend one for security "
                 "(labvault user suspend EMAIL --reason ...)")
-    u._authorise(row.tenant_id, "account:manage")
+    u.authorise(row.tenant_id, "account:manage")
     if "lab_admin" in row.roles.split(",") and row.active:
         _keep_a_lab_admin(u, row, "account:manage")
     now = utcnow()
@@ -643,7 +643,7 @@ def deactivate(u, email: str) -> None:
                                            t.account.c.account_id == row.account_id)
                    .values(active=0, deactivated_at=now))
     _revoke_all(u, row, now)
-    u._record(row.tenant_id, "account:deactivate", "account", 1, refs=[row.account_id])
+    u.audit(row.tenant_id, "account:deactivate", "account", 1, refs=[row.account_id])
 
 
 SUSPEND_REASON_MAX = 500
@@ -658,25 +658,25 @@ def suspend(u, email: str, reason: str) -> None:
     if not reason or len(reason) > SUSPEND_REASON_MAX:
         raise InvalidInput(f"a suspension needs a reason (1 to {SUSPEND_REASON_MAX} characters)")
     row = _target(u, email)
-    u._authorise(row.tenant_id, "account:suspend")
+    u.authorise(row.tenant_id, "account:suspend")
     if row.account_id == u.principal.account_id:
-        u._deny(row.tenant_id, "account:suspend", "an account cannot suspend itself")
+        u.refuse(row.tenant_id, "account:suspend", "an account cannot suspend itself")
     now = utcnow()
     u._scope(row.tenant_id)
     u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
                                            t.account.c.account_id == row.account_id)
                    .values(active=0, suspended_at=now, suspended_by=u.principal.account_id, suspended_reason=reason))
     _revoke_all(u, row, now)
-    u._record(row.tenant_id, "account:suspend", "account", 1, outcome="alert", refs=[row.account_id])
+    u.audit(row.tenant_id, "account:suspend", "account", 1, outcome="alert", refs=[row.account_id])
 
 
 def reactivate(u, email: str) -> None:
     """Re-enable a deactivated or suspended account: a lab's by its own lab_admin only (a vendor
     never re-enables a lab account); a vendor account by the platform admin."""
     row = _target(u, email)
-    if u.principal.is_platform and row.tenant_id != PLATFORM and u._check:
-        u._deny(row.tenant_id, "account:manage", "only the lab's own lab_admin re-enables its accounts")
-    u._authorise(row.tenant_id, "account:manage")
+    if u.principal.is_platform and row.tenant_id != PLATFORM and u.checked:
+        u.refuse(row.tenant_id, "account:manage", "only the lab's own lab_admin re-enables its accounts")
+    u.authorise(row.tenant_id, "account:manage")
     if row.active:
         raise InvalidInput("this account is active")
     u._scope(row.tenant_id)
@@ -684,7 +684,7 @@ def reactivate(u, email: str) -> None:
                                            t.account.c.account_id == row.account_id)
                    .values(active=1, deactivated_at=None, suspended_at=None, suspended_by=None,
                            suspended_reason=None, failed_logins=0, locked_until=None))
-    u._record(row.tenant_id, "account:reactivate", "account", 1, refs=[row.account_id])
+    u.audit(row.tenant_id, "account:reactivate", "account", 1, refs=[row.account_id])
 
 
 def set_roles(u, email: str, roles: list[str]) -> None:
@@ -695,25 +695,25 @@ def set_roles(u, email: str, roles: list[str]) -> None:
         raise InvalidInput("roles must all belong to the account's side (lab or vendor)")
     if (row.kind == "service") != (roles_ == ["service"]):
         raise InvalidInput("the role 'service' is for service accounts, and theirs only")
-    if u.principal.is_platform and row.tenant_id != PLATFORM and u._check:
-        u._deny(row.tenant_id, "account:manage", "only the lab's own lab_admin changes the roles of its accounts")
-    u._authorise(row.tenant_id, "account:manage")
+    if u.principal.is_platform and row.tenant_id != PLATFORM and u.checked:
+        u.refuse(row.tenant_id, "account:manage", "only the lab's own lab_admin changes the roles of its accounts")
+    u.authorise(row.tenant_id, "account:manage")
     if "lab_admin" in row.roles.split(",") and "lab_admin" not in roles_ and row.active:
         _keep_a_lab_admin(u, row, "account:manage")
     u._scope(row.tenant_id)
     u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
                                            t.account.c.account_id == row.account_id).values(roles=",".join(roles_)))
-    u._record(row.tenant_id, "account:roles:change", "account", 1, refs=[row.account_id])
+    u.audit(row.tenant_id, "account:roles:change", "account", 1, refs=[row.account_id])
 
 
 def list_accounts(u, tenant_id: str | None) -> list[dict]:
     if tenant_id is None:
         if not u.principal.is_platform:
             tenant_id = u.principal.tenant_id
-        elif u._check and not policy.allowed(u.principal.roles, "account:list"):
+        elif u.checked and not policy.allowed(u.principal.roles, "account:list"):
             raise AccessDenied("listing accounts is not allowed for this account")
     if tenant_id is not None:
-        u._authorise(tenant_id, "account:list")
+        u.authorise(tenant_id, "account:list")
         q = select(t.account).where(t.account.c.tenant_id == tenant_id)
     else:
         u._scope("*")

@@ -90,7 +90,7 @@ def authenticated(request: Request) -> Caller:
 def _refuse(request: Request, caller: Caller, action: str, reason: str) -> NoReturn:
     """Record the refusal under the caller's own account (in its lab's trail), then refuse."""
     with gateway(request).unit(caller.principal, Purpose.AUTHENTICATION) as u:
-        u._deny(caller.principal.tenant_id, action, reason)
+        u.refuse(caller.principal.tenant_id, action, reason)
     raise AccessDenied(reason)  # not reached: _deny raises
 
 

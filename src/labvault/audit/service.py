@@ -58,7 +58,7 @@ def checkpoint(u, tenant_id: str) -> dict:
     last checkpoint is also recorded in the sealed pin outside the database (``pin``) once the
     transaction commits. Refused while the database lacks a checkpoint the pin records: signing
     over a rewritten log would launder it."""
-    u._authorise(tenant_id, "audit:checkpoint")
+    u.authorise(tenant_id, "audit:checkpoint")
     pin = u._gw.pin
     pinned = pin.read()["labs"].get(tenant_id) if pin is not None else None
     u._scope(tenant_id)
@@ -89,7 +89,7 @@ def checkpoint(u, tenant_id: str) -> dict:
     u.conn.execute(insert(t.audit_checkpoint).values(
         tenant_id=tenant_id, size=cr.size, root=cr.root(), head=head, at=utcnow(), body=json.dumps(body, sort_keys=True),
         signature=signature, signer_public_key=public.hex()))
-    u._record(tenant_id, "audit:checkpoint", "audit", 1)
+    u.audit(tenant_id, "audit:checkpoint", "audit", 1)
     if pin is not None:
         u.on_commit(lambda: pin.record_checkpoint(tenant_id, body["index"], body["size"], body["root"], body["head"]))
     return {"body": body, "signature": signature, "public_key": public.hex()}
@@ -100,7 +100,7 @@ def _checkpoint_record(row) -> dict:
 
 
 def last_checkpoint(u, tenant_id: str) -> dict | None:
-    u._authorise(tenant_id, "audit:verify")
+    u.authorise(tenant_id, "audit:verify")
     rows = _checkpoints(u, tenant_id)
     return _checkpoint_record(rows[-1]) if rows else None
 
@@ -111,14 +111,14 @@ def pull_checkpoints(u, tenant_id: str, since: int = 0) -> list[dict]:
     ``lab_admin`` and ``lab_dpo`` only: the vendor keeps no copy it could rewrite with the log."""
     if since < 0:
         raise InvalidInput("since is a checkpoint number, 0 or more")
-    u._authorise(tenant_id, "audit:pull")
+    u.authorise(tenant_id, "audit:pull")
     keys = [{**r, "fingerprint": r["body"].get("fingerprint")} for r in u.platform_key_records()]
     lines = []
     for cp in _checkpoints(u, tenant_id):
         record = _checkpoint_record(cp)
         if int(record["body"].get("index", 0)) > since:
             lines.append({"type": "checkpoint", **record})
-    u._record(tenant_id, "audit:pull", "audit", len(lines))
+    u.audit(tenant_id, "audit:pull", "audit", len(lines))
     return keys + lines
 
 
@@ -219,7 +219,7 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None, *, now: da
     ``max_unsigned_age``: events older than this that no checkpoint covers are reported (every
     checkpoint deleted, or the scheduler stopped); None: not checked.
     """
-    u._authorise(tenant_id, "audit:verify")
+    u.authorise(tenant_id, "audit:verify")
     report = Report(tenant_id)
     try:
         trusted = u.platform_keys()
@@ -347,7 +347,7 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None, *, now: da
         report.fail(covered + 1, f"events from {covered + 1} on are older than {hours:g} h and no signed checkpoint "
                                  "covers them: checkpoints were deleted, or none is being signed (run 'labvault "
                                  "serve' or 'labvault audit checkpoint')")
-    u._record(tenant_id, "audit:verify", "audit", report.events, outcome="allowed" if report.ok else "alert")
+    u.audit(tenant_id, "audit:verify", "audit", report.events, outcome="allowed" if report.ok else "alert")
     return report
 
 
@@ -367,7 +367,7 @@ DEFAULT_RETENTION_DAYS = 365
 
 def set_retention(u, tenant_id: str, days: int, reason: str | None) -> dict:
     """The lab decides how long its audit trail is kept; past 365 days only with a recorded reason."""
-    u._authorise(tenant_id, "audit:retention")
+    u.authorise(tenant_id, "audit:retention")
     if not 30 <= days <= 3650:
         raise InvalidInput("audit retention is from 30 to 3,650 days")
     if days > DEFAULT_RETENTION_DAYS and not (reason or "").strip():
@@ -376,7 +376,7 @@ def set_retention(u, tenant_id: str, days: int, reason: str | None) -> dict:
 
     u.conn.execute(update(t.tenant).where(t.tenant.c.tenant_id == tenant_id).values(
         audit_retention_days=days, audit_retention_reason=(reason or "").strip()[:1000] or None))
-    u._record(tenant_id, "audit:retention", "tenant", 1)
+    u.audit(tenant_id, "audit:retention", "tenant", 1)
     return {"tenant": tenant_id, "days": days, "reason": (reason or "").strip() or None}
 
 
@@ -388,7 +388,7 @@ def purge(u, tenant_id: str, *, now: datetime | None = None) -> dict:
     """
     from datetime import timedelta
 
-    u._authorise(tenant_id, "audit:purge")
+    u.authorise(tenant_id, "audit:purge")
     days = DEFAULT_RETENTION_DAYS
     if tenant_id != "platform":
         row = u.conn.execute(select(t.tenant.c.audit_retention_days).where(t.tenant.c.tenant_id == tenant_id)).first()
@@ -413,7 +413,7 @@ def purge(u, tenant_id: str, *, now: datetime | None = None) -> dict:
             if cr.size in sizes:
                 best, best_state, best_head = cr.size, cr.state(), head
     if best is None:
-        u._record(tenant_id, "audit:purge", "audit", 0)
+        u.audit(tenant_id, "audit:purge", "audit", 0)
         return {"tenant": tenant_id, "cut": start, "deleted": 0, "retention_days": days}
     body = {"log": LOG, "kind": "retention-cut", "tenant": tenant_id, "size": best, "head": best_head.hex(),
             "root": merkle.CompactRange.from_state(best_state).root().hex(), "retention_days": days,
@@ -424,7 +424,7 @@ def purge(u, tenant_id: str, *, now: datetime | None = None) -> dict:
         tenant_id=tenant_id, size=best, head=best_head, frontier=json.dumps(best_state), at=utcnow(),
         body=json.dumps(body, sort_keys=True), signature=signer.sign(body), signer_public_key=public.hex()))
     deleted = _delete_events(u, tenant_id, start, best)
-    u._record(tenant_id, "audit:purge", "audit", deleted)
+    u.audit(tenant_id, "audit:purge", "audit", deleted)
     return {"tenant": tenant_id, "cut": best, "deleted": deleted, "retention_days": days}
 
 
@@ -441,7 +441,7 @@ def _first_divergence(kept_events: dict[int, str], seq: int) -> int:
 
 def consistency(u, tenant_id: str, old_size: int) -> dict:
     """A proof that the lab's log of ``old_size`` events is a prefix of today's log."""
-    u._authorise(tenant_id, "audit:verify")
+    u.authorise(tenant_id, "audit:verify")
     leaves = []
     head = chain.GENESIS
     with _events(u, tenant_id) as rows:
@@ -451,7 +451,7 @@ def consistency(u, tenant_id: str, old_size: int) -> dict:
     if not 0 < old_size <= len(leaves):
         raise InvalidInput(f"the log has {len(leaves)} events; a proof needs 1 <= old size <= that")
     proof = merkle.consistency_proof(leaves, old_size)
-    u._record(tenant_id, "audit:consistency", "audit", 1)
+    u.audit(tenant_id, "audit:consistency", "audit", 1)
     return {"old_size": old_size, "new_size": len(leaves), "old_root": merkle.root(leaves[:old_size]).hex(),
             "new_root": merkle.root(leaves).hex(), "proof": [p.hex() for p in proof]}
 
@@ -467,12 +467,12 @@ def _event_json(ev) -> dict:
 
 def export(u, tenant_id: str) -> Iterator[dict]:
     """The lab's events and checkpoints as JSON-able lines, for the lab to keep."""
-    u._authorise(tenant_id, "audit:read")
+    u.authorise(tenant_id, "audit:read")
     signer_key = u._platform_signer()[1].hex()
     with _events(u, tenant_id) as events:
         rows = list(events)
     checkpoints = _checkpoints(u, tenant_id)
-    u._record(tenant_id, "audit:export", "audit", len(rows))
+    u.audit(tenant_id, "audit:export", "audit", len(rows))
     yield {"type": "header", "log": LOG, "tenant": tenant_id, "public_key": signer_key,
            "exported_at": utcnow().isoformat()}
     for row in rows:
@@ -486,7 +486,7 @@ def search(
     until: datetime | None = None, patient_id: str | None = None, limit: int = 1000,
 ) -> list[dict]:
     """Events of a lab by actor, action (prefix), time range and patient; the query is audited."""
-    u._authorise(tenant_id, "audit:read")
+    u.authorise(tenant_id, "audit:read")
     ae = t.audit_event
     q = select(*_EVENT_COLS).where(ae.c.tenant_id == tenant_id)
     if actor:
@@ -502,5 +502,5 @@ def search(
     u._flush_events()
     u._scope(tenant_id)
     rows = u.conn.execute(q.order_by(ae.c.seq).limit(limit)).all()
-    u._record(tenant_id, "audit:search", "audit", len(rows), refs=[patient_id] if patient_id else None)
+    u.audit(tenant_id, "audit:search", "audit", len(rows), refs=[patient_id] if patient_id else None)
     return [_event_json(r._mapping) for r in rows]

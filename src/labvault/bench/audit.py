@@ -42,7 +42,7 @@ def run_audit(events: int, *, database_url: str | None = None, batch: int = 5000
             n = min(batch, events - done)
             with gw.unit(who, Purpose.BENCHMARK) as u:
                 for _ in range(n):
-                    u._record(lab, "patient:result:read", "result", 1, refs=["0123456789abcdef0123456789abcdef"])
+                    u.audit(lab, "patient:result:read", "result", 1, refs=["0123456789abcdef0123456789abcdef"])
             done += n
             if on_progress:
                 on_progress("append", n)
