@@ -52,8 +52,9 @@ class Authorisation(UnitState):
         self._record(tenant_id, action, action.split(":")[0], 0, outcome="denied")
         raise AccessDenied(reason)
 
-    def _authorise(self, tenant_id: str, action: str) -> None:
-        """Deny by default: the policy table, lab isolation, grants for vendor support."""
+    def _authorise(self, tenant_id: str, action: str, vendor_refusal: str | None = None) -> None:
+        """Deny by default: the policy table, lab isolation, grants for vendor support.
+        ``vendor_refusal``: the words of the refusal when a lab's people are kept from a vendor account."""
         self._scope(tenant_id)
         self._grant = None  # a grant covers the operation that found it, not the ones after
         if not self._check:
@@ -77,7 +78,8 @@ class Authorisation(UnitState):
                 self._grant = grant
                 return
             if action in policy.LAB_PEOPLE and tenant_id != PLATFORM:
-                self._deny(tenant_id, action, "only the lab's own lab_admin manages its accounts, roles and tokens")
+                self._deny(tenant_id, action,
+                           vendor_refusal or "only the lab's own lab_admin manages its accounts, roles and tokens")
             if action in policy.WRITE_PERSONAL:
                 # Generated data, into a lab created synthetic only: the purpose the caller names
                 # never unlocks anything on a real lab.

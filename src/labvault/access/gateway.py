@@ -195,9 +195,11 @@ class Unit(Authorisation, AuditAppend, Tenants, Records, Rotation):
         """Whether this unit checks its principal (False only in ``bootstrap`` and ``auth_unit``)."""
         return self._check
 
-    def authorise(self, tenant_id: str, action: str) -> None:
-        """Allow ``action`` on ``tenant_id`` for this unit's principal, or record a refusal and raise."""
-        self._authorise(tenant_id, action)
+    def authorise(self, tenant_id: str, action: str, *, vendor_refusal: str | None = None) -> None:
+        """Allow ``action`` on ``tenant_id`` for this unit's principal, or record a refusal and raise.
+        The policy table decides; ``vendor_refusal`` only words the refusal of a lab's people action
+        (``policy.LAB_PEOPLE``) to a vendor account for the operation at hand."""
+        self._authorise(tenant_id, action, vendor_refusal)
 
     def refuse(self, tenant_id: str, action: str, reason: str) -> NoReturn:
         """A refusal a domain's state rule decides (not a role: roles are the policy table's): it is

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import func, select
@@ -116,3 +117,19 @@ class AuditAppend(UnitState):
         self._flush_events()
         self._scope(tenant_id)
         return delete_audit_range(self.conn, tenant_id, after, upto)
+
+
+@contextmanager
+def benchmark_without_events() -> Iterator[None]:
+    """For ``labvault bench audit`` only: the same work with no event written, to measure what the
+    trail costs. Process-wide while the block runs; nothing else may run in the process meanwhile."""
+    original = AuditAppend._record
+
+    def nothing(self: AuditAppend, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    AuditAppend._record = nothing  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        AuditAppend._record = original  # type: ignore[method-assign]

@@ -29,9 +29,8 @@ _EVENT_COLS = [t.audit_event.c[name] for name in chain.FIELDS] + [t.audit_event.
 @contextmanager
 def _events(u, tenant_id: str, batch: int = 10_000) -> Iterator[Iterator]:
     """The lab's events in order, streamed; the cursor is closed even if the reader stops early."""
-    u._flush_events()
-    u._scope(tenant_id)
-    result = u.conn.execute(
+    result = u.execute(  # the unit's own events are written first
+        tenant_id,
         select(*_EVENT_COLS)
         .where(t.audit_event.c.tenant_id == tenant_id)
         .order_by(t.audit_event.c.seq)
@@ -44,8 +43,8 @@ def _events(u, tenant_id: str, batch: int = 10_000) -> Iterator[Iterator]:
 
 
 def _checkpoints(u, tenant_id: str) -> list:
-    u._scope(tenant_id)
-    return u.conn.execute(
+    return u.execute(
+        tenant_id,
         select(t.audit_checkpoint).where(t.audit_checkpoint.c.tenant_id == tenant_id).order_by(t.audit_checkpoint.c.size)
     ).all()
 
@@ -59,10 +58,9 @@ def checkpoint(u, tenant_id: str) -> dict:
     transaction commits. Refused while the database lacks a checkpoint the pin records: signing
     over a rewritten log would launder it."""
     u.authorise(tenant_id, "audit:checkpoint")
-    pin = u._gw.pin
+    pin = u.pin
     pinned = pin.read()["labs"].get(tenant_id) if pin is not None else None
-    u._scope(tenant_id)
-    u._chain_lock(tenant_id)  # one signer per lab at a time: indexes stay a chain
+    u.lock_trail(tenant_id)  # one signer per lab at a time: indexes stay a chain
     cr = merkle.CompactRange()
     head = chain.GENESIS
     with _events(u, tenant_id) as rows:
@@ -81,12 +79,13 @@ def checkpoint(u, tenant_id: str) -> dict:
         raise InvalidInput(f"lab '{tenant_id}': the database lacks signed checkpoint {pinned['index']} recorded in "
                            "the pin; no checkpoint is signed until 'labvault audit verify' is clean")
     prev = None if last is None else {"index": last_index, "size": int(last["size"]), "root": last["root"]}
-    signer, public = u._platform_signer()
+    public = u.platform_public_key()
     body = {"log": LOG, "tenant": tenant_id, "index": last_index + 1, "size": cr.size, "root": cr.root().hex(),
             "head": head.hex(), "at": utcnow().isoformat(), "key": fingerprint(public), "prev": prev}
-    signature = signer.sign(body)
-    u._scope(tenant_id)
-    u.conn.execute(insert(t.audit_checkpoint).values(
+    signature, signed_with = u.sign_as_platform(body)
+    if signed_with != public:
+        raise InvalidInput("the platform signing key changed while this checkpoint was being signed: sign it again")
+    u.execute(tenant_id, insert(t.audit_checkpoint).values(
         tenant_id=tenant_id, size=cr.size, root=cr.root(), head=head, at=utcnow(), body=json.dumps(body, sort_keys=True),
         signature=signature, signer_public_key=public.hex()))
     u.audit(tenant_id, "audit:checkpoint", "audit", 1)
@@ -147,7 +146,7 @@ class Report:
                 "details": self.details}
 
 
-def _signed_by(body: dict, signature: str, trusted: list[bytes]) -> bool:
+def signed_by(body: dict, signature: str, trusted: list[bytes]) -> bool:
     """Is ``body`` signed by one of the trusted platform keys (the one it names, if it names one)?"""
     named = body.get("key") if isinstance(body, dict) else None
     for key in trusted:
@@ -164,7 +163,7 @@ def _signed_by(body: dict, signature: str, trusted: list[bytes]) -> bool:
 def _check_signature(cp: dict, report: Report, trusted: list[bytes], whose: str = "stored") -> bool:
     body = cp.get("body") if isinstance(cp, dict) else None
     size = int(body.get("size", 1) or 1) if isinstance(body, dict) else 1
-    if isinstance(body, dict) and _signed_by(body, cp.get("signature", ""), trusted):
+    if isinstance(body, dict) and signed_by(body, cp.get("signature", ""), trusted):
         return True
     index = body.get("index") if isinstance(body, dict) else None
     name = f"checkpoint {index} ({size} events)" if index else f"the checkpoint of {size} events"
@@ -223,7 +222,7 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None, *, now: da
     report = Report(tenant_id)
     try:
         trusted = u.platform_keys()
-        pin = u._gw.pin.read() if u._gw.pin is not None else None
+        pin = u.pin.read() if u.pin is not None else None
     except PinInvalid as exc:
         report.fail(1, str(exc))
         trusted, pin = [], None
@@ -283,15 +282,11 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None, *, now: da
                         report.fail(size, "the retention cut does not match the signed checkpoint at its size")
         kept_events = {k: v for k, v in kept_events.items() if k > cr.size}
     wanted = sorted(set(stored) | set(kept_checkpoints) | set(pinned))
-    from labvault.store.engine import iter_audit_rows
-
-    u._flush_events()
-    u._scope(tenant_id)
     leaf, event_hash_values, at_text = merkle.leaf_hash, chain.event_hash_values, chain.at_text
     kept_hex = kept_events
     first_unsigned_at = None
     last_good = cr.size  # the last checkpoint size every source agreed on
-    for row in iter_audit_rows(u.conn, tenant_id, (*chain.FIELDS, "prev_hash", "hash")):
+    for row in u.trail_rows(tenant_id, (*chain.FIELDS, "prev_hash", "hash")):
         values = list(row[:-2])
         seq, prev, stored_hash = values[1], bytes(row[-2]) if row[-2] is not None else None, row[-1]
         if seq != expected:
@@ -352,8 +347,8 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None, *, now: da
 
 
 def _last_cut(u, tenant_id: str, report: Report, trusted: list[bytes] | None = None):
-    u._scope(tenant_id)
-    row = u.conn.execute(
+    row = u.execute(
+        tenant_id,
         select(t.audit_cut).where(t.audit_cut.c.tenant_id == tenant_id).order_by(t.audit_cut.c.size.desc()).limit(1)
     ).first()
     if row is not None and trusted is not None:
@@ -374,7 +369,7 @@ def set_retention(u, tenant_id: str, days: int, reason: str | None) -> dict:
         raise InvalidInput("keeping the audit trail longer than 365 days needs a recorded justification (--reason)")
     from sqlalchemy import update
 
-    u.conn.execute(update(t.tenant).where(t.tenant.c.tenant_id == tenant_id).values(
+    u.execute(tenant_id, update(t.tenant).where(t.tenant.c.tenant_id == tenant_id).values(
         audit_retention_days=days, audit_retention_reason=(reason or "").strip()[:1000] or None))
     u.audit(tenant_id, "audit:retention", "tenant", 1)
     return {"tenant": tenant_id, "days": days, "reason": (reason or "").strip() or None}
@@ -391,7 +386,7 @@ def purge(u, tenant_id: str, *, now: datetime | None = None) -> dict:
     u.authorise(tenant_id, "audit:purge")
     days = DEFAULT_RETENTION_DAYS
     if tenant_id != "platform":
-        row = u.conn.execute(select(t.tenant.c.audit_retention_days).where(t.tenant.c.tenant_id == tenant_id)).first()
+        row = u.execute(tenant_id, select(t.tenant.c.audit_retention_days).where(t.tenant.c.tenant_id == tenant_id)).first()
         days = (row.audit_retention_days if row is not None else None) or DEFAULT_RETENTION_DAYS
     limit = (now or utcnow()) - timedelta(days=days)
     report = Report(tenant_id)
@@ -418,21 +413,13 @@ def purge(u, tenant_id: str, *, now: datetime | None = None) -> dict:
     body = {"log": LOG, "kind": "retention-cut", "tenant": tenant_id, "size": best, "head": best_head.hex(),
             "root": merkle.CompactRange.from_state(best_state).root().hex(), "retention_days": days,
             "at": utcnow().isoformat()}
-    signer, public = u._platform_signer()
-    u._scope(tenant_id)
-    u.conn.execute(insert(t.audit_cut).values(
+    signature, public = u.sign_as_platform(body)
+    u.execute(tenant_id, insert(t.audit_cut).values(
         tenant_id=tenant_id, size=best, head=best_head, frontier=json.dumps(best_state), at=utcnow(),
-        body=json.dumps(body, sort_keys=True), signature=signer.sign(body), signer_public_key=public.hex()))
-    deleted = _delete_events(u, tenant_id, start, best)
+        body=json.dumps(body, sort_keys=True), signature=signature, signer_public_key=public.hex()))
+    deleted = u.delete_trail(tenant_id, start, best)
     u.audit(tenant_id, "audit:purge", "audit", deleted)
     return {"tenant": tenant_id, "cut": best, "deleted": deleted, "retention_days": days}
-
-
-def _delete_events(u, tenant_id: str, after: int, upto: int) -> int:
-    from labvault.store.engine import delete_audit_range
-
-    u._scope(tenant_id)
-    return delete_audit_range(u.conn, tenant_id, after, upto)
 
 
 def _first_divergence(kept_events: dict[int, str], seq: int) -> int:
@@ -468,7 +455,7 @@ def _event_json(ev) -> dict:
 def export(u, tenant_id: str) -> Iterator[dict]:
     """The lab's events and checkpoints as JSON-able lines, for the lab to keep."""
     u.authorise(tenant_id, "audit:read")
-    signer_key = u._platform_signer()[1].hex()
+    signer_key = u.platform_public_key().hex()
     with _events(u, tenant_id) as events:
         rows = list(events)
     checkpoints = _checkpoints(u, tenant_id)
@@ -499,8 +486,6 @@ def search(
         q = q.where(ae.c.at <= until)
     if patient_id:
         q = q.where(ae.c.object_refs.contains(json.dumps(patient_id)))
-    u._flush_events()
-    u._scope(tenant_id)
-    rows = u.conn.execute(q.order_by(ae.c.seq).limit(limit)).all()
+    rows = u.execute(tenant_id, q.order_by(ae.c.seq).limit(limit)).all()  # the unit's own events first
     u.audit(tenant_id, "audit:search", "audit", len(rows), refs=[patient_id] if patient_id else None)
     return [_event_json(r._mapping) for r in rows]

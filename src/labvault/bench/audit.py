@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from labvault.access import Gateway, Principal, Purpose
-from labvault.access.gateway import Unit
+from labvault.access.trail import benchmark_without_events
 from labvault.audit import service
 from labvault.bench.ingest import peak_rss_mb
 from labvault.crypto.keys import PLATFORM, LocalKeyring
@@ -71,12 +71,8 @@ def run_audit(events: int, *, database_url: str | None = None, batch: int = 5000
             return spent
 
         on_s = ingest("bench-audit-on")
-        original = Unit._record
-        Unit._record = lambda self, *a, **k: None  # the same ingest, no event written
-        try:
+        with benchmark_without_events():  # the same ingest, no event written
             off_s = ingest("bench-audit-off")
-        finally:
-            Unit._record = original
         engine.dispose()
         keys.close()
     return {
