@@ -3,7 +3,6 @@ batch a unit of work of its own (``Gateway.rotate_keys`` drives the ``Rotation``
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -12,6 +11,7 @@ from sqlalchemy import and_, func, insert, select, update
 from labvault.access.principal import Principal, Purpose
 from labvault.access.records import ENCRYPTED
 from labvault.access.state import UnitState
+from labvault.crypto import tokens
 from labvault.errors import InvalidInput
 from labvault.ids import utcnow
 from labvault.store import schema as t
@@ -84,7 +84,7 @@ class Rotation(UnitState):
                 tenant_id=tenant_id,
                 purpose="data",
                 version=new,
-                wrapped=self._gw.keys.wrap(tenant_id, secrets.token_bytes(32), f"data:v{new}".encode()),
+                wrapped=self._gw.keys.wrap(tenant_id, tokens.new_key(), f"data:v{new}".encode()),
                 state="active",
                 created_at=utcnow(),
             )

@@ -5,17 +5,16 @@ recorded by ``init`` and the benchmarks; a lab's row counts and key versions."""
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
 from dataclasses import dataclass
-from hashlib import sha256
 
 from sqlalchemy import func, insert, select, update
 
 from labvault.access import policy
 from labvault.access.records import ENCRYPTED
 from labvault.access.state import UnitState
+from labvault.crypto import tokens
 from labvault.crypto.blind import BlindIndex
 from labvault.crypto.fields import FieldCipher
 from labvault.crypto.keys import PLATFORM
@@ -89,7 +88,7 @@ class Tenants(UnitState):
         keys = self._gw.keys
         keys.create_scope(tenant_id)
         for purpose in ("data", "index"):
-            secret = secrets.token_bytes(32)
+            secret = tokens.new_key()
             self.conn.execute(
                 insert(t.tenant_key).values(
                     tenant_id=tenant_id,
@@ -226,7 +225,7 @@ class Tenants(UnitState):
             "synthetic": deletion["synthetic"],
             "instruction": deletion["instruction"],
             "keys_destroyed": [
-                {"purpose": r.purpose, "version": r.version, "wrapped_sha256": sha256(r.wrapped).hexdigest()} for r in rows
+                {"purpose": r.purpose, "version": r.version, "wrapped_sha256": tokens.sha256_hex(r.wrapped)} for r in rows
                 if r.purpose not in (SYNTHETIC_MARK, "signer")  # seals, not keys (gone with the rows and the KEK)
             ],
         }

@@ -7,10 +7,7 @@ tokens) are stored as hashes only; TOTP secrets are wrapped by the platform key.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
-import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,6 +16,7 @@ from sqlalchemy import func, insert, select, update
 from labvault.access import policy
 from labvault.access.principal import Principal
 from labvault.accounts import passwords, totp
+from labvault.crypto import tokens
 from labvault.crypto.keys import PLATFORM
 from labvault.errors import AccessDenied, InvalidInput, LabvaultError, NotFound
 from labvault.ids import new_id, stored_utc, utcnow
@@ -52,7 +50,8 @@ class LockedOut(LabvaultError):
 
 
 def digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+    """What the store keeps of a secret handed out (see ``labvault.crypto.tokens``)."""
+    return tokens.token_digest(secret)
 
 
 def _account_by_email(u, email: str):
@@ -112,7 +111,7 @@ def create_account(
     if _account_by_email(u, email) is not None:
         raise InvalidInput("an account with this e-mail address already exists")
     account_id = new_id()
-    token = None if kind == "service" else secrets.token_urlsafe(32)
+    token = None if kind == "service" else tokens.new_token()
     u.execute(tenant_id,
         insert(t.account).values(
             tenant_id=tenant_id, account_id=account_id, name=name.strip(), email=email.strip().lower(), kind=kind,
@@ -351,7 +350,7 @@ def login(u, email: str, password: str, *, addr: str | None, user_agent: str | N
 
 
 def _new_session(u, row, *, mfa_passed: bool, addr, user_agent, totp_checked: bool = False) -> str:
-    secret = secrets.token_urlsafe(32)
+    secret = tokens.new_token()
     now = utcnow()
     u.execute(row.tenant_id,
         insert(t.login_session).values(
@@ -487,7 +486,7 @@ def logout(u, secret: str) -> None:
 
 def csrf_token(secret: str) -> str:
     """The CSRF token that goes with a session (double submit: a readable cookie and a header)."""
-    return hmac.new(secret.encode(), b"labvault-csrf", hashlib.sha256).hexdigest()
+    return tokens.csrf_token(secret)
 
 
 # -- API tokens ---------------------------------------------------------------------------------
@@ -537,7 +536,7 @@ def _create_token(u, row, *, scopes: list[str], days: int) -> tuple[str, str]:
     if u.principal.account_id != row.account_id:
         u.authorise(row.tenant_id, "token:manage")
     token_id = new_id()
-    secret = secrets.token_urlsafe(32)
+    secret = tokens.new_token()
     u.execute(row.tenant_id,
         insert(t.api_token).values(
             tenant_id=row.tenant_id, token_id=token_id, account_id=row.account_id, secret_hash=digest(secret),
@@ -553,7 +552,7 @@ def principal_for_token(u, token: str, *, addr: str | None, user_agent: str | No
     if len(parts) != 3 or parts[0] != "lvt":
         raise AuthenticationFailed("invalid token")
     tok = u.execute("*", select(t.api_token).where(t.api_token.c.token_id == parts[1])).first()
-    if (tok is None or not hmac.compare_digest(tok.secret_hash, digest(parts[2])) or tok.revoked_at is not None
+    if (tok is None or not tokens.digests_equal(tok.secret_hash, digest(parts[2])) or tok.revoked_at is not None
             or stored_utc(tok.expires_at) < utcnow()):
         raise AuthenticationFailed("invalid, expired or revoked token")
     row = _account(u, tok.tenant_id, tok.account_id)
@@ -702,7 +701,7 @@ def enrol_directly(u, email: str, password: str) -> str | None:
     row = _account_by_email(u, email)
     if row is None or row.enrolment_hash is None:
         raise NotFound("no account awaiting enrolment with this e-mail address")
-    token = secrets.token_urlsafe(32)
+    token = tokens.new_token()
     u.execute(row.tenant_id, update(t.account).where(t.account.c.tenant_id == row.tenant_id,
                                            t.account.c.account_id == row.account_id).values(enrolment_hash=digest(token)))
     e = enrol(u, token, password, accept_commitment=True)
