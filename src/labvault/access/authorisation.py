@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from sqlalchemy import func, select, true
 
@@ -17,12 +17,16 @@ from labvault.crypto.keys import PLATFORM
 from labvault.errors import AccessDenied
 from labvault.store import schema as t
 
+if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement, Table
+
+    from labvault.access.grants import Grant
+
 
 class Authorisation(UnitState):
     """Scope, principal check, authorise and refuse: mixed into ``Unit``."""
 
-
-    def _tf(self, table, tenant_id: str):
+    def _tf(self, table: Table, tenant_id: str) -> ColumnElement[bool]:
         """The application's tenant filter on ``table`` (row-level security is the second wall)."""
         return table.c.tenant_id == tenant_id if self._gw.tenant_filter else true()
 
@@ -103,7 +107,7 @@ class Authorisation(UnitState):
         if not policy.allowed(p.roles, action):
             self._deny(tenant_id, action, f"'{action}' is not allowed for roles {', '.join(sorted(p.roles)) or 'none'}")
 
-    def _active_grant(self, tenant_id: str):
+    def _active_grant(self, tenant_id: str) -> Grant | None:
         from labvault.access.grants import active_grant
 
         return active_grant(self, tenant_id, self.principal.account_id)

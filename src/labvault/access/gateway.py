@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, Executable, Result, select
 
 from labvault.access.authorisation import Authorisation
 from labvault.access.principal import Principal, Purpose
@@ -213,7 +213,7 @@ class Unit(Authorisation, AuditAppend, Tenants, Records, Rotation):
         """Append an audit event to the lab's chain (refusals and alerts outlive a rollback)."""
         self._record(tenant_id, action, object_type, count, outcome=outcome, refs=refs)
 
-    def execute(self, tenant_id: str, statement):  # noqa: ANN001, ANN201 - SQLAlchemy statement and result
+    def execute(self, tenant_id: str, statement: Executable) -> Result[Any]:
         """Run a statement on a domain's own records (settings, jobs, accounts), scoped to one lab for
         row-level security ('*': a lookup across labs, where the store's policies allow it).
         Personal-data tables are refused here: they are read and written only by the gateway's

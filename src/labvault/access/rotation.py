@@ -63,7 +63,6 @@ def rotate_keys(
 class Rotation(UnitState):
     """The steps of one rotation, each in the unit of work that runs it: mixed into ``Unit``."""
 
-
     def _start_rotation(self, tenant_id: str) -> tuple[int, bool]:
         self._authorise(tenant_id, "keys:rotate")
         self._crypto(tenant_id)  # refuses shredded or unknown labs
