@@ -14,6 +14,7 @@ from labvault.access import codec
 from labvault.access.principal import Purpose
 from labvault.access.state import UnitState
 from labvault.domain.identifiers import OBJECT_ID_RE, normalise_nir, validate_nir
+from labvault.domain.retention import RESULTS, SENSITIVE
 from labvault.domain.models import (
     Identity,
     IdentityStatus,
@@ -47,9 +48,6 @@ ENCRYPTED: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-# Retention categories of results: each sensitive category, and ``results`` for every other result.
-RESULTS = "results"
-SENSITIVE = tuple(s.value for s in Sensitivity if s is not Sensitivity.OTHER)
 # Personal tables emptied at the end of a contract, children first; tenant_key goes by shredding.
 END_TABLES = ("result", "specimen", "request", "prescriber", "patient_identity", "quarantine")
 _PURGE_BATCH = 500  # requests per purge batch (ids per IN list stay well under SQLite's limit)

@@ -21,6 +21,7 @@ from labvault.crypto.keys import PLATFORM
 from labvault.crypto.signing import Signer
 from labvault.domain.identifiers import TENANT_ID_RE, validate_finess
 from labvault.domain.models import Tenant
+from labvault.domain.retention import check_rules
 from labvault.errors import (
     AccessDenied,
     InvalidInput,
@@ -66,7 +67,6 @@ class Tenants(UnitState):
         ``synthetic``: a lab for generated data only (the demo, ``generate``, the benchmarks). Only
         such a lab may be generated into by vendor accounts, or deleted without the lab's signed
         deletion instruction; the mark is set here, once, and never changed afterwards."""
-        from labvault.retention import records as ret
         if self._check and not policy.allowed(self.principal.roles, "tenant:create"):
             raise AccessDenied("creating labs is not allowed for this account")
         if not TENANT_ID_RE.match(tenant_id) or tenant_id == PLATFORM:
@@ -76,7 +76,7 @@ class Tenants(UnitState):
         if not name.strip():
             raise InvalidInput("a lab needs a name")
         finess = validate_finess(finess)
-        rules = ret.check_rules(retention)
+        rules = check_rules(retention)
         self._scope(tenant_id)
         if self.conn.execute(select(t.tenant.c.tenant_id).where(self._tf(t.tenant, tenant_id))).first():
             raise TenantExists(f"lab '{tenant_id}' already exists")
@@ -104,8 +104,26 @@ class Tenants(UnitState):
                 tenant_id=tenant_id, purpose=SYNTHETIC_MARK, version=1, state="active", created_at=now,
                 wrapped=keys.wrap(tenant_id, _synthetic_secret(tenant_id), f"{SYNTHETIC_MARK}:v1".encode())))
         self._record(tenant_id, "tenant:create", "synthetic-tenant" if synthetic else "tenant", 1)
-        ret.write_rules(self, tenant_id, rules)
+        self._write_rules(tenant_id, rules)
         return Tenant(tenant_id, name.strip(), finess, "active", now, bool(synthetic))
+
+    def write_retention_rules(self, tenant_id: str, rules: Mapping[str, tuple[int, str]]) -> None:
+        """Insert or replace a lab's retention rules (checked by ``labvault.domain.retention``)."""
+        self._authorise(tenant_id, "retention:manage")
+        self._write_rules(tenant_id, rules)
+
+    def _write_rules(self, tenant_id: str, rules: Mapping[str, tuple[int, str]]) -> None:
+        r = t.retention_rule
+        now = utcnow()
+        for category, (days, ref) in rules.items():
+            values = {"days": days, "legal_reference": ref, "set_by": self.principal.account_id, "set_at": now}
+            where = (self._tf(r, tenant_id), r.c.category == category)
+            self._scope(tenant_id)
+            if self.conn.execute(select(r.c.category).where(*where)).first() is None:
+                self.conn.execute(insert(r).values(tenant_id=tenant_id, category=category, **values))
+            else:
+                self.conn.execute(update(r).where(*where).values(**values))
+            self._record(tenant_id, "retention:set", category, 1)
 
     def is_synthetic(self, tenant_id: str) -> bool:
         """Whether ``tenant_id`` was created synthetic, as the decisions it unlocks need it proved:

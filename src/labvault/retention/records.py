@@ -21,7 +21,16 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import insert, select, update
 
-from labvault.access.records import RESULTS, SENSITIVE
+from labvault.domain.retention import (  # noqa: F401 - the checks and categories, for retention's callers
+    CATEGORIES,
+    EVERYTHING,
+    MAX_DAYS,
+    QUARANTINE,
+    RESULTS,
+    SENSITIVE,
+    check_rule,
+    check_rules,
+)
 from labvault.errors import InvalidInput, NotFound
 from labvault.ids import new_id, utcnow
 from labvault.store import schema as t
@@ -29,10 +38,6 @@ from labvault.store import schema as t
 if TYPE_CHECKING:
     from labvault.access.gateway import Unit
 
-QUARANTINE = "quarantine"
-CATEGORIES = (RESULTS, *SENSITIVE, QUARANTINE)
-EVERYTHING = "*"
-MAX_DAYS = 200 * 366  # a sanity bound on what a lab can type, not a policy
 BATCH = 500  # requests per purge batch (ids per IN list stay well under SQLite's limit)
 
 
@@ -60,43 +65,9 @@ class Hold:
         return self.released_at is None
 
 
-def check_rule(category: str, days: int, legal_reference: str) -> tuple[str, int, str]:
-    """A rule as the lab gave it, checked: a known category, whole days > 0, a legal reference."""
-    if category not in CATEGORIES:
-        raise InvalidInput(f"unknown retention category '{category}': one of {', '.join(CATEGORIES)}")
-    if isinstance(days, bool) or not isinstance(days, int) or not 0 < days <= MAX_DAYS:
-        raise InvalidInput(f"a retention period is a whole number of days between 1 and {MAX_DAYS}")
-    ref = (legal_reference or "").strip()
-    if not ref or len(ref) > 1000:
-        raise InvalidInput("a retention rule needs its legal reference (1-1000 characters)")
-    return category, days, ref
-
-
-def check_rules(retention: Mapping[str, tuple[int, str]]) -> dict[str, tuple[int, str]]:
-    """A lab's initial rules: at least ``results``, each one checked."""
-    rules = {}
-    for category, value in retention.items():
-        if not isinstance(value, tuple) or len(value) != 2:
-            raise InvalidInput("a retention rule is (days, legal reference)")
-        cat, days, ref = check_rule(category, *value)
-        rules[cat] = (days, ref)
-    if RESULTS not in rules:
-        raise InvalidInput("a lab needs a retention rule for 'results' (every result) before it can be created")
-    return rules
-
-
 def write_rules(u: Unit, tenant_id: str, rules: Mapping[str, tuple[int, str]]) -> None:
-    """Insert or replace rules (the caller has authorised and checked them)."""
-    r = t.retention_rule
-    now = utcnow()
-    for category, (days, ref) in rules.items():
-        values = {"days": days, "legal_reference": ref, "set_by": u.principal.account_id, "set_at": now}
-        where = (r.c.tenant_id == tenant_id, r.c.category == category)
-        if u.execute(tenant_id, select(r.c.category).where(*where)).first() is None:
-            u.execute(tenant_id, insert(r).values(tenant_id=tenant_id, category=category, **values))
-        else:
-            u.execute(tenant_id, update(r).where(*where).values(**values))
-        u.audit(tenant_id, "retention:set", category, 1)
+    """Insert or replace checked rules (``check_rule``); the gateway authorises ``retention:manage``."""
+    u.write_retention_rules(tenant_id, rules)
 
 
 def set_rule(u: Unit, tenant_id: str, category: str, days: int, legal_reference: str) -> Rule:
