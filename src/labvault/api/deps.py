@@ -91,7 +91,7 @@ def _refuse(request: Request, caller: Caller, action: str, reason: str) -> NoRet
     """Record the refusal under the caller's own account (in its lab's trail), then refuse."""
     with gateway(request).unit(caller.principal, Purpose.AUTHENTICATION) as u:
         u.refuse(caller.principal.tenant_id, action, reason)
-    raise AccessDenied(reason)  # not reached: _deny raises
+    raise AccessDenied(reason)  # not reached: refuse raises
 
 
 def _declares(access: Access) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

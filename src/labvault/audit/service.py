@@ -23,7 +23,8 @@ from labvault.ids import utcnow
 from labvault.store import schema as t
 
 LOG = "labvault-audit/v1"
-_EVENT_COLS = [t.audit_event.c[name] for name in chain.FIELDS] + [t.audit_event.c.prev_hash, t.audit_event.c.hash]
+_EVENT_NAMES = (*chain.FIELDS, "prev_hash", "hash")
+_EVENT_COLS = [t.audit_event.c[name] for name in _EVENT_NAMES]
 
 
 @contextmanager
@@ -433,7 +434,7 @@ def consistency(u, tenant_id: str, old_size: int) -> dict:
     head = chain.GENESIS
     with _events(u, tenant_id) as rows:
         for r in rows:  # hashes re-derived from the events' content, not taken as stored
-            head = chain.event_hash(head, {k: r._mapping[k] for k in chain.FIELDS})
+            head = chain.event_hash(head, dict(zip(chain.FIELDS, r, strict=False)))
             leaves.append(merkle.leaf_hash(head))
     if not 0 < old_size <= len(leaves):
         raise InvalidInput(f"the log has {len(leaves)} events; a proof needs 1 <= old size <= that")
@@ -463,7 +464,7 @@ def export(u, tenant_id: str) -> Iterator[dict]:
     yield {"type": "header", "log": LOG, "tenant": tenant_id, "public_key": signer_key,
            "exported_at": utcnow().isoformat()}
     for row in rows:
-        yield {"type": "event", **_event_json(row._mapping)}
+        yield {"type": "event", **_event_json(dict(zip(_EVENT_NAMES, row, strict=True)))}
     for cp in checkpoints:
         yield {"type": "checkpoint", **_checkpoint_record(cp)}
 
@@ -488,4 +489,4 @@ def search(
         q = q.where(ae.c.object_refs.contains(json.dumps(patient_id)))
     rows = u.execute(tenant_id, q.order_by(ae.c.seq).limit(limit)).all()  # the unit's own events first
     u.audit(tenant_id, "audit:search", "audit", len(rows), refs=[patient_id] if patient_id else None)
-    return [_event_json(r._mapping) for r in rows]
+    return [_event_json(dict(zip(_EVENT_NAMES, r, strict=True))) for r in rows]
