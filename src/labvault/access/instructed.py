@@ -88,9 +88,8 @@ def authorise_deletion(u: Unit, tenant_id: str, instruction_id: str | None, *, a
     refusal is audited (``denied``) before anything is changed. No value of the lab's data is read.
     ``use`` False: a check before asking for confirmation (no ``instruction:use`` event).
     """
-    import hashlib
-
     from labvault.crypto.signing import canonical
+    from labvault.crypto.tokens import sha256_hex
     from labvault.errors import LabvaultError
 
     u._authorise(tenant_id, action)
@@ -120,7 +119,7 @@ def authorise_deletion(u: Unit, tenant_id: str, instruction_id: str | None, *, a
         "id": instr.id,
         "kind": instr.kind,
         "scope": instr.scope,
-        "sha256": hashlib.sha256(canonical(received.body)).hexdigest(),
+        "sha256": sha256_hex(canonical(received.body)),
         "signer_id": received.signer_id,
         "signer_public_key": signer_key,
         "signature": received.signature,

@@ -50,41 +50,38 @@ def _service_account(u, tenant_id: str, email: str):
 def pin(u, tenant_id: str, email: str, certificate: bytes) -> Pinned:
     """Pin ``certificate`` on the lab's service account ``email`` (replacing an earlier pin)."""
     u.tenant(tenant_id)
-    u._authorise(tenant_id, "feed:manage")
+    u.authorise(tenant_id, "feed:manage")
     fp, pem = read_certificate(certificate)
     row = _service_account(u, tenant_id, email)
-    u._scope("*")
-    other = u.conn.execute(select(t.account.c.account_id).where(t.account.c.feed_cert_sha256 == fp)).first()
+    other = u.execute("*", select(t.account.c.account_id).where(t.account.c.feed_cert_sha256 == fp)).first()
     if other is not None and other.account_id != row.account_id:
         raise InvalidInput("this certificate is already pinned on another service account: each feed has its own")
-    u._scope(tenant_id)
-    u.conn.execute(update(t.account).where(t.account.c.tenant_id == tenant_id,
+    u.execute(tenant_id, update(t.account).where(t.account.c.tenant_id == tenant_id,
                                            t.account.c.account_id == row.account_id)
                    .values(feed_cert_sha256=fp, feed_cert_pem=pem))
-    u._record(tenant_id, "feed:pin", "account", 1, refs=[row.account_id, fp])
+    u.audit(tenant_id, "feed:pin", "account", 1, refs=[row.account_id, fp])
     return Pinned(row.account_id, row.email, fp)
 
 
 def unpin(u, tenant_id: str, email: str) -> Pinned:
     """Remove the pinned certificate of a service account: its feed is refused from the next connection."""
     u.tenant(tenant_id)
-    u._authorise(tenant_id, "feed:manage")
+    u.authorise(tenant_id, "feed:manage")
     row = _service_account(u, tenant_id, email)
     if row.feed_cert_sha256 is None:
         raise InvalidInput("no certificate is pinned on this service account")
-    u._scope(tenant_id)
-    u.conn.execute(update(t.account).where(t.account.c.tenant_id == tenant_id,
+    u.execute(tenant_id, update(t.account).where(t.account.c.tenant_id == tenant_id,
                                            t.account.c.account_id == row.account_id)
                    .values(feed_cert_sha256=None, feed_cert_pem=None))
-    u._record(tenant_id, "feed:unpin", "account", 1, refs=[row.account_id, row.feed_cert_sha256])
+    u.audit(tenant_id, "feed:unpin", "account", 1, refs=[row.account_id, row.feed_cert_sha256])
     return Pinned(row.account_id, row.email, row.feed_cert_sha256)
 
 
 def listing(u, tenant_id: str) -> list[Pinned]:
     """The lab's service accounts with a pinned certificate."""
     u.tenant(tenant_id)
-    u._authorise(tenant_id, "feed:manage")
-    rows = u.conn.execute(select(t.account).where(t.account.c.tenant_id == tenant_id,
+    u.authorise(tenant_id, "feed:manage")
+    rows = u.execute(tenant_id, select(t.account).where(t.account.c.tenant_id == tenant_id,
                                                   t.account.c.feed_cert_sha256.is_not(None))
                           .order_by(t.account.c.email)).all()
     return [Pinned(r.account_id, r.email, r.feed_cert_sha256) for r in rows]
@@ -92,8 +89,7 @@ def listing(u, tenant_id: str) -> list[Pinned]:
 
 def pinned_certificates(u, tenant_id: str) -> list[str]:
     """The PEM certificates pinned on the lab's active service accounts (for the listener's trust store)."""
-    u._scope(tenant_id)
-    rows = u.conn.execute(select(t.account.c.feed_cert_pem).where(
+    rows = u.execute(tenant_id, select(t.account.c.feed_cert_pem).where(
         t.account.c.tenant_id == tenant_id, t.account.c.kind == "service", t.account.c.active == 1,
         t.account.c.feed_cert_pem.is_not(None))).scalars()
     return list(rows)
@@ -103,10 +99,8 @@ def principal_for_certificate(u, tenant_id: str, der: bytes, *, addr: str | None
     """The lab's active service account whose pinned certificate this is, or AccessDenied (audited
     as a refused ``feed:connect`` in the lab's trail, with the fingerprint and the address)."""
     fp = fingerprint(der)
-    u._scope("*")
-    row = u.conn.execute(select(t.account).where(t.account.c.feed_cert_sha256 == fp)).first()
+    row = u.execute("*", select(t.account).where(t.account.c.feed_cert_sha256 == fp)).first()
     if row is None or row.tenant_id != tenant_id or row.kind != "service" or not row.active:
-        u._scope(tenant_id)
-        u._record(tenant_id, "feed:connect", "feed", 0, outcome="denied", refs=[fp])
+        u.audit(tenant_id, "feed:connect", "feed", 0, outcome="denied", refs=[fp])
         raise AccessDenied("this client certificate is not pinned on an active service account of the lab")
     return principal_of(row, source_addr=addr, user_agent="mllp")

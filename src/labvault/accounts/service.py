@@ -7,10 +7,7 @@ tokens) are stored as hashes only; TOTP secrets are wrapped by the platform key.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
-import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,6 +16,7 @@ from sqlalchemy import func, insert, select, update
 from labvault.access import policy
 from labvault.access.principal import Principal
 from labvault.accounts import passwords, totp
+from labvault.crypto import tokens
 from labvault.crypto.keys import PLATFORM
 from labvault.errors import AccessDenied, InvalidInput, LabvaultError, NotFound
 from labvault.ids import new_id, stored_utc, utcnow
@@ -52,17 +50,16 @@ class LockedOut(LabvaultError):
 
 
 def digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+    """What the store keeps of a secret handed out (see ``labvault.crypto.tokens``)."""
+    return tokens.token_digest(secret)
 
 
 def _account_by_email(u, email: str):
-    u._scope("*")
-    return u.conn.execute(select(t.account).where(func.lower(t.account.c.email) == email.strip().lower())).first()
+    return u.execute("*", select(t.account).where(func.lower(t.account.c.email) == email.strip().lower())).first()
 
 
 def _account(u, tenant_id: str, account_id: str):
-    u._scope(tenant_id)
-    return u.conn.execute(
+    return u.execute(tenant_id,
         select(t.account).where(t.account.c.tenant_id == tenant_id, t.account.c.account_id == account_id)
     ).first()
 
@@ -107,16 +104,15 @@ def create_account(
         raise InvalidInput("an account needs a person's name and a valid e-mail address")
     if tenant_id != PLATFORM:
         u.tenant(tenant_id)
-    if tenant_id != PLATFORM and u.principal.is_platform and u._check:
+    if tenant_id != PLATFORM and u.principal.is_platform and u.checked:
         _authorise_first_admin(u, tenant_id, roles_, kind)
     else:
-        u._authorise(tenant_id, "account:manage")
+        u.authorise(tenant_id, "account:manage")
     if _account_by_email(u, email) is not None:
         raise InvalidInput("an account with this e-mail address already exists")
     account_id = new_id()
-    token = None if kind == "service" else secrets.token_urlsafe(32)
-    u._scope(tenant_id)
-    u.conn.execute(
+    token = None if kind == "service" else tokens.new_token()
+    u.execute(tenant_id,
         insert(t.account).values(
             tenant_id=tenant_id, account_id=account_id, name=name.strip(), email=email.strip().lower(), kind=kind,
             roles=",".join(roles_), active=1, created_at=utcnow(), service_purpose=purpose,
@@ -126,13 +122,12 @@ def create_account(
             commitment_ref="service account: bound to one lab and one purpose" if kind == "service" else None,
         )
     )
-    u._record(tenant_id, "account:create", "account", 1, refs=[account_id])
+    u.audit(tenant_id, "account:create", "account", 1, refs=[account_id])
     return NewAccount(account_id, tenant_id, email.strip().lower(), token)
 
 
 def _lab_admins(u, tenant_id: str) -> list:
-    u._scope(tenant_id)
-    rows = u.conn.execute(select(t.account).where(t.account.c.tenant_id == tenant_id,
+    rows = u.execute(tenant_id, select(t.account).where(t.account.c.tenant_id == tenant_id,
                                                   t.account.c.kind == "person")).all()
     return [r for r in rows if "lab_admin" in r.roles.split(",")]
 
@@ -148,15 +143,15 @@ def _authorise_first_admin(u, tenant_id: str, roles: list[str], kind: str) -> No
     "First": the lab has no lab_admin account that enrolled, is suspended or deactivated, or holds
     a live invitation (an invitation that expired unused may be sent again)."""
     action = "account:invite-admin"
-    if roles != ["lab_admin"] or kind != "person":
-        u._deny(tenant_id, "account:manage",
-                "only the lab's own lab_admin adds its accounts: the platform invites the lab's first lab_admin only")
-    u._authorise(tenant_id, action)
+    if roles != ["lab_admin"] or kind != "person":  # the policy keeps a lab's accounts from vendor accounts
+        u.authorise(tenant_id, "account:manage", vendor_refusal="only the lab's own lab_admin adds its accounts: "
+                                                               "the platform invites the lab's first lab_admin only")
+    u.authorise(tenant_id, action)
     now = utcnow()
     for r in _lab_admins(u, tenant_id):
         live_invitation = r.enrolment_hash is not None and stored_utc(r.enrolment_expires) > now
         if _enrolled(r) or not r.active or live_invitation:
-            u._deny(tenant_id, action, "this lab already has its lab_admin: only the lab's own lab_admin adds its "
+            u.refuse(tenant_id, action, "this lab already has its lab_admin: only the lab's own lab_admin adds its "
                                        "accounts")
 
 
@@ -169,8 +164,7 @@ class Enrolment:
 
 
 def _by_enrolment(u, token: str):
-    u._scope("*")
-    row = u.conn.execute(select(t.account).where(t.account.c.enrolment_hash == digest(token))).first()
+    row = u.execute("*", select(t.account).where(t.account.c.enrolment_hash == digest(token))).first()
     if row is None or not row.active or stored_utc(row.enrolment_expires) < utcnow():
         raise AuthenticationFailed("this enrolment link is invalid or has expired")
     return row
@@ -194,23 +188,21 @@ def enrol(u, token: str, password: str, *, accept_commitment: bool) -> Enrolment
             secret = _totp_secret(u, row)  # the same secret for this whole enrolment
         else:
             secret = totp.new_secret()
-            values["totp_secret_wrapped"] = u._gw.keys.wrap(PLATFORM, secret.encode(),
-                                                            f"totp:{row.account_id}".encode())
+            values["totp_secret_wrapped"] = u.seal_totp_secret(row.account_id, secret)
             values["totp_last_step"] = None
         uri = totp.provisioning_uri(secret, row.email)
         svg = totp.qr_svg(uri)
     else:
         values["enrolment_hash"] = None
         values["enrolment_expires"] = None
-    u._scope(row.tenant_id)
-    u.conn.execute(update(t.account).where(t.account.c.account_id == row.account_id,
+    u.execute(row.tenant_id, update(t.account).where(t.account.c.account_id == row.account_id,
                                            t.account.c.tenant_id == row.tenant_id).values(**values))
-    u._record(row.tenant_id, "account:enrol", "account", 1, refs=[row.account_id])
+    u.audit(row.tenant_id, "account:enrol", "account", 1, refs=[row.account_id])
     return Enrolment(row.account_id, needs_mfa, uri, svg)
 
 
 def _totp_secret(u, row) -> str:
-    return u._gw.keys.unwrap(PLATFORM, row.totp_secret_wrapped, f"totp:{row.account_id}".encode()).decode()
+    return u.open_totp_secret(row.account_id, row.totp_secret_wrapped)
 
 
 def _consume_totp(u, row, code: str) -> bool:
@@ -221,8 +213,7 @@ def _consume_totp(u, row, code: str) -> bool:
     step = totp.match(_totp_secret(u, row), code)
     if step is None:
         return False
-    u._scope(row.tenant_id)
-    done = u.conn.execute(
+    done = u.execute(row.tenant_id,
         update(t.account)
         .where(t.account.c.tenant_id == row.tenant_id, t.account.c.account_id == row.account_id,
                (t.account.c.totp_last_step.is_(None)) | (t.account.c.totp_last_step < step))
@@ -239,7 +230,7 @@ def verify_totp(u, principal: Principal, code: str) -> bool:
         return False
     if _consume_totp(u, row, code):
         return True
-    u._record(row.tenant_id, "account:mfa:failure", "account", 1, outcome="denied", refs=[row.account_id])
+    u.audit(row.tenant_id, "account:mfa:failure", "account", 1, outcome="denied", refs=[row.account_id])
     return False
 
 
@@ -259,15 +250,14 @@ def confirm_enrolment(u, token: str, code: str) -> None:
     if row.totp_secret_wrapped is None or row.password_hash is None:
         raise InvalidInput("set a password first")
     if not _consume_totp(u, row, code):
-        u._record(row.tenant_id, "account:mfa:failure", "account", 1, outcome="denied", refs=[row.account_id])
+        u.audit(row.tenant_id, "account:mfa:failure", "account", 1, outcome="denied", refs=[row.account_id])
         raise AuthenticationFailed("the code does not match, or was already used")
-    u._scope(row.tenant_id)
-    u.conn.execute(
+    u.execute(row.tenant_id,
         update(t.account)
         .where(t.account.c.account_id == row.account_id, t.account.c.tenant_id == row.tenant_id)
         .values(mfa_enabled=1, enrolment_hash=None, enrolment_expires=None)
     )
-    u._record(row.tenant_id, "account:mfa:enable", "account", 1, refs=[row.account_id])
+    u.audit(row.tenant_id, "account:mfa:enable", "account", 1, refs=[row.account_id])
 
 
 # -- login --------------------------------------------------------------------------------------
@@ -281,8 +271,7 @@ class Login:
 def _throttle(u, addr: str | None) -> None:
     if not addr:
         return
-    u._scope(PLATFORM)
-    row = u.conn.execute(
+    row = u.execute(PLATFORM,
         select(t.login_throttle).where(t.login_throttle.c.tenant_id == PLATFORM, t.login_throttle.c.source_addr == addr)
     ).first()
     if row is not None and row.locked_until is not None and stored_utc(row.locked_until) > utcnow():
@@ -304,38 +293,35 @@ def _fail(u, row, addr: str | None, action: str = "account:login:failure") -> No
 def _count_failure(u, tenant_id: str | None, account_id: str | None, addr: str | None, action: str) -> None:
     now = utcnow()
     if addr:
-        u._scope(PLATFORM)
-        th = u.conn.execute(
+        th = u.execute(PLATFORM,
             select(t.login_throttle).where(t.login_throttle.c.tenant_id == PLATFORM,
                                            t.login_throttle.c.source_addr == addr)
         ).first()
         if th is None:
-            u.conn.execute(insert(t.login_throttle).values(tenant_id=PLATFORM, source_addr=addr, failures=1,
+            u.execute(PLATFORM, insert(t.login_throttle).values(tenant_id=PLATFORM, source_addr=addr, failures=1,
                                                            window_start=now))
         else:
             fresh = stored_utc(th.window_start) + FAILURE_WINDOW < now
             failures = 1 if fresh else th.failures + 1
-            u.conn.execute(
+            u.execute(PLATFORM,
                 update(t.login_throttle)
                 .where(t.login_throttle.c.tenant_id == PLATFORM, t.login_throttle.c.source_addr == addr)
                 .values(failures=failures, window_start=now if fresh else th.window_start,
                         locked_until=now + LOCK_FOR if failures >= ADDR_LOCK_AFTER else th.locked_until)
             )
     if tenant_id is not None:
-        u._scope(tenant_id)
         where = (t.account.c.tenant_id == tenant_id, t.account.c.account_id == account_id)
-        u.conn.execute(update(t.account).where(*where).values(failed_logins=t.account.c.failed_logins + 1))
-        failures = u.conn.execute(select(t.account.c.failed_logins).where(*where)).scalar_one()
+        u.execute(tenant_id, update(t.account).where(*where).values(failed_logins=t.account.c.failed_logins + 1))
+        failures = u.execute(tenant_id, select(t.account.c.failed_logins).where(*where)).scalar_one()
         if failures >= ACCOUNT_LOCK_AFTER:
-            u.conn.execute(update(t.account).where(*where).values(locked_until=now + LOCK_FOR))
+            u.execute(tenant_id, update(t.account).where(*where).values(locked_until=now + LOCK_FOR))
             # a login half-way through MFA ends with the lock
-            u.conn.execute(update(t.login_session).where(
+            u.execute(tenant_id, update(t.login_session).where(
                 t.login_session.c.tenant_id == tenant_id, t.login_session.c.account_id == account_id,
                 t.login_session.c.mfa_passed == 0, t.login_session.c.revoked_at.is_(None)).values(revoked_at=now))
-    u._write_event(tenant_id or PLATFORM, actor=u.principal.account_id, actor_roles="", action=action,
-                   object_type="account", object_refs=None if account_id is None else f'["{account_id}"]',
-                   record_count=1, purpose=str(u.purpose), grant_id=None, source_addr=addr,
-                   user_agent=u.principal.user_agent, outcome="denied")
+    # This unit runs after the refused one ended (``Unit.after``): its refusal is written at once.
+    u.audit(tenant_id or PLATFORM, action, "account", 1, outcome="denied",
+            refs=None if account_id is None else [account_id])
 
 
 def login(u, email: str, password: str, *, addr: str | None, user_agent: str | None) -> Login:
@@ -353,22 +339,20 @@ def login(u, email: str, password: str, *, addr: str | None, user_agent: str | N
     needs_mfa = bool(set(row.roles.split(",")) & policy.MFA_REQUIRED)
     if needs_mfa and not row.mfa_enabled:
         raise AccessDenied("this account must finish its MFA enrolment before logging in")
-    u._scope(row.tenant_id)
-    u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
+    u.execute(row.tenant_id, update(t.account).where(t.account.c.tenant_id == row.tenant_id,
                                            t.account.c.account_id == row.account_id).values(failed_logins=0))
     session = _new_session(u, row, mfa_passed=not needs_mfa, addr=addr, user_agent=user_agent)
     principal = principal_of(row, source_addr=addr, user_agent=user_agent)
     if not needs_mfa:
-        u._record(row.tenant_id, "account:login", "account", 1, refs=[row.account_id])
+        u.audit(row.tenant_id, "account:login", "account", 1, refs=[row.account_id])
         _detect_shared_use(u, row, addr, user_agent)
     return Login(session, needs_mfa, principal)
 
 
 def _new_session(u, row, *, mfa_passed: bool, addr, user_agent, totp_checked: bool = False) -> str:
-    secret = secrets.token_urlsafe(32)
+    secret = tokens.new_token()
     now = utcnow()
-    u._scope(row.tenant_id)
-    u.conn.execute(
+    u.execute(row.tenant_id,
         insert(t.login_session).values(
             tenant_id=row.tenant_id, session_hash=digest(secret), account_id=row.account_id, created_at=now,
             expires_at=now + (SESSION_TTL if mfa_passed else PREAUTH_TTL), last_seen=now, mfa_passed=int(mfa_passed),
@@ -379,8 +363,7 @@ def _new_session(u, row, *, mfa_passed: bool, addr, user_agent, totp_checked: bo
 
 
 def _session_row(u, secret: str):
-    u._scope("*")
-    return u.conn.execute(select(t.login_session).where(t.login_session.c.session_hash == digest(secret))).first()
+    return u.execute("*", select(t.login_session).where(t.login_session.c.session_hash == digest(secret))).first()
 
 
 def verify_mfa(u, pre_session: str, code: str, *, addr: str | None, user_agent: str | None) -> Login:
@@ -398,13 +381,13 @@ def verify_mfa(u, pre_session: str, code: str, *, addr: str | None, user_agent: 
     if not _consume_totp(u, row, code):
         _fail(u, row, addr, "account:mfa:failure")
         raise AuthenticationFailed("the code does not match, or was already used")
-    u.conn.execute(update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
+    u.execute(s.tenant_id, update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
                                                  t.login_session.c.session_hash == s.session_hash)
                    .values(revoked_at=utcnow()))
-    u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
+    u.execute(row.tenant_id, update(t.account).where(t.account.c.tenant_id == row.tenant_id,
                                            t.account.c.account_id == row.account_id).values(failed_logins=0))
     session = _new_session(u, row, mfa_passed=True, addr=addr, user_agent=user_agent, totp_checked=True)
-    u._record(row.tenant_id, "account:login", "account", 1, refs=[row.account_id])
+    u.audit(row.tenant_id, "account:login", "account", 1, refs=[row.account_id])
     _detect_shared_use(u, row, addr, user_agent)
     return Login(session, False, principal_of(row, source_addr=addr, user_agent=user_agent))
 
@@ -412,8 +395,7 @@ def verify_mfa(u, pre_session: str, code: str, *, addr: str | None, user_agent: 
 def _detect_shared_use(u, row, addr: str | None, user_agent: str | None) -> None:
     """Another live session of the same account from elsewhere within minutes: a security event."""
     since = utcnow() - SHARED_USE_WINDOW
-    u._scope(row.tenant_id)
-    others = u.conn.execute(
+    others = u.execute(row.tenant_id,
         select(t.login_session.c.source_addr, t.login_session.c.user_agent).where(
             t.login_session.c.tenant_id == row.tenant_id,
             t.login_session.c.account_id == row.account_id,
@@ -424,7 +406,7 @@ def _detect_shared_use(u, row, addr: str | None, user_agent: str | None) -> None
     ).all()
     ua = (user_agent or "")[:300] or None
     if any(o.source_addr != addr or o.user_agent != ua for o in others):
-        u._record(row.tenant_id, "account:concurrent-use", "account", 1, outcome="alert", refs=[row.account_id])
+        u.audit(row.tenant_id, "account:concurrent-use", "account", 1, outcome="alert", refs=[row.account_id])
 
 
 def _live_session(u, secret: str):
@@ -445,7 +427,7 @@ def principal_for_session(u, secret: str, *, addr: str | None, user_agent: str |
     s, row = _live_session(u, secret)
     now = utcnow()
     if stored_utc(s.last_seen) + timedelta(seconds=30) < now:  # keep writes rare on the hot path
-        u.conn.execute(update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
+        u.execute(s.tenant_id, update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
                                                      t.login_session.c.session_hash == s.session_hash)
                        .values(last_seen=now))
     return principal_of(row, source_addr=addr, user_agent=user_agent)
@@ -466,19 +448,18 @@ def step_up(u, secret: str, code: str, *, addr: str | None, user_agent: str | No
         raise LockedOut("this account is locked after repeated failures: try again later",
                         int((stored_utc(row.locked_until) - utcnow()).total_seconds()) + 1)
     if not row.mfa_enabled or row.totp_secret_wrapped is None:
-        u._record(row.tenant_id, "account:step-up", "account", 1, outcome="denied", refs=[row.account_id])
+        u.audit(row.tenant_id, "account:step-up", "account", 1, outcome="denied", refs=[row.account_id])
         raise AccessDenied("this account has no TOTP authenticator: a step-up needs one (enrol it first)")
     if not _consume_totp(u, row, code):  # single use, like every check of a code
         _fail(u, row, addr, "account:step-up:failure")
         raise AuthenticationFailed("the code does not match")
-    u._scope(s.tenant_id)
     now = utcnow()
-    u.conn.execute(update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
+    u.execute(s.tenant_id, update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
                                                  t.login_session.c.session_hash == s.session_hash)
                    .values(totp_at=now, last_seen=now))
-    u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
+    u.execute(s.tenant_id, update(t.account).where(t.account.c.tenant_id == row.tenant_id,
                                            t.account.c.account_id == row.account_id).values(failed_logins=0))
-    u._record(row.tenant_id, "account:step-up", "account", 1, refs=[row.account_id])
+    u.audit(row.tenant_id, "account:step-up", "account", 1, refs=[row.account_id])
 
 
 def require_step_up(u, secret: str) -> None:
@@ -488,7 +469,7 @@ def require_step_up(u, secret: str) -> None:
     if s.totp_at is not None and stored_utc(s.totp_at) + STEP_UP_WINDOW >= utcnow():
         return
     minutes = int(STEP_UP_WINDOW.total_seconds() // 60)
-    u._record(row.tenant_id, "account:step-up:required", "account", 0, outcome="denied", refs=[row.account_id])
+    u.audit(row.tenant_id, "account:step-up:required", "account", 0, outcome="denied", refs=[row.account_id])
     raise StepUpRequired(f"step-up required: this approval needs your TOTP code checked in the last {minutes} "
                          "minutes; send it to POST /api/v1/auth/step-up, then retry")
 
@@ -497,16 +478,15 @@ def logout(u, secret: str) -> None:
     s = _session_row(u, secret)
     if s is None:
         return
-    u._scope(s.tenant_id)
-    u.conn.execute(update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
+    u.execute(s.tenant_id, update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
                                                  t.login_session.c.session_hash == s.session_hash)
                    .values(revoked_at=utcnow()))
-    u._record(s.tenant_id, "account:logout", "account", 1, refs=[s.account_id])
+    u.audit(s.tenant_id, "account:logout", "account", 1, refs=[s.account_id])
 
 
 def csrf_token(secret: str) -> str:
     """The CSRF token that goes with a session (double submit: a readable cookie and a header)."""
-    return hmac.new(secret.encode(), b"labvault-csrf", hashlib.sha256).hexdigest()
+    return tokens.csrf_token(secret)
 
 
 # -- API tokens ---------------------------------------------------------------------------------
@@ -521,21 +501,21 @@ def create_token(u, email: str | None, *, scopes: list[str], days: int, authenti
     if row is None or not row.active:
         raise NotFound("no active account with this e-mail address")
     if row.account_id == me.account_id and row.tenant_id == me.tenant_id:
-        if u._check and not authenticated:
-            u._deny(row.tenant_id, "token:create",
+        if u.checked and not authenticated:
+            u.refuse(row.tenant_id, "token:create",
                     "a token is minted from your own logged-in session: log in (CLI: --as EMAIL, with your password "
                     "and TOTP code)")
         return _create_token(u, row, scopes=scopes, days=days)
-    if u._check:
+    if u.checked:
         if me.is_platform:
-            u._deny(row.tenant_id, "token:create",
+            u.refuse(row.tenant_id, "token:create",
                     "nobody mints a token for another account: vendor accounts mint tokens for themselves only")
         if row.kind != "service":
-            u._deny(row.tenant_id, "token:create",
+            u.refuse(row.tenant_id, "token:create",
                     "nobody mints a token for another person: each person mints their own from their own session")
-        u._authorise(row.tenant_id, "token:manage")  # the lab's own lab_admin, for its service accounts
+        u.authorise(row.tenant_id, "token:manage")  # the lab's own lab_admin, for its service accounts
         if not authenticated:
-            u._deny(row.tenant_id, "token:create", "tokens are minted from a logged-in session (CLI: --as EMAIL)")
+            u.refuse(row.tenant_id, "token:create", "tokens are minted from a logged-in session (CLI: --as EMAIL)")
     return _create_token(u, row, scopes=scopes, days=days)
 
 
@@ -554,17 +534,16 @@ def _create_token(u, row, *, scopes: list[str], days: int) -> tuple[str, str]:
     if not scopes or bad:
         raise InvalidInput(f"token scopes are among: {', '.join(TOKEN_SCOPES)}")
     if u.principal.account_id != row.account_id:
-        u._authorise(row.tenant_id, "token:manage")
+        u.authorise(row.tenant_id, "token:manage")
     token_id = new_id()
-    secret = secrets.token_urlsafe(32)
-    u._scope(row.tenant_id)
-    u.conn.execute(
+    secret = tokens.new_token()
+    u.execute(row.tenant_id,
         insert(t.api_token).values(
             tenant_id=row.tenant_id, token_id=token_id, account_id=row.account_id, secret_hash=digest(secret),
             scopes=",".join(sorted(set(scopes))), created_at=utcnow(), expires_at=utcnow() + timedelta(days=days),
         )
     )
-    u._record(row.tenant_id, "token:create", "token", 1, refs=[token_id])
+    u.audit(row.tenant_id, "token:create", "token", 1, refs=[token_id])
     return token_id, f"lvt_{token_id}_{secret}"
 
 
@@ -572,9 +551,8 @@ def principal_for_token(u, token: str, *, addr: str | None, user_agent: str | No
     parts = token.split("_", 2)
     if len(parts) != 3 or parts[0] != "lvt":
         raise AuthenticationFailed("invalid token")
-    u._scope("*")
-    tok = u.conn.execute(select(t.api_token).where(t.api_token.c.token_id == parts[1])).first()
-    if (tok is None or not hmac.compare_digest(tok.secret_hash, digest(parts[2])) or tok.revoked_at is not None
+    tok = u.execute("*", select(t.api_token).where(t.api_token.c.token_id == parts[1])).first()
+    if (tok is None or not tokens.digests_equal(tok.secret_hash, digest(parts[2])) or tok.revoked_at is not None
             or stored_utc(tok.expires_at) < utcnow()):
         raise AuthenticationFailed("invalid, expired or revoked token")
     row = _account(u, tok.tenant_id, tok.account_id)
@@ -584,16 +562,14 @@ def principal_for_token(u, token: str, *, addr: str | None, user_agent: str | No
 
 
 def revoke_token(u, token_id: str) -> None:
-    u._scope("*")
-    tok = u.conn.execute(select(t.api_token).where(t.api_token.c.token_id == token_id)).first()
+    tok = u.execute("*", select(t.api_token).where(t.api_token.c.token_id == token_id)).first()
     if tok is None:
         raise NotFound("no such token")
     if tok.account_id != u.principal.account_id:
-        u._authorise(tok.tenant_id, "token:manage")
-    u._scope(tok.tenant_id)
-    u.conn.execute(update(t.api_token).where(t.api_token.c.tenant_id == tok.tenant_id,
+        u.authorise(tok.tenant_id, "token:manage")
+    u.execute(tok.tenant_id, update(t.api_token).where(t.api_token.c.tenant_id == tok.tenant_id,
                                              t.api_token.c.token_id == token_id).values(revoked_at=utcnow()))
-    u._record(tok.tenant_id, "token:revoke", "token", 1, refs=[token_id])
+    u.audit(tok.tenant_id, "token:revoke", "token", 1, refs=[token_id])
 
 
 # -- administration -----------------------------------------------------------------------------
@@ -609,10 +585,10 @@ def _target(u, email: str):
 
 
 def _revoke_all(u, row, now) -> None:
-    u.conn.execute(update(t.login_session).where(t.login_session.c.tenant_id == row.tenant_id,
+    u.execute(row.tenant_id, update(t.login_session).where(t.login_session.c.tenant_id == row.tenant_id,
                                                  t.login_session.c.account_id == row.account_id,
                                                  t.login_session.c.revoked_at.is_(None)).values(revoked_at=now))
-    u.conn.execute(update(t.api_token).where(t.api_token.c.tenant_id == row.tenant_id,
+    u.execute(row.tenant_id, update(t.api_token).where(t.api_token.c.tenant_id == row.tenant_id,
                                              t.api_token.c.account_id == row.account_id,
                                              t.api_token.c.revoked_at.is_(None)).values(revoked_at=now))
 
@@ -624,26 +600,23 @@ def _keep_a_lab_admin(u, row, action: str) -> None:
     others = [r for r in _lab_admins(u, row.tenant_id)
               if r.account_id != row.account_id and r.active and _enrolled(r)]
     if not others:
-        u._deny(row.tenant_id, action, "this is the lab's last active lab_admin: add another lab_admin first")
+        u.refuse(row.tenant_id, action, "this is the lab's last active lab_admin: add another lab_admin first")
 
 
 def deactivate(u, email: str) -> None:
     """Deactivate an account: every session and token of it stops working at once."""
     row = _target(u, email)
-    if u.principal.is_platform and row.tenant_id != PLATFORM and u._check:
-        u._deny(row.tenant_id, "account:manage",
-                "only the lab's own lab_admin deactivates its accounts: the vendor may only suspend one for security "
-                "(labvault user suspend EMAIL --reason ...)")
-    u._authorise(row.tenant_id, "account:manage")
+    u.authorise(row.tenant_id, "account:manage",
+                vendor_refusal="only the lab's own lab_admin deactivates its accounts: the vendor may only suspend "
+                               "one for security (labvault user suspend EMAIL --reason ...)")
     if "lab_admin" in row.roles.split(",") and row.active:
         _keep_a_lab_admin(u, row, "account:manage")
     now = utcnow()
-    u._scope(row.tenant_id)
-    u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
+    u.execute(row.tenant_id, update(t.account).where(t.account.c.tenant_id == row.tenant_id,
                                            t.account.c.account_id == row.account_id)
                    .values(active=0, deactivated_at=now))
     _revoke_all(u, row, now)
-    u._record(row.tenant_id, "account:deactivate", "account", 1, refs=[row.account_id])
+    u.audit(row.tenant_id, "account:deactivate", "account", 1, refs=[row.account_id])
 
 
 SUSPEND_REASON_MAX = 500
@@ -658,33 +631,30 @@ def suspend(u, email: str, reason: str) -> None:
     if not reason or len(reason) > SUSPEND_REASON_MAX:
         raise InvalidInput(f"a suspension needs a reason (1 to {SUSPEND_REASON_MAX} characters)")
     row = _target(u, email)
-    u._authorise(row.tenant_id, "account:suspend")
+    u.authorise(row.tenant_id, "account:suspend")
     if row.account_id == u.principal.account_id:
-        u._deny(row.tenant_id, "account:suspend", "an account cannot suspend itself")
+        u.refuse(row.tenant_id, "account:suspend", "an account cannot suspend itself")
     now = utcnow()
-    u._scope(row.tenant_id)
-    u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
+    u.execute(row.tenant_id, update(t.account).where(t.account.c.tenant_id == row.tenant_id,
                                            t.account.c.account_id == row.account_id)
                    .values(active=0, suspended_at=now, suspended_by=u.principal.account_id, suspended_reason=reason))
     _revoke_all(u, row, now)
-    u._record(row.tenant_id, "account:suspend", "account", 1, outcome="alert", refs=[row.account_id])
+    u.audit(row.tenant_id, "account:suspend", "account", 1, outcome="alert", refs=[row.account_id])
 
 
 def reactivate(u, email: str) -> None:
     """Re-enable a deactivated or suspended account: a lab's by its own lab_admin only (a vendor
     never re-enables a lab account); a vendor account by the platform admin."""
     row = _target(u, email)
-    if u.principal.is_platform and row.tenant_id != PLATFORM and u._check:
-        u._deny(row.tenant_id, "account:manage", "only the lab's own lab_admin re-enables its accounts")
-    u._authorise(row.tenant_id, "account:manage")
+    u.authorise(row.tenant_id, "account:manage",
+                vendor_refusal="only the lab's own lab_admin re-enables its accounts")
     if row.active:
         raise InvalidInput("this account is active")
-    u._scope(row.tenant_id)
-    u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
+    u.execute(row.tenant_id, update(t.account).where(t.account.c.tenant_id == row.tenant_id,
                                            t.account.c.account_id == row.account_id)
                    .values(active=1, deactivated_at=None, suspended_at=None, suspended_by=None,
                            suspended_reason=None, failed_logins=0, locked_until=None))
-    u._record(row.tenant_id, "account:reactivate", "account", 1, refs=[row.account_id])
+    u.audit(row.tenant_id, "account:reactivate", "account", 1, refs=[row.account_id])
 
 
 def set_roles(u, email: str, roles: list[str]) -> None:
@@ -695,30 +665,27 @@ def set_roles(u, email: str, roles: list[str]) -> None:
         raise InvalidInput("roles must all belong to the account's side (lab or vendor)")
     if (row.kind == "service") != (roles_ == ["service"]):
         raise InvalidInput("the role 'service' is for service accounts, and theirs only")
-    if u.principal.is_platform and row.tenant_id != PLATFORM and u._check:
-        u._deny(row.tenant_id, "account:manage", "only the lab's own lab_admin changes the roles of its accounts")
-    u._authorise(row.tenant_id, "account:manage")
+    u.authorise(row.tenant_id, "account:manage",
+                vendor_refusal="only the lab's own lab_admin changes the roles of its accounts")
     if "lab_admin" in row.roles.split(",") and "lab_admin" not in roles_ and row.active:
         _keep_a_lab_admin(u, row, "account:manage")
-    u._scope(row.tenant_id)
-    u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
+    u.execute(row.tenant_id, update(t.account).where(t.account.c.tenant_id == row.tenant_id,
                                            t.account.c.account_id == row.account_id).values(roles=",".join(roles_)))
-    u._record(row.tenant_id, "account:roles:change", "account", 1, refs=[row.account_id])
+    u.audit(row.tenant_id, "account:roles:change", "account", 1, refs=[row.account_id])
 
 
 def list_accounts(u, tenant_id: str | None) -> list[dict]:
     if tenant_id is None:
         if not u.principal.is_platform:
             tenant_id = u.principal.tenant_id
-        elif u._check and not policy.allowed(u.principal.roles, "account:list"):
+        elif u.checked and not policy.allowed(u.principal.roles, "account:list"):
             raise AccessDenied("listing accounts is not allowed for this account")
     if tenant_id is not None:
-        u._authorise(tenant_id, "account:list")
+        u.authorise(tenant_id, "account:list")
         q = select(t.account).where(t.account.c.tenant_id == tenant_id)
     else:
-        u._scope("*")
         q = select(t.account)
-    rows = u.conn.execute(q.order_by(t.account.c.tenant_id, t.account.c.email)).all()
+    rows = u.execute(tenant_id or "*", q.order_by(t.account.c.tenant_id, t.account.c.email)).all()
     return [
         {"account_id": r.account_id, "tenant": r.tenant_id, "name": r.name, "email": r.email, "kind": r.kind,
          "roles": r.roles, "active": bool(r.active), "mfa": bool(r.mfa_enabled),
@@ -734,9 +701,8 @@ def enrol_directly(u, email: str, password: str) -> str | None:
     row = _account_by_email(u, email)
     if row is None or row.enrolment_hash is None:
         raise NotFound("no account awaiting enrolment with this e-mail address")
-    token = secrets.token_urlsafe(32)
-    u._scope(row.tenant_id)
-    u.conn.execute(update(t.account).where(t.account.c.tenant_id == row.tenant_id,
+    token = tokens.new_token()
+    u.execute(row.tenant_id, update(t.account).where(t.account.c.tenant_id == row.tenant_id,
                                            t.account.c.account_id == row.account_id).values(enrolment_hash=digest(token)))
     e = enrol(u, token, password, accept_commitment=True)
     if not e.mfa_required:

@@ -19,7 +19,6 @@ the reason) and the refusal recorded in the audit trail.
 from __future__ import annotations
 
 import enum
-import hmac
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn
@@ -30,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from labvault.access import Gateway, Principal, Purpose
 from labvault.accounts import service
 from labvault.accounts.service import AuthenticationFailed
+from labvault.crypto import tokens
 from labvault.errors import AccessDenied
 
 SESSION_COOKIE = "lv_session"
@@ -79,7 +79,7 @@ def authenticated(request: Request) -> Caller:
         raise AuthenticationFailed("authentication required")
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
-        if not hmac.compare_digest(sent, service.csrf_token(secret)):
+        if not tokens.digests_equal(sent, service.csrf_token(secret)):
             raise AccessDenied("missing or wrong CSRF token (send the lv_csrf cookie's value in X-CSRF-Token)")
     with gw.auth_unit(source_addr=addr, user_agent=ua) as u:
         principal = service.principal_for_session(u, secret, addr=addr, user_agent=ua)
@@ -90,8 +90,8 @@ def authenticated(request: Request) -> Caller:
 def _refuse(request: Request, caller: Caller, action: str, reason: str) -> NoReturn:
     """Record the refusal under the caller's own account (in its lab's trail), then refuse."""
     with gateway(request).unit(caller.principal, Purpose.AUTHENTICATION) as u:
-        u._deny(caller.principal.tenant_id, action, reason)
-    raise AccessDenied(reason)  # not reached: _deny raises
+        u.refuse(caller.principal.tenant_id, action, reason)
+    raise AccessDenied(reason)  # not reached: refuse raises
 
 
 def _declares(access: Access) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

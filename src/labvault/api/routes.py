@@ -369,7 +369,7 @@ def draft_instruction(caller: SessionOnly, request: Request, tenant: str,
     from labvault.instructions import document
 
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
-        u._authorise(tenant, "tenant:read")
+        u.authorise(tenant, "tenant:read")
         u.tenant(tenant)
     instr = document.from_record(body.instruction)
     if instr.tenant != tenant:

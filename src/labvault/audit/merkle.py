@@ -44,10 +44,10 @@ class CompactRange:
 
     __slots__ = ("_sizes", "_hashes", "size")
 
-    def __init__(self) -> None:
-        self._sizes: list[int] = []
-        self._hashes: list[bytes] = []
-        self.size = 0
+    def __init__(self, sizes: list[int] | None = None, hashes: list[bytes] | None = None, size: int = 0) -> None:
+        self._sizes: list[int] = sizes if sizes is not None else []
+        self._hashes: list[bytes] = hashes if hashes is not None else []
+        self.size = size
 
     def append(self, leaf: bytes) -> None:
         """Add one leaf hash."""
@@ -73,11 +73,7 @@ class CompactRange:
 
     @classmethod
     def from_state(cls, state: dict) -> CompactRange:
-        cr = cls()
-        cr._sizes = list(state["sizes"])
-        cr._hashes = [bytes.fromhex(x) for x in state["hashes"]]
-        cr.size = int(state["size"])
-        return cr
+        return cls(list(state["sizes"]), [bytes.fromhex(x) for x in state["hashes"]], int(state["size"]))
 
 
 def _mth(leaves: Sequence[bytes], lo: int, hi: int) -> bytes:

@@ -23,15 +23,15 @@ from labvault.ids import utcnow
 from labvault.store import schema as t
 
 LOG = "labvault-audit/v1"
-_EVENT_COLS = [t.audit_event.c[name] for name in chain.FIELDS] + [t.audit_event.c.prev_hash, t.audit_event.c.hash]
+_EVENT_NAMES = (*chain.FIELDS, "prev_hash", "hash")
+_EVENT_COLS = [t.audit_event.c[name] for name in _EVENT_NAMES]
 
 
 @contextmanager
 def _events(u, tenant_id: str, batch: int = 10_000) -> Iterator[Iterator]:
     """The lab's events in order, streamed; the cursor is closed even if the reader stops early."""
-    u._flush_events()
-    u._scope(tenant_id)
-    result = u.conn.execute(
+    result = u.execute(  # the unit's own events are written first
+        tenant_id,
         select(*_EVENT_COLS)
         .where(t.audit_event.c.tenant_id == tenant_id)
         .order_by(t.audit_event.c.seq)
@@ -44,8 +44,8 @@ def _events(u, tenant_id: str, batch: int = 10_000) -> Iterator[Iterator]:
 
 
 def _checkpoints(u, tenant_id: str) -> list:
-    u._scope(tenant_id)
-    return u.conn.execute(
+    return u.execute(
+        tenant_id,
         select(t.audit_checkpoint).where(t.audit_checkpoint.c.tenant_id == tenant_id).order_by(t.audit_checkpoint.c.size)
     ).all()
 
@@ -58,11 +58,10 @@ def checkpoint(u, tenant_id: str) -> dict:
     last checkpoint is also recorded in the sealed pin outside the database (``pin``) once the
     transaction commits. Refused while the database lacks a checkpoint the pin records: signing
     over a rewritten log would launder it."""
-    u._authorise(tenant_id, "audit:checkpoint")
-    pin = u._gw.pin
+    u.authorise(tenant_id, "audit:checkpoint")
+    pin = u.pin
     pinned = pin.read()["labs"].get(tenant_id) if pin is not None else None
-    u._scope(tenant_id)
-    u._chain_lock(tenant_id)  # one signer per lab at a time: indexes stay a chain
+    u.lock_trail(tenant_id)  # one signer per lab at a time: indexes stay a chain
     cr = merkle.CompactRange()
     head = chain.GENESIS
     with _events(u, tenant_id) as rows:
@@ -81,15 +80,16 @@ def checkpoint(u, tenant_id: str) -> dict:
         raise InvalidInput(f"lab '{tenant_id}': the database lacks signed checkpoint {pinned['index']} recorded in "
                            "the pin; no checkpoint is signed until 'labvault audit verify' is clean")
     prev = None if last is None else {"index": last_index, "size": int(last["size"]), "root": last["root"]}
-    signer, public = u._platform_signer()
+    public = u.platform_public_key()
     body = {"log": LOG, "tenant": tenant_id, "index": last_index + 1, "size": cr.size, "root": cr.root().hex(),
             "head": head.hex(), "at": utcnow().isoformat(), "key": fingerprint(public), "prev": prev}
-    signature = signer.sign(body)
-    u._scope(tenant_id)
-    u.conn.execute(insert(t.audit_checkpoint).values(
+    signature, signed_with = u.sign_as_platform(body)
+    if signed_with != public:
+        raise InvalidInput("the platform signing key changed while this checkpoint was being signed: sign it again")
+    u.execute(tenant_id, insert(t.audit_checkpoint).values(
         tenant_id=tenant_id, size=cr.size, root=cr.root(), head=head, at=utcnow(), body=json.dumps(body, sort_keys=True),
         signature=signature, signer_public_key=public.hex()))
-    u._record(tenant_id, "audit:checkpoint", "audit", 1)
+    u.audit(tenant_id, "audit:checkpoint", "audit", 1)
     if pin is not None:
         u.on_commit(lambda: pin.record_checkpoint(tenant_id, body["index"], body["size"], body["root"], body["head"]))
     return {"body": body, "signature": signature, "public_key": public.hex()}
@@ -100,7 +100,7 @@ def _checkpoint_record(row) -> dict:
 
 
 def last_checkpoint(u, tenant_id: str) -> dict | None:
-    u._authorise(tenant_id, "audit:verify")
+    u.authorise(tenant_id, "audit:verify")
     rows = _checkpoints(u, tenant_id)
     return _checkpoint_record(rows[-1]) if rows else None
 
@@ -111,14 +111,14 @@ def pull_checkpoints(u, tenant_id: str, since: int = 0) -> list[dict]:
     ``lab_admin`` and ``lab_dpo`` only: the vendor keeps no copy it could rewrite with the log."""
     if since < 0:
         raise InvalidInput("since is a checkpoint number, 0 or more")
-    u._authorise(tenant_id, "audit:pull")
+    u.authorise(tenant_id, "audit:pull")
     keys = [{**r, "fingerprint": r["body"].get("fingerprint")} for r in u.platform_key_records()]
     lines = []
     for cp in _checkpoints(u, tenant_id):
         record = _checkpoint_record(cp)
         if int(record["body"].get("index", 0)) > since:
             lines.append({"type": "checkpoint", **record})
-    u._record(tenant_id, "audit:pull", "audit", len(lines))
+    u.audit(tenant_id, "audit:pull", "audit", len(lines))
     return keys + lines
 
 
@@ -147,7 +147,7 @@ class Report:
                 "details": self.details}
 
 
-def _signed_by(body: dict, signature: str, trusted: list[bytes]) -> bool:
+def signed_by(body: dict, signature: str, trusted: list[bytes]) -> bool:
     """Is ``body`` signed by one of the trusted platform keys (the one it names, if it names one)?"""
     named = body.get("key") if isinstance(body, dict) else None
     for key in trusted:
@@ -164,7 +164,7 @@ def _signed_by(body: dict, signature: str, trusted: list[bytes]) -> bool:
 def _check_signature(cp: dict, report: Report, trusted: list[bytes], whose: str = "stored") -> bool:
     body = cp.get("body") if isinstance(cp, dict) else None
     size = int(body.get("size", 1) or 1) if isinstance(body, dict) else 1
-    if isinstance(body, dict) and _signed_by(body, cp.get("signature", ""), trusted):
+    if isinstance(body, dict) and signed_by(body, cp.get("signature", ""), trusted):
         return True
     index = body.get("index") if isinstance(body, dict) else None
     name = f"checkpoint {index} ({size} events)" if index else f"the checkpoint of {size} events"
@@ -219,11 +219,11 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None, *, now: da
     ``max_unsigned_age``: events older than this that no checkpoint covers are reported (every
     checkpoint deleted, or the scheduler stopped); None: not checked.
     """
-    u._authorise(tenant_id, "audit:verify")
+    u.authorise(tenant_id, "audit:verify")
     report = Report(tenant_id)
     try:
         trusted = u.platform_keys()
-        pin = u._gw.pin.read() if u._gw.pin is not None else None
+        pin = u.pin.read() if u.pin is not None else None
     except PinInvalid as exc:
         report.fail(1, str(exc))
         trusted, pin = [], None
@@ -283,15 +283,11 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None, *, now: da
                         report.fail(size, "the retention cut does not match the signed checkpoint at its size")
         kept_events = {k: v for k, v in kept_events.items() if k > cr.size}
     wanted = sorted(set(stored) | set(kept_checkpoints) | set(pinned))
-    from labvault.store.engine import iter_audit_rows
-
-    u._flush_events()
-    u._scope(tenant_id)
     leaf, event_hash_values, at_text = merkle.leaf_hash, chain.event_hash_values, chain.at_text
     kept_hex = kept_events
     first_unsigned_at = None
     last_good = cr.size  # the last checkpoint size every source agreed on
-    for row in iter_audit_rows(u.conn, tenant_id, (*chain.FIELDS, "prev_hash", "hash")):
+    for row in u.trail_rows(tenant_id, (*chain.FIELDS, "prev_hash", "hash")):
         values = list(row[:-2])
         seq, prev, stored_hash = values[1], bytes(row[-2]) if row[-2] is not None else None, row[-1]
         if seq != expected:
@@ -347,13 +343,13 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None, *, now: da
         report.fail(covered + 1, f"events from {covered + 1} on are older than {hours:g} h and no signed checkpoint "
                                  "covers them: checkpoints were deleted, or none is being signed (run 'labvault "
                                  "serve' or 'labvault audit checkpoint')")
-    u._record(tenant_id, "audit:verify", "audit", report.events, outcome="allowed" if report.ok else "alert")
+    u.audit(tenant_id, "audit:verify", "audit", report.events, outcome="allowed" if report.ok else "alert")
     return report
 
 
 def _last_cut(u, tenant_id: str, report: Report, trusted: list[bytes] | None = None):
-    u._scope(tenant_id)
-    row = u.conn.execute(
+    row = u.execute(
+        tenant_id,
         select(t.audit_cut).where(t.audit_cut.c.tenant_id == tenant_id).order_by(t.audit_cut.c.size.desc()).limit(1)
     ).first()
     if row is not None and trusted is not None:
@@ -367,16 +363,16 @@ DEFAULT_RETENTION_DAYS = 365
 
 def set_retention(u, tenant_id: str, days: int, reason: str | None) -> dict:
     """The lab decides how long its audit trail is kept; past 365 days only with a recorded reason."""
-    u._authorise(tenant_id, "audit:retention")
+    u.authorise(tenant_id, "audit:retention")
     if not 30 <= days <= 3650:
         raise InvalidInput("audit retention is from 30 to 3,650 days")
     if days > DEFAULT_RETENTION_DAYS and not (reason or "").strip():
         raise InvalidInput("keeping the audit trail longer than 365 days needs a recorded justification (--reason)")
     from sqlalchemy import update
 
-    u.conn.execute(update(t.tenant).where(t.tenant.c.tenant_id == tenant_id).values(
+    u.execute(tenant_id, update(t.tenant).where(t.tenant.c.tenant_id == tenant_id).values(
         audit_retention_days=days, audit_retention_reason=(reason or "").strip()[:1000] or None))
-    u._record(tenant_id, "audit:retention", "tenant", 1)
+    u.audit(tenant_id, "audit:retention", "tenant", 1)
     return {"tenant": tenant_id, "days": days, "reason": (reason or "").strip() or None}
 
 
@@ -388,10 +384,10 @@ def purge(u, tenant_id: str, *, now: datetime | None = None) -> dict:
     """
     from datetime import timedelta
 
-    u._authorise(tenant_id, "audit:purge")
+    u.authorise(tenant_id, "audit:purge")
     days = DEFAULT_RETENTION_DAYS
     if tenant_id != "platform":
-        row = u.conn.execute(select(t.tenant.c.audit_retention_days).where(t.tenant.c.tenant_id == tenant_id)).first()
+        row = u.execute(tenant_id, select(t.tenant.c.audit_retention_days).where(t.tenant.c.tenant_id == tenant_id)).first()
         days = (row.audit_retention_days if row is not None else None) or DEFAULT_RETENTION_DAYS
     limit = (now or utcnow()) - timedelta(days=days)
     report = Report(tenant_id)
@@ -413,26 +409,18 @@ def purge(u, tenant_id: str, *, now: datetime | None = None) -> dict:
             if cr.size in sizes:
                 best, best_state, best_head = cr.size, cr.state(), head
     if best is None:
-        u._record(tenant_id, "audit:purge", "audit", 0)
+        u.audit(tenant_id, "audit:purge", "audit", 0)
         return {"tenant": tenant_id, "cut": start, "deleted": 0, "retention_days": days}
     body = {"log": LOG, "kind": "retention-cut", "tenant": tenant_id, "size": best, "head": best_head.hex(),
             "root": merkle.CompactRange.from_state(best_state).root().hex(), "retention_days": days,
             "at": utcnow().isoformat()}
-    signer, public = u._platform_signer()
-    u._scope(tenant_id)
-    u.conn.execute(insert(t.audit_cut).values(
+    signature, public = u.sign_as_platform(body)
+    u.execute(tenant_id, insert(t.audit_cut).values(
         tenant_id=tenant_id, size=best, head=best_head, frontier=json.dumps(best_state), at=utcnow(),
-        body=json.dumps(body, sort_keys=True), signature=signer.sign(body), signer_public_key=public.hex()))
-    deleted = _delete_events(u, tenant_id, start, best)
-    u._record(tenant_id, "audit:purge", "audit", deleted)
+        body=json.dumps(body, sort_keys=True), signature=signature, signer_public_key=public.hex()))
+    deleted = u.delete_trail(tenant_id, start, best)
+    u.audit(tenant_id, "audit:purge", "audit", deleted)
     return {"tenant": tenant_id, "cut": best, "deleted": deleted, "retention_days": days}
-
-
-def _delete_events(u, tenant_id: str, after: int, upto: int) -> int:
-    from labvault.store.engine import delete_audit_range
-
-    u._scope(tenant_id)
-    return delete_audit_range(u.conn, tenant_id, after, upto)
 
 
 def _first_divergence(kept_events: dict[int, str], seq: int) -> int:
@@ -441,17 +429,17 @@ def _first_divergence(kept_events: dict[int, str], seq: int) -> int:
 
 def consistency(u, tenant_id: str, old_size: int) -> dict:
     """A proof that the lab's log of ``old_size`` events is a prefix of today's log."""
-    u._authorise(tenant_id, "audit:verify")
+    u.authorise(tenant_id, "audit:verify")
     leaves = []
     head = chain.GENESIS
     with _events(u, tenant_id) as rows:
         for r in rows:  # hashes re-derived from the events' content, not taken as stored
-            head = chain.event_hash(head, {k: r._mapping[k] for k in chain.FIELDS})
+            head = chain.event_hash(head, dict(zip(chain.FIELDS, r, strict=False)))
             leaves.append(merkle.leaf_hash(head))
     if not 0 < old_size <= len(leaves):
         raise InvalidInput(f"the log has {len(leaves)} events; a proof needs 1 <= old size <= that")
     proof = merkle.consistency_proof(leaves, old_size)
-    u._record(tenant_id, "audit:consistency", "audit", 1)
+    u.audit(tenant_id, "audit:consistency", "audit", 1)
     return {"old_size": old_size, "new_size": len(leaves), "old_root": merkle.root(leaves[:old_size]).hex(),
             "new_root": merkle.root(leaves).hex(), "proof": [p.hex() for p in proof]}
 
@@ -467,16 +455,16 @@ def _event_json(ev) -> dict:
 
 def export(u, tenant_id: str) -> Iterator[dict]:
     """The lab's events and checkpoints as JSON-able lines, for the lab to keep."""
-    u._authorise(tenant_id, "audit:read")
-    signer_key = u._platform_signer()[1].hex()
+    u.authorise(tenant_id, "audit:read")
+    signer_key = u.platform_public_key().hex()
     with _events(u, tenant_id) as events:
         rows = list(events)
     checkpoints = _checkpoints(u, tenant_id)
-    u._record(tenant_id, "audit:export", "audit", len(rows))
+    u.audit(tenant_id, "audit:export", "audit", len(rows))
     yield {"type": "header", "log": LOG, "tenant": tenant_id, "public_key": signer_key,
            "exported_at": utcnow().isoformat()}
     for row in rows:
-        yield {"type": "event", **_event_json(row._mapping)}
+        yield {"type": "event", **_event_json(dict(zip(_EVENT_NAMES, row, strict=True)))}
     for cp in checkpoints:
         yield {"type": "checkpoint", **_checkpoint_record(cp)}
 
@@ -486,7 +474,7 @@ def search(
     until: datetime | None = None, patient_id: str | None = None, limit: int = 1000,
 ) -> list[dict]:
     """Events of a lab by actor, action (prefix), time range and patient; the query is audited."""
-    u._authorise(tenant_id, "audit:read")
+    u.authorise(tenant_id, "audit:read")
     ae = t.audit_event
     q = select(*_EVENT_COLS).where(ae.c.tenant_id == tenant_id)
     if actor:
@@ -499,8 +487,6 @@ def search(
         q = q.where(ae.c.at <= until)
     if patient_id:
         q = q.where(ae.c.object_refs.contains(json.dumps(patient_id)))
-    u._flush_events()
-    u._scope(tenant_id)
-    rows = u.conn.execute(q.order_by(ae.c.seq).limit(limit)).all()
-    u._record(tenant_id, "audit:search", "audit", len(rows), refs=[patient_id] if patient_id else None)
-    return [_event_json(r._mapping) for r in rows]
+    rows = u.execute(tenant_id, q.order_by(ae.c.seq).limit(limit)).all()  # the unit's own events first
+    u.audit(tenant_id, "audit:search", "audit", len(rows), refs=[patient_id] if patient_id else None)
+    return [_event_json(dict(zip(_EVENT_NAMES, r, strict=True))) for r in rows]

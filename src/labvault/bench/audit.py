@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from labvault.access import Gateway, Principal, Purpose
-from labvault.access.gateway import Unit
+from labvault.access.trail import benchmark_without_events
 from labvault.audit import service
 from labvault.bench.ingest import peak_rss_mb
 from labvault.crypto.keys import PLATFORM, LocalKeyring
@@ -42,7 +42,7 @@ def run_audit(events: int, *, database_url: str | None = None, batch: int = 5000
             n = min(batch, events - done)
             with gw.unit(who, Purpose.BENCHMARK) as u:
                 for _ in range(n):
-                    u._record(lab, "patient:result:read", "result", 1, refs=["0123456789abcdef0123456789abcdef"])
+                    u.audit(lab, "patient:result:read", "result", 1, refs=["0123456789abcdef0123456789abcdef"])
             done += n
             if on_progress:
                 on_progress("append", n)
@@ -71,12 +71,8 @@ def run_audit(events: int, *, database_url: str | None = None, batch: int = 5000
             return spent
 
         on_s = ingest("bench-audit-on")
-        original = Unit._record
-        Unit._record = lambda self, *a, **k: None  # the same ingest, no event written
-        try:
+        with benchmark_without_events():  # the same ingest, no event written
             off_s = ingest("bench-audit-off")
-        finally:
-            Unit._record = original
         engine.dispose()
         keys.close()
     return {

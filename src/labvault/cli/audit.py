@@ -180,7 +180,7 @@ def prove(
     tenant = tenant or old["body"].get("tenant")
     with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
         # G4: the kept checkpoint is checked against the platform's pinned keys, not the key it names
-        if not service._signed_by(old["body"], old["signature"], u.platform_keys()):
+        if not service.signed_by(old["body"], old["signature"], u.platform_keys()):
             raise InvalidInput("the kept checkpoint is not signed by the platform's pinned key")
         proof = service.consistency(u, tenant, int(old["body"]["size"]))
     ok = merkle.verify_consistency(

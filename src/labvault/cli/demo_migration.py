@@ -133,7 +133,7 @@ def show_migration(rt, tenant: str, demo_accounts: list[dict]) -> None:
     with rt.gateway.unit(operator, Purpose.EXPORT) as u:
         job = service.import_receipt(u, tenant, job.migration_id, receipt)
         cert = service.close(u, tenant, job.migration_id)
-        public_platform = u._platform_signer()[1]
+        public_platform = u.platform_public_key()
     console.print("  NewLIS's receipt (MAC with the key inside the package, Ed25519 signature with the receipt key "
                   "the instruction names) imported:")
     for x in job.destroyed:

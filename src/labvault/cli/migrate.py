@@ -289,7 +289,7 @@ def check_certificate(file: Path = typer.Argument(..., metavar="CERTIFICATE")) -
     """Verify a closure certificate with this platform's signing key."""
     record = _read_json(file, "a certificate")
     with runtime() as rt, rt.unit(Purpose.ADMINISTRATION) as u:
-        public = u._platform_signer()[1]
+        public = u.platform_public_key()
     body = service.check_certificate(record, [public])
     console.print(f"certificate of migration {body['migration']} (lab {body['tenant']}): signature valid; "
                   f"purged {body['purged_at']} ({body['purge_reason']}), closed {body['closed_at']}")

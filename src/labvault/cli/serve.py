@@ -82,7 +82,7 @@ def scheduler_failed(rt, failures: Counter, which: str, lab: str | None, exc: Ba
               lab or "every lab", kind, f" ({reason})" if reason else "", failures[which], exc_info=exc)
     try:
         with rt.unit(Purpose.ADMINISTRATION) as u:
-            u._record(lab or PLATFORM, f"scheduler:{which}", "scheduler", 0, outcome="error", refs=[kind[:64]])
+            u.audit(lab or PLATFORM, f"scheduler:{which}", "scheduler", 0, outcome="error", refs=[kind[:64]])
     except Exception as again:
         failures[f"{which}:audit"] += 1
         log.error("scheduler %s: its failure could not be recorded in the audit trail", which, exc_info=again)

@@ -75,7 +75,7 @@ def run(u: Unit, tenant_id: str, *, now: datetime) -> Report:
     """Delete what the lab's rules say is due at ``now`` (see the module docstring)."""
     if now.tzinfo is None:
         raise InvalidInput("a retention run needs a time with its time zone")
-    u._authorise(tenant_id, "retention:run")
+    u.authorise(tenant_id, "retention:run")
     u.tenant(tenant_id)
     rules = {r.category: r for r in store.rules(u, tenant_id, action=None)}
     if RESULTS not in rules:
@@ -102,12 +102,12 @@ def run(u: Unit, tenant_id: str, *, now: datetime) -> Report:
             continue
         if is_held(category):
             report.held.append(category)
-            u._record(tenant_id, "retention:purge:held", category, 0)
+            u.audit(tenant_id, "retention:purge:held", category, 0)
         else:
-            u._record(tenant_id, "retention:purge", category, report.categories[category])
+            u.audit(tenant_id, "retention:purge", category, report.categories[category])
     if cutoffs:
         for kind, n in (("request", report.requests), ("specimen", report.specimens), ("patient", report.identities)):
-            u._record(tenant_id, "retention:purge", kind, n)
+            u.audit(tenant_id, "retention:purge", kind, n)
     if EVERYTHING not in scopes:
         for hook in HOOKS:
             for key, n in hook(u, tenant_id, now).items():
@@ -149,7 +149,7 @@ def end_delete(u: Unit, tenant_id: str, *, instruction_id: str | None = None) ->
     scope ``lab``), re-checked now; a synthetic lab without one. The certificate names the ground."""
     from labvault.access import instructed
 
-    u._authorise(tenant_id, "tenant:end")
+    u.authorise(tenant_id, "tenant:end")
     tenant = u.tenant(tenant_id)
     if tenant.status == "shredded":
         raise TenantShredded(f"lab '{tenant_id}' was already crypto-shredded")
@@ -174,7 +174,7 @@ def end_delete(u: Unit, tenant_id: str, *, instruction_id: str | None = None) ->
         "actor": u.principal.account_id,
         "actor_name": u.principal.name,
         "stores": [
-            {"store": "database", "engine": u.conn.dialect.name, "rows_deleted": rows},
+            {"store": "database", "engine": u.dialect, "rows_deleted": rows},
             {"store": "key provider", "provider": shred["body"]["key_provider"], "scope": tenant_id,
              "scope_destroyed": True, "keys_destroyed": shred["body"]["keys_destroyed"],
              "shred_record": shred["record_id"]},
@@ -183,8 +183,8 @@ def end_delete(u: Unit, tenant_id: str, *, instruction_id: str | None = None) ->
     }
     record = store.store_signed_record(u, tenant_id, "tenant-end", body)
     for table, n in rows.items():
-        u._record(tenant_id, "tenant:end:delete", table, n)
-    u._record(tenant_id, "tenant:end", "tenant", 1, refs=[record["record_id"]])
+        u.audit(tenant_id, "tenant:end:delete", table, n)
+    u.audit(tenant_id, "tenant:end", "tenant", 1, refs=[record["record_id"]])
     return record
 
 

@@ -1,0 +1,604 @@
+"""Personal records: patients, prescribers, requests, specimens and results, sealed on the way in
+and opened on the way out, each operation authorised and audited."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from labvault.access import codec
+from labvault.access.principal import Purpose
+from labvault.access.state import UnitState
+from labvault.domain.identifiers import OBJECT_ID_RE, normalise_nir, validate_nir
+from labvault.domain.retention import RESULTS, SENSITIVE
+from labvault.domain.models import (
+    Identity,
+    IdentityStatus,
+    Prescriber,
+    Sensitivity,
+    Request,
+    Result,
+    ResultStatus,
+    Specimen,
+)
+from labvault.domain.sensitivity import sensitivity_of
+from labvault.errors import AccessDenied, InvalidInput, NotFound
+from labvault.store import schema as t
+from labvault.store.engine import bulk_insert, iter_tenant_rows
+
+if TYPE_CHECKING:
+    from labvault.access.tenants import TenantCrypto
+
+
+_STATUSES = {s.value for s in ResultStatus}
+_PART = 1000  # rows per pipelined insert
+
+
+# The encrypted columns of each personal table, with the column naming the row id.
+ENCRYPTED: dict[str, tuple[str, tuple[str, ...]]] = {
+    tbl.name: (
+        [c.name for c in tbl.primary_key.columns if c.name != "tenant_id"][0],
+        tuple(c.name for c in tbl.columns if c.name.endswith("_enc")),
+    )
+    for tbl in (t.patient_identity, t.prescriber, t.request, t.specimen, t.result, t.quarantine, t.instruction)
+}
+
+
+# Personal tables emptied at the end of a contract, children first; tenant_key goes by shredding.
+END_TABLES = ("result", "specimen", "request", "prescriber", "patient_identity", "quarantine")
+_PURGE_BATCH = 500  # requests per purge batch (ids per IN list stay well under SQLite's limit)
+_CHUNK = 500
+
+
+def _utc(value: datetime) -> datetime:
+    """Times without a zone were stored as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _chunks(ids: list[str]) -> Iterable[list[str]]:
+    for k in range(0, len(ids), _CHUNK):
+        yield ids[k : k + _CHUNK]
+
+
+def _valid_id(value: str) -> bool:
+    """Ids are short tokens; anything else (NUL bytes, 10 kB strings) cannot name a row."""
+    return isinstance(value, str) and OBJECT_ID_RE.match(value) is not None
+
+
+def _check_id(value: str, kind: str) -> None:
+    if not _valid_id(value):
+        raise NotFound(f"no such {kind} in this lab")
+
+
+class Records(UnitState):
+    """Typed reads and writes of personal records: mixed into ``Unit``."""
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def add_prescribers(self, tenant_id: str, prescribers: Sequence[Prescriber]) -> int:
+        self._authorise(tenant_id, "prescriber:create")
+        c = self._crypto(tenant_id)
+        v = c.cipher.current_version
+        rpps, name = (c.cipher.column("prescriber", col) for col in ("rpps_enc", "name_enc"))
+        rows = []
+        for p in prescribers:
+            i = p.prescriber_id
+            rows.append(
+                (tenant_id, i, v, c.index.rpps(p.rpps), rpps.seal(i, p.rpps.encode()),
+                 name.seal(i, codec.pack((p.family_name, p.given_name))))
+            )
+        self._insert(t.prescriber, ("tenant_id", "prescriber_id", "key_version", "rpps_bidx", "rpps_enc", "name_enc"), rows)
+        self._record(tenant_id, "prescriber:create", "prescriber", len(rows))
+        return len(rows)
+
+    def add_patients(self, tenant_id: str, identities: Sequence[Identity]) -> int:
+        self._authorise(tenant_id, "patient:identity:create")
+        c = self._crypto(tenant_id)
+        v = c.cipher.current_version
+        col = {n: c.cipher.column("patient_identity", n) for n in ENCRYPTED["patient_identity"][1]}
+
+        def opt(name: str, pid: str, value: str | None) -> bytes | None:
+            return None if value is None else col[name].seal(pid, value.encode())
+
+        rows = []
+        for p in identities:
+            i = p.patient_id
+            nir = validate_nir(p.nir) if p.ins_oid.endswith(".8") else normalise_nir(p.nir)
+            rows.append(
+                (
+                    tenant_id, i, str(IdentityStatus(p.identity_status)), p.ins_oid, v,
+                    c.index.nir(nir), c.index.name(p.family_name, p.given_names, p.birth_date),
+                    col["nir_enc"].seal(i, nir.encode()),
+                    col["family_name_enc"].seal(i, p.family_name.encode()),
+                    opt("birth_name_enc", i, p.birth_name),
+                    col["given_names_enc"].seal(i, p.given_names.encode()),
+                    col["birth_date_enc"].seal(i, p.birth_date.isoformat().encode()),
+                    col["sex_enc"].seal(i, p.sex.encode()),
+                    opt("birthplace_enc", i, p.birthplace_code),
+                    opt("address_enc", i, p.address),
+                    opt("phone_enc", i, p.phone),
+                    opt("email_enc", i, p.email),
+                )
+            )
+        self._insert(
+            t.patient_identity,
+            ("tenant_id", "patient_id", "identity_status", "ins_oid", "key_version", "nir_bidx", "name_bidx")
+            + ENCRYPTED["patient_identity"][1],
+            rows,
+        )
+        self._record(tenant_id, "patient:identity:create", "patient", len(rows))
+        return len(rows)
+
+    def add_requests(self, tenant_id: str, requests: Sequence[Request]) -> int:
+        self._authorise(tenant_id, "patient:request:create")
+        c = self._crypto(tenant_id)
+        v = c.cipher.current_version
+        acc, req_at, rep_at = (c.cipher.column("request", n) for n in ENCRYPTED["request"][1])
+        rows = []
+        for r in requests:
+            i = r.request_id
+            rows.append(
+                (
+                    tenant_id, i, c.index.pseudonym(r.patient_id), r.prescriber_id, v,
+                    None if r.accession is None else acc.seal(i, r.accession.encode()),
+                    req_at.seal(i, r.requested_at.isoformat().encode()),
+                    None if r.reported_at is None else rep_at.seal(i, r.reported_at.isoformat().encode()),
+                )
+            )
+        self._insert(t.request, ("tenant_id", "request_id", "pseudonym", "prescriber_id", "key_version")
+                     + ENCRYPTED["request"][1], rows)
+        self._record(tenant_id, "patient:request:create", "request", len(rows))
+        return len(rows)
+
+    def add_specimens(self, tenant_id: str, specimens: Sequence[Specimen]) -> int:
+        self._authorise(tenant_id, "patient:specimen:create")
+        c = self._crypto(tenant_id)
+        v = c.cipher.current_version
+        typ, col_at, rec_at = (c.cipher.column("specimen", n) for n in ENCRYPTED["specimen"][1])
+        rows = [
+            (
+                tenant_id, s.specimen_id, s.request_id, v,
+                typ.seal(s.specimen_id, s.type.encode()),
+                col_at.seal(s.specimen_id, s.collected_at.isoformat().encode()),
+                None if s.received_at is None else rec_at.seal(s.specimen_id, s.received_at.isoformat().encode()),
+            )
+            for s in specimens
+        ]
+        self._insert(t.specimen, ("tenant_id", "specimen_id", "request_id", "key_version") + ENCRYPTED["specimen"][1], rows)
+        self._record(tenant_id, "patient:specimen:create", "specimen", len(rows))
+        return len(rows)
+
+    def pseudonym_of(self, tenant_id: str, patient_id: str) -> str:
+        """The pseudonym a patient's medical rows carry (computing it needs the lab's identity key)."""
+        self._authorise(tenant_id, "patient:request:create")
+        return self._crypto(tenant_id).index.pseudonym(patient_id)
+
+    def _pseudonyms_of_requests(self, tenant_id: str, request_ids: set[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        ids = list(request_ids)
+        for k in range(0, len(ids), 500):
+            chunk = ids[k : k + 500]
+            found.update(
+                self.conn.execute(
+                    select(t.request.c.request_id, t.request.c.pseudonym).where(
+                        self._tf(t.request, tenant_id), t.request.c.request_id.in_(chunk)
+                    )
+                ).all()
+            )
+        return found
+
+    def add_results(self, tenant_id: str, results: Sequence[Result], *, pseudonyms: dict[str, str] | None = None) -> int:
+        """Store results; each names a request already stored (or in ``pseudonyms``)."""
+        self._authorise(tenant_id, "patient:result:create")
+        c = self._crypto(tenant_id)
+        v = c.cipher.current_version
+        observation = c.cipher.column("result", "observation_enc")
+        known = dict(pseudonyms or {})
+        missing = {r.request_id for r in results} - known.keys()
+        if missing:
+            known.update(self._pseudonyms_of_requests(tenant_id, missing))
+            if missing - known.keys():
+                raise InvalidInput(f"{len(missing - known.keys())} result(s) name a request that is not stored")
+        if {str(r.status) for r in results} - _STATUSES:
+            raise InvalidInput("a result status must be preliminary, final or corrected")
+        pack_result = codec.result_packer()
+
+        def sealed(part: Sequence[Result]) -> list[tuple]:
+            blobs = observation.seal_many([r.result_id for r in part], [pack_result(r) for r in part])
+            return [
+                (tenant_id, r.result_id, r.request_id, r.specimen_id, known[r.request_id], str(r.status), v, blob)
+                for r, blob in zip(part, blobs, strict=True)
+            ]
+
+        columns = ("tenant_id", "result_id", "request_id", "specimen_id", "pseudonym", "status", "key_version",
+                   "observation_enc")
+        self._insert_pipelined(t.result, columns, (sealed(results[k : k + _PART]) for k in range(0, len(results), _PART)))
+        self._record(tenant_id, "patient:result:create", "result", len(results))
+        return len(results)
+
+    def _insert_pipelined(self, table, columns: Sequence[str], parts: Iterator[list[tuple]]) -> None:
+        """Insert parts of rows while the next part is being encrypted.
+
+        The database driver releases the GIL while the engine writes, so one writer thread
+        inserting part k while this thread seals part k+1 puts both cores to work. Only one
+        thread uses the connection at any time; the caller's transaction is unchanged.
+        """
+        pending = None
+        try:
+            for rows in parts:
+                if pending is not None:
+                    pending.result()
+                pending = self._gw.writer().submit(self._insert, table, columns, rows)
+            if pending is not None:
+                pending.result()
+                pending = None
+        finally:
+            if pending is not None:  # an error while sealing: let the write finish before rollback
+                pending.exception()
+
+    def _insert(self, table, columns: Sequence[str], rows: list[tuple]) -> None:
+        try:
+            bulk_insert(self.conn, table, columns, rows)
+        except IntegrityError:
+            raise InvalidInput(f"a {table.name} with the same id is already stored") from None
+        except Exception as exc:  # sqlite3 / psycopg integrity errors raised below SQLAlchemy
+            if type(exc).__name__ in ("IntegrityError", "UniqueViolation"):
+                raise InvalidInput(f"a {table.name} with the same id is already stored") from None
+            raise
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def _identity(self, c: TenantCrypto, row) -> Identity:
+        col = c.cipher.column
+        i = row.patient_id
+
+        def o(name: str) -> str | None:
+            blob = getattr(row, name)
+            return None if blob is None else col("patient_identity", name).open(i, blob).decode()
+
+        return Identity(
+            patient_id=i,
+            nir=o("nir_enc"),
+            identity_status=IdentityStatus(row.identity_status),
+            family_name=o("family_name_enc"),
+            given_names=o("given_names_enc"),
+            birth_date=date.fromisoformat(o("birth_date_enc")),
+            sex=o("sex_enc"),
+            birth_name=o("birth_name_enc"),
+            birthplace_code=o("birthplace_enc"),
+            address=o("address_enc"),
+            phone=o("phone_enc"),
+            email=o("email_enc"),
+            ins_oid=row.ins_oid,
+        )
+
+    def find_patients_by_nir(self, tenant_id: str, nir: str) -> list[Identity]:
+        """Exact match on the NIR/INS through the blind index."""
+        value = validate_nir(nir)  # bad input first: it says nothing about the lab
+        self._authorise(tenant_id, "patient:identity:search")
+        c = self._crypto(tenant_id)
+        rows = self.conn.execute(
+            select(t.patient_identity).where(
+                self._tf(t.patient_identity, tenant_id), t.patient_identity.c.nir_bidx == c.index.nir(value)
+            )
+        ).all()
+        found = [self._identity(c, r) for r in rows if self._in_grant_scope(r.patient_id, tenant_id)]
+        self._record(tenant_id, "patient:identity:search", "patient", len(found), refs=[p.patient_id for p in found])
+        return found
+
+    def find_patients_by_name(self, tenant_id: str, family_name: str, given_name: str, birth_date: date) -> list[Identity]:
+        """Exact match on normalised family name + first given name + birth date."""
+        self._authorise(tenant_id, "patient:identity:search")
+        if not family_name.strip() or not given_name.strip():
+            raise InvalidInput("a name search needs a family name, a given name and a birth date")
+        c = self._crypto(tenant_id)
+        rows = self.conn.execute(
+            select(t.patient_identity).where(
+                self._tf(t.patient_identity, tenant_id),
+                t.patient_identity.c.name_bidx == c.index.name(family_name, given_name, birth_date),
+            )
+        ).all()
+        found = [self._identity(c, r) for r in rows if self._in_grant_scope(r.patient_id, tenant_id)]
+        self._record(tenant_id, "patient:identity:search", "patient", len(found), refs=[p.patient_id for p in found])
+        return found
+
+    def patient_id_for_nir(self, tenant_id: str, nir: str) -> str | None:
+        """The pseudonymous id behind a NIR, through the blind index, nothing decrypted (for the
+        DPO's answer to a patient's access request: 'who looked at my results')."""
+        self._authorise_identity_search(tenant_id)
+        value = validate_nir(nir)
+        c = self._crypto(tenant_id)
+        row = self.conn.execute(
+            select(t.patient_identity.c.patient_id).where(
+                self._tf(t.patient_identity, tenant_id), t.patient_identity.c.nir_bidx == c.index.nir(value)
+            )
+        ).first()
+        return None if row is None or not self._in_grant_scope(row.patient_id, tenant_id) else row.patient_id
+
+    def get_patient(self, tenant_id: str, patient_id: str) -> Identity:
+        self._authorise(tenant_id, "patient:identity:read")
+        _check_id(patient_id, "patient")
+        c = self._crypto(tenant_id)
+        row = self.conn.execute(
+            select(t.patient_identity).where(
+                self._tf(t.patient_identity, tenant_id), t.patient_identity.c.patient_id == patient_id
+            )
+        ).first()
+        if row is None or not self._in_grant_scope(patient_id, tenant_id):
+            self._record(tenant_id, "patient:identity:read", "patient", 0, outcome="error")
+            raise NotFound("no such patient in this lab")
+        self._record(tenant_id, "patient:identity:read", "patient", 1, refs=[patient_id])
+        return self._identity(c, row)
+
+    def requests_of(self, tenant_id: str, patient_id: str) -> list[Request]:
+        self._authorise(tenant_id, "patient:request:read")
+        if not _valid_id(patient_id):
+            return []
+        if not self._in_grant_scope(patient_id, tenant_id):
+            self._deny(tenant_id, "patient:request:read", "this patient is outside the grant's scope")
+        c = self._crypto(tenant_id)
+        rows = self.conn.execute(
+            select(t.request).where(self._tf(t.request, tenant_id), t.request.c.pseudonym == c.index.pseudonym(patient_id))
+        ).all()
+        out = [self._request(c, r, patient_id) for r in rows]
+        if self._grant is not None and self._grant.has_period:
+            out = [q for q in out if self._grant.in_period(q.requested_at.date())]
+        out.sort(key=lambda q: q.requested_at)
+        self._record(tenant_id, "patient:request:read", "request", len(out), refs=[patient_id])
+        return out
+
+    def _request(self, c: TenantCrypto, r, patient_id: str) -> Request:
+        col = c.cipher.column
+        i = r.request_id
+        return Request(
+            request_id=i,
+            patient_id=patient_id,
+            prescriber_id=r.prescriber_id,
+            requested_at=codec.to_dt(col("request", "requested_at_enc").open(i, r.requested_at_enc).decode()),
+            accession=None if r.accession_enc is None else col("request", "accession_enc").open(i, r.accession_enc).decode(),
+            reported_at=None if r.reported_at_enc is None
+            else codec.to_dt(col("request", "reported_at_enc").open(i, r.reported_at_enc).decode()),
+        )
+
+    def results_of(
+        self, tenant_id: str, patient_id: str, *, code: str | None = None,
+        collected_from: date | None = None, collected_to: date | None = None,
+    ) -> list[Result]:
+        """A patient's results, decrypted, without the sensitive categories this principal may not read."""
+        self._authorise(tenant_id, "patient:result:read")
+        if not _valid_id(patient_id):
+            return []
+        if not self._in_grant_scope(patient_id, tenant_id):
+            self._deny(tenant_id, "patient:result:read", "this patient is outside the grant's scope")
+        c = self._crypto(tenant_id)
+        req = t.request
+        q = select(req.c.request_id).where(self._tf(req, tenant_id), req.c.pseudonym == c.index.pseudonym(patient_id))
+        request_ids = [r.request_id for r in self.conn.execute(q).all()]
+        if collected_from or collected_to:
+            request_ids = self._requests_collected_between(c, tenant_id, request_ids, collected_from, collected_to)
+        if self._grant is not None and self._grant.has_period:
+            request_ids = self._requests_collected_between(c, tenant_id, request_ids, self._grant.period_from,
+                                                           self._grant.period_to)
+        out = self._results_of_requests(c, tenant_id, request_ids, code)
+        self._record(tenant_id, "patient:result:read", "result", len(out), refs=[patient_id])
+        return out
+
+    def results_of_request(self, tenant_id: str, request_id: str) -> list[Result]:
+        """One request's results (the patient must be within a support grant's scope)."""
+        self._authorise(tenant_id, "patient:result:read")
+        _check_id(request_id, "request")
+        c = self._crypto(tenant_id)
+        row = self.conn.execute(
+            select(t.request.c.pseudonym).where(self._tf(t.request, tenant_id), t.request.c.request_id == request_id)
+        ).first()
+        if row is None:
+            self._record(tenant_id, "patient:result:read", "request", 0, outcome="error")
+            raise NotFound("no such request in this lab")
+        if self._grant is not None and self._grant.patients is not None:
+            if row.pseudonym not in {c.index.pseudonym(pid) for pid in self._grant.patients}:
+                self._deny(tenant_id, "patient:result:read", "this request is outside the grant's scope")
+        if self._grant is not None and self._grant.has_period:
+            if not self._requests_collected_between(c, tenant_id, [request_id], self._grant.period_from,
+                                                    self._grant.period_to):
+                self._deny(tenant_id, "patient:result:read", "this request is outside the grant's period")
+        out = self._results_of_requests(c, tenant_id, [request_id], None)
+        self._record(tenant_id, "patient:result:read", "result", len(out), refs=[request_id])
+        return out
+
+    def _requests_collected_between(self, c, tenant_id, request_ids, start, end) -> list[str]:
+        if not request_ids:
+            return []
+        rows = self.conn.execute(
+            select(t.request.c.request_id, t.request.c.requested_at_enc).where(
+                self._tf(t.request, tenant_id), t.request.c.request_id.in_(request_ids)
+            )
+        ).all()
+        col = c.cipher.column("request", "requested_at_enc")
+        keep = []
+        for r in rows:
+            day = codec.to_dt(col.open(r.request_id, r.requested_at_enc).decode()).date()
+            if (start is None or day >= start) and (end is None or day <= end):
+                keep.append(r.request_id)
+        return keep
+
+    def _results_of_requests(self, c, tenant_id: str, request_ids: list[str], code: str | None) -> list[Result]:
+        if not request_ids:
+            return []
+        rows = self.conn.execute(
+            select(t.result)
+            .where(self._tf(t.result, tenant_id), t.result.c.request_id.in_(request_ids))
+            .order_by(t.result.c.request_id, t.result.c.result_id)
+        ).all()
+        readable = self._readable_categories(tenant_id)
+        out = []
+        for r in rows:
+            res = self._result(c, r)
+            if code is not None and res.code != code:
+                continue
+            if readable is not None and res.sensitivity is not Sensitivity.OTHER and res.sensitivity not in readable:
+                continue
+            out.append(res)
+        return out
+
+    def _result(self, c: TenantCrypto, r) -> Result:
+        fields = codec.unpack_result(c.cipher.column("result", "observation_enc").open(r.result_id, r.observation_enc))
+        return Result(
+            result_id=r.result_id,
+            request_id=r.request_id,
+            specimen_id=r.specimen_id,
+            status=ResultStatus(r.status),
+            sensitivity=sensitivity_of(fields["code_system"], fields["code"]),
+            **fields,
+        )
+
+    def iter_results(self, tenant_id: str, *, batch: int = 5000) -> Iterator[Result]:
+        """Every result of a lab, decrypted, in batches (for checks and exports)."""
+        self._authorise(tenant_id, "patient:result:read")
+        c = self._crypto(tenant_id)
+        n = 0
+        readable = self._readable_categories(tenant_id)
+        if self._grant is not None:
+            raise AccessDenied("a support grant does not cover whole-lab result scans")
+        for r in self.conn.execute(
+            select(t.result).where(self._tf(t.result, tenant_id)).execution_options(yield_per=batch)
+        ):
+            res = self._result(c, r)
+            if readable is not None and res.sensitivity is not Sensitivity.OTHER and res.sensitivity not in readable:
+                continue
+            n += 1
+            yield res
+        self._record(tenant_id, "patient:result:read", "result", n)
+
+    def drop_tenant_rows(self, tenant_id: str) -> None:
+        """Delete every row of a scratch lab (benchmarks); a real lab is shredded, not dropped."""
+        self._authorise(tenant_id, "tenant:drop")
+        if not tenant_id.startswith("bench-") or not self.is_synthetic(tenant_id):
+            self._deny(tenant_id, "tenant:drop", "only synthetic scratch benchmark labs can be dropped")
+        for tbl in reversed(t.metadata.sorted_tables):
+            if tbl.name not in ("audit_event", "audit_checkpoint"):  # append-only, even for a scratch lab
+                self.conn.execute(tbl.delete().where(self._tf(tbl, tenant_id)))
+
+    def raw_identity_row(self, tenant_id: str, patient_id: str) -> dict[str, object]:
+        """What the database holds for one identity, as stored (ciphertexts in hex): for demos and checks."""
+        if self.purpose is not Purpose.DEMO:
+            raise AccessDenied("raw rows are shown by the demo only")
+        self._authorise(tenant_id, "tenant:read")
+        row = self.conn.execute(
+            select(t.patient_identity).where(
+                self._tf(t.patient_identity, tenant_id), t.patient_identity.c.patient_id == patient_id
+            )
+        ).first()
+        if row is None:
+            raise NotFound("no such patient in this lab")
+        self._record(tenant_id, "patient:identity:raw", "patient", 1)
+        return {k: (v.hex() if isinstance(v, bytes) else v) for k, v in row._mapping.items()}
+
+    # -- deletions retention decides (labvault.retention: what is due, holds, reports) -------------
+    def purge_results(
+        self, tenant_id: str, cutoffs: Mapping[str, datetime], *, request_cutoff: datetime | None,
+        batch: int = _PURGE_BATCH,
+    ) -> dict[str, int]:
+        """Delete the results collected before their category's cutoff (a category absent from
+        ``cutoffs`` is kept), then the requests left without a result (with their specimens), then the
+        identities left without a request by this run.
+
+        A result's time is its specimen's collection; without a specimen, the earliest collection of
+        its request, else the request's own time. A request that never had a result goes when its time
+        is before ``request_cutoff`` (None: kept). Streams the lab by batches of ``batch`` requests
+        (keyset order); returns counts per category and for ``request``, ``specimen``, ``patient``.
+        """
+        self._authorise(tenant_id, "retention:run")
+        c = self._crypto(tenant_id)
+        collected_col = c.cipher.column("specimen", "collected_at_enc")
+        requested_col = c.cipher.column("request", "requested_at_enc")
+        observation = c.cipher.column("result", "observation_enc")
+        cut = {k: _utc(v) for k, v in cutoffs.items()}
+        request_cut = None if request_cutoff is None else _utc(request_cutoff)
+        counts = dict.fromkeys((RESULTS, *SENSITIVE, "request", "specimen", "patient"), 0)
+        q, s, r = t.request, t.specimen, t.result
+        orphans: set[str] = set()
+        last: str | None = None
+        while True:
+            stmt = select(q.c.request_id, q.c.pseudonym, q.c.requested_at_enc).where(self._tf(q, tenant_id))
+            if last is not None:
+                stmt = stmt.where(q.c.request_id > last)
+            reqs = self.conn.execute(stmt.order_by(q.c.request_id).limit(batch)).all()
+            if not reqs:
+                break
+            last = reqs[-1].request_id
+            ids = [x.request_id for x in reqs]
+            collected: dict[str, datetime] = {}
+            first: dict[str, datetime] = {}
+            for sp in self.conn.execute(select(s.c.specimen_id, s.c.request_id, s.c.collected_at_enc).where(
+                    self._tf(s, tenant_id), s.c.request_id.in_(ids))).all():
+                at = _utc(codec.to_dt(collected_col.open(sp.specimen_id, sp.collected_at_enc).decode()))
+                collected[sp.specimen_id] = at
+                if sp.request_id not in first or at < first[sp.request_id]:
+                    first[sp.request_id] = at
+            for x in reqs:
+                if x.request_id not in first:
+                    first[x.request_id] = _utc(codec.to_dt(requested_col.open(x.request_id, x.requested_at_enc).decode()))
+            expired: list[str] = []
+            had: set[str] = set()
+            kept: set[str] = set()
+            for res in self.conn.execute(select(r.c.result_id, r.c.request_id, r.c.specimen_id, r.c.observation_enc).where(
+                    self._tf(r, tenant_id), r.c.request_id.in_(ids))).all():
+                had.add(res.request_id)
+                system, code = codec.unpack(observation.open(res.result_id, bytes(res.observation_enc)))[:2]
+                sensitivity = sensitivity_of(system, code)
+                category = RESULTS if sensitivity is Sensitivity.OTHER else sensitivity.value
+                at = collected.get(res.specimen_id) if res.specimen_id else None
+                cutoff = cut.get(category)
+                if cutoff is not None and (at or first[res.request_id]) < cutoff:
+                    expired.append(res.result_id)
+                    counts[category] += 1
+                else:
+                    kept.add(res.request_id)
+            for part in _chunks(expired):
+                self.conn.execute(delete(r).where(self._tf(r, tenant_id), r.c.result_id.in_(part)))
+            gone = [x for x in reqs if x.request_id not in kept and (
+                x.request_id in had or (request_cut is not None and first[x.request_id] < request_cut))]
+            if not gone:
+                continue
+            gone_ids = [x.request_id for x in gone]
+            counts["specimen"] += self.conn.execute(
+                delete(s).where(self._tf(s, tenant_id), s.c.request_id.in_(gone_ids))).rowcount
+            counts["request"] += self.conn.execute(
+                delete(q).where(self._tf(q, tenant_id), q.c.request_id.in_(gone_ids))).rowcount
+            candidates = {x.pseudonym for x in gone}
+            left = set(self.conn.execute(select(q.c.pseudonym).distinct().where(
+                self._tf(q, tenant_id), q.c.pseudonym.in_(sorted(candidates)))).scalars())
+            orphans |= candidates - left
+        if orphans:
+            # Identities carry no pseudonym (re-linking needs the lab's key): compute it for each.
+            pseudonym = c.index.pseudonym
+            doomed = [pid for (pid,) in iter_tenant_rows(self.conn, "patient_identity", ("patient_id",), tenant_id)
+                      if pseudonym(pid) in orphans]
+            pi = t.patient_identity
+            for part in _chunks(doomed):
+                counts["patient"] += self.conn.execute(
+                    delete(pi).where(self._tf(pi, tenant_id), pi.c.patient_id.in_(part))).rowcount
+        return counts
+
+    def purge_quarantine(self, tenant_id: str, cutoff: datetime) -> int:
+        """Delete the refused messages received before ``cutoff``, whatever became of them."""
+        self._authorise(tenant_id, "retention:run")
+        qt = t.quarantine
+        return self.conn.execute(delete(qt).where(self._tf(qt, tenant_id), qt.c.received_at < _utc(cutoff))).rowcount
+
+    def delete_lab_rows(self, tenant_id: str) -> dict[str, int]:
+        """Delete every row of the lab in every personal table but its keys; counts per table."""
+        self._authorise(tenant_id, "tenant:end")
+        self.tenant(tenant_id)
+        missing = t.PERSONAL_TABLES - {*END_TABLES, "tenant_key"}
+        if missing:  # a personal table added later must be listed above, not silently left behind
+            raise RuntimeError(f"tenant end does not know the personal tables {sorted(missing)}")
+        out = {}
+        for name in END_TABLES:
+            tbl = t.metadata.tables[name]
+            out[name] = self.conn.execute(delete(tbl).where(self._tf(tbl, tenant_id))).rowcount
+        return out
