@@ -54,6 +54,7 @@ LAYERS: dict[str, str] = {
     "store/": KERNEL,
     "domain/": KERNEL,
     "interop/": KERNEL,
+    "instructions/document.py": KERNEL,  # the instruction document: a format (parse, schema, signature check)
     "audit/__init__.py": KERNEL,
     "audit/chain.py": KERNEL,
     "audit/merkle.py": KERNEL,

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
-from labvault.instructions import signers
+from labvault.access import sealed as signers
 from labvault.errors import AccessDenied
 from labvault.ids import utcnow
 from labvault.instructions import document

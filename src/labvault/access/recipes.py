@@ -6,7 +6,7 @@ checks): no key's bytes, and never the key provider itself.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from labvault.access import policy
 from labvault.crypto.packages import PackageKeys
@@ -21,13 +21,6 @@ def package_keys(u: Unit, tenant_id: str, action: str) -> PackageKeys:
         raise ValueError(f"package keys serve the migration procedure, not '{action}'")
     u._authorise(tenant_id, action)
     return PackageKeys(u._gw.keys, tenant_id)
-
-
-def sign_as_platform(u: Unit, body: dict[str, Any]) -> tuple[str, bytes]:
-    """Sign ``body`` (a record without personal value) with the platform's active signing key:
-    the signature (base64) and the public key it verifies with."""
-    signer, public = u._platform_signer()
-    return signer.sign(body), public
 
 
 def platform_public_key(u: Unit) -> bytes:

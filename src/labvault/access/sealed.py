@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from sqlalchemy import func, insert, select
 
 from labvault.crypto.digest import sha256_hex
 from labvault.crypto.seals import RecordSeal
+from labvault.errors import NotFound
 from labvault.store import schema as t
 
 if TYPE_CHECKING:
@@ -92,3 +94,81 @@ def instruction_body(u: Unit, tenant_id: str, row: Any) -> str:
         return kept
     cipher = u._crypto(tenant_id).cipher.column("instruction", "body_enc")
     return cipher.open(row.instruction_id, bytes(row.body_enc)).decode()
+
+
+# -- the lab's signers and received instructions, read (the gateway checks instructions in force) --
+@dataclass(frozen=True)
+class SignerKey:
+    signer_id: str
+    tenant_id: str
+    name: str
+    email: str
+    public_key: str  # hex
+    added_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+def list_signers(u: Unit, tenant_id: str) -> list[SignerKey]:
+    u.authorise(tenant_id, "signer:list")
+    u.tenant(tenant_id)
+    s = t.instruction_signer
+    rows = u.execute(tenant_id, select(s).where(s.c.tenant_id == tenant_id).order_by(s.c.added_at, s.c.signer_id)).all()
+    return [SignerKey(r.signer_id, tenant_id, r.name, r.email, r.public_key, r.added_at, r.revoked_at) for r in rows]
+
+
+def active_keys(u: Unit, tenant_id: str) -> dict[str, bytes]:
+    """Public keys (raw bytes) of the lab's signers not revoked, by signer id: only those whose
+    registration is sealed under the lab's KEK (a signer row written into the database by other
+    means than ``add_signer`` verifies nothing)."""
+    registered = sealed_signers(u, tenant_id)
+    return {k.signer_id: bytes.fromhex(k.public_key) for k in list_signers(u, tenant_id)
+            if k.active and (k.signer_id, k.public_key) in registered}
+
+
+@dataclass(frozen=True)
+class Received:
+    instruction_id: str
+    tenant_id: str
+    kind: str
+    signer_id: str
+    body: dict
+    signature: str
+    valid_until: datetime
+    received_at: datetime
+
+
+def body_text(u: Unit, tenant_id: str, r) -> str:
+    """The canonical JSON of a received instruction's record (sealed with the lab's key, or, if
+    received before sealing existed, as it was kept)."""
+    return instruction_body(u, tenant_id, r)
+
+
+def _received(u: Unit, tenant_id: str, r) -> Received:
+    return Received(r.instruction_id, tenant_id, r.kind, r.signer_id, json.loads(body_text(u, tenant_id, r)),
+                    r.signature, r.valid_until, r.received_at)
+
+
+def list_instructions(u: Unit, tenant_id: str) -> list[Received]:
+    u.authorise(tenant_id, "instruction:read")
+    u.tenant(tenant_id)
+    i = t.instruction
+    rows = u.execute(tenant_id, select(i).where(i.c.tenant_id == tenant_id)
+                     .order_by(i.c.received_at, i.c.instruction_id)).all()
+    u.audit(tenant_id, "instruction:list", "instruction", len(rows))
+    return [_received(u, tenant_id, r) for r in rows]
+
+
+def get_instruction(u: Unit, tenant_id: str, instruction_id: str) -> Received:
+    u.authorise(tenant_id, "instruction:read")
+    u.tenant(tenant_id)
+    i = t.instruction
+    row = u.execute(tenant_id, select(i).where(i.c.tenant_id == tenant_id,
+                                               i.c.instruction_id == instruction_id)).first()
+    if row is None:
+        raise NotFound("no such instruction for this lab (see 'labvault instruction list')")
+    u.audit(tenant_id, "instruction:read", "instruction", 1, refs=[instruction_id])
+    return _received(u, tenant_id, row)

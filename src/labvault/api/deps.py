@@ -169,7 +169,8 @@ def flat_routes(routes: Iterable[Any]) -> list[Any]:
         from fastapi.routing import iter_route_contexts
     except ImportError:  # pragma: no cover - older FastAPI: app.routes is already flat
         return list(routes)
-    return [getattr(rc, "_effective_route", rc) for rc in iter_route_contexts(list(routes))]
+    # A route context answers for its effective route (path, methods, dependant ...).
+    return list(iter_route_contexts(list(routes)))
 
 
 def check_declared(routes: Iterable[Any]) -> dict[tuple[str, str], Access]:

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+from labvault.crypto.digest import sha256_hex
+
 import hashlib
 import hmac
 import secrets
@@ -40,5 +42,3 @@ def new_key() -> bytes:
     return secrets.token_bytes(32)
 
 
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

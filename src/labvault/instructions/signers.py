@@ -9,14 +9,21 @@ documented instructions (GDPR Art. 28(3)(a)).
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import insert, select, update
 
 from labvault.access import sealed
+from labvault.access.sealed import (
+    Received,
+    SignerKey,
+    active_keys,
+    body_text,
+    get_instruction,
+    list_instructions,
+    list_signers,
+)
 from labvault.errors import InvalidInput, LabvaultError, NotFound
 from labvault.ids import new_id, utcnow
 from labvault.instructions import document
@@ -24,21 +31,6 @@ from labvault.store import schema as t
 
 if TYPE_CHECKING:
     from labvault.access.gateway import Unit
-
-
-@dataclass(frozen=True)
-class SignerKey:
-    signer_id: str
-    tenant_id: str
-    name: str
-    email: str
-    public_key: str  # hex
-    added_at: datetime
-    revoked_at: datetime | None
-
-    @property
-    def active(self) -> bool:
-        return self.revoked_at is None
 
 
 def _key_hex(public_key: str) -> str:
@@ -81,35 +73,6 @@ def revoke_signer(u: Unit, tenant_id: str, signer_id: str) -> None:
     u.audit(tenant_id, "signer:revoke", "signer", 1, refs=[signer_id])
 
 
-def list_signers(u: Unit, tenant_id: str) -> list[SignerKey]:
-    u.authorise(tenant_id, "signer:list")
-    u.tenant(tenant_id)
-    s = t.instruction_signer
-    rows = u.execute(tenant_id, select(s).where(s.c.tenant_id == tenant_id).order_by(s.c.added_at, s.c.signer_id)).all()
-    return [SignerKey(r.signer_id, tenant_id, r.name, r.email, r.public_key, r.added_at, r.revoked_at) for r in rows]
-
-
-def active_keys(u: Unit, tenant_id: str) -> dict[str, bytes]:
-    """Public keys (raw bytes) of the lab's signers not revoked, by signer id: only those whose
-    registration is sealed under the lab's KEK (a signer row written into the database by other
-    means than ``add_signer`` verifies nothing)."""
-    registered = sealed.sealed_signers(u, tenant_id)
-    return {k.signer_id: bytes.fromhex(k.public_key) for k in list_signers(u, tenant_id)
-            if k.active and (k.signer_id, k.public_key) in registered}
-
-
-@dataclass(frozen=True)
-class Received:
-    instruction_id: str
-    tenant_id: str
-    kind: str
-    signer_id: str
-    body: dict
-    signature: str
-    valid_until: datetime
-    received_at: datetime
-
-
 def record_instruction(u: Unit, tenant_id: str, *, instruction_id: str, kind: str, signer_id: str, body: dict,
                        signature: str, valid_until: datetime) -> Received:
     """Keep a verified, signed instruction (the caller has checked it against ``active_keys``)."""
@@ -139,34 +102,7 @@ def receive(u: Unit, tenant_id: str, doc: object, now: datetime) -> Received:
                               valid_until=v.instruction.valid_until)
 
 
-def body_text(u: Unit, tenant_id: str, r) -> str:
-    """The canonical JSON of a received instruction's record (sealed with the lab's key, or, if
-    received before sealing existed, as it was kept)."""
-    return sealed.instruction_body(u, tenant_id, r)
-
-
-def _received(u: Unit, tenant_id: str, r) -> Received:
-    return Received(r.instruction_id, tenant_id, r.kind, r.signer_id, json.loads(body_text(u, tenant_id, r)),
-                    r.signature, r.valid_until, r.received_at)
-
-
-def list_instructions(u: Unit, tenant_id: str) -> list[Received]:
-    u.authorise(tenant_id, "instruction:read")
-    u.tenant(tenant_id)
-    i = t.instruction
-    rows = u.execute(tenant_id, select(i).where(i.c.tenant_id == tenant_id)
-                     .order_by(i.c.received_at, i.c.instruction_id)).all()
-    u.audit(tenant_id, "instruction:list", "instruction", len(rows))
-    return [_received(u, tenant_id, r) for r in rows]
-
-
-def get_instruction(u: Unit, tenant_id: str, instruction_id: str) -> Received:
-    u.authorise(tenant_id, "instruction:read")
-    u.tenant(tenant_id)
-    i = t.instruction
-    row = u.execute(tenant_id, select(i).where(i.c.tenant_id == tenant_id,
-                                               i.c.instruction_id == instruction_id)).first()
-    if row is None:
-        raise NotFound("no such instruction for this lab (see 'labvault instruction list')")
-    u.audit(tenant_id, "instruction:read", "instruction", 1, refs=[instruction_id])
-    return _received(u, tenant_id, row)
+__all__ = [
+    "Received", "SignerKey", "active_keys", "add_signer", "body_text", "get_instruction", "list_instructions",
+    "list_signers", "receive", "record_instruction", "revoke_signer",
+]

@@ -447,7 +447,7 @@ def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, st
             "deletion_deadline": job.deadline.isoformat(),
             "approvals": [{k: a[k] for k in ("side", "name", "at")} for a in job.approvals],
         }
-        signature, public = recipes.sign_as_platform(u, body)
+        signature, public = u.sign_as_platform(body)
         manifest = {"manifest": body, "signature": signature, "public_key": public.hex()}
         atomic_write(d / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode(), mode=0o600)
         _set(u, tenant_id, migration_id, state="packaged", manifest=json.dumps(manifest, sort_keys=True),
@@ -627,7 +627,7 @@ def verify_package(u: Unit, tenant_id: str, migration_id: str) -> Job:
 
 
 def _check_manifest_signature(u: Unit, manifest: dict[str, Any]) -> None:
-    public = recipes.platform_public_key(u)
+    public = u.platform_public_key()
     if manifest.get("public_key") != public.hex():
         raise ReconciliationFailed("the manifest is not signed by this platform")
     try:
