@@ -25,11 +25,7 @@ from pathlib import Path
 import pyrage
 from pyrage import x25519
 
-from labvault.errors import InvalidInput, LabvaultError
-
-
-class PackageError(LabvaultError):
-    """A package could not be written or read (the message names the file, never its content)."""
+from labvault.errors import InvalidInput, PackageError
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,8 @@ from labvault.retention.records import store_signed_record
 from labvault.crypto import packages
 from labvault.crypto.keys import atomic_write
 from labvault.crypto.signing import SignatureInvalid, canonical, verify
-from labvault.errors import AccessDenied, InvalidInput, LabvaultError
+from labvault.errors import AccessDenied, InvalidInput
+from labvault.migration.errors import ReceiptInvalid, ReconciliationFailed, StateError, VolumeExceeded
 from labvault.ids import new_id, stored_utc, utcnow
 from labvault.instructions import document, fingerprint
 from labvault.migration import select as sel
@@ -72,22 +73,6 @@ CERTIFICATE = "certificate.json"
 STATES = ("planned", "approved", "running", "packaged", "verified", "received", "purged", "closed")
 OUT_KINDS = ("migration_out",)
 ONE_STEP_KINDS = ("export", "return")
-
-
-class StateError(InvalidInput):
-    """A step asked in the wrong state (the message says the state and the next step)."""
-
-
-class VolumeExceeded(instructed.ScopeExceeded):
-    """The selection is far above the instruction's expected volume: stopped before writing."""
-
-
-class ReceiptInvalid(InvalidInput):
-    pass
-
-
-class ReconciliationFailed(LabvaultError):
-    """The package does not match its manifest or its plan (counts and names only)."""
 
 
 @dataclass(frozen=True)
