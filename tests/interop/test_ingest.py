@@ -11,6 +11,7 @@ from labvault.access import Purpose
 from labvault.ingest import intake
 from labvault.errors import AccessDenied, InvalidInput
 from labvault.ingest import service as ingest
+from labvault.ingest.errors import NotALabMessage
 from labvault.ingest.service import Ingestor, Summary, detect
 from tests.conftest import ADMIN, lab_user, make_lab, sqlite_path
 from tests.interop.messages import NIR, oru
@@ -155,14 +156,25 @@ def test_audit_records_the_ingest_without_values(lab):
     assert "ingest:message" in actions and "ingest:duplicate" in actions and "quarantine:create" in actions
 
 
-def test_unreadable_inputs_are_refused_with_a_reason(tmp_path, lab):
+@pytest.mark.parametrize(("name", "reason"), [("missing.hl7", "no such file"), ("d", "is a directory"),
+                                              ("x.txt", "format not recognised")])
+def test_unreadable_inputs_are_refused_with_a_reason(tmp_path, lab, name, reason):
+    """A missing file, a folder, a file in none of the formats: refused with the reason, before
+    anything is stored (the good file given with it neither), and not kept in the quarantine."""
     gw, who = lab
     (tmp_path / "d").mkdir()
     (tmp_path / "x.txt").write_bytes(b"\x00\x01 binary")
-    summaries = Ingestor(gw, who, "lab-a").ingest_files([tmp_path / "missing.hl7", tmp_path / "d", tmp_path / "x.txt"])
-    reasons = [r for s in summaries for r in s.reasons]
-    assert any("no such file" in r for r in reasons) and any("is a directory" in r for r in reasons)
-    assert any("format not recognised" in r for r in reasons)
+    (tmp_path / "good.hl7").write_bytes(oru("G1"))
+    with pytest.raises(InvalidInput, match=reason) as caught:
+        Ingestor(gw, who, "lab-a").ingest_files([tmp_path / "good.hl7", tmp_path / name])
+    assert str(tmp_path / name) in str(caught.value)
+    if name == "x.txt":
+        assert isinstance(caught.value, NotALabMessage) and caught.value.http_status == 415
+    with gw.engine.connect() as c:
+        if c.dialect.name == "postgresql":
+            c.execute(sql("SELECT set_config('labvault.tenant', 'lab-a', false)"))
+        assert [c.execute(sql(f"SELECT count(*) FROM {tbl} WHERE tenant_id = 'lab-a'")).scalar_one()
+                for tbl in ("ingest_message", "quarantine")] == [0, 0]
 
 
 def test_sqlite_store_is_not_left_locked(lab):

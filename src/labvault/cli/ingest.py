@@ -109,7 +109,7 @@ app = typer.Typer(help="Refused messages, kept encrypted: list, show, replay, dr
 
 @app.command("list")
 def list_(
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     all_: bool = typer.Option(False, "--all", help="Also replayed and dropped ones."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per message."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
@@ -132,8 +132,8 @@ def list_(
 
 @app.command("show")
 def show(
-    quarantine_id: str = typer.Argument(...),
-    tenant: str = typer.Option(..., "--tenant"),
+    quarantine_id: str = typer.Argument(..., help="The quarantined message's id ('labvault quarantine list')."),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     raw: bool = typer.Option(False, "--raw", help="Write the message's bytes to stdout, nothing else."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
@@ -158,8 +158,8 @@ def show(
 
 @app.command("replay")
 def replay(
-    quarantine_id: str = typer.Argument(...),
-    tenant: str = typer.Option(..., "--tenant"),
+    quarantine_id: str = typer.Argument(..., help="The quarantined message's id ('labvault quarantine list')."),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Read a quarantined message again (e.g. after a fix); store it if it now passes (exit 1 if not)."""
@@ -175,8 +175,8 @@ def replay(
 
 @app.command("drop")
 def drop(
-    quarantine_id: str = typer.Argument(...),
-    tenant: str = typer.Option(..., "--tenant"),
+    quarantine_id: str = typer.Argument(..., help="The quarantined message's id ('labvault quarantine list')."),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Erase a quarantined message's content (the record that it was refused and dropped stays)."""

@@ -20,6 +20,7 @@ from labvault.access.gateway import Gateway
 from labvault.access.principal import Principal, Purpose
 from labvault.domain.mapped import Mapped
 from labvault.errors import AccessDenied, InvalidInput, LabvaultError, TenantShredded, UnknownTenant
+from labvault.ingest.errors import NotALabMessage
 from labvault.instructions import intake_filter
 from labvault.instructions.document import Instruction
 from labvault.interop import hl7v2, hprim
@@ -28,6 +29,7 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 FORMATS = ("hl7v2", "hprim", "fhir-json", "fhir-ndjson", "csv")
 _HPRIM_SEPARATORS = frozenset(b"|^~\\&!;:#$%*+/?@")
 _LEAD = b"\xef\xbb\xbf\x0b \t\r\n"
+NOT_A_LAB_MESSAGE = "not HL7 v2, HPRIM, FHIR JSON or CSV (format not recognised)"
 
 
 def detect(data: bytes) -> str | None:
@@ -67,7 +69,7 @@ def read(data: bytes, *, file: str, fmt: str | None = None, test_mode: bool = Fa
     fmt = fmt or detect(data)
     if fmt is None:
         return [Piece(1, "unknown", bytes(data),
-                      reason=f"{file}: not HL7 v2, HPRIM, FHIR JSON or CSV (format not recognised)")]
+                      reason=f"{file}: {NOT_A_LAB_MESSAGE}")]
     if len(data) > MAX_FILE_BYTES:
         return [Piece(1, fmt, b"", reason=f"{file}: input of {len(data)} bytes exceeds the limit of {MAX_FILE_BYTES}")]
     if fmt == "hl7v2":
@@ -284,18 +286,20 @@ class Ingestor:
 
     def ingest_files(self, paths: Iterable[Path], *, progress: Callable[[str, int, int], None] | None = None
                      ) -> list[Summary]:
-        """Each file in turn (Bulk Data ndjson files together, as one export)."""
+        """Each file in turn (Bulk Data ndjson files together, as one export).
+
+        Every file is read and cut before anything is stored: a missing file, a folder, or a file
+        in none of the formats (``NotALabMessage``) stops the run with one error, nothing stored
+        and nothing quarantined."""
         summaries: list[Summary] = []
         bulk: dict[str, bytes] = {}
         inputs: list[tuple[str, list[Piece]]] = []
         for path in paths:
             name = str(path)
-            try:
-                data = _read_file(path)
-            except InvalidInput as exc:
-                summaries.append(Summary(name, "unknown", rejected=1, reasons=[str(exc)]))
-                continue
+            data = _read_file(path)
             fmt = detect(data)
+            if fmt is None:
+                raise NotALabMessage(f"{name}: {NOT_A_LAB_MESSAGE}: nothing was stored")
             if fmt == "fhir-ndjson":
                 bulk[name] = data
                 continue
