@@ -9,7 +9,7 @@ from sqlalchemy import text as sql
 
 from labvault.access import Purpose
 from labvault.ingest import intake
-from labvault.errors import AccessDenied, InvalidInput
+from labvault.errors import AccessDenied, InvalidInput, TenantKeyMissing
 from labvault.ingest import service as ingest
 from labvault.ingest.errors import NotALabMessage
 from labvault.ingest.service import Ingestor, Summary, detect
@@ -187,3 +187,27 @@ def test_sqlite_store_is_not_left_locked(lab):
     con.execute("BEGIN IMMEDIATE")
     con.rollback()
     con.close()
+
+
+def test_a_run_an_error_stops_counts_exactly_what_it_stored(tmp_path, lab):
+    """The lab's key destroyed by another process after the first transaction of the run (a shred
+    from the CLI): the run stops with that error, and its summaries count what was committed before
+    it, no more, no less (``labvault ingest`` prints them, then the error)."""
+    gw, who = lab
+    first, second = tmp_path / "first.hl7", tmp_path / "second.hl7"
+    first.write_bytes(b"".join(oru(f"F{k}") for k in range(4)) + oru("F9", nir=NIR[:-2] + "00"))
+    second.write_bytes(oru("S1"))
+    ing = Ingestor(gw, who, "lab-a", group=2)
+
+    def shred_after_the_first_group(name: str, done: int, total: int) -> None:
+        if done == 2:
+            gw.keys.destroy_scope("lab-a")
+
+    with pytest.raises(TenantKeyMissing):
+        ing.ingest_files([first, second], progress=shred_after_the_first_group)
+    assert [(s.file, s.accepted, s.results, s.rejected) for s in ing.summaries] == [(str(first), 2, 4, 0)]
+    with gw.engine.connect() as c:
+        if c.dialect.name == "postgresql":
+            c.execute(sql("SELECT set_config('labvault.tenant', 'lab-a', false)"))
+        assert [c.execute(sql(f"SELECT count(*) FROM {tbl} WHERE tenant_id = 'lab-a'")).scalar_one()
+                for tbl in ("ingest_message", "result", "quarantine")] == [2, 4, 0]

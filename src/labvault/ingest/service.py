@@ -214,6 +214,7 @@ class Ingestor:
         self.gw, self.principal, self.tenant_id = gateway, principal, tenant_id
         self.feed, self.group, self.test_mode, self.purpose = feed, group, test_mode, purpose
         self.instruction = instruction
+        self.summaries: list[Summary] = []  # of the last ingest_files, as far as it went
 
     def preflight(self) -> None:
         """Fail early, before reading any file, if this principal may not ingest into this lab."""
@@ -224,7 +225,11 @@ class Ingestor:
     def ingest_pieces(self, pieces: Sequence[Piece], summary: Summary,
                       on_progress: Callable[[int], None] | None = None) -> list[Outcome]:
         """Store or quarantine each piece; returns what became of each. Under an instruction, each
-        piece is first cut down to what the instruction names (``within_instruction``)."""
+        piece is first cut down to what the instruction names (``within_instruction``).
+
+        ``summary`` counts each message once its transaction is committed: when an error stops
+        the run (the lab shredded meanwhile, the account refused), it holds exactly what was
+        stored and quarantined before."""
         result: list[Outcome] = [Outcome("outside")] * len(pieces)
         keep = range(len(pieces))
         if self.instruction is not None:
@@ -237,13 +242,13 @@ class Ingestor:
             refused = {i: pieces[i].reason or "refused" for i in part if pieces[i].envelope is None}
             if good:
                 try:
-                    self._store(pieces, good, result)
+                    self._store(pieces, good, result, summary)
                 except (AccessDenied, UnknownTenant, TenantShredded):
                     raise
                 except LabvaultError:
                     for i in good:  # find the message the store refused: one transaction each
                         try:
-                            self._store(pieces, [i], result)
+                            self._store(pieces, [i], result, summary)
                         except (AccessDenied, UnknownTenant, TenantShredded):
                             raise
                         except LabvaultError as exc:
@@ -252,30 +257,28 @@ class Ingestor:
                 for i, reason in refused.items():
                     result[i] = Outcome("rejected", reason)
                     summary.reasons.append(reason)
+                    summary.rejected += 1
             elif refused:
                 for i, qid in zip(refused, self._quarantine(pieces, refused), strict=True):
                     result[i] = Outcome("rejected", refused[i], qid)
                     summary.reasons.append(refused[i])
                     summary.quarantine_ids.append(qid)
-            for i in part:
-                status = result[i].status
-                if status == "accepted":
-                    summary.accepted += 1
-                    summary.results += pieces[i].envelope.results
-                elif status == "duplicate":
-                    summary.duplicates += 1
-                else:
                     summary.rejected += 1
             if on_progress is not None:
                 on_progress(len(part))
         return result
 
-    def _store(self, pieces: Sequence[Piece], idx: list[int], result: list[Outcome]) -> None:
+    def _store(self, pieces: Sequence[Piece], idx: list[int], result: list[Outcome], summary: Summary) -> None:
         with self.gw.unit(self.principal, self.purpose) as u:
             under = {} if self.instruction is None else {"instruction": self.instruction.id}
             got = intake.store(u, self.tenant_id, [pieces[i].envelope for i in idx], feed=self.feed, **under)
-        for i, status in zip(idx, got, strict=True):
+        for i, status in zip(idx, got, strict=True):  # committed: counted
             result[i] = Outcome(status)
+            if status == "accepted":
+                summary.accepted += 1
+                summary.results += pieces[i].envelope.results
+            else:
+                summary.duplicates += 1
 
     def _quarantine(self, pieces: Sequence[Piece], refused: dict[int, str]) -> list[str]:
         with self.gw.unit(self.principal, self.purpose) as u:
@@ -290,8 +293,10 @@ class Ingestor:
 
         Every file is read and cut before anything is stored: a missing file, a folder, or a file
         in none of the formats (``NotALabMessage``) stops the run with one error, nothing stored
-        and nothing quarantined."""
+        and nothing quarantined. ``self.summaries`` grows as files are stored: when an error stops
+        the run, it says what was stored before."""
         summaries: list[Summary] = []
+        self.summaries = summaries
         bulk: dict[str, bytes] = {}
         inputs: list[tuple[str, list[Piece]]] = []
         for path in paths:
@@ -308,6 +313,7 @@ class Ingestor:
             inputs.append((", ".join(bulk), read_bulk(bulk, test_mode=self.test_mode)))
         for name, pieces in inputs:
             summary = Summary(name, pieces[0].format if pieces else "unknown")
+            summaries.append(summary)
             total = len(pieces)
             done = 0
 
@@ -322,7 +328,6 @@ class Ingestor:
                 with self.gw.unit(self.principal, self.purpose) as u:
                     u._record(self.tenant_id, "instruction:use", "instruction", summary.results,
                               refs=[self.instruction.id])
-            summaries.append(summary)
         return summaries
 
     def within_instruction(self, pieces: Sequence[Piece], summary: Summary) -> tuple[list[Piece], list[int]]:
