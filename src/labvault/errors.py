@@ -36,6 +36,7 @@ The tree (HTTP status, exit code; a class not marked inherits its parent's)::
     │   └── TenantShredded          410
     ├── InvalidInput                400
     │   ├── api.errors: UnsupportedMediaType (415)
+    │   ├── ingest.errors: NotALabMessage (415)
     │   ├── interop.errors: LocatedInputError > Hl7Error, HprimError, FhirError, CsvError
     │   ├── instructions.errors: InstructionInvalid, InstructionUnsigned
     │   └── migration.errors: StateError, ReceiptInvalid
