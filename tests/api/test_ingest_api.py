@@ -219,3 +219,15 @@ def test_who_may_ingest_into_a_lab(api, tech_a, admin_a):
     assert api.bearer(feed_token(api, LAB_A, ["ingest"])).post(URL, content=body, headers=hl7).status_code == 200
     r = tech_a.post(URL, content=body, headers=hl7)
     assert r.status_code == 200 and r.json()["duplicates"] == 1
+
+
+def test_a_body_that_is_no_lab_message_is_415_and_not_quarantined(api):
+    """A YAML file, a text note, bytes: none of the formats, no Content-Type naming one: 415 with
+    the reason, nothing stored, nothing kept in the quarantine (it is no lab message)."""
+    feed = api.bearer(feed_token(api, LAB_A, ["ingest"]))
+    start = counts(api)
+    for ctype, body in (("text/plain", b"version: 1\nkind: migration_in\n"), ("application/octet-stream", b"\x00\x01"),
+                        (None, b"just a note")):
+        r = feed.post(URL, content=body, headers={"content-type": ctype} if ctype else {})
+        assert r.status_code == 415 and "format not recognised" in r.json()["error"], (ctype, r.text)
+    assert counts(api) == start

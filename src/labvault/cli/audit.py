@@ -114,7 +114,7 @@ def verify(
 
 @app.command("checkpoints")
 def checkpoints(
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     since: int = typer.Option(None, "--since", min=0,
                               help="Checkpoint number to start after; by default the last one in --output."),
     output: Path = typer.Option(None, "--output", help="File the lab keeps (JSON lines, appended); stdout when absent."),
@@ -165,7 +165,7 @@ def _json_line(text: str, path: Path) -> dict:
 @app.command("prove")
 def prove(
     checkpoint_file: Path = typer.Option(..., "--checkpoint", help="An older checkpoint the lab kept."),
-    tenant: str = typer.Option(None, "--tenant"),
+    tenant: str = typer.Option(None, "--tenant", help="The lab's id (default: the lab the checkpoint names)."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Prove that today's log only grew since a kept checkpoint (RFC 6962 consistency proof)."""
@@ -195,7 +195,7 @@ def prove(
 
 @app.command("retention")
 def retention(
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     days: int = typer.Option(..., "--days", help="30 to 3,650; past 365 only with --reason."),
     reason: str = typer.Option(None, "--reason", help="The recorded justification for keeping longer."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
@@ -219,7 +219,7 @@ def purge(
 
 @app.command("export")
 def export(
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     output: Path = typer.Option(None, "--output", help="File to write (JSON lines); stdout when absent."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
@@ -247,15 +247,15 @@ def _when(value: str | None, name: str) -> datetime | None:
 
 @app.command("search")
 def search(
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     actor_id: str = typer.Option(None, "--actor", help="Account id."),
     action: str = typer.Option(None, "--action", help="Action or prefix, e.g. patient:result"),
-    since: str = typer.Option(None, "--since"),
-    until: str = typer.Option(None, "--until"),
+    since: str = typer.Option(None, "--since", help="From this ISO date or date-time (UTC when no offset)."),
+    until: str = typer.Option(None, "--until", help="Up to this ISO date or date-time (UTC when no offset)."),
     patient_nir: str = typer.Option(None, "--patient-nir", help="A patient's NIR (INS matricule), through the "
                                                                  "blind index: the lab's admin and DPO only."),
     ref: str = typer.Option(None, "--ref", help="A pseudonymous reference (patient or object id) the events name."),
-    limit: int = typer.Option(1000, "--limit", min=1, max=100_000),
+    limit: int = typer.Option(1000, "--limit", min=1, max=100_000, help="At most this many events."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Search a lab's events (security officer, the lab's DPO or admin); the search is audited.

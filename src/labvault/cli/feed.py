@@ -34,8 +34,8 @@ def pin(
 
 @app.command("unpin")
 def unpin(
-    tenant: str = typer.Option(..., "--tenant"),
-    email: str = typer.Option(..., "--email"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
+    email: str = typer.Option(..., "--email", help="The feed's service account (its e-mail address)."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Remove a feed's pinned certificate: the listener refuses it from its next connection."""
@@ -46,7 +46,7 @@ def unpin(
 
 @app.command("list")
 def list_(
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """The lab's service accounts with a pinned certificate."""

@@ -46,16 +46,16 @@ def _date(value: datetime | None) -> date | None:
 
 @app.command("request")
 def request(
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     ticket: str = typer.Option(..., "--ticket", help="Support ticket reference."),
-    reason: str = typer.Option(..., "--reason"),
+    reason: str = typer.Option(..., "--reason", help="Why the vendor needs the lab's data (shown to the lab, audited)."),
     hours: int = typer.Option(2, "--hours", help="1 to 8."),
     field: list[str] = typer.Option(..., "--field", help="identity, requests or results; repeat for more (named, "
                                                          "no default)."),
     patient: list[str] = typer.Option(None, "--patient", help="Patient ids the ticket is about."),
     period_from: datetime = typer.Option(None, "--from", formats=["%Y-%m-%d"],
                                          help="With --to: requests dated in this period (inclusive)."),
-    period_to: datetime = typer.Option(None, "--to", formats=["%Y-%m-%d"]),
+    period_to: datetime = typer.Option(None, "--to", formats=["%Y-%m-%d"], help="With --from: the end of the period (inclusive)."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Ask a lab for time-boxed access (support accounts). The scope is named: --patient, or a
@@ -69,8 +69,8 @@ def request(
 
 @app.command("show")
 def show(
-    grant_id: str = typer.Argument(...),
-    tenant: str = typer.Option(..., "--tenant"),
+    grant_id: str = typer.Argument(..., help="The grant's id."),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """One grant as the lab's admin reviews it: who asks, ticket, reason, exact scope, duration."""
@@ -81,8 +81,8 @@ def show(
 
 @app.command("approve")
 def approve(
-    grant_id: str = typer.Argument(...),
-    tenant: str = typer.Option(..., "--tenant"),
+    grant_id: str = typer.Argument(..., help="The grant's id."),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Approve a pending grant (the lab's lab_admin)."""
@@ -93,8 +93,8 @@ def approve(
 
 @app.command("revoke")
 def revoke(
-    grant_id: str = typer.Argument(...),
-    tenant: str = typer.Option(..., "--tenant"),
+    grant_id: str = typer.Argument(..., help="The grant's id."),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Revoke a grant: it stops working at once."""
@@ -105,9 +105,10 @@ def revoke(
 
 @app.command("list")
 def list_(
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
+    """The lab's support grants: id, state, who asked, ticket, fields, period."""
     with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
         for g in grants.list_grants(u, tenant):
             _show(g)

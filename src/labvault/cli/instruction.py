@@ -36,7 +36,7 @@ def _signed(path: Path) -> dict:
 @app.command("new")
 def new(
     kind: str = typer.Option(..., "--kind", help=", ".join(document.KINDS)),
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab the instruction is from."),
 ) -> None:
     """Print a commented YAML template to fill in (every null must be replaced)."""
     if kind not in document.KINDS:
@@ -86,7 +86,7 @@ def verify(
 @app.command("receive")
 def receive(
     file: Path = typer.Argument(..., help="A signed instruction."),
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab the instruction is from."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Verify a signed instruction and keep it (the processor's record of documented instructions)."""
@@ -97,9 +97,10 @@ def receive(
 
 @app.command("list")
 def list_(
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
+    """The lab's received instructions: id, kind, signer, received, valid until."""
     with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
         for r in signers.list_instructions(u, tenant):
             print(json.dumps({"id": r.instruction_id, "kind": r.kind, "signer_id": r.signer_id,
@@ -108,10 +109,11 @@ def list_(
 
 @app.command("show")
 def show(
-    instruction_id: str = typer.Argument(...),
-    tenant: str = typer.Option(..., "--tenant"),
+    instruction_id: str = typer.Argument(..., help="The instruction's id."),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
+    """One received instruction, with its signature and signer (JSON)."""
     with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
         r = signers.get_instruction(u, tenant, instruction_id)
     print(json.dumps({"instruction": r.body, "signature": r.signature, "signer_id": r.signer_id,

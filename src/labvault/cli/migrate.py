@@ -125,7 +125,7 @@ def plan(
     instruction: str = typer.Option(..., "--instruction", help="The received instruction's id."),
     field: list[str] = FIELD, all_fields: bool = ALL, since: str = FROM, until: str = TO,
     patient: list[str] = PATIENT, code: list[str] = CODE,
-    as_email: str = AS, as_json: bool = typer.Option(False, "--json"),
+    as_email: str = AS, as_json: bool = typer.Option(False, "--json", help="The plan as one JSON object."),
 ) -> None:
     """Dry run: counts per record type and the exact field list, no personal data. Anything asked
     beyond the instruction is refused, naming the excess (and raises a security alert)."""
@@ -139,7 +139,7 @@ def plan(
 
 @app.command("approve")
 def approve(
-    migration: str = typer.Argument(..., metavar="MIGRATION"),
+    migration: str = typer.Argument(..., metavar="MIGRATION", help="The migration's id ('migrate plan' prints it)."),
     tenant: str = TENANT,
     signer_key: Path = typer.Option(None, "--signer-key", help="A lab signer approves: their private key file "
                                     "(the plan is signed locally; the key never leaves this machine)."),
@@ -168,7 +168,7 @@ def approve(
 
 
 @app.command("run")
-def run(migration: str = typer.Argument(..., metavar="MIGRATION"), tenant: str = TENANT, as_email: str = AS) -> None:
+def run(migration: str = typer.Argument(..., metavar="MIGRATION", help="The migration's id."), tenant: str = TENANT, as_email: str = AS) -> None:
     """Write the age package (encrypted as it is produced; no clear file) and the signed manifest.
     After an interruption, run again: a new attempt replaces whatever the last one left."""
     with as_operator(as_email), runtime() as rt:
@@ -188,7 +188,7 @@ def run(migration: str = typer.Argument(..., metavar="MIGRATION"), tenant: str =
 
 
 @app.command("verify")
-def verify(migration: str = typer.Argument(..., metavar="MIGRATION"), tenant: str = TENANT, as_email: str = AS) -> None:
+def verify(migration: str = typer.Argument(..., metavar="MIGRATION", help="The migration's id."), tenant: str = TENANT, as_email: str = AS) -> None:
     """Reconcile the package with its manifest and plan (decrypted in memory with the package key)."""
     with as_operator(as_email), runtime() as rt:
         who = actor(rt, as_email)
@@ -201,7 +201,7 @@ def verify(migration: str = typer.Argument(..., metavar="MIGRATION"), tenant: st
 
 @app.command("receipt")
 def receipt(
-    migration: str = typer.Argument(..., metavar="MIGRATION"),
+    migration: str = typer.Argument(..., metavar="MIGRATION", help="The migration's id."),
     file: Path = typer.Argument(..., metavar="RECEIPT", help="The recipient's receipt ('labvault migrate acknowledge')."),
     tenant: str = TENANT, as_email: str = AS,
 ) -> None:
@@ -217,7 +217,7 @@ def receipt(
 
 
 @app.command("close")
-def close(migration: str = typer.Argument(..., metavar="MIGRATION"), tenant: str = TENANT, as_email: str = AS) -> None:
+def close(migration: str = typer.Argument(..., metavar="MIGRATION", help="The migration's id."), tenant: str = TENANT, as_email: str = AS) -> None:
     """Write the signed closure certificate of a purged migration."""
     with as_operator(as_email), runtime() as rt:
         who = actor(rt, as_email)
@@ -230,8 +230,8 @@ def close(migration: str = typer.Argument(..., metavar="MIGRATION"), tenant: str
 
 @app.command("status")
 def status(
-    migration: str = typer.Argument(None, metavar="[MIGRATION]"), tenant: str = TENANT, as_email: str = AS,
-    as_json: bool = typer.Option(False, "--json"),
+    migration: str = typer.Argument(None, metavar="[MIGRATION]", help="One migration's id (default: every migration of the lab)."), tenant: str = TENANT, as_email: str = AS,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per migration."),
 ) -> None:
     """One migration, or every migration of the lab."""
     with as_operator(as_email), runtime() as rt:
@@ -246,7 +246,7 @@ def status(
 
 @app.command("acknowledge")
 def acknowledge(
-    package: Path = typer.Argument(..., metavar="PACKAGE"),
+    package: Path = typer.Argument(..., metavar="PACKAGE", help="The age package received (package.ndjson.age)."),
     identity: Path = typer.Option(..., "--identity", help="The recipient's age identity file (AGE-SECRET-KEY-1...)."),
     manifest: Path = typer.Option(None, "--manifest", help="Default: manifest.json beside the package."),
     out: Path = typer.Option(..., "--out", help="Where to write the receipt (JSON)."),
@@ -285,7 +285,7 @@ def acknowledge(
 
 
 @app.command("check-certificate")
-def check_certificate(file: Path = typer.Argument(..., metavar="CERTIFICATE")) -> None:
+def check_certificate(file: Path = typer.Argument(..., metavar="CERTIFICATE", help="The closure certificate (JSON) to check.")) -> None:
     """Verify a closure certificate with this platform's signing key."""
     record = _read_json(file, "a certificate")
     with runtime() as rt, rt.unit(Purpose.ADMINISTRATION) as u:
@@ -300,7 +300,7 @@ def export(
     instruction: str = typer.Option(..., "--instruction", help="The lab's received instruction (kind export or return)."),
     field: list[str] = FIELD, all_fields: bool = ALL, since: str = FROM, until: str = TO,
     patient: list[str] = PATIENT, code: list[str] = CODE,
-    as_email: str = AS, as_json: bool = typer.Option(False, "--json"),
+    as_email: str = AS, as_json: bool = typer.Option(False, "--json", help="The result as one JSON object."),
 ) -> None:
     """Export under a lab's signed instruction: exactly its fields and records, into an age package
     for its recipient (plan, run and verification in one go; then receipt and close as for migrations)."""

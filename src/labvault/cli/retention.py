@@ -17,7 +17,7 @@ app = typer.Typer(help="Retention rules, legal holds and purge runs, per lab.", 
 
 @app.command("set")
 def set_(
-    tenant: str = typer.Argument(..., metavar="TENANT"),
+    tenant: str = typer.Argument(..., metavar="TENANT", help="The lab's id."),
     category: str = typer.Argument(..., help=f"One of {', '.join(policy.CATEGORIES)}."),
     duration: str = typer.Argument(..., help="e.g. 3650d or 10y (a year is 365 days)."),
     ref: str = typer.Option(None, "--ref", help="The legal reference of this period (required)."),
@@ -32,7 +32,7 @@ def set_(
 
 @app.command("list")
 def list_(
-    tenant: str = typer.Argument(..., metavar="TENANT"),
+    tenant: str = typer.Argument(..., metavar="TENANT", help="The lab's id."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """The lab's rules and legal holds, one JSON object per line."""
@@ -50,7 +50,7 @@ def list_(
 
 @app.command("hold")
 def hold(
-    tenant: str = typer.Argument(..., metavar="TENANT"),
+    tenant: str = typer.Argument(..., metavar="TENANT", help="The lab's id."),
     basis: str = typer.Option(None, "--basis", help="What requires the data to be kept (required, recorded)."),
     category: str = typer.Option(policy.EVERYTHING, "--category", help="A retention category; '*' (default): everything."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
@@ -63,8 +63,8 @@ def hold(
 
 @app.command("release")
 def release(
-    tenant: str = typer.Argument(..., metavar="TENANT"),
-    hold_id: str = typer.Argument(..., metavar="HOLD_ID"),
+    tenant: str = typer.Argument(..., metavar="TENANT", help="The lab's id."),
+    hold_id: str = typer.Argument(..., metavar="HOLD_ID", help="The hold's id ('retention list' shows it)."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Release a legal hold."""

@@ -36,7 +36,7 @@ def keygen(out: Path = typer.Option(..., "--out", help="Where to write the priva
 
 @app.command("add")
 def add(
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     email: str = typer.Option(..., "--email", help="The signer's own account in the lab."),
     public_key: str = typer.Option(..., "--public-key", help="From 'labvault signer keygen' (64 hex characters)."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
@@ -49,8 +49,8 @@ def add(
 
 @app.command("revoke")
 def revoke(
-    signer_id: str = typer.Argument(...),
-    tenant: str = typer.Option(..., "--tenant"),
+    signer_id: str = typer.Argument(..., help="The signer's id ('labvault signer list')."),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Revoke a signer: instructions signed with its key are refused from now on."""
@@ -61,9 +61,10 @@ def revoke(
 
 @app.command("list")
 def list_(
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
+    """The lab's instruction signers: id, e-mail, name, public key, when added or revoked."""
     with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
         for s in signers.list_signers(u, tenant):
             print(json.dumps({"signer_id": s.signer_id, "email": s.email, "name": s.name, "public_key": s.public_key,

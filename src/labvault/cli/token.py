@@ -15,7 +15,7 @@ app = typer.Typer(help="API tokens: create, revoke.", no_args_is_help=True)
 def create(
     email: str = typer.Option(None, "--email", help="A service account of your lab (lab_admin); default: yourself."),
     scope: list[str] = typer.Option(["read"], "--scope", help="read, ingest"),
-    days: int = typer.Option(30, "--days"),
+    days: int = typer.Option(30, "--days", help="Days the token is valid (at most 365)."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Create a token, printed once and stored only as a hash: your own, after logging in (--as),
@@ -32,9 +32,10 @@ def create(
 
 @app.command("revoke")
 def revoke(
-    token_id: str = typer.Argument(...),
+    token_id: str = typer.Argument(..., help="The token's id ('token create' prints it)."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
+    """Revoke an API token at once (your own, or one of your lab's service accounts as lab_admin)."""
     with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
         service.revoke_token(u, token_id)
     console.print(f"token {token_id} revoked")

@@ -22,7 +22,7 @@ app = typer.Typer(help="Accounts: add, enrol, list, roles, deactivate, enable, s
 @app.command("add")
 def add(
     name: str = typer.Option(..., "--name", help="The person's full name."),
-    email: str = typer.Option(..., "--email"),
+    email: str = typer.Option(..., "--email", help="Their e-mail address (the login)."),
     role: list[str] = typer.Option(..., "--role", help="Repeat for several roles."),
     tenant: str = typer.Option(None, "--tenant", help="The lab, for lab roles."),
     service_purpose: str = typer.Option(None, "--service", help="Make a token-only service account for this purpose."),
@@ -100,8 +100,8 @@ def enrol(
 
 @app.command("list")
 def list_(
-    tenant: str = typer.Option(None, "--tenant"),
-    as_json: bool = typer.Option(False, "--json"),
+    tenant: str = typer.Option(None, "--tenant", help="The lab's id (default: every account you may see)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per account."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """List accounts (of one lab, or all that you may see)."""
@@ -122,8 +122,8 @@ def list_(
 
 @app.command("roles")
 def roles(
-    email: str = typer.Argument(...),
-    role: list[str] = typer.Option(..., "--role"),
+    email: str = typer.Argument(..., help="The account's e-mail address."),
+    role: list[str] = typer.Option(..., "--role", help="The new roles; repeat for several (they replace the old ones)."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Replace an account's roles (audited)."""
@@ -134,7 +134,7 @@ def roles(
 
 @app.command("deactivate")
 def deactivate(
-    email: str = typer.Argument(...),
+    email: str = typer.Argument(..., help="The account's e-mail address."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Deactivate an account: all its sessions and tokens stop working at once."""
@@ -145,7 +145,7 @@ def deactivate(
 
 @app.command("enable")
 def enable(
-    email: str = typer.Argument(...),
+    email: str = typer.Argument(..., help="The account's e-mail address."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Re-enable a deactivated or suspended account (a lab's: by its own lab_admin only)."""
@@ -156,7 +156,7 @@ def enable(
 
 @app.command("suspend")
 def suspend(
-    email: str = typer.Argument(...),
+    email: str = typer.Argument(..., help="The account's e-mail address."),
     reason: str = typer.Option(..., "--reason", help="Why (kept on the account; the lab's admins see it)."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:

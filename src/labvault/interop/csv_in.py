@@ -44,7 +44,8 @@ from labvault.domain.identifiers import normalise_nir
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.domain.sensitivity import sensitivity_of
 from labvault.errors import InvalidInput
-from labvault.interop._common import LocatedInputError, number_fault
+from labvault.interop._common import number_fault
+from labvault.interop.errors import CsvError
 from labvault.interop.fhir import _id
 from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
 from labvault.domain.mapped import Mapped
@@ -63,18 +64,6 @@ _NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d{1,3})?\Z",
 _RPPS = re.compile(r"\d{11}\Z", re.ASCII)
 _BOM = "\ufeff"
 _FIRST_LINE = re.compile(r"\s*([^\r\n]*)")
-
-
-class CsvError(LocatedInputError):
-    """A CSV input that cannot be read or mapped; ``str()`` is one line without personal values."""
-
-    _LOCATION = (("row", "row "),)
-
-    def located(self, file: str) -> CsvError:
-        if self.file is None:
-            self.file = file
-        self.args = (self._render(),)
-        return self
 
 
 @dataclass(slots=True)

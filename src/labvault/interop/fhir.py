@@ -66,7 +66,8 @@ from datetime import date, datetime, timedelta, timezone
 from datetime import date as date_type  # the name ``date`` is a method of _Res below
 
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
-from labvault.interop._common import NUMBER_NOT_FINITE, LocatedInputError, number_fault
+from labvault.interop._common import NUMBER_NOT_FINITE, number_fault
+from labvault.interop.errors import FhirError
 from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
 from labvault.domain.mapped import Mapped
 
@@ -156,22 +157,6 @@ _FSH_START = re.compile(
     rb"|Mapping|Resource):"
 )
 _BOM = b"\xef\xbb\xbf"
-
-
-class FhirError(LocatedInputError):
-    """A FHIR input that cannot be read or mapped; ``str()`` is one line without personal values.
-
-    Locations: ``file``, ``entry`` (1-based index in Bundle.entry), ``line`` (ndjson line),
-    ``resource`` (``Type/id``) and ``field`` (element path, e.g. ``Observation.valueQuantity.value``).
-    """
-
-    _LOCATION = (("entry", "entry "), ("line", "line "), ("resource", ""))
-
-    def located(self, *, file: str | None = None) -> FhirError:
-        if file is not None and self.file is None:
-            self.file = file
-        self.args = (self._render(),)
-        return self
 
 
 def _type_name(rtype: str) -> str:

@@ -49,7 +49,8 @@ from labvault.domain.models import (
 from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
 from labvault.domain.mapped import Mapped
 from labvault.domain.sensitivity import sensitivity_of
-from labvault.interop._common import FieldAccess, LocatedInputError, number_fault
+from labvault.interop._common import FieldAccess, number_fault
+from labvault.interop.errors import Hl7Error
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 MAX_MESSAGES = 10_000
@@ -73,22 +74,6 @@ _TS = re.compile(
 _LF_END = re.compile(r"\n+(?=[ \t]*(?:[A-Z][A-Z0-9]{2}(?:[^A-Za-z0-9\s]|\s*\Z))|\s*\Z)")
 _LF_END_B = re.compile(rb"\n+(?=[ \t]*(?:[A-Z][A-Z0-9]{2}(?:[^A-Za-z0-9\s]|\s*\Z))|\s*\Z)")
 _NAMES_OK: set[str] = set()  # segment names already checked against _SEGMENT_NAME (bounded)
-
-
-class Hl7Error(LocatedInputError):
-    """An HL7 v2 input that cannot be read or mapped; ``str()`` is one line without personal values."""
-
-    _LOCATION = (("message_index", "message "), ("segment", ""))
-    message_index: int | None
-    segment: str | None
-
-    def located(self, *, file: str | None = None, message_index: int | None = None) -> Hl7Error:
-        if file is not None and self.file is None:
-            self.file = file
-        if message_index is not None and self.message_index is None:
-            self.message_index = message_index
-        self.args = (self._render(),)
-        return self
 
 
 # ---------------------------------------------------------------------------------------- splitting

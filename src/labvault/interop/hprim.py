@@ -26,7 +26,8 @@ from urllib.parse import quote
 
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.domain.sensitivity import sensitivity_of
-from labvault.interop._common import FieldAccess, LocatedInputError, number_fault
+from labvault.interop._common import FieldAccess, number_fault
+from labvault.interop.errors import HprimError
 from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
 from labvault.domain.mapped import Mapped
 
@@ -52,18 +53,6 @@ _LINE_END = re.compile(r"\r\n|\r|\n")
 _NIR_MARKERS = {"INS", "INS-NIR", "NIR", "INSNIR", "INS_NIR", OID_NIR}
 _NIA_MARKERS = {"INS-NIA", "NIA", "INSNIA", "INS_NIA", OID_NIA}
 _TEST_MARKERS = {"INS-TEST", "INSTEST", OID_INS_TEST}
-
-
-class HprimError(LocatedInputError):
-    """An HPRIM input that cannot be read or mapped; ``str()`` is one line without personal values."""
-
-    _LOCATION = (("line", "line "), ("record", ""))
-
-    def located(self, *, file: str | None = None) -> HprimError:
-        if file is not None and self.file is None:
-            self.file = file
-        self.args = (self._render(),)
-        return self
 
 
 # ------------------------------------------------------------------------------------------ parsing

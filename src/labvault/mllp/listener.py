@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from labvault import logs
-from labvault.errors import AccessDenied, LabvaultError, TenantShredded, UnknownTenant
+from labvault.errors import AccessDenied, CannotListen, ConfigError, LabvaultError, TenantShredded, UnknownTenant
 from labvault.ingest import service as ingest
 log = logging.getLogger("labvault.mllp")
 
@@ -370,7 +370,11 @@ class Server:
         # the handshake timeout: the server itself listens in plain TCP, each new connection held
         # (not read) by a ``_Gate`` until then.
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Gate(self), self.host, self.port)
+        try:
+            self._server = await loop.create_server(lambda: _Gate(self), self.host, self.port)
+        except OSError as exc:  # the port is taken, say: one line, and what was started stops
+            await self.close()
+            raise CannotListen.on(self.host, self.port, exc) from None
         sock = self._server.sockets[0].getsockname()
         return sock[0], sock[1]
 
@@ -665,10 +669,10 @@ def server_ssl_context(cert: str, key: str, *, client_ca: str | None = None) -> 
     try:
         ctx.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise LabvaultError(f"cannot load the TLS certificate or key: {getattr(exc, 'strerror', None) or exc}") from None
+        raise ConfigError(f"cannot load the TLS certificate or key: {getattr(exc, 'strerror', None) or exc}") from None
     if client_ca:
         try:
             ctx.load_verify_locations(cafile=client_ca)
         except (OSError, ssl.SSLError) as exc:
-            raise LabvaultError(f"cannot load --client-ca: {getattr(exc, 'strerror', None) or exc}") from None
+            raise ConfigError(f"cannot load --client-ca: {getattr(exc, 'strerror', None) or exc}") from None
     return ctx
