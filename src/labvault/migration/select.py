@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from labvault.access import scan
 from labvault.access.codec import RESULT_ITEMS
+from labvault.counts import Counts as Tally  # what a run selected, known once its stream is read
 from labvault.domain.models import Sensitivity
 from labvault.instructions import document
 
@@ -138,17 +139,6 @@ def _value(obj: Any, name: str) -> Any:
     if isinstance(v, (date, datetime)):
         return v.isoformat()
     return v.value if isinstance(v, Enum) else v
-
-
-@dataclass
-class Tally:
-    """What a run selected, known once its stream has been read to the end."""
-
-    results: int = 0
-    requests: int = 0
-    specimens: int = 0
-    patients: int = 0
-    prescribers: int = 0
 
 
 def run(u: Unit, plan: Plan, id_map: Callable[[str, str], str], *, tally: Tally | None = None,
