@@ -12,12 +12,15 @@ are (``surrogatepass``: JSON can carry them).
 Which material (the same rule in every reader, so that the same lab order gives the same ids
 whatever format it came in; the lab is the scope of the ids in the store, so it is not part of it):
 
-- an order that carries its own number (``Request.accession``: the accession, filler or placer
-  number as the reader maps it) is ``order_scope(accession, n)``, ``n`` counting the orders of the
-  same patient with that number in the input (1 for the first). Its request is ``request``, its
-  k-th specimen ``specimen``/k, the m-th of its results with a given code ``result``/code/m;
-- an order without a number is scoped by its message and its place there
-  (``message_scope(format, facility, control id).scope(place)``), the rest as above;
+- an order that carries the lab's number for it (its accession or filler number: HL7 v2 OBR-3,
+  HPRIM OBR-3, FHIR identifier of type ACSN or FILL, else the Specimen's accessionIdentifier, CSV
+  ``request.accession``) is ``order_scope(number, n)``, ``n`` counting the orders of the same
+  patient with that number in the input (1 for the first; one lab order is often sent as several
+  OBR). Its request is ``request``, its k-th specimen ``specimen``/k, the m-th of its results with
+  a given code ``result``/code/m;
+- an order without one (a placer's number is no lab's: two prescribers' systems may give the same)
+  is scoped by its message and its place there (``message_scope(format, facility, control
+  id).scope(place)``), the rest as above;
 - patients and prescribers: the message's scope and their place (they are matched by INS and RPPS
   when stored, whatever their id).
 """

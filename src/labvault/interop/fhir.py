@@ -880,18 +880,18 @@ class _Builder:
             req = self._request(anchor, patient_id)
             requests.append(req)
             by_anchor[anchor.key] = req
+        numbers = {a.key: self._lab_number(a.res, a.res.rtype) if a.kind != "day" else None for a in grp.anchors}
         for (s, anchor) in grp.specimens:  # the lab's accession number, when the order gave none
             req = by_anchor[anchor.key]
             if req.accession is None:
                 acc = s.obj(s.data, "accessionIdentifier", "Specimen")
                 if acc is not None:
-                    req.accession = s.str(acc, "value", "Specimen.accessionIdentifier")
-        numbers = Orders(self.scope)
+                    req.accession = numbers[anchor.key] = s.str(acc, "value", "Specimen.accessionIdentifier")
         orders: dict[str, Order] = {}
+        ranks = Orders(self.scope)
         for anchor in grp.anchors:  # ids once the order's number is known (see labvault.crypto.derive)
-            req = by_anchor[anchor.key]
-            orders[anchor.key] = order = numbers.order(req.accession, anchor.key)
-            req.request_id = order.request_id()
+            orders[anchor.key] = order = ranks.order(numbers[anchor.key], anchor.key)
+            by_anchor[anchor.key].request_id = order.request_id()
         specimens: list[Specimen] = []
         spec_ids: dict[str, str] = {}
         for s, anchor in grp.specimens:
@@ -1097,6 +1097,20 @@ class _Builder:
             if req is not None and (value := r.str(req, "value", f"{path}.requisition")):
                 return ranked.get("PLAC") or value
         return ranked.get("PLAC") or first
+
+    @staticmethod
+    def _lab_number(r: _Res, path: str) -> str | None:
+        """The lab's number of an order (identifier of type ACSN, else FILL), which names its records
+        in every format; not a placer's number nor an untyped identifier."""
+        ranked: dict[str, str] = {}
+        for ip, ident in r.objs(r.data, "identifier", path):
+            t = r.obj(ident, "type", ip)
+            value = r.str(ident, "value", ip)
+            for cp, c in r.objs(t, "coding", f"{ip}.type") if t is not None and value is not None else []:
+                code = r.str(c, "code", cp)
+                if code in ("ACSN", "FILL"):
+                    ranked.setdefault(code, value)
+        return ranked.get("ACSN") or ranked.get("FILL")
 
     def _report_dates(self, dr: _Res) -> tuple[datetime | None, datetime | None]:
         d = dr.data
