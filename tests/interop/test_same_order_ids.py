@@ -114,3 +114,30 @@ def test_other_orders_and_other_messages_give_other_ids():
     data = oru_r01(report.identity, report.requests, report.specimens, report.results,
                    {PRESCRIBER.prescriber_id: PRESCRIBER}, sending_facility="LAB2", control_id="MSG-99")
     assert _ids([hl7v2.to_domain(hl7v2.parse(data))]) == one
+
+
+def test_an_order_stored_once_is_not_stored_again_from_another_format(gateway):
+    """M2: the same order ingested as HL7 v2, then as CSV, into one lab: the first is stored, the
+    second holds records already stored and is refused whole (kept in the quarantine); the lab
+    has the order once."""
+    from labvault.access import Purpose
+    from labvault.ingest import service as ingest
+    from tests.conftest import ADMIN, lab_user, make_lab
+
+    make_lab(gateway, "lab-a")
+    who = lab_user(gateway, "lab-a", "technician")
+    report = _report(["ACC-1"])
+    hl7 = oru_r01(report.identity, report.requests, report.specimens, report.results,
+                  {PRESCRIBER.prescriber_id: PRESCRIBER}, sending_facility="LAB1", control_id="MSG-1")
+    out = io.BytesIO()
+    with CsvWriter(out, [f for f in CSV_FIELDS if not f.endswith("_id") or f == "request.request_id"]) as w:
+        w.write_one(report)
+    got = []
+    for data, name in ((hl7, "orders.hl7"), (out.getvalue(), "orders.csv")):
+        s = ingest.Summary(name, "")
+        ingest.Ingestor(gateway, who, "lab-a").ingest_pieces(ingest.read(data, file=name), s)
+        got.append((s.accepted, s.rejected, len(s.quarantine_ids)))
+    assert got == [(1, 0, 0), (0, 1, 1)]
+    with gateway.unit(ADMIN, Purpose.ADMINISTRATION) as u:
+        counts = u.counts("lab-a")
+    assert (counts["request"], counts["specimen"], counts["result"]) == (1, 1, 3)

@@ -4,7 +4,7 @@ Nothing here is secret and no key is used: an id derived here can be recomputed 
 knows its material, and a material from a small space (an accession number) can be found again
 from the id by trying them all.
 
-Domain ids (``Scope``, ``derive_id``): 32 hex digits, the first 128 bits of SHA-256 over the parts
+Domain ids (``Scope``, ``Order``, ``Orders``): 32 hex digits, the first 128 bits of SHA-256 over the parts
 of the material, one text encoding for every reader: each part as ``<length>:<text>,`` (so that no
 two lists of parts give the same text), the whole encoded as UTF-8 with lone surrogates kept as they
 are (``surrogatepass``: JSON can carry them).
@@ -23,6 +23,10 @@ whatever format it came in; the lab is the scope of the ids in the store, so it 
   id).scope(place)``), the rest as above;
 - patients and prescribers: the message's scope and their place (they are matched by INS and RPPS
   when stored, whatever their id).
+
+So an order already stored, received again in another message or format (a resend, a correction,
+an export of it), has ids already taken: the store refuses that message as holding records already
+stored, and ingest keeps it in the quarantine.
 """
 
 from __future__ import annotations
@@ -57,11 +61,6 @@ class Scope:
         inner = Scope()
         inner._prefix = self._prefix + _material(parts)
         return inner
-
-
-def derive_id(*parts: str) -> str:
-    """The domain id of ``parts`` (``Scope(*parts[:-1]).id(parts[-1])`` gives the same)."""
-    return _digest(_material(parts))
 
 
 def order_scope(accession: str, n: int = 1) -> Scope:
