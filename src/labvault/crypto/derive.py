@@ -74,15 +74,19 @@ def message_scope(fmt: str, facility: str, control_id: str, *more: str) -> Scope
     return Scope("message", fmt, facility, control_id, *more)
 
 
+_RANKS = [_material((str(m),)) for m in range(64)]  # a result's rank among its code's, as material
+
+
 class Order:
     """The ids of one order's records: its request, its specimens in turn, its results by code."""
 
-    __slots__ = ("scope", "specimens", "codes")
+    __slots__ = ("scope", "specimens", "codes", "_results")
 
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
         self.specimens = 0
         self.codes: dict[str, int] = {}
+        self._results = scope._prefix + _material(("result",))
 
     def request_id(self) -> str:
         return self.scope.id("request")
@@ -93,9 +97,13 @@ class Order:
         return self.scope.id("specimen", str(self.specimens))
 
     def result_id(self, code: str) -> str:
-        """The id of the order's next result with this code."""
-        m = self.codes[code] = self.codes.get(code, 0) + 1
-        return self.scope.id("result", code, str(m))
+        """The id of the order's next result with this code: ``scope.id("result", code, str(m))``,
+        written out (one per result of every message read)."""
+        codes = self.codes
+        m = codes[code] = codes.get(code, 0) + 1
+        rank = _RANKS[m] if m < 64 else _material((str(m),))
+        return sha256(f"{self._results}{len(code)}:{code},{rank}".encode("utf-8", "surrogatepass")
+                      ).hexdigest()[:ID_CHARS]
 
 
 class Orders:
