@@ -38,7 +38,7 @@ ID_CHARS = 32
 
 
 def _material(parts: Iterable[str]) -> str:
-    return "".join(f"{len(p)}:{p}," for p in parts)
+    return "".join([f"{len(p)}:{p}," for p in parts])
 
 
 def _digest(material: str) -> str:
