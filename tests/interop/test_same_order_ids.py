@@ -117,7 +117,7 @@ def test_other_orders_and_other_messages_give_other_ids():
 
 
 def test_an_order_stored_once_is_not_stored_again_from_another_format(gateway):
-    """M2: the same order ingested as HL7 v2, then as CSV, into one lab: the first is stored, the
+    """The same order ingested as HL7 v2, then as CSV, into one lab: the first is stored, the
     second holds records already stored and is refused whole (kept in the quarantine); the lab
     has the order once."""
     from labvault.access import Purpose
