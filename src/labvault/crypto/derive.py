@@ -54,6 +54,9 @@ class Scope:
         self._prefix = _material(parts)
 
     def id(self, *parts: str) -> str:
+        if len(parts) == 1:  # the common case, written out
+            part = parts[0]
+            return _digest(f"{self._prefix}{len(part)}:{part},")
         return _digest(self._prefix + _material(parts))
 
     def scope(self, *parts: str) -> Scope:
@@ -63,47 +66,68 @@ class Scope:
         return inner
 
 
+def _scope(prefix: str) -> Scope:
+    scope = Scope()
+    scope._prefix = prefix
+    return scope
+
+
 def order_scope(accession: str, n: int = 1) -> Scope:
-    """The ids of an order that carries its own number: the ``n``-th of its patient's with it."""
-    return Scope("order", accession, str(n))
+    """The ids of an order that carries its own number: the ``n``-th of its patient's with it;
+    ``Scope("order", accession, str(n))``, written out (one per order of every message read)."""
+    return _scope(f"5:order,{len(accession)}:{accession},{_rank(n)}")
 
 
 def message_scope(fmt: str, facility: str, control_id: str, *more: str) -> Scope:
     """The ids of what a message holds that has no number of its own (patients, prescribers, and
-    orders without one), from the message's format, sending facility and control id."""
-    return Scope("message", fmt, facility, control_id, *more)
+    orders without one), from the message's format, sending facility and control id;
+    ``Scope("message", fmt, facility, control_id, *more)``, written out."""
+    return _scope(f"7:message,{len(fmt)}:{fmt},{len(facility)}:{facility},{len(control_id)}:{control_id},"
+                  + (_material(more) if more else ""))
 
 
-_RANKS = [_material((str(m),)) for m in range(64)]  # a result's rank among its code's, as material
+_RANKS = [_material((str(m),)) for m in range(64)]  # a rank (1st, 2nd... of its kind) as material
+_REQUEST, _SPECIMEN, _RESULT = (_material((tag,)) for tag in ("request", "specimen", "result"))
+_CODES: dict[str, str] = {}  # a result code as material: codes recur in every message (bounded)
+
+
+def _rank(m: int) -> str:
+    return _RANKS[m] if m < 64 else _material((str(m),))
 
 
 class Order:
-    """The ids of one order's records: its request, its specimens in turn, its results by code."""
+    """The ids of one order's records: its request, its specimens in turn, its results by code.
+    Each is ``scope.id(...)`` of the parts named below, its material written out: these are the ids
+    derived for every record of every message read."""
 
-    __slots__ = ("scope", "specimens", "codes", "_results")
+    __slots__ = ("scope", "specimens", "codes", "_prefix")
 
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
         self.specimens = 0
         self.codes: dict[str, int] = {}
-        self._results = scope._prefix + _material(("result",))
+        self._prefix = scope._prefix
 
     def request_id(self) -> str:
-        return self.scope.id("request")
+        """``scope.id("request")``."""
+        return _digest(self._prefix + _REQUEST)
 
     def specimen_id(self) -> str:
-        """The id of the order's next specimen."""
+        """The id of the order's next specimen, ``scope.id("specimen", str(k))``."""
         self.specimens += 1
-        return self.scope.id("specimen", str(self.specimens))
+        return _digest(self._prefix + _SPECIMEN + _rank(self.specimens))
 
     def result_id(self, code: str) -> str:
-        """The id of the order's next result with this code: ``scope.id("result", code, str(m))``,
-        written out (one per result of every message read)."""
+        """The id of the order's next result with this code, ``scope.id("result", code, str(m))``."""
         codes = self.codes
         m = codes[code] = codes.get(code, 0) + 1
-        rank = _RANKS[m] if m < 64 else _material((str(m),))
-        return sha256(f"{self._results}{len(code)}:{code},{rank}".encode("utf-8", "surrogatepass")
-                      ).hexdigest()[:ID_CHARS]
+        piece = _CODES.get(code)
+        if piece is None:
+            if len(_CODES) >= 4096:
+                _CODES.clear()
+            piece = _CODES[code] = f"{len(code)}:{code},"
+        return sha256((self._prefix + _RESULT + piece + (_RANKS[m] if m < 64 else _rank(m))).encode(
+            "utf-8", "surrogatepass")).hexdigest()[:ID_CHARS]
 
 
 class Orders:
