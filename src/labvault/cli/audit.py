@@ -11,7 +11,7 @@ import typer
 
 from labvault.access import Purpose
 from labvault.audit import service
-from labvault.cli.common import AS_OPTION_HELP, actor, console, runtime
+from labvault.cli.common import AS_OPTION_HELP, acting, actor, console, runtime
 from labvault.errors import InvalidInput, NotFound
 
 app = typer.Typer(help="The tamper-evident audit trail: checkpoint, verify, export, search, history.",
@@ -131,7 +131,7 @@ def checkpoints(
                              if x.get("type") == "checkpoint"), default=0)
             except (TypeError, ValueError, AttributeError):
                 raise InvalidInput(f"{output} is not a file of Labvault checkpoints (JSON lines)") from None
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         lines = service.pull_checkpoints(u, tenant, since or 0)
     new = [json.dumps(x, sort_keys=True) for x in lines]
     fresh = [x for x in new if x not in set(old)]
@@ -178,7 +178,7 @@ def prove(
     if not isinstance(old.get("body"), dict) or not isinstance(old.get("signature"), str):
         raise InvalidInput(f"{checkpoint_file} holds no signed checkpoint")
     tenant = tenant or old["body"].get("tenant")
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         # G4: the kept checkpoint is checked against the platform's pinned keys, not the key it names
         if not service.signed_by(old["body"], old["signature"], u.platform_keys()):
             raise InvalidInput("the kept checkpoint is not signed by the platform's pinned key")
@@ -201,7 +201,7 @@ def retention(
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Set how long the lab's audit trail is kept (the lab's admin or DPO)."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         out = service.set_retention(u, tenant, days, reason)
     console.print(f"{tenant}: audit events kept {out['days']} days")
 
@@ -224,7 +224,7 @@ def export(
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """The lab's events and signed checkpoints, for the lab to keep (JSON lines)."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         lines = [json.dumps(x, sort_keys=True) for x in service.export(u, tenant)]
     text = "\n".join(lines) + "\n"
     if output:
@@ -263,7 +263,7 @@ def search(
     lab approved (G5); vendor staff search by pseudonymous reference (--ref)."""
     if ref is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", ref):
         raise InvalidInput("--ref is a pseudonymous id (letters, digits, '_.:-', at most 64)")
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         patient_id = ref
         if patient_nir:
             patient_id = u.patient_id_for_nir(tenant, patient_nir)

@@ -8,7 +8,7 @@ from datetime import date, datetime
 import typer
 
 from labvault.access import Purpose, grants
-from labvault.cli.common import AS_OPTION_HELP, actor, console, runtime
+from labvault.cli.common import AS_OPTION_HELP, acting, console
 
 app = typer.Typer(help="Support access grants: request, show, approve, revoke, list.", no_args_is_help=True)
 
@@ -60,7 +60,7 @@ def request(
 ) -> None:
     """Ask a lab for time-boxed access (support accounts). The scope is named: --patient, or a
     period (--from/--to), or both, and --field; never the whole lab."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.SUPPORT) as u:
+    with acting(as_email, Purpose.SUPPORT) as u:
         g = grants.request_grant(u, tenant, ticket=ticket, reason=reason, hours=hours, fields=field,
                                  patients=list(patient) if patient else None,
                                  period_from=_date(period_from), period_to=_date(period_to))
@@ -74,7 +74,7 @@ def show(
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """One grant as the lab's admin reviews it: who asks, ticket, reason, exact scope, duration."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         g = grants.show_grant(u, tenant, grant_id)
     print(json.dumps(grant_record(g), ensure_ascii=False, indent=2))
 
@@ -86,7 +86,7 @@ def approve(
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Approve a pending grant (the lab's lab_admin)."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         g = grants.approve_grant(u, tenant, grant_id)
     _show(g)
 
@@ -98,7 +98,7 @@ def revoke(
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Revoke a grant: it stops working at once."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         g = grants.revoke_grant(u, tenant, grant_id)
     _show(g)
 
@@ -109,7 +109,7 @@ def list_(
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """The lab's support grants: id, state, who asked, ticket, fields, period."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         for g in grants.list_grants(u, tenant):
             _show(g)
     console.print("", end="")

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from labvault.access import Purpose
 from labvault.ingest import intake
-from labvault.cli.common import AS_OPTION_HELP, actor, console, err_console, progress, runtime
+from labvault.cli.common import AS_OPTION_HELP, acting, actor, console, err_console, progress, runtime
 from labvault.errors import EXIT_FAILURE, AccessDenied, ConfigError, InvalidInput
 from labvault.ingest.service import Ingestor, Summary, instruction_for_ingest
 
@@ -124,7 +124,7 @@ def list_(
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """The lab's quarantined messages: id, when, format, feed, size, status, reason."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.CARE) as u:
+    with acting(as_email, Purpose.CARE) as u:
         items = intake.listing(u, tenant, status=None if all_ else intake.HELD)
     if as_json:
         for i in items:
@@ -147,7 +147,7 @@ def show(
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """One quarantined message: its reason and content (the read is audited)."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.CARE) as u:
+    with acting(as_email, Purpose.CARE) as u:
         item, data = intake.get(u, tenant, quarantine_id)
     if raw:
         if data is None:
@@ -189,6 +189,6 @@ def drop(
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Erase a quarantined message's content (the record that it was refused and dropped stays)."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.CARE) as u:
+    with acting(as_email, Purpose.CARE) as u:
         intake.resolve(u, tenant, quarantine_id, intake.DROPPED)
     console.print(f"dropped {quarantine_id}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import typer
 
 from labvault.access import Purpose
-from labvault.cli.common import AS_OPTION_HELP, actor, console, err_console, runtime, settings
+from labvault.cli.common import AS_OPTION_HELP, acting, actor, console, err_console, runtime, settings
 from labvault.errors import AccessDenied, ConfigError, InvalidInput
 from labvault.migration import service
 
@@ -130,10 +130,8 @@ def plan(
     """Dry run: counts per record type and the exact field list, no personal data. Anything asked
     beyond the instruction is refused, naming the excess (and raises a security alert)."""
     ask = _ask(field, all_fields, since, until, patient, code)
-    with as_operator(as_email), runtime() as rt:
-        who = actor(rt, as_email)
-        with rt.gateway.unit(who, Purpose.EXPORT) as u:
-            job = service.plan(u, tenant, instruction, ask=ask)
+    with as_operator(as_email), acting(as_email, Purpose.EXPORT) as u:
+        job = service.plan(u, tenant, instruction, ask=ask)
     _show(job, as_json)
 
 
@@ -148,21 +146,19 @@ def approve(
     """Approve a plan: once by a vendor operator (--as), once by a lab signer (--signer-key)."""
     from labvault.crypto.signing import Signer
 
-    with as_operator(as_email), runtime() as rt:
-        who = actor(rt, as_email)
-        with rt.gateway.unit(who, Purpose.EXPORT) as u:
-            if signer_key is None:
-                job = service.approve_operator(u, tenant, migration)
-            else:
-                try:
-                    signer = Signer(bytes.fromhex(signer_key.read_text().strip()))
-                except OSError as exc:
-                    raise ConfigError(f"{signer_key}: cannot read ({exc.strerror})") from None
-                except ValueError:
-                    raise ConfigError(f"{signer_key}: not a signer's private key (64 hexadecimal characters)") from None
-                record = service.approval_record(service.get(u, tenant, migration))
-                job = service.approve_lab(u, tenant, migration, public_key=signer.public_key.hex(),
-                                          signature=signer.sign(record))
+    with as_operator(as_email), acting(as_email, Purpose.EXPORT) as u:
+        if signer_key is None:
+            job = service.approve_operator(u, tenant, migration)
+        else:
+            try:
+                signer = Signer(bytes.fromhex(signer_key.read_text().strip()))
+            except OSError as exc:
+                raise ConfigError(f"{signer_key}: cannot read ({exc.strerror})") from None
+            except ValueError:
+                raise ConfigError(f"{signer_key}: not a signer's private key (64 hexadecimal characters)") from None
+            record = service.approval_record(service.get(u, tenant, migration))
+            job = service.approve_lab(u, tenant, migration, public_key=signer.public_key.hex(),
+                                      signature=signer.sign(record))
     sides = ", ".join(sorted(a["side"] for a in job.approvals))
     console.print(f"migration {migration}: approved by {sides}; state {job.state}")
 
@@ -190,10 +186,8 @@ def run(migration: str = typer.Argument(..., metavar="MIGRATION", help="The migr
 @app.command("verify")
 def verify(migration: str = typer.Argument(..., metavar="MIGRATION", help="The migration's id."), tenant: str = TENANT, as_email: str = AS) -> None:
     """Reconcile the package with its manifest and plan (decrypted in memory with the package key)."""
-    with as_operator(as_email), runtime() as rt:
-        who = actor(rt, as_email)
-        with rt.gateway.unit(who, Purpose.EXPORT) as u:
-            job = service.verify_package(u, tenant, migration)
+    with as_operator(as_email), acting(as_email, Purpose.EXPORT) as u:
+        job = service.verify_package(u, tenant, migration)
     m = job.manifest["manifest"] if job.manifest else {}
     console.print(f"migration {migration}: verified; counts per record type, field and link match the manifest: "
                   f"{json.dumps(m['counts']['records'])}; links {json.dumps(m['counts'].get('links', {}))}")
@@ -207,10 +201,8 @@ def receipt(
 ) -> None:
     """Import the recipient's receipt; the package and its key are destroyed at once."""
     doc = _read_json(file, "a receipt")
-    with as_operator(as_email), runtime() as rt:
-        who = actor(rt, as_email)
-        with rt.gateway.unit(who, Purpose.EXPORT) as u:
-            job = service.import_receipt(u, tenant, migration, doc)
+    with as_operator(as_email), acting(as_email, Purpose.EXPORT) as u:
+        job = service.import_receipt(u, tenant, migration, doc)
     console.print(f"migration {migration}: receipt accepted; state {job.state}")
     for d in job.destroyed:
         console.print(f"  destroyed: {d['copy']} ({d['where']}) at {d['destroyed_at']}")
@@ -219,10 +211,8 @@ def receipt(
 @app.command("close")
 def close(migration: str = typer.Argument(..., metavar="MIGRATION", help="The migration's id."), tenant: str = TENANT, as_email: str = AS) -> None:
     """Write the signed closure certificate of a purged migration."""
-    with as_operator(as_email), runtime() as rt:
-        who = actor(rt, as_email)
-        with rt.gateway.unit(who, Purpose.EXPORT) as u:
-            record = service.close(u, tenant, migration)
+    with as_operator(as_email), acting(as_email, Purpose.EXPORT) as u:
+        record = service.close(u, tenant, migration)
     console.print(f"migration {migration}: closed; certificate "
                   f"{service.package_dir(store(), (tenant, migration)) / service.CERTIFICATE}")
     console.print_json(json.dumps(record))
@@ -234,10 +224,8 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per migration."),
 ) -> None:
     """One migration, or every migration of the lab."""
-    with as_operator(as_email), runtime() as rt:
-        who = actor(rt, as_email)
-        with rt.gateway.unit(who, Purpose.EXPORT) as u:
-            jobs = [service.get(u, tenant, migration)] if migration else service.status(u, tenant)
+    with as_operator(as_email), acting(as_email, Purpose.EXPORT) as u:
+        jobs = [service.get(u, tenant, migration)] if migration else service.status(u, tenant)
     for job in jobs:
         _show(job, as_json)
     if not jobs and not as_json:

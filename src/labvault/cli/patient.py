@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from labvault.access import Purpose
-from labvault.cli.common import AS_OPTION_HELP, actor, console, runtime
+from labvault.cli.common import AS_OPTION_HELP, acting, console
 from labvault.domain.models import Identity, Result
 from labvault.errors import InvalidInput
 
@@ -78,7 +78,7 @@ def find(
             born = date.fromisoformat(birth_date)
         except ValueError:
             raise InvalidInput("--birth-date must be YYYY-MM-DD") from None
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.CARE) as u:
+    with acting(as_email, Purpose.CARE) as u:
         found = (
             u.find_patients_by_nir(tenant, nir)
             if nir is not None

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import typer
 
 from labvault.access import Purpose
-from labvault.cli.common import AS_OPTION_HELP, actor, console, runtime
+from labvault.cli.common import AS_OPTION_HELP, acting, console, runtime
 from labvault.errors import ConfigError, InvalidInput
 from labvault.retention import policy, purge
 
@@ -25,7 +25,7 @@ def set_(
 ) -> None:
     """Set how long the lab keeps a category (the lab's lab_admin)."""
     days = policy.parse_duration(duration)
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         rule = policy.set_rule(u, tenant, category, days, ref or "")
     console.print(f"{tenant}: {rule.category} kept {rule.days} days ({rule.legal_reference})")
 
@@ -36,7 +36,7 @@ def list_(
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """The lab's rules and legal holds, one JSON object per line."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         rules = policy.list_rules(u, tenant)
         holds = policy.list_holds(u, tenant)
     for r in rules:
@@ -56,7 +56,7 @@ def hold(
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Place a legal hold: retention deletes nothing in its scope until it is released."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         h = policy.place_hold(u, tenant, basis=basis or "", category=category)
     console.print(f"legal hold {h.hold_id} placed on {tenant} ({h.scope})")
 
@@ -68,7 +68,7 @@ def release(
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Release a legal hold."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         policy.release_hold(u, tenant, hold_id)
     console.print(f"legal hold {hold_id} released")
 

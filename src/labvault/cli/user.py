@@ -12,7 +12,7 @@ from rich.table import Table
 
 from labvault.access import Purpose
 from labvault.accounts import service, totp
-from labvault.cli.common import AS_OPTION_HELP, actor, console, runtime
+from labvault.cli.common import AS_OPTION_HELP, acting, console, runtime
 from labvault.crypto.keys import PLATFORM
 from labvault.errors import InvalidInput
 
@@ -32,7 +32,7 @@ def add(
 
     A lab's accounts are added by the lab's own lab_admin (--as); the platform invites a new lab's
     first lab_admin only."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         new = service.create_account(
             u, tenant_id=tenant or PLATFORM, name=name, email=email, roles=role,
             kind="service" if service_purpose else "person", purpose=service_purpose,
@@ -105,7 +105,7 @@ def list_(
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """List accounts (of one lab, or all that you may see)."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         accounts = service.list_accounts(u, tenant)
     if as_json:
         for a in accounts:
@@ -127,7 +127,7 @@ def roles(
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Replace an account's roles (audited)."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         service.set_roles(u, email, role)
     console.print(f"roles of {email}: {', '.join(sorted(role))}")
 
@@ -138,7 +138,7 @@ def deactivate(
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Deactivate an account: all its sessions and tokens stop working at once."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         service.deactivate(u, email)
     console.print(f"{email} deactivated; its sessions and tokens are revoked")
 
@@ -149,7 +149,7 @@ def enable(
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Re-enable a deactivated or suspended account (a lab's: by its own lab_admin only)."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         service.reactivate(u, email)
     console.print(f"{email} enabled")
 
@@ -162,6 +162,6 @@ def suspend(
 ) -> None:
     """Suspend an account for security (vendor security officer, platform admin): its sessions and
     tokens stop at once; the lab's audit trail records it; only the lab's lab_admin re-enables it."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         service.suspend(u, email, reason)
     console.print(f"{email} suspended; its sessions and tokens are revoked; the lab's admins see the reason")

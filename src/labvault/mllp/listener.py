@@ -45,10 +45,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from labvault import logs
+from labvault.counts import Counts
 from labvault.errors import AccessDenied, CannotListen, ConfigError, LabvaultError, TenantShredded, UnknownTenant
 from labvault.ingest import service as ingest
 log = logging.getLogger("labvault.mllp")
@@ -58,17 +59,17 @@ MAX_FRAME = 1024 * 1024
 MAX_GROUP = 500
 
 
-@dataclass
-class Stats:
-    frames: int = 0
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    groups: int = 0
-    connections: int = 0
-    oversized: int = 0
-    refused: Counter = field(default_factory=Counter)  # connections refused, by reason
-    frame_timeouts: int = 0
+class Stats(Counts):
+    """What the listener did (frames, accepted, duplicates, rejected, groups, connections, oversized,
+    frame_timeouts), and in ``refused`` the connections it refused, by reason."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._refused = Counts()
+
+    @property
+    def refused(self) -> Counts:
+        return self._refused
 
 
 def _msh_fields(frame: bytes) -> tuple[str, list[str]]:
@@ -408,16 +409,6 @@ class Server:
         await asyncio.to_thread(self.committer.join, 30)
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
-
-    def _submit(self, frame: bytes) -> asyncio.Future[bytes]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[bytes] = loop.create_future()
-
-        def done(reply: bytes) -> None:
-            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(reply))
-
-        self.committer.submit(_Job(frame, done))
-        return fut
 
     def _refuse(self, transport: asyncio.BaseTransport, peer: str, reason: str, started: float) -> None:
         self.stats.refused[reason] += 1
