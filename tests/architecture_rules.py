@@ -63,6 +63,7 @@ LAYERS: dict[str, str] = {
     "audit/errors.py": KERNEL,  # audit's exceptions: pin.py raises them
     "errors.py": KERNEL,
     "ids.py": KERNEL,
+    "counts.py": KERNEL,
     "config.py": KERNEL,
     "logs.py": KERNEL,
     "__init__.py": KERNEL,
