@@ -132,15 +132,7 @@ def purge_results(
     u: Unit, tenant_id: str, cutoffs: Mapping[str, datetime], *, request_cutoff: datetime | None,
     batch: int = BATCH,
 ) -> dict[str, int]:
-    """Delete the results collected before their category's cutoff (a category absent from
-    ``cutoffs`` is kept), then the requests left without a result (with their specimens), then the
-    identities left without a request by this run.
-
-    A result's time is its specimen's collection; without a specimen, the earliest collection of
-    its request, else the request's own time. A request that never had a result goes when its time
-    is before ``request_cutoff`` (None: kept). Streams the lab by batches of ``batch`` requests
-    (keyset order); returns counts per category and for ``request``, ``specimen``, ``patient``.
-    """
+    """Delete what is past its cutoff, in batches; the gateway does it (``Unit.purge_results`` says how)."""
     return u.purge_results(tenant_id, cutoffs, request_cutoff=request_cutoff, batch=batch)
 
 
