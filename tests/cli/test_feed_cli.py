@@ -22,7 +22,7 @@ from labvault.runtime import open_runtime
 from tests.cli.helpers import PASSWORD
 from tests.cli.test_cli import home, one_line_error, run  # noqa: F401  (home is a fixture)
 from tests.conftest import first_lab_admin, totp_code
-from tests.interop.tls import self_signed
+from tests.mllp.tls import self_signed
 
 VENDOR_ROLES = ("platform_admin", "operator", "support", "security_officer")
 

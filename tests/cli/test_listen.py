@@ -14,8 +14,8 @@ from labvault.access import Purpose
 from labvault.config import Settings
 from labvault.runtime import init_home, open_runtime
 from tests.conftest import TEST_RETENTION
-from tests.interop.test_mllp import feed_token, pinned_feed
-from tests.interop.tls import self_signed
+from tests.mllp.test_mllp import feed_token, pinned_feed
+from tests.mllp.tls import self_signed
 
 
 @pytest.fixture

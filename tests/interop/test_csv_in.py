@@ -26,7 +26,7 @@ from tests.cli.helpers import PASSWORD, enrolled_account
 from tests.cli.test_cli import home, run  # noqa: F401  (home is a fixture)
 from tests.conftest import ADMIN, lab_user, make_lab
 from tests.interop.messages import NIR, oru
-from tests.interop.test_ingest_instructed import NIR2, body, stored, world  # noqa: F401  (world is a fixture)
+from tests.ingest.test_ingest_instructed import NIR2, body, stored, world  # noqa: F401  (world is a fixture)
 
 HEAD = ["patient.nir", "patient.family_name", "patient.given_names", "patient.birth_date", "patient.sex",
         "patient.phone", "request.accession", "request.requested_at", "specimen.type", "specimen.collected_at",

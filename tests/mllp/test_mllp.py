@@ -25,7 +25,7 @@ from labvault.mllp.listener import Limits, PinnedFeeds, Server, server_ssl_conte
 from labvault.runtime import init_home, open_runtime
 from tests.conftest import ADMIN, TEST_RETENTION, first_lab_admin, make_lab
 from tests.interop.messages import NIR, framed, oru
-from tests.interop.tls import Pair, no_ack, self_signed, tls_connect
+from tests.mllp.tls import Pair, no_ack, self_signed, tls_connect
 
 
 def pinned_feed(gw, platform: Principal, tenant: str, cert: Pair, *, email: str | None = None) -> Principal:
