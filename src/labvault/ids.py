@@ -7,19 +7,27 @@ from __future__ import annotations
 
 import os
 import time
+from typing import TYPE_CHECKING, overload
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 
 def new_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
-def utcnow():
+def utcnow() -> datetime:
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
 
 
-def stored_utc(value):
+@overload
+def stored_utc(value: datetime) -> datetime: ...
+@overload
+def stored_utc(value: None) -> None: ...
+def stored_utc(value: datetime | None) -> datetime | None:
     """A time read back from the store, with its zone: SQLite keeps none, and every time the
     platform stores is UTC. None stays None; an aware time is returned as it is."""
     from datetime import UTC

@@ -112,7 +112,7 @@ class Authorisation(UnitState):
 
         return active_grant(self, tenant_id, self.principal.account_id)
 
-    def _in_grant_scope(self, patient_id: str, tenant_id: str | None = None) -> bool:
+    def _in_grant_scope(self, patient_id: str, tenant_id: str) -> bool:
         """Whether a support grant (if one is in use) covers this patient: named in it, and, for a
         grant bounded to a period, with a request dated in that period."""
         g = self._grant

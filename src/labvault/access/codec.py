@@ -10,25 +10,38 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING, Any, overload
 
 import msgpack
 
+if TYPE_CHECKING:
+    from labvault.domain.models import Result
+
 
 def pack(items: tuple[object, ...]) -> bytes:
-    return msgpack.packb(items, use_bin_type=True)
+    packed: bytes = msgpack.packb(items, use_bin_type=True)
+    return packed
 
 
-def unpack(data: bytes) -> list:
+def unpack(data: bytes) -> list[Any]:
     items = msgpack.unpackb(data, use_list=True)
     if not isinstance(items, list):
         raise ValueError("a packed field is an array")
     return items
 
 
+@overload
+def dt(value: datetime) -> str: ...
+@overload
+def dt(value: None) -> None: ...
 def dt(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
+@overload
+def to_dt(text: str) -> datetime: ...
+@overload
+def to_dt(text: None) -> None: ...
 def to_dt(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
@@ -44,7 +57,7 @@ RESULT_ITEMS = (
 )
 
 
-def result_packer() -> Callable[[object], bytes]:
+def result_packer() -> Callable[[Result], bytes]:
     """A function packing a ``Result``'s personal and health fields (an array of ``RESULT_ITEMS``).
 
     Each call returns a function with its own msgpack ``Packer`` (reused across rows, which is
@@ -52,24 +65,25 @@ def result_packer() -> Callable[[object], bytes]:
     """
     pack = msgpack.Packer(use_bin_type=True).pack
 
-    def pack_result(r) -> bytes:
+    def pack_result(r: Result) -> bytes:
         at = r.validated_at
-        return pack(
+        packed: bytes = pack(
             (
                 r.code_system, r.code, r.label, _float(r.value_num), r.value_text, r.unit, _float(r.ref_low),
                 _float(r.ref_high), r.ref_text, r.flag, r.validated_by, None if at is None else at.isoformat(),
                 r.comment,
             )
         )
+        return packed
 
     return pack_result
 
 
-def unpack_result(data: bytes) -> dict[str, object]:
+def unpack_result(data: bytes) -> dict[str, Any]:
     items = unpack(data)
     if len(items) != len(RESULT_ITEMS):
         raise ValueError("observation has the wrong shape")
-    out: dict[str, object] = dict(zip(RESULT_ITEMS, items, strict=True))
-    out["validated_at"] = to_dt(out["validated_at"])  # type: ignore[arg-type]
+    out: dict[str, Any] = dict(zip(RESULT_ITEMS, items, strict=True))
+    out["validated_at"] = to_dt(out["validated_at"])
     return out
 

@@ -176,10 +176,10 @@ class Unit(Authorisation, AuditAppend, Tenants, Records, Rotation):
         # the only way a vendor operator reads lab data, within that instruction's scope.
         self._instruction = None
         # Per lab, the ground on which this unit may delete it (set by instructed.authorise_deletion).
-        self._deletion_ground: dict[str, dict] = {}
-        self._side_events: list[tuple[str, dict]] = []
+        self._deletion_ground: dict[str, dict[str, Any]] = {}
+        self._side_events: list[tuple[str, dict[str, Any]]] = []
         self._side_actions: list[Callable[[Unit], None]] = []
-        self._pending_events: list[dict] = []
+        self._pending_events: list[dict[str, Any]] = []
         self._on_commit: list[Callable[[], None]] = []
         self._committed = True
         self._service_purpose: str | None = None

@@ -12,8 +12,10 @@ revoked grant stops working at the next operation, since grants are read from th
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
 
@@ -22,6 +24,10 @@ from labvault.crypto.keys import PLATFORM
 from labvault.errors import AccessDenied, InvalidInput, NotFound
 from labvault.ids import new_id, stored_utc, utcnow
 from labvault.store import schema as t
+
+if TYPE_CHECKING:
+    from labvault.access.gateway import Unit
+    from labvault.access.state import UnitState
 
 MAX_PATIENTS = 1000  # a grant is for one ticket: a few patients, not a cohort
 MAX_HOURS = 8
@@ -73,7 +79,7 @@ def _day(value: str | None) -> date | None:
     return None if value is None else date.fromisoformat(value)
 
 
-def _grant(row, who: dict[str, tuple[str, str]] | None = None) -> Grant:
+def _grant(row: Any, who: dict[str, tuple[str, str]] | None = None) -> Grant:
     now = utcnow()
     expires = stored_utc(row.expires_at)
     if row.revoked_at is not None:
@@ -104,7 +110,7 @@ def _grant(row, who: dict[str, tuple[str, str]] | None = None) -> Grant:
     )
 
 
-def _requesters(u, account_ids) -> dict[str, tuple[str, str]]:
+def _requesters(u: Unit, account_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
     """Name and e-mail of the vendor accounts that asked (platform rows, read under the platform's scope)."""
     ids = sorted(set(account_ids))
     if not ids:
@@ -120,7 +126,7 @@ def _requesters(u, account_ids) -> dict[str, tuple[str, str]]:
     return {r.account_id: (r.name, r.email) for r in rows}
 
 
-def active_grant(u, tenant_id: str, account_id: str) -> Grant | None:
+def active_grant(u: UnitState, tenant_id: str, account_id: str) -> Grant | None:
     """The account's active grant on this lab, if any (the newest one)."""
     rows = u.conn.execute(
         select(t.access_grant)
@@ -140,7 +146,7 @@ def active_grant(u, tenant_id: str, account_id: str) -> Grant | None:
 
 
 def request_grant(
-    u, tenant_id: str, *, ticket: str, reason: str, hours: int, fields: list[str], patients: list[str] | None,
+    u: Unit, tenant_id: str, *, ticket: str, reason: str, hours: int, fields: list[str], patients: list[str] | None,
     period_from: date | None = None, period_to: date | None = None,
 ) -> Grant:
     """A support account asks a lab for access; nothing is readable until the lab approves. The
@@ -185,7 +191,7 @@ def request_grant(
     return get_grant(u, tenant_id, grant_id)
 
 
-def _check_patients(u, tenant_id: str, patients: list[str]) -> None:
+def _check_patients(u: Unit, tenant_id: str, patients: list[str]) -> None:
     """A grant names patients by their Labvault id, never by an identity: anything else (a NIR
     typed in by mistake, a name) is refused before it is stored, without being repeated."""
     wanted = set(patients)
@@ -201,7 +207,7 @@ def _check_patients(u, tenant_id: str, patients: list[str]) -> None:
                            "are not patients of this lab")
 
 
-def get_grant(u, tenant_id: str, grant_id: str) -> Grant:
+def get_grant(u: Unit, tenant_id: str, grant_id: str) -> Grant:
     row = u.conn.execute(
         select(t.access_grant).where(t.access_grant.c.tenant_id == tenant_id, t.access_grant.c.grant_id == grant_id)
     ).first()
@@ -210,7 +216,7 @@ def get_grant(u, tenant_id: str, grant_id: str) -> Grant:
     return _grant(row, _requesters(u, [row.account_id]))
 
 
-def show_grant(u, tenant_id: str, grant_id: str) -> Grant:
+def show_grant(u: Unit, tenant_id: str, grant_id: str) -> Grant:
     """One grant as the lab's admin reviews it (who asks, ticket, reason, scope, duration)."""
     u._authorise(tenant_id, "grant:list")
     g = get_grant(u, tenant_id, grant_id)
@@ -219,7 +225,7 @@ def show_grant(u, tenant_id: str, grant_id: str) -> Grant:
     return g
 
 
-def approve_grant(u, tenant_id: str, grant_id: str) -> Grant:
+def approve_grant(u: Unit, tenant_id: str, grant_id: str) -> Grant:
     """A lab_admin of that lab approves: the grant runs from now for its hours."""
     u._authorise(tenant_id, "grant:approve")
     if u.principal.is_platform:
@@ -237,7 +243,7 @@ def approve_grant(u, tenant_id: str, grant_id: str) -> Grant:
     return get_grant(u, tenant_id, grant_id)
 
 
-def revoke_grant(u, tenant_id: str, grant_id: str) -> Grant:
+def revoke_grant(u: Unit, tenant_id: str, grant_id: str) -> Grant:
     u._authorise(tenant_id, "grant:revoke")
     g = get_grant(u, tenant_id, grant_id)
     if g.state in ("revoked", "expired"):
@@ -251,7 +257,7 @@ def revoke_grant(u, tenant_id: str, grant_id: str) -> Grant:
     return get_grant(u, tenant_id, grant_id)
 
 
-def list_grants(u, tenant_id: str) -> list[Grant]:
+def list_grants(u: Unit, tenant_id: str) -> list[Grant]:
     u._authorise(tenant_id, "grant:list")
     rows = u.conn.execute(
         select(t.access_grant).where(t.access_grant.c.tenant_id == tenant_id).order_by(t.access_grant.c.requested_at)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from labvault.access import sealed as signers
 from labvault.access.errors import ScopeExceeded
@@ -35,7 +35,7 @@ def _in_force(u: Unit, tenant_id: str, instruction_id: str, *, now: datetime | N
     """The instruction checked in force now, as received, and its signer's public key (hex)."""
     received = signers.get_instruction(u, tenant_id, instruction_id)
     keys = {k.signer_id: k.public_key for k in signers.list_signers(u, tenant_id)}
-    doc = {"instruction": received.body, "signature": received.signature,
+    doc: dict[str, Any] = {"instruction": received.body, "signature": received.signature,
            "signer_public_key": keys.get(received.signer_id, "00" * 32)}
     instr = document.verify_signed(doc, public_keys=signers.active_keys(u, tenant_id), tenant=tenant_id,
                                    now=now or utcnow())
@@ -73,7 +73,7 @@ def demand(u: Unit, instruction: document.Instruction, *, fields: Mapping[str, I
 
 # -- deleting a lab: its signed deletion instruction, or a synthetic lab ------------------------------
 def authorise_deletion(u: Unit, tenant_id: str, instruction_id: str | None, *, action: str,
-                       use: bool = True) -> dict:
+                       use: bool = True) -> dict[str, Any]:
     """Whether this unit may delete the whole lab now (``tenant:end`` or ``tenant:shred``), and on
     what ground, as the certificate states it: ``{"synthetic": bool, "instruction": {...} | None}``.
 

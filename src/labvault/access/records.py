@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -31,6 +31,8 @@ from labvault.store import schema as t
 from labvault.store.engine import bulk_insert, iter_tenant_rows
 
 if TYPE_CHECKING:
+    from sqlalchemy import Table
+
     from labvault.access.tenants import TenantCrypto
 
 
@@ -207,7 +209,7 @@ class Records(UnitState):
             raise InvalidInput("a result status must be preliminary, final or corrected")
         pack_result = codec.result_packer()
 
-        def sealed(part: Sequence[Result]) -> list[tuple]:
+        def sealed(part: Sequence[Result]) -> list[tuple[Any, ...]]:
             blobs = observation.seal_many([r.result_id for r in part], [pack_result(r) for r in part])
             return [
                 (tenant_id, r.result_id, r.request_id, r.specimen_id, known[r.request_id], str(r.status), v, blob)
@@ -220,7 +222,8 @@ class Records(UnitState):
         self._record(tenant_id, "patient:result:create", "result", len(results))
         return len(results)
 
-    def _insert_pipelined(self, table, columns: Sequence[str], parts: Iterator[list[tuple]]) -> None:
+    def _insert_pipelined(self, table: Table, columns: Sequence[str], parts: Iterator[Sequence[tuple[Any, ...]]]
+                          ) -> None:
         """Insert parts of rows while the next part is being encrypted.
 
         The database driver releases the GIL while the engine writes, so one writer thread
@@ -240,7 +243,7 @@ class Records(UnitState):
             if pending is not None:  # an error while sealing: let the write finish before rollback
                 pending.exception()
 
-    def _insert(self, table, columns: Sequence[str], rows: list[tuple]) -> None:
+    def _insert(self, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
         try:
             bulk_insert(self.conn, table, columns, rows)
         except IntegrityError:
@@ -252,7 +255,7 @@ class Records(UnitState):
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def _identity(self, c: TenantCrypto, row) -> Identity:
+    def _identity(self, c: TenantCrypto, row: Any) -> Identity:
         col = c.cipher.column
         i = row.patient_id
 
@@ -262,12 +265,12 @@ class Records(UnitState):
 
         return Identity(
             patient_id=i,
-            nir=o("nir_enc"),
+            nir=cast(str, o("nir_enc")),  # NOT NULL columns: never None
             identity_status=IdentityStatus(row.identity_status),
-            family_name=o("family_name_enc"),
-            given_names=o("given_names_enc"),
-            birth_date=date.fromisoformat(o("birth_date_enc")),
-            sex=o("sex_enc"),
+            family_name=cast(str, o("family_name_enc")),
+            given_names=cast(str, o("given_names_enc")),
+            birth_date=date.fromisoformat(cast(str, o("birth_date_enc"))),
+            sex=cast(str, o("sex_enc")),
             birth_name=o("birth_name_enc"),
             birthplace_code=o("birthplace_enc"),
             address=o("address_enc"),
@@ -351,7 +354,7 @@ class Records(UnitState):
         self._record(tenant_id, "patient:request:read", "request", len(out), refs=[patient_id])
         return out
 
-    def _request(self, c: TenantCrypto, r, patient_id: str) -> Request:
+    def _request(self, c: TenantCrypto, r: Any, patient_id: str) -> Request:
         col = c.cipher.column
         i = r.request_id
         return Request(
@@ -409,7 +412,9 @@ class Records(UnitState):
         self._record(tenant_id, "patient:result:read", "result", len(out), refs=[request_id])
         return out
 
-    def _requests_collected_between(self, c, tenant_id, request_ids, start, end) -> list[str]:
+    def _requests_collected_between(
+        self, c: TenantCrypto, tenant_id: str, request_ids: list[str], start: date | None, end: date | None
+    ) -> list[str]:
         if not request_ids:
             return []
         rows = self.conn.execute(
@@ -425,7 +430,8 @@ class Records(UnitState):
                 keep.append(r.request_id)
         return keep
 
-    def _results_of_requests(self, c, tenant_id: str, request_ids: list[str], code: str | None) -> list[Result]:
+    def _results_of_requests(self, c: TenantCrypto, tenant_id: str, request_ids: list[str], code: str | None
+                             ) -> list[Result]:
         if not request_ids:
             return []
         rows = self.conn.execute(
@@ -444,7 +450,7 @@ class Records(UnitState):
             out.append(res)
         return out
 
-    def _result(self, c: TenantCrypto, r) -> Result:
+    def _result(self, c: TenantCrypto, r: Any) -> Result:
         fields = codec.unpack_result(c.cipher.column("result", "observation_enc").open(r.result_id, r.observation_enc))
         return Result(
             result_id=r.result_id,
@@ -551,9 +557,9 @@ class Records(UnitState):
                 system, code = codec.unpack(observation.open(res.result_id, bytes(res.observation_enc)))[:2]
                 sensitivity = sensitivity_of(system, code)
                 category = RESULTS if sensitivity is Sensitivity.OTHER else sensitivity.value
-                at = collected.get(res.specimen_id) if res.specimen_id else None
+                res_at = collected.get(res.specimen_id) if res.specimen_id else None
                 cutoff = cut.get(category)
-                if cutoff is not None and (at or first[res.request_id]) < cutoff:
+                if cutoff is not None and (res_at or first[res.request_id]) < cutoff:
                     expired.append(res.result_id)
                     counts[category] += 1
                 else:

@@ -38,25 +38,29 @@ from labvault.store import schema as t
 from labvault.store.engine import iter_tenant_rows
 
 if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement, CursorResult, Table
+
     from labvault.access.gateway import Unit
+    from labvault.access.tenants import TenantCrypto
 
 BATCH = 5000
 
 
-def _start(u: Unit, tenant_id: str, action: str):
+def _start(u: Unit, tenant_id: str, action: str) -> TenantCrypto:
     u._authorise(tenant_id, action)
     if u._grant is not None:
         raise AccessDenied("a support grant does not cover whole-lab scans")
     return u._crypto(tenant_id)
 
 
-def _bytewise(u: Unit, column):
+def _bytewise(u: Unit, column: ColumnElement[Any]) -> ColumnElement[Any]:
     """``column`` ordered by code point, the order Python compares strings in (PostgreSQL's
     default collation would not be), so two streams sorted on it can be merged in Python."""
     return column.collate("C") if u.conn.dialect.name == "postgresql" else column
 
 
-def _rows(u: Unit, table, tenant_id: str, order=None):
+def _rows(u: Unit, table: Table, tenant_id: str, order: tuple[ColumnElement[Any], ...] | None = None
+          ) -> CursorResult[Any]:
     stmt = select(table).where(u._tf(table, tenant_id))
     if order is not None:
         stmt = stmt.order_by(*order)
@@ -117,7 +121,7 @@ def specimens(u: Unit, tenant_id: str, *, by_request: bool = False) -> Iterator[
 
 
 def result_rows(u: Unit, tenant_id: str, *, by_request: bool = False
-                ) -> Iterator[tuple[str, str, str, str | None, str, list, Sensitivity]]:
+                ) -> Iterator[tuple[str, str, str, str | None, str, list[Any], Sensitivity]]:
     """Every result the principal may read, unsealed but not built: (patient pseudonym, result
     id, request id, specimen id, status, items in ``codec.RESULT_ITEMS`` order (dates as ISO text),
     sensitivity). The hot loop of every export: rows come as plain tuples from the driver."""

@@ -135,19 +135,19 @@ class Received:
     tenant_id: str
     kind: str
     signer_id: str
-    body: dict
+    body: dict[str, Any]
     signature: str
     valid_until: datetime
     received_at: datetime
 
 
-def body_text(u: Unit, tenant_id: str, r) -> str:
+def body_text(u: Unit, tenant_id: str, r: Any) -> str:
     """The canonical JSON of a received instruction's record (sealed with the lab's key, or, if
     received before sealing existed, as it was kept)."""
     return instruction_body(u, tenant_id, r)
 
 
-def _received(u: Unit, tenant_id: str, r) -> Received:
+def _received(u: Unit, tenant_id: str, r: Any) -> Received:
     return Received(r.instruction_id, tenant_id, r.kind, r.signer_id, json.loads(body_text(u, tenant_id, r)),
                     r.signature, r.valid_until, r.received_at)
 

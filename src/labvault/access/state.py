@@ -1,17 +1,25 @@
 """What every part of a unit of work holds: the parts (``authorisation``, ``trail``, ``tenants``,
-``records``, ``rotation``) are mixins of ``labvault.access.gateway.Unit``, which sets these."""
+``records``, ``rotation``) are mixins of ``labvault.access.gateway.Unit``, which sets these.
+
+For the type checker only, it also declares the methods one part calls on another (each is
+defined, with the same signature, by the part named beside it)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from datetime import date
+
+    from sqlalchemy import ColumnElement, Connection, Table
 
     from labvault.access.gateway import Gateway, Unit
     from labvault.access.grants import Grant
     from labvault.access.principal import Principal, Purpose
+    from labvault.access.tenants import TenantCrypto
+    from labvault.domain.models import Tenant
+    from labvault.instructions.document import Instruction
 
 
 class UnitState:
@@ -22,7 +30,7 @@ class UnitState:
     _seq: dict[str, tuple[int, bytes]]  # per lab: (last sequence number, its hash)
     _scoped: str | None  # the lab row-level security shows (PostgreSQL)
     _grant: Grant | None  # the support grant the current operation found
-    _instruction: Any  # a lab's signed instruction this unit works under (labvault.access.instructed.enter)
+    _instruction: Instruction | None  # the lab's signed instruction this unit works under (instructed.enter)
     _deletion_ground: dict[str, dict[str, Any]]
     _side_events: list[tuple[str, dict[str, Any]]]
     _side_actions: list[Callable[[Unit], None]]
@@ -32,3 +40,32 @@ class UnitState:
     _service_purpose: str | None
     _check: bool
     _final: bool  # the unit run after another ended (``Unit.after``): nothing left to roll back
+
+    if TYPE_CHECKING:
+        # authorisation.Authorisation
+        def _tf(self, table: Table, tenant_id: str) -> ColumnElement[bool]: ...
+        def _scope(self, tenant_id: str) -> None: ...
+        def _deny(self, tenant_id: str, action: str, reason: str) -> NoReturn: ...
+        def _authorise(self, tenant_id: str, action: str, vendor_refusal: str | None = None) -> None: ...
+        def _in_grant_scope(self, patient_id: str, tenant_id: str) -> bool: ...
+        def _readable_categories(self, tenant_id: str) -> frozenset[str] | None: ...
+        def _authorise_identity_search(self, tenant_id: str) -> None: ...
+
+        # trail.AuditAppend
+        def _record(
+            self, tenant_id: str, action: str, object_type: str, count: int, *, outcome: str = "allowed",
+            refs: Sequence[str] | None = None,
+        ) -> None: ...
+
+        # tenants.Tenants
+        def tenant(self, tenant_id: str) -> Tenant: ...
+        def is_synthetic(self, tenant_id: str) -> bool: ...
+        def _crypto(self, tenant_id: str) -> TenantCrypto: ...
+
+        # records.Records
+        def _requests_collected_between(
+            self, c: TenantCrypto, tenant_id: str, request_ids: list[str], start: date | None, end: date | None
+        ) -> list[str]: ...
+
+        # gateway.Unit
+        def on_commit(self, action: Callable[[], None]) -> None: ...

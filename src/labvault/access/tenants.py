@@ -5,8 +5,8 @@ recorded by ``init`` and the benchmarks; a lab's row counts and key versions."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 from dataclasses import dataclass
 
 from sqlalchemy import func, insert, select, update
@@ -33,6 +33,11 @@ from labvault.errors import (
 )
 from labvault.ids import new_id, utcnow
 from labvault.store import schema as t
+
+if TYPE_CHECKING:
+    from sqlalchemy import Row
+
+    from labvault.access.gateway import Unit
 
 
 @dataclass(frozen=True)
@@ -209,7 +214,7 @@ class Tenants(UnitState):
         self._gw._crypto[tenant_id] = crypto
         return crypto
 
-    def shred_tenant(self, tenant_id: str, *, instruction_id: str | None = None) -> dict:
+    def shred_tenant(self, tenant_id: str, *, instruction_id: str | None = None) -> dict[str, Any]:
         """Destroy a lab's keys: all its data, in every backup, becomes unreadable. Signed record.
 
         A real lab only under its signed deletion instruction (``instruction_id``), re-checked now;
@@ -226,7 +231,8 @@ class Tenants(UnitState):
             raise TenantShredded(f"lab '{tenant_id}' was already crypto-shredded")
         deletion = self._deletion_ground.get(tenant_id)
         if deletion is None or (deletion["instruction"] or {}).get("id") != instruction_id:
-            deletion = instructed.authorise_deletion(self, tenant_id, instruction_id, action="tenant:shred")
+            unit = cast("Unit", self)  # this part is mixed into a Unit, which the instruction checks take
+            deletion = instructed.authorise_deletion(unit, tenant_id, instruction_id, action="tenant:shred")
         # An earlier attempt may have destroyed the KEK and then failed to commit: this one marks the
         # lab (and says so in the record) instead of failing on a key that is gone (C3).
         kek_present = self._gw.keys.has_scope(tenant_id)
@@ -275,7 +281,7 @@ class Tenants(UnitState):
             self._gw.keys.destroy_scope(tenant_id)  # TenantKeyMissing if another process did meanwhile
         return record
 
-    def signed_records(self, tenant_id: str, kind: str | None = None) -> list[dict]:
+    def signed_records(self, tenant_id: str, kind: str | None = None) -> list[dict[str, Any]]:
         self._authorise(tenant_id, "tenant:read")
         q = select(t.signed_record).where(self._tf(t.signed_record, tenant_id))
         if kind:
@@ -420,7 +426,7 @@ class Tenants(UnitState):
                 trusted.append(new)
         return trusted
 
-    def platform_key_records(self) -> list[dict]:
+    def platform_key_records(self) -> list[dict[str, Any]]:
         """The platform's key rotation records (each signed by the key before it), for a lab's file."""
         previous = self._scoped
         self._scope(PLATFORM)
@@ -429,7 +435,7 @@ class Tenants(UnitState):
             self._scope(previous)
         return [{"type": "platform-key", "body": json.loads(r.body), "signature": r.signature} for r in rows]
 
-    def _platform_key_rows(self) -> list:
+    def _platform_key_rows(self) -> Sequence[Row[Any]]:
         """The platform key's rotation records, oldest first (the caller has scoped to the platform)."""
         return self.conn.execute(
             select(t.signed_record).where(t.signed_record.c.tenant_id == PLATFORM,
@@ -437,7 +443,7 @@ class Tenants(UnitState):
             .order_by(t.signed_record.c.created_at)
         ).all()
 
-    def rotate_platform_key(self) -> dict:
+    def rotate_platform_key(self) -> dict[str, Any]:
         """A new platform signing key; the rotation record is signed by the key it replaces (G4)."""
         from labvault.audit.pin import fingerprint
 
