@@ -397,7 +397,8 @@ class Tenants(UnitState):
         KEK opens); each later one only through a rotation record signed by the key before it
         (``rotate_platform_key``). Nothing here is taken from a checkpoint's row."""
         from labvault.audit.pin import fingerprint
-        from labvault.crypto.signing import SignatureInvalid, verify
+        from labvault.crypto.signing import verify
+        from labvault.errors import SignatureInvalid  # what ``verify`` raises (defined in the error tree)
 
         previous = self._scoped
         self._scope(PLATFORM)
