@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import os
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 
 def new_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
-def utcnow():
+def utcnow() -> datetime:
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
