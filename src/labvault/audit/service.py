@@ -85,8 +85,9 @@ def checkpoint(u: Unit, tenant_id: str) -> dict[str, Any]:
                            "the pin; no checkpoint is signed until 'labvault audit verify' is clean")
     prev = None if last is None else {"index": last_index, "size": int(last["size"]), "root": last["root"]}
     public = u.platform_public_key()
-    body: dict[str, Any] = {"log": LOG, "tenant": tenant_id, "index": last_index + 1, "size": cr.size, "root": cr.root().hex(),
-            "head": head.hex(), "at": utcnow().isoformat(), "key": fingerprint(public), "prev": prev}
+    body: dict[str, Any] = {
+        "log": LOG, "tenant": tenant_id, "index": last_index + 1, "size": cr.size, "root": cr.root().hex(),
+        "head": head.hex(), "at": utcnow().isoformat(), "key": fingerprint(public), "prev": prev}
     signature, signed_with = u.sign_as_platform(body)
     if signed_with != public:
         raise InvalidInput("the platform signing key changed while this checkpoint was being signed: sign it again")
@@ -272,7 +273,8 @@ def verify_log(u: Unit, tenant_id: str, kept: Iterable[dict[str, Any]] | None = 
     cr = merkle.CompactRange() if cut is None else merkle.CompactRange.from_state(json.loads(cut.frontier))
     head = chain.GENESIS if cut is None else cut.head
     expected = cr.size + 1
-    sources: tuple[tuple[str, dict[int, dict[str, Any]]], ...] = (("stored", stored), ("lab's", kept_checkpoints), ("pinned", pinned))
+    sources: tuple[tuple[str, dict[int, dict[str, Any]]], ...] = (
+        ("stored", stored), ("lab's", kept_checkpoints), ("pinned", pinned))
     covered = max([0 if cut is None else cut.size, *stored, *pinned])
     if cut is not None:  # roots of checkpoints older than the cut can no longer be recomputed
         for _, cps in sources:

@@ -548,7 +548,8 @@ def reconcile(path: Path, read: Callable[[Path, Callable[[bytes], None]], None],
         if bad and not legacy:
             raise ReconciliationFailed(f"the manifest's links of {sel_name(rtype)} records name record types "
                                        f"it does not list: {', '.join(map(sel_name, bad))}")
-    allowed: dict[str, set[str]] = {rtype: {"record", "id", *links[rtype], *fields} for rtype, fields in body["fields"].items()}
+    allowed: dict[str, set[str]] = {
+        rtype: {"record", "id", *links[rtype], *fields} for rtype, fields in body["fields"].items()}
     counts = sel.Counts(None if legacy else links)
     check = None if legacy else _LinkCheck()
     header: dict[str, Any] = {}
