@@ -55,6 +55,7 @@ LAYERS: dict[str, str] = {
     "domain/": KERNEL,
     "interop/": KERNEL,
     "instructions/document.py": KERNEL,  # the instruction document: a format (parse, schema, signature check)
+    "instructions/errors.py": KERNEL,  # the document's exceptions: document.py raises them
     "audit/__init__.py": KERNEL,
     "audit/chain.py": KERNEL,
     "audit/merkle.py": KERNEL,

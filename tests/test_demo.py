@@ -44,5 +44,5 @@ def test_demo_refuses_a_real_home(tmp_path):
     (home / "keyring.json").write_text("{}")
     env = {**os.environ, "LABVAULT_HOME": str(home), "LABVAULT_PASSPHRASE": "demo passphrase here"}
     out = subprocess.run([sys.executable, "-m", "labvault.cli", "demo"], env=env, capture_output=True, text=True)
-    assert out.returncode == 2 and "not a demo home" in out.stderr
+    assert out.returncode == 1 and "not a demo home" in out.stderr
     assert (home / "keyring.json").read_text() == "{}"

@@ -48,26 +48,29 @@ def _resources(r, lab: str) -> list[dict]:
 
 
 def generated(lab: str = LAB_A) -> dict[str, tuple[str, bytes, int, list[str]]]:
-    """format -> (Content-Type, body, messages in it, the NIRs of its patients), from the generator."""
+    """format -> (Content-Type, body, messages in it, the NIRs of its patients), from the generator.
+    Each format carries orders of its own: the same order in two formats is one order (same ids)."""
     gen = LabGenerator(lab, SEED)
-    records = list(gen.patients(3))
+    records = list(gen.patients(10))
+    hl7_nirs = [r.identity.nir for r in records[:1]]
+    records = records[4:]  # the 4 HL7 messages below hold orders of patients 0 to 3 at most
     nirs = [r.identity.nir for r in records]
     hprim = io.BytesIO()
     with HprimWriter(hprim, sender="LAB", prescribers=gen.prescribers) as w:
         w.write(_reports(records[:2]))
     csv = io.BytesIO()
     with CsvWriter(csv, CSV_FIELDS, prescribers=gen.prescribers) as w:
-        w.write(_reports(records[:1]))
+        w.write(_reports(records[2:3]))
     bundle = {"resourceType": "Bundle", "type": "collection",
-              "entry": [{"resource": x} for x in _resources(records[0], lab)]}
-    ndjson = "".join(json.dumps(x) + "\n" for r in records[:2] for x in _resources(r, lab)).encode()
+              "entry": [{"resource": x} for x in _resources(records[3], lab)]}
+    ndjson = "".join(json.dumps(x) + "\n" for r in records[4:6] for x in _resources(r, lab)).encode()
     hl7 = list(messages(lab, SEED, 4))
     return {
-        "hl7v2": ("x-application/hl7-v2+er7", b"".join(hl7), 4, nirs[:1]),
+        "hl7v2": ("x-application/hl7-v2+er7", b"".join(hl7), 4, hl7_nirs),
         "hprim": ("application/x-hprim", hprim.getvalue(), 1, nirs[:2]),
-        "csv": ("text/csv; charset=utf-8", csv.getvalue(), len(records[0].requests), nirs[:1]),
-        "fhir-json": ("application/fhir+json", json.dumps(bundle).encode(), 1, nirs[:1]),
-        "fhir-ndjson": ("application/fhir+ndjson", ndjson, 2, nirs[:2]),
+        "csv": ("text/csv; charset=utf-8", csv.getvalue(), len(records[2].requests), nirs[2:3]),
+        "fhir-json": ("application/fhir+json", json.dumps(bundle).encode(), 1, nirs[3:4]),
+        "fhir-ndjson": ("application/fhir+ndjson", ndjson, 2, nirs[4:6]),
     }
 
 
@@ -219,3 +222,15 @@ def test_who_may_ingest_into_a_lab(api, tech_a, admin_a):
     assert api.bearer(feed_token(api, LAB_A, ["ingest"])).post(URL, content=body, headers=hl7).status_code == 200
     r = tech_a.post(URL, content=body, headers=hl7)
     assert r.status_code == 200 and r.json()["duplicates"] == 1
+
+
+def test_a_body_that_is_no_lab_message_is_415_and_not_quarantined(api):
+    """A YAML file, a text note, bytes: none of the formats, no Content-Type naming one: 415 with
+    the reason, nothing stored, nothing kept in the quarantine (it is no lab message)."""
+    feed = api.bearer(feed_token(api, LAB_A, ["ingest"]))
+    start = counts(api)
+    for ctype, body in (("text/plain", b"version: 1\nkind: migration_in\n"), ("application/octet-stream", b"\x00\x01"),
+                        (None, b"just a note")):
+        r = feed.post(URL, content=body, headers={"content-type": ctype} if ctype else {})
+        assert r.status_code == 415 and "format not recognised" in r.json()["error"], (ctype, r.text)
+    assert counts(api) == start

@@ -35,7 +35,7 @@ def test_checkpoint_verify_export_prove_and_tamper(home, capsys, tmp_path, monke
     assert code == 0 and f"{lab}: checkpoint of" in out
     kept = tmp_path / "kept.jsonl"
     code, _, err = run(capsys, "audit", "export", "--tenant", lab, "--output", str(kept))
-    assert code == 2 and "not allowed" in err  # the vendor's operator does not read a lab's trail
+    assert code == 3 and "not allowed" in err  # the vendor's operator does not read a lab's trail
     dpo = enrolled_account(lambda *a: run(capsys, *a), monkeypatch, "dpo@lab.invalid", "lab_dpo", lab)
     monkeypatch.setenv("LABVAULT_AS_PASSWORD", PASSWORD)
     assert run(capsys, "audit", "export", "--tenant", lab, "--output", str(kept), "--as", dpo)[0] == 0
@@ -61,8 +61,8 @@ def test_audit_bad_input(home, capsys, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("not json\n")
     code, _, err = run(capsys, "audit", "verify", "--checkpoint", str(bad))
-    assert code == 2 and "not a Labvault audit export" in err and "Traceback" not in err
+    assert code == 1 and "not a Labvault audit export" in err and "Traceback" not in err
     code, _, err = run(capsys, "audit", "verify", "--checkpoint", str(tmp_path / "missing.jsonl"))
-    assert code == 2 and "cannot read" in err
+    assert code == 1 and "cannot read" in err
     code, _, err = run(capsys, "audit", "search", "--tenant", "nope")
-    assert code == 2 and "unknown lab" in err
+    assert code == 1 and "unknown lab" in err

@@ -124,7 +124,7 @@ def test_pulled_file_appends_and_vendor_is_refused(home, lab, capsys, monkeypatc
     pulled = lab["pulled"]
     before = pulled.read_bytes()
     code, _, err = run(capsys, "audit", "checkpoints", "--tenant", LAB, "--output", str(pulled))
-    assert code == 2 and "not allowed" in err and pulled.read_bytes() == before
+    assert code == 3 and "not allowed" in err and pulled.read_bytes() == before
     assert run(capsys, "audit", "checkpoint", "--tenant", LAB)[0] == 0
     monkeypatch.setenv("LABVAULT_AS_PASSWORD", PASSWORD)
     code, out, _ = run(capsys, "audit", "checkpoints", "--tenant", LAB, "--output", str(pulled), "--as", lab["dpo"])
@@ -137,4 +137,4 @@ def test_pulled_file_appends_and_vendor_is_refused(home, lab, capsys, monkeypatc
     (pulled.parent / "junk.jsonl").write_text("[1]\n")
     code, _, err = run(capsys, "audit", "checkpoints", "--tenant", LAB, "--as", lab["dpo"],
                        "--output", str(pulled.parent / "junk.jsonl"))
-    assert code == 2 and err.startswith("labvault: error:") and "Traceback" not in err
+    assert code == 1 and err.startswith("labvault: error:") and "Traceback" not in err

@@ -191,5 +191,18 @@ def test_console_script_exit_code(home):
     env = dict(os.environ)
     bin_dir = Path(sys.executable).parent
     proc = subprocess.run([str(bin_dir / "labvault"), "tenant", "list"], env=env, capture_output=True, text=True)
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     assert proc.stderr.startswith("labvault: error:") and "Traceback" not in proc.stderr
+
+
+def test_usage_failure_and_refusal_exit_with_distinct_codes(home, capsys):
+    """2 is Typer's usage error; a Labvault error exits 1, a refusal 3 (README, "Exit codes")."""
+    run(capsys, "init")
+    run(capsys, "tenant", "add", "bio-lyon", "--name", "Bio Lyon", "--finess", "690000123", "--retention", "results=10y",
+        "--retention-ref", "test rule")
+    code, _, err = run(capsys, "patient", "find", "--tenant", "bio-lyon", "--no-such-option")
+    assert code == 2 and "No such option" in err
+    code, _, err = run(capsys, "patient", "find", "--tenant", "nope", "--nir", VALID_NIR)
+    assert code == 1 and "unknown lab" in one_line_error(err)
+    code, _, err = run(capsys, "patient", "find", "--tenant", "bio-lyon", "--nir", VALID_NIR)  # the vendor's operator
+    assert code == 3 and "only through a grant the lab approved" in one_line_error(err)

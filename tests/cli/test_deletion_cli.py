@@ -68,15 +68,15 @@ def test_a_real_lab_is_not_deleted_without_its_instruction(home, capsys):  # noq
                  ["tenant", "shred", LAB], ["tenant", "end", LAB, "--delete"]):
         code, _, err = run(capsys, *args)
         line = one_line_error(err)
-        assert code == 2 and "not a synthetic lab" in line and "signed deletion instruction" in line
+        assert code == 3 and "not a synthetic lab" in line and "signed deletion instruction" in line
         assert "--instruction ID" in line
     after = snapshot(LAB)
     assert after["denied"] == ["tenant:end", "tenant:shred", "tenant:shred", "tenant:end"]
     assert {k: v for k, v in after.items() if k != "denied"} == {k: v for k, v in before.items() if k != "denied"}
     code, _, err = run(capsys, "tenant", "shred", LAB, "--instruction", "NOPE-1", "--yes")
-    assert code == 2 and "no such instruction" in one_line_error(err)
+    assert code == 1 and "no such instruction" in one_line_error(err)
     code, _, err = run(capsys, "tenant", "end", LAB, "--return", "R-1", "--instruction", "DEL-1")
-    assert code == 2 and "--instruction goes with --delete" in one_line_error(err)
+    assert code == 1 and "--instruction goes with --delete" in one_line_error(err)
     assert snapshot(LAB)["patient_identity"] == 5
 
 
@@ -120,7 +120,7 @@ def test_shred_under_the_instruction_refused_when_its_signer_is_revoked(home, ca
     for args in (["tenant", "shred", LAB, "--instruction", first, "--yes"],
                  ["tenant", "end", LAB, "--delete", "--instruction", first, "--yes"]):
         code, _, err = run(capsys, *args)
-        assert code == 2 and "revoked" in one_line_error(err)
+        assert code == 1 and "revoked" in one_line_error(err)
     after = snapshot(LAB)
     assert after["denied"][-2:] == ["tenant:shred", "tenant:end"]
     assert {k: v for k, v in after.items() if k != "denied"} == {k: v for k, v in before.items() if k != "denied"}
@@ -154,13 +154,13 @@ def test_generate_only_into_synthetic_labs_marked_everywhere(home, capsys):  # n
     add_lab(capsys, LAB, "690000123")
     add_lab(capsys, "bio-test", "690000131", synthetic=True)
     code, _, err = run(capsys, "generate", "--tenant", LAB, "--patients", "3")
-    assert code == 2 and "not a synthetic lab" in one_line_error(err)
+    assert code == 3 and "not a synthetic lab" in one_line_error(err)
     assert snapshot(LAB)["patient_identity"] == 0 and snapshot(LAB)["denied"] == ["tenant:generate"]
     code, out, err = run(capsys, "generate", "--tenant", "bio-test", "--patients", "3", "--seed", "2")
     assert code == 0 and "1 synthetic lab (bio-test)" in out, err
     assert snapshot("bio-test")["patient_identity"] == 3
     code, _, err = run(capsys, "generate", "--tenant", "nope", "--patients", "3")
-    assert code == 2 and "unknown lab" in one_line_error(err)
+    assert code == 1 and "unknown lab" in one_line_error(err)
     assert run(capsys, "generate", "--labs", "1", "--patients", "2")[0] == 0  # creates bio-rhone, synthetic
     code, out, _ = run(capsys, "tenant", "list", "--json")
     marks = {json.loads(x)["id"]: json.loads(x)["synthetic"] for x in out.splitlines() if x.strip()}
@@ -182,7 +182,7 @@ def test_generate_refuses_a_real_lab_with_one_of_its_ids(home, capsys):  # noqa:
     run(capsys, "init")
     add_lab(capsys, "bio-rhone", "690000123")
     code, _, err = run(capsys, "generate", "--labs", "2", "--patients", "2")
-    assert code == 2 and "not a synthetic lab" in one_line_error(err)
+    assert code == 3 and "not a synthetic lab" in one_line_error(err)
     assert snapshot("bio-rhone")["patient_identity"] == 0
     code, out, _ = run(capsys, "tenant", "list", "--json")
     assert [json.loads(x)["id"] for x in out.splitlines() if x.strip()] == ["bio-rhone"]

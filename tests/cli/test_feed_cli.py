@@ -105,7 +105,7 @@ def test_a_vendor_role_cannot_pin_a_feed_certificate(labs, capsys, monkeypatch, 
     as_(monkeypatch, secrets[email])
     code, _, err = run(capsys, "feed", "pin", "--tenant", "bio-lyon", "--email", "feed@lyon.invalid",
                        "--cert", str(cert.cert), "--as", email)
-    assert code == 2 and "'feed:manage' is not allowed" in one_line_error(err)
+    assert code == 3 and "'feed:manage' is not allowed" in one_line_error(err)
     assert pins() == {"feed@lyon.invalid": None}
     events = _query(f"SELECT e.outcome FROM audit_event e JOIN account a ON a.account_id = e.actor "
                     f"WHERE e.tenant_id = 'bio-lyon' AND e.action = 'feed:manage' AND a.email = '{email}'")
@@ -121,11 +121,11 @@ def test_the_labs_admin_pins_and_unpins_a_feed_certificate(labs, capsys, monkeyp
     as_(monkeypatch, secrets["admin@nice.invalid"])
     code, _, err = run(capsys, "feed", "pin", "--tenant", "bio-lyon", "--email", "feed@lyon.invalid",
                        "--cert", str(cert.cert), "--as", "admin@nice.invalid")
-    assert code == 2 and one_line_error(err) and pins() == {"feed@lyon.invalid": None}
+    assert code == 3 and one_line_error(err) and pins() == {"feed@lyon.invalid": None}
     as_(monkeypatch, None)
     code, _, err = run(capsys, "feed", "pin", "--tenant", "bio-lyon", "--email", "feed@lyon.invalid",
                        "--cert", str(cert.cert), "--as", "bio@lyon.invalid")
-    assert code == 2 and "'feed:manage' is not allowed" in one_line_error(err)
+    assert code == 3 and "'feed:manage' is not allowed" in one_line_error(err)
     assert pins() == {"feed@lyon.invalid": None}
 
     as_(monkeypatch, secrets["admin@lyon.invalid"])

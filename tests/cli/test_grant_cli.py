@@ -53,10 +53,10 @@ def test_grant_scope_named_and_shown_to_the_lab_admin(home, capsys, monkeypatch)
            "--hours", "3", "--field", "identity", "--as", "nadia@vendor.invalid"]
     as_(monkeypatch, sup)
     code, _, err = run(capsys, *ask)
-    assert code == 2 and "never the whole lab" in one_line_error(err)
+    assert code == 1 and "never the whole lab" in one_line_error(err)
     as_(monkeypatch, sup)
     code, _, err = run(capsys, *ask[:-2], "--from", "2024-01-01", "--as", "nadia@vendor.invalid")
-    assert code == 2 and "both ends" in one_line_error(err)
+    assert code == 1 and "both ends" in one_line_error(err)
     as_(monkeypatch, sup)
     code, out, err = run(capsys, *ask, "--patient", pid, "--from", "2024-01-01", "--to", "2024-03-31")
     assert code == 0, err

@@ -83,31 +83,31 @@ def test_write_sign_verify_receive_then_refusals(home, capsys, tmp_path):  # noq
     code, out, _ = run(capsys, "instruction", "show", "MIG-2026-01", "--tenant", "bio-lyon")
     assert json.loads(out)["instruction"]["destination"]["name"] == "NewLIS SAS"
     code, _, err = run(capsys, "instruction", "receive", str(signed), "--tenant", "bio-lyon")
-    assert code == 2 and "already received" in one_line_error(err)
+    assert code == 1 and "already received" in one_line_error(err)
 
     code, _, err = run(capsys, "instruction", "verify", str(signed), "--tenant", "bio-nord")
-    assert code == 2 and "another lab" in one_line_error(err)
+    assert code == 3 and "another lab" in one_line_error(err)
     doc = json.loads(signed.read_text())
     doc["instruction"]["expected_volume"] = 10_000_000  # asks for more after signing
     tampered = tmp_path / "tampered.json"
     tampered.write_text(json.dumps(doc))
     code, _, err = run(capsys, "instruction", "verify", str(tampered), "--tenant", "bio-lyon")
-    assert code == 2 and "signature" in one_line_error(err)
+    assert code == 1 and "signature" in one_line_error(err)
     unsigned = tmp_path / "unsigned.json"
     unsigned.write_text(json.dumps({"instruction": doc["instruction"]}))
     code, _, err = run(capsys, "instruction", "verify", str(unsigned), "--tenant", "bio-lyon")
-    assert code == 2 and "sign" in one_line_error(err)
+    assert code == 1 and "sign" in one_line_error(err)
     old = tmp_path / "old.json"
     old.write_text(json.dumps(instruction(id="OLD-1", valid_from="2020-01-01T00:00:00Z",
                                           valid_until="2020-02-01T00:00:00Z", deletion_deadline="2020-03-01T00:00:00Z")))
     assert run(capsys, "instruction", "sign", str(old), "--key", str(key))[0] == 0
     code, _, err = run(capsys, "instruction", "verify", str(tmp_path / "old.signed.json"), "--tenant", "bio-lyon")
-    assert code == 2 and "expired" in one_line_error(err)
+    assert code == 3 and "expired" in one_line_error(err)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(instruction(destination={"name": "X", "country": "US", "recipient_age_key": AGE})))
     code, _, err = run(capsys, "instruction", "sign", str(bad), "--key", str(key))
-    assert code == 2 and "transfer" in one_line_error(err)
+    assert code == 1 and "transfer" in one_line_error(err)
 
     revoke(signer_id)
     code, _, err = run(capsys, "instruction", "verify", str(signed), "--tenant", "bio-lyon")
-    assert code == 2 and "revoked" in one_line_error(err)
+    assert code == 1 and "revoked" in one_line_error(err)

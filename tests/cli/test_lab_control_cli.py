@@ -117,7 +117,7 @@ def test_vendor_refused_on_every_lab_account_command(world, role):
         before, denied = w.state(), w.denied()
         code, _, err = w.as_vendor(role, *args)
         line = one_line_error(err)
-        assert code == 2, what
+        assert code == 3, what
         assert reason in line, (what, line)
         assert w.state() == before, what
         assert w.denied() == denied + 1, what
@@ -126,7 +126,7 @@ def test_vendor_refused_on_every_lab_account_command(world, role):
     assert as_admin(w.run, w.admin, "user", "deactivate", w.bio)[0] == 0
     before, denied = w.state(), w.denied()
     code, _, err = w.as_vendor(role, "user", "enable", w.bio)
-    assert code == 2 and "only the lab's own lab_admin re-enables" in one_line_error(err)
+    assert code == 3 and "only the lab's own lab_admin re-enables" in one_line_error(err)
     assert w.state() == before and w.denied() == denied + 1
 
 
@@ -138,7 +138,7 @@ def test_vendor_suspends_for_security_only(world, role):
     before, denied = w.state(), w.denied()
     code, out, err = w.as_vendor(role, "user", "suspend", w.bio, "--reason", "token seen on a paste site, SEC-42")
     if role in ("operator", "support"):
-        assert code == 2 and "not allowed" in one_line_error(err)
+        assert code == 3 and "not allowed" in one_line_error(err)
         assert w.state() == before and w.denied() == denied + 1
         return
     assert code == 0 and "suspended" in out, err
@@ -149,7 +149,7 @@ def test_vendor_suspends_for_security_only(world, role):
     code, out, err = as_admin(w.run, w.admin, "user", "list", "--tenant", LAB)
     assert code == 0 and "SEC-42" in out, err
     code, _, err = w.as_vendor(role, "user", "enable", w.bio)
-    assert code == 2 and "re-enables" in one_line_error(err)
+    assert code == 3 and "re-enables" in one_line_error(err)
     assert as_admin(w.run, w.admin, "user", "enable", w.bio)[0] == 0
 
 
@@ -168,11 +168,11 @@ def test_lab_admin_does_each(world):
     assert code == 0 and "lvt_" in out, err
     denied = w.denied()
     code, _, err = as_admin(w.run, w.admin, "token", "create", "--email", w.bio)
-    assert code == 2 and "nobody mints a token for another person" in one_line_error(err)
+    assert code == 3 and "nobody mints a token for another person" in one_line_error(err)
     assert w.denied() == denied + 1
     # one's own token: from one's own login (password), not from the CLI operator's seat
     code, _, err = w.run("token", "create")
-    assert code == 2 and "logged-in session" in one_line_error(err)
+    assert code == 3 and "logged-in session" in one_line_error(err)
     os.environ["LABVAULT_AS_PASSWORD"] = PASSWORD
     try:
         code, out, err = w.run("token", "create", "--as", w.bio)
@@ -211,11 +211,11 @@ def test_enrolment_scripted_end_to_end_and_codes_single_use_across_processes(wor
     # the same code, another process: refused
     login_env = {**os.environ, "LABVAULT_AS_PASSWORD": PASSWORD, "LABVAULT_AS_TOTP": code_now}
     replay = _cli(login_env, "user", "list", "--tenant", LAB, "--as", "admin2@bio-lyon.invalid")
-    assert replay.returncode == 2 and "already used" in replay.stderr, replay.stderr
+    assert replay.returncode == 3 and "already used" in replay.stderr, replay.stderr
     # a code of the next step logs in once; sent again by another process, refused
     nxt = pyotp.TOTP(secret).at(int(__import__("time").time()) + 30)
     login_env["LABVAULT_AS_TOTP"] = nxt
     ok = _cli(login_env, "user", "list", "--tenant", LAB, "--as", "admin2@bio-lyon.invalid")
     assert ok.returncode == 0, ok.stderr
     replay = _cli(login_env, "user", "list", "--tenant", LAB, "--as", "admin2@bio-lyon.invalid")
-    assert replay.returncode == 2 and "already used" in replay.stderr, replay.stderr
+    assert replay.returncode == 3 and "already used" in replay.stderr, replay.stderr

@@ -222,9 +222,9 @@ def test_end_of_contract_by_return_then_deletion(home, capsys, tmp_path, monkeyp
                "--out", str(receipt))[0] == 0
     assert lv(capsys, "migrate", "receipt", job["migration"], str(receipt), "--tenant", "bio-lyon", "--as", op)[0] == 0
     code, _, err = run(capsys, "tenant", "end", "bio-lyon", "--delete", "--yes")  # the return is no deletion
-    assert code == 2 and "signed deletion instruction" in one_line_error(err)
+    assert code == 3 and "signed deletion instruction" in one_line_error(err)
     code, _, err = run(capsys, "tenant", "end", "bio-lyon", "--delete", "--instruction", "MIG-2026-01", "--yes")
-    assert code == 2 and "kind return" in one_line_error(err)
+    assert code == 3 and "kind return" in one_line_error(err)
     deletion = deletion_instruction(lambda *a: run(capsys, *a), tmp_path, key, "bio-lyon")
     code, out, err = run(capsys, "tenant", "end", "bio-lyon", "--delete", "--instruction", deletion, "--yes")
     assert code == 0, err

@@ -45,7 +45,7 @@ def _labs(capsys) -> list[str]:
 def test_a_lab_is_not_added_without_its_results_rule(home, capsys, extra, expect):  # noqa: F811
     run(capsys, "init")
     code, _, err = run(capsys, "tenant", "add", "bio-lyon", "--name", "Bio Lyon", "--finess", "690000123", *extra)
-    assert code == 2 and expect in one_line_error(err)
+    assert code == 1 and expect in one_line_error(err)
     assert _labs(capsys) == []
 
 
@@ -93,9 +93,9 @@ def test_run_with_the_clock_moved(home, capsys, monkeypatch):  # noqa: F811
     [rule] = [json.loads(x) for x in out.splitlines()]
     assert code == 0 and (rule["rule"], rule["days"]) == ("results", SYNTHETIC_RETENTION["results"][0])
     code, _, err = run(capsys, "retention", "run", LAB, "--now", "2100-01-01T00:00:00+00:00")
-    assert code == 2 and "LABVAULT_TEST_MODE" in one_line_error(err)
+    assert code == 1 and "LABVAULT_TEST_MODE" in one_line_error(err)
     code, _, err = run(capsys, "retention", "run", "nope")
-    assert code == 2 and "unknown lab" in one_line_error(err)
+    assert code == 1 and "unknown lab" in one_line_error(err)
 
     monkeypatch.setenv("LABVAULT_TEST_MODE", "1")
     lab = _lab_from_generator(40, 4)
@@ -126,13 +126,13 @@ def test_holds_and_refusals(home, capsys, monkeypatch):  # noqa: F811
     assert run(capsys, "generate", "--labs", "1", "--patients", "10", "--seed", "5")[0] == 0
     results = _count(t.result)
     code, _, err = run(capsys, "retention", "set", LAB, "results", "5y", "--ref", "shorter")
-    assert code == 2 and "not allowed" in one_line_error(err)  # the vendor does not decide a lab's periods
+    assert code == 3 and "not allowed" in one_line_error(err)  # the vendor does not decide a lab's periods
     code, _, err = run(capsys, "retention", "set", LAB, "results", "5 years", "--ref", "x")
-    assert code == 2 and "3650d or 10y" in one_line_error(err)
+    assert code == 1 and "3650d or 10y" in one_line_error(err)
     code, _, err = run(capsys, "retention", "hold", LAB)
-    assert code == 2 and "basis" in one_line_error(err)
+    assert code == 1 and "basis" in one_line_error(err)
     code, _, err = run(capsys, "retention", "hold", LAB, "--basis", "court order")
-    assert code == 2 and "not allowed" in one_line_error(err)
+    assert code == 3 and "not allowed" in one_line_error(err)
 
     holds = []
     _admin_unit(lambda u: holds.append(policy.place_hold(u, LAB, basis="Tribunal judiciaire, RG 31/00042")))
@@ -144,7 +144,7 @@ def test_holds_and_refusals(home, capsys, monkeypatch):  # noqa: F811
     code, out, _ = run(capsys, "retention", "list", LAB)
     assert any(json.loads(x).get("hold") == holds[0].hold_id and json.loads(x)["active"] for x in out.splitlines())
     code, _, err = run(capsys, "tenant", "end", LAB, "--delete", "--yes")
-    assert code == 2 and "legal hold" in one_line_error(err)
+    assert code == 1 and "legal hold" in one_line_error(err)
     assert _count(t.result) == results
 
 
@@ -157,7 +157,7 @@ def test_tenant_end_delete_and_certificate(home, capsys):  # noqa: F811
                          (["tenant", "end", "nope", "--delete", "--yes"], "unknown lab"),
                          (["tenant", "certificate", LAB], "no end-of-contract certificate")):
         code, _, err = run(capsys, *args)
-        assert code == 2 and expect in one_line_error(err)
+        assert code == 1 and expect in one_line_error(err)
     results = _count(t.result)
     code, out, err = run(capsys, "tenant", "end", LAB, "--delete", "--yes")
     assert code == 0, err

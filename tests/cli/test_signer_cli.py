@@ -16,7 +16,7 @@ def test_keygen_writes_a_private_key_only_its_owner_reads(home, capsys, tmp_path
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert Signer(bytes.fromhex(key.read_text().strip())).public_key.hex() == public
     code, _, err = run(capsys, "signer", "keygen", "--out", str(key))
-    assert code == 2 and "refusing to overwrite" in one_line_error(err)
+    assert code == 1 and "refusing to overwrite" in one_line_error(err)
 
 
 def test_list_and_refusals(home, capsys):  # noqa: F811
@@ -25,6 +25,6 @@ def test_list_and_refusals(home, capsys):  # noqa: F811
     code, out, err = run(capsys, "signer", "list", "--tenant", "bio-lyon")
     assert code == 0 and out.strip() == "", err
     code, _, err = run(capsys, "signer", "list", "--tenant", "nope")
-    assert code == 2 and "unknown lab" in one_line_error(err)
+    assert code == 1 and "unknown lab" in one_line_error(err)
     code, _, err = run(capsys, "signer", "add", "--tenant", "bio-lyon", "--email", "x@y.invalid", "--public-key", "00" * 32)
-    assert code == 2 and "not allowed" in one_line_error(err)
+    assert code == 3 and "not allowed" in one_line_error(err)

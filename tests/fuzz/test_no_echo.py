@@ -167,8 +167,10 @@ def test_quarantine_reasons_hold_no_planted_value(gateway):
     make_lab(gateway, "lab-echo")
     tech = lab_user(gateway, "lab-echo", "technician")
     summary = Summary("feed.hl7", "hl7v2")
-    messages = [data.replace(b"|CTRL1|", f"|E{k}|".encode()) for k, (_, data) in enumerate(hl7_inputs(MARKER))]
-    messages += [data.replace(b"|CTRL1|", f"|N{k}|".encode())
+    # each its own message (control id) and its own order (accession: an order's ids derive from it)
+    messages = [data.replace(b"|CTRL1|", f"|E{k}|".encode()).replace(b"|F-1|", f"|F-E{k}|".encode())
+                for k, (_, data) in enumerate(hl7_inputs(MARKER))]
+    messages += [data.replace(b"|CTRL1|", f"|N{k}|".encode()).replace(b"|F-1|", f"|F-N{k}|".encode())
                  for k, (_, data) in enumerate(hl7_inputs(harness.OTHER_NIR))]
     Ingestor(gateway, tech, "lab-echo", group=20).ingest_pieces(ingest.read(b"".join(messages), file="feed.hl7"),
                                                                summary)

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from labvault.crypto import derive
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.interop import fhir, fhir_out
 from labvault.interop.fhir_out import NdjsonWriter
@@ -179,12 +180,24 @@ def _plain(obj) -> dict:
     return out
 
 
-def _expected(obj, m, translate: dict[str, str]) -> dict:
+def _expected(obj, m, translate: dict[str, str], order_ids: dict[str, str] | None = None) -> dict:
     d = _plain(obj)
     for name, rtype in translate.items():
         if d.get(name) is not None:
-            d[name] = fhir.domain_id(m, rtype, d[name])
+            d[name] = (order_ids or {}).get(d[name]) or fhir.domain_id(m, rtype, d[name])
     return d
+
+
+def _order_ids(m, requests, specimens, results) -> dict[str, str]:
+    """Written id -> the id the reader derives for the records of orders (labvault.crypto.derive):
+    from the order's accession number (its rank among the patient's orders with it), else from the
+    ServiceRequest's place in the input; specimens in turn, results by code."""
+    ranks = derive.Orders(derive.message_scope("fhir", m.sending_facility, m.control_id))
+    orders = {r.request_id: ranks.order(r.accession, f"ServiceRequest/{r.request_id}") for r in requests}
+    out = {rid: order.request_id() for rid, order in orders.items()}
+    out |= {s.specimen_id: orders[s.request_id].specimen_id() for s in specimens}
+    out |= {x.result_id: orders[x.request_id].result_id(x.code) for x in results}
+    return out
 
 
 # ------------------------------------------------------------------------------------------ round trip
@@ -214,14 +227,16 @@ def test_round_trip_preserves_every_field(scenario, fast):
         assert _plain(m.identity) == _expected(identity, m, {"patient_id": "Patient"})
         assert m.other_identifiers == []
         assert m.sending_facility == f"fhir:urn:labvault:tenant:{TENANT}"
-        want_req = {fhir.domain_id(m, "ServiceRequest", r.request_id): _expected(
-            r, m, {"request_id": "ServiceRequest", "patient_id": "Patient", "prescriber_id": "Practitioner"})
+        ids = _order_ids(m, requests, specimens, results)
+        want_req = {ids[r.request_id]: _expected(
+            r, m, {"request_id": "ServiceRequest", "patient_id": "Patient", "prescriber_id": "Practitioner"}, ids)
             for r in requests}
         assert {r.request_id: _plain(r) for r in m.requests} == want_req
-        want_spec = [_expected(s, m, {"specimen_id": "Specimen", "request_id": "ServiceRequest"}) for s in specimens]
+        want_spec = [_expected(s, m, {"specimen_id": "Specimen", "request_id": "ServiceRequest"}, ids)
+                     for s in specimens]
         assert [_plain(s) for s in m.specimens] == want_spec
         want_res = [_expected(r, m, {"result_id": "Observation", "request_id": "ServiceRequest",
-                                     "specimen_id": "Specimen"}) for r in results]
+                                     "specimen_id": "Specimen"}, ids) for r in results]
         assert [_plain(r) for r in m.results] == want_res
         used = {r.prescriber_id for r in requests if r.prescriber_id}
         want_pres = sorted((_expected(p, m, {"prescriber_id": "Practitioner"}) for p in prescribers

@@ -9,8 +9,9 @@ from sqlalchemy import text as sql
 
 from labvault.access import Purpose
 from labvault.ingest import intake
-from labvault.errors import AccessDenied, InvalidInput
+from labvault.errors import AccessDenied, InvalidInput, TenantKeyMissing
 from labvault.ingest import service as ingest
+from labvault.ingest.errors import NotALabMessage
 from labvault.ingest.service import Ingestor, Summary, detect
 from tests.conftest import ADMIN, lab_user, make_lab, sqlite_path
 from tests.interop.messages import NIR, oru
@@ -155,14 +156,25 @@ def test_audit_records_the_ingest_without_values(lab):
     assert "ingest:message" in actions and "ingest:duplicate" in actions and "quarantine:create" in actions
 
 
-def test_unreadable_inputs_are_refused_with_a_reason(tmp_path, lab):
+@pytest.mark.parametrize(("name", "reason"), [("missing.hl7", "no such file"), ("d", "is a directory"),
+                                              ("x.txt", "format not recognised")])
+def test_unreadable_inputs_are_refused_with_a_reason(tmp_path, lab, name, reason):
+    """A missing file, a folder, a file in none of the formats: refused with the reason, before
+    anything is stored (the good file given with it neither), and not kept in the quarantine."""
     gw, who = lab
     (tmp_path / "d").mkdir()
     (tmp_path / "x.txt").write_bytes(b"\x00\x01 binary")
-    summaries = Ingestor(gw, who, "lab-a").ingest_files([tmp_path / "missing.hl7", tmp_path / "d", tmp_path / "x.txt"])
-    reasons = [r for s in summaries for r in s.reasons]
-    assert any("no such file" in r for r in reasons) and any("is a directory" in r for r in reasons)
-    assert any("format not recognised" in r for r in reasons)
+    (tmp_path / "good.hl7").write_bytes(oru("G1"))
+    with pytest.raises(InvalidInput, match=reason) as caught:
+        Ingestor(gw, who, "lab-a").ingest_files([tmp_path / "good.hl7", tmp_path / name])
+    assert str(tmp_path / name) in str(caught.value)
+    if name == "x.txt":
+        assert isinstance(caught.value, NotALabMessage) and caught.value.http_status == 415
+    with gw.engine.connect() as c:
+        if c.dialect.name == "postgresql":
+            c.execute(sql("SELECT set_config('labvault.tenant', 'lab-a', false)"))
+        assert [c.execute(sql(f"SELECT count(*) FROM {tbl} WHERE tenant_id = 'lab-a'")).scalar_one()
+                for tbl in ("ingest_message", "quarantine")] == [0, 0]
 
 
 def test_sqlite_store_is_not_left_locked(lab):
@@ -175,3 +187,27 @@ def test_sqlite_store_is_not_left_locked(lab):
     con.execute("BEGIN IMMEDIATE")
     con.rollback()
     con.close()
+
+
+def test_a_run_an_error_stops_counts_exactly_what_it_stored(tmp_path, lab):
+    """The lab's key destroyed by another process after the first transaction of the run (a shred
+    from the CLI): the run stops with that error, and its summaries count what was committed before
+    it, no more, no less (``labvault ingest`` prints them, then the error)."""
+    gw, who = lab
+    first, second = tmp_path / "first.hl7", tmp_path / "second.hl7"
+    first.write_bytes(b"".join(oru(f"F{k}") for k in range(4)) + oru("F9", nir=NIR[:-2] + "00"))
+    second.write_bytes(oru("S1"))
+    ing = Ingestor(gw, who, "lab-a", group=2)
+
+    def shred_after_the_first_group(name: str, done: int, total: int) -> None:
+        if done == 2:
+            gw.keys.destroy_scope("lab-a")
+
+    with pytest.raises(TenantKeyMissing):
+        ing.ingest_files([first, second], progress=shred_after_the_first_group)
+    assert [(s.file, s.accepted, s.results, s.rejected) for s in ing.summaries] == [(str(first), 2, 4, 0)]
+    with gw.engine.connect() as c:
+        if c.dialect.name == "postgresql":
+            c.execute(sql("SELECT set_config('labvault.tenant', 'lab-a', false)"))
+        assert [c.execute(sql(f"SELECT count(*) FROM {tbl} WHERE tenant_id = 'lab-a'")).scalar_one()
+                for tbl in ("ingest_message", "result", "quarantine")] == [2, 4, 0]

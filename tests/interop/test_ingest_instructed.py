@@ -414,12 +414,12 @@ def test_cli_refuses_an_unfit_instruction(cli_lab, capsys, case):
     tech, export, receive = cli_lab
     if case == "wrong kind":
         receive(body(kind="export", tenant="lab-a"))
-        said = "is of kind export"
+        said, refused = "is of kind export", 3
     elif case == "missing field":
         receive(body(fields={**ALLOWED, "result": ["code", "value_num"]}))
-        said = "fields the store needs: result.code_system, result.label, result.status"
+        said, refused = "fields the store needs: result.code_system, result.label, result.status", 3
     else:
-        said = "no such instruction"
+        said, refused = "no such instruction", 1
     code, _, err = run(capsys, "ingest", "--tenant", "lab-a", "--instruction", "MIG-IN-1", str(export), "--as", tech)
-    assert code == 2 and said in one_line_error(err)
+    assert code == refused and said in one_line_error(err)
     assert cli_counts() == {"patient_identity": 0, "prescriber": 0, "request": 0, "specimen": 0, "result": 0}

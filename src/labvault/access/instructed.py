@@ -17,16 +17,12 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 from labvault.access import sealed as signers
-from labvault.errors import AccessDenied
+from labvault.access.errors import ScopeExceeded
 from labvault.ids import utcnow
 from labvault.instructions import document
 
 if TYPE_CHECKING:
     from labvault.access.gateway import Unit
-
-
-class ScopeExceeded(AccessDenied):
-    """A demand beyond the instruction; the message names the excess, never a value."""
 
 
 def instruction_in_force(u: Unit, tenant_id: str, instruction_id: str, *, now: datetime | None = None

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from labvault.access import codec
+from labvault.counts import Counts as Tally  # what an export selected, known once its stream is read
 from labvault.domain.models import Identity, Prescriber, Request, Result, ResultStatus, Sensitivity, Specimen
 from labvault.domain.sensitivity import sensitivity_of
 from labvault.errors import AccessDenied, InvalidInput
@@ -206,17 +207,6 @@ class ExportPlan:
         """Record type written -> the links it holds: those to a record type written too."""
         types = self.types
         return {t: tuple(k for k in LINKS[t] if TARGET[k] in types) for t in types}
-
-
-@dataclass
-class Tally:
-    """What an export selected, known once its stream has been read to the end."""
-
-    results: int = 0
-    requests: int = 0
-    specimens: int = 0
-    patients: int = 0
-    prescribers: int = 0
 
 
 def _value(obj: Any, name: str) -> Any:

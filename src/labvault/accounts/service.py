@@ -18,7 +18,8 @@ from labvault.access.principal import Principal
 from labvault.accounts import passwords, totp
 from labvault.crypto import tokens
 from labvault.crypto.keys import PLATFORM
-from labvault.errors import AccessDenied, InvalidInput, LabvaultError, NotFound
+from labvault.accounts.errors import AuthenticationFailed, LockedOut, StepUpRequired
+from labvault.errors import AccessDenied, InvalidInput, NotFound
 from labvault.ids import new_id, stored_utc, utcnow
 from labvault.store import schema as t
 
@@ -37,16 +38,6 @@ SHARED_USE_WINDOW = timedelta(minutes=10)
 TOKEN_MAX_DAYS = 365
 TOKEN_SCOPES = ("read", "ingest")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-
-class AuthenticationFailed(LabvaultError):
-    """Wrong credentials (the message never says which part was wrong)."""
-
-
-class LockedOut(LabvaultError):
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 def digest(secret: str) -> str:
@@ -431,10 +422,6 @@ def principal_for_session(u, secret: str, *, addr: str | None, user_agent: str |
                                                      t.login_session.c.session_hash == s.session_hash)
                        .values(last_seen=now))
     return principal_of(row, source_addr=addr, user_agent=user_agent)
-
-
-class StepUpRequired(AccessDenied):
-    """An approval asked for without a TOTP code checked within ``STEP_UP_WINDOW`` on this session."""
 
 
 def step_up(u, secret: str, code: str, *, addr: str | None, user_agent: str | None) -> None:

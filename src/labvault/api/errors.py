@@ -1,4 +1,11 @@
-"""Errors become HTTP in this one place: a 4xx with a one-line reason, never a traceback."""
+"""Errors become HTTP in this one place.
+
+A ``LabvaultError`` is answered from its class attributes (``labvault.errors``): ``http_status``,
+``http_headers()``, and the one-line ``diagnostics()`` as the reason; a 5xx answer says the class's
+``public_reason`` instead, and the traceback goes to the log. Any other exception is a bug: a bare
+500 "internal error", the traceback logged (frames and type names, never the exception's message:
+``labvault.logs``). Under ``/fhir`` the same answer is an OperationOutcome.
+"""
 
 from __future__ import annotations
 
@@ -9,41 +16,34 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from labvault.accounts.service import AuthenticationFailed, LockedOut
 from labvault.api.middleware import route_template
-from labvault.errors import (
-    AccessDenied,
-    DecryptionError,
-    InvalidInput,
-    LabvaultError,
-    NotFound,
-    TenantShredded,
-    UnknownTenant,
-)
+from labvault.errors import InvalidInput, LabvaultError
 
 log = logging.getLogger("labvault.api")
+
+# The OperationOutcome issue code of each status (FHIR R4 IssueType).
+ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 409: "conflict", 410: "deleted",
+               413: "too-long", 415: "not-supported", 422: "invalid", 429: "throttled", 500: "exception",
+               503: "transient"}
 
 
 class UnsupportedMediaType(InvalidInput):
     """A body whose Content-Type the route does not take, or that its content contradicts."""
 
+    http_status = 415
 
-STATUS: list[tuple[type[LabvaultError], int]] = [
-    (AuthenticationFailed, 401),
-    (LockedOut, 429),
-    (AccessDenied, 403),
-    (UnknownTenant, 404),
-    (NotFound, 404),
-    (TenantShredded, 410),
-    (UnsupportedMediaType, 415),
-    (InvalidInput, 400),
-    (DecryptionError, 500),
-]
+
+def answer(exc: LabvaultError) -> tuple[int, str, dict[str, str]]:
+    """The status, the one-line reason and the headers of the answer to ``exc``."""
+    status = exc.http_status
+    if status >= 500:
+        return status, exc.public_reason, {}
+    return status, exc.diagnostics(), exc.http_headers()
 
 
 def _json(status: int, reason: str, headers: dict[str, str] | None = None, request: Request | None = None) -> JSONResponse:
     if request is not None and request.url.path.startswith("/fhir/"):
-        from labvault.api.fhir import ISSUE_CODES, outcome
+        from labvault.api.fhir import outcome
 
         response = outcome(status, ISSUE_CODES.get(status, "processing"), reason)
         response.headers.update(headers or {})
@@ -54,16 +54,12 @@ def _json(status: int, reason: str, headers: dict[str, str] | None = None, reque
 def install(app: FastAPI) -> None:
     @app.exception_handler(LabvaultError)
     async def labvault_error(request: Request, exc: LabvaultError) -> JSONResponse:
-        status = next((code for cls, code in STATUS if isinstance(exc, cls)), 400)
-        if status == 500:  # integrity failure of stored data: say so, without details
+        status, reason, headers = answer(exc)
+        if status >= 500:  # the platform failed (integrity, keys, database): logged, not told
             request.scope["labvault.error_logged"] = True
-            log.error("stored data failed an integrity check in %s %s", request.method,
-                      route_template(request.scope), exc_info=exc)
-            return _json(500, "stored data failed its integrity check", request=request)
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, LockedOut) else None
-        if status == 401:
-            headers = {"WWW-Authenticate": 'Bearer realm="labvault"'}
-        return _json(status, exc.diagnostics(), headers, request)
+            log.error("%s (%d) in %s %s", type(exc).__name__, status, request.method, route_template(request.scope),
+                      exc_info=exc)
+        return _json(status, reason, headers or None, request)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -53,10 +53,6 @@ def outcome(status: int, code: str, text: str) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=FHIR_JSON)
 
 
-ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 410: "deleted", 413: "too-long",
-               422: "invalid", 429: "throttled", 500: "exception"}
-
-
 def _fhir(body: dict, status: int = 200) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=FHIR_JSON)
 

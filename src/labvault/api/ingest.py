@@ -4,8 +4,10 @@ The body is one HL7 v2 file (ORU^R01 / OUL^R22, batches too), one HPRIM Santé f
 bundle, resource or Bulk Data ndjson file, or one CSV file. Its format is read from its content
 (``labvault.ingest.service.detect``, as the CLI does); a Content-Type naming a format must agree
 with the content (415 otherwise), and when the content alone says nothing it names the reader that
-explains the refusal. Each message is stored whole, found a duplicate, or refused with a one-line
-reason and kept in the lab's encrypted quarantine, by the same ``Ingestor`` the CLI and MLLP use.
+explains the refusal; a body in none of the formats, with no Content-Type naming one, is 415 too,
+and is not kept (it is no lab message). Each message is stored whole, found a duplicate, or refused
+with a one-line reason and kept in the lab's encrypted quarantine, by the same ``Ingestor`` the CLI
+and MLLP use.
 
 Who: a bearer token with the ``ingest`` scope (a lab's service account), or a lab account's
 session; the gateway decides whether that account may write results in that lab (vendor accounts
@@ -26,8 +28,9 @@ from labvault.api.errors import UnsupportedMediaType
 from labvault.api.routes import ERRORS
 from labvault.errors import InvalidInput
 from labvault.ingest import service as ingest
+from labvault.ingest.errors import NotALabMessage
 router = APIRouter(dependencies=[Depends(authenticated)], responses={
-    **ERRORS, 415: {"model": schemas.ErrorOut, "description": "Content-Type not taken, or contradicted by the body"},
+    **ERRORS, 415: {"model": schemas.ErrorOut, "description": "Content-Type not taken or contradicted, or no lab message"},
     422: {"model": schemas.IngestOut, "description": "Some message refused (kept in quarantine), or malformed"},
 })
 BODY_NAME = "body"  # how refusal reasons name the input
@@ -118,4 +121,6 @@ async def ingest_file(caller: Ingester, request: Request, tenant: str) -> Respon
     if not data.strip():
         raise InvalidInput("empty body: send one HL7 v2, HPRIM Santé, FHIR or CSV file")
     fmt = choose_format(declared, data)
+    if fmt is None:  # no lab message at all: refused whole, nothing stored or quarantined
+        raise NotALabMessage(f"{BODY_NAME}: {ingest.NOT_A_LAB_MESSAGE}: nothing was stored")
     return await run_in_threadpool(_run, ing, tenant, data, fmt)

@@ -31,15 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from labvault.crypto.keys import PLATFORM, KeyProvider, atomic_write
-from labvault.errors import DecryptionError, KeyringError, LabvaultError
+from labvault.audit.errors import PinInvalid
+from labvault.errors import DecryptionError, KeyringError
 
 FORMAT = "labvault-audit-pin/1"
 CONTEXT = b"audit-pin:v1"
 FILE_NAME = "platform-pin.json"
-
-
-class PinInvalid(LabvaultError):
-    """The pin file is missing where it must be, or does not open under the platform's KEK."""
 
 
 def fingerprint(public: bytes) -> str:

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import random
-import secrets
 import signal
 import socket
 import subprocess
@@ -207,7 +206,7 @@ def _prepare_home(env: dict[str, str], patients: int, on_progress: Progress | No
 
         load_lab(rt.gateway, rt.operator, lab, patients=patients, seed=LAB_SEED, on_batch=batch)
         email = f"biologist@{lab}.bench.invalid"
-        password = "Bench-" + secrets.token_urlsafe(18)
+        password = "Bench-" + os.urandom(18).hex()
         # the platform invites the lab's first lab_admin, who adds the lab's biologist
         with rt.unit(Purpose.ADMINISTRATION) as u:
             admin = service.create_account(u, tenant_id=lab, name="Benchmark Lab Admin",
@@ -347,7 +346,7 @@ def run_api(
 ) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="labvault-bench-api-") as tmp:
         home = Path(tmp) / "home"
-        env = _child_env(home, secrets.token_urlsafe(24))
+        env = _child_env(home, os.urandom(24).hex())
         lab, email, password, ids = _prepare_home(env, patients, on_progress)
 
         port = _free_port()

@@ -3,17 +3,14 @@ what the audit trail costs encrypted ingest (audit on vs off, same run)."""
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from labvault.access import Gateway, Principal, Purpose
+from labvault.access import Purpose
 from labvault.access.trail import benchmark_without_events
 from labvault.audit import service
 from labvault.bench.ingest import peak_rss_mb
-from labvault.crypto.keys import PLATFORM, LocalKeyring
-from labvault.store.engine import make_engine, migrate
+from labvault.bench.scratch import scratch
 from labvault.synth.load import SYNTHETIC_RETENTION
 
 
@@ -21,20 +18,8 @@ def run_audit(events: int, *, database_url: str | None = None, batch: int = 5000
               on_progress: Callable[[str, int], None] | None = None) -> dict[str, object]:
     from labvault.synth import results_stream
 
-    with tempfile.TemporaryDirectory(prefix="labvault-bench-") as tmp:
-        url = database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
-        engine = make_engine(url)
-        migrate(engine)
-        keys = LocalKeyring.create(Path(tmp) / "keyring.json", "bench-passphrase", scrypt_n=2**14)
-        gw = Gateway(engine, keys)
-        who = Principal("bench-audit", "Benchmark runner", PLATFORM, frozenset({"platform_admin"}))
-        with gw.bootstrap(who) as u:
-            u.ensure_account(PLATFORM, who.account_id, who.name, "bench-audit@bench.invalid", who.roles,
-                             commitment="benchmark runner")
-            u.ensure_platform_keys()
-        lab = "bench-audit-lab"
-        with gw.unit(who, Purpose.BENCHMARK) as u:
-            u.create_tenant(lab, "Benchmark lab", "690000000", retention=SYNTHETIC_RETENTION, synthetic=True)
+    with scratch("audit", roles=("biologist",), database_url=database_url) as sc:
+        gw, who, lab = sc.gateway, sc.admin, sc.lab
 
         t0 = time.perf_counter()
         done = 0
@@ -73,11 +58,10 @@ def run_audit(events: int, *, database_url: str | None = None, batch: int = 5000
         on_s = ingest("bench-audit-on")
         with benchmark_without_events():  # the same ingest, no event written
             off_s = ingest("bench-audit-off")
-        engine.dispose()
-        keys.close()
+        dialect = sc.dialect
     return {
         "bench": "audit",
-        "database": "sqlite" if url.startswith("sqlite") else "postgresql",
+        "database": "sqlite" if dialect == "sqlite" else "postgresql",
         "events": events,
         "append_s": round(append_s, 3),
         "append_per_s": round(events / append_s),

@@ -8,20 +8,16 @@ rows go to a scratch table that is dropped afterwards. Generation time is not co
 from __future__ import annotations
 
 import resource
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from itertools import islice
-from pathlib import Path
 
 from sqlalchemy import Column, Index, Integer, LargeBinary, MetaData, String, Table
 
-from labvault.access import Gateway, Principal, Purpose
+from labvault.access import Purpose
 from labvault.access import codec
-from labvault.crypto.keys import PLATFORM, LocalKeyring
-from labvault.ids import new_id
-from labvault.store.engine import bulk_insert, make_engine, migrate
-from labvault.synth.load import SYNTHETIC_RETENTION
+from labvault.bench.scratch import scratch
+from labvault.store.engine import bulk_insert
 
 _clear_md = MetaData()
 clear_result = Table(
@@ -60,20 +56,10 @@ def run_ingest(
 ) -> dict[str, object]:
     from labvault.synth import results_stream
 
-    with tempfile.TemporaryDirectory(prefix="labvault-bench-") as tmp:
-        url = database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
-        engine = make_engine(url)
-        migrate(engine)
-        keys = LocalKeyring.create(Path(tmp) / "keyring.json", "bench-passphrase", scrypt_n=2**14)
-        gw = Gateway(engine, keys)
-        tenant = "bench-" + new_id()[-10:]
-        who = Principal("bench-" + tenant, "Benchmark runner", PLATFORM, frozenset({"platform_admin"}))
+    with scratch("ingest", roles=("biologist",), database_url=database_url) as sc:
+        gw, who, tenant, engine = sc.gateway, sc.admin, sc.lab, sc.gateway.engine
         try:
-            with gw.bootstrap(who) as u:
-                u.ensure_account(PLATFORM, who.account_id, who.name, f"{who.account_id}@bench.invalid", who.roles,
-                                 commitment="benchmark runner")
             with gw.unit(who, Purpose.BENCHMARK) as u:
-                u.create_tenant(tenant, "Benchmark lab", "690000000", retention=SYNTHETIC_RETENTION, synthetic=True)
                 pseudo = {f"p{k}": u.pseudonym_of(tenant, f"p{k}") for k in range(1000)}
             _clear_md.create_all(engine)
 
@@ -108,11 +94,6 @@ def run_ingest(
                     on_progress("clear", len(chunk))
         finally:
             _clear_md.drop_all(engine)
-            if database_url:
-                with gw.unit(who, Purpose.BENCHMARK) as u:
-                    u.drop_tenant_rows(tenant)
-            engine.dispose()
-            keys.close()
     enc_rate = done / enc_s if enc_s else 0.0
     clear_rate = done / clear_s if clear_s else 0.0
     return {

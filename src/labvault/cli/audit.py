@@ -11,7 +11,7 @@ import typer
 
 from labvault.access import Purpose
 from labvault.audit import service
-from labvault.cli.common import AS_OPTION_HELP, actor, console, runtime
+from labvault.cli.common import AS_OPTION_HELP, acting, actor, console, runtime
 from labvault.errors import InvalidInput, NotFound
 
 app = typer.Typer(help="The tamper-evident audit trail: checkpoint, verify, export, search, history.",
@@ -114,7 +114,7 @@ def verify(
 
 @app.command("checkpoints")
 def checkpoints(
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     since: int = typer.Option(None, "--since", min=0,
                               help="Checkpoint number to start after; by default the last one in --output."),
     output: Path = typer.Option(None, "--output", help="File the lab keeps (JSON lines, appended); stdout when absent."),
@@ -131,7 +131,7 @@ def checkpoints(
                              if x.get("type") == "checkpoint"), default=0)
             except (TypeError, ValueError, AttributeError):
                 raise InvalidInput(f"{output} is not a file of Labvault checkpoints (JSON lines)") from None
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         lines = service.pull_checkpoints(u, tenant, since or 0)
     new = [json.dumps(x, sort_keys=True) for x in lines]
     fresh = [x for x in new if x not in set(old)]
@@ -165,7 +165,7 @@ def _json_line(text: str, path: Path) -> dict:
 @app.command("prove")
 def prove(
     checkpoint_file: Path = typer.Option(..., "--checkpoint", help="An older checkpoint the lab kept."),
-    tenant: str = typer.Option(None, "--tenant"),
+    tenant: str = typer.Option(None, "--tenant", help="The lab's id (default: the lab the checkpoint names)."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Prove that today's log only grew since a kept checkpoint (RFC 6962 consistency proof)."""
@@ -178,7 +178,7 @@ def prove(
     if not isinstance(old.get("body"), dict) or not isinstance(old.get("signature"), str):
         raise InvalidInput(f"{checkpoint_file} holds no signed checkpoint")
     tenant = tenant or old["body"].get("tenant")
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         # G4: the kept checkpoint is checked against the platform's pinned keys, not the key it names
         if not service.signed_by(old["body"], old["signature"], u.platform_keys()):
             raise InvalidInput("the kept checkpoint is not signed by the platform's pinned key")
@@ -195,13 +195,13 @@ def prove(
 
 @app.command("retention")
 def retention(
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     days: int = typer.Option(..., "--days", help="30 to 3,650; past 365 only with --reason."),
     reason: str = typer.Option(None, "--reason", help="The recorded justification for keeping longer."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Set how long the lab's audit trail is kept (the lab's admin or DPO)."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         out = service.set_retention(u, tenant, days, reason)
     console.print(f"{tenant}: audit events kept {out['days']} days")
 
@@ -219,12 +219,12 @@ def purge(
 
 @app.command("export")
 def export(
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     output: Path = typer.Option(None, "--output", help="File to write (JSON lines); stdout when absent."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """The lab's events and signed checkpoints, for the lab to keep (JSON lines)."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         lines = [json.dumps(x, sort_keys=True) for x in service.export(u, tenant)]
     text = "\n".join(lines) + "\n"
     if output:
@@ -247,15 +247,15 @@ def _when(value: str | None, name: str) -> datetime | None:
 
 @app.command("search")
 def search(
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     actor_id: str = typer.Option(None, "--actor", help="Account id."),
     action: str = typer.Option(None, "--action", help="Action or prefix, e.g. patient:result"),
-    since: str = typer.Option(None, "--since"),
-    until: str = typer.Option(None, "--until"),
+    since: str = typer.Option(None, "--since", help="From this ISO date or date-time (UTC when no offset)."),
+    until: str = typer.Option(None, "--until", help="Up to this ISO date or date-time (UTC when no offset)."),
     patient_nir: str = typer.Option(None, "--patient-nir", help="A patient's NIR (INS matricule), through the "
                                                                  "blind index: the lab's admin and DPO only."),
     ref: str = typer.Option(None, "--ref", help="A pseudonymous reference (patient or object id) the events name."),
-    limit: int = typer.Option(1000, "--limit", min=1, max=100_000),
+    limit: int = typer.Option(1000, "--limit", min=1, max=100_000, help="At most this many events."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Search a lab's events (security officer, the lab's DPO or admin); the search is audited.
@@ -263,7 +263,7 @@ def search(
     lab approved (G5); vendor staff search by pseudonymous reference (--ref)."""
     if ref is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", ref):
         raise InvalidInput("--ref is a pseudonymous id (letters, digits, '_.:-', at most 64)")
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         patient_id = ref
         if patient_nir:
             patient_id = u.patient_id_for_nir(tenant, patient_nir)

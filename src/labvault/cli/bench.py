@@ -53,7 +53,7 @@ def api(
 def audit(
     events: int = typer.Option(100_000, "--events", min=1, help="How many audit events to append."),
     database_url: str = typer.Option(None, "--database-url", help="Default: a scratch SQLite file."),
-    ingest_results: int = typer.Option(100_000, "--ingest-results", min=5000),
+    ingest_results: int = typer.Option(100_000, "--ingest-results", min=5000, help="Results ingested with and without the audit trail, to measure its cost."),
 ) -> None:
     """Append N audit events, verify them, and measure the audit trail's cost on encrypted ingest."""
     from labvault.bench.audit import run_audit

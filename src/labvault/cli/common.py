@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from labvault.access.principal import Purpose
 from labvault.config import Settings
 from labvault.runtime import Runtime, open_runtime
+
+if TYPE_CHECKING:
+    from labvault.access.gateway import Unit
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
@@ -75,3 +80,11 @@ def actor(rt: Runtime, as_email: str | None):
         code = input("TOTP code: ")
     with rt.gateway.auth_unit(source_addr="cli", user_agent="labvault-cli") as u:
         return service.verify_mfa(u, login.session, code, addr="cli", user_agent="labvault-cli").principal
+
+
+@contextmanager
+def acting(as_email: str | None, purpose: Purpose) -> Iterator[Unit]:
+    """One unit of work in a fresh runtime, as the account the command acts for (``actor``: the CLI
+    operator, or ``as_email`` after it logs in) and for ``purpose``."""
+    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), purpose) as u:
+        yield u

@@ -132,9 +132,9 @@ def show_feeds(rt, tenant: str, seed: int) -> None:
 
 
 def demo(
-    labs: int = typer.Option(3, "--labs", min=1, max=8),
-    patients: int = typer.Option(2000, "--patients", min=1),
-    seed: int = typer.Option(2021, "--seed"),
+    labs: int = typer.Option(3, "--labs", min=1, max=8, help="How many labs to generate."),
+    patients: int = typer.Option(2000, "--patients", min=1, help="Patients per lab."),
+    seed: int = typer.Option(2021, "--seed", help="Same seed, same data."),
 ) -> None:
     """Initialise a fresh demo home, generate labs, and show that the stored data is encrypted."""
     s = settings()

@@ -12,8 +12,8 @@ from rich.table import Table
 
 from labvault.access import Purpose
 from labvault.ingest import intake
-from labvault.cli.common import AS_OPTION_HELP, actor, console, err_console, progress, runtime
-from labvault.errors import AccessDenied, ConfigError, InvalidInput
+from labvault.cli.common import AS_OPTION_HELP, acting, actor, console, err_console, progress, runtime
+from labvault.errors import EXIT_FAILURE, AccessDenied, ConfigError, InvalidInput
 from labvault.ingest.service import Ingestor, Summary, instruction_for_ingest
 
 TOKEN_HELP = "A file holding a bearer token (scope 'ingest') of the lab's service account; or LABVAULT_TOKEN."
@@ -42,8 +42,8 @@ def feed_actor(rt, as_email: str | None, token_file: Path | None):
     return principal
 
 
-def _table(summaries: list[Summary]) -> Table:
-    table = Table(title="Ingest summary")
+def _table(summaries: list[Summary], title: str = "Ingest summary") -> Table:
+    table = Table(title=title)
     for col in ("file", "format", "accepted", "duplicates", "rejected", "results"):
         table.add_column(col, justify="left" if col in ("file", "format") else "right",
                          overflow="fold" if col == "file" else "ellipsis")
@@ -67,6 +67,7 @@ def ingest(
     instruction: str = typer.Option(None, "--instruction", help=INSTRUCTION_HELP),
 ) -> None:
     """Read result files, store each message whole, quarantine the refused ones (exit 1 if any)."""
+    stopped: BaseException | None = None
     with runtime() as rt:
         principal = feed_actor(rt, as_email, token_file)
         instr = None if instruction is None else instruction_for_ingest(rt.gateway, rt.operator, tenant, instruction)
@@ -81,7 +82,12 @@ def ingest(
                     tasks[name] = bar.add_task(Path(name.split(", ")[0]).name[:40], total=total)
                 bar.update(tasks[name], completed=done)
 
-            summaries = ing.ingest_files(files, progress=step)
+            try:
+                summaries = ing.ingest_files(files, progress=step)
+            except (Exception, KeyboardInterrupt) as exc:  # what was stored before it is said, then the error
+                summaries, stopped = ing.summaries, exc
+    if stopped is not None and not any(s.accepted or s.duplicates or s.rejected for s in summaries):
+        raise stopped
     if as_json:
         for s in summaries:
             extra = {} if instr is None else {
@@ -91,7 +97,8 @@ def ingest(
                               "rejected": s.rejected, "results": s.results, "reasons": s.reasons,
                               "quarantine_ids": s.quarantine_ids, **extra}, ensure_ascii=False))
     else:
-        console.print(_table(summaries))
+        console.print(_table(summaries, "Ingest summary" if stopped is None else
+                             "Ingest summary: stopped by an error; what was stored before it"))
         for s in summaries:
             if instr is not None:
                 console.print(f"instruction {instr.id}: {Path(s.file.split(', ')[0]).name}: {s.outside} message(s) "
@@ -100,8 +107,10 @@ def ingest(
             for reason, qid in zip(s.reasons, s.quarantine_ids + [None] * len(s.reasons), strict=False):
                 where = f" (quarantine {qid})" if qid else ""
                 console.print(f"rejected: {reason}{where}", highlight=False, markup=False)
+    if stopped is not None:
+        raise stopped
     if any(s.rejected for s in summaries):
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILURE)
 
 
 app = typer.Typer(help="Refused messages, kept encrypted: list, show, replay, drop.", no_args_is_help=True)
@@ -109,13 +118,13 @@ app = typer.Typer(help="Refused messages, kept encrypted: list, show, replay, dr
 
 @app.command("list")
 def list_(
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     all_: bool = typer.Option(False, "--all", help="Also replayed and dropped ones."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per message."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """The lab's quarantined messages: id, when, format, feed, size, status, reason."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.CARE) as u:
+    with acting(as_email, Purpose.CARE) as u:
         items = intake.listing(u, tenant, status=None if all_ else intake.HELD)
     if as_json:
         for i in items:
@@ -132,13 +141,13 @@ def list_(
 
 @app.command("show")
 def show(
-    quarantine_id: str = typer.Argument(...),
-    tenant: str = typer.Option(..., "--tenant"),
+    quarantine_id: str = typer.Argument(..., help="The quarantined message's id ('labvault quarantine list')."),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     raw: bool = typer.Option(False, "--raw", help="Write the message's bytes to stdout, nothing else."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """One quarantined message: its reason and content (the read is audited)."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.CARE) as u:
+    with acting(as_email, Purpose.CARE) as u:
         item, data = intake.get(u, tenant, quarantine_id)
     if raw:
         if data is None:
@@ -158,8 +167,8 @@ def show(
 
 @app.command("replay")
 def replay(
-    quarantine_id: str = typer.Argument(...),
-    tenant: str = typer.Option(..., "--tenant"),
+    quarantine_id: str = typer.Argument(..., help="The quarantined message's id ('labvault quarantine list')."),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Read a quarantined message again (e.g. after a fix); store it if it now passes (exit 1 if not)."""
@@ -175,11 +184,11 @@ def replay(
 
 @app.command("drop")
 def drop(
-    quarantine_id: str = typer.Argument(...),
-    tenant: str = typer.Option(..., "--tenant"),
+    quarantine_id: str = typer.Argument(..., help="The quarantined message's id ('labvault quarantine list')."),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Erase a quarantined message's content (the record that it was refused and dropped stays)."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.CARE) as u:
+    with acting(as_email, Purpose.CARE) as u:
         intake.resolve(u, tenant, quarantine_id, intake.DROPPED)
     console.print(f"dropped {quarantine_id}")

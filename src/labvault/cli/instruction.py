@@ -11,7 +11,7 @@ import typer
 
 from labvault.access import Purpose
 from labvault.instructions import signers
-from labvault.cli.common import AS_OPTION_HELP, actor, console, runtime
+from labvault.cli.common import AS_OPTION_HELP, acting, console
 from labvault.errors import ConfigError, InvalidInput
 from labvault.instructions import document
 
@@ -36,7 +36,7 @@ def _signed(path: Path) -> dict:
 @app.command("new")
 def new(
     kind: str = typer.Option(..., "--kind", help=", ".join(document.KINDS)),
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab the instruction is from."),
 ) -> None:
     """Print a commented YAML template to fill in (every null must be replaced)."""
     if kind not in document.KINDS:
@@ -76,7 +76,7 @@ def verify(
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Check signature, signer (registered, not revoked), lab, validity window and deadline."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         v = _check(u, tenant, file)
     i = v.instruction
     console.print(f"valid: instruction {i.id} ({i.kind}) of {i.tenant}, signed by {v.signer_id}, "
@@ -86,21 +86,22 @@ def verify(
 @app.command("receive")
 def receive(
     file: Path = typer.Argument(..., help="A signed instruction."),
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab the instruction is from."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Verify a signed instruction and keep it (the processor's record of documented instructions)."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         r = signers.receive(u, tenant, _signed(file), datetime.now(UTC))
     console.print(f"received instruction {r.instruction_id} ({r.kind}) for {tenant}")
 
 
 @app.command("list")
 def list_(
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    """The lab's received instructions: id, kind, signer, received, valid until."""
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         for r in signers.list_instructions(u, tenant):
             print(json.dumps({"id": r.instruction_id, "kind": r.kind, "signer_id": r.signer_id,
                               "received_at": r.received_at.isoformat(), "valid_until": r.valid_until.isoformat()}))
@@ -108,11 +109,12 @@ def list_(
 
 @app.command("show")
 def show(
-    instruction_id: str = typer.Argument(...),
-    tenant: str = typer.Option(..., "--tenant"),
+    instruction_id: str = typer.Argument(..., help="The instruction's id."),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    """One received instruction, with its signature and signer (JSON)."""
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         r = signers.get_instruction(u, tenant, instruction_id)
     print(json.dumps({"instruction": r.body, "signature": r.signature, "signer_id": r.signer_id,
                       "received_at": r.received_at.isoformat()}, indent=2, ensure_ascii=False))

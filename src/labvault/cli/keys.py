@@ -36,7 +36,7 @@ def rotate(
 
 
 @app.command("status")
-def status(tenant: str = typer.Option(..., "--tenant")) -> None:
+def status(tenant: str = typer.Option(..., "--tenant", help="The lab's id.")) -> None:
     """Key versions of a lab and how many rows each still seals."""
     with runtime() as rt, rt.unit(Purpose.ADMINISTRATION) as u:
         print(json.dumps(u.key_versions(tenant)))

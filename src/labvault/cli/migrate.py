@@ -17,7 +17,7 @@ from pathlib import Path
 import typer
 
 from labvault.access import Purpose
-from labvault.cli.common import AS_OPTION_HELP, actor, console, err_console, runtime, settings
+from labvault.cli.common import AS_OPTION_HELP, acting, actor, console, err_console, runtime, settings
 from labvault.errors import AccessDenied, ConfigError, InvalidInput
 from labvault.migration import service
 
@@ -125,21 +125,19 @@ def plan(
     instruction: str = typer.Option(..., "--instruction", help="The received instruction's id."),
     field: list[str] = FIELD, all_fields: bool = ALL, since: str = FROM, until: str = TO,
     patient: list[str] = PATIENT, code: list[str] = CODE,
-    as_email: str = AS, as_json: bool = typer.Option(False, "--json"),
+    as_email: str = AS, as_json: bool = typer.Option(False, "--json", help="The plan as one JSON object."),
 ) -> None:
     """Dry run: counts per record type and the exact field list, no personal data. Anything asked
     beyond the instruction is refused, naming the excess (and raises a security alert)."""
     ask = _ask(field, all_fields, since, until, patient, code)
-    with as_operator(as_email), runtime() as rt:
-        who = actor(rt, as_email)
-        with rt.gateway.unit(who, Purpose.EXPORT) as u:
-            job = service.plan(u, tenant, instruction, ask=ask)
+    with as_operator(as_email), acting(as_email, Purpose.EXPORT) as u:
+        job = service.plan(u, tenant, instruction, ask=ask)
     _show(job, as_json)
 
 
 @app.command("approve")
 def approve(
-    migration: str = typer.Argument(..., metavar="MIGRATION"),
+    migration: str = typer.Argument(..., metavar="MIGRATION", help="The migration's id ('migrate plan' prints it)."),
     tenant: str = TENANT,
     signer_key: Path = typer.Option(None, "--signer-key", help="A lab signer approves: their private key file "
                                     "(the plan is signed locally; the key never leaves this machine)."),
@@ -148,27 +146,25 @@ def approve(
     """Approve a plan: once by a vendor operator (--as), once by a lab signer (--signer-key)."""
     from labvault.crypto.signing import Signer
 
-    with as_operator(as_email), runtime() as rt:
-        who = actor(rt, as_email)
-        with rt.gateway.unit(who, Purpose.EXPORT) as u:
-            if signer_key is None:
-                job = service.approve_operator(u, tenant, migration)
-            else:
-                try:
-                    signer = Signer(bytes.fromhex(signer_key.read_text().strip()))
-                except OSError as exc:
-                    raise ConfigError(f"{signer_key}: cannot read ({exc.strerror})") from None
-                except ValueError:
-                    raise ConfigError(f"{signer_key}: not a signer's private key (64 hexadecimal characters)") from None
-                record = service.approval_record(service.get(u, tenant, migration))
-                job = service.approve_lab(u, tenant, migration, public_key=signer.public_key.hex(),
-                                          signature=signer.sign(record))
+    with as_operator(as_email), acting(as_email, Purpose.EXPORT) as u:
+        if signer_key is None:
+            job = service.approve_operator(u, tenant, migration)
+        else:
+            try:
+                signer = Signer(bytes.fromhex(signer_key.read_text().strip()))
+            except OSError as exc:
+                raise ConfigError(f"{signer_key}: cannot read ({exc.strerror})") from None
+            except ValueError:
+                raise ConfigError(f"{signer_key}: not a signer's private key (64 hexadecimal characters)") from None
+            record = service.approval_record(service.get(u, tenant, migration))
+            job = service.approve_lab(u, tenant, migration, public_key=signer.public_key.hex(),
+                                      signature=signer.sign(record))
     sides = ", ".join(sorted(a["side"] for a in job.approvals))
     console.print(f"migration {migration}: approved by {sides}; state {job.state}")
 
 
 @app.command("run")
-def run(migration: str = typer.Argument(..., metavar="MIGRATION"), tenant: str = TENANT, as_email: str = AS) -> None:
+def run(migration: str = typer.Argument(..., metavar="MIGRATION", help="The migration's id."), tenant: str = TENANT, as_email: str = AS) -> None:
     """Write the age package (encrypted as it is produced; no clear file) and the signed manifest.
     After an interruption, run again: a new attempt replaces whatever the last one left."""
     with as_operator(as_email), runtime() as rt:
@@ -188,12 +184,10 @@ def run(migration: str = typer.Argument(..., metavar="MIGRATION"), tenant: str =
 
 
 @app.command("verify")
-def verify(migration: str = typer.Argument(..., metavar="MIGRATION"), tenant: str = TENANT, as_email: str = AS) -> None:
+def verify(migration: str = typer.Argument(..., metavar="MIGRATION", help="The migration's id."), tenant: str = TENANT, as_email: str = AS) -> None:
     """Reconcile the package with its manifest and plan (decrypted in memory with the package key)."""
-    with as_operator(as_email), runtime() as rt:
-        who = actor(rt, as_email)
-        with rt.gateway.unit(who, Purpose.EXPORT) as u:
-            job = service.verify_package(u, tenant, migration)
+    with as_operator(as_email), acting(as_email, Purpose.EXPORT) as u:
+        job = service.verify_package(u, tenant, migration)
     m = job.manifest["manifest"] if job.manifest else {}
     console.print(f"migration {migration}: verified; counts per record type, field and link match the manifest: "
                   f"{json.dumps(m['counts']['records'])}; links {json.dumps(m['counts'].get('links', {}))}")
@@ -201,28 +195,24 @@ def verify(migration: str = typer.Argument(..., metavar="MIGRATION"), tenant: st
 
 @app.command("receipt")
 def receipt(
-    migration: str = typer.Argument(..., metavar="MIGRATION"),
+    migration: str = typer.Argument(..., metavar="MIGRATION", help="The migration's id."),
     file: Path = typer.Argument(..., metavar="RECEIPT", help="The recipient's receipt ('labvault migrate acknowledge')."),
     tenant: str = TENANT, as_email: str = AS,
 ) -> None:
     """Import the recipient's receipt; the package and its key are destroyed at once."""
     doc = _read_json(file, "a receipt")
-    with as_operator(as_email), runtime() as rt:
-        who = actor(rt, as_email)
-        with rt.gateway.unit(who, Purpose.EXPORT) as u:
-            job = service.import_receipt(u, tenant, migration, doc)
+    with as_operator(as_email), acting(as_email, Purpose.EXPORT) as u:
+        job = service.import_receipt(u, tenant, migration, doc)
     console.print(f"migration {migration}: receipt accepted; state {job.state}")
     for d in job.destroyed:
         console.print(f"  destroyed: {d['copy']} ({d['where']}) at {d['destroyed_at']}")
 
 
 @app.command("close")
-def close(migration: str = typer.Argument(..., metavar="MIGRATION"), tenant: str = TENANT, as_email: str = AS) -> None:
+def close(migration: str = typer.Argument(..., metavar="MIGRATION", help="The migration's id."), tenant: str = TENANT, as_email: str = AS) -> None:
     """Write the signed closure certificate of a purged migration."""
-    with as_operator(as_email), runtime() as rt:
-        who = actor(rt, as_email)
-        with rt.gateway.unit(who, Purpose.EXPORT) as u:
-            record = service.close(u, tenant, migration)
+    with as_operator(as_email), acting(as_email, Purpose.EXPORT) as u:
+        record = service.close(u, tenant, migration)
     console.print(f"migration {migration}: closed; certificate "
                   f"{service.package_dir(store(), (tenant, migration)) / service.CERTIFICATE}")
     console.print_json(json.dumps(record))
@@ -230,14 +220,12 @@ def close(migration: str = typer.Argument(..., metavar="MIGRATION"), tenant: str
 
 @app.command("status")
 def status(
-    migration: str = typer.Argument(None, metavar="[MIGRATION]"), tenant: str = TENANT, as_email: str = AS,
-    as_json: bool = typer.Option(False, "--json"),
+    migration: str = typer.Argument(None, metavar="[MIGRATION]", help="One migration's id (default: every migration of the lab)."), tenant: str = TENANT, as_email: str = AS,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per migration."),
 ) -> None:
     """One migration, or every migration of the lab."""
-    with as_operator(as_email), runtime() as rt:
-        who = actor(rt, as_email)
-        with rt.gateway.unit(who, Purpose.EXPORT) as u:
-            jobs = [service.get(u, tenant, migration)] if migration else service.status(u, tenant)
+    with as_operator(as_email), acting(as_email, Purpose.EXPORT) as u:
+        jobs = [service.get(u, tenant, migration)] if migration else service.status(u, tenant)
     for job in jobs:
         _show(job, as_json)
     if not jobs and not as_json:
@@ -246,7 +234,7 @@ def status(
 
 @app.command("acknowledge")
 def acknowledge(
-    package: Path = typer.Argument(..., metavar="PACKAGE"),
+    package: Path = typer.Argument(..., metavar="PACKAGE", help="The age package received (package.ndjson.age)."),
     identity: Path = typer.Option(..., "--identity", help="The recipient's age identity file (AGE-SECRET-KEY-1...)."),
     manifest: Path = typer.Option(None, "--manifest", help="Default: manifest.json beside the package."),
     out: Path = typer.Option(..., "--out", help="Where to write the receipt (JSON)."),
@@ -285,7 +273,7 @@ def acknowledge(
 
 
 @app.command("check-certificate")
-def check_certificate(file: Path = typer.Argument(..., metavar="CERTIFICATE")) -> None:
+def check_certificate(file: Path = typer.Argument(..., metavar="CERTIFICATE", help="The closure certificate (JSON) to check.")) -> None:
     """Verify a closure certificate with this platform's signing key."""
     record = _read_json(file, "a certificate")
     with runtime() as rt, rt.unit(Purpose.ADMINISTRATION) as u:
@@ -300,7 +288,7 @@ def export(
     instruction: str = typer.Option(..., "--instruction", help="The lab's received instruction (kind export or return)."),
     field: list[str] = FIELD, all_fields: bool = ALL, since: str = FROM, until: str = TO,
     patient: list[str] = PATIENT, code: list[str] = CODE,
-    as_email: str = AS, as_json: bool = typer.Option(False, "--json"),
+    as_email: str = AS, as_json: bool = typer.Option(False, "--json", help="The result as one JSON object."),
 ) -> None:
     """Export under a lab's signed instruction: exactly its fields and records, into an age package
     for its recipient (plan, run and verification in one go; then receipt and close as for migrations)."""

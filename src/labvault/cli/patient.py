@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from labvault.access import Purpose
-from labvault.cli.common import AS_OPTION_HELP, actor, console, runtime
+from labvault.cli.common import AS_OPTION_HELP, acting, console
 from labvault.domain.models import Identity, Result
 from labvault.errors import InvalidInput
 
@@ -62,8 +62,8 @@ def results_table(results: list[Result], limit: int) -> Table:
 def find(
     tenant: str = typer.Option(..., "--tenant", help="The lab."),
     nir: str = typer.Option(None, "--nir", help="NIR/INS with its key (15 characters)."),
-    family_name: str = typer.Option(None, "--family-name"),
-    given_name: str = typer.Option(None, "--given-name"),
+    family_name: str = typer.Option(None, "--family-name", help="Family name (exact match; with --given-name and --birth-date)."),
+    given_name: str = typer.Option(None, "--given-name", help="Given name (exact match; with --family-name and --birth-date)."),
     birth_date: str = typer.Option(None, "--birth-date", help="YYYY-MM-DD"),
     results: bool = typer.Option(False, "--results", help="Also show the patient's results."),
     limit: int = typer.Option(20, "--limit", min=1, help="At most this many results shown."),
@@ -78,7 +78,7 @@ def find(
             born = date.fromisoformat(birth_date)
         except ValueError:
             raise InvalidInput("--birth-date must be YYYY-MM-DD") from None
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.CARE) as u:
+    with acting(as_email, Purpose.CARE) as u:
         found = (
             u.find_patients_by_nir(tenant, nir)
             if nir is not None

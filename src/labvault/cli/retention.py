@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import typer
 
 from labvault.access import Purpose
-from labvault.cli.common import AS_OPTION_HELP, actor, console, runtime
+from labvault.cli.common import AS_OPTION_HELP, acting, console, runtime
 from labvault.errors import ConfigError, InvalidInput
 from labvault.retention import policy, purge
 
@@ -17,7 +17,7 @@ app = typer.Typer(help="Retention rules, legal holds and purge runs, per lab.", 
 
 @app.command("set")
 def set_(
-    tenant: str = typer.Argument(..., metavar="TENANT"),
+    tenant: str = typer.Argument(..., metavar="TENANT", help="The lab's id."),
     category: str = typer.Argument(..., help=f"One of {', '.join(policy.CATEGORIES)}."),
     duration: str = typer.Argument(..., help="e.g. 3650d or 10y (a year is 365 days)."),
     ref: str = typer.Option(None, "--ref", help="The legal reference of this period (required)."),
@@ -25,18 +25,18 @@ def set_(
 ) -> None:
     """Set how long the lab keeps a category (the lab's lab_admin)."""
     days = policy.parse_duration(duration)
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         rule = policy.set_rule(u, tenant, category, days, ref or "")
     console.print(f"{tenant}: {rule.category} kept {rule.days} days ({rule.legal_reference})")
 
 
 @app.command("list")
 def list_(
-    tenant: str = typer.Argument(..., metavar="TENANT"),
+    tenant: str = typer.Argument(..., metavar="TENANT", help="The lab's id."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """The lab's rules and legal holds, one JSON object per line."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         rules = policy.list_rules(u, tenant)
         holds = policy.list_holds(u, tenant)
     for r in rules:
@@ -50,25 +50,25 @@ def list_(
 
 @app.command("hold")
 def hold(
-    tenant: str = typer.Argument(..., metavar="TENANT"),
+    tenant: str = typer.Argument(..., metavar="TENANT", help="The lab's id."),
     basis: str = typer.Option(None, "--basis", help="What requires the data to be kept (required, recorded)."),
     category: str = typer.Option(policy.EVERYTHING, "--category", help="A retention category; '*' (default): everything."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Place a legal hold: retention deletes nothing in its scope until it is released."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         h = policy.place_hold(u, tenant, basis=basis or "", category=category)
     console.print(f"legal hold {h.hold_id} placed on {tenant} ({h.scope})")
 
 
 @app.command("release")
 def release(
-    tenant: str = typer.Argument(..., metavar="TENANT"),
-    hold_id: str = typer.Argument(..., metavar="HOLD_ID"),
+    tenant: str = typer.Argument(..., metavar="TENANT", help="The lab's id."),
+    hold_id: str = typer.Argument(..., metavar="HOLD_ID", help="The hold's id ('retention list' shows it)."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Release a legal hold."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         policy.release_hold(u, tenant, hold_id)
     console.print(f"legal hold {hold_id} released")
 

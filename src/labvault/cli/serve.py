@@ -14,16 +14,16 @@ from collections import Counter
 
 import typer
 
-from labvault.errors import ConfigError
+from labvault.errors import CannotListen, ConfigError
 
 log = logging.getLogger("labvault.serve")
 
 
 def serve(
-    host: str = typer.Option("127.0.0.1", "--host"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by default)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="0: any free port (printed)."),
     tls_cert: str = typer.Option(None, "--tls-cert", help="PEM certificate (enables HTTPS and HSTS)."),
-    tls_key: str = typer.Option(None, "--tls-key"),
+    tls_key: str = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert."),
     checkpoint_every: int = typer.Option(3600, "--checkpoint-every", min=0,
                                          help="Seconds between signed audit checkpoints (0: none)."),
     retention_every: int = typer.Option(3600, "--retention-every", min=0,
@@ -46,7 +46,7 @@ def serve(
     try:
         sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise CannotListen.on(host, port, exc) from None
     # Accepted connections inherit TCP_NODELAY: a response written in two parts (head, body) must
     # not wait for the client's delayed ACK (40 ms a request otherwise).
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

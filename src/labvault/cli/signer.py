@@ -10,7 +10,7 @@ import typer
 
 from labvault.access import Purpose
 from labvault.instructions import signers
-from labvault.cli.common import AS_OPTION_HELP, actor, console, runtime
+from labvault.cli.common import AS_OPTION_HELP, acting, console
 from labvault.errors import ConfigError
 
 app = typer.Typer(help="Instruction signers of a lab: keygen, add, revoke, list.", no_args_is_help=True)
@@ -36,35 +36,36 @@ def keygen(out: Path = typer.Option(..., "--out", help="Where to write the priva
 
 @app.command("add")
 def add(
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     email: str = typer.Option(..., "--email", help="The signer's own account in the lab."),
     public_key: str = typer.Option(..., "--public-key", help="From 'labvault signer keygen' (64 hex characters)."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Register a signer (the lab's lab_admin)."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         s = signers.add_signer(u, tenant, email=email, public_key=public_key)
     console.print(f"signer {s.signer_id} ({s.email}) may now sign instructions for {tenant}")
 
 
 @app.command("revoke")
 def revoke(
-    signer_id: str = typer.Argument(...),
-    tenant: str = typer.Option(..., "--tenant"),
+    signer_id: str = typer.Argument(..., help="The signer's id ('labvault signer list')."),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Revoke a signer: instructions signed with its key are refused from now on."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         signers.revoke_signer(u, tenant, signer_id)
     console.print(f"signer {signer_id} revoked")
 
 
 @app.command("list")
 def list_(
-    tenant: str = typer.Option(..., "--tenant"),
+    tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    """The lab's instruction signers: id, e-mail, name, public key, when added or revoked."""
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         for s in signers.list_signers(u, tenant):
             print(json.dumps({"signer_id": s.signer_id, "email": s.email, "name": s.name, "public_key": s.public_key,
                               "added_at": s.added_at.isoformat(),

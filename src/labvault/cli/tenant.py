@@ -67,7 +67,7 @@ INSTRUCTION_HELP = ("The lab's signed deletion instruction (kind deletion, scope
 
 @app.command("shred")
 def shred(
-    tenant_id: str = typer.Argument(..., metavar="ID"),
+    tenant_id: str = typer.Argument(..., metavar="ID", help="The lab's id."),
     instruction: str = typer.Option(None, "--instruction", metavar="ID", help=INSTRUCTION_HELP),
     yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
@@ -92,7 +92,7 @@ def shred(
 
 @app.command("end")
 def end(
-    tenant_id: str = typer.Argument(..., metavar="ID"),
+    tenant_id: str = typer.Argument(..., metavar="ID", help="The lab's id."),
     return_to: str = typer.Option(None, "--return", metavar="INSTRUCTION",
                                   help="Return the data as the lab's signed instruction says (migration)."),
     delete: bool = typer.Option(False, "--delete", help="Delete the lab's data, shred its keys, sign a certificate."),
@@ -143,7 +143,7 @@ def _end_return(tenant_id: str, instruction_id: str, as_email: str | None) -> No
 
 
 @app.command("certificate")
-def certificate(tenant_id: str = typer.Argument(..., metavar="ID")) -> None:
+def certificate(tenant_id: str = typer.Argument(..., metavar="ID", help="The lab's id.")) -> None:
     """Show a lab's end-of-contract certificates and check their platform signatures (exit 1 if one fails)."""
     from labvault.crypto.signing import SignatureInvalid
     from labvault.errors import NotFound

@@ -6,7 +6,7 @@ import typer
 
 from labvault.access import Purpose
 from labvault.accounts import service
-from labvault.cli.common import AS_OPTION_HELP, actor, console, runtime
+from labvault.cli.common import AS_OPTION_HELP, acting, console
 
 app = typer.Typer(help="API tokens: create, revoke.", no_args_is_help=True)
 
@@ -15,7 +15,7 @@ app = typer.Typer(help="API tokens: create, revoke.", no_args_is_help=True)
 def create(
     email: str = typer.Option(None, "--email", help="A service account of your lab (lab_admin); default: yourself."),
     scope: list[str] = typer.Option(["read"], "--scope", help="read, ingest"),
-    days: int = typer.Option(30, "--days"),
+    days: int = typer.Option(30, "--days", help="Days the token is valid (at most 365)."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Create a token, printed once and stored only as a hash: your own, after logging in (--as),
@@ -23,7 +23,7 @@ def create(
     import os
 
     logged_in = bool(as_email or os.environ.get("LABVAULT_AS"))
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         token_id, token = service.create_token(u, email, scopes=scope, days=days, authenticated=logged_in)
         who = email or u.principal.name
     console.print(f"token {token_id} for {who}, scopes {', '.join(scope)}, valid {days} days (shown once):")
@@ -32,9 +32,10 @@ def create(
 
 @app.command("revoke")
 def revoke(
-    token_id: str = typer.Argument(...),
+    token_id: str = typer.Argument(..., help="The token's id ('token create' prints it)."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    """Revoke an API token at once (your own, or one of your lab's service accounts as lab_admin)."""
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         service.revoke_token(u, token_id)
     console.print(f"token {token_id} revoked")

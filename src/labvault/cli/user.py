@@ -12,7 +12,7 @@ from rich.table import Table
 
 from labvault.access import Purpose
 from labvault.accounts import service, totp
-from labvault.cli.common import AS_OPTION_HELP, actor, console, runtime
+from labvault.cli.common import AS_OPTION_HELP, acting, console, runtime
 from labvault.crypto.keys import PLATFORM
 from labvault.errors import InvalidInput
 
@@ -22,7 +22,7 @@ app = typer.Typer(help="Accounts: add, enrol, list, roles, deactivate, enable, s
 @app.command("add")
 def add(
     name: str = typer.Option(..., "--name", help="The person's full name."),
-    email: str = typer.Option(..., "--email"),
+    email: str = typer.Option(..., "--email", help="Their e-mail address (the login)."),
     role: list[str] = typer.Option(..., "--role", help="Repeat for several roles."),
     tenant: str = typer.Option(None, "--tenant", help="The lab, for lab roles."),
     service_purpose: str = typer.Option(None, "--service", help="Make a token-only service account for this purpose."),
@@ -32,7 +32,7 @@ def add(
 
     A lab's accounts are added by the lab's own lab_admin (--as); the platform invites a new lab's
     first lab_admin only."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         new = service.create_account(
             u, tenant_id=tenant or PLATFORM, name=name, email=email, roles=role,
             kind="service" if service_purpose else "person", purpose=service_purpose,
@@ -100,12 +100,12 @@ def enrol(
 
 @app.command("list")
 def list_(
-    tenant: str = typer.Option(None, "--tenant"),
-    as_json: bool = typer.Option(False, "--json"),
+    tenant: str = typer.Option(None, "--tenant", help="The lab's id (default: every account you may see)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per account."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """List accounts (of one lab, or all that you may see)."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         accounts = service.list_accounts(u, tenant)
     if as_json:
         for a in accounts:
@@ -122,46 +122,46 @@ def list_(
 
 @app.command("roles")
 def roles(
-    email: str = typer.Argument(...),
-    role: list[str] = typer.Option(..., "--role"),
+    email: str = typer.Argument(..., help="The account's e-mail address."),
+    role: list[str] = typer.Option(..., "--role", help="The new roles; repeat for several (they replace the old ones)."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Replace an account's roles (audited)."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         service.set_roles(u, email, role)
     console.print(f"roles of {email}: {', '.join(sorted(role))}")
 
 
 @app.command("deactivate")
 def deactivate(
-    email: str = typer.Argument(...),
+    email: str = typer.Argument(..., help="The account's e-mail address."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Deactivate an account: all its sessions and tokens stop working at once."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         service.deactivate(u, email)
     console.print(f"{email} deactivated; its sessions and tokens are revoked")
 
 
 @app.command("enable")
 def enable(
-    email: str = typer.Argument(...),
+    email: str = typer.Argument(..., help="The account's e-mail address."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Re-enable a deactivated or suspended account (a lab's: by its own lab_admin only)."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         service.reactivate(u, email)
     console.print(f"{email} enabled")
 
 
 @app.command("suspend")
 def suspend(
-    email: str = typer.Argument(...),
+    email: str = typer.Argument(..., help="The account's e-mail address."),
     reason: str = typer.Option(..., "--reason", help="Why (kept on the account; the lab's admins see it)."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Suspend an account for security (vendor security officer, platform admin): its sessions and
     tokens stop at once; the lab's audit trail records it; only the lab's lab_admin re-enables it."""
-    with runtime() as rt, rt.gateway.unit(actor(rt, as_email), Purpose.ADMINISTRATION) as u:
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
         service.suspend(u, email, reason)
     console.print(f"{email} suspended; its sessions and tokens are revoked; the lab's admins see the reason")

@@ -40,14 +40,10 @@ from pyrage import x25519
 from labvault.crypto import fingerprint
 from labvault.crypto.keys import KeyProvider
 from labvault.crypto.signing import canonical
-from labvault.errors import InvalidInput, LabvaultError
+from labvault.errors import InvalidInput, PackageError
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
-
-
-class PackageError(LabvaultError):
-    """A package could not be written or read (the message names the file, never its content)."""
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from labvault.errors import LabvaultError
-
-
-class SignatureInvalid(LabvaultError):
-    pass
+from labvault.errors import SignatureInvalid
 
 
 def canonical(record: dict[str, Any]) -> bytes:

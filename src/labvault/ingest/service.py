@@ -20,6 +20,7 @@ from labvault.access.gateway import Gateway
 from labvault.access.principal import Principal, Purpose
 from labvault.domain.mapped import Mapped
 from labvault.errors import AccessDenied, InvalidInput, LabvaultError, TenantShredded, UnknownTenant
+from labvault.ingest.errors import NotALabMessage
 from labvault.instructions import intake_filter
 from labvault.instructions.document import Instruction
 from labvault.interop import hl7v2, hprim
@@ -28,6 +29,7 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 FORMATS = ("hl7v2", "hprim", "fhir-json", "fhir-ndjson", "csv")
 _HPRIM_SEPARATORS = frozenset(b"|^~\\&!;:#$%*+/?@")
 _LEAD = b"\xef\xbb\xbf\x0b \t\r\n"
+NOT_A_LAB_MESSAGE = "not HL7 v2, HPRIM, FHIR JSON or CSV (format not recognised)"
 
 
 def detect(data: bytes) -> str | None:
@@ -67,7 +69,7 @@ def read(data: bytes, *, file: str, fmt: str | None = None, test_mode: bool = Fa
     fmt = fmt or detect(data)
     if fmt is None:
         return [Piece(1, "unknown", bytes(data),
-                      reason=f"{file}: not HL7 v2, HPRIM, FHIR JSON or CSV (format not recognised)")]
+                      reason=f"{file}: {NOT_A_LAB_MESSAGE}")]
     if len(data) > MAX_FILE_BYTES:
         return [Piece(1, fmt, b"", reason=f"{file}: input of {len(data)} bytes exceeds the limit of {MAX_FILE_BYTES}")]
     if fmt == "hl7v2":
@@ -212,6 +214,7 @@ class Ingestor:
         self.gw, self.principal, self.tenant_id = gateway, principal, tenant_id
         self.feed, self.group, self.test_mode, self.purpose = feed, group, test_mode, purpose
         self.instruction = instruction
+        self.summaries: list[Summary] = []  # of the last ingest_files, as far as it went
 
     def preflight(self) -> None:
         """Fail early, before reading any file, if this principal may not ingest into this lab."""
@@ -222,7 +225,11 @@ class Ingestor:
     def ingest_pieces(self, pieces: Sequence[Piece], summary: Summary,
                       on_progress: Callable[[int], None] | None = None) -> list[Outcome]:
         """Store or quarantine each piece; returns what became of each. Under an instruction, each
-        piece is first cut down to what the instruction names (``within_instruction``)."""
+        piece is first cut down to what the instruction names (``within_instruction``).
+
+        ``summary`` counts each message once its transaction is committed: when an error stops
+        the run (the lab shredded meanwhile, the account refused), it holds exactly what was
+        stored and quarantined before."""
         result: list[Outcome] = [Outcome("outside")] * len(pieces)
         keep = range(len(pieces))
         if self.instruction is not None:
@@ -235,13 +242,13 @@ class Ingestor:
             refused = {i: pieces[i].reason or "refused" for i in part if pieces[i].envelope is None}
             if good:
                 try:
-                    self._store(pieces, good, result)
+                    self._store(pieces, good, result, summary)
                 except (AccessDenied, UnknownTenant, TenantShredded):
                     raise
                 except LabvaultError:
                     for i in good:  # find the message the store refused: one transaction each
                         try:
-                            self._store(pieces, [i], result)
+                            self._store(pieces, [i], result, summary)
                         except (AccessDenied, UnknownTenant, TenantShredded):
                             raise
                         except LabvaultError as exc:
@@ -250,30 +257,28 @@ class Ingestor:
                 for i, reason in refused.items():
                     result[i] = Outcome("rejected", reason)
                     summary.reasons.append(reason)
+                    summary.rejected += 1
             elif refused:
                 for i, qid in zip(refused, self._quarantine(pieces, refused), strict=True):
                     result[i] = Outcome("rejected", refused[i], qid)
                     summary.reasons.append(refused[i])
                     summary.quarantine_ids.append(qid)
-            for i in part:
-                status = result[i].status
-                if status == "accepted":
-                    summary.accepted += 1
-                    summary.results += pieces[i].envelope.results
-                elif status == "duplicate":
-                    summary.duplicates += 1
-                else:
                     summary.rejected += 1
             if on_progress is not None:
                 on_progress(len(part))
         return result
 
-    def _store(self, pieces: Sequence[Piece], idx: list[int], result: list[Outcome]) -> None:
+    def _store(self, pieces: Sequence[Piece], idx: list[int], result: list[Outcome], summary: Summary) -> None:
         with self.gw.unit(self.principal, self.purpose) as u:
             under = {} if self.instruction is None else {"instruction": self.instruction.id}
             got = intake.store(u, self.tenant_id, [pieces[i].envelope for i in idx], feed=self.feed, **under)
-        for i, status in zip(idx, got, strict=True):
+        for i, status in zip(idx, got, strict=True):  # committed: counted
             result[i] = Outcome(status)
+            if status == "accepted":
+                summary.accepted += 1
+                summary.results += pieces[i].envelope.results
+            else:
+                summary.duplicates += 1
 
     def _quarantine(self, pieces: Sequence[Piece], refused: dict[int, str]) -> list[str]:
         with self.gw.unit(self.principal, self.purpose) as u:
@@ -284,18 +289,22 @@ class Ingestor:
 
     def ingest_files(self, paths: Iterable[Path], *, progress: Callable[[str, int, int], None] | None = None
                      ) -> list[Summary]:
-        """Each file in turn (Bulk Data ndjson files together, as one export)."""
+        """Each file in turn (Bulk Data ndjson files together, as one export).
+
+        Every file is read and cut before anything is stored: a missing file, a folder, or a file
+        in none of the formats (``NotALabMessage``) stops the run with one error, nothing stored
+        and nothing quarantined. ``self.summaries`` grows as files are stored: when an error stops
+        the run, it says what was stored before."""
         summaries: list[Summary] = []
+        self.summaries = summaries
         bulk: dict[str, bytes] = {}
         inputs: list[tuple[str, list[Piece]]] = []
         for path in paths:
             name = str(path)
-            try:
-                data = _read_file(path)
-            except InvalidInput as exc:
-                summaries.append(Summary(name, "unknown", rejected=1, reasons=[str(exc)]))
-                continue
+            data = _read_file(path)
             fmt = detect(data)
+            if fmt is None:
+                raise NotALabMessage(f"{name}: {NOT_A_LAB_MESSAGE}: nothing was stored")
             if fmt == "fhir-ndjson":
                 bulk[name] = data
                 continue
@@ -304,6 +313,7 @@ class Ingestor:
             inputs.append((", ".join(bulk), read_bulk(bulk, test_mode=self.test_mode)))
         for name, pieces in inputs:
             summary = Summary(name, pieces[0].format if pieces else "unknown")
+            summaries.append(summary)
             total = len(pieces)
             done = 0
 
@@ -318,7 +328,6 @@ class Ingestor:
                 with self.gw.unit(self.principal, self.purpose) as u:
                     u.audit(self.tenant_id, "instruction:use", "instruction", summary.results,
                             refs=[self.instruction.id])
-            summaries.append(summary)
         return summaries
 
     def within_instruction(self, pieces: Sequence[Piece], summary: Summary) -> tuple[list[Piece], list[int]]:

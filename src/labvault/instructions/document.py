@@ -62,7 +62,18 @@ import yaml
 
 from labvault.crypto.signing import SignatureInvalid, Signer, verify
 from labvault.domain.models import Sensitivity
-from labvault.errors import AccessDenied, InvalidInput
+from labvault.errors import InvalidInput
+from labvault.instructions.errors import (
+    DeadlinePassed,
+    Expired,
+    InstructionInvalid,
+    InstructionSignatureInvalid,
+    InstructionUnsigned,
+    NotYetValid,
+    UnknownSigner,
+    WrongTenant,
+)
+from labvault.instructions.errors import InstructionRefused  # noqa: F401  (still importable from here)
 
 VERSION = 1
 MAX_BYTES = 64 * 1024
@@ -113,49 +124,7 @@ _BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 AGE_KEY_LEN = 62  # "age1" + 58 bech32 characters (52 data + 6 checksum)
 
 
-# --- errors -----------------------------------------------------------------------------------
-
-class InstructionInvalid(InvalidInput):
-    """The document is malformed or breaks a rule; the message names where and why."""
-
-    reason = "malformed"
-
-
-class InstructionUnsigned(InvalidInput):
-    reason = "unsigned"
-
-
-class InstructionSignatureInvalid(SignatureInvalid):
-    reason = "bad_signature"
-
-
-class UnknownSigner(SignatureInvalid):
-    """The key is not one of the lab's current signers (never registered, or revoked)."""
-
-    reason = "unknown_signer"
-
-
-class InstructionRefused(AccessDenied):
-    """A well-signed instruction that does not apply here or now."""
-
-    reason = "refused"
-
-
-class WrongTenant(InstructionRefused):
-    reason = "wrong_tenant"
-
-
-class NotYetValid(InstructionRefused):
-    reason = "not_yet_valid"
-
-
-class Expired(InstructionRefused):
-    reason = "expired"
-
-
-class DeadlinePassed(InstructionRefused):
-    reason = "deletion_deadline_passed"
-
+# --- errors (the classes: labvault.instructions.errors) ---------------------------------------
 
 def _err(path: str, reason: str) -> InstructionInvalid:
     return InstructionInvalid(f"instruction: {path}: {reason}")

@@ -36,7 +36,8 @@ from typing import Protocol, TypeVar
 from labvault.domain.identifiers import normalise_nir
 from labvault.domain.models import Identity, Prescriber, Request, Result, Sensitivity, Specimen
 from labvault.domain.sensitivity import sensitivity_of
-from labvault.instructions.document import FREE_TEXT, Instruction, InstructionRefused, WrongTenant
+from labvault.instructions.document import FREE_TEXT, Instruction
+from labvault.instructions.errors import MissingFields, WrongKind, WrongTenant
 
 KIND = "migration_in"
 # What the store cannot do without: an instruction for an import must allow all of these.
@@ -61,14 +62,6 @@ OPTIONAL: dict[str, tuple[str, ...]] = {
 COMMENT = "result.comment"
 # Why a result is left out, in the order they are tried.
 REASONS = ("patient", "period", "code", "sensitive")
-
-
-class WrongKind(InstructionRefused):
-    reason = "wrong_kind"
-
-
-class MissingFields(InstructionRefused):
-    reason = "missing_fields"
 
 
 class Parts(Protocol):

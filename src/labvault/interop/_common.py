@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-from labvault.errors import InvalidInput
-
 # A numeric value: at most MAX_SIGNIFICANT_DIGITS significant digits (a double holds 17, a lab value
 # far fewer) and MAX_NUMBER_CHARS characters in all (any finite double written out without an
 # exponent, as the writers of this package do, fits). More is refused, never rounded.
@@ -49,38 +47,6 @@ def is_finite(x: object) -> bool:
         return math.isfinite(x)
     except OverflowError:  # an int too large for a float
         return False
-
-
-class LocatedInputError(InvalidInput):
-    """An input that cannot be read or mapped; ``str()`` is one line naming where, never a value.
-
-    Subclasses name their locations in ``_LOCATION`` as (attribute, prefix) pairs, in order.
-    """
-
-    _LOCATION: tuple[tuple[str, str], ...] = ()
-
-    def __init__(self, reason: str, *, file: str | None = None, field: str | None = None, **where: object) -> None:
-        self.reason = reason.replace("\r", " ").replace("\n", " ")
-        self.file = file
-        self.field = field
-        for name, _ in self._LOCATION:
-            setattr(self, name, where.pop(name, None))
-        if where:
-            raise TypeError(f"unknown location {', '.join(where)}")
-        super().__init__(self._render())
-
-    def _render(self) -> str:
-        parts = [self.file] if self.file else []
-        for name, prefix in self._LOCATION:
-            value = getattr(self, name)
-            if value is not None and value != "":
-                parts.append(f"{prefix}{value}")
-        if self.field:
-            parts.append(self.field)
-        return f"{', '.join(parts)}: {self.reason}" if parts else self.reason
-
-    def __str__(self) -> str:
-        return self._render()
 
 
 class FieldAccess:

@@ -35,8 +35,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from hashlib import sha256
 
+from labvault.crypto.derive import Orders, message_scope, text_digest
 from labvault.domain.identifiers import validate_nir
 from labvault.domain.identifiers import CODE_RE as _CODE
 from labvault.domain.identifiers import CODE_SYSTEM_RE as _SYSTEM
@@ -44,8 +44,8 @@ from labvault.domain.identifiers import normalise_nir
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.domain.sensitivity import sensitivity_of
 from labvault.errors import InvalidInput
-from labvault.interop._common import LocatedInputError, number_fault
-from labvault.interop.fhir import _id
+from labvault.interop._common import number_fault
+from labvault.interop.errors import CsvError
 from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
 from labvault.domain.mapped import Mapped
 from labvault.interop.writers import _INJECTION_START, CSV_FIELDS
@@ -63,18 +63,6 @@ _NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d{1,3})?\Z",
 _RPPS = re.compile(r"\d{11}\Z", re.ASCII)
 _BOM = "\ufeff"
 _FIRST_LINE = re.compile(r"\s*([^\r\n]*)")
-
-
-class CsvError(LocatedInputError):
-    """A CSV input that cannot be read or mapped; ``str()`` is one line without personal values."""
-
-    _LOCATION = (("row", "row "),)
-
-    def located(self, file: str) -> CsvError:
-        if self.file is None:
-            self.file = file
-        self.args = (self._render(),)
-        return self
 
 
 @dataclass(slots=True)
@@ -108,10 +96,11 @@ def read(data: bytes, *, file: str, test_mode: bool = False) -> list[Message]:
     except CsvError as exc:
         return [Message(1, bytes(data), reason=str(exc.located(file)))]
     out = []
+    numbers: dict[str, dict[str, int]] = {}  # a patient's orders by number, across the file
     for i, (key, members) in enumerate(groups.items(), 1):
         raw = _serialise(header, members, delimiter)
         try:
-            out.append(Message(i, raw, mapped=_map(key, members, test_mode)))
+            out.append(Message(i, raw, mapped=_map(key, members, test_mode, numbers.setdefault(key[0], {}))))
         except CsvError as exc:
             out.append(Message(i, raw, reason=str(exc.located(file))))
     return out
@@ -259,16 +248,14 @@ class _Row:
 # ------------------------------------------------------------------------------------------ mapping
 
 
-def _map(key: tuple[str, str], rows: list[_Row], test_mode: bool) -> Mapped:
+def _map(key: tuple[str, str], rows: list[_Row], test_mode: bool, numbers: dict[str, int]) -> Mapped:
     first = rows[0]
     if not key[1]:
         raise first.err(" or ".join(k for k in REQUEST_KEYS if k in first.cols), "empty: rows are grouped into "
                         "requests by this key")
-    control = sha256("\x1f".join(key).encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-    def new_id(what: str) -> str:
-        return _id("csv", control, what)
-
+    control = text_digest("\x1f".join(key))
+    scope = message_scope("csv", "", control)
+    new_id = scope.id
     identity = _identity(first, new_id("patient"), test_mode)
     prescribers: list[Prescriber] = []
     if rpps := first.get("prescriber.rpps").strip():
@@ -276,12 +263,14 @@ def _map(key: tuple[str, str], rows: list[_Row], test_mode: bool) -> Mapped:
             raise first.err("prescriber.rpps", "not an RPPS number (11 digits)")
         prescribers.append(Prescriber(new_id(f"prescriber/{rpps}"), rpps, first.get("prescriber.family_name"),
                                       first.get("prescriber.given_name")))
+    accession = first.optional("request.accession")
+    order = Orders(scope, numbers).order(accession, "request")
     request = Request(
-        request_id=new_id("request"),
+        request_id=order.request_id(),
         patient_id=identity.patient_id,
         prescriber_id=prescribers[0].prescriber_id if prescribers else None,
         requested_at=first.when("request.requested_at"),
-        accession=first.optional("request.accession"),
+        accession=accession,
         reported_at=first.when_opt("request.reported_at"),
     )
     shared = [(name, i) for name, i in first.cols.items() if name.startswith(_SHARED)]
@@ -290,8 +279,8 @@ def _map(key: tuple[str, str], rows: list[_Row], test_mode: bool) -> Mapped:
             if row.cells[i] != first.cells[i]:
                 raise row.err(name, f"differs from row {first.n}, the first row of the same request")
     specimens: dict[str, Specimen] = {}
-    results = [_result(row, request, _specimen(row, request, specimens, new_id), new_id(f"result/{k}"))
-               for k, row in enumerate(rows, 1)]
+    results = [_result(row, request, _specimen(row, request, specimens, order.specimen_id), order.result_id)
+               for row in rows]
     return Mapped(identity=identity, prescribers=prescribers, requests=[request], specimens=list(specimens.values()),
                   results=results, other_identifiers=[], z_segments=[], control_id=control, sending_facility="")
 
@@ -335,7 +324,7 @@ def _identity(row: _Row, patient_id: str, test_mode: bool) -> Identity:
     )
 
 
-def _specimen(row: _Row, request: Request, seen: dict[str, Specimen], new_id: Callable[[str], str]
+def _specimen(row: _Row, request: Request, seen: dict[str, Specimen], new_id: Callable[[], str]
               ) -> Specimen | None:
     names = [n for n in row.cols if n.startswith("specimen.")]
     if not any(row.get(n).strip() for n in names):
@@ -346,7 +335,7 @@ def _specimen(row: _Row, request: Request, seen: dict[str, Specimen], new_id: Ca
     key = row.get("specimen.specimen_id").strip() or f"{kind}\x1f{collected.isoformat()}"
     sp = seen.get(key)
     if sp is None:
-        sp = seen[key] = Specimen(new_id(f"specimen/{len(seen) + 1}"), request.request_id, kind, collected, received)
+        sp = seen[key] = Specimen(new_id(), request.request_id, kind, collected, received)
     for name, mine, theirs in (("specimen.type", sp.type, kind), ("specimen.collected_at", sp.collected_at, collected),
                                ("specimen.received_at", sp.received_at, received)):
         if mine != theirs:
@@ -354,7 +343,7 @@ def _specimen(row: _Row, request: Request, seen: dict[str, Specimen], new_id: Ca
     return sp
 
 
-def _result(row: _Row, request: Request, specimen: Specimen | None, result_id: str) -> Result:
+def _result(row: _Row, request: Request, specimen: Specimen | None, result_id: Callable[[str], str]) -> Result:
     code = row.code("result.code")
     if not code:
         raise row.err("result.code", "empty, a value is required")
@@ -363,7 +352,7 @@ def _result(row: _Row, request: Request, specimen: Specimen | None, result_id: s
     if status not in set(ResultStatus):
         raise row.err("result.status", "not preliminary, final or corrected")
     return Result(
-        result_id=result_id,
+        result_id=result_id(code),
         request_id=request.request_id,
         code=code,
         label=row.get("result.label"),

@@ -47,14 +47,14 @@ lab data. An input with nothing left to map is refused.
 
 Datetimes keep their offset; one without an offset (allowed here, not in FHIR) is read as a naive
 datetime, and so is one marked with the ``unzoned-datetime`` extension of our own profile (see
-``fhir_out``). Domain ids are deterministic: sha256 of facility, control id and the resource's place
-in the input (``domain_id``).
+``fhir_out``). Domain ids are deterministic (``labvault.crypto.derive``, the same rule as the other
+readers): the records of an order from its number, else from its place in the input; patients and
+prescribers from facility, control id and their place in the input (``domain_id``).
 """
 
 from __future__ import annotations
 
 import builtins
-import hashlib
 import json
 import math
 import re
@@ -62,11 +62,13 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from datetime import date as date_type  # the name ``date`` is a method of _Res below
 
+from labvault.crypto.derive import Order, Orders, fingerprint, message_scope
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
-from labvault.interop._common import NUMBER_NOT_FINITE, LocatedInputError, number_fault
+from labvault.interop._common import NUMBER_NOT_FINITE, number_fault
+from labvault.interop.errors import FhirError
 from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
 from labvault.domain.mapped import Mapped
 
@@ -158,22 +160,6 @@ _FSH_START = re.compile(
 _BOM = b"\xef\xbb\xbf"
 
 
-class FhirError(LocatedInputError):
-    """A FHIR input that cannot be read or mapped; ``str()`` is one line without personal values.
-
-    Locations: ``file``, ``entry`` (1-based index in Bundle.entry), ``line`` (ndjson line),
-    ``resource`` (``Type/id``) and ``field`` (element path, e.g. ``Observation.valueQuantity.value``).
-    """
-
-    _LOCATION = (("entry", "entry "), ("line", "line "), ("resource", ""))
-
-    def located(self, *, file: str | None = None) -> FhirError:
-        if file is not None and self.file is None:
-            self.file = file
-        self.args = (self._render(),)
-        return self
-
-
 def _type_name(rtype: str) -> str:
     """A resource type fit to appear in a message: an R4 type name, else "resource" (a sender's own text)."""
     return rtype if rtype in R4_TYPES else "resource"
@@ -188,8 +174,8 @@ class _BadNumber(float):
     reason: str
 
     def __new__(cls, text: str, reason: str) -> _BadNumber:
-        digest = hashlib.sha256(text.encode("ascii", "replace")).digest()
-        self = super().__new__(cls, float(int.from_bytes(digest[:6], "big")))
+        digest = fingerprint([text.encode("ascii", "replace")])
+        self = super().__new__(cls, float(int(digest[:12], 16)))
         self.reason = reason
         return self
 
@@ -361,14 +347,11 @@ def _is_unzoned(element: object) -> bool:
     return any(isinstance(e, dict) and e.get("url") == EXT_UNZONED and e.get("valueBoolean") is True for e in exts)
 
 
-def _id(facility: str, control_id: str, what: str) -> str:
-    material = "\x1f".join((facility, control_id, what))
-    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
 def domain_id(mapped: Mapped, resource_type: str, resource_id: str) -> str:
-    """The domain id the reader gave to the resource ``Type/id`` of the input ``mapped`` came from."""
-    return _id(mapped.sending_facility, mapped.control_id, f"{resource_type}/{resource_id}")
+    """The domain id the reader gave to the resource ``Type/id`` of the input ``mapped`` came from,
+    for a resource named by its place in the input: a Patient, a Practitioner (the records of an
+    order are named by the order, see ``labvault.crypto.derive``)."""
+    return message_scope("fhir", mapped.sending_facility, mapped.control_id).id(f"{resource_type}/{resource_id}")
 
 
 def _canonical(value: object) -> bytes:
@@ -872,9 +855,10 @@ class _Builder:
         self.control_id = control_id
         self.test_mode = test_mode
         self.prescribers: dict[str, Prescriber] = {}
+        self.scope = message_scope("fhir", facility, control_id)
 
     def id(self, what: str) -> str:
-        return _id(self.facility, self.control_id, what)
+        return self.scope.id(what)
 
     def run(self) -> Mapped:
         grp = self.grp
@@ -889,10 +873,22 @@ class _Builder:
             req = self._request(anchor, patient_id)
             requests.append(req)
             by_anchor[anchor.key] = req
+        numbers = {a.key: self._lab_number(a.res, a.res.rtype) if a.kind != "day" else None for a in grp.anchors}
+        for (s, anchor) in grp.specimens:  # the lab's accession number, when the order gave none
+            req = by_anchor[anchor.key]
+            if req.accession is None:
+                acc = s.obj(s.data, "accessionIdentifier", "Specimen")
+                if acc is not None:
+                    req.accession = numbers[anchor.key] = s.str(acc, "value", "Specimen.accessionIdentifier")
+        orders: dict[str, Order] = {}
+        ranks = Orders(self.scope)
+        for anchor in grp.anchors:  # ids once the order's number is known (see labvault.crypto.derive)
+            orders[anchor.key] = order = ranks.order(numbers[anchor.key], anchor.key)
+            by_anchor[anchor.key].request_id = order.request_id()
         specimens: list[Specimen] = []
         spec_ids: dict[str, str] = {}
         for s, anchor in grp.specimens:
-            sp = self._specimen(s, by_anchor[anchor.key])
+            sp = self._specimen(s, by_anchor[anchor.key], orders[anchor.key])
             specimens.append(sp)
             spec_ids[s.key] = sp.specimen_id
         results: list[Result] = []
@@ -900,13 +896,7 @@ class _Builder:
             specimen_id = spec_ids.get(spec.key) if spec is not None else None
             if spec is not None and specimen_id is None and self.spec_group.get(spec.key, grp.key) != grp.key:
                 raise o.err("Observation.specimen", "the specimen belongs to another patient")
-            results.extend(self._results(o, by_anchor[anchor.key].request_id, specimen_id))
-        for (s, anchor) in grp.specimens:  # the lab's accession number, when the order gave none
-            req = by_anchor[anchor.key]
-            if req.accession is None:
-                acc = s.obj(s.data, "accessionIdentifier", "Specimen")
-                if acc is not None:
-                    req.accession = s.str(acc, "value", "Specimen.accessionIdentifier")
+            results.extend(self._results(o, by_anchor[anchor.key].request_id, specimen_id, orders[anchor.key]))
         return Mapped(
             identity=identity,
             prescribers=list(self.prescribers.values()),
@@ -1101,6 +1091,20 @@ class _Builder:
                 return ranked.get("PLAC") or value
         return ranked.get("PLAC") or first
 
+    @staticmethod
+    def _lab_number(r: _Res, path: str) -> str | None:
+        """The lab's number of an order (identifier of type ACSN, else FILL), which names its records
+        in every format; not a placer's number nor an untyped identifier."""
+        ranked: dict[str, str] = {}
+        for ip, ident in r.objs(r.data, "identifier", path):
+            t = r.obj(ident, "type", ip)
+            value = r.str(ident, "value", ip)
+            for cp, c in r.objs(t, "coding", f"{ip}.type") if t is not None and value is not None else []:
+                code = r.str(c, "code", cp)
+                if code in ("ACSN", "FILL"):
+                    ranked.setdefault(code, value)
+        return ranked.get("ACSN") or ranked.get("FILL")
+
     def _report_dates(self, dr: _Res) -> tuple[datetime | None, datetime | None]:
         d = dr.data
         P = "DiagnosticReport"
@@ -1112,6 +1116,7 @@ class _Builder:
         return effective, issued
 
     def _request(self, anchor: _Anchor, patient_id: str) -> Request:
+        """The order of an anchor; its id is given once its number is known (``run``)."""
         reported = None
         effective = None
         for dr in anchor.reports:
@@ -1132,20 +1137,20 @@ class _Builder:
                                                           "or a DiagnosticReport date)")
             requester = sr.obj(d, "requester", P)
             prescriber = self._prescriber(sr, requester, "ServiceRequest.requester") if requester else None
-            return Request(request_id=self.id(anchor.key), patient_id=patient_id, prescriber_id=prescriber,
+            return Request(request_id="", patient_id=patient_id, prescriber_id=prescriber,
                            requested_at=when, accession=self._accession(sr, P), reported_at=reported)
         if anchor.kind == "dr":
             dr = anchor.res
             if effective is None:
                 raise dr.err("DiagnosticReport.effective[x]", "report date missing (effective[x] or issued)")
-            return Request(request_id=self.id(anchor.key), patient_id=patient_id, prescriber_id=None,
+            return Request(request_id="", patient_id=patient_id, prescriber_id=None,
                            requested_at=effective, accession=self._accession(dr, "DiagnosticReport"),
                            reported_at=reported)
-        return Request(request_id=self.id(anchor.key), patient_id=patient_id, prescriber_id=None,
+        return Request(request_id="", patient_id=patient_id, prescriber_id=None,
                        requested_at=cast(datetime, anchor.when), accession=None, reported_at=None)
 
     # specimens ----------------------------------------------------------------------------------
-    def _specimen(self, s: _Res, request: Request) -> Specimen:
+    def _specimen(self, s: _Res, request: Request, order: Order) -> Specimen:
         d = s.data
         P = "Specimen"
         collection = s.obj(d, "collection", P)
@@ -1156,7 +1161,7 @@ class _Builder:
             if collected is None and period is not None:
                 collected = s.dt(period, "start", "Specimen.collection.collectedPeriod")
         return Specimen(
-            specimen_id=self.id(s.key),
+            specimen_id=order.specimen_id(),
             request_id=request.request_id,
             type=self._specimen_type(s),
             collected_at=collected or request.requested_at,
@@ -1181,7 +1186,7 @@ class _Builder:
         return s.str(cc, "text", "Specimen.type") or "UNK"
 
     # results ------------------------------------------------------------------------------------
-    def _results(self, o: _Res, request_id: str, specimen_id: str | None) -> list[Result]:
+    def _results(self, o: _Res, request_id: str, specimen_id: str | None, order: Order) -> list[Result]:
         d = o.data
         P = "Observation"
         status = _OBS_STATUS[cast(str, o.str(d, "status", P))]
@@ -1205,9 +1210,9 @@ class _Builder:
         components = o.objs(d, "component", P)
         out = []
         if not components or any(k in d for k in _VALUE_KEYS):
-            out.append(self._result(o, d, P, self.id(o.key), common))
-        for i, (path, comp) in enumerate(components):
-            out.append(self._result(o, comp, path, self.id(f"{o.key}/component[{i}]"), common))
+            out.append(self._result(o, d, P, order, common))
+        for path, comp in components:
+            out.append(self._result(o, comp, path, order, common))
         return out
 
     @staticmethod
@@ -1219,7 +1224,7 @@ class _Builder:
         text = " ".join([*r.strs(n, "given", path), r.str(n, "family", path) or ""]).strip()
         return text or r.str(n, "text", path)
 
-    def _result(self, o: _Res, d: dict, path: str, result_id: str, common: dict) -> Result:
+    def _result(self, o: _Res, d: dict, path: str, order: Order, common: dict) -> Result:
         cc = o.obj(d, "code", path)
         if cc is None:
             raise o.err(f"{path}.code", "observation code missing")
@@ -1252,7 +1257,7 @@ class _Builder:
                     ref_high = None if v is None else float(v)
             ref_text = o.str(rr, "text", rp)
         return Result(
-            result_id=result_id,
+            result_id=order.result_id(code),
             code=code,
             label=label,
             code_system=system,
@@ -1428,7 +1433,7 @@ def _map_document(data: bytes, file: str | None, test_mode: bool) -> Outcome:
     else:
         g.add(g.make(doc, file=file, entry=None, line=None, full_url=None, fallback_key="resource"))
         control = None
-    control = control or hashlib.sha256(_canonical(doc)).hexdigest()[:32]
+    control = control or fingerprint([_canonical(doc)])
     facility = "fhir:" + _source(doc)
     linker = _Linker(g)
     groups = linker.run()
@@ -1493,12 +1498,10 @@ def _map_ndjson(files: Mapping[str, bytes], test_mode: bool) -> Outcome:
             roots.setdefault(o.key, o)
         for s, _ in grp.specimens:
             roots.setdefault(s.key, s)
-        digest = hashlib.sha256()
-        for r in sorted(roots.values(), key=lambda r: (r.file or "", r.line or 0, r.key)):
-            digest.update(_canonical((r.parent or r).data))
-            digest.update(b"\n")
+        ordered = sorted(roots.values(), key=lambda r: (r.file or "", r.line or 0, r.key))
+        digest = fingerprint(part for r in ordered for part in (_canonical((r.parent or r).data), b"\n"))
         facility = "fhir:" + (_source(grp.patient.data) if grp.patient is not None else "")
-        builders.append(_Builder(g, grp, facility, digest.hexdigest()[:32], test_mode, linker.spec_group))
+        builders.append(_Builder(g, grp, facility, digest, test_mode, linker.spec_group))
     mapped = [b.run() for b in builders]
     return Outcome(mapped, _count_unused(g, builders))
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -46,10 +45,12 @@ from labvault.domain.models import (
     ResultStatus,
     Specimen,
 )
+from labvault.crypto.derive import Order, Orders, message_scope
 from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
 from labvault.domain.mapped import Mapped
 from labvault.domain.sensitivity import sensitivity_of
-from labvault.interop._common import FieldAccess, LocatedInputError, number_fault
+from labvault.interop._common import FieldAccess, number_fault
+from labvault.interop.errors import Hl7Error
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 MAX_MESSAGES = 10_000
@@ -73,22 +74,6 @@ _TS = re.compile(
 _LF_END = re.compile(r"\n+(?=[ \t]*(?:[A-Z][A-Z0-9]{2}(?:[^A-Za-z0-9\s]|\s*\Z))|\s*\Z)")
 _LF_END_B = re.compile(rb"\n+(?=[ \t]*(?:[A-Z][A-Z0-9]{2}(?:[^A-Za-z0-9\s]|\s*\Z))|\s*\Z)")
 _NAMES_OK: set[str] = set()  # segment names already checked against _SEGMENT_NAME (bounded)
-
-
-class Hl7Error(LocatedInputError):
-    """An HL7 v2 input that cannot be read or mapped; ``str()`` is one line without personal values."""
-
-    _LOCATION = (("message_index", "message "), ("segment", ""))
-    message_index: int | None
-    segment: str | None
-
-    def located(self, *, file: str | None = None, message_index: int | None = None) -> Hl7Error:
-        if file is not None and self.file is None:
-            self.file = file
-        if message_index is not None and self.message_index is None:
-            self.message_index = message_index
-        self.args = (self._render(),)
-        return self
 
 
 # ---------------------------------------------------------------------------------------- splitting
@@ -571,14 +556,6 @@ def _ts_opt(seg: Segment, n: int) -> datetime | None:
 
 
 
-_sha256 = hashlib.sha256
-
-
-def _id(msg: Message, what: str) -> str:
-    material = "\x1f".join((msg.sending_facility, msg.control_id, what))
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
-
-
 def to_domain(message: Message, *, test_mode: bool = False) -> Mapped:
     """Map an ORU^R01 or OUL^R22 (v2.3 to 2.5.1) to domain objects. Every fault of the input is an
     ``Hl7Error``; anything else is a bug and escapes."""
@@ -654,8 +631,9 @@ class _Mapper:
         self.memo = _memo_for(msg)
 
     def _id(self, what: str) -> str:
-        """``_id(self.msg, what)``, the message's part of the material joined once."""
-        return _sha256((self.id_prefix + what).encode("utf-8")).hexdigest()[:32]
+        """The domain id of what ``what`` names in the message (a patient, a prescriber), which has no
+        order number of its own (see ``labvault.crypto.derive``)."""
+        return self.scope.id(what)
 
     def run(self) -> Mapped:
         msg = self.msg
@@ -671,9 +649,10 @@ class _Mapper:
         if pid is None:
             raise msg.err("PID segment missing")
         control_id, sending_facility = msg.control_id, msg.sending_facility
-        self.id_prefix = f"{sending_facility}\x1f{control_id}\x1f"
-        new_id = self._id
-        patient_id = new_id("PID[1]")
+        self.scope = message_scope("hl7v2", sending_facility, control_id)
+        numbers = Orders(self.scope)
+        self.orders: dict[str, Order] = {}
+        patient_id = self._id("PID[1]")
         oul = mtype == ("OUL", "R22")
         has_spm: bool | None = None
         status_memo = self.memo.status
@@ -710,14 +689,17 @@ class _Mapper:
                 when = _ts_opt(seg, 7) or _ts_opt(seg, 6) or _ts_opt(msh, 7)
                 if when is None:
                     raise seg.err(7, "observation date/time missing")
+                accession = seg.value(3) or seg.value(2) or None
+                order = numbers.order(seg.value(3), seg.label)  # the lab's (filler) number, not the placer's
                 request = Request(
-                    request_id=new_id(seg.label),
+                    request_id=order.request_id(),
                     patient_id=patient_id,
                     prescriber_id=self._prescriber(seg, 16) or orc_prescriber,
                     requested_at=when,
-                    accession=seg.value(3) or seg.value(2) or None,
+                    accession=accession,
                     reported_at=_ts_opt(seg, 22),
                 )
+                self.orders[request.request_id] = order
                 requests.append(request)
                 specimen = None
                 for spm in pending_spm:
@@ -728,7 +710,7 @@ class _Mapper:
                     has_spm = msg.first("SPM") is not None
                 if not has_spm and (seg.value(15) or seg.value(7)):
                     specimen = Specimen(
-                        specimen_id=new_id(seg.label + "/specimen"),
+                        specimen_id=order.specimen_id(),
                         request_id=request.request_id,
                         type=seg.value(15) or "UNK",
                         collected_at=when,
@@ -882,7 +864,7 @@ class _Mapper:
     def _specimen(self, spm: Segment, request: Request) -> Specimen:
         collected = _ts_opt(spm, 17) or request.requested_at
         return Specimen(
-            specimen_id=self._id(spm.label),
+            specimen_id=self.orders[request.request_id].specimen_id(),
             request_id=request.request_id,
             type=(spm.value(4, 4) if spm.value(4, 6).upper() == "HL70487" and spm.value(4, 3).upper() != "HL70487"
                   else spm.value(4)) or "UNK",
@@ -1009,7 +991,7 @@ class _Mapper:
             validated_at = ts.get(raw, _MISSING)
             if validated_at is _MISSING:
                 validated_at = put(ts, raw, _plain_ts(raw) or _ts_opt(obx, 14))
-        result_id = _sha256(f"{self.id_prefix}OBX[{obx.occurrence}]".encode()).hexdigest()[:32]
+        result_id = self.orders[request.request_id].result_id(code)
         if _RESULT_POSITIONAL:
             return Result(result_id, request.request_id, code, label, system,
                           specimen.specimen_id if specimen else None, value_num, value_text, unit, ref[0], ref[1],

@@ -3,8 +3,8 @@
 ``oru_r01(identity, requests, specimens, results, prescribers, sending_facility=..., control_id=...)``
 writes one ORU^R01 message: segments ended by CR, UTF-8 bytes, MSH-18 ``UNICODE UTF-8``, encoding
 characters ``^~\\&``, trailing empty fields left out. ``hl7v2.to_domain(hl7v2.parse(out))`` gives
-back the same values for every field the reader maps (ids differ: the reader derives them from the
-sending facility and the control id). No personal value ever appears in an exception message.
+back the same values for every field the reader maps (ids differ: the reader derives its own, see
+``labvault.crypto.derive``). No personal value ever appears in an exception message.
 
 Where the values go
 -------------------

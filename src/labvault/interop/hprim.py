@@ -18,15 +18,16 @@ the H delimiters field 1.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from urllib.parse import quote
 
+from labvault.crypto.derive import Order, Orders, message_scope
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.domain.sensitivity import sensitivity_of
-from labvault.interop._common import FieldAccess, LocatedInputError, number_fault
+from labvault.interop._common import FieldAccess, number_fault
+from labvault.interop.errors import HprimError
 from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
 from labvault.domain.mapped import Mapped
 
@@ -52,18 +53,6 @@ _LINE_END = re.compile(r"\r\n|\r|\n")
 _NIR_MARKERS = {"INS", "INS-NIR", "NIR", "INSNIR", "INS_NIR", OID_NIR}
 _NIA_MARKERS = {"INS-NIA", "NIA", "INSNIA", "INS_NIA", OID_NIA}
 _TEST_MARKERS = {"INS-TEST", "INSTEST", OID_INS_TEST}
-
-
-class HprimError(LocatedInputError):
-    """An HPRIM input that cannot be read or mapped; ``str()`` is one line without personal values."""
-
-    _LOCATION = (("line", "line "), ("record", ""))
-
-    def located(self, *, file: str | None = None) -> HprimError:
-        if file is not None and self.file is None:
-            self.file = file
-        self.args = (self._render(),)
-        return self
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -389,10 +378,12 @@ class _Mapper:
         self.sender = f.sender
         self.local_system = f"urn:hprim:codesystem:{quote(self.sender or 'local', safe='')}"
 
+        self.scope = message_scope("hprim", f.sender, f.message_name, f.date)
+
     def _id(self, what: str) -> str:
-        f = self.f
-        material = "\x1f".join(("hprim", f.sender, f.message_name, f.date, what))
-        return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
+        """The domain id of what ``what`` names in the file (a patient, a prescriber, an order
+        without a number); see ``labvault.crypto.derive``."""
+        return self.scope.id(what)
 
     def run(self) -> list[Mapped]:
         f = self.f
@@ -428,22 +419,26 @@ class _Mapper:
         request: Request | None = None
         specimen: Specimen | None = None
         last: Result | None = None
+        numbers = Orders(self.scope)
+        order: Order | None = None
         for rec in recs:
             if rec.name == "OBR":
                 when = _ts_opt(rec, 7) or _ts_opt(rec, 6) or _ts_opt(rec, 14) or _ts_opt(self.f.header, 13)
                 if when is None:
                     raise rec.err(7, "collection date/time missing")
+                accession = rec.value(3) or rec.value(3, 2) or rec.value(2) or rec.value(2, 2) or None
+                order = numbers.order(rec.value(3) or rec.value(3, 2), rec.label)  # the lab's number, not the placer's
                 request = Request(
-                    request_id=self._id(rec.label),
+                    request_id=order.request_id(),
                     patient_id=patient_id,
                     prescriber_id=self._prescriber(rec, prescribers),
                     requested_at=when,
-                    accession=rec.value(3) or rec.value(3, 2) or rec.value(2) or rec.value(2, 2) or None,
+                    accession=accession,
                     reported_at=_ts_opt(rec, 22),
                 )
                 requests.append(request)
                 specimen = Specimen(
-                    specimen_id=self._id(rec.label + "/specimen"),
+                    specimen_id=order.specimen_id(),
                     request_id=request.request_id,
                     type=rec.value(15) or "UNK",
                     collected_at=when,
@@ -457,7 +452,7 @@ class _Mapper:
                 if rec.value(11).strip().upper() in _NO_RESULT or rec.value(2).strip().upper() == "FIC":
                     last = None  # pending / not asked, or a reference to a file sent apart: nothing to import
                     continue
-                last = self._result(rec, request, specimen)
+                last = self._result(rec, request, specimen, order)
                 results.append(last)
             elif rec.name == "C" and last is not None:
                 note = rec.field_string(3)
@@ -540,7 +535,7 @@ class _Mapper:
         return seen[key].prescriber_id
 
     # result -------------------------------------------------------------------------------------
-    def _result(self, obx: Record, request: Request, specimen: Specimen | None) -> Result:
+    def _result(self, obx: Record, request: Request, specimen: Specimen | None, order: Order) -> Result:
         code, label, system_name = obx.value(3, 1), obx.value(3, 2).strip(), obx.value(3, 3).strip()
         if not code:
             raise obx.err(3, "observation code missing")
@@ -581,7 +576,7 @@ class _Mapper:
                 raise obx.err(11, "result status missing")
             raise obx.err(11, "result status cannot be imported (expected F, U, C, M, P, R, S or A)")
         return Result(
-            result_id=self._id(obx.label),
+            result_id=order.result_id(code),
             request_id=request.request_id,
             code=code,
             label=label,

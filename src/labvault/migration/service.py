@@ -54,7 +54,8 @@ from labvault.crypto.digest import sha256_hex
 from labvault.crypto.keys import atomic_write
 from labvault.crypto.packages import PackageKeys
 from labvault.crypto.signing import SignatureInvalid, canonical, verify
-from labvault.errors import AccessDenied, InvalidInput, LabvaultError
+from labvault.errors import AccessDenied, InvalidInput
+from labvault.migration.errors import ReceiptInvalid, ReconciliationFailed, StateError, VolumeExceeded
 from labvault.ids import new_id, stored_utc, utcnow
 from labvault.instructions import document
 from labvault.migration import select as sel
@@ -71,22 +72,6 @@ CERTIFICATE = "certificate.json"
 STATES = ("planned", "approved", "running", "packaged", "verified", "received", "purged", "closed")
 OUT_KINDS = ("migration_out",)
 ONE_STEP_KINDS = ("export", "return")
-
-
-class StateError(InvalidInput):
-    """A step asked in the wrong state (the message says the state and the next step)."""
-
-
-class VolumeExceeded(instructed.ScopeExceeded):
-    """The selection is far above the instruction's expected volume: stopped before writing."""
-
-
-class ReceiptInvalid(InvalidInput):
-    pass
-
-
-class ReconciliationFailed(LabvaultError):
-    """The package does not match its manifest or its plan (counts and names only)."""
 
 
 @dataclass(frozen=True)

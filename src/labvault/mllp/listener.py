@@ -45,11 +45,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from labvault import logs
-from labvault.errors import AccessDenied, LabvaultError, TenantShredded, UnknownTenant
+from labvault.counts import Counts
+from labvault.errors import AccessDenied, CannotListen, ConfigError, LabvaultError, TenantShredded, UnknownTenant
 from labvault.ingest import service as ingest
 log = logging.getLogger("labvault.mllp")
 
@@ -58,17 +59,17 @@ MAX_FRAME = 1024 * 1024
 MAX_GROUP = 500
 
 
-@dataclass
-class Stats:
-    frames: int = 0
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    groups: int = 0
-    connections: int = 0
-    oversized: int = 0
-    refused: Counter = field(default_factory=Counter)  # connections refused, by reason
-    frame_timeouts: int = 0
+class Stats(Counts):
+    """What the listener did (frames, accepted, duplicates, rejected, groups, connections, oversized,
+    frame_timeouts), and in ``refused`` the connections it refused, by reason."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._refused = Counts()
+
+    @property
+    def refused(self) -> Counts:
+        return self._refused
 
 
 def _msh_fields(frame: bytes) -> tuple[str, list[str]]:
@@ -370,7 +371,11 @@ class Server:
         # the handshake timeout: the server itself listens in plain TCP, each new connection held
         # (not read) by a ``_Gate`` until then.
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Gate(self), self.host, self.port)
+        try:
+            self._server = await loop.create_server(lambda: _Gate(self), self.host, self.port)
+        except OSError as exc:  # the port is taken, say: one line, and what was started stops
+            await self.close()
+            raise CannotListen.on(self.host, self.port, exc) from None
         sock = self._server.sockets[0].getsockname()
         return sock[0], sock[1]
 
@@ -404,16 +409,6 @@ class Server:
         await asyncio.to_thread(self.committer.join, 30)
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
-
-    def _submit(self, frame: bytes) -> asyncio.Future[bytes]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[bytes] = loop.create_future()
-
-        def done(reply: bytes) -> None:
-            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(reply))
-
-        self.committer.submit(_Job(frame, done))
-        return fut
 
     def _refuse(self, transport: asyncio.BaseTransport, peer: str, reason: str, started: float) -> None:
         self.stats.refused[reason] += 1
@@ -665,10 +660,10 @@ def server_ssl_context(cert: str, key: str, *, client_ca: str | None = None) -> 
     try:
         ctx.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise LabvaultError(f"cannot load the TLS certificate or key: {getattr(exc, 'strerror', None) or exc}") from None
+        raise ConfigError(f"cannot load the TLS certificate or key: {getattr(exc, 'strerror', None) or exc}") from None
     if client_ca:
         try:
             ctx.load_verify_locations(cafile=client_ca)
         except (OSError, ssl.SSLError) as exc:
-            raise LabvaultError(f"cannot load --client-ca: {getattr(exc, 'strerror', None) or exc}") from None
+            raise ConfigError(f"cannot load --client-ca: {getattr(exc, 'strerror', None) or exc}") from None
     return ctx

@@ -13,7 +13,6 @@ objects only (no identities, requests or specimens), cycling through a pool of p
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import math
 import random
@@ -26,6 +25,7 @@ from faker import Faker
 from stdnum import luhn
 from stdnum.fr import nir as stdnum_nir
 
+from labvault.crypto import derive
 from labvault.domain.models import (
     LOINC,
     Identity,
@@ -127,7 +127,7 @@ def field_count(record: PatientRecord) -> int:
 def _seed_int(*parts: object) -> int:
     """A 128-bit seed from parts, stable across processes (unlike ``hash``)."""
     text = "\x1f".join(str(p) for p in parts)
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest(), "big")
+    return derive.seed(text)
 
 
 def _hex_id(rng: random.Random) -> str:

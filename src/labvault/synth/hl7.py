@@ -11,9 +11,9 @@ any validation, the last reception of its specimens, or its request time).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 
+from labvault.crypto import derive
 from labvault.interop.hl7v2_out import oru_r01
 from labvault.synth.generator import LabGenerator
 
@@ -26,7 +26,7 @@ def messages(tenant_id: str, seed: int, n: int, *, facility: str = "LABVAULT-SYN
         raise ValueError("n must be >= 0")
     if n == 0:
         return
-    prefix = hashlib.blake2b(f"{tenant_id}\x1f{seed}".encode(), digest_size=3).hexdigest()
+    prefix = format(derive.seed(f"{tenant_id}\x1f{seed}", 3), "06x")
     gen = LabGenerator(tenant_id, seed)
     prescribers = {p.prescriber_id: p for p in gen.prescribers}
     sent = 0

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from labvault.access import Gateway, Principal, Purpose
+from labvault.counts import Counts
 from labvault.errors import TenantExists, TenantShredded
 
 # Fictional labs: (id, name, department) — FINESS numbers are made from the department.
@@ -30,13 +30,7 @@ def lab_spec(k: int) -> tuple[str, str, str]:
     return tid, name, f"{dept}0{(k * 7919 + 104729) % 1_000_000:06d}"
 
 
-@dataclass
-class LoadCounts:
-    patients: int = 0
-    prescribers: int = 0
-    requests: int = 0
-    specimens: int = 0
-    results: int = 0
+LoadCounts = Counts  # what a load stored: patients, prescribers, requests, specimens, results
 
 
 def load_lab(
