@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Row, insert, select
 
 from labvault.audit import chain, merkle
-from labvault.audit.pin import PinInvalid, fingerprint
-from labvault.crypto.signing import SignatureInvalid, verify
-from labvault.errors import InvalidInput
+from labvault.audit.errors import PinInvalid
+from labvault.audit.pin import fingerprint
+from labvault.crypto.signing import verify
+from labvault.errors import InvalidInput, SignatureInvalid
 from labvault.ids import utcnow
 from labvault.store import schema as t
 

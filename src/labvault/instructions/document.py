@@ -60,9 +60,9 @@ from typing import Any
 
 import yaml
 
-from labvault.crypto.signing import SignatureInvalid, Signer, verify
+from labvault.crypto.signing import Signer, verify
 from labvault.domain.models import Sensitivity
-from labvault.errors import InvalidInput
+from labvault.errors import InvalidInput, SignatureInvalid
 from labvault.instructions.errors import (
     DeadlinePassed,
     Expired,

@@ -31,7 +31,8 @@ from operator import is_not
 from typing import TYPE_CHECKING, Any
 
 from labvault.access import scan
-from labvault.access.scan import LINKS, TARGET, TYPES, Tally
+from labvault.access.scan import LINKS, TARGET, TYPES
+from labvault.counts import Counts as Tally
 from labvault.instructions import document
 
 if TYPE_CHECKING:

@@ -53,8 +53,8 @@ from labvault.crypto import packages
 from labvault.crypto.digest import sha256_hex
 from labvault.crypto.keys import atomic_write
 from labvault.crypto.packages import PackageKeys
-from labvault.crypto.signing import SignatureInvalid, canonical, verify
-from labvault.errors import AccessDenied, InvalidInput
+from labvault.crypto.signing import canonical, verify
+from labvault.errors import AccessDenied, InvalidInput, SignatureInvalid
 from labvault.migration.errors import ReceiptInvalid, ReconciliationFailed, StateError, VolumeExceeded
 from labvault.ids import new_id, stored_utc, utcnow
 from labvault.instructions import document
