@@ -8,9 +8,12 @@ import pwd
 import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
 
 from labvault.access import Gateway, Principal, Purpose
 from labvault.audit.pin import FILE_NAME as PIN_FILE
+from labvault.audit.pin import PinStore
 from labvault.config import Settings
 from labvault.crypto.keys import PLATFORM, KeyProvider, LocalKeyring
 from labvault.errors import ConfigError, KeyringError, NotFound
@@ -44,7 +47,7 @@ def open_keys(settings: Settings, *, create: bool = False) -> KeyProvider:
     return LocalKeyring(settings.keyring_path, passphrase(settings))
 
 
-def pin_path(settings: Settings):
+def pin_path(settings: Settings) -> Path:
     """G4: where the platform key pinned at ``init`` lives (sealed under the platform KEK)."""
     return settings.home / PIN_FILE
 
@@ -102,9 +105,10 @@ def init_home(settings: Settings, admin_name: str | None, admin_email: str | Non
                 commitment="confidentiality commitment recorded by 'labvault init' for the CLI operator",
             )
             public = u.ensure_platform_keys()
-        pinned = gw.pin.read()["keys"]  # G4: the key pinned at the first init, checked at every one
+        pin = cast(PinStore, gw.pin)  # the gateway was made with a pin path just above
+        pinned = pin.read()["keys"]  # G4: the key pinned at the first init, checked at every one
         if pinned[0]["public"] != public.hex():
-            raise ConfigError(f"the platform key pinned in {gw.pin.path} is not this database's signing key: "
+            raise ConfigError(f"the platform key pinned in {pin.path} is not this database's signing key: "
                               "the database or the pin was replaced")
     finally:
         engine.dispose()

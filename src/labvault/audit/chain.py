@@ -11,8 +11,10 @@ choice of values can shift a boundary. The first event of a lab chains from 32 z
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from hashlib import sha256
+from typing import Any
 
 GENESIS = bytes(32)
 FIELDS = (
@@ -30,14 +32,14 @@ def at_text(at: datetime) -> str:
     return at.isoformat(sep=" ", timespec="microseconds")
 
 
-def event_hash(prev_hash: bytes, event: dict) -> bytes:
+def event_hash(prev_hash: bytes, event: Mapping[str, Any]) -> bytes:
     at = event.get("at")
     values = [event.get(name) for name in FIELDS]
     values[2] = at_text(at) if isinstance(at, datetime) else at
     return event_hash_values(prev_hash, values)
 
 
-def event_hash_values(prev_hash: bytes, values) -> bytes:
+def event_hash_values(prev_hash: bytes, values: Iterable[Any]) -> bytes:
     """``event_hash`` over the field values in ``FIELDS`` order, the time already as text."""
     parts = [b"labvault/audit/v1", prev_hash]
     append = parts.append

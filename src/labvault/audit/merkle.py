@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from hashlib import sha256
+from typing import Any
 
 EMPTY_ROOT = sha256(b"").digest()
 
@@ -68,11 +69,11 @@ class CompactRange:
             h = node_hash(left, h)
         return h
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         return {"size": self.size, "sizes": list(self._sizes), "hashes": [x.hex() for x in self._hashes]}
 
     @classmethod
-    def from_state(cls, state: dict) -> CompactRange:
+    def from_state(cls, state: dict[str, Any]) -> CompactRange:
         return cls(list(state["sizes"]), [bytes.fromhex(x) for x in state["hashes"]], int(state["size"]))
 
 

@@ -24,10 +24,11 @@ import base64
 import fcntl
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from hashlib import sha256
 from pathlib import Path
+from typing import Any
 
 from labvault.crypto.keys import PLATFORM, KeyProvider, atomic_write
 from labvault.audit.errors import PinInvalid
@@ -57,7 +58,7 @@ class PinStore:
         return self.path.exists()
 
     @contextmanager
-    def _locked(self):
+    def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -66,7 +67,7 @@ class PinStore:
         finally:
             os.close(fd)
 
-    def read(self) -> dict:
+    def read(self) -> dict[str, Any]:
         """The unsealed pin; ``PinInvalid`` when absent, altered, or sealed under another KEK."""
         try:
             doc = json.loads(self.path.read_bytes())
@@ -79,7 +80,7 @@ class PinStore:
             if doc.get("format") != FORMAT:
                 raise ValueError("format")
             blob = base64.b64decode(doc["sealed"], validate=True)
-            pin = json.loads(self._keys.unwrap(PLATFORM, blob, CONTEXT))
+            pin: dict[str, Any] = json.loads(self._keys.unwrap(PLATFORM, blob, CONTEXT))
             if not isinstance(pin.get("keys"), list) or not pin["keys"] or not isinstance(pin.get("labs"), dict):
                 raise ValueError("shape")
         except (DecryptionError, KeyringError, ValueError, KeyError, TypeError, AttributeError):
@@ -87,7 +88,7 @@ class PinStore:
                              "it was replaced or altered") from None
         return pin
 
-    def _write(self, pin: dict) -> None:
+    def _write(self, pin: dict[str, Any]) -> None:
         sealed = self._keys.wrap(PLATFORM, json.dumps(pin, sort_keys=True).encode(), CONTEXT)
         doc = {"format": FORMAT, "fingerprint": pin["keys"][0]["fingerprint"],
                "note": "sealed under the platform key-encryption key; the fingerprint here is for reading only",
@@ -102,14 +103,14 @@ class PinStore:
             self._write({"keys": [{"version": 1, "public": public.hex(), "fingerprint": fingerprint(public)}],
                          "labs": {}})
 
-    def _change(self, change: Callable[[dict], bool]) -> None:
+    def _change(self, change: Callable[[dict[str, Any]], bool]) -> None:
         with self._locked():
             pin = self.read()
             if change(pin):
                 self._write(pin)
 
     def add_key(self, version: int, public: bytes) -> None:
-        def change(pin: dict) -> bool:
+        def change(pin: dict[str, Any]) -> bool:
             if any(k["public"] == public.hex() for k in pin["keys"]):
                 return False
             pin["keys"].append({"version": version, "public": public.hex(), "fingerprint": fingerprint(public)})
@@ -118,7 +119,7 @@ class PinStore:
         self._change(change)
 
     def record_checkpoint(self, tenant_id: str, index: int, size: int, root: str, head: str) -> None:
-        def change(pin: dict) -> bool:
+        def change(pin: dict[str, Any]) -> bool:
             old = pin["labs"].get(tenant_id)
             if old is not None and int(old["index"]) >= index:
                 return False

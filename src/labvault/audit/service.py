@@ -8,19 +8,24 @@ checkpoint roots.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Row, insert, select
 
 from labvault.audit import chain, merkle
-from labvault.audit.pin import PinInvalid, fingerprint
-from labvault.crypto.signing import SignatureInvalid, verify
-from labvault.errors import InvalidInput
+from labvault.audit.errors import PinInvalid
+from labvault.audit.pin import fingerprint
+from labvault.crypto.signing import verify
+from labvault.errors import InvalidInput, SignatureInvalid
 from labvault.ids import utcnow
 from labvault.store import schema as t
+
+if TYPE_CHECKING:
+    from labvault.access.gateway import Unit
 
 LOG = "labvault-audit/v1"
 _EVENT_NAMES = (*chain.FIELDS, "prev_hash", "hash")
@@ -28,7 +33,7 @@ _EVENT_COLS = [t.audit_event.c[name] for name in _EVENT_NAMES]
 
 
 @contextmanager
-def _events(u, tenant_id: str, batch: int = 10_000) -> Iterator[Iterator]:
+def _events(u: Unit, tenant_id: str, batch: int = 10_000) -> Iterator[Iterator[Row[Any]]]:
     """The lab's events in order, streamed; the cursor is closed even if the reader stops early."""
     result = u.execute(  # the unit's own events are written first
         tenant_id,
@@ -43,14 +48,14 @@ def _events(u, tenant_id: str, batch: int = 10_000) -> Iterator[Iterator]:
         result.close()
 
 
-def _checkpoints(u, tenant_id: str) -> list:
+def _checkpoints(u: Unit, tenant_id: str) -> Sequence[Row[Any]]:
     return u.execute(
         tenant_id,
         select(t.audit_checkpoint).where(t.audit_checkpoint.c.tenant_id == tenant_id).order_by(t.audit_checkpoint.c.size)
     ).all()
 
 
-def checkpoint(u, tenant_id: str) -> dict:
+def checkpoint(u: Unit, tenant_id: str) -> dict[str, Any]:
     """G4: sign the Merkle root of the lab's events 1..n (n: the events so far).
 
     The signed body names the checkpoint before it (``prev``: its index, size and root) and the
@@ -81,8 +86,9 @@ def checkpoint(u, tenant_id: str) -> dict:
                            "the pin; no checkpoint is signed until 'labvault audit verify' is clean")
     prev = None if last is None else {"index": last_index, "size": int(last["size"]), "root": last["root"]}
     public = u.platform_public_key()
-    body = {"log": LOG, "tenant": tenant_id, "index": last_index + 1, "size": cr.size, "root": cr.root().hex(),
-            "head": head.hex(), "at": utcnow().isoformat(), "key": fingerprint(public), "prev": prev}
+    body: dict[str, Any] = {
+        "log": LOG, "tenant": tenant_id, "index": last_index + 1, "size": cr.size, "root": cr.root().hex(),
+        "head": head.hex(), "at": utcnow().isoformat(), "key": fingerprint(public), "prev": prev}
     signature, signed_with = u.sign_as_platform(body)
     if signed_with != public:
         raise InvalidInput("the platform signing key changed while this checkpoint was being signed: sign it again")
@@ -95,17 +101,17 @@ def checkpoint(u, tenant_id: str) -> dict:
     return {"body": body, "signature": signature, "public_key": public.hex()}
 
 
-def _checkpoint_record(row) -> dict:
+def _checkpoint_record(row: Row[Any]) -> dict[str, Any]:
     return {"body": json.loads(row.body), "signature": row.signature, "public_key": row.signer_public_key}
 
 
-def last_checkpoint(u, tenant_id: str) -> dict | None:
+def last_checkpoint(u: Unit, tenant_id: str) -> dict[str, Any] | None:
     u.authorise(tenant_id, "audit:verify")
     rows = _checkpoints(u, tenant_id)
     return _checkpoint_record(rows[-1]) if rows else None
 
 
-def pull_checkpoints(u, tenant_id: str, since: int = 0) -> list[dict]:
+def pull_checkpoints(u: Unit, tenant_id: str, since: int = 0) -> list[dict[str, Any]]:
     """G4, G6: the lab's signed checkpoints after index ``since``, with the platform key's rotation
     records, for the lab to keep out of the vendor's reach (its own cron pulls them). The lab's
     ``lab_admin`` and ``lab_dpo`` only: the vendor keeps no copy it could rewrite with the log."""
@@ -141,13 +147,13 @@ class Report:
         if self.problem is None or seq < (self.first_bad_seq or seq + 1):
             self.first_bad_seq, self.problem = seq, problem
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"tenant": self.tenant, "ok": self.ok, "events": self.events, "checkpoints": self.checkpoints,
                 "first_bad_seq": self.first_bad_seq, "problem": self.problem, "last_root": self.last_root,
                 "details": self.details}
 
 
-def signed_by(body: dict, signature: str, trusted: list[bytes]) -> bool:
+def signed_by(body: dict[str, Any], signature: str, trusted: list[bytes]) -> bool:
     """Is ``body`` signed by one of the trusted platform keys (the one it names, if it names one)?"""
     named = body.get("key") if isinstance(body, dict) else None
     for key in trusted:
@@ -161,7 +167,7 @@ def signed_by(body: dict, signature: str, trusted: list[bytes]) -> bool:
     return False
 
 
-def _check_signature(cp: dict, report: Report, trusted: list[bytes], whose: str = "stored") -> bool:
+def _check_signature(cp: dict[str, Any], report: Report, trusted: list[bytes], whose: str = "stored") -> bool:
     body = cp.get("body") if isinstance(cp, dict) else None
     size = int(body.get("size", 1) or 1) if isinstance(body, dict) else 1
     if isinstance(body, dict) and signed_by(body, cp.get("signature", ""), trusted):
@@ -173,7 +179,7 @@ def _check_signature(cp: dict, report: Report, trusted: list[bytes], whose: str 
     return False
 
 
-def _check_links(stored: dict[int, dict], report: Report) -> None:
+def _check_links(stored: dict[int, dict[str, Any]], report: Report) -> None:
     """G4: each checkpoint names the one before it; a gap or a wrong link is a deleted, replaced
     or reordered checkpoint."""
     before = None
@@ -199,7 +205,7 @@ def _check_links(stored: dict[int, dict], report: Report) -> None:
         before = body
 
 
-def _when(value) -> datetime:
+def _when(value: object) -> datetime:
     at = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
@@ -207,7 +213,7 @@ def _when(value) -> datetime:
 UNSIGNED_AGE = timedelta(hours=2)  # twice the default interval of serve's checkpoint scheduler
 
 
-def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None, *, now: datetime | None = None,
+def verify_log(u: Unit, tenant_id: str, kept: Iterable[dict[str, Any]] | None = None, *, now: datetime | None = None,
                max_unsigned_age: timedelta | None = UNSIGNED_AGE) -> Report:
     """G4: re-derive the chain and the checkpoint roots; check every checkpoint against the
     platform's pinned keys, their links, the pinned last checkpoint; compare with what the lab
@@ -229,7 +235,7 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None, *, now: da
         trusted, pin = [], None
     stored = {c.size: _checkpoint_record(c) for c in _checkpoints(u, tenant_id)}
     kept_events: dict[int, str] = {}
-    kept_checkpoints: dict[int, dict] = {}
+    kept_checkpoints: dict[int, dict[str, Any]] = {}
     for n, line in enumerate(kept or (), 1):
         kind = line.get("type")
         try:
@@ -252,7 +258,7 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None, *, now: da
         if mine is not None and (mine["size"], mine["root"]) != (body["size"], body["root"]):
             report.fail(min(int(mine["size"]), int(body["size"])),
                         f"signed checkpoint {body['index']} in the database differs from the lab's copy")
-    pinned = {}
+    pinned: dict[int, dict[str, Any]] = {}
     last_pinned = (pin or {}).get("labs", {}).get(tenant_id)
     if last_pinned is not None:
         index, size = int(last_pinned["index"]), int(last_pinned["size"])
@@ -268,16 +274,17 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None, *, now: da
     cr = merkle.CompactRange() if cut is None else merkle.CompactRange.from_state(json.loads(cut.frontier))
     head = chain.GENESIS if cut is None else cut.head
     expected = cr.size + 1
-    sources = (("stored", stored), ("lab's", kept_checkpoints), ("pinned", pinned))
+    sources: tuple[tuple[str, dict[int, dict[str, Any]]], ...] = (
+        ("stored", stored), ("lab's", kept_checkpoints), ("pinned", pinned))
     covered = max([0 if cut is None else cut.size, *stored, *pinned])
     if cut is not None:  # roots of checkpoints older than the cut can no longer be recomputed
-        for _, source in sources:
-            for size, cp in list(source.items()):
+        for _, cps in sources:
+            for size, cp in list(cps.items()):
                 if size < cr.size:
-                    source.pop(size)
+                    cps.pop(size)
                     report.checkpoints += 1
                 elif size == cr.size:
-                    source.pop(size)
+                    cps.pop(size)
                     report.checkpoints += 1
                     if cp["body"].get("root") != cr.root().hex():
                         report.fail(size, "the retention cut does not match the signed checkpoint at its size")
@@ -316,8 +323,8 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None, *, now: da
             root = cr.root().hex()
             matched = True
             for source, cps in sources:
-                cp = cps.get(cr.size)
-                if cp is not None and (cp["body"].get("root") != root or cp["body"].get("head") != head.hex()):
+                found = cps.get(cr.size)
+                if found is not None and (found["body"].get("root") != root or found["body"].get("head") != head.hex()):
                     matched = False
                     report.fail(seq if source == "stored" else _first_divergence(kept_events, last_good + 1),
                                 f"the log up to event {seq} does not match the {source} signed checkpoint"
@@ -347,7 +354,7 @@ def verify_log(u, tenant_id: str, kept: Iterable[dict] | None = None, *, now: da
     return report
 
 
-def _last_cut(u, tenant_id: str, report: Report, trusted: list[bytes] | None = None):
+def _last_cut(u: Unit, tenant_id: str, report: Report, trusted: list[bytes] | None = None) -> Row[Any] | None:
     row = u.execute(
         tenant_id,
         select(t.audit_cut).where(t.audit_cut.c.tenant_id == tenant_id).order_by(t.audit_cut.c.size.desc()).limit(1)
@@ -361,7 +368,7 @@ def _last_cut(u, tenant_id: str, report: Report, trusted: list[bytes] | None = N
 DEFAULT_RETENTION_DAYS = 365
 
 
-def set_retention(u, tenant_id: str, days: int, reason: str | None) -> dict:
+def set_retention(u: Unit, tenant_id: str, days: int, reason: str | None) -> dict[str, Any]:
     """The lab decides how long its audit trail is kept; past 365 days only with a recorded reason."""
     u.authorise(tenant_id, "audit:retention")
     if not 30 <= days <= 3650:
@@ -376,7 +383,7 @@ def set_retention(u, tenant_id: str, days: int, reason: str | None) -> dict:
     return {"tenant": tenant_id, "days": days, "reason": (reason or "").strip() or None}
 
 
-def purge(u, tenant_id: str, *, now: datetime | None = None) -> dict:
+def purge(u: Unit, tenant_id: str, *, now: datetime | None = None) -> dict[str, Any]:
     """Delete the events older than the lab's retention, cut at a checkpoint boundary.
 
     The cut keeps what verification needs to go on (the head hash and the Merkle compact range
@@ -411,6 +418,8 @@ def purge(u, tenant_id: str, *, now: datetime | None = None) -> dict:
     if best is None:
         u.audit(tenant_id, "audit:purge", "audit", 0)
         return {"tenant": tenant_id, "cut": start, "deleted": 0, "retention_days": days}
+    # set together with ``best``: the compact range and the hash of the event just appended to it
+    best_state, best_head = cast("dict[str, Any]", best_state), cast(bytes, best_head)
     body = {"log": LOG, "kind": "retention-cut", "tenant": tenant_id, "size": best, "head": best_head.hex(),
             "root": merkle.CompactRange.from_state(best_state).root().hex(), "retention_days": days,
             "at": utcnow().isoformat()}
@@ -427,7 +436,7 @@ def _first_divergence(kept_events: dict[int, str], seq: int) -> int:
     return seq if not kept_events else min(kept_events)
 
 
-def consistency(u, tenant_id: str, old_size: int) -> dict:
+def consistency(u: Unit, tenant_id: str, old_size: int) -> dict[str, Any]:
     """A proof that the lab's log of ``old_size`` events is a prefix of today's log."""
     u.authorise(tenant_id, "audit:verify")
     leaves = []
@@ -444,7 +453,7 @@ def consistency(u, tenant_id: str, old_size: int) -> dict:
             "new_root": merkle.root(leaves).hex(), "proof": [p.hex() for p in proof]}
 
 
-def _event_json(ev) -> dict:
+def _event_json(ev: dict[str, Any]) -> dict[str, Any]:
     out = {k: ev[k] for k in chain.FIELDS}
     out["at"] = chain.at_text(ev["at"]) if isinstance(ev["at"], datetime) else ev["at"]
     out["seq"] = int(out.pop("seq"))
@@ -453,7 +462,7 @@ def _event_json(ev) -> dict:
     return out
 
 
-def export(u, tenant_id: str) -> Iterator[dict]:
+def export(u: Unit, tenant_id: str) -> Iterator[dict[str, Any]]:
     """The lab's events and checkpoints as JSON-able lines, for the lab to keep."""
     u.authorise(tenant_id, "audit:read")
     signer_key = u.platform_public_key().hex()
@@ -470,9 +479,9 @@ def export(u, tenant_id: str) -> Iterator[dict]:
 
 
 def search(
-    u, tenant_id: str, *, actor: str | None = None, action: str | None = None, since: datetime | None = None,
+    u: Unit, tenant_id: str, *, actor: str | None = None, action: str | None = None, since: datetime | None = None,
     until: datetime | None = None, patient_id: str | None = None, limit: int = 1000,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Events of a lab by actor, action (prefix), time range and patient; the query is audited."""
     u.authorise(tenant_id, "audit:read")
     ae = t.audit_event

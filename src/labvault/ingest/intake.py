@@ -35,6 +35,7 @@ from labvault.store import schema as t
 if TYPE_CHECKING:
     from labvault.access.gateway import Unit
     from labvault.domain.mapped import Mapped
+    from labvault.domain.models import Identity, Prescriber
 
 _CHUNK = 500
 _CODE = re.compile(r"[^\s]+( [^\s]+)*\Z")  # a FHIR code: what every export format can carry
@@ -119,8 +120,8 @@ def store(u: Unit, tenant_id: str, envelopes: Sequence[Envelope], *, feed: str, 
     mapped = [m for e in fresh for m in e.mapped]
     patient_ids = matching.match_patients(u, tenant_id, [m.identity for m in mapped])
     prescriber_ids = matching.match_prescribers(u, tenant_id, [p for m in mapped for p in m.prescribers])
-    new_patients = {}
-    new_prescribers = {}
+    new_patients: dict[str, Identity] = {}
+    new_prescribers: dict[str, Prescriber] = {}
     requests, specimens, results = [], [], []
     for m in mapped:
         pid = patient_ids[m.identity.patient_id]

@@ -60,9 +60,9 @@ from typing import Any
 
 import yaml
 
-from labvault.crypto.signing import SignatureInvalid, Signer, verify
+from labvault.crypto.signing import Signer, verify
 from labvault.domain.models import Sensitivity
-from labvault.errors import InvalidInput
+from labvault.errors import InvalidInput, SignatureInvalid
 from labvault.instructions.errors import (
     DeadlinePassed,
     Expired,
@@ -273,12 +273,12 @@ def is_age_recipient(value: object) -> bool:
 class _StrictLoader(yaml.SafeLoader):
     """YAML without aliases, duplicate keys or YAML 1.1 booleans such as ``NO`` (Norway)."""
 
-    def compose_node(self, parent, index):  # type: ignore[override]
+    def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             raise _err("document", "YAML aliases are not allowed")
         return super().compose_node(parent, index)
 
-    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+    def construct_mapping(self, node, deep=False):
         seen: set[object] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
@@ -575,12 +575,12 @@ def from_record(record: object) -> Instruction:
         sensitive=_sensitive(sel.get("sensitive"), sel.at("sensitive")),
         destination=destination,
         source=source,
-        expected_volume=volume,  # type: ignore[arg-type]
+        expected_volume=volume,
         tolerance=float(tolerance),  # type: ignore[arg-type]
         deletion_deadline=None if deadline is None else _datetime(deadline, "deletion_deadline"),
         valid_from=_datetime(top.get("valid_from", required=True), "valid_from"),
         valid_until=_datetime(top.get("valid_until", required=True), "valid_until"),
-        scope=scope,  # type: ignore[arg-type]
+        scope=scope,
     )
 
 

@@ -7,10 +7,11 @@ files and keys wrapped by the key provider. The caller has authorised the operat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Row, insert, select, update
 
 from labvault.errors import NotFound
 from labvault.store import schema as t
@@ -38,7 +39,7 @@ def set_(u: Unit, tenant_id: str, migration_id: str, **values: Any) -> None:
     u.execute(tenant_id, update(m).where(m.c.tenant_id == tenant_id, m.c.migration_id == migration_id).values(**values))
 
 
-def all_of(u: Unit, tenant_id: str) -> list:
+def all_of(u: Unit, tenant_id: str) -> Sequence[Row[Any]]:
     m = t.migration_job
     return u.execute(tenant_id, select(m).where(m.c.tenant_id == tenant_id).order_by(m.c.planned_at)).all()
 

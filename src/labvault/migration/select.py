@@ -31,7 +31,8 @@ from operator import is_not
 from typing import TYPE_CHECKING, Any
 
 from labvault.access import scan
-from labvault.access.scan import LINKS, TARGET, TYPES, Tally
+from labvault.access.scan import LINKS, TARGET, TYPES
+from labvault.counts import Counts as Tally
 from labvault.instructions import document
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def compile_plan(instruction: document.Instruction) -> Plan:
     read = scan.ExportPlan(
         tenant=instruction.tenant, collected_from=instruction.collected_from, collected_to=instruction.collected_to,
         fields=fields, patients=None if instruction.patients is None else frozenset(instruction.patients),
-        codes=None if instruction.codes is None else frozenset(tuple(c) for c in instruction.codes),
+        codes=None if instruction.codes is None else frozenset((s, c) for s, c in instruction.codes),
         sensitive=frozenset(instruction.sensitive), ref=instruction.id)
     return Plan(instruction, read)
 

@@ -53,8 +53,8 @@ from labvault.crypto import packages
 from labvault.crypto.digest import sha256_hex
 from labvault.crypto.keys import atomic_write
 from labvault.crypto.packages import PackageKeys
-from labvault.crypto.signing import SignatureInvalid, canonical, verify
-from labvault.errors import AccessDenied, InvalidInput
+from labvault.crypto.signing import canonical, verify
+from labvault.errors import AccessDenied, InvalidInput, SignatureInvalid
 from labvault.migration.errors import ReceiptInvalid, ReconciliationFailed, StateError, VolumeExceeded
 from labvault.ids import new_id, stored_utc, utcnow
 from labvault.instructions import document
@@ -533,7 +533,8 @@ def reconcile(path: Path, read: Callable[[Path, Callable[[bytes], None]], None],
         if bad and not legacy:
             raise ReconciliationFailed(f"the manifest's links of {sel_name(rtype)} records name record types "
                                        f"it does not list: {', '.join(map(sel_name, bad))}")
-    allowed = {rtype: {"record", "id", *links[rtype], *fields} for rtype, fields in body["fields"].items()}
+    allowed: dict[str, set[str]] = {
+        rtype: {"record", "id", *links[rtype], *fields} for rtype, fields in body["fields"].items()}
     counts = sel.Counts(None if legacy else links)
     check = None if legacy else _LinkCheck()
     header: dict[str, Any] = {}

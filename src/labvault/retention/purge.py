@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING
 
 from labvault.retention import records as store
 from labvault.retention.records import CATEGORIES, EVERYTHING, QUARANTINE, RESULTS
-from labvault.crypto.signing import SignatureInvalid, verify
-from labvault.errors import InvalidInput, TenantShredded
+from labvault.crypto.signing import verify
+from labvault.errors import InvalidInput, SignatureInvalid, TenantShredded
 from labvault.ids import utcnow
 
 if TYPE_CHECKING:
