@@ -29,7 +29,11 @@ REQUIREMENTS: list[tuple[str, str, str]] = [
     ("A5", "volume pre-flight against the expected population; a deviation blocks", ""),
     ("A6", "a possibly unlawful instruction (non-EEA destination without basis) is held", ""),
     ("A8", "no vendor-own purposes: a purpose named by the vendor unlocks nothing on a real lab", ""),
-    ("B1", "migration state machine: scoping, dry run, four-eyes approval, run, reconciliation, purge, certificate", ""),
+    (
+        "B1",
+        "migration state machine: scoping, dry run, four-eyes approval, run, reconciliation, purge, certificate",
+        "",
+    ),
     ("B2", "staging encrypted; transfers authenticated and encrypted; no anonymous share", ""),
     ("B3", "staging copies deleted at the deadline (crypto-shred), event with hashes", ""),
     ("B4", "signed reconciliation report (counts per record type, field and link)", ""),
@@ -97,7 +101,7 @@ def collect(tests: Path) -> dict[str, list[str]]:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         rel = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.name
 
-        def visit(node: ast.AST, prefix: str) -> None:
+        def visit(node: ast.AST, prefix: str, rel: str = rel) -> None:
             for child in getattr(node, "body", []):
                 if isinstance(child, ast.ClassDef) and child.name.startswith("Test"):
                     visit(child, f"{prefix}{child.name}::")

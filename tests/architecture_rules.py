@@ -10,6 +10,7 @@ The layer table (``LAYERS``) is the one map of the code: ``docs/dev/application.
 from __future__ import annotations
 
 import ast
+import itertools
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -194,7 +195,7 @@ def resolve(root: Path, target: str) -> str | None:
         return None
     for end in range(len(parts), 0, -1):
         sub = "/".join(parts[1:end])
-        for rel in ((f"{sub}.py", f"{sub}/__init__.py") if sub else ("__init__.py",)):
+        for rel in (f"{sub}.py", f"{sub}/__init__.py") if sub else ("__init__.py",):
             if (root / rel).is_file():
                 return rel
     return None
@@ -292,9 +293,7 @@ def private_member_use(root: Path) -> list[str]:
                 or node.attr in PUBLIC_UNDERSCORE
                 or node.attr in own
                 or (module.rel, node.attr) in ALLOWED_PRIVATE
-            ):
-                continue
-            elif isinstance(receiver, ast.Name) and (receiver.id in ("self", "cls") or receiver.id in modules_here):
+            ) or (isinstance(receiver, ast.Name) and (receiver.id in ("self", "cls") or receiver.id in modules_here)):
                 continue
             offences.append(f"{module.rel}:{node.lineno}: {ast.unparse(node)}")
     return sorted(offences)
@@ -318,9 +317,7 @@ def layer_offences(root: Path) -> list[str]:
             if there is None:
                 continue
             if RANK[LAYERS[there]] > RANK[LAYERS[here]]:
-                offences.append(
-                    f"{module.rel}:{imp.line}: imports {imp.target} ({LAYERS[here]} -> {LAYERS[there]})"
-                )
+                offences.append(f"{module.rel}:{imp.line}: imports {imp.target} ({LAYERS[here]} -> {LAYERS[there]})")
     return sorted(set(offences))
 
 
@@ -436,7 +433,7 @@ def import_cycles(root: Path) -> list[str]:
     offences = []
     for component in _components(graph):
         cycle = _shortest_cycle(graph, component[0], set(component))
-        arrows = ", ".join(f"{a} -> {b} ({graph[a][b]})" for a, b in zip(cycle, cycle[1:], strict=False))
+        arrows = ", ".join(f"{a} -> {b} ({graph[a][b]})" for a, b in itertools.pairwise(cycle))
         offences.append(f"cycle {' -> '.join(cycle)}: {arrows}; tangle: {', '.join(component)}")
     return offences
 
@@ -490,12 +487,8 @@ def personal_table_names(root: Path) -> list[str]:
                         schema_names.add(alias.asname)
         for node in module.nodes:
             if (
-                isinstance(node, ast.Attribute)
-                and node.attr in personal
-                and ast.unparse(node.value) in schema_names
-            ):
-                offences.append(f"{module.rel}:{node.lineno}: {ast.unparse(node)}")
-            elif (
+                isinstance(node, ast.Attribute) and node.attr in personal and ast.unparse(node.value) in schema_names
+            ) or (
                 isinstance(node, ast.Subscript)
                 and isinstance(node.slice, ast.Constant)
                 and node.slice.value in personal

@@ -91,7 +91,9 @@ def gateway(db_url, keyring, request, tmp_path) -> Gateway:
         u.ensure_platform_keys()
     yield gw
     engine.dispose()
-    scan_audit_events(db_url if db_url.startswith("sqlite") else request.getfixturevalue("pg_cluster").superuser_url(db_url))
+    scan_audit_events(
+        db_url if db_url.startswith("sqlite") else request.getfixturevalue("pg_cluster").superuser_url(db_url)
+    )
 
 
 _NIR_LIKE = re.compile(r"(?<![0-9a-f])[12][0-9]{4}(?:[0-9]{2}|2[AB])[0-9]{8}(?![0-9a-f])")
@@ -134,8 +136,9 @@ def lab_user(gw: Gateway, tenant_id: str, *roles: str, name: str = "Bio") -> Pri
     roles = roles or ("biologist",)
     account_id = f"{name.lower()}-{tenant_id}-{'-'.join(roles)}"[:64]
     with gw.unit(ADMIN, Purpose.ADMINISTRATION) as u:
-        u.ensure_account(tenant_id, account_id, f"{name} {tenant_id}", f"{account_id}@lab.invalid", roles,
-                         commitment="test")
+        u.ensure_account(
+            tenant_id, account_id, f"{name} {tenant_id}", f"{account_id}@lab.invalid", roles, commitment="test"
+        )
     return Principal(account_id, f"{name} {tenant_id}", tenant_id, frozenset(roles))
 
 
@@ -147,8 +150,9 @@ def make_lab(gw: Gateway, tenant_id: str, finess: str = "690000017", *, retentio
     """A test lab. Synthetic by default (test labs hold generated data: vendor accounts may load
     them, and delete them without a deletion instruction); ``synthetic=False``: a real lab."""
     with gw.unit(ADMIN, Purpose.ADMINISTRATION) as u:
-        u.create_tenant(tenant_id, f"Lab {tenant_id}", finess, retention=retention or TEST_RETENTION,
-                        synthetic=synthetic)
+        u.create_tenant(
+            tenant_id, f"Lab {tenant_id}", finess, retention=retention or TEST_RETENTION, synthetic=synthetic
+        )
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -218,8 +222,9 @@ def totp_real_code(secret: str) -> str:
     return clock.real_code(secret) if isinstance(clock, TotpClock) else pyotp.TOTP(secret).now()
 
 
-def first_lab_admin(gw: Gateway, platform: Principal, tenant_id: str, *, email: str | None = None,
-                    name: str = "Paul Lefebvre") -> Principal:
+def first_lab_admin(
+    gw: Gateway, platform: Principal, tenant_id: str, *, email: str | None = None, name: str = "Paul Lefebvre"
+) -> Principal:
     """The lab's lab_admin, in process (no login: MFA login is tested elsewhere). The platform
     invites the lab's first lab_admin (the only lab account it may create); once it exists, it is
     the one returned, and it is that admin who adds the lab's other accounts."""
@@ -230,13 +235,16 @@ def first_lab_admin(gw: Gateway, platform: Principal, tenant_id: str, *, email: 
 
     with gw.unit(platform, Purpose.ADMINISTRATION) as u:
         u._scope(tenant_id)  # row-level security on PostgreSQL: this lab's rows
-        rows = u.conn.execute(select(t.account).where(t.account.c.tenant_id == tenant_id,
-                                                      t.account.c.kind == "person",
-                                                      t.account.c.active == 1)).all()
+        rows = u.conn.execute(
+            select(t.account).where(
+                t.account.c.tenant_id == tenant_id, t.account.c.kind == "person", t.account.c.active == 1
+            )
+        ).all()
     for r in rows:
         if "lab_admin" in r.roles.split(","):
             return Principal(r.account_id, r.name, tenant_id, frozenset(r.roles.split(",")))
     with gw.unit(platform, Purpose.ADMINISTRATION) as u:
-        new = service.create_account(u, tenant_id=tenant_id, name=name, email=email or f"admin@{tenant_id}.invalid",
-                                     roles=["lab_admin"])
+        new = service.create_account(
+            u, tenant_id=tenant_id, name=name, email=email or f"admin@{tenant_id}.invalid", roles=["lab_admin"]
+        )
     return Principal(new.account_id, name, tenant_id, frozenset({"lab_admin"}))

@@ -7,8 +7,9 @@ from labvault.errors import ConfigError
 def test_defaults_and_environment(tmp_path):
     s = Settings.from_env({})
     assert str(s.home) == ".labvault" and s.is_sqlite and s.url.endswith("/.labvault/labvault.db")
-    s = Settings.from_env({"LABVAULT_HOME": str(tmp_path), "LABVAULT_DATABASE_URL": "postgresql://u@h/db",
-                           "LABVAULT_PASSPHRASE": "pw"})
+    s = Settings.from_env(
+        {"LABVAULT_HOME": str(tmp_path), "LABVAULT_DATABASE_URL": "postgresql://u@h/db", "LABVAULT_PASSPHRASE": "pw"}
+    )
     assert s.url == "postgresql://u@h/db" and s.passphrase == "pw" and not s.is_sqlite
     assert "pw" not in repr(s)
 

@@ -33,8 +33,13 @@ def test_demo_end_to_end(tmp_path):
     assert "signature verifies" in text
     # the vendor's own administrator: each attempt refused with its reason, none let through (E1, F2, D2, A8)
     assert "ALLOWED" not in text
-    for attempt in ("add its own account to", "mint a token for", "demote", "fill bio-reelle with generated data",
-                    "crypto-shred bio-reelle without its signed deletion instruction"):
+    for attempt in (
+        "add its own account to",
+        "mint a token for",
+        "demote",
+        "fill bio-reelle with generated data",
+        "crypto-shred bio-reelle without its signed deletion instruction",
+    ):
         assert re.search(re.escape(attempt) + r"[^\n]*: refused \(", text), attempt
 
 

@@ -21,8 +21,12 @@ def _defined_exceptions() -> list[type[BaseException]]:
             continue
         module = importlib.import_module(info.name)
         for name, obj in vars(module).items():
-            if (inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == module.__name__
-                    and not name.startswith("_")):
+            if (
+                inspect.isclass(obj)
+                and issubclass(obj, BaseException)
+                and obj.__module__ == module.__name__
+                and not name.startswith("_")
+            ):
                 found[obj] = None
     return list(found)
 
@@ -32,8 +36,11 @@ def test_every_error_is_a_labvault_error_defined_in_an_errors_module():
     assert len(classes) > 40  # the walk found them (a broken walk must not pass)
     strays = [f"{c.__module__}.{c.__qualname__}" for c in classes if not issubclass(c, LabvaultError)]
     assert not strays, f"not LabvaultErrors: {strays}"
-    elsewhere = [f"{c.__module__}.{c.__qualname__}" for c in classes
-                 if c.__module__ != "labvault.errors" and not c.__module__.endswith(".errors")]
+    elsewhere = [
+        f"{c.__module__}.{c.__qualname__}"
+        for c in classes
+        if c.__module__ != "labvault.errors" and not c.__module__.endswith(".errors")
+    ]
     assert not elsewhere, f"defined outside an errors module: {elsewhere}"
 
 
@@ -66,7 +73,11 @@ def test_the_statuses_the_review_found_wrong():
 def test_cannot_listen_says_what_to_do_in_one_line():
     import errno
 
-    line = errors.CannotListen.on("127.0.0.1", 8000, OSError(errno.EADDRINUSE, "x (while attempting ...)")).diagnostics()
-    assert line == ("cannot listen on 127.0.0.1:8000: the port is already in use (another process listens there: "
-                    "choose another --port)")
+    line = errors.CannotListen.on(
+        "127.0.0.1", 8000, OSError(errno.EADDRINUSE, "x (while attempting ...)")
+    ).diagnostics()
+    assert line == (
+        "cannot listen on 127.0.0.1:8000: the port is already in use (another process listens there: "
+        "choose another --port)"
+    )
     assert "[::1]:80: permission denied" in errors.CannotListen.on("::1", 80, OSError(errno.EACCES, "x")).diagnostics()

@@ -25,8 +25,10 @@ _KEYS = {
 }
 DEFAULT_PUBLIC_BASE_URL = "http://127.0.0.1:8000"  # what `labvault serve` listens on by default
 # scheme://host[:port][/path]: no user info, query, fragment or whitespace
-_BASE_URL = re.compile(r"https?://[A-Za-z0-9.\-]+(?::\d{1,5})?(?:/[A-Za-z0-9._~\-/%]*)?\Z|"
-                       r"https?://\[[0-9A-Fa-f:.]+\](?::\d{1,5})?(?:/[A-Za-z0-9._~\-/%]*)?\Z")
+_BASE_URL = re.compile(
+    r"https?://[A-Za-z0-9.\-]+(?::\d{1,5})?(?:/[A-Za-z0-9._~\-/%]*)?\Z|"
+    r"https?://\[[0-9A-Fa-f:.]+\](?::\d{1,5})?(?:/[A-Za-z0-9._~\-/%]*)?\Z"
+)
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ def check_public_base_url(value: object) -> str:
     """The public base URL without its trailing slash; ``ConfigError`` unless it is an http(s) URL
     made of scheme, host, optional port and path."""
     if not isinstance(value, str) or not _BASE_URL.match(value.strip()):
-        raise ConfigError("LABVAULT_PUBLIC_BASE_URL must be an http:// or https:// URL: scheme, host, optional "
-                          "port and path (e.g. https://labvault.example.org), no query or fragment")
+        raise ConfigError(
+            "LABVAULT_PUBLIC_BASE_URL must be an http:// or https:// URL: scheme, host, optional "
+            "port and path (e.g. https://labvault.example.org), no query or fragment"
+        )
     return value.strip().rstrip("/")

@@ -70,7 +70,8 @@ class PersonalDataFilter(logging.Filter):
             args = record.args if isinstance(record.args, tuple) else (record.args,)
             try:
                 record.msg = str(record.msg) % tuple(
-                    a if isinstance(a, int | float | bool) or a is None else _REDACTED for a in args)
+                    a if isinstance(a, int | float | bool) or a is None else _REDACTED for a in args
+                )
             except (TypeError, ValueError):
                 record.msg = f"{record.msg} [arguments removed]"
             record.args = None

@@ -16,7 +16,7 @@ from labvault.audit.pin import FILE_NAME as PIN_FILE
 from labvault.audit.pin import PinStore
 from labvault.config import Settings
 from labvault.crypto.keys import PLATFORM, KeyProvider, LocalKeyring
-from labvault.errors import ConfigError, KeyringError, NotFound
+from labvault.errors import ConfigError, KeyringError
 from labvault.store.engine import check_schema, make_engine, migrate
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
@@ -101,15 +101,21 @@ def init_home(settings: Settings, admin_name: str | None, admin_email: str | Non
         admin = Principal(account_id_for(email), name, PLATFORM, frozenset({"platform_admin"}))
         with gw.bootstrap(admin) as u:
             new_account = u.ensure_account(
-                PLATFORM, admin.account_id, name, email, admin.roles,
+                PLATFORM,
+                admin.account_id,
+                name,
+                email,
+                admin.roles,
                 commitment="confidentiality commitment recorded by 'labvault init' for the CLI operator",
             )
             public = u.ensure_platform_keys()
         pin = cast(PinStore, gw.pin)  # the gateway was made with a pin path just above
         pinned = pin.read()["keys"]  # G4: the key pinned at the first init, checked at every one
         if pinned[0]["public"] != public.hex():
-            raise ConfigError(f"the platform key pinned in {pin.path} is not this database's signing key: "
-                              "the database or the pin was replaced")
+            raise ConfigError(
+                f"the platform key pinned in {pin.path} is not this database's signing key: "
+                "the database or the pin was replaced"
+            )
     finally:
         engine.dispose()
         keys.close()

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from labvault.access import Gateway, Principal, Purpose
-from labvault.access import policy
+from labvault.access import Gateway, Principal, Purpose, policy
 from labvault.crypto.blind import first_given_name, normalise_name
-from labvault.domain.identifiers import normalise_nir
 from labvault.crypto.keys import PLATFORM, LocalKeyring
+from labvault.domain.identifiers import normalise_nir
 from labvault.domain.models import Identity, Request, Result, Sensitivity
 from labvault.store.engine import make_engine, migrate
 from labvault.synth import LabGenerator
@@ -68,8 +67,11 @@ class LabData:
 
     def by_name(self, family: str, given: str, birth) -> set[str]:
         key = name_key(family, given, birth)
-        return {i.patient_id for i in self.identities.values()
-                if name_key(i.family_name, i.given_names, i.birth_date) == key}
+        return {
+            i.patient_id
+            for i in self.identities.values()
+            if name_key(i.family_name, i.given_names, i.birth_date) == key
+        }
 
 
 def lab_data(tenant_id: str) -> LabData:
@@ -89,8 +91,13 @@ def lab_data(tenant_id: str) -> LabData:
             d.results_of_request[r.request_id].append(r.result_id)
         n_req += len(rec.requests)
         n_spec += len(rec.specimens)
-    d.counts = {"patient_identity": PATIENTS, "prescriber": len(gen.prescribers), "request": n_req,
-                "specimen": n_spec, "result": len(d.results)}
+    d.counts = {
+        "patient_identity": PATIENTS,
+        "prescriber": len(gen.prescribers),
+        "request": n_req,
+        "specimen": n_spec,
+        "result": len(d.results),
+    }
     return d
 
 
@@ -131,8 +138,9 @@ _dbs = itertools.count()
 def vendor_user(gw: Gateway, role: str, name: str = "Vendor") -> Principal:
     account_id = f"{name.lower()}-{role}".replace("_", "-")[:64]
     with gw.unit(ADMIN, Purpose.ADMINISTRATION) as u:
-        u.ensure_account(PLATFORM, account_id, f"{name} {role}", f"{account_id}@vendor.invalid", [role],
-                         commitment="test")
+        u.ensure_account(
+            PLATFORM, account_id, f"{name} {role}", f"{account_id}@vendor.invalid", [role], commitment="test"
+        )
     return Principal(account_id, f"{name} {role}", PLATFORM, frozenset({role}))
 
 

@@ -15,8 +15,7 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import text, update
 
-from labvault.access import Principal, Purpose
-from labvault.access import grants
+from labvault.access import Principal, Purpose, grants
 from labvault.accounts import service as accounts
 from labvault.crypto.keys import PLATFORM
 from labvault.domain.models import Sensitivity
@@ -34,8 +33,14 @@ def support_account(world) -> Principal:
     """A fresh platform support account (with its confidentiality commitment)."""
     account_id = f"support-{next(_n)}"
     with world.gw.unit(ADMIN, Purpose.ADMINISTRATION) as u:
-        u.ensure_account(PLATFORM, account_id, f"Support {account_id}", f"{account_id}@vendor.invalid", ["support"],
-                         commitment="test")
+        u.ensure_account(
+            PLATFORM,
+            account_id,
+            f"Support {account_id}",
+            f"{account_id}@vendor.invalid",
+            ["support"],
+            commitment="test",
+        )
     return Principal(account_id, f"Support {account_id}", PLATFORM, frozenset({"support"}))
 
 
@@ -50,10 +55,17 @@ def request_grant(world, sup, lab="lab-a", *, hours=2, fields=ALL_FIELDS, patien
     if patients is FIRST:
         patients = [next(iter(DATA[lab].identities))]
     with world.gw.unit(sup, Purpose.SUPPORT) as u:
-        return grants.request_grant(u, lab, ticket="INC-1234", reason="lab reports a wrong display",
-                                    hours=hours, fields=list(fields), patients=patients,
-                                    period_from=period[0] if period else None,
-                                    period_to=period[1] if period else None)
+        return grants.request_grant(
+            u,
+            lab,
+            ticket="INC-1234",
+            reason="lab reports a wrong display",
+            hours=hours,
+            fields=list(fields),
+            patients=patients,
+            period_from=period[0] if period else None,
+            period_to=period[1] if period else None,
+        )
 
 
 def approve(world, approver, lab, grant_id):
@@ -184,8 +196,9 @@ def test_grant_reads_only_its_patients(world):
     assert [i.patient_id for i in found] == [p1]
     assert sorted(q.request_id for q in read(world, sup, "requests_of", "lab-a", p1)) == sorted(a.requests_of[p1])
     res = read(world, sup, "results_of", "lab-a", p1)
-    assert {r.result_id for r in res} == {r.result_id for r in visible((a.results[x] for x in a.results_of[p1]),
-                                                                        frozenset())}
+    assert {r.result_id for r in res} == {
+        r.result_id for r in visible((a.results[x] for x in a.results_of[p1]), frozenset())
+    }
     req1 = a.requests_of[p1][0]
     assert {r.result_id for r in read(world, sup, "results_of_request", "lab-a", req1)} <= set(a.results_of[p1])
 
@@ -218,16 +231,19 @@ def test_grant_reads_only_its_fields(world):
     g = granted(world, sup, patients=[p1], fields=["identity"])
     assert g.fields == ("identity",)
     assert read(world, sup, "get_patient", "lab-a", p1) == a.identities[p1]
-    for op, args in (("results_of", (p1,)), ("results_of_request", (a.requests_of[p1][0],)),
-                     ("requests_of", (p1,)), ("iter_results", ())):
+    for op, args in (
+        ("results_of", (p1,)),
+        ("results_of_request", (a.requests_of[p1][0],)),
+        ("requests_of", (p1,)),
+        ("iter_results", ()),
+    ):
         with pytest.raises(AccessDenied):
             read(world, sup, op, "lab-a", *args)
 
     sup2 = support_account(world)
     granted(world, sup2, patients=[p1], fields=["results"])
     assert read(world, sup2, "results_of", "lab-a", p1)
-    for op, args in (("get_patient", (p1,)), ("find_patients_by_nir", (a.identities[p1].nir,)),
-                     ("requests_of", (p1,))):
+    for op, args in (("get_patient", (p1,)), ("find_patients_by_nir", (a.identities[p1].nir,)), ("requests_of", (p1,))):
         with pytest.raises(AccessDenied):
             read(world, sup2, op, "lab-a", *args)
 
@@ -260,8 +276,9 @@ def test_hours_out_of_range_refused(world, hours):
     with pytest.raises(InvalidInput):
         request_grant(world, sup, hours=hours)
     with world.raw.connect() as conn:
-        n = conn.execute(text("SELECT count(*) FROM access_grant WHERE account_id = :a"),
-                         {"a": sup.account_id}).scalar_one()
+        n = conn.execute(
+            text("SELECT count(*) FROM access_grant WHERE account_id = :a"), {"a": sup.account_id}
+        ).scalar_one()
     assert n == 0
 
 
@@ -274,13 +291,18 @@ def test_hours_bounds_accepted(world, hours):
     assert timedelta(hours=hours) - timedelta(minutes=1) < left <= timedelta(hours=hours)
 
 
-@pytest.mark.parametrize("kw", [
-    {"fields": []}, {"fields": ["identity", "address"]}, {"patients": []},
-    {"patients": None},  # the whole lab: never
-    {"patients": None, "period": (date(2024, 2, 1), date(2024, 1, 1))},
-    {"patients": None, "period": (date(2020, 1, 1), date(2024, 1, 1))},
-    {"patients": None, "period": (None, date(2024, 1, 1))},
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"fields": []},
+        {"fields": ["identity", "address"]},
+        {"patients": []},
+        {"patients": None},  # the whole lab: never
+        {"patients": None, "period": (date(2024, 2, 1), date(2024, 1, 1))},
+        {"patients": None, "period": (date(2020, 1, 1), date(2024, 1, 1))},
+        {"patients": None, "period": (None, date(2024, 1, 1))},
+    ],
+)
 def test_malformed_requests_refused(world, kw):
     sup = support_account(world)
     with pytest.raises(InvalidInput):
@@ -291,8 +313,12 @@ def test_malformed_requests_refused(world, kw):
 
 
 def test_only_support_requests_grants(world):
-    for who in (world.principal(PLATFORM, "operator"), world.principal(PLATFORM, "platform_admin"),
-                world.principal("lab-a", "lab_admin"), world.principal("lab-a", "biologist")):
+    for who in (
+        world.principal(PLATFORM, "operator"),
+        world.principal(PLATFORM, "platform_admin"),
+        world.principal("lab-a", "lab_admin"),
+        world.principal("lab-a", "biologist"),
+    ):
         with pytest.raises(AccessDenied):
             with world.gw.unit(who, Purpose.SUPPORT) as u:
                 grants.request_grant(u, "lab-a", ticket="T", reason="R", hours=1, fields=["identity"], patients=None)
@@ -305,9 +331,11 @@ def test_expiry_stops_reads_at_once(world):
     g = granted(world, sup, patients=[pid])
     assert read(world, sup, "get_patient", "lab-a", pid).patient_id == pid
     with world.raw.begin() as conn:
-        conn.execute(update(t.access_grant)
-                     .where(t.access_grant.c.tenant_id == "lab-a", t.access_grant.c.grant_id == g.grant_id)
-                     .values(expires_at=utcnow() - timedelta(seconds=1)))
+        conn.execute(
+            update(t.access_grant)
+            .where(t.access_grant.c.tenant_id == "lab-a", t.access_grant.c.grant_id == g.grant_id)
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
     assert state_of(world, "lab-a", g.grant_id) == "expired"
     assert_no_personal_read(world, sup, "lab-a")
     with pytest.raises(InvalidInput):  # an expired grant cannot be revoked, nor approved again
@@ -353,8 +381,10 @@ def test_every_read_under_a_grant_is_audited_with_its_id(world):
     calls = [
         ("get_patient", (p1,)),
         ("find_patients_by_nir", (a.identities[p2].nir,)),
-        ("find_patients_by_name", (a.identities[p1].family_name, a.identities[p1].given_names,
-                                   a.identities[p1].birth_date)),
+        (
+            "find_patients_by_name",
+            (a.identities[p1].family_name, a.identities[p1].given_names, a.identities[p1].birth_date),
+        ),
         ("requests_of", (p2,)),
         ("results_of", (p1,)),
         ("results_of_request", (a.requests_of[p2][0],)),
@@ -363,8 +393,10 @@ def test_every_read_under_a_grant_is_audited_with_its_id(world):
         read(world, sup, op, "lab-a", *args)
     with world.raw.connect() as conn:
         rows = conn.execute(
-            text("SELECT tenant_id, action, grant_id, outcome, purpose, object_refs FROM audit_event"
-                 " WHERE actor = :a AND action LIKE 'patient:%' ORDER BY seq"),
+            text(
+                "SELECT tenant_id, action, grant_id, outcome, purpose, object_refs FROM audit_event"
+                " WHERE actor = :a AND action LIKE 'patient:%' ORDER BY seq"
+            ),
             {"a": sup.account_id},
         ).all()
         trail = conn.execute(
@@ -373,15 +405,20 @@ def test_every_read_under_a_grant_is_audited_with_its_id(world):
         ).all()
     assert len(rows) == len(calls)
     assert [r.action for r in rows] == [
-        "patient:identity:read", "patient:identity:search", "patient:identity:search", "patient:request:read",
-        "patient:result:read", "patient:result:read",
+        "patient:identity:read",
+        "patient:identity:search",
+        "patient:identity:search",
+        "patient:request:read",
+        "patient:result:read",
+        "patient:result:read",
     ]
     for r in rows:
         assert (r.tenant_id, r.grant_id, r.outcome, r.purpose) == ("lab-a", g.grant_id, "allowed", "support")
         for ref in json.loads(r.object_refs or "[]"):
             assert ref in a.identities or ref in a.requests
     assert [(x.action, x.actor) for x in trail] == [
-        ("grant:request", sup.account_id), ("grant:approve", admin_of(world, "lab-a").account_id),
+        ("grant:request", sup.account_id),
+        ("grant:approve", admin_of(world, "lab-a").account_id),
     ]
 
 
@@ -430,11 +467,19 @@ def test_grant_id_only_on_events_of_its_lab(world):
     g = granted(world, sup, patients=[pid])
     with world.gw.unit(sup, Purpose.SUPPORT) as u:
         u.get_patient("lab-a", pid)
-        grants.request_grant(u, "lab-b", ticket="INC-2", reason="other lab", hours=1, fields=["identity"],
-                             patients=[next(iter(DATA["lab-b"].identities))])
+        grants.request_grant(
+            u,
+            "lab-b",
+            ticket="INC-2",
+            reason="other lab",
+            hours=1,
+            fields=["identity"],
+            patients=[next(iter(DATA["lab-b"].identities))],
+        )
     with world.raw.connect() as conn:
-        rows = conn.execute(text("SELECT tenant_id, action FROM audit_event WHERE grant_id = :g"),
-                            {"g": g.grant_id}).all()
+        rows = conn.execute(
+            text("SELECT tenant_id, action FROM audit_event WHERE grant_id = :g"), {"g": g.grant_id}
+        ).all()
     assert [(r.tenant_id, r.action) for r in rows] == [("lab-a", "patient:identity:read")]
 
 
@@ -444,8 +489,14 @@ def test_lab_admin_sees_who_asks_ticket_reason_scope_and_duration(world):
     id), the ticket, the reason, the exact scope (patients, period, fields) and the duration."""
     sup = support_account(world)
     pid = next(iter(DATA["lab-a"].identities))
-    g = request_grant(world, sup, patients=[pid], fields=["identity", "results"], hours=3,
-                      period=(date(2024, 1, 1), date(2024, 6, 30)))
+    g = request_grant(
+        world,
+        sup,
+        patients=[pid],
+        fields=["identity", "results"],
+        hours=3,
+        period=(date(2024, 1, 1), date(2024, 6, 30)),
+    )
     with world.gw.unit(admin_of(world, "lab-a"), Purpose.ADMINISTRATION) as u:
         shown = grants.show_grant(u, "lab-a", g.grant_id)
         listed = [x for x in grants.list_grants(u, "lab-a") if x.grant_id == g.grant_id]
@@ -454,8 +505,10 @@ def test_lab_admin_sees_who_asks_ticket_reason_scope_and_duration(world):
         assert (x.ticket, x.reason, x.hours, x.state) == ("INC-1234", "lab reports a wrong display", 3, "pending")
         assert x.patients == frozenset({pid}) and x.fields == ("identity", "results")
         assert (x.period_from, x.period_to) == (date(2024, 1, 1), date(2024, 6, 30))
-        assert x.scope_text() == ("1 named patient(s); requests dated 2024-01-01 to 2024-06-30; "
-                                  "fields identity, results; no sensitive category")
+        assert x.scope_text() == (
+            "1 named patient(s); requests dated 2024-01-01 to 2024-06-30; "
+            "fields identity, results; no sensitive category"
+        )
     assert len(listed) == 1
     # another support account does not see it; another lab's admin neither
     with pytest.raises(NotFound), world.gw.unit(support_account(world), Purpose.SUPPORT) as u:
@@ -470,8 +523,12 @@ def test_a_grant_for_the_whole_lab_is_refused_with_the_reason(world):
     with pytest.raises(InvalidInput, match="never the whole lab"):
         request_grant(world, sup, patients=None)
     with world.raw.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM access_grant WHERE account_id = :a"),
-                            {"a": sup.account_id}).scalar_one() == 0
+        assert (
+            conn.execute(
+                text("SELECT count(*) FROM access_grant WHERE account_id = :a"), {"a": sup.account_id}
+            ).scalar_one()
+            == 0
+        )
 
 
 def test_a_period_grant_reads_only_requests_dated_in_it(world):
@@ -495,8 +552,11 @@ def test_a_period_grant_reads_only_requests_dated_in_it(world):
         got = {q.request_id for q in read(world, sup, "requests_of", "lab-a", pid)}
         assert got == set(a.requests_of[pid]) & inside
         res = {r.result_id for r in read(world, sup, "results_of", "lab-a", pid)}
-        expected = {r.result_id for r in visible((a.results[x] for x in a.results_of[pid]), frozenset())
-                    if r.request_id in inside}
+        expected = {
+            r.result_id
+            for r in visible((a.results[x] for x in a.results_of[pid]), frozenset())
+            if r.request_id in inside
+        }
         assert res == expected
     for pid in without:
         with pytest.raises(NotFound):
@@ -525,7 +585,10 @@ def test_a_grant_names_patients_by_id_never_by_identity(world):
         assert "not patients of this lab" in str(exc.value)
         assert ident.nir not in str(exc.value) and other_lab_patient not in str(exc.value)
     with world.raw.connect() as conn:
-        stored = conn.execute(text("SELECT scope_patients FROM access_grant WHERE account_id = :a"),
-                              {"a": sup.account_id}).scalars().all()
+        stored = (
+            conn.execute(text("SELECT scope_patients FROM access_grant WHERE account_id = :a"), {"a": sup.account_id})
+            .scalars()
+            .all()
+        )
     assert stored == []
     assert request_grant(world, sup, patients=[ident.patient_id]).grant_id  # its id is accepted

@@ -9,12 +9,11 @@ import pytest
 from sqlalchemy import text as sql
 
 from labvault.access import Purpose
-from labvault.instructions import signers
 from labvault.access.instructed import ScopeExceeded, demand, instruction_in_force
 from labvault.crypto.keys import PLATFORM
 from labvault.crypto.signing import Signer
+from labvault.instructions import document, signers
 from labvault.instructions.document import UnknownSigner
-from labvault.instructions import document
 from tests.conftest import lab_user, make_lab
 
 AGE = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
@@ -25,11 +24,17 @@ ASKED = {"identity": ["nir", "family_name"], "result": ["code", "value_num"]}
 def record() -> dict:
     z = lambda d: d.isoformat().replace("+00:00", "Z")  # noqa: E731
     return {
-        "id": "MIG-1", "tenant": "lab-a", "kind": "migration_out", "purpose": "Move 2019-2020 to the new LIS",
-        "fields": ASKED, "selection": {"collected_from": "2019-01-01", "collected_to": "2020-12-31"},
+        "id": "MIG-1",
+        "tenant": "lab-a",
+        "kind": "migration_out",
+        "purpose": "Move 2019-2020 to the new LIS",
+        "fields": ASKED,
+        "selection": {"collected_from": "2019-01-01", "collected_to": "2020-12-31"},
         "destination": {"name": "NewLIS SAS", "country": "FR", "recipient_age_key": AGE},
-        "expected_volume": 1000, "deletion_deadline": z(NOW + timedelta(days=30)),
-        "valid_from": z(NOW - timedelta(hours=1)), "valid_until": z(NOW + timedelta(days=7)),
+        "expected_volume": 1000,
+        "deletion_deadline": z(NOW + timedelta(days=30)),
+        "valid_from": z(NOW - timedelta(hours=1)),
+        "valid_until": z(NOW + timedelta(days=7)),
     }
 
 
@@ -44,9 +49,16 @@ def world(gateway):
     signed = document.sign(document.from_record(record()), Signer(private))
     with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
         v = document.check_signed(signed, public_keys=signers.active_keys(u, "lab-a"), tenant="lab-a", now=NOW)
-        signers.record_instruction(u, "lab-a", instruction_id=v.instruction.id, kind=v.instruction.kind,
-                                   signer_id=v.signer_id, body=v.record, signature=v.signature,
-                                   valid_until=v.instruction.valid_until)
+        signers.record_instruction(
+            u,
+            "lab-a",
+            instruction_id=v.instruction.id,
+            kind=v.instruction.kind,
+            signer_id=v.signer_id,
+            body=v.record,
+            signature=v.signature,
+            valid_until=v.instruction.valid_until,
+        )
     operator = lab_user(gateway, PLATFORM, "operator", name="Op")
     return gateway, admin, operator, signer
 
@@ -55,8 +67,12 @@ def alerts(gw) -> list[str]:
     with gw.engine.connect() as c:
         if c.dialect.name == "postgresql":
             c.execute(sql("SELECT set_config('labvault.tenant', 'lab-a', false)"))
-        return [r[0] for r in c.execute(sql("SELECT action FROM audit_event WHERE tenant_id = 'lab-a' "
-                                            "AND outcome = 'alert' ORDER BY seq"))]
+        return [
+            r[0]
+            for r in c.execute(
+                sql("SELECT action FROM audit_event WHERE tenant_id = 'lab-a' AND outcome = 'alert' ORDER BY seq")
+            )
+        ]
 
 
 def test_the_instructed_scope_passes(world):

@@ -22,8 +22,8 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.exc import DBAPIError
 
 from labvault.access import Principal, Purpose
-from labvault.domain.identifiers import normalise_nir
 from labvault.crypto.keys import PLATFORM
+from labvault.domain.identifiers import normalise_nir
 from labvault.errors import AccessDenied, DecryptionError, InvalidInput, NotFound, UnknownTenant
 from tests.access.conftest import (
     DATA,
@@ -51,9 +51,7 @@ ALL_NAMES = sorted(
 # -- strategies ------------------------------------------------------------------------------------
 # NUL is excluded: PostgreSQL text cannot hold it (see the test at the end of this module).
 junk = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=40)
-object_ids = st.one_of(
-    st.sampled_from(ALL_PATIENTS), st.sampled_from(ALL_REQUESTS), st.sampled_from(ALL_RESULTS), junk
-)
+object_ids = st.one_of(st.sampled_from(ALL_PATIENTS), st.sampled_from(ALL_REQUESTS), st.sampled_from(ALL_RESULTS), junk)
 random_nir = st.integers(1_000_000_000_000, 2_999_999_999_999).map(lambda n: f"{n}{97 - n % 97:02d}")
 nirs = st.one_of(
     st.sampled_from(ALL_NIRS),
@@ -77,13 +75,13 @@ def calls(lab: str):
     """An operation with its arguments: objects of ``lab``, of any lab, or junk."""
     d = DATA[lab]
     oids = st.one_of(st.sampled_from(sorted(d.identities)), st.sampled_from(sorted(d.requests)), object_ids)
-    own_names = st.sampled_from(sorted(((i.family_name, i.given_names, i.birth_date) for i in d.identities.values()),
-                                       key=repr))
+    own_names = st.sampled_from(
+        sorted(((i.family_name, i.given_names, i.birth_date) for i in d.identities.values()), key=repr)
+    )
     return st.one_of(
         st.tuples(st.just("find_patients_by_nir"), st.tuples(st.one_of(st.sampled_from(sorted(d.nirs)), nirs))),
         st.tuples(st.just("find_patients_by_name"), st.one_of(own_names, names)),
-        st.tuples(st.sampled_from(["get_patient", "requests_of", "results_of", "results_of_request"]),
-                  st.tuples(oids)),
+        st.tuples(st.sampled_from(["get_patient", "requests_of", "results_of", "results_of_request"]), st.tuples(oids)),
         st.tuples(st.sampled_from(["iter_results", "counts"]), st.just(())),
     )
 
@@ -123,8 +121,10 @@ def check_call(gw, principal: Principal, target: str, op: str, args: tuple) -> N
     else:
         err = None
     if currently_in_test_context():  # what the property exercised: pytest --hypothesis-show-statistics
-        event(f"{'vendor' if principal.is_platform else 'own lab' if target == principal.tenant_id else 'other'}: "
-              f"{type(err).__name__ if err else 'data' if out else 'empty'}")
+        event(
+            f"{'vendor' if principal.is_platform else 'own lab' if target == principal.tenant_id else 'other'}: "
+            f"{type(err).__name__ if err else 'data' if out else 'empty'}"
+        )
 
     if op == "find_patients_by_nir" and isinstance(err, InvalidInput):
         return  # refused before anything is looked up
@@ -283,9 +283,12 @@ def test_rls_alone_stops_crafted_cross_lab_reads(world):
         for table in ("patient_identity", "request", "result"):
             n = conn.execute(text(f"SELECT count(*) FROM {table} WHERE tenant_id = 'lab-b'")).scalar_one()
             assert n == b.counts[table]
-        assert conn.execute(
-            text("SELECT count(*) FROM request WHERE tenant_id = 'lab-b' AND request_id = :r"), {"r": req_b}
-        ).scalar_one() == 1
+        assert (
+            conn.execute(
+                text("SELECT count(*) FROM request WHERE tenant_id = 'lab-b' AND request_id = :r"), {"r": req_b}
+            ).scalar_one()
+            == 1
+        )
 
     assert perform(gw, bio, "lab-a", "results_of", (pid_b,)) == []
     assert perform(gw, bio, "lab-a", "requests_of", (pid_b,)) == []
@@ -350,9 +353,7 @@ def test_app_role_sql_session_sees_and_writes_only_the_named_lab(world):
         scoped(conn, "lab-a")
         assert conn.execute(text("SELECT count(*) FROM result WHERE tenant_id = 'lab-b'")).scalar_one() == 0
         assert conn.execute(text("SELECT count(*) FROM result")).scalar_one() == DATA["lab-a"].counts["result"]
-        assert conn.execute(
-            text("SELECT count(*) FROM patient_identity WHERE tenant_id <> 'lab-a'")
-        ).scalar_one() == 0
+        assert conn.execute(text("SELECT count(*) FROM patient_identity WHERE tenant_id <> 'lab-a'")).scalar_one() == 0
         assert conn.execute(text("SELECT count(*) FROM tenant_key WHERE tenant_id = 'lab-b'")).scalar_one() == 0
         # Updates and deletes of another lab's rows touch nothing.
         assert conn.execute(text("UPDATE result SET status = 'corrected' WHERE tenant_id = 'lab-b'")).rowcount == 0
@@ -360,12 +361,18 @@ def test_app_role_sql_session_sees_and_writes_only_the_named_lab(world):
         # '*' opens the administrative tables, never the personal ones.
         scoped(conn, "*")
         assert conn.execute(text("SELECT count(*) FROM result")).scalar_one() == 0
-        assert conn.execute(text("SELECT count(*) FROM tenant WHERE tenant_id IN ('lab-a', 'lab-b', 'lab-c')")
-                            ).scalar_one() == 3
+        assert (
+            conn.execute(
+                text("SELECT count(*) FROM tenant WHERE tenant_id IN ('lab-a', 'lab-b', 'lab-c')")
+            ).scalar_one()
+            == 3
+        )
     # The same rows are all there for a superuser.
     with world.raw.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM result WHERE tenant_id = 'lab-b'")
-                            ).scalar_one() == DATA["lab-b"].counts["result"]
+        assert (
+            conn.execute(text("SELECT count(*) FROM result WHERE tenant_id = 'lab-b'")).scalar_one()
+            == DATA["lab-b"].counts["result"]
+        )
 
     insert_b = text(
         "INSERT INTO result (tenant_id, result_id, request_id, specimen_id, pseudonym, status, key_version,"
@@ -385,8 +392,10 @@ def test_app_role_sql_session_sees_and_writes_only_the_named_lab(world):
             conn.execute(insert_b)
     with world.raw.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM result WHERE result_id = 'rls-probe'")).scalar_one() == 0
-        assert conn.execute(text("SELECT count(*) FROM result WHERE tenant_id = 'lab-a'")
-                            ).scalar_one() == DATA["lab-a"].counts["result"]
+        assert (
+            conn.execute(text("SELECT count(*) FROM result WHERE tenant_id = 'lab-a'")).scalar_one()
+            == DATA["lab-a"].counts["result"]
+        )
 
 
 # -- robustness and audit of refusals --------------------------------------------------------------

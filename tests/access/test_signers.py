@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from labvault.access import Purpose
-from labvault.instructions import signers
 from labvault.crypto.signing import Signer
 from labvault.errors import AccessDenied, InvalidInput, NotFound
+from labvault.instructions import signers
 from tests.conftest import ADMIN, lab_user, make_lab
 
 
@@ -46,7 +46,7 @@ def test_lab_admin_registers_and_revokes(labs):
 
 def test_who_may_register(labs):
     """A1: who may register."""
-    gw, admin, bio = labs
+    gw, _admin, bio = labs
     email = f"{bio.account_id}@lab.invalid"
     with pytest.raises(AccessDenied), gw.unit(bio, Purpose.ADMINISTRATION) as u:
         signers.add_signer(u, "lab-a", email=email, public_key=_key())
@@ -55,8 +55,10 @@ def test_who_may_register(labs):
     other_admin = lab_user(gw, "lab-b", "lab_admin", name="Other")
     with pytest.raises(AccessDenied), gw.unit(other_admin, Purpose.ADMINISTRATION) as u:
         signers.add_signer(u, "lab-a", email=email, public_key=_key())
-    with pytest.raises(InvalidInput, match="named person's account of this lab"), \
-            gw.unit(other_admin, Purpose.ADMINISTRATION) as u:
+    with (
+        pytest.raises(InvalidInput, match="named person's account of this lab"),
+        gw.unit(other_admin, Purpose.ADMINISTRATION) as u,
+    ):
         signers.add_signer(u, "lab-b", email=email, public_key=_key())  # bio belongs to lab A
 
 
@@ -78,11 +80,27 @@ def test_received_instructions_are_kept_per_lab(labs):
     gw, admin, _ = labs
     until = datetime.now(UTC) + timedelta(days=3)
     with gw.unit(admin, Purpose.ADMINISTRATION) as u:
-        signers.record_instruction(u, "lab-a", instruction_id="I-1", kind="export", signer_id="s1",
-                                   body={"id": "I-1"}, signature="c2ln", valid_until=until)
+        signers.record_instruction(
+            u,
+            "lab-a",
+            instruction_id="I-1",
+            kind="export",
+            signer_id="s1",
+            body={"id": "I-1"},
+            signature="c2ln",
+            valid_until=until,
+        )
     with pytest.raises(InvalidInput, match="already received"), gw.unit(admin, Purpose.ADMINISTRATION) as u:
-        signers.record_instruction(u, "lab-a", instruction_id="I-1", kind="export", signer_id="s1",
-                                   body={"id": "I-1"}, signature="c2ln", valid_until=until)
+        signers.record_instruction(
+            u,
+            "lab-a",
+            instruction_id="I-1",
+            kind="export",
+            signer_id="s1",
+            body={"id": "I-1"},
+            signature="c2ln",
+            valid_until=until,
+        )
     with gw.unit(admin, Purpose.ADMINISTRATION) as u:
         got = signers.get_instruction(u, "lab-a", "I-1")
     assert got.body == {"id": "I-1"} and got.kind == "export"
@@ -111,12 +129,21 @@ def test_a_received_instruction_is_sealed_at_rest_and_follows_key_rotation(gatew
     now = datetime.now(UTC).replace(microsecond=0)
     z = lambda d: d.isoformat().replace("+00:00", "Z")  # noqa: E731
     nir, purpose = "185057800608491", "Import of Mme Zéphyrine Quintal-Brébeuf's file from OldLIS"
-    rec = {"id": "IN-1", "tenant": "lab-a", "kind": "migration_in", "purpose": purpose,
-           "fields": {"identity": ["nir", "family_name", "given_names", "birth_date", "sex"],
-                      "request": ["requested_at"], "result": ["code", "code_system", "label", "status"]},
-           "selection": {"collected_from": "2019-01-01", "collected_to": "2020-12-31", "patients": [nir]},
-           "source": {"name": "OldLIS"}, "valid_from": z(now - timedelta(hours=1)),
-           "valid_until": z(now + timedelta(days=1))}
+    rec = {
+        "id": "IN-1",
+        "tenant": "lab-a",
+        "kind": "migration_in",
+        "purpose": purpose,
+        "fields": {
+            "identity": ["nir", "family_name", "given_names", "birth_date", "sex"],
+            "request": ["requested_at"],
+            "result": ["code", "code_system", "label", "status"],
+        },
+        "selection": {"collected_from": "2019-01-01", "collected_to": "2020-12-31", "patients": [nir]},
+        "source": {"name": "OldLIS"},
+        "valid_from": z(now - timedelta(hours=1)),
+        "valid_until": z(now + timedelta(days=1)),
+    }
     with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
         signers.receive(u, "lab-a", document.sign(document.from_record(rec), Signer(private)), now)
     with gateway.engine.connect() as c:

@@ -24,8 +24,9 @@ def lab(gateway):
 def test_no_personal_data_before_commitment(lab):
     """F3: no personal data before commitment."""
     with lab.unit(first_lab_admin(lab, ADMIN, "lab-a"), Purpose.ADMINISTRATION) as u:
-        new = service.create_account(u, tenant_id="lab-a", name="Marie Curie", email="m@lab.example",
-                                     roles=["biologist"])
+        new = service.create_account(
+            u, tenant_id="lab-a", name="Marie Curie", email="m@lab.example", roles=["biologist"]
+        )
     who = Principal(new.account_id, "Marie Curie", "lab-a", frozenset({"biologist"}))
     with pytest.raises(AccessDenied) as err, lab.unit(who, Purpose.CARE) as u:
         u.find_patients_by_name("lab-a", "X", "Y", __import__("datetime").date(2000, 1, 1))
@@ -50,15 +51,23 @@ def test_no_personal_data_before_commitment(lab):
 def test_account_shapes_refused(lab, tenant, roles, kind, purpose):
     who = ADMIN if tenant == "platform" else first_lab_admin(lab, ADMIN, "lab-a")
     with pytest.raises(InvalidInput), lab.unit(who, Purpose.ADMINISTRATION) as u:
-        service.create_account(u, tenant_id=tenant, name="Some One", email="s@x.example", roles=roles, kind=kind,
-                               purpose=purpose)
+        service.create_account(
+            u, tenant_id=tenant, name="Some One", email="s@x.example", roles=roles, kind=kind, purpose=purpose
+        )
 
 
 def test_service_account_token_only_and_one_purpose(lab):
     """E1: service account token only and one purpose."""
     with lab.unit(first_lab_admin(lab, ADMIN, "lab-a"), Purpose.ADMINISTRATION) as u:
-        service.create_account(u, tenant_id="lab-a", name="Analyser feed", email="feed@lab.example",
-                               roles=["service"], kind="service", purpose="ingest")
+        service.create_account(
+            u,
+            tenant_id="lab-a",
+            name="Analyser feed",
+            email="feed@lab.example",
+            roles=["service"],
+            kind="service",
+            purpose="ingest",
+        )
         _, token = service.create_token(u, "feed@lab.example", scopes=["ingest"], days=1)
     with lab.auth_unit() as u, pytest.raises(service.AuthenticationFailed):
         service.login(u, "feed@lab.example", "whatever password", addr="10.0.0.1", user_agent="x")

@@ -34,8 +34,13 @@ def _secret(uri: str) -> str:
 
 def _failures(raw) -> int:
     with raw.connect() as conn:
-        return len(conn.execute(select(t.audit_event).where(t.audit_event.c.action == "account:mfa:failure",
-                                                            t.audit_event.c.outcome == "denied")).all())
+        return len(
+            conn.execute(
+                select(t.audit_event).where(
+                    t.audit_event.c.action == "account:mfa:failure", t.audit_event.c.outcome == "denied"
+                )
+            ).all()
+        )
 
 
 def _login(gw, code: str, addr: str = "192.0.2.1"):

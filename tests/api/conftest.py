@@ -117,9 +117,9 @@ class Accounts(Mapping[str, Account]):
     def creator(self, lab: str, role: str = "biologist"):
         """Who adds an account: the platform admin for vendor accounts and for a lab's first
         lab_admin (an invitation); the lab's own lab_admin for the lab's other accounts."""
-        if not lab or role == "lab_admin" and f"lab_admin@{lab}" not in self._made:
+        if not lab or (role == "lab_admin" and f"lab_admin@{lab}" not in self._made):
             return ADMIN
-        self[f"lab_admin@{lab}"]  # noqa: B018  (made first: it adds the others)
+        self[f"lab_admin@{lab}"]
         return first_lab_admin(self._gw, ADMIN, lab)
 
     def _enrol(self, key: str) -> Account:
@@ -148,8 +148,9 @@ class Api:
 
     def client(self, *, base_url: str = HTTPS, addr: str = ADDR, ua: str = UA) -> TestClient:
         """A client with no credentials, from one address and user agent."""
-        c = TestClient(self.app, base_url=base_url, client=(addr, 50000), headers={"user-agent": ua},
-                       raise_server_exceptions=False)
+        c = TestClient(
+            self.app, base_url=base_url, client=(addr, 50000), headers={"user-agent": ua}, raise_server_exceptions=False
+        )
         self._clients.append(c)
         return c
 

@@ -136,8 +136,10 @@ def test_lab_pulls_its_checkpoints(checkpointed, admin_a, admin_b):
         assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
         lines = [json.loads(x) for x in r.text.splitlines()]
         assert [x["body"]["index"] for x in lines if x["type"] == "checkpoint"] == [1, 2]
-        later = [json.loads(x) for x in c.get(f"/api/v1/tenants/{LAB_A}/audit/checkpoints",
-                                              params={"since": 1}).text.splitlines()]
+        later = [
+            json.loads(x)
+            for x in c.get(f"/api/v1/tenants/{LAB_A}/audit/checkpoints", params={"since": 1}).text.splitlines()
+        ]
         assert [x["body"]["index"] for x in later if x["type"] == "checkpoint"] == [2]
     assert admin_a.get(f"/api/v1/tenants/{LAB_A}/audit/checkpoints", params={"since": -1}).status_code in (400, 422)
     assert admin_b.get(f"/api/v1/tenants/{LAB_A}/audit/checkpoints").status_code == 403

@@ -139,8 +139,13 @@ def test_bearer_tokens(api, bio_a):
     prefix, tid, secret = token.split("_", 2)
     flip = {"0": "1"}.get(tid[-1], "0")
     last = "A" if secret[-1] != "A" else "B"
-    for bad in (f"{prefix}_{tid}_{secret[:-1]}{last}", f"{prefix}_{tid[:-1]}{flip}_{secret}",
-                f"{tid}_{secret}", token + "x", f"{prefix}_{tid}_"):
+    for bad in (
+        f"{prefix}_{tid}_{secret[:-1]}{last}",
+        f"{prefix}_{tid[:-1]}{flip}_{secret}",
+        f"{tid}_{secret}",
+        token + "x",
+        f"{prefix}_{tid}_",
+    ):
         assert api.bearer(bad).get("/api/v1/me").status_code == 401, bad
     assert api.client().get("/api/v1/me", headers={"authorization": f"Basic {token}"}).status_code == 401
     # revoked by its owner: refused on the next request

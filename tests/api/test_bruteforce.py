@@ -10,9 +10,11 @@ import pytest
 from labvault.accounts import service
 from tests.api.conftest import LAB_A, LOGIN, MFA
 
-LOCKOUT_BUG = ("src bug: service.login and verify_mfa record a failure (_fail) and then raise inside "
-               "gateway.auth_unit(), whose transaction rolls back on the exception: failure counters and locks "
-               "are never stored")
+LOCKOUT_BUG = (
+    "src bug: service.login and verify_mfa record a failure (_fail) and then raise inside "
+    "gateway.auth_unit(), whose transaction rolls back on the exception: failure counters and locks "
+    "are never stored"
+)
 
 
 def assert_locked(r) -> None:
@@ -81,8 +83,9 @@ def test_failed_logins_are_counted(api, raw_engine):
     assert c.post(LOGIN, json={"email": bio.email, "password": "Not-the-password-1"}).status_code == 401
     with raw_engine.connect() as conn:
         failed = conn.execute(select(t.account.c.failed_logins).where(t.account.c.email == bio.email)).scalar_one()
-        throttle = conn.execute(select(t.login_throttle.c.failures)
-                                .where(t.login_throttle.c.source_addr == "198.51.100.9")).scalar_one_or_none()
+        throttle = conn.execute(
+            select(t.login_throttle.c.failures).where(t.login_throttle.c.source_addr == "198.51.100.9")
+        ).scalar_one_or_none()
     assert failed == 1 and throttle == 1
 
 

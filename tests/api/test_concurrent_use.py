@@ -14,8 +14,9 @@ from tests.api.conftest import LAB_A
 def alerts(raw_engine, tenant: str) -> list:
     with raw_engine.connect() as conn:
         return conn.execute(
-            select(t.audit_event).where(t.audit_event.c.tenant_id == tenant,
-                                        t.audit_event.c.action == "account:concurrent-use")
+            select(t.audit_event).where(
+                t.audit_event.c.tenant_id == tenant, t.audit_event.c.action == "account:concurrent-use"
+            )
         ).all()
 
 

@@ -20,15 +20,16 @@ def log_stream():
     logging.getLogger().removeHandler(handler)
 
 
-def test_an_internal_error_is_logged_with_frames_and_type_but_no_planted_personal_value(api, bio_a, log_stream,
-                                                                                        monkeypatch):
+def test_an_internal_error_is_logged_with_frames_and_type_but_no_planted_personal_value(
+    api, bio_a, log_stream, monkeypatch
+):
     """G2: a bug in data code raises with a NIR and a name in its message, its arguments and its
     locals; the answer is a bare 500, the log has the traceback (frames, type names), the route
     template, the actor; the NIR, the name and the query never appear."""
     nir = api.nirs[LAB_A][0]
 
     def broken(self, tenant_id, value):  # a bug planted in data code: the exception quotes the NIR
-        patient_name = "DUPONT Jean"  # noqa: F841  (a local holding a personal value)
+        patient_name = "DUPONT Jean"
         try:
             {}[value]
         except KeyError as exc:
@@ -53,8 +54,9 @@ def test_the_filter_also_cleans_other_libraries_records(log_stream):
     try:
         raise RuntimeError("patient 185077512345608 DUPONT")
     except RuntimeError:
-        logging.getLogger("uvicorn.error").exception("Invalid request to %s from %s (%d)",
-                                                     "/fhir/Patient?identifier=185077512345608", "DUPONT", 3)
+        logging.getLogger("uvicorn.error").exception(
+            "Invalid request to %s from %s (%d)", "/fhir/Patient?identifier=185077512345608", "DUPONT", 3
+        )
     text = log_stream.getvalue()
     assert "Invalid request to <redacted> from <redacted> (3)" in text and "builtins.RuntimeError" in text
     assert "185077512345608" not in text and "DUPONT" not in text

@@ -23,15 +23,32 @@ with warnings.catch_warnings():
 
 # What the review found answered 400 ("bad input"), and what each is.
 CASES = {
-    "tenant-key-missing": (errors.TenantKeyMissing("no key for 'lab-a' in the key provider (destroyed)"), 410,
-                           "no key for 'lab-a'", "deleted"),
-    "schema-outdated": (errors.SchemaOutdated("the database schema is at 0012, this Labvault needs 0013: run "
-                                              "'labvault init'"), 503, "not ready", "transient"),
-    "reconciliation-failed": (ReconciliationFailed("counts differ from the manifest: results 3 != 4"), 409,
-                              "counts differ from the manifest", "conflict"),
-    "package-error": (errors.PackageError("package /srv/labvault/home/packages/M-1/package.ndjson.age does not "
-                                          "decrypt with this identity"), 500, "a package could not be written",
-                      "exception"),
+    "tenant-key-missing": (
+        errors.TenantKeyMissing("no key for 'lab-a' in the key provider (destroyed)"),
+        410,
+        "no key for 'lab-a'",
+        "deleted",
+    ),
+    "schema-outdated": (
+        errors.SchemaOutdated("the database schema is at 0012, this Labvault needs 0013: run 'labvault init'"),
+        503,
+        "not ready",
+        "transient",
+    ),
+    "reconciliation-failed": (
+        ReconciliationFailed("counts differ from the manifest: results 3 != 4"),
+        409,
+        "counts differ from the manifest",
+        "conflict",
+    ),
+    "package-error": (
+        errors.PackageError(
+            "package /srv/labvault/home/packages/M-1/package.ndjson.age does not decrypt with this identity"
+        ),
+        500,
+        "a package could not be written",
+        "exception",
+    ),
 }
 
 

@@ -24,8 +24,12 @@ from labvault.synth import LabGenerator
 from tests.api.conftest import LAB_A, LAB_B, PATIENTS, SEED
 
 INS = "urn:oid:1.2.250.1.213.1.4.8"
-MODELS = {"Patient": Patient, "Observation": Observation, "DiagnosticReport": DiagnosticReport,
-          "ServiceRequest": ServiceRequest}
+MODELS = {
+    "Patient": Patient,
+    "Observation": Observation,
+    "DiagnosticReport": DiagnosticReport,
+    "ServiceRequest": ServiceRequest,
+}
 
 
 def records(lab: str = LAB_A):
@@ -70,8 +74,10 @@ def test_patient_by_ins_by_name_and_by_id(api, bio_a):
     assert p["id"] == ident.patient_id and p["birthDate"] == ident.birth_date.isoformat()
     assert {"system": INS, "value": ident.nir}.items() <= p["identifier"][0].items()
     first = ident.given_names.split(" ")[0]
-    by_name = bio_a.get("/fhir/R4/Patient", params={"family": ident.family_name, "given": first,
-                                                      "birthdate": ident.birth_date.isoformat()}).json()
+    by_name = bio_a.get(
+        "/fhir/R4/Patient",
+        params={"family": ident.family_name, "given": first, "birthdate": ident.birth_date.isoformat()},
+    ).json()
     assert [e["resource"]["id"] for e in by_name["entry"]] == [ident.patient_id]
     r = bio_a.get(f"/fhir/R4/Patient/{ident.patient_id}")
     assert r.status_code == 200 and Patient.model_validate(r.json()).id == ident.patient_id
@@ -90,16 +96,23 @@ def test_observations_with_code_dates_and_paging(api, bio_a):
         body = valid_bundle(bio_a.get(f"{parts.path}?{parts.query}").json())
         seen += [e["resource"]["id"] for e in body["entry"]]
     assert len(seen) == len(set(seen)) == total
-    readable = {r.result_id for r in rec.results if r.sensitivity in ("other", "hiv", "genetics", "viral_hepatitis",
-                                                                       "pregnancy", "oncology")}
+    readable = {
+        r.result_id
+        for r in rec.results
+        if r.sensitivity in ("other", "hiv", "genetics", "viral_hepatitis", "pregnancy", "oncology")
+    }
     assert set(seen) <= readable
     code = rec.results[0].code
-    coded = bio_a.get("/fhir/R4/Observation", params={"subject": f"Patient/{pid}", "code": f"http://loinc.org|{code}"}).json()
+    coded = bio_a.get(
+        "/fhir/R4/Observation", params={"subject": f"Patient/{pid}", "code": f"http://loinc.org|{code}"}
+    ).json()
     assert coded["total"] >= 1 and all(e["resource"]["code"]["coding"][0]["code"] == code for e in coded["entry"])
     day = min(q.requested_at for q in rec.requests).date()
     later = bio_a.get("/fhir/R4/Observation", params=[("patient", pid), ("date", f"gt{day.isoformat()}")]).json()
-    same = bio_a.get("/fhir/R4/Observation", params=[("patient", pid), ("date", f"ge{day.isoformat()}"),
-                                                     ("date", f"le{day.isoformat()}")]).json()
+    same = bio_a.get(
+        "/fhir/R4/Observation",
+        params=[("patient", pid), ("date", f"ge{day.isoformat()}"), ("date", f"le{day.isoformat()}")],
+    ).json()
     assert later["total"] + same["total"] == total
 
 
@@ -141,8 +154,9 @@ def test_each_fhir_read_is_audited(api, bio_a):
         with api.gateway.engine.connect() as c:
             if c.dialect.name == "postgresql":
                 c.execute(sql("SELECT set_config('labvault.tenant', 'lab-a', false)"))
-            return c.execute(sql("SELECT count(*) FROM audit_event WHERE tenant_id = 'lab-a' "
-                                 "AND action = 'patient:result:read'")).scalar_one()
+            return c.execute(
+                sql("SELECT count(*) FROM audit_event WHERE tenant_id = 'lab-a' AND action = 'patient:result:read'")
+            ).scalar_one()
 
     before = n()
     bio_a.get("/fhir/R4/Observation", params={"patient": api.patients[LAB_A][0]})
@@ -186,8 +200,12 @@ def test_fhirclient_reads_patients_and_observations(api, bio_a, live):
     patient = FcPatient.read(ident.patient_id, smart.server)
     assert patient.birthDate.isostring == ident.birth_date.isoformat()
     assert patient.name[0].family == ident.family_name
-    observations = list(FcObservation.where(struct={"patient": ident.patient_id, "_count": "4"}).perform_resources_iter(smart.server))
-    assert len(observations) == len([r for r in rec.results]) and all(o.subject.reference == f"Patient/{ident.patient_id}" for o in observations)
+    observations = list(
+        FcObservation.where(struct={"patient": ident.patient_id, "_count": "4"}).perform_resources_iter(smart.server)
+    )
+    assert len(observations) == len(list(rec.results)) and all(
+        o.subject.reference == f"Patient/{ident.patient_id}" for o in observations
+    )
     expected = {r.result_id: r for r in rec.results}
     for o in observations:
         r = expected[o.id]

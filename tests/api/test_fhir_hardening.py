@@ -12,9 +12,9 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.observation import Observation
 
 from labvault.access import Purpose
-from labvault.ingest import intake
 from labvault.config import Settings
 from labvault.errors import ConfigError
+from labvault.ingest import intake
 from labvault.ingest import service as ingest
 from labvault.ingest.service import Ingestor, Summary
 from labvault.synth import LabGenerator
@@ -30,8 +30,9 @@ HUGE = "9" * 900_000
 def configure(api, url: str | None) -> None:
     """The API's public base URL, as ``LABVAULT_PUBLIC_BASE_URL`` would set it."""
     rt = api.app.state.runtime
-    settings = Settings.from_env({"LABVAULT_HOME": str(rt.settings.home),
-                                  **({"LABVAULT_PUBLIC_BASE_URL": url} if url else {})})
+    settings = Settings.from_env(
+        {"LABVAULT_HOME": str(rt.settings.home), **({"LABVAULT_PUBLIC_BASE_URL": url} if url else {})}
+    )
     api.app.state.runtime = dataclasses.replace(rt, settings=settings)
 
 
@@ -67,13 +68,23 @@ def test_links_use_the_configured_base_never_the_host_header(api, bio_a):
 def test_links_default_to_the_local_server_when_unset(api, bio_a):
     configure(api, None)
     pid = richest_patient().identity.patient_id
-    body = bio_a.get("/fhir/R4/Observation", params={"patient": pid, "_count": 1},
-                     headers={"host": "attacker.example"}).json()
+    body = bio_a.get(
+        "/fhir/R4/Observation", params={"patient": pid, "_count": 1}, headers={"host": "attacker.example"}
+    ).json()
     assert all(u.startswith("http://127.0.0.1:8000/fhir/R4/") for u in all_links(body))
 
 
-@pytest.mark.parametrize("bad", ["ftp://x.example", "https://x.example/?q=1", "https://user@x.example",
-                                 "x.example", "https://x.example/#f", "https://x .example"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "ftp://x.example",
+        "https://x.example/?q=1",
+        "https://user@x.example",
+        "x.example",
+        "https://x.example/#f",
+        "https://x .example",
+    ],
+)
 def test_a_bad_public_base_url_is_a_config_error(tmp_path, bad):
     with pytest.raises(ConfigError, match="LABVAULT_PUBLIC_BASE_URL must be"):
         Settings.from_env({"LABVAULT_HOME": str(tmp_path), "LABVAULT_PUBLIC_BASE_URL": bad})
@@ -113,9 +124,11 @@ def test_search_answers_over_numbers_stored_non_finite_earlier(api, bio_a):
     pid = rec.identity.patient_id
     targets = [r for r in rec.results if r.value_num is not None][:3]
     assert len(targets) == 3
-    bad = [dataclasses.replace(targets[0], result_id="bad-value-inf", value_num=float("inf")),
-           dataclasses.replace(targets[1], result_id="bad-value-nan", value_num=float("nan")),
-           dataclasses.replace(targets[2], result_id="bad-bound-inf", ref_low=float("-inf"), ref_high=5.0)]
+    bad = [
+        dataclasses.replace(targets[0], result_id="bad-value-inf", value_num=float("inf")),
+        dataclasses.replace(targets[1], result_id="bad-value-nan", value_num=float("nan")),
+        dataclasses.replace(targets[2], result_id="bad-bound-inf", ref_low=float("-inf"), ref_high=5.0),
+    ]
     tech = lab_user(api.gateway, LAB_A, "technician")
     with api.gateway.unit(tech, Purpose.INGEST) as u:  # the store as the old readers left it
         u.add_results(LAB_A, bad)

@@ -45,9 +45,17 @@ def pools(api, bio_a, bio_b, support):
     """Real ids of each lab, for path parameters (most generated cases use them)."""
     grants = {}
     for lab in (LAB_A, LAB_B):
-        r = support.post(f"/api/v1/tenants/{lab}/grants",
-                         json={"ticket": "SUP-7", "reason": "fuzz", "hours": 1, "fields": ["identity"],
-                               "period_from": "2024-01-01", "period_to": "2024-06-30"})
+        r = support.post(
+            f"/api/v1/tenants/{lab}/grants",
+            json={
+                "ticket": "SUP-7",
+                "reason": "fuzz",
+                "hours": 1,
+                "fields": ["identity"],
+                "period_from": "2024-01-01",
+                "period_to": "2024-06-30",
+            },
+        )
         assert r.status_code == 201
         grants[lab] = r.json()["grant_id"]
     own_token_id, _ = api.token(bio_a, ["read"])  # fuzzing may revoke it: harmless
@@ -72,8 +80,9 @@ def pools(api, bio_a, bio_b, support):
     }
 
 
-def fuzz(app, ops, pools, *, headers: dict[str, str], cookies: dict[str, str], forbidden: set[str],
-         include_public: bool) -> Counter:
+def fuzz(
+    app, ops, pools, *, headers: dict[str, str], cookies: dict[str, str], forbidden: set[str], include_public: bool
+) -> Counter:
     statuses: Counter = Counter()
     for op in ops:
         if (op.method.upper(), op.path) in SKIP or (op.path in PUBLIC and not include_public):
@@ -84,20 +93,31 @@ def fuzz(app, ops, pools, *, headers: dict[str, str], cookies: dict[str, str], f
         negatable = len(op.query) or any(body.is_negatable for body in op.body)
         modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if negatable else [])
         for mode in modes:
-            fuzz_operation(app, op, mode, pools, headers=headers, cookies=cookies, forbidden=forbidden,
-                           statuses=statuses)
+            fuzz_operation(
+                app, op, mode, pools, headers=headers, cookies=cookies, forbidden=forbidden, statuses=statuses
+            )
     return statuses
 
 
 def fuzz_operation(app, op, mode, pools, *, headers, cookies, forbidden, statuses: Counter) -> None:
     names = _PARAM.findall(op.path)
     real = st.sampled_from(sorted(pools["labs"])).flatmap(
-        lambda lab: st.fixed_dictionaries({n: st.sampled_from(pools["labs"][lab][n]) for n in names}))
+        lambda lab: st.fixed_dictionaries({n: st.sampled_from(pools["labs"][lab][n]) for n in names})
+    )
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
-              suppress_health_check=list(HealthCheck))
-    @given(case=op.as_strategy(generation_mode=mode), use_real=st.integers(0, 3).map(bool), pp=real,
-           nir=st.sampled_from(pools["nir"]))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(
+        case=op.as_strategy(generation_mode=mode),
+        use_real=st.integers(0, 3).map(bool),
+        pp=real,
+        nir=st.sampled_from(pools["nir"]),
+    )
     def run(case, use_real, pp, nir):
         if use_real and names:
             case.path_parameters = {**(case.path_parameters or {}), **pp}
@@ -118,8 +138,15 @@ def test_fuzz_with_session(api, bio_a, pools):
     forbidden = other_lab_nirs()
     csrf = bio_a.headers["x-csrf-token"]
     cookies = {"lv_session": bio_a.cookies["lv_session"], "lv_csrf": bio_a.cookies["lv_csrf"]}
-    statuses = fuzz(api.app, ops, pools, headers={"x-csrf-token": csrf, "user-agent": "schemathesis"},
-                    cookies=cookies, forbidden=forbidden, include_public=True)
+    statuses = fuzz(
+        api.app,
+        ops,
+        pools,
+        headers={"x-csrf-token": csrf, "user-agent": "schemathesis"},
+        cookies=cookies,
+        forbidden=forbidden,
+        include_public=True,
+    )
     ok = {(m, p) for m, p, s in statuses if s < 300}
     assert ("GET", "/api/v1/tenants/{tenant}/patients/{patient_id}/results") in ok  # real data was reached
     assert ("GET", "/api/v1/tenants/{tenant}/patients") in ok
@@ -131,29 +158,52 @@ def test_fuzz_with_session(api, bio_a, pools):
 def test_fuzz_with_bearer_token(api, bio_a, pools):
     ops = load_operations(bio_a)
     _, token = api.token(bio_a, ["read", "ingest"])
-    statuses = fuzz(api.app, ops, pools, headers={"authorization": f"Bearer {token}"}, cookies={},
-                    forbidden=other_lab_nirs(), include_public=False)
+    statuses = fuzz(
+        api.app,
+        ops,
+        pools,
+        headers={"authorization": f"Bearer {token}"},
+        cookies={},
+        forbidden=other_lab_nirs(),
+        include_public=False,
+    )
     ok = {(m, p) for m, p, s in statuses if s < 300}
     assert ("GET", "/api/v1/tenants/{tenant}/patients/{patient_id}") in ok
     assert not any(s == 401 for m, p, s in statuses if p == "/api/v1/me")  # the token held throughout
     assert api.bearer(pools["other_token"]).get("/api/v1/me").status_code == 200
 
 
-SCHEMA_BUG = ("src bug: RequestOut.requested_at/reported_at and ResultOut.validated_at are sent without a UTC offset "
-              "(e.g. '2016-11-23T04:02:59'), which the schema's format: date-time (RFC 3339) does not allow")
+SCHEMA_BUG = (
+    "src bug: RequestOut.requested_at/reported_at and ResultOut.validated_at are sent without a UTC offset "
+    "(e.g. '2016-11-23T04:02:59'), which the schema's format: date-time (RFC 3339) does not allow"
+)
 
 
 def test_successful_answers_match_the_schema(api, bio_a, admin_a, support):
     """Every GET operation, on real ids of lab A, answers lab A's biologist or admin as its schema says."""
     ops = [op for op in load_operations(bio_a) if op.method.upper() == "GET"]
     planned = planned_migration(api.gateway, LAB_A)
-    grant = support.post(f"/api/v1/tenants/{LAB_A}/grants", json={
-        "ticket": "SUP-8", "reason": "schema", "hours": 1, "fields": ["identity"],
-        "patients": [api.patients[LAB_A][0]], "period_from": "2024-01-01", "period_to": "2024-06-30"})
+    grant = support.post(
+        f"/api/v1/tenants/{LAB_A}/grants",
+        json={
+            "ticket": "SUP-8",
+            "reason": "schema",
+            "hours": 1,
+            "fields": ["identity"],
+            "patients": [api.patients[LAB_A][0]],
+            "period_from": "2024-01-01",
+            "period_to": "2024-06-30",
+        },
+    )
     assert grant.status_code == 201, grant.text
-    ids = {"tenant": LAB_A, "patient_id": api.patients[LAB_A][0], "request_id": api.requests[LAB_A][0],
-           "instruction_id": planned.instruction_id, "migration_id": planned.migration_id,
-           "grant_id": grant.json()["grant_id"]}
+    ids = {
+        "tenant": LAB_A,
+        "patient_id": api.patients[LAB_A][0],
+        "request_id": api.requests[LAB_A][0],
+        "instruction_id": planned.instruction_id,
+        "migration_id": planned.migration_id,
+        "grant_id": grant.json()["grant_id"],
+    }
     failures, checked = [], []
     for op in ops:
         names = _PARAM.findall(op.path)

@@ -10,16 +10,21 @@ from labvault.store import schema as t
 from tests.api.conftest import LAB_A
 
 GRANTS = f"/api/v1/tenants/{LAB_A}/grants"
-BODY = {"ticket": "SUP-42", "reason": "the lab reports a wrong unit on a result", "hours": 2,
-        "fields": ["identity", "results"]}
+BODY = {
+    "ticket": "SUP-42",
+    "reason": "the lab reports a wrong unit on a result",
+    "hours": 2,
+    "fields": ["identity", "results"],
+}
 
 
 def _grants_of(api, account: str) -> int:
     with api.gateway.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(select(func.set_config("labvault.tenant", LAB_A, True)))
-        return conn.execute(select(func.count()).select_from(t.access_grant).where(
-            t.access_grant.c.account_id == account)).scalar_one()
+        return conn.execute(
+            select(func.count()).select_from(t.access_grant).where(t.access_grant.c.account_id == account)
+        ).scalar_one()
 
 
 def test_a_grant_for_the_whole_lab_is_refused_with_the_reason(api, support):
@@ -37,21 +42,24 @@ def test_the_lab_admin_sees_who_asks_the_ticket_reason_scope_and_duration(api, s
     named scope (patients, period, fields) and the hours; another lab's admin sees nothing."""
     me = support.get("/api/v1/me").json()
     pid = api.patients[LAB_A][0]
-    r = support.post(GRANTS, json={**BODY, "patients": [pid], "period_from": "2019-01-01",
-                                   "period_to": "2019-12-31"})
+    r = support.post(GRANTS, json={**BODY, "patients": [pid], "period_from": "2019-01-01", "period_to": "2019-12-31"})
     assert r.status_code == 201, r.text
     gid = r.json()["grant_id"]
     listed = [g for g in admin_a.get(GRANTS).json() if g["grant_id"] == gid]
     shown = admin_a.get(f"{GRANTS}/{gid}")
     assert shown.status_code == 200 and listed == [shown.json()]
     g = shown.json()
-    assert g["requested_by"] == {"name": me["name"], "email": api.accounts["support"].email,
-                                 "account": me["account_id"]}
+    assert g["requested_by"] == {
+        "name": me["name"],
+        "email": api.accounts["support"].email,
+        "account": me["account_id"],
+    }
     assert (g["ticket"], g["reason"], g["hours"], g["state"]) == ("SUP-42", BODY["reason"], 2, "pending")
     assert g["patients"] == [pid] and g["fields"] == ["identity", "results"]
     assert g["period"] == {"from": "2019-01-01", "to": "2019-12-31"}
-    assert g["scope"] == ("1 named patient(s); requests dated 2019-01-01 to 2019-12-31; "
-                          "fields identity, results; no sensitive category")
+    assert g["scope"] == (
+        "1 named patient(s); requests dated 2019-01-01 to 2019-12-31; fields identity, results; no sensitive category"
+    )
     r = admin_b.get(f"{GRANTS}/{gid}")
     assert r.status_code == 403 and r.json()["error"]
 

@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import func, select
 
 from labvault.access import Purpose
-from labvault.ingest import intake
 from labvault.api.middleware import INGEST_MAX_BODY
-from labvault.interop import fhir_out
+from labvault.ingest import intake
 from labvault.ingest import service as ingest
+from labvault.interop import fhir_out
 from labvault.interop.writers import CSV_FIELDS, CsvWriter, HprimWriter, PatientReport
 from labvault.store import schema as t
 from labvault.synth.generator import LabGenerator
@@ -42,9 +42,12 @@ def _reports(records) -> list[PatientReport]:
 
 def _resources(r, lab: str) -> list[dict]:
     pid = r.identity.patient_id
-    return ([fhir_out.patient(r.identity, lab)] + [fhir_out.service_request(q) for q in r.requests]
-            + [fhir_out.specimen(s, patient_id=pid) for s in r.specimens]
-            + [fhir_out.observation(x, pid) for x in r.results])
+    return (
+        [fhir_out.patient(r.identity, lab)]
+        + [fhir_out.service_request(q) for q in r.requests]
+        + [fhir_out.specimen(s, patient_id=pid) for s in r.specimens]
+        + [fhir_out.observation(x, pid) for x in r.results]
+    )
 
 
 def generated(lab: str = LAB_A) -> dict[str, tuple[str, bytes, int, list[str]]]:
@@ -61,8 +64,11 @@ def generated(lab: str = LAB_A) -> dict[str, tuple[str, bytes, int, list[str]]]:
     csv = io.BytesIO()
     with CsvWriter(csv, CSV_FIELDS, prescribers=gen.prescribers) as w:
         w.write(_reports(records[2:3]))
-    bundle = {"resourceType": "Bundle", "type": "collection",
-              "entry": [{"resource": x} for x in _resources(records[3], lab)]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": x} for x in _resources(records[3], lab)],
+    }
     ndjson = "".join(json.dumps(x) + "\n" for r in records[4:6] for x in _resources(r, lab)).encode()
     hl7 = list(messages(lab, SEED, 4))
     return {
@@ -76,15 +82,18 @@ def generated(lab: str = LAB_A) -> dict[str, tuple[str, bytes, int, list[str]]]:
 
 def counts(api) -> dict[str, int]:
     with api.gateway.engine.connect() as conn:
-        return {name: conn.execute(select(func.count()).select_from(getattr(t, name))).scalar_one()
-                for name in ("ingest_message", "quarantine", "result", "patient_identity")}
+        return {
+            name: conn.execute(select(func.count()).select_from(getattr(t, name))).scalar_one()
+            for name in ("ingest_message", "quarantine", "result", "patient_identity")
+        }
 
 
 def denied(api, action: str) -> int:
     e = t.audit_event
     with api.gateway.engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(e).where(e.c.action == action,
-                                                                     e.c.outcome == "denied")).scalar_one()
+        return conn.execute(
+            select(func.count()).select_from(e).where(e.c.action == action, e.c.outcome == "denied")
+        ).scalar_one()
 
 
 def held(api, lab: str = LAB_A) -> dict[str, str]:
@@ -137,9 +146,11 @@ def test_a_real_file_is_read_as_labvault_ingest_reads_it(api):
     the quarantine."""
     need(REALDATA.is_dir(), "../shared/realdata is absent")
     feed = api.bearer(feed_token(api, LAB_A, ["ingest"]))
-    files = [REALDATA / "hl7v2/nist/ORU_R01_2.5.1_SampleTestCase1.hl7",
-             sorted((REALDATA / "hprim/libhprim").iterdir())[0],
-             REALDATA / "fhir/r4-official/Bundle-lri-example.json"]
+    files = [
+        REALDATA / "hl7v2/nist/ORU_R01_2.5.1_SampleTestCase1.hl7",
+        sorted((REALDATA / "hprim/libhprim").iterdir())[0],
+        REALDATA / "fhir/r4-official/Bundle-lri-example.json",
+    ]
     for path in files:
         need(path.is_file(), f"{path} is absent")
         data = path.read_bytes()
@@ -229,8 +240,11 @@ def test_a_body_that_is_no_lab_message_is_415_and_not_quarantined(api):
     the reason, nothing stored, nothing kept in the quarantine (it is no lab message)."""
     feed = api.bearer(feed_token(api, LAB_A, ["ingest"]))
     start = counts(api)
-    for ctype, body in (("text/plain", b"version: 1\nkind: migration_in\n"), ("application/octet-stream", b"\x00\x01"),
-                        (None, b"just a note")):
+    for ctype, body in (
+        ("text/plain", b"version: 1\nkind: migration_in\n"),
+        ("application/octet-stream", b"\x00\x01"),
+        (None, b"just a note"),
+    ):
         r = feed.post(URL, content=body, headers={"content-type": ctype} if ctype else {})
         assert r.status_code == 415 and "format not recognised" in r.json()["error"], (ctype, r.text)
     assert counts(api) == start

@@ -15,10 +15,9 @@ from datetime import UTC, datetime, timedelta
 from pyrage import x25519
 
 from labvault.access import Principal, Purpose
-from labvault.instructions import signers
 from labvault.crypto.keys import PLATFORM
 from labvault.crypto.signing import Signer
-from labvault.instructions import document
+from labvault.instructions import document, signers
 from labvault.migration import service as migration
 from labvault.synth import LabGenerator
 from tests.api.conftest import LAB_A, LAB_B, PATIENTS, SEED
@@ -45,13 +44,21 @@ def add_signer(gw, lab: str) -> Signer:
 
 def record(lab: str, recipient: str, **over: object) -> dict:
     rec: dict = {
-        "id": "MIG-API-1", "tenant": lab, "kind": "migration_out", "purpose": PURPOSE,
-        "fields": {"request": ["requested_at"], "specimen": ["type"],
-                   "result": ["code", "code_system", "value_num", "unit"]},
+        "id": "MIG-API-1",
+        "tenant": lab,
+        "kind": "migration_out",
+        "purpose": PURPOSE,
+        "fields": {
+            "request": ["requested_at"],
+            "specimen": ["type"],
+            "result": ["code", "code_system", "value_num", "unit"],
+        },
         "selection": {"collected_from": "1990-01-01", "collected_to": NOW.date().isoformat()},
         "destination": {"name": DESTINATION, "country": "FR", "recipient_age_key": recipient},
-        "expected_volume": 100_000, "deletion_deadline": z(NOW + timedelta(days=30)),
-        "valid_from": z(NOW - timedelta(hours=1)), "valid_until": z(NOW + timedelta(days=7)),
+        "expected_volume": 100_000,
+        "deletion_deadline": z(NOW + timedelta(days=30)),
+        "valid_from": z(NOW - timedelta(hours=1)),
+        "valid_until": z(NOW + timedelta(days=7)),
     }
     rec.update(over)
     return rec
@@ -146,8 +153,11 @@ def test_a_signer_signs_through_the_api_with_their_own_key(api, admin_a, bio_a):
     out = r.json()
     raw = base64.b64decode(out["canonical"])
     private = Ed25519PrivateKey.from_private_bytes(signer._key.private_bytes_raw())  # the signer's own key
-    doc = {"instruction": out["record"], "signature": base64.b64encode(private.sign(raw)).decode(),
-           "signer_public_key": signer.public_key.hex()}
+    doc = {
+        "instruction": out["record"],
+        "signature": base64.b64encode(private.sign(raw)).decode(),
+        "signer_public_key": signer.public_key.hex(),
+    }
     r = admin_a.post(URL, json=doc)
     assert r.status_code == 201 and r.json()["id"] == "MIG-API-DRAFT", r.text
     # A malformed draft, or one for another lab: 4xx with the reason.
@@ -175,10 +185,16 @@ def test_refused_instructions_say_why_and_nothing_is_kept(api, admin_a):
         (not_a_signature, 400, "malformed signature or signer key"),
         (signed(other, LAB_B), 403, "it is for another lab"),
         (signed(other, LAB_A), 400, "not a current signer of this lab"),
-        (signed(signer, LAB_A, valid_from=z(NOW - timedelta(days=9)), valid_until=z(NOW - timedelta(days=1))),
-         403, "it has expired"),
-        (signed(signer, LAB_A, valid_from=z(NOW + timedelta(days=1)), valid_until=z(NOW + timedelta(days=9))),
-         403, "not valid yet"),
+        (
+            signed(signer, LAB_A, valid_from=z(NOW - timedelta(days=9)), valid_until=z(NOW - timedelta(days=1))),
+            403,
+            "it has expired",
+        ),
+        (
+            signed(signer, LAB_A, valid_from=z(NOW + timedelta(days=1)), valid_until=z(NOW + timedelta(days=9))),
+            403,
+            "not valid yet",
+        ),
         (wrongly_made, 400, "kind: must be one of"),
     ]
     for body, status, reason in cases:
@@ -232,8 +248,14 @@ def test_two_approvals_over_http_turn_a_planned_migration_approved(api, admin_a,
     # Bad signatures: of another plan, by a key that is not the lab's signer, not base64.
     stranger = Signer(Signer.generate()[0])
     bad = [
-        ({"public_key": p.signer.public_key.hex(), "signature": p.signer.sign({**approval, "plan_sha256": "0" * 64})},
-         400, "does not match this plan"),
+        (
+            {
+                "public_key": p.signer.public_key.hex(),
+                "signature": p.signer.sign({**approval, "plan_sha256": "0" * 64}),
+            },
+            400,
+            "does not match this plan",
+        ),
         ({"public_key": stranger.public_key.hex(), "signature": stranger.sign(approval)}, 400, "not a current signer"),
         ({"public_key": p.signer.public_key.hex(), "signature": "not base64 é"}, 400, "does not match this plan"),
     ]
@@ -271,8 +293,9 @@ def test_the_recipients_receipt_over_http_purges_the_package(api, admin_a, opera
     assert r.status_code == 400 and "a receipt follows a run" in r.json()["error"]
     assert operator.post(f"{base}/approvals/operator").status_code == 200
     approval = admin_a.get(f"{base}/approval").json()
-    r = admin_a.post(f"{base}/approvals", json={"public_key": p.signer.public_key.hex(),
-                                               "signature": p.signer.sign(approval)})
+    r = admin_a.post(
+        f"{base}/approvals", json={"public_key": p.signer.public_key.hex(), "signature": p.signer.sign(approval)}
+    )
     assert r.json()["state"] == "approved"
     job = migration.run(api.gateway, p.operator, LAB_A, p.migration_id, store)
     assert job.package is not None
@@ -280,9 +303,10 @@ def test_the_recipients_receipt_over_http_purges_the_package(api, admin_a, opera
     manifest = json.loads((package.parent / migration.MANIFEST).read_text())
     receipt = migration.acknowledge(package, manifest, str(p.identity))
 
-    for forged, reason in (({**receipt, "mac": "00" * 32}, "MAC does not verify"),
-                           ({"receipt": {**receipt["receipt"], "migration": "other"}, "mac": receipt["mac"]},
-                            "for another migration")):
+    for forged, reason in (
+        ({**receipt, "mac": "00" * 32}, "MAC does not verify"),
+        ({"receipt": {**receipt["receipt"], "migration": "other"}, "mac": receipt["mac"]}, "for another migration"),
+    ):
         r = operator.post(f"{base}/receipt", json=forged)
         assert r.status_code == 400 and reason in r.json()["error"], r.text
     assert package.exists()

@@ -22,18 +22,22 @@ TOKENS = "/api/v1/tokens"
 @pytest.fixture
 def feed(api) -> str:
     """lab-a's analyser feed, a service account its lab_admin added."""
-    api.accounts[f"lab_admin@{LAB_A}"]  # noqa: B018
+    api.accounts[f"lab_admin@{LAB_A}"]
     with api.gateway.unit(first_lab_admin(api.gateway, ADMIN, LAB_A), Purpose.ADMINISTRATION) as u:
-        service.create_account(u, tenant_id=LAB_A, name="Analyser feed", email=FEED, roles=["service"],
-                               kind="service", purpose="ingest")
+        service.create_account(
+            u, tenant_id=LAB_A, name="Analyser feed", email=FEED, roles=["service"], kind="service", purpose="ingest"
+        )
     return FEED
 
 
 def _state(api, tenant: str = LAB_A) -> tuple[list, int]:
     with api.gateway.engine.connect() as conn:
         tokens = sorted(tuple(r) for r in conn.execute(select(t.api_token).where(t.api_token.c.tenant_id == tenant)))
-        denied = len(conn.execute(select(t.audit_event).where(t.audit_event.c.tenant_id == tenant,
-                                                              t.audit_event.c.outcome == "denied")).all())
+        denied = len(
+            conn.execute(
+                select(t.audit_event).where(t.audit_event.c.tenant_id == tenant, t.audit_event.c.outcome == "denied")
+            ).all()
+        )
     return tokens, denied
 
 
@@ -55,8 +59,11 @@ def test_vendor_cannot_mint_or_revoke_a_lab_token(api, feed, role):
     bio_token_id, bio_token = api.token(bio, ["read"])
     vendor = api.login(role)
     for email in (api.accounts[f"biologist@{LAB_A}"].email, feed, api.accounts[f"lab_admin@{LAB_A}"].email):
-        _refused(api, lambda e=email: vendor.post(TOKENS, json={"scopes": ["read"], "days": 1, "email": e}),
-                 "vendor accounts mint tokens for themselves only")
+        _refused(
+            api,
+            lambda e=email: vendor.post(TOKENS, json={"scopes": ["read"], "days": 1, "email": e}),
+            "vendor accounts mint tokens for themselves only",
+        )
     _refused(api, lambda: vendor.delete(f"{TOKENS}/{bio_token_id}"), "only the lab's own lab_admin")
     assert api.bearer(bio_token).get("/api/v1/me").status_code == 200  # still works
     r = vendor.post(TOKENS, json={"scopes": ["read"], "days": 1})
@@ -72,20 +79,33 @@ def test_lab_admin_mints_for_its_service_accounts_only(api, feed):
     r = admin.post(TOKENS, json={"scopes": ["ingest"], "days": 1, "email": feed})
     assert r.status_code == 201, r.text
     with api.gateway.engine.connect() as conn:
-        row = conn.execute(select(t.api_token.c.tenant_id, t.api_token.c.scopes, t.account.c.email,
-                                  t.account.c.roles, t.account.c.kind)
-                           .join(t.account, t.account.c.account_id == t.api_token.c.account_id)
-                           .where(t.api_token.c.token_id == r.json()["token_id"])).one()
+        row = conn.execute(
+            select(
+                t.api_token.c.tenant_id, t.api_token.c.scopes, t.account.c.email, t.account.c.roles, t.account.c.kind
+            )
+            .join(t.account, t.account.c.account_id == t.api_token.c.account_id)
+            .where(t.api_token.c.token_id == r.json()["token_id"])
+        ).one()
     assert tuple(row) == (LAB_A, "ingest", feed, "service", "service")  # the feed's token, nobody else's
     # a live token of the feed (an 'ingest' token only ingests: /me, a read, is refused for its scope)
     me = api.bearer(r.json()["token"]).get("/api/v1/me")
     assert me.status_code == 403 and "does not include 'read'" in me.json()["error"]
-    _refused(api, lambda: admin.post(TOKENS, json={"scopes": ["read"], "days": 1,
-                                                   "email": api.accounts[f"biologist@{LAB_A}"].email}),
-             "nobody mints a token for another person")
+    _refused(
+        api,
+        lambda: admin.post(
+            TOKENS, json={"scopes": ["read"], "days": 1, "email": api.accounts[f"biologist@{LAB_A}"].email}
+        ),
+        "nobody mints a token for another person",
+    )
     other = api.login(f"lab_admin@{LAB_B}")
-    _refused(api, lambda: other.post(TOKENS, json={"scopes": ["ingest"], "days": 1, "email": feed}),
-             f"account of lab '{LAB_B}' cannot act on lab '{LAB_A}'")
+    _refused(
+        api,
+        lambda: other.post(TOKENS, json={"scopes": ["ingest"], "days": 1, "email": feed}),
+        f"account of lab '{LAB_B}' cannot act on lab '{LAB_A}'",
+    )
     _, own = api.token(admin, ["ingest"])
-    _refused(api, lambda: api.bearer(own).post(TOKENS, json={"scopes": ["ingest"], "days": 1, "email": feed}),
-             "logged-in session")
+    _refused(
+        api,
+        lambda: api.bearer(own).post(TOKENS, json={"scopes": ["ingest"], "days": 1, "email": feed}),
+        "logged-in session",
+    )

@@ -59,8 +59,9 @@ def checked_ago(api, key: str, age: timedelta) -> None:
     email = api.accounts[key].email
     with store(api) as conn:
         account_id = conn.execute(select(t.account.c.account_id).where(t.account.c.email == email)).scalar_one()
-        conn.execute(update(t.login_session).where(t.login_session.c.account_id == account_id)
-                     .values(totp_at=utcnow() - age))
+        conn.execute(
+            update(t.login_session).where(t.login_session.c.account_id == account_id).values(totp_at=utcnow() - age)
+        )
 
 
 STALE = service.STEP_UP_WINDOW + timedelta(minutes=1)
@@ -69,14 +70,16 @@ STALE = service.STEP_UP_WINDOW + timedelta(minutes=1)
 def events(api, action: str, outcome: str) -> int:
     e = t.audit_event
     with store(api) as conn:
-        return conn.execute(select(func.count()).select_from(e).where(e.c.action == action,
-                                                                     e.c.outcome == outcome)).scalar_one()
+        return conn.execute(
+            select(func.count()).select_from(e).where(e.c.action == action, e.c.outcome == outcome)
+        ).scalar_one()
 
 
 def failed_logins(api, key: str) -> int:
     with store(api) as conn:
-        return conn.execute(select(t.account.c.failed_logins)
-                            .where(t.account.c.email == api.accounts[key].email)).scalar_one()
+        return conn.execute(
+            select(t.account.c.failed_logins).where(t.account.c.email == api.accounts[key].email)
+        ).scalar_one()
 
 
 def pending_grant(support) -> str:
@@ -165,8 +168,11 @@ def test_migration_approvals_and_instructions_need_a_fresh_step_up(api, admin_a,
     instruction = signed(p.signer, LAB_A, id="MIG-STEP-2")
     for key in (f"lab_admin@{LAB_A}", "operator"):
         checked_ago(api, key, STALE)
-    for c, path, body in ((operator, f"{base}/approvals/operator", None), (admin_a, f"{base}/approvals", lab_approval),
-                          (admin_a, INSTRUCTIONS, instruction)):
+    for c, path, body in (
+        (operator, f"{base}/approvals/operator", None),
+        (admin_a, f"{base}/approvals", lab_approval),
+        (admin_a, INSTRUCTIONS, instruction),
+    ):
         r = c.post(path, json=body)
         assert r.status_code == 403 and "step-up required" in r.json()["error"], (path, r.text)
     assert admin_a.get(base).json()["approvals"] == [] and admin_a.get(base).json()["state"] == "planned"

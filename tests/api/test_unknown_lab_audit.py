@@ -12,8 +12,9 @@ from tests.api.conftest import LAB_A, LAB_B
 
 def audit_rows(gw, tenant: str) -> int:
     with gw.engine.begin() as conn:
-        return conn.execute(select(func.count()).select_from(t.audit_event)
-                            .where(t.audit_event.c.tenant_id == tenant)).scalar_one()
+        return conn.execute(
+            select(func.count()).select_from(t.audit_event).where(t.audit_event.c.tenant_id == tenant)
+        ).scalar_one()
 
 
 def test_a_nir_as_lab_id_opens_no_audit_chain(api, bio_a):

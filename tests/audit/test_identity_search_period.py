@@ -31,14 +31,27 @@ def approved_period_grant(gw, account_id: str, start, end) -> None:
     now = utcnow()
     with gw.unit(lab_account(gw, "lab_admin"), Purpose.ADMINISTRATION) as u:
         u._scope(LAB)
-        u.conn.execute(insert(t.access_grant).values(
-            tenant_id=LAB, grant_id="g-period-1", account_id=account_id, ticket="SEC-8", reason="access review",
-            scope_patients=None, scope_from=start.isoformat(), scope_to=end.isoformat(),
-            scope_fields=json.dumps(["identity"]), requested_at=now, hours=2, approved_by="admin",
-            approved_at=now, expires_at=now + timedelta(hours=2)))
+        u.conn.execute(
+            insert(t.access_grant).values(
+                tenant_id=LAB,
+                grant_id="g-period-1",
+                account_id=account_id,
+                ticket="SEC-8",
+                reason="access review",
+                scope_patients=None,
+                scope_from=start.isoformat(),
+                scope_to=end.isoformat(),
+                scope_fields=json.dumps(["identity"]),
+                requested_at=now,
+                hours=2,
+                approved_by="admin",
+                approved_at=now,
+                expires_at=now + timedelta(hours=2),
+            )
+        )
 
 
-def test_identity_search_under_a_period_grant(audited):  # noqa: F811
+def test_identity_search_under_a_period_grant(audited):
     """F2, G5: a vendor account's audit search by NIR under a lab-approved grant bounded by a
     period answers the patient with a request in that period, and nothing for a NIR of a patient
     outside it; it does not fail."""

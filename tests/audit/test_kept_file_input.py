@@ -22,11 +22,10 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize("line", MALFORMED, ids=range(len(MALFORMED)))
-def test_a_malformed_line_of_the_labs_file_is_bad_input(audited, line):  # noqa: F811
+def test_a_malformed_line_of_the_labs_file_is_bad_input(audited, line):
     """G4, G6: verify with the lab's file holding a malformed line: InvalidInput naming the line
     (the CLI prints one line and exits 2), not a KeyError or ValueError (exit 70)."""
-    kept = pull(audited) + [line]
-    with pytest.raises(InvalidInput) as e, \
-            audited.unit(lab_account(audited, "lab_dpo"), Purpose.ADMINISTRATION) as u:
+    kept = [*pull(audited), line]
+    with pytest.raises(InvalidInput) as e, audited.unit(lab_account(audited, "lab_dpo"), Purpose.ADMINISTRATION) as u:
         service.verify_log(u, LAB, kept)
     assert f"line {len(kept)}" in str(e.value)

@@ -45,8 +45,7 @@ def pull(gw, since: int = 0) -> list[dict]:
 
 def stored_checkpoints(raw) -> list:
     with raw.connect() as conn:
-        return conn.execute(text("SELECT * FROM audit_checkpoint WHERE tenant_id = :t ORDER BY size"),
-                            {"t": LAB}).all()
+        return conn.execute(text("SELECT * FROM audit_checkpoint WHERE tenant_id = :t ORDER BY size"), {"t": LAB}).all()
 
 
 def rehash_without(raw, gone: int) -> list[tuple[str, dict]]:
@@ -58,8 +57,12 @@ def rehash_without(raw, gone: int) -> list[tuple[str, dict]]:
         ev = {k: getattr(row, k) for k in chain.FIELDS}
         ev["seq"] = row.seq - 1
         digest = chain.event_hash(prev, ev)
-        statements.append(("UPDATE audit_event SET seq = :n, prev_hash = :p, hash = :h WHERE tenant_id = :t AND seq = :s",
-                           {"n": row.seq - 1, "p": prev, "h": digest, "t": LAB, "s": row.seq}))
+        statements.append(
+            (
+                "UPDATE audit_event SET seq = :n, prev_hash = :p, hash = :h WHERE tenant_id = :t AND seq = :s",
+                {"n": row.seq - 1, "p": prev, "h": digest, "t": LAB, "s": row.seq},
+            )
+        )
         prev = digest
     return statements
 
@@ -71,19 +74,38 @@ def forged_checkpoints(raw, sizes: list[int], statements) -> list[tuple[str, dic
     signer = Signer(priv)
     hashes = [r.hash for r in events(raw)]
     gone = statements[0][1]["s"]
-    new_hashes = hashes[:gone - 1] + [p["h"] for _, p in statements[1:]]
+    new_hashes = hashes[: gone - 1] + [p["h"] for _, p in statements[1:]]
     out, prev = [], None
     for i, size in enumerate(sizes, 1):
         leaves = [merkle.leaf_hash(h) for h in new_hashes[:size]]
-        body = {"log": service.LOG, "tenant": LAB, "index": i, "size": size, "root": merkle.root(leaves).hex(),
-                "head": new_hashes[size - 1].hex(), "at": utcnow().isoformat(), "key": sha256(pub).hexdigest(),
-                "prev": prev}
+        body = {
+            "log": service.LOG,
+            "tenant": LAB,
+            "index": i,
+            "size": size,
+            "root": merkle.root(leaves).hex(),
+            "head": new_hashes[size - 1].hex(),
+            "at": utcnow().isoformat(),
+            "key": sha256(pub).hexdigest(),
+            "prev": prev,
+        }
         prev = {"index": i, "size": size, "root": body["root"]}
-        out.append(("INSERT INTO audit_checkpoint (tenant_id, size, root, head, at, body, signature, "
-                    "signer_public_key) VALUES (:t, :s, :r, :h, :at, :b, :sig, :pk)",
-                    {"t": LAB, "s": size, "r": bytes.fromhex(body["root"]), "h": new_hashes[size - 1],
-                     "at": utcnow(), "b": json.dumps(body, sort_keys=True), "sig": signer.sign(body),
-                     "pk": pub.hex()}))
+        out.append(
+            (
+                "INSERT INTO audit_checkpoint (tenant_id, size, root, head, at, body, signature, "
+                "signer_public_key) VALUES (:t, :s, :r, :h, :at, :b, :sig, :pk)",
+                {
+                    "t": LAB,
+                    "s": size,
+                    "r": bytes.fromhex(body["root"]),
+                    "h": new_hashes[size - 1],
+                    "at": utcnow(),
+                    "b": json.dumps(body, sort_keys=True),
+                    "sig": signer.sign(body),
+                    "pk": pub.hex(),
+                },
+            )
+        )
     return out
 
 
@@ -99,8 +121,10 @@ def test_forgery_resigned_with_another_key_is_reported(audited, raw_engine):
     tamper(raw_engine, ("DELETE FROM audit_checkpoint WHERE tenant_id = :t", {"t": LAB}), *statements, *forged)
     report = verify(audited)
     assert not report.ok and report.first_bad_seq == 1  # no checkpoint the pinned key signed is left
-    assert f"{sizes[0] - 1}: the stored checkpoint 1 ({sizes[0] - 1} events) is not signed by the platform's " \
-           "pinned key" in "\n".join(report.details)
+    assert (
+        f"{sizes[0] - 1}: the stored checkpoint 1 ({sizes[0] - 1} events) is not signed by the platform's "
+        "pinned key" in "\n".join(report.details)
+    )
     assert f"signed checkpoint 2 (of {sizes[-1]} events), pinned outside the database, is missing" in report.problem
     # even were the pin gone from the home, the keys the KEK opens do not verify the forger's
     audited.pin.path.unlink()
@@ -126,7 +150,7 @@ def test_a_missing_checkpoint_in_the_middle_is_reported(audited, raw_engine):
     for _ in range(3):
         more_events(audited, 2)
         sizes.append(checkpoint(audited)["body"]["size"])
-    first = [c.size for c in stored_checkpoints(raw_engine)][0]
+    first = next(c.size for c in stored_checkpoints(raw_engine))
     tamper(raw_engine, ("DELETE FROM audit_checkpoint WHERE tenant_id = :t AND size = :s", {"t": LAB, "s": sizes[1]}))
     report = verify(audited)
     assert not report.ok and "missing" in report.problem
@@ -139,10 +163,12 @@ def test_reordered_checkpoints_are_reported(audited, raw_engine):
     a = checkpoint(audited)["body"]["size"]
     more_events(audited, 2)
     b = checkpoint(audited)["body"]["size"]
-    tamper(raw_engine,
-           ("UPDATE audit_checkpoint SET size = -1 WHERE tenant_id = :t AND size = :s", {"t": LAB, "s": a}),
-           ("UPDATE audit_checkpoint SET size = :a WHERE tenant_id = :t AND size = :s", {"t": LAB, "s": b, "a": a}),
-           ("UPDATE audit_checkpoint SET size = :b WHERE tenant_id = :t AND size = -1", {"t": LAB, "b": b}))
+    tamper(
+        raw_engine,
+        ("UPDATE audit_checkpoint SET size = -1 WHERE tenant_id = :t AND size = :s", {"t": LAB, "s": a}),
+        ("UPDATE audit_checkpoint SET size = :a WHERE tenant_id = :t AND size = :s", {"t": LAB, "s": b, "a": a}),
+        ("UPDATE audit_checkpoint SET size = :b WHERE tenant_id = :t AND size = -1", {"t": LAB, "b": b}),
+    )
     report = verify(audited)
     assert not report.ok and report.first_bad_seq <= a
 
@@ -184,8 +210,11 @@ def test_truncated_tail_with_every_checkpoint_gone_and_the_pin_put_back(unsigned
     kept = pull(audited)
     assert [x["body"]["index"] for x in kept if x["type"] == "checkpoint"] == [1, 2]
     assert not verify(audited, kept).details
-    tamper(raw_engine, ("DELETE FROM audit_checkpoint WHERE tenant_id = :t", {"t": LAB}),
-           ("DELETE FROM audit_event WHERE tenant_id = :t AND seq > :s", {"t": LAB, "s": last["size"] - 2}))
+    tamper(
+        raw_engine,
+        ("DELETE FROM audit_checkpoint WHERE tenant_id = :t", {"t": LAB}),
+        ("DELETE FROM audit_event WHERE tenant_id = :t AND seq > :s", {"t": LAB, "s": last["size"] - 2}),
+    )
     shutil.copy(saved, audited.pin.path)
     report = verify(audited, kept)  # shorter than what the lab pulled...
     assert not report.ok and report.first_bad_seq == last["size"] - 1 and "truncated" in report.problem
@@ -199,7 +228,7 @@ def test_pulled_checkpoints_catch_a_re_pinned_key(audited, raw_engine):
     more_events(audited, 2)
     checkpoint(audited)
     kept = pull(audited)
-    priv, pub = Signer.generate()
+    _priv, pub = Signer.generate()
     pin = audited.pin.read()
     pin["keys"] = [{"version": 1, "public": pub.hex(), "fingerprint": sha256(pub).hexdigest()}]
     pin["labs"].pop(LAB)
@@ -246,12 +275,22 @@ def test_platform_key_rotation_is_signed_by_the_previous_key(audited, raw_engine
     assert verify(audited).ok
     # a forged rotation record, signed by the forger's own key
     priv, pub = Signer.generate()
-    body = {"kind": "platform-key", "version": 9, "public": pub.hex(), "fingerprint": fingerprint(pub),
-            "previous": fingerprint(pub), "at": utcnow().isoformat()}
-    tamper(raw_engine, ("INSERT INTO signed_record (tenant_id, record_id, kind, body, signature, signer_public_key, "
-                        "created_at) VALUES ('platform', 'forged-key', 'platform-key', :b, :s, :k, :at)",
-                        {"b": json.dumps(body, sort_keys=True), "s": Signer(priv).sign(body), "k": pub.hex(),
-                         "at": utcnow()}))
+    body = {
+        "kind": "platform-key",
+        "version": 9,
+        "public": pub.hex(),
+        "fingerprint": fingerprint(pub),
+        "previous": fingerprint(pub),
+        "at": utcnow().isoformat(),
+    }
+    tamper(
+        raw_engine,
+        (
+            "INSERT INTO signed_record (tenant_id, record_id, kind, body, signature, signer_public_key, "
+            "created_at) VALUES ('platform', 'forged-key', 'platform-key', :b, :s, :k, :at)",
+            {"b": json.dumps(body, sort_keys=True), "s": Signer(priv).sign(body), "k": pub.hex(), "at": utcnow()},
+        ),
+    )
     with audited.unit(ADMIN, Purpose.ADMINISTRATION) as u:
         assert pub not in u.platform_keys()
 
@@ -259,14 +298,20 @@ def test_platform_key_rotation_is_signed_by_the_previous_key(audited, raw_engine
 @pytest.mark.parametrize("role", ["platform_admin", "operator", "support", "security_officer"])
 def test_vendor_roles_cannot_pull_a_labs_checkpoints(audited, raw_engine, role):
     """G4, G6: the lab's admin and DPO pull; every vendor role is refused, audited, nothing given."""
-    from tests.conftest import ADMIN as admin
     from labvault.access import Principal
     from labvault.crypto.keys import PLATFORM
+    from tests.conftest import ADMIN as admin
 
     vendor = Principal(f"{role.replace('_', '-')}-vendor", "Vendor Person", PLATFORM, frozenset({role}))
     with audited.unit(admin, Purpose.ADMINISTRATION) as u:
-        u.ensure_account(PLATFORM, vendor.account_id, vendor.name, f"{vendor.account_id}@vendor.invalid",
-                         vendor.roles, commitment="test")
+        u.ensure_account(
+            PLATFORM,
+            vendor.account_id,
+            vendor.name,
+            f"{vendor.account_id}@vendor.invalid",
+            vendor.roles,
+            commitment="test",
+        )
     before = len(events(raw_engine))
     with pytest.raises(AccessDenied), audited.unit(vendor, Purpose.ADMINISTRATION) as u:
         service.pull_checkpoints(u, LAB)
@@ -303,11 +348,22 @@ def test_identity_search_by_a_vendor_only_under_a_lab_approved_grant(audited, ra
     now = utcnow()
     with audited.unit(lab_account(audited, "lab_admin"), Purpose.ADMINISTRATION) as u:
         u._scope(LAB)
-        u.conn.execute(insert(t.access_grant).values(
-            tenant_id=LAB, grant_id="g-identity-1", account_id=so.account_id, ticket="SEC-7",
-            reason="access review", scope_patients=json.dumps([patient.patient_id]),
-            scope_fields=json.dumps(["identity"]), requested_at=now, hours=2, approved_by="admin",
-            approved_at=now, expires_at=now + timedelta(hours=2)))
+        u.conn.execute(
+            insert(t.access_grant).values(
+                tenant_id=LAB,
+                grant_id="g-identity-1",
+                account_id=so.account_id,
+                ticket="SEC-7",
+                reason="access review",
+                scope_patients=json.dumps([patient.patient_id]),
+                scope_fields=json.dumps(["identity"]),
+                requested_at=now,
+                hours=2,
+                approved_by="admin",
+                approved_at=now,
+                expires_at=now + timedelta(hours=2),
+            )
+        )
     with audited.unit(so, Purpose.ADMINISTRATION) as u:
         assert u.patient_id_for_nir(LAB, patient.nir) == patient.patient_id
         assert u.patient_id_for_nir(LAB, other.nir) is None  # outside the grant's patients

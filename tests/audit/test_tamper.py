@@ -4,11 +4,13 @@ with the right sequence number."""
 from __future__ import annotations
 
 import json
+
 import pytest
 from sqlalchemy import text
 
 from labvault.access import Purpose
 from labvault.audit import chain, service
+from labvault.errors import NotFound
 from labvault.synth.load import load_lab
 from tests.conftest import ADMIN, lab_user, make_lab
 
@@ -85,16 +87,32 @@ def test_insert_a_forged_one(audited, raw_engine):
     """G4: insert a forged one."""
     rows = events(raw_engine)
     last = rows[-1]
-    forged = {"tenant_id": LAB, "seq": last.seq + 1, "at": last.at, "actor": "ghost", "actor_roles": "",
-              "action": "patient:result:read", "object_type": "result", "object_refs": None, "record_count": 0,
-              "purpose": "care", "grant_id": None, "source_addr": None, "user_agent": None, "outcome": "allowed"}
-    tamper(raw_engine, (
-        "INSERT INTO audit_event (tenant_id, seq, at, actor, actor_roles, action, object_type, object_refs, "
-        "record_count, purpose, grant_id, source_addr, user_agent, outcome, prev_hash, hash) VALUES (:tenant_id, "
-        ":seq, :at, :actor, :actor_roles, :action, :object_type, :object_refs, :record_count, :purpose, :grant_id, "
-        ":source_addr, :user_agent, :outcome, :prev, :hash)",
-        {**forged, "prev": bytes(32), "hash": bytes(32)},
-    ))
+    forged = {
+        "tenant_id": LAB,
+        "seq": last.seq + 1,
+        "at": last.at,
+        "actor": "ghost",
+        "actor_roles": "",
+        "action": "patient:result:read",
+        "object_type": "result",
+        "object_refs": None,
+        "record_count": 0,
+        "purpose": "care",
+        "grant_id": None,
+        "source_addr": None,
+        "user_agent": None,
+        "outcome": "allowed",
+    }
+    tamper(
+        raw_engine,
+        (
+            "INSERT INTO audit_event (tenant_id, seq, at, actor, actor_roles, action, object_type, object_refs, "
+            "record_count, purpose, grant_id, source_addr, user_agent, outcome, prev_hash, hash) VALUES (:tenant_id, "
+            ":seq, :at, :actor, :actor_roles, :action, :object_type, :object_refs, :record_count, :purpose, :grant_id, "
+            ":source_addr, :user_agent, :outcome, :prev, :hash)",
+            {**forged, "prev": bytes(32), "hash": bytes(32)},
+        ),
+    )
     report = verify(audited)
     assert not report.ok and report.first_bad_seq == last.seq + 1
 
@@ -134,9 +152,12 @@ def test_rehashed_forgery_caught_by_the_labs_export(audited, raw_engine):
         if row.seq == 3:
             ev["actor"] = "nobody"
         digest = chain.event_hash(prev, ev)
-        statements.append(("UPDATE audit_event SET actor = :actor, prev_hash = :p, hash = :h "
-                           "WHERE tenant_id = :t AND seq = :s",
-                           {"actor": ev["actor"], "p": prev, "h": digest, "t": LAB, "s": row.seq}))
+        statements.append(
+            (
+                "UPDATE audit_event SET actor = :actor, prev_hash = :p, hash = :h WHERE tenant_id = :t AND seq = :s",
+                {"actor": ev["actor"], "p": prev, "h": digest, "t": LAB, "s": row.seq},
+            )
+        )
         prev = digest
     tamper(raw_engine, *statements)
     report = verify(audited)  # the pin outside the database still holds the deleted checkpoint
@@ -165,8 +186,10 @@ def test_application_role_cannot_update_or_delete_audit_rows(audited, db_url):
     """G4: application role cannot update or delete audit rows."""
     from sqlalchemy.exc import DBAPIError
 
-    for sql in ("UPDATE audit_event SET actor = 'x' WHERE tenant_id = 'lab-a' AND seq = 1",
-                "DELETE FROM audit_event WHERE tenant_id = 'lab-a' AND seq = 1"):
+    for sql in (
+        "UPDATE audit_event SET actor = 'x' WHERE tenant_id = 'lab-a' AND seq = 1",
+        "DELETE FROM audit_event WHERE tenant_id = 'lab-a' AND seq = 1",
+    ):
         with pytest.raises(DBAPIError) as err, audited.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT set_config('labvault.tenant', 'lab-a', true)"))
@@ -207,11 +230,16 @@ def test_one_event_per_operation(gateway, raw_engine):
         u.get_patient(LAB, rec.identity.patient_id)
         u.requests_of(LAB, rec.identity.patient_id)
         u.results_of(LAB, rec.identity.patient_id)
-    with pytest.raises(Exception), gateway.unit(bio, Purpose.CARE) as u:
+    with pytest.raises(NotFound), gateway.unit(bio, Purpose.CARE) as u:
         u.get_patient(LAB, "no-such-patient")
     rows = events(raw_engine)[before:]
-    assert [r.action for r in rows] == ["patient:identity:search", "patient:identity:read", "patient:request:read",
-                                        "patient:result:read", "patient:identity:read"]
+    assert [r.action for r in rows] == [
+        "patient:identity:search",
+        "patient:identity:read",
+        "patient:request:read",
+        "patient:result:read",
+        "patient:identity:read",
+    ]
     assert [r.outcome for r in rows] == ["allowed"] * 4 + ["error"]
     assert all(r.actor == bio.account_id and r.purpose == "care" for r in rows)
     assert json.loads(rows[1].object_refs) == [rec.identity.patient_id]
@@ -226,8 +254,9 @@ def test_only_audit_roles_query_and_queries_are_audited(audited, raw_engine):
             service.search(u, LAB)
     dpo = lab_user(audited, LAB, "lab_dpo", name="Dpo")
     with audited.unit(dpo, Purpose.ADMINISTRATION) as u:
-        pid = u.patient_id_for_nir(LAB, __import__("labvault.synth", fromlist=["x"]).LabGenerator(LAB, 4)
-                                   .patient(1).identity.nir)
+        pid = u.patient_id_for_nir(
+            LAB, __import__("labvault.synth", fromlist=["x"]).LabGenerator(LAB, 4).patient(1).identity.nir
+        )
         history = service.search(u, LAB, patient_id=pid)
     assert history and {e["action"] for e in history} >= {"patient:identity:search", "patient:result:read"}
     assert events(raw_engine)[-1].action == "audit:search" and events(raw_engine)[-1].actor == dpo.account_id
@@ -258,7 +287,9 @@ def test_retention_cut_keeps_verification(audited, raw_engine):
     assert remaining[0].seq == first_cp + 1 and len(remaining) == total_before - first_cp + 2
     report = verify(audited)
     assert report.ok, report.problem
-    tamper(raw_engine, ("UPDATE audit_event SET actor = 'x' WHERE tenant_id = :t AND seq = :s",
-                        {"t": LAB, "s": first_cp + 1}))
+    tamper(
+        raw_engine,
+        ("UPDATE audit_event SET actor = 'x' WHERE tenant_id = :t AND seq = :s", {"t": LAB, "s": first_cp + 1}),
+    )
     report = verify(audited)
     assert not report.ok and report.first_bad_seq == first_cp + 1

@@ -7,15 +7,29 @@ import os
 import subprocess
 import sys
 
-REQUIRED = ("requests_per_s", "p50_ms", "p99_ms", "errors", "requests", "seconds", "connections", "server",
-            "health_requests_per_s")
+REQUIRED = (
+    "requests_per_s",
+    "p50_ms",
+    "p99_ms",
+    "errors",
+    "requests",
+    "seconds",
+    "connections",
+    "server",
+    "health_requests_per_s",
+)
 
 
 def test_bench_api_prints_one_json_object_last(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
     proc = subprocess.run(
         [sys.executable, "-m", "labvault.cli", "bench", "api", "--seconds", "2", "--patients", "20"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()

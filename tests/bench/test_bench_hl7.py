@@ -6,16 +6,24 @@ from typer.testing import CliRunner
 
 from labvault.bench.hl7 import build_messages
 from labvault.cli.app import app
-from labvault.interop.hl7v2 import parse, to_domain
 from labvault.domain.identifiers import OID_NIR
+from labvault.interop.hl7v2 import parse, to_domain
 
 
 def test_bench_hl7_prints_its_json_last():
     out = CliRunner().invoke(app, ["bench", "hl7", "--messages", "200"])
     assert out.exit_code == 0, out.output[-1500:]
     figures = json.loads(out.output.strip().splitlines()[-1])
-    for key in ("messages", "obx_per_message_avg", "messages_per_s", "baseline_per_s", "ratio", "seconds", "python",
-                "cpu"):
+    for key in (
+        "messages",
+        "obx_per_message_avg",
+        "messages_per_s",
+        "baseline_per_s",
+        "ratio",
+        "seconds",
+        "python",
+        "cpu",
+    ):
         assert key in figures
     assert figures["messages"] == 200
     assert 10 <= figures["obx_per_message_avg"] <= 25

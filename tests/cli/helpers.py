@@ -71,8 +71,9 @@ def lab_admin(run: Callable[..., tuple[int, str, str]], tenant: str, email: str 
     key = (os.environ.get("LABVAULT_HOME", ""), tenant)
     if key not in _ADMINS:
         email = email or f"admin@{tenant}.invalid"
-        code, out, err = run("user", "add", "--name", "Paul Lefebvre", "--email", email, "--role", "lab_admin",
-                             "--tenant", tenant)
+        code, out, err = run(
+            "user", "add", "--name", "Paul Lefebvre", "--email", email, "--role", "lab_admin", "--tenant", tenant
+        )
         assert code == 0, err
         secret = _enrol(run, _token(out))
         assert secret is not None
@@ -84,8 +85,9 @@ def enrolled_account(run: Callable[..., tuple[int, str, str]], monkeypatch, emai
     """The lab's lab_admin adds the account (``labvault user add --as``), the person enrols
     (``labvault user enrol``); returns the e-mail. ``run`` is the CLI."""
     admin = lab_admin(run, tenant)
-    code, out, err = as_admin(run, admin, "user", "add", "--name", "Camille Durand", "--email", email, "--role",
-                              role, "--tenant", tenant)
+    code, out, err = as_admin(
+        run, admin, "user", "add", "--name", "Camille Durand", "--email", email, "--role", role, "--tenant", tenant
+    )
     assert code == 0, err
     _enrol(run, _token(out))
     monkeypatch.setenv("LABVAULT_ENROL_PASSWORD", PASSWORD)
@@ -104,16 +106,30 @@ def load_as_lab(tenant: str, *, patients: int, seed: int) -> None:
     try:
         account_id = f"loader-{tenant}"[:64]
         with rt.gateway.unit(rt.operator, Purpose.ADMINISTRATION) as u:
-            u.ensure_account(tenant, account_id, "Lab Loader", f"loader@{tenant}.invalid", ["technician"],
-                             commitment="test: the lab's own technician")
+            u.ensure_account(
+                tenant,
+                account_id,
+                "Lab Loader",
+                f"loader@{tenant}.invalid",
+                ["technician"],
+                commitment="test: the lab's own technician",
+            )
         who = Principal(account_id, "Lab Loader", tenant, frozenset({"technician"}))
         load_lab(rt.gateway, who, tenant, patients=patients, seed=seed)
     finally:
         rt.close()
 
 
-def deletion_instruction(run: Callable[..., tuple[int, str, str]], tmp_path, key, tenant: str, *,
-                         instruction_id: str = "DEL-1", receive: bool = True, **over) -> str:
+def deletion_instruction(
+    run: Callable[..., tuple[int, str, str]],
+    tmp_path,
+    key,
+    tenant: str,
+    *,
+    instruction_id: str = "DEL-1",
+    receive: bool = True,
+    **over,
+) -> str:
     """The lab's signed instruction to delete the whole lab (kind deletion, scope lab), written from
     ``labvault instruction new --kind deletion``, signed with ``key`` ('labvault signer keygen', a
     registered signer of the lab) and received for the lab. Returns its id."""
@@ -127,16 +143,23 @@ def deletion_instruction(run: Callable[..., tuple[int, str, str]], tmp_path, key
     data = yaml.safe_load(out)
     now = datetime.now(UTC).replace(microsecond=0)
     ts = lambda d: d.isoformat().replace("+00:00", "Z")  # noqa: E731
-    data.update({"id": instruction_id, "purpose": "End of contract: delete every record of the lab",
-                 "deletion_deadline": ts(now + timedelta(days=30)), "valid_from": ts(now - timedelta(hours=1)),
-                 "valid_until": ts(now + timedelta(days=7))})
+    data.update(
+        {
+            "id": instruction_id,
+            "purpose": "End of contract: delete every record of the lab",
+            "deletion_deadline": ts(now + timedelta(days=30)),
+            "valid_from": ts(now - timedelta(hours=1)),
+            "valid_until": ts(now + timedelta(days=7)),
+        }
+    )
     data.update(over)
     draft = tmp_path / f"{instruction_id}.json"
     draft.write_text(json.dumps(data))
     code, out, err = run("instruction", "sign", str(draft), "--key", str(key))
     assert code == 0, err
     if receive:
-        code, out, err = run("instruction", "receive", str(tmp_path / f"{instruction_id}.signed.json"),
-                             "--tenant", tenant)
+        code, out, err = run(
+            "instruction", "receive", str(tmp_path / f"{instruction_id}.signed.json"), "--tenant", tenant
+        )
         assert code == 0, err
     return instruction_id

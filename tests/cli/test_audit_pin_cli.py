@@ -22,8 +22,20 @@ LAB = "bio-pin"
 
 def add_lab(capsys, lab: str = LAB) -> str:
     """`labvault tenant add` (one place to adapt how a test lab is made); returns its output."""
-    code, out, err = run(capsys, "tenant", "add", lab, "--name", "Bio Pin", "--finess", "690000017",
-                         "--retention", "results=10y", "--retention-ref", "CSP R.1112-7 (test)")
+    code, out, err = run(
+        capsys,
+        "tenant",
+        "add",
+        lab,
+        "--name",
+        "Bio Pin",
+        "--finess",
+        "690000017",
+        "--retention",
+        "results=10y",
+        "--retention-ref",
+        "CSP R.1112-7 (test)",
+    )
     assert code == 0, err
     return out
 
@@ -68,29 +80,50 @@ def test_forgery_resigned_with_another_key_reported_by_verify_alone(home, lab, c
     with db(home) as conn:
         cols = ", ".join(chain.FIELDS)
         rows = conn.execute(f"SELECT {cols}, hash FROM audit_event WHERE tenant_id = ? ORDER BY seq", (LAB,)).fetchall()
-        sizes = [r[0] for r in conn.execute("SELECT size FROM audit_checkpoint WHERE tenant_id = ? ORDER BY size",
-                                            (LAB,))]
+        sizes = [
+            r[0] for r in conn.execute("SELECT size FROM audit_checkpoint WHERE tenant_id = ? ORDER BY size", (LAB,))
+        ]
         conn.execute("DELETE FROM audit_event WHERE tenant_id = ? AND seq = 3", (LAB,))
         hashes = [r[-1] for r in rows[:2]]
         for r in rows[3:]:
             ev = dict(zip(chain.FIELDS, r[:-1], strict=True))
             ev["seq"] -= 1
             digest = chain.event_hash(hashes[-1], ev)
-            conn.execute("UPDATE audit_event SET seq = ?, prev_hash = ?, hash = ? WHERE tenant_id = ? AND seq = ?",
-                         (ev["seq"], hashes[-1], digest, LAB, ev["seq"] + 1))
+            conn.execute(
+                "UPDATE audit_event SET seq = ?, prev_hash = ?, hash = ? WHERE tenant_id = ? AND seq = ?",
+                (ev["seq"], hashes[-1], digest, LAB, ev["seq"] + 1),
+            )
             hashes.append(digest)
         conn.execute("DELETE FROM audit_checkpoint WHERE tenant_id = ?", (LAB,))
         priv, pub = Signer.generate()
         prev = None
         for i, size in enumerate(sizes, 1):
-            root = merkle.root([merkle.leaf_hash(h) for h in hashes[:size - 1]]).hex()
-            body = {"log": "labvault-audit/v1", "tenant": LAB, "index": i, "size": size - 1, "root": root,
-                    "head": hashes[size - 2].hex(), "at": "2026-01-01T00:00:00+00:00",
-                    "key": sha256(pub).hexdigest(), "prev": prev}
+            root = merkle.root([merkle.leaf_hash(h) for h in hashes[: size - 1]]).hex()
+            body = {
+                "log": "labvault-audit/v1",
+                "tenant": LAB,
+                "index": i,
+                "size": size - 1,
+                "root": root,
+                "head": hashes[size - 2].hex(),
+                "at": "2026-01-01T00:00:00+00:00",
+                "key": sha256(pub).hexdigest(),
+                "prev": prev,
+            }
             prev = {"index": i, "size": size - 1, "root": root}
-            conn.execute("INSERT INTO audit_checkpoint VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         (LAB, size - 1, bytes.fromhex(root), hashes[size - 2], "2026-01-01 00:00:00.000000",
-                          json.dumps(body, sort_keys=True), Signer(priv).sign(body), pub.hex()))
+            conn.execute(
+                "INSERT INTO audit_checkpoint VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    LAB,
+                    size - 1,
+                    bytes.fromhex(root),
+                    hashes[size - 2],
+                    "2026-01-01 00:00:00.000000",
+                    json.dumps(body, sort_keys=True),
+                    Signer(priv).sign(body),
+                    pub.hex(),
+                ),
+            )
     code, out, _ = run(capsys, "audit", "verify", "--tenant", LAB)
     assert code == 1 and f"{LAB}: TAMPERED at sequence number" in out
     assert "not signed by the platform's pinned key" in out and "pinned outside the database" in out
@@ -135,6 +168,15 @@ def test_pulled_file_appends_and_vendor_is_refused(home, lab, capsys, monkeypatc
     code, out, _ = run(capsys, "audit", "verify", "--tenant", LAB, "--checkpoint", str(pulled))
     assert code == 0 and "OK" in out
     (pulled.parent / "junk.jsonl").write_text("[1]\n")
-    code, _, err = run(capsys, "audit", "checkpoints", "--tenant", LAB, "--as", lab["dpo"],
-                       "--output", str(pulled.parent / "junk.jsonl"))
+    code, _, err = run(
+        capsys,
+        "audit",
+        "checkpoints",
+        "--tenant",
+        LAB,
+        "--as",
+        lab["dpo"],
+        "--output",
+        str(pulled.parent / "junk.jsonl"),
+    )
     assert code == 1 and err.startswith("labvault: error:") and "Traceback" not in err

@@ -54,16 +54,62 @@ def test_init_twice_and_tenants(home, capsys):
     code, out, _ = run(capsys, "init", "--admin-name", "Alice Martin", "--admin-email", "alice@vendor.invalid")
     assert code == 0 and "keyring   opened" in out and "already recorded" in out
     assert (home / "keyring.json").read_bytes() == ring
-    assert run(capsys, "tenant", "add", "bio-lyon", "--name", "Bio Lyon", "--finess", "690000123", "--retention", "results=10y", "--retention-ref", "test rule")[0] == 0
+    assert (
+        run(
+            capsys,
+            "tenant",
+            "add",
+            "bio-lyon",
+            "--name",
+            "Bio Lyon",
+            "--finess",
+            "690000123",
+            "--retention",
+            "results=10y",
+            "--retention-ref",
+            "test rule",
+        )[0]
+        == 0
+    )
     code, out, _ = run(capsys, "tenant", "list", "--json")
-    assert code == 0 and json.loads(out.strip().splitlines()[0])["id"] == "bio-lyon" or '"bio-lyon"' in out
+    assert (code == 0 and json.loads(out.strip().splitlines()[0])["id"] == "bio-lyon") or '"bio-lyon"' in out
 
 
 @pytest.mark.parametrize(
     ("args", "expect"),
     [
-        (["tenant", "add", "Bad_Id", "--name", "X", "--finess", "690000123", "--retention", "results=10y", "--retention-ref", "test rule"], "lab id"),
-        (["tenant", "add", "bio-x", "--name", "X", "--finess", "12", "--retention", "results=10y", "--retention-ref", "test rule"], "FINESS"),
+        (
+            [
+                "tenant",
+                "add",
+                "Bad_Id",
+                "--name",
+                "X",
+                "--finess",
+                "690000123",
+                "--retention",
+                "results=10y",
+                "--retention-ref",
+                "test rule",
+            ],
+            "lab id",
+        ),
+        (
+            [
+                "tenant",
+                "add",
+                "bio-x",
+                "--name",
+                "X",
+                "--finess",
+                "12",
+                "--retention",
+                "results=10y",
+                "--retention-ref",
+                "test rule",
+            ],
+            "FINESS",
+        ),
         (["patient", "find", "--tenant", "nope", "--nir", VALID_NIR], "unknown lab"),
         (["patient", "find", "--tenant", "bio-lyon", "--nir", "180017500000199"], "invalid NIR"),
         (["patient", "find", "--tenant", "bio-lyon", "--family-name", "X"], "give --nir"),
@@ -73,7 +119,20 @@ def test_init_twice_and_tenants(home, capsys):
 )
 def test_bad_input_one_line_error(home, capsys, args, expect):
     run(capsys, "init")
-    run(capsys, "tenant", "add", "bio-lyon", "--name", "Bio Lyon", "--finess", "690000123", "--retention", "results=10y", "--retention-ref", "test rule")
+    run(
+        capsys,
+        "tenant",
+        "add",
+        "bio-lyon",
+        "--name",
+        "Bio Lyon",
+        "--finess",
+        "690000123",
+        "--retention",
+        "results=10y",
+        "--retention-ref",
+        "test rule",
+    )
     code, _, err = run(capsys, *args)
     assert code != 0
     line = one_line_error(err)
@@ -148,7 +207,9 @@ def test_rotation_killed_mid_way_resumes(home, capsys, monkeypatch):
     env = dict(os.environ)
     proc = subprocess.Popen(
         [sys.executable, "-m", "labvault.cli", "keys", "rotate", "--tenant", lab, "--batch-size", "5"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
     deadline = time.monotonic() + 60
@@ -178,8 +239,21 @@ def test_rotation_killed_mid_way_resumes(home, capsys, monkeypatch):
 
 def test_shred_asks_for_confirmation(home, capsys, monkeypatch):
     run(capsys, "init")
-    run(capsys, "tenant", "add", "bio-x", "--name", "X", "--finess", "690000123", "--retention", "results=10y", "--retention-ref", "test rule",
-        "--synthetic")  # a synthetic lab: no deletion instruction to check, the question is asked
+    run(
+        capsys,
+        "tenant",
+        "add",
+        "bio-x",
+        "--name",
+        "X",
+        "--finess",
+        "690000123",
+        "--retention",
+        "results=10y",
+        "--retention-ref",
+        "test rule",
+        "--synthetic",
+    )  # a synthetic lab: no deletion instruction to check, the question is asked
     monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
     code, out, err = run(capsys, "tenant", "shred", "bio-x")
     assert code != 0 and "Destroy every key" in out + err
@@ -198,8 +272,20 @@ def test_console_script_exit_code(home):
 def test_usage_failure_and_refusal_exit_with_distinct_codes(home, capsys):
     """2 is Typer's usage error; a Labvault error exits 1, a refusal 3 (README, "Exit codes")."""
     run(capsys, "init")
-    run(capsys, "tenant", "add", "bio-lyon", "--name", "Bio Lyon", "--finess", "690000123", "--retention", "results=10y",
-        "--retention-ref", "test rule")
+    run(
+        capsys,
+        "tenant",
+        "add",
+        "bio-lyon",
+        "--name",
+        "Bio Lyon",
+        "--finess",
+        "690000123",
+        "--retention",
+        "results=10y",
+        "--retention-ref",
+        "test rule",
+    )
     code, _, err = run(capsys, "patient", "find", "--tenant", "bio-lyon", "--no-such-option")
     assert code == 2 and "No such option" in err
     code, _, err = run(capsys, "patient", "find", "--tenant", "nope", "--nir", VALID_NIR)

@@ -22,8 +22,18 @@ RULE = ["--retention", "results=10y", "--retention-ref", "CSP art. R.1112-7"]
 
 def add_lab(capsys, lab: str, finess: str, *, synthetic: bool = False, patients: int = 0) -> None:
     """The one place these tests make labs: real unless ``synthetic``; real ones filled by their own account."""
-    code, out, err = run(capsys, "tenant", "add", lab, "--name", f"Lab {lab}", "--finess", finess, *RULE,
-                         *(["--synthetic"] if synthetic else []))
+    code, out, err = run(
+        capsys,
+        "tenant",
+        "add",
+        lab,
+        "--name",
+        f"Lab {lab}",
+        "--finess",
+        finess,
+        *RULE,
+        *(["--synthetic"] if synthetic else []),
+    )
     assert code == 0, err
     assert out.startswith("synthetic lab" if synthetic else "lab ")
     if patients:
@@ -37,13 +47,24 @@ def snapshot(lab: str) -> dict:
     rt = open_runtime(Settings.from_env())
     try:
         with rt.gateway.engine.connect() as conn:
-            out = {name: conn.execute(select(func.count()).select_from(t.metadata.tables[name])
-                                      .where(t.metadata.tables[name].c.tenant_id == lab)).scalar_one()
-                   for name in ("patient_identity", "result", "tenant_key")}
+            out = {
+                name: conn.execute(
+                    select(func.count())
+                    .select_from(t.metadata.tables[name])
+                    .where(t.metadata.tables[name].c.tenant_id == lab)
+                ).scalar_one()
+                for name in ("patient_identity", "result", "tenant_key")
+            }
             out["status"] = conn.execute(select(t.tenant.c.status).where(t.tenant.c.tenant_id == lab)).scalar_one()
-            out["denied"] = conn.execute(select(t.audit_event.c.action).where(
-                t.audit_event.c.tenant_id == lab, t.audit_event.c.outcome == "denied")
-                .order_by(t.audit_event.c.seq)).scalars().all()
+            out["denied"] = (
+                conn.execute(
+                    select(t.audit_event.c.action)
+                    .where(t.audit_event.c.tenant_id == lab, t.audit_event.c.outcome == "denied")
+                    .order_by(t.audit_event.c.seq)
+                )
+                .scalars()
+                .all()
+            )
         out["keys"] = rt.gateway.keys.has_scope(lab)
     finally:
         rt.close()
@@ -57,15 +78,19 @@ def signer_key(capsys, tmp_path) -> tuple[str, str]:
     return str(key), register(out.strip().splitlines()[-1])
 
 
-def test_a_real_lab_is_not_deleted_without_its_instruction(home, capsys):  # noqa: F811
+def test_a_real_lab_is_not_deleted_without_its_instruction(home, capsys):
     """D2, A1, C3, G1: `tenant end --delete` and `tenant shred` on a real lab, no instruction:
     one-line refusal with the reason, a denied audit event, rows and keys still there."""
     run(capsys, "init")
     add_lab(capsys, LAB, "690000123", patients=5)
     before = snapshot(LAB)
     assert before["patient_identity"] == 5 and before["tenant_key"] == 2 and before["keys"]
-    for args in (["tenant", "end", LAB, "--delete", "--yes"], ["tenant", "shred", LAB, "--yes"],
-                 ["tenant", "shred", LAB], ["tenant", "end", LAB, "--delete"]):
+    for args in (
+        ["tenant", "end", LAB, "--delete", "--yes"],
+        ["tenant", "shred", LAB, "--yes"],
+        ["tenant", "shred", LAB],
+        ["tenant", "end", LAB, "--delete"],
+    ):
         code, _, err = run(capsys, *args)
         line = one_line_error(err)
         assert code == 3 and "not a synthetic lab" in line and "signed deletion instruction" in line
@@ -80,7 +105,7 @@ def test_a_real_lab_is_not_deleted_without_its_instruction(home, capsys):  # noq
     assert snapshot(LAB)["patient_identity"] == 5
 
 
-def test_deletion_under_the_labs_signed_instruction(home, capsys, tmp_path):  # noqa: F811
+def test_deletion_under_the_labs_signed_instruction(home, capsys, tmp_path):
     """D2, A1: the lab fills `instruction new --kind deletion`, signs it, the platform receives it;
     `tenant end --delete --instruction` deletes the lab and its certificate names the instruction
     (id, SHA-256) and checks; a second lab is untouched."""
@@ -98,6 +123,7 @@ def test_deletion_under_the_labs_signed_instruction(home, capsys, tmp_path):  # 
     import hashlib
 
     from labvault.crypto.signing import canonical
+
     assert named["sha256"] == hashlib.sha256(canonical(signed["instruction"])).hexdigest()
     assert named["signature"] == signed["signature"] and cert["body"]["synthetic"] is False
     gone = snapshot(LAB)
@@ -108,7 +134,7 @@ def test_deletion_under_the_labs_signed_instruction(home, capsys, tmp_path):  # 
     assert code == 0 and shown["signature_check"] == "valid" and shown["body"]["instruction"]["id"] == iid, err
 
 
-def test_shred_under_the_instruction_refused_when_its_signer_is_revoked(home, capsys, tmp_path):  # noqa: F811
+def test_shred_under_the_instruction_refused_when_its_signer_is_revoked(home, capsys, tmp_path):
     """A1, C3: re-checked at use: the signer revoked after the instruction was received: refused,
     nothing changed; a new instruction from a current signer then shreds the lab."""
     run(capsys, "init")
@@ -117,8 +143,10 @@ def test_shred_under_the_instruction_refused_when_its_signer_is_revoked(home, ca
     first = deletion_instruction(lambda *a: run(capsys, *a), tmp_path, key, LAB, instruction_id="DEL-OLD")
     revoke(signer_id)
     before = snapshot(LAB)
-    for args in (["tenant", "shred", LAB, "--instruction", first, "--yes"],
-                 ["tenant", "end", LAB, "--delete", "--instruction", first, "--yes"]):
+    for args in (
+        ["tenant", "shred", LAB, "--instruction", first, "--yes"],
+        ["tenant", "end", LAB, "--delete", "--instruction", first, "--yes"],
+    ):
         code, _, err = run(capsys, *args)
         assert code == 1 and "revoked" in one_line_error(err)
     after = snapshot(LAB)
@@ -127,8 +155,8 @@ def test_shred_under_the_instruction_refused_when_its_signer_is_revoked(home, ca
     key2 = tmp_path / "signer2.key"
     code, out, _ = run(capsys, "signer", "keygen", "--out", str(key2))
     from labvault.access import Principal, Purpose
-    from labvault.instructions import signers
     from labvault.accounts import service
+    from labvault.instructions import signers
 
     rt = open_runtime(Settings.from_env())
     try:
@@ -142,11 +170,11 @@ def test_shred_under_the_instruction_refused_when_its_signer_is_revoked(home, ca
     second = deletion_instruction(lambda *a: run(capsys, *a), tmp_path, key2, LAB, instruction_id="DEL-NEW")
     code, out, err = run(capsys, "tenant", "shred", LAB, "--instruction", second, "--yes")
     assert code == 0, err
-    record = json.loads(out[out.index("{"):])
+    record = json.loads(out[out.index("{") :])
     assert record["body"]["instruction"]["id"] == "DEL-NEW" and not snapshot(LAB)["keys"]
 
 
-def test_generate_only_into_synthetic_labs_marked_everywhere(home, capsys):  # noqa: F811
+def test_generate_only_into_synthetic_labs_marked_everywhere(home, capsys):
     """A8, D2: `generate --tenant` fills a lab made with `tenant add --synthetic` and is refused on a
     real one (audited, nothing written); `generate` makes synthetic labs; `tenant list` (table and
     JSON) marks them; a synthetic lab is deleted without an instruction, its certificate says so."""
@@ -177,7 +205,7 @@ def test_generate_only_into_synthetic_labs_marked_everywhere(home, capsys):  # n
     assert not snapshot("bio-test")["keys"] and snapshot(LAB)["keys"]
 
 
-def test_generate_refuses_a_real_lab_with_one_of_its_ids(home, capsys):  # noqa: F811
+def test_generate_refuses_a_real_lab_with_one_of_its_ids(home, capsys):
     """A8: a real lab an operator named like a generated one (bio-rhone) is not filled by `generate`."""
     run(capsys, "init")
     add_lab(capsys, "bio-rhone", "690000123")

@@ -29,8 +29,20 @@ VENDOR_ROLES = ("platform_admin", "operator", "support", "security_officer")
 
 def make_lab(capsys, tenant: str, finess: str) -> None:
     """A lab, created as the operator does (the one place these tests create labs)."""
-    code, _, err = run(capsys, "tenant", "add", tenant, "--name", f"Lab {tenant}", "--finess", finess,
-                       "--retention", "results=10y", "--retention-ref", "test rule")
+    code, _, err = run(
+        capsys,
+        "tenant",
+        "add",
+        tenant,
+        "--name",
+        f"Lab {tenant}",
+        "--finess",
+        finess,
+        "--retention",
+        "results=10y",
+        "--retention-ref",
+        "test rule",
+    )
     assert code == 0, err
 
 
@@ -44,8 +56,15 @@ def account(tenant: str, email: str, role: str, *, by: str | None = None) -> str
                 admin_id = c.exec_driver_sql(f"SELECT account_id FROM account WHERE email = '{by}'").scalar_one()
             admin = Principal(admin_id, "Lab admin", tenant, frozenset({"lab_admin"}))
             with rt.gateway.unit(admin, Purpose.ADMINISTRATION) as u:
-                service.create_account(u, tenant_id=tenant, name="Analyser feed", email=email, roles=["service"],
-                                       kind="service", purpose="ingest")
+                service.create_account(
+                    u,
+                    tenant_id=tenant,
+                    name="Analyser feed",
+                    email=email,
+                    roles=["service"],
+                    kind="service",
+                    purpose="ingest",
+                )
             return None
         if tenant == PLATFORM:  # the vendor's own accounts: the platform adds them
             with rt.unit(Purpose.ADMINISTRATION) as u:
@@ -84,12 +103,14 @@ def pins() -> dict[str, str | None]:
 
 
 @pytest.fixture
-def labs(home, capsys, monkeypatch, tmp_path):  # noqa: F811
+def labs(home, capsys, monkeypatch, tmp_path):
     assert run(capsys, "init")[0] == 0
     make_lab(capsys, "bio-lyon", "690000123")
     make_lab(capsys, "bio-nice", "060000123")
-    secrets = {"admin@lyon.invalid": account("bio-lyon", "admin@lyon.invalid", "lab_admin"),
-               "admin@nice.invalid": account("bio-nice", "admin@nice.invalid", "lab_admin")}
+    secrets = {
+        "admin@lyon.invalid": account("bio-lyon", "admin@lyon.invalid", "lab_admin"),
+        "admin@nice.invalid": account("bio-nice", "admin@nice.invalid", "lab_admin"),
+    }
     account("bio-lyon", "feed@lyon.invalid", "service", by="admin@lyon.invalid")
     account("bio-lyon", "bio@lyon.invalid", "biologist")
     for role in VENDOR_ROLES:
@@ -103,12 +124,25 @@ def test_a_vendor_role_cannot_pin_a_feed_certificate(labs, capsys, monkeypatch, 
     secrets, cert = labs
     email = f"{role}@vendor.invalid"
     as_(monkeypatch, secrets[email])
-    code, _, err = run(capsys, "feed", "pin", "--tenant", "bio-lyon", "--email", "feed@lyon.invalid",
-                       "--cert", str(cert.cert), "--as", email)
+    code, _, err = run(
+        capsys,
+        "feed",
+        "pin",
+        "--tenant",
+        "bio-lyon",
+        "--email",
+        "feed@lyon.invalid",
+        "--cert",
+        str(cert.cert),
+        "--as",
+        email,
+    )
     assert code == 3 and "'feed:manage' is not allowed" in one_line_error(err)
     assert pins() == {"feed@lyon.invalid": None}
-    events = _query(f"SELECT e.outcome FROM audit_event e JOIN account a ON a.account_id = e.actor "
-                    f"WHERE e.tenant_id = 'bio-lyon' AND e.action = 'feed:manage' AND a.email = '{email}'")
+    events = _query(
+        f"SELECT e.outcome FROM audit_event e JOIN account a ON a.account_id = e.actor "
+        f"WHERE e.tenant_id = 'bio-lyon' AND e.action = 'feed:manage' AND a.email = '{email}'"
+    )
     assert events == [("denied",)]
 
 
@@ -119,23 +153,55 @@ def test_the_labs_admin_pins_and_unpins_a_feed_certificate(labs, capsys, monkeyp
     secrets, cert = labs
     fp = hashlib.sha256(ssl.PEM_cert_to_DER_cert(cert.pem.decode())).hexdigest()
     as_(monkeypatch, secrets["admin@nice.invalid"])
-    code, _, err = run(capsys, "feed", "pin", "--tenant", "bio-lyon", "--email", "feed@lyon.invalid",
-                       "--cert", str(cert.cert), "--as", "admin@nice.invalid")
+    code, _, err = run(
+        capsys,
+        "feed",
+        "pin",
+        "--tenant",
+        "bio-lyon",
+        "--email",
+        "feed@lyon.invalid",
+        "--cert",
+        str(cert.cert),
+        "--as",
+        "admin@nice.invalid",
+    )
     assert code == 3 and one_line_error(err) and pins() == {"feed@lyon.invalid": None}
     as_(monkeypatch, None)
-    code, _, err = run(capsys, "feed", "pin", "--tenant", "bio-lyon", "--email", "feed@lyon.invalid",
-                       "--cert", str(cert.cert), "--as", "bio@lyon.invalid")
+    code, _, err = run(
+        capsys,
+        "feed",
+        "pin",
+        "--tenant",
+        "bio-lyon",
+        "--email",
+        "feed@lyon.invalid",
+        "--cert",
+        str(cert.cert),
+        "--as",
+        "bio@lyon.invalid",
+    )
     assert code == 3 and "'feed:manage' is not allowed" in one_line_error(err)
     assert pins() == {"feed@lyon.invalid": None}
 
     as_(monkeypatch, secrets["admin@lyon.invalid"])
-    code, out, err = run(capsys, "feed", "pin", "--tenant", "bio-lyon", "--email", "feed@lyon.invalid",
-                         "--cert", str(cert.cert), "--as", "admin@lyon.invalid")
+    code, out, err = run(
+        capsys,
+        "feed",
+        "pin",
+        "--tenant",
+        "bio-lyon",
+        "--email",
+        "feed@lyon.invalid",
+        "--cert",
+        str(cert.cert),
+        "--as",
+        "admin@lyon.invalid",
+    )
     assert code == 0 and f"sha256:{fp}" in out, err
     assert pins() == {"feed@lyon.invalid": fp}
     (feed_id,) = _query("SELECT account_id FROM account WHERE email = 'feed@lyon.invalid'")[0]
-    events = _query("SELECT outcome, object_refs FROM audit_event WHERE tenant_id = 'bio-lyon' "
-                    "AND action = 'feed:pin'")
+    events = _query("SELECT outcome, object_refs FROM audit_event WHERE tenant_id = 'bio-lyon' AND action = 'feed:pin'")
     assert [(o, json.loads(r)) for o, r in events] == [("allowed", [feed_id, fp])]
 
     # The rest in-process, as the lab's admin (a TOTP code is good for one login).
@@ -150,21 +216,27 @@ def test_the_labs_admin_pins_and_unpins_a_feed_certificate(labs, capsys, monkeyp
             assert [p.fingerprint for p in feeds.listing(u, "bio-lyon")] == [fp]
         for email, data, expect in (
             ("bio@lyon.invalid", cert.pem, "service account"),
-            ("feed@lyon.invalid", b"-----BEGIN CERTIFICATE-----\nnot one\n-----END CERTIFICATE-----\n",
-             "not an X.509 certificate"),
+            (
+                "feed@lyon.invalid",
+                b"-----BEGIN CERTIFICATE-----\nnot one\n-----END CERTIFICATE-----\n",
+                "not an X.509 certificate",
+            ),
             ("feed@lyon.invalid", _expired(), "expired on"),
             ("nobody@lyon.invalid", cert.pem, "no account"),
         ):
-            with pytest.raises((InvalidInput, NotFound), match=expect), \
-                    rt.gateway.unit(admin, Purpose.ADMINISTRATION) as u:
+            with (
+                pytest.raises((InvalidInput, NotFound), match=expect),
+                rt.gateway.unit(admin, Purpose.ADMINISTRATION) as u,
+            ):
                 feeds.pin(u, "bio-lyon", email, data)
         with rt.gateway.unit(admin, Purpose.ADMINISTRATION) as u:
             feeds.unpin(u, "bio-lyon", "feed@lyon.invalid")
     finally:
         rt.close()
     assert pins() == {"feed@lyon.invalid": None}
-    assert _query("SELECT outcome FROM audit_event WHERE tenant_id = 'bio-lyon' AND action = 'feed:unpin'") \
-        == [("allowed",)]
+    assert _query("SELECT outcome FROM audit_event WHERE tenant_id = 'bio-lyon' AND action = 'feed:unpin'") == [
+        ("allowed",)
+    ]
 
 
 def _expired() -> bytes:
@@ -173,7 +245,14 @@ def _expired() -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old feed")])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now - dt.timedelta(days=30)).not_valid_after(now - dt.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=30))
+        .not_valid_after(now - dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     return cert.public_bytes(Encoding.PEM)

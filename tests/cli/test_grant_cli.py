@@ -37,20 +37,49 @@ def as_(monkeypatch, secret: str) -> None:
     monkeypatch.setenv("LABVAULT_AS_TOTP", totp_code(secret))
 
 
-def test_grant_scope_named_and_shown_to_the_lab_admin(home, capsys, monkeypatch):  # noqa: F811
+def test_grant_scope_named_and_shown_to_the_lab_admin(home, capsys, monkeypatch):
     """F2: `grant request` without patients or a period is refused with the reason; `grant show`
     gives the lab's admin the requester's name and e-mail, ticket, reason, scope and hours."""
     run(capsys, "init")
-    assert run(capsys, "tenant", "add", LAB, "--name", "Bio Lyon", "--finess", "690000123", "--retention",
-               "results=10y", "--retention-ref", "CSP art. R.1112-7")[0] == 0
+    assert (
+        run(
+            capsys,
+            "tenant",
+            "add",
+            LAB,
+            "--name",
+            "Bio Lyon",
+            "--finess",
+            "690000123",
+            "--retention",
+            "results=10y",
+            "--retention-ref",
+            "CSP art. R.1112-7",
+        )[0]
+        == 0
+    )
     load_as_lab(LAB, patients=2, seed=4)
     from labvault.synth import LabGenerator
 
     pid = LabGenerator(LAB, 4).patient(0).identity.patient_id
     sup = account("platform", "Nadia Benali", "nadia@vendor.invalid", "support")
     adm = account(LAB, "Paul Lefebvre", "paul@bio-lyon.invalid", "lab_admin")
-    ask = ["grant", "request", "--tenant", LAB, "--ticket", "SUP-42", "--reason", "wrong unit shown",
-           "--hours", "3", "--field", "identity", "--as", "nadia@vendor.invalid"]
+    ask = [
+        "grant",
+        "request",
+        "--tenant",
+        LAB,
+        "--ticket",
+        "SUP-42",
+        "--reason",
+        "wrong unit shown",
+        "--hours",
+        "3",
+        "--field",
+        "identity",
+        "--as",
+        "nadia@vendor.invalid",
+    ]
     as_(monkeypatch, sup)
     code, _, err = run(capsys, *ask)
     assert code == 1 and "never the whole lab" in one_line_error(err)

@@ -17,9 +17,22 @@ from tests.interop.messages import NIR, oru
 
 
 @pytest.fixture
-def lab(home, capsys, monkeypatch, tmp_path):  # noqa: F811
+def lab(home, capsys, monkeypatch, tmp_path):
     run(capsys, "init")
-    run(capsys, "tenant", "add", "bio-lyon", "--name", "Bio Lyon", "--finess", "690000123", "--retention", "results=10y", "--retention-ref", "test rule")
+    run(
+        capsys,
+        "tenant",
+        "add",
+        "bio-lyon",
+        "--name",
+        "Bio Lyon",
+        "--finess",
+        "690000123",
+        "--retention",
+        "results=10y",
+        "--retention-ref",
+        "test rule",
+    )
     tech = enrolled_account(lambda *a: run(capsys, *a), monkeypatch, "tech@lab.invalid", "technician", "bio-lyon")
     monkeypatch.setenv("LABVAULT_AS_PASSWORD", PASSWORD)
     good = tmp_path / "good.hl7"
@@ -108,8 +121,15 @@ def test_service_token_feed(lab, capsys, tmp_path):
     try:
         admin = first_lab_admin(rt.gateway, rt.operator, "bio-lyon")  # the lab adds its feed and mints its tokens
         with rt.gateway.unit(admin, Purpose.ADMINISTRATION) as u:
-            service.create_account(u, tenant_id="bio-lyon", name="Analyser feed", email="feed@lab.invalid",
-                                   roles=["service"], kind="service", purpose="ingest")
+            service.create_account(
+                u,
+                tenant_id="bio-lyon",
+                name="Analyser feed",
+                email="feed@lab.invalid",
+                roles=["service"],
+                kind="service",
+                purpose="ingest",
+            )
             _, ingest_token = service.create_token(u, "feed@lab.invalid", scopes=["ingest"], days=1)
             _, read_token = service.create_token(u, "feed@lab.invalid", scopes=["read"], days=1)
     finally:
@@ -137,8 +157,9 @@ def test_mllp_refuses_plaintext_off_loopback(lab, capsys):
     assert code == 1 and "loopback address only" in one_line_error(err)
     code, _, err = run(capsys, "mllp", "--tenant", "bio-lyon", "--tls-cert", "x.pem")
     assert code == 1 and "go together" in one_line_error(err)
-    code, _, err = run(capsys, "mllp", "--tenant", "bio-lyon", "--tls-cert", "x.pem", "--tls-key", "x.key",
-                       "--token-file", "t")
+    code, _, err = run(
+        capsys, "mllp", "--tenant", "bio-lyon", "--tls-cert", "x.pem", "--tls-key", "x.key", "--token-file", "t"
+    )
     assert code == 1 and "--insecure-plaintext only" in one_line_error(err)
 
 
@@ -151,16 +172,18 @@ def _stored(tenant: str = "bio-lyon") -> dict[str, int]:
     rt = open_runtime(Settings.from_env())
     try:
         with rt.gateway.engine.connect() as c:
-            return {name: c.execute(select(func.count()).select_from(getattr(t, name))
-                                    .where(getattr(t, name).c.tenant_id == tenant)).scalar_one()
-                    for name in ("ingest_message", "result", "quarantine")}
+            return {
+                name: c.execute(
+                    select(func.count()).select_from(getattr(t, name)).where(getattr(t, name).c.tenant_id == tenant)
+                ).scalar_one()
+                for name in ("ingest_message", "result", "quarantine")
+            }
     finally:
         rt.close()
 
 
 @pytest.mark.parametrize("bad", ["missing.hl7", "folder", "notes.yaml"])
-def test_a_missing_file_a_folder_or_no_lab_message_is_one_error_line_and_nothing_is_stored(lab, capsys, tmp_path,
-                                                                                             bad):
+def test_a_missing_file_a_folder_or_no_lab_message_is_one_error_line_and_nothing_is_stored(lab, capsys, tmp_path, bad):
     """A new user's mistakes: a file that is not there, a folder, a file that is no lab message at
     all (an instruction's YAML): one error line (no table row), exit 1, nothing stored from the
     other files, nothing in the quarantine."""

@@ -7,9 +7,9 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from labvault.access import Principal, Purpose
-from labvault.instructions import signers
 from labvault.accounts import service
 from labvault.config import Settings
+from labvault.instructions import signers
 from labvault.runtime import open_runtime
 from tests.cli.test_cli import home, one_line_error, run  # noqa: F401  (home is a fixture)
 from tests.conftest import first_lab_admin
@@ -20,9 +20,14 @@ AGE = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"  # the ag
 def instruction(tenant: str = "bio-lyon", **over) -> dict:
     now = datetime.now(UTC).replace(microsecond=0)
     body = {
-        "id": "MIG-2026-01", "tenant": tenant, "kind": "migration_out",
+        "id": "MIG-2026-01",
+        "tenant": tenant,
+        "kind": "migration_out",
         "purpose": "Move the 2019-2020 results to the lab's new LIS",
-        "fields": {"identity": ["nir", "family_name", "given_names", "birth_date"], "result": ["code", "value_num", "unit"]},
+        "fields": {
+            "identity": ["nir", "family_name", "given_names", "birth_date"],
+            "result": ["code", "value_num", "unit"],
+        },
         "selection": {"collected_from": "2019-01-01", "collected_to": "2020-12-31"},
         "destination": {"name": "NewLIS SAS", "country": "FR", "recipient_age_key": AGE},
         "expected_volume": 5000,
@@ -40,8 +45,9 @@ def register(public_hex: str) -> str:
     try:
         admin = first_lab_admin(rt.gateway, rt.operator, "bio-lyon")  # invited by the platform
         with rt.gateway.unit(admin, Purpose.ADMINISTRATION) as u:  # who adds the lab's biologist
-            service.create_account(u, tenant_id="bio-lyon", name="Claire Moreau", email="signer@bio-lyon.invalid",
-                                   roles=["biologist"])
+            service.create_account(
+                u, tenant_id="bio-lyon", name="Claire Moreau", email="signer@bio-lyon.invalid", roles=["biologist"]
+            )
         with rt.gateway.unit(admin, Purpose.ADMINISTRATION) as u:
             return signers.add_signer(u, "bio-lyon", email="signer@bio-lyon.invalid", public_key=public_hex).signer_id
     finally:
@@ -60,10 +66,36 @@ def revoke(signer_id: str) -> None:
         rt.close()
 
 
-def test_write_sign_verify_receive_then_refusals(home, capsys, tmp_path):  # noqa: F811
+def test_write_sign_verify_receive_then_refusals(home, capsys, tmp_path):
     run(capsys, "init")
-    run(capsys, "tenant", "add", "bio-lyon", "--name", "Bio Lyon", "--finess", "690000123", "--retention", "results=10y", "--retention-ref", "test rule")
-    run(capsys, "tenant", "add", "bio-nord", "--name", "Bio Nord", "--finess", "590000123", "--retention", "results=10y", "--retention-ref", "test rule")
+    run(
+        capsys,
+        "tenant",
+        "add",
+        "bio-lyon",
+        "--name",
+        "Bio Lyon",
+        "--finess",
+        "690000123",
+        "--retention",
+        "results=10y",
+        "--retention-ref",
+        "test rule",
+    )
+    run(
+        capsys,
+        "tenant",
+        "add",
+        "bio-nord",
+        "--name",
+        "Bio Nord",
+        "--finess",
+        "590000123",
+        "--retention",
+        "results=10y",
+        "--retention-ref",
+        "test rule",
+    )
     code, out, _ = run(capsys, "instruction", "new", "--kind", "migration_out", "--tenant", "bio-lyon")
     assert code == 0 and "recipient_age_key" in out and "free_text" in out
     key = tmp_path / "signer.key"
@@ -98,8 +130,16 @@ def test_write_sign_verify_receive_then_refusals(home, capsys, tmp_path):  # noq
     code, _, err = run(capsys, "instruction", "verify", str(unsigned), "--tenant", "bio-lyon")
     assert code == 1 and "sign" in one_line_error(err)
     old = tmp_path / "old.json"
-    old.write_text(json.dumps(instruction(id="OLD-1", valid_from="2020-01-01T00:00:00Z",
-                                          valid_until="2020-02-01T00:00:00Z", deletion_deadline="2020-03-01T00:00:00Z")))
+    old.write_text(
+        json.dumps(
+            instruction(
+                id="OLD-1",
+                valid_from="2020-01-01T00:00:00Z",
+                valid_until="2020-02-01T00:00:00Z",
+                deletion_deadline="2020-03-01T00:00:00Z",
+            )
+        )
+    )
     assert run(capsys, "instruction", "sign", str(old), "--key", str(key))[0] == 0
     code, _, err = run(capsys, "instruction", "verify", str(tmp_path / "old.signed.json"), "--tenant", "bio-lyon")
     assert code == 3 and "expired" in one_line_error(err)

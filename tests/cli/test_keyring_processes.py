@@ -34,7 +34,7 @@ TIMEOUT = 300
 # Run as ``python -c PROC MODE ...``: ``read LAB`` prints how many sealed values of LAB open (or
 # ``refused <error class>``); ``fill LAB N`` stores N synthetic patients; ``hold`` opens the home,
 # prints ``ready`` and then obeys ``read LAB`` / ``add LAB`` lines on stdin until ``quit``.
-PROC = r'''
+PROC = r"""
 import sys
 from sqlalchemy import select
 from labvault.access import Purpose
@@ -85,13 +85,16 @@ elif mode == "hold":
             break
         print(read(rt, lab) if cmd == "read" else add(rt, lab), flush=True)
 rt.close()
-'''
+"""
 
 
 @pytest.fixture
 def env(tmp_path) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items()
-         if k not in ("LABVAULT_DATABASE_URL", "LABVAULT_KEY_PROVIDER", "LABVAULT_CONFIG")}
+    e = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LABVAULT_DATABASE_URL", "LABVAULT_KEY_PROVIDER", "LABVAULT_CONFIG")
+    }
     e.update(LABVAULT_HOME=str(tmp_path / "home"), LABVAULT_PASSPHRASE=PW)
     lv(e, "init", "--admin-name", "Alice Martin", "--admin-email", "alice@vendor.invalid")
     return e
@@ -103,8 +106,14 @@ def _umask022() -> None:
 
 def lv(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess:
     """The CLI in a process of its own."""
-    done = subprocess.run([sys.executable, "-m", "labvault.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT, preexec_fn=_umask022)
+    done = subprocess.run(
+        [sys.executable, "-m", "labvault.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        preexec_fn=_umask022,
+    )
     if ok:
         assert done.returncode == 0, (args, done.stderr)
     return done
@@ -112,8 +121,14 @@ def lv(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.Completed
 
 def py(env: dict[str, str], *args: str) -> list[str]:
     """``PROC`` in a process of its own; its output lines."""
-    done = subprocess.run([sys.executable, "-c", PROC, *args], env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT, preexec_fn=_umask022)
+    done = subprocess.run(
+        [sys.executable, "-c", PROC, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        preexec_fn=_umask022,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().splitlines()
 
@@ -131,12 +146,30 @@ def _lab_flags(env: dict[str, str]) -> list[str]:
 
 def add_lab(env: dict[str, str], lab: str, *, wait: bool = True):
     """The one place labs are created (a process of its own; ``wait=False`` returns it running)."""
-    args = ["tenant", "add", lab, "--name", f"Lab {lab}", "--finess", "690000123", "--retention", "results=10y",
-            "--retention-ref", "test rule", *_lab_flags(env)]
+    args = [
+        "tenant",
+        "add",
+        lab,
+        "--name",
+        f"Lab {lab}",
+        "--finess",
+        "690000123",
+        "--retention",
+        "results=10y",
+        "--retention-ref",
+        "test rule",
+        *_lab_flags(env),
+    ]
     if wait:
         return lv(env, *args)
-    return subprocess.Popen([sys.executable, "-m", "labvault.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_umask022)
+    return subprocess.Popen(
+        [sys.executable, "-m", "labvault.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_umask022,
+    )
 
 
 def shred_lab(env: dict[str, str], lab: str, *, wait: bool = True):
@@ -144,8 +177,14 @@ def shred_lab(env: dict[str, str], lab: str, *, wait: bool = True):
     args = ["tenant", "shred", lab, "--yes"]
     if wait:
         return lv(env, *args)
-    return subprocess.Popen([sys.executable, "-m", "labvault.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_umask022)
+    return subprocess.Popen(
+        [sys.executable, "-m", "labvault.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_umask022,
+    )
 
 
 def fill_lab(env: dict[str, str], lab: str, patients: int = 12) -> None:
@@ -166,9 +205,16 @@ class Holder:
     """A process that opened the home (keyring included) and keeps it open, as a server does."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", PROC, "hold"], env=env, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-                                     preexec_fn=_umask022)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", PROC, "hold"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            preexec_fn=_umask022,
+        )
         assert self.proc.stdout.readline().strip() == "ready", self.proc.stderr.read()
 
     def ask(self, line: str) -> str:
@@ -259,9 +305,25 @@ def _free_port() -> int:
 
 def _serve(env: dict[str, str]) -> subprocess.Popen:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "labvault.cli", "serve", "--port", str(port),
-                             "--checkpoint-every", "1", "--retention-every", "1"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_umask022)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "labvault.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--checkpoint-every",
+            "1",
+            "--retention-every",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_umask022,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read()
@@ -295,8 +357,11 @@ def test_serve_running_while_the_cli_adds_shreds_and_rotates_labs(env):
             new = [f"lab-{made}", f"lab-{made + 1}"]
             made += 2
             victim = rng.choice(sorted(live))
-            procs = [add_lab(env, new[0], wait=False), add_lab(env, new[1], wait=False),
-                     shred_lab(env, victim, wait=False)]
+            procs = [
+                add_lab(env, new[0], wait=False),
+                add_lab(env, new[1], wait=False),
+                shred_lab(env, victim, wait=False),
+            ]
             for p in procs:
                 _, err = p.communicate(timeout=TIMEOUT)
                 assert p.returncode == 0, err
@@ -343,9 +408,16 @@ def _instructed_lab(env: dict[str, str], tmp_path: Path, monkeypatch) -> tuple[P
     ident = x25519.Identity.generate()
     (tmp_path / "newlis.key").write_text(f"# recipient\n{ident}\n")
     draft = tmp_path / "mig.json"
-    draft.write_text(json.dumps(instruction(
-        kind="migration_out", fields=mig.FIELDS, expected_volume=100_000,
-        destination={"name": "NewLIS SAS", "country": "FR", "recipient_age_key": str(ident.to_public())})))
+    draft.write_text(
+        json.dumps(
+            instruction(
+                kind="migration_out",
+                fields=mig.FIELDS,
+                expected_volume=100_000,
+                destination={"name": "NewLIS SAS", "country": "FR", "recipient_age_key": str(ident.to_public())},
+            )
+        )
+    )
     lv(env, "instruction", "sign", str(draft), "--key", str(key))
     lv(env, "instruction", "receive", str(tmp_path / "mig.signed.json"), "--tenant", "bio-lyon")
     op = mig.operator(monkeypatch)
@@ -364,8 +436,7 @@ def _as_operator(env: dict[str, str], secret: str, used: list[int]) -> dict[str,
     return {**env, "LABVAULT_AS_PASSWORD": mig.PASSWORD, "LABVAULT_AS_TOTP": pyotp.TOTP(secret).at(step * 30)}
 
 
-def test_serve_running_while_the_cli_migrates_a_lab_shreds_another_and_rotates_keys(env, tmp_path, capsys,
-                                                                                   monkeypatch):
+def test_serve_running_while_the_cli_migrates_a_lab_shreds_another_and_rotates_keys(env, tmp_path, capsys, monkeypatch):
     """C3, B3: ``labvault serve`` runs (checkpoints and retention every second) while the CLI
     runs a complete instructed migration of bio-lyon (plan, two approvals, run, verify, the
     recipient's receipt). While ``migrate run`` runs, other CLI processes shred a lab, add two and
@@ -398,14 +469,27 @@ def test_serve_running_while_the_cli_migrates_a_lab_shreds_another_and_rotates_k
         # lab's keys rotate and the holder adds labs until the run ends. The run makes its scope
         # outside any database write, so only the keyring's lock orders it against the others'
         # changes (made inside their write transactions): the holder keeps such changes coming.
-        runner = subprocess.Popen([sys.executable, "-m", "labvault.cli", "migrate", "run", mid, "--tenant", "bio-lyon",
-                                   "--as", op], env=_as_operator(env, secret, used), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, preexec_fn=_umask022)
-        procs = [shred_lab(env, "lab-0", wait=False), add_lab(env, "lab-3", wait=False),
-                 add_lab(env, "lab-4", wait=False),
-                 subprocess.Popen([sys.executable, "-m", "labvault.cli", "keys", "rotate", "--tenant", "lab-1"],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  preexec_fn=_umask022)]
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "labvault.cli", "migrate", "run", mid, "--tenant", "bio-lyon", "--as", op],
+            env=_as_operator(env, secret, used),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_umask022,
+        )
+        procs = [
+            shred_lab(env, "lab-0", wait=False),
+            add_lab(env, "lab-3", wait=False),
+            add_lab(env, "lab-4", wait=False),
+            subprocess.Popen(
+                [sys.executable, "-m", "labvault.cli", "keys", "rotate", "--tenant", "lab-1"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                preexec_fn=_umask022,
+            ),
+        ]
         added = []
         while runner.poll() is None or len(added) < 5:
             lab = f"lab-h{len(added)}"
@@ -432,10 +516,19 @@ def test_serve_running_while_the_cli_migrates_a_lab_shreds_another_and_rotates_k
 
         # The recipient acknowledges; its receipt purges the package and destroys its key.
         receipt = tmp_path / "receipt.json"
-        lv(env, "migrate", "acknowledge", str(package), "--identity", str(tmp_path / "newlis.key"), "--out",
-           str(receipt))
-        done = lv(_as_operator(env, secret, used), "migrate", "receipt", mid, str(receipt), "--tenant", "bio-lyon",
-                  "--as", op)
+        lv(
+            env,
+            "migrate",
+            "acknowledge",
+            str(package),
+            "--identity",
+            str(tmp_path / "newlis.key"),
+            "--out",
+            str(receipt),
+        )
+        done = lv(
+            _as_operator(env, secret, used), "migrate", "receipt", mid, str(receipt), "--tenant", "bio-lyon", "--as", op
+        )
         assert "state purged" in done.stdout, done.stdout
         assert not package.exists()
         assert server.poll() is None, server.stderr.read()

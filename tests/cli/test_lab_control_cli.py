@@ -29,13 +29,38 @@ class World:
         self.capsys, self.home = capsys, home
         self.run = lambda *a: run(capsys, *a)
         assert self.run("init")[0] == 0
-        code, _, err = self.run("tenant", "add", LAB, "--name", "Bio Lyon", "--finess", "690000123",
-                                "--retention", "results=10y", "--retention-ref", "test rule")
+        code, _, err = self.run(
+            "tenant",
+            "add",
+            LAB,
+            "--name",
+            "Bio Lyon",
+            "--finess",
+            "690000123",
+            "--retention",
+            "results=10y",
+            "--retention-ref",
+            "test rule",
+        )
         assert code == 0, err
         self.admin = lab_admin(self.run, LAB)
         self.bio = enrolled_account(self.run, monkeypatch, "bio@bio-lyon.invalid", "biologist", LAB)
-        code, _, err = as_admin(self.run, self.admin, "user", "add", "--name", "Analyser feed", "--email",
-                                "feed@bio-lyon.invalid", "--role", "service", "--tenant", LAB, "--service", "ingest")
+        code, _, err = as_admin(
+            self.run,
+            self.admin,
+            "user",
+            "add",
+            "--name",
+            "Analyser feed",
+            "--email",
+            "feed@bio-lyon.invalid",
+            "--role",
+            "service",
+            "--tenant",
+            LAB,
+            "--service",
+            "ingest",
+        )
         assert code == 0, err
         self.vendor: dict[str, tuple[str, str]] = {}  # role -> (e-mail, TOTP secret)
 
@@ -63,13 +88,16 @@ class World:
     def state(self) -> tuple:
         """The lab's accounts and tokens (a vendor's own login changes its own row only)."""
         with self.db() as c:
-            return (sorted(c.execute("SELECT * FROM account WHERE tenant_id = ?", (LAB,)).fetchall()),
-                    sorted(c.execute("SELECT * FROM api_token WHERE tenant_id = ?", (LAB,)).fetchall()))
+            return (
+                sorted(c.execute("SELECT * FROM account WHERE tenant_id = ?", (LAB,)).fetchall()),
+                sorted(c.execute("SELECT * FROM api_token WHERE tenant_id = ?", (LAB,)).fetchall()),
+            )
 
     def denied(self) -> int:
         with self.db() as c:
-            return c.execute("SELECT count(*) FROM audit_event WHERE tenant_id = ? AND outcome = 'denied'",
-                             (LAB,)).fetchone()[0]
+            return c.execute(
+                "SELECT count(*) FROM audit_event WHERE tenant_id = ? AND outcome = 'denied'", (LAB,)
+            ).fetchone()[0]
 
     def roles(self, email: str) -> str:
         with self.db() as c:
@@ -77,7 +105,7 @@ class World:
 
 
 @pytest.fixture
-def world(home, capsys, monkeypatch):  # noqa: F811
+def world(home, capsys, monkeypatch):
     monkeypatch.delenv("LABVAULT_AS", raising=False)
     return World(capsys, monkeypatch, home)
 
@@ -85,25 +113,77 @@ def world(home, capsys, monkeypatch):  # noqa: F811
 def _commands(w: World) -> list[tuple[str, list[str], str]]:
     """(what, command, reason) for every command touching the lab's accounts, roles and tokens."""
     return [
-        ("vendor adds its own account to the lab",
-         ["user", "add", "--name", "Vendor Mole", "--email", "mole@vendor.invalid", "--role", "biologist",
-          "--tenant", LAB], "only the lab's own lab_admin adds its accounts"),
-        ("vendor adds a second lab_admin",
-         ["user", "add", "--name", "Vendor Mole", "--email", "mole2@vendor.invalid", "--role", "lab_admin",
-          "--tenant", LAB], ""),
-        ("vendor adds a service account",
-         ["user", "add", "--name", "Feed", "--email", "feed2@vendor.invalid", "--role", "service", "--tenant", LAB,
-          "--service", "ingest"], "only the lab's own lab_admin adds its accounts"),
-        ("vendor demotes the lab's admin",
-         ["user", "roles", w.admin.email, "--role", "biologist"], "only the lab's own lab_admin changes the roles"),
-        ("vendor promotes a biologist", ["user", "roles", w.bio, "--role", "lab_admin"],
-         "only the lab's own lab_admin changes the roles"),
+        (
+            "vendor adds its own account to the lab",
+            [
+                "user",
+                "add",
+                "--name",
+                "Vendor Mole",
+                "--email",
+                "mole@vendor.invalid",
+                "--role",
+                "biologist",
+                "--tenant",
+                LAB,
+            ],
+            "only the lab's own lab_admin adds its accounts",
+        ),
+        (
+            "vendor adds a second lab_admin",
+            [
+                "user",
+                "add",
+                "--name",
+                "Vendor Mole",
+                "--email",
+                "mole2@vendor.invalid",
+                "--role",
+                "lab_admin",
+                "--tenant",
+                LAB,
+            ],
+            "",
+        ),
+        (
+            "vendor adds a service account",
+            [
+                "user",
+                "add",
+                "--name",
+                "Feed",
+                "--email",
+                "feed2@vendor.invalid",
+                "--role",
+                "service",
+                "--tenant",
+                LAB,
+                "--service",
+                "ingest",
+            ],
+            "only the lab's own lab_admin adds its accounts",
+        ),
+        (
+            "vendor demotes the lab's admin",
+            ["user", "roles", w.admin.email, "--role", "biologist"],
+            "only the lab's own lab_admin changes the roles",
+        ),
+        (
+            "vendor promotes a biologist",
+            ["user", "roles", w.bio, "--role", "lab_admin"],
+            "only the lab's own lab_admin changes the roles",
+        ),
         ("vendor deactivates", ["user", "deactivate", w.bio], "only the lab's own lab_admin deactivates"),
-        ("vendor mints a token for a biologist", ["token", "create", "--email", w.bio, "--scope", "read"],
-         "vendor accounts mint tokens for themselves only"),
-        ("vendor mints a token for the lab's feed", ["token", "create", "--email", "feed@bio-lyon.invalid",
-                                                     "--scope", "ingest"],
-         "vendor accounts mint tokens for themselves only"),
+        (
+            "vendor mints a token for a biologist",
+            ["token", "create", "--email", w.bio, "--scope", "read"],
+            "vendor accounts mint tokens for themselves only",
+        ),
+        (
+            "vendor mints a token for the lab's feed",
+            ["token", "create", "--email", "feed@bio-lyon.invalid", "--scope", "ingest"],
+            "vendor accounts mint tokens for themselves only",
+        ),
     ]
 
 
@@ -143,8 +223,9 @@ def test_vendor_suspends_for_security_only(world, role):
         return
     assert code == 0 and "suspended" in out, err
     with w.db() as c:
-        (n,) = c.execute("SELECT count(*) FROM audit_event WHERE tenant_id = ? AND action = 'account:suspend'",
-                         (LAB,)).fetchone()
+        (n,) = c.execute(
+            "SELECT count(*) FROM audit_event WHERE tenant_id = ? AND action = 'account:suspend'", (LAB,)
+        ).fetchone()
     assert n == 1
     code, out, err = as_admin(w.run, w.admin, "user", "list", "--tenant", LAB)
     assert code == 0 and "SEC-42" in out, err
@@ -157,14 +238,30 @@ def test_lab_admin_does_each(world):
     """F2: the lab's own lab_admin adds, changes roles, deactivates, re-enables, and mints a token
     for its feed; not one for a person; a biologist mints its own only after logging in."""
     w = world
-    assert as_admin(w.run, w.admin, "user", "add", "--name", "Ines Roussel", "--email", "tech@bio-lyon.invalid",
-                    "--role", "technician", "--tenant", LAB)[0] == 0
+    assert (
+        as_admin(
+            w.run,
+            w.admin,
+            "user",
+            "add",
+            "--name",
+            "Ines Roussel",
+            "--email",
+            "tech@bio-lyon.invalid",
+            "--role",
+            "technician",
+            "--tenant",
+            LAB,
+        )[0]
+        == 0
+    )
     assert as_admin(w.run, w.admin, "user", "roles", "tech@bio-lyon.invalid", "--role", "biologist")[0] == 0
     assert w.roles("tech@bio-lyon.invalid") == "biologist"
     assert as_admin(w.run, w.admin, "user", "deactivate", "tech@bio-lyon.invalid")[0] == 0
     assert as_admin(w.run, w.admin, "user", "enable", "tech@bio-lyon.invalid")[0] == 0
-    code, out, err = as_admin(w.run, w.admin, "token", "create", "--email", "feed@bio-lyon.invalid", "--scope",
-                              "ingest")
+    code, out, err = as_admin(
+        w.run, w.admin, "token", "create", "--email", "feed@bio-lyon.invalid", "--scope", "ingest"
+    )
     assert code == 0 and "lvt_" in out, err
     denied = w.denied()
     code, _, err = as_admin(w.run, w.admin, "token", "create", "--email", w.bio)
@@ -182,8 +279,14 @@ def test_lab_admin_does_each(world):
 
 
 def _cli(env: dict, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "labvault.cli", *args], env=env, capture_output=True, text=True,
-                          input=stdin if stdin is not None else "", timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "labvault.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        input=stdin if stdin is not None else "",
+        timeout=120,
+    )
 
 
 def test_enrolment_scripted_end_to_end_and_codes_single_use_across_processes(world):
@@ -191,8 +294,20 @@ def test_enrolment_scripted_end_to_end_and_codes_single_use_across_processes(wor
     shows the otpauth URI and a QR code, the second takes the code, against the same secret); the
     code that confirmed it does not log in, in another process; a fresh code does, once."""
     w = world
-    code, out, err = as_admin(w.run, w.admin, "user", "add", "--name", "Lea Garnier", "--email",
-                              "admin2@bio-lyon.invalid", "--role", "lab_admin", "--tenant", LAB)
+    code, out, err = as_admin(
+        w.run,
+        w.admin,
+        "user",
+        "add",
+        "--name",
+        "Lea Garnier",
+        "--email",
+        "admin2@bio-lyon.invalid",
+        "--role",
+        "lab_admin",
+        "--tenant",
+        LAB,
+    )
     assert code == 0, err
     token = _token(out)
     env = {**os.environ, "LABVAULT_ENROL_PASSWORD": PASSWORD}

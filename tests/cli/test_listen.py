@@ -40,15 +40,32 @@ def _one_line(proc: subprocess.CompletedProcess, port: int) -> None:
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert lines[-1] == (f"labvault: error: cannot listen on 127.0.0.1:{port}: the port is already in use "
-                         "(another process listens there: choose another --port)"), proc.stderr
+    assert lines[-1] == (
+        f"labvault: error: cannot listen on 127.0.0.1:{port}: the port is already in use "
+        "(another process listens there: choose another --port)"
+    ), proc.stderr
     assert [ln for ln in lines if ln.startswith("labvault:")] == lines[-1:]
 
 
 def test_serve_on_a_taken_port(env, taken):
-    proc = subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "labvault.cli", "serve", "--port", str(taken), "--checkpoint-every", "0",
-         "--retention-every", "0"], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "labvault.cli",
+            "serve",
+            "--port",
+            str(taken),
+            "--checkpoint-every",
+            "0",
+            "--retention-every",
+            "0",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     _one_line(proc, taken)
     assert "listening on" not in proc.stdout
 
@@ -64,9 +81,26 @@ def test_mllp_on_a_taken_port(env, taken, tmp_path, parsers):
         (tmp_path / "token").write_text(feed_token(rt.gateway, rt.operator, "lab-a", "feed@lab-a.invalid"))
     finally:
         rt.close()
-    proc = subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "labvault.cli", "mllp", "--tenant", "lab-a", "--port", str(taken),
-         "--insecure-plaintext", "--token-file", str(tmp_path / "token"), "--parsers", parsers],
-        env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "labvault.cli",
+            "mllp",
+            "--tenant",
+            "lab-a",
+            "--port",
+            str(taken),
+            "--insecure-plaintext",
+            "--token-file",
+            str(tmp_path / "token"),
+            "--parsers",
+            parsers,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     _one_line(proc, taken)
     assert "listening on" not in proc.stdout

@@ -16,19 +16,34 @@ from pathlib import Path
 from pyrage import x25519
 
 from tests.cli.helpers import PASSWORD, deletion_instruction, load_as_lab
-from tests.conftest import need, totp_code, totp_real_code
 from tests.cli.test_cli import home, one_line_error, run  # noqa: F401  (home is a fixture)
 from tests.cli.test_instruction_cli import instruction, register
+from tests.conftest import need, totp_code, totp_real_code
 
-FIELDS = {"identity": ["nir", "family_name", "given_names", "birth_date"],
-          "request": ["requested_at"], "specimen": ["collected_at"],
-          "result": ["code", "code_system", "label", "value_num", "unit", "flag"]}
+FIELDS = {
+    "identity": ["nir", "family_name", "given_names", "birth_date"],
+    "request": ["requested_at"],
+    "specimen": ["collected_at"],
+    "result": ["code", "code_system", "label", "value_num", "unit", "flag"],
+}
 
 
 def _lab(capsys, tmp_path, monkeypatch, *, kind: str = "migration_out", patients: int = 60, **over):
     assert run(capsys, "init")[0] == 0
-    code, _, err = run(capsys, "tenant", "add", "bio-lyon", "--name", "Bio Lyon", "--finess", "690000123",
-                       "--retention", "results=10y", "--retention-ref", "CSP art. R6211-24")
+    code, _, err = run(
+        capsys,
+        "tenant",
+        "add",
+        "bio-lyon",
+        "--name",
+        "Bio Lyon",
+        "--finess",
+        "690000123",
+        "--retention",
+        "results=10y",
+        "--retention-ref",
+        "CSP art. R6211-24",
+    )
     assert code == 0, err
     load_as_lab("bio-lyon", patients=patients, seed=11)  # a real lab: its own account writes
     key = tmp_path / "signer.key"
@@ -36,9 +51,13 @@ def _lab(capsys, tmp_path, monkeypatch, *, kind: str = "migration_out", patients
     register(out.strip().splitlines()[-1])
     ident = x25519.Identity.generate()
     (tmp_path / "newlis.key").write_text(f"# recipient\n{ident}\n")
-    body = instruction(kind=kind, fields=FIELDS, expected_volume=over.pop("expected_volume", 100_000),
-                       destination={"name": "NewLIS SAS", "country": "FR", "recipient_age_key": str(ident.to_public())},
-                       **over)
+    body = instruction(
+        kind=kind,
+        fields=FIELDS,
+        expected_volume=over.pop("expected_volume", 100_000),
+        destination={"name": "NewLIS SAS", "country": "FR", "recipient_age_key": str(ident.to_public())},
+        **over,
+    )
     draft = tmp_path / "mig.json"
     draft.write_text(json.dumps(body))
     assert run(capsys, "instruction", "sign", str(draft), "--key", str(key))[0] == 0
@@ -58,8 +77,9 @@ def operator(monkeypatch) -> str:
     rt = open_runtime(Settings.from_env())
     try:
         with rt.unit(Purpose.ADMINISTRATION) as u:
-            service.create_account(u, tenant_id=PLATFORM, name="Sami Haddad", email="op@vendor.invalid",
-                                   roles=["operator"])
+            service.create_account(
+                u, tenant_id=PLATFORM, name="Sami Haddad", email="op@vendor.invalid", roles=["operator"]
+            )
         with rt.gateway.auth_unit(source_addr="test", user_agent="test") as u:
             secret = service.enrol_directly(u, "op@vendor.invalid", PASSWORD)
     finally:
@@ -82,25 +102,39 @@ def lv(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def _plan(capsys, op: str) -> dict:
-    code, out, err = lv(capsys, "migrate", "plan", "--tenant", "bio-lyon", "--instruction", "MIG-2026-01",
-                         "--as", op, "--json")
+    code, out, err = lv(
+        capsys, "migrate", "plan", "--tenant", "bio-lyon", "--instruction", "MIG-2026-01", "--as", op, "--json"
+    )
     assert code == 0, err
     return json.loads(out.strip().splitlines()[-1])
 
 
 def _decrypt(tmp_path: Path, package: Path) -> list[dict]:
     need(shutil.which("age") is not None, "the age CLI is missing: apt-get install age")
-    out = subprocess.run(["age", "-d", "-i", str(tmp_path / "newlis.key"), str(package)], capture_output=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["age", "-d", "-i", str(tmp_path / "newlis.key"), str(package)], capture_output=True, check=True
+    ).stdout
     return [json.loads(x) for x in out.splitlines()]
 
 
-def test_migration_end_to_end_with_a_kill_during_the_run(home, capsys, tmp_path, monkeypatch):  # noqa: F811
+def test_migration_end_to_end_with_a_kill_during_the_run(home, capsys, tmp_path, monkeypatch):
     key, op = _lab(capsys, tmp_path, monkeypatch, patients=2500)
 
     # The operator asks for everything first: one line naming the excess; exit non-zero.
-    code, _, err = lv(capsys, "migrate", "plan", "--tenant", "bio-lyon", "--instruction", "MIG-2026-01",
-                       "--all-fields", "--from", "2015-01-01", "--as", op)
+    code, _, err = lv(
+        capsys,
+        "migrate",
+        "plan",
+        "--tenant",
+        "bio-lyon",
+        "--instruction",
+        "MIG-2026-01",
+        "--all-fields",
+        "--from",
+        "2015-01-01",
+        "--as",
+        op,
+    )
     line = one_line_error(err)
     assert code != 0 and "beyond instruction 'MIG-2026-01'" in line and "free_text.result.comment" in line
     # ... and without an instruction there is no export at all.
@@ -118,8 +152,12 @@ def test_migration_end_to_end_with_a_kill_during_the_run(home, capsys, tmp_path,
 
     # kill -9 in the middle of writing the package.
     env = {**os.environ, "LABVAULT_AS_PASSWORD": PASSWORD, "LABVAULT_AS_TOTP": totp_real_code(TOTP)}
-    proc = subprocess.Popen([sys.executable, "-m", "labvault.cli", "migrate", "run", mid, "--tenant", "bio-lyon",
-                             "--as", op], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labvault.cli", "migrate", "run", mid, "--tenant", "bio-lyon", "--as", op],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stderr is not None
     for raw in proc.stderr:
         if b"results written" in raw:
@@ -147,14 +185,24 @@ def test_migration_end_to_end_with_a_kill_during_the_run(home, capsys, tmp_path,
 
     # The recipient acknowledges; the receipt purges; the certificate verifies.
     receipt = tmp_path / "receipt.json"
-    code, out, err = run(capsys, "migrate", "acknowledge", str(package), "--identity", str(tmp_path / "newlis.key"),
-                         "--out", str(receipt))
+    code, out, err = run(
+        capsys,
+        "migrate",
+        "acknowledge",
+        str(package),
+        "--identity",
+        str(tmp_path / "newlis.key"),
+        "--out",
+        str(receipt),
+    )
     assert code == 0, err
     code, out, err = lv(capsys, "migrate", "receipt", mid, str(receipt), "--tenant", "bio-lyon", "--as", op)
     assert code == 0 and "state purged" in out, err
     assert not package.exists()
-    assert subprocess.run(["age", "-d", "-i", str(tmp_path / "newlis.key"), str(package)],
-                          capture_output=True).returncode != 0
+    assert (
+        subprocess.run(["age", "-d", "-i", str(tmp_path / "newlis.key"), str(package)], capture_output=True).returncode
+        != 0
+    )
     code, out, err = lv(capsys, "migrate", "close", mid, "--tenant", "bio-lyon", "--as", op)
     assert code == 0, err
     code, out, err = run(capsys, "migrate", "check-certificate", str(pkg_dir / "certificate.json"))
@@ -166,7 +214,7 @@ def test_migration_end_to_end_with_a_kill_during_the_run(home, capsys, tmp_path,
     assert code != 0 and "signature" in one_line_error(err)
 
 
-def test_export_under_an_export_instruction(home, capsys, tmp_path, monkeypatch):  # noqa: F811
+def test_export_under_an_export_instruction(home, capsys, tmp_path, monkeypatch):
     _, op = _lab(capsys, tmp_path, monkeypatch, kind="export", patients=30)
     code, out, err = lv(capsys, "export", "--tenant", "bio-lyon", "--instruction", "MIG-2026-01", "--as", op, "--json")
     assert code == 0, err
@@ -180,7 +228,7 @@ def test_export_under_an_export_instruction(home, capsys, tmp_path, monkeypatch)
     assert code != 0 and "kind export is not one of migration_out" in one_line_error(err)
 
 
-def test_an_export_holds_no_field_and_no_link_outside_its_instruction(home, capsys, tmp_path, monkeypatch):  # noqa: F811
+def test_an_export_holds_no_field_and_no_link_outside_its_instruction(home, capsys, tmp_path, monkeypatch):
     """A2, A4, B4: ``labvault export --instruction`` under an instruction naming no prescriber field
     (the lab's requests have prescribers): the package, opened with the age CLI, holds no
     prescriber link and no prescriber record, no free text, nothing but the instruction's fields
@@ -192,25 +240,42 @@ def test_an_export_holds_no_field_and_no_link_outside_its_instruction(home, caps
     assert job["plan"]["counts"]["prescribers"] > 0  # the selected requests do have prescribers
     pkg = home / "packages" / "bio-lyon" / job["migration"] / "package.ndjson.age"
     header, *recs = _decrypt(tmp_path, pkg)
-    links = {"identity": set(), "request": {"patient"}, "specimen": {"request"},
-             "result": {"request", "specimen", "patient"}}
+    links = {
+        "identity": set(),
+        "request": {"patient"},
+        "specimen": {"request"},
+        "result": {"request", "specimen", "patient"},
+    }
     assert {r["record"] for r in recs} == set(FIELDS)
-    outside = {(r["record"], k) for r in recs for k in set(r) - {"record", "id", *FIELDS[r["record"]],
-                                                                 *links[r["record"]]}}
+    outside = {
+        (r["record"], k) for r in recs for k in set(r) - {"record", "id", *FIELDS[r["record"]], *links[r["record"]]}
+    }
     assert outside == set()
     manifest = json.loads((pkg.parent / "manifest.json").read_text())["manifest"]
-    assert header["links"] == manifest["links"] == {t: sorted(v, key=["request", "specimen", "patient"].index)
-                                                    for t, v in links.items()}
+    assert (
+        header["links"]
+        == manifest["links"]
+        == {t: sorted(v, key=["request", "specimen", "patient"].index) for t, v in links.items()}
+    )
     n_req = sum(r["record"] == "request" for r in recs)
     assert manifest["counts"]["links"]["request"] == {"patient": n_req}
     assert manifest["counts"]["links"]["result"]["request"] == sum(r["record"] == "result" for r in recs)
 
 
-def test_end_of_contract_by_return_then_deletion(home, capsys, tmp_path, monkeypatch):  # noqa: F811
+def test_end_of_contract_by_return_then_deletion(home, capsys, tmp_path, monkeypatch):
     """D2, A1: a return, then the lab's signed deletion instruction; without it nothing is deleted."""
-    key, op = _lab(capsys, tmp_path, monkeypatch, kind="return", patients=25,
-                 selection={"collected_from": "2010-01-01", "collected_to": "2025-12-31",
-                            "sensitive": ["hiv", "viral_hepatitis", "genetics", "pregnancy", "oncology"]})
+    key, op = _lab(
+        capsys,
+        tmp_path,
+        monkeypatch,
+        kind="return",
+        patients=25,
+        selection={
+            "collected_from": "2010-01-01",
+            "collected_to": "2025-12-31",
+            "sensitive": ["hiv", "viral_hepatitis", "genetics", "pregnancy", "oncology"],
+        },
+    )
     code, out, err = lv(capsys, "tenant", "end", "bio-lyon", "--return", "MIG-2026-01", "--as", op)
     assert code == 0, err
     job = json.loads(out.strip().splitlines()[-1])
@@ -218,8 +283,19 @@ def test_end_of_contract_by_return_then_deletion(home, capsys, tmp_path, monkeyp
     pkg = home / "packages" / "bio-lyon" / job["migration"] / "package.ndjson.age"
     assert sum(r["record"] == "result" for r in _decrypt(tmp_path, pkg)) == job["results_in_lab"]
     receipt = tmp_path / "receipt.json"
-    assert run(capsys, "migrate", "acknowledge", str(pkg), "--identity", str(tmp_path / "newlis.key"),
-               "--out", str(receipt))[0] == 0
+    assert (
+        run(
+            capsys,
+            "migrate",
+            "acknowledge",
+            str(pkg),
+            "--identity",
+            str(tmp_path / "newlis.key"),
+            "--out",
+            str(receipt),
+        )[0]
+        == 0
+    )
     assert lv(capsys, "migrate", "receipt", job["migration"], str(receipt), "--tenant", "bio-lyon", "--as", op)[0] == 0
     code, _, err = run(capsys, "tenant", "end", "bio-lyon", "--delete", "--yes")  # the return is no deletion
     assert code == 3 and "signed deletion instruction" in one_line_error(err)
@@ -235,7 +311,7 @@ def test_end_of_contract_by_return_then_deletion(home, capsys, tmp_path, monkeyp
     assert code == 0
 
 
-def test_a_return_needs_a_return_instruction(home, capsys, tmp_path, monkeypatch):  # noqa: F811
+def test_a_return_needs_a_return_instruction(home, capsys, tmp_path, monkeypatch):
     _, op = _lab(capsys, tmp_path, monkeypatch, kind="migration_out", patients=5)
     code, _, err = lv(capsys, "tenant", "end", "bio-lyon", "--return", "MIG-2026-01", "--as", op)
     assert code != 0 and "kind migration_out is not one of return" in one_line_error(err)

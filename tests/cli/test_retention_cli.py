@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import func, select
 
 from labvault.access import Purpose
-from labvault.accounts import service
 from labvault.config import Settings
 from labvault.crypto.signing import verify
 from labvault.retention import policy
@@ -33,16 +32,22 @@ def _labs(capsys) -> list[str]:
     return [json.loads(x)["id"] for x in out.splitlines() if x.strip()]
 
 
-@pytest.mark.parametrize(("extra", "expect"), [
-    ([], "retention rule for 'results'"),
-    (["--retention", "results=10y"], "legal reference"),
-    (["--retention", "hiv=30y", "--retention-ref", "ref"], "'results'"),
-    (["--retention", "results=10", "--retention-ref", "ref"], "3650d or 10y"),
-    (["--retention", "results=0d", "--retention-ref", "ref"], "at least one day"),
-    (["--retention", "results", "--retention-ref", "ref"], "CATEGORY=DURATION"),
-    (["--retention", "results=10y", "--retention", "other=1y", "--retention-ref", "ref"], "unknown retention category"),
-])
-def test_a_lab_is_not_added_without_its_results_rule(home, capsys, extra, expect):  # noqa: F811
+@pytest.mark.parametrize(
+    ("extra", "expect"),
+    [
+        ([], "retention rule for 'results'"),
+        (["--retention", "results=10y"], "legal reference"),
+        (["--retention", "hiv=30y", "--retention-ref", "ref"], "'results'"),
+        (["--retention", "results=10", "--retention-ref", "ref"], "3650d or 10y"),
+        (["--retention", "results=0d", "--retention-ref", "ref"], "at least one day"),
+        (["--retention", "results", "--retention-ref", "ref"], "CATEGORY=DURATION"),
+        (
+            ["--retention", "results=10y", "--retention", "other=1y", "--retention-ref", "ref"],
+            "unknown retention category",
+        ),
+    ],
+)
+def test_a_lab_is_not_added_without_its_results_rule(home, capsys, extra, expect):
     run(capsys, "init")
     code, _, err = run(capsys, "tenant", "add", "bio-lyon", "--name", "Bio Lyon", "--finess", "690000123", *extra)
     assert code == 1 and expect in one_line_error(err)
@@ -86,7 +91,7 @@ def _admin_unit(fn) -> None:
         rt.close()
 
 
-def test_run_with_the_clock_moved(home, capsys, monkeypatch):  # noqa: F811
+def test_run_with_the_clock_moved(home, capsys, monkeypatch):
     run(capsys, "init")
     assert run(capsys, "generate", "--labs", "1", "--patients", "40", "--seed", "4")[0] == 0
     code, out, _ = run(capsys, "retention", "list", LAB)
@@ -108,7 +113,10 @@ def test_run_with_the_clock_moved(home, capsys, monkeypatch):  # noqa: F811
     [report] = json.loads(out.strip().splitlines()[-1])["labs"]
     assert report["categories"] == {"results": len(want["result"])}
     assert (report["requests"], report["specimens"], report["identities"]) == (
-        len(want["request"]), len(want["specimen"]), len(want["patient"]))
+        len(want["request"]),
+        len(want["specimen"]),
+        len(want["patient"]),
+    )
     assert f"{len(want['result']):>9,} deleted" in out
     assert _count(t.result) == len(lab.results) - len(want["result"])
     assert _count(t.patient_identity) == len(lab.identities) - len(want["patient"])
@@ -117,11 +125,13 @@ def test_run_with_the_clock_moved(home, capsys, monkeypatch):  # noqa: F811
     # Every lab (no TENANT): the rest is past its deadline a century on.
     code, out, err = run(capsys, "retention", "run", "--now", "2200-01-01", "--json")
     assert code == 0, err
-    assert json.loads(out.strip().splitlines()[-1])["labs"][0]["categories"]["results"] == len(lab.results) - len(want["result"])
+    assert json.loads(out.strip().splitlines()[-1])["labs"][0]["categories"]["results"] == len(lab.results) - len(
+        want["result"]
+    )
     assert _count(t.result) == _count(t.request) == _count(t.patient_identity) == 0
 
 
-def test_holds_and_refusals(home, capsys, monkeypatch):  # noqa: F811
+def test_holds_and_refusals(home, capsys, monkeypatch):
     run(capsys, "init")
     assert run(capsys, "generate", "--labs", "1", "--patients", "10", "--seed", "5")[0] == 0
     results = _count(t.result)
@@ -148,14 +158,17 @@ def test_holds_and_refusals(home, capsys, monkeypatch):  # noqa: F811
     assert _count(t.result) == results
 
 
-def test_tenant_end_delete_and_certificate(home, capsys):  # noqa: F811
+def test_tenant_end_delete_and_certificate(home, capsys):
     code, out, _ = run(capsys, "init")
     platform_key = bytes.fromhex(next(x for x in out.splitlines() if x.startswith("signing")).split("ed25519:")[1])
     assert run(capsys, "generate", "--labs", "2", "--patients", "10", "--seed", "6")[0] == 0
     other = lab_spec(1)[0]
-    for args, expect in ((["tenant", "end", LAB], "exactly one"), (["tenant", "end", LAB, "--delete", "--return", "I"], "exactly one"),
-                         (["tenant", "end", "nope", "--delete", "--yes"], "unknown lab"),
-                         (["tenant", "certificate", LAB], "no end-of-contract certificate")):
+    for args, expect in (
+        (["tenant", "end", LAB], "exactly one"),
+        (["tenant", "end", LAB, "--delete", "--return", "I"], "exactly one"),
+        (["tenant", "end", "nope", "--delete", "--yes"], "unknown lab"),
+        (["tenant", "certificate", LAB], "no end-of-contract certificate"),
+    ):
         code, _, err = run(capsys, *args)
         assert code == 1 and expect in one_line_error(err)
     results = _count(t.result)
@@ -172,7 +185,12 @@ def test_tenant_end_delete_and_certificate(home, capsys):  # noqa: F811
     try:
         assert not rt.gateway.keys.has_scope(LAB) and rt.gateway.keys.has_scope(other)
         with rt.gateway.engine.connect() as conn:
-            assert conn.execute(select(func.count()).select_from(t.result).where(t.result.c.tenant_id == other)).scalar_one() > 0
+            assert (
+                conn.execute(
+                    select(func.count()).select_from(t.result).where(t.result.c.tenant_id == other)
+                ).scalar_one()
+                > 0
+            )
     finally:
         rt.close()
     code, out, err = run(capsys, "tenant", "certificate", LAB)
@@ -181,9 +199,13 @@ def test_tenant_end_delete_and_certificate(home, capsys):  # noqa: F811
     rt = open_runtime(Settings.from_env())
     try:
         with rt.gateway.engine.begin() as conn:
-            body = json.loads(conn.execute(select(t.signed_record.c.body).where(t.signed_record.c.kind == "tenant-end")).scalar_one())
+            body = json.loads(
+                conn.execute(select(t.signed_record.c.body).where(t.signed_record.c.kind == "tenant-end")).scalar_one()
+            )
             body["stores"][0]["rows_deleted"]["result"] = 0
-            conn.execute(t.signed_record.update().where(t.signed_record.c.kind == "tenant-end").values(body=json.dumps(body)))
+            conn.execute(
+                t.signed_record.update().where(t.signed_record.c.kind == "tenant-end").values(body=json.dumps(body))
+            )
     finally:
         rt.close()
     code, out, _ = run(capsys, "tenant", "certificate", LAB)

@@ -42,8 +42,9 @@ def lab_with_reader(e: dict[str, str], tenant: str = "bio-lyon") -> tuple[str, s
     try:
         with rt.unit(Purpose.ADMINISTRATION) as u:
             u.create_tenant(tenant, "Bio Lyon", "690000123", retention=TEST_RETENTION)
-            u.ensure_account(tenant, "bio-reader", "Claire Moreau", "claire@lab.invalid", ["biologist"],
-                             commitment="test")
+            u.ensure_account(
+                tenant, "bio-reader", "Claire Moreau", "claire@lab.invalid", ["biologist"], commitment="test"
+            )
         bio = Principal("bio-reader", "Claire Moreau", tenant, frozenset({"biologist"}))
         with rt.gateway.unit(bio, Purpose.ADMINISTRATION) as u:
             _, token = service.create_token_for(u, bio, scopes=["read"], days=1)
@@ -54,8 +55,13 @@ def lab_with_reader(e: dict[str, str], tenant: str = "bio-lyon") -> tuple[str, s
 
 def start(e: dict[str, str], log: Path, *args: str) -> tuple[subprocess.Popen, str]:
     with log.open("w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "labvault.cli", "serve", "--port", "0", *args],  # noqa: S603
-                                env=e, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "labvault.cli", "serve", "--port", "0", *args],
+            env=e,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
         proc.kill()
@@ -71,7 +77,7 @@ def stop(proc: subprocess.Popen) -> None:
 def get(url: str, token: str | None = None) -> int:
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=10) as r:
             return r.status
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -88,8 +94,13 @@ def test_serve_says_where_it_listens_and_writes_an_access_log_without_personal_d
         base = line.split()[2].rstrip(";")
         assert get(f"{base}/health") == 200
         assert get(f"{base}/api/v1/tenants/bio-lyon/patients?nir={NIR}", token) == 200
-        assert get(f"{base}/api/v1/tenants/bio-lyon/patients?family_name=DUPONT&given_name=Jean"
-                   f"&birth_date=1985-07-04", token) == 200
+        assert (
+            get(
+                f"{base}/api/v1/tenants/bio-lyon/patients?family_name=DUPONT&given_name=Jean&birth_date=1985-07-04",
+                token,
+            )
+            == 200
+        )
         assert get(f"{base}/api/v1/tenants/bio-lyon/patients?nir={NIR}", "lvt_bad_token") == 401
         assert get(f"{base}/no/such/{NIR}") in (401, 404)
     finally:
@@ -109,8 +120,9 @@ def test_serve_says_where_it_listens_and_writes_an_access_log_without_personal_d
 def _events(e: dict[str, str], action: str) -> list[tuple[str, str, str]]:
     db = Path(e["LABVAULT_HOME"]) / "labvault.db"
     with sqlite3.connect(db) as c:
-        return c.execute("SELECT tenant_id, outcome, object_refs FROM audit_event WHERE action = ? ORDER BY seq",
-                         (action,)).fetchall()
+        return c.execute(
+            "SELECT tenant_id, outcome, object_refs FROM audit_event WHERE action = ? ORDER BY seq", (action,)
+        ).fetchall()
 
 
 def test_scheduler_failures_are_logged_counted_and_audited(env, tmp_path):

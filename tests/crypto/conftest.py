@@ -55,11 +55,7 @@ def softhsm_conf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("softhsm")
     (root / "tokens").mkdir()
     conf = root / "softhsm2.conf"
-    conf.write_text(
-        f"directories.tokendir = {root / 'tokens'}\n"
-        "objectstore.backend = file\n"
-        "log.level = ERROR\n"
-    )
+    conf.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SOFTHSM2_CONF", str(conf))
         yield conf

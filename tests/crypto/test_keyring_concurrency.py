@@ -29,6 +29,7 @@ def _scopes(path: Path) -> set[str]:
 
 # -- process bodies (top level: spawned processes import them) --------------------------------------
 
+
 def _holder(path: str, ready, go, done, op: str, scope: str, out) -> None:
     """Open the keyring, say so, wait for ``go``, then make one change (or use a cached key)."""
     try:
@@ -80,6 +81,7 @@ def _run(path: Path, op: str, scope: str) -> tuple[str, str]:
 
 
 # -- the two lost-update scenarios -----------------------------------------------------------------
+
 
 def test_a_shred_is_not_undone_by_a_process_opened_before_it(tmp_path):
     """C1, C3: A opens; B destroys lab-x; A then creates lab-y: lab-x's KEK stays destroyed and a
@@ -162,6 +164,7 @@ def test_files_beside_the_keyring_are_private(tmp_path):
 
 # -- the stress test ---------------------------------------------------------------------------------
 
+
 def _worker(path: str, k: int, seed: int, steps: int, start, out) -> None:
     """Create and destroy scopes at random (seeded), keeping one keyring open all along."""
     try:
@@ -240,4 +243,3 @@ def test_stress_four_processes_create_and_destroy_scopes(tmp_path, seed):
             assert fresh.unwrap(scope, blob, b"probe") == bytes([int(scope[5:])]) * 32
     for f in tmp_path.iterdir():
         assert not f.name.endswith(".tmp") and f.stat().st_mode & 0o777 == 0o600, f
-

@@ -45,28 +45,67 @@ def test_store_on_pkcs11(softhsm_token, tmp_path):
     assert cli(env, "generate", "--labs", "2", "--patients", "15", "--seed", "3").returncode == 0
     labs = [json.loads(x)["id"] for x in cli(env, "tenant", "list", "--json").stdout.splitlines() if x.startswith("{")]
     p = LabGenerator(labs[0], 3).patient(2).identity
+
     def enrol(out: subprocess.CompletedProcess) -> str | None:
         lines = out.stdout.splitlines()
-        token = lines[[i for i, x in enumerate(lines) if x.startswith("one-time")][0] + 1]
-        enrolled = cli({**env, "LABVAULT_ENROL_PASSWORD": "hsm test passw0rd long"}, "user", "enrol", "--token", token,
-                       "--accept-commitment")
+        token = lines[next(i for i, x in enumerate(lines) if x.startswith("one-time")) + 1]
+        enrolled = cli(
+            {**env, "LABVAULT_ENROL_PASSWORD": "hsm test passw0rd long"},
+            "user",
+            "enrol",
+            "--token",
+            token,
+            "--accept-commitment",
+        )
         assert enrolled.returncode == 0, enrolled.stderr
         uri = next((x for x in enrolled.stdout.splitlines() if x.startswith("otpauth://")), None)
         if uri is None:
             return None
         secret = pyotp.parse_uri(uri).secret
-        assert cli({**env, "LABVAULT_ENROL_TOTP": pyotp.TOTP(secret).now()}, "user", "enrol", "--token",
-                   token).returncode == 0
+        assert (
+            cli({**env, "LABVAULT_ENROL_TOTP": pyotp.TOTP(secret).now()}, "user", "enrol", "--token", token).returncode
+            == 0
+        )
         return secret
 
     for k, lab in enumerate(labs):
         # the platform invites the lab's first lab_admin, who adds the lab's biologist
-        secret = enrol(cli(env, "user", "add", "--name", "Lab Admin", "--email", f"admin{k}@lab.invalid", "--role",
-                           "lab_admin", "--tenant", lab))
-        as_admin = {**env, "LABVAULT_AS": f"admin{k}@lab.invalid", "LABVAULT_AS_PASSWORD": "hsm test passw0rd long",
-                    "LABVAULT_AS_TOTP": pyotp.TOTP(secret).at(time.time() + 30)}  # the enrolment used this step
-        enrol(cli(as_admin, "user", "add", "--name", "Bio Logist", "--email", f"bio{k}@lab.invalid", "--role",
-                  "biologist", "--tenant", lab))
+        secret = enrol(
+            cli(
+                env,
+                "user",
+                "add",
+                "--name",
+                "Lab Admin",
+                "--email",
+                f"admin{k}@lab.invalid",
+                "--role",
+                "lab_admin",
+                "--tenant",
+                lab,
+            )
+        )
+        as_admin = {
+            **env,
+            "LABVAULT_AS": f"admin{k}@lab.invalid",
+            "LABVAULT_AS_PASSWORD": "hsm test passw0rd long",
+            "LABVAULT_AS_TOTP": pyotp.TOTP(secret).at(time.time() + 30),
+        }  # the enrolment used this step
+        enrol(
+            cli(
+                as_admin,
+                "user",
+                "add",
+                "--name",
+                "Bio Logist",
+                "--email",
+                f"bio{k}@lab.invalid",
+                "--role",
+                "biologist",
+                "--tenant",
+                lab,
+            )
+        )
     env["LABVAULT_AS_PASSWORD"] = "hsm test passw0rd long"
     env["LABVAULT_AS"] = "bio0@lab.invalid"
     found = cli(env, "patient", "find", "--tenant", labs[0], "--nir", p.nir)
@@ -76,14 +115,21 @@ def test_store_on_pkcs11(softhsm_token, tmp_path):
     assert cli({**env, "LABVAULT_AS": ""}, "tenant", "shred", labs[0], "--yes").returncode == 0
     labels = subprocess.run(
         [sys.executable, "-c", LIST_LABELS, softhsm_token.module, softhsm_token.label, softhsm_token.pin],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert f"labvault-kek-{labs[0]}" not in labels
     assert f"labvault-kek-{labs[1]}" in labels and "labvault-kek-platform" in labels
     gone = cli(env, "patient", "find", "--tenant", labs[0], "--nir", p.nir)
     assert gone.returncode != 0 and "crypto-shredded" in gone.stderr and "Traceback" not in gone.stderr
     q = LabGenerator(labs[1], 3).patient(0).identity
-    assert cli({**env, "LABVAULT_AS": "bio1@lab.invalid"}, "patient", "find", "--tenant", labs[1], "--nir",
-               q.nir).returncode == 0
+    assert (
+        cli(
+            {**env, "LABVAULT_AS": "bio1@lab.invalid"}, "patient", "find", "--tenant", labs[1], "--nir", q.nir
+        ).returncode
+        == 0
+    )
     wrong = cli({**env, "LABVAULT_PKCS11_PIN": "9999", "LABVAULT_AS": ""}, "tenant", "list")
     assert wrong.returncode != 0 and "PIN" in wrong.stderr and "Traceback" not in wrong.stderr

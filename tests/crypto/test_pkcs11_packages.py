@@ -23,8 +23,9 @@ def test_the_package_key_lives_and_dies_on_the_token(open_keyring, tmp_path):
     gw = Gateway(engine, keyring)
     try:
         with gw.bootstrap(ADMIN) as u:
-            u.ensure_account(PLATFORM, ADMIN.account_id, ADMIN.name, "admin@test.invalid", ADMIN.roles,
-                             commitment="test")
+            u.ensure_account(
+                PLATFORM, ADMIN.account_id, ADMIN.name, "admin@test.invalid", ADMIN.roles, commitment="test"
+            )
             u.ensure_platform_keys()
         make_lab(gw, "lab-a")
         load_lab(gw, ADMIN, "lab-a", patients=8, seed=3)

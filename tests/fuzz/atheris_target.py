@@ -19,13 +19,14 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["labvault.interop"]):
-    from labvault.interop import csv_in, fhir, hl7v2, hprim  # noqa: F401 - instrumented here
+    from labvault.interop import csv_in, fhir, hl7v2, hprim
 
-from tests.fuzz import harness  # noqa: E402
+from tests.fuzz import harness
 
 
 def _inject_bug(reader: str) -> None:
     """A deliberate bug: a function deep in the reader raises KeyError once an input reaches it."""
+
     def boom(*args, **kwargs):
         raise KeyError("injected bug")
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from labvault.ingest import service as ingest
 from labvault.interop import csv_in, fhir, hl7v2, hprim
 
-from labvault.ingest import service as ingest
 READERS = ("hl7v2", "hprim", "fhir", "csv")
 NIR = "185077512345608"  # structure-only, valid key (tests.interop.messages)
 OTHER_NIR = "269059913800167"  # a second valid-looking NIR, planted where it does not belong
@@ -95,21 +95,121 @@ def check(reader: str, data: bytes) -> list[str]:
 def hl7_message(fields: dict[tuple[str, int], str] | None = None) -> bytes:
     """An ORU^R01 v2.5.1 with two results; ``fields`` overrides (segment, field number) -> raw text."""
     segments = [
-        ["MSH", "^~\\&", "LIS", "LAB1^1.2.3^ISO", "GW", "HOSP", "20240101120000+0100", "", "ORU^R01^ORU_R01",
-         "CTRL1", "P", "2.5.1", "", "", "", "", "", "UNICODE UTF-8"],
-        ["PID", "1", "", f"{NIR}^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO^INS~IPP1^^^HOSP^PI", "",
-         "DUPONT^Jean^^^^^L~MARTIN^Jean^^^^^D", "", "19850704", "M", "", "", "1 rue A^^Paris^^75001^FRA",
-         "", "0102030405"],
-        ["ORC", "RE", "", "", "", "", "", "", "", "", "", "", "10001234567^HOUSE^Greg^^^^^^RPPS&1.2.250.1.71.4.2.1&ISO"],
-        ["OBR", "1", "P-1", "F-1", "24326-1^Electrolytes^LN", "", "", "20240101083000", "", "", "", "", "", "",
-         "20240101090000", "SER"],
-        ["OBX", "1", "NM", "2823-3^Potassium^LN", "", "4.2", "mmol/L^^UCUM", "3.5-5.1", "N", "", "", "F", "", "",
-         "20240101100000", "", "BIO^Marie^Curie", "", "", "20240101103000"],
+        [
+            "MSH",
+            "^~\\&",
+            "LIS",
+            "LAB1^1.2.3^ISO",
+            "GW",
+            "HOSP",
+            "20240101120000+0100",
+            "",
+            "ORU^R01^ORU_R01",
+            "CTRL1",
+            "P",
+            "2.5.1",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "UNICODE UTF-8",
+        ],
+        [
+            "PID",
+            "1",
+            "",
+            f"{NIR}^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO^INS~IPP1^^^HOSP^PI",
+            "",
+            "DUPONT^Jean^^^^^L~MARTIN^Jean^^^^^D",
+            "",
+            "19850704",
+            "M",
+            "",
+            "",
+            "1 rue A^^Paris^^75001^FRA",
+            "",
+            "0102030405",
+        ],
+        [
+            "ORC",
+            "RE",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "10001234567^HOUSE^Greg^^^^^^RPPS&1.2.250.1.71.4.2.1&ISO",
+        ],
+        [
+            "OBR",
+            "1",
+            "P-1",
+            "F-1",
+            "24326-1^Electrolytes^LN",
+            "",
+            "",
+            "20240101083000",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "20240101090000",
+            "SER",
+        ],
+        [
+            "OBX",
+            "1",
+            "NM",
+            "2823-3^Potassium^LN",
+            "",
+            "4.2",
+            "mmol/L^^UCUM",
+            "3.5-5.1",
+            "N",
+            "",
+            "",
+            "F",
+            "",
+            "",
+            "20240101100000",
+            "",
+            "BIO^Marie^Curie",
+            "",
+            "",
+            "20240101103000",
+        ],
         ["NTE", "1", "", "Hemolysed \\T\\ repeated"],
         ["OBX", "2", "SN", "2951-2^Sodium^LN", "", "^140", "mmol/L", "<150", "N", "", "", "C"],
         ["OBX", "3", "ST", "X-1^Aspect^L", "", "clear", "", "", "", "", "", "P"],
-        ["SPM", "1", "", "", "BLD^Blood^HL70487", "", "", "", "", "", "", "", "", "", "", "", "", "20240101080000",
-         "20240101093000"],
+        [
+            "SPM",
+            "1",
+            "",
+            "",
+            "BLD^Blood^HL70487",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "20240101080000",
+            "20240101093000",
+        ],
     ]
     for (name, n), text in (fields or {}).items():
         seg = next(s for s in segments if s[0] == name)
@@ -135,54 +235,147 @@ def hprim_file() -> bytes:
 
 def fhir_bundle() -> dict:
     ins = {"system": "urn:oid:1.2.250.1.213.1.4.8", "value": NIR}
-    return {"resourceType": "Bundle", "id": "b1", "type": "collection", "entry": [
-        {"fullUrl": "urn:uuid:p1", "resource": {
-            "resourceType": "Patient", "id": "p1", "identifier": [ins, {"system": "http://h.example/ipp", "value": "I1"}],
-            "name": [{"use": "usual", "family": "DUPONT", "given": ["Jean"]}], "gender": "male",
-            "birthDate": "1985-07-04", "telecom": [{"system": "phone", "value": "0102030405"}]}},
-        {"resource": {"resourceType": "Practitioner", "id": "dr1",
-                      "identifier": [{"system": "urn:oid:1.2.250.1.71.4.2.1", "value": "810001234567"}],
-                      "name": [{"family": "HOUSE", "given": ["Greg"]}]}},
-        {"resource": {"resourceType": "ServiceRequest", "id": "sr1", "status": "active", "intent": "order",
-                      "subject": {"reference": "urn:uuid:p1"}, "requester": {"reference": "Practitioner/dr1"},
-                      "authoredOn": "2024-01-01T08:00:00+01:00",
-                      "identifier": [{"type": {"coding": [{"code": "ACSN"}]}, "value": "ACC1"}]}},
-        {"resource": {"resourceType": "Specimen", "id": "s1", "subject": {"reference": "Patient/p1"},
-                      "request": [{"reference": "ServiceRequest/sr1"}],
-                      "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0487", "code": "SER"}]},
-                      "collection": {"collectedDateTime": "2024-01-01T08:30:00+01:00"}}},
-        {"resource": {"resourceType": "Observation", "id": "o1", "status": "final",
-                      "category": [{"coding": [{"system": fhir.CS_OBS_CATEGORY, "code": "laboratory"}]}],
-                      "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3", "display": "Potassium"}]},
-                      "subject": {"reference": "Patient/p1"}, "basedOn": [{"reference": "ServiceRequest/sr1"}],
-                      "specimen": {"reference": "Specimen/s1"}, "issued": "2024-01-01T10:00:00Z",
-                      "valueQuantity": {"value": 4.2, "unit": "mmol/L", "system": fhir.UCUM, "code": "mmol/L"},
-                      "referenceRange": [{"low": {"value": 3.5}, "high": {"value": 5.1}}],
-                      "interpretation": [{"coding": [{"system": fhir.CS_INTERPRETATION, "code": "N"}]}],
-                      "performer": [{"display": "Dr Curie"}], "note": [{"text": "ok"}]}},
-        {"resource": {"resourceType": "Observation", "id": "o2", "status": "final",
-                      "code": {"coding": [{"system": "http://loinc.org", "code": "2951-2"}]},
-                      "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2024-01-01T08:30:00+01:00",
-                      "valueQuantity": {"value": 5, "comparator": "<", "unit": "mmol/L"},
-                      "component": [{"code": {"coding": [{"code": "c1"}]}, "valueInteger": 3},
-                                    {"code": {"coding": [{"code": "c2"}]}, "valueString": "trace"}]}},
-        {"resource": {"resourceType": "DiagnosticReport", "id": "dr1", "status": "final",
-                      "code": {"coding": [{"code": "R"}]}, "subject": {"reference": "Patient/p1"},
-                      "basedOn": [{"reference": "ServiceRequest/sr1"}], "issued": "2024-01-01T11:00:00Z",
-                      "result": [{"reference": "Observation/o1"}]}},
-    ]}
+    return {
+        "resourceType": "Bundle",
+        "id": "b1",
+        "type": "collection",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:p1",
+                "resource": {
+                    "resourceType": "Patient",
+                    "id": "p1",
+                    "identifier": [ins, {"system": "http://h.example/ipp", "value": "I1"}],
+                    "name": [{"use": "usual", "family": "DUPONT", "given": ["Jean"]}],
+                    "gender": "male",
+                    "birthDate": "1985-07-04",
+                    "telecom": [{"system": "phone", "value": "0102030405"}],
+                },
+            },
+            {
+                "resource": {
+                    "resourceType": "Practitioner",
+                    "id": "dr1",
+                    "identifier": [{"system": "urn:oid:1.2.250.1.71.4.2.1", "value": "810001234567"}],
+                    "name": [{"family": "HOUSE", "given": ["Greg"]}],
+                }
+            },
+            {
+                "resource": {
+                    "resourceType": "ServiceRequest",
+                    "id": "sr1",
+                    "status": "active",
+                    "intent": "order",
+                    "subject": {"reference": "urn:uuid:p1"},
+                    "requester": {"reference": "Practitioner/dr1"},
+                    "authoredOn": "2024-01-01T08:00:00+01:00",
+                    "identifier": [{"type": {"coding": [{"code": "ACSN"}]}, "value": "ACC1"}],
+                }
+            },
+            {
+                "resource": {
+                    "resourceType": "Specimen",
+                    "id": "s1",
+                    "subject": {"reference": "Patient/p1"},
+                    "request": [{"reference": "ServiceRequest/sr1"}],
+                    "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0487", "code": "SER"}]},
+                    "collection": {"collectedDateTime": "2024-01-01T08:30:00+01:00"},
+                }
+            },
+            {
+                "resource": {
+                    "resourceType": "Observation",
+                    "id": "o1",
+                    "status": "final",
+                    "category": [{"coding": [{"system": fhir.CS_OBS_CATEGORY, "code": "laboratory"}]}],
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3", "display": "Potassium"}]},
+                    "subject": {"reference": "Patient/p1"},
+                    "basedOn": [{"reference": "ServiceRequest/sr1"}],
+                    "specimen": {"reference": "Specimen/s1"},
+                    "issued": "2024-01-01T10:00:00Z",
+                    "valueQuantity": {"value": 4.2, "unit": "mmol/L", "system": fhir.UCUM, "code": "mmol/L"},
+                    "referenceRange": [{"low": {"value": 3.5}, "high": {"value": 5.1}}],
+                    "interpretation": [{"coding": [{"system": fhir.CS_INTERPRETATION, "code": "N"}]}],
+                    "performer": [{"display": "Dr Curie"}],
+                    "note": [{"text": "ok"}],
+                }
+            },
+            {
+                "resource": {
+                    "resourceType": "Observation",
+                    "id": "o2",
+                    "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "2951-2"}]},
+                    "subject": {"reference": "Patient/p1"},
+                    "effectiveDateTime": "2024-01-01T08:30:00+01:00",
+                    "valueQuantity": {"value": 5, "comparator": "<", "unit": "mmol/L"},
+                    "component": [
+                        {"code": {"coding": [{"code": "c1"}]}, "valueInteger": 3},
+                        {"code": {"coding": [{"code": "c2"}]}, "valueString": "trace"},
+                    ],
+                }
+            },
+            {
+                "resource": {
+                    "resourceType": "DiagnosticReport",
+                    "id": "dr1",
+                    "status": "final",
+                    "code": {"coding": [{"code": "R"}]},
+                    "subject": {"reference": "Patient/p1"},
+                    "basedOn": [{"reference": "ServiceRequest/sr1"}],
+                    "issued": "2024-01-01T11:00:00Z",
+                    "result": [{"reference": "Observation/o1"}],
+                }
+            },
+        ],
+    }
 
 
-CSV_HEAD = ["patient.nir", "patient.family_name", "patient.given_names", "patient.birth_date", "patient.sex",
-            "patient.ins_oid", "prescriber.rpps", "request.accession", "request.requested_at", "specimen.type",
-            "specimen.collected_at", "result.code", "result.label", "result.value_num", "result.ref_low",
-            "result.ref_high", "result.status", "result.validated_at", "result.comment"]
+CSV_HEAD = [
+    "patient.nir",
+    "patient.family_name",
+    "patient.given_names",
+    "patient.birth_date",
+    "patient.sex",
+    "patient.ins_oid",
+    "prescriber.rpps",
+    "request.accession",
+    "request.requested_at",
+    "specimen.type",
+    "specimen.collected_at",
+    "result.code",
+    "result.label",
+    "result.value_num",
+    "result.ref_low",
+    "result.ref_high",
+    "result.status",
+    "result.validated_at",
+    "result.comment",
+]
 
 
 def csv_rows() -> list[list[str]]:
-    row = [NIR, "DUPONT", "Jean", "1985-07-04", "M", "1.2.250.1.213.1.4.8", "10001234567", "A1",
-           "2019-06-20T08:30", "SER", "2019-06-20T08:30", "2823-3", "Potassium", "4,2", "3.5", "5.1", "final",
-           "2019-06-20T10:00:00+02:00", "'=ok"]
+    row = [
+        NIR,
+        "DUPONT",
+        "Jean",
+        "1985-07-04",
+        "M",
+        "1.2.250.1.213.1.4.8",
+        "10001234567",
+        "A1",
+        "2019-06-20T08:30",
+        "SER",
+        "2019-06-20T08:30",
+        "2823-3",
+        "Potassium",
+        "4,2",
+        "3.5",
+        "5.1",
+        "final",
+        "2019-06-20T10:00:00+02:00",
+        "'=ok",
+    ]
     return [CSV_HEAD, row, [*row[:11], "2951-2", "Sodium", "140", "", "", "", "", ""]]
 
 

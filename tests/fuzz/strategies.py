@@ -12,16 +12,117 @@ from hypothesis import strategies as st
 from tests.fuzz import harness
 
 INTERESTING = [
-    "", " ", "^", "~", "&", "\\", "|", "^^", "~~", "&&", "\\X41\\", "\\XC3A9\\", "\\XZZ\\", "\\E\\", "\\H\\", "\\.br\\",
-    "\\.sp2\\", "\\S\\", "\\", "1", "-1", "+1", ".5", "1.", "1,5", "1e5", "1E-5", "0", "-0", "9" * 41, "9" * 400,
-    "9" * 5000, "0." + "1" * 45, "3.5-5.1", "<10", ">=2", "3-", "-5", "2024", "202402", "20240230", "20241301",
-    "20240101", "202401011230", "20240101123059", "20240101123059.1234+0100", "20240101+2500", "99991231235959",
-    "00000000", "2024-01-01", "2024-01-01T10:00:00Z", "2024-02-30", "ORU^R01", "OUL^R22", "ADT^A01", "2.3",
-    "2.5.1", "2.9", "F", "C", "P", "I", "X", "N", "NM", "SN", "ST", "CE", "CWE", "FT", "TX", "LN", "L", "HL70487",
-    "1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9", "1.2.250.1.213.1.4.10", "&1.2.250.1.213.1.4.8&ISO",
-    "^^^&1.2.250.1.213.1.4.8&ISO", harness.NIR, harness.OTHER_NIR, "INS-NIR", "NIA", "INS-TEST", "BDL", "NET",
-    "Internet", "VALI", "D", "M", "<", ">=", "=", "RPPS", "UNICODE UTF-8", "8859/1", "ASCII", "UTF-16", "\x00", "é",
-    "\u2028", "\ud7ff", "H2.2", "ORU", "FIC", "A|B", "QUAL", "final", "registered", "#x", "Patient/p1",
+    "",
+    " ",
+    "^",
+    "~",
+    "&",
+    "\\",
+    "|",
+    "^^",
+    "~~",
+    "&&",
+    "\\X41\\",
+    "\\XC3A9\\",
+    "\\XZZ\\",
+    "\\E\\",
+    "\\H\\",
+    "\\.br\\",
+    "\\.sp2\\",
+    "\\S\\",
+    "\\",
+    "1",
+    "-1",
+    "+1",
+    ".5",
+    "1.",
+    "1,5",
+    "1e5",
+    "1E-5",
+    "0",
+    "-0",
+    "9" * 41,
+    "9" * 400,
+    "9" * 5000,
+    "0." + "1" * 45,
+    "3.5-5.1",
+    "<10",
+    ">=2",
+    "3-",
+    "-5",
+    "2024",
+    "202402",
+    "20240230",
+    "20241301",
+    "20240101",
+    "202401011230",
+    "20240101123059",
+    "20240101123059.1234+0100",
+    "20240101+2500",
+    "99991231235959",
+    "00000000",
+    "2024-01-01",
+    "2024-01-01T10:00:00Z",
+    "2024-02-30",
+    "ORU^R01",
+    "OUL^R22",
+    "ADT^A01",
+    "2.3",
+    "2.5.1",
+    "2.9",
+    "F",
+    "C",
+    "P",
+    "I",
+    "X",
+    "N",
+    "NM",
+    "SN",
+    "ST",
+    "CE",
+    "CWE",
+    "FT",
+    "TX",
+    "LN",
+    "L",
+    "HL70487",
+    "1.2.250.1.213.1.4.8",
+    "1.2.250.1.213.1.4.9",
+    "1.2.250.1.213.1.4.10",
+    "&1.2.250.1.213.1.4.8&ISO",
+    "^^^&1.2.250.1.213.1.4.8&ISO",
+    harness.NIR,
+    harness.OTHER_NIR,
+    "INS-NIR",
+    "NIA",
+    "INS-TEST",
+    "BDL",
+    "NET",
+    "Internet",
+    "VALI",
+    "D",
+    "M",
+    "<",
+    ">=",
+    "=",
+    "RPPS",
+    "UNICODE UTF-8",
+    "8859/1",
+    "ASCII",
+    "UTF-16",
+    "\x00",
+    "é",
+    "\u2028",
+    "\ud7ff",
+    "H2.2",
+    "ORU",
+    "FIC",
+    "A|B",
+    "QUAL",
+    "final",
+    "registered",
+    "#x",
+    "Patient/p1",
 ]
 
 VALUES = st.one_of(
@@ -80,25 +181,94 @@ def hprim_files(draw) -> bytes:
         rec[n] = draw(VALUES).replace("^", "~") if draw(st.booleans()) else draw(VALUES)
     _shuffle_records(draw, lines, ["P", "OBR", "OBX", "C", "A", "L", "H", "ZZ"])
     end = draw(st.sampled_from(["\r", "\n", "\r\n"]))
-    return (end.join("|".join(r) for r in lines) + end).encode(draw(st.sampled_from(["utf-8", "latin-1"])),
-                                                                 "replace")
+    return (end.join("|".join(r) for r in lines) + end).encode(draw(st.sampled_from(["utf-8", "latin-1"])), "replace")
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.floats(allow_nan=False, allow_infinity=False)
-    | st.sampled_from(INTERESTING) | st.text(max_size=10)
-    | st.sampled_from([{"reference": r} for r in ("Patient/p1", "urn:uuid:p1", "#c1", "#", "Observation/o1",
-                                                  "ServiceRequest/sr1", "Specimen/s1", "Practitioner/dr1",
-                                                  "http://x.example/fhir/Patient/p1", "Group/g1", "Patient/zz")]),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(
-        st.sampled_from(["resourceType", "id", "reference", "value", "code", "coding", "system", "status",
-                         "subject", "valueQuantity", "valueInteger", "valueString", "valueRange", "comparator",
-                         "entry", "resource", "extension", "url", "component", "contained", "basedOn", "result",
-                         "hasMember", "identifier", "name", "family", "given", "use", "issued", "specimen",
-                         "effectiveDateTime", "birthDate", "request", "type", "category", "performer", "low",
-                         "high", "referenceRange", "collection", "collectedDateTime", "requester", "practitioner",
-                         "fullUrl", "valueCoding", "valueAddress", "district", "telecom", "accessionIdentifier"]),
-        children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**20), 10**20)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(INTERESTING)
+    | st.text(max_size=10)
+    | st.sampled_from(
+        [
+            {"reference": r}
+            for r in (
+                "Patient/p1",
+                "urn:uuid:p1",
+                "#c1",
+                "#",
+                "Observation/o1",
+                "ServiceRequest/sr1",
+                "Specimen/s1",
+                "Practitioner/dr1",
+                "http://x.example/fhir/Patient/p1",
+                "Group/g1",
+                "Patient/zz",
+            )
+        ]
+    ),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "resourceType",
+                    "id",
+                    "reference",
+                    "value",
+                    "code",
+                    "coding",
+                    "system",
+                    "status",
+                    "subject",
+                    "valueQuantity",
+                    "valueInteger",
+                    "valueString",
+                    "valueRange",
+                    "comparator",
+                    "entry",
+                    "resource",
+                    "extension",
+                    "url",
+                    "component",
+                    "contained",
+                    "basedOn",
+                    "result",
+                    "hasMember",
+                    "identifier",
+                    "name",
+                    "family",
+                    "given",
+                    "use",
+                    "issued",
+                    "specimen",
+                    "effectiveDateTime",
+                    "birthDate",
+                    "request",
+                    "type",
+                    "category",
+                    "performer",
+                    "low",
+                    "high",
+                    "referenceRange",
+                    "collection",
+                    "collectedDateTime",
+                    "requester",
+                    "practitioner",
+                    "fullUrl",
+                    "valueCoding",
+                    "valueAddress",
+                    "district",
+                    "telecom",
+                    "accessionIdentifier",
+                ]
+            ),
+            children,
+            max_size=4,
+        )
+    ),
     max_leaves=10,
 )
 
@@ -145,7 +315,7 @@ def fhir_documents(draw) -> bytes:
             node = doc
             for step in other:
                 node = node[step]
-            if not (path[: len(other)] == other):
+            if path[: len(other)] != other:
                 doc = put(doc, path, json.loads(json.dumps(node)))
         else:
             doc = put(doc, path, json.loads(json.dumps(draw(JSON_VALUES))))  # a copy: drawn values are shared

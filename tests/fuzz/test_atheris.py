@@ -23,9 +23,22 @@ SEED = 20261207
 
 def fuzz(reader: str, tmp_path: Path, *extra: str, seconds: int = SECONDS) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    cmd = [sys.executable, "-m", "tests.fuzz.atheris_target", reader, str(tmp_path / "corpus"), *extra, "--",
-           f"-seed={SEED}", f"-max_total_time={seconds}", "-max_len=8192", "-timeout=20", "-rss_limit_mb=2048",
-           f"-artifact_prefix={tmp_path}/", "-print_final_stats=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.fuzz.atheris_target",
+        reader,
+        str(tmp_path / "corpus"),
+        *extra,
+        "--",
+        f"-seed={SEED}",
+        f"-max_total_time={seconds}",
+        "-max_len=8192",
+        "-timeout=20",
+        "-rss_limit_mb=2048",
+        f"-artifact_prefix={tmp_path}/",
+        "-print_final_stats=1",
+    ]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=seconds + 120)
 
 

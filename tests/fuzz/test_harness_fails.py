@@ -30,8 +30,9 @@ def test_a_bug_in_a_reader_escapes_the_harness(reader, monkeypatch):
     with pytest.raises(exc, match="deliberate bug"):  # the valid seed reaches the bug
         harness.check(reader, harness.seeds(reader, real=0)[0])
 
-    @settings(max_examples=200, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))  # deterministic: the same inputs on every worker
+    @settings(
+        max_examples=200, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )  # deterministic: the same inputs on every worker
     @given(GENERATORS[reader])
     def fuzzed(data):
         harness.check(reader, data)
@@ -42,6 +43,8 @@ def test_a_bug_in_a_reader_escapes_the_harness(reader, monkeypatch):
 
 def test_the_readers_input_errors_are_accepted():
     """The harness is no blanket: refusals of bad input pass, and are returned for inspection."""
-    assert any("MSH-9: unsupported message type" in m
-               for m in harness.check("hl7v2", harness.hl7_message({("MSH", 9): "ADT^A01"})))
+    assert any(
+        "MSH-9: unsupported message type" in m
+        for m in harness.check("hl7v2", harness.hl7_message({("MSH", 9): "ADT^A01"}))
+    )
     assert harness.check("csv", b"patient.nir,result.code\r\n") != []

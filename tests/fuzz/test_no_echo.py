@@ -43,8 +43,9 @@ def _leaf_variants(text: str, seps: str, plant: str) -> Iterator[str]:
                 yield sep.join([*parts[:i], variant, *parts[i + 1 :]])
 
 
-def planted_lines(data: bytes, field_sep: str, seps: str, plant: str, line_end: str,
-                  skip: int = 0) -> Iterator[tuple[str, bytes]]:
+def planted_lines(
+    data: bytes, field_sep: str, seps: str, plant: str, line_end: str, skip: int = 0
+) -> Iterator[tuple[str, bytes]]:
     """Every (position, input) with ``plant`` put in one field, component or subcomponent."""
     lines = data.decode().split(line_end)
     for i, line in enumerate(lines):
@@ -58,7 +59,10 @@ def planted_lines(data: bytes, field_sep: str, seps: str, plant: str, line_end: 
             for variant in dict.fromkeys(_leaf_variants(padded[n], seps, plant)):
                 out = list(padded)
                 out[n] = variant
-                yield f"line {i + 1} field {n}", line_end.join([*lines[:i], field_sep.join(out), *lines[i + 1 :]]).encode()
+                yield (
+                    f"line {i + 1} field {n}",
+                    line_end.join([*lines[:i], field_sep.join(out), *lines[i + 1 :]]).encode(),
+                )
 
 
 def hl7_inputs(plant: str) -> Iterator[tuple[str, bytes]]:
@@ -113,7 +117,7 @@ def test_a_value_planted_in_any_field_is_never_echoed(reader, plant):
 def test_a_value_planted_in_a_real_file_is_never_echoed():
     """The same over the real files of ../shared/realdata (when present): every field of each."""
     total = 0
-    for reader, sep, seps, end in (("hl7v2", "|", "~^&", "\r"), ("hprim", "|", "^~&", "\r\n")):
+    for reader, sep, _seps, end in (("hl7v2", "|", "~^&", "\r"), ("hprim", "|", "^~&", "\r\n")):
         for seed in harness.seeds(reader, real=6)[1:]:
             text = seed.replace(b"\r\n", b"\r").replace(b"\n", b"\r") if reader == "hl7v2" else seed
             try:
@@ -168,12 +172,17 @@ def test_quarantine_reasons_hold_no_planted_value(gateway):
     tech = lab_user(gateway, "lab-echo", "technician")
     summary = Summary("feed.hl7", "hl7v2")
     # each its own message (control id) and its own order (accession: an order's ids derive from it)
-    messages = [data.replace(b"|CTRL1|", f"|E{k}|".encode()).replace(b"|F-1|", f"|F-E{k}|".encode())
-                for k, (_, data) in enumerate(hl7_inputs(MARKER))]
-    messages += [data.replace(b"|CTRL1|", f"|N{k}|".encode()).replace(b"|F-1|", f"|F-N{k}|".encode())
-                 for k, (_, data) in enumerate(hl7_inputs(harness.OTHER_NIR))]
-    Ingestor(gateway, tech, "lab-echo", group=20).ingest_pieces(ingest.read(b"".join(messages), file="feed.hl7"),
-                                                               summary)
+    messages = [
+        data.replace(b"|CTRL1|", f"|E{k}|".encode()).replace(b"|F-1|", f"|F-E{k}|".encode())
+        for k, (_, data) in enumerate(hl7_inputs(MARKER))
+    ]
+    messages += [
+        data.replace(b"|CTRL1|", f"|N{k}|".encode()).replace(b"|F-1|", f"|F-N{k}|".encode())
+        for k, (_, data) in enumerate(hl7_inputs(harness.OTHER_NIR))
+    ]
+    Ingestor(gateway, tech, "lab-echo", group=20).ingest_pieces(
+        ingest.read(b"".join(messages), file="feed.hl7"), summary
+    )
     assert summary.rejected >= 20 and summary.accepted >= 20
     assert not leaked(summary.reasons)
     with gateway.unit(lab_user(gateway, "lab-echo", "biologist"), Purpose.CARE) as u:

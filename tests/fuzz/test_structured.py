@@ -28,8 +28,10 @@ def test_mutated_bytes(reader):
     seeds = harness.seeds(reader, real=30)
 
     @SETTINGS
-    @given(st.sampled_from(seeds), st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 40),
-                                                      st.binary(max_size=10)), max_size=8))
+    @given(
+        st.sampled_from(seeds),
+        st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 40), st.binary(max_size=10)), max_size=8),
+    )
     def run(seed, edits):
         data = bytearray(seed)
         for pos, cut, insert in edits:

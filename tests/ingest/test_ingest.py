@@ -8,13 +8,14 @@ import pytest
 from sqlalchemy import text as sql
 
 from labvault.access import Purpose
-from labvault.ingest import intake
 from labvault.errors import AccessDenied, InvalidInput, TenantKeyMissing
+from labvault.ingest import intake
 from labvault.ingest import service as ingest
 from labvault.ingest.errors import NotALabMessage
 from labvault.ingest.service import Ingestor, Summary, detect
 from tests.conftest import ADMIN, lab_user, make_lab, sqlite_path
 from tests.interop.messages import NIR, oru
+
 
 @pytest.fixture
 def lab(gateway):
@@ -64,7 +65,9 @@ def test_refused_messages_go_to_the_encrypted_quarantine(lab):
     """C1: refused messages go to the encrypted quarantine."""
     gw, who = lab
     bad_nir = NIR[:-2] + "00"
-    data = oru("OK1") + oru("BAD1", nir=bad_nir) + oru("BAD2").replace(b"ORU^R01^ORU_R01", b"ADT^A01^ADT_A01") + oru("OK2")
+    data = (
+        oru("OK1") + oru("BAD1", nir=bad_nir) + oru("BAD2").replace(b"ORU^R01^ORU_R01", b"ADT^A01^ADT_A01") + oru("OK2")
+    )
     s = _ingest(gw, who, data, group=10)
     assert (s.accepted, s.rejected) == (2, 2)
     assert all(r.startswith("feed.hl7, message ") for r in s.reasons), s.reasons
@@ -77,8 +80,9 @@ def test_refused_messages_go_to_the_encrypted_quarantine(lab):
     assert raw.startswith(b"MSH|") and b"BAD1" in raw and item.reason == s.reasons[0]
     path = sqlite_path(gw.engine.url.render_as_string(hide_password=False))
     if path is not None:  # the stored bytes hold neither the message nor the reason in clear
-        blob = path.read_bytes() + (path.with_name(path.name + "-wal").read_bytes()
-                                    if path.with_name(path.name + "-wal").exists() else b"")
+        blob = path.read_bytes() + (
+            path.with_name(path.name + "-wal").read_bytes() if path.with_name(path.name + "-wal").exists() else b""
+        )
         assert b"DUPONT" not in blob and b"BAD1" not in blob and b"feed.hl7" not in blob
 
 
@@ -152,12 +156,15 @@ def test_audit_records_the_ingest_without_values(lab):
     with gw.engine.connect() as c:
         if c.dialect.name == "postgresql":
             c.execute(sql("SELECT set_config('labvault.tenant', 'lab-a', false)"))
-        actions = [r[0] for r in c.execute(sql("SELECT action FROM audit_event WHERE tenant_id = 'lab-a' ORDER BY seq"))]
+        actions = [
+            r[0] for r in c.execute(sql("SELECT action FROM audit_event WHERE tenant_id = 'lab-a' ORDER BY seq"))
+        ]
     assert "ingest:message" in actions and "ingest:duplicate" in actions and "quarantine:create" in actions
 
 
-@pytest.mark.parametrize(("name", "reason"), [("missing.hl7", "no such file"), ("d", "is a directory"),
-                                              ("x.txt", "format not recognised")])
+@pytest.mark.parametrize(
+    ("name", "reason"), [("missing.hl7", "no such file"), ("d", "is a directory"), ("x.txt", "format not recognised")]
+)
 def test_unreadable_inputs_are_refused_with_a_reason(tmp_path, lab, name, reason):
     """A missing file, a folder, a file in none of the formats: refused with the reason, before
     anything is stored (the good file given with it neither), and not kept in the quarantine."""
@@ -173,8 +180,10 @@ def test_unreadable_inputs_are_refused_with_a_reason(tmp_path, lab, name, reason
     with gw.engine.connect() as c:
         if c.dialect.name == "postgresql":
             c.execute(sql("SELECT set_config('labvault.tenant', 'lab-a', false)"))
-        assert [c.execute(sql(f"SELECT count(*) FROM {tbl} WHERE tenant_id = 'lab-a'")).scalar_one()
-                for tbl in ("ingest_message", "quarantine")] == [0, 0]
+        assert [
+            c.execute(sql(f"SELECT count(*) FROM {tbl} WHERE tenant_id = 'lab-a'")).scalar_one()
+            for tbl in ("ingest_message", "quarantine")
+        ] == [0, 0]
 
 
 def test_sqlite_store_is_not_left_locked(lab):
@@ -209,5 +218,7 @@ def test_a_run_an_error_stops_counts_exactly_what_it_stored(tmp_path, lab):
     with gw.engine.connect() as c:
         if c.dialect.name == "postgresql":
             c.execute(sql("SELECT set_config('labvault.tenant', 'lab-a', false)"))
-        assert [c.execute(sql(f"SELECT count(*) FROM {tbl} WHERE tenant_id = 'lab-a'")).scalar_one()
-                for tbl in ("ingest_message", "result", "quarantine")] == [2, 4, 0]
+        assert [
+            c.execute(sql(f"SELECT count(*) FROM {tbl} WHERE tenant_id = 'lab-a'")).scalar_one()
+            for tbl in ("ingest_message", "result", "quarantine")
+        ] == [2, 4, 0]

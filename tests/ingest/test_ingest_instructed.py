@@ -11,15 +11,14 @@ import pytest
 from sqlalchemy import text as sql
 
 from labvault.access import Purpose
-from labvault.instructions import signers
 from labvault.config import Settings
 from labvault.crypto.keys import PLATFORM
 from labvault.crypto.signing import Signer
 from labvault.domain.models import LOINC, Identity, Request, Result, Sensitivity, Specimen
 from labvault.domain.sensitivity import codes_in
-from labvault.instructions import document, intake_filter
-from labvault.interop import hl7v2
 from labvault.ingest.service import Ingestor, instruction_for_ingest
+from labvault.instructions import document, intake_filter, signers
+from labvault.interop import hl7v2
 from labvault.runtime import open_runtime
 from tests.cli.helpers import PASSWORD, enrolled_account
 from tests.cli.test_cli import home, one_line_error, run  # noqa: F401  (home is a fixture)
@@ -42,8 +41,13 @@ ALLOWED = {  # what the store needs, a value and a unit; no free text, no contac
 # The legacy export: message -> (patient, [(collection day, [(LOINC code, value, comment)])]).
 # Values are all different, so that what is stored can be traced back to one input result.
 EXPORT: dict[str, tuple[str, list[tuple[str, list[tuple[str, str, str | None]]]]]] = {
-    "A": (NIR, [("20180315", [("2823-3", "4.1", "haemolysed"), ("2951-2", "141", None)]),
-                ("20190620", [("2823-3", "4.2", "called Dr House"), ("2951-2", "142", None)])]),
+    "A": (
+        NIR,
+        [
+            ("20180315", [("2823-3", "4.1", "haemolysed"), ("2951-2", "141", None)]),
+            ("20190620", [("2823-3", "4.2", "called Dr House"), ("2951-2", "142", None)]),
+        ],
+    ),
     "B": (NIR, [("20210105", [("2823-3", "4.3", "repeat"), ("2951-2", "143", None)])]),
     "C": (NIR, [("20201231", [("2823-3", "4.4", None), (HIV, "1", "confirm by WB")])]),
     "D": (NIR2, [("20190101", [("2951-2", "144", "fasting")])]),
@@ -58,8 +62,10 @@ def hl7(control: str) -> bytes:
         "1 rue de la Paix^^Lyon^^69001||0612345678",
     ]
     for k, (day, obx) in enumerate(orders, 1):
-        lines += ["ORC|RE|||||||||||10001234567^HOUSE^Greg^^^^^^RPPS&1.2.250.1.71.4.2.1&ISO",
-                  f"OBR|{k}|P-{control}{k}|F-{control}{k}|24326-1^Panel^LN|||{day}083000"]
+        lines += [
+            "ORC|RE|||||||||||10001234567^HOUSE^Greg^^^^^^RPPS&1.2.250.1.71.4.2.1&ISO",
+            f"OBR|{k}|P-{control}{k}|F-{control}{k}|24326-1^Panel^LN|||{day}083000",
+        ]
         for n, (code, value, comment) in enumerate(obx, 1):
             lines.append(f"OBX|{n}|NM|{code}^Test {code}^LN||{value}|mmol/L^^UCUM||N|||F")
             if comment:
@@ -76,10 +82,17 @@ def expected(controls, *, codes=None, patients=None, sensitive=()) -> dict[str, 
         for day, obx in orders:
             d = date(int(day[:4]), int(day[4:6]), int(day[6:]))
             for code, value, _ in obx:
-                why = ("patient" if patients is not None and nir not in patients
-                       else "period" if not FROM <= d <= TO
-                       else "code" if codes is not None and code not in codes
-                       else "sensitive" if code == HIV and "hiv" not in sensitive else None)
+                why = (
+                    "patient"
+                    if patients is not None and nir not in patients
+                    else "period"
+                    if not FROM <= d <= TO
+                    else "code"
+                    if codes is not None and code not in codes
+                    else "sensitive"
+                    if code == HIV and "hiv" not in sensitive
+                    else None
+                )
                 if why:
                     dropped[why] = dropped.get(why, 0) + 1
                 else:
@@ -93,15 +106,23 @@ def expected(controls, *, codes=None, patients=None, sensitive=()) -> dict[str, 
 def body(instruction_id: str = "MIG-IN-1", kind: str = "migration_in", **over) -> dict:
     z = lambda d: d.isoformat().replace("+00:00", "Z")  # noqa: E731
     rec = {
-        "id": instruction_id, "tenant": "lab-a", "kind": kind, "purpose": "Bring 2019-2020 over from the old LIS",
-        "fields": ALLOWED, "selection": {"collected_from": FROM.isoformat(), "collected_to": TO.isoformat()},
+        "id": instruction_id,
+        "tenant": "lab-a",
+        "kind": kind,
+        "purpose": "Bring 2019-2020 over from the old LIS",
+        "fields": ALLOWED,
+        "selection": {"collected_from": FROM.isoformat(), "collected_to": TO.isoformat()},
         "source": {"name": "OldLIS", "country": "FR"},
-        "valid_from": z(NOW - timedelta(hours=1)), "valid_until": z(NOW + timedelta(days=7)),
+        "valid_from": z(NOW - timedelta(hours=1)),
+        "valid_until": z(NOW + timedelta(days=7)),
     }
     if kind != "migration_in":
         del rec["source"]
-        rec.update(destination={"name": "NewLIS SAS", "country": "FR", "recipient_age_key": AGE},
-                   expected_volume=100, deletion_deadline=z(NOW + timedelta(days=30)))
+        rec.update(
+            destination={"name": "NewLIS SAS", "country": "FR", "recipient_age_key": AGE},
+            expected_volume=100,
+            deletion_deadline=z(NOW + timedelta(days=30)),
+        )
     rec.update(over)
     return rec
 
@@ -122,9 +143,16 @@ def world(gateway):
         signed = document.sign(document.from_record(record), Signer(private))
         with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
             i = document.from_record(signed["instruction"])
-            signers.record_instruction(u, "lab-a", instruction_id=i.id, kind=i.kind, signer_id=signer.signer_id,
-                                       body=signed["instruction"], signature=signed["signature"],
-                                       valid_until=i.valid_until)
+            signers.record_instruction(
+                u,
+                "lab-a",
+                instruction_id=i.id,
+                kind=i.kind,
+                signer_id=signer.signer_id,
+                body=signed["instruction"],
+                signature=signed["signature"],
+                valid_until=i.valid_until,
+            )
 
     return gateway, admin, bio, tech, operator, signer, receive
 
@@ -163,23 +191,31 @@ def events(gw) -> list[tuple[str, int, list[str]]]:
     with gw.engine.connect() as c:
         if c.dialect.name == "postgresql":
             c.execute(sql("SELECT set_config('labvault.tenant', 'lab-a', false)"))
-        rows = c.execute(sql("SELECT action, record_count, object_refs FROM audit_event WHERE tenant_id = 'lab-a' "
-                             "AND (action LIKE 'ingest:%' OR action = 'instruction:use') ORDER BY seq"))
+        rows = c.execute(
+            sql(
+                "SELECT action, record_count, object_refs FROM audit_event WHERE tenant_id = 'lab-a' "
+                "AND (action LIKE 'ingest:%' OR action = 'instruction:use') ORDER BY seq"
+            )
+        )
         return [(a, n, json.loads(refs) if refs else []) for a, n, refs in rows]
 
 
 # -- the pure filter --------------------------------------------------------------------------------
 
+
 def test_the_filter_keeps_only_what_is_named():
     """A1, A2: the filter keeps only what is named."""
-    instr = document.from_record(body(fields={**ALLOWED, "identity": ALLOWED["identity"] + ["phone"],
-                                              "free_text": ["result.comment"]}))
+    instr = document.from_record(
+        body(fields={**ALLOWED, "identity": ALLOWED["identity"] + ["phone"], "free_text": ["result.comment"]})
+    )
     mapped = hl7v2.to_domain(hl7v2.parse(hl7("A")))
     tally = intake_filter.Tally()
     out = intake_filter.apply(instr, mapped, tally)
     assert out is not None and out is not mapped
-    assert [(r.code, r.value_num, r.comment) for r in out.results] == [("2823-3", 4.2, "called Dr House"),
-                                                                       ("2951-2", 142.0, None)]
+    assert [(r.code, r.value_num, r.comment) for r in out.results] == [
+        ("2823-3", 4.2, "called Dr House"),
+        ("2951-2", 142.0, None),
+    ]
     assert [q.requested_at.date() for q in out.requests] == [date(2019, 6, 20)]
     assert {s.request_id for s in out.specimens} == {out.requests[0].request_id}
     assert out.identity.phone == mapped.identity.phone and out.identity.address is None
@@ -214,18 +250,24 @@ def test_collection_day_is_the_specimens_else_the_requests():
 
 def test_patients_are_matched_on_their_ins():
     """M2: patients are matched on their ins."""
-    instr = document.from_record(body(selection={"collected_from": "2019-01-01", "collected_to": "2020-12-31",
-                                                 "patients": [NIR2]}))
+    instr = document.from_record(
+        body(selection={"collected_from": "2019-01-01", "collected_to": "2020-12-31", "patients": [NIR2]})
+    )
     ident = Identity("p", NIR2[:5] + "-" + NIR2[5:], "provisional", "X", "Y", date(1985, 7, 4), "F")
     assert intake_filter.listed_patient(instr, ident)
     ident.nir = NIR
     assert not intake_filter.listed_patient(instr, ident)
 
 
-@pytest.mark.parametrize(("drop", "named"), [
-    (("identity", "sex"), "identity.sex"), (("identity", "nir"), "identity.nir"),
-    (("result", "code"), "result.code"), (("request", "requested_at"), "request.requested_at"),
-])
+@pytest.mark.parametrize(
+    ("drop", "named"),
+    [
+        (("identity", "sex"), "identity.sex"),
+        (("identity", "nir"), "identity.nir"),
+        (("result", "code"), "result.code"),
+        (("request", "requested_at"), "request.requested_at"),
+    ],
+)
 def test_fields_the_store_needs_must_be_allowed(drop, named):
     cat, name = drop
     fields = {**ALLOWED, cat: [f for f in ALLOWED[cat] if f != name]}
@@ -241,6 +283,7 @@ def test_fields_the_store_needs_must_be_allowed(drop, named):
 
 # -- through the store ------------------------------------------------------------------------------
 
+
 def test_only_the_instructed_period_is_stored_without_free_text(world, tmp_path):
     """A2, A4: only the instructed period is stored without free text."""
     gw, _, bio, _, _, _, receive = world
@@ -255,11 +298,18 @@ def test_only_the_instructed_period_is_stored_without_free_text(world, tmp_path)
     kept_messages = len(EXPORT) - len(want["outside"])
     assert (s.accepted, s.outside, s.rejected, s.results) == (kept_messages, len(want["outside"]), 0, len(want["kept"]))
     assert s.dropped == want["dropped"] and s.quarantine_ids == []
-    commented = sum(1 for c in EXPORT for day, obx in EXPORT[c][1] for code, v, note in obx
-                    if note and (EXPORT[c][0], date(int(day[:4]), int(day[4:6]), int(day[6:])), code, float(v))
-                    in want["kept"])
-    assert s.cleared == {"identity.address": kept_messages, "identity.phone": kept_messages,
-                         "result.comment": commented}
+    commented = sum(
+        1
+        for c in EXPORT
+        for day, obx in EXPORT[c][1]
+        for code, v, note in obx
+        if note and (EXPORT[c][0], date(int(day[:4]), int(day[4:6]), int(day[6:])), code, float(v)) in want["kept"]
+    )
+    assert s.cleared == {
+        "identity.address": kept_messages,
+        "identity.phone": kept_messages,
+        "result.comment": commented,
+    }
     assert counts(gw)["result"] == len(want["kept"])
     ev = events(gw)
     assert ("instruction:use", len(want["kept"]), ["MIG-IN-1"]) in ev
@@ -286,8 +336,12 @@ def test_pieces_handed_in_directly_are_cut_down_too(world):
 def test_codes_patients_and_sensitive_categories(world, tmp_path):
     gw, _, bio, _, _, _, receive = world
     sel = {"collected_from": FROM.isoformat(), "collected_to": TO.isoformat()}
-    receive(body("CODES", selection={**sel, "codes": [f"{LOINC}|2823-3", f"{LOINC}|{HIV}"], "sensitive": ["hiv"],
-                                     "patients": [NIR]}))
+    receive(
+        body(
+            "CODES",
+            selection={**sel, "codes": [f"{LOINC}|2823-3", f"{LOINC}|{HIV}"], "sensitive": ["hiv"], "patients": [NIR]},
+        )
+    )
     s = ingest(tmp_path, world, "CODES")
     want = expected(EXPORT, codes={"2823-3", HIV}, patients={NIR}, sensitive=("hiv",))
     assert stored(gw, bio)["kept"] == want["kept"]
@@ -340,18 +394,32 @@ def test_refused_messages_are_reported_not_quarantined(world, tmp_path):
     assert "not a valid NIR" in s.reasons[0]
     with gw.unit(bio, Purpose.CARE) as u:
         from labvault.ingest import intake
+
         assert intake.listing(u, "lab-a") == []
 
 
 # -- the command line ----------------------------------------------------------------------------------
 
+
 @pytest.fixture
-def cli_lab(home, capsys, monkeypatch, tmp_path):  # noqa: F811
+def cli_lab(home, capsys, monkeypatch, tmp_path):
     from labvault.accounts import service
 
     assert run(capsys, "init")[0] == 0
-    code, _, err = run(capsys, "tenant", "add", "lab-a", "--name", "Lab A", "--finess", "690000123",
-                       "--retention", "results=10y", "--retention-ref", "Code de la santé publique")
+    code, _, err = run(
+        capsys,
+        "tenant",
+        "add",
+        "lab-a",
+        "--name",
+        "Lab A",
+        "--finess",
+        "690000123",
+        "--retention",
+        "results=10y",
+        "--retention-ref",
+        "Code de la santé publique",
+    )
     assert code == 0, err
     tech = enrolled_account(lambda *a: run(capsys, *a), monkeypatch, "tech@lab.invalid", "technician", "lab-a")
     monkeypatch.setenv("LABVAULT_AS_PASSWORD", PASSWORD)
@@ -360,8 +428,9 @@ def cli_lab(home, capsys, monkeypatch, tmp_path):  # noqa: F811
     try:
         admin = first_lab_admin(rt.gateway, rt.operator, "lab-a")  # invited by the platform
         with rt.gateway.unit(admin, Purpose.ADMINISTRATION) as u:  # who adds the lab's biologist
-            service.create_account(u, tenant_id="lab-a", name="Claire Moreau", email="signer@lab.invalid",
-                                   roles=["biologist"])
+            service.create_account(
+                u, tenant_id="lab-a", name="Claire Moreau", email="signer@lab.invalid", roles=["biologist"]
+            )
         with rt.gateway.unit(admin, Purpose.ADMINISTRATION) as u:
             signers.add_signer(u, "lab-a", email="signer@lab.invalid", public_key=public.hex())
     finally:
@@ -394,13 +463,17 @@ def cli_counts() -> dict[str, int]:
 def test_cli_ingest_under_an_instruction(cli_lab, capsys):
     tech, export, receive = cli_lab
     receive(body())
-    code, out, err = run(capsys, "ingest", "--tenant", "lab-a", "--instruction", "MIG-IN-1", str(export), "--as", tech,
-                         "--json")
+    code, out, err = run(
+        capsys, "ingest", "--tenant", "lab-a", "--instruction", "MIG-IN-1", str(export), "--as", tech, "--json"
+    )
     assert code == 0, err
     s = json.loads(out.strip().splitlines()[-1])
     want = expected(EXPORT)
-    assert (s["instruction"], s["results"], s["outside_instruction"]) == ("MIG-IN-1", len(want["kept"]),
-                                                                         len(want["outside"]))
+    assert (s["instruction"], s["results"], s["outside_instruction"]) == (
+        "MIG-IN-1",
+        len(want["kept"]),
+        len(want["outside"]),
+    )
     assert s["results_dropped"] == sum(want["dropped"].values()) and s["dropped_by"] == want["dropped"]
     assert set(s["cleared"]) == {"identity.address", "identity.phone", "result.comment"}
     assert NIR not in out and "DUPONT" not in out and "Dr House" not in out

@@ -84,11 +84,12 @@ def refused(data: dict, where: str) -> str:
 
 @pytest.fixture
 def signer():
-    priv, pub = Signer.generate()
+    priv, _pub = Signer.generate()
     return Signer(priv)
 
 
 # --- parsing --------------------------------------------------------------------------------------
+
 
 def test_parses_json_and_yaml_alike():
     j = d.parse(as_json(doc()))
@@ -124,17 +125,21 @@ def test_real_age_recipient_is_accepted():
     assert d.is_age_recipient(KEY)
 
 
-@pytest.mark.parametrize("bad", [
-    AGE_README[:-1] + ("q" if AGE_README[-1] != "q" else "p"),  # checksum
-    AGE_README.upper(),
-    AGE_README[:-1],
-    "age1" + "b" * 58,  # 'b' is not bech32
-    "age2" + AGE_README[4:],
-    "AGE-SECRET-KEY-1" + "q" * 46,
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        AGE_README[:-1] + ("q" if AGE_README[-1] != "q" else "p"),  # checksum
+        AGE_README.upper(),
+        AGE_README[:-1],
+        "age1" + "b" * 58,  # 'b' is not bech32
+        "age2" + AGE_README[4:],
+        "AGE-SECRET-KEY-1" + "q" * 46,
+    ],
+)
 def test_bad_age_key_is_refused(bad):
-    msg = refused(doc(destination={"name": "X", "country": "FR", "recipient_age_key": bad}),
-                  "destination.recipient_age_key")
+    msg = refused(
+        doc(destination={"name": "X", "country": "FR", "recipient_age_key": bad}), "destination.recipient_age_key"
+    )
     assert bad not in msg
 
 
@@ -175,44 +180,54 @@ def test_free_text_is_excluded_unless_listed():
     assert not i.allows("free_text", "result.comment")
     assert "comment" not in d.FIELDS["result"]
     assert d.excess(i, {"free_text": ["result.comment"]}, date(2024, 1, 1), date(2024, 12, 31)) == [
-        "field free_text.result.comment is not in the instruction"]
+        "field free_text.result.comment is not in the instruction"
+    ]
     j = d.parse(as_json(doc(fields={"result": ["code"], "free_text": ["result.comment"]})))
     assert j.allows("free_text", "result.comment")
 
 
-@pytest.mark.parametrize("over, where", [
-    ({"colour": "blue"}, "colour"),
-    ({"id": "has space"}, "id"),
-    ({"id": "x" * 65}, "id"),
-    ({"id": 12}, "id"),
-    ({"tenant": "Lab A"}, "tenant"),
-    ({"kind": "sell"}, "kind"),
-    ({"purpose": ""}, "purpose"),
-    ({"purpose": "x" * 501}, "purpose"),
-    ({"purpose": "ok\x00"}, "purpose"),
-    ({"expected_volume": "1000"}, "expected_volume"),
-    ({"expected_volume": True}, "expected_volume"),
-    ({"expected_volume": -1}, "expected_volume"),
-    ({"tolerance": 2}, "tolerance"),
-    ({"selection": {"collected_from": "2024-12-31", "collected_to": "2024-01-01"}}, "selection.collected_from"),
-    ({"selection": {"collected_from": "2024-02-30", "collected_to": "2024-12-31"}}, "selection.collected_from"),
-    ({"selection": {"collected_from": "2024-01-01", "collected_to": "2024-12-31", "extra": 1}}, "selection.extra"),
-    ({"selection": {"collected_from": "2024-01-01", "collected_to": "2024-12-31", "patients": []}},
-     "selection.patients"),
-    ({"selection": {"collected_from": "2024-01-01", "collected_to": "2024-12-31", "codes": ["718-7"]}},
-     "selection.codes[0]"),
-    ({"selection": {"collected_from": "2024-01-01", "collected_to": "2024-12-31", "sensitive": ["other"]}},
-     "selection.sensitive[0]"),
-    ({"valid_from": "2025-01-01T00:00:00"}, "valid_from"),
-    ({"valid_until": "2024-12-01T00:00:00Z"}, "valid_until"),
-    ({"deletion_deadline": "2024-12-01T00:00:00Z"}, "deletion_deadline"),
-    ({"deletion_deadline": None}, "deletion_deadline"),
-    ({"destination": None}, "destination"),
-    ({"expected_volume": None}, "expected_volume"),
-    ({"fields": None}, "fields"),
-    ({"source": {"name": "Old LIS"}}, "source"),
-    ({"version": 2}, "version"),
-])
+@pytest.mark.parametrize(
+    ("over", "where"),
+    [
+        ({"colour": "blue"}, "colour"),
+        ({"id": "has space"}, "id"),
+        ({"id": "x" * 65}, "id"),
+        ({"id": 12}, "id"),
+        ({"tenant": "Lab A"}, "tenant"),
+        ({"kind": "sell"}, "kind"),
+        ({"purpose": ""}, "purpose"),
+        ({"purpose": "x" * 501}, "purpose"),
+        ({"purpose": "ok\x00"}, "purpose"),
+        ({"expected_volume": "1000"}, "expected_volume"),
+        ({"expected_volume": True}, "expected_volume"),
+        ({"expected_volume": -1}, "expected_volume"),
+        ({"tolerance": 2}, "tolerance"),
+        ({"selection": {"collected_from": "2024-12-31", "collected_to": "2024-01-01"}}, "selection.collected_from"),
+        ({"selection": {"collected_from": "2024-02-30", "collected_to": "2024-12-31"}}, "selection.collected_from"),
+        ({"selection": {"collected_from": "2024-01-01", "collected_to": "2024-12-31", "extra": 1}}, "selection.extra"),
+        (
+            {"selection": {"collected_from": "2024-01-01", "collected_to": "2024-12-31", "patients": []}},
+            "selection.patients",
+        ),
+        (
+            {"selection": {"collected_from": "2024-01-01", "collected_to": "2024-12-31", "codes": ["718-7"]}},
+            "selection.codes[0]",
+        ),
+        (
+            {"selection": {"collected_from": "2024-01-01", "collected_to": "2024-12-31", "sensitive": ["other"]}},
+            "selection.sensitive[0]",
+        ),
+        ({"valid_from": "2025-01-01T00:00:00"}, "valid_from"),
+        ({"valid_until": "2024-12-01T00:00:00Z"}, "valid_until"),
+        ({"deletion_deadline": "2024-12-01T00:00:00Z"}, "deletion_deadline"),
+        ({"deletion_deadline": None}, "deletion_deadline"),
+        ({"destination": None}, "destination"),
+        ({"expected_volume": None}, "expected_volume"),
+        ({"fields": None}, "fields"),
+        ({"source": {"name": "Old LIS"}}, "source"),
+        ({"version": 2}, "version"),
+    ],
+)
 def test_each_wrong_document_is_refused_where(over, where):
     refused(doc(**over), where)
 
@@ -220,10 +235,14 @@ def test_each_wrong_document_is_refused_where(over, where):
 def test_refusals_never_echo_values():
     """G2: refusals never echo values."""
     secret = "Dupont-1-85-05-78-006-084-36"
-    for over in ({"purpose": secret * 30}, {"id": secret + " "}, {"kind": secret},
-                 {"destination": {"name": "X", "country": secret, "recipient_age_key": KEY}},
-                 {"selection": {"collected_from": secret, "collected_to": "2024-01-01"}},
-                 {secret + " !": 1}):
+    for over in (
+        {"purpose": secret * 30},
+        {"id": secret + " "},
+        {"kind": secret},
+        {"destination": {"name": "X", "country": secret, "recipient_age_key": KEY}},
+        {"selection": {"collected_from": secret, "collected_to": "2024-01-01"}},
+        {secret + " !": 1},
+    ):
         with pytest.raises(InvalidInput) as e:
             d.parse(as_json(doc(**over)))
         assert secret not in str(e.value)
@@ -250,8 +269,13 @@ def test_kind_rules():
     deletion = doc(kind="deletion", fields=None, destination=None, expected_volume=None)
     assert d.parse(as_json(deletion)).fields == {}
     refused({**deletion, "destination": doc()["destination"]}, "destination")
-    mig_in = doc(kind="migration_in", destination=None, expected_volume=None, deletion_deadline=None,
-                 source={"name": "Old LIS", "country": "BE"})
+    mig_in = doc(
+        kind="migration_in",
+        destination=None,
+        expected_volume=None,
+        deletion_deadline=None,
+        source={"name": "Old LIS", "country": "BE"},
+    )
     assert d.parse(as_json(mig_in)).source == d.Source("Old LIS", "BE")
     refused({k: v for k, v in mig_in.items() if k != "source"}, "source")
     refused({**mig_in, "destination": doc()["destination"]}, "destination")
@@ -272,15 +296,18 @@ def test_deletion_of_the_whole_lab():
     refused({**whole, "scope": "everything"}, "scope")
     refused({**doc(), "scope": "lab"}, "scope")
     refused(doc(kind="deletion", fields=None, destination=None, expected_volume=None, selection=None), "selection")
-    assert d.parse(as_json(doc(kind="deletion", fields=None, destination=None, expected_volume=None))).scope \
+    assert (
+        d.parse(as_json(doc(kind="deletion", fields=None, destination=None, expected_volume=None))).scope
         == d.SCOPE_SELECTION
+    )
 
 
 # --- round trip (property) --------------------------------------------------------------------------
 
 ident = st.from_regex(r"[A-Za-z0-9._:-]{1,64}", fullmatch=True)
-text = st.text(st.characters(blacklist_categories=("C", "Z")) | st.just(" "), min_size=1, max_size=80) \
-    .filter(lambda s: s.strip() != "")
+text = st.text(st.characters(blacklist_categories=("C", "Z")) | st.just(" "), min_size=1, max_size=80).filter(
+    lambda s: s.strip() != ""
+)
 aware = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC))
 
 
@@ -294,22 +321,36 @@ def instructions(draw):
     vf = draw(aware)
     vu = vf + draw(st.timedeltas(min_value=timedelta(microseconds=1), max_value=timedelta(days=3650)))
     country = draw(st.sampled_from(sorted(d.ISO_COUNTRIES)))
-    dest = d.Destination(draw(text), country, age_recipient(draw(st.binary(min_size=32, max_size=32))),
-                         draw(st.none() | text) if country in d.EEA else draw(text))
+    dest = d.Destination(
+        draw(text),
+        country,
+        age_recipient(draw(st.binary(min_size=32, max_size=32))),
+        draw(st.none() | text) if country in d.EEA else draw(text),
+    )
     needs_dest = kind in d.OUTBOUND or (kind == "support_access" and draw(st.booleans()))
     deadline = vf + draw(st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=3650)))
-    code = st.tuples(text.map(lambda s: "".join(c for c in s if c != "|" and not c.isspace()) or "sys"),
-                     st.from_regex(r"[A-Za-z0-9.-]{1,20}", fullmatch=True))
+    code = st.tuples(
+        text.map(lambda s: "".join(c for c in s if c != "|" and not c.isspace()) or "sys"),
+        st.from_regex(r"[A-Za-z0-9.-]{1,20}", fullmatch=True),
+    )
     return d.Instruction(
-        id=draw(ident), tenant=draw(st.from_regex(r"[a-z0-9][a-z0-9-]{1,62}", fullmatch=True)), kind=kind,
-        purpose=draw(text), fields=fields, collected_from=lo, collected_to=hi, valid_from=vf, valid_until=vu,
+        id=draw(ident),
+        tenant=draw(st.from_regex(r"[a-z0-9][a-z0-9-]{1,62}", fullmatch=True)),
+        kind=kind,
+        purpose=draw(text),
+        fields=fields,
+        collected_from=lo,
+        collected_to=hi,
+        valid_from=vf,
+        valid_until=vu,
         legal_basis=draw(st.none() | text),
         patients=draw(st.none() | st.lists(ident, min_size=1, max_size=5, unique=True).map(tuple)),
         codes=draw(st.none() | st.lists(code, min_size=1, max_size=4, unique=True).map(tuple)),
         sensitive=tuple(s for s in d.SENSITIVE if s in draw(st.sets(st.sampled_from(d.SENSITIVE)))),
         destination=dest if needs_dest else None,
         source=d.Source(draw(text), draw(st.none() | st.sampled_from(sorted(d.ISO_COUNTRIES))))
-        if kind == "migration_in" else None,
+        if kind == "migration_in"
+        else None,
         expected_volume=draw(st.integers(0, 10**9)) if kind in d.NEEDS_VOLUME else draw(st.none() | st.integers(0, 10)),
         tolerance=draw(st.floats(0, 1)),
         deletion_deadline=deadline if kind in d.NEEDS_DEADLINE else draw(st.none() | st.just(deadline)),
@@ -341,6 +382,7 @@ def test_sign_verify_property(instr):
 
 # --- signing and refusals ---------------------------------------------------------------------------
 
+
 def signed_doc(signer, **over):
     return d.sign(d.parse(as_json(doc(**over))), signer)
 
@@ -354,23 +396,34 @@ def test_sign_and_verify(signer):
     assert v.instruction == d.parse(as_json(doc()))
     # the keys may come from a function of the tenant
     seen = []
-    assert d.verify_signed(signed, public_keys=lambda t: seen.append(t) or {"s": signer.public_key},
-                           tenant="lab-a", now=NOW).id == "exp-2025-001"
+    assert (
+        d.verify_signed(
+            signed, public_keys=lambda t: seen.append(t) or {"s": signer.public_key}, tenant="lab-a", now=NOW
+        ).id
+        == "exp-2025-001"
+    )
     assert seen == ["lab-a"]
 
 
 def test_unsigned(signer):
     signed = signed_doc(signer)
-    for broken in ({**signed, "signature": ""}, {k: v for k, v in signed.items() if k != "signature"},
-                   {"instruction": signed["instruction"]}):
+    for broken in (
+        {**signed, "signature": ""},
+        {k: v for k, v in signed.items() if k != "signature"},
+        {"instruction": signed["instruction"]},
+    ):
         with pytest.raises(d.InstructionUnsigned, match="not signed"):
             d.verify_signed(broken, public_keys={"s": signer.public_key}, tenant="lab-a", now=NOW)
 
 
 def test_malformed(signer):
     signed = signed_doc(signer)
-    for broken in ("text", {**signed, "extra": 1}, {**signed, "instruction": "x"},
-                   {**signed, "signer_public_key": "zz"}):
+    for broken in (
+        "text",
+        {**signed, "extra": 1},
+        {**signed, "instruction": "x"},
+        {**signed, "signer_public_key": "zz"},
+    ):
         with pytest.raises(d.InstructionInvalid):
             d.verify_signed(broken, public_keys={"s": signer.public_key}, tenant="lab-a", now=NOW)
 
@@ -381,8 +434,7 @@ def test_tampered_body(signer):
     body = json.loads(json.dumps(signed["instruction"]))
     body["fields"]["identity"].append("address")
     with pytest.raises(d.InstructionSignatureInvalid, match="does not match"):
-        d.verify_signed({**signed, "instruction": body}, public_keys={"s": signer.public_key},
-                        tenant="lab-a", now=NOW)
+        d.verify_signed({**signed, "instruction": body}, public_keys={"s": signer.public_key}, tenant="lab-a", now=NOW)
 
 
 def test_other_key(signer):
@@ -417,11 +469,14 @@ def test_wrong_tenant(signer):
     assert isinstance(e.value, AccessDenied) and e.value.reason == "wrong_tenant"
 
 
-@pytest.mark.parametrize("now, error", [
-    (datetime(2024, 12, 31, 23, 59, tzinfo=UTC), d.NotYetValid),
-    (datetime(2025, 4, 1, tzinfo=UTC), d.Expired),
-    (datetime(2025, 1, 1, tzinfo=UTC), None),
-])
+@pytest.mark.parametrize(
+    ("now", "error"),
+    [
+        (datetime(2024, 12, 31, 23, 59, tzinfo=UTC), d.NotYetValid),
+        (datetime(2025, 4, 1, tzinfo=UTC), d.Expired),
+        (datetime(2025, 1, 1, tzinfo=UTC), None),
+    ],
+)
 def test_validity_period(signer, now, error):
     """A1: validity period."""
     signed = signed_doc(signer)
@@ -447,16 +502,38 @@ def test_a_signed_but_invalid_record_is_refused(signer):
 
 # --- excess --------------------------------------------------------------------------------------
 
+
 def test_excess_names_what_is_beyond():
     """A1, A2: excess names what is beyond."""
-    sel = {"collected_from": "2024-01-01", "collected_to": "2024-12-31", "patients": ["p1", "p2"],
-           "codes": ["http://loinc.org|718-7"]}
+    sel = {
+        "collected_from": "2024-01-01",
+        "collected_to": "2024-12-31",
+        "patients": ["p1", "p2"],
+        "codes": ["http://loinc.org|718-7"],
+    }
     i = d.parse(as_json(doc(selection=sel)))
-    assert d.excess(i, {"identity": ["nir"], "result": ["code"]}, date(2024, 1, 1), date(2024, 12, 31), ["p1"],
-                    codes=[("http://loinc.org", "718-7")], volume=1100) == []
-    out = d.excess(i, {"identity": ["nir", "address"], "result": ["code"], "foo": ["bar"]},
-                   date(2023, 12, 31), datetime(2025, 1, 1, tzinfo=UTC), ["p1", "p3", "p4"],
-                   codes=[("http://loinc.org", "2345-7")], sensitive=["hiv"], volume=1101)
+    assert (
+        d.excess(
+            i,
+            {"identity": ["nir"], "result": ["code"]},
+            date(2024, 1, 1),
+            date(2024, 12, 31),
+            ["p1"],
+            codes=[("http://loinc.org", "718-7")],
+            volume=1100,
+        )
+        == []
+    )
+    out = d.excess(
+        i,
+        {"identity": ["nir", "address"], "result": ["code"], "foo": ["bar"]},
+        date(2023, 12, 31),
+        datetime(2025, 1, 1, tzinfo=UTC),
+        ["p1", "p3", "p4"],
+        codes=[("http://loinc.org", "2345-7")],
+        sensitive=["hiv"],
+        volume=1101,
+    )
     assert out == [
         "field identity.address is not in the instruction",
         "field foo.bar is unknown",
@@ -478,8 +555,12 @@ def test_excess_names_what_is_beyond():
 # --- template ------------------------------------------------------------------------------------
 
 FILL = {
-    "id": "t-1", "purpose": "a purpose", "legal_basis": None, "expected_volume": 5,
-    "deletion_deadline": "2025-06-30T00:00:00Z", "valid_from": "2025-01-01T00:00:00Z",
+    "id": "t-1",
+    "purpose": "a purpose",
+    "legal_basis": None,
+    "expected_volume": 5,
+    "deletion_deadline": "2025-06-30T00:00:00Z",
+    "valid_from": "2025-01-01T00:00:00Z",
     "valid_until": "2025-04-01T00:00:00Z",
 }
 

@@ -6,8 +6,15 @@ NIR = "185077512345608"
 OID_NIR = "1.2.250.1.213.1.4.8"
 
 
-def oru(control: str = "CTRL1", *, nir: str = NIR, oid: str = OID_NIR, value: str = "4.2", obx_type: str = "NM",
-        facility: str = "LAB1") -> bytes:
+def oru(
+    control: str = "CTRL1",
+    *,
+    nir: str = NIR,
+    oid: str = OID_NIR,
+    value: str = "4.2",
+    obx_type: str = "NM",
+    facility: str = "LAB1",
+) -> bytes:
     lines = [
         f"MSH|^~\\&|LIS|{facility}^1.2.3^ISO|GW|HOSP|20240101120000+0100||ORU^R01^ORU_R01|{control}|P|2.5.1",
         f"PID|1||{nir}^^^ASIP-SANTE-INS-NIR&{oid}&ISO^INS||DUPONT^Jean^^^^^L||19850704|M",

@@ -7,7 +7,7 @@ import json
 import os
 import re
 import sys
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from labvault.crypto import derive
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
 from labvault.domain.models import LOINC, IdentityStatus, ResultStatus
 from labvault.errors import InvalidInput
 from labvault.interop import fhir
 from labvault.interop.fhir import FhirError, detect, map_document, map_ndjson, read, read_ndjson
-from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
 
 REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "fhir"
 IN_CI = os.environ.get("CI") == "true"
@@ -54,16 +54,26 @@ def ins_identifier(oid: str = OID_NIR, value: str = NIR) -> dict:
 
 
 def made_up_patient(pid: str) -> dict:
-    return {"resourceType": "Patient", "id": pid, "identifier": [ins_identifier()],
-            "name": [{"use": "usual", "family": "TESTPATIENT", "given": ["Jean"]}],
-            "birthDate": "1985-07-04", "gender": "male"}
+    return {
+        "resourceType": "Patient",
+        "id": pid,
+        "identifier": [ins_identifier()],
+        "name": [{"use": "usual", "family": "TESTPATIENT", "given": ["Jean"]}],
+        "birthDate": "1985-07-04",
+        "gender": "male",
+    }
 
 
 def made_up_result(patient_ref: str, n: int = 0) -> dict:
-    return {"resourceType": "Observation", "id": f"added-{n}", "status": "final",
-            "subject": {"reference": patient_ref}, "code": {"coding": [{"system": LOINC, "code": "718-7"}]},
-            "issued": "2024-01-01T00:00:00Z",
-            "valueQuantity": {"value": 13.5, "unit": "g/dL", "system": fhir.UCUM, "code": "g/dL"}}
+    return {
+        "resourceType": "Observation",
+        "id": f"added-{n}",
+        "status": "final",
+        "subject": {"reference": patient_ref},
+        "code": {"coding": [{"system": LOINC, "code": "718-7"}]},
+        "issued": "2024-01-01T00:00:00Z",
+        "valueQuantity": {"value": 13.5, "unit": "g/dL", "system": fhir.UCUM, "code": "g/dL"},
+    }
 
 
 def _walk(node: object):
@@ -86,8 +96,11 @@ def with_ins(doc: dict) -> dict:
     doc = copy.deepcopy(doc)
     if doc.get("resourceType") == "Patient" and isinstance(doc.get("id"), str):
         doc["identifier"] = [*doc.get("identifier", []), ins_identifier()]
-        return {"resourceType": "Bundle", "type": "collection",
-                "entry": [{"resource": doc}, {"resource": made_up_result(f"Patient/{doc['id']}")}]}
+        return {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": doc}, {"resource": made_up_result(f"Patient/{doc['id']}")}],
+        }
     present: set[str] = set()
     for node in _walk(doc):
         if node.get("resourceType") == "Patient":
@@ -119,65 +132,125 @@ def jbytes(doc: object) -> bytes:
 def lab_bundle(**over: object) -> dict:
     """A French-style lab report: Patient with INS, prescriber, order, specimen, two results, report."""
     patient = {
-        "resourceType": "Patient", "id": "p1",
+        "resourceType": "Patient",
+        "id": "p1",
         "meta": {"source": "urn:example:lis"},
         "extension": [
-            {"url": fhir.EXT_FR_IDENTITY_RELIABILITY,
-             "extension": [{"url": "identityStatus",
-                            "valueCoding": {"system": fhir.CS_FR_IDENTITY_STATUS, "code": "QUAL"}}]},
-            {"url": fhir.EXT_BIRTH_PLACE,
-             "valueAddress": {"extension": [{"url": fhir.EXT_FR_INSEE_CODE,
-                                             "valueCoding": {"system": fhir.CS_INSEE_COMMUNE, "code": "01006"}}]}},
+            {
+                "url": fhir.EXT_FR_IDENTITY_RELIABILITY,
+                "extension": [
+                    {"url": "identityStatus", "valueCoding": {"system": fhir.CS_FR_IDENTITY_STATUS, "code": "QUAL"}}
+                ],
+            },
+            {
+                "url": fhir.EXT_BIRTH_PLACE,
+                "valueAddress": {
+                    "extension": [
+                        {
+                            "url": fhir.EXT_FR_INSEE_CODE,
+                            "valueCoding": {"system": fhir.CS_INSEE_COMMUNE, "code": "01006"},
+                        }
+                    ]
+                },
+            },
         ],
         "identifier": [{"system": "http://hopital.fr/ipp", "value": "IPP-1"}, ins_identifier()],
-        "name": [{"use": "official", "family": "DUPONT", "given": ["Jean", "Pierre"]},
-                 {"use": "usual", "family": "MARTIN", "given": ["Jean", "Pierre"]}],
+        "name": [
+            {"use": "official", "family": "DUPONT", "given": ["Jean", "Pierre"]},
+            {"use": "usual", "family": "MARTIN", "given": ["Jean", "Pierre"]},
+        ],
         "telecom": [{"system": "phone", "value": "0102030405"}, {"system": "email", "value": "x@example.org"}],
-        "gender": "male", "birthDate": "1985-07-04",
+        "gender": "male",
+        "birthDate": "1985-07-04",
         "address": [{"line": ["1 rue A"], "postalCode": "75001", "city": "Paris"}],
     }
-    practitioner = {"resourceType": "Practitioner", "id": "dr1",
-                    "identifier": [{"system": f"urn:oid:{OID_RPPS}", "value": "810001234567"}],
-                    "name": [{"family": "HOUSE", "given": ["Greg"]}]}
-    order = {"resourceType": "ServiceRequest", "id": "o1", "status": "completed", "intent": "order",
-             "identifier": [{"type": {"coding": [{"system": fhir.CS_V2_0203, "code": "ACSN"}]}, "value": "ACC-42"}],
-             "subject": {"reference": "Patient/p1"}, "authoredOn": "2024-01-01T08:30:00+01:00",
-             "requester": {"reference": "Practitioner/dr1"}}
-    spec = {"resourceType": "Specimen", "id": "s1",
-            "type": {"coding": [{"system": fhir.CS_V2_0487, "code": "SER"}]},
-            "request": [{"reference": "ServiceRequest/o1"}],
-            "collection": {"collectedDateTime": "2024-01-01T08:40:00+01:00"},
-            "receivedTime": "2024-01-01T09:30:00+01:00"}
-    k = {"resourceType": "Observation", "id": "k", "status": "final",
-         "category": [{"coding": [{"system": fhir.CS_OBS_CATEGORY, "code": "laboratory"}]}],
-         "code": {"coding": [{"system": "http://lab.local/codes", "code": "K"},
-                             {"system": LOINC, "code": "2823-3", "display": "Potassium"}]},
-         "subject": {"reference": "Patient/p1"}, "specimen": {"reference": "Specimen/s1"},
-         "issued": "2024-01-01T12:00:00+01:00", "performer": [{"reference": "Practitioner/dr1"}],
-         "valueQuantity": {"value": 4.2, "unit": "mmol/L", "system": fhir.UCUM, "code": "mmol/L"},
-         "referenceRange": [{"low": {"value": 3.5}, "high": {"value": 5.1}}],
-         "interpretation": [{"coding": [{"system": fhir.CS_INTERPRETATION, "code": "N"}]}],
-         "note": [{"text": "first"}, {"text": "second"}]}
-    crp = {"resourceType": "Observation", "id": "crp", "status": "amended",
-           "code": {"coding": [{"system": LOINC, "code": "1988-5"}], "text": "CRP"},
-           "subject": {"reference": "Patient/p1"},
-           "valueQuantity": {"value": 5, "comparator": "<", "unit": "mg/L"}}
-    report = {"resourceType": "DiagnosticReport", "id": "r1", "status": "final",
-              "code": {"coding": [{"system": LOINC, "code": "11502-2"}]},
-              "basedOn": [{"reference": "ServiceRequest/o1"}], "subject": {"reference": "Patient/p1"},
-              "issued": "2024-01-02T10:00:00+01:00",
-              "result": [{"reference": "Observation/k"}, {"reference": "Observation/crp"}]}
+    practitioner = {
+        "resourceType": "Practitioner",
+        "id": "dr1",
+        "identifier": [{"system": f"urn:oid:{OID_RPPS}", "value": "810001234567"}],
+        "name": [{"family": "HOUSE", "given": ["Greg"]}],
+    }
+    order = {
+        "resourceType": "ServiceRequest",
+        "id": "o1",
+        "status": "completed",
+        "intent": "order",
+        "identifier": [{"type": {"coding": [{"system": fhir.CS_V2_0203, "code": "ACSN"}]}, "value": "ACC-42"}],
+        "subject": {"reference": "Patient/p1"},
+        "authoredOn": "2024-01-01T08:30:00+01:00",
+        "requester": {"reference": "Practitioner/dr1"},
+    }
+    spec = {
+        "resourceType": "Specimen",
+        "id": "s1",
+        "type": {"coding": [{"system": fhir.CS_V2_0487, "code": "SER"}]},
+        "request": [{"reference": "ServiceRequest/o1"}],
+        "collection": {"collectedDateTime": "2024-01-01T08:40:00+01:00"},
+        "receivedTime": "2024-01-01T09:30:00+01:00",
+    }
+    k = {
+        "resourceType": "Observation",
+        "id": "k",
+        "status": "final",
+        "category": [{"coding": [{"system": fhir.CS_OBS_CATEGORY, "code": "laboratory"}]}],
+        "code": {
+            "coding": [
+                {"system": "http://lab.local/codes", "code": "K"},
+                {"system": LOINC, "code": "2823-3", "display": "Potassium"},
+            ]
+        },
+        "subject": {"reference": "Patient/p1"},
+        "specimen": {"reference": "Specimen/s1"},
+        "issued": "2024-01-01T12:00:00+01:00",
+        "performer": [{"reference": "Practitioner/dr1"}],
+        "valueQuantity": {"value": 4.2, "unit": "mmol/L", "system": fhir.UCUM, "code": "mmol/L"},
+        "referenceRange": [{"low": {"value": 3.5}, "high": {"value": 5.1}}],
+        "interpretation": [{"coding": [{"system": fhir.CS_INTERPRETATION, "code": "N"}]}],
+        "note": [{"text": "first"}, {"text": "second"}],
+    }
+    crp = {
+        "resourceType": "Observation",
+        "id": "crp",
+        "status": "amended",
+        "code": {"coding": [{"system": LOINC, "code": "1988-5"}], "text": "CRP"},
+        "subject": {"reference": "Patient/p1"},
+        "valueQuantity": {"value": 5, "comparator": "<", "unit": "mg/L"},
+    }
+    report = {
+        "resourceType": "DiagnosticReport",
+        "id": "r1",
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "11502-2"}]},
+        "basedOn": [{"reference": "ServiceRequest/o1"}],
+        "subject": {"reference": "Patient/p1"},
+        "issued": "2024-01-02T10:00:00+01:00",
+        "result": [{"reference": "Observation/k"}, {"reference": "Observation/crp"}],
+    }
     org = {"resourceType": "Organization", "id": "lab", "name": "Lab"}
-    resources = {"patient": patient, "practitioner": practitioner, "order": order, "spec": spec, "k": k,
-                 "crp": crp, "report": report, "org": org}
+    resources = {
+        "patient": patient,
+        "practitioner": practitioner,
+        "order": order,
+        "spec": spec,
+        "k": k,
+        "crp": crp,
+        "report": report,
+        "org": org,
+    }
     for name, value in over.items():
         if value is None:
             resources.pop(name)
         else:
             resources[name] = value
-    return {"resourceType": "Bundle", "id": "b1", "type": "collection",
-            "entry": [{"fullUrl": f"http://x.example/{r['resourceType']}/{r.get('id', n)}", "resource": r}
-                      for n, r in resources.items()]}
+    return {
+        "resourceType": "Bundle",
+        "id": "b1",
+        "type": "collection",
+        "entry": [
+            {"fullUrl": f"http://x.example/{r['resourceType']}/{r.get('id', n)}", "resource": r}
+            for n, r in resources.items()
+        ],
+    }
 
 
 def test_maps_a_lab_bundle():
@@ -211,13 +284,20 @@ def test_maps_a_lab_bundle():
 def test_ids_are_deterministic_and_distinct():
     a, b = read(jbytes(lab_bundle())), read(jbytes(lab_bundle()))
     assert a[0].results[0].result_id == b[0].results[0].result_id and len(a[0].results[0].result_id) == 32
-    ids = {a[0].identity.patient_id, a[0].requests[0].request_id, a[0].specimens[0].specimen_id,
-           *(r.result_id for r in a[0].results)}
+    ids = {
+        a[0].identity.patient_id,
+        a[0].requests[0].request_id,
+        a[0].specimens[0].specimen_id,
+        *(r.result_id for r in a[0].results),
+    }
     assert len(ids) == 5
     assert fhir.domain_id(a[0], "Patient", "p1") == a[0].identity.patient_id
     order = derive.Order(derive.order_scope("ACC-42"))  # the order's number names its records
     assert (order.request_id(), order.specimen_id(), order.result_id("2823-3")) == (
-        a[0].requests[0].request_id, a[0].specimens[0].specimen_id, a[0].results[0].result_id)
+        a[0].requests[0].request_id,
+        a[0].specimens[0].specimen_id,
+        a[0].results[0].result_id,
+    )
 
 
 def test_control_id_is_a_content_hash_without_bundle_id():
@@ -230,16 +310,27 @@ def test_control_id_is_a_content_hash_without_bundle_id():
 
 
 def test_observations_without_order_get_one_request_per_day():
-    obs = [{"resourceType": "Observation", "id": f"o{i}", "status": "final",
-            "code": {"coding": [{"system": LOINC, "code": "718-7"}]}, "subject": {"reference": "Patient/p1"},
-            "effectiveDateTime": when, "valueQuantity": {"value": i}}
-           for i, when in enumerate(["2024-01-01T08:00:00Z", "2024-01-01T09:00:00Z", "2024-01-02"])]
-    doc = {"resourceType": "Bundle", "type": "collection",
-           "entry": [{"resource": made_up_patient("p1")}, *({"resource": o} for o in obs)]}
+    obs = [
+        {
+            "resourceType": "Observation",
+            "id": f"o{i}",
+            "status": "final",
+            "code": {"coding": [{"system": LOINC, "code": "718-7"}]},
+            "subject": {"reference": "Patient/p1"},
+            "effectiveDateTime": when,
+            "valueQuantity": {"value": i},
+        }
+        for i, when in enumerate(["2024-01-01T08:00:00Z", "2024-01-01T09:00:00Z", "2024-01-02"])
+    ]
+    doc = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": made_up_patient("p1")}, *({"resource": o} for o in obs)],
+    }
     [m] = read(jbytes(doc))
     assert len(m.requests) == 2
     assert [r.request_id for r in m.results] == [m.requests[0].request_id] * 2 + [m.requests[1].request_id]
-    assert m.requests[0].requested_at == datetime(2024, 1, 1, 8, tzinfo=timezone.utc)
+    assert m.requests[0].requested_at == datetime(2024, 1, 1, 8, tzinfo=UTC)
     assert m.requests[1].requested_at == datetime(2024, 1, 2)  # a date alone: naive midnight
 
 
@@ -257,34 +348,70 @@ def test_report_without_order_becomes_the_request():
 
 
 def test_components_are_flattened_and_panels_skipped():
-    bp = {"resourceType": "Observation", "id": "panel", "status": "final",
-          "code": {"coding": [{"system": LOINC, "code": "24331-1"}]}, "subject": {"reference": "Patient/p1"},
-          "effectiveDateTime": "2024-01-01", "hasMember": [{"reference": "Observation/m1"}],
-          "specimen": {"reference": "Specimen/s9"}}
-    member = {"resourceType": "Observation", "id": "m1", "status": "preliminary",
-              "code": {"coding": [{"system": LOINC, "code": "2093-3"}]}, "valueQuantity": {"value": 5.1}}
-    comp = {"resourceType": "Observation", "id": "c", "status": "final", "subject": {"reference": "Patient/p1"},
-            "code": {"coding": [{"system": LOINC, "code": "X"}]}, "effectiveDateTime": "2024-01-01",
-            "component": [{"code": {"coding": [{"system": LOINC, "code": "A"}]}, "valueQuantity": {"value": 1}},
-                          {"code": {"coding": [{"system": LOINC, "code": "B"}]}, "valueString": "two"}]}
+    bp = {
+        "resourceType": "Observation",
+        "id": "panel",
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "24331-1"}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2024-01-01",
+        "hasMember": [{"reference": "Observation/m1"}],
+        "specimen": {"reference": "Specimen/s9"},
+    }
+    member = {
+        "resourceType": "Observation",
+        "id": "m1",
+        "status": "preliminary",
+        "code": {"coding": [{"system": LOINC, "code": "2093-3"}]},
+        "valueQuantity": {"value": 5.1},
+    }
+    comp = {
+        "resourceType": "Observation",
+        "id": "c",
+        "status": "final",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": LOINC, "code": "X"}]},
+        "effectiveDateTime": "2024-01-01",
+        "component": [
+            {"code": {"coding": [{"system": LOINC, "code": "A"}]}, "valueQuantity": {"value": 1}},
+            {"code": {"coding": [{"system": LOINC, "code": "B"}]}, "valueString": "two"},
+        ],
+    }
     spec = {"resourceType": "Specimen", "id": "s9", "subject": {"reference": "Patient/p1"}}
-    report = {"resourceType": "DiagnosticReport", "id": "r", "status": "final", "code": {"text": "x"},
-              "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2024-01-01",
-              "result": [{"reference": "Observation/panel"}]}
-    doc = {"resourceType": "Bundle", "type": "collection",
-           "entry": [{"resource": r} for r in (made_up_patient("p1"), report, bp, member, comp, spec)]}
+    report = {
+        "resourceType": "DiagnosticReport",
+        "id": "r",
+        "status": "final",
+        "code": {"text": "x"},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2024-01-01",
+        "result": [{"reference": "Observation/panel"}],
+    }
+    doc = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": r} for r in (made_up_patient("p1"), report, bp, member, comp, spec)],
+    }
     out = map_document(jbytes(doc))
     [m] = out.mapped
-    assert [(r.code, r.value_num, r.value_text) for r in m.results] == [("2093-3", 5.1, None), ("A", 1.0, None),
-                                                                        ("B", None, "two")]
+    assert [(r.code, r.value_num, r.value_text) for r in m.results] == [
+        ("2093-3", 5.1, None),
+        ("A", 1.0, None),
+        ("B", None, "two"),
+    ]
     assert m.results[0].specimen_id == m.specimens[0].specimen_id  # inherited from the panel
     assert out.skipped["Observation (panel)"] == 1
 
 
 def test_skips_non_lab_and_counts():
-    vital = {"resourceType": "Observation", "id": "w", "status": "final",
-             "category": [{"coding": [{"system": fhir.CS_OBS_CATEGORY, "code": "vital-signs"}]}],
-             "code": {"coding": [{"code": "x"}]}, "subject": {"reference": "Patient/p1"}}
+    vital = {
+        "resourceType": "Observation",
+        "id": "w",
+        "status": "final",
+        "category": [{"coding": [{"system": fhir.CS_OBS_CATEGORY, "code": "vital-signs"}]}],
+        "code": {"coding": [{"code": "x"}]},
+        "subject": {"reference": "Patient/p1"},
+    }
     out = map_document(jbytes(lab_bundle(vital=vital, loc={"resourceType": "Location", "id": "l"})))
     assert out.skipped["Observation (not laboratory)"] == 1 and out.skipped["Location"] == 1
     assert len(out.mapped[0].results) == 2
@@ -293,8 +420,14 @@ def test_skips_non_lab_and_counts():
 def test_two_patients_two_mapped():
     doc = lab_bundle()
     p2 = made_up_patient("p2")
-    o2 = {"resourceType": "Observation", "id": "o2", "status": "final", "subject": {"reference": "Patient/p2"},
-          "code": {"coding": [{"system": LOINC, "code": "718-7"}]}, "issued": "2024-01-01T00:00:00Z"}
+    o2 = {
+        "resourceType": "Observation",
+        "id": "o2",
+        "status": "final",
+        "subject": {"reference": "Patient/p2"},
+        "code": {"coding": [{"system": LOINC, "code": "718-7"}]},
+        "issued": "2024-01-01T00:00:00Z",
+    }
     doc["entry"] += [{"resource": p2}, {"resource": o2}]
     ms = read(jbytes(doc))
     assert [len(m.results) for m in ms] == [2, 1]
@@ -302,12 +435,25 @@ def test_two_patients_two_mapped():
 
 
 def test_single_resource_and_contained_specimen():
-    sr = {"resourceType": "ServiceRequest", "id": "x", "status": "active", "intent": "order",
-          "contained": [made_up_patient("pt"),
-                        {"resourceType": "Specimen", "id": "sp", "type": {"text": "blood"},
-                         "collection": {"collectedDateTime": "2024-02-01T10:00:00Z"}}],
-          "subject": {"reference": "#pt"}, "occurrenceDateTime": "2024-02-01",
-          "specimen": [{"reference": "#sp"}], "requisition": {"value": "G-1"}}
+    sr = {
+        "resourceType": "ServiceRequest",
+        "id": "x",
+        "status": "active",
+        "intent": "order",
+        "contained": [
+            made_up_patient("pt"),
+            {
+                "resourceType": "Specimen",
+                "id": "sp",
+                "type": {"text": "blood"},
+                "collection": {"collectedDateTime": "2024-02-01T10:00:00Z"},
+            },
+        ],
+        "subject": {"reference": "#pt"},
+        "occurrenceDateTime": "2024-02-01",
+        "specimen": [{"reference": "#sp"}],
+        "requisition": {"value": "G-1"},
+    }
     [m] = read(jbytes(sr))
     assert m.identity.nir == NIR and m.requests[0].accession == "G-1"
     assert (m.specimens[0].type, m.specimens[0].request_id) == ("blood", m.requests[0].request_id)
@@ -316,15 +462,25 @@ def test_single_resource_and_contained_specimen():
 def test_transaction_with_uuid_references():
     pat = made_up_patient("p1")
     del pat["id"]
-    obs = {"resourceType": "Observation", "status": "final", "subject": {"reference": "urn:uuid:aaa"},
-           "code": {"coding": [{"system": LOINC, "code": "718-7"}]}, "issued": "2024-01-01T00:00:00Z",
-           "specimen": {"reference": "urn:uuid:ccc"}}
+    obs = {
+        "resourceType": "Observation",
+        "status": "final",
+        "subject": {"reference": "urn:uuid:aaa"},
+        "code": {"coding": [{"system": LOINC, "code": "718-7"}]},
+        "issued": "2024-01-01T00:00:00Z",
+        "specimen": {"reference": "urn:uuid:ccc"},
+    }
     spec = {"resourceType": "Specimen", "subject": {"reference": "urn:uuid:aaa"}}
-    doc = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": "urn:uuid:aaa", "resource": pat, "request": {"method": "POST", "url": "Patient"}},
-        {"fullUrl": "urn:uuid:bbb", "resource": obs, "request": {"method": "POST", "url": "Observation"}},
-        {"fullUrl": "urn:uuid:ccc", "resource": spec, "request": {"method": "POST", "url": "Specimen"}},
-        {"request": {"method": "DELETE", "url": "Patient/9"}}]}
+    doc = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"fullUrl": "urn:uuid:aaa", "resource": pat, "request": {"method": "POST", "url": "Patient"}},
+            {"fullUrl": "urn:uuid:bbb", "resource": obs, "request": {"method": "POST", "url": "Observation"}},
+            {"fullUrl": "urn:uuid:ccc", "resource": spec, "request": {"method": "POST", "url": "Specimen"}},
+            {"request": {"method": "DELETE", "url": "Patient/9"}},
+        ],
+    }
     out = map_document(jbytes(doc))
     [m] = out.mapped
     assert m.identity.nir == NIR and m.results[0].specimen_id == m.specimens[0].specimen_id
@@ -334,11 +490,21 @@ def test_transaction_with_uuid_references():
 
 def test_specimen_of_another_patient_is_refused():
     doc = lab_bundle()
-    doc["entry"] += [{"resource": made_up_patient("p2")},
-                     {"resource": {"resourceType": "Observation", "id": "o2", "status": "final",
-                                   "subject": {"reference": "Patient/p2"}, "issued": "2024-01-01T00:00:00Z",
-                                   "code": {"coding": [{"code": "x"}]}, "specimen": {"reference": "Specimen/s1"}}}]
-    with pytest.raises(FhirError, match="Observation, Observation.specimen: the specimen belongs to another"):
+    doc["entry"] += [
+        {"resource": made_up_patient("p2")},
+        {
+            "resource": {
+                "resourceType": "Observation",
+                "id": "o2",
+                "status": "final",
+                "subject": {"reference": "Patient/p2"},
+                "issued": "2024-01-01T00:00:00Z",
+                "code": {"coding": [{"code": "x"}]},
+                "specimen": {"reference": "Specimen/s1"},
+            }
+        },
+    ]
+    with pytest.raises(FhirError, match=r"Observation, Observation.specimen: the specimen belongs to another"):
         read(jbytes(doc))
 
 
@@ -355,39 +521,127 @@ def test_unzoned_marker_gives_a_naive_datetime():
     [
         (lab_bundle(patient=None), "ServiceRequest.subject", "INS missing: the patient named here is not in"),
         (lab_bundle(patient=made_up_patient("p1") | {"identifier": []}), "Patient.identifier", "INS missing"),
-        (lab_bundle(patient=made_up_patient("p1") | {"identifier": [ins_identifier(OID_INS_TEST)]}),
-         "Patient.identifier[0].system", "test INS"),
+        (
+            lab_bundle(patient=made_up_patient("p1") | {"identifier": [ins_identifier(OID_INS_TEST)]}),
+            "Patient.identifier[0].system",
+            "test INS",
+        ),
         (lab_bundle(patient=made_up_patient("p1") | {"birthDate": "1985-13-01"}), "Patient.birthDate", "out of range"),
-        (lab_bundle(patient=made_up_patient("p1") | {"birthDate": "04/07/1985"}), "Patient.birthDate",
-         "not a FHIR date"),
-        (lab_bundle(patient=made_up_patient("p1") | {"name": [{"given": ["A"]}]}), "Patient.name[0].family",
-         "family name missing"),
+        (
+            lab_bundle(patient=made_up_patient("p1") | {"birthDate": "04/07/1985"}),
+            "Patient.birthDate",
+            "not a FHIR date",
+        ),
+        (
+            lab_bundle(patient=made_up_patient("p1") | {"name": [{"given": ["A"]}]}),
+            "Patient.name[0].family",
+            "family name missing",
+        ),
         (lab_bundle(patient=made_up_patient("p1") | {"birthDate": None}), "Patient.birthDate", "birth date missing"),
-        (lab_bundle(k={"resourceType": "Observation", "id": "k", "status": "final", "code": {"text": "x"},
-                       "subject": {"reference": "Patient/p1"}}), "Observation.code.coding", "code missing"),
-        (lab_bundle(k={"resourceType": "Observation", "id": "k", "status": "entered-in-error",
-                       "code": {"coding": [{"code": "x"}]}}), "Observation.status", "cannot be imported"),
-        (lab_bundle(k={"resourceType": "Observation", "id": "k", "status": "final", "code": {"coding": [{"code": "x"}]},
-                       "valueQuantity": {"value": "4.2"}}), "Observation.valueQuantity.value", "expected a number"),
-        (lab_bundle(k={"resourceType": "Observation", "id": "k", "status": "final", "code": {"coding": [{"code": "x"}]},
-                       "valueRange": {"low": {"value": 1}}}), "Observation.valueRange", "not supported"),
-        (lab_bundle(k={"resourceType": "Observation", "id": "k", "status": "final", "code": {"coding": "x"}}),
-         "Observation.code.coding", "expected an array"),
-        (lab_bundle(k={"resourceType": "Observation", "id": "k", "status": "final",
-                       "code": {"coding": [{"code": "x"}]}, "subject": {"reference": "Patient/zz"},
-                       "basedOn": [{"reference": "ServiceRequest/o1"}]}),
-         "Observation.subject", "differs from the subject"),
-        (lab_bundle(k={"resourceType": "Observation", "id": "k2", "status": "final",
-                       "code": {"coding": [{"code": "x"}]}, "subject": {"reference": "Patient/p1"}}),
-         "Observation.effective[x]", "effective date"),
-        (lab_bundle(order=lab_bundle()["entry"][2]["resource"] | {"authoredOn": None}, report=None, crp=None),
-         "ServiceRequest.authoredOn", "order date missing"),
-        (lab_bundle(org={"resourceType": "Observation", "id": "k"}), None, "duplicate resource: the same type and id as the one at entry"),
+        (
+            lab_bundle(
+                k={
+                    "resourceType": "Observation",
+                    "id": "k",
+                    "status": "final",
+                    "code": {"text": "x"},
+                    "subject": {"reference": "Patient/p1"},
+                }
+            ),
+            "Observation.code.coding",
+            "code missing",
+        ),
+        (
+            lab_bundle(
+                k={
+                    "resourceType": "Observation",
+                    "id": "k",
+                    "status": "entered-in-error",
+                    "code": {"coding": [{"code": "x"}]},
+                }
+            ),
+            "Observation.status",
+            "cannot be imported",
+        ),
+        (
+            lab_bundle(
+                k={
+                    "resourceType": "Observation",
+                    "id": "k",
+                    "status": "final",
+                    "code": {"coding": [{"code": "x"}]},
+                    "valueQuantity": {"value": "4.2"},
+                }
+            ),
+            "Observation.valueQuantity.value",
+            "expected a number",
+        ),
+        (
+            lab_bundle(
+                k={
+                    "resourceType": "Observation",
+                    "id": "k",
+                    "status": "final",
+                    "code": {"coding": [{"code": "x"}]},
+                    "valueRange": {"low": {"value": 1}},
+                }
+            ),
+            "Observation.valueRange",
+            "not supported",
+        ),
+        (
+            lab_bundle(k={"resourceType": "Observation", "id": "k", "status": "final", "code": {"coding": "x"}}),
+            "Observation.code.coding",
+            "expected an array",
+        ),
+        (
+            lab_bundle(
+                k={
+                    "resourceType": "Observation",
+                    "id": "k",
+                    "status": "final",
+                    "code": {"coding": [{"code": "x"}]},
+                    "subject": {"reference": "Patient/zz"},
+                    "basedOn": [{"reference": "ServiceRequest/o1"}],
+                }
+            ),
+            "Observation.subject",
+            "differs from the subject",
+        ),
+        (
+            lab_bundle(
+                k={
+                    "resourceType": "Observation",
+                    "id": "k2",
+                    "status": "final",
+                    "code": {"coding": [{"code": "x"}]},
+                    "subject": {"reference": "Patient/p1"},
+                }
+            ),
+            "Observation.effective[x]",
+            "effective date",
+        ),
+        (
+            lab_bundle(order=lab_bundle()["entry"][2]["resource"] | {"authoredOn": None}, report=None, crp=None),
+            "ServiceRequest.authoredOn",
+            "order date missing",
+        ),
+        (
+            lab_bundle(org={"resourceType": "Observation", "id": "k"}),
+            None,
+            "duplicate resource: the same type and id as the one at entry",
+        ),
         ({"resourceType": "Bundle", "type": "history", "entry": []}, "Bundle.type", "refused"),
-        ({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": "Patient"}}]},
-         None, "nothing to map"),
-        ({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"id": "x"}}]}, "entry 1",
-         "resourceType missing"),
+        (
+            {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": "Patient"}}]},
+            None,
+            "nothing to map",
+        ),
+        (
+            {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"id": "x"}}]},
+            "entry 1",
+            "resourceType missing",
+        ),
         ({"resourceType": "Observation", "id": "bad id!"}, "Observation.id", "not a valid FHIR id"),
         ([1, 2], None, "not an object"),
     ],
@@ -430,10 +684,26 @@ def test_error_messages_carry_no_personal_value():
         lab_bundle(patient=made_up_patient("p1") | {"gender": 42, "name": [{"family": secret, "given": secret}]}),
         lab_bundle(patient=made_up_patient("p1") | {"identifier": [{"system": "urn:x", "value": secret}]}),
         lab_bundle(k={"resourceType": "Observation", "id": "k", "status": secret, "code": {"coding": [{"code": "x"}]}}),
-        lab_bundle(k={"resourceType": "Observation", "id": "k", "status": "final", "code": {"coding": [{"code": "x"}]},
-                      "subject": {"reference": "Patient/p1"}, "valueQuantity": {"value": secret}}),
-        lab_bundle(k={"resourceType": "Observation", "id": "k", "status": "final", "code": {"coding": [{"code": "x"}]},
-                      "subject": {"reference": "Patient/p1"}, "valueQuantity": {"value": 1, "comparator": secret}}),
+        lab_bundle(
+            k={
+                "resourceType": "Observation",
+                "id": "k",
+                "status": "final",
+                "code": {"coding": [{"code": "x"}]},
+                "subject": {"reference": "Patient/p1"},
+                "valueQuantity": {"value": secret},
+            }
+        ),
+        lab_bundle(
+            k={
+                "resourceType": "Observation",
+                "id": "k",
+                "status": "final",
+                "code": {"coding": [{"code": "x"}]},
+                "subject": {"reference": "Patient/p1"},
+                "valueQuantity": {"value": 1, "comparator": secret},
+            }
+        ),
         {"resourceType": "Bundle", "type": secret, "entry": []},
         {"resourceType": secret + " x"},
     ]
@@ -487,9 +757,16 @@ def test_read_ndjson_groups_by_patient_across_files():
         by_type.setdefault(e["resource"]["resourceType"], []).append(e["resource"])
     p2 = made_up_patient("p2")
     by_type["Patient"].append(p2)
-    by_type["Observation"].append({"resourceType": "Observation", "id": "z", "status": "final",
-                                   "subject": {"reference": "Patient/p2"}, "issued": "2024-03-01T00:00:00Z",
-                                   "code": {"coding": [{"system": LOINC, "code": "718-7"}]}})
+    by_type["Observation"].append(
+        {
+            "resourceType": "Observation",
+            "id": "z",
+            "status": "final",
+            "subject": {"reference": "Patient/p2"},
+            "issued": "2024-03-01T00:00:00Z",
+            "code": {"coding": [{"system": LOINC, "code": "718-7"}]},
+        }
+    )
     files = {f"{t}.000.ndjson": _ndjson(*rs) for t, rs in by_type.items()}
     out = map_ndjson(files)
     one, two = out.mapped
@@ -509,12 +786,18 @@ def test_ndjson_errors_name_file_and_line():
     with pytest.raises(FhirError) as info:
         read_ndjson({"Patient.ndjson": good, "Observation.ndjson": b'\n{"resourceType": "Observation",\n'})
     assert str(info.value).startswith("Observation.ndjson, line 2: not valid JSON")
-    bad_obs = {"resourceType": "Observation", "id": "o", "status": "final", "subject": {"reference": "Patient/p1"},
-               "code": {"coding": [{"code": "x"}]}, "issued": "2024-01-01T00:00:00Z", "valueInteger": 1.5}
+    bad_obs = {
+        "resourceType": "Observation",
+        "id": "o",
+        "status": "final",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"code": "x"}]},
+        "issued": "2024-01-01T00:00:00Z",
+        "valueInteger": 1.5,
+    }
     with pytest.raises(FhirError) as info:
         read_ndjson({"Patient.ndjson": good, "Observation.ndjson": _ndjson(bad_obs, bad_obs | {"id": "p"})})
-    assert str(info.value) == ("Observation.ndjson, line 1, Observation, Observation.valueInteger: "
-                               "expected an integer")
+    assert str(info.value) == ("Observation.ndjson, line 1, Observation, Observation.valueInteger: expected an integer")
     with pytest.raises(FhirError, match="no resourceType"):
         read_ndjson({"log.ndjson": b'{"exportId": "x"}\n'})
 
@@ -582,8 +865,12 @@ def test_real_file_maps_or_is_rejected_precisely(path):
 KNOWN = {
     # file: [(code, value, unit)] that must come out of the file once a patient with an INS is added
     "r4-official/Observation-f001.json": [("15074-8", 6.3, "mmol/L")],
-    "r4-official/Bundle-lipids.json": [("35200-5", 6.3, "mmol/L"), ("35217-9", 1.3, "mmol/L"),
-                                       ("2085-9", 1.3, "mmol/L"), ("13457-7", 4.6, "mmol/L")],
+    "r4-official/Bundle-lipids.json": [
+        ("35200-5", 6.3, "mmol/L"),
+        ("35217-9", 1.3, "mmol/L"),
+        ("2085-9", 1.3, "mmol/L"),
+        ("13457-7", 4.6, "mmol/L"),
+    ],
     "r4-official/Bundle-ghp.json": [("718-7", 176.0, "g/L")],
     "r4-official/Observation-f204.json": [("20005", 122.0, "umol/L")],
 }
@@ -634,8 +921,11 @@ def test_patient_example_identity():
     official = next(n for n in doc["name"] if n.get("use") == "official")
     usual = next(n for n in doc["name"] if n.get("use") == "usual")
     assert "family" not in usual  # a nickname only: the used name falls back to the official name
-    assert (i.family_name, i.given_names, i.birth_name) == (official["family"], " ".join(official["given"]),
-                                                            official["family"])
+    assert (i.family_name, i.given_names, i.birth_name) == (
+        official["family"],
+        " ".join(official["given"]),
+        official["family"],
+    )
     assert i.birth_date.isoformat() == doc["birthDate"] and i.sex == "M" and i.nir == NIR
     assert i.phone == next(t["value"] for t in doc["telecom"] if t.get("system") == "phone")
     assert i.address == doc["address"][0]["text"]
@@ -662,14 +952,17 @@ def test_bulk_export_as_a_whole():
     for p in patients:
         p["identifier"].append(ins_identifier())
     files["Patient.000.ndjson"] = _ndjson(*patients)
-    files["Observation.000.ndjson"] = _ndjson(*(made_up_result(f"Patient/{p['id']}", i)
-                                                for i, p in enumerate(patients)))
+    files["Observation.000.ndjson"] = _ndjson(
+        *(made_up_result(f"Patient/{p['id']}", i) for i, p in enumerate(patients))
+    )
     out = map_ndjson(files)
     assert len(out.mapped) == len(patients)
     first = out.mapped[0]
     official = next(n for n in patients[0]["name"] if n.get("use") == "official")
-    assert first.identity.family_name == official["family"] and first.identity.birth_date.isoformat() == \
-        patients[0]["birthDate"]
+    assert (
+        first.identity.family_name == official["family"]
+        and first.identity.birth_date.isoformat() == patients[0]["birthDate"]
+    )
     assert ("http://hl7.org/fhir/sid/us-ssn", patients[0]["identifier"][2]["value"]) in first.other_identifiers
     assert out.skipped["Organization"] == 43 and out.skipped["Practitioner (not a requester)"] == 43
 
@@ -707,14 +1000,58 @@ def test_fuzz_arbitrary_bytes(data):
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=12) | st.sampled_from(["2024-01-01", "Patient/p1", "final", "#x", "urn:uuid:1", "QUAL",
-                                             f"urn:oid:{OID_NIR}", "laboratory", "1e400", "valueQuantity"]),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(
-        st.sampled_from(["resourceType", "id", "reference", "value", "code", "coding", "system", "status",
-                         "subject", "valueQuantity", "entry", "resource", "extension", "url", "component",
-                         "contained", "basedOn", "result", "hasMember", "identifier", "name", "family"]),
-        children, max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | st.sampled_from(
+        [
+            "2024-01-01",
+            "Patient/p1",
+            "final",
+            "#x",
+            "urn:uuid:1",
+            "QUAL",
+            f"urn:oid:{OID_NIR}",
+            "laboratory",
+            "1e400",
+            "valueQuantity",
+        ]
+    ),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "resourceType",
+                    "id",
+                    "reference",
+                    "value",
+                    "code",
+                    "coding",
+                    "system",
+                    "status",
+                    "subject",
+                    "valueQuantity",
+                    "entry",
+                    "resource",
+                    "extension",
+                    "url",
+                    "component",
+                    "contained",
+                    "basedOn",
+                    "result",
+                    "hasMember",
+                    "identifier",
+                    "name",
+                    "family",
+                ]
+            ),
+            children,
+            max_size=3,
+        )
+    ),
     max_leaves=8,
 )
 

@@ -8,7 +8,7 @@ import dataclasses
 import io
 import json
 import os
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from labvault.crypto import derive
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.interop import fhir, fhir_out
 from labvault.interop.fhir_out import NdjsonWriter
-from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
 
 SCHEMA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "fhir" / "schema" / "fhir.schema.r4.json"
 IN_CI = os.environ.get("CI") == "true"
@@ -72,8 +72,9 @@ def assert_valid(resource: dict) -> None:
 
 # FHIR strings: any Unicode but the spaces other than space, tab, CR, LF (the R4 schema's pattern, ECMAScript
 # \S, refuses NBSP and friends) and lone surrogates.
-CHARS = st.characters(codec="utf-8", exclude_categories=("Cs", "Zs", "Zl", "Zp", "Cc"),
-                      exclude_characters="\ufeff\u180e") | st.sampled_from(" \n\t")
+CHARS = st.characters(
+    codec="utf-8", exclude_categories=("Cs", "Zs", "Zl", "Zp", "Cc"), exclude_characters="\ufeff\u180e"
+) | st.sampled_from(" \n\t")
 TEXT = st.text(CHARS, min_size=1, max_size=20).filter(lambda s: s.strip(" \n\t"))
 OPT_TEXT = st.none() | TEXT
 IDS = st.text("0123456789abcdef", min_size=32, max_size=32)
@@ -82,8 +83,16 @@ CODE_SYSTEM = st.sampled_from([LOINC, "urn:hl7v2:codesystem:L", "http://lab.exam
 UNIT = st.none() | st.sampled_from(["mmol/L", "g/dL", "10*9/L", "%", "mg/L", "[IU]/L"]) | TEXT
 FLAG = st.none() | st.sampled_from(["L", "H", "LL", "HH", "N", "A", "POS", "NEG"]) | TEXT
 NUMBER = st.floats(allow_nan=False, allow_infinity=False, width=64)
-OFFSETS = st.sampled_from([timezone.utc, timezone(timedelta(hours=1)), timezone(timedelta(hours=-5, minutes=-30)),
-                           timezone(timedelta(hours=14)), ZoneInfo("Europe/Paris"), ZoneInfo("America/New_York")])
+OFFSETS = st.sampled_from(
+    [
+        UTC,
+        timezone(timedelta(hours=1)),
+        timezone(timedelta(hours=-5, minutes=-30)),
+        timezone(timedelta(hours=14)),
+        ZoneInfo("Europe/Paris"),
+        ZoneInfo("America/New_York"),
+    ]
+)
 
 
 @st.composite
@@ -122,34 +131,64 @@ def scenarios(draw):
     used: set[str] = set()
     ids = IDS.filter(lambda x: x not in used).map(lambda x: used.add(x) or x)
     rpps = st.just("") | st.from_regex(r"[0-9]{11}", fullmatch=True)
-    prescribers = [Prescriber(prescriber_id=draw(ids), rpps=draw(rpps), family_name=draw(st.just("") | TEXT),
-                              given_name=draw(st.just("") | TEXT))
-                   for _ in range(draw(st.integers(0, 2)))]
+    prescribers = [
+        Prescriber(
+            prescriber_id=draw(ids),
+            rpps=draw(rpps),
+            family_name=draw(st.just("") | TEXT),
+            given_name=draw(st.just("") | TEXT),
+        )
+        for _ in range(draw(st.integers(0, 2)))
+    ]
     people = []
     for _ in range(draw(st.integers(1, 2))):
         identity = draw(patients(ids))
         requests, specimens, results = [], [], []
         for _ in range(draw(st.integers(1, 3))):
-            req = Request(request_id=draw(ids), patient_id=identity.patient_id,
-                          prescriber_id=draw(st.none() | st.sampled_from([p.prescriber_id for p in prescribers]))
-                          if prescribers else None,
-                          requested_at=draw(datetimes()), accession=draw(OPT_TEXT),
-                          reported_at=draw(st.none() | datetimes()))
+            req = Request(
+                request_id=draw(ids),
+                patient_id=identity.patient_id,
+                prescriber_id=draw(st.none() | st.sampled_from([p.prescriber_id for p in prescribers]))
+                if prescribers
+                else None,
+                requested_at=draw(datetimes()),
+                accession=draw(OPT_TEXT),
+                reported_at=draw(st.none() | datetimes()),
+            )
             requests.append(req)
-            own = [Specimen(specimen_id=draw(ids), request_id=req.request_id,
-                            type=draw(st.sampled_from(["BLD", "SER", "UR", "PLAS"]) | TEXT),
-                            collected_at=draw(datetimes()), received_at=draw(st.none() | datetimes()))
-                   for _ in range(draw(st.integers(0, 2)))]
+            own = [
+                Specimen(
+                    specimen_id=draw(ids),
+                    request_id=req.request_id,
+                    type=draw(st.sampled_from(["BLD", "SER", "UR", "PLAS"]) | TEXT),
+                    collected_at=draw(datetimes()),
+                    received_at=draw(st.none() | datetimes()),
+                )
+                for _ in range(draw(st.integers(0, 2)))
+            ]
             specimens += own
             for _ in range(draw(st.integers(1, 4))):
-                results.append(Result(
-                    result_id=draw(ids), request_id=req.request_id, code=draw(CODE), label=draw(st.just("") | TEXT),
-                    code_system=draw(CODE_SYSTEM),
-                    specimen_id=draw(st.none() | st.sampled_from([s.specimen_id for s in own])) if own else None,
-                    value_num=draw(st.none() | NUMBER), value_text=draw(OPT_TEXT), unit=draw(UNIT),
-                    ref_low=draw(st.none() | NUMBER), ref_high=draw(st.none() | NUMBER), ref_text=draw(OPT_TEXT),
-                    flag=draw(FLAG), status=draw(st.sampled_from(ResultStatus)), validated_by=draw(OPT_TEXT),
-                    validated_at=draw(st.none() | datetimes()), comment=draw(OPT_TEXT)))
+                results.append(
+                    Result(
+                        result_id=draw(ids),
+                        request_id=req.request_id,
+                        code=draw(CODE),
+                        label=draw(st.just("") | TEXT),
+                        code_system=draw(CODE_SYSTEM),
+                        specimen_id=draw(st.none() | st.sampled_from([s.specimen_id for s in own])) if own else None,
+                        value_num=draw(st.none() | NUMBER),
+                        value_text=draw(OPT_TEXT),
+                        unit=draw(UNIT),
+                        ref_low=draw(st.none() | NUMBER),
+                        ref_high=draw(st.none() | NUMBER),
+                        ref_text=draw(OPT_TEXT),
+                        flag=draw(FLAG),
+                        status=draw(st.sampled_from(ResultStatus)),
+                        validated_by=draw(OPT_TEXT),
+                        validated_at=draw(st.none() | datetimes()),
+                        comment=draw(OPT_TEXT),
+                    )
+                )
         people.append((identity, requests, specimens, results))
     return prescribers, people
 
@@ -207,8 +246,10 @@ def _order_ids(m, requests, specimens, results) -> dict[str, str]:
 @given(scenarios(), st.booleans())
 def test_round_trip_preserves_every_field(scenario, fast):
     prescribers, people = scenario
-    streams: dict[str, io.BytesIO] = {t: io.BytesIO() for t in ("Patient", "Practitioner", "ServiceRequest",
-                                                                "DiagnosticReport", "Specimen", "Observation")}
+    streams: dict[str, io.BytesIO] = {
+        t: io.BytesIO()
+        for t in ("Patient", "Practitioner", "ServiceRequest", "DiagnosticReport", "Specimen", "Observation")
+    }
     with NdjsonWriter(streams=streams) as writer:
         write_all(writer, prescribers, people, fast=fast)
     counts = writer.counts()
@@ -222,25 +263,38 @@ def test_round_trip_preserves_every_field(scenario, fast):
     assert len(mapped) == len(people)
     by_patient = {m.identity.patient_id: m for m in mapped}
     for identity, requests, specimens, results in people:
-        m = by_patient[fhir.domain_id(mapped[0], "Patient", identity.patient_id)] if len(mapped) == 1 else next(
-            x for x in mapped if x.identity.patient_id == fhir.domain_id(x, "Patient", identity.patient_id))
+        m = (
+            by_patient[fhir.domain_id(mapped[0], "Patient", identity.patient_id)]
+            if len(mapped) == 1
+            else next(x for x in mapped if x.identity.patient_id == fhir.domain_id(x, "Patient", identity.patient_id))
+        )
         assert _plain(m.identity) == _expected(identity, m, {"patient_id": "Patient"})
         assert m.other_identifiers == []
         assert m.sending_facility == f"fhir:urn:labvault:tenant:{TENANT}"
         ids = _order_ids(m, requests, specimens, results)
-        want_req = {ids[r.request_id]: _expected(
-            r, m, {"request_id": "ServiceRequest", "patient_id": "Patient", "prescriber_id": "Practitioner"}, ids)
-            for r in requests}
+        want_req = {
+            ids[r.request_id]: _expected(
+                r, m, {"request_id": "ServiceRequest", "patient_id": "Patient", "prescriber_id": "Practitioner"}, ids
+            )
+            for r in requests
+        }
         assert {r.request_id: _plain(r) for r in m.requests} == want_req
-        want_spec = [_expected(s, m, {"specimen_id": "Specimen", "request_id": "ServiceRequest"}, ids)
-                     for s in specimens]
+        want_spec = [
+            _expected(s, m, {"specimen_id": "Specimen", "request_id": "ServiceRequest"}, ids) for s in specimens
+        ]
         assert [_plain(s) for s in m.specimens] == want_spec
-        want_res = [_expected(r, m, {"result_id": "Observation", "request_id": "ServiceRequest",
-                                     "specimen_id": "Specimen"}, ids) for r in results]
+        want_res = [
+            _expected(
+                r, m, {"result_id": "Observation", "request_id": "ServiceRequest", "specimen_id": "Specimen"}, ids
+            )
+            for r in results
+        ]
         assert [_plain(r) for r in m.results] == want_res
         used = {r.prescriber_id for r in requests if r.prescriber_id}
-        want_pres = sorted((_expected(p, m, {"prescriber_id": "Practitioner"}) for p in prescribers
-                            if p.prescriber_id in used), key=lambda d: d["prescriber_id"])
+        want_pres = sorted(
+            (_expected(p, m, {"prescriber_id": "Practitioner"}) for p in prescribers if p.prescriber_id in used),
+            key=lambda d: d["prescriber_id"],
+        )
         assert sorted((_plain(p) for p in m.prescribers), key=lambda d: d["prescriber_id"]) == want_pres
 
 
@@ -264,10 +318,20 @@ def test_fast_observation_path_writes_the_same_bytes(scenario):
 
 
 def _identity(**over) -> Identity:
-    base = dict(patient_id="p" * 32, nir="185077512345678", identity_status=IdentityStatus.QUALIFIED,
-                family_name="MARTIN", given_names="Jean Pierre", birth_date=date(1985, 7, 4), sex="M",
-                birth_name="DUPONT", birthplace_code="2A004", address="1 rue A, Paris", phone="0102030405",
-                email="j@example.org")
+    base = dict(
+        patient_id="p" * 32,
+        nir="185077512345678",
+        identity_status=IdentityStatus.QUALIFIED,
+        family_name="MARTIN",
+        given_names="Jean Pierre",
+        birth_date=date(1985, 7, 4),
+        sex="M",
+        birth_name="DUPONT",
+        birthplace_code="2A004",
+        address="1 rue A, Paris",
+        phone="0102030405",
+        email="j@example.org",
+    )
     return Identity(**(base | over))
 
 
@@ -275,8 +339,10 @@ def test_patient_resource_shape():
     p = fhir_out.patient(_identity(), TENANT)
     assert p["identifier"][0]["system"] == f"urn:oid:{OID_NIR}"
     assert p["identifier"][0]["type"]["coding"][0]["code"] == "INS-NIR"
-    assert [(n["use"], n["family"], n["given"]) for n in p["name"]] == [("usual", "MARTIN", ["Jean", "Pierre"]),
-                                                                        ("official", "DUPONT", ["Jean", "Pierre"])]
+    assert [(n["use"], n["family"], n["given"]) for n in p["name"]] == [
+        ("usual", "MARTIN", ["Jean", "Pierre"]),
+        ("official", "DUPONT", ["Jean", "Pierre"]),
+    ]
     reliability, place = p["extension"]
     assert reliability["extension"][0]["valueCoding"]["code"] == "QUAL"
     assert place["valueAddress"]["extension"][0]["valueCoding"]["code"] == "2A004"
@@ -304,7 +370,7 @@ def test_naive_datetime_is_written_with_the_lab_offset_and_marked():
     assert sr["_authoredOn"]["extension"][0]["url"] == fhir.EXT_UNZONED
     dr = fhir_out.diagnostic_report(req, [])
     assert dr["issued"] == "2024-01-02T09:00:05+01:00" and "result" not in dr
-    utc = datetime(2024, 7, 1, 8, tzinfo=timezone.utc)
+    utc = datetime(2024, 7, 1, 8, tzinfo=UTC)
     aware = fhir_out.service_request(dataclasses.replace(req, requested_at=utc))
     assert aware["authoredOn"] == "2024-07-01T08:00:00+00:00" and "_authoredOn" not in aware
     for r in (sr, dr, aware):
@@ -344,7 +410,8 @@ def test_a_number_stored_non_finite_is_left_out_with_its_reason():
         assert "NaN" not in out.getvalue().decode() and "Infinity" not in out.getvalue().decode()
         if bad["value_num"] == 1.0:
             assert o["valueQuantity"]["value"] == 1.0 and o["referenceRange"] == [
-                {"high": {"value": 5.1, "unit": "mmol/L", "system": fhir_out.UCUM, "code": "mmol/L"}}]
+                {"high": {"value": 5.1, "unit": "mmol/L", "system": fhir_out.UCUM, "code": "mmol/L"}}
+            ]
         else:
             assert "valueQuantity" not in o and o["dataAbsentReason"]["coding"][0]["code"] == "error"
 

@@ -11,10 +11,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from labvault.domain.identifiers import OID_NIR
 from labvault.domain.models import LOINC, IdentityStatus, ResultStatus
 from labvault.errors import InvalidInput
-from labvault.interop.hl7v2 import MAX_INPUT_BYTES, MAX_SEGMENT_LENGTH, MAX_SEGMENTS, Hl7Error, parse, split_messages, to_domain
-from labvault.domain.identifiers import OID_NIR
+from labvault.interop.hl7v2 import (
+    MAX_INPUT_BYTES,
+    MAX_SEGMENT_LENGTH,
+    MAX_SEGMENTS,
+    Hl7Error,
+    parse,
+    split_messages,
+    to_domain,
+)
 
 REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "hl7v2"
 IN_CI = os.environ.get("CI") == "true"
@@ -35,10 +43,22 @@ NIR = "1850775123456"  # made-up structure-only value
 INS_REP = f"{NIR}^^^ASIP-SANTE-INS-NIR&{OID_NIR}&ISO^INS"
 
 
-def oru(*, pid3: str = INS_REP, obx: str | None = None, extra: str = "", msh18: str = "", enc: str = "^~\\&",
-        sep: str = "|", end: str = "\r") -> bytes:
-    c, r, e, s = enc
-    obx = obx or f"OBX{sep}1{sep}NM{sep}2823-3{c}Potassium{c}LN{sep}{sep}4.2{sep}mmol/L{c}{c}UCUM{sep}3.5-5.1{sep}N{sep}{sep}{sep}F"
+def oru(
+    *,
+    pid3: str = INS_REP,
+    obx: str | None = None,
+    extra: str = "",
+    msh18: str = "",
+    enc: str = "^~\\&",
+    sep: str = "|",
+    end: str = "\r",
+) -> bytes:
+    c, r, _e, s = enc
+    obx = (
+        obx
+        or f"OBX{sep}1{sep}NM{sep}2823-3{c}Potassium{c}LN{sep}{sep}4.2{sep}mmol/L{c}{c}UCUM"
+        f"{sep}3.5-5.1{sep}N{sep}{sep}{sep}F"
+    )
     lines = [
         f"MSH{sep}{enc}{sep}LIS{sep}LAB1{c}1.2.3{c}ISO{sep}GW{sep}HOSP{sep}20240101120000+0100{sep}{sep}ORU{c}R01{c}ORU_R01"
         f"{sep}CTRL1{sep}P{sep}2.5.1{sep}{sep}{sep}{sep}{sep}{sep}{msh18}",
@@ -97,7 +117,12 @@ def test_escapes():
 
 
 def test_non_default_encoding_characters():
-    raw = oru(sep="#", enc="$@!%", pid3=f"{NIR}$$$INS%{OID_NIR}%ISO$INS", obx="OBX#1#NM#2823-3$Potassium$LN##4.2#mmol/L##N###F")
+    raw = oru(
+        sep="#",
+        enc="$@!%",
+        pid3=f"{NIR}$$$INS%{OID_NIR}%ISO$INS",
+        obx="OBX#1#NM#2823-3$Potassium$LN##4.2#mmol/L##N###F",
+    )
     msg = parse(raw)
     assert msg.get("PID-5") == "DUPONT" and msg.get("PID-5[2].1") == "MARTIN"
     assert msg.get("PID-3.4.2") == OID_NIR

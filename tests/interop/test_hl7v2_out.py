@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from urllib.parse import quote
 
 import pytest
@@ -122,8 +122,9 @@ def check_round_trip(case: Case, got: Mapped) -> None:
         exp_results += [(r, link(r)) for r in ress if r.specimen_id not in later]
         for s in specs[1:]:
             exp_results += [(r, s) for r in ress if r.specimen_id == s.specimen_id]
-    assert {p.rpps for p in got.prescribers} == {case.prescribers[r.prescriber_id].rpps
-                                                 for r in case.requests if r.prescriber_id}
+    assert {p.rpps for p in got.prescribers} == {
+        case.prescribers[r.prescriber_id].rpps for r in case.requests if r.prescriber_id
+    }
 
     req_index = {r.request_id: i for i, r in enumerate(got.requests)}
     assert len(got.specimens) == len(exp_specs)
@@ -152,10 +153,38 @@ def check_round_trip(case: Case, got: Mapped) -> None:
 
 # ------------------------------------------------------------------------------- strategies
 
-SPECIAL = st.sampled_from([
-    "|", "^", "~", "\\", "&", "\n", "\r", "\r\n", "\t", " ", "é", "ü", "Œ", "ß", "日本", "😀", "\xa0",
-    "\u2028", "\x0b", "\x1c", "\x00", "\\.br\\", "\\X41\\", "\\F\\", "\\E", "MSH|", "\rOBX|1", "\nPID|",
-])
+SPECIAL = st.sampled_from(
+    [
+        "|",
+        "^",
+        "~",
+        "\\",
+        "&",
+        "\n",
+        "\r",
+        "\r\n",
+        "\t",
+        " ",
+        "é",
+        "ü",
+        "Œ",
+        "ß",
+        "日本",
+        "😀",
+        "\xa0",
+        "\u2028",
+        "\x0b",
+        "\x1c",
+        "\x00",
+        "\\.br\\",
+        "\\X41\\",
+        "\\F\\",
+        "\\E",
+        "MSH|",
+        "\rOBX|1",
+        "\nPID|",
+    ]
+)
 CHARS = st.characters(codec="utf-8")
 
 
@@ -167,9 +196,10 @@ NONEMPTY = texts().filter(bool)
 OPTIONAL = st.none() | NONEMPTY
 OFFSETS = st.none() | st.integers(-(14 * 60 + 59), 14 * 60 + 59).map(lambda m: timezone(timedelta(minutes=m)))
 TIMES = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=OFFSETS).map(
-    lambda d: d.replace(microsecond=d.microsecond - d.microsecond % 100))
+    lambda d: d.replace(microsecond=d.microsecond - d.microsecond % 100)
+)
 NUMBERS = st.floats(allow_nan=False, allow_infinity=False)
-DECIMALS = st.decimals(allow_nan=False, allow_infinity=False, min_value=-10**6, max_value=10**6, places=4)
+DECIMALS = st.decimals(allow_nan=False, allow_infinity=False, min_value=-(10**6), max_value=10**6, places=4)
 
 
 @st.composite
@@ -188,16 +218,25 @@ def refs(draw):
 
 
 CODE_SYSTEMS = st.just(LOINC) | NONEMPTY.filter(lambda t: t.upper() != "LN").map(
-    lambda t: "urn:hl7v2:codesystem:" + quote(t, safe=""))
+    lambda t: "urn:hl7v2:codesystem:" + quote(t, safe="")
+)
 
 
 @st.composite
 def cases(draw) -> Case:
     identity = Identity(
-        patient_id="p", nir=draw(NONEMPTY), identity_status=draw(st.sampled_from(IdentityStatus)),
-        family_name=draw(NONEMPTY), given_names=draw(texts()), birth_date=draw(st.dates()),
-        sex=draw(st.sampled_from("MFU")), birth_name=draw(OPTIONAL), birthplace_code=draw(OPTIONAL),
-        address=draw(OPTIONAL), phone=draw(OPTIONAL), email=draw(OPTIONAL),
+        patient_id="p",
+        nir=draw(NONEMPTY),
+        identity_status=draw(st.sampled_from(IdentityStatus)),
+        family_name=draw(NONEMPTY),
+        given_names=draw(texts()),
+        birth_date=draw(st.dates()),
+        sex=draw(st.sampled_from("MFU")),
+        birth_name=draw(OPTIONAL),
+        birthplace_code=draw(OPTIONAL),
+        address=draw(OPTIONAL),
+        phone=draw(OPTIONAL),
+        email=draw(OPTIONAL),
         ins_oid=draw(st.sampled_from([OID_NIR, OID_NIA])),
     )
     rpps = draw(st.lists(NONEMPTY, max_size=3, unique=True))
@@ -205,8 +244,16 @@ def cases(draw) -> Case:
     requests, specimens, results = [], [], []
     for k in range(draw(st.integers(1, 3))):
         rid = f"r{k}"
-        requests.append(Request(rid, "p", draw(st.none() | st.sampled_from(sorted(prescribers))) if prescribers
-                                else None, draw(TIMES), draw(OPTIONAL), draw(st.none() | TIMES)))
+        requests.append(
+            Request(
+                rid,
+                "p",
+                draw(st.none() | st.sampled_from(sorted(prescribers))) if prescribers else None,
+                draw(TIMES),
+                draw(OPTIONAL),
+                draw(st.none() | TIMES),
+            )
+        )
         sids = []
         for j in range(draw(st.integers(0 if k else 1, 3))):  # the first request has one: see test_no_specimen
             sids.append(f"{rid}s{j}")
@@ -216,16 +263,28 @@ def cases(draw) -> Case:
             lo, hi, text = draw(refs())
             system = draw(CODE_SYSTEMS)
             code = draw(NONEMPTY)
-            results.append(Result(
-                result_id=f"{rid}x{j}", request_id=rid, code=code, label=draw(texts()), code_system=system,
-                specimen_id=draw(st.none() | st.sampled_from(sids)) if sids else None,
-                value_num=draw(NUMBERS) if value == "num" else None,
-                value_text=draw(NONEMPTY) if value == "text" else None,
-                unit=draw(OPTIONAL), ref_low=lo, ref_high=hi, ref_text=text, flag=draw(OPTIONAL),
-                status=draw(st.sampled_from(ResultStatus)), validated_by=draw(OPTIONAL),
-                validated_at=draw(st.none() | TIMES), comment=draw(OPTIONAL),
-                sensitivity=sensitivity_of(system, code),
-            ))
+            results.append(
+                Result(
+                    result_id=f"{rid}x{j}",
+                    request_id=rid,
+                    code=code,
+                    label=draw(texts()),
+                    code_system=system,
+                    specimen_id=draw(st.none() | st.sampled_from(sids)) if sids else None,
+                    value_num=draw(NUMBERS) if value == "num" else None,
+                    value_text=draw(NONEMPTY) if value == "text" else None,
+                    unit=draw(OPTIONAL),
+                    ref_low=lo,
+                    ref_high=hi,
+                    ref_text=text,
+                    flag=draw(OPTIONAL),
+                    status=draw(st.sampled_from(ResultStatus)),
+                    validated_by=draw(OPTIONAL),
+                    validated_at=draw(st.none() | TIMES),
+                    comment=draw(OPTIONAL),
+                    sensitivity=sensitivity_of(system, code),
+                )
+            )
     draw(st.randoms()).shuffle(results)  # interleaved requests and specimens: the writer groups them
     return Case(identity, requests, specimens, results, prescribers)
 
@@ -250,14 +309,35 @@ def test_round_trip_property(case, version):
 
 
 def base_case(**result_fields) -> Case:
-    identity = Identity("p", "185077512345608", IdentityStatus.QUALIFIED, "Dupont|Durand", "Zoé^Anne",
-                        date(1985, 7, 4), "F", birth_name="Martin", address="3 rue A, 75001 Paris", phone="01 02",
-                        email="z@x.fr", birthplace_code="75112")
+    identity = Identity(
+        "p",
+        "185077512345608",
+        IdentityStatus.QUALIFIED,
+        "Dupont|Durand",
+        "Zoé^Anne",
+        date(1985, 7, 4),
+        "F",
+        birth_name="Martin",
+        address="3 rue A, 75001 Paris",
+        phone="01 02",
+        email="z@x.fr",
+        birthplace_code="75112",
+    )
     pres = {"d1": Prescriber("d1", "10001234567", "House", "Greg")}
     req = Request("r", "p", "d1", datetime(2024, 5, 1, 8, 30, 15), "A-1", datetime(2024, 5, 2, 9, 0, 1))
     spec = Specimen("s", "r", "SER", datetime(2024, 5, 1, 8, 40, 59), datetime(2024, 5, 1, 9, 1, 2))
-    fields = dict(result_id="x", request_id="r", code="2823-3", label="Potassium", specimen_id="s",
-                  value_num=4.2, unit="mmol/L", ref_low=3.5, ref_high=5.1, flag="N")
+    fields = dict(
+        result_id="x",
+        request_id="r",
+        code="2823-3",
+        label="Potassium",
+        specimen_id="s",
+        value_num=4.2,
+        unit="mmol/L",
+        ref_low=3.5,
+        ref_high=5.1,
+        flag="N",
+    )
     fields.update(result_fields)
     return Case(identity, [req], [spec], [Result(**fields)], pres)
 
@@ -285,8 +365,9 @@ def test_exact_on_generator_data():
         rec = gen.patient(i)
         case = Case(rec.identity, rec.requests, rec.specimens, rec.results, pres)
         check_round_trip(case, read(write(case, control_id=f"g{i}")))
-        seen_bound_text += sum((r.ref_low is None) != (r.ref_high is None) and r.ref_text is not None
-                               for r in rec.results)
+        seen_bound_text += sum(
+            (r.ref_low is None) != (r.ref_high is None) and r.ref_text is not None for r in rec.results
+        )
     assert seen_bound_text  # one bound beside a free text: anti-HBs, beta-hCG (the non-exact case)
 
 
@@ -300,8 +381,14 @@ def test_synth_messages_all_map():
     while len(expected) < n:
         rec = gen.patient(i)
         for req in rec.requests:
-            expected.append((rec.identity, req, [s for s in rec.specimens if s.request_id == req.request_id],
-                             [r for r in rec.results if r.request_id == req.request_id]))
+            expected.append(
+                (
+                    rec.identity,
+                    req,
+                    [s for s in rec.specimens if s.request_id == req.request_id],
+                    [r for r in rec.results if r.request_id == req.request_id],
+                )
+            )
         i += 1
     expected = expected[:n]
     pres = {p.prescriber_id: p for p in gen.prescribers}
@@ -346,8 +433,16 @@ def test_reference_ranges():
 
 
 def test_normal_forms():
-    case = base_case(value_num=1e-300, value_text="lost", unit="", flag="", comment="", validated_by="",
-                     code_system="urn:hl7v2:codesystem:%7e%20ln", validated_at=datetime(2024, 5, 1, 12, 0, 0, 123456))
+    case = base_case(
+        value_num=1e-300,
+        value_text="lost",
+        unit="",
+        flag="",
+        comment="",
+        validated_by="",
+        code_system="urn:hl7v2:codesystem:%7e%20ln",
+        validated_at=datetime(2024, 5, 1, 12, 0, 0, 123456),
+    )
     case.identity = replace(case.identity, sex="f", birth_name="", address="", phone=None, email="z@x.fr")
     case.requests[0].accession = ""
     case.specimens[0].type = ""
@@ -364,12 +459,15 @@ def test_normal_forms():
     assert (gi.sex, gi.birth_name, gi.address, gi.phone, gi.email) == ("F", None, None, None, "z@x.fr")
     assert got.requests[0].accession is None and got.specimens[0].type == "UNK"
     sp = got.specimens[0]
-    assert same_time(sp.collected_at, datetime(2024, 5, 1, 6, 59, 30, tzinfo=timezone.utc))  # offset 1:00:30
-    assert same_time(sp.received_at, datetime(2024, 5, 2, 19, 0, 0, tzinfo=timezone.utc))  # offset -20:00
+    assert same_time(sp.collected_at, datetime(2024, 5, 1, 6, 59, 30, tzinfo=UTC))  # offset 1:00:30
+    assert same_time(sp.received_at, datetime(2024, 5, 2, 19, 0, 0, tzinfo=UTC))  # offset -20:00
     assert same_time(got.requests[0].reported_at, case.requests[0].reported_at)  # -14:59 is kept
-    for system, back in ((LOINC, LOINC), ("urn:hl7v2:codesystem:Ln", LOINC),
-                         ("urn:hl7v2:codesystem:", "urn:hl7v2:codesystem:local"),
-                         ("http://snomed.info/sct", "urn:hl7v2:codesystem:http%3A%2F%2Fsnomed.info%2Fsct")):
+    for system, back in (
+        (LOINC, LOINC),
+        ("urn:hl7v2:codesystem:Ln", LOINC),
+        ("urn:hl7v2:codesystem:", "urn:hl7v2:codesystem:local"),
+        ("http://snomed.info/sct", "urn:hl7v2:codesystem:http%3A%2F%2Fsnomed.info%2Fsct"),
+    ):
         assert read(write(base_case(code_system=system))).results[0].code_system == back
     for sex in ("X", "", "u"):
         case.identity.sex = sex
@@ -385,7 +483,8 @@ def test_no_specimen_anywhere_and_merged_prescribers():
     case.prescribers["d2"] = Prescriber("d2", "10001234567", "Other", "Name")  # same RPPS as d1
     got = read(write(case))
     assert [(s.type, s.collected_at, s.received_at) for s in got.specimens] == [
-        ("UNK", r.requested_at, None) for r in case.requests]
+        ("UNK", r.requested_at, None) for r in case.requests
+    ]
     assert got.results[0].specimen_id == got.specimens[0].specimen_id
     assert len(got.prescribers) == 1 and got.prescribers[0].family_name == "House"
     assert got.requests[0].prescriber_id == got.requests[1].prescriber_id

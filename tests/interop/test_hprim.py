@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from labvault.domain.models import LOINC, ResultStatus
-from labvault.errors import InvalidInput
 from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
 from labvault.domain.mapped import Mapped
+from labvault.domain.models import LOINC, ResultStatus
+from labvault.errors import InvalidInput
 from labvault.interop.hprim import MAX_INPUT_BYTES, HprimError, parse, to_domain
 
 REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "hprim"
@@ -34,18 +34,30 @@ def need_realdata() -> None:
 NIR = "1850775123456"  # made-up structure-only value
 
 
-def hpr(*, ins: str | None = None, obx: list[str] | None = None, end: str = "\r\n", delims: str = "~^\\&",
-        tail: str | None = "L|1||1|{n}", name: str | None = None, extra: list[str] | None = None,
-        encoding: str = "latin-1") -> bytes:
+def hpr(
+    *,
+    ins: str | None = None,
+    obx: list[str] | None = None,
+    end: str = "\r\n",
+    delims: str = "~^\\&",
+    tail: str | None = "L|1||1|{n}",
+    name: str | None = None,
+    extra: list[str] | None = None,
+    encoding: str = "latin-1",
+) -> bytes:
     c, r = delims[0], delims[1]
     ins = ins if ins is not None else f"{NIR}{c}INS-NIR"
     name = name if name is not None else f"DUPONT{c}Jean"
-    obx = obx if obx is not None else [
-        f"OBX|1|NM|2823-3{c}Potassium{c}LN||4.2|mmol/L|3.5 - 5.1|N|||F|||202401011030|BIOCH",
-        "C|1|L|Hémolyse légère",
-        f"OBX|2|NM|GLY{c}Glycémie{c}L||5,4|mmol/L|<6.1||||F",
-        f"OBX|3|ST|ABO{c}Groupe{c}L||A+||||||F",
-    ]
+    obx = (
+        obx
+        if obx is not None
+        else [
+            f"OBX|1|NM|2823-3{c}Potassium{c}LN||4.2|mmol/L|3.5 - 5.1|N|||F|||202401011030|BIOCH",
+            "C|1|L|Hémolyse légère",
+            f"OBX|2|NM|GLY{c}Glycémie{c}L||5,4|mmol/L|<6.1||||F",
+            f"OBX|3|ST|ABO{c}Groupe{c}L||A+||||||F",
+        ]
+    )
     lines = [
         f"H|{delims}|RES0001.HPR||LAB01{c}LABO TEST||ORU|||CAB01{c}CABINET||P|H2.2{c}C|202401011200",
         f"P|1|PAT1|L001|{ins}|{name}|MARTIN|19850704|M||1 RUE X{c}{c}PARIS{c}{c}75001||0102030405",
@@ -66,8 +78,13 @@ def test_parse_minimal_file():
     f = parse(hpr())
     assert [r.name for r in f.records] == ["H", "P", "OBR", "OBX", "C", "OBX", "OBX", "L"]
     assert f.complete and f.warnings == []
-    assert (f.version, f.message_type, f.sender, f.receiver, f.message_name) == ("H2.2", "ORU", "LAB01", "CAB01",
-                                                                                 "RES0001.HPR")
+    assert (f.version, f.message_type, f.sender, f.receiver, f.message_name) == (
+        "H2.2",
+        "ORU",
+        "LAB01",
+        "CAB01",
+        "RES0001.HPR",
+    )
     assert f.delimiters.component == "~" and f.delimiters.repetition == "^"
 
 
@@ -178,11 +195,17 @@ def test_mapping_values_ranges_flags_comments():
     assert pr.rpps == "12345678901" and req.prescriber_id == pr.prescriber_id
     k, gly, abo = m.results
     assert (k.code, k.code_system, k.value_num, k.unit, k.ref_low, k.ref_high, k.flag) == (
-        "2823-3", LOINC, 4.2, "mmol/L", 3.5, 5.1, "N")
+        "2823-3",
+        LOINC,
+        4.2,
+        "mmol/L",
+        3.5,
+        5.1,
+        "N",
+    )
     assert k.comment == "Hémolyse légère" and k.status is ResultStatus.FINAL
     assert k.validated_at == datetime(2024, 1, 1, 10, 30)
-    assert (gly.code_system, gly.value_num, gly.ref_high, gly.ref_low) == ("urn:hprim:codesystem:LAB01", 5.4, 6.1,
-                                                                           None)
+    assert (gly.code_system, gly.value_num, gly.ref_high, gly.ref_low) == ("urn:hprim:codesystem:LAB01", 5.4, 6.1, None)
     assert abo.value_text == "A+" and abo.value_num is None
     assert m.control_id == "RES0001.HPR" and m.sending_facility == "LAB01"
 
@@ -195,8 +218,11 @@ def test_ids_are_deterministic_and_distinct():
 
 
 def test_two_patients():
-    second = ["P|2|PAT2||2850775123456~INS-NIR|DURAND~Anne||19900101|F",
-              "OBR|1|P2||X|R||202401020800", "OBX|1|NM|X~X~L||1|g/L|||||C"]
+    second = [
+        "P|2|PAT2||2850775123456~INS-NIR|DURAND~Anne||19900101|F",
+        "OBR|1|P2||X|R||202401020800",
+        "OBX|1|NM|X~X~L||1|g/L|||||C",
+    ]
     ms = to_domain(parse(hpr(extra=second, tail="L|1||2")))
     assert [m.identity.family_name for m in ms] == ["DUPONT", "DURAND"]
     assert ms[1].results[0].status is ResultStatus.CORRECTED
@@ -239,8 +265,12 @@ def test_result_refusals_name_the_record(obx, reason):
 
 
 def test_pending_and_file_reference_results_are_skipped_and_ranges_kept_as_text():
-    obx = ["OBX|1|NM|K~K~L||||||||I", "OBX|2|FIC|T~~L||GALAXIE~A.j1~TXT",
-           "OBX|3|NM|GR~GR~L||3.98|/mm3|7 - 5.7|L|||F", "OBX|4|NM|X~X~L||<5|mg/L|voir note||||P"]
+    obx = [
+        "OBX|1|NM|K~K~L||||||||I",
+        "OBX|2|FIC|T~~L||GALAXIE~A.j1~TXT",
+        "OBX|3|NM|GR~GR~L||3.98|/mm3|7 - 5.7|L|||F",
+        "OBX|4|NM|X~X~L||<5|mg/L|voir note||||P",
+    ]
     [m] = to_domain(parse(hpr(obx=obx)))
     gr, x = m.results
     assert (gr.ref_low, gr.ref_high, gr.ref_text, gr.flag) == (None, None, "7 - 5.7", "L")
@@ -302,7 +332,7 @@ def test_real_file_maps_or_is_rejected_precisely(path):
         if isinstance(o, HprimError):
             msg = str(o)
             assert "\n" not in msg and msg.startswith(_ids(path))
-            assert o.line is not None and (o.record or "") != "" or "no H record" in msg
+            assert (o.line is not None and (o.record or "") != "") or "no H record" in msg
             assert NIR not in msg
         else:
             assert o and all(m.requests for m in o)
@@ -337,7 +367,11 @@ def test_real_file_with_continuation_and_comment_maps_once_ins_is_present():
     by_code = {r.code: r for r in m.results}
     assert set(by_code) == {"OT1", "HT"}  # the FIC (file reference) OBX is not a result
     assert (by_code["OT1"].value_num, by_code["OT1"].unit, by_code["OT1"].ref_low, by_code["OT1"].ref_high) == (
-        16.0, "UI/l", 10.0, 40.0)
+        16.0,
+        "UI/l",
+        10.0,
+        40.0,
+    )
     assert by_code["OT1"].comment == "Anemie macrocytaire"
     assert by_code["HT"].value_num == 38.2 and by_code["HT"].label == "Hematocrite"
 
@@ -353,13 +387,13 @@ def _run_any(raw: bytes) -> None:
     try:
         f = parse(raw)
     except HprimError as e:
-        assert "\n" not in str(e)
+        assert "\n" not in str(e)  # noqa: PT017 - any input: the error, when there is one, is one line
         return
     for tm in (False, True):
         try:
             to_domain(f, test_mode=tm)
         except HprimError as e:
-            assert "\n" not in str(e)
+            assert "\n" not in str(e)  # noqa: PT017 - as above
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from labvault.ingest import intake
 from labvault.domain.models import LOINC
 from labvault.errors import InvalidInput
-from labvault.interop import csv_in, fhir, hl7v2, hprim
+from labvault.ingest import intake
 from labvault.ingest import service as ingest
+from labvault.interop import csv_in, fhir, hl7v2, hprim
 from tests.interop.messages import NIR, oru
 from tests.interop.test_csv_in import row, table
 from tests.interop.test_fhir import lab_bundle
@@ -62,7 +62,9 @@ def test_hprim_nm_value_and_range_refused_with_their_position():
     reason = _only_refusal(ingest.read(hpr(obx=[obx]), file="res.hpr"))
     assert reason.startswith("res.hpr, line 4, OBX[1], OBX-7: number "), reason
     obx = f"OBX|1|NM|2823-3~Potassium~LN||{LONG}|mmol/L||N|||F"
-    assert "OBX-5: number of more than 40 significant digits" in _only_refusal(ingest.read(hpr(obx=[obx]), file="res.hpr"))
+    assert "OBX-5: number of more than 40 significant digits" in _only_refusal(
+        ingest.read(hpr(obx=[obx]), file="res.hpr")
+    )
 
 
 def _fhir_with_value(raw_number: str) -> bytes:
@@ -97,8 +99,9 @@ def test_fhir_ndjson_value_refused_with_its_line():
     lines[k] = json.dumps(obs).replace("123456.0", HUGE)
     with pytest.raises(fhir.FhirError) as info:
         fhir.read_ndjson({"Observation.ndjson": "\n".join(lines).encode()})
-    assert str(info.value).startswith(f"Observation.ndjson, line {k + 1}, Observation, "
-                                      "Observation.valueQuantity.value: number "), str(info.value)
+    assert str(info.value).startswith(
+        f"Observation.ndjson, line {k + 1}, Observation, Observation.valueQuantity.value: number "
+    ), str(info.value)
 
 
 CSV_HUGE = "9" * 100_000  # a CSV cell is at most 131,072 characters (csv module): HUGE is refused as such
@@ -112,12 +115,15 @@ def test_csv_number_refused_with_its_row_and_column(value):
 
 def test_csv_900000_digits_refused_at_its_row():
     assert _only_refusal(ingest.read(table([row("A1", value=HUGE)]), file="x.csv")).startswith(
-        "x.csv, row 2: not well-formed CSV (field larger than field limit")
+        "x.csv, row 2: not well-formed CSV (field larger than field limit"
+    )
 
 
 def test_csv_reference_bound_refused():
-    data = table([row("A1", **{"result.ref_high": CSV_HUGE})], head=[*csv_in.REQUIRED, "request.accession",
-                                                                   "result.value_num", "result.ref_high"])
+    data = table(
+        [row("A1", **{"result.ref_high": CSV_HUGE})],
+        head=[*csv_in.REQUIRED, "request.accession", "result.value_num", "result.ref_high"],
+    )
     reason = _only_refusal(ingest.read(data, file="x.csv"))
     assert reason.startswith("x.csv, row 2, column result.ref_high: number "), reason
 
@@ -137,7 +143,7 @@ def test_the_store_refuses_a_non_finite_number_from_any_reader():
                 setattr(r, attr, before)
             assert str(info.value) == "result 2: a number is not finite (NaN or infinity)"
     intake.check(intake.Envelope("k", "hl7v2", [m]))
-    assert m.results[0].code_system == LOINC and NIR == m.identity.nir
+    assert m.results[0].code_system == LOINC and m.identity.nir == NIR
 
 
 def test_hprim_declared_counts_of_any_length_are_no_crash():

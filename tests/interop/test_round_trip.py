@@ -19,9 +19,9 @@ from stdnum.fr import nir as stdnum_nir
 from labvault.access import Purpose, scan
 from labvault.domain.models import LOINC
 from labvault.ingest import service as ingest
-from labvault.migration.export import RESOURCE_TYPES, export_fhir
 from labvault.interop.fhir_out import NdjsonWriter
 from labvault.interop.hl7v2_out import oru_r01
+from labvault.migration.export import RESOURCE_TYPES, export_fhir
 from labvault.synth.hl7 import messages
 from tests.conftest import lab_user, make_lab
 from tests.interop.test_hl7v2_out import cases
@@ -33,10 +33,17 @@ CODES = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9.\-]{0,11}\Z")
 
 
 def valid_nirs() -> st.SearchStrategy[str]:
-    body = st.tuples(st.sampled_from("12"), st.integers(0, 99), st.integers(1, 12), st.integers(1, 95),
-                     st.integers(1, 990), st.integers(1, 999))
+    body = st.tuples(
+        st.sampled_from("12"),
+        st.integers(0, 99),
+        st.integers(1, 12),
+        st.integers(1, 95),
+        st.integers(1, 990),
+        st.integers(1, 999),
+    )
     return body.map(lambda b: f"{b[0]}{b[1]:02d}{b[2]:02d}{b[3]:02d}{b[4]:03d}{b[5]:03d}").map(
-        lambda s: s + stdnum_nir.calc_check_digits(s))
+        lambda s: s + stdnum_nir.calc_check_digits(s)
+    )
 
 
 def new_labs(gw) -> tuple[str, str, object, object]:
@@ -87,13 +94,25 @@ def canonical(gw, who, lab: str) -> dict:
             if q.patient_id != ident.patient_id:
                 continue
             mine = sorted((spec[s.specimen_id] for s in specimens if s.request_id == q.request_id), key=repr)
-            res = sorted((
-                (_same_instant(astuple(replace(r, result_id="", request_id="", specimen_id=""))),
-                 spec.get(r.specimen_id) if r.specimen_id else None)
-                for r in results if r.request_id == q.request_id
-            ), key=repr)
-            reqs.append((_same_instant(astuple(replace(q, request_id="", patient_id="", prescriber_id=""))),
-                         prescribers.get(q.prescriber_id) if q.prescriber_id else None, mine, repr(res)))
+            res = sorted(
+                (
+                    (
+                        _same_instant(astuple(replace(r, result_id="", request_id="", specimen_id=""))),
+                        spec.get(r.specimen_id) if r.specimen_id else None,
+                    )
+                    for r in results
+                    if r.request_id == q.request_id
+                ),
+                key=repr,
+            )
+            reqs.append(
+                (
+                    _same_instant(astuple(replace(q, request_id="", patient_id="", prescriber_id=""))),
+                    prescribers.get(q.prescriber_id) if q.prescriber_id else None,
+                    mine,
+                    repr(res),
+                )
+            )
         out[ident.nir] = (astuple(replace(ident, patient_id="")), sorted(reqs, key=repr))
     return out
 
@@ -108,22 +127,39 @@ def round_trip(gw, raw: list[bytes]) -> tuple[dict, dict, dict[str, bytes]]:
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-@settings(max_examples=40, deadline=None, phases=PHASES, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.function_scoped_fixture])
-@given(case=cases(), nir=valid_nirs(), rpps=st.lists(st.from_regex(r"\A[0-9]{11}\Z"), max_size=3, unique=True),
-       codes=st.lists(CODES, min_size=12, max_size=12))
+@settings(
+    max_examples=40,
+    deadline=None,
+    phases=PHASES,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    case=cases(),
+    nir=valid_nirs(),
+    rpps=st.lists(st.from_regex(r"\A[0-9]{11}\Z"), max_size=3, unique=True),
+    codes=st.lists(CODES, min_size=12, max_size=12),
+)
 def test_hl7_store_fhir_store_keeps_every_value(gateway, case, nir, rpps, codes):
     case.identity.nir = nir
     for r, code in zip(case.results, codes, strict=False):  # codes as labs send them (tokens)
         r.code = code
         r.code_system = LOINC
-    case.prescribers = {k: replace(p, rpps=rpps[i]) for i, (k, p) in enumerate(case.prescribers.items()) if i < len(rpps)}
+    case.prescribers = {
+        k: replace(p, rpps=rpps[i]) for i, (k, p) in enumerate(case.prescribers.items()) if i < len(rpps)
+    }
     for q in case.requests:
         if q.prescriber_id not in case.prescribers:
             q.prescriber_id = None
     try:
-        raw = oru_r01(case.identity, case.requests, case.specimens, case.results, case.prescribers,
-                      sending_facility="LAB1", control_id=f"RT-{next(_labs)}")
+        raw = oru_r01(
+            case.identity,
+            case.requests,
+            case.specimens,
+            case.results,
+            case.prescribers,
+            sending_facility="LAB1",
+            control_id=f"RT-{next(_labs)}",
+        )
     except ValueError:
         return  # a value HL7 v2 cannot carry (the writer's own test covers these)
     first, second, _ = round_trip(gateway, [raw])

@@ -14,22 +14,42 @@ from labvault.interop.hl7v2_out import oru_r01
 from labvault.interop.writers import CSV_FIELDS, CsvWriter, HprimWriter, PatientReport
 from tests.interop.messages import NIR
 
-IDENTITY = Identity(patient_id="p" * 32, nir=NIR, identity_status=IdentityStatus.PROVISIONAL, family_name="DUPONT",
-                    given_names="Jean", birth_date=date(1985, 7, 4), sex="M")
+IDENTITY = Identity(
+    patient_id="p" * 32,
+    nir=NIR,
+    identity_status=IdentityStatus.PROVISIONAL,
+    family_name="DUPONT",
+    given_names="Jean",
+    birth_date=date(1985, 7, 4),
+    sex="M",
+)
 PRESCRIBER = Prescriber(prescriber_id="d" * 32, rpps="10001234567", family_name="HOUSE", given_name="Greg")
 AT = datetime(2024, 1, 1, 8, 30)
 
 
 def _order(accession: str, k: int) -> tuple[Request, Specimen, list[Result]]:
     rid = f"{k}" * 32
-    request = Request(request_id=rid, patient_id=IDENTITY.patient_id, prescriber_id=PRESCRIBER.prescriber_id,
-                      requested_at=AT, accession=accession)
+    request = Request(
+        request_id=rid,
+        patient_id=IDENTITY.patient_id,
+        prescriber_id=PRESCRIBER.prescriber_id,
+        requested_at=AT,
+        accession=accession,
+    )
     specimen = Specimen(specimen_id=f"s{k}" * 16, request_id=rid, type="SER", collected_at=AT)
 
     def result(n: int, code: str, value: float) -> Result:
-        return Result(result_id=f"r{k}{n}".ljust(32, "x"), request_id=rid, code=code,
-                      label="", code_system=LOINC, specimen_id=specimen.specimen_id, value_num=value,
-                      unit="mmol/L", status=ResultStatus.FINAL)
+        return Result(
+            result_id=f"r{k}{n}".ljust(32, "x"),
+            request_id=rid,
+            code=code,
+            label="",
+            code_system=LOINC,
+            specimen_id=specimen.specimen_id,
+            value_num=value,
+            unit="mmol/L",
+            status=ResultStatus.FINAL,
+        )
 
     # the same code twice: a repeated measure is a result of its own
     return request, specimen, [result(1, "2823-3", 4.2), result(2, "2951-2", 140.0), result(3, "2823-3", 4.4)]
@@ -37,13 +57,21 @@ def _order(accession: str, k: int) -> tuple[Request, Specimen, list[Result]]:
 
 def _report(accessions: list[str]) -> PatientReport:
     parts = [_order(acc, k) for k, acc in enumerate(accessions, 1)]
-    return PatientReport(IDENTITY, [p[0] for p in parts], [p[1] for p in parts], [r for p in parts for r in p[2]],
-                         [PRESCRIBER])
+    return PatientReport(
+        IDENTITY, [p[0] for p in parts], [p[1] for p in parts], [r for p in parts for r in p[2]], [PRESCRIBER]
+    )
 
 
 def _as_hl7(report: PatientReport):
-    data = oru_r01(report.identity, report.requests, report.specimens, report.results,
-                   {PRESCRIBER.prescriber_id: PRESCRIBER}, sending_facility="LAB1", control_id="MSG-1")
+    data = oru_r01(
+        report.identity,
+        report.requests,
+        report.specimens,
+        report.results,
+        {PRESCRIBER.prescriber_id: PRESCRIBER},
+        sending_facility="LAB1",
+        control_id="MSG-1",
+    )
     return [hl7v2.to_domain(hl7v2.parse(data))]
 
 
@@ -58,12 +86,12 @@ def _as_fhir(report: PatientReport):
     entries = [fhir_out.patient(report.identity, "lab-a"), fhir_out.practitioner(PRESCRIBER)]
     for r in report.requests:
         entries.append(fhir_out.service_request(r))
-        entries.append(fhir_out.diagnostic_report(r, [x.result_id for x in report.results
-                                                      if x.request_id == r.request_id]))
+        entries.append(
+            fhir_out.diagnostic_report(r, [x.result_id for x in report.results if x.request_id == r.request_id])
+        )
     entries += [fhir_out.specimen(s) for s in report.specimens]
     entries += [fhir_out.observation(x, report.identity.patient_id) for x in report.results]
-    bundle = {"resourceType": "Bundle", "id": "b-1", "type": "collection",
-              "entry": [{"resource": e} for e in entries]}
+    bundle = {"resourceType": "Bundle", "id": "b-1", "type": "collection", "entry": [{"resource": e} for e in entries]}
     return fhir.read(json.dumps(bundle).encode())
 
 
@@ -111,8 +139,15 @@ def test_other_orders_and_other_messages_give_other_ids():
     one, other = _ids(_as_hl7(_report(["ACC-1"]))), _ids(_as_hl7(_report(["ACC-2"])))
     assert not set(one[0]) & set(other[0]) and not {r[1] for r in one[2]} & {r[1] for r in other[2]}
     report = _report(["ACC-1"])
-    data = oru_r01(report.identity, report.requests, report.specimens, report.results,
-                   {PRESCRIBER.prescriber_id: PRESCRIBER}, sending_facility="LAB2", control_id="MSG-99")
+    data = oru_r01(
+        report.identity,
+        report.requests,
+        report.specimens,
+        report.results,
+        {PRESCRIBER.prescriber_id: PRESCRIBER},
+        sending_facility="LAB2",
+        control_id="MSG-99",
+    )
     assert _ids([hl7v2.to_domain(hl7v2.parse(data))]) == one
 
 
@@ -127,8 +162,15 @@ def test_an_order_stored_once_is_not_stored_again_from_another_format(gateway):
     make_lab(gateway, "lab-a")
     who = lab_user(gateway, "lab-a", "technician")
     report = _report(["ACC-1"])
-    hl7 = oru_r01(report.identity, report.requests, report.specimens, report.results,
-                  {PRESCRIBER.prescriber_id: PRESCRIBER}, sending_facility="LAB1", control_id="MSG-1")
+    hl7 = oru_r01(
+        report.identity,
+        report.requests,
+        report.specimens,
+        report.results,
+        {PRESCRIBER.prescriber_id: PRESCRIBER},
+        sending_facility="LAB1",
+        control_id="MSG-1",
+    )
     out = io.BytesIO()
     with CsvWriter(out, [f for f in CSV_FIELDS if not f.endswith("_id") or f == "request.request_id"]) as w:
         w.write_one(report)

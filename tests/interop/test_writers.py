@@ -8,17 +8,17 @@ import gc
 import io
 import tracemalloc
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.domain.sensitivity import sensitivity_of
 from labvault.interop import hprim
-from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
 from labvault.interop.writers import CSV_FIELDS, CSV_NUMBER_FIELDS, CsvWriter, HprimWriter, PatientReport
 
 SENDER = "LAB01"
@@ -29,16 +29,36 @@ WHEN = datetime(2024, 3, 1, 9, 30)
 
 
 def identity(**kw: object) -> Identity:
-    base = dict(patient_id="p1", nir="185077512345609", identity_status=IdentityStatus.QUALIFIED,
-                family_name="DUPONT", given_names="Jean", birth_date=date(1985, 7, 4), sex="M")
+    base = dict(
+        patient_id="p1",
+        nir="185077512345609",
+        identity_status=IdentityStatus.QUALIFIED,
+        family_name="DUPONT",
+        given_names="Jean",
+        birth_date=date(1985, 7, 4),
+        sex="M",
+    )
     base.update(kw)
     return Identity(**base)  # type: ignore[arg-type]
 
 
 def result(request_id: str = "r1", n: int = 1, **kw: object) -> Result:
-    base = dict(result_id=f"x{n}", request_id=request_id, code="2823-3", label="Potassium", code_system=LOINC,
-                specimen_id="s1", value_num=4.2, unit="mmol/L", ref_low=3.5, ref_high=5.1, flag="N",
-                status=ResultStatus.FINAL, validated_by="Dr X", validated_at=WHEN)
+    base = dict(
+        result_id=f"x{n}",
+        request_id=request_id,
+        code="2823-3",
+        label="Potassium",
+        code_system=LOINC,
+        specimen_id="s1",
+        value_num=4.2,
+        unit="mmol/L",
+        ref_low=3.5,
+        ref_high=5.1,
+        flag="N",
+        status=ResultStatus.FINAL,
+        validated_by="Dr X",
+        validated_at=WHEN,
+    )
     base.update(kw)
     res = Result(**base)  # type: ignore[arg-type]
     res.sensitivity = sensitivity_of(res.code_system, res.code)
@@ -87,7 +107,8 @@ def _text(max_codepoint: int | None = None, *, min_size: int = 1, stripped: bool
 
 def _ts() -> st.SearchStrategy[datetime]:
     return st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2100, 12, 31)).map(
-        lambda d: d.replace(microsecond=0))
+        lambda d: d.replace(microsecond=0)
+    )
 
 
 _NUM = st.floats(allow_nan=False, allow_infinity=False)
@@ -102,19 +123,33 @@ def reports(draw: st.DrawFn, latin1: bool = False) -> list[PatientReport]:
     out = []
     for k in range(draw(st.integers(1, 3))):
         ident = Identity(
-            patient_id=f"p{k}", nir=draw(text()), identity_status=IdentityStatus.PROVISIONAL,
-            family_name=draw(text()), given_names=draw(text(min_size=0)),
+            patient_id=f"p{k}",
+            nir=draw(text()),
+            identity_status=IdentityStatus.PROVISIONAL,
+            family_name=draw(text()),
+            given_names=draw(text(min_size=0)),
             birth_date=draw(st.dates(min_value=date(1900, 1, 1), max_value=date(2100, 1, 1))),
-            sex=draw(st.sampled_from("MFU")), birth_name=draw(opt(text())), address=draw(opt(text())),
-            phone=draw(opt(text())), ins_oid=draw(st.sampled_from([OID_NIR, OID_NIA, OID_INS_TEST])),
+            sex=draw(st.sampled_from("MFU")),
+            birth_name=draw(opt(text())),
+            address=draw(opt(text())),
+            phone=draw(opt(text())),
+            ins_oid=draw(st.sampled_from([OID_NIR, OID_NIA, OID_INS_TEST])),
         )
         pres = Prescriber(f"d{k}", draw(st.from_regex(r"[0-9]{11}", fullmatch=True)), draw(text()), "")
         requests, specimens, results = [], [], []
         for j in range(draw(st.integers(1, 3))):
             rid, sid = f"r{k}.{j}", f"s{k}.{j}"
             when = draw(_ts())
-            requests.append(Request(rid, ident.patient_id, draw(st.sampled_from([pres.prescriber_id, None])), when,
-                                    accession=draw(opt(text())), reported_at=draw(opt(_ts()))))
+            requests.append(
+                Request(
+                    rid,
+                    ident.patient_id,
+                    draw(st.sampled_from([pres.prescriber_id, None])),
+                    when,
+                    accession=draw(opt(text())),
+                    reported_at=draw(opt(_ts())),
+                )
+            )
             specimens.append(Specimen(sid, rid, draw(text()), when, draw(opt(_ts()))))
             for i in range(draw(st.integers(0, 4))):
                 system = draw(st.sampled_from([LOINC, LOCAL, "urn:hprim:codesystem:" + quote("Bio Sys")]))
@@ -131,14 +166,23 @@ def reports(draw: st.DrawFn, latin1: bool = False) -> list[PatientReport]:
                 elif ref == "text":
                     ref_text = draw(text(stripped=True).filter(lambda t: hprim._ref_range(t) == (None, None, t)))
                 res = Result(
-                    result_id=f"x{k}.{j}.{i}", request_id=rid, code=code, label=draw(text(min_size=0, stripped=False)
-                                                                                     .map(str.strip)),
-                    code_system=system, specimen_id=sid,
+                    result_id=f"x{k}.{j}.{i}",
+                    request_id=rid,
+                    code=code,
+                    label=draw(text(min_size=0, stripped=False).map(str.strip)),
+                    code_system=system,
+                    specimen_id=sid,
                     value_num=draw(_NUM) if kind == "num" else None,
                     value_text=draw(text()) if kind == "text" else None,
-                    unit=draw(opt(text())), ref_low=low, ref_high=high, ref_text=ref_text,
-                    flag=draw(opt(text(stripped=True))), status=draw(st.sampled_from(list(ResultStatus))),
-                    validated_by=draw(opt(text())), validated_at=draw(opt(_ts())), comment=draw(opt(text())),
+                    unit=draw(opt(text())),
+                    ref_low=low,
+                    ref_high=high,
+                    ref_text=ref_text,
+                    flag=draw(opt(text(stripped=True))),
+                    status=draw(st.sampled_from(list(ResultStatus))),
+                    validated_by=draw(opt(text())),
+                    validated_at=draw(opt(_ts())),
+                    comment=draw(opt(text())),
                 )
                 res.sensitivity = sensitivity_of(system, code)
                 results.append(res)
@@ -146,30 +190,60 @@ def reports(draw: st.DrawFn, latin1: bool = False) -> list[PatientReport]:
     return out
 
 
-_RESULT_VALUES = ("code", "label", "code_system", "value_num", "value_text", "unit", "ref_low", "ref_high", "ref_text",
-                  "flag", "status", "validated_by", "validated_at", "comment", "sensitivity")
+_RESULT_VALUES = (
+    "code",
+    "label",
+    "code_system",
+    "value_num",
+    "value_text",
+    "unit",
+    "ref_low",
+    "ref_high",
+    "ref_text",
+    "flag",
+    "status",
+    "validated_by",
+    "validated_at",
+    "comment",
+    "sensitivity",
+)
 
 
 def assert_same(sent: list[PatientReport], got: list) -> None:
     assert len(got) == len(sent)
     for rep, m in zip(sent, got, strict=True):
         a, b = rep.identity, m.identity
-        for attr in ("nir", "ins_oid", "family_name", "given_names", "birth_date", "sex", "birth_name", "address",
-                     "phone"):
+        for attr in (
+            "nir",
+            "ins_oid",
+            "family_name",
+            "given_names",
+            "birth_date",
+            "sex",
+            "birth_name",
+            "address",
+            "phone",
+        ):
             assert getattr(b, attr) == getattr(a, attr), attr
         assert len(m.requests) == len(rep.requests) and len(m.specimens) == len(rep.requests)
         prescribers = {p.prescriber_id: p for p in rep.prescribers}
         got_prescribers = {p.prescriber_id: p for p in m.prescribers}
         for req, greq, spec, gspec in zip(rep.requests, m.requests, rep.specimens, m.specimens, strict=True):
-            assert (greq.requested_at, greq.accession, greq.reported_at) == (req.requested_at, req.accession,
-                                                                              req.reported_at)
+            assert (greq.requested_at, greq.accession, greq.reported_at) == (
+                req.requested_at,
+                req.accession,
+                req.reported_at,
+            )
             if req.prescriber_id is None:
                 assert greq.prescriber_id is None
             else:
                 p, gp = prescribers[req.prescriber_id], got_prescribers[greq.prescriber_id]
                 assert (gp.rpps, gp.family_name) == (p.rpps, p.family_name)
-            assert (gspec.type, gspec.collected_at, gspec.received_at) == (spec.type, spec.collected_at,
-                                                                           spec.received_at)
+            assert (gspec.type, gspec.collected_at, gspec.received_at) == (
+                spec.type,
+                spec.collected_at,
+                spec.received_at,
+            )
             assert gspec.request_id == greq.request_id
             sent_results = [r for r in rep.results if r.request_id == req.request_id]
             got_results = [r for r in m.results if r.request_id == greq.request_id]
@@ -196,8 +270,12 @@ def test_hprim_round_trip_latin1(sent):
 
 def test_hprim_layout_and_counts():
     long_label = "Potassium " * 40
-    rep = report([result(label=long_label.strip(), comment="hémolyse\nlégère"), result(n=2, value_num=None,
-                                                                                    value_text="a|b~c^d&e\\f")])
+    rep = report(
+        [
+            result(label=long_label.strip(), comment="hémolyse\nlégère"),
+            result(n=2, value_num=None, value_text="a|b~c^d&e\\f"),
+        ]
+    )
     buf = io.BytesIO()
     w = HprimWriter(buf, sender=SENDER, created_at=datetime(2024, 3, 2, 12, 0))
     w.write_one(rep)
@@ -211,8 +289,14 @@ def test_hprim_layout_and_counts():
     assert lines[-1] == f"L|1||1|{len(lines)}"
     assert "C|1|L|hémolyse\\.br\\légère" in lines
     assert "a\\F\\b\\S\\c\\R\\d\\T\\e\\E\\f" in data.decode()
-    assert w.counts() == {"patients": 1, "requests": 1, "results": 2, "comments": 1, "lines": len(lines),
-                          "bytes": len(data)}
+    assert w.counts() == {
+        "patients": 1,
+        "requests": 1,
+        "results": 2,
+        "comments": 1,
+        "lines": len(lines),
+        "bytes": len(data),
+    }
     [m] = read_back(data)
     assert m.results[0].label == long_label.strip() and m.results[0].comment == "hémolyse\nlégère"
     assert m.results[1].value_text == "a|b~c^d&e\\f"
@@ -220,11 +304,21 @@ def test_hprim_layout_and_counts():
 
 def test_hprim_collection_date_aware_times_and_local_system():
     paris = timezone(timedelta(hours=1))
-    rep = report([result(validated_at=datetime(2024, 3, 1, 10, 0, 5, 123456, tzinfo=timezone.utc),
-                         code_system=LOCAL, value_num=1e-7, ref_low=None, ref_high=2e20)])
+    rep = report(
+        [
+            result(
+                validated_at=datetime(2024, 3, 1, 10, 0, 5, 123456, tzinfo=UTC),
+                code_system=LOCAL,
+                value_num=1e-7,
+                ref_low=None,
+                ref_high=2e20,
+            )
+        ]
+    )
     collected = WHEN + timedelta(minutes=20)
-    rep = PatientReport(rep.identity, rep.requests, [Specimen("s1", "r1", "SER", collected, None)], rep.results,
-                        rep.prescribers)
+    rep = PatientReport(
+        rep.identity, rep.requests, [Specimen("s1", "r1", "SER", collected, None)], rep.results, rep.prescribers
+    )
     data = hprim_bytes([rep], tz=paris)
     assert b"|0.0000001|" in data and b"|<200000000000000000000|" in data
     [m] = read_back(data)
@@ -240,15 +334,25 @@ def test_hprim_collection_date_aware_times_and_local_system():
     [
         (lambda r: PatientReport(r.identity, [], [], [], r.prescribers), "no request"),
         (lambda r: PatientReport(identity(nir=""), r.requests, r.specimens, r.results, r.prescribers), "without INS"),
-        (lambda r: PatientReport(identity(ins_oid="1.2.3"), r.requests, r.specimens, r.results, r.prescribers),
-         "INS OID"),
-        (lambda r: PatientReport(r.identity, r.requests, r.specimens, [result(request_id="nope")], r.prescribers),
-         "names a request"),
+        (
+            lambda r: PatientReport(identity(ins_oid="1.2.3"), r.requests, r.specimens, r.results, r.prescribers),
+            "INS OID",
+        ),
+        (
+            lambda r: PatientReport(r.identity, r.requests, r.specimens, [result(request_id="nope")], r.prescribers),
+            "names a request",
+        ),
         (lambda r: PatientReport(r.identity, r.requests, r.specimens, r.results, []), "prescriber"),
-        (lambda r: PatientReport(r.identity, r.requests, r.specimens, [result(code="")], r.prescribers),
-         "without code"),
-        (lambda r: PatientReport(r.identity, r.requests, r.specimens, [result(value_num=float("nan"))],
-                                 r.prescribers), "finite"),
+        (
+            lambda r: PatientReport(r.identity, r.requests, r.specimens, [result(code="")], r.prescribers),
+            "without code",
+        ),
+        (
+            lambda r: PatientReport(
+                r.identity, r.requests, r.specimens, [result(value_num=float("nan"))], r.prescribers
+            ),
+            "finite",
+        ),
     ],
 )
 def test_hprim_refusals_name_the_place_not_the_value(change, reason):
@@ -311,8 +415,13 @@ def test_csv_read_back_equals_inputs(sent, fields):
         pres = {p.prescriber_id: p for p in rep.prescribers}
         for res in rep.results:
             req = reqs[res.request_id]
-            objs = {"patient": rep.identity, "request": req, "result": res, "specimen": specs.get(res.specimen_id),
-                    "prescriber": pres.get(req.prescriber_id) if req.prescriber_id else None}
+            objs = {
+                "patient": rep.identity,
+                "request": req,
+                "result": res,
+                "specimen": specs.get(res.specimen_id),
+                "prescriber": pres.get(req.prescriber_id) if req.prescriber_id else None,
+            }
             row = []
             for name in fields:
                 section, attr = name.split(".")
@@ -328,10 +437,32 @@ def test_csv_read_back_equals_inputs(sent, fields):
 
 
 def test_csv_formula_injection_only_on_text():
-    rep = report([result(label="=HYPERLINK(1)", value_num=-1.5, ref_low=-3.0, ref_high=None, flag="+",
-                         validated_by="@me", comment="\tx", unit="-")], ident=identity(phone="+33 6 12"))
-    fields = ["patient.phone", "result.label", "result.value_num", "result.ref_low", "result.flag",
-              "result.validated_by", "result.comment", "result.unit", "result.code"]
+    rep = report(
+        [
+            result(
+                label="=HYPERLINK(1)",
+                value_num=-1.5,
+                ref_low=-3.0,
+                ref_high=None,
+                flag="+",
+                validated_by="@me",
+                comment="\tx",
+                unit="-",
+            )
+        ],
+        ident=identity(phone="+33 6 12"),
+    )
+    fields = [
+        "patient.phone",
+        "result.label",
+        "result.value_num",
+        "result.ref_low",
+        "result.flag",
+        "result.validated_by",
+        "result.comment",
+        "result.unit",
+        "result.code",
+    ]
     buf = io.StringIO(newline="")
     w = CsvWriter(buf, fields)
     w.write_one(rep)
@@ -359,14 +490,23 @@ def test_csv_field_allow_list(fields, needle):
 
 def test_csv_joins_prescriber_and_specimen():
     buf = io.BytesIO()
-    with CsvWriter(buf, ["prescriber.rpps", "specimen.type", "request.accession", "patient.birth_date",
-                         "result.status", "result.validated_at"]) as w:
+    with CsvWriter(
+        buf,
+        [
+            "prescriber.rpps",
+            "specimen.type",
+            "request.accession",
+            "patient.birth_date",
+            "result.status",
+            "result.validated_at",
+        ],
+    ) as w:
         w.write([report()])
-    assert _csv_rows(buf.getvalue())[1] == ["10001234567", "SER", "ACC1", "1985-07-04", "final",
-                                             "2024-03-01T09:30:00"]
+    assert _csv_rows(buf.getvalue())[1] == ["10001234567", "SER", "ACC1", "1985-07-04", "final", "2024-03-01T09:30:00"]
     with pytest.raises(ValueError, match="prescriber"):
-        CsvWriter(io.BytesIO(), ["prescriber.rpps"]).write_one(PatientReport(identity(), report().requests,
-                                                                              results=[result()]))
+        CsvWriter(io.BytesIO(), ["prescriber.rpps"]).write_one(
+            PatientReport(identity(), report().requests, results=[result()])
+        )
 
 
 def test_closed_writers_refuse_more():
@@ -390,8 +530,10 @@ def _many(n: int) -> Iterator[PatientReport]:
             when = WHEN + timedelta(minutes=k)
             reqs.append(Request(rid, ident.patient_id, "d1", when, accession=f"A{k}.{j}"))
             specs.append(Specimen(sid, rid, "SER", when, when))
-            res += [result(rid, i, specimen_id=sid, value_num=k + i / 10, comment=f"c{k}" if i == 0 else None)
-                    for i in range(6)]
+            res += [
+                result(rid, i, specimen_id=sid, value_num=k + i / 10, comment=f"c{k}" if i == 0 else None)
+                for i in range(6)
+            ]
         yield PatientReport(ident, reqs, specs, res, pres)
 
 
@@ -399,7 +541,7 @@ class _Discard(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:  # noqa: ANN001
+    def write(self, b) -> int:
         return len(b)
 
 
@@ -416,10 +558,14 @@ def _peak(make, n: int) -> int:
         tracemalloc.stop()
 
 
-@pytest.mark.parametrize("make", [
-    lambda s: HprimWriter(s, sender=SENDER, created_at=WHEN),
-    lambda s: CsvWriter(s, list(CSV_FIELDS)),
-], ids=["hprim", "csv"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda s: HprimWriter(s, sender=SENDER, created_at=WHEN),
+        lambda s: CsvWriter(s, list(CSV_FIELDS)),
+    ],
+    ids=["hprim", "csv"],
+)
 def test_memory_does_not_grow_with_the_number_of_reports(make):
     _peak(make, 20)  # warm caches (code sets, time zones) outside the measures
     small, large = _peak(make, 300), _peak(make, 1200)

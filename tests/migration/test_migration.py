@@ -17,13 +17,12 @@ from pyrage import x25519
 from sqlalchemy import text as sql
 
 from labvault.access import Purpose
-from labvault.instructions import signers
 from labvault.access.instructed import ScopeExceeded
 from labvault.crypto.keys import PLATFORM
 from labvault.crypto.signing import Signer
 from labvault.domain.models import Sensitivity
 from labvault.errors import AccessDenied, TenantKeyMissing
-from labvault.instructions import document
+from labvault.instructions import document, signers
 from labvault.migration import service
 from labvault.synth import LabGenerator
 from labvault.synth.load import load_lab
@@ -31,9 +30,12 @@ from tests.conftest import ADMIN, lab_user, make_lab, need
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 SEED, PATIENTS = 5, 40
-FIELDS = {"identity": ["nir", "family_name", "given_names", "birth_date", "sex"],
-          "request": ["requested_at"], "specimen": ["type", "collected_at"],
-          "result": ["code", "code_system", "label", "value_num", "value_text", "unit", "flag", "status"]}
+FIELDS = {
+    "identity": ["nir", "family_name", "given_names", "birth_date", "sex"],
+    "request": ["requested_at"],
+    "specimen": ["type", "collected_at"],
+    "result": ["code", "code_system", "label", "value_num", "value_text", "unit", "flag", "status"],
+}
 LO, HI = date(2019, 1, 1), date(2020, 12, 31)
 
 
@@ -59,12 +61,22 @@ RECEIPT_PRIVATE, RECEIPT_PUBLIC = Signer.generate()  # the recipient's own Ed255
 
 def instruction(recipient: str, volume: int, **over) -> dict:
     rec = {
-        "id": "MIG-2021", "tenant": "lab-a", "kind": "migration_out", "purpose": "Move 2019-2020 results to NewLIS",
-        "fields": FIELDS, "selection": {"collected_from": LO.isoformat(), "collected_to": HI.isoformat()},
-        "destination": {"name": "NewLIS SAS", "country": "FR", "recipient_age_key": recipient,
-                        "receipt_key": RECEIPT_PUBLIC.hex()},
-        "expected_volume": volume, "deletion_deadline": z(NOW + timedelta(days=30)),
-        "valid_from": z(NOW - timedelta(hours=1)), "valid_until": z(NOW + timedelta(days=7)),
+        "id": "MIG-2021",
+        "tenant": "lab-a",
+        "kind": "migration_out",
+        "purpose": "Move 2019-2020 results to NewLIS",
+        "fields": FIELDS,
+        "selection": {"collected_from": LO.isoformat(), "collected_to": HI.isoformat()},
+        "destination": {
+            "name": "NewLIS SAS",
+            "country": "FR",
+            "recipient_age_key": recipient,
+            "receipt_key": RECEIPT_PUBLIC.hex(),
+        },
+        "expected_volume": volume,
+        "deletion_deadline": z(NOW + timedelta(days=30)),
+        "valid_from": z(NOW - timedelta(hours=1)),
+        "valid_until": z(NOW + timedelta(days=7)),
     }
     rec.update(over)
     return rec
@@ -100,23 +112,38 @@ def world(gateway, tmp_path):
     bio = lab_user(gateway, "lab-a", "biologist", name="Signer")
     private, public = Signer.generate()
     with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
-        signer_id = signers.add_signer(u, "lab-a", email=f"{bio.account_id}@lab.invalid",
-                                       public_key=public.hex()).signer_id
+        signer_id = signers.add_signer(
+            u, "lab-a", email=f"{bio.account_id}@lab.invalid", public_key=public.hex()
+        ).signer_id
     ident = x25519.Identity.generate()
     expected = expected_results()
     receive(gateway, admin, instruction(str(ident.to_public()), len(expected)), private)
     operator = lab_user(gateway, PLATFORM, "operator", name="Op")
-    return {"gw": gateway, "operator": operator, "signer": Signer(private), "public": public.hex(),
-            "identity": ident, "expected": expected, "store": tmp_path / "packages", "tmp": tmp_path,
-            "admin": admin, "signer_id": signer_id}
+    return {
+        "gw": gateway,
+        "operator": operator,
+        "signer": Signer(private),
+        "public": public.hex(),
+        "identity": ident,
+        "expected": expected,
+        "store": tmp_path / "packages",
+        "tmp": tmp_path,
+        "admin": admin,
+        "signer_id": signer_id,
+    }
 
 
 def audit(gw, outcome: str) -> list[str]:
     with gw.engine.connect() as c:
         if c.dialect.name == "postgresql":
             c.execute(sql("SELECT set_config('labvault.tenant', 'lab-a', false)"))
-        return [r[0] for r in c.execute(sql("SELECT action FROM audit_event WHERE tenant_id = 'lab-a' "
-                                            "AND outcome = :o ORDER BY seq"), {"o": outcome})]
+        return [
+            r[0]
+            for r in c.execute(
+                sql("SELECT action FROM audit_event WHERE tenant_id = 'lab-a' AND outcome = :o ORDER BY seq"),
+                {"o": outcome},
+            )
+        ]
 
 
 def planned(w):
@@ -176,12 +203,18 @@ def test_the_migration_scenario(world):
     by_type: dict[str, list[dict]] = {}
     for r in recs[1:]:
         by_type.setdefault(r["record"], []).append(r)
-    assert {k: len(v) for k, v in by_type.items()} == {k: v for k, v in manifest["manifest"]["counts"]["records"].items() if v}
+    assert {k: len(v) for k, v in by_type.items()} == {
+        k: v for k, v in manifest["manifest"]["counts"]["records"].items() if v
+    }
     assert len(by_type["result"]) == len(expected)
     assert len({r["id"] for r in by_type["result"]}) == len(expected)  # no duplicate
     # Links to the record types the instruction names, and to no other (it names no prescriber).
-    links = {"request": {"patient"}, "specimen": {"request"}, "result": {"request", "specimen", "patient"},
-             "identity": set()}
+    links = {
+        "request": {"patient"},
+        "specimen": {"request"},
+        "result": {"request", "specimen", "patient"},
+        "identity": set(),
+    }
     assert set(by_type) == set(FIELDS)
     for rtype, rows in by_type.items():
         allowed = {"record", "id", *links[rtype], *FIELDS.get(rtype, ())}
@@ -197,8 +230,11 @@ def test_the_migration_scenario(world):
     forged = {**receipt, "mac": "00" * 32}
     unsigned = service.acknowledge(pkg, manifest, str(w["identity"]))
     other_key = service.acknowledge(pkg, manifest, str(w["identity"]), signing_key=Signer.generate()[0])
-    for bad, why in ((forged, "MAC does not verify"), (unsigned, "not signed with the recipient's receipt key"),
-                     (other_key, "not signed with the recipient's receipt key")):
+    for bad, why in (
+        (forged, "MAC does not verify"),
+        (unsigned, "not signed with the recipient's receipt key"),
+        (other_key, "not signed with the recipient's receipt key"),
+    ):
         with pytest.raises(service.ReceiptInvalid, match=why), gw.unit(op, Purpose.EXPORT) as u:
             service.import_receipt(u, "lab-a", job.migration_id, bad)
     assert pkg.exists()
@@ -226,8 +262,15 @@ def test_the_migration_scenario(world):
     with pytest.raises(Exception, match="signature"):
         service.check_certificate(tampered, [public])
     actions = audit(gw, "allowed")
-    for step in ("migration:plan", "migration:approve", "migration:run", "migration:verify", "migration:receipt",
-                 "migration:purge", "migration:close"):
+    for step in (
+        "migration:plan",
+        "migration:approve",
+        "migration:run",
+        "migration:verify",
+        "migration:receipt",
+        "migration:purge",
+        "migration:close",
+    ):
         assert step in actions
 
 
@@ -241,8 +284,9 @@ def test_one_person_cannot_give_both_approvals(world, gateway):
         service.approve_operator(u, "lab-a", job.migration_id)
     # The operator also holds a lab account (another address, same person) registered as a signer.
     with gateway.unit(ADMIN, Purpose.ADMINISTRATION) as u:
-        u.ensure_account("lab-a", "twin-lab-a", w["operator"].name, "twin@lab.invalid", ("biologist",),
-                         commitment="test")
+        u.ensure_account(
+            "lab-a", "twin-lab-a", w["operator"].name, "twin@lab.invalid", ("biologist",), commitment="test"
+        )
     admin = lab_user(gateway, "lab-a", "lab_admin", name="Admin")
     private, public = Signer.generate()
     with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
@@ -253,8 +297,13 @@ def test_one_person_cannot_give_both_approvals(world, gateway):
     # A signature of another plan, or by a key that is not a signer, is refused.
     other = Signer(Signer.generate()[0])
     with pytest.raises(document.UnknownSigner), w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
-        service.approve_lab(u, "lab-a", job.migration_id, public_key=other.public_key.hex(),
-                            signature=other.sign(service.approval_record(job)))
+        service.approve_lab(
+            u,
+            "lab-a",
+            job.migration_id,
+            public_key=other.public_key.hex(),
+            signature=other.sign(service.approval_record(job)),
+        )
     bad = w["signer"].sign({**service.approval_record(job), "plan_sha256": "0" * 64})
     with pytest.raises(document.InstructionSignatureInvalid), w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
         service.approve_lab(u, "lab-a", job.migration_id, public_key=w["public"], signature=bad)
@@ -269,8 +318,10 @@ def test_volume_far_above_the_expected_stops_before_writing(gateway, tmp_path):
     n = len(expected_results())
     receive(gateway, admin, instruction(str(x25519.Identity.generate().to_public()), n // 2, tolerance=0.1), private)
     op = lab_user(gateway, PLATFORM, "operator", name="Op")
-    with pytest.raises(service.VolumeExceeded, match=f"{n} results selected, above the expected volume {n // 2}"), \
-            gateway.unit(op, Purpose.EXPORT) as u:
+    with (
+        pytest.raises(service.VolumeExceeded, match=f"{n} results selected, above the expected volume {n // 2}"),
+        gateway.unit(op, Purpose.EXPORT) as u,
+    ):
         service.plan(u, "lab-a", "MIG-2021")
     assert "instruction:volume" in audit(gateway, "alert")
     assert not (tmp_path / "packages").exists()
@@ -321,8 +372,10 @@ def test_a_job_whose_rows_contradict_its_state_is_refused_with_a_state_error(wor
     with w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
         u.authorise("lab-a", "migration:run")
         service._set(u, "lab-a", job.migration_id, state="packaged")
-    with pytest.raises(service.StateError, match="packaged but holds no manifest"), \
-            w["gw"].unit(w["operator"], Purpose.EXPORT) as u:
+    with (
+        pytest.raises(service.StateError, match="packaged but holds no manifest"),
+        w["gw"].unit(w["operator"], Purpose.EXPORT) as u,
+    ):
         service.verify_package(u, "lab-a", job.migration_id)
 
 
@@ -351,8 +404,9 @@ def test_the_scheduler_of_serve_purges_at_the_deadline(gateway, tmp_path):
     admin, private = admin_signer(gateway)
     now = datetime.now(UTC).replace(microsecond=0)
     deadline = now + timedelta(seconds=4)
-    rec = instruction(str(x25519.Identity.generate().to_public()), 10_000, id="EXP-SOON", kind="export",
-                      deletion_deadline=z(deadline))
+    rec = instruction(
+        str(x25519.Identity.generate().to_public()), 10_000, id="EXP-SOON", kind="export", deletion_deadline=z(deadline)
+    )
     receive(gateway, admin, rec, private, now=now)
     op = lab_user(gateway, PLATFORM, "operator", name="Op")
     job = service.export(gateway, op, "lab-a", "EXP-SOON", tmp_path / "packages")
@@ -364,6 +418,7 @@ def test_the_scheduler_of_serve_purges_at_the_deadline(gateway, tmp_path):
 
     time.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()) + 0.2)
     stop = retention_every_(Rt(), 3600, first_after=0.0)
+
     def state() -> str:
         with gateway.unit(op, Purpose.EXPORT) as u:
             return service.get(u, "lab-a", job.migration_id).state
@@ -393,7 +448,9 @@ def test_the_end_of_a_contract_destroys_the_packages_still_held(world):
     assert destroyed["packages_destroyed"] == 1
     assert {c["copy"] for c in destroyed["copies"]} == {"package file package.ndjson.age", "package key"}
     assert all(c["migration"] == job.migration_id for c in destroyed["copies"])
-    assert [c["sha256"] for c in destroyed["copies"] if "sha256" in c] == [job.manifest["manifest"]["files"][0]["sha256"]]
+    assert [c["sha256"] for c in destroyed["copies"] if "sha256" in c] == [
+        job.manifest["manifest"]["files"][0]["sha256"]
+    ]
 
 
 def test_data_grown_since_the_plan_stops_the_run_before_any_package_exists(world):
@@ -401,7 +458,7 @@ def test_data_grown_since_the_plan_stops_the_run_before_any_package_exists(world
     w = world
     job = approve_both(w, planned(w))
     load_lab(w["gw"], ADMIN, "lab-a", patients=30, seed=SEED + 1)  # new results in the period since the plan
-    with pytest.raises(service.VolumeExceeded, match="at least .* results selected, above the expected volume"):
+    with pytest.raises(service.VolumeExceeded, match=r"at least .* results selected, above the expected volume"):
         service.run(w["gw"], w["operator"], "lab-a", job.migration_id, w["store"])
     d = service.package_dir(w["store"], job)
     assert not d.exists() or list(d.iterdir()) == []
@@ -415,17 +472,30 @@ def test_the_read_plan_selects_listed_patients_codes_and_sensitive_categories(ga
     load_lab(gateway, ADMIN, "lab-a", patients=PATIENTS, seed=SEED)
     records = list(LabGenerator("lab-a", SEED).patients(PATIENTS))
     chosen = [r.identity.patient_id for r in records[:12]]
-    in_period = [(rec, r) for rec in records if rec.identity.patient_id in chosen for r in rec.results
-                 if LO <= {s.specimen_id: s for s in rec.specimens}[r.specimen_id].collected_at.date() <= HI]
+    in_period = [
+        (rec, r)
+        for rec in records
+        if rec.identity.patient_id in chosen
+        for r in rec.results
+        if LO <= {s.specimen_id: s for s in rec.specimens}[r.specimen_id].collected_at.date() <= HI
+    ]
     codes = sorted({(r.code_system, r.code) for _, r in in_period})[:6]
     sensitive = sorted({r.sensitivity.value for _, r in in_period} - {"other"})[:1]
-    want = {r.result_id for _, r in in_period if (r.code_system, r.code) in codes
-            and (r.sensitivity is Sensitivity.OTHER or r.sensitivity.value in sensitive)}
+    want = {
+        r.result_id
+        for _, r in in_period
+        if (r.code_system, r.code) in codes and (r.sensitivity is Sensitivity.OTHER or r.sensitivity.value in sensitive)
+    }
     assert want
     admin, private = admin_signer(gateway)
     ident = x25519.Identity.generate()
-    sel = {"collected_from": LO.isoformat(), "collected_to": HI.isoformat(), "patients": chosen,
-           "codes": [f"{s}|{c}" for s, c in codes], "sensitive": sensitive}
+    sel = {
+        "collected_from": LO.isoformat(),
+        "collected_to": HI.isoformat(),
+        "patients": chosen,
+        "codes": [f"{s}|{c}" for s, c in codes],
+        "sensitive": sensitive,
+    }
     receive(gateway, admin, instruction(str(ident.to_public()), len(want), selection=sel, kind="export"), private)
     op = lab_user(gateway, PLATFORM, "operator", name="Op")
     job = service.export(gateway, op, "lab-a", "MIG-2021", tmp_path / "packages")
@@ -437,29 +507,38 @@ def test_the_read_plan_selects_listed_patients_codes_and_sensitive_categories(ga
     recs = [json.loads(x) for x in b"".join(lines).splitlines()[1:]]
     got = sorted((r["code_system"], r["code"]) for r in recs if r["record"] == "result")
     assert got == sorted((r.code_system, r.code) for _, r in in_period if r.result_id in want)
-    assert sum(r["record"] == "identity" for r in recs) == len({p.identity.patient_id for p, r in in_period
-                                                                  if r.result_id in want})
+    assert sum(r["record"] == "identity" for r in recs) == len(
+        {p.identity.patient_id for p, r in in_period if r.result_id in want}
+    )
     # Asking for a patient or a test the instruction does not name: refused, naming the excess.
     other = records[20].identity.patient_id
     with pytest.raises(ScopeExceeded, match="1 patient\\(s\\) not named in the instruction"):
         service.export(gateway, op, "lab-a", "MIG-2021", tmp_path / "packages", ask=service.Ask(patients=(other,)))
     with pytest.raises(ScopeExceeded, match="1 code\\(s\\) not named in the instruction"):
-        service.export(gateway, op, "lab-a", "MIG-2021", tmp_path / "packages",
-                       ask=service.Ask(codes=(("http://loinc.org", "0000-0"),)))
+        service.export(
+            gateway,
+            op,
+            "lab-a",
+            "MIG-2021",
+            tmp_path / "packages",
+            ask=service.Ask(codes=(("http://loinc.org", "0000-0"),)),
+        )
 
 
 def test_an_ask_within_the_instruction_narrows_the_plan_and_the_run_keeps_to_it(world):
     w = world
     gw, op = w["gw"], w["operator"]
     # Two patients with results in the instruction's period (the first two have none).
-    records = [rec for rec in LabGenerator("lab-a", SEED).patients(PATIENTS)
-               if any(r.result_id in w["expected"] for r in rec.results)][:2]
+    records = [
+        rec
+        for rec in LabGenerator("lab-a", SEED).patients(PATIENTS)
+        if any(r.result_id in w["expected"] for r in rec.results)
+    ][:2]
     two = tuple(r.identity.patient_id for r in records)
     ask = service.Ask(fields={"result": ("code", "value_num")}, patients=two)
     with gw.unit(op, Purpose.EXPORT) as u:
         job = service.plan(u, "lab-a", "MIG-2021", ask=ask)
-    want = [r for rid, r in w["expected"].items()
-            if any(rid in {x.result_id for x in rec.results} for rec in records)]
+    want = [r for rid, r in w["expected"].items() if any(rid in {x.result_id for x in rec.results} for rec in records)]
     assert job.plan["counts"]["results"] == len(want) and job.plan["fields"]["result"] == ["code", "value_num"]
     assert "identity" not in job.plan["fields"]
     job = approve_both(w, job)
@@ -476,8 +555,10 @@ def test_an_ask_within_the_instruction_narrows_the_plan_and_the_run_keeps_to_it(
     assert {r["record"] for r in recs} == {"result"}
     # A patient the instruction does not name (it names none: all are covered), a code outside a
     # narrower instruction's: see the excess test; here, asking a field it does not name is refused.
-    with pytest.raises(ScopeExceeded, match="field identity.phone is not in the instruction"), \
-            gw.unit(op, Purpose.EXPORT) as u:
+    with (
+        pytest.raises(ScopeExceeded, match=r"field identity.phone is not in the instruction"),
+        gw.unit(op, Purpose.EXPORT) as u,
+    ):
         service.plan(u, "lab-a", "MIG-2021", ask=service.Ask(fields={"identity": ("phone",)}, patients=two))
 
 

@@ -22,10 +22,9 @@ from hypothesis import strategies as st
 from pyrage import x25519
 
 from labvault.access import Purpose
-from labvault.instructions import signers
 from labvault.crypto.keys import PLATFORM
 from labvault.crypto.signing import Signer
-from labvault.instructions import document
+from labvault.instructions import document, signers
 from labvault.migration import service
 from labvault.synth.load import load_lab
 from tests.conftest import ADMIN, lab_user, make_lab, need
@@ -36,8 +35,12 @@ LAB = "lab-a"
 TARGET = {"patient": "identity", "prescriber": "prescriber", "request": "request", "specimen": "specimen"}
 # The instruction's categories of record fields (free text is a result's comment).
 CATEGORIES = tuple(c for c in document.FIELDS if c != document.FREE_TEXT)
-NO_PRESCRIBER = {"identity": ["nir", "family_name", "birth_date"], "request": ["requested_at", "accession"],
-                 "specimen": ["type", "collected_at"], "result": ["code", "code_system", "value_num", "unit", "status"]}
+NO_PRESCRIBER = {
+    "identity": ["nir", "family_name", "birth_date"],
+    "request": ["requested_at", "accession"],
+    "specimen": ["type", "collected_at"],
+    "result": ["code", "code_system", "value_num", "unit", "status"],
+}
 
 
 def z(d: datetime) -> str:
@@ -49,12 +52,21 @@ _ids = itertools.count(1)
 
 def _instruction(kind: str, fields: dict[str, list[str]], recipient: str) -> dict:
     return {
-        "id": f"SCOPE-{next(_ids)}", "tenant": LAB, "kind": kind, "purpose": "Move results to NewLIS",
-        "fields": fields, "selection": {"collected_from": "2000-01-01", "collected_to": "2039-12-31",
-                                        "sensitive": list(document.SENSITIVE)},
+        "id": f"SCOPE-{next(_ids)}",
+        "tenant": LAB,
+        "kind": kind,
+        "purpose": "Move results to NewLIS",
+        "fields": fields,
+        "selection": {
+            "collected_from": "2000-01-01",
+            "collected_to": "2039-12-31",
+            "sensitive": list(document.SENSITIVE),
+        },
         "destination": {"name": "NewLIS SAS", "country": "FR", "recipient_age_key": recipient},
-        "expected_volume": 100_000, "deletion_deadline": z(NOW + timedelta(days=30)),
-        "valid_from": z(NOW - timedelta(hours=1)), "valid_until": z(NOW + timedelta(days=7)),
+        "expected_volume": 100_000,
+        "deletion_deadline": z(NOW + timedelta(days=30)),
+        "valid_from": z(NOW - timedelta(hours=1)),
+        "valid_until": z(NOW + timedelta(days=7)),
     }
 
 
@@ -68,8 +80,13 @@ def _lab(gateway) -> dict:
     private, public = Signer.generate()
     with gateway.unit(admin, Purpose.ADMINISTRATION) as u:
         signers.add_signer(u, LAB, email=f"{bio.account_id}@lab.invalid", public_key=public.hex())
-    return {"gw": gateway, "admin": admin, "signer": Signer(private), "public": public.hex(),
-            "operator": lab_user(gateway, PLATFORM, "operator", name="Op")}
+    return {
+        "gw": gateway,
+        "admin": admin,
+        "signer": Signer(private),
+        "public": public.hex(),
+        "operator": lab_user(gateway, PLATFORM, "operator", name="Op"),
+    }
 
 
 def _package(w: dict, kind: str, fields: dict[str, list[str]], store: Path) -> tuple[service.Job, x25519.Identity]:
@@ -85,8 +102,9 @@ def _package(w: dict, kind: str, fields: dict[str, list[str]], store: Path) -> t
     with gw.unit(op, Purpose.EXPORT) as u:
         job = service.plan(u, LAB, record["id"])
         service.approve_operator(u, LAB, job.migration_id)
-        service.approve_lab(u, LAB, job.migration_id, public_key=w["public"],
-                            signature=w["signer"].sign(service.approval_record(job)))
+        service.approve_lab(
+            u, LAB, job.migration_id, public_key=w["public"], signature=w["signer"].sign(service.approval_record(job))
+        )
     job = service.run(gw, op, LAB, job.migration_id, store)
     with gw.unit(op, Purpose.EXPORT) as u:
         return service.verify_package(u, LAB, job.migration_id), ident
@@ -147,8 +165,7 @@ def _check(job: service.Job, ident: x25519.Identity, fields: dict[str, list[str]
     counts = manifest["counts"]
     assert {t: n for t, n in counts["records"].items() if n} == dict(Counter(r["record"] for r in records))
     got = _links(records)
-    assert {t: {k: n for k, n in c.items() if n} for t, c in counts["links"].items()
-            if any(c.values())} == got
+    assert {t: {k: n for k, n in c.items() if n} for t, c in counts["links"].items() if any(c.values())} == got
     ids = {t: {r["id"] for r in records if r["record"] == t} for t in TARGET.values()}
     for rec in records:  # every link resolves to a record in the package
         for key, target in TARGET.items():
@@ -211,13 +228,14 @@ def lab(gateway) -> dict:
     return _lab(gateway)
 
 
-_field_sets = st.fixed_dictionaries({
-    c: st.lists(st.sampled_from(document.FIELDS[c]), unique=True) for c in CATEGORIES
-}).map(lambda d: {c: sorted(v, key=document.FIELDS[c].index) for c, v in d.items() if v})
+_field_sets = st.fixed_dictionaries(
+    {c: st.lists(st.sampled_from(document.FIELDS[c]), unique=True) for c in CATEGORIES}
+).map(lambda d: {c: sorted(v, key=document.FIELDS[c].index) for c, v in d.items() if v})
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.too_slow])
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(fields=_field_sets, comment=st.booleans(), kind=st.sampled_from(("migration_out", "export", "return")))
 def test_the_output_schema_is_the_allow_list(lab, tmp_path, fields, comment, kind):
     """A2, A4, B4: for any subset of allowed fields (with or without the free-text comment), in a
@@ -251,9 +269,14 @@ def test_reconciliation_checks_links_and_their_counts(gateway, tmp_path):
 
     cases = [
         (no_patient_link, "request records hold fields outside the manifest: patient"),
-        (lambda m: m["links"].__setitem__("request", ["patient", "prescriber"]),
-         "links of request records name record types it does not list: prescriber"),
-        (lambda m: m["counts"]["links"]["result"].__setitem__("patient", 1), "counts differ from the manifest: result links"),
+        (
+            lambda m: m["links"].__setitem__("request", ["patient", "prescriber"]),
+            "links of request records name record types it does not list: prescriber",
+        ),
+        (
+            lambda m: m["counts"]["links"]["result"].__setitem__("patient", 1),
+            "counts differ from the manifest: result links",
+        ),
         (lambda m: m.pop("links"), "does not name the links"),
     ]
     for edit, why in cases:

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from labvault.access import Principal, Purpose
-from labvault.ingest import intake
 from labvault.accounts import feeds, service
 from labvault.config import Settings
+from labvault.ingest import intake
 from labvault.interop import hl7v2
 from labvault.mllp.listener import Limits, PinnedFeeds, Server, server_ssl_context
 from labvault.runtime import init_home, open_runtime
@@ -34,8 +34,9 @@ def pinned_feed(gw, platform: Principal, tenant: str, cert: Pair, *, email: str 
     admin = first_lab_admin(gw, platform, tenant)
     email = email or f"feed@{tenant}.invalid"
     with gw.unit(admin, Purpose.ADMINISTRATION) as u:
-        new = service.create_account(u, tenant_id=tenant, name="Analyser feed", email=email, roles=["service"],
-                                     kind="service", purpose="ingest")
+        new = service.create_account(
+            u, tenant_id=tenant, name="Analyser feed", email=email, roles=["service"], kind="service", purpose="ingest"
+        )
         feeds.pin(u, tenant, email, cert.pem)
     return Principal(new.account_id, "Analyser feed", tenant, frozenset({"service"}))
 
@@ -73,8 +74,9 @@ def tls_server(gateway, tmp_path, tenant: str = "lab-a", *, limits: Limits | Non
     """The listener of ``tenant`` over TLS, trusting the certificates pinned on the lab's accounts."""
     server_pair = self_signed(tmp_path / "server", "server", server=True)
     ctx = server_ssl_context(str(server_pair.cert), str(server_pair.key))
-    r = Running(Server(None, port=0, ssl_context=ctx, feeds=PinnedFeeds(gateway, tenant, group=50),
-                       limits=limits, **kw))
+    r = Running(
+        Server(None, port=0, ssl_context=ctx, feeds=PinnedFeeds(gateway, tenant, group=50), limits=limits, **kw)
+    )
     r.server_pair = server_pair
     return r
 
@@ -129,7 +131,7 @@ def test_ack_codes(listener):
     s.sendall(framed(oru("M2", nir="185077512345600")))
     ack = read_ack(s, buf)
     assert msa(ack)[1] == "AE" and "not a valid NIR" in msa(ack)[3]
-    err = [seg for seg in ack.split(b"\r") if seg.startswith(b"ERR|")][0].decode()
+    err = next(seg for seg in ack.split(b"\r") if seg.startswith(b"ERR|")).decode()
     assert "quarantine" in err.split("|")[8] and err.split("|")[3].startswith("207^")
     assert b"185077512345600" not in ack
     s.sendall(framed(oru("M3").replace(b"ORU^R01^ORU_R01", b"ADT^A01^ADT_A01")))
@@ -164,7 +166,7 @@ def test_a_client_leaving_mid_frame_stores_nothing(listener):
 
 
 def test_a_huge_frame_is_refused_and_the_server_lives_on(listener):
-    gw, r = listener
+    _gw, r = listener
     s, buf = connect(r), bytearray()
     try:
         s.sendall(b"\x0bMSH|^~\\&|" + b"x" * (200 * 1024))
@@ -189,10 +191,25 @@ N = 10_000
 def _start(env: dict[str, str], pki: dict[str, Pair], log: Path) -> tuple[subprocess.Popen, int]:
     """The listener process; its log (stderr) goes to ``log``."""
     with log.open("w") as stderr:
-        proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "labvault.cli", "mllp", "--tenant", "lab-a", "--port", "0",
-             "--tls-cert", str(pki["server"].cert), "--tls-key", str(pki["server"].key)],
-            env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "labvault.cli",
+                "mllp",
+                "--tenant",
+                "lab-a",
+                "--port",
+                "0",
+                "--tls-cert",
+                str(pki["server"].cert),
+                "--tls-key",
+                str(pki["server"].key),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
         )
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
@@ -202,8 +219,16 @@ def _start(env: dict[str, str], pki: dict[str, Pair], log: Path) -> tuple[subpro
     return proc, int(line.split()[2].rsplit(":", 1)[1])
 
 
-def _send(port: int, pki: dict[str, Pair], messages: dict[str, bytes], acked: set[str], *,
-          kill_after: int | None = None, proc: subprocess.Popen | None = None, window: int = 200) -> None:
+def _send(
+    port: int,
+    pki: dict[str, Pair],
+    messages: dict[str, bytes],
+    acked: set[str],
+    *,
+    kill_after: int | None = None,
+    proc: subprocess.Popen | None = None,
+    window: int = 200,
+) -> None:
     """Send all ``messages`` with up to ``window`` un-ACKed; record ACKed control ids (AA only)."""
     s = tls_connect(port, pki["server"], pki["feed"], timeout=30)
     buf = bytearray()
@@ -240,8 +265,10 @@ def test_kill_minus_9_mid_stream_then_resend_stores_every_acked_message_once(tmp
     env.pop("LABVAULT_KEY_PROVIDER", None)
     settings = Settings.from_env(env)
     init_home(settings, "Test Operator", "operator@vendor.invalid")
-    pki = {"server": self_signed(tmp_path / "pki", "server", server=True),
-           "feed": self_signed(tmp_path / "pki", "feed")}
+    pki = {
+        "server": self_signed(tmp_path / "pki", "server", server=True),
+        "feed": self_signed(tmp_path / "pki", "feed"),
+    }
     rt = open_runtime(settings)
     try:
         with rt.gateway.unit(rt.operator, Purpose.ADMINISTRATION) as u:
@@ -265,7 +292,7 @@ def test_kill_minus_9_mid_stream_then_resend_stores_every_acked_message_once(tmp
     try:  # every message ACKed before the kill is in the store
         with rt.gateway.engine.connect() as c:
             stored = set(c.exec_driver_sql("SELECT message_key FROM ingest_message").scalars())
-        assert {intake.message_key(f'hl7v2:{facility}', k) for k in acked} <= stored
+        assert {intake.message_key(f"hl7v2:{facility}", k) for k in acked} <= stored
     finally:
         rt.close()
 
@@ -291,9 +318,11 @@ def test_kill_minus_9_mid_stream_then_resend_stores_every_acked_message_once(tmp
             c = u.counts("lab-a")
         with rt.gateway.engine.connect() as conn:
             keys = conn.exec_driver_sql("SELECT count(*) FROM ingest_message").scalar_one()
-            actors = set(conn.exec_driver_sql(
-                "SELECT DISTINCT actor FROM audit_event WHERE tenant_id = 'lab-a' AND action = 'ingest:message'"
-            ).scalars())
+            actors = set(
+                conn.exec_driver_sql(
+                    "SELECT DISTINCT actor FROM audit_event WHERE tenant_id = 'lab-a' AND action = 'ingest:message'"
+                ).scalars()
+            )
     finally:
         rt.close()
     assert keys == N and c["request"] == N and c["result"] == 2 * N and c["patient_identity"] == 1
@@ -308,9 +337,13 @@ def _events(gw, tenant: str, action: str) -> list[tuple[str, str]]:
     with gw.engine.begin() as c:
         if c.dialect.name == "postgresql":
             c.execute(select(func.set_config("labvault.tenant", tenant, True)))
-        return [tuple(r) for r in c.exec_driver_sql(
-            "SELECT outcome, object_refs FROM audit_event WHERE tenant_id = '%s' AND action = '%s' ORDER BY seq"
-            % (tenant, action)).all()]
+        return [
+            tuple(r)
+            for r in c.exec_driver_sql(
+                f"SELECT outcome, object_refs FROM audit_event WHERE tenant_id = '{tenant}' "
+                f"AND action = '{action}' ORDER BY seq"
+            ).all()
+        ]
 
 
 def test_a_client_without_a_pinned_certificate_gets_no_ack_and_stores_nothing(listener, tmp_path):
@@ -342,8 +375,11 @@ def test_a_client_without_a_pinned_certificate_gets_no_ack_and_stores_nothing(li
     assert counts(gw)["request"] == 1
     assert ("denied", f'["{feeds.fingerprint(_der(later))}"]') in _events(gw, "lab-a", "feed:connect")
     refused = r.server.stats.refused
-    assert refused["no-certificate"] >= 1 and refused["certificate-refused"] >= 2 \
-        and refused["certificate-not-pinned"] == 1, refused
+    assert (
+        refused["no-certificate"] >= 1
+        and refused["certificate-refused"] >= 2
+        and refused["certificate-not-pinned"] == 1
+    ), refused
     s = connect(r)
     s.sendall(framed(oru("OK1")))
     assert msa(read_ack(s, bytearray()))[:3] == ["MSA", "AA", "OK1"]
@@ -463,13 +499,31 @@ def test_insecure_plaintext_on_loopback_ingests_as_the_token_account(tmp_path):
         rt.close()
     log = tmp_path / "mllp.log"
     with log.open("w") as stderr:
-        proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "labvault.cli", "mllp", "--tenant", "lab-a", "--port", "0", "--insecure-plaintext",
-             "--token-file", str(tmp_path / "token")], env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "labvault.cli",
+                "mllp",
+                "--tenant",
+                "lab-a",
+                "--port",
+                "0",
+                "--insecure-plaintext",
+                "--token-file",
+                str(tmp_path / "token"),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     try:
         line = proc.stdout.readline()
-        assert line.startswith("listening on 127.0.0.1:") and "plain TCP, no TLS (--insecure-plaintext)" in line, \
-            (line, log.read_text())
+        assert line.startswith("listening on 127.0.0.1:") and "plain TCP, no TLS (--insecure-plaintext)" in line, (
+            line,
+            log.read_text(),
+        )
         with socket.create_connection(("127.0.0.1", int(line.split()[2].rsplit(":", 1)[1])), timeout=20) as s:
             s.sendall(framed(oru("PLAIN1")))
             assert msa(read_ack(s, bytearray()))[:3] == ["MSA", "AA", "PLAIN1"]

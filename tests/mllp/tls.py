@@ -29,9 +29,15 @@ def self_signed(folder: Path, name: str, *, server: bool = False) -> Pair:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost" if server else name)])
     now = dt.datetime.now(dt.UTC)
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-               .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
-               .not_valid_after(now + dt.timedelta(hours=2)))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=2))
+    )
     if server:
         builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
     else:
@@ -40,8 +46,9 @@ def self_signed(folder: Path, name: str, *, server: bool = False) -> Pair:
     folder.mkdir(parents=True, exist_ok=True)
     pair = Pair(folder / f"{name}.pem", folder / f"{name}.key")
     pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pair.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    pair.key.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return pair
 
 
@@ -52,10 +59,10 @@ def client_context(server: Pair, client: Pair | None) -> ssl.SSLContext:
     return ctx
 
 
-def tls_connect(port: int, server: Pair, client: Pair | None, *, source: str | None = None,
-                timeout: float = 20) -> ssl.SSLSocket:
-    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout,
-                                   source_address=(source, 0) if source else None)
+def tls_connect(
+    port: int, server: Pair, client: Pair | None, *, source: str | None = None, timeout: float = 20
+) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0) if source else None)
     try:
         return client_context(server, client).wrap_socket(raw, server_hostname="localhost")
     except BaseException:

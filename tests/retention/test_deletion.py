@@ -13,11 +13,10 @@ import pytest
 from sqlalchemy import func, select
 
 from labvault.access import Principal, Purpose, instructed
-from labvault.instructions import signers
 from labvault.crypto.keys import PLATFORM
 from labvault.crypto.signing import Signer, canonical
 from labvault.errors import AccessDenied, NotFound
-from labvault.instructions import document
+from labvault.instructions import document, signers
 from labvault.retention import purge
 from labvault.store import schema as t
 from labvault.synth import LabGenerator
@@ -44,8 +43,9 @@ def synthetic_lab(gw, lab: str, finess: str = "690000025") -> None:
 def vendor(gw, role: str) -> Principal:
     account_id = f"vendor-{role}".replace("_", "-")
     with gw.unit(ADMIN, Purpose.ADMINISTRATION) as u:
-        u.ensure_account(PLATFORM, account_id, f"Vendor {role}", f"{account_id}@vendor.invalid", [role],
-                         commitment="test")
+        u.ensure_account(
+            PLATFORM, account_id, f"Vendor {role}", f"{account_id}@vendor.invalid", [role], commitment="test"
+        )
     return Principal(account_id, f"Vendor {role}", PLATFORM, frozenset({role}))
 
 
@@ -61,10 +61,16 @@ def lab_signer(gw, lab: str = LAB) -> tuple[Signer, str]:
 def deletion_doc(signer: Signer, lab: str = LAB, *, instruction_id: str = "DEL-1", **over) -> dict:
     now = datetime.now(UTC).replace(microsecond=0)
     ts = lambda d: d.isoformat().replace("+00:00", "Z")  # noqa: E731
-    record = {"id": instruction_id, "tenant": lab, "kind": "deletion", "scope": "lab",
-              "purpose": "End of contract: delete every record of the lab",
-              "deletion_deadline": ts(now + timedelta(days=30)), "valid_from": ts(now - timedelta(hours=1)),
-              "valid_until": ts(now + timedelta(days=7))}
+    record = {
+        "id": instruction_id,
+        "tenant": lab,
+        "kind": "deletion",
+        "scope": "lab",
+        "purpose": "End of contract: delete every record of the lab",
+        "deletion_deadline": ts(now + timedelta(days=30)),
+        "valid_from": ts(now - timedelta(hours=1)),
+        "valid_until": ts(now + timedelta(days=7)),
+    }
     record.update(over)
     record = {k: v for k, v in record.items() if v is not None}
     return document.sign(document.from_record(record), signer)
@@ -80,9 +86,14 @@ def state(gw, lab: str = LAB) -> dict:
     with gw.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(select(func.set_config("labvault.tenant", lab, True)))
-        out = {name: conn.execute(select(func.count()).select_from(t.metadata.tables[name])
-                                  .where(t.metadata.tables[name].c.tenant_id == lab)).scalar_one()
-               for name in ("patient_identity", "request", "result", "tenant_key", "signed_record")}
+        out = {
+            name: conn.execute(
+                select(func.count())
+                .select_from(t.metadata.tables[name])
+                .where(t.metadata.tables[name].c.tenant_id == lab)
+            ).scalar_one()
+            for name in ("patient_identity", "request", "result", "tenant_key", "signed_record")
+        }
         out["status"] = conn.execute(select(t.tenant.c.status).where(t.tenant.c.tenant_id == lab)).scalar_one()
     out["keyring_scope"] = gw.keys.has_scope(lab)
     return out
@@ -92,9 +103,13 @@ def denials(gw, lab: str, actor: str) -> list[tuple[str, str]]:
     with gw.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(select(func.set_config("labvault.tenant", lab, True)))
-        rows = conn.execute(select(t.audit_event.c.action, t.audit_event.c.outcome).where(
-            t.audit_event.c.tenant_id == lab, t.audit_event.c.actor == actor,
-            t.audit_event.c.outcome == "denied").order_by(t.audit_event.c.seq)).all()
+        rows = conn.execute(
+            select(t.audit_event.c.action, t.audit_event.c.outcome)
+            .where(
+                t.audit_event.c.tenant_id == lab, t.audit_event.c.actor == actor, t.audit_event.c.outcome == "denied"
+            )
+            .order_by(t.audit_event.c.seq)
+        ).all()
     return [(r.action, r.outcome) for r in rows]
 
 
@@ -128,7 +143,8 @@ def test_no_vendor_role_deletes_a_real_lab_without_its_instruction(gateway, role
                 assert "is not allowed for roles" in reason
             assert state(gateway) == before
     assert denials(gateway, LAB, who.account_id) == [
-        (action, "denied") for _ in PURPOSES for action in ("tenant:shred", "tenant:end")]
+        (action, "denied") for _ in PURPOSES for action in ("tenant:shred", "tenant:end")
+    ]
 
 
 @pytest.mark.parametrize("role", VENDOR_ROLES)
@@ -171,10 +187,18 @@ def test_deletion_under_the_labs_signed_instruction_names_it(gateway):
     assert named["id"] == "DEL-1" and named["kind"] == "deletion" and named["scope"] == "lab"
     assert named["sha256"] == hashlib.sha256(canonical(doc["instruction"])).hexdigest()
     assert (named["signer_id"], named["signer_public_key"], named["signature"]) == (
-        sid, doc["signer_public_key"], doc["signature"])
+        sid,
+        doc["signer_public_key"],
+        doc["signature"],
+    )
     after = state(gateway)
-    assert (after["patient_identity"], after["result"], after["tenant_key"], after["status"],
-            after["keyring_scope"]) == (0, 0, 0, "shredded", False)
+    assert (
+        after["patient_identity"],
+        after["result"],
+        after["tenant_key"],
+        after["status"],
+        after["keyring_scope"],
+    ) == (0, 0, 0, "shredded", False)
     assert state(gateway, OTHER) == other_before
     with gateway.unit(ADMIN, Purpose.ADMINISTRATION) as u:
         [cert] = purge.certificates(u, LAB)
@@ -202,21 +226,47 @@ def test_instruction_refused_at_use_expired_revoked_wrong_kind_or_scope(gateway)
     real_lab(gateway, OTHER, "690000025")
     signer, sid = lab_signer(gateway)
     soon = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0) + timedelta(seconds=1)
-    short = receive(gateway, deletion_doc(signer, instruction_id="DEL-SHORT",
-                                          valid_until=soon.isoformat().replace("+00:00", "Z")))
-    selection = receive(gateway, deletion_doc(signer, instruction_id="DEL-SEL", scope=None,
-                                              selection={"collected_from": "2000-01-01", "collected_to": "2030-12-31"}))
-    support = receive(gateway, document.sign(document.from_record({
-        "id": "SUP-1", "tenant": LAB, "kind": "support_access", "purpose": "a support ticket",
-        "fields": {"identity": ["nir"]}, "selection": {"collected_from": "2020-01-01", "collected_to": "2020-12-31"},
-        "valid_from": "2020-01-01T00:00:00Z", "valid_until": "2099-01-01T00:00:00Z"}), signer))
+    short = receive(
+        gateway, deletion_doc(signer, instruction_id="DEL-SHORT", valid_until=soon.isoformat().replace("+00:00", "Z"))
+    )
+    selection = receive(
+        gateway,
+        deletion_doc(
+            signer,
+            instruction_id="DEL-SEL",
+            scope=None,
+            selection={"collected_from": "2000-01-01", "collected_to": "2030-12-31"},
+        ),
+    )
+    support = receive(
+        gateway,
+        document.sign(
+            document.from_record(
+                {
+                    "id": "SUP-1",
+                    "tenant": LAB,
+                    "kind": "support_access",
+                    "purpose": "a support ticket",
+                    "fields": {"identity": ["nir"]},
+                    "selection": {"collected_from": "2020-01-01", "collected_to": "2020-12-31"},
+                    "valid_from": "2020-01-01T00:00:00Z",
+                    "valid_until": "2099-01-01T00:00:00Z",
+                }
+            ),
+            signer,
+        ),
+    )
     other_signer, _ = lab_signer(gateway, OTHER)
     receive(gateway, deletion_doc(other_signer, OTHER, instruction_id="DEL-OTHER"), OTHER)
     kept = receive(gateway, deletion_doc(signer, instruction_id="DEL-KEPT"))
     before = state(gateway)
     time.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 0.5)
-    cases = [(short, document.Expired, "expired"), (selection, AccessDenied, "scope lab"),
-             (support, AccessDenied, "kind support_access"), ("DEL-OTHER", NotFound, "no such instruction")]
+    cases = [
+        (short, document.Expired, "expired"),
+        (selection, AccessDenied, "scope lab"),
+        (support, AccessDenied, "kind support_access"),
+        ("DEL-OTHER", NotFound, "no such instruction"),
+    ]
     for iid, error, words in cases:
         for op in (shred, end):
             with pytest.raises(error, match=words):
@@ -259,7 +309,9 @@ def test_the_check_before_confirmation_records_no_use(gateway):
     with gateway.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(select(func.set_config("labvault.tenant", LAB, True)))
-        uses = conn.execute(select(func.count()).select_from(t.audit_event).where(
-            t.audit_event.c.tenant_id == LAB, t.audit_event.c.action == "instruction:use")).scalar_one()
+        uses = conn.execute(
+            select(func.count())
+            .select_from(t.audit_event)
+            .where(t.audit_event.c.tenant_id == LAB, t.audit_event.c.action == "instruction:use")
+        ).scalar_one()
     assert uses == 1
-

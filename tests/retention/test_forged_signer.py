@@ -21,9 +21,17 @@ def forge_signer(raw_engine, gw) -> Signer:
     person = lab_user(gw, LAB, "biologist", name="Victim")
     private, public = Signer.generate()
     with raw_engine.begin() as conn:
-        conn.execute(insert(t.instruction_signer).values(
-            tenant_id=LAB, signer_id=new_id(), name="Victim", email=f"{person.account_id}@lab.invalid",
-            public_key=public.hex(), added_by="nobody", added_at=utcnow()))
+        conn.execute(
+            insert(t.instruction_signer).values(
+                tenant_id=LAB,
+                signer_id=new_id(),
+                name="Victim",
+                email=f"{person.account_id}@lab.invalid",
+                public_key=public.hex(),
+                added_by="nobody",
+                added_at=utcnow(),
+            )
+        )
     return Signer(private)
 
 

@@ -18,7 +18,7 @@ from labvault.crypto.keys import PLATFORM
 from labvault.crypto.signing import SignatureInvalid, verify
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Request, Result, Sensitivity, Specimen
 from labvault.domain.sensitivity import codes_in
-from labvault.errors import AccessDenied, InvalidInput, TenantShredded
+from labvault.errors import AccessDenied, InvalidInput, TenantKeyMissing, TenantShredded
 from labvault.retention import parse_duration, parse_rules, policy, purge
 from labvault.store import schema as t
 from tests.conftest import ADMIN, lab_user, make_lab
@@ -55,21 +55,27 @@ class Lab:
     def expected(self, now: datetime, days: dict[str, int], held: frozenset[str] = frozenset()) -> dict[str, set[str]]:
         """The ids a purge at ``now`` must delete, per kind."""
         gone_results = {
-            i for i, r in self.results.items()
-            if self.category(r) not in held and "results" not in held
+            i
+            for i, r in self.results.items()
+            if self.category(r) not in held
+            and "results" not in held
             and self.result_time(r) < now - timedelta(days=days.get(self.category(r), days["results"]))
         }
         gone_requests = set()
         for q in self.requests:
             mine = {i for i, r in self.results.items() if r.request_id == q}
-            if mine and mine <= gone_results:
-                gone_requests.add(q)
-            elif not mine and "results" not in held and self.request_time(q) < now - timedelta(days=days["results"]):
+            if (mine and mine <= gone_results) or (
+                not mine and "results" not in held and self.request_time(q) < now - timedelta(days=days["results"])
+            ):
                 gone_requests.add(q)
         lost = {self.requests[q].patient_id for q in gone_requests}
-        gone_patients = {p for p in lost if all(q in gone_requests for q, x in self.requests.items() if x.patient_id == p)}
+        gone_patients = {
+            p for p in lost if all(q in gone_requests for q, x in self.requests.items() if x.patient_id == p)
+        }
         return {
-            "result": gone_results, "request": gone_requests, "patient": gone_patients,
+            "result": gone_results,
+            "request": gone_requests,
+            "patient": gone_patients,
             "specimen": {s for s, x in self.specimens.items() if x.request_id in gone_requests},
         }
 
@@ -86,11 +92,14 @@ def build(tenant_id: str, patients: int = 24, seed: int = 11) -> Lab:
     lab = Lab()
     for p in range(1, patients + 1):
         pid = f"{tenant_id}-p{p}"
-        lab.identities[pid] = Identity(pid, _nir(p), IdentityStatus.QUALIFIED, "Martin", "Jeanne",
-                                       datetime(1960, 1, 1).date(), "F")
+        lab.identities[pid] = Identity(
+            pid, _nir(p), IdentityStatus.QUALIFIED, "Martin", "Jeanne", datetime(1960, 1, 1).date(), "F"
+        )
         for k in range(rng.randint(1, 3)):
             qid = f"{pid}-q{k}"
-            collected = datetime(2005, 1, 1, 8, tzinfo=UTC) + timedelta(days=rng.randrange(25 * 365), minutes=rng.randrange(600))
+            collected = datetime(2005, 1, 1, 8, tzinfo=UTC) + timedelta(
+                days=rng.randrange(25 * 365), minutes=rng.randrange(600)
+            )
             if p % 7 == 0 and k == 0:  # requests without a result: one old, the others recent
                 collected = datetime(2006 if p == 7 else 2029, 3, 1, 9, tzinfo=UTC)
             lab.requests[qid] = Request(qid, pid, None, collected - timedelta(minutes=20))
@@ -123,18 +132,30 @@ def stored(raw_engine, tenant_id: str) -> dict[str, set[str]]:
     """Ids in the store, read as a superuser (no gateway, no row-level security)."""
     with raw_engine.connect() as conn:
         return {
-            "patient": set(conn.execute(select(t.patient_identity.c.patient_id).where(t.patient_identity.c.tenant_id == tenant_id)).scalars()),
-            "request": set(conn.execute(select(t.request.c.request_id).where(t.request.c.tenant_id == tenant_id)).scalars()),
-            "specimen": set(conn.execute(select(t.specimen.c.specimen_id).where(t.specimen.c.tenant_id == tenant_id)).scalars()),
-            "result": set(conn.execute(select(t.result.c.result_id).where(t.result.c.tenant_id == tenant_id)).scalars()),
+            "patient": set(
+                conn.execute(
+                    select(t.patient_identity.c.patient_id).where(t.patient_identity.c.tenant_id == tenant_id)
+                ).scalars()
+            ),
+            "request": set(
+                conn.execute(select(t.request.c.request_id).where(t.request.c.tenant_id == tenant_id)).scalars()
+            ),
+            "specimen": set(
+                conn.execute(select(t.specimen.c.specimen_id).where(t.specimen.c.tenant_id == tenant_id)).scalars()
+            ),
+            "result": set(
+                conn.execute(select(t.result.c.result_id).where(t.result.c.tenant_id == tenant_id)).scalars()
+            ),
         }
 
 
 def events(raw_engine, tenant_id: str, action_prefix: str = "retention:purge") -> list[tuple[str, str, int]]:
     with raw_engine.connect() as conn:
-        rows = conn.execute(select(t.audit_event).where(t.audit_event.c.tenant_id == tenant_id,
-                                                        t.audit_event.c.action.like(action_prefix + "%"))
-                            .order_by(t.audit_event.c.seq)).all()
+        rows = conn.execute(
+            select(t.audit_event)
+            .where(t.audit_event.c.tenant_id == tenant_id, t.audit_event.c.action.like(action_prefix + "%"))
+            .order_by(t.audit_event.c.seq)
+        ).all()
     return [(r.action, r.object_type, r.record_count) for r in rows]
 
 
@@ -158,17 +179,24 @@ def world(gateway, raw_engine):
 
 
 def _all(lab: Lab) -> dict[str, set[str]]:
-    return {"patient": set(lab.identities), "request": set(lab.requests), "specimen": set(lab.specimens),
-            "result": set(lab.results)}
+    return {
+        "patient": set(lab.identities),
+        "request": set(lab.requests),
+        "specimen": set(lab.specimens),
+        "result": set(lab.results),
+    }
 
 
 def test_purge_removes_exactly_the_expired_data(world):
     """D1: purge removes exactly the expired data."""
-    gw, raw, admin, a, b = world
+    gw, raw, _admin, a, b = world
     want = a.expected(NOW, RULES)
     # The data exercises every branch, or this test proves less than it says.
-    hiv_kept = {i for i, r in a.results.items() if a.category(r) == "hiv" and i not in want["result"]
-                and a.result_time(r) < NOW - timedelta(days=RESULTS_DAYS)}
+    hiv_kept = {
+        i
+        for i, r in a.results.items()
+        if a.category(r) == "hiv" and i not in want["result"] and a.result_time(r) < NOW - timedelta(days=RESULTS_DAYS)
+    }
     assert want["result"] and want["request"] and want["patient"] and hiv_kept
     assert want["result"] != set(a.results) and want["patient"] != set(a.identities)
     assert any(r.specimen_id is None for i, r in a.results.items() if i in want["result"])
@@ -183,12 +211,19 @@ def test_purge_removes_exactly_the_expired_data(world):
     gone_hiv = {i for i in want["result"] if a.category(a.results[i]) == "hiv"}
     assert report.categories == {"results": len(want["result"]) - len(gone_hiv), "hiv": len(gone_hiv)}
     assert (report.requests, report.specimens, report.identities) == (
-        len(want["request"]), len(want["specimen"]), len(want["patient"]))
-    assert sorted(events(raw, "lab-a")) == sorted([
-        ("retention:purge", "results", report.categories["results"]), ("retention:purge", "hiv", len(gone_hiv)),
-        ("retention:purge", "request", len(want["request"])), ("retention:purge", "specimen", len(want["specimen"])),
-        ("retention:purge", "patient", len(want["patient"])),
-    ])
+        len(want["request"]),
+        len(want["specimen"]),
+        len(want["patient"]),
+    )
+    assert sorted(events(raw, "lab-a")) == sorted(
+        [
+            ("retention:purge", "results", report.categories["results"]),
+            ("retention:purge", "hiv", len(gone_hiv)),
+            ("retention:purge", "request", len(want["request"])),
+            ("retention:purge", "specimen", len(want["specimen"])),
+            ("retention:purge", "patient", len(want["patient"])),
+        ]
+    )
     # What is left is still readable, and a second run finds nothing more to delete.
     bio = lab_user(gw, "lab-a", "biologist")
     with gw.unit(bio, Purpose.CARE) as u:
@@ -244,7 +279,10 @@ def test_a_hold_on_everything_or_on_results_deletes_no_result(world, scope):
         purge.HOOKS.pop()
     assert stored(raw, "lab-a") == _all(a)
     assert set(report.held) == {"results", "hiv"} and report.categories == {}
-    assert {e for e in events(raw, "lab-a")} == {("retention:purge:held", "results", 0), ("retention:purge:held", "hiv", 0)}
+    assert set(events(raw, "lab-a")) == {
+        ("retention:purge:held", "results", 0),
+        ("retention:purge:held", "hiv", 0),
+    }
     assert calls == ([] if scope == "*" else ["lab-a"])  # '*' holds what hooks would destroy too
 
 
@@ -256,8 +294,12 @@ def test_a_hold_needs_a_basis_and_the_lab_admin(world):
             policy.place_hold(u, "lab-a", basis=basis)
     with pytest.raises(InvalidInput, match="scope"), gw.unit(admin, Purpose.ADMINISTRATION) as u:
         policy.place_hold(u, "lab-a", basis="order", category="everything")
-    for who in (lab_user(gw, "lab-a", "biologist"), lab_user(gw, "lab-a", "lab_dpo"), ADMIN,
-                lab_user(gw, "lab-b", "lab_admin", name="Other")):
+    for who in (
+        lab_user(gw, "lab-a", "biologist"),
+        lab_user(gw, "lab-a", "lab_dpo"),
+        ADMIN,
+        lab_user(gw, "lab-b", "lab_admin", name="Other"),
+    ):
         with pytest.raises(AccessDenied), gw.unit(who, Purpose.ADMINISTRATION) as u:
             policy.place_hold(u, "lab-a", basis="court order")
     with raw.connect() as conn:
@@ -270,8 +312,14 @@ def test_who_sets_reads_and_runs(world):
     dpo = lab_user(gw, "lab-a", "lab_dpo")
     with gw.unit(dpo, Purpose.ADMINISTRATION) as u:
         assert {r.category: r.days for r in policy.list_rules(u, "lab-a")} == RULES
-    for who, action in ((dpo, "set"), (ADMIN, "set"), (vendor(gw, "operator"), "set"), (admin, "run"),
-                        (vendor(gw, "support"), "run"), (lab_user(gw, "lab-b", "lab_admin", name="Other"), "set")):
+    for who, action in (
+        (dpo, "set"),
+        (ADMIN, "set"),
+        (vendor(gw, "operator"), "set"),
+        (admin, "run"),
+        (vendor(gw, "support"), "run"),
+        (lab_user(gw, "lab-b", "lab_admin", name="Other"), "set"),
+    ):
         with pytest.raises(AccessDenied), gw.unit(who, Purpose.ADMINISTRATION) as u:
             if action == "set":
                 policy.set_rule(u, "lab-a", "results", 1, "shorter")
@@ -303,9 +351,18 @@ def test_quarantine_rule_and_hooks(world):
     old, new = utcnow() - timedelta(days=100), utcnow() - timedelta(days=2)
     with raw.begin() as conn:
         for qid, at in (("q-old", old), ("q-new", new)):
-            conn.execute(t.quarantine.insert().values(tenant_id="lab-a", quarantine_id=qid, received_at=at,
-                                                      format="hl7v2", feed="file", size=1, status="dropped",
-                                                      key_version=1))
+            conn.execute(
+                t.quarantine.insert().values(
+                    tenant_id="lab-a",
+                    quarantine_id=qid,
+                    received_at=at,
+                    format="hl7v2",
+                    feed="file",
+                    size=1,
+                    status="dropped",
+                    key_version=1,
+                )
+            )
     with gw.unit(admin, Purpose.ADMINISTRATION) as u:
         policy.set_rule(u, "lab-a", "quarantine", parse_duration("30d"), "lab's procedure QP-12")
     purge.HOOKS.append(lambda u, tenant, now: {"test_copies_destroyed": 2})
@@ -321,10 +378,17 @@ def test_quarantine_rule_and_hooks(world):
     assert ("retention:purge", "quarantine", 1) in events(raw, "lab-a")
 
 
-@pytest.mark.parametrize("retention", [
-    {}, {"hiv": (3650, "ref")}, {"results": (0, "ref")}, {"results": (3650, "")}, {"results": (3650, "ref"), "x": (1, "r")},
-    {"results": (3650.5, "ref")},
-])
+@pytest.mark.parametrize(
+    "retention",
+    [
+        {},
+        {"hiv": (3650, "ref")},
+        {"results": (0, "ref")},
+        {"results": (3650, "")},
+        {"results": (3650, "ref"), "x": (1, "r")},
+        {"results": (3650.5, "ref")},
+    ],
+)
 def test_a_lab_cannot_be_created_without_a_valid_results_rule(gateway, raw_engine, keyring, retention):
     """D1, M4: a lab cannot be created without a valid results rule."""
     with pytest.raises(InvalidInput), gateway.unit(ADMIN, Purpose.ADMINISTRATION) as u:
@@ -383,7 +447,7 @@ def test_end_delete(world, keyring):
     assert stored(raw, "lab-b") == _all(b)
     # Keys gone: the gateway refuses, and the keyring cannot unwrap what the lab's keys were.
     assert not keyring.has_scope("lab-a")
-    with pytest.raises(Exception):
+    with pytest.raises(TenantKeyMissing):
         keyring.unwrap("lab-a", wrapped.wrapped, f"{wrapped.purpose}:v{wrapped.version}".encode())
     bio = lab_user(gw, "lab-a", "biologist")
     with pytest.raises(TenantShredded), gw.unit(bio, Purpose.ADMINISTRATION) as u:
@@ -397,13 +461,22 @@ def test_end_delete(world, keyring):
     verify(record["body"], record["signature"], platform_key)
     stores = {s["store"]: s for s in record["body"]["stores"]}
     assert stores["database"]["rows_deleted"] == {
-        "result": len(a.results), "specimen": len(a.specimens), "request": len(a.requests), "prescriber": 0,
-        "patient_identity": len(a.identities), "quarantine": 0}
+        "result": len(a.results),
+        "specimen": len(a.specimens),
+        "request": len(a.requests),
+        "prescriber": 0,
+        "patient_identity": len(a.identities),
+        "quarantine": 0,
+    }
     assert stores["key provider"]["provider"] == "local" and stores["key provider"]["scope_destroyed"]
     assert {k["purpose"] for k in stores["key provider"]["keys_destroyed"]} == {"data", "index"}
     # The test's hook, and the migration procedure's (this lab made no package).
-    assert stores["packages"]["destroyed"] == {"packages": ["pkg-1"], "files_destroyed": 3, "packages_destroyed": 0,
-                                               "copies": []}
+    assert stores["packages"]["destroyed"] == {
+        "packages": ["pkg-1"],
+        "files_destroyed": 3,
+        "packages_destroyed": 0,
+        "copies": [],
+    }
     tampered = json.loads(json.dumps(record["body"]))
     tampered["stores"][0]["rows_deleted"]["result"] -= 1
     with pytest.raises(SignatureInvalid):

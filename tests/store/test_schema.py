@@ -4,17 +4,37 @@ from labvault.store import schema as t
 def test_every_primary_key_starts_with_the_tenant():
     """F1: every primary key starts with the tenant."""
     for table in t.metadata.sorted_tables:
-        assert list(table.primary_key.columns)[0].name == "tenant_id", table.name
+        assert next(iter(table.primary_key.columns)).name == "tenant_id", table.name
 
 
 def test_personal_tables_hold_no_clear_personal_column():
     """C1, M3: personal tables hold no clear personal column."""
     allowed_clear = {
-        "tenant_id", "patient_id", "prescriber_id", "request_id", "specimen_id", "result_id", "pseudonym",
-        "key_version", "identity_status", "ins_oid", "status", "purpose", "version", "state", "created_at",
-        "wrapped", "public",
+        "tenant_id",
+        "patient_id",
+        "prescriber_id",
+        "request_id",
+        "specimen_id",
+        "result_id",
+        "pseudonym",
+        "key_version",
+        "identity_status",
+        "ins_oid",
+        "status",
+        "purpose",
+        "version",
+        "state",
+        "created_at",
+        "wrapped",
+        "public",
         # quarantine: when and how a refused message came, how big it is, what became of it
-        "quarantine_id", "received_at", "format", "feed", "size", "resolved_at", "resolved_by",
+        "quarantine_id",
+        "received_at",
+        "format",
+        "feed",
+        "size",
+        "resolved_at",
+        "resolved_by",
     }
     for name in t.PERSONAL_TABLES:
         for col in t.metadata.tables[name].columns:

@@ -114,7 +114,9 @@ def test_lookups_and_read_back(loaded):
             assert u.find_patients_by_nir("lab-a", i.nir) == [i]
             spaced = f"{i.nir[0]} {i.nir[1:3]} {i.nir[3:5]} {i.nir[5:]}"
             assert u.find_patients_by_nir("lab-a", spaced) == [i]
-            by_name = u.find_patients_by_name("lab-a", i.family_name.upper(), i.given_names.split()[0].lower(), i.birth_date)
+            by_name = u.find_patients_by_name(
+                "lab-a", i.family_name.upper(), i.given_names.split()[0].lower(), i.birth_date
+            )
             assert i in by_name
             got = sorted(u.results_of("lab-a", i.patient_id), key=lambda r: r.result_id)
             assert got == sorted(rec.results, key=lambda r: r.result_id)

@@ -24,8 +24,21 @@ from labvault.domain.sensitivity import sensitivity_of
 from labvault.synth import LabGenerator, PatientRecord, field_count, results_stream
 
 UCUM_UNITS = {
-    "10*9/L", "10*12/L", "g/dL", "%", "fL", "g/L", "mmol/L", "mg/L", "mU/L", "ug/L", "ng/mL",
-    "[U]/mL", "[IU]/L", "m[IU]/mL", "1",
+    "10*9/L",
+    "10*12/L",
+    "g/dL",
+    "%",
+    "fL",
+    "g/L",
+    "mmol/L",
+    "mg/L",
+    "mU/L",
+    "ug/L",
+    "ng/mL",
+    "[U]/mL",
+    "[IU]/L",
+    "m[IU]/mL",
+    "1",
 }
 
 URINE_CODES = {"5811-5", "2888-6", "14957-5", "2106-3"}
@@ -73,15 +86,13 @@ def test_different_seed_or_tenant_give_different_people() -> None:
 def test_patients_yields_count_records_from_start() -> None:
     got = list(_GEN.patients(3, start=7))
     assert len(got) == 3
-    assert [p.identity.patient_id for p in got] == [
-        _GEN.patient(i).identity.patient_id for i in (7, 8, 9)
-    ]
+    assert [p.identity.patient_id for p in got] == [_GEN.patient(i).identity.patient_id for i in (7, 8, 9)]
 
 
 # --- identities -------------------------------------------------------------------------------
 
 
-def _assert_nir_consistent(ident) -> None:  # noqa: ANN001
+def _assert_nir_consistent(ident) -> None:
     nir = ident.nir
     assert stdnum_nir.is_valid(nir), nir
     assert len(nir) == 15
@@ -97,7 +108,7 @@ def _assert_nir_consistent(ident) -> None:  # noqa: ANN001
     assert 1 <= int(nir[10:13]) <= 999
 
 
-def test_nir_valid_and_consistent_with_sex_birth_and_birthplace(sample) -> None:  # noqa: ANN001
+def test_nir_valid_and_consistent_with_sex_birth_and_birthplace(sample) -> None:
     for rec in sample:
         _assert_nir_consistent(rec.identity)
     places = Counter(rec.identity.birthplace_code[:2] for rec in sample)
@@ -111,13 +122,13 @@ def test_nir_valid_for_any_index(index: int) -> None:
     _assert_nir_consistent(_GEN.patient(index).identity)
 
 
-def test_nir_key_rejects_a_changed_digit(sample) -> None:  # noqa: ANN001
+def test_nir_key_rejects_a_changed_digit(sample) -> None:
     nir = sample[0].identity.nir
     bad = nir[:12] + str((int(nir[12]) + 1) % 10) + nir[13:]
     assert not stdnum_nir.is_valid(bad)
 
 
-def test_identity_fields(sample) -> None:  # noqa: ANN001
+def test_identity_fields(sample) -> None:
     statuses = Counter(rec.identity.identity_status for rec in sample)
     assert statuses[IdentityStatus.QUALIFIED] > 0.8 * len(sample)
     assert statuses[IdentityStatus.PROVISIONAL] > 0
@@ -180,7 +191,7 @@ def _expected_flag(r: Result) -> str | None:
     return r.flag  # free text: checked below
 
 
-def test_flags_consistent_with_values_and_ranges(sample) -> None:  # noqa: ANN001
+def test_flags_consistent_with_values_and_ranges(sample) -> None:
     flags: Counter[str | None] = Counter()
     for rec in sample:
         for r in rec.results:
@@ -195,7 +206,7 @@ def test_flags_consistent_with_values_and_ranges(sample) -> None:  # noqa: ANN00
     assert flags["L"] > 0 and flags["NEG"] > flags["POS"] > 0
 
 
-def test_results_are_well_formed(sample) -> None:  # noqa: ANN001
+def test_results_are_well_formed(sample) -> None:
     statuses: Counter[ResultStatus] = Counter()
     comments = 0
     total = 0
@@ -219,7 +230,7 @@ def test_results_are_well_formed(sample) -> None:  # noqa: ANN001
     assert 0.02 < comments / total < 0.10
 
 
-def test_links_and_dates_are_coherent(sample) -> None:  # noqa: ANN001
+def test_links_and_dates_are_coherent(sample) -> None:
     prescriber_ids = {p.prescriber_id for p in _GEN.prescribers}
     for rec in sample:
         ident = rec.identity
@@ -234,8 +245,9 @@ def test_links_and_dates_are_coherent(sample) -> None:  # noqa: ANN001
             assert own[0].type in ("SER", "BLD")
             if len(own) == 2:
                 assert own[1].type == "UR"
-            validated = [r.validated_at for r in rec.results
-                         if r.request_id == q.request_id and r.validated_at is not None]
+            validated = [
+                r.validated_at for r in rec.results if r.request_id == q.request_id and r.validated_at is not None
+            ]
             assert q.reported_at == (max(validated) if validated else None)
         for s in rec.specimens:
             assert s.request_id in requests
@@ -251,7 +263,7 @@ def test_links_and_dates_are_coherent(sample) -> None:  # noqa: ANN001
                 assert r.validated_at > spec.collected_at
 
 
-def test_ids_unique_across_patients(sample) -> None:  # noqa: ANN001
+def test_ids_unique_across_patients(sample) -> None:
     ids: list[str] = []
     for rec in sample:
         ids.append(rec.identity.patient_id)
@@ -277,13 +289,18 @@ def test_sensitive_categories_present_and_plausible() -> None:
                 assert age >= 50
                 if r.code == "2857-1":  # PSA
                     assert ident.sex == "M"
-    for category in (Sensitivity.HIV, Sensitivity.VIRAL_HEPATITIS, Sensitivity.PREGNANCY,
-                     Sensitivity.ONCOLOGY, Sensitivity.GENETICS):
+    for category in (
+        Sensitivity.HIV,
+        Sensitivity.VIRAL_HEPATITIS,
+        Sensitivity.PREGNANCY,
+        Sensitivity.ONCOLOGY,
+        Sensitivity.GENETICS,
+    ):
         assert seen[category] > 0, category
     assert seen[Sensitivity.OTHER] > 0.85 * sum(seen.values())
 
 
-def test_size_per_patient(sample) -> None:  # noqa: ANN001
+def test_size_per_patient(sample) -> None:
     results = statistics.mean(len(rec.results) for rec in sample)
     fields = statistics.mean(field_count(rec) for rec in sample)
     assert 20 <= results <= 40
@@ -291,7 +308,7 @@ def test_size_per_patient(sample) -> None:  # noqa: ANN001
     assert 300 <= fields <= 650
 
 
-def test_field_count_counts_non_none_fields(sample) -> None:  # noqa: ANN001
+def test_field_count_counts_non_none_fields(sample) -> None:
     rec = sample[0]
     expected = sum(
         getattr(obj, f.name) is not None
@@ -301,7 +318,8 @@ def test_field_count_counts_non_none_fields(sample) -> None:  # noqa: ANN001
     assert field_count(rec) == expected
     empty = PatientRecord(identity=rec.identity, requests=[], specimens=[], results=[])
     assert field_count(empty) == sum(
-        getattr(rec.identity, f.name) is not None for f in dataclasses.fields(rec.identity))
+        getattr(rec.identity, f.name) is not None for f in dataclasses.fields(rec.identity)
+    )
 
 
 # --- fast stream ------------------------------------------------------------------------------
@@ -324,8 +342,7 @@ def test_results_stream_is_deterministic_grouped_and_coherent() -> None:
     per_request = Counter(r.request_id for r in a)
     assert 9 <= len(a) / len(per_request) <= 15
     categories = {r.sensitivity for r in a}
-    assert {Sensitivity.HIV, Sensitivity.VIRAL_HEPATITIS, Sensitivity.ONCOLOGY,
-            Sensitivity.PREGNANCY} <= categories
+    assert {Sensitivity.HIV, Sensitivity.VIRAL_HEPATITIS, Sensitivity.ONCOLOGY, Sensitivity.PREGNANCY} <= categories
     for r in a:
         assert r.flag == _expected_flag(r)
         assert r.sensitivity is sensitivity_of(r.code_system, r.code)

@@ -73,35 +73,53 @@ class Authorisation(UnitState):
         if p.is_platform:
             if action in policy.READ_PERSONAL:
                 instr = self._instruction
-                if instr is not None and instr.tenant == tenant_id and action in policy.INSTRUCTED_READS \
-                        and policy.Role.OPERATOR in p.roles:
+                if (
+                    instr is not None
+                    and instr.tenant == tenant_id
+                    and action in policy.INSTRUCTED_READS
+                    and policy.Role.OPERATOR in p.roles
+                ):
                     return
                 grant = self._active_grant(tenant_id) if "support" in p.roles else None
                 if grant is None or action not in grant.actions:
-                    self._deny(tenant_id, action, "vendor accounts reach lab data only through a grant the lab approved")
+                    self._deny(
+                        tenant_id, action, "vendor accounts reach lab data only through a grant the lab approved"
+                    )
                 self._grant = grant
                 return
             if action in policy.LAB_PEOPLE and tenant_id != PLATFORM:
-                self._deny(tenant_id, action,
-                           vendor_refusal or "only the lab's own lab_admin manages its accounts, roles and tokens")
+                self._deny(
+                    tenant_id,
+                    action,
+                    vendor_refusal or "only the lab's own lab_admin manages its accounts, roles and tokens",
+                )
             if action in policy.WRITE_PERSONAL:
                 # Generated data, into a lab created synthetic only: the purpose the caller names
                 # never unlocks anything on a real lab.
                 if self.purpose in (Purpose.GENERATE, Purpose.BENCHMARK) and policy.allowed(p.roles, "generate"):
                     if known is not None and known.synthetic and self.is_synthetic(tenant_id):
                         return
-                    self._deny(tenant_id, action, f"lab '{tenant_id}' is not a synthetic lab: "
-                                                  "vendor accounts do not write generated data into a real lab")
+                    self._deny(
+                        tenant_id,
+                        action,
+                        f"lab '{tenant_id}' is not a synthetic lab: "
+                        "vendor accounts do not write generated data into a real lab",
+                    )
                 self._deny(tenant_id, action, "vendor accounts do not write lab data")
             if not policy.allowed(p.roles, action):
-                self._deny(tenant_id, action, f"'{action}' is not allowed for roles {', '.join(sorted(p.roles)) or 'none'}")
+                self._deny(
+                    tenant_id, action, f"'{action}' is not allowed for roles {', '.join(sorted(p.roles)) or 'none'}"
+                )
             return
         if p.tenant_id != tenant_id:
             # In the named lab's trail when it exists; else in the caller's own (what the caller
             # wrote in a path, a NIR say, never opens an audit chain of its own).
             known_lab = self.conn.execute(select(t.tenant.c.tenant_id).where(self._tf(t.tenant, tenant_id))).first()
-            self._deny(tenant_id if known_lab is not None else p.tenant_id, action,
-                       f"account of lab '{p.tenant_id}' cannot act on lab '{tenant_id}'")
+            self._deny(
+                tenant_id if known_lab is not None else p.tenant_id,
+                action,
+                f"account of lab '{p.tenant_id}' cannot act on lab '{tenant_id}'",
+            )
         if self._service_purpose and self._service_purpose != str(self.purpose):
             self._deny(tenant_id, action, f"this service account acts for '{self._service_purpose}' only")
         if not policy.allowed(p.roles, action):
@@ -123,8 +141,12 @@ class Authorisation(UnitState):
         if g.has_period:
             c = self._crypto(tenant_id)
             q = t.request
-            ids = [r.request_id for r in self.conn.execute(select(q.c.request_id).where(
-                self._tf(q, tenant_id), q.c.pseudonym == c.index.pseudonym(patient_id))).all()]
+            ids = [
+                r.request_id
+                for r in self.conn.execute(
+                    select(q.c.request_id).where(self._tf(q, tenant_id), q.c.pseudonym == c.index.pseudonym(patient_id))
+                ).all()
+            ]
             return bool(self._requests_collected_between(c, tenant_id, ids, g.period_from, g.period_to))
         return True
 
@@ -150,9 +172,13 @@ class Authorisation(UnitState):
             self._authorise(tenant_id, "audit:read")
             grant = self._active_grant(tenant_id)
             if grant is None or "patient:identity:search" not in grant.actions:
-                self._deny(tenant_id, "audit:identity", "vendor accounts search the audit trail by pseudonymous "
-                                                        "reference (--ref), by identity only under a grant the lab "
-                                                        "approved")
+                self._deny(
+                    tenant_id,
+                    "audit:identity",
+                    "vendor accounts search the audit trail by pseudonymous "
+                    "reference (--ref), by identity only under a grant the lab "
+                    "approved",
+                )
             self._grant = grant  # the patients it names bound the answer
             return
         self._authorise(tenant_id, "audit:identity")

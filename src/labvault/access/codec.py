@@ -52,8 +52,19 @@ def _float(value: float | None) -> float | None:
 
 # The items of a result's ``observation_enc``, in order.
 RESULT_ITEMS = (
-    "code_system", "code", "label", "value_num", "value_text", "unit", "ref_low", "ref_high", "ref_text",
-    "flag", "validated_by", "validated_at", "comment",
+    "code_system",
+    "code",
+    "label",
+    "value_num",
+    "value_text",
+    "unit",
+    "ref_low",
+    "ref_high",
+    "ref_text",
+    "flag",
+    "validated_by",
+    "validated_at",
+    "comment",
 )
 
 
@@ -69,8 +80,18 @@ def result_packer() -> Callable[[Result], bytes]:
         at = r.validated_at
         packed: bytes = pack(
             (
-                r.code_system, r.code, r.label, _float(r.value_num), r.value_text, r.unit, _float(r.ref_low),
-                _float(r.ref_high), r.ref_text, r.flag, r.validated_by, None if at is None else at.isoformat(),
+                r.code_system,
+                r.code,
+                r.label,
+                _float(r.value_num),
+                r.value_text,
+                r.unit,
+                _float(r.ref_low),
+                _float(r.ref_high),
+                r.ref_text,
+                r.flag,
+                r.validated_by,
+                None if at is None else at.isoformat(),
                 r.comment,
             )
         )
@@ -86,4 +107,3 @@ def unpack_result(data: bytes) -> dict[str, Any]:
     out: dict[str, Any] = dict(zip(RESULT_ITEMS, items, strict=True))
     out["validated_at"] = to_dt(out["validated_at"])
     return out
-

@@ -41,8 +41,9 @@ __all__ = ["ENCRYPTED", "SYNTHETIC_MARK", "Gateway", "TenantCrypto", "Unit"]
 class Gateway:
     """Holds the engine and the key provider; opens units of work."""
 
-    def __init__(self, engine: Engine, keys: KeyProvider, *, tenant_filter: bool = True,
-                 pin_path: Path | None = None) -> None:
+    def __init__(
+        self, engine: Engine, keys: KeyProvider, *, tenant_filter: bool = True, pin_path: Path | None = None
+    ) -> None:
         self.engine = engine
         self.keys = keys
         # G4: the platform key pinned at init and each lab's last checkpoint, sealed, outside the
@@ -98,8 +99,9 @@ class Gateway:
     @contextmanager
     def auth_unit(self, *, source_addr: str | None = None, user_agent: str | None = None) -> Iterator[Unit]:
         """The unit authentication runs in, before anyone is authenticated (login, enrolment, sessions)."""
-        who = Principal("system:authentication", "Authentication", PLATFORM, frozenset(), "system", source_addr,
-                        user_agent)
+        who = Principal(
+            "system:authentication", "Authentication", PLATFORM, frozenset(), "system", source_addr, user_agent
+        )
         unit = None
         try:
             with self.engine.begin() as conn:
@@ -150,8 +152,9 @@ class Gateway:
         progress: Callable[[int, int], None] | None = None,
     ) -> dict[str, int]:
         """Re-encrypt a lab's data under a new data key version (see ``labvault.access.rotation``)."""
-        return rotate_keys(self, principal, tenant_id, batch_size=batch_size, max_batches=max_batches,
-                           progress=progress)
+        return rotate_keys(
+            self, principal, tenant_id, batch_size=batch_size, max_batches=max_batches, progress=progress
+        )
 
 
 class Unit(Authorisation, AuditAppend, Tenants, Records, Rotation):
@@ -161,9 +164,14 @@ class Unit(Authorisation, AuditAppend, Tenants, Records, Rotation):
     settings (``tenant``, ``list_tenants``, ``key_versions``) are not personal data and are not.
     """
 
-
     def __init__(
-        self, gateway: Gateway, conn: Connection, principal: Principal, purpose: Purpose, *, check_principal: bool = True
+        self,
+        gateway: Gateway,
+        conn: Connection,
+        principal: Principal,
+        purpose: Purpose,
+        *,
+        check_principal: bool = True,
     ) -> None:
         self._gw = gateway
         self.conn = conn
@@ -207,7 +215,13 @@ class Unit(Authorisation, AuditAppend, Tenants, Records, Rotation):
         self._deny(tenant_id, action, reason)
 
     def audit(
-        self, tenant_id: str, action: str, object_type: str, count: int, *, outcome: str = "allowed",
+        self,
+        tenant_id: str,
+        action: str,
+        object_type: str,
+        count: int,
+        *,
+        outcome: str = "allowed",
         refs: Sequence[str] | None = None,
     ) -> None:
         """Append an audit event to the lab's chain (refusals and alerts outlive a rollback)."""
@@ -220,7 +234,7 @@ class Unit(Authorisation, AuditAppend, Tenants, Records, Rotation):
         typed methods, which seal, open and audit."""
         from labvault.store.schema import PERSONAL_TABLES
 
-        touched = {getattr(f, "name", None) for f in getattr(statement, "get_final_froms", lambda: [])()}
+        touched = {getattr(f, "name", None) for f in getattr(statement, "get_final_froms", list)()}
         table = getattr(statement, "table", None)
         touched.add(getattr(table, "name", None))
         if touched & PERSONAL_TABLES:

@@ -59,7 +59,9 @@ class Grant:
         return self.period_from is not None or self.period_to is not None
 
     def in_period(self, day: date) -> bool:
-        return (self.period_from is None or day >= self.period_from) and (self.period_to is None or day <= self.period_to)
+        return (self.period_from is None or day >= self.period_from) and (
+            self.period_to is None or day <= self.period_to
+        )
 
     def scope_text(self) -> str:
         """The exact scope in words (ids and dates, never a personal value)."""
@@ -118,8 +120,11 @@ def _requesters(u: Unit, account_ids: Iterable[str]) -> dict[str, tuple[str, str
     previous = u._scoped
     u._scope(PLATFORM)
     try:
-        rows = u.conn.execute(select(t.account.c.account_id, t.account.c.name, t.account.c.email).where(
-            t.account.c.tenant_id == PLATFORM, t.account.c.account_id.in_(ids))).all()
+        rows = u.conn.execute(
+            select(t.account.c.account_id, t.account.c.name, t.account.c.email).where(
+                t.account.c.tenant_id == PLATFORM, t.account.c.account_id.in_(ids)
+            )
+        ).all()
     finally:
         if previous is not None:
             u._scope(previous)
@@ -146,8 +151,16 @@ def active_grant(u: UnitState, tenant_id: str, account_id: str) -> Grant | None:
 
 
 def request_grant(
-    u: Unit, tenant_id: str, *, ticket: str, reason: str, hours: int, fields: list[str], patients: list[str] | None,
-    period_from: date | None = None, period_to: date | None = None,
+    u: Unit,
+    tenant_id: str,
+    *,
+    ticket: str,
+    reason: str,
+    hours: int,
+    fields: list[str],
+    patients: list[str] | None,
+    period_from: date | None = None,
+    period_to: date | None = None,
 ) -> Grant:
     """A support account asks a lab for access; nothing is readable until the lab approves. The
     scope names patients, or a period, or both, and the fields: a request for the whole lab is
@@ -166,8 +179,10 @@ def request_grant(
     if patients is not None and not patients:
         raise InvalidInput("a grant names at least one patient (or a period)")
     if patients is None and period_from is None and period_to is None:
-        raise InvalidInput("a grant's scope is named: the patients (--patient) or a period (--from/--to) "
-                           "of the ticket, never the whole lab")
+        raise InvalidInput(
+            "a grant's scope is named: the patients (--patient) or a period (--from/--to) "
+            "of the ticket, never the whole lab"
+        )
     if (period_from is None) != (period_to is None):
         raise InvalidInput("a grant's period has both ends (--from and --to)")
     if period_from is not None and period_to is not None:
@@ -180,9 +195,15 @@ def request_grant(
     grant_id = new_id()
     u.conn.execute(
         insert(t.access_grant).values(
-            tenant_id=tenant_id, grant_id=grant_id, account_id=u.principal.account_id, ticket=ticket.strip()[:100],
-            reason=reason.strip()[:500], scope_patients=None if patients is None else json.dumps(sorted(set(patients))),
-            scope_fields=json.dumps(sorted(set(fields))), requested_at=utcnow(), hours=hours,
+            tenant_id=tenant_id,
+            grant_id=grant_id,
+            account_id=u.principal.account_id,
+            ticket=ticket.strip()[:100],
+            reason=reason.strip()[:500],
+            scope_patients=None if patients is None else json.dumps(sorted(set(patients))),
+            scope_fields=json.dumps(sorted(set(fields))),
+            requested_at=utcnow(),
+            hours=hours,
             scope_from=None if period_from is None else period_from.isoformat(),
             scope_to=None if period_to is None else period_to.isoformat(),
         )
@@ -198,13 +219,17 @@ def _check_patients(u: Unit, tenant_id: str, patients: list[str]) -> None:
     if len(wanted) > MAX_PATIENTS:
         raise InvalidInput(f"a grant names at most {MAX_PATIENTS} patients: name a period instead")
     pi = t.patient_identity
-    found = set(u.conn.execute(
-        select(pi.c.patient_id).where(u._tf(pi, tenant_id), pi.c.patient_id.in_(sorted(wanted)))
-    ).scalars())
+    found = set(
+        u.conn.execute(
+            select(pi.c.patient_id).where(u._tf(pi, tenant_id), pi.c.patient_id.in_(sorted(wanted)))
+        ).scalars()
+    )
     missing = len(wanted - found)
     if missing:
-        raise InvalidInput(f"a grant names patients by their Labvault id: {missing} of the {len(wanted)} given "
-                           "are not patients of this lab")
+        raise InvalidInput(
+            f"a grant names patients by their Labvault id: {missing} of the {len(wanted)} given "
+            "are not patients of this lab"
+        )
 
 
 def get_grant(u: Unit, tenant_id: str, grant_id: str) -> Grant:

@@ -30,14 +30,24 @@ LAB_ROLES = frozenset({Role.BIOLOGIST, Role.TECHNICIAN, Role.LAB_ADMIN, Role.LAB
 VENDOR_ROLES = frozenset({Role.OPERATOR, Role.SUPPORT, Role.SECURITY_OFFICER, Role.PLATFORM_ADMIN})
 MFA_REQUIRED = VENDOR_ROLES | {Role.LAB_ADMIN}
 
-READ_PERSONAL = frozenset({
-    "patient:identity:search", "patient:identity:read", "patient:request:read", "patient:result:read",
-    "quarantine:read",  # refused messages hold whole identities and results, encrypted
-})
-WRITE_PERSONAL = frozenset({
-    "patient:identity:create", "patient:request:create", "patient:specimen:create", "patient:result:create",
-    "prescriber:create",
-})
+READ_PERSONAL = frozenset(
+    {
+        "patient:identity:search",
+        "patient:identity:read",
+        "patient:request:read",
+        "patient:result:read",
+        "quarantine:read",  # refused messages hold whole identities and results, encrypted
+    }
+)
+WRITE_PERSONAL = frozenset(
+    {
+        "patient:identity:create",
+        "patient:request:create",
+        "patient:specimen:create",
+        "patient:result:create",
+        "prescriber:create",
+    }
+)
 # Whole-lab reads a vendor operator may do while working under a lab's signed instruction
 # (an export or a migration), and never otherwise.
 INSTRUCTED_READS = frozenset({"patient:identity:read", "patient:request:read", "patient:result:read"})
@@ -46,40 +56,131 @@ MANAGE_PERSONAL = frozenset({"quarantine:manage"})
 
 # The migration procedure (labvault.migration): the vendor's operator plans, approves (one of the
 # two approvals; the other is a lab signer's signature), runs and closes; the lab reads its state.
-MIGRATION_WORK = frozenset({"migration:plan", "migration:approve", "migration:run", "migration:verify",
-                            "migration:receipt", "migration:purge", "migration:close", "migration:read"})
+MIGRATION_WORK = frozenset(
+    {
+        "migration:plan",
+        "migration:approve",
+        "migration:run",
+        "migration:verify",
+        "migration:receipt",
+        "migration:purge",
+        "migration:close",
+        "migration:read",
+    }
+)
 
 POLICY: dict[Role, frozenset[str]] = {
     Role.BIOLOGIST: READ_PERSONAL | WRITE_PERSONAL | MANAGE_PERSONAL | {"tenant:read"},
     Role.TECHNICIAN: READ_PERSONAL | WRITE_PERSONAL | MANAGE_PERSONAL | {"tenant:read"},
-    Role.LAB_ADMIN: READ_PERSONAL | MANAGE_PERSONAL | {
-        "tenant:read", "tenant:settings", "account:manage", "account:list", "grant:approve", "grant:revoke",
-        "grant:list", "token:manage", "audit:read", "audit:verify", "audit:retention", "audit:pull", "audit:identity",
-        "signer:manage", "signer:list", "instruction:receive", "instruction:read", "migration:read",
-        "retention:manage", "retention:read",
+    Role.LAB_ADMIN: READ_PERSONAL
+    | MANAGE_PERSONAL
+    | {
+        "tenant:read",
+        "tenant:settings",
+        "account:manage",
+        "account:list",
+        "grant:approve",
+        "grant:revoke",
+        "grant:list",
+        "token:manage",
+        "audit:read",
+        "audit:verify",
+        "audit:retention",
+        "audit:pull",
+        "audit:identity",
+        "signer:manage",
+        "signer:list",
+        "instruction:receive",
+        "instruction:read",
+        "migration:read",
+        "retention:manage",
+        "retention:read",
         "feed:manage",  # pin a feed's client certificate on a service account of the lab
     },
-    Role.LAB_DPO: frozenset({"tenant:read", "account:list", "grant:list", "grant:revoke", "audit:read",
-                             "audit:verify", "audit:pull", "audit:identity", "audit:retention", "signer:list", "instruction:read",
-                             "migration:read", "retention:read"}),
+    Role.LAB_DPO: frozenset(
+        {
+            "tenant:read",
+            "account:list",
+            "grant:list",
+            "grant:revoke",
+            "audit:read",
+            "audit:verify",
+            "audit:pull",
+            "audit:identity",
+            "audit:retention",
+            "signer:list",
+            "instruction:read",
+            "migration:read",
+            "retention:read",
+        }
+    ),
     Role.SERVICE: WRITE_PERSONAL | {"tenant:read"},
-    Role.OPERATOR: frozenset({"tenant:create", "tenant:list", "tenant:read", "keys:rotate", "account:list",
-                              "account:invite-admin",
-                              "generate", "audit:checkpoint", "audit:verify", "audit:purge",
-                              "signer:list", "instruction:receive", "instruction:read",
-                              "retention:read", "retention:run"}) | MIGRATION_WORK,
+    Role.OPERATOR: frozenset(
+        {
+            "tenant:create",
+            "tenant:list",
+            "tenant:read",
+            "keys:rotate",
+            "account:list",
+            "account:invite-admin",
+            "generate",
+            "audit:checkpoint",
+            "audit:verify",
+            "audit:purge",
+            "signer:list",
+            "instruction:receive",
+            "instruction:read",
+            "retention:read",
+            "retention:run",
+        }
+    )
+    | MIGRATION_WORK,
     # support reads personal data only under a grant: those actions are added per grant, not here
     Role.SUPPORT: frozenset({"tenant:list", "tenant:read", "grant:request", "grant:list"}),
-    Role.SECURITY_OFFICER: frozenset({"tenant:list", "tenant:read", "account:list", "grant:list",
-                                      "grant:revoke", "account:suspend", "audit:read", "audit:verify",
-                                      "audit:checkpoint", "signer:list", "instruction:read",
-                                      "migration:read"}),
-    Role.PLATFORM_ADMIN: frozenset({
-        "tenant:create", "tenant:list", "tenant:read", "tenant:shred", "tenant:drop", "keys:rotate", "account:manage",
-        "account:list", "account:suspend", "account:invite-admin", "token:manage", "generate", "grant:list", "audit:checkpoint",
-        "audit:verify", "audit:purge", "signer:list", "instruction:receive", "instruction:read",
-        "migration:read", "migration:purge", "retention:read", "retention:run", "tenant:end",
-    }),
+    Role.SECURITY_OFFICER: frozenset(
+        {
+            "tenant:list",
+            "tenant:read",
+            "account:list",
+            "grant:list",
+            "grant:revoke",
+            "account:suspend",
+            "audit:read",
+            "audit:verify",
+            "audit:checkpoint",
+            "signer:list",
+            "instruction:read",
+            "migration:read",
+        }
+    ),
+    Role.PLATFORM_ADMIN: frozenset(
+        {
+            "tenant:create",
+            "tenant:list",
+            "tenant:read",
+            "tenant:shred",
+            "tenant:drop",
+            "keys:rotate",
+            "account:manage",
+            "account:list",
+            "account:suspend",
+            "account:invite-admin",
+            "token:manage",
+            "generate",
+            "grant:list",
+            "audit:checkpoint",
+            "audit:verify",
+            "audit:purge",
+            "signer:list",
+            "instruction:receive",
+            "instruction:read",
+            "migration:read",
+            "migration:purge",
+            "retention:read",
+            "retention:run",
+            "tenant:end",
+        }
+    ),
 }
 
 # A lab's people are the lab's: on a lab, these are its own lab_admin's alone, whatever a vendor

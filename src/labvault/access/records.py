@@ -14,17 +14,17 @@ from labvault.access import codec
 from labvault.access.principal import Purpose
 from labvault.access.state import UnitState
 from labvault.domain.identifiers import OBJECT_ID_RE, normalise_nir, validate_nir
-from labvault.domain.retention import RESULTS, SENSITIVE
 from labvault.domain.models import (
     Identity,
     IdentityStatus,
     Prescriber,
-    Sensitivity,
     Request,
     Result,
     ResultStatus,
+    Sensitivity,
     Specimen,
 )
+from labvault.domain.retention import RESULTS, SENSITIVE
 from labvault.domain.sensitivity import sensitivity_of
 from labvault.errors import AccessDenied, InvalidInput, NotFound
 from labvault.store import schema as t
@@ -43,7 +43,7 @@ _PART = 1000  # rows per pipelined insert
 # The encrypted columns of each personal table, with the column naming the row id.
 ENCRYPTED: dict[str, tuple[str, tuple[str, ...]]] = {
     tbl.name: (
-        [c.name for c in tbl.primary_key.columns if c.name != "tenant_id"][0],
+        next(c.name for c in tbl.primary_key.columns if c.name != "tenant_id"),
         tuple(c.name for c in tbl.columns if c.name.endswith("_enc")),
     )
     for tbl in (t.patient_identity, t.prescriber, t.request, t.specimen, t.result, t.quarantine, t.instruction)
@@ -90,10 +90,18 @@ class Records(UnitState):
         for p in prescribers:
             i = p.prescriber_id
             rows.append(
-                (tenant_id, i, v, c.index.rpps(p.rpps), rpps.seal(i, p.rpps.encode()),
-                 name.seal(i, codec.pack((p.family_name, p.given_name))))
+                (
+                    tenant_id,
+                    i,
+                    v,
+                    c.index.rpps(p.rpps),
+                    rpps.seal(i, p.rpps.encode()),
+                    name.seal(i, codec.pack((p.family_name, p.given_name))),
+                )
             )
-        self._insert(t.prescriber, ("tenant_id", "prescriber_id", "key_version", "rpps_bidx", "rpps_enc", "name_enc"), rows)
+        self._insert(
+            t.prescriber, ("tenant_id", "prescriber_id", "key_version", "rpps_bidx", "rpps_enc", "name_enc"), rows
+        )
         self._record(tenant_id, "prescriber:create", "prescriber", len(rows))
         return len(rows)
 
@@ -112,8 +120,13 @@ class Records(UnitState):
             nir = validate_nir(p.nir) if p.ins_oid.endswith(".8") else normalise_nir(p.nir)
             rows.append(
                 (
-                    tenant_id, i, str(IdentityStatus(p.identity_status)), p.ins_oid, v,
-                    c.index.nir(nir), c.index.name(p.family_name, p.given_names, p.birth_date),
+                    tenant_id,
+                    i,
+                    str(IdentityStatus(p.identity_status)),
+                    p.ins_oid,
+                    v,
+                    c.index.nir(nir),
+                    c.index.name(p.family_name, p.given_names, p.birth_date),
                     col["nir_enc"].seal(i, nir.encode()),
                     col["family_name_enc"].seal(i, p.family_name.encode()),
                     opt("birth_name_enc", i, p.birth_name),
@@ -145,14 +158,21 @@ class Records(UnitState):
             i = r.request_id
             rows.append(
                 (
-                    tenant_id, i, c.index.pseudonym(r.patient_id), r.prescriber_id, v,
+                    tenant_id,
+                    i,
+                    c.index.pseudonym(r.patient_id),
+                    r.prescriber_id,
+                    v,
                     None if r.accession is None else acc.seal(i, r.accession.encode()),
                     req_at.seal(i, r.requested_at.isoformat().encode()),
                     None if r.reported_at is None else rep_at.seal(i, r.reported_at.isoformat().encode()),
                 )
             )
-        self._insert(t.request, ("tenant_id", "request_id", "pseudonym", "prescriber_id", "key_version")
-                     + ENCRYPTED["request"][1], rows)
+        self._insert(
+            t.request,
+            ("tenant_id", "request_id", "pseudonym", "prescriber_id", "key_version") + ENCRYPTED["request"][1],
+            rows,
+        )
         self._record(tenant_id, "patient:request:create", "request", len(rows))
         return len(rows)
 
@@ -163,14 +183,19 @@ class Records(UnitState):
         typ, col_at, rec_at = (c.cipher.column("specimen", n) for n in ENCRYPTED["specimen"][1])
         rows = [
             (
-                tenant_id, s.specimen_id, s.request_id, v,
+                tenant_id,
+                s.specimen_id,
+                s.request_id,
+                v,
                 typ.seal(s.specimen_id, s.type.encode()),
                 col_at.seal(s.specimen_id, s.collected_at.isoformat().encode()),
                 None if s.received_at is None else rec_at.seal(s.specimen_id, s.received_at.isoformat().encode()),
             )
             for s in specimens
         ]
-        self._insert(t.specimen, ("tenant_id", "specimen_id", "request_id", "key_version") + ENCRYPTED["specimen"][1], rows)
+        self._insert(
+            t.specimen, ("tenant_id", "specimen_id", "request_id", "key_version") + ENCRYPTED["specimen"][1], rows
+        )
         self._record(tenant_id, "patient:specimen:create", "specimen", len(rows))
         return len(rows)
 
@@ -193,7 +218,9 @@ class Records(UnitState):
             )
         return found
 
-    def add_results(self, tenant_id: str, results: Sequence[Result], *, pseudonyms: dict[str, str] | None = None) -> int:
+    def add_results(
+        self, tenant_id: str, results: Sequence[Result], *, pseudonyms: dict[str, str] | None = None
+    ) -> int:
         """Store results; each names a request already stored (or in ``pseudonyms``)."""
         self._authorise(tenant_id, "patient:result:create")
         c = self._crypto(tenant_id)
@@ -216,14 +243,25 @@ class Records(UnitState):
                 for r, blob in zip(part, blobs, strict=True)
             ]
 
-        columns = ("tenant_id", "result_id", "request_id", "specimen_id", "pseudonym", "status", "key_version",
-                   "observation_enc")
-        self._insert_pipelined(t.result, columns, (sealed(results[k : k + _PART]) for k in range(0, len(results), _PART)))
+        columns = (
+            "tenant_id",
+            "result_id",
+            "request_id",
+            "specimen_id",
+            "pseudonym",
+            "status",
+            "key_version",
+            "observation_enc",
+        )
+        self._insert_pipelined(
+            t.result, columns, (sealed(results[k : k + _PART]) for k in range(0, len(results), _PART))
+        )
         self._record(tenant_id, "patient:result:create", "result", len(results))
         return len(results)
 
-    def _insert_pipelined(self, table: Table, columns: Sequence[str], parts: Iterator[Sequence[tuple[Any, ...]]]
-                          ) -> None:
+    def _insert_pipelined(
+        self, table: Table, columns: Sequence[str], parts: Iterator[Sequence[tuple[Any, ...]]]
+    ) -> None:
         """Insert parts of rows while the next part is being encrypted.
 
         The database driver releases the GIL while the engine writes, so one writer thread
@@ -293,7 +331,9 @@ class Records(UnitState):
         self._record(tenant_id, "patient:identity:search", "patient", len(found), refs=[p.patient_id for p in found])
         return found
 
-    def find_patients_by_name(self, tenant_id: str, family_name: str, given_name: str, birth_date: date) -> list[Identity]:
+    def find_patients_by_name(
+        self, tenant_id: str, family_name: str, given_name: str, birth_date: date
+    ) -> list[Identity]:
         """Exact match on normalised family name + first given name + birth date."""
         self._authorise(tenant_id, "patient:identity:search")
         if not family_name.strip() or not given_name.strip():
@@ -345,7 +385,9 @@ class Records(UnitState):
             self._deny(tenant_id, "patient:request:read", "this patient is outside the grant's scope")
         c = self._crypto(tenant_id)
         rows = self.conn.execute(
-            select(t.request).where(self._tf(t.request, tenant_id), t.request.c.pseudonym == c.index.pseudonym(patient_id))
+            select(t.request).where(
+                self._tf(t.request, tenant_id), t.request.c.pseudonym == c.index.pseudonym(patient_id)
+            )
         ).all()
         out = [self._request(c, r, patient_id) for r in rows]
         if self._grant is not None and self._grant.has_period:
@@ -362,14 +404,22 @@ class Records(UnitState):
             patient_id=patient_id,
             prescriber_id=r.prescriber_id,
             requested_at=codec.to_dt(col("request", "requested_at_enc").open(i, r.requested_at_enc).decode()),
-            accession=None if r.accession_enc is None else col("request", "accession_enc").open(i, r.accession_enc).decode(),
-            reported_at=None if r.reported_at_enc is None
+            accession=None
+            if r.accession_enc is None
+            else col("request", "accession_enc").open(i, r.accession_enc).decode(),
+            reported_at=None
+            if r.reported_at_enc is None
             else codec.to_dt(col("request", "reported_at_enc").open(i, r.reported_at_enc).decode()),
         )
 
     def results_of(
-        self, tenant_id: str, patient_id: str, *, code: str | None = None,
-        collected_from: date | None = None, collected_to: date | None = None,
+        self,
+        tenant_id: str,
+        patient_id: str,
+        *,
+        code: str | None = None,
+        collected_from: date | None = None,
+        collected_to: date | None = None,
     ) -> list[Result]:
         """A patient's results, decrypted, without the sensitive categories this principal may not read."""
         self._authorise(tenant_id, "patient:result:read")
@@ -384,8 +434,9 @@ class Records(UnitState):
         if collected_from or collected_to:
             request_ids = self._requests_collected_between(c, tenant_id, request_ids, collected_from, collected_to)
         if self._grant is not None and self._grant.has_period:
-            request_ids = self._requests_collected_between(c, tenant_id, request_ids, self._grant.period_from,
-                                                           self._grant.period_to)
+            request_ids = self._requests_collected_between(
+                c, tenant_id, request_ids, self._grant.period_from, self._grant.period_to
+            )
         out = self._results_of_requests(c, tenant_id, request_ids, code)
         self._record(tenant_id, "patient:result:read", "result", len(out), refs=[patient_id])
         return out
@@ -401,13 +452,20 @@ class Records(UnitState):
         if row is None:
             self._record(tenant_id, "patient:result:read", "request", 0, outcome="error")
             raise NotFound("no such request in this lab")
-        if self._grant is not None and self._grant.patients is not None:
-            if row.pseudonym not in {c.index.pseudonym(pid) for pid in self._grant.patients}:
-                self._deny(tenant_id, "patient:result:read", "this request is outside the grant's scope")
-        if self._grant is not None and self._grant.has_period:
-            if not self._requests_collected_between(c, tenant_id, [request_id], self._grant.period_from,
-                                                    self._grant.period_to):
-                self._deny(tenant_id, "patient:result:read", "this request is outside the grant's period")
+        if (
+            self._grant is not None
+            and self._grant.patients is not None
+            and row.pseudonym not in {c.index.pseudonym(pid) for pid in self._grant.patients}
+        ):
+            self._deny(tenant_id, "patient:result:read", "this request is outside the grant's scope")
+        if (
+            self._grant is not None
+            and self._grant.has_period
+            and not self._requests_collected_between(
+                c, tenant_id, [request_id], self._grant.period_from, self._grant.period_to
+            )
+        ):
+            self._deny(tenant_id, "patient:result:read", "this request is outside the grant's period")
         out = self._results_of_requests(c, tenant_id, [request_id], None)
         self._record(tenant_id, "patient:result:read", "result", len(out), refs=[request_id])
         return out
@@ -430,8 +488,9 @@ class Records(UnitState):
                 keep.append(r.request_id)
         return keep
 
-    def _results_of_requests(self, c: TenantCrypto, tenant_id: str, request_ids: list[str], code: str | None
-                             ) -> list[Result]:
+    def _results_of_requests(
+        self, c: TenantCrypto, tenant_id: str, request_ids: list[str], code: str | None
+    ) -> list[Result]:
         if not request_ids:
             return []
         rows = self.conn.execute(
@@ -505,7 +564,11 @@ class Records(UnitState):
 
     # -- deletions retention decides (labvault.retention: what is due, holds, reports) -------------
     def purge_results(
-        self, tenant_id: str, cutoffs: Mapping[str, datetime], *, request_cutoff: datetime | None,
+        self,
+        tenant_id: str,
+        cutoffs: Mapping[str, datetime],
+        *,
+        request_cutoff: datetime | None,
         batch: int = _PURGE_BATCH,
     ) -> dict[str, int]:
         """Delete the results collected before their category's cutoff (a category absent from
@@ -539,20 +602,28 @@ class Records(UnitState):
             ids = [x.request_id for x in reqs]
             collected: dict[str, datetime] = {}
             first: dict[str, datetime] = {}
-            for sp in self.conn.execute(select(s.c.specimen_id, s.c.request_id, s.c.collected_at_enc).where(
-                    self._tf(s, tenant_id), s.c.request_id.in_(ids))).all():
+            for sp in self.conn.execute(
+                select(s.c.specimen_id, s.c.request_id, s.c.collected_at_enc).where(
+                    self._tf(s, tenant_id), s.c.request_id.in_(ids)
+                )
+            ).all():
                 at = _utc(codec.to_dt(collected_col.open(sp.specimen_id, sp.collected_at_enc).decode()))
                 collected[sp.specimen_id] = at
                 if sp.request_id not in first or at < first[sp.request_id]:
                     first[sp.request_id] = at
             for x in reqs:
                 if x.request_id not in first:
-                    first[x.request_id] = _utc(codec.to_dt(requested_col.open(x.request_id, x.requested_at_enc).decode()))
+                    first[x.request_id] = _utc(
+                        codec.to_dt(requested_col.open(x.request_id, x.requested_at_enc).decode())
+                    )
             expired: list[str] = []
             had: set[str] = set()
             kept: set[str] = set()
-            for res in self.conn.execute(select(r.c.result_id, r.c.request_id, r.c.specimen_id, r.c.observation_enc).where(
-                    self._tf(r, tenant_id), r.c.request_id.in_(ids))).all():
+            for res in self.conn.execute(
+                select(r.c.result_id, r.c.request_id, r.c.specimen_id, r.c.observation_enc).where(
+                    self._tf(r, tenant_id), r.c.request_id.in_(ids)
+                )
+            ).all():
                 had.add(res.request_id)
                 system, code = codec.unpack(observation.open(res.result_id, bytes(res.observation_enc)))[:2]
                 sensitivity = sensitivity_of(system, code)
@@ -566,28 +637,43 @@ class Records(UnitState):
                     kept.add(res.request_id)
             for part in _chunks(expired):
                 self.conn.execute(delete(r).where(self._tf(r, tenant_id), r.c.result_id.in_(part)))
-            gone = [x for x in reqs if x.request_id not in kept and (
-                x.request_id in had or (request_cut is not None and first[x.request_id] < request_cut))]
+            gone = [
+                x
+                for x in reqs
+                if x.request_id not in kept
+                and (x.request_id in had or (request_cut is not None and first[x.request_id] < request_cut))
+            ]
             if not gone:
                 continue
             gone_ids = [x.request_id for x in gone]
             counts["specimen"] += self.conn.execute(
-                delete(s).where(self._tf(s, tenant_id), s.c.request_id.in_(gone_ids))).rowcount
+                delete(s).where(self._tf(s, tenant_id), s.c.request_id.in_(gone_ids))
+            ).rowcount
             counts["request"] += self.conn.execute(
-                delete(q).where(self._tf(q, tenant_id), q.c.request_id.in_(gone_ids))).rowcount
+                delete(q).where(self._tf(q, tenant_id), q.c.request_id.in_(gone_ids))
+            ).rowcount
             candidates = {x.pseudonym for x in gone}
-            left = set(self.conn.execute(select(q.c.pseudonym).distinct().where(
-                self._tf(q, tenant_id), q.c.pseudonym.in_(sorted(candidates)))).scalars())
+            left = set(
+                self.conn.execute(
+                    select(q.c.pseudonym)
+                    .distinct()
+                    .where(self._tf(q, tenant_id), q.c.pseudonym.in_(sorted(candidates)))
+                ).scalars()
+            )
             orphans |= candidates - left
         if orphans:
             # Identities carry no pseudonym (re-linking needs the lab's key): compute it for each.
             pseudonym = c.index.pseudonym
-            doomed = [pid for (pid,) in iter_tenant_rows(self.conn, "patient_identity", ("patient_id",), tenant_id)
-                      if pseudonym(pid) in orphans]
+            doomed = [
+                pid
+                for (pid,) in iter_tenant_rows(self.conn, "patient_identity", ("patient_id",), tenant_id)
+                if pseudonym(pid) in orphans
+            ]
             pi = t.patient_identity
             for part in _chunks(doomed):
                 counts["patient"] += self.conn.execute(
-                    delete(pi).where(self._tf(pi, tenant_id), pi.c.patient_id.in_(part))).rowcount
+                    delete(pi).where(self._tf(pi, tenant_id), pi.c.patient_id.in_(part))
+                ).rowcount
         return counts
 
     def purge_quarantine(self, tenant_id: str, cutoff: datetime) -> int:

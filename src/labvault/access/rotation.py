@@ -76,7 +76,9 @@ class Rotation(UnitState):
             return current, True
         new = max(r.version for r in rows) + 1
         self.conn.execute(
-            update(tk).where(tk.c.tenant_id == tenant_id, tk.c.purpose == "data", tk.c.state == "active").values(state="retiring")
+            update(tk)
+            .where(tk.c.tenant_id == tenant_id, tk.c.purpose == "data", tk.c.state == "active")
+            .values(state="retiring")
         )
         self.conn.execute(
             insert(tk).values(
@@ -143,6 +145,8 @@ class Rotation(UnitState):
         self._authorise(tenant_id, "keys:rotate")
         tk = t.tenant_key
         self.conn.execute(
-            update(tk).where(tk.c.tenant_id == tenant_id, tk.c.purpose == "data", tk.c.state == "retiring").values(state="retired")
+            update(tk)
+            .where(tk.c.tenant_id == tenant_id, tk.c.purpose == "data", tk.c.state == "retiring")
+            .values(state="retired")
         )
         self._record(tenant_id, "keys:rotate:done", "key", 1)

@@ -59,8 +59,9 @@ def _bytewise(u: Unit, column: ColumnElement[Any]) -> ColumnElement[Any]:
     return column.collate("C") if u.conn.dialect.name == "postgresql" else column
 
 
-def _rows(u: Unit, table: Table, tenant_id: str, order: tuple[ColumnElement[Any], ...] | None = None
-          ) -> CursorResult[Any]:
+def _rows(
+    u: Unit, table: Table, tenant_id: str, order: tuple[ColumnElement[Any], ...] | None = None
+) -> CursorResult[Any]:
     stmt = select(table).where(u._tf(table, tenant_id))
     if order is not None:
         stmt = stmt.order_by(*order)
@@ -107,21 +108,29 @@ def specimens(u: Unit, tenant_id: str, *, by_request: bool = False) -> Iterator[
     typ, col_at, rec_at = (c.cipher.column("specimen", n) for n in ("type_enc", "collected_at_enc", "received_at_enc"))
     to_dt = codec.to_dt
     order = ("request_id", "specimen_id") if by_request else ()
-    rows = iter_tenant_rows(u.conn, "specimen", ("specimen_id", "request_id", "type_enc", "collected_at_enc",
-                                                 "received_at_enc"), tenant_id, order=order)
+    rows = iter_tenant_rows(
+        u.conn,
+        "specimen",
+        ("specimen_id", "request_id", "type_enc", "collected_at_enc", "received_at_enc"),
+        tenant_id,
+        order=order,
+    )
     n = 0
     for i, req, type_enc, col_enc, rec_enc in rows:
         n += 1
         yield Specimen(
-            specimen_id=i, request_id=req, type=typ.open(i, bytes(type_enc)).decode(),
+            specimen_id=i,
+            request_id=req,
+            type=typ.open(i, bytes(type_enc)).decode(),
             collected_at=to_dt(col_at.open(i, bytes(col_enc)).decode()),
             received_at=None if rec_enc is None else to_dt(rec_at.open(i, bytes(rec_enc)).decode()),
         )
     u._record(tenant_id, "patient:request:read", "specimen", n)
 
 
-def result_rows(u: Unit, tenant_id: str, *, by_request: bool = False
-                ) -> Iterator[tuple[str, str, str, str | None, str, list[Any], Sensitivity]]:
+def result_rows(
+    u: Unit, tenant_id: str, *, by_request: bool = False
+) -> Iterator[tuple[str, str, str, str | None, str, list[Any], Sensitivity]]:
     """Every result the principal may read, unsealed but not built: (patient pseudonym, result
     id, request id, specimen id, status, items in ``codec.RESULT_ITEMS`` order (dates as ISO text),
     sensitivity). The hot loop of every export: rows come as plain tuples from the driver."""
@@ -130,8 +139,13 @@ def result_rows(u: Unit, tenant_id: str, *, by_request: bool = False
     observation = c.cipher.column("result", "observation_enc")
     unpack, other = codec.unpack, Sensitivity.OTHER
     order = ("request_id", "result_id") if by_request else ()
-    rows = iter_tenant_rows(u.conn, "result", ("result_id", "request_id", "specimen_id", "pseudonym", "status",
-                                               "observation_enc"), tenant_id, order=order)
+    rows = iter_tenant_rows(
+        u.conn,
+        "result",
+        ("result_id", "request_id", "specimen_id", "pseudonym", "status", "observation_enc"),
+        tenant_id,
+        order=order,
+    )
     n = 0
     for rid, req, spec, pseudonym, status, blob in rows:
         items = unpack(observation.open(rid, bytes(blob)))
@@ -149,16 +163,42 @@ def results(u: Unit, tenant_id: str, *, by_request: bool = False) -> Iterator[tu
     to_dt = codec.to_dt
     for pseudonym, rid, req, spec, status, items, sensitivity in result_rows(u, tenant_id, by_request=by_request):
         (system, code, label, vnum, vtext, unit, low, high, rtext, flag, v_by, v_at, comment) = items
-        yield pseudonym, Result(rid, req, code, label, system, spec, vnum, vtext, unit, low, high, rtext, flag,
-                                ResultStatus(status), v_by, to_dt(v_at), comment, sensitivity)
+        yield (
+            pseudonym,
+            Result(
+                rid,
+                req,
+                code,
+                label,
+                system,
+                spec,
+                vnum,
+                vtext,
+                unit,
+                low,
+                high,
+                rtext,
+                flag,
+                ResultStatus(status),
+                v_by,
+                to_dt(v_at),
+                comment,
+                sensitivity,
+            ),
+        )
 
 
 # -- exports under a compiled plan ----------------------------------------------------------------
 # Record types of an export, in the order they come.
 TYPES = ("request", "specimen", "result", "identity", "prescriber")
 # Every link a record may hold (a derived id of another record), in the order written.
-LINKS: dict[str, tuple[str, ...]] = {"identity": (), "prescriber": (), "request": ("patient", "prescriber"),
-                                     "specimen": ("request",), "result": ("request", "specimen", "patient")}
+LINKS: dict[str, tuple[str, ...]] = {
+    "identity": (),
+    "prescriber": (),
+    "request": ("patient", "prescriber"),
+    "specimen": ("request",),
+    "result": ("request", "specimen", "patient"),
+}
 # The record type each link points to: a link is written only when that type is written.
 TARGET = {"patient": "identity", "prescriber": "prescriber", "request": "request", "specimen": "specimen"}
 
@@ -231,8 +271,15 @@ def _picker(positions: tuple[int, ...]) -> Callable[[Any], tuple[Any, ...]]:
     return lambda seq: ()
 
 
-def export(u: Unit, plan: ExportPlan, id_map: Callable[[str, str], str], *, tally: Tally | None = None,
-           count_only: bool = False, on_result: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
+def export(
+    u: Unit,
+    plan: ExportPlan,
+    id_map: Callable[[str, str], str],
+    *,
+    tally: Tally | None = None,
+    count_only: bool = False,
+    on_result: Callable[[int], None] | None = None,
+) -> Iterator[dict[str, Any]]:
     """The plan's records, streamed: each selected request, then its specimens, then its results
     (requests, specimens and results are read in request order and merged, so memory stays flat in
     the size of the lab); identities and prescribers last, only those the selected records refer
@@ -332,8 +379,9 @@ def export(u: Unit, plan: ExportPlan, id_map: Callable[[str, str], str], *, tall
             if req_patient:
                 rec["patient"] = patient_id(request.patient_id)
             if req_prescriber:
-                rec["prescriber"] = None if request.prescriber_id is None \
-                    else id_map("prescriber", request.prescriber_id)
+                rec["prescriber"] = (
+                    None if request.prescriber_id is None else id_map("prescriber", request.prescriber_id)
+                )
             for f in f_req:
                 rec[f] = _value(request, f)
             written += 1

@@ -125,8 +125,11 @@ def active_keys(u: Unit, tenant_id: str) -> dict[str, bytes]:
     registration is sealed under the lab's KEK (a signer row written into the database by other
     means than ``add_signer`` verifies nothing)."""
     registered = sealed_signers(u, tenant_id)
-    return {k.signer_id: bytes.fromhex(k.public_key) for k in list_signers(u, tenant_id)
-            if k.active and (k.signer_id, k.public_key) in registered}
+    return {
+        k.signer_id: bytes.fromhex(k.public_key)
+        for k in list_signers(u, tenant_id)
+        if k.active and (k.signer_id, k.public_key) in registered
+    }
 
 
 @dataclass(frozen=True)
@@ -148,16 +151,25 @@ def body_text(u: Unit, tenant_id: str, r: Any) -> str:
 
 
 def _received(u: Unit, tenant_id: str, r: Any) -> Received:
-    return Received(r.instruction_id, tenant_id, r.kind, r.signer_id, json.loads(body_text(u, tenant_id, r)),
-                    r.signature, r.valid_until, r.received_at)
+    return Received(
+        r.instruction_id,
+        tenant_id,
+        r.kind,
+        r.signer_id,
+        json.loads(body_text(u, tenant_id, r)),
+        r.signature,
+        r.valid_until,
+        r.received_at,
+    )
 
 
 def list_instructions(u: Unit, tenant_id: str) -> list[Received]:
     u.authorise(tenant_id, "instruction:read")
     u.tenant(tenant_id)
     i = t.instruction
-    rows = u.execute(tenant_id, select(i).where(i.c.tenant_id == tenant_id)
-                     .order_by(i.c.received_at, i.c.instruction_id)).all()
+    rows = u.execute(
+        tenant_id, select(i).where(i.c.tenant_id == tenant_id).order_by(i.c.received_at, i.c.instruction_id)
+    ).all()
     u.audit(tenant_id, "instruction:list", "instruction", len(rows))
     return [_received(u, tenant_id, r) for r in rows]
 
@@ -166,8 +178,9 @@ def get_instruction(u: Unit, tenant_id: str, instruction_id: str) -> Received:
     u.authorise(tenant_id, "instruction:read")
     u.tenant(tenant_id)
     i = t.instruction
-    row = u.execute(tenant_id, select(i).where(i.c.tenant_id == tenant_id,
-                                               i.c.instruction_id == instruction_id)).first()
+    row = u.execute(
+        tenant_id, select(i).where(i.c.tenant_id == tenant_id, i.c.instruction_id == instruction_id)
+    ).first()
     if row is None:
         raise NotFound("no such instruction for this lab (see 'labvault instruction list')")
     u.audit(tenant_id, "instruction:read", "instruction", 1, refs=[instruction_id])

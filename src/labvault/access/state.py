@@ -53,7 +53,13 @@ class UnitState:
 
         # trail.AuditAppend
         def _record(
-            self, tenant_id: str, action: str, object_type: str, count: int, *, outcome: str = "allowed",
+            self,
+            tenant_id: str,
+            action: str,
+            object_type: str,
+            count: int,
+            *,
+            outcome: str = "allowed",
             refs: Sequence[str] | None = None,
         ) -> None: ...
 

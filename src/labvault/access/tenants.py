@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import func, insert, select, update
 
@@ -63,7 +63,12 @@ class Tenants(UnitState):
     """Labs, their keys and the platform key: mixed into ``Unit``."""
 
     def create_tenant(
-        self, tenant_id: str, name: str, finess: str, *, retention: Mapping[str, tuple[int, str]],
+        self,
+        tenant_id: str,
+        name: str,
+        finess: str,
+        *,
+        retention: Mapping[str, tuple[int, str]],
         synthetic: bool = False,
     ) -> Tenant:
         """A lab with its own keys and its retention rules (category -> (days, legal reference),
@@ -87,8 +92,14 @@ class Tenants(UnitState):
             raise TenantExists(f"lab '{tenant_id}' already exists")
         now = utcnow()
         self.conn.execute(
-            insert(t.tenant).values(tenant_id=tenant_id, name=name.strip(), finess=finess, status="active",
-                                    created_at=now, synthetic=int(bool(synthetic)))
+            insert(t.tenant).values(
+                tenant_id=tenant_id,
+                name=name.strip(),
+                finess=finess,
+                status="active",
+                created_at=now,
+                synthetic=int(bool(synthetic)),
+            )
         )
         keys = self._gw.keys
         keys.create_scope(tenant_id)
@@ -105,9 +116,16 @@ class Tenants(UnitState):
                 )
             )
         if synthetic:  # the mark sealed under the lab's own KEK: an UPDATE of tenant.synthetic cannot make one
-            self.conn.execute(insert(t.tenant_key).values(
-                tenant_id=tenant_id, purpose=SYNTHETIC_MARK, version=1, state="active", created_at=now,
-                wrapped=keys.wrap(tenant_id, _synthetic_secret(tenant_id), f"{SYNTHETIC_MARK}:v1".encode())))
+            self.conn.execute(
+                insert(t.tenant_key).values(
+                    tenant_id=tenant_id,
+                    purpose=SYNTHETIC_MARK,
+                    version=1,
+                    state="active",
+                    created_at=now,
+                    wrapped=keys.wrap(tenant_id, _synthetic_secret(tenant_id), f"{SYNTHETIC_MARK}:v1".encode()),
+                )
+            )
         self._record(tenant_id, "tenant:create", "synthetic-tenant" if synthetic else "tenant", 1)
         self._write_rules(tenant_id, rules)
         return Tenant(tenant_id, name.strip(), finess, "active", now, bool(synthetic))
@@ -141,9 +159,11 @@ class Tenants(UnitState):
             return True
         self._scope(tenant_id)
         flagged = self.conn.execute(select(t.tenant.c.synthetic).where(self._tf(t.tenant, tenant_id))).scalar()
-        row = self.conn.execute(select(t.tenant_key.c.wrapped).where(
-            self._tf(t.tenant_key, tenant_id), t.tenant_key.c.purpose == SYNTHETIC_MARK,
-            t.tenant_key.c.version == 1)).first()
+        row = self.conn.execute(
+            select(t.tenant_key.c.wrapped).where(
+                self._tf(t.tenant_key, tenant_id), t.tenant_key.c.purpose == SYNTHETIC_MARK, t.tenant_key.c.version == 1
+            )
+        ).first()
         if not flagged or row is None:
             return False
         try:
@@ -179,7 +199,8 @@ class Tenants(UnitState):
             raise TenantShredded(f"lab '{tenant_id}' was crypto-shredded: its data can no longer be read")
         tk = t.tenant_key
         versions = tuple(
-            tuple(r) for r in self.conn.execute(
+            tuple(r)
+            for r in self.conn.execute(
                 select(tk.c.purpose, tk.c.version, tk.c.state)
                 .where(self._tf(tk, tenant_id), tk.c.purpose.in_(["data", "index"]))
                 .order_by(tk.c.purpose, tk.c.version)
@@ -249,7 +270,8 @@ class Tenants(UnitState):
             "synthetic": deletion["synthetic"],
             "instruction": deletion["instruction"],
             "keys_destroyed": [
-                {"purpose": r.purpose, "version": r.version, "wrapped_sha256": tokens.sha256_hex(r.wrapped)} for r in rows
+                {"purpose": r.purpose, "version": r.version, "wrapped_sha256": tokens.sha256_hex(r.wrapped)}
+                for r in rows
                 if r.purpose not in (SYNTHETIC_MARK, "signer")  # seals, not keys (gone with the rows and the KEK)
             ],
         }
@@ -272,8 +294,13 @@ class Tenants(UnitState):
                 created_at=now,
             )
         )
-        self._record(tenant_id, "tenant:shred", "tenant", 1,
-                     refs=[deletion["instruction"]["id"]] if deletion["instruction"] else None)
+        self._record(
+            tenant_id,
+            "tenant:shred",
+            "tenant",
+            1,
+            refs=[deletion["instruction"]["id"]] if deletion["instruction"] else None,
+        )
         # Last, once the database changes are in this transaction: destroy the KEK itself.
         # Should the commit then fail, the lab is unreadable but not marked: a retry marks it.
         self._gw.forget_keys(tenant_id)
@@ -287,7 +314,12 @@ class Tenants(UnitState):
         if kind:
             q = q.where(t.signed_record.c.kind == kind)
         return [
-            {"record_id": r.record_id, "body": json.loads(r.body), "signature": r.signature, "public_key": r.signer_public_key}
+            {
+                "record_id": r.record_id,
+                "body": json.loads(r.body),
+                "signature": r.signature,
+                "public_key": r.signer_public_key,
+            }
             for r in self.conn.execute(q.order_by(t.signed_record.c.created_at)).all()
         ]
 
@@ -308,9 +340,9 @@ class Tenants(UnitState):
         self._authorise(tenant_id, "keys:rotate")
         self.tenant(tenant_id)
         keys = self.conn.execute(
-            select(t.tenant_key.c.version, t.tenant_key.c.state).where(
-                self._tf(t.tenant_key, tenant_id), t.tenant_key.c.purpose == "data"
-            ).order_by(t.tenant_key.c.version)
+            select(t.tenant_key.c.version, t.tenant_key.c.state)
+            .where(self._tf(t.tenant_key, tenant_id), t.tenant_key.c.purpose == "data")
+            .order_by(t.tenant_key.c.version)
         ).all()
         rows: dict[int, int] = {}
         for name in ENCRYPTED:
@@ -332,7 +364,8 @@ class Tenants(UnitState):
         keys.create_scope(PLATFORM)
         self._scope(PLATFORM)
         row = self.conn.execute(
-            select(t.tenant_key).where(t.tenant_key.c.tenant_id == PLATFORM, t.tenant_key.c.purpose == "signing")
+            select(t.tenant_key)
+            .where(t.tenant_key.c.tenant_id == PLATFORM, t.tenant_key.c.purpose == "signing")
             .order_by(t.tenant_key.c.version)
         ).first()
         if row is not None:
@@ -359,9 +392,13 @@ class Tenants(UnitState):
         previous = self._scoped
         self._scope(PLATFORM)
         row = self.conn.execute(
-            select(t.tenant_key).where(
-                t.tenant_key.c.tenant_id == PLATFORM, t.tenant_key.c.purpose == "signing", t.tenant_key.c.state == "active"
-            ).order_by(t.tenant_key.c.version.desc())
+            select(t.tenant_key)
+            .where(
+                t.tenant_key.c.tenant_id == PLATFORM,
+                t.tenant_key.c.purpose == "signing",
+                t.tenant_key.c.state == "active",
+            )
+            .order_by(t.tenant_key.c.version.desc())
         ).first()
         if previous is not None:
             self._scope(previous)
@@ -406,12 +443,15 @@ class Tenants(UnitState):
             trusted = [bytes.fromhex(k["public"]) for k in self._gw.pin.read()["keys"]]
         else:
             row = self.conn.execute(
-                select(t.tenant_key).where(t.tenant_key.c.tenant_id == PLATFORM, t.tenant_key.c.purpose == "signing")
+                select(t.tenant_key)
+                .where(t.tenant_key.c.tenant_id == PLATFORM, t.tenant_key.c.purpose == "signing")
                 .order_by(t.tenant_key.c.version)
             ).first()
             if row is None:
                 raise NotFound("no platform signing key: run 'labvault init'")
-            trusted = [Signer(self._gw.keys.unwrap(PLATFORM, row.wrapped, f"signing:v{row.version}".encode())).public_key]
+            trusted = [
+                Signer(self._gw.keys.unwrap(PLATFORM, row.wrapped, f"signing:v{row.version}".encode())).public_key
+            ]
         records = self._platform_key_rows()
         if previous is not None:
             self._scope(previous)
@@ -439,8 +479,8 @@ class Tenants(UnitState):
     def _platform_key_rows(self) -> Sequence[Row[Any]]:
         """The platform key's rotation records, oldest first (the caller has scoped to the platform)."""
         return self.conn.execute(
-            select(t.signed_record).where(t.signed_record.c.tenant_id == PLATFORM,
-                                          t.signed_record.c.kind == "platform-key")
+            select(t.signed_record)
+            .where(t.signed_record.c.tenant_id == PLATFORM, t.signed_record.c.kind == "platform-key")
             .order_by(t.signed_record.c.created_at)
         ).all()
 
@@ -451,30 +491,62 @@ class Tenants(UnitState):
         self._authorise(PLATFORM, "keys:rotate")
         old_signer, old_public = self._platform_signer()
         self._scope(PLATFORM)
-        version = (self.conn.execute(
-            select(func.max(t.tenant_key.c.version)).where(t.tenant_key.c.tenant_id == PLATFORM,
-                                                           t.tenant_key.c.purpose == "signing")
-        ).scalar() or 0) + 1
+        version = (
+            self.conn.execute(
+                select(func.max(t.tenant_key.c.version)).where(
+                    t.tenant_key.c.tenant_id == PLATFORM, t.tenant_key.c.purpose == "signing"
+                )
+            ).scalar()
+            or 0
+        ) + 1
         priv, pub = Signer.generate()
         now = utcnow()
-        body = {"kind": "platform-key", "version": version, "public": pub.hex(), "fingerprint": fingerprint(pub),
-                "previous": fingerprint(old_public), "at": now.isoformat()}
+        body = {
+            "kind": "platform-key",
+            "version": version,
+            "public": pub.hex(),
+            "fingerprint": fingerprint(pub),
+            "previous": fingerprint(old_public),
+            "at": now.isoformat(),
+        }
         signature = old_signer.sign(body)
-        self.conn.execute(update(t.tenant_key).where(
-            t.tenant_key.c.tenant_id == PLATFORM, t.tenant_key.c.purpose == "signing").values(state="retired"))
-        self.conn.execute(insert(t.tenant_key).values(
-            tenant_id=PLATFORM, purpose="signing", version=version,
-            wrapped=self._gw.keys.wrap(PLATFORM, priv, f"signing:v{version}".encode()), public=pub, state="active",
-            created_at=now))
-        self.conn.execute(insert(t.signed_record).values(
-            tenant_id=PLATFORM, record_id=new_id(), kind="platform-key", body=json.dumps(body, sort_keys=True),
-            signature=signature, signer_public_key=old_public.hex(), created_at=now))
+        self.conn.execute(
+            update(t.tenant_key)
+            .where(t.tenant_key.c.tenant_id == PLATFORM, t.tenant_key.c.purpose == "signing")
+            .values(state="retired")
+        )
+        self.conn.execute(
+            insert(t.tenant_key).values(
+                tenant_id=PLATFORM,
+                purpose="signing",
+                version=version,
+                wrapped=self._gw.keys.wrap(PLATFORM, priv, f"signing:v{version}".encode()),
+                public=pub,
+                state="active",
+                created_at=now,
+            )
+        )
+        self.conn.execute(
+            insert(t.signed_record).values(
+                tenant_id=PLATFORM,
+                record_id=new_id(),
+                kind="platform-key",
+                body=json.dumps(body, sort_keys=True),
+                signature=signature,
+                signer_public_key=old_public.hex(),
+                created_at=now,
+            )
+        )
         self._record(PLATFORM, "keys:platform:rotate", "key", 1)
         pin = self._gw.pin
         if pin is not None:
             self.on_commit(lambda: pin.add_key(version, pub))
-        return {"version": version, "fingerprint": fingerprint(pub), "previous": fingerprint(old_public),
-                "record": {"body": body, "signature": signature}}
+        return {
+            "version": version,
+            "fingerprint": fingerprint(pub),
+            "previous": fingerprint(old_public),
+            "record": {"body": body, "signature": signature},
+        }
 
     # -- account secrets sealed under the platform's KEK (TOTP seeds) ------------------------------
     def seal_totp_secret(self, account_id: str, secret: str) -> bytes:
@@ -488,7 +560,13 @@ class Tenants(UnitState):
     # -- accounts (named actors; the access-control issue adds authentication and roles) -------
 
     def ensure_account(
-        self, tenant_id: str, account_id: str, name: str, email: str, roles: Iterable[str], *,
+        self,
+        tenant_id: str,
+        account_id: str,
+        name: str,
+        email: str,
+        roles: Iterable[str],
+        *,
         commitment: str | None = None,
     ) -> bool:
         """Record a named account; returns False when it already existed."""

@@ -16,7 +16,6 @@ from labvault.ids import utcnow
 from labvault.store import schema as t
 from labvault.store.engine import bulk_insert, delete_audit_range, iter_audit_rows
 
-
 _EVENT_COLUMNS = (*chain.FIELDS, "prev_hash", "hash")
 
 
@@ -24,7 +23,13 @@ class AuditAppend(UnitState):
     """The chain head, the event, the flush: mixed into ``Unit``."""
 
     def _record(
-        self, tenant_id: str, action: str, object_type: str, count: int, *, outcome: str = "allowed",
+        self,
+        tenant_id: str,
+        action: str,
+        object_type: str,
+        count: int,
+        *,
+        outcome: str = "allowed",
         refs: Sequence[str] | None = None,
     ) -> None:
         """Append an audit event. Allowed operations: in this transaction, so no data change

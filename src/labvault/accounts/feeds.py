@@ -56,9 +56,12 @@ def pin(u, tenant_id: str, email: str, certificate: bytes) -> Pinned:
     other = u.execute("*", select(t.account.c.account_id).where(t.account.c.feed_cert_sha256 == fp)).first()
     if other is not None and other.account_id != row.account_id:
         raise InvalidInput("this certificate is already pinned on another service account: each feed has its own")
-    u.execute(tenant_id, update(t.account).where(t.account.c.tenant_id == tenant_id,
-                                           t.account.c.account_id == row.account_id)
-                   .values(feed_cert_sha256=fp, feed_cert_pem=pem))
+    u.execute(
+        tenant_id,
+        update(t.account)
+        .where(t.account.c.tenant_id == tenant_id, t.account.c.account_id == row.account_id)
+        .values(feed_cert_sha256=fp, feed_cert_pem=pem),
+    )
     u.audit(tenant_id, "feed:pin", "account", 1, refs=[row.account_id, fp])
     return Pinned(row.account_id, row.email, fp)
 
@@ -70,9 +73,12 @@ def unpin(u, tenant_id: str, email: str) -> Pinned:
     row = _service_account(u, tenant_id, email)
     if row.feed_cert_sha256 is None:
         raise InvalidInput("no certificate is pinned on this service account")
-    u.execute(tenant_id, update(t.account).where(t.account.c.tenant_id == tenant_id,
-                                           t.account.c.account_id == row.account_id)
-                   .values(feed_cert_sha256=None, feed_cert_pem=None))
+    u.execute(
+        tenant_id,
+        update(t.account)
+        .where(t.account.c.tenant_id == tenant_id, t.account.c.account_id == row.account_id)
+        .values(feed_cert_sha256=None, feed_cert_pem=None),
+    )
     u.audit(tenant_id, "feed:unpin", "account", 1, refs=[row.account_id, row.feed_cert_sha256])
     return Pinned(row.account_id, row.email, row.feed_cert_sha256)
 
@@ -81,17 +87,26 @@ def listing(u, tenant_id: str) -> list[Pinned]:
     """The lab's service accounts with a pinned certificate."""
     u.tenant(tenant_id)
     u.authorise(tenant_id, "feed:manage")
-    rows = u.execute(tenant_id, select(t.account).where(t.account.c.tenant_id == tenant_id,
-                                                  t.account.c.feed_cert_sha256.is_not(None))
-                          .order_by(t.account.c.email)).all()
+    rows = u.execute(
+        tenant_id,
+        select(t.account)
+        .where(t.account.c.tenant_id == tenant_id, t.account.c.feed_cert_sha256.is_not(None))
+        .order_by(t.account.c.email),
+    ).all()
     return [Pinned(r.account_id, r.email, r.feed_cert_sha256) for r in rows]
 
 
 def pinned_certificates(u, tenant_id: str) -> list[str]:
     """The PEM certificates pinned on the lab's active service accounts (for the listener's trust store)."""
-    rows = u.execute(tenant_id, select(t.account.c.feed_cert_pem).where(
-        t.account.c.tenant_id == tenant_id, t.account.c.kind == "service", t.account.c.active == 1,
-        t.account.c.feed_cert_pem.is_not(None))).scalars()
+    rows = u.execute(
+        tenant_id,
+        select(t.account.c.feed_cert_pem).where(
+            t.account.c.tenant_id == tenant_id,
+            t.account.c.kind == "service",
+            t.account.c.active == 1,
+            t.account.c.feed_cert_pem.is_not(None),
+        ),
+    ).scalars()
     return list(rows)
 
 

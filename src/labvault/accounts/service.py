@@ -16,9 +16,9 @@ from sqlalchemy import func, insert, select, update
 from labvault.access import policy
 from labvault.access.principal import Principal
 from labvault.accounts import passwords, totp
+from labvault.accounts.errors import AuthenticationFailed, LockedOut, StepUpRequired
 from labvault.crypto import tokens
 from labvault.crypto.keys import PLATFORM
-from labvault.accounts.errors import AuthenticationFailed, LockedOut, StepUpRequired
 from labvault.errors import AccessDenied, InvalidInput, NotFound
 from labvault.ids import new_id, stored_utc, utcnow
 from labvault.store import schema as t
@@ -50,15 +50,20 @@ def _account_by_email(u, email: str):
 
 
 def _account(u, tenant_id: str, account_id: str):
-    return u.execute(tenant_id,
-        select(t.account).where(t.account.c.tenant_id == tenant_id, t.account.c.account_id == account_id)
+    return u.execute(
+        tenant_id, select(t.account).where(t.account.c.tenant_id == tenant_id, t.account.c.account_id == account_id)
     ).first()
 
 
 def principal_of(row, *, source_addr: str | None = None, user_agent: str | None = None) -> Principal:
     return Principal(
-        row.account_id, row.name, row.tenant_id, frozenset(filter(None, row.roles.split(","))), row.kind,
-        source_addr, (user_agent or "")[:300] or None,
+        row.account_id,
+        row.name,
+        row.tenant_id,
+        frozenset(filter(None, row.roles.split(","))),
+        row.kind,
+        source_addr,
+        (user_agent or "")[:300] or None,
     )
 
 
@@ -103,23 +108,32 @@ def create_account(
         raise InvalidInput("an account with this e-mail address already exists")
     account_id = new_id()
     token = None if kind == "service" else tokens.new_token()
-    u.execute(tenant_id,
+    u.execute(
+        tenant_id,
         insert(t.account).values(
-            tenant_id=tenant_id, account_id=account_id, name=name.strip(), email=email.strip().lower(), kind=kind,
-            roles=",".join(roles_), active=1, created_at=utcnow(), service_purpose=purpose,
+            tenant_id=tenant_id,
+            account_id=account_id,
+            name=name.strip(),
+            email=email.strip().lower(),
+            kind=kind,
+            roles=",".join(roles_),
+            active=1,
+            created_at=utcnow(),
+            service_purpose=purpose,
             enrolment_hash=None if token is None else digest(token),
             enrolment_expires=None if token is None else utcnow() + ENROLMENT_TTL,
             commitment_at=utcnow() if kind == "service" else None,
             commitment_ref="service account: bound to one lab and one purpose" if kind == "service" else None,
-        )
+        ),
     )
     u.audit(tenant_id, "account:create", "account", 1, refs=[account_id])
     return NewAccount(account_id, tenant_id, email.strip().lower(), token)
 
 
 def _lab_admins(u, tenant_id: str) -> list:
-    rows = u.execute(tenant_id, select(t.account).where(t.account.c.tenant_id == tenant_id,
-                                                  t.account.c.kind == "person")).all()
+    rows = u.execute(
+        tenant_id, select(t.account).where(t.account.c.tenant_id == tenant_id, t.account.c.kind == "person")
+    ).all()
     return [r for r in rows if "lab_admin" in r.roles.split(",")]
 
 
@@ -135,15 +149,20 @@ def _authorise_first_admin(u, tenant_id: str, roles: list[str], kind: str) -> No
     a live invitation (an invitation that expired unused may be sent again)."""
     action = "account:invite-admin"
     if roles != ["lab_admin"] or kind != "person":  # the policy keeps a lab's accounts from vendor accounts
-        u.authorise(tenant_id, "account:manage", vendor_refusal="only the lab's own lab_admin adds its accounts: "
-                                                               "the platform invites the lab's first lab_admin only")
+        u.authorise(
+            tenant_id,
+            "account:manage",
+            vendor_refusal="only the lab's own lab_admin adds its accounts: "
+            "the platform invites the lab's first lab_admin only",
+        )
     u.authorise(tenant_id, action)
     now = utcnow()
     for r in _lab_admins(u, tenant_id):
         live_invitation = r.enrolment_hash is not None and stored_utc(r.enrolment_expires) > now
         if _enrolled(r) or not r.active or live_invitation:
-            u.refuse(tenant_id, action, "this lab already has its lab_admin: only the lab's own lab_admin adds its "
-                                       "accounts")
+            u.refuse(
+                tenant_id, action, "this lab already has its lab_admin: only the lab's own lab_admin adds its accounts"
+            )
 
 
 @dataclass(frozen=True)
@@ -186,8 +205,12 @@ def enrol(u, token: str, password: str, *, accept_commitment: bool) -> Enrolment
     else:
         values["enrolment_hash"] = None
         values["enrolment_expires"] = None
-    u.execute(row.tenant_id, update(t.account).where(t.account.c.account_id == row.account_id,
-                                           t.account.c.tenant_id == row.tenant_id).values(**values))
+    u.execute(
+        row.tenant_id,
+        update(t.account)
+        .where(t.account.c.account_id == row.account_id, t.account.c.tenant_id == row.tenant_id)
+        .values(**values),
+    )
     u.audit(row.tenant_id, "account:enrol", "account", 1, refs=[row.account_id])
     return Enrolment(row.account_id, needs_mfa, uri, svg)
 
@@ -204,11 +227,15 @@ def _consume_totp(u, row, code: str) -> bool:
     step = totp.match(_totp_secret(u, row), code)
     if step is None:
         return False
-    done = u.execute(row.tenant_id,
+    done = u.execute(
+        row.tenant_id,
         update(t.account)
-        .where(t.account.c.tenant_id == row.tenant_id, t.account.c.account_id == row.account_id,
-               (t.account.c.totp_last_step.is_(None)) | (t.account.c.totp_last_step < step))
-        .values(totp_last_step=step)
+        .where(
+            t.account.c.tenant_id == row.tenant_id,
+            t.account.c.account_id == row.account_id,
+            (t.account.c.totp_last_step.is_(None)) | (t.account.c.totp_last_step < step),
+        )
+        .values(totp_last_step=step),
     )
     return done.rowcount == 1
 
@@ -243,10 +270,11 @@ def confirm_enrolment(u, token: str, code: str) -> None:
     if not _consume_totp(u, row, code):
         u.audit(row.tenant_id, "account:mfa:failure", "account", 1, outcome="denied", refs=[row.account_id])
         raise AuthenticationFailed("the code does not match, or was already used")
-    u.execute(row.tenant_id,
+    u.execute(
+        row.tenant_id,
         update(t.account)
         .where(t.account.c.account_id == row.account_id, t.account.c.tenant_id == row.tenant_id)
-        .values(mfa_enabled=1, enrolment_hash=None, enrolment_expires=None)
+        .values(mfa_enabled=1, enrolment_hash=None, enrolment_expires=None),
     )
     u.audit(row.tenant_id, "account:mfa:enable", "account", 1, refs=[row.account_id])
 
@@ -262,12 +290,17 @@ class Login:
 def _throttle(u, addr: str | None) -> None:
     if not addr:
         return
-    row = u.execute(PLATFORM,
-        select(t.login_throttle).where(t.login_throttle.c.tenant_id == PLATFORM, t.login_throttle.c.source_addr == addr)
+    row = u.execute(
+        PLATFORM,
+        select(t.login_throttle).where(
+            t.login_throttle.c.tenant_id == PLATFORM, t.login_throttle.c.source_addr == addr
+        ),
     ).first()
     if row is not None and row.locked_until is not None and stored_utc(row.locked_until) > utcnow():
-        raise LockedOut("too many failed logins from this address: try again later",
-                        int((stored_utc(row.locked_until) - utcnow()).total_seconds()) + 1)
+        raise LockedOut(
+            "too many failed logins from this address: try again later",
+            int((stored_utc(row.locked_until) - utcnow()).total_seconds()) + 1,
+        )
 
 
 def _fail(u, row, addr: str | None, action: str = "account:login:failure") -> None:
@@ -284,21 +317,29 @@ def _fail(u, row, addr: str | None, action: str = "account:login:failure") -> No
 def _count_failure(u, tenant_id: str | None, account_id: str | None, addr: str | None, action: str) -> None:
     now = utcnow()
     if addr:
-        th = u.execute(PLATFORM,
-            select(t.login_throttle).where(t.login_throttle.c.tenant_id == PLATFORM,
-                                           t.login_throttle.c.source_addr == addr)
+        th = u.execute(
+            PLATFORM,
+            select(t.login_throttle).where(
+                t.login_throttle.c.tenant_id == PLATFORM, t.login_throttle.c.source_addr == addr
+            ),
         ).first()
         if th is None:
-            u.execute(PLATFORM, insert(t.login_throttle).values(tenant_id=PLATFORM, source_addr=addr, failures=1,
-                                                           window_start=now))
+            u.execute(
+                PLATFORM,
+                insert(t.login_throttle).values(tenant_id=PLATFORM, source_addr=addr, failures=1, window_start=now),
+            )
         else:
             fresh = stored_utc(th.window_start) + FAILURE_WINDOW < now
             failures = 1 if fresh else th.failures + 1
-            u.execute(PLATFORM,
+            u.execute(
+                PLATFORM,
                 update(t.login_throttle)
                 .where(t.login_throttle.c.tenant_id == PLATFORM, t.login_throttle.c.source_addr == addr)
-                .values(failures=failures, window_start=now if fresh else th.window_start,
-                        locked_until=now + LOCK_FOR if failures >= ADDR_LOCK_AFTER else th.locked_until)
+                .values(
+                    failures=failures,
+                    window_start=now if fresh else th.window_start,
+                    locked_until=now + LOCK_FOR if failures >= ADDR_LOCK_AFTER else th.locked_until,
+                ),
             )
     if tenant_id is not None:
         where = (t.account.c.tenant_id == tenant_id, t.account.c.account_id == account_id)
@@ -307,12 +348,21 @@ def _count_failure(u, tenant_id: str | None, account_id: str | None, addr: str |
         if failures >= ACCOUNT_LOCK_AFTER:
             u.execute(tenant_id, update(t.account).where(*where).values(locked_until=now + LOCK_FOR))
             # a login half-way through MFA ends with the lock
-            u.execute(tenant_id, update(t.login_session).where(
-                t.login_session.c.tenant_id == tenant_id, t.login_session.c.account_id == account_id,
-                t.login_session.c.mfa_passed == 0, t.login_session.c.revoked_at.is_(None)).values(revoked_at=now))
+            u.execute(
+                tenant_id,
+                update(t.login_session)
+                .where(
+                    t.login_session.c.tenant_id == tenant_id,
+                    t.login_session.c.account_id == account_id,
+                    t.login_session.c.mfa_passed == 0,
+                    t.login_session.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=now),
+            )
     # This unit runs after the refused one ended (``Unit.after``): its refusal is written at once.
-    u.audit(tenant_id or PLATFORM, action, "account", 1, outcome="denied",
-            refs=None if account_id is None else [account_id])
+    u.audit(
+        tenant_id or PLATFORM, action, "account", 1, outcome="denied", refs=None if account_id is None else [account_id]
+    )
 
 
 def login(u, email: str, password: str, *, addr: str | None, user_agent: str | None) -> Login:
@@ -321,8 +371,10 @@ def login(u, email: str, password: str, *, addr: str | None, user_agent: str | N
     row = _account_by_email(u, email)
     if row is not None and row.locked_until is not None and stored_utc(row.locked_until) > utcnow():
         _fail(u, row, addr)
-        raise LockedOut("this account is locked after repeated failures: try again later",
-                        int((stored_utc(row.locked_until) - utcnow()).total_seconds()) + 1)
+        raise LockedOut(
+            "this account is locked after repeated failures: try again later",
+            int((stored_utc(row.locked_until) - utcnow()).total_seconds()) + 1,
+        )
     ok = passwords.verify_password(row.password_hash if row is not None else None, password)
     if row is None or not ok or not row.active or row.kind != "person":
         _fail(u, row if row is not None and row.kind == "person" else None, addr)
@@ -330,8 +382,12 @@ def login(u, email: str, password: str, *, addr: str | None, user_agent: str | N
     needs_mfa = bool(set(row.roles.split(",")) & policy.MFA_REQUIRED)
     if needs_mfa and not row.mfa_enabled:
         raise AccessDenied("this account must finish its MFA enrolment before logging in")
-    u.execute(row.tenant_id, update(t.account).where(t.account.c.tenant_id == row.tenant_id,
-                                           t.account.c.account_id == row.account_id).values(failed_logins=0))
+    u.execute(
+        row.tenant_id,
+        update(t.account)
+        .where(t.account.c.tenant_id == row.tenant_id, t.account.c.account_id == row.account_id)
+        .values(failed_logins=0),
+    )
     session = _new_session(u, row, mfa_passed=not needs_mfa, addr=addr, user_agent=user_agent)
     principal = principal_of(row, source_addr=addr, user_agent=user_agent)
     if not needs_mfa:
@@ -343,12 +399,20 @@ def login(u, email: str, password: str, *, addr: str | None, user_agent: str | N
 def _new_session(u, row, *, mfa_passed: bool, addr, user_agent, totp_checked: bool = False) -> str:
     secret = tokens.new_token()
     now = utcnow()
-    u.execute(row.tenant_id,
+    u.execute(
+        row.tenant_id,
         insert(t.login_session).values(
-            tenant_id=row.tenant_id, session_hash=digest(secret), account_id=row.account_id, created_at=now,
-            expires_at=now + (SESSION_TTL if mfa_passed else PREAUTH_TTL), last_seen=now, mfa_passed=int(mfa_passed),
-            source_addr=addr, user_agent=(user_agent or "")[:300] or None, totp_at=now if totp_checked else None,
-        )
+            tenant_id=row.tenant_id,
+            session_hash=digest(secret),
+            account_id=row.account_id,
+            created_at=now,
+            expires_at=now + (SESSION_TTL if mfa_passed else PREAUTH_TTL),
+            last_seen=now,
+            mfa_passed=int(mfa_passed),
+            source_addr=addr,
+            user_agent=(user_agent or "")[:300] or None,
+            totp_at=now if totp_checked else None,
+        ),
     )
     return secret
 
@@ -367,16 +431,25 @@ def verify_mfa(u, pre_session: str, code: str, *, addr: str | None, user_agent: 
     if row is None or not row.active or row.totp_secret_wrapped is None:
         raise AuthenticationFailed("no login in progress: start again")
     if row.locked_until is not None and stored_utc(row.locked_until) > utcnow():
-        raise LockedOut("this account is locked after repeated failures: try again later",
-                        int((stored_utc(row.locked_until) - utcnow()).total_seconds()) + 1)
+        raise LockedOut(
+            "this account is locked after repeated failures: try again later",
+            int((stored_utc(row.locked_until) - utcnow()).total_seconds()) + 1,
+        )
     if not _consume_totp(u, row, code):
         _fail(u, row, addr, "account:mfa:failure")
         raise AuthenticationFailed("the code does not match, or was already used")
-    u.execute(s.tenant_id, update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
-                                                 t.login_session.c.session_hash == s.session_hash)
-                   .values(revoked_at=utcnow()))
-    u.execute(row.tenant_id, update(t.account).where(t.account.c.tenant_id == row.tenant_id,
-                                           t.account.c.account_id == row.account_id).values(failed_logins=0))
+    u.execute(
+        s.tenant_id,
+        update(t.login_session)
+        .where(t.login_session.c.tenant_id == s.tenant_id, t.login_session.c.session_hash == s.session_hash)
+        .values(revoked_at=utcnow()),
+    )
+    u.execute(
+        row.tenant_id,
+        update(t.account)
+        .where(t.account.c.tenant_id == row.tenant_id, t.account.c.account_id == row.account_id)
+        .values(failed_logins=0),
+    )
     session = _new_session(u, row, mfa_passed=True, addr=addr, user_agent=user_agent, totp_checked=True)
     u.audit(row.tenant_id, "account:login", "account", 1, refs=[row.account_id])
     _detect_shared_use(u, row, addr, user_agent)
@@ -386,14 +459,15 @@ def verify_mfa(u, pre_session: str, code: str, *, addr: str | None, user_agent: 
 def _detect_shared_use(u, row, addr: str | None, user_agent: str | None) -> None:
     """Another live session of the same account from elsewhere within minutes: a security event."""
     since = utcnow() - SHARED_USE_WINDOW
-    others = u.execute(row.tenant_id,
+    others = u.execute(
+        row.tenant_id,
         select(t.login_session.c.source_addr, t.login_session.c.user_agent).where(
             t.login_session.c.tenant_id == row.tenant_id,
             t.login_session.c.account_id == row.account_id,
             t.login_session.c.revoked_at.is_(None),
             t.login_session.c.mfa_passed == 1,
             t.login_session.c.last_seen >= since,
-        )
+        ),
     ).all()
     ua = (user_agent or "")[:300] or None
     if any(o.source_addr != addr or o.user_agent != ua for o in others):
@@ -404,8 +478,13 @@ def _live_session(u, secret: str):
     """The session row and its account for a session cookie, or refused (as ``principal_for_session``)."""
     s = _session_row(u, secret)
     now = utcnow()
-    if (s is None or not s.mfa_passed or s.revoked_at is not None or stored_utc(s.expires_at) < now
-            or stored_utc(s.last_seen) + SESSION_IDLE < now):
+    if (
+        s is None
+        or not s.mfa_passed
+        or s.revoked_at is not None
+        or stored_utc(s.expires_at) < now
+        or stored_utc(s.last_seen) + SESSION_IDLE < now
+    ):
         raise AuthenticationFailed("not logged in, or the session has ended")
     row = _account(u, s.tenant_id, s.account_id)
     if row is None or not row.active:
@@ -418,9 +497,12 @@ def principal_for_session(u, secret: str, *, addr: str | None, user_agent: str |
     s, row = _live_session(u, secret)
     now = utcnow()
     if stored_utc(s.last_seen) + timedelta(seconds=30) < now:  # keep writes rare on the hot path
-        u.execute(s.tenant_id, update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
-                                                     t.login_session.c.session_hash == s.session_hash)
-                       .values(last_seen=now))
+        u.execute(
+            s.tenant_id,
+            update(t.login_session)
+            .where(t.login_session.c.tenant_id == s.tenant_id, t.login_session.c.session_hash == s.session_hash)
+            .values(last_seen=now),
+        )
     return principal_of(row, source_addr=addr, user_agent=user_agent)
 
 
@@ -432,8 +514,10 @@ def step_up(u, secret: str, code: str, *, addr: str | None, user_agent: str | No
     s, row = _live_session(u, secret)
     if row.locked_until is not None and stored_utc(row.locked_until) > utcnow():
         _fail(u, row, addr, "account:step-up:failure")
-        raise LockedOut("this account is locked after repeated failures: try again later",
-                        int((stored_utc(row.locked_until) - utcnow()).total_seconds()) + 1)
+        raise LockedOut(
+            "this account is locked after repeated failures: try again later",
+            int((stored_utc(row.locked_until) - utcnow()).total_seconds()) + 1,
+        )
     if not row.mfa_enabled or row.totp_secret_wrapped is None:
         u.audit(row.tenant_id, "account:step-up", "account", 1, outcome="denied", refs=[row.account_id])
         raise AccessDenied("this account has no TOTP authenticator: a step-up needs one (enrol it first)")
@@ -441,11 +525,18 @@ def step_up(u, secret: str, code: str, *, addr: str | None, user_agent: str | No
         _fail(u, row, addr, "account:step-up:failure")
         raise AuthenticationFailed("the code does not match")
     now = utcnow()
-    u.execute(s.tenant_id, update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
-                                                 t.login_session.c.session_hash == s.session_hash)
-                   .values(totp_at=now, last_seen=now))
-    u.execute(s.tenant_id, update(t.account).where(t.account.c.tenant_id == row.tenant_id,
-                                           t.account.c.account_id == row.account_id).values(failed_logins=0))
+    u.execute(
+        s.tenant_id,
+        update(t.login_session)
+        .where(t.login_session.c.tenant_id == s.tenant_id, t.login_session.c.session_hash == s.session_hash)
+        .values(totp_at=now, last_seen=now),
+    )
+    u.execute(
+        s.tenant_id,
+        update(t.account)
+        .where(t.account.c.tenant_id == row.tenant_id, t.account.c.account_id == row.account_id)
+        .values(failed_logins=0),
+    )
     u.audit(row.tenant_id, "account:step-up", "account", 1, refs=[row.account_id])
 
 
@@ -457,17 +548,22 @@ def require_step_up(u, secret: str) -> None:
         return
     minutes = int(STEP_UP_WINDOW.total_seconds() // 60)
     u.audit(row.tenant_id, "account:step-up:required", "account", 0, outcome="denied", refs=[row.account_id])
-    raise StepUpRequired(f"step-up required: this approval needs your TOTP code checked in the last {minutes} "
-                         "minutes; send it to POST /api/v1/auth/step-up, then retry")
+    raise StepUpRequired(
+        f"step-up required: this approval needs your TOTP code checked in the last {minutes} "
+        "minutes; send it to POST /api/v1/auth/step-up, then retry"
+    )
 
 
 def logout(u, secret: str) -> None:
     s = _session_row(u, secret)
     if s is None:
         return
-    u.execute(s.tenant_id, update(t.login_session).where(t.login_session.c.tenant_id == s.tenant_id,
-                                                 t.login_session.c.session_hash == s.session_hash)
-                   .values(revoked_at=utcnow()))
+    u.execute(
+        s.tenant_id,
+        update(t.login_session)
+        .where(t.login_session.c.tenant_id == s.tenant_id, t.login_session.c.session_hash == s.session_hash)
+        .values(revoked_at=utcnow()),
+    )
     u.audit(s.tenant_id, "account:logout", "account", 1, refs=[s.account_id])
 
 
@@ -489,17 +585,26 @@ def create_token(u, email: str | None, *, scopes: list[str], days: int, authenti
         raise NotFound("no active account with this e-mail address")
     if row.account_id == me.account_id and row.tenant_id == me.tenant_id:
         if u.checked and not authenticated:
-            u.refuse(row.tenant_id, "token:create",
-                    "a token is minted from your own logged-in session: log in (CLI: --as EMAIL, with your password "
-                    "and TOTP code)")
+            u.refuse(
+                row.tenant_id,
+                "token:create",
+                "a token is minted from your own logged-in session: log in (CLI: --as EMAIL, with your password "
+                "and TOTP code)",
+            )
         return _create_token(u, row, scopes=scopes, days=days)
     if u.checked:
         if me.is_platform:
-            u.refuse(row.tenant_id, "token:create",
-                    "nobody mints a token for another account: vendor accounts mint tokens for themselves only")
+            u.refuse(
+                row.tenant_id,
+                "token:create",
+                "nobody mints a token for another account: vendor accounts mint tokens for themselves only",
+            )
         if row.kind != "service":
-            u.refuse(row.tenant_id, "token:create",
-                    "nobody mints a token for another person: each person mints their own from their own session")
+            u.refuse(
+                row.tenant_id,
+                "token:create",
+                "nobody mints a token for another person: each person mints their own from their own session",
+            )
         u.authorise(row.tenant_id, "token:manage")  # the lab's own lab_admin, for its service accounts
         if not authenticated:
             u.refuse(row.tenant_id, "token:create", "tokens are minted from a logged-in session (CLI: --as EMAIL)")
@@ -524,11 +629,17 @@ def _create_token(u, row, *, scopes: list[str], days: int) -> tuple[str, str]:
         u.authorise(row.tenant_id, "token:manage")
     token_id = new_id()
     secret = tokens.new_token()
-    u.execute(row.tenant_id,
+    u.execute(
+        row.tenant_id,
         insert(t.api_token).values(
-            tenant_id=row.tenant_id, token_id=token_id, account_id=row.account_id, secret_hash=digest(secret),
-            scopes=",".join(sorted(set(scopes))), created_at=utcnow(), expires_at=utcnow() + timedelta(days=days),
-        )
+            tenant_id=row.tenant_id,
+            token_id=token_id,
+            account_id=row.account_id,
+            secret_hash=digest(secret),
+            scopes=",".join(sorted(set(scopes))),
+            created_at=utcnow(),
+            expires_at=utcnow() + timedelta(days=days),
+        ),
     )
     u.audit(row.tenant_id, "token:create", "token", 1, refs=[token_id])
     return token_id, f"lvt_{token_id}_{secret}"
@@ -539,8 +650,12 @@ def principal_for_token(u, token: str, *, addr: str | None, user_agent: str | No
     if len(parts) != 3 or parts[0] != "lvt":
         raise AuthenticationFailed("invalid token")
     tok = u.execute("*", select(t.api_token).where(t.api_token.c.token_id == parts[1])).first()
-    if (tok is None or not tokens.digests_equal(tok.secret_hash, digest(parts[2])) or tok.revoked_at is not None
-            or stored_utc(tok.expires_at) < utcnow()):
+    if (
+        tok is None
+        or not tokens.digests_equal(tok.secret_hash, digest(parts[2]))
+        or tok.revoked_at is not None
+        or stored_utc(tok.expires_at) < utcnow()
+    ):
         raise AuthenticationFailed("invalid, expired or revoked token")
     row = _account(u, tok.tenant_id, tok.account_id)
     if row is None or not row.active:
@@ -554,8 +669,12 @@ def revoke_token(u, token_id: str) -> None:
         raise NotFound("no such token")
     if tok.account_id != u.principal.account_id:
         u.authorise(tok.tenant_id, "token:manage")
-    u.execute(tok.tenant_id, update(t.api_token).where(t.api_token.c.tenant_id == tok.tenant_id,
-                                             t.api_token.c.token_id == token_id).values(revoked_at=utcnow()))
+    u.execute(
+        tok.tenant_id,
+        update(t.api_token)
+        .where(t.api_token.c.tenant_id == tok.tenant_id, t.api_token.c.token_id == token_id)
+        .values(revoked_at=utcnow()),
+    )
     u.audit(tok.tenant_id, "token:revoke", "token", 1, refs=[token_id])
 
 
@@ -563,6 +682,7 @@ def revoke_token(u, token_id: str) -> None:
 # A lab's accounts are the lab's: only its own lab_admin adds, changes, deactivates and re-enables
 # them (the gateway refuses ``account:manage`` and ``token:manage`` on a lab to vendor accounts).
 # The vendor may only suspend one for security, with a reason the lab's admins see.
+
 
 def _target(u, email: str):
     row = _account_by_email(u, email)
@@ -572,20 +692,33 @@ def _target(u, email: str):
 
 
 def _revoke_all(u, row, now) -> None:
-    u.execute(row.tenant_id, update(t.login_session).where(t.login_session.c.tenant_id == row.tenant_id,
-                                                 t.login_session.c.account_id == row.account_id,
-                                                 t.login_session.c.revoked_at.is_(None)).values(revoked_at=now))
-    u.execute(row.tenant_id, update(t.api_token).where(t.api_token.c.tenant_id == row.tenant_id,
-                                             t.api_token.c.account_id == row.account_id,
-                                             t.api_token.c.revoked_at.is_(None)).values(revoked_at=now))
+    u.execute(
+        row.tenant_id,
+        update(t.login_session)
+        .where(
+            t.login_session.c.tenant_id == row.tenant_id,
+            t.login_session.c.account_id == row.account_id,
+            t.login_session.c.revoked_at.is_(None),
+        )
+        .values(revoked_at=now),
+    )
+    u.execute(
+        row.tenant_id,
+        update(t.api_token)
+        .where(
+            t.api_token.c.tenant_id == row.tenant_id,
+            t.api_token.c.account_id == row.account_id,
+            t.api_token.c.revoked_at.is_(None),
+        )
+        .values(revoked_at=now),
+    )
 
 
 def _keep_a_lab_admin(u, row, action: str) -> None:
     """A lab never loses its last active lab_admin (nobody else may manage its accounts)."""
     if row.tenant_id == PLATFORM:
         return
-    others = [r for r in _lab_admins(u, row.tenant_id)
-              if r.account_id != row.account_id and r.active and _enrolled(r)]
+    others = [r for r in _lab_admins(u, row.tenant_id) if r.account_id != row.account_id and r.active and _enrolled(r)]
     if not others:
         u.refuse(row.tenant_id, action, "this is the lab's last active lab_admin: add another lab_admin first")
 
@@ -593,15 +726,21 @@ def _keep_a_lab_admin(u, row, action: str) -> None:
 def deactivate(u, email: str) -> None:
     """Deactivate an account: every session and token of it stops working at once."""
     row = _target(u, email)
-    u.authorise(row.tenant_id, "account:manage",
-                vendor_refusal="only the lab's own lab_admin deactivates its accounts: the vendor may only suspend "
-                               "one for security (labvault user suspend EMAIL --reason ...)")
+    u.authorise(
+        row.tenant_id,
+        "account:manage",
+        vendor_refusal="only the lab's own lab_admin deactivates its accounts: the vendor may only suspend "
+        "one for security (labvault user suspend EMAIL --reason ...)",
+    )
     if "lab_admin" in row.roles.split(",") and row.active:
         _keep_a_lab_admin(u, row, "account:manage")
     now = utcnow()
-    u.execute(row.tenant_id, update(t.account).where(t.account.c.tenant_id == row.tenant_id,
-                                           t.account.c.account_id == row.account_id)
-                   .values(active=0, deactivated_at=now))
+    u.execute(
+        row.tenant_id,
+        update(t.account)
+        .where(t.account.c.tenant_id == row.tenant_id, t.account.c.account_id == row.account_id)
+        .values(active=0, deactivated_at=now),
+    )
     _revoke_all(u, row, now)
     u.audit(row.tenant_id, "account:deactivate", "account", 1, refs=[row.account_id])
 
@@ -622,9 +761,12 @@ def suspend(u, email: str, reason: str) -> None:
     if row.account_id == u.principal.account_id:
         u.refuse(row.tenant_id, "account:suspend", "an account cannot suspend itself")
     now = utcnow()
-    u.execute(row.tenant_id, update(t.account).where(t.account.c.tenant_id == row.tenant_id,
-                                           t.account.c.account_id == row.account_id)
-                   .values(active=0, suspended_at=now, suspended_by=u.principal.account_id, suspended_reason=reason))
+    u.execute(
+        row.tenant_id,
+        update(t.account)
+        .where(t.account.c.tenant_id == row.tenant_id, t.account.c.account_id == row.account_id)
+        .values(active=0, suspended_at=now, suspended_by=u.principal.account_id, suspended_reason=reason),
+    )
     _revoke_all(u, row, now)
     u.audit(row.tenant_id, "account:suspend", "account", 1, outcome="alert", refs=[row.account_id])
 
@@ -633,14 +775,23 @@ def reactivate(u, email: str) -> None:
     """Re-enable a deactivated or suspended account: a lab's by its own lab_admin only (a vendor
     never re-enables a lab account); a vendor account by the platform admin."""
     row = _target(u, email)
-    u.authorise(row.tenant_id, "account:manage",
-                vendor_refusal="only the lab's own lab_admin re-enables its accounts")
+    u.authorise(row.tenant_id, "account:manage", vendor_refusal="only the lab's own lab_admin re-enables its accounts")
     if row.active:
         raise InvalidInput("this account is active")
-    u.execute(row.tenant_id, update(t.account).where(t.account.c.tenant_id == row.tenant_id,
-                                           t.account.c.account_id == row.account_id)
-                   .values(active=1, deactivated_at=None, suspended_at=None, suspended_by=None,
-                           suspended_reason=None, failed_logins=0, locked_until=None))
+    u.execute(
+        row.tenant_id,
+        update(t.account)
+        .where(t.account.c.tenant_id == row.tenant_id, t.account.c.account_id == row.account_id)
+        .values(
+            active=1,
+            deactivated_at=None,
+            suspended_at=None,
+            suspended_by=None,
+            suspended_reason=None,
+            failed_logins=0,
+            locked_until=None,
+        ),
+    )
     u.audit(row.tenant_id, "account:reactivate", "account", 1, refs=[row.account_id])
 
 
@@ -652,12 +803,17 @@ def set_roles(u, email: str, roles: list[str]) -> None:
         raise InvalidInput("roles must all belong to the account's side (lab or vendor)")
     if (row.kind == "service") != (roles_ == ["service"]):
         raise InvalidInput("the role 'service' is for service accounts, and theirs only")
-    u.authorise(row.tenant_id, "account:manage",
-                vendor_refusal="only the lab's own lab_admin changes the roles of its accounts")
+    u.authorise(
+        row.tenant_id, "account:manage", vendor_refusal="only the lab's own lab_admin changes the roles of its accounts"
+    )
     if "lab_admin" in row.roles.split(",") and "lab_admin" not in roles_ and row.active:
         _keep_a_lab_admin(u, row, "account:manage")
-    u.execute(row.tenant_id, update(t.account).where(t.account.c.tenant_id == row.tenant_id,
-                                           t.account.c.account_id == row.account_id).values(roles=",".join(roles_)))
+    u.execute(
+        row.tenant_id,
+        update(t.account)
+        .where(t.account.c.tenant_id == row.tenant_id, t.account.c.account_id == row.account_id)
+        .values(roles=",".join(roles_)),
+    )
     u.audit(row.tenant_id, "account:roles:change", "account", 1, refs=[row.account_id])
 
 
@@ -674,11 +830,20 @@ def list_accounts(u, tenant_id: str | None) -> list[dict]:
         q = select(t.account)
     rows = u.execute(tenant_id or "*", q.order_by(t.account.c.tenant_id, t.account.c.email)).all()
     return [
-        {"account_id": r.account_id, "tenant": r.tenant_id, "name": r.name, "email": r.email, "kind": r.kind,
-         "roles": r.roles, "active": bool(r.active), "mfa": bool(r.mfa_enabled),
-         "commitment": r.commitment_at is not None,
-         "suspended": None if r.suspended_at is None else {
-             "at": stored_utc(r.suspended_at).isoformat(), "by": r.suspended_by, "reason": r.suspended_reason}}
+        {
+            "account_id": r.account_id,
+            "tenant": r.tenant_id,
+            "name": r.name,
+            "email": r.email,
+            "kind": r.kind,
+            "roles": r.roles,
+            "active": bool(r.active),
+            "mfa": bool(r.mfa_enabled),
+            "commitment": r.commitment_at is not None,
+            "suspended": None
+            if r.suspended_at is None
+            else {"at": stored_utc(r.suspended_at).isoformat(), "by": r.suspended_by, "reason": r.suspended_reason},
+        }
         for r in rows
     ]
 
@@ -689,8 +854,12 @@ def enrol_directly(u, email: str, password: str) -> str | None:
     if row is None or row.enrolment_hash is None:
         raise NotFound("no account awaiting enrolment with this e-mail address")
     token = tokens.new_token()
-    u.execute(row.tenant_id, update(t.account).where(t.account.c.tenant_id == row.tenant_id,
-                                           t.account.c.account_id == row.account_id).values(enrolment_hash=digest(token)))
+    u.execute(
+        row.tenant_id,
+        update(t.account)
+        .where(t.account.c.tenant_id == row.tenant_id, t.account.c.account_id == row.account_id)
+        .values(enrolment_hash=digest(token)),
+    )
     e = enrol(u, token, password, accept_commitment=True)
     if not e.mfa_required:
         return None
@@ -699,4 +868,3 @@ def enrol_directly(u, email: str, password: str) -> str | None:
 
     confirm_enrolment(u, token, pyotp.TOTP(secret).at(totp.clock()))
     return secret
-

@@ -18,8 +18,20 @@ from typing import Any
 
 GENESIS = bytes(32)
 FIELDS = (
-    "tenant_id", "seq", "at", "actor", "actor_roles", "action", "object_type", "object_refs", "record_count",
-    "purpose", "grant_id", "source_addr", "user_agent", "outcome",
+    "tenant_id",
+    "seq",
+    "at",
+    "actor",
+    "actor_roles",
+    "action",
+    "object_type",
+    "object_refs",
+    "record_count",
+    "purpose",
+    "grant_id",
+    "source_addr",
+    "user_agent",
+    "outcome",
 )
 _NONE = b"\xff\xff\xff\xff"
 _LEN = struct.Struct(">I").pack

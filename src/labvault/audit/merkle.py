@@ -43,7 +43,7 @@ def root(leaves: Sequence[bytes]) -> bytes:
 class CompactRange:
     """The perfect subtrees covering leaves [0, n), largest first."""
 
-    __slots__ = ("_sizes", "_hashes", "size")
+    __slots__ = ("_hashes", "_sizes", "size")
 
     def __init__(self, sizes: list[int] | None = None, hashes: list[bytes] | None = None, size: int = 0) -> None:
         self._sizes: list[int] = sizes if sizes is not None else []
@@ -93,8 +93,8 @@ def consistency_proof(leaves: Sequence[bytes], m: int) -> list[bytes]:
             return [] if complete else [_mth(leaves, lo, hi)]
         k = _split(n)
         if m <= k:
-            return sub(m, lo, lo + k, complete) + [_mth(leaves, lo + k, hi)]
-        return sub(m - k, lo + k, hi, False) + [_mth(leaves, lo, lo + k)]
+            return [*sub(m, lo, lo + k, complete), _mth(leaves, lo + k, hi)]
+        return [*sub(m - k, lo + k, hi, False), _mth(leaves, lo, lo + k)]
 
     return sub(m, 0, n, True)
 

@@ -30,8 +30,8 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
-from labvault.crypto.keys import PLATFORM, KeyProvider, atomic_write
 from labvault.audit.errors import PinInvalid
+from labvault.crypto.keys import PLATFORM, KeyProvider, atomic_write
 from labvault.errors import DecryptionError, KeyringError
 
 FORMAT = "labvault-audit-pin/1"
@@ -46,7 +46,7 @@ def fingerprint(public: bytes) -> str:
 
 def show(fp: str) -> str:
     """A fingerprint as printed for people: groups of four hex digits."""
-    return " ".join(fp[i:i + 4] for i in range(0, len(fp), 4))
+    return " ".join(fp[i : i + 4] for i in range(0, len(fp), 4))
 
 
 class PinStore:
@@ -72,8 +72,10 @@ class PinStore:
         try:
             doc = json.loads(self.path.read_bytes())
         except FileNotFoundError:
-            raise PinInvalid(f"no pinned platform key at {self.path}: deleted, or a home made before keys were "
-                             "pinned ('labvault init' pins it there)") from None
+            raise PinInvalid(
+                f"no pinned platform key at {self.path}: deleted, or a home made before keys were "
+                "pinned ('labvault init' pins it there)"
+            ) from None
         except (OSError, ValueError):
             raise PinInvalid(f"the pinned platform key at {self.path} is unreadable") from None
         try:
@@ -84,15 +86,20 @@ class PinStore:
             if not isinstance(pin.get("keys"), list) or not pin["keys"] or not isinstance(pin.get("labs"), dict):
                 raise ValueError("shape")
         except (DecryptionError, KeyringError, ValueError, KeyError, TypeError, AttributeError):
-            raise PinInvalid(f"the pinned platform key at {self.path} does not open under the platform's key: "
-                             "it was replaced or altered") from None
+            raise PinInvalid(
+                f"the pinned platform key at {self.path} does not open under the platform's key: "
+                "it was replaced or altered"
+            ) from None
         return pin
 
     def _write(self, pin: dict[str, Any]) -> None:
         sealed = self._keys.wrap(PLATFORM, json.dumps(pin, sort_keys=True).encode(), CONTEXT)
-        doc = {"format": FORMAT, "fingerprint": pin["keys"][0]["fingerprint"],
-               "note": "sealed under the platform key-encryption key; the fingerprint here is for reading only",
-               "sealed": base64.b64encode(sealed).decode()}
+        doc = {
+            "format": FORMAT,
+            "fingerprint": pin["keys"][0]["fingerprint"],
+            "note": "sealed under the platform key-encryption key; the fingerprint here is for reading only",
+            "sealed": base64.b64encode(sealed).decode(),
+        }
         atomic_write(self.path, json.dumps(doc, indent=1).encode())
 
     def create(self, public: bytes) -> None:
@@ -100,8 +107,9 @@ class PinStore:
         with self._locked():
             if self.path.exists():
                 return
-            self._write({"keys": [{"version": 1, "public": public.hex(), "fingerprint": fingerprint(public)}],
-                         "labs": {}})
+            self._write(
+                {"keys": [{"version": 1, "public": public.hex(), "fingerprint": fingerprint(public)}], "labs": {}}
+            )
 
     def _change(self, change: Callable[[dict[str, Any]], bool]) -> None:
         with self._locked():

@@ -40,7 +40,7 @@ def _events(u: Unit, tenant_id: str, batch: int = 10_000) -> Iterator[Iterator[R
         select(*_EVENT_COLS)
         .where(t.audit_event.c.tenant_id == tenant_id)
         .order_by(t.audit_event.c.seq)
-        .execution_options(yield_per=batch)
+        .execution_options(yield_per=batch),
     )
     try:
         yield iter(result)
@@ -51,7 +51,9 @@ def _events(u: Unit, tenant_id: str, batch: int = 10_000) -> Iterator[Iterator[R
 def _checkpoints(u: Unit, tenant_id: str) -> Sequence[Row[Any]]:
     return u.execute(
         tenant_id,
-        select(t.audit_checkpoint).where(t.audit_checkpoint.c.tenant_id == tenant_id).order_by(t.audit_checkpoint.c.size)
+        select(t.audit_checkpoint)
+        .where(t.audit_checkpoint.c.tenant_id == tenant_id)
+        .order_by(t.audit_checkpoint.c.size),
     ).all()
 
 
@@ -82,19 +84,39 @@ def checkpoint(u: Unit, tenant_id: str) -> dict[str, Any]:
     last = json.loads(existing[-1].body) if existing else None
     last_index = int(last.get("index", len(existing))) if last else 0
     if pinned is not None and int(pinned["index"]) > last_index:
-        raise InvalidInput(f"lab '{tenant_id}': the database lacks signed checkpoint {pinned['index']} recorded in "
-                           "the pin; no checkpoint is signed until 'labvault audit verify' is clean")
+        raise InvalidInput(
+            f"lab '{tenant_id}': the database lacks signed checkpoint {pinned['index']} recorded in "
+            "the pin; no checkpoint is signed until 'labvault audit verify' is clean"
+        )
     prev = None if last is None else {"index": last_index, "size": int(last["size"]), "root": last["root"]}
     public = u.platform_public_key()
     body: dict[str, Any] = {
-        "log": LOG, "tenant": tenant_id, "index": last_index + 1, "size": cr.size, "root": cr.root().hex(),
-        "head": head.hex(), "at": utcnow().isoformat(), "key": fingerprint(public), "prev": prev}
+        "log": LOG,
+        "tenant": tenant_id,
+        "index": last_index + 1,
+        "size": cr.size,
+        "root": cr.root().hex(),
+        "head": head.hex(),
+        "at": utcnow().isoformat(),
+        "key": fingerprint(public),
+        "prev": prev,
+    }
     signature, signed_with = u.sign_as_platform(body)
     if signed_with != public:
         raise InvalidInput("the platform signing key changed while this checkpoint was being signed: sign it again")
-    u.execute(tenant_id, insert(t.audit_checkpoint).values(
-        tenant_id=tenant_id, size=cr.size, root=cr.root(), head=head, at=utcnow(), body=json.dumps(body, sort_keys=True),
-        signature=signature, signer_public_key=public.hex()))
+    u.execute(
+        tenant_id,
+        insert(t.audit_checkpoint).values(
+            tenant_id=tenant_id,
+            size=cr.size,
+            root=cr.root(),
+            head=head,
+            at=utcnow(),
+            body=json.dumps(body, sort_keys=True),
+            signature=signature,
+            signer_public_key=public.hex(),
+        ),
+    )
     u.audit(tenant_id, "audit:checkpoint", "audit", 1)
     if pin is not None:
         u.on_commit(lambda: pin.record_checkpoint(tenant_id, body["index"], body["size"], body["root"], body["head"]))
@@ -148,9 +170,16 @@ class Report:
             self.first_bad_seq, self.problem = seq, problem
 
     def as_dict(self) -> dict[str, Any]:
-        return {"tenant": self.tenant, "ok": self.ok, "events": self.events, "checkpoints": self.checkpoints,
-                "first_bad_seq": self.first_bad_seq, "problem": self.problem, "last_root": self.last_root,
-                "details": self.details}
+        return {
+            "tenant": self.tenant,
+            "ok": self.ok,
+            "events": self.events,
+            "checkpoints": self.checkpoints,
+            "first_bad_seq": self.first_bad_seq,
+            "problem": self.problem,
+            "last_root": self.last_root,
+            "details": self.details,
+        }
 
 
 def signed_by(body: dict[str, Any], signature: str, trusted: list[bytes]) -> bool:
@@ -174,8 +203,10 @@ def _check_signature(cp: dict[str, Any], report: Report, trusted: list[bytes], w
         return True
     index = body.get("index") if isinstance(body, dict) else None
     name = f"checkpoint {index} ({size} events)" if index else f"the checkpoint of {size} events"
-    report.fail(size, f"the {whose} {name} is not signed by the platform's pinned key "
-                      "(a checkpoint's signature does not verify)")
+    report.fail(
+        size,
+        f"the {whose} {name} is not signed by the platform's pinned key (a checkpoint's signature does not verify)",
+    )
     return False
 
 
@@ -193,15 +224,25 @@ def _check_links(stored: dict[int, dict[str, Any]], report: Report) -> None:
         expected = 1 if before is None else int(before["index"]) + 1
         if index != expected and (before is not None or index > 1):
             lo = 0 if before is None else int(before["size"])
-            report.fail(lo + 1, f"signed checkpoint{'s' if index - expected > 1 else ''} "
-                                f"{expected}{'..' + str(index - 1) if index - expected > 1 else ''} "
-                                f"between events {lo} and {size} {'are' if index - expected > 1 else 'is'} missing "
-                                "(deleted or reordered)" if index > expected else
-                                f"checkpoint {index} (of {size} events) is out of order (reordered or replaced)")
-        elif before is not None and body.get("prev") != {"index": int(before["index"]), "size": int(before["size"]),
-                                                          "root": before["root"]}:
-            report.fail(int(before["size"]) + 1, f"checkpoint {index} (of {size} events) does not name checkpoint "
-                                                 f"{before['index']} before it (replaced or reordered)")
+            report.fail(
+                lo + 1,
+                f"signed checkpoint{'s' if index - expected > 1 else ''} "
+                f"{expected}{'..' + str(index - 1) if index - expected > 1 else ''} "
+                f"between events {lo} and {size} {'are' if index - expected > 1 else 'is'} missing "
+                "(deleted or reordered)"
+                if index > expected
+                else f"checkpoint {index} (of {size} events) is out of order (reordered or replaced)",
+            )
+        elif before is not None and body.get("prev") != {
+            "index": int(before["index"]),
+            "size": int(before["size"]),
+            "root": before["root"],
+        }:
+            report.fail(
+                int(before["size"]) + 1,
+                f"checkpoint {index} (of {size} events) does not name checkpoint "
+                f"{before['index']} before it (replaced or reordered)",
+            )
         before = body
 
 
@@ -213,8 +254,14 @@ def _when(value: object) -> datetime:
 UNSIGNED_AGE = timedelta(hours=2)  # twice the default interval of serve's checkpoint scheduler
 
 
-def verify_log(u: Unit, tenant_id: str, kept: Iterable[dict[str, Any]] | None = None, *, now: datetime | None = None,
-               max_unsigned_age: timedelta | None = UNSIGNED_AGE) -> Report:
+def verify_log(
+    u: Unit,
+    tenant_id: str,
+    kept: Iterable[dict[str, Any]] | None = None,
+    *,
+    now: datetime | None = None,
+    max_unsigned_age: timedelta | None = UNSIGNED_AGE,
+) -> Report:
     """G4: re-derive the chain and the checkpoint roots; check every checkpoint against the
     platform's pinned keys, their links, the pinned last checkpoint; compare with what the lab
     kept, if given.
@@ -247,8 +294,7 @@ def verify_log(u: Unit, tenant_id: str, kept: Iterable[dict[str, Any]] | None = 
             what = "an event without a sequence number and hash" if kind == "event" else "a checkpoint without a size"
             raise InvalidInput(f"the lab's checkpoint file, line {n}: {what}") from None
     # A checkpoint whose signature fails is reported, and not trusted for anything else.
-    kept_checkpoints = {k: cp for k, cp in kept_checkpoints.items()
-                        if _check_signature(cp, report, trusted, "lab's")}
+    kept_checkpoints = {k: cp for k, cp in kept_checkpoints.items() if _check_signature(cp, report, trusted, "lab's")}
     stored = {k: cp for k, cp in stored.items() if _check_signature(cp, report, trusted)}
     _check_links(stored, report)
     by_index = {int(cp["body"]["index"]): cp["body"] for cp in stored.values() if "index" in cp["body"]}
@@ -256,26 +302,36 @@ def verify_log(u: Unit, tenant_id: str, kept: Iterable[dict[str, Any]] | None = 
         body = cp["body"]
         mine = by_index.get(int(body.get("index", 0)))
         if mine is not None and (mine["size"], mine["root"]) != (body["size"], body["root"]):
-            report.fail(min(int(mine["size"]), int(body["size"])),
-                        f"signed checkpoint {body['index']} in the database differs from the lab's copy")
+            report.fail(
+                min(int(mine["size"]), int(body["size"])),
+                f"signed checkpoint {body['index']} in the database differs from the lab's copy",
+            )
     pinned: dict[int, dict[str, Any]] = {}
     last_pinned = (pin or {}).get("labs", {}).get(tenant_id)
     if last_pinned is not None:
         index, size = int(last_pinned["index"]), int(last_pinned["size"])
         if index not in by_index:
             lo = max([s for s in stored if s < size], default=0)
-            report.fail(lo + 1, f"signed checkpoint {index} (of {size} events), pinned outside the database, is "
-                                "missing from it: checkpoints were deleted")
+            report.fail(
+                lo + 1,
+                f"signed checkpoint {index} (of {size} events), pinned outside the database, is "
+                "missing from it: checkpoints were deleted",
+            )
         elif (int(by_index[index]["size"]), by_index[index]["root"]) != (size, last_pinned["root"]):
-            report.fail(min(size, int(by_index[index]["size"])),
-                        f"signed checkpoint {index} differs from the one pinned outside the database")
+            report.fail(
+                min(size, int(by_index[index]["size"])),
+                f"signed checkpoint {index} differs from the one pinned outside the database",
+            )
         pinned[size] = {"body": {"size": size, "root": last_pinned["root"], "head": last_pinned["head"]}}
     cut = _last_cut(u, tenant_id, report, trusted)
     cr = merkle.CompactRange() if cut is None else merkle.CompactRange.from_state(json.loads(cut.frontier))
     head = chain.GENESIS if cut is None else cut.head
     expected = cr.size + 1
     sources: tuple[tuple[str, dict[int, dict[str, Any]]], ...] = (
-        ("stored", stored), ("lab's", kept_checkpoints), ("pinned", pinned))
+        ("stored", stored),
+        ("lab's", kept_checkpoints),
+        ("pinned", pinned),
+    )
     covered = max([0 if cut is None else cut.size, *stored, *pinned])
     if cut is not None:  # roots of checkpoints older than the cut can no longer be recomputed
         for _, cps in sources:
@@ -298,8 +354,12 @@ def verify_log(u: Unit, tenant_id: str, kept: Iterable[dict[str, Any]] | None = 
         values = list(row[:-2])
         seq, prev, stored_hash = values[1], bytes(row[-2]) if row[-2] is not None else None, row[-1]
         if seq != expected:
-            report.fail(expected, f"event {expected} is missing (next stored event is {seq})" if seq > expected
-                        else f"event {seq} is out of order")
+            report.fail(
+                expected,
+                f"event {expected} is missing (next stored event is {seq})"
+                if seq > expected
+                else f"event {seq} is out of order",
+            )
             break
         if prev != head:
             report.fail(seq, f"event {seq} does not chain to event {seq - 1}")
@@ -326,9 +386,11 @@ def verify_log(u: Unit, tenant_id: str, kept: Iterable[dict[str, Any]] | None = 
                 found = cps.get(cr.size)
                 if found is not None and (found["body"].get("root") != root or found["body"].get("head") != head.hex()):
                     matched = False
-                    report.fail(seq if source == "stored" else _first_divergence(kept_events, last_good + 1),
-                                f"the log up to event {seq} does not match the {source} signed checkpoint"
-                                + (f" (it matched up to event {last_good})" if last_good else ""))
+                    report.fail(
+                        seq if source == "stored" else _first_divergence(kept_events, last_good + 1),
+                        f"the log up to event {seq} does not match the {source} signed checkpoint"
+                        + (f" (it matched up to event {last_good})" if last_good else ""),
+                    )
             last_good = seq if matched else last_good
             report.checkpoints += 1
     report.events = cr.size
@@ -337,19 +399,29 @@ def verify_log(u: Unit, tenant_id: str, kept: Iterable[dict[str, Any]] | None = 
         for source, cps in sources:
             beyond = [s for s in sorted(cps) if s > cr.size]
             if beyond:
-                report.fail(cr.size + 1, f"the log ends at event {cr.size} but a {source} signed checkpoint covers "
-                                         f"{beyond[0]} events: it was truncated")
+                report.fail(
+                    cr.size + 1,
+                    f"the log ends at event {cr.size} but a {source} signed checkpoint covers "
+                    f"{beyond[0]} events: it was truncated",
+                )
                 break
         beyond_events = [s for s in kept_events if s > cr.size]
         if beyond_events:
-            report.fail(cr.size + 1, f"the lab's export holds events up to {max(beyond_events)}; the log stops at "
-                                     f"{cr.size}")
-    if max_unsigned_age is not None and first_unsigned_at is not None \
-            and _when(first_unsigned_at) < (now or utcnow()) - max_unsigned_age:
+            report.fail(
+                cr.size + 1, f"the lab's export holds events up to {max(beyond_events)}; the log stops at {cr.size}"
+            )
+    if (
+        max_unsigned_age is not None
+        and first_unsigned_at is not None
+        and _when(first_unsigned_at) < (now or utcnow()) - max_unsigned_age
+    ):
         hours = max_unsigned_age.total_seconds() / 3600
-        report.fail(covered + 1, f"events from {covered + 1} on are older than {hours:g} h and no signed checkpoint "
-                                 "covers them: checkpoints were deleted, or none is being signed (run 'labvault "
-                                 "serve' or 'labvault audit checkpoint')")
+        report.fail(
+            covered + 1,
+            f"events from {covered + 1} on are older than {hours:g} h and no signed checkpoint "
+            "covers them: checkpoints were deleted, or none is being signed (run 'labvault "
+            "serve' or 'labvault audit checkpoint')",
+        )
     u.audit(tenant_id, "audit:verify", "audit", report.events, outcome="allowed" if report.ok else "alert")
     return report
 
@@ -357,11 +429,12 @@ def verify_log(u: Unit, tenant_id: str, kept: Iterable[dict[str, Any]] | None = 
 def _last_cut(u: Unit, tenant_id: str, report: Report, trusted: list[bytes] | None = None) -> Row[Any] | None:
     row = u.execute(
         tenant_id,
-        select(t.audit_cut).where(t.audit_cut.c.tenant_id == tenant_id).order_by(t.audit_cut.c.size.desc()).limit(1)
+        select(t.audit_cut).where(t.audit_cut.c.tenant_id == tenant_id).order_by(t.audit_cut.c.size.desc()).limit(1),
     ).first()
     if row is not None and trusted is not None:
-        _check_signature({"body": json.loads(row.body), "signature": row.signature}, report, trusted,
-                         "retention cut at")
+        _check_signature(
+            {"body": json.loads(row.body), "signature": row.signature}, report, trusted, "retention cut at"
+        )
     return row
 
 
@@ -377,8 +450,12 @@ def set_retention(u: Unit, tenant_id: str, days: int, reason: str | None) -> dic
         raise InvalidInput("keeping the audit trail longer than 365 days needs a recorded justification (--reason)")
     from sqlalchemy import update
 
-    u.execute(tenant_id, update(t.tenant).where(t.tenant.c.tenant_id == tenant_id).values(
-        audit_retention_days=days, audit_retention_reason=(reason or "").strip()[:1000] or None))
+    u.execute(
+        tenant_id,
+        update(t.tenant)
+        .where(t.tenant.c.tenant_id == tenant_id)
+        .values(audit_retention_days=days, audit_retention_reason=(reason or "").strip()[:1000] or None),
+    )
     u.audit(tenant_id, "audit:retention", "tenant", 1)
     return {"tenant": tenant_id, "days": days, "reason": (reason or "").strip() or None}
 
@@ -394,7 +471,9 @@ def purge(u: Unit, tenant_id: str, *, now: datetime | None = None) -> dict[str, 
     u.authorise(tenant_id, "audit:purge")
     days = DEFAULT_RETENTION_DAYS
     if tenant_id != "platform":
-        row = u.execute(tenant_id, select(t.tenant.c.audit_retention_days).where(t.tenant.c.tenant_id == tenant_id)).first()
+        row = u.execute(
+            tenant_id, select(t.tenant.c.audit_retention_days).where(t.tenant.c.tenant_id == tenant_id)
+        ).first()
         days = (row.audit_retention_days if row is not None else None) or DEFAULT_RETENTION_DAYS
     limit = (now or utcnow()) - timedelta(days=days)
     report = Report(tenant_id)
@@ -420,13 +499,30 @@ def purge(u: Unit, tenant_id: str, *, now: datetime | None = None) -> dict[str, 
         return {"tenant": tenant_id, "cut": start, "deleted": 0, "retention_days": days}
     # set together with ``best``: the compact range and the hash of the event just appended to it
     best_state, best_head = cast("dict[str, Any]", best_state), cast(bytes, best_head)
-    body = {"log": LOG, "kind": "retention-cut", "tenant": tenant_id, "size": best, "head": best_head.hex(),
-            "root": merkle.CompactRange.from_state(best_state).root().hex(), "retention_days": days,
-            "at": utcnow().isoformat()}
+    body = {
+        "log": LOG,
+        "kind": "retention-cut",
+        "tenant": tenant_id,
+        "size": best,
+        "head": best_head.hex(),
+        "root": merkle.CompactRange.from_state(best_state).root().hex(),
+        "retention_days": days,
+        "at": utcnow().isoformat(),
+    }
     signature, public = u.sign_as_platform(body)
-    u.execute(tenant_id, insert(t.audit_cut).values(
-        tenant_id=tenant_id, size=best, head=best_head, frontier=json.dumps(best_state), at=utcnow(),
-        body=json.dumps(body, sort_keys=True), signature=signature, signer_public_key=public.hex()))
+    u.execute(
+        tenant_id,
+        insert(t.audit_cut).values(
+            tenant_id=tenant_id,
+            size=best,
+            head=best_head,
+            frontier=json.dumps(best_state),
+            at=utcnow(),
+            body=json.dumps(body, sort_keys=True),
+            signature=signature,
+            signer_public_key=public.hex(),
+        ),
+    )
     deleted = u.delete_trail(tenant_id, start, best)
     u.audit(tenant_id, "audit:purge", "audit", deleted)
     return {"tenant": tenant_id, "cut": best, "deleted": deleted, "retention_days": days}
@@ -449,8 +545,13 @@ def consistency(u: Unit, tenant_id: str, old_size: int) -> dict[str, Any]:
         raise InvalidInput(f"the log has {len(leaves)} events; a proof needs 1 <= old size <= that")
     proof = merkle.consistency_proof(leaves, old_size)
     u.audit(tenant_id, "audit:consistency", "audit", 1)
-    return {"old_size": old_size, "new_size": len(leaves), "old_root": merkle.root(leaves[:old_size]).hex(),
-            "new_root": merkle.root(leaves).hex(), "proof": [p.hex() for p in proof]}
+    return {
+        "old_size": old_size,
+        "new_size": len(leaves),
+        "old_root": merkle.root(leaves[:old_size]).hex(),
+        "new_root": merkle.root(leaves).hex(),
+        "proof": [p.hex() for p in proof],
+    }
 
 
 def _event_json(ev: dict[str, Any]) -> dict[str, Any]:
@@ -470,8 +571,13 @@ def export(u: Unit, tenant_id: str) -> Iterator[dict[str, Any]]:
         rows = list(events)
     checkpoints = _checkpoints(u, tenant_id)
     u.audit(tenant_id, "audit:export", "audit", len(rows))
-    yield {"type": "header", "log": LOG, "tenant": tenant_id, "public_key": signer_key,
-           "exported_at": utcnow().isoformat()}
+    yield {
+        "type": "header",
+        "log": LOG,
+        "tenant": tenant_id,
+        "public_key": signer_key,
+        "exported_at": utcnow().isoformat(),
+    }
     for row in rows:
         yield {"type": "event", **_event_json(dict(zip(_EVENT_NAMES, row, strict=True)))}
     for cp in checkpoints:
@@ -479,8 +585,15 @@ def export(u: Unit, tenant_id: str) -> Iterator[dict[str, Any]]:
 
 
 def search(
-    u: Unit, tenant_id: str, *, actor: str | None = None, action: str | None = None, since: datetime | None = None,
-    until: datetime | None = None, patient_id: str | None = None, limit: int = 1000,
+    u: Unit,
+    tenant_id: str,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    patient_id: str | None = None,
+    limit: int = 1000,
 ) -> list[dict[str, Any]]:
     """Events of a lab by actor, action (prefix), time range and patient; the query is audited."""
     u.authorise(tenant_id, "audit:read")

@@ -14,10 +14,11 @@ import unicodedata
 from datetime import date
 from hashlib import sha256
 from typing import NoReturn
-from labvault.domain.identifiers import normalise_nir  # noqa: F401 - the blind index normalises as the domain does
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from labvault.domain.identifiers import normalise_nir
 
 _NOT_LETTER = re.compile(r"[^A-Z]+")
 

@@ -82,8 +82,10 @@ def message_scope(fmt: str, facility: str, control_id: str, *more: str) -> Scope
     """The ids of what a message holds that has no number of its own (patients, prescribers, and
     orders without one), from the message's format, sending facility and control id;
     ``Scope("message", fmt, facility, control_id, *more)``, written out."""
-    return _scope(f"7:message,{len(fmt)}:{fmt},{len(facility)}:{facility},{len(control_id)}:{control_id},"
-                  + (_material(more) if more else ""))
+    return _scope(
+        f"7:message,{len(fmt)}:{fmt},{len(facility)}:{facility},{len(control_id)}:{control_id},"
+        + (_material(more) if more else "")
+    )
 
 
 _RANKS = [_material((str(m),)) for m in range(64)]  # a rank (1st, 2nd... of its kind) as material
@@ -100,7 +102,7 @@ class Order:
     Each is ``scope.id(...)`` of the parts named below, its material written out: these are the ids
     derived for every record of every message read."""
 
-    __slots__ = ("scope", "specimens", "codes", "_prefix")
+    __slots__ = ("_prefix", "codes", "scope", "specimens")
 
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
@@ -126,8 +128,9 @@ class Order:
             if len(_CODES) >= 4096:
                 _CODES.clear()
             piece = _CODES[code] = f"{len(code)}:{code},"
-        return sha256((self._prefix + _RESULT + piece + (_RANKS[m] if m < 64 else _rank(m))).encode(
-            "utf-8", "surrogatepass")).hexdigest()[:ID_CHARS]
+        return sha256(
+            (self._prefix + _RESULT + piece + (_RANKS[m] if m < 64 else _rank(m))).encode("utf-8", "surrogatepass")
+        ).hexdigest()[:ID_CHARS]
 
 
 class Orders:

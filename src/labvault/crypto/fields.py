@@ -53,7 +53,7 @@ class _NoncePool:
 class ColumnCipher:
     """Seals and opens the values of one (tenant, table, column) with the tenant's data keys."""
 
-    __slots__ = ("_aead", "_current", "_header", "_prefix", "_suffix", "_nonces", "table", "column")
+    __slots__ = ("_aead", "_current", "_header", "_nonces", "_prefix", "_suffix", "column", "table")
 
     def __init__(self, cipher: FieldCipher, table: str, column: str) -> None:
         self.table = table
@@ -99,7 +99,8 @@ class ColumnCipher:
             return aead.decrypt(blob[5:17], blob[17:], aad)
         except InvalidTag:
             raise DecryptionError(
-                f"{self.table}.{self.column}: ciphertext does not open (tampered, or moved from another row, column or lab)"
+                f"{self.table}.{self.column}: ciphertext does not open "
+                "(tampered, or moved from another row, column or lab)"
             ) from None
 
 

@@ -38,14 +38,16 @@ def id_map(key: bytes) -> Callable[[str, str], str]:
     blake = hashlib.blake2b
 
     def derive(resource_type: str, domain_id: str) -> str:
-        return blake(f"{resource_type}\x1f{domain_id}".encode(), key=key, digest_size=ID_CHARS // 2,
-                     person=b"labvault-fp-id").hexdigest()
+        return blake(
+            f"{resource_type}\x1f{domain_id}".encode(), key=key, digest_size=ID_CHARS // 2, person=b"labvault-fp-id"
+        ).hexdigest()
 
     return derive
 
 
-def matches(leaked: Iterable[tuple[str, str]], candidates: Iterable[tuple[str, bytes, Iterable[tuple[str, str]]]]
-            ) -> list[tuple[str, int]]:
+def matches(
+    leaked: Iterable[tuple[str, str]], candidates: Iterable[tuple[str, bytes, Iterable[tuple[str, str]]]]
+) -> list[tuple[str, int]]:
     """Which export a leak comes from.
 
     ``leaked``: (resource type, id) pairs read from the leaked file. ``candidates``: for each

@@ -62,14 +62,14 @@ def new_identity() -> tuple[str, str]:
 def recipient(text: str) -> x25519.Recipient:
     try:
         return x25519.Recipient.from_str(text)
-    except Exception:  # pyrage raises its own RecipientError; never echo the text
+    except (pyrage.RecipientError, TypeError, ValueError):  # never echo the text
         raise InvalidInput("not an age X25519 recipient (age1...)") from None
 
 
 def identity(text: str) -> x25519.Identity:
     try:
         return x25519.Identity.from_str(text.strip())
-    except Exception:
+    except (pyrage.IdentityError, TypeError, ValueError, AttributeError):
         raise InvalidInput("not an age X25519 identity (AGE-SECRET-KEY-1...)") from None
 
 
@@ -115,7 +115,7 @@ class _HashingSink(io.RawIOBase):
         self.hash.update(data)
         view = memoryview(data)
         while view:
-            view = view[os.write(self._fd, view):]
+            view = view[os.write(self._fd, view) :]
         self.size += len(data)
         return len(data)
 
@@ -317,8 +317,9 @@ class PackageKeys:
         key = self._keys.unwrap(self._tenant, sealed.fingerprint_key, self._fingerprint_context(migration_id))
         return fingerprint.id_map(key)
 
-    def write(self, sealed: SealedKeys, path: Path, header: dict[str, Any], records: Iterable[bytes],
-              recipient: str) -> Written:
+    def write(
+        self, sealed: SealedKeys, path: Path, header: dict[str, Any], records: Iterable[bytes], recipient: str
+    ) -> Written:
         """Write the package: ``header`` (with the receipt key added as its last field) as its first
         line, then ``records`` (JSON lines), encrypted to ``recipient`` and to the package key."""
         receipt = self._keys.unwrap(sealed.scope, sealed.receipt_key, _RECEIPT_KEY)

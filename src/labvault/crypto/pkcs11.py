@@ -213,9 +213,7 @@ class Pkcs11Keyring:
         return self._session
 
     def _lost(self, exc: BaseException) -> KeyringError:
-        return KeyringError(
-            f"PKCS#11 token '{self.token_label}' failed ({type(exc).__name__}): reopen the keyring"
-        )
+        return KeyringError(f"PKCS#11 token '{self.token_label}' failed ({type(exc).__name__}): reopen the keyring")
 
     def _find(self, scope: str) -> list[Any]:
         template = {
@@ -300,8 +298,7 @@ class Pkcs11Keyring:
                 )
             except p11e.PKCS11Error as exc:
                 raise KeyringError(
-                    f"cannot create the key of '{scope}' on PKCS#11 token '{self.token_label}'"
-                    f" ({type(exc).__name__})"
+                    f"cannot create the key of '{scope}' on PKCS#11 token '{self.token_label}' ({type(exc).__name__})"
                 ) from None
             self._keys[scope] = [key]
 

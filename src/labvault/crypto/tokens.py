@@ -13,11 +13,11 @@
 
 from __future__ import annotations
 
-from labvault.crypto.digest import sha256_hex
-
 import hashlib
 import hmac
 import secrets
+
+from labvault.crypto.digest import sha256_hex
 
 __all__ = ["csrf_token", "digests_equal", "new_key", "new_token", "sha256_hex", "token_digest"]
 
@@ -40,5 +40,3 @@ def csrf_token(session_secret: str) -> str:
 
 def new_key() -> bytes:
     return secrets.token_bytes(32)
-
-

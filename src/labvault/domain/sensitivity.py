@@ -11,9 +11,7 @@ from labvault.domain.models import LOINC, Sensitivity
 
 @functools.cache
 def _code_sets() -> dict[tuple[str, str], Sensitivity]:
-    raw = tomllib.loads(
-        resources.files("labvault.domain").joinpath("data/sensitivity.toml").read_text("utf-8")
-    )
+    raw = tomllib.loads(resources.files("labvault.domain").joinpath("data/sensitivity.toml").read_text("utf-8"))
     table: dict[tuple[str, str], Sensitivity] = {}
     for category, entry in raw["category"].items():
         sens = Sensitivity(category)

@@ -41,8 +41,21 @@ _CHUNK = 500
 _CODE = re.compile(r"[^\s]+( [^\s]+)*\Z")  # a FHIR code: what every export format can carry
 _SYSTEM = re.compile(r"\S+\Z")
 # The quarantine's names, re-exported: ingest's callers find them here.
-__all__ = ["DROPPED", "HELD", "REPLAYED", "Envelope", "Quarantined", "check", "get", "listing", "message_key", "put",
-           "resolve", "store", "update_reason"]
+__all__ = [
+    "DROPPED",
+    "HELD",
+    "REPLAYED",
+    "Envelope",
+    "Quarantined",
+    "check",
+    "get",
+    "listing",
+    "message_key",
+    "put",
+    "resolve",
+    "store",
+    "update_reason",
+]
 
 
 def message_key(sending_facility: str, control_id: str) -> str:
@@ -80,15 +93,17 @@ def check(envelope: Envelope) -> None:
             raise InvalidInput("PID/P: INS-NIA is empty")
         for k, r in enumerate(m.results, 1):
             if not _CODE.match(r.code) or not _SYSTEM.match(r.code_system):
-                raise InvalidInput("result code or code system is not a code (empty, control characters or "
-                                   "stray whitespace)")
+                raise InvalidInput(
+                    "result code or code system is not a code (empty, control characters or stray whitespace)"
+                )
             for x in (r.value_num, r.ref_low, r.ref_high):
                 if x is not None and not is_finite(x):  # every reader refuses these first, at their field
                     raise InvalidInput(f"result {k}: a number is not finite (NaN or infinity)")
 
 
-def store(u: Unit, tenant_id: str, envelopes: Sequence[Envelope], *, feed: str, instruction: str | None = None
-          ) -> list[str]:
+def store(
+    u: Unit, tenant_id: str, envelopes: Sequence[Envelope], *, feed: str, instruction: str | None = None
+) -> list[str]:
     """Store each envelope not stored before; returns ``accepted`` or ``duplicate`` for each.
     ``instruction``: the id of the lab's instruction the messages come in under (named in the audit)."""
     u.authorise(tenant_id, "patient:result:create")
@@ -99,8 +114,8 @@ def store(u: Unit, tenant_id: str, envelopes: Sequence[Envelope], *, feed: str, 
     for k in range(0, len(keys), _CHUNK):
         known.update(
             u.execute(
-                tenant_id, select(im.c.message_key).where(im.c.tenant_id == tenant_id,
-                                                          im.c.message_key.in_(keys[k : k + _CHUNK]))
+                tenant_id,
+                select(im.c.message_key).where(im.c.tenant_id == tenant_id, im.c.message_key.in_(keys[k : k + _CHUNK])),
             ).scalars()
         )
     outcomes: list[str] = []
@@ -131,10 +146,13 @@ def store(u: Unit, tenant_id: str, envelopes: Sequence[Envelope], *, feed: str, 
             if prescriber_ids[p.prescriber_id] == p.prescriber_id:
                 new_prescribers.setdefault(p.prescriber_id, p)
         for r in m.requests:
-            requests.append(dataclasses.replace(
-                r, patient_id=patient_ids.get(r.patient_id, r.patient_id),
-                prescriber_id=prescriber_ids.get(r.prescriber_id, r.prescriber_id) if r.prescriber_id else None,
-            ))
+            requests.append(
+                dataclasses.replace(
+                    r,
+                    patient_id=patient_ids.get(r.patient_id, r.patient_id),
+                    prescriber_id=prescriber_ids.get(r.prescriber_id, r.prescriber_id) if r.prescriber_id else None,
+                )
+            )
         specimens.extend(m.specimens)
         results.extend(m.results)
     if new_patients:
@@ -148,8 +166,15 @@ def store(u: Unit, tenant_id: str, envelopes: Sequence[Envelope], *, feed: str, 
         u.add_results(tenant_id, results)
     now = utcnow()
     rows = [
-        {"tenant_id": tenant_id, "message_key": e.key, "format": e.format, "feed": feed, "received_at": now,
-         "requests": sum(len(m.requests) for m in e.mapped), "results": e.results}
+        {
+            "tenant_id": tenant_id,
+            "message_key": e.key,
+            "format": e.format,
+            "feed": feed,
+            "received_at": now,
+            "requests": sum(len(m.requests) for m in e.mapped),
+            "results": e.results,
+        }
         for e in fresh
     ]
     for k in range(0, len(rows), _CHUNK):

@@ -67,13 +67,13 @@ from labvault.instructions.errors import (
     DeadlinePassed,
     Expired,
     InstructionInvalid,
+    InstructionRefused,  # noqa: F401  (still importable from here)
     InstructionSignatureInvalid,
     InstructionUnsigned,
     NotYetValid,
     UnknownSigner,
     WrongTenant,
 )
-from labvault.instructions.errors import InstructionRefused  # noqa: F401  (still importable from here)
 
 VERSION = 1
 MAX_BYTES = 64 * 1024
@@ -91,31 +91,327 @@ SCOPES = (SCOPE_SELECTION, SCOPE_LAB)
 
 FREE_TEXT = "free_text"
 FIELDS: dict[str, tuple[str, ...]] = {
-    "identity": ("nir", "family_name", "given_names", "birth_name", "birth_date", "sex", "birthplace_code",
-                 "address", "phone", "email"),
+    "identity": (
+        "nir",
+        "family_name",
+        "given_names",
+        "birth_name",
+        "birth_date",
+        "sex",
+        "birthplace_code",
+        "address",
+        "phone",
+        "email",
+    ),
     "prescriber": ("rpps", "family_name", "given_name"),
     "request": ("requested_at", "accession", "reported_at"),
     "specimen": ("type", "collected_at", "received_at"),
-    "result": ("code", "code_system", "label", "value_num", "value_text", "unit", "ref_low", "ref_high",
-               "ref_text", "flag", "status", "validated_by", "validated_at"),
+    "result": (
+        "code",
+        "code_system",
+        "label",
+        "value_num",
+        "value_text",
+        "unit",
+        "ref_low",
+        "ref_high",
+        "ref_text",
+        "flag",
+        "status",
+        "validated_by",
+        "validated_at",
+    ),
     # Free text may hold anything (names, diagnoses): excluded unless listed on its own.
     FREE_TEXT: ("result.comment",),
 }
 SENSITIVE = tuple(s.value for s in Sensitivity if s is not Sensitivity.OTHER)
 
 EEA = frozenset(
-    "AT BE BG HR CY CZ DK EE FI FR DE GR IE IT LV LT LU MT NL PL PT RO SK SI ES SE IS LI NO".split()
+    [
+        "AT",
+        "BE",
+        "BG",
+        "HR",
+        "CY",
+        "CZ",
+        "DK",
+        "EE",
+        "FI",
+        "FR",
+        "DE",
+        "GR",
+        "IE",
+        "IT",
+        "LV",
+        "LT",
+        "LU",
+        "MT",
+        "NL",
+        "PL",
+        "PT",
+        "RO",
+        "SK",
+        "SI",
+        "ES",
+        "SE",
+        "IS",
+        "LI",
+        "NO",
+    ]
 )
-ISO_COUNTRIES = frozenset("""
-AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW
-BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI
-FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN
-IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME
-MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF
-PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV
-SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE
-YT ZA ZM ZW
-""".split())
+ISO_COUNTRIES = frozenset(
+    [
+        "AD",
+        "AE",
+        "AF",
+        "AG",
+        "AI",
+        "AL",
+        "AM",
+        "AO",
+        "AQ",
+        "AR",
+        "AS",
+        "AT",
+        "AU",
+        "AW",
+        "AX",
+        "AZ",
+        "BA",
+        "BB",
+        "BD",
+        "BE",
+        "BF",
+        "BG",
+        "BH",
+        "BI",
+        "BJ",
+        "BL",
+        "BM",
+        "BN",
+        "BO",
+        "BQ",
+        "BR",
+        "BS",
+        "BT",
+        "BV",
+        "BW",
+        "BY",
+        "BZ",
+        "CA",
+        "CC",
+        "CD",
+        "CF",
+        "CG",
+        "CH",
+        "CI",
+        "CK",
+        "CL",
+        "CM",
+        "CN",
+        "CO",
+        "CR",
+        "CU",
+        "CV",
+        "CW",
+        "CX",
+        "CY",
+        "CZ",
+        "DE",
+        "DJ",
+        "DK",
+        "DM",
+        "DO",
+        "DZ",
+        "EC",
+        "EE",
+        "EG",
+        "EH",
+        "ER",
+        "ES",
+        "ET",
+        "FI",
+        "FJ",
+        "FK",
+        "FM",
+        "FO",
+        "FR",
+        "GA",
+        "GB",
+        "GD",
+        "GE",
+        "GF",
+        "GG",
+        "GH",
+        "GI",
+        "GL",
+        "GM",
+        "GN",
+        "GP",
+        "GQ",
+        "GR",
+        "GS",
+        "GT",
+        "GU",
+        "GW",
+        "GY",
+        "HK",
+        "HM",
+        "HN",
+        "HR",
+        "HT",
+        "HU",
+        "ID",
+        "IE",
+        "IL",
+        "IM",
+        "IN",
+        "IO",
+        "IQ",
+        "IR",
+        "IS",
+        "IT",
+        "JE",
+        "JM",
+        "JO",
+        "JP",
+        "KE",
+        "KG",
+        "KH",
+        "KI",
+        "KM",
+        "KN",
+        "KP",
+        "KR",
+        "KW",
+        "KY",
+        "KZ",
+        "LA",
+        "LB",
+        "LC",
+        "LI",
+        "LK",
+        "LR",
+        "LS",
+        "LT",
+        "LU",
+        "LV",
+        "LY",
+        "MA",
+        "MC",
+        "MD",
+        "ME",
+        "MF",
+        "MG",
+        "MH",
+        "MK",
+        "ML",
+        "MM",
+        "MN",
+        "MO",
+        "MP",
+        "MQ",
+        "MR",
+        "MS",
+        "MT",
+        "MU",
+        "MV",
+        "MW",
+        "MX",
+        "MY",
+        "MZ",
+        "NA",
+        "NC",
+        "NE",
+        "NF",
+        "NG",
+        "NI",
+        "NL",
+        "NO",
+        "NP",
+        "NR",
+        "NU",
+        "NZ",
+        "OM",
+        "PA",
+        "PE",
+        "PF",
+        "PG",
+        "PH",
+        "PK",
+        "PL",
+        "PM",
+        "PN",
+        "PR",
+        "PS",
+        "PT",
+        "PW",
+        "PY",
+        "QA",
+        "RE",
+        "RO",
+        "RS",
+        "RU",
+        "RW",
+        "SA",
+        "SB",
+        "SC",
+        "SD",
+        "SE",
+        "SG",
+        "SH",
+        "SI",
+        "SJ",
+        "SK",
+        "SL",
+        "SM",
+        "SN",
+        "SO",
+        "SR",
+        "SS",
+        "ST",
+        "SV",
+        "SX",
+        "SY",
+        "SZ",
+        "TC",
+        "TD",
+        "TF",
+        "TG",
+        "TH",
+        "TJ",
+        "TK",
+        "TL",
+        "TM",
+        "TN",
+        "TO",
+        "TR",
+        "TT",
+        "TV",
+        "TW",
+        "TZ",
+        "UA",
+        "UG",
+        "UM",
+        "US",
+        "UY",
+        "UZ",
+        "VA",
+        "VC",
+        "VE",
+        "VG",
+        "VI",
+        "VN",
+        "VU",
+        "WF",
+        "WS",
+        "YE",
+        "YT",
+        "ZA",
+        "ZM",
+        "ZW",
+    ]
+)
 
 ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")  # as labvault.domain.identifiers.TENANT_ID_RE
@@ -125,6 +421,7 @@ AGE_KEY_LEN = 62  # "age1" + 58 bech32 characters (52 data + 6 checksum)
 
 
 # --- errors (the classes: labvault.instructions.errors) ---------------------------------------
+
 
 def _err(path: str, reason: str) -> InstructionInvalid:
     return InstructionInvalid(f"instruction: {path}: {reason}")
@@ -136,6 +433,7 @@ def _name(key: object) -> str:
 
 
 # --- the instruction ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Destination:
@@ -197,7 +495,12 @@ def _cross_check(i: Instruction) -> None:
         if i.kind != "deletion":
             raise _err("scope", "lab (the whole lab) is only for kind deletion")
         if (i.collected_from, i.collected_to, i.patients, i.codes, i.sensitive) != (
-                date.min, date.max, None, None, SENSITIVE):
+            date.min,
+            date.max,
+            None,
+            None,
+            SENSITIVE,
+        ):
             raise _err("selection", "is not used with scope lab (the whole lab)")
     if i.collected_from > i.collected_to:
         raise _err("selection.collected_from", "is after selection.collected_to")
@@ -228,8 +531,9 @@ def _cross_check(i: Instruction) -> None:
         if d.country not in ISO_COUNTRIES:
             raise _err("destination.country", "must be an ISO 3166-1 alpha-2 code (e.g. FR)")
         if d.country not in EEA and d.transfer_basis is None:
-            raise _err("destination.transfer_basis",
-                       "is required when the destination is outside the EEA (GDPR Chapter V)")
+            raise _err(
+                "destination.transfer_basis", "is required when the destination is outside the EEA (GDPR Chapter V)"
+            )
         if not is_age_recipient(d.recipient_age_key):
             raise _err("destination.recipient_age_key", "must be an age X25519 recipient (age1..., 62 characters)")
     if i.expected_volume is not None and i.expected_volume < 0:
@@ -239,6 +543,7 @@ def _cross_check(i: Instruction) -> None:
 
 
 # --- age recipients (bech32, BIP-173) -------------------------------------------------------------
+
 
 def _polymod(values: Iterable[int]) -> int:
     gen = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
@@ -269,6 +574,7 @@ def is_age_recipient(value: object) -> bool:
 
 
 # --- reading ------------------------------------------------------------------------------------
+
 
 class _StrictLoader(yaml.SafeLoader):
     """YAML without aliases, duplicate keys or YAML 1.1 booleans such as ``NO`` (Norway)."""
@@ -311,6 +617,7 @@ def _load(data: bytes, fmt: str | None) -> object:
     if fmt is None:
         fmt = "json" if text.lstrip("\ufeff \t\r\n").startswith("{") else "yaml"
     if fmt == "json":
+
         def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
             out: dict[str, Any] = {}
             for k, v in items:
@@ -400,7 +707,9 @@ def _date(v: object, path: str) -> date:
 
 
 def _datetime(v: object, path: str) -> datetime:
-    if isinstance(v, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?", v):
+    if isinstance(v, str) and re.fullmatch(
+        r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?", v
+    ):
         try:
             v = datetime.fromisoformat(v)
         except ValueError:
@@ -503,8 +812,24 @@ def _country(v: object, path: str) -> str:
     return v
 
 
-_TOP = ("version", "id", "tenant", "kind", "purpose", "legal_basis", "fields", "selection", "destination",
-        "source", "expected_volume", "tolerance", "deletion_deadline", "valid_from", "valid_until", "scope")
+_TOP = (
+    "version",
+    "id",
+    "tenant",
+    "kind",
+    "purpose",
+    "legal_basis",
+    "fields",
+    "selection",
+    "destination",
+    "source",
+    "expected_volume",
+    "tolerance",
+    "deletion_deadline",
+    "valid_from",
+    "valid_until",
+    "scope",
+)
 
 
 def from_record(record: object) -> Instruction:
@@ -529,8 +854,11 @@ def from_record(record: object) -> Instruction:
         whole = {"collected_from": date.min, "collected_to": date.max, "sensitive": list(SENSITIVE)}
         sel = _Obj(whole, "selection", ("collected_from", "collected_to", "sensitive"))
     else:
-        sel = _Obj(top.get("selection", required=True), "selection",
-                   ("collected_from", "collected_to", "patients", "codes", "sensitive"))
+        sel = _Obj(
+            top.get("selection", required=True),
+            "selection",
+            ("collected_from", "collected_to", "patients", "codes", "sensitive"),
+        )
     dest = top.get("destination")
     destination = None
     if dest is not None:
@@ -550,8 +878,10 @@ def from_record(record: object) -> Instruction:
     if src is not None:
         s = _Obj(src, "source", ("name", "country"))
         country = s.get("country")
-        source = Source(_text(s.get("name", required=True), s.at("name"), limit=200),
-                        None if country is None else _country(country, s.at("country")))
+        source = Source(
+            _text(s.get("name", required=True), s.at("name"), limit=200),
+            None if country is None else _country(country, s.at("country")),
+        )
     volume = top.get("expected_volume")
     if volume is not None and type(volume) is not int:
         raise _err("expected_volume", "must be a whole number of results")
@@ -591,6 +921,7 @@ def parse(data: bytes, *, fmt: str | None = None) -> Instruction:
 
 # --- writing ------------------------------------------------------------------------------------
 
+
 def _ts(v: datetime) -> str:
     return v.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -605,9 +936,16 @@ def to_record(i: Instruction) -> dict[str, Any]:
     if i.sensitive:
         sel["sensitive"] = list(i.sensitive)
     rec: dict[str, Any] = {
-        "version": VERSION, "id": i.id, "tenant": i.tenant, "kind": i.kind, "purpose": i.purpose,
-        "fields": {c: list(f) for c, f in i.fields.items()}, "selection": sel,
-        "tolerance": i.tolerance, "valid_from": _ts(i.valid_from), "valid_until": _ts(i.valid_until),
+        "version": VERSION,
+        "id": i.id,
+        "tenant": i.tenant,
+        "kind": i.kind,
+        "purpose": i.purpose,
+        "fields": {c: list(f) for c, f in i.fields.items()},
+        "selection": sel,
+        "tolerance": i.tolerance,
+        "valid_from": _ts(i.valid_from),
+        "valid_until": _ts(i.valid_until),
     }
     if i.scope == SCOPE_LAB:
         del rec["selection"]
@@ -633,6 +971,7 @@ def to_record(i: Instruction) -> dict[str, Any]:
 
 
 # --- signing ------------------------------------------------------------------------------------
+
 
 def sign(i: Instruction, signer: Signer) -> dict[str, Any]:
     record = to_record(i)
@@ -671,8 +1010,7 @@ def check_signed(doc: object, *, public_keys: KeySource, tenant: str, now: datet
     signature, key_hex = doc.get("signature"), doc.get("signer_public_key")
     if not signature or not key_hex:
         raise InstructionUnsigned("instruction: the document is not signed")
-    if not isinstance(signature, str) or not isinstance(key_hex, str) \
-            or not re.fullmatch(r"[0-9a-fA-F]{64}", key_hex):
+    if not isinstance(signature, str) or not isinstance(key_hex, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", key_hex):
         raise InstructionInvalid("instruction: signature: malformed signature or signer key")
     key = bytes.fromhex(key_hex)
     if record.get("tenant") != tenant:  # said first, though unverified yet: the precise reason to refuse
@@ -701,14 +1039,22 @@ def check_signed(doc: object, *, public_keys: KeySource, tenant: str, now: datet
 
 # --- comparing a request with the instruction ---------------------------------------------------
 
+
 def _day(v: date | datetime | None) -> date | None:
     return v.date() if isinstance(v, datetime) else v
 
 
-def excess(i: Instruction, asked_fields: Mapping[str, Iterable[str]], collected_from: date | datetime | None,
-           collected_to: date | datetime | None, patients: Iterable[str] | None = None, *,
-           codes: Iterable[tuple[str, str]] | None = None, sensitive: Iterable[str] = (),
-           volume: int | None = None) -> list[str]:
+def excess(
+    i: Instruction,
+    asked_fields: Mapping[str, Iterable[str]],
+    collected_from: date | datetime | None,
+    collected_to: date | datetime | None,
+    patients: Iterable[str] | None = None,
+    *,
+    codes: Iterable[tuple[str, str]] | None = None,
+    sensitive: Iterable[str] = (),
+    volume: int | None = None,
+) -> list[str]:
     """What a request asks beyond the instruction, one line each; empty when it is covered.
 
     ``None`` for a period bound, ``patients`` or ``codes`` means "no limit". Lines name fields,
@@ -744,12 +1090,15 @@ def excess(i: Instruction, asked_fields: Mapping[str, Iterable[str]], collected_
         if s not in i.sensitive:
             out.append(f"sensitive category {_name(s)} is not in the instruction")
     if volume is not None and i.max_volume is not None and volume > i.max_volume:
-        out.append(f"{volume} results exceed the expected volume {i.expected_volume} "
-                   f"(+{i.tolerance:.0%} allows {i.max_volume})")
+        out.append(
+            f"{volume} results exceed the expected volume {i.expected_volume} "
+            f"(+{i.tolerance:.0%} allows {i.max_volume})"
+        )
     return out
 
 
 # --- template -----------------------------------------------------------------------------------
+
 
 def template(kind: str, tenant: str) -> str:
     """A commented YAML instruction for ``kind``; the lab fills every ``null`` it needs, then signs it."""
@@ -779,8 +1128,10 @@ def template(kind: str, tenant: str) -> str:
         lines += ["fields:                   # only what is listed is included; remove what is not needed"]
         for cat, names in FIELDS.items():
             if cat == FREE_TEXT:
-                lines += ["  # free text may hold anything: uncomment only if truly needed",
-                          f"  # {cat}: [{', '.join(names)}]"]
+                lines += [
+                    "  # free text may hold anything: uncomment only if truly needed",
+                    f"  # {cat}: [{', '.join(names)}]",
+                ]
             else:
                 lines += [f"  {cat}: [{', '.join(names)}]"]
     selection = [
@@ -803,12 +1154,22 @@ def template(kind: str, tenant: str) -> str:
             "  # receipt_key: null     # optional: the recipient's Ed25519 public key (hex) signing its receipt",
         ]
     if kind == "migration_in":
-        lines += ["source:", "  name: null              # where the data comes from", "  country: null           # optional"]
+        lines += [
+            "source:",
+            "  name: null              # where the data comes from",
+            "  country: null           # optional",
+        ]
     if kind in NEEDS_VOLUME:
-        lines += ["expected_volume: null     # number of results expected", "tolerance: 0.10           # allowed excess, 0..1"]
+        lines += [
+            "expected_volume: null     # number of results expected",
+            "tolerance: 0.10           # allowed excess, 0..1",
+        ]
     deadline = "null" if kind in NEEDS_DEADLINE else "null  # optional"
-    what = ("by when the deletion is done (afterwards this instruction is refused)" if kind == "deletion"
-            else "when every copy made under this instruction is deleted")
+    what = (
+        "by when the deletion is done (afterwards this instruction is refused)"
+        if kind == "deletion"
+        else "when every copy made under this instruction is deleted"
+    )
     lines += [
         f"deletion_deadline: {deadline}   # {what}",
         "valid_from: null",

@@ -56,8 +56,17 @@ OPTIONAL: dict[str, tuple[str, ...]] = {
     "identity": ("birth_name", "birthplace_code", "address", "phone", "email"),
     "request": ("accession", "reported_at"),
     "specimen": ("received_at",),
-    "result": ("value_num", "value_text", "unit", "ref_low", "ref_high", "ref_text", "flag", "validated_by",
-               "validated_at"),
+    "result": (
+        "value_num",
+        "value_text",
+        "unit",
+        "ref_low",
+        "ref_high",
+        "ref_text",
+        "flag",
+        "validated_by",
+        "validated_at",
+    ),
 }
 COMMENT = "result.comment"
 # Why a result is left out, in the order they are tried.
@@ -132,10 +141,11 @@ def outside(instr: Instruction, result: Result, collected: date | None) -> str |
 
 def _clear(instr: Instruction, category: str, obj: T, tally: Tally, *, extra: dict[str, object] | None = None) -> T:
     """A copy of ``obj`` without the values of ``category`` the instruction does not allow (``extra``: more changes)."""
-    gone: dict[str, object] = {n: None for n in OPTIONAL.get(category, ())
-                               if not instr.allows(category, n) and getattr(obj, n) is not None}
+    gone: dict[str, object] = {
+        n: None for n in OPTIONAL.get(category, ()) if not instr.allows(category, n) and getattr(obj, n) is not None
+    }
     tally.cleared.update(f"{category}.{n}" for n in gone)
-    if category == "result" and not instr.allows(FREE_TEXT, COMMENT) and getattr(obj, "comment") is not None:
+    if category == "result" and not instr.allows(FREE_TEXT, COMMENT) and obj.comment is not None:
         gone["comment"] = None
         tally.cleared[COMMENT] += 1
     changes = {**gone, **(extra or {})}
@@ -176,8 +186,11 @@ def apply(instr: Instruction, part: P, tally: Tally) -> P | None:
             new_specimens.append(_clear(instr, "specimen", s, tally))
         else:
             _count_left_out("specimen", s, tally)
-    new_requests = [_clear(instr, "request", q, tally, extra=None if keep_prescribers else {"prescriber_id": None})
-                    for q in part.requests if q.request_id in request_ids]
+    new_requests = [
+        _clear(instr, "request", q, tally, extra=None if keep_prescribers else {"prescriber_id": None})
+        for q in part.requests
+        if q.request_id in request_ids
+    ]
     prescriber_ids = {q.prescriber_id for q in part.requests if q.request_id in request_ids and q.prescriber_id}
     new_prescribers: list[Prescriber] = []
     for p in part.prescribers:
@@ -187,8 +200,15 @@ def apply(instr: Instruction, part: P, tally: Tally) -> P | None:
             new_prescribers.append(p)
         else:
             _count_left_out("prescriber", p, tally)
-    new_results = [_clear(instr, "result", r, tally, extra=None if keep_specimens else {"specimen_id": None})
-                   for r in kept]
+    new_results = [
+        _clear(instr, "result", r, tally, extra=None if keep_specimens else {"specimen_id": None}) for r in kept
+    ]
     identity = _clear(instr, "identity", part.identity, tally)
-    return dataclasses.replace(part, identity=identity, prescribers=new_prescribers,  # type: ignore[type-var]
-                               requests=new_requests, specimens=new_specimens, results=new_results)
+    return dataclasses.replace(
+        part,
+        identity=identity,
+        prescribers=new_prescribers,  # type: ignore[type-var]
+        requests=new_requests,
+        specimens=new_specimens,
+        results=new_results,
+    )

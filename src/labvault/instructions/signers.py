@@ -44,16 +44,29 @@ def add_signer(u: Unit, tenant_id: str, *, email: str, public_key: str) -> Signe
     """Register a named account of the lab as a signer of its instructions."""
     key = _key_hex(public_key)
     u.authorise(tenant_id, "signer:manage")
-    acct = u.execute(tenant_id, select(t.account).where(
-        t.account.c.tenant_id == tenant_id, t.account.c.email == email.strip().lower())).first()
+    acct = u.execute(
+        tenant_id,
+        select(t.account).where(t.account.c.tenant_id == tenant_id, t.account.c.email == email.strip().lower()),
+    ).first()
     if acct is None or not acct.active or acct.kind != "person":
         raise InvalidInput("a signer is an active, named person's account of this lab")
-    existing = u.execute(tenant_id, select(t.instruction_signer.c.signer_id).where(
-        t.instruction_signer.c.tenant_id == tenant_id, t.instruction_signer.c.public_key == key)).first()
+    existing = u.execute(
+        tenant_id,
+        select(t.instruction_signer.c.signer_id).where(
+            t.instruction_signer.c.tenant_id == tenant_id, t.instruction_signer.c.public_key == key
+        ),
+    ).first()
     if existing is not None:
         raise InvalidInput("this public key is already registered for this lab")
-    row = {"tenant_id": tenant_id, "signer_id": new_id(), "name": acct.name, "email": acct.email,
-           "public_key": key, "added_by": u.principal.account_id, "added_at": utcnow()}
+    row = {
+        "tenant_id": tenant_id,
+        "signer_id": new_id(),
+        "name": acct.name,
+        "email": acct.email,
+        "public_key": key,
+        "added_by": u.principal.account_id,
+        "added_at": utcnow(),
+    }
     u.execute(tenant_id, insert(t.instruction_signer).values(**row))
     sealed.seal_signer(u, tenant_id, row["signer_id"], key, row["added_at"])
     u.audit(tenant_id, "signer:add", "signer", 1, refs=[row["signer_id"]])
@@ -68,22 +81,46 @@ def revoke_signer(u: Unit, tenant_id: str, signer_id: str) -> None:
         raise NotFound("no such signer in this lab (see 'labvault signer list')")
     if row.revoked_at is not None:
         raise InvalidInput("this signer is already revoked")
-    u.execute(tenant_id, update(s).where(s.c.tenant_id == tenant_id, s.c.signer_id == signer_id)
-              .values(revoked_at=utcnow(), revoked_by=u.principal.account_id))
+    u.execute(
+        tenant_id,
+        update(s)
+        .where(s.c.tenant_id == tenant_id, s.c.signer_id == signer_id)
+        .values(revoked_at=utcnow(), revoked_by=u.principal.account_id),
+    )
     u.audit(tenant_id, "signer:revoke", "signer", 1, refs=[signer_id])
 
 
-def record_instruction(u: Unit, tenant_id: str, *, instruction_id: str, kind: str, signer_id: str, body: dict,
-                       signature: str, valid_until: datetime) -> Received:
+def record_instruction(
+    u: Unit,
+    tenant_id: str,
+    *,
+    instruction_id: str,
+    kind: str,
+    signer_id: str,
+    body: dict,
+    signature: str,
+    valid_until: datetime,
+) -> Received:
     """Keep a verified, signed instruction (the caller has checked it against ``active_keys``)."""
     u.authorise(tenant_id, "instruction:receive")
     i = t.instruction
-    if u.execute(tenant_id, select(i.c.instruction_id).where(i.c.tenant_id == tenant_id,
-                                                             i.c.instruction_id == instruction_id)).first():
+    if u.execute(
+        tenant_id, select(i.c.instruction_id).where(i.c.tenant_id == tenant_id, i.c.instruction_id == instruction_id)
+    ).first():
         raise InvalidInput(f"instruction '{instruction_id}' was already received for this lab")
     now = utcnow()
-    sealed.store_instruction(u, tenant_id, instruction_id, body, kind=kind, signer_id=signer_id, signature=signature,
-                             valid_until=valid_until, received_at=now, received_by=u.principal.account_id)
+    sealed.store_instruction(
+        u,
+        tenant_id,
+        instruction_id,
+        body,
+        kind=kind,
+        signer_id=signer_id,
+        signature=signature,
+        valid_until=valid_until,
+        received_at=now,
+        received_by=u.principal.account_id,
+    )
     u.audit(tenant_id, "instruction:receive", "instruction", 1, refs=[instruction_id, signer_id])
     return Received(instruction_id, tenant_id, kind, signer_id, body, signature, valid_until, now)
 
@@ -97,12 +134,28 @@ def receive(u: Unit, tenant_id: str, doc: object, now: datetime) -> Received:
     except LabvaultError:
         u.audit(tenant_id, "instruction:receive", "instruction", 0, outcome="denied")
         raise
-    return record_instruction(u, tenant_id, instruction_id=v.instruction.id, kind=v.instruction.kind,
-                              signer_id=v.signer_id, body=v.record, signature=v.signature,
-                              valid_until=v.instruction.valid_until)
+    return record_instruction(
+        u,
+        tenant_id,
+        instruction_id=v.instruction.id,
+        kind=v.instruction.kind,
+        signer_id=v.signer_id,
+        body=v.record,
+        signature=v.signature,
+        valid_until=v.instruction.valid_until,
+    )
 
 
 __all__ = [
-    "Received", "SignerKey", "active_keys", "add_signer", "body_text", "get_instruction", "list_instructions",
-    "list_signers", "receive", "record_instruction", "revoke_signer",
+    "Received",
+    "SignerKey",
+    "active_keys",
+    "add_signer",
+    "body_text",
+    "get_instruction",
+    "list_instructions",
+    "list_signers",
+    "receive",
+    "record_instruction",
+    "revoke_signer",
 ]

@@ -23,10 +23,16 @@ if TYPE_CHECKING:
 RESOURCE_TYPES = ("Patient", "Practitioner", "ServiceRequest", "Specimen", "Observation", "DiagnosticReport")
 
 
-def export_fhir(u: Unit, tenant_id: str, writer: fhir_out.NdjsonWriter, *,
-                id_map: fhir_out.IdMap | None = None, on_progress: Callable[[str, int], None] | None = None
-                ) -> dict[str, int]:
+def export_fhir(
+    u: Unit,
+    tenant_id: str,
+    writer: fhir_out.NdjsonWriter,
+    *,
+    id_map: fhir_out.IdMap | None = None,
+    on_progress: Callable[[str, int], None] | None = None,
+) -> dict[str, int]:
     """Write every readable resource of the lab to ``writer``; returns the counts per type."""
+
     def step(rtype: str, n: int) -> None:
         if on_progress is not None:
             on_progress(rtype, n)

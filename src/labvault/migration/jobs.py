@@ -56,15 +56,17 @@ def holding(u: Unit, tenant_id: str, *, due_at: datetime | None = None) -> list[
 
 def account_email(u: Unit, tenant_id: str, account_id: str) -> str | None:
     a = t.account
-    row = u.execute(tenant_id, select(a.c.email).where(a.c.tenant_id == tenant_id,
-                                                       a.c.account_id == account_id)).first()
+    row = u.execute(
+        tenant_id, select(a.c.email).where(a.c.tenant_id == tenant_id, a.c.account_id == account_id)
+    ).first()
     return None if row is None else row.email.lower()
 
 
 def account_of_email(u: Unit, tenant_id: str, email: str) -> str | None:
     a = t.account
-    row = u.execute(tenant_id, select(a.c.account_id).where(a.c.tenant_id == tenant_id,
-                                                            a.c.email == email.lower())).first()
+    row = u.execute(
+        tenant_id, select(a.c.account_id).where(a.c.tenant_id == tenant_id, a.c.email == email.lower())
+    ).first()
     return None if row is None else row.account_id
 
 
@@ -73,8 +75,9 @@ def instruction_as_signed(u: Unit, tenant_id: str, instruction_id: str) -> tuple
     from labvault.instructions.signers import body_text
 
     i = t.instruction
-    row = u.execute(tenant_id, select(i).where(i.c.tenant_id == tenant_id,
-                                               i.c.instruction_id == instruction_id)).first()
+    row = u.execute(
+        tenant_id, select(i).where(i.c.tenant_id == tenant_id, i.c.instruction_id == instruction_id)
+    ).first()
     if row is None:
         raise NotFound("no such instruction for this lab (see 'labvault instruction list')")
     return body_text(u, tenant_id, row), row.signature

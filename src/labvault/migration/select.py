@@ -80,10 +80,15 @@ def compile_plan(instruction: document.Instruction) -> Plan:
     if instruction.allows(document.FREE_TEXT, COMMENT):
         fields["result"] = (*fields["result"], "comment")
     read = scan.ExportPlan(
-        tenant=instruction.tenant, collected_from=instruction.collected_from, collected_to=instruction.collected_to,
-        fields=fields, patients=None if instruction.patients is None else frozenset(instruction.patients),
+        tenant=instruction.tenant,
+        collected_from=instruction.collected_from,
+        collected_to=instruction.collected_to,
+        fields=fields,
+        patients=None if instruction.patients is None else frozenset(instruction.patients),
         codes=None if instruction.codes is None else frozenset((s, c) for s, c in instruction.codes),
-        sensitive=frozenset(instruction.sensitive), ref=instruction.id)
+        sensitive=frozenset(instruction.sensitive),
+        ref=instruction.id,
+    )
     return Plan(instruction, read)
 
 
@@ -126,18 +131,27 @@ class Counts:
             per_link = links.setdefault(rtype, {})
             link_names = LINKS.get(rtype, ())
             for pattern, n in patterns.items():
-                for k, present in zip(keys, pattern):
+                for k, present in zip(keys, pattern, strict=False):
                     if not present or k in ("record", "id"):
                         continue
                     into = per_link if k in link_names else per
                     into[k] = into.get(k, 0) + n
-        return {"records": dict(self.records),
-                "fields": {t: dict(sorted(f.items())) for t, f in sorted(fields.items())},
-                "links": {t: dict(sorted(f.items())) for t, f in sorted(links.items())}}
+        return {
+            "records": dict(self.records),
+            "fields": {t: dict(sorted(f.items())) for t, f in sorted(fields.items())},
+            "links": {t: dict(sorted(f.items())) for t, f in sorted(links.items())},
+        }
 
 
-def run(u: Unit, plan: Plan, id_map: Callable[[str, str], str], *, tally: Tally | None = None,
-        count_only: bool = False, on_result: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
+def run(
+    u: Unit,
+    plan: Plan,
+    id_map: Callable[[str, str], str],
+    *,
+    tally: Tally | None = None,
+    count_only: bool = False,
+    on_result: Callable[[int], None] | None = None,
+) -> Iterator[dict[str, Any]]:
     """The plan's records, streamed by the gateway (see the module's docstring); with
     ``count_only``, nothing is yielded, only ``tally`` is filled. ``on_result`` is called with the
     number of results selected since its last call (every 10,000, then the rest)."""

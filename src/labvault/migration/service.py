@@ -47,18 +47,18 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from labvault.access import instructed, policy, recipes
-from labvault.migration import jobs
-from labvault.retention.records import store_signed_record
 from labvault.crypto import packages
 from labvault.crypto.digest import sha256_hex
 from labvault.crypto.keys import atomic_write
 from labvault.crypto.packages import PackageKeys
 from labvault.crypto.signing import canonical, verify
 from labvault.errors import AccessDenied, InvalidInput, SignatureInvalid
-from labvault.migration.errors import ReceiptInvalid, ReconciliationFailed, StateError, VolumeExceeded
 from labvault.ids import new_id, stored_utc, utcnow
 from labvault.instructions import document
+from labvault.migration import jobs
 from labvault.migration import select as sel
+from labvault.migration.errors import ReceiptInvalid, ReconciliationFailed, StateError, VolumeExceeded
+from labvault.retention.records import store_signed_record
 
 if TYPE_CHECKING:
     from labvault.access.gateway import Gateway, Unit
@@ -96,9 +96,15 @@ class Job:
     def public(self) -> dict[str, Any]:
         """What ``status`` shows: state, figures, approvals, dates; never a personal value."""
         return {
-            "migration": self.migration_id, "tenant": self.tenant_id, "instruction": self.instruction_id,
-            "kind": self.kind, "state": self.state, "attempts": self.attempts, "plan": self.plan,
-            "approvals": self.approvals, "deadline": self.deadline.isoformat(),
+            "migration": self.migration_id,
+            "tenant": self.tenant_id,
+            "instruction": self.instruction_id,
+            "kind": self.kind,
+            "state": self.state,
+            "attempts": self.attempts,
+            "plan": self.plan,
+            "approvals": self.approvals,
+            "deadline": self.deadline.isoformat(),
             "planned_at": self.planned_at.isoformat(),
             "package": None if self.manifest is None else self.manifest["manifest"]["files"],
             "destroyed": self.destroyed,
@@ -109,11 +115,22 @@ class Job:
 
 def _job(row) -> Job:
     return Job(
-        row.tenant_id, row.migration_id, row.instruction_id, row.kind, row.state, json.loads(row.plan),
-        stored_utc(row.deadline), json.loads(row.approvals), row.attempts,
-        json.loads(row.manifest) if row.manifest else None, json.loads(row.receipt) if row.receipt else None,
-        json.loads(row.destroyed) if row.destroyed else [], stored_utc(row.planned_at), stored_utc(row.purged_at),
-        stored_utc(row.closed_at), Path(row.package_path) if row.package_path else None,
+        row.tenant_id,
+        row.migration_id,
+        row.instruction_id,
+        row.kind,
+        row.state,
+        json.loads(row.plan),
+        stored_utc(row.deadline),
+        json.loads(row.approvals),
+        row.attempts,
+        json.loads(row.manifest) if row.manifest else None,
+        json.loads(row.receipt) if row.receipt else None,
+        json.loads(row.destroyed) if row.destroyed else [],
+        stored_utc(row.planned_at),
+        stored_utc(row.purged_at),
+        stored_utc(row.closed_at),
+        Path(row.package_path) if row.package_path else None,
     )
 
 
@@ -145,15 +162,21 @@ def _outbound(instr: document.Instruction) -> tuple[datetime, document.Destinati
     """The deletion deadline and the destination every outbound instruction names (its parsing
     requires both)."""
     if instr.deletion_deadline is None or instr.destination is None:
-        raise document.InstructionInvalid(f"instruction '{instr.id}': an outbound instruction names a "
-                                          "destination and a deletion deadline")
+        raise document.InstructionInvalid(
+            f"instruction '{instr.id}': an outbound instruction names a destination and a deletion deadline"
+        )
     return instr.deletion_deadline, instr.destination
 
 
 def _sealed(row: Any) -> packages.SealedKeys:
     """The package keys of a job's current attempt, as its row keeps them (wrapped)."""
-    return packages.SealedKeys(row.package_scope, row.package_key_wrapped, row.receipt_key_wrapped,
-                               row.fingerprint_key_wrapped, row.fingerprint_key_id)
+    return packages.SealedKeys(
+        row.package_scope,
+        row.package_key_wrapped,
+        row.receipt_key_wrapped,
+        row.fingerprint_key_wrapped,
+        row.fingerprint_key_id,
+    )
 
 
 def get(u: Unit, tenant_id: str, migration_id: str) -> Job:
@@ -172,6 +195,7 @@ def _ev(u: Unit, tenant_id: str, action: str, count: int, job_id: str, instructi
 
 # --- plan -------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Ask:
     """What an operator explicitly asks for (None: as instructed). Anything beyond the instruction
@@ -185,23 +209,28 @@ class Ask:
 
     @property
     def explicit(self) -> bool:
-        return any(v is not None for v in (self.fields, self.collected_from, self.collected_to, self.patients,
-                                           self.codes))
+        return any(
+            v is not None for v in (self.fields, self.collected_from, self.collected_to, self.patients, self.codes)
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"fields": self.fields and {k: list(v) for k, v in self.fields.items()},
-                "collected_from": self.collected_from and self.collected_from.isoformat(),
-                "collected_to": self.collected_to and self.collected_to.isoformat(),
-                "patients": self.patients and list(self.patients),
-                "codes": self.codes and [list(c) for c in self.codes]}
+        return {
+            "fields": self.fields and {k: list(v) for k, v in self.fields.items()},
+            "collected_from": self.collected_from and self.collected_from.isoformat(),
+            "collected_to": self.collected_to and self.collected_to.isoformat(),
+            "patients": self.patients and list(self.patients),
+            "codes": self.codes and [list(c) for c in self.codes],
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Ask:
-        return cls(fields=d["fields"] and {k: tuple(v) for k, v in d["fields"].items()},
-                   collected_from=d["collected_from"] and date.fromisoformat(d["collected_from"]),
-                   collected_to=d["collected_to"] and date.fromisoformat(d["collected_to"]),
-                   patients=d["patients"] and tuple(d["patients"]),
-                   codes=d["codes"] and tuple((s, c) for s, c in d["codes"]))
+        return cls(
+            fields=d["fields"] and {k: tuple(v) for k, v in d["fields"].items()},
+            collected_from=d["collected_from"] and date.fromisoformat(d["collected_from"]),
+            collected_to=d["collected_to"] and date.fromisoformat(d["collected_to"]),
+            patients=d["patients"] and tuple(d["patients"]),
+            codes=d["codes"] and tuple((s, c) for s, c in d["codes"]),
+        )
 
 
 ALL_FIELDS = {c: tuple(n) for c, n in document.FIELDS.items()}
@@ -212,40 +241,74 @@ def _within(u: Unit, instr: document.Instruction, ask: Ask | None) -> document.I
     (refused, audited and alerted otherwise)."""
     if ask is None or not ask.explicit:
         return instr
-    instructed.demand(u, instr, fields=ask.fields if ask.fields is not None else instr.fields,
-                      collected_from=ask.collected_from or instr.collected_from,
-                      collected_to=ask.collected_to or instr.collected_to,
-                      patients=ask.patients if ask.patients is not None else instr.patients,
-                      codes=ask.codes if ask.codes is not None else instr.codes, sensitive=instr.sensitive)
+    instructed.demand(
+        u,
+        instr,
+        fields=ask.fields if ask.fields is not None else instr.fields,
+        collected_from=ask.collected_from or instr.collected_from,
+        collected_to=ask.collected_to or instr.collected_to,
+        patients=ask.patients if ask.patients is not None else instr.patients,
+        codes=ask.codes if ask.codes is not None else instr.codes,
+        sensitive=instr.sensitive,
+    )
     return dataclasses.replace(
-        instr, fields=instr.fields if ask.fields is None else {k: tuple(v) for k, v in ask.fields.items() if v},
-        collected_from=ask.collected_from or instr.collected_from, collected_to=ask.collected_to or instr.collected_to,
+        instr,
+        fields=instr.fields if ask.fields is None else {k: tuple(v) for k, v in ask.fields.items() if v},
+        collected_from=ask.collected_from or instr.collected_from,
+        collected_to=ask.collected_to or instr.collected_to,
         patients=instr.patients if ask.patients is None else ask.patients,
-        codes=instr.codes if ask.codes is None else ask.codes)
+        codes=instr.codes if ask.codes is None else ask.codes,
+    )
 
 
-def _volume(u: Unit, instr: document.Instruction, results: int, job_id: str | None, *,
-            during_run: bool = False) -> None:
+def _volume(
+    u: Unit, instr: document.Instruction, results: int, job_id: str | None, *, during_run: bool = False
+) -> None:
     if instr.max_volume is None or results <= instr.max_volume:
         return
-    u.audit(instr.tenant, "instruction:volume", "instruction", results, outcome="alert",
-              refs=[instr.id] + ([job_id] if job_id else []))
-    u.audit(instr.tenant, "migration:run" if during_run else "migration:plan", "migration", 0, outcome="denied",
-              refs=[instr.id])
+    u.audit(
+        instr.tenant,
+        "instruction:volume",
+        "instruction",
+        results,
+        outcome="alert",
+        refs=[instr.id] + ([job_id] if job_id else []),
+    )
+    u.audit(
+        instr.tenant,
+        "migration:run" if during_run else "migration:plan",
+        "migration",
+        0,
+        outcome="denied",
+        refs=[instr.id],
+    )
     seen = f"at least {results}" if during_run else str(results)
     raise VolumeExceeded(
         f"instruction '{instr.id}': {seen} results selected, above the expected volume "
-        f"{instr.expected_volume} (+{instr.tolerance:.0%} allows {instr.max_volume}); nothing was written")
+        f"{instr.expected_volume} (+{instr.tolerance:.0%} allows {instr.max_volume}); nothing was written"
+    )
 
 
 def _tally(u: Unit, plan: sel.Plan) -> dict[str, Any]:
     tally = sel.count(u, plan)
-    return {"results": tally.results, "requests": tally.requests, "specimens": tally.specimens,
-            "patients": tally.patients, "prescribers": tally.prescribers}
+    return {
+        "results": tally.results,
+        "requests": tally.requests,
+        "specimens": tally.specimens,
+        "patients": tally.patients,
+        "prescribers": tally.prescribers,
+    }
 
 
-def plan(u: Unit, tenant_id: str, instruction_id: str, *, ask: Ask | None = None,
-         kinds: Iterable[str] = OUT_KINDS, now: datetime | None = None) -> Job:
+def plan(
+    u: Unit,
+    tenant_id: str,
+    instruction_id: str,
+    *,
+    ask: Ask | None = None,
+    kinds: Iterable[str] = OUT_KINDS,
+    now: datetime | None = None,
+) -> Job:
     """Dry run: the instruction's read plan and its figures, kept as a new ``planned`` job."""
     kinds = tuple(kinds)
     u.authorise(tenant_id, "migration:plan")
@@ -254,17 +317,32 @@ def plan(u: Unit, tenant_id: str, instruction_id: str, *, ask: Ask | None = None
     counts = _tally(u, read_plan)
     _volume(u, instr, counts["results"], None)
     job_id = new_id()
-    figures = {"fields": read_plan.describe(), "links": read_plan.describe_links(), "counts": counts,
-               "expected_volume": instr.expected_volume, "max_volume": instr.max_volume,
-               "period": [instr.collected_from.isoformat(), instr.collected_to.isoformat()],
-               "destination": {"name": instr.destination.name, "country": instr.destination.country}
-               if instr.destination else None,
-               "ask": ask.to_json() if ask is not None and ask.explicit else None}
+    figures = {
+        "fields": read_plan.describe(),
+        "links": read_plan.describe_links(),
+        "counts": counts,
+        "expected_volume": instr.expected_volume,
+        "max_volume": instr.max_volume,
+        "period": [instr.collected_from.isoformat(), instr.collected_to.isoformat()],
+        "destination": {"name": instr.destination.name, "country": instr.destination.country}
+        if instr.destination
+        else None,
+        "ask": ask.to_json() if ask is not None and ask.explicit else None,
+    }
     deadline, _ = _outbound(instr)
     jobs.put(
-        u, tenant_id=tenant_id, migration_id=job_id, instruction_id=instr.id, kind=instr.kind, state="planned",
-        plan=json.dumps(figures, sort_keys=True), planned_by=u.principal.account_id, planned_at=now or utcnow(),
-        deadline=deadline, approvals="[]", attempts=0,
+        u,
+        tenant_id=tenant_id,
+        migration_id=job_id,
+        instruction_id=instr.id,
+        kind=instr.kind,
+        state="planned",
+        plan=json.dumps(figures, sort_keys=True),
+        planned_by=u.principal.account_id,
+        planned_at=now or utcnow(),
+        deadline=deadline,
+        approvals="[]",
+        attempts=0,
     )
     _ev(u, tenant_id, "migration:plan", counts["results"], job_id, instr.id)
     return _job(_row(u, tenant_id, job_id))
@@ -272,21 +350,30 @@ def plan(u: Unit, tenant_id: str, instruction_id: str, *, ask: Ask | None = None
 
 # --- approvals --------------------------------------------------------------------------------
 
+
 def approval_record(job: Job) -> dict[str, Any]:
     """What a lab signer signs to approve: the job, its instruction and the plan's digest."""
-    return {"approve": "migration", "migration": job.migration_id, "tenant": job.tenant_id,
-            "instruction": job.instruction_id,
-            "plan_sha256": sha256_hex(canonical(job.plan))}
+    return {
+        "approve": "migration",
+        "migration": job.migration_id,
+        "tenant": job.tenant_id,
+        "instruction": job.instruction_id,
+        "plan_sha256": sha256_hex(canonical(job.plan)),
+    }
 
 
 def _same_person(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """One human behind both approvals: the same account, e-mail, or full name (a vendor employee
     who also holds a lab account under another address is still one person)."""
+
     def norm(name: object) -> str:
         return " ".join(str(name or "").casefold().split())
 
-    return a["account"] == b["account"] or (a.get("email") or "") == (b.get("email") or "-") \
+    return (
+        a["account"] == b["account"]
+        or (a.get("email") or "") == (b.get("email") or "-")
         or (norm(a.get("name")) != "" and norm(a.get("name")) == norm(b.get("name")))
+    )
 
 
 def _add_approval(u: Unit, job: Job, approval: dict[str, Any]) -> Job:
@@ -295,8 +382,14 @@ def _add_approval(u: Unit, job: Job, approval: dict[str, Any]) -> Job:
         raise StateError(f"migration {job.migration_id} already has its {approval['side']} approval")
     for a in others:
         if _same_person(a, approval):
-            u.audit(job.tenant_id, "migration:approve", "migration", 0, outcome="denied",
-                      refs=[job.migration_id, job.instruction_id])
+            u.audit(
+                job.tenant_id,
+                "migration:approve",
+                "migration",
+                0,
+                outcome="denied",
+                refs=[job.migration_id, job.instruction_id],
+            )
             raise AccessDenied("the two approvals must come from two different people")
     approvals = [*job.approvals, approval]
     state = "approved" if {a["side"] for a in approvals} == {"operator", "lab"} else job.state
@@ -313,13 +406,23 @@ def approve_operator(u: Unit, tenant_id: str, migration_id: str) -> Job:
         u.refuse(tenant_id, "migration:approve", "the vendor's approval is given by an operator")
     job = _job(_row(u, tenant_id, migration_id))
     _expect(job, "planned", hint="only a planned migration is approved")
-    return _add_approval(u, job, {"side": "operator", "account": p.account_id, "name": p.name,
-                                  "email": jobs.account_email(u, p.tenant_id, p.account_id), "at": utcnow().isoformat()})
+    return _add_approval(
+        u,
+        job,
+        {
+            "side": "operator",
+            "account": p.account_id,
+            "name": p.name,
+            "email": jobs.account_email(u, p.tenant_id, p.account_id),
+            "at": utcnow().isoformat(),
+        },
+    )
 
 
 def approve_lab(u: Unit, tenant_id: str, migration_id: str, *, public_key: str, signature: str) -> Job:
     """The lab side's approval: a current signer's signature of ``approval_record``."""
     from labvault.instructions import signers
+
     u.authorise(tenant_id, "instruction:receive")
     job = _job(_row(u, tenant_id, migration_id))
     _expect(job, "planned", hint="only a planned migration is approved")
@@ -334,12 +437,23 @@ def approve_lab(u: Unit, tenant_id: str, migration_id: str, *, public_key: str, 
         u.audit(tenant_id, "migration:approve", "migration", 0, outcome="denied", refs=[migration_id])
         raise document.InstructionSignatureInvalid("approval: the signature does not match this plan") from None
     account = jobs.account_of_email(u, tenant_id, signer.email)
-    return _add_approval(u, job, {"side": "lab", "account": account or signer.signer_id,
-                                  "signer": signer.signer_id, "name": signer.name, "email": signer.email.lower(),
-                                  "signature": signature, "at": utcnow().isoformat()})
+    return _add_approval(
+        u,
+        job,
+        {
+            "side": "lab",
+            "account": account or signer.signer_id,
+            "signer": signer.signer_id,
+            "name": signer.name,
+            "email": signer.email.lower(),
+            "signature": signature,
+            "at": utcnow().isoformat(),
+        },
+    )
 
 
 # --- run --------------------------------------------------------------------------------------
+
 
 def package_dir(store: Path, job: Job | tuple[str, str]) -> Path:
     tenant, mid = (job.tenant_id, job.migration_id) if isinstance(job, Job) else job
@@ -353,8 +467,9 @@ def _destroy_attempt(keys: PackageKeys, job: Job) -> None:
     keys.destroy(PackageKeys.scope(job.migration_id))  # none before the first attempt
 
 
-def _start(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, store: Path,
-           now: datetime | None) -> None:
+def _start(
+    gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, store: Path, now: datetime | None
+) -> None:
     from labvault.access import Purpose
 
     with gw.unit(principal, Purpose.EXPORT) as u:
@@ -367,11 +482,20 @@ def _start(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str,
         keys = recipes.package_keys(u, tenant_id, "migration:run")
         _destroy_attempt(keys, job)
         sealed = keys.start(migration_id)
-        _set(u, tenant_id, migration_id, state="running", attempts=job.attempts + 1, started_at=utcnow(),
-             package_path=str(package_dir(store, job).resolve() / PACKAGE),
-             package_scope=sealed.scope, package_key_wrapped=sealed.package_key,
-             receipt_key_wrapped=sealed.receipt_key, fingerprint_key_wrapped=sealed.fingerprint_key,
-             fingerprint_key_id=sealed.fingerprint_key_id)
+        _set(
+            u,
+            tenant_id,
+            migration_id,
+            state="running",
+            attempts=job.attempts + 1,
+            started_at=utcnow(),
+            package_path=str(package_dir(store, job).resolve() / PACKAGE),
+            package_scope=sealed.scope,
+            package_key_wrapped=sealed.package_key,
+            receipt_key_wrapped=sealed.receipt_key,
+            fingerprint_key_wrapped=sealed.fingerprint_key,
+            fingerprint_key_id=sealed.fingerprint_key_id,
+        )
 
 
 def _records(records: Iterator[dict[str, Any]], counts: sel.Counts) -> Iterator[bytes]:
@@ -383,8 +507,16 @@ def _records(records: Iterator[dict[str, Any]], counts: sel.Counts) -> Iterator[
         yield dumps(rec, option=newline)
 
 
-def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, store: Path, *,
-        now: datetime | None = None, on_progress: Callable[[int], None] | None = None) -> Job:
+def run(
+    gw: Gateway,
+    principal: Principal,
+    tenant_id: str,
+    migration_id: str,
+    store: Path,
+    *,
+    now: datetime | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> Job:
     """Write the package (a new attempt each call), then the signed manifest."""
     from labvault.access import Purpose
 
@@ -406,11 +538,19 @@ def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, st
             _volume(u, instr, seen[0], migration_id, during_run=True)
             if on_progress is not None:
                 on_progress(k)
+
         keys, sealed = recipes.package_keys(u, tenant_id, "migration:run"), _sealed(row)
         _, destination = _outbound(instr)
         # The header's last field, the receipt key, is added by the package keys (PackageKeys.write).
-        header = {"record": "header", "format": FORMAT, "migration": migration_id, "tenant": tenant_id,
-                  "instruction": instr.id, "fields": read_plan.describe(), "links": read_plan.describe_links()}
+        header = {
+            "record": "header",
+            "format": FORMAT,
+            "migration": migration_id,
+            "tenant": tenant_id,
+            "instruction": instr.id,
+            "fields": read_plan.describe(),
+            "links": read_plan.describe_links(),
+        }
         counts = sel.Counts(read_plan.links)
         records = sel.run(u, read_plan, keys.ids(migration_id, sealed), on_result=guard)
         package = _package(job)
@@ -422,11 +562,18 @@ def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, st
         job = _job(row)
         received = _instruction_sha(u, tenant_id, job.instruction_id)
         body = {
-            "format": FORMAT, "migration": migration_id, "tenant": tenant_id, "kind": job.kind,
-            "instruction": job.instruction_id, "instruction_sha256": received, "created_at": utcnow().isoformat(),
+            "format": FORMAT,
+            "migration": migration_id,
+            "tenant": tenant_id,
+            "kind": job.kind,
+            "instruction": job.instruction_id,
+            "instruction_sha256": received,
+            "created_at": utcnow().isoformat(),
             "recipient": destination.recipient_age_key,
             "destination": {"name": destination.name, "country": destination.country},
-            "fields": read_plan.describe(), "links": read_plan.describe_links(), "counts": counts.as_dict(),
+            "fields": read_plan.describe(),
+            "links": read_plan.describe_links(),
+            "counts": counts.as_dict(),
             "files": [{"name": PACKAGE, "sha256": written.sha256, "bytes": written.size}],
             "fingerprint_key_id": row.fingerprint_key_id,
             "deletion_deadline": job.deadline.isoformat(),
@@ -435,8 +582,14 @@ def run(gw: Gateway, principal: Principal, tenant_id: str, migration_id: str, st
         signature, public = u.sign_as_platform(body)
         manifest = {"manifest": body, "signature": signature, "public_key": public.hex()}
         atomic_write(d / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode(), mode=0o600)
-        _set(u, tenant_id, migration_id, state="packaged", manifest=json.dumps(manifest, sort_keys=True),
-             manifest_signature=manifest["signature"])
+        _set(
+            u,
+            tenant_id,
+            migration_id,
+            state="packaged",
+            manifest=json.dumps(manifest, sort_keys=True),
+            manifest_signature=manifest["signature"],
+        )
         _ev(u, tenant_id, "migration:run", counts.records["result"], migration_id, job.instruction_id)
         return _job(_row(u, tenant_id, migration_id))
 
@@ -447,6 +600,7 @@ def _instruction_sha(u: Unit, tenant_id: str, instruction_id: str) -> str:
 
 
 # --- reading a package back -------------------------------------------------------------------
+
 
 class _Reader:
     """Clear lines pushed by ``packages.read``, parsed one by one (memory: one chunk)."""
@@ -512,8 +666,9 @@ class _LinkCheck:
                 raise ReconciliationFailed(f"{missing} {target} id(s) linked to are not records of the package")
 
 
-def reconcile(path: Path, read: Callable[[Path, Callable[[bytes], None]], None], manifest: dict[str, Any]
-              ) -> dict[str, Any]:
+def reconcile(
+    path: Path, read: Callable[[Path, Callable[[bytes], None]], None], manifest: dict[str, Any]
+) -> dict[str, Any]:
     """Decrypt a package in memory (``read``: the recipient's identity or the platform's package
     key, through ``labvault.crypto.packages``) and check it against its manifest: the SHA-256 of the file,
     the header, every record's type, fields and links within the manifest's (a link only to a
@@ -531,10 +686,13 @@ def reconcile(path: Path, read: Callable[[Path, Callable[[bytes], None]], None],
     for rtype, names in links.items():
         bad = [k for k in names if k not in sel.LINKS.get(rtype, ()) or sel.TARGET[k] not in body["fields"]]
         if bad and not legacy:
-            raise ReconciliationFailed(f"the manifest's links of {sel_name(rtype)} records name record types "
-                                       f"it does not list: {', '.join(map(sel_name, bad))}")
+            raise ReconciliationFailed(
+                f"the manifest's links of {sel_name(rtype)} records name record types "
+                f"it does not list: {', '.join(map(sel_name, bad))}"
+            )
     allowed: dict[str, set[str]] = {
-        rtype: {"record", "id", *links[rtype], *fields} for rtype, fields in body["fields"].items()}
+        rtype: {"record", "id", *links[rtype], *fields} for rtype, fields in body["fields"].items()
+    }
     counts = sel.Counts(None if legacy else links)
     check = None if legacy else _LinkCheck()
     header: dict[str, Any] = {}
@@ -548,8 +706,9 @@ def reconcile(path: Path, read: Callable[[Path, Callable[[bytes], None]], None],
             raise ReconciliationFailed(f"a record of type {sel_name(rtype)} is not in the manifest")
         extra = set(rec) - allowed[rtype]
         if extra:
-            raise ReconciliationFailed(f"{rtype} records hold fields outside the manifest: "
-                                       f"{', '.join(sorted(map(sel_name, extra)))}")
+            raise ReconciliationFailed(
+                f"{rtype} records hold fields outside the manifest: {', '.join(sorted(map(sel_name, extra)))}"
+            )
         if check is not None:
             check.on(rtype, rec)
         try:
@@ -571,14 +730,18 @@ def reconcile(path: Path, read: Callable[[Path, Callable[[bytes], None]], None],
         got.pop("links")
     want = body["counts"]
     if got != want:
-        diffs = [f"{k}: {got['records'].get(k, 0)} in the package, {want['records'].get(k, 0)} in the manifest"
-                 for k in sorted(set(got["records"]) | set(want["records"]))
-                 if got["records"].get(k, 0) != want["records"].get(k, 0)]
+        diffs = [
+            f"{k}: {got['records'].get(k, 0)} in the package, {want['records'].get(k, 0)} in the manifest"
+            for k in sorted(set(got["records"]) | set(want["records"]))
+            if got["records"].get(k, 0) != want["records"].get(k, 0)
+        ]
         if not diffs and got.get("links") != want.get("links"):
-            diffs = [f"{t} links: {json.dumps(got['links'].get(t, {}), sort_keys=True)} in the package, "
-                     f"{json.dumps((want.get('links') or {}).get(t, {}), sort_keys=True)} in the manifest"
-                     for t in sorted(set(got["links"]) | set(want.get("links") or {}))
-                     if got["links"].get(t) != (want.get("links") or {}).get(t)]
+            diffs = [
+                f"{t} links: {json.dumps(got['links'].get(t, {}), sort_keys=True)} in the package, "
+                f"{json.dumps((want.get('links') or {}).get(t, {}), sort_keys=True)} in the manifest"
+                for t in sorted(set(got["links"]) | set(want.get("links") or {}))
+                if got["links"].get(t) != (want.get("links") or {}).get(t)
+            ]
         raise ReconciliationFailed("counts differ from the manifest: " + ("; ".join(diffs) or "per field"))
     return header
 
@@ -603,12 +766,14 @@ def verify_package(u: Unit, tenant_id: str, migration_id: str) -> Job:
         raise ReconciliationFailed(f"the manifest's {what} are not the approved plan's")
     keys, sealed = recipes.package_keys(u, tenant_id, "migration:verify"), _sealed(row)
     reconcile(_package(job), lambda path, push: keys.read(sealed, path, push), manifest)
-    if "result" in m["fields"] and m["counts"]["records"]["result"] != job.plan["counts"]["results"] \
-            and job.plan["counts"]["results"] is not None:
+    if (
+        "result" in m["fields"]
+        and m["counts"]["records"]["result"] != job.plan["counts"]["results"]
+        and job.plan["counts"]["results"] is not None
+    ):
         u.audit(tenant_id, "migration:verify", "migration", 0, outcome="alert", refs=[migration_id])
     _set(u, tenant_id, migration_id, state="verified", verified_at=utcnow())
-    _ev(u, tenant_id, "migration:verify", m["counts"]["records"]["result"],
-        migration_id, job.instruction_id)
+    _ev(u, tenant_id, "migration:verify", m["counts"]["records"]["result"], migration_id, job.instruction_id)
     return _job(_row(u, tenant_id, migration_id))
 
 
@@ -624,8 +789,10 @@ def _check_manifest_signature(u: Unit, manifest: dict[str, Any]) -> None:
 
 # --- receipt, purge, close --------------------------------------------------------------------
 
-def acknowledge(package: Path, manifest: dict[str, Any], identity_text: str, *,
-                signing_key: bytes | None = None) -> dict[str, Any]:
+
+def acknowledge(
+    package: Path, manifest: dict[str, Any], identity_text: str, *, signing_key: bytes | None = None
+) -> dict[str, Any]:
     """The recipient's side (no store needed): open the package with its age identity, check it
     against the manifest, and write the receipt: MACed with the key found inside the package
     (proof that it was opened) and, with ``signing_key`` (the recipient's Ed25519 private key),
@@ -634,9 +801,14 @@ def acknowledge(package: Path, manifest: dict[str, Any], identity_text: str, *,
 
     header = reconcile(package, lambda path, push: packages.read(path, identity_text, push), manifest)
     body = manifest["manifest"]
-    receipt = {"receipt": "migration", "migration": body["migration"], "tenant": body["tenant"],
-               "package_sha256": body["files"][0]["sha256"], "records": body["counts"]["records"],
-               "received_at": utcnow().isoformat()}
+    receipt = {
+        "receipt": "migration",
+        "migration": body["migration"],
+        "tenant": body["tenant"],
+        "package_sha256": body["files"][0]["sha256"],
+        "records": body["counts"]["records"],
+        "received_at": utcnow().isoformat(),
+    }
     doc: dict[str, Any] = {"receipt": receipt, "mac": packages.receipt_mac(header, receipt)}
     if signing_key is not None:
         signer = Signer(signing_key)
@@ -658,9 +830,13 @@ def import_receipt(u: Unit, tenant_id: str, migration_id: str, doc: object) -> J
     job = _job(row)
     _expect(job, "packaged", "verified", hint="a receipt follows a run")
     manifest = _manifest(job)
-    if not isinstance(doc, dict) or not {"receipt", "mac"} <= set(doc) \
-            or not set(doc) <= {"receipt", "mac", "signature", "public_key"} \
-            or not isinstance(doc["receipt"], dict) or not isinstance(doc["mac"], str):
+    if (
+        not isinstance(doc, dict)
+        or not {"receipt", "mac"} <= set(doc)
+        or not set(doc) <= {"receipt", "mac", "signature", "public_key"}
+        or not isinstance(doc["receipt"], dict)
+        or not isinstance(doc["mac"], str)
+    ):
         raise ReceiptInvalid("receipt: must hold receipt and mac (and, when signed, signature and public_key)")
     body = doc["receipt"]
     m = manifest["manifest"]
@@ -704,14 +880,29 @@ def purge(u: Unit, tenant_id: str, migration_id: str, *, reason: str) -> Job:
     if job.package is not None:
         packages.discard_partial(job.package)
     if had_file:
-        destroyed.append({"copy": f"package file {PACKAGE}", "where": "package store",
-                          "sha256": job.manifest["manifest"]["files"][0]["sha256"] if job.manifest else None,
-                          "destroyed_at": now.isoformat()})
+        destroyed.append(
+            {
+                "copy": f"package file {PACKAGE}",
+                "where": "package store",
+                "sha256": job.manifest["manifest"]["files"][0]["sha256"] if job.manifest else None,
+                "destroyed_at": now.isoformat(),
+            }
+        )
     if row.package_scope:
-        destroyed.append({"copy": "package key", "where": f"key provider scope {row.package_scope}",
-                          "destroyed_at": now.isoformat()})
-    _set(u, tenant_id, migration_id, state="purged", purged_at=now, purge_reason=reason,
-         destroyed=json.dumps(destroyed), package_key_wrapped=None, receipt_key_wrapped=None)
+        destroyed.append(
+            {"copy": "package key", "where": f"key provider scope {row.package_scope}", "destroyed_at": now.isoformat()}
+        )
+    _set(
+        u,
+        tenant_id,
+        migration_id,
+        state="purged",
+        purged_at=now,
+        purge_reason=reason,
+        destroyed=json.dumps(destroyed),
+        package_key_wrapped=None,
+        receipt_key_wrapped=None,
+    )
     _ev(u, tenant_id, "migration:purge", len(destroyed), migration_id, job.instruction_id)
     # Last, once the database says so: the key itself (gone already if an earlier purge destroyed
     # it and then failed to commit).
@@ -729,24 +920,31 @@ def close(u: Unit, tenant_id: str, migration_id: str) -> dict[str, Any]:
     now = utcnow()
     m = job.manifest["manifest"] if job.manifest else None
     body = {
-        "kind": "migration-closure", "migration": migration_id, "tenant": tenant_id, "type": job.kind,
-        "instruction": job.instruction_id, "instruction_sha256": _instruction_sha(u, tenant_id, job.instruction_id),
+        "kind": "migration-closure",
+        "migration": migration_id,
+        "tenant": tenant_id,
+        "type": job.kind,
+        "instruction": job.instruction_id,
+        "instruction_sha256": _instruction_sha(u, tenant_id, job.instruction_id),
         "extracted": None if m is None else {"fields": m["fields"], "counts": m["counts"], "files": m["files"]},
         "manifest_sha256": None if job.manifest is None else sha256_hex(canonical(job.manifest)),
         "fingerprint_key_id": row.fingerprint_key_id,
         "approvals": [{k: a.get(k) for k in ("side", "account", "name", "signer", "at")} for a in job.approvals],
         "received_at": row.received_at and stored_utc(row.received_at).isoformat(),
-        "purged_at": job.purged_at and job.purged_at.isoformat(), "purge_reason": row.purge_reason,
+        "purged_at": job.purged_at and job.purged_at.isoformat(),
+        "purge_reason": row.purge_reason,
         "destroyed": job.destroyed,
         "staging": "none: packages are written unnamed (O_TMPFILE) and encrypted as they are produced",
-        "deletion_deadline": job.deadline.isoformat(), "closed_at": now.isoformat(),
+        "deletion_deadline": job.deadline.isoformat(),
+        "closed_at": now.isoformat(),
     }
     record = store_signed_record(u, tenant_id, "migration-closure", body)
     _set(u, tenant_id, migration_id, state="closed", closed_at=now)
     _ev(u, tenant_id, "migration:close", 1, migration_id, job.instruction_id)
     if job.package is not None and job.package.parent.is_dir():
-        atomic_write(job.package.parent / CERTIFICATE, json.dumps(record, indent=1, sort_keys=True).encode(),
-                     mode=0o600)
+        atomic_write(
+            job.package.parent / CERTIFICATE, json.dumps(record, indent=1, sort_keys=True).encode(), mode=0o600
+        )
     return record
 
 
@@ -778,36 +976,63 @@ def destroy_all(u: Unit, tenant_id: str) -> dict[str, Any]:
     copies = []
     for mid in held:
         job = purge(u, tenant_id, mid, reason="end-of-contract")
-        copies += [{"migration": mid, **{k: d[k] for k in ("copy", "where", "destroyed_at") if k in d},
-                    **({"sha256": d["sha256"]} if d.get("sha256") else {})} for d in job.destroyed]
+        copies += [
+            {
+                "migration": mid,
+                **{k: d[k] for k in ("copy", "where", "destroyed_at") if k in d},
+                **({"sha256": d["sha256"]} if d.get("sha256") else {}),
+            }
+            for d in job.destroyed
+        ]
     return {"packages_destroyed": len(held), "copies": copies}
 
 
 # --- one-step exports (kinds export and return) -----------------------------------------------
 
-def export(gw: Gateway, principal: Principal, tenant_id: str, instruction_id: str, store: Path, *,
-           ask: Ask | None = None, now: datetime | None = None, kinds: tuple[str, ...] = ONE_STEP_KINDS,
-           on_progress: Callable[[int], None] | None = None) -> Job:
+
+def export(
+    gw: Gateway,
+    principal: Principal,
+    tenant_id: str,
+    instruction_id: str,
+    store: Path,
+    *,
+    ask: Ask | None = None,
+    now: datetime | None = None,
+    kinds: tuple[str, ...] = ONE_STEP_KINDS,
+    on_progress: Callable[[int], None] | None = None,
+) -> Job:
     """Plan, approve, run and verify an export or a return in one go. The lab's approval is the
     signature on its instruction; the operator who runs it gives the other (a different person)."""
     from labvault.access import Purpose
-
     from labvault.instructions import signers
+
     with gw.unit(principal, Purpose.EXPORT) as u:
         job = plan(u, tenant_id, instruction_id, ask=ask, kinds=kinds, now=now)
         received = signers.get_instruction(u, tenant_id, instruction_id)
         signer = next(s for s in signers.list_signers(u, tenant_id) if s.signer_id == received.signer_id)
-        job = _add_approval(u, job, {"side": "lab", "account": signer.signer_id, "signer": signer.signer_id,
-                                     "name": signer.name, "email": signer.email.lower(),
-                                     "signature": received.signature, "at": stored_utc(received.received_at).isoformat()})
+        job = _add_approval(
+            u,
+            job,
+            {
+                "side": "lab",
+                "account": signer.signer_id,
+                "signer": signer.signer_id,
+                "name": signer.name,
+                "email": signer.email.lower(),
+                "signature": received.signature,
+                "at": stored_utc(received.received_at).isoformat(),
+            },
+        )
         job = approve_operator(u, tenant_id, job.migration_id)
     run(gw, principal, tenant_id, job.migration_id, store, now=now, on_progress=on_progress)
     with gw.unit(principal, Purpose.EXPORT) as u:
         return verify_package(u, tenant_id, job.migration_id)
 
 
-def tenant_return(gw: Gateway, principal: Principal, tenant_id: str, instruction_id: str, store: Path, *,
-                  now: datetime | None = None) -> dict[str, Any]:
+def tenant_return(
+    gw: Gateway, principal: Principal, tenant_id: str, instruction_id: str, store: Path, *, now: datetime | None = None
+) -> dict[str, Any]:
     """End of contract by return: the lab's data exported under its ``return`` instruction.
     Says how many of the lab's results the instruction leaves out (a full return leaves none)."""
     from labvault.access import Purpose

@@ -14,6 +14,17 @@ from labvault.retention.policy import (
 from labvault.retention.purge import END_HOOKS, HOOKS, Report, end_delete, run
 
 __all__ = [
-    "CATEGORIES", "END_HOOKS", "HOOKS", "Report", "end_delete", "list_holds", "list_rules", "parse_duration",
-    "parse_rules", "place_hold", "release_hold", "run", "set_rule",
+    "CATEGORIES",
+    "END_HOOKS",
+    "HOOKS",
+    "Report",
+    "end_delete",
+    "list_holds",
+    "list_rules",
+    "parse_duration",
+    "parse_rules",
+    "place_hold",
+    "release_hold",
+    "run",
+    "set_rule",
 ]

@@ -10,16 +10,25 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from labvault.errors import InvalidInput
 from labvault.retention import records as store
 from labvault.retention.records import CATEGORIES, EVERYTHING, Hold, Rule
-from labvault.errors import InvalidInput
 
 if TYPE_CHECKING:
     from labvault.access.gateway import Unit
 
 __all__ = [
-    "CATEGORIES", "EVERYTHING", "Hold", "Rule", "list_holds", "list_rules", "parse_duration", "parse_rules",
-    "place_hold", "release_hold", "set_rule",
+    "CATEGORIES",
+    "EVERYTHING",
+    "Hold",
+    "Rule",
+    "list_holds",
+    "list_rules",
+    "parse_duration",
+    "parse_rules",
+    "place_hold",
+    "release_hold",
+    "set_rule",
 ]
 
 DAYS_PER_YEAR = 365

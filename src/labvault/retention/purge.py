@@ -31,18 +31,28 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from labvault.retention import records as store
-from labvault.retention.records import CATEGORIES, EVERYTHING, QUARANTINE, RESULTS
 from labvault.crypto.signing import verify
 from labvault.errors import InvalidInput, SignatureInvalid, TenantShredded
 from labvault.ids import utcnow
+from labvault.retention import records as store
+from labvault.retention.records import CATEGORIES, EVERYTHING, QUARANTINE, RESULTS
 
 if TYPE_CHECKING:
     from labvault.access.gateway import Gateway, Unit
     from labvault.access.principal import Principal
 
-__all__ = ["END_HOOKS", "HOOKS", "EndHook", "Hook", "Report", "certificates", "end_delete", "run", "run_all",
-           "verify_certificate"]
+__all__ = [
+    "END_HOOKS",
+    "HOOKS",
+    "EndHook",
+    "Hook",
+    "Report",
+    "certificates",
+    "end_delete",
+    "run",
+    "run_all",
+    "verify_certificate",
+]
 
 Hook = Callable[["Unit", str, datetime], Mapping[str, int]]
 EndHook = Callable[["Unit", str, datetime], Mapping[str, object]]
@@ -79,16 +89,16 @@ def run(u: Unit, tenant_id: str, *, now: datetime) -> Report:
     u.tenant(tenant_id)
     rules = {r.category: r for r in store.rules(u, tenant_id, action=None)}
     if RESULTS not in rules:
-        raise InvalidInput(f"lab '{tenant_id}' has no retention rule for results: "
-                           "the lab sets one with 'labvault retention set'")
+        raise InvalidInput(
+            f"lab '{tenant_id}' has no retention rule for results: the lab sets one with 'labvault retention set'"
+        )
     scopes = {h.scope for h in store.holds(u, tenant_id, action=None) if h.active}
     report = Report(tenant_id, now)
 
     def is_held(category: str) -> bool:
         return EVERYTHING in scopes or category in scopes or (category != QUARANTINE and RESULTS in scopes)
 
-    cutoffs = {c: now - timedelta(days=rules.get(c, rules[RESULTS]).days)
-               for c in _RESULT_CATEGORIES if not is_held(c)}
+    cutoffs = {c: now - timedelta(days=rules.get(c, rules[RESULTS]).days) for c in _RESULT_CATEGORIES if not is_held(c)}
     if cutoffs:
         counts = store.purge_results(u, tenant_id, cutoffs, request_cutoff=cutoffs.get(RESULTS))
         for c in _RESULT_CATEGORIES:  # results of a category without its own rule count under 'results'
@@ -96,7 +106,9 @@ def run(u: Unit, tenant_id: str, *, now: datetime) -> Report:
             report.categories[key] = report.categories.get(key, 0) + counts[c]
         report.requests, report.specimens, report.identities = counts["request"], counts["specimen"], counts["patient"]
     if QUARANTINE in rules and not is_held(QUARANTINE):
-        report.categories[QUARANTINE] = store.purge_quarantine(u, tenant_id, now - timedelta(days=rules[QUARANTINE].days))
+        report.categories[QUARANTINE] = store.purge_quarantine(
+            u, tenant_id, now - timedelta(days=rules[QUARANTINE].days)
+        )
     for category in CATEGORIES:
         if category not in rules and category not in scopes:
             continue
@@ -115,8 +127,9 @@ def run(u: Unit, tenant_id: str, *, now: datetime) -> Report:
     return report
 
 
-def run_all(gateway: Gateway, principal: Principal, *, now: datetime, tenant_id: str | None = None
-            ) -> tuple[list[Report], dict[str, str]]:
+def run_all(
+    gateway: Gateway, principal: Principal, *, now: datetime, tenant_id: str | None = None
+) -> tuple[list[Report], dict[str, str]]:
     """``run`` for one lab or every lab not shredded, each in its own transaction (what ``labvault
     retention run`` and the scheduler of ``labvault serve`` do). Returns the reports and, for
     every lab that could not be purged, the reason (one lab's failure does not stop the others;
@@ -156,8 +169,10 @@ def end_delete(u: Unit, tenant_id: str, *, instruction_id: str | None = None) ->
     deletion = instructed.authorise_deletion(u, tenant_id, instruction_id, action="tenant:end")
     active = [h.hold_id for h in store.holds(u, tenant_id, action=None) if h.active]
     if active:
-        raise InvalidInput(f"lab '{tenant_id}' is under {len(active)} legal hold(s) ({', '.join(active)}): "
-                           "its data cannot be deleted until the lab releases them")
+        raise InvalidInput(
+            f"lab '{tenant_id}' is under {len(active)} legal hold(s) ({', '.join(active)}): "
+            "its data cannot be deleted until the lab releases them"
+        )
     now = utcnow()
     rows = store.delete_lab_rows(u, tenant_id)
     packages: dict[str, object] = {}
@@ -175,9 +190,14 @@ def end_delete(u: Unit, tenant_id: str, *, instruction_id: str | None = None) ->
         "actor_name": u.principal.name,
         "stores": [
             {"store": "database", "engine": u.dialect, "rows_deleted": rows},
-            {"store": "key provider", "provider": shred["body"]["key_provider"], "scope": tenant_id,
-             "scope_destroyed": True, "keys_destroyed": shred["body"]["keys_destroyed"],
-             "shred_record": shred["record_id"]},
+            {
+                "store": "key provider",
+                "provider": shred["body"]["key_provider"],
+                "scope": tenant_id,
+                "scope_destroyed": True,
+                "keys_destroyed": shred["body"]["keys_destroyed"],
+                "shred_record": shred["record_id"],
+            },
             {"store": "packages", "hooks": len(END_HOOKS), "destroyed": packages},
         ],
     }
@@ -198,4 +218,3 @@ def verify_certificate(u: Unit, record: dict) -> None:
     if record["public_key"] not in store.platform_public_keys(u):
         raise SignatureInvalid("the certificate was not signed by this platform's key")
     verify(record["body"], record["signature"], bytes.fromhex(record["public_key"]))
-

@@ -98,9 +98,17 @@ def place_hold(u: Unit, tenant_id: str, *, basis: str, scope: str = EVERYTHING) 
     u.authorise(tenant_id, "retention:manage")
     u.tenant(tenant_id)
     hold = Hold(new_id(), text, scope, u.principal.account_id, utcnow(), None, None)
-    u.execute(tenant_id, insert(t.legal_hold).values(
-        tenant_id=tenant_id, hold_id=hold.hold_id, basis=hold.basis, scope=scope, set_by=hold.set_by,
-        set_at=hold.set_at))
+    u.execute(
+        tenant_id,
+        insert(t.legal_hold).values(
+            tenant_id=tenant_id,
+            hold_id=hold.hold_id,
+            basis=hold.basis,
+            scope=scope,
+            set_by=hold.set_by,
+            set_at=hold.set_at,
+        ),
+    )
     u.audit(tenant_id, "retention:hold", "hold", 1, refs=[hold.hold_id])
     return hold
 
@@ -129,7 +137,11 @@ def holds(u: Unit, tenant_id: str, *, action: str | None = "retention:read") -> 
 
 # -- deletions ---------------------------------------------------------------------------------------
 def purge_results(
-    u: Unit, tenant_id: str, cutoffs: Mapping[str, datetime], *, request_cutoff: datetime | None,
+    u: Unit,
+    tenant_id: str,
+    cutoffs: Mapping[str, datetime],
+    *,
+    request_cutoff: datetime | None,
     batch: int = BATCH,
 ) -> dict[str, int]:
     """Delete what is past its cutoff, in batches; the gateway does it (``Unit.purge_results`` says how)."""
@@ -150,9 +162,18 @@ def store_signed_record(u: Unit, tenant_id: str, kind: str, body: dict) -> dict:
     """Sign ``body`` (no personal value in it) with the platform key and keep it for the lab."""
     signature, public = u.sign_as_platform(body)
     record = {"record_id": new_id(), "body": body, "signature": signature, "public_key": public.hex()}
-    u.execute(tenant_id, insert(t.signed_record).values(
-        tenant_id=tenant_id, record_id=record["record_id"], kind=kind, body=json.dumps(body, sort_keys=True),
-        signature=record["signature"], signer_public_key=record["public_key"], created_at=utcnow()))
+    u.execute(
+        tenant_id,
+        insert(t.signed_record).values(
+            tenant_id=tenant_id,
+            record_id=record["record_id"],
+            kind=kind,
+            body=json.dumps(body, sort_keys=True),
+            signature=record["signature"],
+            signer_public_key=record["public_key"],
+            created_at=utcnow(),
+        ),
+    )
     return record
 
 

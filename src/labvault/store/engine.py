@@ -12,8 +12,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import BigInteger, Connection, DateTime, Engine, Integer, LargeBinary, Table, create_engine, event
-from sqlalchemy.types import TypeEngine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.types import TypeEngine
 
 from labvault.errors import ConfigError, NotInitialised, SchemaOutdated, StoreError
 
@@ -43,7 +43,7 @@ def make_engine(url: str, *, durable: bool = False) -> Engine:
     ``hide_parameters``: SQL errors and logs never show bound values (ciphertexts, but also
     blind indexes and pseudonyms have no business in a log).
     """
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
+    if url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     try:
         if url.startswith("sqlite"):
@@ -52,8 +52,9 @@ def make_engine(url: str, *, durable: bool = False) -> Engine:
                 raise NotInitialised(f"no database directory {Path(path).parent}: run 'labvault init' first")
             # The gateway's pipelined bulk writes hand the connection to one writer thread while
             # the caller's thread encrypts the next batch; never two threads at once.
-            engine = create_engine(url, connect_args={"check_same_thread": False}, hide_parameters=True,
-                                   pool_size=10, max_overflow=30)
+            engine = create_engine(
+                url, connect_args={"check_same_thread": False}, hide_parameters=True, pool_size=10, max_overflow=30
+            )
             event.listen(engine, "connect", functools.partial(_sqlite_pragmas, durable=durable))
         else:
             engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, pool_size=10, max_overflow=30)
@@ -138,8 +139,6 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Se
     _driver(conn).executemany(sql, rows)
 
 
-
-
 def delete_audit_range(conn: Connection, tenant_id: str, after: int, upto: int) -> int:
     """Delete a lab's audit events ``after`` < seq <= ``upto`` (retention only).
 
@@ -159,8 +158,12 @@ def delete_audit_range(conn: Connection, tenant_id: str, after: int, upto: int) 
         return n
     conn.execute(text("DROP TRIGGER audit_event_no_delete"))
     n = conn.execute(text(f"DELETE FROM audit_event WHERE {where}"), params).rowcount
-    conn.execute(text("CREATE TRIGGER audit_event_no_delete BEFORE DELETE ON audit_event "
-                      "BEGIN SELECT RAISE(ABORT, 'labvault: audit records are append-only'); END"))
+    conn.execute(
+        text(
+            "CREATE TRIGGER audit_event_no_delete BEFORE DELETE ON audit_event "
+            "BEGIN SELECT RAISE(ABORT, 'labvault: audit records are append-only'); END"
+        )
+    )
     return n
 
 
@@ -189,8 +192,15 @@ def _fetch(cur, sql: str, params: tuple, batch: int):
 _NAME = frozenset("abcdefghijklmnopqrstuvwxyz_0123456789")
 
 
-def iter_tenant_rows(conn: Connection, table: str, columns: Sequence[str], tenant_id: str, *,
-                     order: Sequence[str] = (), batch: int = 5000):
+def iter_tenant_rows(
+    conn: Connection,
+    table: str,
+    columns: Sequence[str],
+    tenant_id: str,
+    *,
+    order: Sequence[str] = (),
+    batch: int = 5000,
+):
     """One lab's rows of ``table`` as plain tuples straight from the driver (no row objects), in
     ``order`` (code point order on PostgreSQL too), streamed: a server-side cursor on PostgreSQL,
     ``fetchmany`` on SQLite. For whole-lab scans through the gateway, which has authorised them

@@ -37,9 +37,18 @@ def messages(tenant_id: str, seed: int, n: int, *, facility: str = "LABVAULT-SYN
             rid = req.request_id
             specimens = [s for s in rec.specimens if s.request_id == rid]
             when = req.reported_at or max(
-                (s.received_at for s in specimens if s.received_at is not None), default=req.requested_at)
-            yield oru_r01(rec.identity, [req], specimens, [r for r in rec.results if r.request_id == rid],
-                          prescribers, sending_facility=facility, control_id=f"{prefix}-{i}-{k}", when=when)
+                (s.received_at for s in specimens if s.received_at is not None), default=req.requested_at
+            )
+            yield oru_r01(
+                rec.identity,
+                [req],
+                specimens,
+                [r for r in rec.results if r.request_id == rid],
+                prescribers,
+                sending_facility=facility,
+                control_id=f"{prefix}-{i}-{k}",
+                when=when,
+            )
             sent += 1
             if sent == n:
                 return

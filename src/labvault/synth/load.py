@@ -96,5 +96,9 @@ def check_synthetic(gateway: Gateway, principal: Principal, tenant_id: str) -> N
         if tenant.status == "shredded":
             raise TenantShredded(f"lab '{tenant_id}' was crypto-shredded: nothing can be generated into it")
         if not u.is_synthetic(tenant_id):
-            u.refuse(tenant_id, "tenant:generate", f"lab '{tenant_id}' is not a synthetic lab: generated data goes only into "
-                                           "labs created with 'labvault tenant add --synthetic'")
+            u.refuse(
+                tenant_id,
+                "tenant:generate",
+                f"lab '{tenant_id}' is not a synthetic lab: generated data goes only into "
+                "labs created with 'labvault tenant add --synthetic'",
+            )

@@ -53,8 +53,19 @@ class PgCluster:
         return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd="/")
 
     def start(self) -> str:
-        out = self._run("initdb", "-D", str(self.data), "-U", self.user, "-A", "trust", "-E", "UTF8", "--no-sync",
-                        "--locale=C.UTF-8")
+        out = self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            self.user,
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--locale=C.UTF-8",
+        )
         if out.returncode:
             raise RuntimeError(f"initdb failed: {out.stderr.strip()[:300]}")
         opts = f"-c listen_addresses='' -c unix_socket_directories='{self.dir}' -c shared_buffers=256MB"
@@ -65,7 +76,10 @@ class PgCluster:
             log = (self.dir / "log").read_text(errors="replace")[-500:] if (self.dir / "log").exists() else ""
             raise RuntimeError(f"pg_ctl start failed: {out.stderr.strip()[:300]} {log}")
         for _ in range(50):
-            if self._run("psql", "-h", str(self.dir), "-U", self.user, "-d", "postgres", "-c", "select 1").returncode == 0:
+            if (
+                self._run("psql", "-h", str(self.dir), "-U", self.user, "-d", "postgres", "-c", "select 1").returncode
+                == 0
+            ):
                 break
             time.sleep(0.1)
         return self.url("postgres")
@@ -75,8 +89,17 @@ class PgCluster:
     def createdb(self, name: str) -> str:
         """A database owned by the application role; its URL uses that role."""
         if not self._app_role:
-            out = self._run("psql", "-h", str(self.dir), "-U", self.user, "-d", "postgres", "-c",
-                            f"CREATE ROLE {self.APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE")
+            out = self._run(
+                "psql",
+                "-h",
+                str(self.dir),
+                "-U",
+                self.user,
+                "-d",
+                "postgres",
+                "-c",
+                f"CREATE ROLE {self.APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE",
+            )
             if out.returncode and "already exists" not in out.stderr:
                 raise RuntimeError(f"create role failed: {out.stderr.strip()[:300]}")
             self._app_role = True

@@ -10,27 +10,26 @@ without the lab's signed deletion instruction. Labs existing before this revisio
 ``access_grant.scope_from``/``scope_to`` (ISO dates) bound a grant to a period.
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-
-revision = '0011'
-down_revision = '0010'
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('tenant') as batch:
-        batch.add_column(sa.Column('synthetic', sa.Integer(), nullable=False, server_default='0'))
-    with op.batch_alter_table('access_grant') as batch:
-        batch.add_column(sa.Column('scope_from', sa.String(length=10), nullable=True))
-        batch.add_column(sa.Column('scope_to', sa.String(length=10), nullable=True))
+    with op.batch_alter_table("tenant") as batch:
+        batch.add_column(sa.Column("synthetic", sa.Integer(), nullable=False, server_default="0"))
+    with op.batch_alter_table("access_grant") as batch:
+        batch.add_column(sa.Column("scope_from", sa.String(length=10), nullable=True))
+        batch.add_column(sa.Column("scope_to", sa.String(length=10), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('access_grant') as batch:
-        batch.drop_column('scope_to')
-        batch.drop_column('scope_from')
-    with op.batch_alter_table('tenant') as batch:
-        batch.drop_column('synthetic')
+    with op.batch_alter_table("access_grant") as batch:
+        batch.drop_column("scope_to")
+        batch.drop_column("scope_from")
+    with op.batch_alter_table("tenant") as batch:
+        batch.drop_column("synthetic")

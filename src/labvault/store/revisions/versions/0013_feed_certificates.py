@@ -9,25 +9,24 @@ service account: its SHA-256 fingerprint (unique: one certificate, one account) 
 certificate itself (public; the MLLP listener trusts exactly the pinned certificates).
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-
-revision = '0013'
-down_revision = '0012'
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('account') as batch:
-        batch.add_column(sa.Column('feed_cert_sha256', sa.String(length=64), nullable=True))
-        batch.add_column(sa.Column('feed_cert_pem', sa.Text(), nullable=True))
-    op.create_index('ix_account_feed_cert_sha256', 'account', ['feed_cert_sha256'], unique=True)
+    with op.batch_alter_table("account") as batch:
+        batch.add_column(sa.Column("feed_cert_sha256", sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column("feed_cert_pem", sa.Text(), nullable=True))
+    op.create_index("ix_account_feed_cert_sha256", "account", ["feed_cert_sha256"], unique=True)
 
 
 def downgrade() -> None:
-    op.drop_index('ix_account_feed_cert_sha256', table_name='account')
-    with op.batch_alter_table('account') as batch:
-        batch.drop_column('feed_cert_pem')
-        batch.drop_column('feed_cert_sha256')
+    op.drop_index("ix_account_feed_cert_sha256", table_name="account")
+    with op.batch_alter_table("account") as batch:
+        batch.drop_column("feed_cert_pem")
+        batch.drop_column("feed_cert_sha256")
