@@ -145,7 +145,7 @@ def _clear(instr: Instruction, category: str, obj: T, tally: Tally, *, extra: di
         n: None for n in OPTIONAL.get(category, ()) if not instr.allows(category, n) and getattr(obj, n) is not None
     }
     tally.cleared.update(f"{category}.{n}" for n in gone)
-    if category == "result" and not instr.allows(FREE_TEXT, COMMENT) and obj.comment is not None:
+    if category == "result" and not instr.allows(FREE_TEXT, COMMENT) and getattr(obj, "comment", None) is not None:
         gone["comment"] = None
         tally.cleared[COMMENT] += 1
     changes = {**gone, **(extra or {})}
