@@ -21,8 +21,3 @@ def package_keys(u: Unit, tenant_id: str, action: str) -> PackageKeys:
         raise ValueError(f"package keys serve the migration procedure, not '{action}'")
     u._authorise(tenant_id, action)
     return PackageKeys(u._gw.keys, tenant_id)
-
-
-def platform_public_key(u: Unit) -> bytes:
-    """The platform's current signing public key (derived from the private key the KEK opens)."""
-    return u._platform_signer()[1]
