@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, date, datetime
-from typing import Annotated
+from typing import Annotated, Any, cast, overload
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -32,7 +32,7 @@ from labvault.errors import InvalidInput
 from labvault.ids import stored_utc
 from labvault.migration import service as migration
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorOut, "description": text}
     for code, text in ((400, "Bad input"), (401, "Not authenticated"), (403, "Refused"), (404, "Unknown"),
                        (410, "Lab crypto-shredded"), (413, "Body too large"), (422, "Malformed request"),
@@ -104,14 +104,14 @@ def step_up(caller: SessionOnly, request: Request, body: schemas.MfaIn) -> Respo
     (``service.STEP_UP_WINDOW``). A wrong code counts as a failed login."""
     addr, ua = client(request)
     with gateway(request).auth_unit(source_addr=addr, user_agent=ua) as u:
-        service.step_up(u, caller.session, body.code, addr=addr, user_agent=ua)
+        service.step_up(u, cast(str, caller.session), body.code, addr=addr, user_agent=ua)
     return Response(status_code=204)
 
 
 @private.post("/api/v1/auth/logout", status_code=204)
 def logout(caller: SessionOnly, request: Request, response: Response) -> Response:
     with gateway(request).auth_unit() as u:
-        service.logout(u, caller.session)
+        service.logout(u, cast(str, caller.session))  # SessionOnly refused callers without one
     out = Response(status_code=204)
     out.delete_cookie(SESSION_COOKIE, path="/")
     out.delete_cookie(CSRF_COOKIE, path="/")
@@ -148,11 +148,12 @@ def search_patients(
     if nir is None and not (family_name and given_name and birth_date):
         raise InvalidInput("search by nir, or by family_name, given_name and birth_date")
     with gateway(request).unit(caller.principal, _purpose(caller)) as u:
-        found = (
-            u.find_patients_by_nir(tenant, nir)
-            if nir is not None
-            else u.find_patients_by_name(tenant, family_name, given_name, birth_date)
-        )
+        if nir is not None:
+            found = u.find_patients_by_nir(tenant, nir)
+        elif family_name and given_name and birth_date:
+            found = u.find_patients_by_name(tenant, family_name, given_name, birth_date)
+        else:  # refused above
+            raise InvalidInput("search by nir, or by family_name, given_name and birth_date")
     return [schemas.PatientOut(**dataclasses.asdict(p)) for p in found]
 
 
@@ -165,6 +166,10 @@ def patient(caller: Reader, request: Request, tenant: str, patient_id: str) -> s
 LAB_TIME = ZoneInfo("Europe/Paris")
 
 
+@overload
+def _aware(value: datetime) -> datetime: ...
+@overload
+def _aware(value: datetime | None) -> datetime | None: ...
 def _aware(value: datetime | None) -> datetime | None:
     """Lab times without an offset are the lab's local time (France); the API always gives one."""
     return value.replace(tzinfo=LAB_TIME) if value is not None and value.tzinfo is None else value

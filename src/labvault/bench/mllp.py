@@ -102,7 +102,7 @@ class _EchoCommitter(mllp.Committer):
     """The baseline: ACK AA at once, nothing parsed, nothing stored."""
 
     def _parse(self, batch):  # noqa: ANN001
-        done = mllp.Future()
+        done: mllp.Future[None] = mllp.Future()
         done.set_result(None)
         return done
 

@@ -39,7 +39,7 @@ def _per_lab(tenant: str | None, as_email: str | None, step):
 
 @app.command("checkpoint")
 def checkpoint(
-    tenant: str = typer.Option(None, "--tenant", help="One lab; every lab and the platform when absent."),
+    tenant: str | None = typer.Option(None, "--tenant", help="One lab; every lab and the platform when absent."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Sign a Merkle root over each lab's events so far."""
@@ -75,7 +75,7 @@ def _read_kept(path: Path) -> list[dict]:
 
 @app.command("verify")
 def verify(
-    tenant: str = typer.Option(None, "--tenant", help="One lab; every lab and the platform when absent."),
+    tenant: str | None = typer.Option(None, "--tenant", help="One lab; every lab and the platform when absent."),
     checkpoint_file: Path = typer.Option(
         None, "--checkpoint", help="The lab's pulled checkpoints ('audit checkpoints'), export or checkpoint "
                                    "(JSON lines): the log must be consistent with every one."),
@@ -208,7 +208,7 @@ def retention(
 
 @app.command("purge")
 def purge(
-    tenant: str = typer.Option(None, "--tenant", help="One lab; every lab and the platform when absent."),
+    tenant: str | None = typer.Option(None, "--tenant", help="One lab; every lab and the platform when absent."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Delete events past each lab's retention, cut at a signed checkpoint; verification goes on."""
@@ -264,7 +264,7 @@ def search(
     if ref is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", ref):
         raise InvalidInput("--ref is a pseudonymous id (letters, digits, '_.:-', at most 64)")
     with acting(as_email, Purpose.ADMINISTRATION) as u:
-        patient_id = ref
+        patient_id: str | None = ref
         if patient_nir:
             patient_id = u.patient_id_for_nir(tenant, patient_nir)
             if patient_id is None:

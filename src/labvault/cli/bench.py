@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import typer
+from rich.progress import TaskID
 
 from labvault.cli.common import progress
 
@@ -38,7 +39,7 @@ def api(
     from labvault.bench.api import run_api
 
     with progress() as bar:
-        tasks: dict[str, object] = {}
+        tasks: dict[str, TaskID] = {}
 
         def on_progress(phase: str, done: float, total: float, note: str) -> None:
             if phase not in tasks:

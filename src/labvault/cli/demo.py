@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import TypedDict
 
 import typer
 
@@ -26,14 +28,22 @@ MARKER = ".labvault-demo-home"
 DEMO_PASSWORD = "Labvault-demo-{k:02d}!"
 
 
-def make_demo_accounts(rt, lab_ids: list[str]) -> list[dict[str, str | None]]:
+class DemoAccount(TypedDict):
+    tenant: str
+    role: str
+    email: str
+    password: str
+    totp: str | None  # the TOTP secret, for roles that require MFA
+
+
+def make_demo_accounts(rt, lab_ids: list[str]) -> list[DemoAccount]:
     """A lab admin and a biologist per lab, an operator and a security officer: named, enrolled.
 
     As in production: the platform invites each lab's first lab_admin (nothing else of the lab's),
     who enrols and adds the lab's biologist; the platform adds its own staff."""
     from labvault.access.principal import Principal
 
-    out = []
+    out: list[DemoAccount] = []
     k = 0
 
     def enrol(tenant: str, role: str, email: str, name: str, by) -> str:
@@ -161,7 +171,7 @@ def demo(
             for tid in ids:
                 task = bar.add_task(tid, total=patients)
                 c = load_lab(rt.gateway, rt.operator, tid, patients=patients, seed=seed,
-                             on_batch=lambda n, task=task: bar.advance(task, n))
+                             on_batch=functools.partial(bar.advance, task))
                 totals["patients"] += c.patients
                 totals["requests"] += c.requests
                 totals["results"] += c.results

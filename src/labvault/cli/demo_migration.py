@@ -19,6 +19,7 @@ from labvault.access import Principal, Purpose
 from labvault.instructions import signers
 from labvault.accounts import service as accounts
 from labvault.cli.common import console
+from labvault.cli.demo import DemoAccount
 from labvault.crypto import packages
 from labvault.crypto.keys import atomic_write
 from labvault.crypto.signing import Signer
@@ -27,7 +28,7 @@ from labvault.instructions import document
 from labvault.migration import service
 
 
-def _login(rt, a: dict) -> Principal:
+def _login(rt, a: DemoAccount) -> Principal:
     import pyotp
 
     from labvault.accounts import totp
@@ -38,12 +39,14 @@ def _login(rt, a: dict) -> Principal:
         return login.principal
     # A code is accepted once: the enrolment, a moment ago, used this step's code; the demo's
     # authenticator gives the next step's (still within the window of one step either side).
+    if a["totp"] is None:
+        raise LabvaultError(f"the demo's {a['role']} account asks for a TOTP code but has no secret")
     code = pyotp.TOTP(a["totp"]).at(totp.clock() + totp.STEP)
     with rt.gateway.auth_unit(source_addr="demo", user_agent="labvault-demo") as u:
         return accounts.verify_mfa(u, login.session, code, addr="demo", user_agent="labvault-demo").principal
 
 
-def show_migration(rt, tenant: str, demo_accounts: list[dict]) -> None:
+def show_migration(rt, tenant: str, demo_accounts: list[DemoAccount]) -> None:
     home: Path = rt.settings.home
     store = home / "packages"
     who = {a["role"]: a for a in demo_accounts if a["tenant"] in (tenant, "platform")}

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from labvault.access import Purpose
 from labvault.accounts import service
 from labvault.cli.common import console
+from labvault.cli.demo import DemoAccount
 from labvault.errors import LabvaultError
 from labvault.synth.load import SYNTHETIC_RETENTION, check_synthetic
 
 REAL_LAB = "bio-reelle"
 
 
-def show_vendor_refused(rt, lab: str, accounts: list[dict]) -> str:
+def show_vendor_refused(rt, lab: str, accounts: list[DemoAccount]) -> str:
     """The CLI operator (the vendor's platform_admin) tries to act on a lab's people and data
     without the lab; each attempt is refused with its reason and recorded in the lab's audit
     trail. Returns the id of the real (not synthetic) lab it made to show the deletion rule."""
@@ -21,7 +23,7 @@ def show_vendor_refused(rt, lab: str, accounts: list[dict]) -> str:
     admin = next(a for a in accounts if a["tenant"] == lab and a["role"] == "lab_admin")
     op = rt.operator
 
-    def attempt(what: str, action: Callable[[object], object], *, own_unit: bool = False) -> None:
+    def attempt(what: str, action: Callable[[Any], object], *, own_unit: bool = False) -> None:
         try:
             if own_unit:  # the action opens its own unit of work
                 action(None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import typer
 
 from labvault.cli.common import console, progress, runtime
@@ -30,7 +32,7 @@ def generate(
                 task = bar.add_task(f"{tid}", total=patients)
                 counts = load_lab(
                     rt.gateway, rt.operator, tid, patients=patients, seed=seed,
-                    on_batch=lambda n, task=task: bar.advance(task, n),
+                    on_batch=functools.partial(bar.advance, task),
                 )
                 for k in totals:
                     totals[k] += getattr(counts, k)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.progress import TaskID
 from rich.table import Table
 
 from labvault.access import Purpose
@@ -75,7 +76,7 @@ def ingest(
                        instruction=instr)
         ing.preflight()
         with progress() as bar:
-            tasks: dict[str, int] = {}
+            tasks: dict[str, TaskID] = {}
 
             def step(name: str, done: int, total: int) -> None:
                 if name not in tasks:

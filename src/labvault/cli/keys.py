@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import typer
+from rich.progress import TaskID
 
 from labvault.access import Purpose
 from labvault.cli.common import console, progress, runtime
@@ -25,9 +26,12 @@ def rotate(
         with progress() as bar:
             for tid in tenants:
                 task = bar.add_task(f"rotating {tid}", total=None)
+
+                def report(done: int, total: int, task: TaskID = task) -> None:
+                    bar.update(task, completed=done, total=total)
+
                 out = rt.gateway.rotate_keys(
-                    rt.operator, tid, batch_size=batch_size, max_batches=max_batches,
-                    progress=lambda done, total, task=task: bar.update(task, completed=done, total=total),
+                    rt.operator, tid, batch_size=batch_size, max_batches=max_batches, progress=report,
                 )
                 bar.update(task, total=out["rows"] or 1, completed=out["rows"] or 1)
                 state = "done" if out["finished"] else "interrupted: run 'labvault keys rotate' again to resume"

@@ -117,7 +117,7 @@ def _check_lab(rt, tenant: str) -> None:
 
 async def _run(server: Server, tenant: str) -> None:
     bound_host, bound_port = await server.start()
-    if server.ssl is not None:
+    if server.ssl is not None and server.feeds is not None:  # the server requires feeds over TLS
         mode = f"TLS, client certificates pinned on the lab's service accounts: {server.feeds.trusted} pinned"
     else:
         mode = "plain TCP, no TLS (--insecure-plaintext)"

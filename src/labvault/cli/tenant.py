@@ -145,8 +145,7 @@ def _end_return(tenant_id: str, instruction_id: str, as_email: str | None) -> No
 @app.command("certificate")
 def certificate(tenant_id: str = typer.Argument(..., metavar="ID", help="The lab's id.")) -> None:
     """Show a lab's end-of-contract certificates and check their platform signatures (exit 1 if one fails)."""
-    from labvault.crypto.signing import SignatureInvalid
-    from labvault.errors import NotFound
+    from labvault.errors import NotFound, SignatureInvalid
     from labvault.retention.purge import certificates, verify_certificate
 
     bad = 0

@@ -6,6 +6,7 @@ import getpass
 import json
 import os
 import sys
+from typing import cast
 
 import typer
 from rich.table import Table
@@ -51,7 +52,7 @@ def add(
 def enrol(
     token: str = typer.Option(..., "--token", help="The enrolment token."),
     accept_commitment: bool = typer.Option(False, "--accept-commitment", help="Accept the confidentiality commitment."),
-    code: str = typer.Option(None, "--totp", help="The authenticator's code (or LABVAULT_ENROL_TOTP)."),
+    code: str | None = typer.Option(None, "--totp", help="The authenticator's code (or LABVAULT_ENROL_TOTP)."),
 ) -> None:
     """Set your password, accept the confidentiality commitment, enrol your authenticator.
 
@@ -85,14 +86,17 @@ def enrol(
                 console.print("enrolment complete")
                 return
             console.print("Add this account to your authenticator app (scan the QR code or use the otpauth URI):")
-            print(totp.qr_terminal(e.totp_uri))
-            print(e.totp_uri)
+            uri = cast(str, e.totp_uri)  # an enrolment that requires MFA always has one
+            print(totp.qr_terminal(uri))
+            print(uri)
             if code is None:
                 if not tty:
                     console.print("then confirm with: labvault user enrol --token TOKEN --totp CODE "
                                   "(or LABVAULT_ENROL_TOTP)")
                     return
                 code = input("6-digit code: ")
+        if code is None:  # not reached: every path above sets it or returns
+            raise InvalidInput("no authenticator code: --totp or LABVAULT_ENROL_TOTP")
         with rt.gateway.auth_unit(source_addr="cli", user_agent="labvault-cli") as u:
             service.confirm_enrolment(u, token, code)
     console.print("enrolment complete")

@@ -3,7 +3,8 @@
 from labvault.crypto.blind import BlindIndex
 from labvault.crypto.fields import ColumnCipher, FieldCipher
 from labvault.crypto.keys import PLATFORM, KeyProvider, LocalKeyring
-from labvault.crypto.signing import SignatureInvalid, Signer, verify
+from labvault.crypto.signing import Signer, verify
+from labvault.errors import SignatureInvalid
 
 __all__ = [
     "PLATFORM",

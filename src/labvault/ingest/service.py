@@ -58,6 +58,12 @@ class Piece:
     envelope: intake.Envelope | None = None
     reason: str | None = None
 
+    def ready(self) -> intake.Envelope:
+        """The envelope to check or store: only a piece that has one (not refused) gets there."""
+        if self.envelope is None:
+            raise ValueError(f"message {self.index} was refused: it has no envelope to store")
+        return self.envelope
+
 
 def _envelope(fmt: str, mapped: list[Mapped]) -> intake.Envelope:
     first = mapped[0]
@@ -130,7 +136,7 @@ def _read_hl7(data: bytes, file: str, test_mode: bool) -> list[Piece]:
 
 def _checked(piece: Piece, file: str, index: int | None = None) -> Piece:
     try:
-        intake.check(piece.envelope)
+        intake.check(piece.ready())
     except InvalidInput as exc:
         where = f"{file}, message {index}" if index is not None else file
         piece.envelope, piece.reason = None, f"{where}: {exc}"
@@ -231,7 +237,7 @@ class Ingestor:
         the run (the lab shredded meanwhile, the account refused), it holds exactly what was
         stored and quarantined before."""
         result: list[Outcome] = [Outcome("outside")] * len(pieces)
-        keep = range(len(pieces))
+        keep: Sequence[int] = range(len(pieces))
         if self.instruction is not None:
             pieces, keep = self.within_instruction(pieces, summary)
             if on_progress is not None and len(pieces) - len(keep):
@@ -271,12 +277,12 @@ class Ingestor:
     def _store(self, pieces: Sequence[Piece], idx: list[int], result: list[Outcome], summary: Summary) -> None:
         with self.gw.unit(self.principal, self.purpose) as u:
             under = {} if self.instruction is None else {"instruction": self.instruction.id}
-            got = intake.store(u, self.tenant_id, [pieces[i].envelope for i in idx], feed=self.feed, **under)
+            got = intake.store(u, self.tenant_id, [pieces[i].ready() for i in idx], feed=self.feed, **under)
         for i, status in zip(idx, got, strict=True):  # committed: counted
             result[i] = Outcome(status)
             if status == "accepted":
                 summary.accepted += 1
-                summary.results += pieces[i].envelope.results
+                summary.results += pieces[i].ready().results
             else:
                 summary.duplicates += 1
 
@@ -371,11 +377,11 @@ class Ingestor:
             summary.reasons = [r or "refused" for r in refused]
             return summary
         with self.gw.unit(self.principal, self.purpose) as u:
-            got = intake.store(u, self.tenant_id, [p.envelope for p in pieces], feed=self.feed)
+            got = intake.store(u, self.tenant_id, [p.ready() for p in pieces], feed=self.feed)
             intake.resolve(u, self.tenant_id, quarantine_id, intake.REPLAYED)
         summary.accepted = got.count("accepted")
         summary.duplicates = got.count("duplicate")
-        summary.results = sum(p.envelope.results for p, o in zip(pieces, got, strict=True) if o == "accepted")
+        summary.results = sum(p.ready().results for p, o in zip(pieces, got, strict=True) if o == "accepted")
         return summary
 
 

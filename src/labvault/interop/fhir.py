@@ -1099,7 +1099,9 @@ class _Builder:
         for ip, ident in r.objs(r.data, "identifier", path):
             t = r.obj(ident, "type", ip)
             value = r.str(ident, "value", ip)
-            for cp, c in r.objs(t, "coding", f"{ip}.type") if t is not None and value is not None else []:
+            if t is None or value is None:
+                continue
+            for cp, c in r.objs(t, "coding", f"{ip}.type"):
                 code = r.str(c, "code", cp)
                 if code in ("ACSN", "FILL"):
                     ranked.setdefault(code, value)

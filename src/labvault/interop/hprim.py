@@ -447,7 +447,7 @@ class _Mapper:
                 specimens.append(specimen)
                 last = None
             elif rec.name == "OBX":
-                if request is None:
+                if request is None or order is None:  # both set by an OBR
                     raise rec.err(None, "OBX before any OBR (observation without an order)")
                 if rec.value(11).strip().upper() in _NO_RESULT or rec.value(2).strip().upper() == "FIC":
                     last = None  # pending / not asked, or a reference to a file sent apart: nothing to import

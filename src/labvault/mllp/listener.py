@@ -224,12 +224,10 @@ class Committer(threading.Thread):
             by_account.setdefault(id(ing), (ing, [], []))
             by_account[id(ing)][1].append(job)
             by_account[id(ing)][2].append(pieces)
-        for ing, jobs, parsed in by_account.values():
-            self._process(jobs, parsed, ing)
+        for ing, jobs, pieces_of in by_account.values():
+            self._process(jobs, pieces_of, ing)
 
-    def _process(self, batch: list[_Job], parsed: list[list[ingest.Piece]], ing: ingest.Ingestor | None = None
-                 ) -> None:
-        ing = ing or self.ing
+    def _process(self, batch: list[_Job], parsed: list[list[ingest.Piece]], ing: ingest.Ingestor) -> None:
         pieces: list[ingest.Piece] = []
         spans: list[tuple[int, int]] = []
         for got in parsed:
@@ -365,7 +363,7 @@ class Server:
             await asyncio.wrap_future(self._pool.submit(_read_frames, [], False))
         if self.ssl is not None and self.feeds is not None:
             await asyncio.to_thread(self.feeds.trust, self.ssl)
-            self._refresher = asyncio.create_task(self._refresh())
+            self._refresher = asyncio.create_task(self._refresh(self.feeds, self.ssl))
         self.committer.start()
         # TLS is started per connection (``_authenticate``), after the address checks and under
         # the handshake timeout: the server itself listens in plain TCP, each new connection held
@@ -379,12 +377,12 @@ class Server:
         sock = self._server.sockets[0].getsockname()
         return sock[0], sock[1]
 
-    async def _refresh(self) -> None:
+    async def _refresh(self, feeds: PinnedFeeds, ctx: ssl.SSLContext) -> None:
         """Certificates pinned while the listener runs are trusted within ``refresh_every`` seconds."""
         while True:
             await asyncio.sleep(self.refresh_every)
             try:
-                await asyncio.to_thread(self.feeds.trust, self.ssl)
+                await asyncio.to_thread(feeds.trust, ctx)
             except Exception:  # the store is unreachable for now: try again at the next round
                 log.exception("could not read the lab's pinned certificates")
 
@@ -410,7 +408,7 @@ class Server:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
 
-    def _refuse(self, transport: asyncio.BaseTransport, peer: str, reason: str, started: float) -> None:
+    def _refuse(self, transport: asyncio.WriteTransport, peer: str, reason: str, started: float) -> None:
         self.stats.refused[reason] += 1
         logs.access("mllp", event="refused", peer=peer, reason=reason, ms=(time.monotonic() - started) * 1000)
         with contextlib.suppress(Exception):
@@ -427,7 +425,7 @@ class Server:
         victim.cancel()
         return True
 
-    def _streams(self, transport: asyncio.BaseTransport, protocol: asyncio.StreamReaderProtocol,
+    def _streams(self, transport: asyncio.Transport, protocol: asyncio.StreamReaderProtocol,
                  reader: asyncio.StreamReader) -> asyncio.StreamWriter:
         protocol.connection_made(transport)
         return asyncio.StreamWriter(transport, protocol, reader, asyncio.get_running_loop())
@@ -446,6 +444,8 @@ class Server:
         # CERT_REQUIRED: no certificate, or one the store does not trust, fails here.
         tls = await loop.start_tls(transport, protocol, self.ssl, server_side=True,
                                    ssl_handshake_timeout=self.limits.handshake_timeout)
+        if tls is None:  # typeshed allows it; asyncio gives the TLS transport or raises
+            raise ConnectionError("TLS not started")
         writer = self._streams(tls, protocol, reader)
         sslobj = tls.get_extra_info("ssl_object")
         der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
@@ -476,7 +476,7 @@ class Server:
         # Released when the task ends, however it ends (even cancelled before its first step).
         task.add_done_callback(lambda _t: self._release(addr, transport))
 
-    def _release(self, addr: str, transport: asyncio.BaseTransport) -> None:
+    def _release(self, addr: str, transport: asyncio.Transport) -> None:
         self._by_addr[addr] -= 1
         if self._by_addr[addr] <= 0:
             del self._by_addr[addr]
@@ -491,8 +491,9 @@ class Server:
         writer: asyncio.StreamWriter | None = None
         try:
             try:
-                ing, reader, writer = await asyncio.wait_for(self._authenticate(transport, addr),
+                ing, reader, stream = await asyncio.wait_for(self._authenticate(transport, addr),
                                                              limits.handshake_timeout)
+                writer = stream  # closed below, however the connection ends
             except asyncio.CancelledError:
                 if task in self._pending:  # the listener is closing
                     raise
@@ -516,7 +517,7 @@ class Server:
             finally:
                 self._pending.pop(task, None)
             if self._open >= limits.max_connections:
-                return self._refuse(writer.transport, peer, "connection-cap", started)
+                return self._refuse(stream.transport, peer, "connection-cap", started)
             self._open += 1
             counted = True
             self.stats.connections += 1
@@ -525,7 +526,7 @@ class Server:
             logs.access("mllp", event="connected", peer=peer, account=account, tls=self.ssl is not None,
                         ms=(time.monotonic() - started) * 1000)
             pending: asyncio.Queue = asyncio.Queue()
-            sender = asyncio.create_task(self._send_acks(pending, writer, peer, account))
+            sender = asyncio.create_task(self._send_acks(pending, stream, peer, account))
             try:
                 await self._read_frames(reader, pending, ing, peer, account)
             except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, ssl.SSLError, OSError):
@@ -550,7 +551,11 @@ class Server:
         fut: asyncio.Future[bytes] = loop.create_future()
 
         def done(reply: bytes) -> None:
-            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(reply))
+            def settle() -> None:
+                if not fut.done():
+                    fut.set_result(reply)
+
+            loop.call_soon_threadsafe(settle)
 
         self.committer.submit(_Job(frame, done, ing))
         return fut

@@ -117,7 +117,9 @@ class PatientRecord:
 def field_count(record: PatientRecord) -> int:
     """Non-None fields across a record's identity, requests, specimens and results."""
     n = 0
-    for obj in (record.identity, *record.requests, *record.specimens, *record.results):
+    parts: tuple[Identity | Request | Specimen | Result, ...] = (
+        record.identity, *record.requests, *record.specimens, *record.results)
+    for obj in parts:
         for f in dataclasses.fields(obj):
             if getattr(obj, f.name) is not None:
                 n += 1
