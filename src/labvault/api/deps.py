@@ -112,32 +112,51 @@ async def reading(request: Request, caller: Annotated[Caller, Depends(authentica
     if request.method not in SAFE_METHODS:  # check_declared keeps this from happening
         raise AccessDenied("this route is declared read-only")
     if caller.scopes is not None and "read" not in caller.scopes:
-        await run_in_threadpool(_refuse, request, caller, "token:scope",
-                f"this token's scope ({', '.join(sorted(caller.scopes))}) does not include 'read'")
+        await run_in_threadpool(
+            _refuse,
+            request,
+            caller,
+            "token:scope",
+            f"this token's scope ({', '.join(sorted(caller.scopes))}) does not include 'read'",
+        )
     return caller
 
 
 @_declares(Access.INGEST)
 async def ingesting(request: Request, caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
     if caller.scopes is not None and "ingest" not in caller.scopes:
-        await run_in_threadpool(_refuse, request, caller, "token:scope",
-                f"this token's scope ({', '.join(sorted(caller.scopes))}) does not include 'ingest'")
+        await run_in_threadpool(
+            _refuse,
+            request,
+            caller,
+            "token:scope",
+            f"this token's scope ({', '.join(sorted(caller.scopes))}) does not include 'ingest'",
+        )
     return caller
 
 
 @_declares(Access.SESSION)
 async def session_only(request: Request, caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
     if caller.session is None:
-        await run_in_threadpool(_refuse, request, caller, "token:scope",
-                "this route needs a logged-in session: a bearer token only reads ('read') or ingests ('ingest')")
+        await run_in_threadpool(
+            _refuse,
+            request,
+            caller,
+            "token:scope",
+            "this route needs a logged-in session: a bearer token only reads ('read') or ingests ('ingest')",
+        )
     return caller
 
 
 @_declares(Access.STEP_UP)
 def stepped_up(request: Request, caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
     if caller.session is None:
-        _refuse(request, caller, "token:scope",
-                "approvals need a logged-in session with a recent TOTP step-up, not a bearer token")
+        _refuse(
+            request,
+            caller,
+            "token:scope",
+            "approvals need a logged-in session with a recent TOTP step-up, not a bearer token",
+        )
     with gateway(request).unit(caller.principal, Purpose.AUTHENTICATION) as u:
         service.require_step_up(u, caller.session)
     return caller
@@ -184,7 +203,8 @@ def check_declared(routes: Iterable[Any]) -> dict[tuple[str, str], Access]:
         if len(found) != 1 or not methods:
             raise RuntimeError(
                 f"route {', '.join(methods) or '?'} {path} declares {len(found)} kinds of access: each route "
-                "takes exactly one of Reader, Ingester, SessionOnly, SteppedUp, or lists Depends(no_credentials)")
+                "takes exactly one of Reader, Ingester, SessionOnly, SteppedUp, or lists Depends(no_credentials)"
+            )
         (access,) = found
         if access is Access.READ and set(methods) - SAFE_METHODS:
             raise RuntimeError(f"route {', '.join(methods)} {path} changes state: it cannot be declared read-only")

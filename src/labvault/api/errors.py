@@ -22,9 +22,20 @@ from labvault.errors import InvalidInput, LabvaultError
 log = logging.getLogger("labvault.api")
 
 # The OperationOutcome issue code of each status (FHIR R4 IssueType).
-ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 409: "conflict", 410: "deleted",
-               413: "too-long", 415: "not-supported", 422: "invalid", 429: "throttled", 500: "exception",
-               503: "transient"}
+ISSUE_CODES = {
+    400: "invalid",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    409: "conflict",
+    410: "deleted",
+    413: "too-long",
+    415: "not-supported",
+    422: "invalid",
+    429: "throttled",
+    500: "exception",
+    503: "transient",
+}
 
 
 class UnsupportedMediaType(InvalidInput):
@@ -41,7 +52,9 @@ def answer(exc: LabvaultError) -> tuple[int, str, dict[str, str]]:
     return status, exc.diagnostics(), exc.http_headers()
 
 
-def _json(status: int, reason: str, headers: dict[str, str] | None = None, request: Request | None = None) -> JSONResponse:
+def _json(
+    status: int, reason: str, headers: dict[str, str] | None = None, request: Request | None = None
+) -> JSONResponse:
     if request is not None and request.url.path.startswith("/fhir/"):
         from labvault.api.fhir import outcome
 
@@ -57,8 +70,14 @@ def install(app: FastAPI) -> None:
         status, reason, headers = answer(exc)
         if status >= 500:  # the platform failed (integrity, keys, database): logged, not told
             request.scope["labvault.error_logged"] = True
-            log.error("%s (%d) in %s %s", type(exc).__name__, status, request.method, route_template(request.scope),
-                      exc_info=exc)
+            log.error(
+                "%s (%d) in %s %s",
+                type(exc).__name__,
+                status,
+                request.method,
+                route_template(request.scope),
+                exc_info=exc,
+            )
         return _json(status, reason, headers or None, request)
 
     @app.exception_handler(RequestValidationError)

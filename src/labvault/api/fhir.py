@@ -26,9 +26,9 @@ from labvault import __version__
 from labvault.access import Purpose
 from labvault.api.deps import Caller, Public, Reader, gateway
 from labvault.config import DEFAULT_PUBLIC_BASE_URL
+from labvault.domain.identifiers import OID_NIA, OID_NIR
 from labvault.errors import AccessDenied, InvalidInput, NotFound
 from labvault.interop import fhir_out
-from labvault.domain.identifiers import OID_NIA, OID_NIR
 
 FHIR_JSON = "application/fhir+json"
 BASE = "/fhir/R4"
@@ -48,8 +48,7 @@ router = APIRouter(prefix=BASE, include_in_schema=False)
 
 def outcome(status: int, code: str, text: str) -> JSONResponse:
     """An OperationOutcome: one issue, severity error, with its reason."""
-    body = {"resourceType": "OperationOutcome",
-            "issue": [{"severity": "error", "code": code, "diagnostics": text}]}
+    body = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code, "diagnostics": text}]}
     return JSONResponse(body, status_code=status, media_type=FHIR_JSON)
 
 
@@ -67,16 +66,22 @@ def base_url(request: Request) -> str:
 def _lab(caller: Caller) -> str:
     p = caller.principal
     if p.is_platform:
-        raise AccessDenied("the FHIR API serves a lab's own accounts; vendor support reads through /api/v1 under a grant")
+        raise AccessDenied(
+            "the FHIR API serves a lab's own accounts; vendor support reads through /api/v1 under a grant"
+        )
     return p.tenant_id
 
 
 @router.get("/metadata", dependencies=[Public])
 def metadata(request: Request) -> JSONResponse:
     """The CapabilityStatement (public, as FHIR servers do: it holds no data)."""
+
     def res(rtype: str, params: list[tuple[str, str]], read: bool) -> dict:
-        out = {"type": rtype, "interaction": ([{"code": "read"}] if read else []) + [{"code": "search-type"}],
-               "searchParam": [{"name": n, "type": t} for n, t in params]}
+        out = {
+            "type": rtype,
+            "interaction": ([{"code": "read"}] if read else []) + [{"code": "search-type"}],
+            "searchParam": [{"name": n, "type": t} for n, t in params],
+        }
         return out
 
     body = {
@@ -88,18 +93,32 @@ def metadata(request: Request) -> JSONResponse:
         "implementation": {"description": "Labvault FHIR R4 read API", "url": base_url(request)},
         "fhirVersion": "4.0.1",
         "format": ["json"],
-        "rest": [{
-            "mode": "server",
-            "security": {"description": "Session cookie or bearer token of a lab account; every read is audited."},
-            "resource": [
-                res("Patient", [("identifier", "token"), ("family", "string"), ("given", "string"),
-                                ("birthdate", "date"), ("_id", "token")], True),
-                res("Observation", [("patient", "reference"), ("subject", "reference"), ("code", "token"),
-                                    ("date", "date")], False),
-                res("DiagnosticReport", [("patient", "reference"), ("subject", "reference")], False),
-                res("ServiceRequest", [("patient", "reference"), ("subject", "reference")], False),
-            ],
-        }],
+        "rest": [
+            {
+                "mode": "server",
+                "security": {"description": "Session cookie or bearer token of a lab account; every read is audited."},
+                "resource": [
+                    res(
+                        "Patient",
+                        [
+                            ("identifier", "token"),
+                            ("family", "string"),
+                            ("given", "string"),
+                            ("birthdate", "date"),
+                            ("_id", "token"),
+                        ],
+                        True,
+                    ),
+                    res(
+                        "Observation",
+                        [("patient", "reference"), ("subject", "reference"), ("code", "token"), ("date", "date")],
+                        False,
+                    ),
+                    res("DiagnosticReport", [("patient", "reference"), ("subject", "reference")], False),
+                    res("ServiceRequest", [("patient", "reference"), ("subject", "reference")], False),
+                ],
+            }
+        ],
     }
     return _fhir(body)
 
@@ -132,21 +151,28 @@ def _bundle(request: Request, rtype: str, resources: list[dict]) -> JSONResponse
     params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("_count", "_offset")]
 
     def link(relation: str, off: int) -> dict:
-        return {"relation": relation, "url": f"{base}/{rtype}?" + urlencode([*params, ("_count", count), ("_offset", off)])}
+        return {
+            "relation": relation,
+            "url": f"{base}/{rtype}?" + urlencode([*params, ("_count", count), ("_offset", off)]),
+        }
 
     links = [link("self", offset)]
     if count and offset + count < len(resources):
         links.append(link("next", offset + count))
     if offset > 0 and count:
         links.append(link("previous", max(0, offset - count)))
-    return _fhir({
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": len(resources),
-        "link": links,
-        "entry": [{"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
-                  for r in page],
-    })
+    return _fhir(
+        {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(resources),
+            "link": links,
+            "entry": [
+                {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+                for r in page
+            ],
+        }
+    )
 
 
 def _patient_param(request: Request) -> str:
@@ -259,8 +285,13 @@ def search_observation(request: Request, caller: Reader) -> JSONResponse:
 def search_service_request(request: Request, caller: Reader) -> JSONResponse:
     _check_params(request, "ServiceRequest")
     patient = _patient_param(request)
-    return _read(request, caller, lambda u, lab: _bundle(
-        request, "ServiceRequest", [fhir_out.service_request(r) for r in u.requests_of(lab, patient)]))
+    return _read(
+        request,
+        caller,
+        lambda u, lab: _bundle(
+            request, "ServiceRequest", [fhir_out.service_request(r) for r in u.requests_of(lab, patient)]
+        ),
+    )
 
 
 @router.get("/DiagnosticReport")

@@ -29,10 +29,15 @@ from labvault.api.routes import ERRORS
 from labvault.errors import InvalidInput
 from labvault.ingest import service as ingest
 from labvault.ingest.errors import NotALabMessage
-router = APIRouter(dependencies=[Depends(authenticated)], responses={
-    **ERRORS, 415: {"model": schemas.ErrorOut, "description": "Content-Type not taken or contradicted, or no lab message"},
-    422: {"model": schemas.IngestOut, "description": "Some message refused (kept in quarantine), or malformed"},
-})
+
+router = APIRouter(
+    dependencies=[Depends(authenticated)],
+    responses={
+        **ERRORS,
+        415: {"model": schemas.ErrorOut, "description": "Content-Type not taken or contradicted, or no lab message"},
+        422: {"model": schemas.IngestOut, "description": "Some message refused (kept in quarantine), or malformed"},
+    },
+)
 BODY_NAME = "body"  # how refusal reasons name the input
 GROUP = 50  # messages per transaction; each message is still stored whole or not at all
 _FHIR = frozenset({"fhir-json", "fhir-ndjson"})
@@ -53,8 +58,13 @@ CONTENT_TYPES: dict[str, frozenset[str] | None] = {
     "text/plain": None,
     "application/octet-stream": None,
 }
-_NAMES = {"hl7v2": "HL7 v2", "hprim": "HPRIM Santé", "fhir-json": "FHIR JSON", "fhir-ndjson": "FHIR ndjson",
-          "csv": "CSV"}
+_NAMES = {
+    "hl7v2": "HL7 v2",
+    "hprim": "HPRIM Santé",
+    "fhir-json": "FHIR JSON",
+    "fhir-ndjson": "FHIR ndjson",
+    "csv": "CSV",
+}
 
 
 def formats_of(content_type: str | None) -> frozenset[str] | None:
@@ -65,7 +75,8 @@ def formats_of(content_type: str | None) -> frozenset[str] | None:
     if media not in CONTENT_TYPES:
         raise UnsupportedMediaType(
             "Content-Type not taken here: send HL7 v2 (x-application/hl7-v2+er7), HPRIM Santé (application/x-hprim), "
-            "FHIR (application/fhir+json, application/fhir+ndjson), CSV (text/csv), or text/plain to detect it")
+            "FHIR (application/fhir+json, application/fhir+ndjson), CSV (text/csv), or text/plain to detect it"
+        )
     return CONTENT_TYPES[media]
 
 
@@ -88,22 +99,37 @@ def _run(ing: ingest.Ingestor, tenant: str, data: bytes, fmt: str | None) -> JSO
     summary = ingest.Summary(BODY_NAME, pieces[0].format if pieces else fmt or "unknown")
     outcomes = ing.ingest_pieces(pieces, summary)
     out = schemas.IngestOut(
-        tenant=tenant, format=summary.format, messages=len(pieces), accepted=summary.accepted,
-        duplicates=summary.duplicates, rejected=summary.rejected, results=summary.results,
-        reasons=summary.reasons, quarantine_ids=summary.quarantine_ids,
-        outcomes=[schemas.IngestOutcomeOut(message=p.index, status=o.status, reason=o.reason,
-                                           quarantine_id=o.quarantine_id) for p, o in zip(pieces, outcomes, strict=True)],
+        tenant=tenant,
+        format=summary.format,
+        messages=len(pieces),
+        accepted=summary.accepted,
+        duplicates=summary.duplicates,
+        rejected=summary.rejected,
+        results=summary.results,
+        reasons=summary.reasons,
+        quarantine_ids=summary.quarantine_ids,
+        outcomes=[
+            schemas.IngestOutcomeOut(message=p.index, status=o.status, reason=o.reason, quarantine_id=o.quarantine_id)
+            for p, o in zip(pieces, outcomes, strict=True)
+        ],
     )
     status = 200
     if summary.rejected:
         status = 422
-        out.error = (f"{summary.rejected} of {len(pieces)} message(s) refused and kept in the lab's quarantine: "
-                     f"{summary.reasons[0]}")
+        out.error = (
+            f"{summary.rejected} of {len(pieces)} message(s) refused and kept in the lab's quarantine: "
+            f"{summary.reasons[0]}"
+        )
     return JSONResponse(out.model_dump(exclude_none=True), status_code=status)
 
 
-_BODY = {"requestBody": {"required": True, "description": "One result file (HL7 v2, HPRIM Santé, FHIR R4, CSV)",
-                         "content": {ct: {"schema": {"type": "string", "format": "binary"}} for ct in CONTENT_TYPES}}}
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "One result file (HL7 v2, HPRIM Santé, FHIR R4, CSV)",
+        "content": {ct: {"schema": {"type": "string", "format": "binary"}} for ct in CONTENT_TYPES},
+    }
+}
 
 
 @router.post("/api/v1/tenants/{tenant}/ingest", response_model=schemas.IngestOut, openapi_extra=_BODY)
@@ -111,8 +137,9 @@ async def ingest_file(caller: Ingester, request: Request, tenant: str) -> Respon
     """Store the messages of one result file (or quarantine the refused ones); see the module."""
     declared = formats_of(request.headers.get("content-type"))
     settings = request.app.state.runtime.settings
-    ing = ingest.Ingestor(gateway(request), caller.principal, tenant, feed="http", group=GROUP,
-                          test_mode=settings.test_mode)
+    ing = ingest.Ingestor(
+        gateway(request), caller.principal, tenant, feed="http", group=GROUP, test_mode=settings.test_mode
+    )
     await run_in_threadpool(ing.preflight)  # may this account write results in this lab? (refusals recorded)
     try:
         data = await request.body()

@@ -99,17 +99,28 @@ class SecurityMiddleware:
                 log.error("internal error in %s %s", scope.get("method"), route_template(scope), exc_info=exc)
             if not started and not rejected:
                 body = json.dumps({"error": "internal error"}).encode()
-                await send_with_headers({"type": "http.response.start", "status": 500,
-                                         "headers": [(b"content-type", b"application/json"),
-                                                     (b"content-length", str(len(body)).encode())]})
+                await send_with_headers(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
                 await send_with_headers({"type": "http.response.body", "body": body})
 
     async def _reject(self, send, limit: int):
         body = json.dumps({"error": f"request body larger than {limit} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
-
 
 
 def route_template(scope) -> str:
@@ -140,6 +151,11 @@ class AccessLogMiddleware:
             await self.app(scope, receive, watch)
         finally:
             principal = (scope.get("state") or {}).get("principal")
-            logs.access("http", method=scope.get("method"), route=route_template(scope), status=status,
-                        ms=(time.monotonic() - started) * 1000,
-                        actor=getattr(principal, "account_id", None))
+            logs.access(
+                "http",
+                method=scope.get("method"),
+                route=route_template(scope),
+                status=status,
+                ms=(time.monotonic() - started) * 1000,
+                actor=getattr(principal, "account_id", None),
+            )

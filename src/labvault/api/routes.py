@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from labvault.access import Purpose, grants
-from labvault.instructions import signers
 from labvault.accounts import service
 from labvault.api import schemas
 from labvault.api.deps import (
@@ -30,21 +29,36 @@ from labvault.api.deps import (
 )
 from labvault.errors import InvalidInput
 from labvault.ids import stored_utc
+from labvault.instructions import signers
 from labvault.migration import service as migration
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorOut, "description": text}
-    for code, text in ((400, "Bad input"), (401, "Not authenticated"), (403, "Refused"), (404, "Unknown"),
-                       (410, "Lab crypto-shredded"), (413, "Body too large"), (422, "Malformed request"),
-                       (429, "Locked after repeated failures"))
+    for code, text in (
+        (400, "Bad input"),
+        (401, "Not authenticated"),
+        (403, "Refused"),
+        (404, "Unknown"),
+        (410, "Lab crypto-shredded"),
+        (413, "Body too large"),
+        (422, "Malformed request"),
+        (429, "Locked after repeated failures"),
+    )
 }
 public = APIRouter(responses=ERRORS)
 private = APIRouter(dependencies=[Depends(authenticated)], responses=ERRORS)
 
 
 def _cookie(response: Response, request: Request, name: str, value: str, *, http_only: bool, max_age: int) -> None:
-    response.set_cookie(name, value, max_age=max_age, httponly=http_only, samesite="strict",
-                        secure=request.url.scheme == "https", path="/")
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        httponly=http_only,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
 
 
 @public.get("/health", tags=["public"], dependencies=[Public])
@@ -127,7 +141,10 @@ def me(caller: Reader) -> schemas.MeOut:
 @private.get("/api/v1/tenants", response_model=list[schemas.TenantOut])
 def tenants(caller: Reader, request: Request) -> list[schemas.TenantOut]:
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
-        return [schemas.TenantOut(id=t.id, name=t.name, finess=t.finess, status=t.status, synthetic=t.synthetic) for t in u.list_tenants()]
+        return [
+            schemas.TenantOut(id=t.id, name=t.name, finess=t.finess, status=t.status, synthetic=t.synthetic)
+            for t in u.list_tenants()
+        ]
 
 
 def _purpose(caller: Caller) -> Purpose:
@@ -208,9 +225,13 @@ def patient_results(
 def patient_requests(caller: Reader, request: Request, tenant: str, patient_id: str) -> list[schemas.RequestOut]:
     with gateway(request).unit(caller.principal, _purpose(caller)) as u:
         return [
-            schemas.RequestOut(request_id=q.request_id, prescriber_id=q.prescriber_id,
-                               requested_at=_aware(q.requested_at), accession=q.accession,
-                               reported_at=_aware(q.reported_at))
+            schemas.RequestOut(
+                request_id=q.request_id,
+                prescriber_id=q.prescriber_id,
+                requested_at=_aware(q.requested_at),
+                accession=q.accession,
+                reported_at=_aware(q.reported_at),
+            )
             for q in u.requests_of(tenant, patient_id)
         ]
 
@@ -223,12 +244,21 @@ def request_results(caller: Reader, request: Request, tenant: str, request_id: s
 
 def _grant_out(g: grants.Grant) -> schemas.GrantOut:
     return schemas.GrantOut(
-        grant_id=g.grant_id, tenant=g.tenant_id, account=g.account_id,
+        grant_id=g.grant_id,
+        tenant=g.tenant_id,
+        account=g.account_id,
         requested_by=schemas.PersonOut(name=g.requester_name, email=g.requester_email, account=g.account_id),
-        ticket=g.ticket, reason=g.reason, state=g.state, fields=list(g.fields),
+        ticket=g.ticket,
+        reason=g.reason,
+        state=g.state,
+        fields=list(g.fields),
         patients=None if g.patients is None else sorted(g.patients),
         period=schemas.GrantPeriodOut(start=g.period_from, end=g.period_to) if g.has_period else None,
-        scope=g.scope_text(), hours=g.hours, requested_at=g.requested_at, expires_at=g.expires_at)
+        scope=g.scope_text(),
+        hours=g.hours,
+        requested_at=g.requested_at,
+        expires_at=g.expires_at,
+    )
 
 
 @private.get("/api/v1/tenants/{tenant}/grants", response_model=list[schemas.GrantOut])
@@ -246,9 +276,19 @@ def show_grant(caller: Reader, request: Request, tenant: str, grant_id: str) -> 
 @private.post("/api/v1/tenants/{tenant}/grants", response_model=schemas.GrantOut, status_code=201)
 def request_grant(caller: SessionOnly, request: Request, tenant: str, body: schemas.GrantIn) -> schemas.GrantOut:
     with gateway(request).unit(caller.principal, Purpose.SUPPORT) as u:
-        return _grant_out(grants.request_grant(u, tenant, ticket=body.ticket, reason=body.reason, hours=body.hours,
-                                               fields=body.fields, patients=body.patients,
-                                               period_from=body.period_from, period_to=body.period_to))
+        return _grant_out(
+            grants.request_grant(
+                u,
+                tenant,
+                ticket=body.ticket,
+                reason=body.reason,
+                hours=body.hours,
+                fields=body.fields,
+                patients=body.patients,
+                period_from=body.period_from,
+                period_to=body.period_to,
+            )
+        )
 
 
 @private.post("/api/v1/tenants/{tenant}/grants/{grant_id}/approve", response_model=schemas.GrantOut)
@@ -296,13 +336,17 @@ def audit_events(
                 from labvault.errors import NotFound
 
                 raise NotFound("no patient with this NIR in this lab")
-        return audit.search(u, tenant, actor=actor, action=action, since=since, until=until, patient_id=patient_id,
-                            limit=limit)
+        return audit.search(
+            u, tenant, actor=actor, action=action, since=since, until=until, patient_id=patient_id, limit=limit
+        )
 
 
 @private.get("/api/v1/tenants/{tenant}/audit/checkpoints")
 def audit_checkpoints(
-    caller: Reader, request: Request, tenant: str, since: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    caller: Reader,
+    request: Request,
+    tenant: str,
+    since: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> Response:
     """G4, G6: the lab's signed checkpoints after number ``since`` and the platform key's rotation
     records (JSON lines), for the lab's own cron to keep (``labvault audit verify --checkpoint``).
@@ -344,8 +388,9 @@ def create_token(caller: SessionOnly, request: Request, body: schemas.TokenIn) -
     accounts (``email``). Needs a logged-in session: a token cannot mint tokens. Nobody mints a
     token for another person."""
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
-        token_id, token = service.create_token(u, body.email, scopes=body.scopes, days=body.days,
-                                               authenticated=caller.session is not None)
+        token_id, token = service.create_token(
+            u, body.email, scopes=body.scopes, days=body.days, authenticated=caller.session is not None
+        )
     return schemas.TokenOut(token_id=token_id, token=token)
 
 
@@ -358,14 +403,21 @@ def revoke_token(caller: SessionOnly, request: Request, token_id: str) -> Respon
 
 # --- a lab's signed instructions and the migration procedure (no endpoint streams data out) ---
 
+
 def _instruction_out(r: signers.Received) -> schemas.InstructionOut:
-    return schemas.InstructionOut(id=r.instruction_id, kind=r.kind, signer=r.signer_id,
-                                  valid_until=stored_utc(r.valid_until), received_at=stored_utc(r.received_at))
+    return schemas.InstructionOut(
+        id=r.instruction_id,
+        kind=r.kind,
+        signer=r.signer_id,
+        valid_until=stored_utc(r.valid_until),
+        received_at=stored_utc(r.received_at),
+    )
 
 
 @private.post("/api/v1/tenants/{tenant}/instructions/draft", response_model=schemas.InstructionDraftOut)
-def draft_instruction(caller: SessionOnly, request: Request, tenant: str,
-                      body: schemas.InstructionDraftIn) -> schemas.InstructionDraftOut:
+def draft_instruction(
+    caller: SessionOnly, request: Request, tenant: str, body: schemas.InstructionDraftIn
+) -> schemas.InstructionDraftOut:
     """Check an instruction before it is signed, and give the exact bytes a lab signer signs with
     their own key (on their own machine: the private key never reaches the platform)."""
     import base64
@@ -381,14 +433,17 @@ def draft_instruction(caller: SessionOnly, request: Request, tenant: str,
         raise document.WrongTenant("instruction: it is for another lab")
     record = document.to_record(instr)
     return schemas.InstructionDraftOut(
-        record=record, canonical=base64.b64encode(canonical(record)).decode(),
+        record=record,
+        canonical=base64.b64encode(canonical(record)).decode(),
         next=f"sign the canonical bytes (Ed25519), then POST {{instruction: record, signature: base64, "
-             f"signer_public_key: hex}} to /api/v1/tenants/{tenant}/instructions")
+        f"signer_public_key: hex}} to /api/v1/tenants/{tenant}/instructions",
+    )
 
 
 @private.post("/api/v1/tenants/{tenant}/instructions", response_model=schemas.InstructionOut, status_code=201)
-def receive_instruction(caller: SteppedUp, request: Request, tenant: str,
-                        body: schemas.SignedInstructionIn) -> schemas.InstructionOut:
+def receive_instruction(
+    caller: SteppedUp, request: Request, tenant: str, body: schemas.SignedInstructionIn
+) -> schemas.InstructionOut:
     """Verify a signed instruction (signature, current signer, lab, validity, deadline) and keep it."""
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
         return _instruction_out(signers.receive(u, tenant, body.model_dump(exclude_none=True), datetime.now(UTC)))
@@ -405,8 +460,13 @@ def get_instruction(caller: Reader, request: Request, tenant: str, instruction_i
     with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
         r = signers.get_instruction(u, tenant, instruction_id)
         key = next((k.public_key for k in signers.list_signers(u, tenant) if k.signer_id == r.signer_id), None)
-    return schemas.SignedInstructionOut(instruction=r.body, signature=r.signature, signer=r.signer_id,
-                                        signer_public_key=key, received_at=stored_utc(r.received_at))
+    return schemas.SignedInstructionOut(
+        instruction=r.body,
+        signature=r.signature,
+        signer=r.signer_id,
+        signer_public_key=key,
+        received_at=stored_utc(r.received_at),
+    )
 
 
 def _migration_out(job: migration.Job) -> schemas.MigrationOut:
@@ -426,32 +486,40 @@ def get_migration(caller: Reader, request: Request, tenant: str, migration_id: s
 
 
 @private.get("/api/v1/tenants/{tenant}/migrations/{migration_id}/approval", response_model=schemas.ApprovalRecordOut)
-def migration_approval_record(caller: Reader, request: Request, tenant: str, migration_id: str) -> schemas.ApprovalRecordOut:
+def migration_approval_record(
+    caller: Reader, request: Request, tenant: str, migration_id: str
+) -> schemas.ApprovalRecordOut:
     """What a lab signer signs, with their own key on their own machine, to approve the plan."""
     with gateway(request).unit(caller.principal, Purpose.EXPORT) as u:
         return schemas.ApprovalRecordOut(**migration.approval_record(migration.get(u, tenant, migration_id)))
 
 
 @private.post("/api/v1/tenants/{tenant}/migrations/{migration_id}/approvals", response_model=schemas.MigrationOut)
-def approve_migration_lab(caller: SteppedUp, request: Request, tenant: str, migration_id: str,
-                          body: schemas.LabApprovalIn) -> schemas.MigrationOut:
+def approve_migration_lab(
+    caller: SteppedUp, request: Request, tenant: str, migration_id: str, body: schemas.LabApprovalIn
+) -> schemas.MigrationOut:
     """The lab's approval: a current signer's signature of the approval record."""
     with gateway(request).unit(caller.principal, Purpose.EXPORT) as u:
-        return _migration_out(migration.approve_lab(u, tenant, migration_id, public_key=body.public_key,
-                                                    signature=body.signature))
+        return _migration_out(
+            migration.approve_lab(u, tenant, migration_id, public_key=body.public_key, signature=body.signature)
+        )
 
 
-@private.post("/api/v1/tenants/{tenant}/migrations/{migration_id}/approvals/operator",
-              response_model=schemas.MigrationOut)
-def approve_migration_operator(caller: SteppedUp, request: Request, tenant: str, migration_id: str) -> schemas.MigrationOut:
+@private.post(
+    "/api/v1/tenants/{tenant}/migrations/{migration_id}/approvals/operator", response_model=schemas.MigrationOut
+)
+def approve_migration_operator(
+    caller: SteppedUp, request: Request, tenant: str, migration_id: str
+) -> schemas.MigrationOut:
     """The vendor's approval: an operator, logged in (a person, not a token), stepped up."""
     with gateway(request).unit(caller.principal, Purpose.EXPORT) as u:
         return _migration_out(migration.approve_operator(u, tenant, migration_id))
 
 
 @private.post("/api/v1/tenants/{tenant}/migrations/{migration_id}/receipt", response_model=schemas.MigrationOut)
-def migration_receipt(caller: SessionOnly, request: Request, tenant: str, migration_id: str,
-                      body: schemas.ReceiptIn) -> schemas.MigrationOut:
+def migration_receipt(
+    caller: SessionOnly, request: Request, tenant: str, migration_id: str, body: schemas.ReceiptIn
+) -> schemas.MigrationOut:
     """The recipient's receipt: checked, recorded, and the package and its key destroyed at once."""
     with gateway(request).unit(caller.principal, Purpose.EXPORT) as u:
         return _migration_out(migration.import_receipt(u, tenant, migration_id, body.model_dump(exclude_none=True)))

@@ -35,8 +35,15 @@ LAB_SEED = 2021
 SERVER_START_TIMEOUT = 60.0
 MAX_RATE = 50_000  # requests per second and connection: a bound on the loop's count, never reached
 _CLEARED_ENV = (
-    "LABVAULT_DATABASE_URL", "LABVAULT_CONFIG", "LABVAULT_KEY_PROVIDER", "LABVAULT_PKCS11_MODULE",
-    "LABVAULT_PKCS11_TOKEN", "LABVAULT_PKCS11_PIN", "LABVAULT_AS", "LABVAULT_AS_PASSWORD", "LABVAULT_AS_TOTP",
+    "LABVAULT_DATABASE_URL",
+    "LABVAULT_CONFIG",
+    "LABVAULT_KEY_PROVIDER",
+    "LABVAULT_PKCS11_MODULE",
+    "LABVAULT_PKCS11_TOKEN",
+    "LABVAULT_PKCS11_PIN",
+    "LABVAULT_AS",
+    "LABVAULT_AS_PASSWORD",
+    "LABVAULT_AS_TOTP",
 )
 
 Progress = Callable[[str, float, float, str], None]  # (phase, done, total, note)
@@ -52,8 +59,14 @@ def _percentile(ordered: list[float], q: float) -> float:
 
 
 def drive(
-    base_url: str, paths: list[str], *, seconds: float, connections: int, headers: dict[str, str] | None = None,
-    seed: int = 1, report: Callable[[int, float], None] | None = None,
+    base_url: str,
+    paths: list[str],
+    *,
+    seconds: float,
+    connections: int,
+    headers: dict[str, str] | None = None,
+    seed: int = 1,
+    report: Callable[[int, float], None] | None = None,
 ) -> dict[str, object]:
     """GET random ``paths`` on ``base_url`` over ``connections`` keep-alive connections for ``seconds``.
 
@@ -163,8 +176,15 @@ def _drive_main(argv: list[str]) -> int:
     def report(done: int, elapsed: float) -> None:
         print(json.dumps({"progress": done, "elapsed": round(elapsed, 2)}), flush=True)
 
-    out = drive(job["base_url"], job["paths"], seconds=job["seconds"], connections=job["connections"],
-                headers=job.get("headers"), seed=job.get("seed", 1), report=report)
+    out = drive(
+        job["base_url"],
+        job["paths"],
+        seconds=job["seconds"],
+        connections=job["connections"],
+        headers=job.get("headers"),
+        seed=job.get("seed", 1),
+        report=report,
+    )
     print(json.dumps({"result": out}), flush=True)
     return 0
 
@@ -210,8 +230,13 @@ def _prepare_home(env: dict[str, str], patients: int, on_progress: Progress | No
         password = "Bench-" + os.urandom(18).hex()
         # the platform invites the lab's first lab_admin, who adds the lab's biologist
         with rt.unit(Purpose.ADMINISTRATION) as u:
-            admin = service.create_account(u, tenant_id=lab, name="Benchmark Lab Admin",
-                                           email=f"lab-admin@{lab}.bench.invalid", roles=["lab_admin"])
+            admin = service.create_account(
+                u,
+                tenant_id=lab,
+                name="Benchmark Lab Admin",
+                email=f"lab-admin@{lab}.bench.invalid",
+                roles=["lab_admin"],
+            )
         lab_admin = Principal(admin.account_id, "Benchmark Lab Admin", lab, frozenset({"lab_admin"}))
         with rt.gateway.unit(lab_admin, Purpose.ADMINISTRATION) as u:
             service.create_account(u, tenant_id=lab, name="Benchmark Biologist", email=email, roles=["biologist"])
@@ -296,15 +321,23 @@ def _run_driver(job: dict[str, object], env: dict[str, str], phase: str, on_prog
     """The load generator as a child process; its progress lines and result come on its stdout."""
     seconds = float(job["seconds"])  # type: ignore[arg-type]
     result = None
-    with tempfile.TemporaryFile("w+") as err, subprocess.Popen(
-        [sys.executable, "-m", "labvault.bench.api", "--drive"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=err, env=env, text=True,
-    ) as proc:
+    with (
+        tempfile.TemporaryFile("w+") as err,
+        subprocess.Popen(
+            [sys.executable, "-m", "labvault.bench.api", "--drive"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=env,
+            text=True,
+        ) as proc,
+    ):
         watchdog = threading.Timer(seconds + 90, proc.kill)  # the loop stops by itself; this is the backstop
         watchdog.daemon = True
         watchdog.start()
         try:
-            assert proc.stdin is not None and proc.stdout is not None
+            if proc.stdin is None or proc.stdout is None:
+                raise RuntimeError("the load client was started without pipes")
             proc.stdin.write(json.dumps(job))
             proc.stdin.close()
             for line in proc.stdout:
@@ -313,8 +346,9 @@ def _run_driver(job: dict[str, object], env: dict[str, str], phase: str, on_prog
                 except ValueError:
                     continue
                 if "progress" in msg and on_progress:
-                    on_progress(phase, min(float(msg["elapsed"]), seconds), seconds,
-                                f"{phase}: {msg['progress']:,} requests")
+                    on_progress(
+                        phase, min(float(msg["elapsed"]), seconds), seconds, f"{phase}: {msg['progress']:,} requests"
+                    )
                 elif "result" in msg:
                     result = msg["result"]
             proc.wait(timeout=30)
@@ -342,7 +376,11 @@ def _stop(server: subprocess.Popen) -> None:
 
 
 def run_api(
-    seconds: float, *, connections: int = 8, patients: int = 200, seed: int = 7,
+    seconds: float,
+    *,
+    connections: int = 8,
+    patients: int = 200,
+    seed: int = 7,
     on_progress: Progress | None = None,
 ) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="labvault-bench-api-") as tmp:
@@ -356,7 +394,10 @@ def run_api(
         with open(log, "wb") as log_file:
             server = subprocess.Popen(
                 [sys.executable, "-m", "labvault.cli", "serve", "--host", HOST, "--port", str(port)],
-                env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
         try:
             _wait_health(base_url, server, log)

@@ -14,8 +14,14 @@ from labvault.bench.scratch import scratch
 from labvault.synth.load import SYNTHETIC_RETENTION
 
 
-def run_audit(events: int, *, database_url: str | None = None, batch: int = 5000, ingest_results: int = 100_000,
-              on_progress: Callable[[str, int], None] | None = None) -> dict[str, object]:
+def run_audit(
+    events: int,
+    *,
+    database_url: str | None = None,
+    batch: int = 5000,
+    ingest_results: int = 100_000,
+    on_progress: Callable[[str, int], None] | None = None,
+) -> dict[str, object]:
     from labvault.synth import results_stream
 
     with scratch("audit", roles=("biologist",), database_url=database_url) as sc:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import io
 import json
 import time
-from typing import IO, cast
 from collections.abc import Callable
+from typing import IO, cast
 
 import psutil
 
@@ -25,8 +25,10 @@ from labvault.bench.scratch import load_results, scratch
 from labvault.interop import fhir_out
 from labvault.migration.export import export_fhir
 
-def run_export(n: int, *, database_url: str | None = None, seed: int = 7,
-               on_progress: Callable[[str, int], None] | None = None) -> dict[str, object]:
+
+def run_export(
+    n: int, *, database_url: str | None = None, seed: int = 7, on_progress: Callable[[str, int], None] | None = None
+) -> dict[str, object]:
     from labvault.synth import results_stream
 
     proc = psutil.Process()
@@ -88,5 +90,5 @@ class _Null(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:  # noqa: ANN001
+    def write(self, b) -> int:
         return len(b)

@@ -45,8 +45,16 @@ def _esc(s: str) -> str:
     """HL7 v2 escaping for the default encoding characters |^~\\&, and line breaks."""
     if not any(c in s for c in "|^~\\&\r\n"):
         return s
-    return (s.replace("\\", "\\E\\").replace("|", "\\F\\").replace("^", "\\S\\").replace("~", "\\R\\")
-            .replace("&", "\\T\\").replace("\r\n", "\\.br\\").replace("\n", "\\.br\\").replace("\r", "\\.br\\"))
+    return (
+        s.replace("\\", "\\E\\")
+        .replace("|", "\\F\\")
+        .replace("^", "\\S\\")
+        .replace("~", "\\R\\")
+        .replace("&", "\\T\\")
+        .replace("\r\n", "\\.br\\")
+        .replace("\n", "\\.br\\")
+        .replace("\r", "\\.br\\")
+    )
 
 
 def _ts(d: datetime | date | None) -> str:
@@ -76,26 +84,95 @@ def _obx(i: int, r: Result, collected: str) -> str:
         ref = _esc(r.ref_text or "")
     status = {"final": "F", "corrected": "C", "preliminary": "P"}[str(r.status)]
     unit = f"{_esc(r.unit)}^^UCUM" if r.unit else ""
-    fields = ["OBX", str(i), vtype, f"{_esc(r.code)}^{_esc(r.label)}^LN", "", value, unit, ref, r.flag or "",
-              "", "", status, "", "", collected, "", _esc(r.validated_by or ""), "", "", _ts(r.validated_at)]
+    fields = [
+        "OBX",
+        str(i),
+        vtype,
+        f"{_esc(r.code)}^{_esc(r.label)}^LN",
+        "",
+        value,
+        unit,
+        ref,
+        r.flag or "",
+        "",
+        "",
+        status,
+        "",
+        "",
+        collected,
+        "",
+        _esc(r.validated_by or ""),
+        "",
+        "",
+        _ts(r.validated_at),
+    ]
     return "|".join(fields)
 
 
-def _message(k: int, ident: Identity, local_id: str, prescriber: tuple[str, str, str], results: list[Result],
-             requested: datetime, collected: datetime, received: datetime) -> bytes:
+def _message(
+    k: int,
+    ident: Identity,
+    local_id: str,
+    prescriber: tuple[str, str, str],
+    results: list[Result],
+    requested: datetime,
+    collected: datetime,
+    received: datetime,
+) -> bytes:
     family, given = _esc(ident.family_name), _esc(ident.given_names)
     names = f"{family}^{given}^^^^^L"
     if ident.birth_name:
         names = f"{_esc(ident.birth_name)}^{given}^^^^^L~{family}^{given}^^^^^D"
     address = _esc(ident.address or "")
-    pid = ["PID", "1", "", f"{ident.nir}^^^ASIP-SANTE-INS-NIR&{NIR_OID}&ISO^INS~{local_id}^^^LAB&{ORG_OID}&ISO^PI",
-           "", names, "", _ts(ident.birth_date), ident.sex, "", "", address, "", _esc(ident.phone or "")]
+    pid = [
+        "PID",
+        "1",
+        "",
+        f"{ident.nir}^^^ASIP-SANTE-INS-NIR&{NIR_OID}&ISO^INS~{local_id}^^^LAB&{ORG_OID}&ISO^PI",
+        "",
+        names,
+        "",
+        _ts(ident.birth_date),
+        ident.sex,
+        "",
+        "",
+        address,
+        "",
+        _esc(ident.phone or ""),
+    ]
     pid += [""] * (32 - len(pid)) + ["VALI" if ident.identity_status == "qualified" else "PROV"]
     rpps, pfam, pgiv = prescriber
     xcn = f"{rpps}^{_esc(pfam)}^{_esc(pgiv)}^^^^^^RPPS&{RPPS_OID}&ISO"
     reported = max((r.validated_at for r in results if r.validated_at), default=None)
-    obr = ["OBR", "1", f"P{k}", f"A{k:09d}", "24331-1^Panel^LN", "", "", _ts(requested), "", "", "", "", "", "",
-           _ts(received), "", xcn, "", "", "", "", "", _ts(reported), "", "", "", "F"]
+    obr = [
+        "OBR",
+        "1",
+        f"P{k}",
+        f"A{k:09d}",
+        "24331-1^Panel^LN",
+        "",
+        "",
+        _ts(requested),
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        _ts(received),
+        "",
+        xcn,
+        "",
+        "",
+        "",
+        "",
+        "",
+        _ts(reported),
+        "",
+        "",
+        "",
+        "F",
+    ]
     segs = [
         f"MSH|^~\\&|LIS|LAB^{ORG_OID}^ISO|GW|HOSP|{_ts(received)}+0100||ORU^R01^ORU_R01|CTL{k:08d}|P|2.5"
         "|||||FRA|UNICODE UTF-8",
@@ -131,8 +208,18 @@ def build_messages(n: int, seed: int = 7) -> tuple[list[bytes], int]:
         cursor = (cursor + count) % len(flat)
         req = rec.requests[k % len(rec.requests)]
         spec = next(s for s in rec.specimens if s.request_id == req.request_id)
-        out.append(_message(k, rec.identity, rec.identity.patient_id[:12], prescribers[k % len(prescribers)],
-                            results, req.requested_at, spec.collected_at, spec.received_at or spec.collected_at))
+        out.append(
+            _message(
+                k,
+                rec.identity,
+                rec.identity.patient_id[:12],
+                prescribers[k % len(prescribers)],
+                results,
+                req.requested_at,
+                spec.collected_at,
+                spec.received_at or spec.collected_at,
+            )
+        )
         total_obx += count
     return out, total_obx
 

@@ -14,8 +14,7 @@ from itertools import islice
 
 from sqlalchemy import Column, Index, Integer, LargeBinary, MetaData, String, Table
 
-from labvault.access import Purpose
-from labvault.access import codec
+from labvault.access import Purpose, codec
 from labvault.bench.scratch import scratch
 from labvault.store.engine import bulk_insert
 
@@ -83,8 +82,16 @@ def run_ingest(
                 names = {r.request_id: pseudo[f"p{hash(r.request_id) % 1000}"] for r in chunk}
                 t0 = time.perf_counter()
                 rows = [
-                    (tenant, r.result_id, r.request_id, r.specimen_id, names[r.request_id], str(r.status), 1,
-                     pack_result(r))
+                    (
+                        tenant,
+                        r.result_id,
+                        r.request_id,
+                        r.specimen_id,
+                        names[r.request_id],
+                        str(r.status),
+                        1,
+                        pack_result(r),
+                    )
                     for r in chunk
                 ]
                 with engine.begin() as conn:

@@ -9,8 +9,8 @@ operator and the signer approve, and the timed part is the procedure itself:
 ``results_per_s`` is N over the three. Same-run baselines: ``pyrage_per_s``, the same number of
 record lines (of the same size) encrypted by pyrage from memory, in clear: the library's own
 ceiling; ``json_per_s``: encoding the same records with the standard library's JSON encoder,
-and ``orjson_per_s`` with orjson, which the package writer uses. Memory: ``peak_rss_mb`` is the process's peak (load included); ``migrate_rss_growth_mb`` the growth
-of RSS during the procedure over the RSS before it.
+and ``orjson_per_s`` with orjson, which the package writer uses. Memory: ``peak_rss_mb`` is the
+process's peak (load included); ``migrate_rss_growth_mb`` the growth of RSS during the procedure over the RSS before it.
 """
 
 from __future__ import annotations
@@ -28,24 +28,26 @@ import pyrage
 from pyrage import x25519
 
 from labvault.access import Purpose
-from labvault.instructions import signers
 from labvault.bench.ingest import peak_rss_mb
 from labvault.bench.scratch import load_results, scratch
 from labvault.crypto import packages
 from labvault.crypto.keys import PLATFORM
 from labvault.crypto.signing import Signer
-from labvault.instructions import document
+from labvault.instructions import document, signers
 from labvault.migration import service
+
 
 def _instruction(sc, n: int, recipient: str):
     """A lab admin registers a signer; the signer signs; the platform receives. Returns the signer."""
     gw, lab = sc.gateway, sc.lab
     admin_id = f"{lab}-labadmin"
     with gw.unit(sc.admin, Purpose.ADMINISTRATION) as u:
-        u.ensure_account(lab, admin_id, "Bench Lab Admin", f"{admin_id}@bench.invalid", ("lab_admin",),
-                         commitment="benchmark")
-        u.ensure_account(PLATFORM, f"{lab}-op", "Bench Operator", f"{lab}-op@bench.invalid", ("operator",),
-                         commitment="benchmark")
+        u.ensure_account(
+            lab, admin_id, "Bench Lab Admin", f"{admin_id}@bench.invalid", ("lab_admin",), commitment="benchmark"
+        )
+        u.ensure_account(
+            PLATFORM, f"{lab}-op", "Bench Operator", f"{lab}-op@bench.invalid", ("operator",), commitment="benchmark"
+        )
     from labvault.access import Principal
 
     admin = Principal(admin_id, "Bench Lab Admin", lab, frozenset({"lab_admin"}))
@@ -57,12 +59,21 @@ def _instruction(sc, n: int, recipient: str):
     z = lambda d: d.isoformat().replace("+00:00", "Z")  # noqa: E731
     fields = {c: list(f) for c, f in document.FIELDS.items() if c != document.FREE_TEXT}
     record = {
-        "id": "BENCH-MIG", "tenant": lab, "kind": "migration_out", "purpose": "benchmark",
-        "fields": fields, "selection": {"collected_from": "2000-01-01", "collected_to": "2039-12-31",
-                                        "sensitive": list(document.SENSITIVE)},
+        "id": "BENCH-MIG",
+        "tenant": lab,
+        "kind": "migration_out",
+        "purpose": "benchmark",
+        "fields": fields,
+        "selection": {
+            "collected_from": "2000-01-01",
+            "collected_to": "2039-12-31",
+            "sensitive": list(document.SENSITIVE),
+        },
         "destination": {"name": "Bench", "country": "FR", "recipient_age_key": recipient},
-        "expected_volume": n, "deletion_deadline": z(now + timedelta(days=1)),
-        "valid_from": z(now - timedelta(hours=1)), "valid_until": z(now + timedelta(hours=12)),
+        "expected_volume": n,
+        "deletion_deadline": z(now + timedelta(days=1)),
+        "valid_from": z(now - timedelta(hours=1)),
+        "valid_until": z(now + timedelta(hours=12)),
     }
     signer = Signer(private)
     with gw.unit(admin, Purpose.ADMINISTRATION) as u:
@@ -74,7 +85,7 @@ class _Null(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:  # noqa: ANN001
+    def write(self, b) -> int:
         return len(b)
 
 
@@ -100,8 +111,9 @@ def _baselines(line: bytes, n: int, record: dict) -> tuple[float, float, float]:
     return blocks * per / age_s, sample / json_s, sample / orjson_s
 
 
-def run_migrate(n: int, *, database_url: str | None = None, seed: int = 7,
-                on_progress: Callable[[str, int], None] | None = None) -> dict[str, object]:
+def run_migrate(
+    n: int, *, database_url: str | None = None, seed: int = 7, on_progress: Callable[[str, int], None] | None = None
+) -> dict[str, object]:
     proc = psutil.Process()
     with scratch("migrate", roles=("biologist",), database_url=database_url) as sc:
         loaded = load_results(sc, n, seed, on_progress, specimens=True)
@@ -126,11 +138,22 @@ def run_migrate(n: int, *, database_url: str | None = None, seed: int = 7,
             plan_s = time.perf_counter() - t0
             with gw.unit(operator, Purpose.EXPORT) as u:
                 service.approve_operator(u, lab, job.migration_id)
-                service.approve_lab(u, lab, job.migration_id, public_key=signer.public_key.hex(),
-                                    signature=signer.sign(service.approval_record(job)))
+                service.approve_lab(
+                    u,
+                    lab,
+                    job.migration_id,
+                    public_key=signer.public_key.hex(),
+                    signature=signer.sign(service.approval_record(job)),
+                )
             t0 = time.perf_counter()
-            job = service.run(gw, operator, lab, job.migration_id, store,
-                              on_progress=(lambda k: on_progress("migrate", k)) if on_progress else None)
+            job = service.run(
+                gw,
+                operator,
+                lab,
+                job.migration_id,
+                store,
+                on_progress=(lambda k: on_progress("migrate", k)) if on_progress else None,
+            )
             run_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             with gw.unit(operator, Purpose.EXPORT) as u:
@@ -143,10 +166,24 @@ def run_migrate(n: int, *, database_url: str | None = None, seed: int = 7,
         selected = m["counts"]["records"]["result"]
         size = m["files"][0]["bytes"]
         # A record line of the package's average size, for the library baselines.
-        record = {"record": "result", "id": "0" * 32, "request": "0" * 32, "specimen": "0" * 32, "patient": "0" * 32,
-                  "code": "718-7", "code_system": "http://loinc.org", "label": "Hemoglobin", "value_num": 13.2,
-                  "unit": "g/dL", "ref_low": 12.0, "ref_high": 16.0, "flag": "N", "status": "final",
-                  "validated_by": "Dr X", "validated_at": "2020-01-01T08:00:00"}
+        record = {
+            "record": "result",
+            "id": "0" * 32,
+            "request": "0" * 32,
+            "specimen": "0" * 32,
+            "patient": "0" * 32,
+            "code": "718-7",
+            "code_system": "http://loinc.org",
+            "label": "Hemoglobin",
+            "value_num": 13.2,
+            "unit": "g/dL",
+            "ref_low": 12.0,
+            "ref_high": 16.0,
+            "flag": "N",
+            "status": "final",
+            "validated_by": "Dr X",
+            "validated_at": "2020-01-01T08:00:00",
+        }
         line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
         pyrage_per_s, json_per_s, orjson_per_s = _baselines(line, n, record)
         with gw.unit(operator, Purpose.EXPORT) as u:  # the scratch lab's package goes with it

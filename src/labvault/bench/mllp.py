@@ -26,6 +26,7 @@ from labvault.bench.ingest import peak_rss_mb
 from labvault.bench.scratch import Scratch, scratch
 from labvault.crypto.certificates import self_signed
 from labvault.mllp import listener as mllp
+
 TLS = dict[str, Path]
 
 
@@ -38,14 +39,26 @@ def _pinned_feed(sc: Scratch) -> TLS:
     feed_cert, feed_key = self_signed(sc.folder, "feed", server=False)
     admin = Principal(f"{sc.lab}-lab-admin", "Benchmark lab admin", sc.lab, frozenset({"lab_admin"}))
     with sc.gateway.unit(sc.admin, Purpose.BENCHMARK) as u:
-        u.ensure_account(sc.lab, admin.account_id, admin.name, f"{admin.account_id}@bench.invalid", admin.roles,
-                         commitment="benchmark account")
+        u.ensure_account(
+            sc.lab,
+            admin.account_id,
+            admin.name,
+            f"{admin.account_id}@bench.invalid",
+            admin.roles,
+            commitment="benchmark account",
+        )
     with sc.gateway.unit(admin, Purpose.ADMINISTRATION) as u:
-        service.create_account(u, tenant_id=sc.lab, name="Benchmark feed", email=f"feed@{sc.lab}.invalid",
-                               roles=["service"], kind="service", purpose="ingest")
+        service.create_account(
+            u,
+            tenant_id=sc.lab,
+            name="Benchmark feed",
+            email=f"feed@{sc.lab}.invalid",
+            roles=["service"],
+            kind="service",
+            purpose="ingest",
+        )
         feeds.pin(u, sc.lab, f"feed@{sc.lab}.invalid", feed_cert.read_bytes())
     return {"server_cert": server_cert, "server_key": server_key, "feed_cert": feed_cert, "feed_key": feed_key}
-
 
 
 def _client(port: int, frames: list[bytes], window: int, tls: TLS, out) -> None:
@@ -101,18 +114,17 @@ def _clients(port: int, frames: list[bytes], connections: int, window: int, tls:
 class _EchoCommitter(mllp.Committer):
     """The baseline: ACK AA at once, nothing parsed, nothing stored."""
 
-    def _parse(self, batch):  # noqa: ANN001
+    def _parse(self, batch):
         done: mllp.Future[None] = mllp.Future()
         done.set_result(None)
         return done
 
-    def _finish(self, batch, parsed):  # noqa: ANN001
+    def _finish(self, batch, parsed):
         for job in batch:
             job.done(mllp.ack(job.frame, "AA"))
 
 
-def _serve(server: mllp.Server, frames: list[bytes], connections: int, window: int, tls: TLS
-           ) -> tuple[float, int]:
+def _serve(server: mllp.Server, frames: list[bytes], connections: int, window: int, tls: TLS) -> tuple[float, int]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -130,8 +142,16 @@ def _serve(server: mllp.Server, frames: list[bytes], connections: int, window: i
         loop.close()
 
 
-def run_mllp(messages: int, *, connections: int = 4, window: int = 100, group: int = mllp.MAX_GROUP,
-             parsers: int = 1, database_url: str | None = None, on_progress: Callable[[str], None] | None = None) -> dict[str, object]:
+def run_mllp(
+    messages: int,
+    *,
+    connections: int = 4,
+    window: int = 100,
+    group: int = mllp.MAX_GROUP,
+    parsers: int = 1,
+    database_url: str | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, object]:
     from labvault.synth.hl7 import messages as synth_messages
 
     frames = [b"\x0b" + m + b"\x1c\r" for m in synth_messages("bench-mllp", 17, messages)]
@@ -142,8 +162,14 @@ def run_mllp(messages: int, *, connections: int = 4, window: int = 100, group: i
 
         def listener(**kw) -> mllp.Server:
             ctx = mllp.server_ssl_context(str(tls["server_cert"]), str(tls["server_key"]))
-            return mllp.Server(None, port=0, ssl_context=ctx, feeds=mllp.PinnedFeeds(sc.gateway, sc.lab, group=group),
-                               limits=limits, **kw)
+            return mllp.Server(
+                None,
+                port=0,
+                ssl_context=ctx,
+                feeds=mllp.PinnedFeeds(sc.gateway, sc.lab, group=group),
+                limits=limits,
+                **kw,
+            )
 
         base = listener()  # its committer is replaced below: no parser processes
         base.committer = _EchoCommitter(None, base.stats)

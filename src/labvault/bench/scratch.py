@@ -32,8 +32,9 @@ class Scratch:
 
 
 @contextmanager
-def scratch(name: str, *, roles: tuple[str, ...], database_url: str | None = None,
-            durable: bool = False) -> Iterator[Scratch]:
+def scratch(
+    name: str, *, roles: tuple[str, ...], database_url: str | None = None, durable: bool = False
+) -> Iterator[Scratch]:
     with tempfile.TemporaryDirectory(prefix="labvault-bench-") as tmp:
         url = database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
         engine = make_engine(url, durable=durable)
@@ -45,16 +46,28 @@ def scratch(name: str, *, roles: tuple[str, ...], database_url: str | None = Non
         user = Principal(f"bench-{name}-user", "Benchmark account", lab, frozenset(roles))
         try:
             with gw.bootstrap(admin) as u:
-                u.ensure_account(PLATFORM, admin.account_id, admin.name, f"{admin.account_id}@bench.invalid",
-                                 admin.roles, commitment="benchmark runner")
+                u.ensure_account(
+                    PLATFORM,
+                    admin.account_id,
+                    admin.name,
+                    f"{admin.account_id}@bench.invalid",
+                    admin.roles,
+                    commitment="benchmark runner",
+                )
                 u.ensure_platform_keys()
             with gw.unit(admin, Purpose.BENCHMARK) as u:
                 if lab in {t.id for t in u.list_tenants()}:
                     u.drop_tenant_rows(lab)
                 else:
                     u.create_tenant(lab, "Benchmark lab", "690000000", retention=SYNTHETIC_RETENTION, synthetic=True)
-                u.ensure_account(lab, user.account_id, user.name, f"{user.account_id}@bench.invalid", roles,
-                                 commitment="benchmark account")
+                u.ensure_account(
+                    lab,
+                    user.account_id,
+                    user.name,
+                    f"{user.account_id}@bench.invalid",
+                    roles,
+                    commitment="benchmark account",
+                )
             yield Scratch(Path(tmp), gw, admin, lab, user)
         finally:
             try:
@@ -70,8 +83,9 @@ _NO_DATE = datetime(2020, 1, 1, 8, 0)
 PATIENTS = 500
 
 
-def load_results(sc: Scratch, n: int, seed: int, on_progress: Callable[[str, int], None] | None = None, *,
-                 specimens: bool = False) -> int:
+def load_results(
+    sc: Scratch, n: int, seed: int, on_progress: Callable[[str, int], None] | None = None, *, specimens: bool = False
+) -> int:
     """N generated results in the scratch lab, with their requests spread over 500 generated
     patients (and, with ``specimens``, one specimen per synthetic specimen id, collected when
     its request was made), in transactions of 5,000 results. Returns how many were stored."""

@@ -4,7 +4,26 @@ from __future__ import annotations
 
 import typer
 
-from labvault.cli import audit, bench, demo, feed, generate, grant, ingest, instruction, keys, migrate, mllp, patient, retention, serve, signer, tenant, token, user
+from labvault.cli import (
+    audit,
+    bench,
+    demo,
+    feed,
+    generate,
+    grant,
+    ingest,
+    instruction,
+    keys,
+    migrate,
+    mllp,
+    patient,
+    retention,
+    serve,
+    signer,
+    tenant,
+    token,
+    user,
+)
 from labvault.cli.common import console, settings
 from labvault.runtime import init_home
 

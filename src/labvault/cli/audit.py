@@ -9,13 +9,14 @@ from pathlib import Path
 
 import typer
 
-from labvault.access import Purpose
+from labvault.access import Purpose, Unit
 from labvault.audit import service
 from labvault.cli.common import AS_OPTION_HELP, acting, actor, console, runtime
 from labvault.errors import InvalidInput, NotFound
 
-app = typer.Typer(help="The tamper-evident audit trail: checkpoint, verify, export, search, history.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The tamper-evident audit trail: checkpoint, verify, export, search, history.", no_args_is_help=True
+)
 
 
 def _labs(u, tenant: str | None) -> list[str]:
@@ -77,11 +78,17 @@ def _read_kept(path: Path) -> list[dict]:
 def verify(
     tenant: str | None = typer.Option(None, "--tenant", help="One lab; every lab and the platform when absent."),
     checkpoint_file: Path = typer.Option(
-        None, "--checkpoint", help="The lab's pulled checkpoints ('audit checkpoints'), export or checkpoint "
-                                   "(JSON lines): the log must be consistent with every one."),
+        None,
+        "--checkpoint",
+        help="The lab's pulled checkpoints ('audit checkpoints'), export or checkpoint "
+        "(JSON lines): the log must be consistent with every one.",
+    ),
     max_unsigned_age: int = typer.Option(
-        int(service.UNSIGNED_AGE.total_seconds()), "--max-unsigned-age", min=0,
-        help="Seconds events may wait for a signed checkpoint before it is reported (0: not checked)."),
+        int(service.UNSIGNED_AGE.total_seconds()),
+        "--max-unsigned-age",
+        min=0,
+        help="Seconds events may wait for a signed checkpoint before it is reported (0: not checked).",
+    ),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Re-derive the chains and the signed roots, against the platform key pinned at init; exit 1
@@ -90,15 +97,19 @@ def verify(
 
     kept = _read_kept(checkpoint_file) if checkpoint_file else None
     if kept:
-        named = {x.get("tenant") or (x.get("body") or {}).get("tenant") for x in kept if x.get("type") != "platform-key"}
+        named = {
+            x.get("tenant") or (x.get("body") or {}).get("tenant") for x in kept if x.get("type") != "platform-key"
+        }
         named.discard(None)
         if len(named) > 1 or (tenant and named and tenant not in named):
             raise InvalidInput(f"{checkpoint_file} holds another lab's checkpoints")
         tenant = tenant or next(iter(named), None)
     age = timedelta(seconds=max_unsigned_age) if max_unsigned_age else None
     bad = 0
-    step = lambda u, lab: service.verify_log(u, lab, kept if kept and lab == tenant else None,  # noqa: E731
-                                             max_unsigned_age=age)
+
+    def step(u: Unit, lab: str) -> service.Report:
+        return service.verify_log(u, lab, kept if kept and lab == tenant else None, max_unsigned_age=age)
+
     for lab, report in _per_lab(tenant, as_email, step):
         if report.ok:
             console.print(f"{lab}: OK, {report.events} events, {report.checkpoints} checkpoints verified")
@@ -115,9 +126,12 @@ def verify(
 @app.command("checkpoints")
 def checkpoints(
     tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
-    since: int = typer.Option(None, "--since", min=0,
-                              help="Checkpoint number to start after; by default the last one in --output."),
-    output: Path = typer.Option(None, "--output", help="File the lab keeps (JSON lines, appended); stdout when absent."),
+    since: int = typer.Option(
+        None, "--since", min=0, help="Checkpoint number to start after; by default the last one in --output."
+    ),
+    output: Path = typer.Option(
+        None, "--output", help="File the lab keeps (JSON lines, appended); stdout when absent."
+    ),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """G4, G6: pull the lab's signed checkpoints for the lab to keep (its admin or DPO; a cron job)."""
@@ -127,8 +141,10 @@ def checkpoints(
         parsed = [_json_line(x, output) for x in old]
         if since is None:
             try:
-                since = max((int((x.get("body") or {}).get("index", 0) or 0) for x in parsed
-                             if x.get("type") == "checkpoint"), default=0)
+                since = max(
+                    (int((x.get("body") or {}).get("index", 0) or 0) for x in parsed if x.get("type") == "checkpoint"),
+                    default=0,
+                )
             except (TypeError, ValueError, AttributeError):
                 raise InvalidInput(f"{output} is not a file of Labvault checkpoints (JSON lines)") from None
     with acting(as_email, Purpose.ADMINISTRATION) as u:
@@ -184,7 +200,10 @@ def prove(
             raise InvalidInput("the kept checkpoint is not signed by the platform's pinned key")
         proof = service.consistency(u, tenant, int(old["body"]["size"]))
     ok = merkle.verify_consistency(
-        proof["old_size"], proof["new_size"], bytes.fromhex(old["body"]["root"]), bytes.fromhex(proof["new_root"]),
+        proof["old_size"],
+        proof["new_size"],
+        bytes.fromhex(old["body"]["root"]),
+        bytes.fromhex(proof["new_root"]),
         [bytes.fromhex(p) for p in proof["proof"]],
     )
     print(json.dumps({**proof, "verified": ok}))
@@ -213,8 +232,9 @@ def purge(
 ) -> None:
     """Delete events past each lab's retention, cut at a signed checkpoint; verification goes on."""
     for lab, out in _per_lab(tenant, as_email, service.purge):
-        console.print(f"{lab}: {out['deleted']} events purged (cut at {out['cut']}, "
-                      f"retention {out['retention_days']} days)")
+        console.print(
+            f"{lab}: {out['deleted']} events purged (cut at {out['cut']}, retention {out['retention_days']} days)"
+        )
 
 
 @app.command("export")
@@ -252,8 +272,11 @@ def search(
     action: str = typer.Option(None, "--action", help="Action or prefix, e.g. patient:result"),
     since: str = typer.Option(None, "--since", help="From this ISO date or date-time (UTC when no offset)."),
     until: str = typer.Option(None, "--until", help="Up to this ISO date or date-time (UTC when no offset)."),
-    patient_nir: str = typer.Option(None, "--patient-nir", help="A patient's NIR (INS matricule), through the "
-                                                                 "blind index: the lab's admin and DPO only."),
+    patient_nir: str = typer.Option(
+        None,
+        "--patient-nir",
+        help="A patient's NIR (INS matricule), through the blind index: the lab's admin and DPO only.",
+    ),
     ref: str = typer.Option(None, "--ref", help="A pseudonymous reference (patient or object id) the events name."),
     limit: int = typer.Option(1000, "--limit", min=1, max=100_000, help="At most this many events."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
@@ -269,7 +292,15 @@ def search(
             patient_id = u.patient_id_for_nir(tenant, patient_nir)
             if patient_id is None:
                 raise NotFound("no patient with this NIR in this lab")
-        events = service.search(u, tenant, actor=actor_id, action=action, since=_when(since, "--since"),
-                                until=_when(until, "--until"), patient_id=patient_id, limit=limit)
+        events = service.search(
+            u,
+            tenant,
+            actor=actor_id,
+            action=action,
+            since=_when(since, "--since"),
+            until=_when(until, "--until"),
+            patient_id=patient_id,
+            limit=limit,
+        )
     for e in events:
         print(json.dumps(e, sort_keys=True))

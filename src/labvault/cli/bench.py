@@ -54,15 +54,24 @@ def api(
 def audit(
     events: int = typer.Option(100_000, "--events", min=1, help="How many audit events to append."),
     database_url: str = typer.Option(None, "--database-url", help="Default: a scratch SQLite file."),
-    ingest_results: int = typer.Option(100_000, "--ingest-results", min=5000, help="Results ingested with and without the audit trail, to measure its cost."),
+    ingest_results: int = typer.Option(
+        100_000,
+        "--ingest-results",
+        min=5000,
+        help="Results ingested with and without the audit trail, to measure its cost.",
+    ),
 ) -> None:
     """Append N audit events, verify them, and measure the audit trail's cost on encrypted ingest."""
     from labvault.bench.audit import run_audit
 
     with progress() as bar:
         tasks = {k: bar.add_task(k, total=events) for k in ("append", "verify")}
-        out = run_audit(events, database_url=database_url, ingest_results=ingest_results,
-                        on_progress=lambda k, n: bar.advance(tasks[k], n))
+        out = run_audit(
+            events,
+            database_url=database_url,
+            ingest_results=ingest_results,
+            on_progress=lambda k, n: bar.advance(tasks[k], n),
+        )
     print(json.dumps(out))
 
 
@@ -80,9 +89,15 @@ def mllp(
 
     with progress() as bar:
         task = bar.add_task("mllp", total=None)
-        out = run_mllp(messages, connections=connections, window=window, group=group, parsers=parsers,
-                       database_url=database_url,
-                       on_progress=lambda phase: bar.update(task, description=phase))
+        out = run_mllp(
+            messages,
+            connections=connections,
+            window=window,
+            group=group,
+            parsers=parsers,
+            database_url=database_url,
+            on_progress=lambda phase: bar.update(task, description=phase),
+        )
     print(json.dumps(out))
 
 

@@ -14,9 +14,9 @@ from typing import TypedDict
 import typer
 
 from labvault.access import Purpose
+from labvault.accounts import service
 from labvault.cli.common import console, progress, settings
 from labvault.cli.patient import identity_table, results_table
-from labvault.accounts import service
 from labvault.crypto.keys import PLATFORM
 from labvault.errors import AccessDenied, ConfigError
 from labvault.runtime import init_home, open_runtime
@@ -102,9 +102,15 @@ def show_feeds(rt, tenant: str, seed: int) -> None:
     from labvault.synth.hl7 import messages
 
     with rt.gateway.unit(lab_admin_of(rt, tenant), Purpose.ADMINISTRATION) as u:  # the lab adds its feed
-        acct = service.create_account(u, tenant_id=tenant, name="Analyser middleware feed",
-                                      email=f"feed@{tenant}.demo.invalid", roles=["service"], kind="service",
-                                      purpose="ingest")
+        acct = service.create_account(
+            u,
+            tenant_id=tenant,
+            name="Analyser middleware feed",
+            email=f"feed@{tenant}.demo.invalid",
+            roles=["service"],
+            kind="service",
+            purpose="ingest",
+        )
     feed = Principal(acct.account_id, "Analyser middleware feed", tenant, frozenset({"service"}), "service")
     ing = ingest.Ingestor(rt.gateway, feed, tenant, feed="file", group=50, test_mode=rt.settings.test_mode)
     generated = b"".join(messages(tenant, seed + 1, 200))
@@ -131,13 +137,18 @@ def show_feeds(rt, tenant: str, seed: int) -> None:
     for s in summaries:
         for reason in s.reasons[:1]:
             if shown < 6:
-                console.print(f"  refused: {reason.replace(str(root) + '/', '') if root else reason}",
-                              highlight=False, markup=False)
+                console.print(
+                    f"  refused: {reason.replace(str(root) + '/', '') if root else reason}",
+                    highlight=False,
+                    markup=False,
+                )
                 shown += 1
     held = sum(s.rejected for s in summaries)
-    console.print(f"  {held} refused message(s) kept encrypted in the lab's quarantine "
-                  f"(labvault quarantine list --tenant {tenant}); the resend stored nothing new "
-                  f"({again.duplicates} duplicates skipped)")
+    console.print(
+        f"  {held} refused message(s) kept encrypted in the lab's quarantine "
+        f"(labvault quarantine list --tenant {tenant}); the resend stored nothing new "
+        f"({again.duplicates} duplicates skipped)"
+    )
     console.print("  the real files carry no INS (they are US or test messages): Labvault refuses to guess an identity")
 
 
@@ -170,8 +181,14 @@ def demo(
         with progress() as bar:
             for tid in ids:
                 task = bar.add_task(tid, total=patients)
-                c = load_lab(rt.gateway, rt.operator, tid, patients=patients, seed=seed,
-                             on_batch=functools.partial(bar.advance, task))
+                c = load_lab(
+                    rt.gateway,
+                    rt.operator,
+                    tid,
+                    patients=patients,
+                    seed=seed,
+                    on_batch=functools.partial(bar.advance, task),
+                )
                 totals["patients"] += c.patients
                 totals["requests"] += c.requests
                 totals["results"] += c.results
@@ -183,15 +200,23 @@ def demo(
             per_lab = {t.id: u.counts(t.id) for t in tenants}
         for t in tenants:
             n = per_lab[t.id]
-            console.print(f"  {t.id:<12} {t.name:<34} FINESS {t.finess}  {'synthetic' if t.synthetic else 'REAL':<9} "
-                          f"{n['patient_identity']:>6,} patients {n['result']:>8,} results")
+            console.print(
+                f"  {t.id:<12} {t.name:<34} FINESS {t.finess}  {'synthetic' if t.synthetic else 'REAL':<9} "
+                f"{n['patient_identity']:>6,} patients {n['result']:>8,} results"
+            )
         db = s.home / "labvault.db"
-        console.print(f"  total: {len(tenants)} labs, {totals['patients']:,} patients, {totals['requests']:,} requests, "
-                      f"{totals['results']:,} results in {elapsed:.1f} s")
-        console.print(f"  {sum(t.synthetic for t in tenants)} of {len(tenants)} labs synthetic (generated data only: "
-                      "never a real lab's; deleted without a deletion instruction)")
-        console.print(f"  data: {db} ({db.stat().st_size / 1e6:.1f} MB, SQLite WAL); keys: {s.keyring_path} "
-                      "(passphrase-wrapped, one key per lab)")
+        console.print(
+            f"  total: {len(tenants)} labs, {totals['patients']:,} patients, {totals['requests']:,} requests, "
+            f"{totals['results']:,} results in {elapsed:.1f} s"
+        )
+        console.print(
+            f"  {sum(t.synthetic for t in tenants)} of {len(tenants)} labs synthetic (generated data only: "
+            "never a real lab's; deleted without a deletion instruction)"
+        )
+        console.print(
+            f"  data: {db} ({db.stat().st_size / 1e6:.1f} MB, SQLite WAL); keys: {s.keyring_path} "
+            "(passphrase-wrapped, one key per lab)"
+        )
 
         console.rule("[bold]4. What a stolen copy of the database shows")
         from labvault.synth import LabGenerator
@@ -219,8 +244,10 @@ def demo(
             console.print(f"  in 'sqlite3 .dump': {'FOUND ' + ', '.join(leaked) if leaked else 'nothing in clear'}")
         with rt.unit(Purpose.DEMO) as u:
             stored = u.raw_identity_row(ids[0], sample.identity.patient_id)
-        console.print(f"  stored family name: {stored['family_name_enc'][:48]}… (AES-256-GCM, bound to lab, "
-                      f"table, column, row, key v{stored['key_version']})")
+        console.print(
+            f"  stored family name: {stored['family_name_enc'][:48]}… (AES-256-GCM, bound to lab, "
+            f"table, column, row, key v{stored['key_version']})"
+        )
         console.print(f"  stored NIR index:   {stored['nir_bidx']} (HMAC-SHA256, per-lab key)")
 
         console.rule("[bold]5. Named accounts, no shared ones; vendor staff without standing access")
@@ -246,7 +273,9 @@ def demo(
         console.rule("[bold]7. The lab's biologist logs in and looks the patient up by NIR, through the blind index")
         bio = next(a for a in accounts if a["tenant"] == ids[0] and a["role"] == "biologist")
         with rt.gateway.auth_unit(source_addr="demo", user_agent="labvault-demo") as u:
-            biologist = service.login(u, bio["email"], bio["password"], addr="demo", user_agent="labvault-demo").principal
+            biologist = service.login(
+                u, bio["email"], bio["password"], addr="demo", user_agent="labvault-demo"
+            ).principal
         with rt.gateway.unit(biologist, Purpose.CARE) as u:
             found = u.find_patients_by_nir(ids[0], sample.identity.nir)
             results = u.results_of(ids[0], found[0].patient_id) if found else []
@@ -279,10 +308,16 @@ def demo(
         console.print("Every personal and health value above was stored encrypted with its lab's own key, and read")
         console.print("back through the access gateway, which recorded who asked and why.")
         console.print("To use the API on this home (nothing was left running):")
-        console.print(f"  make serve-demo        (or: LABVAULT_HOME={s.home} LABVAULT_PASSPHRASE=… labvault serve --port 8000)")
-        console.print(f"  curl -c jar -H 'content-type: application/json' -d '{{\"email\": \"{bio['email']}\", "
-                      f"\"password\": \"{bio['password']}\"}}' http://127.0.0.1:8000/api/v1/auth/login")
-        console.print(f"  curl -b jar 'http://127.0.0.1:8000/api/v1/tenants/{ids[0]}/patients?nir={sample.identity.nir}'")
-        console.print("  accounts with a TOTP secret answer POST /api/v1/auth/mfa {\"code\": …} after the login step")
+        console.print(
+            f"  make serve-demo        (or: LABVAULT_HOME={s.home} LABVAULT_PASSPHRASE=… labvault serve --port 8000)"
+        )
+        console.print(
+            f'  curl -c jar -H \'content-type: application/json\' -d \'{{"email": "{bio["email"]}", '
+            f'"password": "{bio["password"]}"}}\' http://127.0.0.1:8000/api/v1/auth/login'
+        )
+        console.print(
+            f"  curl -b jar 'http://127.0.0.1:8000/api/v1/tenants/{ids[0]}/patients?nir={sample.identity.nir}'"
+        )
+        console.print('  accounts with a TOTP secret answer POST /api/v1/auth/mfa {"code": …} after the login step')
     finally:
         rt.close()

@@ -16,7 +16,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from labvault.access import Principal, Purpose
-from labvault.instructions import signers
 from labvault.accounts import service as accounts
 from labvault.cli.common import console
 from labvault.cli.demo import DemoAccount
@@ -24,7 +23,7 @@ from labvault.crypto import packages
 from labvault.crypto.keys import atomic_write
 from labvault.crypto.signing import Signer
 from labvault.errors import LabvaultError
-from labvault.instructions import document
+from labvault.instructions import document, signers
 from labvault.migration import service
 
 
@@ -64,26 +63,50 @@ def show_migration(rt, tenant: str, demo_accounts: list[DemoAccount]) -> None:
     receipt_private, receipt_public = Signer.generate()  # and the Ed25519 key that signs its receipts
     now = datetime.now(UTC).replace(microsecond=0)
     z = lambda d: d.isoformat().replace("+00:00", "Z")  # noqa: E731
-    fields = {"identity": ["nir", "family_name", "given_names", "birth_date", "sex"],
-              "prescriber": ["rpps", "family_name", "given_name"], "request": ["requested_at", "reported_at"],
-              "specimen": ["type", "collected_at"],
-              "result": ["code", "code_system", "label", "value_num", "value_text", "unit", "ref_low", "ref_high",
-                         "flag", "status"]}
+    fields = {
+        "identity": ["nir", "family_name", "given_names", "birth_date", "sex"],
+        "prescriber": ["rpps", "family_name", "given_name"],
+        "request": ["requested_at", "reported_at"],
+        "specimen": ["type", "collected_at"],
+        "result": [
+            "code",
+            "code_system",
+            "label",
+            "value_num",
+            "value_text",
+            "unit",
+            "ref_low",
+            "ref_high",
+            "flag",
+            "status",
+        ],
+    }
     record = {
-        "id": "MIG-2021-NEWLIS", "tenant": tenant, "kind": "migration_out",
+        "id": "MIG-2021-NEWLIS",
+        "tenant": tenant,
+        "kind": "migration_out",
         "purpose": "Migrate the 2019-2020 results to the lab's new LIS (NewLIS)",
-        "fields": fields, "selection": {"collected_from": "2019-01-01", "collected_to": "2020-12-31"},
-        "destination": {"name": "NewLIS SAS", "country": "FR", "recipient_age_key": recipient,
-                        "receipt_key": receipt_public.hex()},
-        "expected_volume": _volume(rt, tenant, biologist), "tolerance": 0.05,
+        "fields": fields,
+        "selection": {"collected_from": "2019-01-01", "collected_to": "2020-12-31"},
+        "destination": {
+            "name": "NewLIS SAS",
+            "country": "FR",
+            "recipient_age_key": recipient,
+            "receipt_key": receipt_public.hex(),
+        },
+        "expected_volume": _volume(rt, tenant, biologist),
+        "tolerance": 0.05,
         "deletion_deadline": z(now + timedelta(days=30)),
-        "valid_from": z(now - timedelta(minutes=5)), "valid_until": z(now + timedelta(days=7)),
+        "valid_from": z(now - timedelta(minutes=5)),
+        "valid_until": z(now + timedelta(days=7)),
     }
     with rt.gateway.unit(lab_admin, Purpose.ADMINISTRATION) as u:
         signers.receive(u, tenant, document.sign(document.from_record(record), Signer(private)), now)
-    console.print(f"  {who['biologist']['email']} signed instruction MIG-2021-NEWLIS (Ed25519): {tenant}'s 2019-2020 "
-                  f"results, {sum(map(len, fields.values()))} named fields, no free text, to NewLIS SAS (FR), "
-                  f"about {record['expected_volume']:,} results, copies deleted within 30 days")
+    console.print(
+        f"  {who['biologist']['email']} signed instruction MIG-2021-NEWLIS (Ed25519): {tenant}'s 2019-2020 "
+        f"results, {sum(map(len, fields.values()))} named fields, no free text, to NewLIS SAS (FR), "
+        f"about {record['expected_volume']:,} results, copies deleted within 30 days"
+    )
 
     # The vendor's operator asks for everything, as in 2021: refused.
     everything = service.Ask(fields=service.ALL_FIELDS, collected_from=date(2015, 1, 1))
@@ -92,60 +115,86 @@ def show_migration(rt, tenant: str, demo_accounts: list[DemoAccount]) -> None:
             service.plan(u, tenant, "MIG-2021-NEWLIS", ask=everything)
     except LabvaultError as exc:
         first = str(exc).split("; ")
-        console.print(f"  the operator asks for every field since 2015: REFUSED ({first[0]}; ... "
-                      f"{len(first)} excesses named); audited, and a security alert raised", highlight=False)
+        console.print(
+            f"  the operator asks for every field since 2015: REFUSED ({first[0]}; ... "
+            f"{len(first)} excesses named); audited, and a security alert raised",
+            highlight=False,
+        )
     with rt.gateway.unit(operator, Purpose.EXPORT) as u:
         job = service.plan(u, tenant, "MIG-2021-NEWLIS")
     c = job.plan["counts"]
-    console.print(f"  plan {job.migration_id}: {c['results']:,} results, {c['requests']:,} requests, "
-                  f"{c['patients']:,} patients; fields per record: "
-                  + "; ".join(f"{k} {len(v)}" for k, v in job.plan["fields"].items()))
+    console.print(
+        f"  plan {job.migration_id}: {c['results']:,} results, {c['requests']:,} requests, "
+        f"{c['patients']:,} patients; fields per record: "
+        + "; ".join(f"{k} {len(v)}" for k, v in job.plan["fields"].items())
+    )
     with rt.gateway.unit(operator, Purpose.EXPORT) as u:
         service.approve_operator(u, tenant, job.migration_id)
-        job = service.approve_lab(u, tenant, job.migration_id, public_key=public.hex(),
-                                  signature=Signer(private).sign(service.approval_record(job)))
+        job = service.approve_lab(
+            u,
+            tenant,
+            job.migration_id,
+            public_key=public.hex(),
+            signature=Signer(private).sign(service.approval_record(job)),
+        )
     console.print("  approved by " + " and ".join(f"{a['name']} ({a['side']})" for a in job.approvals))
     job = service.run(rt.gateway, operator, tenant, job.migration_id, store)
     with rt.gateway.unit(operator, Purpose.EXPORT) as u:
         job = service.verify_package(u, tenant, job.migration_id)
     d = service.package_dir(store, job)
     m = job.manifest["manifest"] if job.manifest else {}
-    console.print(f"  package {d / service.PACKAGE} ({m['files'][0]['bytes']:,} bytes, age to NewLIS and to a "
-                  f"package key); manifest signed by the platform; reconciled: {m['counts']['records']}",
-                  highlight=False)
+    console.print(
+        f"  package {d / service.PACKAGE} ({m['files'][0]['bytes']:,} bytes, age to NewLIS and to a "
+        f"package key); manifest signed by the platform; reconciled: {m['counts']['records']}",
+        highlight=False,
+    )
     raw = (d / service.PACKAGE).read_bytes()
 
     # The recipient's side, with the age command-line tool.
     if shutil.which("age"):
-        out = subprocess.run(["age", "--decrypt", "-i", str(home / "newlis" / "newlis.key"), str(d / service.PACKAGE)],
-                             capture_output=True, check=True).stdout
+        out = subprocess.run(
+            ["age", "--decrypt", "-i", str(home / "newlis" / "newlis.key"), str(d / service.PACKAGE)],
+            capture_output=True,
+            check=True,
+        ).stdout
         per = Counter(json.loads(line)["record"] for line in out.splitlines())
         per.pop("header", None)
         keys = {k for line in out.splitlines()[1:] for k in json.loads(line)}
         same = dict(per) == {k: v for k, v in m["counts"]["records"].items() if v}
         nir = next(rec["nir"] for rec in map(json.loads, out.splitlines()) if rec["record"] == "identity")
-        console.print(f"  a migrated patient's NIR in the package file's bytes: "
-                      f"{'FOUND' if nir.encode() in raw else 'not found'} (only ciphertext is ever on disk)")
-        console.print(f"  NewLIS: age --decrypt -i newlis.key {service.PACKAGE}: {dict(per)} "
-                      f"({'= the manifest' if same else 'DIFFERS from the manifest'}); "
-                      f"free-text comments in it: {'yes' if 'comment' in keys else 'none'}", highlight=False)
+        console.print(
+            f"  a migrated patient's NIR in the package file's bytes: "
+            f"{'FOUND' if nir.encode() in raw else 'not found'} (only ciphertext is ever on disk)"
+        )
+        console.print(
+            f"  NewLIS: age --decrypt -i newlis.key {service.PACKAGE}: {dict(per)} "
+            f"({'= the manifest' if same else 'DIFFERS from the manifest'}); "
+            f"free-text comments in it: {'yes' if 'comment' in keys else 'none'}",
+            highlight=False,
+        )
     else:
         console.print("  (the age CLI is not installed: the recipient's decryption is skipped)")
-    receipt = service.acknowledge(d / service.PACKAGE, json.loads((d / service.MANIFEST).read_text()), identity,
-                                  signing_key=receipt_private)
+    receipt = service.acknowledge(
+        d / service.PACKAGE, json.loads((d / service.MANIFEST).read_text()), identity, signing_key=receipt_private
+    )
     with rt.gateway.unit(operator, Purpose.EXPORT) as u:
         job = service.import_receipt(u, tenant, job.migration_id, receipt)
         cert = service.close(u, tenant, job.migration_id)
         public_platform = u.platform_public_key()
-    console.print("  NewLIS's receipt (MAC with the key inside the package, Ed25519 signature with the receipt key "
-                  "the instruction names) imported:")
+    console.print(
+        "  NewLIS's receipt (MAC with the key inside the package, Ed25519 signature with the receipt key "
+        "the instruction names) imported:"
+    )
     for x in job.destroyed:
         console.print(f"  receipt imported: destroyed {x['copy']} ({x['where']}) at {x['destroyed_at']}")
-    console.print(f"  package still on disk: {'yes' if (d / service.PACKAGE).exists() else 'no'}; package key in "
-                  f"the key provider: {'yes' if rt.gateway.keys.has_scope(f'package-{job.migration_id}') else 'no'}")
+    console.print(
+        f"  package still on disk: {'yes' if (d / service.PACKAGE).exists() else 'no'}; package key in "
+        f"the key provider: {'yes' if rt.gateway.keys.has_scope(f'package-{job.migration_id}') else 'no'}"
+    )
     service.check_certificate(cert, [public_platform])
-    console.print(f"  closure certificate {d / service.CERTIFICATE}: signature verifies "
-                  f"(labvault migrate check-certificate)")
+    console.print(
+        f"  closure certificate {d / service.CERTIFICATE}: signature verifies (labvault migrate check-certificate)"
+    )
 
 
 def _volume(rt, tenant: str, biologist: Principal) -> int:
@@ -154,8 +203,11 @@ def _volume(rt, tenant: str, biologist: Principal) -> int:
 
     n = 0
     with rt.gateway.unit(biologist, Purpose.CARE) as u:
-        in_period = {s.specimen_id for s in scan.specimens(u, tenant)
-                     if date(2019, 1, 1) <= s.collected_at.date() <= date(2020, 12, 31)}
+        in_period = {
+            s.specimen_id
+            for s in scan.specimens(u, tenant)
+            if date(2019, 1, 1) <= s.collected_at.date() <= date(2020, 12, 31)
+        }
         for _, r in scan.results(u, tenant):
             n += r.specimen_id in in_period and r.sensitivity.value == "other"
     return n

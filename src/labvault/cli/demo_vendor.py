@@ -35,16 +35,20 @@ def show_vendor_refused(rt, lab: str, accounts: list[DemoAccount]) -> str:
         else:  # the demo must not pretend: say so loudly if the platform let it through
             console.print(f"  {what}: [bold red]ALLOWED[/bold red]")
 
-    attempt(f"add its own account to {lab} as a biologist",
-            lambda u: service.create_account(u, tenant_id=lab, name="Vendor Admin", email="vendor-admin@vendor.demo.invalid",
-                                             roles=["biologist"]))
-    attempt(f"mint a token for {lab}'s biologist", lambda u: service.create_token(u, bio["email"], scopes=["read"], days=1))
+    attempt(
+        f"add its own account to {lab} as a biologist",
+        lambda u: service.create_account(
+            u, tenant_id=lab, name="Vendor Admin", email="vendor-admin@vendor.demo.invalid", roles=["biologist"]
+        ),
+    )
+    attempt(
+        f"mint a token for {lab}'s biologist", lambda u: service.create_token(u, bio["email"], scopes=["read"], days=1)
+    )
     attempt(f"demote {lab}'s lab admin", lambda u: service.set_roles(u, admin["email"], ["technician"]))
 
     with rt.gateway.unit(op, Purpose.ADMINISTRATION) as u:
         u.create_tenant(REAL_LAB, "Laboratoire réel (sans données)", "690000131", retention=SYNTHETIC_RETENTION)
     console.print(f"  a real lab, {REAL_LAB}, created without --synthetic (no data yet):")
-    attempt(f"fill {REAL_LAB} with generated data", lambda _: check_synthetic(rt.gateway, op, REAL_LAB),
-            own_unit=True)
+    attempt(f"fill {REAL_LAB} with generated data", lambda _: check_synthetic(rt.gateway, op, REAL_LAB), own_unit=True)
     attempt(f"crypto-shred {REAL_LAB} without its signed deletion instruction", lambda u: u.shred_tenant(REAL_LAB))
     return REAL_LAB

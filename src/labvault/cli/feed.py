@@ -28,8 +28,9 @@ def pin(
         raise ConfigError(f"{cert}: cannot read the certificate ({exc.strerror})") from None
     with acting(as_email, Purpose.ADMINISTRATION) as u:
         p = feeds.pin(u, tenant, email, data)
-    console.print(f"pinned sha256:{p.fingerprint} on {p.email} (account {p.account_id}) of lab {tenant}",
-                  highlight=False)
+    console.print(
+        f"pinned sha256:{p.fingerprint} on {p.email} (account {p.account_id}) of lab {tenant}", highlight=False
+    )
 
 
 @app.command("unpin")

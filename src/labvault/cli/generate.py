@@ -12,9 +12,12 @@ from labvault.synth.load import SYNTHETIC_RETENTION, check_synthetic, ensure_lab
 
 def generate(
     labs: int = typer.Option(3, "--labs", min=1, max=500, help="How many labs (created synthetic)."),
-    tenant: str = typer.Option(None, "--tenant", metavar="ID",
-                               help="Fill this existing synthetic lab ('tenant add --synthetic') instead; "
-                                    "refused on a real lab."),
+    tenant: str = typer.Option(
+        None,
+        "--tenant",
+        metavar="ID",
+        help="Fill this existing synthetic lab ('tenant add --synthetic') instead; refused on a real lab.",
+    ),
     patients: int = typer.Option(2000, "--patients", min=1, help="Patients per lab."),
     seed: int = typer.Option(2021, "--seed", help="Same seed, same data."),
 ) -> None:
@@ -31,12 +34,17 @@ def generate(
             for tid in ids:
                 task = bar.add_task(f"{tid}", total=patients)
                 counts = load_lab(
-                    rt.gateway, rt.operator, tid, patients=patients, seed=seed,
+                    rt.gateway,
+                    rt.operator,
+                    tid,
+                    patients=patients,
+                    seed=seed,
                     on_batch=functools.partial(bar.advance, task),
                 )
                 for k in totals:
                     totals[k] += getattr(counts, k)
     console.print(
-        f"generated {len(ids)} synthetic lab{'s' if len(ids) != 1 else ''} ({', '.join(ids)}): {totals['patients']:,} patients, {totals['requests']:,} requests, "
+        f"generated {len(ids)} synthetic lab{'s' if len(ids) != 1 else ''} ({', '.join(ids)}): "
+        f"{totals['patients']:,} patients, {totals['requests']:,} requests, "
         f"{totals['specimens']:,} specimens, {totals['results']:,} results (seed {seed})"
     )

@@ -17,14 +17,20 @@ def grant_record(g: grants.Grant) -> dict:
     """What a lab's admin reviews before approving: who asks (name, e-mail), the ticket, the reason,
     the exact scope and the duration."""
     return {
-        "grant_id": g.grant_id, "tenant": g.tenant_id, "state": g.state,
+        "grant_id": g.grant_id,
+        "tenant": g.tenant_id,
+        "state": g.state,
         "requested_by": {"name": g.requester_name, "email": g.requester_email, "account": g.account_id},
-        "ticket": g.ticket, "reason": g.reason,
+        "ticket": g.ticket,
+        "reason": g.reason,
         "scope": {
             "patients": None if g.patients is None else sorted(g.patients),
-            "period": None if not g.has_period else {
+            "period": None
+            if not g.has_period
+            else {
                 "from": g.period_from.isoformat() if g.period_from else None,
-                "to": g.period_to.isoformat() if g.period_to else None},
+                "to": g.period_to.isoformat() if g.period_to else None,
+            },
             "fields": list(g.fields),
             "sensitive_categories": False,
             "summary": g.scope_text(),
@@ -48,22 +54,36 @@ def _date(value: datetime | None) -> date | None:
 def request(
     tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
     ticket: str = typer.Option(..., "--ticket", help="Support ticket reference."),
-    reason: str = typer.Option(..., "--reason", help="Why the vendor needs the lab's data (shown to the lab, audited)."),
+    reason: str = typer.Option(
+        ..., "--reason", help="Why the vendor needs the lab's data (shown to the lab, audited)."
+    ),
     hours: int = typer.Option(2, "--hours", help="1 to 8."),
-    field: list[str] = typer.Option(..., "--field", help="identity, requests or results; repeat for more (named, "
-                                                         "no default)."),
+    field: list[str] = typer.Option(
+        ..., "--field", help="identity, requests or results; repeat for more (named, no default)."
+    ),
     patient: list[str] = typer.Option(None, "--patient", help="Patient ids the ticket is about."),
-    period_from: datetime = typer.Option(None, "--from", formats=["%Y-%m-%d"],
-                                         help="With --to: requests dated in this period (inclusive)."),
-    period_to: datetime = typer.Option(None, "--to", formats=["%Y-%m-%d"], help="With --from: the end of the period (inclusive)."),
+    period_from: datetime = typer.Option(
+        None, "--from", formats=["%Y-%m-%d"], help="With --to: requests dated in this period (inclusive)."
+    ),
+    period_to: datetime = typer.Option(
+        None, "--to", formats=["%Y-%m-%d"], help="With --from: the end of the period (inclusive)."
+    ),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Ask a lab for time-boxed access (support accounts). The scope is named: --patient, or a
     period (--from/--to), or both, and --field; never the whole lab."""
     with acting(as_email, Purpose.SUPPORT) as u:
-        g = grants.request_grant(u, tenant, ticket=ticket, reason=reason, hours=hours, fields=field,
-                                 patients=list(patient) if patient else None,
-                                 period_from=_date(period_from), period_to=_date(period_to))
+        g = grants.request_grant(
+            u,
+            tenant,
+            ticket=ticket,
+            reason=reason,
+            hours=hours,
+            fields=field,
+            patients=list(patient) if patient else None,
+            period_from=_date(period_from),
+            period_to=_date(period_to),
+        )
     _show(g)
 
 

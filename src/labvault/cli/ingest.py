@@ -12,14 +12,16 @@ from rich.progress import TaskID
 from rich.table import Table
 
 from labvault.access import Purpose
-from labvault.ingest import intake
 from labvault.cli.common import AS_OPTION_HELP, acting, actor, console, err_console, progress, runtime
 from labvault.errors import EXIT_FAILURE, AccessDenied, ConfigError, InvalidInput
+from labvault.ingest import intake
 from labvault.ingest.service import Ingestor, Summary, instruction_for_ingest
 
 TOKEN_HELP = "A file holding a bearer token (scope 'ingest') of the lab's service account; or LABVAULT_TOKEN."
-INSTRUCTION_HELP = ("A received migration_in instruction of the lab, in force: only the results and fields it "
-                    "names are stored; refused messages are reported, not quarantined.")
+INSTRUCTION_HELP = (
+    "A received migration_in instruction of the lab, in force: only the results and fields it "
+    "names are stored; refused messages are reported, not quarantined."
+)
 
 
 def feed_actor(rt, as_email: str | None, token_file: Path | None):
@@ -46,10 +48,20 @@ def feed_actor(rt, as_email: str | None, token_file: Path | None):
 def _table(summaries: list[Summary], title: str = "Ingest summary") -> Table:
     table = Table(title=title)
     for col in ("file", "format", "accepted", "duplicates", "rejected", "results"):
-        table.add_column(col, justify="left" if col in ("file", "format") else "right",
-                         overflow="fold" if col == "file" else "ellipsis")
+        table.add_column(
+            col,
+            justify="left" if col in ("file", "format") else "right",
+            overflow="fold" if col == "file" else "ellipsis",
+        )
     for s in summaries:
-        table.add_row(", ".join(Path(f).name for f in s.file.split(", ")), s.format, str(s.accepted), str(s.duplicates), str(s.rejected), str(s.results))
+        table.add_row(
+            ", ".join(Path(f).name for f in s.file.split(", ")),
+            s.format,
+            str(s.accepted),
+            str(s.duplicates),
+            str(s.rejected),
+            str(s.results),
+        )
     return table
 
 
@@ -60,8 +72,9 @@ def _counts(counts: dict[str, int]) -> str:
 def ingest(
     files: list[Path] = typer.Argument(..., help="HL7 v2, HPRIM Santé, FHIR JSON, Bulk Data ndjson or CSV files."),
     tenant: str = typer.Option(..., "--tenant", help="The lab the results belong to."),
-    group: int = typer.Option(1, "--group", min=1, max=10000,
-                              help="Messages per transaction (1: one transaction per message)."),
+    group: int = typer.Option(
+        1, "--group", min=1, max=10000, help="Messages per transaction (1: one transaction per message)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
     token_file: Path = typer.Option(None, "--token-file", help=TOKEN_HELP),
@@ -72,8 +85,9 @@ def ingest(
     with runtime() as rt:
         principal = feed_actor(rt, as_email, token_file)
         instr = None if instruction is None else instruction_for_ingest(rt.gateway, rt.operator, tenant, instruction)
-        ing = Ingestor(rt.gateway, principal, tenant, feed="file", group=group, test_mode=rt.settings.test_mode,
-                       instruction=instr)
+        ing = Ingestor(
+            rt.gateway, principal, tenant, feed="file", group=group, test_mode=rt.settings.test_mode, instruction=instr
+        )
         ing.preflight()
         with progress() as bar:
             tasks: dict[str, TaskID] = {}
@@ -85,26 +99,57 @@ def ingest(
 
             try:
                 summaries = ing.ingest_files(files, progress=step)
-            except (Exception, KeyboardInterrupt) as exc:  # what was stored before it is said, then the error
+            except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - what was stored before it is said, then the error is raised again
                 summaries, stopped = ing.summaries, exc
     if stopped is not None and not any(s.accepted or s.duplicates or s.rejected for s in summaries):
         raise stopped
     if as_json:
         for s in summaries:
-            extra = {} if instr is None else {
-                "instruction": instr.id, "outside_instruction": s.outside, "results_dropped": s.results_dropped,
-                "dropped_by": s.dropped, "cleared": s.cleared}
-            print(json.dumps({"file": s.file, "format": s.format, "accepted": s.accepted, "duplicates": s.duplicates,
-                              "rejected": s.rejected, "results": s.results, "reasons": s.reasons,
-                              "quarantine_ids": s.quarantine_ids, **extra}, ensure_ascii=False))
+            extra = (
+                {}
+                if instr is None
+                else {
+                    "instruction": instr.id,
+                    "outside_instruction": s.outside,
+                    "results_dropped": s.results_dropped,
+                    "dropped_by": s.dropped,
+                    "cleared": s.cleared,
+                }
+            )
+            print(
+                json.dumps(
+                    {
+                        "file": s.file,
+                        "format": s.format,
+                        "accepted": s.accepted,
+                        "duplicates": s.duplicates,
+                        "rejected": s.rejected,
+                        "results": s.results,
+                        "reasons": s.reasons,
+                        "quarantine_ids": s.quarantine_ids,
+                        **extra,
+                    },
+                    ensure_ascii=False,
+                )
+            )
     else:
-        console.print(_table(summaries, "Ingest summary" if stopped is None else
-                             "Ingest summary: stopped by an error; what was stored before it"))
+        console.print(
+            _table(
+                summaries,
+                "Ingest summary"
+                if stopped is None
+                else "Ingest summary: stopped by an error; what was stored before it",
+            )
+        )
         for s in summaries:
             if instr is not None:
-                console.print(f"instruction {instr.id}: {Path(s.file.split(', ')[0]).name}: {s.outside} message(s) "
-                              f"outside it, {s.results_dropped} result(s) left out ({_counts(s.dropped)}); "
-                              f"cleared: {_counts(s.cleared)}", highlight=False, markup=False)
+                console.print(
+                    f"instruction {instr.id}: {Path(s.file.split(', ')[0]).name}: {s.outside} message(s) "
+                    f"outside it, {s.results_dropped} result(s) left out ({_counts(s.dropped)}); "
+                    f"cleared: {_counts(s.cleared)}",
+                    highlight=False,
+                    markup=False,
+                )
             for reason, qid in zip(s.reasons, s.quarantine_ids + [None] * len(s.reasons), strict=False):
                 where = f" (quarantine {qid})" if qid else ""
                 console.print(f"rejected: {reason}{where}", highlight=False, markup=False)
@@ -129,13 +174,28 @@ def list_(
         items = intake.listing(u, tenant, status=None if all_ else intake.HELD)
     if as_json:
         for i in items:
-            print(json.dumps({"id": i.quarantine_id, "received_at": i.received_at.isoformat(), "format": i.format,
-                              "feed": i.feed, "bytes": i.size, "status": i.status, "reason": i.reason},
-                             ensure_ascii=False))
+            print(
+                json.dumps(
+                    {
+                        "id": i.quarantine_id,
+                        "received_at": i.received_at.isoformat(),
+                        "format": i.format,
+                        "feed": i.feed,
+                        "bytes": i.size,
+                        "status": i.status,
+                        "reason": i.reason,
+                    },
+                    ensure_ascii=False,
+                )
+            )
         return
     for i in items:
-        console.print(f"{i.quarantine_id}  {i.received_at:%Y-%m-%d %H:%M:%S}  {i.format:<11} {i.feed:<6} "
-                      f"{i.size:>9} B  {i.status:<8}  {i.reason or ''}", highlight=False, markup=False)
+        console.print(
+            f"{i.quarantine_id}  {i.received_at:%Y-%m-%d %H:%M:%S}  {i.format:<11} {i.feed:<6} "
+            f"{i.size:>9} B  {i.status:<8}  {i.reason or ''}",
+            highlight=False,
+            markup=False,
+        )
     if not items:
         console.print("nothing held")
 

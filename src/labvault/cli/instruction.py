@@ -10,10 +10,9 @@ from pathlib import Path
 import typer
 
 from labvault.access import Purpose
-from labvault.instructions import signers
 from labvault.cli.common import AS_OPTION_HELP, acting, console
 from labvault.errors import ConfigError, InvalidInput
-from labvault.instructions import document
+from labvault.instructions import document, signers
 
 app = typer.Typer(help="Signed controller instructions: new, sign, verify, receive, show, list.", no_args_is_help=True)
 
@@ -65,8 +64,9 @@ def sign(
 
 
 def _check(u, tenant: str, path: Path) -> document.Verified:
-    return document.check_signed(_signed(path), public_keys=signers.active_keys(u, tenant), tenant=tenant,
-                                 now=datetime.now(UTC))
+    return document.check_signed(
+        _signed(path), public_keys=signers.active_keys(u, tenant), tenant=tenant, now=datetime.now(UTC)
+    )
 
 
 @app.command("verify")
@@ -79,8 +79,10 @@ def verify(
     with acting(as_email, Purpose.ADMINISTRATION) as u:
         v = _check(u, tenant, file)
     i = v.instruction
-    console.print(f"valid: instruction {i.id} ({i.kind}) of {i.tenant}, signed by {v.signer_id}, "
-                  f"valid until {i.valid_until.isoformat()}")
+    console.print(
+        f"valid: instruction {i.id} ({i.kind}) of {i.tenant}, signed by {v.signer_id}, "
+        f"valid until {i.valid_until.isoformat()}"
+    )
 
 
 @app.command("receive")
@@ -103,8 +105,17 @@ def list_(
     """The lab's received instructions: id, kind, signer, received, valid until."""
     with acting(as_email, Purpose.ADMINISTRATION) as u:
         for r in signers.list_instructions(u, tenant):
-            print(json.dumps({"id": r.instruction_id, "kind": r.kind, "signer_id": r.signer_id,
-                              "received_at": r.received_at.isoformat(), "valid_until": r.valid_until.isoformat()}))
+            print(
+                json.dumps(
+                    {
+                        "id": r.instruction_id,
+                        "kind": r.kind,
+                        "signer_id": r.signer_id,
+                        "received_at": r.received_at.isoformat(),
+                        "valid_until": r.valid_until.isoformat(),
+                    }
+                )
+            )
 
 
 @app.command("show")
@@ -116,5 +127,15 @@ def show(
     """One received instruction, with its signature and signer (JSON)."""
     with acting(as_email, Purpose.ADMINISTRATION) as u:
         r = signers.get_instruction(u, tenant, instruction_id)
-    print(json.dumps({"instruction": r.body, "signature": r.signature, "signer_id": r.signer_id,
-                      "received_at": r.received_at.isoformat()}, indent=2, ensure_ascii=False))
+    print(
+        json.dumps(
+            {
+                "instruction": r.body,
+                "signature": r.signature,
+                "signer_id": r.signer_id,
+                "received_at": r.received_at.isoformat(),
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+    )

@@ -31,7 +31,11 @@ def rotate(
                     bar.update(task, completed=done, total=total)
 
                 out = rt.gateway.rotate_keys(
-                    rt.operator, tid, batch_size=batch_size, max_batches=max_batches, progress=report,
+                    rt.operator,
+                    tid,
+                    batch_size=batch_size,
+                    max_batches=max_batches,
+                    progress=report,
                 )
                 bar.update(task, total=out["rows"] or 1, completed=out["rows"] or 1)
                 state = "done" if out["finished"] else "interrupted: run 'labvault keys rotate' again to resume"

@@ -21,8 +21,9 @@ from labvault.cli.common import AS_OPTION_HELP, acting, actor, console, err_cons
 from labvault.errors import AccessDenied, ConfigError, InvalidInput
 from labvault.migration import service
 
-app = typer.Typer(help="Migrations out of a lab: plan, approve, run, verify, receipt, close, status.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Migrations out of a lab: plan, approve, run, verify, receipt, close, status.", no_args_is_help=True
+)
 
 TENANT = typer.Option(..., "--tenant", help="The lab.")
 AS = typer.Option(None, "--as", help=AS_OPTION_HELP)
@@ -62,8 +63,14 @@ def _day(value: str | None, option: str) -> date | None:
         raise InvalidInput(f"{option}: a date is YYYY-MM-DD") from None
 
 
-def _ask(fields: list[str] | None, all_fields: bool, since: str | None, until: str | None,
-         patients: list[str] | None = None, codes: list[str] | None = None) -> service.Ask:
+def _ask(
+    fields: list[str] | None,
+    all_fields: bool,
+    since: str | None,
+    until: str | None,
+    patients: list[str] | None = None,
+    codes: list[str] | None = None,
+) -> service.Ask:
     asked: dict[str, tuple[str, ...]] | None = None
     if all_fields:
         asked = dict(service.ALL_FIELDS)
@@ -83,11 +90,18 @@ def _ask(fields: list[str] | None, all_fields: bool, since: str | None, until: s
             if not sep or not system or not code:
                 raise InvalidInput("--code is SYSTEM|CODE, e.g. 'http://loinc.org|718-7'")
             pairs.append((system, code))
-    return service.Ask(asked, _day(since, "--from"), _day(until, "--to"), tuple(patients) if patients else None,
-                       tuple(pairs) if pairs else None)
+    return service.Ask(
+        asked,
+        _day(since, "--from"),
+        _day(until, "--to"),
+        tuple(patients) if patients else None,
+        tuple(pairs) if pairs else None,
+    )
 
 
-FIELD = typer.Option(None, "--field", help="Ask for this field (CATEGORY.NAME; repeatable). Default: the instruction's.")
+FIELD = typer.Option(
+    None, "--field", help="Ask for this field (CATEGORY.NAME; repeatable). Default: the instruction's."
+)
 ALL = typer.Option(False, "--all-fields", help="Ask for every field (refused unless the instruction lists them all).")
 FROM = typer.Option(None, "--from", help="Ask from this collection day (default: the instruction's).")
 TO = typer.Option(None, "--to", help="Ask up to this collection day (default: the instruction's).")
@@ -100,12 +114,16 @@ def _show(job: service.Job, as_json: bool) -> None:
         print(json.dumps(job.public(), sort_keys=True))
         return
     p = job.plan
-    console.print(f"migration {job.migration_id}  lab {job.tenant_id}  instruction {job.instruction_id}  "
-                  f"kind {job.kind}  state [bold]{job.state}[/bold]")
+    console.print(
+        f"migration {job.migration_id}  lab {job.tenant_id}  instruction {job.instruction_id}  "
+        f"kind {job.kind}  state [bold]{job.state}[/bold]"
+    )
     c = p["counts"]
-    console.print(f"  selection {p['period'][0]} .. {p['period'][1]}: {c['results']} results, {c['requests']} requests, "
-                  f"{c['specimens']} specimens, {c['patients']} patients, {c['prescribers']} prescribers "
-                  f"(expected {p['expected_volume']}, at most {p['max_volume']})")
+    console.print(
+        f"  selection {p['period'][0]} .. {p['period'][1]}: {c['results']} results, {c['requests']} requests, "
+        f"{c['specimens']} specimens, {c['patients']} patients, {c['prescribers']} prescribers "
+        f"(expected {p['expected_volume']}, at most {p['max_volume']})"
+    )
     for rtype, names in p["fields"].items():
         links = (p.get("links") or {}).get(rtype)
         console.print(f"  {rtype:<10} {', '.join(names)}" + (f"; links to {', '.join(links)}" if links else ""))
@@ -123,9 +141,14 @@ def _show(job: service.Job, as_json: bool) -> None:
 def plan(
     tenant: str = TENANT,
     instruction: str = typer.Option(..., "--instruction", help="The received instruction's id."),
-    field: list[str] = FIELD, all_fields: bool = ALL, since: str = FROM, until: str = TO,
-    patient: list[str] = PATIENT, code: list[str] = CODE,
-    as_email: str = AS, as_json: bool = typer.Option(False, "--json", help="The plan as one JSON object."),
+    field: list[str] = FIELD,
+    all_fields: bool = ALL,
+    since: str = FROM,
+    until: str = TO,
+    patient: list[str] = PATIENT,
+    code: list[str] = CODE,
+    as_email: str = AS,
+    as_json: bool = typer.Option(False, "--json", help="The plan as one JSON object."),
 ) -> None:
     """Dry run: counts per record type and the exact field list, no personal data. Anything asked
     beyond the instruction is refused, naming the excess (and raises a security alert)."""
@@ -139,8 +162,12 @@ def plan(
 def approve(
     migration: str = typer.Argument(..., metavar="MIGRATION", help="The migration's id ('migrate plan' prints it)."),
     tenant: str = TENANT,
-    signer_key: Path = typer.Option(None, "--signer-key", help="A lab signer approves: their private key file "
-                                    "(the plan is signed locally; the key never leaves this machine)."),
+    signer_key: Path = typer.Option(
+        None,
+        "--signer-key",
+        help="A lab signer approves: their private key file "
+        "(the plan is signed locally; the key never leaves this machine).",
+    ),
     as_email: str = AS,
 ) -> None:
     """Approve a plan: once by a vendor operator (--as), once by a lab signer (--signer-key)."""
@@ -157,14 +184,19 @@ def approve(
             except ValueError:
                 raise ConfigError(f"{signer_key}: not a signer's private key (64 hexadecimal characters)") from None
             record = service.approval_record(service.get(u, tenant, migration))
-            job = service.approve_lab(u, tenant, migration, public_key=signer.public_key.hex(),
-                                      signature=signer.sign(record))
+            job = service.approve_lab(
+                u, tenant, migration, public_key=signer.public_key.hex(), signature=signer.sign(record)
+            )
     sides = ", ".join(sorted(a["side"] for a in job.approvals))
     console.print(f"migration {migration}: approved by {sides}; state {job.state}")
 
 
 @app.command("run")
-def run(migration: str = typer.Argument(..., metavar="MIGRATION", help="The migration's id."), tenant: str = TENANT, as_email: str = AS) -> None:
+def run(
+    migration: str = typer.Argument(..., metavar="MIGRATION", help="The migration's id."),
+    tenant: str = TENANT,
+    as_email: str = AS,
+) -> None:
     """Write the age package (encrypted as it is produced; no clear file) and the signed manifest.
     After an interruption, run again: a new attempt replaces whatever the last one left."""
     with as_operator(as_email), runtime() as rt:
@@ -184,20 +216,29 @@ def run(migration: str = typer.Argument(..., metavar="MIGRATION", help="The migr
 
 
 @app.command("verify")
-def verify(migration: str = typer.Argument(..., metavar="MIGRATION", help="The migration's id."), tenant: str = TENANT, as_email: str = AS) -> None:
+def verify(
+    migration: str = typer.Argument(..., metavar="MIGRATION", help="The migration's id."),
+    tenant: str = TENANT,
+    as_email: str = AS,
+) -> None:
     """Reconcile the package with its manifest and plan (decrypted in memory with the package key)."""
     with as_operator(as_email), acting(as_email, Purpose.EXPORT) as u:
         job = service.verify_package(u, tenant, migration)
     m = job.manifest["manifest"] if job.manifest else {}
-    console.print(f"migration {migration}: verified; counts per record type, field and link match the manifest: "
-                  f"{json.dumps(m['counts']['records'])}; links {json.dumps(m['counts'].get('links', {}))}")
+    console.print(
+        f"migration {migration}: verified; counts per record type, field and link match the manifest: "
+        f"{json.dumps(m['counts']['records'])}; links {json.dumps(m['counts'].get('links', {}))}"
+    )
 
 
 @app.command("receipt")
 def receipt(
     migration: str = typer.Argument(..., metavar="MIGRATION", help="The migration's id."),
-    file: Path = typer.Argument(..., metavar="RECEIPT", help="The recipient's receipt ('labvault migrate acknowledge')."),
-    tenant: str = TENANT, as_email: str = AS,
+    file: Path = typer.Argument(
+        ..., metavar="RECEIPT", help="The recipient's receipt ('labvault migrate acknowledge')."
+    ),
+    tenant: str = TENANT,
+    as_email: str = AS,
 ) -> None:
     """Import the recipient's receipt; the package and its key are destroyed at once."""
     doc = _read_json(file, "a receipt")
@@ -209,18 +250,28 @@ def receipt(
 
 
 @app.command("close")
-def close(migration: str = typer.Argument(..., metavar="MIGRATION", help="The migration's id."), tenant: str = TENANT, as_email: str = AS) -> None:
+def close(
+    migration: str = typer.Argument(..., metavar="MIGRATION", help="The migration's id."),
+    tenant: str = TENANT,
+    as_email: str = AS,
+) -> None:
     """Write the signed closure certificate of a purged migration."""
     with as_operator(as_email), acting(as_email, Purpose.EXPORT) as u:
         record = service.close(u, tenant, migration)
-    console.print(f"migration {migration}: closed; certificate "
-                  f"{service.package_dir(store(), (tenant, migration)) / service.CERTIFICATE}")
+    console.print(
+        f"migration {migration}: closed; certificate "
+        f"{service.package_dir(store(), (tenant, migration)) / service.CERTIFICATE}"
+    )
     console.print_json(json.dumps(record))
 
 
 @app.command("status")
 def status(
-    migration: str = typer.Argument(None, metavar="[MIGRATION]", help="One migration's id (default: every migration of the lab)."), tenant: str = TENANT, as_email: str = AS,
+    migration: str = typer.Argument(
+        None, metavar="[MIGRATION]", help="One migration's id (default: every migration of the lab)."
+    ),
+    tenant: str = TENANT,
+    as_email: str = AS,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per migration."),
 ) -> None:
     """One migration, or every migration of the lab."""
@@ -238,9 +289,13 @@ def acknowledge(
     identity: Path = typer.Option(..., "--identity", help="The recipient's age identity file (AGE-SECRET-KEY-1...)."),
     manifest: Path = typer.Option(None, "--manifest", help="Default: manifest.json beside the package."),
     out: Path = typer.Option(..., "--out", help="Where to write the receipt (JSON)."),
-    signing_key: Path = typer.Option(None, "--signing-key", help="The recipient's Ed25519 private key file "
-                                     "('labvault signer keygen'): signs the receipt (needed when the "
-                                     "instruction names a receipt_key)."),
+    signing_key: Path = typer.Option(
+        None,
+        "--signing-key",
+        help="The recipient's Ed25519 private key file "
+        "('labvault signer keygen'): signs the receipt (needed when the "
+        "instruction names a receipt_key).",
+    ),
 ) -> None:
     """The recipient's side: open the package, check it against the manifest, write the receipt."""
     if not package.is_file():
@@ -268,27 +323,39 @@ def acknowledge(
     if out.exists():
         raise ConfigError(f"{out} exists; not overwritten")
     out.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    console.print(f"package {package.name} opened and checked: {json.dumps(doc['receipt']['records'])}; "
-                  f"receipt written to {out}")
+    console.print(
+        f"package {package.name} opened and checked: {json.dumps(doc['receipt']['records'])}; receipt written to {out}"
+    )
 
 
 @app.command("check-certificate")
-def check_certificate(file: Path = typer.Argument(..., metavar="CERTIFICATE", help="The closure certificate (JSON) to check.")) -> None:
+def check_certificate(
+    file: Path = typer.Argument(..., metavar="CERTIFICATE", help="The closure certificate (JSON) to check."),
+) -> None:
     """Verify a closure certificate with this platform's signing key."""
     record = _read_json(file, "a certificate")
     with runtime() as rt, rt.unit(Purpose.ADMINISTRATION) as u:
         public = u.platform_public_key()
     body = service.check_certificate(record, [public])
-    console.print(f"certificate of migration {body['migration']} (lab {body['tenant']}): signature valid; "
-                  f"purged {body['purged_at']} ({body['purge_reason']}), closed {body['closed_at']}")
+    console.print(
+        f"certificate of migration {body['migration']} (lab {body['tenant']}): signature valid; "
+        f"purged {body['purged_at']} ({body['purge_reason']}), closed {body['closed_at']}"
+    )
 
 
 def export(
     tenant: str = TENANT,
-    instruction: str = typer.Option(..., "--instruction", help="The lab's received instruction (kind export or return)."),
-    field: list[str] = FIELD, all_fields: bool = ALL, since: str = FROM, until: str = TO,
-    patient: list[str] = PATIENT, code: list[str] = CODE,
-    as_email: str = AS, as_json: bool = typer.Option(False, "--json", help="The result as one JSON object."),
+    instruction: str = typer.Option(
+        ..., "--instruction", help="The lab's received instruction (kind export or return)."
+    ),
+    field: list[str] = FIELD,
+    all_fields: bool = ALL,
+    since: str = FROM,
+    until: str = TO,
+    patient: list[str] = PATIENT,
+    code: list[str] = CODE,
+    as_email: str = AS,
+    as_json: bool = typer.Option(False, "--json", help="The result as one JSON object."),
 ) -> None:
     """Export under a lab's signed instruction: exactly its fields and records, into an age package
     for its recipient (plan, run and verification in one go; then receipt and close as for migrations)."""
@@ -299,4 +366,3 @@ def export(
     _show(job, as_json)
     if not as_json:
         console.print(f"  package in {service.package_dir(store(), job)}")
-

@@ -40,28 +40,52 @@ def mllp(
     host: str = typer.Option("127.0.0.1", "--host", help="Loopback by default."),
     tls_cert: Path = typer.Option(None, "--tls-cert", help="PEM certificate of the listener."),
     tls_key: Path = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert."),
-    client_ca: Path = typer.Option(None, "--client-ca",
-                                   help="PEM CA certificates that may also issue feed certificates (each feed's "
-                                        "certificate must still be pinned; self-signed pinned ones need no CA)."),
-    insecure_plaintext: bool = typer.Option(False, "--insecure-plaintext",
-                                            help="Plain TCP without client certificates: loopback --host only; "
-                                                 "ingests as --token-file (or --as)."),
+    client_ca: Path = typer.Option(
+        None,
+        "--client-ca",
+        help="PEM CA certificates that may also issue feed certificates (each feed's "
+        "certificate must still be pinned; self-signed pinned ones need no CA).",
+    ),
+    insecure_plaintext: bool = typer.Option(
+        False,
+        "--insecure-plaintext",
+        help="Plain TCP without client certificates: loopback --host only; ingests as --token-file (or --as).",
+    ),
     max_frame: int = typer.Option(MAX_FRAME, "--max-frame", min=1024, help="Largest message accepted, in bytes."),
     group: int = typer.Option(MAX_GROUP, "--group", min=1, max=10000, help="Most messages stored per commit."),
-    parsers: int = typer.Option(1, "--parsers", min=0, max=16,
-                                help="Processes parsing while the store writes (0: parse in the committer)."),
-    max_connections: int = typer.Option(_D.max_connections, "--max-connections", min=1, max=10000,
-                                        help="Authenticated connections in all."),
-    max_per_address: int = typer.Option(_D.max_per_address, "--max-per-address", min=1, max=10000,
-                                        help="Connections from one address (authenticated or not)."),
-    max_pending: int = typer.Option(_D.max_pending, "--max-pending", min=1, max=10000,
-                                    help="Connections not yet authenticated, in all (their own pool)."),
-    handshake_timeout: float = typer.Option(_D.handshake_timeout, "--handshake-timeout", min=0.1, max=120,
-                                            help="Seconds to complete TLS with a pinned certificate."),
-    frame_timeout: float = typer.Option(_D.frame_timeout, "--frame-timeout", min=0.1, max=600,
-                                        help="Seconds for a begun frame to be complete."),
-    idle_timeout: float = typer.Option(_D.idle_timeout, "--idle-timeout", min=1, max=86400,
-                                       help="Seconds an authenticated connection may stay silent."),
+    parsers: int = typer.Option(
+        1, "--parsers", min=0, max=16, help="Processes parsing while the store writes (0: parse in the committer)."
+    ),
+    max_connections: int = typer.Option(
+        _D.max_connections, "--max-connections", min=1, max=10000, help="Authenticated connections in all."
+    ),
+    max_per_address: int = typer.Option(
+        _D.max_per_address,
+        "--max-per-address",
+        min=1,
+        max=10000,
+        help="Connections from one address (authenticated or not).",
+    ),
+    max_pending: int = typer.Option(
+        _D.max_pending,
+        "--max-pending",
+        min=1,
+        max=10000,
+        help="Connections not yet authenticated, in all (their own pool).",
+    ),
+    handshake_timeout: float = typer.Option(
+        _D.handshake_timeout,
+        "--handshake-timeout",
+        min=0.1,
+        max=120,
+        help="Seconds to complete TLS with a pinned certificate.",
+    ),
+    frame_timeout: float = typer.Option(
+        _D.frame_timeout, "--frame-timeout", min=0.1, max=600, help="Seconds for a begun frame to be complete."
+    ),
+    idle_timeout: float = typer.Option(
+        _D.idle_timeout, "--idle-timeout", min=1, max=86400, help="Seconds an authenticated connection may stay silent."
+    ),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP + " With --insecure-plaintext only."),
     token_file: Path = typer.Option(None, "--token-file", help=TOKEN_HELP + " With --insecure-plaintext only."),
 ) -> None:
@@ -76,15 +100,28 @@ def mllp(
             raise ConfigError(f"--insecure-plaintext listens on a loopback address only, not {host}")
     else:
         if tls_cert is None:
-            raise ConfigError("the listener needs TLS with client certificates: give --tls-cert and --tls-key "
-                              "(or --insecure-plaintext, loopback only)")
+            raise ConfigError(
+                "the listener needs TLS with client certificates: give --tls-cert and --tls-key "
+                "(or --insecure-plaintext, loopback only)"
+            )
         if as_email or token_file:
-            raise ConfigError("over TLS each feed is the service account its pinned certificate names: "
-                              "--as and --token-file go with --insecure-plaintext only")
-    ctx = server_ssl_context(str(tls_cert), str(tls_key), client_ca=str(client_ca) if client_ca else None) \
-        if tls_cert else None
-    limits = Limits(max_connections=max_connections, max_per_address=max_per_address, max_pending=max_pending,
-                    handshake_timeout=handshake_timeout, frame_timeout=frame_timeout, idle_timeout=idle_timeout)
+            raise ConfigError(
+                "over TLS each feed is the service account its pinned certificate names: "
+                "--as and --token-file go with --insecure-plaintext only"
+            )
+    ctx = (
+        server_ssl_context(str(tls_cert), str(tls_key), client_ca=str(client_ca) if client_ca else None)
+        if tls_cert
+        else None
+    )
+    limits = Limits(
+        max_connections=max_connections,
+        max_per_address=max_per_address,
+        max_pending=max_pending,
+        handshake_timeout=handshake_timeout,
+        frame_timeout=frame_timeout,
+        idle_timeout=idle_timeout,
+    )
     from labvault import logs
 
     logs.configure()
@@ -93,13 +130,23 @@ def mllp(
             principal = feed_actor(rt, as_email, token_file)
             ing = Ingestor(rt.gateway, principal, tenant, feed="mllp", group=group, test_mode=rt.settings.test_mode)
             ing.preflight()
-            server = Server(ing, host=host, port=port, max_frame=max_frame, max_group=group, parsers=parsers,
-                            limits=limits)
+            server = Server(
+                ing, host=host, port=port, max_frame=max_frame, max_group=group, parsers=parsers, limits=limits
+            )
         else:
             _check_lab(rt, tenant)
             feeds = PinnedFeeds(rt.gateway, tenant, group=group, test_mode=rt.settings.test_mode)
-            server = Server(None, host=host, port=port, ssl_context=ctx, feeds=feeds, max_frame=max_frame,
-                            max_group=group, parsers=parsers, limits=limits)
+            server = Server(
+                None,
+                host=host,
+                port=port,
+                ssl_context=ctx,
+                feeds=feeds,
+                max_frame=max_frame,
+                max_group=group,
+                parsers=parsers,
+                limits=limits,
+            )
         asyncio.run(_run(server, tenant))
         s = server.stats
     console.print(f"stopped: {s.frames} frames, {s.accepted} stored, {s.duplicates} duplicates, {s.rejected} refused")

@@ -62,8 +62,12 @@ def results_table(results: list[Result], limit: int) -> Table:
 def find(
     tenant: str = typer.Option(..., "--tenant", help="The lab."),
     nir: str = typer.Option(None, "--nir", help="NIR/INS with its key (15 characters)."),
-    family_name: str = typer.Option(None, "--family-name", help="Family name (exact match; with --given-name and --birth-date)."),
-    given_name: str = typer.Option(None, "--given-name", help="Given name (exact match; with --family-name and --birth-date)."),
+    family_name: str = typer.Option(
+        None, "--family-name", help="Family name (exact match; with --given-name and --birth-date)."
+    ),
+    given_name: str = typer.Option(
+        None, "--given-name", help="Given name (exact match; with --family-name and --birth-date)."
+    ),
     birth_date: str = typer.Option(None, "--birth-date", help="YYYY-MM-DD"),
     results: bool = typer.Option(False, "--results", help="Also show the patient's results."),
     limit: int = typer.Option(20, "--limit", min=1, help="At most this many results shown."),

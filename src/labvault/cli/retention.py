@@ -40,19 +40,42 @@ def list_(
         rules = policy.list_rules(u, tenant)
         holds = policy.list_holds(u, tenant)
     for r in rules:
-        print(json.dumps({"rule": r.category, "days": r.days, "legal_reference": r.legal_reference,
-                          "set_by": r.set_by, "set_at": r.set_at.isoformat()}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "rule": r.category,
+                    "days": r.days,
+                    "legal_reference": r.legal_reference,
+                    "set_by": r.set_by,
+                    "set_at": r.set_at.isoformat(),
+                },
+                ensure_ascii=False,
+            )
+        )
     for h in holds:
-        print(json.dumps({"hold": h.hold_id, "scope": h.scope, "basis": h.basis, "active": h.active,
-                          "set_by": h.set_by, "set_at": h.set_at.isoformat(),
-                          "released_at": h.released_at.isoformat() if h.released_at else None}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "hold": h.hold_id,
+                    "scope": h.scope,
+                    "basis": h.basis,
+                    "active": h.active,
+                    "set_by": h.set_by,
+                    "set_at": h.set_at.isoformat(),
+                    "released_at": h.released_at.isoformat() if h.released_at else None,
+                },
+                ensure_ascii=False,
+            )
+        )
 
 
 @app.command("hold")
 def hold(
     tenant: str = typer.Argument(..., metavar="TENANT", help="The lab's id."),
     basis: str = typer.Option(None, "--basis", help="What requires the data to be kept (required, recorded)."),
-    category: str = typer.Option(policy.EVERYTHING, "--category", help="A retention category; '*' (default): everything."),
+    category: str = typer.Option(
+        policy.EVERYTHING, "--category", help="A retention category; '*' (default): everything."
+    ),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Place a legal hold: retention deletes nothing in its scope until it is released."""
@@ -104,8 +127,10 @@ def run(
             console.print(f"  {category:<16} {n:>9,} deleted")
         for category in r.held:
             console.print(f"  {category:<16} {'held':>9} (legal hold)")
-        console.print(f"  requests {r.requests:,}, specimens {r.specimens:,}, identities {r.identities:,} deleted"
-                      + "".join(f", {k} {v:,}" for k, v in r.hooks.items()))
+        console.print(
+            f"  requests {r.requests:,}, specimens {r.specimens:,}, identities {r.identities:,} deleted"
+            + "".join(f", {k} {v:,}" for k, v in r.hooks.items())
+        )
     if as_json:
         print(json.dumps({"labs": [r.as_dict() for r in reports], "failed": failed}, sort_keys=True))
     if failed:

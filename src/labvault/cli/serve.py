@@ -24,11 +24,16 @@ def serve(
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="0: any free port (printed)."),
     tls_cert: str = typer.Option(None, "--tls-cert", help="PEM certificate (enables HTTPS and HSTS)."),
     tls_key: str = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert."),
-    checkpoint_every: int = typer.Option(3600, "--checkpoint-every", min=0,
-                                         help="Seconds between signed audit checkpoints (0: none)."),
-    retention_every: int = typer.Option(3600, "--retention-every", min=0,
-                                        help="Seconds between retention runs: data past each lab's periods, "
-                                             "packages past their deadline (0: none; then run it from cron)."),
+    checkpoint_every: int = typer.Option(
+        3600, "--checkpoint-every", min=0, help="Seconds between signed audit checkpoints (0: none)."
+    ),
+    retention_every: int = typer.Option(
+        3600,
+        "--retention-every",
+        min=0,
+        help="Seconds between retention runs: data past each lab's periods, "
+        "packages past their deadline (0: none; then run it from cron).",
+    ),
 ) -> None:
     """Serve the JSON API (and its OpenAPI schema, to authenticated users) on HOST:PORT."""
     import socket
@@ -54,12 +59,23 @@ def serve(
     failures = app.state.scheduler_failures = Counter()
     stop = _checkpoints_every(app.state.runtime, checkpoint_every, failures=failures)
     stop_retention = retention_every_(app.state.runtime, retention_every, failures=failures)
-    config = uvicorn.Config(app, ssl_certfile=tls_cert, ssl_keyfile=tls_key, log_level="warning", log_config=None,
-                            access_log=False, server_header=False, proxy_headers=False)
+    config = uvicorn.Config(
+        app,
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+        log_level="warning",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+    )
     scheme = "https" if tls_cert else "http"
     where = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-    print(f"listening on {scheme}://{where}:{bound[1]} ({'TLS' if tls_cert else 'plain HTTP, no TLS'}); "
-          f"checkpoints every {checkpoint_every or '-'} s, retention every {retention_every or '-'} s", flush=True)
+    print(
+        f"listening on {scheme}://{where}:{bound[1]} ({'TLS' if tls_cert else 'plain HTTP, no TLS'}); "
+        f"checkpoints every {checkpoint_every or '-'} s, retention every {retention_every or '-'} s",
+        flush=True,
+    )
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
@@ -68,8 +84,9 @@ def serve(
         sock.close()
 
 
-def scheduler_failed(rt, failures: Counter, which: str, lab: str | None, exc: BaseException | None,
-                     reason: str | None = None) -> None:
+def scheduler_failed(
+    rt, failures: Counter, which: str, lab: str | None, exc: BaseException | None, reason: str | None = None
+) -> None:
     """A scheduler round that failed: logged (with the traceback, through the personal-data filter),
     counted, and recorded as an audit event ``scheduler:<which>`` of outcome ``error`` in the lab's
     trail (the platform's when no lab is named)."""
@@ -78,8 +95,15 @@ def scheduler_failed(rt, failures: Counter, which: str, lab: str | None, exc: Ba
 
     failures[which] += 1
     kind = type(exc).__name__ if exc is not None else "LabvaultError"
-    log.error("scheduler %s failed for %s: %s%s (%d failures of this scheduler since start)", which,
-              lab or "every lab", kind, f" ({reason})" if reason else "", failures[which], exc_info=exc)
+    log.error(
+        "scheduler %s failed for %s: %s%s (%d failures of this scheduler since start)",
+        which,
+        lab or "every lab",
+        kind,
+        f" ({reason})" if reason else "",
+        failures[which],
+        exc_info=exc,
+    )
     try:
         with rt.unit(Purpose.ADMINISTRATION) as u:
             u.audit(lab or PLATFORM, f"scheduler:{which}", "scheduler", 0, outcome="error", refs=[kind[:64]])
@@ -103,7 +127,7 @@ def _checkpoints_every(rt, seconds: int, *, failures: Counter | None = None):
             try:
                 with rt.unit(Purpose.ADMINISTRATION) as u:
                     labs = [PLATFORM] + [t.id for t in u.list_tenants() if t.status == "active"]
-            except Exception as exc:  # logged, counted, audited; the next round tries again
+            except Exception as exc:  # noqa: BLE001 - logged, counted, audited; the next round tries again
                 scheduler_failed(rt, failures, "checkpoint", None, exc)
                 continue
             for lab in labs:
@@ -114,7 +138,7 @@ def _checkpoints_every(rt, seconds: int, *, failures: Counter | None = None):
                     continue  # no audit event yet: nothing to sign
                 except LabvaultError as exc:
                     scheduler_failed(rt, failures, "checkpoint", lab, None, exc.diagnostics())
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - as above
                     scheduler_failed(rt, failures, "checkpoint", lab, exc)
 
     if seconds > 0:
@@ -137,7 +161,7 @@ def retention_every_(rt, seconds: int, *, first_after: float | None = None, fail
             wait = seconds
             try:
                 _, failed = purge.run_all(rt.gateway, rt.operator, now=utcnow())
-            except Exception as exc:  # logged, counted, audited; the next round tries again
+            except Exception as exc:  # noqa: BLE001 - logged, counted, audited; the next round tries again
                 scheduler_failed(rt, failures, "retention", None, exc)
                 continue
             for lab, reason in failed.items():

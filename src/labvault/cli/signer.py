@@ -9,15 +9,17 @@ from pathlib import Path
 import typer
 
 from labvault.access import Purpose
-from labvault.instructions import signers
 from labvault.cli.common import AS_OPTION_HELP, acting, console
 from labvault.errors import ConfigError
+from labvault.instructions import signers
 
 app = typer.Typer(help="Instruction signers of a lab: keygen, add, revoke, list.", no_args_is_help=True)
 
 
 @app.command("keygen")
-def keygen(out: Path = typer.Option(..., "--out", help="Where to write the private key (mode 0600); never shared.")) -> None:
+def keygen(
+    out: Path = typer.Option(..., "--out", help="Where to write the private key (mode 0600); never shared."),
+) -> None:
     """Make a signer's Ed25519 key pair on the signer's own machine; prints the public key to register."""
     from labvault.crypto.signing import Signer
 
@@ -67,6 +69,16 @@ def list_(
     """The lab's instruction signers: id, e-mail, name, public key, when added or revoked."""
     with acting(as_email, Purpose.ADMINISTRATION) as u:
         for s in signers.list_signers(u, tenant):
-            print(json.dumps({"signer_id": s.signer_id, "email": s.email, "name": s.name, "public_key": s.public_key,
-                              "added_at": s.added_at.isoformat(),
-                              "revoked_at": s.revoked_at.isoformat() if s.revoked_at else None}, ensure_ascii=False))
+            print(
+                json.dumps(
+                    {
+                        "signer_id": s.signer_id,
+                        "email": s.email,
+                        "name": s.name,
+                        "public_key": s.public_key,
+                        "added_at": s.added_at.isoformat(),
+                        "revoked_at": s.revoked_at.isoformat() if s.revoked_at else None,
+                    },
+                    ensure_ascii=False,
+                )
+            )

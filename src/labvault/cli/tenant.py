@@ -19,14 +19,19 @@ def add(
     name: str = typer.Option(..., "--name", help="The lab's name."),
     finess: str = typer.Option(..., "--finess", help="The lab's FINESS number (9 characters)."),
     retention: list[str] = typer.Option(
-        None, "--retention", metavar="CATEGORY=DURATION",
+        None,
+        "--retention",
+        metavar="CATEGORY=DURATION",
         help="How long the lab keeps a category (results=10y, hiv=30y, quarantine=90d; y = 365 days); "
-             "repeatable; results is required.",
+        "repeatable; results is required.",
     ),
     retention_ref: str = typer.Option(None, "--retention-ref", help="The legal reference of these periods (required)."),
-    synthetic: bool = typer.Option(False, "--synthetic",
-                                   help="A lab for generated data only ('labvault generate --tenant ID'); it may be "
-                                        "deleted without a signed deletion instruction. Marked for good."),
+    synthetic: bool = typer.Option(
+        False,
+        "--synthetic",
+        help="A lab for generated data only ('labvault generate --tenant ID'); it may be "
+        "deleted without a signed deletion instruction. Marked for good.",
+    ),
 ) -> None:
     """Add a lab, with its own keys and its retention rules."""
     from labvault.retention import parse_rules
@@ -38,7 +43,9 @@ def add(
 
         platform_key = fingerprint(u.platform_keys()[-1])
     kind = "synthetic lab" if t.synthetic else "lab"
-    console.print(f"{kind} {t.id} added ({t.name}, FINESS {t.finess}); its keys are in the {rt.gateway.keys.name} key provider")
+    console.print(
+        f"{kind} {t.id} added ({t.name}, FINESS {t.finess}); its keys are in the {rt.gateway.keys.name} key provider"
+    )
     # G4: the lab pins this key; its pulled checkpoints ('audit checkpoints') are signed by it or by
     # a key its rotation records lead to.
     console.print(f"platform key fingerprint (SHA-256), for the lab to pin:\n  {platform_key}")
@@ -51,18 +58,29 @@ def list_(as_json: bool = typer.Option(False, "--json", help="One JSON object pe
         tenants = u.list_tenants()
     if as_json:
         for t in tenants:
-            print(json.dumps({"id": t.id, "name": t.name, "finess": t.finess, "status": t.status,
-                              "synthetic": t.synthetic}))
+            print(
+                json.dumps(
+                    {"id": t.id, "name": t.name, "finess": t.finess, "status": t.status, "synthetic": t.synthetic}
+                )
+            )
         return
     table = Table("id", "name", "FINESS", "status", "data", "created")
     for t in tenants:
-        table.add_row(t.id, t.name, t.finess, t.status, "synthetic" if t.synthetic else "real",
-                      t.created_at.strftime("%Y-%m-%d") if t.created_at else "")
+        table.add_row(
+            t.id,
+            t.name,
+            t.finess,
+            t.status,
+            "synthetic" if t.synthetic else "real",
+            t.created_at.strftime("%Y-%m-%d") if t.created_at else "",
+        )
     console.print(table)
 
 
-INSTRUCTION_HELP = ("The lab's signed deletion instruction (kind deletion, scope lab), received for it: "
-                    "re-checked now. Needed for every lab not created --synthetic.")
+INSTRUCTION_HELP = (
+    "The lab's signed deletion instruction (kind deletion, scope lab), received for it: "
+    "re-checked now. Needed for every lab not created --synthetic."
+)
 
 
 @app.command("shred")
@@ -81,9 +99,7 @@ def shred(
             # Unknown lab, no instruction, or one not in force: refused (audited) before asking.
             authorise_deletion(u, tenant_id, instruction, action="tenant:shred", use=False)
         if not yes:
-            typer.confirm(
-                f"Destroy every key of lab '{tenant_id}'? Its data becomes unreadable for good", abort=True
-            )
+            typer.confirm(f"Destroy every key of lab '{tenant_id}'? Its data becomes unreadable for good", abort=True)
         with rt.gateway.unit(who, Purpose.ADMINISTRATION) as u:
             record = u.shred_tenant(tenant_id, instruction_id=instruction)
     console.print(f"lab {tenant_id} crypto-shredded; signed record {record['record_id']}:")
@@ -93,8 +109,12 @@ def shred(
 @app.command("end")
 def end(
     tenant_id: str = typer.Argument(..., metavar="ID", help="The lab's id."),
-    return_to: str = typer.Option(None, "--return", metavar="INSTRUCTION",
-                                  help="Return the data as the lab's signed instruction says (migration)."),
+    return_to: str = typer.Option(
+        None,
+        "--return",
+        metavar="INSTRUCTION",
+        help="Return the data as the lab's signed instruction says (migration).",
+    ),
     delete: bool = typer.Option(False, "--delete", help="Delete the lab's data, shred its keys, sign a certificate."),
     instruction: str = typer.Option(None, "--instruction", metavar="ID", help="With --delete: " + INSTRUCTION_HELP),
     yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
@@ -133,12 +153,16 @@ def _end_return(tenant_id: str, instruction_id: str, as_email: str | None) -> No
 
     with runtime() as rt:
         out = service.tenant_return(rt.gateway, actor(rt, as_email), tenant_id, instruction_id, store())
-    console.print(f"lab {tenant_id}: returned under instruction {instruction_id}: "
-                  f"{out['plan']['counts']['results']:,} results in {out['package'][0]['name']} "
-                  f"({out['results_left_out']:,} of the lab's results left out by the instruction)")
-    console.print(f"  next: the recipient acknowledges ('labvault migrate acknowledge'), 'labvault migrate receipt "
-                  f"{out['migration']} RECEIPT --tenant {tenant_id}', then, under the lab's signed deletion instruction, "
-                  f"'labvault tenant end {tenant_id} --delete --instruction DELETION-ID'")
+    console.print(
+        f"lab {tenant_id}: returned under instruction {instruction_id}: "
+        f"{out['plan']['counts']['results']:,} results in {out['package'][0]['name']} "
+        f"({out['results_left_out']:,} of the lab's results left out by the instruction)"
+    )
+    console.print(
+        f"  next: the recipient acknowledges ('labvault migrate acknowledge'), 'labvault migrate receipt "
+        f"{out['migration']} RECEIPT --tenant {tenant_id}', then, under the lab's signed deletion instruction, "
+        f"'labvault tenant end {tenant_id} --delete --instruction DELETION-ID'"
+    )
     print(json.dumps(out, sort_keys=True))
 
 

@@ -35,8 +35,13 @@ def add(
     first lab_admin only."""
     with acting(as_email, Purpose.ADMINISTRATION) as u:
         new = service.create_account(
-            u, tenant_id=tenant or PLATFORM, name=name, email=email, roles=role,
-            kind="service" if service_purpose else "person", purpose=service_purpose,
+            u,
+            tenant_id=tenant or PLATFORM,
+            name=name,
+            email=email,
+            roles=role,
+            kind="service" if service_purpose else "person",
+            purpose=service_purpose,
         )
     console.print(f"account {new.account_id} ({new.email}) added to {new.tenant_id}")
     if new.enrolment_token:
@@ -44,8 +49,9 @@ def add(
         print(new.enrolment_token)
         console.print("the person completes it with 'labvault user enrol --token TOKEN' or POST /api/v1/auth/enrol")
     else:
-        console.print("service account: its lab_admin creates its token with "
-                      "'labvault token create --email ... --as LAB_ADMIN'")
+        console.print(
+            "service account: its lab_admin creates its token with 'labvault token create --email ... --as LAB_ADMIN'"
+        )
 
 
 @app.command("enrol")
@@ -70,9 +76,8 @@ def enrol(
                 pending = service.pending_enrolment(u, token)
         if pending is None:
             console.print("You commit to keep confidential all personal data you may access (GDPR Art. 28(3)(b)).")
-            if not accept_commitment:
-                if not tty or not typer.confirm("Do you accept this commitment?"):
-                    raise InvalidInput("the confidentiality commitment must be accepted (--accept-commitment)")
+            if not accept_commitment and (not tty or not typer.confirm("Do you accept this commitment?")):
+                raise InvalidInput("the confidentiality commitment must be accepted (--accept-commitment)")
             password = os.environ.get("LABVAULT_ENROL_PASSWORD")
             if password is None:
                 if not tty:
@@ -91,8 +96,9 @@ def enrol(
             print(uri)
             if code is None:
                 if not tty:
-                    console.print("then confirm with: labvault user enrol --token TOKEN --totp CODE "
-                                  "(or LABVAULT_ENROL_TOTP)")
+                    console.print(
+                        "then confirm with: labvault user enrol --token TOKEN --totp CODE (or LABVAULT_ENROL_TOTP)"
+                    )
                     return
                 code = input("6-digit code: ")
         if code is None:  # not reached: every path above sets it or returns
@@ -118,16 +124,25 @@ def list_(
     table = Table("tenant", "name", "e-mail", "roles", "active", "MFA", "commitment", "suspended")
     for a in accounts:
         s = a["suspended"]
-        table.add_row(a["tenant"], a["name"], a["email"], a["roles"], "yes" if a["active"] else "no",
-                      "yes" if a["mfa"] else "no", "yes" if a["commitment"] else "no",
-                      "" if s is None else f"{s['at']} by {s['by']}: {s['reason']}")
+        table.add_row(
+            a["tenant"],
+            a["name"],
+            a["email"],
+            a["roles"],
+            "yes" if a["active"] else "no",
+            "yes" if a["mfa"] else "no",
+            "yes" if a["commitment"] else "no",
+            "" if s is None else f"{s['at']} by {s['by']}: {s['reason']}",
+        )
     console.print(table)
 
 
 @app.command("roles")
 def roles(
     email: str = typer.Argument(..., help="The account's e-mail address."),
-    role: list[str] = typer.Option(..., "--role", help="The new roles; repeat for several (they replace the old ones)."),
+    role: list[str] = typer.Option(
+        ..., "--role", help="The new roles; repeat for several (they replace the old ones)."
+    ),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Replace an account's roles (audited)."""

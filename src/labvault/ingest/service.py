@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labvault.ingest import intake
 from labvault.access.gateway import Gateway
 from labvault.access.principal import Principal, Purpose
 from labvault.domain.mapped import Mapped
 from labvault.errors import AccessDenied, InvalidInput, LabvaultError, TenantShredded, UnknownTenant
+from labvault.ingest import intake
 from labvault.ingest.errors import NotALabMessage
 from labvault.instructions import intake_filter
 from labvault.instructions.document import Instruction
@@ -74,8 +74,7 @@ def read(data: bytes, *, file: str, fmt: str | None = None, test_mode: bool = Fa
     """Cut and map one input. Never raises for bad content: a bad message becomes a refused piece."""
     fmt = fmt or detect(data)
     if fmt is None:
-        return [Piece(1, "unknown", bytes(data),
-                      reason=f"{file}: {NOT_A_LAB_MESSAGE}")]
+        return [Piece(1, "unknown", bytes(data), reason=f"{file}: {NOT_A_LAB_MESSAGE}")]
     if len(data) > MAX_FILE_BYTES:
         return [Piece(1, fmt, b"", reason=f"{file}: input of {len(data)} bytes exceeds the limit of {MAX_FILE_BYTES}")]
     if fmt == "hl7v2":
@@ -89,16 +88,21 @@ def read(data: bytes, *, file: str, fmt: str | None = None, test_mode: bool = Fa
     if fmt == "csv":
         from labvault.interop import csv_in
 
-        return [_checked(Piece(m.index, fmt, m.raw, envelope=_envelope(fmt, [m.mapped])), file, m.index)
-                if m.mapped is not None else Piece(m.index, fmt, m.raw, reason=m.reason)
-                for m in csv_in.read(bytes(data), file=file, test_mode=test_mode)]
+        return [
+            _checked(Piece(m.index, fmt, m.raw, envelope=_envelope(fmt, [m.mapped])), file, m.index)
+            if m.mapped is not None
+            else Piece(m.index, fmt, m.raw, reason=m.reason)
+            for m in csv_in.read(bytes(data), file=file, test_mode=test_mode)
+        ]
     from labvault.interop import fhir
 
     try:
         if fmt == "fhir-ndjson":
             mapped = fhir.read_ndjson({file: bytes(data)}, test_mode=test_mode)
-            return [_checked(Piece(i, fmt, bytes(data), envelope=_envelope(fmt, [m])), file)
-                    for i, m in enumerate(mapped, 1)]
+            return [
+                _checked(Piece(i, fmt, bytes(data), envelope=_envelope(fmt, [m])), file)
+                for i, m in enumerate(mapped, 1)
+            ]
         mapped = fhir.read(bytes(data), file=file, test_mode=test_mode)
     except fhir.FhirError as exc:
         return [Piece(1, fmt, bytes(data), reason=str(exc))]
@@ -114,8 +118,10 @@ def read_bulk(files: dict[str, bytes], *, test_mode: bool = False) -> list[Piece
         mapped = fhir.read_ndjson(files, test_mode=test_mode)
     except fhir.FhirError as exc:
         return [Piece(1, "fhir-ndjson", b"".join(files.values()), reason=str(exc))]
-    return [_checked(Piece(i, "fhir-ndjson", b"", envelope=_envelope("fhir-ndjson", [m])), name)
-            for i, m in enumerate(mapped, 1)]
+    return [
+        _checked(Piece(i, "fhir-ndjson", b"", envelope=_envelope("fhir-ndjson", [m])), name)
+        for i, m in enumerate(mapped, 1)
+    ]
 
 
 def _read_hl7(data: bytes, file: str, test_mode: bool) -> list[Piece]:
@@ -188,8 +194,7 @@ class Summary:
         return sum(self.dropped.values())
 
 
-def instruction_for_ingest(gateway: Gateway, checker: Principal, tenant_id: str, instruction_id: str
-                           ) -> Instruction:
+def instruction_for_ingest(gateway: Gateway, checker: Principal, tenant_id: str, instruction_id: str) -> Instruction:
     """The lab's received ``migration_in`` instruction, in force now (signer still current, signature,
     validity), checked by ``checker``: a platform account that reads the lab's instructions (the
     lab's writing roles do not). Refusals are one line naming the reason, the kind or field names."""
@@ -210,8 +215,16 @@ class Ingestor:
     bytes hold what the instruction may leave out."""
 
     def __init__(
-        self, gateway: Gateway, principal: Principal, tenant_id: str, *, feed: str = "file", group: int = 1,
-        test_mode: bool = False, purpose: Purpose = Purpose.INGEST, instruction: Instruction | None = None,
+        self,
+        gateway: Gateway,
+        principal: Principal,
+        tenant_id: str,
+        *,
+        feed: str = "file",
+        group: int = 1,
+        test_mode: bool = False,
+        purpose: Purpose = Purpose.INGEST,
+        instruction: Instruction | None = None,
     ) -> None:
         if group < 1:
             raise InvalidInput("the group size must be at least 1")
@@ -228,8 +241,9 @@ class Ingestor:
             u.authorise(self.tenant_id, "patient:result:create")
             u.tenant(self.tenant_id)
 
-    def ingest_pieces(self, pieces: Sequence[Piece], summary: Summary,
-                      on_progress: Callable[[int], None] | None = None) -> list[Outcome]:
+    def ingest_pieces(
+        self, pieces: Sequence[Piece], summary: Summary, on_progress: Callable[[int], None] | None = None
+    ) -> list[Outcome]:
         """Store or quarantine each piece; returns what became of each. Under an instruction, each
         piece is first cut down to what the instruction names (``within_instruction``).
 
@@ -293,8 +307,9 @@ class Ingestor:
                 for i, reason in refused.items()
             ]
 
-    def ingest_files(self, paths: Iterable[Path], *, progress: Callable[[str, int, int], None] | None = None
-                     ) -> list[Summary]:
+    def ingest_files(
+        self, paths: Iterable[Path], *, progress: Callable[[str, int, int], None] | None = None
+    ) -> list[Summary]:
         """Each file in turn (Bulk Data ndjson files together, as one export).
 
         Every file is read and cut before anything is stored: a missing file, a folder, or a file
@@ -332,21 +347,26 @@ class Ingestor:
             self.ingest_pieces(pieces, summary, step)
             if self.instruction is not None:
                 with self.gw.unit(self.principal, self.purpose) as u:
-                    u.audit(self.tenant_id, "instruction:use", "instruction", summary.results,
-                            refs=[self.instruction.id])
+                    u.audit(
+                        self.tenant_id, "instruction:use", "instruction", summary.results, refs=[self.instruction.id]
+                    )
         return summaries
 
     def within_instruction(self, pieces: Sequence[Piece], summary: Summary) -> tuple[list[Piece], list[int]]:
         """The pieces cut down to what the instruction names, and the indexes of those that still
         hold a result (the others are skipped: counted in ``summary.outside``, not refused)."""
-        assert self.instruction is not None
+        if self.instruction is None:
+            raise RuntimeError("within_instruction needs an instruction")
         tally = intake_filter.Tally()
         out: list[Piece] = list(pieces)
         keep: list[int] = []
         for i, p in enumerate(pieces):
             if p.envelope is not None:
-                mapped = [m for m in (intake_filter.apply(self.instruction, m, tally) for m in p.envelope.mapped)
-                          if m is not None]
+                mapped = [
+                    m
+                    for m in (intake_filter.apply(self.instruction, m, tally) for m in p.envelope.mapped)
+                    if m is not None
+                ]
                 if not mapped:
                     summary.outside += 1
                     continue

@@ -37,28 +37,35 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from labvault.crypto.derive import Orders, message_scope, text_digest
-from labvault.domain.identifiers import validate_nir
 from labvault.domain.identifiers import CODE_RE as _CODE
 from labvault.domain.identifiers import CODE_SYSTEM_RE as _SYSTEM
-from labvault.domain.identifiers import normalise_nir
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, normalise_nir, validate_nir
+from labvault.domain.mapped import Mapped
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.domain.sensitivity import sensitivity_of
 from labvault.errors import InvalidInput
 from labvault.interop._common import number_fault
 from labvault.interop.errors import CsvError
-from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
-from labvault.domain.mapped import Mapped
 from labvault.interop.writers import _INJECTION_START, CSV_FIELDS
 
-REQUIRED = ("patient.nir", "patient.family_name", "patient.given_names", "patient.birth_date", "patient.sex",
-            "request.requested_at", "result.code", "result.label")
+REQUIRED = (
+    "patient.nir",
+    "patient.family_name",
+    "patient.given_names",
+    "patient.birth_date",
+    "patient.sex",
+    "request.requested_at",
+    "result.code",
+    "result.label",
+)
 REQUEST_KEYS = ("request.request_id", "request.accession")
 SPECIMEN = ("specimen.type", "specimen.collected_at")
 _SHARED = ("patient.", "prescriber.", "request.")  # the same on every row of a request
 _KNOWN = frozenset(CSV_FIELDS)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z", re.ASCII)
-_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:\d{2})?)?\Z",
-                       re.ASCII)
+_DATETIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:\d{2})?)?\Z", re.ASCII
+)
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d{1,3})?\Z", re.ASCII)
 _RPPS = re.compile(r"\d{11}\Z", re.ASCII)
 _BOM = "\ufeff"
@@ -149,8 +156,9 @@ def _columns(header: list[str]) -> dict[str, int]:
     cols: dict[str, int] = {}
     for i, name in enumerate(header, 1):
         if name not in _KNOWN:
-            raise CsvError("unknown column (expected a name of CSV_FIELDS, such as patient.nir)", row=1,
-                           field=f"column {i}")
+            raise CsvError(
+                "unknown column (expected a name of CSV_FIELDS, such as patient.nir)", row=1, field=f"column {i}"
+            )
         if name in cols:
             raise CsvError("column given twice", row=1, field=f"column {name}")
         cols[name] = i - 1
@@ -176,7 +184,7 @@ def _serialise(header: list[str], rows: list[_Row], delimiter: str) -> bytes:
 
 
 class _Row:
-    __slots__ = ("n", "cells", "cols")
+    __slots__ = ("cells", "cols", "n")
 
     def __init__(self, n: int, cells: list[str], cols: dict[str, int]) -> None:
         self.n, self.cells, self.cols = n, cells, cols
@@ -251,8 +259,9 @@ class _Row:
 def _map(key: tuple[str, str], rows: list[_Row], test_mode: bool, numbers: dict[str, int]) -> Mapped:
     first = rows[0]
     if not key[1]:
-        raise first.err(" or ".join(k for k in REQUEST_KEYS if k in first.cols), "empty: rows are grouped into "
-                        "requests by this key")
+        raise first.err(
+            " or ".join(k for k in REQUEST_KEYS if k in first.cols), "empty: rows are grouped into requests by this key"
+        )
     control = text_digest("\x1f".join(key))
     scope = message_scope("csv", "", control)
     new_id = scope.id
@@ -261,8 +270,14 @@ def _map(key: tuple[str, str], rows: list[_Row], test_mode: bool, numbers: dict[
     if rpps := first.get("prescriber.rpps").strip():
         if not _RPPS.match(rpps):
             raise first.err("prescriber.rpps", "not an RPPS number (11 digits)")
-        prescribers.append(Prescriber(new_id(f"prescriber/{rpps}"), rpps, first.get("prescriber.family_name"),
-                                      first.get("prescriber.given_name")))
+        prescribers.append(
+            Prescriber(
+                new_id(f"prescriber/{rpps}"),
+                rpps,
+                first.get("prescriber.family_name"),
+                first.get("prescriber.given_name"),
+            )
+        )
     accession = first.optional("request.accession")
     order = Orders(scope, numbers).order(accession, "request")
     request = Request(
@@ -279,10 +294,20 @@ def _map(key: tuple[str, str], rows: list[_Row], test_mode: bool, numbers: dict[
             if row.cells[i] != first.cells[i]:
                 raise row.err(name, f"differs from row {first.n}, the first row of the same request")
     specimens: dict[str, Specimen] = {}
-    results = [_result(row, request, _specimen(row, request, specimens, order.specimen_id), order.result_id)
-               for row in rows]
-    return Mapped(identity=identity, prescribers=prescribers, requests=[request], specimens=list(specimens.values()),
-                  results=results, other_identifiers=[], z_segments=[], control_id=control, sending_facility="")
+    results = [
+        _result(row, request, _specimen(row, request, specimens, order.specimen_id), order.result_id) for row in rows
+    ]
+    return Mapped(
+        identity=identity,
+        prescribers=prescribers,
+        requests=[request],
+        specimens=list(specimens.values()),
+        results=results,
+        other_identifiers=[],
+        z_segments=[],
+        control_id=control,
+        sending_facility="",
+    )
 
 
 def _identity(row: _Row, patient_id: str, test_mode: bool) -> Identity:
@@ -324,8 +349,7 @@ def _identity(row: _Row, patient_id: str, test_mode: bool) -> Identity:
     )
 
 
-def _specimen(row: _Row, request: Request, seen: dict[str, Specimen], new_id: Callable[[], str]
-              ) -> Specimen | None:
+def _specimen(row: _Row, request: Request, seen: dict[str, Specimen], new_id: Callable[[], str]) -> Specimen | None:
     names = [n for n in row.cols if n.startswith("specimen.")]
     if not any(row.get(n).strip() for n in names):
         return None
@@ -336,8 +360,11 @@ def _specimen(row: _Row, request: Request, seen: dict[str, Specimen], new_id: Ca
     sp = seen.get(key)
     if sp is None:
         sp = seen[key] = Specimen(new_id(), request.request_id, kind, collected, received)
-    for name, mine, theirs in (("specimen.type", sp.type, kind), ("specimen.collected_at", sp.collected_at, collected),
-                               ("specimen.received_at", sp.received_at, received)):
+    for name, mine, theirs in (
+        ("specimen.type", sp.type, kind),
+        ("specimen.collected_at", sp.collected_at, collected),
+        ("specimen.received_at", sp.received_at, received),
+    ):
         if mine != theirs:
             raise row.err(name, "differs from an earlier row of the same specimen")
     return sp
@@ -371,4 +398,3 @@ def _result(row: _Row, request: Request, specimen: Specimen | None, result_id: C
         comment=row.optional("result.comment"),
         sensitivity=sensitivity_of(system, code),
     )
-

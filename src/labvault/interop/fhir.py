@@ -61,16 +61,16 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from datetime import date as date_type  # the name ``date`` is a method of _Res below
+from typing import Any, cast
 
 from labvault.crypto.derive import Order, Orders, fingerprint, message_scope
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
+from labvault.domain.mapped import Mapped
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.interop._common import NUMBER_NOT_FINITE, number_fault
 from labvault.interop.errors import FhirError
-from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
-from labvault.domain.mapped import Mapped
 
 MAX_INPUT_BYTES = 32 * 1024 * 1024  # one JSON document
 MAX_NDJSON_BYTES = 512 * 1024 * 1024  # all files of one Bulk Data export together
@@ -108,44 +108,188 @@ _OBS_STATUS = {
     "corrected": ResultStatus.CORRECTED,
 }
 _OBS_NO_RESULT = ("registered", "cancelled")  # nothing measured yet / nothing will be
-_VALUE_KEYS = ("valueQuantity", "valueCodeableConcept", "valueString", "valueBoolean", "valueInteger",
-               "valueRange", "valueRatio", "valueSampledData", "valueTime", "valueDateTime", "valuePeriod")
+_VALUE_KEYS = (
+    "valueQuantity",
+    "valueCodeableConcept",
+    "valueString",
+    "valueBoolean",
+    "valueInteger",
+    "valueRange",
+    "valueRatio",
+    "valueSampledData",
+    "valueTime",
+    "valueDateTime",
+    "valuePeriod",
+)
 _UNSUPPORTED_VALUES = ("valueRange", "valueRatio", "valueSampledData", "valuePeriod")
 _GENDER = {"male": "M", "female": "F"}
 # A few SNOMED CT specimen types seen in real files, to their HL7 table 0487 code.
 _SNOMED_SPECIMEN = {
-    "119297000": "BLD", "122555007": "BLDV", "122554006": "BLDC", "119364003": "SER", "119361006": "PLAS",
-    "122575003": "UR", "445295009": "BLD", "119339001": "STL", "258580003": "BLD",
+    "119297000": "BLD",
+    "122555007": "BLDV",
+    "122554006": "BLDC",
+    "119364003": "SER",
+    "119361006": "PLAS",
+    "122575003": "UR",
+    "445295009": "BLD",
+    "119339001": "STL",
+    "258580003": "BLD",
 }
 _SNOMED = "http://snomed.info/sct"
 
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}\Z")
 _RTYPE = re.compile(r"[A-Z][A-Za-z]{1,63}\Z")
 # The resource types of FHIR R4 (4.0.1): a type outside this list is named "resource" in a message.
-R4_TYPES = frozenset("""
-Account ActivityDefinition AdverseEvent AllergyIntolerance Appointment AppointmentResponse AuditEvent Basic
-Binary BiologicallyDerivedProduct BodyStructure Bundle CapabilityStatement CarePlan CareTeam CatalogEntry
-ChargeItem ChargeItemDefinition Claim ClaimResponse ClinicalImpression CodeSystem Communication
-CommunicationRequest CompartmentDefinition Composition ConceptMap Condition Consent Contract Coverage
-CoverageEligibilityRequest CoverageEligibilityResponse DetectedIssue Device DeviceDefinition DeviceMetric
-DeviceRequest DeviceUseStatement DiagnosticReport DocumentManifest DocumentReference EffectEvidenceSynthesis
-Encounter Endpoint EnrollmentRequest EnrollmentResponse EpisodeOfCare EventDefinition Evidence
-EvidenceVariable ExampleScenario ExplanationOfBenefit FamilyMemberHistory Flag Goal GraphDefinition Group
-GuidanceResponse HealthcareService ImagingStudy Immunization ImmunizationEvaluation ImmunizationRecommendation
-ImplementationGuide InsurancePlan Invoice Library Linkage List Location Measure MeasureReport Media Medication
-MedicationAdministration MedicationDispense MedicationKnowledge MedicationRequest MedicationStatement
-MedicinalProduct MedicinalProductAuthorization MedicinalProductContraindication MedicinalProductIndication
-MedicinalProductIngredient MedicinalProductInteraction MedicinalProductManufactured MedicinalProductPackaged
-MedicinalProductPharmaceutical MedicinalProductUndesirableEffect MessageDefinition MessageHeader
-MolecularSequence NamingSystem NutritionOrder Observation ObservationDefinition OperationDefinition
-OperationOutcome Organization OrganizationAffiliation Parameters Patient PaymentNotice PaymentReconciliation
-Person PlanDefinition Practitioner PractitionerRole Procedure Provenance Questionnaire QuestionnaireResponse
-RelatedPerson RequestGroup ResearchDefinition ResearchElementDefinition ResearchStudy ResearchSubject
-RiskAssessment RiskEvidenceSynthesis Schedule SearchParameter ServiceRequest Slot Specimen SpecimenDefinition
-StructureDefinition StructureMap Subscription Substance SubstanceNucleicAcid SubstancePolymer SubstanceProtein
-SubstanceReferenceInformation SubstanceSourceMaterial SubstanceSpecification SupplyDelivery SupplyRequest Task
-TerminologyCapabilities TestReport TestScript ValueSet VerificationResult VisionPrescription
-""".split())
+R4_TYPES = frozenset(
+    [
+        "Account",
+        "ActivityDefinition",
+        "AdverseEvent",
+        "AllergyIntolerance",
+        "Appointment",
+        "AppointmentResponse",
+        "AuditEvent",
+        "Basic",
+        "Binary",
+        "BiologicallyDerivedProduct",
+        "BodyStructure",
+        "Bundle",
+        "CapabilityStatement",
+        "CarePlan",
+        "CareTeam",
+        "CatalogEntry",
+        "ChargeItem",
+        "ChargeItemDefinition",
+        "Claim",
+        "ClaimResponse",
+        "ClinicalImpression",
+        "CodeSystem",
+        "Communication",
+        "CommunicationRequest",
+        "CompartmentDefinition",
+        "Composition",
+        "ConceptMap",
+        "Condition",
+        "Consent",
+        "Contract",
+        "Coverage",
+        "CoverageEligibilityRequest",
+        "CoverageEligibilityResponse",
+        "DetectedIssue",
+        "Device",
+        "DeviceDefinition",
+        "DeviceMetric",
+        "DeviceRequest",
+        "DeviceUseStatement",
+        "DiagnosticReport",
+        "DocumentManifest",
+        "DocumentReference",
+        "EffectEvidenceSynthesis",
+        "Encounter",
+        "Endpoint",
+        "EnrollmentRequest",
+        "EnrollmentResponse",
+        "EpisodeOfCare",
+        "EventDefinition",
+        "Evidence",
+        "EvidenceVariable",
+        "ExampleScenario",
+        "ExplanationOfBenefit",
+        "FamilyMemberHistory",
+        "Flag",
+        "Goal",
+        "GraphDefinition",
+        "Group",
+        "GuidanceResponse",
+        "HealthcareService",
+        "ImagingStudy",
+        "Immunization",
+        "ImmunizationEvaluation",
+        "ImmunizationRecommendation",
+        "ImplementationGuide",
+        "InsurancePlan",
+        "Invoice",
+        "Library",
+        "Linkage",
+        "List",
+        "Location",
+        "Measure",
+        "MeasureReport",
+        "Media",
+        "Medication",
+        "MedicationAdministration",
+        "MedicationDispense",
+        "MedicationKnowledge",
+        "MedicationRequest",
+        "MedicationStatement",
+        "MedicinalProduct",
+        "MedicinalProductAuthorization",
+        "MedicinalProductContraindication",
+        "MedicinalProductIndication",
+        "MedicinalProductIngredient",
+        "MedicinalProductInteraction",
+        "MedicinalProductManufactured",
+        "MedicinalProductPackaged",
+        "MedicinalProductPharmaceutical",
+        "MedicinalProductUndesirableEffect",
+        "MessageDefinition",
+        "MessageHeader",
+        "MolecularSequence",
+        "NamingSystem",
+        "NutritionOrder",
+        "Observation",
+        "ObservationDefinition",
+        "OperationDefinition",
+        "OperationOutcome",
+        "Organization",
+        "OrganizationAffiliation",
+        "Parameters",
+        "Patient",
+        "PaymentNotice",
+        "PaymentReconciliation",
+        "Person",
+        "PlanDefinition",
+        "Practitioner",
+        "PractitionerRole",
+        "Procedure",
+        "Provenance",
+        "Questionnaire",
+        "QuestionnaireResponse",
+        "RelatedPerson",
+        "RequestGroup",
+        "ResearchDefinition",
+        "ResearchElementDefinition",
+        "ResearchStudy",
+        "ResearchSubject",
+        "RiskAssessment",
+        "RiskEvidenceSynthesis",
+        "Schedule",
+        "SearchParameter",
+        "ServiceRequest",
+        "Slot",
+        "Specimen",
+        "SpecimenDefinition",
+        "StructureDefinition",
+        "StructureMap",
+        "Subscription",
+        "Substance",
+        "SubstanceNucleicAcid",
+        "SubstancePolymer",
+        "SubstanceProtein",
+        "SubstanceReferenceInformation",
+        "SubstanceSourceMaterial",
+        "SubstanceSpecification",
+        "SupplyDelivery",
+        "SupplyRequest",
+        "Task",
+        "TerminologyCapabilities",
+        "TestReport",
+        "TestScript",
+        "ValueSet",
+        "VerificationResult",
+        "VisionPrescription",
+    ]
+)
 _OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+\Z")
 _REF = re.compile(r"(?:(.*)/)?([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?\Z")
 _DT = re.compile(
@@ -299,8 +443,9 @@ class _Res:
             return None
         value = _parse_dt(s)
         if value is None:
-            raise self.err(f"{path}.{key}", "not a FHIR date/time (YYYY, YYYY-MM, YYYY-MM-DD or "
-                                            "YYYY-MM-DDThh:mm:ss[.fff]+hh:mm)")
+            raise self.err(
+                f"{path}.{key}", "not a FHIR date/time (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss[.fff]+hh:mm)"
+            )
         if value is _OUT_OF_RANGE:
             raise self.err(f"{path}.{key}", "date/time out of range")
         if value.tzinfo is not None and _is_unzoned(d.get("_" + key)):
@@ -324,7 +469,7 @@ def _parse_dt(s: str) -> datetime | None:
     try:
         tzinfo = None
         if tz == "Z":
-            tzinfo = timezone.utc
+            tzinfo = UTC
         elif tz:
             hours, minutes = int(tz[1:3]), int(tz[4:6])
             if hours > 14 or minutes > 59:
@@ -332,8 +477,9 @@ def _parse_dt(s: str) -> datetime | None:
             delta = timedelta(hours=hours, minutes=minutes)
             tzinfo = timezone(-delta if tz[0] == "-" else delta)
         micro = int((frac or "0")[:6].ljust(6, "0"))
-        return datetime(int(y), int(mo or 1), int(d or 1), int(h or 0), int(mi or 0), int(sec or 0), micro,
-                        tzinfo=tzinfo)
+        return datetime(
+            int(y), int(mo or 1), int(d or 1), int(h or 0), int(mi or 0), int(sec or 0), micro, tzinfo=tzinfo
+        )
     except ValueError:
         return _OUT_OF_RANGE
 
@@ -400,8 +546,10 @@ def _not_json_reason(text: str, exc: Exception) -> str:
         return "not readable: JSON nested too deeply"
     if isinstance(exc, json.JSONDecodeError):
         if exc.msg == "Extra data":
-            return (f"not valid JSON: extra data after the document at line {exc.lineno} column {exc.colno}"
-                    " (one resource a line is ndjson: read it with read_ndjson)")
+            return (
+                f"not valid JSON: extra data after the document at line {exc.lineno} column {exc.colno}"
+                " (one resource a line is ndjson: read it with read_ndjson)"
+            )
         return f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
     return f"not valid JSON: {exc}" if str(exc).endswith("is not a JSON number") else "not valid JSON"
 
@@ -447,8 +595,16 @@ class _Graph:
         self.skipped: Counter[str] = Counter()
         self.count = 0
 
-    def make(self, data: object, *, file: str | None, entry: int | None, line: int | None,
-             full_url: str | None, fallback_key: str) -> _Res:
+    def make(
+        self,
+        data: object,
+        *,
+        file: str | None,
+        entry: int | None,
+        line: int | None,
+        full_url: str | None,
+        fallback_key: str,
+    ) -> _Res:
         where: dict[str, Any] = dict(file=file, entry=entry, line=line)
         if not isinstance(data, dict):
             raise FhirError(f"not a FHIR resource: expected an object, found {_kind(data)}", **where)
@@ -459,8 +615,9 @@ class _Graph:
         rid = data.get("id")
         label = _type_name(rtype)
         if rid is not None and (not isinstance(rid, str) or not _ID.match(rid)):
-            raise FhirError("not a valid FHIR id (1 to 64 of A-Z a-z 0-9 - .)", resource=label,
-                            field=f"{label}.id", **where)
+            raise FhirError(
+                "not a valid FHIR id (1 to 64 of A-Z a-z 0-9 - .)", resource=label, field=f"{label}.id", **where
+            )
         key = f"{rtype}/{rid}" if rid else fallback_key
         res = _Res(rtype, rid, data, key, label, file, entry, line, full_url, order=len(self.roots))
         self._count(res)
@@ -473,8 +630,18 @@ class _Graph:
                 raise res.err(f"{path}.id", "contained resource without a valid id")
             if cid in res.contained:
                 raise res.err(f"{path}.id", "duplicate contained id")
-            child = _Res(ctype, cid, c, f"{key}#{cid}", f"{path} ({_type_name(ctype)})", file, entry, line,
-                         parent=res, order=res.order)
+            child = _Res(
+                ctype,
+                cid,
+                c,
+                f"{key}#{cid}",
+                f"{path} ({_type_name(ctype)})",
+                file,
+                entry,
+                line,
+                parent=res,
+                order=res.order,
+            )
             self._count(child)
             res.contained[cid] = child
         return res
@@ -728,8 +895,9 @@ class _Linker:
         if status is None:
             raise o.err("Observation.status", "status missing")
         if status not in _OBS_STATUS:
-            raise o.err("Observation.status", "status cannot be imported "
-                                              "(expected final, preliminary, amended or corrected)")
+            raise o.err(
+                "Observation.status", "status cannot be imported (expected final, preliminary, amended or corrected)"
+            )
         has_value = any(k in d for k in _VALUE_KEYS)
         components = o.lst(d, "component", P)
         if o.lst(d, "hasMember", P) and not has_value and not components:
@@ -754,8 +922,10 @@ class _Linker:
                 raise o.err("Observation.subject", "subject missing: no patient for this observation")
             when = self._effective(o) or o.dt(d, "issued", P)
             if when is None:
-                raise o.err("Observation.effective[x]", "effective date/time missing (needed to make "
-                                                        "a request for an observation without order or report)")
+                raise o.err(
+                    "Observation.effective[x]",
+                    "effective date/time missing (needed to make a request for an observation without order or report)",
+                )
             anchor = self._day(subject, when, o, "Observation.subject")
         if subject is not None and subject[0] != anchor.group.key:
             raise o.err("Observation.subject", "subject differs from the subject of its request or report")
@@ -790,8 +960,9 @@ class _Linker:
         if own is _NOT_PATIENT:
             own = None
         if own is None and subject is None:
-            raise o.err("Observation.subject", "subject missing: neither the observation nor its report "
-                                               "names a patient")
+            raise o.err(
+                "Observation.subject", "subject missing: neither the observation nor its report names a patient"
+            )
         grp = self._group(cast(tuple[str, "_Res | None", str], own or subject), dr, "DiagnosticReport.subject")
         anchor = _Anchor("dr", dr, grp, f"{dr.key}/request", reports=[dr])
         grp.anchors.append(anchor)
@@ -846,8 +1017,9 @@ class _Linker:
 class _Builder:
     """Domain objects of one patient group."""
 
-    def __init__(self, g: _Graph, grp: _Group, facility: str, control_id: str, test_mode: bool,
-                 spec_group: dict[str, str]) -> None:
+    def __init__(
+        self, g: _Graph, grp: _Group, facility: str, control_id: str, test_mode: bool, spec_group: dict[str, str]
+    ) -> None:
         self.g = g
         self.spec_group = spec_group
         self.grp = grp
@@ -863,8 +1035,10 @@ class _Builder:
     def run(self) -> Mapped:
         grp = self.grp
         if grp.patient is None:
-            raise grp.referrer.err(grp.referrer_path, "INS missing: the patient named here is not in the "
-                                                      "input (no Patient resource to read the INS from)")
+            raise grp.referrer.err(
+                grp.referrer_path,
+                "INS missing: the patient named here is not in the input (no Patient resource to read the INS from)",
+            )
         patient_id = self.id(grp.patient.key)
         identity, others = self._identity(grp.patient, patient_id)
         requests: list[Request] = []
@@ -874,7 +1048,7 @@ class _Builder:
             requests.append(req)
             by_anchor[anchor.key] = req
         numbers = {a.key: self._lab_number(a.res, a.res.rtype) if a.kind != "day" else None for a in grp.anchors}
-        for (s, anchor) in grp.specimens:  # the lab's accession number, when the order gave none
+        for s, anchor in grp.specimens:  # the lab's accession number, when the order gave none
             req = by_anchor[anchor.key]
             if req.accession is None:
                 acc = s.obj(s.data, "accessionIdentifier", "Specimen")
@@ -932,8 +1106,10 @@ class _Builder:
                 others.append((system or NO_SYSTEM, value))
         ins = nir or nia
         if ins is None:
-            raise p.err("Patient.identifier", f"INS missing: no identifier with system urn:oid:{OID_NIR} "
-                                              f"(INS-NIR) or urn:oid:{OID_NIA} (NIA)")
+            raise p.err(
+                "Patient.identifier",
+                f"INS missing: no identifier with system urn:oid:{OID_NIR} (INS-NIR) or urn:oid:{OID_NIA} (NIA)",
+            )
         names = p.objs(d, "name", P)
         if not names:
             raise p.err("Patient.name", "patient name missing")
@@ -1049,8 +1225,11 @@ class _Builder:
             if value is None:
                 continue
             itype = target.obj(ident, "type", ip)
-            type_codes = {target.str(c, "code", cp) for cp, c in target.objs(itype, "coding", f"{ip}.type")} \
-                if itype is not None else set()
+            type_codes = (
+                {target.str(c, "code", cp) for cp, c in target.objs(itype, "coding", f"{ip}.type")}
+                if itype is not None
+                else set()
+            )
             if system in (f"urn:oid:{OID_RPPS}", OID_RPPS) or type_codes & {"RPPS", "IDNPS"}:
                 m = _RPPS.match(value)  # 8 + RPPS (IDNPS) or the RPPS; 0 + ADELI shares the OID and is not one
                 if m:
@@ -1135,21 +1314,40 @@ class _Builder:
                 when = sr.dt(period, "start", "ServiceRequest.occurrencePeriod")
             when = when or effective
             if when is None:
-                raise sr.err("ServiceRequest.authoredOn", "order date missing (authoredOn, occurrence[x] "
-                                                          "or a DiagnosticReport date)")
+                raise sr.err(
+                    "ServiceRequest.authoredOn",
+                    "order date missing (authoredOn, occurrence[x] or a DiagnosticReport date)",
+                )
             requester = sr.obj(d, "requester", P)
             prescriber = self._prescriber(sr, requester, "ServiceRequest.requester") if requester else None
-            return Request(request_id="", patient_id=patient_id, prescriber_id=prescriber,
-                           requested_at=when, accession=self._accession(sr, P), reported_at=reported)
+            return Request(
+                request_id="",
+                patient_id=patient_id,
+                prescriber_id=prescriber,
+                requested_at=when,
+                accession=self._accession(sr, P),
+                reported_at=reported,
+            )
         if anchor.kind == "dr":
             dr = anchor.res
             if effective is None:
                 raise dr.err("DiagnosticReport.effective[x]", "report date missing (effective[x] or issued)")
-            return Request(request_id="", patient_id=patient_id, prescriber_id=None,
-                           requested_at=effective, accession=self._accession(dr, "DiagnosticReport"),
-                           reported_at=reported)
-        return Request(request_id="", patient_id=patient_id, prescriber_id=None,
-                       requested_at=cast(datetime, anchor.when), accession=None, reported_at=None)
+            return Request(
+                request_id="",
+                patient_id=patient_id,
+                prescriber_id=None,
+                requested_at=effective,
+                accession=self._accession(dr, "DiagnosticReport"),
+                reported_at=reported,
+            )
+        return Request(
+            request_id="",
+            patient_id=patient_id,
+            prescriber_id=None,
+            requested_at=cast(datetime, anchor.when),
+            accession=None,
+            reported_at=None,
+        )
 
     # specimens ----------------------------------------------------------------------------------
     def _specimen(self, s: _Res, request: Request, order: Order) -> Specimen:
@@ -1207,8 +1405,14 @@ class _Builder:
             fallback = fallback or name
         validated_by = validated_by or fallback
         notes = [t for path, n in o.objs(d, "note", P) if (t := o.str(n, "text", path)) is not None]
-        common = dict(request_id=request_id, specimen_id=specimen_id, status=status, validated_by=validated_by,
-                      validated_at=issued, comment="\n".join(notes) or None)
+        common = dict(
+            request_id=request_id,
+            specimen_id=specimen_id,
+            status=status,
+            validated_by=validated_by,
+            validated_at=issued,
+            comment="\n".join(notes) or None,
+        )
         components = o.objs(d, "component", P)
         out = []
         if not components or any(k in d for k in _VALUE_KEYS):
@@ -1289,8 +1493,11 @@ class _Builder:
         key = present[0]
         vp = f"{path}.{key}"
         if key in _UNSUPPORTED_VALUES:
-            raise o.err(vp, f"{key} is not supported (expected Quantity, CodeableConcept, string, boolean, "
-                            "integer, time or dateTime)")
+            raise o.err(
+                vp,
+                f"{key} is not supported (expected Quantity, CodeableConcept, string, boolean, "
+                "integer, time or dateTime)",
+            )
         if key == "valueQuantity":
             q = o.obj(d, key, path) or {}
             number = o.num(q, "value", vp)
@@ -1372,11 +1579,14 @@ def _count_unused(g: _Graph, builders: list[_Builder]) -> dict[str, int]:
 def _nothing(g: _Graph, file: str | None) -> FhirError:
     _count_unused(g, [])
     seen = ", ".join(f"{k} {v}" for k, v in sorted(g.skipped.items()))
-    return FhirError("nothing to map: no laboratory data (Observation, DiagnosticReport with results, "
-                     "ServiceRequest or Specimen of a patient)" + (f"; skipped: {seen}" if seen else ""), file=file)
+    return FhirError(
+        "nothing to map: no laboratory data (Observation, DiagnosticReport with results, "
+        "ServiceRequest or Specimen of a patient)" + (f"; skipped: {seen}" if seen else ""),
+        file=file,
+    )
 
 
-def _guard(fn, file: str | None):  # noqa: ANN001, ANN202 - internal
+def _guard(fn, file: str | None):
     """The located ``FhirError``; nesting too deep (a fault of the input) as one. Any other
     exception is a bug of the reader and escapes."""
     try:
@@ -1402,31 +1612,43 @@ def _map_document(data: bytes, file: str | None, test_mode: bool) -> Outcome:
     if not isinstance(doc, dict):
         raise FhirError(f"not a FHIR resource: the JSON document is {_kind(doc)}, not an object", file=file)
     if doc.get("resourceType") == "Bundle":
-        root = g.make({k: v for k, v in doc.items() if k != "entry"}, file=file, entry=None, line=None,
-                      full_url=None, fallback_key="Bundle")
+        root = g.make(
+            {k: v for k, v in doc.items() if k != "entry"},
+            file=file,
+            entry=None,
+            line=None,
+            full_url=None,
+            fallback_key="Bundle",
+        )
         btype = root.str(doc, "type", "Bundle")
         if btype is None:
             raise root.err("Bundle.type", "Bundle.type missing")
         if btype in _REFUSED_BUNDLE_TYPES:
-            raise root.err("Bundle.type", f"Bundle of type {btype!r} refused: a server's response or history, "
-                                          "not data to import")
+            raise root.err(
+                "Bundle.type", f"Bundle of type {btype!r} refused: a server's response or history, not data to import"
+            )
         if btype not in BUNDLE_TYPES:
-            raise root.err("Bundle.type", "Bundle type unknown (expected one of "
-                                          f"{', '.join(BUNDLE_TYPES)})")
+            raise root.err("Bundle.type", f"Bundle type unknown (expected one of {', '.join(BUNDLE_TYPES)})")
         for i, entry in enumerate(root.lst(doc, "entry", "Bundle"), start=1):
             if not isinstance(entry, dict):
-                raise FhirError(f"expected an object, found {_kind(entry)}", file=file, entry=i,
-                                field="Bundle.entry")
+                raise FhirError(f"expected an object, found {_kind(entry)}", file=file, entry=i, field="Bundle.entry")
             resource = entry.get("resource")
             if resource is None:
                 g.skipped["entry without resource"] += 1
                 continue
             full_url = entry.get("fullUrl")
             if full_url is not None and not isinstance(full_url, str):
-                raise FhirError(f"expected a string, found {_kind(full_url)}", file=file, entry=i,
-                                field="Bundle.entry.fullUrl")
-            res = g.make(resource, file=file, entry=i, line=None, full_url=full_url or None,
-                         fallback_key=f"fullUrl:{full_url}" if full_url else f"entry {i}")
+                raise FhirError(
+                    f"expected a string, found {_kind(full_url)}", file=file, entry=i, field="Bundle.entry.fullUrl"
+                )
+            res = g.make(
+                resource,
+                file=file,
+                entry=i,
+                line=None,
+                full_url=full_url or None,
+                fallback_key=f"fullUrl:{full_url}" if full_url else f"entry {i}",
+            )
             if res.rtype == "Bundle":
                 g.skipped["Bundle (nested)"] += 1
                 continue
@@ -1478,8 +1700,9 @@ def _map_ndjson(files: Mapping[str, bytes], test_mode: bool) -> Outcome:
                 reason = _not_json_reason(text if lineno == 1 and _is_fsh(text) else line, exc)
                 raise FhirError(reason, file=name, line=lineno) from None
             if isinstance(obj, dict) and "resourceType" not in obj:
-                raise FhirError("not a FHIR resource (no resourceType): not part of the export's resources",
-                                file=name, line=lineno)
+                raise FhirError(
+                    "not a FHIR resource (no resourceType): not part of the export's resources", file=name, line=lineno
+                )
             res = g.make(obj, file=name, entry=None, line=lineno, full_url=None, fallback_key=f"{name}:{lineno}")
             if res.rtype == "Bundle":
                 g.skipped["Bundle (nested)"] += 1

@@ -40,10 +40,11 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
 from labvault.domain.models import Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.interop.fhir import (
     CS_FR_IDENTITY_STATUS,
@@ -61,7 +62,6 @@ from labvault.interop.fhir import (
     EXT_VALUE_TEXT,
     UCUM,
 )
-from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
 
 IdMap = Callable[[str, str], str]
 
@@ -103,8 +103,10 @@ def _uri(value: str, what: str) -> str:
 
 
 CS_DATA_ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
-_NOT_FINITE = {"coding": [{"system": CS_DATA_ABSENT, "code": "error"}],
-               "text": "the stored value is not a finite number"}
+_NOT_FINITE = {
+    "coding": [{"system": CS_DATA_ABSENT, "code": "error"}],
+    "text": "the stored value is not a finite number",
+}
 
 
 def _finite(value: float | None) -> bool:
@@ -151,7 +153,7 @@ def _datetime(value: datetime) -> tuple[str, bool]:
     if off in _OFFSETS or _offset_text(off) is not None:
         return value.isoformat(), False  # the offset as +hh:mm, as FHIR wants it
     # an offset FHIR cannot write (seconds, beyond 14 h): the same instant in UTC
-    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat() + "Z", False
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z", False
 
 
 def _unzoned() -> dict:
@@ -194,14 +196,19 @@ def patient(identity: Identity, tenant_id: str, *, id_map: IdMap | None = None) 
     """Patient with INS, names, identity status, birth place, contact; ``meta.source`` names the lab."""
     i = identity
     status = "QUAL" if i.identity_status == IdentityStatus.QUALIFIED else "PROV"
-    extensions: list[dict] = [{
-        "url": EXT_FR_IDENTITY_RELIABILITY,
-        "extension": [{"url": "identityStatus", "valueCoding": {"system": CS_FR_IDENTITY_STATUS, "code": status}}],
-    }]
+    extensions: list[dict] = [
+        {
+            "url": EXT_FR_IDENTITY_RELIABILITY,
+            "extension": [{"url": "identityStatus", "valueCoding": {"system": CS_FR_IDENTITY_STATUS, "code": status}}],
+        }
+    ]
     if i.birthplace_code:
         if _CODE.match(i.birthplace_code):
-            place: dict[str, Any] = {"extension": [{"url": EXT_FR_INSEE_CODE,
-                                    "valueCoding": {"system": CS_INSEE_COMMUNE, "code": i.birthplace_code}}]}
+            place: dict[str, Any] = {
+                "extension": [
+                    {"url": EXT_FR_INSEE_CODE, "valueCoding": {"system": CS_INSEE_COMMUNE, "code": i.birthplace_code}}
+                ]
+            }
         else:
             place = {"district": i.birthplace_code}
         extensions.append({"url": EXT_BIRTH_PLACE, "valueAddress": place})
@@ -239,11 +246,13 @@ def practitioner(p: Prescriber, *, id_map: IdMap | None = None) -> dict:
     """Practitioner with the RPPS as IDNPS identifier (``8`` + RPPS) and one name."""
     out: dict = {"resourceType": "Practitioner", "id": _rid("Practitioner", p.prescriber_id, id_map)}
     if p.rpps:
-        out["identifier"] = [{
-            "type": {"coding": [{"system": CS_FR_V2_0203, "code": "IDNPS"}]},
-            "system": f"urn:oid:{OID_RPPS}",
-            "value": "8" + p.rpps if _RPPS.match(p.rpps) else p.rpps,
-        }]
+        out["identifier"] = [
+            {
+                "type": {"coding": [{"system": CS_FR_V2_0203, "code": "IDNPS"}]},
+                "system": f"urn:oid:{OID_RPPS}",
+                "value": "8" + p.rpps if _RPPS.match(p.rpps) else p.rpps,
+            }
+        ]
     name = _human_name(None, p.family_name, p.given_name)
     if name:
         out["name"] = [name]
@@ -380,8 +389,13 @@ class NdjsonWriter:
     Use as a context manager, or call ``close()``: files it opened are closed, given streams flushed.
     """
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None, *,
-                 streams: Mapping[str, IO[bytes]] | None = None, id_map: IdMap | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        streams: Mapping[str, IO[bytes]] | None = None,
+        id_map: IdMap | None = None,
+    ) -> None:
         if (directory is None) == (streams is None):
             raise ValueError("give either a directory or streams")
         self._dir = None if directory is None else os.fspath(directory)
@@ -539,14 +553,19 @@ class NdjsonWriter:
         value = res.value_num
         text = res.value_text
         quantity = value is not None or bool(unit)
-        line = ('{"resourceType":"Observation","id":"' + rid + '"'
-                + (_EXT_TEXT_HEAD + _quote(text) + "}]" if quantity and text else "")
-                + ',"basedOn":[{"reference":'
-                + (self._req_refs.get(res.request_id) or self._ref("ServiceRequest", res.request_id))
-                + "}]"
-                + (self._heads.get((res.status, res.code_system, res.code, res.label)) or self._head(res))
-                + ',"subject":{"reference":'
-                + (self._pat_refs.get(patient_id) or self._ref("Patient", patient_id)) + "}")
+        line = (
+            '{"resourceType":"Observation","id":"'
+            + rid
+            + '"'
+            + (_EXT_TEXT_HEAD + _quote(text) + "}]" if quantity and text else "")
+            + ',"basedOn":[{"reference":'
+            + (self._req_refs.get(res.request_id) or self._ref("ServiceRequest", res.request_id))
+            + "}]"
+            + (self._heads.get((res.status, res.code_system, res.code, res.label)) or self._head(res))
+            + ',"subject":{"reference":'
+            + (self._pat_refs.get(patient_id) or self._ref("Patient", patient_id))
+            + "}"
+        )
         when = res.validated_at
         if when is not None:
             last = self._last_when
@@ -573,8 +592,11 @@ class NdjsonWriter:
         if res.comment:
             line += ',"note":[{"text":' + _quote(res.comment) + "}]"
         if res.specimen_id:
-            line += (',"specimen":{"reference":'
-                     + (self._spec_refs.get(res.specimen_id) or self._ref("Specimen", res.specimen_id)) + "}")
+            line += (
+                ',"specimen":{"reference":'
+                + (self._spec_refs.get(res.specimen_id) or self._ref("Specimen", res.specimen_id))
+                + "}"
+            )
         low = res.ref_low
         high = res.ref_high
         if low is not None or high is not None or res.ref_text:
@@ -601,6 +623,7 @@ _EXT_TEXT_HEAD = f',"extension":[{{"url":"{EXT_VALUE_TEXT}","valueString":'
 _UNZONED_ISSUED = '"_issued":' + _dumps(_unzoned())
 _STATUS_CATEGORY = {
     status: f',"status":"{status}","category":'
-    + _dumps([{"coding": [{"system": CS_OBS_CATEGORY, "code": "laboratory"}]}]) + ',"code":'
+    + _dumps([{"coding": [{"system": CS_OBS_CATEGORY, "code": "laboratory"}]}])
+    + ',"code":'
     for status in ResultStatus
 }

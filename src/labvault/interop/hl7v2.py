@@ -32,9 +32,12 @@ import functools
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from urllib.parse import quote
 from typing import Any
+from urllib.parse import quote
 
+from labvault.crypto.derive import Order, Orders, message_scope
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
+from labvault.domain.mapped import Mapped
 from labvault.domain.models import (
     LOINC,
     Identity,
@@ -45,9 +48,6 @@ from labvault.domain.models import (
     ResultStatus,
     Specimen,
 )
-from labvault.crypto.derive import Order, Orders, message_scope
-from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
-from labvault.domain.mapped import Mapped
 from labvault.domain.sensitivity import sensitivity_of
 from labvault.interop._common import FieldAccess, number_fault
 from labvault.interop.errors import Hl7Error
@@ -66,9 +66,7 @@ _BOM = b"\xef\xbb\xbf"
 _SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}\Z")
 _OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+\Z")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)\Z")
-_TS = re.compile(
-    r"(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,4}))?)?)?)?)?)?([+-]\d{4})?\Z"
-)
+_TS = re.compile(r"(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,4}))?)?)?)?)?)?([+-]\d{4})?\Z")
 # A lone LF ends a segment only when a segment name follows; otherwise it is a line break in the data
 # (seen in real files wrapped by an editor).
 _LF_END = re.compile(r"\n+(?=[ \t]*(?:[A-Z][A-Z0-9]{2}(?:[^A-Za-z0-9\s]|\s*\Z))|\s*\Z)")
@@ -94,8 +92,9 @@ def split_messages(data: bytes, *, file: str | None = None) -> list[bytes]:
             if end < 0 and not data[start + 1 :].strip():
                 break  # a lone start block at the very end: nothing was sent
             if end < 0:
-                raise Hl7Error("truncated MLLP frame: start block without end block", file=file,
-                               message_index=len(chunks) + 1)
+                raise Hl7Error(
+                    "truncated MLLP frame: start block without end block", file=file, message_index=len(chunks) + 1
+                )
             chunks.append(data[start + 1 : end])
             pos = end + 1
     else:
@@ -323,9 +322,21 @@ class Message:
 
 @functools.lru_cache(maxsize=64)
 def _simple_escapes(enc: Encoding) -> dict[str, str]:
-    return {"F": enc.field, "S": enc.component, "T": enc.subcomponent, "R": enc.repetition,
-            "E": enc.escape, "P": enc.truncation, "H": "", "N": "", ".br": "\n", ".sp": "\n",
-            ".fi": "", ".nf": "", ".ce": ""}
+    return {
+        "F": enc.field,
+        "S": enc.component,
+        "T": enc.subcomponent,
+        "R": enc.repetition,
+        "E": enc.escape,
+        "P": enc.truncation,
+        "H": "",
+        "N": "",
+        ".br": "\n",
+        ".sp": "\n",
+        ".fi": "",
+        ".nf": "",
+        ".ce": "",
+    }
 
 
 _PATTERNS: dict[str, re.Pattern[str]] = {}
@@ -399,8 +410,7 @@ def _parse(data: bytes, index: int, file: str | None) -> Message:
     if encoding is None:
         chars = [sep, *enc_raw]
         if len(set(chars)) != len(chars) or any(c.isalnum() or not (" " < c <= "~") for c in enc_raw):
-            raise Hl7Error("encoding characters are not distinct printable symbols", segment="MSH[1]",
-                           field="MSH-2")
+            raise Hl7Error("encoding characters are not distinct printable symbols", segment="MSH[1]", field="MSH-2")
         if len(enc_raw) == 3:  # seen in the wild: "^~&", the escape character left out
             encoding = Encoding(sep, enc_raw[0], enc_raw[1], "", enc_raw[2])
         else:
@@ -414,13 +424,17 @@ def _parse(data: bytes, index: int, file: str | None) -> Message:
     if declared:
         codec = _CHARSETS.get(declared.upper())
         if codec is None:
-            raise Hl7Error("unsupported character set (expected ASCII, 8859/1, 8859/15 or UNICODE UTF-8)",
-                           segment="MSH[1]", field="MSH-18")
+            raise Hl7Error(
+                "unsupported character set (expected ASCII, 8859/1, 8859/15 or UNICODE UTF-8)",
+                segment="MSH[1]",
+                field="MSH-18",
+            )
         try:
             text = data.decode(codec)
         except UnicodeDecodeError:
-            raise Hl7Error("bytes are not valid in the declared character set", segment="MSH[1]",
-                           field="MSH-18") from None
+            raise Hl7Error(
+                "bytes are not valid in the declared character set", segment="MSH[1]", field="MSH-18"
+            ) from None
     else:
         codec = "utf-8"
         try:
@@ -453,12 +467,13 @@ def _parse(data: bytes, index: int, file: str | None) -> Message:
             raise Hl7Error(f"segment {pos}: invalid segment name")
         occurrence = counts[name] = counts.get(name, 0) + 1
         if len(line) > MAX_SEGMENT_LENGTH:
-            raise Hl7Error(f"segment too long ({len(line)} characters, limit {MAX_SEGMENT_LENGTH})",
-                           segment=f"{name}[{occurrence}]")
+            raise Hl7Error(
+                f"segment too long ({len(line)} characters, limit {MAX_SEGMENT_LENGTH})",
+                segment=f"{name}[{occurrence}]",
+            )
         parts = line.split(sep)
         if len(parts) > MAX_FIELDS:
-            raise Hl7Error(f"too many fields ({len(parts) - 1}, limit {MAX_FIELDS})",
-                           segment=f"{name}[{occurrence}]")
+            raise Hl7Error(f"too many fields ({len(parts) - 1}, limit {MAX_FIELDS})", segment=f"{name}[{occurrence}]")
         if name == "MSH":
             if pos != 1:
                 raise Hl7Error("MSH segment inside a message (missing segment end?)", segment=f"{name}[{occurrence}]")
@@ -523,8 +538,7 @@ def _parse_ts(value: str, seg: Segment, n: int) -> datetime:
             delta = timedelta(hours=hours, minutes=minutes)
             tzinfo = timezone(delta if tz[0] == "+" else -delta)
         micro = int((frac or "0").ljust(6, "0")[:6])
-        return datetime(int(y), int(mo or 1), int(d or 1), int(h or 0), int(mi or 0), int(s or 0), micro,
-                        tzinfo=tzinfo)
+        return datetime(int(y), int(mo or 1), int(d or 1), int(h or 0), int(mi or 0), int(s or 0), micro, tzinfo=tzinfo)
     except ValueError:
         raise seg.err(n, "date/time out of range") from None
 
@@ -554,8 +568,6 @@ def _ts_opt(seg: Segment, n: int) -> datetime | None:
 # ------------------------------------------------------------------------------------------ mapping
 
 
-
-
 def to_domain(message: Message, *, test_mode: bool = False) -> Mapped:
     """Map an ORU^R01 or OUL^R22 (v2.3 to 2.5.1) to domain objects. Every fault of the input is an
     ``Hl7Error``; anything else is a bug and escapes."""
@@ -581,7 +593,7 @@ class _Memo:
     mapping). Only successful mappings are stored; a miss runs the ordinary code, which raises the
     located error. Each table is bounded."""
 
-    __slots__ = ("code", "vtype", "number", "unit", "ref", "flag", "status", "observer", "ts")
+    __slots__ = ("code", "flag", "number", "observer", "ref", "status", "ts", "unit", "vtype")
     code: dict[str, Any]
     vtype: dict[str, Any]
     number: dict[str, Any]
@@ -745,8 +757,7 @@ class _Mapper:
             specimens=specimens,
             results=results,
             other_identifiers=others,
-            z_segments=[msg.encoding.field.join(s.fields if s.name != "MSH" else s.fields[1:])
-                        for s in msg.z_segments],
+            z_segments=[msg.encoding.field.join(s.fields if s.name != "MSH" else s.fields[1:]) for s in msg.z_segments],
             control_id=control_id,
             sending_facility=sending_facility,
         )
@@ -775,8 +786,9 @@ class _Mapper:
                 system = f"urn:hl7v2:idtype:{quote(id_type or 'unknown', safe='')}"
             others.append((system, value))
         if ins is None:
-            raise pid.err(3, "INS missing: no identifier with assigning authority OID "
-                             f"{OID_NIR} (NIR) or {OID_NIA} (NIA)")
+            raise pid.err(
+                3, f"INS missing: no identifier with assigning authority OID {OID_NIR} (NIR) or {OID_NIA} (NIA)"
+            )
         family = given = ""
         birth_name: str | None = None
         legal: tuple[str, str] | None = None
@@ -787,9 +799,8 @@ class _Mapper:
             if ntype in ("L", "M"):
                 birth_name = birth_name or fam or None
                 legal = legal or (fam, giv)
-            elif ntype == "D" or not family:
-                if fam and (ntype == "D" or not family):
-                    family, given = fam, giv or given
+            elif (ntype == "D" or not family) and fam and (ntype == "D" or not family):
+                family, given = fam, giv or given
         if legal is not None:
             family = family or legal[0]
             given = legal[1] or given
@@ -866,8 +877,12 @@ class _Mapper:
         return Specimen(
             specimen_id=self.orders[request.request_id].specimen_id(),
             request_id=request.request_id,
-            type=(spm.value(4, 4) if spm.value(4, 6).upper() == "HL70487" and spm.value(4, 3).upper() != "HL70487"
-                  else spm.value(4)) or "UNK",
+            type=(
+                spm.value(4, 4)
+                if spm.value(4, 6).upper() == "HL70487" and spm.value(4, 3).upper() != "HL70487"
+                else spm.value(4)
+            )
+            or "UNK",
             collected_at=collected,
             received_at=_ts_opt(spm, 18),
         )
@@ -915,8 +930,7 @@ class _Mapper:
             elif reps:
                 value_text = f"{comparator}{n1}{sep}{n2}" or None
         elif vtype in ("CE", "CWE", "CNE", "CF"):
-            value_text = "\n".join(value(5, 2, rep=i + 1) or value(5, 1, rep=i + 1)
-                                   for i in range(len(reps))) or None
+            value_text = "\n".join(value(5, 2, rep=i + 1) or value(5, 1, rep=i + 1) for i in range(len(reps))) or None
         elif reps:
             value_text = "\n".join(obx.field_text(5, i + 1) for i in range(len(reps))) or None
         return value_num, value_text
@@ -952,8 +966,9 @@ class _Mapper:
             value_num = memo.number.get(raw, _MISSING)
             if value_num is _MISSING:
                 value_num = put(memo.number, raw, self._number(obx))
-        elif vtype in _PLAIN_TEXT_TYPES and not (enc.repetition in raw or enc.component in raw
-                                                 or enc.subcomponent in raw):
+        elif vtype in _PLAIN_TEXT_TYPES and not (
+            enc.repetition in raw or enc.component in raw or enc.subcomponent in raw
+        ):
             value_num, value_text = None, self._plain_text(obx, raw)
         else:
             value_num, value_text = self._text_value(obx, vtype)
@@ -993,9 +1008,26 @@ class _Mapper:
                 validated_at = put(ts, raw, _plain_ts(raw) or _ts_opt(obx, 14))
         result_id = self.orders[request.request_id].result_id(code)
         if _RESULT_POSITIONAL:
-            return Result(result_id, request.request_id, code, label, system,
-                          specimen.specimen_id if specimen else None, value_num, value_text, unit, ref[0], ref[1],
-                          ref[2], flag, status, observer, validated_at, None, sensitivity)
+            return Result(
+                result_id,
+                request.request_id,
+                code,
+                label,
+                system,
+                specimen.specimen_id if specimen else None,
+                value_num,
+                value_text,
+                unit,
+                ref[0],
+                ref[1],
+                ref[2],
+                flag,
+                status,
+                observer,
+                validated_at,
+                None,
+                sensitivity,
+            )
         return Result(  # pragma: no cover - only if models.Result's fields change order
             result_id=result_id,
             request_id=request.request_id,
@@ -1018,8 +1050,25 @@ class _Mapper:
 
 
 _RESULT_POSITIONAL = [f.name for f in dataclasses.fields(Result)] == [
-    "result_id", "request_id", "code", "label", "code_system", "specimen_id", "value_num", "value_text", "unit",
-    "ref_low", "ref_high", "ref_text", "flag", "status", "validated_by", "validated_at", "comment", "sensitivity"]
+    "result_id",
+    "request_id",
+    "code",
+    "label",
+    "code_system",
+    "specimen_id",
+    "value_num",
+    "value_text",
+    "unit",
+    "ref_low",
+    "ref_high",
+    "ref_text",
+    "flag",
+    "status",
+    "validated_by",
+    "validated_at",
+    "comment",
+    "sensitivity",
+]
 _PLAIN_TEXT_TYPES = frozenset({"ST", "TX", "FT"})
 _NO_RESULT = {"I", "O", "N"}  # pending, order detail only, not asked: no result to import
 _STATUS = {

@@ -74,10 +74,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from urllib.parse import unquote
 
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
 from labvault.domain.models import (
     LOINC,
     Identity,
@@ -89,7 +90,6 @@ from labvault.domain.models import (
     Specimen,
 )
 from labvault.interop.hl7v2 import SUPPORTED_VERSIONS
-from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
 
 __all__ = ["oru_r01"]
 
@@ -101,8 +101,14 @@ _INS_AUTHORITY = {
 _RPPS_AUTHORITY = f"ASIP-SANTE-PS&{OID_RPPS}&ISO"
 _STATUS = {ResultStatus.FINAL: "F", ResultStatus.CORRECTED: "C", ResultStatus.PRELIMINARY: "P"}
 _SPECIMEN_LABELS = {
-    "BLD": "Whole blood", "SER": "Serum", "PLAS": "Plasma", "UR": "Urine", "SAL": "Saliva",
-    "CSF": "Cerebral spinal fluid", "STL": "Stool", "SPT": "Sputum",
+    "BLD": "Whole blood",
+    "SER": "Serum",
+    "PLAS": "Plasma",
+    "UR": "Urine",
+    "SAL": "Saliva",
+    "CSF": "Cerebral spinal fluid",
+    "STL": "Stool",
+    "SPT": "Sputum",
 }
 _SERVICE = "LAB^Analyses de biologie medicale^L"
 _CODESYSTEM_URN = "urn:hl7v2:codesystem:"
@@ -111,10 +117,17 @@ _BARE_BOUND = re.compile(r"[ \t]*(<=|>=|<|>)[ \t]*([+-]?(?:[0-9]+(?:\.[0-9]*)?|\
 
 # Every character that cannot stand as itself in a field, with its HL7 escape.
 _ESCAPES: dict[int, str] = {c: f"\\X{c:02X}\\" for c in range(0x20) if c != 0x09}
-_ESCAPES.update({
-    ord("\\"): "\\E\\", ord("|"): "\\F\\", ord("^"): "\\S\\", ord("&"): "\\T\\", ord("~"): "\\R\\",
-    ord("\n"): "\\.br\\", 0x7F: "\\X7F\\",
-})
+_ESCAPES.update(
+    {
+        ord("\\"): "\\E\\",
+        ord("|"): "\\F\\",
+        ord("^"): "\\S\\",
+        ord("&"): "\\T\\",
+        ord("~"): "\\R\\",
+        ord("\n"): "\\.br\\",
+        0x7F: "\\X7F\\",
+    }
+)
 
 
 def _e(s: str) -> str:
@@ -135,16 +148,16 @@ def _ts(d: datetime) -> str:
     if off is not None:
         secs = off.days * 86400 + off.seconds
         if off.microseconds or secs % 60 or abs(secs) > 14 * 3600 + 59 * 60:
-            d = d.astimezone(timezone.utc)
+            d = d.astimezone(UTC)
             secs = 0
-    s = "%04d%02d%02d%02d%02d%02d" % (d.year, d.month, d.day, d.hour, d.minute, d.second)
+    s = f"{d.year:04d}{d.month:02d}{d.day:02d}{d.hour:02d}{d.minute:02d}{d.second:02d}"
     us = d.microsecond // 100
     if us:
-        s = "%s.%04d" % (s, us)
+        s = f"{s}.{us:04d}"
     if off is not None:
         sign = "-" if secs < 0 else "+"
         m = abs(secs) // 60
-        s = "%s%s%02d%02d" % (s, sign, m // 60, m % 60)
+        s = f"{s}{sign}{m // 60:02d}{m % 60:02d}"
     return s
 
 
@@ -179,8 +192,9 @@ def _ref(low: float | None, high: float | None, text: str | None, what: str) -> 
         return _e(text.strip()) if text else ""
     if text:
         b = _bound(text)
-        if b is not None and ((b[0] == "<" and low is None and b[1] == high)
-                              or (b[0] == ">" and high is None and b[1] == low)):
+        if b is not None and (
+            (b[0] == "<" and low is None and b[1] == high) or (b[0] == ">" and high is None and b[1] == low)
+        ):
             return _e(text.strip())
     if low is not None:
         return f">={_num(low, what)}"
@@ -193,7 +207,7 @@ def _code_system(system: str, cache: dict[str, str]) -> str:
         if system == LOINC:
             name = "LN"
         elif system.startswith(_CODESYSTEM_URN):
-            name = _e(unquote(system[len(_CODESYSTEM_URN):]))
+            name = _e(unquote(system[len(_CODESYSTEM_URN) :]))
         else:
             name = _e(system)
         cache[system] = name
@@ -229,8 +243,10 @@ def _pid(ident: Identity) -> str:
     if ident.email:
         tel = f"{tel}~^NET^Internet^{_e(ident.email)}"
     reliability = "VALI" if ident.identity_status == IdentityStatus.QUALIFIED else "PROV"
-    return (f"PID|1||{_e(ident.nir)}^^^{authority}^INS||{names}||{bd.year:04d}{bd.month:02d}{bd.day:02d}"
-            f"|{sex}|||{addr}||{tel}|||||||||||||||||||{reliability}")
+    return (
+        f"PID|1||{_e(ident.nir)}^^^{authority}^INS||{names}||{bd.year:04d}{bd.month:02d}{bd.day:02d}"
+        f"|{sex}|||{addr}||{tel}|||||||||||||||||||{reliability}"
+    )
 
 
 def _obx(n: int, r: Result, modern: bool, systems: dict[str, str], what: str) -> str:
@@ -255,8 +271,10 @@ def _obx(n: int, r: Result, modern: bool, systems: dict[str, str], what: str) ->
     observer = f"^{_e(r.validated_by)}" if r.validated_by else ""
     at = _ts_opt(r.validated_at)
     tail = f"|||{at}||{observer}|||" if not modern else f"|||||{observer}|||{at}"
-    seg = (f"OBX|{n}|{vtype}|{_e(r.code)}^{_e(r.label)}^{_code_system(r.code_system, systems)}||{value}"
-           f"|{unit}|{ref}|{_e(r.flag) if r.flag else ''}|||{status}{tail}").rstrip("|")
+    seg = (
+        f"OBX|{n}|{vtype}|{_e(r.code)}^{_e(r.label)}^{_code_system(r.code_system, systems)}||{value}"
+        f"|{unit}|{ref}|{_e(r.flag) if r.flag else ''}|||{status}{tail}"
+    ).rstrip("|")
     if r.comment:
         return f"{seg}\rNTE|1|L|{_e(r.comment)}"
     return seg
@@ -289,7 +307,7 @@ def oru_r01(
     if not requests:
         raise ValueError("at least one request is needed (the reader refuses a message without OBR)")
     modern = version in _MODERN
-    stamp = _ts(when if when is not None else datetime.now(timezone.utc).astimezone())
+    stamp = _ts(when if when is not None else datetime.now(UTC).astimezone())
     mtype = "ORU^R01" if version == "2.3" else "ORU^R01^ORU_R01"
     segs = [
         f"MSH|^~\\&|LABVAULT|{_e(sending_facility)}|||{stamp}||{mtype}|{_e(control_id)}|P|{version}"
@@ -336,8 +354,10 @@ def oru_r01(
         received = _ts_opt(first.received_at) if first is not None else ""
         source = _e(first.type or "UNK") if first is not None and not modern else ""
         segs.append(f"ORC|RE||{acc}|||||||||{xcn}".rstrip("|"))
-        segs.append(f"OBR|{k}||{acc}|{_SERVICE}|||{_ts(req.requested_at)}|||||||{received}|{source}|{xcn}"
-                    f"||||||{_ts_opt(req.reported_at)}|||{overall}".rstrip("|"))
+        segs.append(
+            f"OBR|{k}||{acc}|{_SERVICE}|||{_ts(req.requested_at)}|||||||{received}|{source}|{xcn}"
+            f"||||||{_ts_opt(req.reported_at)}|||{overall}".rstrip("|")
+        )
 
         # results of the first specimen (or of none) before any SPM; each further specimen's after its SPM
         later: dict[str, list[Result]] = {sp.specimen_id: [] for sp in specs[1:]}
@@ -351,8 +371,10 @@ def oru_r01(
                 segs.append(_obx(n, res, modern, systems, f"request {k}, result {n}"))
         for j, sp in enumerate(specs, start=1):
             typ = _e(sp.type) if sp.type else "UNK"
-            segs.append(f"SPM|{j}|||{typ}^{_SPECIMEN_LABELS.get(sp.type, '')}^HL70487|||||||||||||"
-                        f"{_ts(sp.collected_at)}|{_ts_opt(sp.received_at)}".rstrip("|"))
+            segs.append(
+                f"SPM|{j}|||{typ}^{_SPECIMEN_LABELS.get(sp.type, '')}^HL70487|||||||||||||"
+                f"{_ts(sp.collected_at)}|{_ts_opt(sp.received_at)}".rstrip("|")
+            )
             if j > 1:
                 for res in later[sp.specimen_id]:
                     n += 1

@@ -24,12 +24,12 @@ from datetime import date, datetime
 from urllib.parse import quote
 
 from labvault.crypto.derive import Order, Orders, message_scope
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
+from labvault.domain.mapped import Mapped
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.domain.sensitivity import sensitivity_of
 from labvault.interop._common import FieldAccess, number_fault
 from labvault.interop.errors import HprimError
-from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
-from labvault.domain.mapped import Mapped
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 MAX_LINES = 200_000
@@ -198,13 +198,13 @@ def _parse(data: bytes, file: str | None) -> HprimFile:
     if not (" " < sep <= "~") or sep.isalnum() or sep == "\\":
         raise HprimError("invalid field delimiter", line=hline, record="H[1]", field="H-1")
     end = head.find(sep, 2)
-    delims = head[2:end if end >= 0 else len(head)]
+    delims = head[2 : end if end >= 0 else len(head)]
     if not delims:
-        raise HprimError("delimiters missing (expected e.g. ~^\\& after 'H|')", line=hline, record="H[1]",
-                         field="H-2")
+        raise HprimError("delimiters missing (expected e.g. ~^\\& after 'H|')", line=hline, record="H[1]", field="H-2")
     if len(delims) not in (3, 4):
-        raise HprimError(f"expected 4 delimiter characters, found {len(delims)}", line=hline, record="H[1]",
-                         field="H-2")
+        raise HprimError(
+            f"expected 4 delimiter characters, found {len(delims)}", line=hline, record="H[1]", field="H-2"
+        )
     chars = [sep, *delims]
     if len(set(chars)) != len(chars) or any(c.isalnum() or not (" " < c <= "~") for c in delims):
         raise HprimError("delimiters are not distinct printable symbols", line=hline, record="H[1]", field="H-2")
@@ -228,8 +228,9 @@ def _parse(data: bytes, file: str | None) -> HprimFile:
         counts[name] = counts.get(name, 0) + 1
         label = f"{name}[{counts[name]}]"
         if len(body) > MAX_RECORD_LENGTH:
-            raise HprimError(f"record too long ({len(body)} characters, limit {MAX_RECORD_LENGTH})", line=line,
-                             record=label)
+            raise HprimError(
+                f"record too long ({len(body)} characters, limit {MAX_RECORD_LENGTH})", line=line, record=label
+            )
         parts = body.split(sep)
         if len(parts) > MAX_FIELDS:
             raise HprimError(f"too many fields ({len(parts) - 1}, limit {MAX_FIELDS})", line=line, record=label)
@@ -243,8 +244,10 @@ def _parse(data: bytes, file: str | None) -> HprimFile:
             continue
         name = ln.split(sep, 1)[0]
         if not _RECORD_NAME.match(name):
-            raise HprimError("invalid record name (not a letter and up to 2 letters or digits before the field "
-                             "delimiter)", line=lineno)
+            raise HprimError(
+                "invalid record name (not a letter and up to 2 letters or digits before the field delimiter)",
+                line=lineno,
+            )
         if hf.complete:
             raise HprimError("record after the L record (end of file)", line=lineno, record=name)
         if name == "H" and idx != first:
@@ -393,8 +396,9 @@ class _Mapper:
         if f.message_type.upper() != "ORU":
             raise h.err(6, "unsupported message type (expected ORU)")
         if not f.complete:
-            raise HprimError("truncated: no L record at the end of the file", line=f.records[-1].line,
-                             record=f.records[-1].label)
+            raise HprimError(
+                "truncated: no L record at the end of the file", line=f.records[-1].line, record=f.records[-1].label
+            )
         groups: list[tuple[Record, list[Record]]] = []
         for rec in f.records[1:]:
             if rec.name == "P":
@@ -492,8 +496,9 @@ class _Mapper:
                     raise p.err(n, f"test INS (OID {OID_INS_TEST}) refused outside test mode")
                 others.append((f"urn:hprim:patient-id:{names[n]}", value))
         if ins is None:
-            raise p.err(4, "INS missing: no patient identifier marked INS-NIR/NIR "
-                           f"({OID_NIR}) or NIA ({OID_NIA}) in P-2..P-4")
+            raise p.err(
+                4, f"INS missing: no patient identifier marked INS-NIR/NIR ({OID_NIR}) or NIA ({OID_NIA}) in P-2..P-4"
+            )
         family, given = p.value(5, 1), p.value(5, 2)
         if not family:
             raise p.err(5, "patient family name missing")
@@ -561,8 +566,9 @@ class _Mapper:
                 else:
                     raise obx.err(5, "value is not numeric for value type NM")
         elif vtype == "CE":
-            value_text = "\n".join(obx.value(5, 2, rep=i + 1) or obx.value(5, 1, rep=i + 1)
-                                   for i in range(len(reps))) or None
+            value_text = (
+                "\n".join(obx.value(5, 2, rep=i + 1) or obx.value(5, 1, rep=i + 1) for i in range(len(reps))) or None
+            )
         elif vtype in _TEXT_TYPES or reps:
             value_text = "\n".join(obx.field_string(5, i + 1) for i in range(len(reps))) or None
         try:

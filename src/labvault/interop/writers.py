@@ -82,8 +82,8 @@ from typing import IO, Any, Protocol
 from urllib.parse import quote, unquote
 from zoneinfo import ZoneInfo
 
-from labvault.domain.models import LOINC, Identity, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
+from labvault.domain.models import LOINC, Identity, Prescriber, Request, Result, ResultStatus, Specimen
 
 __all__ = ["CSV_FIELDS", "CSV_NUMBER_FIELDS", "CsvWriter", "HprimWriter", "PatientReport"]
 
@@ -169,7 +169,7 @@ class _Writer:
     def close(self) -> None:
         self._closed = True
 
-    def __enter__(self):  # noqa: ANN204 - returns the writer itself
+    def __enter__(self):
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
@@ -242,10 +242,25 @@ class HprimWriter(_Writer):
         self._lines = 0
         self._counts.update(comments=0, lines=0, bytes=0)
         created = created_at or datetime.now(self._tz)
-        self._line("H|~^\\&|" + "|".join([
-            _esc(file_name), "", _esc(sender), "", "ORU", "", "", _esc(receiver), "", "P", "H2.2",
-            self._ts(created, "H-13"),
-        ]))
+        self._line(
+            "H|~^\\&|"
+            + "|".join(
+                [
+                    _esc(file_name),
+                    "",
+                    _esc(sender),
+                    "",
+                    "ORU",
+                    "",
+                    "",
+                    _esc(receiver),
+                    "",
+                    "P",
+                    "H2.2",
+                    self._ts(created, "H-13"),
+                ]
+            )
+        )
 
     # low level ------------------------------------------------------------------------------------
     def _line(self, record: str) -> None:
@@ -267,8 +282,9 @@ class HprimWriter(_Writer):
         if isinstance(value, datetime):
             if value.tzinfo is not None:
                 value = value.astimezone(self._tz).replace(tzinfo=None)
-            return (f"{value.year:04d}{value.month:02d}{value.day:02d}"
-                    f"{value.hour:02d}{value.minute:02d}{value.second:02d}")
+            return (
+                f"{value.year:04d}{value.month:02d}{value.day:02d}{value.hour:02d}{value.minute:02d}{value.second:02d}"
+            )
         if isinstance(value, date):
             return f"{value.year:04d}{value.month:02d}{value.day:02d}"
         raise ValueError(f"{where}: not a date or date/time")
@@ -280,8 +296,12 @@ class HprimWriter(_Writer):
             return "L"
         if system.startswith(_HPRIM_SYSTEM):
             name = unquote(system[len(_HPRIM_SYSTEM) :])
-            if (name and name == name.strip() and name.upper() not in ("LN", "LOINC", "L")
-                    and quote(name, safe="") == system[len(_HPRIM_SYSTEM) :]):
+            if (
+                name
+                and name == name.strip()
+                and name.upper() not in ("LN", "LOINC", "L")
+                and quote(name, safe="") == system[len(_HPRIM_SYSTEM) :]
+            ):
                 return name
         return system
 
@@ -318,9 +338,21 @@ class HprimWriter(_Writer):
         if not ident.family_name:
             raise ValueError(f"{where}: identity without family name")
         sex = ident.sex if ident.sex in ("M", "F") else "U"
-        p = ["P", str(n_patient), "", "", f"{_esc(ident.nir)}~{marker}",
-             f"{_esc(ident.family_name)}~{_esc(ident.given_names)}", _esc(ident.birth_name),
-             self._ts(ident.birth_date, f"{where}, P-7"), sex, "", _esc(ident.address), "", _esc(ident.phone)]
+        p = [
+            "P",
+            str(n_patient),
+            "",
+            "",
+            f"{_esc(ident.nir)}~{marker}",
+            f"{_esc(ident.family_name)}~{_esc(ident.given_names)}",
+            _esc(ident.birth_name),
+            self._ts(ident.birth_date, f"{where}, P-7"),
+            sex,
+            "",
+            _esc(ident.address),
+            "",
+            _esc(ident.phone),
+        ]
         records = ["|".join(p)]
         by_request: dict[str, list[Result]] = {r.request_id: [] for r in report.requests}
         for res in report.results:
@@ -339,11 +371,31 @@ class HprimWriter(_Writer):
             results = by_request[req.request_id]
             tests = "^".join(dict.fromkeys(f"{_esc(r.code)}~{_esc(r.label)}" for r in results))
             collected = spec.collected_at if spec else req.requested_at
-            obr = ["OBR", str(k), "", _esc(req.accession), tests, "", self._ts(req.requested_at, f"{rwhere}, OBR-6"),
-                   self._ts(collected, f"{rwhere}, OBR-7"), "", "", "", "", "", "",
-                   self._ts(spec.received_at if spec else None, f"{rwhere}, OBR-14"),
-                   _esc(spec.type) if spec else "", xcn, "", "", "", "", "",
-                   self._ts(req.reported_at, f"{rwhere}, OBR-22")]
+            obr = [
+                "OBR",
+                str(k),
+                "",
+                _esc(req.accession),
+                tests,
+                "",
+                self._ts(req.requested_at, f"{rwhere}, OBR-6"),
+                self._ts(collected, f"{rwhere}, OBR-7"),
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                self._ts(spec.received_at if spec else None, f"{rwhere}, OBR-14"),
+                _esc(spec.type) if spec else "",
+                xcn,
+                "",
+                "",
+                "",
+                "",
+                "",
+                self._ts(req.reported_at, f"{rwhere}, OBR-22"),
+            ]
             records.append("|".join(obr))
             for i, res in enumerate(results, start=1):
                 records.extend(self._obx(res, i, f"{rwhere}, OBX {i}"))
@@ -372,9 +424,25 @@ class HprimWriter(_Writer):
         status = _STATUS_CODE.get(res.status)
         if status is None:
             raise ValueError(f"{where}: result status cannot be written")
-        obx = ["OBX", str(i), vtype, f"{_esc(res.code)}~{_esc(res.label)}~{_esc(self._system(res.code_system))}", "",
-               value, _esc(res.unit), ref, _esc(res.flag), "", "", status, "", "",
-               self._ts(res.validated_at, f"{where}, OBX-14"), "", _esc(res.validated_by)]
+        obx = [
+            "OBX",
+            str(i),
+            vtype,
+            f"{_esc(res.code)}~{_esc(res.label)}~{_esc(self._system(res.code_system))}",
+            "",
+            value,
+            _esc(res.unit),
+            ref,
+            _esc(res.flag),
+            "",
+            "",
+            status,
+            "",
+            "",
+            self._ts(res.validated_at, f"{where}, OBX-14"),
+            "",
+            _esc(res.validated_by),
+        ]
         out = ["|".join(obx)]
         if res.comment:
             out.append(f"C|1|L|{_esc(res.comment)}")
@@ -407,7 +475,9 @@ _SECTIONS: tuple[tuple[str, type], ...] = (
     ("specimen", Specimen),
     ("result", Result),
 )
-CSV_FIELDS: tuple[str, ...] = tuple(f"{section}.{f.name}" for section, cls in _SECTIONS for f in dataclasses.fields(cls))
+CSV_FIELDS: tuple[str, ...] = tuple(
+    f"{section}.{f.name}" for section, cls in _SECTIONS for f in dataclasses.fields(cls)
+)
 CSV_NUMBER_FIELDS: frozenset[str] = frozenset({"result.value_num", "result.ref_low", "result.ref_high"})
 _INJECTION_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -485,11 +555,16 @@ class CsvWriter(_Writer):
                 "request": req,
                 "result": res,
                 "specimen": specimens.get(res.specimen_id) if res.specimen_id is not None else None,
-                "prescriber": (self._prescriber(report, req.prescriber_id, where)
-                               if "prescriber" in self._needs else None),
+                "prescriber": (
+                    self._prescriber(report, req.prescriber_id, where) if "prescriber" in self._needs else None
+                ),
             }
-            rows.append([_cell(getattr(objects[section], attr) if objects[section] is not None else None, number)
-                         for section, attr, number in self._plan])
+            rows.append(
+                [
+                    _cell(getattr(objects[section], attr) if objects[section] is not None else None, number)
+                    for section, attr, number in self._plan
+                ]
+            )
         self._csv.writerows(rows)  # one report's rows at a time
         self._flush_rows()
         c = self._counts

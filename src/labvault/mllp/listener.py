@@ -52,6 +52,7 @@ from labvault import logs
 from labvault.counts import Counts
 from labvault.errors import AccessDenied, CannotListen, ConfigError, LabvaultError, TenantShredded, UnknownTenant
 from labvault.ingest import service as ingest
+
 log = logging.getLogger("labvault.mllp")
 
 VT, FS, CR = 0x0B, 0x1C, 0x0D
@@ -108,14 +109,38 @@ def ack(frame: bytes, code: str, reason: str | None = None, *, control_id: str =
     now = datetime.now(UTC).strftime("%Y%m%d%H%M%S+0000")
     trigger = f(8).split(enc[0])[1] if enc[0] in f(8) else ""
     head = [
-        "MSH", enc, "LABVAULT", "LABVAULT", f(2), f(3), now, "", f"ACK{enc[0]}{trigger}{enc[0]}ACK" if trigger else "ACK",
-        control_id or f"ACK{now}", "P", "2.5.1",
+        "MSH",
+        enc,
+        "LABVAULT",
+        "LABVAULT",
+        f(2),
+        f(3),
+        now,
+        "",
+        f"ACK{enc[0]}{trigger}{enc[0]}ACK" if trigger else "ACK",
+        control_id or f"ACK{now}",
+        "P",
+        "2.5.1",
     ]
     segments = [sep.join(head), sep.join(["MSA", code, f(9), _clean(reason or "", 80) if code != "AA" else ""])]
     if code != "AA":
         err_code = _ERR_CODES.get(code, "207")
-        segments.append(sep.join(["ERR", "", "", f"{err_code}{enc[0]}{'Unsupported message type' if code == 'AR' else 'Application internal error'}{enc[0]}HL70357",
-                                  "E", "", "", "", _clean(reason or "refused")]))
+        segments.append(
+            sep.join(
+                [
+                    "ERR",
+                    "",
+                    "",
+                    f"{err_code}{enc[0]}"
+                    f"{'Unsupported message type' if code == 'AR' else 'Application internal error'}{enc[0]}HL70357",
+                    "E",
+                    "",
+                    "",
+                    "",
+                    _clean(reason or "refused"),
+                ]
+            )
+        )
     body = "\r".join(segments) + "\r"
     return bytes([VT]) + body.encode("utf-8") + bytes([FS, CR])
 
@@ -153,8 +178,15 @@ class Committer(threading.Thread):
     thread parses too.
     """
 
-    def __init__(self, ingestor: ingest.Ingestor | None, stats: Stats, *, max_group: int = MAX_GROUP,
-                 parsers: Executor | None = None, test_mode: bool = False) -> None:
+    def __init__(
+        self,
+        ingestor: ingest.Ingestor | None,
+        stats: Stats,
+        *,
+        max_group: int = MAX_GROUP,
+        parsers: Executor | None = None,
+        test_mode: bool = False,
+    ) -> None:
         super().__init__(name="labvault-mllp-committer", daemon=True)
         self.ing = ingestor
         self.test_mode = ingestor.test_mode if ingestor is not None else test_mode
@@ -212,7 +244,7 @@ class Committer(threading.Thread):
     def _finish(self, batch: list[_Job], parsed: Future) -> None:
         try:
             got = parsed.result()
-        except Exception as exc:  # the parser process died: nothing stored, nothing acknowledged positively
+        except Exception as exc:  # noqa: BLE001 - the parser process died: nothing stored, nothing acknowledged positively
             log.error("group of %d frames not parsed: %s", len(batch), type(exc).__name__)
             for job in batch:
                 job.done(ack(job.frame, "AE", "temporary failure; send again"))
@@ -220,7 +252,8 @@ class Committer(threading.Thread):
         by_account: dict[int, tuple[ingest.Ingestor, list[_Job], list[list[ingest.Piece]]]] = {}
         for job, pieces in zip(batch, got, strict=True):  # each account's frames stored as that account
             ing = job.ing or self.ing
-            assert ing is not None
+            if ing is None:
+                raise RuntimeError("ing is not set")
             by_account.setdefault(id(ing), (ing, [], []))
             by_account[id(ing)][1].append(job)
             by_account[id(ing)][2].append(pieces)
@@ -257,8 +290,9 @@ class Committer(threading.Thread):
                 job.done(ack(job.frame, "AA"))
                 continue
             reason = bad[0].reason or "refused"
-            unreadable = not _msh_fields(job.frame)[1] or "unsupported message type" in reason \
-                or "unsupported version" in reason
+            unreadable = (
+                not _msh_fields(job.frame)[1] or "unsupported message type" in reason or "unsupported version" in reason
+            )
             note = f"{reason} (quarantine {bad[0].quarantine_id})" if bad[0].quarantine_id else reason
             job.done(ack(job.frame, "AR" if unreadable else "AE", note))
 
@@ -315,8 +349,9 @@ class PinnedFeeds:
         with self._lock:
             ing = self._ingestors.get(key)
         if ing is None:
-            ing = ingest.Ingestor(self.gw, principal, self.tenant_id, feed="mllp", group=self.group,
-                                  test_mode=self.test_mode)
+            ing = ingest.Ingestor(
+                self.gw, principal, self.tenant_id, feed="mllp", group=self.group, test_mode=self.test_mode
+            )
             ing.preflight()
             with self._lock:
                 ing = self._ingestors.setdefault(key, ing)
@@ -332,9 +367,18 @@ class Server:
     """
 
     def __init__(
-        self, ingestor: ingest.Ingestor | None, *, host: str = "127.0.0.1", port: int = 2575,
-        ssl_context: ssl.SSLContext | None = None, feeds: PinnedFeeds | None = None, max_frame: int = MAX_FRAME,
-        max_group: int = MAX_GROUP, limits: Limits | None = None, parsers: int = 0, refresh_every: float = 10.0,
+        self,
+        ingestor: ingest.Ingestor | None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 2575,
+        ssl_context: ssl.SSLContext | None = None,
+        feeds: PinnedFeeds | None = None,
+        max_frame: int = MAX_FRAME,
+        max_group: int = MAX_GROUP,
+        limits: Limits | None = None,
+        parsers: int = 0,
+        refresh_every: float = 10.0,
     ) -> None:
         if ssl_context is not None and feeds is None:
             raise ValueError("over TLS, the listener maps client certificates to accounts: give feeds")
@@ -347,8 +391,16 @@ class Server:
         self.stats = Stats()
         # Parser processes are spawned, not forked: this process has threads (the committer, the
         # database pool) whose locks a fork would copy in whatever state they are.
-        self._pool = ProcessPoolExecutor(parsers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_watch_parent, initargs=(os.getpid(),)) if parsers else None
+        self._pool = (
+            ProcessPoolExecutor(
+                parsers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_watch_parent,
+                initargs=(os.getpid(),),
+            )
+            if parsers
+            else None
+        )
         test_mode = ingestor.test_mode if ingestor is not None else bool(feeds and feeds.test_mode)
         self.committer = Committer(ingestor, self.stats, max_group=max_group, parsers=self._pool, test_mode=test_mode)
         self._server: asyncio.base_events.Server | None = None
@@ -387,7 +439,8 @@ class Server:
                 log.exception("could not read the lab's pinned certificates")
 
     async def serve_forever(self) -> None:
-        assert self._server is not None
+        if self._server is None:
+            raise RuntimeError("_server is not set")
         async with self._server:
             await self._server.serve_forever()
 
@@ -425,25 +478,29 @@ class Server:
         victim.cancel()
         return True
 
-    def _streams(self, transport: asyncio.Transport, protocol: asyncio.StreamReaderProtocol,
-                 reader: asyncio.StreamReader) -> asyncio.StreamWriter:
+    def _streams(
+        self, transport: asyncio.Transport, protocol: asyncio.StreamReaderProtocol, reader: asyncio.StreamReader
+    ) -> asyncio.StreamWriter:
         protocol.connection_made(transport)
         return asyncio.StreamWriter(transport, protocol, reader, asyncio.get_running_loop())
 
-    async def _authenticate(self, transport: asyncio.Transport, addr: str
-                            ) -> tuple[ingest.Ingestor, asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _authenticate(
+        self, transport: asyncio.Transport, addr: str
+    ) -> tuple[ingest.Ingestor, asyncio.StreamReader, asyncio.StreamWriter]:
         reader = asyncio.StreamReader(limit=self.max_frame + 16)
         protocol = asyncio.StreamReaderProtocol(reader)
         if self.ssl is None:
-            assert self.ingestor is not None
+            if self.ingestor is None:
+                raise RuntimeError("ingestor is not set")
             transport.set_protocol(protocol)
             writer = self._streams(transport, protocol, reader)
             transport.resume_reading()
             return self.ingestor, reader, writer
         loop = asyncio.get_running_loop()
         # CERT_REQUIRED: no certificate, or one the store does not trust, fails here.
-        tls = await loop.start_tls(transport, protocol, self.ssl, server_side=True,
-                                   ssl_handshake_timeout=self.limits.handshake_timeout)
+        tls = await loop.start_tls(
+            transport, protocol, self.ssl, server_side=True, ssl_handshake_timeout=self.limits.handshake_timeout
+        )
         if tls is None:  # typeshed allows it; asyncio gives the TLS transport or raises
             raise ConnectionError("TLS not started")
         writer = self._streams(tls, protocol, reader)
@@ -452,7 +509,8 @@ class Server:
         if not der:
             tls.abort()
             raise AccessDenied("no client certificate")
-        assert self.feeds is not None
+        if self.feeds is None:
+            raise RuntimeError("feeds is not set")
         try:
             ing = await asyncio.to_thread(self.feeds.authenticate, der, addr)
         except BaseException:
@@ -486,13 +544,15 @@ class Server:
     async def _client(self, transport: asyncio.Transport, addr: str, peer: str, started: float) -> None:
         limits = self.limits
         task = asyncio.current_task()
-        assert task is not None
+        if task is None:
+            raise RuntimeError("task is not set")
         counted = False
         writer: asyncio.StreamWriter | None = None
         try:
             try:
-                ing, reader, stream = await asyncio.wait_for(self._authenticate(transport, addr),
-                                                             limits.handshake_timeout)
+                ing, reader, stream = await asyncio.wait_for(
+                    self._authenticate(transport, addr), limits.handshake_timeout
+                )
                 writer = stream  # closed below, however the connection ends
             except asyncio.CancelledError:
                 if task in self._pending:  # the listener is closing
@@ -506,8 +566,13 @@ class Server:
                 return self._refuse(transport, peer, "not-accepted", started)
             except ssl.SSLError as exc:
                 text = str(exc)
-                reason = "no-certificate" if "CERTIFICATE_REQUIRED" in text or "PEER_DID_NOT_RETURN" in text \
-                    else "certificate-refused" if "CERTIFICATE_VERIFY_FAILED" in text else "tls-failed"
+                reason = (
+                    "no-certificate"
+                    if "CERTIFICATE_REQUIRED" in text or "PEER_DID_NOT_RETURN" in text
+                    else "certificate-refused"
+                    if "CERTIFICATE_VERIFY_FAILED" in text
+                    else "tls-failed"
+                )
                 return self._refuse(transport, peer, reason, started)
             except (ConnectionError, OSError, asyncio.IncompleteReadError, RuntimeError):
                 return self._refuse(transport, peer, "closed-during-handshake", started)
@@ -523,8 +588,14 @@ class Server:
             self.stats.connections += 1
             self._clients.add(task)
             account = ing.principal.account_id
-            logs.access("mllp", event="connected", peer=peer, account=account, tls=self.ssl is not None,
-                        ms=(time.monotonic() - started) * 1000)
+            logs.access(
+                "mllp",
+                event="connected",
+                peer=peer,
+                account=account,
+                tls=self.ssl is not None,
+                ms=(time.monotonic() - started) * 1000,
+            )
             pending: asyncio.Queue = asyncio.Queue()
             sender = asyncio.create_task(self._send_acks(pending, stream, peer, account))
             try:
@@ -560,8 +631,9 @@ class Server:
         self.committer.submit(_Job(frame, done, ing))
         return fut
 
-    async def _read_frames(self, reader: asyncio.StreamReader, pending: asyncio.Queue, ing: ingest.Ingestor,
-                           peer: str, account: str) -> None:
+    async def _read_frames(
+        self, reader: asyncio.StreamReader, pending: asyncio.Queue, ing: ingest.Ingestor, peer: str, account: str
+    ) -> None:
         loop = asyncio.get_running_loop()
         buf = bytearray()
         deadline: float | None = None  # when the frame begun in ``buf`` must be complete
@@ -576,8 +648,9 @@ class Server:
             except TimeoutError:
                 if buf:
                     self.stats.frame_timeouts += 1
-                    logs.access("mllp", event="frame-timeout", peer=peer, account=account,
-                                seconds=self.limits.frame_timeout)
+                    logs.access(
+                        "mllp", event="frame-timeout", peer=peer, account=account, seconds=self.limits.frame_timeout
+                    )
                 raise
             if not chunk:
                 return  # the client left; a partial frame in ``buf`` is dropped, never acknowledged
@@ -593,8 +666,9 @@ class Server:
                 if end < 0:
                     if len(buf) > self.max_frame:
                         self.stats.oversized += 1
-                        await pending.put((ack(bytes(buf[:4096]), "AR", f"frame exceeds {self.max_frame} bytes"),
-                                           time.monotonic()))
+                        await pending.put(
+                            (ack(bytes(buf[:4096]), "AR", f"frame exceeds {self.max_frame} bytes"), time.monotonic())
+                        )
                         return
                     break
                 frame = bytes(buf[1:end])
@@ -603,16 +677,16 @@ class Server:
                 deadline = None  # a frame completed: the next one gets its own time
                 if len(frame) > self.max_frame:
                     self.stats.oversized += 1
-                    await pending.put((ack(frame[:4096], "AR", f"frame exceeds {self.max_frame} bytes"),
-                                       time.monotonic()))
+                    await pending.put(
+                        (ack(frame[:4096], "AR", f"frame exceeds {self.max_frame} bytes"), time.monotonic())
+                    )
                     return
                 if not frame.strip():
                     continue
                 self.stats.frames += 1
                 await pending.put((self._submit(frame, ing), time.monotonic()))
 
-    async def _send_acks(self, pending: asyncio.Queue, writer: asyncio.StreamWriter, peer: str, account: str
-                         ) -> None:
+    async def _send_acks(self, pending: asyncio.Queue, writer: asyncio.StreamWriter, peer: str, account: str) -> None:
         """ACKs leave in the order the frames came, each once its frame is stored (or refused)."""
         broken = False
         logging_on = logging.getLogger(f"{logs.ACCESS}.mllp").isEnabledFor(logging.INFO)
@@ -625,8 +699,15 @@ class Server:
             if logging_on:
                 at = reply.find(b"\rMSA")
                 code = reply[at + 5 : at + 7].decode("ascii", "replace") if at >= 0 else "?"
-                logs.access("mllp", event="message", peer=peer, account=account, ack=code,
-                            ms=(time.monotonic() - received) * 1000, sent=not broken)
+                logs.access(
+                    "mllp",
+                    event="message",
+                    peer=peer,
+                    account=account,
+                    ack=code,
+                    ms=(time.monotonic() - received) * 1000,
+                    sent=not broken,
+                )
             if broken:
                 continue  # the client is gone: its stored messages stay stored, it will resend
             try:

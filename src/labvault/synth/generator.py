@@ -53,24 +53,68 @@ COLLECTION_LAST = date(2020, 12, 31)
 # arrondissement. Codes starting with 99 are countries of birth (COG "pays"), as in an NIR/NIA
 # of a person born abroad. Corsica (2A/2B) was department 20 before 1976: see _nir_location.
 BIRTHPLACES: tuple[tuple[str, float], ...] = (
-    ("75112", 5), ("75114", 5), ("75115", 4), ("69383", 3), ("69388", 2), ("13205", 3),
-    ("13215", 2), ("31555", 3), ("06088", 2), ("44109", 2), ("67482", 2), ("34172", 2),
-    ("33063", 2), ("59350", 3), ("35238", 2), ("51454", 1), ("76351", 1), ("42218", 1),
-    ("83137", 1), ("38185", 1), ("21231", 1), ("49007", 1), ("30189", 1), ("63113", 1),
-    ("37261", 1), ("87085", 1), ("80021", 1), ("57463", 1), ("25056", 1), ("45234", 1),
-    ("14118", 1), ("29019", 1), ("64445", 1), ("78646", 1), ("2A004", 1), ("2B033", 1),
-    ("97411", 1), ("97209", 1), ("97105", 0.5),
+    ("75112", 5),
+    ("75114", 5),
+    ("75115", 4),
+    ("69383", 3),
+    ("69388", 2),
+    ("13205", 3),
+    ("13215", 2),
+    ("31555", 3),
+    ("06088", 2),
+    ("44109", 2),
+    ("67482", 2),
+    ("34172", 2),
+    ("33063", 2),
+    ("59350", 3),
+    ("35238", 2),
+    ("51454", 1),
+    ("76351", 1),
+    ("42218", 1),
+    ("83137", 1),
+    ("38185", 1),
+    ("21231", 1),
+    ("49007", 1),
+    ("30189", 1),
+    ("63113", 1),
+    ("37261", 1),
+    ("87085", 1),
+    ("80021", 1),
+    ("57463", 1),
+    ("25056", 1),
+    ("45234", 1),
+    ("14118", 1),
+    ("29019", 1),
+    ("64445", 1),
+    ("78646", 1),
+    ("2A004", 1),
+    ("2B033", 1),
+    ("97411", 1),
+    ("97209", 1),
+    ("97105", 0.5),
     # born abroad: Algeria, Morocco, Tunisia, Portugal, Spain, Italy, Senegal, Belgium,
     # Turkey, Viet Nam, Romania, Côte d'Ivoire
-    ("99352", 1.5), ("99350", 1.5), ("99351", 1), ("99139", 1), ("99134", 0.5),
-    ("99127", 0.5), ("99341", 0.5), ("99131", 0.3), ("99208", 0.4), ("99243", 0.3),
-    ("99114", 0.3), ("99326", 0.4),
+    ("99352", 1.5),
+    ("99350", 1.5),
+    ("99351", 1),
+    ("99139", 1),
+    ("99134", 0.5),
+    ("99127", 0.5),
+    ("99341", 0.5),
+    ("99131", 0.3),
+    ("99208", 0.4),
+    ("99243", 0.3),
+    ("99114", 0.3),
+    ("99326", 0.4),
 )
 _BP_CODES = tuple(c for c, _ in BIRTHPLACES)
 _BP_CUM = tuple(itertools.accumulate(w for _, w in BIRTHPLACES))
 
 _BIOLOGISTS_FIXED = (
-    "Dr Claire Moreau", "Dr Julien Lefèvre", "Dr Nathalie Girard", "Dr Antoine Mercier",
+    "Dr Claire Moreau",
+    "Dr Julien Lefèvre",
+    "Dr Nathalie Girard",
+    "Dr Antoine Mercier",
     "Dr Sophie Lambert",
 )
 
@@ -118,7 +162,11 @@ def field_count(record: PatientRecord) -> int:
     """Non-None fields across a record's identity, requests, specimens and results."""
     n = 0
     parts: tuple[Identity | Request | Specimen | Result, ...] = (
-        record.identity, *record.requests, *record.specimens, *record.results)
+        record.identity,
+        *record.requests,
+        *record.specimens,
+        *record.results,
+    )
     for obj in parts:
         for f in dataclasses.fields(obj):
             if getattr(obj, f.name) is not None:
@@ -153,8 +201,10 @@ def _nir_location(birthplace: str, birth_year: int) -> str:
 
 def make_nir(sex: str, birth: date, birthplace: str, order: int) -> str:
     """An NIR (or NIA, same shape) with its key computed by python-stdnum."""
-    body = f"{1 if sex == 'M' else 2}{birth.year % 100:02d}{birth.month:02d}" \
-           f"{_nir_location(birthplace, birth.year)}{order:03d}"
+    body = (
+        f"{1 if sex == 'M' else 2}{birth.year % 100:02d}{birth.month:02d}"
+        f"{_nir_location(birthplace, birth.year)}{order:03d}"
+    )
     return body + stdnum_nir.calc_check_digits(body)
 
 
@@ -172,8 +222,7 @@ def make_rpps(rng: random.Random) -> str:
 # centre of a lognormal analyte, "add" shifts the mean of a normal one.
 TRAITS: dict[str, dict[str, tuple[str, float]]] = {
     "diabetic": {"2345-7": ("mul", 1.5), "4548-4": ("mul", 1.32), "2571-8": ("mul", 1.3)},
-    "ckd": {"2160-0": ("mul", 2.0), "22664-7": ("mul", 1.9), "2823-3": ("add", 0.45),
-            "718-7": ("add", -1.3)},
+    "ckd": {"2160-0": ("mul", 2.0), "22664-7": ("mul", 1.9), "2823-3": ("add", 0.45), "718-7": ("add", -1.3)},
     "anemia": {"718-7": ("add", -2.3), "787-2": ("add", -9.0), "2276-4": ("mul", 0.2)},
     "dyslipidemia": {"2093-3": ("add", 0.55), "2571-8": ("mul", 1.7), "2085-9": ("add", -0.06)},
     "hypothyroid": {"3016-3": ("mul", 4.5)},
@@ -205,7 +254,7 @@ def _draw_traits(rng: random.Random, sex: str, age: int) -> frozenset[str]:
 class _Patho:
     """Per-patient (or per-pool) state: traits and per-analyte baselines, for coherent series."""
 
-    __slots__ = ("rng", "sex", "traits", "baseline")
+    __slots__ = ("baseline", "rng", "sex", "traits")
 
     def __init__(self, rng: random.Random, sex: str, traits: frozenset[str]) -> None:
         self.rng = rng
@@ -256,22 +305,74 @@ def _flag(v: float, lo: float | None, hi: float | None) -> str:
 # An item: one result before ids, timestamps and status are attached.
 # (code, label, specimen type, value_num, value_text, unit, ref_low, ref_high, ref_text, flag,
 #  sensitivity, forced comment, slow)
-_Item = tuple[str, str, str, float | None, str | None, str | None, float | None, float | None,
-              str | None, str | None, Sensitivity, str | None, bool]
+_Item = tuple[
+    str,
+    str,
+    str,
+    float | None,
+    str | None,
+    str | None,
+    float | None,
+    float | None,
+    str | None,
+    str | None,
+    Sensitivity,
+    str | None,
+    bool,
+]
 
 
 def _num(a: P.Analyte, sex: str, v: float) -> _Item:
     lo, hi = a.ref[sex]
-    return (a.code, a.label, a.specimen, v, None, a.unit, lo, hi, a.ref_text, _flag(v, lo, hi),
-            a.sensitivity, None, False)
+    return (
+        a.code,
+        a.label,
+        a.specimen,
+        v,
+        None,
+        a.unit,
+        lo,
+        hi,
+        a.ref_text,
+        _flag(v, lo, hi),
+        a.sensitivity,
+        None,
+        False,
+    )
 
 
 def _qual(q: P.Qualitative, positive: bool, comment: str | None = None) -> _Item:
     if positive:
-        return (q.code, q.label, q.specimen, None, P.QUALITATIVE_POSITIVE, None, None, None,
-                P.QUALITATIVE_NEGATIVE, "POS", q.sensitivity, comment, False)
-    return (q.code, q.label, q.specimen, None, P.QUALITATIVE_NEGATIVE, None, None, None,
-            P.QUALITATIVE_NEGATIVE, "NEG", q.sensitivity, None, False)
+        return (
+            q.code,
+            q.label,
+            q.specimen,
+            None,
+            P.QUALITATIVE_POSITIVE,
+            None,
+            None,
+            None,
+            P.QUALITATIVE_NEGATIVE,
+            "POS",
+            q.sensitivity,
+            comment,
+            False,
+        )
+    return (
+        q.code,
+        q.label,
+        q.specimen,
+        None,
+        P.QUALITATIVE_NEGATIVE,
+        None,
+        None,
+        None,
+        P.QUALITATIVE_NEGATIVE,
+        "NEG",
+        q.sensitivity,
+        None,
+        False,
+    )
 
 
 def _request_items(st: _Patho, age: int, has_previous: bool) -> list[_Item]:
@@ -289,8 +390,7 @@ def _request_items(st: _Patho, age: int, has_previous: bool) -> list[_Item]:
         hct = _finish(P.HCT, hgb * 3.0 * math.exp(rng.gauss(0.0, 0.02)))
         mcv = st.value(P.MCV)
         rbc = _finish(P.RBC, hct / mcv * 10.0)
-        for a, v in ((P.WBC, wbc), (P.RBC, rbc), (P.HGB, hgb), (P.HCT, hct), (P.MCV, mcv),
-                     (P.PLT, st.value(P.PLT))):
+        for a, v in ((P.WBC, wbc), (P.RBC, rbc), (P.HGB, hgb), (P.HCT, hct), (P.MCV, mcv), (P.PLT, st.value(P.PLT))):
             items.append(_num(a, sex, v))
     p_met = P.P_METABOLIC + (0.25 if ("diabetic" in traits or "ckd" in traits) else 0.0)
     if r() < p_met:
@@ -304,8 +404,23 @@ def _request_items(st: _Patho, age: int, has_previous: bool) -> list[_Item]:
         items.append(_num(P.HDL, sex, hdl))
         if trig > 3.4:
             lo, hi = P.LDL.ref[sex]
-            items.append((P.LDL.code, P.LDL.label, P.LDL.specimen, None, P.LDL_NOT_COMPUTABLE,
-                          P.LDL.unit, lo, hi, None, None, P.LDL.sensitivity, None, False))
+            items.append(
+                (
+                    P.LDL.code,
+                    P.LDL.label,
+                    P.LDL.specimen,
+                    None,
+                    P.LDL_NOT_COMPUTABLE,
+                    P.LDL.unit,
+                    lo,
+                    hi,
+                    None,
+                    None,
+                    P.LDL.sensitivity,
+                    None,
+                    False,
+                )
+            )
         else:
             items.append(_num(P.LDL, sex, _finish(P.LDL, chol - hdl - trig / 5.0)))
         items.append(_num(P.TRIG, sex, trig))
@@ -335,8 +450,7 @@ def _request_items(st: _Patho, age: int, has_previous: bool) -> list[_Item]:
         if r() < 0.85:
             items.append(_qual(P.HCV_AB, r() < P.HCV_AB.positive_rate, SEROLOGY_POSITIVE_COMMENT))
         if r() < 0.05:
-            items.append(_qual(P.HAV_IGM, r() < P.HAV_IGM.positive_rate,
-                               SEROLOGY_POSITIVE_COMMENT))
+            items.append(_qual(P.HAV_IGM, r() < P.HAV_IGM.positive_rate, SEROLOGY_POSITIVE_COMMENT))
     if sex == "F" and 15 <= age <= 50 and r() < P.P_PREGNANCY:
         pregnant = r() < P.PREGNANCY_RATE
         if urine and r() < 0.5:
@@ -361,8 +475,9 @@ def _request_items(st: _Patho, age: int, has_previous: bool) -> list[_Item]:
             tests = (P.HFE,)
         for g in tests:
             text, flag, _ = rng.choices(g.outcomes, [w for *_, w in g.outcomes])[0]
-            items.append((g.code, g.label, g.specimen, None, text, None, None, None, None, flag,
-                          g.sensitivity, None, True))
+            items.append(
+                (g.code, g.label, g.specimen, None, text, None, None, None, None, flag, g.sensitivity, None, True)
+            )
 
     if not items:  # a request asks for something: fall back on a CRP
         items.append(_num(P.CRP, sex, st.value(P.CRP)))
@@ -390,9 +505,24 @@ def _comment_and_status(rng: random.Random, it: _Item) -> tuple[ResultStatus, st
 
 # Result's field order, to build results positionally (twice as fast) while it holds.
 _RESULT_FIELDS = (
-    "result_id", "request_id", "code", "label", "code_system", "specimen_id", "value_num",
-    "value_text", "unit", "ref_low", "ref_high", "ref_text", "flag", "status", "validated_by",
-    "validated_at", "comment", "sensitivity",
+    "result_id",
+    "request_id",
+    "code",
+    "label",
+    "code_system",
+    "specimen_id",
+    "value_num",
+    "value_text",
+    "unit",
+    "ref_low",
+    "ref_high",
+    "ref_text",
+    "flag",
+    "status",
+    "validated_by",
+    "validated_at",
+    "comment",
+    "sensitivity",
 )
 _POSITIONAL = tuple(f.name for f in dataclasses.fields(Result)) == _RESULT_FIELDS
 _SECONDS = tuple(timedelta(seconds=s) for s in range(300))
@@ -425,8 +555,7 @@ class LabGenerator:
             female = rng.random() < 0.5
             given = fake.first_name_female() if female else fake.first_name_male()
             self.prescribers.append(
-                Prescriber(prescriber_id=_hex_id(rng), rpps=rpps, family_name=fake.last_name(),
-                           given_name=given)
+                Prescriber(prescriber_id=_hex_id(rng), rpps=rpps, family_name=fake.last_name(), given_name=given)
             )
         self.biologists: list[str] = []
         for _ in range(rng.randint(3, 6)):
@@ -458,8 +587,7 @@ class LabGenerator:
         if sex == "F" and _age(birth, COLLECTION_LAST) >= 22 and r() < 0.45:
             birth_name = family
             family = fake.last_name()
-        status = IdentityStatus.PROVISIONAL if r() < (0.2 if abroad else 0.07) \
-            else IdentityStatus.QUALIFIED
+        status = IdentityStatus.PROVISIONAL if r() < (0.2 if abroad else 0.07) else IdentityStatus.QUALIFIED
         address = fake.address().replace("\n", ", ") if r() < 0.96 else None
         phone = fake.phone_number() if r() < 0.9 else None
         email = None
@@ -513,27 +641,38 @@ class LabGenerator:
             hour = rng.randint(7, 11) if r() < 0.8 else rng.randint(12, 18)
             collected = datetime.combine(day, time(hour, rng.randrange(60)))
             requested = collected - timedelta(minutes=rng.randrange(3, 40))
-            received = collected + timedelta(
-                minutes=rng.randrange(5, 40) if r() < 0.75 else rng.randrange(60, 300))
+            received = collected + timedelta(minutes=rng.randrange(5, 40) if r() < 0.75 else rng.randrange(60, 300))
             request_id = _hex_id(rng)
             if gp is None or r() < 0.04:
                 prescriber_id = None
             else:
-                prescriber_id = gp.prescriber_id if r() < 0.7 else \
-                    pres[rng.randrange(len(pres))].prescriber_id
+                prescriber_id = gp.prescriber_id if r() < 0.7 else pres[rng.randrange(len(pres))].prescriber_id
             accession = f"{day:%y%m%d}{self._lab_code}{rng.randrange(10**8):08d}"
 
             items = _request_items(st, age, k > 0)
             main_type = P.SERUM if any(it[2] == P.SERUM for it in items) else P.BLOOD
             main_id = _hex_id(rng)
-            specimens.append(Specimen(specimen_id=main_id, request_id=request_id, type=main_type,
-                                      collected_at=collected, received_at=received))
+            specimens.append(
+                Specimen(
+                    specimen_id=main_id,
+                    request_id=request_id,
+                    type=main_type,
+                    collected_at=collected,
+                    received_at=received,
+                )
+            )
             urine_id = None
             if any(it[2] == P.URINE for it in items):
                 urine_id = _hex_id(rng)
-                specimens.append(Specimen(specimen_id=urine_id, request_id=request_id,
-                                          type=P.URINE, collected_at=collected,
-                                          received_at=received))
+                specimens.append(
+                    Specimen(
+                        specimen_id=urine_id,
+                        request_id=request_id,
+                        type=P.URINE,
+                        collected_at=collected,
+                        received_at=received,
+                    )
+                )
             biologist = bios[rng.randrange(len(bios))]
             validated_base = received + timedelta(minutes=rng.randrange(40, 30 * 60))
             reported = None
@@ -544,8 +683,7 @@ class LabGenerator:
                 else:
                     v_by = biologist
                     if it[12]:  # genetics: weeks later
-                        v_at = received + timedelta(days=rng.randint(10, 45),
-                                                    minutes=rng.randrange(600))
+                        v_at = received + timedelta(days=rng.randint(10, 45), minutes=rng.randrange(600))
                     else:
                         v_at = validated_base + _SECONDS[int(r() * 300)]
                     if status is ResultStatus.CORRECTED:
@@ -554,22 +692,59 @@ class LabGenerator:
                         reported = v_at
                 spec = urine_id if it[2] == P.URINE else main_id
                 if _POSITIONAL:
-                    res = Result(_hex_id(rng), request_id, it[0], it[1], LOINC, spec, it[3], it[4],
-                                 it[5], it[6], it[7], it[8], it[9], status, v_by, v_at, comment,
-                                 it[10])
+                    res = Result(
+                        _hex_id(rng),
+                        request_id,
+                        it[0],
+                        it[1],
+                        LOINC,
+                        spec,
+                        it[3],
+                        it[4],
+                        it[5],
+                        it[6],
+                        it[7],
+                        it[8],
+                        it[9],
+                        status,
+                        v_by,
+                        v_at,
+                        comment,
+                        it[10],
+                    )
                 else:  # pragma: no cover - only if models.Result's field order changes
-                    res = Result(result_id=_hex_id(rng), request_id=request_id, code=it[0],
-                                 label=it[1], code_system=LOINC, specimen_id=spec,
-                                 value_num=it[3], value_text=it[4], unit=it[5], ref_low=it[6],
-                                 ref_high=it[7], ref_text=it[8], flag=it[9], status=status,
-                                 validated_by=v_by, validated_at=v_at, comment=comment,
-                                 sensitivity=it[10])
+                    res = Result(
+                        result_id=_hex_id(rng),
+                        request_id=request_id,
+                        code=it[0],
+                        label=it[1],
+                        code_system=LOINC,
+                        specimen_id=spec,
+                        value_num=it[3],
+                        value_text=it[4],
+                        unit=it[5],
+                        ref_low=it[6],
+                        ref_high=it[7],
+                        ref_text=it[8],
+                        flag=it[9],
+                        status=status,
+                        validated_by=v_by,
+                        validated_at=v_at,
+                        comment=comment,
+                        sensitivity=it[10],
+                    )
                 results.append(res)
-            requests.append(Request(request_id=request_id, patient_id=ident.patient_id,
-                                    prescriber_id=prescriber_id, requested_at=requested,
-                                    accession=accession, reported_at=reported))
-        return PatientRecord(identity=ident, requests=requests, specimens=specimens,
-                             results=results)
+            requests.append(
+                Request(
+                    request_id=request_id,
+                    patient_id=ident.patient_id,
+                    prescriber_id=prescriber_id,
+                    requested_at=requested,
+                    accession=accession,
+                    reported_at=reported,
+                )
+            )
+        return PatientRecord(identity=ident, requests=requests, specimens=specimens, results=results)
 
     def patients(self, count: int, start: int = 0) -> Iterator[PatientRecord]:
         """Patients ``start`` .. ``start + count - 1``."""
@@ -616,10 +791,26 @@ def results_stream(tenant_id: str, seed: int, n: int) -> Iterator[Result]:
                 v_by, delay = None, None
             else:
                 v_by = biologist
-                delay = timedelta(days=rng.randint(10, 45)) if it[12] else \
-                    base + timedelta(seconds=rng.randrange(300))
-            group.append((it[0], it[1], it[3], it[4], it[5], it[6], it[7], it[8], it[9], status,
-                          v_by, delay, comment, it[10], it[2] == P.URINE))
+                delay = timedelta(days=rng.randint(10, 45)) if it[12] else base + timedelta(seconds=rng.randrange(300))
+            group.append(
+                (
+                    it[0],
+                    it[1],
+                    it[3],
+                    it[4],
+                    it[5],
+                    it[6],
+                    it[7],
+                    it[8],
+                    it[9],
+                    status,
+                    v_by,
+                    delay,
+                    comment,
+                    it[10],
+                    it[2] == P.URINE,
+                )
+            )
         groups.append(group)
     span = ((COLLECTION_LAST - COLLECTION_FIRST).days - 7) * 86400
     start = datetime.combine(COLLECTION_FIRST, time(7, 0))
@@ -637,22 +828,50 @@ def results_stream(tenant_id: str, seed: int, n: int) -> Iterator[Result]:
         main_id = f"{specimen_prefix}m{k:016x}"
         urine_id = f"{specimen_prefix}u{k:016x}"
         k += 1
-        for (code, label, vnum, vtext, unit, lo, hi, rtext, flag, status, v_by, delay, comment,
-             sens, on_urine) in group:
+        for code, label, vnum, vtext, unit, lo, hi, rtext, flag, status, v_by, delay, comment, sens, on_urine in group:
             if i >= n:
                 return
             rid = f"{result_prefix}{i:016x}"
             i += 1
             if positional:
-                yield Result(rid, request_id, code, label, LOINC,
-                             urine_id if on_urine else main_id, vnum, vtext, unit, lo, hi, rtext,
-                             flag, status, v_by, None if delay is None else when + delay,
-                             comment, sens)
+                yield Result(
+                    rid,
+                    request_id,
+                    code,
+                    label,
+                    LOINC,
+                    urine_id if on_urine else main_id,
+                    vnum,
+                    vtext,
+                    unit,
+                    lo,
+                    hi,
+                    rtext,
+                    flag,
+                    status,
+                    v_by,
+                    None if delay is None else when + delay,
+                    comment,
+                    sens,
+                )
             else:  # pragma: no cover - only if models.Result's field order changes
-                yield Result(result_id=rid, request_id=request_id, code=code, label=label,
-                             code_system=LOINC,
-                             specimen_id=urine_id if on_urine else main_id,
-                             value_num=vnum, value_text=vtext, unit=unit, ref_low=lo, ref_high=hi,
-                             ref_text=rtext, flag=flag, status=status, validated_by=v_by,
-                             validated_at=None if delay is None else when + delay,
-                             comment=comment, sensitivity=sens)
+                yield Result(
+                    result_id=rid,
+                    request_id=request_id,
+                    code=code,
+                    label=label,
+                    code_system=LOINC,
+                    specimen_id=urine_id if on_urine else main_id,
+                    value_num=vnum,
+                    value_text=vtext,
+                    unit=unit,
+                    ref_low=lo,
+                    ref_high=hi,
+                    ref_text=rtext,
+                    flag=flag,
+                    status=status,
+                    validated_by=v_by,
+                    validated_at=None if delay is None else when + delay,
+                    comment=comment,
+                    sensitivity=sens,
+                )
