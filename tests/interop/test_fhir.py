@@ -14,7 +14,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from labvault.crypto import derive
 from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
 from labvault.domain.models import LOINC, IdentityStatus, ResultStatus
 from labvault.errors import InvalidInput
@@ -292,12 +291,6 @@ def test_ids_are_deterministic_and_distinct():
     }
     assert len(ids) == 5
     assert fhir.domain_id(a[0], "Patient", "p1") == a[0].identity.patient_id
-    order = derive.Order(derive.order_scope("ACC-42"))  # the order's number names its records
-    assert (order.request_id(), order.specimen_id(), order.result_id("2823-3")) == (
-        a[0].requests[0].request_id,
-        a[0].specimens[0].specimen_id,
-        a[0].results[0].result_id,
-    )
 
 
 def test_control_id_is_a_content_hash_without_bundle_id():

@@ -232,11 +232,15 @@ class Unit(Authorisation, AuditAppend, Tenants, Records, Rotation):
         row-level security ('*': a lookup across labs, where the store's policies allow it).
         Personal-data tables are refused here: they are read and written only by the gateway's
         typed methods, which seal, open and audit."""
+        from sqlalchemy import Delete, Insert, Select, Table, Update
+        from sqlalchemy.sql import visitors
+
         from labvault.store.schema import PERSONAL_TABLES
 
-        touched = {getattr(f, "name", None) for f in getattr(statement, "get_final_froms", list)()}
-        table = getattr(statement, "table", None)
-        touched.add(getattr(table, "name", None))
+        if not isinstance(statement, Select | Insert | Update | Delete):
+            raise AccessDenied("a domain's records are reached by select, insert, update or delete statements only")
+        # Every table the statement names, in joins, subqueries, CTEs and unions too.
+        touched = {node.name for node in visitors.iterate(statement) if isinstance(node, Table)}
         if touched & PERSONAL_TABLES:
             raise AccessDenied("personal-data tables are reached only through the gateway's typed methods")
         if "audit_event" in touched:  # a read of the trail sees this unit's own events

@@ -271,6 +271,38 @@ def _picker(positions: tuple[int, ...]) -> Callable[[Any], tuple[Any, ...]]:
     return lambda seq: ()
 
 
+def _within_instruction(u: Unit, plan: ExportPlan) -> None:
+    """A vendor account exports only within the lab's instruction it works under: the plan is
+    compared with it here, in the gateway, whoever compiled the plan (fields, period, patients,
+    codes, sensitive categories); beyond it, an alert and a refusal are recorded and nothing is read."""
+    instr = u._instruction
+    if instr is None or not u.principal.is_platform:
+        return
+    from labvault.access.errors import ScopeExceeded
+    from labvault.instructions.document import FREE_TEXT, excess
+
+    if instr.tenant != plan.tenant:
+        u._deny(plan.tenant, "export:records", "the instruction in force is another lab's")
+    asked = dict(plan.fields)
+    if "comment" in asked.get("result", ()):  # free text: its own flag in the instruction
+        asked["result"] = tuple(f for f in asked["result"] if f != "comment")
+        if not instr.allows(FREE_TEXT, "result.comment"):
+            asked[FREE_TEXT] = ("result.comment",)
+    beyond = excess(
+        instr,
+        asked,
+        plan.collected_from,
+        plan.collected_to,
+        plan.patients,
+        codes=plan.codes,
+        sensitive=plan.sensitive,
+    )
+    if beyond:
+        u._record(plan.tenant, "instruction:excess", "instruction", len(beyond), outcome="alert", refs=[instr.id])
+        u._record(plan.tenant, "export:records", "instruction", 0, outcome="denied", refs=[instr.id])
+        raise ScopeExceeded(f"beyond instruction '{instr.id}': " + "; ".join(beyond))
+
+
 def export(
     u: Unit,
     plan: ExportPlan,
@@ -288,6 +320,7 @@ def export(
     is yielded, only ``tally`` is filled. ``on_result`` is called with the number of results
     selected since its last call (every 10,000, then the rest)."""
     tenant = plan.tenant
+    _within_instruction(u, plan)
     lo, hi = plan.collected_from, plan.collected_to
     codes = plan.codes
     allowed_sensitive = plan.sensitive

@@ -9,24 +9,20 @@ of the material, one text encoding for every reader: each part as ``<length>:<te
 two lists of parts give the same text), the whole encoded as UTF-8 with lone surrogates kept as they
 are (``surrogatepass``: JSON can carry them).
 
-Which material (the same rule in every reader, so that the same lab order gives the same ids
-whatever format it came in; the lab is the scope of the ids in the store, so it is not part of it):
+Which material (the same rule in every reader):
 
-- an order that carries the lab's number for it (its accession or filler number: HL7 v2 OBR-3,
-  HPRIM OBR-3, FHIR identifier of type ACSN or FILL, else the Specimen's accessionIdentifier, CSV
-  ``request.accession``) is ``order_scope(number, n)``, ``n`` counting the orders of the same
-  patient with that number in the input (1 for the first; one lab order is often sent as several
-  OBR). Its request is ``request``, its k-th specimen ``specimen``/k, the m-th of its results with
-  a given code ``result``/code/m;
-- an order without one (a placer's number is no lab's: two prescribers' systems may give the same)
-  is scoped by its message and its place there (``message_scope(format, facility, control
-  id).scope(place)``), the rest as above;
+- an order is scoped by its message and its place there (``message_scope(format, facility,
+  control id).scope(place)``): its request is ``request``, its k-th specimen ``specimen``/k, the
+  m-th of its results with a given code ``result``/code/m;
 - patients and prescribers: the message's scope and their place (they are matched by INS and RPPS
   when stored, whatever their id).
 
-So an order already stored, received again in another message or format (a resend, a correction,
-an export of it), has ids already taken: the store refuses that message as holding records already
-stored, and ingest keeps it in the quarantine.
+An order's number (accession, filler number) is deliberately not the scope: with ids derived from
+it alone, any message carrying the number of another patient's order took that order's ids first
+and the patient's own results were then refused; and an unkeyed digest of a number from a small
+space gives the number back. The same order received in several formats will share its ids once
+they are derived at store time with a key of the lab's (with the identity matching still to
+come), not here.
 """
 
 from __future__ import annotations
@@ -144,10 +140,11 @@ class Orders:
         self.numbers = {} if numbers is None else numbers  # shared by inputs cut into several messages
 
     def order(self, accession: str | None, place: str) -> Order:
-        if not accession:
-            return Order(self.message.scope(place))
-        n = self.numbers[accession] = self.numbers.get(accession, 0) + 1
-        return Order(order_scope(accession, n))
+        # Scoped by the message whatever the order's number: an id derived from the lab's number
+        # alone let one message take the ids of another patient's order (and have that order
+        # refused), and an unkeyed digest of a number from a small space gives the number back.
+        # Ids shared by every format need a key of the lab's, at store time (see the docstring).
+        return Order(self.message.scope(place))
 
 
 def fingerprint(chunks: Iterable[bytes]) -> str:
