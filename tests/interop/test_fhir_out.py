@@ -232,7 +232,7 @@ def _order_ids(m, requests, specimens, results) -> dict[str, str]:
     from the order's accession number (its rank among the patient's orders with it), else from the
     ServiceRequest's place in the input; specimens in turn, results by code."""
     ranks = derive.Orders(derive.message_scope("fhir", m.sending_facility, m.control_id))
-    orders = {r.request_id: ranks.order(r.accession, f"ServiceRequest/{r.request_id}") for r in requests}
+    orders = {r.request_id: ranks.order(f"ServiceRequest/{r.request_id}") for r in requests}
     out = {rid: order.request_id() for rid, order in orders.items()}
     out |= {s.specimen_id: orders[s.request_id].specimen_id() for s in specimens}
     out |= {x.result_id: orders[x.request_id].result_id(x.code) for x in results}

@@ -68,12 +68,6 @@ def _scope(prefix: str) -> Scope:
     return scope
 
 
-def order_scope(accession: str, n: int = 1) -> Scope:
-    """The ids of an order that carries its own number: the ``n``-th of its patient's with it;
-    ``Scope("order", accession, str(n))``, written out (one per order of every message read)."""
-    return _scope(f"5:order,{len(accession)}:{accession},{_rank(n)}")
-
-
 def message_scope(fmt: str, facility: str, control_id: str, *more: str) -> Scope:
     """The ids of what a message holds that has no number of its own (patients, prescribers, and
     orders without one), from the message's format, sending facility and control id;
@@ -130,20 +124,15 @@ class Order:
 
 
 class Orders:
-    """The ``Order`` of each order of one patient in one input: by number (counting the orders that
-    share it), else by place in the message."""
+    """The ``Order`` of each order of one message, by its place there (an order's own number is
+    not part of its ids: see the module's docstring)."""
 
-    __slots__ = ("message", "numbers")
+    __slots__ = ("message",)
 
-    def __init__(self, message: Scope, numbers: dict[str, int] | None = None) -> None:
+    def __init__(self, message: Scope) -> None:
         self.message = message
-        self.numbers = {} if numbers is None else numbers  # shared by inputs cut into several messages
 
-    def order(self, accession: str | None, place: str) -> Order:
-        # Scoped by the message whatever the order's number: an id derived from the lab's number
-        # alone let one message take the ids of another patient's order (and have that order
-        # refused), and an unkeyed digest of a number from a small space gives the number back.
-        # Ids shared by every format need a key of the lab's, at store time (see the docstring).
+    def order(self, place: str) -> Order:
         return Order(self.message.scope(place))
 
 

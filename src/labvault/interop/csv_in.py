@@ -103,11 +103,10 @@ def read(data: bytes, *, file: str, test_mode: bool = False) -> list[Message]:
     except CsvError as exc:
         return [Message(1, bytes(data), reason=str(exc.located(file)))]
     out = []
-    numbers: dict[str, dict[str, int]] = {}  # a patient's orders by number, across the file
     for i, (key, members) in enumerate(groups.items(), 1):
         raw = _serialise(header, members, delimiter)
         try:
-            out.append(Message(i, raw, mapped=_map(key, members, test_mode, numbers.setdefault(key[0], {}))))
+            out.append(Message(i, raw, mapped=_map(key, members, test_mode)))
         except CsvError as exc:
             out.append(Message(i, raw, reason=str(exc.located(file))))
     return out
@@ -256,7 +255,7 @@ class _Row:
 # ------------------------------------------------------------------------------------------ mapping
 
 
-def _map(key: tuple[str, str], rows: list[_Row], test_mode: bool, numbers: dict[str, int]) -> Mapped:
+def _map(key: tuple[str, str], rows: list[_Row], test_mode: bool) -> Mapped:
     first = rows[0]
     if not key[1]:
         raise first.err(
@@ -279,7 +278,7 @@ def _map(key: tuple[str, str], rows: list[_Row], test_mode: bool, numbers: dict[
             )
         )
     accession = first.optional("request.accession")
-    order = Orders(scope, numbers).order(accession, "request")
+    order = Orders(scope).order("request")
     request = Request(
         request_id=order.request_id(),
         patient_id=identity.patient_id,

@@ -1057,7 +1057,7 @@ class _Builder:
         orders: dict[str, Order] = {}
         ranks = Orders(self.scope)
         for anchor in grp.anchors:  # ids once the order's number is known (see labvault.crypto.derive)
-            orders[anchor.key] = order = ranks.order(numbers[anchor.key], anchor.key)
+            orders[anchor.key] = order = ranks.order(anchor.key)
             by_anchor[anchor.key].request_id = order.request_id()
         specimens: list[Specimen] = []
         spec_ids: dict[str, str] = {}

@@ -702,7 +702,7 @@ class _Mapper:
                 if when is None:
                     raise seg.err(7, "observation date/time missing")
                 accession = seg.value(3) or seg.value(2) or None
-                order = numbers.order(seg.value(3), seg.label)  # the lab's (filler) number, not the placer's
+                order = numbers.order(seg.label)
                 request = Request(
                     request_id=order.request_id(),
                     patient_id=patient_id,

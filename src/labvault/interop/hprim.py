@@ -431,7 +431,7 @@ class _Mapper:
                 if when is None:
                     raise rec.err(7, "collection date/time missing")
                 accession = rec.value(3) or rec.value(3, 2) or rec.value(2) or rec.value(2, 2) or None
-                order = numbers.order(rec.value(3) or rec.value(3, 2), rec.label)  # the lab's number, not the placer's
+                order = numbers.order(rec.label)
                 request = Request(
                     request_id=order.request_id(),
                     patient_id=patient_id,
