@@ -35,6 +35,31 @@ def test_personal_tables_hold_no_clear_personal_column():
         "size",
         "resolved_at",
         "resolved_by",
+        # identities: the merge link and the last status change (who, when, an evidence code)
+        "merged_into",
+        "status_changed_by",
+        "status_changed_at",
+        "status_evidence",
+        "local_id",
+        # the identity-vigilance queue: a reason code, the identity pointed to, what became of it
+        "queue_id",
+        "reason",
+        "candidate_id",
+        "resolved_to",
+        # merges: which pseudonymous ids, the requests moved, by whom and when
+        "merge_id",
+        "kept_id",
+        "merged_id",
+        "requests",
+        "merged_by",
+        "merged_at",
+        "source",
+        "undone_by",
+        "undone_at",
+        # result versions: their number, when recorded, the message's idempotency key (a hash)
+        "version_id",
+        "recorded_at",
+        "message_key",
     }
     for name in t.PERSONAL_TABLES:
         for col in t.metadata.tables[name].columns:

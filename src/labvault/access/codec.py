@@ -65,7 +65,13 @@ RESULT_ITEMS = (
     "validated_by",
     "validated_at",
     "comment",
+    "value_repr",
+    "comparator",
+    "unit_system",
+    "observation_key",
+    "message_at",
 )
+_FIRST_SHAPE = 13  # observations sealed before revision 0014 hold the first 13 items
 
 
 def result_packer() -> Callable[[Result], bytes]:
@@ -93,6 +99,11 @@ def result_packer() -> Callable[[Result], bytes]:
                 r.validated_by,
                 None if at is None else at.isoformat(),
                 r.comment,
+                r.value_repr,
+                r.comparator,
+                r.unit_system,
+                r.observation_key,
+                None if r.message_at is None else r.message_at.isoformat(),
             )
         )
         return packed
@@ -102,8 +113,11 @@ def result_packer() -> Callable[[Result], bytes]:
 
 def unpack_result(data: bytes) -> dict[str, Any]:
     items = unpack(data)
+    if len(items) == _FIRST_SHAPE:
+        items += [None] * (len(RESULT_ITEMS) - _FIRST_SHAPE)
     if len(items) != len(RESULT_ITEMS):
         raise ValueError("observation has the wrong shape")
     out: dict[str, Any] = dict(zip(RESULT_ITEMS, items, strict=True))
     out["validated_at"] = to_dt(out["validated_at"])
+    out["message_at"] = to_dt(out["message_at"])
     return out

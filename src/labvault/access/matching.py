@@ -34,7 +34,7 @@ def match_patients(u: Unit, tenant_id: str, identities: Sequence[Identity]) -> d
         pi,
         pi.c.nir_bidx,
         pi.c.patient_id,
-        [(c.index.nir(normalise_nir(i.nir)), i.patient_id) for i in identities],
+        [(c.index.nir(normalise_nir(i.nir or "")), i.patient_id) for i in identities],
     )
 
 

@@ -13,12 +13,13 @@ from sqlalchemy.exc import IntegrityError
 from labvault.access import codec
 from labvault.access.principal import Purpose
 from labvault.access.state import UnitState
-from labvault.domain.identifiers import OBJECT_ID_RE, normalise_nir, validate_nir
+from labvault.domain.identifiers import OBJECT_ID_RE, OID_NIR, normalise_nir, validate_nir
 from labvault.domain.models import (
     Identity,
     IdentityStatus,
     Prescriber,
     Request,
+    RequestStatus,
     Result,
     ResultStatus,
     Sensitivity,
@@ -27,6 +28,7 @@ from labvault.domain.models import (
 from labvault.domain.retention import RESULTS, SENSITIVE
 from labvault.domain.sensitivity import sensitivity_of
 from labvault.errors import AccessDenied, InvalidInput, NotFound
+from labvault.ids import new_id
 from labvault.store import schema as t
 from labvault.store.engine import bulk_insert, iter_tenant_rows
 
@@ -46,12 +48,34 @@ ENCRYPTED: dict[str, tuple[str, tuple[str, ...]]] = {
         next(c.name for c in tbl.primary_key.columns if c.name != "tenant_id"),
         tuple(c.name for c in tbl.columns if c.name.endswith("_enc")),
     )
-    for tbl in (t.patient_identity, t.prescriber, t.request, t.specimen, t.result, t.quarantine, t.instruction)
+    for tbl in (
+        t.patient_identity,
+        t.patient_local_id,
+        t.identity_queue,
+        t.prescriber,
+        t.request,
+        t.specimen,
+        t.result,
+        t.result_version,
+        t.quarantine,
+        t.instruction,
+    )
 }
 
 
 # Personal tables emptied at the end of a contract, children first; tenant_key goes by shredding.
-END_TABLES = ("result", "specimen", "request", "prescriber", "patient_identity", "quarantine")
+END_TABLES = (
+    "result_version",
+    "result",
+    "specimen",
+    "request",
+    "prescriber",
+    "identity_merge",
+    "identity_queue",
+    "patient_local_id",
+    "patient_identity",
+    "quarantine",
+)
 _PURGE_BATCH = 500  # requests per purge batch (ids per IN list stay well under SQLite's limit)
 _CHUNK = 500
 
@@ -69,6 +93,35 @@ def _chunks(ids: list[str]) -> Iterable[list[str]]:
 def _valid_id(value: str) -> bool:
     """Ids are short tokens; anything else (NUL bytes, 10 kB strings) cannot name a row."""
     return isinstance(value, str) and OBJECT_ID_RE.match(value) is not None
+
+
+def _ins_of(p: Identity) -> str | None:
+    """The identity's INS, checked (an INS-NIR's key), or None when it has none."""
+    if p.nir is None or not p.nir.strip():
+        return None
+    return validate_nir(p.nir) if p.ins_oid.endswith(".8") else normalise_nir(p.nir)
+
+
+def _order_fields(c: TenantCrypto, r: Any) -> dict[str, Any]:
+    """The order's numbers, sender, message time and status of a stored request row."""
+    out: dict[str, Any] = {"status": None if r.status is None else RequestStatus(r.status)}
+    if r.order_enc is not None:
+        placer, filler, sender, at = codec.unpack(
+            c.cipher.column("request", "order_enc").open(r.request_id, r.order_enc)
+        )
+        out.update(placer_number=placer, filler_number=filler, sender=sender, message_at=codec.to_dt(at))
+    return out
+
+
+def order_keys(c: TenantCrypto, r: Request) -> tuple[bytes | None, bytes | None]:
+    """A request's order keys: (patient, filler number) — the lab's own number, the same in every
+    format — and (patient, sender, placer number). None where the number is missing."""
+    filler = r.filler_number.strip() if r.filler_number else ""
+    placer = r.placer_number.strip() if r.placer_number else ""
+    return (
+        c.index.order(r.patient_id, "", "filler", filler) if filler else None,
+        c.index.order(r.patient_id, r.sender or "", "placer", placer) if placer else None,
+    )
 
 
 def _check_id(value: str, kind: str) -> None:
@@ -106,6 +159,8 @@ class Records(UnitState):
         return len(rows)
 
     def add_patients(self, tenant_id: str, identities: Sequence[Identity]) -> int:
+        """Store identities (with their local identifiers); an identity without an INS is stored
+        on its traits alone."""
         self._authorise(tenant_id, "patient:identity:create")
         c = self._crypto(tenant_id)
         v = c.cipher.current_version
@@ -117,20 +172,23 @@ class Records(UnitState):
         rows = []
         for p in identities:
             i = p.patient_id
-            nir = validate_nir(p.nir) if p.ins_oid.endswith(".8") else normalise_nir(p.nir)
+            nir = _ins_of(p)
             rows.append(
                 (
                     tenant_id,
                     i,
                     str(IdentityStatus(p.identity_status)),
-                    p.ins_oid,
+                    None if nir is None else p.ins_oid,
                     v,
-                    c.index.nir(nir),
+                    None if nir is None else c.index.nir(nir),
                     c.index.name(p.family_name, p.given_names, p.birth_date),
-                    col["nir_enc"].seal(i, nir.encode()),
+                    c.index.traits(p.strict_birth_name, p.first_given, p.birth_date, p.sex),
+                    None if nir is None else col["nir_enc"].seal(i, nir.encode()),
                     col["family_name_enc"].seal(i, p.family_name.encode()),
                     opt("birth_name_enc", i, p.birth_name),
                     col["given_names_enc"].seal(i, p.given_names.encode()),
+                    opt("first_given_enc", i, p.first_given_name),
+                    opt("used_given_enc", i, p.used_given_name),
                     col["birth_date_enc"].seal(i, p.birth_date.isoformat().encode()),
                     col["sex_enc"].seal(i, p.sex.encode()),
                     opt("birthplace_enc", i, p.birthplace_code),
@@ -141,21 +199,97 @@ class Records(UnitState):
             )
         self._insert(
             t.patient_identity,
-            ("tenant_id", "patient_id", "identity_status", "ins_oid", "key_version", "nir_bidx", "name_bidx")
-            + ENCRYPTED["patient_identity"][1],
+            (
+                "tenant_id",
+                "patient_id",
+                "identity_status",
+                "ins_oid",
+                "key_version",
+                "nir_bidx",
+                "name_bidx",
+                "traits_bidx",
+                "nir_enc",
+                "family_name_enc",
+                "birth_name_enc",
+                "given_names_enc",
+                "first_given_enc",
+                "used_given_enc",
+                "birth_date_enc",
+                "sex_enc",
+                "birthplace_enc",
+                "address_enc",
+                "phone_enc",
+                "email_enc",
+            ),
             rows,
         )
         self._record(tenant_id, "patient:identity:create", "patient", len(rows))
+        local = [(p.patient_id, system, value) for p in identities for system, value in p.local_ids]
+        if local:
+            self.add_local_ids(tenant_id, local)
         return len(rows)
 
+    def add_local_ids(self, tenant_id: str, ids: Sequence[tuple[str, str, str]]) -> int:
+        """Attach (patient id, system, value) local identifiers (IPPs) to stored identities; one
+        already attached to the same identity is not stored twice."""
+        self._authorise(tenant_id, "patient:identity:create")
+        c = self._crypto(tenant_id)
+        v = c.cipher.current_version
+        sealer = c.cipher.column("patient_local_id", "ident_enc")
+        lt = t.patient_local_id
+        wanted = {(pid, c.index.local_id(system, value)): (system, value) for pid, system, value in ids}
+        have: set[tuple[str, bytes]] = set()
+        bidxs = sorted({b for _, b in wanted})
+        for part in range(0, len(bidxs), _CHUNK):
+            have.update(
+                (r.patient_id, bytes(r.id_bidx))
+                for r in self.conn.execute(
+                    select(lt.c.patient_id, lt.c.id_bidx).where(
+                        self._tf(lt, tenant_id), lt.c.id_bidx.in_(bidxs[part : part + _CHUNK])
+                    )
+                )
+            )
+        rows = []
+        for (pid, bidx), ident in wanted.items():
+            if (pid, bidx) in have:
+                continue
+            lid = new_id()
+            rows.append((tenant_id, lid, pid, v, bidx, sealer.seal(lid, codec.pack(ident))))
+        if rows:
+            self._insert(lt, ("tenant_id", "local_id", "patient_id", "key_version", "id_bidx", "ident_enc"), rows)
+        return len(rows)
+
+    def _local_ids_of(
+        self, c: TenantCrypto, tenant_id: str, patient_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, str]]]:
+        lt = t.patient_local_id
+        col = c.cipher.column("patient_local_id", "ident_enc")
+        out: dict[str, list[tuple[str, str]]] = {}
+        ids = list(patient_ids)
+        for part in _chunks(ids):
+            for r in self.conn.execute(
+                select(lt.c.local_id, lt.c.patient_id, lt.c.ident_enc)
+                .where(self._tf(lt, tenant_id), lt.c.patient_id.in_(part))
+                .order_by(lt.c.local_id)
+            ):
+                system, value = codec.unpack(col.open(r.local_id, bytes(r.ident_enc)))
+                out.setdefault(r.patient_id, []).append((system, value))
+        return out
+
     def add_requests(self, tenant_id: str, requests: Sequence[Request]) -> int:
+        """Store requests with their order keys (``order_keys``: the same order received again
+        finds its request through them)."""
         self._authorise(tenant_id, "patient:request:create")
         c = self._crypto(tenant_id)
         v = c.cipher.current_version
-        acc, req_at, rep_at = (c.cipher.column("request", n) for n in ENCRYPTED["request"][1])
+        acc, req_at, rep_at, order = (
+            c.cipher.column("request", n) for n in ("accession_enc", "requested_at_enc", "reported_at_enc", "order_enc")
+        )
         rows = []
         for r in requests:
             i = r.request_id
+            filler_key, placer_key = order_keys(c, r)
+            numbers = (r.placer_number, r.filler_number, r.sender, codec.dt(r.message_at))
             rows.append(
                 (
                     tenant_id,
@@ -166,11 +300,28 @@ class Records(UnitState):
                     None if r.accession is None else acc.seal(i, r.accession.encode()),
                     req_at.seal(i, r.requested_at.isoformat().encode()),
                     None if r.reported_at is None else rep_at.seal(i, r.reported_at.isoformat().encode()),
+                    filler_key,
+                    placer_key,
+                    None if r.status is None else str(r.status),
+                    None if not any(numbers) else order.seal(i, codec.pack(numbers)),
                 )
             )
         self._insert(
             t.request,
-            ("tenant_id", "request_id", "pseudonym", "prescriber_id", "key_version") + ENCRYPTED["request"][1],
+            (
+                "tenant_id",
+                "request_id",
+                "pseudonym",
+                "prescriber_id",
+                "key_version",
+                "accession_enc",
+                "requested_at_enc",
+                "reported_at_enc",
+                "order_bidx",
+                "placer_bidx",
+                "status",
+                "order_enc",
+            ),
             rows,
         )
         self._record(tenant_id, "patient:request:create", "request", len(rows))
@@ -233,13 +384,23 @@ class Records(UnitState):
             if missing - known.keys():
                 raise InvalidInput(f"{len(missing - known.keys())} result(s) name a request that is not stored")
         if {str(r.status) for r in results} - _STATUSES:
-            raise InvalidInput("a result status must be preliminary, final or corrected")
+            raise InvalidInput(f"a result status must be one of {', '.join(sorted(_STATUSES))}")
         pack_result = codec.result_packer()
 
         def sealed(part: Sequence[Result]) -> list[tuple[Any, ...]]:
             blobs = observation.seal_many([r.result_id for r in part], [pack_result(r) for r in part])
             return [
-                (tenant_id, r.result_id, r.request_id, r.specimen_id, known[r.request_id], str(r.status), v, blob)
+                (
+                    tenant_id,
+                    r.result_id,
+                    r.request_id,
+                    r.specimen_id,
+                    known[r.request_id],
+                    str(r.status),
+                    v,
+                    blob,
+                    r.version,
+                )
                 for r, blob in zip(part, blobs, strict=True)
             ]
 
@@ -252,6 +413,7 @@ class Records(UnitState):
             "status",
             "key_version",
             "observation_enc",
+            "version",
         )
         self._insert_pipelined(
             t.result, columns, (sealed(results[k : k + _PART]) for k in range(0, len(results), _PART))
@@ -293,7 +455,7 @@ class Records(UnitState):
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def _identity(self, c: TenantCrypto, row: Any) -> Identity:
+    def _identity(self, c: TenantCrypto, row: Any, local_ids: list[tuple[str, str]] | None = None) -> Identity:
         col = c.cipher.column
         i = row.patient_id
 
@@ -303,9 +465,9 @@ class Records(UnitState):
 
         return Identity(
             patient_id=i,
-            nir=cast(str, o("nir_enc")),  # NOT NULL columns: never None
+            nir=o("nir_enc"),
             identity_status=IdentityStatus(row.identity_status),
-            family_name=cast(str, o("family_name_enc")),
+            family_name=cast(str, o("family_name_enc")),  # NOT NULL columns: never None
             given_names=cast(str, o("given_names_enc")),
             birth_date=date.fromisoformat(cast(str, o("birth_date_enc"))),
             sex=cast(str, o("sex_enc")),
@@ -314,8 +476,17 @@ class Records(UnitState):
             address=o("address_enc"),
             phone=o("phone_enc"),
             email=o("email_enc"),
-            ins_oid=row.ins_oid,
+            ins_oid=row.ins_oid or OID_NIR,
+            first_given_name=o("first_given_enc"),
+            used_given_name=o("used_given_enc"),
+            local_ids=list(local_ids or []),
+            merged_into=row.merged_into,
         )
+
+    def _identities(self, c: TenantCrypto, tenant_id: str, rows: Sequence[Any]) -> list[Identity]:
+        """Identities of stored rows, with their local identifiers."""
+        local = self._local_ids_of(c, tenant_id, [r.patient_id for r in rows]) if rows else {}
+        return [self._identity(c, r, local.get(r.patient_id)) for r in rows]
 
     def find_patients_by_nir(self, tenant_id: str, nir: str) -> list[Identity]:
         """Exact match on the NIR/INS through the blind index."""
@@ -327,7 +498,7 @@ class Records(UnitState):
                 self._tf(t.patient_identity, tenant_id), t.patient_identity.c.nir_bidx == c.index.nir(value)
             )
         ).all()
-        found = [self._identity(c, r) for r in rows if self._in_grant_scope(r.patient_id, tenant_id)]
+        found = self._identities(c, tenant_id, [r for r in rows if self._in_grant_scope(r.patient_id, tenant_id)])
         self._record(tenant_id, "patient:identity:search", "patient", len(found), refs=[p.patient_id for p in found])
         return found
 
@@ -345,7 +516,7 @@ class Records(UnitState):
                 t.patient_identity.c.name_bidx == c.index.name(family_name, given_name, birth_date),
             )
         ).all()
-        found = [self._identity(c, r) for r in rows if self._in_grant_scope(r.patient_id, tenant_id)]
+        found = self._identities(c, tenant_id, [r for r in rows if self._in_grant_scope(r.patient_id, tenant_id)])
         self._record(tenant_id, "patient:identity:search", "patient", len(found), refs=[p.patient_id for p in found])
         return found
 
@@ -375,7 +546,7 @@ class Records(UnitState):
             self._record(tenant_id, "patient:identity:read", "patient", 0, outcome="error")
             raise NotFound("no such patient in this lab")
         self._record(tenant_id, "patient:identity:read", "patient", 1, refs=[patient_id])
-        return self._identity(c, row)
+        return self._identities(c, tenant_id, [row])[0]
 
     def requests_of(self, tenant_id: str, patient_id: str) -> list[Request]:
         self._authorise(tenant_id, "patient:request:read")
@@ -410,6 +581,7 @@ class Records(UnitState):
             reported_at=None
             if r.reported_at_enc is None
             else codec.to_dt(col("request", "reported_at_enc").open(i, r.reported_at_enc).decode()),
+            **_order_fields(c, r),
         )
 
     def results_of(
@@ -517,6 +689,7 @@ class Records(UnitState):
             specimen_id=r.specimen_id,
             status=ResultStatus(r.status),
             sensitivity=sensitivity_of(fields["code_system"], fields["code"]),
+            version=r.version,
             **fields,
         )
 

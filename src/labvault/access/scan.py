@@ -138,6 +138,7 @@ def result_rows(
     readable = u._readable_categories(tenant_id)
     observation = c.cipher.column("result", "observation_enc")
     unpack, other = codec.unpack, Sensitivity.OTHER
+    width = len(codec.RESULT_ITEMS)
     order = ("request_id", "result_id") if by_request else ()
     rows = iter_tenant_rows(
         u.conn,
@@ -149,6 +150,8 @@ def result_rows(
     n = 0
     for rid, req, spec, pseudonym, status, blob in rows:
         items = unpack(observation.open(rid, bytes(blob)))
+        if len(items) < width:  # sealed before revision 0014
+            items += [None] * (width - len(items))
         sensitivity = sensitivity_of(items[0], items[1])
         if readable is not None and sensitivity is not other and sensitivity not in readable:
             continue
@@ -162,7 +165,8 @@ def results(u: Unit, tenant_id: str, *, by_request: bool = False) -> Iterator[tu
     request order, so that a consumer can group a request's results without holding them all."""
     to_dt = codec.to_dt
     for pseudonym, rid, req, spec, status, items, sensitivity in result_rows(u, tenant_id, by_request=by_request):
-        (system, code, label, vnum, vtext, unit, low, high, rtext, flag, v_by, v_at, comment) = items
+        (system, code, label, vnum, vtext, unit, low, high, rtext, flag, v_by, v_at, comment, *more) = items
+        value_repr, comparator, unit_system, observation_key, message_at = more
         yield (
             pseudonym,
             Result(
@@ -184,6 +188,11 @@ def results(u: Unit, tenant_id: str, *, by_request: bool = False) -> Iterator[tu
                 to_dt(v_at),
                 comment,
                 sensitivity,
+                value_repr,
+                comparator,
+                unit_system,
+                observation_key,
+                message_at=to_dt(message_at),
             ),
         )
 

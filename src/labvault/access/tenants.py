@@ -19,7 +19,7 @@ from labvault.crypto.blind import BlindIndex
 from labvault.crypto.fields import FieldCipher
 from labvault.crypto.keys import PLATFORM
 from labvault.crypto.signing import Signer
-from labvault.domain.identifiers import TENANT_ID_RE, validate_finess
+from labvault.domain.identifiers import TENANT_ID_RE, check_timezone, validate_finess
 from labvault.domain.models import Tenant
 from labvault.domain.retention import check_rules
 from labvault.errors import (
@@ -70,6 +70,7 @@ class Tenants(UnitState):
         *,
         retention: Mapping[str, tuple[int, str]],
         synthetic: bool = False,
+        timezone: str = "Europe/Paris",
     ) -> Tenant:
         """A lab with its own keys and its retention rules (category -> (days, legal reference),
         ``results`` at least), all in this transaction: no lab exists without its rules.
@@ -86,6 +87,7 @@ class Tenants(UnitState):
         if not name.strip():
             raise InvalidInput("a lab needs a name")
         finess = validate_finess(finess)
+        timezone = check_timezone(timezone)
         rules = check_rules(retention)
         self._scope(tenant_id)
         if self.conn.execute(select(t.tenant.c.tenant_id).where(self._tf(t.tenant, tenant_id))).first():
@@ -99,6 +101,7 @@ class Tenants(UnitState):
                 status="active",
                 created_at=now,
                 synthetic=int(bool(synthetic)),
+                timezone=timezone,
             )
         )
         keys = self._gw.keys
@@ -128,7 +131,7 @@ class Tenants(UnitState):
             )
         self._record(tenant_id, "tenant:create", "synthetic-tenant" if synthetic else "tenant", 1)
         self._write_rules(tenant_id, rules)
-        return Tenant(tenant_id, name.strip(), finess, "active", now, bool(synthetic))
+        return Tenant(tenant_id, name.strip(), finess, "active", now, bool(synthetic), timezone)
 
     def write_retention_rules(self, tenant_id: str, rules: Mapping[str, tuple[int, str]]) -> None:
         """Insert or replace a lab's retention rules (checked by ``labvault.domain.retention``)."""
@@ -184,14 +187,18 @@ class Tenants(UnitState):
                 raise AccessDenied("listing labs is not allowed for this account")
             self._scope("*")
             rows = self.conn.execute(select(t.tenant).order_by(t.tenant.c.tenant_id)).all()
-        return [Tenant(r.tenant_id, r.name, r.finess, r.status, r.created_at, bool(r.synthetic)) for r in rows]
+        return [
+            Tenant(r.tenant_id, r.name, r.finess, r.status, r.created_at, bool(r.synthetic), r.timezone) for r in rows
+        ]
 
     def tenant(self, tenant_id: str) -> Tenant:
         self._scope(tenant_id)
         row = self.conn.execute(select(t.tenant).where(self._tf(t.tenant, tenant_id))).first()
         if row is None:
             raise UnknownTenant(f"unknown lab '{tenant_id}' (see 'labvault tenant list')")
-        return Tenant(row.tenant_id, row.name, row.finess, row.status, row.created_at, bool(row.synthetic))
+        return Tenant(
+            row.tenant_id, row.name, row.finess, row.status, row.created_at, bool(row.synthetic), row.timezone
+        )
 
     def _crypto(self, tenant_id: str) -> TenantCrypto:
         tenant = self.tenant(tenant_id)

@@ -231,7 +231,7 @@ def demo(
         if wal.exists():
             raw += wal.read_bytes()
         probes = {
-            "NIR": sample.identity.nir,
+            "NIR": sample.identity.nir or "",
             "family name": sample.identity.family_name,
             "birth date": sample.identity.birth_date.isoformat(),
         }
@@ -277,7 +277,7 @@ def demo(
                 u, bio["email"], bio["password"], addr="demo", user_agent="labvault-demo"
             ).principal
         with rt.gateway.unit(biologist, Purpose.CARE) as u:
-            found = u.find_patients_by_nir(ids[0], sample.identity.nir)
+            found = u.find_patients_by_nir(ids[0], sample.identity.nir or "")
             results = u.results_of(ids[0], found[0].patient_id) if found else []
         for p in found:
             console.print(identity_table(p))

@@ -49,7 +49,7 @@ class BlindIndex:
                 salt=None,
                 info=b"labvault/blind/v1\x00" + tenant.encode() + b"\x00" + use.encode(),
             ).derive(root_key)
-            for use in ("nir", "name", "link", "rpps")
+            for use in ("nir", "name", "link", "rpps", "traits", "local", "order")
         }
 
     def _mac(self, use: str, text: str) -> bytes:
@@ -66,6 +66,23 @@ class BlindIndex:
             [normalise_name(family_name), normalise_name(first_given_name(given_names)), birth_date.isoformat()]
         )
         return self._mac("name", text)
+
+    def traits(self, birth_name: str, first_given: str, birth_date: date, sex: str) -> bytes:
+        """The strict traits of the RNIV that every message carries: birth name, first given name,
+        birth date and sex, normalised."""
+        text = "|".join(
+            [normalise_name(birth_name), normalise_name(first_given), birth_date.isoformat(), sex.strip().upper()]
+        )
+        return self._mac("traits", text)
+
+    def local_id(self, system: str, value: str) -> bytes:
+        """An identifier a sending system gave a patient (IPP), with the system."""
+        return self._mac("local", f"{len(system)}:{system}|{value.strip()}")
+
+    def order(self, patient_id: str, sender: str, kind: str, number: str) -> bytes:
+        """An order of one patient by its number (``kind``: ``placer`` or ``filler``) and sender:
+        the same order received again finds its request; another patient's number finds nothing."""
+        return self._mac("order", f"{len(patient_id)}:{patient_id}|{len(sender)}:{sender}|{kind}|{number.strip()}")
 
     def pseudonym(self, patient_id: str) -> str:
         """The patient's pseudonym on medical rows; only the lab's identity key re-links it."""

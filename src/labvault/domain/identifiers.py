@@ -51,3 +51,17 @@ def validate_nir(nir: str) -> str:
     except ValidationError:
         raise InvalidInput("invalid NIR: expected 13 digits and a valid 2-digit key") from None
     return value
+
+
+def check_timezone(name: str) -> str:
+    """An IANA time zone name (``Europe/Paris``, ``America/Cayenne``), or ``InvalidInput``."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = (name or "").strip()
+    if not name or len(name) > 64 or name.startswith(("/", ".")) or ".." in name:
+        raise InvalidInput("a time zone is an IANA name such as Europe/Paris")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput("unknown time zone (an IANA name such as Europe/Paris)") from None
+    return name

@@ -15,14 +15,37 @@ LOINC = "http://loinc.org"
 
 
 class IdentityStatus(enum.StrEnum):
+    """The four statuses of the national identity-vigilance rules (RNIV): an identity is
+    *provisional* until checked; *recovered* when its INS was fetched from the national teleservice
+    without an identity document seen; *validated* when a document was seen, INS not fetched;
+    *qualified* when both. Only a qualified identity's INS may be sent out with its data."""
+
     PROVISIONAL = "provisional"
+    RECOVERED = "recovered"
+    VALIDATED = "validated"
     QUALIFIED = "qualified"
 
 
 class ResultStatus(enum.StrEnum):
+    """A result's status, as every format says it (HL7 OBX-11, HPRIM, FHIR Observation.status)."""
+
+    PENDING = "pending"  # asked, no value yet (FHIR "registered")
     PRELIMINARY = "preliminary"
     FINAL = "final"
     CORRECTED = "corrected"
+    CANCELLED = "cancelled"
+    ENTERED_IN_ERROR = "entered-in-error"
+
+
+class RequestStatus(enum.StrEnum):
+    """A request's status, following its results (FHIR DiagnosticReport.status)."""
+
+    REGISTERED = "registered"  # no result with a value yet
+    PARTIAL = "partial"  # some results final, others pending or preliminary
+    FINAL = "final"
+    CORRECTED = "corrected"  # a result was corrected after it was final
+    AMENDED = "amended"  # a result was added or cancelled after the request was final
+    CANCELLED = "cancelled"  # every result cancelled or entered in error
 
 
 class Sensitivity(enum.StrEnum):
@@ -44,14 +67,22 @@ class Tenant:
     status: str = "active"
     created_at: datetime | None = None
     synthetic: bool = False  # generated data only: may be generated into, deleted without an instruction
+    timezone: str = "Europe/Paris"  # a local time received without a zone is read in this zone
 
 
 @dataclass(slots=True)
 class Identity:
-    """Who a patient is. Stored encrypted, apart from every medical row."""
+    """Who a patient is. Stored encrypted, apart from every medical row.
+
+    The strict traits of the RNIV are ``birth_name`` (``family_name`` when not given), the given
+    names at birth in order (``given_names``, space separated), the first of them
+    (``first_given_name``), ``birth_date``, ``sex`` and ``birthplace_code``; ``family_name`` is the
+    name used, ``used_given_name`` the given name used. ``local_ids`` are the identifiers each
+    sending system gave the patient (IPP): (system, value) pairs. ``nir`` is the INS (NIR or NIA,
+    with ``ins_oid``), None when the sender gave none."""
 
     patient_id: str
-    nir: str  # INS-NIR (13 digits + 2-digit key) or NIA
+    nir: str | None  # INS-NIR (13 digits + 2-digit key) or NIA; None: no INS known
     identity_status: IdentityStatus
     family_name: str
     given_names: str
@@ -63,6 +94,26 @@ class Identity:
     phone: str | None = None
     email: str | None = None
     ins_oid: str = "1.2.250.1.213.1.4.8"  # INS-NIR; 1.2.250.1.213.1.4.9 for an NIA
+    first_given_name: str | None = None  # None: the first of ``given_names``
+    used_given_name: str | None = None
+    local_ids: list[tuple[str, str]] = field(default_factory=list)  # (system, value): IPPs
+    merged_into: str | None = None  # set when the lab merged this identity into another
+
+    @property
+    def strict_birth_name(self) -> str:
+        return self.birth_name or self.family_name
+
+    @property
+    def first_given(self) -> str:
+        if self.first_given_name:
+            return self.first_given_name
+        parts = self.given_names.replace(",", " ").split()
+        return parts[0] if parts else ""
+
+    @property
+    def qualified(self) -> bool:
+        """Only a qualified identity's INS goes out with its data (RNIV)."""
+        return self.nir is not None and self.identity_status is IdentityStatus.QUALIFIED
 
 
 @dataclass(slots=True)
@@ -83,6 +134,13 @@ class Request:
     requested_at: datetime
     accession: str | None = None  # the lab's own request number
     reported_at: datetime | None = None
+    # The order's numbers as the sender gave them (HL7 ORC-2/OBR-2 placer, ORC-3/OBR-3 filler; HPRIM
+    # OBR); the same order from the same sender updates its request, whatever the message.
+    placer_number: str | None = None
+    filler_number: str | None = None
+    sender: str | None = None  # the sending system (HL7 MSH-3/4, HPRIM H sender) the numbers belong to
+    status: RequestStatus | None = None  # computed from the results when stored
+    message_at: datetime | None = None  # when the message saying this was written (orders versions)
 
 
 @dataclass(slots=True)
@@ -115,3 +173,13 @@ class Result:
     comment: str | None = None
     # Derived from (code_system, code) through the package's code sets; see sensitivity.py.
     sensitivity: Sensitivity = field(default=Sensitivity.OTHER)
+    # The number as written (``105600``, ``12.50``: significant digits kept), with its comparator
+    # (``<``, ``<=``, ``>=``, ``>``) when the value is a bound such as ``<0.5``.
+    value_repr: str | None = None
+    comparator: str | None = None
+    # The unit's system: UCUM (``http://unitsofmeasure.org``) only when the unit is valid UCUM;
+    # otherwise the sender's own (``urn:hl7v2:units:…``) or None.
+    unit_system: str | None = None
+    observation_key: str | None = None  # the result's place in its order (code + sub-id): versions share it
+    version: int = 1  # 1 for the first value received; each correction adds one
+    message_at: datetime | None = None  # when the message saying this was written (orders versions)

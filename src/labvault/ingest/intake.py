@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import insert, select
 
-from labvault.access import matching
+from labvault.access import matching, orders
 from labvault.access.quarantine import DROPPED, HELD, REPLAYED, Quarantined, get, listing, put, resolve, update_reason
 from labvault.crypto.digest import sha256_hex
 from labvault.domain.identifiers import normalise_nir
@@ -84,7 +84,9 @@ def check(envelope: Envelope) -> None:
 
     for m in envelope.mapped:
         ident = m.identity
-        if ident.ins_oid.endswith(".8"):
+        if ident.nir is None:
+            pass  # no INS: the identity is matched on its sender's identifier and its traits
+        elif ident.ins_oid.endswith(".8"):
             try:
                 validate_nir(ident.nir)
             except InvalidInput:
@@ -159,11 +161,7 @@ def store(
         u.add_patients(tenant_id, list(new_patients.values()))
     if new_prescribers:
         u.add_prescribers(tenant_id, list(new_prescribers.values()))
-    u.add_requests(tenant_id, requests)
-    if specimens:
-        u.add_specimens(tenant_id, specimens)
-    if results:
-        u.add_results(tenant_id, results)
+    orders.store(u, tenant_id, requests, specimens, results)
     now = utcnow()
     rows = [
         {

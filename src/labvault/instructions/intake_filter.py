@@ -110,7 +110,9 @@ def check(instr: Instruction, tenant_id: str) -> None:
 
 def listed_patient(instr: Instruction, identity: Identity) -> bool:
     """Whether the patient is covered: no ``patients`` listed, or its INS is one of them."""
-    return instr.patients is None or normalise_nir(identity.nir) in _ins_set(instr.patients)
+    if instr.patients is None:
+        return True
+    return identity.nir is not None and normalise_nir(identity.nir) in _ins_set(instr.patients)
 
 
 @functools.lru_cache(maxsize=8)

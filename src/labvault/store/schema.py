@@ -57,6 +57,8 @@ tenant = Table(
     # 1: created with generated data only (tenant add --synthetic, demo, generate, benchmarks): may be
     # generated into, and deleted without the lab's signed deletion instruction. 0: a real lab.
     Column("synthetic", Integer, nullable=False, server_default="0"),
+    # The lab's time zone (IANA name): a local time received without a zone is read in it.
+    Column("timezone", String(64), nullable=False, server_default="Europe/Paris"),
 )
 
 account = Table(
@@ -185,22 +187,90 @@ patient_identity = Table(
     _tenant_col(),
     Column("patient_id", String(ID), primary_key=True),
     Column("identity_status", String(16), nullable=False),
-    Column("ins_oid", String(64), nullable=False),
+    Column("ins_oid", String(64)),  # NULL: no INS known
     Column("key_version", Integer, nullable=False),
-    Column("nir_bidx", LargeBinary(16), nullable=False),
+    Column("nir_bidx", LargeBinary(16)),  # NULL: no INS known
     Column("name_bidx", LargeBinary(16), nullable=False),
-    Column("nir_enc", LargeBinary, nullable=False),
+    # The strict traits (birth name, first given name, birth date, sex), normalised: an identity
+    # without an INS is found again by them (labvault.access.matching).
+    Column("traits_bidx", LargeBinary(16)),
+    Column("nir_enc", LargeBinary),
     Column("family_name_enc", LargeBinary, nullable=False),
     Column("birth_name_enc", LargeBinary),
     Column("given_names_enc", LargeBinary, nullable=False),
+    Column("first_given_enc", LargeBinary),
+    Column("used_given_enc", LargeBinary),
     Column("birth_date_enc", LargeBinary, nullable=False),
     Column("sex_enc", LargeBinary, nullable=False),
     Column("birthplace_enc", LargeBinary),
     Column("address_enc", LargeBinary),
     Column("phone_enc", LargeBinary),
     Column("email_enc", LargeBinary),
+    Column("merged_into", String(ID)),  # the identity this one was merged into (undone: NULL)
+    # The last change of status: by whom (an account id, or ``ingest``), when, on what evidence
+    # (a code such as ``id-card``, ``insi``; never a value of the document).
+    Column("status_changed_by", String(ID)),
+    Column("status_changed_at", DateTime(timezone=True)),
+    Column("status_evidence", String(64)),
     Index("ix_patient_identity_nir", "tenant_id", "nir_bidx"),
     Index("ix_patient_identity_name", "tenant_id", "name_bidx"),
+    Index("ix_patient_identity_traits", "tenant_id", "traits_bidx"),
+    sqlite_with_rowid=False,
+)
+
+# The identifiers each sending system gave a patient (IPP): found by a blind index of
+# (system, value), the value sealed.
+patient_local_id = Table(
+    "patient_local_id",
+    metadata,
+    _tenant_col(),
+    Column("local_id", String(ID), primary_key=True),
+    Column("patient_id", String(ID), nullable=False),
+    Column("key_version", Integer, nullable=False),
+    Column("id_bidx", LargeBinary(16), nullable=False),
+    Column("ident_enc", LargeBinary, nullable=False),  # packed (system, value)
+    Index("ix_patient_local_id_bidx", "tenant_id", "id_bidx"),
+    Index("ix_patient_local_id_patient", "tenant_id", "patient_id"),
+    sqlite_with_rowid=False,
+)
+
+# Messages whose INS or local identifier points to an identity with other traits: neither merged
+# nor created, they wait here (sealed like the quarantine) for the lab's staff to attach, create or
+# reject. ``reason`` is a code, never a value.
+identity_queue = Table(
+    "identity_queue",
+    metadata,
+    _tenant_col(),
+    Column("queue_id", String(ID), primary_key=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("format", String(16), nullable=False),
+    Column("feed", String(16), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("candidate_id", String(ID)),  # the stored identity the message points to
+    Column("status", String(16), nullable=False),  # held, attached, created, rejected
+    Column("key_version", Integer, nullable=False),
+    Column("raw_enc", LargeBinary),
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("resolved_by", String(ID)),
+    Column("resolved_to", String(ID)),  # the identity the message was stored under
+    Index("ix_identity_queue_status", "tenant_id", "status"),
+    sqlite_with_rowid=False,
+)
+
+# Merges of two identities of a lab: the requests moved, so that an unmerge moves exactly them back.
+identity_merge = Table(
+    "identity_merge",
+    metadata,
+    _tenant_col(),
+    Column("merge_id", String(ID), primary_key=True),
+    Column("kept_id", String(ID), nullable=False),
+    Column("merged_id", String(ID), nullable=False),
+    Column("requests", Text, nullable=False),  # JSON list of request ids moved
+    Column("merged_by", String(ID), nullable=False),
+    Column("merged_at", DateTime(timezone=True), nullable=False),
+    Column("source", String(16), nullable=False),  # cli, api, hl7-a40
+    Column("undone_by", String(ID)),
+    Column("undone_at", DateTime(timezone=True)),
     sqlite_with_rowid=False,
 )
 
@@ -228,7 +298,16 @@ request = Table(
     Column("accession_enc", LargeBinary),
     Column("requested_at_enc", LargeBinary, nullable=False),
     Column("reported_at_enc", LargeBinary),
+    # The order keys: blind indexes of (patient, filler number) and (patient, sender, placer
+    # number), so that the same order received again (a resend, a correction, another format)
+    # updates this request (labvault.access.orders).
+    Column("order_bidx", LargeBinary(16)),
+    Column("placer_bidx", LargeBinary(16)),
+    Column("status", String(16)),  # RequestStatus, from the results
+    Column("order_enc", LargeBinary),  # packed: placer number, filler number, sender, message time
     Index("ix_request_pseudonym", "tenant_id", "pseudonym"),
+    Index("ix_request_order", "tenant_id", "order_bidx"),
+    Index("ix_request_placer", "tenant_id", "placer_bidx"),
     sqlite_with_rowid=False,
 )
 
@@ -260,9 +339,30 @@ result = Table(
     # reference range, flag, validating biologist and time, comment (see access/codec.py).
     # One AES-GCM operation per row instead of four: this is the hot path of every ingest.
     Column("observation_enc", LargeBinary, nullable=False),
+    Column("version", Integer, nullable=False, server_default="1"),  # of the value in observation_enc
     # A patient's results are found through their requests (indexed by pseudonym); an index on
     # the result's own pseudonym would put a random-order B-tree write on every ingested row.
     Index("ix_result_request", "tenant_id", "request_id"),
+    sqlite_with_rowid=False,
+)
+
+# Every version of a result that was received (the first value, each correction, a cancellation),
+# sealed as the result is: the result row holds the current one.
+result_version = Table(
+    "result_version",
+    metadata,
+    _tenant_col(),
+    Column("version_id", String(ID), primary_key=True),
+    Column("result_id", String(ID), nullable=False),
+    Column("request_id", String(ID), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("key_version", Integer, nullable=False),
+    Column("observation_enc", LargeBinary, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("message_key", String(64)),  # the message that said it (see ingest_message)
+    Index("ix_result_version_result", "tenant_id", "result_id"),
+    Index("ix_result_version_request", "tenant_id", "request_id"),
     sqlite_with_rowid=False,
 )
 
@@ -476,5 +576,17 @@ migration_job = Table(
 
 # Tables holding personal or health data (ciphertexts, blind indexes, pseudonyms) and keys.
 PERSONAL_TABLES = frozenset(
-    {"patient_identity", "prescriber", "request", "specimen", "result", "tenant_key", "quarantine"}
+    {
+        "patient_identity",
+        "patient_local_id",
+        "identity_queue",
+        "identity_merge",
+        "prescriber",
+        "request",
+        "specimen",
+        "result",
+        "result_version",
+        "tenant_key",
+        "quarantine",
+    }
 )
