@@ -28,14 +28,15 @@ def match_patients(u: Unit, tenant_id: str, identities: Sequence[Identity]) -> d
     u._authorise(tenant_id, "patient:identity:create")
     c = u._crypto(tenant_id)
     pi = t.patient_identity
-    return _match(
+    found = _match(
         u,
         tenant_id,
         pi,
         pi.c.nir_bidx,
         pi.c.patient_id,
-        [(c.index.nir(normalise_nir(i.nir or "")), i.patient_id) for i in identities],
+        [(c.index.nir(normalise_nir(i.nir)), i.patient_id) for i in identities if i.nir],
     )
+    return {i.patient_id: found.get(i.patient_id, i.patient_id) for i in identities}
 
 
 def match_prescribers(u: Unit, tenant_id: str, prescribers: Sequence[Prescriber]) -> dict[str, str]:
