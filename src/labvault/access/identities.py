@@ -340,10 +340,10 @@ def merge(u: Unit, tenant_id: str, kept_id: str, merged_id: str, *, source: str)
     if merged.merged_into:
         raise InvalidInput("this identity was already merged (unmerge it first)")
     c = u._crypto(tenant_id)
-    old, new = c.index.pseudonym(merged_id), c.index.pseudonym(kept_id)
     q = t.request
+    old = c.index.pseudonym(merged_id)
     moved = sorted(u.conn.execute(select(q.c.request_id).where(u._tf(q, tenant_id), q.c.pseudonym == old)).scalars())
-    _move(u, tenant_id, moved, new)
+    _move(u, tenant_id, moved, kept_id)
     now = utcnow()
     mid = new_id()
     u.conn.execute(
@@ -364,12 +364,36 @@ def merge(u: Unit, tenant_id: str, kept_id: str, merged_id: str, *, source: str)
     return Merge(mid, kept_id, merged_id, len(moved), u.principal.account_id, now, source)
 
 
-def _move(u: Unit, tenant_id: str, request_ids: list[str], pseudonym: str) -> None:
+def _move(u: Unit, tenant_id: str, request_ids: list[str], patient_id: str) -> None:
+    """Give requests (and their results) to ``patient_id``: its pseudonym, and the order keys that
+    find an order again (``records.order_keys``: they name the patient), so that the same order
+    received for either identity still updates its request."""
+    from types import SimpleNamespace
+
+    from labvault.access import codec
+    from labvault.access.records import order_keys
+
+    c = u._crypto(tenant_id)
+    pseudonym = c.index.pseudonym(patient_id)
+    opener = c.cipher.column("request", "order_enc")
     q, r = t.request, t.result
     for k in range(0, len(request_ids), _CHUNK):
         part = request_ids[k : k + _CHUNK]
         u.conn.execute(update(q).where(u._tf(q, tenant_id), q.c.request_id.in_(part)).values(pseudonym=pseudonym))
         u.conn.execute(update(r).where(u._tf(r, tenant_id), r.c.request_id.in_(part)).values(pseudonym=pseudonym))
+        for row in u.conn.execute(
+            select(q.c.request_id, q.c.order_enc).where(
+                u._tf(q, tenant_id), q.c.request_id.in_(part), q.c.order_enc.is_not(None)
+            )
+        ).all():
+            placer, filler, sender, _ = codec.unpack(opener.open(row.request_id, bytes(row.order_enc)))
+            numbers = SimpleNamespace(patient_id=patient_id, placer_number=placer, filler_number=filler, sender=sender)
+            filler_key, placer_key = order_keys(c, numbers)  # type: ignore[arg-type]
+            u.conn.execute(
+                update(q)
+                .where(u._tf(q, tenant_id), q.c.request_id == row.request_id)
+                .values(order_bidx=filler_key, placer_bidx=placer_key)
+            )
 
 
 def unmerge(u: Unit, tenant_id: str, merged_id: str) -> Merge:
@@ -397,7 +421,7 @@ def unmerge(u: Unit, tenant_id: str, merged_id: str) -> Merge:
                 u._tf(q, tenant_id), q.c.request_id.in_(moved[k : k + _CHUNK]), q.c.pseudonym == kept_pseudonym
             )
         ).scalars()
-    _move(u, tenant_id, sorted(still), c.index.pseudonym(merged_id))
+    _move(u, tenant_id, sorted(still), merged_id)
     now = utcnow()
     u.conn.execute(
         update(m)
