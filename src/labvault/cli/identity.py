@@ -34,7 +34,7 @@ def queue(
         items = service.queue(u, tenant, status=None if all_ else service.HELD)
     if as_json:
         for i in items:
-            console.print_json(
+            print(
                 json.dumps(
                     {
                         "id": i.queue_id,
