@@ -45,6 +45,12 @@ BODIES = {
         "signature": "AA==",
     },
     ("POST", "/api/v1/tenants/{tenant}/migrations/{migration_id}/receipt"): {"receipt": {}, "mac": "00"},
+    ("POST", "/api/v1/tenants/{tenant}/identity/queue/{queue_id}/resolve"): {"action": "reject"},
+    ("POST", "/api/v1/tenants/{tenant}/identity/patients/{patient_id}/status"): {
+        "to": "validated",
+        "evidence": "id-card",
+    },
+    ("POST", "/api/v1/tenants/{tenant}/identity/merges"): {"kept": "p1", "merged": "p2"},
 }
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
 
@@ -92,6 +98,7 @@ def lab_a_ids(api, bio_a, support):
         "token_id": token_id,
         "instruction_id": planned.instruction_id,
         "migration_id": planned.migration_id,
+        "queue_id": "no-such-queued-message",
     }
 
 

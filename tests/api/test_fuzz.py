@@ -72,6 +72,7 @@ def pools(api, bio_a, bio_b, support):
                 "token_id": [tokens[lab]],
                 "instruction_id": [planned[lab].instruction_id],
                 "migration_id": [planned[lab].migration_id],
+                "queue_id": ["no-such-queued-message"],
             }
             for lab in (LAB_A, LAB_B)
         },

@@ -121,6 +121,7 @@ def world(api, bio_a, support) -> World:
         "token_id": token_id,
         "instruction_id": planned.instruction_id,
         "migration_id": planned.migration_id,
+        "queue_id": "no-such-queued-message",
     }
     return World(ids, bodies)
 

@@ -67,7 +67,12 @@ class Authorisation(UnitState):
         known = None
         if p.is_platform and tenant_id != PLATFORM:
             known = self.tenant(tenant_id)  # vendor staff may list labs anyway: an unknown one is a 404
-        personal = action in policy.READ_PERSONAL or action in policy.WRITE_PERSONAL or action in policy.MANAGE_PERSONAL
+        personal = (
+            action in policy.READ_PERSONAL
+            or action in policy.WRITE_PERSONAL
+            or action in policy.MANAGE_PERSONAL
+            or action in policy.IDENTITY_VIGILANCE
+        )
         if personal and not self._committed and p.kind == "person":
             self._deny(tenant_id, action, "this account has not recorded its confidentiality commitment")
         if p.is_platform:

@@ -53,6 +53,14 @@ WRITE_PERSONAL = frozenset(
 INSTRUCTED_READS = frozenset({"patient:identity:read", "patient:request:read", "patient:result:read"})
 # Replaying or dropping a refused message: lab staff only, never a feed's service account.
 MANAGE_PERSONAL = frozenset({"quarantine:manage"})
+# Identity vigilance (labvault.identity): reading the queue of messages whose identity conflicts,
+# resolving them (attach, create, reject: resolving stores the message's records), merging and
+# unmerging identities, changing an identity's status. The lab's staff who write its records
+# (biologists, technicians); the lab_admin reads the queue, as it reads the quarantine, but stores
+# no medical record; a feed merges only as its HIS says (HL7 ADT^A40: ``identity:merge:hl7``).
+IDENTITY_VIGILANCE = frozenset(
+    {"identity:queue:read", "identity:resolve", "identity:merge", "identity:status", "identity:merge:hl7"}
+)
 
 # The migration procedure (labvault.migration): the vendor's operator plans, approves (one of the
 # two approvals; the other is a lab signer's signature), runs and closes; the lab reads its state.
@@ -70,11 +78,12 @@ MIGRATION_WORK = frozenset(
 )
 
 POLICY: dict[Role, frozenset[str]] = {
-    Role.BIOLOGIST: READ_PERSONAL | WRITE_PERSONAL | MANAGE_PERSONAL | {"tenant:read"},
-    Role.TECHNICIAN: READ_PERSONAL | WRITE_PERSONAL | MANAGE_PERSONAL | {"tenant:read"},
+    Role.BIOLOGIST: READ_PERSONAL | WRITE_PERSONAL | MANAGE_PERSONAL | IDENTITY_VIGILANCE | {"tenant:read"},
+    Role.TECHNICIAN: READ_PERSONAL | WRITE_PERSONAL | MANAGE_PERSONAL | IDENTITY_VIGILANCE | {"tenant:read"},
     Role.LAB_ADMIN: READ_PERSONAL
     | MANAGE_PERSONAL
     | {
+        "identity:queue:read",
         "tenant:read",
         "tenant:settings",
         "account:manage",
@@ -114,7 +123,7 @@ POLICY: dict[Role, frozenset[str]] = {
             "retention:read",
         }
     ),
-    Role.SERVICE: WRITE_PERSONAL | {"tenant:read"},
+    Role.SERVICE: WRITE_PERSONAL | {"tenant:read", "identity:merge:hl7"},
     Role.OPERATOR: frozenset(
         {
             "tenant:create",

@@ -105,6 +105,7 @@ def _run(ing: ingest.Ingestor, tenant: str, data: bytes, fmt: str | None) -> JSO
         accepted=summary.accepted,
         duplicates=summary.duplicates,
         rejected=summary.rejected,
+        queued=summary.queued,
         results=summary.results,
         reasons=summary.reasons,
         quarantine_ids=summary.quarantine_ids,

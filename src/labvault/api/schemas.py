@@ -254,7 +254,8 @@ class ReceiptIn(Strict):
 
 class IngestOutcomeOut(BaseModel):
     """What became of one message of an ingested body: ``accepted`` (stored), ``duplicate`` (stored
-    before: nothing created), ``rejected`` (the reason; kept in the lab's encrypted quarantine)."""
+    before: nothing created), ``queued`` (received: its identity conflicts with a stored one and
+    waits for the lab's staff), ``rejected`` (the reason; kept in the lab's encrypted quarantine)."""
 
     message: int
     status: str
@@ -272,6 +273,7 @@ class IngestOut(BaseModel):
     accepted: int
     duplicates: int
     rejected: int
+    queued: int = 0  # received; waiting in the identity-vigilance queue
     results: int
     reasons: list[str]
     quarantine_ids: list[str]

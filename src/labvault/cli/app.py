@@ -11,6 +11,7 @@ from labvault.cli import (
     feed,
     generate,
     grant,
+    identity,
     ingest,
     instruction,
     keys,
@@ -48,6 +49,7 @@ app.add_typer(retention.app, name="retention")
 app.add_typer(instruction.app, name="instruction")
 app.add_typer(migrate.app, name="migrate")
 app.add_typer(feed.app, name="feed")
+app.add_typer(identity.app, name="identity")
 app.command("export")(migrate.export)
 app.command("ingest")(ingest.ingest)
 app.command("mllp")(mllp.mllp)

@@ -47,7 +47,7 @@ def feed_actor(rt, as_email: str | None, token_file: Path | None):
 
 def _table(summaries: list[Summary], title: str = "Ingest summary") -> Table:
     table = Table(title=title)
-    for col in ("file", "format", "accepted", "duplicates", "rejected", "results"):
+    for col in ("file", "format", "accepted", "duplicates", "queued", "rejected", "results"):
         table.add_column(
             col,
             justify="left" if col in ("file", "format") else "right",
@@ -59,6 +59,7 @@ def _table(summaries: list[Summary], title: str = "Ingest summary") -> Table:
             s.format,
             str(s.accepted),
             str(s.duplicates),
+            str(s.queued),
             str(s.rejected),
             str(s.results),
         )
@@ -101,7 +102,7 @@ def ingest(
                 summaries = ing.ingest_files(files, progress=step)
             except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - what was stored before it is said, then the error is raised again
                 summaries, stopped = ing.summaries, exc
-    if stopped is not None and not any(s.accepted or s.duplicates or s.rejected for s in summaries):
+    if stopped is not None and not any(s.accepted or s.duplicates or s.queued or s.rejected for s in summaries):
         raise stopped
     if as_json:
         for s in summaries:
@@ -123,6 +124,7 @@ def ingest(
                         "format": s.format,
                         "accepted": s.accepted,
                         "duplicates": s.duplicates,
+                        "queued": s.queued,
                         "rejected": s.rejected,
                         "results": s.results,
                         "reasons": s.reasons,
@@ -147,6 +149,13 @@ def ingest(
                     f"instruction {instr.id}: {Path(s.file.split(', ')[0]).name}: {s.outside} message(s) "
                     f"outside it, {s.results_dropped} result(s) left out ({_counts(s.dropped)}); "
                     f"cleared: {_counts(s.cleared)}",
+                    highlight=False,
+                    markup=False,
+                )
+            if s.queued:
+                console.print(
+                    f"queued: {s.queued} message(s) whose identity conflicts with a known one wait for the "
+                    "lab's decision (labvault identity queue)",
                     highlight=False,
                     markup=False,
                 )

@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 
-from labvault.access import matching, orders
+from labvault.access import identities, matching, orders
 from labvault.access.quarantine import DROPPED, HELD, REPLAYED, Quarantined, get, listing, put, resolve, update_reason
 from labvault.crypto.digest import sha256_hex
 from labvault.domain.identifiers import normalise_nir
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from labvault.access.gateway import Unit
     from labvault.domain.mapped import Mapped
     from labvault.domain.models import Identity, Prescriber
+    from labvault.interop.hl7v2_adt import PatientMerge
 
 _CHUNK = 500
 _CODE = re.compile(r"[^\s]+( [^\s]+)*\Z")  # a FHIR code: what every export format can carry
@@ -70,6 +71,8 @@ class Envelope:
     key: str
     format: str
     mapped: list[Mapped]
+    raw: bytes = b""  # the message's bytes: kept, sealed, when its identity waits in the queue
+    merges: list[PatientMerge] = dataclasses.field(default_factory=list)  # HL7 ADT^A40: identities to merge
 
     @property
     def results(self) -> int:
@@ -104,10 +107,19 @@ def check(envelope: Envelope) -> None:
 
 
 def store(
-    u: Unit, tenant_id: str, envelopes: Sequence[Envelope], *, feed: str, instruction: str | None = None
+    u: Unit,
+    tenant_id: str,
+    envelopes: Sequence[Envelope],
+    *,
+    feed: str,
+    instruction: str | None = None,
+    on_conflict: str | None = None,
 ) -> list[str]:
-    """Store each envelope not stored before; returns ``accepted`` or ``duplicate`` for each.
-    ``instruction``: the id of the lab's instruction the messages come in under (named in the audit)."""
+    """Store each envelope not stored before; returns ``accepted``, ``duplicate`` or ``queued``
+    (its identity conflicts: kept whole in the identity-vigilance queue, nothing stored) for each.
+    ``instruction``: the id of the lab's instruction the messages come in under (named in the audit).
+    ``on_conflict``: the lab's decision on a queued message being stored again (see
+    ``labvault.access.matching.match_messages``)."""
     u.authorise(tenant_id, "patient:result:create")
     refs = [f"feed:{feed}"] + ([instruction] if instruction else [])
     keys = [e.key for e in envelopes]
@@ -134,16 +146,28 @@ def store(
         u.audit(tenant_id, "ingest:duplicate", "message", duplicates, refs=refs)
     if not fresh:
         return outcomes
+    fresh, matched = _match_or_queue(
+        u, tenant_id, fresh, outcomes, envelopes, feed=feed, on_conflict=on_conflict, keep_raw=instruction is None
+    )
+    if not fresh:
+        return outcomes
+    for e in fresh:
+        if e.merges:
+            identities.merge_as_sent(u, tenant_id, e.merges)
     mapped = [m for e in fresh for m in e.mapped]
-    patient_ids = matching.match_patients(u, tenant_id, [m.identity for m in mapped])
-    prescriber_ids = matching.match_prescribers(u, tenant_id, [p for m in mapped for p in m.prescribers])
+    patient_ids: dict[str, str] = {}
     new_patients: dict[str, Identity] = {}
+    attach: list[tuple[str, str, str]] = []
+    for decided in matched:
+        for mapped_id, match in decided.items():
+            patient_ids[mapped_id] = match.patient_id
+            if match.create is not None:
+                new_patients.setdefault(match.patient_id, match.create)
+            attach.extend((match.patient_id, system, value) for system, value in match.attach)
+    prescriber_ids = matching.match_prescribers(u, tenant_id, [p for m in mapped for p in m.prescribers])
     new_prescribers: dict[str, Prescriber] = {}
     requests, specimens, results = [], [], []
     for m in mapped:
-        pid = patient_ids[m.identity.patient_id]
-        if pid == m.identity.patient_id:
-            new_patients.setdefault(pid, m.identity)
         for p in m.prescribers:
             if prescriber_ids[p.prescriber_id] == p.prescriber_id:
                 new_prescribers.setdefault(p.prescriber_id, p)
@@ -159,6 +183,8 @@ def store(
         results.extend(m.results)
     if new_patients:
         u.add_patients(tenant_id, list(new_patients.values()))
+    if attach:
+        u.add_local_ids(tenant_id, attach)
     if new_prescribers:
         u.add_prescribers(tenant_id, list(new_prescribers.values()))
     orders.store(u, tenant_id, requests, specimens, results)
@@ -179,3 +205,67 @@ def store(
         u.execute(tenant_id, insert(im).values(rows[k : k + _CHUNK]))
     u.audit(tenant_id, "ingest:message", "message", len(fresh), refs=refs)
     return outcomes
+
+
+def _match_or_queue(
+    u: Unit,
+    tenant_id: str,
+    fresh: list[Envelope],
+    outcomes: list[str],
+    envelopes: Sequence[Envelope],
+    *,
+    feed: str,
+    on_conflict: str | None,
+    keep_raw: bool,
+) -> tuple[list[Envelope], list[dict[str, matching.Match]]]:
+    """Match each fresh message's identities (``labvault.access.matching``); a message whose
+    identity conflicts goes whole to the identity-vigilance queue, its outcome ``queued``, and its
+    key is recorded so that the same message sent again is a duplicate. Under an instruction
+    (``keep_raw`` False) its bytes are not kept: they hold what the instruction may leave out, and
+    the lab can only reject it and have it sent again. Returns the messages to store, with their
+    matches."""
+    decisions = matching.match_messages(
+        u, tenant_id, [[m.identity for m in e.mapped] for e in fresh], on_conflict=on_conflict
+    )
+    where = {e.key: k for k, e in enumerate(envelopes) if outcomes[k] == "accepted"}
+    keep: list[Envelope] = []
+    matched: list[dict[str, matching.Match]] = []
+    queued: list[Envelope] = []
+    for e, d in zip(fresh, decisions, strict=True):
+        if isinstance(d, matching.Conflict):
+            raw = e.raw if keep_raw else b""
+            identities.put(
+                u, tenant_id, e.key, raw, fmt=e.format, feed=feed, reason=d.reason, candidate_id=d.candidate_id
+            )
+            outcomes[where[e.key]] = "queued"
+            queued.append(e)
+        else:
+            keep.append(e)
+            matched.append(d)
+    if queued:
+        now = utcnow()
+        rows = [
+            {
+                "tenant_id": tenant_id,
+                "message_key": e.key,
+                "format": e.format,
+                "feed": feed,
+                "received_at": now,
+                "requests": 0,
+                "results": 0,
+            }
+            for e in queued
+        ]
+        for k in range(0, len(rows), _CHUNK):
+            u.execute(tenant_id, insert(t.ingest_message).values(rows[k : k + _CHUNK]))
+    return keep, matched
+
+
+def forget_queued(u: Unit, tenant_id: str, key: str) -> None:
+    """The record of a queued message's key, removed when the lab resolves it so that the message
+    can be stored; only a placeholder (no request, no result) is removed."""
+    im = t.ingest_message
+    u.execute(
+        tenant_id,
+        delete(im).where(im.c.tenant_id == tenant_id, im.c.message_key == key, im.c.requests == 0, im.c.results == 0),
+    )

@@ -23,7 +23,7 @@ from labvault.ingest import intake
 from labvault.ingest.errors import NotALabMessage
 from labvault.instructions import intake_filter
 from labvault.instructions.document import Instruction
-from labvault.interop import hl7v2, hprim
+from labvault.interop import hl7v2, hl7v2_adt, hprim
 
 MAX_FILE_BYTES = 256 * 1024 * 1024
 FORMATS = ("hl7v2", "hprim", "fhir-json", "fhir-ndjson", "csv")
@@ -58,6 +58,10 @@ class Piece:
     envelope: intake.Envelope | None = None
     reason: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.envelope is not None and not self.envelope.raw:  # kept if its identity waits in the queue
+            self.envelope.raw = self.raw
+
     def ready(self) -> intake.Envelope:
         """The envelope to check or store: only a piece that has one (not refused) gets there."""
         if self.envelope is None:
@@ -65,9 +69,10 @@ class Piece:
         return self.envelope
 
 
-def _envelope(fmt: str, mapped: list[Mapped]) -> intake.Envelope:
-    first = mapped[0]
-    return intake.Envelope(intake.message_key(f"{fmt}:{first.sending_facility}", first.control_id), fmt, mapped)
+def _envelope(fmt: str, mapped: list[Mapped], facility: str = "", control_id: str = "") -> intake.Envelope:
+    if mapped:
+        facility, control_id = mapped[0].sending_facility, mapped[0].control_id
+    return intake.Envelope(intake.message_key(f"{fmt}:{facility}", control_id), fmt, mapped)
 
 
 def read(data: bytes, *, file: str, fmt: str | None = None, test_mode: bool = False) -> list[Piece]:
@@ -132,7 +137,14 @@ def _read_hl7(data: bytes, file: str, test_mode: bool) -> list[Piece]:
     pieces = []
     for i, raw in enumerate(messages, 1):
         try:
-            mapped = hl7v2.to_domain(hl7v2.parse(raw, index=i, file=file), test_mode=test_mode)
+            parsed = hl7v2.parse(raw, index=i, file=file)
+            if hl7v2_adt.is_merge(parsed):  # ADT^A40: identities to merge, no result
+                merges = hl7v2_adt.read(parsed, test_mode=test_mode)
+                envelope = _envelope("hl7v2", [], parsed.sending_facility, parsed.control_id)
+                envelope.merges = merges
+                pieces.append(Piece(i, "hl7v2", raw, envelope=envelope))
+                continue
+            mapped = hl7v2.to_domain(parsed, test_mode=test_mode)
         except hl7v2.Hl7Error as exc:
             pieces.append(Piece(i, "hl7v2", raw, reason=str(exc)))
             continue
@@ -151,8 +163,9 @@ def _checked(piece: Piece, file: str, index: int | None = None) -> Piece:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What became of one piece: ``accepted``, ``duplicate``, ``rejected`` (with reason, quarantine
-    id) or, under an instruction, ``outside`` (nothing in it that the instruction names)."""
+    """What became of one piece: ``accepted``, ``duplicate``, ``queued`` (received; its identity
+    waits in the identity-vigilance queue), ``rejected`` (with reason, quarantine id) or, under an
+    instruction, ``outside`` (nothing in it that the instruction names)."""
 
     status: str
     reason: str | None = None
@@ -168,6 +181,7 @@ class Summary:
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    queued: int = 0  # received, waiting in the identity-vigilance queue
     results: int = 0
     reasons: list[str] = field(default_factory=list)
     quarantine_ids: list[str] = field(default_factory=list)
@@ -181,6 +195,7 @@ class Summary:
         self.accepted += other.accepted
         self.duplicates += other.duplicates
         self.rejected += other.rejected
+        self.queued += other.queued
         self.results += other.results
         self.reasons += other.reasons
         self.quarantine_ids += other.quarantine_ids
@@ -297,6 +312,8 @@ class Ingestor:
             if status == "accepted":
                 summary.accepted += 1
                 summary.results += pieces[i].ready().results
+            elif status == "queued":
+                summary.queued += 1
             else:
                 summary.duplicates += 1
 
@@ -401,6 +418,7 @@ class Ingestor:
             intake.resolve(u, self.tenant_id, quarantine_id, intake.REPLAYED)
         summary.accepted = got.count("accepted")
         summary.duplicates = got.count("duplicate")
+        summary.queued = got.count("queued")
         summary.results = sum(p.ready().results for p, o in zip(pieces, got, strict=True) if o == "accepted")
         return summary
 
