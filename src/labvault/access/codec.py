@@ -72,47 +72,58 @@ RESULT_ITEMS = (
     "message_at",
 )
 _FIRST_SHAPE = 13  # observations sealed before revision 0014 hold the first 13 items
+# An observation received through ingest also holds, after ``RESULT_ITEMS``, the key of the message
+# that said it (``ingest_message.message_key``, 32 bytes): when a later message replaces the value,
+# the version kept names its message. It is not a field of ``Result`` and is never exported.
+_KEYED_SHAPE = len(RESULT_ITEMS) + 1
 
 
-def result_packer() -> Callable[[Result], bytes]:
-    """A function packing a ``Result``'s personal and health fields (an array of ``RESULT_ITEMS``).
+def result_packer() -> Callable[..., bytes]:
+    """A function packing a ``Result``'s personal and health fields (an array of ``RESULT_ITEMS``),
+    followed by the key of the message that said them when one is given (``pack(r, key)``).
 
     Each call returns a function with its own msgpack ``Packer`` (reused across rows, which is
     faster than ``packb``; a packer is not shared between threads).
     """
     pack = msgpack.Packer(use_bin_type=True).pack
 
-    def pack_result(r: Result) -> bytes:
+    def pack_result(r: Result, message_key: str | None = None) -> bytes:
         at = r.validated_at
-        packed: bytes = pack(
-            (
-                r.code_system,
-                r.code,
-                r.label,
-                _float(r.value_num),
-                r.value_text,
-                r.unit,
-                _float(r.ref_low),
-                _float(r.ref_high),
-                r.ref_text,
-                r.flag,
-                r.validated_by,
-                None if at is None else at.isoformat(),
-                r.comment,
-                r.value_repr,
-                r.comparator,
-                r.unit_system,
-                r.observation_key,
-                None if r.message_at is None else r.message_at.isoformat(),
-            )
+        items: tuple[object, ...] = (
+            r.code_system,
+            r.code,
+            r.label,
+            _float(r.value_num),
+            r.value_text,
+            r.unit,
+            _float(r.ref_low),
+            _float(r.ref_high),
+            r.ref_text,
+            r.flag,
+            r.validated_by,
+            None if at is None else at.isoformat(),
+            r.comment,
+            r.value_repr,
+            r.comparator,
+            r.unit_system,
+            r.observation_key,
+            None if r.message_at is None else r.message_at.isoformat(),
         )
+        if message_key is not None:
+            items = (*items, bytes.fromhex(message_key))
+        packed: bytes = pack(items)
         return packed
 
     return pack_result
 
 
-def unpack_result(data: bytes) -> dict[str, Any]:
+def unpack_observation(data: bytes) -> tuple[dict[str, Any], str | None]:
+    """The fields of a sealed observation, and the key of the message that said it (or None)."""
     items = unpack(data)
+    key: str | None = None
+    if len(items) == _KEYED_SHAPE:
+        raw = items.pop()
+        key = raw.hex() if isinstance(raw, bytes) else None
     if len(items) == _FIRST_SHAPE:
         items += [None] * (len(RESULT_ITEMS) - _FIRST_SHAPE)
     if len(items) != len(RESULT_ITEMS):
@@ -120,4 +131,8 @@ def unpack_result(data: bytes) -> dict[str, Any]:
     out: dict[str, Any] = dict(zip(RESULT_ITEMS, items, strict=True))
     out["validated_at"] = to_dt(out["validated_at"])
     out["message_at"] = to_dt(out["message_at"])
-    return out
+    return out, key
+
+
+def unpack_result(data: bytes) -> dict[str, Any]:
+    return unpack_observation(data)[0]

@@ -370,9 +370,16 @@ class Records(UnitState):
         return found
 
     def add_results(
-        self, tenant_id: str, results: Sequence[Result], *, pseudonyms: dict[str, str] | None = None
+        self,
+        tenant_id: str,
+        results: Sequence[Result],
+        *,
+        pseudonyms: dict[str, str] | None = None,
+        message_keys: Mapping[str, str] | None = None,
     ) -> int:
-        """Store results; each names a request already stored (or in ``pseudonyms``)."""
+        """Store results; each names a request already stored (or in ``pseudonyms``).
+        ``message_keys``: result id -> the key of the message that said it (sealed with the value,
+        so that the version kept when a later message replaces it names its message)."""
         self._authorise(tenant_id, "patient:result:create")
         c = self._crypto(tenant_id)
         v = c.cipher.current_version
@@ -388,7 +395,12 @@ class Records(UnitState):
         pack_result = codec.result_packer()
 
         def sealed(part: Sequence[Result]) -> list[tuple[Any, ...]]:
-            blobs = observation.seal_many([r.result_id for r in part], [pack_result(r) for r in part])
+            packed = (
+                [pack_result(r) for r in part]
+                if message_keys is None
+                else [pack_result(r, message_keys.get(r.result_id)) for r in part]
+            )
+            blobs = observation.seal_many([r.result_id for r in part], packed)
             return [
                 (
                     tenant_id,
@@ -642,6 +654,85 @@ class Records(UnitState):
         self._record(tenant_id, "patient:result:read", "result", len(out), refs=[request_id])
         return out
 
+    def result_history(self, tenant_id: str, result_id: str) -> list[Result]:
+        """Every version of one result, oldest first, the current one last: each with its status,
+        ``version`` and ``message_at`` (when its message said it). Authorised and scoped as
+        ``results_of_request``: a support grant reaches only its patients and period, and a
+        sensitive category the principal may not read is refused."""
+        self._authorise(tenant_id, "patient:result:read")
+        _check_id(result_id, "result")
+        c = self._crypto(tenant_id)
+        r, rv = t.result, t.result_version
+        row = self.conn.execute(select(r).where(self._tf(r, tenant_id), r.c.result_id == result_id)).first()
+        if row is None:
+            self._record(tenant_id, "patient:result:read", "result", 0, outcome="error")
+            raise NotFound("no such result in this lab")
+        if (
+            self._grant is not None
+            and self._grant.patients is not None
+            and row.pseudonym not in {c.index.pseudonym(pid) for pid in self._grant.patients}
+        ):
+            self._deny(tenant_id, "patient:result:read", "this result is outside the grant's scope")
+        if (
+            self._grant is not None
+            and self._grant.has_period
+            and not self._requests_collected_between(
+                c, tenant_id, [row.request_id], self._grant.period_from, self._grant.period_to
+            )
+        ):
+            self._deny(tenant_id, "patient:result:read", "this result is outside the grant's period")
+        current = self._result(c, row)
+        readable = self._readable_categories(tenant_id)
+        if (
+            readable is not None
+            and current.sensitivity is not Sensitivity.OTHER
+            and current.sensitivity not in readable
+        ):
+            self._deny(tenant_id, "patient:result:read", "this result is of a category this account may not read")
+        col = c.cipher.column("result_version", "observation_enc")
+        out = []
+        for v in self.conn.execute(
+            select(rv)
+            .where(self._tf(rv, tenant_id), rv.c.result_id == result_id)
+            .order_by(rv.c.version, rv.c.version_id)
+        ):
+            fields = codec.unpack_result(col.open(v.version_id, bytes(v.observation_enc)))
+            out.append(
+                Result(
+                    result_id=result_id,
+                    request_id=row.request_id,
+                    specimen_id=row.specimen_id,
+                    status=ResultStatus(v.status),
+                    sensitivity=current.sensitivity,
+                    version=v.version,
+                    **fields,
+                )
+            )
+        out.append(current)
+        self._record(tenant_id, "patient:result:read", "result", len(out), refs=[result_id])
+        return out
+
+    def patient_of_result(self, tenant_id: str, result_id: str) -> str:
+        """The patient id a result belongs to (its rows carry a pseudonym only: the lab's identity key
+        finds the identity behind it). Authorised as a result read; nothing is decrypted."""
+        self._authorise(tenant_id, "patient:result:read")
+        _check_id(result_id, "result")
+        c = self._crypto(tenant_id)
+        row = self.conn.execute(
+            select(t.result.c.pseudonym).where(self._tf(t.result, tenant_id), t.result.c.result_id == result_id)
+        ).first()
+        if row is not None:
+            pseudonym = c.index.pseudonym
+            candidates: Iterable[Any] = (
+                [(pid,) for pid in sorted(self._grant.patients)]
+                if self._grant is not None and self._grant.patients is not None
+                else iter_tenant_rows(self.conn, "patient_identity", ("patient_id",), tenant_id)
+            )
+            for (pid,) in candidates:
+                if pseudonym(pid) == row.pseudonym:
+                    return str(pid)
+        raise NotFound("no such result in this lab")
+
     def _requests_collected_between(
         self, c: TenantCrypto, tenant_id: str, request_ids: list[str], start: date | None, end: date | None
     ) -> list[str]:
@@ -808,7 +899,9 @@ class Records(UnitState):
                     counts[category] += 1
                 else:
                     kept.add(res.request_id)
+            rv = t.result_version
             for part in _chunks(expired):
+                self.conn.execute(delete(rv).where(self._tf(rv, tenant_id), rv.c.result_id.in_(part)))
                 self.conn.execute(delete(r).where(self._tf(r, tenant_id), r.c.result_id.in_(part)))
             gone = [
                 x

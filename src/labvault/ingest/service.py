@@ -65,9 +65,17 @@ class Piece:
         return self.envelope
 
 
-def _envelope(fmt: str, mapped: list[Mapped]) -> intake.Envelope:
+# Formats whose control id says which message it is but not what it says: a CSV request's id is
+# its group key, an HPRIM file keeps its name when sent again with other values.
+_KEYED_BY_CONTENT = frozenset({"csv", "hprim"})
+
+
+def _envelope(fmt: str, mapped: list[Mapped], raw: bytes | None = None) -> intake.Envelope:
     first = mapped[0]
-    return intake.Envelope(intake.message_key(f"{fmt}:{first.sending_facility}", first.control_id), fmt, mapped)
+    content = raw if fmt in _KEYED_BY_CONTENT else None
+    return intake.Envelope(
+        intake.message_key(f"{fmt}:{first.sending_facility}", first.control_id, content), fmt, mapped
+    )
 
 
 def read(data: bytes, *, file: str, fmt: str | None = None, test_mode: bool = False) -> list[Piece]:
@@ -84,12 +92,12 @@ def read(data: bytes, *, file: str, fmt: str | None = None, test_mode: bool = Fa
             mapped = hprim.to_domain(hprim.parse(bytes(data), file=file), test_mode=test_mode)
         except hprim.HprimError as exc:
             return [Piece(1, fmt, bytes(data), reason=str(exc))]
-        return [_checked(Piece(1, fmt, bytes(data), envelope=_envelope(fmt, mapped)), file)]
+        return [_checked(Piece(1, fmt, bytes(data), envelope=_envelope(fmt, mapped, bytes(data))), file)]
     if fmt == "csv":
         from labvault.interop import csv_in
 
         return [
-            _checked(Piece(m.index, fmt, m.raw, envelope=_envelope(fmt, [m.mapped])), file, m.index)
+            _checked(Piece(m.index, fmt, m.raw, envelope=_envelope(fmt, [m.mapped], m.raw)), file, m.index)
             if m.mapped is not None
             else Piece(m.index, fmt, m.raw, reason=m.reason)
             for m in csv_in.read(bytes(data), file=file, test_mode=test_mode)
