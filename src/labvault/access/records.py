@@ -259,6 +259,27 @@ class Records(UnitState):
             self._insert(lt, ("tenant_id", "local_id", "patient_id", "key_version", "id_bidx", "ident_enc"), rows)
         return len(rows)
 
+    def stored_patient_ids(self, tenant_id: str, patient_ids: Sequence[str]) -> set[str]:
+        """Which of these identity ids are stored already (an ingest about to create them: a file sent
+        again derives the same ids). Nothing is decrypted."""
+        self._authorise(tenant_id, "patient:identity:create")
+        return self._stored_ids(tenant_id, t.patient_identity, "patient_id", patient_ids)
+
+    def stored_prescriber_ids(self, tenant_id: str, prescriber_ids: Sequence[str]) -> set[str]:
+        """The same for prescribers."""
+        self._authorise(tenant_id, "prescriber:create")
+        return self._stored_ids(tenant_id, t.prescriber, "prescriber_id", prescriber_ids)
+
+    def _stored_ids(self, tenant_id: str, table: Table, column: str, ids: Sequence[str]) -> set[str]:
+        out: set[str] = set()
+        for part in _chunks(sorted(set(ids))):
+            out.update(
+                self.conn.execute(
+                    select(table.c[column]).where(self._tf(table, tenant_id), table.c[column].in_(part))
+                ).scalars()
+            )
+        return out
+
     def _local_ids_of(
         self, c: TenantCrypto, tenant_id: str, patient_ids: Sequence[str]
     ) -> dict[str, list[tuple[str, str]]]:

@@ -164,8 +164,14 @@ def store(
             for r in m.requests
         ]
         incoming.append(orders.Incoming(key_of[id(m)], requests, m.specimens, m.results))
+    if new_patients:  # a file sent again derives the same ids: its patient is stored already
+        stored = u.stored_patient_ids(tenant_id, list(new_patients))
+        new_patients = {k: v for k, v in new_patients.items() if k not in stored}
     if new_patients:
         u.add_patients(tenant_id, list(new_patients.values()))
+    if new_prescribers:
+        stored = u.stored_prescriber_ids(tenant_id, list(new_prescribers))
+        new_prescribers = {k: v for k, v in new_prescribers.items() if k not in stored}
     if new_prescribers:
         u.add_prescribers(tenant_id, list(new_prescribers.values()))
     # The same order again (same order numbers, or the same ids) updates its request: orders.
