@@ -232,6 +232,10 @@ def store_messages(u: Unit, tenant_id: str, messages: Sequence[Incoming]) -> Non
                 placer.add(pk)
             ids.add(r.request_id)
         prepared.append((m, reqs))
+    for m in messages:
+        wanted = {r.request_id for r in m.requests}
+        if any(x.request_id not in wanted for x in m.results):
+            raise InvalidInput("a result names no request of its message")
     found = _lookup(u, tenant_id, filler, placer, ids)
 
     # Group the incoming requests into orders: a stored request found again, or the first message
