@@ -137,15 +137,18 @@ K, NA = "2823-3", "2951-2"
 FIRST = Msg("M0", T0, ((K, 4.0, P), (NA, None, R)))
 REPORT = Msg("M1", T0 + timedelta(hours=1), ((K, 4.2, F), (NA, 140.0, F)))
 RESEND = Msg("M1b", T0 + timedelta(hours=1), ((K, 4.2, F), (NA, 140.0, F)))
+LATER = Msg("M1c", T0 + timedelta(minutes=90), ((K, 4.2, F), (NA, 140.0, F)))  # the same, sent again later
 CORRECTION = Msg("M2", T0 + timedelta(hours=2), ((K, 4.5, C),))
 CANCEL = Msg("M3", T0 + timedelta(hours=3), ((NA, None, X),))
-LIFE = (FIRST, REPORT, RESEND, CORRECTION, CANCEL)
+LIFE = (FIRST, REPORT, RESEND, LATER, CORRECTION, CANCEL)
+# The report and its resend at the same time are one version; the same values sent again later are
+# one more version, read once with the report (under its latest number).
 EXPECTED = (
     [("amended", "F-1", "P-1")],
-    [(K, 4.5, "corrected", 3), (NA, None, "cancelled", 3)],
+    [(K, 4.5, "corrected", 4), (NA, None, "cancelled", 4)],
     {
-        K: [(1, 4.0, "preliminary", FIRST.at), (2, 4.2, "final", REPORT.at), (3, 4.5, "corrected", CORRECTION.at)],
-        NA: [(1, None, "pending", FIRST.at), (2, 140.0, "final", REPORT.at), (3, None, "cancelled", CANCEL.at)],
+        K: [(1, 4.0, "preliminary", FIRST.at), (3, 4.2, "final", LATER.at), (4, 4.5, "corrected", CORRECTION.at)],
+        NA: [(1, None, "pending", FIRST.at), (3, 140.0, "final", LATER.at), (4, None, "cancelled", CANCEL.at)],
     },
 )
 
@@ -231,7 +234,10 @@ def test_two_messages_of_one_order_in_one_group(lab):
     """Group commit: messages of the same order stored in one call converge like separate ones."""
     gw, tech = lab
     nir = nir_for(next(_patients))
-    assert store(gw, tech, [envelope(m, nir) for m in (CANCEL, CORRECTION, REPORT, FIRST, RESEND)]) == ["accepted"] * 5
+    assert (
+        store(gw, tech, [envelope(m, nir) for m in (CANCEL, CORRECTION, LATER, REPORT, FIRST, RESEND)])
+        == ["accepted"] * 6
+    )
     assert state(gw, tech, nir) == EXPECTED
 
 
@@ -243,8 +249,9 @@ def test_two_messages_of_one_order_in_one_group(lab):
 @given(order=st.permutations(LIFE), cuts=st.sets(st.integers(1, len(LIFE) - 1), max_size=2))
 def test_any_order_of_arrival_converges(lab, order, cuts):
     """Property: the messages of an order (first results, the report, its resend under a new control
-    id, a correction, a cancellation), in any order of arrival and any grouping into commits, leave
-    the same current values and statuses, the same request status and the same history."""
+    id, the same sent again later, a correction, a cancellation), in any order of arrival and any
+    grouping into commits, leave the same current values and statuses, the same request status and
+    the same history."""
     gw, tech = lab
     nir = nir_for(next(_patients))
     bounds = [0, *sorted(cuts), len(order)]
@@ -293,3 +300,42 @@ def test_versions_are_sealed(lab, raw_engine):
     assert b"7.123456" not in blob and b"Potassium" not in blob and b"2823-3" not in blob
     said_by = intake.message_key("hl7v2:LIS", f"p{int(nir[:13]) - 1850775000000}-A")
     assert rows[0][1] == said_by  # the message that said it
+
+
+def _oru(control: str, stamp: str, potassium: str, status: str) -> bytes:
+    """An ORU^R01 of one order (placer P-77, filler F-77), its control id and time its own."""
+    lines = [
+        f"MSH|^~\\&|LIS|LAB1^1.2.3^ISO|GW|HOSP|{stamp}+0100||ORU^R01^ORU_R01|{control}|P|2.5.1",
+        f"PID|1||{nir_for(7777)}^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO^INS||DUPONT^Jean^^^^^L||19850704|M",
+        "ORC|RE|P-77|F-77||||||||||10001234567^HOUSE^Greg^^^^^^RPPS&1.2.250.1.71.4.2.1&ISO",
+        f"OBR|1|P-77|F-77|24326-1^Electrolytes^LN|||20240101083000|||||||||||||||{stamp}+0100||CH|F",
+        f"OBX|1|NM|2823-3^Potassium^LN||{potassium}|mmol/L^^UCUM|3.5-5.1|N|||{status}",
+        "OBX|2|NM|2951-2^Sodium^LN||140|mmol/L^^UCUM|135-145|N|||F",
+    ]
+    return ("\r".join(lines) + "\r").encode()
+
+
+def test_hl7_resend_and_correction_update_one_request(lab):
+    """HL7 v2: the report, its resend under a new MSH-10, and a correction (OBX-11 = C) arriving
+    first: one request, potassium corrected with the report's value as version 1."""
+    from labvault.ingest import service as ingest
+    from labvault.ingest.service import Ingestor, Summary
+
+    gw, tech = lab
+    report = _oru("R1", "20240101100000", "4.2", "F")
+    (piece,) = ingest.read(report, file="r.hl7")
+    if piece.ready().mapped[0].requests[0].filler_number is None:
+        pytest.skip("the HL7 v2 reader does not give order numbers (ORC-3/OBR-3) yet")
+    for data in (_oru("C1", "20240101120000", "4.6", "C"), report, _oru("R2", "20240101100000", "4.2", "F")):
+        summary = Summary("x.hl7", "hl7v2")
+        Ingestor(gw, tech, LAB, group=1).ingest_pieces(ingest.read(data, file="x.hl7"), summary)
+        assert summary.accepted == 1, summary.reasons
+    with gw.unit(tech, Purpose.CARE) as u:
+        (patient,) = u.find_patients_by_nir(LAB, nir_for(7777))
+        (req,) = u.requests_of(LAB, patient.patient_id)
+        current = {r.code: r for r in u.results_of(LAB, patient.patient_id)}
+        history = [(v.value_num, str(v.status)) for v in u.result_history(LAB, current[K].result_id)]
+    assert req.status is RequestStatus.CORRECTED
+    assert (current[K].value_num, str(current[K].status)) == (4.6, "corrected")
+    assert history == [(4.2, "final"), (4.6, "corrected")]
+    assert current[NA].version == 1

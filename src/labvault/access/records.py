@@ -4,6 +4,7 @@ and opened on the way out, each operation authorised and audited."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -122,6 +123,11 @@ def order_keys(c: TenantCrypto, r: Request) -> tuple[bytes | None, bytes | None]
         c.index.order(r.patient_id, "", "filler", filler) if filler else None,
         c.index.order(r.patient_id, r.sender or "", "placer", placer) if placer else None,
     )
+
+
+def _same_said(a: Result, b: Result) -> bool:
+    """Two versions of a result that say the same (only their message's time and number differ)."""
+    return replace(a, message_at=None, version=0) == replace(b, message_at=None, version=0)
 
 
 def _check_id(value: str, kind: str) -> None:
@@ -730,6 +736,10 @@ class Records(UnitState):
                 )
             )
         out.append(current)
+        # The same result said again unchanged (a resend under a new control id and a later time)
+        # is stored, so that any order of arrival gives the same history; it is read once, under its
+        # latest version.
+        out = [r for r, nxt in zip(out, [*out[1:], None], strict=True) if nxt is None or not _same_said(r, nxt)]
         self._record(tenant_id, "patient:result:read", "result", len(out), refs=[result_id])
         return out
 
