@@ -73,9 +73,10 @@ RESULT_ITEMS = (
 )
 _FIRST_SHAPE = 13  # observations sealed before revision 0014 hold the first 13 items
 # An observation received through ingest also holds, after ``RESULT_ITEMS``, the key of the message
-# that said it (``ingest_message.message_key``, 32 bytes): when a later message replaces the value,
-# the version kept names its message. It is not a field of ``Result`` and is never exported.
-_KEYED_SHAPE = len(RESULT_ITEMS) + 1
+# that said it (``ingest_message.message_key``, 32 bytes) and the time versions are ordered by (its
+# message's time, else when it was received): when a later message replaces the value, the version
+# kept names its message. Neither is a field of ``Result``; neither is exported.
+_SAID_SHAPE = len(RESULT_ITEMS) + 2
 
 
 def result_packer() -> Callable[..., bytes]:
@@ -87,7 +88,7 @@ def result_packer() -> Callable[..., bytes]:
     """
     pack = msgpack.Packer(use_bin_type=True).pack
 
-    def pack_result(r: Result, message_key: str | None = None) -> bytes:
+    def pack_result(r: Result, message_key: str | None = None, said_at: datetime | None = None) -> bytes:
         at = r.validated_at
         items: tuple[object, ...] = (
             r.code_system,
@@ -109,21 +110,25 @@ def result_packer() -> Callable[..., bytes]:
             r.observation_key,
             None if r.message_at is None else r.message_at.isoformat(),
         )
-        if message_key is not None:
-            items = (*items, bytes.fromhex(message_key))
+        if message_key is not None or said_at is not None:
+            items = (*items, None if message_key is None else bytes.fromhex(message_key), dt(said_at))
         packed: bytes = pack(items)
         return packed
 
     return pack_result
 
 
-def unpack_observation(data: bytes) -> tuple[dict[str, Any], str | None]:
-    """The fields of a sealed observation, and the key of the message that said it (or None)."""
+def unpack_observation(data: bytes) -> tuple[dict[str, Any], str | None, datetime | None]:
+    """The fields of a sealed observation, the key of the message that said it and the time its
+    versions are ordered by (None for either when it was not stored through ingest)."""
     items = unpack(data)
     key: str | None = None
-    if len(items) == _KEYED_SHAPE:
-        raw = items.pop()
+    said_at: datetime | None = None
+    if len(items) == _SAID_SHAPE:
+        raw, at = items[-2:]
+        del items[-2:]
         key = raw.hex() if isinstance(raw, bytes) else None
+        said_at = to_dt(at)
     if len(items) == _FIRST_SHAPE:
         items += [None] * (len(RESULT_ITEMS) - _FIRST_SHAPE)
     if len(items) != len(RESULT_ITEMS):
@@ -131,7 +136,7 @@ def unpack_observation(data: bytes) -> tuple[dict[str, Any], str | None]:
     out: dict[str, Any] = dict(zip(RESULT_ITEMS, items, strict=True))
     out["validated_at"] = to_dt(out["validated_at"])
     out["message_at"] = to_dt(out["message_at"])
-    return out, key
+    return out, key, said_at
 
 
 def unpack_result(data: bytes) -> dict[str, Any]:

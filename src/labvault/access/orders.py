@@ -85,15 +85,21 @@ def _value(r: Result) -> tuple[object, ...]:
 
 
 def request_status(histories: Sequence[Sequence[Result]]) -> RequestStatus:
-    """A request's status from its results' histories (each oldest first, the last the current).
+    """A request's status from its results' histories (each oldest first, the last the current, each
+    version at its ``message_at``).
 
     registered: no value yet; partial: some pending or preliminary; cancelled: every result
     cancelled or entered in error; final; corrected: a value changed (or a result said corrected)
     once the request was final; amended: a result added or cancelled once the request was final.
     Only the histories count, never the order they arrived in."""
+    return _status([[(_at(r.message_at), r) for r in h] for h in histories])
+
+
+def _status(histories: Sequence[Sequence[tuple[datetime, Result]]]) -> RequestStatus:
+    """``request_status`` of histories of (time, version)."""
     if not histories:
         return RequestStatus.REGISTERED
-    current = [h[-1].status for h in histories]
+    current = [h[-1][1].status for h in histories]
     if all(s in _GONE for s in current):
         return RequestStatus.CANCELLED
     live = [s for s in current if s not in _GONE]
@@ -102,14 +108,14 @@ def request_status(histories: Sequence[Sequence[Result]]) -> RequestStatus:
     if any(s in _OPEN for s in live):
         return RequestStatus.PARTIAL
     events = sorted(
-        ((_at(r.message_at), i, k) for i, h in enumerate(histories) for k, r in enumerate(h)),
+        ((at, i, k) for i, h in enumerate(histories) for k, (at, _) in enumerate(h)),
         key=lambda e: e[0],
     )
     state: dict[int, Result] = {}
     final = corrected = amended = False
     for _, group in itertools.groupby(events, key=lambda e: e[0]):
         for _, i, k in group:
-            r = histories[i][k]
+            r = histories[i][k][1]
             prev = state.get(i)
             if final:
                 if prev is None or (r.status in _GONE and prev.status not in _GONE):
@@ -143,6 +149,7 @@ class _Said:
 
     result: Result
     key: str | None  # the message that said it
+    at: datetime  # its message's time, else when it was received
     digest: str
     version_id: str | None = None  # its result_version row
     stored_version: int | None = None  # its version number as stored
@@ -150,7 +157,7 @@ class _Said:
 
     @property
     def order(self) -> tuple[datetime, str]:
-        return (_at(self.result.message_at), self.digest)
+        return (self.at, self.digest)
 
 
 @dataclass(slots=True)
@@ -214,18 +221,17 @@ def store_messages(u: Unit, tenant_id: str, messages: Sequence[Incoming]) -> Non
     u._authorise(tenant_id, "patient:result:create")
     c = u._crypto(tenant_id)
     now = utcnow()
-    # Each request with its time and keys; results get the request's time when they have none.
-    prepared: list[tuple[Incoming, list[tuple[Request, bytes | None, bytes | None]]]] = []
+    # Each request with its keys and its time (its message's, else now: a format without times is
+    # ordered by arrival); results without a time of their own are said at their request's.
+    prepared: list[tuple[Incoming, list[tuple[Request, bytes | None, bytes | None, datetime]]]] = []
     filler: set[bytes] = set()
     placer: set[bytes] = set()
     ids: set[str] = set()
     for m in messages:
         reqs = []
         for r in m.requests:
-            if r.message_at is None:
-                r = dataclasses.replace(r, message_at=now)
             fk, pk = order_keys(c, r)
-            reqs.append((r, fk, pk))
+            reqs.append((r, fk, pk, now if r.message_at is None else _at(r.message_at)))
             if fk is not None:
                 filler.add(fk)
             if pk is not None:
@@ -242,9 +248,9 @@ def store_messages(u: Unit, tenant_id: str, messages: Sequence[Incoming]) -> Non
     # of this call that has the order.
     group_of: dict[tuple[str, Any], int] = {}  # ("f", key) / ("p", key) / ("i", id) -> group
     stored_group: dict[str, int] = {}
-    groups: list[tuple[str | None, list[tuple[Incoming, Request]]]] = []  # (stored id, members)
+    groups: list[tuple[str | None, list[_Member]]] = []  # (stored id, members)
     for m, reqs in prepared:
-        for r, fk, pk in reqs:
+        for r, fk, pk, when in reqs:
             names = [n for n in (("f", fk), ("p", pk), ("i", r.request_id)) if n[1] is not None]
             stored = next((found[n] for n in names if n in found), None)
             g = stored_group.get(stored) if stored is not None else None
@@ -255,7 +261,7 @@ def store_messages(u: Unit, tenant_id: str, messages: Sequence[Incoming]) -> Non
                 groups.append((stored, []))
                 if stored is not None:
                     stored_group[stored] = g
-            groups[g][1].append((m, r))
+            groups[g][1].append((m, r, when))
             for n in names:
                 group_of.setdefault(n, g)
 
@@ -264,6 +270,9 @@ def store_messages(u: Unit, tenant_id: str, messages: Sequence[Incoming]) -> Non
     lived = [(stored, members) for stored, members in groups if stored is not None or len(members) > 1]
     if lived:
         _store_lived(u, tenant_id, c, lived, now)
+
+
+_Member = tuple[Incoming, Request, datetime]  # a message, one of its requests, the time it says it
 
 
 def _lookup(
@@ -291,42 +300,39 @@ def _results_of(m: Incoming, request_id: str) -> list[Result]:
     return [r for r in m.results if r.request_id == request_id]
 
 
-def _store_new(u: Unit, tenant_id: str, c: TenantCrypto, plain: list[tuple[Incoming, Request]]) -> None:
+def _store_new(u: Unit, tenant_id: str, c: TenantCrypto, plain: list[_Member]) -> None:
     """Orders seen for the first time, once: stored as they are, with their status."""
     if not plain:
         return
     requests: list[Request] = []
     specimens: list[Specimen] = []
     results: list[Result] = []
-    keys: dict[str, str] = {}
+    said: dict[str, tuple[str | None, datetime]] = {}
     by_request: dict[int, dict[str, list[Result]]] = {}
-    for m, r in plain:
+    for m, r, when in plain:
         per = by_request.get(id(m))
         if per is None:
             per = by_request[id(m)] = {}
             for x in m.results:
                 per.setdefault(x.request_id, []).append(x)
-        own = [
-            x if x.message_at is not None else dataclasses.replace(x, message_at=r.message_at)
-            for x in per.get(r.request_id, [])
-        ]
-        requests.append(dataclasses.replace(r, status=request_status([[x] for x in own])))
+        own = per.get(r.request_id, [])
+        times = [when if x.message_at is None else _at(x.message_at) for x in own]
+        requests.append(dataclasses.replace(r, status=_status([[(at, x)] for at, x in zip(times, own, strict=True)])))
         specimens.extend(s for s in m.specimens if s.request_id == r.request_id)
         results.extend(own)
-        if m.key is not None:
-            keys.update((x.result_id, m.key) for x in own)
+        said.update((x.result_id, (m.key, at)) for at, x in zip(times, own, strict=True))
     u.add_requests(tenant_id, requests)
     if specimens:
         u.add_specimens(tenant_id, specimens)
     if results:
-        u.add_results(tenant_id, results, message_keys=keys or None)
+        u.add_results(tenant_id, results, said=said)
 
 
 def _store_lived(
     u: Unit,
     tenant_id: str,
     c: TenantCrypto,
-    groups: list[tuple[str | None, list[tuple[Incoming, Request]]]],
+    groups: list[tuple[str | None, list[_Member]]],
     now: datetime,
 ) -> None:
     """Orders found again (stored, or more than once in this call): merged version by version."""
@@ -339,9 +345,9 @@ def _store_lived(
     touched: list[_Order] = []
     for stored, members in groups:
         order: _Order | None = orders.get(stored) if stored is not None else None
-        for m, r in members:
+        for m, r, when in members:
             pseudonym = c.index.pseudonym(r.patient_id)
-            at = (_at(r.message_at), digests.request(r))
+            at = (when, digests.request(r))
             if order is None:
                 order = _Order(request=r, pseudonym=pseudonym, stored=False, at=at)
             elif order.pseudonym != pseudonym:
@@ -367,9 +373,8 @@ def _store_lived(
                     x,
                     request_id=order.request.request_id,
                     specimen_id=spec_map.get(x.specimen_id, x.specimen_id) if x.specimen_id else None,
-                    message_at=x.message_at or r.message_at,
                 )
-                said = _Said(x, m.key, digests.result(x))
+                said = _Said(x, m.key, when if x.message_at is None else _at(x.message_at), digests.result(x))
                 obs = _find(order, x, taken)
                 if obs is None:
                     rid = x.result_id
@@ -452,7 +457,7 @@ def _load(
                 request=req,
                 pseudonym=row.pseudonym,
                 stored=True,
-                at=(_at(req.message_at), digests.request(req)),
+                at=(_at(req.message_at), digests.request(req)),  # None: the earliest, any arrival is later
                 stored_request=req,
             )
         for row in u.conn.execute(
@@ -465,9 +470,11 @@ def _load(
         for row in u.conn.execute(
             select(r).where(u._tf(r, tenant_id), r.c.request_id.in_(part)).order_by(r.c.result_id)
         ):
-            fields, key = codec.unpack_observation(result_col.open(row.result_id, bytes(row.observation_enc)))
+            fields, key, said_at = codec.unpack_observation(result_col.open(row.result_id, bytes(row.observation_enc)))
             res = _result(row.result_id, row.request_id, row.specimen_id, row.status, row.version, fields)
-            said = _Said(res, key, digests.result(res), stored_version=row.version, current=True)
+            said = _Said(
+                res, key, _said_at(res, said_at), digests.result(res), stored_version=row.version, current=True
+            )
             obs = _Obs(row.result_id, row.request_id, row.specimen_id, stored=True, said=[said])
             obs_by_result[row.result_id] = obs
             out[row.request_id].obs.append(obs)
@@ -477,13 +484,26 @@ def _load(
             owner = obs_by_result.get(row.result_id)
             if owner is None:
                 continue
-            fields, _ = codec.unpack_observation(version_col.open(row.version_id, bytes(row.observation_enc)))
+            fields, _, said_at = codec.unpack_observation(version_col.open(row.version_id, bytes(row.observation_enc)))
             res = _result(row.result_id, row.request_id, owner.specimen_id, row.status, row.version, fields)
             owner.said.insert(
                 0,
-                _Said(res, row.message_key, digests.result(res), version_id=row.version_id, stored_version=row.version),
+                _Said(
+                    res,
+                    row.message_key,
+                    _said_at(res, said_at),
+                    digests.result(res),
+                    version_id=row.version_id,
+                    stored_version=row.version,
+                ),
             )
     return out
+
+
+def _said_at(r: Result, said_at: datetime | None) -> datetime:
+    if r.message_at is not None:
+        return _at(r.message_at)
+    return _EARLIEST if said_at is None else _at(said_at)
 
 
 def _result(
@@ -521,30 +541,29 @@ def _write(
     new_requests: list[Request] = []
     changed_requests: list[Request] = []
     new_results: list[Result] = []
-    new_keys: dict[str, str] = {}
+    new_said: dict[str, tuple[str | None, datetime]] = {}
     result_updates: list[dict[str, Any]] = []
     version_rows: list[tuple[Any, ...]] = []
     version_moves: list[dict[str, Any]] = []
     version_drops: list[str] = []
     versions_added = 0
     for order in orders:
-        histories: list[list[Result]] = []
+        histories: list[list[tuple[datetime, Result]]] = []
         for obs in order.obs:
             chain = _resolve(obs)
             n = len(chain)
             for i, s in enumerate(chain, 1):
                 s.result = dataclasses.replace(s.result, result_id=obs.result_id, version=i)
-            histories.append([s.result for s in chain])
+            histories.append([(s.at, s.result) for s in chain])
             cur = chain[-1]
             if not obs.stored:
                 new_results.append(dataclasses.replace(cur.result, specimen_id=obs.specimen_id))
-                if cur.key is not None:
-                    new_keys[obs.result_id] = cur.key
+                new_said[obs.result_id] = (cur.key, cur.at)
             elif not (cur.current and cur.stored_version == n):
                 result_updates.append(
                     {
                         "_id": obs.result_id,
-                        "observation_enc": result_col.seal(obs.result_id, pack(cur.result, cur.key)),
+                        "observation_enc": result_col.seal(obs.result_id, pack(cur.result, cur.key, cur.at)),
                         "status": str(cur.result.status),
                         "version": n,
                         "key_version": v,
@@ -568,12 +587,12 @@ def _write(
                         i,
                         str(s.result.status),
                         v,
-                        version_col.seal(vid, pack(s.result, s.key)),
+                        version_col.seal(vid, pack(s.result, s.key, s.at)),
                         now,
                         s.key,
                     )
                 )
-        status = request_status(histories)
+        status = _status(histories)
         req = dataclasses.replace(order.request, status=status)
         if not order.stored:
             new_requests.append(req)
@@ -586,7 +605,7 @@ def _write(
     if specimens:
         u.add_specimens(tenant_id, specimens)
     if new_results:
-        u.add_results(tenant_id, new_results, message_keys=new_keys or None)
+        u.add_results(tenant_id, new_results, said=new_said)
     r, rv = t.result, t.result_version
     if version_drops:
         u.conn.execute(delete(rv).where(u._tf(rv, tenant_id), rv.c.version_id.in_(version_drops)))

@@ -402,11 +402,11 @@ class Records(UnitState):
         results: Sequence[Result],
         *,
         pseudonyms: dict[str, str] | None = None,
-        message_keys: Mapping[str, str] | None = None,
+        said: Mapping[str, tuple[str | None, datetime]] | None = None,
     ) -> int:
         """Store results; each names a request already stored (or in ``pseudonyms``).
-        ``message_keys``: result id -> the key of the message that said it (sealed with the value,
-        so that the version kept when a later message replaces it names its message)."""
+        ``said``: result id -> the key of the message that said it and the time its versions are
+        ordered by (sealed with the value: see ``access.orders``)."""
         self._authorise(tenant_id, "patient:result:create")
         c = self._crypto(tenant_id)
         v = c.cipher.current_version
@@ -424,8 +424,8 @@ class Records(UnitState):
         def sealed(part: Sequence[Result]) -> list[tuple[Any, ...]]:
             packed = (
                 [pack_result(r) for r in part]
-                if message_keys is None
-                else [pack_result(r, message_keys.get(r.result_id)) for r in part]
+                if said is None
+                else [pack_result(r, *said.get(r.result_id, (None, None))) for r in part]
             )
             blobs = observation.seal_many([r.result_id for r in part], packed)
             return [
@@ -683,7 +683,8 @@ class Records(UnitState):
 
     def result_history(self, tenant_id: str, result_id: str) -> list[Result]:
         """Every version of one result, oldest first, the current one last: each with its status,
-        ``version`` and ``message_at`` (when its message said it). Authorised and scoped as
+        ``version`` and ``message_at`` (when its message said it; for a format without times, when
+        it was received). Authorised and scoped as
         ``results_of_request``: a support grant reaches only its patients and period, and a
         sensitive category the principal may not read is refused."""
         self._authorise(tenant_id, "patient:result:read")
@@ -723,7 +724,8 @@ class Records(UnitState):
             .where(self._tf(rv, tenant_id), rv.c.result_id == result_id)
             .order_by(rv.c.version, rv.c.version_id)
         ):
-            fields = codec.unpack_result(col.open(v.version_id, bytes(v.observation_enc)))
+            fields, _, said_at = codec.unpack_observation(col.open(v.version_id, bytes(v.observation_enc)))
+            fields["message_at"] = fields["message_at"] or said_at
             out.append(
                 Result(
                     result_id=result_id,
@@ -735,6 +737,10 @@ class Records(UnitState):
                     **fields,
                 )
             )
+        if current.message_at is None:  # a format without times: when it was received
+            current.message_at = codec.unpack_observation(
+                c.cipher.column("result", "observation_enc").open(result_id, bytes(row.observation_enc))
+            )[2]
         out.append(current)
         # The same result said again unchanged (a resend under a new control id and a later time)
         # is stored, so that any order of arrival gives the same history; it is read once, under its

@@ -70,9 +70,11 @@ class Piece:
 _KEYED_BY_CONTENT = frozenset({"csv", "hprim"})
 
 
-def _envelope(fmt: str, mapped: list[Mapped], raw: bytes | None = None) -> intake.Envelope:
+def _envelope(fmt: str, mapped: list[Mapped]) -> intake.Envelope:
     first = mapped[0]
-    content = raw if fmt in _KEYED_BY_CONTENT else None
+    # What the message says, as read (not its bytes: the same request in a file with another
+    # delimiter or line end is the same message).
+    content = repr([dataclasses.astuple(m) for m in mapped]).encode() if fmt in _KEYED_BY_CONTENT else None
     return intake.Envelope(
         intake.message_key(f"{fmt}:{first.sending_facility}", first.control_id, content), fmt, mapped
     )
@@ -92,12 +94,12 @@ def read(data: bytes, *, file: str, fmt: str | None = None, test_mode: bool = Fa
             mapped = hprim.to_domain(hprim.parse(bytes(data), file=file), test_mode=test_mode)
         except hprim.HprimError as exc:
             return [Piece(1, fmt, bytes(data), reason=str(exc))]
-        return [_checked(Piece(1, fmt, bytes(data), envelope=_envelope(fmt, mapped, bytes(data))), file)]
+        return [_checked(Piece(1, fmt, bytes(data), envelope=_envelope(fmt, mapped)), file)]
     if fmt == "csv":
         from labvault.interop import csv_in
 
         return [
-            _checked(Piece(m.index, fmt, m.raw, envelope=_envelope(fmt, [m.mapped], m.raw)), file, m.index)
+            _checked(Piece(m.index, fmt, m.raw, envelope=_envelope(fmt, [m.mapped])), file, m.index)
             if m.mapped is not None
             else Piece(m.index, fmt, m.raw, reason=m.reason)
             for m in csv_in.read(bytes(data), file=file, test_mode=test_mode)
