@@ -61,9 +61,9 @@ __all__ = [
 def message_key(sending_facility: str, control_id: str, content: bytes | None = None) -> str:
     """The idempotency key of a message: a hash, so that no identifier is kept in clear.
 
-    ``content``: the message's bytes, for formats whose control id does not change when the
-    sender sends other values again (a CSV request, an HPRIM file named as before): the same bytes
-    again are a duplicate, other bytes a message of their own (an update of its order)."""
+    ``content``: what the message says (as read), for formats whose control id does not change
+    when the sender sends other values again (a CSV request, an HPRIM file named as before): the
+    same again is a duplicate, anything else a message of its own (an update of its order)."""
     head = f"{sending_facility}\x1f{control_id}"
     if content is None:
         return sha256_hex(head.encode())
