@@ -87,6 +87,7 @@ def result_packer() -> Callable[..., bytes]:
     faster than ``packb``; a packer is not shared between threads).
     """
     pack = msgpack.Packer(use_bin_type=True).pack
+    last: list[Any] = [None, None, None, None]  # the last message key and time, and their packed forms
 
     def pack_result(r: Result, message_key: str | None = None, said_at: datetime | None = None) -> bytes:
         at = r.validated_at
@@ -111,7 +112,9 @@ def result_packer() -> Callable[..., bytes]:
             None if r.message_at is None else r.message_at.isoformat(),
         )
         if message_key is not None or said_at is not None:
-            items = (*items, None if message_key is None else bytes.fromhex(message_key), dt(said_at))
+            if last[0] != message_key or last[1] != said_at:  # a message's results share both
+                last[:] = message_key, said_at, None if message_key is None else bytes.fromhex(message_key), dt(said_at)
+            items = (*items, last[2], last[3])
         packed: bytes = pack(items)
         return packed
 

@@ -107,6 +107,9 @@ def _status(histories: Sequence[Sequence[tuple[datetime, Result]]]) -> RequestSt
         return RequestStatus.REGISTERED
     if any(s in _OPEN for s in live):
         return RequestStatus.PARTIAL
+    first = histories[0][0][0]
+    if all(len(h) == 1 and h[0][0] == first for h in histories):  # one message said everything
+        return RequestStatus.CORRECTED if ResultStatus.CORRECTED in live else RequestStatus.FINAL
     events = sorted(
         ((at, i, k) for i, h in enumerate(histories) for k, (at, _) in enumerate(h)),
         key=lambda e: e[0],
@@ -317,7 +320,12 @@ def _store_new(u: Unit, tenant_id: str, c: TenantCrypto, plain: list[_Member]) -
                 per.setdefault(x.request_id, []).append(x)
         own = per.get(r.request_id, [])
         times = [when if x.message_at is None else _at(x.message_at) for x in own]
-        requests.append(dataclasses.replace(r, status=_status([[(at, x)] for at, x in zip(times, own, strict=True)])))
+        statuses = {x.status for x in own}
+        if not statuses or statuses & _OPEN or statuses <= _GONE or len(set(times)) > 1:
+            status = _status([[(at, x)] for at, x in zip(times, own, strict=True)])
+        else:  # one message said everything, and said it final
+            status = RequestStatus.CORRECTED if ResultStatus.CORRECTED in statuses else RequestStatus.FINAL
+        requests.append(dataclasses.replace(r, status=status))
         specimens.extend(s for s in m.specimens if s.request_id == r.request_id)
         results.extend(own)
         said.update((x.result_id, (m.key, at)) for at, x in zip(times, own, strict=True))
