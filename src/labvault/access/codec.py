@@ -72,47 +72,66 @@ RESULT_ITEMS = (
     "message_at",
 )
 _FIRST_SHAPE = 13  # observations sealed before revision 0014 hold the first 13 items
+# An observation received through ingest also holds, after ``RESULT_ITEMS``, the key of the message
+# that said it (``ingest_message.message_key``, 32 bytes) and the time versions are ordered by (its
+# message's time, else when it was received): when a later message replaces the value, the version
+# kept names its message. Neither is a field of ``Result``; neither is exported.
+_SAID_SHAPE = len(RESULT_ITEMS) + 2
 
 
-def result_packer() -> Callable[[Result], bytes]:
-    """A function packing a ``Result``'s personal and health fields (an array of ``RESULT_ITEMS``).
+def result_packer() -> Callable[..., bytes]:
+    """A function packing a ``Result``'s personal and health fields (an array of ``RESULT_ITEMS``),
+    followed by the key of the message that said them when one is given (``pack(r, key)``).
 
     Each call returns a function with its own msgpack ``Packer`` (reused across rows, which is
     faster than ``packb``; a packer is not shared between threads).
     """
     pack = msgpack.Packer(use_bin_type=True).pack
+    last: list[Any] = [None, None, None, None]  # the last message key and time, and their packed forms
 
-    def pack_result(r: Result) -> bytes:
+    def pack_result(r: Result, message_key: str | None = None, said_at: datetime | None = None) -> bytes:
         at = r.validated_at
-        packed: bytes = pack(
-            (
-                r.code_system,
-                r.code,
-                r.label,
-                _float(r.value_num),
-                r.value_text,
-                r.unit,
-                _float(r.ref_low),
-                _float(r.ref_high),
-                r.ref_text,
-                r.flag,
-                r.validated_by,
-                None if at is None else at.isoformat(),
-                r.comment,
-                r.value_repr,
-                r.comparator,
-                r.unit_system,
-                r.observation_key,
-                None if r.message_at is None else r.message_at.isoformat(),
-            )
+        items: tuple[object, ...] = (
+            r.code_system,
+            r.code,
+            r.label,
+            _float(r.value_num),
+            r.value_text,
+            r.unit,
+            _float(r.ref_low),
+            _float(r.ref_high),
+            r.ref_text,
+            r.flag,
+            r.validated_by,
+            None if at is None else at.isoformat(),
+            r.comment,
+            r.value_repr,
+            r.comparator,
+            r.unit_system,
+            r.observation_key,
+            None if r.message_at is None else r.message_at.isoformat(),
         )
+        if message_key is not None or said_at is not None:
+            if last[0] != message_key or last[1] != said_at:  # a message's results share both
+                last[:] = message_key, said_at, None if message_key is None else bytes.fromhex(message_key), dt(said_at)
+            items = (*items, last[2], last[3])
+        packed: bytes = pack(items)
         return packed
 
     return pack_result
 
 
-def unpack_result(data: bytes) -> dict[str, Any]:
+def unpack_observation(data: bytes) -> tuple[dict[str, Any], str | None, datetime | None]:
+    """The fields of a sealed observation, the key of the message that said it and the time its
+    versions are ordered by (None for either when it was not stored through ingest)."""
     items = unpack(data)
+    key: str | None = None
+    said_at: datetime | None = None
+    if len(items) == _SAID_SHAPE:
+        raw, at = items[-2:]
+        del items[-2:]
+        key = raw.hex() if isinstance(raw, bytes) else None
+        said_at = to_dt(at)
     if len(items) == _FIRST_SHAPE:
         items += [None] * (len(RESULT_ITEMS) - _FIRST_SHAPE)
     if len(items) != len(RESULT_ITEMS):
@@ -120,4 +139,8 @@ def unpack_result(data: bytes) -> dict[str, Any]:
     out: dict[str, Any] = dict(zip(RESULT_ITEMS, items, strict=True))
     out["validated_at"] = to_dt(out["validated_at"])
     out["message_at"] = to_dt(out["message_at"])
-    return out
+    return out, key, said_at
+
+
+def unpack_result(data: bytes) -> dict[str, Any]:
+    return unpack_observation(data)[0]

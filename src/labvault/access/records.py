@@ -4,6 +4,7 @@ and opened on the way out, each operation authorised and audited."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -122,6 +123,11 @@ def order_keys(c: TenantCrypto, r: Request) -> tuple[bytes | None, bytes | None]
         c.index.order(r.patient_id, "", "filler", filler) if filler else None,
         c.index.order(r.patient_id, r.sender or "", "placer", placer) if placer else None,
     )
+
+
+def _same_said(a: Result, b: Result) -> bool:
+    """Two versions of a result that say the same (only their message's time and number differ)."""
+    return replace(a, message_at=None, version=0) == replace(b, message_at=None, version=0)
 
 
 def _check_id(value: str, kind: str) -> None:
@@ -259,6 +265,27 @@ class Records(UnitState):
             self._insert(lt, ("tenant_id", "local_id", "patient_id", "key_version", "id_bidx", "ident_enc"), rows)
         return len(rows)
 
+    def stored_patient_ids(self, tenant_id: str, patient_ids: Sequence[str]) -> set[str]:
+        """Which of these identity ids are stored already (an ingest about to create them: a file sent
+        again derives the same ids). Nothing is decrypted."""
+        self._authorise(tenant_id, "patient:identity:create")
+        return self._stored_ids(tenant_id, t.patient_identity, "patient_id", patient_ids)
+
+    def stored_prescriber_ids(self, tenant_id: str, prescriber_ids: Sequence[str]) -> set[str]:
+        """The same for prescribers."""
+        self._authorise(tenant_id, "prescriber:create")
+        return self._stored_ids(tenant_id, t.prescriber, "prescriber_id", prescriber_ids)
+
+    def _stored_ids(self, tenant_id: str, table: Table, column: str, ids: Sequence[str]) -> set[str]:
+        out: set[str] = set()
+        for part in _chunks(sorted(set(ids))):
+            out.update(
+                self.conn.execute(
+                    select(table.c[column]).where(self._tf(table, tenant_id), table.c[column].in_(part))
+                ).scalars()
+            )
+        return out
+
     def _local_ids_of(
         self, c: TenantCrypto, tenant_id: str, patient_ids: Sequence[str]
     ) -> dict[str, list[tuple[str, str]]]:
@@ -370,9 +397,16 @@ class Records(UnitState):
         return found
 
     def add_results(
-        self, tenant_id: str, results: Sequence[Result], *, pseudonyms: dict[str, str] | None = None
+        self,
+        tenant_id: str,
+        results: Sequence[Result],
+        *,
+        pseudonyms: dict[str, str] | None = None,
+        said: Mapping[str, tuple[str | None, datetime]] | None = None,
     ) -> int:
-        """Store results; each names a request already stored (or in ``pseudonyms``)."""
+        """Store results; each names a request already stored (or in ``pseudonyms``).
+        ``said``: result id -> the key of the message that said it and the time its versions are
+        ordered by (sealed with the value: see ``access.orders``)."""
         self._authorise(tenant_id, "patient:result:create")
         c = self._crypto(tenant_id)
         v = c.cipher.current_version
@@ -388,7 +422,12 @@ class Records(UnitState):
         pack_result = codec.result_packer()
 
         def sealed(part: Sequence[Result]) -> list[tuple[Any, ...]]:
-            blobs = observation.seal_many([r.result_id for r in part], [pack_result(r) for r in part])
+            packed = (
+                [pack_result(r) for r in part]
+                if said is None
+                else [pack_result(r, *said.get(r.result_id, (None, None))) for r in part]
+            )
+            blobs = observation.seal_many([r.result_id for r in part], packed)
             return [
                 (
                     tenant_id,
@@ -642,6 +681,95 @@ class Records(UnitState):
         self._record(tenant_id, "patient:result:read", "result", len(out), refs=[request_id])
         return out
 
+    def result_history(self, tenant_id: str, result_id: str) -> list[Result]:
+        """Every version of one result, oldest first, the current one last: each with its status,
+        ``version`` and ``message_at`` (when its message said it; for a format without times, when
+        it was received). Authorised and scoped as
+        ``results_of_request``: a support grant reaches only its patients and period, and a
+        sensitive category the principal may not read is refused."""
+        self._authorise(tenant_id, "patient:result:read")
+        _check_id(result_id, "result")
+        c = self._crypto(tenant_id)
+        r, rv = t.result, t.result_version
+        row = self.conn.execute(select(r).where(self._tf(r, tenant_id), r.c.result_id == result_id)).first()
+        if row is None:
+            self._record(tenant_id, "patient:result:read", "result", 0, outcome="error")
+            raise NotFound("no such result in this lab")
+        if (
+            self._grant is not None
+            and self._grant.patients is not None
+            and row.pseudonym not in {c.index.pseudonym(pid) for pid in self._grant.patients}
+        ):
+            self._deny(tenant_id, "patient:result:read", "this result is outside the grant's scope")
+        if (
+            self._grant is not None
+            and self._grant.has_period
+            and not self._requests_collected_between(
+                c, tenant_id, [row.request_id], self._grant.period_from, self._grant.period_to
+            )
+        ):
+            self._deny(tenant_id, "patient:result:read", "this result is outside the grant's period")
+        current = self._result(c, row)
+        readable = self._readable_categories(tenant_id)
+        if (
+            readable is not None
+            and current.sensitivity is not Sensitivity.OTHER
+            and current.sensitivity not in readable
+        ):
+            self._deny(tenant_id, "patient:result:read", "this result is of a category this account may not read")
+        col = c.cipher.column("result_version", "observation_enc")
+        out = []
+        for v in self.conn.execute(
+            select(rv)
+            .where(self._tf(rv, tenant_id), rv.c.result_id == result_id)
+            .order_by(rv.c.version, rv.c.version_id)
+        ):
+            fields, _, said_at = codec.unpack_observation(col.open(v.version_id, bytes(v.observation_enc)))
+            fields["message_at"] = fields["message_at"] or said_at
+            out.append(
+                Result(
+                    result_id=result_id,
+                    request_id=row.request_id,
+                    specimen_id=row.specimen_id,
+                    status=ResultStatus(v.status),
+                    sensitivity=current.sensitivity,
+                    version=v.version,
+                    **fields,
+                )
+            )
+        if current.message_at is None:  # a format without times: when it was received
+            current.message_at = codec.unpack_observation(
+                c.cipher.column("result", "observation_enc").open(result_id, bytes(row.observation_enc))
+            )[2]
+        out.append(current)
+        # The same result said again unchanged (a resend under a new control id and a later time)
+        # is stored, so that any order of arrival gives the same history; it is read once, under its
+        # latest version.
+        out = [r for r, nxt in zip(out, [*out[1:], None], strict=True) if nxt is None or not _same_said(r, nxt)]
+        self._record(tenant_id, "patient:result:read", "result", len(out), refs=[result_id])
+        return out
+
+    def patient_of_result(self, tenant_id: str, result_id: str) -> str:
+        """The patient id a result belongs to (its rows carry a pseudonym only: the lab's identity key
+        finds the identity behind it). Authorised as a result read; nothing is decrypted."""
+        self._authorise(tenant_id, "patient:result:read")
+        _check_id(result_id, "result")
+        c = self._crypto(tenant_id)
+        row = self.conn.execute(
+            select(t.result.c.pseudonym).where(self._tf(t.result, tenant_id), t.result.c.result_id == result_id)
+        ).first()
+        if row is not None:
+            pseudonym = c.index.pseudonym
+            candidates: Iterable[Any] = (
+                [(pid,) for pid in sorted(self._grant.patients)]
+                if self._grant is not None and self._grant.patients is not None
+                else iter_tenant_rows(self.conn, "patient_identity", ("patient_id",), tenant_id)
+            )
+            for (pid,) in candidates:
+                if pseudonym(pid) == row.pseudonym:
+                    return str(pid)
+        raise NotFound("no such result in this lab")
+
     def _requests_collected_between(
         self, c: TenantCrypto, tenant_id: str, request_ids: list[str], start: date | None, end: date | None
     ) -> list[str]:
@@ -808,7 +936,9 @@ class Records(UnitState):
                     counts[category] += 1
                 else:
                     kept.add(res.request_id)
+            rv = t.result_version
             for part in _chunks(expired):
+                self.conn.execute(delete(rv).where(self._tf(rv, tenant_id), rv.c.result_id.in_(part)))
                 self.conn.execute(delete(r).where(self._tf(r, tenant_id), r.c.result_id.in_(part)))
             gone = [
                 x

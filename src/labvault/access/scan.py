@@ -166,7 +166,7 @@ def results(u: Unit, tenant_id: str, *, by_request: bool = False) -> Iterator[tu
     to_dt = codec.to_dt
     for pseudonym, rid, req, spec, status, items, sensitivity in result_rows(u, tenant_id, by_request=by_request):
         (system, code, label, vnum, vtext, unit, low, high, rtext, flag, v_by, v_at, comment, *more) = items
-        value_repr, comparator, unit_system, observation_key, message_at = more
+        value_repr, comparator, unit_system, observation_key, message_at = more[:5]  # then the message key
         yield (
             pseudonym,
             Result(

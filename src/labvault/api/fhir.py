@@ -281,6 +281,35 @@ def search_observation(request: Request, caller: Reader) -> JSONResponse:
     return _read(request, caller, work)
 
 
+@router.get("/Observation/{result_id}/_history")
+def observation_history(result_id: str, request: Request, caller: Reader) -> JSONResponse:
+    """Every version of one Observation, newest first (a ``history`` Bundle): each the Observation
+    as it was, with ``meta.versionId``; the current one is the last version."""
+
+    def work(u, lab: str) -> JSONResponse:
+        versions = u.result_history(lab, result_id)
+        patient = u.patient_of_result(lab, result_id)
+        base = base_url(request)
+        entries = []
+        for res in reversed(versions):
+            o = fhir_out.observation(res, patient)
+            o["meta"] = {"versionId": str(res.version)}
+            entries.append(
+                {
+                    "fullUrl": f"{base}/Observation/{o['id']}",
+                    "resource": o,
+                    "request": {"method": "PUT" if res.version > 1 else "POST", "url": f"Observation/{o['id']}"},
+                    "response": {"status": "200" if res.version > 1 else "201"},
+                }
+            )
+        link = [{"relation": "self", "url": f"{base}/Observation/{result_id}/_history"}]
+        return _fhir(
+            {"resourceType": "Bundle", "type": "history", "total": len(entries), "link": link, "entry": entries}
+        )
+
+    return _read(request, caller, work)
+
+
 @router.get("/ServiceRequest")
 def search_service_request(request: Request, caller: Reader) -> JSONResponse:
     _check_params(request, "ServiceRequest")

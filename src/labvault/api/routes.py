@@ -242,6 +242,19 @@ def request_results(caller: Reader, request: Request, tenant: str, request_id: s
         return [_result_out(r) for r in u.results_of_request(tenant, request_id)]
 
 
+@private.get("/api/v1/tenants/{tenant}/results/{result_id}/history", response_model=list[schemas.ResultVersionOut])
+def result_history(caller: Reader, request: Request, tenant: str, result_id: str) -> list[schemas.ResultVersionOut]:
+    """Every version of one result, oldest first (the current one last)."""
+    with gateway(request).unit(caller.principal, _purpose(caller)) as u:
+        versions = u.result_history(tenant, result_id)
+    return [
+        schemas.ResultVersionOut.model_construct(
+            **_result_out(r).model_dump(), version=r.version, message_at=_aware(r.message_at)
+        )
+        for r in versions
+    ]
+
+
 def _grant_out(g: grants.Grant) -> schemas.GrantOut:
     return schemas.GrantOut(
         grant_id=g.grant_id,

@@ -99,6 +99,13 @@ class ResultOut(BaseModel):
     sensitivity: str
 
 
+class ResultVersionOut(ResultOut):
+    """One version of a result: the first value received is version 1, the current the highest."""
+
+    version: int
+    message_at: datetime | None  # when the message that said it was written
+
+
 class RequestOut(BaseModel):
     request_id: str
     prescriber_id: str | None

@@ -97,3 +97,56 @@ def find(
         if results:
             console.print(f"{len(rs)} results")
             console.print(results_table(rs, limit))
+
+
+def history_table(versions: list[Result]) -> Table:
+    table = Table("version", "said at", "status", "value", "range", "flag", "validated by", title=versions[-1].label)
+    for r in versions:
+        value = r.value_repr or (r.value_text if r.value_num is None else f"{r.value_num:g}") or ""
+        if r.comparator and r.value_repr is None:
+            value = f"{r.comparator}{value}"
+        if r.unit and value:
+            value = f"{value} {r.unit}"
+        current = " (current)" if r is versions[-1] else ""
+        said = r.message_at.isoformat(timespec="minutes") if r.message_at else ""
+        table.add_row(
+            f"{r.version}{current}", said, str(r.status), value, _range(r), r.flag or "", r.validated_by or ""
+        )
+    return table
+
+
+@app.command("history")
+def history(
+    result_id: str = typer.Argument(..., help="The result's id (as shown by the API or FHIR)."),
+    tenant: str = typer.Option(..., "--tenant", help="The lab."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON array, oldest version first."),
+    as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
+) -> None:
+    """Every version of one result, oldest first: each value, status and when its message said it."""
+    with acting(as_email, Purpose.CARE) as u:
+        versions = u.result_history(tenant, result_id)
+    if json_out:
+        import json
+
+        rows = [
+            {
+                "version": r.version,
+                "message_at": r.message_at.isoformat() if r.message_at else None,
+                "status": str(r.status),
+                "code_system": r.code_system,
+                "code": r.code,
+                "label": r.label,
+                "value_num": r.value_num,
+                "value_text": r.value_text,
+                "value_repr": r.value_repr,
+                "comparator": r.comparator,
+                "unit": r.unit,
+                "flag": r.flag,
+                "validated_by": r.validated_by,
+                "validated_at": r.validated_at.isoformat() if r.validated_at else None,
+            }
+            for r in versions
+        ]
+        print(json.dumps(rows, ensure_ascii=False))
+        return
+    console.print(history_table(versions))

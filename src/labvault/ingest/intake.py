@@ -59,9 +59,16 @@ __all__ = [
 ]
 
 
-def message_key(sending_facility: str, control_id: str) -> str:
-    """The idempotency key of a message: a hash, so that no identifier is kept in clear."""
-    return sha256_hex(f"{sending_facility}\x1f{control_id}".encode())
+def message_key(sending_facility: str, control_id: str, content: bytes | None = None) -> str:
+    """The idempotency key of a message: a hash, so that no identifier is kept in clear.
+
+    ``content``: what the message says (as read), for formats whose control id does not change
+    when the sender sends other values again (a CSV request, an HPRIM file named as before): the
+    same again is a duplicate, anything else a message of its own (an update of its order)."""
+    head = f"{sending_facility}\x1f{control_id}"
+    if content is None:
+        return sha256_hex(head.encode())
+    return sha256_hex(f"{head}\x1f{sha256_hex(content)}".encode())
 
 
 @dataclass(slots=True)
@@ -166,28 +173,35 @@ def store(
             attach.extend((match.patient_id, system, value) for system, value in match.attach)
     prescriber_ids = matching.match_prescribers(u, tenant_id, [p for m in mapped for p in m.prescribers])
     new_prescribers: dict[str, Prescriber] = {}
-    requests, specimens, results = [], [], []
+    key_of = {id(m): e.key for e in fresh for m in e.mapped}
+    incoming: list[orders.Incoming] = []
     for m in mapped:
         for p in m.prescribers:
             if prescriber_ids[p.prescriber_id] == p.prescriber_id:
                 new_prescribers.setdefault(p.prescriber_id, p)
-        for r in m.requests:
-            requests.append(
-                dataclasses.replace(
-                    r,
-                    patient_id=patient_ids.get(r.patient_id, r.patient_id),
-                    prescriber_id=prescriber_ids.get(r.prescriber_id, r.prescriber_id) if r.prescriber_id else None,
-                )
+        requests = [
+            dataclasses.replace(
+                r,
+                patient_id=patient_ids.get(r.patient_id, r.patient_id),
+                prescriber_id=prescriber_ids.get(r.prescriber_id, r.prescriber_id) if r.prescriber_id else None,
             )
-        specimens.extend(m.specimens)
-        results.extend(m.results)
+            for r in m.requests
+        ]
+        incoming.append(orders.Incoming(key_of[id(m)], requests, m.specimens, m.results))
+    if new_patients:  # a file sent again derives the same ids: its patient is stored already
+        stored = u.stored_patient_ids(tenant_id, list(new_patients))
+        new_patients = {k: v for k, v in new_patients.items() if k not in stored}
     if new_patients:
         u.add_patients(tenant_id, list(new_patients.values()))
     if attach:
         u.add_local_ids(tenant_id, attach)
     if new_prescribers:
+        stored = u.stored_prescriber_ids(tenant_id, list(new_prescribers))
+        new_prescribers = {k: v for k, v in new_prescribers.items() if k not in stored}
+    if new_prescribers:
         u.add_prescribers(tenant_id, list(new_prescribers.values()))
-    orders.store(u, tenant_id, requests, specimens, results)
+    # The same order again (same order numbers, or the same ids) updates its request: orders.
+    orders.store_messages(u, tenant_id, incoming)
     now = utcnow()
     rows = [
         {

@@ -69,10 +69,20 @@ class Piece:
         return self.envelope
 
 
+# Formats whose control id says which message it is but not what it says: a CSV request's id is
+# its group key, an HPRIM file keeps its name when sent again with other values.
+_KEYED_BY_CONTENT = frozenset({"csv", "hprim"})
+
+
 def _envelope(fmt: str, mapped: list[Mapped], facility: str = "", control_id: str = "") -> intake.Envelope:
+    content = None
     if mapped:
         facility, control_id = mapped[0].sending_facility, mapped[0].control_id
-    return intake.Envelope(intake.message_key(f"{fmt}:{facility}", control_id), fmt, mapped)
+        # What the message says, as read (not its bytes: the same request in a file with another
+        # delimiter or line end is the same message).
+        if fmt in _KEYED_BY_CONTENT:
+            content = repr([dataclasses.astuple(m) for m in mapped]).encode()
+    return intake.Envelope(intake.message_key(f"{fmt}:{facility}", control_id, content), fmt, mapped)
 
 
 def read(data: bytes, *, file: str, fmt: str | None = None, test_mode: bool = False) -> list[Piece]:
