@@ -349,7 +349,7 @@ def test_layout_and_charset():
     assert segs[-1] == "" and [s[:3] for s in segs[:-1]] == ["MSH", "PID", "ORC", "OBR", "OBX", "NTE", "SPM"]
     msg = hl7v2.parse(raw)
     assert msg.get("MSH-18") == "UNICODE UTF-8" and msg.charset == "utf-8" and msg.version == "2.5.1"
-    assert msg.get("MSH-9.3") == "ORU_R01" and msg.get("PID-32") == "VALI"
+    assert msg.get("MSH-9.3") == "ORU_R01" and msg.get("PID-32") == "QUAL"
     assert msg.get("PID-5.1") == "Martin" and msg.get("PID-5[2].1") == "Dupont|Durand"
     assert "Dupont\\F\\Durand" in text and "Zoé\\S\\Anne" in text and "ligne 1\\.br\\\\.br\\ligne 3\\.br\\" in text
     assert msg.get("OBR-7") == "20240501083015" and msg.get("SPM-17") == "20240501084059"

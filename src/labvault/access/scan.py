@@ -262,6 +262,10 @@ class ExportPlan:
         return {t: tuple(k for k in LINKS[t] if TARGET[k] in types) for t in types}
 
 
+# Identity fields let out only for a qualified identity.
+INS_FIELDS = frozenset({"nir", "ins_oid"})
+
+
 def _value(obj: Any, name: str) -> Any:
     """A field as JSON: dates in ISO 8601, enumerations by their value."""
     v = getattr(obj, name)
@@ -467,8 +471,11 @@ def export(
         for ident in patients(u, tenant):
             if ident.patient_id in seen_patients:
                 rec = {"record": "identity", "id": patient_id(ident.patient_id)}
+                qualified = ident.qualified
                 for f in f_id:
-                    rec[f] = _value(ident, f)
+                    # RNIV: the INS goes out only with a qualified identity; otherwise the local
+                    # identifiers and the traits do (the field is written, empty)
+                    rec[f] = _value(ident, f) if qualified or f not in INS_FIELDS else None
                 written += 1
                 yield rec
     if f_pr:

@@ -74,16 +74,18 @@ import csv
 import dataclasses
 import enum
 import io
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 from decimal import Decimal
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, cast
 from urllib.parse import quote, unquote
 from zoneinfo import ZoneInfo
 
 from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
 from labvault.domain.models import LOINC, Identity, Prescriber, Request, Result, ResultStatus, Specimen
+from labvault.interop.fhir_out import written
 
 __all__ = ["CSV_FIELDS", "CSV_NUMBER_FIELDS", "CsvWriter", "HprimWriter", "PatientReport"]
 
@@ -181,7 +183,16 @@ class _Writer:
 
 # ------------------------------------------------------------------------------------------- HPRIM
 
-_STATUS_CODE = {ResultStatus.FINAL: "F", ResultStatus.CORRECTED: "C", ResultStatus.PRELIMINARY: "P"}
+_STATUS_CODE = {
+    ResultStatus.FINAL: "F",
+    ResultStatus.CORRECTED: "C",
+    ResultStatus.PRELIMINARY: "P",
+    ResultStatus.PENDING: "I",
+    ResultStatus.CANCELLED: "X",
+    ResultStatus.ENTERED_IN_ERROR: "W",
+}
+_HPRIM_ID_FIELD = {"practice": 2, "lab": 3, "third": 4}  # urn:hprim:patient-id:<name> -> P field
+_HPRIM_ID = "urn:hprim:patient-id:"
 _INS_MARKER = {OID_NIR: "INS-NIR", OID_NIA: "INS-NIA", OID_INS_TEST: "INS-TEST"}
 _HPRIM_SYSTEM = "urn:hprim:codesystem:"
 _ESCAPES = str.maketrans({"\\": "\\E\\", "|": "\\F\\", "~": "\\S\\", "^": "\\R\\", "&": "\\T\\", "\n": "\\.br\\"})
@@ -330,20 +341,25 @@ class HprimWriter(_Writer):
         ident = report.identity
         if not report.requests:
             raise ValueError(f"{where}: no request (HPRIM needs at least one OBR per patient)")
-        if not ident.nir:
-            raise ValueError(f"{where}: identity without INS")
-        marker = _INS_MARKER.get(ident.ins_oid)
-        if marker is None:
-            raise ValueError(f"{where}: INS OID is not that of an INS-NIR, INS-NIA or test INS")
+        ids: dict[int, list[str]] = {2: [], 3: [], 4: []}
+        for system, value in ident.local_ids:
+            if value:
+                slot = _HPRIM_ID_FIELD.get(system[len(_HPRIM_ID) :], 3) if system.startswith(_HPRIM_ID) else 3
+                ids[slot].append(_esc(value))
+        if ident.qualified:  # RNIV: only a qualified INS goes out
+            marker = _INS_MARKER.get(ident.ins_oid)
+            if marker is None:
+                raise ValueError(f"{where}: INS OID is not that of an INS-NIR, INS-NIA or test INS")
+            ids[4].insert(0, f"{_esc(ident.nir)}~{marker}")
         if not ident.family_name:
             raise ValueError(f"{where}: identity without family name")
         sex = ident.sex if ident.sex in ("M", "F") else "U"
         p = [
             "P",
             str(n_patient),
-            "",
-            "",
-            f"{_esc(ident.nir)}~{marker}",
+            "^".join(ids[2]),
+            "^".join(ids[3]),
+            "^".join(ids[4]),
             f"{_esc(ident.family_name)}~{_esc(ident.given_names)}",
             _esc(ident.birth_name),
             self._ts(ident.birth_date, f"{where}, P-7"),
@@ -406,7 +422,11 @@ class HprimWriter(_Writer):
     def _obx(self, res: Result, i: int, where: str) -> list[str]:
         if not res.code:
             raise ValueError(f"{where}: result without code")
-        if res.value_num is not None:
+        number = written(res.value_repr)
+        if number is not None:
+            comparator = res.comparator if res.comparator in ("<", "<=", ">=", ">") else ""
+            vtype, value = "NM", comparator + number
+        elif res.value_num is not None:
             vtype, value = "NM", _decimal(res.value_num, f"{where}, OBX-5")
         elif res.value_text:
             vtype, value = "TX", _esc(res.value_text)
@@ -482,11 +502,17 @@ CSV_NUMBER_FIELDS: frozenset[str] = frozenset({"result.value_num", "result.ref_l
 _INJECTION_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+# Identity fields written only for a qualified identity (RNIV: the INS goes out only when qualified).
+_INS_FIELDS = frozenset({"nir", "ins_oid"})
+
+
 def _cell(value: object, number: bool) -> str:
     if value is None:
         return ""
     if number:
         return repr(float(value))  # type: ignore[arg-type]
+    if isinstance(value, list):  # local identifiers: (system, value) pairs, as JSON
+        return json.dumps([list(x) for x in value], ensure_ascii=False)
     if isinstance(value, enum.Enum):
         value = value.value
     if isinstance(value, date):  # datetime included
@@ -559,12 +585,16 @@ class CsvWriter(_Writer):
                     self._prescriber(report, req.prescriber_id, where) if "prescriber" in self._needs else None
                 ),
             }
-            rows.append(
-                [
-                    _cell(getattr(objects[section], attr) if objects[section] is not None else None, number)
-                    for section, attr, number in self._plan
-                ]
-            )
+            row = []
+            for section, attr, number in self._plan:
+                obj = objects[section]
+                if obj is None or (section == "patient" and attr in _INS_FIELDS and not report.identity.qualified):
+                    row.append("")
+                elif number and attr == "value_num" and written(res.value_repr) is not None:
+                    row.append(cast(str, written(res.value_repr)))  # the number as written: 105600, 12.50
+                else:
+                    row.append(_cell(getattr(obj, attr), number))
+            rows.append(row)
         self._csv.writerows(rows)  # one report's rows at a time
         self._flush_rows()
         c = self._counts
