@@ -38,7 +38,7 @@ def _identity() -> Identity:
     return Identity(
         patient_id="p-mix",
         nir=NIR,
-        identity_status=IdentityStatus.PROVISIONAL,
+        identity_status=IdentityStatus.QUALIFIED,  # its INS written in every file
         family_name=FAMILY,
         given_names=GIVEN,
         birth_date=date(1985, 7, 4),
@@ -171,3 +171,37 @@ def test_all_three_formats_for_one_patient(api, bio_a):
     reads = _reads(bio_a, pid)
     assert len(reads["requests"]) == 3 and reads["DiagnosticReport"]["total"] == 3
     _check_fhir(reads)
+
+
+def test_vendor_accounts_read_none_of_it(api, bio_a, support, operator):
+    """A1, C1: the same reads by vendor accounts (support, operator) are refused: FHIR serves a
+    lab's own accounts only, /api/v1 needs a grant; no personal value in the refusals."""
+    _ingest(api, ("x-application/hl7-v2+er7", _hl7()), ("application/x-hprim", _hprim()))
+    pid = _patient_id(bio_a)
+    for client in (support, operator):
+        for url in (
+            f"/fhir/R4/ServiceRequest?patient={pid}",
+            f"/fhir/R4/DiagnosticReport?patient={pid}",
+            f"/fhir/R4/Observation?patient={pid}",
+            f"/fhir/R4/Patient?identifier=urn:oid:1.2.250.1.213.1.4.8|{NIR}",
+            f"/api/v1/tenants/{LAB_A}/patients/{pid}/requests",
+        ):
+            r = client.get(url)
+            assert r.status_code == 403, (url, r.status_code, r.text[:200])
+            assert NIR not in r.text and FAMILY not in r.text
+
+
+@pytest.mark.parametrize(
+    "oid", ["1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9", "1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11"]
+)
+def test_patient_search_by_ins_with_each_ins_oid(api, bio_a, oid):
+    """B1, F1: ``Patient?identifier=urn:oid:<OID>|<NIR>`` for the INS-NIR, the NIA and their test
+    OIDs (.10, .11): answered (it was 400 for the test OID), the patient found; another system is 400."""
+    _ingest(api, ("x-application/hl7-v2+er7", _hl7()))
+    r = bio_a.get("/fhir/R4/Patient", params={"identifier": f"urn:oid:{oid}|{NIR}"})
+    assert r.status_code == 200, r.text[:300]
+    body = r.json()
+    Bundle.model_validate(body)
+    assert body["total"] == 1
+    bad = bio_a.get("/fhir/R4/Patient", params={"identifier": f"urn:oid:1.2.3|{NIR}"})
+    assert bad.status_code == 400 and NIR not in bad.text

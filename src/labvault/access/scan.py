@@ -71,11 +71,11 @@ def _rows(
 def patients(u: Unit, tenant_id: str) -> Iterator[Identity]:
     c = _start(u, tenant_id, "patient:identity:read")
     n = 0
-    for row in _rows(u, t.patient_identity, tenant_id):
-        ident = u._identity(c, row)
-        ident.patient_id = c.index.pseudonym(ident.patient_id)
-        n += 1
-        yield ident
+    for rows in _rows(u, t.patient_identity, tenant_id).partitions(BATCH):
+        for ident in u._identities(c, tenant_id, rows):  # with their local identifiers
+            ident.patient_id = c.index.pseudonym(ident.patient_id)
+            n += 1
+            yield ident
     u._record(tenant_id, "patient:identity:read", "patient", n)
 
 
