@@ -3,25 +3,40 @@
 No pydantic at run time, no network. Each function returns a new plain ``dict`` (the resource as FHIR
 JSON); ``NdjsonWriter`` streams resources to one ndjson file per resource type, in constant memory,
 and has a fast path for Observations (``write_observation``) that writes the very bytes
-``json.dumps(observation(...))`` would, several times faster.
+``dumps(observation(...))`` would, several times faster.
 
 The profile (read back by ``labvault.interop.fhir`` without loss):
 
-- Patient: INS as ``identifier`` (system ``urn:oid:`` + ``ins_oid``, FR Core identifier type), used
-  name as ``name`` use ``usual``, birth name as a second name use ``official``, given names split on
-  single spaces, FR Core ``fr-core-identity-reliability`` extension with ``QUAL`` (qualified) or
-  ``PROV``, birth place as ``patient-birthPlace`` with the FR Core INSEE-code extension, the address
-  as ``address.text``; ``meta.source`` names the lab (``urn:labvault:tenant:<tenant id>``).
+- Patient: the INS as ``identifier`` (system ``urn:oid:`` + ``ins_oid``, FR Core identifier type)
+  only when the identity is qualified (RNIV); every local identifier (IPP) as an ``identifier`` of
+  type ``PI`` with its system (a bare OID as ``urn:oid:``); FR Core ``fr-core-identity-reliability``
+  extension with the status (``PROV``, ``RECUP``, ``VALI``, ``QUAL``). Names: the name used as use
+  ``usual`` (with the given name used when known, else every given name), and, when there is a
+  birth name or a given name used, the birth name (``family_name`` when none) with every given
+  name at birth in order as use ``official``. Birth place as ``patient-birthPlace`` with the FR
+  Core INSEE-code extension, the address as ``address.text``; ``meta.source`` names the lab
+  (``urn:labvault:tenant:<tenant id>``).
 - Practitioner: RPPS as identifier ``urn:oid:1.2.250.1.71.4.2.1`` with value ``8`` + RPPS (IDNPS); an
   ``rpps`` that is not 11 digits is written as it is and not read back as an RPPS.
-- ServiceRequest: ``authoredOn`` (requested_at), accession as identifier of type ``ACSN``, requester.
+- ServiceRequest: ``authoredOn`` (requested_at), accession as identifier of type ``ACSN``, requester;
+  status from the request's (``request_status``): active (registered, partial), completed (final,
+  corrected, amended), revoked (cancelled).
 - Specimen: type in HL7 table 0487, ``collection.collectedDateTime``, ``receivedTime``, ``request``.
-- Observation: ``code`` (system, code, display = label), ``valueQuantity`` (UCUM code = unit) or
-  ``valueString``, ``referenceRange``, ``interpretation`` (v3 ObservationInterpretation = flag),
-  ``issued`` (validated_at), ``performer.display`` (validated_by), ``note`` (comment), ``basedOn``,
+- Observation: ``status`` (a pending result is ``registered``), ``code`` (system, code, display =
+  label), ``valueQuantity`` or ``valueString``. The quantity's value is the number as the sender
+  wrote it (``Result.value_repr``: ``105600``, ``12.50``, written verbatim by ``dumps``; a row
+  without it gives its stored float, ``16.0``), its ``comparator`` (``<0.5``), its unit with
+  ``system`` and ``code`` only when ``unit_system`` is known (UCUM only for a UCUM unit, else the
+  sender's own), else the unit alone; ``referenceRange``, ``interpretation`` (v3
+  ObservationInterpretation = flag), ``issued`` (validated_at), ``performer.display``
+  (validated_by), ``note`` (comment), ``basedOn``,
   ``specimen``, ``subject``. A text next to a numeric value goes to the ``result-value-text`` extension.
 - DiagnosticReport (one per request, id = request id): ``basedOn``, ``issued`` (reported_at),
-  ``result``.
+  ``result``; status the request's (``Request.status``, else from its results' statuses: a
+  request with only pending results is ``registered``, never ``final``).
+
+Serialise with ``dumps`` (or ``NdjsonWriter``): a value as written may be a ``Decimal``, which the
+standard library's ``json`` does not write.
 
 Datetimes are written with their own offset. A naive one (lab local time) is written with the offset
 of Europe/Paris at that wall time, and its element gets the ``unzoned-datetime`` extension so that the

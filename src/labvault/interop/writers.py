@@ -29,7 +29,9 @@ value taken from the data.
       whose only non-ASCII text forms valid UTF-8 sequences (e.g. "Ã©") reads back differently;
     - date/times as ``YYYYMMDDhhmmss``, local time: an aware datetime is converted to ``tz``
       (Europe/Paris by default) and written without offset; fractions of a second are dropped;
-    - P: the INS in P-4 marked ``INS-NIR``, ``INS-NIA`` or ``INS-TEST`` after its OID; family and
+    - P: the INS in P-4 marked ``INS-NIR``, ``INS-NIA`` or ``INS-TEST`` after its OID, only for a
+      qualified identity (RNIV); the local identifiers in P-2, P-3, P-4 (``urn:hprim:patient-id:``
+      practice, lab, third; any other system's in P-3), repetitions ``^``; family and
       given names in P-5, birth name P-6, birth date P-7, sex P-8, address P-10 (as one component),
       phone P-12. HPRIM has no identity status, birthplace or e-mail: they are not written, and
       the reader's identity is always provisional;
@@ -41,14 +43,16 @@ value taken from the data.
       specimens, and a ``requested_at`` different from the collection, do not come back; results
       are linked to the OBR's one specimen. The reader keeps an RPPS only if it has 11 digits,
       and no given name;
-    - OBX: NM with the number in plain decimal notation (never an exponent) or TX with the text
+    - OBX: NM with the number as written (``Result.value_repr``, its comparator before it: ``<0.5``),
+      else the stored number in plain decimal notation (never an exponent), or TX with the text
       (a value both numeric and textual keeps the number only), ``code~label~system`` with system
       ``LN`` for LOINC, ``L`` for the writer's own local system (``urn:hprim:codesystem:<sender>``)
       and the part after ``urn:hprim:codesystem:`` for the other HPRIM systems (any other system URI
       is written as is and reads back as ``urn:hprim:codesystem:<quoted URI>``); unit OBX-6;
       reference range OBX-7 as ``low - high``, ``>low`` or ``<high`` (a range text is written only
       when there is no bound, and a text that looks like a range reads back as bounds); flag
-      OBX-8; status OBX-11 ``F``/``C``/``P``; validated_at OBX-14; validated_by OBX-16; a comment
+      OBX-8; status OBX-11 ``F``/``C``/``P``/``I`` (pending)/``X`` (cancelled)/
+      ``W`` (entered in error); validated_at OBX-14; validated_by OBX-16; a comment
       in one C record after its OBX. The reader strips labels and flags;
     - identifiers (patient, request, specimen, result, prescriber ids) are not written: the reader
       derives its own.
@@ -59,7 +63,10 @@ value taken from the data.
     ``CSV_FIELDS``: ``patient.*`` (the identity), ``request.*``, ``specimen.*`` (the result's
     specimen), ``prescriber.*`` (the request's) and ``result.*``, each a dataclass attribute. A
     name not in that list is a ``ValueError`` naming it. Cells: empty for None, ISO 8601 for dates
-    and date/times, the enum value for enums, ``repr`` (shortest exact form) for numbers.
+    and date/times, the enum value for enums, ``repr`` (shortest exact form) for numbers but
+    ``result.value_num``, the number as written when the result keeps it (``12.50``); local
+    identifiers as a JSON list of [system, value]. ``patient.nir`` and ``patient.ins_oid`` are empty
+    unless the identity is qualified (RNIV).
 
     Formula injection: a *text* cell starting with ``=``, ``+``, ``-``, ``@``, tab or CR gets a
     leading apostrophe (``'-x``, ``'+33 6 12``), so that a spreadsheet shows it as text; the
