@@ -85,6 +85,7 @@ from labvault.interop.fhir import (
     EXT_FR_INSEE_CODE,
     EXT_UNZONED,
     EXT_VALUE_TEXT,
+    UCUM,  # noqa: F401 - re-exported: the unit system the writer codes UCUM units with
 )
 
 IdMap = Callable[[str, str], str]

@@ -289,16 +289,17 @@ def _pid3(ident: Identity) -> str:
 def _pid(ident: Identity) -> str:
     if not ident.family_name:
         raise ValueError("identity: family name is empty")
-    given = ident.given_names.replace(",", " ").split()
-    first = ident.first_given_name or (given[0] if given else "")
-    rest = given[1:] if given and given[0] == first else [g for g in given if g != first]
-    others = _e(" ".join(rest))
+    given = ident.given_names.split(" ")
+    if all(given) and (not ident.first_given_name or ident.first_given_name == given[0]):
+        first, others = given[0], _e(" ".join(given[1:]))
+    else:  # names that would not join back the same (doubled or edge spaces): whole in XPN-2
+        first, others = ident.given_names, ""
     if ident.birth_name or ident.used_given_name:
         # L: the birth name, the first given name at birth (XPN-2) and the others in order (XPN-3);
         # D: the name used with the given name used.
         names = (
             f"{_e(ident.strict_birth_name)}^{_e(first)}^{others}^^^^L"
-            f"~{_e(ident.family_name)}^{_e(ident.used_given_name or first)}^^^^^D"
+            f"~{_e(ident.family_name)}^{_e(ident.used_given_name or ident.first_given)}^^^^^D"
         )
     else:  # one name: used and at birth
         names = f"{_e(ident.family_name)}^{_e(first)}^{others}^^^^D"
