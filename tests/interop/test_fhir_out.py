@@ -421,7 +421,7 @@ def test_values_fhir_cannot_carry_are_refused():
 def test_a_number_stored_non_finite_is_left_out_with_its_reason():
     """Rows stored before the readers refused them: no NaN or Infinity written, no failure; the
     value is absent with dataAbsentReason error, a bound is left out; both writers agree."""
-    base = Result("a" * 32, "b" * 32, "2823-3", "K", unit="mmol/L", ref_high=5.1)
+    base = Result("a" * 32, "b" * 32, "2823-3", "K", unit="mmol/L", ref_high=5.1, unit_system=fhir_out.UCUM)
     for bad in (dict(value_num=float("nan")), dict(value_num=float("inf")), dict(value_num=1.0, ref_low=float("-inf"))):
         res = dataclasses.replace(base, **bad)
         o = fhir_out.observation(res, "d" * 32)
