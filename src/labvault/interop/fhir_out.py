@@ -599,6 +599,7 @@ class NdjsonWriter:
         self._written: dict[str, int] = {}  # lines written out, per type
         self._id_map = id_map
         self._unit_frags: dict[tuple[str, str | None], str] = {}
+        self._bare_units: dict[str, str] = {}  # units without a system (most stored rows)
         self._flag_frags: dict[str, str] = {}
         self._ref_caches: dict[str, dict[str, str]] = {t: {} for t in ("ServiceRequest", "Patient", "Specimen")}
         self._req_refs = self._ref_caches["ServiceRequest"]
@@ -701,6 +702,8 @@ class NdjsonWriter:
             frag = _dumps(q)[1:-1]
             if len(self._unit_frags) < 65536:
                 self._unit_frags[key] = frag
+                if system is None:
+                    self._bare_units[unit] = frag
         return frag
 
     def _flag_frag(self, flag: str) -> str:
@@ -770,9 +773,13 @@ class NdjsonWriter:
                 line += self._when(when)
         if res.validated_by:
             line += ',"performer":[{"display":' + _quote(res.validated_by) + "}]"
-        unit_frag = (
-            (self._unit_frags.get((unit, res.unit_system)) or self._unit_frag(unit, res.unit_system)) if unit else None
-        )
+        if unit:
+            system = res.unit_system
+            unit_frag = (
+                self._bare_units.get(unit) if system is None else self._unit_frags.get((unit, system))
+            ) or self._unit_frag(unit, system)
+        else:
+            unit_frag = None
         if quantity:
             if number is None and value is not None:
                 if value - value != 0:  # inf or nan
@@ -781,7 +788,7 @@ class NdjsonWriter:
             if number is None:
                 line += ',"valueQuantity":{' + (unit_frag or "") + "}"
             else:
-                if res.comparator in _COMPARATORS:
+                if res.comparator and res.comparator in _COMPARATORS:
                     number += ',"comparator":"' + res.comparator + '"'
                 if unit_frag:
                     line += ',"valueQuantity":{"value":' + number + "," + unit_frag + "}"
