@@ -125,7 +125,7 @@ def reports(draw: st.DrawFn, latin1: bool = False) -> list[PatientReport]:
         ident = Identity(
             patient_id=f"p{k}",
             nir=draw(text()),
-            identity_status=IdentityStatus.PROVISIONAL,
+            identity_status=IdentityStatus.QUALIFIED,  # its INS written (HPRIM reads every identity provisional)
             family_name=draw(text()),
             given_names=draw(text(min_size=0)),
             birth_date=draw(st.dates(min_value=date(1900, 1, 1), max_value=date(2100, 1, 1))),
