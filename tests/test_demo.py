@@ -25,7 +25,7 @@ def test_demo_end_to_end(tmp_path):
     assert "2 of 2 labs synthetic" in text and text.count(" synthetic ") >= 2  # each lab marked
     assert text.count("not found") == 4 and "FOUND" not in text
     assert "nothing in clear" in text
-    assert "INS/NIR" in text and "results (first 8 shown)" in text
+    assert "INS/NIR" in text and "results (8 newest shown)" in text
     # The migration scenario: everything refused, the instructed package opened by the age CLI.
     assert "the operator asks for every field since 2015: REFUSED (beyond instruction 'MIG-2021-NEWLIS'" in text
     assert "(= the manifest); free-text comments in it: none" in text

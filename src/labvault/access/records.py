@@ -602,7 +602,8 @@ class Records(UnitState):
         out = [self._request(c, r, patient_id) for r in rows]
         if self._grant is not None and self._grant.has_period:
             out = [q for q in out if self._grant.in_period(q.requested_at.date())]
-        out.sort(key=lambda q: q.requested_at)
+        # oldest first; a stored time without a zone is UTC (never compared naive with aware), ties by id
+        out.sort(key=lambda q: (_utc(q.requested_at), q.request_id))
         self._record(tenant_id, "patient:request:read", "request", len(out), refs=[patient_id])
         return out
 

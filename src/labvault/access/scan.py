@@ -71,11 +71,11 @@ def _rows(
 def patients(u: Unit, tenant_id: str) -> Iterator[Identity]:
     c = _start(u, tenant_id, "patient:identity:read")
     n = 0
-    for row in _rows(u, t.patient_identity, tenant_id):
-        ident = u._identity(c, row)
-        ident.patient_id = c.index.pseudonym(ident.patient_id)
-        n += 1
-        yield ident
+    for rows in _rows(u, t.patient_identity, tenant_id).partitions(BATCH):
+        for ident in u._identities(c, tenant_id, rows):  # with their local identifiers
+            ident.patient_id = c.index.pseudonym(ident.patient_id)
+            n += 1
+            yield ident
     u._record(tenant_id, "patient:identity:read", "patient", n)
 
 
@@ -260,6 +260,10 @@ class ExportPlan:
         """Record type written -> the links it holds: those to a record type written too."""
         types = self.types
         return {t: tuple(k for k in LINKS[t] if TARGET[k] in types) for t in types}
+
+
+# Identity fields let out only for a qualified identity.
+INS_FIELDS = frozenset({"nir", "ins_oid"})
 
 
 def _value(obj: Any, name: str) -> Any:
@@ -467,8 +471,11 @@ def export(
         for ident in patients(u, tenant):
             if ident.patient_id in seen_patients:
                 rec = {"record": "identity", "id": patient_id(ident.patient_id)}
+                qualified = ident.qualified
                 for f in f_id:
-                    rec[f] = _value(ident, f)
+                    # RNIV: the INS goes out only with a qualified identity; otherwise the local
+                    # identifiers and the traits do (the field is written, empty)
+                    rec[f] = _value(ident, f) if qualified or f not in INS_FIELDS else None
                 written += 1
                 yield rec
     if f_pr:

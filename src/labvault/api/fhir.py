@@ -26,14 +26,16 @@ from labvault import __version__
 from labvault.access import Purpose
 from labvault.api.deps import Caller, Public, Reader, gateway
 from labvault.config import DEFAULT_PUBLIC_BASE_URL
-from labvault.domain.identifiers import OID_NIA, OID_NIR
+from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
 from labvault.errors import AccessDenied, InvalidInput, NotFound
 from labvault.interop import fhir_out
 
 FHIR_JSON = "application/fhir+json"
 BASE = "/fhir/R4"
 DEFAULT_COUNT, MAX_COUNT = 50, 500
-INS_SYSTEMS = {f"urn:oid:{OID_NIR}", f"urn:oid:{OID_NIA}"}
+OID_NIA_TEST = "1.2.250.1.213.1.4.11"  # the test NIA (the ANS test platform's), beside the test INS-NIR .4.10
+# An INS search: INS-NIR (.4.8), NIA (.4.9), and their test OIDs (.4.10, .4.11), bare or as urn:oid:.
+INS_SYSTEMS = {f"urn:oid:{oid}" for oid in (OID_NIR, OID_NIA, OID_INS_TEST, OID_NIA_TEST)}
 _DATE = re.compile(r"^(eq|ge|le|gt|lt)?(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
 _SEARCH = {
     "Patient": {"identifier", "family", "given", "birthdate", "_id"},
@@ -52,8 +54,17 @@ def outcome(status: int, code: str, text: str) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=FHIR_JSON)
 
 
+class FhirJSONResponse(JSONResponse):
+    """FHIR JSON written by ``fhir_out.dumps``: a value as written (``12.50``) keeps its digits."""
+
+    media_type = FHIR_JSON
+
+    def render(self, content: object) -> bytes:
+        return fhir_out.dumps(content).encode("utf-8")
+
+
 def _fhir(body: dict, status: int = 200) -> JSONResponse:
-    return JSONResponse(body, status_code=status, media_type=FHIR_JSON)
+    return FhirJSONResponse(body, status_code=status, media_type=FHIR_JSON)
 
 
 def base_url(request: Request) -> str:
@@ -243,8 +254,13 @@ def search_patient(request: Request, caller: Reader) -> JSONResponse:
                 found = []
         elif q.get("identifier"):
             system, sep, value = q["identifier"].rpartition("|")
+            if sep and system and not system.startswith("urn:oid:"):
+                system = "urn:oid:" + system
             if not sep or system not in INS_SYSTEMS:
-                raise InvalidInput("identifier must be an INS: urn:oid:1.2.250.1.213.1.4.8|<NIR> (or .4.9 for an NIA)")
+                raise InvalidInput(
+                    "identifier must be an INS: urn:oid:1.2.250.1.213.1.4.8|<NIR> "
+                    "(.4.9 for an NIA, .4.10 and .4.11 for the test INS and NIA)"
+                )
             found = u.find_patients_by_nir(lab, value)
         elif q.get("family") or q.get("given") or q.get("birthdate"):
             if not (q.get("family") and q.get("given") and q.get("birthdate")):
@@ -314,13 +330,22 @@ def observation_history(result_id: str, request: Request, caller: Reader) -> JSO
 def search_service_request(request: Request, caller: Reader) -> JSONResponse:
     _check_params(request, "ServiceRequest")
     patient = _patient_param(request)
-    return _read(
-        request,
-        caller,
-        lambda u, lab: _bundle(
-            request, "ServiceRequest", [fhir_out.service_request(r) for r in u.requests_of(lab, patient)]
-        ),
-    )
+
+    def work(u, lab: str) -> JSONResponse:
+        requests = u.requests_of(lab, patient)
+        statuses = _statuses(u.results_of(lab, patient))
+        orders = [fhir_out.service_request(q, result_statuses=statuses.get(q.request_id, [])) for q in requests]
+        return _bundle(request, "ServiceRequest", orders)
+
+    return _read(request, caller, work)
+
+
+def _statuses(results: list) -> dict[str, list]:
+    """request id -> its results' statuses (what a request's status follows when its row has none)."""
+    out: dict[str, list] = {}
+    for r in results:
+        out.setdefault(r.request_id, []).append(r.status)
+    return out
 
 
 @router.get("/DiagnosticReport")
@@ -330,10 +355,17 @@ def search_diagnostic_report(request: Request, caller: Reader) -> JSONResponse:
 
     def work(u, lab: str) -> JSONResponse:
         requests = u.requests_of(lab, patient)
+        results = u.results_of(lab, patient)
         by_request: dict[str, list[str]] = {}
-        for r in u.results_of(lab, patient):
+        for r in results:
             by_request.setdefault(r.request_id, []).append(r.result_id)
-        reports = [fhir_out.diagnostic_report(q, by_request.get(q.request_id, [])) for q in requests]
+        statuses = _statuses(results)
+        reports = [
+            fhir_out.diagnostic_report(
+                q, by_request.get(q.request_id, []), result_statuses=statuses.get(q.request_id, [])
+            )
+            for q in requests
+        ]
         return _bundle(request, "DiagnosticReport", reports)
 
     return _read(request, caller, work)

@@ -16,7 +16,7 @@ import typer
 from labvault.access import Purpose
 from labvault.accounts import service
 from labvault.cli.common import console, progress, settings
-from labvault.cli.patient import identity_table, results_table
+from labvault.cli.patient import identity_table, result_lines, results_table
 from labvault.crypto.keys import PLATFORM
 from labvault.errors import AccessDenied, ConfigError
 from labvault.runtime import init_home, open_runtime
@@ -278,10 +278,14 @@ def demo(
             ).principal
         with rt.gateway.unit(biologist, Purpose.CARE) as u:
             found = u.find_patients_by_nir(ids[0], sample.identity.nir or "")
-            results = u.results_of(ids[0], found[0].patient_id) if found else []
+            results = (
+                result_lines(u.results_of(ids[0], found[0].patient_id), u.requests_of(ids[0], found[0].patient_id))
+                if found
+                else []
+            )
         for p in found:
             console.print(identity_table(p))
-        console.print(f"{len(results)} results (first 8 shown)")
+        console.print(f"{len(results)} results (8 newest shown)")
         console.print(results_table(results, 8))
         console.rule("[bold]8. The migration the lab asked for: exactly its instruction, then nothing left")
         from labvault.cli.demo_migration import show_migration

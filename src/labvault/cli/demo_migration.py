@@ -161,10 +161,13 @@ def show_migration(rt, tenant: str, demo_accounts: list[DemoAccount]) -> None:
         per.pop("header", None)
         keys = {k for line in out.splitlines()[1:] for k in json.loads(line)}
         same = dict(per) == {k: v for k, v in m["counts"]["records"].items() if v}
-        nir = next(rec["nir"] for rec in map(json.loads, out.splitlines()) if rec["record"] == "identity")
+        # a qualified identity's (only a qualified INS goes out with the data)
+        nir = next(
+            (r["nir"] for r in map(json.loads, out.splitlines()) if r["record"] == "identity" and r.get("nir")), ""
+        )
         console.print(
             f"  a migrated patient's NIR in the package file's bytes: "
-            f"{'FOUND' if nir.encode() in raw else 'not found'} (only ciphertext is ever on disk)"
+            f"{'FOUND' if nir and nir.encode() in raw else 'not found'} (only ciphertext is ever on disk)"
         )
         console.print(
             f"  NewLIS: age --decrypt -i newlis.key {service.PACKAGE}: {dict(per)} "

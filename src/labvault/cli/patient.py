@@ -1,28 +1,39 @@
-"""``labvault patient``: look a patient up through the blind indexes; show them decrypted."""
+"""``labvault patient``: look a patient up through the blind indexes; show them decrypted, with
+their results as a biologist reads them (newest first, each beside the previous values of the
+same test)."""
 
 from __future__ import annotations
 
-from datetime import date
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 import typer
+from rich import box
 from rich.table import Table
 
 from labvault.access import Purpose
 from labvault.cli.common import AS_OPTION_HELP, acting, console
-from labvault.domain.models import Identity, Result
+from labvault.domain.models import Identity, Request, Result
 from labvault.errors import InvalidInput
+from labvault.interop.fhir_out import number_text
 
 app = typer.Typer(help="Patients: exact-match lookup by NIR/INS or by name and birth date.", no_args_is_help=True)
+
+PREVIOUS = 3  # earlier values of the same test shown beside a result
 
 
 def identity_table(p: Identity) -> Table:
     table = Table("field", "value", show_header=False)
     for label, value in [
         ("patient id", p.patient_id),
-        ("INS/NIR", f"{p.nir} ({p.identity_status})"),
+        ("INS/NIR", f"{p.nir or '-'} ({p.identity_status})"),
+        ("local ids", ", ".join(f"{v} ({s})" for s, v in p.local_ids)),
         ("family name", p.family_name),
         ("birth name", p.birth_name or ""),
         ("given names", p.given_names),
+        ("given name used", p.used_given_name or ""),
         ("birth date", p.birth_date.isoformat()),
         ("sex", p.sex),
         ("birthplace", p.birthplace_code or ""),
@@ -46,15 +57,127 @@ def _range(r: Result) -> str:
     return ""
 
 
-def results_table(results: list[Result], limit: int) -> Table:
-    table = Table("code", "label", "value", "range", "flag", "category")
-    for r in results[:limit]:
-        value = r.value_text if r.value_num is None else f"{r.value_num:g}"
-        if r.unit:
-            value = f"{value} {r.unit}"
-        label = r.label if len(r.label) <= 24 else r.label[:23] + "…"
-        category = "" if str(r.sensitivity) == "other" else str(r.sensitivity)
-        table.add_row(r.code, label, value or "", _range(r), r.flag or "", category)
+def _value(r: Result) -> str:
+    """The value as the sender wrote it, with its comparator (``<0.5``, ``12.50``); a row stored
+    before the text was kept shows its number as stored; else the text."""
+    try:
+        text = number_text(r.value_repr, r.value_num)
+    except ValueError:
+        text = "(not a number)"
+    if text is None:
+        return r.value_text or ""
+    return f"{r.comparator or ''}{text}"
+
+
+def _utc(value: datetime) -> datetime:
+    """A stored time without a zone is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Line:
+    """One result as shown: when, from which request, what, and the earlier values of its test."""
+
+    at: datetime
+    request: str
+    result: Result
+    previous: tuple[tuple[datetime, Result], ...]
+
+    def as_json(self) -> dict:
+        r = self.result
+        return {
+            "date": self.at.isoformat(),
+            "request_id": r.request_id,
+            "request": self.request,
+            "result_id": r.result_id,
+            "code_system": r.code_system,
+            "code": r.code,
+            "label": r.label,
+            "status": str(r.status),
+            "value": _value(r) or None,
+            "comparator": r.comparator,
+            "unit": r.unit,
+            "flag": r.flag,
+            "reference_range": _range(r) or None,
+            "validated_by": r.validated_by,
+            "validated_at": None if r.validated_at is None else r.validated_at.isoformat(),
+            "comment": r.comment,
+            "previous": [
+                {
+                    "date": at.isoformat(),
+                    "result_id": p.result_id,
+                    "value": _value(p) or None,
+                    "unit": p.unit,
+                    "status": str(p.status),
+                    "flag": p.flag,
+                }
+                for at, p in self.previous
+            ],
+        }
+
+
+def result_lines(results: Sequence[Result], requests: Sequence[Request], previous: int = PREVIOUS) -> list[Line]:
+    """Results newest first (validation time, else the request's date), each with the ``previous``
+    earlier results of the same test (code system and code) of the patient, newest first."""
+    by_id = {q.request_id: q for q in requests}
+
+    def when(r: Result) -> datetime:
+        q = by_id.get(r.request_id)
+        at = r.validated_at or (q.requested_at if q is not None else None)
+        return _utc(at) if at is not None else datetime.min.replace(tzinfo=UTC)
+
+    dated = sorted(((when(r), r) for r in results), key=lambda x: (x[0], x[1].request_id, x[1].result_id), reverse=True)
+    lines = []
+    for k, (at, r) in enumerate(dated):
+        earlier = tuple(
+            (a, p) for a, p in dated[k + 1 :] if (p.code_system, p.code) == (r.code_system, r.code) and a < at
+        )[:previous]
+        q = by_id.get(r.request_id)
+        lines.append(Line(at, (q.accession if q is not None and q.accession else r.request_id), r, earlier))
+    return lines
+
+
+def _previous_text(line: Line) -> str:
+    return "\n".join(
+        f"{_value(p)}{' ' + p.unit if p.unit else ''}{' ' + p.flag if p.flag else ''} ({at.date().isoformat()})"
+        for at, p in line.previous
+    )
+
+
+def results_table(lines: Sequence[Line], limit: int) -> Table:
+    """The results as a table whose cells wrap (labels whole, never cut)."""
+    # Rules between rows, columns a space apart: ten columns fit a 100-column terminal.
+    table = Table(show_lines=True, box=box.HORIZONTALS, padding=(0, 0), show_edge=False)
+    # Short cells never wrap; the test's label, the validator and the previous values wrap on
+    # words (a word longer than its column is folded, never cut).
+    for name, kw in [
+        ("date", {"no_wrap": True}),
+        ("request", {"max_width": 13}),
+        ("test", {}),
+        ("status", {"max_width": 10}),
+        ("value", {"justify": "right", "max_width": 12}),
+        ("unit", {"max_width": 10}),
+        ("flag", {"max_width": 4}),
+        ("range", {"max_width": 11}),
+        ("validated by", {"max_width": 10}),
+        ("previous", {}),
+    ]:
+        table.add_column(name, overflow="fold", **kw)  # type: ignore[arg-type]
+    for line in lines[:limit]:
+        r = line.result
+        category = "" if str(r.sensitivity) == "other" else f" [{r.sensitivity}]"
+        table.add_row(
+            line.at.strftime("%Y-%m-%d\n%H:%M"),
+            line.request,
+            f"{r.label} ({r.code}){category}",
+            str(r.status),
+            _value(r),
+            r.unit or "",
+            r.flag or "",
+            _range(r),
+            r.validated_by or "",
+            _previous_text(line),
+        )
     return table
 
 
@@ -69,8 +192,11 @@ def find(
         None, "--given-name", help="Given name (exact match; with --family-name and --birth-date)."
     ),
     birth_date: str = typer.Option(None, "--birth-date", help="YYYY-MM-DD"),
-    results: bool = typer.Option(False, "--results", help="Also show the patient's results."),
+    results: bool = typer.Option(
+        False, "--results", help="Also show the patient's results, newest first, with the previous values of each test."
+    ),
     limit: int = typer.Option(20, "--limit", min=1, help="At most this many results shown."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per patient (stable keys), for scripts."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
     """Find a patient by NIR, or by family name + given name + birth date (exact match)."""
@@ -88,15 +214,29 @@ def find(
             if nir is not None
             else u.find_patients_by_name(tenant, family_name, given_name, born)
         )
-        shown = [(p, u.results_of(tenant, p.patient_id) if results else []) for p in found]
+        shown = [
+            (
+                p,
+                result_lines(u.results_of(tenant, p.patient_id), u.requests_of(tenant, p.patient_id))
+                if results
+                else [],
+            )
+            for p in found
+        ]
     if not found:
-        console.print(f"no patient matches in lab {tenant}")
+        if as_json:
+            typer.echo(json.dumps({"tenant": tenant, "patients": []}))
+        else:
+            console.print(f"no patient matches in lab {tenant}")
         raise typer.Exit(1)
-    for p, rs in shown:
+    for p, lines in shown:
+        if as_json:
+            typer.echo(json.dumps(_patient_json(p, lines[:limit] if results else None), ensure_ascii=False))
+            continue
         console.print(identity_table(p))
         if results:
-            console.print(f"{len(rs)} results")
-            console.print(results_table(rs, limit))
+            console.print(f"{len(lines)} results" + (f" ({limit} newest shown)" if len(lines) > limit else ""))
+            console.print(results_table(lines, limit), soft_wrap=False)  # fitted to the terminal, cells wrapped
 
 
 def history_table(versions: list[Result]) -> Table:
@@ -126,8 +266,6 @@ def history(
     with acting(as_email, Purpose.CARE) as u:
         versions = u.result_history(tenant, result_id)
     if json_out:
-        import json
-
         rows = [
             {
                 "version": r.version,
@@ -150,3 +288,22 @@ def history(
         print(json.dumps(rows, ensure_ascii=False))
         return
     console.print(history_table(versions))
+
+
+def _patient_json(p: Identity, lines: Sequence[Line] | None) -> dict:
+    out: dict = {
+        "patient_id": p.patient_id,
+        "nir": p.nir,
+        "ins_oid": p.ins_oid if p.nir else None,
+        "identity_status": str(p.identity_status),
+        "local_ids": [{"system": s, "value": v} for s, v in p.local_ids],
+        "family_name": p.family_name,
+        "birth_name": p.birth_name,
+        "given_names": p.given_names,
+        "used_given_name": p.used_given_name,
+        "birth_date": p.birth_date.isoformat(),
+        "sex": p.sex,
+    }
+    if lines is not None:
+        out["results"] = [line.as_json() for line in lines]
+    return out

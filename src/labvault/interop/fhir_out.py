@@ -3,25 +3,40 @@
 No pydantic at run time, no network. Each function returns a new plain ``dict`` (the resource as FHIR
 JSON); ``NdjsonWriter`` streams resources to one ndjson file per resource type, in constant memory,
 and has a fast path for Observations (``write_observation``) that writes the very bytes
-``json.dumps(observation(...))`` would, several times faster.
+``dumps(observation(...))`` would, several times faster.
 
 The profile (read back by ``labvault.interop.fhir`` without loss):
 
-- Patient: INS as ``identifier`` (system ``urn:oid:`` + ``ins_oid``, FR Core identifier type), used
-  name as ``name`` use ``usual``, birth name as a second name use ``official``, given names split on
-  single spaces, FR Core ``fr-core-identity-reliability`` extension with ``QUAL`` (qualified) or
-  ``PROV``, birth place as ``patient-birthPlace`` with the FR Core INSEE-code extension, the address
-  as ``address.text``; ``meta.source`` names the lab (``urn:labvault:tenant:<tenant id>``).
+- Patient: the INS as ``identifier`` (system ``urn:oid:`` + ``ins_oid``, FR Core identifier type)
+  only when the identity is qualified (RNIV); every local identifier (IPP) as an ``identifier`` of
+  type ``PI`` with its system (a bare OID as ``urn:oid:``); FR Core ``fr-core-identity-reliability``
+  extension with the status (``PROV``, ``RECUP``, ``VALI``, ``QUAL``). Names: the name used as use
+  ``usual`` (with the given name used when known, else every given name), and, when there is a
+  birth name or a given name used, the birth name (``family_name`` when none) with every given
+  name at birth in order as use ``official``. Birth place as ``patient-birthPlace`` with the FR
+  Core INSEE-code extension, the address as ``address.text``; ``meta.source`` names the lab
+  (``urn:labvault:tenant:<tenant id>``).
 - Practitioner: RPPS as identifier ``urn:oid:1.2.250.1.71.4.2.1`` with value ``8`` + RPPS (IDNPS); an
   ``rpps`` that is not 11 digits is written as it is and not read back as an RPPS.
-- ServiceRequest: ``authoredOn`` (requested_at), accession as identifier of type ``ACSN``, requester.
+- ServiceRequest: ``authoredOn`` (requested_at), accession as identifier of type ``ACSN``, requester;
+  status from the request's (``request_status``): active (registered, partial), completed (final,
+  corrected, amended), revoked (cancelled).
 - Specimen: type in HL7 table 0487, ``collection.collectedDateTime``, ``receivedTime``, ``request``.
-- Observation: ``code`` (system, code, display = label), ``valueQuantity`` (UCUM code = unit) or
-  ``valueString``, ``referenceRange``, ``interpretation`` (v3 ObservationInterpretation = flag),
-  ``issued`` (validated_at), ``performer.display`` (validated_by), ``note`` (comment), ``basedOn``,
+- Observation: ``status`` (a pending result is ``registered``), ``code`` (system, code, display =
+  label), ``valueQuantity`` or ``valueString``. The quantity's value is the number as the sender
+  wrote it (``Result.value_repr``: ``105600``, ``12.50``, written verbatim by ``dumps``; a row
+  without it gives its stored float, ``16.0``), its ``comparator`` (``<0.5``), its unit with
+  ``system`` and ``code`` only when ``unit_system`` is known (UCUM only for a UCUM unit, else the
+  sender's own), else the unit alone; ``referenceRange``, ``interpretation`` (v3
+  ObservationInterpretation = flag), ``issued`` (validated_at), ``performer.display``
+  (validated_by), ``note`` (comment), ``basedOn``,
   ``specimen``, ``subject``. A text next to a numeric value goes to the ``result-value-text`` extension.
 - DiagnosticReport (one per request, id = request id): ``basedOn``, ``issued`` (reported_at),
-  ``result``.
+  ``result``; status the request's (``Request.status``, else from its results' statuses: a
+  request with only pending results is ``registered``, never ``final``).
+
+Serialise with ``dumps`` (or ``NdjsonWriter``): a value as written may be a ``Decimal``, which the
+standard library's ``json`` does not write.
 
 Datetimes are written with their own offset. A naive one (lab local time) is written with the offset
 of Europe/Paris at that wall time, and its element gets the ``unzoned-datetime`` extension so that the
@@ -41,11 +56,21 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
-from labvault.domain.models import Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
+from labvault.domain.models import (
+    Identity,
+    IdentityStatus,
+    Prescriber,
+    Request,
+    RequestStatus,
+    Result,
+    ResultStatus,
+    Specimen,
+)
 from labvault.interop.fhir import (
     CS_FR_IDENTITY_STATUS,
     CS_FR_V2_0203,
@@ -60,7 +85,7 @@ from labvault.interop.fhir import (
     EXT_FR_INSEE_CODE,
     EXT_UNZONED,
     EXT_VALUE_TEXT,
-    UCUM,
+    UCUM,  # noqa: F401 - re-exported: the unit system the writer codes UCUM units with
 )
 
 IdMap = Callable[[str, str], str]
@@ -80,7 +105,119 @@ _MAX_OFFSET = timedelta(hours=14)
 
 _quote = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses for strings
 _float = float.__repr__  # what json.dumps uses for finite floats
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_IDENTITY_STATUS = {
+    IdentityStatus.PROVISIONAL: "PROV",
+    IdentityStatus.RECOVERED: "RECUP",
+    IdentityStatus.VALIDATED: "VALI",
+    IdentityStatus.QUALIFIED: "QUAL",
+}
+# Observation.status of each result status (a pending result is FHIR "registered").
+OBSERVATION_STATUS = {s: ("registered" if s is ResultStatus.PENDING else s.value) for s in ResultStatus}
+# ServiceRequest.status of each request status.
+SERVICE_REQUEST_STATUS = {
+    RequestStatus.REGISTERED: "active",
+    RequestStatus.PARTIAL: "active",
+    RequestStatus.FINAL: "completed",
+    RequestStatus.CORRECTED: "completed",
+    RequestStatus.AMENDED: "completed",
+    RequestStatus.CANCELLED: "revoked",
+}
+_COMPARATORS = ("<", "<=", ">=", ">")
+
+# A number written as it was received: a Decimal in the resource dicts, written verbatim by ``dumps``
+# (the standard library's encoder cannot write a Decimal, nor a float with its trailing zeros).
+_NUMBER_MARK = "\x00number:" + os.urandom(6).hex() + ":"
+_NUMBER_MARK_JSON = json.dumps(_NUMBER_MARK)[1:-1]
+_NUMBER_MARKED = re.compile('"' + re.escape(_NUMBER_MARK_JSON) + r'([-+.0-9eE]+)"')
+
+
+def _decimal_default(o: object) -> str:
+    if isinstance(o, Decimal):
+        if not o.is_finite():
+            raise ValueError("a number is not finite")
+        return _NUMBER_MARK + str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_decimal_default).encode
+
+
+def dumps(resource: Any) -> str:
+    """A resource as compact JSON text; a ``Decimal`` (a value as written: ``12.50``) is written as
+    the JSON number it is, digits kept."""
+    text = _encode(resource)
+    if _NUMBER_MARK_JSON in text:
+        text = _NUMBER_MARKED.sub(r"\1", text)
+    return text
+
+
+_dumps = dumps
+_WRITTEN = re.compile(r"[ \t]*([+-]?)([0-9]*)(?:[.,]([0-9]*))?[ \t]*\Z")
+_WRITTEN_CACHE: dict[str, str | None] = {}
+
+
+def written(value_repr: str | None) -> str | None:
+    """The number as the sender wrote it (``Result.value_repr``) in JSON number syntax, digits kept
+    (``105600``, ``12.50``; ``+5`` -> ``5``, ``.5`` -> ``0.5``, ``007`` -> ``7``, a decimal comma a
+    point); None when there is none or it is not a plain decimal number."""
+    if not value_repr:
+        return None
+    text = _WRITTEN_CACHE.get(value_repr, "")
+    if text != "":
+        return text
+    m = _WRITTEN.match(value_repr)
+    out: str | None = None
+    if m is not None and (m.group(2) or m.group(3)):
+        sign, whole, frac = m.groups()
+        out = ("-" if sign == "-" else "") + (whole.lstrip("0") or "0") + ("." + frac if frac else "")
+    if len(_WRITTEN_CACHE) < 65536:
+        _WRITTEN_CACHE[value_repr] = out
+    return out
+
+
+def number_text(value_repr: str | None, value: float | None, what: str = "Result value") -> str | None:
+    """The text of a result's number: as written when the row keeps it, else the stored float as
+    Python writes it (rows stored before the value as written was kept: ``16.0`` is not guessed to
+    have been ``16``). ``ValueError`` for a non-finite float."""
+    text = written(value_repr)
+    if text is not None:
+        return text
+    if value is None:
+        return None
+    if value - value != 0:
+        raise ValueError(f"{what} is not a finite number")
+    return _float(float(value))
+
+
+def _json_number(text: str) -> int | float | Decimal:
+    """A number text as the JSON value that writes it back the same: int, float, or Decimal."""
+    if "." not in text and "e" not in text and "E" not in text:
+        n = int(text)
+        if str(n) == text:
+            return n
+    f = float(text)
+    return f if _float(f) == text else Decimal(text)
+
+
+def request_status(request: Request, result_statuses: Iterable[ResultStatus] | None = None) -> RequestStatus:
+    """A request's status: as stored when set; else from its results' statuses (none with a value:
+    registered; some final, others pending or preliminary: partial; every one cancelled or entered
+    in error: cancelled); without the results, final when reported, else registered."""
+    if request.status is not None:
+        return request.status
+    if result_statuses is None:
+        return RequestStatus.FINAL if request.reported_at is not None else RequestStatus.REGISTERED
+    statuses = list(result_statuses)
+    gone = (ResultStatus.CANCELLED, ResultStatus.ENTERED_IN_ERROR)
+    live = [x for x in statuses if x not in gone]
+    if not live:
+        return RequestStatus.CANCELLED if statuses else RequestStatus.REGISTERED
+    done = (ResultStatus.FINAL, ResultStatus.CORRECTED)
+    if all(x in done for x in live):
+        return RequestStatus.CORRECTED if ResultStatus.CORRECTED in live else RequestStatus.FINAL
+    if any(x in done or x is ResultStatus.PRELIMINARY for x in live):
+        return RequestStatus.PARTIAL
+    return RequestStatus.REGISTERED
 
 
 def _rid(rtype: str, domain_id: str, id_map: IdMap | None) -> str:
@@ -192,10 +329,19 @@ def _human_name(use: str | None, family: str | None, given: str) -> dict:
 # ------------------------------------------------------------------------------------------ resources
 
 
+def _local_system(system: str) -> str:
+    """A local identifier's system as a FHIR identifier system (a URI; a bare OID as ``urn:oid:``)."""
+    if re.fullmatch(r"[0-2](\.[0-9]+)+", system):
+        return "urn:oid:" + system
+    return _uri(system, "Identity.local_ids system")
+
+
 def patient(identity: Identity, tenant_id: str, *, id_map: IdMap | None = None) -> dict:
-    """Patient with INS, names, identity status, birth place, contact; ``meta.source`` names the lab."""
+    """Patient with its identifiers, names, identity status, birth place, contact; ``meta.source``
+    names the lab. The INS goes out only for a qualified identity (RNIV); otherwise the local
+    identifiers the senders gave (IPP, type ``PI``) and the traits do."""
     i = identity
-    status = "QUAL" if i.identity_status == IdentityStatus.QUALIFIED else "PROV"
+    status = _IDENTITY_STATUS.get(i.identity_status, "PROV")
     extensions: list[dict] = [
         {
             "url": EXT_FR_IDENTITY_RELIABILITY,
@@ -212,22 +358,41 @@ def patient(identity: Identity, tenant_id: str, *, id_map: IdMap | None = None) 
         else:
             place = {"district": i.birthplace_code}
         extensions.append({"url": EXT_BIRTH_PLACE, "valueAddress": place})
-    ins: dict = {"use": "official"}
-    ins_type = _INS_TYPE.get(i.ins_oid)
-    if ins_type:
-        ins["type"] = {"coding": [{"system": CS_FR_V2_0203, "code": ins_type}]}
-    ins["system"] = "urn:oid:" + _uri(i.ins_oid, "Identity.ins_oid")
-    ins["value"] = i.nir
+    identifiers: list[dict] = []
+    if i.qualified:
+        ins: dict = {"use": "official"}
+        ins_type = _INS_TYPE.get(i.ins_oid)
+        if ins_type:
+            ins["type"] = {"coding": [{"system": CS_FR_V2_0203, "code": ins_type}]}
+        ins["system"] = "urn:oid:" + _uri(i.ins_oid, "Identity.ins_oid")
+        ins["value"] = i.nir
+        identifiers.append(ins)
+    for system, value in i.local_ids:
+        if value:
+            identifiers.append(
+                {
+                    "use": "usual",
+                    "type": {"coding": [{"system": CS_V2_0203, "code": "PI"}]},
+                    "system": _local_system(system),
+                    "value": value,
+                }
+            )
     p: dict = {
         "resourceType": "Patient",
         "id": _rid("Patient", i.patient_id, id_map),
         "meta": {"source": TENANT_SOURCE + _uri(tenant_id, "tenant id")},
         "extension": extensions,
-        "identifier": [ins],
-        "name": [_human_name("usual", i.family_name, i.given_names)],
     }
-    if i.birth_name:
-        p["name"].append(_human_name("official", i.birth_name, i.given_names))
+    if identifiers:
+        p["identifier"] = identifiers
+    # The name used (with the given name used, when known) and the birth name with every given name
+    # at birth, in order (FR Core: usual and official).
+    if i.used_given_name:
+        p["name"] = [_human_name("usual", i.family_name, i.used_given_name)]
+    else:
+        p["name"] = [_human_name("usual", i.family_name, i.given_names)]
+    if i.birth_name or i.used_given_name:
+        p["name"].append(_human_name("official", i.strict_birth_name, i.given_names))
     telecom = []
     if i.phone:
         telecom.append({"system": "phone", "value": i.phone})
@@ -259,12 +424,15 @@ def practitioner(p: Prescriber, *, id_map: IdMap | None = None) -> dict:
     return out
 
 
-def service_request(r: Request, *, id_map: IdMap | None = None) -> dict:
-    """ServiceRequest: the order, with the lab's accession number and the prescriber."""
+def service_request(
+    r: Request, *, id_map: IdMap | None = None, result_statuses: Iterable[ResultStatus] | None = None
+) -> dict:
+    """ServiceRequest: the order, with the lab's accession number and the prescriber. Its status
+    follows the request's (``request_status``: active until final, completed, revoked when cancelled)."""
     out: dict = {"resourceType": "ServiceRequest", "id": _rid("ServiceRequest", r.request_id, id_map)}
     if r.accession:
         out["identifier"] = [{"type": {"coding": [{"system": CS_V2_0203, "code": "ACSN"}]}, "value": r.accession}]
-    out["status"] = "completed" if r.reported_at is not None else "active"
+    out["status"] = SERVICE_REQUEST_STATUS[request_status(r, result_statuses)]
     out["intent"] = "order"
     system, code, display = SNOMED_LAB_PROCEDURE
     out["category"] = [{"coding": [{"system": system, "code": code, "display": display}]}]
@@ -293,15 +461,33 @@ def specimen(s: Specimen, *, patient_id: str | None = None, id_map: IdMap | None
     return out
 
 
-def _quantity(value: float | None, unit: str | None) -> dict:
+def _unit(q: dict, unit: str | None, unit_system: str | None) -> None:
+    """A Quantity's unit: coded (system and code) only when its system is known (UCUM only when the
+    unit is UCUM; else the sender's own); otherwise the unit as text alone."""
+    if unit:
+        q["unit"] = unit
+        if unit_system and _CODE.match(unit) and _URI.match(unit_system):
+            q["system"] = unit_system
+            q["code"] = unit
+
+
+def _quantity(value: float | None, unit: str | None, unit_system: str | None = None) -> dict:
     q: dict = {}
     if value is not None:
         q["value"] = _num(value, "Result value")
-    if unit:
-        q["unit"] = unit
-        if _CODE.match(unit):
-            q["system"] = UCUM
-            q["code"] = unit
+    _unit(q, unit, unit_system)
+    return q
+
+
+def _value_quantity(res: Result) -> dict:
+    """An Observation's valueQuantity: the number as written, its comparator, its unit."""
+    q: dict = {}
+    text = number_text(res.value_repr, res.value_num)
+    if text is not None:
+        q["value"] = _json_number(text)
+        if res.comparator in _COMPARATORS:
+            q["comparator"] = res.comparator
+    _unit(q, res.unit, res.unit_system)
     return q
 
 
@@ -312,11 +498,11 @@ def observation(res: Result, patient_id: str, *, id_map: IdMap | None = None) ->
     left out with ``dataAbsentReason`` ``error``, a reference bound is left out; the rest is served."""
     o: dict = {"resourceType": "Observation", "id": _rid("Observation", res.result_id, id_map)}
     broken = res.value_num is not None and not _finite(res.value_num)
-    quantity = not broken and (res.value_num is not None or bool(res.unit))
+    quantity = not broken and (res.value_num is not None or written(res.value_repr) is not None or bool(res.unit))
     if quantity and res.value_text:
         o["extension"] = [{"url": EXT_VALUE_TEXT, "valueString": res.value_text}]
     o["basedOn"] = [{"reference": "ServiceRequest/" + _rid("ServiceRequest", res.request_id, id_map)}]
-    o["status"] = str(res.status)
+    o["status"] = OBSERVATION_STATUS[res.status]
     o["category"] = [{"coding": [{"system": CS_OBS_CATEGORY, "code": "laboratory"}]}]
     coding = {"system": _uri(res.code_system, "Result.code_system"), "code": _code(res.code, "Result.code")}
     if res.label:
@@ -327,7 +513,7 @@ def observation(res: Result, patient_id: str, *, id_map: IdMap | None = None) ->
     if res.validated_by:
         o["performer"] = [{"display": res.validated_by}]
     if quantity:
-        o["valueQuantity"] = _quantity(res.value_num, res.unit)
+        o["valueQuantity"] = _value_quantity(res)
     elif broken:
         o["dataAbsentReason"] = _NOT_FINITE
     elif res.value_text:
@@ -346,22 +532,29 @@ def observation(res: Result, patient_id: str, *, id_map: IdMap | None = None) ->
     if low is not None or high is not None or res.ref_text:
         rr: dict = {}
         if low is not None:
-            rr["low"] = _quantity(low, res.unit)
+            rr["low"] = _quantity(low, res.unit, res.unit_system)
         if high is not None:
-            rr["high"] = _quantity(high, res.unit)
+            rr["high"] = _quantity(high, res.unit, res.unit_system)
         if res.ref_text:
             rr["text"] = res.ref_text
         o["referenceRange"] = [rr]
     return o
 
 
-def diagnostic_report(request: Request, result_ids: Iterable[str], *, id_map: IdMap | None = None) -> dict:
-    """The lab report of a request (id = the request id): its date and the Observations it holds."""
+def diagnostic_report(
+    request: Request,
+    result_ids: Iterable[str],
+    *,
+    id_map: IdMap | None = None,
+    result_statuses: Iterable[ResultStatus] | None = None,
+) -> dict:
+    """The lab report of a request (id = the request id): its date and the Observations it holds.
+    Its status is the request's (``request_status``: from its results when the row has none)."""
     out: dict = {
         "resourceType": "DiagnosticReport",
         "id": _rid("DiagnosticReport", request.request_id, id_map),
         "basedOn": [{"reference": "ServiceRequest/" + _rid("ServiceRequest", request.request_id, id_map)}],
-        "status": "final" if request.reported_at is not None else "partial",
+        "status": request_status(request, result_statuses).value,
         "category": [{"coding": [{"system": CS_V2_0074, "code": "LAB"}]}],
         "code": {"coding": [dict(zip(("system", "code", "display"), LOINC_LAB_REPORT, strict=True))]},
         "subject": {"reference": "Patient/" + _rid("Patient", request.patient_id, id_map)},
@@ -405,7 +598,8 @@ class NdjsonWriter:
         self._sizes: dict[str, int] = {}  # their characters
         self._written: dict[str, int] = {}  # lines written out, per type
         self._id_map = id_map
-        self._unit_frags: dict[str, str] = {}
+        self._unit_frags: dict[tuple[str, str | None], str] = {}
+        self._bare_units: dict[str, str] = {}  # units without a system (most stored rows)
         self._flag_frags: dict[str, str] = {}
         self._ref_caches: dict[str, dict[str, str]] = {t: {} for t in ("ServiceRequest", "Patient", "Specimen")}
         self._req_refs = self._ref_caches["ServiceRequest"]
@@ -499,14 +693,17 @@ class NdjsonWriter:
             text = cache[domain_id] = f'"{rtype}/{_rid(rtype, domain_id, self._id_map)}"'
         return text
 
-    def _unit_frag(self, unit: str) -> str:
-        frag = self._unit_frags.get(unit)
+    def _unit_frag(self, unit: str, system: str | None) -> str:
+        key = (unit, system)
+        frag = self._unit_frags.get(key)
         if frag is None:
-            frag = '"unit":' + _quote(unit)
-            if _CODE.match(unit):
-                frag += f',"system":"{UCUM}","code":' + _quote(unit)
+            q: dict = {}
+            _unit(q, unit, system)
+            frag = _dumps(q)[1:-1]
             if len(self._unit_frags) < 65536:
-                self._unit_frags[unit] = frag
+                self._unit_frags[key] = frag
+                if system is None:
+                    self._bare_units[unit] = frag
         return frag
 
     def _flag_frag(self, flag: str) -> str:
@@ -552,7 +749,8 @@ class NdjsonWriter:
         unit = res.unit
         value = res.value_num
         text = res.value_text
-        quantity = value is not None or bool(unit)
+        number = number_text(res.value_repr, value) if res.value_repr else None
+        quantity = value is not None or bool(unit) or number is not None
         line = (
             '{"resourceType":"Observation","id":"'
             + rid
@@ -575,16 +773,27 @@ class NdjsonWriter:
                 line += self._when(when)
         if res.validated_by:
             line += ',"performer":[{"display":' + _quote(res.validated_by) + "}]"
-        unit_frag = (self._unit_frags.get(unit) or self._unit_frag(unit)) if unit else None
+        if unit:
+            system = res.unit_system
+            unit_frag = (
+                self._bare_units.get(unit) if system is None else self._unit_frags.get((unit, system))
+            ) or self._unit_frag(unit, system)
+        else:
+            unit_frag = None
         if quantity:
-            if value is None:
+            if number is None and value is not None:
+                if value - value != 0:  # inf or nan
+                    raise ValueError("Result value is not a finite number")
+                number = _float(float(value))
+            if number is None:
                 line += ',"valueQuantity":{' + (unit_frag or "") + "}"
-            elif value - value != 0:  # inf or nan
-                raise ValueError("Result value is not a finite number")
-            elif unit_frag:
-                line += ',"valueQuantity":{"value":' + _float(float(value)) + "," + unit_frag + "}"
             else:
-                line += ',"valueQuantity":{"value":' + _float(float(value)) + "}"
+                if res.comparator and res.comparator in _COMPARATORS:
+                    number += ',"comparator":"' + res.comparator + '"'
+                if unit_frag:
+                    line += ',"valueQuantity":{"value":' + number + "," + unit_frag + "}"
+                else:
+                    line += ',"valueQuantity":{"value":' + number + "}"
         elif text:
             line += ',"valueString":' + _quote(text)
         if res.flag:
@@ -622,7 +831,7 @@ class NdjsonWriter:
 _EXT_TEXT_HEAD = f',"extension":[{{"url":"{EXT_VALUE_TEXT}","valueString":'
 _UNZONED_ISSUED = '"_issued":' + _dumps(_unzoned())
 _STATUS_CATEGORY = {
-    status: f',"status":"{status}","category":'
+    status: f',"status":"{OBSERVATION_STATUS[status]}","category":'
     + _dumps([{"coding": [{"system": CS_OBS_CATEGORY, "code": "laboratory"}]}])
     + ',"code":'
     for status in ResultStatus

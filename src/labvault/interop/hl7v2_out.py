@@ -11,23 +11,32 @@ Where the values go
 - MSH: MSH-3 ``LABVAULT``, MSH-4 sending facility, MSH-7 ``when`` (default: now, with the local
   offset), MSH-9 ``ORU^R01^ORU_R01`` (``ORU^R01`` in v2.3), MSH-10 control id, MSH-11 ``P``,
   MSH-12 version, MSH-17 ``FRA``, MSH-18 ``UNICODE UTF-8``.
-- PID-3: the INS, ``nir^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO^INS`` (``-NIA`` and OID .4.9
-  for an NIA; the test OID .4.10 is accepted too). PID-5: ``birth_name^given_names^^^^^L`` (only
-  when there is a birth name) then ``family_name^given_names^^^^^D``. PID-7 birth date, PID-8 sex.
+- PID-3: the INS only for a qualified identity (RNIV), ``nir^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO^INS``
+  (``-NIA`` and OID .4.9 for an NIA; the test OID .4.10 is accepted too); then each local identifier
+  (IPP) ``value^^^authority^PI`` (authority ``&oid&ISO`` for a ``urn:oid:`` system, the namespace of
+  ``urn:hl7v2:assigner:``); with neither, ``patient_id^^^LABVAULT^PI``. PID-5: with a birth name or
+  a given name used, ``birth_name^first given^other given names^^^^L`` then
+  ``family_name^used given^^^^^D``; else one ``family_name^first given^other given names^^^^D``.
+  PID-7 birth date, PID-8 sex.
   PID-11: ``address^^^^^^H`` (the whole address in XAD-1), then ``^^^^^^BDL^^birthplace_code`` (the
   French INS convention for the INSEE code of the birthplace). PID-13: ``phone^PRN^PH``, then
-  ``^NET^Internet^email`` (after an empty first repetition when there is no phone). PID-32: ``VALI``
-  for a qualified identity, ``PROV`` otherwise.
+  ``^NET^Internet^email`` (after an empty first repetition when there is no phone). PID-32: the
+  French PAM identity reliability, ``PROV``, ``RECUP``, ``VALI`` or ``QUAL``.
 - Per request: ORC (ORC-1 ``RE``, ORC-3 accession, ORC-12 prescriber) then OBR (OBR-3 accession,
   OBR-4 a fixed local service code, OBR-7 ``requested_at``, OBR-14 the first specimen's reception,
-  OBR-16 prescriber, OBR-22 ``reported_at``, OBR-25 overall status). The prescriber is an XCN
+  OBR-16 prescriber, OBR-22 ``reported_at``, OBR-25 the request's status: ``Request.status``, else
+  from its results, as ``fhir_out.request_status``: I, A (P with a preliminary result), F, C, X).
+  The prescriber is an XCN
   ``rpps^family^given^^^^^^ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO^L^^^RPPS``.
 - Then the OBX of the results on the request's first specimen (or on none), each followed by one
   NTE for its comment; then SPM for the first specimen; then for each further specimen its SPM
   and its OBX/NTE. SPM-4 ``type^label^HL70487``, SPM-17 collection, SPM-18 reception.
-- OBX-2 ``NM`` (number), ``ST``/``TX``/``FT`` (text: short, long, multi-line), OBX-3
-  ``code^label^LN``, OBX-5 value, OBX-6 ``unit^^UCUM``, OBX-7 reference range, OBX-8 flag, OBX-11
-  ``F``/``C``/``P``, OBX-16 ``^validated_by`` (the name whole in XCN-2), OBX-19 ``validated_at``
+- OBX-2 ``NM`` (number), ``SN`` (a number with its comparator: ``<^0.5``), ``ST``/``TX``/``FT``
+  (text: short, long, multi-line), OBX-3 ``code^label^LN``, OBX-5 value (the number as written,
+  ``Result.value_repr``: ``105600``, ``12.50``; else the stored float), OBX-6 ``unit^^UCUM`` only
+  when ``unit_system`` is UCUM (``unit^^X`` for the sender's ``urn:hl7v2:units:X``, else the unit
+  alone), OBX-7 reference range, OBX-8 flag, OBX-11 ``F``/``C``/``P``/``I`` (pending)/``X``
+  (cancelled)/``W`` (entered in error), OBX-16 ``^validated_by`` (the name whole in XCN-2), OBX-19 ``validated_at``
   (OBX-14 in versions before 2.5, which have no OBX-19).
 - Text is escaped: ``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\``, a line break as ``\\.br\\``, other control
   characters (CR included) as ``\\Xhh\\``; a space or tab ending a value as ``\\X20\\``/``\\X09\\``
@@ -76,6 +85,7 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import cast
 from urllib.parse import unquote
 
 from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
@@ -85,10 +95,12 @@ from labvault.domain.models import (
     IdentityStatus,
     Prescriber,
     Request,
+    RequestStatus,
     Result,
     ResultStatus,
     Specimen,
 )
+from labvault.interop.fhir_out import request_status, written
 from labvault.interop.hl7v2 import SUPPORTED_VERSIONS
 
 __all__ = ["oru_r01"]
@@ -99,7 +111,33 @@ _INS_AUTHORITY = {
     OID_INS_TEST: f"ASIP-SANTE-INS-NIR-TEST&{OID_INS_TEST}&ISO",
 }
 _RPPS_AUTHORITY = f"ASIP-SANTE-PS&{OID_RPPS}&ISO"
-_STATUS = {ResultStatus.FINAL: "F", ResultStatus.CORRECTED: "C", ResultStatus.PRELIMINARY: "P"}
+_STATUS = {
+    ResultStatus.FINAL: "F",
+    ResultStatus.CORRECTED: "C",
+    ResultStatus.PRELIMINARY: "P",
+    ResultStatus.PENDING: "I",
+    ResultStatus.CANCELLED: "X",
+    ResultStatus.ENTERED_IN_ERROR: "W",
+}
+# OBR-25 (table 0123) of a request's status; a partial request with a preliminary result says P.
+_ORDER_STATUS = {
+    RequestStatus.REGISTERED: "I",
+    RequestStatus.PARTIAL: "A",
+    RequestStatus.FINAL: "F",
+    RequestStatus.CORRECTED: "C",
+    RequestStatus.AMENDED: "C",
+    RequestStatus.CANCELLED: "X",
+}
+# PID-32 (the French PAM profile's identity reliability) of each RNIV status.
+_RELIABILITY = {
+    IdentityStatus.PROVISIONAL: "PROV",
+    IdentityStatus.RECOVERED: "RECUP",
+    IdentityStatus.VALIDATED: "VALI",
+    IdentityStatus.QUALIFIED: "QUAL",
+}
+_UCUM = "http://unitsofmeasure.org"
+_UNITS_URN = "urn:hl7v2:units:"
+_ASSIGNER_URN = "urn:hl7v2:assigner:"
 _SPECIMEN_LABELS = {
     "BLD": "Whole blood",
     "SER": "Serum",
@@ -165,15 +203,16 @@ def _ts_opt(d: datetime | None) -> str:
     return "" if d is None else _ts(d)
 
 
-def _num(x: float, what: str) -> str:
-    """A finite number as the reader's NM syntax: no exponent, shortest digits that read back equal."""
+def _num(x: float, what: str, *, keep_point: bool = False) -> str:
+    """A finite number as the reader's NM syntax: no exponent, shortest digits that read back equal
+    (``.0`` dropped unless ``keep_point``)."""
     x = float(x)
     r = repr(x)
     if "e" in r or "n" in r:  # exponent, or inf/nan
         if not math.isfinite(x):
             raise ValueError(f"{what}: not a finite number")
         r = format(Decimal(r), "f")
-    if r.endswith(".0"):
+    if r.endswith(".0") and not keep_point:
         r = r[:-2]
     return r
 
@@ -219,18 +258,51 @@ def _xcn(p: Prescriber) -> str:
     return f"{_e(p.rpps)}^{_e(p.family_name)}^{_e(p.given_name)}{auth}"
 
 
+def _authority(system: str) -> str:
+    """HD of a local identifier's system: ``&oid&ISO`` for ``urn:oid:``, the namespace of
+    ``urn:hl7v2:assigner:``, else the system itself."""
+    if system.startswith("urn:oid:"):
+        return f"&{_e(system[8:])}&ISO"
+    if system.startswith(_ASSIGNER_URN):
+        return _e(unquote(system[len(_ASSIGNER_URN) :]))
+    return _e(system)
+
+
+def _pid3(ident: Identity) -> str:
+    """PID-3: the INS of a qualified identity (RNIV: only a qualified INS goes out), then the local
+    identifiers (IPP, ``PI``) with their assigning authorities; with neither, the patient id as
+    LABVAULT's own."""
+    reps = []
+    if ident.qualified:
+        authority = _INS_AUTHORITY.get(ident.ins_oid)
+        if authority is None:
+            raise ValueError("identity: ins_oid is not the INS-NIR, INS-NIA or test INS OID")
+        reps.append(f"{_e(cast(str, ident.nir))}^^^{authority}^INS")
+    reps.extend(f"{_e(value)}^^^{_authority(system)}^PI" for system, value in ident.local_ids if value)
+    if not reps:
+        if not ident.patient_id:
+            raise ValueError("identity: no qualified INS, local identifier or patient id")
+        reps.append(f"{_e(ident.patient_id)}^^^LABVAULT^PI")
+    return "~".join(reps)
+
+
 def _pid(ident: Identity) -> str:
-    if not ident.nir:
-        raise ValueError("identity: INS (nir) is empty")
     if not ident.family_name:
         raise ValueError("identity: family name is empty")
-    authority = _INS_AUTHORITY.get(ident.ins_oid)
-    if authority is None:
-        raise ValueError("identity: ins_oid is not the INS-NIR, INS-NIA or test INS OID")
-    given = _e(ident.given_names)
-    names = f"{_e(ident.family_name)}^{given}^^^^^D"
-    if ident.birth_name:
-        names = f"{_e(ident.birth_name)}^{given}^^^^^L~{names}"
+    given = ident.given_names.split(" ")
+    if all(given) and (not ident.first_given_name or ident.first_given_name == given[0]):
+        first, others = given[0], _e(" ".join(given[1:]))
+    else:  # names that would not join back the same (doubled or edge spaces): whole in XPN-2
+        first, others = ident.given_names, ""
+    if ident.birth_name or ident.used_given_name:
+        # L: the birth name, the first given name at birth (XPN-2) and the others in order (XPN-3);
+        # D: the name used with the given name used.
+        names = (
+            f"{_e(ident.strict_birth_name)}^{_e(first)}^{others}^^^^L"
+            f"~{_e(ident.family_name)}^{_e(ident.used_given_name or ident.first_given)}^^^^^D"
+        )
+    else:  # one name: used and at birth
+        names = f"{_e(ident.family_name)}^{_e(first)}^{others}^^^^D"
     bd = ident.birth_date
     sex = ident.sex.upper() if ident.sex else "U"
     if sex not in ("M", "F"):
@@ -242,28 +314,50 @@ def _pid(ident: Identity) -> str:
     tel = f"{_e(ident.phone)}^PRN^PH" if ident.phone else ""
     if ident.email:
         tel = f"{tel}~^NET^Internet^{_e(ident.email)}"
-    reliability = "VALI" if ident.identity_status == IdentityStatus.QUALIFIED else "PROV"
+    reliability = _RELIABILITY.get(ident.identity_status, "PROV")
     return (
-        f"PID|1||{_e(ident.nir)}^^^{authority}^INS||{names}||{bd.year:04d}{bd.month:02d}{bd.day:02d}"
+        f"PID|1||{_pid3(ident)}||{names}||{bd.year:04d}{bd.month:02d}{bd.day:02d}"
         f"|{sex}|||{addr}||{tel}|||||||||||||||||||{reliability}"
     )
+
+
+def _value(r: Result, what: str) -> tuple[str, str]:
+    """OBX-2 and OBX-5: a number as written (``105600``, ``12.50``), with its comparator as SN
+    (``<^0.5``); else the stored float; else text."""
+    text = written(r.value_repr)
+    if text is None and r.value_num is not None:
+        text = _num(r.value_num, what, keep_point=True)  # a row without the text: ``16.0``, not guessed ``16``
+    if text is not None:
+        if r.comparator in ("<", "<=", ">=", ">"):
+            return "SN", f"{_e(r.comparator)}^{text}"
+        return "NM", text
+    if r.value_text:
+        t = r.value_text
+        return ("FT" if ("\n" in t or "\r" in t) else "ST" if len(t) < 200 else "TX"), _e(t)
+    return "", ""
+
+
+def _units(r: Result) -> str:
+    """OBX-6: ``unit^^UCUM`` only when the unit is UCUM; the sender's own system's name when known;
+    else the unit alone."""
+    if not r.unit:
+        return ""
+    system = r.unit_system
+    if system == _UCUM:
+        return f"{_e(r.unit)}^^UCUM"
+    if system and system.startswith(_UNITS_URN):
+        return f"{_e(r.unit)}^^{_e(unquote(system[len(_UNITS_URN) :]))}"
+    return _e(r.unit)
 
 
 def _obx(n: int, r: Result, modern: bool, systems: dict[str, str], what: str) -> str:
     if not r.code:
         raise ValueError(f"{what}: code is empty")
-    if r.value_num is not None:
-        vtype, value = "NM", _num(r.value_num, what)
-    elif r.value_text:
-        t = r.value_text
-        vtype = "FT" if ("\n" in t or "\r" in t) else "ST" if len(t) < 200 else "TX"
-        value = _e(t)
-    else:
-        vtype = value = ""
+    vtype, value = _value(r, what)
     status = _STATUS.get(r.status)
     if status is None:
         raise ValueError(f"{what}: unknown result status")
-    unit = f"{_e(r.unit)}^^UCUM" if r.unit else ""
+    unit = _units(r)
     if r.ref_low is None and r.ref_high is None and not r.ref_text:
         ref = ""
     else:
@@ -344,12 +438,10 @@ def oru_r01(
                     raise ValueError(f"request {k}: its prescriber_id is not among the prescribers")
                 xcn = xcns[req.prescriber_id] = _xcn(p)
         acc = _e(req.accession) if req.accession else ""
-        if any(r.status == ResultStatus.PRELIMINARY for r in ress):
+        order_status = request_status(req, [r.status for r in ress])
+        overall = _ORDER_STATUS[order_status]
+        if order_status is RequestStatus.PARTIAL and any(r.status == ResultStatus.PRELIMINARY for r in ress):
             overall = "P"
-        elif any(r.status == ResultStatus.CORRECTED for r in ress):
-            overall = "C"
-        else:
-            overall = "F" if ress else ""
         first = specs[0] if specs else None
         received = _ts_opt(first.received_at) if first is not None else ""
         source = _e(first.type or "UNK") if first is not None and not modern else ""

@@ -29,7 +29,9 @@ value taken from the data.
       whose only non-ASCII text forms valid UTF-8 sequences (e.g. "Ã©") reads back differently;
     - date/times as ``YYYYMMDDhhmmss``, local time: an aware datetime is converted to ``tz``
       (Europe/Paris by default) and written without offset; fractions of a second are dropped;
-    - P: the INS in P-4 marked ``INS-NIR``, ``INS-NIA`` or ``INS-TEST`` after its OID; family and
+    - P: the INS in P-4 marked ``INS-NIR``, ``INS-NIA`` or ``INS-TEST`` after its OID, only for a
+      qualified identity (RNIV); the local identifiers in P-2, P-3, P-4 (``urn:hprim:patient-id:``
+      practice, lab, third; any other system's in P-3), repetitions ``^``; family and
       given names in P-5, birth name P-6, birth date P-7, sex P-8, address P-10 (as one component),
       phone P-12. HPRIM has no identity status, birthplace or e-mail: they are not written, and
       the reader's identity is always provisional;
@@ -41,14 +43,16 @@ value taken from the data.
       specimens, and a ``requested_at`` different from the collection, do not come back; results
       are linked to the OBR's one specimen. The reader keeps an RPPS only if it has 11 digits,
       and no given name;
-    - OBX: NM with the number in plain decimal notation (never an exponent) or TX with the text
+    - OBX: NM with the number as written (``Result.value_repr``, its comparator before it: ``<0.5``),
+      else the stored number in plain decimal notation (never an exponent), or TX with the text
       (a value both numeric and textual keeps the number only), ``code~label~system`` with system
       ``LN`` for LOINC, ``L`` for the writer's own local system (``urn:hprim:codesystem:<sender>``)
       and the part after ``urn:hprim:codesystem:`` for the other HPRIM systems (any other system URI
       is written as is and reads back as ``urn:hprim:codesystem:<quoted URI>``); unit OBX-6;
       reference range OBX-7 as ``low - high``, ``>low`` or ``<high`` (a range text is written only
       when there is no bound, and a text that looks like a range reads back as bounds); flag
-      OBX-8; status OBX-11 ``F``/``C``/``P``; validated_at OBX-14; validated_by OBX-16; a comment
+      OBX-8; status OBX-11 ``F``/``C``/``P``/``I`` (pending)/``X`` (cancelled)/
+      ``W`` (entered in error); validated_at OBX-14; validated_by OBX-16; a comment
       in one C record after its OBX. The reader strips labels and flags;
     - identifiers (patient, request, specimen, result, prescriber ids) are not written: the reader
       derives its own.
@@ -59,7 +63,10 @@ value taken from the data.
     ``CSV_FIELDS``: ``patient.*`` (the identity), ``request.*``, ``specimen.*`` (the result's
     specimen), ``prescriber.*`` (the request's) and ``result.*``, each a dataclass attribute. A
     name not in that list is a ``ValueError`` naming it. Cells: empty for None, ISO 8601 for dates
-    and date/times, the enum value for enums, ``repr`` (shortest exact form) for numbers.
+    and date/times, the enum value for enums, ``repr`` (shortest exact form) for numbers but
+    ``result.value_num``, the number as written when the result keeps it (``12.50``); local
+    identifiers as a JSON list of [system, value]. ``patient.nir`` and ``patient.ins_oid`` are empty
+    unless the identity is qualified (RNIV).
 
     Formula injection: a *text* cell starting with ``=``, ``+``, ``-``, ``@``, tab or CR gets a
     leading apostrophe (``'-x``, ``'+33 6 12``), so that a spreadsheet shows it as text; the
@@ -74,16 +81,18 @@ import csv
 import dataclasses
 import enum
 import io
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 from decimal import Decimal
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, cast
 from urllib.parse import quote, unquote
 from zoneinfo import ZoneInfo
 
 from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
 from labvault.domain.models import LOINC, Identity, Prescriber, Request, Result, ResultStatus, Specimen
+from labvault.interop.fhir_out import written
 
 __all__ = ["CSV_FIELDS", "CSV_NUMBER_FIELDS", "CsvWriter", "HprimWriter", "PatientReport"]
 
@@ -181,7 +190,16 @@ class _Writer:
 
 # ------------------------------------------------------------------------------------------- HPRIM
 
-_STATUS_CODE = {ResultStatus.FINAL: "F", ResultStatus.CORRECTED: "C", ResultStatus.PRELIMINARY: "P"}
+_STATUS_CODE = {
+    ResultStatus.FINAL: "F",
+    ResultStatus.CORRECTED: "C",
+    ResultStatus.PRELIMINARY: "P",
+    ResultStatus.PENDING: "I",
+    ResultStatus.CANCELLED: "X",
+    ResultStatus.ENTERED_IN_ERROR: "W",
+}
+_HPRIM_ID_FIELD = {"practice": 2, "lab": 3, "third": 4}  # urn:hprim:patient-id:<name> -> P field
+_HPRIM_ID = "urn:hprim:patient-id:"
 _INS_MARKER = {OID_NIR: "INS-NIR", OID_NIA: "INS-NIA", OID_INS_TEST: "INS-TEST"}
 _HPRIM_SYSTEM = "urn:hprim:codesystem:"
 _ESCAPES = str.maketrans({"\\": "\\E\\", "|": "\\F\\", "~": "\\S\\", "^": "\\R\\", "&": "\\T\\", "\n": "\\.br\\"})
@@ -330,20 +348,25 @@ class HprimWriter(_Writer):
         ident = report.identity
         if not report.requests:
             raise ValueError(f"{where}: no request (HPRIM needs at least one OBR per patient)")
-        if not ident.nir:
-            raise ValueError(f"{where}: identity without INS")
-        marker = _INS_MARKER.get(ident.ins_oid)
-        if marker is None:
-            raise ValueError(f"{where}: INS OID is not that of an INS-NIR, INS-NIA or test INS")
+        ids: dict[int, list[str]] = {2: [], 3: [], 4: []}
+        for system, value in ident.local_ids:
+            if value:
+                slot = _HPRIM_ID_FIELD.get(system[len(_HPRIM_ID) :], 3) if system.startswith(_HPRIM_ID) else 3
+                ids[slot].append(_esc(value))
+        if ident.qualified:  # RNIV: only a qualified INS goes out
+            marker = _INS_MARKER.get(ident.ins_oid)
+            if marker is None:
+                raise ValueError(f"{where}: INS OID is not that of an INS-NIR, INS-NIA or test INS")
+            ids[4].insert(0, f"{_esc(ident.nir)}~{marker}")
         if not ident.family_name:
             raise ValueError(f"{where}: identity without family name")
         sex = ident.sex if ident.sex in ("M", "F") else "U"
         p = [
             "P",
             str(n_patient),
-            "",
-            "",
-            f"{_esc(ident.nir)}~{marker}",
+            "^".join(ids[2]),
+            "^".join(ids[3]),
+            "^".join(ids[4]),
             f"{_esc(ident.family_name)}~{_esc(ident.given_names)}",
             _esc(ident.birth_name),
             self._ts(ident.birth_date, f"{where}, P-7"),
@@ -406,7 +429,11 @@ class HprimWriter(_Writer):
     def _obx(self, res: Result, i: int, where: str) -> list[str]:
         if not res.code:
             raise ValueError(f"{where}: result without code")
-        if res.value_num is not None:
+        number = written(res.value_repr)
+        if number is not None:
+            comparator = res.comparator if res.comparator in ("<", "<=", ">=", ">") else ""
+            vtype, value = "NM", comparator + number
+        elif res.value_num is not None:
             vtype, value = "NM", _decimal(res.value_num, f"{where}, OBX-5")
         elif res.value_text:
             vtype, value = "TX", _esc(res.value_text)
@@ -482,11 +509,17 @@ CSV_NUMBER_FIELDS: frozenset[str] = frozenset({"result.value_num", "result.ref_l
 _INJECTION_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+# Identity fields written only for a qualified identity (RNIV: the INS goes out only when qualified).
+_INS_FIELDS = frozenset({"nir", "ins_oid"})
+
+
 def _cell(value: object, number: bool) -> str:
     if value is None:
         return ""
     if number:
         return repr(float(value))  # type: ignore[arg-type]
+    if isinstance(value, list):  # local identifiers: (system, value) pairs, as JSON
+        return json.dumps([list(x) for x in value], ensure_ascii=False)
     if isinstance(value, enum.Enum):
         value = value.value
     if isinstance(value, date):  # datetime included
@@ -559,12 +592,16 @@ class CsvWriter(_Writer):
                     self._prescriber(report, req.prescriber_id, where) if "prescriber" in self._needs else None
                 ),
             }
-            rows.append(
-                [
-                    _cell(getattr(objects[section], attr) if objects[section] is not None else None, number)
-                    for section, attr, number in self._plan
-                ]
-            )
+            row = []
+            for section, attr, number in self._plan:
+                obj = objects[section]
+                if obj is None or (section == "patient" and attr in _INS_FIELDS and not report.identity.qualified):
+                    row.append("")
+                elif number and attr == "value_num" and written(res.value_repr) is not None:
+                    row.append(cast(str, written(res.value_repr)))  # the number as written: 105600, 12.50
+                else:
+                    row.append(_cell(getattr(obj, attr), number))
+            rows.append(row)
         self._csv.writerows(rows)  # one report's rows at a time
         self._flush_rows()
         c = self._counts

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from labvault.access import scan
+from labvault.domain.models import Result
 from labvault.interop import fhir_out
 
 if TYPE_CHECKING:
@@ -54,19 +55,24 @@ def export_fhir(
     n = 0
     for request in scan.requests(u, tenant_id, by_id=True):
         rid = request.request_id
-        writer.write(fhir_out.service_request(request, id_map=id_map))
         while pending is not None and pending[1].request_id < rid:  # a result without its request
             pending = next(results, None)
-        mine: list[str] = []
+        mine: list[tuple[str, Result]] = []  # one request's results: its statuses make the request's
         while pending is not None and pending[1].request_id == rid:
-            pseudonym, res = pending
+            mine.append(pending)
+            pending = next(results, None)
+        statuses = [res.status for _, res in mine]
+        writer.write(fhir_out.service_request(request, id_map=id_map, result_statuses=statuses))
+        for pseudonym, res in mine:
             writer.write_observation(res, pseudonym)
-            mine.append(res.result_id)
             n += 1
             if n % 50_000 == 0:
                 step("Observation", 50_000)
-            pending = next(results, None)
-        writer.write(fhir_out.diagnostic_report(request, mine, id_map=id_map))
+        writer.write(
+            fhir_out.diagnostic_report(
+                request, [res.result_id for _, res in mine], id_map=id_map, result_statuses=statuses
+            )
+        )
     for _ in results:  # read to the end, so that the scan is audited with its count
         pass
     step("Observation", n % 50_000)
