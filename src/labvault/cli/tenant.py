@@ -32,19 +32,27 @@ def add(
         help="A lab for generated data only ('labvault generate --tenant ID'); it may be "
         "deleted without a signed deletion instruction. Marked for good.",
     ),
+    timezone: str = typer.Option(
+        "Europe/Paris",
+        "--timezone",
+        metavar="ZONE",
+        help="The lab's IANA time zone (Europe/Paris, America/Cayenne, Indian/Reunion): a local time "
+        "received without a zone (HPRIM, CSV, HL7 v2 without an offset) is read in it.",
+    ),
 ) -> None:
     """Add a lab, with its own keys and its retention rules."""
     from labvault.retention import parse_rules
 
     rules = parse_rules(retention or [], retention_ref or "")
     with runtime() as rt, rt.unit(Purpose.ADMINISTRATION) as u:
-        t = u.create_tenant(tenant_id, name, finess, retention=rules, synthetic=synthetic)
+        t = u.create_tenant(tenant_id, name, finess, retention=rules, synthetic=synthetic, timezone=timezone)
         from labvault.audit.pin import fingerprint
 
         platform_key = fingerprint(u.platform_keys()[-1])
     kind = "synthetic lab" if t.synthetic else "lab"
     console.print(
-        f"{kind} {t.id} added ({t.name}, FINESS {t.finess}); its keys are in the {rt.gateway.keys.name} key provider"
+        f"{kind} {t.id} added ({t.name}, FINESS {t.finess}, time zone {t.timezone}); "
+        f"its keys are in the {rt.gateway.keys.name} key provider"
     )
     # G4: the lab pins this key; its pulled checkpoints ('audit checkpoints') are signed by it or by
     # a key its rotation records lead to.
@@ -60,7 +68,14 @@ def list_(as_json: bool = typer.Option(False, "--json", help="One JSON object pe
         for t in tenants:
             print(
                 json.dumps(
-                    {"id": t.id, "name": t.name, "finess": t.finess, "status": t.status, "synthetic": t.synthetic}
+                    {
+                        "id": t.id,
+                        "name": t.name,
+                        "finess": t.finess,
+                        "status": t.status,
+                        "synthetic": t.synthetic,
+                        "timezone": t.timezone,
+                    }
                 )
             )
         return

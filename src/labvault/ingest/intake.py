@@ -17,10 +17,13 @@ of known patients and prescribers by blind index (``labvault.access.matching``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, insert, select
 
@@ -153,6 +156,10 @@ def store(
         u.audit(tenant_id, "ingest:duplicate", "message", duplicates, refs=refs)
     if not fresh:
         return outcomes
+    zone = lab_zone(u, tenant_id)
+    for e in fresh:
+        for m in e.mapped:
+            localise(m, zone)
     fresh, matched = _match_or_queue(
         u, tenant_id, fresh, outcomes, envelopes, feed=feed, on_conflict=on_conflict, keep_raw=instruction is None
     )
@@ -219,6 +226,38 @@ def store(
         u.execute(tenant_id, insert(im).values(rows[k : k + _CHUNK]))
     u.audit(tenant_id, "ingest:message", "message", len(fresh), refs=refs)
     return outcomes
+
+
+def lab_zone(u: Unit, tenant_id: str) -> tzinfo:
+    """The lab's time zone (``Tenant.timezone``, Europe/Paris unless set otherwise)."""
+    name = u.execute(tenant_id, select(t.tenant.c.timezone).where(t.tenant.c.tenant_id == tenant_id)).scalar()
+    return _zone(name or "Europe/Paris")
+
+
+@functools.lru_cache(maxsize=64)
+def _zone(name: str) -> tzinfo:
+    return ZoneInfo(name)
+
+
+def _aware(value: datetime | None, zone: tzinfo) -> datetime | None:
+    return value.replace(tzinfo=zone) if value is not None and value.tzinfo is None else value
+
+
+def localise(m: Mapped, zone: tzinfo) -> None:
+    """Every time of a message made zone-aware: a local time written without a zone (HPRIM, HL7 v2
+    without an offset, a CSV) is a time in the lab's zone, so no naive time meets an aware one."""
+    for r in m.requests:
+        r.requested_at = _aware(r.requested_at, zone) or r.requested_at
+        r.reported_at = _aware(r.reported_at, zone)
+        r.message_at = _aware(r.message_at, zone)
+    for s in m.specimens:
+        s.collected_at = _aware(s.collected_at, zone) or s.collected_at
+        s.received_at = _aware(s.received_at, zone)
+    for x in m.results:
+        if x.validated_at is not None and x.validated_at.tzinfo is None:
+            x.validated_at = x.validated_at.replace(tzinfo=zone)
+        if x.message_at is not None and x.message_at.tzinfo is None:
+            x.message_at = x.message_at.replace(tzinfo=zone)
 
 
 def _match_or_queue(

@@ -1,8 +1,10 @@
-"""Pieces shared by the readers: the located error, field access, and the check of a number."""
+"""Pieces shared by the readers: field access, the check of a number, numbers as written, UCUM."""
 
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import dataclass
 
 # A numeric value: at most MAX_SIGNIFICANT_DIGITS significant digits (a double holds 17, a lab value
 # far fewer) and MAX_NUMBER_CHARS characters in all (any finite double written out without an
@@ -77,3 +79,93 @@ class FieldAccess:
             return ""
         subs = comps[component - 1]
         return subs[sub - 1] if sub <= len(subs) else ""
+
+
+# -- values as written ----------------------------------------------------------------------------
+
+UCUM = "http://unitsofmeasure.org"
+COMPARATORS = ("<=", ">=", "<", ">")
+# A decimal number as labs write it: sign, digits, a point or a comma, an optional exponent.
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?\Z")
+_BOUNDED = re.compile(r"(<=|>=|<|>|=)?\s*(\S.*?)\s*\Z", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class Number:
+    """A number read from a message: its value, its text as written (``105600``, ``12,50``: the
+    digits the sender wrote, for the writers to give back) and its comparator (``<0.5``) or None."""
+
+    value: float
+    text: str
+    comparator: str | None = None
+
+
+class NumberFault(ValueError):
+    """A text that looks like a number but cannot be stored (see ``number_fault``); names no value."""
+
+
+def read_number(raw: str, *, comparator: bool = True) -> Number | None:
+    """The number ``raw`` is (decimal point or comma; with ``comparator``, an optional ``<``, ``<=``,
+    ``>=``, ``>`` or ``=`` before it), or None when it is no number. ``NumberFault`` when it is one
+    that cannot be stored (non-finite, absurdly long or precise)."""
+    text = raw.strip()
+    if not text:
+        return None
+    cmp: str | None = None
+    if comparator and text[0] in "<>=":
+        m = _BOUNDED.match(text)
+        if m is None:
+            return None
+        cmp, text = m.group(1), m.group(2)
+        if cmp == "=":
+            cmp = None
+    if not _DECIMAL.match(text):
+        return None
+    if fault := number_fault(text):
+        raise NumberFault(fault)
+    return Number(float(text.replace(",", ".")), text, cmp)
+
+
+_UCUM_KNOWN: dict[str, bool] = {}
+
+
+def is_ucum(unit: str) -> bool:
+    """True when ``unit`` is a valid UCUM expression (case-sensitive UCUM, checked by the ``ucumvert``
+    grammar); ``UI/l`` or ``µmol/L`` are not. Memoised: a lab uses few units."""
+    known = _UCUM_KNOWN.get(unit)
+    if known is None:
+        known = _check_ucum(unit)
+        if len(_UCUM_KNOWN) >= 4096:
+            _UCUM_KNOWN.clear()
+        _UCUM_KNOWN[unit] = known
+    return known
+
+
+_parser: object = None
+
+
+def _check_ucum(unit: str) -> bool:
+    global _parser
+    if not unit or unit != unit.strip() or len(unit) > 200:
+        return False
+    if _parser is None:
+        from ucumvert import get_ucum_parser
+
+        _parser = get_ucum_parser()
+    try:
+        _parser.parse(unit)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - lark's errors: any of them means "not UCUM"
+        return False
+    return True
+
+
+def unit_system(unit: str | None, claimed: str | None = None) -> str | None:
+    """The system a result's unit is recorded with. ``claimed``: the system the message names for it
+    (``http://unitsofmeasure.org``, or another URI; None when the format names none). UCUM only when
+    the unit is valid UCUM: a claim of UCUM for ``UI/l`` keeps the unit as text with no system; a
+    format that names none gets UCUM for a valid UCUM unit; another named system is kept."""
+    if not unit:
+        return None
+    if claimed and claimed != UCUM:
+        return claimed
+    return UCUM if is_ucum(unit) else None
