@@ -35,7 +35,7 @@ UCUM_UNITS = {
     "mU/L",
     "ug/L",
     "ng/mL",
-    "[U]/mL",
+    "U/mL",
     "[IU]/L",
     "m[IU]/mL",
     "1",

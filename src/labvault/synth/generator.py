@@ -37,6 +37,7 @@ from labvault.domain.models import (
     Sensitivity,
     Specimen,
 )
+from labvault.interop._common import unit_system
 from labvault.synth import panels as P
 
 __all__ = ["LabGenerator", "PatientRecord", "field_count", "results_stream"]
@@ -711,6 +712,7 @@ class LabGenerator:
                         v_at,
                         comment,
                         it[10],
+                        unit_system=unit_system(it[5]),
                     )
                 else:  # pragma: no cover - only if models.Result's field order changes
                     res = Result(
@@ -732,6 +734,7 @@ class LabGenerator:
                         validated_at=v_at,
                         comment=comment,
                         sensitivity=it[10],
+                        unit_system=unit_system(it[5]),
                     )
                 results.append(res)
             requests.append(
@@ -853,6 +856,7 @@ def results_stream(tenant_id: str, seed: int, n: int) -> Iterator[Result]:
                     None if delay is None else when + delay,
                     comment,
                     sens,
+                    unit_system=unit_system(unit),
                 )
             else:  # pragma: no cover - only if models.Result's field order changes
                 yield Result(
@@ -874,4 +878,5 @@ def results_stream(tenant_id: str, seed: int, n: int) -> Iterator[Result]:
                     validated_at=None if delay is None else when + delay,
                     comment=comment,
                     sensitivity=sens,
+                    unit_system=unit_system(unit),
                 )

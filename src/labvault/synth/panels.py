@@ -433,7 +433,7 @@ PSA = Analyte(
 CA125 = Analyte(
     "10334-1",
     "Cancer Ag 125 [Units/volume] in Serum or Plasma",
-    "[U]/mL",
+    "U/mL",
     SERUM,
     1,
     _both(None, 35.0),
@@ -457,7 +457,7 @@ CEA = Analyte(
 CA199 = Analyte(
     "24108-3",
     "Cancer Ag 19-9 [Units/volume] in Serum or Plasma",
-    "[U]/mL",
+    "U/mL",
     SERUM,
     1,
     _both(None, 37.0),
@@ -481,7 +481,7 @@ AFP = Analyte(
 CA153 = Analyte(
     "6875-9",
     "Cancer Ag 15-3 [Units/volume] in Serum or Plasma",
-    "[U]/mL",
+    "U/mL",
     SERUM,
     1,
     _both(None, 30.0),
