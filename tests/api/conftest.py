@@ -144,6 +144,7 @@ class Api:
     patients: dict[str, list[str]]  # lab -> its patient ids, as loaded
     requests: dict[str, list[str]]  # lab -> its request ids
     nirs: dict[str, list[str]]  # lab -> its patients' NIRs
+    results: dict[str, list[str]] = field(default_factory=dict)  # lab -> its result ids
     _clients: list[TestClient] = field(default_factory=list)
 
     def client(self, *, base_url: str = HTTPS, addr: str = ADDR, ua: str = UA) -> TestClient:
@@ -190,7 +191,7 @@ class Api:
 
 @pytest.fixture
 def api(gateway, tmp_path) -> Iterator[Api]:
-    patients, requests, nirs = {}, {}, {}
+    patients, requests, nirs, results = {}, {}, {}, {}
     for lab in (LAB_A, LAB_B):
         make_lab(gateway, lab, FINESS[lab])
         load_lab(gateway, ADMIN, lab, patients=PATIENTS, seed=SEED)
@@ -198,8 +199,9 @@ def api(gateway, tmp_path) -> Iterator[Api]:
         patients[lab] = [r.identity.patient_id for r in records]
         requests[lab] = [q.request_id for r in records for q in r.requests]
         nirs[lab] = [r.identity.nir for r in records]
+        results[lab] = [x.result_id for r in records for x in r.results]
     app = create_app(runtime=Runtime(Settings(home=tmp_path), gateway, ADMIN))
-    api = Api(app, gateway, Accounts(gateway), patients, requests, nirs)
+    api = Api(app, gateway, Accounts(gateway), patients, requests, nirs, results=results)
     yield api
     for c in api._clients:
         c.close()

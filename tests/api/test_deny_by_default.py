@@ -94,6 +94,7 @@ def lab_a_ids(api, bio_a, support):
         "tenant": LAB_A,
         "patient_id": api.patients[LAB_A][0],
         "request_id": api.requests[LAB_A][0],
+        "result_id": api.results[LAB_A][0],
         "grant_id": r.json()["grant_id"],
         "token_id": token_id,
         "instruction_id": planned.instruction_id,
