@@ -286,7 +286,7 @@ def test_result_refusals_name_the_record(obx, reason):
 
 
 def test_pending_kept_file_reference_skipped_and_ranges_kept_as_text():
-    """E4: a pending result (I) is kept with its code, label and unit and no value; a reference to
+    """M5: a pending result (I) is kept with its code, label and unit and no value; a reference to
     a file sent apart (FIC), an order detail (O) and a test not asked (N) are no result."""
     obx = [
         "OBX|1|NM|K~Kaliemie~L|||mmol/L|||||I",
@@ -323,7 +323,7 @@ def test_pending_kept_file_reference_skipped_and_ranges_kept_as_text():
     ],
 )
 def test_every_result_status(code, status):
-    """E4: every HPRIM OBX-11 status the reader knows, to the result's status."""
+    """M5: every HPRIM OBX-11 status the reader knows, to the result's status."""
     [m] = to_domain(parse(hpr(obx=[f"OBX|1|NM|K~K~L||4.2|mmol/L|||||{code}"])))
     assert m.results[0].status is status and m.results[0].value_num == 4.2
 
@@ -372,7 +372,7 @@ def test_every_name_component_is_kept():
 
 
 def test_order_numbers_and_observation_keys():
-    """Orders: OBR-2 placer, OBR-3 filler (first non-empty component), H sender, H date; the
+    """M5: OBR-2 placer, OBR-3 filler (first non-empty component), H sender, H date; the
     observation key names the code system, the code and the OBX-4 sub-id."""
     raw = hpr(obx=["OBX|1|NM|K~K~LN|2|4.2|mmol/L|||||F"]).replace(b"|P1|ACC1|", b"|~PL-9|~F-7~X|")
     [m] = to_domain(parse(raw))

@@ -153,7 +153,7 @@ def _fhir(gw, who, lab: str) -> dict[str, list[dict]]:
 
 @pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 def test_akarah_pending_uric_acid_through_the_store(gateway):
-    """E4, M2: the akarah file ingested as received: a provisional patient with its local ids; the
+    """M2, M5: the akarah file ingested as received: a provisional patient with its local ids; the
     pending uric acid stored and served as an Observation ``registered`` with no value and its unit
     µmol/L; its request neither completed nor final. The same file sent again with the value is
     an update of the same request and observation: the result final with its value."""

@@ -365,7 +365,7 @@ def test_hprim_identity_local_ids_and_status_read_back(status):
 
 
 def test_hprim_pending_cancelled_and_values_as_written_read_back():
-    """E4, M5: a pending result keeps its code, label and unit with no value; cancelled and
+    """M5: a pending result keeps its code, label and unit with no value; cancelled and
     entered-in-error come back; a number as written (decimal comma, comparator) comes back as
     written; the unit's system is UCUM only for a UCUM unit."""
     sent = [
