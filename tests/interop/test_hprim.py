@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
 from labvault.domain.mapped import Mapped
-from labvault.domain.models import LOINC, ResultStatus
+from labvault.domain.models import LOINC, IdentityStatus, ResultStatus
 from labvault.errors import InvalidInput
 from labvault.interop.hprim import MAX_INPUT_BYTES, HprimError, parse, to_domain
 
@@ -182,14 +182,19 @@ def test_oversized_and_non_bytes_input():
 
 
 def test_mapping_values_ranges_flags_comments():
+    """M2, M5: INS, traits, local identifiers of the sending system, order numbers, values."""
     [m] = to_domain(parse(hpr()))
     assert isinstance(m, Mapped)
     assert m.identity.nir == NIR and m.identity.ins_oid == OID_NIR
+    assert m.identity.identity_status is IdentityStatus.PROVISIONAL  # HPRIM carries no status
     assert m.identity.birth_date == date(1985, 7, 4) and m.identity.sex == "M"
     assert m.identity.birth_name == "MARTIN" and m.identity.address == "1 RUE X, PARIS, 75001"
-    assert ("urn:hprim:patient-id:practice", "PAT1") in m.other_identifiers
+    local = [("urn:hprim:patient-id:LAB01:P-2", "PAT1"), ("urn:hprim:patient-id:LAB01:P-3", "L001")]
+    assert m.identity.local_ids == local and m.other_identifiers == local
     [req] = m.requests
     assert req.requested_at == datetime(2024, 1, 1, 8, 30) and req.accession == "ACC1"
+    assert (req.placer_number, req.filler_number, req.sender) == ("P1", "ACC1", "LAB01")
+    assert req.message_at == datetime(2024, 1, 1, 12, 0) and req.message_at.tzinfo is None
     assert m.specimens[0].type == "SER" and m.specimens[0].received_at == datetime(2024, 1, 1, 9, 0)
     [pr] = m.prescribers
     assert pr.rpps == "12345678901" and req.prescriber_id == pr.prescriber_id
@@ -206,6 +211,10 @@ def test_mapping_values_ranges_flags_comments():
     assert k.comment == "Hémolyse légère" and k.status is ResultStatus.FINAL
     assert k.validated_at == datetime(2024, 1, 1, 10, 30)
     assert (gly.code_system, gly.value_num, gly.ref_high, gly.ref_low) == ("urn:hprim:codesystem:LAB01", 5.4, 6.1, None)
+    assert (gly.value_repr, k.value_repr, gly.comparator) == ("5,4", "4.2", None)  # as written
+    assert (k.unit_system, k.observation_key) == ("http://unitsofmeasure.org", f"{LOINC}|2823-3")
+    assert gly.observation_key == "urn:hprim:codesystem:LAB01|GLY"
+    assert all(r.message_at == datetime(2024, 1, 1, 12, 0) for r in m.results)
     assert abo.value_text == "A+" and abo.value_num is None
     assert m.control_id == "RES0001.HPR" and m.sending_facility == "LAB01"
 
@@ -238,10 +247,22 @@ def test_ins_markers(ins, oid):
     assert (m.identity.nir, m.identity.ins_oid) == (NIR, oid)
 
 
-def test_ins_missing_and_test_ins():
-    with pytest.raises(HprimError, match="INS missing") as e:
-        to_domain(parse(hpr(ins="123456")))
-    assert e.value.record == "P[1]" and e.value.line == 2 and NIR not in str(e.value)
+def test_no_ins_gives_a_provisional_identity_with_its_local_ids_and_test_ins():
+    """M2: a file without an INS is accepted; its identity is provisional, nir None, its P-2..P-4
+    identifiers local ids of the sending system (H sender) and field; a test INS only in test mode."""
+    [m] = to_domain(parse(hpr(ins="123456")))
+    ident = m.identity
+    assert ident.nir is None and ident.identity_status is IdentityStatus.PROVISIONAL
+    assert ident.local_ids == [
+        ("urn:hprim:patient-id:LAB01:P-2", "PAT1"),
+        ("urn:hprim:patient-id:LAB01:P-3", "L001"),
+        ("urn:hprim:patient-id:LAB01:P-4", "123456"),
+    ]
+    assert len(m.results) == 3
+    other_sender = hpr(ins="").replace(b"|LAB01~LABO TEST|", b"|LAB 2/X~Y|")
+    [m2] = to_domain(parse(other_sender))
+    assert m2.identity.local_ids[0] == ("urn:hprim:patient-id:LAB%202%2FX:P-2", "PAT1")
+    assert m2.requests[0].sender == "LAB 2/X"
     with pytest.raises(HprimError, match="test INS"):
         to_domain(parse(hpr(ins=f"{NIR}~{OID_INS_TEST}")))
     [m] = to_domain(parse(hpr(ins=f"{NIR}~{OID_INS_TEST}")), test_mode=True)
@@ -264,17 +285,104 @@ def test_result_refusals_name_the_record(obx, reason):
     assert e.value.line == 4 and e.value.record == "OBX[1]"
 
 
-def test_pending_and_file_reference_results_are_skipped_and_ranges_kept_as_text():
+def test_pending_kept_file_reference_skipped_and_ranges_kept_as_text():
+    """M5: a pending result (I) is kept with its code, label and unit and no value; a reference to
+    a file sent apart (FIC), an order detail (O) and a test not asked (N) are no result."""
     obx = [
-        "OBX|1|NM|K~K~L||||||||I",
+        "OBX|1|NM|K~Kaliemie~L|||mmol/L|||||I",
         "OBX|2|FIC|T~~L||GALAXIE~A.j1~TXT",
         "OBX|3|NM|GR~GR~L||3.98|/mm3|7 - 5.7|L|||F",
         "OBX|4|NM|X~X~L||<5|mg/L|voir note||||P",
+        "OBX|5|NM|O~O~L||||||||O",
+        "OBX|6|NM|N~N~L||||||||N",
     ]
     [m] = to_domain(parse(hpr(obx=obx)))
-    gr, x = m.results
+    k, gr, x = m.results
+    assert (k.code, k.label, k.unit, k.status) == ("K", "Kaliemie", "mmol/L", ResultStatus.PENDING)
+    assert (k.value_num, k.value_text, k.value_repr) == (None, None, None)
     assert (gr.ref_low, gr.ref_high, gr.ref_text, gr.flag) == (None, None, "7 - 5.7", "L")
-    assert (x.value_text, x.ref_text, x.status) == ("<5", "voir note", ResultStatus.PRELIMINARY)
+    assert (x.value_num, x.value_repr, x.comparator, x.value_text) == (5.0, "5", "<", None)
+    assert (x.ref_text, x.status) == ("voir note", ResultStatus.PRELIMINARY)
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("F", ResultStatus.FINAL),
+        ("U", ResultStatus.FINAL),
+        ("C", ResultStatus.CORRECTED),
+        ("M", ResultStatus.CORRECTED),
+        ("P", ResultStatus.PRELIMINARY),
+        ("R", ResultStatus.PRELIMINARY),
+        ("S", ResultStatus.PRELIMINARY),
+        ("A", ResultStatus.PRELIMINARY),
+        ("I", ResultStatus.PENDING),
+        ("X", ResultStatus.CANCELLED),
+        ("W", ResultStatus.ENTERED_IN_ERROR),
+        ("D", ResultStatus.ENTERED_IN_ERROR),
+    ],
+)
+def test_every_result_status(code, status):
+    """M5: every HPRIM OBX-11 status the reader knows, to the result's status."""
+    [m] = to_domain(parse(hpr(obx=[f"OBX|1|NM|K~K~L||4.2|mmol/L|||||{code}"])))
+    assert m.results[0].status is status and m.results[0].value_num == 4.2
+
+
+@pytest.mark.parametrize(
+    ("raw", "num", "text", "comparator"),
+    [
+        ("12,50", 12.5, "12,50", None),
+        ("<0,5", 0.5, "0,5", "<"),
+        (">= 100", 100.0, "100", ">="),
+        ("105600", 105600.0, "105600", None),
+        ("-1.0", -1.0, "-1.0", None),
+    ],
+)
+def test_numbers_as_written(raw, num, text, comparator):
+    """M5: a number keeps the text the sender wrote (decimal comma, trailing zeros) and its comparator."""
+    [m] = to_domain(parse(hpr(obx=[f"OBX|1|NM|K~K~L||{raw}|UI/l|||||F"])))
+    r = m.results[0]
+    assert (r.value_num, r.value_repr, r.comparator, r.value_text) == (num, text, comparator, None)
+    assert (r.unit, r.unit_system) == ("UI/l", None)  # not UCUM: kept as text, no system
+
+
+def test_units_ucum_only_when_they_are():
+    """M5: HPRIM names no unit system: UCUM only for a valid UCUM unit."""
+    units = ["mmol/L", "µmol/L", "UI/l", "%", "g/L", "mUI/mL"]
+    obx = [f"OBX|{i}|NM|C{i}~C~L||1|{u}|||||F" for i, u in enumerate(units, 1)]
+    [m] = to_domain(parse(hpr(obx=obx)))
+    ucum = "http://unitsofmeasure.org"
+    assert [r.unit_system for r in m.results] == [ucum, None, None, ucum, ucum, None]
+    assert [r.unit for r in m.results] == units
+
+
+def test_every_name_component_is_kept():
+    """M2: P-5 name used~first given name~other given names, P-6 birth name: all kept, in order."""
+    [m] = to_domain(parse(hpr(name="DUPONT~Jean~Pierre Marie")))
+    i = m.identity
+    assert (i.family_name, i.given_names, i.first_given_name, i.first_given) == (
+        "DUPONT",
+        "Jean Pierre Marie",
+        "Jean",
+        "Jean",
+    )
+    assert (i.birth_name, i.strict_birth_name, i.used_given_name) == ("MARTIN", "MARTIN", None)
+    [one] = to_domain(parse(hpr(name="DUPONT~Jean Pierre")))
+    assert (one.identity.given_names, one.identity.first_given_name) == ("Jean Pierre", None)
+
+
+def test_order_numbers_and_observation_keys():
+    """M5: OBR-2 placer, OBR-3 filler (first non-empty component), H sender, H date; the
+    observation key names the code system, the code and the OBX-4 sub-id."""
+    raw = hpr(obx=["OBX|1|NM|K~K~LN|2|4.2|mmol/L|||||F"]).replace(b"|P1|ACC1|", b"|~PL-9|~F-7~X|")
+    [m] = to_domain(parse(raw))
+    [req] = m.requests
+    assert (req.placer_number, req.filler_number, req.sender) == ("PL-9", "F-7", "LAB01")
+    assert m.results[0].observation_key == f"{LOINC}|K|2"
+    no_date = hpr().replace(b"|202401011200\r\n", b"|\r\n")
+    assert to_domain(parse(no_date))[0].requests[0].message_at is None
+    with pytest.raises(HprimError, match=re.escape("H[1], H-13: date/time out of range")):
+        to_domain(parse(hpr().replace(b"|202401011200\r\n", b"|202413011200\r\n")))
 
 
 @pytest.mark.parametrize(
@@ -296,7 +404,7 @@ def test_mapping_refusals(raw, reason):
 
 def test_error_is_invalid_input_and_one_line():
     with pytest.raises(InvalidInput) as e:
-        to_domain(parse(hpr(ins="SECRET\\.br\\VALUE")))
+        to_domain(parse(hpr(obx=["OBX|1|NM|K~K~L||SECRET\\.br\\VALUE|mmol/L|||||F"])))
     assert "\n" not in str(e.value) and "SECRET" not in str(e.value)
 
 
@@ -341,26 +449,35 @@ def test_real_file_maps_or_is_rejected_precisely(path):
 def test_real_files_known_outcomes():
     need_realdata()
     expected = {
-        "akarah/hprim22_ORU_acide_urique_A_continuation.hpr": "INS missing",
+        "akarah/hprim22_ORU_acide_urique_A_continuation.hpr": 1,
         "akarah/nonconformant_H_empty_delims_ISO_dates_indented.hpr": "H-2: delimiters missing",
-        "libhprim/hprim21_ORU_with_A_continuation_C_comment_FIC.hpr": "INS missing",
+        "libhprim/hprim21_ORU_with_A_continuation_C_comment_FIC.hpr": 2,
         "libhprim/hprim22_ORU_truncated_no_L_record_CR_only.hpr": "truncated: no L record",
     }
-    for name, reason in expected.items():
+    for name, outcome in expected.items():
         path = REALDATA / name
         if not path.is_file():
             continue
         o = _outcome(path.read_bytes(), name)
-        assert isinstance(o, HprimError) and reason in str(o), name
+        if isinstance(outcome, str):
+            assert isinstance(o, HprimError) and outcome in str(o), name
+        else:  # accepted without an INS: one provisional identity, its results
+            assert not isinstance(o, HprimError), (name, str(o))
+            [m] = o
+            assert m.identity.nir is None and m.identity.identity_status is IdentityStatus.PROVISIONAL, name
+            assert len(m.results) == outcome, name
 
 
 def test_real_file_with_continuation_and_comment_maps_once_ins_is_present():
+    """M2: the same real file with an INS added: the INS read, the identity still provisional."""
     need_realdata()
     path = REALDATA / "libhprim" / "hprim21_ORU_with_A_continuation_C_comment_FIC.hpr"
     if not path.is_file():
         pytest.skip(f"file absent: {path.name}")
     raw = with_ins(path.read_bytes())
     f = parse(raw)
+    [with_nir] = to_domain(f)
+    assert with_nir.identity.nir == NIR and with_nir.identity.identity_status is IdentityStatus.PROVISIONAL
     assert f.records_named("OBR")[0].continued == 1
     assert f.records_named("OBR")[0].value(16, 4) == "TESTHP"  # field split across the A line
     [m] = to_domain(f)

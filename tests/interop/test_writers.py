@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.domain.sensitivity import sensitivity_of
+from labvault.ingest.intake import localise
 from labvault.interop import hprim
 from labvault.interop.writers import CSV_FIELDS, CSV_NUMBER_FIELDS, CsvWriter, HprimWriter, PatientReport
 
@@ -325,8 +326,69 @@ def test_hprim_collection_date_aware_times_and_local_system():
     # one date per OBR: OBR-7 is the collection, read back as the request's and the specimen's date
     assert m.requests[0].requested_at == collected and m.specimens[0].collected_at == collected
     assert m.results[0].validated_at == datetime(2024, 3, 1, 11, 0, 5)  # in tz, whole seconds
+    # HPRIM times carry no zone: read naive, they are read in the lab's zone at ingest, which
+    # gives back the instant that was written
+    assert m.results[0].validated_at.tzinfo is None and m.requests[0].requested_at.tzinfo is None
+    localise(m, paris)
+    assert m.results[0].validated_at == datetime(2024, 3, 1, 10, 0, 5, tzinfo=UTC)
+    assert m.requests[0].requested_at == collected.replace(tzinfo=paris)
+    assert m.requests[0].message_at == datetime(2024, 3, 2, 12, 0, tzinfo=paris)  # H date
     assert m.results[0].code_system == LOCAL and m.results[0].value_num == 1e-7
     assert (m.results[0].ref_low, m.results[0].ref_high) == (None, 2e20)
+
+
+@pytest.mark.parametrize("status", list(IdentityStatus))
+def test_hprim_identity_local_ids_and_status_read_back(status):
+    """M2: the INS goes out only with a qualified identity and comes back provisional (HPRIM has no
+    identity status); the local identifiers come back with their values, as identifiers of the
+    writing system (H sender) in the P field the writer put them in; every given name in order."""
+    ident = identity(
+        identity_status=status,
+        given_names="Jean Pierre Marie",
+        birth_name="MARTIN",
+        local_ids=[("urn:hprim:patient-id:practice", "CAB-1"), ("urn:oid:1.2.250.1.999", "IPP-7")],
+    )
+    [m] = read_back(hprim_bytes([report(ident=ident)]))
+    got = m.identity
+    assert got.identity_status is IdentityStatus.PROVISIONAL
+    assert got.nir == (ident.nir if status is IdentityStatus.QUALIFIED else None)
+    assert got.local_ids == [
+        (f"urn:hprim:patient-id:{SENDER}:P-2", "CAB-1"),
+        (f"urn:hprim:patient-id:{SENDER}:P-3", "IPP-7"),
+    ]
+    assert (got.family_name, got.given_names, got.first_given, got.birth_name) == (
+        "DUPONT",
+        "Jean Pierre Marie",
+        "Jean",
+        "MARTIN",
+    )
+
+
+def test_hprim_pending_cancelled_and_values_as_written_read_back():
+    """M5: a pending result keeps its code, label and unit with no value; cancelled and
+    entered-in-error come back; a number as written (decimal comma, comparator) comes back as
+    written; the unit's system is UCUM only for a UCUM unit."""
+    sent = [
+        result(n=1, code="AU", label="Acide urique", value_num=None, unit="µmol/L", status=ResultStatus.PENDING),
+        result(n=2, status=ResultStatus.CANCELLED),
+        result(n=3, status=ResultStatus.ENTERED_IN_ERROR),
+        result(n=4, value_num=12.5, value_repr="12,50", unit="UI/l"),
+        result(n=5, value_num=0.5, value_repr="0,5", comparator="<"),
+    ]
+    [m] = read_back(hprim_bytes([report(sent)]))
+    pending, cancelled, wrong, comma, bound = m.results
+    assert (pending.status, pending.code, pending.label, pending.unit) == (
+        ResultStatus.PENDING,
+        "AU",
+        "Acide urique",
+        "µmol/L",
+    )
+    assert (pending.value_num, pending.value_text, pending.unit_system) == (None, None, None)
+    assert (cancelled.status, wrong.status) == (ResultStatus.CANCELLED, ResultStatus.ENTERED_IN_ERROR)
+    # the writer writes the digits as written with a decimal point (``written``): trailing zero kept
+    assert (comma.value_num, comma.value_repr, comma.unit, comma.unit_system) == (12.5, "12.50", "UI/l", None)
+    assert (bound.value_num, bound.value_repr, bound.comparator) == (0.5, "0.5", "<")
+    assert bound.unit_system == "http://unitsofmeasure.org"
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,22 @@ escapes. Records H, P, OBR, OBX, C, L (M5). A number (NM value, reference range 
   when the bytes are valid UTF-8, ISO-8859-1 otherwise; leading blanks on a line ignored.
 - ``to_domain(f)``: one ``Mapped`` per P record with the OBR/OBX/C records that follow it.
 
+What the mapping keeps (HPRIM Santé 2.x carries no identity status and no time zone):
+
+- identity: always *provisional* (RNIV), an INS given or not. A P-2..P-4 identifier marked as an
+  INS (``INS-NIR``, ``INS-NIA``, their OIDs) is the INS; every other one is a local identifier
+  (IPP) of the sending system, ``urn:hprim:patient-id:<H sender>:P-<field>``. P-5 is
+  ``name used~first given name~other given names~...``: every given name is kept, in order, in
+  ``given_names`` (the first also in ``first_given_name`` when the sender separated them); P-6 is
+  the birth name;
+- order: OBR-2 the placer's number, OBR-3 the lab's (filler) number (first non-empty component),
+  the sending system (H sender) and the date of the file (H date) as the message time;
+- result: status OBX-11 (``I`` pending: kept with its code, label and unit and no value; ``X``
+  cancelled; ``W`` or ``D`` entered in error), the number as written (decimal comma, comparator)
+  with ``read_number``, the unit's system (UCUM only for a valid UCUM unit), the observation key
+  (code system, code, OBX-4 sub-id) and the file's date. Times stay naive: ingest reads them in
+  the lab's zone.
+
 Field numbering follows HPRIM/ASTM: ``record.value(n)`` is field n, the record name being field 0 and
 the H delimiters field 1.
 """
@@ -28,7 +44,7 @@ from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR
 from labvault.domain.mapped import Mapped
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.domain.sensitivity import sensitivity_of
-from labvault.interop._common import FieldAccess, number_fault
+from labvault.interop._common import FieldAccess, NumberFault, number_fault, read_number, unit_system
 from labvault.interop.errors import HprimError
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
@@ -41,8 +57,6 @@ SUPPORTED_VERSIONS = ("H2.0", "H2.1", "H2.2", "H2.3", "H2.4")
 
 _BOM = b"\xef\xbb\xbf"
 _RECORD_NAME = re.compile(r"[A-Z][A-Z0-9]{0,2}\Z")
-_NUMBER = re.compile(r"[+-]?(\d+([.,]\d*)?|[.,]\d+)\Z")
-_COMPARED = re.compile(r"(<=|>=|<|>)\s*[+-]?(\d+([.,]\d*)?|[.,]\d+)\Z")
 _TS = re.compile(r"(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2}))?)?)?)?)?\Z")
 _RANGE = re.compile(r"\s*([+-]?\d+(?:[.,]\d*)?)\s*(?:-|à|a|to)\s*([+-]?\d+(?:[.,]\d*)?)\s*\Z")
 _ONE_SIDED = re.compile(r"\s*(<=|>=|<|>)\s*([+-]?\d+(?:[.,]\d*)?)\s*\Z")
@@ -311,6 +325,15 @@ def _ts_opt(rec: Record, n: int) -> datetime | None:
     return parse_ts(v, rec, n) if v.strip() else None
 
 
+def _number(rec: Record, n: int) -> str | None:
+    """An order number (OBR-2 placer, OBR-3 filler): the first non-empty component of the field."""
+    for rep in rec.repetitions(n)[:1]:
+        for comp in rep:
+            if comp and comp[0].strip():
+                return comp[0]
+    return None
+
+
 def _num(s: str) -> float:
     return float(s.replace(",", "."))
 
@@ -351,8 +374,12 @@ def _ref_range(raw: str) -> tuple[float | None, float | None, str | None]:
 # ------------------------------------------------------------------------------------------ mapping
 
 
-_NO_RESULT = {"I", "O", "N", "X"}  # pending, order detail, not asked, cancelled: no result to import
+_NO_RESULT = {"O", "N"}  # an order detail, a test not asked: no result to import
 _STATUS = {
+    "I": ResultStatus.PENDING,  # asked, no value yet: kept with its code, label and unit
+    "X": ResultStatus.CANCELLED,  # cannot be obtained
+    "W": ResultStatus.ENTERED_IN_ERROR,  # as ``labvault.interop.writers`` writes it (HL7 table 0085)
+    "D": ResultStatus.ENTERED_IN_ERROR,  # deleted (HL7 table 0085)
     "F": ResultStatus.FINAL,
     "U": ResultStatus.FINAL,
     "C": ResultStatus.CORRECTED,
@@ -380,6 +407,9 @@ class _Mapper:
         self.test_mode = test_mode
         self.sender = f.sender
         self.local_system = f"urn:hprim:codesystem:{quote(self.sender or 'local', safe='')}"
+        # a local identifier's system names the sending system and the P field it came in
+        self.id_system = f"urn:hprim:patient-id:{quote(self.sender or 'unknown', safe='')}:P-"
+        self.message_at: datetime | None = None
 
         self.scope = message_scope("hprim", f.sender, f.message_name, f.date)
 
@@ -411,6 +441,7 @@ class _Mapper:
                 groups[-1][1].append(rec)
         if not groups:
             raise HprimError("no P record (no patient in the file)", line=h.line, record=h.label)
+        self.message_at = _ts_opt(h, 13)
         return [self._patient(p, recs) for p, recs in groups]
 
     def _patient(self, p: Record, recs: list[Record]) -> Mapped:
@@ -427,18 +458,22 @@ class _Mapper:
         order: Order | None = None
         for rec in recs:
             if rec.name == "OBR":
-                when = _ts_opt(rec, 7) or _ts_opt(rec, 6) or _ts_opt(rec, 14) or _ts_opt(self.f.header, 13)
+                when = _ts_opt(rec, 7) or _ts_opt(rec, 6) or _ts_opt(rec, 14) or self.message_at
                 if when is None:
                     raise rec.err(7, "collection date/time missing")
-                accession = rec.value(3) or rec.value(3, 2) or rec.value(2) or rec.value(2, 2) or None
+                placer, filler = _number(rec, 2), _number(rec, 3)
                 order = numbers.order(rec.label)
                 request = Request(
                     request_id=order.request_id(),
                     patient_id=patient_id,
                     prescriber_id=self._prescriber(rec, prescribers),
                     requested_at=when,
-                    accession=accession,
+                    accession=rec.value(3) or rec.value(3, 2) or rec.value(2) or rec.value(2, 2) or None,
                     reported_at=_ts_opt(rec, 22),
+                    placer_number=placer,
+                    filler_number=filler,
+                    sender=self.sender or None,
+                    message_at=self.message_at,
                 )
                 requests.append(request)
                 specimen = Specimen(
@@ -454,7 +489,7 @@ class _Mapper:
                 if request is None or order is None:  # both set by an OBR
                     raise rec.err(None, "OBX before any OBR (observation without an order)")
                 if rec.value(11).strip().upper() in _NO_RESULT or rec.value(2).strip().upper() == "FIC":
-                    last = None  # pending / not asked, or a reference to a file sent apart: nothing to import
+                    last = None  # an order detail, not asked, or a reference to a file sent apart: no result
                     continue
                 last = self._result(rec, request, specimen, order)
                 results.append(last)
@@ -480,7 +515,6 @@ class _Mapper:
     def _identity(self, p: Record, patient_id: str) -> tuple[Identity, list[tuple[str, str]]]:
         ins: tuple[str, str] | None = None
         others: list[tuple[str, str]] = []
-        names = {2: "practice", 3: "lab", 4: "third"}
         for n in (2, 3, 4):
             for rep in p.repetitions(n):
                 value = rep[0][0] if rep and rep[0] else ""
@@ -494,12 +528,8 @@ class _Mapper:
                     continue
                 if markers & _TEST_MARKERS:
                     raise p.err(n, f"test INS (OID {OID_INS_TEST}) refused outside test mode")
-                others.append((f"urn:hprim:patient-id:{names[n]}", value))
-        if ins is None:
-            raise p.err(
-                4, f"INS missing: no patient identifier marked INS-NIR/NIR ({OID_NIR}) or NIA ({OID_NIA}) in P-2..P-4"
-            )
-        family, given = p.value(5, 1), p.value(5, 2)
+                others.append((f"{self.id_system}{n}", value))
+        family, first, more = p.value(5, 1), p.value(5, 2), p.value(5, 3)
         if not family:
             raise p.err(5, "patient family name missing")
         bd = p.value(7)
@@ -511,16 +541,18 @@ class _Mapper:
         address = ", ".join(c[0] for c in addr[0][:6] if c and c[0]) if addr else ""
         identity = Identity(
             patient_id=patient_id,
-            nir=ins[0],
-            identity_status=IdentityStatus.PROVISIONAL,
+            nir=ins[0] if ins else None,
+            identity_status=IdentityStatus.PROVISIONAL,  # HPRIM carries no identity status
             family_name=family,
-            given_names=given,
+            given_names=" ".join(g for g in (first, more) if g),
             birth_date=date(born.year, born.month, born.day),
             sex=sex if sex in ("M", "F") else "U",
             birth_name=p.value(6) or None,
             address=address or None,
             phone=p.value(12) or None,
-            ins_oid=ins[1],
+            ins_oid=ins[1] if ins else OID_NIR,
+            first_given_name=first if first.strip() and more.strip() else None,
+            local_ids=list(others),
         )
         return identity, others
 
@@ -553,18 +585,19 @@ class _Mapper:
         vtype = obx.value(2).upper()
         value_num: float | None = None
         value_text: str | None = None
+        value_repr: str | None = None
+        comparator: str | None = None
         raw = obx.value(5).strip()
         reps = obx.repetitions(5)
         if vtype == "NM":
             if raw:
-                if _NUMBER.match(raw):
-                    if fault := number_fault(raw):
-                        raise obx.err(5, fault)
-                    value_num = _num(raw)
-                elif _COMPARED.match(raw):
-                    value_text = raw
-                else:
+                try:
+                    number = read_number(raw)
+                except NumberFault as exc:
+                    raise obx.err(5, str(exc)) from None
+                if number is None:
                     raise obx.err(5, "value is not numeric for value type NM")
+                value_num, value_repr, comparator = number.value, number.text, number.comparator
         elif vtype == "CE":
             value_text = (
                 "\n".join(obx.value(5, 2, rep=i + 1) or obx.value(5, 1, rep=i + 1) for i in range(len(reps))) or None
@@ -580,7 +613,9 @@ class _Mapper:
         if status is None:
             if not status_code:
                 raise obx.err(11, "result status missing")
-            raise obx.err(11, "result status cannot be imported (expected F, U, C, M, P, R, S or A)")
+            raise obx.err(11, "result status cannot be imported (expected F, U, C, M, P, R, S, A, I, X, W or D)")
+        sub_id = obx.value(4).strip()
+        unit = obx.value(6, 1) or None
         return Result(
             result_id=order.result_id(code),
             request_id=request.request_id,
@@ -590,7 +625,7 @@ class _Mapper:
             specimen_id=specimen.specimen_id if specimen else None,
             value_num=value_num,
             value_text=value_text,
-            unit=obx.value(6, 1) or None,
+            unit=unit,
             ref_low=ref_low,
             ref_high=ref_high,
             ref_text=ref_text,
@@ -599,4 +634,9 @@ class _Mapper:
             validated_by=obx.value(16, 1) or None,
             validated_at=_ts_opt(obx, 14),
             sensitivity=sensitivity_of(system, code),
+            value_repr=value_repr,
+            comparator=comparator,
+            unit_system=unit_system(unit),
+            observation_key=f"{system}|{code}|{sub_id}" if sub_id else f"{system}|{code}",
+            message_at=self.message_at,
         )
