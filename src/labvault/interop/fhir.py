@@ -20,30 +20,48 @@ A JSON number that ``number_fault`` refuses (too long or too precise, ``1e400``,
 One ``Mapped`` per patient that has lab data. How resources map:
 
 - Patient -> Identity. The INS is the identifier whose system is ``urn:oid:1.2.250.1.213.1.4.8``
-  (INS-NIR) or ``.4.9`` (NIA); ``.4.10`` (test INS) only with ``test_mode``. Without one the input
-  is refused ("INS missing"). Other identifiers go to ``other_identifiers`` with their system.
-  Name ``usual`` = used name, ``official`` (else ``maiden``) = birth name; the used name falls back
-  to the official one, then to the first name (one without a family name is passed over). Given
-  names are joined with one space. ``qualified`` only when the FR Core identity-reliability extension
-  says ``QUAL``; otherwise (``VALI`` included: validated, INS not qualified) ``provisional``.
-  Birth place: INSEE code from the ``patient-birthPlace`` extension (FR Core ``inseeCode``
-  extension inside, else ``district``).
+  (INS-NIR) or ``.4.9`` (NIA), or, without a system, whose FR Core type is ``INS-NIR``/``INS-NIA``;
+  ``.4.10`` (test INS) only with ``test_mode``. The INS is optional (``nir`` None): every other
+  identifier is a local one (IPP), in ``Identity.local_ids`` (a ``urn:oid:`` system as the bare
+  OID) and ``other_identifiers`` (its system as written). Identity status from the FR Core
+  identity-reliability extension: ``PROV`` provisional, ``RECUP`` recovered, ``VALI`` validated,
+  ``QUAL`` qualified; none (or another code: ``VIDE``, ``DOUTE``, ``FICTI``...) is provisional; without
+  an INS, qualified becomes validated and recovered provisional (RNIV). A Patient without any
+  identifier is read from its traits (name, birth date) and matched on them. Names (FR Core):
+  ``usual`` = used name, ``official`` (else ``maiden``) = birth name; the used name falls back to
+  the official one, then to the first name (one without a family name is passed over). Given names
+  at birth: the official name's ``birth-list-given-name`` extension, else its given names joined
+  with one space (else the used name's); the first given name is the official name's first; the
+  used given name is the usual name's given names when they differ. Birth place: INSEE code from
+  the ``patient-birthPlace`` extension (FR Core ``inseeCode`` extension inside, else ``district``).
 - Practitioner (directly or through PractitionerRole.practitioner) named as ServiceRequest.requester
   -> Prescriber; RPPS from an identifier with system ``urn:oid:1.2.250.1.71.4.2.1`` (value
   ``8`` + 11 digits, or the 11 digits).
 - ServiceRequest -> Request. DiagnosticReport links its results to the ServiceRequest it is
   ``basedOn`` and gives ``reported_at`` (issued); without a ServiceRequest it becomes the Request.
+  Order numbers: identifiers of type ``PLAC`` / ``FILL`` (of the ServiceRequest, else of its
+  reports, else of a ``basedOn`` reference by identifier, untyped there = placer) ->
+  ``placer_number`` / ``filler_number``, ``sender`` the identifier's system, else the input's
+  ``meta.source``. ``message_at`` (requests and results): ``Bundle.timestamp``, else the Bundle's
+  (or the single resource's) ``meta.lastUpdated``; a result's own ``meta.lastUpdated`` first.
   Observations reached by neither get one Request per (patient, day of effective date/time).
 - Specimen -> Specimen, attached to the request it names, else to that of its observations or report.
-- Observation -> Result: the LOINC coding of ``code`` if any, else the first coding (its system kept).
+- Observation -> Result: the LOINC coding of ``code`` if any, else the first coding (its system kept);
+  ``observation_key`` ``system|code`` (a component: its Observation's key, ``/``, its own). Status:
+  registered -> pending, preliminary, final, amended/corrected -> corrected, cancelled,
+  entered-in-error. ``valueQuantity``: the number as written (``value_repr``: the JSON text,
+  ``105600``, ``12.50``), its ``comparator`` apart, the unit's system by ``_common.unit_system``
+  (a claim of UCUM holds for a valid UCUM code only, else the unit is kept as text; another system
+  is kept with the code; none: UCUM for a valid UCUM unit).
   Components are flattened: each becomes a Result of its own (status, issued, performer, note and
   specimen taken from the Observation). Panels (``hasMember`` without a value) are skipped, their
   members mapped (inheriting the panel's specimen and report).
 
 Skipped and counted, not errors: resource types that carry no lab data (Organization, Location,
 AuditEvent, Device, Provenance, ...), Observations whose category is not ``laboratory`` (vital signs
-...), Observations still ``registered`` or ``cancelled``, reports without results, patients without
-lab data. An input with nothing left to map is refused.
+...), reports without results, patients without lab data. A lab resource whose patient is not in
+the input is refused ("patient not in the input"): its identity traits are needed. An input with
+nothing left to map is refused.
 
 Datetimes keep their offset; one without an offset (allowed here, not in FHIR) is read as a naive
 datetime, and so is one marked with the ``unzoned-datetime`` extension of our own profile (see
