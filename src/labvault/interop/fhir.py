@@ -1218,7 +1218,11 @@ class _Builder:
         birth = by_use.get("official") or by_use.get("maiden")
         birth_name = family_of[birth[0]] if birth is not None else None
         chosen_given = " ".join(p.strs(chosen[1], "given", chosen[0]))
-        used_given = chosen_given if birth is None or chosen[0] != birth[0] else ""
+        usual = by_use.get("usual")  # its given names are the ones used, even without a family name
+        used_from = usual if usual is not None else chosen
+        used_given = "" if birth is not None and used_from[0] == birth[0] else chosen_given
+        if usual is not None:
+            used_given = " ".join(p.strs(usual[1], "given", usual[0]))
         given = first_given = None
         if birth is not None:
             bp, bn = birth
