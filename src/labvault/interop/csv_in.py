@@ -8,21 +8,36 @@ of the reader and escapes.
 
 - UTF-8 (BOM allowed), ``csv`` excel dialect; the delimiter, comma or semicolon, is taken from the
   header line only. Rows are numbered as in a spreadsheet: the header is row 1.
-- The header names columns of ``CSV_FIELDS`` (``section.attribute``, what ``CsvWriter`` writes),
+- The header names columns of ``CSV_FIELDS`` (``section.attribute``, what ``CsvWriter`` writes) or ``LOCAL_ID``,
   each once. ``REQUIRED`` must be there, and one of ``REQUEST_KEYS``; a ``specimen.*`` column needs
   ``specimen.type`` and ``specimen.collected_at``. Id columns (``*.patient_id``, ``*.result_id``...,
   except the request and specimen keys) and ``result.sensitivity`` are read but not used: ids and
   sensitivity are derived, as the other readers do.
-- One row per result; rows are grouped into one message per request: same INS (spaces, dots and
-  dashes ignored) and same request key (``request.request_id``, else ``request.accession``), rows
-  adjacent or not. The patient, prescriber and request columns must agree on every row of a request.
+- One row per result; rows are grouped into one message per request: same patient (its INS, spaces,
+  dots and dashes ignored; without an INS, its local identifiers and strict traits as written) and
+  same request key (``request.request_id``, else ``request.accession``), rows adjacent or not. The
+  patient, prescriber and request columns must agree on every row of a request.
+- Identity (RNIV): the INS is optional (``patient.nir`` empty: none, as ``CsvWriter`` writes an
+  identity that is not qualified). With one: ``patient.ins_oid``, NIR by default, a NIR's key
+  checked, the test OID only with ``test_mode``. ``patient.identity_status`` provisional (default),
+  recovered, validated or qualified; without an INS qualified becomes validated and recovered
+  provisional. Local identifiers (IPP): ``patient.local_ids`` (a JSON list of [system, value], what
+  ``CsvWriter`` writes) and/or ``patient.local_id`` with ``patient.local_id_system`` (both columns
+  together). ``patient.given_names`` every given name at birth, ``first_given_name``,
+  ``used_given_name``.
 - Values: dates ``YYYY-MM-DD``, date/times ``YYYY-MM-DDTHH:MM[:SS[.ffffff]]`` with an optional
-  ``Z`` or offset (a bare date is midnight); numbers with a point or a comma, that
-  ``_common.number_fault`` accepts (not too long or precise, finite once read); an apostrophe before
-  ``= + - @``, tab or CR is dropped (``CsvWriter``'s formula guard). INS: ``patient.ins_oid``, NIR
-  by default, a NIR's key checked, the test OID only with ``test_mode``; sex ``M``/``F``/``U``;
-  ``result.code_system`` LOINC and ``result.status`` final when empty; ``prescriber.rpps`` 11 digits
-  (no prescriber without one). Empty text is None.
+  ``Z`` or offset (a bare date is midnight; a time without a zone is the lab's, made aware by
+  ingest); numbers by ``_common.read_number``: a point or a comma, kept as written
+  (``result.value_repr``: ``12,50``), a comparator before the value (``<0.5``; else
+  ``result.comparator``), refused when ``number_fault`` refuses them (too long or precise, not
+  finite once read); the unit's system by ``_common.unit_system`` (``result.unit_system`` the
+  claimed one: UCUM only for a valid UCUM unit); an apostrophe before ``= + - @``, tab or CR is
+  dropped (``CsvWriter``'s formula guard). Sex ``M``/``F``/``U``; ``result.code_system`` LOINC and
+  ``result.status`` final when empty (pending, preliminary, final, corrected, cancelled,
+  entered-in-error; a pending result has no value); ``prescriber.rpps`` 11 digits (no prescriber
+  without one). Orders: ``request.filler_number``, else ``request.accession`` (the lab's number),
+  ``request.placer_number``, ``request.sender``, ``request.message_at``; ``result.observation_key``,
+  ``result.message_at``. Empty text is None.
 - A bad row refuses its request; a file that is not such a CSV (encoding, header, quoting, a row
   with another number of cells than the header, no data row) is refused whole.
 """
@@ -31,6 +46,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +60,7 @@ from labvault.domain.mapped import Mapped
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.domain.sensitivity import sensitivity_of
 from labvault.errors import InvalidInput
-from labvault.interop._common import number_fault
+from labvault.interop._common import Number, NumberFault, read_number, unit_system
 from labvault.interop.errors import CsvError
 from labvault.interop.writers import _INJECTION_START, CSV_FIELDS
 
@@ -60,8 +76,16 @@ REQUIRED = (
 )
 REQUEST_KEYS = ("request.request_id", "request.accession")
 SPECIMEN = ("specimen.type", "specimen.collected_at")
+# A local identifier (IPP) in two plain columns, for an export shaped by hand (``patient.local_ids``,
+# what ``CsvWriter`` writes, is a JSON list of [system, value]).
+LOCAL_ID = ("patient.local_id", "patient.local_id_system")
 _SHARED = ("patient.", "prescriber.", "request.")  # the same on every row of a request
-_KNOWN = frozenset(CSV_FIELDS)
+_KNOWN = frozenset(CSV_FIELDS) | frozenset(LOCAL_ID)
+# Without an INS an identity is neither qualified nor recovered (RNIV): a document seen stays validated.
+_WITHOUT_INS = {
+    IdentityStatus.QUALIFIED: IdentityStatus.VALIDATED,
+    IdentityStatus.RECOVERED: IdentityStatus.PROVISIONAL,
+}
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z", re.ASCII)
 _DATETIME = re.compile(
     r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:\d{2})?)?\Z", re.ASCII
@@ -166,6 +190,8 @@ def _columns(header: list[str]) -> dict[str, int]:
         missing.append(" or ".join(REQUEST_KEYS))
     if any(c.startswith("specimen.") for c in cols):
         missing += [c for c in SPECIMEN if c not in cols]
+    if any(c in cols for c in LOCAL_ID):
+        missing += [c for c in LOCAL_ID if c not in cols]
     if missing:
         raise CsvError(f"required column(s) missing: {', '.join(missing)}", row=1)
     return cols
@@ -208,11 +234,18 @@ class _Row:
             raise self.err(name, "empty, a value is required")
         return v
 
+    def patient_key(self) -> str:
+        """The INS; without one, the local identifiers and the strict traits as written."""
+        if nir := normalise_nir(self.get("patient.nir").strip()):
+            return nir
+        cells = ("patient.local_ids", *LOCAL_ID, "patient.family_name", "patient.given_names", "patient.birth_date")
+        return "traits\x1e" + "\x1e".join(self.get(c).strip() for c in cells)
+
     def group_key(self) -> tuple[str, str]:
         for k in REQUEST_KEYS:
             if v := self.get(k).strip():
-                return normalise_nir(self.get("patient.nir").strip()), f"{k}\x1f{v}"
-        return normalise_nir(self.get("patient.nir").strip()), ""
+                return self.patient_key(), f"{k}\x1f{v}"
+        return self.patient_key(), ""
 
     def date(self, name: str) -> date:
         v = self.required(name)
@@ -235,15 +268,22 @@ class _Row:
     def when_opt(self, name: str) -> datetime | None:
         return self.when(name) if self.get(name).strip() else None
 
-    def number(self, name: str) -> float | None:
+    def number(self, name: str, *, comparator: bool = False) -> Number | None:
+        """The number of a cell as written (decimal point or comma; with ``comparator``, ``<0.5``)."""
         v = self.get(name).strip()
         if not v:
             return None
-        if not _NUMBER.match(v):
+        try:
+            n = read_number(v, comparator=comparator)
+        except NumberFault as exc:
+            raise self.err(name, str(exc)) from None
+        if n is None or not _NUMBER.match(n.text):
             raise self.err(name, "not a number")
-        if fault := number_fault(v):
-            raise self.err(name, fault)
-        return float(v.replace(",", "."))
+        return n
+
+    def bound(self, name: str) -> float | None:
+        n = self.number(name)
+        return None if n is None else n.value
 
     def code(self, name: str) -> str:
         v = self.get(name).strip()
@@ -286,6 +326,11 @@ def _map(key: tuple[str, str], rows: list[_Row], test_mode: bool) -> Mapped:
         requested_at=first.when("request.requested_at"),
         accession=accession,
         reported_at=first.when_opt("request.reported_at"),
+        # the lab's number of the order (its own column, else the accession number) and the placer's
+        placer_number=first.optional("request.placer_number"),
+        filler_number=first.optional("request.filler_number") or accession,
+        sender=first.optional("request.sender"),
+        message_at=first.when_opt("request.message_at"),
     )
     shared = [(name, i) for name, i in first.cols.items() if name.startswith(_SHARED)]
     for row in rows[1:]:  # the first row's values are good: the others must be the same
@@ -310,9 +355,11 @@ def _map(key: tuple[str, str], rows: list[_Row], test_mode: bool) -> Mapped:
 
 
 def _identity(row: _Row, patient_id: str, test_mode: bool) -> Identity:
-    nir = row.required("patient.nir")
+    nir = row.get("patient.nir").strip() or None
     oid = row.get("patient.ins_oid").strip() or OID_NIR
-    if oid == OID_NIR:
+    if nir is None:  # no INS: the identity is read from its traits and local identifiers
+        oid = OID_NIR
+    elif oid == OID_NIR:
         try:
             validate_nir(nir)
         except InvalidInput:
@@ -323,9 +370,12 @@ def _identity(row: _Row, patient_id: str, test_mode: bool) -> Identity:
         raise row.err("patient.ins_oid", f"not an INS OID ({OID_NIR} for an INS-NIR, {OID_NIA} for an INS-NIA)")
     elif not normalise_nir(nir):
         raise row.err("patient.nir", "empty INS")
-    status = row.get("patient.identity_status").strip() or IdentityStatus.PROVISIONAL
-    if status not in set(IdentityStatus):
-        raise row.err("patient.identity_status", "not provisional or qualified")
+    text = row.get("patient.identity_status").strip() or IdentityStatus.PROVISIONAL
+    if text not in set(IdentityStatus):
+        raise row.err("patient.identity_status", "not provisional, recovered, validated or qualified")
+    status = IdentityStatus(text)
+    if nir is None:
+        status = _WITHOUT_INS.get(status, status)
     sex = row.required("patient.sex").upper()
     if sex not in ("M", "F", "U"):
         raise row.err("patient.sex", "not M, F or U")
@@ -334,7 +384,7 @@ def _identity(row: _Row, patient_id: str, test_mode: bool) -> Identity:
     return Identity(
         patient_id=patient_id,
         nir=nir,
-        identity_status=IdentityStatus(status),
+        identity_status=status,
         family_name=row.get("patient.family_name"),
         given_names=row.get("patient.given_names"),
         birth_date=row.date("patient.birth_date"),
@@ -345,7 +395,33 @@ def _identity(row: _Row, patient_id: str, test_mode: bool) -> Identity:
         phone=row.optional("patient.phone"),
         email=row.optional("patient.email"),
         ins_oid=oid,
+        first_given_name=row.optional("patient.first_given_name"),
+        used_given_name=row.optional("patient.used_given_name"),
+        local_ids=_local_ids(row),
     )
+
+
+def _local_ids(row: _Row) -> list[tuple[str, str]]:
+    """``patient.local_ids`` (a JSON list of [system, value], as ``CsvWriter`` writes it), then
+    ``patient.local_id`` with its ``patient.local_id_system``."""
+    out: list[tuple[str, str]] = []
+    if text := row.get("patient.local_ids").strip():
+        try:
+            items = json.loads(text)
+        except ValueError:
+            items = None
+        if not isinstance(items, list) or not all(
+            isinstance(x, list) and len(x) == 2 and all(isinstance(y, str) and y.strip() for y in x) for x in items
+        ):
+            raise row.err("patient.local_ids", "not a JSON list of [system, value] pairs of text")
+        out += [(system.strip(), value.strip()) for system, value in items]
+    if value := row.get("patient.local_id").strip():
+        system = row.get("patient.local_id_system").strip()
+        if not system:
+            raise row.err("patient.local_id_system", "empty, the system of patient.local_id is required")
+        if (system, value) not in out:
+            out.append((system, value))
+    return out
 
 
 def _specimen(row: _Row, request: Request, seen: dict[str, Specimen], new_id: Callable[[], str]) -> Specimen | None:
@@ -376,7 +452,15 @@ def _result(row: _Row, request: Request, specimen: Specimen | None, result_id: C
     system = row.code("result.code_system") or LOINC
     status = row.get("result.status").strip() or ResultStatus.FINAL
     if status not in set(ResultStatus):
-        raise row.err("result.status", "not preliminary, final or corrected")
+        raise row.err("result.status", "not pending, preliminary, final, corrected, cancelled or entered-in-error")
+    value = row.number("result.value_num", comparator=True)
+    comparator = value.comparator if value is not None else None
+    if value is not None and comparator is None and (cmp := row.get("result.comparator").strip()):
+        if cmp not in ("<", "<=", ">=", ">"):
+            raise row.err("result.comparator", "not <, <=, >= or >")
+        comparator = cmp
+    unit = row.optional("result.unit")
+    claimed = row.get("result.unit_system").strip() or None
     return Result(
         result_id=result_id(code),
         request_id=request.request_id,
@@ -384,11 +468,11 @@ def _result(row: _Row, request: Request, specimen: Specimen | None, result_id: C
         label=row.get("result.label"),
         code_system=system,
         specimen_id=specimen.specimen_id if specimen else None,
-        value_num=row.number("result.value_num"),
+        value_num=value.value if value is not None else None,
         value_text=row.optional("result.value_text"),
-        unit=row.optional("result.unit"),
-        ref_low=row.number("result.ref_low"),
-        ref_high=row.number("result.ref_high"),
+        unit=unit,
+        ref_low=row.bound("result.ref_low"),
+        ref_high=row.bound("result.ref_high"),
         ref_text=row.optional("result.ref_text"),
         flag=row.optional("result.flag"),
         status=ResultStatus(status),
@@ -396,4 +480,9 @@ def _result(row: _Row, request: Request, specimen: Specimen | None, result_id: C
         validated_at=row.when_opt("result.validated_at"),
         comment=row.optional("result.comment"),
         sensitivity=sensitivity_of(system, code),
+        value_repr=value.text if value is not None else None,
+        comparator=comparator,
+        unit_system=unit_system(unit, claimed),
+        observation_key=row.optional("result.observation_key"),
+        message_at=row.when_opt("result.message_at"),
     )

@@ -20,30 +20,48 @@ A JSON number that ``number_fault`` refuses (too long or too precise, ``1e400``,
 One ``Mapped`` per patient that has lab data. How resources map:
 
 - Patient -> Identity. The INS is the identifier whose system is ``urn:oid:1.2.250.1.213.1.4.8``
-  (INS-NIR) or ``.4.9`` (NIA); ``.4.10`` (test INS) only with ``test_mode``. Without one the input
-  is refused ("INS missing"). Other identifiers go to ``other_identifiers`` with their system.
-  Name ``usual`` = used name, ``official`` (else ``maiden``) = birth name; the used name falls back
-  to the official one, then to the first name (one without a family name is passed over). Given
-  names are joined with one space. ``qualified`` only when the FR Core identity-reliability extension
-  says ``QUAL``; otherwise (``VALI`` included: validated, INS not qualified) ``provisional``.
-  Birth place: INSEE code from the ``patient-birthPlace`` extension (FR Core ``inseeCode``
-  extension inside, else ``district``).
+  (INS-NIR) or ``.4.9`` (NIA), or, without a system, whose FR Core type is ``INS-NIR``/``INS-NIA``;
+  ``.4.10`` (test INS) only with ``test_mode``. The INS is optional (``nir`` None): every other
+  identifier is a local one (IPP), in ``Identity.local_ids`` (a ``urn:oid:`` system as the bare
+  OID) and ``other_identifiers`` (its system as written). Identity status from the FR Core
+  identity-reliability extension: ``PROV`` provisional, ``RECUP`` recovered, ``VALI`` validated,
+  ``QUAL`` qualified; none (or another code: ``VIDE``, ``DOUTE``, ``FICTI``...) is provisional; without
+  an INS, qualified becomes validated and recovered provisional (RNIV). A Patient without any
+  identifier is read from its traits (name, birth date) and matched on them. Names (FR Core):
+  ``usual`` = used name, ``official`` (else ``maiden``) = birth name; the used name falls back to
+  the official one, then to the first name (one without a family name is passed over). Given names
+  at birth: the official name's ``birth-list-given-name`` extension, else its given names joined
+  with one space (else the used name's); the first given name is the official name's first; the
+  used given name is the usual name's given names when they differ. Birth place: INSEE code from
+  the ``patient-birthPlace`` extension (FR Core ``inseeCode`` extension inside, else ``district``).
 - Practitioner (directly or through PractitionerRole.practitioner) named as ServiceRequest.requester
   -> Prescriber; RPPS from an identifier with system ``urn:oid:1.2.250.1.71.4.2.1`` (value
   ``8`` + 11 digits, or the 11 digits).
 - ServiceRequest -> Request. DiagnosticReport links its results to the ServiceRequest it is
   ``basedOn`` and gives ``reported_at`` (issued); without a ServiceRequest it becomes the Request.
+  Order numbers: identifiers of type ``PLAC`` / ``FILL`` (of the ServiceRequest, else of its
+  reports, else of a ``basedOn`` reference by identifier, untyped there = placer) ->
+  ``placer_number`` / ``filler_number``, ``sender`` the identifier's system, else the input's
+  ``meta.source``. ``message_at`` (requests and results): ``Bundle.timestamp``, else the Bundle's
+  (or the single resource's) ``meta.lastUpdated``; a result's own ``meta.lastUpdated`` first.
   Observations reached by neither get one Request per (patient, day of effective date/time).
 - Specimen -> Specimen, attached to the request it names, else to that of its observations or report.
-- Observation -> Result: the LOINC coding of ``code`` if any, else the first coding (its system kept).
+- Observation -> Result: the LOINC coding of ``code`` if any, else the first coding (its system kept);
+  ``observation_key`` ``system|code`` (a component: its Observation's key, ``/``, its own). Status:
+  registered -> pending, preliminary, final, amended/corrected -> corrected, cancelled,
+  entered-in-error. ``valueQuantity``: the number as written (``value_repr``: the JSON text,
+  ``105600``, ``12.50``), its ``comparator`` apart, the unit's system by ``_common.unit_system``
+  (a claim of UCUM holds for a valid UCUM code only, else the unit is kept as text; another system
+  is kept with the code; none: UCUM for a valid UCUM unit).
   Components are flattened: each becomes a Result of its own (status, issued, performer, note and
   specimen taken from the Observation). Panels (``hasMember`` without a value) are skipped, their
   members mapped (inheriting the panel's specimen and report).
 
 Skipped and counted, not errors: resource types that carry no lab data (Organization, Location,
 AuditEvent, Device, Provenance, ...), Observations whose category is not ``laboratory`` (vital signs
-...), Observations still ``registered`` or ``cancelled``, reports without results, patients without
-lab data. An input with nothing left to map is refused.
+...), reports without results, patients without lab data. A lab resource whose patient is not in
+the input is refused ("patient not in the input"): its identity traits are needed. An input with
+nothing left to map is refused.
 
 Datetimes keep their offset; one without an offset (allowed here, not in FHIR) is read as a naive
 datetime, and so is one marked with the ``unzoned-datetime`` extension of our own profile (see
@@ -69,7 +87,7 @@ from labvault.crypto.derive import Order, Orders, fingerprint, message_scope
 from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
 from labvault.domain.mapped import Mapped
 from labvault.domain.models import LOINC, Identity, IdentityStatus, Prescriber, Request, Result, ResultStatus, Specimen
-from labvault.interop._common import NUMBER_NOT_FINITE, number_fault
+from labvault.interop._common import NUMBER_NOT_FINITE, number_fault, unit_system
 from labvault.interop.errors import FhirError
 
 MAX_INPUT_BYTES = 32 * 1024 * 1024  # one JSON document
@@ -102,12 +120,14 @@ _REFUSED_BUNDLE_TYPES = ("transaction-response", "batch-response", "history")
 _LAB_TYPES = ("ServiceRequest", "DiagnosticReport", "Observation", "Specimen")
 _RESOLVED_ONLY = ("Patient", "Practitioner", "PractitionerRole")
 _OBS_STATUS = {
-    "final": ResultStatus.FINAL,
+    "registered": ResultStatus.PENDING,  # asked, nothing measured yet
     "preliminary": ResultStatus.PRELIMINARY,
+    "final": ResultStatus.FINAL,
     "amended": ResultStatus.CORRECTED,
     "corrected": ResultStatus.CORRECTED,
+    "cancelled": ResultStatus.CANCELLED,
+    "entered-in-error": ResultStatus.ENTERED_IN_ERROR,
 }
-_OBS_NO_RESULT = ("registered", "cancelled")  # nothing measured yet / nothing will be
 _VALUE_KEYS = (
     "valueQuantity",
     "valueCodeableConcept",
@@ -123,6 +143,20 @@ _VALUE_KEYS = (
 )
 _UNSUPPORTED_VALUES = ("valueRange", "valueRatio", "valueSampledData", "valuePeriod")
 _GENDER = {"male": "M", "female": "F"}
+# FR Core identity-reliability codes (fr-core-cs-identity-status, v2-0445) to the RNIV status; the
+# others (VIDE, DOUTE, FICTI, ...) say no more than provisional.
+_IDENTITY_STATUS = {
+    "PROV": IdentityStatus.PROVISIONAL,
+    "RECUP": IdentityStatus.RECOVERED,
+    "VALI": IdentityStatus.VALIDATED,
+    "QUAL": IdentityStatus.QUALIFIED,
+}
+# Without an INS an identity is neither qualified nor recovered: a document seen stays validated.
+_WITHOUT_INS = {
+    IdentityStatus.QUALIFIED: IdentityStatus.VALIDATED,
+    IdentityStatus.RECOVERED: IdentityStatus.PROVISIONAL,
+}
+_INS_TYPE_OID = {"INS-NIR": OID_NIR, "INS-NIA": OID_NIA, "INS-NIR-TEST": OID_INS_TEST}
 # A few SNOMED CT specimen types seen in real files, to their HL7 table 0487 code.
 _SNOMED_SPECIMEN = {
     "119297000": "BLD",
@@ -304,6 +338,14 @@ _FSH_START = re.compile(
 _BOM = b"\xef\xbb\xbf"
 
 
+def _local_system(system: str) -> str:
+    """A local identifier's system as stored: a bare OID for ``urn:oid:`` (as HL7 v2 names an
+    assigning authority; the writers add the prefix back), the URI otherwise."""
+    if system.startswith("urn:oid:") and _OID.match(system[8:]):
+        return system[8:]
+    return system
+
+
 def _type_name(rtype: str) -> str:
     """A resource type fit to appear in a message: an R4 type name, else "resource" (a sender's own text)."""
     return rtype if rtype in R4_TYPES else "resource"
@@ -324,10 +366,30 @@ class _BadNumber(float):
         return self
 
 
+class _Written(float):
+    """A JSON number with a fraction or an exponent, with its text as written (``12.50``, ``1e3``):
+    ``Result.value_repr`` keeps those digits, which a float loses. It is a float everywhere else
+    (``json.dumps`` writes it with ``float.__repr__``, so ``_canonical`` is unchanged)."""
+
+    text: str
+
+    def __new__(cls, text: str) -> _Written:
+        self = super().__new__(cls, float(text))
+        self.text = text
+        return self
+
+
 def _parse_number(text: str) -> int | float:
     if fault := number_fault(text):
         return _BadNumber(text, fault)
-    return float(text) if any(c in text for c in ".eE") else int(text)
+    return _Written(text) if any(c in text for c in ".eE") else int(text)
+
+
+def _as_written(v: int | float) -> str:
+    """The text a JSON number was written with (an integer's text is its ``str``)."""
+    if isinstance(v, _Written):
+        return v.text
+    return str(v) if isinstance(v, int) else repr(v)
 
 
 def _kind(v: object) -> str:
@@ -342,6 +404,23 @@ def _kind(v: object) -> str:
     if isinstance(v, int | float):
         return "a number"
     return "null"
+
+
+@dataclass(slots=True)
+class _Value:
+    """An Observation's (or component's) value as read."""
+
+    num: float | None = None
+    text: str | None = None
+    unit: str | None = None
+    written: str | None = None  # the number's text as written (``105600``, ``12.50``)
+    comparator: str | None = None
+    unit_system: str | None = None
+
+
+def _last_updated(r: _Res) -> datetime | None:
+    meta = r.obj(r.data, "meta", _type_name(r.rtype))
+    return r.dt(meta, "lastUpdated", f"{_type_name(r.rtype)}.meta") if meta is not None else None
 
 
 @dataclass(slots=True)
@@ -889,14 +968,13 @@ class _Linker:
             self.g.skipped["Observation (not laboratory)"] += 1
             return
         status = o.str(d, "status", P)
-        if status in _OBS_NO_RESULT:
-            self.g.skipped[f"Observation ({status})"] += 1
-            return
         if status is None:
             raise o.err("Observation.status", "status missing")
         if status not in _OBS_STATUS:
             raise o.err(
-                "Observation.status", "status cannot be imported (expected final, preliminary, amended or corrected)"
+                "Observation.status",
+                "status cannot be imported (expected registered, preliminary, final, amended, corrected,"
+                " cancelled or entered-in-error)",
             )
         has_value = any(k in d for k in _VALUE_KEYS)
         components = o.lst(d, "component", P)
@@ -1018,9 +1096,18 @@ class _Builder:
     """Domain objects of one patient group."""
 
     def __init__(
-        self, g: _Graph, grp: _Group, facility: str, control_id: str, test_mode: bool, spec_group: dict[str, str]
+        self,
+        g: _Graph,
+        grp: _Group,
+        facility: str,
+        control_id: str,
+        test_mode: bool,
+        spec_group: dict[str, str],
+        message_at: datetime | None = None,
     ) -> None:
         self.g = g
+        self.message_at = message_at  # Bundle.timestamp, else its meta.lastUpdated
+        self.source = facility.removeprefix("fhir:") or None  # the input's meta.source
         self.spec_group = spec_group
         self.grp = grp
         self.facility = facility
@@ -1037,7 +1124,8 @@ class _Builder:
         if grp.patient is None:
             raise grp.referrer.err(
                 grp.referrer_path,
-                "INS missing: the patient named here is not in the input (no Patient resource to read the INS from)",
+                "patient not in the input: no Patient resource for the patient named here (its identity"
+                " traits are needed to match it)",
             )
         patient_id = self.id(grp.patient.key)
         identity, others = self._identity(grp.patient, patient_id)
@@ -1045,6 +1133,9 @@ class _Builder:
         by_anchor: dict[str, Request] = {}
         for anchor in grp.anchors:
             req = self._request(anchor, patient_id)
+            if anchor.kind != "day":
+                req.placer_number, req.filler_number, req.sender = self._order_numbers(anchor)
+            req.message_at = self.message_at or _last_updated(anchor.res)
             requests.append(req)
             by_anchor[anchor.key] = req
         numbers = {a.key: self._lab_number(a.res, a.res.rtype) if a.kind != "day" else None for a in grp.anchors}
@@ -1096,20 +1187,17 @@ class _Builder:
             if value is None:
                 continue
             oid = system[8:] if system and system.startswith("urn:oid:") else system
+            if oid is None:  # FR Core: the INS slices are also named by their type
+                oid = _INS_TYPE_OID.get(self._type_code(p, ident, path) or "")
             if oid == OID_INS_TEST and not self.test_mode:
                 raise p.err(f"{path}.system", f"test INS (OID {OID_INS_TEST}) refused outside test mode")
             if oid in (OID_NIR, OID_INS_TEST):
                 nir = nir or (value, oid)
             elif oid == OID_NIA:
                 nia = nia or (value, oid)
-            else:
+            else:  # a local identifier (IPP), kept with its system
                 others.append((system or NO_SYSTEM, value))
         ins = nir or nia
-        if ins is None:
-            raise p.err(
-                "Patient.identifier",
-                f"INS missing: no identifier with system urn:oid:{OID_NIR} (INS-NIR) or urn:oid:{OID_NIA} (NIA)",
-            )
         names = p.objs(d, "name", P)
         if not names:
             raise p.err("Patient.name", "patient name missing")
@@ -1125,24 +1213,42 @@ class _Builder:
             first = by_use.get("usual") or by_use.get("official") or names[0]
             raise p.err(f"{first[0]}.family", "patient family name missing")
         family = family_of[chosen[0]]
-        given = " ".join(p.strs(chosen[1], "given", chosen[0]))
+        # FR Core: "official" is the birth name, with the first given name at birth in ``given`` and
+        # every given name at birth in the birth-list-given-name extension; "usual" the name used.
         birth = by_use.get("official") or by_use.get("maiden")
         birth_name = family_of[birth[0]] if birth is not None else None
-        if not given and birth is not None:
-            given = " ".join(p.strs(birth[1], "given", birth[0]))
+        chosen_given = " ".join(p.strs(chosen[1], "given", chosen[0]))
+        usual = by_use.get("usual")  # its given names are the ones used, even without a family name
+        used_from = usual if usual is not None else chosen
+        used_given = "" if birth is not None and used_from[0] == birth[0] else chosen_given
+        if usual is not None:
+            used_given = " ".join(p.strs(usual[1], "given", usual[0]))
+        given = first_given = None
+        if birth is not None:
+            bp, bn = birth
+            birth_given = p.strs(bn, "given", bp)
+            for ep, ext in p.objs(bn, "extension", bp):
+                if (p.str(ext, "url", ep) or "").endswith("birth-list-given-name"):
+                    given = given or p.str(ext, "valueString", ep)
+            given = given or " ".join(birth_given) or None
+            first_given = birth_given[0] if birth_given else None
+        given = given or chosen_given
+        first_given = first_given or (given.split()[0] if given.split() else None)
         born = p.date(d, "birthDate", P)
         if born is None:
             raise p.err("Patient.birthDate", "birth date missing")
         gender = p.str(d, "gender", P)
-        status = IdentityStatus.PROVISIONAL
+        status: IdentityStatus | None = None
         birthplace: str | None = None
         for path, ext in p.objs(d, "extension", P):
             url = p.str(ext, "url", path) or ""
             if url == EXT_FR_IDENTITY_RELIABILITY or url.endswith(("identity-reliability", "ident-reliability")):
-                if self._qualified(p, ext, path):
-                    status = IdentityStatus.QUALIFIED
+                status = status or self._identity_status(p, ext, path)
             elif url == EXT_BIRTH_PLACE or url.endswith("patient-birth-place"):
                 birthplace = birthplace or self._birthplace(p, ext, path)
+        status = status or IdentityStatus.PROVISIONAL
+        if ins is None:  # RNIV: no INS, no qualified or recovered identity
+            status = _WITHOUT_INS.get(status, status)
         phone = email = None
         for path, t in p.objs(d, "telecom", P):
             system = p.str(t, "system", path)
@@ -1162,7 +1268,7 @@ class _Builder:
                 address = ", ".join(parts) or None
         identity = Identity(
             patient_id=patient_id,
-            nir=ins[0],
+            nir=ins[0] if ins else None,
             identity_status=status,
             family_name=cast(str, family),  # checked above: a patient without a family name is refused
             given_names=given,
@@ -1173,12 +1279,25 @@ class _Builder:
             address=address,
             phone=phone,
             email=email,
-            ins_oid=ins[1],
+            ins_oid=ins[1] if ins else OID_NIR,
+            first_given_name=first_given,
+            used_given_name=used_given if used_given and used_given != given else None,
+            local_ids=[(_local_system(system), value) for system, value in others],
         )
         return identity, others
 
     @staticmethod
-    def _qualified(p: _Res, ext: dict, path: str) -> bool:
+    def _type_code(r: _Res, ident: dict, path: str) -> str | None:
+        t = r.obj(ident, "type", path)
+        for cp, c in r.objs(t, "coding", f"{path}.type") if t is not None else []:
+            if code := r.str(c, "code", cp):
+                return code
+        return None
+
+    @staticmethod
+    def _identity_status(p: _Res, ext: dict, path: str) -> IdentityStatus | None:
+        """The RNIV status the FR Core identity-reliability extension gives (``identityStatus``
+        sub-extension, or a ``valueCoding`` of its own); None when it gives none that maps."""
         codings = []
         own = p.obj(ext, "valueCoding", path)
         if own is not None:
@@ -1188,7 +1307,11 @@ class _Builder:
                 coding = p.obj(sub, "valueCoding", sp)
                 if coding is not None:
                     codings.append((f"{sp}.valueCoding", coding))
-        return any(p.str(c, "code", cp) == "QUAL" for cp, c in codings)
+        for cp, c in codings:
+            status = _IDENTITY_STATUS.get(p.str(c, "code", cp) or "")
+            if status is not None:
+                return status
+        return None
 
     @staticmethod
     def _birthplace(p: _Res, ext: dict, path: str) -> str | None:
@@ -1269,6 +1392,33 @@ class _Builder:
             if req is not None and (value := r.str(req, "value", f"{path}.requisition")):
                 return ranked.get("PLAC") or value
         return ranked.get("PLAC") or first
+
+    def _order_numbers(self, anchor: _Anchor) -> tuple[str | None, str | None, str | None]:
+        """(placer number, filler number, sender) of an order: identifiers of type PLAC and FILL of
+        its ServiceRequest, else of its reports, else of the ServiceRequest a report is ``basedOn``
+        by identifier (an untyped one there is the placer's). The sender is the system of the
+        identifier the number came from (the placer's first), else the input's ``meta.source``."""
+        found: dict[str, tuple[str, str | None]] = {}
+        for r in [anchor.res, *(dr for dr in anchor.reports if dr is not anchor.res)]:
+            path = _type_name(r.rtype)
+            for ip, ident in r.objs(r.data, "identifier", path):
+                value = r.str(ident, "value", ip)
+                code = self._type_code(r, ident, ip)
+                if value is not None and code in ("PLAC", "FILL"):
+                    found.setdefault(code, (value, r.str(ident, "system", ip)))
+            for bp, ref in r.objs(r.data, "basedOn", path):
+                by_id = r.obj(ref, "identifier", bp)
+                value = r.str(by_id, "value", f"{bp}.identifier") if by_id is not None else None
+                if by_id is None or value is None:
+                    continue
+                code = self._type_code(r, by_id, f"{bp}.identifier") or "PLAC"
+                if code in ("PLAC", "FILL"):
+                    found.setdefault(code, (value, r.str(by_id, "system", f"{bp}.identifier")))
+        placer, filler = found.get("PLAC"), found.get("FILL")
+        if placer is None and filler is None:
+            return None, None, None
+        system = (placer and placer[1]) or (filler and filler[1])
+        return (placer[0] if placer else None, filler[0] if filler else None, system or self.source)
 
     @staticmethod
     def _lab_number(r: _Res, path: str) -> str | None:
@@ -1412,13 +1562,15 @@ class _Builder:
             validated_by=validated_by,
             validated_at=issued,
             comment="\n".join(notes) or None,
+            message_at=_last_updated(o) or self.message_at,
         )
         components = o.objs(d, "component", P)
         out = []
+        own = self._result(o, d, P, order, common, None)
         if not components or any(k in d for k in _VALUE_KEYS):
-            out.append(self._result(o, d, P, order, common))
-        for path, comp in components:
-            out.append(self._result(o, comp, path, order, common))
+            out.append(own)
+        for path, comp in components:  # a component's place: its observation's code, then its own
+            out.append(self._result(o, comp, path, order, common, own.observation_key))
         return out
 
     @staticmethod
@@ -1430,7 +1582,7 @@ class _Builder:
         text = " ".join([*r.strs(n, "given", path), r.str(n, "family", path) or ""]).strip()
         return text or r.str(n, "text", path)
 
-    def _result(self, o: _Res, d: dict, path: str, order: Order, common: dict) -> Result:
+    def _result(self, o: _Res, d: dict, path: str, order: Order, common: dict, parent: str | None) -> Result:
         cc = o.obj(d, "code", path)
         if cc is None:
             raise o.err(f"{path}.code", "observation code missing")
@@ -1449,7 +1601,8 @@ class _Builder:
             raise o.err(f"{path}.code.coding", "observation code missing (no coding with a code)")
         system, code, display = chosen
         label = display or o.str(cc, "text", f"{path}.code") or ""
-        value_num, value_text, unit = self._value(o, d, path)
+        val = self._value(o, d, path)
+        key = f"{system}|{code}"
         ref_low = ref_high = ref_text = None
         ranges = o.objs(d, "referenceRange", path)
         if ranges:
@@ -1467,29 +1620,33 @@ class _Builder:
             code=code,
             label=label,
             code_system=system,
-            value_num=value_num,
-            value_text=value_text,
-            unit=unit,
+            value_num=val.num,
+            value_text=val.text,
+            unit=val.unit,
             ref_low=ref_low,
             ref_high=ref_high,
             ref_text=ref_text,
             flag=self._flag(o, d, path),
+            value_repr=val.written,
+            comparator=val.comparator,
+            unit_system=val.unit_system,
+            observation_key=f"{parent}/{key}" if parent else key,
             **common,
         )
 
-    def _value(self, o: _Res, d: dict, path: str) -> tuple[float | None, str | None, str | None]:
+    def _value(self, o: _Res, d: dict, path: str) -> _Value:
         present = [k for k in _VALUE_KEYS if k in d and d[k] is not None]
         unknown = next((k for k in d if k.startswith("value") and k not in _VALUE_KEYS), None)
         if unknown is not None:
             raise o.err(f"{path}.value[x]", "unknown value[x] type")
         if len(present) > 1:
             raise o.err(f"{path}.value[x]", "more than one value[x]")
-        value_num = value_text = unit = None
+        v = _Value()
         for ep, ext in o.objs(d, "extension", path):
             if o.str(ext, "url", ep) == EXT_VALUE_TEXT:
-                value_text = o.str(ext, "valueString", ep)
+                v.text = o.str(ext, "valueString", ep)
         if not present:
-            return None, value_text, None
+            return v
         key = present[0]
         vp = f"{path}.{key}"
         if key in _UNSUPPORTED_VALUES:
@@ -1504,31 +1661,40 @@ class _Builder:
             comparator = o.str(q, "comparator", vp)
             qsystem = o.str(q, "system", vp)
             qcode = o.str(q, "code", vp)
-            unit = qcode if qcode and qsystem in (None, UCUM) else o.str(q, "unit", vp) or qcode
-            if comparator is not None and number is not None:
-                if comparator not in ("<", "<=", ">=", ">"):
-                    raise o.err(f"{vp}.comparator", "comparator is not <, <=, >= or >")
-                value_text = comparator + (str(number) if isinstance(number, int) else repr(number))
-            elif number is not None:
-                value_num = float(number)
+            qunit = o.str(q, "unit", vp)
+            if qsystem is None:  # no system named: UCUM when the unit is UCUM
+                v.unit = qunit or qcode
+                v.unit_system = unit_system(v.unit)
+            else:  # a claim of UCUM holds only for a valid UCUM code; another system is kept
+                v.unit = qcode or qunit
+                v.unit_system = unit_system(v.unit, qsystem)
+                if v.unit_system is None:
+                    v.unit = qunit or qcode  # not UCUM after all: the unit as the sender wrote it
+            if comparator is not None and comparator not in ("<", "<=", ">=", ">"):
+                raise o.err(f"{vp}.comparator", "comparator is not <, <=, >= or >")
+            if number is not None:
+                v.num = float(number)
+                v.written = _as_written(number)
+                v.comparator = comparator
         elif key == "valueCodeableConcept":
             cc = o.obj(d, key, path) or {}
-            value_text = o.str(cc, "text", vp)
+            v.text = o.str(cc, "text", vp)
             for cp, c in o.objs(cc, "coding", vp):
-                value_text = value_text or o.str(c, "display", cp) or o.str(c, "code", cp)
+                v.text = v.text or o.str(c, "display", cp) or o.str(c, "code", cp)
         elif key == "valueInteger":
             number = o.num(d, key, path)
             if not isinstance(number, int):
                 raise o.err(vp, "expected an integer")
-            value_num = float(number)
+            v.num = float(number)
+            v.written = str(number)
         elif key == "valueBoolean":
-            v = d[key]
-            if not isinstance(v, bool):
-                raise o.err(vp, f"expected a boolean, found {_kind(v)}")
-            value_text = "true" if v else "false"
+            b = d[key]
+            if not isinstance(b, bool):
+                raise o.err(vp, f"expected a boolean, found {_kind(b)}")
+            v.text = "true" if b else "false"
         else:  # valueString, valueTime, valueDateTime: kept as text
-            value_text = o.str(d, key, path)
-        return value_num, value_text, unit
+            v.text = o.str(d, key, path)
+        return v
 
     @staticmethod
     def _flag(o: _Res, d: dict, path: str) -> str | None:
@@ -1654,16 +1820,19 @@ def _map_document(data: bytes, file: str | None, test_mode: bool) -> Outcome:
                 continue
             g.add(res)
         control = _control_from_bundle(doc)
+        message_at = root.dt(doc, "timestamp", "Bundle") or _last_updated(root)
     else:
-        g.add(g.make(doc, file=file, entry=None, line=None, full_url=None, fallback_key="resource"))
+        single = g.make(doc, file=file, entry=None, line=None, full_url=None, fallback_key="resource")
+        g.add(single)
         control = None
+        message_at = _last_updated(single)
     control = control or fingerprint([_canonical(doc)])
     facility = "fhir:" + _source(doc)
     linker = _Linker(g)
     groups = linker.run()
     if not groups:
         raise _nothing(g, file)
-    builders = [_Builder(g, grp, facility, control, test_mode, linker.spec_group) for grp in groups]
+    builders = [_Builder(g, grp, facility, control, test_mode, linker.spec_group, message_at) for grp in groups]
     mapped = [b.run() for b in builders]
     return Outcome(mapped, _count_unused(g, builders))
 
