@@ -216,7 +216,7 @@ def test_results_newest_first_with_previous_values(lab, capsys, monkeypatch, col
         ("2024-11-10", "<0.5"),
         ("2024-06-10", "4.50"),
         ("2024-01-10", "4.2"),
-    ]
+    ], out
     nov = potassium[0]
     assert (nov["request"], nov["status"], nov["unit"], nov["flag"], nov["range"]) == (
         "ACC-2024-0003",

@@ -364,6 +364,19 @@ def test_hprim_identity_local_ids_and_status_read_back(status):
     )
 
 
+def test_hprim_local_ids_go_back_to_the_field_they_were_read_from():
+    """M2: an identifier read from P-2 or P-4 of another sender's file is written back in that field,
+    not moved to P-3."""
+    ident = identity(
+        local_ids=[("urn:hprim:patient-id:LABO%20X:P-2", "A-1"), ("urn:hprim:patient-id:LABO%20X:P-4", "B-2")]
+    )
+    [m] = read_back(hprim_bytes([report(ident=ident)]))
+    assert m.identity.local_ids == [
+        (f"urn:hprim:patient-id:{SENDER}:P-2", "A-1"),
+        (f"urn:hprim:patient-id:{SENDER}:P-4", "B-2"),
+    ]
+
+
 def test_hprim_pending_cancelled_and_values_as_written_read_back():
     """M5: a pending result keeps its code, label and unit with no value; cancelled and
     entered-in-error come back; a number as written (decimal comma, comparator) comes back as

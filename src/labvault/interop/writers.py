@@ -200,6 +200,17 @@ _STATUS_CODE = {
 }
 _HPRIM_ID_FIELD = {"practice": 2, "lab": 3, "third": 4}  # urn:hprim:patient-id:<name> -> P field
 _HPRIM_ID = "urn:hprim:patient-id:"
+
+
+def _hprim_slot(system: str) -> int:
+    """The P field a local identifier goes back to: the one it was read from
+    (``urn:hprim:patient-id:<sender>:P-2``), the one its name says (``...:practice``), else P-3."""
+    if not system.startswith(_HPRIM_ID):
+        return 3
+    rest = system[len(_HPRIM_ID) :]
+    if rest[-4:] in (":P-2", ":P-3", ":P-4"):
+        return int(rest[-1])
+    return _HPRIM_ID_FIELD.get(rest, 3)
 _INS_MARKER = {OID_NIR: "INS-NIR", OID_NIA: "INS-NIA", OID_INS_TEST: "INS-TEST"}
 _HPRIM_SYSTEM = "urn:hprim:codesystem:"
 _ESCAPES = str.maketrans({"\\": "\\E\\", "|": "\\F\\", "~": "\\S\\", "^": "\\R\\", "&": "\\T\\", "\n": "\\.br\\"})
@@ -351,7 +362,7 @@ class HprimWriter(_Writer):
         ids: dict[int, list[str]] = {2: [], 3: [], 4: []}
         for system, value in ident.local_ids:
             if value:
-                slot = _HPRIM_ID_FIELD.get(system[len(_HPRIM_ID) :], 3) if system.startswith(_HPRIM_ID) else 3
+                slot = _hprim_slot(system)
                 ids[slot].append(_esc(value))
         if ident.qualified:  # RNIV: only a qualified INS goes out
             marker = _INS_MARKER.get(ident.ins_oid)
