@@ -96,8 +96,9 @@ _RESULT_BOOKKEEPING |= {"value_repr": None, "unit_system": None}
 
 
 def canonical(gw, who, lab: str) -> dict:
-    """A lab's stored values without ids: patients by INS, local ids and traits, their requests with prescriber, specimens
-    and results, each list sorted (ids differ between stores; links between rows must not)."""
+    """A lab's stored values without ids: patients by INS, local ids and traits, their requests with
+    prescriber, specimens and results, each list sorted (ids differ between stores; links between rows
+    must not)."""
     with gw.unit(who, Purpose.CARE) as u:
         idents = list(scan.patients(u, lab))
         prescribers = {p.prescriber_id: (p.rpps, p.family_name, p.given_name) for p in scan.prescribers(u, lab)}
