@@ -49,7 +49,7 @@ from labvault.domain.models import (
     Specimen,
 )
 from labvault.domain.sensitivity import sensitivity_of
-from labvault.interop._common import FieldAccess, number_fault
+from labvault.interop._common import UCUM, FieldAccess, NumberFault, number_fault, read_number, unit_system
 from labvault.interop.errors import Hl7Error
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
@@ -65,7 +65,6 @@ SUPPORTED_VERSIONS = {"2.3", "2.3.1", "2.4", "2.5", "2.5.1"}
 _BOM = b"\xef\xbb\xbf"
 _SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}\Z")
 _OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+\Z")
-_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)\Z")
 _TS = re.compile(r"(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,4}))?)?)?)?)?)?([+-]\d{4})?\Z")
 # A lone LF ends a segment only when a segment name follows; otherwise it is a line break in the data
 # (seen in real files wrapped by an editor).
@@ -662,6 +661,11 @@ class _Mapper:
             raise msg.err("PID segment missing")
         control_id, sending_facility = msg.control_id, msg.sending_facility
         self.scope = message_scope("hl7v2", sending_facility, control_id)
+        app = msh.value(3) or msh.value(3, 2)
+        facility = msh.value(4) or msh.value(4, 2)
+        sender = f"{app}^{facility}" if app or facility else None
+        self.message_at = message_at = _ts_opt(msh, 7)
+        self.modern = version in _MODERN
         numbers = Orders(self.scope)
         self.orders: dict[str, Order] = {}
         patient_id = self._id("PID[1]")
@@ -675,6 +679,7 @@ class _Mapper:
         request: Request | None = None
         obr: Segment | None = None
         orc_prescriber: str | None = None
+        orc: Segment | None = None  # the ORC just before an OBR: its order numbers are that OBR's
         specimen: Specimen | None = None
         pending_spm: list[Segment] = []
         last_result: Result | None = None
@@ -695,21 +700,28 @@ class _Mapper:
                 results.append(last_result)
             elif name == "ORC":
                 orc_prescriber = self._prescriber(seg, 12)
+                orc = seg
                 last_result = None
             elif name == "OBR":
                 obr = seg
                 when = _ts_opt(seg, 7) or _ts_opt(seg, 6) or _ts_opt(msh, 7)
                 if when is None:
                     raise seg.err(7, "observation date/time missing")
-                accession = seg.value(3) or seg.value(2) or None
+                placer = seg.value(2) or (orc.value(2) if orc is not None else "")
+                filler = seg.value(3) or (orc.value(3) if orc is not None else "")
+                orc = None
                 order = numbers.order(seg.label)
                 request = Request(
                     request_id=order.request_id(),
                     patient_id=patient_id,
                     prescriber_id=self._prescriber(seg, 16) or orc_prescriber,
                     requested_at=when,
-                    accession=accession,
+                    accession=filler or placer or None,
                     reported_at=_ts_opt(seg, 22),
+                    placer_number=placer or None,
+                    filler_number=filler or None,
+                    sender=sender,
+                    message_at=message_at,
                 )
                 self.orders[request.request_id] = order
                 requests.append(request)
@@ -750,6 +762,10 @@ class _Mapper:
             if res.specimen_id is None:
                 res.specimen_id = first_specimen.get(res.request_id)
         identity, others = self._identity(pid, patient_id)
+        reported = {r.request_id: r.reported_at for r in requests}
+        for res in results:  # no validation time in the OBX: the report's (OBR-22), never OBR-7
+            if res.validated_at is None and res.status not in _NOTHING_VALIDATED:
+                res.validated_at = reported.get(res.request_id)
         return Mapped(
             identity=identity,
             prescribers=list(self.prescribers.values()),
@@ -785,25 +801,8 @@ class _Mapper:
             else:
                 system = f"urn:hl7v2:idtype:{quote(id_type or 'unknown', safe='')}"
             others.append((system, value))
-        if ins is None:
-            raise pid.err(
-                3, f"INS missing: no identifier with assigning authority OID {OID_NIR} (NIR) or {OID_NIA} (NIA)"
-            )
-        family = given = ""
-        birth_name: str | None = None
-        legal: tuple[str, str] | None = None
-        for rep in pid.repetitions(5):
-            fam = rep[0][0] if rep and rep[0] else ""
-            giv = rep[1][0] if len(rep) > 1 and rep[1] else ""
-            ntype = rep[6][0] if len(rep) > 6 and rep[6] else ""
-            if ntype in ("L", "M"):
-                birth_name = birth_name or fam or None
-                legal = legal or (fam, giv)
-            elif (ntype == "D" or not family) and fam and (ntype == "D" or not family):
-                family, given = fam, giv or given
-        if legal is not None:
-            family = family or legal[0]
-            given = legal[1] or given
+        names = self._names(pid)
+        family, given, first_given, birth_name, used_given = names
         if not family:
             raise pid.err(5, "patient family name missing")
         bd = pid.value(7)
@@ -828,10 +827,17 @@ class _Mapper:
                 email = email or comp(3)
             elif not phone:
                 phone = comp(0) or comp(11) or (comp(5) + comp(6)) or comp(3)
-        status = IdentityStatus.QUALIFIED if pid.value(32) == "VALI" else IdentityStatus.PROVISIONAL
+        status = IdentityStatus.PROVISIONAL
+        for rep in pid.repetitions(32):  # the French PAM identity reliability code (PROV, VALI, RECUP, QUAL)
+            known = _RELIABILITY.get((rep[0][0] if rep and rep[0] else "").strip().upper())
+            if known is not None:
+                status = known
+                break
+        if ins is None:  # a recovered or qualified identity has an INS: without one, it is not
+            status = _WITHOUT_INS.get(status, status)
         identity = Identity(
             patient_id=patient_id,
-            nir=ins[0],
+            nir=ins[0] if ins is not None else None,
             identity_status=status,
             family_name=family,
             given_names=given,
@@ -842,9 +848,52 @@ class _Mapper:
             address=address or None,
             phone=phone or None,
             email=email or None,
-            ins_oid=ins[1],
+            first_given_name=first_given,
+            used_given_name=used_given,
+            local_ids=list(others),
         )
+        if ins is not None:
+            identity.ins_oid = ins[1]
         return identity, others
+
+    @staticmethod
+    def _names(pid: Segment) -> tuple[str, str, str | None, str | None, str | None]:
+        """PID-5 (XPN: family^given^further given names^suffix^prefix^degree^name type): (name used,
+        given names at birth in order, the first of them, birth name, given name used). Type L (or M)
+        is the name at birth, D the name used; a name of another or no type stands for both when
+        neither is given."""
+        birth: list[str] | None = None
+        used: list[str] | None = None
+        other: list[str] | None = None
+        for rep in pid.repetitions(5):
+            parts = [c[0] if c else "" for c in rep[:7]]
+            parts += [""] * (7 - len(parts))
+            if not parts[0] and not parts[1]:
+                continue
+            ntype = parts[6].upper()
+            if ntype in ("L", "M"):
+                birth = birth or parts
+            elif ntype == "D":
+                used = used or parts
+            else:
+                other = other or parts
+        main = birth or used or other
+        if main is None:
+            return "", "", None, None, None
+        at_birth = birth or main
+        if not at_birth[1] and not at_birth[2] and used is not None:
+            at_birth = used
+        given = " ".join(p for p in (at_birth[1], at_birth[2]) if p)
+        # the first given name is XPN-2 when the others are apart (XPN-3); None when it is what
+        # ``Identity.first_given`` derives from the given names anyway
+        derived = given.replace(",", " ").split()
+        first = at_birth[1] if at_birth[2] and at_birth[1] != (derived[0] if derived else "") else None
+        used_given: str | None = None
+        if birth is not None and used is not None and used[1] and used[1] not in (first, derived[0] if derived else ""):
+            used_given = used[1]
+        family = (used or other or birth or main)[0] or main[0]
+        birth_name = (birth[0] or None) if birth is not None else None
+        return family, given, first, birth_name, used_given
 
     # prescriber ---------------------------------------------------------------------------------
     def _prescriber(self, seg: Segment, n: int) -> str | None:
@@ -906,34 +955,54 @@ class _Mapper:
             system = f"urn:hl7v2:codesystem:{quote(system_name or 'local', safe='')}"
         return code, label, system, sensitivity_of(system, code)
 
-    def _number(self, obx: Segment) -> float | None:
-        raw = obx.value(5).strip()
-        if not raw:
-            return None
-        if not _NUMBER.match(raw):
+    def _number(self, obx: Segment) -> tuple[float | None, str | None]:
+        """An NM value: (the number, its text as written), or (None, None) when empty."""
+        raw = obx.value(5)
+        try:
+            number = read_number(raw, comparator=False)
+        except NumberFault as exc:
+            raise obx.err(5, str(exc)) from None
+        if number is None:
+            if not raw.strip():
+                return None, None
             raise obx.err(5, "value is not numeric for value type NM")
-        if fault := number_fault(raw):
-            raise obx.err(5, fault)
-        return float(raw)
+        return number.value, number.text
 
-    def _text_value(self, obx: Segment, vtype: str) -> tuple[float | None, str | None]:
+    def _text_value(self, obx: Segment, vtype: str) -> tuple[float | None, str | None, str | None, str | None]:
+        """(number, text, number as written, comparator) of a value that is not NM."""
         value = obx.value
-        value_num: float | None = None
-        value_text: str | None = None
         reps = obx.repetitions(5)
-        if vtype == "SN":
+        if vtype == "SN":  # comparator^number^separator/suffix^number
             comparator, n1, sep, n2 = (value(5, i).strip() for i in (1, 2, 3, 4))
-            if comparator in ("", "=") and not sep and _NUMBER.match(n1):
-                if fault := number_fault(n1):
-                    raise obx.err(5, fault)
-                value_num = float(n1)
-            elif reps:
-                value_text = f"{comparator}{n1}{sep}{n2}" or None
-        elif vtype in ("CE", "CWE", "CNE", "CF"):
-            value_text = "\n".join(value(5, 2, rep=i + 1) or value(5, 1, rep=i + 1) for i in range(len(reps))) or None
-        elif reps:
-            value_text = "\n".join(obx.field_text(5, i + 1) for i in range(len(reps))) or None
-        return value_num, value_text
+            if comparator in ("", "=", "<", ">", "<=", ">=", "<>") and not sep and not n2:
+                try:
+                    number = read_number(n1, comparator=False)
+                except NumberFault as exc:
+                    raise obx.err(5, str(exc)) from None
+                if number is not None and comparator != "<>":
+                    return number.value, None, number.text, comparator if comparator not in ("", "=") else None
+            if reps:
+                return None, f"{comparator}{n1}{sep}{n2}" or None, None, None
+            return None, None, None, None
+        if vtype in ("CE", "CWE", "CNE", "CF"):
+            text = "\n".join(value(5, 2, rep=i + 1) or value(5, 1, rep=i + 1) for i in range(len(reps)))
+            return None, text or None, None, None
+        if reps:
+            return None, "\n".join(obx.field_text(5, i + 1) for i in range(len(reps))) or None, None, None
+        return None, None, None, None
+
+    def _unit(self, obx: Segment) -> tuple[str | None, str | None]:
+        """OBX-6 (CE: unit^text^coding system): the unit and its system. A claim of UCUM holds only
+        for valid UCUM; another named system is the sender's own (``urn:hl7v2:units:X``)."""
+        unit = obx.value(6, 1) or None
+        if unit is None:
+            return None, None
+        claimed = obx.value(6, 3).strip()
+        if not claimed:
+            return unit, unit_system(unit)
+        if claimed.upper() == "UCUM":
+            return unit, unit_system(unit, UCUM)
+        return unit, unit_system(unit, f"urn:hl7v2:units:{quote(claimed, safe='')}")
 
     def _plain_text(self, obx: Segment, raw: str) -> str | None:
         """``_text_value`` of a text type (not SN nor coded) for a field without any separator."""
@@ -961,17 +1030,19 @@ class _Mapper:
         if vtype is None:
             vtype = put(memo.vtype, raw, obx.value(2).upper())
         raw = f[5] if nf > 5 else ""
+        comparator: str | None = None
         if vtype == "NM":
             value_text = None
-            value_num = memo.number.get(raw, _MISSING)
-            if value_num is _MISSING:
-                value_num = put(memo.number, raw, self._number(obx))
+            number = memo.number.get(raw)
+            if number is None:
+                number = put(memo.number, raw, self._number(obx))
+            value_num, value_repr = number
         elif vtype in _PLAIN_TEXT_TYPES and not (
             enc.repetition in raw or enc.component in raw or enc.subcomponent in raw
         ):
-            value_num, value_text = None, self._plain_text(obx, raw)
+            value_num, value_text, value_repr = None, self._plain_text(obx, raw), None
         else:
-            value_num, value_text = self._text_value(obx, vtype)
+            value_num, value_text, value_repr, comparator = self._text_value(obx, vtype)
         raw = f[7] if nf > 7 else ""
         ref = memo.ref.get(raw)
         if ref is None:
@@ -983,11 +1054,12 @@ class _Mapper:
         if status is None:
             if not status_code:
                 raise obx.err(11, "result status missing")
-            raise obx.err(11, "result status cannot be imported (expected F, U, C, P, R, S or A)")
+            raise obx.err(11, "result status cannot be imported (expected F, U, C, P, R, S, A, I, X, D or W)")
         raw = f[6] if nf > 6 else ""
-        unit = memo.unit.get(raw, _MISSING)
-        if unit is _MISSING:
-            unit = put(memo.unit, raw, obx.value(6, 1) or None)
+        units = memo.unit.get(raw)
+        if units is None:
+            units = put(memo.unit, raw, self._unit(obx))
+        unit, unit_sys = units
         raw = f[8] if nf > 8 else ""
         flag = memo.flag.get(raw, _MISSING)
         if flag is _MISSING:
@@ -997,16 +1069,20 @@ class _Mapper:
         if observer is _MISSING:
             observer = put(memo.observer, raw, self._observer(obx))
         ts = memo.ts
-        raw = f[19] if nf > 19 else ""
-        validated_at = ts.get(raw, _MISSING)
-        if validated_at is _MISSING:
-            validated_at = put(ts, raw, _plain_ts(raw) or _ts_opt(obx, 19))
+        validated_at = None
+        if self.modern:  # OBX-19, the analysis time, is v2.5's
+            raw = f[19] if nf > 19 else ""
+            validated_at = ts.get(raw, _MISSING)
+            if validated_at is _MISSING:
+                validated_at = put(ts, raw, _plain_ts(raw) or _ts_opt(obx, 19))
         if validated_at is None:
             raw = f[14] if nf > 14 else ""
             validated_at = ts.get(raw, _MISSING)
             if validated_at is _MISSING:
                 validated_at = put(ts, raw, _plain_ts(raw) or _ts_opt(obx, 14))
         result_id = self.orders[request.request_id].result_id(code)
+        raw = f[4] if nf > 4 else ""
+        observation_key = f"{system}|{code}|{obx.value(4) if raw else ''}"
         if _RESULT_POSITIONAL:
             return Result(
                 result_id,
@@ -1027,6 +1103,12 @@ class _Mapper:
                 validated_at,
                 None,
                 sensitivity,
+                value_repr,
+                comparator,
+                unit_sys,
+                observation_key,
+                1,
+                self.message_at,
             )
         return Result(  # pragma: no cover - only if models.Result's fields change order
             result_id=result_id,
@@ -1046,6 +1128,11 @@ class _Mapper:
             validated_by=observer,
             validated_at=validated_at,
             sensitivity=sensitivity,
+            value_repr=value_repr,
+            comparator=comparator,
+            unit_system=unit_sys,
+            observation_key=observation_key,
+            message_at=self.message_at,
         )
 
 
@@ -1068,10 +1155,34 @@ _RESULT_POSITIONAL = [f.name for f in dataclasses.fields(Result)] == [
     "validated_at",
     "comment",
     "sensitivity",
+    "value_repr",
+    "comparator",
+    "unit_system",
+    "observation_key",
+    "version",
+    "message_at",
 ]
 _PLAIN_TEXT_TYPES = frozenset({"ST", "TX", "FT"})
-_NO_RESULT = {"I", "O", "N"}  # pending, order detail only, not asked: no result to import
+_NO_RESULT = {"O", "N"}  # order detail only, not asked: no result to import
+_MODERN = frozenset({"2.5", "2.5.1"})  # versions with OBX-19 (date/time of the analysis)
+# PID-32, the French PAM profile's identity reliability code, as an RNIV status
+_RELIABILITY = {
+    "PROV": IdentityStatus.PROVISIONAL,
+    "VALI": IdentityStatus.VALIDATED,
+    "RECUP": IdentityStatus.RECOVERED,
+    "QUAL": IdentityStatus.QUALIFIED,
+}
+# without an INS, an identity cannot be recovered nor qualified (both mean an INS fetched)
+_WITHOUT_INS = {
+    IdentityStatus.QUALIFIED: IdentityStatus.VALIDATED,
+    IdentityStatus.RECOVERED: IdentityStatus.PROVISIONAL,
+}
+_NOTHING_VALIDATED = frozenset({ResultStatus.PENDING, ResultStatus.CANCELLED, ResultStatus.ENTERED_IN_ERROR})
 _STATUS = {
+    "I": ResultStatus.PENDING,
+    "X": ResultStatus.CANCELLED,
+    "D": ResultStatus.ENTERED_IN_ERROR,
+    "W": ResultStatus.ENTERED_IN_ERROR,
     "F": ResultStatus.FINAL,
     "U": ResultStatus.FINAL,
     "C": ResultStatus.CORRECTED,
