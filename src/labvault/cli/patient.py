@@ -5,12 +5,14 @@ same test)."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import typer
 from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from labvault.access import Purpose
@@ -236,7 +238,9 @@ def find(
         console.print(identity_table(p))
         if results:
             console.print(f"{len(lines)} results" + (f" ({limit} newest shown)" if len(lines) > limit else ""))
-            console.print(results_table(lines, limit), soft_wrap=False)  # fitted to the terminal, cells wrapped
+            # fitted to the terminal as it is now (COLUMNS, else the terminal's size), cells wrapped
+            width = shutil.get_terminal_size((console.width, 24)).columns
+            Console(file=console.file, width=width).print(results_table(lines, limit), soft_wrap=False)
 
 
 def history_table(versions: list[Result]) -> Table:
