@@ -199,7 +199,7 @@ def _cells(out: str) -> list[dict[str, str]]:
 
 @pytest.mark.parametrize("columns", ["220", "100"])
 def test_results_newest_first_with_previous_values(lab, capsys, monkeypatch, columns):
-    """H1, E1, E4: on a wide and a narrow terminal: every column, newest first (the pending uric
+    """on a wide and a narrow terminal: every column, newest first (the pending uric
     acid of November, then its potassium <0.5 beside the June 4.50 and January 4.2), values as
     written (4.50, <0.5, 6.10), statuses, validators, ranges; the long label whole, never cut."""
     monkeypatch.setenv("COLUMNS", columns)
@@ -238,7 +238,7 @@ def test_results_newest_first_with_previous_values(lab, capsys, monkeypatch, col
 
 
 def test_results_as_json_for_scripts(lab, capsys):
-    """H1: ``--json``: one object per patient with stable keys; its results newest first, values as
+    """``--json``: one object per patient with stable keys; its results newest first, values as
     written, each with the earlier values of its test."""
     out = _find(capsys, lab, "--json")
     [line] = [x for x in out.splitlines() if x.startswith("{")]
@@ -278,7 +278,7 @@ def test_results_as_json_for_scripts(lab, capsys):
 
 
 def test_the_vendor_operator_sees_no_results(lab, capsys):
-    """A1, C1: the CLI's vendor operator (no --as) asking for a patient's results is refused with a
+    """F2: the CLI's vendor operator (no --as) asking for a patient's results is refused with a
     one-line error: vendor staff have no standing access to lab data."""
     code, out, err = run(capsys, "patient", "find", "--tenant", LAB, "--nir", NIR, "--results")
     assert code != 0 and "grant" in one_line_error(err) and "DUPONT" not in out + err

@@ -43,7 +43,7 @@ def _envelope(tag: str, requested_at: datetime, reported_at: datetime) -> intake
 
 @pytest.mark.parametrize(("zone", "lab"), [(None, "lab-paris"), ("America/Cayenne", "lab-cayenne")])
 def test_a_local_time_is_read_in_the_labs_zone_and_an_offset_is_kept(gateway, zone, lab):
-    """F1: every stored instant is zone-aware: a local time in the lab's zone, an offset kept."""
+    """every stored instant is zone-aware: a local time in the lab's zone, an offset kept."""
     with gateway.unit(ADMIN, Purpose.ADMINISTRATION) as u:
         extra = {"timezone": zone} if zone else {}
         u.create_tenant(lab, f"Lab {lab}", "690000017", retention=TEST_RETENTION, synthetic=True, **extra)
@@ -71,7 +71,7 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def test_tenant_add_sets_the_zone_and_refuses_an_unknown_one(tmp_path, monkeypatch, capsys):
-    """F1: the lab's zone is set at its creation; an unknown zone is one line, non-zero, no lab made."""
+    """the lab's zone is set at its creation; an unknown zone is one line, non-zero, no lab made."""
     monkeypatch.setenv("LABVAULT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("LABVAULT_PASSPHRASE", "zone test passphrase")
     monkeypatch.delenv("LABVAULT_DATABASE_URL", raising=False)

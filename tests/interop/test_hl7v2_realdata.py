@@ -29,7 +29,7 @@ def read_one(raw: bytes, **kw):
 
 
 def test_nist_lri_cbc_message_is_read_whole():
-    """M2, F1: the NIST LRI CBC message (no INS): a provisional identity with its local id (PID-3) and
+    """M2: the NIST LRI CBC message (no INS): a provisional identity with its local id (PID-3) and
     its traits (middle name kept), its order numbers, and every value with unit, flag and range."""
     need(CBC)
     m = read_one(CBC.read_bytes())
@@ -159,7 +159,7 @@ def test_names_at_birth_and_used():
     ],
 )
 def test_result_statuses(code, status):
-    """F1: OBX-11 I, X, D and W are kept (pending, cancelled, entered in error) with code and unit."""
+    """OBX-11 I, X, D and W are kept (pending, cancelled, entered in error) with code and unit."""
     m = read_one(oru(IPP, obx=(f"OBX|1|NM|2823-3^Potassium^LN|||mmol/L^^UCUM|||||{code}",)))
     [r] = m.results
     assert (r.status, r.code, r.unit, r.value_num) == (status, "2823-3", "mmol/L", None)
@@ -170,7 +170,7 @@ def test_result_statuses(code, status):
 
 
 def test_values_as_written_comparators_and_unit_systems():
-    """F1: NM as written (decimal comma read), SN with a comparator, ranges as text; OBX-6.3 system."""
+    """NM as written (decimal comma read), SN with a comparator, ranges as text; OBX-6.3 system."""
     obx = (
         "OBX|1|NM|A^a^L||105600|/uL^^UCUM|||||F",
         "OBX|2|NM|B^b^L||12,50|UI/l^^UCUM|||||F",
@@ -194,7 +194,7 @@ def test_values_as_written_comparators_and_unit_systems():
 
 
 def test_placer_and_filler_from_obr_first():
-    """F1: OBR-2/OBR-3 number the order; an ORC just before gives them when the OBR has none."""
+    """OBR-2/OBR-3 number the order; an ORC just before gives them when the OBR has none."""
     raw = oru(IPP).replace(b"OBR|1|||", b"OBR|1|PO^X|FO^Y|")
     [req] = read_one(raw).requests
     assert (req.placer_number, req.filler_number, req.sender) == ("PO", "FO", "LIS^LAB1")

@@ -119,7 +119,7 @@ def every_output(ident: Identity, results: list[Result]) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("status", [IdentityStatus.PROVISIONAL, IdentityStatus.RECOVERED, IdentityStatus.VALIDATED])
 def test_an_identity_not_qualified_never_sends_its_ins(status):
-    """B1, B3: a provisional, recovered or validated identity holding a NIR: the NIR is in none of
+    """M2: a provisional, recovered or validated identity holding a NIR: the NIR is in none of
     the bytes written (FHIR, ndjson, HL7 v2, HPRIM, CSV); its local identifiers and its status are."""
     out = every_output(identity(status), [result()])
     for fmt, data in out.items():
@@ -137,7 +137,7 @@ def test_an_identity_not_qualified_never_sends_its_ins(status):
 
 
 def test_a_qualified_identity_sends_its_ins():
-    """B1, B3: a qualified identity: its INS goes out in every format, with its OID, beside the
+    """M2: a qualified identity: its INS goes out in every format, with its OID, beside the
     local identifiers."""
     out = every_output(identity(IdentityStatus.QUALIFIED), [result()])
     for fmt, data in out.items():
@@ -151,7 +151,7 @@ def test_a_qualified_identity_sends_its_ins():
 
 
 def test_an_identity_without_any_identifier_still_goes_out_on_its_traits():
-    """B1: no INS, no local identifier: FHIR and HPRIM carry the traits alone, HL7 PID-3 the
+    """M2: no INS, no local identifier: FHIR and HPRIM carry the traits alone, HL7 PID-3 the
     patient's id in Labvault."""
     ident = identity(IdentityStatus.PROVISIONAL, nir=None, local_ids=[])
     out = every_output(ident, [result()])
@@ -161,7 +161,7 @@ def test_an_identity_without_any_identifier_still_goes_out_on_its_traits():
 
 
 def test_every_name_component_goes_out():
-    """B1: birth name and every given name at birth in order, the name used and the given name used."""
+    """M2: birth name and every given name at birth in order, the name used and the given name used."""
     ident = identity(IdentityStatus.QUALIFIED)
     patient = valid(fhir_out.patient(ident, "lab-a"))
     names = {n["use"]: n for n in patient["name"]}
@@ -187,7 +187,7 @@ WRITTEN = [
 
 @pytest.mark.parametrize(("text", "num", "comparator", "json_text", "vtype", "obx5"), WRITTEN)
 def test_values_go_out_as_written(text, num, comparator, json_text, vtype, obx5):
-    """E1, E2: the number as the sender wrote it (digits kept), its comparator in
+    """the number as the sender wrote it (digits kept), its comparator in
     Quantity.comparator and HL7 SN; the same bytes by the fast ndjson path and by ``dumps``."""
     r = result(value_repr=text, value_num=num, comparator=comparator)
     o = valid(fhir_out.observation(r, "p1"))
@@ -202,7 +202,7 @@ def test_values_go_out_as_written(text, num, comparator, json_text, vtype, obx5)
 
 
 def test_units_are_ucum_only_when_they_are():
-    """E3: ``UI/l`` with the sender's own unit system is not labelled UCUM (FHIR, HL7 OBX-6); a
+    """``UI/l`` with the sender's own unit system is not labelled UCUM (FHIR, HL7 OBX-6); a
     unit with no known system goes as text alone; a UCUM unit is coded UCUM."""
     own = valid(fhir_out.observation(result(unit="UI/l", unit_system="urn:hl7v2:units:L"), "p1"))
     assert own["valueQuantity"]["system"] == "urn:hl7v2:units:L" and own["valueQuantity"]["unit"] == "UI/l"
@@ -235,7 +235,7 @@ def test_units_are_ucum_only_when_they_are():
     ],
 )
 def test_every_result_status_goes_out(status, fhir, obx11):
-    """E4: every result status in FHIR Observation.status, HL7 OBX-11 and HPRIM OBX-11."""
+    """every result status in FHIR Observation.status, HL7 OBX-11 and HPRIM OBX-11."""
     pending = status is ResultStatus.PENDING
     r = result(status=status, **({"value_num": None, "value_repr": None, "unit": "umol/L"} if pending else {}))
     o = valid(fhir_out.observation(r, "p1"))
@@ -248,7 +248,7 @@ def test_every_result_status_goes_out(status, fhir, obx11):
 
 
 def test_a_request_holding_only_pending_results_is_not_final():
-    """E4: a request whose only result is pending: ServiceRequest active, DiagnosticReport
+    """a request whose only result is pending: ServiceRequest active, DiagnosticReport
     registered, OBR-25 I (not completed/final); all cancelled: revoked/cancelled; the stored
     request status wins when there is one."""
     req = Request("q1", "p1", None, AT, reported_at=AT)
