@@ -335,7 +335,7 @@ def document() -> str:
 
 
 def test_the_doc_is_what_the_code_gives():
-    """M2, M5: docs/interop/hl7v2-realdata.md shows what ingest.read does with each real HL7 v2 file
+    """M2: docs/interop/hl7v2-realdata.md shows what ingest.read does with each real HL7 v2 file
     (accepted without an INS, provisional; or refused, with the reason), as run."""
     if not REALDATA.is_dir():
         if os.environ.get("CI") == "true":
