@@ -84,7 +84,7 @@ def _valid(body: dict) -> None:
 
 @pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 def test_nist_lri_cbc_read_back_through_fhir(api, bio_a):
-    """M2, F1, E2: the NIST LRI CBC message read back through /fhir/R4 with its values, units, flags
+    """M2: the NIST LRI CBC message read back through /fhir/R4 with its values, units, flags
     and patient traits. Accepted without an INS: the Patient is provisional (FR Core PROV) with its
     local identifier PATID1234 and no INS identifier, named Jones William A, male, born 1961-06-15;
     its 28 Observations with each value as written (105600 stays 105600 in the JSON text), unit,
