@@ -18,6 +18,7 @@ from labvault.domain.identifiers import OID_INS_TEST, OID_NIA, OID_NIR, OID_RPPS
 from labvault.domain.models import LOINC, IdentityStatus, ResultStatus
 from labvault.errors import InvalidInput
 from labvault.interop import fhir
+from labvault.interop._common import is_ucum
 from labvault.interop.fhir import FhirError, detect, map_document, map_ndjson, read, read_ndjson
 
 REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "fhir"
@@ -830,6 +831,7 @@ def run_real(path: Path, *, add_ins: bool) -> object:
 def test_real_file_maps_or_is_rejected_precisely(path):
     need_realdata()
     calls = 0
+    is_ucum("mg/dL")  # the UCUM grammar is built once per process, outside the budget of any one file
 
     def counter(frame, event, arg):
         nonlocal calls

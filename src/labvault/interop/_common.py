@@ -6,6 +6,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from labvault.interop.errors import NumberFault
+
 # A numeric value: at most MAX_SIGNIFICANT_DIGITS significant digits (a double holds 17, a lab value
 # far fewer) and MAX_NUMBER_CHARS characters in all (any finite double written out without an
 # exponent, as the writers of this package do, fits). More is refused, never rounded.
@@ -98,10 +100,6 @@ class Number:
     value: float
     text: str
     comparator: str | None = None
-
-
-class NumberFault(ValueError):
-    """A text that looks like a number but cannot be stored (see ``number_fault``); names no value."""
 
 
 def read_number(raw: str, *, comparator: bool = True) -> Number | None:

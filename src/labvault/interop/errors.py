@@ -6,6 +6,12 @@ from __future__ import annotations
 from labvault.errors import InvalidInput
 
 
+class NumberFault(InvalidInput):
+    """A text that looks like a number but cannot be stored (non-finite, absurdly long or precise:
+    ``labvault.interop._common.number_fault``); names no value. Readers turn it into their located
+    error."""
+
+
 class LocatedInputError(InvalidInput):
     """An input that cannot be read or mapped; ``str()`` is one line naming where, never a value.
 
