@@ -140,11 +140,17 @@ def is_ucum(unit: str) -> bool:
 
 
 _parser: object = None
+_UCUM_MAX_CHARS = 32
 
 
 def _check_ucum(unit: str) -> bool:
     global _parser
-    if not unit or unit != unit.strip() or len(unit) > 200:
+    # A lab's units are short and shallow ("mL/min/{1.73_m2}", "g/(24.h)"); the UCUM grammar's parser
+    # is not linear, so anything longer or deeper is kept as text without being parsed (a sender
+    # cannot spend the server's time with crafted units).
+    if not unit or unit != unit.strip() or len(unit) > _UCUM_MAX_CHARS or unit.count("(") > 2:
+        return False
+    if sum(unit.count(c) for c in "/.") > 4:
         return False
     if _parser is None:
         from ucumvert import get_ucum_parser
