@@ -211,11 +211,8 @@ def _hprim_slot(system: str) -> int:
     if rest[-4:] in (":P-2", ":P-3", ":P-4"):
         return int(rest[-1])
     return _HPRIM_ID_FIELD.get(rest, 3)
-<<<<<<< Updated upstream
 
 
-=======
->>>>>>> Stashed changes
 _INS_MARKER = {OID_NIR: "INS-NIR", OID_NIA: "INS-NIA", OID_INS_TEST: "INS-TEST"}
 _HPRIM_SYSTEM = "urn:hprim:codesystem:"
 _ESCAPES = str.maketrans({"\\": "\\E\\", "|": "\\F\\", "~": "\\S\\", "^": "\\R\\", "&": "\\T\\", "\n": "\\.br\\"})
