@@ -22,12 +22,12 @@ from fastapi import FastAPI
 
 from labvault.access import Gateway, Purpose
 from labvault.accounts import service
-from labvault.api import create_app
 from labvault.config import Settings
 from labvault.crypto.keys import PLATFORM
 from labvault.runtime import Runtime
 from labvault.synth import LabGenerator
 from labvault.synth.load import load_lab
+from labvault.web import create_app
 from tests.conftest import ADMIN, first_lab_admin, make_lab, totp_code
 
 # starlette warns, when its test client is imported, that it would rather use ``httpx2`` (not

@@ -20,8 +20,21 @@ PUBLIC = frozenset(
         ("POST", "/api/v1/auth/enrol"),
         ("POST", "/api/v1/auth/enrol/confirm"),
         ("GET", "/fhir/R4/metadata"),  # the CapabilityStatement: no data, public as FHIR servers do
+        # The web interface's sign-in pages and its static files (script, style sheet).
+        ("GET", "/"),
+        ("GET", "/login"),
+        ("POST", "/login"),
+        ("GET", "/login/totp"),
+        ("POST", "/login/totp"),
+        ("GET", "/static/{name}"),
     }
 )
+
+
+def is_page(template: str) -> bool:
+    """A route of the web interface (not the JSON API, FHIR or the health check)."""
+    return not template.startswith(("/api/", "/fhir/", "/health"))
+
 
 # Plausible bodies, so that a 401 is not a side effect of a body the route would reject anyway.
 BODIES = {
@@ -73,6 +86,8 @@ def served_routes(app) -> list[tuple[str, str]]:
 
 
 def fill(path: str, values: dict[str, str]) -> str:
+    values = {"name": "app.css", **values}  # a static file of the pages
+
     def one(m: re.Match) -> str:
         assert m.group(1) in values, f"no plausible value for path parameter {m.group(1)!r}: add one"
         return values[m.group(1)]
@@ -105,7 +120,13 @@ def lab_a_ids(api, bio_a, support):
 
 def _call(c, method: str, template: str, ids: dict[str, str], api):
     params = {"nir": api.nirs[LAB_A][0]} if template.endswith("/patients") else None
-    return c.request(method, fill(template, ids), json=BODIES.get((method, template)), params=params)
+    return c.request(
+        method,
+        fill(template, ids),
+        json=BODIES.get((method, template)),
+        params=params,
+        follow_redirects=not is_page(template),
+    )
 
 
 @pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
@@ -124,6 +145,9 @@ def test_routes_deny_by_default(api, lab_a_ids, bio_a, admin_a, bio_b, admin_b):
     for method, template in private:
         for c in (anonymous, forged_cookie, forged_token):
             r = _call(c, method, template, lab_a_ids, api)
+            if is_page(template):  # a page sends the visitor to the login page, nothing of the page
+                assert r.status_code == 303 and r.headers["location"].startswith("/login"), (method, template)
+                continue
             assert r.status_code == 401, (method, template, r.status_code, r.text)
             if template.startswith("/fhir/"):  # FHIR's own error body
                 assert r.headers["content-type"].startswith("application/fhir+json")

@@ -13,7 +13,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from labvault.api.middleware import route_template
@@ -52,9 +52,14 @@ def answer(exc: LabvaultError) -> tuple[int, str, dict[str, str]]:
     return status, exc.diagnostics(), exc.http_headers()
 
 
-def _json(
-    status: int, reason: str, headers: dict[str, str] | None = None, request: Request | None = None
-) -> JSONResponse:
+def _json(status: int, reason: str, headers: dict[str, str] | None = None, request: Request | None = None) -> Response:
+    # The web interface, when installed on the app, answers a page's refusal as a page (the same
+    # one-line reason); it registers the hook (``labvault.web.pages.install``).
+    hook = getattr(request.app.state, "page_error", None) if request is not None else None
+    page = hook(request, status, reason) if hook is not None else None
+    if page is not None:
+        page.headers.update(headers or {})
+        return page
     if request is not None and request.url.path.startswith("/fhir/"):
         from labvault.api.fhir import outcome
 
@@ -66,7 +71,7 @@ def _json(
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(LabvaultError)
-    async def labvault_error(request: Request, exc: LabvaultError) -> JSONResponse:
+    async def labvault_error(request: Request, exc: LabvaultError) -> Response:
         status, reason, headers = answer(exc)
         if status >= 500:  # the platform failed (integrity, keys, database): logged, not told
             request.scope["labvault.error_logged"] = True
@@ -81,18 +86,18 @@ def install(app: FastAPI) -> None:
         return _json(status, reason, headers or None, request)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "request"
         # The offending value is not echoed back: it may be personal data.
         return _json(422, f"{where}: {first.get('msg', 'invalid')}", request=request)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         return _json(exc.status_code, str(exc.detail), getattr(exc, "headers", None), request)
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> Response:
         # The traceback goes to the log through labvault.logs' filter: frames and type names,
         # never the exception's message or arguments (they may hold personal values).
         request.scope["labvault.error_logged"] = True

@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 
 import typer
 from rich import box
@@ -17,13 +16,13 @@ from rich.table import Table
 
 from labvault.access import Purpose
 from labvault.cli.common import AS_OPTION_HELP, acting, console
-from labvault.domain.models import Identity, Request, Result
+from labvault.domain.models import Identity, Result
 from labvault.errors import InvalidInput
-from labvault.interop.fhir_out import number_text
+from labvault.interop.view import Line, result_lines
+from labvault.interop.view import range_text as _range
+from labvault.interop.view import value_text as _value
 
 app = typer.Typer(help="Patients: exact-match lookup by NIR/INS or by name and birth date.", no_args_is_help=True)
-
-PREVIOUS = 3  # earlier values of the same test shown beside a result
 
 
 def identity_table(p: Identity) -> Table:
@@ -45,98 +44,6 @@ def identity_table(p: Identity) -> Table:
     ]:
         table.add_row(label, value)
     return table
-
-
-def _range(r: Result) -> str:
-    if r.ref_text:
-        return r.ref_text
-    if r.ref_low is not None and r.ref_high is not None:
-        return f"{r.ref_low:g}-{r.ref_high:g}"
-    if r.ref_high is not None:
-        return f"<{r.ref_high:g}"
-    if r.ref_low is not None:
-        return f">{r.ref_low:g}"
-    return ""
-
-
-def _value(r: Result) -> str:
-    """The value as the sender wrote it, with its comparator (``<0.5``, ``12.50``); a row stored
-    before the text was kept shows its number as stored; else the text."""
-    try:
-        text = number_text(r.value_repr, r.value_num)
-    except ValueError:
-        text = "(not a number)"
-    if text is None:
-        return r.value_text or ""
-    return f"{r.comparator or ''}{text}"
-
-
-def _utc(value: datetime) -> datetime:
-    """A stored time without a zone is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-@dataclass(frozen=True)
-class Line:
-    """One result as shown: when, from which request, what, and the earlier values of its test."""
-
-    at: datetime
-    request: str
-    result: Result
-    previous: tuple[tuple[datetime, Result], ...]
-
-    def as_json(self) -> dict:
-        r = self.result
-        return {
-            "date": self.at.isoformat(),
-            "request_id": r.request_id,
-            "request": self.request,
-            "result_id": r.result_id,
-            "code_system": r.code_system,
-            "code": r.code,
-            "label": r.label,
-            "status": str(r.status),
-            "value": _value(r) or None,
-            "comparator": r.comparator,
-            "unit": r.unit,
-            "flag": r.flag,
-            "reference_range": _range(r) or None,
-            "validated_by": r.validated_by,
-            "validated_at": None if r.validated_at is None else r.validated_at.isoformat(),
-            "comment": r.comment,
-            "previous": [
-                {
-                    "date": at.isoformat(),
-                    "result_id": p.result_id,
-                    "value": _value(p) or None,
-                    "unit": p.unit,
-                    "status": str(p.status),
-                    "flag": p.flag,
-                }
-                for at, p in self.previous
-            ],
-        }
-
-
-def result_lines(results: Sequence[Result], requests: Sequence[Request], previous: int = PREVIOUS) -> list[Line]:
-    """Results newest first (validation time, else the request's date), each with the ``previous``
-    earlier results of the same test (code system and code) of the patient, newest first."""
-    by_id = {q.request_id: q for q in requests}
-
-    def when(r: Result) -> datetime:
-        q = by_id.get(r.request_id)
-        at = r.validated_at or (q.requested_at if q is not None else None)
-        return _utc(at) if at is not None else datetime.min.replace(tzinfo=UTC)
-
-    dated = sorted(((when(r), r) for r in results), key=lambda x: (x[0], x[1].request_id, x[1].result_id), reverse=True)
-    lines = []
-    for k, (at, r) in enumerate(dated):
-        earlier = tuple(
-            (a, p) for a, p in dated[k + 1 :] if (p.code_system, p.code) == (r.code_system, r.code) and a < at
-        )[:previous]
-        q = by_id.get(r.request_id)
-        lines.append(Line(at, (q.accession if q is not None and q.accession else r.request_id), r, earlier))
-    return lines
 
 
 def _previous_text(line: Line) -> str:

@@ -41,8 +41,8 @@ def serve(
     import uvicorn
 
     from labvault import logs
-    from labvault.api import create_app
     from labvault.cli.common import settings
+    from labvault.web import create_app
 
     if bool(tls_cert) != bool(tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
