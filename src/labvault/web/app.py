@@ -11,10 +11,13 @@ from labvault.api.deps import check_declared
 from labvault.config import Settings
 from labvault.web import pages
 
+# The parts of the interface beyond sign-in and the patient pages, each its own router.
+ROUTERS: list = []
+
 
 def create_app(settings: Settings | None = None, *, runtime: Any = None) -> FastAPI:
     """The JSON API, FHIR and the pages on one app; every route declares its access."""
     app = api_app(settings, runtime=runtime)
-    pages.install(app)
+    pages.install(app, *ROUTERS)
     app.state.access = check_declared(app.routes)  # the pages' routes too
     return app

@@ -13,7 +13,7 @@ from collections import defaultdict
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -50,6 +50,20 @@ env = Environment(
     lstrip_blocks=True,
 )
 router = APIRouter(include_in_schema=False)
+
+# The menu: (path, label, roles that see it). A part of the interface adds its entries; an entry
+# whose page is not served is left out (``install``).
+NAV: list[tuple[str, str, frozenset[str]]] = [
+    ("/patients", "Patients", frozenset({"biologist", "technician", "lab_admin"})),
+    ("/identity/queue", "Identitovigilance", frozenset({"biologist", "technician", "lab_admin"})),
+    ("/quarantine", "Quarantaine", frozenset({"biologist", "technician", "lab_admin"})),
+    ("/admin/accounts", "Comptes", frozenset({"lab_admin"})),
+    ("/admin/grants", "Accès du support", frozenset({"lab_admin"})),
+    ("/dpo/audit", "Journal d'accès", frozenset({"lab_dpo", "lab_admin"})),
+    ("/dpo/chain", "Intégrité du journal", frozenset({"lab_dpo", "lab_admin"})),
+    ("/vendor/migrations", "Migrations", frozenset({"operator", "platform_admin"})),
+    ("/vendor/security", "Sécurité", frozenset({"security_officer", "platform_admin"})),
+]
 
 
 class LoginRequired(Exception):
@@ -89,9 +103,7 @@ async def page_reader(request: Request) -> tuple[Principal, str]:
     return await _session(request)
 
 
-@_mark(Access.SESSION)
-async def page_writer(request: Request) -> tuple[Principal, str]:
-    """A form that changes something: a logged-in session and its CSRF token in the form."""
+async def _writer(request: Request) -> tuple[Principal, str]:
     principal, secret = await _session(request)
     form = await request.form()
     sent = str(form.get("csrf", ""))
@@ -100,8 +112,32 @@ async def page_writer(request: Request) -> tuple[Principal, str]:
     return principal, secret
 
 
+@_mark(Access.SESSION)
+async def page_writer(request: Request) -> tuple[Principal, str]:
+    """A form that changes something: a logged-in session and its CSRF token in the form."""
+    return await _writer(request)
+
+
+class StepUpNeeded(Exception):
+    """An approval asked for without a recent TOTP step-up: the person is sent to enter a code."""
+
+
+@_mark(Access.STEP_UP)
+async def page_approver(request: Request) -> tuple[Principal, str]:
+    """An approval: a logged-in session, its CSRF token in the form, and a TOTP code checked within
+    ``service.STEP_UP_WINDOW`` (else the person is sent to ``/step-up`` and back)."""
+    principal, secret = await _writer(request)
+    try:
+        with gateway(request).unit(principal, Purpose.AUTHENTICATION) as u:
+            service.require_step_up(u, secret)
+    except AccessDenied:
+        raise StepUpNeeded from None
+    return principal, secret
+
+
 Viewer = Annotated[tuple[Principal, str], Depends(page_reader)]
 Writer = Annotated[tuple[Principal, str], Depends(page_writer)]
+Approver = Annotated[tuple[Principal, str], Depends(page_approver)]
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -116,8 +152,15 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
     tr = i18n.translations(lang)
     principal = getattr(request.state, "principal", None)
     secret = request.cookies.get(SESSION_COOKIE)
+    served: frozenset[str] = getattr(request.app.state, "page_paths", frozenset())
+    menu = [
+        (href, tr.gettext(label))
+        for href, label, roles in NAV
+        if principal is not None and href in served and roles & set(principal.roles)
+    ]
     html = env.get_template(name).render(
         _=tr.gettext,
+        menu=menu,
         lang=lang,
         me=principal,
         csrf=service.csrf_token(secret) if principal is not None and secret else "",
@@ -157,9 +200,13 @@ def _local(url: str | None) -> str:
     return url
 
 
-def install(app: FastAPI) -> None:
-    """The pages and their handlers on ``app``."""
-    app.include_router(router)
+def install(app: FastAPI, *routers: APIRouter) -> None:
+    """The pages (these and each part's ``routers``) and their handlers on ``app``."""
+    for r in (router, *routers):
+        app.include_router(r)
+    app.state.page_paths = frozenset(
+        getattr(r, "path", "") for part in (router, *routers) for r in part.routes if "GET" in getattr(r, "methods", ())
+    )
     app.state.page_error = lambda request, status, reason: (
         page_error(request, status, reason) if is_page(request) else None
     )
@@ -167,6 +214,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:
         return _redirect("/login?next=" + quote(request.url.path, safe="/"))
+
+    @app.exception_handler(StepUpNeeded)
+    async def step_up_needed(request: Request, exc: StepUpNeeded) -> Response:
+        back = request.headers.get("referer", "")
+        path = urlsplit(back).path if back else "/"
+        return _redirect("/step-up?next=" + quote(_local(path), safe="/"))
 
 
 # -- static files ---------------------------------------------------------------------------------
@@ -285,6 +338,27 @@ def logout(request: Request, caller: Writer) -> Response:
     response.delete_cookie(SESSION_COOKIE, path="/")
     response.delete_cookie(CSRF_COOKIE, path="/")
     return response
+
+
+@router.get("/step-up")
+def step_up_page(request: Request, caller: Viewer) -> HTMLResponse:
+    return render(request, "step_up.html", next=_local(request.query_params.get("next")))
+
+
+@router.post("/step-up")
+async def step_up(request: Request, caller: Writer) -> Response:
+    """A TOTP code again: approvals are accepted for the next few minutes. A wrong code counts as a
+    failed login."""
+    form = await request.form()
+    addr, ua = client(request)
+    try:
+        with gateway(request).auth_unit(source_addr=addr, user_agent=ua) as u:
+            service.step_up(u, caller[1], str(form.get("code", ""))[:16], addr=addr, user_agent=ua)
+    except LockedOut:
+        return render(request, "step_up.html", 429, error="locked", next=_local(str(form.get("next", ""))))
+    except (AuthenticationFailed, InvalidInput):
+        return render(request, "step_up.html", 401, error="code", next=_local(str(form.get("next", ""))))
+    return _redirect(_local(str(form.get("next", ""))))
 
 
 # -- lab staff ------------------------------------------------------------------------------------
