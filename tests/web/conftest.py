@@ -224,9 +224,9 @@ def web_server(tmp_path_factory, wired_hooks) -> Iterator[WebServer]:
     from argon2 import PasswordHasher
 
     from labvault.accounts import passwords
-    from labvault.api import create_app
     from labvault.config import Settings
     from labvault.runtime import Runtime
+    from labvault.web import create_app
 
     home = tmp_path_factory.mktemp("web")
     url = f"sqlite:///{home / 'labvault.db'}"
