@@ -29,16 +29,46 @@ def language(asked: str | None) -> str:
 
 @functools.cache
 def translations(lang: str) -> NullTranslations:
-    """The catalogue of ``lang``; French is the source language."""
-    po = _DIR / lang / "LC_MESSAGES" / "messages.po"
-    if lang == DEFAULT or not po.is_file():
+    """The catalogue of ``lang``: every ``.po`` file of its folder (one per part of the interface);
+    French is the source language."""
+    folder = _DIR / lang / "LC_MESSAGES"
+    files = sorted(folder.glob("*.po")) if lang != DEFAULT and folder.is_dir() else []
+    if not files:
         return NullTranslations()
-    with po.open("rb") as f:
-        catalog = read_po(f, locale=lang)
-    buf = io.BytesIO()
-    write_mo(buf, catalog)
-    buf.seek(0)
-    return Translations(buf)
+    merged: Translations | None = None
+    for po in files:
+        with po.open("rb") as f:
+            catalog = read_po(f, locale=lang)
+        buf = io.BytesIO()
+        write_mo(buf, catalog)
+        buf.seek(0)
+        part = Translations(buf)
+        merged = part if merged is None else merged.merge(part)
+    return merged or NullTranslations()
+
+
+# Statuses and other codes shown on pages, in French (the English catalogue translates them).
+LABELS = {
+    "final": "validé",
+    "preliminary": "préliminaire",
+    "pending": "en attente",
+    "corrected": "corrigé",
+    "cancelled": "annulé",
+    "entered-in-error": "erroné",
+    "registered": "enregistrée",
+    "partial": "partielle",
+    "amended": "complétée",
+    "provisional": "provisoire",
+    "recovered": "récupérée",
+    "validated": "validée",
+    "qualified": "qualifiée",
+}
+
+
+def label(code: object, lang: str) -> str:
+    """A status or code as people read it, in ``lang``; an unknown code as it is."""
+    text = LABELS.get(str(code))
+    return translations(lang).gettext(text) if text else str(code)
 
 
 def number(text: str | None, lang: str) -> str:

@@ -165,6 +165,7 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
         me=principal,
         csrf=service.csrf_token(secret) if principal is not None and secret else "",
         number=lambda text: i18n.number(text, lang),
+        label=lambda code: i18n.label(code, lang),
         day=lambda v: i18n.day(v, lang, LAB_ZONE),
         moment=lambda v: i18n.moment(v, lang, LAB_ZONE),
         path=request.url.path,
