@@ -50,6 +50,27 @@ def api(
     print(json.dumps(out))
 
 
+@app.command("web")
+def web(
+    seconds: float = typer.Option(15.0, "--seconds", min=0.1, max=3600, help="Length of each load phase."),
+    connections: int = typer.Option(8, "--connections", min=1, max=256, help="Concurrent keep-alive connections."),
+    patients: int = typer.Option(200, "--patients", min=1, help="Generated patients in the scratch lab."),
+) -> None:
+    """Serve a scratch home on loopback and load the signed-in patient page, beside the API's read."""
+    from labvault.bench.web import run_web
+
+    with progress() as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def on_progress(phase: str, done: float, total: float, note: str) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(note, total=total)
+            bar.update(tasks[phase], completed=done, description=note)
+
+        out = run_web(seconds, connections=connections, patients=patients, on_progress=on_progress)
+    print(json.dumps(out))
+
+
 @app.command("audit")
 def audit(
     events: int = typer.Option(100_000, "--events", min=1, help="How many audit events to append."),
