@@ -25,6 +25,12 @@ def test_demo_end_to_end(tmp_path):
     assert "2 of 2 labs synthetic" in text and text.count(" synthetic ") >= 2  # each lab marked
     assert text.count("not found") == 4 and "FOUND" not in text
     assert "nothing in clear" in text
+    # how to open the web interface on the demo home, with an account and its current TOTP code
+    assert "open http://127.0.0.1:8000/ in a browser" in text and "biologist (password only)" in text
+    m = re.search(r"\.venv/bin/python -c '(import pyotp; print\(pyotp\.TOTP\(\"[A-Z2-7]+\"\)\.now\(\)\))'", text)
+    assert m, text[-1500:]
+    code = subprocess.run([sys.executable, "-c", m.group(1)], capture_output=True, text=True, check=True).stdout
+    assert re.fullmatch(r"\d{6}\n", code)
     assert "INS/NIR" in text and "results (8 newest shown)" in text
     # The migration scenario: everything refused, the instructed package opened by the age CLI.
     assert "the operator asks for every field since 2015: REFUSED (beyond instruction 'MIG-2021-NEWLIS'" in text

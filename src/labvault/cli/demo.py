@@ -323,5 +323,14 @@ def demo(
             f"  curl -b jar 'http://127.0.0.1:8000/api/v1/tenants/{ids[0]}/patients?nir={sample.identity.nir}'"
         )
         console.print('  accounts with a TOTP secret answer POST /api/v1/auth/mfa {"code": …} after the login step')
+        admin = next(a for a in accounts if a["tenant"] == ids[0] and a["role"] == "lab_admin")
+        console.print("To open the web interface on this home:")
+        console.print("  make serve-demo, then open http://127.0.0.1:8000/ in a browser (French; English at the top)")
+        console.print(f"  biologist (password only):  {bio['email']}  /  {bio['password']}")
+        console.print(f"  lab admin (password + TOTP): {admin['email']}  /  {admin['password']}")
+        console.print(
+            "  its current TOTP code (as an authenticator app would show it): "
+            f".venv/bin/python -c 'import pyotp; print(pyotp.TOTP(\"{admin['totp']}\").now())'"
+        )
     finally:
         rt.close()
