@@ -40,6 +40,7 @@ STATIC = Path(__file__).parent / "static"
 STATIC_FILES = {
     "htmx.min.js": "text/javascript",
     "app.css": "text/css",
+    "sign.js": "text/javascript",
 }
 LAB_ZONE = ZoneInfo("Europe/Paris")
 
@@ -61,6 +62,8 @@ NAV: list[tuple[str, str, frozenset[str]]] = [
     ("/admin/grants", "Accès du support", frozenset({"lab_admin"})),
     ("/dpo/audit", "Journal d'accès", frozenset({"lab_dpo", "lab_admin"})),
     ("/dpo/chain", "Intégrité du journal", frozenset({"lab_dpo", "lab_admin"})),
+    ("/lab/migrations", "Migrations du laboratoire", frozenset({"lab_admin", "lab_dpo"})),
+    ("/lab/signers", "Signataires", frozenset({"lab_admin", "lab_dpo"})),
     ("/vendor/migrations", "Migrations", frozenset({"operator", "platform_admin"})),
     ("/vendor/security", "Sécurité", frozenset({"security_officer", "platform_admin"})),
 ]

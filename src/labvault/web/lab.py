@@ -1,0 +1,72 @@
+"""The lab's own pages about what leaves it: its migrations with their plan (counts and fields) to
+approve, signed by a lab signer with their own key *in the browser* (WebCrypto Ed25519: the private
+key file is read by the page's script and never sent; only the public key and the signature are),
+or by pasting the signature ``labvault migrate approve --signer-key`` would make; its signers and
+the instructions it gave. Read and written through the gateway under the person's own account."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from labvault.access import Purpose
+from labvault.api.deps import gateway
+from labvault.crypto.signing import canonical
+from labvault.web.pages import Approver, Viewer, render
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/lab/migrations")
+def migrations(request: Request, caller: Viewer) -> HTMLResponse:
+    from labvault.migration import service as migration
+
+    principal = caller[0]
+    lab = principal.tenant_id
+    rows: list[dict[str, Any]] = []
+    with gateway(request).unit(principal, Purpose.EXPORT) as u:
+        for job in migration.status(u, lab):
+            record = migration.approval_record(job)
+            rows.append(
+                {
+                    "job": job.public(),
+                    "record": canonical(record).decode(),
+                    "record_b64": base64.b64encode(canonical(record)).decode(),
+                    "lab_approved": any(a.get("side") == "lab" for a in job.approvals),
+                }
+            )
+    return render(request, "lab_migrations.html", rows=rows, error=request.query_params.get("error"))
+
+
+@router.post("/lab/migrations/{migration_id}/approve")
+async def approve(request: Request, migration_id: str, caller: Approver) -> Response:
+    """A lab signer's approval: the public key and the signature of the approval record, made in
+    the browser or with the CLI; checked against the lab's current signers by the migration service."""
+    from labvault.errors import LabvaultError
+    from labvault.migration import service as migration
+
+    form = await request.form()
+    public_key = str(form.get("public_key", "")).strip()[:128]
+    signature = str(form.get("signature", "")).strip()[:256]
+    if not public_key or not signature:
+        return RedirectResponse("/lab/migrations?error=missing", status_code=303)
+    try:
+        with gateway(request).unit(caller[0], Purpose.EXPORT) as u:
+            migration.approve_lab(u, caller[0].tenant_id, migration_id, public_key=public_key, signature=signature)
+    except LabvaultError:
+        return RedirectResponse("/lab/migrations?error=signature", status_code=303)
+    return RedirectResponse("/lab/migrations", status_code=303)
+
+
+@router.get("/lab/signers")
+def signers_page(request: Request, caller: Viewer) -> HTMLResponse:
+    from labvault.instructions import signers
+
+    principal = caller[0]
+    with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
+        keys = signers.list_signers(u, principal.tenant_id)
+        received = signers.list_instructions(u, principal.tenant_id)
+    return render(request, "lab_signers.html", keys=keys, received=received)
