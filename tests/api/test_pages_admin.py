@@ -63,9 +63,8 @@ def test_the_lab_admin_sees_the_accounts_by_name_invites_changes_roles_deactivat
     assert "Claire Martin" in r.text and "enrôlement en attente" in r.text
     assert token.group(1) not in c.get("/admin/accounts").text  # shown once
     assert _accounts(admin_a)[NEWCOMER]["roles"] == "technician"
-    enrolled = api.client().post(
-        "/api/v1/auth/enrol", json={"token": token.group(1), "password": "Tube-violet-hemato-7!", "accept_commitment": True}
-    )
+    body = {"token": token.group(1), "password": "Tube-violet-hemato-7!", "accept_commitment": True}
+    enrolled = api.client().post("/api/v1/auth/enrol", json=body)
     assert enrolled.status_code == 200 and enrolled.json()["mfa_required"] is False, enrolled.text
 
     r = c.post(

@@ -164,7 +164,7 @@ async def mint_token(request: Request, caller: Writer) -> HTMLResponse:
     except ValueError:
         raise InvalidInput("a token lasts a whole number of days") from None
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
-        token_id, token = service.create_token(
+        _, token = service.create_token(
             u, str(form.get("email", "")), scopes=[str(s) for s in form.get("scopes", [])], days=days
         )
     return _accounts_page(request, principal, 201, minted=token)
