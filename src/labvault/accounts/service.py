@@ -678,6 +678,35 @@ def revoke_token(u, token_id: str) -> None:
     u.audit(tok.tenant_id, "token:revoke", "token", 1, refs=[token_id])
 
 
+def list_tokens(u, tenant_id: str) -> list[dict]:
+    """The tokens of a lab's service accounts, for the lab's own lab_admin: id, account, scopes,
+    dates; never a secret (only its hash is stored)."""
+    u.authorise(tenant_id, "token:manage")
+    a, k = t.account, t.api_token
+    rows = u.execute(
+        tenant_id,
+        select(k, a.c.name, a.c.email)
+        .select_from(k.join(a, (a.c.tenant_id == k.c.tenant_id) & (a.c.account_id == k.c.account_id)))
+        .where(k.c.tenant_id == tenant_id, a.c.kind == "service")
+        .order_by(a.c.email, k.c.created_at),
+    ).all()
+    now = utcnow()
+    return [
+        {
+            "token_id": r.token_id,
+            "name": r.name,
+            "email": r.email,
+            "scopes": r.scopes,
+            "created_at": stored_utc(r.created_at),
+            "expires_at": stored_utc(r.expires_at),
+            "state": "revoked"
+            if r.revoked_at is not None
+            else ("expired" if stored_utc(r.expires_at) < now else "active"),
+        }
+        for r in rows
+    ]
+
+
 # -- administration -----------------------------------------------------------------------------
 # A lab's accounts are the lab's: only its own lab_admin adds, changes, deactivates and re-enables
 # them (the gateway refuses ``account:manage`` and ``token:manage`` on a lab to vendor accounts).
