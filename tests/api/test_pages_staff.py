@@ -73,6 +73,27 @@ def test_a_technician_resolves_a_queued_conflict_seeing_both_identities(api):
         assert u.get_patient(LAB_A, done[0].resolved_to).family_name == "JEAN"
 
 
+def test_a_biologist_attaches_a_queued_message_to_the_patient_named(api):
+    """M2: "attach" with a patient id named in the form, as the API's ``patient_id``: the message's
+    results go to that identity."""
+    qid = _queued(api)
+    bio = lab_user(api.gateway, LAB_A, "biologist", name="Feed")
+    with api.gateway.unit(bio, Purpose.CARE) as u:
+        (jones,) = u.find_patients_by_nir(LAB_A, JONES_NIR)
+    c = _page_login(api, f"biologist@{LAB_A}")
+    page = c.get("/identity/queue")
+    r = c.post(
+        f"/identity/queue/{qid}/resolve",
+        data={"action": "attach", "patient_id": jones.patient_id, "csrf": _form_csrf(page.text)},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/identity/queue?done=attached"
+    with api.gateway.unit(bio, Purpose.CARE) as u:
+        (item,) = [i for i in identity.queue(u, LAB_A, status=None) if i.queue_id == qid]
+        assert (item.status, item.resolved_to) == ("attached", jones.patient_id)
+        assert len(u.results_of(LAB_A, jones.patient_id)) == 4
+
+
 def test_the_lab_admin_reads_the_queue_only(api):
     """M2, F1: the lab_admin reads the queue (no decision form); its decision posted anyway is refused."""
     qid = _queued(api)
