@@ -219,7 +219,9 @@ def test_enrolment_by_the_link_then_sign_in(api, role):
         assert m
         svg = base64.b64decode(m.group(1)).decode()
         assert svg.startswith("<svg") and "</svg>" in svg
-        secret = re.search(r'<code class="secret">([A-Z2-7]+)</code>', r.text).group(1)
+        key = re.search(r'<code class="secret">([A-Z2-7]+)</code>', r.text)
+        assert key
+        secret = key.group(1)
         r = c.post(
             "/enrol/confirm", data={"csrf": _form_csrf(r.text), "token": invited.enrolment_token, "code": "000000"}
         )
@@ -242,6 +244,14 @@ def test_enrolment_by_the_link_then_sign_in(api, role):
     if role == "lab_admin":
         assert r.headers["location"].startswith("/login/totp")
         assert "lv_session" not in s.cookies
+        page = s.get(r.headers["location"])
+        r = s.post(
+            "/login/totp",
+            data={"csrf": _form_csrf(page.text), "code": totp_code(secret), "next": "/patients"},
+            follow_redirects=False,
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/patients" and "lv_session" in s.cookies
+        assert s.get("/quarantine").status_code == 200
     else:
         assert r.headers["location"] == "/patients" and "lv_session" in s.cookies
         assert s.get("/identity/queue").status_code == 200
