@@ -27,6 +27,11 @@ PUBLIC = frozenset(
         ("GET", "/login/totp"),
         ("POST", "/login/totp"),
         ("GET", "/static/{name}"),
+        # Enrolment by the one-time link the lab_admin sent (the link's token is the credential,
+        # checked by the account service as for POST /api/v1/auth/enrol and /enrol/confirm).
+        ("GET", "/enrol"),
+        ("POST", "/enrol"),
+        ("POST", "/enrol/confirm"),
     }
 )
 
@@ -115,6 +120,7 @@ def lab_a_ids(api, bio_a, support):
         "instruction_id": planned.instruction_id,
         "migration_id": planned.migration_id,
         "queue_id": "no-such-queued-message",
+        "quarantine_id": "no-such-quarantined-message",
     }
 
 

@@ -12,7 +12,7 @@ from labvault.api.deps import Access
 from labvault.web.pages import PAGE_CSP
 from tests.api.conftest import LAB_A, LAB_B
 
-PUBLIC_PAGES = {"/", "/login", "/login/totp", "/static/{name}"}
+PUBLIC_PAGES = {"/", "/login", "/login/totp", "/static/{name}", "/enrol", "/enrol/confirm"}
 
 
 def _page_routes(app) -> dict[tuple[str, str], Access]:
