@@ -70,9 +70,7 @@ def test_the_lab_admin_approves_a_support_grant_through_the_step_up_page(web_ser
     assert axe_check(page) == []
     page.fill("input[name=code]", admin.code())
     page.press("input[name=code]", "Enter")
-    page.wait_for_url(lambda url: urlparse(url).path != "/step-up")
-
-    page.goto(web_server.url("/admin/grants"))
+    page.wait_for_url(lambda url: urlparse(url).path == "/admin/grants")  # back where the approval was asked
     row = page.locator("tr", has_text=TICKET)
     assert "en attente" in row.inner_text()  # nothing approved before the step-up
     row.get_by_role("button", name="Approuver la demande de Web support").click()

@@ -13,7 +13,7 @@ from collections import defaultdict
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -109,6 +109,7 @@ async def page_reader(request: Request) -> tuple[Principal, str]:
 async def _writer(request: Request) -> tuple[Principal, str]:
     principal, secret = await _session(request)
     form = await request.form()
+    request.state.form = form
     sent = str(form.get("csrf", ""))
     if not tokens.digests_equal(sent, service.csrf_token(secret)):
         raise AccessDenied("missing or wrong CSRF token")
@@ -221,9 +222,11 @@ def install(app: FastAPI, *routers: APIRouter) -> None:
 
     @app.exception_handler(StepUpNeeded)
     async def step_up_needed(request: Request, exc: StepUpNeeded) -> Response:
-        back = request.headers.get("referer", "")
-        path = urlsplit(back).path if back else "/"
-        return _redirect("/step-up?next=" + quote(_local(path), safe="/"))
+        # Back, after the code, to the form's ``next`` or else the page that lists what is approved
+        # (``/admin/grants/{id}/approve`` -> ``/admin/grants``): pages send no Referer.
+        form = getattr(request.state, "form", None) or {}
+        back = str(form.get("next") or "") or "/" + "/".join(request.url.path.split("/")[1:3])
+        return _redirect("/step-up?next=" + quote(_local(back), safe="/"))
 
 
 # -- static files ---------------------------------------------------------------------------------
