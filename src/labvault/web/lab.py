@@ -12,12 +12,20 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from labvault.access import Purpose
+from labvault.access import Principal, Purpose
 from labvault.api.deps import gateway
 from labvault.crypto.signing import canonical
+from labvault.errors import AccessDenied
 from labvault.web.pages import Approver, Viewer, render
 
 router = APIRouter(include_in_schema=False)
+LAB_OFFICERS = frozenset({"lab_admin", "lab_dpo"})
+
+
+def _require(principal: Principal) -> None:
+    """These pages are a lab's own admin's and DPO's: never a vendor account's."""
+    if principal.is_platform or not LAB_OFFICERS & set(principal.roles):
+        raise AccessDenied("this page is for the lab's administrator and DPO")
 
 
 @router.get("/lab/migrations")
@@ -25,6 +33,7 @@ def migrations(request: Request, caller: Viewer) -> HTMLResponse:
     from labvault.migration import service as migration
 
     principal = caller[0]
+    _require(principal)
     lab = principal.tenant_id
     rows: list[dict[str, Any]] = []
     with gateway(request).unit(principal, Purpose.EXPORT) as u:
@@ -48,6 +57,7 @@ async def approve(request: Request, migration_id: str, caller: Approver) -> Resp
     from labvault.errors import LabvaultError
     from labvault.migration import service as migration
 
+    _require(caller[0])
     form = await request.form()
     public_key = str(form.get("public_key", "")).strip()[:128]
     signature = str(form.get("signature", "")).strip()[:256]
@@ -66,6 +76,7 @@ def signers_page(request: Request, caller: Viewer) -> HTMLResponse:
     from labvault.instructions import signers
 
     principal = caller[0]
+    _require(principal)
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
         keys = signers.list_signers(u, principal.tenant_id)
         received = signers.list_instructions(u, principal.tenant_id)
