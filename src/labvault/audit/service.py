@@ -594,13 +594,21 @@ def search(
     until: datetime | None = None,
     patient_id: str | None = None,
     limit: int = 1000,
+    actors: Sequence[str] | None = None,
+    offset: int = 0,
+    newest_first: bool = False,
 ) -> list[dict[str, Any]]:
-    """Events of a lab by actor, action (prefix), time range and patient; the query is audited."""
+    """Events of a lab by actor (or any of ``actors``), action (prefix), time range and patient,
+    ``limit`` of them after ``offset`` (oldest first, or newest first); the query is audited."""
     u.authorise(tenant_id, "audit:read")
+    if offset < 0:
+        raise InvalidInput("offset is 0 or more")
     ae = t.audit_event
     q = select(*_EVENT_COLS).where(ae.c.tenant_id == tenant_id)
     if actor:
         q = q.where(ae.c.actor == actor)
+    if actors is not None:
+        q = q.where(ae.c.actor.in_(list(actors)))
     if action:
         q = q.where(ae.c.action.startswith(action))
     if since:
@@ -609,6 +617,7 @@ def search(
         q = q.where(ae.c.at <= until)
     if patient_id:
         q = q.where(ae.c.object_refs.contains(json.dumps(patient_id)))
-    rows = u.execute(tenant_id, q.order_by(ae.c.seq).limit(limit)).all()  # the unit's own events first
+    order = ae.c.seq.desc() if newest_first else ae.c.seq
+    rows = u.execute(tenant_id, q.order_by(order).limit(limit).offset(offset)).all()  # the unit's own events first
     u.audit(tenant_id, "audit:search", "audit", len(rows), refs=[patient_id] if patient_id else None)
     return [_event_json(dict(zip(_EVENT_NAMES, r, strict=True))) for r in rows]

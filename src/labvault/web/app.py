@@ -9,10 +9,10 @@ from fastapi import FastAPI
 from labvault.api import create_app as api_app
 from labvault.api.deps import check_declared
 from labvault.config import Settings
-from labvault.web import pages
+from labvault.web import dpo, pages
 
 # The parts of the interface beyond sign-in and the patient pages, each its own router.
-ROUTERS: list = []
+ROUTERS: list = [dpo.router]
 
 
 def create_app(settings: Settings | None = None, *, runtime: Any = None) -> FastAPI:
