@@ -621,3 +621,41 @@ def search(
     rows = u.execute(tenant_id, q.order_by(order).limit(limit).offset(offset)).all()  # the unit's own events first
     u.audit(tenant_id, "audit:search", "audit", len(rows), refs=[patient_id] if patient_id else None)
     return [_event_json(dict(zip(_EVENT_NAMES, r, strict=True))) for r in rows]
+
+
+@dataclass(frozen=True)
+class Person:
+    """An actor of a lab's trail as people know it: name and e-mail; ``vendor`` for a vendor
+    account the lab's grants name."""
+
+    account_id: str
+    name: str
+    email: str | None
+    vendor: bool = False
+
+
+def people(u: Unit, tenant_id: str) -> tuple[dict[str, Person], dict[str, Any]]:
+    """The lab's accounts and the vendor accounts its support grants name, by account id (the
+    names a trail's reader sees instead of ids), with the lab's grants by id."""
+    from labvault.access import grants as grant_service
+    from labvault.accounts import service as accounts
+
+    found = {
+        a["account_id"]: Person(a["account_id"], a["name"], a["email"]) for a in accounts.list_accounts(u, tenant_id)
+    }
+    grants = {g.grant_id: g for g in grant_service.list_grants(u, tenant_id)}
+    for g in grants.values():
+        if g.account_id not in found and g.requester_name:
+            found[g.account_id] = Person(g.account_id, g.requester_name, g.requester_email, vendor=True)
+    return found, grants
+
+
+def account_for_email(u: Unit, tenant_id: str, email: str) -> str:
+    """The account id of the lab's person (or vendor account its grants name) with this e-mail;
+    an unknown e-mail is an error naming no value."""
+    wanted = email.strip().casefold()
+    found, _ = people(u, tenant_id)
+    for p in found.values():
+        if p.email and p.email.casefold() == wanted:
+            return p.account_id
+    raise InvalidInput("no account of this lab has this e-mail address")

@@ -18,8 +18,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from labvault.access import Principal, Purpose
-from labvault.access import grants as grant_service
-from labvault.accounts import service as accounts
 from labvault.api.deps import gateway
 from labvault.audit import service as audit
 from labvault.errors import InvalidInput
@@ -82,21 +80,11 @@ def _lab_of(u: Any, principal: Principal) -> str:
     return principal.tenant_id
 
 
-@dataclass(frozen=True)
-class Person:
-    name: str
-    email: str | None
-    vendor: bool
+Person = audit.Person
 
 
 def _people(u: Any, lab: str) -> tuple[dict[str, Person], dict[str, Any]]:
-    """The lab's accounts and the vendor accounts its grants name, by account id; the grants by id."""
-    people = {a["account_id"]: Person(a["name"], a["email"], vendor=False) for a in accounts.list_accounts(u, lab)}
-    grants = {g.grant_id: g for g in grant_service.list_grants(u, lab)}
-    for g in grants.values():
-        if g.account_id not in people and g.requester_name:
-            people[g.account_id] = Person(g.requester_name, g.requester_email, vendor=True)
-    return people, grants
+    return audit.people(u, lab)
 
 
 def _matching(people: dict[str, Person], who: str) -> list[str]:
