@@ -168,3 +168,42 @@ def test_who_is_refused(api):
             assert r.status_code == 403 and "<tbody>" not in r.text and bio_acct.email not in r.text, (key, path)
         r = _post(vendor, "/dpo/patient-access", vendor.get("/patients").text, nir=api.nirs[LAB_A][0])
         assert r.status_code == 403 and "<tbody>" not in r.text, key
+
+
+def test_a_read_under_a_support_grant_names_the_vendor_person_and_the_grant(api, support):
+    """F2, G5: a support engineer's read of a patient under a grant the lab approved is listed for
+    the DPO with the engineer's name and e-mail, the support purpose and the grant's ticket."""
+    pid = api.patients[LAB_A][5]
+    grants = f"/api/v1/tenants/{LAB_A}/grants"
+    body = {"ticket": "SUP-77", "reason": "wrong unit reported", "hours": 1, "fields": ["identity"], "patients": [pid]}
+    r = support.post(grants, json=body)
+    assert r.status_code == 201, r.text
+    admin = api.login(f"lab_admin@{LAB_A}")
+    assert admin.post(f"{grants}/{r.json()['grant_id']}/approve").json()["state"] == "active"
+    assert support.get(f"/api/v1/tenants/{LAB_A}/patients/{pid}").status_code == 200
+    dpo = _dpo(api, LAB_A)
+    page = dpo.get("/dpo/patient-access")
+    r = _post(dpo, "/dpo/patient-access", page.text, nir=api.nirs[LAB_A][5])
+    rows = [row for row in _rows(r.text) if api.accounts["support"].email in row]
+    assert rows and all("SUP-77" in row and "Support (accès accordé)" in row for row in rows)
+    assert all("Compte du prestataire" in row for row in rows)
+
+
+def test_the_explorer_pages_by_100(api, monkeypatch):
+    """G5: the explorer shows 100 events a page (5 here, on a lab of few events), newest first;
+    the next page holds the older ones."""
+    from labvault.web import dpo as part
+
+    assert part.PAGE_SIZE == 100
+    monkeypatch.setattr(part, "PAGE_SIZE", 5)
+    dpo = _dpo(api, LAB_A)
+    page = dpo.get("/dpo/audit")
+    first = _rows(page.text)
+    assert len(first) == 5 and "Page suivante" in page.text and "Page précédente" not in page.text
+    seqs = [int(x) for x in re.findall(r'data-seq="(\d+)"', page.text)]
+    r = _post(dpo, "/dpo/audit", page.text, page="2", before=str(seqs[-1]))
+    assert "Page précédente" in r.text and "Page suivante" in r.text
+    older = [int(x) for x in re.findall(r'data-seq="(\d+)"', r.text)]
+    assert older == list(range(seqs[-1] - 1, seqs[-1] - 6, -1))  # the next 5, though the log grew meanwhile
+    back = _post(dpo, "/dpo/audit", page.text, page="1", after=str(older[0]))
+    assert [int(x) for x in re.findall(r'data-seq="(\d+)"', back.text)] == seqs

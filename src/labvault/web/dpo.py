@@ -116,6 +116,7 @@ def _day(text: str, *, end: bool) -> datetime | None:
 
 @dataclass(frozen=True)
 class Row:
+    seq: int
     at: datetime
     who: Person | None
     roles: str
@@ -141,6 +142,7 @@ def _rows(events: list[dict[str, Any]], people: dict[str, Person], grants: dict[
             refs = None
         rows.append(
             Row(
+                seq=int(e["seq"]),
                 at=_at(e["at"]),
                 who=people.get(e["actor"]),
                 roles=", ".join(json.loads(e["actor_roles"]))
@@ -159,6 +161,13 @@ def _rows(events: list[dict[str, Any]], people: dict[str, Person], grants: dict[
     return rows
 
 
+def _int(value: Any) -> int | None:
+    try:
+        return max(0, min(int(value), 2**62)) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
 def _context() -> dict[str, Any]:
     return {"actions": ACTIONS, "outcomes": OUTCOMES, "purposes": PURPOSES}
 
@@ -169,15 +178,13 @@ def _context() -> dict[str, Any]:
 def _explore(request: Request, principal: Principal, form: dict[str, str]) -> HTMLResponse:
     who, action = form.get("person", "").strip()[:320], form.get("action", "")[:64]
     nir = form.get("nir", "").strip()[:32]
-    try:
-        page = max(1, min(int(form.get("page") or 1), 100_000))
-    except ValueError:
-        page = 1
+    page, before, after = (_int(form.get(k)) for k in ("page", "before", "after"))
+    page = max(1, page or 1)
     if action and action not in dict(ACTIONS):
         action = ""
     error = None
     rows: list[Row] = []
-    more = False
+    newer = older = False
     try:
         since, until = _day(form.get("since", ""), end=False), _day(form.get("until", ""), end=True)
         with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
@@ -201,11 +208,18 @@ def _explore(request: Request, principal: Principal, form: dict[str, str]) -> HT
                     until=until,
                     patient_id=patient_id,
                     limit=PAGE_SIZE + 1,
-                    offset=(page - 1) * PAGE_SIZE,
-                    newest_first=True,
+                    before_seq=None if after is not None else before,
+                    after_seq=after,
+                    newest_first=after is None,
                 )
-                more = len(events) > PAGE_SIZE
-                rows = _rows(events[:PAGE_SIZE], people, grants)
+                beyond = len(events) > PAGE_SIZE
+                events = events[:PAGE_SIZE]
+                if after is not None:  # the page before, read oldest first
+                    events.reverse()
+                    newer, older = beyond, True
+                else:
+                    newer, older = before is not None, beyond
+                rows = _rows(events, people, grants)
     except InvalidInput:
         error = "input"
     form = {"person": who, "action": action, "since": form.get("since", "")[:10], "until": form.get("until", "")[:10]}
@@ -216,7 +230,8 @@ def _explore(request: Request, principal: Principal, form: dict[str, str]) -> HT
         form=form,
         nir=nir,
         page=page,
-        more=more,
+        newer=newer and page > 1,
+        older=older,
         error=error,
         **_context(),
     )
