@@ -137,7 +137,12 @@ def test_the_chain_page_verifies_and_links_the_downloads(api):
         assert f'href="{link}"' in page.text
         got = dpo.get(link)
         assert got.status_code == 200 and got.headers["content-type"].startswith("application/x-ndjson")
-    assert "Règles de conservation" in page.text
+    assert "Règles de conservation" in page.text and "3650" in page.text  # the lab's results rule
+    english = dpo.get("/dpo/chain", params={"lang": "en"})
+    assert "Chain intact" in english.text and "Retention rules" in english.text
+    admin = _page_login(api, f"lab_admin@{LAB_A}")  # the lab's admin reads them too
+    assert admin.get("/dpo/chain").status_code == 200
+    assert admin.get("/dpo/audit").status_code == 200
 
 
 def test_who_is_refused(api):
