@@ -594,13 +594,21 @@ def search(
     until: datetime | None = None,
     patient_id: str | None = None,
     limit: int = 1000,
+    actors: Sequence[str] | None = None,
+    before_seq: int | None = None,
+    after_seq: int | None = None,
+    newest_first: bool = False,
 ) -> list[dict[str, Any]]:
-    """Events of a lab by actor, action (prefix), time range and patient; the query is audited."""
+    """Events of a lab by actor (or any of ``actors``), action (prefix), time range and patient,
+    and sequence number (``before_seq``, ``after_seq``: pages that stay put while the log grows);
+    ``limit`` of them, oldest first or newest first; the query is audited."""
     u.authorise(tenant_id, "audit:read")
     ae = t.audit_event
     q = select(*_EVENT_COLS).where(ae.c.tenant_id == tenant_id)
     if actor:
         q = q.where(ae.c.actor == actor)
+    if actors is not None:
+        q = q.where(ae.c.actor.in_(list(actors)))
     if action:
         q = q.where(ae.c.action.startswith(action))
     if since:
@@ -609,6 +617,49 @@ def search(
         q = q.where(ae.c.at <= until)
     if patient_id:
         q = q.where(ae.c.object_refs.contains(json.dumps(patient_id)))
-    rows = u.execute(tenant_id, q.order_by(ae.c.seq).limit(limit)).all()  # the unit's own events first
+    if before_seq is not None:
+        q = q.where(ae.c.seq < before_seq)
+    if after_seq is not None:
+        q = q.where(ae.c.seq > after_seq)
+    order = ae.c.seq.desc() if newest_first else ae.c.seq
+    rows = u.execute(tenant_id, q.order_by(order).limit(limit)).all()  # the unit's own events first
     u.audit(tenant_id, "audit:search", "audit", len(rows), refs=[patient_id] if patient_id else None)
     return [_event_json(dict(zip(_EVENT_NAMES, r, strict=True))) for r in rows]
+
+
+@dataclass(frozen=True)
+class Person:
+    """An actor of a lab's trail as people know it: name and e-mail; ``vendor`` for a vendor
+    account the lab's grants name."""
+
+    account_id: str
+    name: str
+    email: str | None
+    vendor: bool = False
+
+
+def people(u: Unit, tenant_id: str) -> tuple[dict[str, Person], dict[str, Any]]:
+    """The lab's accounts and the vendor accounts its support grants name, by account id (the
+    names a trail's reader sees instead of ids), with the lab's grants by id."""
+    from labvault.access import grants as grant_service
+    from labvault.accounts import service as accounts
+
+    found = {
+        a["account_id"]: Person(a["account_id"], a["name"], a["email"]) for a in accounts.list_accounts(u, tenant_id)
+    }
+    grants = {g.grant_id: g for g in grant_service.list_grants(u, tenant_id)}
+    for g in grants.values():
+        if g.account_id not in found and g.requester_name:
+            found[g.account_id] = Person(g.account_id, g.requester_name, g.requester_email, vendor=True)
+    return found, grants
+
+
+def account_for_email(u: Unit, tenant_id: str, email: str) -> str:
+    """The account id of the lab's person (or vendor account its grants name) with this e-mail;
+    an unknown e-mail is an error naming no value."""
+    wanted = email.strip().casefold()
+    found, _ = people(u, tenant_id)
+    for p in found.values():
+        if p.email and p.email.casefold() == wanted:
+            return p.account_id
+    raise InvalidInput("no account of this lab has this e-mail address")

@@ -268,7 +268,11 @@ def _when(value: str | None, name: str) -> datetime | None:
 @app.command("search")
 def search(
     tenant: str = typer.Option(..., "--tenant", help="The lab's id."),
-    actor_id: str = typer.Option(None, "--actor", help="Account id."),
+    actor_email: str = typer.Option(
+        None,
+        "--actor",
+        help="The person's e-mail address (an account of the lab, or a vendor account its grants name).",
+    ),
     action: str = typer.Option(None, "--action", help="Action or prefix, e.g. patient:result"),
     since: str = typer.Option(None, "--since", help="From this ISO date or date-time (UTC when no offset)."),
     until: str = typer.Option(None, "--until", help="Up to this ISO date or date-time (UTC when no offset)."),
@@ -283,10 +287,13 @@ def search(
 ) -> None:
     """Search a lab's events (security officer, the lab's DPO or admin); the search is audited.
     By identity (--patient-nir) only the lab's admin and DPO, or a vendor account under a grant the
-    lab approved (G5); vendor staff search by pseudonymous reference (--ref)."""
+    lab approved (G5); vendor staff search by pseudonymous reference (--ref). Each line names the
+    actor (``actor_name``, ``actor_email``) when the lab knows the account."""
     if ref is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", ref):
         raise InvalidInput("--ref is a pseudonymous id (letters, digits, '_.:-', at most 64)")
     with acting(as_email, Purpose.ADMINISTRATION) as u:
+        people, _ = service.people(u, tenant)
+        actor_id = service.account_for_email(u, tenant, actor_email) if actor_email else None
         patient_id: str | None = ref
         if patient_nir:
             patient_id = u.patient_id_for_nir(tenant, patient_nir)
@@ -303,4 +310,6 @@ def search(
             limit=limit,
         )
     for e in events:
-        print(json.dumps(e, sort_keys=True))
+        who = people.get(e["actor"])
+        named = {"actor_name": who.name, "actor_email": who.email} if who else {"actor_name": None, "actor_email": None}
+        print(json.dumps({**e, **named}, sort_keys=True, ensure_ascii=False))

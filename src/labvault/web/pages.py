@@ -61,6 +61,7 @@ NAV: list[tuple[str, str, frozenset[str]]] = [
     ("/admin/accounts", "Comptes", frozenset({"lab_admin"})),
     ("/admin/grants", "Accès du support", frozenset({"lab_admin"})),
     ("/dpo/audit", "Journal d'accès", frozenset({"lab_dpo", "lab_admin"})),
+    ("/dpo/patient-access", "Accès à un patient", frozenset({"lab_dpo", "lab_admin"})),
     ("/dpo/chain", "Intégrité du journal", frozenset({"lab_dpo", "lab_admin"})),
     ("/lab/migrations", "Migrations du laboratoire", frozenset({"lab_admin", "lab_dpo"})),
     ("/lab/signers", "Signataires", frozenset({"lab_admin", "lab_dpo"})),
