@@ -28,6 +28,7 @@ from labvault.crypto import tokens
 from labvault.errors import AccessDenied, InvalidInput, NotFound
 from labvault.interop.view import result_lines
 from labvault.web import charts, i18n
+from labvault.web.errors import LoginRequired, StepUpNeeded
 
 FORM_COOKIE = "lv_form"
 LANG_COOKIE = "lv_lang"
@@ -68,10 +69,6 @@ NAV: list[tuple[str, str, frozenset[str]]] = [
     ("/vendor/migrations", "Migrations", frozenset({"operator", "platform_admin"})),
     ("/vendor/security", "Sécurité", frozenset({"security_officer", "platform_admin"})),
 ]
-
-
-class LoginRequired(Exception):
-    """No valid session: the visitor is sent to the login page."""
 
 
 def _mark(access: Access):
@@ -121,10 +118,6 @@ async def _writer(request: Request) -> tuple[Principal, str]:
 async def page_writer(request: Request) -> tuple[Principal, str]:
     """A form that changes something: a logged-in session and its CSRF token in the form."""
     return await _writer(request)
-
-
-class StepUpNeeded(Exception):
-    """An approval asked for without a recent TOTP step-up: the person is sent to enter a code."""
 
 
 @_mark(Access.STEP_UP)
