@@ -54,6 +54,11 @@ def _page_login(api, key: str):
     return c
 
 
+def _search(c, **fields: str):
+    """A search as the form posts it (a NIR or a name never travels in a URL)."""
+    return c.post("/patients", data={"csrf": _form_csrf(c.get("/patients").text), **fields})
+
+
 def test_every_page_but_sign_in_and_static_files_is_denied_to_an_anonymous_visitor(api):
     """E2, F1: route enumeration over the pages as over the API: each page route declares its
     access; an anonymous visitor is sent to the login page, with nothing of the page."""
@@ -76,8 +81,9 @@ def test_sign_in_with_password_then_totp_search_and_read_a_patient(api):
     patient page: requests, results with unit, range, status, previous values; French numbers; CSP."""
     c = _page_login(api, f"biologist@{LAB_A}")
     nir = api.nirs[LAB_A][0]
-    found = c.get("/patients", params={"nir": nir})
+    found = _search(c, nir=nir)
     assert found.status_code == 200 and found.headers["content-security-policy"] == PAGE_CSP
+    assert nir not in str(found.url)
     pid = api.patients[LAB_A][0]
     assert f'href="/patients/{pid}"' in found.text
     page = c.get(f"/patients/{pid}")
@@ -95,8 +101,20 @@ def test_another_labs_patient_is_a_404_and_a_vendor_reads_no_patient(api):
     pid = api.patients[LAB_A][0]
     r = c.get(f"/patients/{pid}")
     assert r.status_code == 404 and pid not in r.text
-    r = c.get("/patients", params={"nir": api.nirs[LAB_A][0]})
+    r = _search(c, nir=api.nirs[LAB_A][0])
     assert r.status_code == 200 and pid not in r.text
+
+
+def test_a_search_is_posted_with_its_csrf_field_and_a_nir_in_the_url_finds_nothing(api):
+    """E2, M3: the search reads a NIR from the posted form only: a NIR in the URL is not searched
+    (it would sit in browser history and proxies' logs); without the CSRF field, refused."""
+    c = _page_login(api, f"biologist@{LAB_A}")
+    nir, pid = api.nirs[LAB_A][0], api.patients[LAB_A][0]
+    r = c.get("/patients", params={"nir": nir})
+    assert r.status_code == 200 and pid not in r.text
+    r = c.post("/patients", data={"nir": nir})
+    assert r.status_code == 403 and pid not in r.text
+    assert pid in _search(c, nir=nir).text
 
 
 def test_forms_need_their_csrf_field(api):

@@ -216,7 +216,8 @@ def test_another_labs_admin_gets_nothing_of_this_lab(api, admin_a, support):
         ("/admin/accounts/roles", {"email": bio.email, "roles": ["lab_admin"]}),
     ):
         r = c.post(path, data={"csrf": _csrf(c), **data}, follow_redirects=False)
-        assert r.status_code == 403, (path, r.status_code)
+        # as for an address no one has: another lab's people are not even confirmed to exist
+        assert r.status_code == 404 and LAB_A not in r.text, (path, r.status_code)
     assert _grant_state(admin_a, grant) == "pending"
     assert _accounts(admin_a)[bio.email]["active"] and _accounts(admin_a)[bio.email]["roles"] == "biologist"
 
@@ -263,3 +264,17 @@ def test_the_admin_forms_need_their_csrf_field(api, admin_a, support):
     assert _grant_state(admin_a, grant) == "pending"
     accounts = _accounts(admin_a)
     assert NEWCOMER not in accounts and accounts[bio.email]["active"]
+
+
+def test_another_labs_admin_learns_nothing_of_an_address_elsewhere(api):
+    """F1, E1: lab B's admin naming lab A's biologist in the account forms gets the same answer as
+    for an address no one has (404, no lab named): the forms are no oracle of who works where."""
+    a_bio = api.accounts[f"biologist@{LAB_A}"].email
+    b = _page_login(api, f"lab_admin@{LAB_B}")
+    answers = []
+    for email in (a_bio, "nobody-at-all@lab.invalid"):
+        for path in ("/admin/accounts/deactivate", "/admin/accounts/enable"):
+            r = b.post(path, data={"csrf": _csrf(b), "email": email}, follow_redirects=False)
+            answers.append((r.status_code, LAB_A in r.text))
+    assert answers == [(404, False)] * 4
+    assert api.login(f"biologist@{LAB_A}").get("/api/v1/me").status_code == 200  # still active

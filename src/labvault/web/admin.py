@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from labvault.access import Principal, Purpose, grants
 from labvault.accounts import service
 from labvault.api.deps import gateway
-from labvault.errors import AccessDenied, InvalidInput
+from labvault.errors import AccessDenied, InvalidInput, NotFound
 from labvault.web.pages import Approver, Viewer, Writer, render
 
 router = APIRouter(include_in_schema=False)
@@ -117,16 +117,25 @@ async def add_service(request: Request, caller: Writer) -> Response:
     return _back("/admin/accounts")
 
 
+def _own_email(u: Any, lab: str, email: str) -> str:
+    """The e-mail of an account of the admin's own lab, or ``NotFound`` with one neutral answer:
+    another lab cannot learn from these forms whether an address has an account elsewhere."""
+    wanted = email.strip().lower()
+    if not any(a["email"].lower() == wanted for a in service.list_accounts(u, lab)):
+        raise NotFound("no account with this e-mail address in your lab")
+    return email
+
+
 @router.post("/admin/accounts/roles")
 async def change_roles(request: Request, caller: Writer) -> Response:
     principal = caller[0]
-    _lab_of(principal)
+    lab = _lab_of(principal)
     form = await _form(request)
     roles = [str(r) for r in form.get("roles", [])]
     if not roles or not set(roles) <= set(LAB_ROLES):
         raise InvalidInput("choose at least one of the lab's roles")
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
-        service.set_roles(u, str(form.get("email", "")), roles)
+        service.set_roles(u, _own_email(u, lab, str(form.get("email", ""))), roles)
     return _back("/admin/accounts")
 
 
@@ -134,10 +143,10 @@ async def change_roles(request: Request, caller: Writer) -> Response:
 async def deactivate(request: Request, caller: Writer) -> Response:
     """Deactivate: every session and token of the account stops at once."""
     principal = caller[0]
-    _lab_of(principal)
+    lab = _lab_of(principal)
     form = await _form(request)
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
-        service.deactivate(u, str(form.get("email", "")))
+        service.deactivate(u, _own_email(u, lab, str(form.get("email", ""))))
     return _back("/admin/accounts")
 
 
@@ -145,10 +154,10 @@ async def deactivate(request: Request, caller: Writer) -> Response:
 async def enable(request: Request, caller: Writer) -> Response:
     """Re-enable a deactivated or suspended account of the lab."""
     principal = caller[0]
-    _lab_of(principal)
+    lab = _lab_of(principal)
     form = await _form(request)
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
-        service.reactivate(u, str(form.get("email", "")))
+        service.reactivate(u, _own_email(u, lab, str(form.get("email", ""))))
     return _back("/admin/accounts")
 
 

@@ -47,7 +47,10 @@ def migrations(request: Request, caller: Viewer) -> HTMLResponse:
                     "lab_approved": any(a.get("side") == "lab" for a in job.approvals),
                 }
             )
-    return render(request, "lab_migrations.html", rows=rows, error=request.query_params.get("error"))
+    can_approve = "lab_admin" in principal.roles  # the DPO reads; approving needs a TOTP step-up
+    return render(
+        request, "lab_migrations.html", rows=rows, error=request.query_params.get("error"), can_approve=can_approve
+    )
 
 
 @router.post("/lab/migrations/{migration_id}/approve")
@@ -58,6 +61,8 @@ async def approve(request: Request, migration_id: str, caller: Approver) -> Resp
     from labvault.migration import service as migration
 
     _require(caller[0])
+    if "lab_admin" not in caller[0].roles:
+        raise AccessDenied("approving a migration is the lab administrator's")
     form = await request.form()
     public_key = str(form.get("public_key", "")).strip()[:128]
     signature = str(form.get("signature", "")).strip()[:256]

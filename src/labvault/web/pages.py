@@ -371,11 +371,18 @@ def _purpose(p: Principal) -> Purpose:
 
 @router.get("/patients")
 def patients(request: Request, caller: Viewer) -> HTMLResponse:
+    """The search form. A search is posted (``POST /patients``): a NIR, a name or a birth date
+    never travels in a URL (browser history, proxies' logs)."""
+    return render(request, "patients.html", found=[], error=None, searched=False, form={})
+
+
+@router.post("/patients")
+async def search(request: Request, caller: Writer) -> HTMLResponse:
     """Search: by NIR or INS, or by family name, given name and birth date (exact, blind indexes)."""
     principal = caller[0]
-    q = request.query_params
-    nir = (q.get("nir") or "").strip()[:32]
-    family, given, born = ((q.get(k) or "").strip()[:200] for k in ("family_name", "given_name", "birth_date"))
+    q = await request.form()
+    nir = str(q.get("nir") or "").strip()[:32]
+    family, given, born = (str(q.get(k) or "").strip()[:200] for k in ("family_name", "given_name", "birth_date"))
     found, error, searched = [], None, bool(nir or family or given or born)
     if searched:
         try:
@@ -389,7 +396,8 @@ def patients(request: Request, caller: Viewer) -> HTMLResponse:
         except AccessDenied:
             error = "denied"
     template = "patients_list.html" if request.headers.get("hx-request") == "true" else "patients.html"
-    return render(request, template, found=found, error=error, searched=searched, form=dict(q))
+    form = {k: str(v) for k, v in q.items() if k != "csrf"}
+    return render(request, template, found=found, error=error, searched=searched, form=form)
 
 
 @router.get("/patients/{patient_id}")

@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 
 from labvault.access import Principal, Purpose
 from labvault.api.deps import gateway
+from labvault.crypto.keys import PLATFORM
 from labvault.errors import AccessDenied, LabvaultError
 from labvault.ids import utcnow
 from labvault.web.pages import Viewer, render
@@ -49,7 +50,8 @@ def migrations(request: Request, caller: Viewer) -> HTMLResponse:
 @router.get("/vendor/security")
 def security(request: Request, caller: Viewer) -> HTMLResponse:
     """Each lab's audit chain verified now with its last checkpoint, the refused operations of the
-    last seven days and the suspended accounts: references, counts and names of accounts only."""
+    last seven days and the suspended accounts: references and counts; only the vendor's own staff
+    are named (a lab's people are the lab's)."""
     from labvault.accounts import service as accounts
     from labvault.audit import service as audit
 
@@ -59,15 +61,14 @@ def security(request: Request, caller: Viewer) -> HTMLResponse:
     labs_out: list[dict[str, Any]] = []
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
         labs = [lab for lab in u.list_tenants() if lab.status == "active"]
-        people_of = {lab.id: accounts.list_accounts(u, lab.id) for lab in labs}
-        # A refusal is recorded in the lab it aimed at, under the account of whoever tried (of
-        # another lab, or the vendor's): named from every lab's accounts and the vendor's own.
-        names = {a["account_id"]: a["name"] for people in people_of.values() for a in people}
-        names[principal.account_id] = principal.name
+        # A lab's people are the lab's: their names stay out of the vendor's pages. Only the
+        # vendor's own staff are named; a lab's account is a reference (its pseudonymous id).
+        vendor_names = {a["account_id"]: a["name"] for a in accounts.list_accounts(u, PLATFORM)}
+        vendor_names[principal.account_id] = principal.name
         for lab in labs:
             report = audit.verify_log(u, lab.id)
             last = audit.last_checkpoint(u, lab.id)
-            people = people_of[lab.id]
+            people = accounts.list_accounts(u, lab.id)
             refused = [e for e in audit.search(u, lab.id, since=since, limit=5000) if e.get("outcome") == "denied"]
             labs_out.append(
                 {
@@ -80,13 +81,16 @@ def security(request: Request, caller: Viewer) -> HTMLResponse:
                     "refused": [
                         {
                             "at": e.get("at"),
-                            "actor": names.get(e.get("actor", ""), e.get("actor")),
+                            "vendor": e.get("actor", "") in vendor_names,
+                            "actor": vendor_names.get(e.get("actor", ""), e.get("actor", "")),
                             "action": e["action"],
                         }
                         for e in refused[-20:]
                     ],
                     "refused_count": len(refused),
-                    "suspended": [a for a in people if a.get("suspended")],
+                    "suspended": [
+                        {"account": a["account_id"], "at": a["suspended"]["at"]} for a in people if a.get("suspended")
+                    ],
                 }
             )
     return render(request, "vendor_security.html", labs=labs_out)
