@@ -39,7 +39,11 @@ STEP_UP_ROUTES = frozenset(
 )
 # The pages' approvals (a session, its CSRF field, a recent TOTP step-up): the lab admin's grant page.
 PAGE_STEP_UP_ROUTES = frozenset(
-    {("POST", "/admin/grants/{grant_id}/approve"), ("POST", "/lab/migrations/{migration_id}/approve")}
+    {
+        ("POST", "/admin/grants/{grant_id}/approve"),
+        ("POST", "/lab/migrations/{migration_id}/approve"),
+        ("POST", "/lab/instructions/receive"),
+    }
 )
 SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 HL7 = "x-application/hl7-v2+er7"

@@ -239,8 +239,9 @@ def _explore(request: Request, principal: Principal, form: dict[str, str]) -> HT
 
 @router.get("/dpo/audit")
 def audit_page(request: Request, caller: Viewer) -> HTMLResponse:
-    """The lab's audit events, newest first, by person, action and period (GET: no patient here)."""
-    return _explore(request, caller[0], {k: v for k, v in request.query_params.items() if k != "nir"})
+    """The lab's audit events, newest first; in the URL only filters that name no one (action,
+    period, page): a person or a patient is searched by the posted form, out of URLs and logs."""
+    return _explore(request, caller[0], {k: v for k, v in request.query_params.items() if k not in ("nir", "person")})
 
 
 @router.post("/dpo/audit")

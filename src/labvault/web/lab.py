@@ -16,7 +16,7 @@ from labvault.access import Principal, Purpose
 from labvault.api.deps import gateway
 from labvault.crypto.signing import canonical
 from labvault.errors import AccessDenied
-from labvault.web.pages import Approver, Viewer, render
+from labvault.web.pages import Approver, Viewer, Writer, render
 
 router = APIRouter(include_in_schema=False)
 LAB_OFFICERS = frozenset({"lab_admin", "lab_dpo"})
@@ -74,6 +74,74 @@ async def approve(request: Request, migration_id: str, caller: Approver) -> Resp
     except LabvaultError:
         return RedirectResponse("/lab/migrations?error=signature", status_code=303)
     return RedirectResponse("/lab/migrations", status_code=303)
+
+
+@router.get("/lab/instructions")
+def instructions_page(request: Request, caller: Viewer) -> HTMLResponse:
+    """A draft instruction to check before a lab signer signs it."""
+    _require(caller[0])
+    return render(request, "lab_instructions.html", draft="", checked=None, error=None)
+
+
+@router.post("/lab/instructions/check")
+async def check_draft(request: Request, caller: Writer) -> HTMLResponse:
+    """Check a draft (shape, lab, fields, validity) and show the exact bytes a lab signer signs:
+    nothing is kept; the signer signs in the browser with their own key, or with the CLI."""
+    import json
+
+    from labvault.errors import LabvaultError
+    from labvault.instructions import document
+
+    principal = caller[0]
+    _require(principal)
+    draft = str((await request.form()).get("draft", ""))[:65536]
+    try:
+        instr = document.from_record(json.loads(draft))
+        if instr.tenant != principal.tenant_id:
+            raise document.WrongTenant("instruction: it is for another lab")
+    except ValueError:
+        return render(request, "lab_instructions.html", 400, draft=draft, checked=None, error="not JSON")
+    except LabvaultError as exc:
+        return render(request, "lab_instructions.html", 400, draft=draft, checked=None, error=str(exc))
+    record = document.to_record(instr)
+    body = canonical(record)
+    checked = {
+        "id": instr.id,
+        "kind": instr.kind,
+        "text": json.dumps(record, indent=2, ensure_ascii=False, sort_keys=True),
+        "record_json": body.decode(),
+        "record_b64": base64.b64encode(body).decode(),
+    }
+    return render(request, "lab_instructions.html", draft=draft, checked=checked, error=None)
+
+
+@router.post("/lab/instructions/receive")
+async def receive_signed(request: Request, caller: Approver) -> Response:
+    """A signed instruction given to the platform: verified (signature, current signer, lab,
+    validity) and kept, as ``POST /api/v1/tenants/{tenant}/instructions`` does."""
+    import json
+    from datetime import UTC, datetime
+
+    from labvault.errors import LabvaultError
+    from labvault.instructions import signers
+
+    principal = caller[0]
+    _require(principal)
+    if "lab_admin" not in principal.roles:
+        raise AccessDenied("giving an instruction is the lab administrator's")
+    form = await request.form()
+    try:
+        doc = {
+            "instruction": json.loads(str(form.get("instruction", ""))[:65536]),
+            "signature": str(form.get("signature", "")).strip()[:256],
+            "signer_public_key": str(form.get("public_key", "")).strip()[:128],
+        }
+        with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
+            signers.receive(u, principal.tenant_id, doc, datetime.now(UTC))
+    except (ValueError, LabvaultError) as exc:
+        reason = str(exc) if isinstance(exc, LabvaultError) else "not JSON"
+        return render(request, "lab_instructions.html", 400, draft="", checked=None, error=reason)
+    return RedirectResponse("/lab/signers", status_code=303)
 
 
 @router.get("/lab/signers")

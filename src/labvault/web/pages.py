@@ -65,6 +65,7 @@ NAV: list[tuple[str, str, frozenset[str]]] = [
     ("/dpo/patient-access", "Accès à un patient", frozenset({"lab_dpo", "lab_admin"})),
     ("/dpo/chain", "Intégrité du journal", frozenset({"lab_dpo", "lab_admin"})),
     ("/lab/migrations", "Migrations du laboratoire", frozenset({"lab_admin", "lab_dpo"})),
+    ("/lab/instructions", "Instructions", frozenset({"lab_admin", "lab_dpo"})),
     ("/lab/signers", "Signataires", frozenset({"lab_admin", "lab_dpo"})),
     ("/vendor/migrations", "Migrations", frozenset({"operator", "platform_admin"})),
     ("/vendor/security", "Sécurité", frozenset({"security_officer", "platform_admin"})),
