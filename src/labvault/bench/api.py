@@ -365,6 +365,22 @@ def _run_driver(job: dict[str, object], env: dict[str, str], phase: str, on_prog
     return result
 
 
+def start_server(env: dict[str, str], tmp: Path) -> tuple[str, subprocess.Popen, Path]:
+    """``labvault serve`` on a free loopback port as a child process, its output in ``tmp``: the
+    base URL, the process and its log (the caller waits for ``/health`` and stops it)."""
+    port = _free_port()
+    log = tmp / "server.log"
+    with open(log, "wb") as log_file:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "labvault.cli", "serve", "--host", HOST, "--port", str(port)],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    return f"http://{HOST}:{port}", server, log
+
+
 def _stop(server: subprocess.Popen) -> None:
     if server.poll() is None:
         server.send_signal(signal.SIGTERM)
@@ -388,17 +404,7 @@ def run_api(
         env = _child_env(home, os.urandom(24).hex())
         lab, email, password, ids = _prepare_home(env, patients, on_progress)
 
-        port = _free_port()
-        base_url = f"http://{HOST}:{port}"
-        log = Path(tmp) / "server.log"
-        with open(log, "wb") as log_file:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "labvault.cli", "serve", "--host", HOST, "--port", str(port)],
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        base_url, server, log = start_server(env, Path(tmp))
         try:
             _wait_health(base_url, server, log)
             headers = {"Authorization": f"Bearer {_bearer_token(base_url, email, password)}"}

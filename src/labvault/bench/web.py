@@ -19,19 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from labvault.bench.api import (
-    HOST,
     LAB_SEED,
     Progress,
     _bearer_token,
     _child_env,
     _cpu_s,
-    _free_port,
     _per_request,
     _prepare_home,
     _run_driver,
     _stop,
     _tail,
     _wait_health,
+    start_server,
 )
 
 MIN_RESULTS = 25
@@ -93,9 +92,6 @@ def run_web(
     seed: int = 7,
     on_progress: Progress | None = None,
 ) -> dict[str, Any]:
-    import subprocess
-    import sys
-
     from labvault.synth import LabGenerator
 
     with tempfile.TemporaryDirectory(prefix="labvault-bench-web-") as tmp:
@@ -108,17 +104,7 @@ def run_web(
             raise RuntimeError(f"no generated patient has {MIN_RESULTS} results")
         shown = sum(len(gen.patient(ids.index(p)).results) for p in rich) / len(rich)
         dpo_email, dpo_password = _add_dpo(env, lab)
-        port = _free_port()
-        base_url = f"http://{HOST}:{port}"
-        log = Path(tmp) / "server.log"
-        with open(log, "wb") as log_file:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "labvault.cli", "serve", "--host", HOST, "--port", str(port)],
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        base_url, server, log = start_server(env, Path(tmp))
         try:
             _wait_health(base_url, server, log)
             cookie = {"Cookie": _session_cookie(base_url, email, password)}

@@ -26,6 +26,7 @@ from labvault.accounts.errors import AuthenticationFailed, LockedOut
 from labvault.api.deps import CSRF_COOKIE, PREAUTH_COOKIE, SESSION_COOKIE, Access, client, gateway
 from labvault.crypto import tokens
 from labvault.errors import AccessDenied, InvalidInput, NotFound
+from labvault.ids import stored_utc
 from labvault.interop.view import result_lines
 from labvault.web import charts, i18n
 from labvault.web.errors import LoginRequired, StepUpNeeded
@@ -418,7 +419,7 @@ def patient(request: Request, patient_id: str, caller: Viewer) -> HTMLResponse:
     by_request: dict[str, list[Any]] = defaultdict(list)
     for line in lines:
         by_request[line.result.request_id].append(line)
-    ordered = sorted(requests, key=lambda q: _utc(q.requested_at), reverse=True)
+    ordered = sorted(requests, key=lambda q: stored_utc(q.requested_at), reverse=True)
     series: dict[tuple[str, str], list[tuple[datetime, float]]] = defaultdict(list)
     refs: dict[tuple[str, str], tuple[float | None, float | None]] = {}
     labels: dict[tuple[str, str], tuple[str, str]] = {}
@@ -443,12 +444,6 @@ def patient(request: Request, patient_id: str, caller: Viewer) -> HTMLResponse:
         value=_value,
         ref=_ref,
     )
-
-
-def _utc(value: datetime) -> datetime:
-    from datetime import UTC
-
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _value(r: Any, lang: str) -> str:
