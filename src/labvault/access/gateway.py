@@ -16,6 +16,7 @@ below (see docs/dev/application.md); everything else is the gateway's own.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -32,8 +33,10 @@ from labvault.access.tenants import SYNTHETIC_MARK, TenantCrypto, Tenants
 from labvault.access.trail import AuditAppend
 from labvault.audit.pin import PinStore
 from labvault.crypto.keys import PLATFORM, KeyProvider
-from labvault.errors import AccessDenied, NotFound
+from labvault.errors import AccessDenied, NotFound, StoreError
 from labvault.store import schema as t
+
+SQLITE_WRITER_WAIT_S = 10.0  # as the busy timeout of SQLite connections (store.engine)
 
 __all__ = ["ENCRYPTED", "SYNTHETIC_MARK", "Gateway", "TenantCrypto", "Unit"]
 
@@ -55,6 +58,9 @@ class Gateway:
         self._crypto: dict[str, TenantCrypto] = {}
         self._synthetic: set[str] = set()  # labs whose sealed synthetic mark opened (see Unit.is_synthetic)
         self._writer: ThreadPoolExecutor | None = None
+        # SQLite has one writer at a time: this process's units queue for it here (see
+        # ``Unit._take_writer``); other processes still wait in SQLite's busy handler.
+        self.sqlite_writer = threading.Lock() if engine.dialect.name == "sqlite" else None
 
     @contextmanager
     def unit(self, principal: Principal, purpose: Purpose) -> Iterator[Unit]:
@@ -70,30 +76,43 @@ class Gateway:
                 unit = Unit(self, conn, principal, purpose)
                 yield unit
                 unit._flush_events()
+            unit._release_writer()
             unit._committed_hooks()
         finally:
+            if unit is not None:
+                unit._release_writer()
             self._after(unit, purpose)
 
     def _after(self, unit: Unit | None, purpose: Purpose) -> None:
         """Run what must outlive the unit's transaction (refusal events, failed-login counters)."""
         if unit is None or not (unit._side_events or unit._side_actions):
             return
-        with self.engine.begin() as conn:
-            side = Unit(self, conn, unit.principal, purpose, check_principal=False)
-            side._final = True  # its refusals are written at once: nothing after it rolls back
-            for action in unit._side_actions:
-                action(side)
-            for tenant_id, kwargs in unit._side_events:
-                side._write_event(tenant_id, **kwargs)
-            side._flush_events()
+        side = None
+        try:
+            with self.engine.begin() as conn:
+                side = Unit(self, conn, unit.principal, purpose, check_principal=False)
+                side._final = True  # its refusals are written at once: nothing after it rolls back
+                for action in unit._side_actions:
+                    action(side)
+                for tenant_id, kwargs in unit._side_events:
+                    side._write_event(tenant_id, **kwargs)
+                side._flush_events()
+        finally:
+            if side is not None:
+                side._release_writer()
 
     @contextmanager
     def bootstrap(self, principal: Principal) -> Iterator[Unit]:
         """The unit ``init`` uses to record the first platform account (nobody to check against yet)."""
-        with self.engine.begin() as conn:
-            unit = Unit(self, conn, principal, Purpose.ADMINISTRATION, check_principal=False)
-            yield unit
-            unit._flush_events()
+        unit = None
+        try:
+            with self.engine.begin() as conn:
+                unit = Unit(self, conn, principal, Purpose.ADMINISTRATION, check_principal=False)
+                yield unit
+                unit._flush_events()
+        finally:
+            if unit is not None:
+                unit._release_writer()
         unit._committed_hooks()
 
     @contextmanager
@@ -109,6 +128,8 @@ class Gateway:
                 yield unit
                 unit._flush_events()
         finally:
+            if unit is not None:
+                unit._release_writer()
             self._after(unit, Purpose.AUTHENTICATION)
 
     def writer(self) -> ThreadPoolExecutor:
@@ -188,6 +209,8 @@ class Unit(Authorisation, AuditAppend, Tenants, Records, Rotation):
         self._side_events: list[tuple[str, dict[str, Any]]] = []
         self._side_actions: list[Callable[[Unit], None]] = []
         self._pending_events: list[dict[str, Any]] = []
+        self._unit_crypto: dict[str, TenantCrypto] = {}
+        self._holds_writer = False
         self._on_commit: list[Callable[[], None]] = []
         self._committed = True
         self._service_purpose: str | None = None
@@ -270,3 +293,24 @@ class Unit(Authorisation, AuditAppend, Tenants, Records, Rotation):
         actions, self._on_commit = self._on_commit, []
         for action in actions:
             action()
+
+    def _take_writer(self) -> None:
+        """Queue for this process's SQLite write lock (``Gateway.sqlite_writer``), held until the unit
+        ends. Not when this unit already writes: SQLite's lock is then its own, and a thread that
+        holds the gateway's lock while waiting for SQLite's must not wait for this unit in turn."""
+        lock = self._gw.sqlite_writer
+        if lock is None or self._holds_writer:
+            return
+        dbapi = self.conn.connection.dbapi_connection
+        if dbapi is not None and getattr(dbapi, "in_transaction", False):
+            return
+        if not lock.acquire(timeout=SQLITE_WRITER_WAIT_S):
+            raise StoreError("the database is busy: try again")
+        self._holds_writer = True
+
+    def _release_writer(self) -> None:
+        if self._holds_writer:
+            self._holds_writer = False
+            lock = self._gw.sqlite_writer
+            if lock is not None:
+                lock.release()

@@ -90,6 +90,7 @@ class Rotation(UnitState):
                 created_at=utcnow(),
             )
         )
+        self._unit_crypto.pop(tenant_id, None)  # the versions changed: reloaded if read again
         self._record(tenant_id, "keys:rotate:start", "key", 1)
         return new, False
 
@@ -149,4 +150,5 @@ class Rotation(UnitState):
             .where(tk.c.tenant_id == tenant_id, tk.c.purpose == "data", tk.c.state == "retiring")
             .values(state="retired")
         )
+        self._unit_crypto.pop(tenant_id, None)
         self._record(tenant_id, "keys:rotate:done", "key", 1)

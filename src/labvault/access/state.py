@@ -35,6 +35,8 @@ class UnitState:
     _side_events: list[tuple[str, dict[str, Any]]]
     _side_actions: list[Callable[[Unit], None]]
     _pending_events: list[dict[str, Any]]
+    _holds_writer: bool  # this unit holds its gateway's SQLite writer lock (Unit._take_writer)
+    _unit_crypto: dict[str, TenantCrypto]  # per lab: its keys, checked once per unit (tenants._crypto)
     _on_commit: list[Callable[[], None]]
     _committed: bool
     _service_purpose: str | None
@@ -75,3 +77,4 @@ class UnitState:
 
         # gateway.Unit
         def on_commit(self, action: Callable[[], None]) -> None: ...
+        def _take_writer(self) -> None: ...

@@ -201,6 +201,22 @@ class Tenants(UnitState):
         )
 
     def _crypto(self, tenant_id: str) -> TenantCrypto:
+        """The lab's keys. Checked (status, key versions, the KEK still there) once per unit: one
+        transaction sees one state of the lab's keys, and this unit's own shred or rotation drops
+        them (``_forget_unit_keys``)."""
+        mine = self._unit_crypto.get(tenant_id)
+        if mine is not None:
+            self._scope(tenant_id)
+            return mine
+        crypto = self._load_crypto(tenant_id)
+        self._unit_crypto[tenant_id] = crypto
+        return crypto
+
+    def _forget_unit_keys(self, tenant_id: str) -> None:
+        self._unit_crypto.pop(tenant_id, None)
+        self._gw.forget_keys(tenant_id)
+
+    def _load_crypto(self, tenant_id: str) -> TenantCrypto:
         tenant = self.tenant(tenant_id)
         if tenant.status == "shredded":
             raise TenantShredded(f"lab '{tenant_id}' was crypto-shredded: its data can no longer be read")
@@ -219,7 +235,7 @@ class Tenants(UnitState):
             # this database may be a copy taken before): the KEK must still be there to use them.
             if self._gw.keys.has_scope(tenant_id):
                 return cached
-            self._gw.forget_keys(tenant_id)
+            self._forget_unit_keys(tenant_id)
             raise TenantKeyMissing(f"no key for '{tenant_id}' in the key provider (destroyed)")
         rows = self.conn.execute(
             select(t.tenant_key).where(self._tf(t.tenant_key, tenant_id), t.tenant_key.c.purpose.in_(["data", "index"]))
@@ -310,7 +326,7 @@ class Tenants(UnitState):
         )
         # Last, once the database changes are in this transaction: destroy the KEK itself.
         # Should the commit then fail, the lab is unreadable but not marked: a retry marks it.
-        self._gw.forget_keys(tenant_id)
+        self._forget_unit_keys(tenant_id)
         if kek_present:
             self._gw.keys.destroy_scope(tenant_id)  # TenantKeyMissing if another process did meanwhile
         return record

@@ -59,46 +59,57 @@ class AuditAppend(UnitState):
             self.conn.execute(select(func.pg_advisory_xact_lock(func.hashtext("labvault.audit." + tenant_id))))
         else:
             # Python's sqlite3 opens its transaction at the first write: this write (of no row)
-            # takes SQLite's write lock before the head is read.
+            # takes SQLite's write lock before the head is read. The threads of this process queue
+            # for it on the gateway's own lock first (woken the moment it is free) rather than in
+            # SQLite's busy handler, which sleeps up to 100 ms between tries.
+            self._take_writer()
             self.conn.exec_driver_sql("UPDATE audit_event SET seq = seq WHERE 0")
 
     def _write_event(self, tenant_id: str, **event: object) -> None:
-        previous = self._scoped
-        self._scope(tenant_id)
-        head = self._seq.get(tenant_id)
-        if head is None:
-            # One appender per lab at a time: the chain's head is read under a write lock.
-            self._chain_lock(tenant_id)
-            last = self.conn.execute(
-                select(t.audit_event.c.seq, t.audit_event.c.hash)
-                .where(t.audit_event.c.tenant_id == tenant_id)
-                .order_by(t.audit_event.c.seq.desc())
-                .limit(1)
-            ).first()
-            head = (0, chain.GENESIS) if last is None else (last.seq, last.hash)
-        seq = head[0] + 1
-        row = {"tenant_id": tenant_id, "seq": seq, "at": utcnow(), **event}
-        digest = chain.event_hash(head[1], row)
-        self._seq[tenant_id] = (seq, digest)
-        row["prev_hash"], row["hash"] = head[1], digest
-        self._pending_events.append(row)
-        if previous is not None:  # back to the lab this unit works on (its reads rely on the scope)
-            self._scope(previous)
+        """Queue an event of this unit; it is chained and inserted by ``_flush_events``."""
+        self._pending_events.append({"tenant_id": tenant_id, **event})
 
     def _flush_events(self) -> None:
-        """Insert the events chained so far, in one batch, inside this unit's transaction."""
+        """Chain the events queued so far to their labs' trails and insert them, in one batch,
+        inside this unit's transaction.
+
+        The chain's head is read (under the lab's write lock) only here, when the unit is about to
+        commit, not at its first event: a unit that reads for 10 ms holds no lock meanwhile, so
+        concurrent units (pages, API reads, feeds) queue only for the insert and the commit. Each
+        event's time is taken here too, so times never go backwards along a lab's chain."""
         if not self._pending_events:
             return
-        rows, self._pending_events = self._pending_events, []
+        queued, self._pending_events = self._pending_events, []
         previous = self._scoped
-        for tenant_id in {r["tenant_id"] for r in rows}:
+        at = utcnow()
+        for tenant_id in dict.fromkeys(r["tenant_id"] for r in queued):
             self._scope(tenant_id)
-            mine = [r for r in rows if r["tenant_id"] == tenant_id]
-            if self.conn.dialect.name == "sqlite":  # stored as SQLAlchemy stores times there: UTC text
-                for r in mine:
-                    r["at"] = chain.at_text(r["at"])
-            bulk_insert(self.conn, t.audit_event, _EVENT_COLUMNS, [tuple(r[c] for c in _EVENT_COLUMNS) for r in mine])
-        if previous is not None:
+            head = self._seq.get(tenant_id)
+            if head is None:
+                # One appender per lab at a time: the chain's head is read under a write lock.
+                self._chain_lock(tenant_id)
+                last = self.conn.execute(
+                    select(t.audit_event.c.seq, t.audit_event.c.hash)
+                    .where(t.audit_event.c.tenant_id == tenant_id)
+                    .order_by(t.audit_event.c.seq.desc())
+                    .limit(1)
+                ).first()
+                head = (0, chain.GENESIS) if last is None else (last.seq, last.hash)
+            rows = []
+            for event in queued:
+                if event["tenant_id"] != tenant_id:
+                    continue
+                seq = head[0] + 1
+                row = {**event, "seq": seq, "at": at}
+                digest = chain.event_hash(head[1], row)
+                row["prev_hash"], row["hash"] = head[1], digest
+                if self.conn.dialect.name == "sqlite":  # stored as SQLAlchemy stores times there: UTC text
+                    row["at"] = chain.at_text(at)
+                head = (seq, digest)
+                rows.append(tuple(row[c] for c in _EVENT_COLUMNS))
+            self._seq[tenant_id] = head
+            bulk_insert(self.conn, t.audit_event, _EVENT_COLUMNS, rows)
+        if previous is not None:  # back to the lab this unit works on (its reads rely on the scope)
             self._scope(previous)
 
     # -- what the audit domain reads, deletes and locks (it authorises, the policy table decides) ---

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 
@@ -12,12 +15,28 @@ from labvault.api.middleware import AccessLogMiddleware, SecurityMiddleware
 from labvault.config import Settings
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """``app.state.threads`` (``labvault serve --threads``): how many requests run their blocking
+    work (database, decryption, rendering) at once. Python runs one thread at a time: a few threads
+    keep the processor busy while one waits on the database; forty (the default) take turns on the
+    interpreter lock and every request finishes late."""
+    import anyio.to_thread
+
+    threads = getattr(app.state, "threads", None)
+    if threads:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+    yield
+
+
 def create_app(settings: Settings | None = None, *, runtime=None) -> FastAPI:
     """Build the app on an initialised home (or on a given runtime, for tests and benchmarks)."""
     from labvault.runtime import open_runtime
 
     rt = runtime or open_runtime(settings or Settings.from_env())
-    app = FastAPI(title="Labvault", version=__version__, openapi_url=None, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="Labvault", version=__version__, openapi_url=None, docs_url=None, redoc_url=None, lifespan=_lifespan
+    )
     app.state.gateway = rt.gateway
     app.state.runtime = rt
     errors.install(app)

@@ -34,6 +34,13 @@ def serve(
         help="Seconds between retention runs: data past each lab's periods, "
         "packages past their deadline (0: none; then run it from cron).",
     ),
+    threads: int = typer.Option(
+        4,
+        "--threads",
+        min=1,
+        max=64,
+        help="Requests whose blocking work (database, decryption, pages) runs at once; others wait their turn.",
+    ),
 ) -> None:
     """Serve the JSON API (and its OpenAPI schema, to authenticated users) on HOST:PORT."""
     import socket
@@ -48,6 +55,7 @@ def serve(
         raise ConfigError("--tls-cert and --tls-key go together")
     logs.configure()
     app = create_app(settings())
+    app.state.threads = threads
     try:
         sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     except OSError as exc:

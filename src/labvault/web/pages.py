@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
 
 from labvault.access import Principal, Purpose
 from labvault.accounts import service
@@ -51,6 +52,7 @@ env = Environment(
     autoescape=select_autoescape(["html"]),
     trim_blocks=True,
     lstrip_blocks=True,
+    auto_reload=False,  # templates are package files: never re-read (a stat per template per page)
 )
 router = APIRouter(include_in_schema=False)
 
@@ -87,6 +89,12 @@ async def public_page() -> None:
 
 
 async def _session(request: Request) -> tuple[Principal, str]:
+    """The session behind the cookie, checked in a worker thread (a database read never runs on
+    the event loop, which serves every other connection meanwhile)."""
+    return await run_in_threadpool(_session_check, request)
+
+
+def _session_check(request: Request) -> tuple[Principal, str]:
     secret = request.cookies.get(SESSION_COOKIE)
     if not secret:
         raise LoginRequired
@@ -435,14 +443,44 @@ def patient(request: Request, patient_id: str, caller: Viewer) -> HTMLResponse:
         chart = charts.trend(values, refs.get(key, (None, None)))
         if chart is not None:
             trends.append((labels[key][0], labels[key][1], chart))
+    lang = _lang(request)
     return render(
         request,
         "patient.html",
         ident=ident,
-        requests=[(q, by_request.get(q.request_id, [])) for q in ordered],
+        requests=[(q, [_row(line, lang) for line in by_request.get(q.request_id, [])]) for q in ordered],
         trends=trends,
-        value=_value,
-        ref=_ref,
+    )
+
+
+class _Row(NamedTuple):
+    """One result line of the patient page, every cell already written in the page's language."""
+
+    status: str
+    label: str
+    code: str
+    value: str
+    unit: str
+    flag: str
+    ref: str
+    status_label: str
+    version: int | None
+    previous: list[tuple[str, str, str]]  # (value, unit, day)
+
+
+def _row(line: Any, lang: str) -> _Row:
+    r = line.result
+    return _Row(
+        str(r.status),
+        r.label,
+        r.code,
+        _value(r, lang),
+        r.unit or "",
+        r.flag or "",
+        _ref(r, lang),
+        i18n.label(r.status, lang),
+        r.version if r.version and r.version > 1 else None,
+        [(_value(p, lang), p.unit or "", i18n.day(at, lang, LAB_ZONE)) for at, p in line.previous],
     )
 
 
