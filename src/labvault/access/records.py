@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from labvault.access import codec
 from labvault.access.principal import Purpose
 from labvault.access.state import UnitState
+from labvault.crypto.blind import first_given_name, normalise_name
 from labvault.domain.identifiers import OBJECT_ID_RE, OID_NIR, normalise_nir, validate_nir
 from labvault.domain.models import (
     Identity,
@@ -77,6 +78,8 @@ END_TABLES = (
     "patient_identity",
     "quarantine",
 )
+PREFIX_LETTERS = 2  # a name search by prefix needs this many letters of the family name
+PREFIX_CANDIDATES = 500  # at most this many patients born the same day are decrypted by one search
 _PURGE_BATCH = 500  # requests per purge batch (ids per IN list stay well under SQLite's limit)
 _CHUNK = 500
 
@@ -128,6 +131,10 @@ def order_keys(c: TenantCrypto, r: Request) -> tuple[bytes | None, bytes | None]
 def _same_said(a: Result, b: Result) -> bool:
     """Two versions of a result that say the same (only their message's time and number differ)."""
     return replace(a, message_at=None, version=0) == replace(b, message_at=None, version=0)
+
+
+def _opened(column: Any, row_id: str, blob: bytes | None) -> str | None:
+    return None if blob is None else str(column.open(row_id, bytes(blob)).decode())
 
 
 def _check_id(value: str, kind: str) -> None:
@@ -189,6 +196,7 @@ class Records(UnitState):
                     None if nir is None else c.index.nir(nir),
                     c.index.name(p.family_name, p.given_names, p.birth_date),
                     c.index.traits(p.strict_birth_name, p.first_given, p.birth_date, p.sex),
+                    c.index.born(p.birth_date),
                     None if nir is None else col["nir_enc"].seal(i, nir.encode()),
                     col["family_name_enc"].seal(i, p.family_name.encode()),
                     opt("birth_name_enc", i, p.birth_name),
@@ -214,6 +222,7 @@ class Records(UnitState):
                 "nir_bidx",
                 "name_bidx",
                 "traits_bidx",
+                "born_bidx",
                 "nir_enc",
                 "family_name_enc",
                 "birth_name_enc",
@@ -556,6 +565,68 @@ class Records(UnitState):
             )
         ).all()
         found = self._identities(c, tenant_id, [r for r in rows if self._in_grant_scope(r.patient_id, tenant_id)])
+        self._record(tenant_id, "patient:identity:search", "patient", len(found), refs=[p.patient_id for p in found])
+        return found
+
+    def find_patients_by_prefix(
+        self, tenant_id: str, family_prefix: str, given_prefix: str | None, birth_date: date
+    ) -> list[Identity]:
+        """Patients born on ``birth_date`` whose birth name or used name starts with
+        ``family_prefix``, and, when ``given_prefix`` is given, whose first given name (or used
+        given name, or given names in order) starts with it; accents, case, spaces and punctuation ignored
+        (``normalise_name``). A full name is a prefix too.
+
+        The birth date's blind index (``born_bidx``) selects the candidates; only they are
+        decrypted, within the grant's scope for a support account, and at most
+        ``PREFIX_CANDIDATES`` of them (more: refused, give more of the name). Audited as
+        ``find_patients_by_name``: only the patients returned are named.
+
+        Rows stored before revision 0015 have no ``born_bidx``: they are found when the name
+        given is the exact family name and first given name (``name_bidx``, as
+        ``find_patients_by_name``), not by a shorter prefix.
+        """
+        family = normalise_name(family_prefix or "")
+        given = normalise_name(given_prefix or "")
+        if len(family) < PREFIX_LETTERS:  # bad input first: it says nothing about the lab
+            raise InvalidInput(f"a name search needs at least {PREFIX_LETTERS} letters of the family name")
+        self._authorise(tenant_id, "patient:identity:search")
+        c = self._crypto(tenant_id)
+        pi = t.patient_identity
+        wanted = pi.c.born_bidx == c.index.born(birth_date)
+        if given:  # rows stored before the birth date index, by their exact name
+            wanted = wanted | (pi.c.name_bidx == c.index.name(family_prefix, given_prefix or "", birth_date))
+        ids = [
+            pid
+            for pid in self.conn.execute(
+                select(pi.c.patient_id).where(self._tf(pi, tenant_id), wanted).order_by(pi.c.patient_id)
+            ).scalars()
+            if self._in_grant_scope(pid, tenant_id)
+        ]
+        if len(ids) > PREFIX_CANDIDATES:
+            self._record(tenant_id, "patient:identity:search", "patient", 0, outcome="error")
+            raise InvalidInput("too many patients share this birth date: give more of the name")
+        names = ("family_name_enc", "birth_name_enc", "given_names_enc", "first_given_enc", "used_given_enc")
+        cols = {n: c.cipher.column("patient_identity", n) for n in names}
+        rows = []
+        for part in _chunks(ids):
+            for r in self.conn.execute(
+                select(pi).where(self._tf(pi, tenant_id), pi.c.patient_id.in_(part)).order_by(pi.c.patient_id)
+            ):
+                said = {n: _opened(cols[n], r.patient_id, getattr(r, n)) for n in names}
+                surnames = (said["birth_name_enc"], said["family_name_enc"])
+                if not any(normalise_name(s).startswith(family) for s in surnames if s):
+                    continue
+                firsts = (
+                    said["first_given_enc"],
+                    first_given_name(said["given_names_enc"] or ""),
+                    said["given_names_enc"],  # "Jean Paul" typed: the given names in order
+                    said["used_given_enc"],
+                )
+                if given and not any(normalise_name(f).startswith(given) for f in firsts if f):
+                    continue
+                rows.append(r)
+        found = self._identities(c, tenant_id, rows)
+        found.sort(key=lambda p: (normalise_name(p.family_name), normalise_name(p.given_names), p.patient_id))
         self._record(tenant_id, "patient:identity:search", "patient", len(found), refs=[p.patient_id for p in found])
         return found
 

@@ -160,13 +160,20 @@ def search_patients(
     family_name: Annotated[str | None, Query(max_length=200)] = None,
     given_name: Annotated[str | None, Query(max_length=200)] = None,
     birth_date: date | None = None,
+    prefix: bool = False,
 ) -> list[schemas.PatientOut]:
-    """Exact match on NIR/INS, or on family name + given name + birth date (blind indexes)."""
-    if nir is None and not (family_name and given_name and birth_date):
+    """Exact match on NIR/INS, or on family name + given name + birth date (blind indexes);
+    ``prefix=true``: the family name (birth or used name, 2 letters at least) and the given name
+    (optional) are the start of the names, with the birth date (required)."""
+    if nir is None and prefix and not (family_name and birth_date):
+        raise InvalidInput("a prefix search needs family_name and birth_date (given_name optional)")
+    if nir is None and not prefix and not (family_name and given_name and birth_date):
         raise InvalidInput("search by nir, or by family_name, given_name and birth_date")
     with gateway(request).unit(caller.principal, _purpose(caller)) as u:
         if nir is not None:
             found = u.find_patients_by_nir(tenant, nir)
+        elif family_name and birth_date and prefix:
+            found = u.find_patients_by_prefix(tenant, family_name, given_name, birth_date)
         elif family_name and given_name and birth_date:
             found = u.find_patients_by_name(tenant, family_name, given_name, birth_date)
         else:  # refused above

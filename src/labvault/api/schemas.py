@@ -64,7 +64,7 @@ class TenantOut(BaseModel):
 
 class PatientOut(BaseModel):
     patient_id: str
-    nir: str
+    nir: str | None  # None: no INS known (an identity stored on its traits alone)
     ins_oid: str
     identity_status: str
     family_name: str

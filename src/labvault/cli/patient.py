@@ -95,12 +95,16 @@ def find(
     tenant: str = typer.Option(..., "--tenant", help="The lab."),
     nir: str = typer.Option(None, "--nir", help="NIR/INS with its key (15 characters)."),
     family_name: str = typer.Option(
-        None, "--family-name", help="Family name (exact match; with --given-name and --birth-date)."
+        None, "--family-name", help="Family name (exact, with --given-name and --birth-date; its start with --prefix)."
     ),
-    given_name: str = typer.Option(
-        None, "--given-name", help="Given name (exact match; with --family-name and --birth-date)."
-    ),
+    given_name: str = typer.Option(None, "--given-name", help="Given name (exact match; its start with --prefix)."),
     birth_date: str = typer.Option(None, "--birth-date", help="YYYY-MM-DD"),
+    prefix: bool = typer.Option(
+        False,
+        "--prefix",
+        help="The names given are their start (family name: birth or used name, 2 letters at least; "
+        "--given-name optional); --birth-date required.",
+    ),
     results: bool = typer.Option(
         False, "--results", help="Also show the patient's results, newest first, with the previous values of each test."
     ),
@@ -108,8 +112,11 @@ def find(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per patient (stable keys), for scripts."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
-    """Find a patient by NIR, or by family name + given name + birth date (exact match)."""
-    if nir is None and not (family_name and given_name and birth_date):
+    """Find a patient by NIR, or by family name + given name + birth date (exact match, or the
+    start of the names with --prefix)."""
+    if nir is None and prefix and not (family_name and birth_date):
+        raise InvalidInput("with --prefix, give --family-name and --birth-date (--given-name optional)")
+    if nir is None and not prefix and not (family_name and given_name and birth_date):
         raise InvalidInput("give --nir, or --family-name, --given-name and --birth-date")
     born = None
     if nir is None:
@@ -118,11 +125,12 @@ def find(
         except ValueError:
             raise InvalidInput("--birth-date must be YYYY-MM-DD") from None
     with acting(as_email, Purpose.CARE) as u:
-        found = (
-            u.find_patients_by_nir(tenant, nir)
-            if nir is not None
-            else u.find_patients_by_name(tenant, family_name, given_name, born)
-        )
+        if nir is not None:
+            found = u.find_patients_by_nir(tenant, nir)
+        elif prefix:
+            found = u.find_patients_by_prefix(tenant, family_name, given_name, born)
+        else:
+            found = u.find_patients_by_name(tenant, family_name, given_name, born)
         shown = [
             (
                 p,

@@ -1,8 +1,8 @@
 """Blind indexes: exact-match search over encrypted identifiers, and patient pseudonyms.
 
 A tenant's index root key (random, stored wrapped like a DEK but never rotated with them) is
-split by HKDF-SHA256 into one key per use, so the NIR index, the name index and the pseudonym
-link never share a key with each other or with the data keys. Each blind value is
+split by HKDF-SHA256 into one key per use, so the NIR index, the name index, the birth date index
+and the pseudonym link never share a key with each other or with the data keys. Each blind value is
 HMAC-SHA256(use key, normalised value) truncated to 16 bytes.
 """
 
@@ -49,7 +49,7 @@ class BlindIndex:
                 salt=None,
                 info=b"labvault/blind/v1\x00" + tenant.encode() + b"\x00" + use.encode(),
             ).derive(root_key)
-            for use in ("nir", "name", "link", "rpps", "traits", "local", "order")
+            for use in ("nir", "name", "link", "rpps", "traits", "local", "order", "born")
         }
 
     def _mac(self, use: str, text: str) -> bytes:
@@ -66,6 +66,11 @@ class BlindIndex:
             [normalise_name(family_name), normalise_name(first_given_name(given_names)), birth_date.isoformat()]
         )
         return self._mac("name", text)
+
+    def born(self, birth_date: date) -> bytes:
+        """The birth date alone: coarse by design, it splits a lab's patients by birth date only
+        (a name search by prefix reads the few sharing a date, then compares their names)."""
+        return self._mac("born", birth_date.isoformat())
 
     def traits(self, birth_name: str, first_given: str, birth_date: date, sex: str) -> bytes:
         """The strict traits of the RNIV that every message carries: birth name, first given name,

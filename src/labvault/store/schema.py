@@ -194,6 +194,9 @@ patient_identity = Table(
     # The strict traits (birth name, first given name, birth date, sex), normalised: an identity
     # without an INS is found again by them (labvault.access.matching).
     Column("traits_bidx", LargeBinary(16)),
+    # The birth date alone (a name search by prefix reads the patients born that day and compares
+    # their decrypted names). NULL: stored before revision 0015, found by the exact name search.
+    Column("born_bidx", LargeBinary(16)),
     Column("nir_enc", LargeBinary),
     Column("family_name_enc", LargeBinary, nullable=False),
     Column("birth_name_enc", LargeBinary),
@@ -215,6 +218,7 @@ patient_identity = Table(
     Index("ix_patient_identity_nir", "tenant_id", "nir_bidx"),
     Index("ix_patient_identity_name", "tenant_id", "name_bidx"),
     Index("ix_patient_identity_traits", "tenant_id", "traits_bidx"),
+    Index("ix_patient_identity_born", "tenant_id", "born_bidx"),
     sqlite_with_rowid=False,
 )
 

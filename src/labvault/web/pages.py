@@ -22,10 +22,12 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from labvault.access import Principal, Purpose
+from labvault.access.records import PREFIX_LETTERS
 from labvault.accounts import service
 from labvault.accounts.errors import AuthenticationFailed, LockedOut
 from labvault.api.deps import CSRF_COOKIE, PREAUTH_COOKIE, SESSION_COOKIE, Access, client, gateway
 from labvault.crypto import tokens
+from labvault.crypto.blind import normalise_name
 from labvault.errors import AccessDenied, InvalidInput, NotFound
 from labvault.ids import stored_utc
 from labvault.interop.view import result_lines
@@ -388,26 +390,46 @@ def patients(request: Request, caller: Viewer) -> HTMLResponse:
 
 @router.post("/patients")
 async def search(request: Request, caller: Writer) -> HTMLResponse:
-    """Search: by NIR or INS, or by family name, given name and birth date (exact, blind indexes)."""
+    """Search: by NIR or INS (exact), or by the start of the family name (birth or used name, two
+    letters at least), optionally the start of the given name, and the birth date (required).
+    A refused search is a 400 page naming the field, never the value; to htmx, the same message
+    in a 200 fragment (htmx swaps no error response)."""
     principal = caller[0]
     q = await request.form()
     nir = str(q.get("nir") or "").strip()[:32]
     family, given, born = (str(q.get(k) or "").strip()[:200] for k in ("family_name", "given_name", "birth_date"))
-    found, error, searched = [], None, bool(nir or family or given or born)
+    found: list[Any] = []
+    error: str | None = None
+    searched = bool(nir or family or given or born)
     if searched:
+        error = None if nir else _name_search_fault(family, born)
         try:
-            with gateway(request).unit(principal, _purpose(principal)) as u:
-                if nir:
-                    found = u.find_patients_by_nir(principal.tenant_id, nir)
-                else:
-                    found = u.find_patients_by_name(principal.tenant_id, family, given, date.fromisoformat(born))
-        except (InvalidInput, ValueError):
-            error = "search"
+            if error is None:
+                with gateway(request).unit(principal, _purpose(principal)) as u:
+                    if nir:
+                        found = u.find_patients_by_nir(principal.tenant_id, nir)
+                    else:
+                        found = u.find_patients_by_prefix(
+                            principal.tenant_id, family, given or None, date.fromisoformat(born)
+                        )
+        except InvalidInput:
+            error = "nir" if nir else "many"
         except AccessDenied:
             error = "denied"
-    template = "patients_list.html" if request.headers.get("hx-request") == "true" else "patients.html"
+    partial = request.headers.get("hx-request") == "true"
+    template = "patients_list.html" if partial else "patients.html"
+    status = 200 if partial or error in (None, "denied") else 400
     form = {k: str(v) for k, v in q.items() if k != "csrf"}
-    return render(request, template, found=found, error=error, searched=searched, form=form)
+    return render(request, template, status, found=found, error=error, searched=searched, form=form)
+
+
+def _name_search_fault(family: str, born: str) -> str | None:
+    """Why a name search cannot be made, as a code the page says in the reader's language."""
+    try:
+        date.fromisoformat(born)
+    except ValueError:
+        return "born"
+    return "prefix" if len(normalise_name(family)) < PREFIX_LETTERS else None
 
 
 @router.get("/patients/{patient_id}")
