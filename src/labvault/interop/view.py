@@ -96,11 +96,16 @@ def result_lines(results: Sequence[Result], requests: Sequence[Request], previou
         return _utc(at) if at is not None else datetime.min.replace(tzinfo=UTC)
 
     dated = sorted(((when(r), r) for r in results), key=lambda x: (x[0], x[1].request_id, x[1].result_id), reverse=True)
+    same_test: dict[tuple[str, str], list[tuple[datetime, Result]]] = {}
+    place: list[int] = []  # each result's place among its test's results, newest first
+    for at, r in dated:
+        group = same_test.setdefault((r.code_system, r.code), [])
+        place.append(len(group))
+        group.append((at, r))
     lines = []
     for k, (at, r) in enumerate(dated):
-        earlier = tuple(
-            (a, p) for a, p in dated[k + 1 :] if (p.code_system, p.code) == (r.code_system, r.code) and a < at
-        )[:previous]
+        group = same_test[(r.code_system, r.code)]
+        earlier = tuple((a, p) for a, p in group[place[k] + 1 :] if a < at)[:previous]
         q = by_id.get(r.request_id)
         lines.append(Line(at, (q.accession if q is not None and q.accession else r.request_id), r, earlier))
     return lines
