@@ -144,13 +144,54 @@ async def receive_signed(request: Request, caller: Approver) -> Response:
     return RedirectResponse("/lab/signers", status_code=303)
 
 
-@router.get("/lab/signers")
-def signers_page(request: Request, caller: Viewer) -> HTMLResponse:
+def _signers_page(request: Request, principal: Principal, status: int = 200, **shown: Any) -> HTMLResponse:
     from labvault.instructions import signers
 
-    principal = caller[0]
-    _require(principal)
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
         keys = signers.list_signers(u, principal.tenant_id)
         received = signers.list_instructions(u, principal.tenant_id)
-    return render(request, "lab_signers.html", keys=keys, received=received)
+    can_manage = "lab_admin" in principal.roles  # the DPO reads; adding and revoking need a step-up
+    return render(request, "lab_signers.html", status, keys=keys, received=received, can_manage=can_manage, **shown)
+
+
+def _require_admin(principal: Principal) -> None:
+    _require(principal)
+    if "lab_admin" not in principal.roles:
+        raise AccessDenied("registering or revoking a signer is the lab administrator's")
+
+
+@router.get("/lab/signers")
+def signers_page(request: Request, caller: Viewer) -> HTMLResponse:
+    _require(caller[0])
+    return _signers_page(request, caller[0])
+
+
+@router.post("/lab/signers/add")
+async def add_signer(request: Request, caller: Approver) -> Response:
+    """Register a signer, as ``labvault signer add`` does: an active, named account of this lab
+    (by its e-mail) and the public half of an Ed25519 key the signer made on their own machine or
+    in this browser. Always the caller's own lab: the form names no lab. A malformed key or an
+    e-mail that is no account of the lab is refused with its one-line reason, nothing written."""
+    from labvault.instructions import signers
+
+    principal = caller[0]
+    _require_admin(principal)
+    form = await request.form()
+    email = str(form.get("email", "")).strip()[:320]
+    public_key = str(form.get("public_key", "")).strip()[:128]
+    with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
+        signers.add_signer(u, principal.tenant_id, email=email, public_key=public_key)
+    return RedirectResponse("/lab/signers", status_code=303)
+
+
+@router.post("/lab/signers/{signer_id}/revoke")
+def revoke_signer(request: Request, signer_id: str, caller: Approver) -> Response:
+    """Revoke a signer, as ``labvault signer revoke`` does: instructions signed with its key are
+    refused from now on; what it signed before stays verifiable."""
+    from labvault.instructions import signers
+
+    principal = caller[0]
+    _require_admin(principal)
+    with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
+        signers.revoke_signer(u, principal.tenant_id, signer_id[:64])
+    return RedirectResponse("/lab/signers", status_code=303)

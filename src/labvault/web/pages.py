@@ -43,6 +43,7 @@ STATIC_FILES = {
     "htmx.min.js": "text/javascript",
     "app.css": "text/css",
     "sign.js": "text/javascript",
+    "keygen.js": "text/javascript",
 }
 LAB_ZONE = ZoneInfo("Europe/Paris")
 
