@@ -95,7 +95,10 @@ async def invite(request: Request, caller: Writer) -> HTMLResponse:
         new = service.create_account(
             u, tenant_id=lab, name=str(form.get("name", "")), email=str(form.get("email", "")), roles=[role]
         )
-    return _accounts_page(request, principal, 201, invited=new, enrol_path="/api/v1/auth/enrol")
+    # The token in the link's fragment: a browser never sends it to the server (no access log,
+    # proxy or Referer sees it); the enrolment page's script reads it (``web.staff.enrol_page``).
+    link = f"{str(request.base_url).rstrip('/')}/enrol#token={new.enrolment_token}"
+    return _accounts_page(request, principal, 201, invited=new, enrol_link=link)
 
 
 @router.post("/admin/accounts/service")

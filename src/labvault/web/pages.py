@@ -44,6 +44,7 @@ STATIC_FILES = {
     "app.css": "text/css",
     "sign.js": "text/javascript",
     "keygen.js": "text/javascript",
+    "enrol.js": "text/javascript",
 }
 LAB_ZONE = ZoneInfo("Europe/Paris")
 

@@ -7,7 +7,8 @@
   policy's rule: the service refuses it the decision).
 - ``/quarantine``: the lab's refused messages with the reason, format, feed and date; replay and
   drop as ``labvault quarantine`` does.
-- ``/enrol``: public, opened with the one-time enrolment link: the password (twice), the
+- ``/enrol``: public, opened with the one-time enrolment link ``/enrol#token=...`` (the token in
+  the fragment, never sent in a URL; posted with the form): the password (twice), the
   confidentiality commitment, then, for the roles that need it, the authenticator (QR code and
   secret) and its first code (``labvault.accounts.service.enrol`` and ``confirm_enrolment``).
 
@@ -201,20 +202,15 @@ def _totp_page(request: Request, token: str, e: accounts.Enrolment, status: int 
 
 @router.get("/enrol", dependencies=[Depends(public_page)])
 def enrol_page(request: Request) -> HTMLResponse:
-    """The form of the enrolment link; when the password is set and the authenticator awaits its
-    first code, that step again (the same secret)."""
-    token = (request.query_params.get("token") or "")[:256]
-    if not token:
-        return _enrol_page(request, "staff_enrol.html", 400, token="", error="link")
-    addr, ua = client(request)
-    try:
-        with gateway(request).auth_unit(source_addr=addr, user_agent=ua) as u:
-            pending = accounts.pending_enrolment(u, token)
-    except AuthenticationFailed:
-        return _enrol_page(request, "staff_enrol.html", 401, token="", error="link")
-    if pending is not None:
-        return _totp_page(request, token, pending)
-    return _enrol_page(request, "staff_enrol.html", token=token)
+    """The enrolment form, always empty: the one-time token is never read from the URL.
+
+    The invitation's link is ``/enrol#token=...``: a fragment is never sent to the server, so the
+    token stays out of access logs, proxies and Referer headers; ``static/enrol.js`` copies it into
+    the form's token field and clears it from the address bar (and the browser history). Without
+    script, the person pastes the code from the invitation into that field. A token in the query
+    string (``/enrol?token=...``, the old link) is ignored on purpose: accepting it would invite
+    links that leak it. The form then posts the token (``POST /enrol``)."""
+    return _enrol_page(request, "staff_enrol.html", token="")
 
 
 @router.post("/enrol", dependencies=[Depends(public_page)])
@@ -224,11 +220,18 @@ async def enrol(request: Request) -> Response:
         form = await _public_form(request)
     except AccessDenied:
         return _enrol_page(request, "staff_enrol.html", 403, token="", error="form")
-    token = form.get("token", "")[:256]
+    token = form.get("token", "").strip()[:256]
     password = form.get("password", "")[:1024]
+    addr, ua = client(request)
+    try:
+        with gateway(request).auth_unit(source_addr=addr, user_agent=ua) as u:
+            pending = accounts.pending_enrolment(u, token)
+    except AuthenticationFailed:
+        return _enrol_page(request, "staff_enrol.html", 401, token="", error="link")
+    if pending is not None:  # the password is set; the authenticator awaits its first code: that step again
+        return _totp_page(request, token, pending)
     if password != form.get("password2", "")[:1024]:
         return _enrol_page(request, "staff_enrol.html", 422, token=token, error="mismatch")
-    addr, ua = client(request)
     try:
         with gateway(request).auth_unit(source_addr=addr, user_agent=ua) as u:
             e = accounts.enrol(u, token, password, accept_commitment=form.get("commitment") == "accepted")
