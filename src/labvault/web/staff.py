@@ -36,6 +36,7 @@ from labvault.errors import AccessDenied, InvalidInput, LabvaultError, NotFound
 from labvault.identity import service as identity
 from labvault.ingest import intake
 from labvault.ingest.service import Ingestor, read
+from labvault.web.errors import refuse
 from labvault.web.pages import Viewer, Writer, _login_page, _public_form, _redirect, public_page, render
 
 router = APIRouter(include_in_schema=False)
@@ -46,10 +47,11 @@ COMMITMENT_REF = "RGPD art. 28(3)(b)"
 DONE = {"attached", "created", "rejected", "replayed", "refused", "dropped"}
 
 
-def _lab(principal: Principal) -> str:
-    """The caller's own lab; a vendor account has none to manage here."""
+def _lab(request: Request, principal: Principal, action: str) -> str:
+    """The caller's own lab; a vendor account has none to manage here (the refusal of ``action``
+    recorded in its own trail)."""
     if principal.is_platform:
-        raise AccessDenied("these pages are the lab's own staff's")
+        refuse(request, principal, action, "these pages are the lab's own staff's")
     return principal.tenant_id
 
 
@@ -92,7 +94,7 @@ def _received(raw: bytes | None, key: str | None, fmt: str, queue_id: str, test_
 def queue(request: Request, caller: Viewer) -> HTMLResponse:
     """The messages waiting, each with its conflict and the two identities side by side."""
     principal = caller[0]
-    lab = _lab(principal)
+    lab = _lab(request, principal, "identity:queue:read")
     test_mode = _test_mode(request)
     rows = []
     with gateway(request).unit(principal, Purpose.CARE) as u:
@@ -119,7 +121,7 @@ def queue(request: Request, caller: Viewer) -> HTMLResponse:
 async def resolve(request: Request, queue_id: str, caller: Writer) -> Response:
     """Attach, create or reject: the same decision as ``POST .../identity/queue/{id}/resolve``."""
     principal = caller[0]
-    lab = _lab(principal)
+    lab = _lab(request, principal, "identity:resolve")
     form = await request.form()
     action = str(form.get("action", ""))[:16]
     patient_id = str(form.get("patient_id", "")).strip()[:64] or None
@@ -135,7 +137,7 @@ async def resolve(request: Request, queue_id: str, caller: Writer) -> Response:
 def quarantine(request: Request, caller: Viewer) -> HTMLResponse:
     """The lab's refused messages held: reason, format, feed, date."""
     principal = caller[0]
-    lab = _lab(principal)
+    lab = _lab(request, principal, "quarantine:read")
     with gateway(request).unit(principal, Purpose.CARE) as u:
         items = intake.listing(u, lab, status=intake.HELD)
     done = request.query_params.get("done")
@@ -152,7 +154,7 @@ def quarantine(request: Request, caller: Viewer) -> HTMLResponse:
 def replay(request: Request, quarantine_id: str, caller: Writer) -> Response:
     """Read the message again with the current readers; stored if it now passes (as the CLI's)."""
     principal = caller[0]
-    lab = _lab(principal)
+    lab = _lab(request, principal, "quarantine:manage")
     ing = Ingestor(gateway(request), principal, lab, feed="replay", test_mode=_test_mode(request))
     s = ing.replay(quarantine_id[:64])
     return _redirect("/quarantine?done=" + ("refused" if s.rejected else "replayed"))
@@ -162,7 +164,7 @@ def replay(request: Request, quarantine_id: str, caller: Writer) -> Response:
 def drop(request: Request, quarantine_id: str, caller: Writer) -> Response:
     """Erase the message's content; the record that it was refused and dropped stays."""
     principal = caller[0]
-    lab = _lab(principal)
+    lab = _lab(request, principal, "quarantine:manage")
     with gateway(request).unit(principal, Purpose.CARE) as u:
         intake.resolve(u, lab, quarantine_id[:64], intake.DROPPED)
     return _redirect("/quarantine?done=dropped")
