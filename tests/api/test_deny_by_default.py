@@ -103,13 +103,14 @@ def fill(path: str, values: dict[str, str]) -> str:
 @pytest.fixture
 def lab_a_ids(api, bio_a, support):
     """Real ids of lab A's objects: a patient, a request, a grant (requested by support), a token,
-    a received instruction and a migration planned under it."""
+    a received instruction and a migration planned under it, its lab signer."""
     from tests.api.test_instructions_api import planned_migration
 
     planned = planned_migration(api.gateway, LAB_A)
     r = support.post(f"/api/v1/tenants/{LAB_A}/grants", json=BODIES[("POST", "/api/v1/tenants/{tenant}/grants")])
     assert r.status_code == 201, r.text
     token_id, _ = api.token(bio_a, ["read"])
+    signer_id = _signer_of(api.gateway, LAB_A)
     return {
         "tenant": LAB_A,
         "patient_id": api.patients[LAB_A][0],
@@ -121,7 +122,18 @@ def lab_a_ids(api, bio_a, support):
         "migration_id": planned.migration_id,
         "queue_id": "no-such-queued-message",
         "quarantine_id": "no-such-quarantined-message",
+        "signer_id": signer_id,
     }
+
+
+def _signer_of(gw, lab: str) -> str:
+    """The id of a signer ``lab`` registered (the planned migration's)."""
+    from labvault.access import Purpose
+    from labvault.instructions import signers
+    from tests.conftest import lab_user
+
+    with gw.unit(lab_user(gw, lab, "lab_admin", name="Keeper"), Purpose.ADMINISTRATION) as u:
+        return signers.list_signers(u, lab)[0].signer_id
 
 
 def _call(c, method: str, template: str, ids: dict[str, str], api):

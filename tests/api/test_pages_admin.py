@@ -61,6 +61,8 @@ def test_the_lab_admin_sees_the_accounts_by_name_invites_changes_roles_deactivat
     token = re.search(r'<code class="secret">([^<]+)</code>', r.text)
     assert token, r.text
     assert "Claire Martin" in r.text and "enrôlement en attente" in r.text
+    assert f"https://testserver/enrol#token={token.group(1)}" in r.text  # a fragment: never sent to the server
+    assert f"?token={token.group(1)}" not in r.text
     assert token.group(1) not in c.get("/admin/accounts").text  # shown once
     assert _accounts(admin_a)[NEWCOMER]["roles"] == "technician"
     body = {"token": token.group(1), "password": "Tube-violet-hemato-7!", "accept_commitment": True}

@@ -201,8 +201,9 @@ def test_enrolment_by_the_link_then_sign_in(api, role):
     assert invited.enrolment_token
 
     c = api.client()
-    page = c.get("/enrol", params={"token": invited.enrolment_token})
+    page = c.get("/enrol")  # the link is /enrol#token=...: the browser sends no token in the URL
     assert page.status_code == 200 and page.headers["content-security-policy"] == PAGE_CSP
+    assert 'name="token"' in page.text and 'src="/static/enrol.js"' in page.text
     assert "au moins 12 caractères" in page.text and "Engagement de confidentialité" in page.text
     csrf = _form_csrf(page.text)
     password = "Enrol-pages-pass-01!"
@@ -230,8 +231,8 @@ def test_enrolment_by_the_link_then_sign_in(api, role):
         r = c.post("/enrol/confirm", data={"csrf": _form_csrf(r.text), "token": invited.enrolment_token, "code": code})
         assert r.status_code == 200, r.text
     assert "L'activation est terminée." in r.text.replace("&#39;", "'") and 'href="/login"' in r.text
-    again = c.get("/enrol", params={"token": invited.enrolment_token})
-    assert again.status_code == 401 and 'name="password"' not in again.text  # the link is spent
+    again = c.post("/enrol", data={**form, "csrf": _form_csrf(c.get("/enrol").text), "password2": password})
+    assert again.status_code == 401 and "invalide ou a expiré" in again.text  # the link is spent
 
     s = api.client()
     page = s.get("/login")
@@ -255,3 +256,31 @@ def test_enrolment_by_the_link_then_sign_in(api, role):
     else:
         assert r.headers["location"] == "/patients" and "lv_session" in s.cookies
         assert s.get("/identity/queue").status_code == 200
+
+
+def test_the_enrolment_page_takes_no_token_from_its_url(api):
+    """E1, E2: ``GET /enrol?token=...`` (the old link form, a secret in a URL: browser history,
+    Referer, access logs) shows the same empty form as ``GET /enrol``: the token is not read, not
+    echoed, and opens no step of the enrolment; posted with the form it works. Reopened after the
+    password, the form leads back to the authenticator step with the same key."""
+    creator = api.accounts.creator(LAB_B, "lab_admin")
+    with api.gateway.unit(creator, Purpose.ADMINISTRATION) as u:
+        invited = service.create_account(
+            u, tenant_id=LAB_B, name="Nora Vidal", email="url-token@lab-b.api.invalid", roles=["lab_admin"]
+        )
+    token = invited.enrolment_token
+    assert token
+    c = api.client()
+    plain, with_token = c.get("/enrol"), c.get("/enrol", params={"token": token})
+    assert plain.status_code == with_token.status_code == 200
+    assert token not in with_token.text and 'name="token" value=""' in with_token.text
+    assert 'class="qr"' not in with_token.text
+    password = "Enrol-pages-pass-02!"
+    form = {"token": token, "password": password, "password2": password, "commitment": "accepted"}
+    r = c.post("/enrol", data={**form, "csrf": _form_csrf(with_token.text)})
+    assert r.status_code == 200 and 'class="qr"' in r.text
+    key = re.search(r'<code class="secret">([A-Z2-7]+)</code>', r.text)
+    assert key
+    again = c.post("/enrol", data={**form, "csrf": _form_csrf(c.get("/enrol").text)})
+    assert again.status_code == 200 and f'<code class="secret">{key.group(1)}</code>' in again.text
+    assert c.get("/enrol", params={"token": token}).text.count('class="qr"') == 0

@@ -43,6 +43,8 @@ PAGE_STEP_UP_ROUTES = frozenset(
         ("POST", "/admin/grants/{grant_id}/approve"),
         ("POST", "/lab/migrations/{migration_id}/approve"),
         ("POST", "/lab/instructions/receive"),
+        ("POST", "/lab/signers/add"),
+        ("POST", "/lab/signers/{signer_id}/revoke"),
     }
 )
 SAFE = frozenset({"GET", "HEAD", "OPTIONS"})

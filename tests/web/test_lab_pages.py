@@ -5,6 +5,8 @@ fields; the page keeps its CSP and passes axe."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pyrage import x25519
 
 from labvault.access import Purpose
@@ -89,4 +91,47 @@ def test_a_key_that_is_not_a_signers_approves_nothing(web_server: WebServer, pag
         lab_user(web_server.gateway, web_server.labs[0], "lab_admin", name="Keeper"), Purpose.EXPORT
     ) as u:
         assert migration.get(u, web_server.labs[0], migration_id).approvals == []
+    assert_page_clean(page_events)
+
+
+def test_the_lab_admin_registers_a_signer_with_a_key_made_in_the_browser_then_revokes_it(
+    web_server: WebServer, page, page_events
+):
+    """A1, F2: on /lab/signers the lab admin makes a key pair in the browser (WebCrypto Ed25519):
+    the private key is saved as a file in the format ``labvault signer keygen`` writes, and is in no
+    request; the public key filled in is that key's; the signer is registered, then revoked. The
+    page keeps its CSP and passes axe."""
+    lab = web_server.labs[0]
+    person = web_server.accounts["biologist_a"]
+    posted: list[str] = []
+    page.on("request", lambda r: posted.append(r.post_data or "") if r.method == "POST" else None)
+
+    login(page, web_server, web_server.accounts["lab_admin_a"])  # its TOTP at login counts as a step-up
+    page.goto(web_server.url("/lab/signers"))
+    assert axe_check(page) == []
+    form = page.locator("form#add-signer")
+    form.locator("input[name=email]").fill(person.email)
+    with page.expect_download() as info:
+        form.locator("button[data-keygen]").click()
+    private_hex = Path(info.value.path()).read_text().strip()
+    page.wait_for_function("() => document.querySelector('input[name=public_key]').value.length === 64")
+    public_hex = form.locator("input[name=public_key]").input_value()
+    assert public_hex == Signer(bytes.fromhex(private_hex)).public_key.hex()
+    assert "labvault-signer.key" in form.locator("[role=status]").inner_text()
+    form.locator("button[type=submit]").click()
+    page.wait_for_url(lambda url: url.endswith("/lab/signers"))
+    page.wait_for_selector("form[action$='/revoke']")
+    assert person.email in page.inner_text("main")
+    assert axe_check(page) == []
+
+    admin = lab_user(web_server.gateway, lab, "lab_admin", name="Keeper")
+    with web_server.gateway.unit(admin, Purpose.ADMINISTRATION) as u:
+        [mine] = [s for s in signers.list_signers(u, lab) if s.public_key == public_hex]
+    assert mine.email == person.email and mine.active
+    page.locator(f"form[action='/lab/signers/{mine.signer_id}/revoke'] button").click()
+    page.wait_for_url(lambda url: url.endswith("/lab/signers"))
+    with web_server.gateway.unit(admin, Purpose.ADMINISTRATION) as u:
+        [mine] = [s for s in signers.list_signers(u, lab) if s.public_key == public_hex]
+    assert not mine.active
+    assert private_hex not in "".join(posted) and any(public_hex in p for p in posted)
     assert_page_clean(page_events)

@@ -57,15 +57,24 @@ def test_the_queue_and_the_quarantine_in_the_browser(web_server: WebServer, page
 
 
 def test_enrolment_in_the_browser_shows_the_qr_code(web_server: WebServer, page, page_events):
-    """E1: an invited lab_admin opens the link, reads the policy and the commitment, sets the
-    password, sees the QR code drawn as an image and the key, enters the first code: enrolment
-    complete, a link to sign in. CSP and axe clean on each step."""
+    """E1, E2: an invited lab_admin opens the link ``/enrol#token=...``: the token, in the
+    fragment, is in no URL the browser requests (the server, its logs and any Referer never see
+    it), the page's script puts it in the form and clears it from the address bar; the person
+    reads the policy and the commitment, sets the password, sees the QR code drawn as an image and
+    the key, enters the first code: enrolment complete, a link to sign in. CSP and axe clean on
+    each step."""
     admin = first_lab_admin(web_server.gateway, ADMIN, LAB_A)
     email = "enrol-browser@lab-a.web.invalid"
     with web_server.gateway.unit(admin, Purpose.ADMINISTRATION) as u:
         invited = service.create_account(u, tenant_id=LAB_A, name="Nora Vidal", email=email, roles=["lab_admin"])
-    page.goto(web_server.url(f"/enrol?token={invited.enrolment_token}"))
+    token = invited.enrolment_token
+    assert token
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url + " " + (r.headers.get("referer") or "")))
+    page.goto(web_server.url(f"/enrol#token={token}"))
     assert page.locator("h1").inner_text() == "Activer votre compte"
+    page.wait_for_function("() => !window.location.hash")
+    assert page.input_value("#token") == token and token not in page.url
     assert axe_check(page) == []
     password = "Browser-enrol-pass-07!"
     page.fill("#password", password)
@@ -86,3 +95,30 @@ def test_enrolment_in_the_browser_shows_the_qr_code(web_server: WebServer, page,
     assert page.locator("h1").inner_text() == "Compte activé"
     assert axe_check(page) == []
     assert_page_clean(page_events)
+    assert requested and not [u for u in requested if token in u]
+    assert token not in web_server.logs.text
+
+
+def test_enrolment_without_script_takes_the_pasted_code(web_server: WebServer, browser):
+    """E1: with script off, the page is the same form with a visible field where the invitee
+    pastes the code from the invitation; posted, it enrols (a technician: no authenticator)."""
+    admin = first_lab_admin(web_server.gateway, ADMIN, LAB_A)
+    with web_server.gateway.unit(admin, Purpose.ADMINISTRATION) as u:
+        invited = service.create_account(
+            u, tenant_id=LAB_A, name="Paul Girard", email="enrol-noscript@lab-a.web.invalid", roles=["technician"]
+        )
+    assert invited.enrolment_token
+    context = browser.new_context(locale="fr-FR", java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(web_server.url("/enrol"))
+        assert page.is_visible("#token")
+        page.fill("#token", invited.enrolment_token)
+        page.fill("#password", "Browser-enrol-pass-08!")
+        page.fill("#password2", "Browser-enrol-pass-08!")
+        page.check("#commitment")
+        page.click("button[type=submit]")
+        page.locator("a[href='/login']").wait_for()
+        assert page.locator("h1").inner_text() == "Compte activé"
+    finally:
+        context.close()

@@ -47,7 +47,10 @@ def add(
     if new.enrolment_token:
         console.print("one-time enrolment token, valid 72 hours, shown once:")
         print(new.enrolment_token)
-        console.print("the person completes it with 'labvault user enrol --token TOKEN' or POST /api/v1/auth/enrol")
+        console.print(
+            "the person completes it with 'labvault user enrol --token TOKEN', POST /api/v1/auth/enrol, "
+            "or the web page <server>/enrol#token=TOKEN (after '#': never sent to the server)"
+        )
     else:
         console.print(
             "service account: its lab_admin creates its token with 'labvault token create --email ... --as LAB_ADMIN'"

@@ -19,7 +19,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from labvault.access import Principal, Purpose, grants
 from labvault.accounts import service
 from labvault.api.deps import gateway
-from labvault.errors import AccessDenied, InvalidInput, NotFound
+from labvault.errors import InvalidInput, NotFound
+from labvault.web.errors import refuse
 from labvault.web.pages import Approver, Viewer, Writer, render
 
 router = APIRouter(include_in_schema=False)
@@ -29,10 +30,11 @@ LAB_ROLES = ("biologist", "technician", "lab_admin", "lab_dpo")
 GRANT_ORDER = {"pending": 0, "active": 1, "expired": 2, "revoked": 3}
 
 
-def _lab_of(principal: Principal) -> str:
-    """The lab whose admin this is; anyone else (a vendor account, another role) is refused."""
+def _lab_of(request: Request, principal: Principal, action: str) -> str:
+    """The lab whose admin this is; anyone else (a vendor account, another role) is refused, the
+    refusal of ``action`` recorded in the caller's own trail."""
     if principal.is_platform or "lab_admin" not in principal.roles or not principal.tenant_id:
-        raise AccessDenied("these pages are for the lab's own lab_admin")
+        refuse(request, principal, action, "these pages are for the lab's own lab_admin")
     return principal.tenant_id
 
 
@@ -55,7 +57,7 @@ def _state(a: dict) -> str:
 
 
 def _accounts_page(request: Request, principal: Principal, status: int = 200, **shown: Any) -> HTMLResponse:
-    lab = _lab_of(principal)
+    lab = _lab_of(request, principal, "account:list")
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
         rows = service.list_accounts(u, lab)
         toks = service.list_tokens(u, lab)
@@ -86,7 +88,7 @@ def accounts(request: Request, caller: Viewer) -> HTMLResponse:
 async def invite(request: Request, caller: Writer) -> HTMLResponse:
     """A named account for one person of the lab: its one-time enrolment token is shown once."""
     principal = caller[0]
-    lab = _lab_of(principal)
+    lab = _lab_of(request, principal, "account:manage")
     form = await _form(request)
     role = str(form.get("role", ""))
     if role not in LAB_ROLES:
@@ -95,14 +97,17 @@ async def invite(request: Request, caller: Writer) -> HTMLResponse:
         new = service.create_account(
             u, tenant_id=lab, name=str(form.get("name", "")), email=str(form.get("email", "")), roles=[role]
         )
-    return _accounts_page(request, principal, 201, invited=new, enrol_path="/api/v1/auth/enrol")
+    # The token in the link's fragment: a browser never sends it to the server (no access log,
+    # proxy or Referer sees it); the enrolment page's script reads it (``web.staff.enrol_page``).
+    link = f"{str(request.base_url).rstrip('/')}/enrol#token={new.enrolment_token}"
+    return _accounts_page(request, principal, 201, invited=new, enrol_link=link)
 
 
 @router.post("/admin/accounts/service")
 async def add_service(request: Request, caller: Writer) -> Response:
     """A token-only service account of the lab, for one purpose (a feed)."""
     principal = caller[0]
-    lab = _lab_of(principal)
+    lab = _lab_of(request, principal, "account:manage")
     form = await _form(request)
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
         service.create_account(
@@ -129,7 +134,7 @@ def _own_email(u: Any, lab: str, email: str) -> str:
 @router.post("/admin/accounts/roles")
 async def change_roles(request: Request, caller: Writer) -> Response:
     principal = caller[0]
-    lab = _lab_of(principal)
+    lab = _lab_of(request, principal, "account:manage")
     form = await _form(request)
     roles = [str(r) for r in form.get("roles", [])]
     if not roles or not set(roles) <= set(LAB_ROLES):
@@ -143,7 +148,7 @@ async def change_roles(request: Request, caller: Writer) -> Response:
 async def deactivate(request: Request, caller: Writer) -> Response:
     """Deactivate: every session and token of the account stops at once."""
     principal = caller[0]
-    lab = _lab_of(principal)
+    lab = _lab_of(request, principal, "account:manage")
     form = await _form(request)
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
         service.deactivate(u, _own_email(u, lab, str(form.get("email", ""))))
@@ -154,7 +159,7 @@ async def deactivate(request: Request, caller: Writer) -> Response:
 async def enable(request: Request, caller: Writer) -> Response:
     """Re-enable a deactivated or suspended account of the lab."""
     principal = caller[0]
-    lab = _lab_of(principal)
+    lab = _lab_of(request, principal, "account:manage")
     form = await _form(request)
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
         service.reactivate(u, _own_email(u, lab, str(form.get("email", ""))))
@@ -166,7 +171,7 @@ async def mint_token(request: Request, caller: Writer) -> HTMLResponse:
     """A token for one of the lab's service accounts, shown once (as ``POST /api/v1/tokens``
     with ``email``: only a service account, only by its lab's lab_admin, from a session)."""
     principal = caller[0]
-    _lab_of(principal)
+    _lab_of(request, principal, "token:manage")
     form = await _form(request)
     try:
         days = int(str(form.get("days", "")))
@@ -182,7 +187,7 @@ async def mint_token(request: Request, caller: Writer) -> HTMLResponse:
 @router.post("/admin/tokens/revoke")
 async def revoke_token(request: Request, caller: Writer) -> Response:
     principal = caller[0]
-    _lab_of(principal)
+    _lab_of(request, principal, "token:manage")
     form = await _form(request)
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
         service.revoke_token(u, str(form.get("token_id", "")))
@@ -202,7 +207,7 @@ def grants_page(request: Request, caller: Viewer) -> HTMLResponse:
     """The lab's support grants, pending first, then newest first: who asks (name, e-mail), the
     ticket, the reason, the scope, the duration, the state."""
     principal = caller[0]
-    lab = _lab_of(principal)
+    lab = _lab_of(request, principal, "grant:list")
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
         found = grants.list_grants(u, lab)
     found.sort(key=lambda g: _when(g), reverse=True)
@@ -214,7 +219,7 @@ def grants_page(request: Request, caller: Viewer) -> HTMLResponse:
 def approve(request: Request, grant_id: str, caller: Approver) -> Response:
     """Approve a pending grant: needs a TOTP code checked within the last minutes (step-up)."""
     principal = caller[0]
-    lab = _lab_of(principal)
+    lab = _lab_of(request, principal, "grant:approve")
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
         grants.approve_grant(u, lab, grant_id[:64])
     return _back("/admin/grants")
@@ -224,7 +229,7 @@ def approve(request: Request, grant_id: str, caller: Approver) -> Response:
 def revoke(request: Request, grant_id: str, caller: Writer) -> Response:
     """Refuse a pending grant, or end an approved one now."""
     principal = caller[0]
-    lab = _lab_of(principal)
+    lab = _lab_of(request, principal, "grant:revoke")
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
         grants.revoke_grant(u, lab, grant_id[:64])
     return _back("/admin/grants")

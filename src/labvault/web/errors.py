@@ -1,9 +1,17 @@
-"""The pages' own refusals, answered by a redirection rather than an error page."""
+"""The pages' own refusals: those answered by a redirection rather than an error page, and the
+recording of a refusal a page decides itself."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, NoReturn
+
 from labvault.accounts.errors import AuthenticationFailed
 from labvault.errors import AccessDenied
+
+if TYPE_CHECKING:
+    from fastapi import Request
+
+    from labvault.access import Principal
 
 
 class LoginRequired(AuthenticationFailed):
@@ -18,3 +26,17 @@ class StepUpNeeded(AccessDenied):
 
     def __init__(self, reason: str = "an approval needs a recent TOTP code") -> None:
         super().__init__(reason)
+
+
+def refuse(request: Request, principal: Principal, action: str, reason: str) -> NoReturn:
+    """A page's own refusal of a signed-in account (a vendor account on a lab's page, a role the
+    page is not for), decided before any gateway call: recorded as the JSON API records the
+    refusals its dependencies decide (``labvault.api.deps``), under the caller's own account in
+    its own trail (a vendor account's: the platform's), ``denied``, with the action refused and
+    nothing else (no value, no id from the URL); then ``AccessDenied(reason)``."""
+    from labvault.access import Purpose
+    from labvault.api.deps import gateway
+
+    with gateway(request).unit(principal, Purpose.AUTHENTICATION) as u:
+        u.refuse(principal.tenant_id, action, reason)
+    raise AccessDenied(reason)  # not reached: refuse raises

@@ -15,17 +15,25 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from labvault.access import Principal, Purpose
 from labvault.api.deps import gateway
 from labvault.crypto.signing import canonical
-from labvault.errors import AccessDenied
+from labvault.web.errors import refuse
 from labvault.web.pages import Approver, Viewer, Writer, render
 
 router = APIRouter(include_in_schema=False)
 LAB_OFFICERS = frozenset({"lab_admin", "lab_dpo"})
 
 
-def _require(principal: Principal) -> None:
-    """These pages are a lab's own admin's and DPO's: never a vendor account's."""
+def _require(request: Request, principal: Principal, action: str) -> None:
+    """These pages are a lab's own admin's and DPO's: never a vendor account's (the refusal of
+    ``action`` recorded in the caller's own trail)."""
     if principal.is_platform or not LAB_OFFICERS & set(principal.roles):
-        raise AccessDenied("this page is for the lab's administrator and DPO")
+        refuse(request, principal, action, "this page is for the lab's administrator and DPO")
+
+
+def _require_admin(request: Request, principal: Principal, action: str, reason: str) -> None:
+    """The lab administrator's own acts (approving, giving, registering): the DPO reads only."""
+    _require(request, principal, action)
+    if "lab_admin" not in principal.roles:
+        refuse(request, principal, action, reason)
 
 
 @router.get("/lab/migrations")
@@ -33,7 +41,7 @@ def migrations(request: Request, caller: Viewer) -> HTMLResponse:
     from labvault.migration import service as migration
 
     principal = caller[0]
-    _require(principal)
+    _require(request, principal, "migration:read")
     lab = principal.tenant_id
     rows: list[dict[str, Any]] = []
     with gateway(request).unit(principal, Purpose.EXPORT) as u:
@@ -60,9 +68,7 @@ async def approve(request: Request, migration_id: str, caller: Approver) -> Resp
     from labvault.errors import LabvaultError
     from labvault.migration import service as migration
 
-    _require(caller[0])
-    if "lab_admin" not in caller[0].roles:
-        raise AccessDenied("approving a migration is the lab administrator's")
+    _require_admin(request, caller[0], "migration:approve", "approving a migration is the lab administrator's")
     form = await request.form()
     public_key = str(form.get("public_key", "")).strip()[:128]
     signature = str(form.get("signature", "")).strip()[:256]
@@ -79,7 +85,7 @@ async def approve(request: Request, migration_id: str, caller: Approver) -> Resp
 @router.get("/lab/instructions")
 def instructions_page(request: Request, caller: Viewer) -> HTMLResponse:
     """A draft instruction to check before a lab signer signs it."""
-    _require(caller[0])
+    _require(request, caller[0], "instruction:read")
     return render(request, "lab_instructions.html", draft="", checked=None, error=None)
 
 
@@ -93,7 +99,7 @@ async def check_draft(request: Request, caller: Writer) -> HTMLResponse:
     from labvault.instructions import document
 
     principal = caller[0]
-    _require(principal)
+    _require(request, principal, "instruction:read")
     draft = str((await request.form()).get("draft", ""))[:65536]
     try:
         instr = document.from_record(json.loads(draft))
@@ -126,9 +132,7 @@ async def receive_signed(request: Request, caller: Approver) -> Response:
     from labvault.instructions import signers
 
     principal = caller[0]
-    _require(principal)
-    if "lab_admin" not in principal.roles:
-        raise AccessDenied("giving an instruction is the lab administrator's")
+    _require_admin(request, principal, "instruction:receive", "giving an instruction is the lab administrator's")
     form = await request.form()
     try:
         doc = {
@@ -144,13 +148,48 @@ async def receive_signed(request: Request, caller: Approver) -> Response:
     return RedirectResponse("/lab/signers", status_code=303)
 
 
-@router.get("/lab/signers")
-def signers_page(request: Request, caller: Viewer) -> HTMLResponse:
+def _signers_page(request: Request, principal: Principal, status: int = 200, **shown: Any) -> HTMLResponse:
     from labvault.instructions import signers
 
-    principal = caller[0]
-    _require(principal)
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
         keys = signers.list_signers(u, principal.tenant_id)
         received = signers.list_instructions(u, principal.tenant_id)
-    return render(request, "lab_signers.html", keys=keys, received=received)
+    can_manage = "lab_admin" in principal.roles  # the DPO reads; adding and revoking need a step-up
+    return render(request, "lab_signers.html", status, keys=keys, received=received, can_manage=can_manage, **shown)
+
+
+@router.get("/lab/signers")
+def signers_page(request: Request, caller: Viewer) -> HTMLResponse:
+    _require(request, caller[0], "signer:list")
+    return _signers_page(request, caller[0])
+
+
+@router.post("/lab/signers/add")
+async def add_signer(request: Request, caller: Approver) -> Response:
+    """Register a signer, as ``labvault signer add`` does: an active, named account of this lab
+    (by its e-mail) and the public half of an Ed25519 key the signer made on their own machine or
+    in this browser. Always the caller's own lab: the form names no lab. A malformed key or an
+    e-mail that is no account of the lab is refused with its one-line reason, nothing written."""
+    from labvault.instructions import signers
+
+    principal = caller[0]
+    _require_admin(request, principal, "signer:manage", "registering a signer is the lab administrator's")
+    form = await request.form()
+    email = str(form.get("email", "")).strip()[:320]
+    public_key = str(form.get("public_key", "")).strip()[:128]
+    with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
+        signers.add_signer(u, principal.tenant_id, email=email, public_key=public_key)
+    return RedirectResponse("/lab/signers", status_code=303)
+
+
+@router.post("/lab/signers/{signer_id}/revoke")
+def revoke_signer(request: Request, signer_id: str, caller: Approver) -> Response:
+    """Revoke a signer, as ``labvault signer revoke`` does: instructions signed with its key are
+    refused from now on; what it signed before stays verifiable."""
+    from labvault.instructions import signers
+
+    principal = caller[0]
+    _require_admin(request, principal, "signer:manage", "revoking a signer is the lab administrator's")
+    with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
+        signers.revoke_signer(u, principal.tenant_id, signer_id[:64])
+    return RedirectResponse("/lab/signers", status_code=303)

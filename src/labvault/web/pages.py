@@ -46,6 +46,8 @@ STATIC_FILES = {
     "htmx.min.js": "text/javascript",
     "app.css": "text/css",
     "sign.js": "text/javascript",
+    "keygen.js": "text/javascript",
+    "enrol.js": "text/javascript",
 }
 LAB_ZONE = ZoneInfo("Europe/Paris")
 

@@ -7,7 +7,8 @@
   policy's rule: the service refuses it the decision).
 - ``/quarantine``: the lab's refused messages with the reason, format, feed and date; replay and
   drop as ``labvault quarantine`` does.
-- ``/enrol``: public, opened with the one-time enrolment link: the password (twice), the
+- ``/enrol``: public, opened with the one-time enrolment link ``/enrol#token=...`` (the token in
+  the fragment, never sent in a URL; posted with the form): the password (twice), the
   confidentiality commitment, then, for the roles that need it, the authenticator (QR code and
   secret) and its first code (``labvault.accounts.service.enrol`` and ``confirm_enrolment``).
 
@@ -35,6 +36,7 @@ from labvault.errors import AccessDenied, InvalidInput, LabvaultError, NotFound
 from labvault.identity import service as identity
 from labvault.ingest import intake
 from labvault.ingest.service import Ingestor, read
+from labvault.web.errors import refuse
 from labvault.web.pages import Viewer, Writer, _login_page, _public_form, _redirect, public_page, render
 
 router = APIRouter(include_in_schema=False)
@@ -45,10 +47,11 @@ COMMITMENT_REF = "RGPD art. 28(3)(b)"
 DONE = {"attached", "created", "rejected", "replayed", "refused", "dropped"}
 
 
-def _lab(principal: Principal) -> str:
-    """The caller's own lab; a vendor account has none to manage here."""
+def _lab(request: Request, principal: Principal, action: str) -> str:
+    """The caller's own lab; a vendor account has none to manage here (the refusal of ``action``
+    recorded in its own trail)."""
     if principal.is_platform:
-        raise AccessDenied("these pages are the lab's own staff's")
+        refuse(request, principal, action, "these pages are the lab's own staff's")
     return principal.tenant_id
 
 
@@ -91,7 +94,7 @@ def _received(raw: bytes | None, key: str | None, fmt: str, queue_id: str, test_
 def queue(request: Request, caller: Viewer) -> HTMLResponse:
     """The messages waiting, each with its conflict and the two identities side by side."""
     principal = caller[0]
-    lab = _lab(principal)
+    lab = _lab(request, principal, "identity:queue:read")
     test_mode = _test_mode(request)
     rows = []
     with gateway(request).unit(principal, Purpose.CARE) as u:
@@ -118,7 +121,7 @@ def queue(request: Request, caller: Viewer) -> HTMLResponse:
 async def resolve(request: Request, queue_id: str, caller: Writer) -> Response:
     """Attach, create or reject: the same decision as ``POST .../identity/queue/{id}/resolve``."""
     principal = caller[0]
-    lab = _lab(principal)
+    lab = _lab(request, principal, "identity:resolve")
     form = await request.form()
     action = str(form.get("action", ""))[:16]
     patient_id = str(form.get("patient_id", "")).strip()[:64] or None
@@ -134,7 +137,7 @@ async def resolve(request: Request, queue_id: str, caller: Writer) -> Response:
 def quarantine(request: Request, caller: Viewer) -> HTMLResponse:
     """The lab's refused messages held: reason, format, feed, date."""
     principal = caller[0]
-    lab = _lab(principal)
+    lab = _lab(request, principal, "quarantine:read")
     with gateway(request).unit(principal, Purpose.CARE) as u:
         items = intake.listing(u, lab, status=intake.HELD)
     done = request.query_params.get("done")
@@ -151,7 +154,7 @@ def quarantine(request: Request, caller: Viewer) -> HTMLResponse:
 def replay(request: Request, quarantine_id: str, caller: Writer) -> Response:
     """Read the message again with the current readers; stored if it now passes (as the CLI's)."""
     principal = caller[0]
-    lab = _lab(principal)
+    lab = _lab(request, principal, "quarantine:manage")
     ing = Ingestor(gateway(request), principal, lab, feed="replay", test_mode=_test_mode(request))
     s = ing.replay(quarantine_id[:64])
     return _redirect("/quarantine?done=" + ("refused" if s.rejected else "replayed"))
@@ -161,7 +164,7 @@ def replay(request: Request, quarantine_id: str, caller: Writer) -> Response:
 def drop(request: Request, quarantine_id: str, caller: Writer) -> Response:
     """Erase the message's content; the record that it was refused and dropped stays."""
     principal = caller[0]
-    lab = _lab(principal)
+    lab = _lab(request, principal, "quarantine:manage")
     with gateway(request).unit(principal, Purpose.CARE) as u:
         intake.resolve(u, lab, quarantine_id[:64], intake.DROPPED)
     return _redirect("/quarantine?done=dropped")
@@ -201,20 +204,15 @@ def _totp_page(request: Request, token: str, e: accounts.Enrolment, status: int 
 
 @router.get("/enrol", dependencies=[Depends(public_page)])
 def enrol_page(request: Request) -> HTMLResponse:
-    """The form of the enrolment link; when the password is set and the authenticator awaits its
-    first code, that step again (the same secret)."""
-    token = (request.query_params.get("token") or "")[:256]
-    if not token:
-        return _enrol_page(request, "staff_enrol.html", 400, token="", error="link")
-    addr, ua = client(request)
-    try:
-        with gateway(request).auth_unit(source_addr=addr, user_agent=ua) as u:
-            pending = accounts.pending_enrolment(u, token)
-    except AuthenticationFailed:
-        return _enrol_page(request, "staff_enrol.html", 401, token="", error="link")
-    if pending is not None:
-        return _totp_page(request, token, pending)
-    return _enrol_page(request, "staff_enrol.html", token=token)
+    """The enrolment form, always empty: the one-time token is never read from the URL.
+
+    The invitation's link is ``/enrol#token=...``: a fragment is never sent to the server, so the
+    token stays out of access logs, proxies and Referer headers; ``static/enrol.js`` copies it into
+    the form's token field and clears it from the address bar (and the browser history). Without
+    script, the person pastes the code from the invitation into that field. A token in the query
+    string (``/enrol?token=...``, the old link) is ignored on purpose: accepting it would invite
+    links that leak it. The form then posts the token (``POST /enrol``)."""
+    return _enrol_page(request, "staff_enrol.html", token="")
 
 
 @router.post("/enrol", dependencies=[Depends(public_page)])
@@ -224,11 +222,18 @@ async def enrol(request: Request) -> Response:
         form = await _public_form(request)
     except AccessDenied:
         return _enrol_page(request, "staff_enrol.html", 403, token="", error="form")
-    token = form.get("token", "")[:256]
+    token = form.get("token", "").strip()[:256]
     password = form.get("password", "")[:1024]
+    addr, ua = client(request)
+    try:
+        with gateway(request).auth_unit(source_addr=addr, user_agent=ua) as u:
+            pending = accounts.pending_enrolment(u, token)
+    except AuthenticationFailed:
+        return _enrol_page(request, "staff_enrol.html", 401, token="", error="link")
+    if pending is not None:  # the password is set; the authenticator awaits its first code: that step again
+        return _totp_page(request, token, pending)
     if password != form.get("password2", "")[:1024]:
         return _enrol_page(request, "staff_enrol.html", 422, token=token, error="mismatch")
-    addr, ua = client(request)
     try:
         with gateway(request).auth_unit(source_addr=addr, user_agent=ua) as u:
             e = accounts.enrol(u, token, password, accept_commitment=form.get("commitment") == "accepted")

@@ -14,8 +14,9 @@ from fastapi.responses import HTMLResponse
 from labvault.access import Principal, Purpose
 from labvault.api.deps import gateway
 from labvault.crypto.keys import PLATFORM
-from labvault.errors import AccessDenied, LabvaultError
+from labvault.errors import LabvaultError
 from labvault.ids import utcnow
+from labvault.web.errors import refuse
 from labvault.web.pages import Viewer, render
 
 router = APIRouter(include_in_schema=False)
@@ -23,9 +24,11 @@ OPERATORS = frozenset({"operator", "platform_admin"})
 SECURITY = frozenset({"security_officer", "platform_admin"})
 
 
-def _require(principal: Principal, roles: frozenset[str]) -> None:
+def _require(request: Request, principal: Principal, roles: frozenset[str], action: str) -> None:
+    """The vendor's own pages: a lab's account, or a vendor role the page is not for, is refused
+    (the refusal of ``action`` recorded in the caller's own trail)."""
     if not principal.is_platform or not roles & set(principal.roles):
-        raise AccessDenied("this page is for the vendor's " + " or ".join(sorted(roles)) + " accounts")
+        refuse(request, principal, action, "this page is for the vendor's " + " or ".join(sorted(roles)) + " accounts")
 
 
 @router.get("/vendor/migrations")
@@ -34,7 +37,7 @@ def migrations(request: Request, caller: Viewer) -> HTMLResponse:
     from labvault.migration import service as migration
 
     principal = caller[0]
-    _require(principal, OPERATORS)
+    _require(request, principal, OPERATORS, "migration:read")
     rows: list[dict[str, Any]] = []
     with gateway(request).unit(principal, Purpose.EXPORT) as u:
         labs = u.list_tenants()
@@ -56,7 +59,7 @@ def security(request: Request, caller: Viewer) -> HTMLResponse:
     from labvault.audit import service as audit
 
     principal = caller[0]
-    _require(principal, SECURITY)
+    _require(request, principal, SECURITY, "audit:verify")
     since = utcnow() - timedelta(days=7)
     labs_out: list[dict[str, Any]] = []
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
