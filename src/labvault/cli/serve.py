@@ -35,7 +35,7 @@ def serve(
         "packages past their deadline (0: none; then run it from cron).",
     ),
     threads: int = typer.Option(
-        4,
+        2,
         "--threads",
         min=1,
         max=64,
