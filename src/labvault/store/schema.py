@@ -542,6 +542,36 @@ legal_hold = Table(
     sqlite_with_rowid=False,
 )
 
+# Each lab's test catalogue, every version (revision 0016): the newest is in force; a result
+# records the version it was judged by. No personal value.
+lab_catalogue = Table(
+    "lab_catalogue",
+    metadata,
+    _tenant_col(),
+    Column("version", Integer, primary_key=True),
+    Column("digest", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("loaded_by", String(ID), nullable=False),
+    Column("loaded_at", DateTime(timezone=True), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# Each lab's auto-validation rules, every version: in force only once a named biologist
+# activated it.
+autovalidation_rules = Table(
+    "autovalidation_rules",
+    metadata,
+    _tenant_col(),
+    Column("version", Integer, primary_key=True),
+    Column("digest", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("written_by", String(ID), nullable=False),
+    Column("written_at", DateTime(timezone=True), nullable=False),
+    Column("activated_by", String(ID)),
+    Column("activated_at", DateTime(timezone=True)),
+    sqlite_with_rowid=False,
+)
+
 # Exports and migrations out of a lab (labvault.migration): one row per procedure, its state and
 # the evidence of each step (plan figures, approvals, manifest, receipt, purge, certificate). No
 # personal value: figures, field names, hashes, ids, and keys wrapped by the key provider.
