@@ -15,13 +15,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.datastructures import FormData
 
 from labvault.access import Principal, Purpose, grants
 from labvault.accounts import service
 from labvault.api.deps import gateway
 from labvault.errors import InvalidInput, NotFound
 from labvault.web.errors import refuse
-from labvault.web.pages import Approver, Viewer, Writer, render
+from labvault.web.pages import Approver, SentForm, Viewer, Writer, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -38,8 +39,7 @@ def _lab_of(request: Request, principal: Principal, action: str) -> str:
     return principal.tenant_id
 
 
-async def _form(request: Request) -> dict[str, Any]:
-    form = await request.form()
+def _form(form: FormData) -> dict[str, Any]:
     return {k: form.getlist(k) if k in ("roles", "scopes") else str(v)[:500] for k, v in form.items()}
 
 
@@ -85,11 +85,11 @@ def accounts(request: Request, caller: Viewer) -> HTMLResponse:
 
 
 @router.post("/admin/accounts/invite")
-async def invite(request: Request, caller: Writer) -> HTMLResponse:
+def invite(request: Request, caller: Writer, sent: SentForm) -> HTMLResponse:
     """A named account for one person of the lab: its one-time enrolment token is shown once."""
     principal = caller[0]
     lab = _lab_of(request, principal, "account:manage")
-    form = await _form(request)
+    form = _form(sent)
     role = str(form.get("role", ""))
     if role not in LAB_ROLES:
         raise InvalidInput("choose one of the lab's roles")
@@ -104,11 +104,11 @@ async def invite(request: Request, caller: Writer) -> HTMLResponse:
 
 
 @router.post("/admin/accounts/service")
-async def add_service(request: Request, caller: Writer) -> Response:
+def add_service(request: Request, caller: Writer, sent: SentForm) -> Response:
     """A token-only service account of the lab, for one purpose (a feed)."""
     principal = caller[0]
     lab = _lab_of(request, principal, "account:manage")
-    form = await _form(request)
+    form = _form(sent)
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
         service.create_account(
             u,
@@ -132,10 +132,10 @@ def _own_email(u: Any, lab: str, email: str) -> str:
 
 
 @router.post("/admin/accounts/roles")
-async def change_roles(request: Request, caller: Writer) -> Response:
+def change_roles(request: Request, caller: Writer, sent: SentForm) -> Response:
     principal = caller[0]
     lab = _lab_of(request, principal, "account:manage")
-    form = await _form(request)
+    form = _form(sent)
     roles = [str(r) for r in form.get("roles", [])]
     if not roles or not set(roles) <= set(LAB_ROLES):
         raise InvalidInput("choose at least one of the lab's roles")
@@ -145,34 +145,34 @@ async def change_roles(request: Request, caller: Writer) -> Response:
 
 
 @router.post("/admin/accounts/deactivate")
-async def deactivate(request: Request, caller: Writer) -> Response:
+def deactivate(request: Request, caller: Writer, sent: SentForm) -> Response:
     """Deactivate: every session and token of the account stops at once."""
     principal = caller[0]
     lab = _lab_of(request, principal, "account:manage")
-    form = await _form(request)
+    form = _form(sent)
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
         service.deactivate(u, _own_email(u, lab, str(form.get("email", ""))))
     return _back("/admin/accounts")
 
 
 @router.post("/admin/accounts/enable")
-async def enable(request: Request, caller: Writer) -> Response:
+def enable(request: Request, caller: Writer, sent: SentForm) -> Response:
     """Re-enable a deactivated or suspended account of the lab."""
     principal = caller[0]
     lab = _lab_of(request, principal, "account:manage")
-    form = await _form(request)
+    form = _form(sent)
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
         service.reactivate(u, _own_email(u, lab, str(form.get("email", ""))))
     return _back("/admin/accounts")
 
 
 @router.post("/admin/tokens")
-async def mint_token(request: Request, caller: Writer) -> HTMLResponse:
+def mint_token(request: Request, caller: Writer, sent: SentForm) -> HTMLResponse:
     """A token for one of the lab's service accounts, shown once (as ``POST /api/v1/tokens``
     with ``email``: only a service account, only by its lab's lab_admin, from a session)."""
     principal = caller[0]
     _lab_of(request, principal, "token:manage")
-    form = await _form(request)
+    form = _form(sent)
     try:
         days = int(str(form.get("days", "")))
     except ValueError:
@@ -185,10 +185,10 @@ async def mint_token(request: Request, caller: Writer) -> HTMLResponse:
 
 
 @router.post("/admin/tokens/revoke")
-async def revoke_token(request: Request, caller: Writer) -> Response:
+def revoke_token(request: Request, caller: Writer, sent: SentForm) -> Response:
     principal = caller[0]
     _lab_of(request, principal, "token:manage")
-    form = await _form(request)
+    form = _form(sent)
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:
         service.revoke_token(u, str(form.get("token_id", "")))
     return _back("/admin/accounts")

@@ -22,7 +22,7 @@ from labvault.api.deps import gateway
 from labvault.audit import service as audit
 from labvault.errors import InvalidInput
 from labvault.retention import policy as retention
-from labvault.web.pages import LAB_ZONE, Viewer, Writer, render
+from labvault.web.pages import LAB_ZONE, SentForm, Viewer, Writer, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -245,9 +245,8 @@ def audit_page(request: Request, caller: Viewer) -> HTMLResponse:
 
 
 @router.post("/dpo/audit")
-async def audit_search(request: Request, caller: Writer) -> HTMLResponse:
+def audit_search(request: Request, caller: Writer, form: SentForm) -> HTMLResponse:
     """The same with a patient's NIR or INS, posted: it stays out of URLs and access logs."""
-    form = await request.form()
     return _explore(request, caller[0], {k: str(v) for k, v in form.items() if k != "csrf"})
 
 
@@ -266,11 +265,10 @@ def patient_access_page(request: Request, caller: Viewer) -> HTMLResponse:
 
 
 @router.post("/dpo/patient-access")
-async def patient_access(request: Request, caller: Writer) -> HTMLResponse:
+def patient_access(request: Request, caller: Writer, form: SentForm) -> HTMLResponse:
     """Every read of one patient's data in the lab (GDPR Art. 15): who, when, for what purpose,
     under which grant or instruction."""
     principal = caller[0]
-    form = await request.form()
     nir = str(form.get("nir", "")).strip()[:32]
     rows: list[Row] = []
     error = None

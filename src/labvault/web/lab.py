@@ -16,7 +16,7 @@ from labvault.access import Principal, Purpose
 from labvault.api.deps import gateway
 from labvault.crypto.signing import canonical
 from labvault.web.errors import refuse
-from labvault.web.pages import Approver, Viewer, Writer, render
+from labvault.web.pages import Approver, SentForm, Viewer, Writer, render
 
 router = APIRouter(include_in_schema=False)
 LAB_OFFICERS = frozenset({"lab_admin", "lab_dpo"})
@@ -62,14 +62,13 @@ def migrations(request: Request, caller: Viewer) -> HTMLResponse:
 
 
 @router.post("/lab/migrations/{migration_id}/approve")
-async def approve(request: Request, migration_id: str, caller: Approver) -> Response:
+def approve(request: Request, migration_id: str, caller: Approver, form: SentForm) -> Response:
     """A lab signer's approval: the public key and the signature of the approval record, made in
     the browser or with the CLI; checked against the lab's current signers by the migration service."""
     from labvault.errors import LabvaultError
     from labvault.migration import service as migration
 
     _require_admin(request, caller[0], "migration:approve", "approving a migration is the lab administrator's")
-    form = await request.form()
     public_key = str(form.get("public_key", "")).strip()[:128]
     signature = str(form.get("signature", "")).strip()[:256]
     if not public_key or not signature:
@@ -90,7 +89,7 @@ def instructions_page(request: Request, caller: Viewer) -> HTMLResponse:
 
 
 @router.post("/lab/instructions/check")
-async def check_draft(request: Request, caller: Writer) -> HTMLResponse:
+def check_draft(request: Request, caller: Writer, form: SentForm) -> HTMLResponse:
     """Check a draft (shape, lab, fields, validity) and show the exact bytes a lab signer signs:
     nothing is kept; the signer signs in the browser with their own key, or with the CLI."""
     import json
@@ -100,7 +99,7 @@ async def check_draft(request: Request, caller: Writer) -> HTMLResponse:
 
     principal = caller[0]
     _require(request, principal, "instruction:read")
-    draft = str((await request.form()).get("draft", ""))[:65536]
+    draft = str(form.get("draft", ""))[:65536]
     try:
         instr = document.from_record(json.loads(draft))
         if instr.tenant != principal.tenant_id:
@@ -122,7 +121,7 @@ async def check_draft(request: Request, caller: Writer) -> HTMLResponse:
 
 
 @router.post("/lab/instructions/receive")
-async def receive_signed(request: Request, caller: Approver) -> Response:
+def receive_signed(request: Request, caller: Approver, form: SentForm) -> Response:
     """A signed instruction given to the platform: verified (signature, current signer, lab,
     validity) and kept, as ``POST /api/v1/tenants/{tenant}/instructions`` does."""
     import json
@@ -133,7 +132,6 @@ async def receive_signed(request: Request, caller: Approver) -> Response:
 
     principal = caller[0]
     _require_admin(request, principal, "instruction:receive", "giving an instruction is the lab administrator's")
-    form = await request.form()
     try:
         doc = {
             "instruction": json.loads(str(form.get("instruction", ""))[:65536]),
@@ -165,7 +163,7 @@ def signers_page(request: Request, caller: Viewer) -> HTMLResponse:
 
 
 @router.post("/lab/signers/add")
-async def add_signer(request: Request, caller: Approver) -> Response:
+def add_signer(request: Request, caller: Approver, form: SentForm) -> Response:
     """Register a signer, as ``labvault signer add`` does: an active, named account of this lab
     (by its e-mail) and the public half of an Ed25519 key the signer made on their own machine or
     in this browser. Always the caller's own lab: the form names no lab. A malformed key or an
@@ -174,7 +172,6 @@ async def add_signer(request: Request, caller: Approver) -> Response:
 
     principal = caller[0]
     _require_admin(request, principal, "signer:manage", "registering a signer is the lab administrator's")
-    form = await request.form()
     email = str(form.get("email", "")).strip()[:320]
     public_key = str(form.get("public_key", "")).strip()[:128]
     with gateway(request).unit(principal, Purpose.ADMINISTRATION) as u:

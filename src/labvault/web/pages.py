@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 
 from labvault.access import Principal, Purpose
 from labvault.access.records import PREFIX_LETTERS
@@ -139,17 +140,39 @@ async def page_approver(request: Request) -> tuple[Principal, str]:
     """An approval: a logged-in session, its CSRF token in the form, and a TOTP code checked within
     ``service.STEP_UP_WINDOW`` (else the person is sent to ``/step-up`` and back)."""
     principal, secret = await _writer(request)
+    await run_in_threadpool(_stepped_up, request, principal, secret)
+    return principal, secret
+
+
+def _stepped_up(request: Request, principal: Principal, secret: str) -> None:
     try:
         with gateway(request).unit(principal, Purpose.AUTHENTICATION) as u:
             service.require_step_up(u, secret)
     except AccessDenied:
         raise StepUpNeeded from None
-    return principal, secret
+
+
+async def sent_form(request: Request) -> FormData:
+    """The posted form, read on the event loop (``Writer`` has read it already), so that a handler
+    can be a plain function: its database work then runs in a worker thread, never on the loop
+    that serves every other connection."""
+    return await request.form()
+
+
+async def public_form(request: Request) -> dict[str, str] | None:
+    """A public form (sign-in, enrolment) with its CSRF token checked against its cookie: the
+    fields, or None when the token is missing or wrong."""
+    try:
+        return await _public_form(request)
+    except AccessDenied:
+        return None
 
 
 Viewer = Annotated[tuple[Principal, str], Depends(page_reader)]
 Writer = Annotated[tuple[Principal, str], Depends(page_writer)]
 Approver = Annotated[tuple[Principal, str], Depends(page_approver)]
+SentForm = Annotated[FormData, Depends(sent_form)]
+PublicForm = Annotated[dict[str, str] | None, Depends(public_form)]
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -285,10 +308,8 @@ def login_page(request: Request) -> HTMLResponse:
 
 
 @router.post("/login", dependencies=[Depends(public_page)])
-async def login(request: Request) -> Response:
-    try:
-        form = await _public_form(request)
-    except AccessDenied:
+def login(request: Request, form: PublicForm) -> Response:
+    if form is None:
         return _login_page(request, "login.html", 403, error="form")
     addr, ua = client(request)
     target = _local(form.get("next"))
@@ -326,10 +347,8 @@ def totp_page(request: Request) -> Response:
 
 
 @router.post("/login/totp", dependencies=[Depends(public_page)])
-async def totp(request: Request) -> Response:
-    try:
-        form = await _public_form(request)
-    except AccessDenied:
+def totp(request: Request, form: PublicForm) -> Response:
+    if form is None:
         return _login_page(request, "totp.html", 403, error="form")
     pre = request.cookies.get(PREAUTH_COOKIE)
     if not pre:
@@ -361,10 +380,9 @@ def step_up_page(request: Request, caller: Viewer) -> HTMLResponse:
 
 
 @router.post("/step-up")
-async def step_up(request: Request, caller: Writer) -> Response:
+def step_up(request: Request, caller: Writer, form: SentForm) -> Response:
     """A TOTP code again: approvals are accepted for the next few minutes. A wrong code counts as a
     failed login."""
-    form = await request.form()
     addr, ua = client(request)
     try:
         with gateway(request).auth_unit(source_addr=addr, user_agent=ua) as u:
@@ -391,13 +409,12 @@ def patients(request: Request, caller: Viewer) -> HTMLResponse:
 
 
 @router.post("/patients")
-async def search(request: Request, caller: Writer) -> HTMLResponse:
+def search(request: Request, caller: Writer, q: SentForm) -> HTMLResponse:
     """Search: by NIR or INS (exact), or by the start of the family name (birth or used name, two
     letters at least), optionally the start of the given name, and the birth date (required).
     A refused search is a 400 page naming the field, never the value; to htmx, the same message
     in a 200 fragment (htmx swaps no error response)."""
     principal = caller[0]
-    q = await request.form()
     nir = str(q.get("nir") or "").strip()[:32]
     family, given, born = (str(q.get(k) or "").strip()[:200] for k in ("family_name", "given_name", "birth_date"))
     found: list[Any] = []

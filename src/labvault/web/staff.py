@@ -32,12 +32,12 @@ from labvault.accounts import passwords
 from labvault.accounts import service as accounts
 from labvault.accounts.errors import AuthenticationFailed
 from labvault.api.deps import client, gateway
-from labvault.errors import AccessDenied, InvalidInput, LabvaultError, NotFound
+from labvault.errors import InvalidInput, LabvaultError, NotFound
 from labvault.identity import service as identity
 from labvault.ingest import intake
 from labvault.ingest.service import Ingestor, read
 from labvault.web.errors import refuse
-from labvault.web.pages import Viewer, Writer, _login_page, _public_form, _redirect, public_page, render
+from labvault.web.pages import PublicForm, SentForm, Viewer, Writer, _login_page, _redirect, public_page, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -118,11 +118,10 @@ def queue(request: Request, caller: Viewer) -> HTMLResponse:
 
 
 @router.post("/identity/queue/{queue_id}/resolve")
-async def resolve(request: Request, queue_id: str, caller: Writer) -> Response:
+def resolve(request: Request, queue_id: str, caller: Writer, form: SentForm) -> Response:
     """Attach, create or reject: the same decision as ``POST .../identity/queue/{id}/resolve``."""
     principal = caller[0]
     lab = _lab(request, principal, "identity:resolve")
-    form = await request.form()
     action = str(form.get("action", ""))[:16]
     patient_id = str(form.get("patient_id", "")).strip()[:64] or None
     with gateway(request).unit(principal, Purpose.CARE) as u:
@@ -216,11 +215,9 @@ def enrol_page(request: Request) -> HTMLResponse:
 
 
 @router.post("/enrol", dependencies=[Depends(public_page)])
-async def enrol(request: Request) -> Response:
+def enrol(request: Request, form: PublicForm) -> Response:
     """The password and the commitment; then the authenticator for the roles that need one."""
-    try:
-        form = await _public_form(request)
-    except AccessDenied:
+    if form is None:
         return _enrol_page(request, "staff_enrol.html", 403, token="", error="form")
     token = form.get("token", "").strip()[:256]
     password = form.get("password", "")[:1024]
@@ -247,11 +244,9 @@ async def enrol(request: Request) -> Response:
 
 
 @router.post("/enrol/confirm", dependencies=[Depends(public_page)])
-async def enrol_confirm(request: Request) -> Response:
+def enrol_confirm(request: Request, form: PublicForm) -> Response:
     """The authenticator's first code: MFA is on, the link is spent."""
-    try:
-        form = await _public_form(request)
-    except AccessDenied:
+    if form is None:
         return _enrol_page(request, "staff_enrol.html", 403, token="", error="form")
     token = form.get("token", "")[:256]
     addr, ua = client(request)
