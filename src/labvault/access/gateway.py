@@ -72,47 +72,43 @@ class Gateway:
         """
         unit = None
         try:
+            with self._transaction(principal, purpose) as unit:
+                yield unit
+            unit._committed_hooks()
+        finally:
+            self._after(unit, purpose)
+
+    @contextmanager
+    def _transaction(self, principal: Principal, purpose: Purpose, *, check: bool = True) -> Iterator[Unit]:
+        """A unit in one transaction: its events flushed, then committed when the block ends (rolled
+        back on any error); this process's SQLite writer lock, if the unit took it, is released only
+        once the transaction has ended."""
+        unit = None
+        try:
             with self.engine.begin() as conn:
-                unit = Unit(self, conn, principal, purpose)
+                unit = Unit(self, conn, principal, purpose, check_principal=check)
                 yield unit
                 unit._flush_events()
-            unit._release_writer()
-            unit._committed_hooks()
         finally:
             if unit is not None:
                 unit._release_writer()
-            self._after(unit, purpose)
 
     def _after(self, unit: Unit | None, purpose: Purpose) -> None:
         """Run what must outlive the unit's transaction (refusal events, failed-login counters)."""
         if unit is None or not (unit._side_events or unit._side_actions):
             return
-        side = None
-        try:
-            with self.engine.begin() as conn:
-                side = Unit(self, conn, unit.principal, purpose, check_principal=False)
-                side._final = True  # its refusals are written at once: nothing after it rolls back
-                for action in unit._side_actions:
-                    action(side)
-                for tenant_id, kwargs in unit._side_events:
-                    side._write_event(tenant_id, **kwargs)
-                side._flush_events()
-        finally:
-            if side is not None:
-                side._release_writer()
+        with self._transaction(unit.principal, purpose, check=False) as side:
+            side._final = True  # its refusals are written at once: nothing after it rolls back
+            for action in unit._side_actions:
+                action(side)
+            for tenant_id, kwargs in unit._side_events:
+                side._write_event(tenant_id, **kwargs)
 
     @contextmanager
     def bootstrap(self, principal: Principal) -> Iterator[Unit]:
         """The unit ``init`` uses to record the first platform account (nobody to check against yet)."""
-        unit = None
-        try:
-            with self.engine.begin() as conn:
-                unit = Unit(self, conn, principal, Purpose.ADMINISTRATION, check_principal=False)
-                yield unit
-                unit._flush_events()
-        finally:
-            if unit is not None:
-                unit._release_writer()
+        with self._transaction(principal, Purpose.ADMINISTRATION, check=False) as unit:
+            yield unit
         unit._committed_hooks()
 
     @contextmanager
@@ -123,13 +119,9 @@ class Gateway:
         )
         unit = None
         try:
-            with self.engine.begin() as conn:
-                unit = Unit(self, conn, who, Purpose.AUTHENTICATION, check_principal=False)
+            with self._transaction(who, Purpose.AUTHENTICATION, check=False) as unit:
                 yield unit
-                unit._flush_events()
         finally:
-            if unit is not None:
-                unit._release_writer()
             self._after(unit, Purpose.AUTHENTICATION)
 
     def writer(self) -> ThreadPoolExecutor:

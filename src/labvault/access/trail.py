@@ -81,7 +81,6 @@ class AuditAppend(UnitState):
             return
         queued, self._pending_events = self._pending_events, []
         previous = self._scoped
-        at = utcnow()
         for tenant_id in dict.fromkeys(r["tenant_id"] for r in queued):
             self._scope(tenant_id)
             head = self._seq.get(tenant_id)
@@ -95,6 +94,7 @@ class AuditAppend(UnitState):
                     .limit(1)
                 ).first()
                 head = (0, chain.GENESIS) if last is None else (last.seq, last.hash)
+            at = utcnow()  # under the lab's lock: no later appender can have an earlier time
             rows = []
             for event in queued:
                 if event["tenant_id"] != tenant_id:
