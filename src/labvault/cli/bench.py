@@ -162,3 +162,18 @@ def hl7(
         tasks = {k: bar.add_task(k, total=messages) for k in ("generate", "labvault", "python-hl7")}
         out = run_hl7(messages, seed=seed, on_progress=lambda k, n: bar.advance(tasks[k], n))
     print(json.dumps(out))
+
+
+@app.command("report")
+def report(
+    reports: int = typer.Option(40, "--reports", min=1, max=10_000, help="How many single-page reports per round."),
+    rounds: int = typer.Option(2, "--rounds", min=1, max=100, help="Alternating rounds of both phases."),
+    seed: int = typer.Option(7, "--seed", help="Seed of the generated patients."),
+) -> None:
+    """Single-page patient reports per second through report_pdf, against WeasyPrint alone on the same HTML."""
+    from labvault.bench.report import run_report
+
+    with progress() as bar:
+        tasks = {k: bar.add_task(k, total=reports * rounds) for k in ("report_pdf", "weasyprint")}
+        out = run_report(reports, rounds=rounds, seed=seed, on_progress=lambda k, n: bar.advance(tasks[k], n))
+    print(json.dumps(out))

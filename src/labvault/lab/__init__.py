@@ -1,0 +1,1 @@
+"""The lab's daily work: test catalogue, requests and specimens, validation, labels and reports."""
