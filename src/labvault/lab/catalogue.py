@@ -221,7 +221,7 @@ class _Where:
         if extra:
             raise self.fail(extra[0][:40], "unknown field")
 
-    def text(self, data: dict[str, Any], field: str, *, required: bool = True, max_len: int = 200) -> str | None:
+    def optional(self, data: dict[str, Any], field: str, *, required: bool = True, max_len: int = 200) -> str | None:
         v = data.get(field)
         if v is None:
             if required:
@@ -234,7 +234,7 @@ class _Where:
         return v
 
     def need(self, data: dict[str, Any], field: str, *, max_len: int = 200) -> str:
-        v = self.text(data, field, max_len=max_len)
+        v = self.optional(data, field, max_len=max_len)
         if v is None:  # pragma: no cover - text() raises first
             raise self.fail(field, "missing")
         return v
@@ -289,12 +289,12 @@ def _code(where: _Where, data: dict[str, Any], field: str = "code") -> str:
 def _range(where: _Where, data: dict[str, Any], index: int) -> RefRange:
     w = _Where(f"{where.prefix}: range {index + 1}")
     w.table(data, {"low", "high", "sex", "age_min", "age_max", "pregnant", "text"})
-    sex = w.text(data, "sex", required=False)
+    sex = w.optional(data, "sex", required=False)
     if sex is not None and sex not in SEXES:
         raise w.fail("sex", "must be M or F")
     low, high = w.number(data, "low"), w.number(data, "high")
     age_min, age_max = w.number(data, "age_min"), w.number(data, "age_max")
-    text = w.text(data, "text", required=False)
+    text = w.optional(data, "text", required=False)
     if low is None and high is None and text is None:
         raise w.fail("low", "a range gives low, high or both (or a text)")
     if low is not None and high is not None and low > high:
@@ -343,10 +343,10 @@ def _test(data: dict[str, Any], index: int) -> Test:
         )
     if container not in CONTAINERS:
         raise w.fail("container", f"one of {', '.join(sorted(CONTAINERS))}")
-    kind = w.text(data, "kind", required=False) or "quantitative"
+    kind = w.optional(data, "kind", required=False) or "quantitative"
     if kind not in KINDS:
         raise w.fail("kind", "quantitative or qualitative")
-    unit = w.text(data, "unit", required=kind == "quantitative", max_len=32)
+    unit = w.optional(data, "unit", required=kind == "quantitative", max_len=32)
     if unit is not None and not is_ucum(unit):
         raise w.fail("unit", "not a valid UCUM unit")
     decimals = data.get("decimals")
@@ -375,7 +375,7 @@ def _test(data: dict[str, Any], index: int) -> Test:
     normal = w.texts(data, "normal", required=kind == "qualitative")
     if kind == "quantitative" and normal:
         raise w.fail("normal", "only a qualitative test lists normal answers")
-    calculation = w.text(data, "calculation", required=False)
+    calculation = w.optional(data, "calculation", required=False)
     inputs: tuple[tuple[str, str], ...] = ()
     if calculation is not None:
         if calculation not in CALCULATIONS:
