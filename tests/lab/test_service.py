@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from labvault.access import Principal, Purpose
 from labvault.cli import main
 from labvault.crypto.keys import PLATFORM
