@@ -110,6 +110,7 @@ SCHEMA_IMPORTERS = (
     "retention/records.py",
     "migration/jobs.py",
     "instructions/signers.py",
+    "lab/service.py",
 )
 
 

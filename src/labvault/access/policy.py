@@ -77,11 +77,30 @@ MIGRATION_WORK = frozenset(
     }
 )
 
+# The lab's test catalogue and auto-validation rules (labvault.lab): every lab role reads them; the
+# lab_admin and biologists load a catalogue and write rules; only a biologist puts rules in force.
+# No vendor role holds any of them: the vendor never sets how a lab judges its results.
+CATALOGUE_READ = frozenset({"catalogue:read"})
+CATALOGUE_WRITE = frozenset({"catalogue:load", "rules:write"})
+
 POLICY: dict[Role, frozenset[str]] = {
-    Role.BIOLOGIST: READ_PERSONAL | WRITE_PERSONAL | MANAGE_PERSONAL | IDENTITY_VIGILANCE | {"tenant:read"},
-    Role.TECHNICIAN: READ_PERSONAL | WRITE_PERSONAL | MANAGE_PERSONAL | IDENTITY_VIGILANCE | {"tenant:read"},
+    Role.BIOLOGIST: READ_PERSONAL
+    | WRITE_PERSONAL
+    | MANAGE_PERSONAL
+    | IDENTITY_VIGILANCE
+    | CATALOGUE_READ
+    | CATALOGUE_WRITE
+    | {"tenant:read", "rules:activate"},
+    Role.TECHNICIAN: READ_PERSONAL
+    | WRITE_PERSONAL
+    | MANAGE_PERSONAL
+    | IDENTITY_VIGILANCE
+    | CATALOGUE_READ
+    | {"tenant:read"},
     Role.LAB_ADMIN: READ_PERSONAL
     | MANAGE_PERSONAL
+    | CATALOGUE_READ
+    | CATALOGUE_WRITE
     | {
         "identity:queue:read",
         "tenant:read",
@@ -106,7 +125,8 @@ POLICY: dict[Role, frozenset[str]] = {
         "retention:read",
         "feed:manage",  # pin a feed's client certificate on a service account of the lab
     },
-    Role.LAB_DPO: frozenset(
+    Role.LAB_DPO: CATALOGUE_READ
+    | frozenset(
         {
             "tenant:read",
             "account:list",
@@ -123,7 +143,7 @@ POLICY: dict[Role, frozenset[str]] = {
             "retention:read",
         }
     ),
-    Role.SERVICE: WRITE_PERSONAL | {"tenant:read", "identity:merge:hl7"},
+    Role.SERVICE: WRITE_PERSONAL | CATALOGUE_READ | {"tenant:read", "identity:merge:hl7"},
     Role.OPERATOR: frozenset(
         {
             "tenant:create",

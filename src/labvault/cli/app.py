@@ -7,6 +7,7 @@ import typer
 from labvault.cli import (
     audit,
     bench,
+    catalogue,
     demo,
     feed,
     generate,
@@ -50,6 +51,8 @@ app.add_typer(instruction.app, name="instruction")
 app.add_typer(migrate.app, name="migrate")
 app.add_typer(feed.app, name="feed")
 app.add_typer(identity.app, name="identity")
+app.add_typer(catalogue.app, name="catalogue")
+app.add_typer(catalogue.rules_app, name="rules")
 app.command("export")(migrate.export)
 app.command("ingest")(ingest.ingest)
 app.command("mllp")(mllp.mllp)

@@ -177,3 +177,24 @@ def report(
         tasks = {k: bar.add_task(k, total=reports * rounds) for k in ("report_pdf", "weasyprint")}
         out = run_report(reports, rounds=rounds, seed=seed, on_progress=lambda k, n: bar.advance(tasks[k], n))
     print(json.dumps(out))
+
+
+@app.command("validate")
+def validate(
+    results: int = typer.Option(100_000, "--results", min=1, help="How many generated results to judge."),
+    patients: int = typer.Option(200, "--patients", min=1, help="Generated patients in the scratch lab."),
+) -> None:
+    """Judge N generated results against the lab's catalogue and activated rules (ranges, delta
+    checks against previous results read through the gateway, calculated tests, auto-validation)."""
+    from labvault.bench.validate import run_validate
+
+    with progress() as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def on_progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done)
+
+        out = run_validate(results, patients=patients, on_progress=on_progress)
+    print(json.dumps(out))
