@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, bindparam, delete, select, update
 
 from labvault.access import codec
-from labvault.access.records import order_keys
+from labvault.access.records import order_keys, seal_clinical
 from labvault.crypto.digest import sha256_hex
 from labvault.domain.models import Request, RequestStatus, Result, ResultStatus, Specimen
 from labvault.domain.sensitivity import sensitivity_of
@@ -729,6 +729,7 @@ def _update_requests(u: Unit, tenant_id: str, c: TenantCrypto, requests: list[Re
                 "placer_bidx": placer_key,
                 "status": None if r.status is None else str(r.status),
                 "order_enc": None if not any(numbers) else order.seal(i, codec.pack(numbers)),
+                "clinical_enc": seal_clinical(c, i, r),  # sealed again under the current key
             }
         )
     q = t.request

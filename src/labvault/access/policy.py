@@ -77,11 +77,40 @@ MIGRATION_WORK = frozenset(
     }
 )
 
+# The lab's daily work (labvault.access.work, labvault.lab.work): requests entered by hand, the
+# specimens' life, results entered by hand, technical and biological validation, critical values'
+# call-back tasks. Lab roles only: no vendor role holds any of these, under a grant or not.
+LAB_WORK = frozenset(
+    {
+        "request:enter",
+        "specimen:event",
+        "result:enter",
+        "result:validate:technical",
+        "result:validate:biological",
+        "callback:manage",
+        "callback:read",
+    }
+)
+BIOLOGIST_WORK = LAB_WORK
+TECHNICIAN_WORK = LAB_WORK - {"result:validate:biological"}
+LAB_ADMIN_WORK = frozenset({"request:enter", "callback:read"})
+
 POLICY: dict[Role, frozenset[str]] = {
-    Role.BIOLOGIST: READ_PERSONAL | WRITE_PERSONAL | MANAGE_PERSONAL | IDENTITY_VIGILANCE | {"tenant:read"},
-    Role.TECHNICIAN: READ_PERSONAL | WRITE_PERSONAL | MANAGE_PERSONAL | IDENTITY_VIGILANCE | {"tenant:read"},
+    Role.BIOLOGIST: READ_PERSONAL
+    | WRITE_PERSONAL
+    | MANAGE_PERSONAL
+    | IDENTITY_VIGILANCE
+    | BIOLOGIST_WORK
+    | {"tenant:read"},
+    Role.TECHNICIAN: READ_PERSONAL
+    | WRITE_PERSONAL
+    | MANAGE_PERSONAL
+    | IDENTITY_VIGILANCE
+    | TECHNICIAN_WORK
+    | {"tenant:read"},
     Role.LAB_ADMIN: READ_PERSONAL
     | MANAGE_PERSONAL
+    | LAB_ADMIN_WORK
     | {
         "identity:queue:read",
         "tenant:read",

@@ -1136,7 +1136,8 @@ class _Mapper:
         )
 
 
-_RESULT_POSITIONAL = [f.name for f in dataclasses.fields(Result)] == [
+# The fields given positionally, in order (the workflow fields after them keep their defaults).
+_RESULT_POSITIONAL = [f.name for f in dataclasses.fields(Result)][:24] == [
     "result_id",
     "request_id",
     "code",

@@ -1,0 +1,1 @@
+"""The lab's daily work: catalogue, requests, specimens, results, validation, reports."""
