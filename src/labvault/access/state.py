@@ -88,6 +88,21 @@ class UnitState:
             self, c: TenantCrypto, tenant_id: str, request_ids: list[str], start: date | None, end: date | None
         ) -> list[str]: ...
 
+        # work.Work
+        def _enter_value(
+            self,
+            tenant_id: str,
+            result_id: str,
+            value: str | float | int,
+            unit: str | None,
+            *,
+            comment: str | None,
+            action: str,
+            ref_text: str | None = None,
+            flag: str | None = None,
+            message_key: str | None = None,
+        ) -> Result: ...
+
         # gateway.Unit
         def on_commit(self, action: Callable[[], None]) -> None: ...
         def _take_writer(self) -> None: ...

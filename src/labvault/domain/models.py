@@ -202,6 +202,9 @@ class Specimen:
     status_at: datetime | None = None
     nonconformity: Nonconformity | None = None
     container: str | None = None  # sealed
+    # The id the specimen's label carries as a sender read it (HL7 SPM-2): an analyser's results
+    # name the lab's specimen by it (``access.orders``). Not stored: the lab's own id is the barcode.
+    label: str | None = None
 
 
 @dataclass(slots=True)

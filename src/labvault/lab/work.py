@@ -22,6 +22,40 @@ if TYPE_CHECKING:
 
 Judge = Callable[[Result], Any]
 
+# Tests the CLI can order by code before a catalogue is loaded: (LOINC code, label, UCUM unit,
+# specimen type, container). The lab's catalogue (``labvault.lab.catalogue``), when loaded, is
+# what a face passes as ``resolve`` instead.
+BASIC_TESTS: dict[str, OrderedTest] = {
+    code: OrderedTest("http://loinc.org", code, label, unit, kind, box)
+    for code, label, unit, kind, box in (
+        ("2823-3", "Potassium", "mmol/L", "SER", "SST gold"),
+        ("2951-2", "Sodium", "mmol/L", "SER", "SST gold"),
+        ("2160-0", "Creatinine", "umol/L", "SER", "SST gold"),
+        ("2345-7", "Glucose", "mmol/L", "PLAS", "fluoride grey"),
+        ("718-7", "Hemoglobin", "g/dL", "BLD", "EDTA lavender"),
+        ("6690-2", "Leukocytes", "10*9/L", "BLD", "EDTA lavender"),
+        ("777-3", "Platelets", "10*9/L", "BLD", "EDTA lavender"),
+        ("1988-5", "C reactive protein", "mg/L", "SER", "SST gold"),
+    )
+}
+
+
+def ordered_tests(
+    codes: Sequence[str], resolve: Callable[[str], OrderedTest | None] | None = None
+) -> list[OrderedTest]:
+    """The tests named by their codes: through ``resolve`` (the lab's catalogue) when given, else
+    ``BASIC_TESTS``. An unknown code is refused, by name (codes are not personal)."""
+    out = []
+    for code in codes:
+        code = code.strip()
+        found = resolve(code) if resolve is not None else BASIC_TESTS.get(code)
+        if found is None:
+            raise InvalidInput(f"unknown test code {code[:40]!r}")
+        out.append(found)
+    if not out:
+        raise InvalidInput("a request names at least one test")
+    return out
+
 
 def enter_request(
     u: Unit,
