@@ -10,7 +10,8 @@ touches the personal-data tables or key material.
 
 The unit is made of parts, one module each: ``authorisation`` (scope, principal, allow or refuse),
 ``trail`` (the audit append), ``tenants`` (labs, their keys, the platform key), ``records`` (personal
-records) and ``rotation`` (key rotation). What domains may use of it is the public interface
+records), ``rotation`` (key rotation) and ``work`` (the lab's daily work: requests entered by hand,
+specimens, validation, call-back tasks). What domains may use of it is the public interface
 below (see docs/dev/application.md); everything else is the gateway's own.
 """
 
@@ -31,6 +32,7 @@ from labvault.access.records import ENCRYPTED, Records
 from labvault.access.rotation import Rotation, rotate_keys
 from labvault.access.tenants import SYNTHETIC_MARK, TenantCrypto, Tenants
 from labvault.access.trail import AuditAppend
+from labvault.access.work import Work
 from labvault.audit.pin import PinStore
 from labvault.crypto.keys import PLATFORM, KeyProvider
 from labvault.errors import AccessDenied, NotFound, StoreError
@@ -170,7 +172,7 @@ class Gateway:
         )
 
 
-class Unit(Authorisation, AuditAppend, Tenants, Records, Rotation):
+class Unit(Authorisation, AuditAppend, Tenants, Records, Rotation, Work):
     """One unit of work for one principal and purpose.
 
     Every operation on personal data (and every refusal) is audited; reads of a lab's own

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, bindparam, delete, select, update
 
 from labvault.access import codec
-from labvault.access.records import order_keys
+from labvault.access.records import order_keys, seal_clinical
 from labvault.crypto.digest import sha256_hex
 from labvault.domain.models import Request, RequestStatus, Result, ResultStatus, Specimen
 from labvault.domain.sensitivity import sensitivity_of
@@ -220,9 +220,13 @@ class _Digests:
 
 
 def store_messages(u: Unit, tenant_id: str, messages: Sequence[Incoming]) -> None:
-    """Store the records of several messages (patients already matched), in this order."""
+    """Store the records of several messages (patients already matched), in this order.
+
+    An analyser's results naming one of the lab's own specimens (its barcode in SPM-2, or the
+    order's filler number OBR-3) go to that specimen's request first (``_to_lab_specimens``)."""
     u._authorise(tenant_id, "patient:result:create")
     c = u._crypto(tenant_id)
+    messages = _to_lab_specimens(u, tenant_id, c, messages)
     now = utcnow()
     # Each request with its keys and its time (its message's, else now: a format without times is
     # ordered by arrival); results without a time of their own are said at their request's.
@@ -281,6 +285,96 @@ def store_messages(u: Unit, tenant_id: str, messages: Sequence[Incoming]) -> Non
     lived = [(stored, members) for stored, members in groups if stored is not None or len(members) > 1]
     if lived:
         _store_lived(u, tenant_id, c, lived, now)
+
+
+def _to_lab_specimens(u: Unit, tenant_id: str, c: TenantCrypto, messages: Sequence[Incoming]) -> list[Incoming]:
+    """Orders whose specimen is one of the lab's own (entered by hand, ``access.work``), named by
+    its barcode (SPM-2, or OBR-3): each result updates the ordered result of the same code on that
+    specimen's request (workflow ``entered``, entered by the feed's account, the earlier version
+    kept) instead of creating a request. The patient must be the request's: otherwise, and for a
+    result already validated or of no ordered code, the order is stored as any other."""
+    named: dict[str, list[tuple[int, Request]]] = {}
+    for k, m in enumerate(messages):
+        for r in m.requests:
+            labels = [s.label for s in m.specimens if s.request_id == r.request_id and s.label]
+            for label in [*labels, r.filler_number or ""]:
+                if label and len(label) <= 64:
+                    named.setdefault(label, []).append((k, r))
+    if not named:
+        return list(messages)
+    s, res = t.specimen, t.result
+    found: dict[str, Any] = {}
+    values = sorted(named)
+    for k in range(0, len(values), _CHUNK):
+        for row in u.conn.execute(
+            select(s.c.specimen_id, s.c.request_id, s.c.status).where(
+                u._tf(s, tenant_id), s.c.specimen_id.in_(values[k : k + _CHUNK]), s.c.status.is_not(None)
+            )
+        ):
+            found[row.specimen_id] = row
+    if not found:
+        return list(messages)
+    taken: dict[int, set[str]] = {}
+    for label, users in named.items():
+        spec = found.get(label)
+        if spec is None:
+            continue
+        owner = u.conn.execute(
+            select(t.request.c.pseudonym).where(u._tf(t.request, tenant_id), t.request.c.request_id == spec.request_id)
+        ).scalar_one()
+        ordered = {
+            row.result_id: row
+            for row in u.conn.execute(
+                select(res).where(
+                    u._tf(res, tenant_id),
+                    res.c.specimen_id == spec.specimen_id,
+                    res.c.workflow.in_(("ordered", "entered")),
+                )
+            )
+        }
+        by_code = {(x.code_system, x.code): x for x in (u._result(c, row) for row in ordered.values())}
+        for k, r in users:
+            if r.request_id in taken.get(k, set()) or c.index.pseudonym(r.patient_id) != owner:
+                continue
+            mine = [x for x in messages[k].results if x.request_id == r.request_id]
+            if not mine or any((x.code_system, x.code) not in by_code for x in mine):
+                continue
+            for x in mine:
+                target = by_code[(x.code_system, x.code)]
+                value: str | float = x.value_repr or x.value_text or ("" if x.value_num is None else repr(x.value_num))
+                if x.comparator and x.value_repr:
+                    value = f"{x.comparator}{x.value_repr}"
+                if value == "":
+                    continue
+                u._enter_value(
+                    tenant_id,
+                    target.result_id,
+                    value,
+                    x.unit or target.unit,
+                    comment=x.comment,
+                    action="result:enter:analyser",
+                    ref_text=x.ref_text,
+                    flag=x.flag,
+                    message_key=messages[k].key,
+                )
+            taken.setdefault(k, set()).add(r.request_id)
+    if not taken:
+        return list(messages)
+    out: list[Incoming] = []
+    for k, m in enumerate(messages):
+        gone = taken.get(k, set())
+        if not gone:
+            out.append(m)
+            continue
+        out.append(
+            Incoming(
+                m.key,
+                [r for r in m.requests if r.request_id not in gone],
+                [sp for sp in m.specimens if sp.request_id not in gone],
+                [x for x in m.results if x.request_id not in gone],
+            )
+        )
+    return out
 
 
 _Member = tuple[Incoming, Request, datetime]  # a message, one of its requests, the time it says it
@@ -729,6 +823,7 @@ def _update_requests(u: Unit, tenant_id: str, c: TenantCrypto, requests: list[Re
                 "placer_bidx": placer_key,
                 "status": None if r.status is None else str(r.status),
                 "order_enc": None if not any(numbers) else order.seal(i, codec.pack(numbers)),
+                "clinical_enc": seal_clinical(c, i, r),  # sealed again under the current key
             }
         )
     q = t.request

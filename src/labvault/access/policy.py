@@ -83,6 +83,24 @@ MIGRATION_WORK = frozenset(
 CATALOGUE_READ = frozenset({"catalogue:read"})
 CATALOGUE_WRITE = frozenset({"catalogue:load", "rules:write"})
 
+# The lab's daily work (labvault.access.work, labvault.lab.work): requests entered by hand, the
+# specimens' life, results entered by hand, technical and biological validation, critical values'
+# call-back tasks. Lab roles only: no vendor role holds any of these, under a grant or not.
+LAB_WORK = frozenset(
+    {
+        "request:enter",
+        "specimen:event",
+        "result:enter",
+        "result:validate:technical",
+        "result:validate:biological",
+        "callback:manage",
+        "callback:read",
+    }
+)
+BIOLOGIST_WORK = LAB_WORK
+TECHNICIAN_WORK = LAB_WORK - {"result:validate:biological"}
+LAB_ADMIN_WORK = frozenset({"request:enter", "callback:read"})
+
 POLICY: dict[Role, frozenset[str]] = {
     Role.BIOLOGIST: READ_PERSONAL
     | WRITE_PERSONAL
@@ -90,17 +108,20 @@ POLICY: dict[Role, frozenset[str]] = {
     | IDENTITY_VIGILANCE
     | CATALOGUE_READ
     | CATALOGUE_WRITE
+    | BIOLOGIST_WORK
     | {"tenant:read", "rules:activate"},
     Role.TECHNICIAN: READ_PERSONAL
     | WRITE_PERSONAL
     | MANAGE_PERSONAL
     | IDENTITY_VIGILANCE
     | CATALOGUE_READ
+    | TECHNICIAN_WORK
     | {"tenant:read"},
     Role.LAB_ADMIN: READ_PERSONAL
     | MANAGE_PERSONAL
     | CATALOGUE_READ
     | CATALOGUE_WRITE
+    | LAB_ADMIN_WORK
     | {
         "identity:queue:read",
         "tenant:read",

@@ -26,6 +26,8 @@ from labvault.domain.models import (
     ResultStatus,
     Sensitivity,
     Specimen,
+    Urgency,
+    Workflow,
 )
 from labvault.domain.retention import RESULTS, SENSITIVE
 from labvault.domain.sensitivity import sensitivity_of
@@ -59,14 +61,19 @@ ENCRYPTED: dict[str, tuple[str, tuple[str, ...]]] = {
         t.specimen,
         t.result,
         t.result_version,
+        t.callback_task,
         t.quarantine,
         t.instruction,
     )
 }
 
 
+# A result's columns of the lab's workflow (revision 0017), in the order ``_add_results`` writes them.
+WORKFLOW_COLUMNS = ("workflow", "entered_by", "technical_by", "biological_by", "catalogue_version", "released_by_rule")
+
 # Personal tables emptied at the end of a contract, children first; tenant_key goes by shredding.
 END_TABLES = (
+    "callback_task",
     "result_version",
     "result",
     "specimen",
@@ -115,6 +122,26 @@ def _order_fields(c: TenantCrypto, r: Any) -> dict[str, Any]:
         )
         out.update(placer_number=placer, filler_number=filler, sender=sender, message_at=codec.to_dt(at))
     return out
+
+
+def _clinical_fields(c: TenantCrypto, r: Any) -> dict[str, Any]:
+    """A request entered by hand: its urgency, who entered it, its clinical information (sealed)."""
+    urgency = getattr(r, "urgency", None)
+    out: dict[str, Any] = {"urgency": None if urgency is None else Urgency(urgency), "entered_by": r.entered_by}
+    if r.clinical_enc is not None:
+        clinical, pregnant, collector = codec.unpack(
+            c.cipher.column("request", "clinical_enc").open(r.request_id, bytes(r.clinical_enc))
+        )
+        out.update(clinical=clinical, pregnant=pregnant, collector=collector)
+    return out
+
+
+def seal_clinical(c: TenantCrypto, request_id: str, r: Request) -> bytes | None:
+    """The sealed clinical information, pregnancy and collector of a request (None: none given)."""
+    items = (r.clinical, r.pregnant, r.collector)
+    if all(x is None for x in items):
+        return None
+    return c.cipher.column("request", "clinical_enc").seal(request_id, codec.pack(items))
 
 
 def order_keys(c: TenantCrypto, r: Request) -> tuple[bytes | None, bytes | None]:
@@ -316,6 +343,10 @@ class Records(UnitState):
         """Store requests with their order keys (``order_keys``: the same order received again
         finds its request through them)."""
         self._authorise(tenant_id, "patient:request:create")
+        return self._add_requests(tenant_id, requests)
+
+    def _add_requests(self, tenant_id: str, requests: Sequence[Request], *, audit: bool = True) -> int:
+        """``add_requests`` once authorised (``access.work`` authorises its own action)."""
         c = self._crypto(tenant_id)
         v = c.cipher.current_version
         acc, req_at, rep_at, order = (
@@ -340,6 +371,9 @@ class Records(UnitState):
                     placer_key,
                     None if r.status is None else str(r.status),
                     None if not any(numbers) else order.seal(i, codec.pack(numbers)),
+                    None if r.urgency is None else str(r.urgency),
+                    r.entered_by,
+                    seal_clinical(c, i, r),
                 )
             )
         self._insert(
@@ -357,17 +391,26 @@ class Records(UnitState):
                 "placer_bidx",
                 "status",
                 "order_enc",
+                "urgency",
+                "entered_by",
+                "clinical_enc",
             ),
             rows,
         )
-        self._record(tenant_id, "patient:request:create", "request", len(rows))
+        if audit:
+            self._record(tenant_id, "patient:request:create", "request", len(rows))
         return len(rows)
 
     def add_specimens(self, tenant_id: str, specimens: Sequence[Specimen]) -> int:
         self._authorise(tenant_id, "patient:specimen:create")
+        return self._add_specimens(tenant_id, specimens)
+
+    def _add_specimens(self, tenant_id: str, specimens: Sequence[Specimen], *, audit: bool = True) -> int:
         c = self._crypto(tenant_id)
         v = c.cipher.current_version
-        typ, col_at, rec_at = (c.cipher.column("specimen", n) for n in ENCRYPTED["specimen"][1])
+        typ, col_at, rec_at, box = (
+            c.cipher.column("specimen", n) for n in ("type_enc", "collected_at_enc", "received_at_enc", "container_enc")
+        )
         rows = [
             (
                 tenant_id,
@@ -377,13 +420,32 @@ class Records(UnitState):
                 typ.seal(s.specimen_id, s.type.encode()),
                 col_at.seal(s.specimen_id, s.collected_at.isoformat().encode()),
                 None if s.received_at is None else rec_at.seal(s.specimen_id, s.received_at.isoformat().encode()),
+                s.status,
+                s.status_at,
+                s.nonconformity,
+                None if s.container is None else box.seal(s.specimen_id, s.container.encode()),
             )
             for s in specimens
         ]
         self._insert(
-            t.specimen, ("tenant_id", "specimen_id", "request_id", "key_version") + ENCRYPTED["specimen"][1], rows
+            t.specimen,
+            (
+                "tenant_id",
+                "specimen_id",
+                "request_id",
+                "key_version",
+                "type_enc",
+                "collected_at_enc",
+                "received_at_enc",
+                "status",
+                "status_at",
+                "nonconformity",
+                "container_enc",
+            ),
+            rows,
         )
-        self._record(tenant_id, "patient:specimen:create", "specimen", len(rows))
+        if audit:
+            self._record(tenant_id, "patient:specimen:create", "specimen", len(rows))
         return len(rows)
 
     def pseudonym_of(self, tenant_id: str, patient_id: str) -> str:
@@ -417,6 +479,17 @@ class Records(UnitState):
         ``said``: result id -> the key of the message that said it and the time its versions are
         ordered by (sealed with the value: see ``access.orders``)."""
         self._authorise(tenant_id, "patient:result:create")
+        return self._add_results(tenant_id, results, pseudonyms=pseudonyms, said=said)
+
+    def _add_results(
+        self,
+        tenant_id: str,
+        results: Sequence[Result],
+        *,
+        pseudonyms: dict[str, str] | None = None,
+        said: Mapping[str, tuple[str | None, datetime]] | None = None,
+        audit: bool = True,
+    ) -> int:
         c = self._crypto(tenant_id)
         v = c.cipher.current_version
         observation = c.cipher.column("result", "observation_enc")
@@ -429,6 +502,8 @@ class Records(UnitState):
         if {str(r.status) for r in results} - _STATUSES:
             raise InvalidInput(f"a result status must be one of {', '.join(sorted(_STATUSES))}")
         pack_result = codec.result_packer()
+        # Results of the lab's workflow (``access.work``) carry its columns; ingest's do not.
+        lived = any(r.workflow is not None for r in results)
 
         def sealed(part: Sequence[Result]) -> list[tuple[Any, ...]]:
             packed = (
@@ -449,6 +524,18 @@ class Records(UnitState):
                     blob,
                     r.version,
                 )
+                + (
+                    (
+                        None if r.workflow is None else str(r.workflow),
+                        r.entered_by,
+                        r.technical_by,
+                        r.biological_by,
+                        r.catalogue_version,
+                        r.released_by_rule,
+                    )
+                    if lived
+                    else ()
+                )
                 for r, blob in zip(part, blobs, strict=True)
             ]
 
@@ -462,11 +549,12 @@ class Records(UnitState):
             "key_version",
             "observation_enc",
             "version",
-        )
+        ) + (WORKFLOW_COLUMNS if lived else ())
         self._insert_pipelined(
             t.result, columns, (sealed(results[k : k + _PART]) for k in range(0, len(results), _PART))
         )
-        self._record(tenant_id, "patient:result:create", "result", len(results))
+        if audit:
+            self._record(tenant_id, "patient:result:create", "result", len(results))
         return len(results)
 
     def _insert_pipelined(
@@ -693,6 +781,7 @@ class Records(UnitState):
             if r.reported_at_enc is None
             else codec.to_dt(col("request", "reported_at_enc").open(i, r.reported_at_enc).decode()),
             **_order_fields(c, r),
+            **_clinical_fields(c, r),
         )
 
     def results_of(
@@ -890,6 +979,12 @@ class Records(UnitState):
             status=ResultStatus(r.status),
             sensitivity=sensitivity_of(fields["code_system"], fields["code"]),
             version=r.version,
+            workflow=None if r.workflow is None else Workflow(r.workflow),
+            entered_by=r.entered_by,
+            technical_by=r.technical_by,
+            biological_by=r.biological_by,
+            catalogue_version=r.catalogue_version,
+            released_by_rule=r.released_by_rule,
             **fields,
         )
 
@@ -1008,8 +1103,9 @@ class Records(UnitState):
                     counts[category] += 1
                 else:
                     kept.add(res.request_id)
-            rv = t.result_version
+            rv, cb = t.result_version, t.callback_task
             for part in _chunks(expired):
+                self.conn.execute(delete(cb).where(self._tf(cb, tenant_id), cb.c.result_id.in_(part)))
                 self.conn.execute(delete(rv).where(self._tf(rv, tenant_id), rv.c.result_id.in_(part)))
                 self.conn.execute(delete(r).where(self._tf(r, tenant_id), r.c.result_id.in_(part)))
             gone = [

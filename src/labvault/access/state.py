@@ -1,16 +1,16 @@
 """What every part of a unit of work holds: the parts (``authorisation``, ``trail``, ``tenants``,
-``records``, ``rotation``) are mixins of ``labvault.access.gateway.Unit``, which sets these.
+``records``, ``rotation``, ``work``) are mixins of ``labvault.access.gateway.Unit``, which sets these.
 
 For the type checker only, it also declares the methods one part calls on another (each is
 defined, with the same signature, by the part named beside it)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
-    from datetime import date
+    from datetime import date, datetime
 
     from sqlalchemy import ColumnElement, Connection, Table
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from labvault.access.grants import Grant
     from labvault.access.principal import Principal, Purpose
     from labvault.access.tenants import TenantCrypto
-    from labvault.domain.models import Tenant
+    from labvault.domain.models import Request, Result, Specimen, Tenant
     from labvault.instructions.document import Instruction
 
 
@@ -71,10 +71,41 @@ class UnitState:
         def _crypto(self, tenant_id: str) -> TenantCrypto: ...
 
         # records.Records
+        def _insert(self, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None: ...
+        def _result(self, c: TenantCrypto, r: Any) -> Result: ...
+        def _add_requests(self, tenant_id: str, requests: Sequence[Request], *, audit: bool = True) -> int: ...
+        def _add_specimens(self, tenant_id: str, specimens: Sequence[Specimen], *, audit: bool = True) -> int: ...
+        def _add_results(
+            self,
+            tenant_id: str,
+            results: Sequence[Result],
+            *,
+            pseudonyms: dict[str, str] | None = None,
+            said: Mapping[str, tuple[str | None, datetime]] | None = None,
+            audit: bool = True,
+        ) -> int: ...
         def _requests_collected_between(
             self, c: TenantCrypto, tenant_id: str, request_ids: list[str], start: date | None, end: date | None
         ) -> list[str]: ...
 
+        # work.Work
+        def _enter_value(
+            self,
+            tenant_id: str,
+            result_id: str,
+            value: str | float | int,
+            unit: str | None,
+            *,
+            comment: str | None,
+            action: str,
+            ref_text: str | None = None,
+            flag: str | None = None,
+            message_key: str | None = None,
+        ) -> Result: ...
+
         # gateway.Unit
         def on_commit(self, action: Callable[[], None]) -> None: ...
         def _take_writer(self) -> None: ...
+
+        # trail.AuditAppend
+        def _flush_events(self) -> None: ...

@@ -25,6 +25,7 @@ from labvault.cli import (
     tenant,
     token,
     user,
+    work,
 )
 from labvault.cli.common import console, settings
 from labvault.runtime import init_home
@@ -53,6 +54,9 @@ app.add_typer(feed.app, name="feed")
 app.add_typer(identity.app, name="identity")
 app.add_typer(catalogue.app, name="catalogue")
 app.add_typer(catalogue.rules_app, name="rules")
+app.add_typer(work.request_app, name="request")
+app.add_typer(work.specimen_app, name="specimen")
+app.add_typer(work.result_app, name="result")
 app.command("export")(migrate.export)
 app.command("ingest")(ingest.ingest)
 app.command("mllp")(mllp.mllp)

@@ -48,6 +48,45 @@ class RequestStatus(enum.StrEnum):
     CANCELLED = "cancelled"  # every result cancelled or entered in error
 
 
+class Urgency(enum.StrEnum):
+    """How soon a request entered by hand is to be done."""
+
+    ROUTINE = "routine"
+    URGENT = "urgent"
+
+
+class SpecimenStatus(enum.StrEnum):
+    """A specimen's life in the lab (see ``labvault.access.work``: the moves allowed)."""
+
+    COLLECTED = "collected"
+    RECEIVED = "received"
+    REJECTED = "rejected"
+    IN_ANALYSIS = "in-analysis"
+    STORED = "stored"
+    DISCARDED = "discarded"
+
+
+class Nonconformity(enum.StrEnum):
+    """Why a specimen was rejected (a code: never a value)."""
+
+    HAEMOLYSED = "haemolysed"
+    INSUFFICIENT = "insufficient"
+    UNLABELLED = "unlabelled"
+    WRONG_CONTAINER = "wrong-container"
+    DELAY_EXCEEDED = "delay-exceeded"
+
+
+class Workflow(enum.StrEnum):
+    """Where a result stands in the lab's work: ordered (no value yet), entered (by hand or from an
+    analyser), technically validated, biologically validated, or released by an auto-validation rule."""
+
+    ORDERED = "ordered"
+    ENTERED = "entered"
+    TECHNICAL = "technical"
+    BIOLOGICAL = "biological"
+    AUTO_RELEASED = "auto-released"
+
+
 class Sensitivity(enum.StrEnum):
     HIV = "hiv"
     VIRAL_HEPATITIS = "viral_hepatitis"
@@ -141,15 +180,31 @@ class Request:
     sender: str | None = None  # the sending system (HL7 MSH-3/4, HPRIM H sender) the numbers belong to
     status: RequestStatus | None = None  # computed from the results when stored
     message_at: datetime | None = None  # when the message saying this was written (orders versions)
+    # Entered by hand in the lab (None: received through ingest): routine or urgent, the account
+    # that entered it, and its clinical information, pregnancy and collector (sealed).
+    urgency: Urgency | None = None
+    entered_by: str | None = None
+    clinical: str | None = None
+    pregnant: bool | None = None
+    collector: str | None = None
 
 
 @dataclass(slots=True)
 class Specimen:
+    """A specimen; its id is the barcode its label carries."""
+
     specimen_id: str
     request_id: str
     type: str  # HL7 table 0487 code, e.g. BLD, SER, UR
     collected_at: datetime
     received_at: datetime | None = None
+    status: SpecimenStatus | None = None  # None: received through ingest, outside the lab's workflow
+    status_at: datetime | None = None
+    nonconformity: Nonconformity | None = None
+    container: str | None = None  # sealed
+    # The id the specimen's label carries as a sender read it (HL7 SPM-2): an analyser's results
+    # name the lab's specimen by it (``access.orders``). Not stored: the lab's own id is the barcode.
+    label: str | None = None
 
 
 @dataclass(slots=True)
@@ -183,3 +238,52 @@ class Result:
     observation_key: str | None = None  # the result's place in its order (code + sub-id): versions share it
     version: int = 1  # 1 for the first value received; each correction adds one
     message_at: datetime | None = None  # when the message saying this was written (orders versions)
+    # The lab's workflow (None: received through ingest, outside it): where the result stands, who
+    # entered it, who validated it technically and biologically (account ids), the catalogue
+    # version it was judged by and the auto-validation rule that released it ("<version>:<rule>").
+    workflow: Workflow | None = None
+    entered_by: str | None = None
+    technical_by: str | None = None
+    biological_by: str | None = None
+    catalogue_version: int | None = None
+    released_by_rule: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderedTest:
+    """A test asked on a request entered by hand, as the lab's catalogue describes it: one result
+    is created per test, one specimen per distinct container."""
+
+    code_system: str
+    code: str
+    label: str
+    unit: str | None
+    specimen_type: str  # HL7 table 0487 code, e.g. SER, BLD, UR
+    container: str  # e.g. "SST gold", "EDTA lavender": specimens are derived per container
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackTask:
+    """A critical value's call-back task: ``called`` and ``read_back`` once done (sealed)."""
+
+    task_id: str
+    request_id: str
+    result_id: str
+    opened_at: datetime
+    due_at: datetime
+    state: str  # open, done
+    overdue: bool = False
+    closed_by: str | None = None
+    closed_at: datetime | None = None
+    called: str | None = None
+    read_back: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One event of a specimen's timeline, drawn from the lab's audit trail (ids only)."""
+
+    at: datetime
+    action: str
+    actor: str
+    outcome: str

@@ -926,6 +926,7 @@ class _Mapper:
         return Specimen(
             specimen_id=self.orders[request.request_id].specimen_id(),
             request_id=request.request_id,
+            label=spm.value(2) or spm.value(2, 2) or None,  # SPM-2: placer's, else filler's id
             type=(
                 spm.value(4, 4)
                 if spm.value(4, 6).upper() == "HL70487" and spm.value(4, 3).upper() != "HL70487"
@@ -1136,7 +1137,8 @@ class _Mapper:
         )
 
 
-_RESULT_POSITIONAL = [f.name for f in dataclasses.fields(Result)] == [
+# The fields given positionally, in order (the workflow fields after them keep their defaults).
+_RESULT_POSITIONAL = [f.name for f in dataclasses.fields(Result)][:24] == [
     "result_id",
     "request_id",
     "code",

@@ -309,6 +309,11 @@ request = Table(
     Column("placer_bidx", LargeBinary(16)),
     Column("status", String(16)),  # RequestStatus, from the results
     Column("order_enc", LargeBinary),  # packed: placer number, filler number, sender, message time
+    # Entered by hand (revision 0017): routine or urgent, the account that entered it, and the
+    # clinical information, pregnancy and collector, sealed (packed, see access/work.py).
+    Column("urgency", String(16)),
+    Column("entered_by", String(ID)),
+    Column("clinical_enc", LargeBinary),
     Index("ix_request_pseudonym", "tenant_id", "pseudonym"),
     Index("ix_request_order", "tenant_id", "order_bidx"),
     Index("ix_request_placer", "tenant_id", "placer_bidx"),
@@ -325,6 +330,12 @@ specimen = Table(
     Column("type_enc", LargeBinary, nullable=False),
     Column("collected_at_enc", LargeBinary, nullable=False),
     Column("received_at_enc", LargeBinary),
+    # The specimen's life (revision 0017): collected, received, rejected, in-analysis, stored,
+    # discarded; when it last changed; a non-conformity code (never a value); its container, sealed.
+    Column("status", String(16)),
+    Column("status_at", DateTime(timezone=True)),
+    Column("nonconformity", String(32)),
+    Column("container_enc", LargeBinary),
     Index("ix_specimen_request", "tenant_id", "request_id"),
     sqlite_with_rowid=False,
 )
@@ -344,6 +355,16 @@ result = Table(
     # One AES-GCM operation per row instead of four: this is the hot path of every ingest.
     Column("observation_enc", LargeBinary, nullable=False),
     Column("version", Integer, nullable=False, server_default="1"),  # of the value in observation_enc
+    # The lab's workflow (revision 0017): ordered, entered, technical, biological, auto-released;
+    # the accounts that entered and validated it (ids), the catalogue version it was judged by, and
+    # the auto-validation rule that released it ("<rules version>:<rule id>"). NULL: received
+    # through ingest, outside the workflow.
+    Column("workflow", String(16)),
+    Column("entered_by", String(ID)),
+    Column("technical_by", String(ID)),
+    Column("biological_by", String(ID)),
+    Column("catalogue_version", Integer),
+    Column("released_by_rule", String(100)),
     # A patient's results are found through their requests (indexed by pseudonym); an index on
     # the result's own pseudonym would put a random-order B-tree write on every ingested row.
     Index("ix_result_request", "tenant_id", "request_id"),
@@ -367,6 +388,26 @@ result_version = Table(
     Column("message_key", String(64)),  # the message that said it (see ingest_message)
     Index("ix_result_version_result", "tenant_id", "result_id"),
     Index("ix_result_version_request", "tenant_id", "request_id"),
+    sqlite_with_rowid=False,
+)
+
+# Call-back tasks of critical values (revision 0017): a critical result's prescriber or patient is
+# to be called before ``due_at``; who was called and the read-back confirmation are sealed.
+callback_task = Table(
+    "callback_task",
+    metadata,
+    _tenant_col(),
+    Column("task_id", String(ID), primary_key=True),
+    Column("request_id", String(ID), nullable=False),
+    Column("result_id", String(ID), nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("state", String(16), nullable=False),  # open, done
+    Column("closed_by", String(ID)),
+    Column("closed_at", DateTime(timezone=True)),
+    Column("key_version", Integer, nullable=False),
+    Column("detail_enc", LargeBinary),  # packed: who was called, read-back confirmed
+    Index("ix_callback_task_state", "tenant_id", "state"),
     sqlite_with_rowid=False,
 )
 
@@ -620,6 +661,7 @@ PERSONAL_TABLES = frozenset(
         "specimen",
         "result",
         "result_version",
+        "callback_task",
         "tenant_key",
         "quarantine",
     }

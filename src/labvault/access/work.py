@@ -1,0 +1,693 @@
+"""The lab's daily work: requests entered by hand, specimens and their life, results entered by
+hand, technical then biological validation, critical values' call-back tasks.
+
+Each method authorises one action of the policy table (``request:enter``, ``specimen:event``,
+``result:enter``, ``result:validate:technical``, ``result:validate:biological``,
+``callback:manage``, ``callback:read``: lab roles only, never a vendor role), seals and opens
+through the lab's keys, and records an audit event naming ids only, never a value.
+
+Validation: technical validation by a technician or a biologist (the one who entered the result
+may validate it technically: technicians check their own runs); biological validation by a
+biologist who did not enter the result. A biologist who validated a result technically may
+validate it biologically, as long as someone else entered it. Validating does not add a version
+(the value does not change): the result row records who validated it, and biological validation
+seals the validating biologist and time with the value and makes the result final.
+
+A specimen's moves (``MOVES``): collected -> received or rejected; received -> in-analysis, stored
+or rejected; in-analysis -> stored or rejected; stored -> in-analysis (analysed again) or
+discarded; rejected -> discarded. A rejection needs a non-conformity code; it cancels the results
+of that specimen that are not biologically validated, with the code as their comment, and the
+request's status follows its results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, select, update
+
+from labvault.access import codec
+from labvault.access.state import UnitState
+from labvault.domain.models import (
+    CallbackTask,
+    Nonconformity,
+    OrderedTest,
+    Request,
+    RequestStatus,
+    Result,
+    ResultStatus,
+    Specimen,
+    SpecimenStatus,
+    TimelineEntry,
+    Urgency,
+    Workflow,
+)
+from labvault.errors import InvalidInput, NotFound
+from labvault.ids import new_id, utcnow
+from labvault.interop._common import NumberFault, read_number, unit_system
+from labvault.store import schema as t
+
+S = SpecimenStatus
+MOVES: dict[SpecimenStatus, frozenset[SpecimenStatus]] = {
+    S.COLLECTED: frozenset({S.RECEIVED, S.REJECTED}),
+    S.RECEIVED: frozenset({S.IN_ANALYSIS, S.STORED, S.REJECTED}),
+    S.IN_ANALYSIS: frozenset({S.STORED, S.REJECTED}),
+    S.STORED: frozenset({S.IN_ANALYSIS, S.DISCARDED}),
+    S.REJECTED: frozenset({S.DISCARDED}),
+    S.DISCARDED: frozenset(),
+}
+LEVELS = ("technical", "biological")
+_MAX_IDS = 500  # results validated in one batch
+_GONE = frozenset({ResultStatus.CANCELLED, ResultStatus.ENTERED_IN_ERROR})
+
+
+@dataclass(frozen=True, slots=True)
+class EnteredRequest:
+    """What ``enter_request`` created: the request, its specimens (id = barcode, container, type)
+    and its results (id, code), in the order of the tests."""
+
+    request_id: str
+    specimens: tuple[tuple[str, str, str], ...]
+    results: tuple[tuple[str, str], ...]
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Work(UnitState):
+    """The lab's workflow on its records: mixed into ``Unit``."""
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def enter_request(
+        self,
+        tenant_id: str,
+        patient_id: str,
+        tests: Sequence[OrderedTest],
+        *,
+        prescriber_id: str | None = None,
+        urgency: Urgency | str = Urgency.ROUTINE,
+        clinical: str | None = None,
+        pregnant: bool | None = None,
+        collected_at: datetime,
+        collector: str | None = None,
+    ) -> EnteredRequest:
+        """A request entered by hand for a stored patient: one specimen per distinct container (its
+        id is the barcode its label carries), one result per test, ordered (no value yet)."""
+        self._authorise(tenant_id, "request:enter")
+        if not tests:
+            raise InvalidInput("a request names at least one test")
+        try:
+            level = Urgency(urgency)
+        except ValueError:
+            raise InvalidInput("urgency: one of routine, urgent") from None
+        pi = t.patient_identity
+        if (
+            not isinstance(patient_id, str)
+            or self.conn.execute(
+                select(pi.c.patient_id).where(self._tf(pi, tenant_id), pi.c.patient_id == patient_id)
+            ).first()
+            is None
+        ):
+            raise NotFound("no such patient in this lab")
+        if prescriber_id is not None:
+            pr = t.prescriber
+            if (
+                self.conn.execute(
+                    select(pr.c.prescriber_id).where(self._tf(pr, tenant_id), pr.c.prescriber_id == prescriber_id)
+                ).first()
+                is None
+            ):
+                raise NotFound("no such prescriber in this lab")
+        now = utcnow()
+        request_id = new_id()
+        request = Request(
+            request_id=request_id,
+            patient_id=patient_id,
+            prescriber_id=prescriber_id,
+            requested_at=now,
+            status=RequestStatus.REGISTERED,
+            urgency=level,
+            entered_by=self.principal.account_id,
+            clinical=clinical,
+            pregnant=pregnant,
+            collector=collector,
+        )
+        specimens: dict[str, Specimen] = {}
+        results: list[Result] = []
+        for test in tests:
+            sp = specimens.get(test.container)
+            if sp is None:
+                sp = specimens[test.container] = Specimen(
+                    specimen_id=new_id(),
+                    request_id=request_id,
+                    type=test.specimen_type,
+                    collected_at=collected_at,
+                    status=SpecimenStatus.COLLECTED,
+                    status_at=now,
+                    container=test.container,
+                )
+            results.append(
+                Result(
+                    result_id=new_id(),
+                    request_id=request_id,
+                    code=test.code,
+                    label=test.label,
+                    code_system=test.code_system,
+                    specimen_id=sp.specimen_id,
+                    unit=test.unit,
+                    unit_system=unit_system(test.unit) if test.unit else None,
+                    status=ResultStatus.PENDING,
+                    observation_key=f"{test.code_system}|{test.code}|",
+                    workflow=Workflow.ORDERED,
+                )
+            )
+        self._add_requests(tenant_id, [request], audit=False)
+        self._add_specimens(tenant_id, list(specimens.values()), audit=False)
+        self._add_results(tenant_id, results, audit=False)
+        self._record(
+            tenant_id,
+            "request:enter",
+            "request",
+            1,
+            refs=[request_id, *(s.specimen_id for s in specimens.values())],
+        )
+        return EnteredRequest(
+            request_id,
+            tuple((s.specimen_id, s.container or "", s.type) for s in specimens.values()),
+            tuple((r.result_id, r.code) for r in results),
+        )
+
+    # -- specimens --------------------------------------------------------------------------------
+
+    def specimen_event(
+        self,
+        tenant_id: str,
+        specimen_id: str,
+        to_status: SpecimenStatus | str,
+        *,
+        nonconformity: Nonconformity | str | None = None,
+    ) -> Specimen:
+        """Move a specimen in its life (``MOVES``); a rejection needs a non-conformity and cancels
+        the specimen's results not yet biologically validated. Returns the specimen as it is now."""
+        self._authorise(tenant_id, "specimen:event")
+        try:
+            target = SpecimenStatus(to_status)
+        except ValueError:
+            raise InvalidInput(f"specimen status: one of {', '.join(s.value for s in SpecimenStatus)}") from None
+        code: Nonconformity | None = None
+        if nonconformity is not None:
+            try:
+                code = Nonconformity(nonconformity)
+            except ValueError:
+                raise InvalidInput(f"non-conformity: one of {', '.join(n.value for n in Nonconformity)}") from None
+        if target is SpecimenStatus.REJECTED and code is None:
+            raise InvalidInput("a rejected specimen needs its non-conformity")
+        if target is not SpecimenStatus.REJECTED and code is not None:
+            raise InvalidInput("a non-conformity is given only with a rejection")
+        row = self._specimen_row(tenant_id, specimen_id)
+        current = SpecimenStatus(row.status) if row.status else SpecimenStatus.COLLECTED
+        if target not in MOVES[current]:
+            self._record(tenant_id, f"specimen:{target.value}", "specimen", 0, outcome="error", refs=[specimen_id])
+            raise InvalidInput(f"a {current.value} specimen cannot become {target.value}")
+        c = self._crypto(tenant_id)
+        now = utcnow()
+        values: dict[str, Any] = {"status": str(target), "status_at": now}
+        if target is SpecimenStatus.REJECTED:
+            values["nonconformity"] = str(code)
+        s = t.specimen
+        if target is SpecimenStatus.RECEIVED:
+            # Every sealed column sealed again under the current key, with the time received.
+            sealed = {
+                col: None
+                if getattr(row, col) is None
+                else c.cipher.column("specimen", col).seal(
+                    specimen_id, c.cipher.column("specimen", col).open(specimen_id, bytes(getattr(row, col)))
+                )
+                for col in ("type_enc", "collected_at_enc", "container_enc")
+            }
+            sealed["received_at_enc"] = c.cipher.column("specimen", "received_at_enc").seal(
+                specimen_id, now.isoformat().encode()
+            )
+            values.update(sealed, key_version=c.cipher.current_version)
+        self.conn.execute(
+            update(s).where(and_(self._tf(s, tenant_id), s.c.specimen_id == specimen_id)).values(**values)
+        )
+        cancelled: list[str] = []
+        if target is SpecimenStatus.REJECTED:
+            cancelled = self._cancel_results_of(tenant_id, specimen_id, f"specimen rejected: {code}")
+            self._update_request_status(tenant_id, row.request_id)
+        self._record(
+            tenant_id,
+            f"specimen:{target.value}",
+            "specimen",
+            1,
+            refs=[specimen_id, row.request_id, *cancelled],
+        )
+        return self._specimen(c, self._specimen_row(tenant_id, specimen_id))
+
+    def specimen(self, tenant_id: str, specimen_id: str) -> Specimen:
+        """One specimen as it is now (its status, non-conformity, times, container)."""
+        self._authorise(tenant_id, "patient:request:read")
+        out = self._specimen(self._crypto(tenant_id), self._specimen_row(tenant_id, specimen_id))
+        self._record(tenant_id, "patient:request:read", "specimen", 1, refs=[specimen_id])
+        return out
+
+    def specimen_timeline(self, tenant_id: str, specimen_id: str) -> list[TimelineEntry]:
+        """A specimen's life as the lab's audit trail tells it: every event naming it, oldest first
+        (entered, received, rejected, results cancelled...), allowed, refused or failed."""
+        self._authorise(tenant_id, "patient:request:read")
+        self._specimen_row(tenant_id, specimen_id)
+        self._flush_events()
+        self._scope(tenant_id)
+        ev = t.audit_event
+        rows = self.conn.execute(
+            select(ev.c.at, ev.c.action, ev.c.actor, ev.c.outcome, ev.c.object_refs)
+            .where(ev.c.tenant_id == tenant_id, ev.c.object_refs.like(f'%"{specimen_id}"%'))
+            .order_by(ev.c.seq)
+        ).all()
+        out = [
+            TimelineEntry(_utc(r.at), r.action, r.actor, r.outcome)
+            for r in rows
+            if specimen_id in json.loads(r.object_refs or "[]")
+        ]
+        self._record(tenant_id, "specimen:timeline", "specimen", len(out), refs=[specimen_id])
+        return out
+
+    # -- results ----------------------------------------------------------------------------------
+
+    def enter_result(
+        self,
+        tenant_id: str,
+        result_id: str,
+        value: str | float | int,
+        unit: str | None = None,
+        *,
+        comment: str | None = None,
+    ) -> Result:
+        """A value entered by hand for an ordered (or entered, not yet validated) result: the result
+        becomes ``entered`` (preliminary), entered by this unit's principal; the earlier version is
+        kept (``result_version``)."""
+        self._authorise(tenant_id, "result:enter")
+        return self._enter_value(tenant_id, result_id, value, unit, comment=comment, action="result:enter")
+
+    def _enter_value(
+        self,
+        tenant_id: str,
+        result_id: str,
+        value: str | float | int,
+        unit: str | None,
+        *,
+        comment: str | None,
+        action: str,
+        ref_text: str | None = None,
+        flag: str | None = None,
+        message_key: str | None = None,
+    ) -> Result:
+        c = self._crypto(tenant_id)
+        row, current = self._result_row(c, tenant_id, result_id)
+        if current.status in _GONE:
+            self._deny(tenant_id, action, "this result is cancelled")
+        if current.workflow not in (Workflow.ORDERED, Workflow.ENTERED, None):
+            self._deny(tenant_id, action, "this result is already validated: correct it instead")
+        if row.specimen_id is not None:
+            sp = self._specimen_row(tenant_id, row.specimen_id)
+            if sp.status in (SpecimenStatus.REJECTED, SpecimenStatus.DISCARDED):
+                self._deny(tenant_id, action, f"this result's specimen is {sp.status}")
+        num: float | None = None
+        text: str | None = None
+        written: str | None = None
+        comparator: str | None = None
+        if isinstance(value, bool):
+            raise InvalidInput("value: a number or a text")
+        if isinstance(value, int | float):
+            num, written = float(value), repr(value)
+        else:
+            raw = str(value).strip()
+            if not raw:
+                raise InvalidInput("value: empty")
+            if len(raw) > 2000:
+                raise InvalidInput("value: too long")
+            try:
+                n = read_number(raw)
+            except NumberFault:
+                raise InvalidInput("value: a number that cannot be stored") from None
+            if n is None:
+                text = raw
+            else:
+                num, written, comparator = n.value, n.text, n.comparator
+        unit = (unit.strip() or None) if unit is not None else current.unit
+        new = dataclasses.replace(
+            current,
+            value_num=num,
+            value_text=text,
+            value_repr=written,
+            comparator=comparator,
+            unit=unit,
+            unit_system=unit_system(unit) if unit else None,
+            comment=comment if comment is not None else current.comment,
+            ref_text=ref_text if ref_text is not None else current.ref_text,
+            flag=flag if flag is not None else current.flag,
+            status=ResultStatus.PRELIMINARY,
+            workflow=Workflow.ENTERED,
+            entered_by=self.principal.account_id,
+            technical_by=None,
+            biological_by=None,
+            validated_by=None,
+            validated_at=None,
+            version=row.version + 1,
+            message_at=utcnow(),
+        )
+        self._keep_version(c, tenant_id, row, current, message_key)
+        self._rewrite_result(c, tenant_id, new)
+        self._update_request_status(tenant_id, row.request_id)
+        self._record(tenant_id, action, "result", 1, refs=[result_id])
+        return new
+
+    def validate(self, tenant_id: str, result_ids: Sequence[str], level: str) -> list[Result]:
+        """Validate results, all or none: ``technical`` (an entered result; a technician or a
+        biologist) or ``biological`` (a technically validated result; a biologist who did not enter
+        it). A result that may not be validated refuses the whole batch, with its reason, audited."""
+        if level not in LEVELS:
+            raise InvalidInput("level: technical or biological")
+        action = f"result:validate:{level}"
+        self._authorise(tenant_id, action)
+        ids = list(dict.fromkeys(result_ids))
+        if not ids:
+            raise InvalidInput("no result to validate")
+        if len(ids) > _MAX_IDS:
+            raise InvalidInput(f"at most {_MAX_IDS} results in one batch")
+        c = self._crypto(tenant_id)
+        me = self.principal.account_id
+        now = utcnow()
+        out: list[Result] = []
+        requests: set[str] = set()
+        for result_id in ids:
+            row, current = self._result_row(c, tenant_id, result_id)
+            if current.status in _GONE:
+                self._deny(tenant_id, action, "a result of the batch is cancelled")
+            if level == "technical":
+                if current.workflow is not Workflow.ENTERED:
+                    self._deny(tenant_id, action, "a result of the batch has no value entered, or is validated")
+                new = dataclasses.replace(current, workflow=Workflow.TECHNICAL, technical_by=me)
+            else:
+                if current.workflow is not Workflow.TECHNICAL:
+                    self._deny(tenant_id, action, "a result of the batch is not technically validated")
+                if current.entered_by == me:
+                    self._deny(
+                        tenant_id, action, "a result is never validated biologically by the person who entered it"
+                    )
+                new = dataclasses.replace(
+                    current,
+                    workflow=Workflow.BIOLOGICAL,
+                    biological_by=me,
+                    validated_by=self.principal.name,
+                    validated_at=now,
+                    status=ResultStatus.FINAL,
+                )
+            self._rewrite_result(c, tenant_id, new)
+            requests.add(row.request_id)
+            out.append(new)
+        for request_id in sorted(requests):
+            self._update_request_status(tenant_id, request_id)
+        self._record(tenant_id, action, "result", len(out), refs=ids)
+        return out
+
+    def work_result(self, tenant_id: str, result_id: str) -> Result:
+        """One result with its workflow fields (who entered and validated it)."""
+        self._authorise(tenant_id, "patient:result:read")
+        _, out = self._result_row(self._crypto(tenant_id), tenant_id, result_id)
+        self._record(tenant_id, "patient:result:read", "result", 1, refs=[result_id])
+        return out
+
+    # -- critical values: call-back tasks -----------------------------------------------------------
+
+    def open_callback(self, tenant_id: str, result_id: str, due_minutes: int) -> str:
+        """Open a call-back task for a critical result, due in ``due_minutes``; returns its id."""
+        self._authorise(tenant_id, "callback:manage")
+        if not isinstance(due_minutes, int) or not 0 < due_minutes <= 7 * 24 * 60:
+            raise InvalidInput("due_minutes: between 1 and 10080")
+        c = self._crypto(tenant_id)
+        row, _ = self._result_row(c, tenant_id, result_id)
+        task_id = new_id()
+        now = utcnow()
+        self._insert(
+            t.callback_task,
+            ("tenant_id", "task_id", "request_id", "result_id", "opened_at", "due_at", "state", "key_version"),
+            [
+                (
+                    tenant_id,
+                    task_id,
+                    row.request_id,
+                    result_id,
+                    now,
+                    now + timedelta(minutes=due_minutes),
+                    "open",
+                    c.cipher.current_version,
+                )
+            ],
+        )
+        self._record(tenant_id, "callback:open", "callback", 1, refs=[task_id, result_id])
+        return task_id
+
+    def close_callback(self, tenant_id: str, task_id: str, called: str, read_back: bool) -> CallbackTask:
+        """Close a call-back task: who was called (sealed) and the read-back confirmed (a call whose
+        read-back was not confirmed does not close the task)."""
+        self._authorise(tenant_id, "callback:manage")
+        if not isinstance(called, str) or not called.strip():
+            raise InvalidInput("called: who was called")
+        if read_back is not True:
+            raise InvalidInput("a call-back task closes only once the read-back is confirmed")
+        c = self._crypto(tenant_id)
+        cb = t.callback_task
+        row = self._task_row(tenant_id, task_id)
+        if row.state != "open":
+            raise InvalidInput("this call-back task is already closed")
+        now = utcnow()
+        detail = c.cipher.column("callback_task", "detail_enc").seal(
+            task_id, codec.pack((called.strip(), True, now.isoformat()))
+        )
+        self.conn.execute(
+            update(cb)
+            .where(and_(self._tf(cb, tenant_id), cb.c.task_id == task_id))
+            .values(
+                state="done",
+                closed_by=self.principal.account_id,
+                closed_at=now,
+                detail_enc=detail,
+                key_version=c.cipher.current_version,
+            )
+        )
+        self._record(tenant_id, "callback:close", "callback", 1, refs=[task_id, row.result_id])
+        return self._task(c, self._task_row(tenant_id, task_id), now)
+
+    def callbacks(self, tenant_id: str, *, overdue_only: bool = False) -> list[CallbackTask]:
+        """The lab's call-back tasks (open ones first, then by due time); those still open past
+        their due time are marked overdue, and audited as such (``callback:overdue``)."""
+        self._authorise(tenant_id, "callback:read")
+        c = self._crypto(tenant_id)
+        cb = t.callback_task
+        now = utcnow()
+        q = select(cb).where(self._tf(cb, tenant_id))
+        if overdue_only:
+            q = q.where(cb.c.state == "open", cb.c.due_at < now)
+        out = [self._task(c, r, now) for r in self.conn.execute(q.order_by(cb.c.due_at, cb.c.task_id)).all()]
+        out.sort(key=lambda x: (x.state != "open", x.due_at))
+        self._record(tenant_id, "callback:read", "callback", len(out))
+        late = [x.task_id for x in out if x.overdue]
+        if late:
+            self._record(tenant_id, "callback:overdue", "callback", len(late), outcome="alert", refs=late)
+        return out
+
+    # -- the gateway's own ----------------------------------------------------------------------------
+
+    def _specimen_row(self, tenant_id: str, specimen_id: str) -> Any:
+        s = t.specimen
+        row = (
+            self.conn.execute(select(s).where(self._tf(s, tenant_id), s.c.specimen_id == specimen_id)).first()
+            if isinstance(specimen_id, str) and 0 < len(specimen_id) <= 64
+            else None
+        )
+        if row is None:
+            raise NotFound("no such specimen in this lab")
+        return row
+
+    def _specimen(self, c: Any, row: Any) -> Specimen:
+        col = c.cipher.column
+        i = row.specimen_id
+
+        def o(name: str) -> str | None:
+            blob = getattr(row, name)
+            return None if blob is None else str(col("specimen", name).open(i, bytes(blob)).decode())
+
+        received = o("received_at_enc")
+        return Specimen(
+            specimen_id=i,
+            request_id=row.request_id,
+            type=o("type_enc") or "",
+            collected_at=codec.to_dt(o("collected_at_enc") or ""),
+            received_at=None if received is None else codec.to_dt(received),
+            status=None if row.status is None else SpecimenStatus(row.status),
+            status_at=None if row.status_at is None else _utc(row.status_at),
+            nonconformity=None if row.nonconformity is None else Nonconformity(row.nonconformity),
+            container=o("container_enc"),
+        )
+
+    def _result_row(self, c: Any, tenant_id: str, result_id: str) -> tuple[Any, Result]:
+        r = t.result
+        row = (
+            self.conn.execute(select(r).where(self._tf(r, tenant_id), r.c.result_id == result_id)).first()
+            if isinstance(result_id, str) and 0 < len(result_id) <= 64
+            else None
+        )
+        if row is None:
+            raise NotFound("no such result in this lab")
+        readable = self._readable_categories(tenant_id)
+        res: Result = self._result(c, row)
+        if readable is not None and res.sensitivity.value != "other" and res.sensitivity not in readable:
+            self._deny(tenant_id, "patient:result:read", "this result is of a category this account may not read")
+        return row, res
+
+    def _keep_version(self, c: Any, tenant_id: str, row: Any, current: Result, message_key: str | None) -> None:
+        """The result's current value kept as a version before it is replaced."""
+        vid = new_id()
+        pack = codec.result_packer()
+        said_at = current.message_at or utcnow()
+        self._insert(
+            t.result_version,
+            (
+                "tenant_id",
+                "version_id",
+                "result_id",
+                "request_id",
+                "version",
+                "status",
+                "key_version",
+                "observation_enc",
+                "recorded_at",
+                "message_key",
+            ),
+            [
+                (
+                    tenant_id,
+                    vid,
+                    row.result_id,
+                    row.request_id,
+                    row.version,
+                    row.status,
+                    c.cipher.current_version,
+                    c.cipher.column("result_version", "observation_enc").seal(vid, pack(current, None, said_at)),
+                    utcnow(),
+                    message_key,
+                )
+            ],
+        )
+
+    def _rewrite_result(self, c: Any, tenant_id: str, res: Result) -> None:
+        r = t.result
+        pack = codec.result_packer()
+        self.conn.execute(
+            update(r)
+            .where(and_(self._tf(r, tenant_id), r.c.result_id == res.result_id))
+            .values(
+                observation_enc=c.cipher.column("result", "observation_enc").seal(
+                    res.result_id, pack(res, None, res.message_at or utcnow())
+                ),
+                status=str(res.status),
+                version=res.version,
+                key_version=c.cipher.current_version,
+                workflow=None if res.workflow is None else str(res.workflow),
+                entered_by=res.entered_by,
+                technical_by=res.technical_by,
+                biological_by=res.biological_by,
+                catalogue_version=res.catalogue_version,
+                released_by_rule=res.released_by_rule,
+            )
+        )
+
+    def _cancel_results_of(self, tenant_id: str, specimen_id: str, reason: str) -> list[str]:
+        """Cancel a rejected specimen's results not yet biologically validated (each keeps its
+        earlier version); returns their ids."""
+        c = self._crypto(tenant_id)
+        r = t.result
+        done: list[str] = []
+        for row in self.conn.execute(
+            select(r).where(self._tf(r, tenant_id), r.c.specimen_id == specimen_id).order_by(r.c.result_id)
+        ).all():
+            current: Result = self._result(c, row)
+            if current.status in _GONE or current.workflow in (Workflow.BIOLOGICAL, Workflow.AUTO_RELEASED):
+                continue
+            self._keep_version(c, tenant_id, row, current, None)
+            self._rewrite_result(
+                c,
+                tenant_id,
+                dataclasses.replace(
+                    current, status=ResultStatus.CANCELLED, comment=reason, version=row.version + 1, message_at=utcnow()
+                ),
+            )
+            done.append(row.result_id)
+        return done
+
+    def _update_request_status(self, tenant_id: str, request_id: str) -> None:
+        """The request's status, from its results' current states (FHIR DiagnosticReport.status)."""
+        r, q = t.result, t.request
+        statuses = [
+            ResultStatus(s)
+            for (s,) in self.conn.execute(
+                select(r.c.status).where(self._tf(r, tenant_id), r.c.request_id == request_id)
+            ).all()
+        ]
+        live = [s for s in statuses if s not in _GONE]
+        if not live:
+            status = RequestStatus.CANCELLED if statuses else RequestStatus.REGISTERED
+        elif all(s in (ResultStatus.FINAL, ResultStatus.CORRECTED) for s in live):
+            status = RequestStatus.FINAL
+        elif all(s is ResultStatus.PENDING for s in live):
+            status = RequestStatus.REGISTERED
+        else:
+            status = RequestStatus.PARTIAL
+        self.conn.execute(
+            update(q).where(and_(self._tf(q, tenant_id), q.c.request_id == request_id)).values(status=str(status))
+        )
+
+    def _task_row(self, tenant_id: str, task_id: str) -> Any:
+        cb = t.callback_task
+        row = (
+            self.conn.execute(select(cb).where(self._tf(cb, tenant_id), cb.c.task_id == task_id)).first()
+            if isinstance(task_id, str) and 0 < len(task_id) <= 64
+            else None
+        )
+        if row is None:
+            raise NotFound("no such call-back task in this lab")
+        return row
+
+    def _task(self, c: Any, row: Any, now: datetime) -> CallbackTask:
+        called: str | None = None
+        read_back: bool | None = None
+        if row.detail_enc is not None:
+            called, read_back, _ = codec.unpack(
+                c.cipher.column("callback_task", "detail_enc").open(row.task_id, bytes(row.detail_enc))
+            )
+        due = _utc(row.due_at)
+        return CallbackTask(
+            task_id=row.task_id,
+            request_id=row.request_id,
+            result_id=row.result_id,
+            opened_at=_utc(row.opened_at),
+            due_at=due,
+            state=row.state,
+            overdue=row.state == "open" and due < now,
+            closed_by=row.closed_by,
+            closed_at=None if row.closed_at is None else _utc(row.closed_at),
+            called=called,
+            read_back=read_back,
+        )
+
+
+__all__ = ["LEVELS", "MOVES", "EnteredRequest", "Work"]
