@@ -201,11 +201,16 @@ class Tenants(UnitState):
         )
 
     def _crypto(self, tenant_id: str) -> TenantCrypto:
-        """The lab's keys. Checked (status, key versions, the KEK still there) once per unit: one
-        transaction sees one state of the lab's keys, and this unit's own shred or rotation drops
-        them (``_forget_unit_keys``)."""
+        """The lab's keys. Loaded and checked (status, key versions) once per unit, the KEK's
+        presence at every use: a lab shredded by another process meanwhile is read no more; this
+        unit's own shred or rotation drops them (``_forget_unit_keys``)."""
         mine = self._unit_crypto.get(tenant_id)
         if mine is not None:
+            # C3: another process may have shredded the lab since this unit opened its keys (the
+            # KEK is destroyed before that shred commits): without it, nothing more is read.
+            if not self._gw.keys.has_scope(tenant_id):
+                self._forget_unit_keys(tenant_id)
+                raise TenantKeyMissing(f"no key for '{tenant_id}' in the key provider (destroyed)")
             self._scope(tenant_id)
             return mine
         crypto = self._load_crypto(tenant_id)
