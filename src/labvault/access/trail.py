@@ -81,7 +81,9 @@ class AuditAppend(UnitState):
             return
         queued, self._pending_events = self._pending_events, []
         previous = self._scoped
-        for tenant_id in dict.fromkeys(r["tenant_id"] for r in queued):
+        # Labs in one order (their ids sorted): two units appending to the same two trails take
+        # the two locks in the same order, never each holding one and waiting for the other.
+        for tenant_id in sorted({r["tenant_id"] for r in queued}):
             self._scope(tenant_id)
             head = self._seq.get(tenant_id)
             if head is None:
