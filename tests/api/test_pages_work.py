@@ -270,3 +270,19 @@ def test_an_anonymous_visitor_is_sent_to_sign_in(api):
         url = path.replace("{id}", "x")
         r = c.get(url, follow_redirects=False) if method == "GET" else c.post(url, data={}, follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"].startswith("/login"), (method, path)
+
+
+def test_a_received_request_has_its_report_too(api):
+    """W7: a request received from a sender (outside the lab's workflow) has its report from the
+    patient page: its final results with their values."""
+    bio = _page_login(api, f"biologist@{LAB_A}")
+    request_id = api.requests[LAB_A][0]
+    with api.gateway.unit(api.accounts.creator(LAB_A), _care()) as u:
+        results = [r for r in u.results_of_request(LAB_A, request_id) if r.value_num is not None]
+    r = bio.get(f"/work/requests/{request_id}/report.pdf")
+    assert r.status_code == 200 and r.content.startswith(b"%PDF"), r.text
+    with pdfplumber.open(io.BytesIO(r.content)) as pdf:
+        text = "\n".join(p.extract_text() or "" for p in pdf.pages)
+    missing = [x.label for x in results if x.label.split()[0] not in text]
+    assert results and not missing, (missing, text[:1500])
+    assert bio.get(f"/work/requests/{request_id}").status_code == 200
