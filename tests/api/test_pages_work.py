@@ -53,7 +53,7 @@ def _specimens(c, request_id: str) -> list[str]:
 
 
 def test_a_request_from_entry_to_the_report(api):
-    """W1, W2, W3, W5, W7: the technician enters a request (potassium and sodium share a tube,
+    """G1, M2: the technician enters a request (potassium and sodium share a tube,
     haemoglobin another: two specimens), prints its labels (a PDF naming the patient), receives
     a specimen by its id, enters a value, validates it technically; the biologist validates it
     biologically; the report PDF holds the value and the biologist and is partial while the
@@ -141,7 +141,7 @@ def _result_of(api, request_id: str, code: str) -> str:
 
 
 def test_self_validation_is_refused_with_its_reason(api):
-    """W5: a biologist who entered a value may validate it technically, never biologically: the
+    """G1: a biologist who entered a value may validate it technically, never biologically: the
     validation screen says why, nothing is validated."""
     bio = _page_login(api, f"biologist@{LAB_A}")
     request_id = _enter(bio, api.patients[LAB_A][1], ["K"])
@@ -161,7 +161,7 @@ def test_self_validation_is_refused_with_its_reason(api):
 
 
 def test_a_rejected_specimen_and_a_bad_form(api):
-    """W3: a specimen rejected with its non-conformity (its results cancelled, gone from the
+    """G1: a specimen rejected with its non-conformity (its results cancelled, gone from the
     worklist); a form without a test or with an unknown code is refused with its reason."""
     tech = _page_login(api, f"technician@{LAB_A}")
     patient = api.patients[LAB_A][2]
@@ -186,8 +186,8 @@ def test_a_rejected_specimen_and_a_bad_form(api):
 
 
 def test_another_labs_ids_are_not_found(api):
-    """A1: lab B's biologist gets 404 for lab A's request, labels, report and specimen, and can
-    receive nor validate none of them."""
+    """F1: lab B's biologist gets 404 for lab A's request, labels, report and specimen, and
+    receives nothing of them, enters no request for its patient."""
     a = _page_login(api, f"technician@{LAB_A}")
     b = _page_login(api, f"biologist@{LAB_B}")
     request_id = _enter(a, api.patients[LAB_A][3], ["K"])
@@ -273,7 +273,7 @@ def test_an_anonymous_visitor_is_sent_to_sign_in(api):
 
 
 def test_a_received_request_has_its_report_too(api):
-    """W7: a request received from a sender (outside the lab's workflow) has its report from the
+    """G1, M2: a request received from a sender (outside the lab's workflow) has its report from the
     patient page: its final results with their values."""
     bio = _page_login(api, f"biologist@{LAB_A}")
     request_id = api.requests[LAB_A][0]

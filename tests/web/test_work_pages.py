@@ -17,7 +17,7 @@ def _clean(page) -> None:
 
 
 def test_reception_worklist_validation_report(web_server: WebServer, page, page_events):
-    """W1, W3, W5, W7, E2: the walk reception -> worklist -> validation -> report, two people."""
+    """G1, E2: the walk reception -> worklist -> validation -> report, two people."""
     lab = web_server.labs[0]
     patient = web_server.patients[lab][0]
     login(page, web_server, web_server.accounts["technician_a"])
