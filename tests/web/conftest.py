@@ -6,8 +6,8 @@ Fixtures:
 - ``web_server`` (module scope): the app on ``http://127.0.0.1:<port>`` over a fresh home with two
   generated labs and enrolled accounts (the API tests' helpers); yields a ``WebServer``: ``base``,
   ``url(path)``, ``labs``, ``patients``/``nirs``/``names`` per lab, ``accounts`` by key
-  (``biologist_a``, ``lab_admin_a``, ``dpo_a``, ``biologist_b``, ``support``: email, password and
-  ``code()`` giving a TOTP code the server accepts), ``logs`` (the server's formatted log lines)
+  (``biologist_a``, ``lab_admin_a``, ``dpo_a``, ``biologist_b``, ``support``, ``technician_a``: email,
+  password and ``code()`` giving a TOTP code the server accepts), ``logs`` (the server's formatted log lines)
   and ``personal_values_in_logs()``. At teardown the logs and the audit trail are checked for
   personal values.
 - ``browser`` (session scope, so one per pytest-xdist worker): chromium, headless. Missing: the
@@ -55,6 +55,7 @@ WEB_ACCOUNTS = {
     "dpo_a": ("lab_dpo", LAB_A),
     "biologist_b": ("biologist", LAB_B),
     "support": ("support", ""),
+    "technician_a": ("technician", LAB_A),
 }
 
 
