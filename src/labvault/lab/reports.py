@@ -44,6 +44,7 @@ __all__ = [
     "issued_reports",
     "report_fhir",
     "report_oru",
+    "request_labels",
 ]
 
 _GONE = frozenset({ResultStatus.CANCELLED, ResultStatus.ENTERED_IN_ERROR})
@@ -336,3 +337,30 @@ def report_oru(u: Unit, tenant: str, request_id: str) -> str:
     issued = current_report(u, tenant, request_id)
     lab = u.tenant(tenant)
     return report_out.oru_r01(issued.report, sending_facility=lab.finess, control_id=issued.report_id[:20]).decode()
+
+
+def request_labels(u: Unit, tenant: str, request_id: str) -> bytes:
+    """The labels of a request's specimens as a PDF (one 50 x 25 mm page each, Code 128 of the
+    specimen id), from the gateway's reads; audited ``labels:print`` (the request's id)."""
+    from labvault.lab.labels import Label, labels_pdf
+
+    rows = _gather(u, tenant, _check(request_id))
+    i = rows.identity
+    given = (i.used_given_name or i.given_names.split(" ")[0]) if i.given_names else ""
+    out = labels_pdf(
+        [
+            Label(
+                specimen_id=s.specimen_id,
+                family_name=i.birth_name or i.family_name,
+                given_name=given,
+                birth_date=i.birth_date,
+                sex=i.sex,
+                collected_at=_aware(s.collected_at),
+                container=s.container or "",
+                specimen_type=s.type,
+            )
+            for s in rows.specimens
+        ]
+    )
+    u.audit(tenant, "labels:print", "specimen", len(rows.specimens), refs=[request_id])
+    return out
