@@ -17,7 +17,6 @@ Actions (``labvault.access.policy``, ``REPORT_WORK``): ``report:issue`` (a biolo
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select
 
+from labvault.crypto.digest import sha256_hex
 from labvault.domain.models import Identity, Prescriber, Request, Result, ResultStatus, Specimen
 from labvault.domain.report import PreviousResult, Report, ReportStatus
 from labvault.errors import InvalidInput, NotFound
@@ -90,7 +90,7 @@ def _check(request_id: object) -> str:
 def _state(results: Sequence[Result]) -> str:
     """The SHA-256 of the results' state: ids, versions, statuses, workflow steps (no value)."""
     lines = sorted(f"{r.result_id}|{r.version}|{r.status}|{r.workflow or ''}" for r in results)
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return sha256_hex("\n".join(lines).encode())
 
 
 def _gather(u: Unit, tenant: str, request_id: str) -> _Rows:
@@ -229,7 +229,7 @@ def issue_report(u: Unit, tenant: str, request_id: str) -> IssuedReport:
         status=status,
     )
     pdf = report_pdf(report)
-    digest = hashlib.sha256(pdf).hexdigest()
+    digest = sha256_hex(pdf)
     who = u.principal.account_id
     u.execute(
         tenant,
