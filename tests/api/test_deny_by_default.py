@@ -69,6 +69,15 @@ BODIES = {
         "evidence": "id-card",
     },
     ("POST", "/api/v1/tenants/{tenant}/identity/merges"): {"kept": "p1", "merged": "p2"},
+    ("POST", "/api/v1/tenants/{tenant}/requests"): {
+        "patient_id": "p1",
+        "tests": ["2823-3"],
+        "collected_at": "2026-12-07T08:30:00+01:00",
+        "collector": "IDE",
+    },
+    ("POST", "/api/v1/tenants/{tenant}/specimens/{specimen_id}/reject"): {"nonconformity": "haemolysed"},
+    ("POST", "/api/v1/tenants/{tenant}/results/{result_id}/value"): {"value": "4.2"},
+    ("POST", "/api/v1/tenants/{tenant}/results/validate"): {"ids": ["r1"], "level": "technical"},
 }
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
 
@@ -116,6 +125,7 @@ def lab_a_ids(api, bio_a, support):
         "patient_id": api.patients[LAB_A][0],
         "request_id": api.requests[LAB_A][0],
         "result_id": api.results[LAB_A][0],
+        "specimen_id": api.requests[LAB_A][0],  # a plausible id: refused before any lookup
         "grant_id": r.json()["grant_id"],
         "token_id": token_id,
         "instruction_id": planned.instruction_id,
@@ -185,7 +195,10 @@ def test_routes_deny_by_default(api, lab_a_ids, bio_a, admin_a, bio_b, admin_b):
             assert r.status_code in (403, 404), (method, template, r.status_code, r.text)
             assert not any(nir in r.text for nir in lab_a_nirs)
 
-    # The same requests from lab A's own accounts succeed: the ids above are real ones.
+    # The same requests from lab A's own accounts succeed: the ids above are real ones (the
+    # request's report issued first, so that reading it again has something to read).
+    issued = bio_a.post(f"/api/v1/tenants/{LAB_A}/requests/{lab_a_ids['request_id']}/report")
+    assert issued.status_code == 201, issued.text
     for method, template in tenant_routes:
         if method != "GET":
             continue

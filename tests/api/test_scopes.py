@@ -128,6 +128,7 @@ def world(api, bio_a, support) -> World:
         "patient_id": api.patients[LAB_A][0],
         "request_id": api.requests[LAB_A][0],
         "result_id": api.results[LAB_A][0],
+        "specimen_id": api.requests[LAB_A][0],  # a plausible id: refused before any lookup
         "grant_id": r.json()["grant_id"],
         "token_id": token_id,
         "instruction_id": planned.instruction_id,

@@ -101,6 +101,13 @@ BIOLOGIST_WORK = LAB_WORK
 TECHNICIAN_WORK = LAB_WORK - {"result:validate:biological"}
 LAB_ADMIN_WORK = frozenset({"request:enter", "callback:read"})
 
+# The lab's reports (labvault.lab.reports): a biologist issues a request's report (partial, final,
+# corrected); biologists and technicians read the issued ones again. Sending results to the
+# prescriber is the lab's own care: no vendor role holds either, under a grant or not.
+REPORT_WORK = frozenset({"report:issue", "report:read"})
+BIOLOGIST_REPORTS = REPORT_WORK
+TECHNICIAN_REPORTS = REPORT_WORK - {"report:issue"}
+
 POLICY: dict[Role, frozenset[str]] = {
     Role.BIOLOGIST: READ_PERSONAL
     | WRITE_PERSONAL
@@ -109,6 +116,7 @@ POLICY: dict[Role, frozenset[str]] = {
     | CATALOGUE_READ
     | CATALOGUE_WRITE
     | BIOLOGIST_WORK
+    | BIOLOGIST_REPORTS
     | {"tenant:read", "rules:activate"},
     Role.TECHNICIAN: READ_PERSONAL
     | WRITE_PERSONAL
@@ -116,6 +124,7 @@ POLICY: dict[Role, frozenset[str]] = {
     | IDENTITY_VIGILANCE
     | CATALOGUE_READ
     | TECHNICIAN_WORK
+    | TECHNICIAN_REPORTS
     | {"tenant:read"},
     Role.LAB_ADMIN: READ_PERSONAL
     | MANAGE_PERSONAL

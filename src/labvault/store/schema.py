@@ -613,6 +613,26 @@ autovalidation_rules = Table(
     sqlite_with_rowid=False,
 )
 
+# Each lab's issued reports (revision 0018): one row per version of a request's report, its
+# status, who issued it and when, the report it replaces, the SHA-256 of its PDF and of its
+# results' state (ids, versions, statuses). No personal value: the PDF is rendered again on demand.
+lab_report = Table(
+    "lab_report",
+    metadata,
+    _tenant_col(),
+    Column("report_id", String(ID), primary_key=True),
+    Column("request_id", String(ID), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("issued_by", String(ID), nullable=False),
+    Column("replaces", String(ID)),
+    Column("pdf_sha256", String(64), nullable=False),
+    Column("results_sha256", String(64), nullable=False),
+    Index("ix_lab_report_request", "tenant_id", "request_id"),
+    sqlite_with_rowid=False,
+)
+
 # Exports and migrations out of a lab (labvault.migration): one row per procedure, its state and
 # the evidence of each step (plan figures, approvals, manifest, receipt, purge, certificate). No
 # personal value: figures, field names, hashes, ids, and keys wrapped by the key provider.
