@@ -4,6 +4,7 @@ and opened on the way out, each operation authorised and audited."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -921,14 +922,14 @@ class Records(UnitState):
         ).first()
         if row is not None:
             pseudonym = c.index.pseudonym
-            candidates: Iterable[Any] = (
-                [(pid,) for pid in sorted(self._grant.patients)]
-                if self._grant is not None and self._grant.patients is not None
-                else iter_tenant_rows(self.conn, "patient_identity", ("patient_id",), tenant_id)
-            )
-            for (pid,) in candidates:
-                if pseudonym(pid) == row.pseudonym:
-                    return str(pid)
+            if self._grant is not None and self._grant.patients is not None:
+                found = next((pid for pid in sorted(self._grant.patients) if pseudonym(pid) == row.pseudonym), None)
+            else:
+                # A streamed read (a server-side cursor on PostgreSQL): closed when the patient is found.
+                with closing(iter_tenant_rows(self.conn, "patient_identity", ("patient_id",), tenant_id)) as rows:
+                    found = next((pid for (pid,) in rows if pseudonym(pid) == row.pseudonym), None)
+            if found is not None:
+                return str(found)
         raise NotFound("no such result in this lab")
 
     def _requests_collected_between(
