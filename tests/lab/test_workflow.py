@@ -109,9 +109,10 @@ def test_end_to_end_request_to_biological_validation(lab, raw_engine):
         sp = work.receive(u, TENANT, f" {serum}\n")
         assert sp.status is SpecimenStatus.RECEIVED and sp.received_at is not None
         assert sp.container == "SST gold"
-        res, verdict = work.enter_result(u, TENANT, k_id, "4,7", judge=lambda r: ("judged", r.value_num))
-        assert verdict == ("judged", 4.7)
+        res, judged = work.enter_result(u, TENANT, k_id, "4,7")
+        assert judged.result == res and judged.callback_task_id is None
         assert (res.value_num, res.value_repr, res.unit) == (4.7, "4,7", "mmol/L")
+        assert (res.flag, res.ref_low, res.ref_high, res.catalogue_version) == ("N", 3.5, 5.1, 0)
         work.enter_result(u, TENANT, na_id, 139, "mmol/L")
     row = result_row(raw_engine, k_id)
     assert (row.workflow, row.entered_by, row.status, row.version) == (

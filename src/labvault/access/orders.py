@@ -45,6 +45,7 @@ from labvault.store import schema as t
 if TYPE_CHECKING:
     from labvault.access.gateway import Unit
     from labvault.access.tenants import TenantCrypto
+    from labvault.access.work import Judge
 
 _CHUNK = 500
 _GONE = frozenset({ResultStatus.CANCELLED, ResultStatus.ENTERED_IN_ERROR})
@@ -219,14 +220,16 @@ class _Digests:
 # -- storing ----------------------------------------------------------------------------------------
 
 
-def store_messages(u: Unit, tenant_id: str, messages: Sequence[Incoming]) -> None:
+def store_messages(u: Unit, tenant_id: str, messages: Sequence[Incoming], *, judge: Judge | None = None) -> None:
     """Store the records of several messages (patients already matched), in this order.
 
     An analyser's results naming one of the lab's own specimens (its barcode in SPM-2, or the
-    order's filler number OBR-3) go to that specimen's request first (``_to_lab_specimens``)."""
+    order's filler number OBR-3) go to that specimen's request first (``_to_lab_specimens``); with
+    ``judge`` (the lab's catalogue, passed in by ingest), each is judged once its order's values are
+    entered (``Work.judge_result``)."""
     u._authorise(tenant_id, "patient:result:create")
     c = u._crypto(tenant_id)
-    messages = _to_lab_specimens(u, tenant_id, c, messages)
+    messages = _to_lab_specimens(u, tenant_id, c, messages, judge)
     now = utcnow()
     # Each request with its keys and its time (its message's, else now: a format without times is
     # ordered by arrival); results without a time of their own are said at their request's.
@@ -287,7 +290,9 @@ def store_messages(u: Unit, tenant_id: str, messages: Sequence[Incoming]) -> Non
         _store_lived(u, tenant_id, c, lived, now)
 
 
-def _to_lab_specimens(u: Unit, tenant_id: str, c: TenantCrypto, messages: Sequence[Incoming]) -> list[Incoming]:
+def _to_lab_specimens(
+    u: Unit, tenant_id: str, c: TenantCrypto, messages: Sequence[Incoming], judge: Judge | None = None
+) -> list[Incoming]:
     """Orders whose specimen is one of the lab's own (entered by hand, ``access.work``), named by
     its barcode (SPM-2, or OBR-3): each result updates the ordered result of the same code on that
     specimen's request (workflow ``entered``, entered by the feed's account, the earlier version
@@ -339,6 +344,7 @@ def _to_lab_specimens(u: Unit, tenant_id: str, c: TenantCrypto, messages: Sequen
             mine = [x for x in messages[k].results if x.request_id == r.request_id]
             if not mine or any((x.code_system, x.code) not in by_code for x in mine):
                 continue
+            entered: list[str] = []
             for x in mine:
                 target = by_code[(x.code_system, x.code)]
                 value: str | float = x.value_repr or x.value_text or ("" if x.value_num is None else repr(x.value_num))
@@ -357,6 +363,10 @@ def _to_lab_specimens(u: Unit, tenant_id: str, c: TenantCrypto, messages: Sequen
                     flag=x.flag,
                     message_key=messages[k].key,
                 )
+                entered.append(target.result_id)
+            if judge is not None:  # once every value of the order is in: calculations see them all
+                for result_id in entered:
+                    u._judge(tenant_id, result_id, judge)
             taken.setdefault(k, set()).add(r.request_id)
     if not taken:
         return list(messages)

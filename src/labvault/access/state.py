@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from labvault.access.grants import Grant
     from labvault.access.principal import Principal, Purpose
     from labvault.access.tenants import TenantCrypto
+    from labvault.access.work import Judge, JudgedResult
     from labvault.domain.models import Request, Result, Specimen, Tenant
     from labvault.instructions.document import Instruction
 
@@ -101,7 +102,9 @@ class UnitState:
             ref_text: str | None = None,
             flag: str | None = None,
             message_key: str | None = None,
+            correcting: bool = False,
         ) -> Result: ...
+        def _judge(self, tenant_id: str, result_id: str, judge: Judge, *, calculate: bool = True) -> JudgedResult: ...
 
         # gateway.Unit
         def on_commit(self, action: Callable[[], None]) -> None: ...

@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, select, update
 
 from labvault.access import codec
+from labvault.access.records import _clinical_fields
 from labvault.access.state import UnitState
 from labvault.domain.models import (
     CallbackTask,
@@ -51,6 +52,7 @@ from labvault.errors import InvalidInput, NotFound
 from labvault.ids import new_id, utcnow
 from labvault.interop._common import NumberFault, read_number, unit_system
 from labvault.store import schema as t
+from labvault.store.engine import iter_tenant_rows
 
 S = SpecimenStatus
 MOVES: dict[SpecimenStatus, frozenset[SpecimenStatus]] = {
@@ -74,6 +76,92 @@ class EnteredRequest:
     request_id: str
     specimens: tuple[tuple[str, str, str], ...]
     results: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeInput:
+    """What judging one result needs, read by the gateway: the result with its value, the patient's
+    sex and birth date, the specimen's collection time, the request's pregnancy flag, the patient's
+    previous result of the same test (another request, a value, not cancelled) and when it was
+    collected, the request's results as they are now, and whether this value corrects a validated one."""
+
+    result: Result
+    sex: str | None
+    birth_date: date | None
+    collected_at: datetime | None
+    pregnant: bool
+    previous: Result | None
+    previous_at: datetime | None
+    request_results: tuple[Result, ...]
+    correction: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CalculatedValue:
+    """A calculated test's value for the request (its test as the catalogue orders it), as written
+    (with the test's decimals)."""
+
+    test: OrderedTest
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A judge's verdict on one result, stored by ``Work.judge_result`` in one write.
+
+    ``notes``: lines the validation screen reads (delta check, calculation not done, why auto-validation
+    held the result), kept in the result's sealed comment after a ``NOTES_MARK`` line.
+    ``callback_minutes``: a critical value, whose call-back task is due in that many minutes.
+    ``release``: ``"<rule set version>:<rule id>"`` when the lab's auto-validation rules release it."""
+
+    catalogue_version: int
+    flag: str | None
+    ref_low: float | None
+    ref_high: float | None
+    ref_text: str | None
+    notes: tuple[str, ...] = ()
+    callback_minutes: int | None = None
+    release: str | None = None
+    calculated: tuple[CalculatedValue, ...] = ()
+    reflex: tuple[OrderedTest, ...] = ()
+
+
+Judge = Callable[[JudgeInput], Verdict]
+
+
+@dataclass(frozen=True, slots=True)
+class JudgedResult:
+    """What judging a result did: the result as stored, the call-back task opened (a critical
+    value), the results computed into the request and those ordered by reflex rules (ids)."""
+
+    result: Result
+    callback_task_id: str | None
+    calculated: tuple[str, ...]
+    reflex: tuple[str, ...]
+
+
+# The judge's notes follow this line in a result's sealed comment: what comes before it is the
+# comment proper (typed by hand or sent by the analyser), what follows is the judge's, replaced at
+# each judgement.
+NOTES_MARK = "--- contrôles ---"
+
+
+def split_comment(comment: str | None) -> tuple[str | None, tuple[str, ...]]:
+    """A stored comment as (the comment proper, the judge's notes)."""
+    if not comment:
+        return comment, ()
+    head, mark, tail = comment.partition(NOTES_MARK)
+    if not mark:
+        return comment, ()
+    proper = head.rstrip("\n") or None
+    return proper, tuple(x for x in tail.strip("\n").split("\n") if x)
+
+
+def _with_notes(comment: str | None, notes: Sequence[str]) -> str | None:
+    proper, _ = split_comment(comment)
+    if not notes:
+        return proper
+    return "\n".join([*([proper] if proper else []), NOTES_MARK, *notes])
 
 
 def _utc(value: datetime) -> datetime:
@@ -297,6 +385,23 @@ class Work(UnitState):
         self._authorise(tenant_id, "result:enter")
         return self._enter_value(tenant_id, result_id, value, unit, comment=comment, action="result:enter")
 
+    def correct_result(
+        self,
+        tenant_id: str,
+        result_id: str,
+        value: str | float | int,
+        unit: str | None = None,
+        *,
+        comment: str | None = None,
+    ) -> Result:
+        """A new value for a biologically validated (or automatically released) result: the value
+        validated is kept as a version, the result is ``entered`` again and goes through technical and
+        biological validation again; validated again, its status is ``corrected``."""
+        self._authorise(tenant_id, "result:enter")
+        return self._enter_value(
+            tenant_id, result_id, value, unit, comment=comment, action="result:correct", correcting=True
+        )
+
     def _enter_value(
         self,
         tenant_id: str,
@@ -309,12 +414,15 @@ class Work(UnitState):
         ref_text: str | None = None,
         flag: str | None = None,
         message_key: str | None = None,
+        correcting: bool = False,
     ) -> Result:
         c = self._crypto(tenant_id)
         row, current = self._result_row(c, tenant_id, result_id)
         if current.status in _GONE:
             self._deny(tenant_id, action, "this result is cancelled")
-        if current.workflow not in (Workflow.ORDERED, Workflow.ENTERED, None):
+        if correcting and current.workflow not in (Workflow.BIOLOGICAL, Workflow.AUTO_RELEASED):
+            self._deny(tenant_id, action, "only a biologically validated result is corrected")
+        if not correcting and current.workflow not in (Workflow.ORDERED, Workflow.ENTERED, None):
             self._deny(tenant_id, action, "this result is already validated: correct it instead")
         if row.specimen_id is not None:
             sp = self._specimen_row(tenant_id, row.specimen_id)
@@ -361,6 +469,7 @@ class Work(UnitState):
             biological_by=None,
             validated_by=None,
             validated_at=None,
+            released_by_rule=None,
             version=row.version + 1,
             message_at=utcnow(),
         )
@@ -409,7 +518,7 @@ class Work(UnitState):
                     biological_by=me,
                     validated_by=self.principal.name,
                     validated_at=now,
-                    status=ResultStatus.FINAL,
+                    status=ResultStatus.CORRECTED if self._was_final(tenant_id, result_id) else ResultStatus.FINAL,
                 )
             self._rewrite_result(c, tenant_id, new)
             requests.add(row.request_id)
@@ -426,11 +535,214 @@ class Work(UnitState):
         self._record(tenant_id, "patient:result:read", "result", 1, refs=[result_id])
         return out
 
+    # -- judging: the catalogue's verdict stored on the result ----------------------------------------
+
+    def judge_result(self, tenant_id: str, result_id: str, judge: Judge) -> JudgedResult:
+        """Judge a result whose value was just entered, with ``judge`` (the lab's catalogue and
+        rules: ``labvault.lab.work.catalogue_judge``), and store the verdict in one write: flag,
+        reference range, catalogue version, the judge's notes; released by the lab's auto-validation
+        rules, the result is biologically validated (``released_by_rule``, audited as
+        ``result:autovalidate`` naming the rule). A critical value opens its call-back task; the
+        calculated tests are computed into the request (and judged), the reflex tests ordered in it.
+        Authorised as entering a result."""
+        self._authorise(tenant_id, "result:enter")
+        return self._judge(tenant_id, result_id, judge)
+
+    def _judge(self, tenant_id: str, result_id: str, judge: Judge, *, calculate: bool = True) -> JudgedResult:
+        c = self._crypto(tenant_id)
+        row, current = self._result_row(c, tenant_id, result_id)
+        if current.workflow is not Workflow.ENTERED or current.status in _GONE:
+            raise InvalidInput("only a result with a value entered, not yet validated, is judged")
+        given = self._judge_input(c, tenant_id, row, current)
+        verdict = judge(given)
+        new = dataclasses.replace(
+            current,
+            flag=verdict.flag,
+            ref_low=verdict.ref_low,
+            ref_high=verdict.ref_high,
+            ref_text=verdict.ref_text,
+            comment=_with_notes(current.comment, verdict.notes),
+            catalogue_version=verdict.catalogue_version,
+        )
+        if verdict.release is not None:
+            new = dataclasses.replace(
+                new,
+                workflow=Workflow.BIOLOGICAL,
+                status=ResultStatus.CORRECTED if given.correction else ResultStatus.FINAL,
+                released_by_rule=verdict.release,
+                validated_by=f"Validation automatique (règle {verdict.release})",
+                validated_at=utcnow(),
+            )
+        self._rewrite_result(c, tenant_id, new)
+        self._record(tenant_id, "result:judge", "result", 1, refs=[result_id, f"catalogue:{verdict.catalogue_version}"])
+        if verdict.release is not None:
+            self._update_request_status(tenant_id, row.request_id)
+            self._record(tenant_id, "result:autovalidate", "result", 1, refs=[result_id, f"rule:{verdict.release}"])
+        task = None
+        if verdict.callback_minutes is not None:
+            task = self._open_callback(tenant_id, result_id, verdict.callback_minutes)
+        calculated: list[str] = []
+        if calculate:
+            for value in verdict.calculated:
+                done = self._calculated_into(tenant_id, row, given.request_results, value)
+                if done is not None:
+                    self._judge(tenant_id, done, judge, calculate=False)
+                    calculated.append(done)
+        reflex = self._order_reflex(c, tenant_id, row, given.request_results, verdict.reflex)
+        return JudgedResult(new, task, tuple(calculated), tuple(reflex))
+
+    def _judge_input(self, c: Any, tenant_id: str, row: Any, current: Result) -> JudgeInput:
+        q = t.request
+        req = self.conn.execute(select(q).where(self._tf(q, tenant_id), q.c.request_id == row.request_id)).one()
+        pregnant = bool(_clinical_fields(c, req).get("pregnant"))
+        sex, born = self._sex_and_birth(c, tenant_id, row.pseudonym)
+        collected = self._collected_at(c, tenant_id, row.specimen_id)
+        r = t.result
+        mine: list[Result] = []
+        previous: Result | None = None
+        previous_at: datetime | None = None
+        key = (current.code_system, current.code)
+        for other in self.conn.execute(
+            select(r).where(self._tf(r, tenant_id), r.c.pseudonym == row.pseudonym).order_by(r.c.result_id)
+        ).all():
+            if other.request_id == row.request_id:
+                mine.append(current if other.result_id == row.result_id else self._result(c, other))
+                continue
+            res: Result = self._result(c, other)
+            if res.status in _GONE or (res.code_system, res.code) != key or res.value_num is None:
+                continue
+            at = self._collected_at(c, tenant_id, res.specimen_id) or res.message_at
+            if at is None or (collected is not None and at > collected):
+                continue
+            if previous_at is None or at > previous_at:
+                previous, previous_at = res, at
+        return JudgeInput(
+            result=current,
+            sex=sex,
+            birth_date=born,
+            collected_at=collected,
+            pregnant=pregnant,
+            previous=previous,
+            previous_at=previous_at,
+            request_results=tuple(mine),
+            correction=self._was_final(tenant_id, row.result_id),
+        )
+
+    def _sex_and_birth(self, c: Any, tenant_id: str, pseudonym: str) -> tuple[str | None, date | None]:
+        """The sex and birth date of the patient behind a pseudonym (the lab's identity key finds
+        the identity; nothing else is opened)."""
+        pi = t.patient_identity
+        for (pid,) in iter_tenant_rows(self.conn, "patient_identity", ("patient_id",), tenant_id):
+            if c.index.pseudonym(pid) != pseudonym:
+                continue
+            found = self.conn.execute(
+                select(pi.c.patient_id, pi.c.sex_enc, pi.c.birth_date_enc).where(
+                    self._tf(pi, tenant_id), pi.c.patient_id == pid
+                )
+            ).one()
+            col = c.cipher.column
+            sex = col("patient_identity", "sex_enc").open(pid, bytes(found.sex_enc)).decode()
+            born = col("patient_identity", "birth_date_enc").open(pid, bytes(found.birth_date_enc)).decode()
+            return sex or None, date.fromisoformat(born)
+        return None, None
+
+    def _collected_at(self, c: Any, tenant_id: str, specimen_id: str | None) -> datetime | None:
+        if specimen_id is None:
+            return None
+        s = t.specimen
+        found = self.conn.execute(
+            select(s.c.collected_at_enc).where(self._tf(s, tenant_id), s.c.specimen_id == specimen_id)
+        ).first()
+        if found is None or found.collected_at_enc is None:
+            return None
+        raw = c.cipher.column("specimen", "collected_at_enc").open(specimen_id, bytes(found.collected_at_enc))
+        return _utc(codec.to_dt(raw.decode()))
+
+    def _was_final(self, tenant_id: str, result_id: str) -> bool:
+        """Whether a version of this result was ever final (a value entered now corrects it)."""
+        v = t.result_version
+        return (
+            self.conn.execute(
+                select(v.c.version_id).where(
+                    self._tf(v, tenant_id),
+                    v.c.result_id == result_id,
+                    v.c.status.in_((str(ResultStatus.FINAL), str(ResultStatus.CORRECTED))),
+                )
+            ).first()
+            is not None
+        )
+
+    @staticmethod
+    def _ordered(request_id: str, specimen_id: str | None, test: OrderedTest) -> Result:
+        return Result(
+            result_id=new_id(),
+            request_id=request_id,
+            code=test.code,
+            label=test.label,
+            code_system=test.code_system,
+            specimen_id=specimen_id,
+            unit=test.unit,
+            unit_system=unit_system(test.unit) if test.unit else None,
+            status=ResultStatus.PENDING,
+            observation_key=f"{test.code_system}|{test.code}|",
+            workflow=Workflow.ORDERED,
+        )
+
+    def _calculated_into(
+        self, tenant_id: str, row: Any, request_results: Sequence[Result], value: CalculatedValue
+    ) -> str | None:
+        """A calculated value entered into the request: the request's result of that test (added
+        when it is not there); None when that result is validated already or says the same."""
+        test = value.test
+        same = [
+            x
+            for x in request_results
+            if (x.code_system, x.code) == (test.code_system, test.code) and x.status not in _GONE
+        ]
+        if same:
+            target = same[0]
+            if target.workflow not in (Workflow.ORDERED, Workflow.ENTERED):
+                return None
+            result_id = target.result_id
+        else:
+            added = self._ordered(row.request_id, row.specimen_id, test)
+            self._add_results(tenant_id, [added], audit=False)
+            result_id = added.result_id
+        self._enter_value(tenant_id, result_id, value.text, test.unit, comment=None, action="result:calculate")
+        return result_id
+
+    def _order_reflex(
+        self, c: Any, tenant_id: str, row: Any, request_results: Sequence[Result], tests: Sequence[OrderedTest]
+    ) -> list[str]:
+        """The reflex tests not yet in the request, ordered on its specimen of their container (else
+        on the specimen of the result that ordered them)."""
+        have = {(x.code_system, x.code) for x in request_results if x.status not in _GONE}
+        wanted = [x for x in dict.fromkeys(tests) if (x.code_system, x.code) not in have]
+        if not wanted:
+            return []
+        s = t.specimen
+        boxes: dict[str, str] = {}
+        for sp in self.conn.execute(
+            select(s).where(self._tf(s, tenant_id), s.c.request_id == row.request_id).order_by(s.c.specimen_id)
+        ).all():
+            box = self._specimen(c, sp).container
+            if box:
+                boxes.setdefault(box, sp.specimen_id)
+        added = [self._ordered(row.request_id, boxes.get(x.container, row.specimen_id), x) for x in wanted]
+        self._add_results(tenant_id, added, audit=False)
+        self._update_request_status(tenant_id, row.request_id)
+        ids = [x.result_id for x in added]
+        self._record(tenant_id, "result:reflex", "result", len(ids), refs=[row.result_id, *ids])
+        return ids
+
     # -- critical values: call-back tasks -----------------------------------------------------------
 
     def open_callback(self, tenant_id: str, result_id: str, due_minutes: int) -> str:
         """Open a call-back task for a critical result, due in ``due_minutes``; returns its id."""
         self._authorise(tenant_id, "callback:manage")
+        return self._open_callback(tenant_id, result_id, due_minutes)
+
+    def _open_callback(self, tenant_id: str, result_id: str, due_minutes: int) -> str:
         if not isinstance(due_minutes, int) or not 0 < due_minutes <= 7 * 24 * 60:
             raise InvalidInput("due_minutes: between 1 and 10080")
         c = self._crypto(tenant_id)
@@ -690,4 +1002,16 @@ class Work(UnitState):
         )
 
 
-__all__ = ["LEVELS", "MOVES", "EnteredRequest", "Work"]
+__all__ = [
+    "LEVELS",
+    "MOVES",
+    "NOTES_MARK",
+    "CalculatedValue",
+    "EnteredRequest",
+    "Judge",
+    "JudgeInput",
+    "JudgedResult",
+    "Verdict",
+    "Work",
+    "split_comment",
+]

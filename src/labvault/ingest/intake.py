@@ -33,6 +33,7 @@ from labvault.crypto.digest import sha256_hex
 from labvault.domain.identifiers import normalise_nir
 from labvault.errors import InvalidInput
 from labvault.ids import utcnow
+from labvault.lab.work import catalogue_judge
 from labvault.store import schema as t
 
 if TYPE_CHECKING:
@@ -208,7 +209,9 @@ def store(
     if new_prescribers:
         u.add_prescribers(tenant_id, list(new_prescribers.values()))
     # The same order again (same order numbers, or the same ids) updates its request: orders.
-    orders.store_messages(u, tenant_id, incoming)
+    # An analyser's results on the lab's own specimens are judged by the lab's catalogue (loaded
+    # only when a message names one of them).
+    orders.store_messages(u, tenant_id, incoming, judge=catalogue_judge(u, tenant_id))
     now = utcnow()
     rows = [
         {
