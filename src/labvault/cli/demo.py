@@ -292,7 +292,12 @@ def demo(
 
         show_migration(rt, ids[0], accounts)
 
-        console.rule("[bold]9. The audit trail: every access above, chained, checkpointed, verified")
+        console.rule("[bold]9. La journée du laboratoire / The lab's day, from the request to the report")
+        from labvault.cli.demo_lab import show_lab_day
+
+        show_lab_day(rt, ids[0], accounts, seed)
+
+        console.rule("[bold]10. The audit trail: every access above, chained, checkpointed, verified")
         from labvault.audit import service as audit
 
         for lab in [PLATFORM, *ids, real_lab]:
