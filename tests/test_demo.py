@@ -2,13 +2,66 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import pdfplumber
+import pypdfium2
+import zxingcpp
+
+from labvault.synth import LabGenerator
+from labvault.synth.load import lab_spec
 from tests.conftest import need
+
+
+def pdf_text(path: Path) -> str:
+    with pdfplumber.open(io.BytesIO(path.read_bytes())) as doc:
+        return "\n".join(page.extract_text() or "" for page in doc.pages)
+
+
+def check_lab_day(home: Path, text: str) -> None:
+    """The lab's day (issue 15's path): the request's specimen id, printed, is what zxing-cpp reads
+    from the labels PDF; the analyser's critical potassium opens a call-back task and eGFR is
+    computed; the self-validation is refused; the report PDF holds each value, unit, range, flag
+    and the biologist; the corrected one says which report it replaces. No NIR printed."""
+    day = text[text.index("La journée du laboratoire") : text.index("The audit trail")]
+    specimen = re.search(r"specimen ([0-9a-f]{32}) \(SER", day)
+    assert specimen, day[:1500]
+    sid = specimen.group(1)
+    assert f"lu: {sid} = {sid}" in day
+    doc = pypdfium2.PdfDocument((home / "etiquettes.pdf").read_bytes())
+    assert [b.text for b in zxingcpp.read_barcodes(doc[0].render(scale=6).to_pil())] == [sid]
+    assert f"specimen {sid} scanned at reception: received" in day
+    assert f"analyser ORU^R01 naming {sid} in SPM-2: 1 accepted, 0 refused" in day
+    assert "potassium 6.8 mmol/L: flag HH (critical), judged by catalogue v0" in day
+    assert re.search(r"call-back task [0-9a-f]{32} opened \(open\): the prescriber to be called within 30 min", day)
+    assert re.search(r"eGFR \(CKD-EPI 2021\) computed from the creatinine: \d+ mL/min/\{1\.73_m2\}", day)
+    assert "technical validation by Léa Girard (bio-rhone): 4 results" in day
+    assert "biological validation by Léa Girard (bio-rhone) too: refused (" in day
+    assert (
+        "biological validation of her own correction by Dr Claire Moreau (bio-rhone): refused "
+        "(a result is never validated biologically by the person who entered it)"
+    ) in day
+    assert "biological validation by Dr Julien Dumas (bio-rhone): corrected" in day
+    first, second = pdf_text(home / "compte-rendu-v1.pdf"), pdf_text(home / "compte-rendu-v2.pdf")
+    for line in (
+        "Potassium * 6,8 HH mmol/L 3,5 à 5,1",
+        "Sodium 141 N mmol/L 136 à 145",
+        "Créatinine 9,0 N mg/L 5,5 à 10,5",
+        "Validé par Dr Claire Moreau (bio-rhone), biologiste",
+    ):
+        assert line in first and f"| {line}" in day, line
+    assert "remplace le compte rendu du" not in first
+    assert "Sodium (corrigé) 138 N mmol/L 136 à 145" in second and "Dr Julien Dumas (bio-rhone)" in second
+    replaces = re.search(r"Ce compte rendu remplace le compte rendu du \d\d/\d\d/\d{4} \d\d:\d\d\.", second)
+    assert replaces and f"| {replaces.group(0)}" in day
+    patient = LabGenerator(lab_spec(0)[0], 2021 + 15).patient(0).identity
+    assert patient.nir and patient.nir not in text and patient.family_name not in day
 
 
 def test_demo_end_to_end(tmp_path):
@@ -25,6 +78,7 @@ def test_demo_end_to_end(tmp_path):
     assert "2 of 2 labs synthetic" in text and text.count(" synthetic ") >= 2  # each lab marked
     assert text.count("not found") == 4 and "FOUND" not in text
     assert "nothing in clear" in text
+    check_lab_day(tmp_path / "demo", text)
     # how to open the web interface on the demo home, with an account and its current TOTP code
     assert "open http://127.0.0.1:8000/ in a browser" in text and "biologist (password only)" in text
     m = re.search(r"\.venv/bin/python -c '(import pyotp; print\(pyotp\.TOTP\(\"[A-Z2-7]+\"\)\.now\(\)\))'", text)
