@@ -340,7 +340,7 @@ def report_oru(u: Unit, tenant: str, request_id: str) -> str:
 
 
 def request_labels(u: Unit, tenant: str, request_id: str) -> bytes:
-    """The labels of a request's specimens as a PDF (one 50 x 25 mm page each, Code 128 of the
+    """The labels of a request's specimens as a PDF (one 50 x 25 mm page each, DataMatrix of the
     specimen id), from the gateway's reads; audited ``labels:print`` (the request's id)."""
     from labvault.lab.labels import Label, labels_pdf
 
