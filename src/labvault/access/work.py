@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -340,10 +341,31 @@ class Work(UnitState):
         )
         return self._specimen(c, self._specimen_row(tenant_id, specimen_id))
 
+    def _in_grant_of(self, c: Any, tenant_id: str, action: str, pseudonym: str) -> None:
+        """F2: under a support grant naming patients, a row of another patient is refused (and the
+        refusal recorded), as the patient-level reads refuse it."""
+        grant = self._grant
+        if (
+            grant is not None
+            and grant.patients is not None
+            and pseudonym not in {c.index.pseudonym(pid) for pid in grant.patients}
+        ):
+            self._deny(tenant_id, action, "this patient is outside the grant's scope")
+
+    def _specimen_pseudonym(self, tenant_id: str, row: Any) -> str:
+        q = t.request
+        found = self.conn.execute(
+            select(q.c.pseudonym).where(self._tf(q, tenant_id), q.c.request_id == row.request_id)
+        ).first()
+        return str(found.pseudonym) if found is not None else ""
+
     def specimen(self, tenant_id: str, specimen_id: str) -> Specimen:
         """One specimen as it is now (its status, non-conformity, times, container)."""
         self._authorise(tenant_id, "patient:request:read")
-        out = self._specimen(self._crypto(tenant_id), self._specimen_row(tenant_id, specimen_id))
+        c = self._crypto(tenant_id)
+        row = self._specimen_row(tenant_id, specimen_id)
+        self._in_grant_of(c, tenant_id, "patient:request:read", self._specimen_pseudonym(tenant_id, row))
+        out = self._specimen(c, row)
         self._record(tenant_id, "patient:request:read", "specimen", 1, refs=[specimen_id])
         return out
 
@@ -351,7 +373,10 @@ class Work(UnitState):
         """A specimen's life as the lab's audit trail tells it: every event naming it, oldest first
         (entered, received, rejected, results cancelled...), allowed, refused or failed."""
         self._authorise(tenant_id, "patient:request:read")
-        self._specimen_row(tenant_id, specimen_id)
+        row = self._specimen_row(tenant_id, specimen_id)
+        self._in_grant_of(
+            self._crypto(tenant_id), tenant_id, "patient:request:read", self._specimen_pseudonym(tenant_id, row)
+        )
         self._flush_events()
         self._scope(tenant_id)
         ev = t.audit_event
@@ -531,7 +556,9 @@ class Work(UnitState):
     def work_result(self, tenant_id: str, result_id: str) -> Result:
         """One result with its workflow fields (who entered and validated it)."""
         self._authorise(tenant_id, "patient:result:read")
-        _, out = self._result_row(self._crypto(tenant_id), tenant_id, result_id)
+        c = self._crypto(tenant_id)
+        row, out = self._result_row(c, tenant_id, result_id)
+        self._in_grant_of(c, tenant_id, "patient:result:read", str(row.pseudonym))
         self._record(tenant_id, "patient:result:read", "result", 1, refs=[result_id])
         return out
 
@@ -632,9 +659,10 @@ class Work(UnitState):
         """The sex and birth date of the patient behind a pseudonym (the lab's identity key finds
         the identity; nothing else is opened)."""
         pi = t.patient_identity
-        for (pid,) in iter_tenant_rows(self.conn, "patient_identity", ("patient_id",), tenant_id):
-            if c.index.pseudonym(pid) != pseudonym:
-                continue
+        # A streamed scan (a server-side cursor on PostgreSQL), closed as soon as the patient is found.
+        with closing(iter_tenant_rows(self.conn, "patient_identity", ("patient_id",), tenant_id)) as ids:
+            pid = next((p for (p,) in ids if c.index.pseudonym(p) == pseudonym), None)
+        if pid is not None:
             found = self.conn.execute(
                 select(pi.c.patient_id, pi.c.sex_enc, pi.c.birth_date_enc).where(
                     self._tf(pi, tenant_id), pi.c.patient_id == pid
