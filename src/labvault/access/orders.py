@@ -296,8 +296,10 @@ def _to_lab_specimens(
     """Orders whose specimen is one of the lab's own (entered by hand, ``access.work``), named by
     its barcode (SPM-2, or OBR-3): each result updates the ordered result of the same code on that
     specimen's request (workflow ``entered``, entered by the feed's account, the earlier version
-    kept) instead of creating a request. The patient must be the request's: otherwise, and for a
-    result already validated or of no ordered code, the order is stored as any other."""
+    kept) instead of creating a request. A result that cannot be placed on the specimen (another
+    patient's, a code not ordered on it, a result validated already or cancelled with its rejected
+    specimen) is not stored at all: an error event names the specimen and the message. It never
+    becomes a new order's final result, and never fails the other messages of the batch."""
     named: dict[str, list[tuple[int, Request]]] = {}
     for k, m in enumerate(messages):
         for r in m.requests:
@@ -339,14 +341,18 @@ def _to_lab_specimens(
         }
         by_code = {(x.code_system, x.code): x for x in (u._result(c, row) for row in ordered.values())}
         for k, r in users:
-            if r.request_id in taken.get(k, set()) or c.index.pseudonym(r.patient_id) != owner:
+            if r.request_id in taken.get(k, set()):
                 continue
             mine = [x for x in messages[k].results if x.request_id == r.request_id]
-            if not mine or any((x.code_system, x.code) not in by_code for x in mine):
-                continue
             entered: list[str] = []
+            refused = 0
+            if c.index.pseudonym(r.patient_id) != owner:
+                refused, mine = len(mine), []  # another patient's results on this specimen: none placed
             for x in mine:
-                target = by_code[(x.code_system, x.code)]
+                target = by_code.get((x.code_system, x.code))
+                if target is None or str(target.status) == "cancelled":
+                    refused += 1  # not ordered on it, validated already, or its specimen rejected
+                    continue
                 value: str | float = x.value_repr or x.value_text or ("" if x.value_num is None else repr(x.value_num))
                 if x.comparator and x.value_repr:
                     value = f"{x.comparator}{x.value_repr}"
@@ -364,6 +370,18 @@ def _to_lab_specimens(
                     message_key=messages[k].key,
                 )
                 entered.append(target.result_id)
+            if refused:
+                # Never stored as a new order's final results (they would skip the lab's validation),
+                # never a failure of the whole batch: an error event naming the specimen and the
+                # message, for the lab to see.
+                u._record(
+                    tenant_id,
+                    "result:enter:analyser",
+                    "result",
+                    refused,
+                    outcome="error",
+                    refs=[str(x) for x in (spec.specimen_id, messages[k].key) if x],
+                )
             if judge is not None:  # once every value of the order is in: calculations see them all
                 for result_id in entered:
                     u._judge(tenant_id, result_id, judge)
