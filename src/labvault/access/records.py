@@ -997,14 +997,21 @@ class Records(UnitState):
         readable = self._readable_categories(tenant_id)
         if self._grant is not None:
             raise AccessDenied("a support grant does not cover whole-lab result scans")
-        for r in self.conn.execute(
+        # The streamed result (a server-side cursor on PostgreSQL) is closed with the generator,
+        # even when its caller stops early or fails half-way.
+        with self.conn.execute(
             select(t.result).where(self._tf(t.result, tenant_id)).execution_options(yield_per=batch)
-        ):
-            res = self._result(c, r)
-            if readable is not None and res.sensitivity is not Sensitivity.OTHER and res.sensitivity not in readable:
-                continue
-            n += 1
-            yield res
+        ) as rows:
+            for r in rows:
+                res = self._result(c, r)
+                if (
+                    readable is not None
+                    and res.sensitivity is not Sensitivity.OTHER
+                    and res.sensitivity not in readable
+                ):
+                    continue
+                n += 1
+                yield res
         self._record(tenant_id, "patient:result:read", "result", n)
 
     def drop_tenant_rows(self, tenant_id: str) -> None:

@@ -71,11 +71,12 @@ def _rows(
 def patients(u: Unit, tenant_id: str) -> Iterator[Identity]:
     c = _start(u, tenant_id, "patient:identity:read")
     n = 0
-    for rows in _rows(u, t.patient_identity, tenant_id).partitions(BATCH):
-        for ident in u._identities(c, tenant_id, rows):  # with their local identifiers
-            ident.patient_id = c.index.pseudonym(ident.patient_id)
-            n += 1
-            yield ident
+    with _rows(u, t.patient_identity, tenant_id) as stream:  # closed with the generator, even left early
+        for rows in stream.partitions(BATCH):
+            for ident in u._identities(c, tenant_id, rows):  # with their local identifiers
+                ident.patient_id = c.index.pseudonym(ident.patient_id)
+                n += 1
+                yield ident
     u._record(tenant_id, "patient:identity:read", "patient", n)
 
 
@@ -83,11 +84,12 @@ def prescribers(u: Unit, tenant_id: str) -> Iterator[Prescriber]:
     c = _start(u, tenant_id, "patient:request:read")
     rpps, name = (c.cipher.column("prescriber", col) for col in ("rpps_enc", "name_enc"))
     n = 0
-    for row in _rows(u, t.prescriber, tenant_id):
-        i = row.prescriber_id
-        family, given = codec.unpack(name.open(i, row.name_enc))
-        n += 1
-        yield Prescriber(i, rpps.open(i, row.rpps_enc).decode(), family, given)
+    with _rows(u, t.prescriber, tenant_id) as stream:  # closed with the generator, even left early
+        for row in stream:
+            i = row.prescriber_id
+            family, given = codec.unpack(name.open(i, row.name_enc))
+            n += 1
+            yield Prescriber(i, rpps.open(i, row.rpps_enc).decode(), family, given)
     u._record(tenant_id, "patient:request:read", "prescriber", n)
 
 
@@ -96,9 +98,10 @@ def requests(u: Unit, tenant_id: str, *, by_id: bool = False) -> Iterator[Reques
     c = _start(u, tenant_id, "patient:request:read")
     n = 0
     order = (_bytewise(u, t.request.c.request_id),) if by_id else None
-    for row in _rows(u, t.request, tenant_id, order):
-        n += 1
-        yield u._request(c, row, row.pseudonym)
+    with _rows(u, t.request, tenant_id, order) as stream:  # closed with the generator, even left early
+        for row in stream:
+            n += 1
+            yield u._request(c, row, row.pseudonym)
     u._record(tenant_id, "patient:request:read", "request", n)
 
 
