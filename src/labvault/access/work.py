@@ -847,16 +847,19 @@ class Work(UnitState):
 
     # -- the gateway's own ----------------------------------------------------------------------------
 
-    def _specimen_row(self, tenant_id: str, specimen_id: str) -> Any:
-        s = t.specimen
+    def _row_by_id(self, table: Any, column: str, tenant_id: str, key: str, what: str) -> Any:
+        """The lab's row of ``table`` whose ``column`` is ``key``; a malformed or unknown id: NotFound."""
         row = (
-            self.conn.execute(select(s).where(self._tf(s, tenant_id), s.c.specimen_id == specimen_id)).first()
-            if isinstance(specimen_id, str) and 0 < len(specimen_id) <= 64
+            self.conn.execute(select(table).where(self._tf(table, tenant_id), table.c[column] == key)).first()
+            if isinstance(key, str) and 0 < len(key) <= 64
             else None
         )
         if row is None:
-            raise NotFound("no such specimen in this lab")
+            raise NotFound(f"no such {what} in this lab")
         return row
+
+    def _specimen_row(self, tenant_id: str, specimen_id: str) -> Any:
+        return self._row_by_id(t.specimen, "specimen_id", tenant_id, specimen_id, "specimen")
 
     def _specimen(self, c: Any, row: Any) -> Specimen:
         col = c.cipher.column
@@ -880,14 +883,7 @@ class Work(UnitState):
         )
 
     def _result_row(self, c: Any, tenant_id: str, result_id: str) -> tuple[Any, Result]:
-        r = t.result
-        row = (
-            self.conn.execute(select(r).where(self._tf(r, tenant_id), r.c.result_id == result_id)).first()
-            if isinstance(result_id, str) and 0 < len(result_id) <= 64
-            else None
-        )
-        if row is None:
-            raise NotFound("no such result in this lab")
+        row = self._row_by_id(t.result, "result_id", tenant_id, result_id, "result")
         readable = self._readable_categories(tenant_id)
         res: Result = self._result(c, row)
         if readable is not None and res.sensitivity.value != "other" and res.sensitivity not in readable:
@@ -997,15 +993,7 @@ class Work(UnitState):
         )
 
     def _task_row(self, tenant_id: str, task_id: str) -> Any:
-        cb = t.callback_task
-        row = (
-            self.conn.execute(select(cb).where(self._tf(cb, tenant_id), cb.c.task_id == task_id)).first()
-            if isinstance(task_id, str) and 0 < len(task_id) <= 64
-            else None
-        )
-        if row is None:
-            raise NotFound("no such call-back task in this lab")
-        return row
+        return self._row_by_id(t.callback_task, "task_id", tenant_id, task_id, "call-back task")
 
     def _task(self, c: Any, row: Any, now: datetime) -> CallbackTask:
         called: str | None = None

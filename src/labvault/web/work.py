@@ -37,9 +37,8 @@ from labvault.domain.models import (
 from labvault.domain.report import PreviousResult
 from labvault.errors import AccessDenied, InvalidInput, LabvaultError, NotFound
 from labvault.ids import stored_utc, utcnow
-from labvault.lab import work
+from labvault.lab import reports, work
 from labvault.lab.catalogue import Catalogue
-from labvault.lab.labels import Label, labels_pdf
 from labvault.lab.report import report_from_domain, report_pdf, value_as_written
 from labvault.lab.service import current_catalogue
 from labvault.web.errors import refuse
@@ -249,26 +248,9 @@ def labels(request: Request, request_id: str, caller: Viewer) -> Response:
     lab = _lab(request, principal, "patient:request:read")
     try:
         with gateway(request).unit(principal, Purpose.CARE) as u:
-            found = _request_of(u, lab, request_id)
-            ident = u.get_patient(lab, found.patient_id)
+            body = reports.request_labels(u, lab, request_id)
     except (NotFound, InvalidInput):
         return render(request, "not_found.html", 404)
-    given = ident.used_given_name or (ident.given_names.split() or [""])[0]
-    body = labels_pdf(
-        [
-            Label(
-                specimen_id=s.specimen_id,
-                family_name=ident.family_name,
-                given_name=given,
-                birth_date=ident.birth_date,
-                sex=str(ident.sex),
-                collected_at=s.collected_at,
-                container=s.container or "",
-                specimen_type=s.type,
-            )
-            for s in found.specimens
-        ]
-    )
     return _pdf(body, f"etiquettes-{request_id}.pdf")
 
 
