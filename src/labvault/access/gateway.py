@@ -26,12 +26,16 @@ from typing import Any, NoReturn
 
 from sqlalchemy import Connection, Engine, Executable, Result, select
 
+from labvault.access.advisories import Advisories
+from labvault.access.alerts import Alerts
 from labvault.access.authorisation import Authorisation
+from labvault.access.canaries import Canaries
 from labvault.access.principal import Principal, Purpose
 from labvault.access.records import ENCRYPTED, Records
 from labvault.access.rotation import Rotation, rotate_keys
 from labvault.access.tenants import SYNTHETIC_MARK, TenantCrypto, Tenants
 from labvault.access.trail import AuditAppend
+from labvault.access.watch import Watch
 from labvault.access.work import Work
 from labvault.audit.pin import PinStore
 from labvault.crypto.keys import PLATFORM, KeyProvider
@@ -172,7 +176,7 @@ class Gateway:
         )
 
 
-class Unit(Authorisation, AuditAppend, Tenants, Records, Rotation, Work):
+class Unit(Authorisation, AuditAppend, Tenants, Records, Rotation, Work, Watch, Alerts, Canaries, Advisories):
     """One unit of work for one principal and purpose.
 
     Every operation on personal data (and every refusal) is audited; reads of a lab's own

@@ -108,6 +108,14 @@ REPORT_WORK = frozenset({"report:issue", "report:read"})
 BIOLOGIST_REPORTS = REPORT_WORK
 TECHNICIAN_REPORTS = REPORT_WORK - {"report:issue"}
 
+# Monitoring (labvault.monitoring): alerts hold references only, never a personal value. A lab's
+# admin and DPO see, acknowledge and resolve their lab's alerts, set the lab's own channels (where
+# its alerts and signed checkpoints go), plant canaries and review the accesses its relations do
+# not explain; the vendor's security officer answers the platform's alerts and outside reports.
+ALERT_WORK = frozenset({"alert:read", "alert:ack", "alert:resolve"})
+LAB_MONITORING = ALERT_WORK | {"channel:manage", "canary:seed", "canary:list", "access:review"}
+ADVISORY_WORK = frozenset({"advisory:read", "advisory:manage"})
+
 POLICY: dict[Role, frozenset[str]] = {
     Role.BIOLOGIST: READ_PERSONAL
     | WRITE_PERSONAL
@@ -131,6 +139,7 @@ POLICY: dict[Role, frozenset[str]] = {
     | CATALOGUE_READ
     | CATALOGUE_WRITE
     | LAB_ADMIN_WORK
+    | LAB_MONITORING
     | {
         "identity:queue:read",
         "tenant:read",
@@ -156,6 +165,7 @@ POLICY: dict[Role, frozenset[str]] = {
         "feed:manage",  # pin a feed's client certificate on a service account of the lab
     },
     Role.LAB_DPO: CATALOGUE_READ
+    | LAB_MONITORING
     | frozenset(
         {
             "tenant:read",
@@ -210,8 +220,12 @@ POLICY: dict[Role, frozenset[str]] = {
             "signer:list",
             "instruction:read",
             "migration:read",
+            "monitor:run",
+            "channel:manage",
         }
-    ),
+    )
+    | ALERT_WORK
+    | ADVISORY_WORK,
     Role.PLATFORM_ADMIN: frozenset(
         {
             "tenant:create",
@@ -238,6 +252,10 @@ POLICY: dict[Role, frozenset[str]] = {
             "retention:read",
             "retention:run",
             "tenant:end",
+            "monitor:run",
+            "channel:manage",
+            "alert:read",
+            "advisory:read",
         }
     ),
 }

@@ -18,6 +18,7 @@ class Purpose(enum.StrEnum):
     SUPPORT = "support"  # vendor support under a lab-approved grant
     EXPORT = "export"  # an export, migration or return under a lab's signed instruction
     AUTHENTICATION = "authentication"
+    MONITORING = "monitoring"  # the audit stream's rules, alerts, canaries, outside reports
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,18 +187,38 @@ class Tenants(UnitState):
                 raise AccessDenied("listing labs is not allowed for this account")
             self._scope("*")
             rows = self.conn.execute(select(t.tenant).order_by(t.tenant.c.tenant_id)).all()
-        return [
-            Tenant(r.tenant_id, r.name, r.finess, r.status, r.created_at, bool(r.synthetic), r.timezone) for r in rows
-        ]
+        return [_tenant_of(r) for r in rows]
 
     def tenant(self, tenant_id: str) -> Tenant:
         self._scope(tenant_id)
         row = self.conn.execute(select(t.tenant).where(self._tf(t.tenant, tenant_id))).first()
         if row is None:
             raise UnknownTenant(f"unknown lab '{tenant_id}' (see 'labvault tenant list')")
-        return Tenant(
-            row.tenant_id, row.name, row.finess, row.status, row.created_at, bool(row.synthetic), row.timezone
-        )
+        return _tenant_of(row)
+
+    def set_lab_details(
+        self, tenant_id: str, *, address: str | None = None, working_hours: str | None = None
+    ) -> Tenant:
+        """The lab's own details, set by its lab_admin (``tenant:settings``): the postal address
+        printed on its reports, its opening hours (read by the off-hours monitoring rule). None
+        leaves a detail as it is. Neither is personal data; the change is audited."""
+        from labvault.domain.hours import parse_hours
+
+        self._authorise(tenant_id, "tenant:settings")
+        self.tenant(tenant_id)
+        values: dict[str, str | None] = {}
+        if address is not None:
+            address = " ".join(address.split())
+            if len(address) > 300:
+                raise InvalidInput("the address is longer than 300 characters")
+            values["address"] = address or None
+        if working_hours is not None:
+            parse_hours(working_hours)  # refused with its reason when malformed
+            values["working_hours"] = working_hours.strip() or None
+        if values:
+            self.conn.execute(update(t.tenant).where(self._tf(t.tenant, tenant_id)).values(**values))
+            self._record(tenant_id, "tenant:settings", "tenant", 1, refs=sorted(values))
+        return self.tenant(tenant_id)
 
     def _crypto(self, tenant_id: str) -> TenantCrypto:
         """The lab's keys. Loaded and checked (status, key versions) once per unit, the KEK's
@@ -619,3 +639,17 @@ class Tenants(UnitState):
             )
         )
         return True
+
+
+def _tenant_of(r: Any) -> Tenant:
+    return Tenant(
+        r.tenant_id,
+        r.name,
+        r.finess,
+        r.status,
+        r.created_at,
+        bool(r.synthetic),
+        r.timezone,
+        r.address or "",
+        r.working_hours or "",
+    )

@@ -107,6 +107,8 @@ class Tenant:
     created_at: datetime | None = None
     synthetic: bool = False  # generated data only: may be generated into, deleted without an instruction
     timezone: str = "Europe/Paris"  # a local time received without a zone is read in this zone
+    address: str = ""  # the lab's postal address, printed on its reports
+    working_hours: str = ""  # "mon-fri 07:00-19:00; sat 08:00-12:00" (empty: the default hours)
 
 
 @dataclass(slots=True)

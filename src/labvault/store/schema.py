@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData(
@@ -34,6 +35,9 @@ metadata = MetaData(
 
 TENANT_ID = 64
 ID = 64
+# The workflow states a result waits at (labvault.domain.models.Workflow): ordered, entered,
+# technically validated. The partial index ix_result_waiting holds these rows only.
+WAITING_SQL = "workflow IN ('ordered', 'entered', 'technical')"
 
 
 def _tenant_col() -> Column:
@@ -59,6 +63,10 @@ tenant = Table(
     Column("synthetic", Integer, nullable=False, server_default="0"),
     # The lab's time zone (IANA name): a local time received without a zone is read in it.
     Column("timezone", String(64), nullable=False, server_default="Europe/Paris"),
+    # Revision 0019: the lab's postal address (printed on its reports) and opening hours
+    # ("mon-fri 07:00-19:00; sat 08:00-12:00", read by the off-hours monitoring rule).
+    Column("address", Text),
+    Column("working_hours", String(100)),
 )
 
 account = Table(
@@ -314,6 +322,10 @@ request = Table(
     Column("urgency", String(16)),
     Column("entered_by", String(ID)),
     Column("clinical_enc", LargeBinary),
+    # The patient id sealed with the lab's data key, bound to the row (revision 0019): the lab's
+    # own work finds a request's patient by opening it, not by trying every identity's pseudonym.
+    # NULL on requests written before; they are found the old way.
+    Column("patient_enc", LargeBinary),
     Index("ix_request_pseudonym", "tenant_id", "pseudonym"),
     Index("ix_request_order", "tenant_id", "order_bidx"),
     Index("ix_request_placer", "tenant_id", "placer_bidx"),
@@ -368,6 +380,15 @@ result = Table(
     # A patient's results are found through their requests (indexed by pseudonym); an index on
     # the result's own pseudonym would put a random-order B-tree write on every ingested row.
     Index("ix_result_request", "tenant_id", "request_id"),
+    # The results waiting in the lab's workflow, and only those (a partial index: ingested rows,
+    # whose workflow is NULL, and released ones add no entry).
+    Index(
+        "ix_result_waiting",
+        "tenant_id",
+        "workflow",
+        sqlite_where=text(WAITING_SQL),
+        postgresql_where=text(WAITING_SQL),
+    ),
     sqlite_with_rowid=False,
 )
 
@@ -669,6 +690,127 @@ migration_job = Table(
     sqlite_with_rowid=False,
 )
 
+# -- monitoring (revision 0019) -----------------------------------------------------------------
+# Each consumer's position in each lab's audit trail (the last event it has dealt with).
+monitor_cursor = Table(
+    "monitor_cursor",
+    metadata,
+    _tenant_col(),
+    Column("consumer", String(32), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# Alerts raised by monitoring rules (tenant_id: the lab concerned, or the platform). References
+# only (account ids, event sequence numbers, pseudonymous ids), never a personal value.
+alert = Table(
+    "alert",
+    metadata,
+    _tenant_col(),
+    Column("alert_id", String(ID), primary_key=True),
+    Column("rule_id", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),  # low, medium, high, critical
+    Column("state", String(16), nullable=False),  # open, acknowledged, resolved
+    Column("title", String(200), nullable=False),
+    Column("dedup_key", String(200), nullable=False),  # rule and group: one open alert per key
+    Column("refs", Text),  # JSON list of references
+    Column("event_count", Integer, nullable=False),
+    Column("first_seq", BigInteger),
+    Column("last_seq", BigInteger),
+    Column("first_at", DateTime(timezone=True)),
+    Column("last_at", DateTime(timezone=True)),
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("ack_due", DateTime(timezone=True), nullable=False),
+    Column("level", Integer, nullable=False),  # on-call level reached (1 first)
+    Column("owner", String(ID)),
+    Column("acknowledged_by", String(ID)),
+    Column("acknowledged_at", DateTime(timezone=True)),
+    Column("resolved_by", String(ID)),
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("reason", String(500)),
+    Index("ix_alert_state", "tenant_id", "state"),
+    Index("ix_alert_dedup", "tenant_id", "dedup_key"),
+    sqlite_with_rowid=False,
+)
+
+# Each message owed to a channel: an alert (at an on-call level), a signed checkpoint, a digest.
+alert_delivery = Table(
+    "alert_delivery",
+    metadata,
+    _tenant_col(),
+    Column("delivery_id", String(ID), primary_key=True),
+    Column("kind", String(16), nullable=False),  # alert, checkpoint, digest, advisory
+    Column("subject_id", String(ID), nullable=False),
+    Column("channel_id", String(ID), nullable=False),
+    Column("level", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_at", DateTime(timezone=True)),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("last_error", String(200)),
+    Index("ix_alert_delivery_due", "tenant_id", "delivered_at"),
+    sqlite_with_rowid=False,
+)
+
+# Where alerts go: a lab's own channels, or the platform's on-call levels.
+notify_channel = Table(
+    "notify_channel",
+    metadata,
+    _tenant_col(),
+    Column("channel_id", String(ID), primary_key=True),
+    Column("kind", String(16), nullable=False),  # email, webhook, syslog
+    Column("target", String(500), nullable=False),  # address, URL, host:port
+    Column("level", Integer, nullable=False),
+    Column("min_severity", String(16), nullable=False),
+    Column("secret_wrapped", LargeBinary),  # a webhook's HMAC key, wrapped by the platform key
+    Column("active", Integer, nullable=False),
+    Column("created_by", String(ID), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# A lab's planted synthetic patients, by a keyed hash of their id (the lab's blind-index key):
+# the table alone does not say which patients they are.
+canary = Table(
+    "canary",
+    metadata,
+    _tenant_col(),
+    Column("marker", LargeBinary(16), primary_key=True),
+    Column("key_version", Integer, nullable=False),
+    Column("package_id", String(ID)),  # the export or migration package it was planted in
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(ID), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# Reports from outside (tenant_id: the platform, or the lab that received it): owner, severity,
+# deadline; closed only with a recorded assessment and a decision on telling the labs.
+advisory = Table(
+    "advisory",
+    metadata,
+    _tenant_col(),
+    Column("advisory_id", String(ID), primary_key=True),
+    Column("source", String(32), nullable=False),  # anssi, cert, lab-it, researcher, press, police, employee
+    Column("reference", String(200)),  # the sender's own reference
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("state", String(16), nullable=False),  # open, assessed, closed
+    Column("owner", String(ID), nullable=False),
+    Column("deadline", DateTime(timezone=True), nullable=False),
+    Column("level", Integer, nullable=False),
+    Column("labs", Text),  # JSON list of the labs concerned
+    Column("summary_enc", LargeBinary),  # sealed with the platform key: may quote personal data
+    Column("assessment_enc", LargeBinary),
+    Column("breach", String(16)),  # yes, no, possible
+    Column("notify_labs", Integer),
+    Column("assessed_by", String(ID)),
+    Column("assessed_at", DateTime(timezone=True)),
+    Column("closed_by", String(ID)),
+    Column("closed_at", DateTime(timezone=True)),
+    Column("created_by", String(ID), nullable=False),
+    sqlite_with_rowid=False,
+)
+
 # Tables holding personal or health data (ciphertexts, blind indexes, pseudonyms) and keys.
 PERSONAL_TABLES = frozenset(
     {
@@ -684,5 +826,6 @@ PERSONAL_TABLES = frozenset(
         "callback_task",
         "tenant_key",
         "quarantine",
+        "canary",
     }
 )
