@@ -78,6 +78,9 @@ BODIES = {
     ("POST", "/api/v1/tenants/{tenant}/specimens/{specimen_id}/reject"): {"nonconformity": "haemolysed"},
     ("POST", "/api/v1/tenants/{tenant}/results/{result_id}/value"): {"value": "4.2"},
     ("POST", "/api/v1/tenants/{tenant}/results/validate"): {"ids": ["r1"], "level": "technical"},
+    ("POST", "/api/v1/tenants/{tenant}/catalogue"): {"toml": 'version = "x"'},
+    ("POST", "/api/v1/tenants/{tenant}/autovalidation-rules"): {"toml": 'version = "x"'},
+    ("PUT", "/api/v1/tenants/{tenant}/details"): {"address": "1 rue X"},
 }
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
 
@@ -133,6 +136,7 @@ def lab_a_ids(api, bio_a, support):
         "queue_id": "no-such-queued-message",
         "quarantine_id": "no-such-quarantined-message",
         "signer_id": signer_id,
+        "number": "1",
     }
 
 

@@ -286,3 +286,21 @@ def test_a_received_request_has_its_report_too(api):
     missing = [x.label for x in results if x.label.split()[0] not in text]
     assert results and not missing, (missing, text[:1500])
     assert bio.get(f"/work/requests/{request_id}").status_code == 200
+
+
+def test_worklists_per_section(api):
+    """Worklists per section: potassium (biochemistry) and haemoglobin (haematology) entered
+    together; the haematology worklist shows the haemoglobin only, the biochemistry one the
+    potassium only; the forms keep the section they were posted from."""
+    tech = _page_login(api, f"technician@{LAB_A}")
+    request_id = _enter(tech, api.patients[LAB_A][0], ["K", "HB"])
+    hb, k = _result_of(api, request_id, "718-7"), _result_of(api, request_id, "2823-3")
+    page = tech.get("/work/worklist?section=hematologie")
+    assert page.status_code == 200
+    assert f"value-{hb}" in page.text and f"value-{k}" not in page.text
+    assert 'action="/work/worklist/enter?section=hematologie"' in page.text
+    page = tech.get("/work/worklist?section=biochimie")
+    assert f"value-{k}" in page.text and f"value-{hb}" not in page.text
+    everything = tech.get("/work/worklist")
+    assert f"value-{k}" in everything.text and f"value-{hb}" in everything.text
+    assert '<option value="hemostase">' in everything.text

@@ -100,3 +100,52 @@ def test_bad_input_is_4xx_with_one_line(api, tech_a):
     assert tech_a.post(f"{A}/specimens/nope/reject", json={"nonconformity": "x"}).status_code == 400
     assert tech_a.post(f"{A}/results/validate", json={"ids": ["x"], "level": "final"}).status_code == 422
     assert tech_a.get(f"{A}/requests/nope/report").status_code == 404
+
+
+RULES = 'version = "av-http"\n[[rule]]\nid = "AV"\ntests = ["*"]\nrequire = ["in_reference_range", "no_critical"]\n'
+
+
+def test_catalogue_rules_and_details_over_http(api, tech_a, bio_a, admin_a, support, operator, bio_b):
+    """F3, versioned catalogue and rules: the lab's admin loads a catalogue and writes rules, a
+    biologist activates them (named), the admin sets the lab's address and the report prints it;
+    vendor accounts and another lab are refused (403/404, audited); bad TOML is a 400 naming the fault."""
+    from labvault.lab.catalogue import default_text
+
+    own = default_text().replace('version = "labvault-default-2025.1"', 'version = "lab-a-http"')
+    assert tech_a.get(f"{A}/catalogue").json()["number"] == 0
+    r = admin_a.post(f"{A}/catalogue", json={"toml": own})
+    assert r.status_code == 201, r.text
+    assert (r.json()["number"], r.json()["version"]) == (1, "lab-a-http") and "hematologie" in r.json()["sections"]
+    assert admin_a.post(f"{A}/catalogue", json={"toml": own}).status_code == 400  # the same version again
+    bad = admin_a.post(f"{A}/catalogue", json={"toml": 'version = "x"\n[[test]]\ncode = 1\n'})
+    assert bad.status_code == 400 and "\n" not in bad.json()["error"]
+    written = admin_a.post(f"{A}/autovalidation-rules", json={"toml": RULES})
+    assert written.status_code == 201 and written.json()["activated_by"] is None
+    number = written.json()["number"]
+    assert admin_a.post(f"{A}/autovalidation-rules/{number}/activate").status_code == 403
+    r = bio_a.post(f"{A}/autovalidation-rules/{number}/activate")
+    assert r.status_code == 200 and r.json()["activated_by"]
+    r = admin_a.put(
+        f"{A}/details", json={"address": "12 rue des Tilleuls, 75012 Paris", "working_hours": "mon-fri 07:00-19:00"}
+    )
+    assert r.status_code == 200 and r.json()["working_hours"] == "mon-fri 07:00-19:00"
+    assert admin_a.put(f"{A}/details", json={"working_hours": "every day"}).status_code == 400
+    before = denied(api, "catalogue:load")
+    for c in (support, operator):
+        assert c.post(f"{A}/catalogue", json={"toml": own.replace("lab-a-http", "v9")}).status_code == 403
+        assert c.put(f"{A}/details", json={"address": "ailleurs"}).status_code == 403
+        assert c.post(f"{A}/autovalidation-rules/{number}/activate").status_code == 403
+    assert denied(api, "catalogue:load") == before + 2
+    assert bio_b.get(f"{A}/catalogue").status_code in (403, 404)
+    assert bio_b.put(f"{A}/details", json={"address": "x"}).status_code in (403, 404)
+    # The report prints the lab's address.
+    patient = api.patients[LAB_A][0]
+    done = tech_a.post(f"{A}/requests", json={**BODY, "patient_id": patient}).json()
+    k_id = done["results"][0]["result_id"]
+    tech_a.post(f"{A}/specimens/{done['specimens'][0]['specimen_id']}/receive")
+    tech_a.post(f"{A}/results/{k_id}/value", json={"value": "4,2"})
+    tech_a.post(f"{A}/results/validate", json={"ids": [k_id], "level": "technical"})
+    bio_a.post(f"{A}/results/validate", json={"ids": [k_id], "level": "biological"})
+    r = bio_a.post(f"{A}/requests/{done['request_id']}/report")
+    assert r.status_code == 201
+    assert "12 rue des Tilleuls" in text_of(r.content)

@@ -27,6 +27,10 @@ def test_personal_tables_hold_no_clear_personal_column():
         "created_at",
         "wrapped",
         "public",
+        # canary: a keyed hash of a planted patient's id (a blind index), and the package it was put in
+        "marker",
+        "package_id",
+        "created_by",
         # quarantine: when and how a refused message came, how big it is, what became of it
         "quarantine_id",
         "received_at",

@@ -376,10 +376,17 @@ def _move(u: Unit, tenant_id: str, request_ids: list[str], patient_id: str) -> N
     c = u._crypto(tenant_id)
     pseudonym = c.index.pseudonym(patient_id)
     opener = c.cipher.column("request", "order_enc")
+    sealer = c.cipher.column("request", "patient_enc")
     q, r = t.request, t.result
     for k in range(0, len(request_ids), _CHUNK):
         part = request_ids[k : k + _CHUNK]
         u.conn.execute(update(q).where(u._tf(q, tenant_id), q.c.request_id.in_(part)).values(pseudonym=pseudonym))
+        for request_id in part:  # the sealed patient id follows the request (revision 0019)
+            u.conn.execute(
+                update(q)
+                .where(u._tf(q, tenant_id), q.c.request_id == request_id)
+                .values(patient_enc=sealer.seal(request_id, patient_id.encode()))
+            )
         u.conn.execute(update(r).where(u._tf(r, tenant_id), r.c.request_id.in_(part)).values(pseudonym=pseudonym))
         for row in u.conn.execute(
             select(q.c.request_id, q.c.order_enc).where(

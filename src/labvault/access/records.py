@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from labvault.access import codec
@@ -32,7 +32,7 @@ from labvault.domain.models import (
 )
 from labvault.domain.retention import RESULTS, SENSITIVE
 from labvault.domain.sensitivity import sensitivity_of
-from labvault.errors import AccessDenied, InvalidInput, NotFound
+from labvault.errors import AccessDenied, DecryptionError, InvalidInput, NotFound
 from labvault.ids import new_id
 from labvault.store import schema as t
 from labvault.store.engine import bulk_insert, iter_tenant_rows
@@ -351,8 +351,9 @@ class Records(UnitState):
         """``add_requests`` once authorised (``access.work`` authorises its own action)."""
         c = self._crypto(tenant_id)
         v = c.cipher.current_version
-        acc, req_at, rep_at, order = (
-            c.cipher.column("request", n) for n in ("accession_enc", "requested_at_enc", "reported_at_enc", "order_enc")
+        acc, req_at, rep_at, order, pid_col = (
+            c.cipher.column("request", n)
+            for n in ("accession_enc", "requested_at_enc", "reported_at_enc", "order_enc", "patient_enc")
         )
         rows = []
         for r in requests:
@@ -376,6 +377,7 @@ class Records(UnitState):
                     None if r.urgency is None else str(r.urgency),
                     r.entered_by,
                     seal_clinical(c, i, r),
+                    pid_col.seal(i, r.patient_id.encode()),
                 )
             )
         self._insert(
@@ -396,6 +398,7 @@ class Records(UnitState):
                 "urgency",
                 "entered_by",
                 "clinical_enc",
+                "patient_enc",
             ),
             rows,
         )
@@ -918,10 +921,18 @@ class Records(UnitState):
         self._authorise(tenant_id, "patient:result:read")
         _check_id(result_id, "result")
         c = self._crypto(tenant_id)
+        r, q = t.result, t.request
         row = self.conn.execute(
-            select(t.result.c.pseudonym).where(self._tf(t.result, tenant_id), t.result.c.result_id == result_id)
+            select(r.c.pseudonym, q.c.request_id, q.c.patient_enc)
+            .join(q, and_(q.c.tenant_id == r.c.tenant_id, q.c.request_id == r.c.request_id))
+            .where(self._tf(r, tenant_id), r.c.result_id == result_id)
         ).first()
         if row is not None:
+            opened = self._patient_of_request(c, row.request_id, row.pseudonym, row.patient_enc)
+            if opened is not None and (
+                self._grant is None or self._grant.patients is None or opened in self._grant.patients
+            ):
+                return opened
             pseudonym = c.index.pseudonym
             if self._grant is not None and self._grant.patients is not None:
                 found = next((pid for pid in sorted(self._grant.patients) if pseudonym(pid) == row.pseudonym), None)
@@ -932,6 +943,19 @@ class Records(UnitState):
             if found is not None:
                 return str(found)
         raise NotFound("no such result in this lab")
+
+    @staticmethod
+    def _patient_of_request(c: TenantCrypto, request_id: str, pseudonym: str, sealed: bytes | None) -> str | None:
+        """The patient id sealed in a request row (revision 0019), when it is there and agrees with
+        the row's pseudonym; None for a request written before (the caller then tries the lab's
+        identities one by one, as before)."""
+        if sealed is None:
+            return None
+        try:
+            patient_id = c.cipher.column("request", "patient_enc").open(request_id, bytes(sealed)).decode()
+        except DecryptionError:
+            return None  # moved from another row, or tampered: the pseudonym still decides
+        return patient_id if c.index.pseudonym(patient_id) == pseudonym else None
 
     def _requests_collected_between(
         self, c: TenantCrypto, tenant_id: str, request_ids: list[str], start: date | None, end: date | None

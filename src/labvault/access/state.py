@@ -85,6 +85,10 @@ class UnitState:
             said: Mapping[str, tuple[str | None, datetime]] | None = None,
             audit: bool = True,
         ) -> int: ...
+        @staticmethod
+        def _patient_of_request(
+            c: TenantCrypto, request_id: str, pseudonym: str, sealed: bytes | None
+        ) -> str | None: ...
         def _requests_collected_between(
             self, c: TenantCrypto, tenant_id: str, request_ids: list[str], start: date | None, end: date | None
         ) -> list[str]: ...

@@ -43,17 +43,18 @@ from labvault.domain.models import (
     RequestStatus,
     Result,
     ResultStatus,
+    Sensitivity,
     Specimen,
     SpecimenStatus,
     TimelineEntry,
     Urgency,
     Workflow,
 )
-from labvault.errors import InvalidInput, NotFound
+from labvault.errors import AccessDenied, InvalidInput, NotFound
 from labvault.ids import new_id, utcnow
 from labvault.interop._common import NumberFault, read_number, unit_system
 from labvault.store import schema as t
-from labvault.store.engine import iter_tenant_rows
+from labvault.store.engine import iter_tenant_rows, waiting_results_query
 
 S = SpecimenStatus
 MOVES: dict[SpecimenStatus, frozenset[SpecimenStatus]] = {
@@ -67,6 +68,8 @@ MOVES: dict[SpecimenStatus, frozenset[SpecimenStatus]] = {
 LEVELS = ("technical", "biological")
 _MAX_IDS = 500  # results validated in one batch
 _GONE = frozenset({ResultStatus.CANCELLED, ResultStatus.ENTERED_IN_ERROR})
+# The states a result waits at: the partial index ix_result_waiting holds these rows (store.schema.WAITING_SQL).
+_WAITING_STATES = (str(Workflow.ORDERED), str(Workflow.ENTERED), str(Workflow.TECHNICAL))
 
 
 @dataclass(frozen=True, slots=True)
@@ -553,6 +556,36 @@ class Work(UnitState):
         self._record(tenant_id, action, "result", len(out), refs=ids)
         return out
 
+    def waiting_results(self, tenant_id: str, states: Sequence[Workflow], *, limit: int = 500) -> list[Result]:
+        """The lab's results standing at one of ``states`` (ordered, entered, technically validated),
+        oldest request first, at most ``limit``: the rows of the partial index ``ix_result_waiting``
+        only, so a worklist opens what it shows, not the lab's whole history. Authorised and audited
+        as a read of the lab's results; a support grant does not cover it (no patient named)."""
+        self._authorise(tenant_id, "patient:result:read")
+        if self._grant is not None:
+            raise AccessDenied("a support grant does not cover the lab's worklists")
+        wanted = sorted({str(Workflow(w)) for w in states} & set(_WAITING_STATES))
+        if not wanted:
+            raise InvalidInput(f"waiting results: states among {', '.join(_WAITING_STATES)}")
+        c = self._crypto(tenant_id)
+        readable = self._readable_categories(tenant_id)
+        # The partial index's own condition, written out (SQLite and PostgreSQL use a partial index
+        # only for a query that implies its condition, which bound parameters do not show), and on
+        # SQLite named: without statistics its planner would rather walk the lab's primary key.
+        query = waiting_results_query(self.conn.dialect.name, tenant_id, sorted(str(s) for s in _GONE))
+        out = []
+        for row in self.conn.execute(query).all():
+            if row.workflow not in wanted:
+                continue
+            res = self._result(c, row)
+            if readable is not None and res.sensitivity is not Sensitivity.OTHER and res.sensitivity not in readable:
+                continue
+            out.append(res)
+            if len(out) >= max(1, min(limit, 5000)):
+                break
+        self._record(tenant_id, "patient:result:read", "result", len(out), refs=sorted({x.request_id for x in out}))
+        return out
+
     def work_result(self, tenant_id: str, result_id: str) -> Result:
         """One result with its workflow fields (who entered and validated it)."""
         self._authorise(tenant_id, "patient:result:read")
@@ -622,7 +655,9 @@ class Work(UnitState):
         q = t.request
         req = self.conn.execute(select(q).where(self._tf(q, tenant_id), q.c.request_id == row.request_id)).one()
         pregnant = bool(_clinical_fields(c, req).get("pregnant"))
-        sex, born = self._sex_and_birth(c, tenant_id, row.pseudonym)
+        sex, born = self._sex_and_birth(
+            c, tenant_id, row.pseudonym, self._patient_of_request(c, req.request_id, req.pseudonym, req.patient_enc)
+        )
         collected = self._collected_at(c, tenant_id, row.specimen_id)
         r = t.result
         mine: list[Result] = []
@@ -655,13 +690,14 @@ class Work(UnitState):
             correction=self._was_final(tenant_id, row.result_id),
         )
 
-    def _sex_and_birth(self, c: Any, tenant_id: str, pseudonym: str) -> tuple[str | None, date | None]:
-        """The sex and birth date of the patient behind a pseudonym (the lab's identity key finds
-        the identity; nothing else is opened)."""
+    def _sex_and_birth(self, c: Any, tenant_id: str, pseudonym: str, pid: str | None) -> tuple[str | None, date | None]:
+        """The sex and birth date of the patient behind a pseudonym: ``pid`` when the request holds
+        it sealed, else found by the lab's identity key (trying identities); nothing else is opened."""
         pi = t.patient_identity
-        # A streamed scan (a server-side cursor on PostgreSQL), closed as soon as the patient is found.
-        with closing(iter_tenant_rows(self.conn, "patient_identity", ("patient_id",), tenant_id)) as ids:
-            pid = next((p for (p,) in ids if c.index.pseudonym(p) == pseudonym), None)
+        if pid is None:
+            # A streamed scan (a server-side cursor on PostgreSQL), closed as soon as the patient is found.
+            with closing(iter_tenant_rows(self.conn, "patient_identity", ("patient_id",), tenant_id)) as ids:
+                pid = next((p for (p,) in ids if c.index.pseudonym(p) == pseudonym), None)
         if pid is not None:
             found = self.conn.execute(
                 select(pi.c.patient_id, pi.c.sex_enc, pi.c.birth_date_enc).where(

@@ -193,3 +193,126 @@ def report_hl7(caller: Reader, request: Request, tenant: str, request_id: Id) ->
     with _care(caller, request) as u:
         text = reports.report_oru(u, tenant, request_id)
     return Response(text, media_type="x-application/hl7-v2+er7; charset=utf-8", headers={"cache-control": "no-store"})
+
+
+# -- the catalogue and the auto-validation rules -----------------------------------------------------
+
+
+class TomlIn(_Strict):
+    toml: str = Field(min_length=1, max_length=2_000_000)
+
+
+class CatalogueOut(BaseModel):
+    number: int
+    version: str
+    digest: str
+    tests: int
+    panels: int
+    sections: list[str]
+    loaded_by: str | None
+    loaded_at: datetime | None
+
+
+class RulesOut(BaseModel):
+    number: int
+    version: str
+    digest: str
+    rules: int
+    written_by: str
+    written_at: datetime
+    activated_by: str | None
+    activated_at: datetime | None
+
+
+def _catalogue_out(loaded: Any) -> CatalogueOut:
+    cat = loaded.catalogue
+    return CatalogueOut(
+        number=loaded.number,
+        version=cat.version,
+        digest=cat.digest,
+        tests=len(cat.tests),
+        panels=len(cat.panels),
+        sections=list(cat.sections),
+        loaded_by=loaded.loaded_by,
+        loaded_at=loaded.loaded_at,
+    )
+
+
+def _rules_out(stored: Any) -> RulesOut:
+    return RulesOut(
+        number=stored.number,
+        version=stored.rules.version,
+        digest=stored.rules.digest,
+        rules=len(stored.rules.rules),
+        written_by=stored.written_by,
+        written_at=stored.written_at,
+        activated_by=stored.activated_by,
+        activated_at=stored.activated_at,
+    )
+
+
+@router.get(PREFIX + "/catalogue", response_model=CatalogueOut)
+def catalogue(caller: Reader, request: Request, tenant: str) -> CatalogueOut:
+    """The lab's catalogue in force (number 0: the default one, the lab loaded none)."""
+    from labvault.lab import service
+
+    with _care(caller, request) as u:
+        return _catalogue_out(service.current_catalogue(u, tenant))
+
+
+@router.post(PREFIX + "/catalogue", response_model=CatalogueOut, status_code=201)
+def load_catalogue(caller: SessionOnly, request: Request, tenant: str, body: TomlIn) -> CatalogueOut:
+    """Load a new version of the lab's catalogue (TOML, checked whole; its version string is new)."""
+    from labvault.lab import service
+
+    with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
+        return _catalogue_out(service.load_catalogue(u, tenant, body.toml))
+
+
+@router.get(PREFIX + "/autovalidation-rules", response_model=list[RulesOut])
+def rules(caller: Reader, request: Request, tenant: str) -> list[RulesOut]:
+    """Every stored version of the lab's auto-validation rules, oldest first (activated ones say by whom)."""
+    from labvault.lab import service
+
+    with _care(caller, request) as u:
+        return [_rules_out(r) for r in service.list_rules(u, tenant)]
+
+
+@router.post(PREFIX + "/autovalidation-rules", response_model=RulesOut, status_code=201)
+def write_rules(caller: SessionOnly, request: Request, tenant: str, body: TomlIn) -> RulesOut:
+    """Store a new version of the rules, checked against the lab's catalogue; not in force until activated."""
+    from labvault.lab import service
+
+    with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
+        return _rules_out(service.write_rules(u, tenant, body.toml))
+
+
+@router.post(PREFIX + "/autovalidation-rules/{number}/activate", response_model=RulesOut)
+def activate_rules(
+    caller: SessionOnly, request: Request, tenant: str, number: Annotated[int, Path(ge=1, le=1_000_000)]
+) -> RulesOut:
+    """Put a stored version of the rules in force: a biologist of the lab, named in the record."""
+    from labvault.lab import service
+
+    with gateway(request).unit(caller.principal, Purpose.CARE) as u:
+        return _rules_out(service.activate_rules(u, tenant, number))
+
+
+class DetailsIn(_Strict):
+    address: str | None = Field(default=None, max_length=300)
+    working_hours: str | None = Field(default=None, max_length=100)
+
+
+class DetailsOut(BaseModel):
+    tenant: str
+    name: str
+    address: str
+    working_hours: str
+
+
+@router.put(PREFIX + "/details", response_model=DetailsOut)
+def set_details(caller: SessionOnly, request: Request, tenant: str, body: DetailsIn) -> DetailsOut:
+    """The lab's address (printed on its reports) and opening hours (off-hours monitoring): its lab_admin."""
+    with gateway(request).unit(caller.principal, Purpose.ADMINISTRATION) as u:
+        lab = u.set_lab_details(tenant, address=body.address, working_hours=body.working_hours)
+    return DetailsOut(tenant=lab.id, name=lab.name, address=lab.address, working_hours=lab.working_hours)

@@ -75,6 +75,8 @@ def list_(as_json: bool = typer.Option(False, "--json", help="One JSON object pe
                         "status": t.status,
                         "synthetic": t.synthetic,
                         "timezone": t.timezone,
+                        "address": t.address,
+                        "working_hours": t.working_hours,
                     }
                 )
             )
@@ -90,6 +92,29 @@ def list_(as_json: bool = typer.Option(False, "--json", help="One JSON object pe
             t.created_at.strftime("%Y-%m-%d") if t.created_at else "",
         )
     console.print(table)
+
+
+@app.command("details")
+def details(
+    tenant_id: str = typer.Argument(..., metavar="ID", help="The lab's id."),
+    address: str = typer.Option(None, "--address", help="The lab's postal address, printed on its reports."),
+    hours: str = typer.Option(
+        None, "--hours", help="Opening hours, e.g. 'mon-fri 07:00-19:00; sat 08:00-12:00' (off-hours monitoring)."
+    ),
+    as_email: str = typer.Option(None, "--as", help="The lab's lab_admin. " + AS_OPTION_HELP),
+) -> None:
+    """Show the lab's details, or set them (its lab_admin): address and opening hours."""
+    from labvault.cli.common import acting
+    from labvault.domain.hours import DEFAULT_HOURS
+
+    with acting(as_email, Purpose.ADMINISTRATION) as u:
+        if address is None and hours is None:
+            lab = u.tenant(tenant_id)
+        else:
+            lab = u.set_lab_details(tenant_id, address=address, working_hours=hours)
+    console.print(f"lab       {lab.id}  {lab.name}", highlight=False, markup=False)
+    console.print(f"address   {lab.address or '(not given)'}", highlight=False, markup=False)
+    console.print(f"hours     {lab.working_hours or DEFAULT_HOURS + ' (default)'}", highlight=False, markup=False)
 
 
 INSTRUCTION_HELP = (

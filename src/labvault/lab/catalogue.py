@@ -76,6 +76,18 @@ DELTA_KINDS = ("absolute", "relative")
 REFLEX_WHEN = ("out_of_range", "low", "high", "abnormal")
 SEXES = ("M", "F")
 _CODE = re.compile(r"^[A-Z0-9][A-Z0-9_.-]{0,31}$")
+_SECTION = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+DEFAULT_SECTION = "general"
+# French names of the default catalogue's sections (a lab's own ids are shown as they are).
+SECTION_LABELS = {
+    "biochimie": "Biochimie",
+    "hematologie": "Hématologie",
+    "hemostase": "Hémostase",
+    "immunoanalyse": "Immuno-analyse",
+    "serologie": "Sérologie",
+    "urines": "Urines",
+    DEFAULT_SECTION: "Général",
+}
 _LOINC = re.compile(r"^[0-9]{1,7}-[0-9]$")
 _MAX_TESTS = 5000
 
@@ -139,6 +151,7 @@ class Test:
     normal_values: tuple[str, ...]  # a qualitative test's normal answers ("Négatif")
     calculation: str | None  # a key of CALCULATIONS
     inputs: tuple[tuple[str, str], ...]  # (input name, local code of the test giving it)
+    section: str = DEFAULT_SECTION  # the bench that runs it: worklists are drawn per section
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +195,16 @@ class Catalogue:
 
     def key(self, test: Test) -> tuple[str, str]:
         return (LOINC, test.loinc)
+
+    @property
+    def sections(self) -> tuple[str, ...]:
+        """The sections (benches) the catalogue's tests belong to, in the order they first appear."""
+        return tuple(dict.fromkeys(t.section for t in self.tests))
+
+    def section_of(self, loinc: str) -> str | None:
+        """The section of the test with this LOINC code, or None when the catalogue has no such test."""
+        found = self.by_loinc(loinc)
+        return None if found is None else found.section
 
 
 # -- parsing -----------------------------------------------------------------------------------------
@@ -323,6 +346,7 @@ _TEST_FIELDS = {
     "normal",
     "calculation",
     "inputs",
+    "section",
 }
 
 
@@ -388,6 +412,9 @@ def _test(data: dict[str, Any], index: int) -> Test:
         inputs = tuple(sorted(raw.items()))
     elif "inputs" in data:
         raise w.fail("inputs", "only a calculated test has inputs")
+    section = w.optional(data, "section", required=False) or DEFAULT_SECTION
+    if not _SECTION.match(section):
+        raise w.fail("section", "a section id: lower-case letters, digits, '-' (at most 32)")
     return Test(
         code,
         loinc,
@@ -405,6 +432,7 @@ def _test(data: dict[str, Any], index: int) -> Test:
         normal,
         calculation,
         inputs,
+        section,
     )
 
 

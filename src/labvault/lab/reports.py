@@ -30,7 +30,9 @@ from labvault.domain.report import PreviousResult, Report, ReportStatus
 from labvault.errors import InvalidInput, NotFound
 from labvault.ids import new_id, utcnow
 from labvault.interop import report_out
+from labvault.lab.catalogue import SECTION_LABELS
 from labvault.lab.report import cumulative_pdf, report_from_domain, report_pdf, value_as_written
+from labvault.lab.service import current_catalogue
 from labvault.store import schema as t
 
 if TYPE_CHECKING:
@@ -136,11 +138,14 @@ def _report(
     replaces: datetime | None,
     status: ReportStatus,
 ) -> Report:
+    lab = u.tenant(tenant)
+    cat = current_catalogue(u, tenant).catalogue
     out = report_from_domain(
         report_id=report_id,
         version=version,
-        tenant=u.tenant(tenant),
-        lab_address="",
+        tenant=lab,
+        lab_address=lab.address,
+        sections={t.loinc: SECTION_LABELS.get(t.section, t.section) for t in cat.tests},
         identity=rows.identity,
         request=rows.request,
         specimens=rows.specimens,

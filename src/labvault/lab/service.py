@@ -61,9 +61,12 @@ def _next(u: Unit, tenant_id: str, table: Table) -> int:
 
 def load_catalogue(u: Unit, tenant_id: str, text: str) -> LoadedCatalogue:
     """Store a new version of the lab's catalogue (checked whole first; its version string must be new)."""
+    u.authorise(tenant_id, "catalogue:load")  # refused before the file is even read
     cat = parse_catalogue(text)
-    u.authorise(tenant_id, "catalogue:load")
     u.tenant(tenant_id)
+    # One writer of the lab's versions at a time (two loads at once would both take the same next
+    # number): the lab's trail lock, held to the end of the unit, as an audit appender holds it.
+    u.lock_trail(tenant_id)
     c = t.lab_catalogue
     for row in u.execute(tenant_id, select(c.c.body).where(c.c.tenant_id == tenant_id)).all():
         if parse_catalogue(row.body).version == cat.version:
@@ -99,6 +102,7 @@ def write_rules(u: Unit, tenant_id: str, text: str) -> StoredRules:
     u.authorise(tenant_id, "rules:write")
     cat = current_catalogue(u, tenant_id).catalogue
     rules = parse_rules(text, cat)
+    u.lock_trail(tenant_id)  # one writer of the lab's versions at a time (see load_catalogue)
     r = t.autovalidation_rules
     for row in u.execute(tenant_id, select(r.c.body).where(r.c.tenant_id == tenant_id)).all():
         if parse_rules(row.body).version == rules.version:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,24 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import BigInteger, Connection, DateTime, Engine, Integer, LargeBinary, Table, create_engine, event
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    DateTime,
+    Engine,
+    Integer,
+    LargeBinary,
+    Table,
+    TextClause,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.types import TypeEngine
 
 from labvault.errors import ConfigError, NotInitialised, SchemaOutdated, StoreError
+from labvault.store.schema import WAITING_SQL
 
 _REVISIONS = Path(__file__).parent / "revisions"
 
@@ -218,3 +232,18 @@ def iter_tenant_rows(
         sql = f"SELECT {cols} FROM {table} WHERE tenant_id = ?" + (f" ORDER BY {', '.join(order)}" if order else "")
         cur = raw.cursor()
     yield from _fetch(cur, sql, (tenant_id,), batch)
+
+
+def waiting_results_query(dialect: str, tenant_id: str, gone: Sequence[str]) -> TextClause:
+    """A lab's results waiting in its workflow (``schema.WAITING_SQL``), not cancelled (``gone``:
+    the statuses left out), oldest request first. The partial index's condition is written out
+    (SQLite and PostgreSQL use a partial index only for a query that implies it, which bound
+    parameters do not show) and on SQLite the index is named: without statistics its planner would
+    rather walk the lab's primary key. Statuses are the code's own constants; the lab is bound."""
+    if not all(re.fullmatch(r"[a-z-]+", g) for g in gone):
+        raise ValueError("statuses are lower-case words")
+    hint = " INDEXED BY ix_result_waiting" if dialect == "sqlite" else ""
+    left_out = ", ".join(f"'{g}'" for g in gone)
+    sql = "SELECT * FROM result" + hint + " WHERE tenant_id = :tenant AND " + WAITING_SQL
+    sql += f" AND status NOT IN ({left_out}) ORDER BY request_id, result_id"
+    return text(sql).bindparams(tenant=tenant_id)

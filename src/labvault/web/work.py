@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -38,7 +39,7 @@ from labvault.domain.report import PreviousResult
 from labvault.errors import AccessDenied, InvalidInput, LabvaultError, NotFound
 from labvault.ids import stored_utc, utcnow
 from labvault.lab import reports, work
-from labvault.lab.catalogue import Catalogue
+from labvault.lab.catalogue import DEFAULT_SECTION, SECTION_LABELS, Catalogue
 from labvault.lab.report import report_from_domain, report_pdf, value_as_written
 from labvault.lab.service import current_catalogue
 from labvault.web.errors import refuse
@@ -441,19 +442,22 @@ def _lang(request: Request) -> str:
 def _waiting(u: Any, lab: str, states: Sequence[Workflow]) -> list[Result]:
     """The lab's results standing at one of ``states`` (read through the gateway, audited as a
     read of the lab's results), oldest request first."""
-    out = [
-        r
-        for r in u.iter_results(lab)
-        if r.workflow in states and r.status not in (ResultStatus.CANCELLED, ResultStatus.ENTERED_IN_ERROR)
-    ]
+    out: list[Result] = u.waiting_results(lab, states, limit=_MAX_ROWS)
     out.sort(key=lambda r: (r.request_id, r.code))
-    return out[:_MAX_ROWS]
+    return out
 
 
 def _worklist_page(request: Request, principal: Principal, lab: str, error: str | None, status: int) -> HTMLResponse:
     test = request.query_params.get("test", "").strip()[:40]
+    section = request.query_params.get("section", "").strip()[:32]
     with gateway(request).unit(principal, Purpose.CARE) as u:
         waiting = _waiting(u, lab, WAITING)
+        cat = current_catalogue(u, lab).catalogue
+    # Each result's section (bench) from the lab's catalogue; a test the catalogue lacks is "general".
+    where = {r.result_id: cat.section_of(r.code) or DEFAULT_SECTION for r in waiting}
+    sections = [(s, SECTION_LABELS.get(s, s)) for s in dict.fromkeys([*cat.sections, *where.values()])]
+    if section:
+        waiting = [r for r in waiting if where[r.result_id] == section]
     tests = sorted({(r.code, r.label) for r in waiting})
     rows = [_line(r, request) for r in waiting if not test or r.code == test]
     groups: dict[str, list[_Line]] = defaultdict(list)
@@ -465,6 +469,9 @@ def _worklist_page(request: Request, principal: Principal, lab: str, error: str 
         status,
         tests=tests,
         test=test,
+        sections=sections,
+        section=section,
+        query=_query(test, section),
         ordered=groups.get(Workflow.ORDERED.value, []),
         entered=groups.get(Workflow.ENTERED.value, []),
         technical=groups.get(Workflow.TECHNICAL.value, []),
@@ -481,9 +488,16 @@ def worklist(request: Request, caller: Viewer) -> HTMLResponse:
     return _worklist_page(request, principal, lab, None, 200)
 
 
+def _query(test: str, section: str) -> str:
+    """The worklist's filters, for a form's action or a redirect (``&``-joined, URL-encoded)."""
+    return urlencode([(k, v) for k, v in (("test", test), ("section", section)) if v])
+
+
 def _back(request: Request, path: str, done: str) -> RedirectResponse:
     test = request.query_params.get("test", "").strip()[:40]
-    return RedirectResponse(f"{path}?done={done}" + (f"&test={test}" if test else ""), status_code=303)
+    section = request.query_params.get("section", "").strip()[:32]
+    extra = _query(test, section)
+    return RedirectResponse(f"{path}?done={done}" + (f"&{extra}" if extra else ""), status_code=303)
 
 
 @router.post("/work/worklist/enter")
