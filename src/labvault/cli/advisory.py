@@ -61,9 +61,7 @@ def _print(a: Advisory, *, text: bool = False) -> None:
 
 @app.command("add")
 def add(
-    source: str = typer.Option(
-        ..., "--source", help="anssi, cert, lab-it, researcher, press, police, employee, other."
-    ),
+    source: str = typer.Option(..., "--source", help="anssi, cert, lab-it, researcher, press, police, employee/other."),
     severity: str = typer.Option(..., "--severity", help="low, medium, high, critical (sets the default deadline)."),
     owner: str = typer.Option(..., "--owner", help="The vendor account answering it (id or e-mail)."),
     summary_file: str = typer.Option(..., "--summary-file", help=TEXT_HELP),
