@@ -94,6 +94,11 @@ def day_bounds(day: date, zone: str) -> tuple[datetime, datetime]:
     return start.astimezone(UTC), end.astimezone(UTC)
 
 
+def today(u: Unit, tenant_id: str) -> date:
+    """The lab's day now, in its own time zone (the page's default: the day so far)."""
+    return datetime.now(ZoneInfo(u.tenant(tenant_id).timezone or "Europe/Paris")).date()
+
+
 def digest(u: Unit, tenant_id: str, day: date | None = None) -> Digest:
     """G5, H1: the lab's accesses of ``day`` (its own time zone; yesterday by default), explained or
     not. The lab's lab_admin or lab_dpo only (``access:review``); the review is audited."""
