@@ -134,6 +134,7 @@ def world(api, bio_a, support) -> World:
         "instruction_id": planned.instruction_id,
         "migration_id": planned.migration_id,
         "queue_id": "no-such-queued-message",
+        "advisory_id": "no-such-advisory",
     }
     return World(ids, bodies)
 
