@@ -43,6 +43,8 @@ def is_page(template: str) -> bool:
 
 # Plausible bodies, so that a 401 is not a side effect of a body the route would reject anyway.
 BODIES = {
+    ("POST", "/api/v1/advisories"): {"source": "anssi", "severity": "high", "owner": "x", "summary": "s"},
+    ("POST", "/api/v1/advisories/{advisory_id}/assess"): {"breach": "no", "reasoning": "r", "notify_labs": False},
     ("POST", "/api/v1/tokens"): {"scopes": ["read"], "days": 1},
     ("POST", "/api/v1/tenants/{tenant}/grants"): {
         "ticket": "SUP-1",
@@ -137,6 +139,7 @@ def lab_a_ids(api, bio_a, support):
         "quarantine_id": "no-such-quarantined-message",
         "signer_id": signer_id,
         "number": "1",
+        "advisory_id": "no-such-advisory",
     }
 
 

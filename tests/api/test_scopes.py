@@ -135,6 +135,7 @@ def world(api, bio_a, support) -> World:
         "migration_id": planned.migration_id,
         "queue_id": "no-such-queued-message",
         "number": "1",
+        "advisory_id": "no-such-advisory",
     }
     return World(ids, bodies)
 

@@ -30,6 +30,7 @@ from labvault.access.advisories import Advisories
 from labvault.access.alerts import Alerts
 from labvault.access.authorisation import Authorisation
 from labvault.access.canaries import Canaries
+from labvault.access.explain import Explain
 from labvault.access.principal import Principal, Purpose
 from labvault.access.records import ENCRYPTED, Records
 from labvault.access.rotation import Rotation, rotate_keys
@@ -176,7 +177,7 @@ class Gateway:
         )
 
 
-class Unit(Authorisation, AuditAppend, Tenants, Records, Rotation, Work, Watch, Alerts, Canaries, Advisories):
+class Unit(Authorisation, AuditAppend, Tenants, Records, Rotation, Work, Watch, Alerts, Canaries, Advisories, Explain):
     """One unit of work for one principal and purpose.
 
     Every operation on personal data (and every refusal) is audited; reads of a lab's own

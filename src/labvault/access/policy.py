@@ -113,7 +113,7 @@ TECHNICIAN_REPORTS = REPORT_WORK - {"report:issue"}
 # its alerts and signed checkpoints go), plant canaries and review the accesses its relations do
 # not explain; the vendor's security officer answers the platform's alerts and outside reports.
 ALERT_WORK = frozenset({"alert:read", "alert:ack", "alert:resolve"})
-LAB_MONITORING = ALERT_WORK | {"channel:manage", "canary:seed", "canary:list", "access:review"}
+LAB_MONITORING = ALERT_WORK | {"channel:manage", "canary:seed", "canary:list", "access:review", "advisory:notice"}
 ADVISORY_WORK = frozenset({"advisory:read", "advisory:manage"})
 
 POLICY: dict[Role, frozenset[str]] = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from labvault.cli import (
+    advisory,
     audit,
     bench,
     catalogue,
@@ -57,6 +58,7 @@ app.add_typer(catalogue.rules_app, name="rules")
 app.add_typer(work.request_app, name="request")
 app.add_typer(work.specimen_app, name="specimen")
 app.add_typer(work.result_app, name="result")
+app.add_typer(advisory.app, name="advisory")
 app.command("export")(migrate.export)
 app.command("ingest")(ingest.ingest)
 app.command("mllp")(mllp.mllp)

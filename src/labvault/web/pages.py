@@ -76,11 +76,13 @@ NAV: list[tuple[str, str, frozenset[str]]] = [
     ("/dpo/audit", "Journal d'accès", frozenset({"lab_dpo", "lab_admin"})),
     ("/dpo/patient-access", "Accès à un patient", frozenset({"lab_dpo", "lab_admin"})),
     ("/dpo/chain", "Intégrité du journal", frozenset({"lab_dpo", "lab_admin"})),
+    ("/dpo/accesses", "Accès à expliquer", frozenset({"lab_dpo", "lab_admin"})),
     ("/lab/migrations", "Migrations du laboratoire", frozenset({"lab_admin", "lab_dpo"})),
     ("/lab/instructions", "Instructions", frozenset({"lab_admin", "lab_dpo"})),
     ("/lab/signers", "Signataires", frozenset({"lab_admin", "lab_dpo"})),
     ("/vendor/migrations", "Migrations", frozenset({"operator", "platform_admin"})),
     ("/vendor/security", "Sécurité", frozenset({"security_officer", "platform_admin"})),
+    ("/security/advisories", "Signalements extérieurs", frozenset({"security_officer", "platform_admin"})),
 ]
 
 
