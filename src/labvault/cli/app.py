@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from labvault.cli import (
+    alerts,
     audit,
     bench,
     catalogue,
@@ -57,6 +58,8 @@ app.add_typer(catalogue.rules_app, name="rules")
 app.add_typer(work.request_app, name="request")
 app.add_typer(work.specimen_app, name="specimen")
 app.add_typer(work.result_app, name="result")
+app.add_typer(alerts.app, name="alerts")
+app.add_typer(alerts.channel_app, name="channel")
 app.command("export")(migrate.export)
 app.command("ingest")(ingest.ingest)
 app.command("mllp")(mllp.mllp)
