@@ -56,9 +56,7 @@ def show(
     with acting(as_email, Purpose.MONITORING) as u:
         h = alerts.history(u, alert_id)
     print(
-        json.dumps(
-            {**h.alert.public(), "deliveries": [d.public() for d in h.deliveries]}, ensure_ascii=False, indent=2
-        )
+        json.dumps({**h.alert.public(), "deliveries": [d.public() for d in h.deliveries]}, ensure_ascii=False, indent=2)
     )
 
 
@@ -115,7 +113,9 @@ def channel_add(
 ) -> None:
     """Add a channel; a webhook's signing key is printed once (keep it: it verifies each call)."""
     with acting(as_email, Purpose.MONITORING) as u:
-        ch, secret = u.add_channel(tenant, kind=kind, target=target, level=level, min_severity=min_severity, at=utcnow())
+        ch, secret = u.add_channel(
+            tenant, kind=kind, target=target, level=level, min_severity=min_severity, at=utcnow()
+        )
     print(json.dumps(ch.public(), ensure_ascii=False))
     if secret is not None:
         console.print(f"signing key (shown once): {secret}", highlight=False, markup=False)
