@@ -78,6 +78,7 @@ BODIES = {
     ("POST", "/api/v1/tenants/{tenant}/specimens/{specimen_id}/reject"): {"nonconformity": "haemolysed"},
     ("POST", "/api/v1/tenants/{tenant}/results/{result_id}/value"): {"value": "4.2"},
     ("POST", "/api/v1/tenants/{tenant}/results/validate"): {"ids": ["r1"], "level": "technical"},
+    ("POST", "/api/v1/alerts/{alert_id}/resolve"): {"reason": "known cause"},
 }
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
 
@@ -133,6 +134,8 @@ def lab_a_ids(api, bio_a, support):
         "queue_id": "no-such-queued-message",
         "quarantine_id": "no-such-quarantined-message",
         "signer_id": signer_id,
+        "alert_id": "no-such-alert",
+        "channel_id": "no-such-channel",
     }
 
 

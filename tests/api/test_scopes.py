@@ -45,6 +45,8 @@ PAGE_STEP_UP_ROUTES = frozenset(
         ("POST", "/lab/instructions/receive"),
         ("POST", "/lab/signers/add"),
         ("POST", "/lab/signers/{signer_id}/revoke"),
+        ("POST", "/alerts/channels/add"),
+        ("POST", "/alerts/channels/{channel_id}/remove"),
     }
 )
 SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -134,6 +136,7 @@ def world(api, bio_a, support) -> World:
         "instruction_id": planned.instruction_id,
         "migration_id": planned.migration_id,
         "queue_id": "no-such-queued-message",
+        "alert_id": "no-such-alert",
     }
     return World(ids, bodies)
 

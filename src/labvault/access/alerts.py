@@ -25,7 +25,6 @@ platform key (as accounts' TOTP secrets are), bound to the channel's id.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +34,7 @@ from sqlalchemy import insert, select, update
 
 from labvault.access.state import UnitState
 from labvault.crypto.keys import PLATFORM
+from labvault.crypto.tokens import new_token
 from labvault.errors import InvalidInput, NotFound
 from labvault.ids import new_id, stored_utc
 from labvault.store import schema as t
@@ -468,7 +468,7 @@ class Alerts(UnitState):
             raise InvalidInput("a channel needs a target (an address, a URL or host:port), 500 characters at most")
         self._authorise_channels(tenant_id)
         channel_id = new_id()
-        secret = secrets.token_urlsafe(32) if kind == "webhook" else None
+        secret = new_token() if kind == "webhook" else None
         wrapped = (
             None
             if secret is None

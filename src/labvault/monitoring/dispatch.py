@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from labvault.access.alerts import Alert, Delivery, channel_of_ref
 from labvault.access.principal import Purpose
@@ -35,7 +35,15 @@ from labvault.monitoring import notify
 if TYPE_CHECKING:
     from labvault.access.gateway import Gateway, Unit
     from labvault.access.principal import Principal
-    from labvault.runtime import Runtime
+
+
+class Runtime(Protocol):
+    """What ``run_once`` needs of ``labvault.runtime.Runtime``: its gateway, operator, settings."""
+
+    gateway: Gateway
+    operator: Principal
+    settings: Settings
+
 
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_MAX = timedelta(hours=1)

@@ -19,8 +19,6 @@ carries the alert's id, rule, severity, lab and level (a checkpoint's lab, index
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import smtplib
 import socket
@@ -34,6 +32,7 @@ from email.utils import make_msgid
 from typing import Any
 
 from labvault.config import Settings
+from labvault.crypto import webhooks
 
 SD_ID = "labvault@32473"  # 32473: the private enterprise number RFC 5612 reserves for documentation
 FACILITY = 13  # log audit
@@ -67,12 +66,12 @@ class Message:
 
 def sign(key: bytes, timestamp: str, body: bytes) -> str:
     """``sha256=<hex>``: HMAC-SHA256 over ``timestamp + "." + body`` with the channel's key."""
-    return "sha256=" + hmac.new(key, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return webhooks.sign(key, timestamp, body)
 
 
 def verify(key: bytes, timestamp: str, body: bytes, signature: str) -> bool:
     """What a receiver does (constant-time comparison)."""
-    return hmac.compare_digest(sign(key, timestamp, body), signature)
+    return webhooks.valid(key, timestamp, body, signature)
 
 
 def send_email(settings: Settings, to: str, message: Message) -> None:

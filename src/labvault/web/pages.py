@@ -81,6 +81,7 @@ NAV: list[tuple[str, str, frozenset[str]]] = [
     ("/lab/signers", "Signataires", frozenset({"lab_admin", "lab_dpo"})),
     ("/vendor/migrations", "Migrations", frozenset({"operator", "platform_admin"})),
     ("/vendor/security", "Sécurité", frozenset({"security_officer", "platform_admin"})),
+    ("/alerts", "Alertes", frozenset({"lab_admin", "lab_dpo", "security_officer", "platform_admin"})),
 ]
 
 
