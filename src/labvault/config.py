@@ -22,7 +22,16 @@ _KEYS = {
     "pkcs11_pin": "LABVAULT_PKCS11_PIN",
     "test_mode": "LABVAULT_TEST_MODE",
     "public_base_url": "LABVAULT_PUBLIC_BASE_URL",
+    # Alerts (labvault.monitoring.notify): the SMTP relay e-mails go through, and the
+    # acknowledgement deadlines by severity (``critical=15,high=60,medium=240,low=1440``, minutes).
+    "smtp_host": "LABVAULT_SMTP_HOST",
+    "smtp_port": "LABVAULT_SMTP_PORT",
+    "smtp_from": "LABVAULT_SMTP_FROM",
+    "smtp_starttls": "LABVAULT_SMTP_STARTTLS",
+    "smtp_user": "LABVAULT_SMTP_USER",
+    "alert_ack_minutes": "LABVAULT_ALERT_ACK_MINUTES",
 }
+_BOOLS = ("1", "true", "yes", "0", "false", "no", "")
 DEFAULT_PUBLIC_BASE_URL = "http://127.0.0.1:8000"  # what `labvault serve` listens on by default
 # scheme://host[:port][/path]: no user info, query, fragment or whitespace
 _BASE_URL = re.compile(
@@ -45,6 +54,16 @@ class Settings:
     # The address clients reach the API at: every link the API writes (FHIR fullUrl, Bundle.link) is
     # built on it, never on the Host header of a request (which a client chooses).
     public_base_url: str = DEFAULT_PUBLIC_BASE_URL
+    # Alerts by e-mail: the relay (none: e-mail channels fail and are retried), the sender,
+    # STARTTLS before anything is sent, and an account on the relay (its password from
+    # LABVAULT_SMTP_PASSWORD only, never from the TOML file).
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "labvault@localhost"
+    smtp_starttls: bool = False
+    smtp_user: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    alert_ack_minutes: str | None = None
 
     @property
     def keyring_path(self) -> Path:
@@ -84,6 +103,8 @@ class Settings:
                 values[attr] = env[var]
         if env.get("LABVAULT_PASSPHRASE"):
             values["passphrase"] = env["LABVAULT_PASSPHRASE"]
+        if env.get("LABVAULT_SMTP_PASSWORD"):
+            values["smtp_password"] = env["LABVAULT_SMTP_PASSWORD"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         mode = values.get("test_mode", False)
         if isinstance(mode, str):
@@ -92,6 +113,21 @@ class Settings:
             values["test_mode"] = mode.strip().lower() in ("1", "true", "yes")
         elif not isinstance(mode, bool):
             raise ConfigError("test_mode must be true or false")
+        starttls = values.get("smtp_starttls", False)
+        if isinstance(starttls, str):
+            if starttls.strip().lower() not in _BOOLS:
+                raise ConfigError("LABVAULT_SMTP_STARTTLS must be 1/true/yes or 0/false/no")
+            values["smtp_starttls"] = starttls.strip().lower() in ("1", "true", "yes")
+        elif not isinstance(starttls, bool):
+            raise ConfigError("smtp_starttls must be true or false")
+        if "smtp_port" in values:
+            try:
+                port = int(str(values["smtp_port"]))
+            except ValueError:
+                raise ConfigError("LABVAULT_SMTP_PORT must be a port number") from None
+            if not 1 <= port <= 65535:
+                raise ConfigError("LABVAULT_SMTP_PORT must be a port number")
+            values["smtp_port"] = port
         if values.get("key_provider", "local") not in ("local", "pkcs11"):
             raise ConfigError("LABVAULT_KEY_PROVIDER must be 'local' or 'pkcs11'")
         if "public_base_url" in values:

@@ -83,6 +83,7 @@ BODIES = {
     ("POST", "/api/v1/tenants/{tenant}/catalogue"): {"toml": 'version = "x"'},
     ("POST", "/api/v1/tenants/{tenant}/autovalidation-rules"): {"toml": 'version = "x"'},
     ("PUT", "/api/v1/tenants/{tenant}/details"): {"address": "1 rue X"},
+    ("POST", "/api/v1/alerts/{alert_id}/resolve"): {"reason": "known cause"},
 }
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
 
@@ -140,6 +141,8 @@ def lab_a_ids(api, bio_a, support):
         "signer_id": signer_id,
         "number": "1",
         "advisory_id": "no-such-advisory",
+        "alert_id": "no-such-alert",
+        "channel_id": "no-such-channel",
     }
 
 

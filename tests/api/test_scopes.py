@@ -45,6 +45,8 @@ PAGE_STEP_UP_ROUTES = frozenset(
         ("POST", "/lab/instructions/receive"),
         ("POST", "/lab/signers/add"),
         ("POST", "/lab/signers/{signer_id}/revoke"),
+        ("POST", "/alerts/channels/add"),
+        ("POST", "/alerts/channels/{channel_id}/remove"),
     }
 )
 SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -136,6 +138,7 @@ def world(api, bio_a, support) -> World:
         "queue_id": "no-such-queued-message",
         "number": "1",
         "advisory_id": "no-such-advisory",
+        "alert_id": "no-such-alert",
     }
     return World(ids, bodies)
 

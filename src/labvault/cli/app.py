@@ -6,6 +6,7 @@ import typer
 
 from labvault.cli import (
     advisory,
+    alerts,
     audit,
     bench,
     catalogue,
@@ -59,6 +60,8 @@ app.add_typer(work.request_app, name="request")
 app.add_typer(work.specimen_app, name="specimen")
 app.add_typer(work.result_app, name="result")
 app.add_typer(advisory.app, name="advisory")
+app.add_typer(alerts.app, name="alerts")
+app.add_typer(alerts.channel_app, name="channel")
 app.command("export")(migrate.export)
 app.command("ingest")(ingest.ingest)
 app.command("mllp")(mllp.mllp)

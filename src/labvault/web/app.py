@@ -9,10 +9,19 @@ from fastapi import FastAPI
 from labvault.api import create_app as api_app
 from labvault.api.deps import check_declared
 from labvault.config import Settings
-from labvault.web import admin, advisories, dpo, lab, pages, staff, vendor, work
+from labvault.web import admin, advisories, alerts, dpo, lab, pages, staff, vendor, work
 
 # The parts of the interface beyond sign-in and the patient pages, each its own router.
-ROUTERS: list = [admin.router, advisories.router, dpo.router, lab.router, staff.router, vendor.router, work.router]
+ROUTERS: list = [
+    admin.router,
+    advisories.router,
+    alerts.router,
+    dpo.router,
+    lab.router,
+    staff.router,
+    vendor.router,
+    work.router,
+]
 
 
 def create_app(settings: Settings | None = None, *, runtime: Any = None) -> FastAPI:

@@ -83,6 +83,7 @@ NAV: list[tuple[str, str, frozenset[str]]] = [
     ("/vendor/migrations", "Migrations", frozenset({"operator", "platform_admin"})),
     ("/vendor/security", "Sécurité", frozenset({"security_officer", "platform_admin"})),
     ("/security/advisories", "Signalements extérieurs", frozenset({"security_officer", "platform_admin"})),
+    ("/alerts", "Alertes", frozenset({"lab_admin", "lab_dpo", "security_officer", "platform_admin"})),
 ]
 
 

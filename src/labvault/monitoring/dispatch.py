@@ -1,0 +1,214 @@
+"""The dispatcher (H1, G4): one pass sends what is due, escalates what nobody acknowledged, and
+pushes each lab's new signed audit checkpoints to that lab's own channels.
+
+``run_once`` runs as the platform's operator account (``monitor:run``, ``Purpose.MONITORING``):
+
+1. ``escalate``: open alerts past their acknowledgement deadline go up one on-call level and are
+   queued to that level's channels (``labvault.monitoring.alerts.escalate``);
+2. checkpoints: each lab's ``audit_checkpoint`` rows past its ``checkpoints`` cursor
+   (``monitor_cursor``) are queued to every active channel of that lab, and the cursor moves to
+   the last one queued (a lab with no channel keeps its cursor: its checkpoints go out once it
+   adds one). The lab keeps them outside the vendor's reach;
+3. deliveries due (``alert_delivery.next_at`` passed, not delivered) are sent, outside any
+   database transaction; a failure is retried with exponential backoff (``BACKOFF_BASE`` times
+   2 to the power of the attempts made, at most ``BACKOFF_MAX``), given up after ``MAX_ATTEMPTS``.
+
+Messages carry references only: the alert's stored ids, rule, severity, counts, sequence numbers
+and times (never its acknowledgement or resolution reason, typed by someone), or a checkpoint's
+signed body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from labvault.access.alerts import Alert, Delivery, channel_of_ref
+from labvault.access.principal import Purpose
+from labvault.config import Settings
+from labvault.errors import LabvaultError
+from labvault.ids import utcnow
+from labvault.monitoring import alerts as alerting
+from labvault.monitoring import notify
+
+if TYPE_CHECKING:
+    from labvault.access.gateway import Gateway, Unit
+    from labvault.access.principal import Principal
+
+
+class Runtime(Protocol):
+    """What ``run_once`` needs of ``labvault.runtime.Runtime``: its gateway, operator, settings."""
+
+    gateway: Gateway
+    operator: Principal
+    settings: Settings
+
+
+BACKOFF_BASE = timedelta(seconds=30)
+BACKOFF_MAX = timedelta(hours=1)
+MAX_ATTEMPTS = 10
+CONSUMER = "checkpoints"
+
+
+def backoff(attempts: int) -> timedelta:
+    """The wait before the next try, after ``attempts`` failed ones (1, 2, ...): 30 s, 60 s, 120 s ..."""
+    return min(BACKOFF_BASE * (2 ** max(0, attempts - 1)), BACKOFF_MAX)
+
+
+def alert_message(a: Alert, delivery_id: str) -> notify.Message:
+    def iso(v: datetime | None) -> str | None:
+        return None if v is None else v.isoformat()
+
+    payload = {
+        "type": "alert",
+        "alert_id": a.alert_id,
+        "tenant": a.tenant_id,
+        "rule": a.rule_id,
+        "severity": a.severity,
+        "state": a.state,
+        "title": a.title,
+        "level": a.level,
+        "event_count": a.event_count,
+        "first_seq": a.first_seq,
+        "last_seq": a.last_seq,
+        "first_at": iso(a.first_at),
+        "last_at": iso(a.last_at),
+        "opened_at": iso(a.opened_at),
+        "ack_due": iso(a.ack_due),
+        "refs": list(a.refs),
+        "delivery_id": delivery_id,
+    }
+    return notify.Message(
+        kind="alert",
+        delivery_id=delivery_id,
+        subject=f"[Labvault] {a.severity.upper()} {a.rule_id} ({a.tenant_id}, level {a.level}): {a.title}",
+        severity=a.severity,
+        payload=payload,
+        sd={
+            "alert_id": a.alert_id,
+            "rule": a.rule_id,
+            "severity": a.severity,
+            "tenant": a.tenant_id,
+            "level": str(a.level),
+        },
+    )
+
+
+def checkpoint_message(tenant_id: str, record: dict[str, Any], delivery_id: str) -> notify.Message:
+    body = record["body"]
+    return notify.Message(
+        kind="checkpoint",
+        delivery_id=delivery_id,
+        subject=f"[Labvault] signed audit checkpoint {body.get('index')} of lab {tenant_id}",
+        severity="info",
+        payload={"type": "checkpoint", "tenant": tenant_id, "delivery_id": delivery_id, "checkpoint": record},
+        sd={
+            "tenant": tenant_id,
+            "index": str(body.get("index")),
+            "size": str(body.get("size")),
+            "root": str(body.get("root")),
+        },
+    )
+
+
+def push_checkpoints(u: Unit, now: datetime) -> int:
+    """Queue each lab's new signed checkpoints to all its active channels; how many queued."""
+    queued = 0
+    for lab in u.list_tenants():
+        _, records = u.checkpoints_after(lab.id, CONSUMER)
+        if not records:
+            continue
+        channels = u.delivery_channels(lab.id)
+        if not channels:
+            continue
+        for record in records:
+            u.queue_deliveries(
+                lab.id, kind="checkpoint", subject_id=str(record["size"]), level=1, channels=channels, at=now
+            )
+            queued += 1
+        u.move_cursor(lab.id, CONSUMER, records[-1]["size"], now)
+    return queued
+
+
+@dataclass
+class _Job:
+    delivery: Delivery
+    kind: str | None = None
+    target: str | None = None
+    key: bytes | None = None
+    message: notify.Message | None = None
+    error: str | None = None  # set when the message could not even be built (a channel removed)
+
+
+def _prepare(u: Unit, d: Delivery) -> _Job:
+    owner, channel_id = channel_of_ref(d.tenant_id, d.channel_id)
+    try:
+        channel, key = u.channel_for_delivery(owner, channel_id)
+    except LabvaultError:
+        return _Job(d, error="channel unknown")
+    if not channel.active:
+        return _Job(d, error="channel removed")
+    if d.kind == "alert":
+        message = alert_message(u.alert_for_delivery(d.tenant_id, d.subject_id), d.delivery_id)
+    elif d.kind == "checkpoint":
+        message = checkpoint_message(d.tenant_id, u.checkpoint_record(d.tenant_id, int(d.subject_id)), d.delivery_id)
+    else:
+        return _Job(d, error=f"no sender for '{d.kind}' deliveries")
+    return _Job(d, channel.kind, channel.target, key, message)
+
+
+def _source(
+    source: Runtime | Gateway, principal: Principal | None, settings: Settings | None
+) -> tuple[Gateway, Principal, Settings]:
+    from labvault.access.gateway import Gateway
+
+    if isinstance(source, Gateway):
+        return source, principal or source.platform_operator(), settings or Settings.from_env()
+    return source.gateway, principal or source.operator, settings or source.settings
+
+
+def run_once(
+    source: Runtime | Gateway,
+    now: datetime | None = None,
+    *,
+    principal: Principal | None = None,
+    settings: Settings | None = None,
+) -> dict[str, int]:
+    """One pass (see the module's docstring), as ``principal`` (by default the runtime's operator).
+    Counts: ``escalated``, ``checkpoints`` (queued), ``sent``, ``failed``, ``given_up``."""
+    gw, who, cfg = _source(source, principal, settings)
+    now = now or utcnow()
+    deadlines = alerting.ack_deadlines(cfg.alert_ack_minutes)
+    with gw.unit(who, Purpose.MONITORING) as u:
+        escalated = alerting.escalate(u, now, deadlines=deadlines)
+        pushed = push_checkpoints(u, now)
+    with gw.unit(who, Purpose.MONITORING) as u:
+        jobs = [_prepare(u, d) for d in u.due_deliveries(now)]
+    for job in jobs:  # the network, outside any transaction
+        if job.error is not None or job.message is None or job.kind is None or job.target is None:
+            continue
+        try:
+            notify.send(cfg, job.kind, job.target, job.key, job.message, now=now)
+        except notify.DeliveryFailed as exc:
+            job.error = str(exc)
+    counts = {"escalated": len(escalated), "checkpoints": pushed, "sent": 0, "failed": 0, "given_up": 0}
+    if not jobs:
+        return counts
+    with gw.unit(who, Purpose.MONITORING) as u:
+        for job in jobs:
+            d = job.delivery
+            attempts = d.attempts + 1
+            if job.error is None:
+                u.delivery_done(
+                    d.tenant_id, d.delivery_id, attempts=attempts, delivered_at=now, next_at=None, error=None
+                )
+                counts["sent"] += 1
+                continue
+            final = job.message is None or attempts >= MAX_ATTEMPTS
+            next_at = None if final else now + backoff(attempts)
+            u.delivery_done(
+                d.tenant_id, d.delivery_id, attempts=attempts, delivered_at=None, next_at=next_at, error=job.error
+            )
+            counts["given_up" if final else "failed"] += 1
+    return counts
