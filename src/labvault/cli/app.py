@@ -18,6 +18,7 @@ from labvault.cli import (
     keys,
     migrate,
     mllp,
+    monitor,
     patient,
     retention,
     serve,
@@ -57,6 +58,7 @@ app.add_typer(catalogue.rules_app, name="rules")
 app.add_typer(work.request_app, name="request")
 app.add_typer(work.specimen_app, name="specimen")
 app.add_typer(work.result_app, name="result")
+app.add_typer(monitor.app, name="monitor")
 app.command("export")(migrate.export)
 app.command("ingest")(ingest.ingest)
 app.command("mllp")(mllp.mllp)
