@@ -43,8 +43,17 @@ def run(
         if once:
             findings = consumer.drain() + consumer.sweep()
             for f in findings:
-                print(json.dumps({"rule": f.rule_id, "lab": f.tenant_id, "severity": f.severity.value,
-                                  "group": f.group, "events": f.event_count}))
+                print(
+                    json.dumps(
+                        {
+                            "rule": f.rule_id,
+                            "lab": f.tenant_id,
+                            "severity": f.severity.value,
+                            "group": f.group,
+                            "events": f.event_count,
+                        }
+                    )
+                )
             print(json.dumps({"findings": len(findings), "events": consumer.engine.events_seen}))
             return
         print(f"watching the audit stream: {len(rules)} rules, a poll every {interval:g} s", flush=True)

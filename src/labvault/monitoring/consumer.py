@@ -125,6 +125,15 @@ class Consumer:
         Returns the findings handed to the sink."""
         if not self.started:
             self.start()
+        try:
+            return self._poll()
+        except BaseException:
+            # Nothing of this round committed: the windows are rebuilt from the committed cursors.
+            self.started = False
+            self.engine = Engine(self.rules)
+            raise
+
+    def _poll(self) -> list[Finding]:
         with self.gateway.unit(self.principal, Purpose.MONITORING) as u:
             labs = self._labs(u)
             cursors = u.monitor_cursors(self.consumer)
@@ -188,12 +197,10 @@ class Consumer:
                 if began >= next_sweep:
                     self.sweep()
                     next_sweep = began + sweep_every
-            except Exception as exc:  # noqa: BLE001 - reported by the caller; the next round tries again
+            except Exception as exc:  # reported by the caller; the next round tries again
                 if on_error is None:
                     raise
                 on_error(exc)
-                self.started = False  # rebuild the windows from the committed cursors
-                self.engine = Engine(self.rules)
             time.sleep(max(0.0, interval - (time.monotonic() - began)))
 
 

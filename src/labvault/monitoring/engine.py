@@ -133,9 +133,7 @@ class Engine:
             vendor, lab = self._kinds(ev.actor_roles)
             if not (vendor if s.roles == "vendor" else lab):
                 return False
-        if s.not_actor and any(
-            ev.actor.startswith(p[:-1]) if p.endswith("*") else ev.actor == p for p in s.not_actor
-        ):
+        if s.not_actor and any(ev.actor.startswith(p[:-1]) if p.endswith("*") else ev.actor == p for p in s.not_actor):
             return False
         return not (s.off_hours and self.is_open(ev.tenant_id, ev.at))
 

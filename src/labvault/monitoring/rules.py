@@ -157,7 +157,8 @@ def parse_rule(raw: Mapping[str, Any]) -> Rule:
     if not isinstance(title, str) or not title.strip() or len(title) > 200:
         raise InvalidInput(f"{where}: title is a text of 1 to 200 characters")
     corr = raw.get("correlation")
-    kind, fld, group_by, span, gte = "event_count", None, ("tenant",), 3600, 1
+    kind, fld, span, gte = "event_count", None, 3600, 1
+    group_by: tuple[str, ...] = ("tenant",)
     if corr is not None:
         if not isinstance(corr, dict):
             raise InvalidInput(f"{where}: correlation is a table")
