@@ -1,4 +1,5 @@
-"""``labvault serve``: the HTTP API under uvicorn, with the purge and checkpoint schedulers.
+"""``labvault serve``: the HTTP API under uvicorn, with the purge and checkpoint schedulers and the
+rules on the audit stream (``labvault.monitoring.consumer``, a poll every ``--monitor-every`` s).
 
 It says where it listens (address, port, TLS or not), writes an access log and its errors to
 stderr through ``labvault.logs`` (no personal value: G2), and never swallows a scheduler failure:
@@ -34,6 +35,16 @@ def serve(
         help="Seconds between retention runs: data past each lab's periods, "
         "packages past their deadline (0: none; then run it from cron).",
     ),
+    monitor_every: float = typer.Option(
+        1.0,
+        "--monitor-every",
+        min=0,
+        help="Seconds between polls of the audit stream by the monitoring rules (0: none; "
+        "then run 'labvault monitor run').",
+    ),
+    monitor_rules: str = typer.Option(
+        None, "--monitor-rules", help="The platform's rules file (default: <home>/monitor-rules.toml if present)."
+    ),
     threads: int = typer.Option(
         2,
         "--threads",
@@ -67,6 +78,7 @@ def serve(
     failures = app.state.scheduler_failures = Counter()
     stop = _checkpoints_every(app.state.runtime, checkpoint_every, failures=failures)
     stop_retention = retention_every_(app.state.runtime, retention_every, failures=failures)
+    stop_monitor = monitor_every_(app.state.runtime, monitor_every, rules_file=monitor_rules, failures=failures)
     config = uvicorn.Config(
         app,
         ssl_certfile=tls_cert,
@@ -81,7 +93,8 @@ def serve(
     where = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     print(
         f"listening on {scheme}://{where}:{bound[1]} ({'TLS' if tls_cert else 'plain HTTP, no TLS'}); "
-        f"checkpoints every {checkpoint_every or '-'} s, retention every {retention_every or '-'} s",
+        f"checkpoints every {checkpoint_every or '-'} s, retention every {retention_every or '-'} s, "
+        f"monitoring every {monitor_every or '-'} s",
         flush=True,
     )
     try:
@@ -89,6 +102,7 @@ def serve(
     finally:
         stop.set()
         stop_retention.set()
+        stop_monitor.set()
         sock.close()
 
 
@@ -177,4 +191,43 @@ def retention_every_(rt, seconds: int, *, first_after: float | None = None, fail
 
     if seconds > 0:
         threading.Thread(target=loop, name="labvault-retention", daemon=True).start()
+    return stop
+
+
+def monitor_every_(
+    rt,
+    seconds: float,
+    *,
+    rules_file: str | None = None,
+    sweep_every: float = 60.0,
+    failures: Counter | None = None,
+    sink=None,
+):
+    """A daemon thread running the rules on the audit stream every ``seconds`` (sweeps every
+    ``sweep_every``); a failed round goes through ``scheduler_failed`` (``scheduler:monitor``) and
+    the next round starts again from the committed cursors. Returns the event that stops it."""
+    from pathlib import Path
+
+    from labvault.monitoring import rules
+    from labvault.monitoring.consumer import Consumer
+
+    stop = threading.Event()
+    failures = Counter() if failures is None else failures
+    if seconds <= 0:
+        return stop
+    path = Path(rules_file) if rules_file else rules.default_path(rt.settings.home)
+    loaded = rules.load(path)
+    consumer = (
+        Consumer(rt.gateway, rt.operator, loaded)
+        if sink is None
+        else Consumer(rt.gateway, rt.operator, loaded, sink=sink)
+    )
+
+    def on_error(exc: BaseException) -> None:
+        scheduler_failed(rt, failures, "monitor", None, exc)
+
+    def loop() -> None:
+        consumer.run(interval=seconds, sweep_every=sweep_every, stop=stop.is_set, on_error=on_error)
+
+    threading.Thread(target=loop, name="labvault-monitor", daemon=True).start()
     return stop

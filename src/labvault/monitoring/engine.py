@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
@@ -65,10 +65,13 @@ class _Window:
 
 
 def _refs(ev: Event) -> list[str]:
-    if not ev.object_refs:
+    text = ev.object_refs
+    if not text:
         return []
+    if text.startswith('["') and text.endswith('"]') and text.count('"') == 2 and "\\" not in text:
+        return [text[2:-2]]  # one id, the common case: no JSON parse
     try:
-        out = json.loads(ev.object_refs)
+        out = json.loads(text)
     except ValueError:
         return []
     return [str(x) for x in out] if isinstance(out, list) else []
@@ -133,7 +136,7 @@ class Engine:
             vendor, lab = self._kinds(ev.actor_roles)
             if not (vendor if s.roles == "vendor" else lab):
                 return False
-        if s.not_actor and any(ev.actor.startswith(p[:-1]) if p.endswith("*") else ev.actor == p for p in s.not_actor):
+        if s.not_actor and (ev.actor.startswith(s.not_actor_prefixes) or ev.actor in s.not_actor):
             return False
         return not (s.off_hours and self.is_open(ev.tenant_id, ev.at))
 
@@ -265,6 +268,3 @@ class Engine:
 def evaluate(rules: Iterable[Rule], events: Iterable[Event]) -> list[Finding]:
     """One engine, one batch: the findings of ``events`` (tests, the bench)."""
     return Engine(rules).feed(events)
-
-
-Sinkless = Callable[[Finding], None]

@@ -52,6 +52,7 @@ class Selection:
     roles: str | None = None  # 'vendor' | 'lab': the actor holds a vendor role / a lab role
     off_hours: bool = False
     not_actor: tuple[str, ...] = ()  # globs of actors left out ('system:*')
+    not_actor_prefixes: tuple[str, ...] = ()  # the globs' prefixes (set by the parser)
 
     def matches_action(self, action: str) -> bool:
         return any(_glob(p, action) for p in self.actions)
@@ -126,6 +127,7 @@ def _selection(raw: Any, where: str) -> Selection:
     off = raw.get("off_hours", False)
     if not isinstance(off, bool):
         raise InvalidInput(f"{where}: off_hours is true or false")
+    not_actor = _strings(raw["not_actor"], where, "not_actor") if raw.get("not_actor") else ()
     return Selection(
         actions=actions,
         outcomes=opt("outcome"),
@@ -133,7 +135,8 @@ def _selection(raw: Any, where: str) -> Selection:
         purposes=opt("purpose"),
         roles=roles,
         off_hours=off,
-        not_actor=_strings(raw.get("not_actor", []), where, "not_actor") if raw.get("not_actor") else (),
+        not_actor=not_actor,
+        not_actor_prefixes=tuple(p[:-1] for p in not_actor if p.endswith("*")),
     )
 
 
