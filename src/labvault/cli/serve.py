@@ -215,6 +215,12 @@ def monitor_every_(
     failures = Counter() if failures is None else failures
     if seconds <= 0:
         return stop
+    if sink is None:
+        try:
+            from labvault.monitoring import alerts  # noqa: F401  (the default sink)
+        except ImportError:
+            log.warning("monitoring is off: the alerts module (labvault.monitoring.alerts) is not installed")
+            return stop
     path = Path(rules_file) if rules_file else rules.default_path(rt.settings.home)
     loaded = rules.load(path)
     consumer = (
