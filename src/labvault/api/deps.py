@@ -19,6 +19,9 @@ the reason) and the refusal recorded in the audit trail.
 from __future__ import annotations
 
 import enum
+import re
+import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn
@@ -63,10 +66,43 @@ def client(request: Request) -> tuple[str | None, str | None]:
     return addr, request.headers.get("user-agent")
 
 
+# H1: unauthenticated requests are recorded (``api:unauthenticated``, in the platform's trail,
+# the route template as reference) so that probing is detected; at most one event per address and
+# route a minute, so that a flood does not become a flood of writes.
+_PROBE_EVERY_S = 60.0
+_probes: dict[tuple[str | None, str], float] = {}
+_probe_lock = threading.Lock()
+
+
+def _record_unauthenticated(request: Request, addr: str | None, ua: str | None) -> None:
+    from labvault.api.middleware import route_template
+    from labvault.crypto.keys import PLATFORM
+
+    ref = re.sub(r"[^A-Za-z0-9_.:-]", ".", f"{request.method}:{route_template(request.scope)}")[:64]
+    now = time.monotonic()
+    with _probe_lock:
+        if now - _probes.get((addr, ref), -_PROBE_EVERY_S) < _PROBE_EVERY_S:
+            return
+        if len(_probes) > 10_000:
+            _probes.clear()
+        _probes[(addr, ref)] = now
+    with gateway(request).auth_unit(source_addr=addr, user_agent=ua) as u:
+        u.audit(PLATFORM, "api:unauthenticated", "route", 1, outcome="denied", refs=[ref])
+
+
 def authenticated(request: Request) -> Caller:
-    """A session cookie (with CSRF check on unsafe methods) or a bearer token; else 401.
-    What the credential may do on this route is the route's declared ``Access``."""
+    """A session cookie (with CSRF check on unsafe methods) or a bearer token; else 401 (recorded:
+    ``_record_unauthenticated``). What the credential may do on this route is the route's declared
+    ``Access``."""
     addr, ua = client(request)
+    try:
+        return _authenticated(request, addr, ua)
+    except AuthenticationFailed:
+        _record_unauthenticated(request, addr, ua)
+        raise
+
+
+def _authenticated(request: Request, addr: str | None, ua: str | None) -> Caller:
     gw = gateway(request)
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":

@@ -20,6 +20,7 @@ from labvault.cli import (
     keys,
     migrate,
     mllp,
+    monitor,
     patient,
     retention,
     serve,
@@ -62,6 +63,7 @@ app.add_typer(work.result_app, name="result")
 app.add_typer(advisory.app, name="advisory")
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(alerts.channel_app, name="channel")
+app.add_typer(monitor.app, name="monitor")
 app.command("export")(migrate.export)
 app.command("ingest")(ingest.ingest)
 app.command("mllp")(mllp.mllp)

@@ -198,3 +198,15 @@ def validate(
 
         out = run_validate(results, patients=patients, on_progress=on_progress)
     print(json.dumps(out))
+
+
+@app.command("monitor")
+def monitor(
+    events: int = typer.Option(200_000, "--events", min=1, help="How many generated audit events to evaluate."),
+    latency: bool = typer.Option(True, "--latency/--no-latency", help="Also time commit -> finding in a scratch home."),
+    samples: int = typer.Option(20, "--samples", min=1, max=1000, help="Events timed for the detection latency."),
+) -> None:
+    """Rule evaluation over N audit events on one core (events_per_s), and the detection latency."""
+    from labvault.bench.monitor import run_monitor
+
+    print(json.dumps(run_monitor(events, with_latency=latency, samples=samples)))

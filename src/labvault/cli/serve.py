@@ -1,4 +1,5 @@
-"""``labvault serve``: the HTTP API under uvicorn, with the purge and checkpoint schedulers.
+"""``labvault serve``: the HTTP API under uvicorn, with the purge and checkpoint schedulers and the
+rules on the audit stream (``labvault.monitoring.consumer``, a poll every ``--monitor-every`` s).
 
 It says where it listens (address, port, TLS or not), writes an access log and its errors to
 stderr through ``labvault.logs`` (no personal value: G2), and never swallows a scheduler failure:
@@ -34,6 +35,23 @@ def serve(
         help="Seconds between retention runs: data past each lab's periods, "
         "packages past their deadline (0: none; then run it from cron).",
     ),
+    dispatch_every: float = typer.Option(
+        5.0,
+        "--dispatch-every",
+        min=0,
+        help="Seconds between alert rounds: deliveries sent (e-mail, webhooks, syslog), unacknowledged "
+        "alerts and overdue outside reports escalated, labs' checkpoints pushed to their channels (0: none).",
+    ),
+    monitor_every: float = typer.Option(
+        1.0,
+        "--monitor-every",
+        min=0,
+        help="Seconds between polls of the audit stream by the monitoring rules (0: none; "
+        "then run 'labvault monitor run').",
+    ),
+    monitor_rules: str = typer.Option(
+        None, "--monitor-rules", help="The platform's rules file (default: <home>/monitor-rules.toml if present)."
+    ),
     threads: int = typer.Option(
         2,
         "--threads",
@@ -67,6 +85,8 @@ def serve(
     failures = app.state.scheduler_failures = Counter()
     stop = _checkpoints_every(app.state.runtime, checkpoint_every, failures=failures)
     stop_retention = retention_every_(app.state.runtime, retention_every, failures=failures)
+    stop_monitor = monitor_every_(app.state.runtime, monitor_every, rules_file=monitor_rules, failures=failures)
+    stop_dispatch = dispatch_every_(app.state.runtime, dispatch_every, failures=failures)
     config = uvicorn.Config(
         app,
         ssl_certfile=tls_cert,
@@ -81,7 +101,8 @@ def serve(
     where = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     print(
         f"listening on {scheme}://{where}:{bound[1]} ({'TLS' if tls_cert else 'plain HTTP, no TLS'}); "
-        f"checkpoints every {checkpoint_every or '-'} s, retention every {retention_every or '-'} s",
+        f"checkpoints every {checkpoint_every or '-'} s, retention every {retention_every or '-'} s, "
+        f"monitoring every {monitor_every or '-'} s, alerts sent every {dispatch_every or '-'} s",
         flush=True,
     )
     try:
@@ -89,6 +110,8 @@ def serve(
     finally:
         stop.set()
         stop_retention.set()
+        stop_monitor.set()
+        stop_dispatch.set()
         sock.close()
 
 
@@ -177,4 +200,70 @@ def retention_every_(rt, seconds: int, *, first_after: float | None = None, fail
 
     if seconds > 0:
         threading.Thread(target=loop, name="labvault-retention", daemon=True).start()
+    return stop
+
+
+def monitor_every_(
+    rt,
+    seconds: float,
+    *,
+    rules_file: str | None = None,
+    sweep_every: float = 60.0,
+    failures: Counter | None = None,
+    sink=None,
+):
+    """A daemon thread running the rules on the audit stream every ``seconds`` (sweeps every
+    ``sweep_every``); a failed round goes through ``scheduler_failed`` (``scheduler:monitor``) and
+    the next round starts again from the committed cursors. Returns the event that stops it."""
+    from pathlib import Path
+
+    from labvault.monitoring import rules
+    from labvault.monitoring.consumer import Consumer
+
+    stop = threading.Event()
+    failures = Counter() if failures is None else failures
+    if seconds <= 0:
+        return stop
+    if sink is None:
+        try:
+            from labvault.monitoring import alerts  # noqa: F401  (the default sink)
+        except ImportError:
+            log.warning("monitoring is off: the alerts module (labvault.monitoring.alerts) is not installed")
+            return stop
+    path = Path(rules_file) if rules_file else rules.default_path(rt.settings.home)
+    loaded = rules.load(path)
+    consumer = (
+        Consumer(rt.gateway, rt.operator, loaded)
+        if sink is None
+        else Consumer(rt.gateway, rt.operator, loaded, sink=sink)
+    )
+
+    def on_error(exc: BaseException) -> None:
+        scheduler_failed(rt, failures, "monitor", None, exc)
+
+    def loop() -> None:
+        consumer.run(interval=seconds, sweep_every=sweep_every, stop=stop.is_set, on_error=on_error)
+
+    threading.Thread(target=loop, name="labvault-monitor", daemon=True).start()
+    return stop
+
+
+def dispatch_every_(rt, seconds: float, *, failures: Counter | None = None):
+    """A daemon thread running ``labvault.monitoring.dispatch.run_once`` every ``seconds``: alerts
+    delivered, escalated when unanswered, outside reports escalated past their deadline, labs'
+    checkpoints pushed. A failed round goes through ``scheduler_failed`` (``scheduler:dispatch``)."""
+    from labvault.monitoring import dispatch
+
+    stop = threading.Event()
+    failures = Counter() if failures is None else failures
+
+    def loop() -> None:
+        while not stop.wait(seconds):
+            try:
+                dispatch.run_once(rt)
+            except Exception as exc:  # noqa: BLE001 - logged, counted, audited; the next round tries again
+                scheduler_failed(rt, failures, "dispatch", None, exc)
+
+    if seconds > 0:
+        threading.Thread(target=loop, name="labvault-dispatch", daemon=True).start()
     return stop

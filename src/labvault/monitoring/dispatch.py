@@ -29,8 +29,8 @@ from labvault.access.principal import Purpose
 from labvault.config import Settings
 from labvault.errors import LabvaultError
 from labvault.ids import utcnow
+from labvault.monitoring import advisories, notify
 from labvault.monitoring import alerts as alerting
-from labvault.monitoring import notify
 
 if TYPE_CHECKING:
     from labvault.access.gateway import Gateway, Unit
@@ -176,11 +176,14 @@ def run_once(
     settings: Settings | None = None,
 ) -> dict[str, int]:
     """One pass (see the module's docstring), as ``principal`` (by default the runtime's operator).
-    Counts: ``escalated``, ``checkpoints`` (queued), ``sent``, ``failed``, ``given_up``."""
+    Counts: ``escalated`` (alerts), ``advisories`` (outside reports escalated), ``checkpoints`` (queued),
+    ``sent``, ``failed``, ``given_up``."""
     gw, who, cfg = _source(source, principal, settings)
     now = now or utcnow()
     deadlines = alerting.ack_deadlines(cfg.alert_ack_minutes)
     with gw.unit(who, Purpose.MONITORING) as u:
+        # Outside reports past their deadline first: each escalation raises an alert, sent below.
+        reports = advisories.escalate_overdue(u, now=now, sink=lambda unit, f: alerting.raise_alert(unit, f, now=now))
         escalated = alerting.escalate(u, now, deadlines=deadlines)
         pushed = push_checkpoints(u, now)
     with gw.unit(who, Purpose.MONITORING) as u:
@@ -192,7 +195,14 @@ def run_once(
             notify.send(cfg, job.kind, job.target, job.key, job.message, now=now)
         except notify.DeliveryFailed as exc:
             job.error = str(exc)
-    counts = {"escalated": len(escalated), "checkpoints": pushed, "sent": 0, "failed": 0, "given_up": 0}
+    counts = {
+        "escalated": len(escalated),
+        "advisories": len(reports),
+        "checkpoints": pushed,
+        "sent": 0,
+        "failed": 0,
+        "given_up": 0,
+    }
     if not jobs:
         return counts
     with gw.unit(who, Purpose.MONITORING) as u:
