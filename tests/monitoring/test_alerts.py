@@ -207,6 +207,7 @@ def test_escalation_when_the_acknowledgement_deadline_passes(world):
     late = T0 + timedelta(minutes=15, seconds=1)
     assert dispatch.run_once(gw, late, principal=ADMIN) == {
         "escalated": 1,
+        "advisories": 0,
         "checkpoints": 0,
         "sent": 1,
         "failed": 0,

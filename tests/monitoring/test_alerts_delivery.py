@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import socketserver
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -42,64 +41,28 @@ def db_url(request, tmp_path):
 # -- real local servers --------------------------------------------------------------------------
 
 
-class _SmtpHandler(socketserver.StreamRequestHandler):
-    """A plain SMTP server (RFC 5321: EHLO, MAIL, RCPT, DATA, QUIT) for when aiosmtpd is absent."""
-
-    def _say(self, line: str) -> None:
-        self.wfile.write(line.encode() + b"\r\n")
-
-    def handle(self) -> None:
-        self._say("220 localhost ESMTP test")
-        rcpt: list[str] = []
-        while line := self.rfile.readline():
-            verb = line.decode().strip().split(" ", 1)[0].upper()
-            if verb == "EHLO":
-                self._say("250-localhost")
-                self._say("250 8BITMIME")
-            elif verb in ("HELO", "MAIL", "RSET", "NOOP"):
-                self._say("250 OK")
-            elif verb == "RCPT":
-                rcpt.append(line.decode().split(":", 1)[1].strip().strip("<>"))
-                self._say("250 OK")
-            elif verb == "DATA":
-                self._say("354 end with .")
-                data = bytearray()
-                while (chunk := self.rfile.readline()) not in (b".\r\n", b""):
-                    data += chunk[1:] if chunk.startswith(b"..") else chunk
-                self.server.mails.append((list(rcpt), bytes(data)))  # type: ignore[attr-defined]
-                self._say("250 queued")
-            elif verb == "QUIT":
-                self._say("221 bye")
-                return
-            else:
-                self._say("502 not implemented")
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def smtp_server() -> Iterator[tuple[int, list[tuple[list[str], bytes]]]]:
-    """A real SMTP server on 127.0.0.1: aiosmtpd when installed, else the plain one above."""
+    """A real SMTP server on 127.0.0.1 (aiosmtpd) keeping every message it is given."""
+    from aiosmtpd.controller import Controller
+
     mails: list[tuple[list[str], bytes]] = []
-    try:
-        from aiosmtpd.controller import Controller
-    except ImportError:
-        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SmtpHandler)
-        server.daemon_threads = True
-        server.mails = mails  # type: ignore[attr-defined]
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        yield server.server_address[1], mails
-        server.shutdown()
-        server.server_close()
-        return
 
     class Handler:
         async def handle_DATA(self, server, session, envelope):
             mails.append((list(envelope.rcpt_tos), envelope.original_content or envelope.content))
             return "250 OK"
 
-    controller = Controller(Handler(), hostname="127.0.0.1", port=0)
+    port = _free_port()
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
     controller.start()
-    yield controller.server.sockets[0].getsockname()[1], mails
+    yield port, mails
     controller.stop()
 
 
