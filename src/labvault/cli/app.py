@@ -7,6 +7,7 @@ import typer
 from labvault.cli import (
     audit,
     bench,
+    canary,
     catalogue,
     demo,
     feed,
@@ -57,6 +58,7 @@ app.add_typer(catalogue.rules_app, name="rules")
 app.add_typer(work.request_app, name="request")
 app.add_typer(work.specimen_app, name="specimen")
 app.add_typer(work.result_app, name="result")
+app.add_typer(canary.app, name="canary")
 app.command("export")(migrate.export)
 app.command("ingest")(ingest.ingest)
 app.command("mllp")(mllp.mllp)
