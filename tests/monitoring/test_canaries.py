@@ -16,6 +16,7 @@ from labvault.access import Purpose
 from labvault.crypto.keys import PLATFORM
 from labvault.domain.identifiers import normalise_nir
 from labvault.errors import AccessDenied, NotFound
+from labvault.monitoring.canaries import seed
 from labvault.store import schema as t
 from labvault.synth import LabGenerator
 from labvault.synth.load import load_lab
@@ -35,7 +36,7 @@ def world(gateway):
     admin = lab_user(gateway, LAB, "lab_admin", name="Admin")
     bio = lab_user(gateway, LAB, "biologist", name="Bio")
     with gateway.unit(admin, Purpose.MONITORING) as u:
-        planted = u.seed_canaries(LAB, 2)
+        planted = seed(u, LAB, 2)
     with gateway.unit(bio, Purpose.CARE) as u:
         idents = {c.patient_id: u.get_patient(LAB, c.patient_id) for c in planted}  # touches (tested below)
     return {"gw": gateway, "admin": admin, "bio": bio, "planted": planted, "idents": idents}
@@ -75,7 +76,7 @@ def test_vendor_accounts_cannot_seed_or_list(world, role):
     gw = world["gw"]
     vendor = lab_user(gw, PLATFORM, role, name="Vendor")
     with pytest.raises((AccessDenied, NotFound)), gw.unit(vendor, Purpose.MONITORING) as u:
-        u.seed_canaries(LAB, 1)
+        seed(u, LAB, 1)
     with pytest.raises((AccessDenied, NotFound)), gw.unit(vendor, Purpose.MONITORING) as u:
         u.canaries(LAB)
     with pytest.raises((AccessDenied, NotFound)), gw.unit(vendor, Purpose.MONITORING) as u:
@@ -90,7 +91,7 @@ def test_another_labs_admin_cannot_seed_or_list(world):
     make_lab(gw, "lab-b", "440000018")
     other = lab_user(gw, "lab-b", "lab_admin", name="Other")
     with pytest.raises((AccessDenied, NotFound)), gw.unit(other, Purpose.MONITORING) as u:
-        u.seed_canaries(LAB, 1)
+        seed(u, LAB, 1)
     with pytest.raises((AccessDenied, NotFound)), gw.unit(other, Purpose.MONITORING) as u:
         u.canaries(LAB)
     with gw.unit(other, Purpose.MONITORING) as u:

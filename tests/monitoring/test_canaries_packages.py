@@ -18,7 +18,7 @@ from labvault.access import Purpose
 from labvault.domain.identifiers import normalise_nir
 from labvault.instructions import document, signers
 from labvault.migration import service
-from labvault.monitoring.canaries import find_in_leak
+from labvault.monitoring.canaries import find_in_leak, seed
 from labvault.store import schema as t
 from labvault.synth import LabGenerator
 from tests.conftest import lab_user
@@ -44,7 +44,7 @@ def _nirs() -> set[str]:
 def _seeded(w: dict, n: int = 2) -> dict:
     """``n`` canaries seeded by the lab's admin, with their identities (read by a biologist)."""
     with w["gw"].unit(w["admin"], Purpose.MONITORING) as u:
-        planted = u.seed_canaries(LAB, n)
+        planted = seed(u, LAB, n)
     reader = lab_user(w["gw"], LAB, "biologist", name="Reader")
     with w["gw"].unit(reader, Purpose.CARE) as u:
         return {c.patient_id: (c, u.get_patient(LAB, c.patient_id)) for c in planted}

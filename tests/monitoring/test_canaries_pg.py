@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from labvault.access import Purpose
 from labvault.errors import AccessDenied, NotFound
+from labvault.monitoring.canaries import seed
 from labvault.store import schema as t
 from labvault.synth.load import load_lab
 from tests.conftest import ADMIN, lab_user, make_lab
@@ -25,7 +26,7 @@ def test_canaries_under_row_level_security(gateway, raw_engine):
     admin = lab_user(gateway, "lab-a", "lab_admin", name="Admin")
     bio = lab_user(gateway, "lab-a", "biologist", name="Bio")
     with gateway.unit(admin, Purpose.MONITORING) as u:
-        (c,) = u.seed_canaries("lab-a", 1)
+        (c,) = seed(u, "lab-a", 1)
     with gateway.unit(bio, Purpose.CARE) as u:
         ident = u.get_patient("lab-a", c.patient_id)
         assert u.find_patients_by_nir("lab-a", ident.nir) == []

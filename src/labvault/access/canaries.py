@@ -1,11 +1,12 @@
 """The gateway's part for monitoring: canaries: each lab's planted synthetic patients, and what touching one does.
 
-A canary is a generated patient (``labvault.synth``: an identity with realistic traits, one
-request, its specimen and a few results) that the lab plants among its own and that no legitimate
-work reads: patient searches, the whole-lab result scan behind the worklists and exports leave it
-out, unless an export's instruction names it. Reading one anyway (its identity, its requests or
-results, by anybody) writes a ``canary:touch`` event in the same unit as the read, which the
-monitoring rules raise at once as a critical alert (H1).
+A canary is a generated patient (made by ``labvault.synth`` through ``labvault.monitoring.canaries``:
+an identity with realistic traits, one request, its specimen and a few results) that the lab
+plants among its own and that no legitimate work reads: patient searches, the whole-lab result
+scan behind the worklists and exports leave it out, unless an export's instruction names it.
+Reading one anyway (its identity, its requests or results, by anybody) writes a ``canary:touch``
+event in the same unit as the read, which the monitoring rules raise at once as a critical alert
+(H1).
 
 The ``canary`` table holds a *marker* per canary, not its id: a keyed hash (the lab's blind-index
 key, use ``canary``) of the patient's pseudonym, itself a keyed hash of the patient id. Someone
@@ -29,8 +30,6 @@ has seeded canaries itself.
 
 from __future__ import annotations
 
-import dataclasses
-import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -40,7 +39,6 @@ from sqlalchemy import select
 
 from labvault.access.state import UnitState
 from labvault.domain.identifiers import validate_nir
-from labvault.domain.models import IdentityStatus, Sensitivity
 from labvault.errors import InvalidInput
 from labvault.ids import utcnow
 from labvault.store import schema as t
@@ -48,11 +46,15 @@ from labvault.store import schema as t
 if TYPE_CHECKING:
     from labvault.access.scan import ExportPlan
     from labvault.access.tenants import TenantCrypto
-    from labvault.domain.models import Identity
-    from labvault.synth.generator import PatientRecord
+    from labvault.domain.models import Identity, Request, Result, Specimen
+
+# A generated patient to plant: its identity, requests, specimens and results.
+Planted = tuple["Identity", Sequence["Request"], Sequence["Specimen"], Sequence["Result"]]
+# What makes canaries (``labvault.monitoring.canaries.maker``, from ``labvault.synth``): ``count``
+# patients collected between two days, of results of the codes given (None: any).
+Maker = Callable[[int, date, date, frozenset[tuple[str, str]] | None], Sequence[Planted]]
 
 MAX_SEED = 50  # canaries planted by one seed
-_TRIES = 400  # generated patients tried for one canary that fits a package's selection
 _RECENT_DAYS = 90  # a seeded canary's request: within this many days before its planting
 _CHUNK = 500
 
@@ -89,71 +91,6 @@ def _index_version(c: TenantCrypto) -> int:
     return max((v for purpose, v, _ in c.versions if purpose == "index"), default=1)
 
 
-def _shifted(record: PatientRecord, request_id: str, day: date) -> PatientRecord:
-    """One request of ``record`` (its specimens and results), every time moved so that its
-    collection falls on ``day`` (same hour)."""
-    (req,) = [q for q in record.requests if q.request_id == request_id]
-    specs = [s for s in record.specimens if s.request_id == request_id]
-    collected = min((s.collected_at for s in specs), default=req.requested_at)
-    delta = timedelta(days=day.toordinal() - collected.date().toordinal())
-
-    def move(v: datetime | None) -> datetime | None:
-        return None if v is None else v + delta
-
-    return dataclasses.replace(
-        record,
-        requests=[dataclasses.replace(req, requested_at=req.requested_at + delta, reported_at=move(req.reported_at))],
-        specimens=[
-            dataclasses.replace(s, collected_at=s.collected_at + delta, received_at=move(s.received_at)) for s in specs
-        ],
-        results=[
-            dataclasses.replace(r, validated_at=move(r.validated_at))
-            for r in record.results
-            if r.request_id == request_id
-        ],
-    )
-
-
-def generate(
-    tenant_id: str,
-    count: int,
-    *,
-    first: date,
-    last: date,
-    codes: frozenset[tuple[str, str]] | None = None,
-) -> list[PatientRecord]:
-    """``count`` generated patients (an unpredictable seed) with one request each, collected between
-    ``first`` and ``last``, of results of ``codes`` only (None: any) and of no sensitive category, with
-    a qualified INS-NIR identity (a package lets an INS out only with a qualified identity). Fewer
-    when the selection is too narrow for the generator's panels."""
-    from labvault.synth.generator import INS_NIR_OID, LabGenerator
-
-    gen = LabGenerator(tenant_id, secrets.randbits(64), prescribers=0)
-    rng = secrets.SystemRandom()
-    out: list[PatientRecord] = []
-    for index in range(_TRIES * count):
-        if len(out) == count:
-            break
-        rec = gen.patient(index)
-        ident = rec.identity
-        if ident.identity_status is not IdentityStatus.QUALIFIED or ident.ins_oid != INS_NIR_OID:
-            continue
-        lo = max(first, ident.birth_date + timedelta(days=1))
-        if lo > last:
-            continue
-        kept = [
-            r
-            for r in rec.results
-            if r.sensitivity is Sensitivity.OTHER and (codes is None or (r.code_system, r.code) in codes)
-        ]
-        if not kept:
-            continue
-        rec = dataclasses.replace(rec, results=kept)
-        day = date.fromordinal(rng.randint(lo.toordinal(), last.toordinal()))
-        out.append(_shifted(rec, kept[0].request_id, day))
-    return out
-
-
 class Canaries(UnitState):
     """Mixed into Unit; every method authorises through the policy table and is audited."""
 
@@ -166,13 +103,14 @@ class Canaries(UnitState):
 
     # -- the lab's own commands ------------------------------------------------------------------
 
-    def seed_canaries(self, tenant_id: str, count: int = 3) -> list[Canary]:
-        """Plant ``count`` canaries in the lab (``canary:seed``); audited with their markers only."""
+    def seed_canaries(self, tenant_id: str, count: int, make: Maker) -> list[Canary]:
+        """Plant ``count`` canaries made by ``make`` in the lab (``canary:seed``), their requests
+        within the last days; audited with their markers only."""
         self._authorise(tenant_id, "canary:seed")
         if not 1 <= count <= MAX_SEED:
             raise InvalidInput(f"a seed plants 1 to {MAX_SEED} canaries")
         today = utcnow().date()
-        records = generate(tenant_id, count, first=today - timedelta(days=_RECENT_DAYS), last=today)
+        records = make(count, today - timedelta(days=_RECENT_DAYS), today, None)
         planted = self._plant(tenant_id, records, None)
         self._record(tenant_id, "canary:seed", "canary", len(planted), refs=[c.marker for c in planted])
         return planted
@@ -246,7 +184,7 @@ class Canaries(UnitState):
 
     # -- a package's own canary -----------------------------------------------------------------------
 
-    def plant_package_canary(self, tenant_id: str, package_id: str, plan: ExportPlan) -> bool:
+    def plant_package_canary(self, tenant_id: str, package_id: str, plan: ExportPlan, make: Maker) -> bool:
         """Plant the canary of package ``package_id`` (its plan being made under ``migration:plan``),
         shaped to ``plan``'s selection, and let this unit's export write it. Only in a lab that has
         seeded canaries; False when none is planted (none seeded, or none fits the selection)."""
@@ -257,7 +195,7 @@ class Canaries(UnitState):
         if not any(p is None for p in known.package.values()):
             return False
         last = min(plan.collected_to, utcnow().date())
-        records = generate(tenant_id, 1, first=plan.collected_from, last=last, codes=plan.codes)
+        records = make(1, plan.collected_from, last, plan.codes) if plan.collected_from <= last else ()
         if not records:
             return False
         planted = self._plant(tenant_id, records, package_id)
@@ -330,21 +268,19 @@ class Canaries(UnitState):
             known = self._canary_known[tenant_id] = _Known({bytes(r.marker): r.package_id for r in rows}, {})
         return known
 
-    def _plant(self, tenant_id: str, records: Sequence[PatientRecord], package_id: str | None) -> list[Canary]:
+    def _plant(self, tenant_id: str, records: Sequence[Planted], package_id: str | None) -> list[Canary]:
         """Store generated patients (unaudited parts: the caller records one canary event) and their markers."""
         c = self._crypto(tenant_id)
         index = c.index
-        self._add_patients(tenant_id, [r.identity for r in records], audit=False)
-        requests = [q for r in records for q in r.requests]
+        self._add_patients(tenant_id, [r[0] for r in records], audit=False)
+        requests = [q for r in records for q in r[1]]
         self._add_requests(tenant_id, requests, audit=False)
-        self._add_specimens(tenant_id, [s for r in records for s in r.specimens], audit=False)
+        self._add_specimens(tenant_id, [s for r in records for s in r[2]], audit=False)
         pseudonyms = {q.request_id: index.pseudonym(q.patient_id) for q in requests}
-        self._add_results(tenant_id, [x for r in records for x in r.results], pseudonyms=pseudonyms, audit=False)
+        self._add_results(tenant_id, [x for r in records for x in r[3]], pseudonyms=pseudonyms, audit=False)
         now, who, version = utcnow(), self.principal.account_id, _index_version(c)
         planted = [
-            Canary(
-                index.canary(index.pseudonym(r.identity.patient_id)).hex(), r.identity.patient_id, package_id, now, who
-            )
+            Canary(index.canary(index.pseudonym(r[0].patient_id)).hex(), r[0].patient_id, package_id, now, who)
             for r in records
         ]
         rows: list[tuple[Any, ...]] = [

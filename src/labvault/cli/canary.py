@@ -9,6 +9,7 @@ import typer
 
 from labvault.access import Purpose
 from labvault.cli.common import AS_OPTION_HELP, acting, console
+from labvault.monitoring import canaries
 
 app = typer.Typer(help="Canaries: synthetic patients no legitimate work reads.", no_args_is_help=True)
 
@@ -24,7 +25,7 @@ def seed(
     """Plant generated patients (identity, a request, a few results) that searches, worklists and
     exports leave out; reading one is recorded and alerted on at once."""
     with acting(as_email, Purpose.MONITORING) as u:
-        planted = u.seed_canaries(tenant, count)
+        planted = canaries.seed(u, tenant, count)
     for c in planted:
         console.print(f"{c.marker}  patient {c.patient_id}", highlight=False, markup=False)
     console.print(f"{len(planted)} canaries planted in {tenant}", highlight=False, markup=False)

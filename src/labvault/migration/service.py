@@ -58,6 +58,7 @@ from labvault.instructions import document
 from labvault.migration import jobs
 from labvault.migration import select as sel
 from labvault.migration.errors import ReceiptInvalid, ReconciliationFailed, StateError, VolumeExceeded
+from labvault.monitoring import canaries
 from labvault.retention.records import store_signed_record
 
 if TYPE_CHECKING:
@@ -315,7 +316,7 @@ def plan(
     instr = _within(u, instructed.enter(u, tenant_id, instruction_id, kinds=kinds, now=now), ask)
     read_plan = sel.compile_plan(instr)
     job_id = new_id()
-    u.plant_package_canary(tenant_id, job_id, read_plan.read)  # its own canary, if the lab seeded some
+    canaries.plant_for_package(u, tenant_id, job_id, read_plan.read)  # its own canary, if the lab seeded some
     counts = _tally(u, read_plan)
     _volume(u, instr, counts["results"], None)
     figures = {
