@@ -204,6 +204,10 @@ class Records(UnitState):
         """Store identities (with their local identifiers); an identity without an INS is stored
         on its traits alone."""
         self._authorise(tenant_id, "patient:identity:create")
+        return self._add_patients(tenant_id, identities)
+
+    def _add_patients(self, tenant_id: str, identities: Sequence[Identity], *, audit: bool = True) -> int:
+        """``add_patients`` once authorised (``access.canaries`` plants its patients through it)."""
         c = self._crypto(tenant_id)
         v = c.cipher.current_version
         col = {n: c.cipher.column("patient_identity", n) for n in ENCRYPTED["patient_identity"][1]}
@@ -267,7 +271,8 @@ class Records(UnitState):
             ),
             rows,
         )
-        self._record(tenant_id, "patient:identity:create", "patient", len(rows))
+        if audit:
+            self._record(tenant_id, "patient:identity:create", "patient", len(rows))
         local = [(p.patient_id, system, value) for p in identities for system, value in p.local_ids]
         if local:
             self.add_local_ids(tenant_id, local)
@@ -639,6 +644,7 @@ class Records(UnitState):
                 self._tf(t.patient_identity, tenant_id), t.patient_identity.c.nir_bidx == c.index.nir(value)
             )
         ).all()
+        rows = [r for r in rows if not self._is_canary(tenant_id, r.patient_id)]  # no search finds a canary
         found = self._identities(c, tenant_id, [r for r in rows if self._in_grant_scope(r.patient_id, tenant_id)])
         self._record(tenant_id, "patient:identity:search", "patient", len(found), refs=[p.patient_id for p in found])
         return found
@@ -657,6 +663,7 @@ class Records(UnitState):
                 t.patient_identity.c.name_bidx == c.index.name(family_name, given_name, birth_date),
             )
         ).all()
+        rows = [r for r in rows if not self._is_canary(tenant_id, r.patient_id)]  # no search finds a canary
         found = self._identities(c, tenant_id, [r for r in rows if self._in_grant_scope(r.patient_id, tenant_id)])
         self._record(tenant_id, "patient:identity:search", "patient", len(found), refs=[p.patient_id for p in found])
         return found
@@ -693,7 +700,7 @@ class Records(UnitState):
             for pid in self.conn.execute(
                 select(pi.c.patient_id).where(self._tf(pi, tenant_id), wanted).order_by(pi.c.patient_id)
             ).scalars()
-            if self._in_grant_scope(pid, tenant_id)
+            if self._in_grant_scope(pid, tenant_id) and not self._is_canary(tenant_id, pid)  # nor a canary
         ]
         if len(ids) > PREFIX_CANDIDATES:
             self._record(tenant_id, "patient:identity:search", "patient", 0, outcome="error")
@@ -734,7 +741,9 @@ class Records(UnitState):
                 self._tf(t.patient_identity, tenant_id), t.patient_identity.c.nir_bidx == c.index.nir(value)
             )
         ).first()
-        return None if row is None or not self._in_grant_scope(row.patient_id, tenant_id) else row.patient_id
+        if row is None or self._is_canary(tenant_id, row.patient_id):  # a canary is nobody's
+            return None
+        return row.patient_id if self._in_grant_scope(row.patient_id, tenant_id) else None
 
     def get_patient(self, tenant_id: str, patient_id: str) -> Identity:
         self._authorise(tenant_id, "patient:identity:read")
@@ -749,6 +758,7 @@ class Records(UnitState):
             self._record(tenant_id, "patient:identity:read", "patient", 0, outcome="error")
             raise NotFound("no such patient in this lab")
         self._record(tenant_id, "patient:identity:read", "patient", 1, refs=[patient_id])
+        self._canary_touched(tenant_id, [patient_id])
         return self._identities(c, tenant_id, [row])[0]
 
     def requests_of(self, tenant_id: str, patient_id: str) -> list[Request]:
@@ -769,6 +779,7 @@ class Records(UnitState):
         # oldest first; a stored time without a zone is UTC (never compared naive with aware), ties by id
         out.sort(key=lambda q: (_utc(q.requested_at), q.request_id))
         self._record(tenant_id, "patient:request:read", "request", len(out), refs=[patient_id])
+        self._canary_touched(tenant_id, [patient_id])
         return out
 
     def _request(self, c: TenantCrypto, r: Any, patient_id: str) -> Request:
@@ -816,6 +827,7 @@ class Records(UnitState):
             )
         out = self._results_of_requests(c, tenant_id, request_ids, code)
         self._record(tenant_id, "patient:result:read", "result", len(out), refs=[patient_id])
+        self._canary_touched(tenant_id, [patient_id])
         return out
 
     def results_of_request(self, tenant_id: str, request_id: str) -> list[Result]:
@@ -845,6 +857,7 @@ class Records(UnitState):
             self._deny(tenant_id, "patient:result:read", "this request is outside the grant's period")
         out = self._results_of_requests(c, tenant_id, [request_id], None)
         self._record(tenant_id, "patient:result:read", "result", len(out), refs=[request_id])
+        self._canary_touched(tenant_id, pseudonyms=[row.pseudonym])
         return out
 
     def result_history(self, tenant_id: str, result_id: str) -> list[Result]:
@@ -913,6 +926,7 @@ class Records(UnitState):
         # latest version.
         out = [r for r, nxt in zip(out, [*out[1:], None], strict=True) if nxt is None or not _same_said(r, nxt)]
         self._record(tenant_id, "patient:result:read", "result", len(out), refs=[result_id])
+        self._canary_touched(tenant_id, pseudonyms=[row.pseudonym])
         return out
 
     def patient_of_result(self, tenant_id: str, result_id: str) -> str:
@@ -941,6 +955,7 @@ class Records(UnitState):
                 with closing(iter_tenant_rows(self.conn, "patient_identity", ("patient_id",), tenant_id)) as rows:
                     found = next((pid for (pid,) in rows if pseudonym(pid) == row.pseudonym), None)
             if found is not None:
+                self._canary_touched(tenant_id, pseudonyms=[row.pseudonym])
                 return str(found)
         raise NotFound("no such result in this lab")
 
@@ -1022,12 +1037,15 @@ class Records(UnitState):
         readable = self._readable_categories(tenant_id)
         if self._grant is not None:
             raise AccessDenied("a support grant does not cover whole-lab result scans")
+        canary = self._canary_check(tenant_id)  # the worklists and every whole-lab read leave canaries out
         # The streamed result (a server-side cursor on PostgreSQL) is closed with the generator,
         # even when its caller stops early or fails half-way.
         with self.conn.execute(
             select(t.result).where(self._tf(t.result, tenant_id)).execution_options(yield_per=batch)
         ) as rows:
             for r in rows:
+                if canary is not None and canary(r.pseudonym) is not None:
+                    continue
                 res = self._result(c, r)
                 if (
                     readable is not None

@@ -374,6 +374,9 @@ def export(
     written = 0
     step = 0
 
+    # Canaries go out only into their own package, or when the instruction names them (a touch).
+    canary = u._canary_check(tenant)
+    named: set[str] = set()
     spec_rows = specimens(u, tenant, by_request=True)
     # (pseudonym, id, request, specimen, status, items, sensitivity)
     result_stream = result_rows(u, tenant, by_request=True)
@@ -381,6 +384,10 @@ def export(
     res = next(result_stream, None)
     for request in requests(u, tenant, by_id=True):
         rid = request.request_id
+        marker = None if canary is None else canary(request.patient_id)
+        own = marker is not None and u._canary_own_package(tenant, marker)
+        if marker is not None and not own and (wanted is None or request.patient_id not in wanted):
+            continue
         in_period: dict[str, Any] = {}
         while spec is not None and spec.request_id < rid:
             spec = next(spec_rows, None)
@@ -400,7 +407,7 @@ def export(
                     continue
             elif not lo <= request_day <= hi:  # no specimen: the request's date stands for it
                 continue
-            if wanted is not None and row[0] not in wanted:
+            if wanted is not None and row[0] not in wanted and not own:
                 continue
             items = row[5]
             if codes is not None and (items[0], items[1]) not in codes:
@@ -410,6 +417,8 @@ def export(
             chosen.append(row)
         if not chosen:
             continue
+        if marker is not None and not own:
+            named.add(request.patient_id)
         n += len(chosen)
         n_req += 1
         used = {row[3] for row in chosen}
@@ -469,6 +478,7 @@ def export(
         tally.patients, tally.prescribers = len(seen_patients), len(seen_prescribers)
     if count_only:
         return
+    u._canary_touched(tenant, pseudonyms=named)
     f_id, f_pr = tuple(plan.fields.get("identity", ())), tuple(plan.fields.get("prescriber", ()))
     if f_id:
         for ident in patients(u, tenant):

@@ -6,7 +6,7 @@ defined, with the same signature, by the part named beside it)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
@@ -109,6 +109,14 @@ class UnitState:
             correcting: bool = False,
         ) -> Result: ...
         def _judge(self, tenant_id: str, result_id: str, judge: Judge, *, calculate: bool = True) -> JudgedResult: ...
+
+        # canaries.Canaries
+        def _canary_check(self, tenant_id: str) -> Callable[[str], bytes | None] | None: ...
+        def _is_canary(self, tenant_id: str, patient_id: str) -> bool: ...
+        def _canary_own_package(self, tenant_id: str, marker: bytes) -> bool: ...
+        def _canary_touched(
+            self, tenant_id: str, patient_ids: Iterable[str] = (), *, pseudonyms: Iterable[str] = ()
+        ) -> None: ...
 
         # gateway.Unit
         def on_commit(self, action: Callable[[], None]) -> None: ...

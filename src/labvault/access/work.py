@@ -346,7 +346,7 @@ class Work(UnitState):
 
     def _in_grant_of(self, c: Any, tenant_id: str, action: str, pseudonym: str) -> None:
         """F2: under a support grant naming patients, a row of another patient is refused (and the
-        refusal recorded), as the patient-level reads refuse it."""
+        refusal recorded), as the patient-level reads refuse it. A canary's row is touched (H1)."""
         grant = self._grant
         if (
             grant is not None
@@ -354,6 +354,7 @@ class Work(UnitState):
             and pseudonym not in {c.index.pseudonym(pid) for pid in grant.patients}
         ):
             self._deny(tenant_id, action, "this patient is outside the grant's scope")
+        self._canary_touched(tenant_id, pseudonyms=[pseudonym])
 
     def _specimen_pseudonym(self, tenant_id: str, row: Any) -> str:
         q = t.request

@@ -9,6 +9,7 @@ from labvault.cli import (
     alerts,
     audit,
     bench,
+    canary,
     catalogue,
     demo,
     feed,
@@ -64,6 +65,7 @@ app.add_typer(advisory.app, name="advisory")
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(alerts.channel_app, name="channel")
 app.add_typer(monitor.app, name="monitor")
+app.add_typer(canary.app, name="canary")
 app.command("export")(migrate.export)
 app.command("ingest")(ingest.ingest)
 app.command("mllp")(mllp.mllp)

@@ -49,7 +49,7 @@ class BlindIndex:
                 salt=None,
                 info=b"labvault/blind/v1\x00" + tenant.encode() + b"\x00" + use.encode(),
             ).derive(root_key)
-            for use in ("nir", "name", "link", "rpps", "traits", "local", "order", "born")
+            for use in ("nir", "name", "link", "rpps", "traits", "local", "order", "born", "canary")
         }
 
     def _mac(self, use: str, text: str) -> bytes:
@@ -88,6 +88,12 @@ class BlindIndex:
         """An order of one patient by its number (``kind``: ``placer`` or ``filler``) and sender:
         the same order received again finds its request; another patient's number finds nothing."""
         return self._mac("order", f"{len(patient_id)}:{patient_id}|{len(sender)}:{sender}|{kind}|{number.strip()}")
+
+    def canary(self, pseudonym: str) -> bytes:
+        """A planted patient's marker (``labvault.access.canaries``), from its pseudonym: rows that
+        carry only the pseudonym (requests, results) are checked as cheaply as identities, and
+        without this key a marker cannot be matched with a pseudonym or a patient id."""
+        return self._mac("canary", pseudonym)
 
     def pseudonym(self, patient_id: str) -> str:
         """The patient's pseudonym on medical rows; only the lab's identity key re-links it."""

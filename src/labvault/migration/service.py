@@ -58,6 +58,7 @@ from labvault.instructions import document
 from labvault.migration import jobs
 from labvault.migration import select as sel
 from labvault.migration.errors import ReceiptInvalid, ReconciliationFailed, StateError, VolumeExceeded
+from labvault.monitoring import canaries
 from labvault.retention.records import store_signed_record
 
 if TYPE_CHECKING:
@@ -314,9 +315,10 @@ def plan(
     u.authorise(tenant_id, "migration:plan")
     instr = _within(u, instructed.enter(u, tenant_id, instruction_id, kinds=kinds, now=now), ask)
     read_plan = sel.compile_plan(instr)
+    job_id = new_id()
+    canaries.plant_for_package(u, tenant_id, job_id, read_plan.read)  # its own canary, if the lab seeded some
     counts = _tally(u, read_plan)
     _volume(u, instr, counts["results"], None)
-    job_id = new_id()
     figures = {
         "fields": read_plan.describe(),
         "links": read_plan.describe_links(),
@@ -552,6 +554,7 @@ def run(
             "links": read_plan.describe_links(),
         }
         counts = sel.Counts(read_plan.links)
+        u.use_package_canary(tenant_id, migration_id)  # the package's own canary goes into it
         records = sel.run(u, read_plan, keys.ids(migration_id, sealed), on_result=guard)
         package = _package(job)
         d = package.parent
