@@ -942,13 +942,12 @@ class Records(UnitState):
             .where(self._tf(r, tenant_id), r.c.result_id == result_id)
         ).first()
         if row is not None:
-            opened = self._patient_of_request(c, row.request_id, row.pseudonym, row.patient_enc)
-            if opened is not None and (
-                self._grant is None or self._grant.patients is None or opened in self._grant.patients
-            ):
-                return opened
             pseudonym = c.index.pseudonym
-            if self._grant is not None and self._grant.patients is not None:
+            found = self._patient_of_request(c, row.request_id, row.pseudonym, row.patient_enc)
+            if found is not None:
+                if self._grant is not None and self._grant.patients is not None and found not in self._grant.patients:
+                    found = None
+            elif self._grant is not None and self._grant.patients is not None:
                 found = next((pid for pid in sorted(self._grant.patients) if pseudonym(pid) == row.pseudonym), None)
             else:
                 # A streamed read (a server-side cursor on PostgreSQL): closed when the patient is found.
