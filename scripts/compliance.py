@@ -59,10 +59,15 @@ REQUIREMENTS: list[tuple[str, str, str]] = [
     ("G4", "logs append-only, hash-chained, signed; the vendor cannot rewrite them", ""),
     ("G5", "only auditor roles query logs; no identity oracle for vendor staff", ""),
     ("G6", "the lab exports its own logs and checkpoints", ""),
-    ("H1", "monitoring rules with acknowledgement and escalation", "not built (rules on the audit stream)"),
-    ("H2", "every external report opens a ticket that cannot close without an assessment", "not built"),
+    ("H1", "monitoring rules with acknowledgement and escalation", ""),
+    ("H2", "every external report opens a ticket that cannot close without an assessment", ""),
     ("H3", "a leaked sample traced to its lab and export by keyed hashes", ""),
-    ("H4", "internal whistle-blowing channel", "not built"),
+    (
+        "H4",
+        "internal whistle-blowing channel",
+        "an employee's report is an outside report of source 'employee' in the same register; "
+        "no anonymous submission form yet",
+    ),
     ("H5", "patch management, CVE scan", "not built"),
     ("I1", "register of every breach", "not built"),
     ("I2", "processor to controller notification without undue delay", "not built"),
