@@ -466,6 +466,8 @@ class Alerts(UnitState):
             raise InvalidInput("a channel's level is 1 to 9")
         if not target or len(target) > 500:
             raise InvalidInput("a channel needs a target (an address, a URL or host:port), 500 characters at most")
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
+            raise InvalidInput("a channel's target holds no control character (no line break)")
         self._authorise_channels(tenant_id)
         channel_id = new_id()
         secret = new_token() if kind == "webhook" else None

@@ -195,6 +195,8 @@ def run_once(
             notify.send(cfg, job.kind, job.target, job.key, job.message, now=now)
         except notify.DeliveryFailed as exc:
             job.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - one channel's target (set by a lab) never stops the pass
+            job.error = f"{job.kind}: {type(exc).__name__}"
     counts = {
         "escalated": len(escalated),
         "advisories": len(reports),
