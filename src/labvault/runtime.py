@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import cast
 
 from labvault.access import Gateway, Principal, Purpose
+from labvault.access.principal import MONITOR
 from labvault.audit.pin import FILE_NAME as PIN_FILE
 from labvault.audit.pin import PinStore
 from labvault.config import Settings
@@ -75,6 +76,12 @@ class Runtime:
 
     def unit(self, purpose: Purpose):
         return self.gateway.unit(self.operator, purpose)
+
+    @property
+    def monitor(self) -> Principal:
+        """The platform's monitoring process (``labvault.access.principal.MONITOR``): what the
+        audit stream's consumer and the alerts' dispatcher act as, never the operator's account."""
+        return MONITOR
 
     def close(self) -> None:
         self.gateway.keys.close()

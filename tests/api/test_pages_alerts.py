@@ -8,19 +8,19 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from labvault.access import Purpose
+from labvault.access.principal import MONITOR
 from labvault.monitoring import alerts
 from labvault.monitoring.findings import Finding, Severity
 from labvault.store import schema as t
 from tests.api.conftest import LAB_A, LAB_B
 from tests.api.test_pages import _form_csrf, _page_login
 from tests.api.test_step_up import STALE, checked_ago
-from tests.conftest import ADMIN
 
 ADMIN_A = f"lab_admin@{LAB_A}"
 
 
 def _raise(api, lab: str = LAB_A, rule: str = "bulk-read") -> str:
-    with api.gateway.unit(ADMIN, Purpose.MONITORING) as u:
+    with api.gateway.unit(MONITOR, Purpose.MONITORING) as u:
         alert_id = alerts.raise_alert(
             u, Finding(rule, Severity.HIGH, lab, f"{rule}: many patients by one account", "acct-7", ("acct-7",))
         )
@@ -101,7 +101,8 @@ def test_the_labs_channels_added_after_a_step_up_with_the_key_shown_once(api):
 
 def test_the_json_api(api, admin_a, admin_b, support, security_officer):
     """H1: GET /api/v1/alerts and /alerts/{id} for the lab's admin and the security officer only;
-    support cannot acknowledge; the lab's admin acknowledges and resolves with a reason."""
+    support cannot acknowledge, nor can the security officer (a lab's alert is answered by the lab);
+    the lab's admin acknowledges and resolves with a reason."""
     alert_id = _raise(api)
     assert [a["alert_id"] for a in admin_a.get("/api/v1/alerts").json()] == [alert_id]
     assert admin_b.get("/api/v1/alerts").json() == []
@@ -109,6 +110,8 @@ def test_the_json_api(api, admin_a, admin_b, support, security_officer):
     assert support.get("/api/v1/alerts").status_code == 403
     assert support.post(f"/api/v1/alerts/{alert_id}/ack", json={}).status_code == 403
     assert security_officer.get(f"/api/v1/alerts/{alert_id}").json()["deliveries"] == []
+    assert security_officer.post(f"/api/v1/alerts/{alert_id}/ack", json={}).status_code == 403
+    assert security_officer.post(f"/api/v1/alerts/{alert_id}/resolve", json={"reason": "x"}).status_code == 403
     r = admin_a.post(f"/api/v1/alerts/{alert_id}/ack", json={"reason": "looking"})
     assert r.status_code == 200 and r.json()["state"] == "acknowledged"
     assert admin_a.post(f"/api/v1/alerts/{alert_id}/resolve", json={}).status_code == 422

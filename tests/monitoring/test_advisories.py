@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from labvault.access import Purpose
+from labvault.access.principal import MONITOR
 from labvault.crypto.keys import PLATFORM
 from labvault.errors import AccessDenied, InvalidInput
 from labvault.monitoring import advisories
@@ -168,7 +169,7 @@ def test_unanswered_advisory_escalates_past_its_deadline(world):
     assert _events(gw, "advisory:escalate") == [(PLATFORM, "allowed", [adv.advisory_id, "level:1"])]
     with gw.unit(p["so"], Purpose.MONITORING) as u:  # within the new deadline: nothing more
         assert advisories.escalate_overdue(u, now=late + timedelta(hours=11), sink=sink) == []
-    with gw.unit(p["padmin"], Purpose.MONITORING) as u:  # the scheduler's monitor:run account
+    with gw.unit(MONITOR, Purpose.MONITORING) as u:  # the dispatcher: the monitoring process (monitor:run)
         again = advisories.escalate_overdue(u, now=late + timedelta(hours=13), sink=sink)
     assert [e.level for e in again] == [2] and len(sink.findings) == 2
     assert sink.findings[1].group != sink.findings[0].group  # a new alert per level

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from labvault.access import Gateway, Principal, Purpose
+from labvault.access.principal import MONITOR
 from labvault.crypto.keys import PLATFORM
 from labvault.errors import AccessDenied, InvalidInput
 from labvault.monitoring import alerts, dispatch
@@ -38,7 +39,7 @@ class People:
         self.admin_b = lab_user(gw, "lab-b", "lab_admin", name="Adm")
         self.support = vendor_user(gw, "support")
         self.security = vendor_user(gw, "security_officer")
-        self.operator = ADMIN  # the CLI operator: platform_admin
+        self.operator = ADMIN  # the CLI operator: platform_admin (monitoring runs as MONITOR, not as it)
 
 
 @pytest.fixture
@@ -63,7 +64,7 @@ def finding(tenant="lab-a", rule="bulk-read", group="acct-1", severity=Severity.
 
 
 def raise_(gw: Gateway, f: Finding, now: datetime = T0) -> str:
-    with gw.unit(ADMIN, Purpose.MONITORING) as u:
+    with gw.unit(MONITOR, Purpose.MONITORING) as u:
         alert_id = alerts.raise_alert(u, f, now=now)
     assert alert_id is not None
     return alert_id
@@ -117,7 +118,8 @@ def test_states_who_and_why(world):
 
 
 def test_what_a_vendor_account_or_another_lab_can_do_with_a_labs_alert(world):
-    """H1, G1, G2: a lab's alert is its lab_admin's, its DPO's and the security officer's.
+    """H1, G1, G2: a lab's alert is its lab_admin's and its DPO's; the security officer reads it
+    (references) but neither acknowledges nor resolves it (an acknowledgement stops escalation).
     Vendor support cannot acknowledge it, the platform admin cannot read it, another lab's admin
     neither reads nor lists it, a biologist of the lab does not see it; refusals are audited."""
     gw, p = world
@@ -143,7 +145,12 @@ def test_what_a_vendor_account_or_another_lab_can_do_with_a_labs_alert(world):
     with gw.unit(p.security, Purpose.MONITORING) as u:
         assert {a.alert_id for a in alerts.list_alerts(u)} == {alert_id, platform_alert}
         assert [a.alert_id for a in alerts.list_alerts(u, "lab-a", state="open")] == [alert_id]
+    with gw.unit(p.security, Purpose.MONITORING) as u, pytest.raises(AccessDenied):
         alerts.acknowledge(u, alert_id, reason="looking")
+    with gw.unit(p.security, Purpose.MONITORING) as u, pytest.raises(AccessDenied):
+        alerts.resolve(u, alert_id, reason="nothing")
+    with gw.unit(p.security, Purpose.MONITORING) as u:
+        alerts.acknowledge(u, platform_alert, reason="looking")
     with gw.engine.connect() as conn:
         denied = conn.execute(
             select(t.audit_event.c.actor, t.audit_event.c.action).where(
@@ -151,6 +158,7 @@ def test_what_a_vendor_account_or_another_lab_can_do_with_a_labs_alert(world):
             )
         ).all()
     assert (p.support.account_id, "alert:ack") in denied and (ADMIN.account_id, "alert:read") in denied
+    assert (p.security.account_id, "alert:ack") in denied and (p.security.account_id, "alert:resolve") in denied
 
 
 def test_channels_of_a_lab_are_the_labs_own(world):
@@ -200,12 +208,12 @@ def test_escalation_when_the_acknowledgement_deadline_passes(world):
             port = s.getsockname()[1]
             u.add_channel(PLATFORM, kind="syslog", target=f"udp://127.0.0.1:{port}", level=n, min_severity="low", at=T0)
     alert_id = raise_(gw, finding(severity=Severity.CRITICAL))
-    assert dispatch.run_once(gw, T0, principal=ADMIN)["sent"] == 1
+    assert dispatch.run_once(gw, T0)["sent"] == 1
     assert alert_id.encode() in level1.recv(4096)
-    quiet = dispatch.run_once(gw, T0 + timedelta(minutes=14), principal=ADMIN)
+    quiet = dispatch.run_once(gw, T0 + timedelta(minutes=14))
     assert (quiet["escalated"], quiet["sent"]) == (0, 0)
     late = T0 + timedelta(minutes=15, seconds=1)
-    assert dispatch.run_once(gw, late, principal=ADMIN) == {
+    assert dispatch.run_once(gw, late) == {
         "escalated": 1,
         "advisories": 0,
         "checkpoints": 0,
@@ -217,12 +225,12 @@ def test_escalation_when_the_acknowledgement_deadline_passes(world):
     assert alert_id.encode() in line and b'level="2"' in line
     a = read(gw, p.security, alert_id)
     assert (a.level, a.ack_due) == (2, late + timedelta(minutes=15))
-    again = dispatch.run_once(gw, late + timedelta(minutes=16), principal=ADMIN)
+    again = dispatch.run_once(gw, late + timedelta(minutes=16))
     assert again["escalated"] == 1 and read(gw, p.security, alert_id).level == 2
     assert b'level="2"' in level2.recv(4096)
     with gw.unit(p.admin_a, Purpose.MONITORING) as u:
         alerts.acknowledge(u, alert_id)
-    assert dispatch.run_once(gw, late + timedelta(hours=2), principal=ADMIN)["escalated"] == 0
+    assert dispatch.run_once(gw, late + timedelta(hours=2))["escalated"] == 0
     with gw.engine.connect() as conn:
         escalations = (
             conn.execute(select(t.audit_event.c.object_refs).where(t.audit_event.c.action == "alert:escalate"))
@@ -253,7 +261,7 @@ def test_a_labs_alert_goes_to_its_own_channels_a_platform_alert_does_not(world):
     add(p.security, PLATFORM, "platform")
     lab_alert = raise_(gw, finding())
     platform_alert = raise_(gw, finding(tenant=PLATFORM, rule="scheduler-failure", group="retention"))
-    assert dispatch.run_once(gw, T0, principal=ADMIN)["sent"] == 3
+    assert dispatch.run_once(gw, T0)["sent"] == 3
     got = {}
     for name, s in socks.items():
         s.settimeout(0.3)

@@ -1,17 +1,21 @@
 """``labvault alerts`` and ``labvault channel`` as a lab's admin and the platform's operator run
 them (H1): the lab's own channel added with ``--as``, its alert listed, acknowledged and resolved
-(a reason required), ``alerts dispatch --once`` sending it."""
+(a reason required), ``alerts dispatch --once`` sending it as the monitoring process; no account
+is given the role ``monitor``."""
 
 from __future__ import annotations
 
 import json
 import socket
 
+from sqlalchemy import select
+
 from labvault.access import Purpose
 from labvault.config import Settings
 from labvault.monitoring import alerts
 from labvault.monitoring.findings import Finding, Severity
 from labvault.runtime import open_runtime
+from labvault.store import schema as t
 from tests.cli.test_cli import home, one_line_error, run  # noqa: F401  (home is a fixture)
 from tests.cli.test_grant_cli import account, as_
 
@@ -49,7 +53,7 @@ def test_alerts_and_channels_from_the_cli(home, capsys, monkeypatch):
     assert json.loads(out)["target"] == target
     rt = open_runtime(Settings.from_env())
     try:
-        with rt.unit(Purpose.MONITORING) as u:
+        with rt.gateway.unit(rt.monitor, Purpose.MONITORING) as u:  # as the consumer raises it
             f = Finding("off-hours-read", Severity.MEDIUM, LAB, "reads outside opening hours", "acct-9", ("acct-9",))
             alert_id = alerts.raise_alert(u, f)
     finally:
@@ -75,3 +79,14 @@ def test_alerts_and_channels_from_the_cli(home, capsys, monkeypatch):
     assert json.loads(out.splitlines()[-1])["sent"] == 1
     assert alert_id.encode() in sock.recv(4096)
     sock.close()
+    rt = open_runtime(Settings.from_env())
+    try:
+        with rt.gateway.engine.connect() as c:
+            actors = {
+                r.actor for r in c.execute(select(t.audit_event).where(t.audit_event.c.action == "alert:deliver"))
+            }
+    finally:
+        rt.close()
+    assert actors == {"system:monitor"}  # the dispatcher runs as the monitoring process, not the operator
+    code, _, err = run(capsys, "user", "add", "--name", "Mon Itor", "--email", "m@vendor.invalid", "--role", "monitor")
+    assert code != 0 and "never to an account" in one_line_error(err)

@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from labvault.access import Gateway, Purpose
+from labvault.access.principal import MONITOR
 from labvault.audit import service as audit
 from labvault.config import Settings
 from labvault.domain.identifiers import normalise_nir
@@ -166,7 +167,7 @@ class World:
     def raise_and_ack(self) -> str:
         """Raise the alert, then acknowledge it with a reason someone typed that names the patient:
         a reason never travels (the delivery queued at raising is still sent)."""
-        with self.gw.unit(ADMIN, Purpose.MONITORING) as u:
+        with self.gw.unit(MONITOR, Purpose.MONITORING) as u:
             alert_id = alerts.raise_alert(u, self.finding, now=T0)
         assert alert_id
         with self.gw.unit(self.admin, Purpose.MONITORING) as u:
@@ -187,7 +188,7 @@ def test_email_to_a_real_smtp_server_holds_references_only(world, smtp_server):
     world.channel("email", "security@lab-a.invalid")
     alert_id = world.raise_and_ack()
     settings = Settings.from_env({}, smtp_host="127.0.0.1", smtp_port=port, smtp_from="alerts@labvault.invalid")
-    assert dispatch.run_once(world.gw, T0, principal=ADMIN, settings=settings)["sent"] == 1
+    assert dispatch.run_once(world.gw, T0, settings=settings)["sent"] == 1
     assert len(mails) == 1
     rcpt, raw = mails[0]
     assert rcpt == ["security@lab-a.invalid"]
@@ -205,7 +206,7 @@ def test_without_a_relay_an_email_fails_and_is_retried(world):
     """H1: with no SMTP relay set, the e-mail is not lost: the failure is recorded and retried."""
     world.channel("email", "security@lab-a.invalid")
     world.raise_and_ack()
-    counts = dispatch.run_once(world.gw, T0, principal=ADMIN, settings=Settings.from_env({}))
+    counts = dispatch.run_once(world.gw, T0, settings=Settings.from_env({}))
     assert (counts["sent"], counts["failed"]) == (0, 1)
     with world.gw.engine.connect() as conn:
         d = conn.execute(select(t.alert_delivery)).one()
@@ -225,7 +226,7 @@ def test_signed_webhook_retried_with_backoff_until_the_server_takes_it(world, ho
     assert secret
     state.key, state.fail = secret.encode(), 2
     alert_id = world.raise_and_ack()
-    run = lambda at: dispatch.run_once(world.gw, at, principal=ADMIN)  # noqa: E731
+    run = lambda at: dispatch.run_once(world.gw, at)  # noqa: E731
 
     def delivery():
         with world.gw.engine.connect() as conn:
@@ -292,7 +293,7 @@ def test_syslog_rfc5424_over_udp_and_tcp_with_octet_counting(world):
 
     th = threading.Thread(target=accept)
     th.start()
-    assert dispatch.run_once(world.gw, T0, principal=ADMIN)["sent"] == 2
+    assert dispatch.run_once(world.gw, T0)["sent"] == 2
     th.join(5)
     line = udp.recv(65536)
     framed = got[0]
@@ -326,12 +327,12 @@ def test_a_labs_signed_checkpoints_go_to_its_own_channel_once(world, hook):
     state.key = secret.encode()
     with world.gw.unit(ADMIN, Purpose.ADMINISTRATION) as u:
         first = audit.checkpoint(u, "lab-a")
-    counts = dispatch.run_once(world.gw, T0, principal=ADMIN)
+    counts = dispatch.run_once(world.gw, T0)
     assert (counts["checkpoints"], counts["sent"]) == (1, 1)
-    assert dispatch.run_once(world.gw, T0 + timedelta(minutes=1), principal=ADMIN)["checkpoints"] == 0
+    assert dispatch.run_once(world.gw, T0 + timedelta(minutes=1))["checkpoints"] == 0
     with world.gw.unit(ADMIN, Purpose.ADMINISTRATION) as u:
         second = audit.checkpoint(u, "lab-a")
-    assert dispatch.run_once(world.gw, T0 + timedelta(minutes=2), principal=ADMIN)["checkpoints"] == 1
+    assert dispatch.run_once(world.gw, T0 + timedelta(minutes=2))["checkpoints"] == 1
     bodies = [json.loads(b) for b in state.bodies]
     assert [b["type"] for b in bodies] == ["checkpoint", "checkpoint"]
     assert [b["checkpoint"]["body"] for b in bodies] == [first["body"], second["body"]]

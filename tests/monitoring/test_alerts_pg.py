@@ -12,6 +12,7 @@ from itertools import count
 import pytest
 
 from labvault.access import Gateway, Purpose
+from labvault.access.principal import MONITOR
 from labvault.crypto.keys import PLATFORM
 from labvault.errors import AccessDenied, NotFound
 from labvault.monitoring import alerts, dispatch
@@ -61,7 +62,7 @@ def test_row_level_security_keeps_a_labs_alerts_its_own(pg):
         )
     ids = {}
     for lab in ("lab-a", "lab-b"):
-        with gw.unit(ADMIN, Purpose.MONITORING) as u:
+        with gw.unit(MONITOR, Purpose.MONITORING) as u:
             ids[lab] = alerts.raise_alert(
                 u, Finding("bulk-read", Severity.CRITICAL, lab, "bulk read", "acct-1"), now=T0
             )
@@ -76,7 +77,7 @@ def test_row_level_security_keeps_a_labs_alerts_its_own(pg):
         assert u.channels("lab-b") == []
     with bare.unit(officer, Purpose.MONITORING) as u:
         assert {a.alert_id for a in alerts.list_alerts(u)} == set(ids.values())
-    counts = dispatch.run_once(bare, T0 + timedelta(minutes=16), principal=ADMIN)
+    counts = dispatch.run_once(bare, T0 + timedelta(minutes=16))
     assert counts["escalated"] == 2 and counts["sent"] == 1  # lab A's level-2 channel; lab B has none
     assert ids["lab-a"].encode() in sock.recv(4096)
     sock.close()

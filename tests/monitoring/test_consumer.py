@@ -10,11 +10,12 @@ import pytest
 from sqlalchemy import insert
 
 from labvault.access import Gateway, Principal, Purpose
+from labvault.access.principal import MONITOR
 from labvault.ids import utcnow
 from labvault.monitoring import rules as rules_mod
 from labvault.monitoring.consumer import Consumer
 from labvault.store import schema as t
-from tests.conftest import ADMIN, lab_user, make_lab
+from tests.conftest import lab_user, make_lab
 from tests.monitoring.events import ListSink
 
 RULES = rules_mod.parse("[lab.lab-a.bulk-read]\ngte = 3\n[lab.lab-b.bulk-read]\ngte = 3\n", base=rules_mod.shipped())
@@ -38,13 +39,14 @@ def test_the_cursor_is_durable(gateway):
     bio = lab_user(gateway, "lab-a")
     _read(gateway, bio, "lab-a", "pat-1", "pat-2", "pat-3")
     sink = ListSink()
-    first = Consumer(gateway, ADMIN, RULES, sink=sink)
+    first = Consumer(gateway, MONITOR, RULES, sink=sink)
     found = _bulk(first.poll())
     assert len(found) == 1 and found[0].event_count == 3 and found[0].refs[0] == bio.account_id
     assert sink.findings == found
+    first.release()  # it stops: the lease is given up
 
     again = ListSink()
-    second = Consumer(gateway, ADMIN, RULES, sink=again)
+    second = Consumer(gateway, MONITOR, RULES, sink=again)
     assert second.poll() == [] and again.findings == []
     _read(gateway, bio, "lab-a", "pat-4")
     later = _bulk(second.poll())
@@ -62,24 +64,30 @@ def test_no_finding_lost_when_the_sink_fails(gateway):
     def broken(u, finding):
         raise RuntimeError("the alert store is down")
 
-    consumer = Consumer(gateway, ADMIN, RULES, sink=broken)
+    consumer = Consumer(gateway, MONITOR, RULES, sink=broken)
     with pytest.raises(RuntimeError):
         consumer.poll()
     sink = ListSink()
     consumer.sink = sink
     assert len(_bulk(consumer.poll())) == 1
-    assert len(_bulk(Consumer(gateway, ADMIN, RULES, sink=ListSink()).poll())) == 0
+    consumer.release()
+    restarted = Consumer(gateway, MONITOR, RULES, sink=ListSink())
+    assert len(_bulk(restarted.poll())) == 0 and not restarted.waiting
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_a_lab_account_cannot_run_the_consumer(gateway):
-    """H1, G5: the stream of every lab is read by the vendor's monitoring roles only."""
+def test_no_account_runs_the_consumer(gateway):
+    """H1, G5: the stream of every lab is read by the platform's monitoring process only: no
+    lab account, and no vendor account either (its security officer, its platform admin)."""
     from labvault.errors import AccessDenied
+    from tests.access.conftest import vendor_user
+    from tests.conftest import ADMIN
 
     make_lab(gateway, "lab-a")
     dpo = lab_user(gateway, "lab-a", "lab_dpo")
-    with pytest.raises(AccessDenied):
-        Consumer(gateway, dpo, RULES, sink=ListSink()).poll()
+    for who in (dpo, ADMIN, vendor_user(gateway, "security_officer")):
+        with pytest.raises(AccessDenied):
+            Consumer(gateway, who, RULES, sink=ListSink()).poll()
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -139,11 +147,11 @@ def test_sweeps(gateway, raw_engine):
                 key_version=1,
             )
         )
-    found = {(f.rule_id, f.group): f for f in Consumer(gateway, ADMIN, RULES, sink=ListSink()).sweep()}
+    found = {(f.rule_id, f.group): f for f in Consumer(gateway, MONITOR, RULES, sink=ListSink()).sweep()}
     assert ("package-overdue", "migration=mig-1") in found and ("package-overdue", "migration=mig-2") not in found
     assert found[("callback-overdue", "lab")].refs == ("cb-1",)
     assert not any(k[0] == "checkpoint-missing" for k in found)
-    later = Consumer(gateway, ADMIN, RULES, sink=ListSink(), clock=lambda: utcnow() + timedelta(hours=27)).sweep()
+    later = Consumer(gateway, MONITOR, RULES, sink=ListSink(), clock=lambda: utcnow() + timedelta(hours=27)).sweep()
     assert "lab-a" in {f.tenant_id for f in later if f.rule_id == "checkpoint-missing"}
 
 
@@ -157,7 +165,7 @@ def test_postgresql_one_consumer_sees_every_lab(db_url, keyring, gateway):
     _read(gateway, a, "lab-a", "a-1", "a-2", "a-3")
     _read(gateway, b, "lab-b", "b-1", "b-2", "b-3", "b-4")
     rls_only = Gateway(gateway.engine, keyring, tenant_filter=False)
-    found = Consumer(rls_only, ADMIN, RULES, sink=ListSink()).poll()
+    found = Consumer(rls_only, MONITOR, RULES, sink=ListSink()).poll()
     fa, fb = _bulk(found, "lab-a"), _bulk(found, "lab-b")
     assert len(fa) == len(fb) == 1
     assert set(fa[0].refs[1:]) == {"a-1", "a-2", "a-3"} and set(fb[0].refs[1:]) == {"b-1", "b-2", "b-3", "b-4"}

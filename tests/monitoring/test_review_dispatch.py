@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from labvault.access import Gateway, Purpose
+from labvault.access.principal import MONITOR
 from labvault.config import Settings
 from labvault.errors import InvalidInput
 from labvault.monitoring import alerts, dispatch
@@ -72,7 +73,7 @@ def _finding(tenant: str, group: str = "acct-1") -> Finding:
 
 
 def _raise(gw: Gateway, tenant: str, at: datetime) -> str:
-    with gw.unit(ADMIN, Purpose.MONITORING) as u:
+    with gw.unit(MONITOR, Purpose.MONITORING) as u:
         alert_id = alerts.raise_alert(u, _finding(tenant), now=at)
     assert alert_id
     return alert_id
@@ -104,7 +105,9 @@ def test_one_labs_channel_target_does_not_stop_every_labs_deliveries(gateway, sm
     try:
         with gw.unit(admin_b, Purpose.MONITORING) as u:  # before the fix: accepted (only the length was checked)
             u.add_channel("lab-b", kind=kind, target=target, level=1, min_severity="low", at=T0)
-    except InvalidInput:  # refused now: a row stored before the fix (or any other bad target) still must not stop the pass
+    except (
+        InvalidInput
+    ):  # refused now: a row stored before the fix (or any other bad target) still must not stop the pass
         with gw.engine.begin() as conn:
             conn.execute(
                 t.notify_channel.insert().values(
@@ -125,7 +128,7 @@ def test_one_labs_channel_target_does_not_stop_every_labs_deliveries(gateway, sm
     crashed = []
     for n in range(3):  # as serve's dispatch thread does: a failed round is logged, the next one runs
         try:
-            dispatch.run_once(gw, T0 + timedelta(seconds=2 + n), principal=ADMIN, settings=settings)
+            dispatch.run_once(gw, T0 + timedelta(seconds=2 + n), settings=settings)
         except Exception as exc:  # noqa: BLE001
             crashed.append(type(exc).__name__)
     assert len(mails) == 1, f"lab-a's alert e-mailed {len(mails)} times; rounds crashed: {crashed}"
@@ -141,7 +144,9 @@ def test_a_channel_target_with_cr_or_lf_is_refused_when_added(gateway):
     make_lab(gw, "lab-b", "440000018")
     admin_b = lab_user(gw, "lab-b", "lab_admin", name="Adm")
     with gw.unit(admin_b, Purpose.MONITORING) as u, pytest.raises(InvalidInput):
-        u.add_channel("lab-b", kind="email", target="a@b.invalid\r\nBcc: c@d.invalid", level=1, min_severity="low", at=T0)
+        u.add_channel(
+            "lab-b", kind="email", target="a@b.invalid\r\nBcc: c@d.invalid", level=1, min_severity="low", at=T0
+        )
 
 
 @pytest.fixture
@@ -200,7 +205,7 @@ def test_ssrf_oracle_the_lab_reads_what_its_webhook_reached(gateway, internal_se
         except InvalidInput:
             return  # refused: the fix
     alert_id = _raise(gw, "lab-b", T0)
-    dispatch.run_once(gw, T0, principal=ADMIN)
+    dispatch.run_once(gw, T0)
     with gw.unit(admin_b, Purpose.MONITORING) as u:
         h = alerts.history(u, alert_id)
     seen = [d.last_error for d in h.deliveries]

@@ -5,9 +5,9 @@ axe; no personal value on them."""
 from __future__ import annotations
 
 from labvault.access import Purpose
+from labvault.access.principal import MONITOR
 from labvault.monitoring import alerts
 from labvault.monitoring.findings import Finding, Severity
-from tests.conftest import ADMIN
 from tests.web.conftest import WebServer, assert_page_clean, axe_check
 from tests.web.test_browser_smoke import login
 
@@ -16,7 +16,7 @@ def test_the_lab_admin_answers_an_alert_in_the_browser(web_server: WebServer, pa
     """H1: the lab admin opens the list, the alert (references, history), acknowledges and resolves
     it with the forms; the channels page; CSP and axe clean on each; no patient's name on them."""
     lab = web_server.labs[0]
-    with web_server.gateway.unit(ADMIN, Purpose.MONITORING) as u:
+    with web_server.gateway.unit(MONITOR, Purpose.MONITORING) as u:
         alert_id = alerts.raise_alert(
             u, Finding("off-hours-read", Severity.MEDIUM, lab, "reads outside opening hours", "acct-3", ("acct-3",))
         )

@@ -6,13 +6,15 @@ Every database operation on ``alert``, ``alert_delivery``, ``notify_channel`` (a
 audited with references only (alert, channel and delivery ids, never a value):
 
 - ``monitor:run``: raising alerts, queueing and sending deliveries, escalating, pushing a lab's
-  signed checkpoints (the monitoring consumer and the dispatcher, as the platform's operator
-  account, ``Purpose.MONITORING``);
-- ``alert:read``, ``alert:ack``, ``alert:resolve``: a lab's alerts for its own ``lab_admin`` and
-  ``lab_dpo``, and for the vendor's ``security_officer`` (references only); platform alerts for
-  the vendor's security officer (and ``alert:read`` for the platform admin). Another vendor role
-  holding ``alert:read`` (the platform admin) reads the platform's alerts only: a lab's are the
-  lab's and its security officer's;
+  signed checkpoints (the monitoring consumer and the dispatcher, ``Purpose.MONITORING``). Only
+  the platform's own process holds it, the system principal ``system:monitor``
+  (``labvault.access.principal.MONITOR``): no person's account, vendor or lab, reaches a lab's
+  channels, their keys, its deliveries or its cursors through it;
+- ``alert:read``, ``alert:ack``, ``alert:resolve``: a lab's alerts are read, acknowledged and
+  resolved by its own ``lab_admin`` and ``lab_dpo``; the vendor's ``security_officer`` reads them
+  (references only) but acknowledges and resolves the platform's alerts only (an acknowledgement
+  stops escalation: the vendor never stops it on an alert about a lab, which may be about the
+  vendor's own staff). The platform admin reads the platform's alerts only;
 - ``channel:manage``: a lab's channels by the lab's own ``lab_admin``/``lab_dpo`` only (a lab keeps
   its checkpoints outside the vendor's reach: no vendor account adds, lists or removes them); the
   platform's on-call channels (levels 1, 2, 3 ...) by the vendor's security officer and platform
@@ -30,10 +32,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from labvault.access.state import UnitState
-from labvault.crypto.keys import PLATFORM
+from labvault.access.watch import advance_cursor
+from labvault.crypto.keys import PLATFORM, KeyProvider
 from labvault.crypto.tokens import new_token
 from labvault.errors import InvalidInput, NotFound
 from labvault.ids import new_id, stored_utc
@@ -43,8 +46,11 @@ STATES = ("open", "acknowledged", "resolved")
 LIVE = ("open", "acknowledged")  # an alert that still absorbs findings of its key
 CHANNEL_KINDS = ("email", "webhook", "syslog")
 SEVERITIES = ("low", "medium", "high", "critical")
+CHECKPOINTS_CURSOR = "checkpoints"  # the cursor of each lab's signed checkpoints pushed to its channels
 MAX_REFS = 50  # references kept on one alert (the first ones, then the latest)
 ALERT_READERS_OF_A_LAB = frozenset({"security_officer"})  # vendor roles that read a lab's alerts
+# What a vendor account does with a lab's alerts: read them (references); never acknowledge or resolve.
+VENDOR_ON_A_LABS_ALERTS = frozenset({"alert:read"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +237,22 @@ def _secret_context(tenant_id: str, channel_id: str) -> bytes:
     return f"channel:{tenant_id}:{channel_id}".encode()
 
 
+class ChannelKey:
+    """A webhook channel's HMAC key, still wrapped by the platform key: the dispatcher opens it
+    (``open``) in its send path, right before the call it signs, and keeps nothing of it after."""
+
+    __slots__ = ("_context", "_keys", "_wrapped")
+
+    def __init__(self, keys: KeyProvider, wrapped: bytes, context: bytes) -> None:
+        self._keys, self._wrapped, self._context = keys, wrapped, context
+
+    def open(self) -> bytes:
+        return self._keys.unwrap(PLATFORM, self._wrapped, self._context)
+
+    def __repr__(self) -> str:
+        return "ChannelKey(wrapped)"
+
+
 class Alerts(UnitState):
     """Mixed into Unit; every method authorises through the policy table and is audited."""
 
@@ -238,11 +260,19 @@ class Alerts(UnitState):
 
     def _authorise_alerts(self, tenant_id: str, action: str) -> None:
         """``action`` on the alerts of ``tenant_id``: the policy table, then a lab's alerts stay the
-        lab's and the vendor's security officer's (another vendor role is refused, recorded)."""
+        lab's: read by the vendor's security officer too (references), acknowledged and resolved
+        by the lab's own lab_admin and lab_dpo only (another vendor role, or another action, is
+        refused, recorded in the lab's trail)."""
         self._authorise(tenant_id, action)
         p = self.principal
-        if self._check and p.is_platform and tenant_id != PLATFORM and not (ALERT_READERS_OF_A_LAB & p.roles):
+        if not self._check or not p.is_platform or tenant_id == PLATFORM:
+            return
+        if not (ALERT_READERS_OF_A_LAB & p.roles):
             self._deny(tenant_id, action, "a lab's alerts are for its lab_admin, its lab_dpo and the security officer")
+        if action not in VENDOR_ON_A_LABS_ALERTS:
+            self._deny(
+                tenant_id, action, "a lab's alerts are acknowledged and resolved by its own lab_admin or lab_dpo"
+            )
 
     def _authorise_channels(self, tenant_id: str) -> None:
         """A lab's channels are its own people's; the platform's, the vendor's (``channel:manage``)."""
@@ -530,8 +560,9 @@ class Alerts(UnitState):
         self._authorise(tenant_id, "monitor:run")
         return self._channels(tenant_id)
 
-    def channel_for_delivery(self, tenant_id: str, channel_id: str) -> tuple[Channel, bytes | None]:
-        """A channel and its webhook key, unwrapped, for the dispatcher only (``monitor:run``)."""
+    def channel_for_delivery(self, tenant_id: str, channel_id: str) -> tuple[Channel, ChannelKey | None]:
+        """A channel and its webhook key, still wrapped, for the dispatcher only (``monitor:run``):
+        the key is opened in the dispatcher's send path (``ChannelKey.open``), nowhere else."""
         self._authorise(tenant_id, "monitor:run")
         c = t.notify_channel
         row = self.conn.execute(select(c).where(self._tf(c, tenant_id), c.c.channel_id == channel_id)).first()
@@ -540,7 +571,7 @@ class Alerts(UnitState):
         key = (
             None
             if row.secret_wrapped is None
-            else self._gw.keys.unwrap(PLATFORM, row.secret_wrapped, _secret_context(tenant_id, channel_id))
+            else ChannelKey(self._gw.keys, bytes(row.secret_wrapped), _secret_context(tenant_id, channel_id))
         )
         return _channel_of(row), key
 
@@ -652,11 +683,12 @@ class Alerts(UnitState):
         return {"body": json.loads(r.body), "signature": r.signature, "public_key": r.signer_public_key}
 
     def move_cursor(self, tenant_id: str, consumer: str, seq: int, at: datetime) -> None:
-        """Set the lab's cursor for ``consumer`` (``monitor:run``)."""
+        """Move the lab's ``checkpoints`` cursor forward to ``seq`` (``monitor:run``): never back,
+        never beyond the lab's last signed checkpoint (a cursor past it would keep every later
+        checkpoint from the lab's channels)."""
         self._authorise(tenant_id, "monitor:run")
-        cur = t.monitor_cursor
-        done = self.conn.execute(
-            update(cur).where(self._tf(cur, tenant_id), cur.c.consumer == consumer).values(seq=seq, updated_at=at)
-        ).rowcount
-        if not done:
-            self.conn.execute(insert(cur).values(tenant_id=tenant_id, consumer=consumer, seq=seq, updated_at=at))
+        if consumer != CHECKPOINTS_CURSOR:
+            raise InvalidInput(f"this cursor is the '{CHECKPOINTS_CURSOR}' one only")
+        cp = t.audit_checkpoint
+        last = int(self.conn.execute(select(func.max(cp.c.size)).where(self._tf(cp, tenant_id))).scalar() or 0)
+        advance_cursor(self, tenant_id, consumer, seq, last, at)

@@ -39,15 +39,26 @@ class Authorisation(UnitState):
         self._scoped = tenant_id
 
     def _check_principal(self) -> None:
-        """The account must exist and be active; its roles are read from the store, not trusted."""
+        """The account must exist and be active; its roles are read from the store, not trusted. A
+        system principal (the platform's own process, ``policy.SYSTEM_PRINCIPALS``) has no account:
+        its roles are the policy's, for the monitoring purpose only; an account never holds a
+        system role, whatever its row says."""
         p = self.principal
+        if p.kind == "system":
+            fixed = policy.SYSTEM_PRINCIPALS.get(p.account_id)
+            if fixed is None or p.tenant_id != PLATFORM or self.purpose != Purpose.MONITORING:
+                raise AccessDenied("no such system principal for this purpose")
+            self.principal = dataclasses.replace(p, roles=fixed)
+            self._committed = True
+            self._service_purpose = None
+            return
         self._scope(p.tenant_id)
         row = self.conn.execute(
             select(t.account).where(t.account.c.tenant_id == p.tenant_id, t.account.c.account_id == p.account_id)
         ).first()
         if row is None or not row.active:
             raise AccessDenied("no active account for this principal")
-        roles = frozenset(filter(None, row.roles.split(",")))
+        roles = frozenset(filter(None, row.roles.split(","))) - policy.SYSTEM_ROLES
         self.principal = dataclasses.replace(p, roles=roles)
         self._committed = row.commitment_at is not None
         self._service_purpose = row.service_purpose
@@ -75,6 +86,8 @@ class Authorisation(UnitState):
         )
         if personal and not self._committed and p.kind == "person":
             self._deny(tenant_id, action, "this account has not recorded its confidentiality commitment")
+        if action in policy.SYSTEM_ACTIONS and p.kind != "system":
+            self._deny(tenant_id, action, f"'{action}' is the platform's own process's, never an account's")
         if p.is_platform:
             if action in policy.READ_PERSONAL:
                 instr = self._instruction

@@ -24,11 +24,18 @@ class Role(enum.StrEnum):
     SUPPORT = "support"
     SECURITY_OFFICER = "security_officer"
     PLATFORM_ADMIN = "platform_admin"
+    # the platform's own processes (never an account's role)
+    MONITOR = "monitor"  # the audit stream's consumer and the alerts' dispatcher (system:monitor)
 
 
 LAB_ROLES = frozenset({Role.BIOLOGIST, Role.TECHNICIAN, Role.LAB_ADMIN, Role.LAB_DPO, Role.SERVICE})
 VENDOR_ROLES = frozenset({Role.OPERATOR, Role.SUPPORT, Role.SECURITY_OFFICER, Role.PLATFORM_ADMIN})
 MFA_REQUIRED = VENDOR_ROLES | {Role.LAB_ADMIN}
+# Roles held by the platform's own processes, each by one system principal (``SYSTEM_PRINCIPALS``):
+# never given to an account (``valid_role`` refuses them), never read from an account's row.
+SYSTEM_ROLES = frozenset({Role.MONITOR})
+# Actions only a system principal performs, whatever role an account would hold.
+SYSTEM_ACTIONS = frozenset({"monitor:run"})
 
 READ_PERSONAL = frozenset(
     {
@@ -111,7 +118,9 @@ TECHNICIAN_REPORTS = REPORT_WORK - {"report:issue"}
 # Monitoring (labvault.monitoring): alerts hold references only, never a personal value. A lab's
 # admin and DPO see, acknowledge and resolve their lab's alerts, set the lab's own channels (where
 # its alerts and signed checkpoints go), plant canaries and review the accesses its relations do
-# not explain; the vendor's security officer answers the platform's alerts and outside reports.
+# not explain; the vendor's security officer reads a lab's alerts (references), answers the
+# platform's alerts and outside reports. ``monitor:run`` (the consumer, the dispatcher: cursors,
+# deliveries, channels' keys) is no person's: the system principal ``system:monitor`` alone holds it.
 ALERT_WORK = frozenset({"alert:read", "alert:ack", "alert:resolve"})
 LAB_MONITORING = ALERT_WORK | {"channel:manage", "canary:seed", "canary:list", "access:review", "advisory:notice"}
 ADVISORY_WORK = frozenset({"advisory:read", "advisory:manage"})
@@ -220,7 +229,6 @@ POLICY: dict[Role, frozenset[str]] = {
             "signer:list",
             "instruction:read",
             "migration:read",
-            "monitor:run",
             "channel:manage",
         }
     )
@@ -252,13 +260,17 @@ POLICY: dict[Role, frozenset[str]] = {
             "retention:read",
             "retention:run",
             "tenant:end",
-            "monitor:run",
             "channel:manage",
             "alert:read",
             "advisory:read",
         }
     ),
+    Role.MONITOR: frozenset({"monitor:run", "tenant:list", "tenant:read"}),
 }
+
+# The platform's own processes that act in units of work (``Principal.kind == "system"``): their
+# roles come from here, never from the principal handed to the gateway.
+SYSTEM_PRINCIPALS: dict[str, frozenset[str]] = {"system:monitor": frozenset({Role.MONITOR.value})}
 
 # A lab's people are the lab's: on a lab, these are its own lab_admin's alone, whatever a vendor
 # role holds them for (``account:manage`` and ``token:manage`` name the vendor's own accounts when
@@ -288,9 +300,16 @@ def allowed(roles: frozenset[str], action: str) -> bool:
 
 
 def valid_role(role: str) -> Role:
-    try:
-        return Role(role)
-    except ValueError:
-        from labvault.errors import InvalidInput
+    """A role an account may hold: a system role (``SYSTEM_ROLES``) is refused like an unknown one."""
+    from labvault.errors import InvalidInput
 
-        raise InvalidInput(f"unknown role '{role}': one of {', '.join(r.value for r in Role)}") from None
+    try:
+        found = Role(role)
+    except ValueError:
+        found = None
+    if found is not None and found in SYSTEM_ROLES:
+        raise InvalidInput(f"role '{role}' belongs to the platform's own processes, never to an account")
+    if found is None:
+        names = ", ".join(r.value for r in Role if r not in SYSTEM_ROLES)
+        raise InvalidInput(f"unknown role '{role}': one of {names}")
+    return found

@@ -29,10 +29,17 @@ class Principal:
     name: str
     tenant_id: str = PLATFORM
     roles: frozenset[str] = field(default_factory=frozenset)
-    kind: str = "person"  # or "service"
+    kind: str = "person"  # or "service", or "system" (the platform's own process: policy.SYSTEM_PRINCIPALS)
     source_addr: str | None = None  # where the request came from (audit)
     user_agent: str | None = None
 
     @property
     def is_platform(self) -> bool:
         return self.tenant_id == PLATFORM
+
+
+# The platform's own monitoring process: the audit stream's consumer and the alerts' dispatcher
+# (``labvault serve``'s threads, ``labvault monitor run``, ``labvault alerts dispatch``). No account
+# stands behind it and no one logs in as it: the gateway gives it the roles of
+# ``policy.SYSTEM_PRINCIPALS`` (``monitor``: ``monitor:run``), for ``Purpose.MONITORING`` only.
+MONITOR = Principal("system:monitor", "Monitoring", PLATFORM, frozenset({"monitor"}), "system")

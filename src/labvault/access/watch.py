@@ -1,9 +1,17 @@
 """The gateway's part for monitoring: the consumer's reads (a lab's audit events after a cursor,
 the cursors) and the state the sweeps check.
 
-Every method authorises ``monitor:run`` (the vendor's security_officer and platform_admin; the CLI
-operator running ``labvault monitor run`` or ``serve``) on the lab it reads, which also names that
-lab for PostgreSQL's row-level security: the consumer reads each lab in turn, under its scope.
+Every method authorises ``monitor:run`` on the lab it reads, which also names that lab for
+PostgreSQL's row-level security: the consumer reads each lab in turn, under its scope. Only the
+platform's own process holds ``monitor:run`` (the system principal ``system:monitor`` that
+``labvault serve``'s threads, ``labvault monitor run`` and ``labvault alerts dispatch`` act as), never a
+person's account: a cursor moved by hand silences a lab's rules.
+
+Cursors move forward only, and never beyond what exists (``advance_cursor``): the ``rules``
+cursor never past the lab's last audit event, the ``checkpoints`` one never past its last signed
+checkpoint. The lease (``monitor_lease``) lets one consumer evaluate the stream at a time: a row of
+``monitor_cursor`` on the platform, consumer ``rules-lease``, whose ``seq`` is the holder's id and
+``updated_at`` the lease's expiry, taken or renewed by one conditional update.
 
 What is read is references only: sequence numbers, times, account ids, action names, the
 pseudonymous ids of ``object_refs``, counts and deadlines; never a personal value. These reads are
@@ -15,15 +23,18 @@ who runs it, once per start.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 
 from labvault.access.state import UnitState
 from labvault.crypto.keys import PLATFORM
+from labvault.errors import InvalidInput
 from labvault.ids import stored_utc, utcnow
 from labvault.store import schema as t
+
+LEASE_RELEASED = datetime(2000, 1, 1, tzinfo=UTC)  # a released lease's expiry: long passed
 
 # The columns the rules read, in ``labvault.monitoring.engine.Event`` order ('at' as a time).
 EVENT_COLUMNS = (
@@ -60,15 +71,61 @@ class Watch(UnitState):
         return {r.tenant_id: int(r.seq) for r in rows}
 
     def monitor_advance(self, consumer: str, tenant_id: str, seq: int) -> None:
-        """Move the consumer's cursor on a lab to ``seq`` (in this unit's transaction: it commits
-        with the findings handed to the sink in the same unit, or not at all)."""
+        """Move the consumer's cursor on a lab forward to ``seq`` (in this unit's transaction: it
+        commits with the findings handed to the sink in the same unit, or not at all); never back,
+        never past the lab's last audit event."""
+        self._authorise(tenant_id, "monitor:run")
+        if consumer.endswith(LEASE_SUFFIX):
+            raise InvalidInput("a lease is not a cursor")
+        self._flush_events()
+        advance_cursor(self, tenant_id, consumer, seq, self.monitor_head(tenant_id), utcnow())
+
+    def monitor_lease(self, lease: str, holder: int, now: datetime, seconds: float) -> bool:
+        """Take or renew the lease ``lease`` for ``holder`` until ``now`` + ``seconds``: True when
+        this holder has it (it held it, or nobody did, or the last holder's lease has expired).
+        One statement decides (on PostgreSQL, a second taker waits for the first's commit and then
+        finds the lease held); the lease commits with the unit's work."""
+        self._authorise(PLATFORM, "monitor:run")
+        if not lease.endswith(LEASE_SUFFIX):
+            raise InvalidInput(f"a lease's name ends with '{LEASE_SUFFIX}'")
+        c = t.monitor_cursor
+        until = now + timedelta(seconds=seconds)
+        taken = self.conn.execute(
+            update(c)
+            .where(
+                c.c.tenant_id == PLATFORM,
+                c.c.consumer == lease,
+                or_(c.c.seq == holder, c.c.updated_at < now),
+            )
+            .values(seq=holder, updated_at=until)
+            .returning(c.c.seq)
+        ).first()
+        if taken is not None:
+            return True
+        values = {"tenant_id": PLATFORM, "consumer": lease, "seq": holder, "updated_at": until}
+        dialect = self.conn.dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            stmt: Any = pg_insert(c).values(**values).on_conflict_do_nothing()
+        elif dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            stmt = sqlite_insert(c).values(**values).on_conflict_do_nothing()
+        else:  # pragma: no cover - the store runs on PostgreSQL or SQLite
+            raise InvalidInput(f"no lease on a {dialect} store")
+        # RETURNING, not rowcount: a driver may not count the rows of an INSERT ... ON CONFLICT
+        return self.conn.execute(stmt.returning(c.c.seq)).first() is not None
+
+    def monitor_release(self, lease: str, holder: int) -> None:
+        """Give the lease up (a consumer that stops): the next taker need not wait for its expiry."""
         self._authorise(PLATFORM, "monitor:run")
         c = t.monitor_cursor
-        self._scope("*")
-        where = (c.c.tenant_id == tenant_id, c.c.consumer == consumer)
-        done = self.conn.execute(update(c).where(*where).values(seq=seq, updated_at=utcnow()))
-        if done.rowcount == 0:
-            self.conn.execute(insert(c).values(tenant_id=tenant_id, consumer=consumer, seq=seq, updated_at=utcnow()))
+        self.conn.execute(
+            update(c)
+            .where(c.c.tenant_id == PLATFORM, c.c.consumer == lease, c.c.seq == holder)
+            .values(updated_at=LEASE_RELEASED)
+        )
 
     def monitor_events(
         self,
@@ -162,6 +219,24 @@ class Watch(UnitState):
         """Every active lab: (id, working hours, time zone), for the off-hours rule."""
         self._authorise(PLATFORM, "monitor:run")
         return [(x.id, x.working_hours, x.timezone) for x in self.list_tenants() if x.status == "active"]  # type: ignore[attr-defined]
+
+
+LEASE_SUFFIX = "-lease"
+
+
+def advance_cursor(u: UnitState, tenant_id: str, consumer: str, seq: int, last: int, at: datetime) -> None:
+    """Move the lab's cursor ``consumer`` forward to ``seq``: a cursor never goes back (nothing is
+    read or sent twice by a cursor moved back, and none is skipped by one moved past what exists:
+    ``seq`` beyond ``last``, the lab's last event or checkpoint, is refused)."""
+    if seq < 0 or seq > last:
+        raise InvalidInput(f"cursor '{consumer}' of lab '{tenant_id}' cannot move past what exists ({last})")
+    c = t.monitor_cursor
+    where = (u._tf(c, tenant_id), c.c.tenant_id == tenant_id, c.c.consumer == consumer)
+    row = u.conn.execute(select(c.c.seq).where(*where)).first()
+    if row is None:
+        u.conn.execute(insert(c).values(tenant_id=tenant_id, consumer=consumer, seq=seq, updated_at=at))
+    elif seq > int(row.seq):
+        u.conn.execute(update(c).where(*where, c.c.seq < seq).values(seq=seq, updated_at=at))
 
 
 def event_columns() -> Sequence[str]:

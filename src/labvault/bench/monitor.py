@@ -97,6 +97,7 @@ def evaluation(n: int) -> dict[str, Any]:
 def latency(samples: int = 20, poll_s: float = 1.0) -> dict[str, Any]:
     """Commit → finding received, through a real gateway and a consumer polling every ``poll_s``."""
     from labvault.access import Purpose
+    from labvault.access.principal import MONITOR
     from labvault.bench.scratch import scratch
     from labvault.monitoring.consumer import Consumer
 
@@ -110,7 +111,7 @@ def latency(samples: int = 20, poll_s: float = 1.0) -> dict[str, Any]:
             return finding.dedup_key
 
         rules = [r for r in rules_mod.shipped() if r.id == "audit-verification-failed"]
-        consumer = Consumer(sc.gateway, sc.admin, rules, sink=sink)
+        consumer = Consumer(sc.gateway, MONITOR, rules, sink=sink)
         consumer.poll()
         thread = threading.Thread(
             target=consumer.run, kwargs={"interval": poll_s, "sweep_every": 3600, "stop": done.is_set}, daemon=True

@@ -90,7 +90,8 @@ def dispatch_(
     every: float = typer.Option(10.0, "--every", help="Seconds between passes (without --once)."),
 ) -> None:
     """Send due deliveries (retrying failed ones with backoff), escalate unacknowledged alerts and
-    push each lab's new signed checkpoints to its channels, as the platform's operator."""
+    push each lab's new signed checkpoints to its channels, as the platform's monitoring process
+    (not the operator's account)."""
     with runtime() as rt:
         while True:
             counts = dispatch.run_once(rt, utcnow())

@@ -1,8 +1,10 @@
 """``labvault monitor``: the rules on the audit stream, alone (``run``) or listed (``rules``).
 
 ``labvault serve`` runs the same consumer in a thread (``--monitor-every``); ``monitor run`` is for
-a platform that serves no HTTP, or to catch up once (``--once``). It runs as the CLI operator,
-purpose ``monitoring``. The rules in force: the shipped ones, with the platform's rules file on top
+a platform that serves no HTTP, or to catch up once (``--once``). It runs as the platform's
+monitoring process (the system principal ``system:monitor``, not the operator's account), purpose
+``monitoring``. One consumer evaluates at a time (a lease): started beside ``serve``'s, it waits
+and says so once. The rules in force: the shipped ones, with the platform's rules file on top
 (``--rules FILE``, by default ``<home>/monitor-rules.toml`` when it exists; see
 docs/design/monitoring-rules.md).
 """
@@ -39,9 +41,14 @@ def run(
 
     rules = rules_in_force(rules_file)
     with runtime() as rt:
-        consumer = Consumer(rt.gateway, rt.operator, rules)
+        consumer = Consumer(rt.gateway, rt.monitor, rules, notice=lambda m: print(m, flush=True))
         if once:
-            findings = consumer.drain() + consumer.sweep()
+            findings = consumer.drain()
+            if consumer.waiting:
+                print(json.dumps({"findings": 0, "events": 0, "waiting": True}))
+                return
+            findings += consumer.sweep()
+            consumer.release()
             for f in findings:
                 print(
                     json.dumps(

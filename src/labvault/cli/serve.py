@@ -213,8 +213,10 @@ def monitor_every_(
     sink=None,
 ):
     """A daemon thread running the rules on the audit stream every ``seconds`` (sweeps every
-    ``sweep_every``); a failed round goes through ``scheduler_failed`` (``scheduler:monitor``) and
-    the next round starts again from the committed cursors. Returns the event that stops it."""
+    ``sweep_every``), as the platform's monitoring process (``rt.monitor``, never the operator's
+    account); a failed round goes through ``scheduler_failed`` (``scheduler:monitor``) and the next
+    round starts again from the committed cursors. While another consumer (``labvault monitor run``)
+    holds the lease, this one waits and logs it once. Returns the event that stops it."""
     from pathlib import Path
 
     from labvault.monitoring import rules
@@ -232,11 +234,9 @@ def monitor_every_(
             return stop
     path = Path(rules_file) if rules_file else rules.default_path(rt.settings.home)
     loaded = rules.load(path)
-    consumer = (
-        Consumer(rt.gateway, rt.operator, loaded)
-        if sink is None
-        else Consumer(rt.gateway, rt.operator, loaded, sink=sink)
-    )
+    consumer = Consumer(rt.gateway, rt.monitor, loaded)
+    if sink is not None:
+        consumer.sink = sink
 
     def on_error(exc: BaseException) -> None:
         scheduler_failed(rt, failures, "monitor", None, exc)
@@ -249,7 +249,8 @@ def monitor_every_(
 
 
 def dispatch_every_(rt, seconds: float, *, failures: Counter | None = None):
-    """A daemon thread running ``labvault.monitoring.dispatch.run_once`` every ``seconds``: alerts
+    """A daemon thread running ``labvault.monitoring.dispatch.run_once`` every ``seconds`` (as the
+    platform's monitoring process, ``rt.monitor``): alerts
     delivered, escalated when unanswered, outside reports escalated past their deadline, labs'
     checkpoints pushed. A failed round goes through ``scheduler_failed`` (``scheduler:dispatch``)."""
     from labvault.monitoring import dispatch

@@ -1,8 +1,15 @@
 """The consumer of the audit stream (H1): a durable cursor per lab, the rules, the sweeps.
 
-Each poll (``Consumer.poll``) runs in one unit of work, as the CLI operator, purpose
-``monitoring``:
+Each poll (``Consumer.poll``) runs in one unit of work, as the platform's monitoring process (the
+system principal ``system:monitor``, ``labvault.access.principal.MONITOR``: no person's account
+holds ``monitor:run``), purpose ``monitoring``:
 
+0. take or renew the lease (``monitor_cursor`` row ``rules-lease`` on the platform): one consumer
+   evaluates the stream at a time. ``serve``'s thread and a ``labvault monitor run`` started
+   beside it share the ``rules`` cursors, but each keeps its windows in memory: were both to
+   evaluate, a burst read half by one and half by the other would fill neither's window. The one
+   without the lease reads nothing and waits (it says so once); when it takes the lease (the
+   holder stopped, or its lease expired), it first warms its windows from the committed cursors;
 1. for every active lab (and the platform's own trail), read the events after the lab's cursor
    (``monitor_cursor``, consumer name ``rules``), in ``seq`` order, at most ``batch`` per lab;
 2. evaluate them (``labvault.monitoring.engine``), all labs merged by time, so that a rule looking
@@ -37,6 +44,7 @@ days, events left without a signed checkpoint for longer than ``checkpoint_hours
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,6 +65,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("labvault.monitoring")
 
 CONSUMER = "rules"
+LEASE = "rules-lease"  # one consumer evaluates at a time (see the module's docstring)
+LEASE_SECONDS = 30.0  # renewed at every poll; a holder gone is replaced after this
 BATCH = 5000
 CALLBACK_GRACE = timedelta(minutes=15)
 RETENTION_STALE = timedelta(days=2)
@@ -81,14 +91,42 @@ class Consumer:
     batch: int = BATCH
     checkpoint_hours: float = CHECKPOINT_HOURS
     clock: Callable[[], datetime] = utcnow
+    lease_seconds: float = LEASE_SECONDS
+    notice: Callable[[str], None] | None = None  # told once when this consumer starts waiting
     engine: Engine = field(init=False)
     started: bool = field(default=False, init=False)
     raised: int = field(default=0, init=False)
     last_read: int = field(default=0, init=False)
+    waiting: bool = field(default=False, init=False)  # another consumer holds the lease
 
     def __post_init__(self) -> None:
         self.engine = Engine(self.rules)
         self.window = timedelta(seconds=longest_window(self.rules))
+        self.holder = secrets.randbits(62) + 1  # this consumer's id in the lease
+
+    # -- the lease ----------------------------------------------------------------------------------
+    def _lease(self, u: Unit) -> bool:
+        """Take or renew the lease; on losing it (or never having had it), wait and say so once."""
+        if u.monitor_lease(LEASE, self.holder, utcnow(), self.lease_seconds):
+            if self.waiting:
+                log.info("monitoring: this consumer now evaluates the audit stream (lease taken)")
+            self.waiting = False
+            return True
+        if not self.waiting:
+            message = "another consumer evaluates the audit stream (it holds the lease): this one waits"
+            log.warning("monitoring: %s", message)
+            if self.notice is not None:
+                self.notice(message)
+        self.waiting = True
+        # Its windows go stale while it waits: warmed again from the cursors when it takes over.
+        self.started = False
+        self.engine = Engine(self.rules)
+        return False
+
+    def release(self) -> None:
+        """Give the lease up (this consumer stops): another takes over at its next poll."""
+        with self.gateway.unit(self.principal, Purpose.MONITORING) as u:
+            u.monitor_release(LEASE, self.holder)
 
     # -- the stream ---------------------------------------------------------------------------------
     def _labs(self, u: Unit) -> list[str]:
@@ -99,32 +137,35 @@ class Consumer:
 
     def start(self) -> None:
         """Warm the windows from (now - the longest window) up to each cursor, raising nothing."""
-        since = self.clock() - self.window
         with self.gateway.unit(self.principal, Purpose.MONITORING) as u:
-            labs = self._labs(u)
-            cursors = u.monitor_cursors(self.consumer)
-            events: list[Event] = []
-            for lab in labs:
-                upto = cursors.get(lab)
-                if upto is None:
-                    continue
-                after = 0
-                while True:
-                    rows = u.monitor_events(lab, after, self.batch, upto=upto, since=since)
-                    events.extend(Event(*r) for r in rows)
-                    if len(rows) < self.batch:
-                        break
-                    after = rows[-1][1]
-            events.sort(key=lambda e: e.at)
-            self.engine.feed(events, emit=False)
-            u.monitor_started(self.consumer, len(labs))
+            self._warm(u)
+
+    def _warm(self, u: Unit) -> None:
+        since = self.clock() - self.window
+        self.engine = Engine(self.rules)
+        labs = self._labs(u)
+        cursors = u.monitor_cursors(self.consumer)
+        events: list[Event] = []
+        for lab in labs:
+            upto = cursors.get(lab)
+            if upto is None:
+                continue
+            after = 0
+            while True:
+                rows = u.monitor_events(lab, after, self.batch, upto=upto, since=since)
+                events.extend(Event(*r) for r in rows)
+                if len(rows) < self.batch:
+                    break
+                after = rows[-1][1]
+        events.sort(key=lambda e: e.at)
+        self.engine.feed(events, emit=False)
+        u.monitor_started(self.consumer, len(labs))
         self.started = True
 
     def poll(self) -> list[Finding]:
-        """One round: new events of every lab, evaluated; findings and cursors committed together.
-        Returns the findings handed to the sink."""
-        if not self.started:
-            self.start()
+        """One round: the lease, then new events of every lab, evaluated; findings and cursors
+        committed together. Returns the findings handed to the sink (none while another consumer
+        holds the lease)."""
         try:
             return self._poll()
         except BaseException:
@@ -135,6 +176,11 @@ class Consumer:
 
     def _poll(self) -> list[Finding]:
         with self.gateway.unit(self.principal, Purpose.MONITORING) as u:
+            self.last_read = 0
+            if not self._lease(u):
+                return []
+            if not self.started:
+                self._warm(u)
             labs = self._labs(u)
             cursors = u.monitor_cursors(self.consumer)
             events: list[Event] = []
@@ -188,20 +234,29 @@ class Consumer:
         stop: Callable[[], bool] = lambda: False,
         on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
-        """Poll every ``interval`` seconds and sweep every ``sweep_every`` until ``stop()``."""
+        """Poll every ``interval`` seconds and sweep every ``sweep_every`` until ``stop()`` (sweeps
+        by the lease's holder only); the lease is given up on the way out. The lease lasts at least
+        three polls, so that the holder keeps it between two."""
+        self.lease_seconds = max(self.lease_seconds, 3 * interval)
         next_sweep = 0.0
-        while not stop():
-            began = time.monotonic()
+        try:
+            while not stop():
+                began = time.monotonic()
+                try:
+                    self.poll()
+                    if not self.waiting and began >= next_sweep:
+                        self.sweep()
+                        next_sweep = began + sweep_every
+                except Exception as exc:  # reported by the caller; the next round tries again
+                    if on_error is None:
+                        raise
+                    on_error(exc)
+                time.sleep(max(0.0, interval - (time.monotonic() - began)))
+        finally:
             try:
-                self.poll()
-                if began >= next_sweep:
-                    self.sweep()
-                    next_sweep = began + sweep_every
-            except Exception as exc:  # reported by the caller; the next round tries again
-                if on_error is None:
-                    raise
-                on_error(exc)
-            time.sleep(max(0.0, interval - (time.monotonic() - began)))
+                self.release()
+            except Exception:  # noqa: BLE001 - the lease then expires by itself
+                log.warning("monitoring: the lease could not be given up; it expires in %g s", self.lease_seconds)
 
 
 def sweep_lab(u: Unit, lab: str, now: datetime, *, checkpoint_hours: float = CHECKPOINT_HOURS) -> list[Finding]:

@@ -1,17 +1,22 @@
 """The dispatcher (H1, G4): one pass sends what is due, escalates what nobody acknowledged, and
 pushes each lab's new signed audit checkpoints to that lab's own channels.
 
-``run_once`` runs as the platform's operator account (``monitor:run``, ``Purpose.MONITORING``):
+``run_once`` runs as the platform's monitoring process, the system principal ``system:monitor``
+(``monitor:run``, ``Purpose.MONITORING``; no person's account holds it):
 
 1. ``escalate``: open alerts past their acknowledgement deadline go up one on-call level and are
    queued to that level's channels (``labvault.monitoring.alerts.escalate``);
 2. checkpoints: each lab's ``audit_checkpoint`` rows past its ``checkpoints`` cursor
-   (``monitor_cursor``) are queued to every active channel of that lab, and the cursor moves to
-   the last one queued (a lab with no channel keeps its cursor: its checkpoints go out once it
-   adds one). The lab keeps them outside the vendor's reach;
+   (``monitor_cursor``) are queued to every active channel of that lab, and the cursor moves
+   forward to the last one queued, never past the lab's last checkpoint (a lab with no channel
+   keeps its cursor: its checkpoints go out once it adds one). The lab keeps them outside the
+   vendor's reach;
 3. deliveries due (``alert_delivery.next_at`` passed, not delivered) are sent, outside any
    database transaction; a failure is retried with exponential backoff (``BACKOFF_BASE`` times
    2 to the power of the attempts made, at most ``BACKOFF_MAX``), given up after ``MAX_ATTEMPTS``.
+
+A webhook's key is opened in the send path only, right before the call it signs (the gateway
+hands the dispatcher its key still wrapped, ``ChannelKey``).
 
 Messages carry references only: the alert's stored ids, rule, severity, counts, sequence numbers
 and times (never its acknowledgement or resolution reason, typed by someone), or a checkpoint's
@@ -24,8 +29,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from labvault.access.alerts import Alert, Delivery, channel_of_ref
-from labvault.access.principal import Purpose
+from labvault.access.alerts import Alert, ChannelKey, Delivery, channel_of_ref
+from labvault.access.principal import MONITOR, Purpose
 from labvault.config import Settings
 from labvault.errors import LabvaultError
 from labvault.ids import utcnow
@@ -38,11 +43,14 @@ if TYPE_CHECKING:
 
 
 class Runtime(Protocol):
-    """What ``run_once`` needs of ``labvault.runtime.Runtime``: its gateway, operator, settings."""
+    """What ``run_once`` needs of ``labvault.runtime.Runtime``: its gateway, its monitoring
+    process's principal, its settings."""
 
     gateway: Gateway
-    operator: Principal
     settings: Settings
+
+    @property
+    def monitor(self) -> Principal: ...
 
 
 BACKOFF_BASE = timedelta(seconds=30)
@@ -136,7 +144,7 @@ class _Job:
     delivery: Delivery
     kind: str | None = None
     target: str | None = None
-    key: bytes | None = None
+    key: ChannelKey | None = None
     message: notify.Message | None = None
     error: str | None = None  # set when the message could not even be built (a channel removed)
 
@@ -164,8 +172,8 @@ def _source(
     from labvault.access.gateway import Gateway
 
     if isinstance(source, Gateway):
-        return source, principal or source.platform_operator(), settings or Settings.from_env()
-    return source.gateway, principal or source.operator, settings or source.settings
+        return source, principal or MONITOR, settings or Settings.from_env()
+    return source.gateway, principal or source.monitor, settings or source.settings
 
 
 def run_once(
@@ -175,7 +183,7 @@ def run_once(
     principal: Principal | None = None,
     settings: Settings | None = None,
 ) -> dict[str, int]:
-    """One pass (see the module's docstring), as ``principal`` (by default the runtime's operator).
+    """One pass (see the module's docstring), as ``principal`` (by default the monitoring process).
     Counts: ``escalated`` (alerts), ``advisories`` (outside reports escalated), ``checkpoints`` (queued),
     ``sent``, ``failed``, ``given_up``."""
     gw, who, cfg = _source(source, principal, settings)
@@ -192,7 +200,9 @@ def run_once(
         if job.error is not None or job.message is None or job.kind is None or job.target is None:
             continue
         try:
-            notify.send(cfg, job.kind, job.target, job.key, job.message, now=now)
+            key = None if job.key is None else job.key.open()
+            notify.send(cfg, job.kind, job.target, key, job.message, now=now)
+            del key
         except notify.DeliveryFailed as exc:
             job.error = str(exc)
         except Exception as exc:  # noqa: BLE001 - one channel's target (set by a lab) never stops the pass
