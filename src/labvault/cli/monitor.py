@@ -9,6 +9,7 @@ docs/design/monitoring-rules.md).
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -35,11 +36,15 @@ def run(
 ) -> None:
     """Watch the audit stream of every lab and raise alerts (until interrupted, or --once)."""
     from labvault.cli.common import runtime
+    from labvault.monitoring import alerts
     from labvault.monitoring.consumer import Consumer
 
     rules = rules_in_force(rules_file)
     with runtime() as rt:
-        consumer = Consumer(rt.gateway, rt.operator, rules)
+        deadlines = alerts.ack_deadlines(rt.settings.alert_ack_minutes)
+        consumer = Consumer(
+            rt.gateway, rt.operator, rules, sink=functools.partial(alerts.raise_alert, deadlines=deadlines)
+        )
         if once:
             findings = consumer.drain() + consumer.sweep()
             for f in findings:
