@@ -91,6 +91,13 @@ def test_demo_end_to_end(tmp_path):
     assert "(= the manifest); free-text comments in it: none" in text
     assert "package still on disk: no; package key in the key provider: no" in text
     assert "signature verifies" in text
+    # Monitoring (H1, H2, H3): the night reads, the refused export and the canary raise alerts, references
+    # only; the outside report about 56 leaked lines closes only after its assessment.
+    alerts = ("CRITICAL canary-touched", "HIGH     bulk-read-vendor", "HIGH     export-refused", "MEDIUM   off-hours")
+    for alert in alerts:
+        assert f"ALERTE {alert}" in text, alert
+    assert "close without assessment: REFUSED (an advisory is closed only after its breach assessment" in text
+    assert "assessed (breach: yes, labs told), then: closed" in text
     # the vendor's own administrator: each attempt refused with its reason, none let through (E1, F2, D2, A8)
     assert "ALLOWED" not in text
     for attempt in (

@@ -276,6 +276,9 @@ class Advisories(UnitState):
         lab_ids = self._known_labs(labs) if labs is not None else tuple(json.loads(row.labs or "[]"))
         if notify_labs and not lab_ids:
             raise InvalidInput("telling the labs needs the labs concerned")
+        if verdict in ("yes", "possible") and lab_ids and not notify_labs:
+            # GDPR Art. 33(2): the processor tells the controller of a breach without undue delay.
+            raise InvalidInput("a breach (or a possible one) of the labs named must be told to them: --notify-labs")
         now = utcnow()
         self._scope(PLATFORM)
         self.conn.execute(

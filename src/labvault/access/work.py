@@ -921,6 +921,7 @@ class Work(UnitState):
 
     def _result_row(self, c: Any, tenant_id: str, result_id: str) -> tuple[Any, Result]:
         row = self._row_by_id(t.result, "result_id", tenant_id, result_id, "result")
+        self._canary_touched(tenant_id, pseudonyms=[row.pseudonym])  # opened, whatever follows
         readable = self._readable_categories(tenant_id)
         res: Result = self._result(c, row)
         if readable is not None and res.sensitivity.value != "other" and res.sensitivity not in readable:

@@ -297,6 +297,11 @@ def demo(
 
         show_lab_day(rt, ids[0], accounts, seed)
 
+        console.rule("[bold]9b. Surveillance / Monitoring: a night read by vendor support, a canary, an outside report")
+        from labvault.cli.demo_monitoring import show_monitoring
+
+        show_monitoring(rt, ids[0], accounts, seed, patients)
+
         console.rule("[bold]10. The audit trail: every access above, chained, checkpointed, verified")
         from labvault.audit import service as audit
 

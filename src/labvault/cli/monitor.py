@@ -11,6 +11,7 @@ docs/design/monitoring-rules.md).
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -37,11 +38,19 @@ def run(
 ) -> None:
     """Watch the audit stream of every lab and raise alerts (until interrupted, or --once)."""
     from labvault.cli.common import runtime
+    from labvault.monitoring import alerts
     from labvault.monitoring.consumer import Consumer
 
     rules = rules_in_force(rules_file)
     with runtime() as rt:
-        consumer = Consumer(rt.gateway, rt.monitor, rules, notice=lambda m: print(m, flush=True))
+        deadlines = alerts.ack_deadlines(rt.settings.alert_ack_minutes)
+        consumer = Consumer(
+            rt.gateway,
+            rt.monitor,
+            rules,
+            sink=functools.partial(alerts.raise_alert, deadlines=deadlines),
+            notice=lambda m: print(m, flush=True),
+        )
         if once:
             findings = consumer.drain()
             if consumer.waiting:

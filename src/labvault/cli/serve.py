@@ -9,6 +9,7 @@ audit trail as an event of outcome ``error`` (G1).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import Counter
@@ -228,15 +229,15 @@ def monitor_every_(
         return stop
     if sink is None:
         try:
-            from labvault.monitoring import alerts  # noqa: F401  (the default sink)
+            from labvault.monitoring import alerts  # the default sink
         except ImportError:
             log.warning("monitoring is off: the alerts module (labvault.monitoring.alerts) is not installed")
             return stop
+        # A new alert's first deadline follows LABVAULT_ALERT_ACK_MINUTES too (not only the next ones).
+        sink = functools.partial(alerts.raise_alert, deadlines=alerts.ack_deadlines(rt.settings.alert_ack_minutes))
     path = Path(rules_file) if rules_file else rules.default_path(rt.settings.home)
     loaded = rules.load(path)
-    consumer = Consumer(rt.gateway, rt.monitor, loaded)
-    if sink is not None:
-        consumer.sink = sink
+    consumer = Consumer(rt.gateway, rt.monitor, loaded, sink=sink)
 
     def on_error(exc: BaseException) -> None:
         scheduler_failed(rt, failures, "monitor", None, exc)

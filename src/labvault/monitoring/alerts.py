@@ -47,22 +47,31 @@ DEFAULT_ACK: dict[Severity, timedelta] = {
 Deadlines = Mapping[Severity, timedelta]
 
 
+MIN_ACK = timedelta(seconds=5)
+MAX_ACK = timedelta(days=7)
+
+
 def ack_deadlines(text: str | None) -> dict[Severity, timedelta]:
-    """Deadlines from a setting such as ``critical=10,high=45`` (minutes per severity); the rest
-    keep their defaults. ``None`` or empty: the defaults."""
+    """Deadlines from a setting such as ``critical=10,high=45`` (minutes per severity; a value
+    ending in ``s`` is in seconds, e.g. ``high=20s``, for drills and tests); the rest keep their
+    defaults. ``None`` or empty: the defaults. Each is 5 seconds to 7 days."""
     out = dict(DEFAULT_ACK)
     for part in filter(None, (p.strip() for p in (text or "").split(","))):
-        name, _, minutes = part.partition("=")
+        name, _, amount = part.partition("=")
+        amount = amount.strip().lower()
+        seconds = amount.endswith("s")
         try:
             sev = Severity(name.strip().lower())
-            value = int(minutes)
+            value = int(amount[:-1] if seconds else amount)
         except ValueError:
             raise InvalidInput(
-                "acknowledgement deadlines are written severity=minutes, e.g. critical=15,high=60"
+                "acknowledgement deadlines are written severity=minutes (or seconds with an 's'), "
+                "e.g. critical=15,high=60 or high=20s"
             ) from None
-        if not 1 <= value <= 7 * 24 * 60:
-            raise InvalidInput("an acknowledgement deadline is 1 minute to 7 days")
-        out[sev] = timedelta(minutes=value)
+        wait = timedelta(seconds=value) if seconds else timedelta(minutes=value)
+        if not MIN_ACK <= wait <= MAX_ACK:
+            raise InvalidInput("an acknowledgement deadline is 5 seconds to 7 days")
+        out[sev] = wait
     return out
 
 
