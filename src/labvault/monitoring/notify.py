@@ -15,6 +15,10 @@ Syslog: one RFC 5424 line, ``<PRI>1 TIMESTAMP HOST labvault - MSGID [labvault@32
 facility 13 (log audit), over UDP (one datagram) or TCP (octet counting, RFC 6587), to
 ``udp://host:port``, ``tcp://host:port`` (``host:port``: UDP). The structured-data element
 carries the alert's id, rule, severity, lab and level (a checkpoint's lab, index, size, root).
+
+Where a webhook or a syslog line may go (public addresses only, checked again before each send,
+the connection made to the checked address, no redirect followed): ``labvault.monitoring.targets``.
+What is recorded of a failed delivery: ``failed`` (see ``send``).
 """
 
 from __future__ import annotations

@@ -10,14 +10,15 @@ sends from the platform's own network; a target must therefore never reach that 
   reserved, unspecified, shared (100.64/10) or otherwise not global; an IPv6 address carrying an
   IPv4 one (IPv4-mapped ``::ffff:a.b.c.d``, 6to4, Teredo, NAT64 ``64:ff9b::/96``) is judged on the
   IPv4 address too. A name that does not resolve is refused (nothing to check).
+- An e-mail address is handed to the operator's relay (its routing is the relay's): only an
+  address literal for a domain (``user@[10.0.0.5]``) is refused.
 - The check runs when the channel is added (``check_channel_target``, from ``add_channel``) and
   again before every send (``webhook_endpoint``, ``syslog_endpoint``): the sender then connects
   to the addresses that were checked, never to the name again (a second lookup could answer
   differently: DNS rebinding).
 
 With the operator's setting ``LABVAULT_CHANNELS_ALLOW_PRIVATE`` on, none of the address rules
-apply (tests, a deployment whose every lab admin the operator trusts with its network). E-mail
-targets are addresses handed to the operator's relay: the relay is the operator's choice.
+apply (tests, a deployment whose every lab admin the operator trusts with its network).
 
 A refusal's reason names the rule, never the target.
 """
@@ -184,5 +185,7 @@ def check_channel_target(kind: str, target: str, *, allow_private: bool | None =
             webhook_endpoint(target, allow_private=allow, lookup=not allow)
         elif kind == "syslog":
             syslog_endpoint(target, allow_private=allow, lookup=not allow)
+        elif kind == "email" and not allow and "[" in target.rpartition("@")[2]:
+            raise TargetRefused("an e-mail address names a domain, not an address literal")
     except TargetRefused as exc:
         raise InvalidInput(f"{kind} channel refused: {exc}") from None
