@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import socket
 
+import pytest
+
 from labvault.access import Purpose
 from labvault.config import Settings
 from labvault.monitoring import alerts
@@ -14,6 +16,15 @@ from labvault.monitoring.findings import Finding, Severity
 from labvault.runtime import open_runtime
 from tests.cli.test_cli import home, one_line_error, run  # noqa: F401  (home is a fixture)
 from tests.cli.test_grant_cli import account, as_
+
+
+@pytest.fixture(autouse=True)
+def _private_targets_allowed(monkeypatch):
+    """The channels here point at receivers on 127.0.0.1 (webhooks over plain http) or at names
+    that do not resolve: the operator's opt-in LABVAULT_CHANNELS_ALLOW_PRIVATE (off by default,
+    tests/monitoring/test_channel_targets.py)."""
+    monkeypatch.setenv("LABVAULT_CHANNELS_ALLOW_PRIVATE", "1")
+
 
 LAB = "bio-lyon"
 
