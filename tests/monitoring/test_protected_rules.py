@@ -117,9 +117,14 @@ def test_a_protected_rule_may_be_made_stricter():
     mine = rule.for_lab("lab-a")
     assert (mine.gte, mine.timespan_s, mine.severity, mine.enabled) == (5, 7200, Severity.CRITICAL, True)
     assert rule.for_lab("lab-b") is rule and rule.gte == 20
-    six = {"roles": "support", "actor": "sup-1", "purpose": "support"}
-    in_a = [f for f in evaluate(loaded, reads(6, tenant="lab-a", **six)) if f.rule_id == "bulk-read-vendor"]
-    in_b = [f for f in evaluate(loaded, reads(6, tenant="lab-b", **six)) if f.rule_id == "bulk-read-vendor"]
+    in_a, in_b = (
+        [
+            f
+            for f in evaluate(loaded, reads(6, tenant=lab, roles="support", actor="sup-1", purpose="support"))
+            if f.rule_id == "bulk-read-vendor"
+        ]
+        for lab in ("lab-a", "lab-b")
+    )
     assert len(in_a) == 1 and in_a[0].severity is Severity.CRITICAL and in_b == []
 
 

@@ -91,8 +91,13 @@ def network_of(addr: str | None) -> str | None:
         return addr[:64]
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    prefix = 24 if isinstance(ip, ipaddress.IPv4Address) else 64
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+    if isinstance(ip, ipaddress.IPv4Address):
+        return f"{ipaddress.IPv4Address(int(ip) & _V4_NET)}/24"
+    return f"{ipaddress.IPv6Address(int(ip) & _V6_NET)}/64"
+
+
+_V4_NET = 0xFFFFFF00
+_V6_NET = ((1 << 64) - 1) << 64
 
 
 def _refs(ev: Event) -> list[str]:
