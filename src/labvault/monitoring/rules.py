@@ -18,6 +18,11 @@ and, per lab, change a rule's threshold, window or severity, or turn it off::
 A per-lab section applies to rules grouped by lab (``group_by`` holds ``tenant``); a rule that
 looks across labs (password spraying, anonymous probing) is the platform's and has no per-lab
 variant. Nothing in a rule is a personal value: ids, action names, numbers.
+
+The rules in ``PROTECTED`` protect a lab from the vendor, whose file the platform's is: that file
+may make them stricter, but a file turning one off, redefining it or weakening it is refused at
+load (one line naming the rule). ``digest`` is the SHA-256 of the rule set in force, recorded in
+the consumer's ``monitor:start`` event.
 """
 
 from __future__ import annotations
