@@ -70,6 +70,7 @@ RETURNING = 0.35  # share of the day's patients who came before
 ABNORMAL = 0.08  # share of values just outside the reference range
 CRITICAL_REQUESTS = 0.02  # share of requests with one critical value
 REPORT_READ_AGAIN = 0.3
+INTRUSION_PATIENTS = 40  # --intrusion: patients a support account reads one by one at 3 am
 ANALYSER_SECTIONS = frozenset({"biochimie", "hematologie", "hemostase", "immunoanalyse"})
 # What prescribers ask (local codes or panels of the default catalogue), and how often a request
 # holds each; calculated tests (eGFR, LDL) are computed into the request, never ordered.
@@ -847,8 +848,8 @@ def _catalogue() -> Catalogue:
 
 
 def _intrusion(week: Week) -> None:
-    """What the check must catch: a support account, under a grant the first lab approved for a
-    period, reads the lab's patients one by one at 3 am (bulk read, off hours)."""
+    """What the check must catch: a support account, under a grant the first lab approved (naming
+    40 of its patients), reads them one by one at 3 am (a bulk read, off hours)."""
     from labvault.access import grants
     from labvault.crypto.keys import PLATFORM
 
@@ -863,7 +864,7 @@ def _intrusion(week: Week) -> None:
             commitment="confidentiality commitment (simulation)",
         )
     sup = Principal("support-night", "Support (night)", PLATFORM, frozenset({"support"}), source_addr="192.0.2.50")
-    today = week.clock.now.date()
+    named = [p.patient_id for p in lab.pool[:INTRUSION_PATIENTS]]
     with week.gw.unit(sup, Purpose.SUPPORT) as u:
         g = grants.request_grant(
             u,
@@ -872,18 +873,12 @@ def _intrusion(week: Week) -> None:
             reason="display of results",
             hours=4,
             fields=["identity", "requests", "results"],
-            patients=None,
-            period_from=today - timedelta(days=7),
-            period_to=today,
+            patients=named,
         )
     with week.gw.unit(lab.staff.admin, Purpose.ADMINISTRATION) as u:
         grants.approve_grant(u, lab.tenant, g.grant_id)
-    seen = set()
-    for req in list(lab.reqs.values()):
-        if req.patient_id in seen:
-            continue
-        seen.add(req.patient_id)
+    for patient_id in named:
         week.clock.advance(timedelta(seconds=20))
         with week.gw.unit(sup, Purpose.SUPPORT) as u:
-            u.get_patient(lab.tenant, req.patient_id)
-            u.results_of_request(lab.tenant, req.request_id)
+            u.get_patient(lab.tenant, patient_id)
+            u.results_of(lab.tenant, patient_id)
