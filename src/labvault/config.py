@@ -30,6 +30,9 @@ _KEYS = {
     "smtp_starttls": "LABVAULT_SMTP_STARTTLS",
     "smtp_user": "LABVAULT_SMTP_USER",
     "alert_ack_minutes": "LABVAULT_ALERT_ACK_MINUTES",
+    # Channels (labvault.monitoring.targets): off by default, a channel's webhook or syslog target
+    # must resolve to public internet addresses only; on, any address (and http://) is accepted.
+    "channels_allow_private": "LABVAULT_CHANNELS_ALLOW_PRIVATE",
 }
 _BOOLS = ("1", "true", "yes", "0", "false", "no", "")
 DEFAULT_PUBLIC_BASE_URL = "http://127.0.0.1:8000"  # what `labvault serve` listens on by default
@@ -64,6 +67,12 @@ class Settings:
     smtp_user: str | None = None
     smtp_password: str | None = field(default=None, repr=False)
     alert_ack_minutes: str | None = None
+    # Private targets for channels: off (the default), every channel's webhook (https only) and
+    # syslog host must resolve to public internet addresses, checked when the channel is added and
+    # again before each send. On, for every channel of the deployment (the platform's and every
+    # lab's): a private, loopback or link-local address and a plain http:// webhook are accepted;
+    # for tests and for a deployment whose every lab admin the operator trusts with its network.
+    channels_allow_private: bool = False
 
     @property
     def keyring_path(self) -> Path:
@@ -120,6 +129,13 @@ class Settings:
             values["smtp_starttls"] = starttls.strip().lower() in ("1", "true", "yes")
         elif not isinstance(starttls, bool):
             raise ConfigError("smtp_starttls must be true or false")
+        allow = values.get("channels_allow_private", False)
+        if isinstance(allow, str):
+            if allow.strip().lower() not in _BOOLS:
+                raise ConfigError("LABVAULT_CHANNELS_ALLOW_PRIVATE must be 1/true/yes or 0/false/no")
+            values["channels_allow_private"] = allow.strip().lower() in ("1", "true", "yes")
+        elif not isinstance(allow, bool):
+            raise ConfigError("channels_allow_private must be true or false")
         if "smtp_port" in values:
             try:
                 port = int(str(values["smtp_port"]))

@@ -75,6 +75,10 @@ def pools(api, bio_a, bio_b, support):
                 "instruction_id": [planned[lab].instruction_id],
                 "migration_id": [planned[lab].migration_id],
                 "queue_id": ["no-such-queued-message"],
+                "number": ["1"],
+                "advisory_id": ["no-such-advisory"],
+                "alert_id": ["no-such-alert"],
+                "channel_id": ["no-such-channel"],
             }
             for lab in (LAB_A, LAB_B)
         },
@@ -208,6 +212,10 @@ def test_successful_answers_match_the_schema(api, bio_a, admin_a, support):
         "instruction_id": planned.instruction_id,
         "migration_id": planned.migration_id,
         "grant_id": grant.json()["grant_id"],
+        "number": "1",
+        "advisory_id": "no-such-advisory",
+        "alert_id": "no-such-alert",
+        "channel_id": "no-such-channel",
     }
     failures, checked = [], []
     for op in ops:

@@ -5,6 +5,7 @@ admin or a biologist get nothing of it and change nothing."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from labvault.access import Purpose
@@ -15,6 +16,15 @@ from labvault.store import schema as t
 from tests.api.conftest import LAB_A, LAB_B
 from tests.api.test_pages import _form_csrf, _page_login
 from tests.api.test_step_up import STALE, checked_ago
+
+
+@pytest.fixture(autouse=True)
+def _private_targets_allowed(monkeypatch):
+    """The channels here point at receivers on 127.0.0.1 (webhooks over plain http) or at names
+    that do not resolve: the operator's opt-in LABVAULT_CHANNELS_ALLOW_PRIVATE (off by default,
+    tests/monitoring/test_channel_targets.py)."""
+    monkeypatch.setenv("LABVAULT_CHANNELS_ALLOW_PRIVATE", "1")
+
 
 ADMIN_A = f"lab_admin@{LAB_A}"
 

@@ -69,3 +69,38 @@ def test_an_unknown_barcode_is_stored_as_any_order(lab, raw_engine):
         assert {
             r.workflow for r in conn.execute(select(t.result).where(t.result.c.request_id == entered.request_id))
         } == {"ordered"}
+
+
+def test_a_feed_writes_a_sensitive_result_onto_the_lab_specimen(lab, raw_engine):
+    """F3, D1: a feed's service account may not read a sensitive category (oncology: PSA), but the
+    analyser's PSA value for a hand-entered request is written onto the ordered result all the same
+    (the feed writes, it reads nothing back); the lab's admin, who may not read oncology results
+    either, still sees nothing of it, and the biologist reads it."""
+    from labvault.access import Principal
+    from labvault.domain.models import OrderedTest
+    from tests.conftest import ADMIN
+
+    gw, p = lab
+    psa = OrderedTest("http://loinc.org", "2857-1", "PSA", "ug/L", "SER", "SST gold")
+    entered = enter(gw, p["tech"], (K, psa))
+    barcode = entered.specimens[0][0]
+    psa_id = next(rid for rid, code in entered.results if code == "2857-1")
+    with gw.unit(p["tech"], Purpose.CARE) as u:
+        u.specimen_event(TENANT, barcode, "received")
+    with gw.unit(ADMIN, Purpose.ADMINISTRATION) as u:
+        u.ensure_account(TENANT, "feed-w", "Feed", "feed-w@lab.invalid", ("service",), commitment="test")
+    feed = Principal("feed-w", "Feed", TENANT, frozenset({"service"}), kind="service")
+    msg = oru("A9", spm=barcode).replace(
+        b"OBX|2|NM|2951-2^Sodium^LN||141|mmol/L^^UCUM|135-145|N|||F",
+        b"OBX|2|NM|2857-1^PSA^LN||7,2|ug/L^^UCUM|0-4|H|||F",
+    )
+    summary = ingest(gw, feed, msg, tenant=TENANT)
+    assert summary.accepted == 1, (summary.rejected, summary.reasons)
+    with raw_engine.connect() as conn:
+        row = conn.execute(select(t.result).where(t.result.c.result_id == psa_id)).one()
+    assert (row.workflow, row.entered_by) == ("entered", "feed-w")
+    with gw.unit(p["bio"], Purpose.CARE) as u:
+        got = {r.result_id: r for r in u.results_of_request(TENANT, entered.request_id)}
+    assert got[psa_id].value_num == 7.2
+    with gw.unit(p["admin"], Purpose.CARE) as u:
+        assert psa_id not in {r.result_id for r in u.results_of_request(TENANT, entered.request_id)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 
+import pytest
 from sqlalchemy import select
 
 from labvault.access import Purpose
@@ -18,6 +19,15 @@ from labvault.runtime import open_runtime
 from labvault.store import schema as t
 from tests.cli.test_cli import home, one_line_error, run  # noqa: F401  (home is a fixture)
 from tests.cli.test_grant_cli import account, as_
+
+
+@pytest.fixture(autouse=True)
+def _private_targets_allowed(monkeypatch):
+    """The channels here point at receivers on 127.0.0.1 (webhooks over plain http) or at names
+    that do not resolve: the operator's opt-in LABVAULT_CHANNELS_ALLOW_PRIVATE (off by default,
+    tests/monitoring/test_channel_targets.py)."""
+    monkeypatch.setenv("LABVAULT_CHANNELS_ALLOW_PRIVATE", "1")
+
 
 LAB = "bio-lyon"
 

@@ -30,6 +30,15 @@ from labvault.synth import LabGenerator
 from labvault.synth.load import load_lab
 from tests.conftest import ADMIN, lab_user, make_lab
 
+
+@pytest.fixture(autouse=True)
+def _private_targets_allowed(monkeypatch):
+    """The channels here point at receivers on 127.0.0.1 (webhooks over plain http) or at names
+    that do not resolve: the operator's opt-in LABVAULT_CHANNELS_ALLOW_PRIVATE (off by default,
+    tests/monitoring/test_channel_targets.py)."""
+    monkeypatch.setenv("LABVAULT_CHANNELS_ALLOW_PRIVATE", "1")
+
+
 T0 = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
 SEED = 11
 
@@ -202,22 +211,22 @@ def test_email_to_a_real_smtp_server_holds_references_only(world, smtp_server):
     world.assert_no_personal(raw)
 
 
-def test_without_a_relay_an_email_fails_and_is_retried(world):
-    """H1: with no SMTP relay set, the e-mail is not lost: the failure is recorded and retried."""
+def test_without_a_relay_an_email_fails_and_is_retried(world, caplog):
+    """H1, G2: with no SMTP relay set, the e-mail is not lost: the failure is recorded (the lab
+    reads "failed at <time>", the operator's log says why) and retried."""
     world.channel("email", "security@lab-a.invalid")
     world.raise_and_ack()
-    counts = dispatch.run_once(world.gw, T0, settings=Settings.from_env({}))
+    with caplog.at_level("WARNING", logger="labvault.monitoring.notify"):
+        counts = dispatch.run_once(world.gw, T0, settings=Settings.from_env({}))
     assert (counts["sent"], counts["failed"]) == (0, 1)
     with world.gw.engine.connect() as conn:
         d = conn.execute(select(t.alert_delivery)).one()
-    assert (d.attempts, d.delivered_at, d.last_error) == (
-        1,
-        None,
-        "email: no SMTP relay configured (LABVAULT_SMTP_HOST)",
-    )
+    assert (d.attempts, d.delivered_at, d.last_error) == (1, None, "failed at 2026-03-02T03:00:00+00:00")
+    assert "email: no SMTP relay configured (LABVAULT_SMTP_HOST)" in caplog.text
+    assert "security@lab-a.invalid" not in caplog.text
 
 
-def test_signed_webhook_retried_with_backoff_until_the_server_takes_it(world, hook):
+def test_signed_webhook_retried_with_backoff_until_the_server_takes_it(world, hook, caplog):
     """H1: the webhook carries an HMAC-SHA256 over "timestamp.body" with the key shown once at
     channel creation (the receiver verifies it); the server fails twice (503): the delivery is
     retried after 30 s then 60 s (not before), then delivered; attempts and times recorded."""
@@ -232,9 +241,11 @@ def test_signed_webhook_retried_with_backoff_until_the_server_takes_it(world, ho
         with world.gw.engine.connect() as conn:
             return conn.execute(select(t.alert_delivery)).one()
 
-    assert run(T0)["failed"] == 1
+    with caplog.at_level("WARNING", logger="labvault.monitoring.notify"):
+        assert run(T0)["failed"] == 1
     d = delivery()
-    assert (d.attempts, d.last_error) == (1, "webhook: HTTP 503")
+    assert (d.attempts, d.last_error) == (1, "failed at 2026-03-02T03:00:00+00:00")
+    assert "webhook: HTTP 503" in caplog.text  # the operator's log, not the lab's history
     assert d.next_at.replace(tzinfo=UTC) == T0 + timedelta(seconds=30)
     assert run(T0 + timedelta(seconds=29))["failed"] == 0 and state.calls == 1  # not yet due
     assert run(T0 + timedelta(seconds=30))["failed"] == 1

@@ -20,6 +20,15 @@ from labvault.monitoring.findings import Finding, Severity
 from tests.access.conftest import vendor_user
 from tests.conftest import ADMIN, lab_user, make_lab
 
+
+@pytest.fixture(autouse=True)
+def _private_targets_allowed(monkeypatch):
+    """The channels here point at receivers on 127.0.0.1 (webhooks over plain http) or at names
+    that do not resolve: the operator's opt-in LABVAULT_CHANNELS_ALLOW_PRIVATE (off by default,
+    tests/monitoring/test_channel_targets.py)."""
+    monkeypatch.setenv("LABVAULT_CHANNELS_ALLOW_PRIVATE", "1")
+
+
 T0 = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
 _dbs = count()
 

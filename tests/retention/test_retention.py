@@ -472,6 +472,7 @@ def test_end_delete(world, keyring):
         "result_version": 0,
         "quarantine": 0,
         "callback_task": 0,
+        "canary": 0,
     }
     assert stores["key provider"]["provider"] == "local" and stores["key provider"]["scope_destroyed"]
     assert {k["purpose"] for k in stores["key provider"]["keys_destroyed"]} == {"data", "index"}

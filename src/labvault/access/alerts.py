@@ -499,6 +499,9 @@ class Alerts(UnitState):
         if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
             raise InvalidInput("a channel's target holds no control character (no line break)")
         self._authorise_channels(tenant_id)
+        from labvault.monitoring.targets import check_channel_target
+
+        check_channel_target(kind, target)  # after authorising: it resolves the host (public addresses only)
         channel_id = new_id()
         secret = new_token() if kind == "webhook" else None
         wrapped = (

@@ -2,7 +2,8 @@
 personal data its relations explain.
 
 G5, G6, H1: an access is a read event of the lab's trail (``READS``: ``patient:identity:read``,
-``patient:request:read``, ``patient:result:read``, ``report:read``, ``specimen:timeline``, allowed).
+``patient:request:read``, ``patient:result:read``, ``report:read``, ``specimen:timeline``, allowed),
+except a read that named no patient and returned no record (an empty worklist: it reached no one).
 Its ``object_refs`` hold ids only: a patient id (identity, a patient's requests, results or
 cumulative report), a request id (a request's results, a report), a result id, a specimen id, a
 report id. Each ref is resolved to the patient it concerns (the request's or result's pseudonym; a
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from labvault.access.state import UnitState
 from labvault.domain.identifiers import OBJECT_ID_RE
@@ -114,6 +115,8 @@ class Explain(UnitState):
                 ae.c.tenant_id == tenant_id,
                 ae.c.action.in_(READS),
                 ae.c.outcome == "allowed",
+                # a read that named no patient and returned nothing (an empty worklist) reached no one
+                or_(ae.c.record_count > 0, ae.c.object_refs.is_not(None)),
                 ae.c.at >= lo,
                 ae.c.at < hi,
             )

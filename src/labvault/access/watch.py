@@ -57,10 +57,10 @@ class Watch(UnitState):
     """Mixed into Unit; every method authorises through the policy table."""
 
     # -- the consumer's stream ---------------------------------------------------------------------
-    def monitor_started(self, consumer: str, labs: int) -> None:
+    def monitor_started(self, consumer: str, labs: int, rules_sha256: str = "") -> None:
         """One audit event in the platform's trail: this account started the consumer."""
         self._authorise(PLATFORM, "monitor:run")
-        self._record(PLATFORM, "monitor:start", "monitor", labs, refs=[consumer[:32]])
+        self._record(PLATFORM, "monitor:start", "monitor", labs, refs=[consumer[:32], rules_sha256[:64]])
 
     def monitor_cursors(self, consumer: str) -> dict[str, int]:
         """Per lab, the last sequence number the consumer has handled (committed with its findings)."""

@@ -922,7 +922,9 @@ class Work(UnitState):
     def _result_row(self, c: Any, tenant_id: str, result_id: str) -> tuple[Any, Result]:
         row = self._row_by_id(t.result, "result_id", tenant_id, result_id, "result")
         self._canary_touched(tenant_id, pseudonyms=[row.pseudonym])  # opened, whatever follows
-        readable = self._readable_categories(tenant_id)
+        # A feed's service account writes the analyser's value and reads nothing back: the lab's
+        # sensitive categories restrict who reads, not which analyser may report.
+        readable = None if self.principal.kind == "service" else self._readable_categories(tenant_id)
         res: Result = self._result(c, row)
         if readable is not None and res.sensitivity.value != "other" and res.sensitivity not in readable:
             self._deny(tenant_id, "patient:result:read", "this result is of a category this account may not read")

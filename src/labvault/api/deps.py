@@ -67,11 +67,39 @@ def client(request: Request) -> tuple[str | None, str | None]:
 
 
 # H1: unauthenticated requests are recorded (``api:unauthenticated``, in the platform's trail,
-# the route template as reference) so that probing is detected; at most one event per address and
-# route a minute, so that a flood does not become a flood of writes.
-_PROBE_EVERY_S = 60.0
-_probes: dict[tuple[str | None, str], float] = {}
-_probe_lock = threading.Lock()
+# the route template as reference) so that probing is detected; at most one event per network
+# (IPv4 /24, IPv6 /64: the monitoring's ``source_net``) and route a minute, and at most
+# ``PROBE_BUDGET`` events a minute in all, so that a flood from many addresses does not become a
+# flood of writes.
+class ProbeLimiter:
+    """Which unauthenticated requests are recorded. Time is cut in minutes: in each minute, one
+    event per (network, route) and ``budget`` events in all. The memory is the current minute's
+    keys, at most ``budget`` of them: it never resets within a minute, whatever the number of
+    addresses (a new minute starts a new set, which is the limit's own period)."""
+
+    def __init__(self, *, every_s: float = 60.0, budget: int = 300) -> None:
+        self.every_s = every_s
+        self.budget = budget
+        self._bucket = -1
+        self._seen: set[tuple[str | None, str]] = set()
+        self._lock = threading.Lock()
+
+    def allow(self, addr: str | None, ref: str, now: float) -> bool:
+        from labvault.monitoring.engine import network_of
+
+        key = (network_of(addr), ref)
+        bucket = int(now // self.every_s)
+        with self._lock:
+            if bucket != self._bucket:
+                self._bucket, self._seen = bucket, set()
+            if key in self._seen or len(self._seen) >= self.budget:
+                return False
+            self._seen.add(key)
+            return True
+
+
+PROBE_BUDGET = 300
+_probe_limiter = ProbeLimiter(budget=PROBE_BUDGET)
 
 
 def _record_unauthenticated(request: Request, addr: str | None, ua: str | None) -> None:
@@ -79,13 +107,8 @@ def _record_unauthenticated(request: Request, addr: str | None, ua: str | None) 
     from labvault.crypto.keys import PLATFORM
 
     ref = re.sub(r"[^A-Za-z0-9_.:-]", ".", f"{request.method}:{route_template(request.scope)}")[:64]
-    now = time.monotonic()
-    with _probe_lock:
-        if now - _probes.get((addr, ref), -_PROBE_EVERY_S) < _PROBE_EVERY_S:
-            return
-        if len(_probes) > 10_000:
-            _probes.clear()
-        _probes[(addr, ref)] = now
+    if not _probe_limiter.allow(addr, ref, time.monotonic()):
+        return
     with gateway(request).auth_unit(source_addr=addr, user_agent=ua) as u:
         u.audit(PLATFORM, "api:unauthenticated", "route", 1, outcome="denied", refs=[ref])
 

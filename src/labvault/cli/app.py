@@ -26,6 +26,7 @@ from labvault.cli import (
     retention,
     serve,
     signer,
+    simulate,
     tenant,
     token,
     user,
@@ -72,6 +73,7 @@ app.command("mllp")(mllp.mllp)
 app.command("serve")(serve.serve)
 app.command("generate")(generate.generate)
 app.command("demo")(demo.demo)
+app.command("simulate")(simulate.simulate)
 
 
 @app.command()

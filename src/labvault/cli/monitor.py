@@ -84,10 +84,13 @@ def rules_(
     rules_file: Path = typer.Option(None, "--rules", help=RULES_HELP),
     tenant: str = typer.Option(None, "--tenant", help="Show this lab's thresholds."),
 ) -> None:
-    """The rules in force, one JSON object per line (a lab's own thresholds with --tenant)."""
+    """The rules in force, one JSON object per line (a lab's own thresholds with --tenant), then
+    the rule set's SHA-256 (the one ``monitor:start`` records)."""
     from labvault.monitoring.consumer import sweep_ids
+    from labvault.monitoring.rules import digest
 
-    for base in rules_in_force(rules_file):
+    in_force = rules_in_force(rules_file)
+    for base in in_force:
         r = base.for_lab(tenant) if tenant else base
         print(
             json.dumps(
@@ -95,11 +98,13 @@ def rules_(
                     "id": r.id,
                     "severity": r.severity.value,
                     "enabled": r.enabled,
+                    "protected": r.protected,
                     "type": r.kind if r.gte > 1 or r.kind == "value_count" else "every match",
                     "field": r.field,
                     "group_by": list(r.group_by),
                     "timespan_s": r.timespan_s,
                     "gte": r.gte,
+                    "max_alerts_per_hour": r.max_alerts_per_hour,
                     "labs_with_own_settings": sorted(base.per_lab),
                     "title": r.title,
                 },
@@ -108,6 +113,7 @@ def rules_(
         )
     for sid in sweep_ids():
         print(json.dumps({"id": sid, "type": "sweep"}))
+    print(json.dumps({"rules_sha256": digest(in_force), "rules": len(in_force)}))
 
 
 def _mount_digest() -> None:

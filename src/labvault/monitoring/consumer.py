@@ -159,7 +159,7 @@ class Consumer:
                 after = rows[-1][1]
         events.sort(key=lambda e: e.at)
         self.engine.feed(events, emit=False)
-        u.monitor_started(self.consumer, len(labs))
+        u.monitor_started(self.consumer, len(labs), rules_sha256=self.engine.digest)
         self.started = True
 
     def poll(self) -> list[Finding]:

@@ -13,13 +13,25 @@ may have its own threshold (``Rule.per_lab``). A group raises one finding when i
 holds; while it keeps holding, later matches update it (one finding per group per batch, same
 ``dedup_key``: the sink adds them to the same open alert). Once the window falls back under the
 condition, the next time it holds raises again (the same key: the alert, if still open, takes it).
+
+Derived field: ``source_net``, the network of ``source_addr`` (IPv4 /24, IPv6 /64), usable in
+``group_by`` and ``value_count``: one party holding a network (an IPv6 /64 is billions of
+addresses) is one group, not one group per address.
+
+Saturation: a rule opens at most ``Rule.max_alerts_per_hour`` new groups per lab (per platform,
+for a rule across labs) in an hour of event time. Beyond it, a group that starts to hold goes to
+the rule's one "saturated" finding of that lab (group ``saturated``, the groups' values as
+references), so that a flood from many sources is one more alert, not one alert (and one e-mail)
+per source.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections import deque
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, tzinfo
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
@@ -29,8 +41,11 @@ from labvault.crypto.keys import PLATFORM
 from labvault.domain.hours import Hours, parse_hours
 from labvault.monitoring.findings import Finding
 from labvault.monitoring.rules import Rule, Selection
+from labvault.monitoring.rules import digest as rules_digest
 
 MAX_REFS = 20  # distinct values named in a finding (references only)
+SATURATION_S = 3600  # the cap on new alerts per rule counts over this window
+SATURATED = "saturated"  # the group of a rule's saturated finding
 
 
 class Event(NamedTuple):
@@ -55,13 +70,34 @@ _PARIS = ZoneInfo("Europe/Paris")
 
 
 class _Window:
-    __slots__ = ("counts", "entries", "fired", "tenant")
+    __slots__ = ("counts", "entries", "fired", "saturated", "tenant")
 
     def __init__(self, tenant: str) -> None:
         self.entries: deque[tuple[float, int, str | None]] = deque()  # (at, seq, value)
         self.counts: dict[str, int] = {}  # value_count: distinct values in the window
         self.fired = False
+        self.saturated = False  # raised beyond the rule's cap: goes to the saturated finding
         self.tenant = tenant
+
+
+def network_of(addr: str | None) -> str | None:
+    """The network an address belongs to: IPv4 /24, IPv6 /64 (an IPv4-mapped IPv6 address is
+    IPv4); text that is no address stays as it is (at most 64 characters)."""
+    if not addr:
+        return None
+    try:
+        ip = ipaddress.ip_address(addr.strip().split("%", 1)[0])
+    except ValueError:
+        return addr[:64]
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv4Address):
+        return f"{ipaddress.IPv4Address(int(ip) & _V4_NET)}/24"
+    return f"{ipaddress.IPv6Address(int(ip) & _V6_NET)}/64"
+
+
+_V4_NET = 0xFFFFFF00
+_V6_NET = ((1 << 64) - 1) << 64
 
 
 def _refs(ev: Event) -> list[str]:
@@ -82,6 +118,8 @@ class Engine:
     and time zone (labs not named: the default hours, Europe/Paris)."""
 
     def __init__(self, rules: Iterable[Rule], hours: Mapping[str, tuple[Hours, tzinfo]] | None = None) -> None:
+        rules = list(rules)
+        self.digest = rules_digest(rules)  # the rule set in force (recorded in monitor:start)
         self.rules = [r for r in rules if r.enabled or any(v.enabled for v in r.per_lab.values())]
         self.hours: dict[str, tuple[Hours, tzinfo]] = dict(hours or {})
         self._by_action: dict[str, tuple[Rule, ...]] = {}
@@ -89,6 +127,8 @@ class Engine:
         self._open: dict[tuple[str, int], bool] = {}
         self._windows: dict[tuple[object, ...], _Window] = {}
         self._dirty: dict[tuple[object, ...], tuple[Rule, _Window]] = {}
+        self._nets: dict[str, str | None] = {}
+        self._opened: dict[tuple[str, str], deque[float]] = {}  # (rule, lab): times of new groups
         self.events_seen = 0
 
     def set_hours(self, tenant_id: str, working_hours: str, timezone: str) -> None:
@@ -124,6 +164,29 @@ class Engine:
                 self._open.clear()
             self._open[key] = state
         return state
+
+    def _net(self, addr: str | None) -> str | None:
+        if addr is None:
+            return None
+        net = self._nets.get(addr)
+        if net is None:
+            if len(self._nets) > 100_000:
+                self._nets.clear()  # a cache: cleared, it is only computed again
+            net = self._nets[addr] = network_of(addr)
+        return net
+
+    def _may_open(self, rule: Rule, tenant: str, at: float) -> bool:
+        """A new group starts to hold: within the rule's cap for this lab and hour, or not."""
+        key = (rule.id, tenant)
+        opened = self._opened.get(key)
+        if opened is None:
+            opened = self._opened[key] = deque()
+        while opened and opened[0] <= at - SATURATION_S:
+            opened.popleft()
+        if len(opened) >= rule.max_alerts_per_hour:
+            return False
+        opened.append(at)
+        return True
 
     def _selected(self, s: Selection, ev: Event) -> bool:
         if s.outcomes is not None and ev.outcome not in s.outcomes:
@@ -170,6 +233,9 @@ class Engine:
                         if refs is None:
                             refs = _refs(ev)
                         values = refs[:1]
+                    elif f == "source_net":
+                        v = self._net(ev.source_addr)
+                        values = [v] if v else []
                     else:
                         v = getattr(ev, f or "actor")
                         values = [v] if v else []
@@ -205,6 +271,8 @@ class Engine:
                     entries.append((ev.at, ev.seq, None))
                     holds = len(entries) >= rule.gte
                 if holds:
+                    if not w.fired:  # a new group: within the rule's cap, or saturated
+                        w.saturated = not self._may_open(rule, w.tenant, ev.at)
                     w.fired = True
                     if emit:
                         dirty[key] = (rule, w)
@@ -214,9 +282,52 @@ class Engine:
         if not emit:
             dirty.clear()
             return []
-        out = [self._finding(rule, key, w) for key, (rule, w) in dirty.items()]
+        out: list[Finding] = []
+        saturated: dict[tuple[str, str], Finding] = {}
+        for wkey, (rule, w) in dirty.items():
+            found = self._finding(rule, wkey, w)
+            if not w.saturated:
+                out.append(found)
+                continue
+            skey = (rule.id, w.tenant)
+            named = tuple(str(v) for g, v in zip(rule.group_by, wkey[1:], strict=True) if g not in ("tenant", "action"))
+            saturated[skey] = self._saturated(rule, found, named, saturated.get(skey))
+        out.extend(saturated.values())
         dirty.clear()
         return out
+
+    @staticmethod
+    def _saturated(rule: Rule, f: Finding, group_refs: tuple[str, ...], into: Finding | None) -> Finding:
+        """The rule's one finding for the groups beyond its cap (references: their values)."""
+        if into is None:
+            title = f"{rule.title} (règle saturée : plus de {rule.max_alerts_per_hour} alertes en une heure)"
+            return Finding(
+                rule_id=rule.id,
+                severity=rule.severity,
+                tenant_id=f.tenant_id,
+                title=title[:200],
+                group=SATURATED,
+                refs=group_refs[:MAX_REFS],
+                event_count=f.event_count,
+                first_seq=f.first_seq,
+                last_seq=f.last_seq,
+                first_at=f.first_at,
+                last_at=f.last_at,
+            )
+        refs = into.refs + tuple(r for r in group_refs if r not in into.refs)
+        seqs = [s for s in (into.first_seq, f.first_seq) if s is not None]
+        lasts = [s for s in (into.last_seq, f.last_seq) if s is not None]
+        firsts_at = [a for a in (into.first_at, f.first_at) if a is not None]
+        lasts_at = [a for a in (into.last_at, f.last_at) if a is not None]
+        return replace(
+            into,
+            refs=refs[:MAX_REFS],
+            event_count=into.event_count + f.event_count,
+            first_seq=min(seqs, default=None),
+            last_seq=max(lasts, default=None),
+            first_at=min(firsts_at, default=None),
+            last_at=max(lasts_at, default=None),
+        )
 
     def _group(self, rule: Rule, ev: Event) -> tuple[str, ...] | None:
         parts = []
@@ -228,6 +339,11 @@ class Engine:
                 if not refs:
                     return None
                 parts.append(refs[0])
+            elif g == "source_net":
+                net = self._net(ev.source_addr)
+                if net is None:
+                    return None
+                parts.append(net)
             else:
                 v = getattr(ev, g)
                 if v is None:
@@ -263,6 +379,9 @@ class Engine:
         stale = [k for k, w in self._windows.items() if not w.entries or w.entries[-1][0] < at]
         for k in stale:
             del self._windows[k]
+        done = [k for k, opened in self._opened.items() if not opened or opened[-1] < at - SATURATION_S]
+        for k in done:
+            del self._opened[k]
 
 
 def evaluate(rules: Iterable[Rule], events: Iterable[Event]) -> list[Finding]:

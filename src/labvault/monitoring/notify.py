@@ -15,16 +15,20 @@ Syslog: one RFC 5424 line, ``<PRI>1 TIMESTAMP HOST labvault - MSGID [labvault@32
 facility 13 (log audit), over UDP (one datagram) or TCP (octet counting, RFC 6587), to
 ``udp://host:port``, ``tcp://host:port`` (``host:port``: UDP). The structured-data element
 carries the alert's id, rule, severity, lab and level (a checkpoint's lab, index, size, root).
+
+Where a webhook or a syslog line may go (public addresses only, checked again before each send,
+the connection made to the checked address, no redirect followed): ``labvault.monitoring.targets``.
+What is recorded of a failed delivery: ``failed`` (see ``send``).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import logging
 import smtplib
 import socket
 import ssl
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
@@ -33,6 +37,7 @@ from typing import Any
 
 from labvault.config import Settings
 from labvault.crypto import webhooks
+from labvault.monitoring import targets
 
 SD_ID = "labvault@32473"  # 32473: the private enterprise number RFC 5612 reserves for documentation
 FACILITY = 13  # log audit
@@ -41,6 +46,7 @@ TIMEOUT_S = 10.0
 SIGNATURE_HEADER = "X-Labvault-Signature"
 TIMESTAMP_HEADER = "X-Labvault-Timestamp"
 DELIVERY_HEADER = "X-Labvault-Delivery"
+log = logging.getLogger(__name__)
 
 
 class DeliveryFailed(Exception):
@@ -101,33 +107,69 @@ def send_email(settings: Settings, to: str, message: Message) -> None:
         raise DeliveryFailed(f"email: {type(exc).__name__}") from None
 
 
-def send_webhook(url: str, key: bytes | None, message: Message, *, now: datetime) -> None:
-    """POST the JSON payload, signed (see the module's docstring); a 2xx answer is a delivery."""
-    if not url.startswith(("https://", "http://")):
-        raise DeliveryFailed("webhook: the target is not an http(s) URL")
+class _PinnedHTTP(http.client.HTTPConnection):
+    """HTTP to the checked addresses (the Host header still names the URL's host)."""
+
+    def __init__(self, endpoint: targets.Endpoint) -> None:
+        super().__init__(endpoint.host, endpoint.port, timeout=TIMEOUT_S)
+        self._endpoint = endpoint
+
+    def connect(self) -> None:
+        self.sock = _connect(self._endpoint)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to the checked addresses; the certificate is verified against the URL's host (SNI too)."""
+
+    def __init__(self, endpoint: targets.Endpoint) -> None:
+        self._tls = ssl.create_default_context()
+        super().__init__(endpoint.host, endpoint.port, timeout=TIMEOUT_S, context=self._tls)
+        self._endpoint = endpoint
+
+    def connect(self) -> None:
+        self.sock = self._tls.wrap_socket(_connect(self._endpoint), server_hostname=self._endpoint.host)
+
+
+def _connect(endpoint: targets.Endpoint) -> socket.socket:
+    """A TCP connection to the first of the endpoint's checked addresses that answers (each a
+    literal address: no lookup happens here)."""
+    if not endpoint.addresses:
+        raise DeliveryFailed(f"{endpoint.scheme}: no checked address")
+    *earlier, final = endpoint.addresses
+    for address in earlier:
+        try:
+            return socket.create_connection((address, endpoint.port), timeout=TIMEOUT_S)
+        except OSError:
+            continue
+    return socket.create_connection((final, endpoint.port), timeout=TIMEOUT_S)
+
+
+def send_webhook(url: str, key: bytes | None, message: Message, *, now: datetime, allow_private: bool = False) -> None:
+    """POST the JSON payload, signed (see the module's docstring), to the URL's checked addresses
+    (``labvault.monitoring.targets``); a 2xx answer is a delivery, a redirect is not followed."""
+    try:
+        endpoint = targets.webhook_endpoint(url, allow_private=allow_private)
+    except targets.TargetRefused as exc:
+        raise DeliveryFailed(f"webhook: target refused ({exc})") from None
     if key is None:
         raise DeliveryFailed("webhook: the channel has no key")
     body = message.body()
     timestamp = str(int(now.timestamp()))
-    req = urllib.request.Request(  # noqa: S310 (http(s) checked above)
-        url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": "labvault-alerts",
-            TIMESTAMP_HEADER: timestamp,
-            SIGNATURE_HEADER: sign(key, timestamp, body),
-            DELIVERY_HEADER: message.delivery_id,
-        },
-    )
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "labvault-alerts",
+        TIMESTAMP_HEADER: timestamp,
+        SIGNATURE_HEADER: sign(key, timestamp, body),
+        DELIVERY_HEADER: message.delivery_id,
+    }
+    conn = _PinnedHTTPS(endpoint) if endpoint.scheme == "https" else _PinnedHTTP(endpoint)
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:  # noqa: S310 (http(s) checked above)
-            status = resp.status
-    except urllib.error.HTTPError as exc:
-        raise DeliveryFailed(f"webhook: HTTP {exc.code}") from None
-    except (OSError, ValueError) as exc:
+        conn.request("POST", endpoint.path, body=body, headers=headers)
+        status = conn.getresponse().status
+    except (OSError, http.client.HTTPException, ValueError) as exc:
         raise DeliveryFailed(f"webhook: {type(exc).__name__}") from None
+    finally:
+        conn.close()
     if not 200 <= status < 300:
         raise DeliveryFailed(f"webhook: HTTP {status}")
 
@@ -155,39 +197,50 @@ def syslog_line(message: Message, *, now: datetime, hostname: str | None = None)
     return f"<{pri}>1 {stamp} {host} labvault - {msgid} {sd} ".encode("ascii") + b"\xef\xbb\xbf" + text
 
 
-def parse_target(target: str) -> tuple[str, str, int]:
-    """(transport, host, port) of ``udp://host:port``, ``tcp://host:port`` or ``host:port``."""
-    transport, sep, rest = target.partition("://")
-    if not sep:
-        transport, rest = "udp", target
-    host, _, port = rest.rpartition(":")
-    host = host.strip("[]")
-    if transport not in ("udp", "tcp") or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise DeliveryFailed("syslog: the target is udp://host:port or tcp://host:port")
-    return transport, host, int(port)
-
-
-def send_syslog(target: str, message: Message, *, now: datetime) -> None:
-    transport, host, port = parse_target(target)
+def send_syslog(target: str, message: Message, *, now: datetime, allow_private: bool = False) -> None:
+    """One line to the target's checked addresses (``labvault.monitoring.targets``)."""
+    try:
+        endpoint = targets.syslog_endpoint(target, allow_private=allow_private)
+    except targets.TargetRefused as exc:
+        raise DeliveryFailed(f"syslog: target refused ({exc})") from None
     line = syslog_line(message, now=now)
     try:
-        if transport == "udp":
-            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.sendto(line, (host, port))
+        if endpoint.scheme == "udp":
+            address = endpoint.addresses[0]
+            with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(line, (address, endpoint.port))
         else:
-            with socket.create_connection((host, port), timeout=TIMEOUT_S) as s:
+            with _connect(endpoint) as s:
                 s.sendall(str(len(line)).encode() + b" " + line)  # RFC 6587 octet counting
     except OSError as exc:
         raise DeliveryFailed(f"syslog: {type(exc).__name__}") from None
 
 
+def failed(now: datetime) -> str:
+    """What a delivery's history shows of a failure: when, nothing of why (the reason, an HTTP
+    status or a connection error, would tell the lab what its target reached: see ``send``)."""
+    return f"failed at {now.isoformat(timespec='seconds')}"
+
+
 def send(settings: Settings, kind: str, target: str, key: bytes | None, message: Message, *, now: datetime) -> None:
-    """Deliver ``message`` on a channel of ``kind`` (email, webhook, syslog); ``DeliveryFailed``."""
-    if kind == "email":
-        send_email(settings, target, message)
-    elif kind == "webhook":
-        send_webhook(target, key, message, now=now)
-    elif kind == "syslog":
-        send_syslog(target, message, now=now)
-    else:
-        raise DeliveryFailed(f"unknown channel kind '{kind}'")
+    """Deliver ``message`` on a channel of ``kind`` (email, webhook, syslog). A failure, whatever
+    it is, raises ``DeliveryFailed`` with the generic text of ``failed`` (recorded where the lab
+    reads its deliveries, next to the attempt count); its detail (the refusal's rule, the HTTP
+    status, the exception's kind: never the target or the message) goes to the operator's log."""
+    allow = settings.channels_allow_private
+    try:
+        if kind == "email":
+            send_email(settings, target, message)
+        elif kind == "webhook":
+            send_webhook(target, key, message, now=now, allow_private=allow)
+        elif kind == "syslog":
+            send_syslog(target, message, now=now, allow_private=allow)
+        else:
+            raise DeliveryFailed(f"unknown channel kind '{kind}'")
+        return
+    except DeliveryFailed as exc:
+        detail = str(exc)
+    except Exception as exc:  # noqa: BLE001 - a channel's target (set by a lab) never stops the pass
+        detail = f"{kind}: {type(exc).__name__}"
+    log.warning("delivery %s (%s channel) failed: %s", message.delivery_id, kind, detail)
+    raise DeliveryFailed(failed(now))

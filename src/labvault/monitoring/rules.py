@@ -18,10 +18,17 @@ and, per lab, change a rule's threshold, window or severity, or turn it off::
 A per-lab section applies to rules grouped by lab (``group_by`` holds ``tenant``); a rule that
 looks across labs (password spraying, anonymous probing) is the platform's and has no per-lab
 variant. Nothing in a rule is a personal value: ids, action names, numbers.
+
+The rules in ``PROTECTED`` protect a lab from the vendor, whose file the platform's is: that file
+may make them stricter, but a file turning one off, redefining it or weakening it is refused at
+load (one line naming the rule). ``digest`` is the SHA-256 of the rule set in force, recorded in
+the consumer's ``monitor:start`` event.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -34,9 +41,31 @@ from typing import Any
 from labvault.errors import InvalidInput
 from labvault.monitoring.findings import Severity
 
-GROUP_FIELDS = ("tenant", "actor", "source_addr", "ref0", "action")
-VALUE_FIELDS = ("refs", "ref0", "actor", "source_addr", "action")
+GROUP_FIELDS = ("tenant", "actor", "source_addr", "source_net", "ref0", "action")
+VALUE_FIELDS = ("refs", "ref0", "actor", "source_addr", "source_net", "action")
+MAX_SPAN_S = 7 * 86400  # a window holds its events in memory and is re-read at start: a week at most
+DEFAULT_MAX_ALERTS_PER_HOUR = 30  # new alerts one rule opens per lab (or for the platform) in an hour
+
+# The rules that protect a lab from the vendor: what they watch is done by vendor staff (support,
+# operators, administrators) or would hide it (an edited trail, a stopped checkpoint). The
+# platform's rules file is the vendor's: it may make them stricter, never turn them off, redefine
+# them or weaken them (a larger threshold, a shorter window, a lower severity, a lower cap).
+# docs/design/monitoring-rules.md gives the reason for each.
+PROTECTED = frozenset(
+    {
+        "canary-touched",
+        "bulk-read-vendor",
+        "vendor-sensitive-read",
+        "support-read-refused",
+        "export-refused",
+        "audit-verification-failed",
+        "scheduler-failed",
+        "key-operation",
+        "privilege-change",
+    }
+)
 ROLE_KINDS = ("vendor", "lab")
+_RULE_KEYS = frozenset({"id", "title", "severity", "selection", "correlation", "why", "enabled", "max_alerts_per_hour"})
 _ID = re.compile(r"^[a-z][a-z0-9-]{1,47}$")
 _SPAN = re.compile(r"^(\d+)(s|m|h|d)$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -71,7 +100,13 @@ class Rule:
     gte: int = 1
     why: str = ""
     enabled: bool = True
+    max_alerts_per_hour: int = DEFAULT_MAX_ALERTS_PER_HOUR
     per_lab: Mapping[str, Rule] = dc_field(default_factory=dict)
+
+    @property
+    def protected(self) -> bool:
+        """One of the rules that protect a lab from the vendor (``PROTECTED``)."""
+        return self.id in PROTECTED
 
     @property
     def platform_wide(self) -> bool:
@@ -91,12 +126,15 @@ def _glob(pattern: str, action: str) -> bool:
 
 
 def parse_span(text: str | int, where: str) -> int:
-    if isinstance(text, int) and not isinstance(text, bool) and text > 0:
+    if isinstance(text, int) and not isinstance(text, bool) and 0 < text <= MAX_SPAN_S:
         return text
     m = _SPAN.match(str(text).strip())
     if m is None or int(m[1]) <= 0:
         raise InvalidInput(f"{where}: timespan is a number and a unit (90s, 10m, 1h, 1d)")
-    return int(m[1]) * _UNIT[m[2]]
+    span = int(m[1]) * _UNIT[m[2]]
+    if span > MAX_SPAN_S:
+        raise InvalidInput(f"{where}: timespan is at most 7d")
+    return span
 
 
 def _strings(value: Any, where: str, key: str) -> tuple[str, ...]:
@@ -153,7 +191,7 @@ def parse_rule(raw: Mapping[str, Any]) -> Rule:
     if not isinstance(rid, str) or not _ID.match(rid):
         raise InvalidInput("rule: id is lowercase letters, digits and dashes (2 to 48)")
     where = f"rule '{rid}'"
-    unknown = set(raw) - {"id", "title", "severity", "selection", "correlation", "why", "enabled"}
+    unknown = set(raw) - _RULE_KEYS
     if unknown:
         raise InvalidInput(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     title = raw.get("title")
@@ -185,6 +223,7 @@ def parse_rule(raw: Mapping[str, Any]) -> Rule:
     enabled = raw.get("enabled", True)
     if not isinstance(enabled, bool):
         raise InvalidInput(f"{where}: enabled is true or false")
+    cap = _cap(raw.get("max_alerts_per_hour", DEFAULT_MAX_ALERTS_PER_HOUR), where)
     return Rule(
         id=rid,
         title=title.strip(),
@@ -197,7 +236,47 @@ def parse_rule(raw: Mapping[str, Any]) -> Rule:
         gte=gte,
         why=str(raw.get("why", "")),
         enabled=enabled,
+        max_alerts_per_hour=cap,
     )
+
+
+def _cap(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10_000:
+        raise InvalidInput(f"{where}: max_alerts_per_hour is a whole number from 1 to 10000")
+    return value
+
+
+def _weakened(before: Rule, after: Rule) -> str | None:
+    """What makes ``after`` weaker than ``before`` (None: as strict or stricter). A rule fires less
+    when it is off, needs more events, counts them over a shorter window, or opens fewer alerts; a
+    lower severity reaches fewer channels and later deadlines."""
+    if before.enabled and not after.enabled:
+        return "it cannot be turned off"
+    if after.gte > before.gte:
+        return f"its threshold cannot go above {before.gte}"
+    if after.timespan_s < before.timespan_s:
+        return f"its window cannot be shorter than {before.timespan_s} s"
+    if after.severity.rank < before.severity.rank:
+        return f"its severity cannot be lower than {before.severity.value}"
+    if after.max_alerts_per_hour < before.max_alerts_per_hour:
+        return f"its max_alerts_per_hour cannot be lower than {before.max_alerts_per_hour}"
+    return None
+
+
+def _redefined(before: Rule, after: Rule) -> str | None:
+    """What a platform's ``[[rule]]`` of a protected id changes besides its thresholds."""
+    for name in ("selection", "kind", "field", "group_by", "title", "why"):
+        if getattr(before, name) != getattr(after, name):
+            return f"its {name} cannot be redefined"
+    return None
+
+
+def _refuse_weaker(before: Rule, after: Rule, where: str, *, redefinition: bool = False) -> None:
+    if not before.protected:
+        return
+    fault = (_redefined(before, after) if redefinition else None) or _weakened(before, after)
+    if fault:
+        raise InvalidInput(f"{where}: this rule protects the labs from the vendor; {fault}")
 
 
 def _override(rule: Rule, raw: Any, where: str) -> Rule:
@@ -205,7 +284,9 @@ def _override(rule: Rule, raw: Any, where: str) -> Rule:
         raise InvalidInput(f"{where}: a lab's section is a table")
     unknown = set(raw) - {"gte", "timespan", "severity", "enabled"}
     if unknown:
-        raise InvalidInput(f"{where}: a lab changes gte, timespan, severity or enabled only, not {', '.join(unknown)}")
+        raise InvalidInput(
+            f"{where}: a lab changes gte, timespan, severity or enabled only, not {', '.join(sorted(unknown))}"
+        )
     changes: dict[str, Any] = {}
     if "gte" in raw:
         if not isinstance(raw["gte"], int) or isinstance(raw["gte"], bool) or raw["gte"] < 1:
@@ -219,7 +300,9 @@ def _override(rule: Rule, raw: Any, where: str) -> Rule:
         if not isinstance(raw["enabled"], bool):
             raise InvalidInput(f"{where}: enabled is true or false")
         changes["enabled"] = raw["enabled"]
-    return replace(rule, per_lab={}, **changes)
+    out = replace(rule, per_lab={}, **changes)
+    _refuse_weaker(rule, out, where)
+    return out
 
 
 def parse(text: str, *, base: Iterable[Rule] = ()) -> list[Rule]:
@@ -238,6 +321,8 @@ def parse(text: str, *, base: Iterable[Rule] = ()) -> list[Rule]:
         if rule.id in seen:
             raise InvalidInput(f"rule '{rule.id}': defined twice in one file")
         seen.add(rule.id)
+        if rule.id in rules:
+            _refuse_weaker(rules[rule.id], rule, f"rule '{rule.id}'", redefinition=True)
         rules[rule.id] = rule
     labs = doc.get("lab", {})
     if not isinstance(labs, dict):
@@ -278,6 +363,44 @@ def default_path(home: Path) -> Path | None:
     """The platform's rules file in its home, when there is one."""
     p = home / "monitor-rules.toml"
     return p if p.exists() else None
+
+
+def describe(rule: Rule) -> dict[str, Any]:
+    """A rule as plain data (its per-lab settings included): what the digest covers."""
+    s = rule.selection
+    return {
+        "id": rule.id,
+        "title": rule.title,
+        "why": rule.why,
+        "severity": rule.severity.value,
+        "enabled": rule.enabled,
+        "protected": rule.protected,
+        "selection": {
+            "action": list(s.actions),
+            "outcome": sorted(s.outcomes) if s.outcomes is not None else None,
+            "object_type": sorted(s.object_types) if s.object_types is not None else None,
+            "purpose": sorted(s.purposes) if s.purposes is not None else None,
+            "roles": s.roles,
+            "off_hours": s.off_hours,
+            "not_actor": list(s.not_actor),
+        },
+        "type": rule.kind,
+        "field": rule.field,
+        "group_by": list(rule.group_by),
+        "timespan_s": rule.timespan_s,
+        "gte": rule.gte,
+        "max_alerts_per_hour": rule.max_alerts_per_hour,
+        "per_lab": {lab: describe(r) for lab, r in sorted(rule.per_lab.items())},
+    }
+
+
+def digest(rules: Iterable[Rule]) -> str:
+    """SHA-256 (hex) of the rule set in force: the shipped rules with the platform's file applied,
+    per-lab settings included. Recorded in ``monitor:start``; ``labvault monitor rules`` shows it,
+    so a lab can tell which rules watched it."""
+    doc = [describe(r) for r in sorted(rules, key=lambda r: r.id)]
+    text = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def longest_window(rules: Iterable[Rule]) -> int:
