@@ -28,6 +28,15 @@ from tests.conftest import ADMIN, lab_user, make_lab
 from tests.monitoring.events import ListSink
 
 T0 = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _private_targets_allowed(monkeypatch):
+    """The lab's webhook here names a host that does not resolve: the operator's opt-in
+    LABVAULT_CHANNELS_ALLOW_PRIVATE (off by default, tests/monitoring/test_channel_targets.py)."""
+    monkeypatch.setenv("LABVAULT_CHANNELS_ALLOW_PRIVATE", "1")
+
+
 SQLITE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 

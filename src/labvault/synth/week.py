@@ -753,7 +753,7 @@ def simulate(
             say("setting up the labs")
             sims = _setup(rt, labs, seed)
             catalogue = _catalogue()
-            consumer = Consumer(rt.gateway, rt.operator, rules.shipped())
+            consumer = Consumer(rt.gateway, rt.monitor, rules.shipped())
             week = Week(rt, clock, sims, catalogue, consumer, requests_per_day=requests_per_day, seed=seed)
             week.night()  # the platform's first signed checkpoints and retention run, as serve starts them
             setup_findings = Counter(f.rule_id for f in _distinct(consumer.drain() + consumer.sweep()))
