@@ -83,7 +83,13 @@ def test_what_a_vendor_account_another_lab_or_a_biologist_can_do_with_it(api):
     assert _state(api, alert_id) == ("open", None)
     officer = _page_login(api, "security_officer")
     assert f'href="/alerts/{alert_id}"' in officer.get(f"/alerts?tenant={LAB_A}").text
-    assert officer.get(f"/alerts/{alert_id}").status_code == 200
+    seen = officer.get(f"/alerts/{alert_id}")
+    assert seen.status_code == 200
+    # The lab answers its own alerts: the vendor's page offers no form to acknowledge or resolve it.
+    assert f'action="/alerts/{alert_id}/ack"' not in seen.text
+    assert f'action="/alerts/{alert_id}/resolve"' not in seen.text
+    lab_admin = _page_login(api, f"lab_admin@{LAB_A}")
+    assert f'action="/alerts/{alert_id}/ack"' in lab_admin.get(f"/alerts/{alert_id}").text
 
 
 def test_the_labs_channels_added_after_a_step_up_with_the_key_shown_once(api):

@@ -17,7 +17,8 @@ Actions (the policy table): ``advisory:read`` and ``advisory:manage`` (the vendo
 security_officer; the platform_admin reads); ``advisory:notice`` (a lab's lab_admin and lab_dpo):
 the advisories that name their lab once telling the labs was decided yes, references and decisions
 only (the sealed text may quote other labs' data and stays with the security team, I5).
-Escalating an overdue advisory is ``advisory:manage`` or ``monitor:run`` (the scheduler's account).
+Escalating an overdue advisory is ``advisory:manage`` or ``monitor:run`` (the monitoring process's
+own principal, ``system:monitor``).
 """
 
 from __future__ import annotations

@@ -217,6 +217,9 @@ class Consumer:
         """State checks that are not events; their findings go to the sink (same key while the
         state lasts: one open alert)."""
         now = self.clock()
+        # Windows no event can still reach are dropped here: memory stays bounded however many
+        # actors, addresses or networks the stream has shown.
+        self.engine.forget_before(now.timestamp() - self.window.total_seconds())
         findings: list[Finding] = []
         with self.gateway.unit(self.principal, Purpose.MONITORING) as u:
             for lab in self._labs(u):

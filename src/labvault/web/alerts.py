@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from labvault.access import Principal, Purpose
 from labvault.access.alerts import CHANNEL_KINDS, SEVERITIES, STATES
 from labvault.api.deps import gateway
+from labvault.crypto.keys import PLATFORM
 from labvault.errors import InvalidInput
 from labvault.ids import utcnow
 from labvault.monitoring import alerts
@@ -117,7 +118,9 @@ def one(request: Request, alert_id: str, caller: Viewer) -> HTMLResponse:
     principal = caller[0]
     with gateway(request).unit(principal, Purpose.MONITORING) as u:
         h = alerts.history(u, alert_id[:64])
-    return render(request, "alerts_one.html", a=h.alert, steps=h.steps())
+    # A lab's alerts are answered by the lab; the vendor answers the platform's (the gateway refuses the rest).
+    answers = principal.is_platform == (h.alert.tenant_id == PLATFORM)
+    return render(request, "alerts_one.html", a=h.alert, steps=h.steps(), answers=answers)
 
 
 @router.post("/alerts/{alert_id}/ack")
