@@ -226,6 +226,7 @@ def test_escalation_when_the_acknowledgement_deadline_passes(world):
         "escalated": 1,
         "advisories": 0,
         "checkpoints": 0,
+        "digests": 0,
         "sent": 1,
         "failed": 0,
         "given_up": 0,

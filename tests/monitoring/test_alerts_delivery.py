@@ -197,9 +197,11 @@ def test_email_to_a_real_smtp_server_holds_references_only(world, smtp_server):
     world.channel("email", "security@lab-a.invalid")
     alert_id = world.raise_and_ack()
     settings = Settings.from_env({}, smtp_host="127.0.0.1", smtp_port=port, smtp_from="alerts@labvault.invalid")
-    assert dispatch.run_once(world.gw, T0, settings=settings)["sent"] == 1
-    assert len(mails) == 1
-    rcpt, raw = mails[0]
+    counts = dispatch.run_once(world.gw, T0, settings=settings)
+    assert (counts["sent"], counts["digests"]) == (2, 1)  # the alert, and the lab's digest of yesterday
+    alert_mails = [m for m in mails if b"bulk-read" in m[1]]
+    assert len(alert_mails) == 1
+    rcpt, raw = alert_mails[0]
     assert rcpt == ["security@lab-a.invalid"]
     mail: Mail = message_from_bytes(raw)
     assert mail["From"] == "alerts@labvault.invalid" and mail["To"] == "security@lab-a.invalid"
@@ -218,9 +220,9 @@ def test_without_a_relay_an_email_fails_and_is_retried(world, caplog):
     world.raise_and_ack()
     with caplog.at_level("WARNING", logger="labvault.monitoring.notify"):
         counts = dispatch.run_once(world.gw, T0, settings=Settings.from_env({}))
-    assert (counts["sent"], counts["failed"]) == (0, 1)
+    assert (counts["sent"], counts["failed"]) == (0, 2)  # the alert and the lab's digest
     with world.gw.engine.connect() as conn:
-        d = conn.execute(select(t.alert_delivery)).one()
+        d = conn.execute(select(t.alert_delivery).where(t.alert_delivery.c.kind == "alert")).one()
     assert (d.attempts, d.delivered_at, d.last_error) == (1, None, "failed at 2026-03-02T03:00:00+00:00")
     assert "email: no SMTP relay configured (LABVAULT_SMTP_HOST)" in caplog.text
     assert "security@lab-a.invalid" not in caplog.text
@@ -355,3 +357,31 @@ def test_a_labs_signed_checkpoints_go_to_its_own_channel_once(world, hook):
     assert (cursor.tenant_id, cursor.seq) == ("lab-a", second["body"]["size"])
     for raw in state.bodies:
         world.assert_no_personal(raw)
+
+
+def test_the_labs_daily_access_digest_is_e_mailed_once(world, smtp_server):
+    """H4, G5: each lab's review of the day's accesses goes to its own e-mail channels once a day
+    (counts per account, the unexplained reads by sequence number), references only; the next
+    round the same day sends nothing more; a lab without an e-mail channel gets none."""
+    port, mails = smtp_server
+    world.channel("email", "dpo@lab-a.invalid")
+    settings = Settings.from_env({}, smtp_host="127.0.0.1", smtp_port=port, smtp_from="alerts@labvault.invalid")
+    # The day the world's reads happened is over: a round the day after sends its digest.
+    with world.gw.engine.connect() as conn:
+        ev = conn.execute(select(t.audit_event).where(t.audit_event.c.tenant_id == "lab-a")).all()
+    happened = max(e.at for e in ev)
+    happened = happened if happened.tzinfo else happened.replace(tzinfo=UTC)
+    after = happened + timedelta(days=1)
+    counts = dispatch.run_once(world.gw, after, settings=settings)
+    assert (counts["digests"], counts["sent"]) == (1, 1)
+    ((rcpt, raw),) = mails
+    assert rcpt == ["dpo@lab-a.invalid"]
+    mail: Mail = message_from_bytes(raw)
+    assert "lab-a" in mail["Subject"] and "unexplained accesses of" in mail["Subject"]
+    text = mail.get_payload(decode=True)
+    payload = json.loads(text[text.index(b"{") :])
+    assert payload["type"] == "digest" and payload["accesses"] >= 1
+    assert payload["accesses"] == payload["explained"] + payload["to_review"]
+    world.assert_no_personal(raw)
+    again = dispatch.run_once(world.gw, after + timedelta(hours=1), settings=settings)
+    assert (again["digests"], again["sent"]) == (0, 0) and len(mails) == 1

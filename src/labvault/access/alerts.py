@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -46,6 +46,7 @@ STATES = ("open", "acknowledged", "resolved")
 LIVE = ("open", "acknowledged")  # an alert that still absorbs findings of its key
 CHANNEL_KINDS = ("email", "webhook", "syslog")
 SEVERITIES = ("low", "medium", "high", "critical")
+DIGEST_CURSOR = "digest"  # the last day whose access digest went to the lab's e-mail channels
 CHECKPOINTS_CURSOR = "checkpoints"  # the cursor of each lab's signed checkpoints pushed to its channels
 MAX_REFS = 50  # references kept on one alert (the first ones, then the latest)
 ALERT_READERS_OF_A_LAB = frozenset({"security_officer"})  # vendor roles that read a lab's alerts
@@ -656,6 +657,21 @@ class Alerts(UnitState):
         self._record(tenant_id, "alert:deliver", "delivery", 1, outcome=outcome, refs=[delivery_id])
 
     # -- a lab's signed checkpoints, pushed to its channels -----------------------------------------
+
+    def digest_sent_through(self, tenant_id: str) -> date | None:
+        """The last day whose access digest was queued to the lab's e-mail channels (``monitor:run``)."""
+        self._authorise(tenant_id, "monitor:run")
+        cur = t.monitor_cursor
+        row = self.conn.execute(
+            select(cur.c.seq).where(self._tf(cur, tenant_id), cur.c.consumer == DIGEST_CURSOR)
+        ).first()
+        return None if row is None else date.fromordinal(int(row.seq))
+
+    def mark_digest_sent(self, tenant_id: str, day: date, at: datetime) -> None:
+        """Record that ``day``'s digest was queued: forward only, and never past the day of ``at``
+        (a lab's yesterday is at most UTC's today), so no later digest is skipped by a cursor moved ahead."""
+        self._authorise(tenant_id, "monitor:run")
+        advance_cursor(self, tenant_id, DIGEST_CURSOR, day.toordinal(), at.date().toordinal(), at)
 
     def checkpoints_after(self, tenant_id: str, consumer: str = "checkpoints") -> tuple[int, list[dict[str, Any]]]:
         """The lab's signed checkpoints not yet pushed (``monitor:run``): the cursor (the size of

@@ -265,7 +265,8 @@ POLICY: dict[Role, frozenset[str]] = {
             "advisory:read",
         }
     ),
-    Role.MONITOR: frozenset({"monitor:run", "tenant:list", "tenant:read"}),
+    # The lab's daily access review (references only) is computed by it for the lab's own e-mail channels.
+    Role.MONITOR: frozenset({"monitor:run", "tenant:list", "tenant:read", "access:review"}),
 }
 
 # The platform's own processes that act in units of work (``Principal.kind == "system"``): their

@@ -26,16 +26,18 @@ signed body.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
+from zoneinfo import ZoneInfo
 
 from labvault.access.alerts import Alert, ChannelKey, Delivery, channel_of_ref
 from labvault.access.principal import MONITOR, Purpose
 from labvault.config import Settings
 from labvault.errors import LabvaultError
 from labvault.ids import utcnow
-from labvault.monitoring import advisories, notify
+from labvault.monitoring import advisories, explained, notify
 from labvault.monitoring import alerts as alerting
+from labvault.monitoring.explained import Digest
 
 if TYPE_CHECKING:
     from labvault.access.gateway import Gateway, Unit
@@ -139,6 +141,51 @@ def push_checkpoints(u: Unit, now: datetime) -> int:
     return queued
 
 
+def digest_message(d: Digest, delivery_id: str) -> notify.Message:
+    """A lab's daily access review for its own e-mail channels: counts per account and the
+    unexplained reads, references only (``explained.digest_text``)."""
+    subject, body = explained.digest_text(d)
+    return notify.Message(
+        kind="digest",
+        delivery_id=delivery_id,
+        subject=subject,
+        severity="info",
+        payload={
+            "type": "digest",
+            "tenant": d.tenant_id,
+            "day": d.day.isoformat(),
+            "accesses": d.total,
+            "explained": d.explained,
+            "to_review": d.unexplained_count,
+            "delivery_id": delivery_id,
+            "text": body,
+        },
+        sd={"tenant": d.tenant_id, "day": d.day.isoformat(), "to_review": str(d.unexplained_count)},
+    )
+
+
+def push_digests(u: Unit, now: datetime) -> int:
+    """Queue each lab's access digest of its yesterday (in its time zone) to its e-mail channels,
+    once a day (the lab's ``digest`` cursor); a lab seen for the first time starts at yesterday."""
+    queued = 0
+    for lab in u.list_tenants():
+        if lab.status != "active":
+            continue
+        channels = [c for c in u.delivery_channels(lab.id) if c.kind == "email"]
+        if not channels:
+            continue
+        yesterday = now.astimezone(ZoneInfo(lab.timezone or "Europe/Paris")).date() - timedelta(days=1)
+        done = u.digest_sent_through(lab.id)
+        if done is not None and done >= yesterday:
+            continue
+        # The day by its ordinal: audit references never hold a date (they could be a birth date).
+        day = str(yesterday.toordinal())
+        u.queue_deliveries(lab.id, kind="digest", subject_id=day, level=1, channels=channels, at=now)
+        u.mark_digest_sent(lab.id, yesterday, now)
+        queued += 1
+    return queued
+
+
 @dataclass
 class _Job:
     delivery: Delivery
@@ -161,6 +208,8 @@ def _prepare(u: Unit, d: Delivery) -> _Job:
         message = alert_message(u.alert_for_delivery(d.tenant_id, d.subject_id), d.delivery_id)
     elif d.kind == "checkpoint":
         message = checkpoint_message(d.tenant_id, u.checkpoint_record(d.tenant_id, int(d.subject_id)), d.delivery_id)
+    elif d.kind == "digest":
+        message = digest_message(explained.digest(u, d.tenant_id, date.fromordinal(int(d.subject_id))), d.delivery_id)
     else:
         return _Job(d, error=f"no sender for '{d.kind}' deliveries")
     return _Job(d, channel.kind, channel.target, key, message)
@@ -184,8 +233,8 @@ def run_once(
     settings: Settings | None = None,
 ) -> dict[str, int]:
     """One pass (see the module's docstring), as ``principal`` (by default the monitoring process).
-    Counts: ``escalated`` (alerts), ``advisories`` (outside reports escalated), ``checkpoints`` (queued),
-    ``sent``, ``failed``, ``given_up``."""
+    Counts: ``escalated`` (alerts), ``advisories`` (outside reports escalated), ``checkpoints`` and
+    ``digests`` (queued), ``sent``, ``failed``, ``given_up``."""
     gw, who, cfg = _source(source, principal, settings)
     now = now or utcnow()
     deadlines = alerting.ack_deadlines(cfg.alert_ack_minutes)
@@ -194,6 +243,7 @@ def run_once(
         reports = advisories.escalate_overdue(u, now=now, sink=lambda unit, f: alerting.raise_alert(unit, f, now=now))
         escalated = alerting.escalate(u, now, deadlines=deadlines)
         pushed = push_checkpoints(u, now)
+        digests = push_digests(u, now)
     with gw.unit(who, Purpose.MONITORING) as u:
         jobs = [_prepare(u, d) for d in u.due_deliveries(now)]
     for job in jobs:  # the network, outside any transaction
@@ -211,6 +261,7 @@ def run_once(
         "escalated": len(escalated),
         "advisories": len(reports),
         "checkpoints": pushed,
+        "digests": digests,
         "sent": 0,
         "failed": 0,
         "given_up": 0,
