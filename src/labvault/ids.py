@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, overload
 if TYPE_CHECKING:
     from datetime import datetime
 
-# The file ``labvault simulate`` writes in the home it creates (``labvault.synth.week``); the
+# The file ``labvault simulate`` writes in the home it creates (``labvault.cli.week``); the
 # simulated clock runs only on a home that holds it.
 SIMULATION_MARKER = ".labvault-simulation"
 
@@ -72,7 +72,7 @@ def simulated_clock(start: datetime, *, home: Path) -> Iterator[SimulatedClock]:
     For ``labvault simulate`` alone, and safe because it is narrow: the clock is a context
     variable (this thread or task only, nothing else in the process sees it, and it is gone when
     the block ends); it refuses to run unless ``home`` holds ``SIMULATION_MARKER``, which only the
-    simulation writes, into a home directory it has just created (``labvault.synth.week``
+    simulation writes, into a home directory it has just created (``labvault.cli.week``
     refuses a directory that exists); and the clock only moves forward, so each lab's chain
     keeps non-decreasing times. A real home's trail is never written under it."""
     if not (Path(home) / SIMULATION_MARKER).is_file():

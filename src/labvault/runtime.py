@@ -157,13 +157,17 @@ def _private_home(settings: Settings) -> None:
 def install_hooks() -> None:
     """Wire the domains together once, at start-up (never by an import's side effect): packages
     made under a lab's instructions die at their deadline in every retention run, and with the lab
-    at the end of its contract."""
+    at the end of its contract; a notification channel's target is checked by the monitoring."""
+    from labvault.access import alerts as channels
     from labvault.migration import service as packages
+    from labvault.monitoring import targets
     from labvault.retention import purge
 
     for registry, hook in ((purge.HOOKS, packages.deadline_hook), (purge.END_HOOKS, packages.end_hook)):
         if hook not in registry:
             registry.append(hook)
+    if targets.check_channel_target not in channels.TARGET_CHECKS:  # channels send to public addresses only
+        channels.TARGET_CHECKS.append(targets.check_channel_target)
 
 
 def open_runtime(settings: Settings, operator_email: str | None = None, *, durable: bool = False) -> Runtime:

@@ -13,11 +13,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from labvault.cli import main
+from labvault.cli.week import HOURS, new_home
 from labvault.domain.hours import parse_hours
 from labvault.errors import InvalidInput
 from labvault.ids import SIMULATION_MARKER, simulated_clock, utcnow
 from labvault.synth.load import lab_spec
-from labvault.synth.week import HOURS, new_home
 
 MONDAY = "2026-11-02"
 READS = ("patient:identity:read", "patient:request:read", "patient:result:read", "report:read")

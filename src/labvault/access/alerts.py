@@ -27,7 +27,7 @@ platform key (as accounts' TOTP secrets are), bound to the channel's id.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -46,6 +46,9 @@ STATES = ("open", "acknowledged", "resolved")
 LIVE = ("open", "acknowledged")  # an alert that still absorbs findings of its key
 CHANNEL_KINDS = ("email", "webhook", "syslog")
 SEVERITIES = ("low", "medium", "high", "critical")
+# Checks of a channel's kind and target, each raising with a one-line reason: the monitoring's
+# (``labvault.monitoring.targets.check_channel_target``), installed by ``labvault.runtime.install_hooks``.
+TARGET_CHECKS: list[Callable[[str, str], None]] = []
 DIGEST_CURSOR = "digest"  # the last day whose access digest went to the lab's e-mail channels
 CHECKPOINTS_CURSOR = "checkpoints"  # the cursor of each lab's signed checkpoints pushed to its channels
 MAX_REFS = 50  # references kept on one alert (the first ones, then the latest)
@@ -500,9 +503,12 @@ class Alerts(UnitState):
         if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
             raise InvalidInput("a channel's target holds no control character (no line break)")
         self._authorise_channels(tenant_id)
-        from labvault.monitoring.targets import check_channel_target
-
-        check_channel_target(kind, target)  # after authorising: it resolves the host (public addresses only)
+        # After authorising: the check resolves the host (public addresses only). Installed at
+        # start-up (``labvault.runtime.install_hooks``); none installed: no channel is added.
+        if not TARGET_CHECKS:
+            raise InvalidInput("channels cannot be added: no target check is installed")
+        for check in TARGET_CHECKS:
+            check(kind, target)
         channel_id = new_id()
         secret = new_token() if kind == "webhook" else None
         wrapped = (

@@ -1,6 +1,6 @@
 """``labvault simulate``: a generated normal working week of synthetic labs, watched by the shipped
 rules (issue 16's check: no alert, at least 95 % of the accesses explained). See
-``labvault.synth.week`` and docs/design/monitoring-simulate.md."""
+``labvault.cli.week`` and docs/design/monitoring-simulate.md."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def simulate(
     It never opens or writes the home of LABVAULT_HOME or the current directory. Exits non-zero,
     with the reason, when a rule raised an alert or fewer than 95 % of the accesses are explained.
     """
-    from labvault.synth.week import simulate as run
+    from labvault.cli.week import simulate as run
 
     result = run(
         days=days,

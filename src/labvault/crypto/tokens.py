@@ -19,7 +19,7 @@ import secrets
 
 from labvault.crypto.digest import sha256_hex
 
-__all__ = ["csrf_token", "digests_equal", "new_key", "new_token", "sha256_hex", "token_digest"]
+__all__ = ["csrf_token", "digests_equal", "new_key", "new_token", "random_id", "sha256_hex", "token_digest"]
 
 
 def new_token() -> str:
@@ -40,3 +40,8 @@ def csrf_token(session_secret: str) -> str:
 
 def new_key() -> bytes:
     return secrets.token_bytes(32)
+
+
+def random_id(bits: int = 62) -> int:
+    """A random positive integer below 2**bits (a process's id in a lease, say)."""
+    return secrets.randbits(bits) + 1

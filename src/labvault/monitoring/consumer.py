@@ -44,7 +44,6 @@ days, events left without a signed checkpoint for longer than ``checkpoint_hours
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from labvault.access.principal import Purpose
+from labvault.crypto import tokens
 from labvault.crypto.keys import PLATFORM
 from labvault.ids import utcnow
 from labvault.monitoring.engine import Engine, Event
@@ -102,7 +102,7 @@ class Consumer:
     def __post_init__(self) -> None:
         self.engine = Engine(self.rules)
         self.window = timedelta(seconds=longest_window(self.rules))
-        self.holder = secrets.randbits(62) + 1  # this consumer's id in the lease
+        self.holder = tokens.random_id()  # this consumer's id in the lease
 
     # -- the lease ----------------------------------------------------------------------------------
     def _lease(self, u: Unit) -> bool:

@@ -38,6 +38,7 @@ from typing import Any
 from labvault.config import Settings
 from labvault.crypto import webhooks
 from labvault.monitoring import targets
+from labvault.monitoring.errors import DeliveryFailed
 
 SD_ID = "labvault@32473"  # 32473: the private enterprise number RFC 5612 reserves for documentation
 FACILITY = 13  # log audit
@@ -47,11 +48,6 @@ SIGNATURE_HEADER = "X-Labvault-Signature"
 TIMESTAMP_HEADER = "X-Labvault-Timestamp"
 DELIVERY_HEADER = "X-Labvault-Delivery"
 log = logging.getLogger(__name__)
-
-
-class DeliveryFailed(Exception):
-    """A channel did not take the message; the text names the channel's kind and the failure,
-    never the message."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,6 @@ the consumer's ``monitor:start`` event.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import tomllib
@@ -38,6 +37,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from labvault.crypto.digest import sha256_hex
 from labvault.errors import InvalidInput
 from labvault.monitoring.findings import Severity
 
@@ -400,7 +400,7 @@ def digest(rules: Iterable[Rule]) -> str:
     so a lab can tell which rules watched it."""
     doc = [describe(r) for r in sorted(rules, key=lambda r: r.id)]
     text = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return sha256_hex(text.encode("utf-8"))
 
 
 def longest_window(rules: Iterable[Rule]) -> int:

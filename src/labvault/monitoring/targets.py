@@ -32,14 +32,11 @@ from urllib.parse import urlsplit
 
 from labvault.config import Settings
 from labvault.errors import ConfigError, InvalidInput
+from labvault.monitoring.errors import TargetRefused
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 NOT_PUBLIC = "the host must resolve to public internet addresses only (no private, loopback, link-local address)"
-
-
-class TargetRefused(ValueError):
-    """A channel's target that may not be used; the text is one line naming the rule."""
 
 
 @dataclass(frozen=True, slots=True)

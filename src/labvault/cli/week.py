@@ -34,7 +34,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -48,6 +47,7 @@ from zoneinfo import ZoneInfo
 
 from labvault.access import Purpose
 from labvault.access.principal import Principal
+from labvault.crypto import tokens
 from labvault.domain.hours import Hours, parse_hours
 from labvault.domain.models import LOINC, Identity, ResultStatus, Sensitivity, SpecimenStatus, Workflow
 from labvault.domain.sensitivity import sensitivity_of
@@ -55,7 +55,6 @@ from labvault.errors import InvalidInput
 from labvault.ids import SIMULATION_MARKER, SimulatedClock, simulated_clock, utcnow
 
 if TYPE_CHECKING:
-    from labvault.access.gateway import Gateway
     from labvault.lab.catalogue import Catalogue, Test
     from labvault.monitoring.consumer import Consumer
     from labvault.monitoring.findings import Finding
@@ -595,7 +594,8 @@ class Week:
         if failed:
             raise RuntimeError(f"retention run failed for {', '.join(sorted(failed))}")
         for lab in self.labs.values():  # patients whose last request passed its period are gone
-            kept = _stored_patients(self.gw, lab.tenant)
+            with self.gw.unit(self.rt.operator, Purpose.GENERATE) as u:  # ids only, nothing decrypted
+                kept = u.stored_patient_ids(lab.tenant, [p.patient_id for p in lab.pool])
             lab.pool = [p for p in lab.pool if p.patient_id in kept]
         self.checkpoints()
 
@@ -637,7 +637,7 @@ def _staff(rt: Runtime, tenant: str, k: int) -> Staff:
             acct = service.create_account(u, tenant_id=tenant, name=name, email=email, roles=[role], **extra)
         if kind == "person":  # the person enrols (a password nobody needs again: no one logs in here)
             with rt.gateway.auth_unit(source_addr=f"{addr}.{10 + n}", user_agent="labvault-web") as u:
-                service.enrol_directly(u, email, secrets.token_urlsafe(18) + "-Aa1!")
+                service.enrol_directly(u, email, tokens.new_token()[:24] + "-Aa1!")
         p = Principal(
             acct.account_id,
             name,
@@ -690,28 +690,10 @@ def _setup(rt: Runtime, n_labs: int, seed: int) -> list[LabSim]:
     return labs
 
 
-def _stored_patients(gw: Gateway, tenant: str) -> set[str]:
-    """The lab's patient ids as stored (ids only: the simulation's bookkeeping, not a read of anyone)."""
-    from sqlalchemy import select
-
-    from labvault.store import schema as t
-
-    pi = t.patient_identity
-    with gw.engine.connect() as conn:
-        return {r.patient_id for r in conn.execute(select(pi.c.patient_id).where(pi.c.tenant_id == tenant))}
-
-
-def _events_in(rt: Runtime, tenant: str, start: datetime, end: datetime) -> int:
-    from sqlalchemy import func, select
-
-    from labvault.store import schema as t
-
-    e = t.audit_event
-    with rt.gateway.engine.connect() as conn:
-        return int(
-            conn.execute(select(func.count()).where(e.c.tenant_id == tenant, e.c.at >= start, e.c.at < end)).scalar()
-            or 0
-        )
+def _events_in(rt: Runtime, tenant: str) -> int:
+    """How many events the lab's trail holds (the simulation's home is new: all of them are the week's)."""
+    with rt.unit(Purpose.ADMINISTRATION) as u:
+        return sum(1 for _ in u.trail_rows(tenant, ("seq",)))
 
 
 def simulate(
@@ -745,7 +727,7 @@ def simulate(
     home = new_home(home)
     zone = ZoneInfo(ZONE)
     setup_at = datetime.combine(first - timedelta(days=1), datetime.min.time(), zone).replace(hour=9)
-    settings = Settings(home=home, passphrase=secrets.token_urlsafe(24))
+    settings = Settings(home=home, passphrase=tokens.new_token())
     with simulated_clock(setup_at.astimezone(UTC), home=home) as clock, _reports_as_html():
         init_home(settings, "Simulation operator", "operator@simulation.invalid")
         rt = open_runtime(settings)
@@ -772,14 +754,13 @@ def simulate(
                     week.at(midnight.replace(hour=3).astimezone(UTC), lambda: _intrusion(week))
                 week.run_until((midnight + timedelta(days=1)).astimezone(UTC))
                 say(f"{day.isoformat()} done")
-            end = clock.now
             week.monitor()  # the rules over what is left, the sweeps as of the simulated end
             raised = _distinct(week.findings)
             alerts = Counter(f.rule_id for f in raised)
             figures = []
             for sim in sims:
                 fig = LabFigures(sim.tenant)
-                fig.events = _events_in(rt, sim.tenant, week_start, end)
+                fig.events = _events_in(rt, sim.tenant)
                 fig.requests = week.counts[sim.tenant]["requests"]
                 fig.results = week.counts[sim.tenant]["results"]
                 fig.reports = week.counts[sim.tenant]["reports"]
