@@ -60,3 +60,28 @@ def test_an_advisory_assessed_as_a_breach_of_a_lab_cannot_close_without_telling_
     with gw.unit(dpo, Purpose.MONITORING) as u:
         told = [a.advisory_id for a in u.lab_advisories("lab-a")]
     assert closed and told == [adv.advisory_id]
+
+
+def test_an_employees_report_enters_the_same_register(gateway):
+    """H4, H2: an employee's report through the internal channel is an outside report of source
+    "employee": owned, with a deadline, refused closing before its assessment; an unknown source is
+    refused with the list of sources."""
+    gw = gateway
+    make_lab(gw, "lab-a")
+    so = vendor_user(gw, "security_officer")
+    with gw.unit(so, Purpose.MONITORING) as u:
+        adv = u.advisory_add(
+            source="employee",
+            severity="medium",
+            owner=so.account_id,
+            deadline=T0 + timedelta(days=7),
+            summary="a colleague copies lab-a's results to a USB key",
+            labs=["lab-a"],
+        )
+    assert adv.source == "employee" and adv.owner == so.account_id and adv.state == "open"
+    with gw.unit(so, Purpose.MONITORING) as u, pytest.raises(InvalidInput):
+        u.advisory_close(adv.advisory_id)
+    with gw.unit(so, Purpose.MONITORING) as u, pytest.raises(InvalidInput, match="employee"):
+        u.advisory_add(
+            source="rumour", severity="low", owner=so.account_id, deadline=T0 + timedelta(days=1), summary="x"
+        )

@@ -360,7 +360,7 @@ def test_a_labs_signed_checkpoints_go_to_its_own_channel_once(world, hook):
 
 
 def test_the_labs_daily_access_digest_is_e_mailed_once(world, smtp_server):
-    """H4, G5: each lab's review of the day's accesses goes to its own e-mail channels once a day
+    """H1, G5: each lab's review of the day's accesses goes to its own e-mail channels once a day
     (counts per account, the unexplained reads by sequence number), references only; the next
     round the same day sends nothing more; a lab without an e-mail channel gets none."""
     port, mails = smtp_server

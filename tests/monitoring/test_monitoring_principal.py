@@ -168,7 +168,7 @@ def test_a_vendor_account_cannot_downgrade_or_mark_delivered_a_labs_alert(gatewa
 
 @SQLITE
 def test_a_vendor_account_reads_a_labs_alert_but_never_acknowledges_or_resolves_it(gateway):
-    """H1, H4: acknowledging stops escalation, so a lab's alert (it may be about the vendor's own
+    """H1: acknowledging stops escalation, so a lab's alert (it may be about the vendor's own
     staff) is acknowledged and resolved by the lab's lab_admin or lab_dpo only; the vendor's
     security officer reads it (references) and answers the platform's own alerts."""
     gw = gateway
