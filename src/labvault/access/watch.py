@@ -35,6 +35,9 @@ from labvault.ids import stored_utc, utcnow
 from labvault.store import schema as t
 
 LEASE_RELEASED = datetime(2000, 1, 1, tzinfo=UTC)  # a released lease's expiry: long passed
+# The longest a lease runs: no holder renews beyond ``now`` + this, so a stored expiry further
+# ahead (a row written by hand, a holder's clock far ahead) is no one's and is taken over.
+LEASE_MAX = timedelta(hours=1)
 
 # The columns the rules read, in ``labvault.monitoring.engine.Event`` order ('at' as a time).
 EVENT_COLUMNS = (
@@ -88,6 +91,8 @@ class Watch(UnitState):
         self._authorise(PLATFORM, "monitor:run")
         if not lease.endswith(LEASE_SUFFIX):
             raise InvalidInput(f"a lease's name ends with '{LEASE_SUFFIX}'")
+        if not 0 <= seconds <= LEASE_MAX.total_seconds():
+            raise InvalidInput(f"a lease runs from 0 to {int(LEASE_MAX.total_seconds())} seconds")
         c = t.monitor_cursor
         until = now + timedelta(seconds=seconds)
         taken = self.conn.execute(
@@ -95,7 +100,7 @@ class Watch(UnitState):
             .where(
                 c.c.tenant_id == PLATFORM,
                 c.c.consumer == lease,
-                or_(c.c.seq == holder, c.c.updated_at < now),
+                or_(c.c.seq == holder, c.c.updated_at < now, c.c.updated_at > now + LEASE_MAX),
             )
             .values(seq=holder, updated_at=until)
             .returning(c.c.seq)
