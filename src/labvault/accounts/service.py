@@ -55,7 +55,14 @@ def _account(u, tenant_id: str, account_id: str):
     ).first()
 
 
+# The kinds an account has: a person's or a feed's. ``system`` is the platform's own processes',
+# which no account is (``policy.SYSTEM_PRINCIPALS``): a row saying so is refused, never trusted.
+ACCOUNT_KINDS = ("person", "service")
+
+
 def principal_of(row, *, source_addr: str | None = None, user_agent: str | None = None) -> Principal:
+    if row.kind not in ACCOUNT_KINDS:
+        raise AuthenticationFailed("this account cannot act")
     return Principal(
         row.account_id,
         row.name,
@@ -80,6 +87,8 @@ def create_account(
     u, *, tenant_id: str, name: str, email: str, roles: list[str], kind: str = "person", purpose: str | None = None
 ) -> NewAccount:
     """A named account for one natural person (or a service account for one feed)."""
+    if kind not in ACCOUNT_KINDS:
+        raise InvalidInput(f"an account's kind is one of {', '.join(ACCOUNT_KINDS)}")
     roles_ = sorted({policy.valid_role(r).value for r in roles})
     if not roles_:
         raise InvalidInput("an account needs at least one role")
