@@ -204,14 +204,19 @@ def _prepare(u: Unit, d: Delivery) -> _Job:
         return _Job(d, error="channel unknown")
     if not channel.active:
         return _Job(d, error="channel removed")
-    if d.kind == "alert":
-        message = alert_message(u.alert_for_delivery(d.tenant_id, d.subject_id), d.delivery_id)
-    elif d.kind == "checkpoint":
-        message = checkpoint_message(d.tenant_id, u.checkpoint_record(d.tenant_id, int(d.subject_id)), d.delivery_id)
-    elif d.kind == "digest":
-        message = digest_message(explained.digest(u, d.tenant_id, date.fromordinal(int(d.subject_id))), d.delivery_id)
-    else:
-        return _Job(d, error=f"no sender for '{d.kind}' deliveries")
+    try:  # one message that cannot be built (a lab no longer readable) is that delivery's failure alone
+        if d.kind == "alert":
+            message = alert_message(u.alert_for_delivery(d.tenant_id, d.subject_id), d.delivery_id)
+        elif d.kind == "checkpoint":
+            record = u.checkpoint_record(d.tenant_id, int(d.subject_id))
+            message = checkpoint_message(d.tenant_id, record, d.delivery_id)
+        elif d.kind == "digest":
+            day = date.fromordinal(int(d.subject_id))
+            message = digest_message(explained.digest(u, d.tenant_id, day), d.delivery_id)
+        else:
+            return _Job(d, error=f"no sender for '{d.kind}' deliveries")
+    except LabvaultError as exc:
+        return _Job(d, error=f"{d.kind}: {type(exc).__name__}")
     return _Job(d, channel.kind, channel.target, key, message)
 
 

@@ -1,4 +1,4 @@
-"""Second look (H1): channel targets in the forms that slip past naive checks: decimal, octal and
+"""H1: channel targets in the forms that slip past naive checks: decimal, octal and
 hexadecimal IPv4, short forms, trailing dots, localhost, scoped IPv6 (global too), IPv4 carried in
 IPv6 (mapped, translated, compatible, local-use NAT64, 6to4). All refused."""
 
@@ -27,8 +27,15 @@ WEBHOOKS = [
     "https://[2002:7f00:1::1]/",
     "https://169.254.169.254/",
 ]
-SYSLOG = ["localhost:514", "127.1:514", "[::1]:514", "udp://2130706433:514", "tcp://[fe80::1%eth0]:514",
-          "[2606:4700::1111%eth0]:514", "tcp://localhost.:514"]
+SYSLOG = [
+    "localhost:514",
+    "127.1:514",
+    "[::1]:514",
+    "udp://2130706433:514",
+    "tcp://[fe80::1%eth0]:514",
+    "[2606:4700::1111%eth0]:514",
+    "tcp://localhost.:514",
+]
 
 
 @pytest.mark.parametrize("url", WEBHOOKS)

@@ -1,4 +1,4 @@
-"""Second look (H1): a lease row whose expiry lies far beyond any holder's renewal (written by hand
+"""H1: a lease row whose expiry lies far beyond any holder's renewal (written by hand
 in the database) must not keep the real consumer waiting for ever: no holder renews a lease past
 its own ``now + lease_seconds``, so such a lease is taken over."""
 

@@ -1,4 +1,4 @@
-"""Second look (G5): a person's principal never claims kind 'system'. An account row whose kind
+"""G5: a person's principal never claims kind 'system'. An account row whose kind
 says 'system' (written by hand: ``create_account`` passes its ``kind`` through unchecked too) must
 not turn a session or token for it into the monitoring process."""
 
@@ -9,8 +9,8 @@ from sqlalchemy import select, update
 
 from labvault.access import Purpose
 from labvault.accounts import service as accounts
-from labvault.crypto.keys import PLATFORM
 from labvault.accounts.errors import AuthenticationFailed
+from labvault.crypto.keys import PLATFORM
 from labvault.errors import AccessDenied, InvalidInput
 from labvault.store import schema as t
 from tests.access.conftest import vendor_user
