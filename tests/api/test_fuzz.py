@@ -22,7 +22,7 @@ from tests.api.test_instructions_api import planned_migration
 
 SKIP = {("POST", "/api/v1/auth/logout")}  # would end the session under test
 PUBLIC = {"/health", "/api/v1/auth/login", "/api/v1/auth/mfa", "/api/v1/auth/enrol", "/api/v1/auth/enrol/confirm"}
-EXAMPLES = 20  # per operation and generation mode
+EXAMPLES = 10  # per operation and generation mode: about 900 requests a run over some 90 (operation, mode) pairs
 _PARAM = re.compile(r"{([^}]+)}")
 
 

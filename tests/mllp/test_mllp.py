@@ -184,8 +184,9 @@ def test_a_huge_frame_is_refused_and_the_server_lives_on(listener):
     assert r.server.stats.oversized == 1
 
 
-# ---------------------------------------------------------------- kill -9 in the middle of 10,000 messages
-N = 10_000
+# ---------------------------------------------------------------- kill -9 in the middle of 3,000 messages
+N = 3_000  # 15 windows of 200 un-ACKed messages: the kill lands with a full window in flight
+KILL_AFTER = 1_000
 
 
 def _start(env: dict[str, str], pki: dict[str, Pair], log: Path) -> tuple[subprocess.Popen, int]:
@@ -282,11 +283,11 @@ def test_kill_minus_9_mid_stream_then_resend_stores_every_acked_message_once(tmp
     acked: set[str] = set()
     proc, port = _start(env, pki, tmp_path / "first.log")
     try:
-        _send(port, pki, messages, acked, kill_after=3000, proc=proc)
+        _send(port, pki, messages, acked, kill_after=KILL_AFTER, proc=proc)
     finally:
         proc.kill()
         proc.communicate(timeout=30)  # EOF once the parser process has seen its parent die, too
-    assert 3000 <= len(acked) < N, "the kill must land mid-stream"
+    assert KILL_AFTER <= len(acked) < N, "the kill must land mid-stream"
 
     rt = open_runtime(Settings.from_env(env))
     try:  # every message ACKed before the kill is in the store

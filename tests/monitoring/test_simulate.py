@@ -23,6 +23,19 @@ MONDAY = "2026-11-02"
 READS = ("patient:identity:read", "patient:request:read", "patient:result:read", "report:read")
 
 
+@pytest.fixture(autouse=True)
+def cheap_passwords(monkeypatch):
+    """Argon2id at minimal cost for the simulated staff's enrolments and logins, as in the API
+    tests: same algorithm and checks, less time (nothing here is about the hashing's cost)."""
+    from argon2 import PasswordHasher
+
+    from labvault.accounts import passwords
+
+    cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    monkeypatch.setattr(passwords, "_HASHER", cheap)
+    monkeypatch.setattr(passwords, "_DUMMY", cheap.hash("labvault-dummy-password-for-timing"))
+
+
 @pytest.fixture
 def real_home(tmp_path, monkeypatch):
     """A user's home named in the environment: the simulation must never create or touch it."""
