@@ -263,7 +263,10 @@ def web_server(tmp_path_factory, wired_hooks) -> Iterator[WebServer]:
         logs.install()
         app = create_app(runtime=Runtime(Settings(home=home), gw, ADMIN))
         sock = _free_socket()
-        config = uvicorn.Config(app, host="127.0.0.1", log_level="warning", log_config=None, access_log=False)
+        # A browser's keep-alive connections are closed after 1 s at shutdown, not waited for.
+        config = uvicorn.Config(
+            app, host="127.0.0.1", log_level="warning", log_config=None, access_log=False, timeout_graceful_shutdown=1
+        )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="web-server", daemon=True)
         thread.start()
