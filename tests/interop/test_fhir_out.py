@@ -113,6 +113,10 @@ def datetimes(draw):
         value = value.replace(microsecond=0)
     if draw(st.booleans()):
         value = value.replace(tzinfo=draw(OFFSETS))
+    else:
+        # A local time without a zone says nothing of the DST fold (no message format carries it):
+        # an hour repeated in autumn is read as its first occurrence.
+        value = value.replace(fold=0)
     return value
 
 
