@@ -111,13 +111,10 @@ def datetimes(draw):
     value = draw(st.datetimes(min_value=datetime(1950, 1, 1), max_value=datetime(2100, 1, 1)))
     if draw(st.booleans()):
         value = value.replace(microsecond=0)
-    if draw(st.booleans()):
-        value = value.replace(tzinfo=draw(OFFSETS))
-    else:
-        # A local time without a zone says nothing of the DST fold (no message format carries it):
-        # an hour repeated in autumn is read as its first occurrence.
-        value = value.replace(fold=0)
-    return value
+    # A local time without a zone says nothing of the DST fold (no message format carries it): an
+    # hour repeated in autumn is read as its first occurrence.
+    zoned = draw(st.booleans())
+    return value.replace(tzinfo=draw(OFFSETS)) if zoned else value.replace(fold=0)
 
 
 @st.composite
