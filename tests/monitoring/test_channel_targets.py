@@ -39,30 +39,6 @@ def db_url(request, tmp_path):
     return f"sqlite:///{tmp_path / 'labvault.db'}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[tuple[int, list[tuple[list[str], bytes]]]]:
-    from aiosmtpd.controller import Controller
-
-    mails: list[tuple[list[str], bytes]] = []
-
-    class Handler:
-        async def handle_DATA(self, server, session, envelope):
-            mails.append((list(envelope.rcpt_tos), envelope.original_content or envelope.content))
-            return "250 OK"
-
-    port = _free_port()
-    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
-    controller.start()
-    yield port, mails
-    controller.stop()
-
-
 def _finding(tenant: str, group: str = "acct-1") -> Finding:
     return Finding(
         rule_id="bulk-read",
