@@ -125,6 +125,17 @@ ALERT_WORK = frozenset({"alert:read", "alert:ack", "alert:resolve"})
 LAB_MONITORING = ALERT_WORK | {"channel:manage", "canary:seed", "canary:list", "access:review", "advisory:notice"}
 ADVISORY_WORK = frozenset({"advisory:read", "advisory:manage"})
 
+# Breach response (labvault.breach): the vendor's security officer analyses a leaked file against
+# every lab's blind indexes (``breach:analyze``: counts per lab, nothing decrypted; the affected
+# patients' ids are sealed with each lab's key and every lab's trail records the analysis), opens
+# the processor's incident and sends each lab its notice (``incident:manage``); each lab reads its
+# own part (``incident:read``); its DPO and admin decide on notifying the authority and the patients
+# (``incident:decide``); only the lab's DPO opens the affected list and addresses the letters
+# (``incident:letters``: decrypted under the incident's purpose, audited). No vendor role holds
+# ``incident:decide`` or ``incident:letters``.
+INCIDENT_LAB = frozenset({"incident:read", "incident:decide", "incident:manage"})
+INCIDENT_VENDOR = frozenset({"breach:analyze", "incident:read", "incident:manage"})
+
 POLICY: dict[Role, frozenset[str]] = {
     Role.BIOLOGIST: READ_PERSONAL
     | WRITE_PERSONAL
@@ -172,7 +183,8 @@ POLICY: dict[Role, frozenset[str]] = {
         "retention:manage",
         "retention:read",
         "feed:manage",  # pin a feed's client certificate on a service account of the lab
-    },
+    }
+    | INCIDENT_LAB,
     Role.LAB_DPO: CATALOGUE_READ
     | LAB_MONITORING
     | frozenset(
@@ -191,7 +203,9 @@ POLICY: dict[Role, frozenset[str]] = {
             "migration:read",
             "retention:read",
         }
-    ),
+    )
+    | INCIDENT_LAB
+    | {"incident:letters", "breach:analyze"},
     Role.SERVICE: WRITE_PERSONAL | CATALOGUE_READ | {"tenant:read", "identity:merge:hl7"},
     Role.OPERATOR: frozenset(
         {
@@ -233,7 +247,8 @@ POLICY: dict[Role, frozenset[str]] = {
         }
     )
     | ALERT_WORK
-    | ADVISORY_WORK,
+    | ADVISORY_WORK
+    | INCIDENT_VENDOR,
     Role.PLATFORM_ADMIN: frozenset(
         {
             "tenant:create",
@@ -263,10 +278,11 @@ POLICY: dict[Role, frozenset[str]] = {
             "channel:manage",
             "alert:read",
             "advisory:read",
+            "incident:read",
         }
     ),
     # The lab's daily access review (references only) is computed by it for the lab's own e-mail channels.
-    Role.MONITOR: frozenset({"monitor:run", "tenant:list", "tenant:read", "access:review"}),
+    Role.MONITOR: frozenset({"monitor:run", "tenant:list", "tenant:read", "access:review", "incident:remind"}),
 }
 
 # The platform's own processes that act in units of work (``Principal.kind == "system"``): their

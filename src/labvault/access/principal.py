@@ -19,6 +19,7 @@ class Purpose(enum.StrEnum):
     EXPORT = "export"  # an export, migration or return under a lab's signed instruction
     AUTHENTICATION = "authentication"
     MONITORING = "monitoring"  # the audit stream's rules, alerts, canaries, outside reports
+    BREACH = "breach"  # a leaked file's analysis, an incident, its notices, drafts and letters
 
 
 @dataclass(frozen=True, slots=True)

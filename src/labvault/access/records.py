@@ -86,6 +86,7 @@ END_TABLES = (
     "patient_identity",
     "quarantine",
     "canary",
+    "leak_match",
 )
 PREFIX_LETTERS = 2  # a name search by prefix needs this many letters of the family name
 PREFIX_CANDIDATES = 500  # at most this many patients born the same day are decrypted by one search

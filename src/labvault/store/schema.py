@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -811,6 +812,136 @@ advisory = Table(
     sqlite_with_rowid=False,
 )
 
+# -- breach response (revision 0020) -------------------------------------------------------------
+# An analysis of a leaked file (tenant_id: the platform, or the lab that ran it): the files read (names
+# hashed, sizes, layouts), the columns recognised (kinds, never a value), the counts, and the per-lab
+# scope in ``leak_match``. Nothing of the leaked content is kept here.
+leak_analysis = Table(
+    "leak_analysis",
+    metadata,
+    _tenant_col(),
+    Column("analysis_id", String(ID), primary_key=True),
+    Column("incident_id", String(ID)),  # the incident it was run for, if any
+    Column("files", Text, nullable=False),  # JSON: per file sha256, size, format, encoding, rows, column kinds
+    Column("rows_total", Integer, nullable=False),
+    Column("rows_matched", Integer, nullable=False),  # rows matched to a patient of some lab
+    Column("rows_ambiguous", Integer, nullable=False),  # rows matching several patients of one lab
+    Column("rows_unmatched", Integer, nullable=False),  # counted, never guessed
+    Column("labs", Text, nullable=False),  # JSON list of the labs concerned
+    Column("summary", Text, nullable=False),  # JSON: references and counts only
+    Column("seconds", Float),
+    Column("created_by", String(ID), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# One lab's part of an analysis (tenant_id: that lab): counts, categories, probable source, and the
+# affected patients' ids sealed with the lab's key (bound to the analysis), opened only for the lab.
+leak_match = Table(
+    "leak_match",
+    metadata,
+    _tenant_col(),
+    Column("analysis_id", String(ID), primary_key=True),
+    Column("patients", Integer, nullable=False),  # affected patients, exact
+    Column("records", Integer, nullable=False),  # leaked rows of this lab's patients
+    Column("ambiguous", Integer, nullable=False),
+    Column("categories", Text, nullable=False),  # JSON: category -> rows (hiv, genetics, ...)
+    Column("fields", Text, nullable=False),  # JSON list: the kinds of data exposed (nir, names, ...)
+    Column("source", Text),  # JSON: package id, method (fingerprint, canary, selection), score
+    Column("key_version", Integer, nullable=False),
+    Column("patients_enc", LargeBinary, nullable=False),  # sealed JSON: patient ids (and their rows)
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# The incident register (GDPR Art. 33(5)): every incident, notified or not. tenant_id: the platform
+# for the processor's incident (which may concern several labs), or a lab for its own.
+incident = Table(
+    "incident",
+    metadata,
+    _tenant_col(),
+    Column("incident_id", String(ID), primary_key=True),
+    Column("title", String(200), nullable=False),  # no personal value
+    Column("kind", String(32), nullable=False),  # confidentiality, integrity, availability
+    Column("state", String(16), nullable=False),  # open, contained, closed
+    Column("aware_at", DateTime(timezone=True), nullable=False),  # the owner's awareness
+    Column("occurred_at", DateTime(timezone=True)),
+    Column("advisory_id", String(ID)),  # the outside report it came from
+    Column("analysis_id", String(ID)),  # the latest analysis of the leaked file
+    Column("labs", Text, nullable=False),  # JSON list
+    Column("severity", Text),  # JSON: the ENISA score, its parts and their reasons
+    Column("facts_enc", LargeBinary),  # sealed JSON: facts, effects, remedial action (owner's key)
+    Column("opened_by", String(ID), nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("closed_by", String(ID)),
+    Column("closed_at", DateTime(timezone=True)),
+    sqlite_with_rowid=False,
+)
+
+# Each lab's part of an incident (tenant_id: the lab): its 72-hour clock, the processor's notice to
+# it, its decisions (Art. 33 notification to the authority, Art. 34 letters or exemption).
+incident_lab = Table(
+    "incident_lab",
+    metadata,
+    _tenant_col(),
+    Column("incident_id", String(ID), primary_key=True),
+    Column("owner", String(ID), nullable=False),  # the incident row's tenant (platform or this lab)
+    Column("state", String(16), nullable=False),  # open, notified, not-notified, closed
+    Column("aware_at", DateTime(timezone=True), nullable=False),  # the lab's awareness: the clock starts
+    Column("deadline", DateTime(timezone=True), nullable=False),  # aware_at + 72 h
+    Column("reminders", Integer, nullable=False),  # reminders sent (24, 48, 66 h)
+    Column("notice_at", DateTime(timezone=True)),  # the processor's notice to the lab
+    Column("patients", Integer),
+    Column("records", Integer),
+    Column("categories", Text),  # JSON
+    Column("severity", Text),  # JSON: the lab's ENISA score
+    Column("decision", String(16)),  # notify, no-risk
+    Column("decided_by", String(ID)),
+    Column("decided_at", DateTime(timezone=True)),
+    Column("notified_at", DateTime(timezone=True)),  # the authority notified (Art. 33)
+    Column("authority_ref", String(100)),  # the authority's reference of the notification
+    Column("art34", String(16)),  # letters, exempt-encrypted, exempt-measures, public
+    Column("letters_at", DateTime(timezone=True)),
+    Column("letters", Integer),
+    Column("key_version", Integer),
+    Column("reasons_enc", LargeBinary),  # sealed JSON: decision reasoning, delay reason, exemption reason
+    Index("ix_incident_lab_deadline", "tenant_id", "state", "deadline"),
+    sqlite_with_rowid=False,
+)
+
+# The phased versions of what is told (the processor's notice, the Art. 33 draft): initial, then
+# complementary; each sealed, with its SHA-256 (tenant_id: the lab it is for, or the platform).
+incident_version = Table(
+    "incident_version",
+    metadata,
+    _tenant_col(),
+    Column("incident_id", String(ID), primary_key=True),
+    Column("document", String(16), primary_key=True),  # notice, art33
+    Column("version", Integer, primary_key=True),
+    Column("phase", String(16), nullable=False),  # initial, complementary
+    Column("key_version", Integer),
+    Column("body_enc", LargeBinary, nullable=False),
+    Column("body_sha256", String(64), nullable=False),
+    Column("created_by", String(ID), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# An incident's timeline (tenant_id: the lab, or the platform): steps and who took them, references
+# only.
+incident_step = Table(
+    "incident_step",
+    metadata,
+    _tenant_col(),
+    Column("incident_id", String(ID), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("step", String(32), nullable=False),  # opened, analysed, notice, reminder-24h, decided, ...
+    Column("by", String(ID), nullable=False),
+    Column("detail", Text),  # JSON: references and counts only
+    sqlite_with_rowid=False,
+)
+
 # Tables holding personal or health data (ciphertexts, blind indexes, pseudonyms) and keys.
 PERSONAL_TABLES = frozenset(
     {
@@ -827,5 +958,6 @@ PERSONAL_TABLES = frozenset(
         "tenant_key",
         "quarantine",
         "canary",
+        "leak_match",
     }
 )
