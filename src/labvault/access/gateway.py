@@ -29,6 +29,7 @@ from sqlalchemy import Connection, Engine, Executable, Result, select
 from labvault.access.advisories import Advisories
 from labvault.access.alerts import Alerts
 from labvault.access.authorisation import Authorisation
+from labvault.access.breach import Breach
 from labvault.access.canaries import Canaries
 from labvault.access.explain import Explain
 from labvault.access.principal import Principal, Purpose
@@ -177,7 +178,20 @@ class Gateway:
         )
 
 
-class Unit(Authorisation, AuditAppend, Tenants, Records, Rotation, Work, Watch, Alerts, Canaries, Advisories, Explain):
+class Unit(
+    Authorisation,
+    AuditAppend,
+    Tenants,
+    Records,
+    Rotation,
+    Work,
+    Watch,
+    Alerts,
+    Canaries,
+    Advisories,
+    Explain,
+    Breach,
+):
     """One unit of work for one principal and purpose.
 
     Every operation on personal data (and every refusal) is audited; reads of a lab's own
