@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from labvault.access import Purpose
 from labvault.breach.analyze import analyze, categories_of_text, category_names, nir_of
-from labvault.breach.reader import Column, Layout, Leak, LeakRow
+from labvault.breach.reader import Column, Layout, LeakRow
 from labvault.crypto.keys import PLATFORM
 from labvault.domain.models import Identity, IdentityStatus
 from labvault.errors import AccessDenied, NotFound
@@ -38,11 +38,20 @@ def _row(line: int, **kw) -> LeakRow:
     return LeakRow(1, line, **base)
 
 
-def _leak(rows: list[LeakRow]) -> Leak:
+class _Leak:
+    """An opened file as the reader gives it: its layout and its rows."""
+
+    def __init__(self, layout: Layout, rows: list[LeakRow]) -> None:
+        self.layout, self._rows = layout, rows
+
+    def rows(self):
+        return iter(self._rows)
+
+
+def _leak(rows: list[LeakRow]) -> _Leak:
     kinds = ("nir", "family_name", "given_names", "birth_date", "sex", "code", "label", "text")
     cols = tuple(Column(k, None, kind, 0.9) for k, kind in enumerate(kinds))
-    layout = Layout("0" * 64, 1000, "csv", "utf-8", ";", False, len(rows), 0, cols)
-    return Leak(layout, iter(rows))
+    return _Leak(Layout("0" * 64, 1000, "csv", "utf-8", ";", False, len(rows), 0, cols), rows)
 
 
 @pytest.fixture

@@ -78,6 +78,7 @@ class LeakDigest:
     row_cats: list[int] = field(default_factory=list)  # bit k: ``categories[k]`` named on the row
     row_date: list[date | None] = field(default_factory=list)  # the row's first other date (exam, collection)
     row_refs: dict[int, tuple[str, ...]] = field(default_factory=dict)  # row -> its export ids and links
+    row_aux: set[int] = field(default_factory=set)  # rows that are no result (a package's identity, request...)
     categories: tuple[str, ...] = ()
     fields: tuple[str, ...] = ()  # the kinds of data exposed (column kinds), sorted
     files: list[dict[str, Any]] = field(default_factory=list)  # per file: sha256, size, format, ... (no value)
@@ -174,6 +175,7 @@ class _LabPart:
     tenant_id: str
     patients: set[str]
     rows: dict[str, list[int]]  # patient -> its rows
+    records: int  # its rows that are results (not a package's identity or request records)
     ambiguous: int
     categories: dict[str, int]
     source: Source | None
@@ -249,7 +251,7 @@ class Breach(UnitState):
         # what each lab holds, stored and audited
         out: list[LabMatch] = []
         for part in parts:
-            records = sum(len(r) for r in part.rows.values())
+            records = part.records
             if part.patients or part.ambiguous or part.canaries:
                 out.append(self._store_part(analysis_id, part, digest, now))
             self._record(
@@ -351,7 +353,9 @@ class Breach(UnitState):
                             categories[name] = categories.get(name, 0) + 1
                         bits >>= 1
                         b += 1
-        return _LabPart(lab, set(rows), rows, len(ambiguous), categories, source, canaries), ambiguous
+        aux = d.row_aux
+        records = sum(1 for krows in rows.values() for k in krows if k not in aux)
+        return _LabPart(lab, set(rows), rows, records, len(ambiguous), categories, source, canaries), ambiguous
 
     def _lab_size(self, lab: str) -> int:
         self._scope(lab)
@@ -502,7 +506,7 @@ class Breach(UnitState):
         c = self._crypto(lab)
         listed = {pid: part.rows[pid] for pid in sorted(part.patients)}
         sealed = self._gw.keys.wrap(lab, json.dumps(listed, separators=(",", ":")).encode(), _aad(lab, analysis_id))
-        records = sum(len(r) for r in listed.values())
+        records = part.records
         self._scope(lab)
         self.conn.execute(
             t.leak_match.insert().values(

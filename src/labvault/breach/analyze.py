@@ -19,16 +19,16 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stdnum.fr import nir as stdnir
 
 from labvault.access import Purpose
 from labvault.access.breach import Analysis, LabMatch, LeakDigest
-from labvault.breach.reader import Leak, LeakRow, open_leak
+from labvault.breach.reader import Layout, Leak, LeakRow, open_leak
 from labvault.crypto.blind import first_given_name, normalise_name
 from labvault.domain.identifiers import normalise_nir
 from labvault.domain.models import LOINC, Sensitivity
@@ -37,6 +37,9 @@ from labvault.domain.sensitivity import sensitivity_of
 if TYPE_CHECKING:
     from labvault.access import Gateway, Principal
 
+# Record types (a package's ndjson "record") that describe a patient or a request, not a result:
+# their rows are matched (an identity record names the patient) but not counted as records.
+AUX_RECORDS = frozenset({"identity", "request", "specimen", "prescriber", "header"})
 CATEGORIES = tuple(s.value for s in Sensitivity if s is not Sensitivity.OTHER)
 
 # Words that name a sensitive category in a label or a comment (accents dropped, upper case).
@@ -112,6 +115,14 @@ def category_names(bits: int) -> list[str]:
     return [cat for cat in CATEGORIES if bits & _BIT[cat]]
 
 
+class Opened(Protocol):
+    """An opened leaked file (``labvault.breach.reader.Leak``): its layout, its rows."""
+
+    layout: Layout
+
+    def rows(self) -> Iterator[LeakRow]: ...
+
+
 @dataclass(slots=True)
 class _Keys:
     """Distinct keys and the memo of raw values already normalised."""
@@ -133,7 +144,7 @@ def _key(table: dict[Any, int], out: list[Any], key: Any) -> int:
     return k
 
 
-def _layout_json(leak: Leak) -> dict[str, Any]:
+def _layout_json(leak: Opened) -> dict[str, Any]:
     lay = leak.layout
     return {
         "sha256": lay.sha256,
@@ -148,7 +159,7 @@ def _layout_json(leak: Leak) -> dict[str, Any]:
     }
 
 
-def digest(leaks: Iterable[Leak]) -> LeakDigest:
+def digest(leaks: Iterable[Opened]) -> LeakDigest:
     """Read every row of the opened files into the keys the gateway matches (see the module doc)."""
     d = LeakDigest(categories=CATEGORIES)
     keys = _Keys(d, {}, {}, {}, {}, {}, {})
@@ -168,7 +179,7 @@ def _rows(keys: _Keys, rows: Iterable[LeakRow]) -> set[str]:
     norm, given_memo, cats = keys.norm, keys.given, keys.cats
     nir_t, name_t, traits_t = keys.nir, keys.name, keys.traits
     row_nir, row_name, row_bname, row_traits = d.row_nir, d.row_name, d.row_bname, d.row_traits
-    row_cats, row_date, refs = d.row_cats, d.row_date, d.row_refs
+    row_cats, row_date, refs, aux = d.row_cats, d.row_date, d.row_refs, d.row_aux
     exposed: set[str] = set()
 
     def name_of(raw: str | None) -> str:
@@ -223,6 +234,8 @@ def _rows(keys: _Keys, rows: Iterable[LeakRow]) -> set[str]:
         row_date.append(min(row.dates) if row.dates else None)
         if row.ids or row.links:
             refs[k] = (*row.ids, *row.links)
+        if row.record in AUX_RECORDS:
+            aux.add(k)
     return exposed
 
 
@@ -244,7 +257,7 @@ def open_files(paths: Sequence[Path]) -> list[Leak]:
 def analyze(
     gateway: Gateway,
     principal: Principal,
-    leaks: Sequence[Leak],
+    leaks: Sequence[Opened],
     *,
     tenant_id: str | None = None,
     incident_id: str | None = None,

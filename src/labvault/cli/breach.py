@@ -41,9 +41,7 @@ def analyze_(
         table.add_column(col, justify="right" if col in ("patients", "records", "ambiguous") else "left")
     for p in parts:
         cats = ", ".join(f"{k} {v}" for k, v in sorted(p.categories.items())) or "-"
-        src = (
-            f"{p.source.package_id} ({p.source.method}, {p.source.score:.0%})" if p.source is not None else "unknown"
-        )
+        src = f"{p.source.package_id} ({p.source.method}, {p.source.score:.0%})" if p.source is not None else "unknown"
         table.add_row(p.tenant_id, str(p.patients), str(p.records), str(p.ambiguous), cats, src)
     console.print(table)
     console.print(
