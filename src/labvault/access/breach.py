@@ -298,26 +298,32 @@ class Breach(UnitState):
         """One lab's hits: each distinct key hashed once, looked up in batches, merges followed."""
         index = self._crypto(lab).index
         size = self._lab_size(lab)
+        # the NIR first: a row it finds is settled; names only for the rows left, traits last
+        n = d.rows
+        row_nir, row_name, row_bname, row_traits = d.row_nir, d.row_name, d.row_bname, d.row_traits
         nir_hits = self._hits(lab, "nir_bidx", index.many("nir", d.nirs), size)
-        name_hits = self._hits(lab, "name_bidx", index.many("name", (name_text(*k) for k in d.names)), size)
-        traits_hits = self._hits(lab, "traits_bidx", index.many("traits", (traits_text(*k) for k in d.traits)), size)
+        left = [k for k in range(n) if row_nir[k] < 0 or nir_hits[row_nir[k]] is None]
+        wanted = sorted(({row_name[k] for k in left} | {row_bname[k] for k in left}) - {-1})
+        names = d.names
+        found_names = self._hits(lab, "name_bidx", index.many("name", (name_text(*names[j]) for j in wanted)), size)
+        name_hits = dict(zip(wanted, found_names, strict=True))
+        left = [k for k in left if not (name_hits.get(row_name[k]) or name_hits.get(row_bname[k]))]
+        wanted = sorted({row_traits[k] for k in left} - {-1})
+        traits = d.traits
+        found_traits = self._hits(
+            lab, "traits_bidx", index.many("traits", (traits_text(*traits[j]) for j in wanted)), size
+        )
+        traits_hits = dict(zip(wanted, found_traits, strict=True))
         rows: dict[str, list[int]] = {}
         ambiguous: list[int] = []
-        for k in range(d.rows):
-            hit: _Hit | None = None
-            j = d.row_nir[k]
-            if j >= 0:
-                hit = nir_hits[j]
+        for k in range(n):
+            j = row_nir[k]
+            hit = nir_hits[j] if j >= 0 else None
             if not hit:
-                found: set[str] = set()
-                for j, hits in (
-                    (d.row_name[k], name_hits),
-                    (d.row_bname[k], name_hits),
-                    (d.row_traits[k], traits_hits),
-                ):
-                    if j >= 0 and hits[j]:
-                        found.update(hits[j] or ())
-                hit = tuple(found)
+                a, b = name_hits.get(row_name[k]), name_hits.get(row_bname[k])
+                hit = a if not b or a == b else b if not a else tuple(sorted({*a, *b}))
+                if not hit:
+                    hit = traits_hits.get(row_traits[k])
             if not hit:
                 continue
             if len(hit) > 1:
@@ -388,7 +394,12 @@ class Breach(UnitState):
         out: list[_Hit | None] = []
         for key in keys:
             v = found.get(key)
-            out.append(None if v is None else tuple(sorted({survivor.get(m, m) if m else p for p, m in v})))
+            if v is None:
+                out.append(None)
+            elif len(v) == 1 and not v[0][1]:
+                out.append((v[0][0],))
+            else:
+                out.append(tuple(sorted({survivor.get(m, m) if m else p for p, m in v})))
         return out
 
     def _survivors(self, lab: str, merged: set[str]) -> dict[str, str]:

@@ -133,7 +133,8 @@ class _Keys:
     traits: dict[tuple[str, str, Any, str], int]
     norm: dict[str, str]
     given: dict[str, str]
-    cats: dict[tuple[str, int], int]
+    code_cats: dict[str, int]
+    text_cats: dict[str, int]
 
 
 def _key(table: dict[Any, int], out: list[Any], key: Any) -> int:
@@ -162,7 +163,7 @@ def _layout_json(leak: Opened) -> dict[str, Any]:
 def digest(leaks: Iterable[Opened]) -> LeakDigest:
     """Read every row of the opened files into the keys the gateway matches (see the module doc)."""
     d = LeakDigest(categories=CATEGORIES)
-    keys = _Keys(d, {}, {}, {}, {}, {}, {})
+    keys = _Keys(d, {}, {}, {}, {}, {}, {}, {})
     exposed: set[str] = set()
     for leak in leaks:
         seen = _rows(keys, leak.rows())
@@ -176,7 +177,7 @@ def digest(leaks: Iterable[Opened]) -> LeakDigest:
 
 def _rows(keys: _Keys, rows: Iterable[LeakRow]) -> set[str]:
     d = keys.digest
-    norm, given_memo, cats = keys.norm, keys.given, keys.cats
+    norm, given_memo, code_cats, text_cats = keys.norm, keys.given, keys.code_cats, keys.text_cats
     nir_t, name_t, traits_t = keys.nir, keys.name, keys.traits
     row_nir, row_name, row_bname, row_traits = d.row_nir, d.row_name, d.row_bname, d.row_traits
     row_cats, row_date, refs, aux = d.row_cats, d.row_date, d.row_refs, d.row_aux
@@ -221,15 +222,16 @@ def _rows(keys: _Keys, rows: Iterable[LeakRow]) -> set[str]:
         row_traits.append(traits)
         bits = 0
         for code in row.codes:
-            c = cats.get((code, 0))
+            c = code_cats.get(code)
             if c is None:
-                c = cats[(code, 0)] = categories_of_code(code)
+                c = code_cats[code] = categories_of_code(code)
             bits |= c
-        for text in (*row.labels, *row.texts):
-            c = cats.get((text, 1))
-            if c is None:
-                c = cats[(text, 1)] = categories_of_text(text)
-            bits |= c
+        for texts in (row.labels, row.texts):
+            for text in texts:
+                c = text_cats.get(text)
+                if c is None:
+                    c = text_cats[text] = categories_of_text(text)
+                bits |= c
         row_cats.append(bits)
         row_date.append(min(row.dates) if row.dates else None)
         if row.ids or row.links:
@@ -241,7 +243,9 @@ def _rows(keys: _Keys, rows: Iterable[LeakRow]) -> set[str]:
 
 def nir_of(raw: str) -> str | None:
     """A NIR as identities store it: 15 characters, the key computed when 13 are given."""
-    value = normalise_nir(raw)
+    value = raw if raw.isdigit() else normalise_nir(raw)
+    if len(value) == 13 and value.isdigit():
+        return f"{value}{97 - int(value) % 97:02d}"
     if len(value) == 13:
         try:
             return value + stdnir.calc_check_digits(value)

@@ -72,8 +72,19 @@ class BlindIndex:
         ``traits_text``), for ``use`` in ``nir``, ``name``, ``traits``: one C call per value."""
         if use not in ("nir", "name", "traits"):
             raise ValueError(f"no bulk blind index for '{use}'")
-        key, mac = self._keys[use], hmac.digest
-        return [mac(key, text.encode(), "sha256")[:16] for text in texts]
+        # HMAC-SHA256 (RFC 2104) with the key's inner and outer pads hashed once: each value then
+        # costs two hash copies, half of what a fresh HMAC context does. The same bytes as ``_mac``.
+        block = self._keys[use].ljust(64, b"\0")
+        inner = sha256(bytes(b ^ 0x36 for b in block))
+        outer = sha256(bytes(b ^ 0x5C for b in block))
+        out = []
+        for text in texts:
+            h = inner.copy()
+            h.update(text.encode())
+            o = outer.copy()
+            o.update(h.digest())
+            out.append(o.digest()[:16])
+        return out
 
     def nir(self, nir: str) -> bytes:
         return self._mac("nir", normalise_nir(nir))
