@@ -352,13 +352,13 @@ class Breach(UnitState):
             for krows in rows.values():
                 for k in krows:
                     bits = d.row_cats[k]
-                    b = 0
+                    bit = 0
                     while bits:
                         if bits & 1:
-                            name = d.categories[b]
-                            categories[name] = categories.get(name, 0) + 1
+                            cat = d.categories[bit]
+                            categories[cat] = categories.get(cat, 0) + 1
                         bits >>= 1
-                        b += 1
+                        bit += 1
         aux = d.row_aux
         records = sum(1 for krows in rows.values() for k in krows if k not in aux)
         return _LabPart(lab, set(rows), rows, records, len(ambiguous), categories, source, canaries), ambiguous

@@ -62,10 +62,9 @@ class _People:
         family = self.fam[(i * 7919 + i // 977) % len(self.fam)]
         first = given[(i * 104_729 + i // 131) % len(given)]
         born = _EPOCH + timedelta(days=(i * 2_654_435_761) % _DAYS)
-        body = f"{1 if sex == 'M' else 2}{born.year % 100:02d}{born.month:02d}{10 + i // 1_000_000:02d}{i % 1_000_000:06d}"
-        full = nir_of(body)
-        assert full is not None
-        return _Person(family, first, born, sex, full)
+        dept, rest = 10 + i // 1_000_000, i % 1_000_000
+        body = f"{1 if sex == 'M' else 2}{born.year % 100:02d}{born.month:02d}{dept:02d}{rest:06d}"
+        return _Person(family, first, born, sex, nir_of(body) or body)
 
 
 def _identities(people: _People, lo: int, hi: int) -> list[Identity]:
