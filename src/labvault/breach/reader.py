@@ -686,7 +686,7 @@ def _recognise(
         hkind = C.header_kind(head)
         ckind, cscore = C.content_kind(values, total=total, serial=serial)
         if hkind is not None and ckind in ("export_id", "link") and hkind not in ("export_id", "link"):
-            kind, score = ckind, cscore
+            kind, score = "link", cscore  # a named column of ids that is not the row's own: a link
         elif hkind is not None and hkind != "other" and C.fits(hkind, values, serial=serial) >= 0.6:
             kind, score = hkind, 0.9
         elif hkind == "other" and ckind not in ("nir", "export_id", "link"):
@@ -722,6 +722,8 @@ def _settle(cols: list[Column], values_of: dict[int, list[str]], total: int, ser
             m = medians2[early.index]
             if m and others and min(d for d in others if d).year - m.year >= 15:
                 out[early.index] = replace(early, kind="birth_date")
+    for c in by["export_id"][1:]:  # one id of its own per row: the other id columns are links
+        out[c.index] = replace(c, kind="link")
     fams = by["family_name"]
     if len(fams) > 1:
         named = [c for c in fams if C.header_kind(c.header) == "family_name"]
