@@ -319,7 +319,7 @@ def test_dates_in_every_written_form():
 def test_xlsx_read_only_with_titles_dates_and_serials(tmp_path):
     """H3: a workbook (written with openpyxl): a title row above the header, birth dates as date
     cells or as Excel serial numbers, NIR as numbers, sex as H/F."""
-    import openpyxl
+    import openpyxl  # type: ignore[import-untyped]
 
     wb = openpyxl.Workbook()
     ws = wb.active
