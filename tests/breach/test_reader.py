@@ -520,7 +520,7 @@ def test_a_workbook_cell_openpyxl_would_quote_in_a_warning_is_not_let_out(tmp_pa
     reader lets no such warning out."""
     import warnings
 
-    import openpyxl  # type: ignore[import-untyped]
+    import openpyxl
 
     wb = openpyxl.Workbook()
     ws = wb.active
