@@ -187,6 +187,16 @@ def test_encodings_give_the_names_as_written(encoding, expected):
     assert [r.birth_date for r in rows] == [date(1984, 12, 3)] * 2
 
 
+@pytest.mark.parametrize("encoding", ["cp850", "mac_roman"])
+def test_old_dos_and_mac_encodings_are_told_from_windows(encoding):
+    """H3: a DOS (cp850) or old Mac (mac_roman) export, where 'é' is another byte than in cp1252:
+    the encoding is found on a sample and the names read as written."""
+    rows_8 = [(r[0].replace("Œ", "Oe"), *r[1:]) for r in ROWS]
+    opened, rows = _read(_text(rows_8).encode(encoding))
+    assert opened.layout.encoding == encoding
+    assert [(r.family, r.given) for r in rows] == [("Lefèvre-d'Orgeval", "Hélène Marie"), ("Oeuvray", "Jérôme")]
+
+
 def test_latin1_is_read_without_loss():
     """H3: a latin-1 file (no 'Œ' in latin-1): its accented names are read as written."""
     rows_l1 = [(r[0].replace("Œ", "Oe"), *r[1:]) for r in ROWS]

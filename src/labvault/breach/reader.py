@@ -6,7 +6,8 @@ stored about a file: format, encoding, delimiter, the recognised columns; never 
 its key checked, dates as ``date``, sex as ``M``/``F``; names as written, outer spaces dropped).
 
 Formats: CSV/TSV/semicolon/pipe of unknown delimiter and quoting, in UTF-8 (with or without a BOM),
-UTF-16, cp1252 or latin-1; XLSX (openpyxl in read-only mode); ndjson (a package's own records,
+UTF-16, cp1252, latin-1, cp850 or mac_roman (the 8-bit ones told apart by charset-normalizer on a
+sample); XLSX (openpyxl in read-only mode); ndjson (a package's own records,
 ``{"record": "identity", "id": ...}``); an SQL dump's text (``INSERT INTO ... VALUES``, pg_dump's
 ``COPY ... FROM stdin``). Rows may be ragged; a header may be missing, renamed or preceded by
 titles; blank lines, repeated headers, comment and "total" lines are counted as junk, not read.
@@ -240,11 +241,21 @@ def _encoding(head: bytes) -> str:
         return "utf-8"
     except UnicodeDecodeError:
         pass
+    # An 8-bit encoding: Windows (cp1252), ISO (latin-1), DOS (cp850) or an old Mac's (mac_roman),
+    # told apart by charset-normalizer on a sample
+    import charset_normalizer
+
+    best = charset_normalizer.from_bytes(head[:65536], cp_isolation=list(_EIGHT_BIT)).best()
+    if best is not None and best.encoding in _EIGHT_BIT:
+        return _EIGHT_BIT[best.encoding]
     try:
         head.decode("cp1252")
         return "cp1252"
     except UnicodeDecodeError:
         return "latin-1"
+
+
+_EIGHT_BIT = {"cp1252": "cp1252", "latin_1": "latin-1", "cp850": "cp850", "mac_roman": "mac_roman"}
 
 
 def _decode_head(head: bytes, encoding: str) -> str:
