@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import json
 from datetime import date, datetime
+from pathlib import Path
 
 import pytest
 
@@ -547,3 +548,55 @@ def test_a_workbook_cell_openpyxl_would_quote_in_a_warning_is_not_let_out(tmp_pa
         rows = list(opened.rows())
     assert not [w for w in caught if "99999999" in str(w.message)]
     assert [r.nir for r in rows] == [NIR_M[:13], NIR_F[:13]] and rows[1].birth_date == date(1984, 12, 3)
+
+
+REALDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
+SYNTHEA = REALDATA / "fhir" / "bulk-ndjson" / "synthea-10-patients" / "Patient.000.ndjson"
+
+
+@pytest.mark.skipif(not SYNTHEA.is_file(), reason=f"real FHIR bulk data absent: {SYNTHEA}")
+def test_a_real_fhir_bulk_export_of_patients_is_read():
+    """H3: a real FHIR bulk export (Synthea, ../shared/realdata) leaked as ndjson: every Patient
+    read with its first name, given names, birth date and sex as the file writes them."""
+    opened = open_leak(SYNTHEA)
+    rows = list(opened.rows())
+    truth = [json.loads(line) for line in SYNTHEA.read_text().splitlines() if line.strip()]
+    assert len(rows) == len(truth) == 13
+    for row, res in zip(rows, truth, strict=True):
+        name = res["name"][0]
+        assert row.record == "Patient"
+        assert (row.family, row.given) == (name["family"], " ".join(name["given"]))
+        assert row.birth_date == date.fromisoformat(res["birthDate"])
+        assert row.sex == {"male": "M", "female": "F"}[res["gender"]]
+        assert row.nir is None  # US identifiers only
+
+
+def test_a_fhir_patient_with_an_ins_nir_identifier():
+    """H3: a FHIR Patient carrying the INS-NIR under its OID (FR Core) gives the NIR; an
+    Observation gives its subject as a link and its code."""
+    patient = {
+        "resourceType": "Patient",
+        "id": "p1",
+        "identifier": [
+            {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": "10003"},
+            {"system": "urn:oid:1.2.250.1.213.1.4.8", "value": NIR_F},
+        ],
+        "name": [{"family": "Lefèvre", "given": ["Hélène", "Marie"]}],
+        "birthDate": "1984-12-03",
+        "gender": "female",
+    }
+    obs = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "subject": {"reference": "Patient/" + "c" * 32},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "718-7", "display": "Hemoglobin"}]},
+        "effectiveDateTime": "2020-11-10T09:51:00+01:00",
+    }
+    _, rows = _read((json.dumps(patient) + "\n" + json.dumps(obs) + "\n").encode(), "bulk.ndjson")
+    assert (rows[0].nir, rows[0].family, rows[0].given, rows[0].sex) == (NIR_F[:13], "Lefèvre", "Hélène Marie", "F")
+    assert (rows[1].record, rows[1].links, rows[1].codes, rows[1].dates) == (
+        "Observation",
+        ("c" * 32,),
+        ("718-7",),
+        (date(2020, 11, 10),),
+    )

@@ -209,9 +209,8 @@ _OTHER_WORDS = (
 
 def norm_header(text: str) -> str:
     """Accents dropped, lower case, every run of non-letters one space: 'N° Sécu' -> 'n secu'."""
-    decomposed = unicodedata.normalize("NFKD", text)
+    decomposed = unicodedata.normalize("NFKD", re.sub(r"(?<=[a-z])(?=[A-Z])", " ", text))
     plain = "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
-    plain = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", plain)
     return " ".join(re.sub(r"[^a-z0-9]+", " ", plain).split())
 
 

@@ -439,6 +439,8 @@ class _Ndjson(_Reader):
                 if not isinstance(rec, dict) or rec.get("record") in self._SKIP_RECORDS:
                     self.skipped += 1
                     continue
+                if "resourceType" in rec:
+                    rec = _fhir_flat(rec)
                 yield n, rec
 
     def sample(self) -> list[Raw]:
@@ -607,6 +609,45 @@ class _Sql(_Reader):
 
     def given_header(self, group: str | None) -> list[str] | None:
         return self.columns.get(group) if group is not None else None
+
+
+# The identifier systems of a French national health identifier (NIR, NIA, test INS).
+_NIR_SYSTEMS = ("urn:oid:1.2.250.1.213.1.4.8", "urn:oid:1.2.250.1.213.1.4.9", "urn:oid:1.2.250.1.213.1.4.10")
+
+
+def _fhir_flat(res: dict[str, Any]) -> dict[str, Any]:
+    """A FHIR resource of a bulk export (ndjson) as a flat record: a Patient's id, NIR (by its
+    identifier system), first name, birth date and sex; an Observation's id, subject, code and
+    dates. Other resources keep their type and id."""
+    rtype = res.get("resourceType")
+    flat: dict[str, Any] = {"record": rtype if isinstance(rtype, str) else None, "id": res.get("id")}
+    if rtype == "Patient":
+        names = res.get("name")
+        name = next((n for n in names if isinstance(n, dict)), {}) if isinstance(names, list) else {}
+        given = name.get("given")
+        flat["nir"] = next(
+            (
+                i.get("value")
+                for i in res.get("identifier") or ()
+                if isinstance(i, dict) and i.get("system") in _NIR_SYSTEMS
+            ),
+            None,
+        )
+        flat["family_name"] = name.get("family")
+        flat["given_names"] = " ".join(g for g in given if isinstance(g, str)) if isinstance(given, list) else None
+        flat["birth_date"] = res.get("birthDate")
+        flat["sex"] = res.get("gender")
+    elif rtype == "Observation":
+        subject = res.get("subject")
+        ref = subject.get("reference") if isinstance(subject, dict) else None
+        flat["patient"] = ref.rsplit("/", 1)[-1] if isinstance(ref, str) else None
+        code = res.get("code")
+        codings = code.get("coding") if isinstance(code, dict) else None
+        first = next((c for c in codings if isinstance(c, dict)), {}) if isinstance(codings, list) else {}
+        flat["code"] = first.get("code")
+        flat["label"] = first.get("display") or (code.get("text") if isinstance(code, dict) else None)
+        flat["effective"] = res.get("effectiveDateTime")
+    return flat
 
 
 class _AnyGroup(dict[str | None, tuple[Column, ...]]):
