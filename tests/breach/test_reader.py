@@ -87,6 +87,27 @@ def test_every_shape_cut_from_a_real_package_is_read_row_by_row(package_records,
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("results", [5, 12])
+def test_a_few_rows_without_a_header_still_give_the_identity(package_records, results):
+    """H3: a handful of rows cut from a real package, with no header or headers that say nothing:
+    the NIR, names, birth date and sex columns are still found by their values (the comment, a
+    sentence, is free text, not a birth name), and every row's identity is the package's."""
+    import random
+
+    res = [r for r in package_records if r["record"] == "result"]
+    rest = [r for r in package_records if r["record"] != "result"]
+    subset = rest + random.Random(results).sample(res, results)
+    for shape in ("headerless", "opaque"):
+        data, name, truth = leak.cut(subset, shape, seed=results)
+        opened = open_bytes(data, name)
+        kinds = [c.kind for c in opened.layout.columns]
+        assert kinds[:5] == FLAT[:5] and "birth_name" not in kinds and kinds[10] == "text", shape
+        rows = list(opened.rows())
+        assert [(r.nir, r.birth_date, r.sex) for r in rows] == [(t.nir[:13], t.birth_date, t.sex) for t in truth]
+        assert [(r.family, r.given) for r in rows] == [(t.family, t.given) for t in truth]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_shapes_say_their_format_encoding_and_delimiter(package_records):
     """H3: what is stored about a file (its layout) names its format, encoding, delimiter and junk
     lines; never a value of the file."""

@@ -388,7 +388,9 @@ def _share(values: Sequence[Any], test: Callable[[Any], object]) -> float:
 
 
 def _is_name(v: str) -> bool:
-    return len(v) <= 60 and _NAME.match(v.strip()) is not None and not _DR.match(v.strip())
+    """A person's name: letters, at most four words (a sentence is no name), no title."""
+    s = v.strip()
+    return len(s) <= 60 and s.count(" ") <= 3 and _NAME.match(s) is not None and not _DR.match(s)
 
 
 def fits(kind: str, values: Sequence[str], *, serial: bool = False) -> float:
