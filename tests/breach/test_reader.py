@@ -311,6 +311,13 @@ def test_nir_key_checked_thirteen_digits_kept_corsica():
     assert [r.nir for r in rows] == ["1841275123456", None, "1841275123456", "1841275123456", CORSICA[:13], None]
 
 
+def test_a_nir_of_thirteen_gets_back_its_key():
+    """H3: the 15 characters a lab stores (and hashes) are the 13 read plus their key."""
+    from labvault.breach.columns import with_key
+
+    assert with_key(NIR_M[:13]) == NIR_M and with_key(NIR_F[:13]) == NIR_F and with_key(CORSICA[:13]) == CORSICA
+
+
 def test_junk_titles_blank_lines_repeated_headers_comments_and_totals():
     """H3: titles above the header, blank lines, a comment, the header repeated and a total line are
     counted as junk; the data rows keep their line numbers."""

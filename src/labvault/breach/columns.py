@@ -291,6 +291,13 @@ def nir13(raw: str) -> str | None:
     return None
 
 
+def with_key(nir: str) -> str:
+    """A NIR of 13 characters with its 2-digit key appended (the 15 characters a lab stores, which
+    its blind index hashes): 97 - (the 13 as a number, Corsica's 2A/2B read 19/18) mod 97."""
+    num = int(nir.upper().replace("2A", "19").replace("2B", "18"))
+    return f"{nir.upper()}{97 - num % 97:02d}"
+
+
 def _century(yy: int, today: date) -> int:
     return 2000 + yy if 2000 + yy <= today.year else 1900 + yy
 
