@@ -630,3 +630,12 @@ def test_a_fhir_patient_with_an_ins_nir_identifier():
         ("718-7",),
         (date(2020, 11, 10),),
     )
+
+
+def test_an_ndjson_record_type_after_the_sample_is_still_read():
+    """H3: a record type first seen after the sample's rows reads with the same columns."""
+    ident = {"record": "identity", "id": "a" * 32, "nir": NIR_M, "family_name": "Noël", "patient": "d" * 32}
+    late = {"record": "result", "id": "b" * 32, "patient": "a" * 32, "nir": NIR_F}
+    text = "".join(json.dumps(ident) + "\n" for _ in range(2100)) + json.dumps(late) + "\n"
+    _, rows = _read(text.encode(), "x.ndjson")
+    assert len(rows) == 2101 and (rows[-1].record, rows[-1].links, rows[-1].nir) == ("result", ("a" * 32,), NIR_F[:13])

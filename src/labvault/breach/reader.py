@@ -138,7 +138,9 @@ class Leak:
                     else:
                         junk += 1
                     continue
-                make = makers.get(group) or makers.get(None) if self.layout.format == "ndjson" else makers.get(group)
+                make = makers.get(group)
+                if make is None and self.layout.format == "ndjson":
+                    make = makers.get(None)  # a record type the sample did not hold: the same columns
                 if make is None:
                     junk += 1
                     continue
@@ -473,7 +475,7 @@ class _Ndjson(_Reader):
         cols = _recognise(list(self.keys or ()), cells, self.width, serial=False, group=None)
         # one set of columns for every record type: a record lacking a key has it empty
         groups = {g for _, _, g in sample} | {None}
-        self.schemas = _AnyGroup(dict.fromkeys(groups, cols))
+        self.schemas = dict.fromkeys(groups, cols)
 
 
 _SQL_START = re.compile(r"^\s*(?:INSERT\s+(?:IGNORE\s+)?INTO\s|COPY\s+\S+.*\sFROM\s+stdin)", re.I | re.M)
@@ -648,13 +650,6 @@ def _fhir_flat(res: dict[str, Any]) -> dict[str, Any]:
         flat["label"] = first.get("display") or (code.get("text") if isinstance(code, dict) else None)
         flat["effective"] = res.get("effectiveDateTime")
     return flat
-
-
-class _AnyGroup(dict[str | None, tuple[Column, ...]]):
-    """ndjson: every record type (even one not in the sample) reads with the same columns."""
-
-    def __missing__(self, key: str | None) -> tuple[Column, ...]:
-        return self[None]
 
 
 def _str_unescape(m: re.Match[str]) -> str:
