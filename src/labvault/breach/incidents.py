@@ -160,26 +160,37 @@ def render(version: Version, fmt: str) -> bytes:
     raise InvalidInput("the format is one of json, html, pdf")
 
 
-def write_letters(
-    u: Unit, incident_id: str, tenant: str, out_dir: Path, *, patients: Sequence[str] | None = None
-) -> list[Path]:
-    """Art. 34: one PDF letter per affected patient of the lab (its DPO), the count recorded."""
+def letters(u: Unit, incident_id: str, tenant: str, *, patients: Sequence[str] | None = None) -> list[bytes]:
+    """Art. 34: one PDF letter per affected patient of the lab (its DPO), in memory; the count recorded."""
     inc = u.incident(incident_id, tenant)
     part = inc.part(tenant)
     people = u.incident_addressees(incident_id, tenant, patients)
     t = u.tenant(tenant)
     kept = u.incident_versions(incident_id, tenant, "notice")
     fields = list(kept[-1].body.get("fields") or []) if kept else _fields_of(u, inc, tenant)
-    paths = letter_docs.write_letters(
+    pdfs = letter_docs.render_letters(
         people,
-        out_dir,
         lab={"id": t.id, "name": t.name, "address": t.address},
         fields=fields,
         categories=part.categories,
         dpo=u.incident_dpo(tenant),
         when=fr_date(utcnow()),
     )
-    u.incident_letters_written(incident_id, tenant, len(paths))
+    u.incident_letters_written(incident_id, tenant, len(pdfs))
+    return pdfs
+
+
+def write_letters(
+    u: Unit, incident_id: str, tenant: str, out_dir: Path, *, patients: Sequence[str] | None = None
+) -> list[Path]:
+    """The letters written to ``out_dir`` (created), named by rank only (``lettre-00001.pdf``)."""
+    pdfs = letters(u, incident_id, tenant, patients=patients)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n, pdf in enumerate(pdfs, 1):
+        path = out_dir / f"lettre-{n:05d}.pdf"
+        path.write_bytes(pdf)
+        paths.append(path)
     return paths
 
 

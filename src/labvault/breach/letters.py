@@ -42,6 +42,22 @@ def render_letter(context: Mapping[str, Any]) -> str:
     return environment().get_template("letter.html").render(l=context)
 
 
+def render_letters(
+    people: Sequence[Identity],
+    *,
+    lab: Mapping[str, Any],
+    fields: Sequence[str],
+    categories: Mapping[str, int],
+    dpo: tuple[str, str] | None,
+    when: str,
+) -> list[bytes]:
+    """One PDF per person, in memory (the web and the API hand them out without a file on disk)."""
+    return [
+        html_to_pdf(render_letter(letter_context(p, lab=lab, fields=fields, categories=categories, dpo=dpo, when=when)))
+        for p in people
+    ]
+
+
 def write_letters(
     people: Sequence[Identity],
     out_dir: Path,

@@ -16,6 +16,7 @@ from labvault.cli import (
     generate,
     grant,
     identity,
+    incident,
     ingest,
     instruction,
     keys,
@@ -67,6 +68,7 @@ app.add_typer(alerts.app, name="alerts")
 app.add_typer(alerts.channel_app, name="channel")
 app.add_typer(monitor.app, name="monitor")
 app.add_typer(canary.app, name="canary")
+app.add_typer(incident.app, name="incident")
 app.command("export")(migrate.export)
 app.command("ingest")(ingest.ingest)
 app.command("mllp")(mllp.mllp)
