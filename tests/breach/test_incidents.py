@@ -55,20 +55,35 @@ def plant_analysis(gw) -> None:
             conn.exec_driver_sql("SET row_security = off")
         conn.execute(
             t.leak_analysis.insert().values(
-                tenant_id=PLATFORM, analysis_id=ANALYSIS, files="[]", rows_total=140, rows_matched=134,
-                rows_ambiguous=1, rows_unmatched=5, labs=json.dumps([LAB_A, LAB_B]), summary="{}",
-                created_by="so", created_at=now,
+                tenant_id=PLATFORM,
+                analysis_id=ANALYSIS,
+                files="[]",
+                rows_total=140,
+                rows_matched=134,
+                rows_ambiguous=1,
+                rows_unmatched=5,
+                labs=json.dumps([LAB_A, LAB_B]),
+                summary="{}",
+                created_by="so",
+                created_at=now,
             )
-        )  # fmt: skip
+        )
         for lab, sc in SCOPE.items():
             conn.execute(
                 t.leak_match.insert().values(
-                    tenant_id=lab, analysis_id=ANALYSIS, patients=sc["patients"], records=sc["records"],
-                    ambiguous=sc["ambiguous"], categories=json.dumps(sc["categories"]), fields=json.dumps(FIELDS),
-                    source=json.dumps({"method": "fingerprint", "package": f"pkg-{lab}"}), key_version=1,
-                    patients_enc=b"sealed", created_at=now,
+                    tenant_id=lab,
+                    analysis_id=ANALYSIS,
+                    patients=sc["patients"],
+                    records=sc["records"],
+                    ambiguous=sc["ambiguous"],
+                    categories=json.dumps(sc["categories"]),
+                    fields=json.dumps(FIELDS),
+                    source=json.dumps({"method": "fingerprint", "package": f"pkg-{lab}"}),
+                    key_version=1,
+                    patients_enc=b"sealed",
+                    created_at=now,
                 )
-            )  # fmt: skip
+            )
 
 
 @pytest.fixture
@@ -92,20 +107,27 @@ def world(gateway):
             LAB_A,
             [
                 Identity(
-                    f"pat-a{i}", None, IdentityStatus.PROVISIONAL, f"MARTIN{i}", "Claire", date(1980, 1, 2 + i), "F",
+                    f"pat-a{i}",
+                    None,
+                    IdentityStatus.PROVISIONAL,
+                    f"MARTIN{i}",
+                    "Claire",
+                    date(1980, 1, 2 + i),
+                    "F",
                     address=f"{i} rue de la République;69002 Lyon",
                 )
                 for i in range(3)
             ],
-        )  # fmt: skip
+        )
     plant_analysis(gw)
     return gw, people
 
 
 def _open(gw, so, aware):
     with gw.unit(so, Purpose.BREACH) as u:
-        return incidents.open_incident(u, title="Fichier de résultats publié sur un forum", aware_at=aware,
-                                       analysis_id=ANALYSIS)  # fmt: skip
+        return incidents.open_incident(
+            u, title="Fichier de résultats publié sur un forum", aware_at=aware, analysis_id=ANALYSIS
+        )
 
 
 def _sim(tmp_path):
@@ -257,9 +279,12 @@ def test_the_clock_reminders_and_the_delay_reason_with_a_moved_clock(world, tmp_
             u.incident_notified(inc.incident_id, LAB_A, at=late, reference="CNIL-2026-77")
         with gw.unit(p["dpo_a"], Purpose.BREACH) as u:
             done = u.incident_notified(
-                inc.incident_id, LAB_A, at=late, reference="CNIL-2026-77",
+                inc.incident_id,
+                LAB_A,
+                at=late,
+                reference="CNIL-2026-77",
                 delay_reason="le fichier a été analysé par le sous-traitant avant que l'étendue soit connue",
-            )  # fmt: skip
+            )
             reasons = u.incident_reasons(inc.incident_id, LAB_A)
             draft = incidents.draft(u, inc.incident_id, LAB_A)
         assert done.state == "notified" and done.authority_ref == "CNIL-2026-77"
