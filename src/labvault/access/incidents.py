@@ -467,7 +467,8 @@ class Incidents(UnitState):
                     severity=json.dumps(dict(sev)) if sev else None,
                 )
             )
-            self._step(lab, incident_id, "opened", {"owner": "processor" if who == PLATFORM else "lab"})
+            if lab != who:
+                self._step(lab, incident_id, "opened", {"owner": "processor"})
             if sc is not None:
                 self._step(lab, incident_id, "analysed", {"patients": sc.patients, "records": sc.records})
             if lab != who:
