@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from labvault.access import Purpose
+from labvault.access.breach import _aad
 from labvault.access.principal import MONITOR
 from labvault.breach import incidents
 from labvault.breach.notices import render_html
@@ -31,6 +32,7 @@ SCOPE = {
     LAB_A: {"patients": 3, "records": 41, "ambiguous": 1, "categories": {"hiv": 2, "pregnancy": 1}},
     LAB_B: {"patients": 7, "records": 93, "ambiguous": 0, "categories": {"oncology": 5}},
 }
+AFFECTED = {LAB_A: ["pat-a0", "pat-a2"], LAB_B: ["pat-b0"]}
 FIELDS = ["nir", "family_name", "given_names", "birth_date", "code", "value", "text"]
 
 
@@ -83,9 +85,9 @@ def plant_analysis(gw) -> None:
                     ambiguous=sc["ambiguous"],
                     categories=json.dumps(sc["categories"]),
                     fields=json.dumps(FIELDS),
-                    source=json.dumps({"method": "fingerprint", "package": f"pkg-{lab}"}),
+                    source=json.dumps({"package_id": f"pkg-{lab}", "method": "fingerprint", "score": 1.0, "hits": 9}),
                     key_version=1,
-                    patients_enc=b"sealed",
+                    patients_enc=gw.keys.wrap(lab, json.dumps(AFFECTED[lab]).encode(), _aad(lab, ANALYSIS)),
                     created_at=now,
                 )
             )
@@ -317,7 +319,7 @@ def test_letters_one_pdf_per_affected_patient_or_the_exemption(world, tmp_path):
     inc = _open(gw, p["so"], utcnow())
     with gw.unit(p["dpo_a"], Purpose.BREACH) as u:
         u.incident_decide(inc.incident_id, LAB_A, decision="notify", reasoning="données de santé exposées")
-        paths = incidents.write_letters(u, inc.incident_id, LAB_A, tmp_path / "a", patients=["pat-a0", "pat-a2"])
+        paths = incidents.write_letters(u, inc.incident_id, LAB_A, tmp_path / "a")  # the analysis's list
     assert [x.name for x in paths] == ["lettre-00001.pdf", "lettre-00002.pdf"]
     first = pdf_text(paths[0].read_bytes()).replace("\r\n", " ")
     assert "Claire MARTIN0" in first and "69002 Lyon" in first and "numéro de sécurité sociale" in first
@@ -328,8 +330,10 @@ def test_letters_one_pdf_per_affected_patient_or_the_exemption(world, tmp_path):
         u.incident_addressees(inc.incident_id, LAB_A, ["pat-a1"])
     with pytest.raises(AccessDenied), gw.unit(p["dpo_a"], Purpose.CARE) as u:  # only under the breach purpose
         u.incident_addressees(inc.incident_id, LAB_A, ["pat-a0"])
-    with pytest.raises(NotFound), gw.unit(p["dpo_b"], Purpose.BREACH) as u:  # lab B has no such patient
+    with pytest.raises(AccessDenied), gw.unit(p["dpo_b"], Purpose.BREACH) as u:  # lab A's patient: not B's list
         u.incident_addressees(inc.incident_id, LAB_B, ["pat-a0"])
+    with pytest.raises(NotFound), gw.unit(p["dpo_b"], Purpose.BREACH) as u:  # listed, but not stored in lab B
+        u.incident_addressees(inc.incident_id, LAB_B)
     with gw.unit(p["admin_b"], Purpose.BREACH) as u:
         ex = u.incident_exempt(inc.incident_id, LAB_B, ground="encrypted", reason="copie chiffrée, clé non dérobée")
     assert ex.art34 == "exempt-encrypted"

@@ -29,6 +29,7 @@ from sqlalchemy import Connection, Engine, Executable, Result, select
 from labvault.access.advisories import Advisories
 from labvault.access.alerts import Alerts
 from labvault.access.authorisation import Authorisation
+from labvault.access.breach import Breach
 from labvault.access.canaries import Canaries
 from labvault.access.explain import Explain
 from labvault.access.incidents import Incidents
@@ -190,6 +191,7 @@ class Unit(
     Canaries,
     Advisories,
     Explain,
+    Breach,
     Incidents,
 ):
     """One unit of work for one principal and purpose.

@@ -201,7 +201,6 @@ class Scope:
     ambiguous: int
     categories: dict[str, int]
     fields: tuple[str, ...]
-    source: dict[str, Any] | None
 
 
 def _utc(v: datetime) -> datetime:
@@ -348,41 +347,6 @@ class Incidents(UnitState):
         row = self._incident_row(part.owner, incident_id)
         self._scope(tenant_id)
         return part, row
-
-    # -- the leak analysis's per-lab counts (leak_match, without its sealed patient list) -------------
-    def incident_scopes(self, analysis_id: str) -> dict[str, Scope]:
-        """Each lab's counts of an analysis (the security officer, or a lab's own row for its people)."""
-        m = t.leak_match
-        labs: list[str]
-        if self.principal.is_platform:
-            self._authorise(PLATFORM, "incident:manage")
-            self._scope("*")
-            a = t.leak_analysis
-            row = self.conn.execute(select(a.c.labs).where(a.c.analysis_id == analysis_id)).first()
-            if row is None:
-                raise NotFound("no such leak analysis")
-            labs = list(json.loads(row.labs or "[]"))
-        else:
-            labs = [self.principal.tenant_id]
-        out: dict[str, Scope] = {}
-        cols = (m.c.tenant_id, m.c.patients, m.c.records, m.c.ambiguous, m.c.categories, m.c.fields, m.c.source)
-        for lab in labs:
-            self._authorise(lab, "incident:manage" if not self.principal.is_platform else "incident:read")
-            r = self.conn.execute(select(*cols).where(self._tf(m, lab), m.c.analysis_id == analysis_id)).first()
-            if r is None:
-                continue
-            out[lab] = Scope(
-                tenant_id=lab,
-                patients=int(r.patients),
-                records=int(r.records),
-                ambiguous=int(r.ambiguous),
-                categories=json.loads(r.categories or "{}"),
-                fields=tuple(json.loads(r.fields or "[]")),
-                source=json.loads(r.source) if r.source else None,
-            )
-        if not out and not self.principal.is_platform:
-            raise NotFound("no such leak analysis for this lab")
-        return out
 
     # -- the register ---------------------------------------------------------------------------------
     def incident_open(
@@ -852,8 +816,8 @@ class Incidents(UnitState):
     def _affected(self, tenant_id: str, part: Any, row: Any, given: Sequence[str] | None) -> list[str]:
         reasons = self._reasons(part)
         known: list[str] | None = None
-        if row.analysis_id and hasattr(self, "affected_patients"):
-            known = list(self.affected_patients(tenant_id, row.analysis_id))
+        if row.analysis_id:  # the analysis's sealed list (labvault.access.breach)
+            known = list(self.affected_patients(tenant_id, row.analysis_id))  # type: ignore[attr-defined]
         elif reasons.get("affected"):
             known = list(reasons["affected"])
         if known is None:

@@ -19,7 +19,7 @@ from labvault.access.incidents import REMINDERS, Incident, LabPart, Scope, Versi
 from labvault.breach import letters as letter_docs
 from labvault.breach import notices, severity
 from labvault.crypto.keys import PLATFORM
-from labvault.errors import InvalidInput
+from labvault.errors import InvalidInput, NotFound
 from labvault.ids import utcnow
 from labvault.lab.render import fr_date
 
@@ -55,9 +55,7 @@ def open_incident(
     """I1: register an incident, its ENISA score prefilled from the analysis (each lab's own, and the
     whole incident's). ``tenant``: a lab for its own incident (default: the caller's)."""
     owner = tenant or u.principal.tenant_id
-    scopes: dict[str, Scope] = u.incident_scopes(analysis_id) if analysis_id else {}
-    if owner != PLATFORM:
-        scopes = {k: v for k, v in scopes.items() if k == owner}
+    scopes = _scopes(u, analysis_id, owner) if analysis_id else {}
     lab_severity = {lab: severity.score(sc.categories, sc.fields, circumstances) for lab, sc in scopes.items()}
     all_cats: dict[str, int] = {}
     all_fields: set[str] = set()
@@ -82,10 +80,26 @@ def open_incident(
     )
 
 
+def _scope(u: Unit, lab: str, analysis_id: str) -> Scope | None:
+    """One lab's counts of a leak analysis (``Unit.leak_match``), None when it found nothing there."""
+    try:
+        m = u.leak_match(lab, analysis_id)
+    except NotFound:
+        return None
+    return Scope(lab, m.patients, m.records, m.ambiguous, dict(m.categories), tuple(m.fields))
+
+
+def _scopes(u: Unit, analysis_id: str, owner: str) -> dict[str, Scope]:
+    """Each lab's counts: every lab of the processor's analysis, or the lab's own part."""
+    labs = u.leak_analysis(analysis_id).labs if owner == PLATFORM else (owner,)
+    found = {lab: _scope(u, lab, analysis_id) for lab in labs}
+    return {lab: sc for lab, sc in found.items() if sc is not None}
+
+
 def _fields_of(u: Unit, inc: Incident, lab: str) -> list[str]:
     if not inc.analysis_id:
         return []
-    sc = u.incident_scopes(inc.analysis_id).get(lab)
+    sc = _scope(u, lab, inc.analysis_id)
     return list(sc.fields) if sc else []
 
 

@@ -9,6 +9,7 @@ from labvault.cli import (
     alerts,
     audit,
     bench,
+    breach,
     canary,
     catalogue,
     demo,
@@ -68,6 +69,7 @@ app.add_typer(alerts.app, name="alerts")
 app.add_typer(alerts.channel_app, name="channel")
 app.add_typer(monitor.app, name="monitor")
 app.add_typer(canary.app, name="canary")
+app.add_typer(breach.app, name="breach")
 app.add_typer(incident.app, name="incident")
 app.command("export")(migrate.export)
 app.command("ingest")(ingest.ingest)
