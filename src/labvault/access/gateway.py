@@ -32,6 +32,7 @@ from labvault.access.authorisation import Authorisation
 from labvault.access.breach import Breach
 from labvault.access.canaries import Canaries
 from labvault.access.explain import Explain
+from labvault.access.incidents import Incidents
 from labvault.access.principal import Principal, Purpose
 from labvault.access.records import ENCRYPTED, Records
 from labvault.access.rotation import Rotation, rotate_keys
@@ -191,6 +192,7 @@ class Unit(
     Advisories,
     Explain,
     Breach,
+    Incidents,
 ):
     """One unit of work for one principal and purpose.
 
