@@ -153,6 +153,8 @@ def lab_a_ids(api, bio_a, support):
         "advisory_id": "no-such-advisory",
         "incident_id": lab_incident(api.gateway, LAB_A),
         "version": "1",
+        "document": "art33",
+        "analysis_id": "no-such-analysis",
         "alert_id": "no-such-alert",
         "channel_id": "no-such-channel",
     }

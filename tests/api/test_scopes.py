@@ -47,6 +47,7 @@ PAGE_STEP_UP_ROUTES = frozenset(
         ("POST", "/lab/signers/{signer_id}/revoke"),
         ("POST", "/alerts/channels/add"),
         ("POST", "/alerts/channels/{channel_id}/remove"),
+        ("POST", "/incidents/{incident_id}/letters"),
     }
 )
 SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -140,6 +141,8 @@ def world(api, bio_a, support) -> World:
         "advisory_id": "no-such-advisory",
         "incident_id": lab_incident(api.gateway, LAB_A),
         "version": "1",
+        "document": "art33",
+        "analysis_id": "no-such-analysis",
         "alert_id": "no-such-alert",
     }
     return World(ids, bodies)

@@ -21,6 +21,10 @@ MAX_BODY = 64 * 1024
 # memory (its body is read only once the caller is authenticated and allowed to ingest there).
 INGEST_MAX_BODY = 8 * 1024 * 1024
 _INGEST_PATH = re.compile(r"^/api/v1/tenants/[^/]+/ingest$")
+# A leaked file sent for analysis (the upload page, the API): read whole in memory, once the caller
+# is signed in; never spooled to disk.
+LEAK_MAX_BODY = 256 * 1024 * 1024
+_LEAK_PATH = re.compile(r"^(/breach/analyze|/api/v1/breach/analyses)$")
 
 _HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -35,14 +39,24 @@ _HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 
 
 class SecurityMiddleware:
-    def __init__(self, app, *, max_body: int = MAX_BODY, ingest_max_body: int = INGEST_MAX_BODY) -> None:
+    def __init__(
+        self,
+        app,
+        *,
+        max_body: int = MAX_BODY,
+        ingest_max_body: int = INGEST_MAX_BODY,
+        leak_max_body: int = LEAK_MAX_BODY,
+    ) -> None:
         self.app = app
         self.max_body = max_body
         self.ingest_max_body = ingest_max_body
+        self.leak_max_body = leak_max_body
 
     def limit(self, scope) -> int:
         if scope.get("method") == "POST" and _INGEST_PATH.match(scope.get("path", "")):
             return self.ingest_max_body
+        if scope.get("method") == "POST" and _LEAK_PATH.match(scope.get("path", "")):
+            return self.leak_max_body
         return self.max_body
 
     async def __call__(self, scope, receive, send):

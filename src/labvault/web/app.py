@@ -9,14 +9,16 @@ from fastapi import FastAPI
 from labvault.api import create_app as api_app
 from labvault.api.deps import check_declared
 from labvault.config import Settings
-from labvault.web import admin, advisories, alerts, dpo, lab, pages, staff, vendor, work
+from labvault.web import admin, advisories, alerts, breach, dpo, incidents, lab, pages, staff, vendor, work
 
 # The parts of the interface beyond sign-in and the patient pages, each its own router.
 ROUTERS: list = [
     admin.router,
     advisories.router,
     alerts.router,
+    breach.router,
     dpo.router,
+    incidents.router,
     lab.router,
     staff.router,
     vendor.router,

@@ -49,6 +49,7 @@ STATIC_FILES = {
     "sign.js": "text/javascript",
     "keygen.js": "text/javascript",
     "enrol.js": "text/javascript",
+    "countdown.js": "text/javascript",
 }
 LAB_ZONE = ZoneInfo("Europe/Paris")
 
@@ -83,6 +84,8 @@ NAV: list[tuple[str, str, frozenset[str]]] = [
     ("/vendor/migrations", "Migrations", frozenset({"operator", "platform_admin"})),
     ("/vendor/security", "Sécurité", frozenset({"security_officer", "platform_admin"})),
     ("/security/advisories", "Signalements extérieurs", frozenset({"security_officer", "platform_admin"})),
+    ("/incidents", "Incidents", frozenset({"lab_admin", "lab_dpo", "security_officer", "platform_admin"})),
+    ("/breach/analyze", "Analyse de fuite", frozenset({"lab_dpo", "security_officer"})),
     ("/alerts", "Alertes", frozenset({"lab_admin", "lab_dpo", "security_officer", "platform_admin"})),
 ]
 
