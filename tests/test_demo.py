@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -64,6 +65,35 @@ def check_lab_day(home: Path, text: str) -> None:
     assert patient.nir and patient.nir not in text and patient.family_name not in day
 
 
+def check_breach(home, text: str) -> None:
+    """The end of the 2021 story (I1-I5, H3): the file found online analysed, each lab's affected
+    patients counted exactly (equal to the file's own), the migrated lab's part traced to its package,
+    the other lab's to none; one incident, each lab its own notice, clock, draft (JSON, HTML, PDF),
+    the first lab's letters one per affected patient; the vendor's operator refused the list."""
+    step = text[text.index("9c. La fuite") : text.index("10. The audit trail")]
+    parts = re.findall(r"    (bio-\w+): (\d+) patients( = the file's own)?, (\d+) results; .*; source: (.*)", step)
+    assert len(parts) == 2, step
+    assert all(exact for _, _, exact, _, _ in parts), step  # exactly the file's own patients, per lab
+    sources = {lab: src for lab, _, _, _, src in parts}
+    first, second = sorted(sources, key=lambda lab: "no package" in sources[lab])
+    assert sources[first].startswith("package ") and "no package of the lab explains it" in sources[second]
+    assert f"{first}'s part came from package " in step
+    patients = {lab: int(n) for lab, n, _, _, _ in parts}
+    m = re.search(rf"{first}: (\d+) Art\. 34 letters", step)
+    assert m and int(m.group(1)) == patients[first]
+    letters = sorted((home / "breach" / first / "lettres").glob("lettre-*.pdf"))
+    assert len(letters) == patients[first] and all(p.read_bytes().startswith(b"%PDF") for p in letters)
+    for lab in (first, second):
+        other = second if lab == first else first
+        assert f"{lab}'s draft names {other}: no" in step
+        draft = json.loads((home / "breach" / lab / "art33-v1.json").read_text())
+        assert other not in json.dumps(draft)
+        assert (home / "breach" / lab / "art33-v1.pdf").read_bytes().startswith(b"%PDF")
+        assert "<html" in (home / "breach" / lab / "art33-v1.html").read_text()
+    assert "2 notices raised on the labs' channels; 24 hours later, 2 reminders" in step
+    assert "the vendor's operator asks for the affected list: refused (" in step
+
+
 def test_demo_end_to_end(tmp_path):
     need(shutil.which("age") is not None, "the age CLI is missing: apt-get install age")
     env = {**os.environ, "LABVAULT_HOME": str(tmp_path / "demo"), "LABVAULT_PASSPHRASE": "demo passphrase here"}
@@ -98,6 +128,7 @@ def test_demo_end_to_end(tmp_path):
         assert f"ALERTE {alert}" in text, alert
     assert "close without assessment: REFUSED (an advisory is closed only after its breach assessment" in text
     assert "assessed (breach: yes, labs told), then: closed" in text
+    check_breach(tmp_path / "demo", text)
     # the vendor's own administrator: each attempt refused with its reason, none let through (E1, F2, D2, A8)
     assert "ALLOWED" not in text
     for attempt in (

@@ -13,7 +13,9 @@ from typing import Any
 
 from labvault.breach.notices import category_words, environment, field_words
 from labvault.domain.models import Identity
-from labvault.lab.render import html_to_pdf
+from labvault.lab.render import html_to_pdfs
+
+BATCH = 200  # letters laid out in one document (memory stays bounded for a lab's thousands)
 
 
 def letter_context(
@@ -51,11 +53,20 @@ def render_letters(
     dpo: tuple[str, str] | None,
     when: str,
 ) -> list[bytes]:
-    """One PDF per person, in memory (the web and the API hand them out without a file on disk)."""
-    return [
-        html_to_pdf(render_letter(letter_context(p, lab=lab, fields=fields, categories=categories, dpo=dpo, when=when)))
-        for p in people
-    ]
+    """One PDF per person, in memory (the web and the API hand them out without a file on disk).
+    Laid out ``BATCH`` letters at a time in one document, then cut at each letter's first page."""
+    template = environment().get_template("letters.html")
+    out: list[bytes] = []
+    for start in range(0, len(people), BATCH):
+        chunk = [
+            letter_context(p, lab=lab, fields=fields, categories=categories, dpo=dpo, when=when)
+            for p in people[start : start + BATCH]
+        ]
+        pdfs = html_to_pdfs(template.render(letters=chunk), "lettre-")
+        if len(pdfs) != len(chunk):  # every letter starts a page: one PDF each, or nothing
+            raise RuntimeError("the letters' layout lost a letter's first page")
+        out.extend(pdfs)
+    return out
 
 
 def write_letters(
@@ -71,9 +82,9 @@ def write_letters(
     """One PDF per person in ``out_dir`` (created; its files named by rank only)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for n, person in enumerate(people, 1):
-        html = render_letter(letter_context(person, lab=lab, fields=fields, categories=categories, dpo=dpo, when=when))
+    pdfs = render_letters(people, lab=lab, fields=fields, categories=categories, dpo=dpo, when=when)
+    for n, pdf in enumerate(pdfs, 1):
         path = out_dir / f"lettre-{n:05d}.pdf"
-        path.write_bytes(html_to_pdf(html))
+        path.write_bytes(pdf)
         paths.append(path)
     return paths

@@ -290,7 +290,7 @@ def demo(
         console.rule("[bold]8. The migration the lab asked for: exactly its instruction, then nothing left")
         from labvault.cli.demo_migration import show_migration
 
-        show_migration(rt, ids[0], accounts)
+        received, migration_id = show_migration(rt, ids[0], accounts)
 
         console.rule("[bold]9. La journée du laboratoire / The lab's day, from the request to the report")
         from labvault.cli.demo_lab import show_lab_day
@@ -301,6 +301,11 @@ def demo(
         from labvault.cli.demo_monitoring import show_monitoring
 
         show_monitoring(rt, ids[0], accounts, seed, patients)
+
+        console.rule("[bold]9c. La fuite / The leak, February 2021 replayed: traced, counted, told, within the hour")
+        from labvault.cli.demo_breach import show_breach
+
+        show_breach(rt, ids, accounts, seed, received, migration_id)
 
         console.rule("[bold]10. The audit trail: every access above, chained, checkpointed, verified")
         from labvault.audit import service as audit

@@ -45,7 +45,8 @@ def _login(rt, a: DemoAccount) -> Principal:
         return accounts.verify_mfa(u, login.session, code, addr="demo", user_agent="labvault-demo").principal
 
 
-def show_migration(rt, tenant: str, demo_accounts: list[DemoAccount]) -> None:
+def show_migration(rt, tenant: str, demo_accounts: list[DemoAccount]) -> tuple[list[dict] | None, str]:
+    """The step; returns the records NewLIS decrypted (None without the age CLI) and the migration's id."""
     home: Path = rt.settings.home
     store = home / "packages"
     who = {a["role"]: a for a in demo_accounts if a["tenant"] in (tenant, "platform")}
@@ -151,13 +152,15 @@ def show_migration(rt, tenant: str, demo_accounts: list[DemoAccount]) -> None:
     raw = (d / service.PACKAGE).read_bytes()
 
     # The recipient's side, with the age command-line tool.
+    received: list[dict] | None = None
     if shutil.which("age"):
         out = subprocess.run(
             ["age", "--decrypt", "-i", str(home / "newlis" / "newlis.key"), str(d / service.PACKAGE)],
             capture_output=True,
             check=True,
         ).stdout
-        per = Counter(json.loads(line)["record"] for line in out.splitlines())
+        received = [json.loads(line) for line in out.splitlines()]
+        per = Counter(r["record"] for r in received)
         per.pop("header", None)
         keys = {k for line in out.splitlines()[1:] for k in json.loads(line)}
         same = dict(per) == {k: v for k, v in m["counts"]["records"].items() if v}
@@ -198,6 +201,7 @@ def show_migration(rt, tenant: str, demo_accounts: list[DemoAccount]) -> None:
     console.print(
         f"  closure certificate {d / service.CERTIFICATE}: signature verifies (labvault migrate check-certificate)"
     )
+    return received, job.migration_id
 
 
 def _volume(rt, tenant: str, biologist: Principal) -> int:

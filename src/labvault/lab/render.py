@@ -80,6 +80,24 @@ def html_to_pdf(html: str) -> bytes:
     return pdf
 
 
+def html_to_pdfs(html: str, anchor: str) -> list[bytes]:
+    """One PDF per part of an HTML document whose parts start with an element whose id begins with
+    ``anchor`` (laid out once: a letter per patient costs a page's layout, not a document's)."""
+    from weasyprint import HTML
+
+    _quiet_loggers()
+    doc = HTML(string=html, url_fetcher=url_fetcher()).render()
+    starts = [k for k, page in enumerate(doc.pages) if any(a.startswith(anchor) for a in page.anchors)]
+    out: list[bytes] = []
+    for n, first in enumerate(starts):
+        last = starts[n + 1] if n + 1 < len(starts) else len(doc.pages)
+        pdf = doc.copy(doc.pages[first:last]).write_pdf()
+        if not isinstance(pdf, bytes):  # pragma: no cover - write_pdf without a target returns bytes
+            raise TypeError("WeasyPrint gave no PDF bytes")
+        out.append(pdf)
+    return out
+
+
 # ------------------------------------------------------------------------------ French formatting
 
 
