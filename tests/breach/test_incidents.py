@@ -325,6 +325,8 @@ def test_letters_one_pdf_per_affected_patient_or_the_exemption(world, tmp_path):
     assert "Claire MARTIN0" in first and "69002 Lyon" in first and "numéro de sécurité sociale" in first
     assert "protection des données : Dpo lab-rhone" in first and "lab_dpo@lab.invalid" in first
     assert LAB_B not in first
+    # decided, not yet notified: the letter does not say the authority was told
+    assert "Nous signalons la violation à la CNIL" in first and "Nous avons signalé" not in first
     second = pdf_text(paths[1].read_bytes())
     assert "MARTIN2" in second  # each letter its own patient only (laid out together, cut apart)
     assert "MARTIN2" not in first and "MARTIN0" not in second

@@ -189,6 +189,7 @@ def letters(u: Unit, incident_id: str, tenant: str, *, patients: Sequence[str] |
         categories=part.categories,
         dpo=u.incident_dpo(tenant),
         when=fr_date(utcnow()),
+        authority="notified" if part.notified_at is not None else "notifying",
     )
     u.incident_letters_written(incident_id, tenant, len(pdfs))
     return pdfs

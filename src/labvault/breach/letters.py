@@ -26,7 +26,10 @@ def letter_context(
     categories: Mapping[str, int],
     dpo: tuple[str, str] | None,
     when: str,
+    authority: str = "notifying",
 ) -> dict[str, Any]:
+    """``authority``: ``notified`` once the lab recorded the authority's notification, else
+    ``notifying`` (the letters of a lab that decided to notify may go first)."""
     given = person.used_given_name or person.first_given or person.given_names
     return {
         "name": f"{given} {person.family_name}".strip(),
@@ -37,6 +40,7 @@ def letter_context(
         "nir": "nir" in fields,
         "dpo": {"name": dpo[0], "email": dpo[1]} if dpo else None,
         "when": when,
+        "authority": authority,
     }
 
 
@@ -52,6 +56,7 @@ def render_letters(
     categories: Mapping[str, int],
     dpo: tuple[str, str] | None,
     when: str,
+    authority: str = "notifying",
 ) -> list[bytes]:
     """One PDF per person, in memory (the web and the API hand them out without a file on disk).
     Laid out ``BATCH`` letters at a time in one document, then cut at each letter's first page."""
@@ -59,7 +64,7 @@ def render_letters(
     out: list[bytes] = []
     for start in range(0, len(people), BATCH):
         chunk = [
-            letter_context(p, lab=lab, fields=fields, categories=categories, dpo=dpo, when=when)
+            letter_context(p, lab=lab, fields=fields, categories=categories, dpo=dpo, when=when, authority=authority)
             for p in people[start : start + BATCH]
         ]
         pdfs = html_to_pdfs(template.render(letters=chunk), "lettre-")
