@@ -84,6 +84,16 @@ BODIES = {
     ("POST", "/api/v1/tenants/{tenant}/autovalidation-rules"): {"toml": 'version = "x"'},
     ("PUT", "/api/v1/tenants/{tenant}/details"): {"address": "1 rue X"},
     ("POST", "/api/v1/alerts/{alert_id}/resolve"): {"reason": "known cause"},
+    ("POST", "/api/v1/incidents"): {"title": "t", "aware_at": "2026-12-07T08:00:00+00:00", "labs": ["lab-a"]},
+    ("POST", "/api/v1/incidents/{incident_id}/notices"): {"measures": []},
+    ("POST", "/api/v1/incidents/{incident_id}/labs/{tenant}/drafts"): {},
+    ("POST", "/api/v1/incidents/{incident_id}/labs/{tenant}/decision"): {"decision": "notify", "reasoning": "r"},
+    ("POST", "/api/v1/incidents/{incident_id}/labs/{tenant}/notified"): {
+        "at": "2026-12-07T08:00:00+00:00",
+        "reference": "CNIL-1",
+    },
+    ("POST", "/api/v1/incidents/{incident_id}/labs/{tenant}/letters"): {"patients": ["p1"]},
+    ("POST", "/api/v1/incidents/{incident_id}/labs/{tenant}/exemption"): {"ground": "encrypted", "reason": "r"},
 }
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
 
@@ -141,9 +151,24 @@ def lab_a_ids(api, bio_a, support):
         "signer_id": signer_id,
         "number": "1",
         "advisory_id": "no-such-advisory",
+        "incident_id": lab_incident(api.gateway, LAB_A),
+        "version": "1",
         "alert_id": "no-such-alert",
         "channel_id": "no-such-channel",
     }
+
+
+def lab_incident(gw, lab: str) -> str:
+    """The id of a lab's own incident, with a first version of its Art. 33 draft."""
+    from labvault.access import Purpose
+    from labvault.breach import incidents
+    from labvault.ids import utcnow
+    from tests.conftest import lab_user
+
+    with gw.unit(lab_user(gw, lab, "lab_admin", name="Keeper"), Purpose.BREACH) as u:
+        inc = incidents.open_incident(u, title="Poste volé", aware_at=utcnow(), tenant=lab)
+        incidents.draft(u, inc.incident_id, lab)
+    return inc.incident_id
 
 
 def _signer_of(gw, lab: str) -> str:

@@ -23,7 +23,7 @@ from labvault.api.deps import Access, Public, Reader, check_declared
 from labvault.migration import service as migration
 from labvault.store import schema as t
 from tests.api.conftest import LAB_A
-from tests.api.test_deny_by_default import BODIES, PUBLIC, fill, is_page
+from tests.api.test_deny_by_default import BODIES, PUBLIC, fill, is_page, lab_incident
 from tests.api.test_instructions_api import planned_migration, record, signed
 from tests.conftest import lab_user
 from tests.interop.messages import oru
@@ -138,6 +138,8 @@ def world(api, bio_a, support) -> World:
         "queue_id": "no-such-queued-message",
         "number": "1",
         "advisory_id": "no-such-advisory",
+        "incident_id": lab_incident(api.gateway, LAB_A),
+        "version": "1",
         "alert_id": "no-such-alert",
     }
     return World(ids, bodies)

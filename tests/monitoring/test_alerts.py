@@ -225,6 +225,7 @@ def test_escalation_when_the_acknowledgement_deadline_passes(world):
     assert dispatch.run_once(gw, late) == {
         "escalated": 1,
         "advisories": 0,
+        "incidents": 0,
         "checkpoints": 0,
         "digests": 0,
         "sent": 1,

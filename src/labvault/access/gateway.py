@@ -29,8 +29,10 @@ from sqlalchemy import Connection, Engine, Executable, Result, select
 from labvault.access.advisories import Advisories
 from labvault.access.alerts import Alerts
 from labvault.access.authorisation import Authorisation
+from labvault.access.breach import Breach
 from labvault.access.canaries import Canaries
 from labvault.access.explain import Explain
+from labvault.access.incidents import Incidents
 from labvault.access.principal import Principal, Purpose
 from labvault.access.records import ENCRYPTED, Records
 from labvault.access.rotation import Rotation, rotate_keys
@@ -177,7 +179,21 @@ class Gateway:
         )
 
 
-class Unit(Authorisation, AuditAppend, Tenants, Records, Rotation, Work, Watch, Alerts, Canaries, Advisories, Explain):
+class Unit(
+    Authorisation,
+    AuditAppend,
+    Tenants,
+    Records,
+    Rotation,
+    Work,
+    Watch,
+    Alerts,
+    Canaries,
+    Advisories,
+    Explain,
+    Breach,
+    Incidents,
+):
     """One unit of work for one principal and purpose.
 
     Every operation on personal data (and every refusal) is audited; reads of a lab's own

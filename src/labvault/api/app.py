@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 
 from labvault import __version__
-from labvault.api import advisories, alerts, errors, fhir, identity, ingest, routes, work
+from labvault.api import advisories, alerts, errors, fhir, identity, incidents, ingest, routes, work
 from labvault.api.deps import Reader, check_declared
 from labvault.api.middleware import AccessLogMiddleware, SecurityMiddleware
 from labvault.config import Settings
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, *, runtime=None) -> FastAPI:
     app.include_router(work.router)
     app.include_router(advisories.router)
     app.include_router(alerts.router)
+    app.include_router(incidents.router)
 
     @app.get("/api/v1/openapi.json", include_in_schema=False)
     def openapi(caller: Reader) -> dict:

@@ -9,6 +9,7 @@ from labvault.cli import (
     alerts,
     audit,
     bench,
+    breach,
     canary,
     catalogue,
     demo,
@@ -16,6 +17,7 @@ from labvault.cli import (
     generate,
     grant,
     identity,
+    incident,
     ingest,
     instruction,
     keys,
@@ -67,6 +69,8 @@ app.add_typer(alerts.app, name="alerts")
 app.add_typer(alerts.channel_app, name="channel")
 app.add_typer(monitor.app, name="monitor")
 app.add_typer(canary.app, name="canary")
+app.add_typer(breach.app, name="breach")
+app.add_typer(incident.app, name="incident")
 app.command("export")(migrate.export)
 app.command("ingest")(ingest.ingest)
 app.command("mllp")(mllp.mllp)

@@ -212,6 +212,27 @@ def monitor(
     print(json.dumps(run_monitor(events, with_latency=latency, samples=samples)))
 
 
+@app.command("breach")
+def breach(
+    leaked: int = typer.Option(500_000, "--leaked", min=1, help="Rows of the leaked file."),
+    patients: int = typer.Option(5_000_000, "--patients", min=1, help="Patients of the lab matched against."),
+    database_url: str = typer.Option(None, "--database-url", help="Default: a scratch SQLite file."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also time the clear-text set lookups."),
+) -> None:
+    """Match a leaked file of N rows against a lab of M patients through its blind indexes, per
+    identifier column (NIR; name + birth date; both), against a clear-text set lookup."""
+    from labvault.bench.breach import run_breach
+
+    with progress() as bar:
+        tasks = {"patients": bar.add_task("patients", total=patients), "analyses": bar.add_task("analyses", total=3)}
+        out = run_breach(
+            leaked,
+            patients,
+            database_url=database_url,
+            baseline=baseline,
+            on_progress=lambda k, n: bar.advance(tasks[k], n),
+
+
 @app.command("story")
 def story(
     labs: int = typer.Option(28, "--labs", min=1, max=999, help="Generated labs."),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import re
 import unicodedata
+from collections.abc import Iterable
 from datetime import date
 from hashlib import sha256
 from typing import NoReturn
@@ -35,6 +36,17 @@ def first_given_name(given_names: str) -> str:
     return parts[0] if parts else ""
 
 
+def name_text(family_name: str, first_given: str, birth_date: date) -> str:
+    """What ``BlindIndex.name`` hashes, from a family name and a first given name already
+    normalised (``normalise_name``): a caller hashing many keys normalises each distinct name once."""
+    return f"{family_name}|{first_given}|{birth_date.isoformat()}"
+
+
+def traits_text(birth_name: str, first_given: str, birth_date: date, sex: str) -> str:
+    """What ``BlindIndex.traits`` hashes, from normalised names and a sex already stripped and upper case."""
+    return f"{birth_name}|{first_given}|{birth_date.isoformat()}|{sex}"
+
+
 class BlindIndex:
     """Per-tenant keyed hashes of identifiers."""
 
@@ -55,6 +67,25 @@ class BlindIndex:
     def _mac(self, use: str, text: str) -> bytes:
         return hmac.new(self._keys[use], text.encode(), sha256).digest()[:16]
 
+    def many(self, use: str, texts: Iterable[str]) -> list[bytes]:
+        """The blind values of many texts already normalised (``normalise_nir``, ``name_text``,
+        ``traits_text``), for ``use`` in ``nir``, ``name``, ``traits``: one C call per value."""
+        if use not in ("nir", "name", "traits"):
+            raise ValueError(f"no bulk blind index for '{use}'")
+        # HMAC-SHA256 (RFC 2104) with the key's inner and outer pads hashed once: each value then
+        # costs two hash copies, half of what a fresh HMAC context does. The same bytes as ``_mac``.
+        block = self._keys[use].ljust(64, b"\0")
+        inner = sha256(bytes(b ^ 0x36 for b in block))
+        outer = sha256(bytes(b ^ 0x5C for b in block))
+        out = []
+        for text in texts:
+            h = inner.copy()
+            h.update(text.encode())
+            o = outer.copy()
+            o.update(h.digest())
+            out.append(o.digest()[:16])
+        return out
+
     def nir(self, nir: str) -> bytes:
         return self._mac("nir", normalise_nir(nir))
 
@@ -62,10 +93,9 @@ class BlindIndex:
         return self._mac("rpps", rpps.strip())
 
     def name(self, family_name: str, given_names: str, birth_date: date) -> bytes:
-        text = "|".join(
-            [normalise_name(family_name), normalise_name(first_given_name(given_names)), birth_date.isoformat()]
+        return self._mac(
+            "name", name_text(normalise_name(family_name), normalise_name(first_given_name(given_names)), birth_date)
         )
-        return self._mac("name", text)
 
     def born(self, birth_date: date) -> bytes:
         """The birth date alone: coarse by design, it splits a lab's patients by birth date only
@@ -75,10 +105,10 @@ class BlindIndex:
     def traits(self, birth_name: str, first_given: str, birth_date: date, sex: str) -> bytes:
         """The strict traits of the RNIV that every message carries: birth name, first given name,
         birth date and sex, normalised."""
-        text = "|".join(
-            [normalise_name(birth_name), normalise_name(first_given), birth_date.isoformat(), sex.strip().upper()]
+        return self._mac(
+            "traits",
+            traits_text(normalise_name(birth_name), normalise_name(first_given), birth_date, sex.strip().upper()),
         )
-        return self._mac("traits", text)
 
     def local_id(self, system: str, value: str) -> bytes:
         """An identifier a sending system gave a patient (IPP), with the system."""

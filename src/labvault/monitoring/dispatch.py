@@ -32,12 +32,14 @@ from zoneinfo import ZoneInfo
 
 from labvault.access.alerts import Alert, ChannelKey, Delivery, channel_of_ref
 from labvault.access.principal import MONITOR, Purpose
+from labvault.breach import incidents as breach_incidents
 from labvault.config import Settings
 from labvault.errors import LabvaultError
 from labvault.ids import utcnow
 from labvault.monitoring import advisories, explained, notify
 from labvault.monitoring import alerts as alerting
 from labvault.monitoring.explained import Digest
+from labvault.monitoring.findings import Finding, Severity
 
 if TYPE_CHECKING:
     from labvault.access.gateway import Gateway, Unit
@@ -230,6 +232,21 @@ def _source(
     return source.gateway, principal or source.monitor, settings or source.settings
 
 
+def remind_incidents(u: Unit, now: datetime | None = None) -> list[breach_incidents.Reminder]:
+    """I3: the incident clocks' pass (``incident:remind``): each processor's notice not yet delivered
+    and each lab's reminder at 24, 48 and 66 hours raised as an alert on the lab, so that the lab's
+    own channels get it (``labvault.breach.incidents.remind``)."""
+    at = now or utcnow()
+
+    def alert(
+        unit: Unit, tenant: str, rule: str, severity: str, title: str, group: str, refs: tuple[str, ...]
+    ) -> str | None:
+        f = Finding(rule, Severity(severity), tenant, title, group, refs, first_at=at, last_at=at)
+        return alerting.raise_alert(unit, f, now=at)
+
+    return breach_incidents.remind(u, now=at, alert=alert)
+
+
 def run_once(
     source: Runtime | Gateway,
     now: datetime | None = None,
@@ -238,7 +255,8 @@ def run_once(
     settings: Settings | None = None,
 ) -> dict[str, int]:
     """One pass (see the module's docstring), as ``principal`` (by default the monitoring process).
-    Counts: ``escalated`` (alerts), ``advisories`` (outside reports escalated), ``checkpoints`` and
+    Counts: ``escalated`` (alerts), ``advisories`` (outside reports escalated), ``incidents`` (notices
+    and clock reminders raised), ``checkpoints`` and
     ``digests`` (queued), ``sent``, ``failed``, ``given_up``."""
     gw, who, cfg = _source(source, principal, settings)
     now = now or utcnow()
@@ -246,6 +264,7 @@ def run_once(
     with gw.unit(who, Purpose.MONITORING) as u:
         # Outside reports past their deadline first: each escalation raises an alert, sent below.
         reports = advisories.escalate_overdue(u, now=now, sink=lambda unit, f: alerting.raise_alert(unit, f, now=now))
+        reminded = remind_incidents(u, now)
         escalated = alerting.escalate(u, now, deadlines=deadlines)
         pushed = push_checkpoints(u, now)
         digests = push_digests(u, now)
@@ -265,6 +284,7 @@ def run_once(
     counts = {
         "escalated": len(escalated),
         "advisories": len(reports),
+        "incidents": len(reminded),
         "checkpoints": pushed,
         "digests": digests,
         "sent": 0,
