@@ -16,4 +16,5 @@ def package_records(gateway, tmp_path) -> list[dict]:
     """The decrypted records of an export of a generated lab (every field named)."""
     w = _lab(gateway)
     job, ident = _package(w, "export", EVERY_FIELD, tmp_path / "packages")
+    assert job.package is not None
     return _age_decrypt(ident, job.package)

@@ -55,7 +55,7 @@ def _leak(rows: list[LeakRow]) -> _Leak:
 
 
 @pytest.fixture
-def world(gateway):
+def world(gateway, raw_engine):
     gw = gateway
     make_lab(gw, LAB_A)
     make_lab(gw, LAB_B, "690000025")
@@ -77,6 +77,7 @@ def world(gateway):
         u.add_patients(LAB_B, [_ident("pb-1", "Lefevre", "Jean", date(1984, 12, 5), "M", NIR_1)])
     return {
         "gw": gw,
+        "raw": raw_engine,
         "so": lab_user(gw, PLATFORM, "security_officer", name="Sec"),
         "dpo_a": lab_user(gw, LAB_A, "lab_dpo", name="Dpo"),
         "dpo_b": lab_user(gw, LAB_B, "lab_dpo", name="Dpo"),
@@ -95,14 +96,15 @@ def _rows() -> list[LeakRow]:
     ]
 
 
-def _events(gw, tenant: str, action: str) -> list:
-    with gw.engine.connect() as conn:
+def _events(world: dict, tenant: str, action: str) -> list:
+    """The lab's audit events of ``action``, read past row-level security (as an auditor's copy)."""
+    with world["raw"].connect() as conn:
         ae = t.audit_event
         return conn.execute(select(ae).where(ae.c.tenant_id == tenant, ae.c.action == action).order_by(ae.c.seq)).all()
 
 
-def _events_all(gw) -> list:
-    with gw.engine.connect() as conn:
+def _events_all(world: dict) -> list:
+    with world["raw"].connect() as conn:
         return conn.execute(select(t.audit_event)).all()
 
 
@@ -141,11 +143,11 @@ def test_each_lab_gets_exactly_its_own_patients_ambiguous_and_unmatched_counted(
         with pytest.raises(AccessDenied):  # the vendor never opens the affected list
             u.affected_patients(LAB_A, analysis.analysis_id)
     # every lab's trail records the analysis, counts only
-    ev_a = _events(gw, LAB_A, "breach:analyze")
+    ev_a = _events(world, LAB_A, "breach:analyze")
     assert [(e.actor, e.record_count, e.outcome) for e in ev_a] == [(world["so"].account_id, 2, "allowed")]
     assert json.loads(ev_a[0].object_refs)[0] == analysis.analysis_id
-    assert [e.record_count for e in _events(gw, LAB_B, "breach:analyze")] == [1]
-    letters = [(e.actor, e.outcome, e.record_count) for e in _events(gw, LAB_A, "incident:letters")]
+    assert [e.record_count for e in _events(world, LAB_B, "breach:analyze")] == [1]
+    letters = [(e.actor, e.outcome, e.record_count) for e in _events(world, LAB_A, "incident:letters")]
     assert letters == [
         (world["dpo_a"].account_id, "allowed", 2),
         (world["dpo_b"].account_id, "denied", 0),  # lab-b's DPO tried lab-a's list: in lab-a's trail
@@ -165,10 +167,10 @@ def test_vendor_accounts_other_than_the_security_officer_cannot_analyse(world):
             analyze(gw, who, [_leak(_rows())], tenant_id=LAB_A)
     with pytest.raises(AccessDenied):
         analyze(gw, world["admin_a"], [_leak(_rows())], tenant_id=LAB_A)
-    with gw.engine.connect() as conn:
+    with world["raw"].connect() as conn:
         assert conn.execute(select(t.leak_analysis)).all() == []
         assert conn.execute(select(t.leak_match)).all() == []
-    assert [e.outcome for e in _events(gw, LAB_A, "breach:analyze")] == ["denied", "denied", "denied", "denied"]
+    assert [e.outcome for e in _events(world, LAB_A, "breach:analyze")] == ["denied", "denied", "denied", "denied"]
 
 
 def test_a_lab_dpo_analyses_against_its_own_lab_only(world):
@@ -179,14 +181,14 @@ def test_a_lab_dpo_analyses_against_its_own_lab_only(world):
     assert analysis.tenant_id == LAB_A and [p.tenant_id for p in parts] == [LAB_A]
     assert parts[0].patients == 2
     assert analysis.rows_matched == 4  # rows 2, 3, 5, 7 of lab-a's patients
-    assert _events(gw, LAB_B, "breach:analyze") == []
+    assert _events(world, LAB_B, "breach:analyze") == []
     with gw.unit(world["dpo_b"], Purpose.BREACH) as u, pytest.raises(NotFound):
         u.leak_match(LAB_B, analysis.analysis_id)
     with pytest.raises(AccessDenied):
         analyze(gw, world["dpo_a"], [_leak(_rows())], tenant_id=LAB_B)
     with pytest.raises(AccessDenied):
         analyze(gw, world["dpo_a"], [_leak(_rows())])
-    with gw.engine.connect() as conn:
+    with world["raw"].connect() as conn:
         assert [r.tenant_id for r in conn.execute(select(t.leak_match))] == [LAB_A]
 
 
@@ -198,7 +200,7 @@ def test_a_one_row_probe_is_visible_in_the_labs_trail(world):
     one = [_row(2, family="Dupre-Martin", given="Elodie", birth_date=date(1990, 3, 14))]
     analyze(gw, world["so"], [_leak(one)])
     analyze(gw, world["so"], [_leak([_row(2, family="X", given="Y", birth_date=date(1950, 1, 1))])])
-    ev = _events(gw, LAB_A, "breach:analyze")
+    ev = _events(world, LAB_A, "breach:analyze")
     assert [(e.actor, e.record_count) for e in ev] == [(world["so"].account_id, 1), (world["so"].account_id, 0)]
 
 
@@ -208,7 +210,7 @@ def test_nothing_personal_is_stored_in_clear_or_audited(world):
     gw = world["gw"]
     analyze(gw, world["so"], [_leak(_rows())])
     values = ["LEFEVRE", "Lefèvre", "NGUYEN", "MARTIN", "Elodie", "Élodie", "Inconnu", NIR_1, NIR_1[:13], "1984-12-05"]
-    with gw.engine.connect() as conn:
+    with world["raw"].connect() as conn:
         stored = [
             json.dumps([str(v) for v in r._mapping.values() if not isinstance(v, bytes | memoryview)])
             for table in (t.leak_analysis, t.leak_match, t.audit_event)
@@ -219,7 +221,7 @@ def test_nothing_personal_is_stored_in_clear_or_audited(world):
     for v in values:
         assert v.upper() not in blob
     assert all(b"pa-1" not in s and b"pb-1" not in s for s in sealed)
-    assert "pa-1" not in "\n".join(stored[: len(stored) - len(_events_all(gw))])  # ids sealed, never in clear
+    assert "pa-1" not in "\n".join(stored[: len(stored) - len(_events_all(world))])  # ids sealed, never in clear
 
 
 def test_categories_and_nir_normalisation():

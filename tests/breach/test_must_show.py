@@ -24,14 +24,14 @@ from tests.conftest import ADMIN, lab_user
 from tests.migration.test_package_scope import _age_decrypt, _lab, _package
 
 
-def _built(gateway, tmp_path, lab: str, monkeypatch) -> dict:
+def _built(gateway, raw, tmp_path, lab: str, monkeypatch) -> dict:
     """A generated lab, an export of every field, its records opened with ``age``, and the map
     from the package's patient export ids back to the lab's patient ids."""
     monkeypatch.setattr(scope, "LAB", lab)
     w = _lab(gateway)
     job, ident = _package(w, "export", EVERY_FIELD, tmp_path / f"packages-{lab}")
     records = _age_decrypt(ident, job.package)
-    with gateway.engine.connect() as conn:
+    with raw.connect() as conn:
         pids = list(
             conn.execute(select(t.patient_identity.c.patient_id).where(t.patient_identity.c.tenant_id == lab)).scalars()
         )
@@ -51,8 +51,8 @@ def _affected(gateway, dpo, lab: str, analysis_id: str) -> set[str]:
 
 
 @pytest.fixture
-def one_lab(gateway, tmp_path, monkeypatch) -> dict:
-    built = _built(gateway, tmp_path, "lab-a", monkeypatch)
+def one_lab(gateway, raw_engine, tmp_path, monkeypatch) -> dict:
+    built = _built(gateway, raw_engine, tmp_path, "lab-a", monkeypatch)
     built["so"] = lab_user(gateway, PLATFORM, "security_officer", name="Sec")
     return built
 
@@ -82,12 +82,12 @@ def test_files_cut_from_a_package_in_every_shape_give_exactly_its_patients_and_n
     assert failures == []
 
 
-def test_a_leak_spanning_two_labs_gives_each_lab_only_its_own(gateway, tmp_path, monkeypatch):
+def test_a_leak_spanning_two_labs_gives_each_lab_only_its_own(gateway, raw_engine, tmp_path, monkeypatch):
     """I1, I5 (must show): one file holding rows cut from a package of lab-a and from a package of
     lab-b: lab-a's part is exactly lab-a's patients and names lab-a's package, lab-b's part lab-b's;
     neither lab's DPO opens the other's list."""
-    a = _built(gateway, tmp_path, "lab-a", monkeypatch)
-    b = _built(gateway, tmp_path, "lab-b", monkeypatch)
+    a = _built(gateway, raw_engine, tmp_path, "lab-a", monkeypatch)
+    b = _built(gateway, raw_engine, tmp_path, "lab-b", monkeypatch)
     so = lab_user(gateway, PLATFORM, "security_officer", name="Sec")
     data_a, _, rows_a = synth.cut(a["records"], "csv", seed=1)
     data_b, _, rows_b = synth.cut(b["records"], "csv", seed=2)

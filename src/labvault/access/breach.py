@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy import func, select
 
 from labvault.access.state import UnitState
@@ -376,20 +377,30 @@ class Breach(UnitState):
         col = pi.c[column]
         found: dict[bytes, list[tuple[str, str | None]]] = {}
         self._scope(lab)
+
+        def take(batch: Sequence[Any], only: set[bytes] | None) -> None:
+            for key, pid, merged in batch:
+                key = key if type(key) is bytes else bytes(key)
+                if only is not None and key not in only:
+                    continue
+                got = found.get(key)
+                if got is None:
+                    found[key] = [(pid, merged)]
+                else:
+                    got.append((pid, merged))
+
         if len(keys) * WHOLE_COLUMN > size:
             wanted = set(keys)
             q = select(col, pi.c.patient_id, pi.c.merged_into).where(self._tf(pi, lab), col.is_not(None))
-            for key, pid, merged in self.conn.execute(q.execution_options(yield_per=20_000)):
-                key = bytes(key)
-                if key in wanted:
-                    found.setdefault(key, []).append((pid, merged))
+            with self.conn.execute(q.execution_options(yield_per=50_000)) as result:
+                for batch in result.partitions():
+                    take(batch, wanted)
         else:
             distinct = sorted(set(keys))
             for part in range(0, len(distinct), LOOKUP_CHUNK):
                 chunk = distinct[part : part + LOOKUP_CHUNK]
                 q = select(col, pi.c.patient_id, pi.c.merged_into).where(self._tf(pi, lab), col.in_(chunk))
-                for key, pid, merged in self.conn.execute(q):
-                    found.setdefault(bytes(key), []).append((pid, merged))
+                take(self.conn.execute(q).all(), None)
         survivor = self._survivors(lab, {m for v in found.values() for _, m in v if m})
         out: list[_Hit | None] = []
         for key in keys:
@@ -516,7 +527,7 @@ class Breach(UnitState):
         lab = part.tenant_id
         c = self._crypto(lab)
         listed = {pid: part.rows[pid] for pid in sorted(part.patients)}
-        sealed = self._gw.keys.wrap(lab, json.dumps(listed, separators=(",", ":")).encode(), _aad(lab, analysis_id))
+        sealed = self._gw.keys.wrap(lab, orjson.dumps(listed), _aad(lab, analysis_id))
         records = part.records
         self._scope(lab)
         self.conn.execute(
@@ -617,7 +628,7 @@ class Breach(UnitState):
         if self.principal.is_platform:  # no vendor role holds it; kept here should the table change
             self._deny(tenant_id, "incident:letters", "only the lab's DPO opens its affected list")
         row = self._match_row(tenant_id, analysis_id)
-        listed = json.loads(self._gw.keys.unwrap(tenant_id, bytes(row.patients_enc), _aad(tenant_id, analysis_id)))
+        listed = orjson.loads(self._gw.keys.unwrap(tenant_id, bytes(row.patients_enc), _aad(tenant_id, analysis_id)))
         self._record(tenant_id, "incident:letters", "patient", len(listed), refs=[analysis_id])
         return sorted(listed)
 

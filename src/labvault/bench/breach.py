@@ -12,6 +12,8 @@ digest, then ``Unit.analyse_leak``), stored and audited. Building the lab is not
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from labvault.access import Principal, Purpose
+from labvault.access import Gateway, Principal, Purpose
 from labvault.bench.scratch import scratch
 from labvault.breach.analyze import analyze, nir_of
 from labvault.breach.reader import Column, Layout, LeakRow
@@ -140,6 +142,48 @@ def _baseline(people: _People, patients: int, leaked: list[_Person], column: str
     return time.perf_counter() - t0
 
 
+_CHILD: dict[str, Any] = {}
+
+
+def _store(lo: int) -> int:
+    """Store patients ``lo`` .. ``lo + _BATCH`` (in a forked worker: the parent's gateway, a fresh pool)."""
+    gw, user, lab, patients = _CHILD["gw"], _CHILD["user"], _CHILD["lab"], _CHILD["patients"]
+    if _CHILD.get("pid") != os.getpid():
+        gw.engine.dispose(close=False)  # connections are the parent's: never shared across a fork
+        _CHILD["pid"] = os.getpid()
+        _CHILD["people"] = _People()
+    hi = min(lo + _BATCH, patients)
+    with gw.unit(user, Purpose.BENCHMARK) as u:
+        u.add_patients(lab, _identities(_CHILD["people"], lo, hi))
+    return hi - lo
+
+
+def _build(
+    gw: Gateway,
+    user: Principal,
+    lab: str,
+    patients: int,
+    workers: int,
+    on_progress: Callable[[str, int], None] | None,
+) -> None:
+    """The lab's identities through ``Unit.add_patients``, in batches of one transaction each; with
+    ``workers`` > 1, sealed and hashed in forked processes (SQLite still writes one at a time)."""
+    _CHILD.update(gw=gw, user=user, lab=lab, patients=patients, pid=os.getpid(), people=_People())
+    starts = range(0, patients, _BATCH)
+    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+        gw.engine.dispose()
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for n in pool.imap_unordered(_store, starts):
+                if on_progress:
+                    on_progress("patients", n)
+        gw.engine.dispose()
+        return
+    for lo in starts:
+        n = _store(lo)
+        if on_progress:
+            on_progress("patients", n)
+
+
 def run_breach(
     leaked: int,
     patients: int,
@@ -147,6 +191,7 @@ def run_breach(
     database_url: str | None = None,
     seed: int = 7,
     baseline: bool = True,
+    workers: int = 2,
     on_progress: Callable[[str, int], None] | None = None,
 ) -> dict[str, object]:
     people = _People()
@@ -158,13 +203,7 @@ def run_breach(
                 PLATFORM, so.account_id, so.name, f"{so.account_id}@bench.invalid", so.roles, commitment="benchmark"
             )
         t0 = time.perf_counter()
-        for lo in range(0, patients, _BATCH):
-            hi = min(lo + _BATCH, patients)
-            batch = _identities(people, lo, hi)
-            with gw.unit(sc.user, Purpose.BENCHMARK) as u:
-                u.add_patients(lab, batch)
-            if on_progress:
-                on_progress("patients", hi - lo)
+        _build(gw, sc.user, lab, patients, workers, on_progress)
         build = time.perf_counter() - t0
         sample = _leaked(people, leaked, patients, seed)
         out: dict[str, object] = {
@@ -174,6 +213,7 @@ def run_breach(
             "leaked": leaked,
             "build_seconds": round(build, 2),
             "build_patients_per_s": round(patients / build) if build else None,
+            "build_workers": workers,
         }
         columns: dict[str, dict[str, object]] = {}
         for column in ("nir", "name", "both"):

@@ -404,8 +404,8 @@ def fits(kind: str, values: Sequence[str], *, serial: bool = False) -> float:
         return _share(values, lambda v: sex_of(v) is not None)
     if kind in ("export_id", "link"):
         return _share(values, lambda v: _HEX32.match(v.strip().lower()) is not None)
-    if kind in ("family_name", "birth_name", "given_names", "full_name"):
-        return _share(values, _is_name)
+    if kind in ("family_name", "birth_name", "given_names", "full_name"):  # any text but a number or date
+        return _share(values, lambda v: not (is_number(v) or parse_date(v, serial=serial) or nir13(v)))
     return 1.0
 
 

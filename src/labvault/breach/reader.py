@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date
+from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
 
@@ -612,6 +613,7 @@ def _copy_unescape(m: re.Match[str]) -> str:
 # --- header, junk, columns --------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)
 def _fold_cell(cell: str) -> str:
     return C.norm_header(cell)
 
@@ -650,22 +652,29 @@ def _find_header(rows: list[list[str]], width: int) -> tuple[list[str] | None, i
 
 
 def _is_junk(cells: list[str], width: int, header: tuple[str, ...] | None) -> bool:
-    filled = _nonempty(cells)
-    if filled == 0:
-        return True
-    if width >= 3 and filled < 2:
-        return True
-    first = next(c for c in cells if c and not c.isspace()).lstrip()
-    if first.startswith(("#", "--", "//")):
-        return True
-    low = first[:12].lower()
-    if low.startswith(("total", "sous-total", "sous total", "grand total", "nombre de", "count")):
-        return True
+    filled = len(cells) - cells.count("")
+    if filled == 0 or (width >= 3 and filled < 2):
+        return filled == 0 or _nonempty(cells) < 2
+    first = cells[0] if cells[0] else next((c for c in cells if c and not c.isspace()), "")
+    if not first or first[0] in "#-/ TtSsGgNnCc":  # cheap test first: most rows start otherwise
+        first = first.lstrip()
+        if not first:
+            return _nonempty(cells) == 0
+        if first.startswith(("#", "--", "//")):
+            return True
+        low = first[:12].lower()
+        if low.startswith(("total", "sous-total", "sous total", "grand total", "nombre de", "count")):
+            return True
     return header is not None and _is_header(cells, header)
 
 
 def _is_header(cells: list[str], header: tuple[str, ...]) -> bool:
-    return len(cells) >= len(header) - 1 and tuple(_fold_cell(c) for c in cells[: len(header)]) == header[: len(cells)]
+    if len(cells) < len(header) - 1 or not header:
+        return False
+    head = cells[0].lstrip()[:1].lower()
+    if (head != header[0][:1] and head.isascii()) or _fold_cell(cells[0]) != header[0]:
+        return False
+    return tuple(_fold_cell(c) for c in cells[: len(header)]) == header[: len(cells)]
 
 
 def _recognise(
@@ -686,7 +695,7 @@ def _recognise(
         hkind = C.header_kind(head)
         ckind, cscore = C.content_kind(values, total=total, serial=serial)
         if hkind is not None and ckind in ("export_id", "link") and hkind not in ("export_id", "link"):
-            kind, score = ckind, cscore
+            kind, score = "link", cscore  # a named column of ids that is not the row's own: a link
         elif hkind is not None and hkind != "other" and C.fits(hkind, values, serial=serial) >= 0.6:
             kind, score = hkind, 0.9
         elif hkind == "other" and ckind not in ("nir", "export_id", "link"):
@@ -722,6 +731,8 @@ def _settle(cols: list[Column], values_of: dict[int, list[str]], total: int, ser
             m = medians2[early.index]
             if m and others and min(d for d in others if d).year - m.year >= 15:
                 out[early.index] = replace(early, kind="birth_date")
+    for c in by["export_id"][1:]:  # one id of its own per row: the other id columns are links
+        out[c.index] = replace(c, kind="link")
     fams = by["family_name"]
     if len(fams) > 1:
         named = [c for c in fams if C.header_kind(c.header) == "family_name"]
@@ -784,11 +795,35 @@ def _maker(cols: tuple[Column, ...], file: int, serial: bool) -> Callable[[int, 
             r = date_cache[v] = C.parse_date(v, serial=serial) if v else None
             return r
 
-    def cell(cells: list[str], i: int) -> str | None:
-        if i < 0 or i >= len(cells):
-            return None
-        v = cells[i].strip()
-        return v or None
+    sex_cache: dict[str, str | None] = {}
+
+    def sex_of(v: str) -> str | None:
+        try:
+            return sex_cache[v]
+        except KeyError:
+            r = C.sex_of(v)
+            if len(sex_cache) < 1000:
+                sex_cache[v] = r
+            return r
+
+    def texts_of(idx: tuple[int, ...]) -> Callable[[list[str], int], tuple[str, ...]]:
+        """The non-empty cells at ``idx`` (one column: no loop)."""
+        if not idx:
+            return lambda cells, n: ()
+        if len(idx) == 1:
+            (j,) = idx
+
+            def one(cells: list[str], n: int) -> tuple[str, ...]:
+                if j < n and (v := cells[j].strip()):
+                    return (v,)
+                return ()
+
+            return one
+        return lambda cells, n: tuple(v for i in idx if i < n and (v := cells[i].strip()))
+
+    codes_of, labels_of, free_of = texts_of(i_codes), texts_of(i_labels), texts_of(i_texts)
+    any_ids = bool(i_ids or i_links)
+    no_names = ("prescriber",)
 
     def make(line: int, cells: list[str], group: str | None) -> LeakRow:
         n = len(cells)
@@ -796,37 +831,45 @@ def _maker(cols: tuple[Column, ...], file: int, serial: bool) -> Callable[[int, 
         for i in i_nirs:
             if i < n and (nir := nir_of(cells[i].strip())) is not None:
                 break
-        family = given = None
-        if group != "prescriber":
-            family = cell(cells, i_fam)
-            given = cell(cells, i_given)
-            if i_full >= 0 and (family is None or given is None):
-                full = cell(cells, i_full)
+        family = given = birth = None
+        if group not in no_names:
+            if 0 <= i_fam < n:
+                family = cells[i_fam].strip() or None
+            if 0 <= i_given < n:
+                given = cells[i_given].strip() or None
+            if 0 <= i_birth < n:
+                birth = cells[i_birth].strip() or None
+            if 0 <= i_full < n and (family is None or given is None):
+                full = cells[i_full].strip()
                 if full:
                     f, g = C.split_full_name(full)
                     family = family or f
                     given = given or g
         bd = date_of(cells[i_bd].strip()) if 0 <= i_bd < n else None
-        sex = C.sex_of(cells[i_sex]) if 0 <= i_sex < n else None
-        dates = tuple(d for i in i_dates if i < n and (d := date_of(cells[i].strip())) is not None)
-        codes = tuple(v for i in i_codes if i < n and (v := cells[i].strip()))
-        labels = tuple(v for i in i_labels if i < n and (v := cells[i].strip()))
-        texts = tuple(v for i in i_texts if i < n and (v := cells[i].strip()))
-        ids = tuple(v.lower() for i in i_ids if i < n and hex32(v := cells[i].strip()))
-        links = tuple(v.lower() for i in i_links if i < n and hex32(v := cells[i].strip()))
+        sex = sex_of(cells[i_sex]) if 0 <= i_sex < n else None
+        if len(i_dates) == 1:
+            d = date_of(cells[i_dates[0]].strip()) if i_dates[0] < n else None
+            dates: tuple[date, ...] = (d,) if d is not None else ()
+        else:
+            dates = tuple(d for i in i_dates if i < n and (d := date_of(cells[i].strip())) is not None)
+        ids: tuple[str, ...] = ()
+        links: tuple[str, ...] = ()
+        if any_ids:
+            ids = tuple(v.lower() for i in i_ids if i < n and hex32(v := cells[i].strip()))
+            links = tuple(v.lower() for i in i_links if i < n and hex32(v := cells[i].strip()))
         return LeakRow(
             file,
             line,
             nir,
             family,
-            cell(cells, i_birth) if group != "prescriber" else None,
+            birth,
             given,
             bd,
             sex,
             dates,
-            codes,
-            labels,
-            texts,
+            codes_of(cells, n),
+            labels_of(cells, n),
+            free_of(cells, n),
             ids,
             links,
             group,

@@ -218,6 +218,7 @@ def breach(
     patients: int = typer.Option(5_000_000, "--patients", min=1, help="Patients of the lab matched against."),
     database_url: str = typer.Option(None, "--database-url", help="Default: a scratch SQLite file."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also time the clear-text set lookups."),
+    workers: int = typer.Option(2, "--workers", min=1, max=16, help="Processes sealing the lab's identities."),
 ) -> None:
     """Match a leaked file of N rows against a lab of M patients through its blind indexes, per
     identifier column (NIR; name + birth date; both), against a clear-text set lookup."""
@@ -230,6 +231,7 @@ def breach(
             patients,
             database_url=database_url,
             baseline=baseline,
+            workers=workers,
             on_progress=lambda k, n: bar.advance(tasks[k], n),
 
 
