@@ -21,7 +21,7 @@ The last line of the command is one JSON object: the seconds of each step and ``
 
 from __future__ import annotations
 
-import csv
+import itertools
 import multiprocessing
 import tempfile
 import time
@@ -32,6 +32,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from labvault.access import Gateway, Principal, Purpose
 from labvault.crypto.keys import PLATFORM, LocalKeyring
 from labvault.store.engine import make_engine, migrate
@@ -39,21 +41,6 @@ from labvault.synth.load import SYNTHETIC_RETENTION, lab_spec
 
 PASSPHRASE = "story-passphrase"
 PART = 1000  # patients per task (one transaction)
-# The flat file's columns, as in the 2021 file.
-HEADER = (
-    "nom",
-    "prenom",
-    "nir",
-    "date_naissance",
-    "sexe",
-    "date_examen",
-    "code",
-    "libelle",
-    "resultat",
-    "unite",
-    "commentaire",
-    "prescripteur",
-)
 
 ProgressFn = Callable[[str, int, int], None]  # step, done, total
 
@@ -71,6 +58,7 @@ class Home:
     keyring: Path
     admin: Principal
     operator: Principal
+    officer: Principal  # the vendor's security officer: analyses, opens the incident, sends the notices
     labs: list[str] = field(default_factory=list)
 
     def open(self) -> tuple[Gateway, Any, LocalKeyring]:
@@ -90,6 +78,14 @@ def _gateway(home: Home) -> Iterator[Gateway]:
         keys.close()
 
 
+def lab_admin(tid: str) -> Principal:
+    return Principal(f"{tid}-admin", "Story lab admin", tid, frozenset({"lab_admin"}))
+
+
+def lab_dpo(tid: str) -> Principal:
+    return Principal(f"{tid}-dpo", "Story lab DPO", tid, frozenset({"lab_dpo"}))
+
+
 def _setup(folder: Path, labs: int, seed: int) -> Home:
     from labvault.synth import LabGenerator
 
@@ -102,7 +98,7 @@ def _setup(folder: Path, labs: int, seed: int) -> Home:
     admin = Principal("story-admin", "Story platform admin", PLATFORM, frozenset({"platform_admin"}))
     operator = Principal("story-op", "Story operator", PLATFORM, frozenset({"operator"}))
     officer = Principal("story-security", "Story security officer", PLATFORM, frozenset({"security_officer"}))
-    home = Home(folder, url, keyring, admin, operator)
+    home = Home(folder, url, keyring, admin, operator, officer)
     with _gateway(home) as gw:
         with gw.bootstrap(admin) as u:
             u.ensure_account(
@@ -118,6 +114,11 @@ def _setup(folder: Path, labs: int, seed: int) -> Home:
             tid, name, finess = lab_spec(k)
             with gw.unit(admin, Purpose.ADMINISTRATION) as u:
                 u.create_tenant(tid, name, finess, retention=SYNTHETIC_RETENTION, synthetic=True)
+            with gw.unit(admin, Purpose.ADMINISTRATION) as u:
+                for p in (lab_admin(tid), lab_dpo(tid)):
+                    u.ensure_account(
+                        tid, p.account_id, p.name, f"{p.account_id}@story.invalid", p.roles, commitment="story"
+                    )
             with gw.unit(admin, Purpose.GENERATE) as u:
                 u.add_prescribers(tid, LabGenerator(tid, seed).prescribers)
             home.labs.append(tid)
@@ -134,28 +135,64 @@ def _worker_init(home: Home, seed: int) -> None:
     _W.update(home=home, gw=gw, engine=engine, keys=keys, seed=seed, gens={}, prescribers={})
 
 
-def _flat(ident: Any, req: Any, res: Any, prescriber: str) -> tuple[str, ...]:
-    value = "" if res.value_num is None and res.value_text is None else res.value_text or f"{res.value_num:g}"
-    return (
-        ident.family_name,
-        ident.given_names,
-        ident.nir or "",
-        ident.birth_date.strftime("%d/%m/%Y"),
-        ident.sex,
-        req.requested_at.strftime("%d/%m/%Y"),
-        res.code,
-        res.label,
-        value,
-        res.unit or "",
-        res.comment or "",
-        prescriber,
-    )
+def _extracted(records: list[Any], prescribers: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the unsupervised extraction held of these patients, as records of the package format
+    (identity, request, result, prescriber): each patient's first result, with its request."""
+    out: list[dict[str, Any]] = []
+    named: set[str] = set()
+    for r in records:
+        if not r.requests or not r.results:
+            continue
+        q = r.requests[0]
+        x = next((x for x in r.results if x.request_id == q.request_id), r.results[0])
+        i = r.identity
+        out.append(
+            {
+                "record": "identity",
+                "id": i.patient_id,
+                "nir": i.nir,
+                "family_name": i.family_name,
+                "given_names": i.given_names,
+                "birth_name": i.birth_name,
+                "birth_date": i.birth_date.isoformat(),
+                "sex": i.sex,
+            }
+        )
+        out.append(
+            {
+                "record": "request",
+                "id": q.request_id,
+                "patient": i.patient_id,
+                "prescriber": q.prescriber_id,
+                "requested_at": q.requested_at.isoformat(),
+            }
+        )
+        out.append(
+            {
+                "record": "result",
+                "id": x.result_id,
+                "request": q.request_id,
+                "patient": i.patient_id,
+                "code": x.code,
+                "label": x.label,
+                "value_num": x.value_num,
+                "value_text": x.value_text,
+                "unit": x.unit,
+                "comment": x.comment,
+            }
+        )
+        if q.prescriber_id is not None:
+            named.add(q.prescriber_id)
+    for pid in sorted(named):
+        p = prescribers[pid]
+        out.append({"record": "prescriber", "id": pid, "family_name": p.family_name, "given_name": p.given_name})
+    return out
 
 
 def _part(task: tuple[str, int, int, str | None]) -> tuple[str, dict[str, int]]:
     """Generate and store patients ``start .. start + count - 1`` of a lab, in one transaction;
-    with ``extract`` (a folder), also write one flat row per patient to a file of its own there
-    (the unsupervised extraction's rows)."""
+    with ``extract`` (a folder), also write what the unsupervised extraction held of them to a file
+    of its own there (``_extracted``)."""
     from labvault.synth import LabGenerator
 
     tid, start, count, extract = task
@@ -164,7 +201,7 @@ def _part(task: tuple[str, int, int, str | None]) -> tuple[str, dict[str, int]]:
     gen = _W["gens"].get(tid)
     if gen is None:
         gen = _W["gens"][tid] = LabGenerator(tid, _W["seed"])
-        _W["prescribers"][tid] = {p.prescriber_id: f"Dr {p.given_name} {p.family_name}" for p in gen.prescribers}
+        _W["prescribers"][tid] = {p.prescriber_id: p for p in gen.prescribers}
     records = list(gen.patients(count, start=start))
     identities = [r.identity for r in records]
     requests = [q for r in records for q in r.requests]
@@ -176,14 +213,8 @@ def _part(task: tuple[str, int, int, str | None]) -> tuple[str, dict[str, int]]:
         n_spec = u.add_specimens(tid, specimens)
         n_res = u.add_results(tid, results)  # the requests' pseudonyms read back in batches
     if extract:
-        names = _W["prescribers"][tid]
-        with open(Path(extract) / f"{tid}-{start:08d}.csv", "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f, delimiter=";")
-            for r in records:
-                if r.requests and r.results:
-                    q = r.requests[0]
-                    first = next((x for x in r.results if x.request_id == q.request_id), r.results[0])
-                    w.writerow(_flat(r.identity, q, first, names.get(q.prescriber_id or "", "")))
+        rows = _extracted(records, _W["prescribers"][tid])
+        (Path(extract) / f"{tid}-{start:08d}.ndjson").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     return tid, {"patients": n_pat, "requests": n_req, "specimens": n_spec, "results": n_res}
 
 
@@ -228,14 +259,8 @@ def _migrate(home: Home, tid: str, store: Path, recipient: str, volume: int) -> 
     from labvault.instructions import document, signers
     from labvault.migration import service
 
-    admin = Principal(f"{tid}-admin", "Story lab admin", tid, frozenset({"lab_admin"}))
-    dpo = Principal(f"{tid}-dpo", "Story lab DPO", tid, frozenset({"lab_dpo"}))
+    admin = lab_admin(tid)
     with _gateway(home) as gw:
-        with gw.unit(home.admin, Purpose.ADMINISTRATION) as u:
-            for p in (admin, dpo):
-                u.ensure_account(
-                    tid, p.account_id, p.name, f"{p.account_id}@story.invalid", p.roles, commitment="story"
-                )
         private, public = Signer.generate()
         signer = Signer(private)
         with gw.unit(admin, Purpose.ADMINISTRATION) as u:
@@ -281,66 +306,60 @@ def _migrate(home: Home, tid: str, store: Path, recipient: str, volume: int) -> 
 
 def _package_records(package: Path, identity: Any) -> list[dict[str, Any]]:
     """The package's records, decrypted in memory with the recipient's key (header first)."""
-    import orjson
     import pyrage
 
     data = pyrage.decrypt(package.read_bytes(), [identity])
     return [orjson.loads(line) for line in data.splitlines() if line]
 
 
-def _package_rows(records: list[dict[str, Any]]) -> Iterator[tuple[str, ...]]:
-    """One flat row per result of a package, joined with its request, identity and prescriber,
-    as the 2021 file was; the patient's export id last (the package's own reference)."""
-    by: dict[str, dict[str, dict[str, Any]]] = {"identity": {}, "request": {}, "prescriber": {}}
-    for rec in records:
-        kind = rec.get("record")
-        if kind in by:
-            by[kind][rec["id"]] = rec
-    idents, reqs, pres = by["identity"], by["request"], by["prescriber"]
-
-    def day(text: str | None) -> str:
-        return "" if not text else f"{text[8:10]}/{text[5:7]}/{text[0:4]}"
-
-    for rec in records:
-        if rec.get("record") != "result":
-            continue
-        q = reqs.get(rec.get("request") or "", {})
-        who = idents.get(rec.get("patient") or q.get("patient") or "", {})
-        doc = pres.get(q.get("prescriber") or "", {})
-        value = rec.get("value_text") or ("" if rec.get("value_num") is None else f"{rec['value_num']:g}")
-        yield (
-            who.get("family_name") or "",
-            who.get("given_names") or "",
-            who.get("nir") or "",
-            day(who.get("birth_date")),
-            who.get("sex") or "",
-            day(q.get("requested_at")),
-            rec.get("code") or "",
-            rec.get("label") or "",
-            value,
-            rec.get("unit") or "",
-            rec.get("comment") or "",
-            f"Dr {doc.get('given_name', '')} {doc.get('family_name', '')}".strip() if doc else "",
-            rec.get("patient") or q.get("patient") or "",
-        )
-
-
 def _write_leak(path: Path, packages: list[list[dict[str, Any]]], extraction: Path) -> int:
-    """One flat file: every package's rows, then the extraction's rows (no reference)."""
+    """One flat file in the 2021 file's layout (``synth.leak``, one row per result): every
+    package's rows, then the extraction's rows. Returns the number of rows."""
+    from labvault.synth import leak
+
     n = 0
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, delimiter=";")
-        w.writerow((*HEADER, "ref"))
-        for records in packages:
-            for row in _package_rows(records):
-                w.writerow(row)
-                n += 1
-        for part in sorted(extraction.iterdir()):
-            with part.open(encoding="utf-8", newline="") as g:
-                for cells in csv.reader(g, delimiter=";"):
-                    w.writerow((*cells, ""))
-                    n += 1
+    with path.open("wb") as f:
+        first = True
+        extracted = ([orjson.loads(x) for x in p.read_bytes().splitlines()] for p in sorted(extraction.iterdir()))
+        for records in itertools.chain(packages, extracted):
+            data, _, rows = leak.cut(records, "csv")
+            f.write(data if first else data.split(b"\r\n", 1)[1])
+            first = False
+            n += len(rows)
     return n
+
+
+# -- the analysis and the incident -------------------------------------------------------------
+
+
+def _analyse(home: Home, leak: Path) -> tuple[Any, list[Any]]:
+    """The vendor's security officer analyses the file against every lab."""
+    from labvault.breach import analyze
+
+    with _gateway(home) as gw:
+        return analyze.analyze(gw, home.officer, analyze.open_files([leak]))
+
+
+def _incident(home: Home, analysis_id: str) -> tuple[dict[str, int], dict[str, int]]:
+    """The processor's incident opened from the analysis, its notice sent to each lab (its own
+    scope), and each lab's DPO drafting its Art. 33(3) notification (HTML). Returns, per lab, the
+    people its notice names and the size of its draft's HTML."""
+    from labvault.breach import incidents
+
+    with _gateway(home) as gw:
+        with gw.unit(home.officer, Purpose.BREACH) as u:
+            inc = incidents.open_incident(
+                u, title="Fichier de résultats publié en ligne", aware_at=datetime.now(UTC), analysis_id=analysis_id
+            )
+        with gw.unit(home.officer, Purpose.BREACH) as u:
+            sent = incidents.send_notices(u, inc.incident_id)
+        notices = {v.tenant_id: int(v.body["people"]) for v in sent}
+        drafts: dict[str, int] = {}
+        for tid in sorted(notices):
+            with gw.unit(lab_dpo(tid), Purpose.BREACH) as u:
+                version = incidents.draft(u, inc.incident_id, tid)
+            drafts[tid] = len(incidents.render(version, "html"))
+    return notices, drafts
 
 
 # -- the story -------------------------------------------------------------------------------
@@ -398,12 +417,34 @@ def run_story(
             }
             for j in jobs
         ]
-        leak = folder / "leak" / "fichier.csv"
+        leak = folder / "leak" / "resultats.csv"
         leak.parent.mkdir()
         with step("leak"):
             rows = _write_leak(leak, [_package_records(j.package, recipient) for j in jobs], extraction)
         out["leaked_rows"] = rows
         out["leaked_bytes"] = leak.stat().st_size
+        with step("analyse"):
+            analysis, matches = _analyse(home, leak)
+        out["analysis"] = {
+            "rows": analysis.rows_total,
+            "matched": analysis.rows_matched,
+            "ambiguous": analysis.rows_ambiguous,
+            "unmatched": analysis.rows_unmatched,
+            "labs": len(analysis.labs),
+            "seconds": analysis.seconds,
+        }
+        sources = {m.tenant_id: m.source for m in matches}
+        packaged = {j.migration_id for j in jobs}
+        out["sources"] = {
+            "named": sorted(t for t, src in sources.items() if src is not None and src.package_id in packaged),
+            "unexplained": sum(1 for src in sources.values() if src is None),
+        }
+        with step("incident"):
+            notices, drafts = _incident(home, analysis.analysis_id)
+        out["affected"] = {m.tenant_id: m.patients for m in matches}
+        out["expected"] = dict(zip(home.labs, split(patients, labs), strict=True))
+        out["notices"] = notices
+        out["drafts"] = drafts
     out["steps"] = seconds
     out["total_seconds"] = round(time.perf_counter() - t_all, 3)
     return out

@@ -233,6 +233,8 @@ def breach(
             baseline=baseline,
             workers=workers,
             on_progress=lambda k, n: bar.advance(tasks[k], n),
+        )
+    print(json.dumps(out))
 
 
 @app.command("story")
