@@ -9,9 +9,10 @@ In a scratch home (a temporary folder, removed at the end):
   takes one writer at a time: while one process writes, the other generates);
 - ``migrate``: ``migrated`` labs each sign a ``migration_out`` instruction; the vendor's operator
   plans, approves, runs and verifies the package (age, fingerprinted ids);
-- ``leak``: the packages, decrypted with the recipient's key, cut into one flat file (one row per
-  result, as the 2021 file), with one row per patient of every other lab taken from the
-  generator's own records: what an unsupervised extraction held outside any instruction;
+- ``leak``: the packages, decrypted with the recipient's key, cut into one flat file in the 2021
+  file's layout (``synth.leak``; one row per person, as that file: 491,840 rows at full scale),
+  with the patients of every other lab taken from the generator's own records: what an
+  unsupervised extraction held outside any instruction;
 - ``analyse``: the file read and matched through every lab's blind indexes;
 - ``incident``: the processor's incident opened from the analysis and the notice drafted for each
   affected lab.
@@ -312,16 +313,30 @@ def _package_records(package: Path, identity: Any) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in data.splitlines() if line]
 
 
+def _one_per_patient(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records with each patient's first result only (the 2021 file held one row per person)."""
+    seen: set[str] = set()
+    out = []
+    for rec in records:
+        if rec.get("record") == "result":
+            who = rec.get("patient") or ""
+            if who in seen:
+                continue
+            seen.add(who)
+        out.append(rec)
+    return out
+
+
 def _write_leak(path: Path, packages: list[list[dict[str, Any]]], extraction: Path) -> int:
-    """One flat file in the 2021 file's layout (``synth.leak``, one row per result): every
-    package's rows, then the extraction's rows. Returns the number of rows."""
+    """One flat file in the 2021 file's layout (``synth.leak``), one row per person: each package's
+    patients with their first result, then the extraction's. Returns the number of rows."""
     from labvault.synth import leak
 
     n = 0
     with path.open("wb") as f:
         first = True
         extracted = ([orjson.loads(x) for x in p.read_bytes().splitlines()] for p in sorted(extraction.iterdir()))
-        for records in itertools.chain(packages, extracted):
+        for records in itertools.chain((_one_per_patient(p) for p in packages), extracted):
             data, _, rows = leak.cut(records, "csv")
             f.write(data if first else data.split(b"\r\n", 1)[1])
             first = False
@@ -372,14 +387,24 @@ def run_story(
     migrated: int = 2,
     workers: int = 2,
     seed: int = 7,
+    scratch: Path | None = None,
     on_progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
+    """The story in a scratch home made under ``scratch`` (default: the system's temporary
+    folder), removed at the end."""
     from pyrage import x25519
 
     if not 1 <= migrated <= labs:
         raise ValueError("migrated must be between 1 and labs")
     seconds: dict[str, float] = {}
-    out: dict[str, Any] = {"bench": "story", "labs": labs, "patients": patients, "migrated": migrated}
+    out: dict[str, Any] = {
+        "bench": "story",
+        "labs": labs,
+        "patients": patients,
+        "migrated": migrated,
+        "workers": workers,
+        "scratch": str(scratch or tempfile.gettempdir()),
+    }
     t_all = time.perf_counter()
 
     @contextmanager
@@ -390,7 +415,7 @@ def run_story(
         if on_progress and name != "ingest":  # the ingest reports its patients as they are stored
             on_progress(name, 1, 1)
 
-    with tempfile.TemporaryDirectory(prefix="labvault-story-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="labvault-story-", dir=scratch) as tmp:
         folder = Path(tmp)
         with step("setup"):
             home = _setup(folder, labs, seed)
@@ -403,12 +428,13 @@ def run_story(
             k: sum(c[k] for c in counts.values()) for k in ("patients", "requests", "specimens", "results")
         }
         recipient = x25519.Identity.generate()
-        jobs = []
         with step("migrate"):
-            for tid in chosen:
-                jobs.append(
-                    _migrate(home, tid, folder / "packages", str(recipient.to_public()), counts[tid]["results"])
-                )
+            tasks = [(home, t, folder / "packages", str(recipient.to_public()), counts[t]["results"]) for t in chosen]
+            if workers > 1 and len(tasks) > 1:  # the migrations read concurrently (WAL), one per process
+                with multiprocessing.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
+                    jobs = pool.starmap(_migrate, tasks)
+            else:
+                jobs = [_migrate(*task) for task in tasks]
         out["packages"] = [
             {
                 "tenant": j.tenant_id,

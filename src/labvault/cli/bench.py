@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 from rich.progress import TaskID
@@ -244,6 +245,9 @@ def story(
     migrated: int = typer.Option(2, "--migrated", min=1, help="Labs migrated under signed instruction, then leaked."),
     workers: int = typer.Option(2, "--workers", min=1, max=64, help="Processes generating and storing."),
     seed: int = typer.Option(7, "--seed", help="Seed of the generated labs."),
+    scratch: Path = typer.Option(
+        None, "--scratch", help="Folder of the scratch home (default: the system's temporary folder)."
+    ),
 ) -> None:
     """The 2021 story in a scratch home: generate and ingest, migrate, leak, analyse, notify."""
     from labvault.bench.story import run_story
@@ -257,6 +261,12 @@ def story(
             bar.update(tasks[step], completed=done)
 
         out = run_story(
-            labs=labs, patients=patients, migrated=migrated, workers=workers, seed=seed, on_progress=on_progress
+            labs=labs,
+            patients=patients,
+            migrated=migrated,
+            workers=workers,
+            seed=seed,
+            scratch=scratch,
+            on_progress=on_progress,
         )
     print(json.dumps(out))
