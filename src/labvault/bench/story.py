@@ -14,8 +14,8 @@ In a scratch home (a temporary folder, removed at the end):
   with the patients of every other lab taken from the generator's own records: what an
   unsupervised extraction held outside any instruction;
 - ``analyse``: the file read and matched through every lab's blind indexes;
-- ``incident``: the processor's incident opened from the analysis and the notice drafted for each
-  affected lab.
+- ``incident``: the processor's incident opened from the analysis, its notice sent to each
+  affected lab (its own scope only) and each lab's Art. 33(3) draft written by its DPO.
 
 The last line of the command is one JSON object: the seconds of each step and ``total_seconds``.
 """
