@@ -17,6 +17,7 @@ from labvault.breach.analyze import analyze
 from labvault.breach.reader import open_bytes
 from labvault.crypto.keys import PLATFORM
 from labvault.crypto.packages import PackageKeys, SealedKeys
+from labvault.monitoring import canaries as monitoring_canaries
 from labvault.store import schema as t
 from labvault.synth import leak as synth
 from tests.breach.conftest import EVERY_FIELD
@@ -24,11 +25,15 @@ from tests.conftest import ADMIN, lab_user
 from tests.migration.test_package_scope import _age_decrypt, _lab, _package
 
 
-def _built(gateway, raw, tmp_path, lab: str, monkeypatch) -> dict:
-    """A generated lab, an export of every field, its records opened with ``age``, and the map
-    from the package's patient export ids back to the lab's patient ids."""
+def _built(gateway, raw, tmp_path, lab: str, monkeypatch, *, canaries: int = 0) -> dict:
+    """A generated lab (with ``canaries`` seeded by its admin first, if any), an export of every
+    field, its records opened with ``age``, and the map from the package's patient export ids back
+    to the lab's patient ids."""
     monkeypatch.setattr(scope, "LAB", lab)
     w = _lab(gateway)
+    if canaries:
+        with gateway.unit(w["admin"], Purpose.MONITORING) as u:
+            monitoring_canaries.seed(u, lab, canaries)
     job, ident = _package(w, "export", EVERY_FIELD, tmp_path / f"packages-{lab}")
     records = _age_decrypt(ident, job.package)
     with raw.connect() as conn:
@@ -42,7 +47,13 @@ def _built(gateway, raw, tmp_path, lab: str, monkeypatch) -> dict:
     derive = PackageKeys(gateway.keys, lab).ids(job.migration_id, sealed)
     back = {derive("patient", index.pseudonym(p)): p for p in pids}
     monkeypatch.setattr(scope, "LAB", "lab-a")
-    return {"job": job, "records": records, "back": back, "dpo": lab_user(gateway, lab, "lab_dpo", name="Dpo")}
+    return {
+        "job": job,
+        "records": records,
+        "back": back,
+        "admin": w["admin"],
+        "dpo": lab_user(gateway, lab, "lab_dpo", name="Dpo"),
+    }
 
 
 def _affected(gateway, dpo, lab: str, analysis_id: str) -> set[str]:
@@ -105,3 +116,24 @@ def test_a_leak_spanning_two_labs_gives_each_lab_only_its_own(gateway, raw_engin
 
     with pytest.raises(AccessDenied):
         _affected(gateway, a["dpo"], "lab-b", analysis.analysis_id)
+
+
+def test_a_packages_own_canary_names_it_and_is_nobody(gateway, raw_engine, tmp_path, monkeypatch):
+    """H3, I1: in a lab that seeded canaries, the package carries its own canary; a flat file cut
+    from it (no export id) is traced to the package by that canary (method ``canary``), and the
+    canary is counted apart: it is not among the affected patients, its rows not among the records."""
+    built = _built(gateway, raw_engine, tmp_path, "lab-a", monkeypatch, canaries=2)
+    job = built["job"]
+    with gateway.unit(built["admin"], Purpose.MONITORING) as u:
+        own = [c.patient_id for c in u.canaries("lab-a") if c.package_id == job.migration_id]
+    assert len(own) == 1
+    so = lab_user(gateway, PLATFORM, "security_officer", name="Sec")
+    data, name, rows = synth.cut(built["records"], "semicolon", seed=5)
+    truth = {built["back"][r.patient] for r in rows}
+    assert own[0] in truth  # the canary's rows are in the leaked file
+    analysis, parts = analyze(gateway, so, [open_bytes(data, name, index=1)])
+    (part,) = parts
+    assert part.source is not None and (part.source.package_id, part.source.method) == (job.migration_id, "canary")
+    assert part.canaries == 1
+    assert _affected(gateway, built["dpo"], "lab-a", analysis.analysis_id) == truth - set(own)
+    assert part.records == sum(1 for r in rows if built["back"][r.patient] != own[0])

@@ -513,3 +513,27 @@ def test_reading_is_streamed(tmp_path):
     first = next(it)
     assert first.family == ROWS[0][0] and opened.layout.rows == 0  # counted once all are read
     assert sum(1 for _ in it) == 2999 and opened.layout.rows == 3000
+
+
+def test_a_workbook_cell_openpyxl_would_quote_in_a_warning_is_not_let_out(tmp_path):
+    """G2: a date cell whose serial is out of range makes openpyxl warn with the cell's value; the
+    reader lets no such warning out."""
+    import warnings
+
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["nom", "nir", "ddn"])
+    ws.append(["Dupont", NIR_M, 99999999])
+    ws.append(["Martin", NIR_F, 31019])
+    ws["C2"].number_format = "dd/mm/yyyy"
+    ws["C3"].number_format = "dd/mm/yyyy"
+    path = tmp_path / "w.xlsx"
+    wb.save(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        opened = open_leak(path)
+        rows = list(opened.rows())
+    assert not [w for w in caught if "99999999" in str(w.message)]
+    assert [r.nir for r in rows] == [NIR_M[:13], NIR_F[:13]] and rows[1].birth_date == date(1984, 12, 3)

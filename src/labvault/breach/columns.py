@@ -487,7 +487,7 @@ _UNITS = frozenset(
 def _is_unit(v: str) -> bool:
     if v.lower() in _UNITS:
         return True
-    if re.fullmatch(r"[A-Za-z]{1,2}", v):
+    if not any(ch in v for ch in "/%*^.[]{}0123456789"):  # a word alone: not a unit worth asking UCUM
         return False
     try:
         return is_ucum(v)

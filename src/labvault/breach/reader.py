@@ -27,6 +27,7 @@ import csv
 import io
 import json
 import re
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -383,7 +384,9 @@ class _Xlsx(_Reader):
     def raw(self) -> Iterator[Raw]:
         import openpyxl  # type: ignore[import-untyped]
 
-        with self.source() as f:
+        with self.source() as f, warnings.catch_warnings():
+            # openpyxl's warnings may quote a cell (a date out of range): none is let out
+            warnings.simplefilter("ignore")
             try:
                 wb = openpyxl.load_workbook(f, read_only=True, data_only=True)
             except Exception as exc:  # noqa: BLE001 - zip, XML or workbook errors: named, never quoted
@@ -392,6 +395,8 @@ class _Xlsx(_Reader):
                 n = 0
                 to_text = C.to_text
                 for ws in wb.worksheets:
+                    if hasattr(ws, "reset_dimensions"):
+                        ws.reset_dimensions()  # rows as they come: no first pass to size the sheet
                     for values in ws.iter_rows(values_only=True):
                         n += 1
                         yield n, [to_text(v) for v in values], None
@@ -696,7 +701,7 @@ def _recognise(
         ckind, cscore = C.content_kind(values, total=total, serial=serial)
         if hkind is not None and ckind in ("export_id", "link") and hkind not in ("export_id", "link"):
             kind, score = "link", cscore  # a named column of ids that is not the row's own: a link
-        elif hkind is not None and hkind != "other" and C.fits(hkind, values, serial=serial) >= 0.6:
+        elif hkind is not None and hkind != "other" and C.fits(hkind, values, serial=serial) >= 0.5:
             kind, score = hkind, 0.9
         elif hkind == "other" and ckind not in ("nir", "export_id", "link"):
             kind, score = "other", 0.9
