@@ -235,3 +235,24 @@ def test_categories_and_nir_normalisation():
     ]
     assert category_names(categories_of_text("Hémoglobine glyquée")) == []
     assert nir_of(NIR_1[:13]) == NIR_1 and nir_of(NIR_1) == NIR_1 and nir_of("12") is None
+
+
+def test_bulk_blind_values_are_the_lab_indexes_own():
+    """I1: ``BlindIndex.many`` (the pads hashed once) gives exactly what ``nir``, ``name`` and
+    ``traits`` store, from keys normalised once; another lab's key gives other values."""
+    import os
+
+    from labvault.crypto.blind import BlindIndex, name_text, traits_text
+
+    index, other = BlindIndex(LAB_A, os.urandom(32)), BlindIndex(LAB_B, os.urandom(32))
+    born = date(1990, 3, 14)
+    assert index.many("nir", [NIR_1]) == [index.nir(NIR_1)]
+    assert index.many("name", [name_text("DUPREMARTIN", "ELODIE", born)]) == [
+        index.name("Dupré-Martin", "Élodie Marie", born)
+    ]
+    assert index.many("traits", [traits_text("MARTIN", "ELODIE", born, "F")]) == [
+        index.traits("Martin", "Élodie", born, "f ")
+    ]
+    assert other.many("nir", [NIR_1]) != index.many("nir", [NIR_1])
+    with pytest.raises(ValueError):
+        index.many("canary", ["x"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import json
 from datetime import date, datetime
+from pathlib import Path
 
 import pytest
 
@@ -83,6 +84,29 @@ def test_every_shape_cut_from_a_real_package_is_read_row_by_row(package_records,
         assert opened.layout.rows == len(truth)
         assert opened.layout.header == (shape != "headerless"), shape
     assert failures == []
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("results", [5, 12])
+def test_a_few_rows_without_a_header_still_give_the_identity(package_records, results):
+    """H3: a handful of rows cut from a real package, with no header or headers that say nothing:
+    the NIR, names, birth date and sex columns are still found by their values (the comment, a
+    sentence, is free text, not a birth name), and every row's identity is the package's."""
+    import random
+
+    res = [r for r in package_records if r["record"] == "result"]
+    rest = [r for r in package_records if r["record"] != "result"]
+    subset = rest + random.Random(results).sample(res, results)
+    for shape in ("headerless", "opaque"):
+        data, name, truth = leak.cut(subset, shape, seed=results)
+        opened = open_bytes(data, name)
+        kinds = [c.kind for c in opened.layout.columns]
+        assert kinds[:5] == FLAT[:5] and "birth_name" not in kinds and kinds[10] == "text", shape
+        rows = list(opened.rows())
+        assert [(r.nir, r.birth_date, r.sex) for r in rows] == [
+            ((t.nir or "")[:13], t.birth_date, t.sex) for t in truth
+        ]
+        assert [(r.family, r.given) for r in rows] == [(t.family, t.given) for t in truth]
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -187,6 +211,16 @@ def test_encodings_give_the_names_as_written(encoding, expected):
     assert [r.birth_date for r in rows] == [date(1984, 12, 3)] * 2
 
 
+@pytest.mark.parametrize("encoding", ["cp850", "mac_roman"])
+def test_old_dos_and_mac_encodings_are_told_from_windows(encoding):
+    """H3: a DOS (cp850) or old Mac (mac_roman) export, where 'é' is another byte than in cp1252:
+    the encoding is found on a sample and the names read as written."""
+    rows_8 = [(r[0].replace("Œ", "Oe"), *r[1:]) for r in ROWS]
+    opened, rows = _read(_text(rows_8).encode(encoding))
+    assert opened.layout.encoding == encoding
+    assert [(r.family, r.given) for r in rows] == [("Lefèvre-d'Orgeval", "Hélène Marie"), ("Oeuvray", "Jérôme")]
+
+
 def test_latin1_is_read_without_loss():
     """H3: a latin-1 file (no 'Œ' in latin-1): its accented names are read as written."""
     rows_l1 = [(r[0].replace("Œ", "Oe"), *r[1:]) for r in ROWS]
@@ -275,6 +309,13 @@ def test_nir_key_checked_thirteen_digits_kept_corsica():
     ).encode()
     _, rows = _read(data)
     assert [r.nir for r in rows] == ["1841275123456", None, "1841275123456", "1841275123456", CORSICA[:13], None]
+
+
+def test_a_nir_of_thirteen_gets_back_its_key():
+    """H3: the 15 characters a lab stores (and hashes) are the 13 read plus their key."""
+    from labvault.breach.columns import with_key
+
+    assert with_key(NIR_M[:13]) == NIR_M and with_key(NIR_F[:13]) == NIR_F and with_key(CORSICA[:13]) == CORSICA
 
 
 def test_junk_titles_blank_lines_repeated_headers_comments_and_totals():
@@ -537,3 +578,64 @@ def test_a_workbook_cell_openpyxl_would_quote_in_a_warning_is_not_let_out(tmp_pa
         rows = list(opened.rows())
     assert not [w for w in caught if "99999999" in str(w.message)]
     assert [r.nir for r in rows] == [NIR_M[:13], NIR_F[:13]] and rows[1].birth_date == date(1984, 12, 3)
+
+
+REALDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
+SYNTHEA = REALDATA / "fhir" / "bulk-ndjson" / "synthea-10-patients" / "Patient.000.ndjson"
+
+
+@pytest.mark.skipif(not SYNTHEA.is_file(), reason=f"real FHIR bulk data absent: {SYNTHEA}")
+def test_a_real_fhir_bulk_export_of_patients_is_read():
+    """H3: a real FHIR bulk export (Synthea, ../shared/realdata) leaked as ndjson: every Patient
+    read with its first name, given names, birth date and sex as the file writes them."""
+    opened = open_leak(SYNTHEA)
+    rows = list(opened.rows())
+    truth = [json.loads(line) for line in SYNTHEA.read_text().splitlines() if line.strip()]
+    assert len(rows) == len(truth) == 13
+    for row, res in zip(rows, truth, strict=True):
+        name = res["name"][0]
+        assert row.record == "Patient"
+        assert (row.family, row.given) == (name["family"], " ".join(name["given"]))
+        assert row.birth_date == date.fromisoformat(res["birthDate"])
+        assert row.sex == {"male": "M", "female": "F"}[res["gender"]]
+        assert row.nir is None  # US identifiers only
+
+
+def test_a_fhir_patient_with_an_ins_nir_identifier():
+    """H3: a FHIR Patient carrying the INS-NIR under its OID (FR Core) gives the NIR; an
+    Observation gives its subject as a link and its code."""
+    patient = {
+        "resourceType": "Patient",
+        "id": "p1",
+        "identifier": [
+            {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": "10003"},
+            {"system": "urn:oid:1.2.250.1.213.1.4.8", "value": NIR_F},
+        ],
+        "name": [{"family": "Lefèvre", "given": ["Hélène", "Marie"]}],
+        "birthDate": "1984-12-03",
+        "gender": "female",
+    }
+    obs = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "subject": {"reference": "Patient/" + "c" * 32},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "718-7", "display": "Hemoglobin"}]},
+        "effectiveDateTime": "2020-11-10T09:51:00+01:00",
+    }
+    _, rows = _read((json.dumps(patient) + "\n" + json.dumps(obs) + "\n").encode(), "bulk.ndjson")
+    assert (rows[0].nir, rows[0].family, rows[0].given, rows[0].sex) == (NIR_F[:13], "Lefèvre", "Hélène Marie", "F")
+    assert (rows[1].record, rows[1].links, rows[1].codes, rows[1].dates) == (
+        "Observation",
+        ("c" * 32,),
+        ("718-7",),
+        (date(2020, 11, 10),),
+    )
+
+
+def test_an_ndjson_record_type_after_the_sample_is_still_read():
+    """H3: a record type first seen after the sample's rows reads with the same columns."""
+    ident = {"record": "identity", "id": "a" * 32, "nir": NIR_M, "family_name": "Noël", "patient": "d" * 32}
+    late = {"record": "result", "id": "b" * 32, "patient": "a" * 32, "nir": NIR_F}
+    text = "".join(json.dumps(ident) + "\n" for _ in range(2100)) + json.dumps(late) + "\n"
+    _, rows = _read(text.encode(), "x.ndjson")
+    assert len(rows) == 2101 and (rows[-1].record, rows[-1].links, rows[-1].nir) == ("result", ("a" * 32,), NIR_F[:13])

@@ -299,6 +299,8 @@ class Breach(UnitState):
         """One lab's hits: each distinct key hashed once, looked up in batches, merges followed."""
         index = self._crypto(lab).index
         size = self._lab_size(lab)
+        if size == 0:  # nobody to find: nothing hashed (the lab's trail still records the analysis)
+            return _LabPart(lab, set(), {}, 0, 0, {}, None, 0), []
         # the NIR first: a row it finds is settled; names only for the rows left, traits last
         n = d.rows
         row_nir, row_name, row_bname, row_traits = d.row_nir, d.row_name, d.row_bname, d.row_traits

@@ -30,6 +30,7 @@ from labvault.access import Purpose
 from labvault.access.breach import Analysis, LabMatch, LeakDigest
 from labvault.breach.reader import Layout, Leak, LeakRow, open_leak
 from labvault.crypto.blind import first_given_name, normalise_name
+from labvault.crypto.keys import PLATFORM
 from labvault.domain.identifiers import normalise_nir
 from labvault.domain.models import LOINC, Sensitivity
 from labvault.domain.sensitivity import sensitivity_of
@@ -269,6 +270,8 @@ def analyze(
     """Analyse opened leaked files against every lab (the vendor's security officer) or against the
     caller's own lab (``tenant_id``: a lab's DPO); stored, and audited in every lab searched."""
     started = time.perf_counter()
+    with gateway.unit(principal, Purpose.BREACH) as u:  # refused before a row is read
+        u.authorise(tenant_id or PLATFORM, "breach:analyze")
     d = digest(leaks)
     with gateway.unit(principal, Purpose.BREACH) as u:
         return u.analyse_leak(d, tenant_id=tenant_id, incident_id=incident_id, started=started)

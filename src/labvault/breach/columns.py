@@ -209,9 +209,8 @@ _OTHER_WORDS = (
 
 def norm_header(text: str) -> str:
     """Accents dropped, lower case, every run of non-letters one space: 'N° Sécu' -> 'n secu'."""
-    decomposed = unicodedata.normalize("NFKD", text)
+    decomposed = unicodedata.normalize("NFKD", re.sub(r"(?<=[a-z])(?=[A-Z])", " ", text))
     plain = "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
-    plain = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", plain)
     return " ".join(re.sub(r"[^a-z0-9]+", " ", plain).split())
 
 
@@ -290,6 +289,13 @@ def nir13(raw: str) -> str | None:
     if n == 13 and _NIR13.match(v):
         return v
     return None
+
+
+def with_key(nir: str) -> str:
+    """A NIR of 13 characters with its 2-digit key appended (the 15 characters a lab stores, which
+    its blind index hashes): 97 - (the 13 as a number, Corsica's 2A/2B read 19/18) mod 97."""
+    num = int(nir.upper().replace("2A", "19").replace("2B", "18"))
+    return f"{nir.upper()}{97 - num % 97:02d}"
 
 
 def _century(yy: int, today: date) -> int:
@@ -389,7 +395,9 @@ def _share(values: Sequence[Any], test: Callable[[Any], object]) -> float:
 
 
 def _is_name(v: str) -> bool:
-    return len(v) <= 60 and _NAME.match(v.strip()) is not None and not _DR.match(v.strip())
+    """A person's name: letters, at most four words (a sentence is no name), no title."""
+    s = v.strip()
+    return len(s) <= 60 and s.count(" ") <= 3 and _NAME.match(s) is not None and not _DR.match(s)
 
 
 def fits(kind: str, values: Sequence[str], *, serial: bool = False) -> float:

@@ -6,7 +6,8 @@ stored about a file: format, encoding, delimiter, the recognised columns; never 
 its key checked, dates as ``date``, sex as ``M``/``F``; names as written, outer spaces dropped).
 
 Formats: CSV/TSV/semicolon/pipe of unknown delimiter and quoting, in UTF-8 (with or without a BOM),
-UTF-16, cp1252 or latin-1; XLSX (openpyxl in read-only mode); ndjson (a package's own records,
+UTF-16, cp1252, latin-1, cp850 or mac_roman (the 8-bit ones told apart by charset-normalizer on a
+sample); XLSX (openpyxl in read-only mode); ndjson (a package's own records,
 ``{"record": "identity", "id": ...}``); an SQL dump's text (``INSERT INTO ... VALUES``, pg_dump's
 ``COPY ... FROM stdin``). Rows may be ragged; a header may be missing, renamed or preceded by
 titles; blank lines, repeated headers, comment and "total" lines are counted as junk, not read.
@@ -137,7 +138,9 @@ class Leak:
                     else:
                         junk += 1
                     continue
-                make = makers.get(group) or makers.get(None) if self.layout.format == "ndjson" else makers.get(group)
+                make = makers.get(group)
+                if make is None and self.layout.format == "ndjson":
+                    make = makers.get(None)  # a record type the sample did not hold: the same columns
                 if make is None:
                     junk += 1
                     continue
@@ -240,11 +243,21 @@ def _encoding(head: bytes) -> str:
         return "utf-8"
     except UnicodeDecodeError:
         pass
+    # An 8-bit encoding: Windows (cp1252), ISO (latin-1), DOS (cp850) or an old Mac's (mac_roman),
+    # told apart by charset-normalizer on a sample
+    import charset_normalizer
+
+    best = charset_normalizer.from_bytes(head[:65536], cp_isolation=list(_EIGHT_BIT)).best()
+    if best is not None and best.encoding in _EIGHT_BIT:
+        return _EIGHT_BIT[best.encoding]
     try:
         head.decode("cp1252")
         return "cp1252"
     except UnicodeDecodeError:
         return "latin-1"
+
+
+_EIGHT_BIT = {"cp1252": "cp1252", "latin_1": "latin-1", "cp850": "cp850", "mac_roman": "mac_roman"}
 
 
 def _decode_head(head: bytes, encoding: str) -> str:
@@ -428,6 +441,8 @@ class _Ndjson(_Reader):
                 if not isinstance(rec, dict) or rec.get("record") in self._SKIP_RECORDS:
                     self.skipped += 1
                     continue
+                if "resourceType" in rec:
+                    rec = _fhir_flat(rec)
                 yield n, rec
 
     def sample(self) -> list[Raw]:
@@ -460,7 +475,7 @@ class _Ndjson(_Reader):
         cols = _recognise(list(self.keys or ()), cells, self.width, serial=False, group=None)
         # one set of columns for every record type: a record lacking a key has it empty
         groups = {g for _, _, g in sample} | {None}
-        self.schemas = _AnyGroup(dict.fromkeys(groups, cols))
+        self.schemas = dict.fromkeys(groups, cols)
 
 
 _SQL_START = re.compile(r"^\s*(?:INSERT\s+(?:IGNORE\s+)?INTO\s|COPY\s+\S+.*\sFROM\s+stdin)", re.I | re.M)
@@ -598,11 +613,43 @@ class _Sql(_Reader):
         return self.columns.get(group) if group is not None else None
 
 
-class _AnyGroup(dict[str | None, tuple[Column, ...]]):
-    """ndjson: every record type (even one not in the sample) reads with the same columns."""
+# The identifier systems of a French national health identifier (NIR, NIA, test INS).
+_NIR_SYSTEMS = ("urn:oid:1.2.250.1.213.1.4.8", "urn:oid:1.2.250.1.213.1.4.9", "urn:oid:1.2.250.1.213.1.4.10")
 
-    def __missing__(self, key: str | None) -> tuple[Column, ...]:
-        return self[None]
+
+def _fhir_flat(res: dict[str, Any]) -> dict[str, Any]:
+    """A FHIR resource of a bulk export (ndjson) as a flat record: a Patient's id, NIR (by its
+    identifier system), first name, birth date and sex; an Observation's id, subject, code and
+    dates. Other resources keep their type and id."""
+    rtype = res.get("resourceType")
+    flat: dict[str, Any] = {"record": rtype if isinstance(rtype, str) else None, "id": res.get("id")}
+    if rtype == "Patient":
+        names = res.get("name")
+        name = next((n for n in names if isinstance(n, dict)), {}) if isinstance(names, list) else {}
+        given = name.get("given")
+        flat["nir"] = next(
+            (
+                i.get("value")
+                for i in res.get("identifier") or ()
+                if isinstance(i, dict) and i.get("system") in _NIR_SYSTEMS
+            ),
+            None,
+        )
+        flat["family_name"] = name.get("family")
+        flat["given_names"] = " ".join(g for g in given if isinstance(g, str)) if isinstance(given, list) else None
+        flat["birth_date"] = res.get("birthDate")
+        flat["sex"] = res.get("gender")
+    elif rtype == "Observation":
+        subject = res.get("subject")
+        ref = subject.get("reference") if isinstance(subject, dict) else None
+        flat["patient"] = ref.rsplit("/", 1)[-1] if isinstance(ref, str) else None
+        code = res.get("code")
+        codings = code.get("coding") if isinstance(code, dict) else None
+        first = next((c for c in codings if isinstance(c, dict)), {}) if isinstance(codings, list) else {}
+        flat["code"] = first.get("code")
+        flat["label"] = first.get("display") or (code.get("text") if isinstance(code, dict) else None)
+        flat["effective"] = res.get("effectiveDateTime")
+    return flat
 
 
 def _str_unescape(m: re.Match[str]) -> str:
