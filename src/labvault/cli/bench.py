@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 from rich.progress import TaskID
@@ -233,5 +234,39 @@ def breach(
             baseline=baseline,
             workers=workers,
             on_progress=lambda k, n: bar.advance(tasks[k], n),
+        )
+    print(json.dumps(out))
+
+
+@app.command("story")
+def story(
+    labs: int = typer.Option(28, "--labs", min=1, max=999, help="Generated labs."),
+    patients: int = typer.Option(491_840, "--patients", min=1, help="Generated patients, spread over the labs."),
+    migrated: int = typer.Option(2, "--migrated", min=1, help="Labs migrated under signed instruction, then leaked."),
+    workers: int = typer.Option(2, "--workers", min=1, max=64, help="Processes generating and storing."),
+    seed: int = typer.Option(7, "--seed", help="Seed of the generated labs."),
+    scratch: Path = typer.Option(
+        None, "--scratch", help="Folder of the scratch home (default: the system's temporary folder)."
+    ),
+) -> None:
+    """The 2021 story in a scratch home: generate and ingest, migrate, leak, analyse, notify."""
+    from labvault.bench.story import run_story
+
+    with progress() as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def on_progress(step: str, done: int, total: int) -> None:
+            if step not in tasks:
+                tasks[step] = bar.add_task(step, total=total)
+            bar.update(tasks[step], completed=done)
+
+        out = run_story(
+            labs=labs,
+            patients=patients,
+            migrated=migrated,
+            workers=workers,
+            seed=seed,
+            scratch=scratch,
+            on_progress=on_progress,
         )
     print(json.dumps(out))
