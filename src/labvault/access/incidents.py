@@ -45,6 +45,8 @@ GROUNDS = ("encrypted", "measures", "disproportionate")  # GDPR Art. 34(3) (a), 
 DOCUMENTS = ("notice", "art33")
 MAX_TEXT = 20_000
 FACT_FIELDS = ("facts", "effects", "remedial")
+# A lab's own acts on its part: the vendor reads the step and the part's state, never these.
+LAB_ACTS = frozenset({"decided", "notified", "exempted", "letters", "drafted"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +226,21 @@ def _choice(value: str, what: str, allowed: Sequence[str]) -> str:
     return v
 
 
+def _vendor_view(part: LabPart) -> LabPart:
+    """A lab's part as the vendor reads it: its clock, state and counts; its decision, who took it,
+    the authority's reference, the Art. 34 exemption and letters are the lab's own."""
+    return replace(
+        part,
+        decision=None,
+        decided_by=None,
+        decided_at=None,
+        authority_ref=None,
+        art34=None,
+        letters_at=None,
+        letters=None,
+    )
+
+
 def _part_of(r: Any) -> LabPart:
     return LabPart(
         tenant_id=r.tenant_id,
@@ -297,7 +314,8 @@ class Incidents(UnitState):
                 select(p).where(self._tf(p, lab), p.c.incident_id == incident_id, p.c.owner == owner)
             ).first()
             if r is not None:
-                out.append(_part_of(r))
+                part = _part_of(r)
+                out.append(_vendor_view(part) if self.principal.is_platform else part)
         return tuple(out)
 
     def _incident_of(self, row: Any, parts: tuple[LabPart, ...], *, only: str | None = None) -> Incident:
@@ -572,7 +590,10 @@ class Incidents(UnitState):
             for r in self.conn.execute(
                 select(s).where(self._tf(s, ten), s.c.incident_id == incident_id).order_by(s.c.seq)
             ).all():
-                out.append(Step(ten, r.incident_id, int(r.seq), _utc(r.at), r.step, r.by, json.loads(r.detail or "{}")))
+                detail = json.loads(r.detail or "{}")
+                if ten != PLATFORM and viewer == PLATFORM and r.step in LAB_ACTS:
+                    detail = {}  # the lab's decisions are its own: the vendor reads the step's name only
+                out.append(Step(ten, r.incident_id, int(r.seq), _utc(r.at), r.step, r.by, detail))
         self._scope(viewer)
         out.sort(key=lambda st: (st.at, st.tenant_id != PLATFORM, st.seq))
         self._record(viewer, "incident:read", "incident_step", len(out), refs=[incident_id])

@@ -1,0 +1,115 @@
+"""What a vendor account, or a lab account of another lab, can reach of a lab's breach response,
+and the letters' second factor, through every face (the gateway, the API's JSON, the timeline).
+
+The standing rule: the vendor never acts on a lab's data or people without the lab. A lab's
+decision (notify / no risk), its authority reference, its Art. 34 exemption and letters are the
+lab's: the vendor's security officer and platform admin read each lab's clock, state and counts.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from sqlalchemy import func, select
+
+from labvault.access import Purpose
+from labvault.accounts import service
+from labvault.ids import utcnow
+from tests.api.conftest import (  # noqa: F401  (fixtures)
+    LAB_A,
+    LAB_B,
+    LOGIN,
+    MFA,
+    admin_a,
+    admin_b,
+    api,
+    cheap_argon2,
+    db_url,
+    operator,
+    security_officer,
+    support,
+)
+from tests.conftest import totp_code
+
+REASONING = "Le fichier contient des résultats VIH: risque élevé pour les personnes"
+AUTHORITY_REF = "CNIL-2026-004217"
+PASSWORD = "Api-tests-pass-review-1!"
+
+
+@contextmanager
+def store(api):
+    with api.gateway.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(func.set_config("labvault.tenant", "*", True)))
+        yield conn
+
+
+def _dpo(api, lab: str, email: str):
+    """A lab_dpo-only account logged in over the API (its TOTP when the role needs one)."""
+    with api.gateway.unit(api.accounts.creator(lab, "lab_dpo"), Purpose.ADMINISTRATION) as u:
+        service.create_account(u, tenant_id=lab, name="Agathe Delorme", email=email, roles=["lab_dpo"])
+    with api.gateway.auth_unit(source_addr="setup", user_agent="setup") as u:
+        secret = service.enrol_directly(u, email, PASSWORD)
+    c = api.client()
+    r = c.post(LOGIN, json={"email": email, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    if secret is not None:
+        r = c.post(MFA, json={"code": totp_code(secret)})
+        assert r.status_code == 200, r.text
+    c.headers["x-csrf-token"] = r.json()["csrf_token"]
+    return c, secret
+
+
+def _leak(api) -> bytes:
+    lines = ["NIR;Code;Libellé;Résultat;Unité"]
+    for lab in (LAB_A, LAB_B):
+        for nir in api.nirs[lab][:3]:
+            lines.append(f"{nir};718-7;Hémoglobine;13,2;g/dL")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _incident(api, security_officer) -> str:
+    r = security_officer.post("/api/v1/breach/analyses", params={"name": "fuite.csv"}, content=_leak(api))
+    assert r.status_code == 201, r.text
+    body = {"title": "Fichier publié", "aware_at": utcnow().isoformat(), "analysis_id": r.json()["analysis_id"]}
+    r = security_officer.post("/api/v1/incidents", json=body)
+    assert r.status_code == 201, r.text
+    iid = r.json()["incident_id"]
+    assert security_officer.post(f"/api/v1/incidents/{iid}/notices", json={}).status_code == 200
+    return iid
+
+
+def test_the_vendor_reads_no_labs_decision_reference_or_letters_over_the_api(
+    api, security_officer, admin_a, operator, support
+):
+    """I1, I5, G1, E2: once lab A decided, recorded the authority's notification and an Art. 34
+    exemption, the security officer and the platform admin read lab A's clock, state and counts
+    over the API (list, one incident, timeline), never its decision, authority reference,
+    exemption ground or letters (the pages hide them; the JSON did not)."""
+    iid = _incident(api, security_officer)
+    base = f"/api/v1/incidents/{iid}/labs/{LAB_A}"
+    r = admin_a.post(f"{base}/decision", json={"decision": "notify", "reasoning": REASONING})
+    assert r.status_code == 200, r.text
+    r = admin_a.post(f"{base}/notified", json={"at": utcnow().isoformat(), "reference": AUTHORITY_REF})
+    assert r.status_code == 200 and r.json()["authority_ref"] == AUTHORITY_REF  # the lab reads its own
+    r = admin_a.post(f"{base}/exemption", json={"ground": "encrypted", "reason": "copie chiffrée"})
+    assert r.status_code == 200, r.text
+    padmin = api.login("platform_admin")
+    for vendor in (security_officer, padmin):
+        listed = vendor.get("/api/v1/incidents")
+        one = vendor.get(f"/api/v1/incidents/{iid}")
+        steps = vendor.get(f"/api/v1/incidents/{iid}/timeline")
+        for r in (listed, one, steps):
+            assert r.status_code == 200, r.text
+            assert AUTHORITY_REF not in r.text and REASONING not in r.text
+            assert "encrypted" not in r.text and "exempt" not in r.text.replace('"exempted"', "")
+        part = next(p for p in one.json()["parts"] if p["tenant"] == LAB_A)
+        assert part["state"] == "notified" and part["patients"] == 3  # the state and counts stay
+        assert part["decision"] is None and part["authority_ref"] is None and part["art34"] is None
+        lab_steps = [s for s in steps.json() if s["tenant"] == LAB_A]
+        assert {s["step"] for s in lab_steps} >= {"decided", "notified", "exempted"}
+        assert all(s["detail"] == {} for s in lab_steps if s["step"] in ("decided", "notified", "exempted"))
+    for vendor in (operator, support):
+        assert vendor.get(f"/api/v1/incidents/{iid}").status_code == 403
+    mine = admin_a.get(f"/api/v1/incidents/{iid}", params={"tenant": LAB_A}).json()
+    assert mine["parts"][0]["authority_ref"] == AUTHORITY_REF and mine["parts"][0]["decision"] == "notify"
