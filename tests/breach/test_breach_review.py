@@ -9,12 +9,14 @@ lab's: the vendor's security officer and platform admin read each lab's clock, s
 from __future__ import annotations
 
 from contextlib import contextmanager
+from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from labvault.access import Purpose
 from labvault.accounts import service
 from labvault.ids import utcnow
+from labvault.store import schema as t
 from tests.api.conftest import (  # noqa: F401  (fixtures)
     LAB_A,
     LAB_B,
@@ -113,3 +115,20 @@ def test_the_vendor_reads_no_labs_decision_reference_or_letters_over_the_api(
         assert vendor.get(f"/api/v1/incidents/{iid}").status_code == 403
     mine = admin_a.get(f"/api/v1/incidents/{iid}", params={"tenant": LAB_A}).json()
     assert mine["parts"][0]["authority_ref"] == AUTHORITY_REF and mine["parts"][0]["decision"] == "notify"
+
+
+def test_the_api_letters_need_a_recent_step_up(api, security_officer):
+    """I4, E2: the letters open the affected patients' names and addresses: over the API as on the
+    page, a DPO session whose TOTP code is older than the step-up window gets a 403 naming the
+    step-up, and no ZIP."""
+    iid = _incident(api, security_officer)
+    dpo, _secret = _dpo(api, LAB_A, f"dpo-api-letters@{LAB_A}.api.invalid")
+    with store(api) as conn:
+        conn.execute(
+            update(t.login_session)
+            .where(t.login_session.c.tenant_id == LAB_A)
+            .values(totp_at=utcnow() - service.STEP_UP_WINDOW - timedelta(minutes=1))
+        )
+    r = dpo.post(f"/api/v1/incidents/{iid}/labs/{LAB_A}/letters", json={})
+    assert r.status_code == 403 and "step-up" in r.json()["error"], r.status_code
+    assert not r.content.startswith(b"PK")
