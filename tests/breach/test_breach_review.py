@@ -132,3 +132,24 @@ def test_the_api_letters_need_a_recent_step_up(api, security_officer):
     r = dpo.post(f"/api/v1/incidents/{iid}/labs/{LAB_A}/letters", json={})
     assert r.status_code == 403 and "step-up" in r.json()["error"], r.status_code
     assert not r.content.startswith(b"PK")
+
+
+def test_an_incident_names_only_an_advisory_of_the_register(api, security_officer, admin_a):
+    """I1: ``advisory_id`` (``incident open --advisory ID``) names an outside report of the vendor's
+    advisory register: an id that is not in it is refused (400, one line), and a lab's own
+    incident cannot name the processor's register (which it cannot read)."""
+    body = {"title": "T", "aware_at": utcnow().isoformat(), "labs": [LAB_A], "advisory_id": "no-such-advisory"}
+    r = security_officer.post("/api/v1/incidents", json=body)
+    assert r.status_code == 400 and "advisory" in r.json()["error"], (r.status_code, r.text)
+    assert len(r.json()["error"].splitlines()) == 1
+    mine = {"title": "T", "aware_at": utcnow().isoformat(), "tenant": LAB_A, "advisory_id": "no-such-advisory"}
+    r = admin_a.post("/api/v1/incidents", json=mine)
+    assert r.status_code == 400 and "advisory" in r.json()["error"], (r.status_code, r.text)
+    with store(api) as conn:
+        assert conn.execute(select(func.count()).select_from(t.incident)).scalar_one() == 0
+    owner = api.accounts["security_officer"].email
+    told = {"source": "researcher", "severity": "high", "owner": owner, "summary": "Fichier en vente"}
+    r = security_officer.post("/api/v1/advisories", json=told)
+    assert r.status_code == 201, r.text
+    r = security_officer.post("/api/v1/incidents", json={**body, "advisory_id": r.json()["advisory_id"]})
+    assert r.status_code == 201 and r.json()["advisory_id"], r.text

@@ -407,6 +407,15 @@ class Incidents(UnitState):
         for lab in concerned:
             if lab != who:
                 self.tenant(lab)  # an unknown lab is a 404
+        if advisory_id is not None:
+            advisory_id = advisory_id.strip() or None
+        if advisory_id is not None:  # an outside report of the processor's own advisory register
+            if who != PLATFORM:
+                raise InvalidInput("a lab's own incident names no advisory: the advisory register is the processor's")
+            try:
+                advisory_id = self._advisory_row(advisory_id).advisory_id  # type: ignore[attr-defined]
+            except NotFound:
+                raise InvalidInput("no such advisory in the advisory register") from None
         sealed = {f: v for f, v in ((f, _text((facts or {}).get(f), f)) for f in FACT_FIELDS) if v}
         incident_id = new_id()
         self._scope(who)
