@@ -14,6 +14,7 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 
 from labvault.access import Purpose
+from labvault.access.policy import MFA_REQUIRED, Role
 from labvault.accounts import service
 from labvault.ids import utcnow
 from labvault.store import schema as t
@@ -132,6 +133,15 @@ def test_the_api_letters_need_a_recent_step_up(api, security_officer):
     r = dpo.post(f"/api/v1/incidents/{iid}/labs/{LAB_A}/letters", json={})
     assert r.status_code == 403 and "step-up" in r.json()["error"], r.status_code
     assert not r.content.startswith(b"PK")
+
+
+def test_a_dpo_account_needs_a_second_factor(api):
+    """E2, I4: the lab_dpo role opens patients' identities (the letters' names and addresses, the
+    audit's identity view): like lab_admin, it must enrol TOTP; its login asks for the code, and the
+    letters' step-up can then be passed."""
+    assert Role.LAB_DPO in MFA_REQUIRED
+    _c, secret = _dpo(api, LAB_A, f"dpo-mfa@{LAB_A}.api.invalid")
+    assert secret is not None
 
 
 def test_an_incident_names_only_an_advisory_of_the_register(api, security_officer, admin_a):
