@@ -782,6 +782,10 @@ class Incidents(UnitState):
         when = _utc(at)
         if when > utcnow() + timedelta(minutes=5):
             raise InvalidInput("the notification's time is in the future")
+        if when < _utc(part.aware_at) and part.owner != PLATFORM:
+            # a lab's own incident: nothing is notified before the lab became aware (a date set back
+            # would dodge the reason for the delay); a processor's: the lab may have known first
+            raise InvalidInput("the notification's time is before the lab's awareness of the incident")
         ref = _text(reference, "authority reference", required=True) or ""
         if len(ref) > 100:
             raise InvalidInput("the authority reference is longer than 100 characters")
