@@ -7,10 +7,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from labvault.access import Purpose
+from labvault.access.principal import MONITOR
 from labvault.breach import incidents
 from labvault.errors import InvalidInput
+from labvault.monitoring import dispatch
+from labvault.store import schema as t
 from tests.breach.test_incidents import LAB_A, _admin_conn, _sim, world  # noqa: F401  (fixture)
 
 
@@ -30,3 +34,32 @@ def test_a_notification_dated_before_the_labs_awareness_is_refused(world):
         u.incident_notified(own.incident_id, LAB_A, at=utcnow(), reference="CNIL-X")
     with gw.unit(p["admin_a"], Purpose.BREACH) as u:
         assert u.incident(own.incident_id, LAB_A).part(LAB_A).state == "open"
+
+
+def test_a_reminder_sent_by_another_pass_is_not_sent_twice(world, tmp_path):
+    """I3, H1: two monitoring passes read the same clock (24 hours past); the second records its
+    reminder after the first did: one reminder step, one alert, the count stays at one."""
+    gw, p = world
+    sim, start = _sim(tmp_path)
+    with sim as clock:
+        with gw.unit(p["admin_a"], Purpose.BREACH) as u:
+            own = incidents.open_incident(u, title="Poste volé", aware_at=start - timedelta(hours=1), tenant=LAB_A)
+        clock.advance(timedelta(hours=24))
+        with gw.unit(MONITOR, Purpose.MONITORING) as u:
+            stale = [x for x in u.incident_clocks() if x.incident_id == own.incident_id]  # the slow pass reads
+        with gw.unit(MONITOR, Purpose.MONITORING) as u:
+            sent = dispatch.remind_incidents(u)  # the quick pass sends the 24-hour reminder
+        assert [r.kind for r in sent if r.incident_id == own.incident_id] == ["reminder-24h"]
+        assert stale and incidents.due_hour(stale[0], clock.now) == 24
+        with gw.unit(MONITOR, Purpose.MONITORING) as u:  # the slow pass goes on with what it read
+            claimed = u.incident_claim_reminder(LAB_A, own.incident_id, 24)
+        assert claimed is False
+    with _admin_conn(gw) as conn:
+        steps = [
+            r.step
+            for r in conn.execute(select(t.incident_step).where(t.incident_step.c.incident_id == own.incident_id))
+        ]
+        reminders = conn.execute(
+            select(t.incident_lab.c.reminders).where(t.incident_lab.c.incident_id == own.incident_id)
+        ).scalar_one()
+    assert steps.count("reminder-24h") == 1 and reminders == 1

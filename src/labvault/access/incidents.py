@@ -947,11 +947,26 @@ class Incidents(UnitState):
         self._step(tenant_id, incident_id, "notice-sent", {"version": version, "alert": alert_id})
         self._record(tenant_id, "incident:notice:sent", "incident", 1, refs=[incident_id, f"v{version}"])
 
+    def incident_claim_reminder(self, tenant_id: str, incident_id: str, hour: int) -> bool:
+        """Take the reminder of ``hour`` for this pass: False when another pass took it already (the
+        count only moves forward, row-locked by the update: two processes never both send it)."""
+        self._authorise(tenant_id, "incident:remind")
+        if hour not in REMINDERS:
+            raise InvalidInput("a reminder is at 24, 48 or 66 hours")
+        p = t.incident_lab
+        self._scope(tenant_id)
+        n = REMINDERS.index(hour) + 1
+        done = self.conn.execute(
+            update(p)
+            .where(self._tf(p, tenant_id), p.c.incident_id == incident_id, p.c.state == "open", p.c.reminders < n)
+            .values(reminders=n)
+        )
+        return bool(done.rowcount)
+
     def incident_reminded(self, tenant_id: str, incident_id: str, hour: int, alert_id: str | None) -> None:
         """One reminder sent (24, 48 or 66 h): counted on the lab's part, a step of its timeline."""
         self._authorise(tenant_id, "incident:remind")
         if hour not in REMINDERS:
             raise InvalidInput("a reminder is at 24, 48 or 66 hours")
-        self._set_part(tenant_id, incident_id, {"reminders": REMINDERS.index(hour) + 1})
         self._step(tenant_id, incident_id, f"reminder-{hour}h", {"alert": alert_id})
         self._record(tenant_id, "incident:remind", "incident", 1, refs=[incident_id, f"{hour}h"])
