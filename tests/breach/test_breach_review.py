@@ -11,6 +11,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select, update
 
 from labvault.access import Purpose
@@ -163,3 +164,41 @@ def test_an_incident_names_only_an_advisory_of_the_register(api, security_office
     assert r.status_code == 201, r.text
     r = security_officer.post("/api/v1/incidents", json={**body, "advisory_id": r.json()["advisory_id"]})
     assert r.status_code == 201 and r.json()["advisory_id"], r.text
+
+
+def test_a_workbook_zip_bomb_is_refused_before_it_is_expanded(tmp_path):
+    """I1 (any layout, bad input one line): an XLSX whose sheet expands from a few hundred KB into
+    400 MB (one cell the XML parser would hold whole in memory) is refused as LeakUnreadable naming
+    the workbook, before it is expanded."""
+    import time
+    import zipfile
+
+    import openpyxl
+
+    from labvault.breach.errors import LeakUnreadable
+    from labvault.breach.reader import open_leak
+
+    plain = tmp_path / "plain.xlsx"
+    wb = openpyxl.Workbook()
+    wb.active.append(["NIR", "Nom"])
+    wb.save(plain)
+    path = tmp_path / "bombe.xlsx"
+    sheet = "xl/worksheets/sheet1.xml"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for info in src.infolist():
+            if info.filename != sheet:
+                z.writestr(info.filename, src.read(info.filename))
+        with z.open(sheet, "w") as f:
+            f.write(b'<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>')
+            f.write(b'<row r="1"><c r="A1" t="inlineStr"><is><t>')
+            for _ in range(400):
+                f.write(b"A" * 1_000_000)
+            f.write(b"</t></is></c></row></sheetData></worksheet>")
+    assert path.stat().st_size < 2_000_000
+    started = time.perf_counter()
+    with pytest.raises(LeakUnreadable) as e:
+        leak = open_leak(path)
+        for _row in leak.rows():
+            pass
+    assert time.perf_counter() - started < 2.0
+    assert str(e.value).startswith("xlsx file") and "\n" not in str(e.value) and "AAAA" not in str(e.value)

@@ -386,6 +386,32 @@ def _dialect(head: str) -> dict[str, Any] | None:
     return {"delimiter": best[2], "quotechar": quote, "escapechar": escape, "doublequote": escape is None}
 
 
+# A workbook is a ZIP: its parts' declared sizes bound what reading expands (Python's zipfile never
+# inflates a member past its declared size). Real sheets deflate 5 to 30 times; a part expanding more
+# than XLSX_MAX_RATIO times past XLSX_RATIO_FLOOR, or parts past XLSX_MAX_EXPANDED in all, is a zip
+# bomb: refused before a byte is inflated (a cell or the shared strings are held whole in memory).
+XLSX_MAX_RATIO = 100
+XLSX_RATIO_FLOOR = 16 * 1024 * 1024
+XLSX_MAX_EXPANDED = 8 * 1024 * 1024 * 1024
+
+
+def _zip_guard(f: IO[bytes]) -> None:
+    import zipfile
+
+    try:
+        infos = zipfile.ZipFile(f).infolist()
+    except Exception as exc:  # noqa: BLE001 - a broken ZIP: named, never quoted
+        raise LeakUnreadable(f"xlsx file: not a readable workbook ({type(exc).__name__})") from None
+    total = 0
+    for info in infos:
+        total += info.file_size
+        if info.file_size > XLSX_RATIO_FLOOR and info.file_size > XLSX_MAX_RATIO * max(1, info.compress_size):
+            raise LeakUnreadable(f"xlsx file: a part expands more than {XLSX_MAX_RATIO} times (a zip bomb): not read")
+    if total > XLSX_MAX_EXPANDED:
+        raise LeakUnreadable("xlsx file: its parts expand past the reader's limit: not read")
+    f.seek(0)
+
+
 class _Xlsx(_Reader):
     format = "xlsx"
     serial = True
@@ -400,6 +426,7 @@ class _Xlsx(_Reader):
         with self.source() as f, warnings.catch_warnings():
             # openpyxl's warnings may quote a cell (a date out of range): none is let out
             warnings.simplefilter("ignore")
+            _zip_guard(f)
             try:
                 wb = openpyxl.load_workbook(f, read_only=True, data_only=True)
             except Exception as exc:  # noqa: BLE001 - zip, XML or workbook errors: named, never quoted
