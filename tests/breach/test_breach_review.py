@@ -202,3 +202,25 @@ def test_a_workbook_zip_bomb_is_refused_before_it_is_expanded(tmp_path):
             pass
     assert time.perf_counter() - started < 2.0
     assert str(e.value).startswith("xlsx file") and "\n" not in str(e.value) and "AAAA" not in str(e.value)
+
+
+def test_a_file_of_hundreds_of_thousands_of_columns_is_refused_at_once():
+    """I1 (bad input one line): 200,000 columns in 1 MB (each header weighed against the words of
+    every kind: seconds per MB, half an hour for an upload's 256 MB) are refused at once as
+    LeakUnreadable; a table of 60 fields (the 2021 file) reads."""
+    import time
+
+    from labvault.breach.errors import LeakUnreadable
+    from labvault.breach.reader import MAX_COLUMNS, open_bytes
+
+    cols = 200_000
+    data = (";".join(f"c{i}" for i in range(cols)) + "\n" + ";".join("1" for _ in range(cols)) + "\n").encode()
+    started = time.perf_counter()
+    with pytest.raises(LeakUnreadable) as e:
+        open_bytes(data, "large.csv", index=1)
+    assert time.perf_counter() - started < 1.0
+    assert str(MAX_COLUMNS) in str(e.value) and "\n" not in str(e.value)
+    wide = ["nom", "prenom", "nir"] + [f"champ{i}" for i in range(57)]
+    row = ["MARTIN", "Claire", "2840375123456"] + ["x"] * 57
+    leak = open_bytes((";".join(wide) + "\n" + ";".join(row) + "\n").encode(), "wide.csv", index=1)
+    assert len(leak.layout.columns) == 60 and [r.family for r in leak.rows()] == ["MARTIN"]

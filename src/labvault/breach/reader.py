@@ -708,6 +708,8 @@ def _value_like(cell: str) -> bool:
 
 def _find_header(rows: list[list[str]], width: int) -> tuple[list[str] | None, int]:
     """The header row among the first rows (titles above it are junk), and where data starts."""
+    if width > MAX_COLUMNS:  # each cell's words are weighed: a file this wide is no table
+        raise LeakUnreadable(f"file: more than {MAX_COLUMNS} columns, not a table of records")
     for i, cells in enumerate(rows[:30]):
         filled = _nonempty(cells)
         if filled < max(1, min(2, width)) or filled < 0.5 * width:
@@ -756,10 +758,16 @@ def _is_header(cells: list[str], header: tuple[str, ...]) -> bool:
     return tuple(_fold_cell(c) for c in cells[: len(header)]) == header[: len(cells)]
 
 
+MAX_COLUMNS = 4096  # a leaked table of records (the 2021 file: up to 60 fields)
+
+
 def _recognise(
     header: list[str] | None, rows: list[list[str]], width: int, *, serial: bool, group: str | None
 ) -> tuple[Column, ...]:
     """Each column's kind: its header's word checked against its values, or its values alone."""
+    ncols = max([len(header or ())] + [len(r) for r in rows] + [0])
+    if ncols > MAX_COLUMNS:  # each column is recognised on its own: a file this wide is no table
+        raise LeakUnreadable(f"file: more than {MAX_COLUMNS} columns, not a table of records")
     rows = [r for r in rows if not _is_junk(r, width, None)]
     ncols = max([len(header or ())] + [len(r) for r in rows] + [0])
     if not rows and header is None:
