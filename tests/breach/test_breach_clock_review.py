@@ -63,3 +63,20 @@ def test_a_reminder_sent_by_another_pass_is_not_sent_twice(world, tmp_path):
             select(t.incident_lab.c.reminders).where(t.incident_lab.c.incident_id == own.incident_id)
         ).scalar_one()
     assert steps.count("reminder-24h") == 1 and reminders == 1
+
+
+def test_a_lab_reads_its_own_severity_never_the_incidents_whole(world):
+    """I5, I1: the processor's incident scores the whole leak (every lab's categories); a lab reading
+    the incident (list, one incident) gets its own part's ENISA score, never the whole one, which
+    names another lab's exposed categories (lab B's oncology)."""
+    gw, p = world
+    from labvault.ids import utcnow
+    from tests.breach.test_incidents import LAB_B, _open
+
+    inc = _open(gw, p["so"], utcnow())
+    assert "oncology" in inc.severity["dpc_reason"]  # the vendor's whole view
+    with gw.unit(p["admin_a"], Purpose.BREACH) as u:
+        seen = [u.incident(inc.incident_id, LAB_A), *u.incidents(LAB_A)]
+    for one in seen:
+        assert "oncology" not in str(one.public()) and LAB_B not in str(one.public())
+        assert one.severity == one.part(LAB_A).severity and "hiv" in one.severity["dpc_reason"]

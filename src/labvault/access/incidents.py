@@ -320,9 +320,12 @@ class Incidents(UnitState):
 
     def _incident_of(self, row: Any, parts: tuple[LabPart, ...], *, only: str | None = None) -> Incident:
         labs = tuple(json.loads(row.labs or "[]"))
+        severity = json.loads(row.severity) if row.severity else None
         if only is not None:  # a lab sees itself among the labs concerned, never the other labs
             labs = (only,)
             parts = tuple(p for p in parts if p.tenant_id == only)
+            if row.tenant_id != only:  # the processor's score weighs every lab's categories: its own
+                severity = parts[0].severity if parts else None
         return Incident(
             owner=row.tenant_id,
             incident_id=row.incident_id,
@@ -334,7 +337,7 @@ class Incidents(UnitState):
             advisory_id=row.advisory_id,
             analysis_id=row.analysis_id,
             labs=labs,
-            severity=json.loads(row.severity) if row.severity else None,
+            severity=severity,
             opened_by=row.opened_by,
             opened_at=_utc(row.opened_at),
             closed_at=stored_utc(row.closed_at),
