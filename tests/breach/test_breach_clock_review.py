@@ -4,6 +4,7 @@ delay; a reminder already sent by another pass is not sent (nor recorded) twice.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -80,3 +81,48 @@ def test_a_lab_reads_its_own_severity_never_the_incidents_whole(world):
     for one in seen:
         assert "oncology" not in str(one.public()) and LAB_B not in str(one.public())
         assert one.severity == one.part(LAB_A).severity and "hiv" in one.severity["dpc_reason"]
+
+
+@contextmanager
+def _writer(gw, tenant: str):
+    """A transaction on the store as one lab (PostgreSQL: its row-level security scope)."""
+    with gw.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT set_config('labvault.tenant', '{tenant}', true)")
+        yield conn
+
+
+def test_a_sealed_affected_list_copied_to_another_analysis_or_lab_does_not_open(world):
+    """I4, C*: someone with write access to the database copies a sealed affected list (a
+    ``leak_match`` row's ``patients_enc``) to another analysis of the same lab, or another lab's
+    list into this lab's row: the lab's DPO gets a refusal, never the copied list (the seal is
+    bound to the lab's key and to tenant + analysis)."""
+    from sqlalchemy import update
+
+    from labvault.errors import LabvaultError
+    from tests.breach.test_incidents import ANALYSIS, LAB_B
+
+    gw, p = world
+    other = "b" * 32
+    lm = t.leak_match
+    with _writer(gw, LAB_A) as conn:
+        row = conn.execute(select(lm).where(lm.c.tenant_id == LAB_A, lm.c.analysis_id == ANALYSIS)).first()
+        conn.execute(lm.insert().values({**row._mapping, "analysis_id": other}))
+    with _writer(gw, LAB_B) as conn:
+        theirs = conn.execute(
+            select(lm.c.patients_enc).where(lm.c.tenant_id == LAB_B, lm.c.analysis_id == ANALYSIS)
+        ).scalar_one()
+    with gw.unit(p["dpo_a"], Purpose.BREACH) as u:
+        assert u.affected_patients(LAB_A, ANALYSIS) == ["pat-a0", "pat-a2"]
+    with pytest.raises(LabvaultError) as copied, gw.unit(p["dpo_a"], Purpose.BREACH) as u:
+        u.affected_patients(LAB_A, other)
+    assert "does not open" in str(copied.value)  # the copied row is there: its seal refuses it
+    with _writer(gw, LAB_A) as conn:
+        conn.execute(
+            update(t.leak_match)
+            .where(t.leak_match.c.tenant_id == LAB_A, t.leak_match.c.analysis_id == ANALYSIS)
+            .values(patients_enc=theirs)
+        )
+    with pytest.raises(LabvaultError) as moved, gw.unit(p["dpo_a"], Purpose.BREACH) as u:
+        u.affected_patients(LAB_A, ANALYSIS)
+    assert "does not open" in str(moved.value)
