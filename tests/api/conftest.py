@@ -132,7 +132,7 @@ class Accounts(Mapping[str, Account]):
             service.create_account(u, tenant_id=tenant, name=NAMES[k % len(NAMES)], email=email, roles=[role])
         with self._gw.auth_unit(source_addr="setup", user_agent="setup") as u:
             secret = service.enrol_directly(u, email, password)
-        assert (secret is not None) == (role in ("lab_admin", *PLATFORM_ROLES))
+        assert (secret is not None) == (role in ("lab_admin", "lab_dpo", *PLATFORM_ROLES))
         return Account(key, tenant, role, email, password, secret)
 
 

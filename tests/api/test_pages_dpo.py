@@ -13,22 +13,31 @@ from labvault.accounts import service
 from labvault.web.pages import LAB_ZONE, PAGE_CSP
 from tests.api.conftest import LAB_A, LAB_B
 from tests.api.test_pages import _form_csrf, _page_login
+from tests.conftest import totp_code
 
 DPO_NAME = {LAB_A: "Agathe Delorme", LAB_B: "Bruno Sabatier"}
 
 
 def _dpo(api, lab: str):
-    """The lab's DPO (no second factor: the role does not need one), signed in through the pages."""
+    """The lab's DPO (a second factor: the role opens patients' identities), signed in through the
+    pages."""
     email, password = f"dpo@{lab}.api.invalid", "Api-tests-pass-dpo-1!"
     with api.gateway.unit(api.accounts.creator(lab, "lab_dpo"), Purpose.ADMINISTRATION) as u:
         service.create_account(u, tenant_id=lab, name=DPO_NAME[lab], email=email, roles=["lab_dpo"])
     with api.gateway.auth_unit(source_addr="setup", user_agent="setup") as u:
-        assert service.enrol_directly(u, email, password) is None
+        secret = service.enrol_directly(u, email, password)
+    assert secret is not None
     c = api.client()
     page = c.get("/login")
     r = c.post(
         "/login",
         data={"csrf": _form_csrf(page.text), "email": email, "password": password, "next": "/dpo/audit"},
+        follow_redirects=False,
+    )
+    page = c.get(r.headers["location"])
+    r = c.post(
+        "/login/totp",
+        data={"csrf": _form_csrf(page.text), "code": totp_code(secret), "next": "/dpo/audit"},
         follow_redirects=False,
     )
     assert r.status_code == 303 and r.headers["location"] == "/dpo/audit", r.text

@@ -12,12 +12,15 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
+from sqlalchemy import func, select, update
 
 from labvault.access import Purpose
 from labvault.accounts import service
+from labvault.ids import utcnow
+from labvault.store import schema as t
 from labvault.web import breach as upload_pages
 from labvault.web.pages import LAB_ZONE, PAGE_CSP
 from tests.api.conftest import LAB_A, LAB_B
@@ -223,7 +226,7 @@ def test_the_labs_dpo_downloads_the_letters_built_in_memory(api, opened):
     """I4 (Art. 34): the lab's DPO (with a second factor: the letters open names and addresses)
     downloads one PDF per affected patient of its lab in a ZIP, or all of them as one PDF."""
     _so, _result, _analysis_id, incident_id = opened
-    dpo = _lab_account(api, LAB_A, ["lab_dpo", "lab_admin"], f"dpo-letters@{LAB_A}.api.invalid")
+    dpo = _lab_account(api, LAB_A, ["lab_dpo"], f"dpo-letters@{LAB_A}.api.invalid")
     page = dpo.get(f"/incidents/{incident_id}")
     assert 'action="/incidents/' + incident_id + '/letters"' in page.text
     r = dpo.post(f"/incidents/{incident_id}/letters", data={"csrf": _form_csrf(page.text), "as": "zip"})
@@ -338,10 +341,15 @@ def test_the_request_limit_is_raised_for_the_leak_upload_only():
 
 def test_the_letters_need_a_recent_step_up(api, opened):
     """I4, E2: the letters open names and addresses: without a TOTP code checked in the last minutes
-    (a DPO account without a second factor has none), the form sends the person to /step-up and back
-    to the incident, and nothing is produced or recorded."""
+    (the DPO's code at login is older than the step-up window), the form sends the person to
+    /step-up and back to the incident, and nothing is produced or recorded."""
     _so, _result, _analysis_id, incident_id = opened
-    dpo = _lab_account(api, LAB_A, ["lab_dpo"], f"dpo-nototp@{LAB_A}.api.invalid")
+    dpo = _lab_account(api, LAB_A, ["lab_dpo"], f"dpo-stale@{LAB_A}.api.invalid")
+    stale = utcnow() - service.STEP_UP_WINDOW - timedelta(minutes=1)
+    with api.gateway.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(func.set_config("labvault.tenant", "*", True)))
+        conn.execute(update(t.login_session).where(t.login_session.c.tenant_id == LAB_A).values(totp_at=stale))
     page = dpo.get(f"/incidents/{incident_id}")
     r = dpo.post(
         f"/incidents/{incident_id}/letters",

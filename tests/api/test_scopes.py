@@ -35,6 +35,7 @@ STEP_UP_ROUTES = frozenset(
         ("POST", "/api/v1/tenants/{tenant}/instructions"),
         ("POST", "/api/v1/tenants/{tenant}/migrations/{migration_id}/approvals"),
         ("POST", "/api/v1/tenants/{tenant}/migrations/{migration_id}/approvals/operator"),
+        ("POST", "/api/v1/incidents/{incident_id}/labs/{tenant}/letters"),  # names and addresses opened
     }
 )
 # The pages' approvals (a session, its CSRF field, a recent TOTP step-up): the lab admin's grant page.

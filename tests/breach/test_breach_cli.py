@@ -11,7 +11,7 @@ from labvault.access import Purpose
 from labvault.config import Settings
 from labvault.domain.models import Identity, IdentityStatus
 from labvault.runtime import open_runtime
-from tests.cli.helpers import PASSWORD, enrolled_account
+from tests.cli.helpers import PASSWORD, enrolled_account, fresh_code
 from tests.cli.test_cli import home, one_line_error, run  # noqa: F401  (home is a fixture)
 from tests.cli.test_grant_cli import account, as_
 
@@ -84,7 +84,7 @@ def test_breach_analyze_from_the_cli(home, capsys, monkeypatch, tmp_path):
     assert code == 0, err
     dpo = enrolled_account(lambda *a: run(capsys, *a), monkeypatch, "dpo@bio-paris.invalid", "lab_dpo", "bio-paris")
     monkeypatch.setenv("LABVAULT_AS_PASSWORD", PASSWORD)
-    code, _, err = run(capsys, "breach", "analyze", str(leak), "--tenant", LAB, "--as", dpo)
+    code, _, err = run(capsys, "breach", "analyze", str(leak), "--tenant", LAB, "--as", fresh_code(monkeypatch, dpo))
     assert code == 3 and "cannot act on lab" in one_line_error(err)
 
     as_(monkeypatch, so)

@@ -22,6 +22,7 @@ class LabAdmin:
 
 
 _ADMINS: dict[tuple[str, str], LabAdmin] = {}  # (LABVAULT_HOME, lab) -> its lab_admin
+SECRETS: dict[str, str] = {}  # e-mail -> the TOTP secret of an account whose role needs one (lab_dpo)
 
 
 def _token(out: str) -> str:
@@ -89,8 +90,18 @@ def enrolled_account(run: Callable[..., tuple[int, str, str]], monkeypatch, emai
         run, admin, "user", "add", "--name", "Camille Durand", "--email", email, "--role", role, "--tenant", tenant
     )
     assert code == 0, err
-    _enrol(run, _token(out))
+    secret = _enrol(run, _token(out))
+    if secret is not None:
+        SECRETS[email] = secret
     monkeypatch.setenv("LABVAULT_ENROL_PASSWORD", PASSWORD)
+    return email
+
+
+def fresh_code(monkeypatch, email: str) -> str:
+    """Before a ``--as`` of an account with a second factor (lab_dpo): a TOTP code of a step it has
+    not used, in LABVAULT_AS_TOTP (codes are single-use). Returns the e-mail."""
+    if email in SECRETS:
+        monkeypatch.setenv("LABVAULT_AS_TOTP", totp_code(SECRETS[email]))
     return email
 
 

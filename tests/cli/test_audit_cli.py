@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from labvault.cli import main
-from tests.cli.helpers import PASSWORD, enrolled_account
+from tests.cli.helpers import PASSWORD, enrolled_account, fresh_code
 
 
 @pytest.fixture
@@ -38,7 +38,10 @@ def test_checkpoint_verify_export_prove_and_tamper(home, capsys, tmp_path, monke
     assert code == 3 and "not allowed" in err  # the vendor's operator does not read a lab's trail
     dpo = enrolled_account(lambda *a: run(capsys, *a), monkeypatch, "dpo@lab.invalid", "lab_dpo", lab)
     monkeypatch.setenv("LABVAULT_AS_PASSWORD", PASSWORD)
-    assert run(capsys, "audit", "export", "--tenant", lab, "--output", str(kept), "--as", dpo)[0] == 0
+    assert (
+        run(capsys, "audit", "export", "--tenant", lab, "--output", str(kept), "--as", fresh_code(monkeypatch, dpo))[0]
+        == 0
+    )
     lines = [json.loads(x) for x in kept.read_text().splitlines()]
     assert lines[0]["type"] == "header" and any(x["type"] == "checkpoint" for x in lines)
     code, out, _ = run(capsys, "audit", "verify", "--tenant", lab, "--checkpoint", str(kept))

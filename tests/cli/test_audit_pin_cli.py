@@ -14,7 +14,7 @@ import pytest
 
 from labvault.audit import chain, merkle
 from labvault.crypto.signing import Signer
-from tests.cli.helpers import PASSWORD, enrolled_account
+from tests.cli.helpers import PASSWORD, enrolled_account, fresh_code
 from tests.cli.test_audit_cli import home, run  # noqa: F401  (the same home fixture and runner)
 
 LAB = "bio-pin"
@@ -60,7 +60,9 @@ def lab(home, capsys, tmp_path, monkeypatch):
     dpo = enrolled_account(lambda *a: run(capsys, *a), monkeypatch, "dpo@bio-pin.invalid", "lab_dpo", LAB)
     monkeypatch.setenv("LABVAULT_AS_PASSWORD", PASSWORD)
     pulled = tmp_path / "lab-checkpoints.jsonl"
-    code, out, err = run(capsys, "audit", "checkpoints", "--tenant", LAB, "--output", str(pulled), "--as", dpo)
+    code, out, err = run(
+        capsys, "audit", "checkpoints", "--tenant", LAB, "--output", str(pulled), "--as", fresh_code(monkeypatch, dpo)
+    )
     assert code == 0 and "2 new signed checkpoints" in out, err
     monkeypatch.delenv("LABVAULT_AS_PASSWORD")
     return {"pulled": pulled, "dpo": dpo, "fingerprint": fp, "pin_backup": backup}
@@ -160,7 +162,17 @@ def test_pulled_file_appends_and_vendor_is_refused(home, lab, capsys, monkeypatc
     assert code == 3 and "not allowed" in err and pulled.read_bytes() == before
     assert run(capsys, "audit", "checkpoint", "--tenant", LAB)[0] == 0
     monkeypatch.setenv("LABVAULT_AS_PASSWORD", PASSWORD)
-    code, out, _ = run(capsys, "audit", "checkpoints", "--tenant", LAB, "--output", str(pulled), "--as", lab["dpo"])
+    code, out, _ = run(
+        capsys,
+        "audit",
+        "checkpoints",
+        "--tenant",
+        LAB,
+        "--output",
+        str(pulled),
+        "--as",
+        fresh_code(monkeypatch, lab["dpo"]),
+    )
     assert code == 0 and "1 new signed checkpoints" in out
     lines = [json.loads(x) for x in pulled.read_text().splitlines()]
     assert [x["body"]["index"] for x in lines if x["type"] == "checkpoint"] == [1, 2, 3]
@@ -175,7 +187,7 @@ def test_pulled_file_appends_and_vendor_is_refused(home, lab, capsys, monkeypatc
         "--tenant",
         LAB,
         "--as",
-        lab["dpo"],
+        fresh_code(monkeypatch, lab["dpo"]),
         "--output",
         str(pulled.parent / "junk.jsonl"),
     )

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from labvault.cli import main
-from tests.cli.helpers import PASSWORD, as_admin, enrolled_account, lab_admin
+from tests.cli.helpers import PASSWORD, as_admin, enrolled_account, fresh_code, lab_admin
 
 
 @pytest.fixture
@@ -39,19 +39,23 @@ def test_search_by_actor_email_prints_names(home, capsys, monkeypatch):
     assert as_admin(cli, admin, "user", "list", "--tenant", lab)[0] == 0  # an event of the admin
     monkeypatch.setenv("LABVAULT_AS_PASSWORD", PASSWORD)
 
-    code, out, err = cli("audit", "search", "--tenant", lab, "--actor", admin.email, "--as", dpo)
+    code, out, err = cli(
+        "audit", "search", "--tenant", lab, "--actor", admin.email, "--as", fresh_code(monkeypatch, dpo)
+    )
     assert code == 0, err
     lines = [json.loads(x) for x in out.splitlines()]
     assert lines and {x["actor_email"] for x in lines} == {admin.email}
     assert {x["actor_name"] for x in lines} == {"Paul Lefebvre"}
     assert len({x["actor"] for x in lines}) == 1
 
-    code, out, err = cli("audit", "search", "--tenant", lab, "--as", dpo)
+    code, out, err = cli("audit", "search", "--tenant", lab, "--as", fresh_code(monkeypatch, dpo))
     assert code == 0, err
     everyone = [json.loads(x) for x in out.splitlines()]
     assert {"Paul Lefebvre", "Camille Durand"} <= {x["actor_name"] for x in everyone}
     assert len(everyone) > len(lines)
 
-    code, out, err = cli("audit", "search", "--tenant", lab, "--actor", "nobody@search.invalid", "--as", dpo)
+    code, out, err = cli(
+        "audit", "search", "--tenant", lab, "--actor", "nobody@search.invalid", "--as", fresh_code(monkeypatch, dpo)
+    )
     assert code != 0 and out == ""
     assert len(err.strip().splitlines()) == 1 and "e-mail" in err and "nobody@" not in err

@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from labvault.cli.digest import digest_command
-from tests.cli.helpers import enrolled_account
+from tests.cli.helpers import enrolled_account, fresh_code
 from tests.cli.test_cli import home, one_line_error, run  # noqa: F401  (home is a fixture)
 from tests.cli.test_ingest_cli import lab  # noqa: F401  (the lab, its technician and two files)
 
@@ -31,11 +31,13 @@ def test_digest_and_advisories_from_the_cli(lab, capsys, monkeypatch, tmp_path):
     assert code == 0, err
     dpo = enrolled_account(lambda *a: run(capsys, *a), monkeypatch, "dpo@lab.invalid", "lab_dpo", "bio-lyon")
     runner = CliRunner()
-    res = runner.invoke(monitor, ["digest", "--tenant", "bio-lyon", "--as", dpo, "--json"])
+    res = runner.invoke(monitor, ["digest", "--tenant", "bio-lyon", "--as", fresh_code(monkeypatch, dpo), "--json"])
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout.strip().splitlines()[-1])
     assert d["tenant"] == "bio-lyon" and d["accesses"] == d["explained"] + d["unexplained"]
-    res = runner.invoke(monitor, ["digest", "--tenant", "bio-lyon", "--day", "2026-12-07", "--as", dpo])
+    res = runner.invoke(
+        monitor, ["digest", "--tenant", "bio-lyon", "--day", "2026-12-07", "--as", fresh_code(monkeypatch, dpo)]
+    )
     assert res.exit_code == 0 and "bio-lyon 2026-12-07" in res.stdout, res.output
     res = runner.invoke(monitor, ["digest", "--tenant", "bio-lyon"])  # the CLI's vendor operator
     assert res.exit_code != 0 and type(res.exception).__name__ == "AccessDenied"

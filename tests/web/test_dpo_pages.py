@@ -32,7 +32,7 @@ def test_the_dpo_opens_each_page_and_sees_the_biologists_read(web_server: WebSer
         other.close()
 
     dpo = web_server.accounts["dpo_a"]
-    assert not dpo.mfa
+    assert dpo.mfa  # the role opens patients' identities: a second factor
     login(page, web_server, dpo)
 
     page.goto(web_server.url("/dpo/audit"))

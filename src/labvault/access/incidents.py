@@ -45,6 +45,8 @@ GROUNDS = ("encrypted", "measures", "disproportionate")  # GDPR Art. 34(3) (a), 
 DOCUMENTS = ("notice", "art33")
 MAX_TEXT = 20_000
 FACT_FIELDS = ("facts", "effects", "remedial")
+# A lab's own acts on its part: the vendor reads the step and the part's state, never these.
+LAB_ACTS = frozenset({"decided", "notified", "exempted", "letters", "drafted"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +226,21 @@ def _choice(value: str, what: str, allowed: Sequence[str]) -> str:
     return v
 
 
+def _vendor_view(part: LabPart) -> LabPart:
+    """A lab's part as the vendor reads it: its clock, state and counts; its decision, who took it,
+    the authority's reference, the Art. 34 exemption and letters are the lab's own."""
+    return replace(
+        part,
+        decision=None,
+        decided_by=None,
+        decided_at=None,
+        authority_ref=None,
+        art34=None,
+        letters_at=None,
+        letters=None,
+    )
+
+
 def _part_of(r: Any) -> LabPart:
     return LabPart(
         tenant_id=r.tenant_id,
@@ -297,14 +314,18 @@ class Incidents(UnitState):
                 select(p).where(self._tf(p, lab), p.c.incident_id == incident_id, p.c.owner == owner)
             ).first()
             if r is not None:
-                out.append(_part_of(r))
+                part = _part_of(r)
+                out.append(_vendor_view(part) if self.principal.is_platform else part)
         return tuple(out)
 
     def _incident_of(self, row: Any, parts: tuple[LabPart, ...], *, only: str | None = None) -> Incident:
         labs = tuple(json.loads(row.labs or "[]"))
+        severity = json.loads(row.severity) if row.severity else None
         if only is not None:  # a lab sees itself among the labs concerned, never the other labs
             labs = (only,)
             parts = tuple(p for p in parts if p.tenant_id == only)
+            if row.tenant_id != only:  # the processor's score weighs every lab's categories: its own
+                severity = parts[0].severity if parts else None
         return Incident(
             owner=row.tenant_id,
             incident_id=row.incident_id,
@@ -316,7 +337,7 @@ class Incidents(UnitState):
             advisory_id=row.advisory_id,
             analysis_id=row.analysis_id,
             labs=labs,
-            severity=json.loads(row.severity) if row.severity else None,
+            severity=severity,
             opened_by=row.opened_by,
             opened_at=_utc(row.opened_at),
             closed_at=stored_utc(row.closed_at),
@@ -389,6 +410,15 @@ class Incidents(UnitState):
         for lab in concerned:
             if lab != who:
                 self.tenant(lab)  # an unknown lab is a 404
+        if advisory_id is not None:
+            advisory_id = advisory_id.strip() or None
+        if advisory_id is not None:  # an outside report of the processor's own advisory register
+            if who != PLATFORM:
+                raise InvalidInput("a lab's own incident names no advisory: the advisory register is the processor's")
+            try:
+                advisory_id = self._advisory_row(advisory_id).advisory_id  # type: ignore[attr-defined]
+            except NotFound:
+                raise InvalidInput("no such advisory in the advisory register") from None
         sealed = {f: v for f, v in ((f, _text((facts or {}).get(f), f)) for f in FACT_FIELDS) if v}
         incident_id = new_id()
         self._scope(who)
@@ -572,7 +602,10 @@ class Incidents(UnitState):
             for r in self.conn.execute(
                 select(s).where(self._tf(s, ten), s.c.incident_id == incident_id).order_by(s.c.seq)
             ).all():
-                out.append(Step(ten, r.incident_id, int(r.seq), _utc(r.at), r.step, r.by, json.loads(r.detail or "{}")))
+                detail = json.loads(r.detail or "{}")
+                if ten != PLATFORM and viewer == PLATFORM and r.step in LAB_ACTS:
+                    detail = {}  # the lab's decisions are its own: the vendor reads the step's name only
+                out.append(Step(ten, r.incident_id, int(r.seq), _utc(r.at), r.step, r.by, detail))
         self._scope(viewer)
         out.sort(key=lambda st: (st.at, st.tenant_id != PLATFORM, st.seq))
         self._record(viewer, "incident:read", "incident_step", len(out), refs=[incident_id])
@@ -752,6 +785,10 @@ class Incidents(UnitState):
         when = _utc(at)
         if when > utcnow() + timedelta(minutes=5):
             raise InvalidInput("the notification's time is in the future")
+        if when < _utc(part.aware_at) and part.owner != PLATFORM:
+            # a lab's own incident: nothing is notified before the lab became aware (a date set back
+            # would dodge the reason for the delay); a processor's: the lab may have known first
+            raise InvalidInput("the notification's time is before the lab's awareness of the incident")
         ref = _text(reference, "authority reference", required=True) or ""
         if len(ref) > 100:
             raise InvalidInput("the authority reference is longer than 100 characters")
@@ -913,11 +950,26 @@ class Incidents(UnitState):
         self._step(tenant_id, incident_id, "notice-sent", {"version": version, "alert": alert_id})
         self._record(tenant_id, "incident:notice:sent", "incident", 1, refs=[incident_id, f"v{version}"])
 
+    def incident_claim_reminder(self, tenant_id: str, incident_id: str, hour: int) -> bool:
+        """Take the reminder of ``hour`` for this pass: False when another pass took it already (the
+        count only moves forward, row-locked by the update: two processes never both send it)."""
+        self._authorise(tenant_id, "incident:remind")
+        if hour not in REMINDERS:
+            raise InvalidInput("a reminder is at 24, 48 or 66 hours")
+        p = t.incident_lab
+        self._scope(tenant_id)
+        n = REMINDERS.index(hour) + 1
+        done = self.conn.execute(
+            update(p)
+            .where(self._tf(p, tenant_id), p.c.incident_id == incident_id, p.c.state == "open", p.c.reminders < n)
+            .values(reminders=n)
+        )
+        return bool(done.rowcount)
+
     def incident_reminded(self, tenant_id: str, incident_id: str, hour: int, alert_id: str | None) -> None:
         """One reminder sent (24, 48 or 66 h): counted on the lab's part, a step of its timeline."""
         self._authorise(tenant_id, "incident:remind")
         if hour not in REMINDERS:
             raise InvalidInput("a reminder is at 24, 48 or 66 hours")
-        self._set_part(tenant_id, incident_id, {"reminders": REMINDERS.index(hour) + 1})
         self._step(tenant_id, incident_id, f"reminder-{hour}h", {"alert": alert_id})
         self._record(tenant_id, "incident:remind", "incident", 1, refs=[incident_id, f"{hour}h"])

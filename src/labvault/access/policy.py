@@ -30,7 +30,9 @@ class Role(enum.StrEnum):
 
 LAB_ROLES = frozenset({Role.BIOLOGIST, Role.TECHNICIAN, Role.LAB_ADMIN, Role.LAB_DPO, Role.SERVICE})
 VENDOR_ROLES = frozenset({Role.OPERATOR, Role.SUPPORT, Role.SECURITY_OFFICER, Role.PLATFORM_ADMIN})
-MFA_REQUIRED = VENDOR_ROLES | {Role.LAB_ADMIN}
+# lab_dpo opens patients' identities (the Art. 34 letters' names and addresses, who saw a patient):
+# like lab_admin, a second factor.
+MFA_REQUIRED = VENDOR_ROLES | {Role.LAB_ADMIN, Role.LAB_DPO}
 # Roles held by the platform's own processes, each by one system principal (``SYSTEM_PRINCIPALS``):
 # never given to an account (``valid_role`` refuses them), never read from an account's row.
 SYSTEM_ROLES = frozenset({Role.MONITOR})

@@ -3,7 +3,8 @@
 The vendor's security officer opens the processor's incident and sends each lab its notice; a
 lab's lab_admin or lab_dpo reads its own part (``?tenant=LAB``), drafts its Art. 33 notification,
 decides, records the notification and the exemption; its lab_dpo downloads the letters (a ZIP of
-PDFs built in memory). Reads take ``Reader``; changes take ``SessionOnly``. The gateway authorises
+PDFs built in memory) after a TOTP step-up, as on the page (they open names and addresses). Reads
+take ``Reader``; changes take ``SessionOnly``; the letters ``SteppedUp``. The gateway authorises
 and audits each call.
 """
 
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from labvault.access import Purpose
 from labvault.access.incidents import Incident, Version
-from labvault.api.deps import Caller, Reader, SessionOnly, authenticated, gateway
+from labvault.api.deps import Caller, Reader, SessionOnly, SteppedUp, authenticated, gateway
 from labvault.api.routes import ERRORS
 from labvault.breach import incidents
 
@@ -205,7 +206,7 @@ def notified(caller: SessionOnly, request: Request, incident_id: Id, tenant: Id,
 
 
 @router.post("/api/v1/incidents/{incident_id}/labs/{tenant}/letters")
-def letters(caller: SessionOnly, request: Request, incident_id: Id, tenant: Id, body: LettersIn) -> Response:
+def letters(caller: SteppedUp, request: Request, incident_id: Id, tenant: Id, body: LettersIn) -> Response:
     with _unit(caller, request) as u:
         pdfs = incidents.letters(u, incident_id, tenant, patients=body.patients)
     buf = io.BytesIO()

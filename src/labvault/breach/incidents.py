@@ -243,8 +243,8 @@ def remind(u: Unit, *, now: datetime | None = None, alert: AlertSink) -> list[Re
         out.append(Reminder(lab, incident_id, "notice", alert_id))
     for part in u.incident_clocks():
         hour = due_hour(part, at)
-        if hour is None:
-            continue
+        if hour is None or not u.incident_claim_reminder(part.tenant_id, part.incident_id, hour):
+            continue  # nothing due, or another pass sent it
         left = max(0, 72 - hour)
         alert_id = alert(
             u, part.tenant_id, f"incident-clock-{hour}h", REMINDER_SEVERITY[hour],

@@ -386,6 +386,32 @@ def _dialect(head: str) -> dict[str, Any] | None:
     return {"delimiter": best[2], "quotechar": quote, "escapechar": escape, "doublequote": escape is None}
 
 
+# A workbook is a ZIP: its parts' declared sizes bound what reading expands (Python's zipfile never
+# inflates a member past its declared size). Real sheets deflate 5 to 30 times; a part expanding more
+# than XLSX_MAX_RATIO times past XLSX_RATIO_FLOOR, or parts past XLSX_MAX_EXPANDED in all, is a zip
+# bomb: refused before a byte is inflated (a cell or the shared strings are held whole in memory).
+XLSX_MAX_RATIO = 100
+XLSX_RATIO_FLOOR = 16 * 1024 * 1024
+XLSX_MAX_EXPANDED = 8 * 1024 * 1024 * 1024
+
+
+def _zip_guard(f: IO[bytes]) -> None:
+    import zipfile
+
+    try:
+        infos = zipfile.ZipFile(f).infolist()
+    except Exception as exc:  # noqa: BLE001 - a broken ZIP: named, never quoted
+        raise LeakUnreadable(f"xlsx file: not a readable workbook ({type(exc).__name__})") from None
+    total = 0
+    for info in infos:
+        total += info.file_size
+        if info.file_size > XLSX_RATIO_FLOOR and info.file_size > XLSX_MAX_RATIO * max(1, info.compress_size):
+            raise LeakUnreadable(f"xlsx file: a part expands more than {XLSX_MAX_RATIO} times (a zip bomb): not read")
+    if total > XLSX_MAX_EXPANDED:
+        raise LeakUnreadable("xlsx file: its parts expand past the reader's limit: not read")
+    f.seek(0)
+
+
 class _Xlsx(_Reader):
     format = "xlsx"
     serial = True
@@ -400,6 +426,7 @@ class _Xlsx(_Reader):
         with self.source() as f, warnings.catch_warnings():
             # openpyxl's warnings may quote a cell (a date out of range): none is let out
             warnings.simplefilter("ignore")
+            _zip_guard(f)
             try:
                 wb = openpyxl.load_workbook(f, read_only=True, data_only=True)
             except Exception as exc:  # noqa: BLE001 - zip, XML or workbook errors: named, never quoted
@@ -681,6 +708,8 @@ def _value_like(cell: str) -> bool:
 
 def _find_header(rows: list[list[str]], width: int) -> tuple[list[str] | None, int]:
     """The header row among the first rows (titles above it are junk), and where data starts."""
+    if width > MAX_COLUMNS:  # each cell's words are weighed: a file this wide is no table
+        raise LeakUnreadable(f"file: more than {MAX_COLUMNS} columns, not a table of records")
     for i, cells in enumerate(rows[:30]):
         filled = _nonempty(cells)
         if filled < max(1, min(2, width)) or filled < 0.5 * width:
@@ -729,10 +758,16 @@ def _is_header(cells: list[str], header: tuple[str, ...]) -> bool:
     return tuple(_fold_cell(c) for c in cells[: len(header)]) == header[: len(cells)]
 
 
+MAX_COLUMNS = 4096  # a leaked table of records (the 2021 file: up to 60 fields)
+
+
 def _recognise(
     header: list[str] | None, rows: list[list[str]], width: int, *, serial: bool, group: str | None
 ) -> tuple[Column, ...]:
     """Each column's kind: its header's word checked against its values, or its values alone."""
+    ncols = max([len(header or ())] + [len(r) for r in rows] + [0])
+    if ncols > MAX_COLUMNS:  # each column is recognised on its own: a file this wide is no table
+        raise LeakUnreadable(f"file: more than {MAX_COLUMNS} columns, not a table of records")
     rows = [r for r in rows if not _is_junk(r, width, None)]
     ncols = max([len(header or ())] + [len(r) for r in rows] + [0])
     if not rows and header is None:
