@@ -200,6 +200,11 @@ _SQLITE_LOOKUP = {
     f" WHERE tenant_id = ? AND {column} IN "
     for column, ix in _INDEX.items()
 }
+_SQLITE_WHOLE = {
+    column: f"SELECT {column}, patient_id, merged_into FROM patient_identity"  # noqa: S608
+    f" WHERE tenant_id = ? AND {column} IS NOT NULL"
+    for column in _INDEX
+}
 _Combo = tuple[int, int, int, int]  # a row's key indexes: NIR, name, birth name, traits
 
 
@@ -442,7 +447,18 @@ class Breach(UnitState):
                 else:
                     got.append((pid, merged))
 
-        if len(keys) * WHOLE_COLUMN > size:
+        sqlite = self.conn.dialect.name == "sqlite"
+        if len(keys) * WHOLE_COLUMN > size and sqlite:
+            # the column read whole on the transaction's own connection, as plain tuples
+            wanted = set(keys)
+            cur = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cur.execute(_SQLITE_WHOLE[column], (lab,))
+                while batch := cur.fetchmany(50_000):
+                    take(batch, wanted)
+            finally:
+                cur.close()
+        elif len(keys) * WHOLE_COLUMN > size:
             wanted = set(keys)
             q = select(col, pi.c.patient_id, pi.c.merged_into).where(self._tf(pi, lab), col.is_not(None))
             with self.conn.execute(q.execution_options(yield_per=50_000)) as result:
@@ -450,7 +466,6 @@ class Breach(UnitState):
                     take(batch, wanted)
         else:
             distinct = sorted(set(keys))
-            sqlite = self.conn.dialect.name == "sqlite"
             for part in range(0, len(distinct), LOOKUP_CHUNK):
                 chunk = distinct[part : part + LOOKUP_CHUNK]
                 if sqlite:
