@@ -27,6 +27,7 @@ the lab's DPO) and is audited with the count.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -83,6 +84,10 @@ class LeakDigest:
     categories: tuple[str, ...] = ()
     fields: tuple[str, ...] = ()  # the kinds of data exposed (column kinds), sorted
     files: list[dict[str, Any]] = field(default_factory=list)  # per file: sha256, size, format, ... (no value)
+    # optional, from ``breach.analyze``: each row's group of rows with the same keys, and each group's
+    # (NIR, name, birth name, traits) key indexes; derived from the four row lists when left empty
+    row_group: list[int] = field(default_factory=list)
+    groups: list[tuple[int, int, int, int]] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -183,6 +188,43 @@ class _LabPart:
     canaries: int
 
 
+# Each blind-index column's own index (tenant_id, column), named to SQLite's planner.
+_INDEX = {
+    str(ix.columns[1].name): str(ix.name)
+    for ix in t.patient_identity.indexes
+    if len(ix.columns) == 2 and next(iter(ix.columns)).name == "tenant_id"
+}
+# the same lookup as the ``select`` below, with the index named: only schema names, values all bound
+_SQLITE_LOOKUP = {
+    column: f"SELECT {column}, patient_id, merged_into FROM patient_identity INDEXED BY {ix}"  # noqa: S608
+    f" WHERE tenant_id = ? AND {column} IN "
+    for column, ix in _INDEX.items()
+}
+_SQLITE_WHOLE = {
+    column: f"SELECT {column}, patient_id, merged_into FROM patient_identity"  # noqa: S608
+    f" WHERE tenant_id = ? AND {column} IS NOT NULL"
+    for column in _INDEX
+}
+_Combo = tuple[int, int, int, int]  # a row's key indexes: NIR, name, birth name, traits
+
+
+def _groups(d: LeakDigest) -> tuple[list[_Combo], list[int]]:
+    """The distinct combinations of keys, and each row's index into them (matched once per lab)."""
+    rg = d.row_group
+    if rg and len(rg) == d.rows and min(rg) >= 0 and max(rg) < len(d.groups):
+        return d.groups, rg
+    index: dict[_Combo, int] = {}
+    combos: list[_Combo] = []
+    row_group: list[int] = []
+    for combo in zip(d.row_nir, d.row_name, d.row_bname, d.row_traits, strict=True):
+        g = index.get(combo)
+        if g is None:
+            g = index[combo] = len(combos)
+            combos.append(combo)
+        row_group.append(g)
+    return combos, row_group
+
+
 def _aad(tenant_id: str, analysis_id: str) -> bytes:
     return f"leak_match:{tenant_id}:{analysis_id}".encode()
 
@@ -242,8 +284,9 @@ class Breach(UnitState):
         matched_rows: set[int] = set()
         ambiguous_rows: set[int] = set()
         parts: list[_LabPart] = []
+        groups = _groups(digest) if labs else ([], [])
         for lab in labs:
-            part, ambiguous = self._match_lab(lab, digest)
+            part, ambiguous = self._match_lab(lab, digest, groups)
             for rows in part.rows.values():
                 matched_rows.update(rows)
             parts.append(part)
@@ -295,44 +338,55 @@ class Breach(UnitState):
             self._record(PLATFORM, "breach:analyze", "leak", len(matched_rows), refs=[analysis_id, *concerned])
         return self._analysis_of(row), out
 
-    def _match_lab(self, lab: str, d: LeakDigest) -> tuple[_LabPart, list[int]]:
+    def _match_lab(self, lab: str, d: LeakDigest, groups: tuple[list[_Combo], list[int]]) -> tuple[_LabPart, list[int]]:
         """One lab's hits: each distinct key hashed once, looked up in batches, merges followed."""
         index = self._crypto(lab).index
         size = self._lab_size(lab)
         if size == 0:  # nobody to find: nothing hashed (the lab's trail still records the analysis)
             return _LabPart(lab, set(), {}, 0, 0, {}, None, 0), []
-        # the NIR first: a row it finds is settled; names only for the rows left, traits last
-        n = d.rows
-        row_nir, row_name, row_bname, row_traits = d.row_nir, d.row_name, d.row_bname, d.row_traits
+        # the NIR first: a row it finds is settled; names only for the rows left, traits last.
+        # Rows are matched by their distinct key combinations (a leak repeats a patient on each result).
+        combos, row_group = groups
         nir_hits = self._hits(lab, "nir_bidx", index.many("nir", d.nirs), size)
-        left = [k for k in range(n) if row_nir[k] < 0 or nir_hits[row_nir[k]] is None]
-        wanted = sorted(({row_name[k] for k in left} | {row_bname[k] for k in left}) - {-1})
+        left = [g for g in combos if g[0] < 0 or nir_hits[g[0]] is None]
+        wanted = sorted(({g[1] for g in left} | {g[2] for g in left}) - {-1})
         names = d.names
         found_names = self._hits(lab, "name_bidx", index.many("name", (name_text(*names[j]) for j in wanted)), size)
         name_hits = dict(zip(wanted, found_names, strict=True))
-        left = [k for k in left if not (name_hits.get(row_name[k]) or name_hits.get(row_bname[k]))]
-        wanted = sorted({row_traits[k] for k in left} - {-1})
+        left = [g for g in left if not (name_hits.get(g[1]) or name_hits.get(g[2]))]
+        wanted = sorted({g[3] for g in left} - {-1})
         traits = d.traits
         found_traits = self._hits(
             lab, "traits_bidx", index.many("traits", (traits_text(*traits[j]) for j in wanted)), size
         )
         traits_hits = dict(zip(wanted, found_traits, strict=True))
+        # per combination: the list its rows go to (one per patient), None when it finds nobody
         rows: dict[str, list[int]] = {}
-        ambiguous: list[int] = []
-        for k in range(n):
-            j = row_nir[k]
+        target: list[list[int] | None] = []
+        ambiguous_groups: set[int] = set()
+        for g, combo in enumerate(combos):
+            j = combo[0]
             hit = nir_hits[j] if j >= 0 else None
             if not hit:
-                a, b = name_hits.get(row_name[k]), name_hits.get(row_bname[k])
+                a, b = name_hits.get(combo[1]), name_hits.get(combo[2])
                 hit = a if not b or a == b else b if not a else tuple(sorted({*a, *b}))
                 if not hit:
-                    hit = traits_hits.get(row_traits[k])
+                    hit = traits_hits.get(combo[3])
             if not hit:
-                continue
-            if len(hit) > 1:
-                ambiguous.append(k)
-                continue
-            rows.setdefault(hit[0], []).append(k)
+                target.append(None)
+            elif len(hit) > 1:
+                target.append(None)
+                ambiguous_groups.add(g)
+            else:
+                got = rows.get(hit[0])
+                if got is None:
+                    got = rows[hit[0]] = []
+                target.append(got)
+        for k, g in enumerate(row_group):  # rows in order: each patient's list stays sorted
+            got = target[g]
+            if got is not None:
+                got.append(k)
+        ambiguous = [k for k, g in enumerate(row_group) if g in ambiguous_groups] if ambiguous_groups else []
         # canaries: the lab's planted patients are nobody; a package's own names its package
         canary_source: Source | None = None
         canaries = 0
@@ -351,19 +405,21 @@ class Breach(UnitState):
         for pid, extra in linked.items():  # rows carrying only a package's export id of a matched patient
             rows[pid] = sorted(set(rows[pid]) | set(extra))
         categories: dict[str, int] = {}
+        row_cats = d.row_cats
         if d.categories:
-            for krows in rows.values():
-                for k in krows:
-                    bits = d.row_cats[k]
-                    bit = 0
-                    while bits:
-                        if bits & 1:
-                            cat = d.categories[bit]
-                            categories[cat] = categories.get(cat, 0) + 1
-                        bits >>= 1
-                        bit += 1
+            per_bits = Counter(row_cats[k] for krows in rows.values() for k in krows)
+            for bits, count in per_bits.items():
+                bit = 0
+                while bits:
+                    if bits & 1:
+                        cat = d.categories[bit]
+                        categories[cat] = categories.get(cat, 0) + count
+                    bits >>= 1
+                    bit += 1
         aux = d.row_aux
-        records = sum(1 for krows in rows.values() for k in krows if k not in aux)
+        records = sum(len(krows) for krows in rows.values())
+        if aux:
+            records -= sum(1 for krows in rows.values() for k in krows if k in aux)
         return _LabPart(lab, set(rows), rows, records, len(ambiguous), categories, source, canaries), ambiguous
 
     def _lab_size(self, lab: str) -> int:
@@ -391,7 +447,18 @@ class Breach(UnitState):
                 else:
                     got.append((pid, merged))
 
-        if len(keys) * WHOLE_COLUMN > size:
+        sqlite = self.conn.dialect.name == "sqlite"
+        if len(keys) * WHOLE_COLUMN > size and sqlite:
+            # the column read whole on the transaction's own connection, as plain tuples
+            wanted = set(keys)
+            cur = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cur.execute(_SQLITE_WHOLE[column], (lab,))
+                while batch := cur.fetchmany(50_000):
+                    take(batch, wanted)
+            finally:
+                cur.close()
+        elif len(keys) * WHOLE_COLUMN > size:
             wanted = set(keys)
             q = select(col, pi.c.patient_id, pi.c.merged_into).where(self._tf(pi, lab), col.is_not(None))
             with self.conn.execute(q.execution_options(yield_per=50_000)) as result:
@@ -401,6 +468,12 @@ class Breach(UnitState):
             distinct = sorted(set(keys))
             for part in range(0, len(distinct), LOOKUP_CHUNK):
                 chunk = distinct[part : part + LOOKUP_CHUNK]
+                if sqlite:
+                    # SQLite's planner, without statistics, scans the lab's whole primary key for a
+                    # long IN list: the column's own index is named (a seek per key)
+                    marks = "(" + ",".join("?" * len(chunk)) + ")"
+                    take(self.conn.exec_driver_sql(_SQLITE_LOOKUP[column] + marks, (lab, *chunk)).all(), None)
+                    continue
                 q = select(col, pi.c.patient_id, pi.c.merged_into).where(self._tf(pi, lab), col.in_(chunk))
                 take(self.conn.execute(q).all(), None)
         survivor = self._survivors(lab, {m for v in found.values() for _, m in v if m})

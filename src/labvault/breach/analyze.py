@@ -21,6 +21,7 @@ import time
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -136,6 +137,8 @@ class _Keys:
     given: dict[str, str]
     code_cats: dict[str, int]
     text_cats: dict[str, int]
+    idents: dict[tuple[Any, ...], int]  # identity as written -> its group (``LeakDigest.groups``)
+    cats: dict[tuple[tuple[str, ...], ...], int]  # (codes, labels, texts) as written -> category bits
 
 
 def _key(table: dict[Any, int], out: list[Any], key: Any) -> int:
@@ -164,7 +167,7 @@ def _layout_json(leak: Opened) -> dict[str, Any]:
 def digest(leaks: Iterable[Opened]) -> LeakDigest:
     """Read every row of the opened files into the keys the gateway matches (see the module doc)."""
     d = LeakDigest(categories=CATEGORIES)
-    keys = _Keys(d, {}, {}, {}, {}, {}, {}, {})
+    keys = _Keys(d, {}, {}, {}, {}, {}, {}, {}, {}, {})
     exposed: set[str] = set()
     for leak in leaks:
         seen = _rows(keys, leak.rows())
@@ -173,16 +176,27 @@ def digest(leaks: Iterable[Opened]) -> LeakDigest:
         for col in leak.layout.columns:
             exposed.update(_EXPOSED.get(col.kind, ()))
     d.fields = tuple(sorted(exposed))
+    groups, row_group = d.groups, d.row_group
+    d.row_nir = [groups[g][0] for g in row_group]
+    d.row_name = [groups[g][1] for g in row_group]
+    d.row_bname = [groups[g][2] for g in row_group]
+    d.row_traits = [groups[g][3] for g in row_group]
     return d
+
+
+_IDENTITY = attrgetter("nir", "family", "birth_name", "given", "birth_date", "sex")
+_CELLS = attrgetter("codes", "labels", "texts")
 
 
 def _rows(keys: _Keys, rows: Iterable[LeakRow]) -> set[str]:
     d = keys.digest
     norm, given_memo, code_cats, text_cats = keys.norm, keys.given, keys.code_cats, keys.text_cats
+    idents, cats_memo = keys.idents, keys.cats
     nir_t, name_t, traits_t = keys.nir, keys.name, keys.traits
-    row_nir, row_name, row_bname, row_traits = d.row_nir, d.row_name, d.row_bname, d.row_traits
+    row_group, groups = d.row_group, d.groups
     row_cats, row_date, refs, aux = d.row_cats, d.row_date, d.row_refs, d.row_aux
     exposed: set[str] = set()
+    identity, cells_of = _IDENTITY, _CELLS
 
     def name_of(raw: str | None) -> str:
         if not raw:
@@ -192,21 +206,21 @@ def _rows(keys: _Keys, rows: Iterable[LeakRow]) -> set[str]:
             v = norm[raw] = normalise_name(raw)
         return v
 
-    for row in rows:
-        k = len(row_nir)
+    def ident_of(ident: tuple[Any, ...]) -> int:
+        """The key indexes of one identity as written (a leak repeats it on each of its results)."""
+        raw_nir, raw_family, raw_birth, raw_given, born, raw_sex = ident
         nir = -1
-        if row.nir:
-            full = nir_of(row.nir)
+        if raw_nir:
+            full = nir_of(raw_nir)
             nir = -1 if full is None else _key(nir_t, d.nirs, full)
             exposed.add("nir")
-        family, birth = name_of(row.family), name_of(row.birth_name)
+        family, birth = name_of(raw_family), name_of(raw_birth)
         first = ""
-        if row.given:
-            memo = given_memo.get(row.given)
+        if raw_given:
+            memo = given_memo.get(raw_given)
             if memo is None:
-                memo = given_memo[row.given] = normalise_name(first_given_name(row.given))
+                memo = given_memo[raw_given] = normalise_name(first_given_name(raw_given))
             first = memo
-        born = row.birth_date
         name = bname = traits = -1
         if first and born is not None:
             if family:
@@ -214,31 +228,44 @@ def _rows(keys: _Keys, rows: Iterable[LeakRow]) -> set[str]:
             if birth and birth != family:
                 bname = _key(name_t, d.names, (birth, first, born))
             strict = birth or family
-            sex = (row.sex or "").strip().upper()
+            sex = (raw_sex or "").strip().upper()
             if strict and sex in ("M", "F"):
                 traits = _key(traits_t, d.traits, (strict, first, born, sex))
-        row_nir.append(nir)
-        row_name.append(name)
-        row_bname.append(bname)
-        row_traits.append(traits)
+        g = idents[ident] = len(groups)
+        groups.append((nir, name, bname, traits))
+        return g
+
+    def cats_of(cells: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]) -> int:
+        codes, labels, texts = cells
         bits = 0
-        for code in row.codes:
+        for code in codes:
             c = code_cats.get(code)
             if c is None:
                 c = code_cats[code] = categories_of_code(code)
             bits |= c
-        for texts in (row.labels, row.texts):
-            for text in texts:
-                c = text_cats.get(text)
-                if c is None:
-                    c = text_cats[text] = categories_of_text(text)
-                bits |= c
-        row_cats.append(bits)
-        row_date.append(min(row.dates) if row.dates else None)
+        for text in (*labels, *texts):
+            c = text_cats.get(text)
+            if c is None:
+                c = text_cats[text] = categories_of_text(text)
+            bits |= c
+        cats_memo[cells] = bits
+        return bits
+
+    k = len(row_group)
+    for row in rows:
+        ident = identity(row)
+        g = idents.get(ident)
+        row_group.append(ident_of(ident) if g is None else g)
+        cells = cells_of(row)
+        bits = cats_memo.get(cells)
+        row_cats.append(cats_of(cells) if bits is None else bits)
+        dates = row.dates
+        row_date.append((dates[0] if len(dates) == 1 else min(dates)) if dates else None)
         if row.ids or row.links:
             refs[k] = (*row.ids, *row.links)
         if row.record in AUX_RECORDS:
             aux.add(k)
+        k += 1
     return exposed
 
 
