@@ -57,8 +57,8 @@ def load_lab(
             requests = [q for r in records for q in r.requests]
             counts.requests += u.add_requests(tenant_id, requests)
             counts.specimens += u.add_specimens(tenant_id, [s for r in records for s in r.specimens])
-            pseudonyms = {q.request_id: u.pseudonym_of(tenant_id, q.patient_id) for q in requests}
-            counts.results += u.add_results(tenant_id, [x for r in records for x in r.results], pseudonyms=pseudonyms)
+            # The requests' pseudonyms are read back by add_results, in batches.
+            counts.results += u.add_results(tenant_id, [x for r in records for x in r.results])
         if on_batch:
             on_batch(len(records))
     return counts
