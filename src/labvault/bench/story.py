@@ -191,6 +191,21 @@ def _extracted(records: list[Any], prescribers: dict[str, Any]) -> list[dict[str
     return out
 
 
+@contextmanager
+def _writer_turn(home: Home) -> Iterator[None]:
+    """The workers' turns at SQLite's one writer, queued on a file lock: a worker waiting in
+    SQLite's busy handler sleeps in steps of up to 100 ms and finds the database free only at
+    its next try, while a worker waiting on the lock wakes as soon as the other commits."""
+    import fcntl
+
+    with (home.folder / "writer.lock").open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _part(task: tuple[str, int, int, str | None]) -> tuple[str, dict[str, int]]:
     """Generate and store patients ``start .. start + count - 1`` of a lab, in one transaction;
     with ``extract`` (a folder), also write what the unsupervised extraction held of them to a file
@@ -209,7 +224,7 @@ def _part(task: tuple[str, int, int, str | None]) -> tuple[str, dict[str, int]]:
     requests = [q for r in records for q in r.requests]
     specimens = [s for r in records for s in r.specimens]
     results = [x for r in records for x in r.results]
-    with gw.unit(home.admin, Purpose.GENERATE) as u:
+    with _writer_turn(home), gw.unit(home.admin, Purpose.GENERATE) as u:
         n_pat = u.add_patients(tid, identities)
         n_req = u.add_requests(tid, requests)
         n_spec = u.add_specimens(tid, specimens)
