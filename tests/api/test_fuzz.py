@@ -79,6 +79,9 @@ def pools(api, bio_a, bio_b, support):
                 "advisory_id": ["no-such-advisory"],
                 "alert_id": ["no-such-alert"],
                 "channel_id": ["no-such-channel"],
+                "incident_id": ["no-such-incident"],
+                "analysis_id": ["no-such-analysis"],
+                "version": ["1"],
             }
             for lab in (LAB_A, LAB_B)
         },
@@ -216,6 +219,9 @@ def test_successful_answers_match_the_schema(api, bio_a, admin_a, support):
         "advisory_id": "no-such-advisory",
         "alert_id": "no-such-alert",
         "channel_id": "no-such-channel",
+        "incident_id": "no-such-incident",
+        "analysis_id": "no-such-analysis",
+        "version": "1",
     }
     failures, checked = [], []
     for op in ops:

@@ -256,3 +256,29 @@ def test_bulk_blind_values_are_the_lab_indexes_own():
     assert other.many("nir", [NIR_1]) != index.many("nir", [NIR_1])
     with pytest.raises(ValueError):
         index.many("canary", ["x"])
+
+
+def test_a_nir_two_patients_share_is_narrowed_by_the_name_never_guessed(gateway):
+    """H3, I4: two patients of one lab sharing a NIR (an entry error): a row with that NIR and one of
+    their names is that patient; a row with the NIR alone, or with a name that is neither, stays
+    ambiguous (never guessed)."""
+    gw = gateway
+    make_lab(gw, LAB_A)
+    bio = lab_user(gw, LAB_A, "biologist")
+    with gw.unit(bio, Purpose.CARE) as u:
+        u.add_patients(
+            LAB_A,
+            [
+                _ident("pa-1", "Lefèvre", "Jean", date(1984, 12, 5), "M", NIR_1),
+                _ident("pa-2", "Roux", "Marc", date(1984, 12, 9), "M", NIR_1),
+            ],
+        )
+    rows = [
+        _row(2, nir=NIR_1, family="ROUX", given="Marc", birth_date=date(1984, 12, 9)),  # pa-2
+        _row(3, nir=NIR_1),  # either: ambiguous
+        _row(4, nir=NIR_1, family="Autre", given="Paul", birth_date=date(1970, 1, 1)),  # neither: ambiguous
+    ]
+    analysis, parts = analyze(gw, lab_user(gw, PLATFORM, "security_officer", name="Sec"), [_leak(rows)])
+    assert (analysis.rows_matched, analysis.rows_ambiguous, analysis.rows_unmatched) == (1, 2, 0)
+    with gw.unit(lab_user(gw, LAB_A, "lab_dpo", name="Dpo"), Purpose.BREACH) as u:
+        assert u.affected_patients(LAB_A, analysis.analysis_id) == ["pa-2"]

@@ -473,6 +473,7 @@ def test_end_delete(world, keyring):
         "quarantine": 0,
         "callback_task": 0,
         "canary": 0,
+        "leak_match": 0,
     }
     assert stores["key provider"]["provider"] == "local" and stores["key provider"]["scope_destroyed"]
     assert {k["purpose"] for k in stores["key provider"]["keys_destroyed"]} == {"data", "index"}

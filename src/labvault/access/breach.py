@@ -348,7 +348,9 @@ class Breach(UnitState):
         # Rows are matched by their distinct key combinations (a leak repeats a patient on each result).
         combos, row_group = groups
         nir_hits = self._hits(lab, "nir_bidx", index.many("nir", d.nirs), size)
-        left = [g for g in combos if g[0] < 0 or nir_hits[g[0]] is None]
+        # a NIR two patients of the lab share (an entry error, a generator's draw) is narrowed by the
+        # row's name or traits when they pick exactly one of them; otherwise the row stays ambiguous
+        left = [g for g in combos if g[0] < 0 or nir_hits[g[0]] is None or len(nir_hits[g[0]]) > 1]
         wanted = sorted(({g[1] for g in left} | {g[2] for g in left}) - {-1})
         names = d.names
         found_names = self._hits(lab, "name_bidx", index.many("name", (name_text(*names[j]) for j in wanted)), size)
@@ -367,6 +369,12 @@ class Breach(UnitState):
         for g, combo in enumerate(combos):
             j = combo[0]
             hit = nir_hits[j] if j >= 0 else None
+            if hit and len(hit) > 1:
+                named = {*(name_hits.get(combo[1]) or ()), *(name_hits.get(combo[2]) or ())}
+                named.update(traits_hits.get(combo[3]) or ())
+                narrowed = named.intersection(hit)
+                if len(narrowed) == 1:
+                    hit = tuple(narrowed)
             if not hit:
                 a, b = name_hits.get(combo[1]), name_hits.get(combo[2])
                 hit = a if not b or a == b else b if not a else tuple(sorted({*a, *b}))

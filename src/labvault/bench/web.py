@@ -37,8 +37,9 @@ from labvault.bench.api import (
 RESULTS = range(26, 35)
 
 
-def _session_cookie(base_url: str, email: str, password: str) -> str:
-    """Sign in through the login page as a browser does; the ``Cookie`` header of the session."""
+def _session_cookie(base_url: str, email: str, password: str, totp_secret: str | None = None) -> str:
+    """Sign in through the login page as a browser does (with the authenticator's code when the
+    account has one); the ``Cookie`` header of the session."""
     import httpx
 
     with httpx.Client(base_url=base_url, timeout=30.0, trust_env=False) as c:
@@ -47,13 +48,26 @@ def _session_cookie(base_url: str, email: str, password: str) -> str:
         if page.status_code != 200 or m is None:
             raise RuntimeError(f"the login page failed: HTTP {page.status_code}")
         r = c.post("/login", data={"csrf": m.group(1), "email": email, "password": password, "next": "/patients"})
+        if totp_secret is not None and "lv_session" not in c.cookies:
+            import pyotp
+
+            from labvault.accounts import totp
+
+            page = c.get("/login/totp")
+            m = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            if page.status_code != 200 or m is None:
+                raise RuntimeError(f"the authenticator's page failed: HTTP {page.status_code}")
+            # the enrolment used this step's code: the next step's is accepted too (one step either side)
+            code = pyotp.TOTP(totp_secret).at(totp.clock() + totp.STEP)
+            r = c.post("/login/totp", data={"csrf": m.group(1), "code": code, "next": "/patients"})
         if r.status_code not in (200, 303) or "lv_session" not in c.cookies:
             raise RuntimeError(f"sign-in through the pages failed: HTTP {r.status_code}")
         return f"lv_session={c.cookies['lv_session']}"
 
 
-def _add_dpo(env: dict[str, str], lab: str) -> tuple[str, str]:
-    """The lab's DPO, added by the lab's admin (as in production) and enrolled (no MFA for that role)."""
+def _add_dpo(env: dict[str, str], lab: str) -> tuple[str, str, str]:
+    """The lab's DPO, added by the lab's admin (as in production) and enrolled with its authenticator
+    (the role opens patients' identities: a second factor is required); email, password, TOTP secret."""
     from labvault.access import Principal, Purpose
     from labvault.accounts import service
     from labvault.config import Settings
@@ -68,11 +82,12 @@ def _add_dpo(env: dict[str, str], lab: str) -> tuple[str, str]:
         with rt.gateway.unit(lab_admin, Purpose.ADMINISTRATION) as u:
             service.create_account(u, tenant_id=lab, name="Benchmark DPO", email=email, roles=["lab_dpo"])
         with rt.gateway.auth_unit(source_addr="bench", user_agent="labvault-bench") as u:
-            if service.enrol_directly(u, email, password) is not None:
-                raise RuntimeError("the benchmark DPO unexpectedly needs MFA")
+            secret = service.enrol_directly(u, email, password)
+        if secret is None:
+            raise RuntimeError("the benchmark DPO was enrolled without a second factor")
     finally:
         rt.close()
-    return email, password
+    return email, password, secret
 
 
 def _check_pages(base_url: str, headers: dict[str, str], paths: list[str]) -> None:
@@ -104,7 +119,7 @@ def run_web(
         if not rich:
             raise RuntimeError(f"no generated patient has {RESULTS.start} to {RESULTS.stop - 1} results")
         shown = sum(len(gen.patient(ids.index(p)).results) for p in rich) / len(rich)
-        dpo_email, dpo_password = _add_dpo(env, lab)
+        dpo_email, dpo_password, dpo_totp = _add_dpo(env, lab)
         base_url, server, log = start_server(env, Path(tmp))
         try:
             _wait_health(base_url, server, log)
@@ -121,7 +136,7 @@ def run_web(
             cpu1 = _cpu_s(server.pid)
             # The audit explorer: its first page (100 of the lab's events, at least 1,000 by now:
             # every page read above is one), names resolved, as the lab's DPO sees it.
-            dpo = {"Cookie": _session_cookie(base_url, dpo_email, dpo_password)}
+            dpo = {"Cookie": _session_cookie(base_url, dpo_email, dpo_password, dpo_totp)}
             audit = _run_driver({**common, "paths": ["/dpo/audit"], "headers": dpo}, env, "audit explorer", on_progress)
             if server.poll() is not None:
                 raise RuntimeError(f"the server exited during the run: {_tail(log)}")

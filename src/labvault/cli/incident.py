@@ -105,7 +105,7 @@ def list_(
 
 @app.command("show")
 def show(
-    incident_id: str = typer.Argument(...),
+    incident_id: str = typer.Argument(..., help="The incident's id (labvault incident list)."),
     tenant: str = typer.Option(None, "--tenant", help=TENANT_HELP),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
@@ -121,7 +121,7 @@ def show(
 
 @app.command("update")
 def update(
-    incident_id: str = typer.Argument(...),
+    incident_id: str = typer.Argument(..., help="The incident's id (labvault incident list)."),
     facts_file: str = typer.Option(None, "--facts-file", help=TEXT_HELP),
     effects_file: str = typer.Option(None, "--effects-file", help=TEXT_HELP),
     remedial_file: str = typer.Option(None, "--remedial-file", help=TEXT_HELP),
@@ -149,7 +149,7 @@ def update(
 
 @app.command("close")
 def close(
-    incident_id: str = typer.Argument(...),
+    incident_id: str = typer.Argument(..., help="The incident's id (labvault incident list)."),
     tenant: str = typer.Option(None, "--tenant", help="The owner: a lab for its own incident."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
@@ -160,7 +160,7 @@ def close(
 
 @app.command("notice")
 def notice(
-    incident_id: str = typer.Argument(...),
+    incident_id: str = typer.Argument(..., help="The incident's id (labvault incident list)."),
     measure: list[str] = typer.Option(None, "--measure", help="A measure taken or proposed; repeat."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
 ) -> None:
@@ -178,7 +178,7 @@ def notice(
 
 @app.command("draft")
 def draft(
-    incident_id: str = typer.Argument(...),
+    incident_id: str = typer.Argument(..., help="The incident's id (labvault incident list)."),
     tenant: str = typer.Option(..., "--tenant", help="The lab whose draft it is."),
     fmt: str = typer.Option("json", "--format", help="json, html or pdf."),
     output: Path = typer.Option(..., "--output", help="The file to write."),
@@ -208,8 +208,8 @@ def draft(
 
 @app.command("decide")
 def decide(
-    incident_id: str = typer.Argument(...),
-    tenant: str = typer.Option(..., "--tenant"),
+    incident_id: str = typer.Argument(..., help="The incident's id (labvault incident list)."),
+    tenant: str = typer.Option(..., "--tenant", help="The lab whose part it is."),
     decision: str = typer.Option(..., "--decision", help="notify or no-risk."),
     reasoning_file: str = typer.Option(..., "--reasoning-file", help=TEXT_HELP),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
@@ -222,8 +222,8 @@ def decide(
 
 @app.command("notified")
 def notified(
-    incident_id: str = typer.Argument(...),
-    tenant: str = typer.Option(..., "--tenant"),
+    incident_id: str = typer.Argument(..., help="The incident's id (labvault incident list)."),
+    tenant: str = typer.Option(..., "--tenant", help="The lab whose part it is."),
     at: datetime = typer.Option(..., "--at", help="When the authority was notified (ISO, UTC if no zone)."),
     ref: str = typer.Option(..., "--ref", help="The authority's reference."),
     delay_reason: str = typer.Option(None, "--delay-reason", help="Required past the 72-hour deadline."),
@@ -237,8 +237,8 @@ def notified(
 
 @app.command("letters")
 def letters(
-    incident_id: str = typer.Argument(...),
-    tenant: str = typer.Option(..., "--tenant"),
+    incident_id: str = typer.Argument(..., help="The incident's id (labvault incident list)."),
+    tenant: str = typer.Option(..., "--tenant", help="The lab whose part it is."),
     output: Path = typer.Option(..., "--output", help="The directory the letters are written to."),
     patient: list[str] = typer.Option(None, "--patient", help="An affected patient's id (without an analysis)."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),
@@ -251,8 +251,8 @@ def letters(
 
 @app.command("exempt")
 def exempt(
-    incident_id: str = typer.Argument(...),
-    tenant: str = typer.Option(..., "--tenant"),
+    incident_id: str = typer.Argument(..., help="The incident's id (labvault incident list)."),
+    tenant: str = typer.Option(..., "--tenant", help="The lab whose part it is."),
     ground: str = typer.Option(..., "--ground", help="encrypted, measures or disproportionate (Art. 34(3))."),
     reason: str = typer.Option(..., "--reason", help="Why the ground holds."),
     as_email: str = typer.Option(None, "--as", help=AS_OPTION_HELP),

@@ -27,9 +27,9 @@ from labvault.breach import analyze as analysis
 from labvault.breach import incidents as register
 from labvault.breach.reader import open_bytes
 from labvault.crypto import tokens
-from labvault.errors import AccessDenied, InvalidInput, LabvaultError, NotFound
+from labvault.errors import AccessDenied, InvalidInput, NotFound
 from labvault.ids import utcnow
-from labvault.web.errors import refuse
+from labvault.web.errors import TooLarge, refuse
 from labvault.web.incidents import _local_time
 from labvault.web.pages import LAB_ZONE, SentForm, Viewer, Writer, _session, render
 
@@ -38,11 +38,6 @@ router = APIRouter(include_in_schema=False)
 MAX_UPLOAD = LEAK_MAX_BODY  # 256 MiB: the body, multipart envelope included
 MAX_NAME = 200
 REFUSED = "leaked files are analysed by the vendor's security officer or a lab's DPO"
-
-
-class TooLarge(LabvaultError):
-    http_status = 413
-    public_reason = "the leaked file is larger than the upload limit"
 
 
 @dataclass(frozen=True, slots=True)

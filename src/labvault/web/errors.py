@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NoReturn
 
 from labvault.accounts.errors import AuthenticationFailed
-from labvault.errors import AccessDenied
+from labvault.errors import AccessDenied, LabvaultError
 
 if TYPE_CHECKING:
     from fastapi import Request
@@ -40,3 +40,10 @@ def refuse(request: Request, principal: Principal, action: str, reason: str) -> 
     with gateway(request).unit(principal, Purpose.AUTHENTICATION) as u:
         u.refuse(principal.tenant_id, action, reason)
     raise AccessDenied(reason)  # not reached: refuse raises
+
+
+class TooLarge(LabvaultError):
+    """An upload larger than its limit (413): the leaked file of the breach page."""
+
+    http_status = 413
+    public_reason = "the leaked file is larger than the upload limit"
