@@ -278,7 +278,7 @@ def test_a_nir_two_patients_share_is_narrowed_by_the_name_never_guessed(gateway)
         _row(3, nir=NIR_1),  # either: ambiguous
         _row(4, nir=NIR_1, family="Autre", given="Paul", birth_date=date(1970, 1, 1)),  # neither: ambiguous
     ]
-    analysis, parts = analyze(gw, lab_user(gw, PLATFORM, "security_officer", name="Sec"), [_leak(rows)])
+    analysis, _parts = analyze(gw, lab_user(gw, PLATFORM, "security_officer", name="Sec"), [_leak(rows)])
     assert (analysis.rows_matched, analysis.rows_ambiguous, analysis.rows_unmatched) == (1, 2, 0)
     with gw.unit(lab_user(gw, LAB_A, "lab_dpo", name="Dpo"), Purpose.BREACH) as u:
         assert u.affected_patients(LAB_A, analysis.analysis_id) == ["pa-2"]
