@@ -350,7 +350,7 @@ class Breach(UnitState):
         nir_hits = self._hits(lab, "nir_bidx", index.many("nir", d.nirs), size)
         # a NIR two patients of the lab share (an entry error, a generator's draw) is narrowed by the
         # row's name or traits when they pick exactly one of them; otherwise the row stays ambiguous
-        left = [g for g in combos if g[0] < 0 or nir_hits[g[0]] is None or len(nir_hits[g[0]]) > 1]
+        left = [g for g in combos if g[0] < 0 or len(nir_hits[g[0]] or ()) != 1]
         wanted = sorted(({g[1] for g in left} | {g[2] for g in left}) - {-1})
         names = d.names
         found_names = self._hits(lab, "name_bidx", index.many("name", (name_text(*names[j]) for j in wanted)), size)
