@@ -13,16 +13,13 @@ text for the security team.
 from __future__ import annotations
 
 import json
-import sys
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 
 import typer
 
 from labvault.access import Purpose
 from labvault.access.advisories import Advisory
-from labvault.cli.common import AS_OPTION_HELP, acting
-from labvault.errors import InvalidInput
+from labvault.cli.common import AS_OPTION_HELP, acting, as_utc, read_text_file
 from labvault.monitoring import advisories
 
 app = typer.Typer(help="Reports from outside: add, list, show, assess, close, escalate.", no_args_is_help=True)
@@ -32,19 +29,10 @@ TEXT_HELP = (
 )
 
 
-def _read(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
-    p = Path(path)
-    if not p.is_file():
-        raise InvalidInput("the text file does not exist")
-    return p.read_text(encoding="utf-8")
+_read = read_text_file
 
 
-def _when(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+_when = as_utc
 
 
 def _print(a: Advisory, *, text: bool = False) -> None:

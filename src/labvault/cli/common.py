@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -88,3 +89,26 @@ def acting(as_email: str | None, purpose: Purpose) -> Iterator[Unit]:
     operator, or ``as_email`` after it logs in) and for ``purpose``."""
     with runtime() as rt, rt.gateway.unit(actor(rt, as_email), purpose) as u:
         yield u
+
+
+def read_text_file(path: str) -> str:
+    """A text a person gives in a file, or ``-`` for standard input (never on the command line,
+    where it would stay in the shell's history: it may quote personal data)."""
+    import sys
+    from pathlib import Path
+
+    from labvault.errors import InvalidInput
+
+    if path == "-":
+        return sys.stdin.read()
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidInput("the text file does not exist")
+    return p.read_text(encoding="utf-8")
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """A date and time from an option, read as UTC when it names no zone."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

@@ -13,8 +13,7 @@ references and counts; facts and reasoning are read from files (they may quote p
 from __future__ import annotations
 
 import json
-import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import typer
 from labvault.access import Purpose
 from labvault.access.incidents import Incident
 from labvault.breach import incidents, severity
-from labvault.cli.common import AS_OPTION_HELP, acting, runtime
+from labvault.cli.common import AS_OPTION_HELP, acting, as_utc, read_text_file, runtime
 from labvault.errors import InvalidInput
 from labvault.monitoring import dispatch
 
@@ -34,20 +33,10 @@ TENANT_HELP = "The lab whose part is meant (a lab account's own lab; default: th
 
 
 def _read(path: str | None) -> str | None:
-    if path is None:
-        return None
-    if path == "-":
-        return sys.stdin.read()
-    p = Path(path)
-    if not p.is_file():
-        raise InvalidInput("the text file does not exist")
-    return p.read_text(encoding="utf-8")
+    return None if path is None else read_text_file(path)
 
 
-def _when(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+_when = as_utc
 
 
 def _emit(obj: Any) -> None:
